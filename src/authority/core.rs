@@ -1,0 +1,603 @@
+//! The authority's protocol core, sans-IO.
+//!
+//! [`AuthorityCore`] holds what all connections share (signing key,
+//! throttles, the handshake replay cache, counters); a [`Session`] holds
+//! one connection's Noise state. The driver feeds frames and `now`, and
+//! gets back bytes to send and [`Job`]s (password hashing and database
+//! access) to run off the core, whose results it feeds back with
+//! [`AuthorityCore::on_job_done`].
+
+use super::proto::*;
+use super::throttle::{Throttle, ThrottlePolicy};
+use crate::crypto::noise::{Handshake, IK, Transport};
+use crate::identity::{
+    AuthorityKey, CertError, Certificate, Role, Username, validate_password, verify_signature,
+};
+use crate::wire::{Frame, hex_encode};
+use blake2::{Blake2s256, Digest};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Issuance policy; see `[authority]` in config/natter.toml.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub certificate_lifetime_secs: u64,
+    pub max_clock_skew_ms: u64,
+    pub open_registration: bool,
+    pub max_requests_per_connection: u32,
+    pub throttle: ThrottlePolicy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            certificate_lifetime_secs: 24 * 3600,
+            max_clock_skew_ms: 120_000,
+            open_registration: true,
+            max_requests_per_connection: 8,
+            throttle: ThrottlePolicy::default(),
+        }
+    }
+}
+
+/// Certificates are back-dated this much so that a client whose clock is a
+/// little behind can use one at once.
+const BACKDATE_SECS: u64 = 300;
+
+/// Counters of everything the authority did and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorityStats {
+    pub handshakes: u64,
+    pub registrations: u64,
+    pub logins: u64,
+    pub renewals: u64,
+    pub username_taken: u64,
+    pub bad_registrations: u64,
+    pub wrong_password: u64,
+    pub unknown_user: u64,
+    pub disabled_account: u64,
+    pub throttled: u64,
+    pub replayed_handshakes: u64,
+    pub clock_skew: u64,
+    pub bad_handshakes: u64,
+    pub malformed: u64,
+    pub bad_proof: u64,
+    pub cert_expired: u64,
+    pub cert_unknown_issuer: u64,
+    pub cert_bad_signature: u64,
+    pub cert_key_mismatch: u64,
+    pub internal_errors: u64,
+}
+
+impl std::fmt::Display for AuthorityStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "registrations={} logins={} renewals={} wrong_password={} unknown_user={} throttled={} \
+             replayed={} clock_skew={} bad_handshakes={} malformed={} bad_proof={} cert_expired={} \
+             cert_unknown_issuer={} cert_bad_signature={} cert_key_mismatch={}",
+            self.registrations,
+            self.logins,
+            self.renewals,
+            self.wrong_password,
+            self.unknown_user,
+            self.throttled,
+            self.replayed_handshakes,
+            self.clock_skew,
+            self.bad_handshakes,
+            self.malformed,
+            self.bad_proof,
+            self.cert_expired,
+            self.cert_unknown_issuer,
+            self.cert_bad_signature,
+            self.cert_key_mismatch
+        )
+    }
+}
+
+/// Work the driver runs outside the core (slow or I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Hash the password with argon2id and insert the account.
+    Register { username: Username, password: String },
+    /// Look the account up and check the password (argon2id verify; a
+    /// dummy hash is checked for unknown users, so timing tells nothing).
+    CheckPassword { username: Username, password: String },
+    /// Look the account up (renewal: is it still there, which role).
+    LoadAccount { username: Username },
+}
+
+/// What the store knows of an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub role: Role,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobResult {
+    Registered,
+    UsernameTaken,
+    PasswordOk(AccountInfo),
+    WrongPassword,
+    UnknownUser,
+    Account(Option<AccountInfo>),
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub enum Output {
+    Send(Vec<u8>),
+    Job(Job),
+    Close,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Register(Username),
+    Login { username: Username, ed25519: [u8; 32] },
+    Renew(Certificate),
+}
+
+#[derive(Debug)]
+enum State {
+    AwaitHello,
+    Open {
+        transport: Box<Transport>,
+        hash: Vec<u8>,
+        x25519: [u8; 32],
+    },
+    Closed,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Session {
+    peer: IpAddr,
+    state: State,
+    pending: Option<Pending>,
+    requests: u32,
+}
+
+impl Session {
+    pub fn new(peer: IpAddr) -> Self {
+        Session {
+            peer,
+            state: State::AwaitHello,
+            pending: None,
+            requests: 0,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+}
+
+pub struct AuthorityCore {
+    key: AuthorityKey,
+    public: [u8; 32],
+    policy: Policy,
+    throttle: Throttle,
+    /// Hash of each accepted first handshake message -> when it may be
+    /// forgotten (its timestamp is then outside the skew window anyway).
+    seen_hellos: HashMap<[u8; 32], u64>,
+    stats: AuthorityStats,
+}
+
+impl std::fmt::Debug for AuthorityCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorityCore")
+            .field("public", &hex_encode(&self.public))
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthorityCore {
+    pub fn new(key: AuthorityKey, policy: Policy) -> Self {
+        AuthorityCore {
+            public: key.public(),
+            key,
+            throttle: Throttle::new(policy.throttle.clone()),
+            policy,
+            seen_hellos: HashMap::new(),
+            stats: AuthorityStats::default(),
+        }
+    }
+
+    pub fn public_key(&self) -> [u8; 32] {
+        self.public
+    }
+
+    pub fn stats(&self) -> &AuthorityStats {
+        &self.stats
+    }
+
+    /// How often the driver should call [`AuthorityCore::on_tick`].
+    pub const TICK_MS: u64 = 60_000;
+
+    /// Forget expired replay entries and idle throttle records.
+    pub fn on_tick(&mut self, now_ms: u64) {
+        self.seen_hellos.retain(|_, &mut until| until > now_ms);
+        self.throttle.prune(now_ms);
+    }
+
+    /// The driver could not even split the stream into frames.
+    pub fn on_malformed(&mut self, s: &mut Session) -> Vec<Output> {
+        self.stats.malformed += 1;
+        self.reject(s, RejectCode::Malformed, 0, "malformed frame", true)
+    }
+
+    /// Handle one frame from the client.
+    pub fn on_frame(&mut self, s: &mut Session, now_ms: u64, frame: Frame<'_>) -> Vec<Output> {
+        match (&s.state, frame.kind) {
+            (State::AwaitHello, KIND_HELLO) => self.on_hello(s, now_ms, frame.payload),
+            (State::Open { .. }, KIND_SEALED) if s.pending.is_none() => {
+                self.on_sealed(s, now_ms, frame.payload)
+            }
+            (State::Closed, _) => vec![Output::Close],
+            _ => {
+                self.stats.malformed += 1;
+                self.reject(s, RejectCode::Malformed, 0, "unexpected message", true)
+            }
+        }
+    }
+
+    fn on_hello(&mut self, s: &mut Session, now_ms: u64, msg: &[u8]) -> Vec<Output> {
+        let secret = self.key.x25519_secret();
+        let mut hs = match Handshake::responder(IK, PROLOGUE, &secret) {
+            Ok(hs) => hs,
+            Err(e) => return self.internal(s, &e.to_string()),
+        };
+        let hello = match hs.read(msg).map(|p| ClientHello::decode(&p)) {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => {
+                self.stats.bad_handshakes += 1;
+                let m = format!("bad handshake payload: {e}");
+                return self.reject(s, RejectCode::Malformed, 0, &m, true);
+            }
+            Err(_) => {
+                self.stats.bad_handshakes += 1;
+                let m = "handshake failed: is the authority key pinned in your config the right one?";
+                return self.reject(s, RejectCode::Malformed, 0, m, true);
+            }
+        };
+        let skew = now_ms.abs_diff(hello.time_ms);
+        if skew > self.policy.max_clock_skew_ms {
+            self.stats.clock_skew += 1;
+            let m = format!(
+                "your clock differs from the authority's by {} s (at most {} s allowed); fix the system clock",
+                skew / 1000,
+                self.policy.max_clock_skew_ms / 1000
+            );
+            return self.reject(s, RejectCode::ClockSkew, 0, &m, true);
+        }
+        let digest: [u8; 32] = Blake2s256::digest(msg).into();
+        if self.seen_hellos.contains_key(&digest) {
+            self.stats.replayed_handshakes += 1;
+            tracing::warn!(peer = %s.peer, "replayed login handshake refused");
+            return self.reject(s, RejectCode::Replayed, 0, "handshake replayed", true);
+        }
+        self.seen_hellos
+            .insert(digest, now_ms + 2 * self.policy.max_clock_skew_ms + 1);
+        let reply = ServerHello { time_ms: now_ms }.encode();
+        let (out, x25519) = match (hs.write(&reply), hs.remote_static()) {
+            (Ok(out), Some(x)) => (out, x),
+            (Err(e), _) => return self.internal(s, &e.to_string()),
+            (_, None) => return self.internal(s, "no remote static key"),
+        };
+        let hash = hs.hash();
+        let transport = match hs.into_transport() {
+            Ok(t) => t,
+            Err(e) => return self.internal(s, &e.to_string()),
+        };
+        self.stats.handshakes += 1;
+        s.state = State::Open {
+            transport: Box::new(transport),
+            hash,
+            x25519,
+        };
+        match Frame::encode(KIND_WELCOME, &out) {
+            Ok(f) => vec![Output::Send(f)],
+            Err(e) => self.internal(s, &e.to_string()),
+        }
+    }
+
+    fn on_sealed(&mut self, s: &mut Session, now_ms: u64, ct: &[u8]) -> Vec<Output> {
+        let State::Open {
+            transport,
+            hash,
+            x25519,
+        } = &mut s.state
+        else {
+            return vec![Output::Close];
+        };
+        let Ok(plain) = transport.decrypt(ct) else {
+            self.stats.malformed += 1;
+            s.state = State::Closed;
+            return vec![Output::Close];
+        };
+        let (hash, x25519) = (hash.clone(), *x25519);
+        s.requests += 1;
+        let req = match Request::decode(&plain) {
+            Ok(r) => r,
+            Err(e) => {
+                self.stats.malformed += 1;
+                return self.reject(s, RejectCode::Malformed, 0, &format!("bad request: {e}"), true);
+            }
+        };
+        match req {
+            Request::Register { username, password } => {
+                self.on_register(s, now_ms, username, password)
+            }
+            Request::Login {
+                username,
+                password,
+                ed25519,
+                proof,
+            } => {
+                let Ok(user) = Username::parse(username) else {
+                    // Same answer as a wrong password: no hint either way.
+                    self.stats.unknown_user += 1;
+                    return self.invalid_credentials(s);
+                };
+                if let Some(wait) = self.throttle.login_blocked(now_ms, user.as_str(), s.peer) {
+                    return self.throttled(s, wait, "too many failed logins");
+                }
+                if !verify_signature(&ed25519, DEVICE_PROOF, &hash, &proof) {
+                    self.stats.bad_proof += 1;
+                    let m = "device key proof does not verify";
+                    return self.reject(s, RejectCode::BadProof, 0, m, true);
+                }
+                s.pending = Some(Pending::Login {
+                    username: user.clone(),
+                    ed25519,
+                });
+                vec![Output::Job(Job::CheckPassword {
+                    username: user,
+                    password: password.to_owned(),
+                })]
+            }
+            Request::Renew { cert, proof } => {
+                let cert = match Certificate::decode(cert) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.stats.malformed += 1;
+                        let m = format!("malformed certificate: {e}");
+                        return self.reject(s, RejectCode::Malformed, 0, &m, true);
+                    }
+                };
+                if let Err(e) = cert.verify(&self.public, now_ms / 1000) {
+                    let code = match e {
+                        CertError::Expired { .. } => {
+                            self.stats.cert_expired += 1;
+                            RejectCode::CertExpired
+                        }
+                        CertError::UnknownIssuer { .. } => {
+                            self.stats.cert_unknown_issuer += 1;
+                            RejectCode::CertUnknownIssuer
+                        }
+                        CertError::KeyMismatch => {
+                            self.stats.cert_key_mismatch += 1;
+                            RejectCode::CertKeyMismatch
+                        }
+                        CertError::BadSignature
+                        | CertError::BadUsername
+                        | CertError::NotYetValid { .. }
+                        | CertError::Malformed(_) => {
+                            self.stats.cert_bad_signature += 1;
+                            RejectCode::CertBadSignature
+                        }
+                    };
+                    let m = if code == RejectCode::CertExpired {
+                        format!("{e}; log in with your password")
+                    } else {
+                        e.to_string()
+                    };
+                    return self.reject(s, code, 0, &m, false);
+                }
+                if cert.x25519 != x25519 {
+                    self.stats.cert_key_mismatch += 1;
+                    let m = "certificate belongs to another device";
+                    return self.reject(s, RejectCode::CertKeyMismatch, 0, m, true);
+                }
+                if !verify_signature(&cert.ed25519, DEVICE_PROOF, &hash, &proof) {
+                    self.stats.bad_proof += 1;
+                    let m = "device key proof does not verify";
+                    return self.reject(s, RejectCode::BadProof, 0, m, true);
+                }
+                let Ok(username) = Username::parse(&cert.username) else {
+                    return self.internal(s, "verified certificate with invalid username");
+                };
+                s.pending = Some(Pending::Renew(cert));
+                vec![Output::Job(Job::LoadAccount { username })]
+            }
+        }
+    }
+
+    fn on_register(
+        &mut self,
+        s: &mut Session,
+        now_ms: u64,
+        username: &str,
+        password: &str,
+    ) -> Vec<Output> {
+        if !self.policy.open_registration {
+            self.stats.bad_registrations += 1;
+            let m = "this authority does not accept registrations; ask its operator for an account";
+            return self.reject(s, RejectCode::RegistrationClosed, 0, m, false);
+        }
+        let user = match Username::parse(username) {
+            Ok(u) => u,
+            Err(e) => {
+                self.stats.bad_registrations += 1;
+                return self.reject(s, RejectCode::InvalidUsername, 0, &e.to_string(), false);
+            }
+        };
+        if let Err(e) = validate_password(password) {
+            self.stats.bad_registrations += 1;
+            return self.reject(s, RejectCode::WeakPassword, 0, &e.to_string(), false);
+        }
+        if let Some(wait) = self.throttle.registration(now_ms, s.peer) {
+            return self.throttled(s, wait, "too many registrations from your address");
+        }
+        s.pending = Some(Pending::Register(user.clone()));
+        vec![Output::Job(Job::Register {
+            username: user,
+            password: password.to_owned(),
+        })]
+    }
+
+    /// Feed back the result of the session's job. `serial` is a fresh
+    /// random value from the driver, used if a certificate is issued.
+    pub fn on_job_done(
+        &mut self,
+        s: &mut Session,
+        now_ms: u64,
+        result: JobResult,
+        serial: u64,
+    ) -> Vec<Output> {
+        let Some(pending) = s.pending.take() else {
+            return self.internal(s, "job result without a pending request");
+        };
+        match (pending, result) {
+            (_, JobResult::Failed(e)) => self.internal(s, &e),
+            (Pending::Register(user), JobResult::Registered) => {
+                self.stats.registrations += 1;
+                tracing::info!(user = %user, "account registered");
+                let r = Response::Registered {
+                    username: user.as_str(),
+                };
+                self.respond(s, &r.encode(), false)
+            }
+            (Pending::Register(user), JobResult::UsernameTaken) => {
+                self.stats.username_taken += 1;
+                let m = format!("username {user} is taken");
+                self.reject(s, RejectCode::UsernameTaken, 0, &m, false)
+            }
+            (Pending::Login { username, ed25519 }, JobResult::PasswordOk(info)) => {
+                if info.disabled {
+                    self.stats.disabled_account += 1;
+                    let m = "this account is disabled";
+                    return self.reject(s, RejectCode::AccountDisabled, 0, m, false);
+                }
+                self.throttle.login_succeeded(username.as_str());
+                self.stats.logins += 1;
+                tracing::info!(user = %username, "password login");
+                self.issue(s, now_ms, serial, info.role, &username, ed25519)
+            }
+            (Pending::Login { username, .. }, r @ (JobResult::WrongPassword | JobResult::UnknownUser)) => {
+                if r == JobResult::WrongPassword {
+                    self.stats.wrong_password += 1;
+                } else {
+                    self.stats.unknown_user += 1;
+                }
+                self.throttle.login_failed(now_ms, username.as_str(), s.peer);
+                self.invalid_credentials(s)
+            }
+            (Pending::Renew(cert), JobResult::Account(Some(info))) if !info.disabled => {
+                let Ok(user) = Username::parse(&cert.username) else {
+                    return self.internal(s, "bad username in verified certificate");
+                };
+                self.stats.renewals += 1;
+                self.issue(s, now_ms, serial, info.role, &user, cert.ed25519)
+            }
+            (Pending::Renew(_), JobResult::Account(Some(_))) => {
+                self.stats.disabled_account += 1;
+                self.reject(s, RejectCode::AccountDisabled, 0, "this account is disabled", false)
+            }
+            (Pending::Renew(_), JobResult::Account(None)) => {
+                self.stats.unknown_user += 1;
+                self.reject(
+                    s,
+                    RejectCode::InvalidCredentials,
+                    0,
+                    "this account no longer exists",
+                    false,
+                )
+            }
+            (p, r) => self.internal(s, &format!("job result {r:?} does not answer {p:?}")),
+        }
+    }
+
+    fn issue(
+        &mut self,
+        s: &mut Session,
+        now_ms: u64,
+        serial: u64,
+        role: Role,
+        user: &Username,
+        ed25519: [u8; 32],
+    ) -> Vec<Output> {
+        let State::Open { x25519, .. } = &s.state else {
+            return vec![Output::Close];
+        };
+        let now = now_ms / 1000;
+        let cert = Certificate::issue(
+            &self.key,
+            serial,
+            role,
+            now.saturating_sub(BACKDATE_SECS),
+            now + self.policy.certificate_lifetime_secs,
+            user,
+            ed25519,
+            *x25519,
+        );
+        let bytes = cert.encode();
+        self.respond(s, &Response::Certificate { cert: &bytes }.encode(), false)
+    }
+
+    fn invalid_credentials(&mut self, s: &mut Session) -> Vec<Output> {
+        let m = "invalid username or password";
+        self.reject(s, RejectCode::InvalidCredentials, 0, m, false)
+    }
+
+    fn throttled(&mut self, s: &mut Session, wait_ms: u64, why: &str) -> Vec<Output> {
+        self.stats.throttled += 1;
+        let secs = wait_ms.div_ceil(1000).min(u32::MAX as u64) as u32;
+        let m = format!("{why}; try again in {secs} s");
+        self.reject(s, RejectCode::Throttled, secs, &m, false)
+    }
+
+    fn internal(&mut self, s: &mut Session, what: &str) -> Vec<Output> {
+        self.stats.internal_errors += 1;
+        tracing::error!(peer = %s.peer, "internal error: {what}");
+        self.reject(s, RejectCode::Internal, 0, "internal error at the authority", true)
+    }
+
+    fn reject(
+        &mut self,
+        s: &mut Session,
+        code: RejectCode,
+        retry_after_secs: u32,
+        message: &str,
+        close: bool,
+    ) -> Vec<Output> {
+        let r = Response::Error {
+            code,
+            retry_after_secs,
+            message,
+        };
+        tracing::debug!(peer = %s.peer, ?code, "request refused: {message}");
+        self.respond(s, &r.encode(), close)
+    }
+
+    /// Send a response: sealed on an open channel, plain before one exists.
+    fn respond(&mut self, s: &mut Session, body: &[u8], close: bool) -> Vec<Output> {
+        let frame = match &mut s.state {
+            State::Open { transport, .. } => transport
+                .encrypt(body)
+                .ok()
+                .and_then(|c| Frame::encode(KIND_SEALED, &c).ok()),
+            State::AwaitHello => Frame::encode(KIND_REJECT, body).ok(),
+            State::Closed => None,
+        };
+        let mut out: Vec<Output> = frame.into_iter().map(Output::Send).collect();
+        if close || s.requests >= self.policy.max_requests_per_connection {
+            s.state = State::Closed;
+            out.push(Output::Close);
+        }
+        out
+    }
+}

@@ -1,0 +1,253 @@
+//! Tokio driver for the authority: accepts TCP connections, splits the
+//! stream into frames, feeds them to [`AuthorityCore`] and runs its jobs
+//! (argon2id and SQLite) on the blocking pool, bounded by the core count.
+
+use super::core::{AuthorityCore, Job, JobResult, Output, Policy, Session};
+use super::store::{Store, StoreError, hash_password};
+use super::AuthorityStats;
+use crate::clock::Clock;
+use crate::identity::AuthorityKey;
+use crate::wire::{Frame, MAX_FRAME};
+use rand::RngCore;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// A connection that sends nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Shared {
+    core: Mutex<AuthorityCore>,
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    /// Bounds concurrent argon2 work: each hash takes ~19 MiB and a core.
+    hashing: Semaphore,
+}
+
+impl Shared {
+    fn core(&self) -> std::sync::MutexGuard<'_, AuthorityCore> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A bound, ready authority.
+pub struct AuthorityServer {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+}
+
+/// Read access to a running authority, for tests and status output.
+#[derive(Clone)]
+pub struct AuthorityHandle {
+    shared: Arc<Shared>,
+    pub local_addr: SocketAddr,
+}
+
+impl AuthorityHandle {
+    pub fn stats(&self) -> AuthorityStats {
+        self.shared.core().stats().clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+}
+
+impl AuthorityServer {
+    pub async fn bind(
+        listen: SocketAddr,
+        key: AuthorityKey,
+        store: Store,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        max_connections: usize,
+    ) -> Result<Self, ServerError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind { addr: listen, source })?;
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(AuthorityServer {
+            listener,
+            shared: Arc::new(Shared {
+                core: Mutex::new(AuthorityCore::new(key, policy)),
+                store: Arc::new(store),
+                clock,
+                hashing: Semaphore::new(cpus),
+            }),
+            connections: Arc::new(Semaphore::new(max_connections.max(1))),
+        })
+    }
+
+    pub fn handle(&self) -> AuthorityHandle {
+        AuthorityHandle {
+            shared: self.shared.clone(),
+            local_addr: self.local_addr(),
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has a local address")
+    }
+
+    /// Serve until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(Duration::from_millis(AuthorityCore::TICK_MS));
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {
+                    let now = self.shared.clock.now_ms();
+                    let mut core = self.shared.core();
+                    core.on_tick(now);
+                    tracing::info!(stats = %core.stats(), "authority counters");
+                }
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of descriptors and the like: back off briefly.
+                            tracing::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, "connection limit reached; refusing");
+                        continue;
+                    };
+                    let shared = self.shared.clone();
+                    let span = tracing::info_span!("conn", %peer);
+                    tokio::spawn(async move {
+                        if let Err(e) = serve(stream, peer, shared).await {
+                            tracing::debug!("connection ended: {e}");
+                        }
+                        drop(permit);
+                    }.instrument(span));
+                }
+            }
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session::new(peer.ip());
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let outputs = match Frame::decode_prefix(&buf) {
+            Err(_) => shared.core().on_malformed(&mut session),
+            Ok(Some((frame, used))) => {
+                let now = shared.clock.now_ms();
+                let out = shared.core().on_frame(&mut session, now, frame);
+                buf.drain(..used);
+                out
+            }
+            Ok(None) => {
+                let mut chunk = [0u8; 4096];
+                let want = (MAX_FRAME + 2).saturating_sub(buf.len()).min(chunk.len());
+                let n = match tokio::time::timeout(IDLE, stream.read(&mut chunk[..want.max(1)])).await {
+                    Ok(r) => r?,
+                    Err(_) => return Ok(()),
+                };
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+        };
+        if !execute(&mut stream, &mut session, &shared, outputs).await? {
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+/// Carry out outputs (running jobs and feeding their results back);
+/// returns false once the connection should close.
+async fn execute(
+    stream: &mut TcpStream,
+    session: &mut Session,
+    shared: &Arc<Shared>,
+    mut outputs: Vec<Output>,
+) -> std::io::Result<bool> {
+    loop {
+        let mut next = Vec::new();
+        for out in outputs {
+            match out {
+                Output::Send(bytes) => stream.write_all(&bytes).await?,
+                Output::Close => {
+                    stream.flush().await?;
+                    return Ok(false);
+                }
+                Output::Job(job) => {
+                    let result = run_job(shared, job).await;
+                    let serial = rand::rngs::OsRng.next_u64();
+                    let now = shared.clock.now_ms();
+                    next.extend(shared.core().on_job_done(session, now, result, serial));
+                }
+            }
+        }
+        if next.is_empty() {
+            return Ok(true);
+        }
+        outputs = next;
+    }
+}
+
+async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
+    let Ok(_permit) = shared.hashing.acquire().await else {
+        return JobResult::Failed("shutting down".into());
+    };
+    let store = shared.store.clone();
+    let now = shared.clock.now_secs();
+    let r = tokio::task::spawn_blocking(move || -> Result<JobResult, StoreError> {
+        Ok(match job {
+            Job::Register { username, password } => {
+                let hash = hash_password(&password)?;
+                if store.insert_account(&username, &hash, now)? {
+                    JobResult::Registered
+                } else {
+                    JobResult::UsernameTaken
+                }
+            }
+            Job::CheckPassword { username, password } => {
+                match store.check_password(&username, &password)? {
+                    Ok(info) => {
+                        store.touch_login(&username, now)?;
+                        JobResult::PasswordOk(info)
+                    }
+                    Err(true) => JobResult::WrongPassword,
+                    Err(false) => JobResult::UnknownUser,
+                }
+            }
+            Job::LoadAccount { username } => JobResult::Account(store.account(&username)?.map(|a| a.info)),
+        })
+    })
+    .await;
+    match r {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => JobResult::Failed(e.to_string()),
+        Err(e) => JobResult::Failed(format!("job panicked: {e}")),
+    }
+}

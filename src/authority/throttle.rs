@@ -1,0 +1,215 @@
+//! Failed-login throttling per account and per source address, and a
+//! registration rate limit per address. Pure state driven by `now` (ms).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+/// Throttling knobs; see `[authority]` in config/natter.toml.
+#[derive(Debug, Clone)]
+pub struct ThrottlePolicy {
+    /// Failures per account allowed before lockouts start.
+    pub account_failures: u32,
+    /// Failures per source address allowed before lockouts start (higher:
+    /// many users can share one NAT address).
+    pub address_failures: u32,
+    /// A failure count decays to zero after this long without failures.
+    pub window_ms: u64,
+    /// Longest lockout; lockouts double per failure up to this.
+    pub max_lockout_ms: u64,
+    /// Registrations per address per hour; 0 means no limit.
+    pub registrations_per_hour: u32,
+}
+
+impl Default for ThrottlePolicy {
+    fn default() -> Self {
+        ThrottlePolicy {
+            account_failures: 5,
+            address_failures: 20,
+            window_ms: 15 * 60 * 1000,
+            max_lockout_ms: 15 * 60 * 1000,
+            registrations_per_hour: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Failures {
+    count: u32,
+    last_ms: u64,
+    locked_until_ms: u64,
+}
+
+impl Failures {
+    fn decay(&mut self, now: u64, window: u64) {
+        if now.saturating_sub(self.last_ms) > window && now >= self.locked_until_ms {
+            *self = Failures::default();
+        }
+    }
+
+    fn fail(&mut self, now: u64, free: u32, policy: &ThrottlePolicy) {
+        self.count = self.count.saturating_add(1);
+        self.last_ms = now;
+        if self.count >= free {
+            let doublings = (self.count - free).min(30);
+            let lock = (1000u64 << doublings).min(policy.max_lockout_ms);
+            self.locked_until_ms = now + lock;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Throttle {
+    pub policy: ThrottlePolicy,
+    accounts: HashMap<String, Failures>,
+    addresses: HashMap<IpAddr, Failures>,
+    registrations: HashMap<IpAddr, VecDeque<u64>>,
+}
+
+impl Throttle {
+    pub fn new(policy: ThrottlePolicy) -> Self {
+        Throttle {
+            policy,
+            ..Default::default()
+        }
+    }
+
+    /// Milliseconds until a login for `account` from `addr` may be tried,
+    /// or `None` if it may be tried now.
+    pub fn login_blocked(&mut self, now: u64, account: &str, addr: IpAddr) -> Option<u64> {
+        let w = self.policy.window_ms;
+        let mut wait = 0;
+        if let Some(f) = self.accounts.get_mut(account) {
+            f.decay(now, w);
+            wait = wait.max(f.locked_until_ms.saturating_sub(now));
+        }
+        if let Some(f) = self.addresses.get_mut(&addr) {
+            f.decay(now, w);
+            wait = wait.max(f.locked_until_ms.saturating_sub(now));
+        }
+        (wait > 0).then_some(wait)
+    }
+
+    pub fn login_failed(&mut self, now: u64, account: &str, addr: IpAddr) {
+        let p = self.policy.clone();
+        let a = self.accounts.entry(account.to_owned()).or_default();
+        a.decay(now, p.window_ms);
+        a.fail(now, p.account_failures, &p);
+        let b = self.addresses.entry(addr).or_default();
+        b.decay(now, p.window_ms);
+        b.fail(now, p.address_failures, &p);
+    }
+
+    /// A correct password clears the account's failures (not the
+    /// address's: one good account must not unlock guessing at others).
+    pub fn login_succeeded(&mut self, account: &str) {
+        self.accounts.remove(account);
+    }
+
+    /// Milliseconds until `addr` may register again, or `None`; counts the
+    /// attempt when allowed.
+    pub fn registration(&mut self, now: u64, addr: IpAddr) -> Option<u64> {
+        let limit = self.policy.registrations_per_hour as usize;
+        if limit == 0 {
+            return None;
+        }
+        const HOUR: u64 = 3_600_000;
+        let q = self.registrations.entry(addr).or_default();
+        while q.front().is_some_and(|&t| now.saturating_sub(t) >= HOUR) {
+            q.pop_front();
+        }
+        if q.len() >= limit {
+            let oldest = q.front().copied().unwrap_or(now);
+            return Some((oldest + HOUR).saturating_sub(now).max(1));
+        }
+        q.push_back(now);
+        None
+    }
+
+    /// Drop entries that no longer hold anything back.
+    pub fn prune(&mut self, now: u64) {
+        let w = self.policy.window_ms;
+        let keep = |f: &mut Failures| {
+            f.decay(now, w);
+            f.count > 0
+        };
+        self.accounts.retain(|_, f| keep(f));
+        self.addresses.retain(|_, f| keep(f));
+        self.registrations
+            .retain(|_, q| q.back().is_some_and(|&t| now.saturating_sub(t) < 3_600_000));
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.accounts.len() + self.addresses.len() + self.registrations.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn account_locks_after_free_failures_and_doubles() {
+        let mut t = Throttle::new(ThrottlePolicy::default());
+        for _ in 0..4 {
+            t.login_failed(0, "alice", ip(1));
+            assert_eq!(t.login_blocked(0, "alice", ip(2)), None);
+        }
+        t.login_failed(0, "alice", ip(1));
+        // From another address too: the lock is on the account.
+        assert_eq!(t.login_blocked(0, "alice", ip(2)), Some(1000));
+        assert_eq!(t.login_blocked(1000, "alice", ip(2)), None);
+        t.login_failed(1000, "alice", ip(1));
+        assert_eq!(t.login_blocked(1000, "alice", ip(2)), Some(2000));
+        // Another account from another address is unaffected.
+        assert_eq!(t.login_blocked(1000, "bob", ip(3)), None);
+    }
+
+    #[test]
+    fn address_locks_across_accounts() {
+        let mut t = Throttle::new(ThrottlePolicy::default());
+        for i in 0..20 {
+            t.login_failed(0, &format!("user{i}"), ip(9));
+        }
+        assert!(t.login_blocked(0, "fresh", ip(9)).is_some());
+        assert!(t.login_blocked(0, "fresh", ip(8)).is_none());
+    }
+
+    #[test]
+    fn failures_decay_and_success_clears() {
+        let mut t = Throttle::new(ThrottlePolicy::default());
+        for _ in 0..4 {
+            t.login_failed(0, "a", ip(1));
+        }
+        t.login_succeeded("a");
+        t.login_failed(10, "a", ip(1));
+        assert_eq!(t.login_blocked(10, "a", ip(2)), None);
+        t.prune(10 + 16 * 60 * 1000);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn lockout_is_capped() {
+        let mut t = Throttle::new(ThrottlePolicy::default());
+        for _ in 0..100 {
+            t.login_failed(0, "a", ip(1));
+        }
+        assert_eq!(t.login_blocked(0, "a", ip(2)), Some(15 * 60 * 1000));
+    }
+
+    #[test]
+    fn registrations_limited_per_hour() {
+        let mut t = Throttle::new(ThrottlePolicy {
+            registrations_per_hour: 2,
+            ..Default::default()
+        });
+        assert_eq!(t.registration(0, ip(1)), None);
+        assert_eq!(t.registration(10, ip(1)), None);
+        assert_eq!(t.registration(20, ip(1)), Some(3_600_000 - 20));
+        assert_eq!(t.registration(20, ip(2)), None);
+        assert_eq!(t.registration(3_600_000, ip(1)), None);
+    }
+}

@@ -1,0 +1,369 @@
+//! Configuration: TOML loaded from `--config` or the user's config dir,
+//! with command-line flags applied on top by `main`. Every key has a
+//! default, so natter runs with no file at all; an unknown key, a wrong
+//! type or a bad address is an error naming the file, the key and what
+//! was expected. `config/natter.toml` documents every key.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}{}: key `{key}`: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+    #[error("no data directory: pass --data-dir or set `data_dir` in the config")]
+    NoDataDir,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where keys, certificates and databases live.
+    pub data_dir: Option<PathBuf>,
+    pub log: LogConfig,
+    pub login: LoginConfig,
+    pub authority: AuthorityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `natter=debug`.
+    pub level: String,
+    /// Log file; stderr when unset (the TUI always logs to a file).
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            file: None,
+        }
+    }
+}
+
+/// How a client reaches and trusts the login authority.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// The authority's address, `host:port`.
+    pub server: HostPort,
+    /// The authority's ed25519 public key, 64 hex digits, as it printed
+    /// at its first start. Required to log in.
+    pub authority_key: Option<PublicKey>,
+    /// Renew the certificate when less than this much validity is left.
+    pub renew_before: HumanDuration,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            server: HostPort {
+                host: "127.0.0.1".into(),
+                port: 7700,
+            },
+            authority_key: None,
+            renew_before: HumanDuration(Duration::from_secs(4 * 3600)),
+        }
+    }
+}
+
+/// Settings of `natter --authority`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthorityConfig {
+    pub listen: SocketAddr,
+    /// Account database; relative paths are under the data dir.
+    pub database: PathBuf,
+    /// Signing key file; relative paths are under the data dir.
+    pub key_file: PathBuf,
+    pub open_registration: bool,
+    pub certificate_lifetime: HumanDuration,
+    pub max_clock_skew: HumanDuration,
+    pub failed_logins_per_account: u32,
+    pub failed_logins_per_address: u32,
+    pub failure_window: HumanDuration,
+    pub max_lockout: HumanDuration,
+    /// 0 means no limit.
+    pub registrations_per_hour_per_address: u32,
+    pub max_connections: usize,
+}
+
+impl Default for AuthorityConfig {
+    fn default() -> Self {
+        AuthorityConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7700)),
+            database: "authority.db".into(),
+            key_file: "authority.key".into(),
+            open_registration: true,
+            certificate_lifetime: HumanDuration(Duration::from_secs(24 * 3600)),
+            max_clock_skew: HumanDuration(Duration::from_secs(120)),
+            failed_logins_per_account: 5,
+            failed_logins_per_address: 20,
+            failure_window: HumanDuration(Duration::from_secs(15 * 60)),
+            max_lockout: HumanDuration(Duration::from_secs(15 * 60)),
+            registrations_per_hour_per_address: 20,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl AuthorityConfig {
+    pub fn policy(&self) -> crate::authority::Policy {
+        crate::authority::Policy {
+            certificate_lifetime_secs: self.certificate_lifetime.0.as_secs(),
+            max_clock_skew_ms: self.max_clock_skew.0.as_millis() as u64,
+            open_registration: self.open_registration,
+            max_requests_per_connection: 8,
+            throttle: crate::authority::ThrottlePolicy {
+                account_failures: self.failed_logins_per_account,
+                address_failures: self.failed_logins_per_address,
+                window_ms: self.failure_window.0.as_millis() as u64,
+                max_lockout_ms: self.max_lockout.0.as_millis() as u64,
+                registrations_per_hour: self.registrations_per_hour_per_address,
+            },
+        }
+    }
+}
+
+/// `host:port` where host is an IP address or a DNS name; resolved when
+/// used, so a config can name a host that is not up yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected an address `host:port`, e.g. `127.0.0.1:7700` or `auth.example.org:7700`";
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(HostPort {
+                host: a.ip().to_string(),
+                port: a.port(),
+            });
+        }
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?}: {expected}"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: port {port:?} is not a number 0-65535; {expected}"))?;
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !l.starts_with('-')
+            });
+        if !valid {
+            return Err(format!("{s:?}: {host:?} is not a host name or IP address; {expected}"));
+        }
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for HostPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An ed25519 public key written as 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl std::str::FromStr for PublicKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let k = crate::wire::hex_decode::<32>(s)
+            .ok_or_else(|| format!("{s:?} is not a public key: expected 64 hex digits"))?;
+        if crate::identity::authority_x25519_public(&k).is_none() {
+            return Err(format!("{s:?} is not a valid ed25519 public key"));
+        }
+        Ok(PublicKey(k))
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration written for people: `90s`, `15m`, `24h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}): expected e.g. \"90s\", \"15m\" or \"24h\""
+                ))
+            })
+    }
+}
+
+impl Config {
+    /// Parse TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |key: String, e: toml::de::Error| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: e
+                .span()
+                .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1),
+            key,
+            message: e.message().trim().to_owned(),
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)".into(), e))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(key, e.into_inner())
+        })
+    }
+
+    /// Load `path`; with no path, the user's config file if it exists,
+    /// else defaults. Returns the config and the file it came from.
+    pub fn load(path: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let path = match path {
+            Some(p) => p.to_owned(),
+            None => match default_config_path() {
+                Some(p) if p.exists() => p,
+                _ => return Ok((Config::default(), None)),
+            },
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok((Self::parse(&text, &path)?, Some(path)))
+    }
+
+    /// The data dir: the flag, else the file's `data_dir`, else the
+    /// platform's (`~/.local/share/natter`).
+    pub fn data_dir(&self, flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
+        if let Some(p) = flag.or(self.data_dir.as_deref()) {
+            return Ok(p.to_owned());
+        }
+        project_dirs()
+            .map(|d| d.data_dir().to_owned())
+            .ok_or(ConfigError::NoDataDir)
+    }
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("org", "natter", "natter")
+}
+
+pub fn default_config_path() -> Option<PathBuf> {
+    project_dirs().map(|d| d.config_dir().join("natter.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("/etc/natter.toml"))
+    }
+
+    #[test]
+    fn empty_is_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.authority.listen.port(), 7700);
+        assert_eq!(c.login.server.to_string(), "127.0.0.1:7700");
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config/natter.toml");
+        let c = parse(text).unwrap();
+        assert!(c.login.authority_key.is_some());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let e = parse("[authority]\nlisen = \"0.0.0.0:1\"\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/natter.toml"), "{e}");
+        assert!(e.contains("authority"), "{e}");
+        assert!(e.contains("lisen"), "{e}");
+        assert!(e.contains("expected one of"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_expectation() {
+        let e = parse("[authority]\nopen_registration = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("authority.open_registration"), "{e}");
+        assert!(e.contains("expected a boolean"), "{e}");
+    }
+
+    #[test]
+    fn bad_addresses_rejected() {
+        let e = parse("[authority]\nlisten = \"localhost\"\n").unwrap_err().to_string();
+        assert!(e.contains("authority.listen"), "{e}");
+        assert!(e.contains("socket address"), "{e}");
+        let e = parse("[login]\nserver = \"auth.example.org\"\n").unwrap_err().to_string();
+        assert!(e.contains("login.server"), "{e}");
+        assert!(e.contains("host:port"), "{e}");
+        let e = parse("[login]\nserver = \"bad host:80\"\n").unwrap_err().to_string();
+        assert!(e.contains("not a host name"), "{e}");
+        let ok = parse("[login]\nserver = \"auth.example.org:7700\"\n").unwrap();
+        assert_eq!(ok.login.server.host, "auth.example.org");
+        let v6 = parse("[login]\nserver = \"[::1]:7700\"\n").unwrap();
+        assert_eq!(v6.login.server.to_string(), "[::1]:7700");
+    }
+
+    #[test]
+    fn bad_key_and_duration_rejected() {
+        let e = parse("[login]\nauthority_key = \"abcd\"\n").unwrap_err().to_string();
+        assert!(e.contains("login.authority_key") && e.contains("64 hex digits"), "{e}");
+        let e = parse("[authority]\ncertificate_lifetime = \"a day\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("certificate_lifetime") && e.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported() {
+        let e = parse("[authority\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/natter.toml"), "{e}");
+    }
+}

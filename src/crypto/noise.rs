@@ -1,0 +1,166 @@
+//! Thin, typed wrappers over snow's handshake and transport states.
+
+use thiserror::Error;
+
+/// Login channel: the client knows the authority's static key.
+pub const IK: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+/// Peer channels: both sides send their static keys (inside certificates).
+pub const XX: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+
+/// Largest Noise message; also bounded by the frame limit.
+pub const MAX_MESSAGE: usize = 65535;
+const TAG: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum NoiseError {
+    #[error("noise handshake failed: {0}")]
+    Handshake(String),
+    #[error("decryption failed: the message was altered or not meant for this channel")]
+    Decrypt,
+    #[error("message too large for one noise message")]
+    TooLarge,
+    #[error("noise state error: {0}")]
+    State(String),
+}
+
+fn map(e: snow::Error) -> NoiseError {
+    match e {
+        snow::Error::Decrypt => NoiseError::Decrypt,
+        snow::Error::Input => NoiseError::Handshake("malformed handshake message".into()),
+        e => NoiseError::Handshake(e.to_string()),
+    }
+}
+
+/// One side of a Noise handshake in progress.
+pub struct Handshake {
+    state: snow::HandshakeState,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("initiator", &self.state.is_initiator())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handshake {
+    pub fn initiator(
+        pattern: &str,
+        prologue: &[u8],
+        local_secret: &[u8; 32],
+        remote_public: Option<&[u8; 32]>,
+    ) -> Result<Self, NoiseError> {
+        let params = pattern.parse().map_err(map)?;
+        let mut b = snow::Builder::new(params)
+            .prologue(prologue)
+            .map_err(map)?
+            .local_private_key(local_secret)
+            .map_err(map)?;
+        if let Some(r) = remote_public {
+            b = b.remote_public_key(r).map_err(map)?;
+        }
+        Ok(Handshake {
+            state: b.build_initiator().map_err(map)?,
+        })
+    }
+
+    pub fn responder(
+        pattern: &str,
+        prologue: &[u8],
+        local_secret: &[u8; 32],
+    ) -> Result<Self, NoiseError> {
+        let params = pattern.parse().map_err(map)?;
+        let state = snow::Builder::new(params)
+            .prologue(prologue)
+            .map_err(map)?
+            .local_private_key(local_secret)
+            .map_err(map)?
+            .build_responder()
+            .map_err(map)?;
+        Ok(Handshake { state })
+    }
+
+    pub fn write(&mut self, payload: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        if payload.len() > MAX_MESSAGE - 256 {
+            return Err(NoiseError::TooLarge);
+        }
+        let mut out = vec![0u8; payload.len() + 256];
+        let n = self.state.write_message(payload, &mut out).map_err(map)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    pub fn read(&mut self, message: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        if message.len() > MAX_MESSAGE {
+            return Err(NoiseError::TooLarge);
+        }
+        let mut out = vec![0u8; message.len()];
+        let n = self.state.read_message(message, &mut out).map_err(map)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    pub fn remote_static(&self) -> Option<[u8; 32]> {
+        self.state.get_remote_static().and_then(|s| s.try_into().ok())
+    }
+
+    /// Transcript hash: unique to this handshake, so signing it proves
+    /// liveness and binds a signature to this channel.
+    pub fn hash(&self) -> Vec<u8> {
+        self.state.get_handshake_hash().to_vec()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.state.is_handshake_finished()
+    }
+
+    pub fn into_transport(self) -> Result<Transport, NoiseError> {
+        Ok(Transport {
+            state: self.state.into_transport_mode().map_err(map)?,
+        })
+    }
+}
+
+/// An established channel over an ordered, reliable stream (TCP).
+pub struct Transport {
+    state: snow::TransportState,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    pub fn encrypt(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        if plaintext.len() + TAG > MAX_MESSAGE {
+            return Err(NoiseError::TooLarge);
+        }
+        let mut out = vec![0u8; plaintext.len() + TAG];
+        let n = self
+            .state
+            .write_message(plaintext, &mut out)
+            .map_err(|e| NoiseError::State(e.to_string()))?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    pub fn decrypt(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        if ciphertext.len() > MAX_MESSAGE {
+            return Err(NoiseError::TooLarge);
+        }
+        let mut out = vec![0u8; ciphertext.len()];
+        let n = self
+            .state
+            .read_message(ciphertext, &mut out)
+            .map_err(|_| NoiseError::Decrypt)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    pub fn remote_static(&self) -> Option<[u8; 32]> {
+        self.state.get_remote_static().and_then(|s| s.try_into().ok())
+    }
+}

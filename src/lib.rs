@@ -1,0 +1,14 @@
+//! natter: a peer-to-peer softphone for the terminal.
+//!
+//! Layers, top to bottom (imports point down only):
+//! - `node`: tokio drivers around the cores;
+//! - `authority`: the login server and its protocol;
+//! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
+
+pub mod authority;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod identity;
+pub mod node;
+pub mod wire;

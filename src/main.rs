@@ -1,0 +1,353 @@
+//! The `natter` binary: one program that is the softphone, a supernode or
+//! the login authority. This file is the edge: it parses the command line,
+//! loads the config and reports errors with `anyhow`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use natter::authority::{AuthorityServer, Store};
+use natter::clock::{Clock, SystemClock};
+use natter::config::{Config, HostPort, PublicKey};
+use natter::identity::{AuthorityKey, Role, Username, validate_password};
+use natter::identity::cert::fmt_time;
+use natter::node::{AuthorityConnection, DeviceFiles};
+use natter::wire::hex_encode;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "natter",
+    version,
+    about = "Peer-to-peer voice and chat for the terminal",
+    long_about = "Peer-to-peer voice and chat for the terminal.\n\n\
+        With no mode flag natter starts the softphone (TUI). One binary also runs\n\
+        a supernode (--supernode) and the login authority (--authority)."
+)]
+struct Cli {
+    /// Config file (TOML); default: the user's config dir, natter/natter.toml
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for keys, certificates and databases
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log filter, e.g. `debug` or `natter=trace` (overrides [log] level)
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+
+    /// Run the login authority: accounts and certificates
+    #[arg(long, conflicts_with_all = ["headless"])]
+    authority: bool,
+    /// Run a headless supernode (overlay, directory, STUN, relay)
+    #[arg(long)]
+    supernode: bool,
+    /// Run a headless client for scripts (no TUI)
+    #[arg(long, conflicts_with_all = ["supernode"])]
+    headless: bool,
+    /// Address to listen on (with --authority or --supernode)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an account at the authority
+    Register(AccountArgs),
+    /// Log in with a password and save a certificate for this device
+    Login(AccountArgs),
+    /// Renew this device's certificate with its device key (no password)
+    Renew(ServerArgs),
+    /// Show this device's identity and certificate
+    Whoami,
+    /// Manage the authority's account database (run where the authority runs)
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Authority address `host:port` (overrides [login] server)
+    #[arg(long, value_name = "HOST:PORT")]
+    server: Option<HostPort>,
+    /// Authority public key, 64 hex digits (overrides [login] authority_key)
+    #[arg(long, value_name = "HEX")]
+    authority_key: Option<PublicKey>,
+}
+
+#[derive(Debug, Args)]
+struct AccountArgs {
+    /// Username: 3-32 characters of a-z 0-9 . _ -
+    user: String,
+    /// Read the password from the first line of standard input
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Give an account the user or supernode role
+    SetRole { user: String, role: Role },
+    /// Disable an account: no more logins or renewals
+    Disable { user: String },
+    /// Enable a disabled account
+    Enable { user: String },
+    /// List accounts
+    List,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let (config, _source) = Config::load(cli.config.as_deref())?;
+    let data_dir = config.data_dir(cli.data_dir.as_deref())?;
+    init_logging(&config, cli.log_level.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+
+    if cli.authority {
+        if cli.command.is_some() {
+            bail!("--authority takes no subcommand");
+        }
+        return rt.block_on(run_authority(&config, &data_dir, cli.listen));
+    }
+    match cli.command {
+        Some(Command::Register(a)) => rt.block_on(register(&config, &data_dir, a)),
+        Some(Command::Login(a)) => rt.block_on(login(&config, &data_dir, a)),
+        Some(Command::Renew(s)) => rt.block_on(renew(&config, &data_dir, s)),
+        Some(Command::Whoami) => whoami(&data_dir),
+        Some(Command::Admin(c)) => admin(&config, &data_dir, c),
+        None if cli.supernode => bail!("--supernode is not available in this build yet"),
+        None if cli.headless => bail!("--headless is not available in this build yet"),
+        None => bail!(
+            "the softphone UI is not available in this build yet; see `natter --help` for what is"
+        ),
+    }
+}
+
+fn init_logging(config: &Config, flag: Option<&str>) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match flag {
+        Some(f) => EnvFilter::try_new(f).with_context(|| format!("bad --log-level {f:?}"))?,
+        None => EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&config.log.level))
+            .with_context(|| format!("bad [log] level {:?}", config.log.level))?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &config.log.file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            builder.with_ansi(false).with_writer(Arc::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn under(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_owned() } else { dir.join(p) }
+}
+
+async fn run_authority(config: &Config, data_dir: &Path, listen: Option<SocketAddr>) -> Result<()> {
+    let ac = &config.authority;
+    let key_path = under(data_dir, &ac.key_file);
+    let (key, created) = AuthorityKey::load_or_create(&key_path)?;
+    let public = hex_encode(&key.public());
+    let pub_path = key_path.with_extension("pub");
+    std::fs::write(&pub_path, format!("{public}\n"))
+        .with_context(|| format!("writing {}", pub_path.display()))?;
+    let store = Store::open(&under(data_dir, &ac.database))?;
+    let accounts = store.count_accounts()?;
+    let server = AuthorityServer::bind(
+        listen.unwrap_or(ac.listen),
+        key,
+        store,
+        ac.policy(),
+        Arc::new(SystemClock),
+        ac.max_connections,
+    )
+    .await?;
+    if created {
+        println!("created a new authority key in {}", key_path.display());
+    }
+    println!("authority public key: {public}");
+    println!("  (also in {}; pin it in clients as [login] authority_key)", pub_path.display());
+    println!("accounts: {accounts}");
+    println!("listening on {}", server.local_addr());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server.run(shutdown_signal()).await;
+    println!("authority stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn server_of(config: &Config, args: &ServerArgs) -> Result<(HostPort, [u8; 32])> {
+    let server = args.server.clone().unwrap_or_else(|| config.login.server.clone());
+    let key = args
+        .authority_key
+        .or(config.login.authority_key)
+        .context("no authority key pinned: set [login] authority_key in the config or pass --authority-key (the authority prints its key at start)")?;
+    Ok((server, key.0))
+}
+
+fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_owned();
+        if pw.is_empty() {
+            bail!("no password on standard input");
+        }
+        return Ok(pw);
+    }
+    let pw = rpassword::prompt_password("Password: ").context("reading the password")?;
+    if confirm {
+        let again = rpassword::prompt_password("Password (again): ").context("reading the password")?;
+        if again != pw {
+            bail!("the passwords do not match");
+        }
+    }
+    Ok(pw)
+}
+
+async fn connect(
+    config: &Config,
+    data_dir: &Path,
+    args: &ServerArgs,
+) -> Result<(AuthorityConnection, DeviceFiles)> {
+    let (server, key) = server_of(config, args)?;
+    let files = DeviceFiles::new(data_dir);
+    let (device, created) = files.identity()?;
+    if created {
+        eprintln!("created a new device identity in {}", files.key_path().display());
+    }
+    let conn = AuthorityConnection::connect(&server, key, &device, Arc::new(SystemClock)).await?;
+    let skew = conn.clock_offset_ms().abs();
+    if skew > 30_000 {
+        eprintln!("warning: this machine's clock differs from the authority's by {} s", skew / 1000);
+    }
+    Ok((conn, files))
+}
+
+async fn register(config: &Config, data_dir: &Path, a: AccountArgs) -> Result<()> {
+    let user = Username::parse(&a.user)?;
+    let password = read_password(a.password_stdin, true)?;
+    validate_password(&password)?;
+    let (mut conn, _) = connect(config, data_dir, &a.server).await?;
+    let name = conn.register(user.as_str(), &password).await?;
+    println!("registered {name}");
+    Ok(())
+}
+
+async fn login(config: &Config, data_dir: &Path, a: AccountArgs) -> Result<()> {
+    let user = Username::parse(&a.user)?;
+    let password = read_password(a.password_stdin, false)?;
+    let (mut conn, files) = connect(config, data_dir, &a.server).await?;
+    let cert = conn.login(user.as_str(), &password).await?;
+    files.save_certificate(&cert)?;
+    println!(
+        "logged in as {} until {} (role {}, certificate serial {:016x})",
+        cert.username,
+        fmt_time(cert.not_after),
+        cert.role.as_str(),
+        cert.serial
+    );
+    Ok(())
+}
+
+async fn renew(config: &Config, data_dir: &Path, s: ServerArgs) -> Result<()> {
+    let files = DeviceFiles::new(data_dir);
+    let old = files
+        .certificate()?
+        .context("this device has no certificate yet: run `natter login USER` first")?;
+    let (mut conn, files) = connect(config, data_dir, &s).await?;
+    let cert = conn.renew(&old).await?;
+    files.save_certificate(&cert)?;
+    println!(
+        "renewed {} until {} (certificate serial {:016x})",
+        cert.username,
+        fmt_time(cert.not_after),
+        cert.serial
+    );
+    Ok(())
+}
+
+fn whoami(data_dir: &Path) -> Result<()> {
+    let files = DeviceFiles::new(data_dir);
+    let (device, _) = files.identity()?;
+    println!("device ed25519 key: {}", hex_encode(&device.ed25519_public()));
+    println!("device x25519 key:  {}", hex_encode(&device.x25519_public()));
+    match files.certificate()? {
+        Some(c) => {
+            let now = SystemClock.now_secs();
+            let state = if now >= c.not_after { "expired" } else { "valid" };
+            println!(
+                "certificate: {} ({}), {state} until {}",
+                c.username,
+                c.role.as_str(),
+                fmt_time(c.not_after)
+            );
+        }
+        None => println!("certificate: none (run `natter login USER`)"),
+    }
+    Ok(())
+}
+
+fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
+    let store = Store::open(&under(data_dir, &config.authority.database))?;
+    match c {
+        AdminCommand::SetRole { user, role } => {
+            let u = Username::parse(&user)?;
+            store.set_role(&u, role)?;
+            println!("{u} now has the {} role (from its next login or renewal)", role.as_str());
+        }
+        AdminCommand::Disable { user } => {
+            let u = Username::parse(&user)?;
+            store.set_disabled(&u, true)?;
+            println!("{u} is disabled");
+        }
+        AdminCommand::Enable { user } => {
+            let u = Username::parse(&user)?;
+            store.set_disabled(&u, false)?;
+            println!("{u} is enabled");
+        }
+        AdminCommand::List => {
+            for name in store.usernames()? {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Async driver for [`LoginClient`]: one TCP connection to the authority.
+
+use crate::authority::client::{Answer, ClientError, LoginClient};
+use crate::clock::Clock;
+use crate::config::HostPort;
+use crate::identity::{Certificate, DeviceIdentity};
+use crate::wire::{Frame, MAX_FRAME};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Generous: a password check waits behind other argon2 work.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum LoginError {
+    #[error("cannot reach the authority at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the authority at {0} did not answer in time")]
+    Timeout(String),
+    #[error("connection to the authority failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the authority closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Protocol(#[from] ClientError),
+    #[error("unexpected answer from the authority")]
+    Unexpected,
+}
+
+impl LoginError {
+    /// The authority's refusal code, if it refused.
+    pub fn reject_code(&self) -> Option<crate::authority::RejectCode> {
+        match self {
+            LoginError::Protocol(ClientError::Rejected { code, .. }) => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// An open, encrypted channel to the authority.
+pub struct AuthorityConnection {
+    stream: TcpStream,
+    client: LoginClient,
+    buf: Vec<u8>,
+    addr: String,
+    clock: std::sync::Arc<dyn Clock>,
+    /// Bytes written and read on the wire, for the login-size benchmark.
+    pub bytes_sent: usize,
+    pub bytes_received: usize,
+}
+
+impl AuthorityConnection {
+    /// Connect and complete the Noise handshake with the pinned key.
+    pub async fn connect(
+        server: &HostPort,
+        authority_key: [u8; 32],
+        device: &DeviceIdentity,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> Result<Self, LoginError> {
+        let addr = server.to_string();
+        let target = (server.host.as_str(), server.port);
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(LoginError::Connect { addr, source }),
+            Err(_) => return Err(LoginError::Timeout(addr)),
+        };
+        let _ = stream.set_nodelay(true);
+        let (client, hello) = LoginClient::start(device, authority_key, clock.now_ms())?;
+        let mut conn = AuthorityConnection {
+            stream,
+            client,
+            buf: Vec::new(),
+            addr,
+            clock,
+            bytes_sent: 0,
+            bytes_received: 0,
+        };
+        conn.send(&hello).await?;
+        match conn.receive().await? {
+            None => Ok(conn),
+            Some(_) => Err(LoginError::Unexpected),
+        }
+    }
+
+    /// The first message, to let tests replay it.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), LoginError> {
+        self.send(bytes).await
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), LoginError> {
+        self.stream.write_all(bytes).await?;
+        self.bytes_sent += bytes.len();
+        Ok(())
+    }
+
+    async fn receive(&mut self) -> Result<Option<Answer>, LoginError> {
+        let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some((frame, used)) = Frame::decode_prefix(&self.buf).map_err(ClientError::from)? {
+                let r = self.client.on_frame(self.clock.now_ms(), frame);
+                self.buf.drain(..used);
+                return Ok(r?);
+            }
+            let mut chunk = [0u8; 4096];
+            let want = (MAX_FRAME + 2 - self.buf.len().min(MAX_FRAME + 2)).clamp(1, chunk.len());
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk[..want]))
+                .await
+                .map_err(|_| LoginError::Timeout(self.addr.clone()))??;
+            if n == 0 {
+                return Err(LoginError::Closed);
+            }
+            self.bytes_received += n;
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn ask(&mut self, frame: Vec<u8>) -> Result<Answer, LoginError> {
+        self.send(&frame).await?;
+        self.receive().await?.ok_or(LoginError::Unexpected)
+    }
+
+    pub async fn register(&mut self, username: &str, password: &str) -> Result<String, LoginError> {
+        let f = self.client.register(username, password)?;
+        match self.ask(f).await? {
+            Answer::Registered(u) => Ok(u),
+            Answer::Certificate(_) => Err(LoginError::Unexpected),
+        }
+    }
+
+    pub async fn login(&mut self, username: &str, password: &str) -> Result<Certificate, LoginError> {
+        let f = self.client.login(username, password)?;
+        match self.ask(f).await? {
+            Answer::Certificate(c) => Ok(c),
+            Answer::Registered(_) => Err(LoginError::Unexpected),
+        }
+    }
+
+    pub async fn renew(&mut self, cert: &Certificate) -> Result<Certificate, LoginError> {
+        let f = self.client.renew(cert)?;
+        match self.ask(f).await? {
+            Answer::Certificate(c) => Ok(c),
+            Answer::Registered(_) => Err(LoginError::Unexpected),
+        }
+    }
+
+    /// The authority's clock minus ours.
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.client.clock_offset_ms
+    }
+}

@@ -1,0 +1,9 @@
+//! The runtime that wires the cores to sockets: tokio drivers and, in later
+//! work, the Command/Event API the UI and `--headless` talk to. For now it
+//! holds the login driver and the device's on-disk state.
+
+pub mod device;
+pub mod login;
+
+pub use device::{DeviceFiles, DeviceError};
+pub use login::{AuthorityConnection, LoginError};
