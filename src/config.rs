@@ -87,6 +87,7 @@ impl Default for LoginConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthorityConfig {
+    #[serde(deserialize_with = "listen_addr")]
     pub listen: SocketAddr,
     /// Account database; relative paths are under the data dir.
     pub database: PathBuf,
@@ -162,7 +163,8 @@ impl std::fmt::Display for HostPort {
 impl std::str::FromStr for HostPort {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let expected = "expected an address `host:port`, e.g. `127.0.0.1:7700` or `auth.example.org:7700`";
+        let expected =
+            "expected an address `host:port`, e.g. `127.0.0.1:7700` or `auth.example.org:7700`";
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(HostPort {
                 host: a.ip().to_string(),
@@ -184,7 +186,9 @@ impl std::str::FromStr for HostPort {
                     && !l.starts_with('-')
             });
         if !valid {
-            return Err(format!("{s:?}: {host:?} is not a host name or IP address; {expected}"));
+            return Err(format!(
+                "{s:?}: {host:?} is not a host name or IP address; {expected}"
+            ));
         }
         Ok(HostPort {
             host: host.to_owned(),
@@ -198,6 +202,16 @@ impl<'de> Deserialize<'de> for HostPort {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// A socket address to bind: an IP address and a port.
+pub fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a socket address: expected `ip:port`, e.g. `0.0.0.0:7700` or `[::]:7700`"
+        ))
+    })
 }
 
 /// An ed25519 public key written as 64 hex digits.
@@ -319,7 +333,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_file_and_key() {
-        let e = parse("[authority]\nlisen = \"0.0.0.0:1\"\n").unwrap_err().to_string();
+        let e = parse("[authority]\nlisen = \"0.0.0.0:1\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/etc/natter.toml"), "{e}");
         assert!(e.contains("authority"), "{e}");
         assert!(e.contains("lisen"), "{e}");
@@ -337,13 +353,19 @@ mod tests {
 
     #[test]
     fn bad_addresses_rejected() {
-        let e = parse("[authority]\nlisten = \"localhost\"\n").unwrap_err().to_string();
+        let e = parse("[authority]\nlisten = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("authority.listen"), "{e}");
-        assert!(e.contains("socket address"), "{e}");
-        let e = parse("[login]\nserver = \"auth.example.org\"\n").unwrap_err().to_string();
+        assert!(e.contains("ip:port"), "{e}");
+        let e = parse("[login]\nserver = \"auth.example.org\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("login.server"), "{e}");
         assert!(e.contains("host:port"), "{e}");
-        let e = parse("[login]\nserver = \"bad host:80\"\n").unwrap_err().to_string();
+        let e = parse("[login]\nserver = \"bad host:80\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a host name"), "{e}");
         let ok = parse("[login]\nserver = \"auth.example.org:7700\"\n").unwrap();
         assert_eq!(ok.login.server.host, "auth.example.org");
@@ -353,12 +375,20 @@ mod tests {
 
     #[test]
     fn bad_key_and_duration_rejected() {
-        let e = parse("[login]\nauthority_key = \"abcd\"\n").unwrap_err().to_string();
-        assert!(e.contains("login.authority_key") && e.contains("64 hex digits"), "{e}");
+        let e = parse("[login]\nauthority_key = \"abcd\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("login.authority_key") && e.contains("64 hex digits"),
+            "{e}"
+        );
         let e = parse("[authority]\ncertificate_lifetime = \"a day\"\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("certificate_lifetime") && e.contains("duration"), "{e}");
+        assert!(
+            e.contains("certificate_lifetime") && e.contains("duration"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use natter::authority::{AuthorityServer, Store};
 use natter::clock::{Clock, SystemClock};
 use natter::config::{Config, HostPort, PublicKey};
-use natter::identity::{AuthorityKey, Role, Username, validate_password};
 use natter::identity::cert::fmt_time;
+use natter::identity::{AuthorityKey, Role, Username, validate_password};
 use natter::node::{AuthorityConnection, DeviceFiles};
 use natter::wire::hex_encode;
 use std::io::BufRead;
@@ -165,7 +165,11 @@ fn init_logging(config: &Config, flag: Option<&str>) -> Result<()> {
 }
 
 fn under(dir: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() { p.to_owned() } else { dir.join(p) }
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        dir.join(p)
+    }
 }
 
 async fn run_authority(config: &Config, data_dir: &Path, listen: Option<SocketAddr>) -> Result<()> {
@@ -191,7 +195,10 @@ async fn run_authority(config: &Config, data_dir: &Path, listen: Option<SocketAd
         println!("created a new authority key in {}", key_path.display());
     }
     println!("authority public key: {public}");
-    println!("  (also in {}; pin it in clients as [login] authority_key)", pub_path.display());
+    println!(
+        "  (also in {}; pin it in clients as [login] authority_key)",
+        pub_path.display()
+    );
     println!("accounts: {accounts}");
     println!("listening on {}", server.local_addr());
     use std::io::Write;
@@ -214,7 +221,10 @@ async fn shutdown_signal() {
 }
 
 fn server_of(config: &Config, args: &ServerArgs) -> Result<(HostPort, [u8; 32])> {
-    let server = args.server.clone().unwrap_or_else(|| config.login.server.clone());
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| config.login.server.clone());
     let key = args
         .authority_key
         .or(config.login.authority_key)
@@ -225,7 +235,10 @@ fn server_of(config: &Config, args: &ServerArgs) -> Result<(HostPort, [u8; 32])>
 fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("reading the password from stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from stdin")?;
         let pw = line.trim_end_matches(['\r', '\n']).to_owned();
         if pw.is_empty() {
             bail!("no password on standard input");
@@ -234,7 +247,8 @@ fn read_password(from_stdin: bool, confirm: bool) -> Result<String> {
     }
     let pw = rpassword::prompt_password("Password: ").context("reading the password")?;
     if confirm {
-        let again = rpassword::prompt_password("Password (again): ").context("reading the password")?;
+        let again =
+            rpassword::prompt_password("Password (again): ").context("reading the password")?;
         if again != pw {
             bail!("the passwords do not match");
         }
@@ -251,12 +265,18 @@ async fn connect(
     let files = DeviceFiles::new(data_dir);
     let (device, created) = files.identity()?;
     if created {
-        eprintln!("created a new device identity in {}", files.key_path().display());
+        eprintln!(
+            "created a new device identity in {}",
+            files.key_path().display()
+        );
     }
     let conn = AuthorityConnection::connect(&server, key, &device, Arc::new(SystemClock)).await?;
     let skew = conn.clock_offset_ms().abs();
     if skew > 30_000 {
-        eprintln!("warning: this machine's clock differs from the authority's by {} s", skew / 1000);
+        eprintln!(
+            "warning: this machine's clock differs from the authority's by {} s",
+            skew / 1000
+        );
     }
     Ok((conn, files))
 }
@@ -307,12 +327,22 @@ async fn renew(config: &Config, data_dir: &Path, s: ServerArgs) -> Result<()> {
 fn whoami(data_dir: &Path) -> Result<()> {
     let files = DeviceFiles::new(data_dir);
     let (device, _) = files.identity()?;
-    println!("device ed25519 key: {}", hex_encode(&device.ed25519_public()));
-    println!("device x25519 key:  {}", hex_encode(&device.x25519_public()));
+    println!(
+        "device ed25519 key: {}",
+        hex_encode(&device.ed25519_public())
+    );
+    println!(
+        "device x25519 key:  {}",
+        hex_encode(&device.x25519_public())
+    );
     match files.certificate()? {
         Some(c) => {
             let now = SystemClock.now_secs();
-            let state = if now >= c.not_after { "expired" } else { "valid" };
+            let state = if now >= c.not_after {
+                "expired"
+            } else {
+                "valid"
+            };
             println!(
                 "certificate: {} ({}), {state} until {}",
                 c.username,
@@ -331,7 +361,10 @@ fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
         AdminCommand::SetRole { user, role } => {
             let u = Username::parse(&user)?;
             store.set_role(&u, role)?;
-            println!("{u} now has the {} role (from its next login or renewal)", role.as_str());
+            println!(
+                "{u} now has the {} role (from its next login or renewal)",
+                role.as_str()
+            );
         }
         AdminCommand::Disable { user } => {
             let u = Username::parse(&user)?;

@@ -37,7 +37,10 @@ pub enum Answer {
 #[derive(Debug)]
 enum State {
     SentHello(Box<Handshake>),
-    Open { transport: Box<Transport>, hash: Vec<u8> },
+    Open {
+        transport: Box<Transport>,
+        hash: Vec<u8>,
+    },
     Closed,
 }
 
@@ -82,13 +85,22 @@ impl LoginClient {
 
     /// Feed a frame from the authority. Returns `None` when the channel
     /// just opened, `Some(answer)` for an answer to a request.
-    pub fn on_frame(&mut self, now_ms: u64, frame: Frame<'_>) -> Result<Option<Answer>, ClientError> {
+    pub fn on_frame(
+        &mut self,
+        now_ms: u64,
+        frame: Frame<'_>,
+    ) -> Result<Option<Answer>, ClientError> {
         match (&mut self.state, frame.kind) {
             (_, KIND_REJECT) => {
                 self.state = State::Closed;
-                Err(Self::answer(Response::decode(frame.payload)?, &self.device, &self.authority, now_ms)
-                    .err()
-                    .unwrap_or(ClientError::Protocol("plaintext reject without an error")))
+                Err(Self::answer(
+                    Response::decode(frame.payload)?,
+                    &self.device,
+                    &self.authority,
+                    now_ms,
+                )
+                .err()
+                .unwrap_or(ClientError::Protocol("plaintext reject without an error")))
             }
             (State::SentHello(hs), KIND_WELCOME) => {
                 let payload = hs.read(frame.payload)?;
@@ -125,7 +137,8 @@ impl LoginClient {
                 let cert = Certificate::decode(cert).map_err(CertError::from)?;
                 // Allow for the authority's back-dating and our clock skew.
                 cert.verify(authority, (now_ms / 1000).max(cert.not_before))?;
-                if cert.ed25519 != device.ed25519_public() || cert.x25519 != device.x25519_public() {
+                if cert.ed25519 != device.ed25519_public() || cert.x25519 != device.x25519_public()
+                {
                     return Err(CertError::KeyMismatch.into());
                 }
                 Ok(Answer::Certificate(cert))
@@ -147,6 +160,16 @@ impl LoginClient {
             return Err(ClientError::Protocol("channel not open"));
         };
         let ct = transport.encrypt(&req.encode())?;
+        Ok(Frame::encode(KIND_SEALED, &ct)?)
+    }
+
+    /// Seal arbitrary bytes as a request, for fuzzing the authority.
+    #[doc(hidden)]
+    pub fn seal_raw(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let State::Open { transport, .. } = &mut self.state else {
+            return Err(ClientError::Protocol("channel not open"));
+        };
+        let ct = transport.encrypt(plaintext)?;
         Ok(Frame::encode(KIND_SEALED, &ct)?)
     }
 

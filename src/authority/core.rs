@@ -99,10 +99,16 @@ impl std::fmt::Display for AuthorityStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Job {
     /// Hash the password with argon2id and insert the account.
-    Register { username: Username, password: String },
+    Register {
+        username: Username,
+        password: String,
+    },
     /// Look the account up and check the password (argon2id verify; a
     /// dummy hash is checked for unknown users, so timing tells nothing).
-    CheckPassword { username: Username, password: String },
+    CheckPassword {
+        username: Username,
+        password: String,
+    },
     /// Look the account up (renewal: is it still there, which role).
     LoadAccount { username: Username },
 }
@@ -135,7 +141,10 @@ pub enum Output {
 #[derive(Debug)]
 enum Pending {
     Register(Username),
-    Login { username: Username, ed25519: [u8; 32] },
+    Login {
+        username: Username,
+        ed25519: [u8; 32],
+    },
     Renew(Certificate),
 }
 
@@ -259,7 +268,8 @@ impl AuthorityCore {
             }
             Err(_) => {
                 self.stats.bad_handshakes += 1;
-                let m = "handshake failed: is the authority key pinned in your config the right one?";
+                let m =
+                    "handshake failed: is the authority key pinned in your config the right one?";
                 return self.reject(s, RejectCode::Malformed, 0, m, true);
             }
         };
@@ -324,7 +334,13 @@ impl AuthorityCore {
             Ok(r) => r,
             Err(e) => {
                 self.stats.malformed += 1;
-                return self.reject(s, RejectCode::Malformed, 0, &format!("bad request: {e}"), true);
+                return self.reject(
+                    s,
+                    RejectCode::Malformed,
+                    0,
+                    &format!("bad request: {e}"),
+                    true,
+                );
             }
         };
         match req {
@@ -487,13 +503,17 @@ impl AuthorityCore {
                 tracing::info!(user = %username, "password login");
                 self.issue(s, now_ms, serial, info.role, &username, ed25519)
             }
-            (Pending::Login { username, .. }, r @ (JobResult::WrongPassword | JobResult::UnknownUser)) => {
+            (
+                Pending::Login { username, .. },
+                r @ (JobResult::WrongPassword | JobResult::UnknownUser),
+            ) => {
                 if r == JobResult::WrongPassword {
                     self.stats.wrong_password += 1;
                 } else {
                     self.stats.unknown_user += 1;
                 }
-                self.throttle.login_failed(now_ms, username.as_str(), s.peer);
+                self.throttle
+                    .login_failed(now_ms, username.as_str(), s.peer);
                 self.invalid_credentials(s)
             }
             (Pending::Renew(cert), JobResult::Account(Some(info))) if !info.disabled => {
@@ -505,7 +525,13 @@ impl AuthorityCore {
             }
             (Pending::Renew(_), JobResult::Account(Some(_))) => {
                 self.stats.disabled_account += 1;
-                self.reject(s, RejectCode::AccountDisabled, 0, "this account is disabled", false)
+                self.reject(
+                    s,
+                    RejectCode::AccountDisabled,
+                    0,
+                    "this account is disabled",
+                    false,
+                )
             }
             (Pending::Renew(_), JobResult::Account(None)) => {
                 self.stats.unknown_user += 1;
@@ -563,7 +589,13 @@ impl AuthorityCore {
     fn internal(&mut self, s: &mut Session, what: &str) -> Vec<Output> {
         self.stats.internal_errors += 1;
         tracing::error!(peer = %s.peer, "internal error: {what}");
-        self.reject(s, RejectCode::Internal, 0, "internal error at the authority", true)
+        self.reject(
+            s,
+            RejectCode::Internal,
+            0,
+            "internal error at the authority",
+            true,
+        )
     }
 
     fn reject(

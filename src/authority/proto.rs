@@ -97,7 +97,9 @@ impl<'a> Request<'a> {
         let mut w = Writer::new();
         match self {
             Request::Register { username, password } => {
-                w.u8(1).bytes8(username.as_bytes()).bytes16(password.as_bytes());
+                w.u8(1)
+                    .bytes8(username.as_bytes())
+                    .bytes16(password.as_bytes());
             }
             Request::Login {
                 username,
@@ -135,7 +137,12 @@ impl<'a> Request<'a> {
                 cert: r.bytes16()?,
                 proof: r.array()?,
             },
-            got => return Err(WireError::UnknownType { what: "request", got }),
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "request",
+                    got,
+                });
+            }
         };
         r.finish()?;
         Ok(req)
@@ -183,7 +190,12 @@ impl RejectCode {
             14 => Internal,
             15 => AccountDisabled,
             16 => BadProof,
-            got => return Err(WireError::UnknownType { what: "reject code", got }),
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "reject code",
+                    got,
+                });
+            }
         })
     }
 }
@@ -191,8 +203,12 @@ impl RejectCode {
 /// What the authority answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response<'a> {
-    Registered { username: &'a str },
-    Certificate { cert: &'a [u8] },
+    Registered {
+        username: &'a str,
+    },
+    Certificate {
+        cert: &'a [u8],
+    },
     Error {
         code: RejectCode,
         retry_after_secs: u32,
@@ -236,7 +252,12 @@ impl<'a> Response<'a> {
                 retry_after_secs: r.u32()?,
                 message: r.str16("message")?,
             },
-            got => return Err(WireError::UnknownType { what: "response", got }),
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "response",
+                    got,
+                });
+            }
         };
         r.finish()?;
         Ok(resp)

@@ -2,9 +2,9 @@
 //! stream into frames, feeds them to [`AuthorityCore`] and runs its jobs
 //! (argon2id and SQLite) on the blocking pool, bounded by the core count.
 
+use super::AuthorityStats;
 use super::core::{AuthorityCore, Job, JobResult, Output, Policy, Session};
 use super::store::{Store, StoreError, hash_password};
-use super::AuthorityStats;
 use crate::clock::Clock;
 use crate::identity::AuthorityKey;
 use crate::wire::{Frame, MAX_FRAME};
@@ -81,7 +81,10 @@ impl AuthorityServer {
     ) -> Result<Self, ServerError> {
         let listener = TcpListener::bind(listen)
             .await
-            .map_err(|source| ServerError::Bind { addr: listen, source })?;
+            .map_err(|source| ServerError::Bind {
+                addr: listen,
+                source,
+            })?;
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(AuthorityServer {
             listener,
@@ -149,7 +152,11 @@ impl AuthorityServer {
     }
 }
 
-async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(peer.ip());
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
@@ -165,7 +172,9 @@ async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) -> 
             Ok(None) => {
                 let mut chunk = [0u8; 4096];
                 let want = (MAX_FRAME + 2).saturating_sub(buf.len()).min(chunk.len());
-                let n = match tokio::time::timeout(IDLE, stream.read(&mut chunk[..want.max(1)])).await {
+                let n = match tokio::time::timeout(IDLE, stream.read(&mut chunk[..want.max(1)]))
+                    .await
+                {
                     Ok(r) => r?,
                     Err(_) => return Ok(()),
                 };
@@ -241,7 +250,9 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
                     Err(false) => JobResult::UnknownUser,
                 }
             }
-            Job::LoadAccount { username } => JobResult::Account(store.account(&username)?.map(|a| a.info)),
+            Job::LoadAccount { username } => {
+                JobResult::Account(store.account(&username)?.map(|a| a.info))
+            }
         })
     })
     .await;

@@ -4,8 +4,8 @@
 
 use super::core::AccountInfo;
 use crate::identity::{Role, Username};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -65,7 +65,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,7 +81,11 @@ pub fn hash_password(password: &str) -> Result<String, StoreError> {
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -93,9 +99,12 @@ impl Store {
             let _ = std::fs::create_dir_all(dir);
         }
         let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
         let version: u32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(err)?;
@@ -110,7 +119,8 @@ impl Store {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", i as u32 + 1).map_err(err)?;
+            tx.pragma_update(None, "user_version", i as u32 + 1)
+                .map_err(err)?;
             tx.commit().map_err(err)?;
         }
         Ok(Store {
@@ -269,17 +279,29 @@ mod tests {
         let h = hash_password("password1").unwrap();
         let alice = Username::parse("Alice").unwrap();
         assert!(s.insert_account(&alice, &h, 1).unwrap());
-        assert!(!s.insert_account(&Username::parse("ALICE").unwrap(), &h, 2).unwrap());
-        assert_eq!(s.check_password(&alice, "password1").unwrap(), Ok(AccountInfo {
-            role: Role::User,
-            disabled: false
-        }));
+        assert!(
+            !s.insert_account(&Username::parse("ALICE").unwrap(), &h, 2)
+                .unwrap()
+        );
+        assert_eq!(
+            s.check_password(&alice, "password1").unwrap(),
+            Ok(AccountInfo {
+                role: Role::User,
+                disabled: false
+            })
+        );
         assert_eq!(s.check_password(&alice, "password2").unwrap(), Err(true));
         let bob = Username::parse("bob").unwrap();
         assert_eq!(s.check_password(&bob, "password1").unwrap(), Err(false));
         s.set_role(&alice, Role::Supernode).unwrap();
-        assert_eq!(s.account(&alice).unwrap().unwrap().info.role, Role::Supernode);
-        assert!(matches!(s.set_role(&bob, Role::User), Err(StoreError::NoSuchAccount(_))));
+        assert_eq!(
+            s.account(&alice).unwrap().unwrap().info.role,
+            Role::Supernode
+        );
+        assert!(matches!(
+            s.set_role(&bob, Role::User),
+            Err(StoreError::NoSuchAccount(_))
+        ));
     }
 
     #[test]
@@ -288,12 +310,16 @@ mod tests {
         let p = dir.path().join("a.db");
         {
             let s = Store::open(&p).unwrap();
-            s.insert_account(&Username::parse("carol").unwrap(), "x", 1).unwrap();
+            s.insert_account(&Username::parse("carol").unwrap(), "x", 1)
+                .unwrap();
         }
         let s = Store::open(&p).unwrap();
         assert_eq!(s.count_accounts().unwrap(), 1);
         s.conn().pragma_update(None, "user_version", 99).unwrap();
         drop(s);
-        assert!(matches!(Store::open(&p), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            Store::open(&p),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 }

@@ -21,7 +21,9 @@ pub enum ChannelError {
     Noise(#[from] NoiseError),
     #[error("peer certificate rejected: {0}")]
     Certificate(#[from] CertError),
-    #[error("peer certificate is for another device: its key is not the one that did the handshake")]
+    #[error(
+        "peer certificate is for another device: its key is not the one that did the handshake"
+    )]
     KeyMismatch,
     #[error("handshake message out of order")]
     OutOfOrder,
@@ -212,12 +214,24 @@ mod tests {
         let other = AuthorityKey::generate(&mut rng);
         let alice = party(&a, &mut rng, "alice");
         let mallory = party(&other, &mut rng, "mallory");
-        let err = run((&alice.0, &alice.1), (&mallory.0, &mallory.1), a.public(), 5).unwrap_err();
-        assert!(matches!(err, ChannelError::Certificate(CertError::UnknownIssuer { .. })));
+        let err = run(
+            (&alice.0, &alice.1),
+            (&mallory.0, &mallory.1),
+            a.public(),
+            5,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ChannelError::Certificate(CertError::UnknownIssuer { .. })
+        ));
 
         let bob = party(&a, &mut rng, "bob");
         let err = run((&alice.0, &alice.1), (&bob.0, &bob.1), a.public(), 10_000).unwrap_err();
-        assert!(matches!(err, ChannelError::Certificate(CertError::Expired { .. })));
+        assert!(matches!(
+            err,
+            ChannelError::Certificate(CertError::Expired { .. })
+        ));
 
         // Eve presents bob's certificate with her own device key.
         let eve = DeviceIdentity::generate(&mut rng);

@@ -102,7 +102,9 @@ impl Handshake {
     }
 
     pub fn remote_static(&self) -> Option<[u8; 32]> {
-        self.state.get_remote_static().and_then(|s| s.try_into().ok())
+        self.state
+            .get_remote_static()
+            .and_then(|s| s.try_into().ok())
     }
 
     /// Transcript hash: unique to this handshake, so signing it proves
@@ -161,6 +163,8 @@ impl Transport {
     }
 
     pub fn remote_static(&self) -> Option<[u8; 32]> {
-        self.state.get_remote_static().and_then(|s| s.try_into().ok())
+        self.state
+            .get_remote_static()
+            .and_then(|s| s.try_into().ok())
     }
 }

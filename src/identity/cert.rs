@@ -53,7 +53,9 @@ impl std::str::FromStr for Role {
         match s {
             "user" => Ok(Role::User),
             "supernode" => Ok(Role::Supernode),
-            _ => Err(format!("unknown role {s:?}: expected \"user\" or \"supernode\"")),
+            _ => Err(format!(
+                "unknown role {s:?}: expected \"user\" or \"supernode\""
+            )),
         }
     }
 }
@@ -184,7 +186,12 @@ impl Certificate {
                 issuer: crate::wire::hex_encode(&self.issuer),
             });
         }
-        if !verify_signature(authority_public, CERT_CONTEXT, &self.body(), &self.signature) {
+        if !verify_signature(
+            authority_public,
+            CERT_CONTEXT,
+            &self.body(),
+            &self.signature,
+        ) {
             return Err(CertError::BadSignature);
         }
         match Username::parse(&self.username) {
@@ -245,10 +252,19 @@ mod tests {
     #[test]
     fn each_failure_has_its_own_error() {
         let (a, c) = setup();
-        assert!(matches!(c.verify(&a.public(), 2000), Err(CertError::Expired { .. })));
-        assert!(matches!(c.verify(&a.public(), 999), Err(CertError::NotYetValid { .. })));
+        assert!(matches!(
+            c.verify(&a.public(), 2000),
+            Err(CertError::Expired { .. })
+        ));
+        assert!(matches!(
+            c.verify(&a.public(), 999),
+            Err(CertError::NotYetValid { .. })
+        ));
         let other = AuthorityKey::generate(&mut rand::rngs::StdRng::seed_from_u64(8));
-        assert!(matches!(c.verify(&other.public(), 1500), Err(CertError::UnknownIssuer { .. })));
+        assert!(matches!(
+            c.verify(&other.public(), 1500),
+            Err(CertError::UnknownIssuer { .. })
+        ));
         let mut bytes = c.encode();
         // Flip a byte of the username: the signature no longer holds.
         let pos = 1 + 8 + 8 + 1 + 8 + 8 + 1;

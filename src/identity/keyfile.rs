@@ -29,7 +29,9 @@ pub enum KeyFileError {
         "key file {path} is corrupt ({reason}); it was left untouched: restore it from a backup, or move it away to make a new identity"
     )]
     Corrupt { path: PathBuf, reason: String },
-    #[error("key file {path} has permissions {mode:04o}, readable by others; run `chmod 600 {path}`")]
+    #[error(
+        "key file {path} has permissions {mode:04o}, readable by others; run `chmod 600 {path}`"
+    )]
     TooOpen { path: PathBuf, mode: u32 },
 }
 
@@ -113,7 +115,8 @@ fn parse<const N: usize>(
             .strip_prefix(name)
             .and_then(|r| r.strip_prefix(' '))
             .ok_or_else(|| corrupt(format!("expected {name}")))?;
-        out[i] = hex_decode(value).ok_or_else(|| corrupt(format!("{name} is not 64 hex digits")))?;
+        out[i] =
+            hex_decode(value).ok_or_else(|| corrupt(format!("{name} is not 64 hex digits")))?;
     }
     let sum = lines
         .next()
@@ -143,7 +146,12 @@ pub fn write_device(path: &Path, id: &DeviceIdentity) -> Result<(), KeyFileError
 
 pub fn read_device(path: &Path) -> Result<DeviceIdentity, KeyFileError> {
     let text = read_secret(path)?;
-    let [ed, x] = parse(path, &text, DEVICE_HEADER, ["ed25519-secret", "x25519-secret"])?;
+    let [ed, x] = parse(
+        path,
+        &text,
+        DEVICE_HEADER,
+        ["ed25519-secret", "x25519-secret"],
+    )?;
     Ok(DeviceIdentity::from_secrets(ed, x))
 }
 

@@ -72,7 +72,10 @@ mod tests {
 
     #[test]
     fn accepts_and_folds_case() {
-        assert_eq!(Username::parse("Alice.B_c-9").unwrap().as_str(), "alice.b_c-9");
+        assert_eq!(
+            Username::parse("Alice.B_c-9").unwrap().as_str(),
+            "alice.b_c-9"
+        );
         assert_eq!(Username::parse("abc").unwrap().as_str(), "abc");
         assert!(Username::parse(&"a".repeat(32)).is_ok());
     }
@@ -80,8 +83,14 @@ mod tests {
     #[test]
     fn rejects_bad() {
         assert_eq!(Username::parse("ab"), Err(UsernameError::Length(2)));
-        assert_eq!(Username::parse(&"a".repeat(33)), Err(UsernameError::Length(33)));
-        assert_eq!(Username::parse("al ice"), Err(UsernameError::Character(' ')));
+        assert_eq!(
+            Username::parse(&"a".repeat(33)),
+            Err(UsernameError::Length(33))
+        );
+        assert_eq!(
+            Username::parse("al ice"),
+            Err(UsernameError::Character(' '))
+        );
         assert_eq!(Username::parse("alïce"), Err(UsernameError::Character('ï')));
         assert!(Username::parse("a@b.c").is_err());
     }

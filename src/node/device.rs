@@ -22,7 +22,9 @@ pub struct DeviceFiles {
 
 impl DeviceFiles {
     pub fn new(dir: &Path) -> Self {
-        DeviceFiles { dir: dir.to_owned() }
+        DeviceFiles {
+            dir: dir.to_owned(),
+        }
     }
 
     pub fn key_path(&self) -> PathBuf {
@@ -43,12 +45,14 @@ impl DeviceFiles {
     pub fn certificate(&self) -> Result<Option<Certificate>, DeviceError> {
         let path = self.cert_path();
         match std::fs::read(&path) {
-            Ok(bytes) => Certificate::decode(&bytes).map(Some).map_err(|e| {
-                DeviceError::Certificate {
-                    path,
-                    message: format!("corrupt ({e}); log in again to replace it"),
-                }
-            }),
+            Ok(bytes) => {
+                Certificate::decode(&bytes)
+                    .map(Some)
+                    .map_err(|e| DeviceError::Certificate {
+                        path,
+                        message: format!("corrupt ({e}); log in again to replace it"),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(DeviceError::Certificate {
                 path,

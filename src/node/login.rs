@@ -102,7 +102,9 @@ impl AuthorityConnection {
     async fn receive(&mut self) -> Result<Option<Answer>, LoginError> {
         let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
         loop {
-            if let Some((frame, used)) = Frame::decode_prefix(&self.buf).map_err(ClientError::from)? {
+            if let Some((frame, used)) =
+                Frame::decode_prefix(&self.buf).map_err(ClientError::from)?
+            {
                 let r = self.client.on_frame(self.clock.now_ms(), frame);
                 self.buf.drain(..used);
                 return Ok(r?);
@@ -133,7 +135,11 @@ impl AuthorityConnection {
         }
     }
 
-    pub async fn login(&mut self, username: &str, password: &str) -> Result<Certificate, LoginError> {
+    pub async fn login(
+        &mut self,
+        username: &str,
+        password: &str,
+    ) -> Result<Certificate, LoginError> {
         let f = self.client.login(username, password)?;
         match self.ask(f).await? {
             Answer::Certificate(c) => Ok(c),

@@ -5,5 +5,5 @@
 pub mod device;
 pub mod login;
 
-pub use device::{DeviceFiles, DeviceError};
+pub use device::{DeviceError, DeviceFiles};
 pub use login::{AuthorityConnection, LoginError};
