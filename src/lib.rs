@@ -9,6 +9,8 @@ pub mod authority;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod node;
 pub mod wire;

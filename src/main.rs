@@ -2,6 +2,8 @@
 //! the login authority. This file is the edge: it parses the command line,
 //! loads the config and reports errors with `anyhow`.
 
+mod demo;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use natter::authority::{AuthorityServer, Store};
@@ -66,6 +68,12 @@ enum Command {
     /// Manage the authority's account database (run where the authority runs)
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Run a self-contained local network on loopback (no config needed)
+    Demo {
+        /// Run the steps once and exit instead of staying up
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +141,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Renew(s)) => rt.block_on(renew(&config, &data_dir, s)),
         Some(Command::Whoami) => whoami(&data_dir),
         Some(Command::Admin(c)) => admin(&config, &data_dir, c),
+        Some(Command::Demo { once }) => rt.block_on(demo::run(once)),
         None if cli.supernode => bail!("--supernode is not available in this build yet"),
         None if cli.headless => bail!("--headless is not available in this build yet"),
         None => bail!(

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run natter's whole test suite on a fresh Debian machine: installs what the
+# build and the labs need (as root, or with sudo), then checks formatting,
+# lints and runs every test. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the build and the tests use.
+PACKAGES=(build-essential pkg-config)
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from rustup first" >&2; exit 1; }
+
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked --all-targets
