@@ -126,10 +126,10 @@ pub fn authority_core(b: &[u8]) {
     if client.on_frame(now, welcome).is_err() {
         return;
     }
-    if let Ok(f) = client.seal_raw(body) {
-        if let Ok(f) = Frame::decode(&f) {
-            let _ = core.on_frame(&mut s, now, f);
-        }
+    if let Ok(f) = client.seal_raw(body)
+        && let Ok(f) = Frame::decode(&f)
+    {
+        let _ = core.on_frame(&mut s, now, f);
     }
     // Unsealed garbage on an open channel.
     let _ = core.on_frame(
