@@ -13,4 +13,6 @@ pub mod crypto;
 pub mod fuzzing;
 pub mod identity;
 pub mod node;
+pub mod overlay;
+pub mod sim;
 pub mod wire;

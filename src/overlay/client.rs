@@ -1,0 +1,647 @@
+//! A client's overlay role, sans-IO: attachment to a primary and a backup
+//! supernode from its host cache, keepalives, re-attachment with jittered
+//! exponential backoff, publishing its signed presence record, lookups and
+//! presence watches.
+
+use super::msg::{Found, Msg};
+use super::record::{PresenceRecord, RecordContent, Status};
+use super::Transmit;
+use crate::identity::{Certificate, DeviceIdentity};
+use rand::{Rng, RngCore};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub keepalive_ms: u64,
+    /// A supernode that acknowledged nothing for this long is dropped.
+    pub dead_after_ms: u64,
+    pub attach_timeout_ms: u64,
+    /// Supernodes tried at once when attached to none.
+    pub parallel_attach: usize,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// The record is re-signed and republished this often.
+    pub refresh_ms: u64,
+    /// How long a record shows the user online without a refresh.
+    pub online_secs: u64,
+    pub lookup_timeout_ms: u64,
+    /// A lookup unanswered this long is sent again through the other
+    /// supernode.
+    pub lookup_retry_ms: u64,
+    /// After attaching, wait this long for the second attachment before
+    /// publishing, so that one record names both supernodes.
+    pub publish_delay_ms: u64,
+    pub watch_refresh_ms: u64,
+    pub host_cache_max: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            keepalive_ms: 1_000,
+            dead_after_ms: 3_000,
+            attach_timeout_ms: 1_000,
+            parallel_attach: 4,
+            backoff_base_ms: 250,
+            backoff_max_ms: 30_000,
+            refresh_ms: 120_000,
+            online_secs: 300,
+            lookup_timeout_ms: 4_000,
+            lookup_retry_ms: 800,
+            publish_delay_ms: 300,
+            watch_refresh_ms: 40_000,
+            host_cache_max: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupOutcome {
+    Online(Box<PresenceRecord>),
+    Offline { record: Box<PresenceRecord>, last_seen: u64 },
+    NotFound,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    Attached { supernode: SocketAddr, primary: bool, observed: SocketAddr },
+    Detached { supernode: SocketAddr, reason: &'static str },
+    Redirected { from: SocketAddr, to: Vec<SocketAddr> },
+    Published { seq: u64 },
+    PublishRejected { seq: u64, reason: String },
+    Lookup { qid: u32, username: String, outcome: LookupOutcome },
+    PresenceChanged { record: Box<PresenceRecord>, online: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LinkState {
+    Attaching { deadline: u64 },
+    Attached { last_ack: u64, last_ping: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Link {
+    addr: SocketAddr,
+    primary: bool,
+    state: LinkState,
+}
+
+/// Counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClientStats {
+    pub malformed: u64,
+    pub bad_records: u64,
+    pub attach_attempts: u64,
+    pub redirects: u64,
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug)]
+struct PendingLookup {
+    username: String,
+    deadline: u64,
+    retry_at: Option<u64>,
+    via: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct ClientCore {
+    device: DeviceIdentity,
+    cert: Certificate,
+    authority: [u8; 32],
+    cfg: ClientConfig,
+    host_cache: VecDeque<SocketAddr>,
+    links: Vec<Link>,
+    avoid: HashMap<SocketAddr, u64>,
+    failures: u32,
+    next_attempt_at: u64,
+    round_open: bool,
+    status: Status,
+    message: String,
+    candidates: Vec<SocketAddr>,
+    observed: Option<SocketAddr>,
+    seq: u64,
+    last_publish: u64,
+    need_publish: bool,
+    /// Do not publish before this (lets the backup attach first).
+    publish_not_before: u64,
+    published_seq: u64,
+    lookups: HashMap<u32, PendingLookup>,
+    next_qid: u32,
+    watches: BTreeSet<String>,
+    next_watch_at: u64,
+    ka_seq: u32,
+    out: Vec<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<ClientEvent>,
+    pub stats: ClientStats,
+}
+
+impl ClientCore {
+    /// `host_cache`: supernodes to try, best first (learned ones, then the
+    /// configured bootstrap list).
+    pub fn new(
+        device: DeviceIdentity,
+        cert: Certificate,
+        authority: [u8; 32],
+        host_cache: Vec<SocketAddr>,
+        cfg: ClientConfig,
+        now: u64,
+    ) -> Self {
+        let mut hc = VecDeque::new();
+        for a in host_cache {
+            if !hc.contains(&a) {
+                hc.push_back(a);
+            }
+        }
+        ClientCore {
+            device,
+            cert,
+            authority,
+            cfg,
+            host_cache: hc,
+            links: Vec::new(),
+            avoid: HashMap::new(),
+            failures: 0,
+            next_attempt_at: now,
+            round_open: false,
+            status: Status::Online,
+            message: String::new(),
+            candidates: Vec::new(),
+            observed: None,
+            seq: 0,
+            last_publish: 0,
+            need_publish: true,
+            publish_not_before: 0,
+            published_seq: 0,
+            lookups: HashMap::new(),
+            next_qid: 1,
+            watches: BTreeSet::new(),
+            next_watch_at: 0,
+            ka_seq: 0,
+            out: Vec::new(),
+            events: VecDeque::new(),
+            stats: ClientStats::default(),
+        }
+    }
+
+    pub fn username(&self) -> &str {
+        &self.cert.username
+    }
+
+    /// Supernodes known, best first, for saving in the data dir.
+    pub fn host_cache(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.attached().collect();
+        for a in &self.host_cache {
+            if !v.contains(a) {
+                v.push(*a);
+            }
+        }
+        v
+    }
+
+    pub fn attached(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.links.iter().filter(|l| matches!(l.state, LinkState::Attached { .. })).map(|l| l.addr)
+    }
+
+    pub fn primary(&self) -> Option<SocketAddr> {
+        self.links.iter().find(|l| l.primary && matches!(l.state, LinkState::Attached { .. })).map(|l| l.addr)
+    }
+
+    pub fn observed_addr(&self) -> Option<SocketAddr> {
+        self.observed
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    pub fn published_seq(&self) -> u64 {
+        self.published_seq
+    }
+
+    pub fn set_status(&mut self, status: Status, message: &str) {
+        self.status = status;
+        self.message = message.to_owned();
+        self.need_publish = true;
+    }
+
+    pub fn set_candidates(&mut self, c: Vec<SocketAddr>) {
+        self.candidates = c;
+        self.need_publish = true;
+    }
+
+    pub fn set_certificate(&mut self, cert: Certificate) {
+        self.cert = cert;
+        self.need_publish = true;
+    }
+
+    /// Look `username` up; the answer comes as [`ClientEvent::Lookup`].
+    pub fn lookup(&mut self, now: u64, username: &str) -> u32 {
+        let qid = self.next_qid;
+        self.next_qid = self.next_qid.wrapping_add(1).max(1);
+        let target = self.primary().or_else(|| self.attached().next());
+        match target {
+            Some(sn) => {
+                self.send(sn, &Msg::Lookup { qid, username });
+                self.lookups.insert(
+                    qid,
+                    PendingLookup {
+                        username: username.to_owned(),
+                        deadline: now + self.cfg.lookup_timeout_ms,
+                        retry_at: Some(now + self.cfg.lookup_retry_ms),
+                        via: sn,
+                    },
+                );
+            }
+            None => self.events.push_back(ClientEvent::Lookup {
+                qid,
+                username: username.to_owned(),
+                outcome: LookupOutcome::Failed("not attached to any supernode".into()),
+            }),
+        }
+        qid
+    }
+
+    /// Follow `username`'s presence: changes come as
+    /// [`ClientEvent::PresenceChanged`].
+    pub fn watch(&mut self, username: &str) {
+        if self.watches.insert(username.to_owned())
+            && let Some(p) = self.primary()
+        {
+            self.send(p, &Msg::WatchReq { username });
+        }
+    }
+
+    /// Say goodbye: publish an offline record and detach.
+    pub fn shutdown(&mut self, now: u64) {
+        self.status = Status::Offline;
+        self.publish(now);
+        let addrs: Vec<SocketAddr> = self.attached().collect();
+        for a in addrs {
+            self.send(a, &Msg::Detach);
+        }
+        self.links.clear();
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop().map(|(dst, bytes)| Transmit { dst, bytes })
+    }
+
+    pub fn drain_transmits(&mut self) -> impl Iterator<Item = Transmit> + '_ {
+        self.out.drain(..).map(|(dst, bytes)| Transmit { dst, bytes })
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    fn send(&mut self, to: SocketAddr, m: &Msg<'_>) {
+        let b = m.encode();
+        self.stats.bytes_sent += b.len() as u64;
+        self.out.push((to, b));
+    }
+
+    fn learn(&mut self, addrs: &[SocketAddr]) {
+        for a in addrs {
+            if !self.host_cache.contains(a) {
+                self.host_cache.push_back(*a);
+            }
+        }
+        while self.host_cache.len() > self.cfg.host_cache_max {
+            self.host_cache.pop_back();
+        }
+    }
+
+    fn drop_link(&mut self, now: u64, addr: SocketAddr, reason: &'static str, avoid_ms: u64) {
+        let Some(i) = self.links.iter().position(|l| l.addr == addr) else { return };
+        let l = self.links.remove(i);
+        if matches!(l.state, LinkState::Attached { .. }) {
+            self.events.push_back(ClientEvent::Detached { supernode: addr, reason });
+            self.need_publish = true;
+        }
+        self.avoid.insert(addr, now + avoid_ms);
+        if l.primary {
+            // The backup takes over as primary.
+            if let Some(b) = self.links.iter_mut().find(|l| matches!(l.state, LinkState::Attached { .. })) {
+                b.primary = true;
+                let addr = b.addr;
+                let names: Vec<String> = self.watches.iter().cloned().collect();
+                for n in names {
+                    self.send(addr, &Msg::WatchReq { username: &n });
+                }
+            }
+        }
+    }
+
+    fn backoff(&mut self, now: u64, rng: &mut dyn RngCore) {
+        self.failures = self.failures.saturating_add(1);
+        let exp = self.cfg.backoff_base_ms.saturating_mul(1 << self.failures.min(16));
+        let cap = exp.min(self.cfg.backoff_max_ms);
+        // Full jitter, so that clients of a failed supernode spread out.
+        self.next_attempt_at = now + rng.gen_range(cap / 2..=cap.max(1));
+    }
+
+    pub fn handle_message(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+        let Ok(msg) = Msg::decode(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let Some(idx) = self.links.iter().position(|l| l.addr == from) else {
+            // Not from a supernode we talk to: ignore (counted).
+            self.stats.malformed += 1;
+            return;
+        };
+        match msg {
+            Msg::AttachOk { observed, supernodes } => {
+                let attached = self.attached().count();
+                if attached >= 2 && matches!(self.links[idx].state, LinkState::Attaching { .. }) {
+                    // A parallel attempt answered after two others did.
+                    self.links.remove(idx);
+                    self.learn(&supernodes);
+                    self.send(from, &Msg::Detach);
+                    return;
+                }
+                if matches!(self.links[idx].state, LinkState::Attaching { .. }) {
+                    let has_primary = self.primary().is_some();
+                    let l = &mut self.links[idx];
+                    l.state = LinkState::Attached { last_ack: now, last_ping: now };
+                    l.primary = !has_primary;
+                    let primary = l.primary;
+                    self.observed = Some(observed);
+                    self.need_publish = true;
+                    let attaching = self.links.iter().any(|l| matches!(l.state, LinkState::Attaching { .. }));
+                    self.publish_not_before = if attaching { now + self.cfg.publish_delay_ms } else { now };
+                    self.learn(&supernodes);
+                    self.events.push_back(ClientEvent::Attached { supernode: from, primary, observed });
+                    if primary {
+                        let names: Vec<String> = self.watches.iter().cloned().collect();
+                        for n in names {
+                            self.send(from, &Msg::WatchReq { username: &n });
+                        }
+                    }
+                }
+            }
+            Msg::Redirect { supernodes } => {
+                self.stats.redirects += 1;
+                let was_attached = matches!(self.links[idx].state, LinkState::Attached { .. });
+                if supernodes == [from] {
+                    // It restarted and forgot us: attach again at once.
+                    self.drop_link(now, from, "supernode lost our attachment", 0);
+                    self.next_attempt_at = now;
+                    self.host_cache.retain(|a| *a != from);
+                    self.host_cache.push_front(from);
+                    return;
+                }
+                self.drop_link(now, from, "redirected", 30_000);
+                for a in supernodes.iter().rev() {
+                    self.host_cache.retain(|x| x != a);
+                    self.host_cache.push_front(*a);
+                }
+                self.events.push_back(ClientEvent::Redirected { from, to: supernodes });
+                let _ = was_attached;
+            }
+            Msg::KeepaliveAck { .. } => {
+                if let LinkState::Attached { last_ack, .. } = &mut self.links[idx].state {
+                    *last_ack = now;
+                }
+            }
+            Msg::PublishAck { seq } => {
+                if let LinkState::Attached { last_ack, .. } = &mut self.links[idx].state {
+                    *last_ack = now;
+                }
+                if seq > self.published_seq {
+                    self.published_seq = seq;
+                    self.events.push_back(ClientEvent::Published { seq });
+                }
+            }
+            Msg::PublishRejected { seq, reason } => {
+                self.events.push_back(ClientEvent::PublishRejected { seq, reason: reason.to_owned() });
+            }
+            Msg::LookupReply { qid, found } => {
+                let Some(PendingLookup { username, .. }) = self.lookups.remove(&qid) else { return };
+                let outcome = match found {
+                    Found::NotFound => LookupOutcome::NotFound,
+                    Found::Record(b) => match self.verify(now, b) {
+                        Some(r) if r.username() == username => {
+                            let secs = now / 1000;
+                            if r.is_online(secs) {
+                                LookupOutcome::Online(Box::new(r))
+                            } else {
+                                let last_seen = r.last_seen(secs);
+                                LookupOutcome::Offline { record: Box::new(r), last_seen }
+                            }
+                        }
+                        _ => LookupOutcome::Failed("the supernode returned an invalid record".into()),
+                    },
+                };
+                self.events.push_back(ClientEvent::Lookup { qid, username, outcome });
+            }
+            Msg::PresenceUpdate { record } => {
+                if let Some(r) = self.verify(now, record)
+                    && self.watches.contains(r.username())
+                {
+                    let online = r.is_online(now / 1000);
+                    self.events.push_back(ClientEvent::PresenceChanged { record: Box::new(r), online });
+                }
+            }
+            _ => self.stats.malformed += 1,
+        }
+    }
+
+    fn verify(&mut self, now: u64, b: &[u8]) -> Option<PresenceRecord> {
+        let r = PresenceRecord::decode(b).ok()?;
+        if r.verify(&self.authority, now / 1000).is_err() {
+            self.stats.bad_records += 1;
+            return None;
+        }
+        Some(r)
+    }
+
+    fn publish(&mut self, now: u64) {
+        let sns: Vec<SocketAddr> = self.attached().collect();
+        if sns.is_empty() {
+            return;
+        }
+        self.seq = (self.seq + 1).max(now);
+        let mut candidates = self.candidates.clone();
+        if let Some(o) = self.observed
+            && !candidates.contains(&o)
+        {
+            candidates.insert(0, o);
+        }
+        let rec = PresenceRecord::sign(
+            &self.device,
+            &self.cert,
+            RecordContent {
+                seq: self.seq,
+                signed_at_ms: now,
+                online_secs: self.cfg.online_secs,
+                status: self.status,
+                message: self.message.clone(),
+                supernodes: sns.clone(),
+                candidates,
+            },
+        );
+        let bytes = rec.encode();
+        for s in sns {
+            self.send(s, &Msg::Publish { record: &bytes });
+        }
+        self.last_publish = now;
+        self.need_publish = false;
+    }
+
+    /// Start a round of attach attempts when none is in flight: several
+    /// candidates at once when we have no supernode at all (a dead one
+    /// costs only its timeout), one when we only lack the backup. A round
+    /// that gets nothing backs off, exponentially and with jitter.
+    fn attach_round(&mut self, now: u64, rng: &mut dyn RngCore) {
+        let attaching = self.links.iter().filter(|l| matches!(l.state, LinkState::Attaching { .. })).count();
+        let attached = self.links.len() - attaching;
+        if self.round_open && attaching == 0 {
+            self.round_open = false;
+            if attached == 0 {
+                self.backoff(now, rng);
+            } else {
+                self.failures = 0;
+            }
+        }
+        if attached >= 2 || attaching > 0 || now < self.next_attempt_at {
+            return;
+        }
+        let want = if attached == 0 { self.cfg.parallel_attach.max(1) } else { 1 };
+        self.avoid.retain(|_, until| *until > now);
+        let linked: Vec<SocketAddr> = self.links.iter().map(|l| l.addr).collect();
+        let picks: Vec<SocketAddr> = self
+            .host_cache
+            .iter()
+            .copied()
+            .filter(|a| !linked.contains(a) && !self.avoid.contains_key(a))
+            .take(want)
+            .collect();
+        if picks.is_empty() {
+            if attached == 0 {
+                // Everything known failed recently: forget that and back
+                // off before going round again.
+                self.avoid.clear();
+                self.backoff(now, rng);
+            } else {
+                self.next_attempt_at = now + self.cfg.backoff_max_ms / 2;
+            }
+            return;
+        }
+        self.round_open = true;
+        for a in picks {
+            // Rotate it to the back so that failures move on.
+            self.host_cache.retain(|x| *x != a);
+            self.host_cache.push_back(a);
+            self.stats.attach_attempts += 1;
+            let primary = self.primary().is_none();
+            self.links.push(Link { addr: a, primary: false, state: LinkState::Attaching { deadline: now + self.cfg.attach_timeout_ms } });
+            self.send(a, &Msg::Attach { primary });
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+        // Liveness of attached supernodes; keepalives.
+        let mut dead = Vec::new();
+        let mut timed_out = Vec::new();
+        let mut pings = Vec::new();
+        for l in &mut self.links {
+            match &mut l.state {
+                LinkState::Attached { last_ack, last_ping } => {
+                    if now.saturating_sub(*last_ack) > self.cfg.dead_after_ms {
+                        dead.push(l.addr);
+                    } else if now.saturating_sub(*last_ping) >= self.cfg.keepalive_ms {
+                        *last_ping = now;
+                        pings.push(l.addr);
+                    }
+                }
+                LinkState::Attaching { deadline } => {
+                    if now >= *deadline {
+                        timed_out.push(l.addr);
+                    }
+                }
+            }
+        }
+        for a in pings {
+            self.ka_seq = self.ka_seq.wrapping_add(1);
+            let seq = self.ka_seq;
+            self.send(a, &Msg::Keepalive { seq });
+        }
+        for a in dead {
+            self.drop_link(now, a, "supernode stopped answering", 60_000);
+        }
+        for a in timed_out {
+            self.drop_link(now, a, "attach timed out", 60_000);
+        }
+        // Attach until we have a primary and a backup.
+        self.attach_round(now, rng);
+        // Presence.
+        let due = self.need_publish || now.saturating_sub(self.last_publish) >= self.cfg.refresh_ms;
+        if due && now >= self.publish_not_before {
+            self.publish(now);
+        }
+        // Lookups without an answer: once through the other supernode,
+        // then give up.
+        let attached: Vec<SocketAddr> = self.attached().collect();
+        let mut resend = Vec::new();
+        for (qid, l) in self.lookups.iter_mut() {
+            if l.retry_at.is_some_and(|t| t <= now) {
+                l.retry_at = None;
+                if let Some(other) = attached.iter().find(|a| **a != l.via) {
+                    l.via = *other;
+                    resend.push((*other, *qid, l.username.clone()));
+                }
+            }
+        }
+        for (to, qid, username) in resend {
+            self.send(to, &Msg::Lookup { qid, username: &username });
+        }
+        let expired: Vec<u32> = self.lookups.iter().filter(|(_, l)| l.deadline <= now).map(|(q, _)| *q).collect();
+        for qid in expired {
+            if let Some(l) = self.lookups.remove(&qid) {
+                self.events.push_back(ClientEvent::Lookup { qid, username: l.username, outcome: LookupOutcome::Failed("lookup timed out".into()) });
+            }
+        }
+        // Keep watches alive.
+        if now >= self.next_watch_at {
+            self.next_watch_at = now + self.cfg.watch_refresh_ms;
+            if let Some(p) = self.primary() {
+                let names: Vec<String> = self.watches.iter().cloned().collect();
+                for n in names {
+                    self.send(p, &Msg::WatchReq { username: &n });
+                }
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> u64 {
+        let mut t = u64::MAX;
+        for l in &self.links {
+            match l.state {
+                LinkState::Attached { last_ack, last_ping } => {
+                    t = t.min(last_ping + self.cfg.keepalive_ms).min(last_ack + self.cfg.dead_after_ms + 1);
+                }
+                LinkState::Attaching { deadline } => t = t.min(deadline),
+            }
+        }
+        if self.links.len() < 2 && !self.links.iter().any(|l| matches!(l.state, LinkState::Attaching { .. })) {
+            t = t.min(self.next_attempt_at);
+        }
+        if self.links.iter().any(|l| matches!(l.state, LinkState::Attached { .. })) {
+            if self.need_publish {
+                return t.min(self.publish_not_before);
+            }
+            t = t.min(self.last_publish + self.cfg.refresh_ms);
+            if !self.watches.is_empty() {
+                t = t.min(self.next_watch_at);
+            }
+        }
+        for l in self.lookups.values() {
+            t = t.min(l.deadline).min(l.retry_at.unwrap_or(u64::MAX));
+        }
+        t
+    }
+}

@@ -1,0 +1,568 @@
+//! SWIM-style membership among supernodes, sans-IO.
+//!
+//! Each node probes one member per period (round-robin over a shuffled
+//! order); a member that misses its ack is probed indirectly through
+//! others, then suspected, then declared down unless it refutes by raising
+//! its incarnation. Updates ride on pings and acks, each sent a bounded
+//! number of times; a periodic page-by-page sync with a random member
+//! repairs whatever gossip missed. Members are kept in a `BTreeMap` keyed by
+//! ring position, so owner lookups walk the ring directly and every update
+//! is O(log n) even with tens of thousands of members.
+//!
+//! foca was considered: its member list is a `Vec` scanned on every
+//! update, which makes a 10,000-supernode simulation quadratic.
+
+use super::msg::{MemberState, Msg, Update};
+use rand::{Rng, RngCore, seq::SliceRandom};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone)]
+pub struct MembershipConfig {
+    pub probe_period_ms: u64,
+    pub probe_timeout_ms: u64,
+    pub indirect_probes: usize,
+    pub suspect_timeout_ms: u64,
+    /// Each update is sent `retransmit_mult * log2(n)` times.
+    pub retransmit_mult: u32,
+    pub max_piggyback: usize,
+    /// Full sync with a random member this often; 0 disables it.
+    pub sync_period_ms: u64,
+    /// Down members are remembered this long (so stale gossip cannot
+    /// revive them), then forgotten.
+    pub forget_after_ms: u64,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        MembershipConfig {
+            probe_period_ms: 500,
+            probe_timeout_ms: 250,
+            indirect_probes: 3,
+            suspect_timeout_ms: 1500,
+            retransmit_mult: 3,
+            max_piggyback: 16,
+            sync_period_ms: 60_000,
+            forget_after_ms: 120_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    pub addr: SocketAddr,
+    pub incarnation: u32,
+    pub state: MemberState,
+    pub since_ms: u64,
+}
+
+impl Member {
+    pub fn is_up(&self) -> bool {
+        self.state != MemberState::Down
+    }
+}
+
+/// A change the directory cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Up(u64),
+    Down(u64),
+}
+
+#[derive(Debug)]
+struct Probe {
+    target: u64,
+    seq: u32,
+    indirect_at: u64,
+    fail_at: u64,
+    indirect_sent: bool,
+}
+
+#[derive(Debug)]
+struct Relay {
+    origin: SocketAddr,
+    origin_seq: u32,
+    expires: u64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MembershipStats {
+    pub pings_sent: u64,
+    pub updates_applied: u64,
+    pub refutations: u64,
+    pub declared_down: u64,
+    pub sync_pages_sent: u64,
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug)]
+pub struct Membership {
+    pub me: u64,
+    pub my_addr: SocketAddr,
+    incarnation: u32,
+    cfg: MembershipConfig,
+    members: BTreeMap<u64, Member>,
+    alive: usize,
+    order: Vec<u64>,
+    order_pos: usize,
+    probe: Option<Probe>,
+    next_probe_at: u64,
+    next_sync_at: u64,
+    next_gc_at: u64,
+    suspects: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    relays: HashMap<u32, Relay>,
+    gossip: VecDeque<(Update, u32)>,
+    seq: u32,
+    changes: Vec<Change>,
+    pub stats: MembershipStats,
+}
+
+pub const PAGE: usize = 48;
+
+impl Membership {
+    pub fn new(me: u64, my_addr: SocketAddr, incarnation: u32, cfg: MembershipConfig, now: u64) -> Self {
+        let mut members = BTreeMap::new();
+        members.insert(me, Member { addr: my_addr, incarnation, state: MemberState::Alive, since_ms: now });
+        Membership {
+            me,
+            my_addr,
+            incarnation,
+            next_probe_at: now + cfg.probe_period_ms,
+            next_sync_at: now + cfg.sync_period_ms.max(1),
+            next_gc_at: now + 1000,
+            cfg,
+            members,
+            alive: 0,
+            order: Vec::new(),
+            order_pos: 0,
+            probe: None,
+            suspects: BinaryHeap::new(),
+            relays: HashMap::new(),
+            gossip: VecDeque::new(),
+            seq: 0,
+            changes: Vec::new(),
+            stats: MembershipStats::default(),
+        }
+    }
+
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// Members that are not down, self excluded.
+    pub fn alive_count(&self) -> usize {
+        self.alive
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    pub fn is_up(&self, id: u64) -> bool {
+        id == self.me || self.members.get(&id).is_some_and(|m| m.is_up())
+    }
+
+    /// Every known member, self included, in ring order.
+    pub fn members(&self) -> impl Iterator<Item = (u64, &Member)> {
+        self.members.iter().map(|(k, v)| (*k, v))
+    }
+
+    pub fn addr_of(&self, id: u64) -> Option<SocketAddr> {
+        if id == self.me {
+            return Some(self.my_addr);
+        }
+        self.members.get(&id).map(|m| m.addr)
+    }
+
+    /// Up members (and self) in ring order from `key`, wrapping.
+    pub fn ring_from(&self, key: u64) -> impl Iterator<Item = (u64, SocketAddr)> + '_ {
+        self.members
+            .range(key..)
+            .chain(self.members.range(..key))
+            .filter(|(_, m)| m.is_up())
+            .map(|(k, m)| (*k, m.addr))
+    }
+
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn max_tx(&self) -> u32 {
+        let n = (self.alive + 1) as f64;
+        self.cfg.retransmit_mult * (n.log2().ceil() as u32).max(1)
+    }
+
+    fn queue(&mut self, u: Update) {
+        let tx = self.max_tx();
+        self.gossip.push_front((u, tx));
+        // Bound the queue: the oldest updates have had the most sends.
+        while self.gossip.len() > 4096 {
+            self.gossip.pop_back();
+        }
+    }
+
+    fn piggyback(&mut self) -> Vec<Update> {
+        let mut out = Vec::new();
+        let mut n = self.gossip.len().min(self.cfg.max_piggyback);
+        while n > 0 {
+            n -= 1;
+            let Some((u, left)) = self.gossip.pop_front() else { break };
+            // Skip updates superseded since they were queued.
+            let current = self.members.get(&u.id).is_some_and(|m| m.incarnation == u.incarnation && m.state == u.state);
+            if !current {
+                continue;
+            }
+            out.push(u);
+            if left > 1 {
+                self.gossip.push_back((u, left - 1));
+            }
+        }
+        out
+    }
+
+    fn self_update(&self) -> Update {
+        Update { id: self.me, addr: self.my_addr, incarnation: self.incarnation, state: MemberState::Alive }
+    }
+
+    fn send(&mut self, out: &mut Vec<(SocketAddr, Vec<u8>)>, to: SocketAddr, m: &Msg<'_>) {
+        let bytes = m.encode();
+        self.stats.bytes_sent += bytes.len() as u64;
+        out.push((to, bytes));
+    }
+
+    /// Apply one update by SWIM's precedence rules; returns whether it
+    /// changed anything (and so should be gossiped on).
+    pub fn apply(&mut self, now: u64, u: Update) -> bool {
+        if u.id == self.me {
+            if u.state != MemberState::Alive && u.incarnation >= self.incarnation {
+                // Refute: we are alive.
+                self.incarnation = u.incarnation + 1;
+                if let Some(me) = self.members.get_mut(&self.me) {
+                    me.incarnation = self.incarnation;
+                }
+                self.stats.refutations += 1;
+                let me = self.self_update();
+                self.queue(me);
+            }
+            return false;
+        }
+        let cur = self.members.get(&u.id).copied();
+        let accept = match cur {
+            None => true,
+            Some(c) => match u.state {
+                MemberState::Alive => u.incarnation > c.incarnation,
+                MemberState::Suspect => {
+                    (c.state == MemberState::Alive && u.incarnation >= c.incarnation)
+                        || (c.state != MemberState::Down && u.incarnation > c.incarnation)
+                        || (c.state == MemberState::Down && u.incarnation > c.incarnation)
+                }
+                MemberState::Down => c.state != MemberState::Down && u.incarnation >= c.incarnation || u.incarnation > c.incarnation,
+            },
+        };
+        if !accept {
+            return false;
+        }
+        self.stats.updates_applied += 1;
+        let was_up = cur.is_some_and(|c| c.is_up());
+        let m = Member { addr: u.addr, incarnation: u.incarnation, state: u.state, since_ms: now };
+        self.members.insert(u.id, m);
+        let is_up = m.is_up();
+        if is_up && !was_up {
+            self.alive += 1;
+            self.order.push(u.id);
+            let last = self.order.len() - 1;
+            // Insert at a random-ish place without an rng: mix the id.
+            let j = (u.id as usize) % self.order.len();
+            self.order.swap(j, last);
+            self.changes.push(Change::Up(u.id));
+        } else if !is_up && was_up {
+            self.alive -= 1;
+            self.changes.push(Change::Down(u.id));
+        }
+        if u.state == MemberState::Suspect {
+            self.suspects.push(Reverse((now + self.cfg.suspect_timeout_ms, u.id, u.incarnation)));
+        }
+        self.queue(u);
+        true
+    }
+
+    /// A verified supernode talked to us: it is alive (learning it if new).
+    pub fn heard_from(&mut self, now: u64, id: u64, addr: SocketAddr) {
+        if id == self.me {
+            return;
+        }
+        match self.members.get(&id) {
+            None => {
+                self.apply(now, Update { id, addr, incarnation: 0, state: MemberState::Alive });
+            }
+            Some(m) if m.state == MemberState::Down && now.saturating_sub(m.since_ms) > self.cfg.suspect_timeout_ms => {
+                // A restarted node: it will refute with a higher incarnation
+                // once it hears; meanwhile let it back at once.
+                let inc = m.incarnation + 1;
+                self.apply(now, Update { id, addr, incarnation: inc, state: MemberState::Alive });
+            }
+            _ => {}
+        }
+    }
+
+    /// Something other than a probe timed out talking to `id`: probe it now
+    /// rather than waiting for its turn.
+    pub fn hint_unresponsive(&mut self, now: u64, id: u64) {
+        if self.probe.is_none() && self.members.get(&id).is_some_and(|m| m.state == MemberState::Alive) {
+            self.start_probe(now, id, &mut Vec::new());
+        }
+    }
+
+    /// Ask `bootstrap` to let us in.
+    pub fn join(&mut self, bootstrap: SocketAddr, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        self.send(out, bootstrap, &Msg::Join);
+    }
+
+    pub fn handle(&mut self, now: u64, from: SocketAddr, from_id: u64, msg: Msg<'_>, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        self.heard_from(now, from_id, from);
+        match msg {
+            Msg::Ping { seq, updates } => {
+                for u in updates {
+                    self.apply(now, u);
+                }
+                let updates = self.piggyback();
+                self.send(out, from, &Msg::Ack { seq, updates });
+            }
+            Msg::Ack { seq, updates } => {
+                for u in updates {
+                    self.apply(now, u);
+                }
+                if let Some(p) = &self.probe
+                    && p.seq == seq
+                {
+                    self.probe = None;
+                } else if let Some(r) = self.relays.remove(&seq) {
+                    let updates = self.piggyback();
+                    self.send(out, r.origin, &Msg::Ack { seq: r.origin_seq, updates });
+                }
+            }
+            Msg::PingReq { seq, target, target_addr } => {
+                self.seq = self.seq.wrapping_add(1);
+                let my_seq = self.seq;
+                self.relays.insert(my_seq, Relay { origin: from, origin_seq: seq, expires: now + self.cfg.probe_period_ms * 2 });
+                let _ = target;
+                let updates = self.piggyback();
+                self.send(out, target_addr, &Msg::Ping { seq: my_seq, updates });
+            }
+            Msg::Join => {
+                let me = self.self_update();
+                self.queue(me);
+                self.send_page(0, from, out);
+            }
+            Msg::SyncReq { page } => self.send_page(page, from, out),
+            Msg::SyncPage { page, pages, updates } => {
+                for u in updates {
+                    self.apply(now, u);
+                }
+                if page == 0 {
+                    for p in 1..pages.min(4096) {
+                        self.send(out, from, &Msg::SyncReq { page: p });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send_page(&mut self, page: u16, to: SocketAddr, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let pages = self.members.len().div_ceil(PAGE).max(1) as u16;
+        let updates: Vec<Update> = self
+            .members
+            .iter()
+            .skip(page as usize * PAGE)
+            .take(PAGE)
+            .map(|(id, m)| Update { id: *id, addr: m.addr, incarnation: m.incarnation, state: m.state })
+            .collect();
+        self.stats.sync_pages_sent += 1;
+        self.send(out, to, &Msg::SyncPage { page, pages, updates });
+    }
+
+    fn next_target(&mut self, rng: &mut dyn RngCore) -> Option<u64> {
+        for _ in 0..self.order.len() * 2 + 1 {
+            if self.order_pos >= self.order.len() {
+                // Drop members that are no longer up, then reshuffle.
+                let members = &self.members;
+                self.order.retain(|id| members.get(id).is_some_and(|m| m.is_up()));
+                self.order.shuffle(rng);
+                self.order_pos = 0;
+                if self.order.is_empty() {
+                    return None;
+                }
+            }
+            let id = self.order[self.order_pos];
+            self.order_pos += 1;
+            if self.members.get(&id).is_some_and(|m| m.is_up()) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn start_probe(&mut self, now: u64, target: u64, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let Some(addr) = self.members.get(&target).map(|m| m.addr) else { return };
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        self.probe = Some(Probe {
+            target,
+            seq,
+            indirect_at: now + self.cfg.probe_timeout_ms,
+            fail_at: now + self.cfg.probe_period_ms.max(self.cfg.probe_timeout_ms * 2),
+            indirect_sent: false,
+        });
+        self.stats.pings_sent += 1;
+        let updates = self.piggyback();
+        self.send(out, addr, &Msg::Ping { seq, updates });
+    }
+
+    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        // Probe in flight.
+        if let Some(p) = &mut self.probe {
+            if !p.indirect_sent && now >= p.indirect_at {
+                p.indirect_sent = true;
+                let (target, seq) = (p.target, p.seq);
+                if let Some(taddr) = self.members.get(&target).map(|m| m.addr) {
+                    let helpers: Vec<SocketAddr> = self
+                        .order
+                        .choose_multiple(rng, self.cfg.indirect_probes + 2)
+                        .filter(|id| **id != target && self.is_up(**id))
+                        .take(self.cfg.indirect_probes)
+                        .filter_map(|id| self.members.get(id).map(|m| m.addr))
+                        .collect();
+                    for h in helpers {
+                        self.send(out, h, &Msg::PingReq { seq, target, target_addr: taddr });
+                    }
+                }
+            }
+            if let Some(p) = &self.probe
+                && now >= p.fail_at
+            {
+                let target = p.target;
+                self.probe = None;
+                if let Some(m) = self.members.get(&target).copied()
+                    && m.state == MemberState::Alive
+                {
+                    self.apply(now, Update { id: target, addr: m.addr, incarnation: m.incarnation, state: MemberState::Suspect });
+                }
+            }
+        }
+        // Suspicions that ran out.
+        while let Some(Reverse((at, id, inc))) = self.suspects.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.suspects.pop();
+            if let Some(m) = self.members.get(&id).copied()
+                && m.state == MemberState::Suspect
+                && m.incarnation == inc
+            {
+                self.stats.declared_down += 1;
+                self.apply(now, Update { id, addr: m.addr, incarnation: inc, state: MemberState::Down });
+            }
+        }
+        // Next probe.
+        if now >= self.next_probe_at {
+            self.next_probe_at = now + self.cfg.probe_period_ms;
+            if self.probe.is_none()
+                && let Some(t) = self.next_target(rng)
+            {
+                self.start_probe(now, t, out);
+            }
+        }
+        // Anti-entropy.
+        if self.cfg.sync_period_ms > 0 && now >= self.next_sync_at {
+            let jitter = rng.gen_range(0..=self.cfg.sync_period_ms / 4);
+            self.next_sync_at = now + self.cfg.sync_period_ms - self.cfg.sync_period_ms / 8 + jitter;
+            if let Some(id) = self.order.choose(rng).copied()
+                && let Some(a) = self.members.get(&id).filter(|m| m.is_up()).map(|m| m.addr)
+            {
+                self.send(out, a, &Msg::SyncReq { page: 0 });
+            }
+        }
+        // Housekeeping: old relays, long-dead members.
+        if now >= self.next_gc_at {
+            self.next_gc_at = now + 1000;
+            self.relays.retain(|_, r| r.expires > now);
+            let forget = self.cfg.forget_after_ms;
+            self.members.retain(|_, m| m.is_up() || now.saturating_sub(m.since_ms) < forget);
+            // Keep self even if something odd happened above.
+            self.members.entry(self.me).or_insert(Member {
+                addr: self.my_addr,
+                incarnation: self.incarnation,
+                state: MemberState::Alive,
+                since_ms: now,
+            });
+        }
+    }
+
+    pub fn poll_timeout(&self) -> u64 {
+        let mut t = self.next_probe_at;
+        if let Some(p) = &self.probe {
+            t = t.min(if p.indirect_sent { p.fail_at } else { p.indirect_at });
+        }
+        if let Some(Reverse((at, _, _))) = self.suspects.peek() {
+            t = t.min(*at);
+        }
+        if self.cfg.sync_period_ms > 0 {
+            t = t.min(self.next_sync_at);
+        }
+        t.min(self.next_gc_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(i: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], i))
+    }
+
+    #[test]
+    fn ring_walk_includes_self_in_order() {
+        let mut m = Membership::new(50, addr(50), 0, MembershipConfig::default(), 0);
+        for id in [10u64, 30, 70, 90] {
+            m.apply(0, Update { id, addr: addr(id as u16), incarnation: 0, state: MemberState::Alive });
+        }
+        let ids: Vec<u64> = m.ring_from(40).map(|(k, _)| k).collect();
+        assert_eq!(m.alive_count(), 4);
+        assert_eq!(ids, vec![50, 70, 90, 10, 30]);
+        let ids: Vec<u64> = m.ring_from(95).map(|(k, _)| k).collect();
+        assert_eq!(ids, vec![10, 30, 50, 70, 90]);
+        let ids: Vec<u64> = m.ring_from(50).map(|(k, _)| k).collect();
+        assert_eq!(ids, vec![50, 70, 90, 10, 30]);
+        let ids: Vec<u64> = m.ring_from(60).map(|(k, _)| k).collect();
+        assert_eq!(ids, vec![70, 90, 10, 30, 50]);
+        m.apply(0, Update { id: 70, addr: addr(70), incarnation: 0, state: MemberState::Down });
+        let ids: Vec<u64> = m.ring_from(60).map(|(k, _)| k).collect();
+        assert_eq!(ids, vec![90, 10, 30, 50]);
+    }
+
+    #[test]
+    fn precedence_rules() {
+        let mut m = Membership::new(1, addr(1), 0, MembershipConfig::default(), 0);
+        let up = |inc, state| Update { id: 2, addr: addr(2), incarnation: inc, state };
+        assert!(m.apply(0, up(0, MemberState::Alive)));
+        assert!(m.apply(0, up(0, MemberState::Suspect)));
+        assert!(!m.apply(0, up(0, MemberState::Alive)), "same incarnation cannot clear suspicion");
+        assert!(m.apply(0, up(1, MemberState::Alive)), "refutation");
+        assert!(m.apply(0, up(1, MemberState::Down)));
+        assert!(!m.apply(0, up(1, MemberState::Alive)), "stale gossip cannot revive");
+        assert!(m.apply(0, up(2, MemberState::Alive)), "rejoin with a new incarnation");
+        assert_eq!(m.take_changes(), vec![Change::Up(2), Change::Down(2), Change::Up(2)]);
+    }
+
+    #[test]
+    fn suspicion_of_self_is_refuted() {
+        let mut m = Membership::new(1, addr(1), 0, MembershipConfig::default(), 0);
+        m.apply(0, Update { id: 1, addr: addr(1), incarnation: 0, state: MemberState::Suspect });
+        assert_eq!(m.incarnation(), 1);
+        let ups = m.piggyback();
+        assert!(ups.iter().any(|u| u.id == 1 && u.incarnation == 1 && u.state == MemberState::Alive));
+    }
+}

@@ -1,0 +1,306 @@
+//! Overlay messages: membership gossip and directory traffic between
+//! supernodes, and attachment, presence and lookups between clients and
+//! supernodes. They travel inside authenticated link payloads; decoders
+//! borrow and never panic.
+
+use super::record::{read_addr, read_addrs, write_addr, write_addrs};
+use crate::wire::{Reader, WireError, Writer};
+use std::net::SocketAddr;
+
+/// Membership states as gossiped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberState {
+    Alive,
+    Suspect,
+    Down,
+}
+
+impl MemberState {
+    fn to_u8(self) -> u8 {
+        match self {
+            MemberState::Alive => 1,
+            MemberState::Suspect => 2,
+            MemberState::Down => 3,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => MemberState::Alive,
+            2 => MemberState::Suspect,
+            3 => MemberState::Down,
+            got => return Err(WireError::UnknownType { what: "member state", got }),
+        })
+    }
+}
+
+/// One membership fact: node `id` at `addr` is in `state` at `incarnation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub incarnation: u32,
+    pub state: MemberState,
+}
+
+/// Most updates carried by one message.
+pub const MAX_UPDATES: usize = 64;
+
+fn write_updates(w: &mut Writer, ups: &[Update]) {
+    let n = ups.len().min(MAX_UPDATES);
+    w.u8(n as u8);
+    for u in &ups[..n] {
+        w.u64(u.id);
+        write_addr(w, &u.addr);
+        w.u32(u.incarnation).u8(u.state.to_u8());
+    }
+}
+
+fn read_updates(r: &mut Reader<'_>) -> Result<Vec<Update>, WireError> {
+    let n = r.u8()? as usize;
+    if n > MAX_UPDATES {
+        return Err(WireError::Invalid { field: "update count" });
+    }
+    (0..n)
+        .map(|_| {
+            Ok(Update {
+                id: r.u64()?,
+                addr: read_addr(r)?,
+                incarnation: r.u32()?,
+                state: MemberState::from_u8(r.u8()?)?,
+            })
+        })
+        .collect()
+}
+
+/// Answer to a directory query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<'a> {
+    Record(&'a [u8]),
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg<'a> {
+    // Supernode <-> supernode: membership.
+    Ping { seq: u32, updates: Vec<Update> },
+    Ack { seq: u32, updates: Vec<Update> },
+    PingReq { seq: u32, target: u64, target_addr: SocketAddr },
+    Join,
+    SyncReq { page: u16 },
+    SyncPage { page: u16, pages: u16, updates: Vec<Update> },
+    // Supernode <-> supernode: directory.
+    Store { record: &'a [u8] },
+    Query { qid: u32, username: &'a str },
+    QueryReply { qid: u32, found: Found<'a> },
+    Watch { username: &'a str },
+    Notify { record: &'a [u8] },
+    StoreAck { username: &'a str, seq: u64 },
+    // Client <-> supernode.
+    Attach { primary: bool },
+    AttachOk { observed: SocketAddr, supernodes: Vec<SocketAddr> },
+    Redirect { supernodes: Vec<SocketAddr> },
+    Detach,
+    Keepalive { seq: u32 },
+    KeepaliveAck { seq: u32 },
+    Publish { record: &'a [u8] },
+    PublishAck { seq: u64 },
+    PublishRejected { seq: u64, reason: &'a str },
+    Lookup { qid: u32, username: &'a str },
+    LookupReply { qid: u32, found: Found<'a> },
+    WatchReq { username: &'a str },
+    PresenceUpdate { record: &'a [u8] },
+}
+
+impl<'a> Msg<'a> {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            Msg::Ping { seq, updates } => {
+                w.u8(1).u32(*seq);
+                write_updates(&mut w, updates);
+            }
+            Msg::Ack { seq, updates } => {
+                w.u8(2).u32(*seq);
+                write_updates(&mut w, updates);
+            }
+            Msg::PingReq { seq, target, target_addr } => {
+                w.u8(3).u32(*seq).u64(*target);
+                write_addr(&mut w, target_addr);
+            }
+            Msg::Join => {
+                w.u8(4);
+            }
+            Msg::SyncReq { page } => {
+                w.u8(5).u16(*page);
+            }
+            Msg::SyncPage { page, pages, updates } => {
+                w.u8(6).u16(*page).u16(*pages);
+                write_updates(&mut w, updates);
+            }
+            Msg::Store { record } => {
+                w.u8(10).bytes16(record);
+            }
+            Msg::Query { qid, username } => {
+                w.u8(11).u32(*qid).bytes8(username.as_bytes());
+            }
+            Msg::QueryReply { qid, found } => {
+                w.u8(12).u32(*qid);
+                write_found(&mut w, found);
+            }
+            Msg::Watch { username } => {
+                w.u8(13).bytes8(username.as_bytes());
+            }
+            Msg::Notify { record } => {
+                w.u8(14).bytes16(record);
+            }
+            Msg::StoreAck { username, seq } => {
+                w.u8(15).bytes8(username.as_bytes()).u64(*seq);
+            }
+            Msg::Attach { primary } => {
+                w.u8(20).u8(*primary as u8);
+            }
+            Msg::AttachOk { observed, supernodes } => {
+                w.u8(21);
+                write_addr(&mut w, observed);
+                write_addrs(&mut w, supernodes);
+            }
+            Msg::Redirect { supernodes } => {
+                w.u8(22);
+                write_addrs(&mut w, supernodes);
+            }
+            Msg::Detach => {
+                w.u8(23);
+            }
+            Msg::Keepalive { seq } => {
+                w.u8(24).u32(*seq);
+            }
+            Msg::KeepaliveAck { seq } => {
+                w.u8(25).u32(*seq);
+            }
+            Msg::Publish { record } => {
+                w.u8(26).bytes16(record);
+            }
+            Msg::PublishAck { seq } => {
+                w.u8(27).u64(*seq);
+            }
+            Msg::PublishRejected { seq, reason } => {
+                w.u8(28).u64(*seq).bytes8(reason.as_bytes());
+            }
+            Msg::Lookup { qid, username } => {
+                w.u8(29).u32(*qid).bytes8(username.as_bytes());
+            }
+            Msg::LookupReply { qid, found } => {
+                w.u8(30).u32(*qid);
+                write_found(&mut w, found);
+            }
+            Msg::WatchReq { username } => {
+                w.u8(31).bytes8(username.as_bytes());
+            }
+            Msg::PresenceUpdate { record } => {
+                w.u8(32).bytes16(record);
+            }
+        }
+        w.into_vec()
+    }
+
+    pub fn decode(buf: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf);
+        let m = match r.u8()? {
+            1 => Msg::Ping { seq: r.u32()?, updates: read_updates(&mut r)? },
+            2 => Msg::Ack { seq: r.u32()?, updates: read_updates(&mut r)? },
+            3 => Msg::PingReq { seq: r.u32()?, target: r.u64()?, target_addr: read_addr(&mut r)? },
+            4 => Msg::Join,
+            5 => Msg::SyncReq { page: r.u16()? },
+            6 => Msg::SyncPage { page: r.u16()?, pages: r.u16()?, updates: read_updates(&mut r)? },
+            10 => Msg::Store { record: r.bytes16()? },
+            11 => Msg::Query { qid: r.u32()?, username: r.str8("username")? },
+            12 => Msg::QueryReply { qid: r.u32()?, found: read_found(&mut r)? },
+            13 => Msg::Watch { username: r.str8("username")? },
+            14 => Msg::Notify { record: r.bytes16()? },
+            15 => Msg::StoreAck { username: r.str8("username")?, seq: r.u64()? },
+            20 => Msg::Attach { primary: r.u8()? != 0 },
+            21 => Msg::AttachOk { observed: read_addr(&mut r)?, supernodes: read_addrs(&mut r)? },
+            22 => Msg::Redirect { supernodes: read_addrs(&mut r)? },
+            23 => Msg::Detach,
+            24 => Msg::Keepalive { seq: r.u32()? },
+            25 => Msg::KeepaliveAck { seq: r.u32()? },
+            26 => Msg::Publish { record: r.bytes16()? },
+            27 => Msg::PublishAck { seq: r.u64()? },
+            28 => Msg::PublishRejected { seq: r.u64()?, reason: r.str8("reason")? },
+            29 => Msg::Lookup { qid: r.u32()?, username: r.str8("username")? },
+            30 => Msg::LookupReply { qid: r.u32()?, found: read_found(&mut r)? },
+            31 => Msg::WatchReq { username: r.str8("username")? },
+            32 => Msg::PresenceUpdate { record: r.bytes16()? },
+            got => return Err(WireError::UnknownType { what: "overlay message", got }),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+fn write_found(w: &mut Writer, f: &Found<'_>) {
+    match f {
+        Found::Record(r) => {
+            w.u8(1).bytes16(r);
+        }
+        Found::NotFound => {
+            w.u8(0);
+        }
+    }
+}
+
+fn read_found<'a>(r: &mut Reader<'a>) -> Result<Found<'a>, WireError> {
+    match r.u8()? {
+        0 => Ok(Found::NotFound),
+        1 => Ok(Found::Record(r.bytes16()?)),
+        got => Err(WireError::UnknownType { what: "lookup result", got }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_round_trips() {
+        let a: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let b: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
+        let up = Update { id: 9, addr: b, incarnation: 3, state: MemberState::Suspect };
+        let msgs = vec![
+            Msg::Ping { seq: 1, updates: vec![up] },
+            Msg::Ack { seq: 2, updates: vec![] },
+            Msg::PingReq { seq: 3, target: 4, target_addr: a },
+            Msg::Join,
+            Msg::SyncReq { page: 2 },
+            Msg::SyncPage { page: 1, pages: 3, updates: vec![up, up] },
+            Msg::Store { record: b"rec" },
+            Msg::Query { qid: 5, username: "alice" },
+            Msg::QueryReply { qid: 5, found: Found::Record(b"r") },
+            Msg::QueryReply { qid: 6, found: Found::NotFound },
+            Msg::Watch { username: "bob" },
+            Msg::Notify { record: b"x" },
+            Msg::StoreAck { username: "eve", seq: 3 },
+            Msg::Attach { primary: true },
+            Msg::AttachOk { observed: a, supernodes: vec![a, b] },
+            Msg::Redirect { supernodes: vec![b] },
+            Msg::Detach,
+            Msg::Keepalive { seq: 7 },
+            Msg::KeepaliveAck { seq: 7 },
+            Msg::Publish { record: b"p" },
+            Msg::PublishAck { seq: 8 },
+            Msg::PublishRejected { seq: 8, reason: "stale" },
+            Msg::Lookup { qid: 9, username: "carol" },
+            Msg::LookupReply { qid: 9, found: Found::NotFound },
+            Msg::WatchReq { username: "dave" },
+            Msg::PresenceUpdate { record: b"u" },
+        ];
+        for m in msgs {
+            let bytes = m.encode();
+            assert_eq!(Msg::decode(&bytes).unwrap(), m);
+            for cut in 0..bytes.len() {
+                assert!(Msg::decode(&bytes[..cut]).is_err());
+            }
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Presence records: who a user is, where to reach them and their status,
+//! signed by the user's device key.
+//!
+//! Layout: `cert bytes16 | seq u64 | signed_at_ms u64 | online_until u64 |
+//! expires_at u64 | status u8 | message str8 | supernodes (u8 n, addr*) |
+//! candidates (u8 n, addr*) | signature [64]`. The signature covers every
+//! byte before it under [`RECORD_CONTEXT`]. A record is valid when the
+//! certificate is the pinned authority's and was valid when the record was
+//! signed, the signature is the certificate's device key's, and it has not
+//! expired. Readers verify again: a supernode can hide a record but not
+//! forge or redirect one.
+
+use crate::identity::{CertError, Certificate, verify_signature};
+use crate::wire::{Reader, WireError, Writer};
+use std::net::SocketAddr;
+use thiserror::Error;
+
+const RECORD_CONTEXT: &[u8] = b"natter presence v1";
+/// A record is kept (and its user found, offline) this long after signing.
+pub const MAX_RECORD_AGE_SECS: u64 = 72 * 3600;
+pub const MAX_ADDRS: usize = 8;
+
+/// What a user shows to others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Online,
+    Away,
+    DoNotDisturb,
+    /// Online but shown as offline to others.
+    Invisible,
+    Offline,
+}
+
+impl Status {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Status::Online => 1,
+            Status::Away => 2,
+            Status::DoNotDisturb => 3,
+            Status::Invisible => 4,
+            Status::Offline => 5,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => Status::Online,
+            2 => Status::Away,
+            3 => Status::DoNotDisturb,
+            4 => Status::Invisible,
+            5 => Status::Offline,
+            got => return Err(WireError::UnknownType { what: "status", got }),
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::DoNotDisturb => "dnd",
+            Status::Invisible => "invisible",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "online" => Status::Online,
+            "away" => Status::Away,
+            "dnd" | "do-not-disturb" => Status::DoNotDisturb,
+            "invisible" => Status::Invisible,
+            "offline" => Status::Offline,
+            _ => return Err(format!("unknown status {s:?}: expected online, away, dnd, invisible or offline")),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RecordError {
+    #[error("malformed record: {0}")]
+    Malformed(#[from] WireError),
+    #[error("record certificate rejected: {0}")]
+    Certificate(CertError),
+    #[error("record signature is invalid (forged or altered)")]
+    BadSignature,
+    #[error("record was signed outside its certificate's validity")]
+    OutsideCertificate,
+    #[error("record expired")]
+    Expired,
+    #[error("record is older than one already held (seq {got} <= {have})")]
+    Stale { got: u64, have: u64 },
+    #[error("record is for {got}, not {want}")]
+    WrongUser { got: String, want: String },
+}
+
+pub fn write_addr(w: &mut Writer, a: &SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => {
+            w.u8(4).raw(&v4.ip().octets()).u16(v4.port());
+        }
+        SocketAddr::V6(v6) => {
+            w.u8(6).raw(&v6.ip().octets()).u16(v6.port());
+        }
+    }
+}
+
+pub fn read_addr(r: &mut Reader<'_>) -> Result<SocketAddr, WireError> {
+    match r.u8()? {
+        4 => {
+            let ip: [u8; 4] = r.array()?;
+            Ok(SocketAddr::from((ip, r.u16()?)))
+        }
+        6 => {
+            let ip: [u8; 16] = r.array()?;
+            Ok(SocketAddr::from((ip, r.u16()?)))
+        }
+        got => Err(WireError::UnknownType { what: "address family", got }),
+    }
+}
+
+pub fn write_addrs(w: &mut Writer, addrs: &[SocketAddr]) {
+    let n = addrs.len().min(MAX_ADDRS);
+    w.u8(n as u8);
+    for a in &addrs[..n] {
+        write_addr(w, a);
+    }
+}
+
+pub fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<SocketAddr>, WireError> {
+    let n = r.u8()? as usize;
+    if n > MAX_ADDRS {
+        return Err(WireError::Invalid { field: "address count" });
+    }
+    (0..n).map(|_| read_addr(r)).collect()
+}
+
+/// A decoded presence record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub cert: Certificate,
+    pub seq: u64,
+    pub signed_at_ms: u64,
+    /// Shown online until then (unix seconds); a refresh extends it.
+    pub online_until: u64,
+    /// Dropped after this (unix seconds).
+    pub expires_at: u64,
+    pub status: Status,
+    pub message: String,
+    /// Supernodes the user is attached to.
+    pub supernodes: Vec<SocketAddr>,
+    /// Addresses the user may be reached at directly.
+    pub candidates: Vec<SocketAddr>,
+    pub signature: [u8; 64],
+}
+
+/// Everything a user chooses when signing a record.
+#[derive(Debug, Clone)]
+pub struct RecordContent {
+    pub seq: u64,
+    pub signed_at_ms: u64,
+    pub online_secs: u64,
+    pub status: Status,
+    pub message: String,
+    pub supernodes: Vec<SocketAddr>,
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl PresenceRecord {
+    pub fn sign(device: &crate::identity::DeviceIdentity, cert: &Certificate, c: RecordContent) -> Self {
+        let signed = c.signed_at_ms / 1000;
+        let mut message = c.message;
+        while message.len() > 255 {
+            message.pop();
+        }
+        let mut r = PresenceRecord {
+            cert: cert.clone(),
+            seq: c.seq,
+            signed_at_ms: c.signed_at_ms,
+            online_until: if c.status == Status::Offline { signed } else { signed + c.online_secs },
+            expires_at: signed + MAX_RECORD_AGE_SECS,
+            status: c.status,
+            message,
+            supernodes: c.supernodes.into_iter().take(MAX_ADDRS).collect(),
+            candidates: c.candidates.into_iter().take(MAX_ADDRS).collect(),
+            signature: [0; 64],
+        };
+        r.signature = device.sign(RECORD_CONTEXT, &r.body());
+        r
+    }
+
+    fn body(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.bytes16(&self.cert.encode())
+            .u64(self.seq)
+            .u64(self.signed_at_ms)
+            .u64(self.online_until)
+            .u64(self.expires_at)
+            .u8(self.status.to_u8())
+            .bytes8(self.message.as_bytes());
+        write_addrs(&mut w, &self.supernodes);
+        write_addrs(&mut w, &self.candidates);
+        w.into_vec()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.body();
+        v.extend_from_slice(&self.signature);
+        v
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf);
+        let cert = Certificate::decode(r.bytes16()?)?;
+        let rec = PresenceRecord {
+            cert,
+            seq: r.u64()?,
+            signed_at_ms: r.u64()?,
+            online_until: r.u64()?,
+            expires_at: r.u64()?,
+            status: Status::from_u8(r.u8()?)?,
+            message: r.str8("status message")?.to_owned(),
+            supernodes: read_addrs(&mut r)?,
+            candidates: read_addrs(&mut r)?,
+            signature: r.array()?,
+        };
+        r.finish()?;
+        Ok(rec)
+    }
+
+    pub fn username(&self) -> &str {
+        &self.cert.username
+    }
+
+    /// Full check at `now` (unix seconds); see the module doc.
+    pub fn verify(&self, authority: &[u8; 32], now: u64) -> Result<(), RecordError> {
+        self.verify_certificate(authority)?;
+        self.verify_signed(now)
+    }
+
+    /// The certificate's issuer and signature (cacheable per certificate).
+    pub fn verify_certificate(&self, authority: &[u8; 32]) -> Result<(), RecordError> {
+        // The certificate must have been valid when the record was signed;
+        // it may have expired since (offline users stay findable 72 h).
+        let signed = self.signed_at_ms / 1000;
+        self.cert
+            .verify(authority, signed.clamp(self.cert.not_before, self.cert.not_after.saturating_sub(1)))
+            .map_err(RecordError::Certificate)
+    }
+
+    /// Everything but the certificate's own signature.
+    pub fn verify_signed(&self, now: u64) -> Result<(), RecordError> {
+        let signed = self.signed_at_ms / 1000;
+        if signed >= self.cert.not_after || signed + 300 < self.cert.not_before {
+            return Err(RecordError::OutsideCertificate);
+        }
+        if !verify_signature(&self.cert.ed25519, RECORD_CONTEXT, &self.body(), &self.signature) {
+            return Err(RecordError::BadSignature);
+        }
+        if self.expires_at > signed + MAX_RECORD_AGE_SECS || self.online_until > self.expires_at {
+            return Err(RecordError::BadSignature);
+        }
+        if now >= self.expires_at {
+            return Err(RecordError::Expired);
+        }
+        Ok(())
+    }
+
+    /// Whether the user is to be shown online at `now`.
+    pub fn is_online(&self, now: u64) -> bool {
+        !matches!(self.status, Status::Offline | Status::Invisible) && now < self.online_until
+    }
+
+    /// When the user was last seen, for offline users (unix seconds).
+    pub fn last_seen(&self, now: u64) -> u64 {
+        self.online_until.min(now).max(self.signed_at_ms / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{AuthorityKey, DeviceIdentity, Role, Username};
+    use rand::SeedableRng;
+
+    pub fn fixture(now: u64) -> (AuthorityKey, DeviceIdentity, Certificate) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let a = AuthorityKey::generate(&mut rng);
+        let d = DeviceIdentity::generate(&mut rng);
+        let c = Certificate::issue(&a, 1, Role::User, now - 10, now + 86400, &Username::parse("alice").unwrap(), d.ed25519_public(), d.x25519_public());
+        (a, d, c)
+    }
+
+    fn content(now: u64, seq: u64) -> RecordContent {
+        RecordContent {
+            seq,
+            signed_at_ms: now * 1000,
+            online_secs: 300,
+            status: Status::Online,
+            message: "hi".into(),
+            supernodes: vec!["10.0.0.1:7000".parse().unwrap()],
+            candidates: vec!["[::1]:5".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn round_trip_verify_and_lifecycle() {
+        let now = 1_800_000_000;
+        let (a, d, c) = fixture(now);
+        let r = PresenceRecord::sign(&d, &c, content(now, 1));
+        let back = PresenceRecord::decode(&r.encode()).unwrap();
+        assert_eq!(back, r);
+        back.verify(&a.public(), now).unwrap();
+        assert!(r.is_online(now));
+        assert!(!r.is_online(now + 300));
+        // Found offline after the certificate expired, until 72 h.
+        r.verify(&a.public(), now + 2 * 86400).unwrap();
+        assert_eq!(r.verify(&a.public(), now + 72 * 3600), Err(RecordError::Expired));
+    }
+
+    #[test]
+    fn forgeries_rejected() {
+        let now = 1_800_000_000;
+        let (a, d, c) = fixture(now);
+        let r = PresenceRecord::sign(&d, &c, content(now, 1));
+        let mut redirected = r.clone();
+        redirected.supernodes = vec!["6.6.6.6:1".parse().unwrap()];
+        assert_eq!(redirected.verify(&a.public(), now), Err(RecordError::BadSignature));
+        // Signed by another device with alice's certificate.
+        let mallory = DeviceIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(6));
+        let forged = PresenceRecord::sign(&mallory, &c, content(now, 2));
+        assert_eq!(forged.verify(&a.public(), now), Err(RecordError::BadSignature));
+        let mut unsigned = r.clone();
+        unsigned.signature = [0; 64];
+        assert_eq!(unsigned.verify(&a.public(), now), Err(RecordError::BadSignature));
+        let other = AuthorityKey::generate(&mut rand::rngs::StdRng::seed_from_u64(7));
+        assert!(matches!(r.verify(&other.public(), now), Err(RecordError::Certificate(_))));
+        // Signed after its certificate expired.
+        let late = PresenceRecord::sign(&d, &c, content(now + 86400, 3));
+        assert_eq!(late.verify(&a.public(), now + 86400), Err(RecordError::OutsideCertificate));
+    }
+}

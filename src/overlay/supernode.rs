@@ -1,0 +1,935 @@
+//! A supernode's overlay role, sans-IO: membership (via [`Membership`]),
+//! the shard of the directory it owns, lookups on behalf of its clients,
+//! presence watches, and the clients attached to it.
+//!
+//! Records of attached clients are pushed to their owners with
+//! acknowledgements, and checked again periodically: an owner that does not
+//! acknowledge is skipped (and probed) and the next supernode on the ring
+//! takes its place, so a record whose owners all died comes back within one
+//! check interval. Lookups walk the owners the same way. A supernode at its
+//! client limit refuses new clients and redirects them to others.
+
+use super::membership::{Change, Membership, MembershipConfig};
+use super::msg::{Found, Msg};
+use super::record::PresenceRecord;
+use super::{Transmit, node_id, user_key};
+use crate::identity::{Certificate, Role};
+use rand::RngCore;
+use rand::seq::IteratorRandom;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc as Rc;
+
+#[derive(Debug, Clone)]
+pub struct SupernodeConfig {
+    pub max_clients: usize,
+    pub replicas: usize,
+    pub membership: MembershipConfig,
+    /// How long to wait for one owner before trying the next.
+    pub query_timeout_ms: u64,
+    /// Successors tried beyond `replicas` when owners do not answer.
+    pub query_extra: usize,
+    pub cache_ttl_ms: u64,
+    /// A client silent this long is detached.
+    pub client_timeout_ms: u64,
+    /// Attached clients' records are re-checked at their owners this often.
+    pub check_interval_ms: u64,
+    pub store_timeout_ms: u64,
+    /// Owners skipped after not answering, for this long.
+    pub unresponsive_ms: u64,
+    /// Re-replication runs this long after a membership change (batching).
+    pub rebalance_delay_ms: u64,
+    pub watch_ttl_ms: u64,
+    pub join_retry_ms: u64,
+}
+
+impl Default for SupernodeConfig {
+    fn default() -> Self {
+        SupernodeConfig {
+            max_clients: 100_000,
+            replicas: 3,
+            membership: MembershipConfig::default(),
+            query_timeout_ms: 300,
+            query_extra: 4,
+            cache_ttl_ms: 2_000,
+            client_timeout_ms: 6_000,
+            check_interval_ms: 5_000,
+            store_timeout_ms: 500,
+            unresponsive_ms: 10_000,
+            rebalance_delay_ms: 300,
+            watch_ttl_ms: 120_000,
+            join_retry_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SupernodeEvent {
+    ClientAttached { addr: SocketAddr, username: String },
+    ClientDetached { addr: SocketAddr, username: String },
+    ClientRefused { addr: SocketAddr },
+    MemberUp { id: u64 },
+    MemberDown { id: u64 },
+    Joined,
+}
+
+/// Counters, including every refused or dropped input.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SupernodeStats {
+    pub malformed: u64,
+    pub not_supernode: u64,
+    pub not_attached: u64,
+    pub records_stored: u64,
+    pub records_rejected_forged: u64,
+    pub records_rejected_expired: u64,
+    pub records_rejected_stale: u64,
+    pub records_rejected_wrong_user: u64,
+    pub queries_answered: u64,
+    pub lookups: u64,
+    pub lookups_found: u64,
+    pub lookups_cached: u64,
+    pub query_timeouts: u64,
+    pub store_timeouts: u64,
+    pub clients_refused: u64,
+    pub peak_clients: u64,
+    pub bytes_sent: u64,
+    pub directory_bytes_sent: u64,
+}
+
+#[derive(Debug)]
+struct Attached {
+    username: String,
+    last_seen: u64,
+    record: Option<Rc<[u8]>>,
+    record_seq: u64,
+}
+
+#[derive(Debug)]
+struct Held {
+    bytes: Rc<[u8]>,
+    seq: u64,
+    expires_at: u64,
+    key: u64,
+    pushed_to: Vec<u64>,
+    not_owner_since: Option<u64>,
+}
+
+#[derive(Debug)]
+enum Origin {
+    Client { addr: SocketAddr, qid: u32 },
+}
+
+#[derive(Debug)]
+struct Query {
+    origin: Origin,
+    username: String,
+    candidates: Vec<(u64, SocketAddr)>,
+    next: usize,
+    current: u64,
+    not_found: usize,
+    deadline: u64,
+}
+
+#[derive(Debug)]
+struct PendingStore {
+    owner: u64,
+    key: u64,
+    username: String,
+    record: Rc<[u8]>,
+    deadline: u64,
+    exclude: Vec<u64>,
+}
+
+pub struct SupernodeCore {
+    authority: [u8; 32],
+    pub me: u64,
+    my_addr: SocketAddr,
+    cfg: SupernodeConfig,
+    members: Membership,
+    clients: HashMap<SocketAddr, Attached>,
+    checks: BinaryHeap<Reverse<(u64, SocketAddr)>>,
+    records: HashMap<String, Held>,
+    cache: HashMap<String, (Rc<[u8]>, u64)>,
+    queries: HashMap<u32, Query>,
+    query_deadlines: BinaryHeap<Reverse<(u64, u32)>>,
+    next_qid: u32,
+    stores: HashMap<(u64, String), PendingStore>,
+    store_deadlines: BinaryHeap<Reverse<(u64, u64, String)>>,
+    unresponsive: HashMap<u64, u64>,
+    /// Certificates already verified (by signature), to not verify the
+    /// same one again for every refresh.
+    verified_certs: HashMap<[u8; 64], u64>,
+    watchers: HashMap<String, Vec<(SocketAddr, u64)>>,
+    client_watches: HashMap<String, Vec<(SocketAddr, u64)>>,
+    watch_sent: HashMap<String, u64>,
+    bootstrap: Vec<SocketAddr>,
+    joined: bool,
+    next_join_at: u64,
+    next_sweep_at: u64,
+    rebalance_at: Option<u64>,
+    out: Vec<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<SupernodeEvent>,
+    stats: SupernodeStats,
+}
+
+impl std::fmt::Debug for SupernodeCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupernodeCore")
+            .field("me", &format_args!("{:016x}", self.me))
+            .field("addr", &self.my_addr)
+            .field("clients", &self.clients.len())
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SupernodeCore {
+    /// `cert` is this supernode's own certificate (role supernode);
+    /// `incarnation` must grow across restarts (e.g. seconds since epoch).
+    pub fn new(
+        authority: [u8; 32],
+        cert: &Certificate,
+        my_addr: SocketAddr,
+        bootstrap: Vec<SocketAddr>,
+        cfg: SupernodeConfig,
+        incarnation: u32,
+        now: u64,
+    ) -> Self {
+        let me = node_id(&cert.ed25519);
+        let bootstrap: Vec<SocketAddr> = bootstrap.into_iter().filter(|a| *a != my_addr).collect();
+        SupernodeCore {
+            authority,
+            me,
+            my_addr,
+            members: Membership::new(me, my_addr, incarnation, cfg.membership.clone(), now),
+            cfg,
+            clients: HashMap::new(),
+            checks: BinaryHeap::new(),
+            records: HashMap::new(),
+            cache: HashMap::new(),
+            queries: HashMap::new(),
+            query_deadlines: BinaryHeap::new(),
+            next_qid: 1,
+            stores: HashMap::new(),
+            store_deadlines: BinaryHeap::new(),
+            unresponsive: HashMap::new(),
+            verified_certs: HashMap::new(),
+            watchers: HashMap::new(),
+            client_watches: HashMap::new(),
+            watch_sent: HashMap::new(),
+            joined: bootstrap.is_empty(),
+            bootstrap,
+            next_join_at: now,
+            next_sweep_at: now + 1000,
+            rebalance_at: None,
+            out: Vec::new(),
+            events: VecDeque::new(),
+            stats: SupernodeStats::default(),
+        }
+    }
+
+    /// Start with `id` at `addr` already known as alive, as if learned by
+    /// gossip: for simulations that begin from a converged overlay.
+    pub fn seed_member(&mut self, now: u64, id: u64, addr: SocketAddr) {
+        use super::msg::{MemberState, Update};
+        self.members.apply(now, Update { id, addr, incarnation: 0, state: MemberState::Alive });
+        self.members.take_changes();
+        self.joined = true;
+    }
+
+    pub fn stats(&self) -> &SupernodeStats {
+        &self.stats
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.members
+    }
+
+    /// Whether this supernode holds a record for `username`, and its seq.
+    pub fn holds(&self, username: &str) -> Option<u64> {
+        self.records.get(username).map(|h| h.seq)
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.my_addr
+    }
+
+    /// Approximate heap bytes held per stored record and per attached
+    /// client, for the memory benchmark.
+    pub fn memory_estimate(&self) -> (usize, usize) {
+        let rec: usize = self
+            .records
+            .iter()
+            .map(|(k, h)| k.len() + h.bytes.len() + h.pushed_to.len() * 8 + std::mem::size_of::<Held>() + 32)
+            .sum();
+        let cl: usize = self
+            .clients
+            .values()
+            .map(|c| c.username.len() + c.record.as_ref().map_or(0, |r| r.len()) + std::mem::size_of::<Attached>() + 48)
+            .sum();
+        (rec, cl)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop().map(|(dst, bytes)| {
+            self.stats.bytes_sent += bytes.len() as u64;
+            Transmit { dst, bytes }
+        })
+    }
+
+    pub fn drain_transmits(&mut self) -> impl Iterator<Item = Transmit> + '_ {
+        let bytes: u64 = self.out.iter().map(|(_, b)| b.len() as u64).sum();
+        self.stats.bytes_sent += bytes;
+        self.out.drain(..).map(|(dst, bytes)| Transmit { dst, bytes })
+    }
+
+    pub fn poll_event(&mut self) -> Option<SupernodeEvent> {
+        self.events.pop_front()
+    }
+
+    fn send(&mut self, to: SocketAddr, m: &Msg<'_>) {
+        let b = m.encode();
+        if matches!(m, Msg::Store { .. } | Msg::Query { .. } | Msg::QueryReply { .. } | Msg::StoreAck { .. } | Msg::Notify { .. } | Msg::Watch { .. }) {
+            self.stats.directory_bytes_sent += b.len() as u64;
+        }
+        self.out.push((to, b));
+    }
+
+    /// First `n` responsive owners of `key`, in ring order, then up to
+    /// `extra` more successors.
+    fn owners(&self, key: u64, n: usize, now: u64) -> Vec<(u64, SocketAddr)> {
+        self.members
+            .ring_from(key)
+            .filter(|(id, _)| self.unresponsive.get(id).is_none_or(|until| *until <= now))
+            .take(n)
+            .collect()
+    }
+
+    fn mark_unresponsive(&mut self, now: u64, id: u64) {
+        if id != self.me {
+            self.unresponsive.insert(id, now + self.cfg.unresponsive_ms);
+            self.members.hint_unresponsive(now, id);
+        }
+    }
+
+    fn is_owner(&self, key: u64, now: u64) -> bool {
+        self.owners(key, self.cfg.replicas, now).iter().any(|(id, _)| *id == self.me)
+    }
+
+    /// Handle a message from `from`, whose certificate the link verified.
+    pub fn handle_message(&mut self, now: u64, from: SocketAddr, peer: &Certificate, bytes: &[u8], rng: &mut dyn RngCore) {
+        let Ok(msg) = Msg::decode(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let is_sn = peer.role == Role::Supernode;
+        match msg {
+            Msg::Ping { .. } | Msg::Ack { .. } | Msg::PingReq { .. } | Msg::Join | Msg::SyncReq { .. } | Msg::SyncPage { .. } => {
+                if !is_sn {
+                    self.stats.not_supernode += 1;
+                    return;
+                }
+                let id = node_id(&peer.ed25519);
+                self.unresponsive.remove(&id);
+                if matches!(msg, Msg::SyncPage { .. }) && !self.joined {
+                    self.joined = true;
+                    self.events.push_back(SupernodeEvent::Joined);
+                }
+                let mut out = std::mem::take(&mut self.out);
+                self.members.handle(now, from, id, msg, &mut out);
+                self.out = out;
+                self.after_membership(now);
+            }
+            Msg::Store { record } => {
+                if !is_sn {
+                    self.stats.not_supernode += 1;
+                    return;
+                }
+                self.on_store(now, from, record);
+            }
+            Msg::StoreAck { username, seq } => {
+                if !is_sn {
+                    self.stats.not_supernode += 1;
+                    return;
+                }
+                let id = node_id(&peer.ed25519);
+                self.unresponsive.remove(&id);
+                if let Some(p) = self.stores.get(&(id, username.to_owned()))
+                    && super::record::PresenceRecord::decode(&p.record).is_ok_and(|r| r.seq <= seq)
+                {
+                    self.stores.remove(&(id, username.to_owned()));
+                }
+            }
+            Msg::Query { qid, username } => {
+                if !is_sn {
+                    self.stats.not_supernode += 1;
+                    return;
+                }
+                self.stats.queries_answered += 1;
+                let found = match self.records.get(username) {
+                    Some(h) if h.expires_at > now / 1000 => Found::Record(&h.bytes),
+                    _ => Found::NotFound,
+                };
+                let m = Msg::QueryReply { qid, found };
+                let b = m.encode();
+                self.stats.directory_bytes_sent += b.len() as u64;
+                self.out.push((from, b));
+            }
+            Msg::QueryReply { qid, found } => {
+                if !is_sn {
+                    self.stats.not_supernode += 1;
+                    return;
+                }
+                let id = node_id(&peer.ed25519);
+                self.unresponsive.remove(&id);
+                self.on_query_reply(now, id, qid, found);
+            }
+            Msg::Watch { username } => {
+                if !is_sn {
+                    self.stats.not_supernode += 1;
+                    return;
+                }
+                let exp = now + self.cfg.watch_ttl_ms;
+                let list = self.watchers.entry(username.to_owned()).or_default();
+                if let Some(e) = list.iter_mut().find(|(a, _)| *a == from) {
+                    e.1 = exp;
+                } else if list.len() < 1024 {
+                    list.push((from, exp));
+                }
+            }
+            Msg::Notify { record } => {
+                if !is_sn {
+                    self.stats.not_supernode += 1;
+                    return;
+                }
+                self.on_notify(now, record);
+            }
+            Msg::Attach { primary: _ } => self.on_attach(now, from, peer, rng),
+            Msg::Detach => {
+                if let Some(c) = self.clients.remove(&from) {
+                    self.events.push_back(SupernodeEvent::ClientDetached { addr: from, username: c.username });
+                }
+            }
+            Msg::Keepalive { seq } => {
+                if let Some(c) = self.clients.get_mut(&from) {
+                    c.last_seen = now;
+                    self.send(from, &Msg::KeepaliveAck { seq });
+                } else {
+                    self.stats.not_attached += 1;
+                    // Tell it to attach again: an empty redirect to us.
+                    self.send(from, &Msg::Redirect { supernodes: vec![self.my_addr] });
+                }
+            }
+            Msg::Publish { record } => self.on_publish(now, from, peer, record),
+            Msg::Lookup { qid, username } => {
+                if !self.clients.contains_key(&from) {
+                    self.stats.not_attached += 1;
+                    return;
+                }
+                self.stats.lookups += 1;
+                self.start_query(now, Origin::Client { addr: from, qid }, username);
+            }
+            Msg::WatchReq { username } => {
+                if !self.clients.contains_key(&from) {
+                    self.stats.not_attached += 1;
+                    return;
+                }
+                self.on_watch_req(now, from, username);
+            }
+            Msg::AttachOk { .. }
+            | Msg::Redirect { .. }
+            | Msg::KeepaliveAck { .. }
+            | Msg::PublishAck { .. }
+            | Msg::PublishRejected { .. }
+            | Msg::LookupReply { .. }
+            | Msg::PresenceUpdate { .. } => {
+                self.stats.malformed += 1;
+            }
+        }
+    }
+
+    fn on_attach(&mut self, now: u64, from: SocketAddr, peer: &Certificate, rng: &mut dyn RngCore) {
+        if let Some(c) = self.clients.get_mut(&from) {
+            c.last_seen = now;
+        } else if self.clients.len() >= self.cfg.max_clients {
+            self.stats.clients_refused += 1;
+            self.events.push_back(SupernodeEvent::ClientRefused { addr: from });
+            let others = self.some_supernodes(rng, 8);
+            self.send(from, &Msg::Redirect { supernodes: others });
+            return;
+        } else {
+            self.clients.insert(
+                from,
+                Attached { username: peer.username.clone(), last_seen: now, record: None, record_seq: 0 },
+            );
+            self.stats.peak_clients = self.stats.peak_clients.max(self.clients.len() as u64);
+            self.events.push_back(SupernodeEvent::ClientAttached { addr: from, username: peer.username.clone() });
+        }
+        let others = self.some_supernodes(rng, 8);
+        self.send(from, &Msg::AttachOk { observed: from, supernodes: others });
+    }
+
+    fn some_supernodes(&self, rng: &mut dyn RngCore, n: usize) -> Vec<SocketAddr> {
+        self.members
+            .members()
+            .filter(|(id, m)| *id != self.me && m.is_up())
+            .map(|(_, m)| m.addr)
+            .choose_multiple(rng, n)
+    }
+
+    /// Verify a record for storing; `Err` has been counted.
+    fn check_record(&mut self, now: u64, bytes: &[u8]) -> Result<PresenceRecord, ()> {
+        let rec = match PresenceRecord::decode(bytes) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return Err(());
+            }
+        };
+        let cached = self.verified_certs.contains_key(&rec.cert.signature);
+        let checked = if cached { Ok(()) } else { rec.verify_certificate(&self.authority) };
+        if checked.is_ok() && !cached && self.verified_certs.len() < 1_000_000 {
+            self.verified_certs.insert(rec.cert.signature, rec.cert.not_after);
+        }
+        match checked.and_then(|_| rec.verify_signed(now / 1000)) {
+            Ok(()) => Ok(rec),
+            Err(super::RecordError::Expired) => {
+                self.stats.records_rejected_expired += 1;
+                Err(())
+            }
+            Err(_) => {
+                self.stats.records_rejected_forged += 1;
+                Err(())
+            }
+        }
+    }
+
+    fn on_publish(&mut self, now: u64, from: SocketAddr, peer: &Certificate, bytes: &[u8]) {
+        let Some(c) = self.clients.get(&from) else {
+            self.stats.not_attached += 1;
+            return;
+        };
+        let have = c.record_seq;
+        let Ok(rec) = self.check_record(now, bytes) else {
+            self.send(from, &Msg::PublishRejected { seq: 0, reason: "invalid record" });
+            return;
+        };
+        if rec.cert.ed25519 != peer.ed25519 {
+            self.stats.records_rejected_wrong_user += 1;
+            self.send(from, &Msg::PublishRejected { seq: rec.seq, reason: "record is not for this device" });
+            return;
+        }
+        if rec.seq <= have {
+            self.stats.records_rejected_stale += 1;
+            self.send(from, &Msg::PublishRejected { seq: rec.seq, reason: "stale sequence number" });
+            return;
+        }
+        let shared: Rc<[u8]> = Rc::from(bytes);
+        if let Some(c) = self.clients.get_mut(&from) {
+            c.last_seen = now;
+            c.record = Some(shared.clone());
+            c.record_seq = rec.seq;
+        }
+        self.send(from, &Msg::PublishAck { seq: rec.seq });
+        self.push_to_owners(now, &rec.cert.username, shared, &[]);
+        // Re-check this client's record at its owners periodically.
+        self.checks.push(Reverse((now + self.cfg.check_interval_ms, from)));
+    }
+
+    /// Send `record` to its current owners, expecting acks.
+    fn push_to_owners(&mut self, now: u64, username: &str, record: Rc<[u8]>, exclude: &[u64]) {
+        let key = user_key(username);
+        let owners: Vec<(u64, SocketAddr)> = self
+            .members
+            .ring_from(key)
+            .filter(|(id, _)| !exclude.contains(id) && self.unresponsive.get(id).is_none_or(|u| *u <= now))
+            .take(self.cfg.replicas)
+            .collect();
+        for (id, addr) in owners {
+            if id == self.me {
+                self.store_local(now, &record);
+                continue;
+            }
+            self.send(addr, &Msg::Store { record: &record });
+            let deadline = now + self.cfg.store_timeout_ms;
+            self.stores.insert(
+                (id, username.to_owned()),
+                PendingStore { owner: id, key, username: username.to_owned(), record: record.clone(), deadline, exclude: exclude.to_vec() },
+            );
+            self.store_deadlines.push(Reverse((deadline, id, username.to_owned())));
+        }
+    }
+
+    /// Store a verified-or-to-verify record as an owner. Returns whether
+    /// it was new.
+    fn store_local(&mut self, now: u64, bytes: &Rc<[u8]>) -> bool {
+        let Ok(rec) = PresenceRecord::decode(bytes) else {
+            self.stats.malformed += 1;
+            return false;
+        };
+        if let Some(h) = self.records.get(rec.username()) {
+            if rec.seq == h.seq {
+                return false;
+            }
+            if rec.seq < h.seq {
+                self.stats.records_rejected_stale += 1;
+                return false;
+            }
+        }
+        if self.check_record(now, bytes).is_err() {
+            return false;
+        }
+        let key = user_key(rec.username());
+        self.stats.records_stored += 1;
+        self.records.insert(
+            rec.username().to_owned(),
+            Held { bytes: bytes.clone(), seq: rec.seq, expires_at: rec.expires_at, key, pushed_to: Vec::new(), not_owner_since: None },
+        );
+        // Tell watching supernodes.
+        if let Some(ws) = self.watchers.get(rec.username()) {
+            let targets: Vec<SocketAddr> = ws.iter().filter(|(_, e)| *e > now).map(|(a, _)| *a).collect();
+            for t in targets {
+                if t == self.my_addr {
+                    self.on_notify(now, bytes);
+                } else {
+                    self.send(t, &Msg::Notify { record: bytes });
+                }
+            }
+        }
+        true
+    }
+
+    fn on_store(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+        let shared: Rc<[u8]> = Rc::from(bytes);
+        let Ok(rec) = PresenceRecord::decode(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        self.store_local(now, &shared);
+        if let Some(h) = self.records.get(rec.username()) {
+            let seq = h.seq;
+            self.send(from, &Msg::StoreAck { username: rec.username(), seq });
+        }
+    }
+
+    fn on_notify(&mut self, now: u64, bytes: &[u8]) {
+        let Ok(rec) = self.check_record(now, bytes) else { return };
+        self.cache.insert(rec.username().to_owned(), (Rc::from(bytes), now + self.cfg.cache_ttl_ms));
+        if let Some(ws) = self.client_watches.get(rec.username()) {
+            let targets: Vec<SocketAddr> = ws.iter().filter(|(_, e)| *e > now).map(|(a, _)| *a).collect();
+            for t in targets {
+                self.send(t, &Msg::PresenceUpdate { record: bytes });
+            }
+        }
+    }
+
+    fn on_watch_req(&mut self, now: u64, from: SocketAddr, username: &str) {
+        let exp = now + self.cfg.watch_ttl_ms;
+        let list = self.client_watches.entry(username.to_owned()).or_default();
+        if let Some(e) = list.iter_mut().find(|(a, _)| *a == from) {
+            e.1 = exp;
+        } else if list.len() < 4096 {
+            list.push((from, exp));
+        } else {
+            return;
+        }
+        let last = self.watch_sent.get(username).copied().unwrap_or(0);
+        if now.saturating_sub(last) < self.cfg.watch_ttl_ms / 3 && last != 0 {
+            return;
+        }
+        self.watch_sent.insert(username.to_owned(), now);
+        let owners = self.owners(user_key(username), self.cfg.replicas, now);
+        for (id, addr) in owners {
+            if id == self.me {
+                let list = self.watchers.entry(username.to_owned()).or_default();
+                list.retain(|(a, _)| *a != self.my_addr);
+                list.push((self.my_addr, exp));
+            } else {
+                self.send(addr, &Msg::Watch { username });
+            }
+        }
+    }
+
+    fn start_query(&mut self, now: u64, origin: Origin, username: &str) {
+        let key = user_key(username);
+        if self.is_owner(key, now)
+            && let Some(h) = self.records.get(username)
+            && h.expires_at > now / 1000
+        {
+            let b = h.bytes.clone();
+            self.stats.lookups_found += 1;
+            self.answer(origin, Found::Record(&b));
+            return;
+        }
+        if let Some((b, until)) = self.cache.get(username)
+            && *until > now
+        {
+            let b = b.clone();
+            self.stats.lookups_cached += 1;
+            self.stats.lookups_found += 1;
+            self.answer(origin, Found::Record(&b));
+            return;
+        }
+        let candidates: Vec<(u64, SocketAddr)> = self
+            .owners(key, self.cfg.replicas + self.cfg.query_extra, now)
+            .into_iter()
+            .filter(|(id, _)| *id != self.me)
+            .collect();
+        let qid = self.next_qid;
+        self.next_qid = self.next_qid.wrapping_add(1).max(1);
+        let mut q = Query { origin, username: username.to_owned(), candidates, next: 0, current: 0, not_found: 0, deadline: 0 };
+        if self.is_owner(key, now) {
+            // We are an owner without the record: one "not found" vote.
+            q.not_found = 1;
+        }
+        self.queries.insert(qid, q);
+        self.advance_query(now, qid);
+    }
+
+    fn advance_query(&mut self, now: u64, qid: u32) {
+        let replicas = self.cfg.replicas;
+        let Some(q) = self.queries.get_mut(&qid) else { return };
+        if q.not_found >= replicas || q.next >= q.candidates.len() {
+            let q = self.queries.remove(&qid).expect("present");
+            self.answer(q.origin, Found::NotFound);
+            return;
+        }
+        let (id, addr) = q.candidates[q.next];
+        q.next += 1;
+        q.current = id;
+        q.deadline = now + self.cfg.query_timeout_ms;
+        let username = q.username.clone();
+        self.query_deadlines.push(Reverse((q.deadline, qid)));
+        self.send(addr, &Msg::Query { qid, username: &username });
+    }
+
+    fn on_query_reply(&mut self, now: u64, from: u64, qid: u32, found: Found<'_>) {
+        let Some(q) = self.queries.get(&qid) else { return };
+        if q.current != from {
+            return;
+        }
+        match found {
+            Found::Record(b) => {
+                let Ok(rec) = self.check_record(now, b) else {
+                    // A bad answer counts as no answer from that owner.
+                    self.advance_query(now, qid);
+                    return;
+                };
+                let Some(q) = self.queries.remove(&qid) else { return };
+                if rec.username() != q.username {
+                    self.stats.records_rejected_wrong_user += 1;
+                    self.queries.insert(qid, q);
+                    self.advance_query(now, qid);
+                    return;
+                }
+                self.cache.insert(q.username.clone(), (Rc::from(b), now + self.cfg.cache_ttl_ms));
+                self.stats.lookups_found += 1;
+                self.answer(q.origin, Found::Record(b));
+            }
+            Found::NotFound => {
+                if let Some(q) = self.queries.get_mut(&qid) {
+                    q.not_found += 1;
+                }
+                self.advance_query(now, qid);
+            }
+        }
+    }
+
+    fn answer(&mut self, origin: Origin, found: Found<'_>) {
+        match origin {
+            Origin::Client { addr, qid } => self.send(addr, &Msg::LookupReply { qid, found }),
+        }
+    }
+
+    fn after_membership(&mut self, now: u64) {
+        let changes = self.members.take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        for c in changes {
+            match c {
+                Change::Up(id) => {
+                    self.unresponsive.remove(&id);
+                    self.events.push_back(SupernodeEvent::MemberUp { id });
+                }
+                Change::Down(id) => self.events.push_back(SupernodeEvent::MemberDown { id }),
+            }
+        }
+        if self.rebalance_at.is_none() {
+            self.rebalance_at = Some(now + self.cfg.rebalance_delay_ms);
+        }
+    }
+
+    /// Push records to owners that do not have them yet after membership
+    /// changed; hand off records we no longer own.
+    fn rebalance(&mut self, now: u64) {
+        let r = self.cfg.replicas;
+        let keys: Vec<String> = self.records.keys().cloned().collect();
+        for name in keys {
+            let Some(h) = self.records.get(&name) else { continue };
+            let owners = self.owners(h.key, r, now);
+            let owner_ids: Vec<u64> = owners.iter().map(|(id, _)| *id).collect();
+            let targets: Vec<SocketAddr> = owners
+                .iter()
+                .filter(|(id, _)| *id != self.me && !h.pushed_to.contains(id))
+                .map(|(_, a)| *a)
+                .collect();
+            let bytes = h.bytes.clone();
+            for t in targets {
+                self.send(t, &Msg::Store { record: &bytes });
+            }
+            let mine = owner_ids.contains(&self.me);
+            if let Some(h) = self.records.get_mut(&name) {
+                h.pushed_to = owner_ids;
+                h.not_owner_since = if mine { None } else { h.not_owner_since.or(Some(now)) };
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+        // Join the overlay through the bootstrap list until someone answers.
+        if !self.joined && now >= self.next_join_at && !self.bootstrap.is_empty() {
+            self.next_join_at = now + self.cfg.join_retry_ms;
+            let mut out = std::mem::take(&mut self.out);
+            for b in self.bootstrap.clone() {
+                self.members.join(b, &mut out);
+            }
+            self.out = out;
+        }
+        let mut out = std::mem::take(&mut self.out);
+        self.members.handle_timeout(now, rng, &mut out);
+        self.out = out;
+        self.after_membership(now);
+
+        // Owner queries that timed out.
+        while let Some(Reverse((at, qid))) = self.query_deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.query_deadlines.pop();
+            let Some(q) = self.queries.get(&qid) else { continue };
+            if q.deadline != at {
+                continue;
+            }
+            let who = q.current;
+            self.stats.query_timeouts += 1;
+            self.mark_unresponsive(now, who);
+            self.advance_query(now, qid);
+        }
+        // Stores that were not acknowledged: try the next successor.
+        while let Some(Reverse((at, owner, name))) = self.store_deadlines.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.store_deadlines.pop();
+            let k = (owner, name);
+            let Some(p) = self.stores.get(&k) else { continue };
+            if p.deadline != at {
+                continue;
+            }
+            let p = self.stores.remove(&k).expect("present");
+            self.stats.store_timeouts += 1;
+            self.mark_unresponsive(now, p.owner);
+            let mut exclude = p.exclude;
+            exclude.push(p.owner);
+            if exclude.len() <= self.cfg.replicas + self.cfg.query_extra {
+                // Only the replacement: the other owners were sent already.
+                let replacement = self
+                    .members
+                    .ring_from(p.key)
+                    .filter(|(id, _)| !exclude.contains(id) && self.unresponsive.get(id).is_none_or(|u| *u <= now))
+                    .nth(self.cfg.replicas - 1);
+                if let Some((id, addr)) = replacement {
+                    if id == self.me {
+                        self.store_local(now, &p.record);
+                    } else {
+                        self.send(addr, &Msg::Store { record: &p.record });
+                        let deadline = now + self.cfg.store_timeout_ms;
+                        self.stores.insert(
+                            (id, p.username.clone()),
+                            PendingStore { owner: id, key: p.key, username: p.username.clone(), record: p.record, deadline, exclude },
+                        );
+                        self.store_deadlines.push(Reverse((deadline, id, p.username)));
+                    }
+                }
+            }
+        }
+        // Periodic checks of attached clients' records.
+        while let Some(Reverse((at, addr))) = self.checks.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.checks.pop();
+            let Some(c) = self.clients.get(&addr) else { continue };
+            let Some(rec) = c.record.clone() else { continue };
+            let name = c.username.clone();
+            self.push_to_owners(now, &name, rec, &[]);
+            self.checks.push(Reverse((now + self.cfg.check_interval_ms, addr)));
+        }
+        if let Some(at) = self.rebalance_at
+            && at <= now
+        {
+            self.rebalance_at = None;
+            self.rebalance(now);
+        }
+        if now >= self.next_sweep_at {
+            self.next_sweep_at = now + 1000;
+            self.sweep(now);
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let timeout = self.cfg.client_timeout_ms;
+        let gone: Vec<SocketAddr> = self.clients.iter().filter(|(_, c)| now.saturating_sub(c.last_seen) > timeout).map(|(a, _)| *a).collect();
+        for a in gone {
+            if let Some(c) = self.clients.remove(&a) {
+                self.events.push_back(SupernodeEvent::ClientDetached { addr: a, username: c.username });
+            }
+        }
+        let secs = now / 1000;
+        self.records.retain(|_, h| h.expires_at > secs && h.not_owner_since.is_none_or(|t| now.saturating_sub(t) < 120_000));
+        self.cache.retain(|_, (_, until)| *until > now);
+        self.unresponsive.retain(|_, until| *until > now);
+        // Certificates that can no longer sign fresh records.
+        self.verified_certs.retain(|_, not_after| *not_after + super::record::MAX_RECORD_AGE_SECS > secs);
+        self.watchers.retain(|_, l| {
+            l.retain(|(_, e)| *e > now);
+            !l.is_empty()
+        });
+        self.client_watches.retain(|_, l| {
+            l.retain(|(_, e)| *e > now);
+            !l.is_empty()
+        });
+        let ttl = self.cfg.watch_ttl_ms;
+        self.watch_sent.retain(|_, t| now.saturating_sub(*t) < ttl);
+    }
+
+    pub fn poll_timeout(&self) -> u64 {
+        let mut t = self.members.poll_timeout().min(self.next_sweep_at);
+        if !self.joined && !self.bootstrap.is_empty() {
+            t = t.min(self.next_join_at);
+        }
+        if let Some(Reverse((at, _))) = self.query_deadlines.peek() {
+            t = t.min(*at);
+        }
+        if let Some(Reverse((at, _, _))) = self.store_deadlines.peek() {
+            t = t.min(*at);
+        }
+        if let Some(Reverse((at, _))) = self.checks.peek() {
+            t = t.min(*at);
+        }
+        if let Some(at) = self.rebalance_at {
+            t = t.min(at);
+        }
+        t
+    }
+}

@@ -1,0 +1,575 @@
+//! A deterministic discrete-event simulator for the sans-IO cores: virtual
+//! time, seeded randomness, and simulated links with delay, jitter and
+//! loss. The same [`SupernodeCore`] and [`ClientCore`] that run on real
+//! sockets run here by the thousand; messages arrive with the sender's
+//! certificate, as the encrypted link layer would deliver them.
+
+use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
+use crate::overlay::{ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+/// Properties of every simulated path.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkModel {
+    pub delay_ms: u64,
+    pub jitter_ms: u64,
+    /// Probability in [0, 1] that a message is lost.
+    pub loss: f64,
+}
+
+impl Default for LinkModel {
+    fn default() -> Self {
+        LinkModel { delay_ms: 20, jitter_ms: 10, loss: 0.0 }
+    }
+}
+
+pub enum Node {
+    Supernode(Box<SupernodeCore>),
+    Client(Box<ClientCore>),
+}
+
+impl Node {
+    fn poll_timeout(&self) -> u64 {
+        match self {
+            Node::Supernode(s) => s.poll_timeout(),
+            Node::Client(c) => c.poll_timeout(),
+        }
+    }
+}
+
+/// Something a node reported, with when and which node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    Supernode(SupernodeEvent),
+    Client(ClientEvent),
+}
+
+struct Slot {
+    node: Node,
+    cert: Arc<Certificate>,
+    addr: SocketAddr,
+    alive: bool,
+    wake_at: u64,
+}
+
+enum Ev {
+    Deliver { to: usize, from: usize, bytes: Vec<u8> },
+    Wake { node: usize, at: u64 },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SimStats {
+    pub delivered: u64,
+    pub lost: u64,
+    pub to_dead: u64,
+    pub unroutable: u64,
+    pub bytes: u64,
+    pub events_processed: u64,
+}
+
+pub struct Sim {
+    pub now: u64,
+    pub rng: StdRng,
+    pub link: LinkModel,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    pending: HashMap<u64, Ev>,
+    seq: u64,
+    nodes: Vec<Slot>,
+    by_addr: HashMap<SocketAddr, usize>,
+    events: Vec<(u64, usize, NodeEvent)>,
+    pub keep_events: bool,
+    pub stats: SimStats,
+}
+
+/// Virtual time starts here (ms since the epoch, in 2027), so certificate
+/// windows behave as on a real clock.
+pub const EPOCH_MS: u64 = 1_800_000_000_000;
+
+impl Sim {
+    pub fn new(seed: u64, link: LinkModel) -> Self {
+        Sim {
+            now: EPOCH_MS,
+            rng: StdRng::seed_from_u64(seed),
+            link,
+            queue: BinaryHeap::new(),
+            pending: HashMap::new(),
+            seq: 0,
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            events: Vec::new(),
+            keep_events: true,
+            stats: SimStats::default(),
+        }
+    }
+
+    pub fn add(&mut self, node: Node, cert: Arc<Certificate>, addr: SocketAddr) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(Slot { node, cert, addr, alive: true, wake_at: u64::MAX });
+        self.by_addr.insert(addr, i);
+        self.schedule_wake(i, self.now);
+        i
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i].node
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i].node
+    }
+
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.nodes[i].addr
+    }
+
+    pub fn index_of(&self, addr: &SocketAddr) -> Option<usize> {
+        self.by_addr.get(addr).copied()
+    }
+
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.nodes[i].alive
+    }
+
+    /// Crash a node: it sends nothing more and everything sent to it is lost.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].alive = false;
+    }
+
+    pub fn supernode(&self, i: usize) -> Option<&SupernodeCore> {
+        match &self.nodes[i].node {
+            Node::Supernode(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn client(&self, i: usize) -> Option<&ClientCore> {
+        match &self.nodes[i].node {
+            Node::Client(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn client_mut(&mut self, i: usize) -> Option<&mut ClientCore> {
+        match &mut self.nodes[i].node {
+            Node::Client(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn take_events(&mut self) -> Vec<(u64, usize, NodeEvent)> {
+        std::mem::take(&mut self.events)
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.pending.insert(self.seq, ev);
+        self.queue.push(Reverse((at, self.seq)));
+    }
+
+    fn schedule_wake(&mut self, i: usize, at: u64) {
+        let at = at.max(self.now);
+        if at < self.nodes[i].wake_at || self.nodes[i].wake_at < self.now {
+            self.nodes[i].wake_at = at;
+            self.push(at, Ev::Wake { node: i, at });
+        }
+    }
+
+    /// Call after touching a node from outside (e.g. a client lookup).
+    pub fn touched(&mut self, i: usize) {
+        self.flush(i);
+    }
+
+    /// Move a node's output into the network and re-arm its timer.
+    fn flush(&mut self, i: usize) {
+        let out: Vec<crate::overlay::Transmit> = match &mut self.nodes[i].node {
+            Node::Supernode(s) => s.drain_transmits().collect(),
+            Node::Client(c) => c.drain_transmits().collect(),
+        };
+        for t in out {
+            self.stats.bytes += t.bytes.len() as u64;
+            let Some(&to) = self.by_addr.get(&t.dst) else {
+                self.stats.unroutable += 1;
+                continue;
+            };
+            if self.link.loss > 0.0 && self.rng.r#gen::<f64>() < self.link.loss {
+                self.stats.lost += 1;
+                continue;
+            }
+            let jitter = if self.link.jitter_ms > 0 { self.rng.gen_range(0..=self.link.jitter_ms) } else { 0 };
+            let at = self.now + self.link.delay_ms + jitter;
+            self.push(at, Ev::Deliver { to, from: i, bytes: t.bytes });
+        }
+        if self.keep_events {
+            loop {
+                let e = match &mut self.nodes[i].node {
+                    Node::Supernode(s) => s.poll_event().map(NodeEvent::Supernode),
+                    Node::Client(c) => c.poll_event().map(NodeEvent::Client),
+                };
+                let Some(e) = e else { break };
+                self.events.push((self.now, i, e));
+            }
+        } else {
+            match &mut self.nodes[i].node {
+                Node::Supernode(s) => while s.poll_event().is_some() {},
+                Node::Client(c) => while c.poll_event().is_some() {},
+            }
+        }
+        let t = self.nodes[i].node.poll_timeout();
+        if t != u64::MAX {
+            self.schedule_wake(i, t);
+        }
+    }
+
+    /// Run until virtual time `until` (ms since the epoch).
+    pub fn run_until(&mut self, until: u64) {
+        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+            if at > until {
+                break;
+            }
+            self.queue.pop();
+            let Some(ev) = self.pending.remove(&seq) else { continue };
+            self.now = at;
+            self.stats.events_processed += 1;
+            match ev {
+                Ev::Wake { node, at } => {
+                    if !self.nodes[node].alive || self.nodes[node].wake_at != at {
+                        continue;
+                    }
+                    self.nodes[node].wake_at = u64::MAX;
+                    let now = self.now;
+                    let Sim { nodes, rng, .. } = self;
+                    match &mut nodes[node].node {
+                        Node::Supernode(s) => s.handle_timeout(now, rng),
+                        Node::Client(c) => c.handle_timeout(now, rng),
+                    }
+                    self.flush(node);
+                }
+                Ev::Deliver { to, from, bytes } => {
+                    if !self.nodes[to].alive {
+                        self.stats.to_dead += 1;
+                        continue;
+                    }
+                    self.stats.delivered += 1;
+                    let now = self.now;
+                    let from_addr = self.nodes[from].addr;
+                    let cert = self.nodes[from].cert.clone();
+                    let Sim { nodes, rng, .. } = self;
+                    match &mut nodes[to].node {
+                        Node::Supernode(s) => s.handle_message(now, from_addr, &cert, &bytes, rng),
+                        Node::Client(c) => c.handle_message(now, from_addr, &bytes),
+                    }
+                    self.flush(to);
+                }
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    pub fn run_for(&mut self, ms: u64) {
+        let until = self.now + ms;
+        self.run_until(until);
+    }
+}
+
+/// The nodes of a built overlay.
+pub struct Overlay {
+    pub sim: Sim,
+    pub authority: AuthorityKey,
+    pub supernodes: Vec<usize>,
+    pub clients: Vec<usize>,
+}
+
+/// How to build a simulated overlay.
+#[derive(Debug, Clone)]
+pub struct OverlaySpec {
+    pub seed: u64,
+    pub supernodes: usize,
+    pub clients: usize,
+    pub link: LinkModel,
+    pub supernode: SupernodeConfig,
+    pub client: ClientConfig,
+    /// Start supernodes with full membership instead of joining one by one.
+    pub converged: bool,
+    /// Supernodes join over this long; clients start over this long after.
+    pub join_spread_ms: u64,
+    pub client_spread_ms: u64,
+    /// Supernodes each client knows at start.
+    pub client_bootstrap: usize,
+}
+
+impl Default for OverlaySpec {
+    fn default() -> Self {
+        OverlaySpec {
+            seed: 1,
+            supernodes: 10,
+            clients: 100,
+            link: LinkModel::default(),
+            supernode: SupernodeConfig::default(),
+            client: ClientConfig::default(),
+            converged: false,
+            join_spread_ms: 5_000,
+            client_spread_ms: 10_000,
+            client_bootstrap: 8,
+        }
+    }
+}
+
+pub fn sn_addr(i: usize) -> SocketAddr {
+    let i = i as u32;
+    SocketAddr::from((Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff)), 7000))
+}
+
+pub fn client_addr(i: usize) -> SocketAddr {
+    let i = i as u32;
+    SocketAddr::from((Ipv4Addr::from(0x6400_0000 | (i & 0x00ff_ffff)), 5000))
+}
+
+impl Overlay {
+    /// Build and start the overlay (nothing has run yet).
+    pub fn build(spec: &OverlaySpec) -> Self {
+        let mut sim = Sim::new(spec.seed, spec.link);
+        let mut keyrng = StdRng::seed_from_u64(spec.seed ^ 0x5eed);
+        let authority = AuthorityKey::generate(&mut keyrng);
+        let now_s = sim.now / 1000;
+        let issue = |rng: &mut StdRng, name: &str, role: Role| {
+            let d = DeviceIdentity::generate(rng);
+            let user = Username::parse(name).expect("generated names are valid");
+            let c = Certificate::issue(&authority, rng.r#gen(), role, now_s - 60, now_s + 7 * 86400, &user, d.ed25519_public(), d.x25519_public());
+            (d, Arc::new(c))
+        };
+        let mut supernodes = Vec::with_capacity(spec.supernodes);
+        let mut sn_ids = Vec::with_capacity(spec.supernodes);
+        let t0 = sim.now;
+        for i in 0..spec.supernodes {
+            let (_, cert) = issue(&mut keyrng, &format!("sn{i}"), Role::Supernode);
+            let bootstrap: Vec<SocketAddr> = if spec.converged || i == 0 {
+                Vec::new()
+            } else {
+                (0..3).map(|_| sn_addr(keyrng.gen_range(0..i))).collect()
+            };
+            let start = if spec.converged { t0 } else { t0 + (i as u64 * spec.join_spread_ms) / spec.supernodes as u64 };
+            let core = SupernodeCore::new(authority.public(), &cert, sn_addr(i), bootstrap, spec.supernode.clone(), 1, start);
+            sn_ids.push(core.me);
+            let idx = sim.add(Node::Supernode(Box::new(core)), cert, sn_addr(i));
+            sim.nodes[idx].wake_at = u64::MAX;
+            sim.schedule_wake(idx, start);
+            supernodes.push(idx);
+        }
+        if spec.converged {
+            for (k, &idx) in supernodes.iter().enumerate() {
+                if let Node::Supernode(s) = &mut sim.nodes[idx].node {
+                    for (j, id) in sn_ids.iter().enumerate() {
+                        if j != k {
+                            s.seed_member(t0, *id, sn_addr(j));
+                        }
+                    }
+                }
+            }
+        }
+        let client_start = t0 + if spec.converged { 0 } else { spec.join_spread_ms + 2_000 };
+        let mut clients = Vec::with_capacity(spec.clients);
+        for i in 0..spec.clients {
+            let (d, cert) = issue(&mut keyrng, &format!("user{i}"), Role::User);
+            let hc: Vec<SocketAddr> = (0..spec.client_bootstrap.min(spec.supernodes))
+                .map(|_| sn_addr(keyrng.gen_range(0..spec.supernodes)))
+                .collect();
+            let start = client_start + if spec.clients > 0 { (i as u64 * spec.client_spread_ms) / spec.clients as u64 } else { 0 };
+            let core = ClientCore::new(d, (*cert).clone(), authority.public(), hc, spec.client.clone(), start);
+            let idx = sim.add(Node::Client(Box::new(core)), cert, client_addr(i));
+            sim.nodes[idx].wake_at = u64::MAX;
+            sim.schedule_wake(idx, start);
+            clients.push(idx);
+        }
+        Overlay { sim, authority, supernodes, clients }
+    }
+
+    pub fn username(i: usize) -> String {
+        format!("user{i}")
+    }
+}
+
+/// Result of a batch of lookups.
+#[derive(Debug, Default, Clone)]
+pub struct LookupReport {
+    pub asked: usize,
+    pub online: usize,
+    pub offline: usize,
+    pub not_found: usize,
+    pub failed: usize,
+    /// Lookups whose record named no live supernode of the user.
+    pub unreachable: usize,
+    /// Answers whose record is older than the user's current one by more
+    /// than the caches allow.
+    pub stale: usize,
+    pub latencies_ms: Vec<u64>,
+    pub missing: Vec<String>,
+}
+
+impl Overlay {
+    /// Each `(asker, target)` client pair looks up the target; runs the
+    /// simulation until every answer is in (or `timeout_ms`).
+    pub fn lookups(&mut self, pairs: &[(usize, usize)], timeout_ms: u64, cache_ms: u64) -> LookupReport {
+        let mut want: HashMap<(usize, u32), (usize, u64, u64)> = HashMap::new();
+        self.sim.take_events();
+        let start = self.sim.now;
+        for &(a, t) in pairs {
+            let ai = self.clients[a];
+            let ti = self.clients[t];
+            let target_seq = self.sim.client(ti).map_or(0, |c| c.published_seq());
+            let name = Self::username(t);
+            let now = self.sim.now;
+            let Some(c) = self.sim.client_mut(ai) else { continue };
+            let qid = c.lookup(now, &name);
+            want.insert((ai, qid), (t, target_seq, now));
+            self.sim.touched(ai);
+        }
+        let mut rep = LookupReport { asked: pairs.len(), ..Default::default() };
+        let deadline = start + timeout_ms;
+        while !want.is_empty() && self.sim.now < deadline {
+            self.sim.run_for(50);
+            for (at, node, e) in self.sim.take_events() {
+                let NodeEvent::Client(ClientEvent::Lookup { qid, outcome, .. }) = e else { continue };
+                let Some((t, target_seq, asked_at)) = want.remove(&(node, qid)) else { continue };
+                rep.latencies_ms.push(at - asked_at);
+                let record = match &outcome {
+                    crate::overlay::LookupOutcome::Online(r) => {
+                        rep.online += 1;
+                        Some(r)
+                    }
+                    crate::overlay::LookupOutcome::Offline { record, .. } => {
+                        rep.offline += 1;
+                        Some(record)
+                    }
+                    crate::overlay::LookupOutcome::NotFound => {
+                        rep.not_found += 1;
+                        rep.missing.push(Self::username(t));
+                        None
+                    }
+                    crate::overlay::LookupOutcome::Failed(_) => {
+                        rep.failed += 1;
+                        rep.missing.push(Self::username(t));
+                        None
+                    }
+                };
+                if let Some(r) = record {
+                    // Stale: older than a record the user had published
+                    // (seq = its signing time) more than the cache lifetime
+                    // plus a second of propagation before the lookup.
+                    if r.seq < target_seq && target_seq + cache_ms + 1_000 < asked_at {
+                        rep.stale += 1;
+                    }
+                    if !r.supernodes.iter().any(|a| self.sim.index_of(a).is_some_and(|i| self.sim.is_alive(i))) {
+                        rep.unreachable += 1;
+                    }
+                }
+            }
+        }
+        rep.failed += want.len();
+        rep
+    }
+}
+
+/// p-th percentile (0-100) of `v`.
+pub fn percentile(v: &mut [u64], p: f64) -> u64 {
+    if v.is_empty() {
+        return 0;
+    }
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * p / 100.0).round() as usize;
+    v[i]
+}
+
+/// What the supernode-loss scenario measured.
+#[derive(Debug, Clone, Default)]
+pub struct BlackoutReport {
+    pub supernodes: usize,
+    pub clients: usize,
+    pub killed: usize,
+    /// Fraction of a fixed sample of users found (with a live supernode in
+    /// their record) at each second after the kill.
+    pub found_by_second: Vec<(u64, f64)>,
+    /// Seconds after the kill when the sample was first fully found.
+    pub sample_recovered_after_s: Option<u64>,
+    /// The full check of every user at `full_check_at_s` after the kill.
+    pub full_check_at_s: u64,
+    pub full: LookupReport,
+    pub max_clients_seen: u64,
+    pub max_clients_allowed: usize,
+    pub forged_or_stale_answers: usize,
+    pub sim_stats: SimStats,
+}
+
+impl Overlay {
+    /// Live clients attached to a supernode, usable as lookup askers.
+    pub fn attached_clients(&self) -> Vec<usize> {
+        (0..self.clients.len())
+            .filter(|&k| self.sim.client(self.clients[k]).is_some_and(|c| c.primary().is_some()))
+            .collect()
+    }
+
+    /// Kill `fraction` of the supernodes at once after `warmup_ms`; then
+    /// every second look up a sample of users, and at `full_check_s` look
+    /// up every user.
+    pub fn blackout(&mut self, warmup_ms: u64, fraction: f64, sample: usize, full_check_s: u64) -> BlackoutReport {
+        self.sim.keep_events = true;
+        self.sim.run_for(warmup_ms);
+        let n = self.supernodes.len();
+        let kill = ((n as f64) * fraction).round() as usize;
+        let mut order: Vec<usize> = self.supernodes.clone();
+        use rand::seq::SliceRandom;
+        order.shuffle(&mut self.sim.rng);
+        for &s in &order[..kill] {
+            self.sim.kill(s);
+        }
+        let mut rep = BlackoutReport { supernodes: n, clients: self.clients.len(), killed: kill, full_check_at_s: full_check_s, ..Default::default() };
+        let users = self.clients.len();
+        let sample_users: Vec<usize> = (0..sample.min(users)).map(|_| self.sim.rng.gen_range(0..users)).collect();
+        for sec in 1..=full_check_s {
+            self.sim.run_for(1000);
+            let askers = self.attached_clients();
+            if askers.is_empty() {
+                rep.found_by_second.push((sec, 0.0));
+                continue;
+            }
+            if sec < full_check_s {
+                let pairs: Vec<(usize, usize)> = sample_users.iter().map(|&t| (askers[self.sim.rng.gen_range(0..askers.len())], t)).collect();
+                // Answers must come back within the second.
+                let r = self.lookups(&pairs, 950, 2_000);
+                let good = r.online + r.offline - r.unreachable.min(r.online + r.offline);
+                let frac = good as f64 / pairs.len().max(1) as f64;
+                rep.forged_or_stale_answers += r.stale;
+                rep.found_by_second.push((sec, frac));
+                if frac >= 1.0 && rep.sample_recovered_after_s.is_none() {
+                    rep.sample_recovered_after_s = Some(sec);
+                }
+                // The second's remainder passes inside `lookups`.
+                let spent = self.sim.now;
+                let _ = spent;
+            }
+        }
+        let askers = self.attached_clients();
+        let pairs: Vec<(usize, usize)> = (0..users).map(|t| (askers[self.sim.rng.gen_range(0..askers.len())], t)).collect();
+        rep.full = self.lookups(&pairs, 5_000, 2_000);
+        rep.forged_or_stale_answers += rep.full.stale;
+        for &s in &self.supernodes {
+            if let Some(sn) = self.sim.supernode(s) {
+                rep.max_clients_seen = rep.max_clients_seen.max(sn.stats().peak_clients);
+            }
+        }
+        rep.sim_stats = self.sim.stats.clone();
+        rep
+    }
+}
