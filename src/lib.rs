@@ -3,6 +3,7 @@
 //! Layers, top to bottom (imports point down only):
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
+//! - `link`: secure links over UDP (sans-IO);
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
 pub mod authority;
@@ -10,5 +11,6 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod identity;
+pub mod link;
 pub mod node;
 pub mod wire;
