@@ -8,9 +8,13 @@ use natter::authority::proto::{ClientHello, Request, Response, ServerHello};
 use natter::config::Config;
 use natter::crypto::ChannelHandshake;
 use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
+use natter::link::packet::Packet;
+use natter::link::{LinkConfig, LinkEndpoint};
 use natter::wire::Frame;
 use proptest::prelude::*;
 use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::net::SocketAddr;
 
 fn keys() -> (AuthorityKey, DeviceIdentity, Certificate) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(99);
@@ -29,10 +33,67 @@ fn keys() -> (AuthorityKey, DeviceIdentity, Certificate) {
     (a, d, c)
 }
 
+const LINK_NOW: u64 = 1_800_000_000_000;
+
+fn link_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Alice (port 1) and Bob (port 2) after `stage` steps of one
+/// deterministic link exchange, and every datagram sent so far:
+/// 0 fresh, 1 alice sent INIT (a message queued), 2 bob sent RESP,
+/// 3 alice sent FIN and the message, 4 bob established and acked,
+/// 5 both established.
+fn link_stage(stage: usize) -> (LinkEndpoint, LinkEndpoint, Vec<Vec<u8>>) {
+    let (a, d, c) = keys();
+    let mut rng = StdRng::seed_from_u64(7);
+    let bd = DeviceIdentity::generate(&mut rng);
+    let bc = Certificate::issue(
+        &a,
+        8,
+        Role::User,
+        0,
+        u64::MAX / 2,
+        &Username::parse("bob").unwrap(),
+        bd.ed25519_public(),
+        bd.x25519_public(),
+    );
+    let mut alice = LinkEndpoint::new(d, c, a.public(), LinkConfig::default()).unwrap();
+    let mut bob = LinkEndpoint::new(bd, bc, a.public(), LinkConfig::default()).unwrap();
+    let mut sent = Vec::new();
+    if stage >= 1 {
+        alice
+            .send(LINK_NOW, link_addr(2), b"queued", &mut rng)
+            .unwrap();
+    }
+    for step in 2..=stage {
+        let (from, to, src) = if step % 2 == 0 {
+            (&mut alice, &mut bob, link_addr(1))
+        } else {
+            (&mut bob, &mut alice, link_addr(2))
+        };
+        while let Some(t) = from.poll_transmit() {
+            to.handle_datagram(LINK_NOW, src, &t.bytes, &mut rng);
+            sent.push(t.bytes);
+        }
+    }
+    // What the last stage sent but nobody received yet is a seed too.
+    for ep in [&mut alice, &mut bob] {
+        let pending: Vec<_> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        for t in pending {
+            sent.push(t.bytes);
+        }
+        while ep.poll_event().is_some() {}
+    }
+    (alice, bob, sent)
+}
+
 /// Valid encodings to mutate, so fuzzing reaches past the first checks.
 fn seeds() -> Vec<Vec<u8>> {
     let (_, _, c) = keys();
-    vec![
+    let mut link = link_stage(5).2;
+    link.extend(link_stage(1).2);
+    let mut seeds = vec![
         Frame::encode(3, b"payload").unwrap(),
         c.encode(),
         Request::Register {
@@ -64,7 +125,9 @@ fn seeds() -> Vec<Vec<u8>> {
             time_ms: 5,
         }
         .encode(),
-    ]
+    ];
+    seeds.extend(link);
+    seeds
 }
 
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
@@ -109,6 +172,9 @@ fn all_decoders(b: &[u8]) {
     }
     let _ = ClientHello::decode(b);
     let _ = ServerHello::decode(b);
+    if let Ok(p) = Packet::decode(b) {
+        assert_eq!(p.encode().unwrap(), b);
+    }
 }
 
 proptest! {
@@ -184,6 +250,37 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Link endpoints in every state (fresh, mid-handshake on either side,
+    /// unconfirmed, established) fed arbitrary and mutated datagrams, from
+    /// the peer's address and from a stranger's, then their timers.
+    #[test]
+    fn link_endpoint_never_panics(
+        datagrams in proptest::collection::vec(input(), 1..4),
+        stage in 0usize..6,
+        from_peer in any::<bool>(),
+    ) {
+        let (mut alice, mut bob, _) = link_stage(stage);
+        let mut rng = StdRng::seed_from_u64(8);
+        for (ep, peer) in [(&mut alice, link_addr(2)), (&mut bob, link_addr(1))] {
+            let from = if from_peer { peer } else { link_addr(9) };
+            for (i, d) in datagrams.iter().enumerate() {
+                let before = ep.stats().datagrams_in;
+                ep.handle_datagram(LINK_NOW + i as u64, from, d, &mut rng);
+                prop_assert_eq!(ep.stats().datagrams_in, before + 1);
+            }
+            for t in [1_000, 120_000] {
+                ep.handle_timeout(LINK_NOW + t, &mut rng);
+            }
+            while ep.poll_transmit().is_some() {}
+            while ep.poll_event().is_some() {}
+            let _ = ep.poll_timeout();
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     /// Key files with arbitrary contents are errors, never panics.
@@ -199,4 +296,17 @@ proptest! {
             prop_assert!(AuthorityKey::read(&p).is_err());
         }
     }
+}
+
+/// The link fuzz above starts from the states it claims to.
+#[test]
+fn link_stages_are_what_they_claim() {
+    let (a, b, sent) = link_stage(5);
+    assert_eq!(a.peer(link_addr(2)).unwrap().username, "bob");
+    assert_eq!(b.peer(link_addr(1)).unwrap().username, "alice");
+    let kinds: Vec<u8> = sent.iter().map(|d| d[3]).collect();
+    assert_eq!(kinds, [16, 17, 18, 19, 19], "INIT RESP FIN DATA ack");
+    let (a, b, _) = link_stage(3);
+    assert!(a.peer(link_addr(2)).is_none(), "alice is unconfirmed");
+    assert!(b.peer(link_addr(1)).is_none(), "bob has not seen FIN");
 }
