@@ -30,7 +30,9 @@
 //! - **Indexes**, as in WireGuard: each side picks a random u32 for the
 //!   session; INIT carries the initiator's, RESP both, FIN and DATA the
 //!   receiver's, so a datagram finds its session without trusting the
-//!   source address.
+//!   source address. Handshake replies are only taken from the address
+//!   the handshake is with; INIT is padded to the size of the RESP it
+//!   provokes, so a spoofed INIT cannot amplify traffic.
 //! - **DATA** is encrypted with Noise's stateless transport, the counter
 //!   as nonce; a 2048-packet sliding window rejects duplicates and counters
 //!   too old to judge. An empty payload is a keepalive (also the
