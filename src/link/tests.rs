@@ -241,11 +241,12 @@ impl Net {
     }
 }
 
-/// For lossy runs: more attempts, and idle far above a run of lost
+/// For lossy runs: enough attempts that a handshake failing at 30% loss
+/// is a 1-in-50000 event (0.51^16), and idle far above a run of lost
 /// keepalives.
 fn lossy() -> LinkConfig {
     LinkConfig {
-        handshake_attempts: 10,
+        handshake_attempts: 16,
         idle_timeout_ms: 20_000,
         ..fast()
     }
@@ -325,7 +326,7 @@ fn handshake_survives_loss_duplication_and_reordering() {
         net.dup = 0.2;
         net.reorder = true;
         net.send(0, 1, b"first").unwrap();
-        net.run_until(30_000);
+        net.run_until(60_000);
         assert_eq!(net.established(0), 1, "seed {seed}: alice not established");
         assert_eq!(net.established(1), 1, "seed {seed}: bob not established");
         assert!(
@@ -462,7 +463,7 @@ fn simultaneous_open_ends_with_one_session() {
         }
         net.send(0, 1, b"from alice").unwrap();
         net.send(1, 0, b"from bob").unwrap();
-        net.run_until(40_000);
+        net.run_until(60_000);
         assert_eq!(net.established(0), 1, "seed {seed}");
         assert_eq!(net.established(1), 1, "seed {seed}");
         assert_one_session(&net);
@@ -503,6 +504,40 @@ fn crossing_inits_resolve_by_ephemeral_key() {
         la == alice_init,
         alice_wins,
         "the larger INIT's session won"
+    );
+}
+
+#[test]
+fn yielded_side_retries_when_the_winning_handshake_dies() {
+    let mut net = Net::pair(21, fast());
+    net.send(0, 1, b"from alice").unwrap();
+    net.send(1, 0, b"from bob").unwrap();
+    let ta = net.ep(0).poll_transmit().unwrap();
+    let tb = net.ep(1).poll_transmit().unwrap();
+    let alice_wins = ta.bytes[8..40] > tb.bytes[8..40];
+    let (winner, loser) = if alice_wins { (0, 1) } else { (1, 0) };
+    let mut rng = StdRng::seed_from_u64(21);
+    net.ep(1).handle_datagram(T0, addr(1), &ta.bytes, &mut rng);
+    net.ep(0).handle_datagram(T0, addr(2), &tb.bytes, &mut rng);
+    // Every answer to the winner's INIT is lost: it gives up.
+    net.blocked = vec![KIND_RESP];
+    while net.closed(winner).is_empty() {
+        net.tick(u64::MAX);
+    }
+    assert_eq!(net.closed(winner), vec![CloseReason::Timeout]);
+    assert!(net.closed(loser).is_empty());
+    // The loser's answered handshake expires; it still wants a session,
+    // so it tries its own again, and the network has healed.
+    net.blocked.clear();
+    net.run_until(20_000);
+    assert_one_session(&net);
+    assert_eq!(net.ep(loser).stats().handshakes_initiated, 2);
+    assert_eq!(net.ep(loser).stats().half_open_expired, 1);
+    let sent_by = |i: usize| -> &[u8] { if i == 0 { b"from alice" } else { b"from bob" } };
+    assert_eq!(net.messages(winner), vec![sent_by(loser).to_vec()]);
+    assert!(
+        net.messages(loser).is_empty(),
+        "the winner's message went with its timeout"
     );
 }
 
