@@ -8,8 +8,13 @@ use crate::authority::core::{AuthorityCore, Output, Policy, Session};
 use crate::authority::proto::{ClientHello, Request, Response, ServerHello};
 use crate::crypto::ChannelHandshake;
 use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
+use crate::link::packet::Packet;
+use crate::link::{LinkConfig, LinkEndpoint};
+use crate::overlay::{Msg, PresenceRecord, RecordContent, Status};
 use crate::wire::Frame;
 use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::net::SocketAddr;
 
 /// Fixed keys, so that a crashing input reproduces.
 pub fn keys() -> (AuthorityKey, DeviceIdentity, Certificate) {
@@ -68,7 +73,177 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     ];
     v.extend(Frame::encode(3, b"payload"));
+    let (_, d, c) = keys();
+    let rec = PresenceRecord::sign(
+        &d,
+        &c,
+        RecordContent {
+            seq: 1,
+            signed_at_ms: LINK_NOW,
+            online_secs: 60,
+            status: Status::Away,
+            message: "brb".into(),
+            supernodes: vec![link_addr(7)],
+            candidates: vec![link_addr(8)],
+        },
+    )
+    .encode();
+    v.push(Msg::Publish { record: &rec }.encode());
+    v.push(
+        Msg::AttachOk {
+            observed: link_addr(3),
+            supernodes: vec![link_addr(4)],
+        }
+        .encode(),
+    );
+    v.push(rec);
+    v.extend(link_stage(5).2);
+    v.extend(link_stage(1).2);
     v
+}
+
+pub const LINK_NOW: u64 = 1_800_000_000_000;
+
+pub fn link_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Alice (port 1) and Bob (port 2) after `stage` steps of one
+/// deterministic link exchange, and every datagram sent so far:
+/// 0 fresh, 1 alice sent INIT (a message queued), 2 bob sent RESP,
+/// 3 alice sent FIN and the message, 4 bob established and acked,
+/// 5 both established.
+pub fn link_stage(stage: usize) -> (LinkEndpoint, LinkEndpoint, Vec<Vec<u8>>) {
+    let (a, d, c) = keys();
+    let mut rng = StdRng::seed_from_u64(7);
+    let bd = DeviceIdentity::generate(&mut rng);
+    let bob_name = Username::parse("bob").unwrap_or_else(|_| unreachable!());
+    let bc = Certificate::issue(
+        &a,
+        8,
+        Role::User,
+        0,
+        u64::MAX / 2,
+        &bob_name,
+        bd.ed25519_public(),
+        bd.x25519_public(),
+    );
+    let (Ok(mut alice), Ok(mut bob)) = (
+        LinkEndpoint::new(d, c, a.public(), LinkConfig::default()),
+        LinkEndpoint::new(bd, bc, a.public(), LinkConfig::default()),
+    ) else {
+        unreachable!("certificates match their devices")
+    };
+    let mut sent = Vec::new();
+    if stage >= 1 {
+        let _ = alice.send(LINK_NOW, link_addr(2), b"queued", &mut rng);
+    }
+    for step in 2..=stage {
+        let (from, to, src) = if step % 2 == 0 {
+            (&mut alice, &mut bob, link_addr(1))
+        } else {
+            (&mut bob, &mut alice, link_addr(2))
+        };
+        while let Some(t) = from.poll_transmit() {
+            to.handle_datagram(LINK_NOW, src, &t.bytes, &mut rng);
+            sent.push(t.bytes);
+        }
+    }
+    // What the last stage sent but nobody received yet is a seed too.
+    for ep in [&mut alice, &mut bob] {
+        let pending: Vec<_> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        for t in pending {
+            sent.push(t.bytes);
+        }
+        while ep.poll_event().is_some() {}
+    }
+    (alice, bob, sent)
+}
+
+/// Link endpoints in every state fed datagrams: the first byte picks the
+/// state (fresh, mid-handshake on either side, unconfirmed, established)
+/// and whether they come from the peer or a stranger; the rest is split
+/// into up to three datagrams.
+pub fn link_endpoint(b: &[u8]) {
+    let Some((&sel, rest)) = b.split_first() else {
+        return;
+    };
+    let stage = (sel % 6) as usize;
+    let from_peer = sel & 0x80 != 0;
+    let (mut alice, mut bob, _) = link_stage(stage);
+    let mut rng = StdRng::seed_from_u64(8);
+    let third = rest.len().div_ceil(3).max(1);
+    for (ep, peer) in [(&mut alice, link_addr(2)), (&mut bob, link_addr(1))] {
+        let from = if from_peer { peer } else { link_addr(9) };
+        for (i, d) in rest.chunks(third).enumerate() {
+            let before = ep.stats().datagrams_in;
+            ep.handle_datagram(LINK_NOW + i as u64, from, d, &mut rng);
+            assert_eq!(
+                ep.stats().datagrams_in,
+                before + 1,
+                "every datagram is counted"
+            );
+        }
+        for t in [1_000, 120_000] {
+            ep.handle_timeout(LINK_NOW + t, &mut rng);
+        }
+        while ep.poll_transmit().is_some() {}
+        while ep.poll_event().is_some() {}
+        let _ = ep.poll_timeout();
+    }
+}
+
+/// Overlay cores fed arbitrary messages from a supernode and a client.
+pub fn overlay_cores(b: &[u8]) {
+    use crate::overlay::{ClientConfig, ClientCore, SupernodeConfig, SupernodeCore};
+    let (a, d, c) = keys();
+    let mut rng = StdRng::seed_from_u64(9);
+    let sd = DeviceIdentity::generate(&mut rng);
+    let sn_name = Username::parse("sn1").unwrap_or_else(|_| unreachable!());
+    let sc = Certificate::issue(
+        &a,
+        9,
+        Role::Supernode,
+        0,
+        u64::MAX / 2,
+        &sn_name,
+        sd.ed25519_public(),
+        sd.x25519_public(),
+    );
+    let mut sn = SupernodeCore::new(
+        a.public(),
+        &sc,
+        link_addr(7),
+        vec![link_addr(6)],
+        SupernodeConfig::default(),
+        1,
+        LINK_NOW,
+    );
+    let mut cl = ClientCore::new(
+        d,
+        c.clone(),
+        a.public(),
+        vec![link_addr(7)],
+        ClientConfig::default(),
+        LINK_NOW,
+    );
+    cl.handle_timeout(LINK_NOW, &mut rng);
+    // Attach the client for real, so that client-only paths are reached.
+    let attach: Vec<_> = cl.drain_transmits().collect();
+    for t in attach {
+        sn.handle_message(LINK_NOW, link_addr(1), &c, &t.bytes, &mut rng);
+    }
+    let replies: Vec<_> = sn.drain_transmits().collect();
+    for t in replies {
+        cl.handle_message(LINK_NOW, link_addr(7), &t.bytes);
+    }
+    sn.handle_message(LINK_NOW, link_addr(1), &c, b, &mut rng);
+    sn.handle_message(LINK_NOW, link_addr(6), &sc, b, &mut rng);
+    cl.handle_message(LINK_NOW, link_addr(7), b);
+    sn.handle_timeout(LINK_NOW + 10_000, &mut rng);
+    cl.handle_timeout(LINK_NOW + 10_000, &mut rng);
+    let _ = sn.drain_transmits().count();
+    let _ = cl.drain_transmits().count();
 }
 
 /// Every plain decoder.
@@ -89,6 +264,16 @@ pub fn decoders(b: &[u8]) {
     }
     let _ = ClientHello::decode(b);
     let _ = ServerHello::decode(b);
+    if let Ok(p) = Packet::decode(b) {
+        assert_eq!(p.encode().ok().as_deref(), Some(b));
+    }
+    if let Ok(m) = Msg::decode(b) {
+        assert_eq!(m.encode(), b);
+    }
+    if let Ok(r) = PresenceRecord::decode(b) {
+        assert_eq!(r.encode(), b);
+        let _ = r.verify(&[0; 32], 0);
+    }
 }
 
 /// The authority core: arbitrary frames before a handshake, and arbitrary

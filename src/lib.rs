@@ -3,6 +3,7 @@
 //! Layers, top to bottom (imports point down only):
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
+//! - `link`: secure links over UDP (sans-IO);
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
 pub mod authority;
@@ -12,6 +13,7 @@ pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod link;
 pub mod node;
 pub mod overlay;
 pub mod sim;

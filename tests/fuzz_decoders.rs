@@ -73,6 +73,30 @@ proptest! {
     fn channel_handshake_never_panics(b in input()) {
         fuzzing::channel_handshake(&b);
     }
+
+    #[test]
+    fn link_endpoint_never_panics(b in framed()) {
+        fuzzing::link_endpoint(&b);
+    }
+
+    #[test]
+    fn overlay_cores_never_panic(b in input()) {
+        fuzzing::overlay_cores(&b);
+    }
+}
+
+/// The link fuzz starts from the states it claims to.
+#[test]
+fn link_stages_are_what_they_claim() {
+    use fuzzing::{link_addr, link_stage};
+    let (a, b, sent) = link_stage(5);
+    assert_eq!(a.peer(link_addr(2)).unwrap().username, "bob");
+    assert_eq!(b.peer(link_addr(1)).unwrap().username, "alice");
+    let kinds: Vec<u8> = sent.iter().map(|d| d[3]).collect();
+    assert_eq!(kinds, [16, 17, 18, 19, 19], "INIT RESP FIN DATA ack");
+    let (a, b, _) = link_stage(3);
+    assert!(a.peer(link_addr(2)).is_none(), "alice is unconfirmed");
+    assert!(b.peer(link_addr(1)).is_none(), "bob has not seen FIN");
 }
 
 proptest! {

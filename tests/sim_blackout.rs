@@ -16,7 +16,12 @@ fn scale() -> (usize, usize) {
 #[test]
 fn forty_percent_supernode_loss() {
     let (sns, users) = scale();
-    let mut spec = OverlaySpec { seed: 2010, supernodes: sns, clients: users, ..Default::default() };
+    let mut spec = OverlaySpec {
+        seed: 2010,
+        supernodes: sns,
+        clients: users,
+        ..Default::default()
+    };
     // Tight capacity: 2 attachments per user must fit in the survivors.
     spec.supernode.max_clients = (users * 2 * 10) / (sns * 6) * 12 / 10;
     spec.join_spread_ms = 10_000;
@@ -25,15 +30,40 @@ fn forty_percent_supernode_loss() {
     let mut o = Overlay::build(&spec);
     let t = std::time::Instant::now();
     let rep = o.blackout(60_000, 0.4, 2_000, 10);
-    eprintln!("{sns} supernodes, {users} users, {:.1} s wall", t.elapsed().as_secs_f64());
+    eprintln!(
+        "{sns} supernodes, {users} users, {:.1} s wall",
+        t.elapsed().as_secs_f64()
+    );
     for (s, f) in &rep.found_by_second {
         eprintln!("  +{s:2} s: {:.2}% of the sample found", f * 100.0);
     }
-    eprintln!("full check at +{} s: {:?}", rep.full_check_at_s, (rep.full.online, rep.full.offline, rep.full.not_found, rep.full.failed, rep.full.unreachable));
-    eprintln!("missing: {:?}", &rep.full.missing[..rep.full.missing.len().min(10)]);
-    eprintln!("max clients on one supernode: {} (limit {max})", rep.max_clients_seen);
-    assert_eq!(rep.full.online, users, "every online user found 10 s after the loss");
-    assert_eq!(rep.full.unreachable, 0, "every record names a live supernode");
+    eprintln!(
+        "full check at +{} s: {:?}",
+        rep.full_check_at_s,
+        (
+            rep.full.online,
+            rep.full.offline,
+            rep.full.not_found,
+            rep.full.failed,
+            rep.full.unreachable
+        )
+    );
+    eprintln!(
+        "missing: {:?}",
+        &rep.full.missing[..rep.full.missing.len().min(10)]
+    );
+    eprintln!(
+        "max clients on one supernode: {} (limit {max})",
+        rep.max_clients_seen
+    );
+    assert_eq!(
+        rep.full.online, users,
+        "every online user found 10 s after the loss"
+    );
+    assert_eq!(
+        rep.full.unreachable, 0,
+        "every record names a live supernode"
+    );
     assert!(rep.max_clients_seen <= max as u64);
     assert_eq!(rep.forged_or_stale_answers, 0);
 }

@@ -4,14 +4,26 @@ use natter::sim::{Overlay, OverlaySpec};
 
 #[test]
 fn small_overlay_converges_and_finds_everyone() {
-    let spec = OverlaySpec { supernodes: 12, clients: 200, ..Default::default() };
+    let spec = OverlaySpec {
+        supernodes: 12,
+        clients: 200,
+        ..Default::default()
+    };
     let mut o = Overlay::build(&spec);
     o.sim.run_for(30_000);
     for &s in &o.supernodes {
         let sn = o.sim.supernode(s).unwrap();
-        assert_eq!(sn.membership().alive_count(), 11, "supernode {s} membership");
+        assert_eq!(
+            sn.membership().alive_count(),
+            11,
+            "supernode {s} membership"
+        );
     }
-    let attached = o.clients.iter().filter(|&&c| o.sim.client(c).unwrap().attached().count() == 2).count();
+    let attached = o
+        .clients
+        .iter()
+        .filter(|&&c| o.sim.client(c).unwrap().attached().count() == 2)
+        .count();
     assert_eq!(attached, 200);
     let pairs: Vec<(usize, usize)> = (0..200).map(|i| (i, (i * 7 + 3) % 200)).collect();
     let rep = o.lookups(&pairs, 10_000, 2_000);

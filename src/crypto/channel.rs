@@ -10,8 +10,14 @@
 //! key at `now` and checks that the certificate's x25519 key is the Noise
 //! static key the handshake proved, so a stolen certificate is useless
 //! without its device key.
+//!
+//! The stream channels (TCP) finish into a [`Transport`] with
+//! [`ChannelHandshake::read`]; datagram links finish with
+//! [`ChannelHandshake::read_finished`] and pick their own transport mode,
+//! under their own prologue and caller-seeded ephemeral keys
+//! ([`ChannelHandshake::initiate_with`]).
 
-use super::noise::{Handshake, NoiseError, Transport, XX};
+use super::noise::{Handshake, NoiseError, StatelessTransport, Transport, XX};
 use crate::identity::{CertError, Certificate, DeviceIdentity};
 use thiserror::Error;
 
@@ -38,13 +44,37 @@ pub struct Established {
     pub handshake_hash: Vec<u8>,
 }
 
+/// A verified handshake that has not yet picked a transport mode.
+#[derive(Debug)]
+pub struct Finished {
+    pub peer: Certificate,
+    pub handshake: Handshake,
+    /// Transcript hash, unique per channel.
+    pub handshake_hash: Vec<u8>,
+}
+
+impl Finished {
+    pub fn into_established(self) -> Result<Established, ChannelError> {
+        Ok(Established {
+            peer: self.peer,
+            transport: self.handshake.into_transport()?,
+            handshake_hash: self.handshake_hash,
+        })
+    }
+
+    /// Datagram mode: the peer's certificate and a stateless transport.
+    pub fn into_stateless(self) -> Result<(Certificate, StatelessTransport), ChannelError> {
+        Ok((self.peer, self.handshake.into_stateless_transport()?))
+    }
+}
+
 /// What the caller does after feeding a handshake message.
 #[derive(Debug)]
-pub enum Step {
+pub enum Step<T = Established> {
     /// Send these bytes to the peer, then wait for its next message.
     Send(Vec<u8>),
     /// Send these bytes (if any); the channel is up.
-    Done(Option<Vec<u8>>, Box<Established>),
+    Done(Option<Vec<u8>>, Box<T>),
 }
 
 #[derive(Debug)]
@@ -73,7 +103,30 @@ impl ChannelHandshake {
         cert: &Certificate,
         authority: [u8; 32],
     ) -> Result<(Self, Vec<u8>), ChannelError> {
-        let mut hs = Handshake::initiator(XX, PROLOGUE, &device.x25519_secret(), None)?;
+        Self::initiate_with(device, cert, authority, PROLOGUE, None)
+    }
+
+    /// Start as responder, waiting for the initiator's first message.
+    pub fn respond(
+        device: &DeviceIdentity,
+        cert: &Certificate,
+        authority: [u8; 32],
+    ) -> Result<Self, ChannelError> {
+        Self::respond_with(device, cert, authority, PROLOGUE, None)
+    }
+
+    /// As [`ChannelHandshake::initiate`] under another `prologue` (so one
+    /// protocol's handshake cannot be spliced into another's), with the
+    /// ephemeral key drawn from `seed` when given.
+    pub fn initiate_with(
+        device: &DeviceIdentity,
+        cert: &Certificate,
+        authority: [u8; 32],
+        prologue: &[u8],
+        seed: Option<[u8; 32]>,
+    ) -> Result<(Self, Vec<u8>), ChannelError> {
+        let mut hs =
+            Handshake::initiator_seeded(XX, prologue, &device.x25519_secret(), None, seed)?;
         let msg = hs.write(&[])?;
         Ok((
             ChannelHandshake {
@@ -86,14 +139,21 @@ impl ChannelHandshake {
         ))
     }
 
-    /// Start as responder, waiting for the initiator's first message.
-    pub fn respond(
+    /// As [`ChannelHandshake::respond`]; see [`ChannelHandshake::initiate_with`].
+    pub fn respond_with(
         device: &DeviceIdentity,
         cert: &Certificate,
         authority: [u8; 32],
+        prologue: &[u8],
+        seed: Option<[u8; 32]>,
     ) -> Result<Self, ChannelError> {
         Ok(ChannelHandshake {
-            hs: Some(Handshake::responder(XX, PROLOGUE, &device.x25519_secret())?),
+            hs: Some(Handshake::responder_seeded(
+                XX,
+                prologue,
+                &device.x25519_secret(),
+                seed,
+            )?),
             state: State::ResponderWaitE,
             own_cert: cert.encode(),
             authority,
@@ -102,6 +162,17 @@ impl ChannelHandshake {
 
     /// Feed the peer's next handshake message at `now` (unix seconds).
     pub fn read(&mut self, now: u64, msg: &[u8]) -> Result<Step, ChannelError> {
+        Ok(match self.read_finished(now, msg)? {
+            Step::Send(m) => Step::Send(m),
+            Step::Done(m, f) => Step::Done(m, Box::new(f.into_established()?)),
+        })
+    }
+
+    /// As [`ChannelHandshake::read`], finishing into a [`Finished`] whose
+    /// transport mode the caller picks. A message that fails Noise
+    /// decryption leaves the handshake as it was (snow restores its state),
+    /// so the caller may keep waiting for the genuine one.
+    pub fn read_finished(&mut self, now: u64, msg: &[u8]) -> Result<Step<Finished>, ChannelError> {
         let hs = self.hs.as_mut().ok_or(ChannelError::OutOfOrder)?;
         match self.state {
             State::ResponderWaitE => {
@@ -136,14 +207,13 @@ impl ChannelHandshake {
         Ok(cert)
     }
 
-    fn finish(&mut self, peer: Certificate) -> Result<Established, ChannelError> {
+    fn finish(&mut self, peer: Certificate) -> Result<Finished, ChannelError> {
         let hs = self.hs.take().ok_or(ChannelError::OutOfOrder)?;
         self.state = State::Finished;
-        let handshake_hash = hs.hash();
-        Ok(Established {
+        Ok(Finished {
             peer,
-            transport: hs.into_transport()?,
-            handshake_hash,
+            handshake_hash: hs.hash(),
+            handshake: hs,
         })
     }
 }
@@ -205,6 +275,50 @@ mod tests {
         let mut bad = ie.transport.encrypt(b"x").unwrap();
         bad[0] ^= 1;
         assert_eq!(re.transport.decrypt(&bad), Err(NoiseError::Decrypt));
+    }
+
+    #[test]
+    fn seeded_datagram_channel_is_deterministic_and_out_of_order_safe() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let a = AuthorityKey::generate(&mut rng);
+        let alice = party(&a, &mut rng, "alice");
+        let bob = party(&a, &mut rng, "bob");
+        let pin = a.public();
+        let start =
+            || ChannelHandshake::initiate_with(&alice.0, &alice.1, pin, b"p", Some([7; 32]));
+        let (mut i, m1) = start().unwrap();
+        assert_eq!(start().unwrap().1, m1, "same seed, same ephemeral key");
+        let mut r =
+            ChannelHandshake::respond_with(&bob.0, &bob.1, pin, b"p", Some([8; 32])).unwrap();
+        let Step::Send(m2) = r.read_finished(5, &m1).unwrap() else {
+            panic!("responder finished early")
+        };
+        let mut bad = m2.clone();
+        bad[40] ^= 1;
+        assert!(i.read_finished(5, &bad).is_err());
+        // The failed read left the handshake intact.
+        let Step::Done(Some(m3), ie) = i.read_finished(5, &m2).unwrap() else {
+            panic!("initiator did not finish")
+        };
+        let Step::Done(None, re) = r.read_finished(5, &m3).unwrap() else {
+            panic!("responder did not finish")
+        };
+        let (bob_seen, it) = ie.into_stateless().unwrap();
+        let (alice_seen, rt) = re.into_stateless().unwrap();
+        assert_eq!(
+            (bob_seen.username.as_str(), alice_seen.username.as_str()),
+            ("bob", "alice")
+        );
+        let c9 = it.encrypt(9, b"nine").unwrap();
+        let c2 = it.encrypt(2, b"two").unwrap();
+        assert_eq!(rt.decrypt(2, &c2).unwrap(), b"two");
+        assert_eq!(rt.decrypt(9, &c9).unwrap(), b"nine");
+        assert_eq!(rt.decrypt(8, &c9), Err(NoiseError::Decrypt));
+        assert_eq!(
+            it.decrypt(9, &c9),
+            Err(NoiseError::Decrypt),
+            "directions use distinct keys"
+        );
     }
 
     #[test]

@@ -1,5 +1,12 @@
 //! Thin, typed wrappers over snow's handshake and transport states.
+//!
+//! Handshakes can take their ephemeral-key randomness from a caller-given
+//! seed instead of the OS, so sans-IO cores stay deterministic under test
+//! and in the simulator. [`StatelessTransport`] is the datagram mode: the
+//! nonce travels in the packet, so loss and reordering do not desync it.
 
+use rand::{RngCore, SeedableRng};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
 use thiserror::Error;
 
 /// Login channel: the client knows the authority's static key.
@@ -44,6 +51,56 @@ impl std::fmt::Debug for Handshake {
     }
 }
 
+/// snow's default primitives, but ephemeral keys drawn from a seeded
+/// ChaCha stream rather than the OS.
+struct SeededResolver {
+    seed: [u8; 32],
+}
+
+struct SeededRandom(rand::rngs::StdRng);
+
+impl snow::types::Random for SeededRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoResolver for SeededResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
+        Some(Box::new(SeededRandom(rand::rngs::StdRng::from_seed(
+            self.seed,
+        ))))
+    }
+
+    fn resolve_dh(&self, choice: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+
+    fn resolve_hash(
+        &self,
+        choice: &snow::params::HashChoice,
+    ) -> Option<Box<dyn snow::types::Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(
+        &self,
+        choice: &snow::params::CipherChoice,
+    ) -> Option<Box<dyn snow::types::Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+fn builder<'a>(pattern: &str, seed: Option<[u8; 32]>) -> Result<snow::Builder<'a>, NoiseError> {
+    let params: snow::params::NoiseParams = pattern.parse().map_err(map)?;
+    let b = match seed {
+        Some(seed) => snow::Builder::with_resolver(params, Box::new(SeededResolver { seed })),
+        None => snow::Builder::new(params),
+    };
+    Ok(b)
+}
+
 impl Handshake {
     pub fn initiator(
         pattern: &str,
@@ -51,8 +108,27 @@ impl Handshake {
         local_secret: &[u8; 32],
         remote_public: Option<&[u8; 32]>,
     ) -> Result<Self, NoiseError> {
-        let params = pattern.parse().map_err(map)?;
-        let mut b = snow::Builder::new(params)
+        Self::initiator_seeded(pattern, prologue, local_secret, remote_public, None)
+    }
+
+    pub fn responder(
+        pattern: &str,
+        prologue: &[u8],
+        local_secret: &[u8; 32],
+    ) -> Result<Self, NoiseError> {
+        Self::responder_seeded(pattern, prologue, local_secret, None)
+    }
+
+    /// As [`Handshake::initiator`]; with `Some(seed)` the ephemeral key
+    /// comes from the seed (which must be fresh and secret), not the OS.
+    pub fn initiator_seeded(
+        pattern: &str,
+        prologue: &[u8],
+        local_secret: &[u8; 32],
+        remote_public: Option<&[u8; 32]>,
+        seed: Option<[u8; 32]>,
+    ) -> Result<Self, NoiseError> {
+        let mut b = builder(pattern, seed)?
             .prologue(prologue)
             .map_err(map)?
             .local_private_key(local_secret)
@@ -65,13 +141,14 @@ impl Handshake {
         })
     }
 
-    pub fn responder(
+    /// As [`Handshake::responder`], with the ephemeral key from `seed`.
+    pub fn responder_seeded(
         pattern: &str,
         prologue: &[u8],
         local_secret: &[u8; 32],
+        seed: Option<[u8; 32]>,
     ) -> Result<Self, NoiseError> {
-        let params = pattern.parse().map_err(map)?;
-        let state = snow::Builder::new(params)
+        let state = builder(pattern, seed)?
             .prologue(prologue)
             .map_err(map)?
             .local_private_key(local_secret)
@@ -121,6 +198,80 @@ impl Handshake {
         Ok(Transport {
             state: self.state.into_transport_mode().map_err(map)?,
         })
+    }
+
+    /// Finish into datagram mode, where each message names its nonce.
+    pub fn into_stateless_transport(self) -> Result<StatelessTransport, NoiseError> {
+        Ok(StatelessTransport {
+            state: self.state.into_stateless_transport_mode().map_err(map)?,
+        })
+    }
+}
+
+/// An established channel over datagrams (UDP): the caller picks each
+/// message's nonce, sends it alongside, and rejects replays itself.
+pub struct StatelessTransport {
+    state: snow::StatelessTransportState,
+}
+
+impl std::fmt::Debug for StatelessTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatelessTransport").finish_non_exhaustive()
+    }
+}
+
+impl StatelessTransport {
+    /// Encrypt `plaintext` under `nonce`, appending the ciphertext to `out`.
+    /// A nonce must never be used twice for sending.
+    pub fn encrypt_into(
+        &self,
+        nonce: u64,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), NoiseError> {
+        if plaintext.len() + TAG > MAX_MESSAGE {
+            return Err(NoiseError::TooLarge);
+        }
+        let start = out.len();
+        out.resize(start + plaintext.len() + TAG, 0);
+        match self
+            .state
+            .write_message(nonce, plaintext, &mut out[start..])
+        {
+            Ok(n) => {
+                out.truncate(start + n);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(NoiseError::State(e.to_string()))
+            }
+        }
+    }
+
+    pub fn encrypt(&self, nonce: u64, plaintext: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        let mut out = Vec::with_capacity(plaintext.len() + TAG);
+        self.encrypt_into(nonce, plaintext, &mut out)?;
+        Ok(out)
+    }
+
+    pub fn decrypt(&self, nonce: u64, ciphertext: &[u8]) -> Result<Vec<u8>, NoiseError> {
+        if ciphertext.len() > MAX_MESSAGE || ciphertext.len() < TAG {
+            return Err(NoiseError::Decrypt);
+        }
+        let mut out = vec![0u8; ciphertext.len()];
+        let n = self
+            .state
+            .read_message(nonce, ciphertext, &mut out)
+            .map_err(|_| NoiseError::Decrypt)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    pub fn remote_static(&self) -> Option<[u8; 32]> {
+        self.state
+            .get_remote_static()
+            .and_then(|s| s.try_into().ok())
     }
 }
 

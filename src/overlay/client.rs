@@ -3,9 +3,9 @@
 //! exponential backoff, publishing its signed presence record, lookups and
 //! presence watches.
 
+use super::Transmit;
 use super::msg::{Found, Msg};
 use super::record::{PresenceRecord, RecordContent, Status};
-use super::Transmit;
 use crate::identity::{Certificate, DeviceIdentity};
 use rand::{Rng, RngCore};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -59,20 +59,45 @@ impl Default for ClientConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupOutcome {
     Online(Box<PresenceRecord>),
-    Offline { record: Box<PresenceRecord>, last_seen: u64 },
+    Offline {
+        record: Box<PresenceRecord>,
+        last_seen: u64,
+    },
     NotFound,
     Failed(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
-    Attached { supernode: SocketAddr, primary: bool, observed: SocketAddr },
-    Detached { supernode: SocketAddr, reason: &'static str },
-    Redirected { from: SocketAddr, to: Vec<SocketAddr> },
-    Published { seq: u64 },
-    PublishRejected { seq: u64, reason: String },
-    Lookup { qid: u32, username: String, outcome: LookupOutcome },
-    PresenceChanged { record: Box<PresenceRecord>, online: bool },
+    Attached {
+        supernode: SocketAddr,
+        primary: bool,
+        observed: SocketAddr,
+    },
+    Detached {
+        supernode: SocketAddr,
+        reason: &'static str,
+    },
+    Redirected {
+        from: SocketAddr,
+        to: Vec<SocketAddr>,
+    },
+    Published {
+        seq: u64,
+    },
+    PublishRejected {
+        seq: u64,
+        reason: String,
+    },
+    Lookup {
+        qid: u32,
+        username: String,
+        outcome: LookupOutcome,
+    },
+    PresenceChanged {
+        record: Box<PresenceRecord>,
+        online: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,11 +227,17 @@ impl ClientCore {
     }
 
     pub fn attached(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.links.iter().filter(|l| matches!(l.state, LinkState::Attached { .. })).map(|l| l.addr)
+        self.links
+            .iter()
+            .filter(|l| matches!(l.state, LinkState::Attached { .. }))
+            .map(|l| l.addr)
     }
 
     pub fn primary(&self) -> Option<SocketAddr> {
-        self.links.iter().find(|l| l.primary && matches!(l.state, LinkState::Attached { .. })).map(|l| l.addr)
+        self.links
+            .iter()
+            .find(|l| l.primary && matches!(l.state, LinkState::Attached { .. }))
+            .map(|l| l.addr)
     }
 
     pub fn observed_addr(&self) -> Option<SocketAddr> {
@@ -290,7 +321,9 @@ impl ClientCore {
     }
 
     pub fn drain_transmits(&mut self) -> impl Iterator<Item = Transmit> + '_ {
-        self.out.drain(..).map(|(dst, bytes)| Transmit { dst, bytes })
+        self.out
+            .drain(..)
+            .map(|(dst, bytes)| Transmit { dst, bytes })
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
@@ -315,16 +348,25 @@ impl ClientCore {
     }
 
     fn drop_link(&mut self, now: u64, addr: SocketAddr, reason: &'static str, avoid_ms: u64) {
-        let Some(i) = self.links.iter().position(|l| l.addr == addr) else { return };
+        let Some(i) = self.links.iter().position(|l| l.addr == addr) else {
+            return;
+        };
         let l = self.links.remove(i);
         if matches!(l.state, LinkState::Attached { .. }) {
-            self.events.push_back(ClientEvent::Detached { supernode: addr, reason });
+            self.events.push_back(ClientEvent::Detached {
+                supernode: addr,
+                reason,
+            });
             self.need_publish = true;
         }
         self.avoid.insert(addr, now + avoid_ms);
         if l.primary {
             // The backup takes over as primary.
-            if let Some(b) = self.links.iter_mut().find(|l| matches!(l.state, LinkState::Attached { .. })) {
+            if let Some(b) = self
+                .links
+                .iter_mut()
+                .find(|l| matches!(l.state, LinkState::Attached { .. }))
+            {
                 b.primary = true;
                 let addr = b.addr;
                 let names: Vec<String> = self.watches.iter().cloned().collect();
@@ -337,7 +379,10 @@ impl ClientCore {
 
     fn backoff(&mut self, now: u64, rng: &mut dyn RngCore) {
         self.failures = self.failures.saturating_add(1);
-        let exp = self.cfg.backoff_base_ms.saturating_mul(1 << self.failures.min(16));
+        let exp = self
+            .cfg
+            .backoff_base_ms
+            .saturating_mul(1 << self.failures.min(16));
         let cap = exp.min(self.cfg.backoff_max_ms);
         // Full jitter, so that clients of a failed supernode spread out.
         self.next_attempt_at = now + rng.gen_range(cap / 2..=cap.max(1));
@@ -354,7 +399,10 @@ impl ClientCore {
             return;
         };
         match msg {
-            Msg::AttachOk { observed, supernodes } => {
+            Msg::AttachOk {
+                observed,
+                supernodes,
+            } => {
                 let attached = self.attached().count();
                 if attached >= 2 && matches!(self.links[idx].state, LinkState::Attaching { .. }) {
                     // A parallel attempt answered after two others did.
@@ -366,15 +414,29 @@ impl ClientCore {
                 if matches!(self.links[idx].state, LinkState::Attaching { .. }) {
                     let has_primary = self.primary().is_some();
                     let l = &mut self.links[idx];
-                    l.state = LinkState::Attached { last_ack: now, last_ping: now };
+                    l.state = LinkState::Attached {
+                        last_ack: now,
+                        last_ping: now,
+                    };
                     l.primary = !has_primary;
                     let primary = l.primary;
                     self.observed = Some(observed);
                     self.need_publish = true;
-                    let attaching = self.links.iter().any(|l| matches!(l.state, LinkState::Attaching { .. }));
-                    self.publish_not_before = if attaching { now + self.cfg.publish_delay_ms } else { now };
+                    let attaching = self
+                        .links
+                        .iter()
+                        .any(|l| matches!(l.state, LinkState::Attaching { .. }));
+                    self.publish_not_before = if attaching {
+                        now + self.cfg.publish_delay_ms
+                    } else {
+                        now
+                    };
                     self.learn(&supernodes);
-                    self.events.push_back(ClientEvent::Attached { supernode: from, primary, observed });
+                    self.events.push_back(ClientEvent::Attached {
+                        supernode: from,
+                        primary,
+                        observed,
+                    });
                     if primary {
                         let names: Vec<String> = self.watches.iter().cloned().collect();
                         for n in names {
@@ -399,7 +461,10 @@ impl ClientCore {
                     self.host_cache.retain(|x| x != a);
                     self.host_cache.push_front(*a);
                 }
-                self.events.push_back(ClientEvent::Redirected { from, to: supernodes });
+                self.events.push_back(ClientEvent::Redirected {
+                    from,
+                    to: supernodes,
+                });
                 let _ = was_attached;
             }
             Msg::KeepaliveAck { .. } => {
@@ -417,10 +482,15 @@ impl ClientCore {
                 }
             }
             Msg::PublishRejected { seq, reason } => {
-                self.events.push_back(ClientEvent::PublishRejected { seq, reason: reason.to_owned() });
+                self.events.push_back(ClientEvent::PublishRejected {
+                    seq,
+                    reason: reason.to_owned(),
+                });
             }
             Msg::LookupReply { qid, found } => {
-                let Some(PendingLookup { username, .. }) = self.lookups.remove(&qid) else { return };
+                let Some(PendingLookup { username, .. }) = self.lookups.remove(&qid) else {
+                    return;
+                };
                 let outcome = match found {
                     Found::NotFound => LookupOutcome::NotFound,
                     Found::Record(b) => match self.verify(now, b) {
@@ -430,20 +500,32 @@ impl ClientCore {
                                 LookupOutcome::Online(Box::new(r))
                             } else {
                                 let last_seen = r.last_seen(secs);
-                                LookupOutcome::Offline { record: Box::new(r), last_seen }
+                                LookupOutcome::Offline {
+                                    record: Box::new(r),
+                                    last_seen,
+                                }
                             }
                         }
-                        _ => LookupOutcome::Failed("the supernode returned an invalid record".into()),
+                        _ => {
+                            LookupOutcome::Failed("the supernode returned an invalid record".into())
+                        }
                     },
                 };
-                self.events.push_back(ClientEvent::Lookup { qid, username, outcome });
+                self.events.push_back(ClientEvent::Lookup {
+                    qid,
+                    username,
+                    outcome,
+                });
             }
             Msg::PresenceUpdate { record } => {
                 if let Some(r) = self.verify(now, record)
                     && self.watches.contains(r.username())
                 {
                     let online = r.is_online(now / 1000);
-                    self.events.push_back(ClientEvent::PresenceChanged { record: Box::new(r), online });
+                    self.events.push_back(ClientEvent::PresenceChanged {
+                        record: Box::new(r),
+                        online,
+                    });
                 }
             }
             _ => self.stats.malformed += 1,
@@ -497,7 +579,11 @@ impl ClientCore {
     /// costs only its timeout), one when we only lack the backup. A round
     /// that gets nothing backs off, exponentially and with jitter.
     fn attach_round(&mut self, now: u64, rng: &mut dyn RngCore) {
-        let attaching = self.links.iter().filter(|l| matches!(l.state, LinkState::Attaching { .. })).count();
+        let attaching = self
+            .links
+            .iter()
+            .filter(|l| matches!(l.state, LinkState::Attaching { .. }))
+            .count();
         let attached = self.links.len() - attaching;
         if self.round_open && attaching == 0 {
             self.round_open = false;
@@ -510,7 +596,11 @@ impl ClientCore {
         if attached >= 2 || attaching > 0 || now < self.next_attempt_at {
             return;
         }
-        let want = if attached == 0 { self.cfg.parallel_attach.max(1) } else { 1 };
+        let want = if attached == 0 {
+            self.cfg.parallel_attach.max(1)
+        } else {
+            1
+        };
         self.avoid.retain(|_, until| *until > now);
         let linked: Vec<SocketAddr> = self.links.iter().map(|l| l.addr).collect();
         let picks: Vec<SocketAddr> = self
@@ -538,7 +628,13 @@ impl ClientCore {
             self.host_cache.push_back(a);
             self.stats.attach_attempts += 1;
             let primary = self.primary().is_none();
-            self.links.push(Link { addr: a, primary: false, state: LinkState::Attaching { deadline: now + self.cfg.attach_timeout_ms } });
+            self.links.push(Link {
+                addr: a,
+                primary: false,
+                state: LinkState::Attaching {
+                    deadline: now + self.cfg.attach_timeout_ms,
+                },
+            });
             self.send(a, &Msg::Attach { primary });
         }
     }
@@ -550,7 +646,10 @@ impl ClientCore {
         let mut pings = Vec::new();
         for l in &mut self.links {
             match &mut l.state {
-                LinkState::Attached { last_ack, last_ping } => {
+                LinkState::Attached {
+                    last_ack,
+                    last_ping,
+                } => {
                     if now.saturating_sub(*last_ack) > self.cfg.dead_after_ms {
                         dead.push(l.addr);
                     } else if now.saturating_sub(*last_ping) >= self.cfg.keepalive_ms {
@@ -597,12 +696,27 @@ impl ClientCore {
             }
         }
         for (to, qid, username) in resend {
-            self.send(to, &Msg::Lookup { qid, username: &username });
+            self.send(
+                to,
+                &Msg::Lookup {
+                    qid,
+                    username: &username,
+                },
+            );
         }
-        let expired: Vec<u32> = self.lookups.iter().filter(|(_, l)| l.deadline <= now).map(|(q, _)| *q).collect();
+        let expired: Vec<u32> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| l.deadline <= now)
+            .map(|(q, _)| *q)
+            .collect();
         for qid in expired {
             if let Some(l) = self.lookups.remove(&qid) {
-                self.events.push_back(ClientEvent::Lookup { qid, username: l.username, outcome: LookupOutcome::Failed("lookup timed out".into()) });
+                self.events.push_back(ClientEvent::Lookup {
+                    qid,
+                    username: l.username,
+                    outcome: LookupOutcome::Failed("lookup timed out".into()),
+                });
             }
         }
         // Keep watches alive.
@@ -621,16 +735,30 @@ impl ClientCore {
         let mut t = u64::MAX;
         for l in &self.links {
             match l.state {
-                LinkState::Attached { last_ack, last_ping } => {
-                    t = t.min(last_ping + self.cfg.keepalive_ms).min(last_ack + self.cfg.dead_after_ms + 1);
+                LinkState::Attached {
+                    last_ack,
+                    last_ping,
+                } => {
+                    t = t
+                        .min(last_ping + self.cfg.keepalive_ms)
+                        .min(last_ack + self.cfg.dead_after_ms + 1);
                 }
                 LinkState::Attaching { deadline } => t = t.min(deadline),
             }
         }
-        if self.links.len() < 2 && !self.links.iter().any(|l| matches!(l.state, LinkState::Attaching { .. })) {
+        if self.links.len() < 2
+            && !self
+                .links
+                .iter()
+                .any(|l| matches!(l.state, LinkState::Attaching { .. }))
+        {
             t = t.min(self.next_attempt_at);
         }
-        if self.links.iter().any(|l| matches!(l.state, LinkState::Attached { .. })) {
+        if self
+            .links
+            .iter()
+            .any(|l| matches!(l.state, LinkState::Attached { .. }))
+        {
             if self.need_publish {
                 return t.min(self.publish_not_before);
             }

@@ -121,9 +121,23 @@ pub struct Membership {
 pub const PAGE: usize = 48;
 
 impl Membership {
-    pub fn new(me: u64, my_addr: SocketAddr, incarnation: u32, cfg: MembershipConfig, now: u64) -> Self {
+    pub fn new(
+        me: u64,
+        my_addr: SocketAddr,
+        incarnation: u32,
+        cfg: MembershipConfig,
+        now: u64,
+    ) -> Self {
         let mut members = BTreeMap::new();
-        members.insert(me, Member { addr: my_addr, incarnation, state: MemberState::Alive, since_ms: now });
+        members.insert(
+            me,
+            Member {
+                addr: my_addr,
+                incarnation,
+                state: MemberState::Alive,
+                since_ms: now,
+            },
+        );
         Membership {
             me,
             my_addr,
@@ -207,9 +221,14 @@ impl Membership {
         let mut n = self.gossip.len().min(self.cfg.max_piggyback);
         while n > 0 {
             n -= 1;
-            let Some((u, left)) = self.gossip.pop_front() else { break };
+            let Some((u, left)) = self.gossip.pop_front() else {
+                break;
+            };
             // Skip updates superseded since they were queued.
-            let current = self.members.get(&u.id).is_some_and(|m| m.incarnation == u.incarnation && m.state == u.state);
+            let current = self
+                .members
+                .get(&u.id)
+                .is_some_and(|m| m.incarnation == u.incarnation && m.state == u.state);
             if !current {
                 continue;
             }
@@ -222,7 +241,12 @@ impl Membership {
     }
 
     fn self_update(&self) -> Update {
-        Update { id: self.me, addr: self.my_addr, incarnation: self.incarnation, state: MemberState::Alive }
+        Update {
+            id: self.me,
+            addr: self.my_addr,
+            incarnation: self.incarnation,
+            state: MemberState::Alive,
+        }
     }
 
     fn send(&mut self, out: &mut Vec<(SocketAddr, Vec<u8>)>, to: SocketAddr, m: &Msg<'_>) {
@@ -257,7 +281,10 @@ impl Membership {
                         || (c.state != MemberState::Down && u.incarnation > c.incarnation)
                         || (c.state == MemberState::Down && u.incarnation > c.incarnation)
                 }
-                MemberState::Down => c.state != MemberState::Down && u.incarnation >= c.incarnation || u.incarnation > c.incarnation,
+                MemberState::Down => {
+                    c.state != MemberState::Down && u.incarnation >= c.incarnation
+                        || u.incarnation > c.incarnation
+                }
             },
         };
         if !accept {
@@ -265,7 +292,12 @@ impl Membership {
         }
         self.stats.updates_applied += 1;
         let was_up = cur.is_some_and(|c| c.is_up());
-        let m = Member { addr: u.addr, incarnation: u.incarnation, state: u.state, since_ms: now };
+        let m = Member {
+            addr: u.addr,
+            incarnation: u.incarnation,
+            state: u.state,
+            since_ms: now,
+        };
         self.members.insert(u.id, m);
         let is_up = m.is_up();
         if is_up && !was_up {
@@ -281,7 +313,11 @@ impl Membership {
             self.changes.push(Change::Down(u.id));
         }
         if u.state == MemberState::Suspect {
-            self.suspects.push(Reverse((now + self.cfg.suspect_timeout_ms, u.id, u.incarnation)));
+            self.suspects.push(Reverse((
+                now + self.cfg.suspect_timeout_ms,
+                u.id,
+                u.incarnation,
+            )));
         }
         self.queue(u);
         true
@@ -294,13 +330,32 @@ impl Membership {
         }
         match self.members.get(&id) {
             None => {
-                self.apply(now, Update { id, addr, incarnation: 0, state: MemberState::Alive });
+                self.apply(
+                    now,
+                    Update {
+                        id,
+                        addr,
+                        incarnation: 0,
+                        state: MemberState::Alive,
+                    },
+                );
             }
-            Some(m) if m.state == MemberState::Down && now.saturating_sub(m.since_ms) > self.cfg.suspect_timeout_ms => {
+            Some(m)
+                if m.state == MemberState::Down
+                    && now.saturating_sub(m.since_ms) > self.cfg.suspect_timeout_ms =>
+            {
                 // A restarted node: it will refute with a higher incarnation
                 // once it hears; meanwhile let it back at once.
                 let inc = m.incarnation + 1;
-                self.apply(now, Update { id, addr, incarnation: inc, state: MemberState::Alive });
+                self.apply(
+                    now,
+                    Update {
+                        id,
+                        addr,
+                        incarnation: inc,
+                        state: MemberState::Alive,
+                    },
+                );
             }
             _ => {}
         }
@@ -309,7 +364,12 @@ impl Membership {
     /// Something other than a probe timed out talking to `id`: probe it now
     /// rather than waiting for its turn.
     pub fn hint_unresponsive(&mut self, now: u64, id: u64) {
-        if self.probe.is_none() && self.members.get(&id).is_some_and(|m| m.state == MemberState::Alive) {
+        if self.probe.is_none()
+            && self
+                .members
+                .get(&id)
+                .is_some_and(|m| m.state == MemberState::Alive)
+        {
             self.start_probe(now, id, &mut Vec::new());
         }
     }
@@ -319,7 +379,14 @@ impl Membership {
         self.send(out, bootstrap, &Msg::Join);
     }
 
-    pub fn handle(&mut self, now: u64, from: SocketAddr, from_id: u64, msg: Msg<'_>, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    pub fn handle(
+        &mut self,
+        now: u64,
+        from: SocketAddr,
+        from_id: u64,
+        msg: Msg<'_>,
+        out: &mut Vec<(SocketAddr, Vec<u8>)>,
+    ) {
         self.heard_from(now, from_id, from);
         match msg {
             Msg::Ping { seq, updates } => {
@@ -339,16 +406,41 @@ impl Membership {
                     self.probe = None;
                 } else if let Some(r) = self.relays.remove(&seq) {
                     let updates = self.piggyback();
-                    self.send(out, r.origin, &Msg::Ack { seq: r.origin_seq, updates });
+                    self.send(
+                        out,
+                        r.origin,
+                        &Msg::Ack {
+                            seq: r.origin_seq,
+                            updates,
+                        },
+                    );
                 }
             }
-            Msg::PingReq { seq, target, target_addr } => {
+            Msg::PingReq {
+                seq,
+                target,
+                target_addr,
+            } => {
                 self.seq = self.seq.wrapping_add(1);
                 let my_seq = self.seq;
-                self.relays.insert(my_seq, Relay { origin: from, origin_seq: seq, expires: now + self.cfg.probe_period_ms * 2 });
+                self.relays.insert(
+                    my_seq,
+                    Relay {
+                        origin: from,
+                        origin_seq: seq,
+                        expires: now + self.cfg.probe_period_ms * 2,
+                    },
+                );
                 let _ = target;
                 let updates = self.piggyback();
-                self.send(out, target_addr, &Msg::Ping { seq: my_seq, updates });
+                self.send(
+                    out,
+                    target_addr,
+                    &Msg::Ping {
+                        seq: my_seq,
+                        updates,
+                    },
+                );
             }
             Msg::Join => {
                 let me = self.self_update();
@@ -356,7 +448,11 @@ impl Membership {
                 self.send_page(0, from, out);
             }
             Msg::SyncReq { page } => self.send_page(page, from, out),
-            Msg::SyncPage { page, pages, updates } => {
+            Msg::SyncPage {
+                page,
+                pages,
+                updates,
+            } => {
                 for u in updates {
                     self.apply(now, u);
                 }
@@ -377,10 +473,23 @@ impl Membership {
             .iter()
             .skip(page as usize * PAGE)
             .take(PAGE)
-            .map(|(id, m)| Update { id: *id, addr: m.addr, incarnation: m.incarnation, state: m.state })
+            .map(|(id, m)| Update {
+                id: *id,
+                addr: m.addr,
+                incarnation: m.incarnation,
+                state: m.state,
+            })
             .collect();
         self.stats.sync_pages_sent += 1;
-        self.send(out, to, &Msg::SyncPage { page, pages, updates });
+        self.send(
+            out,
+            to,
+            &Msg::SyncPage {
+                page,
+                pages,
+                updates,
+            },
+        );
     }
 
     fn next_target(&mut self, rng: &mut dyn RngCore) -> Option<u64> {
@@ -388,7 +497,8 @@ impl Membership {
             if self.order_pos >= self.order.len() {
                 // Drop members that are no longer up, then reshuffle.
                 let members = &self.members;
-                self.order.retain(|id| members.get(id).is_some_and(|m| m.is_up()));
+                self.order
+                    .retain(|id| members.get(id).is_some_and(|m| m.is_up()));
                 self.order.shuffle(rng);
                 self.order_pos = 0;
                 if self.order.is_empty() {
@@ -405,7 +515,9 @@ impl Membership {
     }
 
     fn start_probe(&mut self, now: u64, target: u64, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
-        let Some(addr) = self.members.get(&target).map(|m| m.addr) else { return };
+        let Some(addr) = self.members.get(&target).map(|m| m.addr) else {
+            return;
+        };
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         self.probe = Some(Probe {
@@ -420,7 +532,12 @@ impl Membership {
         self.send(out, addr, &Msg::Ping { seq, updates });
     }
 
-    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    pub fn handle_timeout(
+        &mut self,
+        now: u64,
+        rng: &mut dyn RngCore,
+        out: &mut Vec<(SocketAddr, Vec<u8>)>,
+    ) {
         // Probe in flight.
         if let Some(p) = &mut self.probe {
             if !p.indirect_sent && now >= p.indirect_at {
@@ -435,7 +552,15 @@ impl Membership {
                         .filter_map(|id| self.members.get(id).map(|m| m.addr))
                         .collect();
                     for h in helpers {
-                        self.send(out, h, &Msg::PingReq { seq, target, target_addr: taddr });
+                        self.send(
+                            out,
+                            h,
+                            &Msg::PingReq {
+                                seq,
+                                target,
+                                target_addr: taddr,
+                            },
+                        );
                     }
                 }
             }
@@ -447,7 +572,15 @@ impl Membership {
                 if let Some(m) = self.members.get(&target).copied()
                     && m.state == MemberState::Alive
                 {
-                    self.apply(now, Update { id: target, addr: m.addr, incarnation: m.incarnation, state: MemberState::Suspect });
+                    self.apply(
+                        now,
+                        Update {
+                            id: target,
+                            addr: m.addr,
+                            incarnation: m.incarnation,
+                            state: MemberState::Suspect,
+                        },
+                    );
                 }
             }
         }
@@ -462,7 +595,15 @@ impl Membership {
                 && m.incarnation == inc
             {
                 self.stats.declared_down += 1;
-                self.apply(now, Update { id, addr: m.addr, incarnation: inc, state: MemberState::Down });
+                self.apply(
+                    now,
+                    Update {
+                        id,
+                        addr: m.addr,
+                        incarnation: inc,
+                        state: MemberState::Down,
+                    },
+                );
             }
         }
         // Next probe.
@@ -477,7 +618,8 @@ impl Membership {
         // Anti-entropy.
         if self.cfg.sync_period_ms > 0 && now >= self.next_sync_at {
             let jitter = rng.gen_range(0..=self.cfg.sync_period_ms / 4);
-            self.next_sync_at = now + self.cfg.sync_period_ms - self.cfg.sync_period_ms / 8 + jitter;
+            self.next_sync_at =
+                now + self.cfg.sync_period_ms - self.cfg.sync_period_ms / 8 + jitter;
             if let Some(id) = self.order.choose(rng).copied()
                 && let Some(a) = self.members.get(&id).filter(|m| m.is_up()).map(|m| m.addr)
             {
@@ -489,7 +631,8 @@ impl Membership {
             self.next_gc_at = now + 1000;
             self.relays.retain(|_, r| r.expires > now);
             let forget = self.cfg.forget_after_ms;
-            self.members.retain(|_, m| m.is_up() || now.saturating_sub(m.since_ms) < forget);
+            self.members
+                .retain(|_, m| m.is_up() || now.saturating_sub(m.since_ms) < forget);
             // Keep self even if something odd happened above.
             self.members.entry(self.me).or_insert(Member {
                 addr: self.my_addr,
@@ -503,7 +646,11 @@ impl Membership {
     pub fn poll_timeout(&self) -> u64 {
         let mut t = self.next_probe_at;
         if let Some(p) = &self.probe {
-            t = t.min(if p.indirect_sent { p.fail_at } else { p.indirect_at });
+            t = t.min(if p.indirect_sent {
+                p.fail_at
+            } else {
+                p.indirect_at
+            });
         }
         if let Some(Reverse((at, _, _))) = self.suspects.peek() {
             t = t.min(*at);
@@ -527,7 +674,15 @@ mod tests {
     fn ring_walk_includes_self_in_order() {
         let mut m = Membership::new(50, addr(50), 0, MembershipConfig::default(), 0);
         for id in [10u64, 30, 70, 90] {
-            m.apply(0, Update { id, addr: addr(id as u16), incarnation: 0, state: MemberState::Alive });
+            m.apply(
+                0,
+                Update {
+                    id,
+                    addr: addr(id as u16),
+                    incarnation: 0,
+                    state: MemberState::Alive,
+                },
+            );
         }
         let ids: Vec<u64> = m.ring_from(40).map(|(k, _)| k).collect();
         assert_eq!(m.alive_count(), 4);
@@ -538,7 +693,15 @@ mod tests {
         assert_eq!(ids, vec![50, 70, 90, 10, 30]);
         let ids: Vec<u64> = m.ring_from(60).map(|(k, _)| k).collect();
         assert_eq!(ids, vec![70, 90, 10, 30, 50]);
-        m.apply(0, Update { id: 70, addr: addr(70), incarnation: 0, state: MemberState::Down });
+        m.apply(
+            0,
+            Update {
+                id: 70,
+                addr: addr(70),
+                incarnation: 0,
+                state: MemberState::Down,
+            },
+        );
         let ids: Vec<u64> = m.ring_from(60).map(|(k, _)| k).collect();
         assert_eq!(ids, vec![90, 10, 30, 50]);
     }
@@ -546,23 +709,51 @@ mod tests {
     #[test]
     fn precedence_rules() {
         let mut m = Membership::new(1, addr(1), 0, MembershipConfig::default(), 0);
-        let up = |inc, state| Update { id: 2, addr: addr(2), incarnation: inc, state };
+        let up = |inc, state| Update {
+            id: 2,
+            addr: addr(2),
+            incarnation: inc,
+            state,
+        };
         assert!(m.apply(0, up(0, MemberState::Alive)));
         assert!(m.apply(0, up(0, MemberState::Suspect)));
-        assert!(!m.apply(0, up(0, MemberState::Alive)), "same incarnation cannot clear suspicion");
+        assert!(
+            !m.apply(0, up(0, MemberState::Alive)),
+            "same incarnation cannot clear suspicion"
+        );
         assert!(m.apply(0, up(1, MemberState::Alive)), "refutation");
         assert!(m.apply(0, up(1, MemberState::Down)));
-        assert!(!m.apply(0, up(1, MemberState::Alive)), "stale gossip cannot revive");
-        assert!(m.apply(0, up(2, MemberState::Alive)), "rejoin with a new incarnation");
-        assert_eq!(m.take_changes(), vec![Change::Up(2), Change::Down(2), Change::Up(2)]);
+        assert!(
+            !m.apply(0, up(1, MemberState::Alive)),
+            "stale gossip cannot revive"
+        );
+        assert!(
+            m.apply(0, up(2, MemberState::Alive)),
+            "rejoin with a new incarnation"
+        );
+        assert_eq!(
+            m.take_changes(),
+            vec![Change::Up(2), Change::Down(2), Change::Up(2)]
+        );
     }
 
     #[test]
     fn suspicion_of_self_is_refuted() {
         let mut m = Membership::new(1, addr(1), 0, MembershipConfig::default(), 0);
-        m.apply(0, Update { id: 1, addr: addr(1), incarnation: 0, state: MemberState::Suspect });
+        m.apply(
+            0,
+            Update {
+                id: 1,
+                addr: addr(1),
+                incarnation: 0,
+                state: MemberState::Suspect,
+            },
+        );
         assert_eq!(m.incarnation(), 1);
         let ups = m.piggyback();
-        assert!(ups.iter().any(|u| u.id == 1 && u.incarnation == 1 && u.state == MemberState::Alive));
+        assert!(
+            ups.iter()
+                .any(|u| u.id == 1 && u.incarnation == 1 && u.state == MemberState::Alive)
+        );
     }
 }

@@ -29,7 +29,12 @@ impl MemberState {
             1 => MemberState::Alive,
             2 => MemberState::Suspect,
             3 => MemberState::Down,
-            got => return Err(WireError::UnknownType { what: "member state", got }),
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "member state",
+                    got,
+                });
+            }
         })
     }
 }
@@ -59,7 +64,9 @@ fn write_updates(w: &mut Writer, ups: &[Update]) {
 fn read_updates(r: &mut Reader<'_>) -> Result<Vec<Update>, WireError> {
     let n = r.u8()? as usize;
     if n > MAX_UPDATES {
-        return Err(WireError::Invalid { field: "update count" });
+        return Err(WireError::Invalid {
+            field: "update count",
+        });
     }
     (0..n)
         .map(|_| {
@@ -83,33 +90,92 @@ pub enum Found<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg<'a> {
     // Supernode <-> supernode: membership.
-    Ping { seq: u32, updates: Vec<Update> },
-    Ack { seq: u32, updates: Vec<Update> },
-    PingReq { seq: u32, target: u64, target_addr: SocketAddr },
+    Ping {
+        seq: u32,
+        updates: Vec<Update>,
+    },
+    Ack {
+        seq: u32,
+        updates: Vec<Update>,
+    },
+    PingReq {
+        seq: u32,
+        target: u64,
+        target_addr: SocketAddr,
+    },
     Join,
-    SyncReq { page: u16 },
-    SyncPage { page: u16, pages: u16, updates: Vec<Update> },
+    SyncReq {
+        page: u16,
+    },
+    SyncPage {
+        page: u16,
+        pages: u16,
+        updates: Vec<Update>,
+    },
     // Supernode <-> supernode: directory.
-    Store { record: &'a [u8] },
-    Query { qid: u32, username: &'a str },
-    QueryReply { qid: u32, found: Found<'a> },
-    Watch { username: &'a str },
-    Notify { record: &'a [u8] },
-    StoreAck { username: &'a str, seq: u64 },
+    Store {
+        record: &'a [u8],
+    },
+    Query {
+        qid: u32,
+        username: &'a str,
+    },
+    QueryReply {
+        qid: u32,
+        found: Found<'a>,
+    },
+    Watch {
+        username: &'a str,
+    },
+    Notify {
+        record: &'a [u8],
+    },
+    StoreAck {
+        username: &'a str,
+        seq: u64,
+    },
     // Client <-> supernode.
-    Attach { primary: bool },
-    AttachOk { observed: SocketAddr, supernodes: Vec<SocketAddr> },
-    Redirect { supernodes: Vec<SocketAddr> },
+    Attach {
+        primary: bool,
+    },
+    AttachOk {
+        observed: SocketAddr,
+        supernodes: Vec<SocketAddr>,
+    },
+    Redirect {
+        supernodes: Vec<SocketAddr>,
+    },
     Detach,
-    Keepalive { seq: u32 },
-    KeepaliveAck { seq: u32 },
-    Publish { record: &'a [u8] },
-    PublishAck { seq: u64 },
-    PublishRejected { seq: u64, reason: &'a str },
-    Lookup { qid: u32, username: &'a str },
-    LookupReply { qid: u32, found: Found<'a> },
-    WatchReq { username: &'a str },
-    PresenceUpdate { record: &'a [u8] },
+    Keepalive {
+        seq: u32,
+    },
+    KeepaliveAck {
+        seq: u32,
+    },
+    Publish {
+        record: &'a [u8],
+    },
+    PublishAck {
+        seq: u64,
+    },
+    PublishRejected {
+        seq: u64,
+        reason: &'a str,
+    },
+    Lookup {
+        qid: u32,
+        username: &'a str,
+    },
+    LookupReply {
+        qid: u32,
+        found: Found<'a>,
+    },
+    WatchReq {
+        username: &'a str,
+    },
+    PresenceUpdate {
+        record: &'a [u8],
+    },
 }
 
 impl<'a> Msg<'a> {
@@ -124,7 +190,11 @@ impl<'a> Msg<'a> {
                 w.u8(2).u32(*seq);
                 write_updates(&mut w, updates);
             }
-            Msg::PingReq { seq, target, target_addr } => {
+            Msg::PingReq {
+                seq,
+                target,
+                target_addr,
+            } => {
                 w.u8(3).u32(*seq).u64(*target);
                 write_addr(&mut w, target_addr);
             }
@@ -134,7 +204,11 @@ impl<'a> Msg<'a> {
             Msg::SyncReq { page } => {
                 w.u8(5).u16(*page);
             }
-            Msg::SyncPage { page, pages, updates } => {
+            Msg::SyncPage {
+                page,
+                pages,
+                updates,
+            } => {
                 w.u8(6).u16(*page).u16(*pages);
                 write_updates(&mut w, updates);
             }
@@ -160,7 +234,10 @@ impl<'a> Msg<'a> {
             Msg::Attach { primary } => {
                 w.u8(20).u8(*primary as u8);
             }
-            Msg::AttachOk { observed, supernodes } => {
+            Msg::AttachOk {
+                observed,
+                supernodes,
+            } => {
                 w.u8(21);
                 write_addr(&mut w, observed);
                 write_addrs(&mut w, supernodes);
@@ -207,32 +284,88 @@ impl<'a> Msg<'a> {
     pub fn decode(buf: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(buf);
         let m = match r.u8()? {
-            1 => Msg::Ping { seq: r.u32()?, updates: read_updates(&mut r)? },
-            2 => Msg::Ack { seq: r.u32()?, updates: read_updates(&mut r)? },
-            3 => Msg::PingReq { seq: r.u32()?, target: r.u64()?, target_addr: read_addr(&mut r)? },
+            1 => Msg::Ping {
+                seq: r.u32()?,
+                updates: read_updates(&mut r)?,
+            },
+            2 => Msg::Ack {
+                seq: r.u32()?,
+                updates: read_updates(&mut r)?,
+            },
+            3 => Msg::PingReq {
+                seq: r.u32()?,
+                target: r.u64()?,
+                target_addr: read_addr(&mut r)?,
+            },
             4 => Msg::Join,
             5 => Msg::SyncReq { page: r.u16()? },
-            6 => Msg::SyncPage { page: r.u16()?, pages: r.u16()?, updates: read_updates(&mut r)? },
-            10 => Msg::Store { record: r.bytes16()? },
-            11 => Msg::Query { qid: r.u32()?, username: r.str8("username")? },
-            12 => Msg::QueryReply { qid: r.u32()?, found: read_found(&mut r)? },
-            13 => Msg::Watch { username: r.str8("username")? },
-            14 => Msg::Notify { record: r.bytes16()? },
-            15 => Msg::StoreAck { username: r.str8("username")?, seq: r.u64()? },
-            20 => Msg::Attach { primary: r.u8()? != 0 },
-            21 => Msg::AttachOk { observed: read_addr(&mut r)?, supernodes: read_addrs(&mut r)? },
-            22 => Msg::Redirect { supernodes: read_addrs(&mut r)? },
+            6 => Msg::SyncPage {
+                page: r.u16()?,
+                pages: r.u16()?,
+                updates: read_updates(&mut r)?,
+            },
+            10 => Msg::Store {
+                record: r.bytes16()?,
+            },
+            11 => Msg::Query {
+                qid: r.u32()?,
+                username: r.str8("username")?,
+            },
+            12 => Msg::QueryReply {
+                qid: r.u32()?,
+                found: read_found(&mut r)?,
+            },
+            13 => Msg::Watch {
+                username: r.str8("username")?,
+            },
+            14 => Msg::Notify {
+                record: r.bytes16()?,
+            },
+            15 => Msg::StoreAck {
+                username: r.str8("username")?,
+                seq: r.u64()?,
+            },
+            20 => Msg::Attach {
+                primary: r.u8()? != 0,
+            },
+            21 => Msg::AttachOk {
+                observed: read_addr(&mut r)?,
+                supernodes: read_addrs(&mut r)?,
+            },
+            22 => Msg::Redirect {
+                supernodes: read_addrs(&mut r)?,
+            },
             23 => Msg::Detach,
             24 => Msg::Keepalive { seq: r.u32()? },
             25 => Msg::KeepaliveAck { seq: r.u32()? },
-            26 => Msg::Publish { record: r.bytes16()? },
+            26 => Msg::Publish {
+                record: r.bytes16()?,
+            },
             27 => Msg::PublishAck { seq: r.u64()? },
-            28 => Msg::PublishRejected { seq: r.u64()?, reason: r.str8("reason")? },
-            29 => Msg::Lookup { qid: r.u32()?, username: r.str8("username")? },
-            30 => Msg::LookupReply { qid: r.u32()?, found: read_found(&mut r)? },
-            31 => Msg::WatchReq { username: r.str8("username")? },
-            32 => Msg::PresenceUpdate { record: r.bytes16()? },
-            got => return Err(WireError::UnknownType { what: "overlay message", got }),
+            28 => Msg::PublishRejected {
+                seq: r.u64()?,
+                reason: r.str8("reason")?,
+            },
+            29 => Msg::Lookup {
+                qid: r.u32()?,
+                username: r.str8("username")?,
+            },
+            30 => Msg::LookupReply {
+                qid: r.u32()?,
+                found: read_found(&mut r)?,
+            },
+            31 => Msg::WatchReq {
+                username: r.str8("username")?,
+            },
+            32 => Msg::PresenceUpdate {
+                record: r.bytes16()?,
+            },
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "overlay message",
+                    got,
+                });
+            }
         };
         r.finish()?;
         Ok(m)
@@ -254,7 +387,10 @@ fn read_found<'a>(r: &mut Reader<'a>) -> Result<Found<'a>, WireError> {
     match r.u8()? {
         0 => Ok(Found::NotFound),
         1 => Ok(Found::Record(r.bytes16()?)),
-        got => Err(WireError::UnknownType { what: "lookup result", got }),
+        got => Err(WireError::UnknownType {
+            what: "lookup result",
+            got,
+        }),
     }
 }
 
@@ -266,32 +402,77 @@ mod tests {
     fn every_message_round_trips() {
         let a: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let b: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
-        let up = Update { id: 9, addr: b, incarnation: 3, state: MemberState::Suspect };
+        let up = Update {
+            id: 9,
+            addr: b,
+            incarnation: 3,
+            state: MemberState::Suspect,
+        };
         let msgs = vec![
-            Msg::Ping { seq: 1, updates: vec![up] },
-            Msg::Ack { seq: 2, updates: vec![] },
-            Msg::PingReq { seq: 3, target: 4, target_addr: a },
+            Msg::Ping {
+                seq: 1,
+                updates: vec![up],
+            },
+            Msg::Ack {
+                seq: 2,
+                updates: vec![],
+            },
+            Msg::PingReq {
+                seq: 3,
+                target: 4,
+                target_addr: a,
+            },
             Msg::Join,
             Msg::SyncReq { page: 2 },
-            Msg::SyncPage { page: 1, pages: 3, updates: vec![up, up] },
+            Msg::SyncPage {
+                page: 1,
+                pages: 3,
+                updates: vec![up, up],
+            },
             Msg::Store { record: b"rec" },
-            Msg::Query { qid: 5, username: "alice" },
-            Msg::QueryReply { qid: 5, found: Found::Record(b"r") },
-            Msg::QueryReply { qid: 6, found: Found::NotFound },
+            Msg::Query {
+                qid: 5,
+                username: "alice",
+            },
+            Msg::QueryReply {
+                qid: 5,
+                found: Found::Record(b"r"),
+            },
+            Msg::QueryReply {
+                qid: 6,
+                found: Found::NotFound,
+            },
             Msg::Watch { username: "bob" },
             Msg::Notify { record: b"x" },
-            Msg::StoreAck { username: "eve", seq: 3 },
+            Msg::StoreAck {
+                username: "eve",
+                seq: 3,
+            },
             Msg::Attach { primary: true },
-            Msg::AttachOk { observed: a, supernodes: vec![a, b] },
-            Msg::Redirect { supernodes: vec![b] },
+            Msg::AttachOk {
+                observed: a,
+                supernodes: vec![a, b],
+            },
+            Msg::Redirect {
+                supernodes: vec![b],
+            },
             Msg::Detach,
             Msg::Keepalive { seq: 7 },
             Msg::KeepaliveAck { seq: 7 },
             Msg::Publish { record: b"p" },
             Msg::PublishAck { seq: 8 },
-            Msg::PublishRejected { seq: 8, reason: "stale" },
-            Msg::Lookup { qid: 9, username: "carol" },
-            Msg::LookupReply { qid: 9, found: Found::NotFound },
+            Msg::PublishRejected {
+                seq: 8,
+                reason: "stale",
+            },
+            Msg::Lookup {
+                qid: 9,
+                username: "carol",
+            },
+            Msg::LookupReply {
+                qid: 9,
+                found: Found::NotFound,
+            },
             Msg::WatchReq { username: "dave" },
             Msg::PresenceUpdate { record: b"u" },
         ];

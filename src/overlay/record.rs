@@ -49,7 +49,12 @@ impl Status {
             3 => Status::DoNotDisturb,
             4 => Status::Invisible,
             5 => Status::Offline,
-            got => return Err(WireError::UnknownType { what: "status", got }),
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "status",
+                    got,
+                });
+            }
         })
     }
 
@@ -73,7 +78,11 @@ impl std::str::FromStr for Status {
             "dnd" | "do-not-disturb" => Status::DoNotDisturb,
             "invisible" => Status::Invisible,
             "offline" => Status::Offline,
-            _ => return Err(format!("unknown status {s:?}: expected online, away, dnd, invisible or offline")),
+            _ => {
+                return Err(format!(
+                    "unknown status {s:?}: expected online, away, dnd, invisible or offline"
+                ));
+            }
         })
     }
 }
@@ -117,7 +126,10 @@ pub fn read_addr(r: &mut Reader<'_>) -> Result<SocketAddr, WireError> {
             let ip: [u8; 16] = r.array()?;
             Ok(SocketAddr::from((ip, r.u16()?)))
         }
-        got => Err(WireError::UnknownType { what: "address family", got }),
+        got => Err(WireError::UnknownType {
+            what: "address family",
+            got,
+        }),
     }
 }
 
@@ -132,7 +144,9 @@ pub fn write_addrs(w: &mut Writer, addrs: &[SocketAddr]) {
 pub fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<SocketAddr>, WireError> {
     let n = r.u8()? as usize;
     if n > MAX_ADDRS {
-        return Err(WireError::Invalid { field: "address count" });
+        return Err(WireError::Invalid {
+            field: "address count",
+        });
     }
     (0..n).map(|_| read_addr(r)).collect()
 }
@@ -169,7 +183,11 @@ pub struct RecordContent {
 }
 
 impl PresenceRecord {
-    pub fn sign(device: &crate::identity::DeviceIdentity, cert: &Certificate, c: RecordContent) -> Self {
+    pub fn sign(
+        device: &crate::identity::DeviceIdentity,
+        cert: &Certificate,
+        c: RecordContent,
+    ) -> Self {
         let signed = c.signed_at_ms / 1000;
         let mut message = c.message;
         while message.len() > 255 {
@@ -179,7 +197,11 @@ impl PresenceRecord {
             cert: cert.clone(),
             seq: c.seq,
             signed_at_ms: c.signed_at_ms,
-            online_until: if c.status == Status::Offline { signed } else { signed + c.online_secs },
+            online_until: if c.status == Status::Offline {
+                signed
+            } else {
+                signed + c.online_secs
+            },
             expires_at: signed + MAX_RECORD_AGE_SECS,
             status: c.status,
             message,
@@ -246,7 +268,10 @@ impl PresenceRecord {
         // it may have expired since (offline users stay findable 72 h).
         let signed = self.signed_at_ms / 1000;
         self.cert
-            .verify(authority, signed.clamp(self.cert.not_before, self.cert.not_after.saturating_sub(1)))
+            .verify(
+                authority,
+                signed.clamp(self.cert.not_before, self.cert.not_after.saturating_sub(1)),
+            )
             .map_err(RecordError::Certificate)
     }
 
@@ -256,7 +281,12 @@ impl PresenceRecord {
         if signed >= self.cert.not_after || signed + 300 < self.cert.not_before {
             return Err(RecordError::OutsideCertificate);
         }
-        if !verify_signature(&self.cert.ed25519, RECORD_CONTEXT, &self.body(), &self.signature) {
+        if !verify_signature(
+            &self.cert.ed25519,
+            RECORD_CONTEXT,
+            &self.body(),
+            &self.signature,
+        ) {
             return Err(RecordError::BadSignature);
         }
         if self.expires_at > signed + MAX_RECORD_AGE_SECS || self.online_until > self.expires_at {
@@ -289,7 +319,16 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let a = AuthorityKey::generate(&mut rng);
         let d = DeviceIdentity::generate(&mut rng);
-        let c = Certificate::issue(&a, 1, Role::User, now - 10, now + 86400, &Username::parse("alice").unwrap(), d.ed25519_public(), d.x25519_public());
+        let c = Certificate::issue(
+            &a,
+            1,
+            Role::User,
+            now - 10,
+            now + 86400,
+            &Username::parse("alice").unwrap(),
+            d.ed25519_public(),
+            d.x25519_public(),
+        );
         (a, d, c)
     }
 
@@ -317,7 +356,10 @@ mod tests {
         assert!(!r.is_online(now + 300));
         // Found offline after the certificate expired, until 72 h.
         r.verify(&a.public(), now + 2 * 86400).unwrap();
-        assert_eq!(r.verify(&a.public(), now + 72 * 3600), Err(RecordError::Expired));
+        assert_eq!(
+            r.verify(&a.public(), now + 72 * 3600),
+            Err(RecordError::Expired)
+        );
     }
 
     #[test]
@@ -327,18 +369,33 @@ mod tests {
         let r = PresenceRecord::sign(&d, &c, content(now, 1));
         let mut redirected = r.clone();
         redirected.supernodes = vec!["6.6.6.6:1".parse().unwrap()];
-        assert_eq!(redirected.verify(&a.public(), now), Err(RecordError::BadSignature));
+        assert_eq!(
+            redirected.verify(&a.public(), now),
+            Err(RecordError::BadSignature)
+        );
         // Signed by another device with alice's certificate.
         let mallory = DeviceIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(6));
         let forged = PresenceRecord::sign(&mallory, &c, content(now, 2));
-        assert_eq!(forged.verify(&a.public(), now), Err(RecordError::BadSignature));
+        assert_eq!(
+            forged.verify(&a.public(), now),
+            Err(RecordError::BadSignature)
+        );
         let mut unsigned = r.clone();
         unsigned.signature = [0; 64];
-        assert_eq!(unsigned.verify(&a.public(), now), Err(RecordError::BadSignature));
+        assert_eq!(
+            unsigned.verify(&a.public(), now),
+            Err(RecordError::BadSignature)
+        );
         let other = AuthorityKey::generate(&mut rand::rngs::StdRng::seed_from_u64(7));
-        assert!(matches!(r.verify(&other.public(), now), Err(RecordError::Certificate(_))));
+        assert!(matches!(
+            r.verify(&other.public(), now),
+            Err(RecordError::Certificate(_))
+        ));
         // Signed after its certificate expired.
         let late = PresenceRecord::sign(&d, &c, content(now + 86400, 3));
-        assert_eq!(late.verify(&a.public(), now + 86400), Err(RecordError::OutsideCertificate));
+        assert_eq!(
+            late.verify(&a.public(), now + 86400),
+            Err(RecordError::OutsideCertificate)
+        );
     }
 }

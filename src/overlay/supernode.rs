@@ -233,7 +233,15 @@ impl SupernodeCore {
     /// gossip: for simulations that begin from a converged overlay.
     pub fn seed_member(&mut self, now: u64, id: u64, addr: SocketAddr) {
         use super::msg::{MemberState, Update};
-        self.members.apply(now, Update { id, addr, incarnation: 0, state: MemberState::Alive });
+        self.members.apply(
+            now,
+            Update {
+                id,
+                addr,
+                incarnation: 0,
+                state: MemberState::Alive,
+            },
+        );
         self.members.take_changes();
         self.joined = true;
     }
@@ -269,12 +277,19 @@ impl SupernodeCore {
         let rec: usize = self
             .records
             .iter()
-            .map(|(k, h)| k.len() + h.bytes.len() + h.pushed_to.len() * 8 + std::mem::size_of::<Held>() + 32)
+            .map(|(k, h)| {
+                k.len() + h.bytes.len() + h.pushed_to.len() * 8 + std::mem::size_of::<Held>() + 32
+            })
             .sum();
         let cl: usize = self
             .clients
             .values()
-            .map(|c| c.username.len() + c.record.as_ref().map_or(0, |r| r.len()) + std::mem::size_of::<Attached>() + 48)
+            .map(|c| {
+                c.username.len()
+                    + c.record.as_ref().map_or(0, |r| r.len())
+                    + std::mem::size_of::<Attached>()
+                    + 48
+            })
             .sum();
         (rec, cl)
     }
@@ -289,7 +304,9 @@ impl SupernodeCore {
     pub fn drain_transmits(&mut self) -> impl Iterator<Item = Transmit> + '_ {
         let bytes: u64 = self.out.iter().map(|(_, b)| b.len() as u64).sum();
         self.stats.bytes_sent += bytes;
-        self.out.drain(..).map(|(dst, bytes)| Transmit { dst, bytes })
+        self.out
+            .drain(..)
+            .map(|(dst, bytes)| Transmit { dst, bytes })
     }
 
     pub fn poll_event(&mut self) -> Option<SupernodeEvent> {
@@ -298,7 +315,15 @@ impl SupernodeCore {
 
     fn send(&mut self, to: SocketAddr, m: &Msg<'_>) {
         let b = m.encode();
-        if matches!(m, Msg::Store { .. } | Msg::Query { .. } | Msg::QueryReply { .. } | Msg::StoreAck { .. } | Msg::Notify { .. } | Msg::Watch { .. }) {
+        if matches!(
+            m,
+            Msg::Store { .. }
+                | Msg::Query { .. }
+                | Msg::QueryReply { .. }
+                | Msg::StoreAck { .. }
+                | Msg::Notify { .. }
+                | Msg::Watch { .. }
+        ) {
             self.stats.directory_bytes_sent += b.len() as u64;
         }
         self.out.push((to, b));
@@ -322,18 +347,32 @@ impl SupernodeCore {
     }
 
     fn is_owner(&self, key: u64, now: u64) -> bool {
-        self.owners(key, self.cfg.replicas, now).iter().any(|(id, _)| *id == self.me)
+        self.owners(key, self.cfg.replicas, now)
+            .iter()
+            .any(|(id, _)| *id == self.me)
     }
 
     /// Handle a message from `from`, whose certificate the link verified.
-    pub fn handle_message(&mut self, now: u64, from: SocketAddr, peer: &Certificate, bytes: &[u8], rng: &mut dyn RngCore) {
+    pub fn handle_message(
+        &mut self,
+        now: u64,
+        from: SocketAddr,
+        peer: &Certificate,
+        bytes: &[u8],
+        rng: &mut dyn RngCore,
+    ) {
         let Ok(msg) = Msg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
         };
         let is_sn = peer.role == Role::Supernode;
         match msg {
-            Msg::Ping { .. } | Msg::Ack { .. } | Msg::PingReq { .. } | Msg::Join | Msg::SyncReq { .. } | Msg::SyncPage { .. } => {
+            Msg::Ping { .. }
+            | Msg::Ack { .. }
+            | Msg::PingReq { .. }
+            | Msg::Join
+            | Msg::SyncReq { .. }
+            | Msg::SyncPage { .. } => {
                 if !is_sn {
                     self.stats.not_supernode += 1;
                     return;
@@ -416,7 +455,10 @@ impl SupernodeCore {
             Msg::Attach { primary: _ } => self.on_attach(now, from, peer, rng),
             Msg::Detach => {
                 if let Some(c) = self.clients.remove(&from) {
-                    self.events.push_back(SupernodeEvent::ClientDetached { addr: from, username: c.username });
+                    self.events.push_back(SupernodeEvent::ClientDetached {
+                        addr: from,
+                        username: c.username,
+                    });
                 }
             }
             Msg::Keepalive { seq } => {
@@ -426,7 +468,12 @@ impl SupernodeCore {
                 } else {
                     self.stats.not_attached += 1;
                     // Tell it to attach again: an empty redirect to us.
-                    self.send(from, &Msg::Redirect { supernodes: vec![self.my_addr] });
+                    self.send(
+                        from,
+                        &Msg::Redirect {
+                            supernodes: vec![self.my_addr],
+                        },
+                    );
                 }
             }
             Msg::Publish { record } => self.on_publish(now, from, peer, record),
@@ -462,20 +509,35 @@ impl SupernodeCore {
             c.last_seen = now;
         } else if self.clients.len() >= self.cfg.max_clients {
             self.stats.clients_refused += 1;
-            self.events.push_back(SupernodeEvent::ClientRefused { addr: from });
+            self.events
+                .push_back(SupernodeEvent::ClientRefused { addr: from });
             let others = self.some_supernodes(rng, 8);
             self.send(from, &Msg::Redirect { supernodes: others });
             return;
         } else {
             self.clients.insert(
                 from,
-                Attached { username: peer.username.clone(), last_seen: now, record: None, record_seq: 0 },
+                Attached {
+                    username: peer.username.clone(),
+                    last_seen: now,
+                    record: None,
+                    record_seq: 0,
+                },
             );
             self.stats.peak_clients = self.stats.peak_clients.max(self.clients.len() as u64);
-            self.events.push_back(SupernodeEvent::ClientAttached { addr: from, username: peer.username.clone() });
+            self.events.push_back(SupernodeEvent::ClientAttached {
+                addr: from,
+                username: peer.username.clone(),
+            });
         }
         let others = self.some_supernodes(rng, 8);
-        self.send(from, &Msg::AttachOk { observed: from, supernodes: others });
+        self.send(
+            from,
+            &Msg::AttachOk {
+                observed: from,
+                supernodes: others,
+            },
+        );
     }
 
     fn some_supernodes(&self, rng: &mut dyn RngCore, n: usize) -> Vec<SocketAddr> {
@@ -496,9 +558,14 @@ impl SupernodeCore {
             }
         };
         let cached = self.verified_certs.contains_key(&rec.cert.signature);
-        let checked = if cached { Ok(()) } else { rec.verify_certificate(&self.authority) };
+        let checked = if cached {
+            Ok(())
+        } else {
+            rec.verify_certificate(&self.authority)
+        };
         if checked.is_ok() && !cached && self.verified_certs.len() < 1_000_000 {
-            self.verified_certs.insert(rec.cert.signature, rec.cert.not_after);
+            self.verified_certs
+                .insert(rec.cert.signature, rec.cert.not_after);
         }
         match checked.and_then(|_| rec.verify_signed(now / 1000)) {
             Ok(()) => Ok(rec),
@@ -520,17 +587,35 @@ impl SupernodeCore {
         };
         let have = c.record_seq;
         let Ok(rec) = self.check_record(now, bytes) else {
-            self.send(from, &Msg::PublishRejected { seq: 0, reason: "invalid record" });
+            self.send(
+                from,
+                &Msg::PublishRejected {
+                    seq: 0,
+                    reason: "invalid record",
+                },
+            );
             return;
         };
         if rec.cert.ed25519 != peer.ed25519 {
             self.stats.records_rejected_wrong_user += 1;
-            self.send(from, &Msg::PublishRejected { seq: rec.seq, reason: "record is not for this device" });
+            self.send(
+                from,
+                &Msg::PublishRejected {
+                    seq: rec.seq,
+                    reason: "record is not for this device",
+                },
+            );
             return;
         }
         if rec.seq <= have {
             self.stats.records_rejected_stale += 1;
-            self.send(from, &Msg::PublishRejected { seq: rec.seq, reason: "stale sequence number" });
+            self.send(
+                from,
+                &Msg::PublishRejected {
+                    seq: rec.seq,
+                    reason: "stale sequence number",
+                },
+            );
             return;
         }
         let shared: Rc<[u8]> = Rc::from(bytes);
@@ -542,7 +627,8 @@ impl SupernodeCore {
         self.send(from, &Msg::PublishAck { seq: rec.seq });
         self.push_to_owners(now, &rec.cert.username, shared, &[]);
         // Re-check this client's record at its owners periodically.
-        self.checks.push(Reverse((now + self.cfg.check_interval_ms, from)));
+        self.checks
+            .push(Reverse((now + self.cfg.check_interval_ms, from)));
     }
 
     /// Send `record` to its current owners, expecting acks.
@@ -551,7 +637,9 @@ impl SupernodeCore {
         let owners: Vec<(u64, SocketAddr)> = self
             .members
             .ring_from(key)
-            .filter(|(id, _)| !exclude.contains(id) && self.unresponsive.get(id).is_none_or(|u| *u <= now))
+            .filter(|(id, _)| {
+                !exclude.contains(id) && self.unresponsive.get(id).is_none_or(|u| *u <= now)
+            })
             .take(self.cfg.replicas)
             .collect();
         for (id, addr) in owners {
@@ -563,9 +651,17 @@ impl SupernodeCore {
             let deadline = now + self.cfg.store_timeout_ms;
             self.stores.insert(
                 (id, username.to_owned()),
-                PendingStore { owner: id, key, username: username.to_owned(), record: record.clone(), deadline, exclude: exclude.to_vec() },
+                PendingStore {
+                    owner: id,
+                    key,
+                    username: username.to_owned(),
+                    record: record.clone(),
+                    deadline,
+                    exclude: exclude.to_vec(),
+                },
             );
-            self.store_deadlines.push(Reverse((deadline, id, username.to_owned())));
+            self.store_deadlines
+                .push(Reverse((deadline, id, username.to_owned())));
         }
     }
 
@@ -592,11 +688,22 @@ impl SupernodeCore {
         self.stats.records_stored += 1;
         self.records.insert(
             rec.username().to_owned(),
-            Held { bytes: bytes.clone(), seq: rec.seq, expires_at: rec.expires_at, key, pushed_to: Vec::new(), not_owner_since: None },
+            Held {
+                bytes: bytes.clone(),
+                seq: rec.seq,
+                expires_at: rec.expires_at,
+                key,
+                pushed_to: Vec::new(),
+                not_owner_since: None,
+            },
         );
         // Tell watching supernodes.
         if let Some(ws) = self.watchers.get(rec.username()) {
-            let targets: Vec<SocketAddr> = ws.iter().filter(|(_, e)| *e > now).map(|(a, _)| *a).collect();
+            let targets: Vec<SocketAddr> = ws
+                .iter()
+                .filter(|(_, e)| *e > now)
+                .map(|(a, _)| *a)
+                .collect();
             for t in targets {
                 if t == self.my_addr {
                     self.on_notify(now, bytes);
@@ -617,15 +724,30 @@ impl SupernodeCore {
         self.store_local(now, &shared);
         if let Some(h) = self.records.get(rec.username()) {
             let seq = h.seq;
-            self.send(from, &Msg::StoreAck { username: rec.username(), seq });
+            self.send(
+                from,
+                &Msg::StoreAck {
+                    username: rec.username(),
+                    seq,
+                },
+            );
         }
     }
 
     fn on_notify(&mut self, now: u64, bytes: &[u8]) {
-        let Ok(rec) = self.check_record(now, bytes) else { return };
-        self.cache.insert(rec.username().to_owned(), (Rc::from(bytes), now + self.cfg.cache_ttl_ms));
+        let Ok(rec) = self.check_record(now, bytes) else {
+            return;
+        };
+        self.cache.insert(
+            rec.username().to_owned(),
+            (Rc::from(bytes), now + self.cfg.cache_ttl_ms),
+        );
         if let Some(ws) = self.client_watches.get(rec.username()) {
-            let targets: Vec<SocketAddr> = ws.iter().filter(|(_, e)| *e > now).map(|(a, _)| *a).collect();
+            let targets: Vec<SocketAddr> = ws
+                .iter()
+                .filter(|(_, e)| *e > now)
+                .map(|(a, _)| *a)
+                .collect();
             for t in targets {
                 self.send(t, &Msg::PresenceUpdate { record: bytes });
             }
@@ -686,7 +808,15 @@ impl SupernodeCore {
             .collect();
         let qid = self.next_qid;
         self.next_qid = self.next_qid.wrapping_add(1).max(1);
-        let mut q = Query { origin, username: username.to_owned(), candidates, next: 0, current: 0, not_found: 0, deadline: 0 };
+        let mut q = Query {
+            origin,
+            username: username.to_owned(),
+            candidates,
+            next: 0,
+            current: 0,
+            not_found: 0,
+            deadline: 0,
+        };
         if self.is_owner(key, now) {
             // We are an owner without the record: one "not found" vote.
             q.not_found = 1;
@@ -697,7 +827,9 @@ impl SupernodeCore {
 
     fn advance_query(&mut self, now: u64, qid: u32) {
         let replicas = self.cfg.replicas;
-        let Some(q) = self.queries.get_mut(&qid) else { return };
+        let Some(q) = self.queries.get_mut(&qid) else {
+            return;
+        };
         if q.not_found >= replicas || q.next >= q.candidates.len() {
             let q = self.queries.remove(&qid).expect("present");
             self.answer(q.origin, Found::NotFound);
@@ -709,11 +841,19 @@ impl SupernodeCore {
         q.deadline = now + self.cfg.query_timeout_ms;
         let username = q.username.clone();
         self.query_deadlines.push(Reverse((q.deadline, qid)));
-        self.send(addr, &Msg::Query { qid, username: &username });
+        self.send(
+            addr,
+            &Msg::Query {
+                qid,
+                username: &username,
+            },
+        );
     }
 
     fn on_query_reply(&mut self, now: u64, from: u64, qid: u32, found: Found<'_>) {
-        let Some(q) = self.queries.get(&qid) else { return };
+        let Some(q) = self.queries.get(&qid) else {
+            return;
+        };
         if q.current != from {
             return;
         }
@@ -724,14 +864,19 @@ impl SupernodeCore {
                     self.advance_query(now, qid);
                     return;
                 };
-                let Some(q) = self.queries.remove(&qid) else { return };
+                let Some(q) = self.queries.remove(&qid) else {
+                    return;
+                };
                 if rec.username() != q.username {
                     self.stats.records_rejected_wrong_user += 1;
                     self.queries.insert(qid, q);
                     self.advance_query(now, qid);
                     return;
                 }
-                self.cache.insert(q.username.clone(), (Rc::from(b), now + self.cfg.cache_ttl_ms));
+                self.cache.insert(
+                    q.username.clone(),
+                    (Rc::from(b), now + self.cfg.cache_ttl_ms),
+                );
                 self.stats.lookups_found += 1;
                 self.answer(q.origin, Found::Record(b));
             }
@@ -775,7 +920,9 @@ impl SupernodeCore {
         let r = self.cfg.replicas;
         let keys: Vec<String> = self.records.keys().cloned().collect();
         for name in keys {
-            let Some(h) = self.records.get(&name) else { continue };
+            let Some(h) = self.records.get(&name) else {
+                continue;
+            };
             let owners = self.owners(h.key, r, now);
             let owner_ids: Vec<u64> = owners.iter().map(|(id, _)| *id).collect();
             let targets: Vec<SocketAddr> = owners
@@ -790,7 +937,11 @@ impl SupernodeCore {
             let mine = owner_ids.contains(&self.me);
             if let Some(h) = self.records.get_mut(&name) {
                 h.pushed_to = owner_ids;
-                h.not_owner_since = if mine { None } else { h.not_owner_since.or(Some(now)) };
+                h.not_owner_since = if mine {
+                    None
+                } else {
+                    h.not_owner_since.or(Some(now))
+                };
             }
         }
     }
@@ -816,7 +967,9 @@ impl SupernodeCore {
                 break;
             }
             self.query_deadlines.pop();
-            let Some(q) = self.queries.get(&qid) else { continue };
+            let Some(q) = self.queries.get(&qid) else {
+                continue;
+            };
             if q.deadline != at {
                 continue;
             }
@@ -832,7 +985,9 @@ impl SupernodeCore {
             }
             self.store_deadlines.pop();
             let k = (owner, name);
-            let Some(p) = self.stores.get(&k) else { continue };
+            let Some(p) = self.stores.get(&k) else {
+                continue;
+            };
             if p.deadline != at {
                 continue;
             }
@@ -846,7 +1001,9 @@ impl SupernodeCore {
                 let replacement = self
                     .members
                     .ring_from(p.key)
-                    .filter(|(id, _)| !exclude.contains(id) && self.unresponsive.get(id).is_none_or(|u| *u <= now))
+                    .filter(|(id, _)| {
+                        !exclude.contains(id) && self.unresponsive.get(id).is_none_or(|u| *u <= now)
+                    })
                     .nth(self.cfg.replicas - 1);
                 if let Some((id, addr)) = replacement {
                     if id == self.me {
@@ -856,9 +1013,17 @@ impl SupernodeCore {
                         let deadline = now + self.cfg.store_timeout_ms;
                         self.stores.insert(
                             (id, p.username.clone()),
-                            PendingStore { owner: id, key: p.key, username: p.username.clone(), record: p.record, deadline, exclude },
+                            PendingStore {
+                                owner: id,
+                                key: p.key,
+                                username: p.username.clone(),
+                                record: p.record,
+                                deadline,
+                                exclude,
+                            },
                         );
-                        self.store_deadlines.push(Reverse((deadline, id, p.username)));
+                        self.store_deadlines
+                            .push(Reverse((deadline, id, p.username)));
                     }
                 }
             }
@@ -869,11 +1034,16 @@ impl SupernodeCore {
                 break;
             }
             self.checks.pop();
-            let Some(c) = self.clients.get(&addr) else { continue };
-            let Some(rec) = c.record.clone() else { continue };
+            let Some(c) = self.clients.get(&addr) else {
+                continue;
+            };
+            let Some(rec) = c.record.clone() else {
+                continue;
+            };
             let name = c.username.clone();
             self.push_to_owners(now, &name, rec, &[]);
-            self.checks.push(Reverse((now + self.cfg.check_interval_ms, addr)));
+            self.checks
+                .push(Reverse((now + self.cfg.check_interval_ms, addr)));
         }
         if let Some(at) = self.rebalance_at
             && at <= now
@@ -889,18 +1059,31 @@ impl SupernodeCore {
 
     fn sweep(&mut self, now: u64) {
         let timeout = self.cfg.client_timeout_ms;
-        let gone: Vec<SocketAddr> = self.clients.iter().filter(|(_, c)| now.saturating_sub(c.last_seen) > timeout).map(|(a, _)| *a).collect();
+        let gone: Vec<SocketAddr> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.saturating_sub(c.last_seen) > timeout)
+            .map(|(a, _)| *a)
+            .collect();
         for a in gone {
             if let Some(c) = self.clients.remove(&a) {
-                self.events.push_back(SupernodeEvent::ClientDetached { addr: a, username: c.username });
+                self.events.push_back(SupernodeEvent::ClientDetached {
+                    addr: a,
+                    username: c.username,
+                });
             }
         }
         let secs = now / 1000;
-        self.records.retain(|_, h| h.expires_at > secs && h.not_owner_since.is_none_or(|t| now.saturating_sub(t) < 120_000));
+        self.records.retain(|_, h| {
+            h.expires_at > secs
+                && h.not_owner_since
+                    .is_none_or(|t| now.saturating_sub(t) < 120_000)
+        });
         self.cache.retain(|_, (_, until)| *until > now);
         self.unresponsive.retain(|_, until| *until > now);
         // Certificates that can no longer sign fresh records.
-        self.verified_certs.retain(|_, not_after| *not_after + super::record::MAX_RECORD_AGE_SECS > secs);
+        self.verified_certs
+            .retain(|_, not_after| *not_after + super::record::MAX_RECORD_AGE_SECS > secs);
         self.watchers.retain(|_, l| {
             l.retain(|(_, e)| *e > now);
             !l.is_empty()

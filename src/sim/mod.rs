@@ -5,7 +5,9 @@
 //! certificate, as the encrypted link layer would deliver them.
 
 use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
-use crate::overlay::{ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent};
+use crate::overlay::{
+    ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -24,7 +26,11 @@ pub struct LinkModel {
 
 impl Default for LinkModel {
     fn default() -> Self {
-        LinkModel { delay_ms: 20, jitter_ms: 10, loss: 0.0 }
+        LinkModel {
+            delay_ms: 20,
+            jitter_ms: 10,
+            loss: 0.0,
+        }
     }
 }
 
@@ -58,8 +64,15 @@ struct Slot {
 }
 
 enum Ev {
-    Deliver { to: usize, from: usize, bytes: Vec<u8> },
-    Wake { node: usize, at: u64 },
+    Deliver {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    Wake {
+        node: usize,
+        at: u64,
+    },
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -109,7 +122,13 @@ impl Sim {
 
     pub fn add(&mut self, node: Node, cert: Arc<Certificate>, addr: SocketAddr) -> usize {
         let i = self.nodes.len();
-        self.nodes.push(Slot { node, cert, addr, alive: true, wake_at: u64::MAX });
+        self.nodes.push(Slot {
+            node,
+            cert,
+            addr,
+            alive: true,
+            wake_at: u64::MAX,
+        });
         self.by_addr.insert(addr, i);
         self.schedule_wake(i, self.now);
         i
@@ -208,9 +227,20 @@ impl Sim {
                 self.stats.lost += 1;
                 continue;
             }
-            let jitter = if self.link.jitter_ms > 0 { self.rng.gen_range(0..=self.link.jitter_ms) } else { 0 };
+            let jitter = if self.link.jitter_ms > 0 {
+                self.rng.gen_range(0..=self.link.jitter_ms)
+            } else {
+                0
+            };
             let at = self.now + self.link.delay_ms + jitter;
-            self.push(at, Ev::Deliver { to, from: i, bytes: t.bytes });
+            self.push(
+                at,
+                Ev::Deliver {
+                    to,
+                    from: i,
+                    bytes: t.bytes,
+                },
+            );
         }
         if self.keep_events {
             loop {
@@ -240,7 +270,9 @@ impl Sim {
                 break;
             }
             self.queue.pop();
-            let Some(ev) = self.pending.remove(&seq) else { continue };
+            let Some(ev) = self.pending.remove(&seq) else {
+                continue;
+            };
             self.now = at;
             self.stats.events_processed += 1;
             match ev {
@@ -347,7 +379,16 @@ impl Overlay {
         let issue = |rng: &mut StdRng, name: &str, role: Role| {
             let d = DeviceIdentity::generate(rng);
             let user = Username::parse(name).expect("generated names are valid");
-            let c = Certificate::issue(&authority, rng.r#gen(), role, now_s - 60, now_s + 7 * 86400, &user, d.ed25519_public(), d.x25519_public());
+            let c = Certificate::issue(
+                &authority,
+                rng.r#gen(),
+                role,
+                now_s - 60,
+                now_s + 7 * 86400,
+                &user,
+                d.ed25519_public(),
+                d.x25519_public(),
+            );
             (d, Arc::new(c))
         };
         let mut supernodes = Vec::with_capacity(spec.supernodes);
@@ -360,8 +401,20 @@ impl Overlay {
             } else {
                 (0..3).map(|_| sn_addr(keyrng.gen_range(0..i))).collect()
             };
-            let start = if spec.converged { t0 } else { t0 + (i as u64 * spec.join_spread_ms) / spec.supernodes as u64 };
-            let core = SupernodeCore::new(authority.public(), &cert, sn_addr(i), bootstrap, spec.supernode.clone(), 1, start);
+            let start = if spec.converged {
+                t0
+            } else {
+                t0 + (i as u64 * spec.join_spread_ms) / spec.supernodes as u64
+            };
+            let core = SupernodeCore::new(
+                authority.public(),
+                &cert,
+                sn_addr(i),
+                bootstrap,
+                spec.supernode.clone(),
+                1,
+                start,
+            );
             sn_ids.push(core.me);
             let idx = sim.add(Node::Supernode(Box::new(core)), cert, sn_addr(i));
             sim.nodes[idx].wake_at = u64::MAX;
@@ -379,21 +432,43 @@ impl Overlay {
                 }
             }
         }
-        let client_start = t0 + if spec.converged { 0 } else { spec.join_spread_ms + 2_000 };
+        let client_start = t0
+            + if spec.converged {
+                0
+            } else {
+                spec.join_spread_ms + 2_000
+            };
         let mut clients = Vec::with_capacity(spec.clients);
         for i in 0..spec.clients {
             let (d, cert) = issue(&mut keyrng, &format!("user{i}"), Role::User);
             let hc: Vec<SocketAddr> = (0..spec.client_bootstrap.min(spec.supernodes))
                 .map(|_| sn_addr(keyrng.gen_range(0..spec.supernodes)))
                 .collect();
-            let start = client_start + if spec.clients > 0 { (i as u64 * spec.client_spread_ms) / spec.clients as u64 } else { 0 };
-            let core = ClientCore::new(d, (*cert).clone(), authority.public(), hc, spec.client.clone(), start);
+            let start = client_start
+                + if spec.clients > 0 {
+                    (i as u64 * spec.client_spread_ms) / spec.clients as u64
+                } else {
+                    0
+                };
+            let core = ClientCore::new(
+                d,
+                (*cert).clone(),
+                authority.public(),
+                hc,
+                spec.client.clone(),
+                start,
+            );
             let idx = sim.add(Node::Client(Box::new(core)), cert, client_addr(i));
             sim.nodes[idx].wake_at = u64::MAX;
             sim.schedule_wake(idx, start);
             clients.push(idx);
         }
-        Overlay { sim, authority, supernodes, clients }
+        Overlay {
+            sim,
+            authority,
+            supernodes,
+            clients,
+        }
     }
 
     pub fn username(i: usize) -> String {
@@ -421,7 +496,12 @@ pub struct LookupReport {
 impl Overlay {
     /// Each `(asker, target)` client pair looks up the target; runs the
     /// simulation until every answer is in (or `timeout_ms`).
-    pub fn lookups(&mut self, pairs: &[(usize, usize)], timeout_ms: u64, cache_ms: u64) -> LookupReport {
+    pub fn lookups(
+        &mut self,
+        pairs: &[(usize, usize)],
+        timeout_ms: u64,
+        cache_ms: u64,
+    ) -> LookupReport {
         let mut want: HashMap<(usize, u32), (usize, u64, u64)> = HashMap::new();
         self.sim.take_events();
         let start = self.sim.now;
@@ -431,18 +511,27 @@ impl Overlay {
             let target_seq = self.sim.client(ti).map_or(0, |c| c.published_seq());
             let name = Self::username(t);
             let now = self.sim.now;
-            let Some(c) = self.sim.client_mut(ai) else { continue };
+            let Some(c) = self.sim.client_mut(ai) else {
+                continue;
+            };
             let qid = c.lookup(now, &name);
             want.insert((ai, qid), (t, target_seq, now));
             self.sim.touched(ai);
         }
-        let mut rep = LookupReport { asked: pairs.len(), ..Default::default() };
+        let mut rep = LookupReport {
+            asked: pairs.len(),
+            ..Default::default()
+        };
         let deadline = start + timeout_ms;
         while !want.is_empty() && self.sim.now < deadline {
             self.sim.run_for(50);
             for (at, node, e) in self.sim.take_events() {
-                let NodeEvent::Client(ClientEvent::Lookup { qid, outcome, .. }) = e else { continue };
-                let Some((t, target_seq, asked_at)) = want.remove(&(node, qid)) else { continue };
+                let NodeEvent::Client(ClientEvent::Lookup { qid, outcome, .. }) = e else {
+                    continue;
+                };
+                let Some((t, target_seq, asked_at)) = want.remove(&(node, qid)) else {
+                    continue;
+                };
                 rep.latencies_ms.push(at - asked_at);
                 let record = match &outcome {
                     crate::overlay::LookupOutcome::Online(r) => {
@@ -471,7 +560,11 @@ impl Overlay {
                     if r.seq < target_seq && target_seq + cache_ms + 1_000 < asked_at {
                         rep.stale += 1;
                     }
-                    if !r.supernodes.iter().any(|a| self.sim.index_of(a).is_some_and(|i| self.sim.is_alive(i))) {
+                    if !r
+                        .supernodes
+                        .iter()
+                        .any(|a| self.sim.index_of(a).is_some_and(|i| self.sim.is_alive(i)))
+                    {
                         rep.unreachable += 1;
                     }
                 }
@@ -516,14 +609,24 @@ impl Overlay {
     /// Live clients attached to a supernode, usable as lookup askers.
     pub fn attached_clients(&self) -> Vec<usize> {
         (0..self.clients.len())
-            .filter(|&k| self.sim.client(self.clients[k]).is_some_and(|c| c.primary().is_some()))
+            .filter(|&k| {
+                self.sim
+                    .client(self.clients[k])
+                    .is_some_and(|c| c.primary().is_some())
+            })
             .collect()
     }
 
     /// Kill `fraction` of the supernodes at once after `warmup_ms`; then
     /// every second look up a sample of users, and at `full_check_s` look
     /// up every user.
-    pub fn blackout(&mut self, warmup_ms: u64, fraction: f64, sample: usize, full_check_s: u64) -> BlackoutReport {
+    pub fn blackout(
+        &mut self,
+        warmup_ms: u64,
+        fraction: f64,
+        sample: usize,
+        full_check_s: u64,
+    ) -> BlackoutReport {
         self.sim.keep_events = true;
         self.sim.run_for(warmup_ms);
         let n = self.supernodes.len();
@@ -534,9 +637,17 @@ impl Overlay {
         for &s in &order[..kill] {
             self.sim.kill(s);
         }
-        let mut rep = BlackoutReport { supernodes: n, clients: self.clients.len(), killed: kill, full_check_at_s: full_check_s, ..Default::default() };
+        let mut rep = BlackoutReport {
+            supernodes: n,
+            clients: self.clients.len(),
+            killed: kill,
+            full_check_at_s: full_check_s,
+            ..Default::default()
+        };
         let users = self.clients.len();
-        let sample_users: Vec<usize> = (0..sample.min(users)).map(|_| self.sim.rng.gen_range(0..users)).collect();
+        let sample_users: Vec<usize> = (0..sample.min(users))
+            .map(|_| self.sim.rng.gen_range(0..users))
+            .collect();
         for sec in 1..=full_check_s {
             self.sim.run_for(1000);
             let askers = self.attached_clients();
@@ -545,7 +656,10 @@ impl Overlay {
                 continue;
             }
             if sec < full_check_s {
-                let pairs: Vec<(usize, usize)> = sample_users.iter().map(|&t| (askers[self.sim.rng.gen_range(0..askers.len())], t)).collect();
+                let pairs: Vec<(usize, usize)> = sample_users
+                    .iter()
+                    .map(|&t| (askers[self.sim.rng.gen_range(0..askers.len())], t))
+                    .collect();
                 // Answers must come back within the second.
                 let r = self.lookups(&pairs, 950, 2_000);
                 let good = r.online + r.offline - r.unreachable.min(r.online + r.offline);
@@ -561,7 +675,9 @@ impl Overlay {
             }
         }
         let askers = self.attached_clients();
-        let pairs: Vec<(usize, usize)> = (0..users).map(|t| (askers[self.sim.rng.gen_range(0..askers.len())], t)).collect();
+        let pairs: Vec<(usize, usize)> = (0..users)
+            .map(|t| (askers[self.sim.rng.gen_range(0..askers.len())], t))
+            .collect();
         rep.full = self.lookups(&pairs, 5_000, 2_000);
         rep.forged_or_stale_answers += rep.full.stale;
         for &s in &self.supernodes {
