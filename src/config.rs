@@ -37,6 +37,63 @@ pub struct Config {
     pub log: LogConfig,
     pub login: LoginConfig,
     pub authority: AuthorityConfig,
+    pub supernode: SupernodeSection,
+    pub overlay: OverlaySection,
+}
+
+/// Settings of `natter --supernode`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupernodeSection {
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: SocketAddr,
+    /// Other supernodes to join through, `host:port`.
+    pub bootstrap: Vec<HostPort>,
+    /// Clients accepted before new ones are redirected elsewhere.
+    pub max_clients: usize,
+    /// Supernodes holding each user's record.
+    pub replicas: usize,
+}
+
+impl Default for SupernodeSection {
+    fn default() -> Self {
+        SupernodeSection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7710)),
+            bootstrap: Vec::new(),
+            max_clients: 100_000,
+            replicas: 3,
+        }
+    }
+}
+
+/// How a client joins the overlay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverlaySection {
+    /// Local UDP address; port 0 picks a free one.
+    #[serde(deserialize_with = "listen_addr")]
+    pub listen: SocketAddr,
+    /// Supernodes to try first, `host:port`; those learned later are saved
+    /// in the data dir and tried before these.
+    pub bootstrap: Vec<HostPort>,
+    /// Seconds between keepalives to the attached supernodes.
+    pub keepalive: HumanDuration,
+    /// A supernode silent this long is replaced.
+    pub supernode_timeout: HumanDuration,
+}
+
+impl Default for OverlaySection {
+    fn default() -> Self {
+        OverlaySection {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            bootstrap: vec![HostPort {
+                host: "127.0.0.1".into(),
+                port: 7710,
+            }],
+            keepalive: HumanDuration(Duration::from_secs(1)),
+            supernode_timeout: HumanDuration(Duration::from_secs(3)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

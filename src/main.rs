@@ -3,6 +3,7 @@
 //! loads the config and reports errors with `anyhow`.
 
 mod demo;
+mod roles;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -47,9 +48,30 @@ struct Cli {
     /// Run a headless client for scripts (no TUI)
     #[arg(long, conflicts_with_all = ["supernode"])]
     headless: bool,
-    /// Address to listen on (with --authority or --supernode)
+    /// Address to listen on (with --authority, --supernode or --headless)
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Supernodes to join or attach through, `host:port` (repeatable)
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Vec<HostPort>,
+    /// Headless: the user to run as (default: this device's certificate)
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Headless: look NAME up, print the result and exit
+    #[arg(long, value_name = "NAME")]
+    lookup: Option<String>,
+    /// Headless: follow NAME's presence (repeatable)
+    #[arg(long, value_name = "NAME")]
+    watch: Vec<String>,
+    /// Headless: initial status (online, away, dnd, invisible)
+    #[arg(long, value_name = "STATUS")]
+    status: Option<natter::overlay::Status>,
+    /// Headless: print one JSON object per line for every event
+    #[arg(long)]
+    json: bool,
+    /// Headless: log in with the password on stdin if there is no certificate
+    #[arg(long)]
+    password_stdin: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -142,8 +164,26 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Whoami) => whoami(&data_dir),
         Some(Command::Admin(c)) => admin(&config, &data_dir, c),
         Some(Command::Demo { once }) => rt.block_on(demo::run(once)),
-        None if cli.supernode => bail!("--supernode is not available in this build yet"),
-        None if cli.headless => bail!("--headless is not available in this build yet"),
+        None if cli.supernode => rt.block_on(roles::supernode(
+            &config,
+            &data_dir,
+            cli.listen,
+            cli.bootstrap,
+        )),
+        None if cli.headless => rt.block_on(roles::headless(
+            &config,
+            &data_dir,
+            roles::Headless {
+                user: cli.user,
+                lookup: cli.lookup,
+                watch: cli.watch,
+                status: cli.status,
+                json: cli.json,
+                password_stdin: cli.password_stdin,
+                bootstrap: cli.bootstrap,
+                listen: cli.listen,
+            },
+        )),
         None => bail!(
             "the softphone UI is not available in this build yet; see `natter --help` for what is"
         ),
@@ -217,7 +257,7 @@ async fn run_authority(config: &Config, data_dir: &Path, listen: Option<SocketAd
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

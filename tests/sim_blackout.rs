@@ -9,6 +9,7 @@ fn scale() -> (usize, usize) {
     // NATTER_SIM_SCALE=small for quick local runs; CI runs the full size.
     match std::env::var("NATTER_SIM_SCALE").as_deref() {
         Ok("small") => (100, 10_000),
+        Ok("medium") => (300, 30_000),
         _ => (1_000, 100_000),
     }
 }
@@ -29,7 +30,7 @@ fn forty_percent_supernode_loss() {
     let max = spec.supernode.max_clients;
     let mut o = Overlay::build(&spec);
     let t = std::time::Instant::now();
-    let rep = o.blackout(60_000, 0.4, 2_000, 10);
+    let rep = o.blackout(60_000, 0.4, 1_000, 10);
     eprintln!(
         "{sns} supernodes, {users} users, {:.1} s wall",
         t.elapsed().as_secs_f64()

@@ -5,6 +5,7 @@
 
 pub mod device;
 pub mod login;
+pub mod overlay;
 pub mod udp;
 
 pub use device::{DeviceError, DeviceFiles};

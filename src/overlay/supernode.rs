@@ -70,7 +70,7 @@ pub enum SupernodeEvent {
     ClientDetached { addr: SocketAddr, username: String },
     ClientRefused { addr: SocketAddr },
     MemberUp { id: u64 },
-    MemberDown { id: u64 },
+    MemberDown { id: u64, addr: SocketAddr },
     Joined,
 }
 
@@ -906,7 +906,12 @@ impl SupernodeCore {
                     self.unresponsive.remove(&id);
                     self.events.push_back(SupernodeEvent::MemberUp { id });
                 }
-                Change::Down(id) => self.events.push_back(SupernodeEvent::MemberDown { id }),
+                Change::Down(id) => {
+                    if let Some(addr) = self.members.addr_of(id) {
+                        self.events
+                            .push_back(SupernodeEvent::MemberDown { id, addr });
+                    }
+                }
             }
         }
         if self.rebalance_at.is_none() {

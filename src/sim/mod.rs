@@ -89,8 +89,11 @@ pub struct Sim {
     pub now: u64,
     pub rng: StdRng,
     pub link: LinkModel,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    pending: HashMap<u64, Ev>,
+    queue: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Events by slot; the heap holds (time, seq, slot) so that ties keep
+    /// their order.
+    slots: Vec<Option<Ev>>,
+    free: Vec<u32>,
     seq: u64,
     nodes: Vec<Slot>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -110,7 +113,8 @@ impl Sim {
             rng: StdRng::seed_from_u64(seed),
             link,
             queue: BinaryHeap::new(),
-            pending: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             nodes: Vec::new(),
             by_addr: HashMap::new(),
@@ -194,8 +198,17 @@ impl Sim {
 
     fn push(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.pending.insert(self.seq, ev);
-        self.queue.push(Reverse((at, self.seq)));
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.slots.push(Some(ev));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((at, self.seq, slot)));
     }
 
     fn schedule_wake(&mut self, i: usize, at: u64) {
@@ -265,14 +278,15 @@ impl Sim {
 
     /// Run until virtual time `until` (ms since the epoch).
     pub fn run_until(&mut self, until: u64) {
-        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+        while let Some(Reverse((at, _, slot))) = self.queue.peek().copied() {
             if at > until {
                 break;
             }
             self.queue.pop();
-            let Some(ev) = self.pending.remove(&seq) else {
+            let Some(ev) = self.slots[slot as usize].take() else {
                 continue;
             };
+            self.free.push(slot);
             self.now = at;
             self.stats.events_processed += 1;
             match ev {

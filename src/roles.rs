@@ -1,0 +1,501 @@
+//! `natter --supernode` and `natter --headless`: load this device's
+//! identity and certificate, start the overlay node, and (headless) turn
+//! its events into lines or JSON for scripts and its stdin into commands.
+
+use anyhow::{Context, Result, bail};
+use natter::clock::{Clock, SystemClock};
+use natter::config::{Config, HostPort};
+use natter::identity::{Certificate, DeviceIdentity, Role, cert::fmt_time};
+use natter::link::{LinkConfig, LinkEndpoint};
+use natter::node::overlay::{Command, Core, Event, OverlayNode};
+use natter::node::{AuthorityConnection, DeviceFiles};
+use natter::overlay::{
+    ClientConfig, ClientCore, ClientEvent, LookupOutcome, PresenceRecord, Status, SupernodeConfig,
+    SupernodeCore, SupernodeEvent,
+};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::AsyncBufReadExt;
+
+/// Options of the headless client.
+#[derive(Debug, Default)]
+pub struct Headless {
+    pub user: Option<String>,
+    pub lookup: Option<String>,
+    pub watch: Vec<String>,
+    pub status: Option<Status>,
+    pub json: bool,
+    pub password_stdin: bool,
+    pub bootstrap: Vec<HostPort>,
+    pub listen: Option<SocketAddr>,
+}
+
+async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for hp in list {
+        match tokio::net::lookup_host((hp.host.as_str(), hp.port)).await {
+            Ok(addrs) => out.extend(addrs.filter(|a| a.is_ipv4())),
+            Err(e) => tracing::warn!("cannot resolve {hp}: {e}"),
+        }
+    }
+    out
+}
+
+/// The device's identity and a certificate valid for a while: renewed with
+/// the device key when close to expiry, or (with a password) logged in.
+async fn credentials(
+    config: &Config,
+    data_dir: &Path,
+    user: Option<&str>,
+    password_stdin: bool,
+) -> Result<(DeviceIdentity, Certificate, [u8; 32])> {
+    let files = DeviceFiles::new(data_dir);
+    let (device, _) = files.identity()?;
+    let key = config
+        .login
+        .authority_key
+        .context("no authority key pinned: set [login] authority_key in the config")?
+        .0;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now_secs();
+    let renew_before = config.login.renew_before.0.as_secs();
+    let cert = files.certificate()?;
+    let usable = cert.as_ref().filter(|c| {
+        c.verify(&key, now).is_ok() && user.is_none_or(|u| u.eq_ignore_ascii_case(&c.username))
+    });
+    let cert = match usable {
+        Some(c) if c.not_after > now + renew_before => c.clone(),
+        Some(c) => {
+            let mut conn =
+                AuthorityConnection::connect(&config.login.server, key, &device, clock.clone())
+                    .await?;
+            let fresh = conn.renew(c).await.context("renewing the certificate")?;
+            files.save_certificate(&fresh)?;
+            fresh
+        }
+        None if password_stdin => {
+            let user = user.context("--user NAME is needed to log in")?;
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password")?;
+            let mut conn =
+                AuthorityConnection::connect(&config.login.server, key, &device, clock.clone())
+                    .await?;
+            let fresh = conn
+                .login(user, line.trim_end_matches(['\r', '\n']))
+                .await?;
+            files.save_certificate(&fresh)?;
+            fresh
+        }
+        None => bail!(
+            "no valid certificate{} on this device: run `natter login USER` first (or pass --password-stdin)",
+            user.map(|u| format!(" for {u}")).unwrap_or_default()
+        ),
+    };
+    Ok((device, cert, key))
+}
+
+/// Keep the certificate fresh while a node runs.
+fn spawn_renewal(
+    config: Config,
+    data_dir: std::path::PathBuf,
+    device: DeviceIdentity,
+    key: [u8; 32],
+    commands: tokio::sync::mpsc::Sender<Command>,
+) {
+    tokio::spawn(async move {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let files = DeviceFiles::new(&data_dir);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+            let Ok(Some(cert)) = files.certificate() else {
+                continue;
+            };
+            if cert.not_after > clock.now_secs() + config.login.renew_before.0.as_secs() {
+                continue;
+            }
+            let renewed = async {
+                let mut c =
+                    AuthorityConnection::connect(&config.login.server, key, &device, clock.clone())
+                        .await?;
+                c.renew(&cert).await
+            }
+            .await;
+            match renewed {
+                Ok(fresh) => {
+                    let _ = files.save_certificate(&fresh);
+                    tracing::info!(until = %fmt_time(fresh.not_after), "certificate renewed");
+                    if commands
+                        .send(Command::SetCertificate {
+                            cert: Box::new(fresh),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("certificate renewal failed (will retry): {e}"),
+            }
+        }
+    });
+}
+
+pub async fn supernode(
+    config: &Config,
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+    bootstrap: Vec<HostPort>,
+) -> Result<()> {
+    let (device, cert, key) = credentials(config, data_dir, None, false).await?;
+    if cert.role != Role::Supernode {
+        bail!(
+            "the certificate of {} has the {} role; a supernode needs the supernode role (on the authority: `natter admin set-role {} supernode`, then `natter login {}` here)",
+            cert.username,
+            cert.role.as_str(),
+            cert.username,
+            cert.username
+        );
+    }
+    let sc = &config.supernode;
+    let listen = listen.unwrap_or(sc.listen);
+    let socket = tokio::net::UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("binding UDP {listen}"))?;
+    let local = socket.local_addr()?;
+    let boot_list = if bootstrap.is_empty() {
+        sc.bootstrap.clone()
+    } else {
+        bootstrap
+    };
+    let boot = resolve(&boot_list).await;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now_ms();
+    let cfg = SupernodeConfig {
+        max_clients: sc.max_clients,
+        replicas: sc.replicas.max(1),
+        ..Default::default()
+    };
+    // The advertised address: the bound one, unless bound to any.
+    let advertised = if local.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], local.port()))
+    } else {
+        local
+    };
+    let incarnation = (now / 1000) as u32;
+    let core = SupernodeCore::new(key, &cert, advertised, boot, cfg, incarnation, now);
+    let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
+    println!("supernode {} ({:016x})", cert.username, core.me);
+    println!("listening on {advertised}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut node = OverlayNode::spawn(socket, link, Core::Supernode(Box::new(core)), clock)?;
+    spawn_renewal(
+        config.clone(),
+        data_dir.to_owned(),
+        device,
+        key,
+        node.commands.clone(),
+    );
+    let mut stop = Box::pin(crate::shutdown_signal());
+    loop {
+        tokio::select! {
+            _ = &mut stop => {
+                let _ = node.commands.send(Command::Shutdown).await;
+            }
+            ev = node.events.recv() => match ev {
+                None | Some(Event::Stopped) => break,
+                Some(Event::Supernode(e)) => match e {
+                    SupernodeEvent::Joined => tracing::info!("joined the overlay"),
+                    SupernodeEvent::MemberUp { id } => tracing::info!("supernode {id:016x} up"),
+                    SupernodeEvent::MemberDown { id, addr } => tracing::info!("supernode {id:016x} at {addr} down"),
+                    SupernodeEvent::ClientAttached { addr, username } => tracing::info!(%addr, "client {username} attached"),
+                    SupernodeEvent::ClientDetached { addr, username } => tracing::info!(%addr, "client {username} detached"),
+                    SupernodeEvent::ClientRefused { addr } => tracing::info!(%addr, "client refused: full"),
+                },
+                Some(Event::Client(_)) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn hosts_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("hosts")
+}
+
+fn load_hosts(data_dir: &Path) -> Vec<SocketAddr> {
+    std::fs::read_to_string(hosts_path(data_dir))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn save_hosts(data_dir: &Path, hosts: &[SocketAddr]) {
+    let text: String = hosts.iter().map(|a| format!("{a}\n")).collect();
+    let tmp = hosts_path(data_dir).with_extension("tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, hosts_path(data_dir));
+    }
+}
+
+fn record_json(r: &PresenceRecord) -> serde_json::Value {
+    json!({
+        "user": r.username(),
+        "status": r.status.as_str(),
+        "message": r.message,
+        "seq": r.seq,
+        "supernodes": r.supernodes.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "candidates": r.candidates.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+/// One event as a JSON object, or `None` for events scripts do not see.
+pub fn event_json(e: &ClientEvent) -> Option<serde_json::Value> {
+    Some(match e {
+        ClientEvent::Attached {
+            supernode,
+            primary,
+            observed,
+        } => {
+            json!({"event": "attached", "supernode": supernode.to_string(), "primary": primary, "observed": observed.to_string()})
+        }
+        ClientEvent::Detached { supernode, reason } => {
+            json!({"event": "detached", "supernode": supernode.to_string(), "reason": reason})
+        }
+        ClientEvent::Redirected { from, to } => {
+            json!({"event": "redirected", "from": from.to_string(), "to": to.iter().map(|a| a.to_string()).collect::<Vec<_>>()})
+        }
+        ClientEvent::Published { seq } => json!({"event": "published", "seq": seq}),
+        ClientEvent::PublishRejected { seq, reason } => {
+            json!({"event": "publish_rejected", "seq": seq, "reason": reason})
+        }
+        ClientEvent::Lookup {
+            username, outcome, ..
+        } => {
+            let mut v = match outcome {
+                LookupOutcome::Online(r) => {
+                    let mut v = record_json(r);
+                    v["result"] = json!("online");
+                    v
+                }
+                LookupOutcome::Offline { record, last_seen } => {
+                    let mut v = record_json(record);
+                    v["result"] = json!("offline");
+                    v["last_seen"] = json!(fmt_time(*last_seen));
+                    v
+                }
+                LookupOutcome::NotFound => json!({"result": "not_found"}),
+                LookupOutcome::Failed(why) => json!({"result": "failed", "error": why}),
+            };
+            v["event"] = json!("lookup");
+            v["user"] = json!(username);
+            v
+        }
+        ClientEvent::PresenceChanged { record, online } => {
+            let mut v = record_json(record);
+            v["event"] = json!("presence");
+            v["online"] = json!(online);
+            v
+        }
+    })
+}
+
+fn event_line(e: &ClientEvent) -> String {
+    match e {
+        ClientEvent::Attached {
+            supernode,
+            primary,
+            observed,
+        } => {
+            format!(
+                "attached to {supernode} ({}), seen as {observed}",
+                if *primary { "primary" } else { "backup" }
+            )
+        }
+        ClientEvent::Detached { supernode, reason } => {
+            format!("detached from {supernode}: {reason}")
+        }
+        ClientEvent::Redirected { from, to } => {
+            format!("{from} is full; redirected to {} others", to.len())
+        }
+        ClientEvent::Published { seq } => format!("presence published (seq {seq})"),
+        ClientEvent::PublishRejected { reason, .. } => format!("presence rejected: {reason}"),
+        ClientEvent::Lookup {
+            username, outcome, ..
+        } => match outcome {
+            LookupOutcome::Online(r) => {
+                format!("{username} is {} via {:?}", r.status.as_str(), r.supernodes)
+            }
+            LookupOutcome::Offline { last_seen, .. } => {
+                format!("{username} is offline, last seen {}", fmt_time(*last_seen))
+            }
+            LookupOutcome::NotFound => format!("{username} was not found"),
+            LookupOutcome::Failed(why) => format!("looking up {username} failed: {why}"),
+        },
+        ClientEvent::PresenceChanged { record, online } => format!(
+            "{} is now {}{}",
+            record.username(),
+            if *online {
+                record.status.as_str()
+            } else {
+                "offline"
+            },
+            if record.message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", record.message)
+            }
+        ),
+    }
+}
+
+fn emit(json: bool, v: serde_json::Value, line: String) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = if json {
+        writeln!(out, "{v}")
+    } else {
+        writeln!(out, "{line}")
+    };
+    let _ = out.flush();
+}
+
+pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<()> {
+    let (device, cert, key) =
+        credentials(config, data_dir, h.user.as_deref(), h.password_stdin).await?;
+    emit(
+        h.json,
+        json!({"event": "login", "user": cert.username, "until": fmt_time(cert.not_after), "role": cert.role.as_str()}),
+        format!(
+            "logged in as {} until {}",
+            cert.username,
+            fmt_time(cert.not_after)
+        ),
+    );
+    let oc = &config.overlay;
+    let listen = h.listen.unwrap_or(oc.listen);
+    let socket = tokio::net::UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("binding UDP {listen}"))?;
+    let boot_list = if h.bootstrap.is_empty() {
+        oc.bootstrap.clone()
+    } else {
+        h.bootstrap.clone()
+    };
+    let mut hosts = load_hosts(data_dir);
+    for a in resolve(&boot_list).await {
+        if !hosts.contains(&a) {
+            hosts.push(a);
+        }
+    }
+    if hosts.is_empty() {
+        bail!("no supernode to attach to: set [overlay] bootstrap or pass --bootstrap");
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let cfg = ClientConfig {
+        keepalive_ms: oc.keepalive.0.as_millis() as u64,
+        dead_after_ms: oc.supernode_timeout.0.as_millis() as u64,
+        ..Default::default()
+    };
+    let mut core = ClientCore::new(
+        device.clone(),
+        cert.clone(),
+        key,
+        hosts,
+        cfg,
+        clock.now_ms(),
+    );
+    if let Some(s) = h.status {
+        core.set_status(s, "");
+    }
+    for w in &h.watch {
+        core.watch(w);
+    }
+    let link = LinkEndpoint::new(device.clone(), cert, key, LinkConfig::default())?;
+    let mut node = OverlayNode::spawn(socket, link, Core::Client(Box::new(core)), clock)?;
+    spawn_renewal(
+        config.clone(),
+        data_dir.to_owned(),
+        device,
+        key,
+        node.commands.clone(),
+    );
+
+    // Commands from stdin, one per line (not when it carried a password).
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(64);
+    if !h.password_stdin {
+        tokio::spawn(async move {
+            let mut r = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+            while let Ok(Some(l)) = r.next_line().await {
+                if line_tx.send(l).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut stop = Box::pin(crate::shutdown_signal());
+    let mut lookup_pending = h.lookup.clone();
+    loop {
+        tokio::select! {
+            _ = &mut stop => {
+                let _ = node.commands.send(Command::Shutdown).await;
+            }
+            Some(line) = lines.recv() => {
+                let mut words = line.split_whitespace();
+                let cmd = match (words.next(), words.next()) {
+                    (Some("lookup"), Some(u)) => Some(Command::Lookup { username: u.to_owned() }),
+                    (Some("watch"), Some(u)) => Some(Command::Watch { username: u.to_owned() }),
+                    (Some("status"), Some(s)) => match s.parse::<Status>() {
+                        Ok(status) => Some(Command::SetStatus { status, message: words.collect::<Vec<_>>().join(" ") }),
+                        Err(e) => {
+                            emit(h.json, json!({"event": "error", "error": e}), e.clone());
+                            None
+                        }
+                    },
+                    (Some("quit"), _) => Some(Command::Shutdown),
+                    (None, _) => None,
+                    _ => {
+                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | quit");
+                        emit(h.json, json!({"event": "error", "error": e}), e.clone());
+                        None
+                    }
+                };
+                if let Some(c) = cmd {
+                    let _ = node.commands.send(c).await;
+                }
+            }
+            ev = node.events.recv() => {
+                let Some(ev) = ev else { break };
+                let e = match ev {
+                    Event::Stopped => break,
+                    Event::Client(e) => e,
+                    Event::Supernode(_) => continue,
+                };
+                if matches!(e, ClientEvent::Attached { .. }) {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = node.commands.send(Command::Status { reply: tx }).await;
+                    if let Ok(st) = rx.await {
+                        save_hosts(data_dir, &st.host_cache);
+                    }
+                }
+                let done = matches!(&e, ClientEvent::Lookup { username, .. } if h.lookup.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(username)));
+                if let Some(v) = event_json(&e) {
+                    emit(h.json, v, event_line(&e));
+                }
+                if matches!(e, ClientEvent::Published { .. })
+                    && let Some(u) = lookup_pending.take()
+                {
+                    let _ = node.commands.send(Command::Lookup { username: u }).await;
+                }
+                if done {
+                    let _ = node.commands.send(Command::Shutdown).await;
+                }
+            }
+        }
+    }
+    let _ = node.task.await;
+    Ok(())
+}
