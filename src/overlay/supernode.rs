@@ -90,6 +90,8 @@ pub struct SupernodeStats {
     pub lookups_found: u64,
     pub lookups_cached: u64,
     pub query_timeouts: u64,
+    /// Queries sent to owners (overlay hops taken by lookups).
+    pub queries_sent: u64,
     pub store_timeouts: u64,
     pub clients_refused: u64,
     pub peak_clients: u64,
@@ -248,6 +250,10 @@ impl SupernodeCore {
 
     pub fn stats(&self) -> &SupernodeStats {
         &self.stats
+    }
+
+    pub fn membership_stats(&self) -> &super::membership::MembershipStats {
+        &self.members.stats
     }
 
     pub fn membership(&self) -> &Membership {
@@ -841,6 +847,7 @@ impl SupernodeCore {
         q.deadline = now + self.cfg.query_timeout_ms;
         let username = q.username.clone();
         self.query_deadlines.push(Reverse((q.deadline, qid)));
+        self.stats.queries_sent += 1;
         self.send(
             addr,
             &Msg::Query {
