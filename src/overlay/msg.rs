@@ -134,6 +134,12 @@ pub enum Msg<'a> {
         username: &'a str,
         seq: u64,
     },
+    /// "Do you hold `username` at `seq`?": answered with a StoreAck giving
+    /// the seq held (0 for none), so periodic checks cost a few bytes.
+    Check {
+        username: &'a str,
+        seq: u64,
+    },
     // Client <-> supernode.
     Attach {
         primary: bool,
@@ -231,6 +237,9 @@ impl<'a> Msg<'a> {
             Msg::StoreAck { username, seq } => {
                 w.u8(15).bytes8(username.as_bytes()).u64(*seq);
             }
+            Msg::Check { username, seq } => {
+                w.u8(16).bytes8(username.as_bytes()).u64(*seq);
+            }
             Msg::Attach { primary } => {
                 w.u8(20).u8(*primary as u8);
             }
@@ -322,6 +331,10 @@ impl<'a> Msg<'a> {
                 record: r.bytes16()?,
             },
             15 => Msg::StoreAck {
+                username: r.str8("username")?,
+                seq: r.u64()?,
+            },
+            16 => Msg::Check {
                 username: r.str8("username")?,
                 seq: r.u64()?,
             },
@@ -447,6 +460,10 @@ mod tests {
             Msg::StoreAck {
                 username: "eve",
                 seq: 3,
+            },
+            Msg::Check {
+                username: "eve",
+                seq: 4,
             },
             Msg::Attach { primary: true },
             Msg::AttachOk {

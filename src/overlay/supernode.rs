@@ -327,6 +327,7 @@ impl SupernodeCore {
                 | Msg::Query { .. }
                 | Msg::QueryReply { .. }
                 | Msg::StoreAck { .. }
+                | Msg::Check { .. }
                 | Msg::Notify { .. }
                 | Msg::Watch { .. }
         ) {
@@ -408,11 +409,26 @@ impl SupernodeCore {
                 }
                 let id = node_id(&peer.ed25519);
                 self.unresponsive.remove(&id);
-                if let Some(p) = self.stores.get(&(id, username.to_owned()))
-                    && super::record::PresenceRecord::decode(&p.record).is_ok_and(|r| r.seq <= seq)
-                {
-                    self.stores.remove(&(id, username.to_owned()));
+                let key = (id, username.to_owned());
+                let Some(p) = self.stores.get_mut(&key) else { return };
+                if PresenceRecord::decode(&p.record).is_ok_and(|r| r.seq <= seq) {
+                    self.stores.remove(&key);
+                } else {
+                    // The owner lacks it (answer to a Check): send it whole.
+                    let record = p.record.clone();
+                    p.deadline = now + self.cfg.store_timeout_ms;
+                    let deadline = p.deadline;
+                    self.store_deadlines.push(Reverse((deadline, id, username.to_owned())));
+                    self.send(from, &Msg::Store { record: &record });
                 }
+            }
+            Msg::Check { username, seq: _ } => {
+                if !is_sn {
+                    self.stats.not_supernode += 1;
+                    return;
+                }
+                let held = self.records.get(username).map_or(0, |h| h.seq);
+                self.send(from, &Msg::StoreAck { username, seq: held });
             }
             Msg::Query { qid, username } => {
                 if !is_sn {
@@ -631,14 +647,23 @@ impl SupernodeCore {
             c.record_seq = rec.seq;
         }
         self.send(from, &Msg::PublishAck { seq: rec.seq });
-        self.push_to_owners(now, &rec.cert.username, shared, &[]);
+        self.push_to_owners(now, &rec.cert.username, shared, &[], None);
         // Re-check this client's record at its owners periodically.
         self.checks
             .push(Reverse((now + self.cfg.check_interval_ms, from)));
     }
 
     /// Send `record` to its current owners, expecting acks.
-    fn push_to_owners(&mut self, now: u64, username: &str, record: Rc<[u8]>, exclude: &[u64]) {
+    /// With `check_seq`, only ask the owners whether they hold that seq
+    /// (they answer with what they hold, and get the record if behind).
+    fn push_to_owners(
+        &mut self,
+        now: u64,
+        username: &str,
+        record: Rc<[u8]>,
+        exclude: &[u64],
+        check_seq: Option<u64>,
+    ) {
         let key = user_key(username);
         let owners: Vec<(u64, SocketAddr)> = self
             .members
@@ -653,7 +678,10 @@ impl SupernodeCore {
                 self.store_local(now, &record);
                 continue;
             }
-            self.send(addr, &Msg::Store { record: &record });
+            match check_seq {
+                Some(seq) => self.send(addr, &Msg::Check { username, seq }),
+                None => self.send(addr, &Msg::Store { record: &record }),
+            }
             let deadline = now + self.cfg.store_timeout_ms;
             self.stores.insert(
                 (id, username.to_owned()),
@@ -1053,7 +1081,8 @@ impl SupernodeCore {
                 continue;
             };
             let name = c.username.clone();
-            self.push_to_owners(now, &name, rec, &[]);
+            let seq = c.record_seq;
+            self.push_to_owners(now, &name, rec, &[], Some(seq));
             self.checks
                 .push(Reverse((now + self.cfg.check_interval_ms, addr)));
         }
