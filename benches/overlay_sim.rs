@@ -8,10 +8,23 @@ use natter::sim::{Overlay, OverlaySpec, percentile};
 use std::time::Instant;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let sns: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let users: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let mut spec = OverlaySpec { seed: 7, supernodes: sns, clients: users, converged: true, client_spread_ms: 20_000, ..Default::default() };
+    let users: usize = args
+        .get(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut spec = OverlaySpec {
+        seed: 7,
+        supernodes: sns,
+        clients: users,
+        converged: true,
+        client_spread_ms: 20_000,
+        ..Default::default()
+    };
     spec.supernode.max_clients = ((users * 2 * 10) / (sns * 6)).max(4) * 12 / 10;
     // Full-membership syncs are for repairing partitions: at 10,000
     // members one is 200 KB, so they run rarely.
@@ -19,7 +32,10 @@ fn main() {
     let wall = Instant::now();
     let mut o = Overlay::build(&spec);
     o.sim.keep_events = false;
-    eprintln!("built {sns} supernodes and {users} users in {:.0} s", wall.elapsed().as_secs_f64());
+    eprintln!(
+        "built {sns} supernodes and {users} users in {:.0} s",
+        wall.elapsed().as_secs_f64()
+    );
     o.sim.run_for(30_000);
     eprintln!("warm after {:.0} s wall", wall.elapsed().as_secs_f64());
 
@@ -29,7 +45,10 @@ fn main() {
         .iter()
         .map(|&s| {
             let sn = o.sim.supernode(s).unwrap();
-            (sn.membership_stats().bytes_sent, sn.stats().directory_bytes_sent)
+            (
+                sn.membership_stats().bytes_sent,
+                sn.stats().directory_bytes_sent,
+            )
         })
         .collect();
     o.sim.keep_events = false;
@@ -49,20 +68,42 @@ fn main() {
         recs += sn.record_count();
         cls += sn.client_count();
     }
-    let q0: u64 = o.supernodes.iter().map(|&s| o.sim.supernode(s).unwrap().stats().queries_sent).sum();
+    let q0: u64 = o
+        .supernodes
+        .iter()
+        .map(|&s| o.sim.supernode(s).unwrap().stats().queries_sent)
+        .sum();
     o.sim.keep_events = true;
     let n = 20_000.min(users);
     let askers = o.attached_clients();
-    let pairs: Vec<(usize, usize)> = (0..n).map(|i| (askers[(i * 7919) % askers.len()], (i * 104_729) % users)).collect();
+    let pairs: Vec<(usize, usize)> = (0..n)
+        .map(|i| (askers[(i * 7919) % askers.len()], (i * 104_729) % users))
+        .collect();
     let mut steady = o.lookups(&pairs, 10_000, 2_000);
-    let q1: u64 = o.supernodes.iter().map(|&s| o.sim.supernode(s).unwrap().stats().queries_sent).sum();
+    let q1: u64 = o
+        .supernodes
+        .iter()
+        .map(|&s| o.sim.supernode(s).unwrap().stats().queries_sent)
+        .sum();
 
     println!("overlay simulation: {sns} supernodes, {users} users (seed 7)");
     println!("steady state over 10 s:");
-    println!("  membership traffic per supernode: {:.0} B/s", member_bytes as f64 / 10.0 / sns as f64);
-    println!("  directory/refresh traffic per supernode: {:.0} B/s", dir_bytes as f64 / 10.0 / sns as f64);
-    println!("  memory per stored record: {} B ({recs} records)", rec_mem / recs.max(1));
-    println!("  memory per attached client: {} B ({cls} attachments)", cl_mem / cls.max(1));
+    println!(
+        "  membership traffic per supernode: {:.0} B/s",
+        member_bytes as f64 / 10.0 / sns as f64
+    );
+    println!(
+        "  directory/refresh traffic per supernode: {:.0} B/s",
+        dir_bytes as f64 / 10.0 / sns as f64
+    );
+    println!(
+        "  memory per stored record: {} B ({recs} records)",
+        rec_mem / recs.max(1)
+    );
+    println!(
+        "  memory per attached client: {} B ({cls} attachments)",
+        cl_mem / cls.max(1)
+    );
     println!(
         "lookups: {n} asked, {:.3}% found online, {:.2} supernode hops per lookup, latency p50 {} ms p99 {} ms",
         100.0 * steady.online as f64 / n as f64,
@@ -74,17 +115,33 @@ fn main() {
     let rep = o.blackout(0, 0.4, 2_000, 10);
     println!("40% supernode loss ({} killed):", rep.killed);
     for (s, f) in &rep.found_by_second {
-        println!("  +{s:2} s: {:.2}% of a 2,000-user sample found via a live supernode", f * 100.0);
+        println!(
+            "  +{s:2} s: {:.2}% of a 2,000-user sample found via a live supernode",
+            f * 100.0
+        );
     }
     println!(
         "  sample fully recovered after: {}",
-        rep.sample_recovered_after_s.map_or("not within the window".into(), |s| format!("{s} s"))
+        rep.sample_recovered_after_s
+            .map_or("not within the window".into(), |s| format!("{s} s"))
     );
     println!(
         "  every user at +{} s: {} online of {} ({} not found, {} failed, {} naming only dead supernodes)",
-        rep.full_check_at_s, rep.full.online, users, rep.full.not_found, rep.full.failed, rep.full.unreachable
+        rep.full_check_at_s,
+        rep.full.online,
+        users,
+        rep.full.not_found,
+        rep.full.failed,
+        rep.full.unreachable
     );
-    println!("  most clients on one supernode: {} (limit {})", rep.max_clients_seen, spec.supernode.max_clients);
+    println!(
+        "  most clients on one supernode: {} (limit {})",
+        rep.max_clients_seen, spec.supernode.max_clients
+    );
     println!("  forged or stale answers: {}", rep.forged_or_stale_answers);
-    println!("wall time: {:.0} s; simulated events: {}", wall.elapsed().as_secs_f64(), rep.sim_stats.events_processed);
+    println!(
+        "wall time: {:.0} s; simulated events: {}",
+        wall.elapsed().as_secs_f64(),
+        rep.sim_stats.events_processed
+    );
 }

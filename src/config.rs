@@ -80,6 +80,12 @@ pub struct OverlaySection {
     pub keepalive: HumanDuration,
     /// A supernode silent this long is replaced.
     pub supernode_timeout: HumanDuration,
+    /// Also serve as a supernode when this machine has a public address
+    /// and the account holds the supernode role.
+    pub volunteer_supernode: bool,
+    /// Where the volunteered supernode listens.
+    #[serde(deserialize_with = "listen_addr")]
+    pub volunteer_listen: SocketAddr,
 }
 
 impl Default for OverlaySection {
@@ -92,6 +98,8 @@ impl Default for OverlaySection {
             }],
             keepalive: HumanDuration(Duration::from_secs(1)),
             supernode_timeout: HumanDuration(Duration::from_secs(3)),
+            volunteer_supernode: false,
+            volunteer_listen: SocketAddr::from(([0, 0, 0, 0], 7710)),
         }
     }
 }

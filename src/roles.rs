@@ -144,6 +144,54 @@ fn spawn_renewal(
     });
 }
 
+/// Start a supernode node on `listen`; returns it, its advertised address
+/// and its ring id.
+async fn start_supernode(
+    config: &Config,
+    device: &DeviceIdentity,
+    cert: &Certificate,
+    key: [u8; 32],
+    listen: SocketAddr,
+    boot: Vec<SocketAddr>,
+) -> Result<(OverlayNode, SocketAddr, u64)> {
+    let sc = &config.supernode;
+    let socket = tokio::net::UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("binding UDP {listen}"))?;
+    let local = socket.local_addr()?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now_ms();
+    let cfg = SupernodeConfig {
+        max_clients: sc.max_clients,
+        replicas: sc.replicas.max(1),
+        ..Default::default()
+    };
+    // The advertised address: the bound one, unless bound to any.
+    let advertised = if local.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], local.port()))
+    } else {
+        local
+    };
+    let incarnation = (now / 1000) as u32;
+    let core = SupernodeCore::new(key, cert, advertised, boot, cfg, incarnation, now);
+    let id = core.me;
+    let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
+    let node = OverlayNode::spawn(socket, link, Core::Supernode(Box::new(core)), clock)?;
+    Ok((node, advertised, id))
+}
+
+/// Whether `observed` (our address as a supernode saw it) is this host's
+/// own address and port, i.e. there is no NAT between us and it.
+async fn is_public(observed: SocketAddr, local_port: u16, towards: SocketAddr) -> bool {
+    let Ok(probe) = tokio::net::UdpSocket::bind("0.0.0.0:0").await else {
+        return false;
+    };
+    if probe.connect(towards).await.is_err() {
+        return false;
+    }
+    probe.local_addr().is_ok_and(|l| l.ip() == observed.ip()) && observed.port() == local_port
+}
+
 pub async fn supernode(
     config: &Config,
     data_dir: &Path,
@@ -162,37 +210,18 @@ pub async fn supernode(
     }
     let sc = &config.supernode;
     let listen = listen.unwrap_or(sc.listen);
-    let socket = tokio::net::UdpSocket::bind(listen)
-        .await
-        .with_context(|| format!("binding UDP {listen}"))?;
-    let local = socket.local_addr()?;
     let boot_list = if bootstrap.is_empty() {
         sc.bootstrap.clone()
     } else {
         bootstrap
     };
     let boot = resolve(&boot_list).await;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let now = clock.now_ms();
-    let cfg = SupernodeConfig {
-        max_clients: sc.max_clients,
-        replicas: sc.replicas.max(1),
-        ..Default::default()
-    };
-    // The advertised address: the bound one, unless bound to any.
-    let advertised = if local.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], local.port()))
-    } else {
-        local
-    };
-    let incarnation = (now / 1000) as u32;
-    let core = SupernodeCore::new(key, &cert, advertised, boot, cfg, incarnation, now);
-    let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
-    println!("supernode {} ({:016x})", cert.username, core.me);
+    let (mut node, advertised, id) =
+        start_supernode(config, &device, &cert, key, listen, boot).await?;
+    println!("supernode {} ({id:016x})", cert.username);
     println!("listening on {advertised}");
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    let mut node = OverlayNode::spawn(socket, link, Core::Supernode(Box::new(core)), clock)?;
     spawn_renewal(
         config.clone(),
         data_dir.to_owned(),
@@ -414,15 +443,18 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
     for w in &h.watch {
         core.watch(w);
     }
-    let link = LinkEndpoint::new(device.clone(), cert, key, LinkConfig::default())?;
+    let local_port = socket.local_addr()?.port();
+    let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
     let mut node = OverlayNode::spawn(socket, link, Core::Client(Box::new(core)), clock)?;
     spawn_renewal(
         config.clone(),
         data_dir.to_owned(),
-        device,
+        device.clone(),
         key,
         node.commands.clone(),
     );
+    let mut volunteered: Option<OverlayNode> = None;
+    let mut volunteer_checked = !oc.volunteer_supernode;
 
     // Commands from stdin, one per line (not when it carried a password).
     let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(64);
@@ -474,6 +506,35 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                     Event::Client(e) => e,
                     Event::Supernode(_) => continue,
                 };
+                if let ClientEvent::Attached { supernode, observed, .. } = &e
+                    && !volunteer_checked
+                {
+                    volunteer_checked = true;
+                    let declined = |why: &str| {
+                        emit(
+                            h.json,
+                            json!({"event": "volunteer_declined", "reason": why}),
+                            format!("not volunteering as a supernode: {why}"),
+                        )
+                    };
+                    if cert.role != Role::Supernode {
+                        declined("the account does not hold the supernode role");
+                    } else if !is_public(*observed, local_port, *supernode).await {
+                        declined("behind a NAT");
+                    } else {
+                        match start_supernode(config, &device, &cert, key, oc.volunteer_listen, vec![*supernode]).await {
+                            Ok((n, addr, _)) => {
+                                emit(
+                                    h.json,
+                                    json!({"event": "volunteered", "supernode": addr.to_string()}),
+                                    format!("volunteering as a supernode on {addr}"),
+                                );
+                                volunteered = Some(n);
+                            }
+                            Err(e) => declined(&e.to_string()),
+                        }
+                    }
+                }
                 if matches!(e, ClientEvent::Attached { .. }) {
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     let _ = node.commands.send(Command::Status { reply: tx }).await;
@@ -497,5 +558,9 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
         }
     }
     let _ = node.task.await;
+    if let Some(v) = volunteered {
+        let _ = v.commands.send(Command::Shutdown).await;
+        let _ = v.task.await;
+    }
     Ok(())
 }

@@ -14,7 +14,13 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn find_watch_and_survive_supernode_loss() {
     let net = Network::start();
-    for (n, sn) in [("sn1", true), ("sn2", true), ("sn3", true), ("alice", false), ("bob", false)] {
+    for (n, sn) in [
+        ("sn1", true),
+        ("sn2", true),
+        ("sn3", true),
+        ("alice", false),
+        ("bob", false),
+    ] {
         net.account(n, sn);
     }
     let (mut sn1, a1) = net.supernode("sn1", &[]);
@@ -23,10 +29,11 @@ fn find_watch_and_survive_supernode_loss() {
     let all = vec![a1.clone(), a2.clone(), a3.clone()];
 
     let mut alice = net.headless("alice", &all, &[]);
-    let primary = alice.wait_json(T, |v| v["event"] == "attached" && v["primary"] == true)["supernode"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let primary =
+        alice.wait_json(T, |v| v["event"] == "attached" && v["primary"] == true)["supernode"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     alice.wait_json(T, |v| v["event"] == "published");
 
     let mut bob = net.headless("bob", &all, &["--watch", "alice"]);
@@ -35,11 +42,20 @@ fn find_watch_and_survive_supernode_loss() {
     let found = bob.wait_json(T, |v| v["event"] == "lookup");
     assert_eq!(found["result"], "online", "{found}");
     assert_eq!(found["status"], "online");
-    assert!(found["supernodes"].as_array().unwrap().iter().any(|s| s == primary.as_str()), "{found}");
+    assert!(
+        found["supernodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == primary.as_str()),
+        "{found}"
+    );
 
     // alice changes her status; bob's watch reports it.
     alice.say("status away gone fishing");
-    let seen = bob.wait_json(T, |v| v["event"] == "presence" && v["user"] == "alice" && v["status"] == "away");
+    let seen = bob.wait_json(T, |v| {
+        v["event"] == "presence" && v["user"] == "alice" && v["status"] == "away"
+    });
     assert_eq!(seen["message"], "gone fishing");
 
     // Kill alice's primary supernode.
@@ -49,18 +65,25 @@ fn find_watch_and_survive_supernode_loss() {
             p.kill();
         }
     }
-    alice.wait_json(Duration::from_secs(10), |v| v["event"] == "detached" && v["supernode"] == primary.as_str());
+    alice.wait_json(Duration::from_secs(10), |v| {
+        v["event"] == "detached" && v["supernode"] == primary.as_str()
+    });
     // Re-attached to a live supernode and republished.
     alice.wait_json(Duration::from_secs(10), |v| v["event"] == "published");
     let reattached = killed_at.elapsed();
-    assert!(reattached < Duration::from_secs(10), "re-attached after {reattached:?}");
+    assert!(
+        reattached < Duration::from_secs(10),
+        "re-attached after {reattached:?}"
+    );
 
     // Still found, through live supernodes only, with her status intact.
     let mut ok = None;
     while killed_at.elapsed() < Duration::from_secs(10) {
         bob.say("lookup alice");
         let r = bob.wait_json(T, |v| v["event"] == "lookup");
-        let names_dead = r["supernodes"].as_array().is_some_and(|a| a.iter().any(|s| s == primary.as_str()));
+        let names_dead = r["supernodes"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s == primary.as_str()));
         if r["result"] == "online" && !names_dead {
             ok = Some(r);
             break;
@@ -70,7 +93,10 @@ fn find_watch_and_survive_supernode_loss() {
     let r = ok.unwrap_or_else(|| panic!("alice not found through live supernodes within 10 s"));
     assert_eq!(r["status"], "away", "{r}");
     assert_eq!(r["message"], "gone fishing");
-    eprintln!("re-attached and found {:?} after the kill", killed_at.elapsed());
+    eprintln!(
+        "re-attached and found {:?} after the kill",
+        killed_at.elapsed()
+    );
 
     alice.say("quit");
     bob.say("quit");

@@ -16,9 +16,25 @@ struct World {
     sn_cert: Certificate,
 }
 
-fn cert(w: &mut StdRng, a: &AuthorityKey, name: &str, role: Role, from: u64, until: u64) -> (DeviceIdentity, Certificate) {
+fn cert(
+    w: &mut StdRng,
+    a: &AuthorityKey,
+    name: &str,
+    role: Role,
+    from: u64,
+    until: u64,
+) -> (DeviceIdentity, Certificate) {
     let d = DeviceIdentity::generate(w);
-    let c = Certificate::issue(a, 1, role, from, until, &Username::parse(name).unwrap(), d.ed25519_public(), d.x25519_public());
+    let c = Certificate::issue(
+        a,
+        1,
+        role,
+        from,
+        until,
+        &Username::parse(name).unwrap(),
+        d.ed25519_public(),
+        d.x25519_public(),
+    );
     (d, c)
 }
 
@@ -30,33 +46,93 @@ fn world() -> World {
     let mut rng = StdRng::seed_from_u64(42);
     let authority = AuthorityKey::generate(&mut rng);
     let now = EPOCH_MS / 1000;
-    let (_, sn_cert) = cert(&mut rng, &authority, "sn1", Role::Supernode, now - 10, now + 86400);
-    let sn = SupernodeCore::new(authority.public(), &sn_cert, addr(7000), vec![], SupernodeConfig::default(), 1, EPOCH_MS);
-    World { rng, authority, sn, sn_cert }
+    let (_, sn_cert) = cert(
+        &mut rng,
+        &authority,
+        "sn1",
+        Role::Supernode,
+        now - 10,
+        now + 86400,
+    );
+    let sn = SupernodeCore::new(
+        authority.public(),
+        &sn_cert,
+        addr(7000),
+        vec![],
+        SupernodeConfig::default(),
+        1,
+        EPOCH_MS,
+    );
+    World {
+        rng,
+        authority,
+        sn,
+        sn_cert,
+    }
 }
 
-fn record(d: &DeviceIdentity, c: &Certificate, seq: u64, at_ms: u64, status: Status) -> PresenceRecord {
+fn record(
+    d: &DeviceIdentity,
+    c: &Certificate,
+    seq: u64,
+    at_ms: u64,
+    status: Status,
+) -> PresenceRecord {
     PresenceRecord::sign(
         d,
         c,
-        RecordContent { seq, signed_at_ms: at_ms, online_secs: 300, status, message: String::new(), supernodes: vec![addr(7000)], candidates: vec![] },
+        RecordContent {
+            seq,
+            signed_at_ms: at_ms,
+            online_secs: 300,
+            status,
+            message: String::new(),
+            supernodes: vec![addr(7000)],
+            candidates: vec![],
+        },
     )
 }
 
 /// What the supernode answers to a query for `user`, from another supernode.
 fn query(w: &mut World, user: &str) -> Option<PresenceRecord> {
-    let (_, other) = cert(&mut w.rng, &w.authority, "sn2", Role::Supernode, EPOCH_MS / 1000 - 10, EPOCH_MS / 1000 + 86400);
-    w.sn.handle_message(EPOCH_MS, addr(7001), &other, &Msg::Query { qid: 1, username: user }.encode(), &mut w.rng);
+    let (_, other) = cert(
+        &mut w.rng,
+        &w.authority,
+        "sn2",
+        Role::Supernode,
+        EPOCH_MS / 1000 - 10,
+        EPOCH_MS / 1000 + 86400,
+    );
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(7001),
+        &other,
+        &Msg::Query {
+            qid: 1,
+            username: user,
+        }
+        .encode(),
+        &mut w.rng,
+    );
     let out: Vec<_> = w.sn.drain_transmits().collect();
     out.iter().find_map(|t| match Msg::decode(&t.bytes) {
-        Ok(Msg::QueryReply { found: Found::Record(b), .. }) => PresenceRecord::decode(b).ok(),
+        Ok(Msg::QueryReply {
+            found: Found::Record(b),
+            ..
+        }) => PresenceRecord::decode(b).ok(),
         _ => None,
     })
 }
 
 fn store(w: &mut World, rec: &[u8]) {
     let c = w.sn_cert.clone();
-    w.sn.handle_message(EPOCH_MS, addr(7002), &c, &Msg::Store { record: rec }.encode(), &mut w.rng);
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(7002),
+        &c,
+        &Msg::Store { record: rec }.encode(),
+        &mut w.rng,
+    );
     let _ = w.sn.drain_transmits().count();
 }
 
@@ -64,7 +140,14 @@ fn store(w: &mut World, rec: &[u8]) {
 fn stores_valid_then_refuses_forged_stale_replayed_and_expired() {
     let mut w = world();
     let now = EPOCH_MS / 1000;
-    let (alice, alice_cert) = cert(&mut w.rng, &w.authority, "alice", Role::User, now - 10, now + 86400);
+    let (alice, alice_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "alice",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
     let good = record(&alice, &alice_cert, 10, EPOCH_MS, Status::Online);
     store(&mut w, &good.encode());
     assert_eq!(w.sn.stats().records_stored, 1);
@@ -75,16 +158,36 @@ fn stores_valid_then_refuses_forged_stale_replayed_and_expired() {
     redirected.supernodes = vec![addr(6666)];
     store(&mut w, &redirected.encode());
     // Forged: signed by mallory's key under alice's certificate.
-    let (mallory, _) = cert(&mut w.rng, &w.authority, "mallory", Role::User, now - 10, now + 86400);
-    store(&mut w, &record(&mallory, &alice_cert, 12, EPOCH_MS, Status::Online).encode());
+    let (mallory, _) = cert(
+        &mut w.rng,
+        &w.authority,
+        "mallory",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    store(
+        &mut w,
+        &record(&mallory, &alice_cert, 12, EPOCH_MS, Status::Online).encode(),
+    );
     // Unsigned.
     let mut unsigned = record(&alice, &alice_cert, 13, EPOCH_MS, Status::Online);
     unsigned.signature = [0; 64];
     store(&mut w, &unsigned.encode());
     // Certificate from another authority.
     let rogue = AuthorityKey::generate(&mut w.rng);
-    let (eve, eve_cert) = cert(&mut w.rng, &rogue, "alice", Role::User, now - 10, now + 86400);
-    store(&mut w, &record(&eve, &eve_cert, 14, EPOCH_MS, Status::Online).encode());
+    let (eve, eve_cert) = cert(
+        &mut w.rng,
+        &rogue,
+        "alice",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    store(
+        &mut w,
+        &record(&eve, &eve_cert, 14, EPOCH_MS, Status::Online).encode(),
+    );
     assert_eq!(w.sn.stats().records_rejected_forged, 4);
 
     // Stale: an older sequence number (a replay of an old record).
@@ -96,8 +199,21 @@ fn stores_valid_then_refuses_forged_stale_replayed_and_expired() {
     assert_eq!(w.sn.stats().records_stored, 1);
 
     // Expired: signed more than 72 h ago.
-    let (bob, bob_cert) = cert(&mut w.rng, &w.authority, "bob", Role::User, now - 80 * 3600, now - 60 * 3600);
-    let ancient = record(&bob, &bob_cert, 1, EPOCH_MS - 79 * 3600 * 1000, Status::Online);
+    let (bob, bob_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "bob",
+        Role::User,
+        now - 80 * 3600,
+        now - 60 * 3600,
+    );
+    let ancient = record(
+        &bob,
+        &bob_cert,
+        1,
+        EPOCH_MS - 79 * 3600 * 1000,
+        Status::Online,
+    );
     store(&mut w, &ancient.encode());
     assert_eq!(w.sn.stats().records_rejected_expired, 1);
     assert!(query(&mut w, "bob").is_none());
@@ -113,8 +229,21 @@ fn offline_users_are_found_for_72_hours() {
     let mut w = world();
     let now = EPOCH_MS / 1000;
     // A record signed 48 h ago with a certificate that has since expired.
-    let (carol, carol_cert) = cert(&mut w.rng, &w.authority, "carol", Role::User, now - 50 * 3600, now - 26 * 3600);
-    let rec = record(&carol, &carol_cert, 1, EPOCH_MS - 48 * 3600 * 1000, Status::Online);
+    let (carol, carol_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "carol",
+        Role::User,
+        now - 50 * 3600,
+        now - 26 * 3600,
+    );
+    let rec = record(
+        &carol,
+        &carol_cert,
+        1,
+        EPOCH_MS - 48 * 3600 * 1000,
+        Status::Online,
+    );
     store(&mut w, &rec.encode());
     let r = query(&mut w, "carol").expect("found 48 h after her last login");
     assert!(!r.is_online(now));
@@ -125,27 +254,77 @@ fn offline_users_are_found_for_72_hours() {
 fn client_cannot_publish_for_someone_else() {
     let mut w = world();
     let now = EPOCH_MS / 1000;
-    let (alice, alice_cert) = cert(&mut w.rng, &w.authority, "alice", Role::User, now - 10, now + 86400);
-    let (_, mallory_cert) = cert(&mut w.rng, &w.authority, "mallory", Role::User, now - 10, now + 86400);
-    w.sn.handle_message(EPOCH_MS, addr(5000), &mallory_cert, &Msg::Attach { primary: true }.encode(), &mut w.rng);
+    let (alice, alice_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "alice",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    let (_, mallory_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "mallory",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(5000),
+        &mallory_cert,
+        &Msg::Attach { primary: true }.encode(),
+        &mut w.rng,
+    );
     let rec = record(&alice, &alice_cert, 1, EPOCH_MS, Status::Online);
-    w.sn.handle_message(EPOCH_MS, addr(5000), &mallory_cert, &Msg::Publish { record: &rec.encode() }.encode(), &mut w.rng);
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(5000),
+        &mallory_cert,
+        &Msg::Publish {
+            record: &rec.encode(),
+        }
+        .encode(),
+        &mut w.rng,
+    );
     assert_eq!(w.sn.stats().records_rejected_wrong_user, 1);
     let out: Vec<_> = w.sn.drain_transmits().collect();
-    assert!(out.iter().any(|t| matches!(Msg::decode(&t.bytes), Ok(Msg::PublishRejected { .. }))));
+    assert!(
+        out.iter()
+            .any(|t| matches!(Msg::decode(&t.bytes), Ok(Msg::PublishRejected { .. })))
+    );
 }
 
 #[test]
 fn a_user_certificate_cannot_join_or_store() {
     let mut w = world();
     let now = EPOCH_MS / 1000;
-    let (_, user_cert) = cert(&mut w.rng, &w.authority, "pretender", Role::User, now - 10, now + 86400);
+    let (_, user_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "pretender",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
     for m in [
         Msg::Join,
-        Msg::Ping { seq: 1, updates: vec![Update { id: 9, addr: addr(9), incarnation: 0, state: MemberState::Alive }] },
+        Msg::Ping {
+            seq: 1,
+            updates: vec![Update {
+                id: 9,
+                addr: addr(9),
+                incarnation: 0,
+                state: MemberState::Alive,
+            }],
+        },
         Msg::SyncReq { page: 0 },
         Msg::Store { record: b"x" },
-        Msg::Query { qid: 1, username: "alice" },
+        Msg::Query {
+            qid: 1,
+            username: "alice",
+        },
     ] {
         w.sn.handle_message(EPOCH_MS, addr(6000), &user_cert, &m.encode(), &mut w.rng);
     }
@@ -159,18 +338,64 @@ fn full_supernode_redirects_and_never_exceeds_its_limit() {
     let mut rng = StdRng::seed_from_u64(3);
     let authority = AuthorityKey::generate(&mut rng);
     let now = EPOCH_MS / 1000;
-    let (_, sc) = cert(&mut rng, &authority, "sn1", Role::Supernode, now - 10, now + 86400);
-    let cfg = SupernodeConfig { max_clients: 3, ..Default::default() };
-    let mut sn = SupernodeCore::new(authority.public(), &sc, addr(7000), vec![], cfg, 1, EPOCH_MS);
-    let (_, peer) = cert(&mut rng, &authority, "sn2", Role::Supernode, now - 10, now + 86400);
-    sn.seed_member(EPOCH_MS, natter::overlay::node_id(&peer.ed25519), addr(7001));
+    let (_, sc) = cert(
+        &mut rng,
+        &authority,
+        "sn1",
+        Role::Supernode,
+        now - 10,
+        now + 86400,
+    );
+    let cfg = SupernodeConfig {
+        max_clients: 3,
+        ..Default::default()
+    };
+    let mut sn = SupernodeCore::new(
+        authority.public(),
+        &sc,
+        addr(7000),
+        vec![],
+        cfg,
+        1,
+        EPOCH_MS,
+    );
+    let (_, peer) = cert(
+        &mut rng,
+        &authority,
+        "sn2",
+        Role::Supernode,
+        now - 10,
+        now + 86400,
+    );
+    sn.seed_member(
+        EPOCH_MS,
+        natter::overlay::node_id(&peer.ed25519),
+        addr(7001),
+    );
     let mut redirects = 0;
     for i in 0..10u16 {
-        let (_, c) = cert(&mut rng, &authority, &format!("user{i}"), Role::User, now - 10, now + 86400);
-        sn.handle_message(EPOCH_MS, addr(5000 + i), &c, &Msg::Attach { primary: true }.encode(), &mut rng);
+        let (_, c) = cert(
+            &mut rng,
+            &authority,
+            &format!("user{i}"),
+            Role::User,
+            now - 10,
+            now + 86400,
+        );
+        sn.handle_message(
+            EPOCH_MS,
+            addr(5000 + i),
+            &c,
+            &Msg::Attach { primary: true }.encode(),
+            &mut rng,
+        );
         for t in sn.drain_transmits() {
             if let Ok(Msg::Redirect { supernodes }) = Msg::decode(&t.bytes) {
-                assert_eq!(supernodes, vec![addr(7001)], "redirected to the other supernode");
+                assert_eq!(
+                    supernodes,
+                    vec![addr(7001)],
+                    "redirected to the other supernode"
+                );
                 redirects += 1;
             }
         }

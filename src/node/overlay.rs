@@ -63,6 +63,7 @@ pub struct NodeStatus {
     pub members: usize,
     pub clients: usize,
     pub records: usize,
+    pub queries_sent: u64,
     pub host_cache: Vec<SocketAddr>,
     pub link_sessions: usize,
     pub dropped_not_supernode: u64,
@@ -200,6 +201,7 @@ impl Driver {
                         st.members = s.membership().alive_count();
                         st.clients = s.client_count();
                         st.records = s.record_count();
+                        st.queries_sent = s.stats().queries_sent;
                     }
                 }
                 let _ = reply.send(st);

@@ -207,6 +207,11 @@ impl Membership {
         self.cfg.retransmit_mult * (n.log2().ceil() as u32).max(1)
     }
 
+    pub fn clear_gossip(&mut self) {
+        self.gossip.clear();
+        self.gossip.shrink_to_fit();
+    }
+
     fn queue(&mut self, u: Update) {
         let tx = self.max_tx();
         self.gossip.push_front((u, tx));

@@ -245,6 +245,8 @@ impl SupernodeCore {
             },
         );
         self.members.take_changes();
+        // Everyone starts converged: nothing to gossip about.
+        self.members.clear_gossip();
         self.joined = true;
     }
 
@@ -410,7 +412,9 @@ impl SupernodeCore {
                 let id = node_id(&peer.ed25519);
                 self.unresponsive.remove(&id);
                 let key = (id, username.to_owned());
-                let Some(p) = self.stores.get_mut(&key) else { return };
+                let Some(p) = self.stores.get_mut(&key) else {
+                    return;
+                };
                 if PresenceRecord::decode(&p.record).is_ok_and(|r| r.seq <= seq) {
                     self.stores.remove(&key);
                 } else {
@@ -418,7 +422,8 @@ impl SupernodeCore {
                     let record = p.record.clone();
                     p.deadline = now + self.cfg.store_timeout_ms;
                     let deadline = p.deadline;
-                    self.store_deadlines.push(Reverse((deadline, id, username.to_owned())));
+                    self.store_deadlines
+                        .push(Reverse((deadline, id, username.to_owned())));
                     self.send(from, &Msg::Store { record: &record });
                 }
             }
@@ -428,7 +433,13 @@ impl SupernodeCore {
                     return;
                 }
                 let held = self.records.get(username).map_or(0, |h| h.seq);
-                self.send(from, &Msg::StoreAck { username, seq: held });
+                self.send(
+                    from,
+                    &Msg::StoreAck {
+                        username,
+                        seq: held,
+                    },
+                );
             }
             Msg::Query { qid, username } => {
                 if !is_sn {

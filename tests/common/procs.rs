@@ -24,7 +24,12 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Proc {
         let err = std::fs::File::create(log).unwrap();
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(err).spawn().unwrap();
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, rx) = channel();
         std::thread::spawn(move || {
@@ -35,7 +40,12 @@ impl Proc {
                 }
             }
         });
-        Proc { stdin: child.stdin.take(), child, lines: rx, name: name.to_owned() }
+        Proc {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            name: name.to_owned(),
+        }
     }
 
     /// Wait for a line matching `pred`, skipping others.
@@ -52,8 +62,14 @@ impl Proc {
     }
 
     /// Wait for a JSON event line satisfying `pred`.
-    pub fn wait_json(&self, timeout: Duration, mut pred: impl FnMut(&serde_json::Value) -> bool) -> serde_json::Value {
-        let l = self.wait_for(timeout, |l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| pred(&v)));
+    pub fn wait_json(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let l = self.wait_for(timeout, |l| {
+            serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| pred(&v))
+        });
         serde_json::from_str(&l).unwrap()
     }
 
@@ -87,11 +103,21 @@ impl Network {
     pub fn start() -> Network {
         let dir = tempfile::tempdir().unwrap();
         let authority_config = dir.path().join("authority.toml");
-        std::fs::write(&authority_config, "[authority]\nlisten = \"127.0.0.1:0\"\nregistrations_per_hour_per_address = 0\n").unwrap();
+        std::fs::write(
+            &authority_config,
+            "[authority]\nlisten = \"127.0.0.1:0\"\nregistrations_per_hour_per_address = 0\n",
+        )
+        .unwrap();
         let mut cmd = natter();
-        cmd.arg("--config").arg(&authority_config).arg("--data-dir").arg(dir.path().join("authority")).arg("--authority");
+        cmd.arg("--config")
+            .arg(&authority_config)
+            .arg("--data-dir")
+            .arg(dir.path().join("authority"))
+            .arg("--authority");
         let authority = Proc::spawn("authority", cmd, &dir.path().join("authority.log"));
-        let key = authority.wait_for(Duration::from_secs(20), |l| l.starts_with("authority public key: "));
+        let key = authority.wait_for(Duration::from_secs(20), |l| {
+            l.starts_with("authority public key: ")
+        });
         let key = key.trim_start_matches("authority public key: ").to_owned();
         let addr = authority.wait_for(Duration::from_secs(20), |l| l.starts_with("listening on "));
         let addr = addr.trim_start_matches("listening on ").to_owned();
@@ -101,7 +127,12 @@ impl Network {
             format!("[login]\nserver = \"{addr}\"\nauthority_key = \"{key}\"\n[overlay]\nlisten = \"127.0.0.1:0\"\nbootstrap = []\n"),
         )
         .unwrap();
-        Network { dir, authority, client_config, authority_config }
+        Network {
+            dir,
+            authority,
+            client_config,
+            authority_config,
+        }
     }
 
     pub fn data(&self, name: &str) -> PathBuf {
@@ -120,9 +151,18 @@ impl Network {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{name} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Register `name` and log its device in, as a supernode if asked.
@@ -138,7 +178,11 @@ impl Network {
                 .args(["admin", "set-role", name, "supernode"])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         self.run(name, &["login", name, "--password-stdin"], &pw);
     }
@@ -146,8 +190,17 @@ impl Network {
     /// Start a supernode; returns it and its address.
     pub fn supernode(&self, name: &str, bootstrap: &[String]) -> (Proc, String) {
         let mut cmd = natter();
-        cmd.arg("--config").arg(&self.client_config).arg("--data-dir").arg(self.data(name));
-        cmd.args(["--log-level", "natter=debug", "--supernode", "--listen", "127.0.0.1:0"]);
+        cmd.arg("--config")
+            .arg(&self.client_config)
+            .arg("--data-dir")
+            .arg(self.data(name));
+        cmd.args([
+            "--log-level",
+            "natter=debug",
+            "--supernode",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
         for b in bootstrap {
             cmd.args(["--bootstrap", b]);
         }
@@ -159,8 +212,29 @@ impl Network {
 
     /// Start a headless client printing JSON.
     pub fn headless(&self, name: &str, bootstrap: &[String], extra: &[&str]) -> Proc {
+        self.headless_with(name, &self.client_config, bootstrap, extra)
+    }
+
+    /// The client config with `extra` TOML appended to its [overlay] table.
+    pub fn config_with_overlay(&self, file: &str, extra: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.client_config).unwrap();
+        let p = self.dir.path().join(file);
+        std::fs::write(&p, format!("{text}{extra}\n")).unwrap();
+        p
+    }
+
+    pub fn headless_with(
+        &self,
+        name: &str,
+        config: &Path,
+        bootstrap: &[String],
+        extra: &[&str],
+    ) -> Proc {
         let mut cmd = natter();
-        cmd.arg("--config").arg(&self.client_config).arg("--data-dir").arg(self.data(name));
+        cmd.arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(self.data(name));
         cmd.args(["--log-level", "natter=debug", "--headless", "--json"]);
         for b in bootstrap {
             cmd.args(["--bootstrap", b]);
