@@ -92,16 +92,16 @@ async fn main() {
     let mut lat = Vec::new();
     let mut found = 0;
     for r in 0..rounds {
-        for i in 0..n {
+        for (i, client) in clients.iter_mut().enumerate() {
             let target = format!("user{}", (i + 1 + r) % n);
             let t = Instant::now();
-            clients[i]
+            client
                 .commands
                 .send(Command::Lookup { username: target })
                 .await
                 .unwrap();
             loop {
-                match clients[i].events.recv().await {
+                match client.events.recv().await {
                     Some(Event::Client(ClientEvent::Lookup { outcome, .. })) => {
                         if matches!(outcome, LookupOutcome::Online(_)) {
                             found += 1;

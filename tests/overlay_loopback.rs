@@ -24,8 +24,8 @@ fn find_watch_and_survive_supernode_loss() {
         net.account(n, sn);
     }
     let (mut sn1, a1) = net.supernode("sn1", &[]);
-    let (mut sn2, a2) = net.supernode("sn2", &[a1.clone()]);
-    let (mut sn3, a3) = net.supernode("sn3", &[a1.clone()]);
+    let (mut sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
+    let (mut sn3, a3) = net.supernode("sn3", std::slice::from_ref(&a1));
     let all = vec![a1.clone(), a2.clone(), a3.clone()];
 
     let mut alice = net.headless("alice", &all, &[]);

@@ -22,12 +22,12 @@ fn public_supernode_account_volunteers_and_serves() {
     );
 
     // dave (user role) declines even when allowed.
-    let dave = net.headless_with("dave", &cfg, &[a1.clone()], &[]);
+    let dave = net.headless_with("dave", &cfg, std::slice::from_ref(&a1), &[]);
     let v = dave.wait_json(T, |v| v["event"] == "volunteer_declined");
     assert_eq!(v["reason"], "the account does not hold the supernode role");
 
     // carol volunteers: loopback is a public address (no NAT).
-    let carol = net.headless_with("carol", &cfg, &[a1.clone()], &[]);
+    let carol = net.headless_with("carol", &cfg, std::slice::from_ref(&a1), &[]);
     let v = carol.wait_json(T, |v| v["event"] == "volunteered");
     let carol_sn = v["supernode"].as_str().unwrap().to_owned();
     carol.wait_json(T, |v| v["event"] == "published");
@@ -36,7 +36,7 @@ fn public_supernode_account_volunteers_and_serves() {
     // users through it: it joined the overlay.
     let erin_cfg = net.config_with_overlay("erin.toml", "");
     net.account("erin", false);
-    let mut erin = net.headless_with("erin", &erin_cfg, &[carol_sn.clone()], &[]);
+    let mut erin = net.headless_with("erin", &erin_cfg, std::slice::from_ref(&carol_sn), &[]);
     let att = erin.wait_json(T, |v| v["event"] == "attached");
     assert_eq!(att["supernode"], carol_sn.as_str());
     erin.wait_json(T, |v| v["event"] == "published");
