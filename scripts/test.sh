@@ -22,3 +22,11 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust from rustup
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --all-targets
+
+# The real-NAT lab needs root (network namespaces and nftables); it
+# installs nftables, conntrack, coturn and netcat itself.
+if [ "$(id -u)" -eq 0 ]; then
+    lab/check-nat-types.sh
+else
+    echo "skipping the real-NAT lab: it needs root"
+fi

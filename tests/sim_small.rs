@@ -30,3 +30,21 @@ fn small_overlay_converges_and_finds_everyone() {
     assert_eq!(rep.online, 200, "{rep:?}");
     assert_eq!(rep.stale, 0);
 }
+
+#[test]
+fn same_seed_same_run() {
+    let run = || {
+        let spec = OverlaySpec {
+            seed: 9,
+            supernodes: 8,
+            clients: 100,
+            ..Default::default()
+        };
+        let mut o = Overlay::build(&spec);
+        o.sim.run_for(20_000);
+        o.sim.kill(o.supernodes[0]);
+        o.sim.run_for(10_000);
+        (o.sim.stats.clone(), o.sim.take_events())
+    };
+    assert_eq!(run(), run());
+}

@@ -8,7 +8,7 @@ use super::msg::{Found, Msg};
 use super::record::{PresenceRecord, RecordContent, Status};
 use crate::identity::{Certificate, DeviceIdentity};
 use rand::{Rng, RngCore};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 #[derive(Debug, Clone)]
@@ -139,7 +139,7 @@ pub struct ClientCore {
     cfg: ClientConfig,
     host_cache: VecDeque<SocketAddr>,
     links: Vec<Link>,
-    avoid: HashMap<SocketAddr, u64>,
+    avoid: BTreeMap<SocketAddr, u64>,
     failures: u32,
     next_attempt_at: u64,
     round_open: bool,
@@ -153,7 +153,7 @@ pub struct ClientCore {
     /// Do not publish before this (lets the backup attach first).
     publish_not_before: u64,
     published_seq: u64,
-    lookups: HashMap<u32, PendingLookup>,
+    lookups: BTreeMap<u32, PendingLookup>,
     next_qid: u32,
     watches: BTreeSet<String>,
     next_watch_at: u64,
@@ -188,7 +188,7 @@ impl ClientCore {
             cfg,
             host_cache: hc,
             links: Vec::new(),
-            avoid: HashMap::new(),
+            avoid: BTreeMap::new(),
             failures: 0,
             next_attempt_at: now,
             round_open: false,
@@ -201,7 +201,7 @@ impl ClientCore {
             need_publish: true,
             publish_not_before: 0,
             published_seq: 0,
-            lookups: HashMap::new(),
+            lookups: BTreeMap::new(),
             next_qid: 1,
             watches: BTreeSet::new(),
             next_watch_at: 0,

@@ -27,6 +27,11 @@ pub struct MembershipConfig {
     /// Each update is sent `retransmit_mult * log2(n)` times.
     pub retransmit_mult: u32,
     pub max_piggyback: usize,
+    /// While updates are waiting, push them to `gossip_fanout` random
+    /// members this often (their acks carry theirs back): a mass failure
+    /// spreads in seconds instead of riding on probes alone.
+    pub gossip_period_ms: u64,
+    pub gossip_fanout: usize,
     /// Full sync with a random member this often; 0 disables it.
     pub sync_period_ms: u64,
     /// Down members are remembered this long (so stale gossip cannot
@@ -40,9 +45,11 @@ impl Default for MembershipConfig {
             probe_period_ms: 500,
             probe_timeout_ms: 250,
             indirect_probes: 3,
-            suspect_timeout_ms: 1500,
+            suspect_timeout_ms: 3000,
             retransmit_mult: 3,
-            max_piggyback: 16,
+            max_piggyback: 32,
+            gossip_period_ms: 200,
+            gossip_fanout: 2,
             sync_period_ms: 60_000,
             forget_after_ms: 120_000,
         }
@@ -110,6 +117,7 @@ pub struct Membership {
     next_probe_at: u64,
     next_sync_at: u64,
     next_gc_at: u64,
+    next_gossip_at: u64,
     suspects: BinaryHeap<Reverse<(u64, u64, u32)>>,
     relays: HashMap<u32, Relay>,
     gossip: VecDeque<(Update, u32)>,
@@ -145,6 +153,7 @@ impl Membership {
             next_probe_at: now + cfg.probe_period_ms,
             next_sync_at: now + cfg.sync_period_ms.max(1),
             next_gc_at: now + 1000,
+            next_gossip_at: now,
             cfg,
             members,
             alive: 0,
@@ -426,7 +435,7 @@ impl Membership {
                 target,
                 target_addr,
             } => {
-                self.seq = self.seq.wrapping_add(1);
+                self.seq = self.seq.wrapping_add(1).max(1);
                 let my_seq = self.seq;
                 self.relays.insert(
                     my_seq,
@@ -523,7 +532,7 @@ impl Membership {
         let Some(addr) = self.members.get(&target).map(|m| m.addr) else {
             return;
         };
-        self.seq = self.seq.wrapping_add(1);
+        self.seq = self.seq.wrapping_add(1).max(1);
         let seq = self.seq;
         self.probe = Some(Probe {
             target,
@@ -620,6 +629,25 @@ impl Membership {
                 self.start_probe(now, t, out);
             }
         }
+        // Gossip rounds while there is news (seq 0: not a probe).
+        if now >= self.next_gossip_at {
+            self.next_gossip_at = now + self.cfg.gossip_period_ms.max(1);
+            if !self.gossip.is_empty() {
+                let targets: Vec<SocketAddr> = self
+                    .order
+                    .choose_multiple(rng, self.cfg.gossip_fanout + 2)
+                    .filter_map(|id| self.members.get(id).filter(|m| m.is_up()).map(|m| m.addr))
+                    .take(self.cfg.gossip_fanout)
+                    .collect();
+                for t in targets {
+                    let updates = self.piggyback();
+                    if updates.is_empty() {
+                        break;
+                    }
+                    self.send(out, t, &Msg::Ping { seq: 0, updates });
+                }
+            }
+        }
         // Anti-entropy.
         if self.cfg.sync_period_ms > 0 && now >= self.next_sync_at {
             let jitter = rng.gen_range(0..=self.cfg.sync_period_ms / 4);
@@ -662,6 +690,9 @@ impl Membership {
         }
         if self.cfg.sync_period_ms > 0 {
             t = t.min(self.next_sync_at);
+        }
+        if !self.gossip.is_empty() {
+            t = t.min(self.next_gossip_at);
         }
         t.min(self.next_gc_at)
     }

@@ -17,7 +17,7 @@ use crate::identity::{Certificate, Role};
 use rand::RngCore;
 use rand::seq::IteratorRandom;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc as Rc;
 
@@ -30,6 +30,10 @@ pub struct SupernodeConfig {
     pub query_timeout_ms: u64,
     /// Successors tried beyond `replicas` when owners do not answer.
     pub query_extra: usize,
+    /// Owners asked at once; the newest record among their answers wins,
+    /// so one owner holding an old copy (it missed an update while others
+    /// thought it dead) cannot hide a newer record.
+    pub parallel_queries: usize,
     pub cache_ttl_ms: u64,
     /// A client silent this long is detached.
     pub client_timeout_ms: u64,
@@ -52,6 +56,7 @@ impl Default for SupernodeConfig {
             membership: MembershipConfig::default(),
             query_timeout_ms: 300,
             query_extra: 4,
+            parallel_queries: 2,
             cache_ttl_ms: 2_000,
             client_timeout_ms: 6_000,
             check_interval_ms: 5_000,
@@ -128,9 +133,11 @@ struct Query {
     username: String,
     candidates: Vec<(u64, SocketAddr)>,
     next: usize,
-    current: u64,
+    /// Owners asked and not yet answered, with their deadlines.
+    outstanding: Vec<(u64, u64)>,
     not_found: usize,
-    deadline: u64,
+    /// Newest valid record received so far.
+    best: Option<(u64, Rc<[u8]>)>,
 }
 
 #[derive(Debug)]
@@ -149,22 +156,22 @@ pub struct SupernodeCore {
     my_addr: SocketAddr,
     cfg: SupernodeConfig,
     members: Membership,
-    clients: HashMap<SocketAddr, Attached>,
+    clients: BTreeMap<SocketAddr, Attached>,
     checks: BinaryHeap<Reverse<(u64, SocketAddr)>>,
-    records: HashMap<String, Held>,
-    cache: HashMap<String, (Rc<[u8]>, u64)>,
-    queries: HashMap<u32, Query>,
-    query_deadlines: BinaryHeap<Reverse<(u64, u32)>>,
+    records: BTreeMap<String, Held>,
+    cache: BTreeMap<String, (Rc<[u8]>, u64)>,
+    queries: BTreeMap<u32, Query>,
+    query_deadlines: BinaryHeap<Reverse<(u64, u32, u64)>>,
     next_qid: u32,
-    stores: HashMap<(u64, String), PendingStore>,
+    stores: BTreeMap<(u64, String), PendingStore>,
     store_deadlines: BinaryHeap<Reverse<(u64, u64, String)>>,
-    unresponsive: HashMap<u64, u64>,
+    unresponsive: BTreeMap<u64, u64>,
     /// Certificates already verified (by signature), to not verify the
     /// same one again for every refresh.
     verified_certs: HashMap<[u8; 64], u64>,
-    watchers: HashMap<String, Vec<(SocketAddr, u64)>>,
-    client_watches: HashMap<String, Vec<(SocketAddr, u64)>>,
-    watch_sent: HashMap<String, u64>,
+    watchers: BTreeMap<String, Vec<(SocketAddr, u64)>>,
+    client_watches: BTreeMap<String, Vec<(SocketAddr, u64)>>,
+    watch_sent: BTreeMap<String, u64>,
     bootstrap: Vec<SocketAddr>,
     joined: bool,
     next_join_at: u64,
@@ -206,20 +213,20 @@ impl SupernodeCore {
             my_addr,
             members: Membership::new(me, my_addr, incarnation, cfg.membership.clone(), now),
             cfg,
-            clients: HashMap::new(),
+            clients: BTreeMap::new(),
             checks: BinaryHeap::new(),
-            records: HashMap::new(),
-            cache: HashMap::new(),
-            queries: HashMap::new(),
+            records: BTreeMap::new(),
+            cache: BTreeMap::new(),
+            queries: BTreeMap::new(),
             query_deadlines: BinaryHeap::new(),
             next_qid: 1,
-            stores: HashMap::new(),
+            stores: BTreeMap::new(),
             store_deadlines: BinaryHeap::new(),
-            unresponsive: HashMap::new(),
+            unresponsive: BTreeMap::new(),
             verified_certs: HashMap::new(),
-            watchers: HashMap::new(),
-            client_watches: HashMap::new(),
-            watch_sent: HashMap::new(),
+            watchers: BTreeMap::new(),
+            client_watches: BTreeMap::new(),
+            watch_sent: BTreeMap::new(),
             joined: bootstrap.is_empty(),
             bootstrap,
             next_join_at: now,
@@ -858,9 +865,9 @@ impl SupernodeCore {
             username: username.to_owned(),
             candidates,
             next: 0,
-            current: 0,
+            outstanding: Vec::new(),
             not_found: 0,
-            deadline: 0,
+            best: None,
         };
         if self.is_owner(key, now) {
             // We are an owner without the record: one "not found" vote.
@@ -870,69 +877,85 @@ impl SupernodeCore {
         self.advance_query(now, qid);
     }
 
+    /// Keep `parallel_queries` owners asked at once; answer once every
+    /// asked owner replied or timed out, with the newest record seen, or
+    /// "not found" once enough responsive owners said so.
     fn advance_query(&mut self, now: u64, qid: u32) {
         let replicas = self.cfg.replicas;
+        let parallel = self.cfg.parallel_queries.max(1);
         let Some(q) = self.queries.get_mut(&qid) else {
             return;
         };
-        if q.not_found >= replicas || q.next >= q.candidates.len() {
-            let q = self.queries.remove(&qid).expect("present");
-            self.answer(q.origin, Found::NotFound);
+        if q.best.is_some() {
+            if q.outstanding.is_empty() {
+                let q = self.queries.remove(&qid).expect("present");
+                let (_, b) = q.best.expect("checked");
+                self.cache
+                    .insert(q.username.clone(), (b.clone(), now + self.cfg.cache_ttl_ms));
+                self.stats.lookups_found += 1;
+                self.answer(q.origin, Found::Record(&b));
+            }
             return;
         }
-        let (id, addr) = q.candidates[q.next];
-        q.next += 1;
-        q.current = id;
-        q.deadline = now + self.cfg.query_timeout_ms;
+        let exhausted = q.not_found >= replicas || q.next >= q.candidates.len();
+        if exhausted {
+            if q.outstanding.is_empty() {
+                let q = self.queries.remove(&qid).expect("present");
+                self.answer(q.origin, Found::NotFound);
+            }
+            return;
+        }
+        let mut sends = Vec::new();
+        while q.outstanding.len() < parallel && q.next < q.candidates.len() {
+            let (id, addr) = q.candidates[q.next];
+            q.next += 1;
+            let deadline = now + self.cfg.query_timeout_ms;
+            q.outstanding.push((id, deadline));
+            sends.push((id, addr, deadline));
+        }
         let username = q.username.clone();
-        self.query_deadlines.push(Reverse((q.deadline, qid)));
-        self.stats.queries_sent += 1;
-        self.send(
-            addr,
-            &Msg::Query {
-                qid,
-                username: &username,
-            },
-        );
+        for (id, addr, deadline) in sends {
+            self.query_deadlines.push(Reverse((deadline, qid, id)));
+            self.stats.queries_sent += 1;
+            self.send(
+                addr,
+                &Msg::Query {
+                    qid,
+                    username: &username,
+                },
+            );
+        }
     }
 
     fn on_query_reply(&mut self, now: u64, from: u64, qid: u32, found: Found<'_>) {
-        let Some(q) = self.queries.get(&qid) else {
+        let Some(q) = self.queries.get_mut(&qid) else {
             return;
         };
-        if q.current != from {
+        let Some(pos) = q.outstanding.iter().position(|(id, _)| *id == from) else {
             return;
-        }
+        };
+        q.outstanding.swap_remove(pos);
+        let want = q.username.clone();
         match found {
-            Found::Record(b) => {
-                let Ok(rec) = self.check_record(now, b) else {
-                    // A bad answer counts as no answer from that owner.
-                    self.advance_query(now, qid);
-                    return;
-                };
-                let Some(q) = self.queries.remove(&qid) else {
-                    return;
-                };
-                if rec.username() != q.username {
-                    self.stats.records_rejected_wrong_user += 1;
-                    self.queries.insert(qid, q);
-                    self.advance_query(now, qid);
-                    return;
+            Found::Record(b) => match self.check_record(now, b) {
+                Ok(rec) if rec.username() == want => {
+                    if let Some(q) = self.queries.get_mut(&qid)
+                        && q.best.as_ref().is_none_or(|(seq, _)| rec.seq > *seq)
+                    {
+                        q.best = Some((rec.seq, Rc::from(b)));
+                    }
                 }
-                self.cache.insert(
-                    q.username.clone(),
-                    (Rc::from(b), now + self.cfg.cache_ttl_ms),
-                );
-                self.stats.lookups_found += 1;
-                self.answer(q.origin, Found::Record(b));
-            }
+                Ok(_) => self.stats.records_rejected_wrong_user += 1,
+                // A bad answer counts as no answer from that owner.
+                Err(()) => {}
+            },
             Found::NotFound => {
                 if let Some(q) = self.queries.get_mut(&qid) {
                     q.not_found += 1;
                 }
-                self.advance_query(now, qid);
             }
         }
+        self.advance_query(now, qid);
     }
 
     fn answer(&mut self, origin: Origin, found: Found<'_>) {
@@ -1013,18 +1036,22 @@ impl SupernodeCore {
         self.after_membership(now);
 
         // Owner queries that timed out.
-        while let Some(Reverse((at, qid))) = self.query_deadlines.peek().copied() {
+        while let Some(Reverse((at, qid, who))) = self.query_deadlines.peek().copied() {
             if at > now {
                 break;
             }
             self.query_deadlines.pop();
-            let Some(q) = self.queries.get(&qid) else {
+            let Some(q) = self.queries.get_mut(&qid) else {
                 continue;
             };
-            if q.deadline != at {
+            let Some(pos) = q
+                .outstanding
+                .iter()
+                .position(|&(id, d)| id == who && d == at)
+            else {
                 continue;
-            }
-            let who = q.current;
+            };
+            q.outstanding.swap_remove(pos);
             self.stats.query_timeouts += 1;
             self.mark_unresponsive(now, who);
             self.advance_query(now, qid);
@@ -1153,7 +1180,7 @@ impl SupernodeCore {
         if !self.joined && !self.bootstrap.is_empty() {
             t = t.min(self.next_join_at);
         }
-        if let Some(Reverse((at, _))) = self.query_deadlines.peek() {
+        if let Some(Reverse((at, _, _))) = self.query_deadlines.peek() {
             t = t.min(*at);
         }
         if let Some(Reverse((at, _, _))) = self.store_deadlines.peek() {

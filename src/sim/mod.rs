@@ -505,6 +505,7 @@ pub struct LookupReport {
     pub stale: usize,
     pub latencies_ms: Vec<u64>,
     pub missing: Vec<String>,
+    pub unreachable_users: Vec<String>,
 }
 
 impl Overlay {
@@ -580,11 +581,16 @@ impl Overlay {
                         .any(|a| self.sim.index_of(a).is_some_and(|i| self.sim.is_alive(i)))
                     {
                         rep.unreachable += 1;
+                        rep.unreachable_users.push(Self::username(t));
                     }
                 }
             }
         }
         rep.failed += want.len();
+        for (t, _, _) in want.values() {
+            rep.missing
+                .push(format!("{} (no answer)", Self::username(*t)));
+        }
         rep
     }
 }
@@ -616,6 +622,8 @@ pub struct BlackoutReport {
     pub max_clients_seen: u64,
     pub max_clients_allowed: usize,
     pub forged_or_stale_answers: usize,
+    /// (second, user, why) for sample lookups that did not succeed.
+    pub sample_failures: Vec<(u64, String, &'static str)>,
     pub sim_stats: SimStats,
 }
 
@@ -683,9 +691,13 @@ impl Overlay {
                 if frac >= 1.0 && rep.sample_recovered_after_s.is_none() {
                     rep.sample_recovered_after_s = Some(sec);
                 }
-                // The second's remainder passes inside `lookups`.
-                let spent = self.sim.now;
-                let _ = spent;
+                for u in r.missing {
+                    rep.sample_failures.push((sec, u, "not found or timed out"));
+                }
+                for u in r.unreachable_users {
+                    rep.sample_failures
+                        .push((sec, u, "record names only dead supernodes"));
+                }
             }
         }
         let askers = self.attached_clients();
