@@ -339,7 +339,11 @@ impl<'a> Msg<'a> {
                 seq: r.u64()?,
             },
             20 => Msg::Attach {
-                primary: r.u8()? != 0,
+                primary: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(WireError::Invalid { field: "primary flag" }),
+                },
             },
             21 => Msg::AttachOk {
                 observed: read_addr(&mut r)?,
