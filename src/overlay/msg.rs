@@ -342,7 +342,11 @@ impl<'a> Msg<'a> {
                 primary: match r.u8()? {
                     0 => false,
                     1 => true,
-                    _ => return Err(WireError::Invalid { field: "primary flag" }),
+                    _ => {
+                        return Err(WireError::Invalid {
+                            field: "primary flag",
+                        });
+                    }
                 },
             },
             21 => Msg::AttachOk {
