@@ -8,6 +8,11 @@ use natter::sim::{Overlay, OverlaySpec, percentile};
 use std::time::Instant;
 
 fn main() {
+    // `cargo test --all-targets` runs benches without `--bench`: skip then.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmark: run it with `cargo bench`");
+        return;
+    }
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
