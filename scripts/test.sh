@@ -21,7 +21,9 @@ command -v cargo >/dev/null || { echo "cargo not found: install Rust from rustup
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked 2>&1 | tee "$log"
 
 # The real-NAT lab needs root (network namespaces and nftables); it
 # installs nftables, conntrack, coturn and netcat itself.
@@ -30,3 +32,6 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     echo "skipping the real-NAT lab: it needs root"
 fi
+
+# One closing line for the whole run.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
