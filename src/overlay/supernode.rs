@@ -382,6 +382,27 @@ impl SupernodeCore {
             return;
         };
         let is_sn = peer.role == Role::Supernode;
+        // Membership and directory traffic is for supernodes only.
+        let supernode_only = matches!(
+            msg,
+            Msg::Ping { .. }
+                | Msg::Ack { .. }
+                | Msg::PingReq { .. }
+                | Msg::Join
+                | Msg::SyncReq { .. }
+                | Msg::SyncPage { .. }
+                | Msg::Store { .. }
+                | Msg::StoreAck { .. }
+                | Msg::Check { .. }
+                | Msg::Query { .. }
+                | Msg::QueryReply { .. }
+                | Msg::Watch { .. }
+                | Msg::Notify { .. }
+        );
+        if supernode_only && !is_sn {
+            self.stats.not_supernode += 1;
+            return;
+        }
         match msg {
             Msg::Ping { .. }
             | Msg::Ack { .. }
@@ -389,10 +410,6 @@ impl SupernodeCore {
             | Msg::Join
             | Msg::SyncReq { .. }
             | Msg::SyncPage { .. } => {
-                if !is_sn {
-                    self.stats.not_supernode += 1;
-                    return;
-                }
                 let id = node_id(&peer.ed25519);
                 self.unresponsive.remove(&id);
                 if matches!(msg, Msg::SyncPage { .. }) && !self.joined {
@@ -405,17 +422,9 @@ impl SupernodeCore {
                 self.after_membership(now);
             }
             Msg::Store { record } => {
-                if !is_sn {
-                    self.stats.not_supernode += 1;
-                    return;
-                }
                 self.on_store(now, from, record);
             }
             Msg::StoreAck { username, seq } => {
-                if !is_sn {
-                    self.stats.not_supernode += 1;
-                    return;
-                }
                 let id = node_id(&peer.ed25519);
                 self.unresponsive.remove(&id);
                 let key = (id, username.to_owned());
@@ -435,10 +444,6 @@ impl SupernodeCore {
                 }
             }
             Msg::Check { username, seq: _ } => {
-                if !is_sn {
-                    self.stats.not_supernode += 1;
-                    return;
-                }
                 let held = self.records.get(username).map_or(0, |h| h.seq);
                 self.send(
                     from,
@@ -449,10 +454,6 @@ impl SupernodeCore {
                 );
             }
             Msg::Query { qid, username } => {
-                if !is_sn {
-                    self.stats.not_supernode += 1;
-                    return;
-                }
                 self.stats.queries_answered += 1;
                 let found = match self.records.get(username) {
                     Some(h) if h.expires_at > now / 1000 => Found::Record(&h.bytes),
@@ -464,19 +465,11 @@ impl SupernodeCore {
                 self.out.push((from, b));
             }
             Msg::QueryReply { qid, found } => {
-                if !is_sn {
-                    self.stats.not_supernode += 1;
-                    return;
-                }
                 let id = node_id(&peer.ed25519);
                 self.unresponsive.remove(&id);
                 self.on_query_reply(now, id, qid, found);
             }
             Msg::Watch { username } => {
-                if !is_sn {
-                    self.stats.not_supernode += 1;
-                    return;
-                }
                 let exp = now + self.cfg.watch_ttl_ms;
                 let list = self.watchers.entry(username.to_owned()).or_default();
                 if let Some(e) = list.iter_mut().find(|(a, _)| *a == from) {
@@ -486,10 +479,6 @@ impl SupernodeCore {
                 }
             }
             Msg::Notify { record } => {
-                if !is_sn {
-                    self.stats.not_supernode += 1;
-                    return;
-                }
                 self.on_notify(now, record);
             }
             Msg::Attach { primary: _ } => self.on_attach(now, from, peer, rng),
