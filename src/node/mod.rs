@@ -3,6 +3,7 @@
 //! holds the login driver, the UDP link driver and the device's on-disk
 //! state.
 
+pub mod demux;
 pub mod device;
 pub mod login;
 pub mod overlay;
