@@ -4,6 +4,8 @@
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
 //! - `link`: secure links over UDP (sans-IO);
+//! - `media`, `call`: voice (audio devices, codec, encrypted media) and
+//!   call signalling;
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
 pub mod authority;
@@ -14,6 +16,7 @@ pub mod crypto;
 pub mod fuzzing;
 pub mod identity;
 pub mod link;
+pub mod media;
 pub mod node;
 pub mod overlay;
 pub mod sim;
