@@ -8,3 +8,4 @@
 //! thin tokio [`driver`].
 
 pub mod audio;
+pub mod codec;

@@ -113,6 +113,13 @@ impl std::fmt::Display for DeviceSpec {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl DeviceSpec {
     fn is_sound_card(&self) -> bool {
         matches!(self, DeviceSpec::Default | DeviceSpec::Named(_))
