@@ -9,3 +9,4 @@
 
 pub mod audio;
 pub mod codec;
+pub mod packet;
