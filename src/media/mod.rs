@@ -9,4 +9,5 @@
 
 pub mod audio;
 pub mod codec;
+pub mod jitter;
 pub mod packet;
