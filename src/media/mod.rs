@@ -11,3 +11,8 @@ pub mod audio;
 pub mod codec;
 pub mod jitter;
 pub mod packet;
+pub mod report;
+pub mod session;
+
+pub use packet::{MediaKeys, Side};
+pub use session::{MediaConfig, MediaError, MediaEvent, MediaSession, MediaStats};
