@@ -16,5 +16,6 @@ pub mod identity;
 pub mod link;
 pub mod node;
 pub mod overlay;
+pub mod relay;
 pub mod sim;
 pub mod wire;
