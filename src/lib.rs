@@ -19,5 +19,6 @@ pub mod link;
 pub mod media;
 pub mod node;
 pub mod overlay;
+pub mod relay;
 pub mod sim;
 pub mod wire;
