@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod fuzzing;
 pub mod identity;
 pub mod link;
+pub mod nat;
 pub mod node;
 pub mod overlay;
 pub mod sim;
