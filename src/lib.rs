@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod link;
 pub mod media;
+pub mod nat;
 pub mod node;
 pub mod overlay;
 pub mod relay;
