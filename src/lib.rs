@@ -1,6 +1,7 @@
 //! natter: a peer-to-peer softphone for the terminal.
 //!
 //! Layers, top to bottom (imports point down only):
+//! - `ui`: the terminal UI, talking to `node::api` only;
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
 //! - `link`: secure links over UDP (sans-IO);
@@ -22,4 +23,5 @@ pub mod node;
 pub mod overlay;
 pub mod relay;
 pub mod sim;
+pub mod ui;
 pub mod wire;
