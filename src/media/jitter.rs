@@ -50,8 +50,8 @@ impl Default for JitterConfig {
             min_ms: 0.0,
             max_ms: 400.0,
             window_ms: 8_000,
-            quantile: 0.98,
-            margin_ms: 2.0,
+            quantile: 0.995,
+            margin_ms: 3.0,
             drift_per_s: 3.0,
             drop_after: 10,
         }
