@@ -41,6 +41,7 @@ impl MediaConfig {
                 bitrate: m.bitrate,
                 fec: m.fec,
                 min_loss_percent: m.fec_min_loss_percent,
+                ..Default::default()
             },
             jitter: JitterConfig {
                 max_ms: m.jitter_max_ms as f64,
