@@ -10,6 +10,7 @@
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
 pub mod authority;
+pub mod call;
 pub mod clock;
 pub mod config;
 pub mod crypto;
