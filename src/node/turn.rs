@@ -84,6 +84,9 @@ impl TurnHandle {
         match classify(d) {
             Datagram::ChannelData => true,
             Datagram::Stun => is_turn_method(d),
+            // RFC 5766 channels 0x5000-0x7FFF, which RFC 8656 dropped but
+            // older clients still bind; nothing else starts 0x50-0x7F.
+            Datagram::Unknown => crate::relay::framing::ChannelData::decode(d).is_ok(),
             _ => false,
         }
     }
