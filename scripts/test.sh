@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests use.
-PACKAGES=(build-essential pkg-config)
+# Debian packages the build and the tests use (coturn: the relay tests run
+# our TURN client against turnserver and turnutils_uclient against ours).
+PACKAGES=(build-essential pkg-config coturn)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
