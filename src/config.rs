@@ -42,6 +42,7 @@ pub struct Config {
     pub audio: AudioSection,
     pub media: MediaSection,
     pub keys: KeysSection,
+    pub relay: RelaySection,
 }
 
 /// Sound devices for calls.
@@ -93,6 +94,79 @@ impl Default for MediaSection {
             report_interval: HumanDuration(Duration::from_secs(1)),
         }
     }
+}
+
+/// The TURN relay every supernode runs and the credentials it hands to
+/// its clients (REST-style, as coturn's `use-auth-secret`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// Shared by every supernode of the group (and any coturn relaying
+    /// for it with `static-auth-secret`). Empty: no relay on this node.
+    pub secret: String,
+    pub realm: String,
+    /// How long the credentials a supernode issues stay valid.
+    pub credential_lifetime: HumanDuration,
+    /// Allocation lifetime when the client asks for less, and the most
+    /// it may ask for.
+    pub allocation_lifetime: HumanDuration,
+    pub max_allocation_lifetime: HumanDuration,
+    /// Allocations on this supernode, all users together.
+    pub max_allocations: usize,
+    /// Allocations one user may hold at once.
+    pub user_allocations: usize,
+    /// Relayed bytes per second per user (both directions); 0: no limit.
+    pub user_bandwidth: u64,
+    /// UDP ports for relayed addresses, `"lo-hi"`; `"0"` lets the system
+    /// pick.
+    #[serde(deserialize_with = "port_range")]
+    pub ports: (u16, u16),
+    /// The address advertised for relayed transports; default: the
+    /// supernode's own.
+    pub public_ip: Option<std::net::IpAddr>,
+    /// Also accept TURN over TCP on the supernode's port number.
+    pub tcp: bool,
+    /// Other relays of the group to hand out, `host:port` (e.g. coturn).
+    pub servers: Vec<HostPort>,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        RelaySection {
+            secret: String::new(),
+            realm: "natter".into(),
+            credential_lifetime: HumanDuration(Duration::from_secs(3600)),
+            allocation_lifetime: HumanDuration(Duration::from_secs(600)),
+            max_allocation_lifetime: HumanDuration(Duration::from_secs(3600)),
+            max_allocations: 10_000,
+            user_allocations: 10,
+            user_bandwidth: 1_000_000,
+            ports: (49_152, 65_535),
+            public_ip: None,
+            tcp: true,
+            servers: Vec::new(),
+        }
+    }
+}
+
+/// `"lo-hi"` (inclusive) or `"0"` for system-chosen ports.
+fn port_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {
+    let s = String::deserialize(d)?;
+    let bad = || {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a port range: expected \"lo-hi\" such as \"49152-65535\", or \"0\""
+        ))
+    };
+    if s.trim() == "0" {
+        return Ok((0, 0));
+    }
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || hi < lo {
+        return Err(bad());
+    }
+    Ok((lo, hi))
 }
 
 /// Settings of `natter --supernode`.
@@ -705,6 +779,20 @@ mod tests {
             e.contains("certificate_lifetime") && e.contains("duration"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn relay_section() {
+        let c = parse("[relay]\nsecret = \"s\"\nports = \"50000-50100\"\nuser_bandwidth = 0\n")
+            .unwrap();
+        assert_eq!(c.relay.ports, (50_000, 50_100));
+        assert_eq!(c.relay.secret, "s");
+        assert_eq!(
+            parse("[relay]\nports = \"0\"\n").unwrap().relay.ports,
+            (0, 0)
+        );
+        let e = parse("[relay]\nports = \"9-3\"\n").unwrap_err().to_string();
+        assert!(e.contains("relay.ports") && e.contains("port range"), "{e}");
     }
 
     #[test]

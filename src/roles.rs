@@ -173,10 +173,32 @@ async fn start_supernode(
         local
     };
     let incarnation = (now / 1000) as u32;
+    let extra_relays = resolve(&config.relay.servers).await;
+    let mut nonce_key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce_key);
+    let (turn, relay) = natter::node::turn::supernode_setup(
+        &config.relay,
+        local,
+        advertised,
+        extra_relays,
+        nonce_key,
+        now,
+    )
+    .await?;
+    match &turn {
+        Some(t) => tracing::info!(
+            realm = %config.relay.realm,
+            tcp = t.tcp.is_some(),
+            "TURN relay on {advertised}"
+        ),
+        None => tracing::warn!("no TURN relay: [relay] secret is not set"),
+    }
+    let cfg = SupernodeConfig { relay, ..cfg };
     let core = SupernodeCore::new(key, cert, advertised, boot, cfg, incarnation, now);
     let id = core.me;
     let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
-    let node = OverlayNode::spawn(socket, link, Core::Supernode(Box::new(core)), clock)?;
+    let node =
+        OverlayNode::spawn_with_turn(socket, link, Core::Supernode(Box::new(core)), clock, turn)?;
     Ok((node, advertised, id))
 }
 
@@ -329,6 +351,23 @@ pub fn event_json(e: &ClientEvent) -> Option<serde_json::Value> {
             v["online"] = json!(online);
             v
         }
+        ClientEvent::RelayCredentials {
+            username,
+            password,
+            realm,
+            expires,
+            relays,
+        } => json!({
+            "event": "relay_credentials",
+            "username": username,
+            "password": password,
+            "realm": realm,
+            "expires": expires,
+            "relays": relays.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        }),
+        ClientEvent::RelayRefused { reason } => {
+            json!({"event": "relay_refused", "reason": reason})
+        }
     })
 }
 
@@ -364,6 +403,16 @@ fn event_line(e: &ClientEvent) -> String {
             LookupOutcome::NotFound => format!("{username} was not found"),
             LookupOutcome::Failed(why) => format!("looking up {username} failed: {why}"),
         },
+        ClientEvent::RelayCredentials {
+            username,
+            expires,
+            relays,
+            ..
+        } => format!(
+            "relay credentials {username} until {} for {relays:?}",
+            fmt_time(*expires)
+        ),
+        ClientEvent::RelayRefused { reason } => format!("no relay credentials: {reason}"),
         ClientEvent::PresenceChanged { record, online } => format!(
             "{} is now {}{}",
             record.username(),
@@ -488,9 +537,10 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                         }
                     },
                     (Some("quit"), _) => Some(Command::Shutdown),
+                    (Some("relay"), _) => Some(Command::RelayCredentials),
                     (None, _) => None,
                     _ => {
-                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | quit");
+                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | quit");
                         emit(h.json, json!({"event": "error", "error": e}), e.clone());
                         None
                     }

@@ -6,6 +6,7 @@
 use crate::clock::Clock;
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
+use crate::node::turn::{TurnHandle, TurnService};
 use crate::overlay::{ClientCore, ClientEvent, Status, SupernodeCore, SupernodeEvent};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -45,6 +46,8 @@ pub enum Command {
     },
     /// Publish an offline record, detach and stop.
     Shutdown,
+    /// Ask the primary supernode for relay (TURN) credentials.
+    RelayCredentials,
 }
 
 /// What the node reports.
@@ -75,6 +78,16 @@ pub struct OverlayNode {
     pub commands: mpsc::Sender<Command>,
     pub events: mpsc::Receiver<Event>,
     pub task: tokio::task::JoinHandle<()>,
+    /// The TURN relay on this node's socket, when it runs one.
+    pub turn: Option<TurnHandle>,
+}
+
+/// A TURN server to run on the node's socket (supernodes).
+pub struct TurnSetup {
+    pub core: crate::relay::TurnServer,
+    pub cfg: crate::node::turn::TurnServiceConfig,
+    /// TURN over TCP, on a listener the caller bound.
+    pub tcp: Option<tokio::net::TcpListener>,
 }
 
 impl OverlayNode {
@@ -85,7 +98,22 @@ impl OverlayNode {
         core: Core,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
+        Self::spawn_with_turn(socket, link, core, clock, None)
+    }
+
+    /// Start the node's task, with a TURN relay sharing its socket.
+    pub fn spawn_with_turn(
+        socket: UdpSocket,
+        link: LinkEndpoint,
+        core: Core,
+        clock: Arc<dyn Clock>,
+        turn: Option<TurnSetup>,
+    ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
+        let socket = Arc::new(socket);
+        let turn =
+            turn.map(|t| TurnService::spawn(t.core, socket.clone(), t.tcp, t.cfg, clock.clone()));
+        let turn_handle = turn.as_ref().map(|t| t.handle.clone());
         let (ctx, crx) = mpsc::channel(256);
         let (etx, erx) = mpsc::channel(4096);
         let span = match &core {
@@ -102,6 +130,7 @@ impl OverlayNode {
                     rng: StdRng::from_entropy(),
                     events: etx,
                     not_supernode: 0,
+                    turn,
                 };
                 n.run(crx).await;
                 let _ = n.events.send(Event::Stopped).await;
@@ -113,18 +142,21 @@ impl OverlayNode {
             commands: ctx,
             events: erx,
             task,
+            turn: turn_handle,
         })
     }
 }
 
 struct Driver {
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     link: LinkEndpoint,
     core: Core,
     clock: Arc<dyn Clock>,
     rng: StdRng,
     events: mpsc::Sender<Event>,
     not_supernode: u64,
+    /// Stops with the node.
+    turn: Option<TurnService>,
 }
 
 impl Driver {
@@ -146,7 +178,11 @@ impl Driver {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
                         let now = self.clock.now_ms();
-                        self.link.handle_datagram(now, from, &buf[..n], &mut self.rng);
+                        match &self.turn {
+                            // TURN methods and ChannelData go to the relay.
+                            Some(t) if TurnHandle::wants(&buf[..n]) => t.handle.datagram(from, &buf[..n]),
+                            _ => self.link.handle_datagram(now, from, &buf[..n], &mut self.rng),
+                        }
                     }
                     // ICMP errors from earlier sends surface here; the
                     // protocol's own timers deal with unreachable peers.
@@ -185,6 +221,9 @@ impl Driver {
                 cl.set_status(status, &message)
             }
             (Core::Client(cl), Command::Watch { username }) => cl.watch(&username),
+            (Core::Client(cl), Command::RelayCredentials) => {
+                cl.request_relay_credentials();
+            }
             (_, Command::Status { reply }) => {
                 let mut st = NodeStatus {
                     local_addr: self.socket.local_addr().ok(),

@@ -98,6 +98,18 @@ pub enum ClientEvent {
         record: Box<PresenceRecord>,
         online: bool,
     },
+    /// Short-lived credentials for the group's TURN relays.
+    RelayCredentials {
+        username: String,
+        password: String,
+        realm: String,
+        /// Unix seconds.
+        expires: u64,
+        relays: Vec<SocketAddr>,
+    },
+    RelayRefused {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,6 +304,20 @@ impl ClientCore {
                 qid,
                 username: username.to_owned(),
                 outcome: LookupOutcome::Failed("not attached to any supernode".into()),
+            }),
+        }
+        qid
+    }
+
+    /// Ask the primary supernode for relay credentials; the answer comes
+    /// as [`ClientEvent::RelayCredentials`] or [`ClientEvent::RelayRefused`].
+    pub fn request_relay_credentials(&mut self) -> u32 {
+        let qid = self.next_qid;
+        self.next_qid = self.next_qid.wrapping_add(1).max(1);
+        match self.primary().or_else(|| self.attached().next()) {
+            Some(sn) => self.send(sn, &Msg::RelayCredentialsReq { qid }),
+            None => self.events.push_back(ClientEvent::RelayRefused {
+                reason: "not attached to any supernode".into(),
             }),
         }
         qid
@@ -519,6 +545,23 @@ impl ClientCore {
                     outcome,
                 });
             }
+            Msg::RelayCredentials {
+                username,
+                password,
+                realm,
+                expires,
+                relays,
+                ..
+            } => self.events.push_back(ClientEvent::RelayCredentials {
+                username: username.to_owned(),
+                password: password.to_owned(),
+                realm: realm.to_owned(),
+                expires,
+                relays,
+            }),
+            Msg::RelayRefused { reason, .. } => self.events.push_back(ClientEvent::RelayRefused {
+                reason: reason.to_owned(),
+            }),
             Msg::PresenceUpdate { record } => {
                 if let Some(r) = self.verify(now, record)
                     && self.watches.contains(r.username())

@@ -182,6 +182,24 @@ pub enum Msg<'a> {
     PresenceUpdate {
         record: &'a [u8],
     },
+    // Client <-> supernode: relay (TURN) credentials.
+    RelayCredentialsReq {
+        qid: u32,
+    },
+    /// REST-style credentials for the group's relays (see
+    /// [`crate::relay::creds`]), valid until `expires` (Unix seconds).
+    RelayCredentials {
+        qid: u32,
+        username: &'a str,
+        password: &'a str,
+        realm: &'a str,
+        expires: u64,
+        relays: Vec<SocketAddr>,
+    },
+    RelayRefused {
+        qid: u32,
+        reason: &'a str,
+    },
 }
 
 impl<'a> Msg<'a> {
@@ -286,6 +304,28 @@ impl<'a> Msg<'a> {
             Msg::PresenceUpdate { record } => {
                 w.u8(32).bytes16(record);
             }
+            Msg::RelayCredentialsReq { qid } => {
+                w.u8(40).u32(*qid);
+            }
+            Msg::RelayCredentials {
+                qid,
+                username,
+                password,
+                realm,
+                expires,
+                relays,
+            } => {
+                w.u8(41)
+                    .u32(*qid)
+                    .bytes8(username.as_bytes())
+                    .bytes8(password.as_bytes())
+                    .bytes8(realm.as_bytes())
+                    .u64(*expires);
+                write_addrs(&mut w, relays);
+            }
+            Msg::RelayRefused { qid, reason } => {
+                w.u8(42).u32(*qid).bytes8(reason.as_bytes());
+            }
         }
         w.into_vec()
     }
@@ -380,6 +420,19 @@ impl<'a> Msg<'a> {
             },
             32 => Msg::PresenceUpdate {
                 record: r.bytes16()?,
+            },
+            40 => Msg::RelayCredentialsReq { qid: r.u32()? },
+            41 => Msg::RelayCredentials {
+                qid: r.u32()?,
+                username: r.str8("username")?,
+                password: r.str8("password")?,
+                realm: r.str8("realm")?,
+                expires: r.u64()?,
+                relays: read_addrs(&mut r)?,
+            },
+            42 => Msg::RelayRefused {
+                qid: r.u32()?,
+                reason: r.str8("reason")?,
             },
             got => {
                 return Err(WireError::UnknownType {
@@ -500,6 +553,19 @@ mod tests {
             },
             Msg::WatchReq { username: "dave" },
             Msg::PresenceUpdate { record: b"u" },
+            Msg::RelayCredentialsReq { qid: 10 },
+            Msg::RelayCredentials {
+                qid: 10,
+                username: "1700000000:alice",
+                password: "Cd/49soE35ICqcJF/bCTn8Z4OyE=",
+                realm: "natter",
+                expires: 1_700_000_000,
+                relays: vec![a],
+            },
+            Msg::RelayRefused {
+                qid: 11,
+                reason: "no relay",
+            },
         ];
         for m in msgs {
             let bytes = m.encode();

@@ -46,6 +46,9 @@ pub struct SupernodeConfig {
     pub rebalance_delay_ms: u64,
     pub watch_ttl_ms: u64,
     pub join_retry_ms: u64,
+    /// Relay credentials for attached clients; `None`: this group runs no
+    /// relay.
+    pub relay: Option<crate::relay::RelayGrant>,
 }
 
 impl Default for SupernodeConfig {
@@ -65,6 +68,7 @@ impl Default for SupernodeConfig {
             rebalance_delay_ms: 300,
             watch_ttl_ms: 120_000,
             join_retry_ms: 1_000,
+            relay: None,
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct SupernodeStats {
     pub peak_clients: u64,
     pub bytes_sent: u64,
     pub directory_bytes_sent: u64,
+    pub relay_credentials_issued: u64,
 }
 
 #[derive(Debug)]
@@ -521,7 +526,10 @@ impl SupernodeCore {
                 }
                 self.on_watch_req(now, from, username);
             }
+            Msg::RelayCredentialsReq { qid } => self.on_relay_request(now, from, peer, qid),
             Msg::AttachOk { .. }
+            | Msg::RelayCredentials { .. }
+            | Msg::RelayRefused { .. }
             | Msg::Redirect { .. }
             | Msg::KeepaliveAck { .. }
             | Msg::PublishAck { .. }
@@ -531,6 +539,35 @@ impl SupernodeCore {
                 self.stats.malformed += 1;
             }
         }
+    }
+
+    /// Relay credentials go to attached clients only: their certificate
+    /// was verified when the link came up, and it names the user.
+    fn on_relay_request(&mut self, now: u64, from: SocketAddr, peer: &Certificate, qid: u32) {
+        let reason = if !self.clients.contains_key(&from) {
+            self.stats.not_attached += 1;
+            "not attached"
+        } else if let Some(g) = &self.cfg.relay {
+            let c = g.issue(&peer.username, now / 1000, peer.not_after);
+            let relays = g.relays.clone();
+            let realm = g.realm.clone();
+            self.stats.relay_credentials_issued += 1;
+            self.send(
+                from,
+                &Msg::RelayCredentials {
+                    qid,
+                    username: &c.username,
+                    password: &c.password,
+                    realm: &realm,
+                    expires: c.expires,
+                    relays,
+                },
+            );
+            return;
+        } else {
+            "no relay in this supernode group"
+        };
+        self.send(from, &Msg::RelayRefused { qid, reason });
     }
 
     fn on_attach(&mut self, now: u64, from: SocketAddr, peer: &Certificate, rng: &mut dyn RngCore) {

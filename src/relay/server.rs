@@ -22,7 +22,7 @@
 //! and every dropped packet is counted in [`TurnStats`].
 
 use super::creds::{NonceKey, parse_username, rest_password};
-use super::framing::{CHANNEL_MAX, CHANNEL_MIN, ChannelData, Class, StunHeader, method};
+use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN, ChannelData, Class, StunHeader, method};
 use super::quota::TokenBucket;
 use super::stunmsg::{self, Integrity};
 use std::collections::{HashMap, VecDeque};
@@ -292,7 +292,7 @@ impl TurnServer {
     /// A STUN or ChannelData message from a client.
     pub fn handle_client(&mut self, now: u64, from: ClientAddr, bytes: &[u8]) {
         match bytes.first() {
-            Some(0x40..=0x4F) => self.on_channel_data(now, from, bytes),
+            Some(0x40..=0x7F) => self.on_channel_data(now, from, bytes),
             Some(_) => self.on_stun(now, from, bytes),
             None => self.stats.malformed += 1,
         }
@@ -1062,7 +1062,7 @@ impl TurnServer {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 400, "Bad Request", &auth);
         };
-        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&channel) {
+        if !(CHANNEL_MIN..=CHANNEL_MAX_ACCEPTED).contains(&channel) {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 400, "Bad Request", &auth);
         }
