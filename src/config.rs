@@ -39,6 +39,7 @@ pub struct Config {
     pub authority: AuthorityConfig,
     pub supernode: SupernodeSection,
     pub overlay: OverlaySection,
+    pub nat: NatSection,
     pub audio: AudioSection,
     pub media: MediaSection,
     pub keys: KeysSection,
@@ -181,6 +182,44 @@ pub struct SupernodeSection {
     pub max_clients: usize,
     /// Supernodes holding each user's record.
     pub replicas: usize,
+    /// A second IP address of this host: with it the supernode serves RFC
+    /// 5780 NAT behaviour discovery (STUN on both addresses and ports).
+    /// Needs `listen` on a specific IP.
+    pub alt_address: Option<std::net::IpAddr>,
+    /// The second port, used on both addresses; default: listen port + 1.
+    pub alt_port: Option<u16>,
+}
+
+impl SupernodeSection {
+    /// The second address for RFC 5780, if configured.
+    pub fn alt(&self, listen: SocketAddr) -> Option<SocketAddr> {
+        let ip = self.alt_address?;
+        Some(SocketAddr::new(
+            ip,
+            self.alt_port.unwrap_or(listen.port().wrapping_add(1)),
+        ))
+    }
+}
+
+/// How a client measures its NAT.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatSection {
+    /// Measure the NAT at login and when the network changes.
+    pub detect: bool,
+    /// STUN servers (`host:port`) to measure against instead of the
+    /// supernodes; an RFC 5780 server (e.g. coturn with two addresses)
+    /// gives the whole picture.
+    pub stun_servers: Vec<HostPort>,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        NatSection {
+            detect: true,
+            stun_servers: Vec::new(),
+        }
+    }
 }
 
 impl Default for SupernodeSection {
@@ -190,6 +229,8 @@ impl Default for SupernodeSection {
             bootstrap: Vec::new(),
             max_clients: 100_000,
             replicas: 3,
+            alt_address: None,
+            alt_port: None,
         }
     }
 }
@@ -793,6 +834,26 @@ mod tests {
         );
         let e = parse("[relay]\nports = \"9-3\"\n").unwrap_err().to_string();
         assert!(e.contains("relay.ports") && e.contains("port range"), "{e}");
+    }
+
+    #[test]
+    fn nat_keys() {
+        let c = parse(
+            "[supernode]\nlisten = \"198.51.100.1:7710\"\nalt_address = \"198.51.100.2\"\n[nat]\nstun_servers = [\"198.51.100.1:3478\"]\n",
+        )
+        .unwrap();
+        let l = c.supernode.listen;
+        assert_eq!(
+            c.supernode.alt(l),
+            Some("198.51.100.2:7711".parse().unwrap())
+        );
+        assert!(c.nat.detect);
+        assert_eq!(c.nat.stun_servers[0].to_string(), "198.51.100.1:3478");
+        let e = parse("[supernode]\nalt_address = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("supernode.alt_address"), "{e}");
+        assert_eq!(parse("").unwrap().supernode.alt(l), None);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use natter::clock::{Clock, SystemClock};
 use natter::config::{Config, HostPort};
 use natter::identity::{Certificate, DeviceIdentity, Role, cert::fmt_time};
 use natter::link::{LinkConfig, LinkEndpoint};
-use natter::node::overlay::{Command, Core, Event, OverlayNode};
+use natter::nat::{NatReport, StunServer, StunServerConfig};
+use natter::node::overlay::{Command, Core, Event, NatOptions, NodeOptions, OverlayNode};
 use natter::node::{AuthorityConnection, DeviceFiles};
 use natter::overlay::{
     ClientConfig, ClientCore, ClientEvent, LookupOutcome, PresenceRecord, Status, SupernodeConfig,
@@ -30,6 +31,9 @@ pub struct Headless {
     pub password_stdin: bool,
     pub bootstrap: Vec<HostPort>,
     pub listen: Option<SocketAddr>,
+    /// STUN servers to measure the NAT against (else [nat] stun_servers,
+    /// else the supernodes).
+    pub stun_servers: Vec<HostPort>,
 }
 
 async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
@@ -197,8 +201,36 @@ async fn start_supernode(
     let core = SupernodeCore::new(key, cert, advertised, boot, cfg, incarnation, now);
     let id = core.me;
     let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
-    let node =
-        OverlayNode::spawn_with_turn(socket, link, Core::Supernode(Box::new(core)), clock, turn)?;
+    let stun = StunServerConfig {
+        primary: local,
+        alt: sc.alt(local),
+    };
+    let mut stun_sockets = Vec::new();
+    if let Some(alt) = stun.alt {
+        if local.ip().is_unspecified() {
+            bail!(
+                "[supernode] alt_address needs a listen address on a specific IP (not {local}): RFC 5780 answers name the address they come from"
+            );
+        }
+        if alt.ip() == local.ip() || alt.port() == local.port() {
+            bail!(
+                "[supernode] alt_address/alt_port ({alt}) must differ from the listen address ({local}) in both IP and port"
+            );
+        }
+        for a in StunServer::new(stun).extra_sockets() {
+            let s = tokio::net::UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("binding the RFC 5780 STUN socket {a}"))?;
+            stun_sockets.push(s);
+        }
+    }
+    let opts = NodeOptions {
+        stun: Some(stun),
+        stun_sockets,
+        turn,
+        nat: None,
+    };
+    let node = OverlayNode::spawn_with(socket, link, Core::Supernode(Box::new(core)), clock, opts)?;
     Ok((node, advertised, id))
 }
 
@@ -242,6 +274,16 @@ pub async fn supernode(
         start_supernode(config, &device, &cert, key, listen, boot).await?;
     println!("supernode {} ({id:016x})", cert.username);
     println!("listening on {advertised}");
+    match config.supernode.alt(advertised) {
+        Some(alt) => println!(
+            "STUN with RFC 5780 behaviour discovery on {advertised}, {}:{}, {}:{}, {alt}",
+            advertised.ip(),
+            alt.port(),
+            alt.ip(),
+            advertised.port()
+        ),
+        None => println!("STUN on {advertised} (no second address: no RFC 5780 tests)"),
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     spawn_renewal(
@@ -267,7 +309,7 @@ pub async fn supernode(
                     SupernodeEvent::ClientDetached { addr, username } => tracing::info!(%addr, "client {username} detached"),
                     SupernodeEvent::ClientRefused { addr } => tracing::info!(%addr, "client refused: full"),
                 },
-                Some(Event::Client(_)) => {}
+                Some(_) => {}
             }
         }
     }
@@ -368,6 +410,25 @@ pub fn event_json(e: &ClientEvent) -> Option<serde_json::Value> {
         ClientEvent::RelayRefused { reason } => {
             json!({"event": "relay_refused", "reason": reason})
         }
+    })
+}
+
+/// The `nat` event: what a NAT detection found.
+pub fn nat_json(r: &NatReport) -> serde_json::Value {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    json!({
+        "event": "nat",
+        "mapping": r.mapping.as_str(),
+        "filtering": r.filtering.as_str(),
+        "udp_blocked": r.udp_blocked,
+        "public": addr(r.public),
+        "local": addr(r.local),
+        "server": addr(r.server),
+        "other": addr(r.other),
+        "duration_ms": r.duration_ms,
+        "requests": r.requests,
+        "reason": r.reason,
+        "notes": r.notes,
     })
 }
 
@@ -494,7 +555,24 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
     }
     let local_port = socket.local_addr()?.port();
     let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
-    let mut node = OverlayNode::spawn(socket, link, Core::Client(Box::new(core)), clock)?;
+    let stun_list = if h.stun_servers.is_empty() {
+        config.nat.stun_servers.clone()
+    } else {
+        h.stun_servers.clone()
+    };
+    let stun_servers = resolve(&stun_list).await;
+    if !stun_list.is_empty() && stun_servers.is_empty() {
+        bail!("none of the STUN servers resolved: {stun_list:?}");
+    }
+    let opts = NodeOptions {
+        nat: config.nat.detect.then(|| NatOptions {
+            servers: stun_servers,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut node =
+        OverlayNode::spawn_with(socket, link, Core::Client(Box::new(core)), clock, opts)?;
     spawn_renewal(
         config.clone(),
         data_dir.to_owned(),
@@ -554,6 +632,10 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                 let e = match ev {
                     Event::Stopped => break,
                     Event::Client(e) => e,
+                    Event::Nat(r) => {
+                        emit(h.json, nat_json(&r), format!("NAT: {}", r.summary()));
+                        continue;
+                    }
                     Event::Supernode(_) => continue,
                 };
                 if let ClientEvent::Attached { supernode, observed, .. } = &e

@@ -558,6 +558,8 @@ impl Runtime {
                 }))
                 .await;
             }
+            // Relay credentials are the connectivity layer's business.
+            ClientEvent::RelayCredentials { .. } | ClientEvent::RelayRefused { .. } => {}
         }
     }
 }
