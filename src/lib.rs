@@ -3,10 +3,13 @@
 //! Layers, top to bottom (imports point down only):
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
+//! - `chat`: end-to-end encrypted chat over sealed envelopes (sans-IO
+//!   core, SQLite history);
 //! - `link`: secure links over UDP (sans-IO);
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
 pub mod authority;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod crypto;
