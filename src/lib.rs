@@ -5,6 +5,8 @@
 //! - `authority`: the login server and its protocol;
 //! - `chat`: end-to-end encrypted chat over sealed envelopes (sans-IO
 //!   core, SQLite history);
+//! - `contacts`: authorization requests, blocking, presence for contacts
+//!   (sans-IO core, SQLite list);
 //! - `link`: secure links over UDP (sans-IO);
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
@@ -12,6 +14,7 @@ pub mod authority;
 pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -30,6 +30,7 @@ pub use store::ChatStore;
 use crate::identity::Certificate;
 use crate::overlay::EnvelopeId;
 use crate::overlay::envelope::kind;
+pub use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
 use crate::wire::{Reader, WireError, Writer};
 use rand::RngCore;
 use std::collections::{BTreeMap, VecDeque};
@@ -164,19 +165,6 @@ impl<'a> ChatPayload<'a> {
         r.finish()?;
         Ok(p)
     }
-}
-
-/// Where the chat core's envelopes go (the node passes its overlay client).
-pub trait EnvelopeSink {
-    fn send_envelope(&mut self, to: &str, kind: u8, payload: &[u8], store: bool) -> EnvelopeId;
-}
-
-/// What became of one envelope (from the overlay's events).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvelopeOutcome {
-    Delivered,
-    Stored,
-    Failed(String),
 }
 
 #[derive(Debug, Clone)]

@@ -76,6 +76,21 @@ pub mod kind {
     pub const TEST: u8 = 250;
 }
 
+/// Where protocols above the overlay (chat, contacts, calls) hand their
+/// envelopes: the node implements it over its [`crate::overlay::ClientCore`]
+/// (see `ClientCore::send_envelope`), tests with a recorder.
+pub trait EnvelopeSink {
+    fn send_envelope(&mut self, to: &str, kind: u8, payload: &[u8], store: bool) -> EnvelopeId;
+}
+
+/// What became of one envelope, from the overlay's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeOutcome {
+    Delivered,
+    Stored,
+    Failed(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EnvelopeError {
     #[error("malformed envelope: {0}")]
