@@ -97,6 +97,11 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     );
     v.push(rec);
+    let env = envelope_seed();
+    v.push(Msg::EnvSend { envelope: &env }.encode());
+    v.push(Msg::EnvDeliver { envelope: &env }.encode());
+    v.push(Msg::EnvStore { envelope: &env }.encode());
+    v.push(env);
     v.extend(link_stage(5).2);
     v.extend(link_stage(1).2);
     v.extend(turn_pair().2);
@@ -247,6 +252,39 @@ pub fn overlay_cores(b: &[u8]) {
     let _ = cl.drain_transmits().count();
 }
 
+/// A valid envelope from alice to herself (the fixed keys), so that
+/// mutations of it reach the decryption and signature checks.
+pub fn envelope_seed() -> Vec<u8> {
+    let (_, d, c) = keys();
+    let mut rng = StdRng::seed_from_u64(10);
+    crate::overlay::envelope::seal(
+        &mut rng,
+        &d,
+        &c,
+        &c,
+        crate::overlay::envelope::SealArgs {
+            id: [5; 16],
+            kind: 1,
+            payload: b"hello",
+            created_ms: LINK_NOW,
+            ttl_ms: 60_000,
+            store: true,
+        },
+    )
+    .unwrap_or_default()
+}
+
+/// The envelope decoder, and opening arbitrary bytes as the recipient.
+pub fn envelope(b: &[u8]) {
+    use crate::overlay::envelope::{Sealed, open};
+    if let Ok(s) = Sealed::decode(b) {
+        assert_eq!(s.encode(), b);
+        let _ = s.header.check_lifetime(LINK_NOW);
+    }
+    let (a, d, _) = keys();
+    let _ = open(b, &d, "alice", &a.public(), LINK_NOW);
+}
+
 /// Every plain decoder.
 pub fn decoders(b: &[u8]) {
     if let Ok(f) = Frame::decode(b) {
@@ -275,6 +313,7 @@ pub fn decoders(b: &[u8]) {
         assert_eq!(r.encode(), b);
         let _ = r.verify(&[0; 32], 0);
     }
+    envelope(b);
 }
 
 /// The authority core: arbitrary frames before a handshake, and arbitrary

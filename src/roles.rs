@@ -14,6 +14,7 @@ use natter::overlay::{
     ClientConfig, ClientCore, ClientEvent, LookupOutcome, PresenceRecord, Status, SupernodeConfig,
     SupernodeCore, SupernodeEvent,
 };
+use natter::wire::hex_encode;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -410,6 +411,27 @@ pub fn event_json(e: &ClientEvent) -> Option<serde_json::Value> {
         ClientEvent::RelayRefused { reason } => {
             json!({"event": "relay_refused", "reason": reason})
         }
+        ClientEvent::Envelope {
+            from,
+            kind,
+            id,
+            payload,
+        } => {
+            // Chat and contacts (kinds 1-15) report their own events.
+            if (1..=15).contains(kind) {
+                return None;
+            }
+            json!({"event": "envelope", "from": from.username, "kind": kind, "id": hex_encode(id), "payload": String::from_utf8_lossy(payload)})
+        }
+        ClientEvent::EnvelopeDelivered { id } => {
+            json!({"event": "envelope_result", "id": hex_encode(id), "result": "delivered"})
+        }
+        ClientEvent::EnvelopeStored { id } => {
+            json!({"event": "envelope_result", "id": hex_encode(id), "result": "stored"})
+        }
+        ClientEvent::EnvelopeFailed { id, reason } => {
+            json!({"event": "envelope_result", "id": hex_encode(id), "result": "failed", "error": reason})
+        }
     })
 }
 
@@ -488,6 +510,26 @@ fn event_line(e: &ClientEvent) -> String {
                 format!(" ({})", record.message)
             }
         ),
+        ClientEvent::Envelope {
+            from,
+            kind,
+            payload,
+            ..
+        } => format!(
+            "envelope from {} (kind {kind}): {}",
+            from.username,
+            String::from_utf8_lossy(payload)
+        ),
+        ClientEvent::EnvelopeDelivered { id } => format!("envelope {} delivered", hex_encode(id)),
+        ClientEvent::EnvelopeStored { id } => {
+            format!(
+                "envelope {} stored for the offline recipient",
+                hex_encode(id)
+            )
+        }
+        ClientEvent::EnvelopeFailed { id, reason } => {
+            format!("envelope {} failed: {reason}", hex_encode(id))
+        }
     }
 }
 
@@ -614,6 +656,13 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                             None
                         }
                     },
+                    (Some("envelope"), Some(u)) => Some(Command::SendEnvelope {
+                        to: u.to_owned(),
+                        kind: natter::overlay::envelope::kind::TEST,
+                        payload: words.collect::<Vec<_>>().join(" ").into_bytes(),
+                        store_if_offline: true,
+                        reply: None,
+                    }),
                     (Some("quit"), _) => Some(Command::Shutdown),
                     (Some("relay"), _) => Some(Command::RelayCredentials),
                     (None, _) => None,

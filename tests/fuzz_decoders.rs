@@ -93,6 +93,27 @@ proptest! {
     fn turn_cores_never_panic(b in input()) {
         fuzzing::turn_cores(&b);
     }
+
+    #[test]
+    fn envelope_decoder_never_panics(b in input()) {
+        fuzzing::envelope(&b);
+    }
+}
+
+/// The envelope seed opens, so mutations of it test the checks past the
+/// decoder.
+#[test]
+fn envelope_seed_opens() {
+    let (a, d, _) = fuzzing::keys();
+    let e = natter::overlay::envelope::open(
+        &fuzzing::envelope_seed(),
+        &d,
+        "alice",
+        &a.public(),
+        fuzzing::LINK_NOW,
+    )
+    .unwrap();
+    assert_eq!(e.payload, b"hello");
 }
 
 /// The TURN fuzz starts from an allocation with a channel in place.

@@ -58,6 +58,15 @@ pub enum Command {
     },
     /// Publish an offline record, detach and stop.
     Shutdown,
+    /// Send a sealed envelope to a user (see `overlay::envelope`); its id
+    /// comes back on `reply`, its outcome as an `Envelope*` client event.
+    SendEnvelope {
+        to: String,
+        kind: u8,
+        payload: Vec<u8>,
+        store_if_offline: bool,
+        reply: Option<oneshot::Sender<crate::overlay::EnvelopeId>>,
+    },
 }
 
 /// What the node reports.
@@ -507,6 +516,22 @@ impl Driver {
                 cl.set_status(status, &message)
             }
             (Core::Client(cl), Command::Watch { username }) => cl.watch(&username),
+            (
+                Core::Client(cl),
+                Command::SendEnvelope {
+                    to,
+                    kind,
+                    payload,
+                    store_if_offline,
+                    reply,
+                },
+            ) => {
+                let id =
+                    cl.send_envelope(now, &mut self.rng, &to, kind, &payload, store_if_offline);
+                if let Some(r) = reply {
+                    let _ = r.send(id);
+                }
+            }
             (_, Command::Status { reply }) => {
                 let mut st = NodeStatus {
                     local_addr: self.socket.local_addr().ok(),
