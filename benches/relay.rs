@@ -250,9 +250,9 @@ fn uclient(server: SocketAddr, peer_port: u16, clients: usize, messages: usize) 
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     let recv: f64 = text
         .lines()
+        .rev()
         .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
-        .filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .last()?;
+        .find_map(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())?;
     Some(recv / secs)
 }
 

@@ -127,6 +127,9 @@ pub struct RelaySection {
     pub public_ip: Option<std::net::IpAddr>,
     /// Also accept TURN over TCP on the supernode's port number.
     pub tcp: bool,
+    /// Relay to peers on loopback (only for tests on one machine: it
+    /// exposes the host's loopback services to anyone with credentials).
+    pub allow_loopback_peers: bool,
     /// Other relays of the group to hand out, `host:port` (e.g. coturn).
     pub servers: Vec<HostPort>,
 }
@@ -145,6 +148,7 @@ impl Default for RelaySection {
             ports: (49_152, 65_535),
             public_ip: None,
             tcp: true,
+            allow_loopback_peers: false,
             servers: Vec::new(),
         }
     }

@@ -469,6 +469,8 @@ pub fn turn_pair() -> (
     let mut server = TurnServer::new(
         TurnServerConfig {
             secret: b"fuzz".to_vec(),
+            // The fuzz peers live on loopback.
+            allow_loopback_peers: true,
             ..Default::default()
         },
         [1; 32],

@@ -51,7 +51,7 @@ fn certificate_holders_get_relay_credentials_that_allocate() {
         &net,
         "sn1",
         &format!(
-            "[relay]\nsecret = \"{secret}\"\nrealm = \"natter.test\"\nports = \"0\"\ncredential_lifetime = \"10m\"\n"
+            "[relay]\nsecret = \"{secret}\"\nrealm = \"natter.test\"\nports = \"0\"\nallow_loopback_peers = true\ncredential_lifetime = \"10m\"\n"
         ),
     );
     let mut alice = net.headless("alice", std::slice::from_ref(&a1), &[]);

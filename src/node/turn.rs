@@ -789,6 +789,7 @@ pub async fn supernode_setup(
             max_allocations: rc.max_allocations,
             user_allocations: rc.user_allocations,
             user_bandwidth: rc.user_bandwidth,
+            allow_loopback_peers: rc.allow_loopback_peers,
             ..Default::default()
         },
         nonce_key,

@@ -26,6 +26,7 @@ pub fn relay_config() -> RelaySection {
         realm: "natter.test".into(),
         ports: (0, 0),
         user_bandwidth: 0,
+        allow_loopback_peers: true,
         allocation_lifetime: HumanDuration(Duration::from_secs(600)),
         ..Default::default()
     }
