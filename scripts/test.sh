@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests use.
-PACKAGES=(build-essential pkg-config)
+# Debian packages the build and the tests use (tmux: the TUI test in a real
+# terminal, tests/tui_tmux.rs).
+PACKAGES=(build-essential pkg-config tmux)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
