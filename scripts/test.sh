@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests use (tmux: the TUI test in a real
-# terminal, tests/tui_tmux.rs).
-PACKAGES=(build-essential pkg-config tmux)
+# Debian packages the build and the tests use (libasound2-dev: sound cards
+# through cpal/ALSA; cmake: the bundled libopus; tmux: the TUI test in a
+# real terminal, tests/tui_tmux.rs).
+PACKAGES=(build-essential pkg-config libasound2-dev cmake tmux)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

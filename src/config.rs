@@ -39,7 +39,60 @@ pub struct Config {
     pub authority: AuthorityConfig,
     pub supernode: SupernodeSection,
     pub overlay: OverlaySection,
+    pub audio: AudioSection,
+    pub media: MediaSection,
     pub keys: KeysSection,
+}
+
+/// Sound devices for calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioSection {
+    /// Capture device: `default`, a name from `--list-audio-devices`,
+    /// `file:PATH.wav`, `tone[:HZ]` or `null`.
+    pub input: crate::media::audio::DeviceSpec,
+    /// Playback device: `default`, a name, `file:PATH.wav` or `null`.
+    pub output: crate::media::audio::DeviceSpec,
+}
+
+impl Default for AudioSection {
+    fn default() -> Self {
+        AudioSection {
+            input: crate::media::audio::DeviceSpec::Default,
+            output: crate::media::audio::DeviceSpec::Default,
+        }
+    }
+}
+
+/// Voice coding and the jitter buffer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Opus frame duration in ms: 10, 20 or 40.
+    pub frame_ms: u32,
+    /// Opus bitrate in bits per second.
+    pub bitrate: u32,
+    /// In-band forward error correction.
+    pub fec: bool,
+    /// Loss percentage FEC is planned for at least (Opus adds none at 0).
+    pub fec_min_loss_percent: u8,
+    /// Largest delay the jitter buffer may add, in ms.
+    pub jitter_max_ms: u32,
+    /// Interval between receiver reports (RTT, loss, jitter).
+    pub report_interval: HumanDuration,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            frame_ms: 20,
+            bitrate: 32_000,
+            fec: true,
+            fec_min_loss_percent: 5,
+            jitter_max_ms: 400,
+            report_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// Settings of `natter --supernode`.
@@ -650,6 +703,23 @@ mod tests {
             .to_string();
         assert!(
             e.contains("certificate_lifetime") && e.contains("duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn audio_devices_and_media_settings() {
+        let c = parse("[audio]\ninput = \"tone:1000\"\noutput = \"file:/tmp/o.wav\"\n[media]\nframe_ms = 10\n").unwrap();
+        assert_eq!(
+            c.audio.input,
+            crate::media::audio::DeviceSpec::Tone { hz: 1000.0 }
+        );
+        assert_eq!(c.media.frame_ms, 10);
+        let e = parse("[audio]\ninput = \"tone:x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("audio.input") && e.contains("not an audio device"),
             "{e}"
         );
     }

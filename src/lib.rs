@@ -5,6 +5,8 @@
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
 //! - `link`: secure links over UDP (sans-IO);
+//! - `media`, `call`: voice (audio devices, codec, encrypted media) and
+//!   call signalling;
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
 pub mod authority;
@@ -15,8 +17,11 @@ pub mod crypto;
 pub mod fuzzing;
 pub mod identity;
 pub mod link;
+pub mod media;
+pub mod nat;
 pub mod node;
 pub mod overlay;
+pub mod relay;
 pub mod sim;
 pub mod ui;
 pub mod wire;
