@@ -366,7 +366,10 @@ impl Runtime {
             username: name.clone(),
         })
         .await;
-        self.overlay(ov::Command::Lookup { username: name }).await;
+        // Before attaching, the first attachment looks everyone up.
+        if !self.attached.is_empty() {
+            self.overlay(ov::Command::Lookup { username: name }).await;
+        }
     }
 
     async fn command(&mut self, c: Command) {
@@ -464,6 +467,13 @@ impl Runtime {
                 primary,
                 observed,
             } => {
+                // Watches report changes only: learn the current presence
+                // of every contact whenever we (re)join the overlay.
+                if self.attached.is_empty() {
+                    for username in self.contacts.clone() {
+                        self.overlay(ov::Command::Lookup { username }).await;
+                    }
+                }
                 self.attached.retain(|a| a.addr != supernode);
                 self.attached.push(AttachedSupernode {
                     addr: supernode,
@@ -602,5 +612,50 @@ fn save_hosts(data_dir: &std::path::Path, hosts: &[SocketAddr]) {
     let tmp = hosts_path(data_dir).with_extension("tmp");
     if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, hosts_path(data_dir));
+    }
+}
+
+/// Resolve `host:port` names to IPv4 addresses (unresolvable ones are
+/// logged and skipped).
+pub async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for hp in list {
+        match tokio::net::lookup_host((hp.host.as_str(), hp.port)).await {
+            Ok(addrs) => out.extend(addrs.filter(|a| a.is_ipv4())),
+            Err(e) => tracing::warn!("cannot resolve {hp}: {e}"),
+        }
+    }
+    out
+}
+
+impl ClientSettings {
+    /// Settings from the config file: its authority, overlay section and
+    /// bootstrap list (unless `bootstrap` overrides it).
+    pub async fn from_config(
+        config: &crate::config::Config,
+        data_dir: &std::path::Path,
+        bootstrap: &[HostPort],
+        listen: Option<SocketAddr>,
+    ) -> Option<Self> {
+        let oc = &config.overlay;
+        let boot = if bootstrap.is_empty() {
+            &oc.bootstrap
+        } else {
+            bootstrap
+        };
+        Some(ClientSettings {
+            data_dir: data_dir.to_owned(),
+            authority: config.login.server.clone(),
+            authority_key: config.login.authority_key?.0,
+            bootstrap: resolve(boot).await,
+            listen: listen.unwrap_or(oc.listen),
+            overlay: ClientConfig {
+                keepalive_ms: oc.keepalive.0.as_millis() as u64,
+                dead_after_ms: oc.supernode_timeout.0.as_millis() as u64,
+                ..Default::default()
+            },
+            renew_before_secs: config.login.renew_before.0.as_secs(),
+            contacts: Vec::new(),
+        })
     }
 }
