@@ -83,6 +83,11 @@ proptest! {
     fn overlay_cores_never_panic(b in input()) {
         fuzzing::overlay_cores(&b);
     }
+
+    #[test]
+    fn media_and_call_never_panic(b in input()) {
+        fuzzing::media(&b);
+    }
 }
 
 /// The link fuzz starts from the states it claims to.
