@@ -1,4 +1,4 @@
-//! Voice benchmarks: `cargo bench --bench media [latency|quality|load]...`
+//! Voice benchmarks: `cargo bench --bench media -- [latency|quality|load]...`
 //! (all three by default).
 //!
 //! - latency: mouth-to-ear delay natter adds without a network: two media
@@ -7,7 +7,7 @@
 //!   cross-correlated with the input. Device buffers of a real sound card
 //!   (a period on each side) come on top.
 //! - quality: PESQ wideband MOS (Python `pesq` at 16 kHz, via
-//!   scripts/pesq.py) of the speech sample sent through two media session
+//!   scripts/pesq_mos.py) of the speech sample sent through two media session
 //!   cores in virtual time over a simulated network: 0/5/10/20% random
 //!   loss with FEC on and off, and 30 ms of jitter. Skipped (with a note)
 //!   when Python's `pesq` is missing: `pip install pesq numpy scipy`.
@@ -204,7 +204,7 @@ fn quality() {
     let dir = tempfile::tempdir().unwrap();
     let reference = dir.path().join("ref.wav");
     audio::write_wav(&reference, &input).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pesq.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pesq_mos.py");
     let mut conditions = Vec::new();
     for loss in [0.0, 0.05, 0.10, 0.20] {
         for fec in [true, false] {

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """PESQ wideband MOS of a degraded WAV against a reference WAV, both
-resampled to 16 kHz: `scripts/pesq.py REF.wav DEG.wav` prints the MOS.
+resampled to 16 kHz: `scripts/pesq_mos.py REF.wav DEG.wav` prints the MOS.
 Needs `pip install pesq numpy scipy`."""
 import sys
 import wave
