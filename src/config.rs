@@ -39,8 +39,11 @@ pub struct Config {
     pub authority: AuthorityConfig,
     pub supernode: SupernodeSection,
     pub overlay: OverlaySection,
+    pub nat: NatSection,
     pub audio: AudioSection,
     pub media: MediaSection,
+    pub keys: KeysSection,
+    pub relay: RelaySection,
 }
 
 /// Sound devices for calls.
@@ -94,6 +97,83 @@ impl Default for MediaSection {
     }
 }
 
+/// The TURN relay every supernode runs and the credentials it hands to
+/// its clients (REST-style, as coturn's `use-auth-secret`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// Shared by every supernode of the group (and any coturn relaying
+    /// for it with `static-auth-secret`). Empty: no relay on this node.
+    pub secret: String,
+    pub realm: String,
+    /// How long the credentials a supernode issues stay valid.
+    pub credential_lifetime: HumanDuration,
+    /// Allocation lifetime when the client asks for less, and the most
+    /// it may ask for.
+    pub allocation_lifetime: HumanDuration,
+    pub max_allocation_lifetime: HumanDuration,
+    /// Allocations on this supernode, all users together.
+    pub max_allocations: usize,
+    /// Allocations one user may hold at once.
+    pub user_allocations: usize,
+    /// Relayed bytes per second per user (both directions); 0: no limit.
+    pub user_bandwidth: u64,
+    /// UDP ports for relayed addresses, `"lo-hi"`; `"0"` lets the system
+    /// pick.
+    #[serde(deserialize_with = "port_range")]
+    pub ports: (u16, u16),
+    /// The address advertised for relayed transports; default: the
+    /// supernode's own.
+    pub public_ip: Option<std::net::IpAddr>,
+    /// Also accept TURN over TCP on the supernode's port number.
+    pub tcp: bool,
+    /// Relay to peers on loopback (only for tests on one machine: it
+    /// exposes the host's loopback services to anyone with credentials).
+    pub allow_loopback_peers: bool,
+    /// Other relays of the group to hand out, `host:port` (e.g. coturn).
+    pub servers: Vec<HostPort>,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        RelaySection {
+            secret: String::new(),
+            realm: "natter".into(),
+            credential_lifetime: HumanDuration(Duration::from_secs(3600)),
+            allocation_lifetime: HumanDuration(Duration::from_secs(600)),
+            max_allocation_lifetime: HumanDuration(Duration::from_secs(3600)),
+            max_allocations: 10_000,
+            user_allocations: 10,
+            user_bandwidth: 1_000_000,
+            ports: (49_152, 65_535),
+            public_ip: None,
+            tcp: true,
+            allow_loopback_peers: false,
+            servers: Vec::new(),
+        }
+    }
+}
+
+/// `"lo-hi"` (inclusive) or `"0"` for system-chosen ports.
+fn port_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {
+    let s = String::deserialize(d)?;
+    let bad = || {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a port range: expected \"lo-hi\" such as \"49152-65535\", or \"0\""
+        ))
+    };
+    if s.trim() == "0" {
+        return Ok((0, 0));
+    }
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || hi < lo {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
 /// Settings of `natter --supernode`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,6 +186,44 @@ pub struct SupernodeSection {
     pub max_clients: usize,
     /// Supernodes holding each user's record.
     pub replicas: usize,
+    /// A second IP address of this host: with it the supernode serves RFC
+    /// 5780 NAT behaviour discovery (STUN on both addresses and ports).
+    /// Needs `listen` on a specific IP.
+    pub alt_address: Option<std::net::IpAddr>,
+    /// The second port, used on both addresses; default: listen port + 1.
+    pub alt_port: Option<u16>,
+}
+
+impl SupernodeSection {
+    /// The second address for RFC 5780, if configured.
+    pub fn alt(&self, listen: SocketAddr) -> Option<SocketAddr> {
+        let ip = self.alt_address?;
+        Some(SocketAddr::new(
+            ip,
+            self.alt_port.unwrap_or(listen.port().wrapping_add(1)),
+        ))
+    }
+}
+
+/// How a client measures its NAT.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatSection {
+    /// Measure the NAT at login and when the network changes.
+    pub detect: bool,
+    /// STUN servers (`host:port`) to measure against instead of the
+    /// supernodes; an RFC 5780 server (e.g. coturn with two addresses)
+    /// gives the whole picture.
+    pub stun_servers: Vec<HostPort>,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        NatSection {
+            detect: true,
+            stun_servers: Vec::new(),
+        }
+    }
 }
 
 impl Default for SupernodeSection {
@@ -115,6 +233,8 @@ impl Default for SupernodeSection {
             bootstrap: Vec::new(),
             max_clients: 100_000,
             replicas: 3,
+            alt_address: None,
+            alt_port: None,
         }
     }
 }
@@ -257,6 +377,203 @@ impl AuthorityConfig {
                 registrations_per_hour: self.registrations_per_hour_per_address,
             },
         }
+    }
+}
+
+/// Keybindings of the softphone UI. Each action takes one key or a list
+/// of keys, written like `"q"`, `"ctrl+c"`, `"alt+enter"`, `"f1"`, `"esc"`,
+/// `"tab"`, `"space"`. Plain keys (no ctrl or alt) act only while no text
+/// field has the focus; keys with ctrl or alt, f-keys and esc act anywhere.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSection {
+    pub quit: KeyList,
+    pub help: KeyList,
+    pub search: KeyList,
+    pub next_pane: KeyList,
+    pub open_chat: KeyList,
+    pub back: KeyList,
+    pub call: KeyList,
+    pub accept_call: KeyList,
+    pub decline_call: KeyList,
+    pub hang_up: KeyList,
+    pub mute: KeyList,
+    pub hold: KeyList,
+    pub cycle_status: KeyList,
+    pub accept_contact: KeyList,
+    pub remove_contact: KeyList,
+    pub block_contact: KeyList,
+}
+
+impl Default for KeysSection {
+    fn default() -> Self {
+        let k = |keys: &[&str]| {
+            KeyList(
+                keys.iter()
+                    .map(|s| s.parse().expect("default key"))
+                    .collect(),
+            )
+        };
+        KeysSection {
+            quit: k(&["q", "ctrl+c"]),
+            help: k(&["?", "f1"]),
+            search: k(&["/"]),
+            next_pane: k(&["tab"]),
+            open_chat: k(&["enter"]),
+            back: k(&["esc"]),
+            call: k(&["c"]),
+            accept_call: k(&["y"]),
+            decline_call: k(&["n"]),
+            hang_up: k(&["x"]),
+            mute: k(&["m"]),
+            hold: k(&["o"]),
+            cycle_status: k(&["s"]),
+            accept_contact: k(&["a"]),
+            remove_contact: k(&["d"]),
+            block_contact: k(&["b"]),
+        }
+    }
+}
+
+/// A key as the config writes it: a key name and its modifiers. The UI
+/// matches these against terminal events; the config only checks syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyChord {
+    pub key: KeyName,
+    pub ctrl: bool,
+    pub alt: bool,
+    pub shift: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyName {
+    Char(char),
+    F(u8),
+    Enter,
+    Esc,
+    Tab,
+    BackTab,
+    Backspace,
+    Delete,
+    Up,
+    Down,
+    Left,
+    Right,
+    Home,
+    End,
+    PageUp,
+    PageDown,
+}
+
+const NAMED_KEYS: &[(&str, KeyName)] = &[
+    ("enter", KeyName::Enter),
+    ("esc", KeyName::Esc),
+    ("tab", KeyName::Tab),
+    ("backtab", KeyName::BackTab),
+    ("backspace", KeyName::Backspace),
+    ("delete", KeyName::Delete),
+    ("up", KeyName::Up),
+    ("down", KeyName::Down),
+    ("left", KeyName::Left),
+    ("right", KeyName::Right),
+    ("home", KeyName::Home),
+    ("end", KeyName::End),
+    ("pageup", KeyName::PageUp),
+    ("pagedown", KeyName::PageDown),
+    ("space", KeyName::Char(' ')),
+];
+
+impl std::str::FromStr for KeyChord {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected a key such as \"q\", \"ctrl+c\", \"alt+x\", \"f1\", \"esc\", \"enter\", \"tab\" or \"space\"";
+        let mut chord = KeyChord {
+            key: KeyName::Esc,
+            ctrl: false,
+            alt: false,
+            shift: false,
+        };
+        // "+" alone, or a chord ending in "+", names the plus key.
+        let (mods, last) = match s.strip_suffix("++") {
+            Some(m) => (m, "+"),
+            None if s == "+" => ("", "+"),
+            None => match s.rsplit_once('+') {
+                Some((m, l)) => (m, l),
+                None => ("", s),
+            },
+        };
+        for m in mods.split('+').filter(|m| !m.is_empty()) {
+            match m.to_ascii_lowercase().as_str() {
+                "ctrl" | "control" => chord.ctrl = true,
+                "alt" | "meta" => chord.alt = true,
+                "shift" => chord.shift = true,
+                other => return Err(format!("{s:?}: unknown modifier {other:?}; {expected}")),
+            }
+        }
+        let lower = last.to_ascii_lowercase();
+        chord.key = if let Some((_, k)) = NAMED_KEYS.iter().find(|(n, _)| *n == lower) {
+            *k
+        } else if let Some(n) = lower.strip_prefix('f').and_then(|n| n.parse::<u8>().ok()) {
+            if !(1..=12).contains(&n) {
+                return Err(format!("{s:?}: function keys are f1 to f12"));
+            }
+            KeyName::F(n)
+        } else {
+            let mut chars = last.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) if !c.is_control() => KeyName::Char(c),
+                _ => return Err(format!("{s:?} is not a key; {expected}")),
+            }
+        };
+        Ok(chord)
+    }
+}
+
+impl std::fmt::Display for KeyChord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ctrl {
+            f.write_str("ctrl+")?;
+        }
+        if self.alt {
+            f.write_str("alt+")?;
+        }
+        if self.shift {
+            f.write_str("shift+")?;
+        }
+        match self.key {
+            KeyName::Char(' ') => f.write_str("space"),
+            KeyName::Char(c) => write!(f, "{c}"),
+            KeyName::F(n) => write!(f, "f{n}"),
+            k => {
+                let name = NAMED_KEYS.iter().find(|(_, v)| *v == k).map(|(n, _)| *n);
+                f.write_str(name.unwrap_or("?"))
+            }
+        }
+    }
+}
+
+/// One key or a list of keys for one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyList(pub Vec<KeyChord>);
+
+impl<'de> Deserialize<'de> for KeyList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let list = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a key such as \"ctrl+c\" or a list of keys")
+        })? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        list.iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(KeyList)
     }
 }
 
@@ -510,6 +827,40 @@ mod tests {
     }
 
     #[test]
+    fn relay_section() {
+        let c = parse("[relay]\nsecret = \"s\"\nports = \"50000-50100\"\nuser_bandwidth = 0\n")
+            .unwrap();
+        assert_eq!(c.relay.ports, (50_000, 50_100));
+        assert_eq!(c.relay.secret, "s");
+        assert_eq!(
+            parse("[relay]\nports = \"0\"\n").unwrap().relay.ports,
+            (0, 0)
+        );
+        let e = parse("[relay]\nports = \"9-3\"\n").unwrap_err().to_string();
+        assert!(e.contains("relay.ports") && e.contains("port range"), "{e}");
+    }
+
+    #[test]
+    fn nat_keys() {
+        let c = parse(
+            "[supernode]\nlisten = \"198.51.100.1:7710\"\nalt_address = \"198.51.100.2\"\n[nat]\nstun_servers = [\"198.51.100.1:3478\"]\n",
+        )
+        .unwrap();
+        let l = c.supernode.listen;
+        assert_eq!(
+            c.supernode.alt(l),
+            Some("198.51.100.2:7711".parse().unwrap())
+        );
+        assert!(c.nat.detect);
+        assert_eq!(c.nat.stun_servers[0].to_string(), "198.51.100.1:3478");
+        let e = parse("[supernode]\nalt_address = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("supernode.alt_address"), "{e}");
+        assert_eq!(parse("").unwrap().supernode.alt(l), None);
+    }
+
+    #[test]
     fn audio_devices_and_media_settings() {
         let c = parse("[audio]\ninput = \"tone:1000\"\noutput = \"file:/tmp/o.wav\"\n[media]\nframe_ms = 10\n").unwrap();
         assert_eq!(
@@ -530,5 +881,29 @@ mod tests {
     fn syntax_error_is_reported() {
         let e = parse("[authority\n").unwrap_err().to_string();
         assert!(e.contains("/etc/natter.toml"), "{e}");
+    }
+
+    #[test]
+    fn keys_parse_and_reject() {
+        let c = parse("[keys]\nquit = \"ctrl+q\"\nhelp = [\"?\", \"F2\"]\n").unwrap();
+        assert_eq!(c.keys.quit.0.len(), 1);
+        assert!(c.keys.quit.0[0].ctrl);
+        assert_eq!(c.keys.quit.0[0].to_string(), "ctrl+q");
+        assert_eq!(c.keys.help.0[1].key, KeyName::F(2));
+        // Unset actions keep their defaults.
+        assert_eq!(c.keys.search.0[0].to_string(), "/");
+        let e = parse("[keys]\nmute = \"hyper+m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys.mute") && e.contains("modifier"), "{e}");
+        let e = parse("[keys]\nmute = \"mm\"\n").unwrap_err().to_string();
+        assert!(e.contains("keys.mute") && e.contains("not a key"), "{e}");
+        let e = parse("[keys]\nmute = 3\n").unwrap_err().to_string();
+        assert!(e.contains("keys.mute"), "{e}");
+        assert_eq!(
+            "ctrl++".parse::<KeyChord>().unwrap().key,
+            KeyName::Char('+')
+        );
+        assert_eq!("space".parse::<KeyChord>().unwrap().to_string(), "space");
     }
 }

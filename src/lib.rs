@@ -1,8 +1,13 @@
 //! natter: a peer-to-peer softphone for the terminal.
 //!
 //! Layers, top to bottom (imports point down only):
+//! - `ui`: the terminal UI, talking to `node::api` only;
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
+//! - `chat`: end-to-end encrypted chat over sealed envelopes (sans-IO
+//!   core, SQLite history);
+//! - `contacts`: authorization requests, blocking, presence for contacts
+//!   (sans-IO core, SQLite list);
 //! - `link`: secure links over UDP (sans-IO);
 //! - `media`, `call`: voice (audio devices, codec, encrypted media) and
 //!   call signalling;
@@ -10,15 +15,20 @@
 
 pub mod authority;
 pub mod call;
+pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
 pub mod link;
 pub mod media;
+pub mod nat;
 pub mod node;
 pub mod overlay;
+pub mod relay;
 pub mod sim;
+pub mod ui;
 pub mod wire;

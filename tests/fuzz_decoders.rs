@@ -88,6 +88,49 @@ proptest! {
     fn media_and_call_never_panic(b in input()) {
         fuzzing::media(&b);
     }
+
+    #[test]
+    fn relay_decoders_never_panic(b in input()) {
+        fuzzing::relay_decoders(&b);
+    }
+
+    #[test]
+    fn turn_cores_never_panic(b in input()) {
+        fuzzing::turn_cores(&b);
+    }
+
+    #[test]
+    fn envelope_decoder_never_panics(b in input()) {
+        fuzzing::envelope(&b);
+    }
+}
+
+/// The envelope seed opens, so mutations of it test the checks past the
+/// decoder.
+#[test]
+fn envelope_seed_opens() {
+    let (a, d, _) = fuzzing::keys();
+    let e = natter::overlay::envelope::open(
+        &fuzzing::envelope_seed(),
+        &d,
+        "alice",
+        &a.public(),
+        fuzzing::LINK_NOW,
+    )
+    .unwrap();
+    assert_eq!(e.payload, b"hello");
+}
+
+/// The TURN fuzz starts from an allocation with a channel in place.
+#[test]
+fn turn_pair_is_allocated() {
+    let (s, c, sent) = fuzzing::turn_pair();
+    assert!(c.is_allocated());
+    assert_eq!(s.allocation_count(), 1);
+    assert!(c.channel_of(fuzzing::link_addr(9)).is_some());
+    // ChannelData to :9 and a Send indication to :10 (same IP, so permitted).
+    assert_eq!(s.stats().to_peer_packets, 2);
+    assert!(sent.len() >= 8);
 }
 
 /// The link fuzz starts from the states it claims to.
@@ -120,4 +163,47 @@ proptest! {
             prop_assert!(natter::identity::AuthorityKey::read(&p).is_err());
         }
     }
+}
+
+/// STUN datagrams: arbitrary bytes, and valid messages with bytes flipped
+/// and cut, through every STUN decoder and both NAT cores.
+fn stun_input() -> impl Strategy<Value = Vec<u8>> {
+    let seeds = fuzzing::stun_seeds();
+    let mutated = (
+        0..seeds.len(),
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        0usize..8,
+    )
+        .prop_map(move |(i, flips, cut)| {
+            let mut v = seeds[i].clone();
+            for (pos, b) in flips {
+                // Keep the header mostly intact so decoding goes deep.
+                let n = v.len();
+                let pos = 20 + pos % n.saturating_sub(20).max(1);
+                if pos < n {
+                    v[pos] ^= b;
+                }
+            }
+            v.truncate(v.len().saturating_sub(cut));
+            v
+        });
+    prop_oneof![proptest::collection::vec(any::<u8>(), 0..300), mutated]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn stun_never_panics(b in stun_input()) {
+        fuzzing::stun(&b);
+    }
+}
+
+/// The STUN seeds are what the fuzz starts from: each parses.
+#[test]
+fn stun_seeds_decode() {
+    for s in fuzzing::stun_seeds() {
+        assert!(natter::nat::stun::decode(&s).is_ok());
+    }
+    assert_eq!(fuzzing::stun_seeds().len(), 5);
 }

@@ -4,6 +4,9 @@
 //! sockets run here by the thousand; messages arrive with the sender's
 //! certificate, as the encrypted link layer would deliver them.
 
+pub mod detect;
+pub mod nat;
+
 use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
 use crate::overlay::{
     ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent,
@@ -169,6 +172,15 @@ impl Sim {
     /// Crash a node: it sends nothing more and everything sent to it is lost.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
+    }
+
+    /// Start a new node in slot `i`, at the same address (a restarted
+    /// process), and bring it up.
+    pub fn replace(&mut self, i: usize, node: Node) {
+        self.nodes[i].node = node;
+        self.nodes[i].alive = true;
+        self.nodes[i].wake_at = u64::MAX;
+        self.schedule_wake(i, self.now);
     }
 
     pub fn supernode(&self, i: usize) -> Option<&SupernodeCore> {
