@@ -31,6 +31,14 @@ pub struct Headless {
     pub password_stdin: bool,
     pub bootstrap: Vec<HostPort>,
     pub listen: Option<SocketAddr>,
+    /// Contact requests to send once online.
+    pub add: Vec<String>,
+    /// (user, text) messages to send once online.
+    pub msg: Vec<(String, String)>,
+    /// Show the real status in the directory record (to everyone).
+    pub public_presence: bool,
+    /// Idle time before the status becomes away (0: never).
+    pub away_after: Option<std::time::Duration>,
 }
 
 async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
@@ -246,7 +254,7 @@ pub async fn supernode(
                     SupernodeEvent::ClientDetached { addr, username } => tracing::info!(%addr, "client {username} detached"),
                     SupernodeEvent::ClientRefused { addr } => tracing::info!(%addr, "client refused: full"),
                 },
-                Some(Event::Client(_)) => {}
+                Some(_) => {}
             }
         }
     }
@@ -479,15 +487,52 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
         cfg,
         clock.now_ms(),
     );
-    if let Some(s) = h.status {
-        core.set_status(s, "");
-    }
     for w in &h.watch {
         core.watch(w);
     }
     let local_port = socket.local_addr()?.port();
     let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
-    let mut node = OverlayNode::spawn(socket, link, Core::Client(Box::new(core)), clock)?;
+    let contacts_cfg = natter::contacts::ContactsConfig {
+        away_after_ms: h.away_after.map_or(300_000, |d| d.as_millis() as u64),
+        public_presence: h.public_presence,
+        ..Default::default()
+    };
+    let messaging = natter::node::messaging::Messaging::open(
+        data_dir,
+        &cert.username,
+        natter::chat::ChatConfig::default(),
+        contacts_cfg,
+        clock.now_ms(),
+    )?;
+    let mut node = OverlayNode::spawn_with_messaging(
+        socket,
+        link,
+        Core::Client(Box::new(core)),
+        clock,
+        Some(messaging),
+    )?;
+    if let Some(status) = h.status {
+        let _ = node
+            .commands
+            .send(Command::SetStatus {
+                status,
+                message: String::new(),
+            })
+            .await;
+    }
+    let mut startup: Vec<Command> = h
+        .add
+        .iter()
+        .map(|u| Command::AddContact {
+            user: u.clone(),
+            greeting: String::new(),
+        })
+        .chain(h.msg.iter().map(|(to, text)| Command::SendMessage {
+            to: to.clone(),
+            text: text.clone(),
+            reply: None,
+        }))
+        .collect();
     spawn_renewal(
         config.clone(),
         data_dir.to_owned(),
@@ -518,6 +563,22 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                 let _ = node.commands.send(Command::Shutdown).await;
             }
             Some(line) = lines.recv() => {
+                let _ = node.commands.send(Command::Activity).await;
+                match crate::chat_cli::parse(&line) {
+                    Some(Ok((c, query))) => {
+                        let _ = node.commands.send(c).await;
+                        if let Some(q) = query {
+                            let (v, l) = crate::chat_cli::answer(q).await;
+                            emit(h.json, v, l);
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        emit(h.json, json!({"event": "error", "error": e}), e.clone());
+                        continue;
+                    }
+                    None => {}
+                }
                 let mut words = line.split_whitespace();
                 let cmd = match (words.next(), words.next()) {
                     (Some("lookup"), Some(u)) => Some(Command::Lookup { username: u.to_owned() }),
@@ -539,7 +600,7 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                     (Some("quit"), _) => Some(Command::Shutdown),
                     (None, _) => None,
                     _ => {
-                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | quit");
+                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | {} | quit", crate::chat_cli::HELP);
                         emit(h.json, json!({"event": "error", "error": e}), e.clone());
                         None
                     }
@@ -554,7 +615,26 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                     Event::Stopped => break,
                     Event::Client(e) => e,
                     Event::Supernode(_) => continue,
+                    Event::Chat(e) => {
+                        let (v, l) = crate::chat_cli::chat_event(&e);
+                        emit(h.json, v, l);
+                        continue;
+                    }
+                    Event::Contacts(e) => {
+                        let (v, l) = crate::chat_cli::contacts_event(&e);
+                        emit(h.json, v, l);
+                        continue;
+                    }
+                    Event::CommandFailed { error } => {
+                        emit(h.json, json!({"event": "error", "error": error}), error.clone());
+                        continue;
+                    }
                 };
+                if matches!(e, ClientEvent::Published { .. }) {
+                    for c in startup.drain(..) {
+                        let _ = node.commands.send(c).await;
+                    }
+                }
                 if let ClientEvent::Attached { supernode, observed, .. } = &e
                     && !volunteer_checked
                 {

@@ -6,6 +6,7 @@
 pub mod demux;
 pub mod device;
 pub mod login;
+pub mod messaging;
 pub mod overlay;
 pub mod udp;
 

@@ -6,6 +6,7 @@
 use crate::clock::Clock;
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
+use crate::node::messaging::Messaging;
 use crate::overlay::{ClientCore, ClientEvent, Status, SupernodeCore, SupernodeEvent};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -54,6 +55,44 @@ pub enum Command {
         store_if_offline: bool,
         reply: Option<oneshot::Sender<crate::overlay::EnvelopeId>>,
     },
+    // Chat and contacts (nodes started with `spawn_with_messaging`).
+    /// Send a chat message; its id (or why not) comes back on `reply`.
+    SendMessage {
+        to: String,
+        text: String,
+        reply: Option<oneshot::Sender<Result<crate::chat::MsgId, String>>>,
+    },
+    /// The last `limit` messages with a user, oldest first.
+    History {
+        with: String,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<crate::chat::Message>, String>>,
+    },
+    /// The contact list.
+    Contacts {
+        reply: oneshot::Sender<Vec<crate::contacts::ContactInfo>>,
+    },
+    AddContact {
+        user: String,
+        greeting: String,
+    },
+    AcceptContact {
+        user: String,
+    },
+    DeclineContact {
+        user: String,
+    },
+    RemoveContact {
+        user: String,
+    },
+    BlockContact {
+        user: String,
+    },
+    UnblockContact {
+        user: String,
+    },
+    /// The user did something (resets the idle timer behind auto-away).
+    Activity,
 }
 
 /// What the node reports.
@@ -61,6 +100,12 @@ pub enum Command {
 pub enum Event {
     Client(ClientEvent),
     Supernode(SupernodeEvent),
+    Chat(crate::chat::ChatEvent),
+    Contacts(crate::contacts::ContactsEvent),
+    /// A command could not be carried out.
+    CommandFailed {
+        error: String,
+    },
     /// The node task ended.
     Stopped,
 }
@@ -94,6 +139,17 @@ impl OverlayNode {
         core: Core,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
+        Self::spawn_with_messaging(socket, link, core, clock, None)
+    }
+
+    /// [`OverlayNode::spawn`] with chat and contacts on a client node.
+    pub fn spawn_with_messaging(
+        socket: UdpSocket,
+        link: LinkEndpoint,
+        core: Core,
+        clock: Arc<dyn Clock>,
+        messaging: Option<Messaging>,
+    ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let (ctx, crx) = mpsc::channel(256);
         let (etx, erx) = mpsc::channel(4096);
@@ -111,6 +167,7 @@ impl OverlayNode {
                     rng: StdRng::from_entropy(),
                     events: etx,
                     not_supernode: 0,
+                    messaging: messaging.map(Box::new),
                 };
                 n.run(crx).await;
                 let _ = n.events.send(Event::Stopped).await;
@@ -134,6 +191,7 @@ struct Driver {
     rng: StdRng,
     events: mpsc::Sender<Event>,
     not_supernode: u64,
+    messaging: Option<Box<Messaging>>,
 }
 
 impl Driver {
@@ -142,7 +200,12 @@ impl Driver {
             Core::Supernode(s) => s.poll_timeout(),
             Core::Client(c) => c.poll_timeout(),
         };
+        let apps = self
+            .messaging
+            .as_ref()
+            .map_or(u64::MAX, |m| m.poll_timeout());
         core.min(self.link.poll_timeout().unwrap_or(u64::MAX))
+            .min(apps)
     }
 
     async fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
@@ -166,7 +229,12 @@ impl Driver {
                     self.link.handle_timeout(now, &mut self.rng);
                     match &mut self.core {
                         Core::Supernode(s) => s.handle_timeout(now, &mut self.rng),
-                        Core::Client(c) => c.handle_timeout(now, &mut self.rng),
+                        Core::Client(c) => {
+                            c.handle_timeout(now, &mut self.rng);
+                            if let Some(m) = &mut self.messaging {
+                                m.handle_timeout(now, c, &mut self.rng);
+                            }
+                        }
                     }
                 }
                 cmd = commands.recv(), if !stopping => match cmd {
@@ -186,6 +254,13 @@ impl Driver {
     /// Returns true when the node should stop.
     fn command(&mut self, c: Command) -> bool {
         let now = self.clock.now_ms();
+        let c = match (&mut self.core, &mut self.messaging) {
+            (Core::Client(cl), Some(m)) => match m.command(now, c, cl, &mut self.rng) {
+                Some(c) => c,
+                None => return false,
+            },
+            _ => c,
+        };
         match (&mut self.core, c) {
             (Core::Client(cl), Command::Lookup { username }) => {
                 cl.lookup(now, &username);
@@ -244,6 +319,16 @@ impl Driver {
             }
             (Core::Supernode(_), Command::Shutdown) => return true,
             (Core::Supernode(_), c) => tracing::debug!("ignored {c:?} on a supernode"),
+            (Core::Client(_), c) => {
+                let error = format!("chat and contacts are not enabled on this node: {c:?}");
+                if self
+                    .events
+                    .try_send(Event::CommandFailed { error })
+                    .is_err()
+                {
+                    tracing::warn!("event queue full: an event was dropped");
+                }
+            }
         }
         false
     }
@@ -296,7 +381,19 @@ impl Driver {
                 }
                 Core::Client(c) => {
                     while let Some(e) = c.poll_event() {
-                        evs.push(Event::Client(e));
+                        progressed = true;
+                        let consumed = match &mut self.messaging {
+                            Some(m) => m.on_event(now, &e, c, &mut self.rng),
+                            None => false,
+                        };
+                        if !consumed {
+                            evs.push(Event::Client(e));
+                        }
+                    }
+                    if let Some(m) = &mut self.messaging {
+                        while let Some(e) = m.poll_event() {
+                            evs.push(e);
+                        }
                     }
                 }
             }
