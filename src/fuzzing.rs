@@ -102,6 +102,26 @@ pub fn seeds() -> Vec<Vec<u8>> {
     v.push(Msg::EnvDeliver { envelope: &env }.encode());
     v.push(Msg::EnvStore { envelope: &env }.encode());
     v.push(env);
+    let mut chat = vec![1];
+    chat.extend(
+        crate::chat::ChatPayload::Message {
+            id: [1; 16],
+            sent_at_ms: 2,
+            text: "hi",
+        }
+        .encode(),
+    );
+    v.push(chat);
+    let mut presence = vec![4];
+    presence.extend(
+        crate::contacts::ContactPayload::Presence {
+            status: Status::Away,
+            message: "out",
+            want_reply: true,
+        }
+        .encode(),
+    );
+    v.push(presence);
     v.extend(link_stage(5).2);
     v.extend(link_stage(1).2);
     v.extend(turn_pair().2);
@@ -356,6 +376,23 @@ pub fn decoders(b: &[u8]) {
         let _ = r.verify(&[0; 32], 0);
     }
     envelope(b);
+    app_payloads(b);
+}
+
+/// Chat and contacts payloads (the first byte picks the envelope kind).
+pub fn app_payloads(b: &[u8]) {
+    use crate::chat::ChatPayload;
+    use crate::contacts::ContactPayload;
+    let Some((&k, rest)) = b.split_first() else {
+        return;
+    };
+    let k = k % 5;
+    if let Ok(p) = ChatPayload::decode(k, rest) {
+        assert_eq!(p.encode(), rest);
+    }
+    if let Ok(p) = ContactPayload::decode(k, rest) {
+        assert_eq!(p.encode(), rest);
+    }
 }
 
 /// The authority core: arbitrary frames before a handshake, and arbitrary
@@ -504,6 +541,8 @@ pub fn media(b: &[u8]) {
         callee.handle_timeout(t);
     }
     while c.poll_transmit().is_some() || callee.poll_transmit().is_some() {}
+}
+
 /// Valid STUN messages, as seeds for the STUN fuzz: requests with and
 /// without CHANGE-REQUEST, and a full RFC 5780 answer.
 pub fn stun_seeds() -> Vec<Vec<u8>> {
