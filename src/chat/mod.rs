@@ -552,6 +552,13 @@ mod tests {
         assert_eq!(bob.poll_event(), None);
         assert_eq!(b_out.0.len(), 2);
         assert!(alice.on_envelope_outcome(3, &env, EnvelopeOutcome::Delivered));
+        assert!(matches!(
+            alice.poll_event(),
+            Some(ChatEvent::Progress {
+                delivery: Delivery::Delivered,
+                ..
+            })
+        ));
         // No ack yet: resent after the wait.
         alice.handle_timeout(3 + ChatConfig::default().ack_wait_ms, &mut a_out);
         assert_eq!(a_out.0.len(), 2);

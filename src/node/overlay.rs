@@ -453,20 +453,22 @@ impl Driver {
             self.dropped_datagrams += 1;
             return;
         };
+        // TURN (Allocate, Refresh, CreatePermission, ChannelBind, Send) on
+        // the main socket goes to the relay, with or without a STUN server.
+        if h.method != method::BINDING
+            && local.is_none()
+            && let Some(t) = &self.turn
+            && TurnHandle::wants(d)
+        {
+            t.handle.datagram(from, d);
+            return;
+        }
         if let Some(server) = &mut self.stun {
-            match h.method {
-                method::BINDING => {
-                    let local = local.unwrap_or(server.config().primary);
-                    server.handle_datagram(local, from, d);
-                }
-                // TURN (Allocate, Refresh, CreatePermission, ChannelBind,
-                // Send) on the main socket goes to the relay.
-                _ => match &self.turn {
-                    Some(t) if local.is_none() && TurnHandle::wants(d) => {
-                        t.handle.datagram(from, d)
-                    }
-                    _ => self.stun_unhandled += 1,
-                },
+            if h.method == method::BINDING {
+                let local = local.unwrap_or(server.config().primary);
+                server.handle_datagram(local, from, d);
+            } else {
+                self.stun_unhandled += 1;
             }
             return;
         }
