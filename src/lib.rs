@@ -12,6 +12,7 @@ pub mod config;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ice;
 pub mod identity;
 pub mod link;
 pub mod node;
