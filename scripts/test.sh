@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the build and the tests use.
-PACKAGES=(build-essential pkg-config)
+# Debian packages the build and the tests use (libasound2-dev: sound cards
+# through cpal/ALSA; cmake: the bundled libopus).
+PACKAGES=(build-essential pkg-config libasound2-dev cmake)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

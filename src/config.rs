@@ -39,6 +39,60 @@ pub struct Config {
     pub authority: AuthorityConfig,
     pub supernode: SupernodeSection,
     pub overlay: OverlaySection,
+    pub audio: AudioSection,
+    pub media: MediaSection,
+    pub keys: KeysSection,
+}
+
+/// Sound devices for calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioSection {
+    /// Capture device: `default`, a name from `--list-audio-devices`,
+    /// `file:PATH.wav`, `tone[:HZ]` or `null`.
+    pub input: crate::media::audio::DeviceSpec,
+    /// Playback device: `default`, a name, `file:PATH.wav` or `null`.
+    pub output: crate::media::audio::DeviceSpec,
+}
+
+impl Default for AudioSection {
+    fn default() -> Self {
+        AudioSection {
+            input: crate::media::audio::DeviceSpec::Default,
+            output: crate::media::audio::DeviceSpec::Default,
+        }
+    }
+}
+
+/// Voice coding and the jitter buffer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Opus frame duration in ms: 10, 20 or 40.
+    pub frame_ms: u32,
+    /// Opus bitrate in bits per second.
+    pub bitrate: u32,
+    /// In-band forward error correction.
+    pub fec: bool,
+    /// Loss percentage FEC is planned for at least (Opus adds none at 0).
+    pub fec_min_loss_percent: u8,
+    /// Largest delay the jitter buffer may add, in ms.
+    pub jitter_max_ms: u32,
+    /// Interval between receiver reports (RTT, loss, jitter).
+    pub report_interval: HumanDuration,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            frame_ms: 20,
+            bitrate: 32_000,
+            fec: true,
+            fec_min_loss_percent: 5,
+            jitter_max_ms: 400,
+            report_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
 }
 
 /// Settings of `natter --supernode`.
@@ -204,6 +258,203 @@ impl AuthorityConfig {
                 registrations_per_hour: self.registrations_per_hour_per_address,
             },
         }
+    }
+}
+
+/// Keybindings of the softphone UI. Each action takes one key or a list
+/// of keys, written like `"q"`, `"ctrl+c"`, `"alt+enter"`, `"f1"`, `"esc"`,
+/// `"tab"`, `"space"`. Plain keys (no ctrl or alt) act only while no text
+/// field has the focus; keys with ctrl or alt, f-keys and esc act anywhere.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSection {
+    pub quit: KeyList,
+    pub help: KeyList,
+    pub search: KeyList,
+    pub next_pane: KeyList,
+    pub open_chat: KeyList,
+    pub back: KeyList,
+    pub call: KeyList,
+    pub accept_call: KeyList,
+    pub decline_call: KeyList,
+    pub hang_up: KeyList,
+    pub mute: KeyList,
+    pub hold: KeyList,
+    pub cycle_status: KeyList,
+    pub accept_contact: KeyList,
+    pub remove_contact: KeyList,
+    pub block_contact: KeyList,
+}
+
+impl Default for KeysSection {
+    fn default() -> Self {
+        let k = |keys: &[&str]| {
+            KeyList(
+                keys.iter()
+                    .map(|s| s.parse().expect("default key"))
+                    .collect(),
+            )
+        };
+        KeysSection {
+            quit: k(&["q", "ctrl+c"]),
+            help: k(&["?", "f1"]),
+            search: k(&["/"]),
+            next_pane: k(&["tab"]),
+            open_chat: k(&["enter"]),
+            back: k(&["esc"]),
+            call: k(&["c"]),
+            accept_call: k(&["y"]),
+            decline_call: k(&["n"]),
+            hang_up: k(&["x"]),
+            mute: k(&["m"]),
+            hold: k(&["o"]),
+            cycle_status: k(&["s"]),
+            accept_contact: k(&["a"]),
+            remove_contact: k(&["d"]),
+            block_contact: k(&["b"]),
+        }
+    }
+}
+
+/// A key as the config writes it: a key name and its modifiers. The UI
+/// matches these against terminal events; the config only checks syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyChord {
+    pub key: KeyName,
+    pub ctrl: bool,
+    pub alt: bool,
+    pub shift: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyName {
+    Char(char),
+    F(u8),
+    Enter,
+    Esc,
+    Tab,
+    BackTab,
+    Backspace,
+    Delete,
+    Up,
+    Down,
+    Left,
+    Right,
+    Home,
+    End,
+    PageUp,
+    PageDown,
+}
+
+const NAMED_KEYS: &[(&str, KeyName)] = &[
+    ("enter", KeyName::Enter),
+    ("esc", KeyName::Esc),
+    ("tab", KeyName::Tab),
+    ("backtab", KeyName::BackTab),
+    ("backspace", KeyName::Backspace),
+    ("delete", KeyName::Delete),
+    ("up", KeyName::Up),
+    ("down", KeyName::Down),
+    ("left", KeyName::Left),
+    ("right", KeyName::Right),
+    ("home", KeyName::Home),
+    ("end", KeyName::End),
+    ("pageup", KeyName::PageUp),
+    ("pagedown", KeyName::PageDown),
+    ("space", KeyName::Char(' ')),
+];
+
+impl std::str::FromStr for KeyChord {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected a key such as \"q\", \"ctrl+c\", \"alt+x\", \"f1\", \"esc\", \"enter\", \"tab\" or \"space\"";
+        let mut chord = KeyChord {
+            key: KeyName::Esc,
+            ctrl: false,
+            alt: false,
+            shift: false,
+        };
+        // "+" alone, or a chord ending in "+", names the plus key.
+        let (mods, last) = match s.strip_suffix("++") {
+            Some(m) => (m, "+"),
+            None if s == "+" => ("", "+"),
+            None => match s.rsplit_once('+') {
+                Some((m, l)) => (m, l),
+                None => ("", s),
+            },
+        };
+        for m in mods.split('+').filter(|m| !m.is_empty()) {
+            match m.to_ascii_lowercase().as_str() {
+                "ctrl" | "control" => chord.ctrl = true,
+                "alt" | "meta" => chord.alt = true,
+                "shift" => chord.shift = true,
+                other => return Err(format!("{s:?}: unknown modifier {other:?}; {expected}")),
+            }
+        }
+        let lower = last.to_ascii_lowercase();
+        chord.key = if let Some((_, k)) = NAMED_KEYS.iter().find(|(n, _)| *n == lower) {
+            *k
+        } else if let Some(n) = lower.strip_prefix('f').and_then(|n| n.parse::<u8>().ok()) {
+            if !(1..=12).contains(&n) {
+                return Err(format!("{s:?}: function keys are f1 to f12"));
+            }
+            KeyName::F(n)
+        } else {
+            let mut chars = last.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) if !c.is_control() => KeyName::Char(c),
+                _ => return Err(format!("{s:?} is not a key; {expected}")),
+            }
+        };
+        Ok(chord)
+    }
+}
+
+impl std::fmt::Display for KeyChord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ctrl {
+            f.write_str("ctrl+")?;
+        }
+        if self.alt {
+            f.write_str("alt+")?;
+        }
+        if self.shift {
+            f.write_str("shift+")?;
+        }
+        match self.key {
+            KeyName::Char(' ') => f.write_str("space"),
+            KeyName::Char(c) => write!(f, "{c}"),
+            KeyName::F(n) => write!(f, "f{n}"),
+            k => {
+                let name = NAMED_KEYS.iter().find(|(_, v)| *v == k).map(|(n, _)| *n);
+                f.write_str(name.unwrap_or("?"))
+            }
+        }
+    }
+}
+
+/// One key or a list of keys for one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyList(pub Vec<KeyChord>);
+
+impl<'de> Deserialize<'de> for KeyList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let list = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a key such as \"ctrl+c\" or a list of keys")
+        })? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        list.iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect::<Result<Vec<_>, _>>()
+            .map(KeyList)
     }
 }
 
@@ -457,8 +708,49 @@ mod tests {
     }
 
     #[test]
+    fn audio_devices_and_media_settings() {
+        let c = parse("[audio]\ninput = \"tone:1000\"\noutput = \"file:/tmp/o.wav\"\n[media]\nframe_ms = 10\n").unwrap();
+        assert_eq!(
+            c.audio.input,
+            crate::media::audio::DeviceSpec::Tone { hz: 1000.0 }
+        );
+        assert_eq!(c.media.frame_ms, 10);
+        let e = parse("[audio]\ninput = \"tone:x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("audio.input") && e.contains("not an audio device"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn syntax_error_is_reported() {
         let e = parse("[authority\n").unwrap_err().to_string();
         assert!(e.contains("/etc/natter.toml"), "{e}");
+    }
+
+    #[test]
+    fn keys_parse_and_reject() {
+        let c = parse("[keys]\nquit = \"ctrl+q\"\nhelp = [\"?\", \"F2\"]\n").unwrap();
+        assert_eq!(c.keys.quit.0.len(), 1);
+        assert!(c.keys.quit.0[0].ctrl);
+        assert_eq!(c.keys.quit.0[0].to_string(), "ctrl+q");
+        assert_eq!(c.keys.help.0[1].key, KeyName::F(2));
+        // Unset actions keep their defaults.
+        assert_eq!(c.keys.search.0[0].to_string(), "/");
+        let e = parse("[keys]\nmute = \"hyper+m\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys.mute") && e.contains("modifier"), "{e}");
+        let e = parse("[keys]\nmute = \"mm\"\n").unwrap_err().to_string();
+        assert!(e.contains("keys.mute") && e.contains("not a key"), "{e}");
+        let e = parse("[keys]\nmute = 3\n").unwrap_err().to_string();
+        assert!(e.contains("keys.mute"), "{e}");
+        assert_eq!(
+            "ctrl++".parse::<KeyChord>().unwrap().key,
+            KeyName::Char('+')
+        );
+        assert_eq!("space".parse::<KeyChord>().unwrap().to_string(), "space");
     }
 }

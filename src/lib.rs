@@ -1,9 +1,12 @@
 //! natter: a peer-to-peer softphone for the terminal.
 //!
 //! Layers, top to bottom (imports point down only):
+//! - `ui`: the terminal UI, talking to `node::api` only;
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
 //! - `link`: secure links over UDP (sans-IO);
+//! - `media`, `call`: voice (audio devices, codec, encrypted media) and
+//!   call signalling;
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
 pub mod authority;
@@ -15,7 +18,11 @@ pub mod fuzzing;
 pub mod ice;
 pub mod identity;
 pub mod link;
+pub mod media;
+pub mod nat;
 pub mod node;
 pub mod overlay;
+pub mod relay;
 pub mod sim;
+pub mod ui;
 pub mod wire;

@@ -72,6 +72,9 @@ struct Cli {
     /// Headless: log in with the password on stdin if there is no certificate
     #[arg(long)]
     password_stdin: bool,
+    /// List the sound cards natter can use for [audio] input and output, and exit
+    #[arg(long)]
+    list_audio_devices: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -151,6 +154,9 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
 
+    if cli.list_audio_devices {
+        return list_audio_devices();
+    }
     if cli.authority {
         if cli.command.is_some() {
             bail!("--authority takes no subcommand");
@@ -188,6 +194,20 @@ fn run(cli: Cli) -> Result<()> {
             "the softphone UI is not available in this build yet; see `natter --help` for what is"
         ),
     }
+}
+
+fn list_audio_devices() -> Result<()> {
+    let (inputs, outputs) = natter::media::audio::list_devices()?;
+    println!("input devices (use as [audio] input = \"NAME\"):");
+    for n in &inputs {
+        println!("  {n}");
+    }
+    println!("output devices (use as [audio] output = \"NAME\"):");
+    for n in &outputs {
+        println!("  {n}");
+    }
+    println!("always available: default, null, tone[:HZ] (input), file:PATH.wav");
+    Ok(())
 }
 
 fn init_logging(config: &Config, flag: Option<&str>) -> Result<()> {

@@ -116,3 +116,46 @@ proptest! {
         }
     }
 }
+
+/// STUN datagrams: arbitrary bytes, and valid messages with bytes flipped
+/// and cut, through every STUN decoder and both NAT cores.
+fn stun_input() -> impl Strategy<Value = Vec<u8>> {
+    let seeds = fuzzing::stun_seeds();
+    let mutated = (
+        0..seeds.len(),
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        0usize..8,
+    )
+        .prop_map(move |(i, flips, cut)| {
+            let mut v = seeds[i].clone();
+            for (pos, b) in flips {
+                // Keep the header mostly intact so decoding goes deep.
+                let n = v.len();
+                let pos = 20 + pos % n.saturating_sub(20).max(1);
+                if pos < n {
+                    v[pos] ^= b;
+                }
+            }
+            v.truncate(v.len().saturating_sub(cut));
+            v
+        });
+    prop_oneof![proptest::collection::vec(any::<u8>(), 0..300), mutated]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn stun_never_panics(b in stun_input()) {
+        fuzzing::stun(&b);
+    }
+}
+
+/// The STUN seeds are what the fuzz starts from: each parses.
+#[test]
+fn stun_seeds_decode() {
+    for s in fuzzing::stun_seeds() {
+        assert!(natter::nat::stun::decode(&s).is_ok());
+    }
+    assert_eq!(fuzzing::stun_seeds().len(), 5);
+}

@@ -62,6 +62,19 @@ impl Finished {
         })
     }
 
+    /// As [`Finished::into_stateless`], with the handshake's exporter
+    /// secret ([`crate::crypto::noise::Handshake::exporter_secret`]).
+    pub fn into_stateless_with_exporter(
+        mut self,
+    ) -> Result<(Certificate, StatelessTransport, [u8; 32]), ChannelError> {
+        let exporter = self.handshake.exporter_secret();
+        Ok((
+            self.peer,
+            self.handshake.into_stateless_transport()?,
+            exporter,
+        ))
+    }
+
     /// Datagram mode: the peer's certificate and a stateless transport.
     pub fn into_stateless(self) -> Result<(Certificate, StatelessTransport), ChannelError> {
         Ok((self.peer, self.handshake.into_stateless_transport()?))

@@ -190,6 +190,22 @@ impl Handshake {
         self.state.get_handshake_hash().to_vec()
     }
 
+    /// A secret only the two parties of this (finished) handshake know,
+    /// the same on both sides, for keying other protocols (media), as TLS
+    /// exporters do. Derived one-way from the transport keys and the
+    /// transcript, so it reveals neither. (The handshake hash alone is no
+    /// secret: an observer can compute it.)
+    pub fn exporter_secret(&mut self) -> [u8; 32] {
+        use blake2::Digest;
+        let (k1, k2) = self.state.dangerously_get_raw_split();
+        let mut h = blake2::Blake2s256::new();
+        h.update(b"natter exporter v1");
+        h.update(k1);
+        h.update(k2);
+        h.update(self.state.get_handshake_hash());
+        h.finalize().into()
+    }
+
     pub fn is_finished(&self) -> bool {
         self.state.is_handshake_finished()
     }

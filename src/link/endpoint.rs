@@ -38,6 +38,8 @@ struct Responding {
 
 struct Session {
     peer_index: u32,
+    /// The handshake's exporter secret, for [`LinkEndpoint::export`].
+    exporter: [u8; 32],
     transport: StatelessTransport,
     peer: Certificate,
     id: PeerId,
@@ -176,6 +178,30 @@ impl LinkEndpoint {
     pub fn peer(&self, addr: SocketAddr) -> Option<&Certificate> {
         match &self.slots.get(&self.peers.get(&addr)?.current?)?.state {
             State::Established(s) if s.confirmed => Some(&s.peer),
+            _ => None,
+        }
+    }
+
+    /// Key material for another protocol bound to the established session
+    /// at `addr` (TLS-exporter style): the same 32 bytes on both sides for
+    /// the same `label` and `context`, unknown to anyone else, and
+    /// independent for different labels or contexts. Media keys come from
+    /// here. Also returns whether we initiated the session.
+    pub fn export(
+        &self,
+        addr: SocketAddr,
+        label: &[u8],
+        context: &[u8],
+    ) -> Option<([u8; 32], bool)> {
+        use blake2::digest::{KeyInit, Mac};
+        match &self.slots.get(&self.peers.get(&addr)?.current?)?.state {
+            State::Established(s) if s.confirmed => {
+                let mut m = <blake2::Blake2sMac256 as KeyInit>::new_from_slice(&s.exporter).ok()?;
+                m.update(&(label.len() as u32).to_be_bytes());
+                m.update(label);
+                m.update(context);
+                Some((m.finalize().into_bytes().into(), s.initiator))
+            }
             _ => None,
         }
     }
@@ -575,7 +601,7 @@ impl LinkEndpoint {
             self.abandon_initiation(receiver, from, CloseReason::TooManySessions);
             return;
         }
-        let Ok((peer, transport)) = finished.into_stateless() else {
+        let Ok((peer, transport, exporter)) = finished.into_stateless_with_exporter() else {
             self.stats.handshake_failed += 1;
             self.abandon_initiation(receiver, from, CloseReason::Timeout);
             return;
@@ -591,6 +617,7 @@ impl LinkEndpoint {
         };
         self.push_transmit(from, fin.clone());
         let session = Session {
+            exporter,
             peer_index: sender,
             transport,
             id: PeerId::of(&peer),
@@ -652,12 +679,13 @@ impl LinkEndpoint {
             self.abandon_response(receiver, from, CloseReason::TooManySessions);
             return;
         }
-        let Ok((peer, transport)) = finished.into_stateless() else {
+        let Ok((peer, transport, exporter)) = finished.into_stateless_with_exporter() else {
             self.stats.handshake_failed += 1;
             self.abandon_response(receiver, from, CloseReason::Timeout);
             return;
         };
         let session = Session {
+            exporter,
             peer_index,
             transport,
             id: PeerId::of(&peer),

@@ -74,6 +74,7 @@ mod tests;
 
 pub use endpoint::LinkEndpoint;
 pub use packet::MAX_PAYLOAD;
+pub use replay::ReplayWindow;
 pub use replay::WINDOW as REPLAY_WINDOW;
 
 use crate::crypto::ChannelError;

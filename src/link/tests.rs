@@ -981,3 +981,23 @@ fn runs_are_deterministic() {
     assert_eq!(trace(19), trace(19));
     assert_ne!(trace(19), trace(20));
 }
+
+#[test]
+fn exported_secrets_agree_per_label_and_differ_across_sessions() {
+    let mut net = Net::pair(7, fast());
+    net.send(0, 1, b"hi").unwrap();
+    net.pump();
+    let (a, a_init) = net.ep(0).export(addr(2), b"media", b"call 1").unwrap();
+    let (b, b_init) = net.ep(1).export(addr(1), b"media", b"call 1").unwrap();
+    assert_eq!(a, b);
+    assert!(a_init && !b_init);
+    let (c, _) = net.ep(0).export(addr(2), b"media", b"call 2").unwrap();
+    let (d, _) = net.ep(0).export(addr(2), b"other", b"call 1").unwrap();
+    assert!(a != c && a != d && c != d);
+    assert!(net.ep(0).export(addr(9), b"media", b"").is_none());
+    let mut other = Net::pair(8, fast());
+    other.send(0, 1, b"hi").unwrap();
+    other.pump();
+    let (e, _) = other.ep(0).export(addr(2), b"media", b"call 1").unwrap();
+    assert_ne!(a, e);
+}

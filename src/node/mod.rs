@@ -1,8 +1,10 @@
-//! The runtime that wires the cores to sockets: tokio drivers and, in later
-//! work, the Command/Event API the UI and `--headless` talk to. For now it
-//! holds the login driver, the UDP link driver and the device's on-disk
-//! state.
+//! The runtime that wires the cores to sockets: tokio drivers, the login
+//! driver, the UDP link driver, the device's on-disk state, and the
+//! Command/Event API (`api`) that front ends talk to through the client
+//! runtime (`client`).
 
+pub mod api;
+pub mod client;
 pub mod demux;
 pub mod device;
 pub mod login;

@@ -4,6 +4,9 @@
 //! sockets run here by the thousand; messages arrive with the sender's
 //! certificate, as the encrypted link layer would deliver them.
 
+pub mod detect;
+pub mod nat;
+
 use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
 use crate::overlay::{
     ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent,

@@ -1,0 +1,18 @@
+//! Voice: audio devices, the Opus codec, encrypted media packets, the
+//! adaptive jitter buffer, receiver reports, and the sans-IO
+//! [`MediaSession`] that ties them together for one call.
+//!
+//! Layering: [`audio`] owns device threads and the lock-free rings; the
+//! session core is sans-IO (bytes, PCM and `now` in; datagrams, PCM,
+//! events and the next timer out) and runs off the audio thread, in the
+//! thin tokio [`driver`].
+
+pub mod audio;
+pub mod codec;
+pub mod jitter;
+pub mod packet;
+pub mod report;
+pub mod session;
+
+pub use packet::{MediaKeys, Side};
+pub use session::{MediaConfig, MediaError, MediaEvent, MediaSession, MediaStats};

@@ -1,0 +1,598 @@
+//! The client runtime behind the node API ([`super::api`]): one tokio task
+//! per logged-in user that owns the login (password, renewal with the
+//! device key), the overlay node (attachment, presence, lookups) and the
+//! contact list, takes [`Command`]s and reports [`Event`]s. The TUI, the
+//! demo's bots and tests drive it the same way.
+//!
+//! Chat, contact authorization, NAT measurement and calls are built by
+//! other modules; until they are wired in here their commands are answered
+//! with [`Event::not_available`].
+
+use super::api::{
+    AttachedSupernode, AudioStatus, Command, ContactState, Event, LoginState, LookupResult,
+    NatStatus, Presence,
+};
+use super::overlay::{self as ov, Core, OverlayNode};
+use super::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
+use crate::clock::Clock;
+use crate::config::HostPort;
+use crate::identity::{Certificate, DeviceIdentity};
+use crate::link::{LinkConfig, LinkEndpoint, LinkError};
+use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome, Status};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no supernode to attach to: set [overlay] bootstrap or pass --bootstrap")]
+    NoSupernodes,
+}
+
+/// How the runtime reaches the authority and the overlay.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Device keys and the certificate live here.
+    pub data_dir: PathBuf,
+    pub authority: HostPort,
+    pub authority_key: [u8; 32],
+    /// Supernodes to attach through (resolved addresses).
+    pub bootstrap: Vec<SocketAddr>,
+    /// Local UDP address of the overlay socket.
+    pub listen: SocketAddr,
+    pub overlay: ClientConfig,
+    /// Renew the certificate when less validity than this is left.
+    pub renew_before_secs: u64,
+    /// Contacts to follow from the start.
+    pub contacts: Vec<String>,
+}
+
+/// The front end's end of a running client.
+pub struct ClientHandle {
+    pub commands: mpsc::Sender<Command>,
+    pub events: mpsc::Receiver<Event>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Start the runtime. It reports its login state, audio and NAT status
+/// first; with a valid certificate in the data dir it logs straight in.
+pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
+    let (ctx, crx) = mpsc::channel(64);
+    let (etx, erx) = mpsc::channel(1024);
+    let task = tokio::spawn(async move {
+        let mut rt = Runtime {
+            files: DeviceFiles::new(&settings.data_dir),
+            settings,
+            clock,
+            events: etx,
+            node: None,
+            username: None,
+            attached: Vec::new(),
+            contacts: BTreeSet::new(),
+            nat: NatStatus {
+                note: Some("NAT type detection not available yet".into()),
+                ..Default::default()
+            },
+        };
+        rt.run(crx).await;
+        rt.emit(Event::Stopped).await;
+    });
+    ClientHandle {
+        commands: ctx,
+        events: erx,
+        task,
+    }
+}
+
+/// Which audio devices can be used. Without ALSA devices (`/dev/snd`)
+/// there is no sound card: calls use the tone generator and null output.
+pub fn audio_status() -> AudioStatus {
+    if std::path::Path::new("/dev/snd").exists() {
+        AudioStatus {
+            input: "default".into(),
+            output: "default".into(),
+            note: None,
+        }
+    } else {
+        AudioStatus {
+            input: "tone".into(),
+            output: "null".into(),
+            note: Some("no sound card found: using the tone generator and the null device".into()),
+        }
+    }
+}
+
+struct Runtime {
+    settings: ClientSettings,
+    files: DeviceFiles,
+    clock: Arc<dyn Clock>,
+    events: mpsc::Sender<Event>,
+    node: Option<OverlayNode>,
+    username: Option<String>,
+    attached: Vec<AttachedSupernode>,
+    contacts: BTreeSet<String>,
+    nat: NatStatus,
+}
+
+impl Runtime {
+    async fn emit(&self, e: Event) {
+        let _ = self.events.send(e).await;
+    }
+
+    async fn error(&self, command: &str, message: impl std::fmt::Display) {
+        self.emit(Event::Error {
+            command: command.to_owned(),
+            message: message.to_string(),
+        })
+        .await;
+    }
+
+    async fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
+        self.emit(Event::Audio(audio_status())).await;
+        self.emit(Event::Nat(self.nat.clone())).await;
+        match self.startup_certificate().await {
+            Ok(Some(cert)) => self.go_online(cert).await,
+            Ok(None) => {
+                self.emit(Event::Login(LoginState::NeedCredentials {
+                    username: None,
+                    error: None,
+                }))
+                .await
+            }
+            Err(e) => {
+                self.emit(Event::Login(LoginState::NeedCredentials {
+                    username: None,
+                    error: Some(e.to_string()),
+                }))
+                .await
+            }
+        }
+        let mut renew = tokio::time::interval(Duration::from_secs(300));
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Quit) => break,
+                    Some(c) => self.command(c).await,
+                },
+                ev = next_event(&mut self.node) => match ev {
+                    Some(ov::Event::Client(e)) => self.overlay_event(e).await,
+                    Some(_) => {}
+                    None => {
+                        self.node = None;
+                        self.error("overlay", "the overlay node stopped").await;
+                    }
+                },
+                _ = renew.tick() => self.renew_if_due().await,
+            }
+        }
+        if let Some(mut node) = self.node.take() {
+            let _ = node.commands.send(ov::Command::Shutdown).await;
+            // Wait (briefly) for the offline record to leave.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(e) = node.events.recv().await {
+                    if e == ov::Event::Stopped {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
+    /// The stored certificate if it is valid, renewed when close to expiry.
+    async fn startup_certificate(&self) -> Result<Option<Certificate>, RuntimeError> {
+        let now = self.clock.now_secs();
+        let key = self.settings.authority_key;
+        let Some(cert) = self.files.certificate()? else {
+            return Ok(None);
+        };
+        if cert.verify(&key, now).is_err() {
+            return Ok(None);
+        }
+        if cert.not_after > now + self.settings.renew_before_secs {
+            return Ok(Some(cert));
+        }
+        let (device, _) = self.files.identity()?;
+        let mut conn = self.connect(&device).await?;
+        let fresh = conn.renew(&cert).await?;
+        self.files.save_certificate(&fresh)?;
+        Ok(Some(fresh))
+    }
+
+    async fn connect(&self, device: &DeviceIdentity) -> Result<AuthorityConnection, LoginError> {
+        AuthorityConnection::connect(
+            &self.settings.authority,
+            self.settings.authority_key,
+            device,
+            self.clock.clone(),
+        )
+        .await
+    }
+
+    async fn password_login(
+        &self,
+        username: &str,
+        password: &str,
+        register: bool,
+    ) -> Result<Certificate, RuntimeError> {
+        let (device, _) = self.files.identity()?;
+        let mut conn = self.connect(&device).await?;
+        if register {
+            conn.register(username, password).await?;
+        }
+        let cert = conn.login(username, password).await?;
+        self.files.save_certificate(&cert)?;
+        Ok(cert)
+    }
+
+    async fn renew_if_due(&mut self) {
+        if self.node.is_none() {
+            return;
+        }
+        let Ok(Some(cert)) = self.files.certificate() else {
+            return;
+        };
+        if cert.not_after > self.clock.now_secs() + self.settings.renew_before_secs {
+            return;
+        }
+        let renewed = async {
+            let (device, _) = self.files.identity()?;
+            let mut conn = self.connect(&device).await?;
+            let fresh = conn.renew(&cert).await?;
+            self.files.save_certificate(&fresh)?;
+            Ok::<_, RuntimeError>(fresh)
+        }
+        .await;
+        match renewed {
+            Ok(fresh) => {
+                self.emit(Event::Login(LoginState::LoggedIn {
+                    username: fresh.username.clone(),
+                    until: fresh.not_after,
+                }))
+                .await;
+                if let Some(n) = &self.node {
+                    let _ = n
+                        .commands
+                        .send(ov::Command::SetCertificate {
+                            cert: Box::new(fresh),
+                        })
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!("certificate renewal failed (will retry): {e}"),
+        }
+    }
+
+    async fn go_online(&mut self, cert: Certificate) {
+        let username = cert.username.clone();
+        let until = cert.not_after;
+        match self.start_overlay(cert).await {
+            Ok(node) => {
+                self.node = Some(node);
+                self.username = Some(username.clone());
+                self.emit(Event::Login(LoginState::LoggedIn { username, until }))
+                    .await;
+                let contacts: Vec<String> = self.settings.contacts.clone();
+                for c in contacts {
+                    self.add_local_contact(&c).await;
+                }
+            }
+            Err(e) => {
+                self.emit(Event::Login(LoginState::NeedCredentials {
+                    username: Some(username),
+                    error: Some(e.to_string()),
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn start_overlay(&self, cert: Certificate) -> Result<OverlayNode, RuntimeError> {
+        let (device, _) = self.files.identity()?;
+        let listen = self.settings.listen;
+        let socket = tokio::net::UdpSocket::bind(listen)
+            .await
+            .map_err(|source| RuntimeError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let mut hosts = load_hosts(&self.settings.data_dir);
+        for a in &self.settings.bootstrap {
+            if !hosts.contains(a) {
+                hosts.push(*a);
+            }
+        }
+        if hosts.is_empty() {
+            return Err(RuntimeError::NoSupernodes);
+        }
+        let key = self.settings.authority_key;
+        let core = ClientCore::new(
+            device.clone(),
+            cert.clone(),
+            key,
+            hosts,
+            self.settings.overlay.clone(),
+            self.clock.now_ms(),
+        );
+        let link = LinkEndpoint::new(device, cert, key, LinkConfig::default())?;
+        OverlayNode::spawn(
+            socket,
+            link,
+            Core::Client(Box::new(core)),
+            self.clock.clone(),
+        )
+        .map_err(|source| RuntimeError::Bind {
+            addr: listen,
+            source,
+        })
+    }
+
+    async fn overlay(&self, c: ov::Command) {
+        if let Some(n) = &self.node {
+            let _ = n.commands.send(c).await;
+        }
+    }
+
+    /// Follow a user's presence. Authorization requests travel in sealed
+    /// envelopes, which this runtime cannot send yet: the contact is kept
+    /// as [`ContactState::Unconfirmed`].
+    async fn add_local_contact(&mut self, username: &str) {
+        let name = username.to_ascii_lowercase();
+        if !self.contacts.insert(name.clone()) {
+            return;
+        }
+        self.emit(Event::Contact {
+            username: name.clone(),
+            state: ContactState::Unconfirmed,
+        })
+        .await;
+        self.overlay(ov::Command::Watch {
+            username: name.clone(),
+        })
+        .await;
+        self.overlay(ov::Command::Lookup { username: name }).await;
+    }
+
+    async fn command(&mut self, c: Command) {
+        let logged_in = self.node.is_some();
+        match c {
+            Command::Register { .. } | Command::Login { .. } if logged_in => {
+                self.error(c.name(), "already logged in").await
+            }
+            Command::Register {
+                ref username,
+                ref password,
+            }
+            | Command::Login {
+                ref username,
+                ref password,
+            } => {
+                let register = matches!(c, Command::Register { .. });
+                self.emit(Event::Login(LoginState::LoggingIn {
+                    username: username.clone(),
+                }))
+                .await;
+                match self.password_login(username, password, register).await {
+                    Ok(cert) => self.go_online(cert).await,
+                    Err(e) => {
+                        self.emit(Event::Login(LoginState::NeedCredentials {
+                            username: Some(username.clone()),
+                            error: Some(e.to_string()),
+                        }))
+                        .await
+                    }
+                }
+            }
+            Command::Quit => {}
+            _ if !logged_in => self.error(c.name(), "log in first").await,
+            Command::SetStatus { status, message } => {
+                self.overlay(ov::Command::SetStatus {
+                    status,
+                    message: message.clone(),
+                })
+                .await;
+                self.emit(Event::OwnStatus { status, message }).await;
+            }
+            Command::SearchUser { username } => {
+                let username = username.trim().to_ascii_lowercase();
+                if let Err(e) = crate::identity::Username::parse(&username) {
+                    self.error("search", e).await;
+                } else {
+                    self.overlay(ov::Command::Lookup { username }).await;
+                }
+            }
+            Command::AddContact { ref username, .. } => {
+                let name = username.trim().to_ascii_lowercase();
+                if let Err(e) = crate::identity::Username::parse(&name) {
+                    self.error(c.name(), e).await;
+                } else if Some(&name) == self.username.as_ref() {
+                    self.error(c.name(), "that is you").await;
+                } else {
+                    self.add_local_contact(&name).await;
+                    self.emit(Event::Notice {
+                        text: format!(
+                            "{name} added; authorization requests not available yet, so their presence is followed without asking"
+                        ),
+                    })
+                    .await;
+                }
+            }
+            Command::RemoveContact { username } => {
+                let name = username.to_ascii_lowercase();
+                if self.contacts.remove(&name) {
+                    self.emit(Event::ContactRemoved { username: name }).await;
+                }
+            }
+            Command::AcceptContact { .. }
+            | Command::DeclineContact { .. }
+            | Command::BlockContact { .. } => {
+                self.emit(Event::not_available(&c, "contact authorization"))
+                    .await
+            }
+            Command::SendMessage { .. } | Command::LoadHistory { .. } => {
+                self.emit(Event::not_available(&c, "chat")).await
+            }
+            Command::Call { .. }
+            | Command::AcceptCall { .. }
+            | Command::DeclineCall { .. }
+            | Command::HangUp { .. }
+            | Command::Mute { .. }
+            | Command::Hold { .. } => self.emit(Event::not_available(&c, "calls")).await,
+        }
+    }
+
+    async fn overlay_event(&mut self, e: ClientEvent) {
+        match e {
+            ClientEvent::Attached {
+                supernode,
+                primary,
+                observed,
+            } => {
+                self.attached.retain(|a| a.addr != supernode);
+                self.attached.push(AttachedSupernode {
+                    addr: supernode,
+                    primary,
+                    observed,
+                });
+                self.attached.sort_by_key(|a| (!a.primary, a.addr));
+                self.emit(Event::Supernodes {
+                    attached: self.attached.clone(),
+                })
+                .await;
+                if self.nat.public_addr != Some(observed) {
+                    self.nat.public_addr = Some(observed);
+                    self.emit(Event::Nat(self.nat.clone())).await;
+                }
+                if let Some(n) = &self.node {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = n.commands.send(ov::Command::Status { reply: tx }).await;
+                    if let Ok(st) = rx.await {
+                        save_hosts(&self.settings.data_dir, &st.host_cache);
+                    }
+                }
+            }
+            ClientEvent::Detached { supernode, reason } => {
+                self.attached.retain(|a| a.addr != supernode);
+                tracing::info!(%supernode, reason, "detached");
+                self.emit(Event::Supernodes {
+                    attached: self.attached.clone(),
+                })
+                .await;
+            }
+            ClientEvent::Redirected { from, to } => {
+                tracing::info!(%from, n = to.len(), "redirected")
+            }
+            ClientEvent::Published { seq } => tracing::debug!(seq, "presence published"),
+            ClientEvent::PublishRejected { reason, .. } => {
+                self.error("publish presence", reason).await
+            }
+            ClientEvent::Lookup {
+                username, outcome, ..
+            } => {
+                let result = match outcome {
+                    LookupOutcome::Online(r) => LookupResult::Online {
+                        status: r.status,
+                        message: r.message.clone(),
+                    },
+                    LookupOutcome::Offline { last_seen, .. } => LookupResult::Offline { last_seen },
+                    LookupOutcome::NotFound => LookupResult::NotFound,
+                    LookupOutcome::Failed(why) => LookupResult::Failed(why),
+                };
+                if self.contacts.contains(&username) {
+                    let p = match &result {
+                        LookupResult::Online { status, message } => Some(Presence {
+                            username: username.clone(),
+                            status: visible(*status),
+                            message: message.clone(),
+                            last_seen: None,
+                        }),
+                        LookupResult::Offline { last_seen } => Some(Presence {
+                            username: username.clone(),
+                            status: Status::Offline,
+                            message: String::new(),
+                            last_seen: Some(*last_seen),
+                        }),
+                        _ => None,
+                    };
+                    if let Some(p) = p {
+                        self.emit(Event::Presence(p)).await;
+                    }
+                }
+                self.emit(Event::Lookup { username, result }).await;
+            }
+            ClientEvent::PresenceChanged { record, online } => {
+                let username = record.username().to_owned();
+                if !self.contacts.contains(&username) {
+                    return;
+                }
+                let status = if online {
+                    visible(record.status)
+                } else {
+                    Status::Offline
+                };
+                self.emit(Event::Presence(Presence {
+                    username,
+                    status,
+                    message: if status == Status::Offline {
+                        String::new()
+                    } else {
+                        record.message.clone()
+                    },
+                    last_seen: (!online).then_some(record.signed_at_ms / 1000),
+                }))
+                .await;
+            }
+        }
+    }
+}
+
+/// Invisible users are shown as offline.
+fn visible(s: Status) -> Status {
+    if s == Status::Invisible {
+        Status::Offline
+    } else {
+        s
+    }
+}
+
+async fn next_event(node: &mut Option<OverlayNode>) -> Option<ov::Event> {
+    match node {
+        Some(n) => n.events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn hosts_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("hosts")
+}
+
+/// Supernodes learnt earlier (the same `hosts` file `--headless` keeps).
+fn load_hosts(data_dir: &std::path::Path) -> Vec<SocketAddr> {
+    std::fs::read_to_string(hosts_path(data_dir))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+fn save_hosts(data_dir: &std::path::Path, hosts: &[SocketAddr]) {
+    let text: String = hosts.iter().map(|a| format!("{a}\n")).collect();
+    let tmp = hosts_path(data_dir).with_extension("tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, hosts_path(data_dir));
+    }
+}

@@ -1,0 +1,446 @@
+//! The App: owns the view model and the components, routes keys to the
+//! component that has the focus, turns what they ask for into node
+//! [`Command`]s, and lays the screen out for the terminal's size.
+
+use super::components::buddies::{BuddyList, status_mark, status_name};
+use super::components::call::{CallPanel, IncomingPrompt};
+use super::components::chat::ChatPane;
+use super::components::help::Help;
+use super::components::login::LoginForm;
+use super::components::nat::NatPanel;
+use super::components::search::SearchBox;
+use super::components::{Component, Ctx, Msg, clock};
+use super::keys::{Action, KeyMap};
+use super::model::{Level, Model};
+use crate::node::api::{CallState, Command, ContactState, Event, LoginState};
+use crate::overlay::Status;
+use ratatui::Frame;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use std::collections::BTreeSet;
+
+/// Below this size the full layout does not fit: one pane at a time.
+const FULL_WIDTH: u16 = 72;
+const FULL_HEIGHT: u16 = 22;
+/// Below this size nothing useful fits.
+const MIN_WIDTH: u16 = 24;
+const MIN_HEIGHT: u16 = 6;
+/// How long a notification stays in the footer.
+const NOTICE_MS: u64 = 8_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Contacts,
+    Chat,
+}
+
+pub struct App {
+    pub model: Model,
+    keys: KeyMap,
+    focus: Focus,
+    help: bool,
+    login: LoginForm,
+    buddies: BuddyList,
+    chat: ChatPane,
+    search: SearchBox,
+    outbox: Vec<Command>,
+    quit: bool,
+    /// Conversations whose history was asked for.
+    history_asked: BTreeSet<String>,
+}
+
+impl App {
+    pub fn new(keys: KeyMap) -> Self {
+        App {
+            model: Model::default(),
+            keys,
+            focus: Focus::Contacts,
+            help: false,
+            login: LoginForm::new(),
+            buddies: BuddyList::default(),
+            chat: ChatPane::default(),
+            search: SearchBox::default(),
+            outbox: Vec::new(),
+            quit: false,
+            history_asked: BTreeSet::new(),
+        }
+    }
+
+    pub fn focus(&self) -> Focus {
+        self.focus
+    }
+
+    /// Commands to send to the node, in order.
+    pub fn take_commands(&mut self) -> Vec<Command> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Whether to ring the terminal bell (once per request).
+    pub fn take_bell(&mut self) -> bool {
+        std::mem::take(&mut self.model.bell)
+    }
+
+    /// The user asked to quit (a [`Command::Quit`] is in the outbox).
+    pub fn quitting(&self) -> bool {
+        self.quit
+    }
+
+    /// Move the clock on (timers are drawn from it).
+    pub fn tick(&mut self, now_ms: u64) {
+        self.model.now_ms = now_ms;
+    }
+
+    pub fn handle_event(&mut self, e: Event) {
+        if let Event::Login(LoginState::NeedCredentials { username, .. }) = &e {
+            self.login.suggest(username.as_deref());
+        }
+        let first_contact = matches!(&e, Event::Contact { .. }) && self.model.contacts.is_empty();
+        self.model.apply(e);
+        if first_contact {
+            self.buddies = BuddyList::default();
+        }
+    }
+
+    fn send(&mut self, c: Command) {
+        self.outbox.push(c);
+    }
+
+    fn msg(&mut self, m: Option<Msg>) {
+        match m {
+            Some(Msg::Send(c)) => self.send(c),
+            Some(Msg::Close) | None => {}
+        }
+    }
+
+    fn do_quit(&mut self) {
+        if !self.quit {
+            self.quit = true;
+            self.send(Command::Quit);
+        }
+    }
+
+    pub fn handle_key(&mut self, key: KeyEvent) {
+        if key.kind != KeyEventKind::Press {
+            return;
+        }
+        let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers == KeyModifiers::CONTROL;
+        if !self.model.logged_in() {
+            // The form takes every key; ctrl+c (or the quit binding if it is
+            // not text) still quits.
+            if ctrl_c || self.keys.action(&key, true) == Some(Action::Quit) {
+                return self.do_quit();
+            }
+            let busy = matches!(self.model.login, Some(LoginState::LoggingIn { .. }));
+            if !busy {
+                let m = self.login.on_key(&key);
+                self.msg(m);
+            }
+            return;
+        }
+        if self.help {
+            if ctrl_c {
+                return self.do_quit();
+            }
+            self.help = false;
+            return;
+        }
+        // The incoming-call prompt is modal: its keys work even as text.
+        if let Some(call) = self.model.incoming_call().map(|c| c.id) {
+            if self.keys.is(Action::AcceptCall, &key) {
+                return self.send(Command::AcceptCall { call });
+            }
+            if self.keys.is(Action::DeclineCall, &key) {
+                return self.send(Command::DeclineCall { call });
+            }
+            if ctrl_c {
+                return self.do_quit();
+            }
+            return;
+        }
+        if self.search.open {
+            if ctrl_c {
+                return self.do_quit();
+            }
+            let m = self.search.on_key(&key, &self.model);
+            self.msg(m);
+            return;
+        }
+        let typing = self.focus == Focus::Chat;
+        match self.keys.action(&key, typing) {
+            Some(a) => self.action(a),
+            None if typing => {
+                let m = self.chat.on_key(&key);
+                self.msg(m);
+            }
+            None => {
+                self.buddies.on_key(&key, &self.model);
+            }
+        }
+    }
+
+    fn selected(&self) -> Option<(String, ContactState)> {
+        self.buddies
+            .selected(&self.model)
+            .map(|(n, c)| (n.clone(), c.state))
+    }
+
+    fn open_chat(&mut self, name: String) {
+        if let Some(c) = self.model.contacts.get_mut(&name) {
+            c.unread = 0;
+        }
+        if self.history_asked.insert(name.clone()) {
+            self.send(Command::LoadHistory {
+                with: name.clone(),
+                before: None,
+                limit: 200,
+            });
+        }
+        self.model.chat_open = Some(name.clone());
+        self.chat.peer = Some(name);
+        self.focus = Focus::Chat;
+    }
+
+    fn action(&mut self, a: Action) {
+        let live_call = self
+            .model
+            .current_call()
+            .filter(|c| !matches!(c.state, CallState::Ended { .. }))
+            .cloned();
+        match a {
+            Action::Quit => self.do_quit(),
+            Action::Help => self.help = true,
+            Action::Search => self.search.open(),
+            Action::NextPane => {
+                self.focus = match self.focus {
+                    Focus::Contacts if self.chat.peer.is_some() => Focus::Chat,
+                    _ => Focus::Contacts,
+                }
+            }
+            Action::Back => self.focus = Focus::Contacts,
+            Action::OpenChat => {
+                if let Some((name, _)) = self.selected() {
+                    self.open_chat(name);
+                }
+            }
+            Action::Call => {
+                if live_call.is_some() {
+                    self.model
+                        .notify(Level::Error, "hang up the current call first".into());
+                } else if let Some((username, _)) = self.selected() {
+                    self.send(Command::Call { username });
+                }
+            }
+            Action::AcceptCall | Action::DeclineCall => {}
+            Action::HangUp => {
+                if let Some(c) = live_call {
+                    self.send(Command::HangUp { call: c.id });
+                }
+            }
+            Action::Mute => {
+                if let Some(c) = live_call {
+                    self.send(Command::Mute {
+                        call: c.id,
+                        muted: !c.muted,
+                    });
+                }
+            }
+            Action::Hold => {
+                if let Some(c) = live_call {
+                    self.send(Command::Hold {
+                        call: c.id,
+                        held: !c.held,
+                    });
+                }
+            }
+            Action::CycleStatus => {
+                let (status, message) = self
+                    .model
+                    .own_status
+                    .clone()
+                    .unwrap_or((Status::Online, String::new()));
+                let next = match status {
+                    Status::Online => Status::Away,
+                    Status::Away => Status::DoNotDisturb,
+                    Status::DoNotDisturb => Status::Invisible,
+                    Status::Invisible | Status::Offline => Status::Online,
+                };
+                self.send(Command::SetStatus {
+                    status: next,
+                    message,
+                });
+            }
+            Action::AcceptContact => {
+                if let Some((username, ContactState::Pending)) = self.selected() {
+                    self.send(Command::AcceptContact { username });
+                }
+            }
+            Action::RemoveContact => match self.selected() {
+                Some((username, ContactState::Pending)) => {
+                    self.send(Command::DeclineContact { username })
+                }
+                Some((username, _)) => {
+                    if self.chat.peer.as_deref() == Some(username.as_str()) {
+                        self.chat.peer = None;
+                        self.model.chat_open = None;
+                    }
+                    self.send(Command::RemoveContact { username })
+                }
+                None => {}
+            },
+            Action::BlockContact => {
+                if let Some((username, _)) = self.selected() {
+                    self.send(Command::BlockContact { username });
+                }
+            }
+        }
+    }
+
+    pub fn render(&self, f: &mut Frame) {
+        let area = f.area();
+        if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+            let text = format!(
+                "natter: enlarge the terminal ({}x{})",
+                area.width, area.height
+            );
+            f.render_widget(
+                Paragraph::new(text).wrap(ratatui::widgets::Wrap { trim: true }),
+                area,
+            );
+            return;
+        }
+        let ctx = |focused| Ctx {
+            model: &self.model,
+            keys: &self.keys,
+            focused,
+        };
+        let [top, body, foot] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Fill(1),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        self.title_bar(f, top);
+        self.footer(f, foot);
+        if !self.model.logged_in() {
+            self.login.draw(f, body, &ctx(true));
+            return;
+        }
+        let full = area.width >= FULL_WIDTH && area.height >= FULL_HEIGHT;
+        if full {
+            let [main, panels] =
+                Layout::vertical([Constraint::Fill(1), Constraint::Length(8)]).areas(body);
+            let [list, chat] =
+                Layout::horizontal([Constraint::Length(30), Constraint::Fill(1)]).areas(main);
+            let [nat, call] =
+                Layout::horizontal([Constraint::Fill(1), Constraint::Fill(1)]).areas(panels);
+            self.buddies
+                .draw(f, list, &ctx(self.focus == Focus::Contacts));
+            self.chat.draw(f, chat, &ctx(self.focus == Focus::Chat));
+            NatPanel.draw(f, nat, &ctx(false));
+            CallPanel.draw(f, call, &ctx(false));
+        } else {
+            // One pane at a time, the call panel when a call is on.
+            let live = self
+                .model
+                .current_call()
+                .is_some_and(|c| !matches!(c.state, CallState::Ended { .. }));
+            let main = if live && body.height >= 12 {
+                let [main, call] =
+                    Layout::vertical([Constraint::Fill(1), Constraint::Length(6)]).areas(body);
+                CallPanel.draw(f, call, &ctx(false));
+                main
+            } else if live {
+                CallPanel.draw(f, body, &ctx(false));
+                Rect::default()
+            } else {
+                body
+            };
+            if !main.is_empty() {
+                match self.focus {
+                    Focus::Contacts => self.buddies.draw(f, main, &ctx(true)),
+                    Focus::Chat => self.chat.draw(f, main, &ctx(true)),
+                }
+            }
+        }
+        if self.search.open {
+            self.search.draw(f, body, &ctx(true));
+        }
+        IncomingPrompt.draw(f, body, &ctx(true));
+        if self.help {
+            Help.draw(f, area, &ctx(true));
+        }
+    }
+
+    fn title_bar(&self, f: &mut Frame, area: Rect) {
+        let m = &self.model;
+        let mut spans = vec![Span::raw(" natter ").bold().reversed()];
+        if let Some(me) = m.me() {
+            let (status, message) = m
+                .own_status
+                .clone()
+                .unwrap_or((Status::Online, String::new()));
+            let (mark, color) = status_mark(status);
+            spans.push(Span::raw(format!(" {me} ")).bold());
+            spans.push(Span::styled(mark, Style::new().fg(color)));
+            spans.push(Span::raw(format!(" {}", status_name(status))));
+            if !message.is_empty() {
+                spans.push(Span::raw(format!(" · {message}")).dark_gray());
+            }
+            let n = m.supernodes.len();
+            spans.push(Span::raw(format!(
+                "  ⇄ {n} supernode{}",
+                if n == 1 { "" } else { "s" }
+            )));
+            if n == 0 {
+                spans.last_mut().unwrap().style = Style::new().yellow();
+            }
+        }
+        spans.push(Span::raw(format!("  {} help", self.keys.first(Action::Help))).dark_gray());
+        f.render_widget(Line::from(spans), area);
+    }
+
+    fn footer(&self, f: &mut Frame, area: Rect) {
+        let m = &self.model;
+        let recent = m
+            .notices
+            .back()
+            .filter(|n| m.now_ms.saturating_sub(n.at_ms) < NOTICE_MS);
+        let line = match recent {
+            Some(n) => {
+                let color = match n.level {
+                    Level::Info => Color::Cyan,
+                    Level::Alert => Color::Yellow,
+                    Level::Error => Color::Red,
+                };
+                Line::from(vec![
+                    Span::raw(format!(" {} ", clock(n.at_ms))).dark_gray(),
+                    Span::styled(n.text.clone(), Style::new().fg(color)),
+                ])
+            }
+            None if !m.logged_in() => Line::from(" ctrl+c quits").dark_gray(),
+            None => {
+                let k = &self.keys;
+                let hints = match self.focus {
+                    Focus::Chat => format!(
+                        " Enter send · {} back to contacts · {} help",
+                        k.first(Action::Back),
+                        k.first(Action::Help)
+                    ),
+                    Focus::Contacts => format!(
+                        " {} chat · {} call · {} find user · {} status · {} quit",
+                        k.first(Action::OpenChat),
+                        k.first(Action::Call),
+                        k.first(Action::Search),
+                        k.first(Action::CycleStatus),
+                        k.first(Action::Quit)
+                    ),
+                };
+                Line::from(hints).dark_gray()
+            }
+        };
+        f.render_widget(line, area);
+    }
+}

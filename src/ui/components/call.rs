@@ -1,0 +1,175 @@
+//! The call panel: the call's state and timer, mute and hold, the
+//! microphone level meter, live RTT/loss/jitter and the media path; and
+//! the incoming-call prompt.
+
+use super::{Component, Ctx, centered, duration};
+use crate::node::api::{CallInfo, CallState, MediaPath};
+use crate::ui::keys::Action;
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+
+#[derive(Debug, Default)]
+pub struct CallPanel;
+
+/// A text meter of `width` cells for a level 0.0-1.0.
+pub fn meter(level: f32, width: usize) -> String {
+    let lit = ((level.clamp(0.0, 1.0) * width as f32).round() as usize).min(width);
+    format!("{}{}", "▮".repeat(lit), "▯".repeat(width - lit))
+}
+
+pub fn state_text(c: &CallInfo, now_ms: u64) -> (String, Color) {
+    match &c.state {
+        CallState::Dialing => (format!("calling {}…", c.peer), Color::Yellow),
+        CallState::Ringing => (format!("ringing {}…", c.peer), Color::Yellow),
+        CallState::Incoming => (format!("{} is calling you", c.peer), Color::Yellow),
+        CallState::Connecting => (format!("connecting to {}…", c.peer), Color::Yellow),
+        CallState::Active => {
+            let t = c
+                .answered_at
+                .map(|a| duration(now_ms.saturating_sub(a)))
+                .unwrap_or_default();
+            (format!("in call with {} {t}", c.peer), Color::Green)
+        }
+        CallState::Ended { reason } => (
+            format!("call with {} ended: {reason}", c.peer),
+            Color::DarkGray,
+        ),
+    }
+}
+
+impl Component for CallPanel {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        let m = ctx.model;
+        let k = ctx.keys;
+        let block = Block::bordered().title(" Call ");
+        let mut lines = Vec::new();
+        match m.current_call() {
+            None => {
+                lines.push(
+                    Line::from(format!(
+                        "No call. Select a contact and press {} to call.",
+                        k.first(Action::Call)
+                    ))
+                    .dark_gray(),
+                );
+            }
+            Some(c) => {
+                let (text, color) = state_text(c, m.now_ms);
+                let mut head = vec![Span::styled(text, Style::new().fg(color).bold())];
+                if c.muted {
+                    head.push(Span::raw("  [muted]").red());
+                }
+                if c.held {
+                    head.push(Span::raw("  [on hold]").yellow());
+                }
+                if c.remote_held {
+                    head.push(Span::raw(format!("  [held by {}]", c.peer)).yellow());
+                }
+                lines.push(Line::from(head));
+                let live = !matches!(c.state, CallState::Ended { .. });
+                if let Some(s) = m.stats.get(&c.id).filter(|_| live) {
+                    let level = if c.muted { 0.0 } else { s.mic_level };
+                    lines.push(Line::from(vec![
+                        Span::raw("mic  ").bold(),
+                        Span::raw(meter(level, 12)).green(),
+                        Span::raw(format!("  {}", s.codec)).dark_gray(),
+                    ]));
+                    lines.push(Line::from(vec![
+                        Span::raw("rtt ").bold(),
+                        Span::raw(
+                            s.rtt_ms
+                                .map(|r| format!("{r} ms"))
+                                .unwrap_or_else(|| "–".into()),
+                        ),
+                        Span::raw("  loss ").bold(),
+                        Span::raw(format!("{:.1} %", s.loss_pct)),
+                        Span::raw("  jitter ").bold(),
+                        Span::raw(format!("{:.1} ms", s.jitter_ms)),
+                    ]));
+                    let path = match &s.path {
+                        MediaPath::Unknown => "finding a path…".to_owned(),
+                        MediaPath::Direct { remote } => format!("direct to {remote}"),
+                        MediaPath::Relayed { supernode } => format!("relayed through {supernode}"),
+                        MediaPath::RelayedTcp { supernode } => {
+                            format!("relayed over TCP through {supernode}")
+                        }
+                    };
+                    lines.push(Line::from(vec![Span::raw("path ").bold(), Span::raw(path)]));
+                }
+                if live && c.state != CallState::Incoming {
+                    lines.push(
+                        Line::from(format!(
+                            "{} mute · {} hold · {} hang up",
+                            k.first(Action::Mute),
+                            k.first(Action::Hold),
+                            k.first(Action::HangUp)
+                        ))
+                        .dark_gray(),
+                    );
+                }
+            }
+        }
+        if let Some(a) = &m.audio {
+            let mut l = vec![
+                Span::raw("audio ").bold(),
+                Span::raw(format!("in {} · out {}", a.input, a.output)),
+            ];
+            // The full note when there is room, i.e. no call on screen.
+            match &a.note {
+                Some(n) if m.current_call().is_none() => {
+                    l.push(Span::raw(format!(" · {n}")).yellow())
+                }
+                Some(_) => l.push(Span::raw(" (no sound card)").yellow()),
+                None => {}
+            }
+            lines.push(Line::from(l));
+        }
+        f.render_widget(
+            Paragraph::new(lines).block(block).wrap(Wrap { trim: true }),
+            area,
+        );
+    }
+}
+
+/// The modal prompt for an incoming call.
+#[derive(Debug, Default)]
+pub struct IncomingPrompt;
+
+impl Component for IncomingPrompt {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        let Some(c) = ctx.model.incoming_call() else {
+            return;
+        };
+        let area = centered(area, 44, 5);
+        f.render_widget(Clear, area);
+        let block = Block::bordered()
+            .title(" Incoming call ".bold())
+            .border_style(Style::new().yellow());
+        let lines = vec![
+            Line::from(format!("{} is calling you", c.peer))
+                .bold()
+                .centered(),
+            Line::default(),
+            Line::from(format!(
+                "{} accept   ·   {} decline",
+                ctx.keys.first(Action::AcceptCall),
+                ctx.keys.first(Action::DeclineCall)
+            ))
+            .centered(),
+        ];
+        f.render_widget(Paragraph::new(lines).block(block), area);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn meter_scales_and_clamps() {
+        assert_eq!(super::meter(0.5, 4), "▮▮▯▯");
+        assert_eq!(super::meter(2.0, 3), "▮▮▮");
+        assert_eq!(super::meter(-1.0, 2), "▯▯");
+    }
+}

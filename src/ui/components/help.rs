@@ -1,0 +1,47 @@
+//! The help overlay: every action and the keys bound to it, from the
+//! config's `[keys]` section.
+
+use super::{Component, Ctx, centered};
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Stylize;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+
+#[derive(Debug, Default)]
+pub struct Help;
+
+impl Component for Help {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        let mut lines: Vec<Line> = ctx
+            .keys
+            .bindings
+            .iter()
+            .map(|(a, chords)| {
+                let keys = if chords.is_empty() {
+                    "(unbound)".to_owned()
+                } else {
+                    chords
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                Line::from(vec![
+                    Span::raw(format!(" {keys:<14}")).cyan().bold(),
+                    Span::raw(a.describe()),
+                ])
+            })
+            .collect();
+        lines.push(Line::from(" ↑/↓ or j/k    move in the contact list").dark_gray());
+        lines.push(Line::from(" plain keys act when no text field has the focus").dark_gray());
+        lines.push(Line::from(" keys are set in the [keys] section of natter.toml").dark_gray());
+        let h = lines.len() as u16 + 2;
+        let area = centered(area, 62, h);
+        f.render_widget(Clear, area);
+        f.render_widget(
+            Paragraph::new(lines).block(Block::bordered().title(" Help: keys ".bold())),
+            area,
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! The screen's parts, each drawing itself from the view model and turning
+//! keys into [`Msg`]s for the [`crate::ui::App`] (the component pattern of
+//! ratatui's component template and gitui).
+
+pub mod buddies;
+pub mod call;
+pub mod chat;
+pub mod help;
+pub mod login;
+pub mod nat;
+pub mod search;
+
+use super::keys::KeyMap;
+use super::model::Model;
+use crate::node::api::Command;
+use ratatui::Frame;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use unicode_width::UnicodeWidthChar;
+
+/// What a component asks of the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    Send(Command),
+    /// Close the window the key came from.
+    Close,
+}
+
+/// What a component draws from.
+pub struct Ctx<'a> {
+    pub model: &'a Model,
+    pub keys: &'a KeyMap,
+    pub focused: bool,
+}
+
+/// A part of the screen.
+pub trait Component {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx);
+}
+
+/// A one-line text field.
+#[derive(Debug, Default, Clone)]
+pub struct TextInput {
+    pub value: String,
+    /// Cursor position in characters.
+    cursor: usize,
+    /// Show `*` instead of the text.
+    pub masked: bool,
+}
+
+impl TextInput {
+    pub fn masked() -> Self {
+        TextInput {
+            masked: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn take(&mut self) -> String {
+        self.cursor = 0;
+        std::mem::take(&mut self.value)
+    }
+
+    pub fn set(&mut self, s: &str) {
+        self.value = s.to_owned();
+        self.cursor = self.value.chars().count();
+    }
+
+    fn byte_at(&self, chars: usize) -> usize {
+        self.value
+            .char_indices()
+            .nth(chars)
+            .map(|(i, _)| i)
+            .unwrap_or(self.value.len())
+    }
+
+    /// Edit with `key`; returns whether the key was used.
+    pub fn on_key(&mut self, key: &KeyEvent) -> bool {
+        let len = self.value.chars().count();
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        match key.code {
+            KeyCode::Char('u') if ctrl => {
+                self.take();
+            }
+            KeyCode::Char(c) if !ctrl && !key.modifiers.contains(KeyModifiers::ALT) => {
+                let at = self.byte_at(self.cursor);
+                self.value.insert(at, c);
+                self.cursor += 1;
+            }
+            KeyCode::Backspace if self.cursor > 0 => {
+                self.cursor -= 1;
+                let at = self.byte_at(self.cursor);
+                self.value.remove(at);
+            }
+            KeyCode::Delete if self.cursor < len => {
+                let at = self.byte_at(self.cursor);
+                self.value.remove(at);
+            }
+            KeyCode::Left => self.cursor = self.cursor.saturating_sub(1),
+            KeyCode::Right => self.cursor = (self.cursor + 1).min(len),
+            KeyCode::Home => self.cursor = 0,
+            KeyCode::End => self.cursor = len,
+            KeyCode::Backspace | KeyCode::Delete => {}
+            _ => return false,
+        }
+        true
+    }
+
+    /// The visible part for `width` columns, and the cursor's column in it.
+    pub fn view(&self, width: u16) -> (String, u16) {
+        let shown: Vec<char> = if self.masked {
+            vec!['*'; self.value.chars().count()]
+        } else {
+            self.value.chars().collect()
+        };
+        let width = width.max(1) as usize;
+        // Scroll so the cursor stays in view.
+        let mut start = 0;
+        let col = |from: usize, to: usize| -> usize {
+            shown[from..to].iter().map(|c| c.width().unwrap_or(0)).sum()
+        };
+        while col(start, self.cursor) >= width {
+            start += 1;
+        }
+        let mut end = start;
+        while end < shown.len() && col(start, end + 1) <= width {
+            end += 1;
+        }
+        (
+            shown[start..end].iter().collect(),
+            col(start, self.cursor) as u16,
+        )
+    }
+
+    /// Draw the field on one line; with `focused`, place the cursor.
+    pub fn draw(&self, f: &mut Frame, area: Rect, focused: bool) {
+        let (text, cursor) = self.view(area.width);
+        f.render_widget(Line::from(Span::raw(text)), area);
+        if focused {
+            f.set_cursor_position((area.x + cursor.min(area.width.saturating_sub(1)), area.y));
+        }
+    }
+}
+
+/// A rectangle of `w` x `h` centred in `area` (clipped to it).
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+/// `HH:MM` (UTC) of a Unix time in milliseconds.
+pub fn clock(ms: u64) -> String {
+    let m = (ms / 60_000) % (24 * 60);
+    format!("{:02}:{:02}", m / 60, m % 60)
+}
+
+/// `MM:SS`, or `H:MM:SS` past an hour.
+pub fn duration(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+    } else {
+        format!("{:02}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// Split `text` into lines of at most `width` columns, at spaces where
+/// possible.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut out = Vec::new();
+    let mut line = String::new();
+    let mut w = 0;
+    for word in text.split(' ') {
+        let ww: usize = word.chars().map(|c| c.width().unwrap_or(0)).sum();
+        if w > 0 && w + 1 + ww > width {
+            out.push(std::mem::take(&mut line));
+            w = 0;
+        }
+        if w > 0 {
+            line.push(' ');
+            w += 1;
+        }
+        for c in word.chars() {
+            let cw = c.width().unwrap_or(0);
+            if w + cw > width {
+                out.push(std::mem::take(&mut line));
+                w = 0;
+            }
+            line.push(c);
+            w += cw;
+        }
+    }
+    out.push(line);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_input_edits_and_scrolls() {
+        let mut t = TextInput::default();
+        for c in "hello".chars() {
+            t.on_key(&KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+        }
+        t.on_key(&KeyEvent::new(KeyCode::Left, KeyModifiers::NONE));
+        t.on_key(&KeyEvent::new(KeyCode::Backspace, KeyModifiers::NONE));
+        assert_eq!(t.value, "helo");
+        let (shown, cur) = t.view(3);
+        assert_eq!((shown.as_str(), cur), ("elo", 2));
+        t.masked = true;
+        assert_eq!(t.view(10).0, "****");
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_long_words() {
+        assert_eq!(wrap("one two three", 7), vec!["one two", "three"]);
+        assert_eq!(wrap("abcdefgh", 3), vec!["abc", "def", "gh"]);
+        assert_eq!(wrap("", 3), vec![""]);
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(clock(3_723_000), "01:02");
+        assert_eq!(duration(61_000), "01:01");
+        assert_eq!(duration(3_661_000), "1:01:01");
+    }
+}

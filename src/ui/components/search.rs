@@ -1,0 +1,142 @@
+//! User search: a name typed in a small window, the directory's answer,
+//! and adding a found user as a contact.
+
+use super::{Component, Ctx, Msg, TextInput, centered, wrap};
+use crate::node::api::{Command, LookupResult};
+use crate::ui::model::Model;
+use ratatui::Frame;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Stylize;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Clear, Paragraph};
+
+#[derive(Debug, Default)]
+pub struct SearchBox {
+    pub open: bool,
+    pub input: TextInput,
+    /// The name last searched for.
+    asked: Option<String>,
+}
+
+impl SearchBox {
+    pub fn open(&mut self) {
+        self.open = true;
+        self.input.take();
+        self.asked = None;
+    }
+
+    pub fn on_key(&mut self, key: &KeyEvent, model: &Model) -> Option<Msg> {
+        match key.code {
+            KeyCode::Esc => {
+                self.open = false;
+                Some(Msg::Close)
+            }
+            KeyCode::Enter => {
+                let name = self.input.value.trim().to_ascii_lowercase();
+                if name.is_empty() {
+                    return None;
+                }
+                let found = matches!(
+                    model.lookups.get(&name),
+                    Some(LookupResult::Online { .. } | LookupResult::Offline { .. })
+                );
+                if found && self.asked.as_deref() == Some(name.as_str()) {
+                    self.open = false;
+                    return Some(Msg::Send(Command::AddContact {
+                        username: name,
+                        greeting: String::new(),
+                    }));
+                }
+                self.asked = Some(name.clone());
+                Some(Msg::Send(Command::SearchUser { username: name }))
+            }
+            _ => {
+                self.input.on_key(key);
+                None
+            }
+        }
+    }
+}
+
+impl Component for SearchBox {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        let area = centered(area, 52, 8);
+        f.render_widget(Clear, area);
+        let block = Block::bordered().title(" Find a user ".bold());
+        let inner = block.inner(area);
+        f.render_widget(block, area);
+        let [field, _, result, hint] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Fill(1),
+            Constraint::Length(1),
+        ])
+        .areas(inner);
+        let [label, input] =
+            Layout::horizontal([Constraint::Length(6), Constraint::Fill(1)]).areas(field);
+        f.render_widget(Span::raw("Name: ").bold(), label);
+        self.input.draw(f, input, true);
+        let text: Line = match self.asked.as_ref() {
+            None => Line::from("Type a username and press Enter.").dark_gray(),
+            Some(name) => match ctx.model.lookups.get(name) {
+                None => Line::from(format!("looking up {name}…")).yellow(),
+                Some(LookupResult::Online { status, message }) => {
+                    let (mark, color) = super::buddies::status_mark(*status);
+                    let mut s = vec![
+                        Span::raw(format!("{mark} ")).fg(color),
+                        Span::raw(format!(
+                            "{name} is {}",
+                            super::buddies::status_name(*status)
+                        )),
+                    ];
+                    if !message.is_empty() {
+                        s.push(Span::raw(format!(" · {message}")).dark_gray());
+                    }
+                    Line::from(s)
+                }
+                Some(LookupResult::Offline { last_seen }) => Line::from(format!(
+                    "○ {name} is offline, last seen {} UTC",
+                    crate::identity::cert::fmt_time(*last_seen)
+                )),
+                Some(LookupResult::NotFound) => Line::from(format!("{name}: no such user")).red(),
+                Some(LookupResult::Failed(why)) => {
+                    Line::from(format!("looking up {name} failed: {why}")).red()
+                }
+            },
+        };
+        let found = self.asked.as_ref().is_some_and(|n| {
+            n == self.input.value.trim()
+                && matches!(
+                    ctx.model.lookups.get(n),
+                    Some(LookupResult::Online { .. } | LookupResult::Offline { .. })
+                )
+        });
+        let mut lines = vec![text];
+        if found
+            && !ctx
+                .model
+                .contacts
+                .contains_key(self.asked.as_deref().unwrap_or(""))
+        {
+            lines.push(Line::from("Enter again adds them as a contact.").cyan());
+        }
+        let wrapped: Vec<Line> = lines
+            .into_iter()
+            .flat_map(|l| {
+                let style = l.style;
+                let text: String = l.spans.iter().map(|s| s.content.as_ref()).collect();
+                if text.chars().count() <= result.width as usize {
+                    vec![l]
+                } else {
+                    wrap(&text, result.width as usize)
+                        .into_iter()
+                        .map(|w| Line::from(w).style(style))
+                        .collect()
+                }
+            })
+            .collect();
+        f.render_widget(Paragraph::new(wrapped), result);
+        f.render_widget(Line::from("Enter search · Esc close").dark_gray(), hint);
+    }
+}

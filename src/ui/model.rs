@@ -1,0 +1,232 @@
+//! The view model: what the screen shows, built only from the runtime's
+//! [`Event`]s. It is a picture of what the node reported, not protocol
+//! state: nothing here is ever sent anywhere.
+
+use crate::node::api::{
+    AttachedSupernode, AudioStatus, CallId, CallInfo, CallState, CallStats, ChatMessage,
+    ContactState, Event, LoginState, LookupResult, MessageState, NatStatus, Presence,
+};
+use crate::overlay::Status;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Notifications kept for the screen.
+const MAX_NOTICES: usize = 50;
+/// Messages kept per conversation on screen.
+const MAX_MESSAGES: usize = 500;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contact {
+    pub state: ContactState,
+    pub presence: Option<Presence>,
+    pub unread: usize,
+    /// Their greeting, for requests.
+    pub greeting: Option<String>,
+}
+
+impl Contact {
+    pub fn status(&self) -> Status {
+        self.presence
+            .as_ref()
+            .map(|p| p.status)
+            .unwrap_or(Status::Offline)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Alert,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub at_ms: u64,
+    pub level: Level,
+    pub text: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Wall clock (Unix ms) as of the last tick: timers are drawn from it.
+    pub now_ms: u64,
+    pub login: Option<LoginState>,
+    pub own_status: Option<(Status, String)>,
+    pub supernodes: Vec<AttachedSupernode>,
+    pub nat: NatStatus,
+    pub audio: Option<AudioStatus>,
+    pub contacts: BTreeMap<String, Contact>,
+    /// The latest answer for each name searched.
+    pub lookups: BTreeMap<String, LookupResult>,
+    pub chats: BTreeMap<String, Vec<ChatMessage>>,
+    pub calls: BTreeMap<CallId, CallInfo>,
+    pub stats: BTreeMap<CallId, CallStats>,
+    pub notices: VecDeque<Notice>,
+    /// Ring the terminal bell at the next draw.
+    pub bell: bool,
+    /// The runtime has stopped.
+    pub stopped: bool,
+    /// The conversation on screen: its new messages are not unread.
+    pub chat_open: Option<String>,
+}
+
+impl Model {
+    pub fn me(&self) -> Option<&str> {
+        match &self.login {
+            Some(LoginState::LoggedIn { username, .. }) => Some(username),
+            _ => None,
+        }
+    }
+
+    pub fn logged_in(&self) -> bool {
+        self.me().is_some()
+    }
+
+    /// The call on screen: the live one, else the most recent.
+    pub fn current_call(&self) -> Option<&CallInfo> {
+        self.calls
+            .values()
+            .rev()
+            .find(|c| !matches!(c.state, CallState::Ended { .. }))
+            .or_else(|| self.calls.values().next_back())
+    }
+
+    /// A call waiting for us to answer.
+    pub fn incoming_call(&self) -> Option<&CallInfo> {
+        self.calls.values().find(|c| c.state == CallState::Incoming)
+    }
+
+    pub fn notify(&mut self, level: Level, text: String) {
+        if self.notices.len() == MAX_NOTICES {
+            self.notices.pop_front();
+        }
+        self.notices.push_back(Notice {
+            at_ms: self.now_ms,
+            level,
+            text,
+        });
+    }
+
+    pub fn apply(&mut self, e: Event) {
+        match e {
+            Event::Login(s) => {
+                if let LoginState::LoggedIn { username, .. } = &s {
+                    if !self.logged_in() {
+                        self.notify(Level::Info, format!("logged in as {username}"));
+                    }
+                    self.own_status
+                        .get_or_insert((Status::Online, String::new()));
+                }
+                self.login = Some(s);
+            }
+            Event::OwnStatus { status, message } => self.own_status = Some((status, message)),
+            Event::Supernodes { attached } => self.supernodes = attached,
+            Event::Nat(n) => self.nat = n,
+            Event::Audio(a) => self.audio = Some(a),
+            Event::Presence(p) => {
+                if let Some(c) = self.contacts.get_mut(&p.username) {
+                    c.presence = Some(p);
+                }
+            }
+            Event::Lookup { username, result } => {
+                self.lookups.insert(username, result);
+            }
+            Event::Contact { username, state } => {
+                let c = self.contacts.entry(username).or_insert(Contact {
+                    state,
+                    presence: None,
+                    unread: 0,
+                    greeting: None,
+                });
+                c.state = state;
+            }
+            Event::ContactRemoved { username } => {
+                self.contacts.remove(&username);
+            }
+            Event::ContactRequest { from, greeting } => {
+                self.notify(
+                    Level::Alert,
+                    format!("{from} wants to add you as a contact"),
+                );
+                self.bell = true;
+                let c = self.contacts.entry(from).or_insert(Contact {
+                    state: ContactState::Pending,
+                    presence: None,
+                    unread: 0,
+                    greeting: None,
+                });
+                c.state = ContactState::Pending;
+                c.greeting = Some(greeting);
+            }
+            Event::Message(m) => {
+                if !m.outgoing {
+                    let open = self.chat_open.as_deref() == Some(m.peer.as_str());
+                    if !open && let Some(c) = self.contacts.get_mut(&m.peer) {
+                        c.unread += 1;
+                    }
+                    self.notify(Level::Alert, format!("message from {}", m.peer));
+                    self.bell = true;
+                }
+                let chat = self.chats.entry(m.peer.clone()).or_default();
+                match chat.iter_mut().find(|x| x.id == m.id) {
+                    Some(x) => *x = m,
+                    None => chat.push(m),
+                }
+                if chat.len() > MAX_MESSAGES {
+                    chat.drain(..chat.len() - MAX_MESSAGES);
+                }
+            }
+            Event::MessageState { peer, id, state } => {
+                if let MessageState::Failed(why) = &state {
+                    self.notify(Level::Error, format!("message to {peer} failed: {why}"));
+                }
+                if let Some(m) = self
+                    .chats
+                    .get_mut(&peer)
+                    .and_then(|c| c.iter_mut().find(|m| m.id == id))
+                {
+                    m.state = state;
+                }
+            }
+            Event::History { with, messages } => {
+                let chat = self.chats.entry(with).or_default();
+                for m in messages {
+                    if !chat.iter().any(|x| x.id == m.id) {
+                        chat.push(m);
+                    }
+                }
+                chat.sort_by_key(|m| (m.sent_at, m.id));
+            }
+            Event::Call(c) => {
+                let before = self.calls.get(&c.id).map(|o| o.state.clone());
+                if before.as_ref() != Some(&c.state) {
+                    match &c.state {
+                        CallState::Incoming => {
+                            self.notify(Level::Alert, format!("incoming call from {}", c.peer));
+                            self.bell = true;
+                        }
+                        CallState::Ended { reason } => self
+                            .notify(Level::Info, format!("call with {} ended: {reason}", c.peer)),
+                        _ => {}
+                    }
+                }
+                // Only the latest ended call stays on screen.
+                if matches!(c.state, CallState::Ended { .. }) {
+                    let id = c.id;
+                    self.calls
+                        .retain(|k, v| *k == id || !matches!(v.state, CallState::Ended { .. }));
+                    self.stats.retain(|k, _| self.calls.contains_key(k));
+                }
+                self.calls.insert(c.id, c);
+            }
+            Event::CallStats { call, stats } => {
+                self.stats.insert(call, stats);
+            }
+            Event::Notice { text } => self.notify(Level::Info, text),
+            Event::Error { command, message } => {
+                self.notify(Level::Error, format!("{command}: {message}"))
+            }
+            Event::Stopped => self.stopped = true,
+        }
+    }
+}

@@ -1,0 +1,530 @@
+//! Every screen and state of the UI, drawn on ratatui's `TestBackend` from
+//! events fed into the App (no network), and compared with the snapshots
+//! in `src/ui/snapshots/`; and the commands keys turn into.
+
+use super::{App, KeyMap};
+use crate::node::api::{
+    AttachedSupernode, AudioStatus, CallInfo, CallState, CallStats, ChatMessage, Command,
+    ContactState, Event, LoginState, LookupResult, MediaPath, MessageState, NatStatus, Presence,
+};
+use crate::overlay::Status;
+use insta::assert_snapshot;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+/// 2023-11-14 22:13:20 UTC.
+const NOW: u64 = 1_700_000_000_000;
+
+fn draw(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| app.render(f)).unwrap();
+    t.backend().to_string()
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
+}
+
+fn typed(app: &mut App, s: &str) {
+    for c in s.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn sn(port: u16, primary: bool) -> AttachedSupernode {
+    AttachedSupernode {
+        addr: ([127, 0, 0, 1], port).into(),
+        primary,
+        observed: ([127, 0, 0, 1], 40000).into(),
+    }
+}
+
+fn presence(user: &str, status: Status, message: &str) -> Event {
+    Event::Presence(Presence {
+        username: user.into(),
+        status,
+        message: message.into(),
+        last_seen: None,
+    })
+}
+
+fn first_run() -> App {
+    let mut app = App::new(KeyMap::default());
+    app.tick(NOW);
+    app.handle_event(Event::Audio(AudioStatus {
+        input: "tone".into(),
+        output: "null".into(),
+        note: Some("no sound card found: using the tone generator and the null device".into()),
+    }));
+    app.handle_event(Event::Nat(NatStatus {
+        note: Some("NAT type detection not available yet".into()),
+        ..Default::default()
+    }));
+    app.handle_event(Event::Login(LoginState::NeedCredentials {
+        username: None,
+        error: None,
+    }));
+    app
+}
+
+/// Logged in as "you" with three contacts, two supernodes, NAT unknown.
+fn logged_in() -> App {
+    let mut app = first_run();
+    app.handle_event(Event::Login(LoginState::LoggedIn {
+        username: "you".into(),
+        until: NOW / 1000 + 86_400,
+    }));
+    app.handle_event(Event::Supernodes {
+        attached: vec![sn(7710, true), sn(7711, false)],
+    });
+    app.handle_event(Event::Nat(NatStatus {
+        public_addr: Some(([127, 0, 0, 1], 40000).into()),
+        note: Some("NAT type detection not available yet".into()),
+        ..Default::default()
+    }));
+    for c in ["bot", "echo123", "carol"] {
+        app.handle_event(Event::Contact {
+            username: c.into(),
+            state: ContactState::Unconfirmed,
+        });
+    }
+    app.handle_event(presence("echo123", Status::Online, "echo test: call me"));
+    app.handle_event(presence("bot", Status::Away, "I answer chat"));
+    app.handle_event(presence("carol", Status::Offline, ""));
+    // Notifications from logging in have expired.
+    app.tick(NOW + 60_000);
+    app.take_commands();
+    app
+}
+
+fn msg(id: u64, peer: &str, outgoing: bool, text: &str, at: u64, state: MessageState) -> Event {
+    Event::Message(ChatMessage {
+        id,
+        peer: peer.into(),
+        outgoing,
+        text: text.into(),
+        sent_at: at,
+        state,
+    })
+}
+
+fn call(id: u64, state: CallState, answered_at: Option<u64>) -> Event {
+    Event::Call(CallInfo {
+        id,
+        peer: "echo123".into(),
+        outgoing: true,
+        state,
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at,
+    })
+}
+
+#[test]
+fn login_screen() {
+    let mut app = first_run();
+    assert_snapshot!("login_first_run", draw(&app, 80, 24));
+    typed(&mut app, "alice");
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "secret-pw");
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Right);
+    assert_snapshot!("login_register_filled", draw(&app, 80, 24));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Register {
+            username: "alice".into(),
+            password: "secret-pw".into()
+        }]
+    );
+    app.handle_event(Event::Login(LoginState::LoggingIn {
+        username: "alice".into(),
+    }));
+    assert_snapshot!("login_in_progress", draw(&app, 80, 24));
+    app.handle_event(Event::Login(LoginState::NeedCredentials {
+        username: Some("alice".into()),
+        error: Some("invalid username or password".into()),
+    }));
+    assert_snapshot!("login_failed", draw(&app, 80, 24));
+}
+
+#[test]
+fn buddy_list_with_presence() {
+    let mut app = logged_in();
+    assert_snapshot!("buddy_list", draw(&app, 100, 30));
+    // Presence changes move the marks; a request shows as pending.
+    app.handle_event(presence("carol", Status::DoNotDisturb, "in a meeting"));
+    app.handle_event(Event::ContactRequest {
+        from: "dave".into(),
+        greeting: "hi, it's dave".into(),
+    });
+    assert!(app.take_bell(), "a contact request rings the bell");
+    assert_snapshot!("buddy_list_request", draw(&app, 100, 30));
+    // Select dave (the first, alphabetically after bot, carol) and accept.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('a'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::AcceptContact {
+            username: "dave".into()
+        }]
+    );
+    key(&mut app, KeyCode::Char('s'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::SetStatus {
+            status: Status::Away,
+            message: String::new()
+        }]
+    );
+    app.handle_event(Event::OwnStatus {
+        status: Status::Away,
+        message: "back soon".into(),
+    });
+    assert!(draw(&app, 100, 30).contains("you ◐ away · back soon"));
+}
+
+#[test]
+fn user_search() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "Dave");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::SearchUser {
+            username: "dave".into()
+        }]
+    );
+    assert_snapshot!("search_pending", draw(&app, 100, 30));
+    app.handle_event(Event::Lookup {
+        username: "dave".into(),
+        result: LookupResult::Online {
+            status: Status::Online,
+            message: "hello".into(),
+        },
+    });
+    // The input is case-folded on search; type it lower case to match.
+    for _ in 0..4 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    typed(&mut app, "dave");
+    assert_snapshot!("search_found", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::AddContact {
+            username: "dave".into(),
+            greeting: String::new()
+        }]
+    );
+    // Not found.
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "nobody");
+    key(&mut app, KeyCode::Enter);
+    app.handle_event(Event::Lookup {
+        username: "nobody".into(),
+        result: LookupResult::NotFound,
+    });
+    assert_snapshot!("search_not_found", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Esc);
+    assert!(!draw(&app, 100, 30).contains("Find a user"));
+}
+
+#[test]
+fn chat_pane_with_history() {
+    let mut app = logged_in();
+    // echo123 is second in the list.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::LoadHistory {
+            with: "echo123".into(),
+            before: None,
+            limit: 200
+        }]
+    );
+    app.handle_event(Event::History {
+        with: "echo123".into(),
+        messages: vec![
+            ChatMessage {
+                id: 1,
+                peer: "echo123".into(),
+                outgoing: true,
+                text: "hello from yesterday".into(),
+                sent_at: NOW - 86_400_000,
+                state: MessageState::Delivered,
+            },
+            ChatMessage {
+                id: 2,
+                peer: "echo123".into(),
+                outgoing: false,
+                text: "hello from yesterday".into(),
+                sent_at: NOW - 86_399_000,
+                state: MessageState::Received,
+            },
+        ],
+    });
+    typed(&mut app, "is anyone there? q");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::SendMessage {
+            to: "echo123".into(),
+            text: "is anyone there? q".into()
+        }],
+        "plain keys such as q are text in the chat input"
+    );
+    app.handle_event(msg(
+        3,
+        "echo123",
+        true,
+        "is anyone there? q",
+        NOW,
+        MessageState::Sending,
+    ));
+    app.handle_event(msg(
+        4,
+        "echo123",
+        false,
+        "a long answer that does not fit on one line of the chat pane and has to wrap onto the next",
+        NOW + 1000,
+        MessageState::Received,
+    ));
+    assert!(app.take_bell(), "an incoming message rings the bell");
+    app.handle_event(Event::MessageState {
+        peer: "echo123".into(),
+        id: 3,
+        state: MessageState::Delivered,
+    });
+    assert_snapshot!("chat", draw(&app, 100, 30));
+    // A message from someone else while this chat is open counts as unread.
+    app.handle_event(msg(
+        5,
+        "bot",
+        false,
+        "psst",
+        NOW + 2000,
+        MessageState::Received,
+    ));
+    key(&mut app, KeyCode::Esc);
+    assert_snapshot!("chat_unread_elsewhere", draw(&app, 100, 30));
+}
+
+#[test]
+fn incoming_call_prompt() {
+    let mut app = logged_in();
+    app.handle_event(Event::Call(CallInfo {
+        id: 7,
+        peer: "bot".into(),
+        outgoing: false,
+        state: CallState::Incoming,
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at: None,
+    }));
+    assert!(app.take_bell(), "an incoming call rings the bell");
+    assert_snapshot!("incoming_call", draw(&app, 100, 30));
+    // The prompt is modal: other keys do nothing.
+    key(&mut app, KeyCode::Char('c'));
+    assert!(app.take_commands().is_empty());
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(app.take_commands(), vec![Command::AcceptCall { call: 7 }]);
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.take_commands(), vec![Command::DeclineCall { call: 7 }]);
+}
+
+#[test]
+fn in_call_with_stats() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('c'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Call {
+            username: "echo123".into()
+        }]
+    );
+    app.handle_event(call(9, CallState::Ringing, None));
+    assert_snapshot!("call_ringing", draw(&app, 100, 30));
+    app.handle_event(call(9, CallState::Active, Some(NOW)));
+    app.handle_event(Event::CallStats {
+        call: 9,
+        stats: CallStats {
+            rtt_ms: Some(42),
+            loss_pct: 1.5,
+            jitter_ms: 3.25,
+            mic_level: 0.5,
+            path: MediaPath::Relayed {
+                supernode: ([127, 0, 0, 1], 7711).into(),
+            },
+            codec: "opus 48 kHz".into(),
+        },
+    });
+    app.tick(NOW + 83_000);
+    assert_snapshot!("call_active", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Char('m'));
+    key(&mut app, KeyCode::Char('o'));
+    assert_eq!(
+        app.take_commands(),
+        vec![
+            Command::Mute {
+                call: 9,
+                muted: true
+            },
+            Command::Hold {
+                call: 9,
+                held: true
+            }
+        ]
+    );
+    app.handle_event(Event::Call(CallInfo {
+        id: 9,
+        peer: "echo123".into(),
+        outgoing: true,
+        state: CallState::Active,
+        muted: true,
+        held: true,
+        remote_held: false,
+        answered_at: Some(NOW),
+    }));
+    app.handle_event(Event::CallStats {
+        call: 9,
+        stats: CallStats {
+            rtt_ms: Some(8),
+            loss_pct: 0.0,
+            jitter_ms: 0.5,
+            mic_level: 0.9,
+            path: MediaPath::Direct {
+                remote: ([127, 0, 0, 1], 40001).into(),
+            },
+            codec: "opus 48 kHz".into(),
+        },
+    });
+    app.tick(NOW + 3_725_000);
+    assert_snapshot!("call_muted_held_direct", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Char('x'));
+    assert_eq!(app.take_commands(), vec![Command::HangUp { call: 9 }]);
+    app.handle_event(call(
+        9,
+        CallState::Ended {
+            reason: "hung up".into(),
+        },
+        Some(NOW),
+    ));
+    assert_snapshot!("call_ended", draw(&app, 100, 30));
+}
+
+#[test]
+fn nat_panel_measured() {
+    let mut app = logged_in();
+    app.handle_event(Event::Nat(NatStatus {
+        mapping: Some("endpoint-independent (EIM)".into()),
+        filtering: Some("address and port-dependent (APDF)".into()),
+        public_addr: Some(([198, 51, 100, 11], 40000).into()),
+        udp_blocked: false,
+        note: None,
+    }));
+    app.handle_event(Event::Supernodes {
+        attached: vec![sn(7711, true)],
+    });
+    assert_snapshot!("nat_panel", draw(&app, 100, 30));
+    app.handle_event(Event::Supernodes { attached: vec![] });
+    app.handle_event(Event::Nat(NatStatus {
+        udp_blocked: true,
+        note: Some("calls are relayed over TCP".into()),
+        ..Default::default()
+    }));
+    assert_snapshot!("nat_panel_blocked", draw(&app, 100, 30));
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Char('?'));
+    assert_snapshot!("help", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Esc);
+    assert!(!draw(&app, 100, 30).contains("Help: keys"));
+    // Rebound keys show in the help.
+    let cfg = crate::config::Config::parse(
+        "[keys]\nhelp = \"f2\"\nhang_up = [\"ctrl+e\", \"x\"]\n",
+        "t.toml".as_ref(),
+    )
+    .unwrap();
+    let mut app2 = App::new(KeyMap::from_config(&cfg.keys));
+    app2.handle_event(Event::Login(LoginState::LoggedIn {
+        username: "you".into(),
+        until: 0,
+    }));
+    app2.handle_event(Event::Supernodes { attached: vec![] });
+    app2.handle_key(KeyEvent::new(KeyCode::F(2), KeyModifiers::NONE));
+    let screen = draw(&app2, 100, 30);
+    assert!(screen.contains("ctrl+e, x"), "{screen}");
+}
+
+#[test]
+fn notifications() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Char('c'));
+    app.handle_event(Event::Error {
+        command: "call".into(),
+        message: "calls not available yet".into(),
+    });
+    assert_snapshot!("notice_error", draw(&app, 100, 30));
+    app.handle_event(Event::Notice {
+        text: "dave added".into(),
+    });
+    assert!(draw(&app, 100, 30).contains("dave added"));
+    // Notices leave the footer after a while; key hints come back.
+    app.tick(NOW + 120_000);
+    assert!(draw(&app, 100, 30).contains("c call"));
+}
+
+#[test]
+fn small_terminal_after_resize() {
+    let mut app = logged_in();
+    let mut t = Terminal::new(TestBackend::new(100, 30)).unwrap();
+    t.draw(|f| app.render(f)).unwrap();
+    t.backend_mut().resize(44, 14);
+    t.draw(|f| app.render(f)).unwrap();
+    assert_snapshot!("small_contacts", t.backend().to_string());
+    key(&mut app, KeyCode::Enter);
+    app.handle_event(msg(1, "bot", false, "hi", NOW, MessageState::Received));
+    t.draw(|f| app.render(f)).unwrap();
+    assert_snapshot!("small_chat", t.backend().to_string());
+    key(&mut app, KeyCode::Esc);
+    app.handle_event(call(3, CallState::Active, Some(NOW)));
+    app.tick(NOW + 65_000);
+    t.draw(|f| app.render(f)).unwrap();
+    assert_snapshot!("small_call", t.backend().to_string());
+    t.backend_mut().resize(20, 4);
+    t.draw(|f| app.render(f)).unwrap();
+    assert_snapshot!("tiny", t.backend().to_string());
+    // And back to full size.
+    t.backend_mut().resize(100, 30);
+    t.draw(|f| app.render(f)).unwrap();
+    assert!(t.backend().to_string().contains("Network"));
+}
+
+#[test]
+fn quit_sends_quit_once() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Char('q'));
+    app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert!(app.quitting());
+    assert_eq!(app.take_commands(), vec![Command::Quit]);
+    // ctrl+c quits from the login form too.
+    let mut app = first_run();
+    typed(&mut app, "q");
+    assert!(!app.quitting(), "q is text in the login form");
+    app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+    assert_eq!(app.take_commands(), vec![Command::Quit]);
+}
