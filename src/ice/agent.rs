@@ -316,6 +316,11 @@ impl IceAgent {
         self.session
     }
 
+    /// The `now` the agent was made at.
+    pub fn started_at(&self) -> u64 {
+        self.started
+    }
+
     pub fn role(&self) -> IceRole {
         self.role
     }

@@ -36,11 +36,13 @@
 pub mod agent;
 pub mod check;
 pub mod offer;
+pub mod sessions;
 #[doc(hidden)]
 pub mod simnet;
 
 pub use agent::{IceAgent, IceConfig, IceEvent, IceRole, IceStats};
 pub use offer::{IceOffer, MappingHint};
+pub use sessions::{IceSessions, SessionEvent};
 
 use std::fmt;
 use std::net::SocketAddr;

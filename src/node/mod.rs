@@ -9,6 +9,7 @@ pub mod demux;
 pub mod device;
 pub mod login;
 pub mod overlay;
+pub mod peer;
 pub mod udp;
 
 pub use device::{DeviceError, DeviceFiles};

@@ -2,13 +2,22 @@
 //! endpoint (encrypted, certificate-checked sessions) and the role's
 //! sans-IO core, and moves bytes, commands and events between them. The
 //! task sleeps until the earliest deadline of the link or the core.
+//!
+//! On a client it also hosts the ICE sessions ([`IceSessions`]): STUN
+//! datagrams on the main socket go to them first, their checks leave from
+//! the same socket, and once a path is selected the caller opens a peer
+//! link session over it ([`PeerEvent`]).
 
 use crate::clock::Clock;
+use crate::ice::{IceConfig, IceOffer, IceSessions, SessionEvent, Via};
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
+use crate::node::demux::{self, Datagram};
+use crate::node::peer::{self, PeerEvent};
 use crate::overlay::{ClientCore, ClientEvent, Status, SupernodeCore, SupernodeEvent};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +54,18 @@ pub enum Command {
     },
     /// Publish an offline record, detach and stop.
     Shutdown,
+    /// Connect to a user peer to peer: look them up, exchange ICE
+    /// candidates, probe, and open a link session over the chosen path.
+    Connect {
+        username: String,
+    },
+    /// An ICE offer (or answer) from `from`, as [`PeerEvent::Signal`]
+    /// produced it on their side.
+    IceSignal {
+        from: String,
+        bytes: Vec<u8>,
+        answer: bool,
+    },
 }
 
 /// What the node reports.
@@ -52,6 +73,8 @@ pub enum Command {
 pub enum Event {
     Client(ClientEvent),
     Supernode(SupernodeEvent),
+    /// Peer-to-peer connections (clients).
+    Peer(PeerEvent),
     /// The node task ended.
     Stopped,
 }
@@ -102,6 +125,10 @@ impl OverlayNode {
                     rng: StdRng::from_entropy(),
                     events: etx,
                     not_supernode: 0,
+                    ice: IceSessions::new(IceConfig::default()),
+                    connecting: HashMap::new(),
+                    host_known: false,
+                    ice_relay_unsent: 0,
                 };
                 n.run(crx).await;
                 let _ = n.events.send(Event::Stopped).await;
@@ -125,15 +152,98 @@ struct Driver {
     rng: StdRng,
     events: mpsc::Sender<Event>,
     not_supernode: u64,
+    ice: IceSessions,
+    /// Connect commands waiting for their lookup: user -> when asked.
+    connecting: HashMap<String, u64>,
+    host_known: bool,
+    /// ICE datagrams for a relay this node has no TURN client for.
+    ice_relay_unsent: u64,
 }
 
 impl Driver {
+    fn peer_event(&mut self, e: PeerEvent) {
+        if self.events.try_send(Event::Peer(e)).is_err() {
+            tracing::warn!("event queue full: a peer event was dropped");
+        }
+    }
+
+    /// What the ICE sessions ask for.
+    fn session_event(&mut self, now: u64, e: SessionEvent) {
+        match e {
+            SessionEvent::SendOffer { to, offer, answer } => self.peer_event(PeerEvent::Signal {
+                to,
+                bytes: offer.encode(),
+                answer,
+            }),
+            SessionEvent::Selected {
+                user,
+                path,
+                from: None,
+                controlling,
+                ..
+            } => {
+                tracing::info!(%user, %path, "ICE selected a path");
+                // The caller opens the link; the callee answers it.
+                if controlling && let Err(e) = self.link.connect(now, path.remote, &mut self.rng) {
+                    self.peer_event(PeerEvent::Failed {
+                        user,
+                        reason: format!("peer link: {e}"),
+                    });
+                }
+            }
+            SessionEvent::Selected {
+                user,
+                path,
+                from: Some(from),
+                ..
+            } => {
+                tracing::info!(%user, %from, to = %path, "ICE path changed");
+                self.peer_event(PeerEvent::PathChanged {
+                    user,
+                    from,
+                    to: path,
+                });
+            }
+            SessionEvent::Failed { user, reason } => {
+                self.peer_event(PeerEvent::Failed { user, reason })
+            }
+        }
+    }
+
+    /// A link session with a non-supernode came up: a peer connection if
+    /// ICE led to it and the certificate names the user we meant.
+    fn peer_established(&mut self, now: u64, addr: SocketAddr, username: &str) {
+        let Some(user) = self.ice.user_at(addr).map(str::to_owned) else {
+            tracing::debug!(%addr, username, "link from a peer without an ICE session");
+            return;
+        };
+        if user != username {
+            self.link.close(now, addr);
+            self.ice.close(&user);
+            self.peer_event(PeerEvent::Failed {
+                user,
+                reason: format!("the peer at {addr} is {username}"),
+            });
+            return;
+        }
+        let (Some(path), Some(started)) = (self.ice.selected(&user), self.ice.started(&user))
+        else {
+            return;
+        };
+        self.peer_event(PeerEvent::Connected {
+            user,
+            path,
+            setup_ms: now.saturating_sub(started),
+        });
+    }
+
     fn deadline(&self) -> u64 {
         let core = match &self.core {
             Core::Supernode(s) => s.poll_timeout(),
             Core::Client(c) => c.poll_timeout(),
         };
         core.min(self.link.poll_timeout().unwrap_or(u64::MAX))
+            .min(self.ice.poll_timeout().unwrap_or(u64::MAX))
     }
 
     async fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
@@ -146,7 +256,12 @@ impl Driver {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
                         let now = self.clock.now_ms();
-                        self.link.handle_datagram(now, from, &buf[..n], &mut self.rng);
+                        let d = &buf[..n];
+                        let ice = demux::classify(d) == Datagram::Stun
+                            && self.ice.handle_stun(now, Via::Direct, from, d, &mut self.rng);
+                        if !ice {
+                            self.link.handle_datagram(now, from, d, &mut self.rng);
+                        }
                     }
                     // ICMP errors from earlier sends surface here; the
                     // protocol's own timers deal with unreachable peers.
@@ -155,6 +270,7 @@ impl Driver {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = self.clock.now_ms();
                     self.link.handle_timeout(now, &mut self.rng);
+                    self.ice.handle_timeout(now, &mut self.rng);
                     match &mut self.core {
                         Core::Supernode(s) => s.handle_timeout(now, &mut self.rng),
                         Core::Client(c) => c.handle_timeout(now, &mut self.rng),
@@ -218,6 +334,27 @@ impl Driver {
                 return true;
             }
             (Core::Supernode(_), Command::Shutdown) => return true,
+            (Core::Client(cl), Command::Connect { username }) => {
+                let username = username.to_ascii_lowercase();
+                self.connecting.insert(username.clone(), now);
+                cl.lookup(now, &username);
+            }
+            (
+                Core::Client(_),
+                Command::IceSignal {
+                    from,
+                    bytes,
+                    answer,
+                },
+            ) => match IceOffer::decode(&bytes) {
+                Ok(o) if answer => {
+                    if !self.ice.on_answer(now, &from, &o) {
+                        tracing::debug!(%from, "ICE answer for no session");
+                    }
+                }
+                Ok(o) => self.ice.on_offer(now, &from, &o, &mut self.rng),
+                Err(e) => tracing::debug!(%from, "bad ICE signal: {e}"),
+            },
             (Core::Supernode(_), c) => tracing::debug!("ignored {c:?} on a supernode"),
         }
         false
@@ -248,8 +385,19 @@ impl Driver {
                             c.handle_message(now, addr, &payload);
                         }
                     }
+                } else if let LinkEvent::Established { addr, peer } = &ev {
+                    if peer.role != Role::Supernode {
+                        self.peer_established(now, *addr, &peer.username);
+                    }
                 } else if let LinkEvent::Closed { addr, reason } = ev {
                     tracing::debug!(%addr, ?reason, "link closed");
+                    if let Some(user) = self.ice.user_at(addr).map(str::to_owned) {
+                        self.ice.close(&user);
+                        self.peer_event(PeerEvent::Failed {
+                            user,
+                            reason: format!("peer link closed: {reason:?}"),
+                        });
+                    }
                 }
             }
             let out: Vec<crate::overlay::Transmit> = match &mut self.core {
@@ -275,8 +423,58 @@ impl Driver {
                     }
                 }
             }
+            while let Some(e) = self.ice.poll_event() {
+                progressed = true;
+                self.session_event(now, e);
+            }
             for e in evs {
                 progressed = true;
+                if let Event::Client(ClientEvent::Lookup {
+                    username, outcome, ..
+                }) = &e
+                    && let Some(started) = self.connecting.remove(username)
+                {
+                    match outcome {
+                        crate::overlay::LookupOutcome::Online(_) => {
+                            if let Err(err) =
+                                self.ice.connect(now, started, username, &mut self.rng)
+                            {
+                                self.peer_event(PeerEvent::Failed {
+                                    user: username.clone(),
+                                    reason: err.to_string(),
+                                });
+                            }
+                        }
+                        other => self.peer_event(PeerEvent::Failed {
+                            user: username.clone(),
+                            reason: match other {
+                                crate::overlay::LookupOutcome::Offline { .. } => {
+                                    "offline".to_string()
+                                }
+                                crate::overlay::LookupOutcome::NotFound => "not found".to_string(),
+                                crate::overlay::LookupOutcome::Failed(w) => {
+                                    format!("lookup failed: {w}")
+                                }
+                                crate::overlay::LookupOutcome::Online(_) => unreachable!(),
+                            },
+                        }),
+                    }
+                }
+                if let Event::Client(ClientEvent::Attached {
+                    supernode,
+                    observed,
+                    ..
+                }) = &e
+                {
+                    self.ice.observe(*observed);
+                    if !self.host_known
+                        && let Ok(bound) = self.socket.local_addr()
+                        && let Some(h) = peer::host_address(bound, *supernode).await
+                    {
+                        self.host_known = true;
+                        self.ice.set_host(vec![h]);
+                    }
+                }
                 // A dead supernode's session is stale: the next message
                 // must start a fresh handshake (it may have restarted).
                 match &e {
@@ -301,6 +499,18 @@ impl Driver {
     }
 
     async fn flush_socket(&mut self) {
+        while let Some(t) = self.ice.poll_transmit() {
+            match t.via {
+                Via::Direct => {
+                    if let Err(e) = self.socket.send_to(&t.bytes, t.dst).await {
+                        tracing::debug!(dst = %t.dst, "ICE send: {e}");
+                    }
+                }
+                // No TURN client in this node yet: no relayed candidates
+                // are offered, so this is only reached by a bug.
+                Via::Relay(_) => self.ice_relay_unsent += 1,
+            }
+        }
         while let Some(t) = self.link.poll_transmit() {
             if let Err(e) = self.socket.send_to(&t.bytes, t.dst).await {
                 tracing::debug!(dst = %t.dst, "send: {e}");
