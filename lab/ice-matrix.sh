@@ -131,14 +131,21 @@ headless() {
     eval "FD_$name=$fd"
 }
 say() { local fd; eval "fd=\$FD_$1"; echo "$2" >&"$fd"; }
-stop_client() {
-    local fd pid
-    eval "fd=\$FD_$1; pid=\$PID_$1"
-    echo quit >&"$fd" 2>/dev/null
-    exec {fd}>&-
-    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+stop_clients() {   # NAME...: quit, then at most 2 s before a kill
+    local n fd pid pids=()
+    for n in "$@"; do
+        eval "fd=\$FD_$n; pid=\$PID_$n"
+        echo quit >&"$fd" 2>/dev/null
+        exec {fd}>&-
+        pids+=("$pid")
+    done
+    for _ in $(seq 20); do
+        local alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
 }
 json_field() { sed -n "s/.*\"$2\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p" <<<"$1" | head -1; }
 
@@ -157,13 +164,13 @@ run_pair() {   # A B   (environment types; B runs behind the second NAT of its t
     headless "$eb" "$ub" B "$pb"
     headless "$a" "$ua" A "$pa"
     # UDP-blocked clients cannot attach over UDP: do not wait long for them.
-    local wait_pub=15
-    [[ $a == udpblocked || $b == udpblocked ]] && wait_pub=4
-    wait_line "$TMP/B.out" '"event":"published"' "$wait_pub" >/dev/null
-    wait_line "$TMP/A.out" '"event":"published"' "$wait_pub" >/dev/null
-    local t_start; t_start=$(date +%s%N)
+    local wait_a=15 wait_b=15
+    [[ $a == udpblocked ]] && wait_a=3
+    [[ $b == udpblocked ]] && wait_b=3
+    wait_line "$TMP/B.out" '"event":"published"' "$wait_b" >/dev/null
+    wait_line "$TMP/A.out" '"event":"published"' "$wait_a" >/dev/null
     say A "connect $ub"
-    if line=$(wait_line "$TMP/A.out" '"event":"ice_offer"' 10); then
+    if line=$(wait_line "$TMP/A.out" '"event":"\(ice_offer\|peer_failed\)"' 10) && [[ $line == *ice_offer* ]]; then
         data=$(json_field "$line" data)
         say B "ice-offer $ua $data"
         if line=$(wait_line "$TMP/B.out" '"event":"ice_answer"' 10); then
@@ -171,9 +178,14 @@ run_pair() {   # A B   (environment types; B runs behind the second NAT of its t
             say A "ice-answer $ub $data"
         fi
     fi
-    res_a=$(wait_line "$TMP/A.out" '"event":"peer_\(connected\|failed\)"' 20)
-    res_b=$(wait_line "$TMP/B.out" '"event":"peer_\(connected\|failed\)"' 5)
-    stop_client A; stop_client B
+    # An attempt is bounded at 10 s.
+    res_a=$(wait_line "$TMP/A.out" '"event":"peer_\(connected\|failed\)"' 15)
+    if [[ -n $res_a ]] && grep -q '"event":"ice_answer"' "$TMP/B.out"; then
+        res_b=$(wait_line "$TMP/B.out" '"event":"peer_\(connected\|failed\)"' 15)
+    else
+        res_b=""
+    fi
+    stop_clients A B
     local got
     if [[ $res_a == *peer_connected* && $res_b == *peer_connected* ]]; then
         path_a=$(json_field "$res_a" path); path_b=$(json_field "$res_b" path)
@@ -194,7 +206,7 @@ run_pair() {   # A B   (environment types; B runs behind the second NAT of its t
     fi
     if ((ok == 0)); then
         WRONG+=("$a -> $b: got $got, want $want (A: ${res_a:-no result}; B: ${res_b:-no result})")
-        mkdir -p "$TMP/wrong/$a-$b"; cp "$TMP"/A.* "$TMP"/B.* "$TMP/wrong/$a-$b/" 2>/dev/null
+        mkdir -p "$TMP/wrong/$a-$b"; cp "$TMP"/A.out "$TMP"/A.log "$TMP"/B.out "$TMP"/B.log "$TMP/wrong/$a-$b/" 2>/dev/null
     fi
     printf '%-15s -> %-15s %-9s %s ms\n' "$a" "$b" "${CELL[$a,$b]}" "${SETUP[$a,$b]}"
 }

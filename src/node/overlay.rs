@@ -183,6 +183,15 @@ impl Driver {
                 ..
             } => {
                 tracing::info!(%user, %path, "ICE selected a path");
+                // The caller's link handshake may have arrived before the
+                // callee's own check on this pair completed.
+                if let Some(cert) = self.link.peer(path.remote)
+                    && cert.role != Role::Supernode
+                {
+                    let name = cert.username.clone();
+                    self.peer_established(now, path.remote, &name);
+                    return;
+                }
                 // The caller opens the link; the callee answers it.
                 if controlling && let Err(e) = self.link.connect(now, path.remote, &mut self.rng) {
                     self.peer_event(PeerEvent::Failed {
