@@ -6,9 +6,9 @@
 #     shows two different ports);
 #   - for each ordered pair (A, B): A runs in ENV's client namespace, B in a
 #     second NAT of B's type ("ENV-b"); both log in, attach and publish;
-#     A runs `connect B`, this script carries the ICE offer and answer
-#     between their stdin and stdout (as sealed envelopes will), and both
-#     must report `peer_connected`;
+#     A runs `connect B` (the ICE offer and answer travel in sealed
+#     envelopes through the supernodes), and both must report
+#     `peer_connected`;
 #   - prints the matrix (direct / relayed, setup time in ms) and fails on any
 #     cell that is not what the NAT types allow: direct except with a
 #     UDP-blocked side, symmetric with port-restricted cone, and symmetric
@@ -169,15 +169,8 @@ run_pair() {   # A B   (environment types; B runs behind the second NAT of its t
     [[ $b == udpblocked ]] && wait_b=3
     wait_line "$TMP/B.out" '"event":"published"' "$wait_b" >/dev/null
     wait_line "$TMP/A.out" '"event":"published"' "$wait_a" >/dev/null
+    # The offer and answer travel in sealed envelopes through the supernodes.
     say A "connect $ub"
-    if line=$(wait_line "$TMP/A.out" '"event":"\(ice_offer\|peer_failed\)"' 10) && [[ $line == *ice_offer* ]]; then
-        data=$(json_field "$line" data)
-        say B "ice-offer $ua $data"
-        if line=$(wait_line "$TMP/B.out" '"event":"ice_answer"' 10); then
-            data=$(json_field "$line" data)
-            say A "ice-answer $ub $data"
-        fi
-    fi
     # An attempt is bounded at 10 s.
     res_a=$(wait_line "$TMP/A.out" '"event":"peer_\(connected\|failed\)"' 15)
     if [[ -n $res_a ]] && grep -q '"event":"ice_answer"' "$TMP/B.out"; then

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use (libasound2-dev: sound cards
-# through cpal/ALSA; cmake: the bundled libopus).
-PACKAGES=(build-essential pkg-config libasound2-dev cmake)
+# through cpal/ALSA; cmake: the bundled libopus; coturn: the relay tests run
+# our TURN client against turnserver and turnutils_uclient against ours).
+PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

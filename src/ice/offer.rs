@@ -13,6 +13,10 @@ use crate::overlay::record::{read_addr, write_addr};
 use crate::wire::{Reader, WireError, Writer};
 
 const VERSION: u8 = 1;
+/// Envelope kinds (`overlay::envelope::kind::ICE_FIRST` onwards) that carry
+/// an offer and an answer through the supernodes.
+pub const ENVELOPE_OFFER: u8 = crate::overlay::envelope::kind::ICE_FIRST;
+pub const ENVELOPE_ANSWER: u8 = crate::overlay::envelope::kind::ICE_FIRST + 1;
 /// Candidates one offer may carry.
 pub const MAX_CANDIDATES: usize = 16;
 
