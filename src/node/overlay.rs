@@ -849,23 +849,21 @@ impl Driver {
                         }
                         continue;
                     }
-                    Event::Client(ClientEvent::EnvelopeFailed { id, reason }) => {
+                    Event::Client(ClientEvent::EnvelopeFailed { id, reason })
+                        if self.ice_envelopes.contains_key(id) =>
+                    {
                         if let Some(user) = self.ice_envelopes.remove(id) {
                             self.ice.close(&user);
                             self.peer_event(PeerEvent::Failed {
                                 user,
                                 reason: format!("could not reach the peer: {reason}"),
                             });
-                            continue;
                         }
+                        continue;
                     }
                     Event::Client(
                         ClientEvent::EnvelopeDelivered { id } | ClientEvent::EnvelopeStored { id },
-                    ) => {
-                        if self.ice_envelopes.remove(id).is_some() {
-                            continue;
-                        }
-                    }
+                    ) if self.ice_envelopes.remove(id).is_some() => continue,
                     _ => {}
                 }
                 if let Event::Client(ClientEvent::Lookup {
