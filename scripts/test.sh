@@ -32,6 +32,9 @@ cargo test --locked 2>&1 | tee "$log"
 # installs nftables, conntrack, coturn and netcat itself.
 if [ "$(id -u)" -eq 0 ]; then
     lab/check-nat-types.sh
+    # Every ordered pair of the six environments connects with real
+    # processes (about 90 s); uses the debug binary `cargo test` built.
+    lab/ice-matrix.sh
 else
     echo "skipping the real-NAT lab: it needs root"
 fi

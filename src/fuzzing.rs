@@ -594,6 +594,84 @@ pub fn stun(b: &[u8]) {
     while d.poll_event().is_some() {}
 }
 
+/// A fixed ICE agent pair state for the ICE fuzz: our agent with the
+/// peer's offer applied, and the peer's offer (password known to seeds).
+fn ice_agent() -> (crate::ice::IceAgent, crate::ice::IceOffer) {
+    use crate::ice::{Candidate, CandidateKind, IceAgent, IceConfig, IceRole, MappingHint};
+    let mut rng = StdRng::seed_from_u64(5);
+    let host = |p: u16| SocketAddr::from(([10, 0, 0, 1], p));
+    let mut a = IceAgent::new(
+        IceConfig::default(),
+        IceRole::Controlled,
+        9,
+        0,
+        vec![Candidate::new(CandidateKind::Host, host(1), 65535)],
+        &[(host(3478), SocketAddr::from(([192, 0, 2, 1], 50000)))],
+        MappingHint::EndpointIndependent,
+        &mut rng,
+    );
+    let b = IceAgent::new(
+        IceConfig::default(),
+        IceRole::Controlling,
+        9,
+        0,
+        vec![Candidate::new(CandidateKind::Host, host(2), 65535)],
+        &[],
+        MappingHint::DestinationDependent,
+        &mut rng,
+    );
+    let offer = b.local_offer();
+    a.set_remote(0, &offer);
+    (a, offer)
+}
+
+/// Valid ICE encodings: an offer, checks and responses keyed as the fuzz
+/// agent expects.
+pub fn ice_seeds() -> Vec<Vec<u8>> {
+    use crate::ice::check::{self, Request, RoleAttr};
+    let (a, offer) = ice_agent();
+    let mine = a.local_offer();
+    let req = Request {
+        txid: [3; 12],
+        username: format!("{}:{}", mine.ufrag, offer.ufrag),
+        priority: 1 << 24,
+        use_candidate: true,
+        role: Some(RoleAttr::Controlling(77)),
+    };
+    let mut v = vec![offer.encode(), mine.encode()];
+    v.extend(check::encode_request(&req, &mine.pwd).ok());
+    v.extend(check::encode_success([3; 12], link_addr(9), &offer.pwd).ok());
+    v.extend(check::encode_error([3; 12], check::ROLE_CONFLICT, &offer.pwd).ok());
+    v
+}
+
+/// ICE: the offer decoder (round trip), the check decoders, and an agent
+/// fed the bytes on both of its bases, then its timers.
+pub fn ice(b: &[u8]) {
+    use crate::ice::{IceOffer, Via, check};
+    if let Ok(o) = IceOffer::decode(b) {
+        assert_eq!(o.encode(), b, "offer re-encodes differently");
+    }
+    let _ = check::peek(b);
+    let _ = check::open(b, "0123456789abcdefghijkl");
+    let (mut a, _) = ice_agent();
+    let mut rng = StdRng::seed_from_u64(6);
+    let from = SocketAddr::from(([10, 0, 0, 2], 2));
+    a.handle_stun(1, Via::Direct, from, b, &mut rng);
+    a.handle_stun(
+        2,
+        Via::Relay(SocketAddr::from(([10, 0, 0, 1], 3478))),
+        from,
+        b,
+        &mut rng,
+    );
+    for t in [10, 1_000, 20_000] {
+        a.handle_timeout(t, &mut rng);
+        while a.poll_transmit().is_some() {}
+        while a.poll_event().is_some() {}
+    }
+}
+
 /// A TURN client (at `link_addr(1)`) with an allocation on a TURN server,
 /// a channel to `link_addr(9)` and a permission for it, and every message
 /// they exchanged getting there (seeds: authenticated requests, responses,

@@ -22,6 +22,7 @@ pub mod contacts;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ice;
 pub mod identity;
 pub mod link;
 pub mod media;

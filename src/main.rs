@@ -64,6 +64,9 @@ struct Cli {
     /// Headless: follow NAME's presence (repeatable)
     #[arg(long, value_name = "NAME")]
     watch: Vec<String>,
+    /// Headless: connect to NAME peer to peer once online (ICE, then a link)
+    #[arg(long, value_name = "NAME")]
+    connect: Option<String>,
     /// Headless: initial status (online, away, dnd, invisible)
     #[arg(long, value_name = "STATUS")]
     status: Option<natter::overlay::Status>,
@@ -249,6 +252,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                 user: cli.user,
                 lookup: cli.lookup,
                 watch: cli.watch,
+                connect: cli.connect,
                 status: cli.status,
                 json: cli.json,
                 password_stdin: cli.password_stdin,

@@ -27,6 +27,8 @@ pub struct Headless {
     pub user: Option<String>,
     pub lookup: Option<String>,
     pub watch: Vec<String>,
+    /// Connect to this user peer to peer once online.
+    pub connect: Option<String>,
     pub status: Option<Status>,
     pub json: bool,
     pub password_stdin: bool,
@@ -679,6 +681,7 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
     }
     let mut stop = Box::pin(crate::shutdown_signal());
     let mut lookup_pending = h.lookup.clone();
+    let mut connect_pending = h.connect.clone();
     loop {
         tokio::select! {
             _ = &mut stop => {
@@ -720,10 +723,21 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                         reply: None,
                     }),
                     (Some("quit"), _) => Some(Command::Shutdown),
+                    (Some("connect"), Some(u)) => Some(Command::Connect { username: u.to_owned() }),
+                    (Some(w @ ("ice-offer" | "ice-answer")), Some(u)) => {
+                        match words.next().and_then(natter::node::peer::hex_decode_vec) {
+                            Some(bytes) => Some(Command::IceSignal { from: u.to_ascii_lowercase(), bytes, answer: w == "ice-answer" }),
+                            None => {
+                                let e = format!("{w} {u} needs the hex data of the peer's ice_offer/ice_answer event");
+                                emit(h.json, json!({"event": "error", "error": e}), e.clone());
+                                None
+                            }
+                        }
+                    }
                     (Some("relay"), _) => Some(Command::RelayCredentials),
                     (None, _) => None,
                     _ => {
-                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | {} | quit", crate::chat_cli::HELP);
+                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | {} | quit", crate::chat_cli::HELP);
                         emit(h.json, json!({"event": "error", "error": e}), e.clone());
                         None
                     }
@@ -737,6 +751,10 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                 let e = match ev {
                     Event::Stopped => break,
                     Event::Client(e) => e,
+                    Event::Peer(p) => {
+                        emit(h.json, natter::node::peer::event_json(&p), natter::node::peer::event_line(&p));
+                        continue;
+                    }
                     Event::Nat(r) => {
                         emit(h.json, nat_json(&r), format!("NAT: {}", r.summary()));
                         continue;
@@ -806,6 +824,11 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                     && let Some(u) = lookup_pending.take()
                 {
                     let _ = node.commands.send(Command::Lookup { username: u }).await;
+                }
+                if matches!(e, ClientEvent::Published { .. })
+                    && let Some(u) = connect_pending.take()
+                {
+                    let _ = node.commands.send(Command::Connect { username: u }).await;
                 }
                 if done {
                     let _ = node.commands.send(Command::Shutdown).await;

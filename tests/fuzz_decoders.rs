@@ -207,3 +207,51 @@ fn stun_seeds_decode() {
     }
     assert_eq!(fuzzing::stun_seeds().len(), 5);
 }
+
+/// ICE offers and connectivity checks, arbitrary or mutated from valid
+/// ones (the check seeds keep their header so decoding goes deep).
+fn ice_input() -> impl Strategy<Value = Vec<u8>> {
+    let seeds = fuzzing::ice_seeds();
+    let mutated = (
+        0..seeds.len(),
+        proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+        0usize..8,
+    )
+        .prop_map(move |(i, flips, cut)| {
+            let mut v = seeds[i].clone();
+            for (pos, b) in flips {
+                let n = v.len();
+                if n > 0 {
+                    v[pos % n] ^= b;
+                }
+            }
+            v.truncate(v.len().saturating_sub(cut));
+            v
+        });
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300),
+        mutated.clone(),
+        mutated
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn ice_never_panics(b in ice_input()) {
+        fuzzing::ice(&b);
+    }
+}
+
+/// The ICE seeds are valid: the offers decode and the fuzz agent takes
+/// the checks (so mutations start from messages that reach its logic).
+#[test]
+fn ice_seeds_are_valid() {
+    let seeds = fuzzing::ice_seeds();
+    assert_eq!(seeds.len(), 5);
+    assert!(natter::ice::IceOffer::decode(&seeds[0]).is_ok());
+    for s in &seeds[2..] {
+        assert!(natter::ice::check::peek(s).is_some());
+    }
+}

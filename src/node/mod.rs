@@ -10,6 +10,7 @@ pub mod device;
 pub mod login;
 pub mod messaging;
 pub mod overlay;
+pub mod peer;
 pub mod turn;
 pub mod udp;
 

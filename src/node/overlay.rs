@@ -8,8 +8,15 @@
 //! from the extra RFC 5780 sockets this driver also owns); on a client,
 //! STUN answers go to the [`NatDetector`], which measures the NAT at login
 //! and again when the network changes.
+//!
+//! On a client it also hosts the ICE sessions ([`IceSessions`]): STUN
+//! datagrams on the main socket go to them first, their checks leave from
+//! the same socket, and once a path is selected the caller opens a peer
+//! link session over it ([`PeerEvent`]).
 
 use crate::clock::Clock;
+use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
+use crate::ice::{IceConfig, IceOffer, IceSessions, SessionEvent, Via};
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
 use crate::nat::stun::{self as stun_wire, method};
@@ -18,6 +25,7 @@ use crate::nat::{
 };
 use crate::node::demux::{self, Datagram};
 use crate::node::messaging::Messaging;
+use crate::node::peer::{self, PeerEvent};
 use crate::node::turn::{TurnHandle, TurnService};
 use crate::overlay::{ClientCore, ClientEvent, Status, SupernodeCore, SupernodeEvent};
 use rand::SeedableRng;
@@ -59,6 +67,18 @@ pub enum Command {
     },
     /// Publish an offline record, detach and stop.
     Shutdown,
+    /// Connect to a user peer to peer: look them up, exchange ICE
+    /// candidates, probe, and open a link session over the chosen path.
+    Connect {
+        username: String,
+    },
+    /// An ICE offer (or answer) from `from`, as [`PeerEvent::Signal`]
+    /// produced it on their side.
+    IceSignal {
+        from: String,
+        bytes: Vec<u8>,
+        answer: bool,
+    },
     /// Ask the primary supernode for relay (TURN) credentials.
     RelayCredentials,
     /// Send a sealed envelope to a user (see `overlay::envelope`); its id
@@ -123,6 +143,8 @@ pub enum Event {
     CommandFailed {
         error: String,
     },
+    /// Peer-to-peer connections (clients).
+    Peer(PeerEvent),
     /// The node task ended.
     Stopped,
 }
@@ -361,6 +383,11 @@ impl OverlayNode {
                     stun_unhandled: 0,
                     turn,
                     messaging: messaging.map(Box::new),
+                    ice: IceSessions::new(IceConfig::default()),
+                    connecting: HashMap::new(),
+                    host_known: false,
+                    ice_relay_unsent: 0,
+                    ice_envelopes: HashMap::new(),
                 };
                 n.run(crx, xrx).await;
                 for r in readers {
@@ -397,9 +424,111 @@ struct Driver {
     /// Stops with the node.
     turn: Option<TurnService>,
     messaging: Option<Box<Messaging>>,
+    ice: IceSessions,
+    /// Connect commands waiting for their lookup: user -> when asked.
+    connecting: HashMap<String, u64>,
+    host_known: bool,
+    /// ICE datagrams for a relay this node has no TURN client for.
+    ice_relay_unsent: u64,
+    /// Envelopes carrying our ICE offers and answers, by id: to whom.
+    ice_envelopes: HashMap<crate::overlay::EnvelopeId, String>,
 }
 
 impl Driver {
+    fn peer_event(&mut self, e: PeerEvent) {
+        if self.events.try_send(Event::Peer(e)).is_err() {
+            tracing::warn!("event queue full: a peer event was dropped");
+        }
+    }
+
+    /// What the ICE sessions ask for.
+    fn session_event(&mut self, now: u64, e: SessionEvent) {
+        match e {
+            SessionEvent::SendOffer { to, offer, answer } => {
+                let bytes = offer.encode();
+                // Sealed to the peer, through the supernodes.
+                if let Core::Client(cl) = &mut self.core {
+                    let kind = if answer {
+                        ENVELOPE_ANSWER
+                    } else {
+                        ENVELOPE_OFFER
+                    };
+                    let id = cl.send_envelope(now, &mut self.rng, &to, kind, &bytes, false);
+                    self.ice_envelopes.insert(id, to.clone());
+                }
+                self.peer_event(PeerEvent::Signal { to, bytes, answer })
+            }
+            SessionEvent::Selected {
+                user,
+                path,
+                from: None,
+                controlling,
+                ..
+            } => {
+                tracing::info!(%user, %path, "ICE selected a path");
+                // The caller's link handshake may have arrived before the
+                // callee's own check on this pair completed.
+                if let Some(cert) = self.link.peer(path.remote)
+                    && cert.role != Role::Supernode
+                {
+                    let name = cert.username.clone();
+                    self.peer_established(now, path.remote, &name);
+                    return;
+                }
+                // The caller opens the link; the callee answers it.
+                if controlling && let Err(e) = self.link.connect(now, path.remote, &mut self.rng) {
+                    self.peer_event(PeerEvent::Failed {
+                        user,
+                        reason: format!("peer link: {e}"),
+                    });
+                }
+            }
+            SessionEvent::Selected {
+                user,
+                path,
+                from: Some(from),
+                ..
+            } => {
+                tracing::info!(%user, %from, to = %path, "ICE path changed");
+                self.peer_event(PeerEvent::PathChanged {
+                    user,
+                    from,
+                    to: path,
+                });
+            }
+            SessionEvent::Failed { user, reason } => {
+                self.peer_event(PeerEvent::Failed { user, reason })
+            }
+        }
+    }
+
+    /// A link session with a non-supernode came up: a peer connection if
+    /// ICE led to it and the certificate names the user we meant.
+    fn peer_established(&mut self, now: u64, addr: SocketAddr, username: &str) {
+        let Some(user) = self.ice.user_at(addr).map(str::to_owned) else {
+            tracing::debug!(%addr, username, "link from a peer without an ICE session");
+            return;
+        };
+        if user != username {
+            self.link.close(now, addr);
+            self.ice.close(&user);
+            self.peer_event(PeerEvent::Failed {
+                user,
+                reason: format!("the peer at {addr} is {username}"),
+            });
+            return;
+        }
+        let (Some(path), Some(started)) = (self.ice.selected(&user), self.ice.started(&user))
+        else {
+            return;
+        };
+        self.peer_event(PeerEvent::Connected {
+            user,
+            path,
+            setup_ms: now.saturating_sub(started),
+        });
+    }
+
     fn deadline(&self) -> u64 {
         let core = match &self.core {
             Core::Supernode(s) => s.poll_timeout(),
@@ -416,6 +545,7 @@ impl Driver {
         core.min(nat)
             .min(self.link.poll_timeout().unwrap_or(u64::MAX))
             .min(apps)
+            .min(self.ice.poll_timeout().unwrap_or(u64::MAX))
     }
 
     /// One datagram from the network, on the main socket (`local` None) or
@@ -477,8 +607,16 @@ impl Driver {
         {
             return;
         }
-        // Other STUN on a client (ICE connectivity checks, TURN client
-        // answers) goes to those cores here.
+        // ICE connectivity checks and their answers.
+        if local.is_none()
+            && self
+                .ice
+                .handle_stun(now, Via::Direct, from, d, &mut self.rng)
+        {
+            return;
+        }
+        // Other STUN on a client (TURN client answers) goes to those cores
+        // here.
         self.stun_unhandled += 1;
     }
 
@@ -550,6 +688,7 @@ impl Driver {
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = self.clock.now_ms();
                     self.link.handle_timeout(now, &mut self.rng);
+                    self.ice.handle_timeout(now, &mut self.rng);
                     match &mut self.core {
                         Core::Supernode(s) => s.handle_timeout(now, &mut self.rng),
                         Core::Client(c) => {
@@ -658,6 +797,27 @@ impl Driver {
                 return true;
             }
             (Core::Supernode(_), Command::Shutdown) => return true,
+            (Core::Client(cl), Command::Connect { username }) => {
+                let username = username.to_ascii_lowercase();
+                self.connecting.insert(username.clone(), now);
+                cl.lookup(now, &username);
+            }
+            (
+                Core::Client(_),
+                Command::IceSignal {
+                    from,
+                    bytes,
+                    answer,
+                },
+            ) => match IceOffer::decode(&bytes) {
+                Ok(o) if answer => {
+                    if !self.ice.on_answer(now, &from, &o) {
+                        tracing::debug!(%from, "ICE answer for no session");
+                    }
+                }
+                Ok(o) => self.ice.on_offer(now, &from, &o, &mut self.rng),
+                Err(e) => tracing::debug!(%from, "bad ICE signal: {e}"),
+            },
             (Core::Supernode(_), c) => tracing::debug!("ignored {c:?} on a supernode"),
             (Core::Client(_), c) => {
                 let error = format!("chat and contacts are not enabled on this node: {c:?}");
@@ -698,8 +858,19 @@ impl Driver {
                             c.handle_message(now, addr, &payload);
                         }
                     }
+                } else if let LinkEvent::Established { addr, peer } = &ev {
+                    if peer.role != Role::Supernode {
+                        self.peer_established(now, *addr, &peer.username);
+                    }
                 } else if let LinkEvent::Closed { addr, reason } = ev {
                     tracing::debug!(%addr, ?reason, "link closed");
+                    if let Some(user) = self.ice.user_at(addr).map(str::to_owned) {
+                        self.ice.close(&user);
+                        self.peer_event(PeerEvent::Failed {
+                            user,
+                            reason: format!("peer link closed: {reason:?}"),
+                        });
+                    }
                 }
             }
             let out: Vec<crate::overlay::Transmit> = match &mut self.core {
@@ -759,8 +930,105 @@ impl Driver {
                 self.start_nat("login").await;
                 progressed = true;
             }
+            while let Some(e) = self.ice.poll_event() {
+                progressed = true;
+                self.session_event(now, e);
+            }
             for e in evs {
                 progressed = true;
+                // ICE offers and answers ride on envelopes: ours to handle.
+                match &e {
+                    Event::Client(ClientEvent::Envelope {
+                        from,
+                        kind,
+                        payload,
+                        ..
+                    }) if *kind == ENVELOPE_OFFER || *kind == ENVELOPE_ANSWER => {
+                        match IceOffer::decode(payload) {
+                            Ok(o) if *kind == ENVELOPE_ANSWER => {
+                                self.ice.on_answer(now, &from.username, &o);
+                            }
+                            Ok(o) => self.ice.on_offer(now, &from.username, &o, &mut self.rng),
+                            Err(err) => {
+                                tracing::debug!(from = %from.username, "bad ICE envelope: {err}")
+                            }
+                        }
+                        continue;
+                    }
+                    Event::Client(ClientEvent::EnvelopeFailed { id, reason })
+                        if self.ice_envelopes.contains_key(id) =>
+                    {
+                        if let Some(user) = self.ice_envelopes.remove(id) {
+                            self.ice.close(&user);
+                            self.peer_event(PeerEvent::Failed {
+                                user,
+                                reason: format!("could not reach the peer: {reason}"),
+                            });
+                        }
+                        continue;
+                    }
+                    Event::Client(
+                        ClientEvent::EnvelopeDelivered { id } | ClientEvent::EnvelopeStored { id },
+                    ) if self.ice_envelopes.remove(id).is_some() => continue,
+                    _ => {}
+                }
+                if let Event::Client(ClientEvent::Lookup {
+                    username, outcome, ..
+                }) = &e
+                    && let Some(started) = self.connecting.remove(username)
+                {
+                    let reachable = match outcome {
+                        crate::overlay::LookupOutcome::Online(_) => true,
+                        // Invisible users show offline to everyone but are
+                        // still attached: they answer the offer if they wish.
+                        crate::overlay::LookupOutcome::Offline { record, .. } => {
+                            record.is_reachable(now / 1000)
+                        }
+                        _ => false,
+                    };
+                    match outcome {
+                        _ if reachable => {
+                            if let Err(err) =
+                                self.ice.connect(now, started, username, &mut self.rng)
+                            {
+                                self.peer_event(PeerEvent::Failed {
+                                    user: username.clone(),
+                                    reason: err.to_string(),
+                                });
+                            }
+                        }
+                        other => self.peer_event(PeerEvent::Failed {
+                            user: username.clone(),
+                            reason: match other {
+                                crate::overlay::LookupOutcome::Offline { .. } => {
+                                    "offline".to_string()
+                                }
+                                crate::overlay::LookupOutcome::NotFound => "not found".to_string(),
+                                crate::overlay::LookupOutcome::Failed(w) => {
+                                    format!("lookup failed: {w}")
+                                }
+                                crate::overlay::LookupOutcome::Online(_) => {
+                                    "unreachable".to_string()
+                                }
+                            },
+                        }),
+                    }
+                }
+                if let Event::Client(ClientEvent::Attached {
+                    supernode,
+                    observed,
+                    ..
+                }) = &e
+                {
+                    self.ice.observe(*observed);
+                    if !self.host_known
+                        && let Ok(bound) = self.socket.local_addr()
+                        && let Some(h) = peer::host_address(bound, *supernode).await
+                    {
+                        self.host_known = true;
+                        self.ice.set_host(vec![h]);
+                    }
+                }
                 // A dead supernode's session is stale: the next message
                 // must start a fresh handshake (it may have restarted).
                 match &e {
@@ -785,6 +1053,18 @@ impl Driver {
     }
 
     async fn flush_socket(&mut self) {
+        while let Some(t) = self.ice.poll_transmit() {
+            match t.via {
+                Via::Direct => {
+                    if let Err(e) = self.socket.send_to(&t.bytes, t.dst).await {
+                        tracing::debug!(dst = %t.dst, "ICE send: {e}");
+                    }
+                }
+                // No TURN client in this node yet: no relayed candidates
+                // are offered, so this is only reached by a bug.
+                Via::Relay(_) => self.ice_relay_unsent += 1,
+            }
+        }
         while let Some(t) = self.link.poll_transmit() {
             if let Err(e) = self.socket.send_to(&t.bytes, t.dst).await {
                 tracing::debug!(dst = %t.dst, "send: {e}");

@@ -303,6 +303,13 @@ impl PresenceRecord {
         !matches!(self.status, Status::Offline | Status::Invisible) && now < self.online_until
     }
 
+    /// Whether the user's device is attached and can be reached at `now`,
+    /// whatever status it shows: an invisible user hides their status from
+    /// strangers, but their contacts still reach them.
+    pub fn is_reachable(&self, now: u64) -> bool {
+        self.status != Status::Offline && now < self.online_until && !self.supernodes.is_empty()
+    }
+
     /// When the user was last seen, for offline users (unix seconds).
     pub fn last_seen(&self, now: u64) -> u64 {
         self.online_until.min(now).max(self.signed_at_ms / 1000)

@@ -51,12 +51,23 @@ impl Proc {
     /// Wait for a line matching `pred`, skipping others.
     pub fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
+        // The lines skipped, so that a failure shows what came instead.
+        let mut skipped = std::collections::VecDeque::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) if pred(&l) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("{}: no matching line within {timeout:?}", self.name),
+                Ok(l) => {
+                    if skipped.len() == 30 {
+                        skipped.pop_front();
+                    }
+                    skipped.push_back(l);
+                }
+                Err(_) => panic!(
+                    "{}: no matching line within {timeout:?}; last lines seen:\n{}",
+                    self.name,
+                    Vec::from(skipped).join("\n")
+                ),
             }
         }
     }

@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Every ordered pair of the six client environments, connected with real
+# natter processes behind real kernel NATs (lab/netlab.sh):
+#   - the srv namespace runs our authority (198.51.100.1:7700) and two
+#     supernodes (198.51.100.1:7710 and 198.51.100.2:7710, so a symmetric NAT
+#     shows two different ports);
+#   - for each ordered pair (A, B): A runs in ENV's client namespace, B in a
+#     second NAT of B's type ("ENV-b"); both log in, attach and publish;
+#     A runs `connect B` (the ICE offer and answer travel in sealed
+#     envelopes through the supernodes), and both must report
+#     `peer_connected`;
+#   - prints the matrix (direct / relayed, setup time in ms) and fails on any
+#     cell that is not what the NAT types allow: direct except with a
+#     UDP-blocked side, symmetric with port-restricted cone, and symmetric
+#     with symmetric (relayed);
+#   - with ICE_LAB_RELAY=1, also the relayed-then-direct case: a call starts
+#     with direct UDP between the two routers blocked, the rule is lifted,
+#     and both sides must report `path_changed` to direct.
+# Until the TURN client is wired into the client node (ICE_LAB_RELAY=0, the
+# default), the cells that need a relay must fail cleanly within the
+# attempt's bound (`peer_failed`), and are shown as "no-relay".
+#
+# usage: lab/ice-matrix.sh [--bin PATH] [--pairs "A:B A:B ..."]   (root)
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+BIN=${NATTER_BIN:-$ROOT/target/debug/natter}
+PAIRS=""
+RELAY=${ICE_LAB_RELAY:-0}
+while (($#)); do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --pairs) PAIRS=$2; shift 2 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+if [[ $EUID -ne 0 ]]; then echo "ice-matrix: must run as root" >&2; exit 2; fi
+[[ -x "$BIN" ]] || { echo "ice-matrix: no natter binary at $BIN (cargo build first)" >&2; exit 2; }
+for c in ip nft conntrack timeout; do
+    command -v "$c" >/dev/null || {
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null && apt-get install -y -qq nftables conntrack iproute2 >/dev/null ||
+            { echo "apt-get install failed" >&2; exit 2; }
+        break
+    }
+done
+
+TYPES=(public fullcone restricted portrestricted symmetric udpblocked)
+export NETLAB_PREFIX=${NETLAB_PREFIX:-ntrice$$-}
+export NETLAB_ENV_LIST="${TYPES[*]} $(printf '%s-b ' "${TYPES[@]}")"
+# shellcheck source=netlab.sh
+source "$HERE/netlab.sh"
+
+TMP=$(mktemp -d /tmp/ice-matrix.XXXXXX)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    netlab_down
+    if [[ -n "${KEEP_TMP:-}" ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT
+trap 'exit 143' TERM
+
+T0=$(date +%s)
+netlab_up || { echo "netlab up failed" >&2; exit 1; }
+SRV=$(netlab_srv_ns)
+
+# --- authority and supernodes ---------------------------------------------------
+AUTH_CFG=$TMP/authority.toml
+printf '[authority]\nlisten = "198.51.100.1:7700"\nregistrations_per_hour_per_address = 0\n' >"$AUTH_CFG"
+ip netns exec "$SRV" "$BIN" --config "$AUTH_CFG" --data-dir "$TMP/authority" --authority >"$TMP/authority.log" 2>&1 &
+PIDS+=($!)
+# wait_line FILE PATTERN SECONDS: the first line of FILE matching PATTERN
+wait_line() {
+    local f=$1 pat=$2 n=$(($3 * 10)) l
+    while ((n-- > 0)); do
+        l=$(grep -m1 -e "$pat" "$f" 2>/dev/null) && { echo "$l"; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+KEY=$(wait_line "$TMP/authority.log" '^authority public key: ' 20) || { echo "authority did not start" >&2; cat "$TMP/authority.log"; exit 1; }
+KEY=${KEY#authority public key: }
+wait_line "$TMP/authority.log" '^listening on ' 20 >/dev/null || { echo "authority did not listen" >&2; exit 1; }
+CFG=$TMP/client.toml
+printf '[login]\nserver = "198.51.100.1:7700"\nauthority_key = "%s"\n[overlay]\nlisten = "0.0.0.0:0"\nbootstrap = ["198.51.100.1:7710", "198.51.100.2:7710"]\n' "$KEY" >"$CFG"
+
+nat() { ip netns exec "$SRV" "$BIN" --config "$CFG" --data-dir "$TMP/u-$1" "${@:2}"; }
+account() {   # NAME [supernode]
+    echo "$1-password" | nat "$1" register "$1" --password-stdin >/dev/null 2>>"$TMP/accounts.log" || return 1
+    if [[ "${2:-}" == supernode ]]; then
+        "$BIN" --config "$AUTH_CFG" --data-dir "$TMP/authority" admin set-role "$1" supernode >/dev/null 2>>"$TMP/accounts.log" || return 1
+    fi
+    echo "$1-password" | nat "$1" login "$1" --password-stdin >/dev/null 2>>"$TMP/accounts.log"
+}
+user_of() { echo "u-${1//-/}"; }   # environment -> username (u-fullcone, u-fullconeb)
+for n in sn1 sn2; do account "$n" supernode || { echo "account $n failed" >&2; cat "$TMP/accounts.log"; exit 1; }; done
+for e in $(netlab_envs); do account "$(user_of "$e")" || { echo "account for $e failed" >&2; cat "$TMP/accounts.log"; exit 1; }; done
+ip netns exec "$SRV" "$BIN" --config "$CFG" --data-dir "$TMP/u-sn1" --supernode --listen 198.51.100.1:7710 >"$TMP/sn1.log" 2>&1 &
+PIDS+=($!)
+wait_line "$TMP/sn1.log" '^listening on ' 20 >/dev/null || { echo "sn1 did not start" >&2; cat "$TMP/sn1.log"; exit 1; }
+ip netns exec "$SRV" "$BIN" --config "$CFG" --data-dir "$TMP/u-sn2" --supernode --listen 198.51.100.2:7710 --bootstrap 198.51.100.1:7710 >"$TMP/sn2.log" 2>&1 &
+PIDS+=($!)
+wait_line "$TMP/sn2.log" '^listening on ' 20 >/dev/null || { echo "sn2 did not start" >&2; exit 1; }
+sleep 1
+
+# --- one pair -------------------------------------------------------------------
+expect_direct() {   # TYPE_A TYPE_B -> 0 when the pair must go direct
+    local a=$1 b=$2
+    [[ $a == udpblocked || $b == udpblocked ]] && return 1
+    [[ $a == symmetric && ($b == portrestricted || $b == symmetric) ]] && return 1
+    [[ $b == symmetric && $a == portrestricted ]] && return 1
+    return 0
+}
+
+# headless ENV USER NAME PORT: start a client in ENV's namespace; stdin from a fifo
+headless() {
+    local env=$1 user=$2 name=$3 port=$4
+    mkfifo "$TMP/$name.in"
+    ip netns exec "$(netlab_ns "$env")" "$BIN" --config "$CFG" --data-dir "$TMP/u-$user" \
+        --log-level natter=debug --headless --json --listen "0.0.0.0:$port" \
+        <"$TMP/$name.in" >"$TMP/$name.out" 2>"$TMP/$name.log" &
+    PIDS+=($!)
+    eval "PID_$name=$!"
+    exec {fd}>"$TMP/$name.in"
+    eval "FD_$name=$fd"
+}
+say() { local fd; eval "fd=\$FD_$1"; echo "$2" >&"$fd"; }
+stop_clients() {   # NAME...: quit, then at most 2 s before a kill
+    local n fd pid pids=()
+    for n in "$@"; do
+        eval "fd=\$FD_$n; pid=\$PID_$n"
+        echo quit >&"$fd" 2>/dev/null
+        exec {fd}>&-
+        pids+=("$pid")
+    done
+    for _ in $(seq 20); do
+        local alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+}
+json_field() { sed -n "s/.*\"$2\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p" <<<"$1" | head -1; }
+
+declare -A CELL SETUP
+WRONG=()
+PAIR_N=0
+run_pair() {   # A B   (environment types; B runs behind the second NAT of its type)
+    local a=$1 b=$2 eb="$2-b" ua ub line data res_a res_b path_a path_b ms
+    PAIR_N=$((PAIR_N + 1))
+    local pa=$((21000 + PAIR_N * 2)) pb=$((21001 + PAIR_N * 2))
+    for r in "$a" "$eb"; do
+        [[ $(netlab_type "$r") == public ]] || netlab_router_exec "$r" conntrack -F >/dev/null 2>&1
+    done
+    ua=$(user_of "$a"); ub=$(user_of "$eb")
+    rm -f "$TMP"/A.* "$TMP"/B.*
+    headless "$eb" "$ub" B "$pb"
+    headless "$a" "$ua" A "$pa"
+    # UDP-blocked clients cannot attach over UDP: do not wait long for them.
+    local wait_a=15 wait_b=15
+    [[ $a == udpblocked ]] && wait_a=3
+    [[ $b == udpblocked ]] && wait_b=3
+    wait_line "$TMP/B.out" '"event":"published"' "$wait_b" >/dev/null
+    wait_line "$TMP/A.out" '"event":"published"' "$wait_a" >/dev/null
+    # The offer and answer travel in sealed envelopes through the supernodes.
+    say A "connect $ub"
+    # An attempt is bounded at 10 s.
+    res_a=$(wait_line "$TMP/A.out" '"event":"peer_\(connected\|failed\)"' 15)
+    if [[ -n $res_a ]] && grep -q '"event":"ice_answer"' "$TMP/B.out"; then
+        res_b=$(wait_line "$TMP/B.out" '"event":"peer_\(connected\|failed\)"' 15)
+    else
+        res_b=""
+    fi
+    stop_clients A B
+    local got
+    if [[ $res_a == *peer_connected* && $res_b == *peer_connected* ]]; then
+        path_a=$(json_field "$res_a" path); path_b=$(json_field "$res_b" path)
+        ms=$(json_field "$res_a" setup_ms)
+        if [[ $path_a == direct && $path_b == direct ]]; then got=direct; else got=relayed; fi
+        SETUP[$a,$b]=$ms
+    else
+        got=failed
+        SETUP[$a,$b]=-
+    fi
+    CELL[$a,$b]=$got
+    local want=relayed
+    expect_direct "$a" "$b" && want=direct
+    local ok=0
+    if [[ $got == "$want" ]]; then ok=1
+    elif [[ $want == relayed && $RELAY == 0 && $got == failed ]]; then
+        CELL[$a,$b]=no-relay; ok=1
+    fi
+    if ((ok == 0)); then
+        WRONG+=("$a -> $b: got $got, want $want (A: ${res_a:-no result}; B: ${res_b:-no result})")
+        mkdir -p "$TMP/wrong/$a-$b"; cp "$TMP"/A.out "$TMP"/A.log "$TMP"/B.out "$TMP"/B.log "$TMP/wrong/$a-$b/" 2>/dev/null
+    fi
+    printf '%-15s -> %-15s %-9s %s ms\n' "$a" "$b" "${CELL[$a,$b]}" "${SETUP[$a,$b]}"
+}
+
+if [[ -n "$PAIRS" ]]; then
+    for p in $PAIRS; do run_pair "${p%%:*}" "${p##*:}"; done
+else
+    for a in "${TYPES[@]}"; do for b in "${TYPES[@]}"; do run_pair "$a" "$b"; done; done
+fi
+
+# --- the matrix -------------------------------------------------------------------
+echo
+printf 'caller \\ callee  '
+for b in "${TYPES[@]}"; do printf '%-18s' "$b"; done
+echo
+for a in "${TYPES[@]}"; do
+    printf '%-16s ' "$a"
+    for b in "${TYPES[@]}"; do
+        if [[ -n "${CELL[$a,$b]:-}" ]]; then
+            printf '%-18s' "${CELL[$a,$b]} ${SETUP[$a,$b]}"
+        else
+            printf '%-18s' "."
+        fi
+    done
+    echo
+done
+echo "(cells: path and setup time in ms from \`connect\` to the peer link being up on the caller)"
+if ((RELAY == 0)); then
+    echo "no-relay: needs a relay; the TURN client is not wired into the client node yet (ICE_LAB_RELAY=0)"
+fi
+echo "ice-matrix: $PAIR_N pairs in $(($(date +%s) - T0)) s"
+if ((${#WRONG[@]})); then
+    printf 'WRONG: %s\n' "${WRONG[@]}"
+    KEEP_TMP=1
+    exit 1
+fi
+echo "ice-matrix: every cell as expected"

@@ -1,0 +1,1119 @@
+//! The ICE agent for one connection attempt with one peer (sans-IO): check
+//! list, pacing and retransmission, triggered checks, peer-reflexive
+//! candidates, port prediction, nomination by the controlling side,
+//! consent keepalives, and the relayed-to-direct upgrade. See the module
+//! docs of [`crate::ice`].
+
+use super::check::{self, Check, Request, RoleAttr};
+use super::offer::{IceOffer, MappingHint, valid_credentials};
+use super::{Candidate, CandidateKind, Path, Transmit, Via};
+use rand::RngCore;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use stun_rs::MessageClass;
+
+/// Timers and bounds of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceConfig {
+    /// Gap between two new checks (RFC 8445 Ta).
+    pub pace_ms: u64,
+    /// First retransmission of a check; doubles up to `max_rto_ms`.
+    pub rto_ms: u64,
+    pub max_rto_ms: u64,
+    /// Requests sent per check (first one included) before the pair fails.
+    pub check_attempts: u32,
+    /// No working pair by then: the attempt fails.
+    pub connect_timeout_ms: u64,
+    /// After the first direct pair works, wait this long for a better one
+    /// before nominating.
+    pub settle_ms: u64,
+    /// A working relayed pair waits this long (from the start) for a
+    /// direct one before it is nominated.
+    pub relay_wait_ms: u64,
+    /// Consent checks on the selected pair.
+    pub keepalive_ms: u64,
+    /// The selected pair is lost when nothing answered for this long.
+    pub consent_timeout_ms: u64,
+    /// While relayed, the direct pairs are checked again this often.
+    pub reprobe_ms: u64,
+    /// Ports tried by port prediction.
+    pub predict_window: u16,
+    /// New NAT mappings the node opens between its last server-reflexive
+    /// observation and the first check (e.g. an allocation on a relay
+    /// that is not one of the observing supernodes): they shift where our
+    /// own next ports fall, which port prediction lines up against.
+    pub prior_mappings: u16,
+    /// Requests one round (the first attempt, or one re-probe) may send.
+    pub max_checks_per_round: u32,
+    pub max_pairs: usize,
+    pub max_remote_candidates: usize,
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        IceConfig {
+            pace_ms: 10,
+            rto_ms: 100,
+            max_rto_ms: 800,
+            check_attempts: 7,
+            connect_timeout_ms: 10_000,
+            settle_ms: 60,
+            relay_wait_ms: 1_500,
+            keepalive_ms: 2_500,
+            consent_timeout_ms: 15_000,
+            reprobe_ms: 4_000,
+            predict_window: 16,
+            prior_mappings: 0,
+            max_checks_per_round: 400,
+            max_pairs: 128,
+            max_remote_candidates: 48,
+        }
+    }
+}
+
+impl IceConfig {
+    fn rto(&self, sent: u32) -> u64 {
+        self.rto_ms
+            .saturating_mul(1 << sent.saturating_sub(1).min(10))
+            .min(self.max_rto_ms)
+    }
+}
+
+/// Which side nominates: the caller controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IceRole {
+    Controlling,
+    Controlled,
+}
+
+/// What the agent reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IceEvent {
+    /// A pair was nominated; `setup_ms` counts from the agent's start.
+    Connected {
+        path: Path,
+        setup_ms: u64,
+    },
+    /// The selected pair changed (e.g. relayed to direct). Traffic already
+    /// in flight on the old path still arrives and must be accepted.
+    PathChanged {
+        from: Path,
+        to: Path,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// Counters of what the agent sent, took and refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceStats {
+    pub checks_sent: u64,
+    pub retransmits: u64,
+    pub responses_sent: u64,
+    pub requests_received: u64,
+    pub responses_received: u64,
+    pub bad_integrity: u64,
+    pub malformed: u64,
+    pub peer_reflexive: u64,
+    pub predicted_ports: u64,
+    pub role_conflicts: u64,
+    pub budget_exhausted: u64,
+    pub reprobes: u64,
+    pub keepalives: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Base {
+    Direct,
+    Relay {
+        server: SocketAddr,
+        relayed: SocketAddr,
+    },
+}
+
+impl Base {
+    fn via(&self) -> Via {
+        match self {
+            Base::Direct => Via::Direct,
+            Base::Relay { server, .. } => Via::Relay(*server),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PairState {
+    Waiting,
+    InProgress {
+        txid: [u8; 12],
+        sent: u32,
+        next_at: u64,
+        nominate: bool,
+    },
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Pair {
+    base: usize,
+    remote: usize,
+    priority: u64,
+    state: PairState,
+    valid: bool,
+    mapped: Option<SocketAddr>,
+    peer_nominated: bool,
+    last_response: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Failed,
+}
+
+/// One connection attempt with one peer.
+#[derive(Debug)]
+pub struct IceAgent {
+    cfg: IceConfig,
+    role: IceRole,
+    tiebreaker: u64,
+    session: u64,
+    started: u64,
+    local_ufrag: String,
+    local_pwd: String,
+    mapping: MappingHint,
+    locals: Vec<Candidate>,
+    bases: Vec<(Base, u32)>,
+    remote_ufrag: Option<String>,
+    remote_pwd: Option<String>,
+    remote_mapping: MappingHint,
+    remotes: Vec<Candidate>,
+    pairs: Vec<Pair>,
+    triggered: VecDeque<usize>,
+    next_pace: u64,
+    round_checks: u32,
+    first_valid_at: Option<u64>,
+    selected: Option<usize>,
+    nominating: Option<usize>,
+    keepalive: Option<([u8; 12], usize)>,
+    next_keepalive: u64,
+    next_reprobe: u64,
+    phase: Phase,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<IceEvent>,
+    stats: IceStats,
+}
+
+fn random_string(rng: &mut dyn RngCore, n: usize) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..n)
+        .map(|_| A[(rng.next_u32() % 64) as usize] as char)
+        .collect()
+}
+
+fn txid(rng: &mut dyn RngCore) -> [u8; 12] {
+    let mut t = [0u8; 12];
+    rng.fill_bytes(&mut t);
+    t
+}
+
+/// RFC 8445 6.1.2.3 pair priority.
+fn pair_priority(controlling: u32, controlled: u32) -> u64 {
+    let (g, d) = (controlling as u64, controlled as u64);
+    (1u64 << 32) * g.min(d) + 2 * g.max(d) + u64::from(g > d)
+}
+
+impl IceAgent {
+    /// `locals` are our host and server-reflexive candidates (in the order
+    /// observed); `relays` our TURN allocations `(server, relayed address)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: IceConfig,
+        role: IceRole,
+        session: u64,
+        now: u64,
+        locals: Vec<Candidate>,
+        relays: &[(SocketAddr, SocketAddr)],
+        mapping: MappingHint,
+        rng: &mut dyn RngCore,
+    ) -> Self {
+        let mut a = IceAgent {
+            role,
+            tiebreaker: rng.next_u64(),
+            session,
+            started: now,
+            local_ufrag: random_string(rng, 8),
+            local_pwd: random_string(rng, 24),
+            mapping,
+            locals: Vec::new(),
+            bases: Vec::new(),
+            remote_ufrag: None,
+            remote_pwd: None,
+            remote_mapping: MappingHint::Unknown,
+            remotes: Vec::new(),
+            pairs: Vec::new(),
+            triggered: VecDeque::new(),
+            next_pace: now,
+            round_checks: 0,
+            first_valid_at: None,
+            selected: None,
+            nominating: None,
+            keepalive: None,
+            next_keepalive: u64::MAX,
+            next_reprobe: u64::MAX,
+            phase: Phase::Running,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: IceStats::default(),
+            cfg,
+        };
+        let mut seen = Vec::new();
+        for c in locals {
+            if !seen.contains(&c.addr)
+                && matches!(c.kind, CandidateKind::Host | CandidateKind::ServerReflexive)
+            {
+                seen.push(c.addr);
+                a.locals.push(c);
+            }
+        }
+        // With UDP blocked the main socket reaches nobody: only relays.
+        if mapping != MappingHint::Blocked {
+            let host = a
+                .locals
+                .iter()
+                .filter(|c| c.kind == CandidateKind::Host)
+                .map(|c| c.priority)
+                .max()
+                .unwrap_or(super::candidate_priority(CandidateKind::Host, 65535));
+            a.bases.push((Base::Direct, host));
+        }
+        for (i, (server, relayed)) in relays.iter().enumerate() {
+            a.add_relay(*server, *relayed, i);
+        }
+        a
+    }
+
+    fn add_relay(&mut self, server: SocketAddr, relayed: SocketAddr, i: usize) {
+        let c = Candidate::new(CandidateKind::Relayed, relayed, 65535 - i as u16);
+        self.locals.push(c);
+        self.bases
+            .push((Base::Relay { server, relayed }, c.priority));
+    }
+
+    /// Our parameters for the peer.
+    pub fn local_offer(&self) -> IceOffer {
+        IceOffer {
+            session: self.session,
+            ufrag: self.local_ufrag.clone(),
+            pwd: self.local_pwd.clone(),
+            mapping: self.mapping,
+            candidates: self.locals.clone(),
+        }
+    }
+
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// The `now` the agent was made at.
+    pub fn started_at(&self) -> u64 {
+        self.started
+    }
+
+    pub fn role(&self) -> IceRole {
+        self.role
+    }
+
+    pub fn stats(&self) -> &IceStats {
+        &self.stats
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.phase == Phase::Failed
+    }
+
+    /// The pair in use.
+    pub fn selected(&self) -> Option<Path> {
+        self.selected.map(|p| self.path(p))
+    }
+
+    /// Does this agent own a local ufrag (incoming requests' USERNAME
+    /// starts with it)?
+    pub fn local_ufrag(&self) -> &str {
+        &self.local_ufrag
+    }
+
+    /// The peer's parameters: checks start.
+    pub fn set_remote(&mut self, now: u64, offer: &IceOffer) -> bool {
+        if !valid_credentials(&offer.ufrag, &offer.pwd) || self.remote_pwd.is_some() {
+            return false;
+        }
+        self.remote_ufrag = Some(offer.ufrag.clone());
+        self.remote_pwd = Some(offer.pwd.clone());
+        self.remote_mapping = offer.mapping;
+        for c in &offer.candidates {
+            self.add_remote(*c);
+        }
+        self.predict();
+        self.next_pace = self.next_pace.max(now);
+        true
+    }
+
+    /// Port prediction against a destination-dependent mapping: the next
+    /// ports after the highest one the peer's supernodes observed, stepping
+    /// by the gap between its observations (sequential allocators count
+    /// up; the order the observations arrived in is not reliable).
+    fn predict(&mut self) {
+        let srflx: Vec<SocketAddr> = self
+            .remotes
+            .iter()
+            .filter(|c| c.kind == CandidateKind::ServerReflexive)
+            .map(|c| c.addr)
+            .collect();
+        let Some(first) = srflx.first().copied() else {
+            return;
+        };
+        let mut ports: Vec<u16> = srflx
+            .iter()
+            .filter(|a| a.ip() == first.ip())
+            .map(|a| a.port())
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        if self.remote_mapping != MappingHint::DestinationDependent && ports.len() < 2 {
+            return;
+        }
+        let top = *ports.last().unwrap_or(&first.port());
+        let mut delta: i32 = 1;
+        if let [.., a, b] = ports[..] {
+            let d = b as i32 - a as i32;
+            if (1..=64).contains(&d) {
+                delta = d;
+            }
+        }
+        // Both sides may be symmetric: then our i-th new mapping must meet
+        // theirs, which happens when each side aims at the peer port as far
+        // above the peer's last observed port as its own source port is
+        // above its own. Our first predicted probe leaves from the mapping
+        // after those we open for the other candidates, so the scan starts
+        // that far up the window and wraps round.
+        let own = self.cfg.prior_mappings as i32
+            + self
+                .remotes
+                .iter()
+                .filter(|c| matches!(c.kind, CandidateKind::Host | CandidateKind::ServerReflexive))
+                .count() as i32;
+        let w = self.cfg.predict_window as i32;
+        for k in 1..=w {
+            let port = top as i32 + delta * k;
+            if port > 65535 {
+                break;
+            }
+            let rank = (k - own - 1).rem_euclid(w.max(1));
+            let addr = SocketAddr::new(first.ip(), port as u16);
+            let c = Candidate::new(CandidateKind::Predicted, addr, 65535 - rank as u16);
+            if self.add_remote(c).is_some() {
+                self.stats.predicted_ports += 1;
+            }
+        }
+    }
+
+    /// Add a remote candidate and its pairs; returns its index if new.
+    fn add_remote(&mut self, c: Candidate) -> Option<usize> {
+        if let Some(i) = self.remotes.iter().position(|r| r.addr == c.addr) {
+            // A check can arrive before the offer that names its source:
+            // the signalled kind (e.g. the peer's relayed address) wins.
+            if self.remotes[i].kind == CandidateKind::PeerReflexive
+                && c.kind != CandidateKind::Predicted
+            {
+                self.remotes[i] = c;
+                self.reprioritise();
+            }
+            return None;
+        }
+        if self.remotes.len() >= self.cfg.max_remote_candidates {
+            return None;
+        }
+        self.remotes.push(c);
+        let ri = self.remotes.len() - 1;
+        for bi in 0..self.bases.len() {
+            let (base, prio) = self.bases[bi];
+            // A relay's port does not depend on where it sends, and a
+            // different family cannot be reached.
+            if matches!(base, Base::Relay { .. }) && c.kind == CandidateKind::Predicted {
+                continue;
+            }
+            if let Base::Relay { relayed, .. } = base
+                && relayed.is_ipv4() != c.addr.is_ipv4()
+            {
+                continue;
+            }
+            self.add_pair(bi, ri, prio);
+        }
+        Some(ri)
+    }
+
+    fn add_pair(&mut self, base: usize, remote: usize, local_prio: u32) -> Option<usize> {
+        if let Some(i) = self
+            .pairs
+            .iter()
+            .position(|p| p.base == base && p.remote == remote)
+        {
+            return Some(i);
+        }
+        if self.pairs.len() >= self.cfg.max_pairs {
+            return None;
+        }
+        let rp = self.remotes[remote].priority;
+        let priority = match self.role {
+            IceRole::Controlling => pair_priority(local_prio, rp),
+            IceRole::Controlled => pair_priority(rp, local_prio),
+        };
+        self.pairs.push(Pair {
+            base,
+            remote,
+            priority,
+            state: PairState::Waiting,
+            valid: false,
+            mapped: None,
+            peer_nominated: false,
+            last_response: 0,
+        });
+        Some(self.pairs.len() - 1)
+    }
+
+    fn path(&self, p: usize) -> Path {
+        let pair = &self.pairs[p];
+        let (base, _) = self.bases[pair.base];
+        let remote = self.remotes[pair.remote];
+        let (local, local_kind) = match base {
+            Base::Relay { relayed, .. } => (relayed, CandidateKind::Relayed),
+            Base::Direct => {
+                let mapped = pair.mapped;
+                match mapped.and_then(|m| self.locals.iter().find(|c| c.addr == m)) {
+                    Some(c) => (c.addr, c.kind),
+                    None => match mapped {
+                        Some(m) => (m, CandidateKind::PeerReflexive),
+                        None => (
+                            self.locals.first().map(|c| c.addr).unwrap_or(remote.addr),
+                            CandidateKind::Host,
+                        ),
+                    },
+                }
+            }
+        };
+        Path {
+            via: base.via(),
+            local,
+            local_kind,
+            remote: remote.addr,
+            remote_kind: remote.kind,
+        }
+    }
+
+    fn is_direct_pair(&self, p: usize) -> bool {
+        let pair = &self.pairs[p];
+        matches!(self.bases[pair.base].0, Base::Direct)
+            && self.remotes[pair.remote].kind != CandidateKind::Relayed
+    }
+
+    fn role_attr(&self) -> RoleAttr {
+        match self.role {
+            IceRole::Controlling => RoleAttr::Controlling(self.tiebreaker),
+            IceRole::Controlled => RoleAttr::Controlled(self.tiebreaker),
+        }
+    }
+
+    /// Send (or re-send) the check of pair `p` with transaction `t`.
+    fn send_check(&mut self, p: usize, t: [u8; 12], nominate: bool) {
+        let (Some(ru), Some(rpwd)) = (&self.remote_ufrag, &self.remote_pwd) else {
+            return;
+        };
+        let pair = &self.pairs[p];
+        let (base, _) = self.bases[pair.base];
+        // PRIORITY is what a peer-reflexive candidate of ours would get.
+        let priority = super::candidate_priority(
+            match base {
+                Base::Direct => CandidateKind::PeerReflexive,
+                Base::Relay { .. } => CandidateKind::Relayed,
+            },
+            65535,
+        );
+        let req = Request {
+            txid: t,
+            username: format!("{ru}:{}", self.local_ufrag),
+            priority,
+            use_candidate: nominate && self.role == IceRole::Controlling,
+            role: Some(self.role_attr()),
+        };
+        if let Ok(bytes) = check::encode_request(&req, rpwd) {
+            self.transmits.push_back(Transmit {
+                via: base.via(),
+                dst: self.remotes[pair.remote].addr,
+                bytes,
+            });
+        }
+    }
+
+    fn start_check(&mut self, now: u64, p: usize, nominate: bool, rng: &mut dyn RngCore) {
+        let t = txid(rng);
+        self.pairs[p].state = PairState::InProgress {
+            txid: t,
+            sent: 1,
+            next_at: now + self.cfg.rto(1),
+            nominate,
+        };
+        self.round_checks += 1;
+        self.stats.checks_sent += 1;
+        self.send_check(p, t, nominate);
+    }
+
+    /// A datagram classified as STUN. Returns false when it is not this
+    /// agent's (another agent's, the NAT detector's or the TURN client's).
+    pub fn handle_stun(
+        &mut self,
+        now: u64,
+        via: Via,
+        from: SocketAddr,
+        bytes: &[u8],
+        rng: &mut dyn RngCore,
+    ) -> bool {
+        let Some(peek) = check::peek(bytes) else {
+            return false;
+        };
+        match peek.class {
+            MessageClass::Request => {
+                let mine = peek.username.as_deref().is_some_and(|u| {
+                    u.split_once(':').is_some_and(|(l, r)| {
+                        l == self.local_ufrag
+                            && self.remote_ufrag.as_deref().is_none_or(|ru| ru == r)
+                    })
+                });
+                if !mine {
+                    return false;
+                }
+                match check::open(bytes, &self.local_pwd) {
+                    Ok(Check::Request(req)) => self.on_request(now, via, from, req, rng),
+                    Ok(_) => self.stats.malformed += 1,
+                    Err(super::IceError::Integrity) => self.stats.bad_integrity += 1,
+                    Err(_) => self.stats.malformed += 1,
+                }
+                true
+            }
+            MessageClass::SuccessResponse | MessageClass::ErrorResponse => {
+                let Some((p, keepalive)) = self.transaction(&peek.txid) else {
+                    return false;
+                };
+                let Some(pwd) = self.remote_pwd.clone() else {
+                    return false;
+                };
+                match check::open(bytes, &pwd) {
+                    Ok(c) => self.on_response(now, via, from, p, keepalive, c, rng),
+                    Err(super::IceError::Integrity) => self.stats.bad_integrity += 1,
+                    Err(_) => self.stats.malformed += 1,
+                }
+                true
+            }
+            MessageClass::Indication => false,
+        }
+    }
+
+    fn transaction(&self, t: &[u8; 12]) -> Option<(usize, bool)> {
+        if let Some((kt, p)) = self.keepalive
+            && kt == *t
+        {
+            return Some((p, true));
+        }
+        self.pairs
+            .iter()
+            .position(|p| matches!(p.state, PairState::InProgress { txid, .. } if txid == *t))
+            .map(|p| (p, false))
+    }
+
+    fn base_of(&self, via: Via) -> Option<usize> {
+        self.bases.iter().position(|(b, _)| b.via() == via)
+    }
+
+    fn on_request(
+        &mut self,
+        now: u64,
+        via: Via,
+        from: SocketAddr,
+        req: Request,
+        rng: &mut dyn RngCore,
+    ) {
+        self.stats.requests_received += 1;
+        if self.phase == Phase::Failed {
+            return;
+        }
+        // Role conflict (RFC 8445 7.3.1.1): the larger tie-breaker controls.
+        match (self.role, req.role) {
+            (IceRole::Controlling, Some(RoleAttr::Controlling(t))) => {
+                self.stats.role_conflicts += 1;
+                if self.tiebreaker >= t {
+                    if let Ok(b) =
+                        check::encode_error(req.txid, check::ROLE_CONFLICT, &self.local_pwd)
+                    {
+                        self.transmits.push_back(Transmit {
+                            via,
+                            dst: from,
+                            bytes: b,
+                        });
+                    }
+                    return;
+                }
+                self.switch_role();
+            }
+            (IceRole::Controlled, Some(RoleAttr::Controlled(t))) => {
+                self.stats.role_conflicts += 1;
+                if self.tiebreaker >= t {
+                    self.switch_role();
+                } else {
+                    if let Ok(b) =
+                        check::encode_error(req.txid, check::ROLE_CONFLICT, &self.local_pwd)
+                    {
+                        self.transmits.push_back(Transmit {
+                            via,
+                            dst: from,
+                            bytes: b,
+                        });
+                    }
+                    return;
+                }
+            }
+            _ => {}
+        }
+        let Some(bi) = self.base_of(via) else {
+            return;
+        };
+        if let Ok(b) = check::encode_success(req.txid, from, &self.local_pwd) {
+            self.stats.responses_sent += 1;
+            self.transmits.push_back(Transmit {
+                via,
+                dst: from,
+                bytes: b,
+            });
+        }
+        let ri = match self.remotes.iter().position(|c| c.addr == from) {
+            Some(ri) => ri,
+            None => {
+                let c = Candidate {
+                    kind: CandidateKind::PeerReflexive,
+                    addr: from,
+                    priority: req.priority,
+                };
+                match self.add_remote(c) {
+                    Some(ri) => {
+                        self.stats.peer_reflexive += 1;
+                        ri
+                    }
+                    None => return,
+                }
+            }
+        };
+        let prio = self.bases[bi].1;
+        let Some(p) = self.add_pair(bi, ri, prio) else {
+            return;
+        };
+        if req.use_candidate && self.role == IceRole::Controlled {
+            self.pairs[p].peer_nominated = true;
+            if self.pairs[p].valid {
+                self.select(now, p);
+            }
+        }
+        // Triggered check: they reached us, so our answer check should
+        // get through now.
+        match self.pairs[p].state {
+            PairState::InProgress {
+                txid,
+                sent,
+                nominate,
+                ..
+            } => {
+                self.pairs[p].state = PairState::InProgress {
+                    txid,
+                    sent,
+                    next_at: now,
+                    nominate,
+                };
+            }
+            PairState::Waiting | PairState::Failed => {
+                self.pairs[p].state = PairState::Waiting;
+                if !self.triggered.contains(&p) {
+                    self.triggered.push_back(p);
+                }
+                if self.remote_pwd.is_some() && self.round_checks < self.cfg.max_checks_per_round {
+                    self.triggered.retain(|&q| q != p);
+                    self.start_check(now, p, false, rng);
+                }
+            }
+            PairState::Succeeded => {}
+        }
+    }
+
+    fn switch_role(&mut self) {
+        self.role = match self.role {
+            IceRole::Controlling => IceRole::Controlled,
+            IceRole::Controlled => IceRole::Controlling,
+        };
+        self.reprioritise();
+    }
+
+    fn reprioritise(&mut self) {
+        for i in 0..self.pairs.len() {
+            let (_, lp) = self.bases[self.pairs[i].base];
+            let rp = self.remotes[self.pairs[i].remote].priority;
+            self.pairs[i].priority = match self.role {
+                IceRole::Controlling => pair_priority(lp, rp),
+                IceRole::Controlled => pair_priority(rp, lp),
+            };
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_response(
+        &mut self,
+        now: u64,
+        via: Via,
+        from: SocketAddr,
+        p: usize,
+        keepalive: bool,
+        c: Check,
+        rng: &mut dyn RngCore,
+    ) {
+        self.stats.responses_received += 1;
+        let pair_via = self.bases[self.pairs[p].base].0.via();
+        // Checks must be symmetric: the answer comes from where we sent.
+        if from != self.remotes[self.pairs[p].remote].addr || via != pair_via {
+            return;
+        }
+        if keepalive {
+            self.keepalive = None;
+            if matches!(c, Check::Success { .. }) {
+                self.pairs[p].last_response = now;
+            }
+            return;
+        }
+        let PairState::InProgress { nominate, .. } = self.pairs[p].state else {
+            return;
+        };
+        match c {
+            Check::Success { mapped, .. } => {
+                let pair = &mut self.pairs[p];
+                pair.state = PairState::Succeeded;
+                pair.valid = true;
+                pair.mapped = Some(mapped);
+                pair.last_response = now;
+                if self.first_valid_at.is_none() {
+                    self.first_valid_at = Some(now);
+                }
+                if nominate && self.role == IceRole::Controlling {
+                    self.nominating = None;
+                    self.select(now, p);
+                } else if self.role == IceRole::Controlled && self.pairs[p].peer_nominated {
+                    self.select(now, p);
+                }
+            }
+            Check::Error { code, .. } if code == check::ROLE_CONFLICT => {
+                self.stats.role_conflicts += 1;
+                self.switch_role();
+                if nominate {
+                    self.nominating = None;
+                }
+                self.start_check(now, p, false, rng);
+            }
+            _ => {
+                self.pairs[p].state = PairState::Failed;
+                if nominate {
+                    self.nominating = None;
+                }
+            }
+        }
+    }
+
+    fn select(&mut self, now: u64, p: usize) {
+        if self.selected == Some(p) {
+            return;
+        }
+        let to = self.path(p);
+        match self.selected {
+            None => {
+                self.events.push_back(IceEvent::Connected {
+                    path: to,
+                    setup_ms: now.saturating_sub(self.started),
+                });
+            }
+            Some(old) => {
+                let from = self.path(old);
+                self.events.push_back(IceEvent::PathChanged { from, to });
+            }
+        }
+        self.selected = Some(p);
+        self.pairs[p].last_response = now;
+        self.next_keepalive = now + self.cfg.keepalive_ms;
+        if self.is_direct_pair(p) {
+            self.next_reprobe = u64::MAX;
+            // A direct path is final: stop checking the rest.
+            for q in &mut self.pairs {
+                if q.state == PairState::Waiting {
+                    q.state = PairState::Failed;
+                }
+            }
+            self.triggered.clear();
+        } else if self.next_reprobe == u64::MAX {
+            self.next_reprobe = now + self.cfg.reprobe_ms;
+        }
+    }
+
+    /// The best valid pair, preferring direct ones.
+    fn best_valid(&self) -> Option<usize> {
+        (0..self.pairs.len())
+            .filter(|&p| self.pairs[p].valid && self.pairs[p].state == PairState::Succeeded)
+            .max_by_key(|&p| (self.is_direct_pair(p), self.pairs[p].priority))
+    }
+
+    fn direct_pending(&self) -> bool {
+        (0..self.pairs.len()).any(|p| {
+            self.is_direct_pair(p)
+                && matches!(
+                    self.pairs[p].state,
+                    PairState::Waiting | PairState::InProgress { .. }
+                )
+        })
+    }
+
+    /// Controlling side: the pair to nominate and from when.
+    fn nomination_due(&self) -> Option<(usize, u64)> {
+        if self.role != IceRole::Controlling || self.nominating.is_some() {
+            return None;
+        }
+        let best = self.best_valid()?;
+        if self.selected == Some(best) {
+            return None;
+        }
+        if let Some(s) = self.selected
+            && self.is_direct_pair(s)
+        {
+            return None;
+        }
+        if self.is_direct_pair(best) {
+            let at = self.first_valid_at.unwrap_or(0) + self.cfg.settle_ms;
+            Some((best, if self.direct_pending() { at } else { 0 }))
+        } else if self.selected.is_none() {
+            let at = self.started + self.cfg.relay_wait_ms;
+            Some((best, if self.direct_pending() { at } else { 0 }))
+        } else {
+            None
+        }
+    }
+
+    fn maybe_nominate(&mut self, now: u64, rng: &mut dyn RngCore) {
+        if let Some((best, at)) = self.nomination_due()
+            && now >= at
+        {
+            self.nominating = Some(best);
+            // The nomination must not be cut by the round's budget.
+            self.round_checks = self.round_checks.saturating_sub(1);
+            self.start_check(now, best, true, rng);
+        }
+    }
+
+    fn next_check(&mut self) -> Option<usize> {
+        while let Some(p) = self.triggered.pop_front() {
+            if self.pairs[p].state == PairState::Waiting {
+                return Some(p);
+            }
+        }
+        (0..self.pairs.len())
+            .filter(|&p| self.pairs[p].state == PairState::Waiting)
+            .max_by_key(|&p| self.pairs[p].priority)
+    }
+
+    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+        if self.phase == Phase::Failed {
+            return;
+        }
+        // Retransmissions and failed checks.
+        for p in 0..self.pairs.len() {
+            if let PairState::InProgress {
+                txid,
+                sent,
+                next_at,
+                nominate,
+            } = self.pairs[p].state
+                && next_at <= now
+            {
+                if sent >= self.cfg.check_attempts {
+                    self.pairs[p].state = if self.pairs[p].valid {
+                        PairState::Succeeded
+                    } else {
+                        PairState::Failed
+                    };
+                    if nominate {
+                        self.nominating = None;
+                    }
+                } else {
+                    self.pairs[p].state = PairState::InProgress {
+                        txid,
+                        sent: sent + 1,
+                        next_at: now + self.cfg.rto(sent + 1),
+                        nominate,
+                    };
+                    self.stats.retransmits += 1;
+                    self.send_check(p, txid, nominate);
+                }
+            }
+        }
+        // One new check per pacing interval.
+        if self.remote_pwd.is_some() && now >= self.next_pace {
+            if self.round_checks >= self.cfg.max_checks_per_round {
+                if self.next_check().is_some() {
+                    self.stats.budget_exhausted += 1;
+                }
+            } else if let Some(p) = self.next_check() {
+                self.start_check(now, p, false, rng);
+                self.next_pace = now + self.cfg.pace_ms;
+            }
+        }
+        self.maybe_nominate(now, rng);
+        // Consent: keep the selected pair alive and notice its death.
+        if let Some(s) = self.selected {
+            if now >= self.pairs[s].last_response + self.cfg.consent_timeout_ms {
+                self.fail(format!("path lost: {}", self.path(s)));
+                return;
+            }
+            if now >= self.next_keepalive {
+                let t = txid(rng);
+                self.keepalive = Some((t, s));
+                self.stats.keepalives += 1;
+                self.send_check(s, t, false);
+                self.next_keepalive = now + self.cfg.keepalive_ms;
+            }
+            if now >= self.next_reprobe {
+                self.next_reprobe = now + self.cfg.reprobe_ms;
+                self.stats.reprobes += 1;
+                self.round_checks = 0;
+                for p in 0..self.pairs.len() {
+                    if self.is_direct_pair(p) && self.pairs[p].state == PairState::Failed {
+                        self.pairs[p].state = PairState::Waiting;
+                    }
+                }
+            }
+        } else if now >= self.started + self.cfg.connect_timeout_ms {
+            let reason = if self.remote_pwd.is_none() {
+                "no answer from the peer".to_string()
+            } else {
+                format!(
+                    "no candidate pair worked ({} pairs, {} checks)",
+                    self.pairs.len(),
+                    self.stats.checks_sent
+                )
+            };
+            self.fail(reason);
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.phase = Phase::Failed;
+        self.selected = None;
+        self.events.push_back(IceEvent::Failed { reason });
+    }
+
+    /// Stop: no more checks or keepalives.
+    pub fn close(&mut self) {
+        self.phase = Phase::Failed;
+        self.selected = None;
+    }
+
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.phase == Phase::Failed {
+            return None;
+        }
+        let mut t = u64::MAX;
+        for p in &self.pairs {
+            if let PairState::InProgress { next_at, .. } = p.state {
+                t = t.min(next_at);
+            }
+        }
+        if self.remote_pwd.is_some()
+            && self.round_checks < self.cfg.max_checks_per_round
+            && self.pairs.iter().any(|p| p.state == PairState::Waiting)
+        {
+            t = t.min(self.next_pace);
+        }
+        if let Some((_, at)) = self.nomination_due() {
+            t = t.min(at);
+        }
+        match self.selected {
+            Some(s) => {
+                t = t
+                    .min(self.next_keepalive)
+                    .min(self.next_reprobe)
+                    .min(self.pairs[s].last_response + self.cfg.consent_timeout_ms);
+            }
+            None => t = t.min(self.started + self.cfg.connect_timeout_ms),
+        }
+        Some(t)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<IceEvent> {
+        self.events.pop_front()
+    }
+
+    /// Remote candidates known so far (offered, peer-reflexive, predicted).
+    pub fn remote_candidates(&self) -> &[Candidate] {
+        &self.remotes
+    }
+
+    /// Pairs that answered, as paths.
+    pub fn valid_paths(&self) -> Vec<Path> {
+        (0..self.pairs.len())
+            .filter(|&p| self.pairs[p].valid)
+            .map(|p| self.path(p))
+            .collect()
+    }
+
+    /// Pairs by state, for diagnostics: (waiting, in progress, succeeded, failed).
+    pub fn pair_counts(&self) -> (usize, usize, usize, usize) {
+        let mut c = (0, 0, 0, 0);
+        for p in &self.pairs {
+            match p.state {
+                PairState::Waiting => c.0 += 1,
+                PairState::InProgress { .. } => c.1 += 1,
+                PairState::Succeeded => c.2 += 1,
+                PairState::Failed => c.3 += 1,
+            }
+        }
+        c
+    }
+}
+
+/// Which agent a STUN datagram is for: requests by the local ufrag in
+/// USERNAME, responses by transaction id.
+pub fn owner<'a, K: Clone + 'a>(
+    agents: impl Iterator<Item = (&'a K, &'a IceAgent)>,
+    bytes: &[u8],
+) -> Option<K> {
+    let peek = check::peek(bytes)?;
+    let agents: Vec<(&K, &IceAgent)> = agents.collect();
+    match peek.class {
+        MessageClass::Request => {
+            let u = peek.username?;
+            let (l, _) = u.split_once(':')?;
+            agents
+                .iter()
+                .find(|(_, a)| a.local_ufrag == l)
+                .map(|(k, _)| (*k).clone())
+        }
+        MessageClass::SuccessResponse | MessageClass::ErrorResponse => agents
+            .iter()
+            .find(|(_, a)| a.transaction(&peek.txid).is_some())
+            .map(|(k, _)| (*k).clone()),
+        MessageClass::Indication => None,
+    }
+}
