@@ -504,6 +504,8 @@ pub fn media(b: &[u8]) {
         callee.handle_timeout(t);
     }
     while c.poll_transmit().is_some() || callee.poll_transmit().is_some() {}
+}
+
 /// Valid STUN messages, as seeds for the STUN fuzz: requests with and
 /// without CHANGE-REQUEST, and a full RFC 5780 answer.
 pub fn stun_seeds() -> Vec<Vec<u8>> {
