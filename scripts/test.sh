@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use (libasound2-dev: sound cards
 # through cpal/ALSA; cmake: the bundled libopus; coturn: the relay tests run
-# our TURN client against turnserver and turnutils_uclient against ours).
-PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn)
+# our TURN client against turnserver and turnutils_uclient against ours;
+# tmux: the TUI test in a real terminal, tests/tui_tmux.rs).
+PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn tmux)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,96 +1,298 @@
-//! `natter demo`: the embedded default network, needing no config.
+//! `natter demo`: the embedded default network, needing no config and no
+//! sound card. On loopback, in this process, it starts a login authority,
+//! two supernodes, an echo contact (`echo123`) and a chat bot (`bot`),
+//! logs the local user (`you`) in and opens the softphone.
 //!
-//! Today it runs a login authority on loopback with a throw-away data dir,
-//! registers a local user, logs in, renews, and stays up so that other
-//! terminals can register and log in against it. Supernodes, the echo
-//! contact and the softphone UI join it as they land.
+//! The contacts are client runtimes driven through the node API like the
+//! TUI: they answer chat, accept contact requests and (echo123) calls as
+//! far as the runtime supports them; what it does not support yet shows
+//! up on screen as "not available yet".
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use natter::authority::{AuthorityServer, Policy, Store};
 use natter::clock::{Clock, SystemClock};
-use natter::config::HostPort;
-use natter::identity::{AuthorityKey, cert::fmt_time};
+use natter::config::{Config, HostPort};
+use natter::identity::{AuthorityKey, Role, Username};
+use natter::node::api::{Command, ContactState, Event, LoginState, MessageState};
+use natter::node::client::{self, ClientHandle, ClientSettings};
+use natter::node::overlay::OverlayNode;
 use natter::node::{AuthorityConnection, DeviceFiles};
-use natter::wire::hex_encode;
+use natter::overlay::{ClientConfig, Status};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-pub async fn run(once: bool) -> Result<()> {
-    let dir = tempfile_dir()?;
+const PASSWORD: &str = "demo-password";
+
+/// The demo's log: outside its data dir, so it survives the exit.
+pub fn log_path() -> PathBuf {
+    std::env::temp_dir().join(format!("natter-demo-{}.log", std::process::id()))
+}
+
+struct Network {
+    dir: PathBuf,
+    authority: HostPort,
+    key: [u8; 32],
+    supernodes: Vec<SocketAddr>,
+    /// Keep the supernodes' tasks (and sockets) alive.
+    _nodes: Vec<OverlayNode>,
+}
+
+impl Network {
+    fn settings(&self, user: &str, contacts: &[&str]) -> ClientSettings {
+        ClientSettings {
+            data_dir: self.dir.join(user),
+            authority: self.authority.clone(),
+            authority_key: self.key,
+            bootstrap: self.supernodes.clone(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            overlay: ClientConfig::default(),
+            renew_before_secs: 4 * 3600,
+            contacts: contacts.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+/// Authority and two supernodes on loopback.
+async fn start_network(dir: &Path) -> Result<Network> {
     let key = AuthorityKey::generate(&mut rand::rngs::OsRng);
-    let store = Store::open(&dir.join("authority/authority.db"))?;
+    let db = dir.join("authority/authority.db");
+    let store = Store::open(&db)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut policy = Policy::default();
+    // Everyone registers from 127.0.0.1 here.
+    policy.throttle.registrations_per_hour = 0;
     let server = AuthorityServer::bind(
         "127.0.0.1:0".parse()?,
         key.clone(),
         store,
-        Policy::default(),
+        policy,
         clock.clone(),
         256,
     )
     .await?;
-    let port = server.local_addr().port();
-    let addr = HostPort {
+    let authority = HostPort {
         host: "127.0.0.1".into(),
-        port,
+        port: server.local_addr().port(),
     };
     let public = key.public();
     tokio::spawn(server.run(std::future::pending()));
-    println!(
-        "natter demo: a local network on 127.0.0.1 (data in {})",
-        dir.display()
-    );
-    println!(
-        "  authority     127.0.0.1:{port}  key {}",
-        hex_encode(&public)
-    );
 
-    let files = DeviceFiles::new(&dir.join("you"));
-    let (device, _) = files.identity()?;
-    let t = Instant::now();
-    let mut c = AuthorityConnection::connect(&addr, public, &device, clock.clone()).await?;
-    c.register("you", "demo-password").await?;
-    let cert = c.login("you", "demo-password").await?;
-    files.save_certificate(&cert)?;
-    println!(
-        "  logged in as  {} until {} ({:.0} ms, {} bytes on the wire)",
-        cert.username,
-        fmt_time(cert.not_after),
-        t.elapsed().as_secs_f64() * 1000.0,
-        c.bytes_sent + c.bytes_received
-    );
-    let t = Instant::now();
-    let mut c = AuthorityConnection::connect(&addr, public, &device, clock.clone()).await?;
-    let renewed = c.renew(&cert).await?;
-    files.save_certificate(&renewed)?;
-    println!(
-        "  renewed       without the password in {:.1} ms",
-        t.elapsed().as_secs_f64() * 1000.0
-    );
-    if once {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(());
+    // Supernode accounts get their role straight in the database (the
+    // authority keeps it open too: SQLite in WAL mode allows that).
+    let admin = Store::open(&db)?;
+    let config = Config::default();
+    let mut supernodes = Vec::new();
+    let mut nodes = Vec::new();
+    for name in ["sn1", "sn2"] {
+        let files = DeviceFiles::new(&dir.join(name));
+        let (device, _) = files.identity()?;
+        let mut c =
+            AuthorityConnection::connect(&authority, public, &device, clock.clone()).await?;
+        c.register(name, PASSWORD).await?;
+        admin.set_role(&Username::parse(name)?, Role::Supernode)?;
+        let mut c =
+            AuthorityConnection::connect(&authority, public, &device, clock.clone()).await?;
+        let cert = c.login(name, PASSWORD).await?;
+        let (node, addr, _) = crate::roles::start_supernode(
+            &config,
+            &device,
+            &cert,
+            public,
+            "127.0.0.1:0".parse()?,
+            supernodes.clone(),
+        )
+        .await?;
+        tracing::info!(%addr, "demo supernode {name}");
+        supernodes.push(addr);
+        nodes.push(node);
     }
-    println!();
-    println!("Try it from another terminal:");
-    println!(
-        "  natter --data-dir /tmp/natter-bob register bob --server 127.0.0.1:{port} --authority-key {}",
-        hex_encode(&public)
-    );
-    println!(
-        "  natter --data-dir /tmp/natter-bob login bob --server 127.0.0.1:{port} --authority-key {}",
-        hex_encode(&public)
-    );
-    println!("Ctrl-C stops the demo.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Network {
+        dir: dir.to_owned(),
+        authority,
+        key: public,
+        supernodes,
+        _nodes: nodes,
+    })
+}
+
+/// Register and log `user` in; wait until logged in.
+async fn log_in(c: &mut ClientHandle, user: &str) -> Result<()> {
+    c.commands
+        .send(Command::Register {
+            username: user.into(),
+            password: PASSWORD.into(),
+        })
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, c.events.recv())
+            .await
+            .with_context(|| format!("{user} did not log in within 20 s"))?;
+        match ev {
+            Some(Event::Login(LoginState::LoggedIn { .. })) => return Ok(()),
+            Some(Event::Login(LoginState::NeedCredentials { error: Some(e), .. })) => {
+                bail!("{user} could not log in: {e}")
+            }
+            Some(_) => {}
+            None => bail!("{user}'s runtime stopped"),
+        }
+    }
+}
+
+/// What a demo contact says back.
+fn reply(user: &str, text: &str) -> String {
+    match user {
+        "echo123" => text.to_owned(),
+        _ => match text.trim().to_ascii_lowercase().as_str() {
+            "help" | "?" => "Say anything and I answer. Try: time, help.".into(),
+            "time" => {
+                let now = SystemClock.now_secs();
+                format!("It is {} UTC.", natter::identity::cert::fmt_time(now))
+            }
+            "hi" | "hello" | "hey" => "Hello! I am the demo chat bot.".into(),
+            _ => format!(
+                "You said \"{}\" ({} characters).",
+                text.trim(),
+                text.chars().count()
+            ),
+        },
+    }
+}
+
+/// A demo contact: logs in, sets its status, then answers.
+async fn start_contact(net: &Network, user: &'static str, message: &str) -> Result<()> {
+    let mut c = client::spawn(net.settings(user, &[]), Arc::new(SystemClock));
+    log_in(&mut c, user).await?;
+    c.commands
+        .send(Command::SetStatus {
+            status: Status::Online,
+            message: message.into(),
+        })
+        .await?;
+    tokio::spawn(async move {
+        let ClientHandle {
+            commands,
+            mut events,
+            task: _task,
+        } = c;
+        while let Some(e) = events.recv().await {
+            let answer = match e {
+                Event::Message(m) if m.state == MessageState::Received => Command::SendMessage {
+                    to: m.peer,
+                    text: reply(user, &m.text),
+                },
+                Event::ContactRequest { from, .. } => Command::AcceptContact { username: from },
+                Event::Contact {
+                    username,
+                    state: ContactState::Pending,
+                } => Command::AcceptContact { username },
+                Event::Call(call)
+                    if user == "echo123"
+                        && call.state == natter::node::api::CallState::Incoming =>
+                {
+                    Command::AcceptCall { call: call.id }
+                }
+                Event::Error { command, message } => {
+                    tracing::info!("demo contact {user}: {command}: {message}");
+                    continue;
+                }
+                Event::Stopped => break,
+                _ => continue,
+            };
+            if commands.send(answer).await.is_err() {
+                break;
+            }
+        }
+    });
     Ok(())
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf> {
+pub async fn run(once: bool, keys: natter::ui::KeyMap, started: Instant) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("natter-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+    let r = run_in(&dir, once, keys, started).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Instant) -> Result<()> {
+    let net = start_network(dir).await?;
+    if once {
+        println!(
+            "natter demo: authority on {}, supernodes on {:?}",
+            net.authority, net.supernodes
+        );
+    }
+    tokio::try_join!(
+        start_contact(&net, "echo123", "echo test: call me, or say something"),
+        start_contact(&net, "bot", "chat bot: say hi"),
+    )?;
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "demo network up");
+
+    let mut you = client::spawn(
+        net.settings("you", &["echo123", "bot"]),
+        Arc::new(SystemClock),
+    );
+    you.commands
+        .send(Command::Register {
+            username: "you".into(),
+            password: PASSWORD.into(),
+        })
+        .await?;
+    if !once {
+        let app = natter::ui::App::new(keys);
+        let log = log_path();
+        natter::ui::terminal::run(app, you.commands, you.events, Some(&log), started).await?;
+        println!("natter demo stopped (log: {})", log.display());
+        return Ok(());
+    }
+
+    // --once: check what the TUI would show, then stop.
+    let mut online = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while online.len() < 2 {
+        let ev = tokio::time::timeout_at(deadline, you.events.recv())
+            .await
+            .context("the demo contacts did not come online within 30 s")?;
+        match ev {
+            Some(Event::Login(LoginState::LoggedIn { username, .. })) => {
+                println!("  logged in as {username}")
+            }
+            Some(Event::Login(LoginState::NeedCredentials { error: Some(e), .. })) => {
+                bail!("logging in failed: {e}")
+            }
+            Some(Event::Supernodes { attached }) => {
+                for a in attached {
+                    println!(
+                        "  attached to {} ({})",
+                        a.addr,
+                        if a.primary { "primary" } else { "backup" }
+                    );
+                }
+            }
+            Some(Event::Audio(a)) => {
+                println!("  audio: in {}, out {}", a.input, a.output);
+                if let Some(n) = a.note {
+                    println!("  {n}");
+                }
+            }
+            Some(Event::Presence(p)) if p.status != Status::Offline => {
+                if online.insert(p.username.clone()) {
+                    println!("  {} is online: {}", p.username, p.message);
+                }
+            }
+            Some(_) => {}
+            None => bail!("the runtime stopped"),
+        }
+    }
+    you.commands.send(Command::Quit).await?;
+    while let Some(e) = you.events.recv().await {
+        if e == Event::Stopped {
+            break;
+        }
+    }
+    println!("natter demo: ready in {} ms", started.elapsed().as_millis());
+    Ok(())
 }

@@ -109,7 +109,8 @@ enum Command {
     Admin(AdminCommand),
     /// Run a self-contained local network on loopback (no config needed)
     Demo {
-        /// Run the steps once and exit instead of staying up
+        /// Start the network, check the local user sees both demo contacts
+        /// online, and exit instead of opening the softphone
         #[arg(long)]
         once: bool,
     },
@@ -149,8 +150,9 @@ enum AdminCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    let started = std::time::Instant::now();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli, started) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("natter: {e:#}");
@@ -159,7 +161,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     let (mut config, _source) = Config::load(cli.config.as_deref())?;
     if cli.alt_address.is_some() {
         config.supernode.alt_address = cli.alt_address;
@@ -171,7 +173,28 @@ fn run(cli: Cli) -> Result<()> {
         config.nat.detect = false;
     }
     let data_dir = config.data_dir(cli.data_dir.as_deref())?;
-    init_logging(&config, cli.log_level.as_deref())?;
+    // While the TUI owns the terminal, logs go to a file.
+    let tui_log = match &cli.command {
+        Some(Command::Demo { once: false }) => Some(demo::log_path()),
+        None if !cli.authority && !cli.supernode && !cli.headless => Some(
+            config
+                .log
+                .file
+                .clone()
+                .unwrap_or_else(|| data_dir.join("natter.log")),
+        ),
+        _ => None,
+    };
+    if let Some(dir) = tui_log.as_ref().and_then(|p| p.parent()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _log_guard = match &tui_log {
+        Some(path) => Some(init_file_logging(&config, cli.log_level.as_deref(), path)?),
+        None => {
+            init_logging(&config, cli.log_level.as_deref())?;
+            None
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -192,7 +215,13 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Renew(s)) => rt.block_on(renew(&config, &data_dir, s)),
         Some(Command::Whoami) => whoami(&data_dir),
         Some(Command::Admin(c)) => admin(&config, &data_dir, c),
-        Some(Command::Demo { once }) => rt.block_on(demo::run(once)),
+        Some(Command::Demo { once }) => {
+            let keys = natter::ui::KeyMap::from_config(&config.keys);
+            let r = rt.block_on(demo::run(once, keys, started));
+            // Tasks of the demo network may still hold the runtime.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            r
+        }
         None if cli.supernode => rt.block_on(roles::supernode(
             &config,
             &data_dir,
@@ -214,9 +243,19 @@ fn run(cli: Cli) -> Result<()> {
                 stun_servers: cli.stun_server,
             },
         )),
-        None => bail!(
-            "the softphone UI is not available in this build yet; see `natter --help` for what is"
-        ),
+        None => {
+            let log = tui_log.clone().unwrap_or_default();
+            let r = rt.block_on(softphone(
+                &config,
+                &data_dir,
+                &cli.bootstrap,
+                cli.listen,
+                &log,
+                started,
+            ));
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            r
+        }
     }
 }
 
@@ -254,6 +293,53 @@ fn init_logging(config: &Config, flag: Option<&str>) -> Result<()> {
         }
         None => builder.with_writer(std::io::stderr).init(),
     }
+    Ok(())
+}
+
+/// Logging to `path` through a background writer; the guard flushes it
+/// when dropped, so `run` keeps it to the end.
+fn init_file_logging(
+    config: &Config,
+    flag: Option<&str>,
+    path: &Path,
+) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match flag {
+        Some(f) => EnvFilter::try_new(f).with_context(|| format!("bad --log-level {f:?}"))?,
+        None => EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&config.log.level))
+            .with_context(|| format!("bad [log] level {:?}", config.log.level))?,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening log file {}", path.display()))?;
+    let (writer, guard) = tracing_appender::non_blocking(file);
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(writer)
+        .init();
+    Ok(guard)
+}
+
+/// `natter` with no mode: the softphone on this device's account.
+async fn softphone(
+    config: &Config,
+    data_dir: &Path,
+    bootstrap: &[HostPort],
+    listen: Option<SocketAddr>,
+    log: &Path,
+    started: std::time::Instant,
+) -> Result<()> {
+    use natter::node::client::{self, ClientSettings};
+    let settings = ClientSettings::from_config(config, data_dir, bootstrap, listen)
+        .await
+        .context("no authority key pinned: set [login] authority_key in the config (the authority prints it at start), or try `natter demo`")?;
+    let node = client::spawn(settings, Arc::new(SystemClock));
+    let app = natter::ui::App::new(natter::ui::KeyMap::from_config(&config.keys));
+    natter::ui::terminal::run(app, node.commands, node.events, Some(log), started).await?;
     Ok(())
 }
 

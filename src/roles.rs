@@ -151,7 +151,7 @@ fn spawn_renewal(
 
 /// Start a supernode node on `listen`; returns it, its advertised address
 /// and its ring id.
-async fn start_supernode(
+pub(crate) async fn start_supernode(
     config: &Config,
     device: &DeviceIdentity,
     cert: &Certificate,

@@ -4,15 +4,15 @@
 //! contact list, takes [`Command`]s and reports [`Event`]s. The TUI, the
 //! demo's bots and tests drive it the same way.
 //!
-//! Chat, contact authorization, NAT measurement and calls are built by
-//! other modules; until they are wired in here their commands are answered
-//! with [`Event::not_available`].
+//! Chat, contact authorization and calls are built by other modules;
+//! until they are wired in here their commands are answered with
+//! [`Event::not_available`].
 
 use super::api::{
     AttachedSupernode, AudioStatus, Command, ContactState, Event, LoginState, LookupResult,
     NatStatus, Presence,
 };
-use super::overlay::{self as ov, Core, OverlayNode};
+use super::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
 use super::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
 use crate::clock::Clock;
 use crate::config::HostPort;
@@ -85,7 +85,7 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             attached: Vec::new(),
             contacts: BTreeSet::new(),
             nat: NatStatus {
-                note: Some("NAT type detection not available yet".into()),
+                note: Some("measuring the NAT after login".into()),
                 ..Default::default()
             },
         };
@@ -172,6 +172,10 @@ impl Runtime {
                 },
                 ev = next_event(&mut self.node) => match ev {
                     Some(ov::Event::Client(e)) => self.overlay_event(e).await,
+                    Some(ov::Event::Nat(r)) => {
+                        self.nat = nat_status(&r);
+                        self.emit(Event::Nat(self.nat.clone())).await;
+                    }
                     Some(_) => {}
                     None => {
                         self.node = None;
@@ -331,11 +335,17 @@ impl Runtime {
             self.clock.now_ms(),
         );
         let link = LinkEndpoint::new(device, cert, key, LinkConfig::default())?;
-        OverlayNode::spawn(
+        // Measure the NAT against the attached supernodes.
+        let opts = NodeOptions {
+            nat: Some(NatOptions::default()),
+            ..Default::default()
+        };
+        OverlayNode::spawn_with(
             socket,
             link,
             Core::Client(Box::new(core)),
             self.clock.clone(),
+            opts,
         )
         .map_err(|source| RuntimeError::Bind {
             addr: listen,
@@ -366,7 +376,10 @@ impl Runtime {
             username: name.clone(),
         })
         .await;
-        self.overlay(ov::Command::Lookup { username: name }).await;
+        // Before attaching, the first attachment looks everyone up.
+        if !self.attached.is_empty() {
+            self.overlay(ov::Command::Lookup { username: name }).await;
+        }
     }
 
     async fn command(&mut self, c: Command) {
@@ -464,6 +477,13 @@ impl Runtime {
                 primary,
                 observed,
             } => {
+                // Watches report changes only: learn the current presence
+                // of every contact whenever we (re)join the overlay.
+                if self.attached.is_empty() {
+                    for username in self.contacts.clone() {
+                        self.overlay(ov::Command::Lookup { username }).await;
+                    }
+                }
                 self.attached.retain(|a| a.addr != supernode);
                 self.attached.push(AttachedSupernode {
                     addr: supernode,
@@ -579,6 +599,40 @@ fn visible(s: Status) -> Status {
     }
 }
 
+/// A NAT detection's report as the UI shows it.
+fn nat_status(r: &crate::nat::NatReport) -> NatStatus {
+    use crate::nat::{Filtering, Mapping};
+    let mapping = match r.mapping {
+        Mapping::NoNat => Some("none (public address)".to_owned()),
+        Mapping::EndpointIndependent => Some("endpoint-independent (EIM)".to_owned()),
+        Mapping::AddressDependent => Some("address-dependent (ADM)".to_owned()),
+        Mapping::AddressPortDependent => Some("address and port-dependent (APDM)".to_owned()),
+        Mapping::Dependent => Some("destination-dependent (ADM or APDM)".to_owned()),
+        Mapping::Unknown => None,
+    };
+    let filtering = match r.filtering {
+        Filtering::EndpointIndependent => Some("endpoint-independent (EIF)".to_owned()),
+        Filtering::AddressDependent => Some("address-dependent (ADF)".to_owned()),
+        Filtering::AddressPortDependent => Some("address and port-dependent (APDF)".to_owned()),
+        Filtering::Unknown => None,
+    };
+    let mut note = format!("measured in {} ms", r.duration_ms);
+    if let Some(s) = r.server {
+        note.push_str(&format!(" against {s}"));
+    }
+    for n in &r.notes {
+        note.push_str("; ");
+        note.push_str(n);
+    }
+    NatStatus {
+        mapping,
+        filtering,
+        public_addr: r.public,
+        udp_blocked: r.udp_blocked,
+        note: Some(note),
+    }
+}
+
 async fn next_event(node: &mut Option<OverlayNode>) -> Option<ov::Event> {
     match node {
         Some(n) => n.events.recv().await,
@@ -602,5 +656,50 @@ fn save_hosts(data_dir: &std::path::Path, hosts: &[SocketAddr]) {
     let tmp = hosts_path(data_dir).with_extension("tmp");
     if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, hosts_path(data_dir));
+    }
+}
+
+/// Resolve `host:port` names to IPv4 addresses (unresolvable ones are
+/// logged and skipped).
+pub async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for hp in list {
+        match tokio::net::lookup_host((hp.host.as_str(), hp.port)).await {
+            Ok(addrs) => out.extend(addrs.filter(|a| a.is_ipv4())),
+            Err(e) => tracing::warn!("cannot resolve {hp}: {e}"),
+        }
+    }
+    out
+}
+
+impl ClientSettings {
+    /// Settings from the config file: its authority, overlay section and
+    /// bootstrap list (unless `bootstrap` overrides it).
+    pub async fn from_config(
+        config: &crate::config::Config,
+        data_dir: &std::path::Path,
+        bootstrap: &[HostPort],
+        listen: Option<SocketAddr>,
+    ) -> Option<Self> {
+        let oc = &config.overlay;
+        let boot = if bootstrap.is_empty() {
+            &oc.bootstrap
+        } else {
+            bootstrap
+        };
+        Some(ClientSettings {
+            data_dir: data_dir.to_owned(),
+            authority: config.login.server.clone(),
+            authority_key: config.login.authority_key?.0,
+            bootstrap: resolve(boot).await,
+            listen: listen.unwrap_or(oc.listen),
+            overlay: ClientConfig {
+                keepalive_ms: oc.keepalive.0.as_millis() as u64,
+                dead_after_ms: oc.supernode_timeout.0.as_millis() as u64,
+                ..Default::default()
+            },
+            renew_before_secs: config.login.renew_before.0.as_secs(),
+            contacts: Vec::new(),
+        })
     }
 }

@@ -58,6 +58,8 @@ pub enum Command {
     },
     /// Publish an offline record, detach and stop.
     Shutdown,
+    /// Ask the primary supernode for relay (TURN) credentials.
+    RelayCredentials,
     /// Send a sealed envelope to a user (see `overlay::envelope`); its id
     /// comes back on `reply`, its outcome as an `Envelope*` client event.
     SendEnvelope {
@@ -516,6 +518,9 @@ impl Driver {
                 cl.set_status(status, &message)
             }
             (Core::Client(cl), Command::Watch { username }) => cl.watch(&username),
+            (Core::Client(cl), Command::RelayCredentials) => {
+                cl.request_relay_credentials();
+            }
             (
                 Core::Client(cl),
                 Command::SendEnvelope {
