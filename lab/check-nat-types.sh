@@ -9,6 +9,10 @@
 #     router's public address;
 #   - inbound probes from the public peer host (nc) check filtering against a host
 #     that is not the STUN server;
+#   - natter's own supernode serves STUN in the srv namespace (two addresses), and
+#     coturn's turnutils_stunclient/natdiscovery against it, and natter's NAT
+#     detection (a real headless client, against our supernode and against coturn)
+#     must classify every environment as above (lab/natter-nat.sh);
 #   - the runtime knobs (netlab_block_udp, netlab_loss) are checked to work;
 #   - `down` is timed and must leave no namespace of the prefix behind.
 # Exits non-zero if any environment is misclassified or any check fails.
@@ -21,7 +25,7 @@ REPEAT=1
 while (($#)); do
     case "$1" in
         --repeat) REPEAT=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -44,10 +48,13 @@ export NETLAB_PREFIX=${NETLAB_PREFIX:-ntrchk$$-}
 unset NETLAB_ENV_LIST   # the check covers the six standard environments
 # shellcheck source=netlab.sh
 source "$HERE/netlab.sh"
+# shellcheck source=natter-nat.sh
+source "$HERE/natter-nat.sh"
 
 TMP=$(mktemp -d /tmp/netlab-check.XXXXXX)
 TURN_PID=""
 cleanup() {
+    natter_nat_stop
     if [[ -n "$TURN_PID" ]]; then kill "$TURN_PID" 2>/dev/null; wait "$TURN_PID" 2>/dev/null; fi
     netlab_down
     rm -rf "$TMP"
@@ -222,6 +229,10 @@ for r in $(seq "$REPEAT"); do
     run_table
 done
 if [[ -s "$TMP/failures.log" ]]; then echo; echo "natdiscovery output of failed cases:"; cat "$TMP/failures.log"; fi
+
+# --- natter's own STUN server and NAT detection (lab/natter-nat.sh) ----------
+natter_nat_check
+FAILS=$((FAILS + NATTER_NAT_FAILS))
 
 # --- runtime knobs ------------------------------------------------------------
 echo

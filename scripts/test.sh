@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the build and the tests use (libasound2-dev: sound cards
-# through cpal/ALSA; cmake: the bundled libopus; tmux: the TUI test in a
-# real terminal, tests/tui_tmux.rs).
-PACKAGES=(build-essential pkg-config libasound2-dev cmake tmux)
+# through cpal/ALSA; cmake: the bundled libopus; coturn: the relay tests run
+# our TURN client against turnserver and turnutils_uclient against ours;
+# tmux: the TUI test in a real terminal, tests/tui_tmux.rs).
+PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn tmux)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

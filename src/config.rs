@@ -39,9 +39,11 @@ pub struct Config {
     pub authority: AuthorityConfig,
     pub supernode: SupernodeSection,
     pub overlay: OverlaySection,
+    pub nat: NatSection,
     pub audio: AudioSection,
     pub media: MediaSection,
     pub keys: KeysSection,
+    pub relay: RelaySection,
 }
 
 /// Sound devices for calls.
@@ -95,6 +97,83 @@ impl Default for MediaSection {
     }
 }
 
+/// The TURN relay every supernode runs and the credentials it hands to
+/// its clients (REST-style, as coturn's `use-auth-secret`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySection {
+    /// Shared by every supernode of the group (and any coturn relaying
+    /// for it with `static-auth-secret`). Empty: no relay on this node.
+    pub secret: String,
+    pub realm: String,
+    /// How long the credentials a supernode issues stay valid.
+    pub credential_lifetime: HumanDuration,
+    /// Allocation lifetime when the client asks for less, and the most
+    /// it may ask for.
+    pub allocation_lifetime: HumanDuration,
+    pub max_allocation_lifetime: HumanDuration,
+    /// Allocations on this supernode, all users together.
+    pub max_allocations: usize,
+    /// Allocations one user may hold at once.
+    pub user_allocations: usize,
+    /// Relayed bytes per second per user (both directions); 0: no limit.
+    pub user_bandwidth: u64,
+    /// UDP ports for relayed addresses, `"lo-hi"`; `"0"` lets the system
+    /// pick.
+    #[serde(deserialize_with = "port_range")]
+    pub ports: (u16, u16),
+    /// The address advertised for relayed transports; default: the
+    /// supernode's own.
+    pub public_ip: Option<std::net::IpAddr>,
+    /// Also accept TURN over TCP on the supernode's port number.
+    pub tcp: bool,
+    /// Relay to peers on loopback (only for tests on one machine: it
+    /// exposes the host's loopback services to anyone with credentials).
+    pub allow_loopback_peers: bool,
+    /// Other relays of the group to hand out, `host:port` (e.g. coturn).
+    pub servers: Vec<HostPort>,
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        RelaySection {
+            secret: String::new(),
+            realm: "natter".into(),
+            credential_lifetime: HumanDuration(Duration::from_secs(3600)),
+            allocation_lifetime: HumanDuration(Duration::from_secs(600)),
+            max_allocation_lifetime: HumanDuration(Duration::from_secs(3600)),
+            max_allocations: 10_000,
+            user_allocations: 10,
+            user_bandwidth: 1_000_000,
+            ports: (49_152, 65_535),
+            public_ip: None,
+            tcp: true,
+            allow_loopback_peers: false,
+            servers: Vec::new(),
+        }
+    }
+}
+
+/// `"lo-hi"` (inclusive) or `"0"` for system-chosen ports.
+fn port_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {
+    let s = String::deserialize(d)?;
+    let bad = || {
+        serde::de::Error::custom(format!(
+            "{s:?} is not a port range: expected \"lo-hi\" such as \"49152-65535\", or \"0\""
+        ))
+    };
+    if s.trim() == "0" {
+        return Ok((0, 0));
+    }
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo == 0 || hi < lo {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
 /// Settings of `natter --supernode`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -107,6 +186,44 @@ pub struct SupernodeSection {
     pub max_clients: usize,
     /// Supernodes holding each user's record.
     pub replicas: usize,
+    /// A second IP address of this host: with it the supernode serves RFC
+    /// 5780 NAT behaviour discovery (STUN on both addresses and ports).
+    /// Needs `listen` on a specific IP.
+    pub alt_address: Option<std::net::IpAddr>,
+    /// The second port, used on both addresses; default: listen port + 1.
+    pub alt_port: Option<u16>,
+}
+
+impl SupernodeSection {
+    /// The second address for RFC 5780, if configured.
+    pub fn alt(&self, listen: SocketAddr) -> Option<SocketAddr> {
+        let ip = self.alt_address?;
+        Some(SocketAddr::new(
+            ip,
+            self.alt_port.unwrap_or(listen.port().wrapping_add(1)),
+        ))
+    }
+}
+
+/// How a client measures its NAT.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatSection {
+    /// Measure the NAT at login and when the network changes.
+    pub detect: bool,
+    /// STUN servers (`host:port`) to measure against instead of the
+    /// supernodes; an RFC 5780 server (e.g. coturn with two addresses)
+    /// gives the whole picture.
+    pub stun_servers: Vec<HostPort>,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        NatSection {
+            detect: true,
+            stun_servers: Vec::new(),
+        }
+    }
 }
 
 impl Default for SupernodeSection {
@@ -116,6 +233,8 @@ impl Default for SupernodeSection {
             bootstrap: Vec::new(),
             max_clients: 100_000,
             replicas: 3,
+            alt_address: None,
+            alt_port: None,
         }
     }
 }
@@ -705,6 +824,40 @@ mod tests {
             e.contains("certificate_lifetime") && e.contains("duration"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn relay_section() {
+        let c = parse("[relay]\nsecret = \"s\"\nports = \"50000-50100\"\nuser_bandwidth = 0\n")
+            .unwrap();
+        assert_eq!(c.relay.ports, (50_000, 50_100));
+        assert_eq!(c.relay.secret, "s");
+        assert_eq!(
+            parse("[relay]\nports = \"0\"\n").unwrap().relay.ports,
+            (0, 0)
+        );
+        let e = parse("[relay]\nports = \"9-3\"\n").unwrap_err().to_string();
+        assert!(e.contains("relay.ports") && e.contains("port range"), "{e}");
+    }
+
+    #[test]
+    fn nat_keys() {
+        let c = parse(
+            "[supernode]\nlisten = \"198.51.100.1:7710\"\nalt_address = \"198.51.100.2\"\n[nat]\nstun_servers = [\"198.51.100.1:3478\"]\n",
+        )
+        .unwrap();
+        let l = c.supernode.listen;
+        assert_eq!(
+            c.supernode.alt(l),
+            Some("198.51.100.2:7711".parse().unwrap())
+        );
+        assert!(c.nat.detect);
+        assert_eq!(c.nat.stun_servers[0].to_string(), "198.51.100.1:3478");
+        let e = parse("[supernode]\nalt_address = \"nope\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("supernode.alt_address"), "{e}");
+        assert_eq!(parse("").unwrap().supernode.alt(l), None);
     }
 
     #[test]

@@ -97,8 +97,14 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     );
     v.push(rec);
+    let env = envelope_seed();
+    v.push(Msg::EnvSend { envelope: &env }.encode());
+    v.push(Msg::EnvDeliver { envelope: &env }.encode());
+    v.push(Msg::EnvStore { envelope: &env }.encode());
+    v.push(env);
     v.extend(link_stage(5).2);
     v.extend(link_stage(1).2);
+    v.extend(turn_pair().2);
     v
 }
 
@@ -246,6 +252,39 @@ pub fn overlay_cores(b: &[u8]) {
     let _ = cl.drain_transmits().count();
 }
 
+/// A valid envelope from alice to herself (the fixed keys), so that
+/// mutations of it reach the decryption and signature checks.
+pub fn envelope_seed() -> Vec<u8> {
+    let (_, d, c) = keys();
+    let mut rng = StdRng::seed_from_u64(10);
+    crate::overlay::envelope::seal(
+        &mut rng,
+        &d,
+        &c,
+        &c,
+        crate::overlay::envelope::SealArgs {
+            id: [5; 16],
+            kind: 1,
+            payload: b"hello",
+            created_ms: LINK_NOW,
+            ttl_ms: 60_000,
+            store: true,
+        },
+    )
+    .unwrap_or_default()
+}
+
+/// The envelope decoder, and opening arbitrary bytes as the recipient.
+pub fn envelope(b: &[u8]) {
+    use crate::overlay::envelope::{Sealed, open};
+    if let Ok(s) = Sealed::decode(b) {
+        assert_eq!(s.encode(), b);
+        let _ = s.header.check_lifetime(LINK_NOW);
+    }
+    let (a, d, _) = keys();
+    let _ = open(b, &d, "alice", &a.public(), LINK_NOW);
+}
+
 /// Every plain decoder.
 pub fn decoders(b: &[u8]) {
     if let Ok(f) = Frame::decode(b) {
@@ -274,6 +313,7 @@ pub fn decoders(b: &[u8]) {
         assert_eq!(r.encode(), b);
         let _ = r.verify(&[0; 32], 0);
     }
+    envelope(b);
 }
 
 /// The authority core: arbitrary frames before a handshake, and arbitrary
@@ -413,4 +453,129 @@ pub fn stun(b: &[u8]) {
     let _ = d.handle_datagram(LINK_NOW + 1, primary, b);
     d.handle_timeout(LINK_NOW + 10_000, &mut rng);
     while d.poll_event().is_some() {}
+}
+
+/// A TURN client (at `link_addr(1)`) with an allocation on a TURN server,
+/// a channel to `link_addr(9)` and a permission for it, and every message
+/// they exchanged getting there (seeds: authenticated requests, responses,
+/// ChannelData, Send and Data indications).
+pub fn turn_pair() -> (
+    crate::relay::TurnServer,
+    crate::relay::TurnClient,
+    Vec<Vec<u8>>,
+) {
+    use crate::relay::*;
+    let now = LINK_NOW;
+    let mut server = TurnServer::new(
+        TurnServerConfig {
+            secret: b"fuzz".to_vec(),
+            // The fuzz peers live on loopback.
+            allow_loopback_peers: true,
+            ..Default::default()
+        },
+        [1; 32],
+        now,
+    );
+    let c = issue(b"fuzz", "alice", now / 1000, 3600);
+    let mut client = TurnClient::new(
+        TurnClientConfig::udp(link_addr(3478)),
+        TurnCredentials {
+            username: c.username,
+            password: c.password,
+        },
+        [2; 32],
+        now,
+    );
+    let me = ClientAddr::udp(link_addr(1));
+    let mut sent = Vec::new();
+    client.allocate(now);
+    let _ = client.bind_channel(now, link_addr(9));
+    for round in 0..8 {
+        if round == 5 {
+            let _ = client.send_to(now, link_addr(9), b"channel data");
+            let _ = client.send_to(now, link_addr(10), b"send indication");
+            server.handle_peer(now, 1, link_addr(9), b"from the peer");
+        }
+        while let Some(t) = client.poll_transmit() {
+            server.handle_client(now, me, &t.bytes);
+            sent.push(t.bytes);
+        }
+        while let Some(e) = server.poll_event() {
+            if let ServerEvent::OpenRelay { alloc, .. } = e {
+                server.relay_opened(now, alloc, Ok(link_addr(50_000)));
+            }
+        }
+        while let Some(t) = server.poll_transmit() {
+            if let Via::Client(_) = t.via {
+                client.handle_input(now, &t.bytes);
+                sent.push(t.bytes);
+            }
+        }
+        while client.poll_event().is_some() {}
+    }
+    let data_ind = crate::relay::stunmsg::data_indication(
+        crate::relay::framing::method::DATA,
+        &[5; 12],
+        link_addr(10),
+        b"data indication",
+    );
+    sent.push(data_ind);
+    (server, client, sent)
+}
+
+/// The relay's decoders: ChannelData, STUN headers, the TCP framer, Send
+/// and Data indications and the stun-rs codec itself.
+pub fn relay_decoders(b: &[u8]) {
+    use crate::relay::framing::{ChannelData, StreamFramer, StunHeader, is_turn_method};
+    if let Ok(cd) = ChannelData::decode(b) {
+        let again = ChannelData::encode(cd.channel, cd.data, false);
+        assert_eq!(&again[..], &b[..again.len()]);
+    }
+    let _ = StunHeader::peek(b);
+    let _ = is_turn_method(b);
+    let _ = crate::relay::stunmsg::parse_data_indication(b);
+    let _ = crate::relay::stunmsg::decode(b);
+    let mut f = StreamFramer::new();
+    for chunk in b.chunks(7) {
+        f.push(chunk);
+        while let Ok(Some(m)) = f.next_message() {
+            assert!(!m.is_empty());
+        }
+    }
+}
+
+/// The TURN server and client cores, with an allocation, channel and
+/// permission in place, fed arbitrary messages from every direction.
+pub fn turn_cores(b: &[u8]) {
+    use crate::relay::{ClientAddr, Transport};
+    let (mut s, mut c, _) = turn_pair();
+    let now = LINK_NOW + 1;
+    s.handle_client(now, ClientAddr::udp(link_addr(1)), b);
+    s.handle_client(now, ClientAddr::udp(link_addr(2)), b);
+    s.handle_client(
+        now,
+        ClientAddr {
+            transport: Transport::Tcp(1),
+            addr: link_addr(1),
+        },
+        b,
+    );
+    s.handle_peer(now, 1, link_addr(9), b);
+    s.handle_peer(now, 77, link_addr(9), b);
+    let mut f = crate::relay::framing::StreamFramer::new();
+    f.push(b);
+    while let Ok(Some(m)) = f.next_message() {
+        let m = m.to_vec();
+        s.handle_client(now, ClientAddr::udp(link_addr(1)), &m);
+    }
+    c.handle_input(now, b);
+    for t in [1_000, 700_000, 4_000_000] {
+        s.handle_timeout(LINK_NOW + t);
+        c.handle_timeout(LINK_NOW + t);
+    }
+    s.transport_closed(Transport::Tcp(1));
+    while s.poll_transmit().is_some() {}
+    while s.poll_event().is_some() {}
+    while c.poll_transmit().is_some() {}
+    while c.poll_event().is_some() {}
 }

@@ -4,14 +4,21 @@
 //! - `ui`: the terminal UI, talking to `node::api` only;
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
+//! - `chat`: end-to-end encrypted chat over sealed envelopes (sans-IO
+//!   core, SQLite history);
+//! - `contacts`: authorization requests, blocking, presence for contacts
+//!   (sans-IO core, SQLite list);
 //! - `link`: secure links over UDP (sans-IO);
 //! - `media`, `call`: voice (audio devices, codec, encrypted media) and
 //!   call signalling;
 //! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
 
 pub mod authority;
+pub mod call;
+pub mod chat;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -72,6 +72,20 @@ struct Cli {
     /// Headless: log in with the password on stdin if there is no certificate
     #[arg(long)]
     password_stdin: bool,
+    /// Supernode: a second IP of this host, for RFC 5780 NAT behaviour
+    /// discovery (overrides [supernode] alt_address)
+    #[arg(long, value_name = "IP")]
+    alt_address: Option<std::net::IpAddr>,
+    /// Supernode: the second port, on both addresses (default: listen port + 1)
+    #[arg(long, value_name = "PORT")]
+    alt_port: Option<u16>,
+    /// Headless: measure the NAT against this STUN server instead of the
+    /// supernodes, `host:port` (repeatable; overrides [nat] stun_servers)
+    #[arg(long, value_name = "HOST:PORT")]
+    stun_server: Vec<HostPort>,
+    /// Headless: do not measure the NAT
+    #[arg(long)]
+    no_nat_detect: bool,
     /// List the sound cards natter can use for [audio] input and output, and exit
     #[arg(long)]
     list_audio_devices: bool,
@@ -148,7 +162,16 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
-    let (config, _source) = Config::load(cli.config.as_deref())?;
+    let (mut config, _source) = Config::load(cli.config.as_deref())?;
+    if cli.alt_address.is_some() {
+        config.supernode.alt_address = cli.alt_address;
+    }
+    if cli.alt_port.is_some() {
+        config.supernode.alt_port = cli.alt_port;
+    }
+    if cli.no_nat_detect {
+        config.nat.detect = false;
+    }
     let data_dir = config.data_dir(cli.data_dir.as_deref())?;
     // While the TUI owns the terminal, logs go to a file.
     let tui_log = match &cli.command {
@@ -217,6 +240,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                 password_stdin: cli.password_stdin,
                 bootstrap: cli.bootstrap,
                 listen: cli.listen,
+                stun_servers: cli.stun_server,
             },
         )),
         None => {

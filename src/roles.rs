@@ -7,12 +7,14 @@ use natter::clock::{Clock, SystemClock};
 use natter::config::{Config, HostPort};
 use natter::identity::{Certificate, DeviceIdentity, Role, cert::fmt_time};
 use natter::link::{LinkConfig, LinkEndpoint};
-use natter::node::overlay::{Command, Core, Event, OverlayNode};
+use natter::nat::{NatReport, StunServer, StunServerConfig};
+use natter::node::overlay::{Command, Core, Event, NatOptions, NodeOptions, OverlayNode};
 use natter::node::{AuthorityConnection, DeviceFiles};
 use natter::overlay::{
     ClientConfig, ClientCore, ClientEvent, LookupOutcome, PresenceRecord, Status, SupernodeConfig,
     SupernodeCore, SupernodeEvent,
 };
+use natter::wire::hex_encode;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,6 +32,9 @@ pub struct Headless {
     pub password_stdin: bool,
     pub bootstrap: Vec<HostPort>,
     pub listen: Option<SocketAddr>,
+    /// STUN servers to measure the NAT against (else [nat] stun_servers,
+    /// else the supernodes).
+    pub stun_servers: Vec<HostPort>,
 }
 
 async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
@@ -173,10 +178,60 @@ pub(crate) async fn start_supernode(
         local
     };
     let incarnation = (now / 1000) as u32;
+    let extra_relays = resolve(&config.relay.servers).await;
+    let mut nonce_key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce_key);
+    let (turn, relay) = natter::node::turn::supernode_setup(
+        &config.relay,
+        local,
+        advertised,
+        extra_relays,
+        nonce_key,
+        now,
+    )
+    .await?;
+    match &turn {
+        Some(t) => tracing::info!(
+            realm = %config.relay.realm,
+            tcp = t.tcp.is_some(),
+            "TURN relay on {advertised}"
+        ),
+        None => tracing::warn!("no TURN relay: [relay] secret is not set"),
+    }
+    let cfg = SupernodeConfig { relay, ..cfg };
     let core = SupernodeCore::new(key, cert, advertised, boot, cfg, incarnation, now);
     let id = core.me;
     let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
-    let node = OverlayNode::spawn(socket, link, Core::Supernode(Box::new(core)), clock)?;
+    let stun = StunServerConfig {
+        primary: local,
+        alt: sc.alt(local),
+    };
+    let mut stun_sockets = Vec::new();
+    if let Some(alt) = stun.alt {
+        if local.ip().is_unspecified() {
+            bail!(
+                "[supernode] alt_address needs a listen address on a specific IP (not {local}): RFC 5780 answers name the address they come from"
+            );
+        }
+        if alt.ip() == local.ip() || alt.port() == local.port() {
+            bail!(
+                "[supernode] alt_address/alt_port ({alt}) must differ from the listen address ({local}) in both IP and port"
+            );
+        }
+        for a in StunServer::new(stun).extra_sockets() {
+            let s = tokio::net::UdpSocket::bind(a)
+                .await
+                .with_context(|| format!("binding the RFC 5780 STUN socket {a}"))?;
+            stun_sockets.push(s);
+        }
+    }
+    let opts = NodeOptions {
+        stun: Some(stun),
+        stun_sockets,
+        turn,
+        nat: None,
+    };
+    let node = OverlayNode::spawn_with(socket, link, Core::Supernode(Box::new(core)), clock, opts)?;
     Ok((node, advertised, id))
 }
 
@@ -220,6 +275,16 @@ pub async fn supernode(
         start_supernode(config, &device, &cert, key, listen, boot).await?;
     println!("supernode {} ({id:016x})", cert.username);
     println!("listening on {advertised}");
+    match config.supernode.alt(advertised) {
+        Some(alt) => println!(
+            "STUN with RFC 5780 behaviour discovery on {advertised}, {}:{}, {}:{}, {alt}",
+            advertised.ip(),
+            alt.port(),
+            alt.ip(),
+            advertised.port()
+        ),
+        None => println!("STUN on {advertised} (no second address: no RFC 5780 tests)"),
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     spawn_renewal(
@@ -245,7 +310,7 @@ pub async fn supernode(
                     SupernodeEvent::ClientDetached { addr, username } => tracing::info!(%addr, "client {username} detached"),
                     SupernodeEvent::ClientRefused { addr } => tracing::info!(%addr, "client refused: full"),
                 },
-                Some(Event::Client(_)) => {}
+                Some(_) => {}
             }
         }
     }
@@ -329,6 +394,63 @@ pub fn event_json(e: &ClientEvent) -> Option<serde_json::Value> {
             v["online"] = json!(online);
             v
         }
+        ClientEvent::RelayCredentials {
+            username,
+            password,
+            realm,
+            expires,
+            relays,
+        } => json!({
+            "event": "relay_credentials",
+            "username": username,
+            "password": password,
+            "realm": realm,
+            "expires": expires,
+            "relays": relays.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        }),
+        ClientEvent::RelayRefused { reason } => {
+            json!({"event": "relay_refused", "reason": reason})
+        }
+        ClientEvent::Envelope {
+            from,
+            kind,
+            id,
+            payload,
+        } => {
+            // Chat and contacts (kinds 1-15) report their own events.
+            if (1..=15).contains(kind) {
+                return None;
+            }
+            json!({"event": "envelope", "from": from.username, "kind": kind, "id": hex_encode(id), "payload": String::from_utf8_lossy(payload)})
+        }
+        ClientEvent::EnvelopeDelivered { id } => {
+            json!({"event": "envelope_result", "id": hex_encode(id), "result": "delivered"})
+        }
+        ClientEvent::EnvelopeStored { id } => {
+            json!({"event": "envelope_result", "id": hex_encode(id), "result": "stored"})
+        }
+        ClientEvent::EnvelopeFailed { id, reason } => {
+            json!({"event": "envelope_result", "id": hex_encode(id), "result": "failed", "error": reason})
+        }
+    })
+}
+
+/// The `nat` event: what a NAT detection found.
+pub fn nat_json(r: &NatReport) -> serde_json::Value {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    json!({
+        "event": "nat",
+        "mapping": r.mapping.as_str(),
+        "filtering": r.filtering.as_str(),
+        "udp_blocked": r.udp_blocked,
+        "public": addr(r.public),
+        "local": addr(r.local),
+        "server": addr(r.server),
+        "other": addr(r.other),
+        "duration_ms": r.duration_ms,
+        "requests": r.requests,
+        "reason": r.reason,
+        "notes": r.notes,
     })
 }
 
@@ -364,6 +486,16 @@ fn event_line(e: &ClientEvent) -> String {
             LookupOutcome::NotFound => format!("{username} was not found"),
             LookupOutcome::Failed(why) => format!("looking up {username} failed: {why}"),
         },
+        ClientEvent::RelayCredentials {
+            username,
+            expires,
+            relays,
+            ..
+        } => format!(
+            "relay credentials {username} until {} for {relays:?}",
+            fmt_time(*expires)
+        ),
+        ClientEvent::RelayRefused { reason } => format!("no relay credentials: {reason}"),
         ClientEvent::PresenceChanged { record, online } => format!(
             "{} is now {}{}",
             record.username(),
@@ -378,6 +510,26 @@ fn event_line(e: &ClientEvent) -> String {
                 format!(" ({})", record.message)
             }
         ),
+        ClientEvent::Envelope {
+            from,
+            kind,
+            payload,
+            ..
+        } => format!(
+            "envelope from {} (kind {kind}): {}",
+            from.username,
+            String::from_utf8_lossy(payload)
+        ),
+        ClientEvent::EnvelopeDelivered { id } => format!("envelope {} delivered", hex_encode(id)),
+        ClientEvent::EnvelopeStored { id } => {
+            format!(
+                "envelope {} stored for the offline recipient",
+                hex_encode(id)
+            )
+        }
+        ClientEvent::EnvelopeFailed { id, reason } => {
+            format!("envelope {} failed: {reason}", hex_encode(id))
+        }
     }
 }
 
@@ -445,7 +597,24 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
     }
     let local_port = socket.local_addr()?.port();
     let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
-    let mut node = OverlayNode::spawn(socket, link, Core::Client(Box::new(core)), clock)?;
+    let stun_list = if h.stun_servers.is_empty() {
+        config.nat.stun_servers.clone()
+    } else {
+        h.stun_servers.clone()
+    };
+    let stun_servers = resolve(&stun_list).await;
+    if !stun_list.is_empty() && stun_servers.is_empty() {
+        bail!("none of the STUN servers resolved: {stun_list:?}");
+    }
+    let opts = NodeOptions {
+        nat: config.nat.detect.then(|| NatOptions {
+            servers: stun_servers,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut node =
+        OverlayNode::spawn_with(socket, link, Core::Client(Box::new(core)), clock, opts)?;
     spawn_renewal(
         config.clone(),
         data_dir.to_owned(),
@@ -487,10 +656,18 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                             None
                         }
                     },
+                    (Some("envelope"), Some(u)) => Some(Command::SendEnvelope {
+                        to: u.to_owned(),
+                        kind: natter::overlay::envelope::kind::TEST,
+                        payload: words.collect::<Vec<_>>().join(" ").into_bytes(),
+                        store_if_offline: true,
+                        reply: None,
+                    }),
                     (Some("quit"), _) => Some(Command::Shutdown),
+                    (Some("relay"), _) => Some(Command::RelayCredentials),
                     (None, _) => None,
                     _ => {
-                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | quit");
+                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | quit");
                         emit(h.json, json!({"event": "error", "error": e}), e.clone());
                         None
                     }
@@ -504,6 +681,10 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                 let e = match ev {
                     Event::Stopped => break,
                     Event::Client(e) => e,
+                    Event::Nat(r) => {
+                        emit(h.json, nat_json(&r), format!("NAT: {}", r.summary()));
+                        continue;
+                    }
                     Event::Supernode(_) => continue,
                 };
                 if let ClientEvent::Attached { supernode, observed, .. } = &e

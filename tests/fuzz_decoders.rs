@@ -83,6 +83,49 @@ proptest! {
     fn overlay_cores_never_panic(b in input()) {
         fuzzing::overlay_cores(&b);
     }
+
+    #[test]
+    fn relay_decoders_never_panic(b in input()) {
+        fuzzing::relay_decoders(&b);
+    }
+
+    #[test]
+    fn turn_cores_never_panic(b in input()) {
+        fuzzing::turn_cores(&b);
+    }
+
+    #[test]
+    fn envelope_decoder_never_panics(b in input()) {
+        fuzzing::envelope(&b);
+    }
+}
+
+/// The envelope seed opens, so mutations of it test the checks past the
+/// decoder.
+#[test]
+fn envelope_seed_opens() {
+    let (a, d, _) = fuzzing::keys();
+    let e = natter::overlay::envelope::open(
+        &fuzzing::envelope_seed(),
+        &d,
+        "alice",
+        &a.public(),
+        fuzzing::LINK_NOW,
+    )
+    .unwrap();
+    assert_eq!(e.payload, b"hello");
+}
+
+/// The TURN fuzz starts from an allocation with a channel in place.
+#[test]
+fn turn_pair_is_allocated() {
+    let (s, c, sent) = fuzzing::turn_pair();
+    assert!(c.is_allocated());
+    assert_eq!(s.allocation_count(), 1);
+    assert!(c.channel_of(fuzzing::link_addr(9)).is_some());
+    // ChannelData to :9 and a Send indication to :10 (same IP, so permitted).
+    assert_eq!(s.stats().to_peer_packets, 2);
+    assert!(sent.len() >= 8);
 }
 
 /// The link fuzz starts from the states it claims to.

@@ -37,6 +37,8 @@ pub struct CodecConfig {
     /// report, and at least afterwards while FEC is on: Opus adds FEC
     /// only for a loss above 0.
     pub min_loss_percent: u8,
+    /// Encoder complexity, 0-10 (CPU for quality; libopus' default is 9).
+    pub complexity: u8,
 }
 
 impl Default for CodecConfig {
@@ -46,6 +48,7 @@ impl Default for CodecConfig {
             bitrate: 32_000,
             fec: true,
             min_loss_percent: 5,
+            complexity: 9,
         }
     }
 }
@@ -89,6 +92,7 @@ impl Encoder {
         inner.set_bitrate(opus::Bitrate::Bits(config.bitrate as i32))?;
         inner.set_inband_fec(config.fec)?;
         inner.set_signal(opus::Signal::Voice)?;
+        inner.set_complexity(config.complexity.min(10) as i32)?;
         let mut e = Encoder {
             inner,
             config,

@@ -16,3 +16,5 @@ pub mod session;
 
 pub use packet::{MediaKeys, Side};
 pub use session::{MediaConfig, MediaError, MediaEvent, MediaSession, MediaStats};
+pub mod driver;
+pub mod impair;

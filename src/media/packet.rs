@@ -204,6 +204,15 @@ impl Sealer {
         }
     }
 
+    /// A sealer whose next counter is `counter` (for tests that need a
+    /// fresh counter under another key).
+    pub fn starting_at(key: &[u8; 32], ssrc: u32, counter: u64) -> Self {
+        Sealer {
+            next_counter: counter,
+            ..Sealer::new(key, ssrc)
+        }
+    }
+
     pub fn ssrc(&self) -> u32 {
         self.ssrc
     }

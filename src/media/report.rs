@@ -156,11 +156,9 @@ impl ReceiveStats {
         self.expected_prior = expected;
         self.received_prior = self.received;
         let lost = interval_expected.saturating_sub(interval_received);
-        let fraction = if interval_expected == 0 {
-            0
-        } else {
-            ((lost * 256) / interval_expected).min(255) as u8
-        };
+        let fraction = (lost * 256)
+            .checked_div(interval_expected)
+            .map_or(0, |f| f.min(255) as u8);
         (
             self.highest as u32,
             self.lost().min(u32::MAX as u64) as u32,

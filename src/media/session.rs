@@ -41,6 +41,7 @@ impl MediaConfig {
                 bitrate: m.bitrate,
                 fec: m.fec,
                 min_loss_percent: m.fec_min_loss_percent,
+                ..Default::default()
             },
             jitter: JitterConfig {
                 max_ms: m.jitter_max_ms as f64,
@@ -138,6 +139,8 @@ pub struct MediaSession {
     timed_out: bool,
     muted: bool,
     on_hold: bool,
+    /// Recoveries whose next packet carried no FEC data.
+    fec_missing: u64,
     stats: MediaStats,
 }
 
@@ -179,6 +182,7 @@ impl MediaSession {
             timed_out: false,
             muted: false,
             on_hold: false,
+            fec_missing: 0,
             stats: MediaStats::default(),
             config,
         })
@@ -199,6 +203,8 @@ impl MediaSession {
         s.frames_lost = self.recv.lost();
         s.jitter_ms = self.recv.jitter_ms();
         s.jitter_buffer = self.jitter.stats().clone();
+        s.jitter_buffer.fec_recovered -= self.fec_missing.min(s.jitter_buffer.fec_recovered);
+        s.jitter_buffer.concealed += self.fec_missing;
         s.encoder_loss_percent = self.encoder.loss_percent();
         s
     }
@@ -358,7 +364,13 @@ impl MediaSession {
                     Ok(n)
                 }
                 Playout::Frame(p) => self.decoder.decode(&p, &mut self.decoded),
-                Playout::Recover(next) => self.decoder.recover(&next, &mut self.decoded),
+                Playout::Recover(next) => {
+                    if !super::codec::has_fec(&next) {
+                        // libopus conceals instead: count it as such.
+                        self.fec_missing += 1;
+                    }
+                    self.decoder.recover(&next, &mut self.decoded)
+                }
                 Playout::Conceal => self.decoder.conceal(&mut self.decoded),
             };
             let n = match n {

@@ -568,6 +568,14 @@ impl Runtime {
                 }))
                 .await;
             }
+            // Relay credentials are the connectivity layer's business.
+            ClientEvent::RelayCredentials { .. } | ClientEvent::RelayRefused { .. } => {}
+            // Envelopes carry chat, contacts and call signalling; their
+            // cores consume them (wired in the headless runtime).
+            ClientEvent::Envelope { .. }
+            | ClientEvent::EnvelopeDelivered { .. }
+            | ClientEvent::EnvelopeStored { .. }
+            | ClientEvent::EnvelopeFailed { .. } => {}
         }
     }
 }

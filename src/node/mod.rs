@@ -9,6 +9,7 @@ pub mod demux;
 pub mod device;
 pub mod login;
 pub mod overlay;
+pub mod turn;
 pub mod udp;
 
 pub use device::{DeviceError, DeviceFiles};

@@ -2,13 +2,26 @@
 //! endpoint (encrypted, certificate-checked sessions) and the role's
 //! sans-IO core, and moves bytes, commands and events between them. The
 //! task sleeps until the earliest deadline of the link or the core.
+//!
+//! The main socket carries more than link frames ([`super::demux`]): on a
+//! supernode, STUN Binding goes to the [`StunServer`] (which may answer
+//! from the extra RFC 5780 sockets this driver also owns); on a client,
+//! STUN answers go to the [`NatDetector`], which measures the NAT at login
+//! and again when the network changes.
 
 use crate::clock::Clock;
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
+use crate::nat::stun::{self as stun_wire, method};
+use crate::nat::{
+    DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig, StunStats,
+};
+use crate::node::demux::{self, Datagram};
+use crate::node::turn::{TurnHandle, TurnService};
 use crate::overlay::{ClientCore, ClientEvent, Status, SupernodeCore, SupernodeEvent};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +58,15 @@ pub enum Command {
     },
     /// Publish an offline record, detach and stop.
     Shutdown,
+    /// Send a sealed envelope to a user (see `overlay::envelope`); its id
+    /// comes back on `reply`, its outcome as an `Envelope*` client event.
+    SendEnvelope {
+        to: String,
+        kind: u8,
+        payload: Vec<u8>,
+        store_if_offline: bool,
+        reply: Option<oneshot::Sender<crate::overlay::EnvelopeId>>,
+    },
 }
 
 /// What the node reports.
@@ -52,6 +74,8 @@ pub enum Command {
 pub enum Event {
     Client(ClientEvent),
     Supernode(SupernodeEvent),
+    /// A NAT detection finished (clients).
+    Nat(NatReport),
     /// The node task ended.
     Stopped,
 }
@@ -67,6 +91,79 @@ pub struct NodeStatus {
     pub host_cache: Vec<SocketAddr>,
     pub link_sessions: usize,
     pub dropped_not_supernode: u64,
+    /// The last NAT detection (clients).
+    pub nat: Option<NatReport>,
+    /// STUN server counters (supernodes).
+    pub stun: Option<StunStats>,
+    /// Datagrams of no protocol this node speaks, dropped.
+    pub dropped_datagrams: u64,
+    /// STUN messages no core here took (e.g. TURN methods before the
+    /// relay is built), dropped.
+    pub stun_unhandled: u64,
+}
+
+/// What a node runs besides the overlay on its sockets.
+#[derive(Debug, Default)]
+pub struct NodeOptions {
+    /// Supernodes: the STUN server, with the main socket as its primary.
+    pub stun: Option<StunServerConfig>,
+    /// Supernodes: the extra RFC 5780 sockets, already bound (see
+    /// [`StunServer::extra_sockets`]).
+    pub stun_sockets: Vec<UdpSocket>,
+    /// Supernodes: the TURN relay sharing the main socket.
+    pub turn: Option<TurnSetup>,
+    /// Clients: measure the NAT.
+    pub nat: Option<NatOptions>,
+}
+
+/// How a client measures its NAT.
+#[derive(Debug, Clone)]
+pub struct NatOptions {
+    pub detector: DetectorConfig,
+    /// STUN servers to measure against; empty: the supernodes.
+    pub servers: Vec<SocketAddr>,
+    /// Start without waiting for an attachment after this long (when UDP
+    /// is blocked none ever comes).
+    pub wait_attach_ms: u64,
+    /// How often the local address is checked for a change.
+    pub local_check_ms: u64,
+}
+
+impl Default for NatOptions {
+    fn default() -> Self {
+        NatOptions {
+            detector: DetectorConfig::default(),
+            servers: Vec::new(),
+            wait_attach_ms: 1_500,
+            local_check_ms: 10_000,
+        }
+    }
+}
+
+/// The NAT detector of a client and when to run it.
+struct NatState {
+    det: NatDetector,
+    opts: NatOptions,
+    started: bool,
+    start_at: u64,
+    local_check_at: u64,
+}
+
+/// The IP this host uses towards `dst`, with `port`: the socket's own
+/// address when it is bound to a specific IP, else what the route picks.
+async fn local_towards(bound: SocketAddr, dst: SocketAddr) -> Option<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return Some(bound);
+    }
+    let any: SocketAddr = if dst.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let probe = UdpSocket::bind(any).await.ok()?;
+    // A UDP connect only picks the route and source address; nothing is sent.
+    probe.connect(dst).await.ok()?;
+    Some(SocketAddr::new(probe.local_addr().ok()?.ip(), bound.port()))
 }
 
 /// A running overlay node.
@@ -75,6 +172,24 @@ pub struct OverlayNode {
     pub commands: mpsc::Sender<Command>,
     pub events: mpsc::Receiver<Event>,
     pub task: tokio::task::JoinHandle<()>,
+    /// The TURN relay on this node's socket, when it runs one.
+    pub turn: Option<TurnHandle>,
+}
+
+/// A TURN server to run on the node's socket (supernodes).
+pub struct TurnSetup {
+    pub core: crate::relay::TurnServer,
+    pub cfg: crate::node::turn::TurnServiceConfig,
+    /// TURN over TCP, on a listener the caller bound.
+    pub tcp: Option<tokio::net::TcpListener>,
+}
+
+impl std::fmt::Debug for TurnSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnSetup")
+            .field("tcp", &self.tcp)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OverlayNode {
@@ -85,7 +200,79 @@ impl OverlayNode {
         core: Core,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
+        Self::spawn_with(socket, link, core, clock, NodeOptions::default())
+    }
+
+    /// Start the node's task, with a TURN relay sharing its socket.
+    pub fn spawn_with_turn(
+        socket: UdpSocket,
+        link: LinkEndpoint,
+        core: Core,
+        clock: Arc<dyn Clock>,
+        turn: Option<TurnSetup>,
+    ) -> std::io::Result<Self> {
+        let opts = NodeOptions {
+            turn,
+            ..Default::default()
+        };
+        Self::spawn_with(socket, link, core, clock, opts)
+    }
+
+    /// [`OverlayNode::spawn`] with a STUN server (supernodes) or a NAT
+    /// detector (clients).
+    pub fn spawn_with(
+        socket: UdpSocket,
+        link: LinkEndpoint,
+        core: Core,
+        clock: Arc<dyn Clock>,
+        opts: NodeOptions,
+    ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
+        let socket = Arc::new(socket);
+        let turn = opts
+            .turn
+            .map(|t| TurnService::spawn(t.core, socket.clone(), t.tcp, t.cfg, clock.clone()));
+        let turn_handle = turn.as_ref().map(|t| t.handle.clone());
+        let now = clock.now_ms();
+        let is_client = matches!(core, Core::Client(_));
+        let stun = match (&core, opts.stun) {
+            (Core::Supernode(_), Some(cfg)) => Some(StunServer::new(cfg)),
+            _ => None,
+        };
+        let nat = match (is_client, opts.nat) {
+            (true, Some(o)) => Some(NatState {
+                det: NatDetector::new(o.detector),
+                start_at: now + o.wait_attach_ms,
+                local_check_at: u64::MAX,
+                started: false,
+                opts: o,
+            }),
+            _ => None,
+        };
+        // Extra sockets: a task each, forwarding what arrives to the driver.
+        let (xtx, xrx) = mpsc::channel::<(SocketAddr, SocketAddr, Vec<u8>)>(1024);
+        let mut extra = HashMap::new();
+        let mut readers = Vec::new();
+        for s in opts.stun_sockets {
+            let s = Arc::new(s);
+            let local = s.local_addr()?;
+            extra.insert(local, s.clone());
+            let tx = xtx.clone();
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 2048];
+                loop {
+                    match s.recv_from(&mut buf).await {
+                        Ok((n, from)) => {
+                            if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::debug!(%local, "recv: {e}"),
+                    }
+                }
+            }));
+        }
+        drop(xtx);
         let (ctx, crx) = mpsc::channel(256);
         let (etx, erx) = mpsc::channel(4096);
         let span = match &core {
@@ -102,8 +289,17 @@ impl OverlayNode {
                     rng: StdRng::from_entropy(),
                     events: etx,
                     not_supernode: 0,
+                    stun,
+                    extra,
+                    nat,
+                    dropped_datagrams: 0,
+                    stun_unhandled: 0,
+                    turn,
                 };
-                n.run(crx).await;
+                n.run(crx, xrx).await;
+                for r in readers {
+                    r.abort();
+                }
                 let _ = n.events.send(Event::Stopped).await;
             }
             .instrument(span),
@@ -113,18 +309,27 @@ impl OverlayNode {
             commands: ctx,
             events: erx,
             task,
+            turn: turn_handle,
         })
     }
 }
 
 struct Driver {
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     link: LinkEndpoint,
     core: Core,
     clock: Arc<dyn Clock>,
     rng: StdRng,
     events: mpsc::Sender<Event>,
     not_supernode: u64,
+    stun: Option<StunServer>,
+    /// The extra RFC 5780 sockets by local address.
+    extra: HashMap<SocketAddr, Arc<UdpSocket>>,
+    nat: Option<NatState>,
+    dropped_datagrams: u64,
+    stun_unhandled: u64,
+    /// Stops with the node.
+    turn: Option<TurnService>,
 }
 
 impl Driver {
@@ -133,10 +338,128 @@ impl Driver {
             Core::Supernode(s) => s.poll_timeout(),
             Core::Client(c) => c.poll_timeout(),
         };
-        core.min(self.link.poll_timeout().unwrap_or(u64::MAX))
+        let nat = self.nat.as_ref().map_or(u64::MAX, |n| {
+            let t = n.det.poll_timeout().min(n.local_check_at);
+            if n.started { t } else { t.min(n.start_at) }
+        });
+        core.min(nat)
+            .min(self.link.poll_timeout().unwrap_or(u64::MAX))
     }
 
-    async fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
+    /// One datagram from the network, on the main socket (`local` None) or
+    /// an extra STUN socket.
+    fn datagram(&mut self, local: Option<SocketAddr>, from: SocketAddr, d: &[u8]) {
+        let now = self.clock.now_ms();
+        let kind = demux::classify(d);
+        if kind != Datagram::Stun
+            && let Some(n) = &mut self.nat
+        {
+            n.det.note_udp_received();
+        }
+        match kind {
+            Datagram::Link if local.is_none() => {
+                self.link.handle_datagram(now, from, d, &mut self.rng)
+            }
+            Datagram::Stun => self.stun_datagram(now, local, from, d),
+            // ChannelData, and RFC 5766's higher channel numbers, which
+            // classify as unknown.
+            Datagram::ChannelData | Datagram::Unknown
+                if local.is_none() && TurnHandle::wants(d) =>
+            {
+                match &self.turn {
+                    Some(t) => t.handle.datagram(from, d),
+                    None => self.dropped_datagrams += 1,
+                }
+            }
+            // Media has no core here yet.
+            _ => self.dropped_datagrams += 1,
+        }
+    }
+
+    fn stun_datagram(&mut self, now: u64, local: Option<SocketAddr>, from: SocketAddr, d: &[u8]) {
+        let Some(h) = stun_wire::peek(d) else {
+            self.dropped_datagrams += 1;
+            return;
+        };
+        if let Some(server) = &mut self.stun {
+            match h.method {
+                method::BINDING => {
+                    let local = local.unwrap_or(server.config().primary);
+                    server.handle_datagram(local, from, d);
+                }
+                // TURN (Allocate, Refresh, CreatePermission, ChannelBind,
+                // Send) on the main socket goes to the relay.
+                _ => match &self.turn {
+                    Some(t) if local.is_none() && TurnHandle::wants(d) => {
+                        t.handle.datagram(from, d)
+                    }
+                    _ => self.stun_unhandled += 1,
+                },
+            }
+            return;
+        }
+        if let Some(n) = &mut self.nat
+            && n.det.handle_datagram(now, from, d)
+        {
+            return;
+        }
+        // Other STUN on a client (ICE connectivity checks, TURN client
+        // answers) goes to those cores here.
+        self.stun_unhandled += 1;
+    }
+
+    /// Start the NAT detection (once) against the configured servers, or
+    /// the attached supernodes then the other known ones.
+    async fn start_nat(&mut self, reason: &str) {
+        let bound = self.socket.local_addr().ok();
+        let Some(n) = &mut self.nat else { return };
+        if n.started {
+            return;
+        }
+        let servers = if n.opts.servers.is_empty() {
+            match &self.core {
+                Core::Client(c) => c.attached().chain(c.host_cache()).collect(),
+                Core::Supernode(_) => Vec::new(),
+            }
+        } else {
+            n.opts.servers.clone()
+        };
+        n.det.set_servers(servers);
+        let first = n.det.servers().first().copied();
+        let local = match (bound, first) {
+            (Some(b), Some(f)) => local_towards(b, f).await,
+            _ => None,
+        };
+        let Some(n) = &mut self.nat else { return };
+        let now = self.clock.now_ms();
+        n.det.set_local(now, local);
+        n.det.start(now, reason, &mut self.rng);
+        n.started = true;
+        n.local_check_at = now + n.opts.local_check_ms;
+    }
+
+    /// Check whether our local address changed (a new network).
+    async fn check_local(&mut self) {
+        let bound = self.socket.local_addr().ok();
+        let Some(n) = &mut self.nat else { return };
+        let first = n.det.servers().first().copied();
+        let local = match (bound, first) {
+            (Some(b), Some(f)) => local_towards(b, f).await,
+            _ => None,
+        };
+        let Some(n) = &mut self.nat else { return };
+        let now = self.clock.now_ms();
+        n.local_check_at = now + n.opts.local_check_ms;
+        if local.is_some() {
+            n.det.set_local(now, local);
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut extra: mpsc::Receiver<(SocketAddr, SocketAddr, Vec<u8>)>,
+    ) {
         let mut buf = vec![0u8; 65_536];
         let mut stopping = false;
         loop {
@@ -144,20 +467,28 @@ impl Driver {
             let wait = self.deadline().saturating_sub(now).min(60_000);
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => {
-                        let now = self.clock.now_ms();
-                        self.link.handle_datagram(now, from, &buf[..n], &mut self.rng);
-                    }
+                    Ok((n, from)) => self.datagram(None, from, &buf[..n]),
                     // ICMP errors from earlier sends surface here; the
                     // protocol's own timers deal with unreachable peers.
                     Err(e) => tracing::debug!("recv: {e}"),
                 },
+                Some((local, from, d)) = extra.recv() => self.datagram(Some(local), from, &d),
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = self.clock.now_ms();
                     self.link.handle_timeout(now, &mut self.rng);
                     match &mut self.core {
                         Core::Supernode(s) => s.handle_timeout(now, &mut self.rng),
                         Core::Client(c) => c.handle_timeout(now, &mut self.rng),
+                    }
+                    if let Some(n) = &self.nat {
+                        if !n.started && now >= n.start_at {
+                            self.start_nat("login").await;
+                        } else if n.started && now >= n.local_check_at {
+                            self.check_local().await;
+                        }
+                    }
+                    if let Some(n) = &mut self.nat {
+                        n.det.handle_timeout(now, &mut self.rng);
                     }
                 }
                 cmd = commands.recv(), if !stopping => match cmd {
@@ -185,11 +516,31 @@ impl Driver {
                 cl.set_status(status, &message)
             }
             (Core::Client(cl), Command::Watch { username }) => cl.watch(&username),
+            (
+                Core::Client(cl),
+                Command::SendEnvelope {
+                    to,
+                    kind,
+                    payload,
+                    store_if_offline,
+                    reply,
+                },
+            ) => {
+                let id =
+                    cl.send_envelope(now, &mut self.rng, &to, kind, &payload, store_if_offline);
+                if let Some(r) = reply {
+                    let _ = r.send(id);
+                }
+            }
             (_, Command::Status { reply }) => {
                 let mut st = NodeStatus {
                     local_addr: self.socket.local_addr().ok(),
                     link_sessions: self.link.sessions().count(),
                     dropped_not_supernode: self.not_supernode,
+                    nat: self.nat.as_ref().and_then(|n| n.det.last().cloned()),
+                    stun: self.stun.as_ref().map(|s| s.stats().clone()),
+                    dropped_datagrams: self.dropped_datagrams,
+                    stun_unhandled: self.stun_unhandled,
                     ..Default::default()
                 };
                 match &self.core {
@@ -275,6 +626,28 @@ impl Driver {
                     }
                 }
             }
+            if let Some(n) = &mut self.nat {
+                while let Some(NatEvent::Report(r)) = n.det.poll_event() {
+                    evs.push(Event::Nat(r));
+                }
+            }
+            let mut attached = false;
+            for e in &evs {
+                if let Event::Client(ClientEvent::Attached {
+                    supernode,
+                    observed,
+                    ..
+                }) = e
+                    && let Some(n) = &mut self.nat
+                {
+                    attached = true;
+                    n.det.observe_mapped(now, *supernode, *observed);
+                }
+            }
+            if attached && self.nat.as_ref().is_some_and(|n| !n.started) {
+                self.start_nat("login").await;
+                progressed = true;
+            }
             for e in evs {
                 progressed = true;
                 // A dead supernode's session is stale: the next message
@@ -304,6 +677,26 @@ impl Driver {
         while let Some(t) = self.link.poll_transmit() {
             if let Err(e) = self.socket.send_to(&t.bytes, t.dst).await {
                 tracing::debug!(dst = %t.dst, "send: {e}");
+            }
+        }
+        let mut stun = Vec::new();
+        if let Some(n) = &mut self.nat {
+            while let Some(t) = n.det.poll_transmit() {
+                stun.push(t);
+            }
+        }
+        if let Some(s) = &mut self.stun {
+            while let Some(t) = s.poll_transmit() {
+                stun.push(t);
+            }
+        }
+        for t in stun {
+            let sent = match t.src.and_then(|a| self.extra.get(&a)) {
+                Some(x) => x.send_to(&t.bytes, t.dst).await,
+                None => self.socket.send_to(&t.bytes, t.dst).await,
+            };
+            if let Err(e) = sent {
+                tracing::debug!(dst = %t.dst, "STUN send: {e}");
             }
         }
     }

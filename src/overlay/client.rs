@@ -1,13 +1,15 @@
 //! A client's overlay role, sans-IO: attachment to a primary and a backup
 //! supernode from its host cache, keepalives, re-attachment with jittered
 //! exponential backoff, publishing its signed presence record, lookups and
-//! presence watches.
+//! presence watches, and sealed envelopes to other users
+//! ([`ClientCore::send_envelope`], [`ClientEvent::Envelope`]).
 
 use super::Transmit;
-use super::msg::{Found, Msg};
+use super::envelope::{self, EnvelopeId, SealArgs};
+use super::msg::{EnvResult, Found, Msg};
 use super::record::{PresenceRecord, RecordContent, Status};
 use crate::identity::{Certificate, DeviceIdentity};
-use rand::{Rng, RngCore};
+use rand::{Rng, RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -34,6 +36,16 @@ pub struct ClientConfig {
     pub publish_delay_ms: u64,
     pub watch_refresh_ms: u64,
     pub host_cache_max: usize,
+    /// Envelopes: re-send (through the other supernode) when the overlay
+    /// has not answered for this long.
+    pub envelope_retry_ms: u64,
+    /// Envelopes: give up (`EnvelopeFailed`) after this long.
+    pub envelope_timeout_ms: u64,
+    /// Envelopes: how long they may wait for an offline recipient.
+    pub envelope_ttl_ms: u64,
+    /// Recipients' certificates learnt from their records are used this
+    /// long before being looked up again.
+    pub peer_cert_ttl_ms: u64,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +64,10 @@ impl Default for ClientConfig {
             publish_delay_ms: 300,
             watch_refresh_ms: 40_000,
             host_cache_max: 64,
+            envelope_retry_ms: 2_500,
+            envelope_timeout_ms: 20_000,
+            envelope_ttl_ms: envelope::MAX_TTL_MS,
+            peer_cert_ttl_ms: 600_000,
         }
     }
 }
@@ -98,6 +114,39 @@ pub enum ClientEvent {
         record: Box<PresenceRecord>,
         online: bool,
     },
+    /// Short-lived credentials for the group's TURN relays.
+    RelayCredentials {
+        username: String,
+        password: String,
+        realm: String,
+        /// Unix seconds.
+        expires: u64,
+        relays: Vec<SocketAddr>,
+    },
+    RelayRefused {
+        reason: String,
+    },
+    /// An envelope for us, opened and verified: `from` is the sender's
+    /// certificate, checked against the pinned authority key. Each id is
+    /// reported once (duplicates are acknowledged and dropped).
+    Envelope {
+        from: Box<Certificate>,
+        kind: u8,
+        id: EnvelopeId,
+        payload: Vec<u8>,
+    },
+    /// The recipient's supernode reports that the recipient took it.
+    EnvelopeDelivered {
+        id: EnvelopeId,
+    },
+    /// The recipient is offline; it waits on their directory owners.
+    EnvelopeStored {
+        id: EnvelopeId,
+    },
+    EnvelopeFailed {
+        id: EnvelopeId,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +170,10 @@ pub struct ClientStats {
     pub attach_attempts: u64,
     pub redirects: u64,
     pub bytes_sent: u64,
+    pub envelopes_sent: u64,
+    pub envelopes_received: u64,
+    pub envelopes_duplicate: u64,
+    pub envelopes_rejected: u64,
 }
 
 #[derive(Debug)]
@@ -129,6 +182,24 @@ struct PendingLookup {
     deadline: u64,
     retry_at: Option<u64>,
     via: SocketAddr,
+    /// Asked for an envelope recipient's key, not by the user.
+    internal: bool,
+}
+
+#[derive(Debug)]
+struct OutEnvelope {
+    to: String,
+    kind: u8,
+    payload: Vec<u8>,
+    store: bool,
+    /// Seed of the ephemeral key, drawn when the envelope was sent (cores
+    /// get randomness only from their caller).
+    seed: [u8; 32],
+    sealed: Option<Vec<u8>>,
+    resealed: bool,
+    deadline: u64,
+    next_send: u64,
+    sends: u32,
 }
 
 #[derive(Debug)]
@@ -159,6 +230,12 @@ pub struct ClientCore {
     next_watch_at: u64,
     ka_seq: u32,
     verified_certs: std::collections::HashSet<[u8; 64]>,
+    /// Users' certificates from verified records, with when learnt.
+    peer_certs: BTreeMap<String, (Certificate, u64)>,
+    envelopes: BTreeMap<EnvelopeId, OutEnvelope>,
+    key_lookups: BTreeMap<String, u32>,
+    /// Envelope ids received, until they expire.
+    seen: BTreeMap<EnvelopeId, u64>,
     out: Vec<(SocketAddr, Vec<u8>)>,
     events: VecDeque<ClientEvent>,
     pub stats: ClientStats,
@@ -207,9 +284,271 @@ impl ClientCore {
             next_watch_at: 0,
             ka_seq: 0,
             verified_certs: std::collections::HashSet::new(),
+            peer_certs: BTreeMap::new(),
+            envelopes: BTreeMap::new(),
+            key_lookups: BTreeMap::new(),
+            seen: BTreeMap::new(),
             out: Vec::new(),
             events: VecDeque::new(),
             stats: ClientStats::default(),
+        }
+    }
+
+    /// The same device started afresh, as after a restart of its process:
+    /// same keys, certificate and known supernodes, nothing else.
+    pub fn restarted(&self, now: u64) -> Self {
+        ClientCore::new(
+            self.device.clone(),
+            self.cert.clone(),
+            self.authority,
+            self.host_cache(),
+            self.cfg.clone(),
+            now,
+        )
+    }
+
+    pub fn certificate(&self) -> &Certificate {
+        &self.cert
+    }
+
+    /// `username`'s certificate, if a verified record showed it lately.
+    pub fn known_certificate(&self, username: &str) -> Option<&Certificate> {
+        self.peer_certs.get(username).map(|(c, _)| c)
+    }
+
+    /// Send `payload` to `to` in a sealed envelope (see
+    /// [`super::envelope`]); `kind` tells the recipient's protocols what it
+    /// is. The recipient's key comes from their presence record (looked up
+    /// when not known). When they are offline and `store_if_offline` is
+    /// set, it waits on their directory owners for up to
+    /// [`ClientConfig::envelope_ttl_ms`]. The outcome comes as
+    /// [`ClientEvent::EnvelopeDelivered`], [`ClientEvent::EnvelopeStored`]
+    /// or [`ClientEvent::EnvelopeFailed`] with the returned id. Delivery is
+    /// at least once; receivers drop duplicates by id.
+    pub fn send_envelope(
+        &mut self,
+        now: u64,
+        rng: &mut dyn RngCore,
+        to: &str,
+        kind: u8,
+        payload: &[u8],
+        store_if_offline: bool,
+    ) -> EnvelopeId {
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        if payload.len() > envelope::MAX_PAYLOAD {
+            self.events.push_back(ClientEvent::EnvelopeFailed {
+                id,
+                reason: format!(
+                    "message of {} bytes exceeds the {}-byte limit",
+                    payload.len(),
+                    envelope::MAX_PAYLOAD
+                ),
+            });
+            return id;
+        }
+        self.envelopes.insert(
+            id,
+            OutEnvelope {
+                to: to.to_ascii_lowercase(),
+                kind,
+                payload: payload.to_vec(),
+                store: store_if_offline,
+                seed,
+                sealed: None,
+                resealed: false,
+                deadline: now + self.cfg.envelope_timeout_ms,
+                next_send: u64::MAX,
+                sends: 0,
+            },
+        );
+        self.seal_and_send(now, id);
+        id
+    }
+
+    /// Seal envelope `id` if its recipient's key is known and send it;
+    /// otherwise look the key up.
+    fn seal_and_send(&mut self, now: u64, id: EnvelopeId) {
+        let Some(e) = self.envelopes.get(&id) else {
+            return;
+        };
+        let fresh = self
+            .peer_certs
+            .get(&e.to)
+            .filter(|(_, at)| now.saturating_sub(*at) < self.cfg.peer_cert_ttl_ms)
+            .map(|(c, _)| c.clone());
+        let Some(cert) = fresh else {
+            let to = e.to.clone();
+            if !self.key_lookups.contains_key(&to) {
+                let qid = self.start_lookup(now, &to, true);
+                self.key_lookups.insert(to, qid);
+            }
+            return;
+        };
+        let mut seed = e.seed;
+        if e.resealed {
+            seed[0] ^= 0xff;
+        }
+        let mut rng = rand::rngs::StdRng::from_seed(seed);
+        let sealed = envelope::seal(
+            &mut rng,
+            &self.device,
+            &self.cert,
+            &cert,
+            SealArgs {
+                id,
+                kind: e.kind,
+                payload: &e.payload,
+                created_ms: now,
+                ttl_ms: self.cfg.envelope_ttl_ms,
+                store: e.store,
+            },
+        );
+        match sealed {
+            Ok(b) => {
+                if let Some(e) = self.envelopes.get_mut(&id) {
+                    e.sealed = Some(b);
+                    e.payload = Vec::new();
+                    e.next_send = now;
+                }
+                self.transmit_envelope(now, id);
+            }
+            Err(err) => self.fail_envelope(id, err.to_string()),
+        }
+    }
+
+    fn fail_envelope(&mut self, id: EnvelopeId, reason: String) {
+        if self.envelopes.remove(&id).is_some() {
+            self.events
+                .push_back(ClientEvent::EnvelopeFailed { id, reason });
+        }
+    }
+
+    fn transmit_envelope(&mut self, now: u64, id: EnvelopeId) {
+        let attached: Vec<SocketAddr> = {
+            let mut v: Vec<SocketAddr> = self.primary().into_iter().collect();
+            v.extend(self.attached().filter(|a| Some(*a) != self.primary()));
+            v
+        };
+        let Some(e) = self.envelopes.get_mut(&id) else {
+            return;
+        };
+        e.next_send = now + self.cfg.envelope_retry_ms;
+        let (Some(bytes), false) = (e.sealed.clone(), attached.is_empty()) else {
+            return;
+        };
+        // First through the primary, retries alternate.
+        let via = attached[e.sends as usize % attached.len()];
+        e.sends += 1;
+        self.stats.envelopes_sent += 1;
+        self.send(via, &Msg::EnvSend { envelope: &bytes });
+    }
+
+    fn learn_certificate(&mut self, now: u64, cert: &Certificate) {
+        let name = cert.username.clone();
+        self.peer_certs.insert(name.clone(), (cert.clone(), now));
+        if self.peer_certs.len() > 4096 {
+            let cut = now.saturating_sub(self.cfg.peer_cert_ttl_ms);
+            self.peer_certs.retain(|_, (_, at)| *at >= cut);
+        }
+        if self.key_lookups.remove(&name).is_some() {
+            let waiting: Vec<EnvelopeId> = self
+                .envelopes
+                .iter()
+                .filter(|(_, e)| e.to == name && e.sealed.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in waiting {
+                self.seal_and_send(now, id);
+            }
+        }
+    }
+
+    /// A key lookup for envelopes to `name` found nothing usable.
+    fn key_lookup_failed(&mut self, name: &str, qid: u32, why: &str) {
+        if self.key_lookups.get(name) != Some(&qid) {
+            return;
+        }
+        self.key_lookups.remove(name);
+        let waiting: Vec<EnvelopeId> = self
+            .envelopes
+            .iter()
+            .filter(|(_, e)| e.to == name && e.sealed.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.fail_envelope(id, why.to_owned());
+        }
+    }
+
+    fn on_env_result(&mut self, now: u64, id: EnvelopeId, result: EnvResult) {
+        let Some(e) = self.envelopes.get_mut(&id) else {
+            return;
+        };
+        match result {
+            EnvResult::Delivered => {
+                self.envelopes.remove(&id);
+                self.events.push_back(ClientEvent::EnvelopeDelivered { id });
+            }
+            EnvResult::Stored => {
+                self.envelopes.remove(&id);
+                self.events.push_back(ClientEvent::EnvelopeStored { id });
+            }
+            EnvResult::KeyChanged if !e.resealed => {
+                // Our copy of their certificate is old: fetch it again.
+                e.resealed = true;
+                e.sealed = None;
+                e.next_send = u64::MAX;
+                let to = e.to.clone();
+                self.peer_certs.remove(&to);
+                self.seal_and_send(now, id);
+            }
+            EnvResult::Busy => e.next_send = now + 2 * self.cfg.envelope_retry_ms,
+            other => self.fail_envelope(id, other.describe().to_owned()),
+        }
+    }
+
+    fn on_env_deliver(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+        let Ok(sealed) = envelope::Sealed::decode(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let id = sealed.header.id;
+        match envelope::open(
+            bytes,
+            &self.device,
+            &self.cert.username,
+            &self.authority,
+            now,
+        ) {
+            Ok(o) => {
+                self.send(from, &Msg::EnvAck { id, ok: true });
+                if self.seen.contains_key(&id) {
+                    self.stats.envelopes_duplicate += 1;
+                    return;
+                }
+                self.seen.insert(id, o.expires_ms);
+                if self.seen.len() > 65_536 {
+                    self.seen.retain(|_, exp| *exp > now);
+                    while self.seen.len() > 65_536 {
+                        self.seen.pop_first();
+                    }
+                }
+                self.stats.envelopes_received += 1;
+                self.events.push_back(ClientEvent::Envelope {
+                    from: Box::new(o.from),
+                    kind: o.kind,
+                    id,
+                    payload: o.payload,
+                });
+            }
+            Err(e) => {
+                tracing::debug!("envelope refused: {e}");
+                self.stats.envelopes_rejected += 1;
+                self.send(from, &Msg::EnvAck { id, ok: false });
+            }
         }
     }
 
@@ -272,6 +611,10 @@ impl ClientCore {
 
     /// Look `username` up; the answer comes as [`ClientEvent::Lookup`].
     pub fn lookup(&mut self, now: u64, username: &str) -> u32 {
+        self.start_lookup(now, username, false)
+    }
+
+    fn start_lookup(&mut self, now: u64, username: &str, internal: bool) -> u32 {
         let qid = self.next_qid;
         self.next_qid = self.next_qid.wrapping_add(1).max(1);
         let target = self.primary().or_else(|| self.attached().next());
@@ -285,13 +628,31 @@ impl ClientCore {
                         deadline: now + self.cfg.lookup_timeout_ms,
                         retry_at: Some(now + self.cfg.lookup_retry_ms),
                         via: sn,
+                        internal,
                     },
                 );
+            }
+            None if internal => {
+                // Tried again once attached (see handle_timeout).
             }
             None => self.events.push_back(ClientEvent::Lookup {
                 qid,
                 username: username.to_owned(),
                 outcome: LookupOutcome::Failed("not attached to any supernode".into()),
+            }),
+        }
+        qid
+    }
+
+    /// Ask the primary supernode for relay credentials; the answer comes
+    /// as [`ClientEvent::RelayCredentials`] or [`ClientEvent::RelayRefused`].
+    pub fn request_relay_credentials(&mut self) -> u32 {
+        let qid = self.next_qid;
+        self.next_qid = self.next_qid.wrapping_add(1).max(1);
+        match self.primary().or_else(|| self.attached().next()) {
+            Some(sn) => self.send(sn, &Msg::RelayCredentialsReq { qid }),
+            None => self.events.push_back(ClientEvent::RelayRefused {
+                reason: "not attached to any supernode".into(),
             }),
         }
         qid
@@ -490,7 +851,10 @@ impl ClientCore {
                 });
             }
             Msg::LookupReply { qid, found } => {
-                let Some(PendingLookup { username, .. }) = self.lookups.remove(&qid) else {
+                let Some(PendingLookup {
+                    username, internal, ..
+                }) = self.lookups.remove(&qid)
+                else {
                     return;
                 };
                 let outcome = match found {
@@ -513,16 +877,50 @@ impl ClientCore {
                         }
                     },
                 };
-                self.events.push_back(ClientEvent::Lookup {
-                    qid,
-                    username,
-                    outcome,
-                });
+                match &outcome {
+                    LookupOutcome::Online(r) | LookupOutcome::Offline { record: r, .. } => {
+                        self.learn_certificate(now, &r.cert)
+                    }
+                    LookupOutcome::NotFound => {
+                        self.key_lookup_failed(&username, qid, "no such user")
+                    }
+                    LookupOutcome::Failed(why) => {
+                        let why = format!("looking up the recipient failed: {why}");
+                        self.key_lookup_failed(&username, qid, &why)
+                    }
+                }
+                if !internal {
+                    self.events.push_back(ClientEvent::Lookup {
+                        qid,
+                        username,
+                        outcome,
+                    });
+                }
             }
+            Msg::RelayCredentials {
+                username,
+                password,
+                realm,
+                expires,
+                relays,
+                ..
+            } => self.events.push_back(ClientEvent::RelayCredentials {
+                username: username.to_owned(),
+                password: password.to_owned(),
+                realm: realm.to_owned(),
+                expires,
+                relays,
+            }),
+            Msg::RelayRefused { reason, .. } => self.events.push_back(ClientEvent::RelayRefused {
+                reason: reason.to_owned(),
+            }),
+            Msg::EnvResult { id, result } => self.on_env_result(now, id, result),
+            Msg::EnvDeliver { envelope } => self.on_env_deliver(now, from, envelope),
             Msg::PresenceUpdate { record } => {
                 if let Some(r) = self.verify(now, record)
                     && self.watches.contains(r.username())
                 {
+                    self.learn_certificate(now, &r.cert);
                     let online = r.is_online(now / 1000);
                     self.events.push_back(ClientEvent::PresenceChanged {
                         record: Box::new(r),
@@ -724,6 +1122,10 @@ impl ClientCore {
             .collect();
         for qid in expired {
             if let Some(l) = self.lookups.remove(&qid) {
+                if l.internal {
+                    self.key_lookup_failed(&l.username, qid, "looking up the recipient timed out");
+                    continue;
+                }
                 self.events.push_back(ClientEvent::Lookup {
                     qid,
                     username: l.username,
@@ -731,6 +1133,7 @@ impl ClientCore {
                 });
             }
         }
+        self.envelope_timers(now);
         // Keep watches alive.
         if now >= self.next_watch_at {
             self.next_watch_at = now + self.cfg.watch_refresh_ms;
@@ -782,6 +1185,49 @@ impl ClientCore {
         for l in self.lookups.values() {
             t = t.min(l.deadline).min(l.retry_at.unwrap_or(u64::MAX));
         }
+        for e in self.envelopes.values() {
+            t = t.min(e.deadline).min(e.next_send);
+        }
         t
+    }
+
+    fn envelope_timers(&mut self, now: u64) {
+        let expired: Vec<EnvelopeId> = self
+            .envelopes
+            .iter()
+            .filter(|(_, e)| e.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let why = match self.envelopes.get(&id) {
+                Some(e) if e.sealed.is_none() => {
+                    "the recipient's key could not be looked up in time"
+                }
+                _ => "no answer from the overlay",
+            };
+            self.fail_envelope(id, why.to_owned());
+        }
+        let due: Vec<EnvelopeId> = self
+            .envelopes
+            .iter()
+            .filter(|(_, e)| e.next_send <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.transmit_envelope(now, id);
+        }
+        // Key lookups that could not start while detached.
+        if self.primary().is_some() {
+            let stalled: Vec<(String, u32)> = self
+                .key_lookups
+                .iter()
+                .filter(|(_, q)| !self.lookups.contains_key(q))
+                .map(|(n, q)| (n.clone(), *q))
+                .collect();
+            for (name, _) in stalled {
+                let qid = self.start_lookup(now, &name, true);
+                self.key_lookups.insert(name, qid);
+            }
+        }
     }
 }

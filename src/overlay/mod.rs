@@ -13,14 +13,16 @@
 //! an owner.
 
 pub mod client;
+pub mod envelope;
 pub mod membership;
 pub mod msg;
 pub mod record;
 pub mod supernode;
 
 pub use client::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
+pub use envelope::EnvelopeId;
 pub use membership::{Membership, MembershipConfig};
-pub use msg::Msg;
+pub use msg::{EnvResult, Msg};
 pub use record::{PresenceRecord, RecordContent, RecordError, Status};
 pub use supernode::{SupernodeConfig, SupernodeCore, SupernodeEvent, SupernodeStats};
 

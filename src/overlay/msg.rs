@@ -3,6 +3,7 @@
 //! supernodes. They travel inside authenticated link payloads; decoders
 //! borrow and never panic.
 
+use super::envelope::EnvelopeId;
 use super::record::{read_addr, read_addrs, write_addr, write_addrs};
 use crate::wire::{Reader, WireError, Writer};
 use std::net::SocketAddr;
@@ -182,6 +183,150 @@ pub enum Msg<'a> {
     PresenceUpdate {
         record: &'a [u8],
     },
+    // Client <-> supernode: relay (TURN) credentials.
+    RelayCredentialsReq {
+        qid: u32,
+    },
+    /// REST-style credentials for the group's relays (see
+    /// [`crate::relay::creds`]), valid until `expires` (Unix seconds).
+    RelayCredentials {
+        qid: u32,
+        username: &'a str,
+        password: &'a str,
+        realm: &'a str,
+        expires: u64,
+        relays: Vec<SocketAddr>,
+    },
+    RelayRefused {
+        qid: u32,
+        reason: &'a str,
+    },
+    // Sealed envelopes (see `envelope`): client -> its supernode.
+    EnvSend {
+        envelope: &'a [u8],
+    },
+    /// Supernode -> the sending client: what became of an envelope.
+    EnvResult {
+        id: EnvelopeId,
+        result: EnvResult,
+    },
+    /// Supernode -> a supernode the recipient is attached to.
+    EnvForward {
+        envelope: &'a [u8],
+    },
+    /// Answer to `EnvForward`.
+    EnvForwardResult {
+        id: EnvelopeId,
+        result: EnvResult,
+    },
+    /// Supernode -> the recipient client.
+    EnvDeliver {
+        envelope: &'a [u8],
+    },
+    /// Recipient client -> supernode: received (`ok`) or refused.
+    EnvAck {
+        id: EnvelopeId,
+        ok: bool,
+    },
+    /// Supernode -> an owner of the recipient's record: keep it for them.
+    EnvStore {
+        envelope: &'a [u8],
+    },
+    EnvStoreAck {
+        id: EnvelopeId,
+        ok: bool,
+    },
+}
+
+/// What became of an envelope, as the overlay reports it. These answers
+/// come from supernodes and are not end-to-end proof: protocols that need
+/// proof of receipt send their own signed acknowledgement back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnvResult {
+    /// Handed to the recipient, who acknowledged it.
+    Delivered,
+    /// The recipient is offline; kept on their directory owners.
+    Stored,
+    /// No such user in the directory.
+    NotFound,
+    /// The recipient is offline and the envelope did not ask to be stored.
+    Offline,
+    /// The owners could not keep it (full or unreachable).
+    StoreFailed,
+    /// The recipient could not open it.
+    Rejected,
+    /// Malformed, expired or too large.
+    Invalid,
+    /// The recipient's current key differs from the one it was sealed to.
+    KeyChanged,
+    /// Too many envelopes in flight from this client.
+    Busy,
+    /// Not attached to the recipient (between supernodes only).
+    NotAttached,
+}
+
+impl EnvResult {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            EnvResult::Delivered => 1,
+            EnvResult::Stored => 2,
+            EnvResult::NotFound => 3,
+            EnvResult::Offline => 4,
+            EnvResult::StoreFailed => 5,
+            EnvResult::Rejected => 6,
+            EnvResult::Invalid => 7,
+            EnvResult::KeyChanged => 8,
+            EnvResult::Busy => 9,
+            EnvResult::NotAttached => 10,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            1 => EnvResult::Delivered,
+            2 => EnvResult::Stored,
+            3 => EnvResult::NotFound,
+            4 => EnvResult::Offline,
+            5 => EnvResult::StoreFailed,
+            6 => EnvResult::Rejected,
+            7 => EnvResult::Invalid,
+            8 => EnvResult::KeyChanged,
+            9 => EnvResult::Busy,
+            10 => EnvResult::NotAttached,
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "envelope result",
+                    got,
+                });
+            }
+        })
+    }
+
+    /// For people: why an envelope did not arrive.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EnvResult::Delivered => "delivered",
+            EnvResult::Stored => "stored for the offline recipient",
+            EnvResult::NotFound => "no such user",
+            EnvResult::Offline => "the recipient is offline",
+            EnvResult::StoreFailed => {
+                "the recipient is offline and their mailbox is full or unreachable"
+            }
+            EnvResult::Rejected => "the recipient could not open it",
+            EnvResult::Invalid => "the supernode refused it (malformed, expired or too large)",
+            EnvResult::KeyChanged => "the recipient's key changed",
+            EnvResult::Busy => "too many messages in flight",
+            EnvResult::NotAttached => "the recipient is not attached there",
+        }
+    }
+}
+
+fn read_bool(r: &mut Reader<'_>, field: &'static str) -> Result<bool, WireError> {
+    match r.u8()? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(WireError::Invalid { field }),
+    }
 }
 
 impl<'a> Msg<'a> {
@@ -286,6 +431,52 @@ impl<'a> Msg<'a> {
             Msg::PresenceUpdate { record } => {
                 w.u8(32).bytes16(record);
             }
+            Msg::RelayCredentialsReq { qid } => {
+                w.u8(50).u32(*qid);
+            }
+            Msg::RelayCredentials {
+                qid,
+                username,
+                password,
+                realm,
+                expires,
+                relays,
+            } => {
+                w.u8(51)
+                    .u32(*qid)
+                    .bytes8(username.as_bytes())
+                    .bytes8(password.as_bytes())
+                    .bytes8(realm.as_bytes())
+                    .u64(*expires);
+                write_addrs(&mut w, relays);
+            }
+            Msg::RelayRefused { qid, reason } => {
+                w.u8(52).u32(*qid).bytes8(reason.as_bytes());
+            }
+            Msg::EnvSend { envelope } => {
+                w.u8(40).bytes16(envelope);
+            }
+            Msg::EnvResult { id, result } => {
+                w.u8(41).raw(id).u8(result.to_u8());
+            }
+            Msg::EnvForward { envelope } => {
+                w.u8(42).bytes16(envelope);
+            }
+            Msg::EnvForwardResult { id, result } => {
+                w.u8(43).raw(id).u8(result.to_u8());
+            }
+            Msg::EnvDeliver { envelope } => {
+                w.u8(44).bytes16(envelope);
+            }
+            Msg::EnvAck { id, ok } => {
+                w.u8(45).raw(id).u8(*ok as u8);
+            }
+            Msg::EnvStore { envelope } => {
+                w.u8(46).bytes16(envelope);
+            }
+            Msg::EnvStoreAck { id, ok } => {
+                w.u8(47).raw(id).u8(*ok as u8);
+            }
         }
         w.into_vec()
     }
@@ -380,6 +571,47 @@ impl<'a> Msg<'a> {
             },
             32 => Msg::PresenceUpdate {
                 record: r.bytes16()?,
+            },
+            50 => Msg::RelayCredentialsReq { qid: r.u32()? },
+            51 => Msg::RelayCredentials {
+                qid: r.u32()?,
+                username: r.str8("username")?,
+                password: r.str8("password")?,
+                realm: r.str8("realm")?,
+                expires: r.u64()?,
+                relays: read_addrs(&mut r)?,
+            },
+            52 => Msg::RelayRefused {
+                qid: r.u32()?,
+                reason: r.str8("reason")?,
+            },
+            40 => Msg::EnvSend {
+                envelope: r.bytes16()?,
+            },
+            41 => Msg::EnvResult {
+                id: r.array()?,
+                result: EnvResult::from_u8(r.u8()?)?,
+            },
+            42 => Msg::EnvForward {
+                envelope: r.bytes16()?,
+            },
+            43 => Msg::EnvForwardResult {
+                id: r.array()?,
+                result: EnvResult::from_u8(r.u8()?)?,
+            },
+            44 => Msg::EnvDeliver {
+                envelope: r.bytes16()?,
+            },
+            45 => Msg::EnvAck {
+                id: r.array()?,
+                ok: read_bool(&mut r, "ack flag")?,
+            },
+            46 => Msg::EnvStore {
+                envelope: r.bytes16()?,
+            },
+            47 => Msg::EnvStoreAck {
+                id: r.array()?,
+                ok: read_bool(&mut r, "store flag")?,
             },
             got => {
                 return Err(WireError::UnknownType {
@@ -500,6 +732,39 @@ mod tests {
             },
             Msg::WatchReq { username: "dave" },
             Msg::PresenceUpdate { record: b"u" },
+            Msg::RelayCredentialsReq { qid: 10 },
+            Msg::RelayCredentials {
+                qid: 10,
+                username: "1700000000:alice",
+                password: "Cd/49soE35ICqcJF/bCTn8Z4OyE=",
+                realm: "natter",
+                expires: 1_700_000_000,
+                relays: vec![a],
+            },
+            Msg::RelayRefused {
+                qid: 11,
+                reason: "no relay",
+            },
+            Msg::EnvSend { envelope: b"e" },
+            Msg::EnvResult {
+                id: [1; 16],
+                result: EnvResult::Stored,
+            },
+            Msg::EnvForward { envelope: b"f" },
+            Msg::EnvForwardResult {
+                id: [2; 16],
+                result: EnvResult::NotAttached,
+            },
+            Msg::EnvDeliver { envelope: b"d" },
+            Msg::EnvAck {
+                id: [3; 16],
+                ok: true,
+            },
+            Msg::EnvStore { envelope: b"s" },
+            Msg::EnvStoreAck {
+                id: [4; 16],
+                ok: false,
+            },
         ];
         for m in msgs {
             let bytes = m.encode();

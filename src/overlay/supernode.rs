@@ -9,6 +9,10 @@
 //! check interval. Lookups walk the owners the same way. A supernode at its
 //! client limit refuses new clients and redirects them to others.
 
+mod envelopes;
+
+pub use envelopes::EnvelopeStats;
+
 use super::membership::{Change, Membership, MembershipConfig};
 use super::msg::{Found, Msg};
 use super::record::PresenceRecord;
@@ -46,6 +50,21 @@ pub struct SupernodeConfig {
     pub rebalance_delay_ms: u64,
     pub watch_ttl_ms: u64,
     pub join_retry_ms: u64,
+    /// Relay credentials for attached clients; `None`: this group runs no
+    /// relay.
+    pub relay: Option<crate::relay::RelayGrant>,
+    /// Envelopes: how long to wait for the recipient's supernode to report
+    /// the recipient's acknowledgement before trying the next one.
+    pub envelope_forward_timeout_ms: u64,
+    /// Envelopes: the longest a route (lookup, forwards, store) may take.
+    pub envelope_route_timeout_ms: u64,
+    /// Envelopes one client may have in flight through us.
+    pub max_envelopes_in_flight: usize,
+    /// Offline mailbox: envelopes kept per user, and bytes in total.
+    pub mailbox_per_user: usize,
+    pub mailbox_max_bytes: usize,
+    /// Offline mailbox: how often to retry delivery to attached users.
+    pub mailbox_retry_ms: u64,
 }
 
 impl Default for SupernodeConfig {
@@ -65,6 +84,13 @@ impl Default for SupernodeConfig {
             rebalance_delay_ms: 300,
             watch_ttl_ms: 120_000,
             join_retry_ms: 1_000,
+            relay: None,
+            envelope_forward_timeout_ms: 1_500,
+            envelope_route_timeout_ms: 10_000,
+            max_envelopes_in_flight: 256,
+            mailbox_per_user: 500,
+            mailbox_max_bytes: 256 << 20,
+            mailbox_retry_ms: 5_000,
         }
     }
 }
@@ -102,6 +128,7 @@ pub struct SupernodeStats {
     pub peak_clients: u64,
     pub bytes_sent: u64,
     pub directory_bytes_sent: u64,
+    pub relay_credentials_issued: u64,
 }
 
 #[derive(Debug)]
@@ -124,7 +151,15 @@ struct Held {
 
 #[derive(Debug)]
 enum Origin {
-    Client { addr: SocketAddr, qid: u32 },
+    Client {
+        addr: SocketAddr,
+        qid: u32,
+    },
+    /// Routing an envelope from an attached client.
+    Envelope {
+        client: SocketAddr,
+        id: super::EnvelopeId,
+    },
 }
 
 #[derive(Debug)]
@@ -180,6 +215,8 @@ pub struct SupernodeCore {
     out: Vec<(SocketAddr, Vec<u8>)>,
     events: VecDeque<SupernodeEvent>,
     stats: SupernodeStats,
+    env: envelopes::EnvState,
+    env_stats: EnvelopeStats,
 }
 
 impl std::fmt::Debug for SupernodeCore {
@@ -235,6 +272,8 @@ impl SupernodeCore {
             out: Vec::new(),
             events: VecDeque::new(),
             stats: SupernodeStats::default(),
+            env: Default::default(),
+            env_stats: EnvelopeStats::default(),
         }
     }
 
@@ -398,6 +437,10 @@ impl SupernodeCore {
                 | Msg::QueryReply { .. }
                 | Msg::Watch { .. }
                 | Msg::Notify { .. }
+                | Msg::EnvForward { .. }
+                | Msg::EnvForwardResult { .. }
+                | Msg::EnvStore { .. }
+                | Msg::EnvStoreAck { .. }
         );
         if supernode_only && !is_sn {
             self.stats.not_supernode += 1;
@@ -481,9 +524,31 @@ impl SupernodeCore {
             Msg::Notify { record } => {
                 self.on_notify(now, record);
             }
+            Msg::EnvSend { envelope } => self.env_on_send(now, from, envelope),
+            Msg::EnvForward { envelope } => self.env_on_forward(now, from, envelope),
+            Msg::EnvForwardResult { id, result } => {
+                self.env_on_forward_result(now, from, id, result)
+            }
+            Msg::EnvAck { id, ok } => {
+                if let Some(c) = self.clients.get_mut(&from) {
+                    c.last_seen = now;
+                    self.env_on_ack(now, from, id, ok);
+                } else {
+                    self.stats.not_attached += 1;
+                }
+            }
+            Msg::EnvStore { envelope } => {
+                let ok = self.env_on_store(now, envelope);
+                if let Ok(s) = super::envelope::Sealed::decode(envelope) {
+                    let id = s.header.id;
+                    self.send(from, &Msg::EnvStoreAck { id, ok });
+                }
+            }
+            Msg::EnvStoreAck { id, ok } => self.env_on_store_ack(from, id, ok),
             Msg::Attach { primary: _ } => self.on_attach(now, from, peer, rng),
             Msg::Detach => {
                 if let Some(c) = self.clients.remove(&from) {
+                    self.env_client_gone(from, &c.username);
                     self.events.push_back(SupernodeEvent::ClientDetached {
                         addr: from,
                         username: c.username,
@@ -521,16 +586,50 @@ impl SupernodeCore {
                 }
                 self.on_watch_req(now, from, username);
             }
+            Msg::RelayCredentialsReq { qid } => self.on_relay_request(now, from, peer, qid),
             Msg::AttachOk { .. }
+            | Msg::RelayCredentials { .. }
+            | Msg::RelayRefused { .. }
             | Msg::Redirect { .. }
             | Msg::KeepaliveAck { .. }
             | Msg::PublishAck { .. }
             | Msg::PublishRejected { .. }
             | Msg::LookupReply { .. }
-            | Msg::PresenceUpdate { .. } => {
+            | Msg::PresenceUpdate { .. }
+            | Msg::EnvResult { .. }
+            | Msg::EnvDeliver { .. } => {
                 self.stats.malformed += 1;
             }
         }
+    }
+
+    /// Relay credentials go to attached clients only: their certificate
+    /// was verified when the link came up, and it names the user.
+    fn on_relay_request(&mut self, now: u64, from: SocketAddr, peer: &Certificate, qid: u32) {
+        let reason = if !self.clients.contains_key(&from) {
+            self.stats.not_attached += 1;
+            "not attached"
+        } else if let Some(g) = &self.cfg.relay {
+            let c = g.issue(&peer.username, now / 1000, peer.not_after);
+            let relays = g.relays.clone();
+            let realm = g.realm.clone();
+            self.stats.relay_credentials_issued += 1;
+            self.send(
+                from,
+                &Msg::RelayCredentials {
+                    qid,
+                    username: &c.username,
+                    password: &c.password,
+                    realm: &realm,
+                    expires: c.expires,
+                    relays,
+                },
+            );
+            return;
+        } else {
+            "no relay in this supernode group"
+        };
+        self.send(from, &Msg::RelayRefused { qid, reason });
     }
 
     fn on_attach(&mut self, now: u64, from: SocketAddr, peer: &Certificate, rng: &mut dyn RngCore) {
@@ -554,6 +653,7 @@ impl SupernodeCore {
                 },
             );
             self.stats.peak_clients = self.stats.peak_clients.max(self.clients.len() as u64);
+            self.env_client_attached(from, &peer.username);
             self.events.push_back(SupernodeEvent::ClientAttached {
                 addr: from,
                 username: peer.username.clone(),
@@ -738,6 +838,7 @@ impl SupernodeCore {
                 not_owner_since: None,
             },
         );
+        self.env_record_stored(now, rec.username());
         // Tell watching supernodes.
         if let Some(ws) = self.watchers.get(rec.username()) {
             let targets: Vec<SocketAddr> = ws
@@ -830,7 +931,7 @@ impl SupernodeCore {
         {
             let b = h.bytes.clone();
             self.stats.lookups_found += 1;
-            self.answer(origin, Found::Record(&b));
+            self.answer(now, origin, Found::Record(&b));
             return;
         }
         if let Some((b, until)) = self.cache.get(username)
@@ -839,7 +940,7 @@ impl SupernodeCore {
             let b = b.clone();
             self.stats.lookups_cached += 1;
             self.stats.lookups_found += 1;
-            self.answer(origin, Found::Record(&b));
+            self.answer(now, origin, Found::Record(&b));
             return;
         }
         let candidates: Vec<(u64, SocketAddr)> = self
@@ -882,7 +983,7 @@ impl SupernodeCore {
                 self.cache
                     .insert(q.username.clone(), (b.clone(), now + self.cfg.cache_ttl_ms));
                 self.stats.lookups_found += 1;
-                self.answer(q.origin, Found::Record(&b));
+                self.answer(now, q.origin, Found::Record(&b));
             }
             return;
         }
@@ -890,7 +991,7 @@ impl SupernodeCore {
         if exhausted {
             if q.outstanding.is_empty() {
                 let q = self.queries.remove(&qid).expect("present");
-                self.answer(q.origin, Found::NotFound);
+                self.answer(now, q.origin, Found::NotFound);
             }
             return;
         }
@@ -947,9 +1048,10 @@ impl SupernodeCore {
         self.advance_query(now, qid);
     }
 
-    fn answer(&mut self, origin: Origin, found: Found<'_>) {
+    fn answer(&mut self, now: u64, origin: Origin, found: Found<'_>) {
         match origin {
             Origin::Client { addr, qid } => self.send(addr, &Msg::LookupReply { qid, found }),
+            Origin::Envelope { client, id } => self.env_on_lookup(now, client, id, found),
         }
     }
 
@@ -1007,6 +1109,7 @@ impl SupernodeCore {
                 };
             }
         }
+        self.env_rebalance(now);
     }
 
     pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
@@ -1119,6 +1222,7 @@ impl SupernodeCore {
             self.rebalance_at = None;
             self.rebalance(now);
         }
+        self.env_timeout(now);
         if now >= self.next_sweep_at {
             self.next_sweep_at = now + 1000;
             self.sweep(now);
@@ -1135,6 +1239,7 @@ impl SupernodeCore {
             .collect();
         for a in gone {
             if let Some(c) = self.clients.remove(&a) {
+                self.env_client_gone(a, &c.username);
                 self.events.push_back(SupernodeEvent::ClientDetached {
                     addr: a,
                     username: c.username,
@@ -1162,6 +1267,7 @@ impl SupernodeCore {
         });
         let ttl = self.cfg.watch_ttl_ms;
         self.watch_sent.retain(|_, t| now.saturating_sub(*t) < ttl);
+        self.env_sweep(now);
     }
 
     pub fn poll_timeout(&self) -> u64 {
@@ -1181,6 +1287,6 @@ impl SupernodeCore {
         if let Some(at) = self.rebalance_at {
             t = t.min(at);
         }
-        t
+        t.min(self.env_poll_timeout())
     }
 }

@@ -451,7 +451,7 @@ impl TurnClient {
     /// caller can offer it to others on the same socket.
     pub fn handle_input(&mut self, now: u64, bytes: &[u8]) -> bool {
         match bytes.first() {
-            Some(0x40..=0x4F) => {
+            Some(0x40..=0x7F) => {
                 let Ok(cd) = ChannelData::decode(bytes) else {
                     return false;
                 };

@@ -43,6 +43,30 @@ pub fn issue(secret: &[u8], user: &str, now_secs: u64, ttl_secs: u64) -> RestCre
     }
 }
 
+/// What a supernode needs to hand out relay credentials: the group's
+/// secret and realm, how long credentials last, and the relays they open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayGrant {
+    pub secret: Vec<u8>,
+    pub realm: String,
+    pub ttl_secs: u64,
+    /// This supernode's relay first, then other relays of the group (a
+    /// coturn with the same secret, for instance). TURN over TCP uses the
+    /// same port numbers.
+    pub relays: Vec<SocketAddr>,
+}
+
+impl RelayGrant {
+    /// Credentials for `user`, never outliving its certificate.
+    pub fn issue(&self, user: &str, now_secs: u64, cert_not_after: u64) -> RestCredentials {
+        let ttl = self
+            .ttl_secs
+            .min(cert_not_after.saturating_sub(now_secs))
+            .max(1);
+        issue(&self.secret, user, now_secs, ttl)
+    }
+}
+
 /// Split a REST username into its expiry and the natter username.
 pub fn parse_username(username: &str) -> Option<(u64, &str)> {
     let (ts, user) = username.split_once(':')?;

@@ -11,9 +11,12 @@ use thiserror::Error;
 pub const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 /// STUN header length.
 pub const STUN_HEADER: usize = 20;
-/// Channel numbers a client may bind (RFC 8656 §12).
+/// Channel numbers our client binds (RFC 8656 §12).
 pub const CHANNEL_MIN: u16 = 0x4000;
 pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// Channel numbers the server accepts: RFC 5766 allowed up to 0x7FFF, and
+/// clients written to it (coturn's turnutils_uclient) still use them.
+pub const CHANNEL_MAX_ACCEPTED: u16 = 0x7FFF;
 /// Largest message a stream may carry: a STUN or ChannelData length field
 /// is 16 bits, plus its header and padding.
 pub const MAX_MESSAGE: usize = 65_535 + STUN_HEADER + 3;
@@ -22,7 +25,7 @@ pub const MAX_MESSAGE: usize = 65_535 + STUN_HEADER + 3;
 pub enum FramingError {
     #[error("message too short")]
     Short,
-    #[error("channel number {0:#06x} outside 0x4000-0x4fff")]
+    #[error("channel number {0:#06x} outside 0x4000-0x7fff")]
     BadChannel(u16),
     #[error("length field {declared} does not match the {got} bytes received")]
     BadLength { declared: usize, got: usize },
@@ -47,7 +50,7 @@ impl<'a> ChannelData<'a> {
             return Err(FramingError::Short);
         }
         let channel = u16::from_be_bytes([b[0], b[1]]);
-        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&channel) {
+        if !(CHANNEL_MIN..=CHANNEL_MAX_ACCEPTED).contains(&channel) {
             return Err(FramingError::BadChannel(channel));
         }
         let len = u16::from_be_bytes([b[2], b[3]]) as usize;
@@ -254,8 +257,8 @@ mod tests {
         long.push(0);
         assert!(ChannelData::decode(&long).is_err());
         assert_eq!(
-            ChannelData::decode(&[0x50, 0, 0, 0]),
-            Err(FramingError::BadChannel(0x5000))
+            ChannelData::decode(&[0x80, 0, 0, 0]),
+            Err(FramingError::BadChannel(0x8000))
         );
     }
 

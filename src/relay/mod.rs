@@ -21,7 +21,7 @@ pub use client::{
     TurnClient, TurnClientConfig, TurnClientError, TurnClientEvent, TurnClientStats,
     TurnCredentials, TurnTransmit, TurnTransport,
 };
-pub use creds::{RestCredentials, issue, rest_password, rest_username};
+pub use creds::{RelayGrant, RestCredentials, issue, rest_password, rest_username};
 pub use server::{
     AllocId, ClientAddr, ServerEvent, ServerTransmit, Transport, TurnServer, TurnServerConfig,
     TurnStats, Via,

@@ -18,11 +18,12 @@
 //! Refusals use RFC 8656's codes: 401 (no or bad credentials, expired
 //! REST username), 438 (stale nonce), 437 (allocation mismatch), 441 (wrong
 //! credentials for the allocation), 442 (transport), 486 (the user's
-//! allocation quota), 508 (the global cap or no relay port). Every refusal
+//! allocation quota), 508 (the global cap or no relay port), 403 (a peer
+//! no relay may reach: loopback unless allowed, multicast, unspecified). Every refusal
 //! and every dropped packet is counted in [`TurnStats`].
 
 use super::creds::{NonceKey, parse_username, rest_password};
-use super::framing::{CHANNEL_MAX, CHANNEL_MIN, ChannelData, Class, StunHeader, method};
+use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN, ChannelData, Class, StunHeader, method};
 use super::quota::TokenBucket;
 use super::stunmsg::{self, Integrity};
 use std::collections::{HashMap, VecDeque};
@@ -121,6 +122,10 @@ pub struct TurnServerConfig {
     pub user_burst: u64,
     /// Permissions and channels per allocation.
     pub max_peers: usize,
+    /// Relay to loopback peers. Off on real relays (coturn's default too):
+    /// it would let anyone reach services bound to the relay host's
+    /// loopback; tests on one machine turn it on.
+    pub allow_loopback_peers: bool,
     pub software: Option<String>,
 }
 
@@ -137,6 +142,7 @@ impl Default for TurnServerConfig {
             user_bandwidth: 0,
             user_burst: 0,
             max_peers: 256,
+            allow_loopback_peers: false,
             software: Some(format!("natter {}", env!("CARGO_PKG_VERSION"))),
         }
     }
@@ -156,6 +162,8 @@ pub struct TurnStats {
     pub wrong_user: u64,
     pub mismatch: u64,
     pub bad_requests: u64,
+    /// Permissions or channels refused for peers no relay may reach.
+    pub forbidden_peers: u64,
     pub quota_refused: u64,
     pub capacity_refused: u64,
     pub allocations: u64,
@@ -292,7 +300,7 @@ impl TurnServer {
     /// A STUN or ChannelData message from a client.
     pub fn handle_client(&mut self, now: u64, from: ClientAddr, bytes: &[u8]) {
         match bytes.first() {
-            Some(0x40..=0x4F) => self.on_channel_data(now, from, bytes),
+            Some(0x40..=0x7F) => self.on_channel_data(now, from, bytes),
             Some(_) => self.on_stun(now, from, bytes),
             None => self.stats.malformed += 1,
         }
@@ -995,6 +1003,18 @@ impl TurnServer {
         self.ok(from, h, vec![LifeTime::new(lifetime).into()], &auth);
     }
 
+    /// Unspecified, broadcast and multicast addresses are never peers;
+    /// loopback only when configured.
+    fn peer_allowed(&self, ip: IpAddr) -> bool {
+        let IpAddr::V4(v4) = ip else {
+            return false;
+        };
+        !(v4.is_unspecified()
+            || v4.is_broadcast()
+            || v4.is_multicast()
+            || (v4.is_loopback() && !self.cfg.allow_loopback_peers))
+    }
+
     fn peers_of(msg: &stun_rs::StunMessage) -> Vec<SocketAddr> {
         msg.attributes()
             .iter()
@@ -1022,6 +1042,10 @@ impl TurnServer {
         if peers.iter().any(|p| !p.is_ipv4()) {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 443, "Peer Address Family Mismatch", &auth);
+        }
+        if peers.iter().any(|p| !self.peer_allowed(p.ip())) {
+            self.stats.forbidden_peers += 1;
+            return self.fail(from, h, 403, "Forbidden", &auth);
         }
         let max = self.cfg.max_peers;
         let a = self.allocs.get_mut(&id).unwrap_or_else(|| unreachable!());
@@ -1062,13 +1086,17 @@ impl TurnServer {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 400, "Bad Request", &auth);
         };
-        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&channel) {
+        if !(CHANNEL_MIN..=CHANNEL_MAX_ACCEPTED).contains(&channel) {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 400, "Bad Request", &auth);
         }
         if !peer.is_ipv4() {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 443, "Peer Address Family Mismatch", &auth);
+        }
+        if !self.peer_allowed(peer.ip()) {
+            self.stats.forbidden_peers += 1;
+            return self.fail(from, h, 403, "Forbidden", &auth);
         }
         let max = self.cfg.max_peers;
         let a = self.allocs.get_mut(&id).unwrap_or_else(|| unreachable!());

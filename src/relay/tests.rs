@@ -443,6 +443,50 @@ fn allocations_expire_without_refresh() {
 }
 
 #[test]
+fn loopback_and_multicast_peers_are_forbidden() {
+    let mut n = Net::new(cfg());
+    let creds = n.creds("alice", 3600);
+    let c = n.client("203.0.113.5:4000", creds, false);
+    n.clients[c].1.allocate(n.now);
+    n.run();
+    for bad in ["127.0.0.1:7710", "224.0.0.1:5000", "0.0.0.0:1"] {
+        let peer = addr(bad);
+        n.clients[c].1.create_permission(n.now, peer.ip()).unwrap();
+        n.clients[c].1.bind_channel(n.now, peer).unwrap();
+        n.run();
+        let evs = n.events(c);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, TurnClientEvent::PermissionFailed { code: 403, .. })),
+            "{bad}: {evs:?}"
+        );
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, TurnClientEvent::ChannelBindFailed { code: 403, .. })),
+            "{bad}: {evs:?}"
+        );
+    }
+    assert_eq!(n.server.stats().forbidden_peers, 6);
+    let mut n = Net::new(TurnServerConfig {
+        allow_loopback_peers: true,
+        ..cfg()
+    });
+    let creds = n.creds("alice", 3600);
+    let c = n.client("203.0.113.5:4000", creds, false);
+    n.clients[c].1.allocate(n.now);
+    n.clients[c]
+        .1
+        .create_permission(n.now, addr("127.0.0.1:1").ip())
+        .unwrap();
+    n.run();
+    assert!(
+        n.events(c)
+            .iter()
+            .any(|e| matches!(e, TurnClientEvent::PermissionCreated { .. }))
+    );
+}
+
+#[test]
 fn mismatched_and_foreign_requests_are_refused() {
     let mut n = Net::new(cfg());
     let creds = n.creds("alice", 3600);

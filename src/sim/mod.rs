@@ -174,6 +174,15 @@ impl Sim {
         self.nodes[i].alive = false;
     }
 
+    /// Start a new node in slot `i`, at the same address (a restarted
+    /// process), and bring it up.
+    pub fn replace(&mut self, i: usize, node: Node) {
+        self.nodes[i].node = node;
+        self.nodes[i].alive = true;
+        self.nodes[i].wake_at = u64::MAX;
+        self.schedule_wake(i, self.now);
+    }
+
     pub fn supernode(&self, i: usize) -> Option<&SupernodeCore> {
         match &self.nodes[i].node {
             Node::Supernode(s) => Some(s),

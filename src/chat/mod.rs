@@ -1,0 +1,629 @@
+//! Chat, end to end encrypted: each message travels in a sealed envelope
+//! (see [`crate::overlay::envelope`]) and is acknowledged end to end by
+//! the recipient with a signed envelope of its own, after the recipient
+//! wrote it to its history. Until that acknowledgement arrives the
+//! sender's outbox keeps the message and sends it again:
+//! - the overlay says it was delivered: again after
+//!   [`ChatConfig::ack_wait_ms`] (the recipient may have died before
+//!   writing it);
+//! - it waits on the recipient's directory owners (recipient offline):
+//!   again after [`ChatConfig::stored_retry_ms`] only, as the owners push it
+//!   at the recipient's next login;
+//! - it failed: with exponential backoff up to [`ChatConfig::max_backoff_ms`];
+//! - the sender restarted: at once, from the outbox in SQLite.
+//!
+//! Receivers keep each (sender, message id) once and acknowledge every
+//! copy, so resending never shows a duplicate. Messages from blocked users
+//! are dropped unacknowledged.
+//!
+//! [`ChatCore`] is sans-IO for the network and time (envelopes go out
+//! through an [`EnvelopeSink`], `now` comes in); its history and outbox
+//! are the SQLite [`ChatStore`].
+//!
+//! Payloads: `CHAT`: `id [16] | sent_at_ms u64 | text str16`;
+//! `CHAT_ACK`: `id [16]`.
+
+mod store;
+
+pub use store::ChatStore;
+
+use crate::identity::Certificate;
+use crate::overlay::EnvelopeId;
+use crate::overlay::envelope::kind;
+pub use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
+use crate::wire::{Reader, WireError, Writer};
+use rand::RngCore;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// A chat message id: random, chosen by the sender.
+pub type MsgId = [u8; 16];
+
+/// Longest message text, in bytes.
+pub const MAX_TEXT: usize = 4000;
+
+#[derive(Debug, Error)]
+pub enum ChatError {
+    #[error("chat history {path}: {source}")]
+    Store {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("chat history {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "chat history {path} has schema version {found}, newer than this build knows ({known}); upgrade natter"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error("message of {len} bytes exceeds the {max}-byte limit")]
+    TooLong { len: usize, max: usize },
+    #[error("empty message")]
+    Empty,
+    #[error("{0} is blocked")]
+    Blocked(String),
+}
+
+impl ChatError {
+    fn store(path: &std::path::Path, source: rusqlite::Error) -> Self {
+        ChatError::Store {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// One message in the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The other party.
+    pub peer: String,
+    pub id: MsgId,
+    pub outgoing: bool,
+    pub text: String,
+    /// When the sender wrote it (sender's clock).
+    pub sent_at_ms: u64,
+    /// When it entered this history (local clock).
+    pub at_ms: u64,
+    /// Outgoing: when the recipient acknowledged it.
+    pub acked_at_ms: Option<u64>,
+}
+
+/// Chat payloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatPayload<'a> {
+    Message {
+        id: MsgId,
+        sent_at_ms: u64,
+        text: &'a str,
+    },
+    Ack {
+        id: MsgId,
+    },
+}
+
+impl<'a> ChatPayload<'a> {
+    pub fn kind(&self) -> u8 {
+        match self {
+            ChatPayload::Message { .. } => kind::CHAT,
+            ChatPayload::Ack { .. } => kind::CHAT_ACK,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        match self {
+            ChatPayload::Message {
+                id,
+                sent_at_ms,
+                text,
+            } => {
+                w.raw(id).u64(*sent_at_ms).bytes16(text.as_bytes());
+            }
+            ChatPayload::Ack { id } => {
+                w.raw(id);
+            }
+        }
+        w.into_vec()
+    }
+
+    /// Decode a payload of envelope kind `k`; borrows, never panics.
+    pub fn decode(k: u8, b: &'a [u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(b);
+        let p = match k {
+            kind::CHAT => {
+                let id = r.array()?;
+                let sent_at_ms = r.u64()?;
+                let text = r.str16("message text")?;
+                if text.len() > MAX_TEXT {
+                    return Err(WireError::TooLarge {
+                        len: text.len(),
+                        max: MAX_TEXT,
+                    });
+                }
+                ChatPayload::Message {
+                    id,
+                    sent_at_ms,
+                    text,
+                }
+            }
+            kind::CHAT_ACK => ChatPayload::Ack { id: r.array()? },
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "chat payload",
+                    got,
+                });
+            }
+        };
+        r.finish()?;
+        Ok(p)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    pub ack_wait_ms: u64,
+    pub stored_retry_ms: u64,
+    pub retry_base_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Wait this long for the overlay's answer about an attempt.
+    pub attempt_timeout_ms: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            ack_wait_ms: 15_000,
+            stored_retry_ms: 3_600_000,
+            retry_base_ms: 2_000,
+            max_backoff_ms: 120_000,
+            attempt_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// What the chat reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatEvent {
+    /// A new message (shown once, whatever the number of copies).
+    Received(Message),
+    /// Our message was accepted into the outbox.
+    Queued { to: String, id: MsgId },
+    /// The overlay's news about an attempt: it waits on the recipient's
+    /// owners (`stored`), or failed and will be retried.
+    Progress {
+        to: String,
+        id: MsgId,
+        stored: bool,
+        error: Option<String>,
+    },
+    /// The recipient acknowledged it: it is in their history.
+    Acked { to: String, id: MsgId },
+    /// A history write failed (the message stays unacknowledged).
+    StoreFailed { error: String },
+}
+
+#[derive(Debug)]
+struct Pending {
+    text: String,
+    sent_at_ms: u64,
+    attempts: u32,
+    next_try: u64,
+}
+
+#[derive(Debug)]
+pub struct ChatCore {
+    store: ChatStore,
+    cfg: ChatConfig,
+    pending: BTreeMap<(String, MsgId), Pending>,
+    by_envelope: BTreeMap<EnvelopeId, (String, MsgId)>,
+    events: VecDeque<ChatEvent>,
+}
+
+impl ChatCore {
+    /// Start on `store`; every message still in its outbox goes out again
+    /// at the first [`ChatCore::handle_timeout`].
+    pub fn new(store: ChatStore, cfg: ChatConfig, now: u64) -> Result<Self, ChatError> {
+        let mut pending = BTreeMap::new();
+        for m in store.outbox()? {
+            pending.insert(
+                (m.peer, m.id),
+                Pending {
+                    text: m.text,
+                    sent_at_ms: m.sent_at_ms,
+                    attempts: 0,
+                    next_try: now,
+                },
+            );
+        }
+        Ok(ChatCore {
+            store,
+            cfg,
+            pending,
+            by_envelope: BTreeMap::new(),
+            events: VecDeque::new(),
+        })
+    }
+
+    /// Messages waiting for their acknowledgement.
+    pub fn outbox_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Send `text` to `to`: written to the outbox, then sent.
+    pub fn send(
+        &mut self,
+        now: u64,
+        rng: &mut dyn RngCore,
+        to: &str,
+        text: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<MsgId, ChatError> {
+        if text.is_empty() {
+            return Err(ChatError::Empty);
+        }
+        if text.len() > MAX_TEXT {
+            return Err(ChatError::TooLong {
+                len: text.len(),
+                max: MAX_TEXT,
+            });
+        }
+        let to = to.to_ascii_lowercase();
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        let m = Message {
+            peer: to.clone(),
+            id,
+            outgoing: true,
+            text: text.to_owned(),
+            sent_at_ms: now,
+            at_ms: now,
+            acked_at_ms: None,
+        };
+        self.store.queue_outgoing(&m)?;
+        self.events
+            .push_back(ChatEvent::Queued { to: to.clone(), id });
+        self.pending.insert(
+            (to.clone(), id),
+            Pending {
+                text: m.text,
+                sent_at_ms: now,
+                attempts: 0,
+                next_try: now,
+            },
+        );
+        self.attempt(now, &(to, id), sink);
+        Ok(id)
+    }
+
+    fn attempt(&mut self, now: u64, key: &(String, MsgId), sink: &mut dyn EnvelopeSink) {
+        let Some(p) = self.pending.get_mut(key) else {
+            return;
+        };
+        p.attempts += 1;
+        p.next_try = now + self.cfg.attempt_timeout_ms;
+        let payload = ChatPayload::Message {
+            id: key.1,
+            sent_at_ms: p.sent_at_ms,
+            text: &p.text,
+        }
+        .encode();
+        let env = sink.send_envelope(&key.0, kind::CHAT, &payload, true);
+        self.by_envelope.insert(env, key.clone());
+    }
+
+    /// An envelope of a chat kind arrived from `from` (verified). Returns
+    /// false when the kind is not chat's.
+    pub fn on_envelope(
+        &mut self,
+        now: u64,
+        from: &Certificate,
+        k: u8,
+        payload: &[u8],
+        blocked: bool,
+        sink: &mut dyn EnvelopeSink,
+    ) -> bool {
+        if k != kind::CHAT && k != kind::CHAT_ACK {
+            return false;
+        }
+        let peer = from.username.to_ascii_lowercase();
+        let Ok(p) = ChatPayload::decode(k, payload) else {
+            tracing::debug!(%peer, "malformed chat payload");
+            return true;
+        };
+        if blocked {
+            tracing::debug!(%peer, "chat from a blocked user dropped");
+            return true;
+        }
+        match p {
+            ChatPayload::Message {
+                id,
+                sent_at_ms,
+                text,
+            } => {
+                let m = Message {
+                    peer: peer.clone(),
+                    id,
+                    outgoing: false,
+                    text: text.to_owned(),
+                    sent_at_ms,
+                    at_ms: now,
+                    acked_at_ms: None,
+                };
+                match self.store.insert_incoming(&m) {
+                    Ok(new) => {
+                        if new {
+                            self.events.push_back(ChatEvent::Received(m));
+                        }
+                        // Every copy is acknowledged: the sender may have
+                        // missed the first acknowledgement.
+                        let ack = ChatPayload::Ack { id }.encode();
+                        sink.send_envelope(&peer, kind::CHAT_ACK, &ack, true);
+                    }
+                    Err(e) => self.events.push_back(ChatEvent::StoreFailed {
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            ChatPayload::Ack { id } => {
+                let key = (peer.clone(), id);
+                match self.store.mark_acked(&peer, &id, now) {
+                    Ok(was) => {
+                        self.pending.remove(&key);
+                        self.by_envelope.retain(|_, k| *k != key);
+                        if was {
+                            self.events.push_back(ChatEvent::Acked { to: peer, id });
+                        }
+                    }
+                    Err(e) => self.events.push_back(ChatEvent::StoreFailed {
+                        error: e.to_string(),
+                    }),
+                }
+            }
+        }
+        true
+    }
+
+    /// The overlay's outcome for envelope `env`. Returns whether it was one
+    /// of chat's.
+    pub fn on_envelope_outcome(&mut self, now: u64, env: &EnvelopeId, o: EnvelopeOutcome) -> bool {
+        let Some(key) = self.by_envelope.remove(env) else {
+            return false;
+        };
+        let Some(p) = self.pending.get_mut(&key) else {
+            return true;
+        };
+        let (stored, error) = match o {
+            EnvelopeOutcome::Delivered => {
+                p.next_try = now + self.cfg.ack_wait_ms;
+                return true;
+            }
+            EnvelopeOutcome::Stored => {
+                p.next_try = now + self.cfg.stored_retry_ms;
+                (true, None)
+            }
+            EnvelopeOutcome::Failed(why) => {
+                let exp = self
+                    .cfg
+                    .retry_base_ms
+                    .saturating_mul(1 << p.attempts.min(16));
+                p.next_try = now + exp.min(self.cfg.max_backoff_ms);
+                (false, Some(why))
+            }
+        };
+        self.events.push_back(ChatEvent::Progress {
+            to: key.0,
+            id: key.1,
+            stored,
+            error,
+        });
+        true
+    }
+
+    pub fn handle_timeout(&mut self, now: u64, sink: &mut dyn EnvelopeSink) {
+        let due: Vec<(String, MsgId)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.next_try <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            self.attempt(now, &k, sink);
+        }
+        // Outcomes that never came (the overlay gives up well before).
+        if self.by_envelope.len() > 4 * self.pending.len() + 64 {
+            let live: std::collections::BTreeSet<&(String, MsgId)> = self.pending.keys().collect();
+            self.by_envelope.retain(|_, k| live.contains(k));
+        }
+    }
+
+    pub fn poll_timeout(&self) -> u64 {
+        self.pending
+            .values()
+            .map(|p| p.next_try)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    pub fn poll_event(&mut self) -> Option<ChatEvent> {
+        self.events.pop_front()
+    }
+
+    /// The last `limit` messages with `peer`, oldest first.
+    pub fn history(&self, peer: &str, limit: usize) -> Result<Vec<Message>, ChatError> {
+        self.store.history(&peer.to_ascii_lowercase(), limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{AuthorityKey, DeviceIdentity, Role, Username};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[derive(Default)]
+    struct Sent(Vec<(String, u8, Vec<u8>, bool, EnvelopeId)>);
+
+    impl EnvelopeSink for Sent {
+        fn send_envelope(&mut self, to: &str, k: u8, p: &[u8], store: bool) -> EnvelopeId {
+            let id = [self.0.len() as u8 + 1; 16];
+            self.0.push((to.into(), k, p.to_vec(), store, id));
+            id
+        }
+    }
+
+    fn cert(name: &str) -> Certificate {
+        let mut rng = StdRng::seed_from_u64(1);
+        let a = AuthorityKey::generate(&mut rng);
+        let d = DeviceIdentity::generate(&mut rng);
+        Certificate::issue(
+            &a,
+            1,
+            Role::User,
+            0,
+            u64::MAX / 2,
+            &Username::parse(name).unwrap(),
+            d.ed25519_public(),
+            d.x25519_public(),
+        )
+    }
+
+    #[test]
+    fn payloads_round_trip_and_truncations_fail() {
+        let ps = [
+            ChatPayload::Message {
+                id: [1; 16],
+                sent_at_ms: 5,
+                text: "héllo",
+            },
+            ChatPayload::Ack { id: [2; 16] },
+        ];
+        for p in ps {
+            let b = p.encode();
+            assert_eq!(ChatPayload::decode(p.kind(), &b).unwrap(), p);
+            for cut in 0..b.len() {
+                assert!(ChatPayload::decode(p.kind(), &b[..cut]).is_err());
+            }
+        }
+        assert!(ChatPayload::decode(99, &[]).is_err());
+    }
+
+    #[test]
+    fn message_acked_end_to_end_and_deduplicated() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut alice =
+            ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
+        let mut bob =
+            ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
+        let (mut a_out, mut b_out) = (Sent::default(), Sent::default());
+        let id = alice.send(1, &mut rng, "Bob", "hi", &mut a_out).unwrap();
+        assert_eq!(
+            alice.poll_event(),
+            Some(ChatEvent::Queued {
+                to: "bob".into(),
+                id
+            })
+        );
+        let (to, k, p, store, env) = a_out.0[0].clone();
+        assert_eq!((to.as_str(), k, store), ("bob", kind::CHAT, true));
+        // Delivered twice (a retry): shown once, acknowledged twice.
+        for _ in 0..2 {
+            assert!(bob.on_envelope(2, &cert("alice"), k, &p, false, &mut b_out));
+        }
+        assert!(matches!(bob.poll_event(), Some(ChatEvent::Received(m)) if m.text == "hi"));
+        assert_eq!(bob.poll_event(), None);
+        assert_eq!(b_out.0.len(), 2);
+        assert!(alice.on_envelope_outcome(3, &env, EnvelopeOutcome::Delivered));
+        // No ack yet: resent after the wait.
+        alice.handle_timeout(3 + ChatConfig::default().ack_wait_ms, &mut a_out);
+        assert_eq!(a_out.0.len(), 2);
+        let (_, k, ack, _, _) = b_out.0[0].clone();
+        alice.on_envelope(4, &cert("bob"), k, &ack, false, &mut a_out);
+        assert_eq!(
+            alice.poll_event(),
+            Some(ChatEvent::Acked {
+                to: "bob".into(),
+                id
+            })
+        );
+        alice.on_envelope(5, &cert("bob"), k, &ack, false, &mut a_out);
+        assert_eq!(alice.poll_event(), None, "acked once");
+        assert_eq!(alice.outbox_len(), 0);
+        assert_eq!(alice.poll_timeout(), u64::MAX);
+    }
+
+    #[test]
+    fn blocked_and_stored_and_failed() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut bob =
+            ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
+        let mut out = Sent::default();
+        let p = ChatPayload::Message {
+            id: [9; 16],
+            sent_at_ms: 0,
+            text: "spam",
+        }
+        .encode();
+        bob.on_envelope(1, &cert("mallory"), kind::CHAT, &p, true, &mut out);
+        assert_eq!(bob.poll_event(), None);
+        assert!(out.0.is_empty(), "no ack to a blocked user");
+        assert!(bob.history("mallory", 10).unwrap().is_empty());
+
+        let cfg = ChatConfig::default();
+        let id = bob.send(10, &mut rng, "carol", "x", &mut out).unwrap();
+        let env = out.0[0].4;
+        bob.on_envelope_outcome(11, &env, EnvelopeOutcome::Stored);
+        assert_eq!(bob.poll_timeout(), 11 + cfg.stored_retry_ms);
+        bob.handle_timeout(11 + cfg.stored_retry_ms, &mut out);
+        let env = out.0[1].4;
+        bob.on_envelope_outcome(12, &env, EnvelopeOutcome::Failed("x".into()));
+        assert!(bob.poll_timeout() <= 12 + cfg.max_backoff_ms);
+        assert!(bob.history("carol", 5).unwrap()[0].acked_at_ms.is_none());
+        let _ = id;
+        assert!(matches!(
+            bob.send(13, &mut rng, "carol", "", &mut out),
+            Err(ChatError::Empty)
+        ));
+        let long = "x".repeat(MAX_TEXT + 1);
+        assert!(matches!(
+            bob.send(13, &mut rng, "carol", &long, &mut out),
+            Err(ChatError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn restart_resends_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut out = Sent::default();
+        let id = {
+            let mut c =
+                ChatCore::new(ChatStore::open(&path).unwrap(), ChatConfig::default(), 0).unwrap();
+            c.send(1, &mut rng, "bob", "survive", &mut Sent::default())
+                .unwrap()
+            // Killed here: no outcome, no ack.
+        };
+        let mut c =
+            ChatCore::new(ChatStore::open(&path).unwrap(), ChatConfig::default(), 100).unwrap();
+        assert_eq!(c.poll_timeout(), 100);
+        c.handle_timeout(100, &mut out);
+        let p = ChatPayload::decode(kind::CHAT, &out.0[0].2).unwrap();
+        assert_eq!(
+            p,
+            ChatPayload::Message {
+                id,
+                sent_at_ms: 1,
+                text: "survive"
+            }
+        );
+    }
+}

@@ -1,0 +1,290 @@
+//! The chat history and outbox in an SQLite file in the data dir (WAL,
+//! schema versioned by `PRAGMA user_version`). An outgoing message is
+//! written to the history and the outbox in one transaction before it is
+//! sent, so a process killed at any moment either never accepted the
+//! message or resends it at the next start; an incoming one is written
+//! before it is acknowledged, and its (peer, id) key makes a resent copy a
+//! no-op.
+
+use super::{ChatError, Message, MsgId};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: history and outbox.
+    "CREATE TABLE messages (
+        peer TEXT NOT NULL,
+        id BLOB NOT NULL,
+        outgoing INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        acked_at INTEGER,
+        PRIMARY KEY (peer, id, outgoing)
+    );
+    CREATE INDEX messages_by_time ON messages (peer, at);
+    CREATE TABLE outbox (
+        peer TEXT NOT NULL,
+        id BLOB NOT NULL,
+        PRIMARY KEY (peer, id)
+    );",
+];
+
+pub struct ChatStore {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl std::fmt::Debug for ChatStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn id_of(v: Vec<u8>) -> MsgId {
+    let mut id = [0u8; 16];
+    let n = v.len().min(16);
+    id[..n].copy_from_slice(&v[..n]);
+    id
+}
+
+impl ChatStore {
+    /// Open (or create) the history at `path`.
+    pub fn open(path: &Path) -> Result<Self, ChatError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| ChatError::Io {
+                path: path.to_owned(),
+                source: e,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| ChatError::store(path, e))?;
+        Self::init(path.to_owned(), conn)
+    }
+
+    /// A history that lives in memory only (tests).
+    pub fn in_memory() -> Result<Self, ChatError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| ChatError::store(&path, e))?;
+        Self::init(path, conn)
+    }
+
+    fn init(path: PathBuf, mut conn: Connection) -> Result<Self, ChatError> {
+        let e = |err| ChatError::store(&path, err);
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        // A committed message survives power loss too; chat writes are
+        // few, so the fsync per commit costs little.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(e)?;
+        let version: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(e)?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(ChatError::TooNew {
+                path,
+                found: version,
+                known: MIGRATIONS.len() as u32,
+            });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(e)?;
+            tx.execute_batch(m).map_err(e)?;
+            tx.pragma_update(None, "user_version", i as u32 + 1)
+                .map_err(e)?;
+            tx.commit().map_err(e)?;
+        }
+        Ok(ChatStore { path, conn })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> ChatError {
+        ChatError::store(&self.path, e)
+    }
+
+    /// Record an outgoing message in the history and the outbox at once.
+    pub fn queue_outgoing(&mut self, m: &Message) -> Result<(), ChatError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| ChatError::store(&self.path, e))?;
+        let r = (|| {
+            tx.execute(
+                "INSERT INTO messages (peer, id, outgoing, text, sent_at, at) VALUES (?1, ?2, 1, ?3, ?4, ?5)",
+                params![m.peer, &m.id[..], m.text, m.sent_at_ms as i64, m.at_ms as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO outbox (peer, id) VALUES (?1, ?2)",
+                params![m.peer, &m.id[..]],
+            )?;
+            tx.commit()
+        })();
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Outgoing messages not acknowledged yet, oldest first.
+    pub fn outbox(&self) -> Result<Vec<Message>, ChatError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT m.peer, m.id, m.text, m.sent_at, m.at FROM outbox o
+                 JOIN messages m ON m.peer = o.peer AND m.id = o.id AND m.outgoing = 1
+                 ORDER BY m.at",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Message {
+                    peer: r.get(0)?,
+                    id: id_of(r.get(1)?),
+                    outgoing: true,
+                    text: r.get(2)?,
+                    sent_at_ms: r.get::<_, i64>(3)? as u64,
+                    at_ms: r.get::<_, i64>(4)? as u64,
+                    acked_at_ms: None,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The recipient acknowledged `id`: out of the outbox. Returns whether
+    /// it was waiting there.
+    pub fn mark_acked(&mut self, peer: &str, id: &MsgId, at_ms: u64) -> Result<bool, ChatError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| ChatError::store(&self.path, e))?;
+        let r = (|| {
+            let n = tx.execute(
+                "DELETE FROM outbox WHERE peer = ?1 AND id = ?2",
+                params![peer, &id[..]],
+            )?;
+            tx.execute(
+                "UPDATE messages SET acked_at = ?3 WHERE peer = ?1 AND id = ?2 AND outgoing = 1 AND acked_at IS NULL",
+                params![peer, &id[..], at_ms as i64],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })();
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Keep an incoming message; returns false when it was already there.
+    pub fn insert_incoming(&mut self, m: &Message) -> Result<bool, ChatError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO messages (peer, id, outgoing, text, sent_at, at) VALUES (?1, ?2, 0, ?3, ?4, ?5)",
+                params![m.peer, &m.id[..], m.text, m.sent_at_ms as i64, m.at_ms as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// Whether an outgoing message is still waiting for its ack.
+    pub fn is_pending(&self, peer: &str, id: &MsgId) -> Result<bool, ChatError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM outbox WHERE peer = ?1 AND id = ?2",
+                params![peer, &id[..]],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The last `limit` messages exchanged with `peer`, oldest first.
+    pub fn history(&self, peer: &str, limit: usize) -> Result<Vec<Message>, ChatError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, outgoing, text, sent_at, at, acked_at FROM messages
+                 WHERE peer = ?1 ORDER BY at DESC, rowid DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![peer, limit as i64], |r| {
+                Ok(Message {
+                    peer: peer.to_owned(),
+                    id: id_of(r.get(0)?),
+                    outgoing: r.get::<_, i64>(1)? != 0,
+                    text: r.get(2)?,
+                    sent_at_ms: r.get::<_, i64>(3)? as u64,
+                    at_ms: r.get::<_, i64>(4)? as u64,
+                    acked_at_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let mut v: Vec<Message> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        v.reverse();
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(peer: &str, id: u8, outgoing: bool, at: u64) -> Message {
+        Message {
+            peer: peer.into(),
+            id: [id; 16],
+            outgoing,
+            text: format!("m{id}"),
+            sent_at_ms: at,
+            at_ms: at,
+            acked_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn outbox_survives_reopen_and_empties_on_ack() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("chat.db");
+        {
+            let mut s = ChatStore::open(&p).unwrap();
+            s.queue_outgoing(&msg("bob", 1, true, 10)).unwrap();
+            s.queue_outgoing(&msg("bob", 2, true, 20)).unwrap();
+        }
+        let mut s = ChatStore::open(&p).unwrap();
+        let out = s.outbox().unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].id, [1; 16]);
+        assert!(s.mark_acked("bob", &[1; 16], 30).unwrap());
+        assert!(!s.mark_acked("bob", &[1; 16], 31).unwrap(), "acked once");
+        assert_eq!(s.outbox().unwrap().len(), 1);
+        let h = s.history("bob", 10).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].acked_at_ms, Some(30));
+        assert_eq!(h[1].acked_at_ms, None);
+    }
+
+    #[test]
+    fn incoming_is_deduplicated() {
+        let mut s = ChatStore::in_memory().unwrap();
+        assert!(s.insert_incoming(&msg("alice", 1, false, 5)).unwrap());
+        assert!(!s.insert_incoming(&msg("alice", 1, false, 6)).unwrap());
+        // The same id from someone else, or as our own outgoing id, is
+        // another message.
+        assert!(s.insert_incoming(&msg("carol", 1, false, 7)).unwrap());
+        s.queue_outgoing(&msg("alice", 1, true, 8)).unwrap();
+        assert_eq!(s.history("alice", 10).unwrap().len(), 2);
+        assert_eq!(s.history("alice", 1).unwrap()[0].at_ms, 8);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("chat.db");
+        drop(ChatStore::open(&p).unwrap());
+        let c = Connection::open(&p).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(matches!(
+            ChatStore::open(&p),
+            Err(ChatError::TooNew { found: 99, .. })
+        ));
+    }
+}

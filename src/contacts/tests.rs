@@ -1,0 +1,254 @@
+use super::*;
+use crate::identity::{AuthorityKey, DeviceIdentity, Role, Username};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+#[derive(Default)]
+struct Sent(Vec<(String, u8, Vec<u8>, bool)>);
+
+impl EnvelopeSink for Sent {
+    fn send_envelope(&mut self, to: &str, k: u8, p: &[u8], store: bool) -> EnvelopeId {
+        self.0.push((to.into(), k, p.to_vec(), store));
+        [self.0.len() as u8; 16]
+    }
+}
+
+fn cert(name: &str) -> Certificate {
+    let mut rng = StdRng::seed_from_u64(1);
+    let a = AuthorityKey::generate(&mut rng);
+    let d = DeviceIdentity::generate(&mut rng);
+    Certificate::issue(
+        &a,
+        1,
+        Role::User,
+        0,
+        u64::MAX / 2,
+        &Username::parse(name).unwrap(),
+        d.ed25519_public(),
+        d.x25519_public(),
+    )
+}
+
+struct Side {
+    core: ContactsCore,
+    out: Sent,
+    name: &'static str,
+}
+
+fn side(name: &'static str) -> Side {
+    let cfg = ContactsConfig {
+        away_after_ms: 1_000,
+        ..Default::default()
+    };
+    let mut core = ContactsCore::new(ContactStore::in_memory().unwrap(), name, cfg, 0).unwrap();
+    let mut out = Sent::default();
+    core.on_online(&mut out);
+    Side { core, out, name }
+}
+
+/// Deliver everything `a` sent to `b`'s name.
+fn pass(now: u64, a: &mut Side, b: &mut Side) {
+    let sent: Vec<_> = std::mem::take(&mut a.out.0);
+    let from = cert(a.name);
+    for (to, k, p, _) in sent {
+        if to == b.name {
+            b.core.on_envelope(now, &from, k, &p, &mut b.out);
+        }
+    }
+}
+
+fn events(s: &mut Side) -> Vec<ContactsEvent> {
+    std::iter::from_fn(|| s.core.poll_event()).collect()
+}
+
+#[test]
+fn payloads_round_trip() {
+    let ps = [
+        ContactPayload::Contact {
+            op: Op::Request,
+            text: "hi, it's alice",
+        },
+        ContactPayload::Presence {
+            status: Status::DoNotDisturb,
+            message: "in a meeting",
+            want_reply: true,
+        },
+    ];
+    for p in ps {
+        let b = p.encode();
+        assert_eq!(ContactPayload::decode(p.kind(), &b).unwrap(), p);
+        for cut in 0..b.len() {
+            assert!(ContactPayload::decode(p.kind(), &b[..cut]).is_err());
+        }
+    }
+}
+
+#[test]
+fn request_accept_then_presence_flows_both_ways() {
+    let (mut a, mut b) = (side("alice"), side("bob"));
+    a.core.add(1, "bob", "hi bob", &mut a.out).unwrap();
+    pass(2, &mut a, &mut b);
+    assert!(events(&mut b).contains(&ContactsEvent::Request {
+        from: "alice".into(),
+        greeting: "hi bob".into()
+    }));
+    // Bob's status is not shown to alice before authorization.
+    b.core.set_status(Status::DoNotDisturb, "busy", &mut b.out);
+    assert!(b.out.0.is_empty(), "no presence to a non-contact");
+    b.core.accept(3, "alice", &mut b.out).unwrap();
+    assert!(events(&mut b).contains(&ContactsEvent::Added {
+        user: "alice".into()
+    }));
+    pass(4, &mut b, &mut a);
+    let ev = events(&mut a);
+    assert!(
+        ev.contains(&ContactsEvent::Added { user: "bob".into() }),
+        "{ev:?}"
+    );
+    assert!(
+        ev.contains(&ContactsEvent::Presence {
+            user: "bob".into(),
+            status: Status::DoNotDisturb,
+            message: "busy".into()
+        }),
+        "{ev:?}"
+    );
+    pass(5, &mut a, &mut b);
+    assert!(events(&mut b).iter().any(|e| matches!(e, ContactsEvent::Presence { user, status: Status::Online, .. } if user == "alice")));
+    assert_eq!(a.core.take_watch_requests(), vec!["bob".to_string()]);
+    // Invisible is shown as offline.
+    a.core.set_status(Status::Invisible, "", &mut a.out);
+    pass(6, &mut a, &mut b);
+    assert!(events(&mut b).iter().any(|e| matches!(
+        e,
+        ContactsEvent::Presence {
+            status: Status::Offline,
+            ..
+        }
+    )));
+    assert_eq!(a.core.public_status(), (Status::Invisible, String::new()));
+}
+
+#[test]
+fn decline_and_remove() {
+    let (mut a, mut b) = (side("alice"), side("bob"));
+    a.core.add(1, "bob", "", &mut a.out).unwrap();
+    pass(2, &mut a, &mut b);
+    b.core.decline(3, "alice", &mut b.out).unwrap();
+    pass(4, &mut b, &mut a);
+    assert!(events(&mut a).contains(&ContactsEvent::Declined {
+        user: "bob".into(),
+        by_us: false
+    }));
+    assert_eq!(a.core.list()[0].state, ContactState::Declined);
+    assert!(b.core.list().is_empty());
+    // Unsolicited accept does not authorize.
+    let p = ContactPayload::Contact {
+        op: Op::Accept,
+        text: "",
+    }
+    .encode();
+    b.core
+        .on_envelope(5, &cert("mallory"), kind::CONTACT, &p, &mut b.out);
+    assert!(b.core.list().is_empty());
+    // Asked again, accepted, then removed by alice.
+    a.core.add(6, "bob", "", &mut a.out).unwrap();
+    pass(7, &mut a, &mut b);
+    b.core.accept(8, "alice", &mut b.out).unwrap();
+    pass(9, &mut b, &mut a);
+    a.core.remove(10, "bob", &mut a.out).unwrap();
+    pass(11, &mut a, &mut b);
+    assert!(events(&mut b).contains(&ContactsEvent::Removed {
+        user: "alice".into(),
+        by_them: true
+    }));
+    assert!(b.core.list().is_empty());
+}
+
+#[test]
+fn blocked_users_are_ignored() {
+    let (mut a, mut b) = (side("alice"), side("bob"));
+    b.core.block(1, "alice", &mut b.out).unwrap();
+    assert!(b.core.is_blocked("Alice"));
+    a.core.add(2, "bob", "", &mut a.out).unwrap();
+    pass(3, &mut a, &mut b);
+    assert!(
+        !events(&mut b)
+            .iter()
+            .any(|e| matches!(e, ContactsEvent::Request { .. }))
+    );
+    assert!(b.out.0.is_empty());
+    assert!(matches!(
+        b.core.add(4, "alice", "", &mut b.out),
+        Err(ContactsError::Blocked(_))
+    ));
+    b.core.unblock(5, "alice").unwrap();
+    assert!(b.core.list().is_empty());
+}
+
+#[test]
+fn away_after_idle_and_back_on_activity() {
+    let (mut a, mut b) = (side("alice"), side("bob"));
+    a.core.add(1, "bob", "", &mut a.out).unwrap();
+    pass(2, &mut a, &mut b);
+    b.core.accept(3, "alice", &mut b.out).unwrap();
+    pass(4, &mut b, &mut a);
+    pass(5, &mut a, &mut b);
+    events(&mut b);
+    a.core.activity(10, &mut a.out);
+    assert_eq!(a.core.poll_timeout(), 1_010);
+    a.core.handle_timeout(1_010, &mut a.out);
+    assert_eq!(a.core.status().0, Status::Away);
+    pass(1_011, &mut a, &mut b);
+    assert!(events(&mut b).iter().any(|e| matches!(
+        e,
+        ContactsEvent::Presence {
+            status: Status::Away,
+            ..
+        }
+    )));
+    a.core.activity(1_500, &mut a.out);
+    assert_eq!(a.core.status().0, Status::Online);
+    // A contact whose presence is not refreshed lapses to offline.
+    let ttl = ContactsConfig::default().presence_ttl_ms;
+    b.core.handle_timeout(1_011 + ttl, &mut b.out);
+    assert!(events(&mut b).iter().any(|e| matches!(
+        e,
+        ContactsEvent::Presence {
+            status: Status::Offline,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn contacts_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("contacts.db");
+    let mut out = Sent::default();
+    {
+        let mut c = ContactsCore::new(
+            ContactStore::open(&p).unwrap(),
+            "alice",
+            ContactsConfig::default(),
+            0,
+        )
+        .unwrap();
+        c.add(1, "bob", "hi", &mut out).unwrap();
+        c.block(2, "eve", &mut out).unwrap();
+    }
+    let c = ContactsCore::new(
+        ContactStore::open(&p).unwrap(),
+        "alice",
+        ContactsConfig::default(),
+        0,
+    )
+    .unwrap();
+    let l = c.list();
+    assert_eq!(l.len(), 2);
+    assert_eq!(
+        (l[0].username.as_str(), l[0].state),
+        ("bob", ContactState::Requested)
+    );
+    assert!(l[1].blocked);
+}

@@ -1,0 +1,190 @@
+//! The thin tokio driver of a [`MediaSession`]: every 5 ms it moves
+//! captured audio from the device ring into the session (which encodes
+//! it), tops the playback ring up to a small lead from the session (which
+//! decodes), runs the session's timers, and moves datagrams between the
+//! session and its transport. Codec work happens here, never on the audio
+//! thread.
+//!
+//! The transport is a pair of channels, so the same driver serves a
+//! socket of its own ([`udp_transport`]) or the node's one socket, where
+//! `node::demux` hands media datagrams over and sends go out on the path
+//! ICE chose (direct or through a TURN relay).
+
+use super::audio::{AudioError, AudioIo};
+use super::session::{MediaEvent, MediaSession, MediaStats};
+use crate::clock::Clock;
+use crate::node::demux::{Datagram, classify};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Driver tick.
+const TICK: Duration = Duration::from_millis(5);
+/// Decoded audio kept queued for the device ahead of its reads, samples
+/// (15 ms): covers the device's 10 ms reads plus a tick of scheduling.
+pub const PLAYBACK_LEAD: usize = 720;
+
+/// Datagrams to and from the peer.
+#[derive(Debug)]
+pub struct MediaTransport {
+    pub outgoing: mpsc::Sender<Vec<u8>>,
+    pub incoming: mpsc::Receiver<Vec<u8>>,
+}
+
+/// A transport over a UDP socket of its own, talking to `peer`: a task
+/// receives (media datagrams only, from anyone: authenticity is the
+/// session's job) and one sends.
+pub fn udp_transport(socket: Arc<UdpSocket>, peer: SocketAddr) -> (MediaTransport, JoinHandle<()>) {
+    let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let rx_sock = socket.clone();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            tokio::select! {
+                // Errors (ICMP port unreachable on Linux) are skipped.
+                r = rx_sock.recv_from(&mut buf) => if let Ok((n, _)) = r
+                    && classify(&buf[..n]) == Datagram::Media
+                    && in_tx.try_send(buf[..n].to_vec()).is_err()
+                    && in_tx.is_closed()
+                {
+                    break;
+                },
+                d = out_rx.recv() => match d {
+                    Some(d) => { let _ = socket.send_to(&d, peer).await; }
+                    None => break,
+                },
+            }
+        }
+    });
+    (
+        MediaTransport {
+            outgoing: out_tx,
+            incoming: in_rx,
+        },
+        task,
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaCommand {
+    Mute(bool),
+    Hold(bool),
+    /// End the media; the driver returns its final stats.
+    Stop,
+}
+
+/// A running media driver.
+#[derive(Debug)]
+pub struct MediaHandle {
+    pub commands: mpsc::Sender<MediaCommand>,
+    pub events: mpsc::Receiver<MediaEvent>,
+    pub task: JoinHandle<Result<MediaStats, AudioError>>,
+}
+
+impl MediaHandle {
+    /// Stop and wait for the final stats (the audio devices are closed,
+    /// recordings finalised).
+    pub async fn stop(self) -> Result<MediaStats, AudioError> {
+        let _ = self.commands.send(MediaCommand::Stop).await;
+        self.task.await.map_err(|_| AudioError::Thread)?
+    }
+}
+
+/// Run `session` with `audio` over `transport` until stopped or the
+/// transport closes.
+pub fn spawn(
+    session: MediaSession,
+    audio: AudioIo,
+    transport: MediaTransport,
+    clock: Arc<dyn Clock>,
+) -> MediaHandle {
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (ev_tx, ev_rx) = mpsc::channel(256);
+    let span = tracing::info_span!("media", ssrc = session.ssrc());
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        run(session, audio, transport, clock, cmd_rx, ev_tx),
+        span,
+    ));
+    MediaHandle {
+        commands: cmd_tx,
+        events: ev_rx,
+        task,
+    }
+}
+
+async fn run(
+    mut session: MediaSession,
+    mut audio: AudioIo,
+    mut transport: MediaTransport,
+    clock: Arc<dyn Clock>,
+    mut commands: mpsc::Receiver<MediaCommand>,
+    events: mpsc::Sender<MediaEvent>,
+) -> Result<MediaStats, AudioError> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cap = vec![0i16; super::audio::RING_SAMPLES];
+    let mut play = vec![0i16; super::audio::RING_SAMPLES];
+    // Drop whatever the device captured before the call started.
+    while audio.capture.pop().is_ok() {}
+    let mut dropped_out = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = clock.now_ms();
+                let n = audio.capture.slots();
+                if n > 0 {
+                    if let Ok(chunk) = audio.capture.read_chunk(n) {
+                        let (a, b) = chunk.as_slices();
+                        cap[..a.len()].copy_from_slice(a);
+                        cap[a.len()..a.len() + b.len()].copy_from_slice(b);
+                        chunk.commit_all();
+                    }
+                    session.push_capture(now, &cap[..n]);
+                }
+                let queued = super::audio::RING_SAMPLES - audio.playback.slots();
+                if queued < PLAYBACK_LEAD {
+                    let want = PLAYBACK_LEAD - queued;
+                    session.pull_playback(now, &mut play[..want]);
+                    if let Ok(mut chunk) = audio.playback.write_chunk(want) {
+                        let (a, b) = chunk.as_mut_slices();
+                        let la = a.len();
+                        a.copy_from_slice(&play[..la]);
+                        b.copy_from_slice(&play[la..want]);
+                        chunk.commit_all();
+                    }
+                }
+                if session.poll_timeout().is_some_and(|t| t <= now) {
+                    session.handle_timeout(now);
+                }
+            }
+            d = transport.incoming.recv() => match d {
+                Some(d) => session.handle_datagram(clock.now_ms(), &d),
+                None => break,
+            },
+            c = commands.recv() => match c {
+                Some(MediaCommand::Mute(m)) => session.set_muted(m),
+                Some(MediaCommand::Hold(h)) => session.set_hold(h),
+                Some(MediaCommand::Stop) | None => break,
+            },
+        }
+        while let Some(p) = session.poll_transmit() {
+            if transport.outgoing.try_send(p).is_err() {
+                dropped_out += 1;
+            }
+        }
+        while let Some(e) = session.poll_event() {
+            // A slow consumer loses stats events, never audio.
+            let _ = events.try_send(e);
+        }
+    }
+    if dropped_out > 0 {
+        tracing::warn!(dropped_out, "media transport was full");
+    }
+    let stats = session.stats();
+    audio.close()?;
+    Ok(stats)
+}

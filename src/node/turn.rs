@@ -1,0 +1,832 @@
+//! Tokio drivers for the TURN cores in [`crate::relay`].
+//!
+//! [`TurnService`] runs a supernode's [`TurnServer`]: TURN over UDP arrives
+//! on the node's main socket (the overlay driver hands it TURN methods and
+//! ChannelData through [`TurnHandle::datagram`] and keeps the rest), TURN
+//! over TCP on a listener on the same port number, and peers' datagrams on
+//! one relay socket per allocation, bound here when the core asks and read
+//! by a small task each. Replies leave from the socket the core names.
+//!
+//! [`TurnConnection`] runs a [`TurnClient`] over its own UDP socket or TCP
+//! stream, for tests, benchmarks and tools (the ICE agent drives the client
+//! core over the main socket itself).
+
+use crate::clock::Clock;
+use crate::node::overlay::TurnSetup;
+use crate::relay::framing::{StreamFramer, is_turn_method};
+use crate::relay::{
+    AllocId, ClientAddr, ServerEvent, Transport, TurnClient, TurnClientConfig, TurnClientError,
+    TurnClientEvent, TurnCredentials, TurnServer, TurnStats, Via,
+};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Inputs waiting for the service task; beyond this, datagrams are dropped
+/// (and counted) rather than queued without bound.
+const QUEUE: usize = 4096;
+/// Inputs handled before transmits are flushed.
+const BATCH: usize = 256;
+
+/// Where relay sockets are bound and what address they advertise.
+#[derive(Debug, Clone)]
+pub struct TurnServiceConfig {
+    pub relay_bind: IpAddr,
+    /// The address put in XOR-RELAYED-ADDRESS (the node's public IP).
+    pub relay_public: IpAddr,
+    /// Relay ports; `0..=0` lets the system pick.
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+#[derive(Debug)]
+enum Input {
+    Client {
+        from: ClientAddr,
+        bytes: Vec<u8>,
+    },
+    Peer {
+        alloc: AllocId,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    TcpOpen {
+        conn: u64,
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    TcpClosed {
+        conn: u64,
+    },
+    Stats {
+        reply: oneshot::Sender<TurnStats>,
+    },
+}
+
+/// Feeds the service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TurnHandle {
+    tx: mpsc::Sender<Input>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl TurnHandle {
+    /// Whether a datagram on the main socket is for the relay: a TURN
+    /// method (not Binding, which is the STUN server's) or ChannelData.
+    pub fn wants(d: &[u8]) -> bool {
+        use crate::node::demux::{Datagram, classify};
+        match classify(d) {
+            Datagram::ChannelData => true,
+            Datagram::Stun => is_turn_method(d),
+            // RFC 5766 channels 0x5000-0x7FFF, which RFC 8656 dropped but
+            // older clients still bind; nothing else starts 0x50-0x7F.
+            Datagram::Unknown => crate::relay::framing::ChannelData::decode(d).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Hand over a datagram from the main socket.
+    pub fn datagram(&self, from: SocketAddr, bytes: &[u8]) {
+        let i = Input::Client {
+            from: ClientAddr::udp(from),
+            bytes: bytes.to_vec(),
+        };
+        if self.tx.try_send(i).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The server core's counters.
+    pub async fn stats(&self) -> Option<TurnStats> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Stats { reply }).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Datagrams dropped because the service was behind.
+    pub fn queue_drops(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A running TURN server. Dropping it stops the task and closes every
+/// relay socket.
+#[derive(Debug)]
+pub struct TurnService {
+    pub handle: TurnHandle,
+    /// The TCP listener's address, when TURN over TCP is on.
+    pub tcp_addr: Option<SocketAddr>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TurnService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TurnService {
+    /// Start serving. `main` is the node's socket (replies to UDP clients
+    /// leave from it); `tcp` an already bound listener.
+    pub fn spawn(
+        core: TurnServer,
+        main: Arc<UdpSocket>,
+        tcp: Option<TcpListener>,
+        cfg: TurnServiceConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let handle = TurnHandle {
+            tx: tx.clone(),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        let span = tracing::info_span!("turn", realm = %core.config().realm);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            Service {
+                core,
+                main,
+                cfg,
+                clock,
+                tx,
+                relays: HashMap::new(),
+                conns: HashMap::new(),
+                next_conn: 1,
+                next_port: 0,
+            }
+            .run(rx, tcp),
+            span,
+        ));
+        TurnService {
+            handle,
+            tcp_addr,
+            task,
+        }
+    }
+}
+
+struct Relay {
+    socket: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+struct Service {
+    core: TurnServer,
+    main: Arc<UdpSocket>,
+    cfg: TurnServiceConfig,
+    clock: Arc<dyn Clock>,
+    tx: mpsc::Sender<Input>,
+    relays: HashMap<AllocId, Relay>,
+    conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    next_conn: u64,
+    next_port: u32,
+}
+
+async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Service {
+    async fn run(mut self, mut rx: mpsc::Receiver<Input>, tcp: Option<TcpListener>) {
+        loop {
+            let now = self.clock.now_ms();
+            let wait = self
+                .core
+                .poll_timeout()
+                .map_or(60_000, |t| t.saturating_sub(now).min(60_000));
+            tokio::select! {
+                i = rx.recv() => {
+                    let Some(i) = i else { return };
+                    self.input(i);
+                    for _ in 0..BATCH {
+                        match rx.try_recv() {
+                            Ok(i) => self.input(i),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {
+                    self.core.handle_timeout(self.clock.now_ms());
+                }
+                a = accept(&tcp) => match a {
+                    Ok((stream, addr)) => self.tcp_conn(stream, addr),
+                    Err(e) => tracing::debug!("accept: {e}"),
+                },
+            }
+            self.events();
+            self.flush().await;
+        }
+    }
+
+    fn input(&mut self, i: Input) {
+        let now = self.clock.now_ms();
+        match i {
+            Input::Client { from, bytes } => self.core.handle_client(now, from, &bytes),
+            Input::Peer { alloc, from, bytes } => self.core.handle_peer(now, alloc, from, &bytes),
+            Input::TcpOpen { conn, tx } => {
+                self.conns.insert(conn, tx);
+            }
+            Input::TcpClosed { conn } => {
+                self.conns.remove(&conn);
+                self.core.transport_closed(Transport::Tcp(conn));
+            }
+            Input::Stats { reply } => {
+                let _ = reply.send(self.core.stats().clone());
+            }
+        }
+    }
+
+    fn tcp_conn(&mut self, stream: TcpStream, addr: SocketAddr) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
+        let tx = self.tx.clone();
+        // Registered before any of its input can arrive: same queue.
+        if tx.try_send(Input::TcpOpen { conn, tx: wtx }).is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some(b) = wrx.recv().await {
+                if wr.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut framer = StreamFramer::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            let from = ClientAddr {
+                transport: Transport::Tcp(conn),
+                addr,
+            };
+            'read: loop {
+                let n = match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                framer.push(&buf[..n]);
+                loop {
+                    match framer.next_message() {
+                        Ok(Some(m)) => {
+                            let i = Input::Client {
+                                from,
+                                bytes: m.to_vec(),
+                            };
+                            if tx.send(i).await.is_err() {
+                                break 'read;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(%addr, "not TURN over TCP: {e}");
+                            break 'read;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(Input::TcpClosed { conn }).await;
+        });
+    }
+
+    /// Bind a relay socket in the configured range.
+    fn bind_relay(&mut self, even: bool) -> std::io::Result<std::net::UdpSocket> {
+        let (lo, hi) = (self.cfg.port_min as u32, self.cfg.port_max as u32);
+        if lo == 0 || hi < lo {
+            for _ in 0..64 {
+                let s = std::net::UdpSocket::bind((self.cfg.relay_bind, 0))?;
+                if !even || s.local_addr()?.port() % 2 == 0 {
+                    return Ok(s);
+                }
+            }
+            return Err(std::io::Error::other("no even port"));
+        }
+        let span = hi - lo + 1;
+        let mut last = std::io::Error::other("no free relay port");
+        for i in 0..span {
+            let port = lo + (self.next_port + i) % span;
+            if even && port % 2 == 1 {
+                continue;
+            }
+            match std::net::UdpSocket::bind((self.cfg.relay_bind, port as u16)) {
+                Ok(s) => {
+                    self.next_port = (self.next_port + i + 1) % span;
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn open_relay(&mut self, alloc: AllocId, even: bool) -> Result<SocketAddr, String> {
+        let std_socket = self.bind_relay(even).map_err(|e| e.to_string())?;
+        std_socket
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket).map_err(|e| e.to_string())?);
+        let port = socket.local_addr().map_err(|e| e.to_string())?.port();
+        let tx = self.tx.clone();
+        let rs = socket.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                match rs.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        let i = Input::Peer {
+                            alloc,
+                            from,
+                            bytes: buf[..n].to_vec(),
+                        };
+                        if tx.send(i).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::debug!(alloc, "relay recv: {e}"),
+                }
+            }
+        });
+        self.relays.insert(alloc, Relay { socket, reader });
+        Ok(SocketAddr::new(self.cfg.relay_public, port))
+    }
+
+    fn events(&mut self) {
+        while let Some(e) = self.core.poll_event() {
+            match e {
+                ServerEvent::OpenRelay { alloc, even_port } => {
+                    let r = self.open_relay(alloc, even_port);
+                    let now = self.clock.now_ms();
+                    self.core.relay_opened(now, alloc, r);
+                }
+                ServerEvent::CloseRelay { alloc } => {
+                    self.relays.remove(&alloc);
+                }
+                ServerEvent::Allocated {
+                    alloc,
+                    user,
+                    client,
+                    relayed,
+                } => tracing::info!(alloc, %user, client = %client.addr, %relayed, "allocated"),
+                ServerEvent::Released {
+                    alloc,
+                    user,
+                    reason,
+                } => tracing::info!(alloc, %user, reason, "released"),
+                ServerEvent::Refused {
+                    client,
+                    code,
+                    reason,
+                } => tracing::debug!(client = %client.addr, code, reason, "refused"),
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            let r = match t.via {
+                Via::Client(ClientAddr {
+                    transport: Transport::Udp,
+                    addr,
+                }) => self.main.send_to(&t.bytes, addr).await.map(|_| ()),
+                Via::Client(ClientAddr {
+                    transport: Transport::Tcp(conn),
+                    ..
+                }) => {
+                    // A client that does not read loses data, not the relay.
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.try_send(t.bytes);
+                    }
+                    Ok(())
+                }
+                Via::Relay { alloc, peer } => match self.relays.get(&alloc) {
+                    Some(r) => r.socket.send_to(&t.bytes, peer).await.map(|_| ()),
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = r {
+                tracing::debug!("turn send: {e}");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum TurnConnectionError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("the TURN server refused: {code} {reason}")]
+    Refused { code: u16, reason: String },
+    #[error("no answer in time")]
+    Timeout,
+    #[error("the connection task has stopped")]
+    Stopped,
+    #[error(transparent)]
+    Client(#[from] TurnClientError),
+}
+
+enum Cmd {
+    Allocate,
+    Permission(IpAddr),
+    Channel(SocketAddr, oneshot::Sender<Result<u16, TurnClientError>>),
+    Send(SocketAddr, Vec<u8>),
+    Credentials(TurnCredentials),
+    Close,
+}
+
+/// A [`TurnClient`] on its own UDP socket or TCP stream.
+#[derive(Debug)]
+pub struct TurnConnection {
+    commands: mpsc::Sender<Cmd>,
+    events: mpsc::Receiver<TurnClientEvent>,
+    held: VecDeque<TurnClientEvent>,
+    pub local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TurnConnection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+enum Wire {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+}
+
+impl TurnConnection {
+    /// A client on a fresh UDP socket bound to `local` (port 0 for any).
+    pub async fn udp(
+        server: SocketAddr,
+        local: SocketAddr,
+        creds: TurnCredentials,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, TurnConnectionError> {
+        let s = UdpSocket::bind(local).await?;
+        Self::start(TurnClientConfig::udp(server), creds, clock, Wire::Udp(s))
+    }
+
+    /// A client over a TCP connection to `server`.
+    pub async fn tcp(
+        server: SocketAddr,
+        creds: TurnCredentials,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, TurnConnectionError> {
+        let s = TcpStream::connect(server).await?;
+        s.set_nodelay(true)?;
+        Self::start(TurnClientConfig::tcp(server), creds, clock, Wire::Tcp(s))
+    }
+
+    fn start(
+        cfg: TurnClientConfig,
+        creds: TurnCredentials,
+        clock: Arc<dyn Clock>,
+        wire: Wire,
+    ) -> Result<Self, TurnConnectionError> {
+        let local_addr = match &wire {
+            Wire::Udp(s) => s.local_addr()?,
+            Wire::Tcp(s) => s.local_addr()?,
+        };
+        let mut key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
+        let core = TurnClient::new(cfg, creds, key, clock.now_ms());
+        let (ctx, crx) = mpsc::channel(1024);
+        let (etx, erx) = mpsc::channel(4096);
+        let task = tokio::spawn(client_task(core, wire, clock, crx, etx));
+        Ok(TurnConnection {
+            commands: ctx,
+            events: erx,
+            held: VecDeque::new(),
+            local_addr,
+            task,
+        })
+    }
+
+    async fn cmd(&self, c: Cmd) -> Result<(), TurnConnectionError> {
+        self.commands
+            .send(c)
+            .await
+            .map_err(|_| TurnConnectionError::Stopped)
+    }
+
+    /// Wait for an event `pick` accepts; others are kept for
+    /// [`TurnConnection::next_event`].
+    async fn wait<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&TurnClientEvent) -> Option<Result<T, TurnConnectionError>>,
+    ) -> Result<T, TurnConnectionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let e = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .map_err(|_| TurnConnectionError::Timeout)?
+                .ok_or(TurnConnectionError::Stopped)?;
+            match pick(&e) {
+                Some(r) => return r,
+                None => self.held.push_back(e),
+            }
+        }
+    }
+
+    /// Allocate; returns the relayed and the mapped address.
+    pub async fn allocate(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(SocketAddr, SocketAddr), TurnConnectionError> {
+        self.cmd(Cmd::Allocate).await?;
+        self.wait(timeout, |e| match e {
+            TurnClientEvent::Allocated {
+                relayed, mapped, ..
+            } => Some(Ok((*relayed, *mapped))),
+            TurnClientEvent::AllocateFailed { code, reason } => {
+                Some(Err(TurnConnectionError::Refused {
+                    code: *code,
+                    reason: reason.clone(),
+                }))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn create_permission(
+        &mut self,
+        peer: IpAddr,
+        timeout: Duration,
+    ) -> Result<(), TurnConnectionError> {
+        self.cmd(Cmd::Permission(peer)).await?;
+        self.wait(timeout, |e| match e {
+            TurnClientEvent::PermissionCreated { peer: p } if *p == peer => Some(Ok(())),
+            TurnClientEvent::PermissionFailed {
+                peer: p,
+                code,
+                reason,
+            } if *p == peer => Some(Err(TurnConnectionError::Refused {
+                code: *code,
+                reason: reason.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn bind_channel(
+        &mut self,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> Result<u16, TurnConnectionError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd(Cmd::Channel(peer, tx)).await?;
+        rx.await.map_err(|_| TurnConnectionError::Stopped)??;
+        self.wait(timeout, |e| match e {
+            TurnClientEvent::ChannelBound { peer: p, channel } if *p == peer => Some(Ok(*channel)),
+            TurnClientEvent::ChannelBindFailed {
+                peer: p,
+                code,
+                reason,
+            } if *p == peer => Some(Err(TurnConnectionError::Refused {
+                code: *code,
+                reason: reason.clone(),
+            })),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Relay `data` to `peer` (queued; errors surface as events).
+    pub async fn send_to(
+        &self,
+        peer: SocketAddr,
+        data: Vec<u8>,
+    ) -> Result<(), TurnConnectionError> {
+        self.cmd(Cmd::Send(peer, data)).await
+    }
+
+    pub async fn set_credentials(&self, c: TurnCredentials) -> Result<(), TurnConnectionError> {
+        self.cmd(Cmd::Credentials(c)).await
+    }
+
+    /// Delete the allocation and wait until the server confirms.
+    pub async fn close(&mut self, timeout: Duration) -> Result<(), TurnConnectionError> {
+        self.cmd(Cmd::Close).await?;
+        self.wait(timeout, |e| {
+            matches!(e, TurnClientEvent::Closed).then_some(Ok(()))
+        })
+        .await
+    }
+
+    pub async fn next_event(&mut self) -> Option<TurnClientEvent> {
+        if let Some(e) = self.held.pop_front() {
+            return Some(e);
+        }
+        self.events.recv().await
+    }
+
+    /// The next data relayed to us, within `timeout`.
+    pub async fn recv(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(SocketAddr, Vec<u8>), TurnConnectionError> {
+        if let Some(i) = self
+            .held
+            .iter()
+            .position(|e| matches!(e, TurnClientEvent::Data { .. }))
+            && let Some(TurnClientEvent::Data { peer, data }) = self.held.remove(i)
+        {
+            return Ok((peer, data));
+        }
+        self.wait(timeout, |e| match e {
+            TurnClientEvent::Data { peer, data } => Some(Ok((*peer, data.clone()))),
+            _ => None,
+        })
+        .await
+    }
+}
+
+async fn client_task(
+    mut core: TurnClient,
+    wire: Wire,
+    clock: Arc<dyn Clock>,
+    mut commands: mpsc::Receiver<Cmd>,
+    events: mpsc::Sender<TurnClientEvent>,
+) {
+    let (udp, mut rd, mut wr) = match wire {
+        Wire::Udp(s) => (Some(s), None, None),
+        Wire::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (None, Some(r), Some(w))
+        }
+    };
+    let mut framer = StreamFramer::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        // Transmits first, then events, then wait.
+        while let Some(t) = core.poll_transmit() {
+            if let Some(s) = &udp {
+                let _ = s.send_to(&t.bytes, t.dst).await;
+            } else if let Some(w) = &mut wr
+                && w.write_all(&t.bytes).await.is_err()
+            {
+                return;
+            }
+        }
+        while let Some(e) = core.poll_event() {
+            if events.send(e).await.is_err() {
+                return;
+            }
+        }
+        let now = clock.now_ms();
+        let wait = core
+            .poll_timeout()
+            .map_or(60_000, |t| t.saturating_sub(now).min(60_000));
+        tokio::select! {
+            r = async {
+                match (&udp, &mut rd) {
+                    (Some(s), _) => s.recv_from(&mut buf).await.map(|(n, _)| n),
+                    (None, Some(r)) => r.read(&mut buf).await,
+                    _ => std::future::pending().await,
+                }
+            } => {
+                let now = clock.now_ms();
+                match r {
+                    Ok(0) if udp.is_none() => return,
+                    Ok(n) if udp.is_some() => {
+                        core.handle_input(now, &buf[..n]);
+                    }
+                    Ok(n) => {
+                        framer.push(&buf[..n]);
+                        while let Ok(Some(m)) = framer.next_message() {
+                            core.handle_input(now, m);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("turn client recv: {e}");
+                        if udp.is_none() {
+                            return;
+                        }
+                    }
+                }
+            }
+            c = commands.recv() => {
+                let now = clock.now_ms();
+                match c {
+                    None => return,
+                    Some(Cmd::Allocate) => core.allocate(now),
+                    Some(Cmd::Permission(ip)) => {
+                        let _ = core.create_permission(now, ip);
+                    }
+                    Some(Cmd::Channel(peer, reply)) => {
+                        let _ = reply.send(core.bind_channel(now, peer));
+                    }
+                    Some(Cmd::Send(peer, data)) => {
+                        if let Err(e) = core.send_to(now, peer, &data) {
+                            tracing::debug!("turn send: {e}");
+                        }
+                    }
+                    Some(Cmd::Credentials(c)) => core.set_credentials(c),
+                    Some(Cmd::Close) => core.close(now),
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {
+                core.handle_timeout(clock.now_ms());
+            }
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum TurnSetupError {
+    #[error("cannot listen for TURN over TCP on {addr}: {source}")]
+    Tcp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The relay a supernode runs from its `[relay]` config: the TURN server
+/// for [`crate::node::overlay::OverlayNode::spawn_with_turn`] and the grant
+/// its core uses to issue credentials. Both `None` when no secret is set.
+/// `local` is the bound main socket, `advertised` its public address.
+pub async fn supernode_setup(
+    rc: &crate::config::RelaySection,
+    local: SocketAddr,
+    advertised: SocketAddr,
+    extra_relays: Vec<SocketAddr>,
+    nonce_key: [u8; 32],
+    now: u64,
+) -> Result<(Option<TurnSetup>, Option<crate::relay::RelayGrant>), TurnSetupError> {
+    if rc.secret.is_empty() {
+        return Ok((None, None));
+    }
+    let core = TurnServer::new(
+        crate::relay::TurnServerConfig {
+            realm: rc.realm.clone(),
+            secret: rc.secret.as_bytes().to_vec(),
+            default_lifetime_secs: rc.allocation_lifetime.0.as_secs().clamp(1, u32::MAX as u64)
+                as u32,
+            max_lifetime_secs: rc
+                .max_allocation_lifetime
+                .0
+                .as_secs()
+                .clamp(1, u32::MAX as u64) as u32,
+            max_allocations: rc.max_allocations,
+            user_allocations: rc.user_allocations,
+            user_bandwidth: rc.user_bandwidth,
+            allow_loopback_peers: rc.allow_loopback_peers,
+            ..Default::default()
+        },
+        nonce_key,
+        now,
+    );
+    let tcp = if rc.tcp {
+        let addr = SocketAddr::new(local.ip(), local.port());
+        Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| TurnSetupError::Tcp { addr, source })?,
+        )
+    } else {
+        None
+    };
+    let public = rc.public_ip.unwrap_or(advertised.ip());
+    let setup = TurnSetup {
+        core,
+        cfg: TurnServiceConfig {
+            relay_bind: local.ip(),
+            relay_public: public,
+            port_min: rc.ports.0,
+            port_max: rc.ports.1,
+        },
+        tcp,
+    };
+    let mut relays = vec![SocketAddr::new(public, advertised.port())];
+    for a in extra_relays {
+        if !relays.contains(&a) {
+            relays.push(a);
+        }
+    }
+    let grant = crate::relay::RelayGrant {
+        secret: rc.secret.as_bytes().to_vec(),
+        realm: rc.realm.clone(),
+        ttl_secs: rc.credential_lifetime.0.as_secs().max(1),
+        relays,
+    };
+    Ok((Some(setup), Some(grant)))
+}

@@ -1,0 +1,746 @@
+//! The supernode's part in carrying sealed envelopes (see
+//! [`crate::overlay::envelope`]): routing envelopes from its clients,
+//! delivering envelopes to its clients, and the offline mailbox it keeps
+//! as an owner of users' records.
+//!
+//! Route of an envelope sent by client C (attached to S) to user U:
+//! 1. S looks U up as lookups are done (one hop to U's owners, cached);
+//! 2. if U's record says U is attached, S forwards it to U's supernodes
+//!    in turn (`EnvForward`); the one U is attached to hands it to U
+//!    (`EnvDeliver`) and reports U's acknowledgement (`EnvForwardResult`);
+//! 3. otherwise, if the envelope asks for it, S stores it on U's owners
+//!    (`EnvStore`); they keep it until it expires (at most 72 h), push it
+//!    to U whenever they receive a record saying U is attached (and retry
+//!    while it is), hand it to new owners when membership changes, and
+//!    delete it once U acknowledged it;
+//! 4. S tells C what happened (`EnvResult`).
+//!
+//! Mailboxes are bounded per user and in total; a full mailbox refuses.
+
+use super::{Origin, SupernodeCore};
+use crate::overlay::envelope::{EnvelopeId, Sealed};
+use crate::overlay::msg::{EnvResult, Found, Msg};
+use crate::overlay::record::{PresenceRecord, Status};
+use crate::overlay::user_key;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
+use std::sync::Arc as Rc;
+
+const T_ROUTE: u8 = 0;
+const T_FORWARD: u8 = 1;
+const T_STORE: u8 = 2;
+const T_DELIVER: u8 = 3;
+
+#[derive(Debug)]
+enum Phase {
+    Lookup,
+    Forward {
+        targets: Vec<SocketAddr>,
+        next: usize,
+    },
+    Store {
+        waiting: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Route {
+    bytes: Rc<[u8]>,
+    to: String,
+    recipient: [u8; 32],
+    store: bool,
+    phase: Phase,
+    deadline: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Purpose {
+    Route { client: SocketAddr, id: EnvelopeId },
+    Mail { user: String },
+}
+
+#[derive(Debug)]
+struct Delivery {
+    client: SocketAddr,
+    asker: SocketAddr,
+    deadline: u64,
+}
+
+#[derive(Debug)]
+struct Mail {
+    id: EnvelopeId,
+    bytes: Rc<[u8]>,
+    expires_ms: u64,
+    tries: usize,
+    busy_until: u64,
+}
+
+#[derive(Debug)]
+struct Mailbox {
+    key: u64,
+    mails: Vec<Mail>,
+    pushed_to: Vec<u64>,
+    not_owner_since: Option<u64>,
+}
+
+/// Envelope state of a supernode.
+#[derive(Debug, Default)]
+pub(super) struct EnvState {
+    routes: BTreeMap<(SocketAddr, EnvelopeId), Route>,
+    forwards: BTreeMap<(SocketAddr, EnvelopeId), (Purpose, u64)>,
+    stores: BTreeMap<(SocketAddr, EnvelopeId), ((SocketAddr, EnvelopeId), u64)>,
+    deliveries: BTreeMap<EnvelopeId, Vec<Delivery>>,
+    by_user: BTreeMap<String, Vec<SocketAddr>>,
+    mailbox: BTreeMap<String, Mailbox>,
+    mailbox_bytes: usize,
+    mailbox_count: usize,
+    timers: BinaryHeap<Reverse<(u64, u8, SocketAddr, EnvelopeId)>>,
+    next_mail_at: Option<u64>,
+}
+
+/// Envelope counters of a supernode.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EnvelopeStats {
+    pub received: u64,
+    pub invalid: u64,
+    pub forwarded: u64,
+    pub delivered: u64,
+    pub stored: u64,
+    pub mailbox_full: u64,
+    pub mailbox_delivered: u64,
+    pub expired: u64,
+    pub busy: u64,
+}
+
+fn reachable(rec: &PresenceRecord, now: u64) -> bool {
+    rec.status != Status::Offline && rec.online_until > now / 1000 && !rec.supernodes.is_empty()
+}
+
+impl SupernodeCore {
+    pub(super) fn env_client_attached(&mut self, addr: SocketAddr, username: &str) {
+        let v = self.env.by_user.entry(username.to_owned()).or_default();
+        if !v.contains(&addr) {
+            v.push(addr);
+        }
+    }
+
+    pub(super) fn env_client_gone(&mut self, addr: SocketAddr, username: &str) {
+        if let Some(v) = self.env.by_user.get_mut(username) {
+            v.retain(|a| *a != addr);
+            if v.is_empty() {
+                self.env.by_user.remove(username);
+            }
+        }
+    }
+
+    /// Envelopes held for offline users, and their bytes.
+    pub fn mailbox_size(&self) -> (usize, usize) {
+        (self.env.mailbox_count, self.env.mailbox_bytes)
+    }
+
+    /// Whether this supernode keeps envelope `id` for `user`.
+    pub fn mailbox_holds(&self, user: &str, id: &EnvelopeId) -> bool {
+        self.env
+            .mailbox
+            .get(user)
+            .is_some_and(|m| m.mails.iter().any(|x| x.id == *id))
+    }
+
+    pub fn envelope_stats(&self) -> &EnvelopeStats {
+        &self.env_stats
+    }
+
+    fn timer(&mut self, at: u64, tag: u8, addr: SocketAddr, id: EnvelopeId) {
+        self.env.timers.push(Reverse((at, tag, addr, id)));
+    }
+
+    /// A client sends an envelope.
+    pub(super) fn env_on_send(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+        if !self.clients.contains_key(&from) {
+            self.stats.not_attached += 1;
+            return;
+        }
+        let Ok(s) = Sealed::decode(bytes) else {
+            self.stats.malformed += 1;
+            self.env_stats.invalid += 1;
+            return;
+        };
+        let id = s.header.id;
+        self.env_stats.received += 1;
+        if s.header.check_lifetime(now).is_err() {
+            self.env_stats.invalid += 1;
+            self.send(
+                from,
+                &Msg::EnvResult {
+                    id,
+                    result: EnvResult::Invalid,
+                },
+            );
+            return;
+        }
+        let key = (from, id);
+        if self.env.routes.contains_key(&key) {
+            // The client asked again through us: the answer is on its way.
+            return;
+        }
+        let in_flight = self
+            .env
+            .routes
+            .range((from, [0; 16])..=(from, [0xff; 16]))
+            .count();
+        if in_flight >= self.cfg.max_envelopes_in_flight {
+            self.env_stats.busy += 1;
+            self.send(
+                from,
+                &Msg::EnvResult {
+                    id,
+                    result: EnvResult::Busy,
+                },
+            );
+            return;
+        }
+        let deadline = now + self.cfg.envelope_route_timeout_ms;
+        let to = s.header.to.to_owned();
+        self.env.routes.insert(
+            key,
+            Route {
+                bytes: Rc::from(bytes),
+                to: to.clone(),
+                recipient: s.header.recipient,
+                store: s.header.store,
+                phase: Phase::Lookup,
+                deadline,
+            },
+        );
+        self.timer(deadline, T_ROUTE, from, id);
+        self.start_query(now, Origin::Envelope { client: from, id }, &to);
+    }
+
+    fn env_finish(&mut self, key: (SocketAddr, EnvelopeId), result: EnvResult) {
+        if self.env.routes.remove(&key).is_none() {
+            return;
+        }
+        match result {
+            EnvResult::Delivered => self.env_stats.delivered += 1,
+            EnvResult::Stored => self.env_stats.stored += 1,
+            _ => {}
+        }
+        self.send(key.0, &Msg::EnvResult { id: key.1, result });
+    }
+
+    /// The lookup of a route's recipient answered.
+    pub(super) fn env_on_lookup(
+        &mut self,
+        now: u64,
+        client: SocketAddr,
+        id: EnvelopeId,
+        found: Found<'_>,
+    ) {
+        let key = (client, id);
+        let Some(route) = self.env.routes.get_mut(&key) else {
+            return;
+        };
+        let rec = match found {
+            Found::NotFound => return self.env_finish(key, EnvResult::NotFound),
+            Found::Record(b) => match PresenceRecord::decode(b) {
+                Ok(r) => r,
+                Err(_) => return self.env_finish(key, EnvResult::NotFound),
+            },
+        };
+        if rec.cert.x25519 != route.recipient {
+            return self.env_finish(key, EnvResult::KeyChanged);
+        }
+        if reachable(&rec, now) {
+            route.phase = Phase::Forward {
+                targets: rec.supernodes.clone(),
+                next: 0,
+            };
+            self.env_forward_next(now, key);
+        } else {
+            self.env_store_or_fail(now, key);
+        }
+    }
+
+    fn env_forward_next(&mut self, now: u64, key: (SocketAddr, EnvelopeId)) {
+        let Some(route) = self.env.routes.get_mut(&key) else {
+            return;
+        };
+        let Phase::Forward { targets, next } = &mut route.phase else {
+            return;
+        };
+        let Some(&target) = targets.get(*next) else {
+            return self.env_store_or_fail(now, key);
+        };
+        *next += 1;
+        let bytes = route.bytes.clone();
+        self.env_forward(
+            now,
+            target,
+            Purpose::Route {
+                client: key.0,
+                id: key.1,
+            },
+            key.1,
+            &bytes,
+        );
+    }
+
+    fn env_forward(
+        &mut self,
+        now: u64,
+        target: SocketAddr,
+        purpose: Purpose,
+        id: EnvelopeId,
+        bytes: &[u8],
+    ) {
+        let deadline = now + self.cfg.envelope_forward_timeout_ms;
+        self.env.forwards.insert((target, id), (purpose, deadline));
+        self.timer(deadline, T_FORWARD, target, id);
+        self.env_stats.forwarded += 1;
+        if target == self.my_addr {
+            self.env_on_forward(now, target, bytes);
+        } else {
+            self.send(target, &Msg::EnvForward { envelope: bytes });
+        }
+    }
+
+    fn env_reply_forward(
+        &mut self,
+        now: u64,
+        asker: SocketAddr,
+        id: EnvelopeId,
+        result: EnvResult,
+    ) {
+        if asker == self.my_addr {
+            self.env_on_forward_result(now, asker, id, result);
+        } else {
+            self.send(asker, &Msg::EnvForwardResult { id, result });
+        }
+    }
+
+    /// Another supernode (or we ourselves) asks us to hand an envelope to
+    /// one of our clients.
+    pub(super) fn env_on_forward(&mut self, now: u64, asker: SocketAddr, bytes: &[u8]) {
+        let Ok(s) = Sealed::decode(bytes) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let id = s.header.id;
+        if s.header.check_lifetime(now).is_err() {
+            return self.env_reply_forward(now, asker, id, EnvResult::Invalid);
+        }
+        let targets: Vec<SocketAddr> = self
+            .env
+            .by_user
+            .get(s.header.to)
+            .cloned()
+            .unwrap_or_default();
+        if targets.is_empty() {
+            return self.env_reply_forward(now, asker, id, EnvResult::NotAttached);
+        }
+        // Answer before the asker gives up on us.
+        let deadline = now + self.cfg.envelope_forward_timeout_ms * 2 / 3;
+        for client in targets {
+            let list = self.env.deliveries.entry(id).or_default();
+            if list.len() >= 16 {
+                break;
+            }
+            list.push(Delivery {
+                client,
+                asker,
+                deadline,
+            });
+            self.timer(deadline, T_DELIVER, client, id);
+            self.send(client, &Msg::EnvDeliver { envelope: bytes });
+        }
+    }
+
+    /// Our client acknowledged (or refused) an envelope we handed it.
+    pub(super) fn env_on_ack(&mut self, now: u64, client: SocketAddr, id: EnvelopeId, ok: bool) {
+        let Some(list) = self.env.deliveries.get_mut(&id) else {
+            return;
+        };
+        let mut askers = Vec::new();
+        list.retain(|d| {
+            if d.client == client {
+                askers.push(d.asker);
+                false
+            } else {
+                true
+            }
+        });
+        if list.is_empty() {
+            self.env.deliveries.remove(&id);
+        }
+        // Another device of the user may still answer for the same asker.
+        if let Some(list) = self.env.deliveries.get_mut(&id) {
+            list.retain(|d| !askers.contains(&d.asker));
+            if list.is_empty() {
+                self.env.deliveries.remove(&id);
+            }
+        }
+        askers.dedup();
+        let result = if ok {
+            EnvResult::Delivered
+        } else {
+            EnvResult::Rejected
+        };
+        for a in askers {
+            self.env_reply_forward(now, a, id, result);
+        }
+    }
+
+    pub(super) fn env_on_forward_result(
+        &mut self,
+        now: u64,
+        target: SocketAddr,
+        id: EnvelopeId,
+        result: EnvResult,
+    ) {
+        let Some((purpose, _)) = self.env.forwards.remove(&(target, id)) else {
+            return;
+        };
+        match purpose {
+            Purpose::Route { client, id } => match result {
+                EnvResult::Delivered | EnvResult::Rejected | EnvResult::Invalid => {
+                    self.env_finish((client, id), result)
+                }
+                _ => self.env_forward_next(now, (client, id)),
+            },
+            Purpose::Mail { user } => {
+                if matches!(
+                    result,
+                    EnvResult::Delivered | EnvResult::Rejected | EnvResult::Invalid
+                ) {
+                    if result == EnvResult::Delivered {
+                        self.env_stats.mailbox_delivered += 1;
+                    }
+                    self.env_mail_remove(&user, &id);
+                }
+            }
+        }
+    }
+
+    fn env_mail_remove(&mut self, user: &str, id: &EnvelopeId) {
+        let Some(mb) = self.env.mailbox.get_mut(user) else {
+            return;
+        };
+        if let Some(i) = mb.mails.iter().position(|m| m.id == *id) {
+            let m = mb.mails.swap_remove(i);
+            self.env.mailbox_bytes -= m.bytes.len();
+            self.env.mailbox_count -= 1;
+        }
+        if mb.mails.is_empty() {
+            self.env.mailbox.remove(user);
+        }
+    }
+
+    fn env_store_or_fail(&mut self, now: u64, key: (SocketAddr, EnvelopeId)) {
+        let Some(route) = self.env.routes.get_mut(&key) else {
+            return;
+        };
+        if !route.store {
+            return self.env_finish(key, EnvResult::Offline);
+        }
+        let bytes = route.bytes.clone();
+        let key_of_user = user_key(&route.to);
+        let owners = self.owners(key_of_user, self.cfg.replicas, now);
+        let remote: Vec<(u64, SocketAddr)> = owners
+            .iter()
+            .copied()
+            .filter(|(id, _)| *id != self.me)
+            .collect();
+        let local = owners.len() != remote.len();
+        if let Some(route) = self.env.routes.get_mut(&key) {
+            route.phase = Phase::Store {
+                waiting: remote.len(),
+            };
+        }
+        let deadline = now + self.cfg.store_timeout_ms;
+        for (_, addr) in &remote {
+            self.env.stores.insert((*addr, key.1), (key, deadline));
+            self.timer(deadline, T_STORE, *addr, key.1);
+            self.send(*addr, &Msg::EnvStore { envelope: &bytes });
+        }
+        if local && self.env_on_store(now, &bytes) {
+            return self.env_finish(key, EnvResult::Stored);
+        }
+        if remote.is_empty() {
+            self.env_finish(key, EnvResult::StoreFailed);
+        }
+    }
+
+    pub(super) fn env_on_store_ack(&mut self, owner: SocketAddr, id: EnvelopeId, ok: bool) {
+        let Some((key, _)) = self.env.stores.remove(&(owner, id)) else {
+            return;
+        };
+        self.env_store_answer(key, ok);
+    }
+
+    fn env_store_answer(&mut self, key: (SocketAddr, EnvelopeId), ok: bool) {
+        let Some(route) = self.env.routes.get_mut(&key) else {
+            return;
+        };
+        let Phase::Store { waiting } = &mut route.phase else {
+            return;
+        };
+        if ok {
+            return self.env_finish(key, EnvResult::Stored);
+        }
+        *waiting = waiting.saturating_sub(1);
+        if *waiting == 0 {
+            self.env_finish(key, EnvResult::StoreFailed);
+        }
+    }
+
+    /// Keep an envelope for an offline user (we own their record, or
+    /// someone thinks we do). Returns whether it is kept.
+    pub(super) fn env_on_store(&mut self, now: u64, bytes: &[u8]) -> bool {
+        let Ok(s) = Sealed::decode(bytes) else {
+            self.stats.malformed += 1;
+            return false;
+        };
+        let h = s.header;
+        if !h.store || h.check_lifetime(now).is_err() {
+            return false;
+        }
+        let user = h.to.to_owned();
+        if self
+            .env
+            .mailbox
+            .get(&user)
+            .is_some_and(|m| m.mails.iter().any(|x| x.id == h.id))
+        {
+            return true;
+        }
+        let per_user = self.env.mailbox.get(&user).map_or(0, |m| m.mails.len());
+        if per_user >= self.cfg.mailbox_per_user
+            || self.env.mailbox_bytes + bytes.len() > self.cfg.mailbox_max_bytes
+        {
+            self.env_stats.mailbox_full += 1;
+            return false;
+        }
+        let key = user_key(&user);
+        let mb = self.env.mailbox.entry(user.clone()).or_insert(Mailbox {
+            key,
+            mails: Vec::new(),
+            pushed_to: Vec::new(),
+            not_owner_since: None,
+        });
+        mb.mails.push(Mail {
+            id: h.id,
+            bytes: Rc::from(bytes),
+            expires_ms: h.expires_ms,
+            tries: 0,
+            busy_until: 0,
+        });
+        self.env.mailbox_bytes += bytes.len();
+        self.env.mailbox_count += 1;
+        if self.env.next_mail_at.is_none() {
+            self.env.next_mail_at = Some(now + self.cfg.mailbox_retry_ms);
+        }
+        // The user may have come back meanwhile.
+        self.env_mail_deliver(now, &user);
+        true
+    }
+
+    /// We stored a new record for `user`: push waiting envelopes if it
+    /// says they are attached.
+    pub(super) fn env_record_stored(&mut self, now: u64, user: &str) {
+        if self.env.mailbox.contains_key(user) {
+            for m in self
+                .env
+                .mailbox
+                .get_mut(user)
+                .into_iter()
+                .flat_map(|mb| mb.mails.iter_mut())
+            {
+                // A new record: the user just (re)attached, try at once.
+                m.busy_until = 0;
+            }
+            self.env_mail_deliver(now, user);
+        }
+    }
+
+    fn env_mail_deliver(&mut self, now: u64, user: &str) {
+        let Some(h) = self.records.get(user) else {
+            return;
+        };
+        let Ok(rec) = PresenceRecord::decode(&h.bytes) else {
+            return;
+        };
+        if !reachable(&rec, now) {
+            return;
+        }
+        let Some(mb) = self.env.mailbox.get_mut(user) else {
+            return;
+        };
+        let mut sends = Vec::new();
+        for m in mb.mails.iter_mut() {
+            if m.busy_until > now || m.expires_ms <= now {
+                continue;
+            }
+            let target = rec.supernodes[m.tries % rec.supernodes.len()];
+            m.tries += 1;
+            m.busy_until = now + self.cfg.envelope_forward_timeout_ms;
+            sends.push((target, m.id, m.bytes.clone()));
+        }
+        for (target, id, bytes) in sends {
+            self.env_forward(
+                now,
+                target,
+                Purpose::Mail {
+                    user: user.to_owned(),
+                },
+                id,
+                &bytes,
+            );
+        }
+    }
+
+    /// Membership changed: hand mailboxes to owners that lack them.
+    pub(super) fn env_rebalance(&mut self, now: u64) {
+        let users: Vec<String> = self.env.mailbox.keys().cloned().collect();
+        for user in users {
+            let Some(mb) = self.env.mailbox.get(&user) else {
+                continue;
+            };
+            let owners = self.owners(mb.key, self.cfg.replicas, now);
+            let ids: Vec<u64> = owners.iter().map(|(id, _)| *id).collect();
+            let targets: Vec<SocketAddr> = owners
+                .iter()
+                .filter(|(id, _)| *id != self.me && !mb.pushed_to.contains(id))
+                .map(|(_, a)| *a)
+                .collect();
+            let all: Vec<Rc<[u8]>> = mb.mails.iter().map(|m| m.bytes.clone()).collect();
+            for t in targets {
+                for b in &all {
+                    self.send(t, &Msg::EnvStore { envelope: b });
+                }
+            }
+            let mine = ids.contains(&self.me);
+            if let Some(mb) = self.env.mailbox.get_mut(&user) {
+                mb.pushed_to = ids;
+                mb.not_owner_since = if mine {
+                    None
+                } else {
+                    mb.not_owner_since.or(Some(now))
+                };
+            }
+        }
+    }
+
+    pub(super) fn env_timeout(&mut self, now: u64) {
+        while let Some(Reverse((at, tag, addr, id))) = self.env.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.env.timers.pop();
+            match tag {
+                T_ROUTE => {
+                    let key = (addr, id);
+                    if let Some(r) = self.env.routes.get(&key)
+                        && r.deadline == at
+                    {
+                        let result = if r.store {
+                            EnvResult::StoreFailed
+                        } else {
+                            EnvResult::Offline
+                        };
+                        self.env_finish(key, result);
+                    }
+                }
+                T_FORWARD => {
+                    if self
+                        .env
+                        .forwards
+                        .get(&(addr, id))
+                        .is_some_and(|(_, d)| *d == at)
+                    {
+                        self.env_on_forward_result(now, addr, id, EnvResult::NotAttached);
+                    }
+                }
+                T_STORE => {
+                    if let Some((key, d)) = self.env.stores.get(&(addr, id))
+                        && *d == at
+                    {
+                        let key = *key;
+                        self.env.stores.remove(&(addr, id));
+                        self.env_store_answer(key, false);
+                    }
+                }
+                _ => {
+                    let mut askers = Vec::new();
+                    if let Some(list) = self.env.deliveries.get_mut(&id) {
+                        list.retain(|d| {
+                            if d.client == addr && d.deadline == at {
+                                askers.push(d.asker);
+                                false
+                            } else {
+                                true
+                            }
+                        });
+                        if list.is_empty() {
+                            self.env.deliveries.remove(&id);
+                        }
+                    }
+                    for a in askers {
+                        self.env_reply_forward(now, a, id, EnvResult::NotAttached);
+                    }
+                }
+            }
+        }
+        if let Some(at) = self.env.next_mail_at
+            && at <= now
+        {
+            self.env.next_mail_at = if self.env.mailbox.is_empty() {
+                None
+            } else {
+                Some(now + self.cfg.mailbox_retry_ms)
+            };
+            let users: Vec<String> = self.env.mailbox.keys().cloned().collect();
+            for u in users {
+                self.env_mail_deliver(now, &u);
+            }
+        }
+    }
+
+    pub(super) fn env_poll_timeout(&self) -> u64 {
+        let t = self
+            .env
+            .timers
+            .peek()
+            .map_or(u64::MAX, |Reverse((at, ..))| *at);
+        t.min(self.env.next_mail_at.unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn env_sweep(&mut self, now: u64) {
+        let mut freed = 0;
+        let mut dropped = 0;
+        let mut expired = 0;
+        self.env.mailbox.retain(|_, mb| {
+            if mb
+                .not_owner_since
+                .is_some_and(|t| now.saturating_sub(t) >= 120_000)
+            {
+                dropped += mb.mails.len();
+                freed += mb.mails.iter().map(|m| m.bytes.len()).sum::<usize>();
+                return false;
+            }
+            mb.mails.retain(|m| {
+                if m.expires_ms <= now {
+                    expired += 1;
+                    freed += m.bytes.len();
+                    false
+                } else {
+                    true
+                }
+            });
+            !mb.mails.is_empty()
+        });
+        self.env.mailbox_bytes -= freed;
+        self.env.mailbox_count -= dropped + expired;
+        self.env_stats.expired += expired as u64;
+    }
+}
