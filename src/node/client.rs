@@ -60,6 +60,8 @@ pub struct ClientSettings {
     pub renew_before_secs: u64,
     /// Contacts to follow from the start.
     pub contacts: Vec<String>,
+    /// Measure the NAT at login (and on network changes); `None`: don't.
+    pub nat: Option<ov::NatOptions>,
 }
 
 /// The front end's end of a running client.
@@ -84,11 +86,13 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             username: None,
             attached: Vec::new(),
             contacts: BTreeSet::new(),
-            nat: NatStatus {
-                note: Some("NAT type detection not available yet".into()),
-                ..Default::default()
-            },
+            nat: NatStatus::default(),
         };
+        rt.nat.note = Some(if rt.settings.nat.is_some() {
+            "measuring at login…".into()
+        } else {
+            "NAT detection is off ([nat] detect)".into()
+        });
         rt.run(crx).await;
         rt.emit(Event::Stopped).await;
     });
@@ -172,6 +176,10 @@ impl Runtime {
                 },
                 ev = next_event(&mut self.node) => match ev {
                     Some(ov::Event::Client(e)) => self.overlay_event(e).await,
+                    Some(ov::Event::Nat(r)) => {
+                        self.nat = nat_status(&r, self.nat.public_addr);
+                        self.emit(Event::Nat(self.nat.clone())).await;
+                    }
                     Some(_) => {}
                     None => {
                         self.node = None;
@@ -580,6 +588,32 @@ impl Runtime {
     }
 }
 
+/// A NAT measurement in words for the screen.
+fn nat_status(r: &crate::nat::NatReport, observed: Option<SocketAddr>) -> NatStatus {
+    use crate::nat::{Filtering, Mapping};
+    let mapping = match r.mapping {
+        Mapping::NoNat => "none: a public address",
+        Mapping::EndpointIndependent => "endpoint-independent (EIM)",
+        Mapping::AddressDependent => "address-dependent (ADM)",
+        Mapping::AddressPortDependent => "address and port-dependent (APDM)",
+        Mapping::Dependent => "destination-dependent (ADM or APDM)",
+        Mapping::Unknown => "unknown",
+    };
+    let filtering = match r.filtering {
+        Filtering::EndpointIndependent => "endpoint-independent (EIF)",
+        Filtering::AddressDependent => "address-dependent (ADF)",
+        Filtering::AddressPortDependent => "address and port-dependent (APDF)",
+        Filtering::Unknown => "unknown",
+    };
+    NatStatus {
+        mapping: Some(mapping.into()),
+        filtering: Some(filtering.into()),
+        public_addr: r.public.or(observed),
+        udp_blocked: r.udp_blocked,
+        note: (!r.notes.is_empty()).then(|| r.notes.join("; ")),
+    }
+}
+
 /// Invisible users are shown as offline.
 fn visible(s: Status) -> Status {
     if s == Status::Invisible {
@@ -656,6 +690,14 @@ impl ClientSettings {
             },
             renew_before_secs: config.login.renew_before.0.as_secs(),
             contacts: Vec::new(),
+            nat: if config.nat.detect {
+                Some(ov::NatOptions {
+                    servers: resolve(&config.nat.stun_servers).await,
+                    ..Default::default()
+                })
+            } else {
+                None
+            },
         })
     }
 }
