@@ -50,9 +50,6 @@ impl Network {
             overlay: ClientConfig::default(),
             renew_before_secs: 4 * 3600,
             contacts: contacts.iter().map(|c| c.to_string()).collect(),
-            // The local user's NAT panel shows a real measurement; the
-            // bots need none.
-            nat: (user == "you").then(natter::node::overlay::NatOptions::default),
         }
     }
 }

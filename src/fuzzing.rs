@@ -102,9 +102,71 @@ pub fn seeds() -> Vec<Vec<u8>> {
     v.push(Msg::EnvDeliver { envelope: &env }.encode());
     v.push(Msg::EnvStore { envelope: &env }.encode());
     v.push(env);
+    let mut chat = vec![1];
+    chat.extend(
+        crate::chat::ChatPayload::Message {
+            id: [1; 16],
+            sent_at_ms: 2,
+            text: "hi",
+        }
+        .encode(),
+    );
+    v.push(chat);
+    let mut presence = vec![4];
+    presence.extend(
+        crate::contacts::ContactPayload::Presence {
+            status: Status::Away,
+            message: "out",
+            want_reply: true,
+        }
+        .encode(),
+    );
+    v.push(presence);
     v.extend(link_stage(5).2);
     v.extend(link_stage(1).2);
     v.extend(turn_pair().2);
+    v.extend(media_seeds());
+    v
+}
+
+/// Valid media packets, receiver reports and call messages.
+pub fn media_seeds() -> Vec<Vec<u8>> {
+    use crate::media::packet::{Kind, Sealer};
+    let keys = crate::media::MediaKeys::derive(&[1; 32], crate::media::Side::Callee);
+    let mut sealer = Sealer::new(&keys.send, 2);
+    let report = crate::media::report::Report {
+        sent_at: 1,
+        echo: 2,
+        highest: 3,
+        lost: 1,
+        fraction_lost: 20,
+        ..Default::default()
+    }
+    .encode()
+    .to_vec();
+    let mut v = vec![
+        report.clone(),
+        crate::call::Msg::Invite { nonce: [1; 16] }.encode(9),
+        crate::call::Msg::Ack {
+            kind: 8,
+            flag: true,
+        }
+        .encode(9),
+        crate::call::Msg::Hangup.encode(9),
+    ];
+    // A real Opus frame, sealed.
+    if let Ok(mut enc) = crate::media::codec::Encoder::new(Default::default()) {
+        let mut out = [0u8; 1275];
+        if let Ok(n) = enc.encode(&[100; 960], &mut out)
+            && let Ok(p) = sealer.seal(Kind::Audio, true, 0, 0, &out[..n])
+        {
+            v.push(out[..n].to_vec());
+            v.push(p);
+        }
+    }
+    if let Ok(p) = sealer.seal(Kind::Report, false, 0, 0, &report) {
+        v.push(p);
+    }
     v
 }
 
@@ -314,6 +376,23 @@ pub fn decoders(b: &[u8]) {
         let _ = r.verify(&[0; 32], 0);
     }
     envelope(b);
+    app_payloads(b);
+}
+
+/// Chat and contacts payloads (the first byte picks the envelope kind).
+pub fn app_payloads(b: &[u8]) {
+    use crate::chat::ChatPayload;
+    use crate::contacts::ContactPayload;
+    let Some((&k, rest)) = b.split_first() else {
+        return;
+    };
+    let k = k % 5;
+    if let Ok(p) = ChatPayload::decode(k, rest) {
+        assert_eq!(p.encode(), rest);
+    }
+    if let Ok(p) = ContactPayload::decode(k, rest) {
+        assert_eq!(p.encode(), rest);
+    }
 }
 
 /// The authority core: arbitrary frames before a handshake, and arbitrary
@@ -402,6 +481,66 @@ pub fn config(b: &[u8]) {
     if let Ok(s) = std::str::from_utf8(b) {
         let _ = crate::config::Config::parse(s, std::path::Path::new("fuzz.toml"));
     }
+}
+
+/// Media and call signalling: the decoders, a media session fed the bytes
+/// as a datagram and as the authentic body of an audio packet and of a
+/// report (so they reach the report decoder and libopus), and a call core
+/// fed them as a message in every state.
+pub fn media(b: &[u8]) {
+    use crate::call::{CallConfig, CallCore, Msg as CallMsg};
+    use crate::media::packet::{Header, Kind, Sealer};
+    use crate::media::report::{REPORT_LEN, Report};
+    use crate::media::{MediaConfig, MediaKeys, MediaSession, Side};
+    let _ = Header::parse(b);
+    if let Ok(r) = Report::decode(b) {
+        assert_eq!(&r.encode()[..], &b[..REPORT_LEN]);
+    }
+    if let Ok((id, m)) = CallMsg::decode(b) {
+        assert_eq!(m.encode(id), b);
+    }
+    let ours = MediaKeys::derive(&[1; 32], Side::Caller);
+    let theirs = MediaKeys::derive(&[1; 32], Side::Callee);
+    let Ok(mut s) = MediaSession::new(MediaConfig::default(), &ours, 1, 0) else {
+        return;
+    };
+    s.handle_datagram(0, b);
+    let mut sealer = Sealer::new(&theirs.send, 2);
+    for (i, kind) in [Kind::Audio, Kind::Report].into_iter().enumerate() {
+        if let Ok(p) = sealer.seal(kind, false, i as u16, 0, b) {
+            s.handle_datagram(1, &p);
+        }
+    }
+    let mut out = [0i16; 960];
+    s.pull_playback(200, &mut out);
+    s.pull_playback(220, &mut out);
+    s.handle_timeout(5_000);
+    while s.poll_transmit().is_some() {}
+    while s.poll_event().is_some() {}
+
+    // The call core: the bytes as a message about no call, then about a
+    // call in each state (the call id patched in when long enough).
+    let mut c = CallCore::new(CallConfig::default());
+    c.handle_message(0, "bob", b);
+    let id = 7u64;
+    let mut patched = b.to_vec();
+    if patched.len() >= 10 {
+        patched[2..10].copy_from_slice(&id.to_be_bytes());
+    }
+    let _ = c.invite(0, "bob", id, [1; 16]);
+    c.handle_message(1, "bob", &patched);
+    c.handle_message(2, "bob", &CallMsg::Accept { nonce: [2; 16] }.encode(id));
+    c.handle_message(3, "bob", &patched);
+    c.media_flowing(4, id);
+    c.handle_message(5, "bob", &patched);
+    let mut callee = CallCore::new(CallConfig::default());
+    callee.handle_message(0, "alice", &CallMsg::Invite { nonce: [1; 16] }.encode(id));
+    callee.handle_message(1, "alice", &patched);
+    for t in [10_000, 70_000, 200_000] {
+        c.handle_timeout(t);
+        callee.handle_timeout(t);
+    }
+    while c.poll_transmit().is_some() || callee.poll_transmit().is_some() {}
 }
 
 /// Valid STUN messages, as seeds for the STUN fuzz: requests with and

@@ -2,6 +2,7 @@
 //! the login authority. This file is the edge: it parses the command line,
 //! loads the config and reports errors with `anyhow`.
 
+mod chat_cli;
 mod demo;
 mod roles;
 
@@ -89,6 +90,19 @@ struct Cli {
     /// List the sound cards natter can use for [audio] input and output, and exit
     #[arg(long)]
     list_audio_devices: bool,
+    /// Headless: ask NAME to be a contact once online (repeatable)
+    #[arg(long, value_name = "NAME")]
+    add: Vec<String>,
+    /// Headless: send a chat message once online (repeatable)
+    #[arg(long, num_args = 2, value_names = ["NAME", "TEXT"])]
+    msg: Vec<String>,
+    /// Headless: show the real status in the directory, to everyone (by
+    /// default only authorized contacts see it)
+    #[arg(long)]
+    public_presence: bool,
+    /// Headless: idle time before the status becomes away, e.g. `5m` (`0s`: never)
+    #[arg(long, value_name = "DURATION")]
+    away_after: Option<humantime::Duration>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -241,6 +255,14 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                 bootstrap: cli.bootstrap,
                 listen: cli.listen,
                 stun_servers: cli.stun_server,
+                add: cli.add,
+                msg: cli
+                    .msg
+                    .chunks(2)
+                    .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+                    .collect(),
+                public_presence: cli.public_presence,
+                away_after: cli.away_after.map(Into::into),
             },
         )),
         None => {

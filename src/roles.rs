@@ -35,6 +35,14 @@ pub struct Headless {
     /// STUN servers to measure the NAT against (else [nat] stun_servers,
     /// else the supernodes).
     pub stun_servers: Vec<HostPort>,
+    /// Contact requests to send once online.
+    pub add: Vec<String>,
+    /// (user, text) messages to send once online.
+    pub msg: Vec<(String, String)>,
+    /// Show the real status in the directory record (to everyone).
+    pub public_presence: bool,
+    /// Idle time before the status becomes away (0: never).
+    pub away_after: Option<std::time::Duration>,
 }
 
 async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
@@ -229,7 +237,7 @@ pub(crate) async fn start_supernode(
         stun: Some(stun),
         stun_sockets,
         turn,
-        nat: None,
+        ..Default::default()
     };
     let node = OverlayNode::spawn_with(socket, link, Core::Supernode(Box::new(core)), clock, opts)?;
     Ok((node, advertised, id))
@@ -589,9 +597,6 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
         cfg,
         clock.now_ms(),
     );
-    if let Some(s) = h.status {
-        core.set_status(s, "");
-    }
     for w in &h.watch {
         core.watch(w);
     }
@@ -606,15 +611,50 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
     if !stun_list.is_empty() && stun_servers.is_empty() {
         bail!("none of the STUN servers resolved: {stun_list:?}");
     }
+    let contacts_cfg = natter::contacts::ContactsConfig {
+        away_after_ms: h.away_after.map_or(300_000, |d| d.as_millis() as u64),
+        public_presence: h.public_presence,
+        ..Default::default()
+    };
+    let messaging = natter::node::messaging::Messaging::open(
+        data_dir,
+        &cert.username,
+        natter::chat::ChatConfig::default(),
+        contacts_cfg,
+        clock.now_ms(),
+    )?;
     let opts = NodeOptions {
         nat: config.nat.detect.then(|| NatOptions {
             servers: stun_servers,
             ..Default::default()
         }),
+        messaging: Some(messaging),
         ..Default::default()
     };
     let mut node =
         OverlayNode::spawn_with(socket, link, Core::Client(Box::new(core)), clock, opts)?;
+    if let Some(status) = h.status {
+        let _ = node
+            .commands
+            .send(Command::SetStatus {
+                status,
+                message: String::new(),
+            })
+            .await;
+    }
+    let mut startup: Vec<Command> = h
+        .add
+        .iter()
+        .map(|u| Command::AddContact {
+            user: u.clone(),
+            greeting: String::new(),
+        })
+        .chain(h.msg.iter().map(|(to, text)| Command::SendMessage {
+            to: to.clone(),
+            text: text.clone(),
+            reply: None,
+        }))
+        .collect();
     spawn_renewal(
         config.clone(),
         data_dir.to_owned(),
@@ -645,6 +685,22 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                 let _ = node.commands.send(Command::Shutdown).await;
             }
             Some(line) = lines.recv() => {
+                let _ = node.commands.send(Command::Activity).await;
+                match crate::chat_cli::parse(&line) {
+                    Some(Ok((c, query))) => {
+                        let _ = node.commands.send(c).await;
+                        if let Some(q) = query {
+                            let (v, l) = crate::chat_cli::answer(q).await;
+                            emit(h.json, v, l);
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        emit(h.json, json!({"event": "error", "error": e}), e.clone());
+                        continue;
+                    }
+                    None => {}
+                }
                 let mut words = line.split_whitespace();
                 let cmd = match (words.next(), words.next()) {
                     (Some("lookup"), Some(u)) => Some(Command::Lookup { username: u.to_owned() }),
@@ -667,7 +723,7 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                     (Some("relay"), _) => Some(Command::RelayCredentials),
                     (None, _) => None,
                     _ => {
-                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | quit");
+                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | {} | quit", crate::chat_cli::HELP);
                         emit(h.json, json!({"event": "error", "error": e}), e.clone());
                         None
                     }
@@ -686,7 +742,26 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                         continue;
                     }
                     Event::Supernode(_) => continue,
+                    Event::Chat(e) => {
+                        let (v, l) = crate::chat_cli::chat_event(&e);
+                        emit(h.json, v, l);
+                        continue;
+                    }
+                    Event::Contacts(e) => {
+                        let (v, l) = crate::chat_cli::contacts_event(&e);
+                        emit(h.json, v, l);
+                        continue;
+                    }
+                    Event::CommandFailed { error } => {
+                        emit(h.json, json!({"event": "error", "error": error}), error.clone());
+                        continue;
+                    }
                 };
+                if matches!(e, ClientEvent::Published { .. }) {
+                    for c in startup.drain(..) {
+                        let _ = node.commands.send(c).await;
+                    }
+                }
                 if let ClientEvent::Attached { supernode, observed, .. } = &e
                     && !volunteer_checked
                 {

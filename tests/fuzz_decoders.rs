@@ -85,6 +85,11 @@ proptest! {
     }
 
     #[test]
+    fn media_and_call_never_panic(b in input()) {
+        fuzzing::media(&b);
+    }
+
+    #[test]
     fn relay_decoders_never_panic(b in input()) {
         fuzzing::relay_decoders(&b);
     }

@@ -28,7 +28,9 @@ fn find_watch_and_survive_supernode_loss() {
     let (mut sn3, a3) = net.supernode("sn3", std::slice::from_ref(&a1));
     let all = vec![a1.clone(), a2.clone(), a3.clone()];
 
-    let mut alice = net.headless("alice", &all, &[]);
+    // Public presence: this test is about the directory record itself
+    // (by default only authorized contacts see the status).
+    let mut alice = net.headless("alice", &all, &["--public-presence"]);
     let primary =
         alice.wait_json(T, |v| v["event"] == "attached" && v["primary"] == true)["supernode"]
             .as_str()

@@ -22,7 +22,13 @@ fn public_supernode_account_volunteers_and_serves() {
     );
 
     // dave (user role) declines even when allowed.
-    let dave = net.headless_with("dave", &cfg, std::slice::from_ref(&a1), &[]);
+    // Public presence, so that a lookup shows dave online.
+    let dave = net.headless_with(
+        "dave",
+        &cfg,
+        std::slice::from_ref(&a1),
+        &["--public-presence"],
+    );
     let v = dave.wait_json(T, |v| v["event"] == "volunteer_declined");
     assert_eq!(v["reason"], "the account does not hold the supernode role");
 

@@ -162,6 +162,41 @@ pub enum CallEvent {
     },
 }
 
+impl CallEvent {
+    /// The JSON form for `--headless --json` (see the README).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let id = |id: &CallId| format!("{id:016x}");
+        match self {
+            CallEvent::Incoming { id: i, peer } => {
+                json!({"event": "call", "state": "incoming", "call": id(i), "peer": peer})
+            }
+            CallEvent::Ringing { id: i } => {
+                json!({"event": "call", "state": "ringing", "call": id(i)})
+            }
+            CallEvent::Connected {
+                id: i, peer, side, ..
+            } => json!({
+                "event": "call", "state": "connecting", "call": id(i), "peer": peer,
+                "role": if *side == Side::Caller { "caller" } else { "callee" },
+            }),
+            CallEvent::Active { id: i } => {
+                json!({"event": "call", "state": "active", "call": id(i)})
+            }
+            CallEvent::RemoteMute { id: i, muted } => {
+                json!({"event": "call_remote", "call": id(i), "muted": muted})
+            }
+            CallEvent::RemoteHold { id: i, on_hold } => {
+                json!({"event": "call_remote", "call": id(i), "on_hold": on_hold})
+            }
+            CallEvent::Ended { id: i, reason } => json!({
+                "event": "call", "state": "ended", "call": id(i),
+                "reason": reason.code(), "message": reason.to_string(),
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     #[error("no call {0:x}")]

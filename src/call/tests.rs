@@ -283,3 +283,23 @@ fn strangers_and_garbage_are_counted_drops() {
         }
     }
 }
+
+#[test]
+fn json_events() {
+    let e = CallEvent::Ended {
+        id: 1,
+        reason: EndReason::Busy,
+    }
+    .to_json();
+    assert_eq!(e["event"], "call");
+    assert_eq!(e["state"], "ended");
+    assert_eq!(e["reason"], "busy");
+    assert_eq!(e["call"], "0000000000000001");
+    let s = crate::media::MediaStats {
+        rtt_ms: Some(12),
+        ..Default::default()
+    }
+    .to_json(1);
+    assert_eq!(s["event"], "call_stats");
+    assert_eq!(s["rtt_ms"], 12);
+}

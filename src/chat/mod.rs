@@ -189,6 +189,18 @@ impl Default for ChatConfig {
     }
 }
 
+/// How far an attempt got, as the overlay reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// The recipient's device took it (their acknowledgement follows once
+    /// it is in their history).
+    Delivered,
+    /// The recipient is offline: it waits on their directory owners.
+    Stored,
+    /// It failed; it will be sent again.
+    Retrying(String),
+}
+
 /// What the chat reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatEvent {
@@ -196,13 +208,12 @@ pub enum ChatEvent {
     Received(Message),
     /// Our message was accepted into the outbox.
     Queued { to: String, id: MsgId },
-    /// The overlay's news about an attempt: it waits on the recipient's
-    /// owners (`stored`), or failed and will be retried.
+    /// The overlay's news about an attempt (not yet the recipient's
+    /// acknowledgement).
     Progress {
         to: String,
         id: MsgId,
-        stored: bool,
-        error: Option<String>,
+        delivery: Delivery,
     },
     /// The recipient acknowledged it: it is in their history.
     Acked { to: String, id: MsgId },
@@ -400,14 +411,14 @@ impl ChatCore {
         let Some(p) = self.pending.get_mut(&key) else {
             return true;
         };
-        let (stored, error) = match o {
+        let delivery = match o {
             EnvelopeOutcome::Delivered => {
                 p.next_try = now + self.cfg.ack_wait_ms;
-                return true;
+                Delivery::Delivered
             }
             EnvelopeOutcome::Stored => {
                 p.next_try = now + self.cfg.stored_retry_ms;
-                (true, None)
+                Delivery::Stored
             }
             EnvelopeOutcome::Failed(why) => {
                 let exp = self
@@ -415,14 +426,13 @@ impl ChatCore {
                     .retry_base_ms
                     .saturating_mul(1 << p.attempts.min(16));
                 p.next_try = now + exp.min(self.cfg.max_backoff_ms);
-                (false, Some(why))
+                Delivery::Retrying(why)
             }
         };
         self.events.push_back(ChatEvent::Progress {
             to: key.0,
             id: key.1,
-            stored,
-            error,
+            delivery,
         });
         true
     }
@@ -542,6 +552,13 @@ mod tests {
         assert_eq!(bob.poll_event(), None);
         assert_eq!(b_out.0.len(), 2);
         assert!(alice.on_envelope_outcome(3, &env, EnvelopeOutcome::Delivered));
+        assert!(matches!(
+            alice.poll_event(),
+            Some(ChatEvent::Progress {
+                delivery: Delivery::Delivered,
+                ..
+            })
+        ));
         // No ack yet: resent after the wait.
         alice.handle_timeout(3 + ChatConfig::default().ack_wait_ms, &mut a_out);
         assert_eq!(a_out.0.len(), 2);

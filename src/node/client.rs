@@ -4,15 +4,15 @@
 //! contact list, takes [`Command`]s and reports [`Event`]s. The TUI, the
 //! demo's bots and tests drive it the same way.
 //!
-//! Chat, contact authorization, NAT measurement and calls are built by
-//! other modules; until they are wired in here their commands are answered
-//! with [`Event::not_available`].
+//! Chat, contact authorization and calls are built by other modules;
+//! until they are wired in here their commands are answered with
+//! [`Event::not_available`].
 
 use super::api::{
     AttachedSupernode, AudioStatus, Command, ContactState, Event, LoginState, LookupResult,
     NatStatus, Presence,
 };
-use super::overlay::{self as ov, Core, OverlayNode};
+use super::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
 use super::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
 use crate::clock::Clock;
 use crate::config::HostPort;
@@ -60,8 +60,6 @@ pub struct ClientSettings {
     pub renew_before_secs: u64,
     /// Contacts to follow from the start.
     pub contacts: Vec<String>,
-    /// Measure the NAT at login (and on network changes); `None`: don't.
-    pub nat: Option<ov::NatOptions>,
 }
 
 /// The front end's end of a running client.
@@ -86,13 +84,11 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             username: None,
             attached: Vec::new(),
             contacts: BTreeSet::new(),
-            nat: NatStatus::default(),
+            nat: NatStatus {
+                note: Some("measuring the NAT after login".into()),
+                ..Default::default()
+            },
         };
-        rt.nat.note = Some(if rt.settings.nat.is_some() {
-            "measuring at login…".into()
-        } else {
-            "NAT detection is off ([nat] detect)".into()
-        });
         rt.run(crx).await;
         rt.emit(Event::Stopped).await;
     });
@@ -177,7 +173,7 @@ impl Runtime {
                 ev = next_event(&mut self.node) => match ev {
                     Some(ov::Event::Client(e)) => self.overlay_event(e).await,
                     Some(ov::Event::Nat(r)) => {
-                        self.nat = nat_status(&r, self.nat.public_addr);
+                        self.nat = nat_status(&r);
                         self.emit(Event::Nat(self.nat.clone())).await;
                     }
                     Some(_) => {}
@@ -339,11 +335,17 @@ impl Runtime {
             self.clock.now_ms(),
         );
         let link = LinkEndpoint::new(device, cert, key, LinkConfig::default())?;
-        OverlayNode::spawn(
+        // Measure the NAT against the attached supernodes.
+        let opts = NodeOptions {
+            nat: Some(NatOptions::default()),
+            ..Default::default()
+        };
+        OverlayNode::spawn_with(
             socket,
             link,
             Core::Client(Box::new(core)),
             self.clock.clone(),
+            opts,
         )
         .map_err(|source| RuntimeError::Bind {
             addr: listen,
@@ -588,38 +590,46 @@ impl Runtime {
     }
 }
 
-/// A NAT measurement in words for the screen.
-fn nat_status(r: &crate::nat::NatReport, observed: Option<SocketAddr>) -> NatStatus {
-    use crate::nat::{Filtering, Mapping};
-    let mapping = match r.mapping {
-        Mapping::NoNat => "none: a public address",
-        Mapping::EndpointIndependent => "endpoint-independent (EIM)",
-        Mapping::AddressDependent => "address-dependent (ADM)",
-        Mapping::AddressPortDependent => "address and port-dependent (APDM)",
-        Mapping::Dependent => "destination-dependent (ADM or APDM)",
-        Mapping::Unknown => "unknown",
-    };
-    let filtering = match r.filtering {
-        Filtering::EndpointIndependent => "endpoint-independent (EIF)",
-        Filtering::AddressDependent => "address-dependent (ADF)",
-        Filtering::AddressPortDependent => "address and port-dependent (APDF)",
-        Filtering::Unknown => "unknown",
-    };
-    NatStatus {
-        mapping: Some(mapping.into()),
-        filtering: Some(filtering.into()),
-        public_addr: r.public.or(observed),
-        udp_blocked: r.udp_blocked,
-        note: (!r.notes.is_empty()).then(|| r.notes.join("; ")),
-    }
-}
-
 /// Invisible users are shown as offline.
 fn visible(s: Status) -> Status {
     if s == Status::Invisible {
         Status::Offline
     } else {
         s
+    }
+}
+
+/// A NAT detection's report as the UI shows it.
+fn nat_status(r: &crate::nat::NatReport) -> NatStatus {
+    use crate::nat::{Filtering, Mapping};
+    let mapping = match r.mapping {
+        Mapping::NoNat => Some("none (public address)".to_owned()),
+        Mapping::EndpointIndependent => Some("endpoint-independent (EIM)".to_owned()),
+        Mapping::AddressDependent => Some("address-dependent (ADM)".to_owned()),
+        Mapping::AddressPortDependent => Some("address and port-dependent (APDM)".to_owned()),
+        Mapping::Dependent => Some("destination-dependent (ADM or APDM)".to_owned()),
+        Mapping::Unknown => None,
+    };
+    let filtering = match r.filtering {
+        Filtering::EndpointIndependent => Some("endpoint-independent (EIF)".to_owned()),
+        Filtering::AddressDependent => Some("address-dependent (ADF)".to_owned()),
+        Filtering::AddressPortDependent => Some("address and port-dependent (APDF)".to_owned()),
+        Filtering::Unknown => None,
+    };
+    let mut note = format!("measured in {} ms", r.duration_ms);
+    if let Some(s) = r.server {
+        note.push_str(&format!(" against {s}"));
+    }
+    for n in &r.notes {
+        note.push_str("; ");
+        note.push_str(n);
+    }
+    NatStatus {
+        mapping,
+        filtering,
+        public_addr: r.public,
+        udp_blocked: r.udp_blocked,
+        note: Some(note),
     }
 }
 
@@ -690,14 +700,6 @@ impl ClientSettings {
             },
             renew_before_secs: config.login.renew_before.0.as_secs(),
             contacts: Vec::new(),
-            nat: if config.nat.detect {
-                Some(ov::NatOptions {
-                    servers: resolve(&config.nat.stun_servers).await,
-                    ..Default::default()
-                })
-            } else {
-                None
-            },
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod demux;
 pub mod device;
 pub mod login;
+pub mod messaging;
 pub mod overlay;
 pub mod turn;
 pub mod udp;

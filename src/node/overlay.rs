@@ -17,6 +17,7 @@ use crate::nat::{
     DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig, StunStats,
 };
 use crate::node::demux::{self, Datagram};
+use crate::node::messaging::Messaging;
 use crate::node::turn::{TurnHandle, TurnService};
 use crate::overlay::{ClientCore, ClientEvent, Status, SupernodeCore, SupernodeEvent};
 use rand::SeedableRng;
@@ -58,6 +59,8 @@ pub enum Command {
     },
     /// Publish an offline record, detach and stop.
     Shutdown,
+    /// Ask the primary supernode for relay (TURN) credentials.
+    RelayCredentials,
     /// Send a sealed envelope to a user (see `overlay::envelope`); its id
     /// comes back on `reply`, its outcome as an `Envelope*` client event.
     SendEnvelope {
@@ -67,6 +70,44 @@ pub enum Command {
         store_if_offline: bool,
         reply: Option<oneshot::Sender<crate::overlay::EnvelopeId>>,
     },
+    // Chat and contacts (nodes started with `spawn_with_messaging`).
+    /// Send a chat message; its id (or why not) comes back on `reply`.
+    SendMessage {
+        to: String,
+        text: String,
+        reply: Option<oneshot::Sender<Result<crate::chat::MsgId, String>>>,
+    },
+    /// The last `limit` messages with a user, oldest first.
+    History {
+        with: String,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<crate::chat::Message>, String>>,
+    },
+    /// The contact list.
+    Contacts {
+        reply: oneshot::Sender<Vec<crate::contacts::ContactInfo>>,
+    },
+    AddContact {
+        user: String,
+        greeting: String,
+    },
+    AcceptContact {
+        user: String,
+    },
+    DeclineContact {
+        user: String,
+    },
+    RemoveContact {
+        user: String,
+    },
+    BlockContact {
+        user: String,
+    },
+    UnblockContact {
+        user: String,
+    },
+    /// The user did something (resets the idle timer behind auto-away).
+    Activity,
 }
 
 /// What the node reports.
@@ -76,6 +117,12 @@ pub enum Event {
     Supernode(SupernodeEvent),
     /// A NAT detection finished (clients).
     Nat(NatReport),
+    Chat(crate::chat::ChatEvent),
+    Contacts(crate::contacts::ContactsEvent),
+    /// A command could not be carried out.
+    CommandFailed {
+        error: String,
+    },
     /// The node task ended.
     Stopped,
 }
@@ -112,6 +159,8 @@ pub struct NodeOptions {
     pub stun_sockets: Vec<UdpSocket>,
     /// Supernodes: the TURN relay sharing the main socket.
     pub turn: Option<TurnSetup>,
+    /// Clients: chat and contacts.
+    pub messaging: Option<Messaging>,
     /// Clients: measure the NAT.
     pub nat: Option<NatOptions>,
 }
@@ -203,6 +252,21 @@ impl OverlayNode {
         Self::spawn_with(socket, link, core, clock, NodeOptions::default())
     }
 
+    /// [`OverlayNode::spawn`] with chat and contacts on a client node.
+    pub fn spawn_with_messaging(
+        socket: UdpSocket,
+        link: LinkEndpoint,
+        core: Core,
+        clock: Arc<dyn Clock>,
+        messaging: Option<Messaging>,
+    ) -> std::io::Result<Self> {
+        let opts = NodeOptions {
+            messaging,
+            ..Default::default()
+        };
+        Self::spawn_with(socket, link, core, clock, opts)
+    }
+
     /// Start the node's task, with a TURN relay sharing its socket.
     pub fn spawn_with_turn(
         socket: UdpSocket,
@@ -229,6 +293,7 @@ impl OverlayNode {
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let socket = Arc::new(socket);
+        let messaging = opts.messaging;
         let turn = opts
             .turn
             .map(|t| TurnService::spawn(t.core, socket.clone(), t.tcp, t.cfg, clock.clone()));
@@ -295,6 +360,7 @@ impl OverlayNode {
                     dropped_datagrams: 0,
                     stun_unhandled: 0,
                     turn,
+                    messaging: messaging.map(Box::new),
                 };
                 n.run(crx, xrx).await;
                 for r in readers {
@@ -330,6 +396,7 @@ struct Driver {
     stun_unhandled: u64,
     /// Stops with the node.
     turn: Option<TurnService>,
+    messaging: Option<Box<Messaging>>,
 }
 
 impl Driver {
@@ -342,8 +409,13 @@ impl Driver {
             let t = n.det.poll_timeout().min(n.local_check_at);
             if n.started { t } else { t.min(n.start_at) }
         });
+        let apps = self
+            .messaging
+            .as_ref()
+            .map_or(u64::MAX, |m| m.poll_timeout());
         core.min(nat)
             .min(self.link.poll_timeout().unwrap_or(u64::MAX))
+            .min(apps)
     }
 
     /// One datagram from the network, on the main socket (`local` None) or
@@ -381,20 +453,22 @@ impl Driver {
             self.dropped_datagrams += 1;
             return;
         };
+        // TURN (Allocate, Refresh, CreatePermission, ChannelBind, Send) on
+        // the main socket goes to the relay, with or without a STUN server.
+        if h.method != method::BINDING
+            && local.is_none()
+            && let Some(t) = &self.turn
+            && TurnHandle::wants(d)
+        {
+            t.handle.datagram(from, d);
+            return;
+        }
         if let Some(server) = &mut self.stun {
-            match h.method {
-                method::BINDING => {
-                    let local = local.unwrap_or(server.config().primary);
-                    server.handle_datagram(local, from, d);
-                }
-                // TURN (Allocate, Refresh, CreatePermission, ChannelBind,
-                // Send) on the main socket goes to the relay.
-                _ => match &self.turn {
-                    Some(t) if local.is_none() && TurnHandle::wants(d) => {
-                        t.handle.datagram(from, d)
-                    }
-                    _ => self.stun_unhandled += 1,
-                },
+            if h.method == method::BINDING {
+                let local = local.unwrap_or(server.config().primary);
+                server.handle_datagram(local, from, d);
+            } else {
+                self.stun_unhandled += 1;
             }
             return;
         }
@@ -478,7 +552,12 @@ impl Driver {
                     self.link.handle_timeout(now, &mut self.rng);
                     match &mut self.core {
                         Core::Supernode(s) => s.handle_timeout(now, &mut self.rng),
-                        Core::Client(c) => c.handle_timeout(now, &mut self.rng),
+                        Core::Client(c) => {
+                            c.handle_timeout(now, &mut self.rng);
+                            if let Some(m) = &mut self.messaging {
+                                m.handle_timeout(now, c, &mut self.rng);
+                            }
+                        }
                     }
                     if let Some(n) = &self.nat {
                         if !n.started && now >= n.start_at {
@@ -508,6 +587,13 @@ impl Driver {
     /// Returns true when the node should stop.
     fn command(&mut self, c: Command) -> bool {
         let now = self.clock.now_ms();
+        let c = match (&mut self.core, &mut self.messaging) {
+            (Core::Client(cl), Some(m)) => match m.command(now, c, cl, &mut self.rng) {
+                Some(c) => c,
+                None => return false,
+            },
+            _ => c,
+        };
         match (&mut self.core, c) {
             (Core::Client(cl), Command::Lookup { username }) => {
                 cl.lookup(now, &username);
@@ -516,6 +602,9 @@ impl Driver {
                 cl.set_status(status, &message)
             }
             (Core::Client(cl), Command::Watch { username }) => cl.watch(&username),
+            (Core::Client(cl), Command::RelayCredentials) => {
+                cl.request_relay_credentials();
+            }
             (
                 Core::Client(cl),
                 Command::SendEnvelope {
@@ -570,6 +659,16 @@ impl Driver {
             }
             (Core::Supernode(_), Command::Shutdown) => return true,
             (Core::Supernode(_), c) => tracing::debug!("ignored {c:?} on a supernode"),
+            (Core::Client(_), c) => {
+                let error = format!("chat and contacts are not enabled on this node: {c:?}");
+                if self
+                    .events
+                    .try_send(Event::CommandFailed { error })
+                    .is_err()
+                {
+                    tracing::warn!("event queue full: an event was dropped");
+                }
+            }
         }
         false
     }
@@ -622,7 +721,19 @@ impl Driver {
                 }
                 Core::Client(c) => {
                     while let Some(e) = c.poll_event() {
-                        evs.push(Event::Client(e));
+                        progressed = true;
+                        let consumed = match &mut self.messaging {
+                            Some(m) => m.on_event(now, &e, c, &mut self.rng),
+                            None => false,
+                        };
+                        if !consumed {
+                            evs.push(Event::Client(e));
+                        }
+                    }
+                    if let Some(m) = &mut self.messaging {
+                        while let Some(e) = m.poll_event() {
+                            evs.push(e);
+                        }
                     }
                 }
             }
