@@ -4,6 +4,7 @@
 //! runtime (`client`).
 
 pub mod api;
+pub mod api_map;
 pub mod client;
 pub mod demux;
 pub mod device;
