@@ -50,6 +50,9 @@ impl Network {
             overlay: ClientConfig::default(),
             renew_before_secs: 4 * 3600,
             contacts: contacts.iter().map(|c| c.to_string()).collect(),
+            // The bots never go away; the user does after 5 idle minutes.
+            away_after_ms: if contacts.is_empty() { 0 } else { 300_000 },
+            public_presence: false,
         }
     }
 }

@@ -269,8 +269,13 @@ pub struct Presence {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupResult {
-    Online { status: Status, message: String },
-    Offline { last_seen: u64 },
+    Online {
+        status: Status,
+        message: String,
+    },
+    Offline {
+        last_seen: u64,
+    },
     /// The user exists and is reachable, but shows their status to their
     /// contacts only.
     Private,

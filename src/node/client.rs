@@ -19,13 +19,13 @@ use super::api_map;
 use super::messaging::{Messaging, MessagingError};
 use super::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
 use super::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
+use crate::chat::ChatConfig;
 use crate::clock::Clock;
 use crate::config::HostPort;
+use crate::contacts::{ContactInfo, ContactsConfig};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::link::{LinkConfig, LinkEndpoint, LinkError};
-use crate::chat::ChatConfig;
-use crate::contacts::{ContactInfo, ContactsConfig};
-use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome, Status};
+use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -783,6 +783,8 @@ impl ClientSettings {
             },
             renew_before_secs: config.login.renew_before.0.as_secs(),
             contacts: Vec::new(),
+            away_after_ms: ContactsConfig::default().away_after_ms,
+            public_presence: false,
         })
     }
 }

@@ -86,7 +86,7 @@ fn logged_in() -> App {
     for c in ["bot", "echo123", "carol"] {
         app.handle_event(Event::Contact {
             username: c.into(),
-            state: ContactState::Unconfirmed,
+            state: ContactState::Authorized,
         });
     }
     app.handle_event(presence("echo123", Status::Online, "echo test: call me"));
