@@ -5,7 +5,6 @@
 use super::api::{ChatMessage, ContactState, Event, MessageId, MessageState, Presence};
 use crate::chat::{ChatEvent, Delivery, Message, MsgId};
 use crate::contacts::{self, ContactInfo, ContactsEvent};
-use crate::overlay::Status;
 
 /// The API's id of a chat message: its first 8 bytes.
 pub fn message_id(id: &MsgId) -> MessageId {
@@ -179,16 +178,10 @@ pub fn contacts_event(e: ContactsEvent) -> Vec<Event> {
     }
 }
 
-/// What a directory lookup shows to someone who is not (yet) an
-/// authorized contact: a record that hides its status says only that the
-/// user exists.
-pub fn hidden_status(s: Status) -> bool {
-    s == Status::Invisible
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overlay::Status;
 
     #[test]
     fn ids_and_states() {

@@ -654,13 +654,16 @@ impl Runtime {
                 username, outcome, ..
             } => {
                 let result = match outcome {
-                    LookupOutcome::Online(r) if api_map::hidden_status(r.status) => {
-                        LookupResult::Private
-                    }
                     LookupOutcome::Online(r) => LookupResult::Online {
                         status: r.status,
                         message: r.message.clone(),
                     },
+                    // An attached device whose record hides its status.
+                    LookupOutcome::Offline { record, .. }
+                        if record.is_reachable(self.clock.now_secs()) =>
+                    {
+                        LookupResult::Private
+                    }
                     LookupOutcome::Offline { last_seen, .. } => LookupResult::Offline { last_seen },
                     LookupOutcome::NotFound => LookupResult::NotFound,
                     LookupOutcome::Failed(why) => LookupResult::Failed(why),

@@ -103,9 +103,9 @@ impl Component for SearchBox {
                     "○ {name} is offline, last seen {} UTC",
                     crate::identity::cert::fmt_time(*last_seen)
                 )),
-                Some(LookupResult::Private) => Line::from(format!(
-                    "{name} exists; their status is for their contacts only"
-                )),
+                Some(LookupResult::Private) => {
+                    Line::from(format!("◌ {name} exists (status shown to contacts only)"))
+                }
                 Some(LookupResult::NotFound) => Line::from(format!("{name}: no such user")).red(),
                 Some(LookupResult::Failed(why)) => {
                     Line::from(format!("looking up {name} failed: {why}")).red()
