@@ -5,7 +5,9 @@
 //! message, which bot acknowledges and answers; the screen is drawn on
 //! ratatui's `TestBackend` and compared with a snapshot. Then `you`'s
 //! runtime stops and starts again: opening the chat loads the
-//! conversation from the SQLite history, delivery marks included.
+//! conversation from the SQLite history, delivery marks included. Last,
+//! bot quits: the next message is stored for it (its mark says so) and
+//! delivered, then acknowledged, when bot starts again.
 //!
 //! Only the clock times in the chat lines vary between runs; they are
 //! masked before the comparison.
@@ -219,10 +221,44 @@ async fn chat_view_from_real_events() {
     .await;
     app.tick(clock.now_ms() + 60_000);
     assert_snapshot!("history_after_restart", draw(&app));
+
+    // bot leaves: a message to it waits, sealed, on its directory owners
+    // (drawn as stored) and is delivered when it comes back.
+    bot.say("quit");
+    bot.stdin.take();
+    pump(&mut you, &mut app, "bot offline", |a| {
+        a.model
+            .contacts
+            .get("bot")
+            .is_some_and(|c| c.status() == Status::Offline)
+    })
+    .await;
+    typed(&mut app, "see you later");
+    key(&mut app, KeyCode::Enter);
+    let later = |a: &App, state: MessageState| {
+        chat_with_bot(a)
+            .iter()
+            .any(|m| m.text == "see you later" && m.state == state)
+    };
+    pump(&mut you, &mut app, "the message stored", |a| {
+        later(a, MessageState::Stored)
+    })
+    .await;
+    app.tick(clock.now_ms() + 60_000);
+    assert_snapshot!("stored_for_offline_contact", draw(&app));
+    let bot = net.headless("bot", &all, &[]);
+    pump(&mut you, &mut app, "the stored message acknowledged", |a| {
+        later(a, MessageState::Delivered)
+    })
+    .await;
+    let m = tokio::task::block_in_place(|| bot.wait_json(T, |v| v["event"] == "message"));
+    assert_eq!(m["text"], "see you later", "{m}");
+    app.tick(clock.now_ms() + 60_000);
+    let s = draw(&app);
+    assert!(s.contains("see you later ✓"), "{s}");
     you.commands.send(Command::Quit).await.unwrap();
     pump(&mut you, &mut app, "the runtime to stop", |a| {
         a.model.stopped
     })
     .await;
-    bot.say("quit");
 }

@@ -8,8 +8,9 @@
 //! cores' events). The TUI, the demo's bots and tests drive it the same
 //! way; it keeps no contact or message state of its own.
 //!
-//! Calls are built by another module; until they are wired in here their
-//! commands are answered with [`Event::not_available`].
+//! Calls are built by another module; until they are wired in (see
+//! `Runtime::call_command`) their commands are answered with
+//! [`Event::not_available`].
 
 use super::api::{
     AttachedSupernode, AudioStatus, ChatMessage, Command, Event, LoginState, LookupResult,
@@ -595,8 +596,16 @@ impl Runtime {
             | Command::DeclineCall { .. }
             | Command::HangUp { .. }
             | Command::Mute { .. }
-            | Command::Hold { .. } => self.emit(Event::not_available(&c, "calls")).await,
+            | Command::Hold { .. } => self.call_command(c).await,
         }
+    }
+
+    /// The seam for calls: the call runtime starts and controls calls
+    /// here and reports them as [`Event::Call`] and [`Event::CallStats`];
+    /// their signalling arrives as envelopes of kinds 16-31 (see
+    /// `overlay_event`). Until then these commands are not available.
+    async fn call_command(&mut self, c: Command) {
+        self.emit(Event::not_available(&c, "calls")).await
     }
 
     async fn overlay_event(&mut self, e: ClientEvent) {
@@ -676,9 +685,11 @@ impl Runtime {
             // Relay credentials are the connectivity layer's business.
             ClientEvent::RelayCredentials { .. } | ClientEvent::RelayRefused { .. } => {}
             // Chat and contacts envelopes are consumed by their cores; call
-            // signalling is not wired in yet.
-            ClientEvent::Envelope { .. }
-            | ClientEvent::EnvelopeDelivered { .. }
+            // signalling (kinds 16-31) is not wired in yet.
+            ClientEvent::Envelope { kind, .. } => {
+                tracing::debug!(kind, "envelope for no wired-in protocol: dropped")
+            }
+            ClientEvent::EnvelopeDelivered { .. }
             | ClientEvent::EnvelopeStored { .. }
             | ClientEvent::EnvelopeFailed { .. } => {}
         }
