@@ -1,7 +1,8 @@
 //! The chat view drawn from real events: an authority and two supernodes
 //! (processes), `you` as the in-process client runtime behind the TUI's
-//! [`App`], and `bot` as a headless natter on the other end. `you` asks
-//! bot to be a contact (bot accepts), opens the chat with keys, sends a
+//! [`App`], and `bot` as a headless natter on the other end. bot asks
+//! `you` to be a contact and `you` accepts with a key (the request is a
+//! snapshot too), opens the chat with keys, sends a
 //! message, which bot acknowledges and answers; the screen is drawn on
 //! ratatui's `TestBackend` and compared with a snapshot. Then `you`'s
 //! runtime stops and starts again: opening the chat loads the
@@ -18,7 +19,7 @@ mod procs;
 use insta::assert_snapshot;
 use natter::clock::{Clock, SystemClock};
 use natter::config::{Config, HostPort};
-use natter::node::api::{Command, MessageState};
+use natter::node::api::{Command, ContactState, MessageState};
 use natter::node::client::{self, ClientHandle, ClientSettings};
 use natter::overlay::Status;
 use natter::ui::{App, KeyMap};
@@ -99,12 +100,17 @@ fn settings(config: &Config, net: &Network, boot: &[String]) -> ClientSettings {
     let boot: Vec<HostPort> = boot.iter().map(|b| b.parse().unwrap()).collect();
     let rt = tokio::runtime::Handle::current();
     let dir = net.data("you");
-    let mut s = tokio::task::block_in_place(|| {
+    tokio::task::block_in_place(|| {
         rt.block_on(ClientSettings::from_config(config, &dir, &boot, None))
     })
-    .expect("the client config pins the authority key");
-    s.contacts = vec!["bot".into()];
-    s
+    .expect("the client config pins the authority key")
+}
+
+/// Move the App's clock past the notifications shown so far, so that the
+/// footer shows its key hints.
+fn expire_notices(app: &mut App) {
+    let now = SystemClock.now_ms().max(app.model.now_ms);
+    app.tick(now + 60_000);
 }
 
 fn chat_with_bot(app: &App) -> &[natter::node::api::ChatMessage] {
@@ -135,10 +141,37 @@ async fn chat_view_from_real_events() {
 
     // Logged in from the stored certificate; the request to bot goes out
     // once online and bot accepts it.
-    pump(&mut you, &mut app, "login", |a| a.model.logged_in()).await;
-    let r = tokio::task::block_in_place(|| bot.wait_json(T, |v| v["event"] == "contact_request"));
-    assert_eq!(r["from"], "you", "{r}");
-    bot.say("accept you");
+    // Logged in from the stored certificate. bot asks to be a contact;
+    // the request shows in the buddy list and `a` accepts it.
+    pump(&mut you, &mut app, "login and attachment", |a| {
+        a.model.logged_in() && a.model.supernodes.len() == 2
+    })
+    .await;
+    bot.say("add you hello from bot");
+    pump(&mut you, &mut app, "bot's request", |a| {
+        a.model
+            .contacts
+            .get("bot")
+            .is_some_and(|c| c.state == ContactState::Pending)
+    })
+    .await;
+    expire_notices(&mut app);
+    assert_snapshot!("contact_request", draw(&app));
+    key(&mut app, KeyCode::Char('a'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::AcceptContact {
+            username: "bot".into()
+        }]
+    );
+    you.commands
+        .send(Command::AcceptContact {
+            username: "bot".into(),
+        })
+        .await
+        .unwrap();
+    let r = tokio::task::block_in_place(|| bot.wait_json(T, |v| v["event"] == "contact_added"));
+    assert_eq!(r["user"], "you", "{r}");
     pump(&mut you, &mut app, "bot online, two supernodes", |a| {
         a.model.supernodes.len() == 2
             && a.model
@@ -179,7 +212,7 @@ async fn chat_view_from_real_events() {
     let answered = sent.elapsed();
     eprintln!("acknowledged after {acked:?}, answered (headless bot) after {answered:?}");
     // Notifications of the exchange expire from the footer.
-    app.tick(clock.now_ms() + 60_000);
+    expire_notices(&mut app);
     assert_snapshot!("live_chat", draw(&app));
     let live = chat_with_bot(&app).to_vec();
     assert_eq!(live.len(), 2, "{live:?}");
@@ -219,7 +252,7 @@ async fn chat_view_from_real_events() {
                 .is_some_and(|c| c.status() == Status::Online)
     })
     .await;
-    app.tick(clock.now_ms() + 60_000);
+    expire_notices(&mut app);
     assert_snapshot!("history_after_restart", draw(&app));
 
     // bot leaves: a message to it waits, sealed, on its directory owners
@@ -244,7 +277,7 @@ async fn chat_view_from_real_events() {
         later(a, MessageState::Stored)
     })
     .await;
-    app.tick(clock.now_ms() + 60_000);
+    expire_notices(&mut app);
     assert_snapshot!("stored_for_offline_contact", draw(&app));
     let bot = net.headless("bot", &all, &[]);
     pump(&mut you, &mut app, "the stored message acknowledged", |a| {
@@ -253,7 +286,7 @@ async fn chat_view_from_real_events() {
     .await;
     let m = tokio::task::block_in_place(|| bot.wait_json(T, |v| v["event"] == "message"));
     assert_eq!(m["text"], "see you later", "{m}");
-    app.tick(clock.now_ms() + 60_000);
+    expire_notices(&mut app);
     let s = draw(&app);
     assert!(s.contains("see you later ✓"), "{s}");
     you.commands.send(Command::Quit).await.unwrap();
