@@ -77,12 +77,14 @@ fn typed(app: &mut App, s: &str) {
 /// Feed the runtime's events to the App and the App's commands to the
 /// runtime until `done` holds for the App.
 async fn pump(you: &mut ClientHandle, app: &mut App, what: &str, done: impl Fn(&App) -> bool) {
-    let deadline = tokio::time::Instant::now() + T;
+    let start = tokio::time::Instant::now();
+    let deadline = start + T;
     loop {
         for c in app.take_commands() {
             you.commands.send(c).await.unwrap();
         }
         if done(app) {
+            eprintln!("{what}: {:?}", start.elapsed());
             return;
         }
         match tokio::time::timeout_at(deadline, you.events.recv()).await {
