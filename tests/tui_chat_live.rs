@@ -291,9 +291,43 @@ async fn chat_view_from_real_events() {
     expire_notices(&mut app);
     let s = draw(&app);
     assert!(s.contains("see you later ✓"), "{s}");
+
+    // A message the node refuses (bot is blocked) is reported once, under
+    // the command's name.
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('b'));
+    pump(&mut you, &mut app, "bot blocked", |a| {
+        a.model
+            .contacts
+            .get("bot")
+            .is_some_and(|c| c.state == ContactState::Blocked)
+    })
+    .await;
+    you.commands
+        .send(Command::SendMessage {
+            to: "bot".into(),
+            text: "blocked".into(),
+        })
+        .await
+        .unwrap();
+    pump(&mut you, &mut app, "the refusal", |a| {
+        a.model
+            .notices
+            .iter()
+            .any(|n| n.text.starts_with("send message: "))
+    })
+    .await;
     you.commands.send(Command::Quit).await.unwrap();
     pump(&mut you, &mut app, "the runtime to stop", |a| {
         a.model.stopped
     })
     .await;
+    let errors: Vec<_> = app
+        .model
+        .notices
+        .iter()
+        .filter(|n| n.level == natter::ui::model::Level::Error)
+        .map(|n| n.text.clone())
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
 }

@@ -99,6 +99,7 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             username: None,
             attached: Vec::new(),
             to_add: Vec::new(),
+            reported: Vec::new(),
             nat: NatStatus {
                 note: Some("measuring the NAT after login".into()),
                 ..Default::default()
@@ -143,6 +144,9 @@ struct Runtime {
     /// Contact requests to send once our presence is published.
     to_add: Vec<String>,
     nat: NatStatus,
+    /// Failures answered to their command that the node also reports as
+    /// `CommandFailed`: shown once.
+    reported: Vec<String>,
 }
 
 impl Runtime {
@@ -199,7 +203,12 @@ impl Runtime {
                     }
                     Some(ov::Event::Contacts(e)) => self.contacts_event(e).await,
                     Some(ov::Event::CommandFailed { error }) => {
-                        self.error("command", error).await
+                        // Reported already, under the command's name.
+                        if let Some(i) = self.reported.iter().position(|r| *r == error) {
+                            self.reported.remove(i);
+                        } else {
+                            self.error("command", error).await
+                        }
                     }
                     Some(_) => {}
                     None => {
@@ -576,7 +585,10 @@ impl Runtime {
                         .await
                     }
                     // The node reports the reason as CommandFailed too.
-                    Some(Err(_)) => {}
+                    Some(Err(e)) => {
+                        self.error("send message", &e).await;
+                        self.reported.push(e);
+                    }
                     None => self.error("send message", "the node stopped").await,
                 }
             }
