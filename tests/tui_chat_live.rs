@@ -8,7 +8,8 @@
 //! runtime stops and starts again: opening the chat loads the
 //! conversation from the SQLite history, delivery marks included. Last,
 //! bot quits: the next message is stored for it (its mark says so) and
-//! delivered, then acknowledged, when bot starts again.
+//! delivered, then acknowledged, when bot starts again; a message to bot
+//! once blocked is refused with one clear error.
 //!
 //! Only the clock times in the chat lines vary between runs; they are
 //! masked before the comparison.
