@@ -34,7 +34,11 @@ fn a_dead_direct_pair_falls_back_to_the_relay() {
         for i in 0..2 {
             let (p, _) = o.connected[i].expect("connected");
             assert_eq!(p.kind(), PathKind::Direct, "{name}: side {i} first path");
-            assert!(o.failed[i].is_none(), "{name}: side {i} failed: {:?}", o.failed[i]);
+            assert!(
+                o.failed[i].is_none(),
+                "{name}: side {i} failed: {:?}",
+                o.failed[i]
+            );
         }
         // Then moved to the relay, well before consent (15 s) ran out.
         let call_at = 1_000;
@@ -45,8 +49,14 @@ fn a_dead_direct_pair_falls_back_to_the_relay() {
                 .copied()
                 .unwrap_or_else(|| panic!("{name}: side {i} never left the dead pair: {o:?}"));
             let after = at - call_at - block;
-            assert!(after < 12_000, "{name}: side {i} moved {after} ms after the block");
-            assert!(matches!(to.kind(), PathKind::Relayed { .. }), "{name}: {to}");
+            assert!(
+                after < 12_000,
+                "{name}: side {i} moved {after} ms after the block"
+            );
+            assert!(
+                matches!(to.kind(), PathKind::Relayed { .. }),
+                "{name}: {to}"
+            );
             let last = o.final_path[i].expect("a final path");
             assert!(!last.is_direct(), "{name}: side {i} ended on {last}");
         }
@@ -57,7 +67,10 @@ fn a_dead_direct_pair_falls_back_to_the_relay() {
             let tail: Vec<u64> = (sent.saturating_sub(40)..=sent.saturating_sub(5)).collect();
             let got = &o.app_received[i];
             let missing: Vec<&u64> = tail.iter().filter(|s| !got.contains(s)).collect();
-            assert!(missing.is_empty(), "{name}: side {i} missed {missing:?} of the last datagrams");
+            assert!(
+                missing.is_empty(),
+                "{name}: side {i} missed {missing:?} of the last datagrams"
+            );
         }
         assert!(o.relay_forwarded > 0, "{name}");
     }

@@ -16,9 +16,7 @@
 //!   what comes from the relay: [`RelayGatherer::handle_input`] takes only
 //!   this allocation's messages.
 
-use crate::relay::{
-    TurnClient, TurnClientConfig, TurnClientEvent, TurnCredentials, TurnTransport,
-};
+use crate::relay::{TurnClient, TurnClientConfig, TurnClientEvent, TurnCredentials, TurnTransport};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
@@ -558,7 +556,8 @@ mod tests {
                             assert_eq!(c, from);
                             let server = addr("198.51.100.1:7710");
                             let took =
-                                self.g.handle_input(self.now, self.g.transport(), server, &t.bytes);
+                                self.g
+                                    .handle_input(self.now, self.g.transport(), server, &t.bytes);
                             // Only answers to a released allocation go untaken.
                             assert!(took || self.g.server().is_none());
                         }
@@ -623,7 +622,7 @@ mod tests {
             // Idle: released, and the sessions are told.
             let t = l.g.poll_timeout().unwrap();
             assert!(t <= l.now + GatherConfig::default().idle_ms);
-            l.now = l.now + GatherConfig::default().idle_ms;
+            l.now += GatherConfig::default().idle_ms;
             l.g.handle_timeout(l.now);
             l.run();
             assert!(
@@ -652,7 +651,10 @@ mod tests {
         assert!(l.g.allocation().is_some());
         l.events.clear();
         let t = l.g.poll_timeout().unwrap();
-        assert!(t <= expires - GatherConfig::default().renew_before_ms, "{t}");
+        assert!(
+            t <= expires - GatherConfig::default().renew_before_ms,
+            "{t}"
+        );
         l.now = expires - GatherConfig::default().renew_before_ms;
         l.g.in_use(l.now);
         l.g.handle_timeout(l.now);

@@ -274,7 +274,8 @@ impl IceSessions {
             return Err(IceError::Credentials);
         }
         if self.must_wait(now) {
-            self.parked.retain(|p| !matches!(p, Parked::Connect { user: u, .. } if u == user));
+            self.parked
+                .retain(|p| !matches!(p, Parked::Connect { user: u, .. } if u == user));
             self.parked.push(Parked::Connect {
                 user: user.to_owned(),
                 started,
@@ -320,7 +321,8 @@ impl IceSessions {
             .get(from)
             .is_some_and(|s| s.agent.session() == offer.session);
         if !known && self.must_wait(now) {
-            self.parked.retain(|p| !matches!(p, Parked::Offer { from: f, .. } if f == from));
+            self.parked
+                .retain(|p| !matches!(p, Parked::Offer { from: f, .. } if f == from));
             if self.parked.len() < MAX_SESSIONS {
                 self.parked.push(Parked::Offer {
                     from: from.to_owned(),
@@ -501,9 +503,9 @@ impl IceSessions {
             .iter()
             .find(|(_, s)| s.agent.selected().is_some_and(|p| p.remote == addr))
             .or_else(|| {
-                self.sessions.iter().find(|(_, s)| {
-                    s.agent.selected().is_some() && s.former.contains(&addr)
-                })
+                self.sessions
+                    .iter()
+                    .find(|(_, s)| s.agent.selected().is_some() && s.former.contains(&addr))
             })
             .map(|(u, _)| u.as_str())
     }
@@ -581,7 +583,10 @@ mod tests {
         s.connect(100, 90, "bob", &mut rng).unwrap();
         assert_eq!(drain(&mut s), vec![SessionEvent::GatherRelay]);
         assert_eq!(s.waiting(), 1);
-        assert_eq!(s.poll_timeout(), Some(100 + IceConfig::default().relay_gather_ms));
+        assert_eq!(
+            s.poll_timeout(),
+            Some(100 + IceConfig::default().relay_gather_ms)
+        );
         // A second attempt does not ask again.
         s.connect(120, 120, "carol", &mut rng).unwrap();
         assert!(drain(&mut s).is_empty());

@@ -12,6 +12,7 @@ use crate::wire::{HEADER, MAX_FRAME, VERSION};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
+use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -32,10 +33,19 @@ pub enum StreamKind {
 #[derive(Debug)]
 pub enum TcpInput {
     /// One link frame (as it would have come in a datagram).
-    Link { from: SocketAddr, frame: Vec<u8> },
+    Link {
+        from: SocketAddr,
+        frame: Vec<u8>,
+    },
     /// One TURN message (STUN or ChannelData) from the relay.
-    Turn { server: SocketAddr, msg: Vec<u8> },
-    Closed { kind: StreamKind, peer: SocketAddr },
+    Turn {
+        server: SocketAddr,
+        msg: Vec<u8>,
+    },
+    Closed {
+        kind: StreamKind,
+        peer: SocketAddr,
+    },
 }
 
 /// A link stream a supernode's TCP listener accepted, with the bytes read
@@ -64,15 +74,22 @@ pub fn is_link_start(prefix: &[u8]) -> Option<bool> {
     )
 }
 
+/// A stream that cannot carry link frames.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TcpError {
+    #[error("impossible link frame length {0}")]
+    FrameLength(usize),
+}
+
 /// The length of the first whole link frame in `buf`, `Ok(None)` when it
 /// is incomplete, `Err` when the length is impossible.
-pub fn link_frame_len(buf: &[u8]) -> Result<Option<usize>, ()> {
+pub fn link_frame_len(buf: &[u8]) -> Result<Option<usize>, TcpError> {
     if buf.len() < HEADER {
         return Ok(None);
     }
     let len = u16::from_be_bytes([buf[0], buf[1]]) as usize;
     if !(2..=MAX_FRAME).contains(&len) {
-        return Err(());
+        return Err(TcpError::FrameLength(len));
     }
     Ok((buf.len() >= HEADER + len).then_some(HEADER + len))
 }
@@ -275,8 +292,8 @@ async fn run_stream(
                         }
                     }
                     Ok(None) => break,
-                    Err(()) => {
-                        tracing::debug!(%addr, "not link frames: closing");
+                    Err(e) => {
+                        tracing::debug!(%addr, "not link frames ({e}): closing");
                         break 'read;
                     }
                 }
@@ -339,8 +356,8 @@ mod tests {
         assert_eq!(link_frame_len(&[0]), Ok(None));
         assert_eq!(link_frame_len(&[0, 4, 1, 19]), Ok(None));
         assert_eq!(link_frame_len(&[0, 2, 1, 19, 9]), Ok(Some(4)));
-        assert_eq!(link_frame_len(&[0, 0]), Err(()));
-        assert_eq!(link_frame_len(&[0xFF, 0xFF]), Err(()));
+        assert_eq!(link_frame_len(&[0, 0]), Err(TcpError::FrameLength(0)));
+        assert!(link_frame_len(&[0xFF, 0xFF]).is_err());
     }
 
     #[tokio::test]

@@ -283,8 +283,7 @@ impl Service {
                     if let Some(l) = crate::node::tcp::is_link_start(&prefix) {
                         break l;
                     }
-                    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut b)).await
-                    {
+                    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut b)).await {
                         Ok(Ok(n)) if n > 0 => prefix.extend_from_slice(&b[..n]),
                         _ => return,
                     }
