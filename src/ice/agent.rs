@@ -287,8 +287,11 @@ impl IceAgent {
             cfg,
         };
         let mut seen = Vec::new();
+        // With UDP blocked our addresses reach nobody, and offering them
+        // would only make the peer check them until relay_wait_ms.
         for c in locals {
             if !a.cfg.relay_only
+                && mapping != MappingHint::Blocked
                 && !seen.contains(&c.addr)
                 && matches!(c.kind, CandidateKind::Host | CandidateKind::ServerReflexive)
             {
