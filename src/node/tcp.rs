@@ -178,6 +178,11 @@ impl TcpIo {
         self.links.contains_key(&addr)
     }
 
+    /// Whether any link stream is open or opening.
+    pub fn any_link(&self) -> bool {
+        !self.links.is_empty()
+    }
+
     /// Send a link frame on the stream to `dst`; with `connect`, open one
     /// when there is none. False when there is no stream for it.
     pub fn send_link(&mut self, dst: SocketAddr, frame: Vec<u8>, connect: bool) -> bool {

@@ -57,7 +57,12 @@ pub(super) struct PeerPaths {
     pub(super) tcp_mode: bool,
     udp_heard: bool,
     fallback_at: u64,
+    fallback_ms: Option<u64>,
     force_tcp: bool,
+    /// A link frame came over TCP: TCP mode works here.
+    tcp_link_ok: bool,
+    /// The mapping before TCP mode set it to blocked.
+    mapping_before: MappingHint,
     /// Relayed datagrams of no protocol handled here (media), dropped.
     pub(super) relayed_dropped: u64,
 }
@@ -74,7 +79,10 @@ impl PeerPaths {
                 Some(ms) if client => now + ms,
                 _ => u64::MAX,
             },
+            fallback_ms: o.tcp_fallback_ms,
             force_tcp: client && o.force_tcp,
+            tcp_link_ok: false,
+            mapping_before: MappingHint::Unknown,
             relayed_dropped: 0,
         }
     }
@@ -98,7 +106,32 @@ impl Driver {
             g.set_transport(TurnTransport::Tcp);
         }
         // Nobody can reach our UDP socket: only relayed pairs work.
+        self.paths.mapping_before = self.ice.mapping();
         self.ice.set_mapping(MappingHint::Blocked);
+    }
+
+    /// Every link stream closed before any frame came over TCP (nothing
+    /// listens there, or the network is down altogether): TCP is no better
+    /// than UDP, so go back to UDP and fall back again later rather than
+    /// stay on TCP for good (a supernode without a relay takes no TCP).
+    fn paths_tcp_failed(&mut self, now: u64) {
+        if !self.paths.tcp_mode
+            || self.paths.force_tcp
+            || self.paths.tcp_link_ok
+            || self.paths.tcp.any_link()
+        {
+            return;
+        }
+        tracing::info!("no supernode answered over TCP: back to UDP");
+        self.paths.tcp_mode = false;
+        self.paths.fallback_at = self
+            .paths
+            .fallback_ms
+            .map_or(u64::MAX, |ms| now.saturating_add(ms));
+        if let Some(g) = &mut self.paths.gather {
+            g.set_transport(TurnTransport::Udp);
+        }
+        self.ice.set_mapping(self.paths.mapping_before);
     }
 
     /// A datagram on the main socket: the relay's, when it comes from our
@@ -125,6 +158,7 @@ impl Driver {
         let now = self.clock.now_ms();
         match x {
             TcpInput::Link { from, frame } => {
+                self.paths.tcp_link_ok = true;
                 self.link.handle_datagram(now, from, &frame, &mut self.rng)
             }
             TcpInput::Turn { server, msg } => {
@@ -135,6 +169,9 @@ impl Driver {
             TcpInput::Closed { kind, peer } => {
                 tracing::debug!(%peer, ?kind, "TCP stream closed");
                 self.paths.tcp.closed(kind, peer);
+                if kind == StreamKind::Link {
+                    self.paths_tcp_failed(now);
+                }
                 if kind == StreamKind::Turn
                     && let Some(g) = &mut self.paths.gather
                 {
