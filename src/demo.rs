@@ -50,6 +50,7 @@ impl Network {
             overlay: ClientConfig::default(),
             renew_before_secs: 4 * 3600,
             contacts: contacts.iter().map(|c| c.to_string()).collect(),
+            paths: Default::default(),
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct ClientSettings {
     pub renew_before_secs: u64,
     /// Contacts to follow from the start.
     pub contacts: Vec<String>,
+    /// Relayed candidates and the TCP fallback.
+    pub paths: crate::node::overlay::PathOptions,
 }
 
 /// The front end's end of a running client.
@@ -338,6 +340,7 @@ impl Runtime {
         // Measure the NAT against the attached supernodes.
         let opts = NodeOptions {
             nat: Some(NatOptions::default()),
+            paths: self.settings.paths.clone(),
             ..Default::default()
         };
         OverlayNode::spawn_with(
@@ -700,6 +703,12 @@ impl ClientSettings {
             },
             renew_before_secs: config.login.renew_before.0.as_secs(),
             contacts: Vec::new(),
+            paths: crate::node::overlay::PathOptions {
+                tcp_fallback_ms: Some(oc.tcp_fallback.0.as_millis() as u64).filter(|&ms| ms > 0),
+                force_tcp: oc.force_tcp,
+                relay_only: config.nat.relay_only,
+                ..Default::default()
+            },
         })
     }
 }
