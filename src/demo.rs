@@ -53,6 +53,7 @@ impl Network {
             // The bots never go away; the user does after 5 idle minutes.
             away_after_ms: if contacts.is_empty() { 0 } else { 300_000 },
             public_presence: false,
+            paths: Default::default(),
         }
     }
 }

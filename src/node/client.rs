@@ -75,6 +75,8 @@ pub struct ClientSettings {
     /// Publish the real status in the directory record, for everyone (by
     /// default only authorized contacts see it).
     pub public_presence: bool,
+    /// Relayed candidates and the TCP fallback.
+    pub paths: crate::node::overlay::PathOptions,
 }
 
 /// The front end's end of a running client.
@@ -395,6 +397,7 @@ impl Runtime {
         let opts = NodeOptions {
             nat: Some(NatOptions::default()),
             messaging: Some(messaging),
+            paths: self.settings.paths.clone(),
             ..Default::default()
         };
         OverlayNode::spawn_with(
@@ -811,6 +814,12 @@ impl ClientSettings {
             contacts: Vec::new(),
             away_after_ms: ContactsConfig::default().away_after_ms,
             public_presence: false,
+            paths: crate::node::overlay::PathOptions {
+                tcp_fallback_ms: Some(oc.tcp_fallback.0.as_millis() as u64).filter(|&ms| ms > 0),
+                force_tcp: oc.force_tcp,
+                relay_only: config.nat.relay_only,
+                ..Default::default()
+            },
         })
     }
 }

@@ -38,6 +38,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+mod paths;
+pub use paths::PathOptions;
+
 /// The core this node runs.
 pub enum Core {
     Supernode(Box<SupernodeCore>),
@@ -185,6 +188,8 @@ pub struct NodeOptions {
     pub messaging: Option<Messaging>,
     /// Clients: measure the NAT.
     pub nat: Option<NatOptions>,
+    /// Clients: relayed candidates and the TCP fallback (`paths`).
+    pub paths: PathOptions,
 }
 
 /// How a client measures its NAT.
@@ -316,9 +321,18 @@ impl OverlayNode {
         let local_addr = socket.local_addr()?;
         let socket = Arc::new(socket);
         let messaging = opts.messaging;
-        let turn = opts
-            .turn
-            .map(|t| TurnService::spawn(t.core, socket.clone(), t.tcp, t.cfg, clock.clone()));
+        // Link streams the TURN listener accepts (clients without UDP).
+        let (ltx, lrx) = mpsc::channel(64);
+        let turn = opts.turn.map(|t| {
+            TurnService::spawn_with_links(
+                t.core,
+                socket.clone(),
+                t.tcp,
+                t.cfg,
+                clock.clone(),
+                Some(ltx),
+            )
+        });
         let turn_handle = turn.as_ref().map(|t| t.handle.clone());
         let now = clock.now_ms();
         let is_client = matches!(core, Core::Client(_));
@@ -362,6 +376,15 @@ impl OverlayNode {
         drop(xtx);
         let (ctx, crx) = mpsc::channel(256);
         let (etx, erx) = mpsc::channel(4096);
+        let mut tid_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut tid_key);
+        let mut paths = paths::PeerPaths::new(is_client, &opts.paths, now, tid_key);
+        paths.tcp.accept_from(lrx);
+        let mut ice = IceSessions::new(IceConfig {
+            relay_only: opts.paths.relay_only,
+            ..IceConfig::default()
+        });
+        ice.set_relay_gathering(paths.gather.is_some());
         let span = match &core {
             Core::Supernode(_) => tracing::info_span!("supernode", addr = %local_addr),
             Core::Client(c) => tracing::info_span!("client", user = %c.username()),
@@ -383,12 +406,14 @@ impl OverlayNode {
                     stun_unhandled: 0,
                     turn,
                     messaging: messaging.map(Box::new),
-                    ice: IceSessions::new(IceConfig::default()),
+                    ice,
+                    paths,
                     connecting: HashMap::new(),
                     host_known: false,
                     ice_relay_unsent: 0,
                     ice_envelopes: HashMap::new(),
                 };
+                n.paths_start();
                 n.run(crx, xrx).await;
                 for r in readers {
                     r.abort();
@@ -425,6 +450,8 @@ struct Driver {
     turn: Option<TurnService>,
     messaging: Option<Box<Messaging>>,
     ice: IceSessions,
+    /// Relayed candidates and TCP streams (`paths`).
+    paths: paths::PeerPaths,
     /// Connect commands waiting for their lookup: user -> when asked.
     connecting: HashMap<String, u64>,
     host_known: bool,
@@ -499,6 +526,8 @@ impl Driver {
             SessionEvent::Failed { user, reason } => {
                 self.peer_event(PeerEvent::Failed { user, reason })
             }
+            // Relay gathering and permissions: `paths`.
+            SessionEvent::GatherRelay | SessionEvent::RemoteCandidates { .. } => {}
         }
     }
 
@@ -546,6 +575,7 @@ impl Driver {
             .min(self.link.poll_timeout().unwrap_or(u64::MAX))
             .min(apps)
             .min(self.ice.poll_timeout().unwrap_or(u64::MAX))
+            .min(self.paths_deadline())
     }
 
     /// One datagram from the network, on the main socket (`local` None) or
@@ -553,6 +583,10 @@ impl Driver {
     fn datagram(&mut self, local: Option<SocketAddr>, from: SocketAddr, d: &[u8]) {
         let now = self.clock.now_ms();
         let kind = demux::classify(d);
+        // Our relay's answers and what peers send through it.
+        if local.is_none() && self.paths_datagram(from, kind, d) {
+            return;
+        }
         if kind != Datagram::Stun
             && let Some(n) = &mut self.nat
         {
@@ -685,10 +719,12 @@ impl Driver {
                     Err(e) => tracing::debug!("recv: {e}"),
                 },
                 Some((local, from, d)) = extra.recv() => self.datagram(Some(local), from, &d),
+                x = self.paths.tcp.recv() => self.paths_tcp_input(x),
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = self.clock.now_ms();
                     self.link.handle_timeout(now, &mut self.rng);
                     self.ice.handle_timeout(now, &mut self.rng);
+                    self.paths_timeout(now);
                     match &mut self.core {
                         Core::Supernode(s) => s.handle_timeout(now, &mut self.rng),
                         Core::Client(c) => {
@@ -932,10 +968,15 @@ impl Driver {
             }
             while let Some(e) = self.ice.poll_event() {
                 progressed = true;
-                self.session_event(now, e);
+                if !self.paths_session_event(now, &e) {
+                    self.session_event(now, e);
+                }
             }
             for e in evs {
                 progressed = true;
+                if let Event::Client(ce) = &e {
+                    self.paths_client_event(now, ce);
+                }
                 // ICE offers and answers ride on envelopes: ours to handle.
                 match &e {
                     Event::Client(ClientEvent::Envelope {
@@ -1020,7 +1061,10 @@ impl Driver {
                     ..
                 }) = &e
                 {
-                    self.ice.observe(*observed);
+                    // Over TCP, the observed address is no UDP candidate.
+                    if !self.paths.tcp_mode {
+                        self.ice.observe(*observed);
+                    }
                     if !self.host_known
                         && let Ok(bound) = self.socket.local_addr()
                         && let Some(h) = peer::host_address(bound, *supernode).await
@@ -1060,16 +1104,14 @@ impl Driver {
                         tracing::debug!(dst = %t.dst, "ICE send: {e}");
                     }
                 }
-                // No TURN client in this node yet: no relayed candidates
-                // are offered, so this is only reached by a bug.
-                Via::Relay(_) => self.ice_relay_unsent += 1,
+                Via::Relay(_) => self.paths_send_relayed(t),
             }
         }
         while let Some(t) = self.link.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.dst).await {
-                tracing::debug!(dst = %t.dst, "send: {e}");
-            }
+            // Over a relay, a TCP stream or the main socket (`paths`).
+            self.paths_send_link(t.dst, t.bytes).await;
         }
+        self.paths_flush().await;
         let mut stun = Vec::new();
         if let Some(n) = &mut self.nat {
             while let Some(t) = n.det.poll_transmit() {
