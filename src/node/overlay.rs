@@ -24,6 +24,7 @@ use crate::nat::{
     DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig, StunStats,
 };
 use crate::node::demux::{self, Datagram};
+use crate::node::calls::{CallOptions, CallUpdate, Calls, Ctx, MediaMsg};
 use crate::node::messaging::Messaging;
 use crate::node::peer::{self, PeerEvent};
 use crate::node::turn::{TurnHandle, TurnService};
@@ -128,6 +129,34 @@ pub enum Command {
     },
     /// The user did something (resets the idle timer behind auto-away).
     Activity,
+    // Calls (nodes started with `NodeOptions::calls`; see `node::calls`).
+    /// Call a user; the call's id (or why not) comes back on `reply`, its
+    /// states as [`Event::Call`].
+    Call {
+        username: String,
+        reply: Option<oneshot::Sender<Result<crate::call::CallId, String>>>,
+    },
+    /// Answer an incoming call (`None`: the current one).
+    AcceptCall {
+        call: Option<crate::call::CallId>,
+    },
+    DeclineCall {
+        call: Option<crate::call::CallId>,
+    },
+    /// End a call in any state: cancel, decline or hang up.
+    HangUp {
+        call: Option<crate::call::CallId>,
+    },
+    /// Mute our microphone (`None`: toggle).
+    Mute {
+        call: Option<crate::call::CallId>,
+        on: Option<bool>,
+    },
+    /// Put the call on hold (`None`: toggle).
+    Hold {
+        call: Option<crate::call::CallId>,
+        on: Option<bool>,
+    },
 }
 
 /// What the node reports.
@@ -145,6 +174,8 @@ pub enum Event {
     },
     /// Peer-to-peer connections (clients).
     Peer(PeerEvent),
+    /// Calls: state changes and media statistics (clients with calls).
+    Call(CallUpdate),
     /// The node task ended.
     Stopped,
 }
@@ -185,6 +216,8 @@ pub struct NodeOptions {
     pub messaging: Option<Messaging>,
     /// Clients: measure the NAT.
     pub nat: Option<NatOptions>,
+    /// Clients: make and answer calls.
+    pub calls: Option<CallOptions>,
 }
 
 /// How a client measures its NAT.
@@ -316,6 +349,10 @@ impl OverlayNode {
         let local_addr = socket.local_addr()?;
         let socket = Arc::new(socket);
         let messaging = opts.messaging;
+        let calls = match (&core, opts.calls) {
+            (Core::Client(_), Some(c)) => Some(Box::new(Calls::new(c, clock.clone()))),
+            _ => None,
+        };
         let turn = opts
             .turn
             .map(|t| TurnService::spawn(t.core, socket.clone(), t.tcp, t.cfg, clock.clone()));
@@ -383,6 +420,7 @@ impl OverlayNode {
                     stun_unhandled: 0,
                     turn,
                     messaging: messaging.map(Box::new),
+                    calls,
                     ice: IceSessions::new(IceConfig::default()),
                     connecting: HashMap::new(),
                     host_known: false,
@@ -424,6 +462,7 @@ struct Driver {
     /// Stops with the node.
     turn: Option<TurnService>,
     messaging: Option<Box<Messaging>>,
+    calls: Option<Box<Calls>>,
     ice: IceSessions,
     /// Connect commands waiting for their lookup: user -> when asked.
     connecting: HashMap<String, u64>,
@@ -436,8 +475,52 @@ struct Driver {
 
 impl Driver {
     fn peer_event(&mut self, e: PeerEvent) {
+        self.with_calls(|c, cx| c.on_peer(&e, cx));
         if self.events.try_send(Event::Peer(e)).is_err() {
             tracing::warn!("event queue full: a peer event was dropped");
+        }
+    }
+
+    /// Run `f` on the call layer with the driver state it needs.
+    fn with_calls<R>(&mut self, f: impl FnOnce(&mut Calls, &mut Ctx<'_>) -> R) -> Option<R> {
+        let now = self.clock.now_ms();
+        let (Some(calls), Core::Client(client)) = (self.calls.as_deref_mut(), &mut self.core)
+        else {
+            return None;
+        };
+        let mut cx = Ctx {
+            now,
+            client,
+            link: &self.link,
+            ice: &self.ice,
+            rng: &mut self.rng,
+        };
+        Some(f(calls, &mut cx))
+    }
+
+    /// Open a peer connection to `user` unless one is up or under way.
+    fn ensure_peer(&mut self, now: u64, user: String) {
+        if self.connecting.contains_key(&user) || self.ice.started(&user).is_some() {
+            return;
+        }
+        if let Core::Client(cl) = &mut self.core {
+            cl.lookup(now, &user);
+            self.connecting.insert(user, now);
+        }
+    }
+
+    /// A message from a call's media tasks.
+    async fn media_msg(&mut self, m: MediaMsg) {
+        if let Some(Some((path, bytes))) = self.with_calls(|c, cx| c.on_media(m, cx)) {
+            match path.via {
+                Via::Direct => {
+                    if let Err(e) = self.socket.send_to(&bytes, path.remote).await {
+                        tracing::debug!(dst = %path.remote, "media send: {e}");
+                    }
+                }
+                // No TURN client in this node yet (see flush_socket).
+                Via::Relay(_) => self.ice_relay_unsent += 1,
+            }
         }
     }
 
@@ -542,9 +625,11 @@ impl Driver {
             .messaging
             .as_ref()
             .map_or(u64::MAX, |m| m.poll_timeout());
+        let calls = self.calls.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
         core.min(nat)
             .min(self.link.poll_timeout().unwrap_or(u64::MAX))
             .min(apps)
+            .min(calls)
             .min(self.ice.poll_timeout().unwrap_or(u64::MAX))
     }
 
@@ -573,7 +658,11 @@ impl Driver {
                     None => self.dropped_datagrams += 1,
                 }
             }
-            // Media has no core here yet.
+            Datagram::Media if local.is_none() && self.calls.is_some() => {
+                if let Some(c) = &mut self.calls {
+                    c.media_datagram(from, d, &self.ice);
+                }
+            }
             _ => self.dropped_datagrams += 1,
         }
     }
@@ -685,6 +774,7 @@ impl Driver {
                     Err(e) => tracing::debug!("recv: {e}"),
                 },
                 Some((local, from, d)) = extra.recv() => self.datagram(Some(local), from, &d),
+                Some(m) = next_media(&mut self.calls) => self.media_msg(m).await,
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = self.clock.now_ms();
                     self.link.handle_timeout(now, &mut self.rng);
@@ -698,6 +788,7 @@ impl Driver {
                             }
                         }
                     }
+                    self.with_calls(|c, cx| c.handle_timeout(cx));
                     if let Some(n) = &self.nat {
                         if !n.started && now >= n.start_at {
                             self.start_nat("login").await;
@@ -718,6 +809,13 @@ impl Driver {
             if stopping {
                 // Let the goodbye leave before the socket closes.
                 self.flush_socket().await;
+                // Recordings are complete before the node reports Stopped.
+                if let Some(c) = &mut self.calls {
+                    c.shutdown().await;
+                    while let Some(e) = c.poll_event() {
+                        let _ = self.events.try_send(e);
+                    }
+                }
                 return;
             }
         }
@@ -726,6 +824,17 @@ impl Driver {
     /// Returns true when the node should stop.
     fn command(&mut self, c: Command) -> bool {
         let now = self.clock.now_ms();
+        if matches!(c, Command::Shutdown) {
+            self.with_calls(|calls, cx| calls.hangup_all(cx));
+        }
+        let c = if self.calls.is_some() && matches!(self.core, Core::Client(_)) {
+            match self.with_calls(|calls, cx| calls.command(c, cx)) {
+                Some(Some(c)) => c,
+                _ => return false,
+            }
+        } else {
+            c
+        };
         let c = match (&mut self.core, &mut self.messaging) {
             (Core::Client(cl), Some(m)) => match m.command(now, c, cl, &mut self.rng) {
                 Some(c) => c,
@@ -908,6 +1017,15 @@ impl Driver {
                     }
                 }
             }
+            if let Some(c) = &mut self.calls {
+                while let Some(e) = c.poll_event() {
+                    evs.push(e);
+                }
+                for user in c.take_connects() {
+                    progressed = true;
+                    self.ensure_peer(now, user);
+                }
+            }
             if let Some(n) = &mut self.nat {
                 while let Some(NatEvent::Report(r)) = n.det.poll_event() {
                     evs.push(Event::Nat(r));
@@ -936,6 +1054,31 @@ impl Driver {
             }
             for e in evs {
                 progressed = true;
+                // Call signalling rides on envelopes too.
+                let call_envelope = match &e {
+                    Event::Client(ClientEvent::Envelope {
+                        from,
+                        kind,
+                        payload,
+                        ..
+                    }) if *kind == crate::node::calls::ENVELOPE_CALL => {
+                        let user = from.username.clone();
+                        self.with_calls(|c, cx| c.on_envelope(&user, payload, cx))
+                            .is_some()
+                    }
+                    Event::Client(ClientEvent::EnvelopeFailed { id, reason }) => self
+                        .with_calls(|c, cx| c.on_envelope_outcome(id, Some(reason), cx))
+                        .unwrap_or(false),
+                    Event::Client(
+                        ClientEvent::EnvelopeDelivered { id } | ClientEvent::EnvelopeStored { id },
+                    ) => self
+                        .with_calls(|c, cx| c.on_envelope_outcome(id, None, cx))
+                        .unwrap_or(false),
+                    _ => false,
+                };
+                if call_envelope {
+                    continue;
+                }
                 // ICE offers and answers ride on envelopes: ours to handle.
                 match &e {
                     Event::Client(ClientEvent::Envelope {
@@ -1090,5 +1233,13 @@ impl Driver {
                 tracing::debug!(dst = %t.dst, "STUN send: {e}");
             }
         }
+    }
+}
+
+/// The next message of a call's media tasks (never, without calls).
+async fn next_media(calls: &mut Option<Box<Calls>>) -> Option<MediaMsg> {
+    match calls {
+        Some(c) => c.media_rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,86 @@
+//! A call between two headless clients on loopback, end to end: alice
+//! runs `--call bob --play 1khz.wav --record alice.wav --hangup-after 4`;
+//! bob auto-answers with a 600 Hz tone device and records. The invitation
+//! travels in sealed envelopes through the supernode, ICE opens a direct
+//! peer link, the media keys come from it, and each side hears the other's
+//! tone at its frequency. Stats report an RTT and the direct path; alice
+//! hangs up, bob hears why, and alice exits with status 0.
+
+#[path = "common/calls.rs"]
+mod calls;
+#[path = "media_common/mod.rs"]
+mod media_common;
+#[path = "common/procs.rs"]
+mod procs;
+
+use calls::*;
+use media_common::{dominant_hz, goertzel_share, heard, zero_crossing_hz};
+use std::time::Duration;
+
+fn check_tone(path: &std::path::Path, hz: u32) {
+    let s = heard(path);
+    assert!(s.len() >= 48_000 * 2, "{}: {} samples", path.display(), s.len());
+    // Skip the codec's first 200 ms, then 1.5 s of steady tone.
+    let steady = &s[9_600..9_600 + 72_000];
+    let got = zero_crossing_hz(steady);
+    assert!((got - hz as f64).abs() < 5.0, "{}: heard {got} Hz", path.display());
+    assert!(goertzel_share(steady, hz as f64) > 0.9, "{}", path.display());
+    assert_eq!(dominant_hz(steady, hz - 100, hz + 100), hz);
+}
+
+#[test]
+fn tone_call_between_two_headless_clients() {
+    let net = CallNet::start(&["alice", "bob"]);
+    let tone = net.path("1khz.wav");
+    tone_wav(&tone, 1000.0, 20.0);
+    let (alice_wav, bob_wav) = (net.path("alice.wav"), net.path("bob.wav"));
+    let bob = net.client(
+        "bob",
+        "[audio]\ninput = \"tone:600\"\n",
+        &["--auto-answer", "--record", bob_wav.to_str().unwrap()],
+    );
+    let mut alice = net.client(
+        "alice",
+        "",
+        &[
+            "--call",
+            "bob",
+            "--play",
+            tone.to_str().unwrap(),
+            "--record",
+            alice_wav.to_str().unwrap(),
+            "--hangup-after",
+            "4",
+        ],
+    );
+
+    let d = state(&alice, "dialing");
+    assert_eq!(d["peer"], "bob");
+    let inc = state(&bob, "incoming");
+    assert_eq!(inc["peer"], "alice");
+    assert_eq!(inc["call"], d["call"], "one call id on both sides");
+    let c = state(&alice, "connecting");
+    assert_eq!(c["role"], "caller");
+    state(&alice, "active");
+    state(&bob, "active");
+
+    // Stats every second: an RTT, no loss on loopback, the direct path.
+    let s = alice.wait_json(T, |v| v["event"] == "call_stats" && !v["rtt_ms"].is_null());
+    assert_eq!(s["path"], "direct", "{s}");
+    assert!(s["rtt_ms"].as_u64().unwrap() < 100, "{s}");
+    assert_eq!(s["dropped"]["auth_failed"], 0, "{s}");
+
+    let e = ended(&alice);
+    assert_eq!(e["reason"], "hung_up", "{e}");
+    assert_eq!(e["message"], "you hung up");
+    let e = ended(&bob);
+    assert_eq!(e["reason"], "hung_up", "{e}");
+    assert_eq!(e["message"], "the other side hung up");
+    // Final stats: the recording is complete.
+    let f = bob.wait_json(T, |v| v["event"] == "call_stats" && v["final"] == true);
+    assert!(f["packets_received"].as_u64().unwrap() > 150, "{f}");
+    assert_eq!(exit_code(&mut alice, Duration::from_secs(10)), 0);
+
+    check_tone(&bob_wav, 1000);
+    check_tone(&alice_wav, 600);
+}

@@ -1,0 +1,81 @@
+//! Helpers for the call tests: a network of real processes (authority,
+//! a supernode, named clients), per-client audio configs, and tone WAVs.
+#![allow(dead_code)]
+
+use super::procs::{Network, Proc};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const T: Duration = Duration::from_secs(30);
+
+/// An authority, one supernode and accounts for `users`.
+pub struct CallNet {
+    pub net: Network,
+    pub sn: Proc,
+    pub boot: Vec<String>,
+}
+
+impl CallNet {
+    pub fn start(users: &[&str]) -> CallNet {
+        let net = Network::start();
+        net.account("sn1", true);
+        for u in users {
+            net.account(u, false);
+        }
+        let (sn, addr) = net.supernode("sn1", &[]);
+        CallNet {
+            net,
+            sn,
+            boot: vec![addr],
+        }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.net.dir.path().join(file)
+    }
+
+    /// A headless client whose config adds `toml` (e.g. an [audio] or
+    /// [call] table), started with `args`, waited for until published.
+    pub fn client(&self, name: &str, toml: &str, args: &[&str]) -> Proc {
+        let cfg = self
+            .net
+            .config_with_overlay(&format!("{name}.toml"), &format!("\n{toml}"));
+        let p = self.net.headless_with(name, &cfg, &self.boot, args);
+        p.wait_json(T, |v| v["event"] == "published");
+        p
+    }
+}
+
+/// Write `secs` of a `hz` sine at 48 kHz to a WAV file.
+pub fn tone_wav(path: &std::path::Path, hz: f32, secs: f32) {
+    let mut t = natter::media::audio::Tone::new(hz, 0.3);
+    let mut v = vec![0i16; (48_000.0 * secs) as usize];
+    t.fill(&mut v);
+    natter::media::audio::write_wav(path, &v).unwrap();
+}
+
+/// Wait for the call state `state` (skipping others); returns the event.
+pub fn state(p: &Proc, state: &str) -> serde_json::Value {
+    p.wait_json(T, |v| v["event"] == "call_state" && v["state"] == state)
+}
+
+/// Wait for the end of a call; returns the event.
+pub fn ended(p: &Proc) -> serde_json::Value {
+    state(p, "ended")
+}
+
+/// Wait for the process to exit; returns its status code.
+pub fn exit_code(p: &mut Proc, within: Duration) -> i32 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return s.code().unwrap_or(-1);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not exit",
+            p.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
