@@ -83,18 +83,24 @@ async fn start_network(dir: &Path) -> Result<Network> {
     // authority keeps it open too: SQLite in WAL mode allows that).
     let admin = Store::open(&db)?;
     let config = Config::default();
+    let account = |name: &'static str| {
+        let (authority, clock, admin) = (&authority, clock.clone(), &admin);
+        async move {
+            let files = DeviceFiles::new(&dir.join(name));
+            let (device, _) = files.identity()?;
+            let mut c =
+                AuthorityConnection::connect(authority, public, &device, clock.clone()).await?;
+            c.register(name, PASSWORD).await?;
+            admin.set_role(&Username::parse(name)?, Role::Supernode)?;
+            let mut c = AuthorityConnection::connect(authority, public, &device, clock).await?;
+            let cert = c.login(name, PASSWORD).await?;
+            Ok::<_, anyhow::Error>((name, device, cert))
+        }
+    };
+    let accounts = tokio::try_join!(account("sn1"), account("sn2"))?;
     let mut supernodes = Vec::new();
     let mut nodes = Vec::new();
-    for name in ["sn1", "sn2"] {
-        let files = DeviceFiles::new(&dir.join(name));
-        let (device, _) = files.identity()?;
-        let mut c =
-            AuthorityConnection::connect(&authority, public, &device, clock.clone()).await?;
-        c.register(name, PASSWORD).await?;
-        admin.set_role(&Username::parse(name)?, Role::Supernode)?;
-        let mut c =
-            AuthorityConnection::connect(&authority, public, &device, clock.clone()).await?;
-        let cert = c.login(name, PASSWORD).await?;
+    for (name, device, cert) in [accounts.0, accounts.1] {
         let (node, addr, _) = crate::roles::start_supernode(
             &config,
             &device,
@@ -217,38 +223,102 @@ pub async fn run(once: bool, keys: natter::ui::KeyMap, started: Instant) -> Resu
     r
 }
 
-async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Instant) -> Result<()> {
+/// The whole demo network, with `you` registered and logged in (so the
+/// runtime starts online) and `you`'s runtime started.
+async fn bring_up(dir: &Path, started: Instant) -> Result<(Network, ClientHandle)> {
     let net = start_network(dir).await?;
-    if once {
-        println!(
-            "natter demo: authority on {}, supernodes on {:?}",
-            net.authority, net.supernodes
-        );
-    }
+    let register_you = async {
+        let files = DeviceFiles::new(&dir.join("you"));
+        let (device, _) = files.identity()?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut c =
+            AuthorityConnection::connect(&net.authority, net.key, &device, clock.clone()).await?;
+        c.register("you", PASSWORD).await?;
+        let mut c = AuthorityConnection::connect(&net.authority, net.key, &device, clock).await?;
+        files.save_certificate(&c.login("you", PASSWORD).await?)?;
+        Ok::<_, anyhow::Error>(())
+    };
     tokio::try_join!(
         start_contact(&net, "echo123", "echo test: call me, or say something"),
         start_contact(&net, "bot", "chat bot: say hi"),
+        register_you,
     )?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "demo network up");
-
-    let mut you = client::spawn(
+    let you = client::spawn(
         net.settings("you", &["echo123", "bot"]),
         Arc::new(SystemClock),
     );
-    you.commands
-        .send(Command::Register {
-            username: "you".into(),
-            password: PASSWORD.into(),
-        })
-        .await?;
-    if !once {
-        let app = natter::ui::App::new(keys);
-        let log = log_path();
-        natter::ui::terminal::run(app, you.commands, you.events, Some(&log), started).await?;
-        println!("natter demo stopped (log: {})", log.display());
-        return Ok(());
-    }
+    Ok((net, you))
+}
 
+/// Open the TUI at once and bring the network up behind it: the screen
+/// shows the login in progress meanwhile.
+async fn run_tui(dir: &Path, keys: natter::ui::KeyMap, started: Instant) -> Result<()> {
+    let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<Event>(1024);
+    let dir = dir.to_owned();
+    let bridge = tokio::spawn(async move {
+        let _ = ev_tx.send(Event::Audio(client::audio_status())).await;
+        let _ = ev_tx
+            .send(Event::Login(LoginState::LoggingIn {
+                username: "you".into(),
+            }))
+            .await;
+        let (_net, mut you) = match bring_up(&dir, started).await {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = ev_tx
+                    .send(Event::Login(LoginState::NeedCredentials {
+                        username: Some("you".into()),
+                        error: Some(format!("the demo network did not start: {e:#}")),
+                    }))
+                    .await;
+                while let Some(c) = cmd_rx.recv().await {
+                    if c == Command::Quit {
+                        break;
+                    }
+                }
+                let _ = ev_tx.send(Event::Stopped).await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                c = cmd_rx.recv() => {
+                    let c = c.unwrap_or(Command::Quit);
+                    if you.commands.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                e = you.events.recv() => {
+                    let Some(e) = e else { break };
+                    let stopped = e == Event::Stopped;
+                    let _ = ev_tx.send(e).await;
+                    if stopped {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let app = natter::ui::App::new(keys);
+    let log = log_path();
+    let r = natter::ui::terminal::run(app, cmd_tx, ev_rx, Some(&log), started).await;
+    bridge.abort();
+    r?;
+    println!("natter demo stopped (log: {})", log.display());
+    Ok(())
+}
+
+async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Instant) -> Result<()> {
+    if !once {
+        return run_tui(dir, keys, started).await;
+    }
+    let (net, mut you) = bring_up(dir, started).await?;
+    println!(
+        "natter demo: authority on {}, supernodes on {:?}",
+        net.authority, net.supernodes
+    );
     // --once: check what the TUI would show, then stop.
     let mut online = std::collections::BTreeSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

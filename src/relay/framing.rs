@@ -128,16 +128,8 @@ impl StunHeader {
     }
 }
 
-/// TURN methods (RFC 8656 §18).
-pub mod method {
-    pub const BINDING: u16 = 0x001;
-    pub const ALLOCATE: u16 = 0x003;
-    pub const REFRESH: u16 = 0x004;
-    pub const SEND: u16 = 0x006;
-    pub const DATA: u16 = 0x007;
-    pub const CREATE_PERMISSION: u16 = 0x008;
-    pub const CHANNEL_BIND: u16 = 0x009;
-}
+/// TURN methods (RFC 8656 §18): the STUN method numbers natter routes on.
+pub use crate::nat::stun::method;
 
 /// Whether a datagram (already classified as STUN) is a TURN message for
 /// the relay rather than a Binding for the STUN server.

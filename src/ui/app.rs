@@ -94,8 +94,12 @@ impl App {
     }
 
     pub fn handle_event(&mut self, e: Event) {
-        if let Event::Login(LoginState::NeedCredentials { username, .. }) = &e {
-            self.login.suggest(username.as_deref());
+        match &e {
+            Event::Login(LoginState::NeedCredentials { username, .. }) => {
+                self.login.suggest(username.as_deref())
+            }
+            Event::Login(LoginState::LoggingIn { username }) => self.login.suggest(Some(username)),
+            _ => {}
         }
         let first_contact = matches!(&e, Event::Contact { .. }) && self.model.contacts.is_empty();
         self.model.apply(e);
