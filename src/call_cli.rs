@@ -15,8 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// The call commands of the headless stdin.
-pub const HELP: &str =
-    "call USER | answer | decline | hangup | mute [on|off] | hold [on|off]";
+pub const HELP: &str = "call USER | answer | decline | hangup | mute [on|off] | hold [on|off]";
 
 /// The call flags of `--headless`.
 #[derive(Debug, Default, Clone)]
@@ -44,8 +43,7 @@ pub fn options(config: &Config, f: &CallFlags) -> Result<CallOptions> {
     };
     if let Some(p) = &f.play {
         // A missing or unreadable file is a startup error, not a failed call.
-        natter::media::audio::read_wav(p)
-            .with_context(|| format!("--play {}", p.display()))?;
+        natter::media::audio::read_wav(p).with_context(|| format!("--play {}", p.display()))?;
     }
     if f.echo {
         if f.play.is_some() {
@@ -143,7 +141,9 @@ impl Script {
 
     pub fn on_update(&mut self, u: &CallUpdate) -> Action {
         match u {
-            CallUpdate::Dialing { id, peer } if self.ours.is_none() && self.peer.as_ref() == Some(peer) => {
+            CallUpdate::Dialing { id, peer }
+                if self.ours.is_none() && self.peer.as_ref() == Some(peer) =>
+            {
                 self.ours = Some(*id);
             }
             CallUpdate::State {
@@ -190,15 +190,36 @@ mod tests {
             Some(Ok(Command::Call { username, .. })) if username == "bob"
         ));
         assert!(matches!(parse("call"), Some(Err(_))));
-        assert!(matches!(parse("answer"), Some(Ok(Command::AcceptCall { call: None }))));
-        assert!(matches!(parse("decline"), Some(Ok(Command::DeclineCall { call: None }))));
+        assert!(matches!(
+            parse("answer"),
+            Some(Ok(Command::AcceptCall { call: None }))
+        ));
+        assert!(matches!(
+            parse("decline"),
+            Some(Ok(Command::DeclineCall { call: None }))
+        ));
         // A contact request, not a call.
         assert!(parse("decline bob").is_none());
-        assert!(matches!(parse("mute"), Some(Ok(Command::Mute { on: None, .. }))));
-        assert!(matches!(parse("mute off"), Some(Ok(Command::Mute { on: Some(false), .. }))));
-        assert!(matches!(parse("hold on"), Some(Ok(Command::Hold { on: Some(true), .. }))));
+        assert!(matches!(
+            parse("mute"),
+            Some(Ok(Command::Mute { on: None, .. }))
+        ));
+        assert!(matches!(
+            parse("mute off"),
+            Some(Ok(Command::Mute {
+                on: Some(false),
+                ..
+            }))
+        ));
+        assert!(matches!(
+            parse("hold on"),
+            Some(Ok(Command::Hold { on: Some(true), .. }))
+        ));
         assert!(matches!(parse("hold maybe"), Some(Err(_))));
-        assert!(matches!(parse("hangup"), Some(Ok(Command::HangUp { call: None }))));
+        assert!(matches!(
+            parse("hangup"),
+            Some(Ok(Command::HangUp { call: None }))
+        ));
         assert!(parse("lookup bob").is_none());
     }
 }

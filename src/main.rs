@@ -267,44 +267,50 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             cli.listen,
             cli.bootstrap,
         )),
-        None if cli.headless => rt.block_on(roles::headless(
-            &config,
-            &data_dir,
-            roles::Headless {
-                user: cli.user,
-                lookup: cli.lookup,
-                watch: cli.watch,
-                connect: cli.connect,
-                status: cli.status,
-                json: cli.json,
-                password_stdin: cli.password_stdin,
-                bootstrap: cli.bootstrap,
-                listen: cli.listen,
-                stun_servers: cli.stun_server,
-                add: cli.add,
-                msg: cli
-                    .msg
-                    .chunks(2)
-                    .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
-                    .collect(),
-                public_presence: cli.public_presence,
-                away_after: cli.away_after.map(Into::into),
-                calls: call_cli::CallFlags {
-                    call: cli.call,
-                    play: cli.play,
-                    record: cli.record,
-                    hangup_after: match cli.hangup_after {
-                        Some(s) if s.is_finite() && s >= 0.0 => {
-                            Some(std::time::Duration::from_secs_f64(s))
-                        }
-                        Some(s) => bail!("--hangup-after {s}: expected seconds >= 0"),
-                        None => None,
+        None if cli.headless => {
+            let r = rt.block_on(roles::headless(
+                &config,
+                &data_dir,
+                roles::Headless {
+                    user: cli.user,
+                    lookup: cli.lookup,
+                    watch: cli.watch,
+                    connect: cli.connect,
+                    status: cli.status,
+                    json: cli.json,
+                    password_stdin: cli.password_stdin,
+                    bootstrap: cli.bootstrap,
+                    listen: cli.listen,
+                    stun_servers: cli.stun_server,
+                    add: cli.add,
+                    msg: cli
+                        .msg
+                        .chunks(2)
+                        .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+                        .collect(),
+                    public_presence: cli.public_presence,
+                    away_after: cli.away_after.map(Into::into),
+                    calls: call_cli::CallFlags {
+                        call: cli.call,
+                        play: cli.play,
+                        record: cli.record,
+                        hangup_after: match cli.hangup_after {
+                            Some(s) if s.is_finite() && s >= 0.0 => {
+                                Some(std::time::Duration::from_secs_f64(s))
+                            }
+                            Some(s) => bail!("--hangup-after {s}: expected seconds >= 0"),
+                            None => None,
+                        },
+                        auto_answer: cli.auto_answer,
+                        echo: cli.echo,
                     },
-                    auto_answer: cli.auto_answer,
-                    echo: cli.echo,
                 },
-            },
-        )),
+            ));
+            // The stdin reader blocks a runtime thread until EOF: a
+            // script's call may end while stdin is still open.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            r
+        }
         None => {
             let log = tui_log.clone().unwrap_or_default();
             let r = rt.block_on(softphone(

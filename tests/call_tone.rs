@@ -19,12 +19,25 @@ use std::time::Duration;
 
 fn check_tone(path: &std::path::Path, hz: u32) {
     let s = heard(path);
-    assert!(s.len() >= 48_000 * 2, "{}: {} samples", path.display(), s.len());
+    assert!(
+        s.len() >= 48_000 * 2,
+        "{}: {} samples",
+        path.display(),
+        s.len()
+    );
     // Skip the codec's first 200 ms, then 1.5 s of steady tone.
     let steady = &s[9_600..9_600 + 72_000];
     let got = zero_crossing_hz(steady);
-    assert!((got - hz as f64).abs() < 5.0, "{}: heard {got} Hz", path.display());
-    assert!(goertzel_share(steady, hz as f64) > 0.9, "{}", path.display());
+    assert!(
+        (got - hz as f64).abs() < 5.0,
+        "{}: heard {got} Hz",
+        path.display()
+    );
+    assert!(
+        goertzel_share(steady, hz as f64) > 0.9,
+        "{}",
+        path.display()
+    );
     assert_eq!(dominant_hz(steady, hz - 100, hz + 100), hz);
 }
 
@@ -79,7 +92,7 @@ fn tone_call_between_two_headless_clients() {
     // Final stats: the recording is complete.
     let f = bob.wait_json(T, |v| v["event"] == "call_stats" && v["final"] == true);
     assert!(f["packets_received"].as_u64().unwrap() > 150, "{f}");
-    assert_eq!(exit_code(&mut alice, Duration::from_secs(10)), 0);
+    assert_eq!(net.exit_code(&mut alice, Duration::from_secs(10)), 0);
 
     check_tone(&bob_wav, 1000);
     check_tone(&alice_wav, 600);

@@ -282,9 +282,7 @@ impl Calls {
                 .and_then(|id| self.core.hangup(now, id).map_err(|e| e.to_string())),
             Command::Mute { call, on } => self.target(call).and_then(|id| {
                 let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.muted));
-                self.core
-                    .set_mute(now, id, on)
-                    .map_err(|e| e.to_string())?;
+                self.core.set_mute(now, id, on).map_err(|e| e.to_string())?;
                 if let Some(m) = self.media.get_mut(&id) {
                     m.muted = on;
                     let _ = m.commands.try_send(MediaCommand::Mute(on));
@@ -293,12 +291,12 @@ impl Calls {
             }),
             Command::Hold { call, on } => self.target(call).and_then(|id| {
                 let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.held));
-                self.core
-                    .set_hold(now, id, on)
-                    .map_err(|e| e.to_string())?;
+                self.core.set_hold(now, id, on).map_err(|e| e.to_string())?;
                 if let Some(m) = self.media.get_mut(&id) {
                     m.held = on;
-                    let _ = m.commands.try_send(MediaCommand::Hold(m.held || m.remote_held));
+                    let _ = m
+                        .commands
+                        .try_send(MediaCommand::Hold(m.held || m.remote_held));
                 }
                 Ok(())
             }),
@@ -400,7 +398,9 @@ impl Calls {
             CallEvent::RemoteHold { on_hold, .. } => {
                 if let Some(m) = self.media.get_mut(&id) {
                     m.remote_held = *on_hold;
-                    let _ = m.commands.try_send(MediaCommand::Hold(m.held || m.remote_held));
+                    let _ = m
+                        .commands
+                        .try_send(MediaCommand::Hold(m.held || m.remote_held));
                 }
             }
             CallEvent::Ended { .. } => {
@@ -441,8 +441,8 @@ impl Calls {
         let now = self.clock.now_ms();
         let session = MediaSession::new(self.opts.media.clone(), &keys, cx.rng.next_u32(), now)
             .map_err(|e| format!("media: {e}"))?;
-        let io = audio::open(&self.opts.input, &self.opts.output)
-            .map_err(|e| format!("audio: {e}"))?;
+        let io =
+            audio::open(&self.opts.input, &self.opts.output).map_err(|e| format!("audio: {e}"))?;
         let (in_tx, in_rx) = mpsc::channel(512);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(512);
         let mut h = driver::spawn(

@@ -23,8 +23,8 @@ use crate::nat::stun::{self as stun_wire, method};
 use crate::nat::{
     DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig, StunStats,
 };
-use crate::node::demux::{self, Datagram};
 use crate::node::calls::{CallOptions, CallUpdate, Calls, Ctx, MediaMsg};
+use crate::node::demux::{self, Datagram};
 use crate::node::messaging::Messaging;
 use crate::node::peer::{self, PeerEvent};
 use crate::node::turn::{TurnHandle, TurnService};

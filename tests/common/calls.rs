@@ -64,18 +64,28 @@ pub fn ended(p: &Proc) -> serde_json::Value {
     state(p, "ended")
 }
 
-/// Wait for the process to exit; returns its status code.
-pub fn exit_code(p: &mut Proc, within: Duration) -> i32 {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(s) = p.child.try_wait().unwrap() {
-            return s.code().unwrap_or(-1);
+impl CallNet {
+    /// The last lines of a process's log (stderr), for failure messages.
+    pub fn log_tail(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Wait for the process to exit; returns its status code.
+    pub fn exit_code(&self, p: &mut Proc, within: Duration) -> i32 {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(s) = p.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not exit; its log ends:\n{}",
+                p.name,
+                self.log_tail(&p.name)
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} did not exit",
-            p.name
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
