@@ -89,3 +89,6 @@ impl CallNet {
         }
     }
 }
+
+/// Audio devices that need no sound card and carry nothing.
+pub const NULL_AUDIO: &str = "[audio]\ninput = \"null\"\noutput = \"null\"\n";
