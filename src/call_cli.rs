@@ -41,10 +41,23 @@ pub fn options(config: &Config, f: &CallFlags) -> Result<CallOptions> {
         Some(p) => DeviceSpec::File(p.clone()),
         None => config.audio.output.clone(),
     };
-    if let Some(p) = &f.play {
-        // A missing or unreadable file is a startup error, not a failed call.
-        natter::media::audio::read_wav(p).with_context(|| format!("--play {}", p.display()))?;
-    }
+    // `--play tone:HZ` is a sine; anything else a WAV file.
+    let play = match &f.play {
+        Some(p)
+            if p.to_str()
+                .is_some_and(|t| t == "tone" || t.starts_with("tone:")) =>
+        {
+            let spec: DeviceSpec = p.to_str().unwrap_or_default().parse()?;
+            Some(spec)
+        }
+        Some(p) => {
+            // A missing or unreadable file is a startup error, not a
+            // failed call.
+            natter::media::audio::read_wav(p).with_context(|| format!("--play {}", p.display()))?;
+            Some(DeviceSpec::File(p.clone()))
+        }
+        None => None,
+    };
     if f.echo {
         if f.play.is_some() {
             bail!("--echo plays back what it hears: it takes no --play");
@@ -58,10 +71,7 @@ pub fn options(config: &Config, f: &CallFlags) -> Result<CallOptions> {
         return Ok(CallOptions::echo(output, media, call));
     }
     Ok(CallOptions {
-        input: match &f.play {
-            Some(p) => DeviceSpec::File(p.clone()),
-            None => config.audio.input.clone(),
-        },
+        input: play.unwrap_or_else(|| config.audio.input.clone()),
         output,
         media,
         call,

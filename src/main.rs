@@ -111,7 +111,8 @@ struct Cli {
     /// if it never connected)
     #[arg(long, value_name = "NAME")]
     call: Option<String>,
-    /// Headless: play this WAV file into calls (instead of [audio] input)
+    /// Headless: play this WAV file (or `tone:HZ`, a sine) into calls
+    /// (instead of [audio] input)
     #[arg(long, value_name = "FILE")]
     play: Option<PathBuf>,
     /// Headless: record what the other side says to this WAV file (instead

@@ -1,7 +1,8 @@
 //! A call to the echo test contact (Skype's echo123): `natter --headless
 //! --echo` answers every call and plays back what it hears. alice calls it
-//! with a 1 kHz tone and records: the recording holds her own tone, at its
-//! frequency, delayed by the round trip through both media pipelines.
+//! with a 1 kHz sine (`--play tone:1000`) and records: the recording holds
+//! her own tone, at its frequency, delayed by the round trip through both
+//! media pipelines.
 
 #[path = "common/calls.rs"]
 mod calls;
@@ -17,8 +18,6 @@ use std::time::Duration;
 #[test]
 fn the_echo_contact_plays_back_what_it_hears() {
     let net = CallNet::start(&["alice", "echo123"]);
-    let tone = net.path("1khz.wav");
-    tone_wav(&tone, 1000.0, 20.0);
     let alice_wav = net.path("alice.wav");
     let echo = net.client("echo123", "", &["--echo"]);
     let mut alice = net.client(
@@ -28,7 +27,7 @@ fn the_echo_contact_plays_back_what_it_hears() {
             "--call",
             "echo123",
             "--play",
-            tone.to_str().unwrap(),
+            "tone:1000",
             "--record",
             alice_wav.to_str().unwrap(),
             "--hangup-after",

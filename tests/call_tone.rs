@@ -82,6 +82,11 @@ fn tone_call_between_two_headless_clients() {
     assert_eq!(s["path"], "direct", "{s}");
     assert!(s["rtt_ms"].as_u64().unwrap() < 100, "{s}");
     assert_eq!(s["dropped"]["auth_failed"], 0, "{s}");
+    // Opus at the configured 32 kbit/s plus packet headers, both ways.
+    for k in ["sent_kbps", "received_kbps"] {
+        let r = s[k].as_f64().unwrap();
+        assert!((20.0..80.0).contains(&r), "{k} {r}: {s}");
+    }
 
     let e = ended(&alice);
     assert_eq!(e["reason"], "hung_up", "{e}");

@@ -84,8 +84,18 @@ pub enum CallUpdate {
         peer: String,
         stats: Box<MediaStats>,
         path: Option<Path>,
+        /// Media bitrate since the previous report (over the whole call
+        /// in the final one), kbit/s, packet headers included.
+        bitrate: Bitrate,
         last: bool,
     },
+}
+
+/// Sent and received media bitrate, kbit/s.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bitrate {
+    pub sent_kbps: f64,
+    pub received_kbps: f64,
 }
 
 // The node's Event is Eq; the statistics' floats are finite (counters and
@@ -120,6 +130,28 @@ struct Media {
     held: bool,
     remote_held: bool,
     muted: bool,
+    /// When the media started, and (ms, bytes sent, bytes received) at
+    /// the last report: the bitrate of the stats events.
+    started: u64,
+    last_bytes: (u64, u64, u64),
+}
+
+impl Media {
+    /// The bitrate since the last report (`whole`: since the start).
+    fn bitrate(&mut self, now: u64, s: &MediaStats, whole: bool) -> Bitrate {
+        let (t0, tx0, rx0) = if whole {
+            (self.started, 0, 0)
+        } else {
+            self.last_bytes
+        };
+        self.last_bytes = (now, s.bytes_sent, s.bytes_received);
+        let ms = now.saturating_sub(t0).max(1) as f64;
+        // bytes * 8 / ms = kbit/s
+        Bitrate {
+            sent_kbps: s.bytes_sent.saturating_sub(tx0) as f64 * 8.0 / ms,
+            received_kbps: s.bytes_received.saturating_sub(rx0) as f64 * 8.0 / ms,
+        }
+    }
 }
 
 /// Agreed by signalling, waiting for the peer link to carry media.
@@ -489,6 +521,8 @@ impl Calls {
                 held: false,
                 remote_held: false,
                 muted: false,
+                started: now,
+                last_bytes: (now, 0, 0),
             },
         );
         Ok(())
@@ -581,14 +615,17 @@ impl Calls {
             MediaMsg::Event(id, e) => match e {
                 MediaEvent::Flowing => self.core.media_flowing(cx.now, id),
                 MediaEvent::Stats(stats) => {
-                    if let Some(m) = self.media.get(&id) {
+                    let now = self.clock.now_ms();
+                    if let Some(m) = self.media.get_mut(&id) {
                         let path = cx.ice.selected(&m.peer);
                         let peer = m.peer.clone();
+                        let bitrate = m.bitrate(now, &stats, false);
                         self.update(CallUpdate::Stats {
                             id,
                             peer,
                             stats,
                             path,
+                            bitrate,
                             last: false,
                         });
                     }
@@ -602,10 +639,11 @@ impl Calls {
                 }
             },
             MediaMsg::Ended(id, r) => {
-                let m = self.media.remove(&id)?;
+                let mut m = self.media.remove(&id)?;
                 match r {
                     Ok(stats) => self.update(CallUpdate::Stats {
                         id,
+                        bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
                         peer: m.peer,
                         stats: Box::new(stats),
                         path: None,
@@ -650,10 +688,11 @@ impl Calls {
         while !self.media.is_empty() {
             match tokio::time::timeout_at(deadline, self.media_rx.recv()).await {
                 Ok(Some(MediaMsg::Ended(id, r))) => {
-                    if let Some(m) = self.media.remove(&id) {
+                    if let Some(mut m) = self.media.remove(&id) {
                         match r {
                             Ok(stats) => self.update(CallUpdate::Stats {
                                 id,
+                                bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
                                 peer: m.peer,
                                 stats: Box::new(stats),
                                 path: None,
@@ -716,10 +755,14 @@ pub fn update_json(u: &CallUpdate) -> serde_json::Value {
             peer,
             stats,
             path,
+            bitrate,
             last,
         } => {
             let mut v = stats.to_json(*id);
             v["peer"] = json!(peer);
+            let r1 = |x: f64| (x * 10.0).round() / 10.0;
+            v["sent_kbps"] = json!(r1(bitrate.sent_kbps));
+            v["received_kbps"] = json!(r1(bitrate.received_kbps));
             match path {
                 Some(p) => path_fields(&mut v, p),
                 None => v["path"] = json!(null),
@@ -770,15 +813,18 @@ pub fn update_line(u: &CallUpdate) -> String {
             peer,
             stats,
             path,
+            bitrate,
             last,
             ..
         } => format!(
-            "{}call with {peer}: rtt {} ms, loss {:.1}%, jitter {:.1} ms, delay {:.0} ms{}",
+            "{}call with {peer}: rtt {} ms, loss {:.1}%, jitter {:.1} ms, delay {:.0} ms, {:.0}/{:.0} kbit/s out/in{}",
             if *last { "final stats of the " } else { "" },
             stats.rtt_ms.map_or("?".to_owned(), |r| r.to_string()),
             stats.loss_percent(),
             stats.jitter_ms,
             stats.jitter_buffer.delay_ms.max(0.0),
+            bitrate.sent_kbps,
+            bitrate.received_kbps,
             path.map(|p| format!(", {p}")).unwrap_or_default()
         ),
     }
