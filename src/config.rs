@@ -253,6 +253,9 @@ pub struct NatSection {
     /// supernodes; an RFC 5780 server (e.g. coturn with two addresses)
     /// gives the whole picture.
     pub stun_servers: Vec<HostPort>,
+    /// Peer connections through relays only: our addresses are never
+    /// offered to peers.
+    pub relay_only: bool,
 }
 
 impl Default for NatSection {
@@ -260,6 +263,7 @@ impl Default for NatSection {
         NatSection {
             detect: true,
             stun_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -297,6 +301,11 @@ pub struct OverlaySection {
     /// Where the volunteered supernode listens.
     #[serde(deserialize_with = "listen_addr")]
     pub volunteer_listen: SocketAddr,
+    /// No UDP datagram this long after the start: attach to supernodes
+    /// (and relays) over TCP; 0 never does.
+    pub tcp_fallback: HumanDuration,
+    /// Attach over TCP from the start (a network that blocks UDP).
+    pub force_tcp: bool,
 }
 
 impl Default for OverlaySection {
@@ -311,6 +320,8 @@ impl Default for OverlaySection {
             supernode_timeout: HumanDuration(Duration::from_secs(3)),
             volunteer_supernode: false,
             volunteer_listen: SocketAddr::from(([0, 0, 0, 0], 7710)),
+            tcp_fallback: HumanDuration(Duration::from_secs(3)),
+            force_tcp: false,
         }
     }
 }

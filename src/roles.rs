@@ -8,7 +8,9 @@ use natter::config::{Config, HostPort};
 use natter::identity::{Certificate, DeviceIdentity, Role, cert::fmt_time};
 use natter::link::{LinkConfig, LinkEndpoint};
 use natter::nat::{NatReport, StunServer, StunServerConfig};
-use natter::node::overlay::{Command, Core, Event, NatOptions, NodeOptions, OverlayNode};
+use natter::node::overlay::{
+    Command, Core, Event, NatOptions, NodeOptions, OverlayNode, PathOptions,
+};
 use natter::node::{AuthorityConnection, DeviceFiles};
 use natter::overlay::{
     ClientConfig, ClientCore, ClientEvent, LookupOutcome, PresenceRecord, Status, SupernodeConfig,
@@ -635,6 +637,12 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
         }),
         messaging: Some(messaging),
         calls: Some(crate::call_cli::options(config, &h.calls)?),
+        paths: PathOptions {
+            tcp_fallback_ms: Some(oc.tcp_fallback.0.as_millis() as u64).filter(|&ms| ms > 0),
+            force_tcp: oc.force_tcp,
+            relay_only: config.nat.relay_only,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let mut script = crate::call_cli::Script::new(&h.calls);

@@ -12,6 +12,7 @@ pub mod login;
 pub mod messaging;
 pub mod overlay;
 pub mod peer;
+pub mod tcp;
 pub mod turn;
 pub mod udp;
 

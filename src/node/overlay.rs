@@ -39,6 +39,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+mod paths;
+pub use paths::PathOptions;
+
 /// The core this node runs.
 pub enum Core {
     Supernode(Box<SupernodeCore>),
@@ -218,6 +221,8 @@ pub struct NodeOptions {
     pub nat: Option<NatOptions>,
     /// Clients: make and answer calls.
     pub calls: Option<CallOptions>,
+    /// Clients: relayed candidates and the TCP fallback (`paths`).
+    pub paths: PathOptions,
 }
 
 /// How a client measures its NAT.
@@ -353,9 +358,18 @@ impl OverlayNode {
             (Core::Client(_), Some(c)) => Some(Box::new(Calls::new(c, clock.clone()))),
             _ => None,
         };
-        let turn = opts
-            .turn
-            .map(|t| TurnService::spawn(t.core, socket.clone(), t.tcp, t.cfg, clock.clone()));
+        // Link streams the TURN listener accepts (clients without UDP).
+        let (ltx, lrx) = mpsc::channel(64);
+        let turn = opts.turn.map(|t| {
+            TurnService::spawn_with_links(
+                t.core,
+                socket.clone(),
+                t.tcp,
+                t.cfg,
+                clock.clone(),
+                Some(ltx),
+            )
+        });
         let turn_handle = turn.as_ref().map(|t| t.handle.clone());
         let now = clock.now_ms();
         let is_client = matches!(core, Core::Client(_));
@@ -399,6 +413,15 @@ impl OverlayNode {
         drop(xtx);
         let (ctx, crx) = mpsc::channel(256);
         let (etx, erx) = mpsc::channel(4096);
+        let mut tid_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut tid_key);
+        let mut paths = paths::PeerPaths::new(is_client, &opts.paths, now, tid_key);
+        paths.tcp.accept_from(lrx);
+        let mut ice = IceSessions::new(IceConfig {
+            relay_only: opts.paths.relay_only,
+            ..IceConfig::default()
+        });
+        ice.set_relay_gathering(paths.gather.is_some());
         let span = match &core {
             Core::Supernode(_) => tracing::info_span!("supernode", addr = %local_addr),
             Core::Client(c) => tracing::info_span!("client", user = %c.username()),
@@ -421,12 +444,14 @@ impl OverlayNode {
                     turn,
                     messaging: messaging.map(Box::new),
                     calls,
-                    ice: IceSessions::new(IceConfig::default()),
+                    ice,
+                    paths,
                     connecting: HashMap::new(),
                     host_known: false,
                     ice_relay_unsent: 0,
                     ice_envelopes: HashMap::new(),
                 };
+                n.paths_start();
                 n.run(crx, xrx).await;
                 for r in readers {
                     r.abort();
@@ -464,6 +489,8 @@ struct Driver {
     messaging: Option<Box<Messaging>>,
     calls: Option<Box<Calls>>,
     ice: IceSessions,
+    /// Relayed candidates and TCP streams (`paths`).
+    paths: paths::PeerPaths,
     /// Connect commands waiting for their lookup: user -> when asked.
     connecting: HashMap<String, u64>,
     host_known: bool,
@@ -512,15 +539,8 @@ impl Driver {
     /// A message from a call's media tasks.
     async fn media_msg(&mut self, m: MediaMsg) {
         if let Some(Some((path, bytes))) = self.with_calls(|c, cx| c.on_media(m, cx)) {
-            match path.via {
-                Via::Direct => {
-                    if let Err(e) = self.socket.send_to(&bytes, path.remote).await {
-                        tracing::debug!(dst = %path.remote, "media send: {e}");
-                    }
-                }
-                // No TURN client in this node yet (see flush_socket).
-                Via::Relay(_) => self.ice_relay_unsent += 1,
-            }
+            // Direct, through our relay, or over TCP, as the link goes.
+            self.paths_send_link(path.remote, bytes).await;
         }
     }
 
@@ -582,6 +602,8 @@ impl Driver {
             SessionEvent::Failed { user, reason } => {
                 self.peer_event(PeerEvent::Failed { user, reason })
             }
+            // Relay gathering and permissions: `paths`.
+            SessionEvent::GatherRelay | SessionEvent::RemoteCandidates { .. } => {}
         }
     }
 
@@ -631,6 +653,7 @@ impl Driver {
             .min(apps)
             .min(calls)
             .min(self.ice.poll_timeout().unwrap_or(u64::MAX))
+            .min(self.paths_deadline())
     }
 
     /// One datagram from the network, on the main socket (`local` None) or
@@ -638,6 +661,10 @@ impl Driver {
     fn datagram(&mut self, local: Option<SocketAddr>, from: SocketAddr, d: &[u8]) {
         let now = self.clock.now_ms();
         let kind = demux::classify(d);
+        // Our relay's answers and what peers send through it.
+        if local.is_none() && self.paths_datagram(from, kind, d) {
+            return;
+        }
         if kind != Datagram::Stun
             && let Some(n) = &mut self.nat
         {
@@ -775,10 +802,12 @@ impl Driver {
                 },
                 Some((local, from, d)) = extra.recv() => self.datagram(Some(local), from, &d),
                 Some(m) = next_media(&mut self.calls) => self.media_msg(m).await,
+                x = self.paths.tcp.recv() => self.paths_tcp_input(x),
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = self.clock.now_ms();
                     self.link.handle_timeout(now, &mut self.rng);
                     self.ice.handle_timeout(now, &mut self.rng);
+                    self.paths_timeout(now);
                     match &mut self.core {
                         Core::Supernode(s) => s.handle_timeout(now, &mut self.rng),
                         Core::Client(c) => {
@@ -1050,10 +1079,15 @@ impl Driver {
             }
             while let Some(e) = self.ice.poll_event() {
                 progressed = true;
-                self.session_event(now, e);
+                if !self.paths_session_event(now, &e) {
+                    self.session_event(now, e);
+                }
             }
             for e in evs {
                 progressed = true;
+                if let Event::Client(ce) = &e {
+                    self.paths_client_event(now, ce);
+                }
                 // Call signalling rides on envelopes too.
                 let call_envelope = match &e {
                     Event::Client(ClientEvent::Envelope {
@@ -1163,7 +1197,10 @@ impl Driver {
                     ..
                 }) = &e
                 {
-                    self.ice.observe(*observed);
+                    // Over TCP, the observed address is no UDP candidate.
+                    if !self.paths.tcp_mode {
+                        self.ice.observe(*observed);
+                    }
                     if !self.host_known
                         && let Ok(bound) = self.socket.local_addr()
                         && let Some(h) = peer::host_address(bound, *supernode).await
@@ -1203,16 +1240,14 @@ impl Driver {
                         tracing::debug!(dst = %t.dst, "ICE send: {e}");
                     }
                 }
-                // No TURN client in this node yet: no relayed candidates
-                // are offered, so this is only reached by a bug.
-                Via::Relay(_) => self.ice_relay_unsent += 1,
+                Via::Relay(_) => self.paths_send_relayed(t),
             }
         }
         while let Some(t) = self.link.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.dst).await {
-                tracing::debug!(dst = %t.dst, "send: {e}");
-            }
+            // Over a relay, a TCP stream or the main socket (`paths`).
+            self.paths_send_link(t.dst, t.bytes).await;
         }
+        self.paths_flush().await;
         let mut stun = Vec::new();
         if let Some(n) = &mut self.nat {
             while let Some(t) = n.det.poll_transmit() {

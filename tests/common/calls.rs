@@ -30,6 +30,40 @@ impl CallNet {
         }
     }
 
+    /// Like [`CallNet::start`], with a TURN relay on the supernode that
+    /// relays between loopback addresses.
+    pub fn start_with_relay(users: &[&str]) -> CallNet {
+        let net = Network::start();
+        net.account("sn1", true);
+        for u in users {
+            net.account(u, false);
+        }
+        let cfg = net.config_with_overlay(
+            "sn1.toml",
+            "[relay]\nsecret = \"call-test-secret\"\nports = \"0\"\nallow_loopback_peers = true\n",
+        );
+        let mut cmd = super::procs::natter();
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(net.data("sn1"))
+            .args([
+                "--log-level",
+                "natter=debug",
+                "--supernode",
+                "--listen",
+                "127.0.0.1:0",
+            ]);
+        let sn = Proc::spawn("sn1", cmd, &net.dir.path().join("sn1.log"));
+        let addr = sn.wait_for(T, |l| l.starts_with("listening on "));
+        let addr = addr.trim_start_matches("listening on ").to_owned();
+        CallNet {
+            net,
+            sn,
+            boot: vec![addr],
+        }
+    }
+
     pub fn path(&self, file: &str) -> PathBuf {
         self.net.dir.path().join(file)
     }
