@@ -30,6 +30,40 @@ impl CallNet {
         }
     }
 
+    /// Like [`CallNet::start`], with a TURN relay on the supernode that
+    /// relays between loopback addresses.
+    pub fn start_with_relay(users: &[&str]) -> CallNet {
+        let net = Network::start();
+        net.account("sn1", true);
+        for u in users {
+            net.account(u, false);
+        }
+        let cfg = net.config_with_overlay(
+            "sn1.toml",
+            "[relay]\nsecret = \"call-test-secret\"\nports = \"0\"\nallow_loopback_peers = true\n",
+        );
+        let mut cmd = super::procs::natter();
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(net.data("sn1"))
+            .args([
+                "--log-level",
+                "natter=debug",
+                "--supernode",
+                "--listen",
+                "127.0.0.1:0",
+            ]);
+        let sn = Proc::spawn("sn1", cmd, &net.dir.path().join("sn1.log"));
+        let addr = sn.wait_for(T, |l| l.starts_with("listening on "));
+        let addr = addr.trim_start_matches("listening on ").to_owned();
+        CallNet {
+            net,
+            sn,
+            boot: vec![addr],
+        }
+    }
+
     pub fn path(&self, file: &str) -> PathBuf {
         self.net.dir.path().join(file)
     }
@@ -92,3 +126,26 @@ impl CallNet {
 
 /// Audio devices that need no sound card and carry nothing.
 pub const NULL_AUDIO: &str = "[audio]\ninput = \"null\"\noutput = \"null\"\n";
+
+/// Check that `s` (a recording from its first sound on) carries a steady
+/// `hz` tone: in at least 90% of its 100 ms windows (after the codec's
+/// first 200 ms) the zero crossings give `hz` within 15 Hz. Windows, not
+/// the whole: on a loaded machine a late audio tick may be concealed,
+/// which shifts a whole-file count but leaves the tone intact.
+pub fn assert_tone(what: &str, s: &[i16], hz: f64, secs: f64) {
+    let n = (48_000.0 * secs) as usize;
+    assert!(s.len() >= 9_600 + n, "{what}: only {} samples", s.len());
+    let windows: Vec<f64> = s[9_600..9_600 + n]
+        .chunks_exact(4_800)
+        .map(|w| {
+            let c = w.windows(2).filter(|p| p[0] < 0 && p[1] >= 0).count();
+            c as f64 * 10.0
+        })
+        .collect();
+    let good = windows.iter().filter(|&&f| (f - hz).abs() <= 15.0).count();
+    assert!(
+        good * 10 >= windows.len() * 9,
+        "{what}: {good} of {} windows at {hz} Hz: {windows:?}",
+        windows.len()
+    );
+}
