@@ -4,6 +4,7 @@
 //! runtime (`client`).
 
 pub mod api;
+pub mod call_api;
 pub mod calls;
 pub mod client;
 pub mod demux;
