@@ -1,6 +1,7 @@
 //! A declined call: bob's client rings (no auto-answer) and bob types
 //! `decline`; alice's `--call` ends with reason "declined" and exits with
-//! status 1, and bob can still answer the next call by typing `answer`.
+//! status 1, and bob can still answer the next call by typing `answer`,
+//! mute it (alice hears of it) and hang up.
 
 #[path = "common/calls.rs"]
 mod calls;
@@ -33,6 +34,10 @@ fn the_callee_declines_then_answers_the_next_call() {
     bob.say("answer");
     state(&bob, "active");
     state(&alice, "active");
+    // Mute travels as call signalling too.
+    bob.say("mute");
+    let m = alice.wait_json(T, |v| v["event"] == "call_remote");
+    assert_eq!(m["muted"], true, "{m}");
     bob.say("hangup");
     assert_eq!(ended(&alice)["message"], "the other side hung up");
     assert_eq!(net.exit_code(&mut alice, Duration::from_secs(10)), 0);

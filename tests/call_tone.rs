@@ -55,6 +55,7 @@ fn tone_call_between_two_headless_clients() {
         ],
     );
 
+    let t0 = std::time::Instant::now();
     let d = state(&alice, "dialing");
     assert_eq!(d["peer"], "bob");
     let inc = state(&bob, "incoming");
@@ -63,6 +64,8 @@ fn tone_call_between_two_headless_clients() {
     let c = state(&alice, "connecting");
     assert_eq!(c["role"], "caller");
     state(&alice, "active");
+    // From alice's first line about the call to audio both ways.
+    eprintln!("call set up in {} ms", t0.elapsed().as_millis());
     state(&bob, "active");
 
     // Stats every second: an RTT, no loss on loopback, the direct path.
