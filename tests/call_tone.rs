@@ -67,6 +67,7 @@ fn tone_call_between_two_headless_clients() {
     // From alice's first line about the call to audio both ways.
     eprintln!("call set up in {} ms", t0.elapsed().as_millis());
     state(&bob, "active");
+    let (t_active, cpu0) = (std::time::Instant::now(), cpu_and_rss(&alice).0);
 
     // Stats every second: an RTT, no loss on loopback, the direct path.
     let s = alice.wait_json(T, |v| v["event"] == "call_stats" && !v["rtt_ms"].is_null());
@@ -79,6 +80,13 @@ fn tone_call_between_two_headless_clients() {
         assert!((20.0..80.0).contains(&r), "{k} {r}: {s}");
     }
 
+    let (cpu1, rss) = cpu_and_rss(&alice);
+    let secs = t_active.elapsed().as_secs_f64();
+    eprintln!(
+        "alice during the call: {:.1}% of a core, {} MiB resident",
+        (cpu1 - cpu0) as f64 / 10.0 / secs,
+        rss / 1024
+    );
     let e = ended(&alice);
     assert_eq!(e["reason"], "hung_up", "{e}");
     assert_eq!(e["message"], "you hung up");

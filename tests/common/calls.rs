@@ -149,3 +149,24 @@ pub fn assert_tone(what: &str, s: &[i16], hz: f64, secs: f64) {
         windows.len()
     );
 }
+
+/// CPU time (user + system, ms) and resident memory (KiB) of a process,
+/// from /proc: the per-call cost figures the call tests print.
+pub fn cpu_and_rss(p: &Proc) -> (u64, u64) {
+    let pid = p.child.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    // Linux reports in clock ticks of 10 ms (USER_HZ 100).
+    let cpu_ms = (ticks(11) + ticks(12)) * 10;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    (cpu_ms, rss)
+}
