@@ -42,6 +42,7 @@ pub struct Config {
     pub nat: NatSection,
     pub audio: AudioSection,
     pub media: MediaSection,
+    pub call: CallSection,
     pub keys: KeysSection,
     pub relay: RelaySection,
 }
@@ -93,6 +94,43 @@ impl Default for MediaSection {
             fec_min_loss_percent: 5,
             jitter_max_ms: 400,
             report_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Call signalling: how long each step may take, and answering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallSection {
+    /// No ringing from the callee within this long: "could not be reached".
+    pub invite_timeout: HumanDuration,
+    /// Unanswered this long: "no answer".
+    pub ring_timeout: HumanDuration,
+    /// Answered, but no audio from the other side within this long.
+    pub connect_timeout: HumanDuration,
+    /// Answer every incoming call at once.
+    pub auto_answer: bool,
+}
+
+impl Default for CallSection {
+    fn default() -> Self {
+        CallSection {
+            invite_timeout: HumanDuration(Duration::from_secs(10)),
+            ring_timeout: HumanDuration(Duration::from_secs(60)),
+            connect_timeout: HumanDuration(Duration::from_secs(10)),
+            auto_answer: false,
+        }
+    }
+}
+
+impl CallSection {
+    pub fn core_config(&self) -> crate::call::CallConfig {
+        let ms = |d: &HumanDuration| (d.0.as_millis() as u64).max(100);
+        crate::call::CallConfig {
+            invite_timeout_ms: ms(&self.invite_timeout),
+            ring_timeout_ms: ms(&self.ring_timeout),
+            connect_timeout_ms: ms(&self.connect_timeout),
+            ..Default::default()
         }
     }
 }

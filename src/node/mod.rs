@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod api_map;
+pub mod call_api;
+pub mod calls;
 pub mod client;
 pub mod demux;
 pub mod device;

@@ -23,6 +23,7 @@ use crate::nat::stun::{self as stun_wire, method};
 use crate::nat::{
     DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig, StunStats,
 };
+use crate::node::calls::{CallOptions, CallUpdate, Calls, Ctx, MediaMsg};
 use crate::node::demux::{self, Datagram};
 use crate::node::messaging::Messaging;
 use crate::node::peer::{self, PeerEvent};
@@ -131,6 +132,34 @@ pub enum Command {
     },
     /// The user did something (resets the idle timer behind auto-away).
     Activity,
+    // Calls (nodes started with `NodeOptions::calls`; see `node::calls`).
+    /// Call a user; the call's id (or why not) comes back on `reply`, its
+    /// states as [`Event::Call`].
+    Call {
+        username: String,
+        reply: Option<oneshot::Sender<Result<crate::call::CallId, String>>>,
+    },
+    /// Answer an incoming call (`None`: the current one).
+    AcceptCall {
+        call: Option<crate::call::CallId>,
+    },
+    DeclineCall {
+        call: Option<crate::call::CallId>,
+    },
+    /// End a call in any state: cancel, decline or hang up.
+    HangUp {
+        call: Option<crate::call::CallId>,
+    },
+    /// Mute our microphone (`None`: toggle).
+    Mute {
+        call: Option<crate::call::CallId>,
+        on: Option<bool>,
+    },
+    /// Put the call on hold (`None`: toggle).
+    Hold {
+        call: Option<crate::call::CallId>,
+        on: Option<bool>,
+    },
 }
 
 /// What the node reports.
@@ -148,6 +177,8 @@ pub enum Event {
     },
     /// Peer-to-peer connections (clients).
     Peer(PeerEvent),
+    /// Calls: state changes and media statistics (clients with calls).
+    Call(CallUpdate),
     /// The node task ended.
     Stopped,
 }
@@ -188,6 +219,8 @@ pub struct NodeOptions {
     pub messaging: Option<Messaging>,
     /// Clients: measure the NAT.
     pub nat: Option<NatOptions>,
+    /// Clients: make and answer calls.
+    pub calls: Option<CallOptions>,
     /// Clients: relayed candidates and the TCP fallback (`paths`).
     pub paths: PathOptions,
 }
@@ -321,6 +354,10 @@ impl OverlayNode {
         let local_addr = socket.local_addr()?;
         let socket = Arc::new(socket);
         let messaging = opts.messaging;
+        let calls = match (&core, opts.calls) {
+            (Core::Client(_), Some(c)) => Some(Box::new(Calls::new(c, clock.clone()))),
+            _ => None,
+        };
         // Link streams the TURN listener accepts (clients without UDP).
         let (ltx, lrx) = mpsc::channel(64);
         let turn = opts.turn.map(|t| {
@@ -406,6 +443,7 @@ impl OverlayNode {
                     stun_unhandled: 0,
                     turn,
                     messaging: messaging.map(Box::new),
+                    calls,
                     ice,
                     paths,
                     connecting: HashMap::new(),
@@ -449,6 +487,7 @@ struct Driver {
     /// Stops with the node.
     turn: Option<TurnService>,
     messaging: Option<Box<Messaging>>,
+    calls: Option<Box<Calls>>,
     ice: IceSessions,
     /// Relayed candidates and TCP streams (`paths`).
     paths: paths::PeerPaths,
@@ -463,8 +502,45 @@ struct Driver {
 
 impl Driver {
     fn peer_event(&mut self, e: PeerEvent) {
+        self.with_calls(|c, cx| c.on_peer(&e, cx));
         if self.events.try_send(Event::Peer(e)).is_err() {
             tracing::warn!("event queue full: a peer event was dropped");
+        }
+    }
+
+    /// Run `f` on the call layer with the driver state it needs.
+    fn with_calls<R>(&mut self, f: impl FnOnce(&mut Calls, &mut Ctx<'_>) -> R) -> Option<R> {
+        let now = self.clock.now_ms();
+        let (Some(calls), Core::Client(client)) = (self.calls.as_deref_mut(), &mut self.core)
+        else {
+            return None;
+        };
+        let mut cx = Ctx {
+            now,
+            client,
+            link: &self.link,
+            ice: &self.ice,
+            rng: &mut self.rng,
+        };
+        Some(f(calls, &mut cx))
+    }
+
+    /// Open a peer connection to `user` unless one is up or under way.
+    fn ensure_peer(&mut self, now: u64, user: String) {
+        if self.connecting.contains_key(&user) || self.ice.started(&user).is_some() {
+            return;
+        }
+        if let Core::Client(cl) = &mut self.core {
+            cl.lookup(now, &user);
+            self.connecting.insert(user, now);
+        }
+    }
+
+    /// A message from a call's media tasks.
+    async fn media_msg(&mut self, m: MediaMsg) {
+        if let Some(Some((path, bytes))) = self.with_calls(|c, cx| c.on_media(m, cx)) {
+            // Direct, through our relay, or over TCP, as the link goes.
+            self.paths_send_link(path.remote, bytes).await;
         }
     }
 
@@ -571,9 +647,11 @@ impl Driver {
             .messaging
             .as_ref()
             .map_or(u64::MAX, |m| m.poll_timeout());
+        let calls = self.calls.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
         core.min(nat)
             .min(self.link.poll_timeout().unwrap_or(u64::MAX))
             .min(apps)
+            .min(calls)
             .min(self.ice.poll_timeout().unwrap_or(u64::MAX))
             .min(self.paths_deadline())
     }
@@ -607,7 +685,11 @@ impl Driver {
                     None => self.dropped_datagrams += 1,
                 }
             }
-            // Media has no core here yet.
+            Datagram::Media if local.is_none() && self.calls.is_some() => {
+                if let Some(c) = &mut self.calls {
+                    c.media_datagram(from, d, &self.ice);
+                }
+            }
             _ => self.dropped_datagrams += 1,
         }
     }
@@ -719,6 +801,7 @@ impl Driver {
                     Err(e) => tracing::debug!("recv: {e}"),
                 },
                 Some((local, from, d)) = extra.recv() => self.datagram(Some(local), from, &d),
+                Some(m) = next_media(&mut self.calls) => self.media_msg(m).await,
                 x = self.paths.tcp.recv() => self.paths_tcp_input(x),
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = self.clock.now_ms();
@@ -734,6 +817,7 @@ impl Driver {
                             }
                         }
                     }
+                    self.with_calls(|c, cx| c.handle_timeout(cx));
                     if let Some(n) = &self.nat {
                         if !n.started && now >= n.start_at {
                             self.start_nat("login").await;
@@ -754,6 +838,13 @@ impl Driver {
             if stopping {
                 // Let the goodbye leave before the socket closes.
                 self.flush_socket().await;
+                // Recordings are complete before the node reports Stopped.
+                if let Some(c) = &mut self.calls {
+                    c.shutdown().await;
+                    while let Some(e) = c.poll_event() {
+                        let _ = self.events.try_send(e);
+                    }
+                }
                 return;
             }
         }
@@ -762,6 +853,17 @@ impl Driver {
     /// Returns true when the node should stop.
     fn command(&mut self, c: Command) -> bool {
         let now = self.clock.now_ms();
+        if matches!(c, Command::Shutdown) {
+            self.with_calls(|calls, cx| calls.hangup_all(cx));
+        }
+        let c = if self.calls.is_some() && matches!(self.core, Core::Client(_)) {
+            match self.with_calls(|calls, cx| calls.command(c, cx)) {
+                Some(Some(c)) => c,
+                _ => return false,
+            }
+        } else {
+            c
+        };
         let c = match (&mut self.core, &mut self.messaging) {
             (Core::Client(cl), Some(m)) => match m.command(now, c, cl, &mut self.rng) {
                 Some(c) => c,
@@ -944,6 +1046,15 @@ impl Driver {
                     }
                 }
             }
+            if let Some(c) = &mut self.calls {
+                while let Some(e) = c.poll_event() {
+                    evs.push(e);
+                }
+                for user in c.take_connects() {
+                    progressed = true;
+                    self.ensure_peer(now, user);
+                }
+            }
             if let Some(n) = &mut self.nat {
                 while let Some(NatEvent::Report(r)) = n.det.poll_event() {
                     evs.push(Event::Nat(r));
@@ -976,6 +1087,31 @@ impl Driver {
                 progressed = true;
                 if let Event::Client(ce) = &e {
                     self.paths_client_event(now, ce);
+                }
+                // Call signalling rides on envelopes too.
+                let call_envelope = match &e {
+                    Event::Client(ClientEvent::Envelope {
+                        from,
+                        kind,
+                        payload,
+                        ..
+                    }) if *kind == crate::node::calls::ENVELOPE_CALL => {
+                        let user = from.username.clone();
+                        self.with_calls(|c, cx| c.on_envelope(&user, payload, cx))
+                            .is_some()
+                    }
+                    Event::Client(ClientEvent::EnvelopeFailed { id, reason }) => self
+                        .with_calls(|c, cx| c.on_envelope_outcome(id, Some(reason), cx))
+                        .unwrap_or(false),
+                    Event::Client(
+                        ClientEvent::EnvelopeDelivered { id } | ClientEvent::EnvelopeStored { id },
+                    ) => self
+                        .with_calls(|c, cx| c.on_envelope_outcome(id, None, cx))
+                        .unwrap_or(false),
+                    _ => false,
+                };
+                if call_envelope {
+                    continue;
                 }
                 // ICE offers and answers ride on envelopes: ours to handle.
                 match &e {
@@ -1132,5 +1268,13 @@ impl Driver {
                 tracing::debug!(dst = %t.dst, "STUN send: {e}");
             }
         }
+    }
+}
+
+/// The next message of a call's media tasks (never, without calls).
+async fn next_media(calls: &mut Option<Box<Calls>>) -> Option<MediaMsg> {
+    match calls {
+        Some(c) => c.media_rx.recv().await,
+        None => std::future::pending().await,
     }
 }

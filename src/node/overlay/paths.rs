@@ -319,6 +319,11 @@ impl Driver {
                 }
             }
             Datagram::Link => self.link.handle_datagram(now, peer, d, &mut self.rng),
+            Datagram::Media if self.calls.is_some() => {
+                if let Some(c) = &mut self.calls {
+                    c.media_datagram(peer, d, &self.ice);
+                }
+            }
             _ => self.paths.relayed_dropped += 1,
         }
     }
