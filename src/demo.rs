@@ -4,16 +4,21 @@
 //! logs the local user (`you`) in and opens the softphone.
 //!
 //! The contacts are client runtimes driven through the node API like the
-//! TUI: they answer chat, accept contact requests and (echo123) calls as
-//! far as the runtime supports them; what it does not support yet shows
-//! up on screen as "not available yet".
+//! TUI: they answer chat and accept contact requests; echo123 answers
+//! every call and plays back what it hears (like `--headless --echo`),
+//! the bot declines calls. Without a sound card the local user's calls
+//! use the tone generator and the null device, and the screen says so.
 
 use anyhow::{Context, Result, bail};
 use natter::authority::{AuthorityServer, Policy, Store};
+use natter::call::CallConfig;
 use natter::clock::{Clock, SystemClock};
 use natter::config::{Config, HostPort};
 use natter::identity::{AuthorityKey, Role, Username};
-use natter::node::api::{Command, ContactState, Event, LoginState, MessageState};
+use natter::media::MediaConfig;
+use natter::media::audio::DeviceSpec;
+use natter::node::api::{CallState, Command, ContactState, Event, LoginState, MessageState};
+use natter::node::calls::CallOptions;
 use natter::node::client::{self, ClientHandle, ClientSettings};
 use natter::node::overlay::OverlayNode;
 use natter::node::{AuthorityConnection, DeviceFiles};
@@ -41,6 +46,19 @@ struct Network {
 
 impl Network {
     fn settings(&self, user: &str, contacts: &[&str]) -> ClientSettings {
+        let (media, call) = (MediaConfig::default(), CallConfig::default());
+        let calls = if user == "echo123" {
+            CallOptions::echo(DeviceSpec::Null, media, call)
+        } else {
+            // The runtime swaps in tone and null without a sound card.
+            CallOptions {
+                input: DeviceSpec::Default,
+                output: DeviceSpec::Default,
+                media,
+                call,
+                auto_answer: false,
+            }
+        };
         ClientSettings {
             data_dir: self.dir.join(user),
             authority: self.authority.clone(),
@@ -54,6 +72,7 @@ impl Network {
             away_after_ms: if contacts.is_empty() { 0 } else { 300_000 },
             public_presence: false,
             paths: Default::default(),
+            calls: Some(calls),
         }
     }
 }
@@ -198,11 +217,10 @@ async fn start_contact(net: &Network, user: &'static str, message: &str) -> Resu
                     username,
                     state: ContactState::Pending,
                 } => Command::AcceptContact { username },
-                Event::Call(call)
-                    if user == "echo123"
-                        && call.state == natter::node::api::CallState::Incoming =>
-                {
-                    Command::AcceptCall { call: call.id }
+                // echo123 answers by itself (auto-answer); the bot is no
+                // one to talk to.
+                Event::Call(call) if user == "bot" && call.state == CallState::Incoming => {
+                    Command::DeclineCall { call: call.id }
                 }
                 Event::Error { command, message } => {
                     tracing::info!("demo contact {user}: {command}: {message}");
@@ -366,6 +384,7 @@ async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Insta
     for (peer, text) in [("bot", "hi"), ("echo123", "ping")] {
         chat_round_trip(&mut you, peer, text).await?;
     }
+    call_echo(&mut you).await?;
     you.commands.send(Command::Quit).await?;
     while let Some(e) = you.events.recv().await {
         if e == Event::Stopped {
@@ -417,6 +436,71 @@ async fn chat_round_trip(you: &mut ClientHandle, peer: &str, text: &str) -> Resu
         "  {peer} answered \"{reply}\" in {} ms (acknowledged in {} ms)",
         rtt.as_millis(),
         acked.unwrap().as_millis()
+    );
+    Ok(())
+}
+
+/// Call echo123, wait until the call is active and the first statistics
+/// show its echo coming back, hang up; print how long each took.
+async fn call_echo(you: &mut ClientHandle) -> Result<()> {
+    let dialed = Instant::now();
+    you.commands
+        .send(Command::Call {
+            username: "echo123".into(),
+        })
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut id = None;
+    let mut active = None;
+    let (echoed, stats) = loop {
+        let ev = tokio::time::timeout_at(deadline, you.events.recv())
+            .await
+            .context("the call to echo123 did not carry audio within 20 s")?;
+        match ev {
+            Some(Event::Call(c)) if c.peer == "echo123" => {
+                id = Some(c.id);
+                match c.state {
+                    CallState::Active => {
+                        active.get_or_insert(dialed.elapsed());
+                    }
+                    CallState::Ended { reason } => bail!("the call to echo123 ended: {reason}"),
+                    _ => {}
+                }
+            }
+            Some(Event::CallStats { call, stats })
+                if Some(call) == id && active.is_some() && stats.packets_received > 0 =>
+            {
+                break (dialed.elapsed(), stats);
+            }
+            Some(Event::Error { command, message }) => bail!("{command}: {message}"),
+            Some(_) => {}
+            None => bail!("the runtime stopped"),
+        }
+    };
+    let id = id.unwrap_or_default();
+    you.commands.send(Command::HangUp { call: id }).await?;
+    loop {
+        let ev = tokio::time::timeout_at(deadline, you.events.recv())
+            .await
+            .context("the call to echo123 did not end within 20 s")?;
+        match ev {
+            Some(Event::Call(c)) if c.id == id && matches!(c.state, CallState::Ended { .. }) => {
+                break;
+            }
+            Some(_) => {}
+            None => bail!("the runtime stopped"),
+        }
+    }
+    println!(
+        "  echo123 answered the call: active in {} ms, its echo measured after {} ms \
+         ({} packets back, rtt {})",
+        active.unwrap_or_default().as_millis(),
+        echoed.as_millis(),
+        stats.packets_received,
+        stats
+            .rtt_ms
+            .map(|r| format!("{r} ms"))
+            .unwrap_or_else(|| "not yet measured".into())
     );
     Ok(())
 }

@@ -169,6 +169,8 @@ fn demo_runs_once() {
         "{text}"
     );
     assert!(text.contains("echo123 answered \"ping\""), "{text}");
+    // A real call: echo123 answers and its echo comes back.
+    assert!(text.contains("echo123 answered the call"), "{text}");
     // No sound card on the test machines: the demo says what it uses.
     if !std::path::Path::new("/dev/snd").exists() {
         assert!(text.contains("no sound card"), "{text}");

@@ -7,10 +7,10 @@
 //!
 //! The chat is real: the message goes end to end encrypted through the
 //! supernodes to the bot's runtime, whose answer is drawn below it, and
-//! the delivery mark appears once the bot acknowledged it. Calls are
-//! answered as far as the build supports them: until their backend lands
-//! the runtime says "not available yet", which the test then checks
-//! instead (and says so on stderr).
+//! the delivery mark appears once the bot acknowledged it. So is the
+//! call: echo123 answers it and plays our audio back; the call panel's
+//! timer and packet counters must move, the RTT and the path show, and
+//! hanging up ends it.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -208,30 +208,57 @@ fn demo_in_a_real_terminal() {
         s.contains("enter to type")
     });
 
-    // Call the echo contact.
+    // Call the echo contact: it answers at once and plays our audio (the
+    // tone generator, without a sound card) back to us.
     t.keys(&["End"]);
+    let dialed = Instant::now();
     t.text("c");
-    let s = t.wait("the call or a clear notice", T, |s| {
-        s.contains("in call with echo123") || s.contains("calls not available yet")
+    let s = t.wait("the call to be active", T, |s| {
+        s.contains("in call with echo123 ") || s.contains("not available")
     });
-    if s.contains("calls not available yet") {
-        eprintln!("call backend not in this build: checked its notice instead");
-    } else {
-        // The timer and the stats move.
-        let timer = |s: &str| {
-            s.lines()
-                .find_map(|l| l.split("in call with echo123 ").nth(1))
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_owned())
-        };
-        let stats = |s: &str| s.lines().find(|l| l.contains("rtt ")).map(str::to_owned);
-        let s1 = t.wait("call stats", T, |s| stats(s).is_some());
-        let (t1, st1) = (timer(&s1), stats(&s1));
-        t.wait("the timer and stats to move", T, |s| {
-            timer(s) != t1 && stats(s) != st1
-        });
-        t.text("x");
-        t.wait("the call to end", T, |s| s.contains("ended"));
-    }
+    let setup = dialed.elapsed();
+    assert!(s.contains("in call with echo123 "), "{s}");
+    // The timer, and the mic line's packet counters `↑sent ↓received`.
+    let timer = |s: &str| {
+        s.lines()
+            .find_map(|l| l.split("in call with echo123 ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    let packets = |s: &str| -> Option<(u64, u64)> {
+        let r = s.lines().find_map(|l| l.split('↑').nth(1))?;
+        let (up, down) = r.split_once(" ↓")?;
+        let down = down.split_whitespace().next()?.trim_end_matches('│');
+        Some((up.parse().ok()?, down.parse().ok()?))
+    };
+    let rtt_measured = |s: &str| {
+        s.lines().any(|l| {
+            l.split("rtt ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+    };
+    let s1 = t.wait("the echo coming back, its RTT and path", T, |s| {
+        packets(s).is_some_and(|(_, down)| down > 0)
+            && rtt_measured(s)
+            && s.contains("path direct to 127.0.0.1:")
+    });
+    let (t1, p1) = (timer(&s1), packets(&s1).unwrap());
+    let s2 = t.wait("the timer and the counters to move", T, |s| {
+        timer(s).is_some_and(|t| Some(t) != t1)
+            && packets(s).is_some_and(|(up, down)| up > p1.0 && down > p1.1)
+    });
+    eprintln!(
+        "call active on screen {setup:?} after the key; timer {} -> {}, packets {:?} -> {:?}",
+        t1.unwrap_or_default(),
+        timer(&s2).unwrap_or_default(),
+        p1,
+        packets(&s2).unwrap()
+    );
+    t.text("x");
+    t.wait("the call to end", T, |s| {
+        s.contains("call with echo123 ended: you hung up")
+    });
 
     // Quit: the shell is back and the terminal is as it was.
     t.text("q");

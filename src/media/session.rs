@@ -82,6 +82,9 @@ pub struct MediaStats {
     pub decode_errors: u64,
     /// Reports received.
     pub reports: u64,
+    /// Peak level of the audio we sent (silence when muted) over the last
+    /// report interval, 0.0 to 1.0: the UI's microphone meter.
+    pub mic_level: f32,
 }
 
 impl MediaStats {
@@ -169,6 +172,8 @@ pub struct MediaSession {
     /// Recoveries whose next packet carried no FEC data.
     fec_missing: u64,
     stats: MediaStats,
+    /// Peak absolute sample sent since the last report.
+    level_peak: u16,
 }
 
 /// Transmit queue bound: a stalled driver drops the oldest audio.
@@ -211,6 +216,7 @@ impl MediaSession {
             on_hold: false,
             fec_missing: 0,
             stats: MediaStats::default(),
+            level_peak: 0,
             config,
         })
     }
@@ -276,6 +282,8 @@ impl MediaSession {
             if self.muted {
                 frame.fill(0);
             }
+            let peak = frame.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+            self.level_peak = self.level_peak.max(peak);
             start += self.frame_samples;
             match self.encoder.encode(
                 &self.capture[start - self.frame_samples..start],
@@ -472,6 +480,8 @@ impl MediaSession {
             Ok(p) => self.queue(p),
             Err(e) => tracing::warn!("media: {e}"),
         }
+        self.stats.mic_level = f32::from(self.level_peak) / 32768.0;
+        self.level_peak = 0;
         self.events
             .push_back(MediaEvent::Stats(Box::new(self.stats())));
     }

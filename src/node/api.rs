@@ -365,6 +365,9 @@ pub struct CallStats {
     pub mic_level: f32,
     pub path: MediaPath,
     pub codec: String,
+    /// Media packets sent and received so far in this call.
+    pub packets_sent: u64,
+    pub packets_received: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

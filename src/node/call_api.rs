@@ -151,10 +151,11 @@ impl ApiCalls {
                         rtt_ms: stats.rtt_ms,
                         loss_pct: stats.loss_percent() as f32,
                         jitter_ms: stats.jitter_ms as f32,
-                        // The media driver does not measure the level yet.
-                        mic_level: 0.0,
+                        mic_level: stats.mic_level,
                         path,
                         codec: "Opus 48 kHz".to_owned(),
+                        packets_sent: stats.packets_sent,
+                        packets_received: stats.packets_received,
                     },
                 }]
             }

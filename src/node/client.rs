@@ -8,8 +8,10 @@
 //! cores' events). The TUI, the demo's bots and tests drive it the same
 //! way; it keeps no contact or message state of its own.
 //!
-//! Calls are built by another module; until they are wired in (see
-//! `Runtime::call_command`) their commands are answered with
+//! Calls run in the overlay node's call driver ([`super::calls`]) when
+//! [`ClientSettings::calls`] is set; [`super::call_api::ApiCalls`]
+//! translates the API's call commands and the driver's updates. Without
+//! call options the call commands are answered with
 //! [`Event::not_available`].
 
 use super::api::{
@@ -17,6 +19,8 @@ use super::api::{
     MessageState, NatStatus,
 };
 use super::api_map;
+use super::call_api::ApiCalls;
+use super::calls::CallOptions;
 use super::messaging::{Messaging, MessagingError};
 use super::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
 use super::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
@@ -77,6 +81,9 @@ pub struct ClientSettings {
     pub public_presence: bool,
     /// Relayed candidates and the TCP fallback.
     pub paths: crate::node::overlay::PathOptions,
+    /// Make and answer calls with these devices and settings (`None`: the
+    /// call commands are answered "not available").
+    pub calls: Option<CallOptions>,
 }
 
 /// The front end's end of a running client.
@@ -102,6 +109,7 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             attached: Vec::new(),
             to_add: Vec::new(),
             reported: Vec::new(),
+            calls: ApiCalls::new(),
             nat: NatStatus {
                 note: Some("measuring the NAT after login".into()),
                 ..Default::default()
@@ -120,19 +128,45 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
 /// Which audio devices can be used. Without ALSA devices (`/dev/snd`)
 /// there is no sound card: calls use the tone generator and null output.
 pub fn audio_status() -> AudioStatus {
-    if std::path::Path::new("/dev/snd").exists() {
-        AudioStatus {
-            input: "default".into(),
-            output: "default".into(),
-            note: None,
+    use crate::media::audio::DeviceSpec;
+    call_devices(&DeviceSpec::Default, &DeviceSpec::Default).2
+}
+
+/// Whether this build can use a sound card and the machine has one.
+fn have_sound_card() -> bool {
+    cfg!(feature = "audio-cpal") && std::path::Path::new("/dev/snd").exists()
+}
+
+/// The devices calls use for the configured `input` and `output`, and how
+/// the UI shows them: without a sound card, sound card devices become the
+/// tone generator (input) and the null device (output), and the note says so.
+pub fn call_devices(
+    input: &crate::media::audio::DeviceSpec,
+    output: &crate::media::audio::DeviceSpec,
+) -> (
+    crate::media::audio::DeviceSpec,
+    crate::media::audio::DeviceSpec,
+    AudioStatus,
+) {
+    use crate::media::audio::DeviceSpec;
+    let card = |d: &DeviceSpec| matches!(d, DeviceSpec::Default | DeviceSpec::Named(_));
+    let mut note = None;
+    let (mut input, mut output) = (input.clone(), output.clone());
+    if !have_sound_card() && (card(&input) || card(&output)) {
+        if card(&input) {
+            input = DeviceSpec::Tone { hz: 440.0 };
         }
-    } else {
-        AudioStatus {
-            input: "tone".into(),
-            output: "null".into(),
-            note: Some("no sound card found: using the tone generator and the null device".into()),
+        if card(&output) {
+            output = DeviceSpec::Null;
         }
+        note = Some("no sound card found: using the tone generator and the null device".into());
     }
+    let status = AudioStatus {
+        input: input.to_string(),
+        output: output.to_string(),
+        note,
+    };
+    (input, output, status)
 }
 
 struct Runtime {
@@ -149,6 +183,8 @@ struct Runtime {
     /// Failures answered to their command that the node also reports as
     /// `CommandFailed`: shown once.
     reported: Vec<String>,
+    /// The calls as the API shows them.
+    calls: ApiCalls,
 }
 
 impl Runtime {
@@ -165,7 +201,11 @@ impl Runtime {
     }
 
     async fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
-        self.emit(Event::Audio(audio_status())).await;
+        let audio = match &self.settings.calls {
+            Some(c) => call_devices(&c.input, &c.output).2,
+            None => audio_status(),
+        };
+        self.emit(Event::Audio(audio)).await;
         self.emit(Event::Nat(self.nat.clone())).await;
         match self.startup_certificate().await {
             Ok(Some(cert)) => self.go_online(cert).await,
@@ -204,6 +244,11 @@ impl Runtime {
                         }
                     }
                     Some(ov::Event::Contacts(e)) => self.contacts_event(e).await,
+                    Some(ov::Event::Call(u)) => {
+                        for e in self.calls.update(&u, self.clock.now_ms()) {
+                            self.emit(e).await;
+                        }
+                    }
                     Some(ov::Event::CommandFailed { error }) => {
                         // Reported already, under the command's name.
                         if let Some(i) = self.reported.iter().position(|r| *r == error) {
@@ -398,6 +443,10 @@ impl Runtime {
             nat: Some(NatOptions::default()),
             messaging: Some(messaging),
             paths: self.settings.paths.clone(),
+            calls: self.settings.calls.clone().map(|mut c| {
+                (c.input, c.output, _) = call_devices(&c.input, &c.output);
+                c
+            }),
             ..Default::default()
         };
         OverlayNode::spawn_with(
@@ -615,12 +664,25 @@ impl Runtime {
         }
     }
 
-    /// The seam for calls: the call runtime starts and controls calls
-    /// here and reports them as [`Event::Call`] and [`Event::CallStats`];
-    /// their signalling arrives as envelopes of kinds 16-31 (see
-    /// `overlay_event`). Until then these commands are not available.
+    /// Calls: the node's call driver runs them (its signalling envelopes
+    /// never reach `overlay_event`) and reports them as `ov::Event::Call`,
+    /// which `ApiCalls` turns into [`Event::Call`] and [`Event::CallStats`].
     async fn call_command(&mut self, c: Command) {
-        self.emit(Event::not_available(&c, "calls")).await
+        if self.settings.calls.is_none() {
+            return self.emit(Event::not_available(&c, "calls")).await;
+        }
+        let c = match c {
+            Command::Call { username } => Command::Call {
+                username: username.trim().to_ascii_lowercase(),
+            },
+            c => c,
+        };
+        if let Some((node, shown)) = self.calls.command(&c) {
+            if let Some(e) = shown {
+                self.emit(e).await;
+            }
+            self.overlay(node).await;
+        }
     }
 
     async fn overlay_event(&mut self, e: ClientEvent) {
@@ -699,8 +761,8 @@ impl Runtime {
             ClientEvent::PresenceChanged { .. } => {}
             // Relay credentials are the connectivity layer's business.
             ClientEvent::RelayCredentials { .. } | ClientEvent::RelayRefused { .. } => {}
-            // Chat and contacts envelopes are consumed by their cores; call
-            // signalling (kinds 16-31) is not wired in yet.
+            // Chat, contacts and call envelopes are consumed by their cores
+            // in the node.
             ClientEvent::Envelope { kind, .. } => {
                 tracing::debug!(kind, "envelope for no wired-in protocol: dropped")
             }
@@ -820,6 +882,13 @@ impl ClientSettings {
                 relay_only: config.nat.relay_only,
                 ..Default::default()
             },
+            calls: Some(CallOptions {
+                input: config.audio.input.clone(),
+                output: config.audio.output.clone(),
+                media: crate::media::MediaConfig::from_section(&config.media),
+                call: config.call.core_config(),
+                auto_answer: config.call.auto_answer,
+            }),
         })
     }
 }

@@ -385,6 +385,8 @@ fn in_call_with_stats() {
                 supernode: ([127, 0, 0, 1], 7711).into(),
             },
             codec: "opus 48 kHz".into(),
+            packets_sent: 4150,
+            packets_received: 4101,
         },
     });
     app.tick(NOW + 83_000);
@@ -425,6 +427,8 @@ fn in_call_with_stats() {
                 remote: ([127, 0, 0, 1], 40001).into(),
             },
             codec: "opus 48 kHz".into(),
+            packets_sent: 4150,
+            packets_received: 4101,
         },
     });
     app.tick(NOW + 3_725_000);

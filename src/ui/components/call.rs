@@ -76,6 +76,9 @@ impl Component for CallPanel {
                         Span::raw("mic  ").bold(),
                         Span::raw(meter(level, 12)).green(),
                         Span::raw(format!("  {}", s.codec)).dark_gray(),
+                        // Media packets sent and received: they move while
+                        // the call carries audio.
+                        Span::raw(format!(" ↑{} ↓{}", s.packets_sent, s.packets_received)),
                     ]));
                     lines.push(Line::from(vec![
                         Span::raw("rtt ").bold(),
