@@ -110,6 +110,8 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             to_add: Vec::new(),
             reported: Vec::new(),
             calls: ApiCalls::new(),
+            published: false,
+            to_call: Vec::new(),
             nat: NatStatus {
                 note: Some("measuring the NAT after login".into()),
                 ..Default::default()
@@ -185,6 +187,11 @@ struct Runtime {
     reported: Vec<String>,
     /// The calls as the API shows them.
     calls: ApiCalls,
+    /// Our presence record is in the directory: the callee's answers can
+    /// find us.
+    published: bool,
+    /// Calls asked for before that, placed once published.
+    to_call: Vec<Command>,
 }
 
 impl Runtime {
@@ -677,6 +684,12 @@ impl Runtime {
             },
             c => c,
         };
+        // The callee answers through the directory: until our record is
+        // there its answers would not find us and the call would fail.
+        if matches!(c, Command::Call { .. }) && !self.published {
+            self.to_call.push(c);
+            return;
+        }
         if let Some((node, shown)) = self.calls.command(&c) {
             if let Some(e) = shown {
                 self.emit(e).await;
@@ -724,6 +737,10 @@ impl Runtime {
             }
             ClientEvent::Published { seq } => {
                 tracing::debug!(seq, "presence published");
+                self.published = true;
+                for c in std::mem::take(&mut self.to_call) {
+                    self.call_command(c).await;
+                }
                 // Online: the contact requests can reach their owners now.
                 for user in std::mem::take(&mut self.to_add) {
                     self.overlay(ov::Command::AddContact {
