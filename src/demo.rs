@@ -440,8 +440,9 @@ async fn chat_round_trip(you: &mut ClientHandle, peer: &str, text: &str) -> Resu
     Ok(())
 }
 
-/// Call echo123, wait until the call is active and the first statistics
-/// show its echo coming back, hang up; print how long each took.
+/// Call echo123, wait until the call is active, its echo comes back and
+/// the RTT is measured (the second report), hang up; print how long each
+/// took.
 async fn call_echo(you: &mut ClientHandle) -> Result<()> {
     let dialed = Instant::now();
     you.commands
@@ -452,7 +453,8 @@ async fn call_echo(you: &mut ClientHandle) -> Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut id = None;
     let mut active = None;
-    let (echoed, stats) = loop {
+    let mut echoed = None;
+    let stats = loop {
         let ev = tokio::time::timeout_at(deadline, you.events.recv())
             .await
             .context("the call to echo123 did not carry audio within 20 s")?;
@@ -470,7 +472,10 @@ async fn call_echo(you: &mut ClientHandle) -> Result<()> {
             Some(Event::CallStats { call, stats })
                 if Some(call) == id && active.is_some() && stats.packets_received > 0 =>
             {
-                break (dialed.elapsed(), stats);
+                echoed.get_or_insert(dialed.elapsed());
+                if stats.rtt_ms.is_some() {
+                    break stats;
+                }
             }
             Some(Event::Error { command, message }) => bail!("{command}: {message}"),
             Some(_) => {}
@@ -492,15 +497,12 @@ async fn call_echo(you: &mut ClientHandle) -> Result<()> {
         }
     }
     println!(
-        "  echo123 answered the call: active in {} ms, its echo measured after {} ms \
-         ({} packets back, rtt {})",
+        "  echo123 answered the call: active in {} ms, its echo reported after {} ms, \
+         rtt {} ms ({} packets back)",
         active.unwrap_or_default().as_millis(),
-        echoed.as_millis(),
+        echoed.unwrap_or_default().as_millis(),
+        stats.rtt_ms.unwrap_or_default(),
         stats.packets_received,
-        stats
-            .rtt_ms
-            .map(|r| format!("{r} ms"))
-            .unwrap_or_else(|| "not yet measured".into())
     );
     Ok(())
 }
