@@ -59,17 +59,18 @@ impl Component for CallPanel {
             Some(c) => {
                 let (text, color) = state_text(c, m.now_ms);
                 let mut head = vec![Span::styled(text, Style::new().fg(color).bold())];
-                if c.muted {
+                let live = !matches!(c.state, CallState::Ended { .. });
+                // An ended call is neither muted nor held any more.
+                if live && c.muted {
                     head.push(Span::raw("  [muted]").red());
                 }
-                if c.held {
+                if live && c.held {
                     head.push(Span::raw("  [on hold]").yellow());
                 }
-                if c.remote_held {
+                if live && c.remote_held {
                     head.push(Span::raw(format!("  [held by {}]", c.peer)).yellow());
                 }
                 lines.push(Line::from(head));
-                let live = !matches!(c.state, CallState::Ended { .. });
                 if let Some(s) = m.stats.get(&c.id).filter(|_| live) {
                     let level = if c.muted { 0.0 } else { s.mic_level };
                     lines.push(Line::from(vec![
