@@ -92,7 +92,7 @@ KEY=$(wait_line "$TMP/authority.log" '^authority public key: ' 20) || { echo "au
 KEY=${KEY#authority public key: }
 wait_line "$TMP/authority.log" '^listening on ' 20 >/dev/null || { echo "authority did not listen" >&2; exit 1; }
 CFG=$TMP/client.toml
-printf '[login]\nserver = "198.51.100.1:7700"\nauthority_key = "%s"\n[overlay]\nlisten = "0.0.0.0:0"\nbootstrap = ["198.51.100.1:7710", "198.51.100.2:7710"]\n' "$KEY" >"$CFG"
+printf '[login]\nserver = "198.51.100.1:7700"\nauthority_key = "%s"\n[overlay]\nlisten = "0.0.0.0:0"\nbootstrap = ["198.51.100.1:7710", "198.51.100.2:7710"]\n[audio]\ninput = "null"\noutput = "null"\n' "$KEY" >"$CFG"
 # One relay group: both supernodes run TURN (UDP and TCP) with this secret.
 ((RELAY)) && printf '[relay]\nsecret = "ice-lab-secret-%s"\n' "$$" >>"$CFG"
 
@@ -126,12 +126,13 @@ expect_direct() {   # TYPE_A TYPE_B -> 0 when the pair must go direct
 
 udp_blocked_pair() { [[ $1 == udpblocked || $2 == udpblocked ]]; }
 
-# headless ENV USER NAME PORT: start a client in ENV's namespace; stdin from a fifo
+# headless ENV USER NAME PORT [FLAGS...]: start a client in ENV's namespace; stdin from a fifo
 headless() {
     local env=$1 user=$2 name=$3 port=$4
+    shift 4
     mkfifo "$TMP/$name.in"
     ip netns exec "$(netlab_ns "$env")" "$BIN" --config "$CFG" --data-dir "$TMP/u-$user" \
-        --log-level natter=debug --headless --json --listen "0.0.0.0:$port" \
+        --log-level natter=debug --headless --json --listen "0.0.0.0:$port" "$@" \
         <"$TMP/$name.in" >"$TMP/$name.out" 2>"$TMP/$name.log" &
     PIDS+=($!)
     eval "PID_$name=$!"
@@ -231,12 +232,13 @@ else
 fi
 
 # --- relayed, then direct ---------------------------------------------------------
-# A (port-restricted cone) calls B (full cone, second NAT) while A's router drops
-# all UDP between the two routers: only the relays carry the call. The rule is
-# lifted; both sides must move to a direct path (`path_changed`).
+# A (port-restricted cone) calls B (full cone, second NAT) with a 1 kHz tone while
+# A's router drops all UDP between the two routers: only the relays carry the call.
+# The rule is lifted; the call must move to a direct path (`path_changed`, and
+# `call_stats` saying `direct` on both sides) with no gap in the audio B records.
 MOVED=""
 move_case() {
-    local a=portrestricted eb=fullcone-b ua ub wan_b res_a res_b ch_a ch_b t_lift t_a t_b
+    local a=portrestricted eb=fullcone-b ua ub wan_b res_a res_b ch_a ch_b t_lift t_a t_b fin gap
     PAIR_N=$((PAIR_N + 1))
     netlab_flush_conntrack "$a"; netlab_flush_conntrack "$eb"
     wan_b=$(netlab_wan_ip "$eb")
@@ -244,15 +246,15 @@ move_case() {
     netlab_router_exec "$a" nft add rule ip lab udpblock ip saddr "$wan_b" meta l4proto udp counter drop
     ua=$(user_of "$a"); ub=$(user_of "$eb")
     rm -f "$TMP"/A.* "$TMP"/B.*
-    headless "$eb" "$ub" B $((21000 + PAIR_N * 2))
-    headless "$a" "$ua" A $((21001 + PAIR_N * 2))
+    headless "$eb" "$ub" B $((21000 + PAIR_N * 2)) --auto-answer --record "$TMP/B.wav"
+    headless "$a" "$ua" A $((21001 + PAIR_N * 2)) --play tone:1000
     wait_line "$TMP/B.out" '"event":"published"' 15 >/dev/null
     wait_line "$TMP/A.out" '"event":"published"' 15 >/dev/null
-    say A "connect $ub"
-    res_a=$(wait_line "$TMP/A.out" '"event":"peer_\(connected\|failed\)"' 15)
-    res_b=$(wait_line "$TMP/B.out" '"event":"peer_\(connected\|failed\)"' 15)
-    if [[ $res_a != *peer_connected* || $res_b != *peer_connected* || $(json_field "$res_a" path) != relayed || $(json_field "$res_b" path) != relayed ]]; then
-        MOVED="FAILED: did not start relayed (A: ${res_a:-none}; B: ${res_b:-none})"
+    say A "call $ub"
+    res_a=$(wait_line "$TMP/A.out" '"event":"call_stats".*"path":"\(direct\|relayed\)"' 20)
+    res_b=$(wait_line "$TMP/B.out" '"event":"call_stats".*"path":"\(direct\|relayed\)"' 10)
+    if [[ $(json_field "$res_a" path) != relayed || $(json_field "$res_b" path) != relayed ]]; then
+        MOVED="FAILED: the call did not start relayed (A: ${res_a:-none}; B: ${res_b:-none})"
     else
         sleep 2   # the call runs relayed for a while
         netlab_router_exec "$a" nft flush chain ip lab udpblock
@@ -261,17 +263,30 @@ move_case() {
         t_a=$(date +%s%N)
         ch_b=$(wait_line "$TMP/B.out" '"event":"path_changed".*"path":"direct"' 10)
         t_b=$(date +%s%N)
-        if [[ -n $ch_a && -n $ch_b ]]; then
-            MOVED="relayed -> direct: A moved $(((t_a - t_lift) / 1000000)) ms after the rule was lifted, B by $(((t_b - t_lift) / 1000000)) ms"
-        else
+        if [[ -z $ch_a || -z $ch_b ]]; then
             MOVED="FAILED: no path_changed to direct (A: ${ch_a:-none}; B: ${ch_b:-none})"
+        elif ! wait_line "$TMP/A.out" '"event":"call_stats".*"path":"direct"' 5 >/dev/null \
+            || ! wait_line "$TMP/B.out" '"event":"call_stats".*"path":"direct"' 5 >/dev/null; then
+            MOVED="FAILED: the link moved but the call's media did not"
+        else
+            sleep 2   # and direct for a while
+            say A hangup
+            fin=$(wait_line "$TMP/B.out" '"event":"call_stats".*"final":true' 10)
+            gap=$(python3 "$HERE/wav-gaps.py" "$TMP/B.wav" 1000 2>&1)
+            if [[ -z $fin ]]; then
+                MOVED="FAILED: B's recording was not completed"
+            elif [[ $gap != ok* ]]; then
+                MOVED="FAILED: the audio B recorded has a gap: $gap"
+            else
+                MOVED="relayed -> direct mid-call: A moved $(((t_a - t_lift) / 1000000)) ms after the rule was lifted, B by $(((t_b - t_lift) / 1000000)) ms; B's recording: $gap; B concealed $(json_field "$fin" concealed) frames"
+            fi
         fi
     fi
     netlab_router_exec "$a" nft flush chain ip lab udpblock
     stop_clients A B
     if [[ $MOVED == FAILED* ]]; then
         WRONG+=("move case: $MOVED")
-        mkdir -p "$TMP/wrong/move"; cp "$TMP"/A.out "$TMP"/A.log "$TMP"/B.out "$TMP"/B.log "$TMP/wrong/move/" 2>/dev/null
+        mkdir -p "$TMP/wrong/move"; cp "$TMP"/A.out "$TMP"/A.log "$TMP"/B.out "$TMP"/B.log "$TMP"/B.wav "$TMP/wrong/move/" 2>/dev/null
     fi
     echo "move: $MOVED"
 }
