@@ -9,8 +9,8 @@
 //! supernodes to the bot's runtime, whose answer is drawn below it, and
 //! the delivery mark appears once the bot acknowledged it. So is the
 //! call: echo123 answers it and plays our audio back; the call panel's
-//! timer and packet counters must move, the RTT and the path show, and
-//! hanging up ends it.
+//! timer and packet counters must move, the RTT and the path show, the
+//! microphone meter shows our tone until we mute, and hanging up ends it.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -255,6 +255,14 @@ fn demo_in_a_real_terminal() {
         p1,
         packets(&s2).unwrap()
     );
+    // The meter shows the tone we send; muted, it falls silent with the
+    // next report.
+    let mic = |s: &str| s.lines().find(|l| l.contains("mic  ")).map(str::to_owned);
+    assert!(mic(&s2).is_some_and(|l| l.contains('▮')), "{s2}");
+    t.text("m");
+    t.wait("muted, the meter silent", T, |s| {
+        s.contains("[muted]") && mic(s).is_some_and(|l| !l.contains('▮'))
+    });
     t.text("x");
     t.wait("the call to end", T, |s| {
         s.contains("call with echo123 ended: you hung up")
