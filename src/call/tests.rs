@@ -297,11 +297,13 @@ fn json_events() {
     assert_eq!(e["call"], "0000000000000001");
     let s = crate::media::MediaStats {
         rtt_ms: Some(12),
+        mic_level: 0.456,
         ..Default::default()
     }
     .to_json(1);
     assert_eq!(s["event"], "call_stats");
     assert_eq!(s["rtt_ms"], 12);
+    assert_eq!(s["mic_level"], 0.46);
 }
 
 #[test]

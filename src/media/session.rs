@@ -107,6 +107,7 @@ impl MediaStats {
             "late": jb.late,
             "packets_sent": self.packets_sent,
             "packets_received": self.packets_received,
+            "mic_level": (f64::from(self.mic_level) * 100.0).round() / 100.0,
             "dropped": {
                 "malformed": self.malformed,
                 "auth_failed": self.auth_failed,
