@@ -686,7 +686,13 @@ impl Runtime {
         };
         // The callee answers through the directory: until our record is
         // there its answers would not find us and the call would fail.
-        if matches!(c, Command::Call { .. }) && !self.published {
+        if let Command::Call { username } = &c
+            && !self.published
+        {
+            self.emit(Event::Notice {
+                text: format!("calling {username} once you are online"),
+            })
+            .await;
             self.to_call.push(c);
             return;
         }
