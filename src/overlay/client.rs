@@ -5,6 +5,7 @@
 //! ([`ClientCore::send_envelope`], [`ClientEvent::Envelope`]).
 
 use super::Transmit;
+use super::addr::HostAddr;
 use super::envelope::{self, EnvelopeId, SealArgs};
 use super::msg::{EnvResult, Found, Msg};
 use super::record::{PresenceRecord, RecordContent, Status};
@@ -12,6 +13,7 @@ use crate::identity::{Certificate, DeviceIdentity};
 use rand::{Rng, RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -205,10 +207,11 @@ struct OutEnvelope {
 #[derive(Debug)]
 pub struct ClientCore {
     device: DeviceIdentity,
-    cert: Certificate,
+    /// Shared with whoever else holds it (a simulator holds a million).
+    cert: Arc<Certificate>,
     authority: [u8; 32],
     cfg: ClientConfig,
-    host_cache: VecDeque<SocketAddr>,
+    host_cache: VecDeque<HostAddr>,
     links: Vec<Link>,
     avoid: BTreeMap<SocketAddr, u64>,
     failures: u32,
@@ -229,7 +232,7 @@ pub struct ClientCore {
     watches: BTreeSet<String>,
     next_watch_at: u64,
     ka_seq: u32,
-    verified_certs: std::collections::HashSet<[u8; 64]>,
+    verified_certs: std::collections::HashSet<[u8; 32]>,
     /// Users' certificates from verified records, with when learnt.
     peer_certs: BTreeMap<String, (Certificate, u64)>,
     envelopes: BTreeMap<EnvelopeId, OutEnvelope>,
@@ -246,7 +249,7 @@ impl ClientCore {
     /// configured bootstrap list).
     pub fn new(
         device: DeviceIdentity,
-        cert: Certificate,
+        cert: impl Into<Arc<Certificate>>,
         authority: [u8; 32],
         host_cache: Vec<SocketAddr>,
         cfg: ClientConfig,
@@ -254,13 +257,14 @@ impl ClientCore {
     ) -> Self {
         let mut hc = VecDeque::new();
         for a in host_cache {
+            let a = HostAddr::from(a);
             if !hc.contains(&a) {
                 hc.push_back(a);
             }
         }
         ClientCore {
             device,
-            cert,
+            cert: cert.into(),
             authority,
             cfg,
             host_cache: hc,
@@ -560,8 +564,9 @@ impl ClientCore {
     pub fn host_cache(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = self.attached().collect();
         for a in &self.host_cache {
-            if !v.contains(a) {
-                v.push(*a);
+            let a = a.get();
+            if !v.contains(&a) {
+                v.push(a);
             }
         }
         v
@@ -605,7 +610,7 @@ impl ClientCore {
     }
 
     pub fn set_certificate(&mut self, cert: Certificate) {
-        self.cert = cert;
+        self.cert = Arc::new(cert);
         self.need_publish = true;
     }
 
@@ -683,14 +688,21 @@ impl ClientCore {
         self.out.pop().map(|(dst, bytes)| Transmit { dst, bytes })
     }
 
+    /// Takes the buffer itself: an idle client holds no spare capacity
+    /// (a simulation runs a million of them).
     pub fn drain_transmits(&mut self) -> impl Iterator<Item = Transmit> + '_ {
-        self.out
-            .drain(..)
+        std::mem::take(&mut self.out)
+            .into_iter()
             .map(|(dst, bytes)| Transmit { dst, bytes })
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > 0 {
+            // Drained: give the space back (see `drain_transmits`).
+            self.events = VecDeque::new();
+        }
+        e
     }
 
     fn send(&mut self, to: SocketAddr, m: &Msg<'_>) {
@@ -701,8 +713,11 @@ impl ClientCore {
 
     fn learn(&mut self, addrs: &[SocketAddr]) {
         for a in addrs {
-            if !self.host_cache.contains(a) {
-                self.host_cache.push_back(*a);
+            let a = HostAddr::from(*a);
+            // Room first: growing past the limit to cut back would double
+            // the list's allocation in every client.
+            if self.host_cache.len() < self.cfg.host_cache_max && !self.host_cache.contains(&a) {
+                self.host_cache.push_back(a);
             }
         }
         while self.host_cache.len() > self.cfg.host_cache_max {
@@ -815,14 +830,16 @@ impl ClientCore {
                     // It restarted and forgot us: attach again at once.
                     self.drop_link(now, from, "supernode lost our attachment", 0);
                     self.next_attempt_at = now;
-                    self.host_cache.retain(|a| *a != from);
-                    self.host_cache.push_front(from);
+                    let f = HostAddr::from(from);
+                    self.host_cache.retain(|a| *a != f);
+                    self.host_cache.push_front(f);
                     return;
                 }
                 self.drop_link(now, from, "redirected", 30_000);
                 for a in supernodes.iter().rev() {
-                    self.host_cache.retain(|x| x != a);
-                    self.host_cache.push_front(*a);
+                    let a = HostAddr::from(*a);
+                    self.host_cache.retain(|x| *x != a);
+                    self.host_cache.push_front(a);
                 }
                 self.events.push_back(ClientEvent::Redirected {
                     from,
@@ -935,7 +952,8 @@ impl ClientCore {
     fn verify(&mut self, now: u64, b: &[u8]) -> Option<PresenceRecord> {
         let r = PresenceRecord::decode(b).ok()?;
         // Contacts' certificates come back again and again: check each once.
-        let known = self.verified_certs.contains(&r.cert.signature);
+        let digest = super::record::cert_digest(&r.cert);
+        let known = self.verified_certs.contains(&digest);
         let ok = (known || r.verify_certificate(&self.authority).is_ok())
             && r.verify_signed(now / 1000).is_ok();
         if !ok {
@@ -946,7 +964,7 @@ impl ClientCore {
             if self.verified_certs.len() >= 1024 {
                 self.verified_certs.clear();
             }
-            self.verified_certs.insert(r.cert.signature);
+            self.verified_certs.insert(digest);
         }
         Some(r)
     }
@@ -1016,7 +1034,7 @@ impl ClientCore {
         let picks: Vec<SocketAddr> = self
             .host_cache
             .iter()
-            .copied()
+            .map(HostAddr::get)
             .filter(|a| !linked.contains(a) && !self.avoid.contains_key(a))
             .take(want)
             .collect();
@@ -1034,8 +1052,9 @@ impl ClientCore {
         self.round_open = true;
         for a in picks {
             // Rotate it to the back so that failures move on.
-            self.host_cache.retain(|x| *x != a);
-            self.host_cache.push_back(a);
+            let h = HostAddr::from(a);
+            self.host_cache.retain(|x| *x != h);
+            self.host_cache.push_back(h);
             self.stats.attach_attempts += 1;
             let primary = self.primary().is_none();
             self.links.push(Link {
