@@ -19,7 +19,6 @@ use super::record::PresenceRecord;
 use super::{Transmit, node_id, user_key};
 use crate::identity::{Certificate, Role};
 use rand::RngCore;
-use rand::seq::IteratorRandom;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -679,11 +678,7 @@ impl SupernodeCore {
     }
 
     fn some_supernodes(&self, rng: &mut dyn RngCore, n: usize) -> Vec<SocketAddr> {
-        self.members
-            .members()
-            .filter(|(id, m)| *id != self.me && m.is_up())
-            .map(|(_, m)| m.addr)
-            .choose_multiple(rng, n)
+        self.members.random_up(rng, n)
     }
 
     /// Verify a record for storing; `Err` has been counted.
