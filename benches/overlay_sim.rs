@@ -51,6 +51,7 @@ fn main() {
     let rss0 = rss_kib().0;
     let mut o = Overlay::build(&spec);
     o.sim.keep_events = false;
+    o.sim.keep_supernode_events = false;
     let rss_built = rss_kib().0;
     eprintln!(
         "built {sns} supernodes and {users} users in {:.0} s, RSS {} MiB",
