@@ -723,6 +723,9 @@ impl ClientCore {
         while self.host_cache.len() > self.cfg.host_cache_max {
             self.host_cache.pop_back();
         }
+        // Learning is rare (attachments, redirects); the list is kept by
+        // every client.
+        self.host_cache.shrink_to_fit();
     }
 
     fn drop_link(&mut self, now: u64, addr: SocketAddr, reason: &'static str, avoid_ms: u64) {

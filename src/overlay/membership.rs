@@ -342,16 +342,18 @@ impl Membership {
 
     fn queue(&mut self, u: Update) {
         let left = self.max_tx().min(u16::MAX as u32) as u16;
+        // Bound the queue, dropping the oldest (they have had the most
+        // sends) before adding: growing past the bound would double the
+        // queue's allocation in every supernode after a mass failure.
+        if self.gossip.len() >= 4096 {
+            self.gossip.pop_back();
+        }
         self.gossip.push_front(Queued {
             id: u.id,
             incarnation: u.incarnation,
             state: u.state,
             left,
         });
-        // Bound the queue: the oldest updates have had the most sends.
-        while self.gossip.len() > 4096 {
-            self.gossip.pop_back();
-        }
     }
 
     fn piggyback(&mut self) -> Vec<Update> {
