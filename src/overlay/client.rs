@@ -234,7 +234,9 @@ pub struct ClientCore {
     ka_seq: u32,
     verified_certs: std::collections::HashSet<[u8; 32]>,
     /// Users' certificates from verified records, with when learnt.
-    peer_certs: BTreeMap<String, (Certificate, u64)>,
+    /// Boxed: a map's first node has room for 11 entries, and most
+    /// clients hold one or two.
+    peer_certs: BTreeMap<String, (Box<Certificate>, u64)>,
     envelopes: BTreeMap<EnvelopeId, OutEnvelope>,
     key_lookups: BTreeMap<String, u32>,
     /// Envelope ids received, until they expire.
@@ -317,7 +319,7 @@ impl ClientCore {
 
     /// `username`'s certificate, if a verified record showed it lately.
     pub fn known_certificate(&self, username: &str) -> Option<&Certificate> {
-        self.peer_certs.get(username).map(|(c, _)| c)
+        self.peer_certs.get(username).map(|(c, _)| &**c)
     }
 
     /// Send `payload` to `to` in a sealed envelope (see
@@ -382,7 +384,7 @@ impl ClientCore {
             .peer_certs
             .get(&e.to)
             .filter(|(_, at)| now.saturating_sub(*at) < self.cfg.peer_cert_ttl_ms)
-            .map(|(c, _)| c.clone());
+            .map(|(c, _)| (**c).clone());
         let Some(cert) = fresh else {
             let to = e.to.clone();
             if !self.key_lookups.contains_key(&to) {
@@ -452,7 +454,8 @@ impl ClientCore {
 
     fn learn_certificate(&mut self, now: u64, cert: &Certificate) {
         let name = cert.username.clone();
-        self.peer_certs.insert(name.clone(), (cert.clone(), now));
+        self.peer_certs
+            .insert(name.clone(), (Box::new(cert.clone()), now));
         if self.peer_certs.len() > 4096 {
             let cut = now.saturating_sub(self.cfg.peer_cert_ttl_ms);
             self.peer_certs.retain(|_, (_, at)| *at >= cut);
@@ -711,6 +714,16 @@ impl ClientCore {
         self.out.push((to, b));
     }
 
+    /// An emptied map keeps its first node (room for 11 lookups): drop it,
+    /// since most clients look something up now and then, not constantly.
+    fn take_lookup(&mut self, qid: u32) -> Option<PendingLookup> {
+        let l = self.lookups.remove(&qid);
+        if self.lookups.is_empty() {
+            self.lookups = BTreeMap::new();
+        }
+        l
+    }
+
     fn learn(&mut self, addrs: &[SocketAddr]) {
         for a in addrs {
             let a = HostAddr::from(*a);
@@ -873,7 +886,7 @@ impl ClientCore {
             Msg::LookupReply { qid, found } => {
                 let Some(PendingLookup {
                     username, internal, ..
-                }) = self.lookups.remove(&qid)
+                }) = self.take_lookup(qid)
                 else {
                     return;
                 };
@@ -1143,7 +1156,7 @@ impl ClientCore {
             .map(|(q, _)| *q)
             .collect();
         for qid in expired {
-            if let Some(l) = self.lookups.remove(&qid) {
+            if let Some(l) = self.take_lookup(qid) {
                 if l.internal {
                     self.key_lookup_failed(&l.username, qid, "looking up the recipient timed out");
                     continue;
