@@ -9,16 +9,19 @@
 #     A runs `connect B` (the ICE offer and answer travel in sealed
 #     envelopes through the supernodes), and both must report
 #     `peer_connected`;
+#   - both clients gather a relayed candidate (TURN allocation on their
+#     supernode's relay, credentials through the overlay); a UDP-blocked
+#     client attaches to the overlay over TCP and reaches its relay over TCP;
 #   - prints the matrix (direct / relayed, setup time in ms) and fails on any
 #     cell that is not what the NAT types allow: direct except with a
-#     UDP-blocked side, symmetric with port-restricted cone, and symmetric
-#     with symmetric (relayed);
-#   - with ICE_LAB_RELAY=1, also the relayed-then-direct case: a call starts
-#     with direct UDP between the two routers blocked, the rule is lifted,
-#     and both sides must report `path_changed` to direct.
-# Until the TURN client is wired into the client node (ICE_LAB_RELAY=0, the
-# default), the cells that need a relay must fail cleanly within the
-# attempt's bound (`peer_failed`), and are shown as "no-relay".
+#     UDP-blocked side (relayed), and symmetric with port-restricted cone or
+#     with symmetric, where port prediction may win (direct, marked "+pp")
+#     or not (relayed);
+#   - then the relayed-then-direct case: a call starts with direct UDP
+#     between the two routers blocked (an nft rule), the rule is lifted, and
+#     both sides must report `path_changed` to direct (ICE_LAB_MOVE=0 skips).
+# ICE_LAB_RELAY=0 runs without relay credentials on the supernodes: the
+# cells that need a relay must then fail cleanly (shown as "no-relay").
 #
 # usage: lab/ice-matrix.sh [--bin PATH] [--pairs "A:B A:B ..."]   (root)
 set -u
@@ -27,12 +30,13 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 BIN=${NATTER_BIN:-$ROOT/target/debug/natter}
 PAIRS=""
-RELAY=${ICE_LAB_RELAY:-0}
+RELAY=${ICE_LAB_RELAY:-1}
+MOVE=${ICE_LAB_MOVE:-1}
 while (($#)); do
     case "$1" in
         --bin) BIN=$2; shift 2 ;;
         --pairs) PAIRS=$2; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -89,6 +93,8 @@ KEY=${KEY#authority public key: }
 wait_line "$TMP/authority.log" '^listening on ' 20 >/dev/null || { echo "authority did not listen" >&2; exit 1; }
 CFG=$TMP/client.toml
 printf '[login]\nserver = "198.51.100.1:7700"\nauthority_key = "%s"\n[overlay]\nlisten = "0.0.0.0:0"\nbootstrap = ["198.51.100.1:7710", "198.51.100.2:7710"]\n' "$KEY" >"$CFG"
+# One relay group: both supernodes run TURN (UDP and TCP) with this secret.
+((RELAY)) && printf '[relay]\nsecret = "ice-lab-secret-%s"\n' "$$" >>"$CFG"
 
 nat() { ip netns exec "$SRV" "$BIN" --config "$CFG" --data-dir "$TMP/u-$1" "${@:2}"; }
 account() {   # NAME [supernode]
@@ -117,6 +123,8 @@ expect_direct() {   # TYPE_A TYPE_B -> 0 when the pair must go direct
     [[ $b == symmetric && $a == portrestricted ]] && return 1
     return 0
 }
+
+udp_blocked_pair() { [[ $1 == udpblocked || $2 == udpblocked ]]; }
 
 # headless ENV USER NAME PORT: start a client in ENV's namespace; stdin from a fifo
 headless() {
@@ -151,6 +159,7 @@ json_field() { sed -n "s/.*\"$2\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p" <<<"$1" | h
 
 declare -A CELL SETUP
 WRONG=()
+PREDICTED=()
 PAIR_N=0
 run_pair() {   # A B   (environment types; B runs behind the second NAT of its type)
     local a=$1 b=$2 eb="$2-b" ua ub line data res_a res_b path_a path_b ms
@@ -163,10 +172,13 @@ run_pair() {   # A B   (environment types; B runs behind the second NAT of its t
     rm -f "$TMP"/A.* "$TMP"/B.*
     headless "$eb" "$ub" B "$pb"
     headless "$a" "$ua" A "$pa"
-    # UDP-blocked clients cannot attach over UDP: do not wait long for them.
+    # UDP-blocked clients attach over TCP after the fallback (3 s); without
+    # relays they cannot connect anyway: do not wait long for them.
     local wait_a=15 wait_b=15
-    [[ $a == udpblocked ]] && wait_a=3
-    [[ $b == udpblocked ]] && wait_b=3
+    if ((RELAY == 0)); then
+        [[ $a == udpblocked ]] && wait_a=3
+        [[ $b == udpblocked ]] && wait_b=3
+    fi
     wait_line "$TMP/B.out" '"event":"published"' "$wait_b" >/dev/null
     wait_line "$TMP/A.out" '"event":"published"' "$wait_a" >/dev/null
     # The offer and answer travel in sealed envelopes through the supernodes.
@@ -189,11 +201,19 @@ run_pair() {   # A B   (environment types; B runs behind the second NAT of its t
         got=failed
         SETUP[$a,$b]=-
     fi
-    CELL[$a,$b]=$got
+    # Port prediction won: a path to (or from) a predicted port.
+    if [[ $got == direct && "$res_a$res_b" == *'"predicted"'* ]]; then
+        PREDICTED+=("$a -> $b")
+        CELL[$a,$b]=direct+pp
+    else
+        CELL[$a,$b]=$got
+    fi
     local want=relayed
     expect_direct "$a" "$b" && want=direct
     local ok=0
     if [[ $got == "$want" ]]; then ok=1
+    elif [[ $want == relayed && $got == direct ]] && ! udp_blocked_pair "$a" "$b"; then
+        ok=1   # symmetric against port-restricted/symmetric: port prediction won
     elif [[ $want == relayed && $RELAY == 0 && $got == failed ]]; then
         CELL[$a,$b]=no-relay; ok=1
     fi
@@ -209,6 +229,53 @@ if [[ -n "$PAIRS" ]]; then
 else
     for a in "${TYPES[@]}"; do for b in "${TYPES[@]}"; do run_pair "$a" "$b"; done; done
 fi
+
+# --- relayed, then direct ---------------------------------------------------------
+# A (port-restricted cone) calls B (full cone, second NAT) while A's router drops
+# all UDP between the two routers: only the relays carry the call. The rule is
+# lifted; both sides must move to a direct path (`path_changed`).
+MOVED=""
+move_case() {
+    local a=portrestricted eb=fullcone-b ua ub wan_b res_a res_b ch_a ch_b t_lift t_a t_b
+    PAIR_N=$((PAIR_N + 1))
+    netlab_flush_conntrack "$a"; netlab_flush_conntrack "$eb"
+    wan_b=$(netlab_wan_ip "$eb")
+    netlab_router_exec "$a" nft add rule ip lab udpblock ip daddr "$wan_b" meta l4proto udp counter drop
+    netlab_router_exec "$a" nft add rule ip lab udpblock ip saddr "$wan_b" meta l4proto udp counter drop
+    ua=$(user_of "$a"); ub=$(user_of "$eb")
+    rm -f "$TMP"/A.* "$TMP"/B.*
+    headless "$eb" "$ub" B $((21000 + PAIR_N * 2))
+    headless "$a" "$ua" A $((21001 + PAIR_N * 2))
+    wait_line "$TMP/B.out" '"event":"published"' 15 >/dev/null
+    wait_line "$TMP/A.out" '"event":"published"' 15 >/dev/null
+    say A "connect $ub"
+    res_a=$(wait_line "$TMP/A.out" '"event":"peer_\(connected\|failed\)"' 15)
+    res_b=$(wait_line "$TMP/B.out" '"event":"peer_\(connected\|failed\)"' 15)
+    if [[ $res_a != *peer_connected* || $res_b != *peer_connected* || $(json_field "$res_a" path) != relayed || $(json_field "$res_b" path) != relayed ]]; then
+        MOVED="FAILED: did not start relayed (A: ${res_a:-none}; B: ${res_b:-none})"
+    else
+        sleep 2   # the call runs relayed for a while
+        netlab_router_exec "$a" nft flush chain ip lab udpblock
+        t_lift=$(date +%s%N)
+        ch_a=$(wait_line "$TMP/A.out" '"event":"path_changed".*"path":"direct"' 30)
+        t_a=$(date +%s%N)
+        ch_b=$(wait_line "$TMP/B.out" '"event":"path_changed".*"path":"direct"' 10)
+        t_b=$(date +%s%N)
+        if [[ -n $ch_a && -n $ch_b ]]; then
+            MOVED="relayed -> direct: A moved $(((t_a - t_lift) / 1000000)) ms after the rule was lifted, B by $(((t_b - t_lift) / 1000000)) ms"
+        else
+            MOVED="FAILED: no path_changed to direct (A: ${ch_a:-none}; B: ${ch_b:-none})"
+        fi
+    fi
+    netlab_router_exec "$a" nft flush chain ip lab udpblock
+    stop_clients A B
+    if [[ $MOVED == FAILED* ]]; then
+        WRONG+=("move case: $MOVED")
+        mkdir -p "$TMP/wrong/move"; cp "$TMP"/A.out "$TMP"/A.log "$TMP"/B.out "$TMP"/B.log "$TMP/wrong/move/" 2>/dev/null
+    fi
+    echo "move: $MOVED"
+}
+((RELAY && MOVE)) && move_case
 
 # --- the matrix -------------------------------------------------------------------
 echo
@@ -227,8 +294,14 @@ for a in "${TYPES[@]}"; do
     echo
 done
 echo "(cells: path and setup time in ms from \`connect\` to the peer link being up on the caller)"
+if ((${#PREDICTED[@]})); then
+    echo "+pp: direct thanks to port prediction: ${PREDICTED[*]}"
+else
+    echo "+pp: port prediction won no cell"
+fi
+[[ -n $MOVED ]] && echo "relayed then direct: $MOVED"
 if ((RELAY == 0)); then
-    echo "no-relay: needs a relay; the TURN client is not wired into the client node yet (ICE_LAB_RELAY=0)"
+    echo "no-relay: needs a relay; the supernodes run none (ICE_LAB_RELAY=0)"
 fi
 echo "ice-matrix: $PAIR_N pairs in $(($(date +%s) - T0)) s"
 if ((${#WRONG[@]})); then

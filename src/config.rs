@@ -42,6 +42,7 @@ pub struct Config {
     pub nat: NatSection,
     pub audio: AudioSection,
     pub media: MediaSection,
+    pub call: CallSection,
     pub keys: KeysSection,
     pub relay: RelaySection,
 }
@@ -93,6 +94,43 @@ impl Default for MediaSection {
             fec_min_loss_percent: 5,
             jitter_max_ms: 400,
             report_interval: HumanDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+/// Call signalling: how long each step may take, and answering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallSection {
+    /// No ringing from the callee within this long: "could not be reached".
+    pub invite_timeout: HumanDuration,
+    /// Unanswered this long: "no answer".
+    pub ring_timeout: HumanDuration,
+    /// Answered, but no audio from the other side within this long.
+    pub connect_timeout: HumanDuration,
+    /// Answer every incoming call at once.
+    pub auto_answer: bool,
+}
+
+impl Default for CallSection {
+    fn default() -> Self {
+        CallSection {
+            invite_timeout: HumanDuration(Duration::from_secs(10)),
+            ring_timeout: HumanDuration(Duration::from_secs(60)),
+            connect_timeout: HumanDuration(Duration::from_secs(10)),
+            auto_answer: false,
+        }
+    }
+}
+
+impl CallSection {
+    pub fn core_config(&self) -> crate::call::CallConfig {
+        let ms = |d: &HumanDuration| (d.0.as_millis() as u64).max(100);
+        crate::call::CallConfig {
+            invite_timeout_ms: ms(&self.invite_timeout),
+            ring_timeout_ms: ms(&self.ring_timeout),
+            connect_timeout_ms: ms(&self.connect_timeout),
+            ..Default::default()
         }
     }
 }
@@ -215,6 +253,9 @@ pub struct NatSection {
     /// supernodes; an RFC 5780 server (e.g. coturn with two addresses)
     /// gives the whole picture.
     pub stun_servers: Vec<HostPort>,
+    /// Peer connections through relays only: our addresses are never
+    /// offered to peers.
+    pub relay_only: bool,
 }
 
 impl Default for NatSection {
@@ -222,6 +263,7 @@ impl Default for NatSection {
         NatSection {
             detect: true,
             stun_servers: Vec::new(),
+            relay_only: false,
         }
     }
 }
@@ -259,6 +301,11 @@ pub struct OverlaySection {
     /// Where the volunteered supernode listens.
     #[serde(deserialize_with = "listen_addr")]
     pub volunteer_listen: SocketAddr,
+    /// No UDP datagram this long after the start: attach to supernodes
+    /// (and relays) over TCP; 0 never does.
+    pub tcp_fallback: HumanDuration,
+    /// Attach over TCP from the start (a network that blocks UDP).
+    pub force_tcp: bool,
 }
 
 impl Default for OverlaySection {
@@ -273,6 +320,8 @@ impl Default for OverlaySection {
             supernode_timeout: HumanDuration(Duration::from_secs(3)),
             volunteer_supernode: false,
             volunteer_listen: SocketAddr::from(([0, 0, 0, 0], 7710)),
+            tcp_fallback: HumanDuration(Duration::from_secs(3)),
+            force_tcp: false,
         }
     }
 }

@@ -50,6 +50,10 @@ impl Network {
             overlay: ClientConfig::default(),
             renew_before_secs: 4 * 3600,
             contacts: contacts.iter().map(|c| c.to_string()).collect(),
+            // The bots never go away; the user does after 5 idle minutes.
+            away_after_ms: if contacts.is_empty() { 0 } else { 300_000 },
+            public_presence: false,
+            paths: Default::default(),
         }
     }
 }
@@ -357,6 +361,11 @@ async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Insta
             None => bail!("the runtime stopped"),
         }
     }
+    // A chat with each contact: the message round trip (sent to their
+    // answer received) and the end-to-end acknowledgement.
+    for (peer, text) in [("bot", "hi"), ("echo123", "ping")] {
+        chat_round_trip(&mut you, peer, text).await?;
+    }
     you.commands.send(Command::Quit).await?;
     while let Some(e) = you.events.recv().await {
         if e == Event::Stopped {
@@ -364,5 +373,50 @@ async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Insta
         }
     }
     println!("natter demo: ready in {} ms", started.elapsed().as_millis());
+    Ok(())
+}
+
+/// Send `text` to `peer` and wait for its acknowledgement and an answer;
+/// print how long each took.
+async fn chat_round_trip(you: &mut ClientHandle, peer: &str, text: &str) -> Result<()> {
+    let sent = Instant::now();
+    you.commands
+        .send(Command::SendMessage {
+            to: peer.into(),
+            text: text.into(),
+        })
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut id = None;
+    let (mut acked, mut answer) = (None, None);
+    while acked.is_none() || answer.is_none() {
+        let ev = tokio::time::timeout_at(deadline, you.events.recv())
+            .await
+            .with_context(|| format!("{peer} did not answer within 20 s"))?;
+        match ev {
+            Some(Event::Message(m)) if m.peer == peer && m.outgoing && m.text == text => {
+                id = Some(m.id)
+            }
+            Some(Event::MessageState {
+                peer: p,
+                id: i,
+                state: MessageState::Delivered,
+            }) if p == peer && Some(i) == id => acked = Some(sent.elapsed()),
+            Some(Event::Message(m))
+                if m.peer == peer && m.state == MessageState::Received && answer.is_none() =>
+            {
+                answer = Some((sent.elapsed(), m.text))
+            }
+            Some(Event::Error { command, message }) => bail!("{command}: {message}"),
+            Some(_) => {}
+            None => bail!("the runtime stopped"),
+        }
+    }
+    let (rtt, reply) = answer.unwrap();
+    println!(
+        "  {peer} answered \"{reply}\" in {} ms (acknowledged in {} ms)",
+        rtt.as_millis(),
+        acked.unwrap().as_millis()
+    );
     Ok(())
 }

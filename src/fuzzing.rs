@@ -796,3 +796,24 @@ pub fn turn_cores(b: &[u8]) {
     while c.poll_transmit().is_some() {}
     while c.poll_event().is_some() {}
 }
+
+/// The node's TCP stream decoders: telling link streams from TURN, and
+/// cutting link frames from a byte stream however it arrives.
+pub fn tcp_streams(b: &[u8]) {
+    use crate::node::tcp::{is_link_start, link_frame_len};
+    let _ = is_link_start(b);
+    let mut buf = Vec::new();
+    for chunk in b.chunks(5) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match link_frame_len(&buf) {
+                Ok(Some(n)) => {
+                    assert!(n <= buf.len() && n > 2);
+                    buf.drain(..n);
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}

@@ -2,6 +2,7 @@
 //! the login authority. This file is the edge: it parses the command line,
 //! loads the config and reports errors with `anyhow`.
 
+mod call_cli;
 mod chat_cli;
 mod demo;
 mod roles;
@@ -106,6 +107,28 @@ struct Cli {
     /// Headless: idle time before the status becomes away, e.g. `5m` (`0s`: never)
     #[arg(long, value_name = "DURATION")]
     away_after: Option<humantime::Duration>,
+    /// Headless: call NAME once online; exit when the call ends (status 1
+    /// if it never connected)
+    #[arg(long, value_name = "NAME")]
+    call: Option<String>,
+    /// Headless: play this WAV file (or `tone:HZ`, a sine) into calls
+    /// (instead of [audio] input)
+    #[arg(long, value_name = "FILE")]
+    play: Option<PathBuf>,
+    /// Headless: record what the other side says to this WAV file (instead
+    /// of [audio] output)
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Headless: hang up SECS seconds after a call connects
+    #[arg(long, value_name = "SECS")]
+    hangup_after: Option<f64>,
+    /// Headless: answer every incoming call at once
+    #[arg(long)]
+    auto_answer: bool,
+    /// Headless: be an echo test contact (answers every call and plays
+    /// back what it hears)
+    #[arg(long, conflicts_with_all = ["call", "play"])]
+    echo: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -245,30 +268,50 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             cli.listen,
             cli.bootstrap,
         )),
-        None if cli.headless => rt.block_on(roles::headless(
-            &config,
-            &data_dir,
-            roles::Headless {
-                user: cli.user,
-                lookup: cli.lookup,
-                watch: cli.watch,
-                connect: cli.connect,
-                status: cli.status,
-                json: cli.json,
-                password_stdin: cli.password_stdin,
-                bootstrap: cli.bootstrap,
-                listen: cli.listen,
-                stun_servers: cli.stun_server,
-                add: cli.add,
-                msg: cli
-                    .msg
-                    .chunks(2)
-                    .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
-                    .collect(),
-                public_presence: cli.public_presence,
-                away_after: cli.away_after.map(Into::into),
-            },
-        )),
+        None if cli.headless => {
+            let r = rt.block_on(roles::headless(
+                &config,
+                &data_dir,
+                roles::Headless {
+                    user: cli.user,
+                    lookup: cli.lookup,
+                    watch: cli.watch,
+                    connect: cli.connect,
+                    status: cli.status,
+                    json: cli.json,
+                    password_stdin: cli.password_stdin,
+                    bootstrap: cli.bootstrap,
+                    listen: cli.listen,
+                    stun_servers: cli.stun_server,
+                    add: cli.add,
+                    msg: cli
+                        .msg
+                        .chunks(2)
+                        .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+                        .collect(),
+                    public_presence: cli.public_presence,
+                    away_after: cli.away_after.map(Into::into),
+                    calls: call_cli::CallFlags {
+                        call: cli.call,
+                        play: cli.play,
+                        record: cli.record,
+                        hangup_after: match cli.hangup_after {
+                            Some(s) if s.is_finite() && s >= 0.0 => {
+                                Some(std::time::Duration::from_secs_f64(s))
+                            }
+                            Some(s) => bail!("--hangup-after {s}: expected seconds >= 0"),
+                            None => None,
+                        },
+                        auto_answer: cli.auto_answer,
+                        echo: cli.echo,
+                    },
+                },
+            ));
+            // The stdin reader blocks a runtime thread until EOF: a
+            // script's call may end while stdin is still open.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            r
+        }
         None => {
             let log = tui_log.clone().unwrap_or_default();
             let r = rt.block_on(softphone(

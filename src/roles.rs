@@ -8,7 +8,9 @@ use natter::config::{Config, HostPort};
 use natter::identity::{Certificate, DeviceIdentity, Role, cert::fmt_time};
 use natter::link::{LinkConfig, LinkEndpoint};
 use natter::nat::{NatReport, StunServer, StunServerConfig};
-use natter::node::overlay::{Command, Core, Event, NatOptions, NodeOptions, OverlayNode};
+use natter::node::overlay::{
+    Command, Core, Event, NatOptions, NodeOptions, OverlayNode, PathOptions,
+};
 use natter::node::{AuthorityConnection, DeviceFiles};
 use natter::overlay::{
     ClientConfig, ClientCore, ClientEvent, LookupOutcome, PresenceRecord, Status, SupernodeConfig,
@@ -45,6 +47,9 @@ pub struct Headless {
     pub public_presence: bool,
     /// Idle time before the status becomes away (0: never).
     pub away_after: Option<std::time::Duration>,
+    /// `--call`, `--play`, `--record`, `--hangup-after`, `--auto-answer`,
+    /// `--echo`.
+    pub calls: crate::call_cli::CallFlags,
 }
 
 async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
@@ -631,8 +636,16 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
             ..Default::default()
         }),
         messaging: Some(messaging),
+        calls: Some(crate::call_cli::options(config, &h.calls)?),
+        paths: PathOptions {
+            tcp_fallback_ms: Some(oc.tcp_fallback.0.as_millis() as u64).filter(|&ms| ms > 0),
+            force_tcp: oc.force_tcp,
+            relay_only: config.nat.relay_only,
+            ..Default::default()
+        },
         ..Default::default()
     };
+    let mut script = crate::call_cli::Script::new(&h.calls);
     let mut node =
         OverlayNode::spawn_with(socket, link, Core::Client(Box::new(core)), clock, opts)?;
     if let Some(status) = h.status {
@@ -687,8 +700,24 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
             _ = &mut stop => {
                 let _ = node.commands.send(Command::Shutdown).await;
             }
+            _ = tokio::time::sleep_until(script.hangup_at.map_or_else(tokio::time::Instant::now, |(t, _)| t)), if script.hangup_at.is_some() => {
+                if let Some((_, id)) = script.hangup_at.take() {
+                    let _ = node.commands.send(Command::HangUp { call: Some(id) }).await;
+                }
+            }
             Some(line) = lines.recv() => {
                 let _ = node.commands.send(Command::Activity).await;
+                match crate::call_cli::parse(&line) {
+                    Some(Ok(c)) => {
+                        let _ = node.commands.send(c).await;
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        emit(h.json, json!({"event": "error", "error": e}), e.clone());
+                        continue;
+                    }
+                    None => {}
+                }
                 match crate::chat_cli::parse(&line) {
                     Some(Ok((c, query))) => {
                         let _ = node.commands.send(c).await;
@@ -737,7 +766,7 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                     (Some("relay"), _) => Some(Command::RelayCredentials),
                     (None, _) => None,
                     _ => {
-                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | {} | quit", crate::chat_cli::HELP);
+                        let e = format!("unknown command {line:?}: lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | {} | {} | quit", crate::chat_cli::HELP, crate::call_cli::HELP);
                         emit(h.json, json!({"event": "error", "error": e}), e.clone());
                         None
                     }
@@ -753,6 +782,13 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                     Event::Client(e) => e,
                     Event::Peer(p) => {
                         emit(h.json, natter::node::peer::event_json(&p), natter::node::peer::event_line(&p));
+                        continue;
+                    }
+                    Event::Call(u) => {
+                        emit(h.json, natter::node::calls::update_json(&u), natter::node::calls::update_line(&u));
+                        if script.on_update(&u) == crate::call_cli::Action::Stop {
+                            let _ = node.commands.send(Command::Shutdown).await;
+                        }
                         continue;
                     }
                     Event::Nat(r) => {
@@ -830,6 +866,11 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
                 {
                     let _ = node.commands.send(Command::Connect { username: u }).await;
                 }
+                if matches!(e, ClientEvent::Published { .. })
+                    && let Some(u) = script.pending.take()
+                {
+                    let _ = node.commands.send(Command::Call { username: u, reply: None }).await;
+                }
                 if done {
                     let _ = node.commands.send(Command::Shutdown).await;
                 }
@@ -840,6 +881,14 @@ pub async fn headless(config: &Config, data_dir: &Path, h: Headless) -> Result<(
     if let Some(v) = volunteered {
         let _ = v.commands.send(Command::Shutdown).await;
         let _ = v.task.await;
+    }
+    if let Some(peer) = &h.calls.call
+        && !script.connected
+    {
+        bail!(
+            "the call to {peer} did not connect: {}",
+            script.ended.as_deref().unwrap_or("natter stopped first")
+        );
     }
     Ok(())
 }

@@ -163,6 +163,12 @@ fn demo_runs_once() {
     assert!(text.contains("attached to"), "{text}");
     assert!(text.contains("echo123 is online"), "{text}");
     assert!(text.contains("bot is online"), "{text}");
+    // Real chat with both: answers and end-to-end acknowledgements.
+    assert!(
+        text.contains("bot answered \"Hello! I am the demo chat bot.\""),
+        "{text}"
+    );
+    assert!(text.contains("echo123 answered \"ping\""), "{text}");
     // No sound card on the test machines: the demo says what it uses.
     if !std::path::Path::new("/dev/snd").exists() {
         assert!(text.contains("no sound card"), "{text}");

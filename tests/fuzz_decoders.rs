@@ -103,6 +103,11 @@ proptest! {
     fn envelope_decoder_never_panics(b in input()) {
         fuzzing::envelope(&b);
     }
+
+    #[test]
+    fn tcp_stream_decoders_never_panic(b in input()) {
+        fuzzing::tcp_streams(&b);
+    }
 }
 
 /// The envelope seed opens, so mutations of it test the checks past the

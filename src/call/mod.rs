@@ -169,19 +169,19 @@ impl CallEvent {
         let id = |id: &CallId| format!("{id:016x}");
         match self {
             CallEvent::Incoming { id: i, peer } => {
-                json!({"event": "call", "state": "incoming", "call": id(i), "peer": peer})
+                json!({"event": "call_state", "state": "incoming", "call": id(i), "peer": peer})
             }
             CallEvent::Ringing { id: i } => {
-                json!({"event": "call", "state": "ringing", "call": id(i)})
+                json!({"event": "call_state", "state": "ringing", "call": id(i)})
             }
             CallEvent::Connected {
                 id: i, peer, side, ..
             } => json!({
-                "event": "call", "state": "connecting", "call": id(i), "peer": peer,
+                "event": "call_state", "state": "connecting", "call": id(i), "peer": peer,
                 "role": if *side == Side::Caller { "caller" } else { "callee" },
             }),
             CallEvent::Active { id: i } => {
-                json!({"event": "call", "state": "active", "call": id(i)})
+                json!({"event": "call_state", "state": "active", "call": id(i)})
             }
             CallEvent::RemoteMute { id: i, muted } => {
                 json!({"event": "call_remote", "call": id(i), "muted": muted})
@@ -190,7 +190,7 @@ impl CallEvent {
                 json!({"event": "call_remote", "call": id(i), "on_hold": on_hold})
             }
             CallEvent::Ended { id: i, reason } => json!({
-                "event": "call", "state": "ended", "call": id(i),
+                "event": "call_state", "state": "ended", "call": id(i),
                 "reason": reason.code(), "message": reason.to_string(),
             }),
         }
@@ -445,6 +445,17 @@ impl CallCore {
             // Media proves the peer has our Accept.
             c.pending.retain(|p| !matches!(p.msg, Msg::Accept { .. }));
             self.events.push_back(CallEvent::Active { id });
+        }
+    }
+
+    /// Our invitation cannot reach the peer (the overlay says they are
+    /// offline or unknown): end it now rather than at the invite timeout.
+    pub fn unreachable(&mut self, now: u64, id: CallId) {
+        if self.state(id) == Some(CallState::Inviting) {
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.pending.clear();
+            }
+            self.end(now, id, EndReason::NoResponse);
         }
     }
 

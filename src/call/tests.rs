@@ -291,7 +291,7 @@ fn json_events() {
         reason: EndReason::Busy,
     }
     .to_json();
-    assert_eq!(e["event"], "call");
+    assert_eq!(e["event"], "call_state");
     assert_eq!(e["state"], "ended");
     assert_eq!(e["reason"], "busy");
     assert_eq!(e["call"], "0000000000000001");
@@ -302,4 +302,25 @@ fn json_events() {
     .to_json(1);
     assert_eq!(s["event"], "call_stats");
     assert_eq!(s["rtt_ms"], 12);
+}
+
+#[test]
+fn unreachable_callee_ends_the_invitation_at_once() {
+    let mut p = Pair::new(0.0, 9);
+    p.cut = true;
+    p.a.invite(p.now, "bob", ID, [1; 16]).unwrap();
+    p.run(100);
+    p.a.unreachable(p.now, ID);
+    p.run(10);
+    assert_eq!(Pair::ended(&p.ev_a), Some(EndReason::NoResponse));
+    // Nothing more is re-sent to a user the overlay cannot reach.
+    let sent = p.a.stats().retransmits;
+    p.run(5_000);
+    assert_eq!(p.a.stats().retransmits, sent);
+    // Once ringing, the overlay's word no longer ends the call.
+    let mut q = Pair::new(0.0, 10);
+    q.a.invite(q.now, "bob", ID, [1; 16]).unwrap();
+    q.run(100);
+    q.a.unreachable(q.now, ID);
+    assert_eq!(q.a.state(ID), Some(CallState::Ringing));
 }

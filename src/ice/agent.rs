@@ -34,6 +34,16 @@ pub struct IceConfig {
     pub keepalive_ms: u64,
     /// The selected pair is lost when nothing answered for this long.
     pub consent_timeout_ms: u64,
+    /// The selected pair has not answered for this long: check every
+    /// other pair again and move to the best one that answers (direct or
+    /// relayed) before consent runs out.
+    pub recover_after_ms: u64,
+    /// How long a new session waits for a relay allocation (when the
+    /// node gathers relayed candidates) before it starts without one.
+    pub relay_gather_ms: u64,
+    /// Offer and use relayed candidates only (never reveal or use our own
+    /// addresses; WebRTC's `iceTransportPolicy: "relay"`).
+    pub relay_only: bool,
     /// While relayed, the direct pairs are checked again this often.
     pub reprobe_ms: u64,
     /// Ports tried by port prediction.
@@ -61,6 +71,9 @@ impl Default for IceConfig {
             relay_wait_ms: 1_500,
             keepalive_ms: 2_500,
             consent_timeout_ms: 15_000,
+            recover_after_ms: 6_000,
+            relay_gather_ms: 3_000,
+            relay_only: false,
             reprobe_ms: 4_000,
             predict_window: 16,
             prior_mappings: 0,
@@ -121,6 +134,8 @@ pub struct IceStats {
     pub budget_exhausted: u64,
     pub reprobes: u64,
     pub keepalives: u64,
+    /// Times the selected pair went silent and the others were re-checked.
+    pub recoveries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +214,8 @@ pub struct IceAgent {
     keepalive: Option<([u8; 12], usize)>,
     next_keepalive: u64,
     next_reprobe: u64,
+    /// The selected pair went silent: the other pairs are being re-checked.
+    recovering: bool,
     phase: Phase,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IceEvent>,
@@ -262,6 +279,7 @@ impl IceAgent {
             keepalive: None,
             next_keepalive: u64::MAX,
             next_reprobe: u64::MAX,
+            recovering: false,
             phase: Phase::Running,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -269,8 +287,12 @@ impl IceAgent {
             cfg,
         };
         let mut seen = Vec::new();
+        // With UDP blocked our addresses reach nobody, and offering them
+        // would only make the peer check them until relay_wait_ms.
         for c in locals {
-            if !seen.contains(&c.addr)
+            if !a.cfg.relay_only
+                && mapping != MappingHint::Blocked
+                && !seen.contains(&c.addr)
                 && matches!(c.kind, CandidateKind::Host | CandidateKind::ServerReflexive)
             {
                 seen.push(c.addr);
@@ -278,7 +300,7 @@ impl IceAgent {
             }
         }
         // With UDP blocked the main socket reaches nobody: only relays.
-        if mapping != MappingHint::Blocked {
+        if mapping != MappingHint::Blocked && !a.cfg.relay_only {
             let host = a
                 .locals
                 .iter()
@@ -792,6 +814,11 @@ impl IceAgent {
             self.keepalive = None;
             if matches!(c, Check::Success { .. }) {
                 self.pairs[p].last_response = now;
+                if self.recovering && self.selected == Some(p) {
+                    // It was a hiccup: keep the pair.
+                    self.recovering = false;
+                    self.pairs[p].valid = true;
+                }
             }
             return;
         }
@@ -850,6 +877,7 @@ impl IceAgent {
             }
         }
         self.selected = Some(p);
+        self.recovering = false;
         self.pairs[p].last_response = now;
         self.next_keepalive = now + self.cfg.keepalive_ms;
         if self.is_direct_pair(p) {
@@ -894,13 +922,14 @@ impl IceAgent {
         }
         if let Some(s) = self.selected
             && self.is_direct_pair(s)
+            && !self.recovering
         {
             return None;
         }
         if self.is_direct_pair(best) {
             let at = self.first_valid_at.unwrap_or(0) + self.cfg.settle_ms;
             Some((best, if self.direct_pending() { at } else { 0 }))
-        } else if self.selected.is_none() {
+        } else if self.selected.is_none() || self.recovering {
             let at = self.started + self.cfg.relay_wait_ms;
             Some((best, if self.direct_pending() { at } else { 0 }))
         } else {
@@ -983,6 +1012,21 @@ impl IceAgent {
                 self.fail(format!("path lost: {}", self.path(s)));
                 return;
             }
+            if !self.recovering && now >= self.pairs[s].last_response + self.cfg.recover_after_ms {
+                // Silent: find another pair while consent lasts. The
+                // selected pair stays in use (and keeps its keepalives)
+                // until another is nominated.
+                self.recovering = true;
+                self.stats.recoveries += 1;
+                self.round_checks = 0;
+                self.pairs[s].valid = false;
+                for p in 0..self.pairs.len() {
+                    if p != s && !matches!(self.pairs[p].state, PairState::InProgress { .. }) {
+                        self.pairs[p].state = PairState::Waiting;
+                        self.pairs[p].valid = false;
+                    }
+                }
+            }
             if now >= self.next_keepalive {
                 let t = txid(rng);
                 self.keepalive = Some((t, s));
@@ -1047,6 +1091,9 @@ impl IceAgent {
         }
         match self.selected {
             Some(s) => {
+                if !self.recovering {
+                    t = t.min(self.pairs[s].last_response + self.cfg.recover_after_ms);
+                }
                 t = t
                     .min(self.next_keepalive)
                     .min(self.next_reprobe)

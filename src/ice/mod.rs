@@ -35,6 +35,7 @@
 
 pub mod agent;
 pub mod check;
+pub mod gather;
 pub mod offer;
 pub mod sessions;
 #[doc(hidden)]

@@ -10,6 +10,16 @@
 //! `SendOffer { answer: true }` -> the caller's `on_answer`; both agents
 //! check at once, and [`SessionEvent::Selected`] says which path to run the
 //! peer link over (and again when the path changes).
+//!
+//! Relayed candidates: when the node can allocate on a TURN relay
+//! ([`IceSessions::set_relay_gathering`]) and holds no allocation, a new
+//! session (ours or the peer's offer) waits for one:
+//! [`SessionEvent::GatherRelay`] asks the driver to allocate, and
+//! [`IceSessions::add_relay`] or [`IceSessions::relay_unavailable`] (or
+//! `relay_gather_ms`) lets the waiting sessions start.
+//! [`SessionEvent::RemoteCandidates`] names the peer's addresses, which the
+//! relay must permit. After a path change the link may still address the
+//! old remote: [`IceSessions::route_to`] sends it over the current path.
 
 use super::agent::{IceAgent, IceConfig, IceEvent, IceRole};
 use super::offer::{IceOffer, MappingHint};
@@ -43,13 +53,33 @@ pub enum SessionEvent {
         user: String,
         reason: String,
     },
+    /// Sessions wait for a relayed candidate: allocate one, then call
+    /// [`IceSessions::add_relay`] (or [`IceSessions::relay_unavailable`]).
+    GatherRelay,
+    /// The peer's candidates: our relay must let them send to us.
+    RemoteCandidates {
+        user: String,
+        addrs: Vec<SocketAddr>,
+    },
 }
 
 #[derive(Debug)]
 struct Session {
     agent: IceAgent,
     started: u64,
+    /// Remote ends of earlier paths (the link may still address them).
+    former: Vec<SocketAddr>,
 }
+
+/// A session waiting for the relay allocation.
+#[derive(Debug)]
+enum Parked {
+    Connect { user: String, started: u64 },
+    Offer { from: String, offer: IceOffer },
+}
+
+/// Back off this long after the relay could not be had.
+const RELAY_RETRY_MS: u64 = 30_000;
 
 /// Every ICE session of this client.
 #[derive(Debug)]
@@ -64,6 +94,13 @@ pub struct IceSessions {
     transmits: VecDeque<Transmit>,
     /// STUN datagrams no session took.
     pub unclaimed: u64,
+    /// The driver can allocate relayed candidates.
+    gather_relays: bool,
+    /// Waiting for an allocation until then.
+    gathering_until: Option<u64>,
+    /// No relay to be had until then.
+    relay_retry_at: u64,
+    parked: Vec<Parked>,
 }
 
 impl IceSessions {
@@ -78,7 +115,63 @@ impl IceSessions {
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             unclaimed: 0,
+            gather_relays: false,
+            gathering_until: None,
+            relay_retry_at: 0,
+            parked: Vec::new(),
         }
+    }
+
+    /// Whether new sessions wait for a relay allocation when there is
+    /// none (the node has a TURN client to make one).
+    pub fn set_relay_gathering(&mut self, on: bool) {
+        self.gather_relays = on;
+    }
+
+    /// Should a new session wait for a relay? Starts the gathering.
+    fn must_wait(&mut self, now: u64) -> bool {
+        if !self.gather_relays || !self.relays.is_empty() || now < self.relay_retry_at {
+            return false;
+        }
+        if self.gathering_until.is_none() {
+            self.gathering_until = Some(now + self.cfg.relay_gather_ms);
+            self.events.push_back(SessionEvent::GatherRelay);
+        }
+        true
+    }
+
+    /// Start the sessions that waited for the relay.
+    fn release(&mut self, now: u64, rng: &mut dyn RngCore) {
+        self.gathering_until = None;
+        for p in std::mem::take(&mut self.parked) {
+            match p {
+                Parked::Connect { user, started } => {
+                    if let Err(e) = self.start_connect(now, started, &user, rng) {
+                        self.events.push_back(SessionEvent::Failed {
+                            user,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+                Parked::Offer { from, offer } => self.start_offer(now, &from, &offer, rng),
+            }
+        }
+    }
+
+    /// No relay allocation can be had now: waiting sessions start without.
+    pub fn relay_unavailable(&mut self, now: u64, rng: &mut dyn RngCore) {
+        self.relay_retry_at = now + RELAY_RETRY_MS;
+        self.release(now, rng);
+    }
+
+    /// The allocation on `server` is gone: new sessions gather again.
+    pub fn remove_relay(&mut self, server: SocketAddr) {
+        self.relays.retain(|(s, _)| *s != server);
+    }
+
+    /// Sessions waiting for the relay.
+    pub fn waiting(&self) -> usize {
+        self.parked.len()
     }
 
     /// The main socket's addresses (host candidates).
@@ -112,11 +205,25 @@ impl IceSessions {
         self.mapping = m;
     }
 
-    /// A TURN allocation: `relayed` on `server`.
-    pub fn add_relay(&mut self, server: SocketAddr, relayed: SocketAddr) {
+    /// A TURN allocation: `relayed` on `server`. Sessions that waited for
+    /// it start now.
+    pub fn add_relay(
+        &mut self,
+        now: u64,
+        server: SocketAddr,
+        relayed: SocketAddr,
+        rng: &mut dyn RngCore,
+    ) {
         if !self.relays.contains(&(server, relayed)) {
             self.relays.push((server, relayed));
         }
+        self.relay_retry_at = 0;
+        self.release(now, rng);
+    }
+
+    /// Our relay allocations, `(server, relayed address)`.
+    pub fn relays(&self) -> &[(SocketAddr, SocketAddr)] {
+        &self.relays
     }
 
     pub fn mapping(&self) -> MappingHint {
@@ -161,6 +268,30 @@ impl IceSessions {
         user: &str,
         rng: &mut dyn RngCore,
     ) -> Result<(), IceError> {
+        if self.sessions.len() + self.parked.len() >= MAX_SESSIONS
+            && !self.sessions.contains_key(user)
+        {
+            return Err(IceError::Credentials);
+        }
+        if self.must_wait(now) {
+            self.parked
+                .retain(|p| !matches!(p, Parked::Connect { user: u, .. } if u == user));
+            self.parked.push(Parked::Connect {
+                user: user.to_owned(),
+                started,
+            });
+            return Ok(());
+        }
+        self.start_connect(now, started, user, rng)
+    }
+
+    fn start_connect(
+        &mut self,
+        now: u64,
+        started: u64,
+        user: &str,
+        rng: &mut dyn RngCore,
+    ) -> Result<(), IceError> {
         if self.sessions.len() >= MAX_SESSIONS && !self.sessions.contains_key(user) {
             return Err(IceError::Credentials);
         }
@@ -171,14 +302,39 @@ impl IceSessions {
             offer: agent.local_offer(),
             answer: false,
         });
-        self.sessions
-            .insert(user.to_owned(), Session { agent, started });
+        self.sessions.insert(
+            user.to_owned(),
+            Session {
+                agent,
+                started,
+                former: Vec::new(),
+            },
+        );
         Ok(())
     }
 
     /// An offer from `from`: answer it and start checking. A new offer
     /// replaces an older session with the same user.
     pub fn on_offer(&mut self, now: u64, from: &str, offer: &IceOffer, rng: &mut dyn RngCore) {
+        let known = self
+            .sessions
+            .get(from)
+            .is_some_and(|s| s.agent.session() == offer.session);
+        if !known && self.must_wait(now) {
+            self.parked
+                .retain(|p| !matches!(p, Parked::Offer { from: f, .. } if f == from));
+            if self.parked.len() < MAX_SESSIONS {
+                self.parked.push(Parked::Offer {
+                    from: from.to_owned(),
+                    offer: offer.clone(),
+                });
+            }
+            return;
+        }
+        self.start_offer(now, from, offer, rng);
+    }
+
+    fn start_offer(&mut self, now: u64, from: &str, offer: &IceOffer, rng: &mut dyn RngCore) {
         if let Some(s) = self.sessions.get(from)
             && s.agent.session() == offer.session
         {
@@ -197,6 +353,7 @@ impl IceSessions {
         if !agent.set_remote(now, offer) {
             return;
         }
+        self.permit(from, offer);
         self.events.push_back(SessionEvent::SendOffer {
             to: from.to_owned(),
             offer: agent.local_offer(),
@@ -207,16 +364,31 @@ impl IceSessions {
             Session {
                 agent,
                 started: now,
+                former: Vec::new(),
             },
         );
     }
 
+    /// With a relay, ask for permissions for the peer's addresses.
+    fn permit(&mut self, user: &str, offer: &IceOffer) {
+        if !self.relays.is_empty() && !offer.candidates.is_empty() {
+            self.events.push_back(SessionEvent::RemoteCandidates {
+                user: user.to_owned(),
+                addrs: offer.candidates.iter().map(|c| c.addr).collect(),
+            });
+        }
+    }
+
     /// The answer to our offer.
     pub fn on_answer(&mut self, now: u64, from: &str, answer: &IceOffer) -> bool {
-        match self.sessions.get_mut(from) {
+        let ok = match self.sessions.get_mut(from) {
             Some(s) if s.agent.session() == answer.session => s.agent.set_remote(now, answer),
             _ => false,
+        };
+        if ok {
+            self.permit(from, answer);
         }
+        ok
     }
 
     /// A STUN datagram from the network; false when no session took it
@@ -242,6 +414,10 @@ impl IceSessions {
     }
 
     pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+        if self.gathering_until.is_some_and(|t| t <= now) {
+            // The relay did not come in time: go without it.
+            self.relay_unavailable(now, rng);
+        }
         for s in self.sessions.values_mut() {
             if s.agent.poll_timeout().is_some_and(|t| t <= now) {
                 s.agent.handle_timeout(now, rng);
@@ -270,6 +446,12 @@ impl IceSessions {
                         })
                     }
                     IceEvent::PathChanged { from, to } => {
+                        if from.remote != to.remote && !s.former.contains(&from.remote) {
+                            if s.former.len() >= 4 {
+                                s.former.remove(0);
+                            }
+                            s.former.push(from.remote);
+                        }
                         self.events.push_back(SessionEvent::Selected {
                             user: user.clone(),
                             path: to,
@@ -297,6 +479,7 @@ impl IceSessions {
         self.sessions
             .values()
             .filter_map(|s| s.agent.poll_timeout())
+            .chain(self.gathering_until)
             .min()
     }
 
@@ -313,12 +496,37 @@ impl IceSessions {
         self.sessions.get(user)?.agent.selected()
     }
 
-    /// Which user, if any, has `addr` as the remote end of its path.
+    /// Which user, if any, has `addr` as the remote end of its path (or
+    /// of an earlier one).
     pub fn user_at(&self, addr: SocketAddr) -> Option<&str> {
         self.sessions
             .iter()
             .find(|(_, s)| s.agent.selected().is_some_and(|p| p.remote == addr))
+            .or_else(|| {
+                self.sessions
+                    .iter()
+                    .find(|(_, s)| s.agent.selected().is_some() && s.former.contains(&addr))
+            })
             .map(|(u, _)| u.as_str())
+    }
+
+    /// Where a datagram for `dst` goes: `dst` over its session's path, or
+    /// for the remote end of an earlier path, the current one (the peer's
+    /// link follows, as it roams on authenticated data).
+    pub fn route_to(&self, dst: SocketAddr) -> (Via, SocketAddr) {
+        if let Some(p) = self
+            .sessions
+            .values()
+            .filter_map(|s| s.agent.selected())
+            .find(|p| p.remote == dst)
+        {
+            return (p.via, dst);
+        }
+        self.sessions
+            .values()
+            .filter(|s| s.former.contains(&dst))
+            .find_map(|s| s.agent.selected())
+            .map_or((Via::Direct, dst), |p| (p.via, p.remote))
     }
 
     /// How to reach `dst`: through a relay when a session's path says so.
@@ -337,6 +545,10 @@ impl IceSessions {
 
     pub fn close(&mut self, user: &str) {
         self.sessions.remove(user);
+        self.parked.retain(|p| match p {
+            Parked::Connect { user: u, .. } => u != user,
+            Parked::Offer { from, .. } => from != user,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -345,5 +557,90 @@ impl IceSessions {
 
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn drain(s: &mut IceSessions) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    #[test]
+    fn sessions_wait_for_the_relay_then_offer_it() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut s = IceSessions::new(IceConfig::default());
+        s.set_host(vec![addr("10.0.0.2:5000")]);
+        s.set_relay_gathering(true);
+        s.connect(100, 90, "bob", &mut rng).unwrap();
+        assert_eq!(drain(&mut s), vec![SessionEvent::GatherRelay]);
+        assert_eq!(s.waiting(), 1);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(100 + IceConfig::default().relay_gather_ms)
+        );
+        // A second attempt does not ask again.
+        s.connect(120, 120, "carol", &mut rng).unwrap();
+        assert!(drain(&mut s).is_empty());
+        let (server, relayed) = (addr("198.51.100.1:7710"), addr("198.51.100.1:50000"));
+        s.add_relay(150, server, relayed, &mut rng);
+        let evs = drain(&mut s);
+        assert_eq!(evs.len(), 2, "{evs:?}");
+        for e in evs {
+            let SessionEvent::SendOffer { offer, answer, .. } = e else {
+                panic!("{e:?}")
+            };
+            assert!(!answer);
+            assert!(
+                offer
+                    .candidates
+                    .iter()
+                    .any(|c| c.kind == CandidateKind::Relayed && c.addr == relayed)
+            );
+        }
+        assert_eq!(s.started("bob"), Some(90));
+        // With the allocation in hand, new sessions start at once.
+        s.connect(200, 200, "dave", &mut rng).unwrap();
+        assert!(matches!(
+            drain(&mut s)[..],
+            [SessionEvent::SendOffer { .. }]
+        ));
+    }
+
+    #[test]
+    fn without_a_relay_in_time_sessions_start_anyway() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut s = IceSessions::new(IceConfig::default());
+        s.set_host(vec![addr("10.0.0.2:5000")]);
+        s.set_relay_gathering(true);
+        let mut peer = IceSessions::new(IceConfig::default());
+        peer.set_host(vec![addr("10.0.0.3:5000")]);
+        peer.connect(0, 0, "alice", &mut rng).unwrap();
+        let Some(SessionEvent::SendOffer { offer, .. }) = peer.poll_event() else {
+            panic!()
+        };
+        // The offer waits for our relay, which never comes.
+        s.on_offer(10, "bob", &offer, &mut rng);
+        assert_eq!(drain(&mut s), vec![SessionEvent::GatherRelay]);
+        let t = s.poll_timeout().unwrap();
+        s.handle_timeout(t, &mut rng);
+        assert!(matches!(
+            drain(&mut s)[..],
+            [SessionEvent::SendOffer { answer: true, .. }]
+        ));
+        // Nor is it asked for again at once.
+        s.connect(t + 1, t + 1, "carol", &mut rng).unwrap();
+        assert!(matches!(
+            drain(&mut s)[..],
+            [SessionEvent::SendOffer { answer: false, .. }]
+        ));
     }
 }

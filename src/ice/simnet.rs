@@ -280,6 +280,9 @@ pub struct SimOptions {
     /// Drop direct UDP between the two clients' public addresses until
     /// this time (relay traffic still flows): the upgrade scenario.
     pub block_direct_until: Option<u64>,
+    /// Drop direct UDP between the two clients' public addresses from
+    /// this time on (ms after the call starts): the fallback scenario.
+    pub block_direct_from: Option<u64>,
     /// Application datagrams over the selected path every this many ms.
     pub app_interval_ms: Option<u64>,
     /// Stop this long after both sides are connected (or at the limit).
@@ -297,6 +300,7 @@ impl Default for SimOptions {
             signalling_ms: 60,
             ice: IceConfig::default(),
             block_direct_until: None,
+            block_direct_from: None,
             app_interval_ms: None,
             run_after_connect_ms: 500,
             limit_ms: 15_000,
@@ -694,6 +698,12 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         {
             t = t.min(call_at + u);
         }
+        if let Some(f) = opts.block_direct_from
+            && net.blocked.is_none()
+            && net.now < call_at + f
+        {
+            t = t.min(call_at + f);
+        }
         if let Some(n) = next_app {
             t = t.min(n);
         }
@@ -707,6 +717,12 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             && now >= call_at + u
         {
             net.blocked = None;
+        }
+        if let Some(f) = opts.block_direct_from
+            && now >= call_at + f
+            && net.blocked.is_none()
+        {
+            net.blocked = Some((net.public_ip(sides[0].host), net.public_ip(sides[1].host)));
         }
         // The call starts: A gathers and offers.
         if sides[0].agent.is_none() && now >= call_at {

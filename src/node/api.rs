@@ -14,7 +14,9 @@ use std::net::SocketAddr;
 
 /// A call, as numbered by the runtime.
 pub type CallId = u64;
-/// A chat message, as numbered by the runtime (unique per device).
+/// A chat message: the first 8 bytes (big-endian) of the chat's random
+/// 16-byte message id, unique within a conversation for all practical
+/// purposes.
 pub type MessageId = u64;
 
 /// What a front end asks of the client runtime.
@@ -59,6 +61,13 @@ pub enum Command {
     BlockContact {
         username: String,
     },
+    /// Take messages and requests from a blocked user again.
+    UnblockContact {
+        username: String,
+    },
+    /// The user did something (a key press): resets the idle timer that
+    /// sets the status to away, and ends an automatic away.
+    Activity,
     /// Send a chat message; [`Event::Message`] reports it with its id,
     /// [`Event::MessageState`] when it is delivered.
     SendMessage {
@@ -111,6 +120,8 @@ impl Command {
             Command::DeclineContact { .. } => "decline contact",
             Command::RemoveContact { .. } => "remove contact",
             Command::BlockContact { .. } => "block contact",
+            Command::UnblockContact { .. } => "unblock contact",
+            Command::Activity => "activity",
             Command::SendMessage { .. } => "send message",
             Command::LoadHistory { .. } => "load history",
             Command::Call { .. } => "call",
@@ -258,8 +269,16 @@ pub struct Presence {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupResult {
-    Online { status: Status, message: String },
-    Offline { last_seen: u64 },
+    Online {
+        status: Status,
+        message: String,
+    },
+    Offline {
+        last_seen: u64,
+    },
+    /// The user exists and is reachable, but shows their status to their
+    /// contacts only.
+    Private,
     NotFound,
     Failed(String),
 }
@@ -271,9 +290,8 @@ pub enum ContactState {
     /// They asked us; we have not answered.
     Pending,
     Authorized,
-    /// Added on this device while authorization requests cannot be sent:
-    /// their presence is followed without asking.
-    Unconfirmed,
+    /// They declined our request.
+    Declined,
     Blocked,
 }
 
@@ -293,6 +311,11 @@ pub struct ChatMessage {
 pub enum MessageState {
     /// Outgoing, not acknowledged yet (retried until it is).
     Sending,
+    /// Outgoing: the recipient is offline; it waits, encrypted to them, on
+    /// their directory owners and reaches them at their next login.
+    Stored,
+    /// Outgoing: the last attempt failed for this reason; it is sent again.
+    Retrying(String),
     /// Outgoing, acknowledged by the recipient.
     Delivered,
     /// Outgoing, given up.

@@ -1,25 +1,32 @@
 //! The client runtime behind the node API ([`super::api`]): one tokio task
 //! per logged-in user that owns the login (password, renewal with the
-//! device key), the overlay node (attachment, presence, lookups) and the
-//! contact list, takes [`Command`]s and reports [`Event`]s. The TUI, the
-//! demo's bots and tests drive it the same way.
+//! device key) and the overlay node (attachment, lookups, NAT) with chat
+//! and contacts running beside it ([`super::messaging`]: the end-to-end
+//! encrypted chat with its SQLite history and outbox, the contact list
+//! with authorization requests and presence in SQLite), takes
+//! [`Command`]s and reports [`Event`]s ([`super::api_map`] translates the
+//! cores' events). The TUI, the demo's bots and tests drive it the same
+//! way; it keeps no contact or message state of its own.
 //!
-//! Chat, contact authorization and calls are built by other modules;
-//! until they are wired in here their commands are answered with
+//! Calls are built by another module; until they are wired in (see
+//! `Runtime::call_command`) their commands are answered with
 //! [`Event::not_available`].
 
 use super::api::{
-    AttachedSupernode, AudioStatus, Command, ContactState, Event, LoginState, LookupResult,
-    NatStatus, Presence,
+    AttachedSupernode, AudioStatus, ChatMessage, Command, Event, LoginState, LookupResult,
+    MessageState, NatStatus,
 };
+use super::api_map;
+use super::messaging::{Messaging, MessagingError};
 use super::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
 use super::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
+use crate::chat::ChatConfig;
 use crate::clock::Clock;
 use crate::config::HostPort;
+use crate::contacts::{ContactInfo, ContactsConfig};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::link::{LinkConfig, LinkEndpoint, LinkError};
-use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome, Status};
-use std::collections::BTreeSet;
+use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,6 +49,8 @@ pub enum RuntimeError {
     },
     #[error("no supernode to attach to: set [overlay] bootstrap or pass --bootstrap")]
     NoSupernodes,
+    #[error(transparent)]
+    Messaging(#[from] MessagingError),
 }
 
 /// How the runtime reaches the authority and the overlay.
@@ -58,8 +67,16 @@ pub struct ClientSettings {
     pub overlay: ClientConfig,
     /// Renew the certificate when less validity than this is left.
     pub renew_before_secs: u64,
-    /// Contacts to follow from the start.
+    /// Users to ask to be contacts once online, unless they are in the
+    /// contact list already (the demo's echo123 and bot).
     pub contacts: Vec<String>,
+    /// Go away after this long without [`Command::Activity`] (0: never).
+    pub away_after_ms: u64,
+    /// Publish the real status in the directory record, for everyone (by
+    /// default only authorized contacts see it).
+    pub public_presence: bool,
+    /// Relayed candidates and the TCP fallback.
+    pub paths: crate::node::overlay::PathOptions,
 }
 
 /// The front end's end of a running client.
@@ -83,7 +100,8 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             node: None,
             username: None,
             attached: Vec::new(),
-            contacts: BTreeSet::new(),
+            to_add: Vec::new(),
+            reported: Vec::new(),
             nat: NatStatus {
                 note: Some("measuring the NAT after login".into()),
                 ..Default::default()
@@ -125,8 +143,12 @@ struct Runtime {
     node: Option<OverlayNode>,
     username: Option<String>,
     attached: Vec<AttachedSupernode>,
-    contacts: BTreeSet<String>,
+    /// Contact requests to send once our presence is published.
+    to_add: Vec<String>,
     nat: NatStatus,
+    /// Failures answered to their command that the node also reports as
+    /// `CommandFailed`: shown once.
+    reported: Vec<String>,
 }
 
 impl Runtime {
@@ -175,6 +197,20 @@ impl Runtime {
                     Some(ov::Event::Nat(r)) => {
                         self.nat = nat_status(&r);
                         self.emit(Event::Nat(self.nat.clone())).await;
+                    }
+                    Some(ov::Event::Chat(e)) => {
+                        if let Some(e) = api_map::chat_event(e) {
+                            self.emit(e).await;
+                        }
+                    }
+                    Some(ov::Event::Contacts(e)) => self.contacts_event(e).await,
+                    Some(ov::Event::CommandFailed { error }) => {
+                        // Reported already, under the command's name.
+                        if let Some(i) = self.reported.iter().position(|r| *r == error) {
+                            self.reported.remove(i);
+                        } else {
+                            self.error("command", error).await
+                        }
                     }
                     Some(_) => {}
                     None => {
@@ -292,10 +328,19 @@ impl Runtime {
                 self.username = Some(username.clone());
                 self.emit(Event::Login(LoginState::LoggedIn { username, until }))
                     .await;
-                let contacts: Vec<String> = self.settings.contacts.clone();
-                for c in contacts {
-                    self.add_local_contact(&c).await;
+                let list = self.contact_list().await;
+                for c in &list {
+                    for e in api_map::contact_events(c) {
+                        self.emit(e).await;
+                    }
                 }
+                self.to_add = self
+                    .settings
+                    .contacts
+                    .iter()
+                    .map(|c| c.to_ascii_lowercase())
+                    .filter(|c| !list.iter().any(|l| &l.username == c))
+                    .collect();
             }
             Err(e) => {
                 self.emit(Event::Login(LoginState::NeedCredentials {
@@ -334,10 +379,25 @@ impl Runtime {
             self.settings.overlay.clone(),
             self.clock.now_ms(),
         );
+        let now = self.clock.now_ms();
+        let contacts = ContactsConfig {
+            away_after_ms: self.settings.away_after_ms,
+            public_presence: self.settings.public_presence,
+            ..Default::default()
+        };
+        let messaging = Messaging::open(
+            &self.settings.data_dir,
+            &cert.username,
+            ChatConfig::default(),
+            contacts,
+            now,
+        )?;
         let link = LinkEndpoint::new(device, cert, key, LinkConfig::default())?;
         // Measure the NAT against the attached supernodes.
         let opts = NodeOptions {
             nat: Some(NatOptions::default()),
+            messaging: Some(messaging),
+            paths: self.settings.paths.clone(),
             ..Default::default()
         };
         OverlayNode::spawn_with(
@@ -359,26 +419,74 @@ impl Runtime {
         }
     }
 
-    /// Follow a user's presence. Authorization requests travel in sealed
-    /// envelopes, which this runtime cannot send yet: the contact is kept
-    /// as [`ContactState::Unconfirmed`].
-    async fn add_local_contact(&mut self, username: &str) {
-        let name = username.to_ascii_lowercase();
-        if !self.contacts.insert(name.clone()) {
+    /// Ask the node and wait for its answer (`None` when it is gone).
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> ov::Command,
+    ) -> Option<T> {
+        let n = self.node.as_ref()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        n.commands.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The contact list (SQLite, in the contacts core).
+    async fn contact_list(&self) -> Vec<ContactInfo> {
+        self.ask(|reply| ov::Command::Contacts { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    async fn contacts_event(&mut self, e: crate::contacts::ContactsEvent) {
+        if let crate::contacts::ContactsEvent::Unblocked { user } = &e {
+            let list = self.contact_list().await;
+            let row = list.iter().find(|c| &c.username == user);
+            let events = match row {
+                Some(c) => api_map::contact_events(c),
+                None => vec![Event::ContactRemoved {
+                    username: user.clone(),
+                }],
+            };
+            for e in events {
+                self.emit(e).await;
+            }
             return;
         }
-        self.emit(Event::Contact {
-            username: name.clone(),
-            state: ContactState::Unconfirmed,
-        })
-        .await;
-        self.overlay(ov::Command::Watch {
-            username: name.clone(),
-        })
-        .await;
-        // Before attaching, the first attachment looks everyone up.
-        if !self.attached.is_empty() {
-            self.overlay(ov::Command::Lookup { username: name }).await;
+        for e in api_map::contacts_event(e) {
+            self.emit(e).await;
+        }
+    }
+
+    /// The newest `limit` messages with `with` older than `before`: the
+    /// history is read with growing limits until `before` is in it.
+    async fn history(
+        &self,
+        with: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ChatMessage>, String> {
+        let mut want = limit;
+        loop {
+            let got = self
+                .ask(|reply| ov::Command::History {
+                    with: with.to_owned(),
+                    limit: want,
+                    reply,
+                })
+                .await
+                .ok_or("the node stopped")??;
+            let all: Vec<ChatMessage> = got.iter().map(api_map::chat_message).collect();
+            let Some(before) = before else {
+                return Ok(all);
+            };
+            if let Some(i) = all.iter().position(|m| m.id == before) {
+                return Ok(all[i.saturating_sub(limit)..i].to_vec());
+            }
+            if got.len() < want {
+                // `before` is not in the history at all.
+                return Ok(Vec::new());
+            }
+            want = want.saturating_mul(4);
         }
     }
 
@@ -413,14 +521,15 @@ impl Runtime {
                 }
             }
             Command::Quit => {}
+            // Idle time only counts once logged in.
+            Command::Activity if !logged_in => {}
             _ if !logged_in => self.error(c.name(), "log in first").await,
+            Command::Activity => self.overlay(ov::Command::Activity).await,
+            // The contacts core reports the change (Event::OwnStatus) and
+            // tells authorized contacts.
             Command::SetStatus { status, message } => {
-                self.overlay(ov::Command::SetStatus {
-                    status,
-                    message: message.clone(),
-                })
-                .await;
-                self.emit(Event::OwnStatus { status, message }).await;
+                self.overlay(ov::Command::SetStatus { status, message })
+                    .await
             }
             Command::SearchUser { username } => {
                 let username = username.trim().to_ascii_lowercase();
@@ -430,44 +539,88 @@ impl Runtime {
                     self.overlay(ov::Command::Lookup { username }).await;
                 }
             }
-            Command::AddContact { ref username, .. } => {
-                let name = username.trim().to_ascii_lowercase();
-                if let Err(e) = crate::identity::Username::parse(&name) {
-                    self.error(c.name(), e).await;
-                } else if Some(&name) == self.username.as_ref() {
-                    self.error(c.name(), "that is you").await;
-                } else {
-                    self.add_local_contact(&name).await;
-                    self.emit(Event::Notice {
-                        text: format!(
-                            "{name} added; authorization requests not available yet, so their presence is followed without asking"
-                        ),
-                    })
-                    .await;
-                }
+            Command::AddContact { username, greeting } => {
+                self.overlay(ov::Command::AddContact {
+                    user: username.trim().to_ascii_lowercase(),
+                    greeting,
+                })
+                .await
             }
-            Command::RemoveContact { username } => {
-                let name = username.to_ascii_lowercase();
-                if self.contacts.remove(&name) {
-                    self.emit(Event::ContactRemoved { username: name }).await;
-                }
-            }
-            Command::AcceptContact { .. }
-            | Command::DeclineContact { .. }
-            | Command::BlockContact { .. } => {
-                self.emit(Event::not_available(&c, "contact authorization"))
+            Command::AcceptContact { username } => {
+                self.overlay(ov::Command::AcceptContact { user: username })
                     .await
             }
-            Command::SendMessage { .. } | Command::LoadHistory { .. } => {
-                self.emit(Event::not_available(&c, "chat")).await
+            Command::DeclineContact { username } => {
+                self.overlay(ov::Command::DeclineContact { user: username })
+                    .await
+            }
+            Command::RemoveContact { username } => {
+                self.overlay(ov::Command::RemoveContact { user: username })
+                    .await
+            }
+            Command::BlockContact { username } => {
+                self.overlay(ov::Command::BlockContact { user: username })
+                    .await
+            }
+            Command::UnblockContact { username } => {
+                self.overlay(ov::Command::UnblockContact { user: username })
+                    .await
+            }
+            Command::SendMessage { to, text } => {
+                let to = to.trim().to_ascii_lowercase();
+                let sent = self
+                    .ask(|reply| ov::Command::SendMessage {
+                        to: to.clone(),
+                        text: text.clone(),
+                        reply: Some(reply),
+                    })
+                    .await;
+                match sent {
+                    Some(Ok(id)) => {
+                        self.emit(Event::Message(ChatMessage {
+                            id: api_map::message_id(&id),
+                            peer: to,
+                            outgoing: true,
+                            text,
+                            sent_at: self.clock.now_ms(),
+                            state: MessageState::Sending,
+                        }))
+                        .await
+                    }
+                    // The node reports the reason as CommandFailed too.
+                    Some(Err(e)) => {
+                        self.error("send message", &e).await;
+                        self.reported.push(e);
+                    }
+                    None => self.error("send message", "the node stopped").await,
+                }
+            }
+            Command::LoadHistory {
+                with,
+                before,
+                limit,
+            } => {
+                let with = with.trim().to_ascii_lowercase();
+                match self.history(&with, before, limit as usize).await {
+                    Ok(messages) => self.emit(Event::History { with, messages }).await,
+                    Err(e) => self.error("load history", e).await,
+                }
             }
             Command::Call { .. }
             | Command::AcceptCall { .. }
             | Command::DeclineCall { .. }
             | Command::HangUp { .. }
             | Command::Mute { .. }
-            | Command::Hold { .. } => self.emit(Event::not_available(&c, "calls")).await,
+            | Command::Hold { .. } => self.call_command(c).await,
         }
+    }
+
+    /// The seam for calls: the call runtime starts and controls calls
+    /// here and reports them as [`Event::Call`] and [`Event::CallStats`];
+    /// their signalling arrives as envelopes of kinds 16-31 (see
+    /// `overlay_event`). Until then these commands are not available.
+    async fn call_command(&mut self, c: Command) {
+        self.emit(Event::not_available(&c, "calls")).await
     }
 
     async fn overlay_event(&mut self, e: ClientEvent) {
@@ -477,13 +630,6 @@ impl Runtime {
                 primary,
                 observed,
             } => {
-                // Watches report changes only: learn the current presence
-                // of every contact whenever we (re)join the overlay.
-                if self.attached.is_empty() {
-                    for username in self.contacts.clone() {
-                        self.overlay(ov::Command::Lookup { username }).await;
-                    }
-                }
                 self.attached.retain(|a| a.addr != supernode);
                 self.attached.push(AttachedSupernode {
                     addr: supernode,
@@ -499,12 +645,8 @@ impl Runtime {
                     self.nat.public_addr = Some(observed);
                     self.emit(Event::Nat(self.nat.clone())).await;
                 }
-                if let Some(n) = &self.node {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let _ = n.commands.send(ov::Command::Status { reply: tx }).await;
-                    if let Ok(st) = rx.await {
-                        save_hosts(&self.settings.data_dir, &st.host_cache);
-                    }
+                if let Some(st) = self.ask(|reply| ov::Command::Status { reply }).await {
+                    save_hosts(&self.settings.data_dir, &st.host_cache);
                 }
             }
             ClientEvent::Detached { supernode, reason } => {
@@ -518,7 +660,17 @@ impl Runtime {
             ClientEvent::Redirected { from, to } => {
                 tracing::info!(%from, n = to.len(), "redirected")
             }
-            ClientEvent::Published { seq } => tracing::debug!(seq, "presence published"),
+            ClientEvent::Published { seq } => {
+                tracing::debug!(seq, "presence published");
+                // Online: the contact requests can reach their owners now.
+                for user in std::mem::take(&mut self.to_add) {
+                    self.overlay(ov::Command::AddContact {
+                        user,
+                        greeting: String::new(),
+                    })
+                    .await;
+                }
+            }
             ClientEvent::PublishRejected { reason, .. } => {
                 self.error("publish presence", reason).await
             }
@@ -530,72 +682,32 @@ impl Runtime {
                         status: r.status,
                         message: r.message.clone(),
                     },
+                    // An attached device whose record hides its status.
+                    LookupOutcome::Offline { record, .. }
+                        if record.is_reachable(self.clock.now_secs()) =>
+                    {
+                        LookupResult::Private
+                    }
                     LookupOutcome::Offline { last_seen, .. } => LookupResult::Offline { last_seen },
                     LookupOutcome::NotFound => LookupResult::NotFound,
                     LookupOutcome::Failed(why) => LookupResult::Failed(why),
                 };
-                if self.contacts.contains(&username) {
-                    let p = match &result {
-                        LookupResult::Online { status, message } => Some(Presence {
-                            username: username.clone(),
-                            status: visible(*status),
-                            message: message.clone(),
-                            last_seen: None,
-                        }),
-                        LookupResult::Offline { last_seen } => Some(Presence {
-                            username: username.clone(),
-                            status: Status::Offline,
-                            message: String::new(),
-                            last_seen: Some(*last_seen),
-                        }),
-                        _ => None,
-                    };
-                    if let Some(p) = p {
-                        self.emit(Event::Presence(p)).await;
-                    }
-                }
                 self.emit(Event::Lookup { username, result }).await;
             }
-            ClientEvent::PresenceChanged { record, online } => {
-                let username = record.username().to_owned();
-                if !self.contacts.contains(&username) {
-                    return;
-                }
-                let status = if online {
-                    visible(record.status)
-                } else {
-                    Status::Offline
-                };
-                self.emit(Event::Presence(Presence {
-                    username,
-                    status,
-                    message: if status == Status::Offline {
-                        String::new()
-                    } else {
-                        record.message.clone()
-                    },
-                    last_seen: (!online).then_some(record.signed_at_ms / 1000),
-                }))
-                .await;
-            }
+            // Contacts' presence comes from the contacts core, which follows
+            // their records and their presence envelopes.
+            ClientEvent::PresenceChanged { .. } => {}
             // Relay credentials are the connectivity layer's business.
             ClientEvent::RelayCredentials { .. } | ClientEvent::RelayRefused { .. } => {}
-            // Envelopes carry chat, contacts and call signalling; their
-            // cores consume them (wired in the headless runtime).
-            ClientEvent::Envelope { .. }
-            | ClientEvent::EnvelopeDelivered { .. }
+            // Chat and contacts envelopes are consumed by their cores; call
+            // signalling (kinds 16-31) is not wired in yet.
+            ClientEvent::Envelope { kind, .. } => {
+                tracing::debug!(kind, "envelope for no wired-in protocol: dropped")
+            }
+            ClientEvent::EnvelopeDelivered { .. }
             | ClientEvent::EnvelopeStored { .. }
             | ClientEvent::EnvelopeFailed { .. } => {}
         }
-    }
-}
-
-/// Invisible users are shown as offline.
-fn visible(s: Status) -> Status {
-    if s == Status::Invisible {
-        Status::Offline
-    } else {
-        s
     }
 }
 
@@ -700,6 +812,14 @@ impl ClientSettings {
             },
             renew_before_secs: config.login.renew_before.0.as_secs(),
             contacts: Vec::new(),
+            away_after_ms: ContactsConfig::default().away_after_ms,
+            public_presence: false,
+            paths: crate::node::overlay::PathOptions {
+                tcp_fallback_ms: Some(oc.tcp_fallback.0.as_millis() as u64).filter(|&ms| ms > 0),
+                force_tcp: oc.force_tcp,
+                relay_only: config.nat.relay_only,
+                ..Default::default()
+            },
         })
     }
 }

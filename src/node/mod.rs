@@ -4,6 +4,9 @@
 //! runtime (`client`).
 
 pub mod api;
+pub mod api_map;
+pub mod call_api;
+pub mod calls;
 pub mod client;
 pub mod demux;
 pub mod device;
@@ -11,6 +14,7 @@ pub mod login;
 pub mod messaging;
 pub mod overlay;
 pub mod peer;
+pub mod tcp;
 pub mod turn;
 pub mod udp;
 

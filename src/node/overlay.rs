@@ -23,6 +23,7 @@ use crate::nat::stun::{self as stun_wire, method};
 use crate::nat::{
     DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig, StunStats,
 };
+use crate::node::calls::{CallOptions, CallUpdate, Calls, Ctx, MediaMsg};
 use crate::node::demux::{self, Datagram};
 use crate::node::messaging::Messaging;
 use crate::node::peer::{self, PeerEvent};
@@ -37,6 +38,9 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
+
+mod paths;
+pub use paths::PathOptions;
 
 /// The core this node runs.
 pub enum Core {
@@ -128,6 +132,34 @@ pub enum Command {
     },
     /// The user did something (resets the idle timer behind auto-away).
     Activity,
+    // Calls (nodes started with `NodeOptions::calls`; see `node::calls`).
+    /// Call a user; the call's id (or why not) comes back on `reply`, its
+    /// states as [`Event::Call`].
+    Call {
+        username: String,
+        reply: Option<oneshot::Sender<Result<crate::call::CallId, String>>>,
+    },
+    /// Answer an incoming call (`None`: the current one).
+    AcceptCall {
+        call: Option<crate::call::CallId>,
+    },
+    DeclineCall {
+        call: Option<crate::call::CallId>,
+    },
+    /// End a call in any state: cancel, decline or hang up.
+    HangUp {
+        call: Option<crate::call::CallId>,
+    },
+    /// Mute our microphone (`None`: toggle).
+    Mute {
+        call: Option<crate::call::CallId>,
+        on: Option<bool>,
+    },
+    /// Put the call on hold (`None`: toggle).
+    Hold {
+        call: Option<crate::call::CallId>,
+        on: Option<bool>,
+    },
 }
 
 /// What the node reports.
@@ -145,6 +177,8 @@ pub enum Event {
     },
     /// Peer-to-peer connections (clients).
     Peer(PeerEvent),
+    /// Calls: state changes and media statistics (clients with calls).
+    Call(CallUpdate),
     /// The node task ended.
     Stopped,
 }
@@ -185,6 +219,10 @@ pub struct NodeOptions {
     pub messaging: Option<Messaging>,
     /// Clients: measure the NAT.
     pub nat: Option<NatOptions>,
+    /// Clients: make and answer calls.
+    pub calls: Option<CallOptions>,
+    /// Clients: relayed candidates and the TCP fallback (`paths`).
+    pub paths: PathOptions,
 }
 
 /// How a client measures its NAT.
@@ -316,9 +354,22 @@ impl OverlayNode {
         let local_addr = socket.local_addr()?;
         let socket = Arc::new(socket);
         let messaging = opts.messaging;
-        let turn = opts
-            .turn
-            .map(|t| TurnService::spawn(t.core, socket.clone(), t.tcp, t.cfg, clock.clone()));
+        let calls = match (&core, opts.calls) {
+            (Core::Client(_), Some(c)) => Some(Box::new(Calls::new(c, clock.clone()))),
+            _ => None,
+        };
+        // Link streams the TURN listener accepts (clients without UDP).
+        let (ltx, lrx) = mpsc::channel(64);
+        let turn = opts.turn.map(|t| {
+            TurnService::spawn_with_links(
+                t.core,
+                socket.clone(),
+                t.tcp,
+                t.cfg,
+                clock.clone(),
+                Some(ltx),
+            )
+        });
         let turn_handle = turn.as_ref().map(|t| t.handle.clone());
         let now = clock.now_ms();
         let is_client = matches!(core, Core::Client(_));
@@ -362,6 +413,15 @@ impl OverlayNode {
         drop(xtx);
         let (ctx, crx) = mpsc::channel(256);
         let (etx, erx) = mpsc::channel(4096);
+        let mut tid_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut tid_key);
+        let mut paths = paths::PeerPaths::new(is_client, &opts.paths, now, tid_key);
+        paths.tcp.accept_from(lrx);
+        let mut ice = IceSessions::new(IceConfig {
+            relay_only: opts.paths.relay_only,
+            ..IceConfig::default()
+        });
+        ice.set_relay_gathering(paths.gather.is_some());
         let span = match &core {
             Core::Supernode(_) => tracing::info_span!("supernode", addr = %local_addr),
             Core::Client(c) => tracing::info_span!("client", user = %c.username()),
@@ -383,12 +443,15 @@ impl OverlayNode {
                     stun_unhandled: 0,
                     turn,
                     messaging: messaging.map(Box::new),
-                    ice: IceSessions::new(IceConfig::default()),
+                    calls,
+                    ice,
+                    paths,
                     connecting: HashMap::new(),
                     host_known: false,
                     ice_relay_unsent: 0,
                     ice_envelopes: HashMap::new(),
                 };
+                n.paths_start();
                 n.run(crx, xrx).await;
                 for r in readers {
                     r.abort();
@@ -424,7 +487,10 @@ struct Driver {
     /// Stops with the node.
     turn: Option<TurnService>,
     messaging: Option<Box<Messaging>>,
+    calls: Option<Box<Calls>>,
     ice: IceSessions,
+    /// Relayed candidates and TCP streams (`paths`).
+    paths: paths::PeerPaths,
     /// Connect commands waiting for their lookup: user -> when asked.
     connecting: HashMap<String, u64>,
     host_known: bool,
@@ -436,8 +502,45 @@ struct Driver {
 
 impl Driver {
     fn peer_event(&mut self, e: PeerEvent) {
+        self.with_calls(|c, cx| c.on_peer(&e, cx));
         if self.events.try_send(Event::Peer(e)).is_err() {
             tracing::warn!("event queue full: a peer event was dropped");
+        }
+    }
+
+    /// Run `f` on the call layer with the driver state it needs.
+    fn with_calls<R>(&mut self, f: impl FnOnce(&mut Calls, &mut Ctx<'_>) -> R) -> Option<R> {
+        let now = self.clock.now_ms();
+        let (Some(calls), Core::Client(client)) = (self.calls.as_deref_mut(), &mut self.core)
+        else {
+            return None;
+        };
+        let mut cx = Ctx {
+            now,
+            client,
+            link: &self.link,
+            ice: &self.ice,
+            rng: &mut self.rng,
+        };
+        Some(f(calls, &mut cx))
+    }
+
+    /// Open a peer connection to `user` unless one is up or under way.
+    fn ensure_peer(&mut self, now: u64, user: String) {
+        if self.connecting.contains_key(&user) || self.ice.started(&user).is_some() {
+            return;
+        }
+        if let Core::Client(cl) = &mut self.core {
+            cl.lookup(now, &user);
+            self.connecting.insert(user, now);
+        }
+    }
+
+    /// A message from a call's media tasks.
+    async fn media_msg(&mut self, m: MediaMsg) {
+        if let Some(Some((path, bytes))) = self.with_calls(|c, cx| c.on_media(m, cx)) {
+            // Direct, through our relay, or over TCP, as the link goes.
+            self.paths_send_link(path.remote, bytes).await;
         }
     }
 
@@ -499,6 +602,8 @@ impl Driver {
             SessionEvent::Failed { user, reason } => {
                 self.peer_event(PeerEvent::Failed { user, reason })
             }
+            // Relay gathering and permissions: `paths`.
+            SessionEvent::GatherRelay | SessionEvent::RemoteCandidates { .. } => {}
         }
     }
 
@@ -542,10 +647,13 @@ impl Driver {
             .messaging
             .as_ref()
             .map_or(u64::MAX, |m| m.poll_timeout());
+        let calls = self.calls.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
         core.min(nat)
             .min(self.link.poll_timeout().unwrap_or(u64::MAX))
             .min(apps)
+            .min(calls)
             .min(self.ice.poll_timeout().unwrap_or(u64::MAX))
+            .min(self.paths_deadline())
     }
 
     /// One datagram from the network, on the main socket (`local` None) or
@@ -553,6 +661,10 @@ impl Driver {
     fn datagram(&mut self, local: Option<SocketAddr>, from: SocketAddr, d: &[u8]) {
         let now = self.clock.now_ms();
         let kind = demux::classify(d);
+        // Our relay's answers and what peers send through it.
+        if local.is_none() && self.paths_datagram(from, kind, d) {
+            return;
+        }
         if kind != Datagram::Stun
             && let Some(n) = &mut self.nat
         {
@@ -573,7 +685,11 @@ impl Driver {
                     None => self.dropped_datagrams += 1,
                 }
             }
-            // Media has no core here yet.
+            Datagram::Media if local.is_none() && self.calls.is_some() => {
+                if let Some(c) = &mut self.calls {
+                    c.media_datagram(from, d, &self.ice);
+                }
+            }
             _ => self.dropped_datagrams += 1,
         }
     }
@@ -685,10 +801,13 @@ impl Driver {
                     Err(e) => tracing::debug!("recv: {e}"),
                 },
                 Some((local, from, d)) = extra.recv() => self.datagram(Some(local), from, &d),
+                Some(m) = next_media(&mut self.calls) => self.media_msg(m).await,
+                x = self.paths.tcp.recv() => self.paths_tcp_input(x),
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                     let now = self.clock.now_ms();
                     self.link.handle_timeout(now, &mut self.rng);
                     self.ice.handle_timeout(now, &mut self.rng);
+                    self.paths_timeout(now);
                     match &mut self.core {
                         Core::Supernode(s) => s.handle_timeout(now, &mut self.rng),
                         Core::Client(c) => {
@@ -698,6 +817,7 @@ impl Driver {
                             }
                         }
                     }
+                    self.with_calls(|c, cx| c.handle_timeout(cx));
                     if let Some(n) = &self.nat {
                         if !n.started && now >= n.start_at {
                             self.start_nat("login").await;
@@ -718,6 +838,13 @@ impl Driver {
             if stopping {
                 // Let the goodbye leave before the socket closes.
                 self.flush_socket().await;
+                // Recordings are complete before the node reports Stopped.
+                if let Some(c) = &mut self.calls {
+                    c.shutdown().await;
+                    while let Some(e) = c.poll_event() {
+                        let _ = self.events.try_send(e);
+                    }
+                }
                 return;
             }
         }
@@ -726,6 +853,17 @@ impl Driver {
     /// Returns true when the node should stop.
     fn command(&mut self, c: Command) -> bool {
         let now = self.clock.now_ms();
+        if matches!(c, Command::Shutdown) {
+            self.with_calls(|calls, cx| calls.hangup_all(cx));
+        }
+        let c = if self.calls.is_some() && matches!(self.core, Core::Client(_)) {
+            match self.with_calls(|calls, cx| calls.command(c, cx)) {
+                Some(Some(c)) => c,
+                _ => return false,
+            }
+        } else {
+            c
+        };
         let c = match (&mut self.core, &mut self.messaging) {
             (Core::Client(cl), Some(m)) => match m.command(now, c, cl, &mut self.rng) {
                 Some(c) => c,
@@ -908,6 +1046,15 @@ impl Driver {
                     }
                 }
             }
+            if let Some(c) = &mut self.calls {
+                while let Some(e) = c.poll_event() {
+                    evs.push(e);
+                }
+                for user in c.take_connects() {
+                    progressed = true;
+                    self.ensure_peer(now, user);
+                }
+            }
             if let Some(n) = &mut self.nat {
                 while let Some(NatEvent::Report(r)) = n.det.poll_event() {
                     evs.push(Event::Nat(r));
@@ -932,10 +1079,40 @@ impl Driver {
             }
             while let Some(e) = self.ice.poll_event() {
                 progressed = true;
-                self.session_event(now, e);
+                if !self.paths_session_event(now, &e) {
+                    self.session_event(now, e);
+                }
             }
             for e in evs {
                 progressed = true;
+                if let Event::Client(ce) = &e {
+                    self.paths_client_event(now, ce);
+                }
+                // Call signalling rides on envelopes too.
+                let call_envelope = match &e {
+                    Event::Client(ClientEvent::Envelope {
+                        from,
+                        kind,
+                        payload,
+                        ..
+                    }) if *kind == crate::node::calls::ENVELOPE_CALL => {
+                        let user = from.username.clone();
+                        self.with_calls(|c, cx| c.on_envelope(&user, payload, cx))
+                            .is_some()
+                    }
+                    Event::Client(ClientEvent::EnvelopeFailed { id, reason }) => self
+                        .with_calls(|c, cx| c.on_envelope_outcome(id, Some(reason), cx))
+                        .unwrap_or(false),
+                    Event::Client(
+                        ClientEvent::EnvelopeDelivered { id } | ClientEvent::EnvelopeStored { id },
+                    ) => self
+                        .with_calls(|c, cx| c.on_envelope_outcome(id, None, cx))
+                        .unwrap_or(false),
+                    _ => false,
+                };
+                if call_envelope {
+                    continue;
+                }
                 // ICE offers and answers ride on envelopes: ours to handle.
                 match &e {
                     Event::Client(ClientEvent::Envelope {
@@ -1020,7 +1197,10 @@ impl Driver {
                     ..
                 }) = &e
                 {
-                    self.ice.observe(*observed);
+                    // Over TCP, the observed address is no UDP candidate.
+                    if !self.paths.tcp_mode {
+                        self.ice.observe(*observed);
+                    }
                     if !self.host_known
                         && let Ok(bound) = self.socket.local_addr()
                         && let Some(h) = peer::host_address(bound, *supernode).await
@@ -1060,16 +1240,14 @@ impl Driver {
                         tracing::debug!(dst = %t.dst, "ICE send: {e}");
                     }
                 }
-                // No TURN client in this node yet: no relayed candidates
-                // are offered, so this is only reached by a bug.
-                Via::Relay(_) => self.ice_relay_unsent += 1,
+                Via::Relay(_) => self.paths_send_relayed(t),
             }
         }
         while let Some(t) = self.link.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.dst).await {
-                tracing::debug!(dst = %t.dst, "send: {e}");
-            }
+            // Over a relay, a TCP stream or the main socket (`paths`).
+            self.paths_send_link(t.dst, t.bytes).await;
         }
+        self.paths_flush().await;
         let mut stun = Vec::new();
         if let Some(n) = &mut self.nat {
             while let Some(t) = n.det.poll_transmit() {
@@ -1090,5 +1268,13 @@ impl Driver {
                 tracing::debug!(dst = %t.dst, "STUN send: {e}");
             }
         }
+    }
+}
+
+/// The next message of a call's media tasks (never, without calls).
+async fn next_media(calls: &mut Option<Box<Calls>>) -> Option<MediaMsg> {
+    match calls {
+        Some(c) => c.media_rx.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -141,6 +141,20 @@ impl TurnService {
         cfg: TurnServiceConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::spawn_with_links(core, main, tcp, cfg, clock, None)
+    }
+
+    /// [`TurnService::spawn`], handing TCP connections that carry link
+    /// frames instead of TURN (clients whose UDP is blocked attach over
+    /// them, see [`crate::node::tcp`]) to `links`.
+    pub fn spawn_with_links(
+        core: TurnServer,
+        main: Arc<UdpSocket>,
+        tcp: Option<TcpListener>,
+        cfg: TurnServiceConfig,
+        clock: Arc<dyn Clock>,
+        links: Option<mpsc::Sender<crate::node::tcp::AcceptedLink>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let handle = TurnHandle {
@@ -159,6 +173,7 @@ impl TurnService {
                 conns: HashMap::new(),
                 next_conn: 1,
                 next_port: 0,
+                links,
             }
             .run(rx, tcp),
             span,
@@ -192,6 +207,7 @@ struct Service {
     conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     next_conn: u64,
     next_port: u32,
+    links: Option<mpsc::Sender<crate::node::tcp::AcceptedLink>>,
 }
 
 async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
@@ -254,54 +270,35 @@ impl Service {
     fn tcp_conn(&mut self, stream: TcpStream, addr: SocketAddr) {
         let conn = self.next_conn;
         self.next_conn += 1;
-        let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
-        let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
         let tx = self.tx.clone();
-        // Registered before any of its input can arrive: same queue.
-        if tx.try_send(Input::TcpOpen { conn, tx: wtx }).is_err() {
-            return;
-        }
+        let links = self.links.clone();
         tokio::spawn(async move {
-            while let Some(b) = wrx.recv().await {
-                if wr.write_all(&b).await.is_err() {
-                    break;
-                }
-            }
-        });
-        tokio::spawn(async move {
-            let mut framer = StreamFramer::new();
-            let mut buf = vec![0u8; 16 * 1024];
-            let from = ClientAddr {
-                transport: Transport::Tcp(conn),
-                addr,
-            };
-            'read: loop {
-                let n = match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                framer.push(&buf[..n]);
-                loop {
-                    match framer.next_message() {
-                        Ok(Some(m)) => {
-                            let i = Input::Client {
-                                from,
-                                bytes: m.to_vec(),
-                            };
-                            if tx.send(i).await.is_err() {
-                                break 'read;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::debug!(%addr, "not TURN over TCP: {e}");
-                            break 'read;
-                        }
+            let mut stream = stream;
+            let _ = stream.set_nodelay(true);
+            let mut prefix = Vec::new();
+            if let Some(links) = links {
+                // Link frames or TURN? The first bytes tell.
+                let mut b = [0u8; 64];
+                let is_link = loop {
+                    if let Some(l) = crate::node::tcp::is_link_start(&prefix) {
+                        break l;
                     }
+                    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut b)).await {
+                        Ok(Ok(n)) if n > 0 => prefix.extend_from_slice(&b[..n]),
+                        _ => return,
+                    }
+                };
+                if is_link {
+                    let a = crate::node::tcp::AcceptedLink {
+                        addr,
+                        stream,
+                        prefix,
+                    };
+                    let _ = links.send(a).await;
+                    return;
                 }
             }
-            let _ = tx.send(Input::TcpClosed { conn }).await;
+            turn_stream(conn, addr, stream, prefix, tx).await;
         });
     }
 
@@ -424,6 +421,63 @@ impl Service {
             }
         }
     }
+}
+
+/// TURN over one TCP connection: messages to the service, its replies
+/// back (`prefix`: bytes already read from the stream).
+async fn turn_stream(
+    conn: u64,
+    addr: SocketAddr,
+    stream: TcpStream,
+    prefix: Vec<u8>,
+    tx: mpsc::Sender<Input>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
+    // Registered before any of its input can arrive: same queue.
+    if tx.send(Input::TcpOpen { conn, tx: wtx }).await.is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        while let Some(b) = wrx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut framer = StreamFramer::new();
+    framer.push(&prefix);
+    let mut buf = vec![0u8; 16 * 1024];
+    let from = ClientAddr {
+        transport: Transport::Tcp(conn),
+        addr,
+    };
+    'read: loop {
+        loop {
+            match framer.next_message() {
+                Ok(Some(m)) => {
+                    let i = Input::Client {
+                        from,
+                        bytes: m.to_vec(),
+                    };
+                    if tx.send(i).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%addr, "not TURN over TCP: {e}");
+                    break 'read;
+                }
+            }
+        }
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        framer.push(&buf[..n]);
+    }
+    let _ = tx.send(Input::TcpClosed { conn }).await;
 }
 
 #[derive(Debug, Error)]

@@ -148,6 +148,10 @@ pub async fn run(
     let mut stats = None;
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut input_done = false;
+    // Key presses tell the node the user is there (automatic away), at
+    // most this often.
+    const ACTIVITY_EVERY: Duration = Duration::from_secs(10);
+    let mut last_activity: Option<Instant> = None;
     app.tick(clock.now_ms());
     loop {
         term.draw(|f| app.render(f))?;
@@ -165,7 +169,18 @@ pub async fn run(
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             ev = input.next(), if !input_done => match ev {
-                Some(Ok(TermEvent::Key(k))) => app.handle_key(k),
+                Some(Ok(TermEvent::Key(k))) => {
+                    app.handle_key(k);
+                    if app.model.logged_in()
+                        && last_activity.is_none_or(|t| t.elapsed() >= ACTIVITY_EVERY)
+                    {
+                        last_activity = Some(Instant::now());
+                        if commands.send(Command::Activity).await.is_err() {
+                            drop(guard);
+                            return Err(UiError::NodeGone);
+                        }
+                    }
+                }
                 Some(Ok(TermEvent::Resize(..))) => term.autoresize()?,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),

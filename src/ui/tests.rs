@@ -86,7 +86,7 @@ fn logged_in() -> App {
     for c in ["bot", "echo123", "carol"] {
         app.handle_event(Event::Contact {
             username: c.into(),
-            state: ContactState::Unconfirmed,
+            state: ContactState::Authorized,
         });
     }
     app.handle_event(presence("echo123", Status::Online, "echo test: call me"));
@@ -233,6 +233,24 @@ fn user_search() {
     assert_snapshot!("search_not_found", draw(&app, 100, 30));
     key(&mut app, KeyCode::Esc);
     assert!(!draw(&app, 100, 30).contains("Find a user"));
+    // A user whose status is for contacts only: found, and can be added.
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "erin");
+    key(&mut app, KeyCode::Enter);
+    app.handle_event(Event::Lookup {
+        username: "erin".into(),
+        result: LookupResult::Private,
+    });
+    assert_snapshot!("search_private", draw(&app, 100, 30));
+    app.take_commands();
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::AddContact {
+            username: "erin".into(),
+            greeting: String::new()
+        }]
+    );
 }
 
 #[test]

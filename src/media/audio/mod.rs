@@ -10,7 +10,10 @@
 //! - `file:PATH`: a WAV file to play (any rate or channel count, converted)
 //!   or to record (48 kHz mono 16-bit);
 //! - `tone` or `tone:HZ`: a sine generator (input only);
-//! - `null`: silence in, nothing out.
+//! - `null`: silence in, nothing out;
+//! - `echo` (input only): what the output device played, 10 ms later (the
+//!   echo test contact plays back what it hears); the output must be a
+//!   file or `null`.
 //!
 //! File, tone and null devices are paced in real time by our own clock (a
 //! thread that moves 10 ms of audio per tick on an absolute schedule), so
@@ -41,11 +44,13 @@ pub const RING_SAMPLES: usize = SAMPLE_RATE as usize;
 #[derive(Debug, Error)]
 pub enum AudioError {
     #[error(
-        "{0:?} is not an audio device: expected `default`, `null`, `tone[:HZ]`, `file:PATH` or a device name (see --list-audio-devices)"
+        "{0:?} is not an audio device: expected `default`, `null`, `tone[:HZ]`, `echo`, `file:PATH` or a device name (see --list-audio-devices)"
     )]
     BadSpec(String),
     #[error("{what} is input only")]
     InputOnly { what: String },
+    #[error("the echo input needs a file or null output, not {output}")]
+    EchoOutput { output: String },
     #[error("WAV file {path}: {source}")]
     Wav { path: PathBuf, source: hound::Error },
     #[error("no audio device named {0:?} (see --list-audio-devices)")]
@@ -68,6 +73,8 @@ pub enum DeviceSpec {
         hz: f32,
     },
     File(PathBuf),
+    /// Input only: what the output played (the echo test contact).
+    Echo,
     /// A sound card by name, as `--list-audio-devices` prints it.
     Named(String),
 }
@@ -80,6 +87,7 @@ impl std::str::FromStr for DeviceSpec {
             "" => return Err(bad()),
             "default" => DeviceSpec::Default,
             "null" => DeviceSpec::Null,
+            "echo" => DeviceSpec::Echo,
             "tone" => DeviceSpec::Tone { hz: 440.0 },
             _ => {
                 if let Some(hz) = s.strip_prefix("tone:") {
@@ -106,6 +114,7 @@ impl std::fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Default => f.write_str("default"),
             DeviceSpec::Null => f.write_str("null"),
+            DeviceSpec::Echo => f.write_str("echo"),
             DeviceSpec::Tone { hz } => write!(f, "tone:{hz}"),
             DeviceSpec::File(p) => write!(f, "file:{}", p.display()),
             DeviceSpec::Named(n) => f.write_str(n),
@@ -192,9 +201,14 @@ pub fn open(input: &DeviceSpec, output: &DeviceSpec) -> Result<AudioIo, AudioErr
     let (cap_tx, cap_rx) = RingBuffer::<i16>::new(RING_SAMPLES);
     let (play_tx, play_rx) = RingBuffer::<i16>::new(RING_SAMPLES);
     let counters = Arc::new(AudioCounters::default());
-    if matches!(output, DeviceSpec::Tone { .. }) {
+    if matches!(output, DeviceSpec::Tone { .. } | DeviceSpec::Echo) {
         return Err(AudioError::InputOnly {
             what: output.to_string(),
+        });
+    }
+    if *input == DeviceSpec::Echo && output.is_sound_card() {
+        return Err(AudioError::EchoOutput {
+            output: output.to_string(),
         });
     }
     let mut source = None;
@@ -203,6 +217,7 @@ pub fn open(input: &DeviceSpec, output: &DeviceSpec) -> Result<AudioIo, AudioErr
     let mut play_rx = Some(play_rx);
     match input {
         DeviceSpec::Null => source = Some(Source::Null),
+        DeviceSpec::Echo => source = Some(Source::Echo(std::collections::VecDeque::new())),
         DeviceSpec::Tone { hz } => source = Some(Source::Tone(Tone::new(*hz, 0.3))),
         DeviceSpec::File(p) => {
             let w = read_wav(p)?;
@@ -358,6 +373,8 @@ enum Source {
     Tone(Tone),
     /// A whole file's samples and the read position; silence after.
     Samples(Vec<i16>, usize),
+    /// What the sink played, to capture again.
+    Echo(std::collections::VecDeque<i16>),
 }
 
 impl Source {
@@ -370,6 +387,13 @@ impl Source {
                 out[..n].copy_from_slice(&v[*pos..*pos + n]);
                 out[n..].fill(0);
                 *pos += n;
+            }
+            Source::Echo(q) => {
+                let n = out.len().min(q.len());
+                for (o, s) in out.iter_mut().zip(q.drain(..n)) {
+                    *o = s;
+                }
+                out[n..].fill(0);
             }
         }
     }
@@ -451,6 +475,12 @@ impl Paced {
                         counters
                             .played
                             .fetch_add(TICK_SAMPLES as u64, Ordering::Relaxed);
+                        // Bounded: the source takes a tick's worth per tick.
+                        if let Some((Source::Echo(q), _)) = source.as_mut()
+                            && q.len() < RING_SAMPLES
+                        {
+                            q.extend(&buf);
+                        }
                         if let Sink::Wav(w, path) = snk {
                             for &s in &buf {
                                 if let Err(source) = w.write_sample(s) {
@@ -590,6 +620,36 @@ mod tests {
             open(&DeviceSpec::Named("no such card".into()), &DeviceSpec::Null),
             Err(AudioError::NoDevice(_))
         ));
+    }
+
+    /// The echo input captures what the output played, a tick later.
+    #[test]
+    fn echo_input_plays_back_the_output() {
+        assert_eq!("echo".parse::<DeviceSpec>().unwrap(), DeviceSpec::Echo);
+        assert!(matches!(
+            open(&DeviceSpec::Echo, &DeviceSpec::Default),
+            Err(AudioError::EchoOutput { .. })
+        ));
+        assert!(matches!(
+            open(&DeviceSpec::Null, &DeviceSpec::Echo),
+            Err(AudioError::InputOnly { .. })
+        ));
+        let mut io = open(&DeviceSpec::Echo, &DeviceSpec::Null).unwrap();
+        for i in 0..4800 {
+            io.playback.push(i as i16 + 1).unwrap();
+        }
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < 9600 && Instant::now() < deadline {
+            while let Ok(s) = io.capture.pop() {
+                got.push(s);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        io.close().unwrap();
+        let first = got.iter().position(|&s| s != 0).expect("echo heard");
+        let echoed: Vec<i16> = got[first..first + 4800].to_vec();
+        assert_eq!(echoed, (1..=4800).map(|i| i as i16).collect::<Vec<_>>());
     }
 
     #[test]

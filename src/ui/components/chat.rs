@@ -80,6 +80,8 @@ impl Component for ChatPane {
             let who = if m.outgoing { me } else { peer.as_str() };
             let mark = match &m.state {
                 MessageState::Sending => " …",
+                MessageState::Stored => " (stored)",
+                MessageState::Retrying(_) => " (retrying)",
                 MessageState::Delivered => " ✓",
                 MessageState::Failed(_) => " ✗",
                 MessageState::Received => "",

@@ -39,7 +39,11 @@ impl SearchBox {
                 }
                 let found = matches!(
                     model.lookups.get(&name),
-                    Some(LookupResult::Online { .. } | LookupResult::Offline { .. })
+                    Some(
+                        LookupResult::Online { .. }
+                            | LookupResult::Offline { .. }
+                            | LookupResult::Private
+                    )
                 );
                 if found && self.asked.as_deref() == Some(name.as_str()) {
                     self.open = false;
@@ -99,6 +103,9 @@ impl Component for SearchBox {
                     "○ {name} is offline, last seen {} UTC",
                     crate::identity::cert::fmt_time(*last_seen)
                 )),
+                Some(LookupResult::Private) => {
+                    Line::from(format!("◌ {name} exists (status shown to contacts only)"))
+                }
                 Some(LookupResult::NotFound) => Line::from(format!("{name}: no such user")).red(),
                 Some(LookupResult::Failed(why)) => {
                     Line::from(format!("looking up {name} failed: {why}")).red()
@@ -109,7 +116,11 @@ impl Component for SearchBox {
             n == self.input.value.trim()
                 && matches!(
                     ctx.model.lookups.get(n),
-                    Some(LookupResult::Online { .. } | LookupResult::Offline { .. })
+                    Some(
+                        LookupResult::Online { .. }
+                            | LookupResult::Offline { .. }
+                            | LookupResult::Private
+                    )
                 )
         });
         let mut lines = vec![text];

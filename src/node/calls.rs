@@ -1,0 +1,831 @@
+//! Calls on a client node: carries [`CallCore`] messages between users in
+//! sealed envelopes (kind [`ENVELOPE_CALL`], through the supernodes, so
+//! the callee needs no peer link to ring), asks the overlay driver for a
+//! peer connection when we call someone (ICE, then a link session over
+//! the chosen path), and once both sides agree starts the call's
+//! [`MediaSession`] under keys exported from that link session, its
+//! datagrams on the node's main socket over the path ICE chose.
+//!
+//! The overlay driver (`node::overlay`) owns one of these when started
+//! with [`super::overlay::NodeOptions::calls`]: it hands over call
+//! commands, call envelopes and their outcomes, peer events, media
+//! datagrams ([`Calls::media_datagram`]) and the media tasks' messages
+//! ([`Calls::media_rx`]), and sends what [`Calls::on_media`] returns.
+//! Audio and codec work stay in the media driver's task and the audio
+//! thread (lock-free rings); nothing here blocks.
+
+use super::overlay::{Command, Event};
+use super::peer::PeerEvent;
+use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
+use crate::clock::Clock;
+use crate::ice::{IceSessions, Path, PathKind};
+use crate::link::LinkEndpoint;
+use crate::media::audio::{self, DeviceSpec};
+use crate::media::driver::{self, MediaCommand, MediaTransport};
+use crate::media::packet::EXPORT_LABEL;
+use crate::media::{MediaConfig, MediaEvent, MediaKeys, MediaSession, MediaStats, Side};
+use crate::overlay::envelope::kind::CALL_FIRST;
+use crate::overlay::{ClientCore, EnvelopeId};
+use rand::RngCore;
+use rand::rngs::StdRng;
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The envelope kind of call signalling (one of the call range 16-31).
+pub const ENVELOPE_CALL: u8 = CALL_FIRST;
+
+/// How a node takes part in calls.
+#[derive(Debug, Clone)]
+pub struct CallOptions {
+    /// Capture device ([`DeviceSpec::Echo`] for the echo test contact).
+    pub input: DeviceSpec,
+    /// Playback device; a `file:` recording is written afresh per call.
+    pub output: DeviceSpec,
+    pub media: MediaConfig,
+    pub call: CallConfig,
+    /// Answer every incoming call at once.
+    pub auto_answer: bool,
+}
+
+impl CallOptions {
+    /// The echo test contact (Skype's echo123): answers every call and
+    /// plays back what it hears; `output` may record it (file or null).
+    pub fn echo(output: DeviceSpec, media: MediaConfig, call: CallConfig) -> Self {
+        CallOptions {
+            input: DeviceSpec::Echo,
+            output,
+            media,
+            call,
+            auto_answer: true,
+        }
+    }
+}
+
+/// What the node reports about calls ([`Event::Call`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallUpdate {
+    /// Our call to `peer` is being set up; `id` names it in commands.
+    Dialing { id: CallId, peer: String },
+    /// A state change from call signalling. `detail` says more about why
+    /// a call ended, when the node knows (e.g. the overlay's answer).
+    State {
+        event: CallEvent,
+        peer: String,
+        detail: Option<String>,
+    },
+    /// Media statistics, every report interval; `last` once the media
+    /// stopped (a recording is then complete).
+    Stats {
+        id: CallId,
+        peer: String,
+        stats: Box<MediaStats>,
+        path: Option<Path>,
+        /// Media bitrate since the previous report (over the whole call
+        /// in the final one), kbit/s, packet headers included.
+        bitrate: Bitrate,
+        last: bool,
+    },
+}
+
+/// Sent and received media bitrate, kbit/s.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bitrate {
+    pub sent_kbps: f64,
+    pub received_kbps: f64,
+}
+
+// The node's Event is Eq; the statistics' floats are finite (counters and
+// their ratios), so equality is total on them.
+impl Eq for CallUpdate {}
+
+/// Messages from a call's media tasks to the node driver.
+#[derive(Debug)]
+pub enum MediaMsg {
+    /// A datagram to send to the peer.
+    Out(CallId, Vec<u8>),
+    Event(CallId, MediaEvent),
+    /// The media driver ended (devices closed, recording finalised).
+    Ended(CallId, Result<MediaStats, String>),
+}
+
+/// The driver's state the call layer works with.
+pub struct Ctx<'a> {
+    pub now: u64,
+    pub client: &'a mut ClientCore,
+    pub link: &'a LinkEndpoint,
+    pub ice: &'a IceSessions,
+    pub rng: &'a mut StdRng,
+}
+
+/// A call whose media runs (or is stopping).
+struct Media {
+    peer: String,
+    commands: mpsc::Sender<MediaCommand>,
+    incoming: Option<mpsc::Sender<Vec<u8>>>,
+    forwarder: JoinHandle<()>,
+    held: bool,
+    remote_held: bool,
+    muted: bool,
+    /// When the media started, and (ms, bytes sent, bytes received) at
+    /// the last report: the bitrate of the stats events.
+    started: u64,
+    last_bytes: (u64, u64, u64),
+}
+
+impl Media {
+    /// The bitrate since the last report (`whole`: since the start).
+    fn bitrate(&mut self, now: u64, s: &MediaStats, whole: bool) -> Bitrate {
+        let (t0, tx0, rx0) = if whole {
+            (self.started, 0, 0)
+        } else {
+            self.last_bytes
+        };
+        self.last_bytes = (now, s.bytes_sent, s.bytes_received);
+        let ms = now.saturating_sub(t0).max(1) as f64;
+        // bytes * 8 / ms = kbit/s
+        Bitrate {
+            sent_kbps: s.bytes_sent.saturating_sub(tx0) as f64 * 8.0 / ms,
+            received_kbps: s.bytes_received.saturating_sub(rx0) as f64 * 8.0 / ms,
+        }
+    }
+}
+
+/// Agreed by signalling, waiting for the peer link to carry media.
+#[derive(Debug, Clone)]
+struct Waiting {
+    peer: String,
+    side: Side,
+    caller_nonce: [u8; 16],
+    callee_nonce: [u8; 16],
+}
+
+/// Counters of what the call layer dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallNodeStats {
+    /// Media datagrams for no running call (or from another address).
+    pub media_unrouted: u64,
+    /// Media datagrams dropped because the media task was behind.
+    pub media_overflow: u64,
+    /// Outgoing media with no path to the peer.
+    pub media_no_path: u64,
+}
+
+/// Calls on one client node; see the [module docs](self).
+pub struct Calls {
+    core: CallCore,
+    opts: CallOptions,
+    clock: Arc<dyn Clock>,
+    media: HashMap<CallId, Media>,
+    waiting: HashMap<CallId, Waiting>,
+    /// Our call envelopes whose failure ends an invitation.
+    invites: HashMap<EnvelopeId, CallId>,
+    /// Other call envelopes in flight, so their outcomes are consumed.
+    sent: HashMap<EnvelopeId, u64>,
+    /// Why calls ended, when the node knows more than the core.
+    details: HashMap<CallId, String>,
+    /// Users the driver should open a peer connection to.
+    connects: Vec<String>,
+    events: VecDeque<Event>,
+    media_tx: mpsc::Sender<MediaMsg>,
+    /// The media tasks' messages: the driver receives them and hands each
+    /// to [`Calls::on_media`].
+    pub media_rx: mpsc::Receiver<MediaMsg>,
+    stats: CallNodeStats,
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls")
+            .field("core", &self.core)
+            .field("media", &self.media.keys().collect::<Vec<_>>())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fresh_nonce(rng: &mut StdRng) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    rng.fill_bytes(&mut n);
+    n
+}
+
+impl Calls {
+    pub fn new(opts: CallOptions, clock: Arc<dyn Clock>) -> Self {
+        let (media_tx, media_rx) = mpsc::channel(1024);
+        Calls {
+            core: CallCore::new(opts.call.clone()),
+            opts,
+            clock,
+            media: HashMap::new(),
+            waiting: HashMap::new(),
+            invites: HashMap::new(),
+            sent: HashMap::new(),
+            details: HashMap::new(),
+            connects: Vec::new(),
+            events: VecDeque::new(),
+            media_tx,
+            media_rx,
+            stats: CallNodeStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &CallNodeStats {
+        &self.stats
+    }
+
+    /// The call in progress, if any.
+    pub fn current(&self) -> Option<CallId> {
+        self.core.current()
+    }
+
+    /// [`Event::Call`] updates and [`Event::CommandFailed`] answers.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn update(&mut self, u: CallUpdate) {
+        self.events.push_back(Event::Call(u));
+    }
+
+    /// Users to open a peer connection to (the driver looks them up and
+    /// runs ICE unless a connection exists or is under way).
+    pub fn take_connects(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.connects)
+    }
+
+    pub fn poll_timeout(&self) -> u64 {
+        self.core.poll_timeout().unwrap_or(u64::MAX)
+    }
+
+    pub fn handle_timeout(&mut self, cx: &mut Ctx<'_>) {
+        if self.core.poll_timeout().is_some_and(|t| t <= cx.now) {
+            self.core.handle_timeout(cx.now);
+        }
+        self.drive(cx);
+    }
+
+    fn target(&self, call: Option<CallId>) -> Result<CallId, String> {
+        call.or_else(|| self.core.current())
+            .ok_or_else(|| "no call in progress".to_owned())
+    }
+
+    /// Handle a call command; other commands come back for the driver.
+    pub fn command(&mut self, c: Command, cx: &mut Ctx<'_>) -> Option<Command> {
+        let now = cx.now;
+        let r: Result<(), String> = match c {
+            Command::Call { username, reply } => {
+                let peer = username.to_ascii_lowercase();
+                let id = cx.rng.next_u64();
+                let nonce = fresh_nonce(cx.rng);
+                let r = if peer == cx.client.username() {
+                    Err("you cannot call yourself".to_owned())
+                } else {
+                    self.core
+                        .invite(now, &peer, id, nonce)
+                        .map_err(|e| e.to_string())
+                };
+                if r.is_ok() {
+                    self.update(CallUpdate::Dialing {
+                        id,
+                        peer: peer.clone(),
+                    });
+                    // Connectivity checks run while it rings.
+                    self.connects.push(peer);
+                }
+                let r2 = r.clone().map(|_| id);
+                if let Some(reply) = reply {
+                    let _ = reply.send(r2);
+                }
+                r.map(|_| ())
+            }
+            Command::AcceptCall { call } => self.target(call).and_then(|id| {
+                let nonce = fresh_nonce(cx.rng);
+                self.core.accept(now, id, nonce).map_err(|e| e.to_string())
+            }),
+            Command::DeclineCall { call } => self
+                .target(call)
+                .and_then(|id| self.core.decline(now, id).map_err(|e| e.to_string())),
+            Command::HangUp { call } => self
+                .target(call)
+                .and_then(|id| self.core.hangup(now, id).map_err(|e| e.to_string())),
+            Command::Mute { call, on } => self.target(call).and_then(|id| {
+                let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.muted));
+                self.core.set_mute(now, id, on).map_err(|e| e.to_string())?;
+                if let Some(m) = self.media.get_mut(&id) {
+                    m.muted = on;
+                    let _ = m.commands.try_send(MediaCommand::Mute(on));
+                }
+                Ok(())
+            }),
+            Command::Hold { call, on } => self.target(call).and_then(|id| {
+                let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.held));
+                self.core.set_hold(now, id, on).map_err(|e| e.to_string())?;
+                if let Some(m) = self.media.get_mut(&id) {
+                    m.held = on;
+                    let _ = m
+                        .commands
+                        .try_send(MediaCommand::Hold(m.held || m.remote_held));
+                }
+                Ok(())
+            }),
+            other => return Some(other),
+        };
+        if let Err(error) = r {
+            self.events.push_back(Event::CommandFailed { error });
+        }
+        self.drive(cx);
+        None
+    }
+
+    /// Move the core's messages into envelopes and act on its events.
+    pub fn drive(&mut self, cx: &mut Ctx<'_>) {
+        while let Some((to, bytes)) = self.core.poll_transmit() {
+            let invite = matches!(
+                crate::call::Msg::decode(&bytes),
+                Ok((_, crate::call::Msg::Invite { .. }))
+            );
+            let id = cx
+                .client
+                .send_envelope(cx.now, cx.rng, &to, ENVELOPE_CALL, &bytes, false);
+            match crate::call::Msg::decode(&bytes) {
+                Ok((call, _)) if invite => {
+                    self.invites.insert(id, call);
+                }
+                _ => {
+                    self.sent.insert(id, cx.now);
+                }
+            }
+        }
+        // Every envelope gets an outcome; this only bounds a bug.
+        if self.sent.len() + self.invites.len() > 4096 {
+            self.sent.clear();
+            self.invites.clear();
+        }
+        while let Some(e) = self.core.poll_event() {
+            self.on_call_event(e, cx);
+        }
+        let ready: Vec<CallId> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| link_to(cx, &w.peer).is_some())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ready {
+            if let Some(w) = self.waiting.remove(&id) {
+                self.start_media(id, w, cx);
+            }
+        }
+        // Starting media may have failed and ended a call.
+        while let Some(e) = self.core.poll_event() {
+            self.on_call_event(e, cx);
+        }
+    }
+
+    fn on_call_event(&mut self, e: CallEvent, cx: &mut Ctx<'_>) {
+        let id = match &e {
+            CallEvent::Incoming { id, .. }
+            | CallEvent::Ringing { id }
+            | CallEvent::Connected { id, .. }
+            | CallEvent::Active { id }
+            | CallEvent::RemoteMute { id, .. }
+            | CallEvent::RemoteHold { id, .. }
+            | CallEvent::Ended { id, .. } => *id,
+        };
+        let peer = self.core.peer(id).unwrap_or_default().to_owned();
+        let mut detail = None;
+        match &e {
+            CallEvent::Incoming { .. } if self.opts.auto_answer => {
+                let nonce = fresh_nonce(cx.rng);
+                if let Err(err) = self.core.accept(cx.now, id, nonce) {
+                    tracing::warn!(call = id, "auto-answer: {err}");
+                }
+            }
+            CallEvent::Connected {
+                side,
+                caller_nonce,
+                callee_nonce,
+                ..
+            } => {
+                let w = Waiting {
+                    peer: peer.clone(),
+                    side: *side,
+                    caller_nonce: *caller_nonce,
+                    callee_nonce: *callee_nonce,
+                };
+                if link_to(cx, &peer).is_some() {
+                    self.start_media(id, w, cx);
+                } else {
+                    // The caller started ICE with the invitation; if that
+                    // failed meanwhile, try again now the call is answered.
+                    if *side == Side::Caller {
+                        self.connects.push(peer.clone());
+                    }
+                    self.waiting.insert(id, w);
+                }
+            }
+            CallEvent::RemoteHold { on_hold, .. } => {
+                if let Some(m) = self.media.get_mut(&id) {
+                    m.remote_held = *on_hold;
+                    let _ = m
+                        .commands
+                        .try_send(MediaCommand::Hold(m.held || m.remote_held));
+                }
+            }
+            CallEvent::Ended { .. } => {
+                self.waiting.remove(&id);
+                self.stop_media(id);
+                detail = self.details.remove(&id);
+            }
+            _ => {}
+        }
+        tracing::info!(call = format!("{id:016x}"), %peer, "call: {e:?}");
+        self.update(CallUpdate::State {
+            event: e,
+            peer,
+            detail,
+        });
+    }
+
+    /// Start the media of call `id` over the peer link's path.
+    fn start_media(&mut self, id: CallId, w: Waiting, cx: &mut Ctx<'_>) {
+        match self.try_start_media(id, &w, cx) {
+            Ok(()) => {}
+            Err(why) => {
+                tracing::warn!(call = id, peer = %w.peer, "media: {why}");
+                self.details.insert(id, why);
+                self.core.media_failed(cx.now, id);
+            }
+        }
+    }
+
+    fn try_start_media(&mut self, id: CallId, w: &Waiting, cx: &mut Ctx<'_>) -> Result<(), String> {
+        let path = link_to(cx, &w.peer).ok_or("no peer link")?;
+        let context = MediaKeys::export_context(id, &w.caller_nonce, &w.callee_nonce);
+        let (secret, _) = cx
+            .link
+            .export(path.remote, EXPORT_LABEL, &context)
+            .ok_or("the peer link closed")?;
+        let keys = MediaKeys::derive(&secret, w.side);
+        let now = self.clock.now_ms();
+        let session = MediaSession::new(self.opts.media.clone(), &keys, cx.rng.next_u32(), now)
+            .map_err(|e| format!("media: {e}"))?;
+        let io =
+            audio::open(&self.opts.input, &self.opts.output).map_err(|e| format!("audio: {e}"))?;
+        let (in_tx, in_rx) = mpsc::channel(512);
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(512);
+        let mut h = driver::spawn(
+            session,
+            io,
+            MediaTransport {
+                outgoing: out_tx,
+                incoming: in_rx,
+            },
+            self.clock.clone(),
+        );
+        let tx = self.media_tx.clone();
+        let mut events = std::mem::replace(&mut h.events, mpsc::channel(1).1);
+        let task = h.task;
+        let forwarder = tokio::spawn(async move {
+            let (mut out_open, mut ev_open) = (true, true);
+            while out_open || ev_open {
+                tokio::select! {
+                    p = out_rx.recv(), if out_open => match p {
+                        Some(p) => { let _ = tx.send(MediaMsg::Out(id, p)).await; }
+                        None => out_open = false,
+                    },
+                    e = events.recv(), if ev_open => match e {
+                        Some(e) => { let _ = tx.send(MediaMsg::Event(id, e)).await; }
+                        None => ev_open = false,
+                    },
+                }
+            }
+            let r = match task.await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("media task: {e}")),
+            };
+            let _ = tx.send(MediaMsg::Ended(id, r)).await;
+        });
+        tracing::info!(call = id, peer = %w.peer, %path, "media started");
+        self.media.insert(
+            id,
+            Media {
+                peer: w.peer.clone(),
+                commands: h.commands,
+                incoming: Some(in_tx),
+                forwarder,
+                held: false,
+                remote_held: false,
+                muted: false,
+                started: now,
+                last_bytes: (now, 0, 0),
+            },
+        );
+        Ok(())
+    }
+
+    fn stop_media(&mut self, id: CallId) {
+        if let Some(m) = self.media.get_mut(&id) {
+            // Closing its input ends the media driver too.
+            m.incoming = None;
+            let _ = m.commands.try_send(MediaCommand::Stop);
+        }
+    }
+
+    /// A call envelope from `from` (a verified user).
+    pub fn on_envelope(&mut self, from: &str, payload: &[u8], cx: &mut Ctx<'_>) {
+        self.core.handle_message(cx.now, from, payload);
+        self.drive(cx);
+    }
+
+    /// The outcome of an envelope; true when it was one of ours.
+    pub fn on_envelope_outcome(
+        &mut self,
+        id: &EnvelopeId,
+        failed: Option<&str>,
+        cx: &mut Ctx<'_>,
+    ) -> bool {
+        if self.sent.remove(id).is_some() {
+            return true;
+        }
+        let Some(call) = self.invites.remove(id) else {
+            return false;
+        };
+        if let Some(reason) = failed
+            && self.core.state(call) == Some(CallState::Inviting)
+        {
+            self.details.insert(call, reason.to_owned());
+            self.core.unreachable(cx.now, call);
+            self.drive(cx);
+        }
+        true
+    }
+
+    /// A peer connection changed: a call waiting for it fails with it.
+    pub fn on_peer(&mut self, e: &PeerEvent, cx: &mut Ctx<'_>) {
+        if let PeerEvent::Failed { user, reason } = e {
+            let ids: Vec<CallId> = self
+                .waiting
+                .iter()
+                .filter(|(_, w)| w.peer == *user)
+                .map(|(&id, _)| id)
+                .collect();
+            for id in ids {
+                self.waiting.remove(&id);
+                self.details
+                    .insert(id, format!("no network path to {user}: {reason}"));
+                self.core.media_failed(cx.now, id);
+            }
+        }
+        self.drive(cx);
+    }
+
+    /// A media datagram from the network: to the running call whose path
+    /// ends at `from` (the session authenticates it).
+    pub fn media_datagram(&mut self, from: SocketAddr, d: &[u8], ice: &IceSessions) {
+        let m = self.media.values().find(|m| {
+            m.incoming.is_some() && ice.selected(&m.peer).is_some_and(|p| p.remote == from)
+        });
+        match m.and_then(|m| m.incoming.as_ref()) {
+            Some(tx) => {
+                if tx.try_send(d.to_vec()).is_err() {
+                    self.stats.media_overflow += 1;
+                }
+            }
+            None => self.stats.media_unrouted += 1,
+        }
+    }
+
+    /// A message from a media task; returns a datagram to send and the
+    /// path to send it on.
+    pub fn on_media(&mut self, msg: MediaMsg, cx: &mut Ctx<'_>) -> Option<(Path, Vec<u8>)> {
+        match msg {
+            MediaMsg::Out(id, bytes) => {
+                let m = self.media.get(&id)?;
+                m.incoming.as_ref()?;
+                match cx.ice.selected(&m.peer) {
+                    Some(p) => return Some((p, bytes)),
+                    None => self.stats.media_no_path += 1,
+                }
+            }
+            MediaMsg::Event(id, e) => match e {
+                MediaEvent::Flowing => self.core.media_flowing(cx.now, id),
+                MediaEvent::Stats(stats) => {
+                    let now = self.clock.now_ms();
+                    if let Some(m) = self.media.get_mut(&id) {
+                        let path = cx.ice.selected(&m.peer);
+                        let peer = m.peer.clone();
+                        let bitrate = m.bitrate(now, &stats, false);
+                        self.update(CallUpdate::Stats {
+                            id,
+                            peer,
+                            stats,
+                            path,
+                            bitrate,
+                            last: false,
+                        });
+                    }
+                }
+                MediaEvent::Timeout { silent_ms } => {
+                    self.details.insert(
+                        id,
+                        format!("no audio from the other side for {} s", silent_ms / 1000),
+                    );
+                    self.core.media_failed(cx.now, id);
+                }
+            },
+            MediaMsg::Ended(id, r) => {
+                let mut m = self.media.remove(&id)?;
+                match r {
+                    Ok(stats) => self.update(CallUpdate::Stats {
+                        id,
+                        bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
+                        peer: m.peer,
+                        stats: Box::new(stats),
+                        path: None,
+                        last: true,
+                    }),
+                    Err(error) => {
+                        tracing::warn!(call = id, "media ended: {error}");
+                        self.events.push_back(Event::CommandFailed {
+                            error: format!("call audio: {error}"),
+                        });
+                    }
+                }
+                // The media stopped on its own (an audio error): hang up.
+                if matches!(
+                    self.core.state(id),
+                    Some(CallState::Connecting | CallState::Active)
+                ) {
+                    let _ = self.core.hangup(cx.now, id);
+                }
+            }
+        }
+        self.drive(cx);
+        None
+    }
+
+    /// Hang up whatever is in progress (the node is stopping).
+    pub fn hangup_all(&mut self, cx: &mut Ctx<'_>) {
+        if let Some(id) = self.core.current() {
+            let _ = self.core.hangup(cx.now, id);
+        }
+        self.drive(cx);
+    }
+
+    /// Stop every media task and wait (a little) for them, so recordings
+    /// are complete when the node stops.
+    pub async fn shutdown(&mut self) {
+        let ids: Vec<CallId> = self.media.keys().copied().collect();
+        for id in ids {
+            self.stop_media(id);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !self.media.is_empty() {
+            match tokio::time::timeout_at(deadline, self.media_rx.recv()).await {
+                Ok(Some(MediaMsg::Ended(id, r))) => {
+                    if let Some(mut m) = self.media.remove(&id) {
+                        match r {
+                            Ok(stats) => self.update(CallUpdate::Stats {
+                                id,
+                                bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
+                                peer: m.peer,
+                                stats: Box::new(stats),
+                                path: None,
+                                last: true,
+                            }),
+                            Err(error) => self.events.push_back(Event::CommandFailed {
+                                error: format!("call audio: {error}"),
+                            }),
+                        }
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        for (_, m) in self.media.drain() {
+            m.forwarder.abort();
+        }
+    }
+}
+
+/// The path of an established peer link with `user`, if any.
+fn link_to(cx: &Ctx<'_>, user: &str) -> Option<Path> {
+    let path = cx.ice.selected(user)?;
+    let cert = cx.link.peer(path.remote)?;
+    (cert.username == user).then_some(path)
+}
+
+fn path_fields(v: &mut serde_json::Value, p: &Path) {
+    let (kind, relay) = match p.kind() {
+        PathKind::Direct => ("direct", None),
+        PathKind::Relayed { relay } => ("relayed", Some(relay.to_string())),
+    };
+    v["path"] = json!(kind);
+    v["relay"] = json!(relay);
+    v["remote"] = json!(p.remote.to_string());
+}
+
+/// The `--json` line of a call update (see the README).
+pub fn update_json(u: &CallUpdate) -> serde_json::Value {
+    match u {
+        CallUpdate::Dialing { id, peer } => json!({
+            "event": "call_state", "state": "dialing",
+            "call": format!("{id:016x}"), "peer": peer,
+        }),
+        CallUpdate::State {
+            event,
+            peer,
+            detail,
+        } => {
+            let mut v = event.to_json();
+            v["peer"] = json!(peer);
+            if let Some(d) = detail {
+                v["detail"] = json!(d);
+            }
+            v
+        }
+        CallUpdate::Stats {
+            id,
+            peer,
+            stats,
+            path,
+            bitrate,
+            last,
+        } => {
+            let mut v = stats.to_json(*id);
+            v["peer"] = json!(peer);
+            let r1 = |x: f64| (x * 10.0).round() / 10.0;
+            v["sent_kbps"] = json!(r1(bitrate.sent_kbps));
+            v["received_kbps"] = json!(r1(bitrate.received_kbps));
+            match path {
+                Some(p) => path_fields(&mut v, p),
+                None => v["path"] = json!(null),
+            }
+            if *last {
+                v["final"] = json!(true);
+            }
+            v
+        }
+    }
+}
+
+/// The human-readable line of a call update.
+pub fn update_line(u: &CallUpdate) -> String {
+    match u {
+        CallUpdate::Dialing { peer, .. } => format!("calling {peer}"),
+        CallUpdate::State {
+            event,
+            peer,
+            detail,
+        } => {
+            let d = detail
+                .as_ref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            match event {
+                CallEvent::Incoming { .. } => format!("incoming call from {peer}"),
+                CallEvent::Ringing { .. } => format!("{peer} is ringing"),
+                CallEvent::Connected { .. } => format!("call with {peer}: connecting"),
+                CallEvent::Active { .. } => format!("call with {peer}: active"),
+                CallEvent::RemoteMute { muted, .. } => {
+                    format!("{peer} {}", if *muted { "muted" } else { "unmuted" })
+                }
+                CallEvent::RemoteHold { on_hold, .. } => format!(
+                    "{peer} {}",
+                    if *on_hold {
+                        "put the call on hold"
+                    } else {
+                        "resumed the call"
+                    }
+                ),
+                CallEvent::Ended { reason, .. } => {
+                    format!("call with {peer} ended: {reason}{d}")
+                }
+            }
+        }
+        CallUpdate::Stats {
+            peer,
+            stats,
+            path,
+            bitrate,
+            last,
+            ..
+        } => format!(
+            "{}call with {peer}: rtt {} ms, loss {:.1}%, jitter {:.1} ms, delay {:.0} ms, {:.0}/{:.0} kbit/s out/in{}",
+            if *last { "final stats of the " } else { "" },
+            stats.rtt_ms.map_or("?".to_owned(), |r| r.to_string()),
+            stats.loss_percent(),
+            stats.jitter_ms,
+            stats.jitter_buffer.delay_ms.max(0.0),
+            bitrate.sent_kbps,
+            bitrate.received_kbps,
+            path.map(|p| format!(", {p}")).unwrap_or_default()
+        ),
+    }
+}
