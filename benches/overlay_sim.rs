@@ -175,10 +175,14 @@ fn main() {
         rss_end / 1024,
         peak / 1024
     );
+    // Building holds the membership tables (sns^2 entries) and the
+    // unattached client cores; warming up adds what each user costs once
+    // attached and published (3 stored records, 2 attachments, caches).
     println!(
-        "  warm RSS per user (everything: client core, 3 stored records, 2 attachments, \
-         simulator slot): {} B; membership tables: {} entries",
-        (rss_warm - rss0) * 1024 / users.max(1) as u64,
+        "  added per user while warming up: {} B; built per supernode and user: {} B \
+         ({} membership entries)",
+        rss_warm.saturating_sub(rss_built) * 1024 / users.max(1) as u64,
+        rss_built.saturating_sub(rss0) * 1024 / (sns + users).max(1) as u64,
         sns * sns
     );
     println!(
