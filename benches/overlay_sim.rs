@@ -7,6 +7,19 @@
 use natter::sim::{Overlay, OverlaySpec, percentile};
 use std::time::Instant;
 
+/// (VmRSS, VmHWM) of this process in KiB; zeros where /proc is missing.
+fn rss_kib() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
 fn main() {
     // `cargo test --all-targets` runs benches without `--bench`: skip then.
     if !std::env::args().any(|a| a == "--bench") {
@@ -35,14 +48,23 @@ fn main() {
     // members one is 200 KB, so they run rarely.
     spec.supernode.membership.sync_period_ms = 300_000;
     let wall = Instant::now();
+    let rss0 = rss_kib().0;
     let mut o = Overlay::build(&spec);
     o.sim.keep_events = false;
+    o.sim.keep_supernode_events = false;
+    let rss_built = rss_kib().0;
     eprintln!(
-        "built {sns} supernodes and {users} users in {:.0} s",
-        wall.elapsed().as_secs_f64()
+        "built {sns} supernodes and {users} users in {:.0} s, RSS {} MiB",
+        wall.elapsed().as_secs_f64(),
+        rss_built / 1024
     );
     o.sim.run_for(30_000);
-    eprintln!("warm after {:.0} s wall", wall.elapsed().as_secs_f64());
+    let rss_warm = rss_kib().0;
+    eprintln!(
+        "warm after {:.0} s wall, RSS {} MiB",
+        wall.elapsed().as_secs_f64(),
+        rss_warm / 1024
+    );
 
     // Steady state: traffic over a 10 s window, then lookups.
     let before: Vec<(u64, u64)> = o
@@ -144,6 +166,25 @@ fn main() {
         rep.max_clients_seen, spec.supernode.max_clients
     );
     println!("  forged or stale answers: {}", rep.forged_or_stale_answers);
+    let (rss_end, peak) = rss_kib();
+    println!(
+        "process memory: start {} MiB, built {} MiB, warm {} MiB, end {} MiB, peak {} MiB",
+        rss0 / 1024,
+        rss_built / 1024,
+        rss_warm / 1024,
+        rss_end / 1024,
+        peak / 1024
+    );
+    // Building holds the membership tables (sns^2 entries) and the
+    // unattached client cores; warming up adds what each user costs once
+    // attached and published (3 stored records, 2 attachments, caches).
+    println!(
+        "  added per user while warming up: {} B; built per supernode and user: {} B \
+         ({} membership entries)",
+        rss_warm.saturating_sub(rss_built) * 1024 / users.max(1) as u64,
+        rss_built.saturating_sub(rss0) * 1024 / (sns + users).max(1) as u64,
+        sns * sns
+    );
     println!(
         "wall time: {:.0} s; simulated events: {}",
         wall.elapsed().as_secs_f64(),

@@ -188,7 +188,16 @@ fn stores_valid_then_refuses_forged_stale_replayed_and_expired() {
         &mut w,
         &record(&eve, &eve_cert, 14, EPOCH_MS, Status::Online).encode(),
     );
-    assert_eq!(w.sn.stats().records_rejected_forged, 4);
+    // Forged: alice's certificate (verified above, so cached) with
+    // mallory's keys put in, still carrying alice's certificate signature.
+    let mut copied = alice_cert.clone();
+    copied.ed25519 = mallory.ed25519_public();
+    copied.x25519 = mallory.x25519_public();
+    store(
+        &mut w,
+        &record(&mallory, &copied, 15, EPOCH_MS, Status::Online).encode(),
+    );
+    assert_eq!(w.sn.stats().records_rejected_forged, 5);
 
     // Stale: an older sequence number (a replay of an old record).
     let old = record(&alice, &alice_cert, 5, EPOCH_MS, Status::Away);

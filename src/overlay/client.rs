@@ -5,6 +5,7 @@
 //! ([`ClientCore::send_envelope`], [`ClientEvent::Envelope`]).
 
 use super::Transmit;
+use super::addr::HostAddr;
 use super::envelope::{self, EnvelopeId, SealArgs};
 use super::msg::{EnvResult, Found, Msg};
 use super::record::{PresenceRecord, RecordContent, Status};
@@ -12,6 +13,7 @@ use crate::identity::{Certificate, DeviceIdentity};
 use rand::{Rng, RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -205,10 +207,11 @@ struct OutEnvelope {
 #[derive(Debug)]
 pub struct ClientCore {
     device: DeviceIdentity,
-    cert: Certificate,
+    /// Shared with whoever else holds it (a simulator holds a million).
+    cert: Arc<Certificate>,
     authority: [u8; 32],
     cfg: ClientConfig,
-    host_cache: VecDeque<SocketAddr>,
+    host_cache: VecDeque<HostAddr>,
     links: Vec<Link>,
     avoid: BTreeMap<SocketAddr, u64>,
     failures: u32,
@@ -229,9 +232,11 @@ pub struct ClientCore {
     watches: BTreeSet<String>,
     next_watch_at: u64,
     ka_seq: u32,
-    verified_certs: std::collections::HashSet<[u8; 64]>,
+    verified_certs: std::collections::HashSet<[u8; 32]>,
     /// Users' certificates from verified records, with when learnt.
-    peer_certs: BTreeMap<String, (Certificate, u64)>,
+    /// Boxed: a map's first node has room for 11 entries, and most
+    /// clients hold one or two.
+    peer_certs: BTreeMap<String, (Box<Certificate>, u64)>,
     envelopes: BTreeMap<EnvelopeId, OutEnvelope>,
     key_lookups: BTreeMap<String, u32>,
     /// Envelope ids received, until they expire.
@@ -246,7 +251,7 @@ impl ClientCore {
     /// configured bootstrap list).
     pub fn new(
         device: DeviceIdentity,
-        cert: Certificate,
+        cert: impl Into<Arc<Certificate>>,
         authority: [u8; 32],
         host_cache: Vec<SocketAddr>,
         cfg: ClientConfig,
@@ -254,13 +259,14 @@ impl ClientCore {
     ) -> Self {
         let mut hc = VecDeque::new();
         for a in host_cache {
+            let a = HostAddr::from(a);
             if !hc.contains(&a) {
                 hc.push_back(a);
             }
         }
         ClientCore {
             device,
-            cert,
+            cert: cert.into(),
             authority,
             cfg,
             host_cache: hc,
@@ -313,7 +319,7 @@ impl ClientCore {
 
     /// `username`'s certificate, if a verified record showed it lately.
     pub fn known_certificate(&self, username: &str) -> Option<&Certificate> {
-        self.peer_certs.get(username).map(|(c, _)| c)
+        self.peer_certs.get(username).map(|(c, _)| &**c)
     }
 
     /// Send `payload` to `to` in a sealed envelope (see
@@ -378,7 +384,7 @@ impl ClientCore {
             .peer_certs
             .get(&e.to)
             .filter(|(_, at)| now.saturating_sub(*at) < self.cfg.peer_cert_ttl_ms)
-            .map(|(c, _)| c.clone());
+            .map(|(c, _)| (**c).clone());
         let Some(cert) = fresh else {
             let to = e.to.clone();
             if !self.key_lookups.contains_key(&to) {
@@ -448,7 +454,8 @@ impl ClientCore {
 
     fn learn_certificate(&mut self, now: u64, cert: &Certificate) {
         let name = cert.username.clone();
-        self.peer_certs.insert(name.clone(), (cert.clone(), now));
+        self.peer_certs
+            .insert(name.clone(), (Box::new(cert.clone()), now));
         if self.peer_certs.len() > 4096 {
             let cut = now.saturating_sub(self.cfg.peer_cert_ttl_ms);
             self.peer_certs.retain(|_, (_, at)| *at >= cut);
@@ -560,8 +567,9 @@ impl ClientCore {
     pub fn host_cache(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = self.attached().collect();
         for a in &self.host_cache {
-            if !v.contains(a) {
-                v.push(*a);
+            let a = a.get();
+            if !v.contains(&a) {
+                v.push(a);
             }
         }
         v
@@ -605,7 +613,7 @@ impl ClientCore {
     }
 
     pub fn set_certificate(&mut self, cert: Certificate) {
-        self.cert = cert;
+        self.cert = Arc::new(cert);
         self.need_publish = true;
     }
 
@@ -683,14 +691,21 @@ impl ClientCore {
         self.out.pop().map(|(dst, bytes)| Transmit { dst, bytes })
     }
 
+    /// Takes the buffer itself: an idle client holds no spare capacity
+    /// (a simulation runs a million of them).
     pub fn drain_transmits(&mut self) -> impl Iterator<Item = Transmit> + '_ {
-        self.out
-            .drain(..)
+        std::mem::take(&mut self.out)
+            .into_iter()
             .map(|(dst, bytes)| Transmit { dst, bytes })
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > 0 {
+            // Drained: give the space back (see `drain_transmits`).
+            self.events = VecDeque::new();
+        }
+        e
     }
 
     fn send(&mut self, to: SocketAddr, m: &Msg<'_>) {
@@ -699,15 +714,31 @@ impl ClientCore {
         self.out.push((to, b));
     }
 
+    /// An emptied map keeps its first node (room for 11 lookups): drop it,
+    /// since most clients look something up now and then, not constantly.
+    fn take_lookup(&mut self, qid: u32) -> Option<PendingLookup> {
+        let l = self.lookups.remove(&qid);
+        if self.lookups.is_empty() {
+            self.lookups = BTreeMap::new();
+        }
+        l
+    }
+
     fn learn(&mut self, addrs: &[SocketAddr]) {
         for a in addrs {
-            if !self.host_cache.contains(a) {
-                self.host_cache.push_back(*a);
+            let a = HostAddr::from(*a);
+            // Room first: growing past the limit to cut back would double
+            // the list's allocation in every client.
+            if self.host_cache.len() < self.cfg.host_cache_max && !self.host_cache.contains(&a) {
+                self.host_cache.push_back(a);
             }
         }
         while self.host_cache.len() > self.cfg.host_cache_max {
             self.host_cache.pop_back();
         }
+        // Learning is rare (attachments, redirects); the list is kept by
+        // every client.
+        self.host_cache.shrink_to_fit();
     }
 
     fn drop_link(&mut self, now: u64, addr: SocketAddr, reason: &'static str, avoid_ms: u64) {
@@ -815,14 +846,16 @@ impl ClientCore {
                     // It restarted and forgot us: attach again at once.
                     self.drop_link(now, from, "supernode lost our attachment", 0);
                     self.next_attempt_at = now;
-                    self.host_cache.retain(|a| *a != from);
-                    self.host_cache.push_front(from);
+                    let f = HostAddr::from(from);
+                    self.host_cache.retain(|a| *a != f);
+                    self.host_cache.push_front(f);
                     return;
                 }
                 self.drop_link(now, from, "redirected", 30_000);
                 for a in supernodes.iter().rev() {
-                    self.host_cache.retain(|x| x != a);
-                    self.host_cache.push_front(*a);
+                    let a = HostAddr::from(*a);
+                    self.host_cache.retain(|x| *x != a);
+                    self.host_cache.push_front(a);
                 }
                 self.events.push_back(ClientEvent::Redirected {
                     from,
@@ -853,7 +886,7 @@ impl ClientCore {
             Msg::LookupReply { qid, found } => {
                 let Some(PendingLookup {
                     username, internal, ..
-                }) = self.lookups.remove(&qid)
+                }) = self.take_lookup(qid)
                 else {
                     return;
                 };
@@ -935,7 +968,8 @@ impl ClientCore {
     fn verify(&mut self, now: u64, b: &[u8]) -> Option<PresenceRecord> {
         let r = PresenceRecord::decode(b).ok()?;
         // Contacts' certificates come back again and again: check each once.
-        let known = self.verified_certs.contains(&r.cert.signature);
+        let digest = super::record::cert_digest(&r.cert);
+        let known = self.verified_certs.contains(&digest);
         let ok = (known || r.verify_certificate(&self.authority).is_ok())
             && r.verify_signed(now / 1000).is_ok();
         if !ok {
@@ -946,7 +980,7 @@ impl ClientCore {
             if self.verified_certs.len() >= 1024 {
                 self.verified_certs.clear();
             }
-            self.verified_certs.insert(r.cert.signature);
+            self.verified_certs.insert(digest);
         }
         Some(r)
     }
@@ -1016,7 +1050,7 @@ impl ClientCore {
         let picks: Vec<SocketAddr> = self
             .host_cache
             .iter()
-            .copied()
+            .map(HostAddr::get)
             .filter(|a| !linked.contains(a) && !self.avoid.contains_key(a))
             .take(want)
             .collect();
@@ -1034,8 +1068,9 @@ impl ClientCore {
         self.round_open = true;
         for a in picks {
             // Rotate it to the back so that failures move on.
-            self.host_cache.retain(|x| *x != a);
-            self.host_cache.push_back(a);
+            let h = HostAddr::from(a);
+            self.host_cache.retain(|x| *x != h);
+            self.host_cache.push_back(h);
             self.stats.attach_attempts += 1;
             let primary = self.primary().is_none();
             self.links.push(Link {
@@ -1121,7 +1156,7 @@ impl ClientCore {
             .map(|(q, _)| *q)
             .collect();
         for qid in expired {
-            if let Some(l) = self.lookups.remove(&qid) {
+            if let Some(l) = self.take_lookup(qid) {
                 if l.internal {
                     self.key_lookup_failed(&l.username, qid, "looking up the recipient timed out");
                     continue;

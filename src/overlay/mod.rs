@@ -12,6 +12,7 @@
 //! `node_id(ed25519)` values, and a lookup goes client -> its supernode ->
 //! an owner.
 
+pub mod addr;
 pub mod client;
 pub mod envelope;
 pub mod membership;

@@ -105,6 +105,14 @@ pub enum RecordError {
     WrongUser { got: String, want: String },
 }
 
+/// Key for caching that a certificate was verified: a digest of all of
+/// it. The signature alone will not do, since a forged certificate can
+/// carry a copy of a verified one's signature.
+pub fn cert_digest(cert: &Certificate) -> [u8; 32] {
+    use blake2::{Blake2s256, Digest};
+    Blake2s256::digest(cert.encode()).into()
+}
+
 pub fn write_addr(w: &mut Writer, a: &SocketAddr) {
     match a {
         SocketAddr::V4(v4) => {

@@ -19,7 +19,6 @@ use super::record::PresenceRecord;
 use super::{Transmit, node_id, user_key};
 use crate::identity::{Certificate, Role};
 use rand::RngCore;
-use rand::seq::IteratorRandom;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -203,7 +202,7 @@ pub struct SupernodeCore {
     unresponsive: BTreeMap<u64, u64>,
     /// Certificates already verified (by signature), to not verify the
     /// same one again for every refresh.
-    verified_certs: HashMap<[u8; 64], u64>,
+    verified_certs: HashMap<[u8; 32], u64>,
     watchers: BTreeMap<String, Vec<(SocketAddr, u64)>>,
     client_watches: BTreeMap<String, Vec<(SocketAddr, u64)>>,
     watch_sent: BTreeMap<String, u64>,
@@ -275,6 +274,15 @@ impl SupernodeCore {
             env: Default::default(),
             env_stats: EnvelopeStats::default(),
         }
+    }
+
+    /// Start with all of `members` known as alive, as if learned by
+    /// gossip: for simulations that begin from a converged overlay (one
+    /// pass, tightly packed; see [`Membership::seed`]).
+    pub fn seed_members(&mut self, now: u64, members: impl IntoIterator<Item = (u64, SocketAddr)>) {
+        self.members.seed(now, members);
+        self.members.take_changes();
+        self.joined = true;
     }
 
     /// Start with `id` at `addr` already known as alive, as if learned by
@@ -670,11 +678,7 @@ impl SupernodeCore {
     }
 
     fn some_supernodes(&self, rng: &mut dyn RngCore, n: usize) -> Vec<SocketAddr> {
-        self.members
-            .members()
-            .filter(|(id, m)| *id != self.me && m.is_up())
-            .map(|(_, m)| m.addr)
-            .choose_multiple(rng, n)
+        self.members.random_up(rng, n)
     }
 
     /// Verify a record for storing; `Err` has been counted.
@@ -686,15 +690,15 @@ impl SupernodeCore {
                 return Err(());
             }
         };
-        let cached = self.verified_certs.contains_key(&rec.cert.signature);
+        let digest = super::record::cert_digest(&rec.cert);
+        let cached = self.verified_certs.contains_key(&digest);
         let checked = if cached {
             Ok(())
         } else {
             rec.verify_certificate(&self.authority)
         };
         if checked.is_ok() && !cached && self.verified_certs.len() < 1_000_000 {
-            self.verified_certs
-                .insert(rec.cert.signature, rec.cert.not_after);
+            self.verified_certs.insert(digest, rec.cert.not_after);
         }
         match checked.and_then(|_| rec.verify_signed(now / 1000)) {
             Ok(()) => Ok(rec),
