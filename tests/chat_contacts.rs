@@ -16,15 +16,13 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn request_accept_chat_decline_block() {
     let net = Network::start();
-    for (n, sn) in [
+    net.accounts(&[
         ("sn1", true),
         ("sn2", true),
         ("alice", false),
         ("bob", false),
         ("carol", false),
-    ] {
-        net.account(n, sn);
-    }
+    ]);
     let (_sn1, a1) = net.supernode("sn1", &[]);
     let (_sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
     let all = vec![a1, a2];

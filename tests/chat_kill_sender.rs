@@ -58,14 +58,12 @@ fn wait_all_acked(p: &mut Proc, peer: &str, n: usize) -> Value {
 #[test]
 fn sender_killed_mid_send_delivers_once() {
     let net = Network::start();
-    for (n, sn) in [
+    net.accounts(&[
         ("sn1", true),
         ("sn2", true),
         ("alice", false),
         ("bob", false),
-    ] {
-        net.account(n, sn);
-    }
+    ]);
     let (_sn1, a1) = net.supernode("sn1", &[]);
     let (_sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
     let all = vec![a1, a2];

@@ -23,14 +23,12 @@ fn quit(p: &mut Proc) {
 #[test]
 fn message_waits_for_offline_recipient() {
     let net = Network::start();
-    for (n, sn) in [
+    net.accounts(&[
         ("sn1", true),
         ("sn2", true),
         ("alice", false),
         ("bob", false),
-    ] {
-        net.account(n, sn);
-    }
+    ]);
     let (_sn1, a1) = net.supernode("sn1", &[]);
     let (_sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
     let all = vec![a1, a2];

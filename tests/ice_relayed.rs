@@ -9,47 +9,29 @@
 #[path = "common/procs.rs"]
 mod procs;
 
-use procs::{Network, Proc, natter};
+use procs::{Network, Proc};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
 
+/// A supernode whose TURN relay shares the group's secret.
 fn supernode(net: &Network, name: &str, bootstrap: &[String]) -> (Proc, String) {
     let cfg = net.config_with_overlay(
         &format!("{name}.toml"),
         "[relay]\nsecret = \"relayed-test-secret\"\nports = \"0\"\nallow_loopback_peers = true\n",
     );
-    let mut cmd = natter();
-    cmd.arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(net.data(name))
-        .args([
-            "--log-level",
-            "natter=debug",
-            "--supernode",
-            "--listen",
-            "127.0.0.1:0",
-        ]);
-    for b in bootstrap {
-        cmd.args(["--bootstrap", b]);
-    }
-    let p = Proc::spawn(name, cmd, &net.dir.path().join(format!("{name}.log")));
-    let addr = p.wait_for(T, |l| l.starts_with("listening on "));
-    (p, addr.trim_start_matches("listening on ").to_owned())
+    net.supernode_with(name, &cfg, bootstrap)
 }
 
 #[test]
 fn relay_only_clients_connect_through_the_supernode_relays() {
     let net = Network::start();
-    for (n, sn) in [
+    net.accounts(&[
         ("sn1", true),
         ("sn2", true),
         ("alice", false),
         ("bob", false),
-    ] {
-        net.account(n, sn);
-    }
+    ]);
     let (_sn1, a1) = supernode(&net, "sn1", &[]);
     let (_sn2, a2) = supernode(&net, "sn2", std::slice::from_ref(&a1));
     // alice over TCP only (overlay and relay), bob over UDP; both attach

@@ -14,15 +14,13 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn find_watch_and_survive_supernode_loss() {
     let net = Network::start();
-    for (n, sn) in [
+    net.accounts(&[
         ("sn1", true),
         ("sn2", true),
         ("sn3", true),
         ("alice", false),
         ("bob", false),
-    ] {
-        net.account(n, sn);
-    }
+    ]);
     let (mut sn1, a1) = net.supernode("sn1", &[]);
     let (mut sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
     let (mut sn3, a3) = net.supernode("sn3", std::slice::from_ref(&a1));

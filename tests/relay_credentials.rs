@@ -11,41 +11,26 @@ mod relay;
 
 use natter::node::turn::TurnConnection;
 use natter::relay::TurnCredentials;
-use procs::{Network, Proc, natter};
+use procs::{Network, Proc};
 use std::time::Duration;
 
 const W: Duration = Duration::from_secs(20);
 
+/// A supernode with `extra` TOML appended to its config.
 fn supernode(net: &Network, name: &str, extra: &str) -> (Proc, String) {
     let cfg = net.config_with_overlay(&format!("{name}.toml"), extra);
-    let mut cmd = natter();
-    cmd.arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(net.data(name))
-        .args([
-            "--log-level",
-            "natter=debug",
-            "--supernode",
-            "--listen",
-            "127.0.0.1:0",
-        ]);
-    let p = Proc::spawn(name, cmd, &net.dir.path().join(format!("{name}.log")));
-    let addr = p.wait_for(W, |l| l.starts_with("listening on "));
-    (p, addr.trim_start_matches("listening on ").to_owned())
+    net.supernode_with(name, &cfg, &[])
 }
 
 #[test]
 fn certificate_holders_get_relay_credentials_that_allocate() {
     let net = Network::start();
-    for (n, sn) in [
+    net.accounts(&[
         ("sn1", true),
         ("sn2", true),
         ("alice", false),
         ("bob", false),
-    ] {
-        net.account(n, sn);
-    }
+    ]);
     let secret = "group-secret-for-test";
     let (_sn1, a1) = supernode(
         &net,

@@ -198,11 +198,29 @@ impl Network {
         self.run(name, &["login", name, "--password-stdin"], &pw);
     }
 
+    /// Register and log in each (name, as a supernode?) in turn.
+    pub fn accounts(&self, accounts: &[(&str, bool)]) {
+        for &(name, supernode) in accounts {
+            self.account(name, supernode);
+        }
+    }
+
     /// Start a supernode; returns it and its address.
     pub fn supernode(&self, name: &str, bootstrap: &[String]) -> (Proc, String) {
+        self.supernode_with(name, &self.client_config, bootstrap)
+    }
+
+    /// Start a supernode with its own config (e.g. from
+    /// [`Network::config_with_overlay`]); returns it and its address.
+    pub fn supernode_with(
+        &self,
+        name: &str,
+        config: &Path,
+        bootstrap: &[String],
+    ) -> (Proc, String) {
         let mut cmd = natter();
         cmd.arg("--config")
-            .arg(&self.client_config)
+            .arg(config)
             .arg("--data-dir")
             .arg(self.data(name));
         cmd.args([
