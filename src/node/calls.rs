@@ -639,23 +639,8 @@ impl Calls {
                 }
             },
             MediaMsg::Ended(id, r) => {
-                let mut m = self.media.remove(&id)?;
-                match r {
-                    Ok(stats) => self.update(CallUpdate::Stats {
-                        id,
-                        bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
-                        peer: m.peer,
-                        stats: Box::new(stats),
-                        path: None,
-                        last: true,
-                    }),
-                    Err(error) => {
-                        tracing::warn!(call = id, "media ended: {error}");
-                        self.events.push_back(Event::CommandFailed {
-                            error: format!("call audio: {error}"),
-                        });
-                    }
-                }
+                let m = self.media.remove(&id)?;
+                self.media_ended(id, m, r);
                 // The media stopped on its own (an audio error): hang up.
                 if matches!(
                     self.core.state(id),
@@ -667,6 +652,27 @@ impl Calls {
         }
         self.drive(cx);
         None
+    }
+
+    /// A media task ended: its final stats (the whole call's bitrate,
+    /// `last`), or the audio error that stopped it.
+    fn media_ended(&mut self, id: CallId, mut m: Media, r: Result<MediaStats, String>) {
+        match r {
+            Ok(stats) => self.update(CallUpdate::Stats {
+                id,
+                bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
+                peer: m.peer,
+                stats: Box::new(stats),
+                path: None,
+                last: true,
+            }),
+            Err(error) => {
+                tracing::warn!(call = id, "media ended: {error}");
+                self.events.push_back(Event::CommandFailed {
+                    error: format!("call audio: {error}"),
+                });
+            }
+        }
     }
 
     /// Hang up whatever is in progress (the node is stopping).
@@ -688,20 +694,8 @@ impl Calls {
         while !self.media.is_empty() {
             match tokio::time::timeout_at(deadline, self.media_rx.recv()).await {
                 Ok(Some(MediaMsg::Ended(id, r))) => {
-                    if let Some(mut m) = self.media.remove(&id) {
-                        match r {
-                            Ok(stats) => self.update(CallUpdate::Stats {
-                                id,
-                                bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
-                                peer: m.peer,
-                                stats: Box::new(stats),
-                                path: None,
-                                last: true,
-                            }),
-                            Err(error) => self.events.push_back(Event::CommandFailed {
-                                error: format!("call audio: {error}"),
-                            }),
-                        }
+                    if let Some(m) = self.media.remove(&id) {
+                        self.media_ended(id, m, r);
                     }
                 }
                 Ok(Some(_)) => {}
