@@ -163,6 +163,19 @@ pub enum CallEvent {
 }
 
 impl CallEvent {
+    /// The call this event is about.
+    pub fn id(&self) -> CallId {
+        match self {
+            CallEvent::Incoming { id, .. }
+            | CallEvent::Ringing { id }
+            | CallEvent::Connected { id, .. }
+            | CallEvent::Active { id }
+            | CallEvent::RemoteMute { id, .. }
+            | CallEvent::RemoteHold { id, .. }
+            | CallEvent::Ended { id, .. } => *id,
+        }
+    }
+
     /// The JSON form for `--headless --json` (see the README).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;

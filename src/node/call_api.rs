@@ -96,7 +96,7 @@ impl ApiCalls {
                     self.calls.insert(*id, i.clone());
                     return vec![Event::Call(i)];
                 }
-                let id = event_id(event);
+                let id = event.id();
                 let Some(i) = self.calls.get_mut(&id) else {
                     tracing::debug!(call = id, %peer, "update for a call the API never saw");
                     return Vec::new();
@@ -160,18 +160,6 @@ impl ApiCalls {
                 }]
             }
         }
-    }
-}
-
-fn event_id(e: &CallEvent) -> CallId {
-    match e {
-        CallEvent::Incoming { id, .. }
-        | CallEvent::Ringing { id }
-        | CallEvent::Connected { id, .. }
-        | CallEvent::Active { id }
-        | CallEvent::RemoteMute { id, .. }
-        | CallEvent::RemoteHold { id, .. }
-        | CallEvent::Ended { id, .. } => *id,
     }
 }
 

@@ -386,15 +386,7 @@ impl Calls {
     }
 
     fn on_call_event(&mut self, e: CallEvent, cx: &mut Ctx<'_>) {
-        let id = match &e {
-            CallEvent::Incoming { id, .. }
-            | CallEvent::Ringing { id }
-            | CallEvent::Connected { id, .. }
-            | CallEvent::Active { id }
-            | CallEvent::RemoteMute { id, .. }
-            | CallEvent::RemoteHold { id, .. }
-            | CallEvent::Ended { id, .. } => *id,
-        };
+        let id = e.id();
         let peer = self.core.peer(id).unwrap_or_default().to_owned();
         let mut detail = None;
         match &e {
