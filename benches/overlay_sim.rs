@@ -161,6 +161,10 @@ fn main() {
         rep.full.failed,
         rep.full.unreachable
     );
+    println!(
+        "  (asked in batches of {}; the full check took {} ms of simulated time)",
+        o.full_check_batch, rep.full_check_took_ms
+    );
     let (r, p) = (rep.reattach_ms, rep.republish_ms);
     println!(
         "  users that lost both supernodes: {}; attached again after p50 {} ms, p99 {} ms, max {} ms; \
