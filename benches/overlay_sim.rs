@@ -162,6 +162,24 @@ fn main() {
         rep.full.unreachable
     );
     println!(
+        "  (asked in batches of {}; the full check took {} ms of simulated time)",
+        o.full_check_batch, rep.full_check_took_ms
+    );
+    let (r, p) = (rep.reattach_ms, rep.republish_ms);
+    println!(
+        "  users that lost both supernodes: {}; attached again after p50 {} ms, p99 {} ms, max {} ms; \
+         republished after p50 {} ms, p99 {} ms, max {} ms ({} not yet)",
+        rep.lost_both, r.0, r.1, r.2, p.0, p.1, p.2, rep.never_republished
+    );
+    let o = rep.orphan_republish_ms;
+    println!(
+        "  of them, records whose 3 owners all died: {}; republished after p50 {} ms, p99 {} ms, max {} ms",
+        rep.orphaned_records, o.0, o.1, o.2
+    );
+    for d in &rep.diagnostics {
+        println!("  {d}");
+    }
+    println!(
         "  most clients on one supernode: {} (limit {})",
         rep.max_clients_seen, spec.supernode.max_clients
     );

@@ -33,6 +33,13 @@ pub struct SupernodeConfig {
     pub query_timeout_ms: u64,
     /// Successors tried beyond `replicas` when owners do not answer.
     pub query_extra: usize,
+    /// A lookup whose candidates all timed out walks further along the
+    /// ring, up to this many owners asked in all and for this long: after
+    /// a mass failure this supernode may not know yet that the owners and
+    /// their next successors died, and "not found" must mean that
+    /// `replicas` live owners said so, not that everyone asked was dead.
+    pub query_max_asked: usize,
+    pub query_budget_ms: u64,
     /// Owners asked at once; the newest record among their answers wins,
     /// so one owner holding an old copy (it missed an update while others
     /// thought it dead) cannot hide a newer record.
@@ -74,6 +81,8 @@ impl Default for SupernodeConfig {
             membership: MembershipConfig::default(),
             query_timeout_ms: 300,
             query_extra: 4,
+            query_max_asked: 24,
+            query_budget_ms: 3_000,
             parallel_queries: 2,
             cache_ttl_ms: 2_000,
             client_timeout_ms: 6_000,
@@ -170,6 +179,10 @@ struct Query {
     /// Owners asked and not yet answered, with their deadlines.
     outstanding: Vec<(u64, u64)>,
     not_found: usize,
+    /// Owners asked that did not answer in time; each adds one to the
+    /// owners asked at once, so a walk past dead members speeds up.
+    timeouts: usize,
+    started: u64,
     /// Newest valid record received so far.
     best: Option<(u64, Rc<[u8]>)>,
 }
@@ -227,6 +240,11 @@ impl std::fmt::Debug for SupernodeCore {
             .field("records", &self.records.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Distance from `key` to `id` going up the ring (wrapping).
+fn ring_dist(key: u64, id: u64) -> u64 {
+    id.wrapping_sub(key)
 }
 
 impl SupernodeCore {
@@ -961,6 +979,8 @@ impl SupernodeCore {
             next: 0,
             outstanding: Vec::new(),
             not_found: 0,
+            timeouts: 0,
+            started: now,
             best: None,
         };
         if self.is_owner(key, now) {
@@ -991,6 +1011,34 @@ impl SupernodeCore {
             }
             return;
         }
+        if q.not_found < replicas
+            && q.next >= q.candidates.len()
+            && q.candidates.len() < self.cfg.query_max_asked
+            && now < q.started + self.cfg.query_budget_ms
+        {
+            // Everyone asked so far timed out (or too few answered): walk
+            // on past the last candidate, skipping members now known
+            // unresponsive.
+            let last = q.candidates.last().map(|(id, _)| *id);
+            let key = user_key(&q.username);
+            let asked: Vec<u64> = q.candidates.iter().map(|(id, _)| *id).collect();
+            let room = self.cfg.query_max_asked - q.candidates.len();
+            let more: Vec<(u64, SocketAddr)> = match last {
+                Some(last) => self
+                    .members
+                    .ring_from(last.wrapping_add(1))
+                    .take_while(|(id, _)| ring_dist(key, *id) > ring_dist(key, last))
+                    .filter(|(id, _)| {
+                        *id != self.me
+                            && !asked.contains(id)
+                            && self.unresponsive.get(id).is_none_or(|u| *u <= now)
+                    })
+                    .take(room.min(parallel + q.timeouts))
+                    .collect(),
+                None => Vec::new(),
+            };
+            q.candidates.extend(more);
+        }
         let exhausted = q.not_found >= replicas || q.next >= q.candidates.len();
         if exhausted {
             if q.outstanding.is_empty() {
@@ -1000,6 +1048,7 @@ impl SupernodeCore {
             return;
         }
         let mut sends = Vec::new();
+        let parallel = parallel + q.timeouts.min(parallel);
         while q.outstanding.len() < parallel && q.next < q.candidates.len() {
             let (id, addr) = q.candidates[q.next];
             q.next += 1;
@@ -1148,6 +1197,7 @@ impl SupernodeCore {
                 continue;
             };
             q.outstanding.swap_remove(pos);
+            q.timeouts += 1;
             self.stats.query_timeouts += 1;
             self.mark_unresponsive(now, who);
             self.advance_query(now, qid);

@@ -361,6 +361,8 @@ pub struct Overlay {
     pub authority: AuthorityKey,
     pub supernodes: Vec<usize>,
     pub clients: Vec<usize>,
+    /// Lookups issued at once by the full check of [`Overlay::blackout`].
+    pub full_check_batch: usize,
 }
 
 /// How to build a simulated overlay.
@@ -508,6 +510,7 @@ impl Overlay {
             authority,
             supernodes,
             clients,
+            full_check_batch: 50_000,
         }
     }
 
@@ -645,12 +648,33 @@ pub struct BlackoutReport {
     /// The full check of every user at `full_check_at_s` after the kill.
     pub full_check_at_s: u64,
     pub full: LookupReport,
+    /// Simulated time the full check took, batches included: the last
+    /// batch was asked this long before it ended.
+    pub full_check_took_ms: u64,
     pub max_clients_seen: u64,
     pub max_clients_allowed: usize,
     pub forged_or_stale_answers: usize,
     /// (second, user, why) for sample lookups that did not succeed.
     pub sample_failures: Vec<(u64, String, &'static str)>,
     pub sim_stats: SimStats,
+    /// Users whose primary and backup both died: how many, and the
+    /// seconds after the kill by which each was attached again (p50, p99,
+    /// max; `None` while some were not).
+    pub lost_both: usize,
+    /// Users whose primary and backup both died: ms after the kill until
+    /// each was attached to a live supernode again and until it first
+    /// published again (p50, p99, max; 100 ms resolution); those that
+    /// never did within the check are left out and counted.
+    pub reattach_ms: (u64, u64, u64),
+    pub republish_ms: (u64, u64, u64),
+    pub never_republished: usize,
+    /// Users whose record lived only on killed supernodes and whose own
+    /// supernodes all died too: only their republishing can bring it back.
+    pub orphaned_records: usize,
+    /// Their first republish after the kill (p50, p99, max ms).
+    pub orphan_republish_ms: (u64, u64, u64),
+    /// One line per user the full check missed: what happened to it.
+    pub diagnostics: Vec<String>,
 }
 
 impl Overlay {
@@ -687,6 +711,37 @@ impl Overlay {
         for &s in &order[..kill] {
             self.sim.kill(s);
         }
+        let kill_at = self.sim.now;
+        // Who lost what, for the diagnostics: each user's supernodes and
+        // the supernode ring (every member, dead or alive).
+        let mut ring: Vec<(u64, usize)> = self
+            .supernodes
+            .iter()
+            .filter_map(|&s| self.sim.supernode(s).map(|sn| (sn.me, s)))
+            .collect();
+        ring.sort_unstable();
+        let lost_both: Vec<bool> = self
+            .clients
+            .iter()
+            .map(|&c| {
+                self.sim.client(c).is_some_and(|c| {
+                    c.attached().count() > 0
+                        && c.attached()
+                            .all(|a| self.sim.index_of(&a).is_none_or(|i| !self.sim.is_alive(i)))
+                })
+            })
+            .collect();
+        // (re-attached, first published) in ms after the kill.
+        let mut back: Vec<(Option<u64>, Option<u64>)> = vec![(None, None); self.clients.len()];
+        let attempts0: Vec<(u64, u64)> = self
+            .clients
+            .iter()
+            .map(|&c| {
+                self.sim
+                    .client(c)
+                    .map_or((0, 0), |c| (c.stats.attach_attempts, c.stats.redirects))
+            })
+            .collect();
         let mut rep = BlackoutReport {
             supernodes: n,
             clients: self.clients.len(),
@@ -699,7 +754,27 @@ impl Overlay {
             .map(|_| self.sim.rng.gen_range(0..users))
             .collect();
         for sec in 1..=full_check_s {
-            self.sim.run_for(1000);
+            for _ in 0..10 {
+                self.sim.run_for(100);
+                let at = self.sim.now - kill_at;
+                for (k, &c) in self.clients.iter().enumerate() {
+                    if !lost_both[k] || back[k].1.is_some() {
+                        continue;
+                    }
+                    let Some(c) = self.sim.client(c) else {
+                        continue;
+                    };
+                    if back[k].0.is_none()
+                        && c.attached()
+                            .any(|a| self.sim.index_of(&a).is_some_and(|i| self.sim.is_alive(i)))
+                    {
+                        back[k].0 = Some(at);
+                    }
+                    if c.published_seq() > kill_at {
+                        back[k].1 = Some(c.published_seq() - kill_at);
+                    }
+                }
+            }
             let askers = self.attached_clients();
             if askers.is_empty() {
                 rep.found_by_second.push((sec, 0.0));
@@ -732,8 +807,152 @@ impl Overlay {
         let pairs: Vec<(usize, usize)> = (0..users)
             .map(|t| (askers[self.sim.rng.gen_range(0..askers.len())], t))
             .collect();
-        rep.full = self.lookups(&pairs, 5_000, 2_000);
+        // Published state of every user when the full check starts.
+        let published_at: Vec<u64> = self
+            .clients
+            .iter()
+            .map(|&c| self.sim.client(c).map_or(0, |c| c.published_seq()))
+            .collect();
+        // In batches: a million lookups in flight at once held several GB
+        // of queued messages and pending queries at 10,000/1,000,000.
+        let batch = self.full_check_batch.max(1);
+        let mut full = LookupReport::default();
+        for chunk in pairs.chunks(batch) {
+            let r = self.lookups(chunk, 5_000, 2_000);
+            full.asked += r.asked;
+            full.online += r.online;
+            full.offline += r.offline;
+            full.not_found += r.not_found;
+            full.failed += r.failed;
+            full.unreachable += r.unreachable;
+            full.stale += r.stale;
+            full.latencies_ms.extend(r.latencies_ms);
+            full.missing.extend(r.missing);
+            full.unreachable_users.extend(r.unreachable_users);
+        }
+        rep.full_check_took_ms = self.sim.now - kill_at - full_check_s * 1000;
+        rep.full = full;
         rep.forged_or_stale_answers += rep.full.stale;
+        let alive = |sim: &Sim, i: usize| sim.is_alive(i);
+        // The first `replicas` members from `key`: (node, alive).
+        let first_owners = |sim: &Sim, key: u64, n: usize, live_only: bool| -> Vec<usize> {
+            let start = ring.partition_point(|(id, _)| *id < key);
+            (0..ring.len())
+                .map(|j| ring[(start + j) % ring.len()].1)
+                .filter(|&i| !live_only || alive(sim, i))
+                .take(n)
+                .collect()
+        };
+        let mut orphan_pub: Vec<u64> = Vec::new();
+        let mut orphans: Vec<(u64, usize)> = Vec::new();
+        for (k, &lost) in lost_both.iter().enumerate() {
+            if !lost {
+                continue;
+            }
+            let key = crate::overlay::user_key(&Self::username(k));
+            if first_owners(&self.sim, key, 3, false)
+                .iter()
+                .all(|&i| !alive(&self.sim, i))
+            {
+                rep.orphaned_records += 1;
+                let p = back[k].1.unwrap_or(u64::MAX);
+                orphan_pub.push(p);
+                orphans.push((p, k));
+            }
+        }
+        let spread = |v: &mut Vec<u64>| {
+            (
+                percentile(v, 50.0),
+                percentile(v, 99.0),
+                v.iter().max().copied().unwrap_or(0),
+            )
+        };
+        rep.orphan_republish_ms = spread(&mut orphan_pub);
+        rep.lost_both = lost_both.iter().filter(|b| **b).count();
+        let mut re: Vec<u64> = back.iter().filter_map(|b| b.0).collect();
+        rep.reattach_ms = spread(&mut re);
+        let mut rp: Vec<u64> = back.iter().filter_map(|b| b.1).collect();
+        rep.never_republished = rep.lost_both - rp.len();
+        rep.republish_ms = spread(&mut rp);
+        // The slowest orphans: how their re-attachment went.
+        orphans.sort_unstable();
+        for &(p, k) in orphans.iter().rev().take(5) {
+            let Some(c) = self.sim.client(self.clients[k]) else {
+                continue;
+            };
+            rep.diagnostics.push(format!(
+                "slow orphan {}: re-attached +{} ms, republished +{} ms, {} attach attempts and {} redirects since the kill",
+                Self::username(k),
+                back[k].0.map_or("never".into(), |v| v.to_string()),
+                if p == u64::MAX { "never".into() } else { p.to_string() },
+                c.stats.attach_attempts - attempts0[k].0,
+                c.stats.redirects - attempts0[k].1,
+            ));
+        }
+        for name in rep.full.missing.clone() {
+            let Some(k) = name
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.strip_prefix("user"))
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let Some(c) = self.sim.client(self.clients[k]) else {
+                continue;
+            };
+            let uname = Self::username(k);
+            let key = crate::overlay::user_key(&uname);
+            let orig = first_owners(&self.sim, key, 3, false);
+            let live = first_owners(&self.sim, key, 3, true);
+            let holders: Vec<String> = live
+                .iter()
+                .map(|&i| {
+                    let h = self.sim.supernode(i).and_then(|s| s.holds(&uname));
+                    h.map_or("none".into(), |s| s.to_string())
+                })
+                .collect();
+            // How many of the dead ring predecessors of the live owners
+            // each of the user's supernodes still thinks are up.
+            let dead_before: Vec<u64> = orig
+                .iter()
+                .filter(|&&i| !alive(&self.sim, i))
+                .filter_map(|&i| self.sim.supernode(i).map(|s| s.me))
+                .collect();
+            let views: Vec<String> = c
+                .attached()
+                .filter_map(|a| self.sim.index_of(&a))
+                .filter_map(|i| self.sim.supernode(i))
+                .map(|s| {
+                    let still_up = dead_before
+                        .iter()
+                        .filter(|id| s.membership().is_up(**id))
+                        .count();
+                    format!(
+                        "{} thinks {still_up}/{} dead owners up",
+                        s.addr(),
+                        dead_before.len()
+                    )
+                })
+                .collect();
+            let p = published_at[k];
+            rep.diagnostics.push(format!(
+                "missed {name}: lost both supernodes: {}, re-attached at +{}, published {} (published seq {}), \
+                 original owners alive: {}/3, live owners hold seq [{}], now attached to {}: {}",
+                lost_both[k],
+                back[k].0.map_or("never".into(), |v| format!("{v} ms")),
+                if p > kill_at {
+                    format!("+{} ms after the kill", p - kill_at)
+                } else {
+                    format!("{} ms before the kill", kill_at - p)
+                },
+                p,
+                orig.iter().filter(|&&i| alive(&self.sim, i)).count(),
+                holders.join(", "),
+                c.attached().count(),
+                views.join("; ")
+            ));
+        }
         for &s in &self.supernodes {
             if let Some(sn) = self.sim.supernode(s) {
                 rep.max_clients_seen = rep.max_clients_seen.max(sn.stats().peak_clients);
