@@ -651,6 +651,9 @@ pub struct BlackoutReport {
     /// Simulated time the full check took, batches included: the last
     /// batch was asked this long before it ended.
     pub full_check_took_ms: u64,
+    /// When the full check began, in ms after the kill: the per-second
+    /// sample lookups add their own simulated time to the 1 s steps.
+    pub full_check_started_ms: u64,
     pub max_clients_seen: u64,
     pub max_clients_allowed: usize,
     pub forged_or_stale_answers: usize,
@@ -817,6 +820,8 @@ impl Overlay {
         // of queued messages and pending queries at 10,000/1,000,000.
         let batch = self.full_check_batch.max(1);
         let mut full = LookupReport::default();
+        let full_start = self.sim.now;
+        rep.full_check_started_ms = full_start - kill_at;
         for chunk in pairs.chunks(batch) {
             let r = self.lookups(chunk, 5_000, 2_000);
             full.asked += r.asked;
@@ -830,7 +835,7 @@ impl Overlay {
             full.missing.extend(r.missing);
             full.unreachable_users.extend(r.unreachable_users);
         }
-        rep.full_check_took_ms = self.sim.now - kill_at - full_check_s * 1000;
+        rep.full_check_took_ms = self.sim.now - full_start;
         rep.full = full;
         rep.forged_or_stale_answers += rep.full.stale;
         let alive = |sim: &Sim, i: usize| sim.is_alive(i);
