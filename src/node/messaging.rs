@@ -3,7 +3,7 @@
 //! commands from the UI or `--headless`, and keeps the directory record
 //! (status shown to strangers) and the watched users in step with the
 //! contact list. The overlay driver ([`super::overlay`]) owns one of these
-//! when started with [`super::overlay::OverlayNode::spawn_with_messaging`].
+//! when started with [`super::overlay::NodeOptions::messaging`].
 
 use super::overlay::{Command, Event};
 use crate::chat::{ChatConfig, ChatCore, ChatError, ChatStore};

@@ -94,7 +94,7 @@ pub enum Command {
         store_if_offline: bool,
         reply: Option<oneshot::Sender<crate::overlay::EnvelopeId>>,
     },
-    // Chat and contacts (nodes started with `spawn_with_messaging`).
+    // Chat and contacts (nodes started with `NodeOptions::messaging`).
     /// Send a chat message; its id (or why not) comes back on `reply`.
     SendMessage {
         to: String,
@@ -312,38 +312,9 @@ impl OverlayNode {
         Self::spawn_with(socket, link, core, clock, NodeOptions::default())
     }
 
-    /// [`OverlayNode::spawn`] with chat and contacts on a client node.
-    pub fn spawn_with_messaging(
-        socket: UdpSocket,
-        link: LinkEndpoint,
-        core: Core,
-        clock: Arc<dyn Clock>,
-        messaging: Option<Messaging>,
-    ) -> std::io::Result<Self> {
-        let opts = NodeOptions {
-            messaging,
-            ..Default::default()
-        };
-        Self::spawn_with(socket, link, core, clock, opts)
-    }
-
-    /// Start the node's task, with a TURN relay sharing its socket.
-    pub fn spawn_with_turn(
-        socket: UdpSocket,
-        link: LinkEndpoint,
-        core: Core,
-        clock: Arc<dyn Clock>,
-        turn: Option<TurnSetup>,
-    ) -> std::io::Result<Self> {
-        let opts = NodeOptions {
-            turn,
-            ..Default::default()
-        };
-        Self::spawn_with(socket, link, core, clock, opts)
-    }
-
-    /// [`OverlayNode::spawn`] with a STUN server (supernodes) or a NAT
-    /// detector (clients).
+    /// [`OverlayNode::spawn`] with what [`NodeOptions`] adds: a STUN
+    /// server or TURN relay (supernodes), NAT detection, messaging, calls
+    /// and relayed paths (clients).
     pub fn spawn_with(
         socket: UdpSocket,
         link: LinkEndpoint,

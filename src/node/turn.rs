@@ -815,7 +815,7 @@ pub enum TurnSetupError {
 }
 
 /// The relay a supernode runs from its `[relay]` config: the TURN server
-/// for [`crate::node::overlay::OverlayNode::spawn_with_turn`] and the grant
+/// for [`crate::node::overlay::NodeOptions::turn`] and the grant
 /// its core uses to issue credentials. Both `None` when no secret is set.
 /// `local` is the bound main socket, `advertised` its public address.
 pub async fn supernode_setup(

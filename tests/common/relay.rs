@@ -8,7 +8,7 @@ use natter::clock::{Clock, SystemClock};
 use natter::config::{HumanDuration, RelaySection};
 use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
 use natter::link::{LinkConfig, LinkEndpoint};
-use natter::node::overlay::{Core, OverlayNode};
+use natter::node::overlay::{Core, NodeOptions, OverlayNode};
 use natter::overlay::{SupernodeConfig, SupernodeCore};
 use natter::relay::TurnCredentials;
 use std::net::SocketAddr;
@@ -67,9 +67,17 @@ pub async fn supernode(rc: RelaySection) -> Supernode {
     };
     let core = SupernodeCore::new(authority.public(), &cert, addr, vec![], cfg, 1, now);
     let link = LinkEndpoint::new(device, cert, authority.public(), LinkConfig::default()).unwrap();
-    let node =
-        OverlayNode::spawn_with_turn(socket, link, Core::Supernode(Box::new(core)), clock, turn)
-            .unwrap();
+    let node = OverlayNode::spawn_with(
+        socket,
+        link,
+        Core::Supernode(Box::new(core)),
+        clock,
+        NodeOptions {
+            turn,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     Supernode { node, addr }
 }
 
