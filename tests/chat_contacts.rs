@@ -16,16 +16,7 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn request_accept_chat_decline_block() {
     let net = Network::start();
-    net.accounts(&[
-        ("sn1", true),
-        ("sn2", true),
-        ("alice", false),
-        ("bob", false),
-        ("carol", false),
-    ]);
-    let (_sn1, a1) = net.supernode("sn1", &[]);
-    let (_sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
-    let all = vec![a1, a2];
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob", "carol"]);
     let mut alice = net.headless("alice", &all, &[]);
     let mut bob = net.headless("bob", &all, &[]);
     let mut carol = net.headless("carol", &all, &[]);

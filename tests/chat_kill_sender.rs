@@ -58,15 +58,7 @@ fn wait_all_acked(p: &mut Proc, peer: &str, n: usize) -> Value {
 #[test]
 fn sender_killed_mid_send_delivers_once() {
     let net = Network::start();
-    net.accounts(&[
-        ("sn1", true),
-        ("sn2", true),
-        ("alice", false),
-        ("bob", false),
-    ]);
-    let (_sn1, a1) = net.supernode("sn1", &[]);
-    let (_sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
-    let all = vec![a1, a2];
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
     let mut bob_seen = Vec::new();
     let bob = net.headless("bob", &all, &[]);
     wait_keep(&bob, &mut bob_seen, |v| v["event"] == "published");

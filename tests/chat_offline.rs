@@ -23,15 +23,7 @@ fn quit(p: &mut Proc) {
 #[test]
 fn message_waits_for_offline_recipient() {
     let net = Network::start();
-    net.accounts(&[
-        ("sn1", true),
-        ("sn2", true),
-        ("alice", false),
-        ("bob", false),
-    ]);
-    let (_sn1, a1) = net.supernode("sn1", &[]);
-    let (_sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
-    let all = vec![a1, a2];
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
     let mut alice = net.headless("alice", &all, &[]);
     let mut bob = net.headless("bob", &all, &[]);
     alice.wait_json(T, |v| v["event"] == "published");

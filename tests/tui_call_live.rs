@@ -118,15 +118,7 @@ fn settings(config: &Config, net: &Network, boot: &[String]) -> ClientSettings {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_panel_from_real_events() {
     let net = Network::start();
-    net.accounts(&[
-        ("sn1", true),
-        ("sn2", true),
-        ("you", false),
-        ("echo", false),
-    ]);
-    let (_sn1, a1) = net.supernode("sn1", &[]);
-    let (_sn2, a2) = net.supernode("sn2", std::slice::from_ref(&a1));
-    let all = vec![a1, a2];
+    let (_supernodes, all) = net.two_supernodes(&["you", "echo"]);
     let mut echo = net.headless("echo", &all, &["--echo"]);
     echo.wait_json(T, |v| v["event"] == "published");
 

@@ -205,6 +205,19 @@ impl Network {
         }
     }
 
+    /// The usual loopback overlay: accounts for supernodes sn1 and sn2 and
+    /// for `users`, then both supernodes started (sn2 joining through
+    /// sn1). Returns the supernodes and their addresses.
+    pub fn two_supernodes(&self, users: &[&str]) -> ([Proc; 2], Vec<String>) {
+        self.accounts(&[("sn1", true), ("sn2", true)]);
+        for u in users {
+            self.account(u, false);
+        }
+        let (sn1, a1) = self.supernode("sn1", &[]);
+        let (sn2, a2) = self.supernode("sn2", std::slice::from_ref(&a1));
+        ([sn1, sn2], vec![a1, a2])
+    }
+
     /// Start a supernode; returns it and its address.
     pub fn supernode(&self, name: &str, bootstrap: &[String]) -> (Proc, String) {
         self.supernode_with(name, &self.client_config, bootstrap)
