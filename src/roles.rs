@@ -175,9 +175,8 @@ pub(crate) async fn start_supernode(
     boot: Vec<SocketAddr>,
 ) -> Result<(OverlayNode, SocketAddr, u64)> {
     let sc = &config.supernode;
-    let socket = tokio::net::UdpSocket::bind(listen)
-        .await
-        .with_context(|| format!("binding UDP {listen}"))?;
+    let want_tcp = config.relay.tcp && !config.relay.secret.is_empty();
+    let (socket, tcp) = natter::node::turn::bind_udp_tcp(listen, want_tcp).await?;
     let local = socket.local_addr()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now_ms();
@@ -201,6 +200,7 @@ pub(crate) async fn start_supernode(
         local,
         advertised,
         extra_relays,
+        tcp,
         nonce_key,
         now,
     )

@@ -807,6 +807,11 @@ async fn client_task(
 
 #[derive(Debug, Error)]
 pub enum TurnSetupError {
+    #[error("binding UDP {addr}: {source}")]
+    Udp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen for TURN over TCP on {addr}: {source}")]
     Tcp {
         addr: SocketAddr,
@@ -814,15 +819,54 @@ pub enum TurnSetupError {
     },
 }
 
+/// Bind a supernode's main UDP socket on `listen` and, when `tcp`, a TCP
+/// listener on the same address and port (TURN over TCP and overlay over
+/// TCP share the UDP port number). With port 0 the kernel picks a free UDP
+/// port that may be taken for TCP, so that case retries with a new port.
+pub async fn bind_udp_tcp(
+    listen: SocketAddr,
+    tcp: bool,
+) -> Result<(tokio::net::UdpSocket, Option<TcpListener>), TurnSetupError> {
+    const TRIES: usize = 16;
+    let mut last = None;
+    for _ in 0..TRIES {
+        let udp = tokio::net::UdpSocket::bind(listen)
+            .await
+            .map_err(|source| TurnSetupError::Udp {
+                addr: listen,
+                source,
+            })?;
+        if !tcp {
+            return Ok((udp, None));
+        }
+        let addr = udp.local_addr().map_err(|source| TurnSetupError::Udp {
+            addr: listen,
+            source,
+        })?;
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok((udp, Some(l))),
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::debug!(%addr, "TCP port taken; picking another UDP port");
+                last = Some((addr, e));
+            }
+            Err(source) => return Err(TurnSetupError::Tcp { addr, source }),
+        }
+    }
+    let (addr, source) = last.expect("the loop ran");
+    Err(TurnSetupError::Tcp { addr, source })
+}
+
 /// The relay a supernode runs from its `[relay]` config: the TURN server
 /// for [`crate::node::overlay::NodeOptions::turn`] and the grant
 /// its core uses to issue credentials. Both `None` when no secret is set.
-/// `local` is the bound main socket, `advertised` its public address.
+/// `local` is the bound main socket, `advertised` its public address and
+/// `tcp` the listener from [`bind_udp_tcp`] (dropped when no secret is set).
 pub async fn supernode_setup(
     rc: &crate::config::RelaySection,
     local: SocketAddr,
     advertised: SocketAddr,
     extra_relays: Vec<SocketAddr>,
+    tcp: Option<TcpListener>,
     nonce_key: [u8; 32],
     now: u64,
 ) -> Result<(Option<TurnSetup>, Option<crate::relay::RelayGrant>), TurnSetupError> {
@@ -849,16 +893,6 @@ pub async fn supernode_setup(
         nonce_key,
         now,
     );
-    let tcp = if rc.tcp {
-        let addr = SocketAddr::new(local.ip(), local.port());
-        Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| TurnSetupError::Tcp { addr, source })?,
-        )
-    } else {
-        None
-    };
     let public = rc.public_ip.unwrap_or(advertised.ip());
     let setup = TurnSetup {
         core,
@@ -883,4 +917,35 @@ pub async fn supernode_setup(
         relays,
     };
     Ok((Some(setup), Some(grant)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn udp_and_tcp_share_the_port() {
+        let (udp, tcp) = bind_udp_tcp("127.0.0.1:0".parse().unwrap(), true)
+            .await
+            .unwrap();
+        let tcp = tcp.expect("a TCP listener was asked for");
+        assert_eq!(udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        let (_, none) = bind_udp_tcp("127.0.0.1:0".parse().unwrap(), false)
+            .await
+            .unwrap();
+        assert!(none.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_named_port_taken_for_tcp_is_a_clear_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        match bind_udp_tcp(addr, true).await {
+            Err(e @ TurnSetupError::Tcp { .. }) => {
+                assert!(e.to_string().contains(&addr.to_string()), "{e}")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("bound a TCP port that is taken"),
+        }
+    }
 }

@@ -19,6 +19,8 @@ pub struct Proc {
     pub lines: Receiver<String>,
     pub stdin: Option<ChildStdin>,
     pub name: String,
+    /// Where its stderr (the log) goes; a failed wait shows its tail.
+    pub log: PathBuf,
 }
 
 impl Proc {
@@ -45,6 +47,7 @@ impl Proc {
             child,
             lines: rx,
             name: name.to_owned(),
+            log: log.to_owned(),
         }
     }
 
@@ -63,11 +66,17 @@ impl Proc {
                     }
                     skipped.push_back(l);
                 }
-                Err(_) => panic!(
-                    "{}: no matching line within {timeout:?}; last lines seen:\n{}",
-                    self.name,
-                    Vec::from(skipped).join("\n")
-                ),
+                Err(_) => {
+                    let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    panic!(
+                        "{}: no matching line within {timeout:?}; last lines seen:\n{}\nlog tail:\n{}",
+                        self.name,
+                        Vec::from(skipped).join("\n"),
+                        tail.join("\n")
+                    )
+                }
             }
         }
     }

@@ -54,11 +54,13 @@ pub async fn supernode(rc: RelaySection) -> Supernode {
         device.ed25519_public(),
         device.x25519_public(),
     );
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (socket, tcp) = natter::node::turn::bind_udp_tcp("127.0.0.1:0".parse().unwrap(), rc.tcp)
+        .await
+        .unwrap();
     let addr = socket.local_addr().unwrap();
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rng, &mut key);
-    let (turn, grant) = natter::node::turn::supernode_setup(&rc, addr, addr, vec![], key, now)
+    let (turn, grant) = natter::node::turn::supernode_setup(&rc, addr, addr, vec![], tcp, key, now)
         .await
         .unwrap();
     let cfg = SupernodeConfig {
