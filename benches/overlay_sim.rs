@@ -162,8 +162,11 @@ fn main() {
         rep.full.unreachable
     );
     println!(
-        "  (asked in batches of {} from +{} ms after the kill; the full check took {} ms of simulated time)",
-        o.full_check_batch, rep.full_check_started_ms, rep.full_check_took_ms
+        "  (asked in batches of {}: the first at +{} ms after the kill, the last at +{} ms; {} ms of simulated time in all)",
+        o.full_check_batch,
+        rep.full_check_started_ms,
+        rep.full_check_last_batch_ms,
+        rep.full_check_took_ms
     );
     let (r, p) = (rep.reattach_ms, rep.republish_ms);
     println!(

@@ -29,6 +29,8 @@ fn forty_percent_supernode_loss() {
     spec.client_spread_ms = 20_000;
     let max = spec.supernode.max_clients;
     let mut o = Overlay::build(&spec);
+    // Every user is asked at once, at exactly +10 s.
+    o.full_check_batch = users;
     let t = std::time::Instant::now();
     let rep = o.blackout(60_000, 0.4, 1_000, 10);
     eprintln!(
@@ -56,6 +58,10 @@ fn forty_percent_supernode_loss() {
     eprintln!(
         "max clients on one supernode: {} (limit {max})",
         rep.max_clients_seen
+    );
+    assert_eq!(
+        rep.full_check_started_ms, 10_000,
+        "the full check starts 10 s after the loss"
     );
     assert_eq!(
         rep.full.online, users,

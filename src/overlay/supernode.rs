@@ -334,6 +334,12 @@ impl SupernodeCore {
         &self.members
     }
 
+    /// Whether this supernode skips member `id` at `now` because it timed
+    /// out recently (its own view, apart from the membership's).
+    pub fn skips_unresponsive(&self, id: u64, now: u64) -> bool {
+        self.unresponsive.get(&id).is_some_and(|u| *u > now)
+    }
+
     /// Whether this supernode holds a record for `username`, and its seq.
     pub fn holds(&self, username: &str) -> Option<u64> {
         self.records.get(username).map(|h| h.seq)

@@ -537,6 +537,36 @@ pub struct LookupReport {
     pub unreachable_users: Vec<String>,
 }
 
+/// Lookups in flight: started by [`Overlay::start_lookups`], fed by
+/// [`Overlay::collect_lookups`] while the simulation runs and closed by
+/// [`PendingLookups::finish`].
+#[derive(Debug)]
+pub struct PendingLookups {
+    /// (asker node, query id) -> (target client, its published seq, asked at).
+    want: HashMap<(usize, u32), (usize, u64, u64)>,
+    deadline: u64,
+    cache_ms: u64,
+    rep: LookupReport,
+}
+
+impl PendingLookups {
+    /// True when every lookup has been answered.
+    pub fn done(&self) -> bool {
+        self.want.is_empty()
+    }
+
+    /// The report; lookups still unanswered count as failed.
+    pub fn finish(self) -> LookupReport {
+        let mut rep = self.rep;
+        rep.failed += self.want.len();
+        for (t, _, _) in self.want.values() {
+            rep.missing
+                .push(format!("{} (no answer)", Overlay::username(*t)));
+        }
+        rep
+    }
+}
+
 impl Overlay {
     /// Each `(asker, target)` client pair looks up the target; runs the
     /// simulation until every answer is in (or `timeout_ms`).
@@ -546,9 +576,24 @@ impl Overlay {
         timeout_ms: u64,
         cache_ms: u64,
     ) -> LookupReport {
+        let mut p = self.start_lookups(pairs, timeout_ms, cache_ms);
+        while !p.done() && self.sim.now < p.deadline {
+            self.sim.run_for(50.min(p.deadline - self.sim.now));
+            self.collect_lookups(&mut p);
+        }
+        p.finish()
+    }
+
+    /// Ask the lookups now without running the simulation. Answers count
+    /// if they arrive within `timeout_ms`; events queued before are dropped.
+    pub fn start_lookups(
+        &mut self,
+        pairs: &[(usize, usize)],
+        timeout_ms: u64,
+        cache_ms: u64,
+    ) -> PendingLookups {
         let mut want: HashMap<(usize, u32), (usize, u64, u64)> = HashMap::new();
         self.sim.take_events();
-        let start = self.sim.now;
         for &(a, t) in pairs {
             let ai = self.clients[a];
             let ti = self.clients[t];
@@ -562,65 +607,69 @@ impl Overlay {
             want.insert((ai, qid), (t, target_seq, now));
             self.sim.touched(ai);
         }
-        let mut rep = LookupReport {
-            asked: pairs.len(),
-            ..Default::default()
-        };
-        let deadline = start + timeout_ms;
-        while !want.is_empty() && self.sim.now < deadline {
-            self.sim.run_for(50);
-            for (at, node, e) in self.sim.take_events() {
-                let NodeEvent::Client(ClientEvent::Lookup { qid, outcome, .. }) = e else {
-                    continue;
-                };
-                let Some((t, target_seq, asked_at)) = want.remove(&(node, qid)) else {
-                    continue;
-                };
-                rep.latencies_ms.push(at - asked_at);
-                let record = match &outcome {
-                    crate::overlay::LookupOutcome::Online(r) => {
-                        rep.online += 1;
-                        Some(r)
-                    }
-                    crate::overlay::LookupOutcome::Offline { record, .. } => {
-                        rep.offline += 1;
-                        Some(record)
-                    }
-                    crate::overlay::LookupOutcome::NotFound => {
-                        rep.not_found += 1;
-                        rep.missing.push(Self::username(t));
-                        None
-                    }
-                    crate::overlay::LookupOutcome::Failed(_) => {
-                        rep.failed += 1;
-                        rep.missing.push(Self::username(t));
-                        None
-                    }
-                };
-                if let Some(r) = record {
-                    // Stale: older than a record the user had published
-                    // (seq = its signing time) more than the cache lifetime
-                    // plus a second of propagation before the lookup.
-                    if r.seq < target_seq && target_seq + cache_ms + 1_000 < asked_at {
-                        rep.stale += 1;
-                    }
-                    if !r
-                        .supernodes
-                        .iter()
-                        .any(|a| self.sim.index_of(a).is_some_and(|i| self.sim.is_alive(i)))
-                    {
-                        rep.unreachable += 1;
-                        rep.unreachable_users.push(Self::username(t));
-                    }
+        PendingLookups {
+            want,
+            deadline: self.sim.now + timeout_ms,
+            cache_ms,
+            rep: LookupReport {
+                asked: pairs.len(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Take the lookup answers the simulation produced since the last call.
+    pub fn collect_lookups(&mut self, p: &mut PendingLookups) {
+        let cache_ms = p.cache_ms;
+        let rep = &mut p.rep;
+        for (at, node, e) in self.sim.take_events() {
+            let NodeEvent::Client(ClientEvent::Lookup { qid, outcome, .. }) = e else {
+                continue;
+            };
+            if at > p.deadline {
+                continue;
+            }
+            let Some((t, target_seq, asked_at)) = p.want.remove(&(node, qid)) else {
+                continue;
+            };
+            rep.latencies_ms.push(at - asked_at);
+            let record = match &outcome {
+                crate::overlay::LookupOutcome::Online(r) => {
+                    rep.online += 1;
+                    Some(r)
+                }
+                crate::overlay::LookupOutcome::Offline { record, .. } => {
+                    rep.offline += 1;
+                    Some(record)
+                }
+                crate::overlay::LookupOutcome::NotFound => {
+                    rep.not_found += 1;
+                    rep.missing.push(Self::username(t));
+                    None
+                }
+                crate::overlay::LookupOutcome::Failed(_) => {
+                    rep.failed += 1;
+                    rep.missing.push(Self::username(t));
+                    None
+                }
+            };
+            if let Some(r) = record {
+                // Stale: older than a record the user had published
+                // (seq = its signing time) more than the cache lifetime
+                // plus a second of propagation before the lookup.
+                if r.seq < target_seq && target_seq + cache_ms + 1_000 < asked_at {
+                    rep.stale += 1;
+                }
+                if !r
+                    .supernodes
+                    .iter()
+                    .any(|a| self.sim.index_of(a).is_some_and(|i| self.sim.is_alive(i)))
+                {
+                    rep.unreachable += 1;
+                    rep.unreachable_users.push(Self::username(t));
                 }
             }
         }
-        rep.failed += want.len();
-        for (t, _, _) in want.values() {
-            rep.missing
-                .push(format!("{} (no answer)", Self::username(*t)));
-        }
-        rep
     }
 }
 
@@ -651,9 +700,11 @@ pub struct BlackoutReport {
     /// Simulated time the full check took, batches included: the last
     /// batch was asked this long before it ended.
     pub full_check_took_ms: u64,
-    /// When the full check began, in ms after the kill: the per-second
-    /// sample lookups add their own simulated time to the 1 s steps.
+    /// When the full check began, in ms after the kill (the sample
+    /// lookups run within their second, so this is `full_check_at_s`).
     pub full_check_started_ms: u64,
+    /// When its last batch was asked, in ms after the kill.
+    pub full_check_last_batch_ms: u64,
     pub max_clients_seen: u64,
     pub max_clients_allowed: usize,
     pub forged_or_stale_answers: usize,
@@ -756,9 +807,29 @@ impl Overlay {
         let sample_users: Vec<usize> = (0..sample.min(users))
             .map(|_| self.sim.rng.gen_range(0..users))
             .collect();
-        for sec in 1..=full_check_s {
+        // Second `sec` runs from kill + sec - 1 s to kill + sec s. From the
+        // second second on, the sample is asked at its start and must be
+        // answered within 950 ms, while the clock runs, so that the full
+        // check starts at exactly kill + `full_check_s`.
+        for sec in 0..full_check_s {
+            let mut pending = None;
+            if sec >= 1 {
+                let askers = self.attached_clients();
+                if askers.is_empty() {
+                    rep.found_by_second.push((sec, 0.0));
+                } else {
+                    let pairs: Vec<(usize, usize)> = sample_users
+                        .iter()
+                        .map(|&t| (askers[self.sim.rng.gen_range(0..askers.len())], t))
+                        .collect();
+                    pending = Some(self.start_lookups(&pairs, 950, 2_000));
+                }
+            }
             for _ in 0..10 {
                 self.sim.run_for(100);
+                if let Some(p) = pending.as_mut() {
+                    self.collect_lookups(p);
+                }
                 let at = self.sim.now - kill_at;
                 for (k, &c) in self.clients.iter().enumerate() {
                     if !lost_both[k] || back[k].1.is_some() {
@@ -778,20 +849,10 @@ impl Overlay {
                     }
                 }
             }
-            let askers = self.attached_clients();
-            if askers.is_empty() {
-                rep.found_by_second.push((sec, 0.0));
-                continue;
-            }
-            if sec < full_check_s {
-                let pairs: Vec<(usize, usize)> = sample_users
-                    .iter()
-                    .map(|&t| (askers[self.sim.rng.gen_range(0..askers.len())], t))
-                    .collect();
-                // Answers must come back within the second.
-                let r = self.lookups(&pairs, 950, 2_000);
+            if let Some(p) = pending {
+                let r = p.finish();
                 let good = r.online + r.offline - r.unreachable.min(r.online + r.offline);
-                let frac = good as f64 / pairs.len().max(1) as f64;
+                let frac = good as f64 / r.asked.max(1) as f64;
                 rep.forged_or_stale_answers += r.stale;
                 rep.found_by_second.push((sec, frac));
                 if frac >= 1.0 && rep.sample_recovered_after_s.is_none() {
@@ -806,6 +867,7 @@ impl Overlay {
                 }
             }
         }
+        debug_assert_eq!(self.sim.now, kill_at + full_check_s * 1_000);
         let askers = self.attached_clients();
         let pairs: Vec<(usize, usize)> = (0..users)
             .map(|t| (askers[self.sim.rng.gen_range(0..askers.len())], t))
@@ -823,6 +885,7 @@ impl Overlay {
         let full_start = self.sim.now;
         rep.full_check_started_ms = full_start - kill_at;
         for chunk in pairs.chunks(batch) {
+            rep.full_check_last_batch_ms = self.sim.now - kill_at;
             let r = self.lookups(chunk, 5_000, 2_000);
             full.asked += r.asked;
             full.online += r.online;
