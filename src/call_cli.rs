@@ -76,6 +76,8 @@ pub fn options(config: &Config, f: &CallFlags) -> Result<CallOptions> {
         media,
         call,
         auto_answer: f.auto_answer || config.call.auto_answer,
+        ringback: config.call.ringback,
+        ringtone: config.call.ringtone,
     })
 }
 

@@ -110,6 +110,10 @@ pub struct CallSection {
     pub connect_timeout: HumanDuration,
     /// Answer every incoming call at once.
     pub auto_answer: bool,
+    /// Play the ring-back tone (425 Hz, 1 s in 5) while the callee rings.
+    pub ringback: bool,
+    /// Play a ringtone on the output device for an incoming call.
+    pub ringtone: bool,
 }
 
 impl Default for CallSection {
@@ -119,6 +123,8 @@ impl Default for CallSection {
             ring_timeout: HumanDuration(Duration::from_secs(60)),
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             auto_answer: false,
+            ringback: true,
+            ringtone: true,
         }
     }
 }

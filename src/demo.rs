@@ -57,6 +57,10 @@ impl Network {
                 media,
                 call,
                 auto_answer: false,
+                // Only the demo's user hears rings; the bots' would sound
+                // on the same speakers.
+                ringback: !contacts.is_empty(),
+                ringtone: !contacts.is_empty(),
             }
         };
         ClientSettings {

@@ -20,7 +20,7 @@ use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
 use crate::clock::Clock;
 use crate::ice::{IceSessions, Path, PathKind};
 use crate::link::LinkEndpoint;
-use crate::media::audio::{self, DeviceSpec};
+use crate::media::audio::{self, AudioIo, Cadence, DeviceSpec, RingKind};
 use crate::media::driver::{self, MediaCommand, MediaTransport};
 use crate::media::packet::EXPORT_LABEL;
 use crate::media::{MediaConfig, MediaEvent, MediaKeys, MediaSession, MediaStats, Side};
@@ -49,6 +49,10 @@ pub struct CallOptions {
     pub call: CallConfig,
     /// Answer every incoming call at once.
     pub auto_answer: bool,
+    /// Play the ring-back tone on `output` while the callee rings.
+    pub ringback: bool,
+    /// Play a ringtone on `output` while an incoming call rings.
+    pub ringtone: bool,
 }
 
 impl CallOptions {
@@ -61,6 +65,8 @@ impl CallOptions {
             media,
             call,
             auto_answer: true,
+            ringback: false,
+            ringtone: false,
         }
     }
 }
@@ -191,6 +197,8 @@ pub struct Calls {
     connects: Vec<String>,
     events: VecDeque<Event>,
     media_tx: mpsc::Sender<MediaMsg>,
+    /// The ring-back or ringtone playing, if any.
+    ringer: Option<Ringer>,
     /// The media tasks' messages: the driver receives them and hands each
     /// to [`Calls::on_media`].
     pub media_rx: mpsc::Receiver<MediaMsg>,
@@ -204,6 +212,34 @@ impl std::fmt::Debug for Calls {
             .field("media", &self.media.keys().collect::<Vec<_>>())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// A ring playing on the output device: samples are written ahead of the
+/// device by [`RING_LEAD_MS`], topped up every [`RING_FILL_MS`] from the
+/// driver's timer (the ring buffer never blocks).
+struct Ringer {
+    call: CallId,
+    io: AudioIo,
+    cadence: Cadence,
+    started: u64,
+    next_fill: u64,
+}
+
+const RING_LEAD_MS: u64 = 100;
+const RING_FILL_MS: u64 = 20;
+
+impl Ringer {
+    fn fill(&mut self, now: u64) {
+        let due =
+            (now.saturating_sub(self.started) + RING_LEAD_MS) * audio::SAMPLE_RATE as u64 / 1000;
+        let want = due.saturating_sub(self.cadence.position()) as usize;
+        let n = want.min(self.io.playback.slots());
+        for _ in 0..n {
+            // `slots` said there is room.
+            let _ = self.io.playback.push(self.cadence.next_sample());
+        }
+        self.next_fill = now + RING_FILL_MS;
     }
 }
 
@@ -229,6 +265,7 @@ impl Calls {
             events: VecDeque::new(),
             media_tx,
             media_rx,
+            ringer: None,
             stats: CallNodeStats::default(),
         }
     }
@@ -258,14 +295,70 @@ impl Calls {
     }
 
     pub fn poll_timeout(&self) -> u64 {
-        self.core.poll_timeout().unwrap_or(u64::MAX)
+        let core = self.core.poll_timeout().unwrap_or(u64::MAX);
+        let ring = self.ringer.as_ref().map_or(u64::MAX, |r| r.next_fill);
+        core.min(ring)
     }
 
     pub fn handle_timeout(&mut self, cx: &mut Ctx<'_>) {
         if self.core.poll_timeout().is_some_and(|t| t <= cx.now) {
             self.core.handle_timeout(cx.now);
         }
+        if let Some(r) = self.ringer.as_mut().filter(|r| r.next_fill <= cx.now) {
+            r.fill(cx.now);
+        }
         self.drive(cx);
+    }
+
+    /// Start the ring-back (our callee rings) or the ringtone (a call for
+    /// us rings) on the output device, unless configured off. A device
+    /// that cannot open only costs the tone.
+    fn start_ring(&mut self, id: CallId, kind: RingKind, now: u64) {
+        let wanted = match kind {
+            RingKind::Back => self.opts.ringback,
+            RingKind::Incoming => self.opts.ringtone,
+        };
+        if !wanted || self.ringer.as_ref().is_some_and(|r| r.call == id) {
+            return;
+        }
+        self.close_ring();
+        match audio::open(&DeviceSpec::Null, &self.opts.output) {
+            Ok(io) => {
+                let mut r = Ringer {
+                    call: id,
+                    io,
+                    cadence: Cadence::new(kind),
+                    started: now,
+                    next_fill: now,
+                };
+                r.fill(now);
+                self.ringer = Some(r);
+            }
+            Err(e) => tracing::warn!(call = id, "no {kind:?} ring: {e}"),
+        }
+    }
+
+    /// Stop call `id`'s ring (closing the device before media opens it).
+    fn stop_ring(&mut self, id: CallId) {
+        if self.ringer.as_ref().is_some_and(|r| r.call == id) {
+            self.close_ring();
+        }
+    }
+
+    fn close_ring(&mut self) {
+        let Some(r) = self.ringer.take() else {
+            return;
+        };
+        // Closing joins the pacing thread (up to a 10 ms tick). A recording
+        // must be complete before the call's media opens the same file, so
+        // that case waits; a sound card closes off the driver's task.
+        let file = matches!(self.opts.output, DeviceSpec::File(_));
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if !file => {
+                h.spawn_blocking(move || drop(r.io));
+            }
+            _ => drop(r.io),
+        }
     }
 
     fn target(&self, call: Option<CallId>) -> Result<CallId, String> {
@@ -389,6 +482,14 @@ impl Calls {
         let id = e.id();
         let peer = self.core.peer(id).unwrap_or_default().to_owned();
         let mut detail = None;
+        match &e {
+            CallEvent::Ringing { .. } => self.start_ring(id, RingKind::Back, cx.now),
+            CallEvent::Incoming { .. } if !self.opts.auto_answer => {
+                self.start_ring(id, RingKind::Incoming, cx.now)
+            }
+            CallEvent::Connected { .. } | CallEvent::Ended { .. } => self.stop_ring(id),
+            _ => {}
+        }
         match &e {
             CallEvent::Incoming { .. } if self.opts.auto_answer => {
                 let nonce = fresh_nonce(cx.rng);
@@ -678,6 +779,7 @@ impl Calls {
     /// Stop every media task and wait (a little) for them, so recordings
     /// are complete when the node stops.
     pub async fn shutdown(&mut self) {
+        self.close_ring();
         let ids: Vec<CallId> = self.media.keys().copied().collect();
         for id in ids {
             self.stop_media(id);

@@ -911,6 +911,8 @@ impl ClientSettings {
                 media: crate::media::MediaConfig::from_section(&config.media),
                 call: config.call.core_config(),
                 auto_answer: config.call.auto_answer,
+                ringback: config.call.ringback,
+                ringtone: config.call.ringtone,
             }),
         })
     }

@@ -21,10 +21,12 @@
 //! are routed to the log, never to the terminal.
 
 mod resample;
+mod ring;
 #[cfg(feature = "audio-cpal")]
 mod sound_card;
 
 pub use resample::{PullResampler, Resampler, to_f32, to_i16};
+pub use ring::{Cadence, RingKind};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::path::PathBuf;
