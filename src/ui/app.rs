@@ -351,9 +351,14 @@ impl App {
                 .model
                 .current_call()
                 .is_some_and(|c| !matches!(c.state, CallState::Ended { .. }));
-            let main = if live && body.height >= 12 {
+            // The call panel as tall as its lines while 5 rows stay for the
+            // pane (it drops its least needed lines to fit); on a very short
+            // terminal it takes the body.
+            let want = CallPanel.wanted_height(&ctx(false), body.width);
+            let main = if live && body.height >= 11 {
+                let h = want.min(body.height - 5);
                 let [main, call] =
-                    Layout::vertical([Constraint::Fill(1), Constraint::Length(6)]).areas(body);
+                    Layout::vertical([Constraint::Fill(1), Constraint::Length(h)]).areas(body);
                 CallPanel.draw(f, call, &ctx(false));
                 main
             } else if live {

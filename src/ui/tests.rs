@@ -524,9 +524,34 @@ fn small_terminal_after_resize() {
     assert_snapshot!("small_chat", t.backend().to_string());
     key(&mut app, KeyCode::Esc);
     app.handle_event(call(3, CallState::Active, Some(NOW)));
+    app.handle_event(Event::CallStats {
+        call: 3,
+        stats: CallStats {
+            rtt_ms: Some(42),
+            loss_pct: 0.0,
+            jitter_ms: 1.5,
+            mic_level: 0.25,
+            path: MediaPath::Direct {
+                remote: ([127, 0, 0, 1], 40001).into(),
+            },
+            codec: "opus 48 kHz".into(),
+            packets_sent: 3250,
+            packets_received: 3249,
+        },
+    });
     app.tick(NOW + 65_000);
     t.draw(|f| app.render(f)).unwrap();
     assert_snapshot!("small_call", t.backend().to_string());
+    // Shorter: the panel takes the body and drops the path and the
+    // statistics before the keys and the audio devices.
+    t.backend_mut().resize(44, 9);
+    t.draw(|f| app.render(f)).unwrap();
+    let screen = t.backend().to_string();
+    assert_snapshot!("small_call_short", screen);
+    for kept in ["in call with echo123", "x hang up", "audio in"] {
+        assert!(screen.contains(kept), "{kept} in\n{screen}");
+    }
+    assert!(!screen.contains("path "), "{screen}");
     t.backend_mut().resize(20, 4);
     t.draw(|f| app.render(f)).unwrap();
     assert_snapshot!("tiny", t.backend().to_string());

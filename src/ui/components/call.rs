@@ -40,21 +40,27 @@ pub fn state_text(c: &CallInfo, now_ms: u64) -> (String, Color) {
     }
 }
 
-impl Component for CallPanel {
-    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+/// How much a line of the panel may be dropped when rows are short:
+/// the state, the keys and the audio devices stay; the path goes first.
+type Prio = u8;
+const KEEP: Prio = 0;
+
+impl CallPanel {
+    /// The panel's lines, each with its priority (higher goes first).
+    fn lines<'a>(&self, ctx: &Ctx<'a>) -> Vec<(Prio, Line<'a>)> {
         let m = ctx.model;
         let k = ctx.keys;
-        let block = Block::bordered().title(" Call ");
         let mut lines = Vec::new();
         match m.current_call() {
             None => {
-                lines.push(
+                lines.push((
+                    KEEP,
                     Line::from(format!(
                         "No call. Select a contact and press {} to call.",
                         k.first(Action::Call)
                     ))
                     .dark_gray(),
-                );
+                ));
             }
             Some(c) => {
                 let (text, color) = state_text(c, m.now_ms);
@@ -70,29 +76,35 @@ impl Component for CallPanel {
                 if live && c.remote_held {
                     head.push(Span::raw(format!("  [held by {}]", c.peer)).yellow());
                 }
-                lines.push(Line::from(head));
+                lines.push((KEEP, Line::from(head)));
                 if let Some(s) = m.stats.get(&c.id).filter(|_| live) {
                     let level = if c.muted { 0.0 } else { s.mic_level };
-                    lines.push(Line::from(vec![
-                        Span::raw("mic  ").bold(),
-                        Span::raw(meter(level, 12)).green(),
-                        Span::raw(format!("  {}", s.codec)).dark_gray(),
-                        // Media packets sent and received: they move while
-                        // the call carries audio.
-                        Span::raw(format!(" ↑{} ↓{}", s.packets_sent, s.packets_received)),
-                    ]));
-                    lines.push(Line::from(vec![
-                        Span::raw("rtt ").bold(),
-                        Span::raw(
-                            s.rtt_ms
-                                .map(|r| format!("{r} ms"))
-                                .unwrap_or_else(|| "–".into()),
-                        ),
-                        Span::raw("  loss ").bold(),
-                        Span::raw(format!("{:.1} %", s.loss_pct)),
-                        Span::raw("  jitter ").bold(),
-                        Span::raw(format!("{:.1} ms", s.jitter_ms)),
-                    ]));
+                    lines.push((
+                        1,
+                        Line::from(vec![
+                            Span::raw("mic  ").bold(),
+                            Span::raw(meter(level, 12)).green(),
+                            Span::raw(format!("  {}", s.codec)).dark_gray(),
+                            // Media packets sent and received: they move
+                            // while the call carries audio.
+                            Span::raw(format!(" ↑{} ↓{}", s.packets_sent, s.packets_received)),
+                        ]),
+                    ));
+                    lines.push((
+                        2,
+                        Line::from(vec![
+                            Span::raw("rtt ").bold(),
+                            Span::raw(
+                                s.rtt_ms
+                                    .map(|r| format!("{r} ms"))
+                                    .unwrap_or_else(|| "–".into()),
+                            ),
+                            Span::raw("  loss ").bold(),
+                            Span::raw(format!("{:.1} %", s.loss_pct)),
+                            Span::raw("  jitter ").bold(),
+                            Span::raw(format!("{:.1} ms", s.jitter_ms)),
+                        ]),
+                    ));
                     let path = match &s.path {
                         MediaPath::Unknown => "finding a path…".to_owned(),
                         MediaPath::Direct { remote } => format!("direct to {remote}"),
@@ -101,10 +113,14 @@ impl Component for CallPanel {
                             format!("relayed over TCP through {supernode}")
                         }
                     };
-                    lines.push(Line::from(vec![Span::raw("path ").bold(), Span::raw(path)]));
+                    lines.push((
+                        3,
+                        Line::from(vec![Span::raw("path ").bold(), Span::raw(path)]),
+                    ));
                 }
                 if live && c.state != CallState::Incoming {
-                    lines.push(
+                    lines.push((
+                        KEEP,
                         Line::from(format!(
                             "{} mute · {} hold · {} hang up",
                             k.first(Action::Mute),
@@ -112,7 +128,7 @@ impl Component for CallPanel {
                             k.first(Action::HangUp)
                         ))
                         .dark_gray(),
-                    );
+                    ));
                 }
             }
         }
@@ -129,8 +145,44 @@ impl Component for CallPanel {
                 Some(_) => l.push(Span::raw(" (no sound card)").yellow()),
                 None => {}
             }
-            lines.push(Line::from(l));
+            lines.push((KEEP, Line::from(l)));
         }
+        lines
+    }
+
+    /// Rows the panel needs at `width` to show every line, borders included.
+    pub fn wanted_height(&self, ctx: &Ctx, width: u16) -> u16 {
+        let inner = width.saturating_sub(2).max(1) as usize;
+        let rows: usize = self.lines(ctx).iter().map(|(_, l)| rows_of(l, inner)).sum();
+        rows as u16 + 2
+    }
+}
+
+/// Terminal rows `line` takes when wrapped at `width` cells.
+fn rows_of(line: &Line, width: usize) -> usize {
+    line.width().div_ceil(width).max(1)
+}
+
+impl Component for CallPanel {
+    fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        let block = Block::bordered().title(" Call ");
+        let mut lines = self.lines(ctx);
+        // Short of rows (a small terminal): drop the least needed lines,
+        // so that the state, the keys and the devices stay in view.
+        let inner = area.width.saturating_sub(2).max(1) as usize;
+        let rows = area.height.saturating_sub(2) as usize;
+        while lines.iter().map(|(_, l)| rows_of(l, inner)).sum::<usize>() > rows {
+            let Some((i, _)) = lines
+                .iter()
+                .enumerate()
+                .filter(|(_, (p, _))| *p > KEEP)
+                .max_by_key(|(i, (p, _))| (*p, *i))
+            else {
+                break;
+            };
+            lines.remove(i);
+        }
+        let lines: Vec<Line> = lines.into_iter().map(|(_, l)| l).collect();
         f.render_widget(
             Paragraph::new(lines).block(block).wrap(Wrap { trim: true }),
             area,
