@@ -5,7 +5,7 @@
 //! `version u8 | issuer_id [8] | serial u64 | role u8 | not_before u64 |
 //!  not_after u64 | username str8 | ed25519 [32] | x25519 [32] | sig [64]`.
 //! The signature covers every byte before it, under the context
-//! [`CERT_CONTEXT`]. `issuer_id` names the signing key, so a certificate
+//! `CERT_CONTEXT`. `issuer_id` names the signing key, so a certificate
 //! from another authority is told apart from a tampered one.
 
 use super::{AuthorityKey, Username, verify_signature};

@@ -4,7 +4,7 @@
 //! Layout: `cert bytes16 | seq u64 | signed_at_ms u64 | online_until u64 |
 //! expires_at u64 | status u8 | message str8 | supernodes (u8 n, addr*) |
 //! candidates (u8 n, addr*) | signature [64]`. The signature covers every
-//! byte before it under [`RECORD_CONTEXT`]. A record is valid when the
+//! byte before it under `RECORD_CONTEXT`. A record is valid when the
 //! certificate is the pinned authority's and was valid when the record was
 //! signed, the signature is the certificate's device key's, and it has not
 //! expired. Readers verify again: a supernode can hide a record but not
