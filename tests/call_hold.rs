@@ -1,0 +1,139 @@
+//! Hold silences the call both ways and resume brings the audio back.
+//! alice (1 kHz) calls bob (600 Hz, auto-answer), both recording. After
+//! two stats reports alice says `hold`: bob is told (`call_remote`
+//! on_hold), both recordings go silent and alice's sent packet count
+//! stops growing. After two more reports she says `resume`, bob is told,
+//! and each side hears the other's tone again.
+
+#[path = "common/calls.rs"]
+mod calls;
+#[path = "media_common/mod.rs"]
+mod media_common;
+#[path = "common/procs.rs"]
+mod procs;
+
+use calls::*;
+use media_common::dominant_hz;
+use procs::Proc;
+
+const MS: usize = 48;
+
+/// (tone, silence) runs of `s` in 10 ms blocks, from its first sound:
+/// lengths in ms, starting with sound.
+fn runs(s: &[i16]) -> Vec<usize> {
+    let loud: Vec<bool> = s
+        .chunks(10 * MS)
+        .map(|c| c.iter().any(|x| x.unsigned_abs() > 1_000))
+        .skip_while(|l| !l)
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < loud.len() {
+        let j = (i..loud.len())
+            .find(|&j| loud[j] != loud[i])
+            .unwrap_or(loud.len());
+        out.push((j - i) * 10);
+        i = j;
+    }
+    out
+}
+
+fn stats(p: &Proc) -> serde_json::Value {
+    p.wait_json(T, |v| v["event"] == "call_stats")
+}
+
+/// The recording's runs, with short dropouts (a concealed packet on a
+/// loaded machine) merged into the sound around them and a trailing
+/// silence dropped.
+fn long_runs(path: &std::path::Path) -> Vec<usize> {
+    let r = runs(&natter::media::audio::read_wav(path).unwrap());
+    let mut out: Vec<usize> = Vec::new();
+    let mut join = false;
+    for (k, len) in r.iter().copied().enumerate() {
+        let silent = k % 2 == 1;
+        if silent && k + 1 == r.len() {
+            break;
+        }
+        if join || (silent && len < 300) {
+            *out.last_mut().expect("starts with sound") += len;
+            join = silent;
+        } else {
+            out.push(len);
+        }
+    }
+    out
+}
+
+#[test]
+fn hold_silences_both_ways_and_resume_restores_audio() {
+    let net = CallNet::start(&["alice", "bob"]);
+    let (alice_wav, bob_wav) = (net.path("alice.wav"), net.path("bob.wav"));
+    let bob = net.client(
+        "bob",
+        "[audio]\ninput = \"tone:600\"\n",
+        &["--auto-answer", "--record", bob_wav.to_str().unwrap()],
+    );
+    let mut alice = net.client(
+        "alice",
+        "[call]\nringback = false\n",
+        &[
+            "--call",
+            "bob",
+            "--play",
+            "tone:1000",
+            "--record",
+            alice_wav.to_str().unwrap(),
+        ],
+    );
+    state(&alice, "active");
+    state(&bob, "active");
+    stats(&alice);
+    stats(&alice);
+
+    alice.say("hold");
+    let r = bob.wait_json(T, |v| v["event"] == "call_remote");
+    assert_eq!(r["on_hold"], true, "{r}");
+    // The first report may straddle the hold; the next two lie inside it.
+    stats(&alice);
+    let a = stats(&alice);
+    let b = stats(&alice);
+    let (sa, sb) = (
+        a["packets_sent"].as_u64().unwrap(),
+        b["packets_sent"].as_u64().unwrap(),
+    );
+    assert!(sb - sa <= 5, "held: {sa} then {sb} packets sent");
+
+    alice.say("resume");
+    let r = bob.wait_json(T, |v| v["event"] == "call_remote");
+    assert_eq!(r["on_hold"], false, "{r}");
+    stats(&alice);
+    let c = stats(&alice);
+    let d = stats(&alice);
+    let (sc, sd) = (
+        c["packets_sent"].as_u64().unwrap(),
+        d["packets_sent"].as_u64().unwrap(),
+    );
+    assert!(sd - sc >= 30, "resumed: {sc} then {sd} packets sent");
+    alice.say("hangup");
+    ended(&alice);
+    ended(&bob);
+    assert_eq!(
+        net.exit_code(&mut alice, std::time::Duration::from_secs(10)),
+        0
+    );
+
+    for (path, hz) in [(&bob_wav, 1000), (&alice_wav, 600)] {
+        let r = long_runs(path);
+        eprintln!("{}: runs {r:?}", path.display());
+        assert_eq!(r.len(), 3, "tone, held silence, tone: {r:?}");
+        assert!(r[0] >= 1_500 && r[2] >= 1_500, "{r:?}");
+        assert!(r[1] >= 1_500, "silent while held: {r:?}");
+        let s = natter::media::audio::read_wav(path).unwrap();
+        let start = s.iter().position(|x| x.unsigned_abs() > 1_000).unwrap();
+        let before = &s[start + 200 * MS..start + 1_200 * MS];
+        let after_at = start + (r[0] + r[1] + 200) * MS;
+        let after = &s[after_at..after_at + 1_000 * MS];
+        assert_eq!(dominant_hz(before, hz - 100, hz + 100), hz);
+        assert_eq!(dominant_hz(after, hz - 100, hz + 100), hz);
+    }
+}
