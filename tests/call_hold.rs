@@ -13,30 +13,10 @@ mod media_common;
 mod procs;
 
 use calls::*;
-use media_common::dominant_hz;
+use media_common::{dominant_hz, sound_runs};
 use procs::Proc;
 
 const MS: usize = 48;
-
-/// (tone, silence) runs of `s` in 10 ms blocks, from its first sound:
-/// lengths in ms, starting with sound.
-fn runs(s: &[i16]) -> Vec<usize> {
-    let loud: Vec<bool> = s
-        .chunks(10 * MS)
-        .map(|c| c.iter().any(|x| x.unsigned_abs() > 1_000))
-        .skip_while(|l| !l)
-        .collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < loud.len() {
-        let j = (i..loud.len())
-            .find(|&j| loud[j] != loud[i])
-            .unwrap_or(loud.len());
-        out.push((j - i) * 10);
-        i = j;
-    }
-    out
-}
 
 fn stats(p: &Proc) -> serde_json::Value {
     p.wait_json(T, |v| v["event"] == "call_stats")
@@ -46,7 +26,7 @@ fn stats(p: &Proc) -> serde_json::Value {
 /// loaded machine) merged into the sound around them and a trailing
 /// silence dropped.
 fn long_runs(path: &std::path::Path) -> Vec<usize> {
-    let r = runs(&natter::media::audio::read_wav(path).unwrap());
+    let r = sound_runs(&natter::media::audio::read_wav(path).unwrap(), 1001);
     let mut out: Vec<usize> = Vec::new();
     let mut join = false;
     for (k, len) in r.iter().copied().enumerate() {

@@ -13,29 +13,10 @@ mod media_common;
 mod procs;
 
 use calls::*;
-use media_common::{dominant_hz, goertzel_share, heard};
+use media_common::{dominant_hz, goertzel_share, heard, sound_runs};
 use std::time::Duration;
 
 const MS: usize = 48;
-
-/// Lengths in ms of the alternating sound and silence runs of `s` (which
-/// starts with sound), silence being 20 ms or more below 300.
-fn runs(s: &[i16]) -> Vec<usize> {
-    let loud: Vec<bool> = s
-        .chunks(10 * MS)
-        .map(|c| c.iter().any(|x| x.unsigned_abs() > 300))
-        .collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < loud.len() {
-        let j = (i..loud.len())
-            .find(|&j| loud[j] != loud[i])
-            .unwrap_or(loud.len());
-        out.push((j - i) * 10);
-        i = j;
-    }
-    out
-}
 
 #[test]
 fn ring_back_and_ringtone_play_while_the_callee_rings() {
@@ -55,7 +36,7 @@ fn ring_back_and_ringtone_play_while_the_callee_rings() {
 
     // alice: one 1 s burst of 425 Hz, then silence to the end.
     let a = heard(&a_wav);
-    let r = runs(&a);
+    let r = sound_runs(&a, 301);
     eprintln!("alice's ring-back runs (ms): {r:?}");
     assert!((980..=1_020).contains(&r[0]), "a 1 s burst: {r:?}");
     assert!(r.len() == 2 && r[1] >= 1_000, "then silence: {r:?}");
@@ -65,7 +46,7 @@ fn ring_back_and_ringtone_play_while_the_callee_rings() {
 
     // bob: the double ring, both tones in each burst.
     let b = heard(&b_wav);
-    let r = runs(&b);
+    let r = sound_runs(&b, 301);
     eprintln!("bob's ringtone runs (ms): {r:?}");
     assert!(r.len() >= 3, "{r:?}");
     assert!((380..=420).contains(&r[0]), "first ring 0.4 s: {r:?}");

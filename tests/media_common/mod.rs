@@ -105,3 +105,24 @@ pub fn dominant_hz(s: &[i16], lo: u32, hi: u32) -> u32 {
         .max_by(|&x, &y| goertzel_share(s, x as f64).total_cmp(&goertzel_share(s, y as f64)))
         .unwrap_or(0)
 }
+
+/// Lengths in ms of the alternating sound and silence runs of `s`, in
+/// 10 ms blocks, from its first sound: a block is sound when a sample
+/// reaches `threshold`.
+pub fn sound_runs(s: &[i16], threshold: u16) -> Vec<usize> {
+    let loud: Vec<bool> = s
+        .chunks(480)
+        .map(|c| c.iter().any(|x| x.unsigned_abs() >= threshold))
+        .skip_while(|l| !l)
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < loud.len() {
+        let j = (i..loud.len())
+            .find(|&j| loud[j] != loud[i])
+            .unwrap_or(loud.len());
+        out.push((j - i) * 10);
+        i = j;
+    }
+    out
+}
