@@ -22,6 +22,14 @@ fn stats(p: &Proc) -> serde_json::Value {
     p.wait_json(T, |v| v["event"] == "call_stats")
 }
 
+/// Packets sent as counted by two consecutive reports, after skipping the
+/// report that may straddle the last command.
+fn packets_sent_over_a_report(p: &Proc) -> (u64, u64) {
+    stats(p);
+    let sent = |v: serde_json::Value| v["packets_sent"].as_u64().unwrap();
+    (sent(stats(p)), sent(stats(p)))
+}
+
 /// The recording's runs, with short dropouts (a concealed packet on a
 /// loaded machine) merged into the sound around them and a trailing
 /// silence dropped.
@@ -73,26 +81,13 @@ fn hold_silences_both_ways_and_resume_restores_audio() {
     alice.say("hold");
     let r = bob.wait_json(T, |v| v["event"] == "call_remote");
     assert_eq!(r["on_hold"], true, "{r}");
-    // The first report may straddle the hold; the next two lie inside it.
-    stats(&alice);
-    let a = stats(&alice);
-    let b = stats(&alice);
-    let (sa, sb) = (
-        a["packets_sent"].as_u64().unwrap(),
-        b["packets_sent"].as_u64().unwrap(),
-    );
+    let (sa, sb) = packets_sent_over_a_report(&alice);
     assert!(sb - sa <= 5, "held: {sa} then {sb} packets sent");
 
     alice.say("resume");
     let r = bob.wait_json(T, |v| v["event"] == "call_remote");
     assert_eq!(r["on_hold"], false, "{r}");
-    stats(&alice);
-    let c = stats(&alice);
-    let d = stats(&alice);
-    let (sc, sd) = (
-        c["packets_sent"].as_u64().unwrap(),
-        d["packets_sent"].as_u64().unwrap(),
-    );
+    let (sc, sd) = packets_sent_over_a_report(&alice);
     assert!(sd - sc >= 30, "resumed: {sc} then {sd} packets sent");
     alice.say("hangup");
     ended(&alice);

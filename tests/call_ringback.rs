@@ -14,18 +14,18 @@ mod procs;
 
 use calls::*;
 use media_common::{dominant_hz, goertzel_share, heard, sound_runs};
+use std::path::Path;
 use std::time::Duration;
 
 const MS: usize = 48;
 
-#[test]
-fn ring_back_and_ringtone_play_while_the_callee_rings() {
-    let net = CallNet::start(&["alice", "bob"]);
-    let (a_wav, b_wav) = (net.path("alice.wav"), net.path("bob.wav"));
-    let bob = net.client("bob", "", &["--record", b_wav.to_str().unwrap()]);
+/// alice calls bob, who does not answer, each recording its output to
+/// the given file; returns once alice's ring timeout ended the call.
+fn unanswered_call(net: &CallNet, alice_toml: &str, bob_toml: &str, a_wav: &Path, b_wav: &Path) {
+    let bob = net.client("bob", bob_toml, &["--record", b_wav.to_str().unwrap()]);
     let mut alice = net.client(
         "alice",
-        "[call]\nring_timeout = \"3s\"\n",
+        alice_toml,
         &["--call", "bob", "--record", a_wav.to_str().unwrap()],
     );
     state(&alice, "ringing");
@@ -33,6 +33,13 @@ fn ring_back_and_ringtone_play_while_the_callee_rings() {
     assert_eq!(ended(&alice)["reason"], "no_answer");
     ended(&bob);
     assert_eq!(net.exit_code(&mut alice, Duration::from_secs(10)), 1);
+}
+
+#[test]
+fn ring_back_and_ringtone_play_while_the_callee_rings() {
+    let net = CallNet::start(&["alice", "bob"]);
+    let (a_wav, b_wav) = (net.path("alice.wav"), net.path("bob.wav"));
+    unanswered_call(&net, "[call]\nring_timeout = \"3s\"\n", "", &a_wav, &b_wav);
 
     // alice: one 1 s burst of 425 Hz, then silence to the end.
     let a = heard(&a_wav);
@@ -57,22 +64,11 @@ fn ring_back_and_ringtone_play_while_the_callee_rings() {
         assert!(lo > 0.3 && hi > 0.3, "400 Hz {lo:.2}, 450 Hz {hi:.2}");
         assert!(goertzel_share(burst, 425.0) < 0.05);
     }
-    drop(bob);
 
     // Turned off: no device is opened, no recording written.
     let (a2, b2) = (net.path("alice2.wav"), net.path("bob2.wav"));
     let quiet = "[call]\nringback = false\nringtone = false\nring_timeout = \"2s\"\n";
-    let bob = net.client("bob", quiet, &["--record", b2.to_str().unwrap()]);
-    let mut alice = net.client(
-        "alice",
-        quiet,
-        &["--call", "bob", "--record", a2.to_str().unwrap()],
-    );
-    state(&alice, "ringing");
-    state(&bob, "incoming");
-    assert_eq!(ended(&alice)["reason"], "no_answer");
-    ended(&bob);
-    assert_eq!(net.exit_code(&mut alice, Duration::from_secs(10)), 1);
+    unanswered_call(&net, quiet, quiet, &a2, &b2);
     assert!(
         !a2.exists() && !b2.exists(),
         "nothing played, nothing recorded"

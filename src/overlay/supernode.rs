@@ -242,6 +242,12 @@ impl std::fmt::Debug for SupernodeCore {
     }
 }
 
+/// Whether member `id` may be asked at `now`: it has not timed out within
+/// `unresponsive_ms` (a supernode's own view, apart from the membership).
+fn responsive(unresponsive: &BTreeMap<u64, u64>, id: u64, now: u64) -> bool {
+    unresponsive.get(&id).is_none_or(|until| *until <= now)
+}
+
 /// Distance from `key` to `id` going up the ring (wrapping).
 fn ring_dist(key: u64, id: u64) -> u64 {
     id.wrapping_sub(key)
@@ -337,7 +343,7 @@ impl SupernodeCore {
     /// Whether this supernode skips member `id` at `now` because it timed
     /// out recently (its own view, apart from the membership's).
     pub fn skips_unresponsive(&self, id: u64, now: u64) -> bool {
-        self.unresponsive.get(&id).is_some_and(|u| *u > now)
+        !responsive(&self.unresponsive, id, now)
     }
 
     /// Whether this supernode holds a record for `username`, and its seq.
@@ -421,7 +427,7 @@ impl SupernodeCore {
     fn owners(&self, key: u64, n: usize, now: u64) -> Vec<(u64, SocketAddr)> {
         self.members
             .ring_from(key)
-            .filter(|(id, _)| self.unresponsive.get(id).is_none_or(|until| *until <= now))
+            .filter(|(id, _)| responsive(&self.unresponsive, *id, now))
             .take(n)
             .collect()
     }
@@ -803,9 +809,7 @@ impl SupernodeCore {
         let owners: Vec<(u64, SocketAddr)> = self
             .members
             .ring_from(key)
-            .filter(|(id, _)| {
-                !exclude.contains(id) && self.unresponsive.get(id).is_none_or(|u| *u <= now)
-            })
+            .filter(|(id, _)| !exclude.contains(id) && responsive(&self.unresponsive, *id, now))
             .take(self.cfg.replicas)
             .collect();
         for (id, addr) in owners {
@@ -1037,7 +1041,7 @@ impl SupernodeCore {
                     .filter(|(id, _)| {
                         *id != self.me
                             && !asked.contains(id)
-                            && self.unresponsive.get(id).is_none_or(|u| *u <= now)
+                            && responsive(&self.unresponsive, *id, now)
                     })
                     .take(room.min(parallel + q.timeouts))
                     .collect(),
@@ -1232,7 +1236,7 @@ impl SupernodeCore {
                     .members
                     .ring_from(p.key)
                     .filter(|(id, _)| {
-                        !exclude.contains(id) && self.unresponsive.get(id).is_none_or(|u| *u <= now)
+                        !exclude.contains(id) && responsive(&self.unresponsive, *id, now)
                     })
                     .nth(self.cfg.replicas - 1);
                 if let Some((id, addr)) = replacement {

@@ -537,6 +537,22 @@ pub struct LookupReport {
     pub unreachable_users: Vec<String>,
 }
 
+impl LookupReport {
+    /// Add another batch's results to these.
+    pub fn absorb(&mut self, r: LookupReport) {
+        self.asked += r.asked;
+        self.online += r.online;
+        self.offline += r.offline;
+        self.not_found += r.not_found;
+        self.failed += r.failed;
+        self.unreachable += r.unreachable;
+        self.stale += r.stale;
+        self.latencies_ms.extend(r.latencies_ms);
+        self.missing.extend(r.missing);
+        self.unreachable_users.extend(r.unreachable_users);
+    }
+}
+
 /// Lookups in flight: started by [`Overlay::start_lookups`], fed by
 /// [`Overlay::collect_lookups`] while the simulation runs and closed by
 /// [`PendingLookups::finish`].
@@ -887,16 +903,7 @@ impl Overlay {
         for chunk in pairs.chunks(batch) {
             rep.full_check_last_batch_ms = self.sim.now - kill_at;
             let r = self.lookups(chunk, 5_000, 2_000);
-            full.asked += r.asked;
-            full.online += r.online;
-            full.offline += r.offline;
-            full.not_found += r.not_found;
-            full.failed += r.failed;
-            full.unreachable += r.unreachable;
-            full.stale += r.stale;
-            full.latencies_ms.extend(r.latencies_ms);
-            full.missing.extend(r.missing);
-            full.unreachable_users.extend(r.unreachable_users);
+            full.absorb(r);
         }
         rep.full_check_took_ms = self.sim.now - full_start;
         rep.full = full;

@@ -44,22 +44,20 @@ impl RingKind {
     }
 }
 
+/// Peak level of the tones (of full scale): audible, below speech.
+const AMPLITUDE: f32 = 0.2;
+
 /// A cadence generator at 48 kHz.
 #[derive(Debug, Clone)]
 pub struct Cadence {
     kind: RingKind,
     /// Samples produced so far.
     pos: u64,
-    amplitude: f32,
 }
 
 impl Cadence {
     pub fn new(kind: RingKind) -> Self {
-        Cadence {
-            kind,
-            pos: 0,
-            amplitude: 0.2,
-        }
+        Cadence { kind, pos: 0 }
     }
 
     /// Samples produced so far.
@@ -81,7 +79,7 @@ impl Cadence {
             .map(|f| (std::f64::consts::TAU * *f as f64 * t).sin())
             .sum::<f64>()
             / freqs.len() as f64;
-        to_i16(y as f32 * self.amplitude)
+        to_i16(y as f32 * AMPLITUDE)
     }
 
     pub fn fill(&mut self, out: &mut [i16]) {
