@@ -818,7 +818,9 @@ mod tests {
     fn example_config_parses() {
         let text = include_str!("../config/natter.toml");
         let c = parse(text).unwrap();
-        assert!(c.login.authority_key.is_some());
+        // No placeholder key is pinned: a client must be given the real one.
+        assert!(c.login.authority_key.is_none());
+        assert_eq!(c.authority.listen.port(), 7700);
     }
 
     #[test]
