@@ -490,6 +490,57 @@ impl Default for KeysSection {
     }
 }
 
+impl KeysSection {
+    /// Every action with its keys, in the order the config documents them.
+    pub fn actions(&self) -> [(&'static str, &KeyList); 16] {
+        [
+            ("quit", &self.quit),
+            ("help", &self.help),
+            ("search", &self.search),
+            ("next_pane", &self.next_pane),
+            ("open_chat", &self.open_chat),
+            ("back", &self.back),
+            ("call", &self.call),
+            ("accept_call", &self.accept_call),
+            ("decline_call", &self.decline_call),
+            ("hang_up", &self.hang_up),
+            ("mute", &self.mute),
+            ("hold", &self.hold),
+            ("cycle_status", &self.cycle_status),
+            ("accept_contact", &self.accept_contact),
+            ("remove_contact", &self.remove_contact),
+            ("block_contact", &self.block_contact),
+        ]
+    }
+
+    /// One key does one thing: a key bound to two actions is an error,
+    /// reported at the action the user changed from its default.
+    fn check(&self) -> Result<(), Unusable> {
+        let defaults = KeysSection::default();
+        let actions = self.actions();
+        let changed = |i: usize| actions[i].1 != defaults.actions()[i].1;
+        for (i, (name, keys)) in actions.iter().enumerate() {
+            if keys.0.is_empty() {
+                return Unusable::at(&format!("keys.{name}"), "no key: give at least one".into());
+            }
+            for (j, (other, other_keys)) in actions.iter().enumerate().skip(i + 1) {
+                if let Some(k) = keys.0.iter().find(|k| other_keys.0.contains(k)) {
+                    let (at, also) = if changed(i) && !changed(j) {
+                        (name, other)
+                    } else {
+                        (other, name)
+                    };
+                    return Unusable::at(
+                        &format!("keys.{at}"),
+                        format!("\"{k}\" is also the key for {also}; a key can do one thing"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A key as the config writes it: a key name and its modifiers. The UI
 /// matches these against terminal events; the config only checks syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -756,10 +807,78 @@ impl Config {
             message: e.message().trim().to_owned(),
         };
         let de = toml::Deserializer::parse(text).map_err(|e| invalid("(syntax)".into(), e))?;
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             invalid(key, e.into_inner())
-        })
+        })?;
+        match config.check() {
+            Ok(()) => Ok(config),
+            Err(Unusable { key, message }) => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, &key),
+                message,
+                key,
+            }),
+        }
+    }
+
+    /// Values of the right type that can never work: caught at load, not
+    /// at the first call.
+    fn check(&self) -> Result<(), Unusable> {
+        let m = &self.media;
+        if ![10, 20, 40].contains(&m.frame_ms) {
+            return Unusable::at(
+                "media.frame_ms",
+                format!("{} ms: Opus frames here are 10, 20 or 40 ms", m.frame_ms),
+            );
+        }
+        if !(6_000..=510_000).contains(&m.bitrate) {
+            return Unusable::at(
+                "media.bitrate",
+                format!(
+                    "{} b/s: Opus takes 6000 to 510000 bits per second",
+                    m.bitrate
+                ),
+            );
+        }
+        if m.fec_min_loss_percent > 100 {
+            return Unusable::at(
+                "media.fec_min_loss_percent",
+                format!("{}: a percentage, 0 to 100", m.fec_min_loss_percent),
+            );
+        }
+        if m.jitter_max_ms < m.frame_ms || m.jitter_max_ms > 5_000 {
+            return Unusable::at(
+                "media.jitter_max_ms",
+                format!(
+                    "{} ms: from one frame ({} ms) to 5000 ms",
+                    m.jitter_max_ms, m.frame_ms
+                ),
+            );
+        }
+        if m.report_interval.0 < Duration::from_millis(100) {
+            return Unusable::at("media.report_interval", "at least 100ms".into());
+        }
+        let c = &self.call;
+        for (key, d) in [
+            ("call.invite_timeout", &c.invite_timeout),
+            ("call.ring_timeout", &c.ring_timeout),
+            ("call.connect_timeout", &c.connect_timeout),
+            ("overlay.keepalive", &self.overlay.keepalive),
+            ("overlay.supernode_timeout", &self.overlay.supernode_timeout),
+        ] {
+            if d.0 < Duration::from_millis(100) {
+                return Unusable::at(key, "at least 100ms".into());
+            }
+        }
+        if self.overlay.supernode_timeout.0 <= self.overlay.keepalive.0 {
+            return Unusable::at(
+                "overlay.supernode_timeout",
+                "must be longer than overlay.keepalive, or every supernode looks dead between keepalives".into(),
+            );
+        }
+        check_log_filter(&self.log.level).or_else(|e| Unusable::at("log.level", e))?;
+        self.keys.check()
     }
 
     /// Load `path`; with no path, the user's config file if it exists,
@@ -791,6 +910,68 @@ impl Config {
     }
 }
 
+/// A value that parses but cannot work, and the key it is under.
+#[derive(Debug)]
+struct Unusable {
+    key: String,
+    message: String,
+}
+
+impl Unusable {
+    fn at<T>(key: &str, message: String) -> Result<T, Unusable> {
+        Err(Unusable {
+            key: key.to_owned(),
+            message,
+        })
+    }
+}
+
+/// The line of `key` ("table.name") in the TOML text: the first line in
+/// its `[table]` that assigns it. `None` when not written in the file
+/// (e.g. a default that conflicts with a key that is).
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (table, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            current = h.trim().to_owned();
+        } else if current == table
+            && let Some(rest) = t.strip_prefix(name)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// A log filter as `[log] level` and `--log-level` take it: comma-separated
+/// directives, each a level (`debug`) or `target=level`
+/// (`natter::overlay=trace`). A bare word that is no level is refused,
+/// though tracing would read it as a target with every level: it is
+/// almost always a misspelt level (`verbose`).
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    let expected = "expected a level (off, error, warn, info, debug, trace) or per module such as \"natter::overlay=debug\"";
+    let directives: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err(format!("empty; {expected}"));
+    }
+    for d in directives {
+        let level = d.rsplit_once('=').map_or(d, |(_, l)| l).trim();
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!("{level:?} is not a log level; {expected}"));
+        }
+    }
+    Ok(())
+}
+
 fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("org", "natter", "natter")
 }
@@ -812,6 +993,78 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.authority.listen.port(), 7700);
         assert_eq!(c.login.server.to_string(), "127.0.0.1:7700");
+    }
+
+    #[test]
+    fn unusable_values_name_file_line_and_key() {
+        let cases = [
+            (
+                "[media]\nframe_ms = 25\n",
+                "media.frame_ms",
+                2,
+                "10, 20 or 40",
+            ),
+            ("[media]\n\nbitrate = 5\n", "media.bitrate", 3, "6000"),
+            (
+                "[log]\nlevel = \"verbose\"\n",
+                "log.level",
+                2,
+                "not a log level",
+            ),
+            (
+                "[log]\nlevel = \"natter=loud\"\n",
+                "log.level",
+                2,
+                "\"loud\"",
+            ),
+            (
+                "[keys]\ncall = \"q\"\n",
+                "keys.call",
+                2,
+                "also the key for quit",
+            ),
+            ("[keys]\nhelp = []\n", "keys.help", 2, "no key"),
+            (
+                "[call]\nring_timeout = \"0s\"\n",
+                "call.ring_timeout",
+                2,
+                "100ms",
+            ),
+            (
+                "[overlay]\nkeepalive = \"5s\"\n",
+                "overlay.supernode_timeout",
+                0,
+                "longer than overlay.keepalive",
+            ),
+        ];
+        for (text, key, line, words) in cases {
+            match parse(text) {
+                Err(ConfigError::Invalid {
+                    key: k,
+                    line: l,
+                    message,
+                    ..
+                }) => {
+                    assert_eq!(k, key, "{text}");
+                    assert_eq!(l, (line > 0).then_some(line), "{text}");
+                    assert!(message.contains(words), "{text}: {message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let e = parse("[media]\nframe_ms = 25\n").unwrap_err().to_string();
+        assert!(
+            e.contains("/etc/natter.toml, line 2: key `media.frame_ms`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn usable_values_pass() {
+        let ok = "[media]\nframe_ms = 10\nbitrate = 6000\n[log]\nlevel = \"WARN,natter::overlay=debug\"\n[keys]\nquit = \"ctrl+q\"\ncall = \"q\"\n";
+        parse(ok).unwrap();
+        assert!(check_log_filter("off").is_ok());
+        assert!(check_log_filter("").is_err());
     }
 
     #[test]

@@ -342,14 +342,24 @@ fn list_audio_devices() -> Result<()> {
     Ok(())
 }
 
-fn init_logging(config: &Config, flag: Option<&str>) -> Result<()> {
+/// The tracing filter: `--log-level`, else RUST_LOG, else `[log] level`
+/// (checked at load).
+fn log_filter(config: &Config, flag: Option<&str>) -> Result<tracing_subscriber::EnvFilter> {
     use tracing_subscriber::EnvFilter;
-    let filter = match flag {
-        Some(f) => EnvFilter::try_new(f).with_context(|| format!("bad --log-level {f:?}"))?,
+    Ok(match flag {
+        Some(f) => {
+            natter::config::check_log_filter(f)
+                .map_err(|e| anyhow::anyhow!("bad --log-level: {e}"))?;
+            EnvFilter::try_new(f).with_context(|| format!("bad --log-level {f:?}"))?
+        }
         None => EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&config.log.level))
             .with_context(|| format!("bad [log] level {:?}", config.log.level))?,
-    };
+    })
+}
+
+fn init_logging(config: &Config, flag: Option<&str>) -> Result<()> {
+    let filter = log_filter(config, flag)?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.log.file {
         Some(path) => {
@@ -372,13 +382,7 @@ fn init_file_logging(
     flag: Option<&str>,
     path: &Path,
 ) -> Result<tracing_appender::non_blocking::WorkerGuard> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match flag {
-        Some(f) => EnvFilter::try_new(f).with_context(|| format!("bad --log-level {f:?}"))?,
-        None => EnvFilter::try_from_default_env()
-            .or_else(|_| EnvFilter::try_new(&config.log.level))
-            .with_context(|| format!("bad [log] level {:?}", config.log.level))?,
-    };
+    let filter = log_filter(config, flag)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
