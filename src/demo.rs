@@ -30,9 +30,47 @@ use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "demo-password";
 
-/// The demo's log: outside its data dir, so it survives the exit.
-pub fn log_path() -> PathBuf {
-    std::env::temp_dir().join(format!("natter-demo-{}.log", std::process::id()))
+/// A new file (or directory) in the temp dir named `natter-demo-PID` plus
+/// `ext`, private to us (0600, or 0700 for a directory). It is created,
+/// never opened: a name someone else made first (a symlink planted in
+/// /tmp, say) is skipped for one with a random suffix.
+fn create_private(ext: &str, dir: bool) -> Result<(PathBuf, Option<std::fs::File>)> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let pid = std::process::id();
+    for attempt in 0..16 {
+        let name = match attempt {
+            0 => format!("natter-demo-{pid}{ext}"),
+            _ => format!("natter-demo-{pid}-{:08x}{ext}", rand::random::<u32>()),
+        };
+        let path = std::env::temp_dir().join(name);
+        let made = if dir {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
+                .map(|()| None)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map(Some)
+        };
+        match made {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    bail!("could not create a private natter-demo{ext} in the temp dir")
+}
+
+/// The demo's log: outside its data dir, so it survives the exit; new and
+/// private to us. Both `demo` and `demo --once` log there.
+pub fn create_log() -> Result<(PathBuf, std::fs::File)> {
+    let (path, file) = create_private(".log", false)?;
+    Ok((path, file.context("the log file")?))
 }
 
 struct Network {
@@ -241,10 +279,10 @@ async fn start_contact(net: &Network, user: &'static str, message: &str) -> Resu
     Ok(())
 }
 
-pub async fn run(once: bool, keys: natter::ui::KeyMap, started: Instant) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("natter-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let r = run_in(&dir, once, keys, started).await;
+/// Run the demo; `log` is where [`create_log`] put its log.
+pub async fn run(once: bool, keys: natter::ui::KeyMap, started: Instant, log: &Path) -> Result<()> {
+    let (dir, _) = create_private("", true)?;
+    let r = run_in(&dir, once, keys, started, log).await;
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
@@ -279,7 +317,7 @@ async fn bring_up(dir: &Path, started: Instant) -> Result<(Network, ClientHandle
 
 /// Open the TUI at once and bring the network up behind it: the screen
 /// shows the login in progress meanwhile.
-async fn run_tui(dir: &Path, keys: natter::ui::KeyMap, started: Instant) -> Result<()> {
+async fn run_tui(dir: &Path, keys: natter::ui::KeyMap, started: Instant, log: &Path) -> Result<()> {
     let (cmd_tx, mut cmd_rx) = tokio::sync::mpsc::channel::<Command>(64);
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel::<Event>(1024);
     let dir = dir.to_owned();
@@ -328,17 +366,22 @@ async fn run_tui(dir: &Path, keys: natter::ui::KeyMap, started: Instant) -> Resu
         }
     });
     let app = natter::ui::App::new(keys);
-    let log = log_path();
-    let r = natter::ui::terminal::run(app, cmd_tx, ev_rx, Some(&log), started).await;
+    let r = natter::ui::terminal::run(app, cmd_tx, ev_rx, Some(log), started).await;
     bridge.abort();
     r?;
     println!("natter demo stopped (log: {})", log.display());
     Ok(())
 }
 
-async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Instant) -> Result<()> {
+async fn run_in(
+    dir: &Path,
+    once: bool,
+    keys: natter::ui::KeyMap,
+    started: Instant,
+    log: &Path,
+) -> Result<()> {
     if !once {
-        return run_tui(dir, keys, started).await;
+        return run_tui(dir, keys, started, log).await;
     }
     let (net, mut you) = bring_up(dir, started).await?;
     println!(
@@ -347,6 +390,7 @@ async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Insta
     );
     // --once: check what the TUI would show, then stop.
     let mut online = std::collections::BTreeSet::new();
+    let mut seen = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while online.len() < 2 {
         let ev = tokio::time::timeout_at(deadline, you.events.recv())
@@ -360,7 +404,11 @@ async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Insta
                 bail!("logging in failed: {e}")
             }
             Some(Event::Supernodes { attached }) => {
+                // The whole list comes each time: print each one once.
                 for a in attached {
+                    if !seen.insert(a.addr) {
+                        continue;
+                    }
                     println!(
                         "  attached to {} ({})",
                         a.addr,
@@ -396,6 +444,7 @@ async fn run_in(dir: &Path, once: bool, keys: natter::ui::KeyMap, started: Insta
         }
     }
     println!("natter demo: ready in {} ms", started.elapsed().as_millis());
+    println!("natter demo: log in {}", log.display());
     Ok(())
 }
 

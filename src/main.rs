@@ -213,23 +213,24 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         config.nat.detect = false;
     }
     let data_dir = config.data_dir(cli.data_dir.as_deref())?;
-    // While the TUI owns the terminal, logs go to a file.
-    let tui_log = match &cli.command {
-        Some(Command::Demo { once: false }) => Some(demo::log_path()),
-        None if !cli.authority && !cli.supernode && !cli.headless => Some(
-            config
+    // While the TUI owns the terminal, logs go to a file; the demo always
+    // logs to its own file.
+    let log_file = match &cli.command {
+        Some(Command::Demo { .. }) => Some(demo::create_log()?),
+        None if !cli.authority && !cli.supernode && !cli.headless => {
+            let path = config
                 .log
                 .file
                 .clone()
-                .unwrap_or_else(|| data_dir.join("natter.log")),
-        ),
+                .unwrap_or_else(|| data_dir.join("natter.log"));
+            let file = open_log(&path)?;
+            Some((path, file))
+        }
         _ => None,
     };
-    if let Some(dir) = tui_log.as_ref().and_then(|p| p.parent()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _log_guard = match &tui_log {
-        Some(path) => Some(init_file_logging(&config, cli.log_level.as_deref(), path)?),
+    let tui_log = log_file.as_ref().map(|(p, _)| p.clone());
+    let _log_guard = match log_file {
+        Some((_, file)) => Some(init_file_logging(&config, cli.log_level.as_deref(), file)?),
         None => {
             init_logging(&config, cli.log_level.as_deref())?;
             None
@@ -257,7 +258,8 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Some(Command::Admin(c)) => admin(&config, &data_dir, c),
         Some(Command::Demo { once }) => {
             let keys = natter::ui::KeyMap::from_config(&config.keys);
-            let r = rt.block_on(demo::run(once, keys, started));
+            let log = tui_log.as_deref().context("the demo's log")?;
+            let r = rt.block_on(demo::run(once, keys, started, log));
             // Tasks of the demo network may still hold the runtime.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             r
@@ -363,31 +365,46 @@ fn init_logging(config: &Config, flag: Option<&str>) -> Result<()> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match &config.log.file {
         Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("opening log file {}", path.display()))?;
+            let file = open_log(path)?;
             builder.with_ansi(false).with_writer(Arc::new(file)).init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colour only on a terminal, never into a redirected log.
+        None => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }
 
-/// Logging to `path` through a background writer; the guard flushes it
+/// Open a log file for appending: made private (0600) if new, its
+/// directory made (0700) if missing, and never through a symlink.
+fn open_log(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening log file {}", path.display()))
+}
+
+/// Logging to `file` through a background writer; the guard flushes it
 /// when dropped, so `run` keeps it to the end.
 fn init_file_logging(
     config: &Config,
     flag: Option<&str>,
-    path: &Path,
+    file: std::fs::File,
 ) -> Result<tracing_appender::non_blocking::WorkerGuard> {
     let filter = log_filter(config, flag)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening log file {}", path.display()))?;
     let (writer, guard) = tracing_appender::non_blocking(file);
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -56,9 +56,12 @@ fn restore_stderr() {
 
 /// Point fd 2 at `log` (appending), keeping the real stderr to restore.
 fn redirect_stderr(log: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(log)?;
     // SAFETY: dup and dup2 on descriptors we hold open; failures are
     // checked and leave stderr as it was.
