@@ -56,7 +56,14 @@ start=$(date +%s)
 echo "debootstrap $suite from the host's mirror into $root"
 debootstrap --variant=minbase --include=sudo,ca-certificates "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$work/debootstrap.log"; exit 1; }
+# The network as this host sees it: its resolver, and the extra trust
+# anchors of a TLS-inspecting proxy if it has any (the package registries
+# are reached through it).
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null
+fi
 cp /etc/apt/sources.list.d/*.sources "$root/etc/apt/sources.list.d/" 2>/dev/null || true
 echo "root ready in $(($(date +%s) - start)) s"
 

@@ -213,6 +213,13 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         config.nat.detect = false;
     }
     let data_dir = config.data_dir(cli.data_dir.as_deref())?;
+    // The long-running modes own the data dir while they run.
+    let long_running = cli.command.is_none() && !cli.list_audio_devices;
+    let _data_lock = if long_running {
+        Some(natter::node::DataDirLock::acquire(&data_dir)?)
+    } else {
+        None
+    };
     // While the TUI owns the terminal, logs go to a file; the demo always
     // logs to its own file.
     let log_file = match &cli.command {

@@ -8,6 +8,7 @@ pub mod api_map;
 pub mod call_api;
 pub mod calls;
 pub mod client;
+pub mod datadir;
 pub mod demux;
 pub mod device;
 pub mod login;
@@ -18,6 +19,7 @@ pub mod tcp;
 pub mod turn;
 pub mod udp;
 
+pub use datadir::{DataDirError, DataDirLock};
 pub use device::{DeviceError, DeviceFiles};
 pub use login::{AuthorityConnection, LoginError};
 pub use udp::{LinkCommand, LinkHandle, UdpLink, UdpLinkError};
