@@ -174,6 +174,12 @@ pub struct RelaySection {
     /// Relay to peers on loopback (only for tests on one machine: it
     /// exposes the host's loopback services to anyone with credentials).
     pub allow_loopback_peers: bool,
+    /// Peers the relay refuses, as IP prefixes (coturn's
+    /// `denied-peer-ip`); default: the special-purpose ranges (private
+    /// networks, CGNAT 100.64/10, link-local 169.254/16, 0/8, ...).
+    pub denied_peers: Vec<crate::wire::IpPrefix>,
+    /// Exceptions to `denied_peers` (coturn's `allowed-peer-ip`).
+    pub allowed_peers: Vec<crate::wire::IpPrefix>,
     /// Other relays of the group to hand out, `host:port` (e.g. coturn).
     pub servers: Vec<HostPort>,
 }
@@ -193,6 +199,8 @@ impl Default for RelaySection {
             public_ip: None,
             tcp: true,
             allow_loopback_peers: false,
+            denied_peers: crate::wire::prefix::special_purpose(),
+            allowed_peers: Vec::new(),
             servers: Vec::new(),
         }
     }
@@ -1074,6 +1082,8 @@ mod tests {
         // No placeholder key is pinned: a client must be given the real one.
         assert!(c.login.authority_key.is_none());
         assert_eq!(c.authority.listen.port(), 7700);
+        // The file shows the relay's real default deny list.
+        assert_eq!(c.relay.denied_peers, RelaySection::default().denied_peers);
     }
 
     #[test]

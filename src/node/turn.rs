@@ -873,6 +873,12 @@ pub async fn supernode_setup(
     if rc.secret.is_empty() {
         return Ok((None, None));
     }
+    let public = rc.public_ip.unwrap_or(advertised.ip());
+    let mut own_addresses = vec![public, advertised.ip()];
+    if !local.ip().is_unspecified() {
+        own_addresses.push(local.ip());
+    }
+    own_addresses.dedup();
     let core = TurnServer::new(
         crate::relay::TurnServerConfig {
             realm: rc.realm.clone(),
@@ -888,12 +894,14 @@ pub async fn supernode_setup(
             user_allocations: rc.user_allocations,
             user_bandwidth: rc.user_bandwidth,
             allow_loopback_peers: rc.allow_loopback_peers,
+            denied_peers: rc.denied_peers.clone(),
+            allowed_peers: rc.allowed_peers.clone(),
+            own_addresses,
             ..Default::default()
         },
         nonce_key,
         now,
     );
-    let public = rc.public_ip.unwrap_or(advertised.ip());
     let setup = TurnSetup {
         core,
         cfg: TurnServiceConfig {

@@ -26,6 +26,7 @@ use super::creds::{NonceKey, parse_username, rest_password};
 use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN, ChannelData, Class, StunHeader, method};
 use super::quota::TokenBucket;
 use super::stunmsg::{self, Integrity};
+use crate::wire::IpPrefix;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use stun_rs::attributes::stun::{Nonce, Realm, Software, UnknownAttributes, XorMappedAddress};
@@ -126,6 +127,19 @@ pub struct TurnServerConfig {
     /// it would let anyone reach services bound to the relay host's
     /// loopback; tests on one machine turn it on.
     pub allow_loopback_peers: bool,
+    /// Peers in these ranges are refused (403), as coturn's
+    /// `denied-peer-ip`: by default the special-purpose ranges
+    /// ([`crate::wire::prefix::SPECIAL_PURPOSE`]: private networks, CGNAT,
+    /// link-local cloud metadata, ...), so a relay user cannot reach the
+    /// relay host's neighbours.
+    pub denied_peers: Vec<IpPrefix>,
+    /// Exceptions to `denied_peers` (coturn's `allowed-peer-ip`), e.g. a
+    /// relay serving a private network of its own.
+    pub allowed_peers: Vec<IpPrefix>,
+    /// This host's own addresses: a peer there is refused unless it is
+    /// the relayed address of a live allocation (two relayed users of one
+    /// relay), so nobody reaches the host's own services through it.
+    pub own_addresses: Vec<IpAddr>,
     pub software: Option<String>,
 }
 
@@ -143,6 +157,9 @@ impl Default for TurnServerConfig {
             user_burst: 0,
             max_peers: 256,
             allow_loopback_peers: false,
+            denied_peers: crate::wire::prefix::special_purpose(),
+            allowed_peers: Vec::new(),
+            own_addresses: Vec::new(),
             software: Some(format!("natter {}", env!("CARGO_PKG_VERSION"))),
         }
     }
@@ -222,6 +239,8 @@ pub struct TurnServer {
     nonces: NonceKey,
     allocs: HashMap<AllocId, Allocation>,
     by_client: HashMap<ClientAddr, AllocId>,
+    /// Live relayed addresses: the only peers allowed at our own addresses.
+    by_relayed: HashMap<SocketAddr, AllocId>,
     users: HashMap<String, User>,
     next_alloc: AllocId,
     next_tid: u64,
@@ -252,6 +271,7 @@ impl TurnServer {
             nonces: NonceKey::new(nonce_key),
             allocs: HashMap::new(),
             by_client: HashMap::new(),
+            by_relayed: HashMap::new(),
             users: HashMap::new(),
             next_alloc: 1,
             next_tid: 0,
@@ -353,6 +373,7 @@ impl TurnServer {
         match result {
             Ok(relayed) => {
                 a.relayed = Some(relayed);
+                self.by_relayed.insert(relayed, alloc);
                 a.expires_ms = now + a.lifetime_secs as u64 * 1000;
                 let attrs = vec![
                     XorRelayedAddress::from(relayed).into(),
@@ -481,6 +502,9 @@ impl TurnServer {
     fn drop_alloc(&mut self, id: AllocId) -> Option<Allocation> {
         let a = self.allocs.remove(&id)?;
         self.by_client.remove(&a.client);
+        if let Some(r) = a.relayed {
+            self.by_relayed.remove(&r);
+        }
         if let Some(u) = self.users.get_mut(&a.user) {
             u.allocations = u.allocations.saturating_sub(1);
             if u.allocations == 0 {
@@ -639,6 +663,10 @@ impl TurnServer {
         }
         if a.permissions.get(&peer.ip()).is_none_or(|&e| e <= now) {
             self.stats.no_permission += 1;
+            return;
+        }
+        if !self.peer_port_allowed(peer) {
+            self.stats.forbidden_peers += 1;
             return;
         }
         if !self.charge(now, id, data.len()) {
@@ -1004,15 +1032,30 @@ impl TurnServer {
     }
 
     /// Unspecified, broadcast and multicast addresses are never peers;
-    /// loopback only when configured.
+    /// loopback only when configured; the denied ranges unless allowed.
+    /// Our own addresses pass here (a permission is per IP) and are
+    /// checked per port by [`Self::peer_port_allowed`].
     fn peer_allowed(&self, ip: IpAddr) -> bool {
         let IpAddr::V4(v4) = ip else {
             return false;
         };
-        !(v4.is_unspecified()
-            || v4.is_broadcast()
-            || v4.is_multicast()
-            || (v4.is_loopback() && !self.cfg.allow_loopback_peers))
+        if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() {
+            return false;
+        }
+        if v4.is_loopback() {
+            return self.cfg.allow_loopback_peers;
+        }
+        self.cfg.allowed_peers.iter().any(|p| p.contains(ip))
+            || !self.cfg.denied_peers.iter().any(|p| p.contains(ip))
+    }
+
+    /// A peer at one of our own (non-loopback) addresses must be the
+    /// relayed address of a live allocation, never another service of
+    /// this host.
+    fn peer_port_allowed(&self, peer: SocketAddr) -> bool {
+        peer.ip().is_loopback()
+            || !self.cfg.own_addresses.contains(&peer.ip())
+            || self.by_relayed.contains_key(&peer)
     }
 
     fn peers_of(msg: &stun_rs::StunMessage) -> Vec<SocketAddr> {
@@ -1094,7 +1137,7 @@ impl TurnServer {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 443, "Peer Address Family Mismatch", &auth);
         }
-        if !self.peer_allowed(peer.ip()) {
+        if !self.peer_allowed(peer.ip()) || !self.peer_port_allowed(peer) {
             self.stats.forbidden_peers += 1;
             return self.fail(from, h, 403, "Forbidden", &auth);
         }

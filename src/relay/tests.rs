@@ -524,3 +524,100 @@ fn mismatched_and_foreign_requests_are_refused() {
     assert!(n.server.poll_transmit().is_none());
     assert!(n.server.stats().malformed >= 2);
 }
+
+#[test]
+fn special_ranges_and_the_hosts_own_services_are_forbidden_peers() {
+    let own = addr("198.51.100.1:0").ip();
+    let mut n = Net::new(TurnServerConfig {
+        own_addresses: vec![own],
+        ..cfg()
+    });
+    let alice = n.client("203.0.113.5:4000", n.creds("alice", 3600), false);
+    let bob = n.client("203.0.113.6:4000", n.creds("bob", 3600), false);
+    n.clients[alice].1.allocate(n.now);
+    n.clients[bob].1.allocate(n.now);
+    n.run();
+    assert!(allocated(&n.events(alice)) && allocated(&n.events(bob)));
+
+    // Private, CGNAT and link-local (cloud metadata) peers: 403.
+    for bad in [
+        "10.0.0.1:80",
+        "172.16.5.5:80",
+        "192.168.1.1:80",
+        "169.254.169.254:80",
+        "100.64.1.1:80",
+        "0.1.2.3:80",
+    ] {
+        let peer = addr(bad);
+        n.clients[alice]
+            .1
+            .create_permission(n.now, peer.ip())
+            .unwrap();
+        n.run();
+        let evs = n.events(alice);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, TurnClientEvent::PermissionFailed { code: 403, .. })),
+            "{bad}: {evs:?}"
+        );
+    }
+    let forbidden = n.server.stats().forbidden_peers;
+    assert_eq!(forbidden, 6);
+
+    // Our own address: a permission is per IP, but only the relayed
+    // addresses of live allocations are reachable there, not the host's
+    // services (say the authority on 7700).
+    n.clients[alice].1.create_permission(n.now, own).unwrap();
+    n.run();
+    assert!(
+        n.events(alice)
+            .contains(&TurnClientEvent::PermissionCreated { peer: own })
+    );
+    let service = SocketAddr::new(own, 7700);
+    n.clients[alice]
+        .1
+        .send_to(n.now, service, b"GET /")
+        .unwrap();
+    n.run();
+    assert!(n.at_peers.is_empty());
+    assert_eq!(n.server.stats().forbidden_peers, forbidden + 1);
+    n.clients[alice].1.bind_channel(n.now, service).unwrap();
+    n.run();
+    assert!(
+        n.events(alice)
+            .iter()
+            .any(|e| matches!(e, TurnClientEvent::ChannelBindFailed { code: 403, .. }))
+    );
+    // Two relayed users of this relay still reach each other.
+    let bob_relay = n.relay_of(bob);
+    assert_eq!(bob_relay.ip(), own);
+    n.clients[alice]
+        .1
+        .send_to(n.now, bob_relay, b"hi bob")
+        .unwrap();
+    n.run();
+    let alice_relay = n.relay_of(alice);
+    assert_eq!(
+        n.at_peers.pop(),
+        Some((alice_relay, bob_relay, b"hi bob".to_vec()))
+    );
+
+    // An operator's exception for a private network of its own.
+    let mut n = Net::new(TurnServerConfig {
+        allowed_peers: vec!["10.20.0.0/16".parse().unwrap()],
+        ..cfg()
+    });
+    let c = n.client("203.0.113.5:4000", n.creds("alice", 3600), false);
+    n.clients[c].1.allocate(n.now);
+    n.run();
+    n.events(c);
+    for (peer, ok) in [("10.20.1.1", true), ("10.21.0.1", false)] {
+        let ip = peer.parse().unwrap();
+        n.clients[c].1.create_permission(n.now, ip).unwrap();
+        n.run();
+        let created = n
+            .events(c)
+            .contains(&TurnClientEvent::PermissionCreated { peer: ip });
+        assert_eq!(created, ok, "{peer}");
+    }
+}

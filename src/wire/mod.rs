@@ -7,8 +7,10 @@
 //! the bytes. Over TCP frames follow each other on the stream; over UDP one
 //! datagram carries one frame.
 
+pub mod prefix;
 mod reader;
 
+pub use prefix::IpPrefix;
 pub use reader::{Reader, Writer};
 
 use thiserror::Error;
