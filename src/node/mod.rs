@@ -8,7 +8,6 @@ pub mod api_map;
 pub mod call_api;
 pub mod calls;
 pub mod client;
-pub mod demux;
 pub mod device;
 pub mod login;
 pub mod messaging;

@@ -23,9 +23,10 @@
 //! and every dropped packet is counted in [`TurnStats`].
 
 use super::creds::{NonceKey, parse_username, rest_password};
-use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN, ChannelData, Class, StunHeader, method};
+use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN};
 use super::quota::TokenBucket;
 use super::stunmsg::{self, Integrity};
+use crate::wire::stun::{ChannelData, Class, Header, method};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use stun_rs::attributes::stun::{Nonce, Realm, Software, UnknownAttributes, XorMappedAddress};
@@ -582,14 +583,7 @@ impl TurnServer {
     }
 
     /// 401 or 438: the error carries REALM and a fresh NONCE.
-    fn challenge(
-        &mut self,
-        now: u64,
-        to: ClientAddr,
-        h: &StunHeader,
-        code: u16,
-        reason: &'static str,
-    ) {
+    fn challenge(&mut self, now: u64, to: ClientAddr, h: &Header, code: u16, reason: &'static str) {
         let nonce = self.nonces.make(now + self.cfg.nonce_lifetime_ms, to.addr);
         let mut attrs: Vec<StunAttribute> = Vec::new();
         if let Ok(r) = Realm::new(&self.cfg.realm) {
@@ -602,14 +596,10 @@ impl TurnServer {
     }
 
     fn on_stun(&mut self, now: u64, from: ClientAddr, bytes: &[u8]) {
-        let Ok(h) = StunHeader::peek(bytes) else {
+        let Ok(h) = Header::read(bytes) else {
             self.stats.malformed += 1;
             return;
         };
-        if h.length + 20 != bytes.len() {
-            self.stats.malformed += 1;
-            return;
-        }
         match (h.class, h.method) {
             (Class::Indication, method::SEND) => self.on_send(now, from, bytes),
             (Class::Request, _) => self.on_request(now, from, &h, bytes),
@@ -676,7 +666,7 @@ impl TurnServer {
         self.relay_out(now, id, peer, cd.data);
     }
 
-    fn on_request(&mut self, now: u64, from: ClientAddr, h: &StunHeader, bytes: &[u8]) {
+    fn on_request(&mut self, now: u64, from: ClientAddr, h: &Header, bytes: &[u8]) {
         let Some(msg) = stunmsg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -738,7 +728,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         bytes: &[u8],
     ) -> Option<Auth> {
@@ -793,7 +783,7 @@ impl TurnServer {
 
     /// The caller's allocation, answering 437 or 441 when there is none or
     /// it belongs to another user.
-    fn own_alloc(&mut self, from: ClientAddr, h: &StunHeader, auth: &Auth) -> Option<AllocId> {
+    fn own_alloc(&mut self, from: ClientAddr, h: &Header, auth: &Auth) -> Option<AllocId> {
         let a = self
             .by_client
             .get(&from)
@@ -830,7 +820,7 @@ impl TurnServer {
         }
     }
 
-    fn ok(&mut self, to: ClientAddr, h: &StunHeader, attrs: Vec<StunAttribute>, auth: &Auth) {
+    fn ok(&mut self, to: ClientAddr, h: &Header, attrs: Vec<StunAttribute>, auth: &Auth) {
         let k = auth.key.clone();
         self.send_msg(
             to,
@@ -842,14 +832,7 @@ impl TurnServer {
         );
     }
 
-    fn fail(
-        &mut self,
-        to: ClientAddr,
-        h: &StunHeader,
-        code: u16,
-        reason: &'static str,
-        auth: &Auth,
-    ) {
+    fn fail(&mut self, to: ClientAddr, h: &Header, code: u16, reason: &'static str, auth: &Auth) {
         let k = auth.key.clone();
         self.error(
             to,
@@ -880,7 +863,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         auth: Auth,
     ) {
@@ -985,7 +968,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         auth: Auth,
     ) {
@@ -1027,7 +1010,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         auth: Auth,
     ) {
@@ -1067,7 +1050,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         auth: Auth,
     ) {
