@@ -258,23 +258,6 @@ struct NatState {
     local_check_at: u64,
 }
 
-/// The IP this host uses towards `dst`, with `port`: the socket's own
-/// address when it is bound to a specific IP, else what the route picks.
-async fn local_towards(bound: SocketAddr, dst: SocketAddr) -> Option<SocketAddr> {
-    if !bound.ip().is_unspecified() {
-        return Some(bound);
-    }
-    let any: SocketAddr = if dst.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let probe = UdpSocket::bind(any).await.ok()?;
-    // A UDP connect only picks the route and source address; nothing is sent.
-    probe.connect(dst).await.ok()?;
-    Some(SocketAddr::new(probe.local_addr().ok()?.ip(), bound.port()))
-}
-
 /// A running overlay node.
 pub struct OverlayNode {
     pub local_addr: SocketAddr,
@@ -722,7 +705,7 @@ impl Driver {
         n.det.set_servers(servers);
         let first = n.det.servers().first().copied();
         let local = match (bound, first) {
-            (Some(b), Some(f)) => local_towards(b, f).await,
+            (Some(b), Some(f)) => peer::host_address(b, f).await,
             _ => None,
         };
         let Some(n) = &mut self.nat else { return };
@@ -739,7 +722,7 @@ impl Driver {
         let Some(n) = &mut self.nat else { return };
         let first = n.det.servers().first().copied();
         let local = match (bound, first) {
-            (Some(b), Some(f)) => local_towards(b, f).await,
+            (Some(b), Some(f)) => peer::host_address(b, f).await,
             _ => None,
         };
         let Some(n) = &mut self.nat else { return };
