@@ -6,7 +6,7 @@
 //! holds.
 //!
 //! File permissions are the process's defaults; the file is created in
-//! one place ([`create_file`]), where a mode belongs.
+//! one place (`create_file`), where a mode belongs.
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
