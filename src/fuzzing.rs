@@ -349,6 +349,7 @@ pub fn envelope(b: &[u8]) {
 
 /// Every plain decoder.
 pub fn decoders(b: &[u8]) {
+    datagram(b);
     if let Ok(f) = Frame::decode(b) {
         assert_eq!(Frame::encode(f.kind, f.payload).ok().as_deref(), Some(b));
     }
@@ -564,14 +565,16 @@ pub fn stun_seeds() -> Vec<Vec<u8>> {
     v
 }
 
-/// STUN: the header check, the stun-rs decoder, the Binding response
+/// STUN: the header check and classifier, the stun-rs decoder, the Binding response
 /// parser, the server (with a second address) and a running detector
 /// must all take any datagram without panicking; a request the server
 /// answers gets a response the parser reads back.
 pub fn stun(b: &[u8]) {
-    use crate::nat::stun::{decode, parse_binding_response, peek};
+    use crate::nat::stun::{decode, parse_binding_response};
     use crate::nat::{DetectorConfig, NatDetector, StunServer, StunServerConfig};
+    use crate::wire::stun::peek;
     let h = peek(b);
+    datagram(b);
     let _ = decode(b);
     let _ = parse_binding_response(b);
     let primary = link_addr(3478);
@@ -731,7 +734,7 @@ pub fn turn_pair() -> (
         while client.poll_event().is_some() {}
     }
     let data_ind = crate::relay::stunmsg::data_indication(
-        crate::relay::framing::method::DATA,
+        crate::wire::stun::method::DATA,
         &[5; 12],
         link_addr(10),
         b"data indication",
@@ -740,16 +743,44 @@ pub fn turn_pair() -> (
     (server, client, sent)
 }
 
+/// The shared socket's demultiplexer: any bytes classify, and what they
+/// classify as is what that protocol's decoder reads (STUN headers and
+/// ChannelData re-encode to the same bytes).
+pub fn datagram(b: &[u8]) {
+    use crate::wire::stun::{
+        ChannelData, Datagram, HEADER_LEN, Header, LINK_KINDS, MEDIA_FIRST_BYTES, classify,
+    };
+    match classify(b) {
+        Datagram::Link => {
+            if let Ok(f) = Frame::decode(b) {
+                assert!(LINK_KINDS.contains(&f.kind));
+            }
+        }
+        Datagram::Stun(h) => {
+            assert_eq!(Header::read(b), Ok(h));
+            assert_eq!(h.encode()[..], b[..HEADER_LEN]);
+        }
+        Datagram::ChannelData(cd) => {
+            assert_eq!(ChannelData::decode(b), Ok(cd));
+            let again = ChannelData::encode(cd.channel, cd.data, false);
+            assert_eq!(&again[..], &b[..again.len()]);
+        }
+        Datagram::Media => assert!(b.first().is_some_and(|f| MEDIA_FIRST_BYTES.contains(f))),
+        Datagram::Unknown => {
+            assert!(Header::read(b).is_err() && ChannelData::decode(b).is_err());
+        }
+    }
+}
+
 /// The relay's decoders: ChannelData, STUN headers, the TCP framer, Send
 /// and Data indications and the stun-rs codec itself.
 pub fn relay_decoders(b: &[u8]) {
-    use crate::relay::framing::{ChannelData, StreamFramer, StunHeader, is_turn_method};
+    use crate::relay::framing::{ChannelData, StreamFramer};
     if let Ok(cd) = ChannelData::decode(b) {
         let again = ChannelData::encode(cd.channel, cd.data, false);
         assert_eq!(&again[..], &b[..again.len()]);
     }
-    let _ = StunHeader::peek(b);
-    let _ = is_turn_method(b);
+    datagram(b);
     let _ = crate::relay::stunmsg::parse_data_indication(b);
     let _ = crate::relay::stunmsg::decode(b);
     let mut f = StreamFramer::new();
@@ -814,6 +845,81 @@ pub fn tcp_streams(b: &[u8]) {
                 Ok(None) => break,
                 Err(_) => return,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::stun::{ChannelData, Class, Datagram, classify, method};
+
+    /// What stun-rs reads from a STUN message, as our header names it.
+    fn stun_rs_header(b: &[u8]) -> Option<(u16, Class)> {
+        let m = crate::relay::stunmsg::decode(b)?;
+        let class = match m.class() {
+            stun_rs::MessageClass::Request => Class::Request,
+            stun_rs::MessageClass::Indication => Class::Indication,
+            stun_rs::MessageClass::SuccessResponse => Class::Success,
+            stun_rs::MessageClass::ErrorResponse => Class::Error,
+        };
+        Some((m.method().as_u16(), class))
+    }
+
+    #[test]
+    fn every_encoder_output_is_classified_as_what_it_is() {
+        // Link frames of a whole handshake and a message.
+        let (_, _, link) = link_stage(5);
+        assert!(link.len() >= 4);
+        for d in &link {
+            assert_eq!(classify(d), Datagram::Link, "{d:?}");
+        }
+        // NAT Binding requests and the server's answers, ICE checks.
+        let ice = ice_seeds();
+        for d in stun_seeds().iter().chain(&ice[2..]) {
+            let Datagram::Stun(h) = classify(d) else {
+                panic!("not STUN: {d:?}");
+            };
+            assert_eq!(h.method, method::BINDING);
+            assert_eq!(stun_rs_header(d), Some((h.method, h.class)));
+        }
+        // TURN: requests, responses, Send and Data indications, ChannelData
+        // both ways.
+        let (_, _, turn) = turn_pair();
+        let (mut stun, mut channel) = (0, 0);
+        for d in &turn {
+            match classify(d) {
+                Datagram::Stun(h) => {
+                    assert!(h.is_turn(), "{h:?}");
+                    assert_eq!(stun_rs_header(d), Some((h.method, h.class)));
+                    stun += 1;
+                }
+                Datagram::ChannelData(cd) => {
+                    assert_eq!(ChannelData::decode(d), Ok(cd));
+                    channel += 1;
+                }
+                k => panic!("{k:?}: {d:?}"),
+            }
+        }
+        assert!(
+            stun >= 6 && channel >= 2,
+            "{stun} STUN, {channel} ChannelData"
+        );
+        for pad in [false, true] {
+            let d = ChannelData::encode(0x4000, b"x", pad);
+            assert!(matches!(classify(&d), Datagram::ChannelData(cd) if cd.data == b"x"));
+        }
+        // Sealed media packets of both kinds.
+        use crate::media::packet::{Kind, Sealer};
+        let keys = crate::media::MediaKeys::derive(&[1; 32], crate::media::Side::Caller);
+        let mut sealer = Sealer::new(&keys.send, 2);
+        for (kind, marker) in [
+            (Kind::Audio, true),
+            (Kind::Audio, false),
+            (Kind::Report, false),
+        ] {
+            let p = sealer.seal(kind, marker, 7, 960, &[1, 2, 3]).unwrap();
+            assert_eq!(classify(&p), Datagram::Media);
         }
     }
 }

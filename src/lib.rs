@@ -11,7 +11,8 @@
 //! - `link`: secure links over UDP (sans-IO);
 //! - `media`, `call`: voice (audio devices, codec, encrypted media) and
 //!   call signalling;
-//! - `crypto`, `identity`, `wire`, `config`, `clock`: the base.
+//! - `crypto`, `identity`, `wire` (with the STUN layer that demultiplexes
+//!   the one UDP socket), `sqlite`, `config`, `clock`: the base.
 
 pub mod authority;
 pub mod call;
@@ -31,5 +32,6 @@ pub mod node;
 pub mod overlay;
 pub mod relay;
 pub mod sim;
+pub mod sqlite;
 pub mod ui;
 pub mod wire;

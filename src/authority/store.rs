@@ -1,9 +1,11 @@
-//! Accounts in an embedded SQLite file: WAL mode, full fsync on commit (a
-//! registration the authority confirmed survives a crash), and a schema
-//! versioned by `PRAGMA user_version` with forward-only migrations.
+//! Accounts in an embedded SQLite file, opened by [`crate::sqlite`]: WAL
+//! mode, full fsync on commit (a registration the authority confirmed
+//! survives a crash), and a schema versioned by `PRAGMA user_version` with
+//! forward-only migrations.
 
 use super::core::AccountInfo;
 use crate::identity::{Role, Username};
+use crate::sqlite::{Schema, SqliteError};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -13,24 +15,19 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("account database {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error(
-        "account database {path} has schema version {found}, newer than this build knows ({known}); upgrade natter"
-    )]
-    TooNew {
-        path: PathBuf,
-        found: u32,
-        known: u32,
-    },
+    #[error(transparent)]
+    Sqlite(#[from] SqliteError),
     #[error("password hashing failed: {0}")]
     Hash(String),
     #[error("no account named {0}")]
     NoSuchAccount(String),
 }
+
+/// The accounts file (opened by [`crate::sqlite`]).
+const SCHEMA: Schema = Schema {
+    what: "account database",
+    migrations: MIGRATIONS,
+};
 
 /// Each entry moves the schema from version i to i + 1.
 const MIGRATIONS: &[&str] = &[
@@ -91,38 +88,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let err = |source| StoreError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let mut conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        let version: u32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        let known = MIGRATIONS.len() as u32;
-        if version > known {
-            return Err(StoreError::TooNew {
-                path: path.to_owned(),
-                found: version,
-                known,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", i as u32 + 1)
-                .map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
+        let conn = SCHEMA.open(path)?;
         Ok(Store {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -131,10 +97,7 @@ impl Store {
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        SCHEMA.error(&self.path, source).into()
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -319,7 +282,7 @@ mod tests {
         drop(s);
         assert!(matches!(
             Store::open(&p),
-            Err(StoreError::TooNew { found: 99, .. })
+            Err(StoreError::Sqlite(SqliteError::TooNew { found: 99, .. }))
         ));
     }
 }

@@ -31,10 +31,10 @@ use crate::identity::Certificate;
 use crate::overlay::EnvelopeId;
 use crate::overlay::envelope::kind;
 pub use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
+use crate::sqlite::SqliteError;
 use crate::wire::{Reader, WireError, Writer};
 use rand::RngCore;
 use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
 use thiserror::Error;
 
 /// A chat message id: random, chosen by the sender.
@@ -45,24 +45,8 @@ pub const MAX_TEXT: usize = 4000;
 
 #[derive(Debug, Error)]
 pub enum ChatError {
-    #[error("chat history {path}: {source}")]
-    Store {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("chat history {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "chat history {path} has schema version {found}, newer than this build knows ({known}); upgrade natter"
-    )]
-    TooNew {
-        path: PathBuf,
-        found: u32,
-        known: u32,
-    },
+    #[error(transparent)]
+    Store(#[from] SqliteError),
     #[error("message of {len} bytes exceeds the {max}-byte limit")]
     TooLong { len: usize, max: usize },
     #[error("empty message")]
@@ -73,10 +57,7 @@ pub enum ChatError {
 
 impl ChatError {
     fn store(path: &std::path::Path, source: rusqlite::Error) -> Self {
-        ChatError::Store {
-            path: path.to_owned(),
-            source,
-        }
+        ChatError::Store(store::SCHEMA.error(path, source))
     }
 }
 

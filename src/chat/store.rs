@@ -7,8 +7,16 @@
 //! no-op.
 
 use super::{ChatError, Message, MsgId};
+use crate::sqlite::Schema;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
+
+/// The history's file (opened by [`crate::sqlite`], whose full fsync
+/// makes a committed message survive power loss; chat writes are few).
+pub(super) const SCHEMA: Schema = Schema {
+    what: "chat history",
+    migrations: MIGRATIONS,
+};
 
 const MIGRATIONS: &[&str] = &[
     // 1: history and outbox.
@@ -53,49 +61,18 @@ fn id_of(v: Vec<u8>) -> MsgId {
 impl ChatStore {
     /// Open (or create) the history at `path`.
     pub fn open(path: &Path) -> Result<Self, ChatError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ChatError::Io {
-                path: path.to_owned(),
-                source: e,
-            })?;
-        }
-        let conn = Connection::open(path).map_err(|e| ChatError::store(path, e))?;
-        Self::init(path.to_owned(), conn)
+        Ok(ChatStore {
+            path: path.to_owned(),
+            conn: SCHEMA.open(path)?,
+        })
     }
 
     /// A history that lives in memory only (tests).
     pub fn in_memory() -> Result<Self, ChatError> {
-        let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|e| ChatError::store(&path, e))?;
-        Self::init(path, conn)
-    }
-
-    fn init(path: PathBuf, mut conn: Connection) -> Result<Self, ChatError> {
-        let e = |err| ChatError::store(&path, err);
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
-        // A committed message survives power loss too; chat writes are
-        // few, so the fsync per commit costs little.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(e)?;
-        let version: u32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(e)?;
-        if version as usize > MIGRATIONS.len() {
-            return Err(ChatError::TooNew {
-                path,
-                found: version,
-                known: MIGRATIONS.len() as u32,
-            });
-        }
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().map_err(e)?;
-            tx.execute_batch(m).map_err(e)?;
-            tx.pragma_update(None, "user_version", i as u32 + 1)
-                .map_err(e)?;
-            tx.commit().map_err(e)?;
-        }
-        Ok(ChatStore { path, conn })
+        Ok(ChatStore {
+            path: PathBuf::from(":memory:"),
+            conn: SCHEMA.open_in_memory()?,
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> ChatError {
@@ -276,6 +253,7 @@ mod tests {
 
     #[test]
     fn newer_schema_is_refused() {
+        use crate::sqlite::SqliteError;
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("chat.db");
         drop(ChatStore::open(&p).unwrap());
@@ -284,7 +262,7 @@ mod tests {
         drop(c);
         assert!(matches!(
             ChatStore::open(&p),
-            Err(ChatError::TooNew { found: 99, .. })
+            Err(ChatError::Store(SqliteError::TooNew { found: 99, .. }))
         ));
     }
 }

@@ -39,31 +39,15 @@ pub use store::{ContactStore, Row};
 use crate::identity::Certificate;
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink, kind};
 use crate::overlay::{EnvelopeId, PresenceRecord, Status};
+use crate::sqlite::SqliteError;
 use crate::wire::{Reader, WireError, Writer};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::PathBuf;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ContactsError {
-    #[error("contact list {path}: {source}")]
-    Store {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("contact list {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "contact list {path} has schema version {found}, newer than this build knows ({known}); upgrade natter"
-    )]
-    TooNew {
-        path: PathBuf,
-        found: u32,
-        known: u32,
-    },
+    #[error(transparent)]
+    Store(#[from] SqliteError),
     #[error("{0} has not asked to be your contact")]
     NoRequest(String),
     #[error("{0} is blocked: unblock them first")]
@@ -80,10 +64,7 @@ pub enum ContactsError {
 
 impl ContactsError {
     fn store(path: &std::path::Path, source: rusqlite::Error) -> Self {
-        ContactsError::Store {
-            path: path.to_owned(),
-            source,
-        }
+        ContactsError::Store(store::SCHEMA.error(path, source))
     }
 }
 

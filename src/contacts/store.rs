@@ -3,8 +3,15 @@
 //! the authorization handshake, and who is blocked.
 
 use super::{ContactState, ContactsError};
+use crate::sqlite::Schema;
 use rusqlite::{Connection, params};
 use std::path::{Path, PathBuf};
+
+/// The contact list's file (opened by [`crate::sqlite`]).
+pub(super) const SCHEMA: Schema = Schema {
+    what: "contact list",
+    migrations: MIGRATIONS,
+};
 
 const MIGRATIONS: &[&str] = &[
     // 1: contacts.
@@ -42,46 +49,17 @@ impl std::fmt::Debug for ContactStore {
 
 impl ContactStore {
     pub fn open(path: &Path) -> Result<Self, ContactsError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| ContactsError::Io {
-                path: path.to_owned(),
-                source: e,
-            })?;
-        }
-        let conn = Connection::open(path).map_err(|e| ContactsError::store(path, e))?;
-        Self::init(path.to_owned(), conn)
+        Ok(ContactStore {
+            path: path.to_owned(),
+            conn: SCHEMA.open(path)?,
+        })
     }
 
     pub fn in_memory() -> Result<Self, ContactsError> {
-        let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|e| ContactsError::store(&path, e))?;
-        Self::init(path, conn)
-    }
-
-    fn init(path: PathBuf, mut conn: Connection) -> Result<Self, ContactsError> {
-        let e = |err| ContactsError::store(&path, err);
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(e)?;
-        let version: u32 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(e)?;
-        if version as usize > MIGRATIONS.len() {
-            return Err(ContactsError::TooNew {
-                path,
-                found: version,
-                known: MIGRATIONS.len() as u32,
-            });
-        }
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().map_err(e)?;
-            tx.execute_batch(m).map_err(e)?;
-            tx.pragma_update(None, "user_version", i as u32 + 1)
-                .map_err(e)?;
-            tx.commit().map_err(e)?;
-        }
-        Ok(ContactStore { path, conn })
+        Ok(ContactStore {
+            path: PathBuf::from(":memory:"),
+            conn: SCHEMA.open_in_memory()?,
+        })
     }
 
     pub fn load(&self) -> Result<Vec<Row>, ContactsError> {

@@ -10,6 +10,7 @@
 //! [`open`] then verifies integrity with that agent's password.
 
 use super::IceError;
+use crate::wire::stun;
 use std::net::SocketAddr;
 use stun_rs::attributes::ice::{IceControlled, IceControlling, Priority, UseCandidate};
 use stun_rs::attributes::stun::{
@@ -137,24 +138,19 @@ fn txid_of(msg: &StunMessage) -> [u8; 12] {
 /// Class, transaction and USERNAME of a Binding message, unverified.
 /// `None` for anything that is not a well-formed STUN Binding message.
 pub fn peek(bytes: &[u8]) -> Option<Peek> {
-    // The header is checked by hand first: cheap, and nothing else is ours.
-    if bytes.len() < 20 || bytes[0] & 0xC0 != 0 || bytes[4..8] != crate::node::demux::STUN_MAGIC {
-        return None;
-    }
+    // The header first: cheap, and only Binding is ours.
+    let h = stun::peek(bytes).filter(|h| h.method == stun::method::BINDING)?;
     let (msg, _) = MessageDecoderBuilder::default()
         .build()
         .decode(bytes)
         .ok()?;
-    if msg.method() != BINDING {
-        return None;
-    }
     let username = msg
         .get::<UserName>()
         .and_then(|a| a.as_user_name().ok())
         .map(|u| u.as_str().to_string());
     Some(Peek {
         class: msg.class(),
-        txid: txid_of(&msg),
+        txid: h.transaction,
         username,
     })
 }
@@ -254,14 +250,19 @@ mod tests {
         }
     }
 
+    /// The class of a Binding message, as the socket's demultiplexer files it.
+    fn class_of(b: &[u8]) -> stun::Class {
+        match stun::classify(b) {
+            stun::Datagram::Stun(h) if h.method == stun::method::BINDING => h.class,
+            k => panic!("not a Binding message: {k:?}"),
+        }
+    }
+
     #[test]
     fn request_round_trip_and_integrity() {
         let pwd = "0123456789abcdefghijkl";
         let b = encode_request(&req(), pwd).unwrap();
-        assert_eq!(
-            crate::node::demux::classify(&b),
-            crate::node::demux::Datagram::Stun
-        );
+        assert_eq!(class_of(&b), stun::Class::Request);
         let p = peek(&b).unwrap();
         assert_eq!(p.class, MessageClass::Request);
         assert_eq!(p.username.as_deref(), Some("abcd:efgh"));
@@ -278,6 +279,7 @@ mod tests {
         let pwd = "0123456789abcdefghijkl";
         let a: SocketAddr = "198.51.100.7:40000".parse().unwrap();
         let b = encode_success([1; 12], a, pwd).unwrap();
+        assert_eq!(class_of(&b), stun::Class::Success);
         assert_eq!(
             open(&b, pwd).unwrap(),
             Check::Success {
@@ -286,6 +288,7 @@ mod tests {
             }
         );
         let e = encode_error([2; 12], ROLE_CONFLICT, pwd).unwrap();
+        assert_eq!(class_of(&e), stun::Class::Error);
         assert_eq!(
             open(&e, pwd).unwrap(),
             Check::Error {

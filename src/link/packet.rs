@@ -15,6 +15,11 @@ pub const KIND_INIT: u8 = 16;
 pub const KIND_RESP: u8 = 17;
 pub const KIND_FIN: u8 = 18;
 pub const KIND_DATA: u8 = 19;
+// The shared socket's demultiplexer files exactly these kinds as link frames.
+const _: () = assert!(
+    *crate::wire::stun::LINK_KINDS.start() == KIND_INIT
+        && *crate::wire::stun::LINK_KINDS.end() == KIND_DATA
+);
 
 /// An XX first message with an empty payload is just the ephemeral key.
 pub const EPHEMERAL: usize = 32;

@@ -1,6 +1,25 @@
-//! Sliding-window replay protection for DATA counters (RFC 6479 style):
-//! a counter is accepted once, and only if it is newer than the highest
-//! seen minus the window.
+//! Sliding-window replay protection for 64-bit packet counters (RFC 6479
+//! style), used by the link's DATA frames and by media packets: a counter
+//! is accepted once, and only if it is newer than the highest seen minus
+//! the window. `u64::MAX` is never accepted (the senders stop far below).
+//!
+//! Why not `webrtc-util`'s `replay_detector::SlidingWindowDetector`
+//! (measured late 2026, webrtc-util 0.17.2): it decides the same on every
+//! trace we tried (in order, reordered, 1 % duplicates, loss bursts past
+//! the window, counters near 2^62 with 2^40 jumps: 0 mismatches against a
+//! set model, window 2048, either detector), but
+//! - it is slower: 180-220 ns per in-order packet against 2-4 ns here (it
+//!   shifts the whole 2048-bit mask for every new highest counter), 50-70
+//!   ns against 13-30 ns reordered, 265-300 ns against 25-33 ns with loss
+//!   bursts (release build, 2 M packets, best of 5, on a loaded 2-core
+//!   machine);
+//! - its `check` takes `&mut self` and `accept` takes no counter, so a
+//!   check and its accept must not interleave with another packet's, and
+//!   it does not say whether a counter is the newest (which moves a link
+//!   session when its peer roams);
+//! - `default-features = false` still brings tokio (with `fs`,
+//!   `parking_lot`), nix 0.26, async-trait, ipnet, pin-utils, memoffset
+//!   and a second bitflags (1.x): six new crates for about 100 lines.
 
 /// Counters remembered behind the highest one.
 pub const WINDOW: u64 = 2048;
@@ -26,6 +45,10 @@ impl Default for ReplayWindow {
 impl ReplayWindow {
     /// Whether `c` would be accepted; call before the (costlier) decryption.
     pub fn check(&self, c: u64) -> bool {
+        if c == u64::MAX {
+            // `next` would overflow.
+            return false;
+        }
         if c >= self.next {
             return true;
         }
@@ -99,6 +122,9 @@ mod tests {
         assert!(w.check(6), "the oldest counter still in the window");
         assert_eq!(w.accept(u64::MAX - 1), (true, true));
         assert!(!w.check(5 + WINDOW));
+        assert_eq!(w.accept(u64::MAX - 1), (false, false));
+        assert_eq!(w.accept(u64::MAX), (false, false));
+        assert!(!w.check(u64::MAX - 1));
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //!
 //! The transport is a pair of channels, so the same driver serves a
 //! socket of its own ([`udp_transport`]) or the node's one socket, where
-//! `node::demux` hands media datagrams over and sends go out on the path
-//! ICE chose (direct or through a TURN relay).
+//! the node hands over what [`crate::wire::stun::classify`] files as media
+//! and sends go out on the path ICE chose (direct or through a TURN
+//! relay).
 
 use super::audio::{AudioError, AudioIo};
 use super::session::{MediaEvent, MediaSession, MediaStats};
 use crate::clock::Clock;
-use crate::node::demux::{Datagram, classify};
+use crate::wire::stun::{Datagram, classify};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

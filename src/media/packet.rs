@@ -9,9 +9,9 @@
 //!
 //! An RTP-shaped header (RFC 3550: version 2, no padding, extension or
 //! CSRCs; sequence, 48 kHz timestamp, SSRC), so the first byte is 0x80 and
-//! `node::demux` files the datagram as media, followed by the 64-bit packet
-//! counter that is the AEAD nonce, then the encrypted body with its 16-byte
-//! tag. The whole 20-byte header is authenticated as associated data.
+//! [`crate::wire::stun::classify`] files the datagram as media, followed by
+//! the 64-bit packet counter that is the AEAD nonce, then the encrypted
+//! body with its 16-byte tag. The whole 20-byte header is authenticated as associated data.
 //! Payload type 111 is an Opus frame; 201 (RTCP's RR, here carried in the
 //! same header) a receiver report.
 //!
@@ -328,8 +328,8 @@ mod tests {
         let p = s.seal(Kind::Audio, true, 65535, 960, b"opus").unwrap();
         assert_eq!(p[0], 0x80);
         assert_eq!(
-            crate::node::demux::classify(&p),
-            crate::node::demux::Datagram::Media
+            crate::wire::stun::classify(&p),
+            crate::wire::stun::Datagram::Media
         );
         let (h, body) = o.open(&p).unwrap();
         assert_eq!(body, b"opus");

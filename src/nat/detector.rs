@@ -24,8 +24,9 @@
 //! local address changes ([`NatDetector::set_local`]) or a server sees us
 //! at another address ([`NatDetector::observe_mapped`]).
 
-use super::stun::{self, BindingResponse, Class, method};
+use super::stun::{self, BindingResponse};
 use super::{Filtering, Mapping, NatReport, Transmit};
+use crate::wire::stun::{Class, method, peek};
 use rand::RngCore;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -316,7 +317,7 @@ impl NatDetector {
     /// it was ours (an answer to one of our requests); if not, the caller
     /// passes it to its other STUN users.
     pub fn handle_datagram(&mut self, now: u64, from: SocketAddr, d: &[u8]) -> bool {
-        let Some(h) = stun::peek(d) else { return false };
+        let Some(h) = peek(d) else { return false };
         if h.method != method::BINDING || !matches!(h.class, Class::Success | Class::Error) {
             return false;
         }

@@ -8,10 +8,11 @@
 //!
 //! Stateless apart from counters: one request in, at most one response
 //! out. Other STUN methods (TURN's Allocate and friends) are not this
-//! core's: the driver routes on [`super::stun::peek`] before calling it.
+//! core's: the driver routes on [`crate::wire::stun::peek`] before calling it.
 
 use super::Transmit;
-use super::stun::{self, Class, method};
+use super::stun;
+use crate::wire::stun::{Class, method, peek};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use stun_rs::attributes::discovery::{
@@ -121,7 +122,7 @@ impl StunServer {
     /// `from`. Only Binding is served; anything else is counted and
     /// dropped (the driver should not pass it).
     pub fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, d: &[u8]) {
-        let Some(h) = stun::peek(d) else {
+        let Some(h) = peek(d) else {
             self.stats.malformed += 1;
             return;
         };

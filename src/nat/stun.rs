@@ -1,10 +1,11 @@
-//! The STUN wire layer over the `stun-rs` codec: a borrowing header check
-//! ([`peek`]) that the drivers use to route a datagram by method without
-//! decoding it, full decoding and encoding, and the Binding messages the
-//! NAT tests exchange. Decoding never panics; anything malformed is an
-//! error the caller counts and drops.
+//! STUN messages for NAT detection over the `stun-rs` codec: full
+//! decoding and encoding, and the Binding messages the NAT tests exchange.
+//! The header check that routes a datagram by method without decoding it
+//! is the base's ([`crate::wire::stun::peek`]). Decoding never panics;
+//! anything malformed is an error the caller counts and drops.
 
 use super::NatError;
+use crate::wire::stun::{Class, method, peek};
 use std::net::SocketAddr;
 use stun_rs::attributes::discovery::{
     ChangeRequest, ChangeRequestFlags, OtherAddress, ResponseOrigin,
@@ -15,73 +16,11 @@ use stun_rs::{
     TransactionId,
 };
 
-/// STUN methods natter routes on (RFC 8489, RFC 8656).
-pub mod method {
-    pub const BINDING: u16 = 0x001;
-    pub const ALLOCATE: u16 = 0x003;
-    pub const REFRESH: u16 = 0x004;
-    pub const SEND: u16 = 0x006;
-    pub const DATA: u16 = 0x007;
-    pub const CREATE_PERMISSION: u16 = 0x008;
-    pub const CHANNEL_BIND: u16 = 0x009;
-}
-
-/// Header length of every STUN message.
-pub const HEADER_LEN: usize = 20;
 /// Largest message we build or accept (fits any path MTU we care about).
 pub const MAX_MESSAGE: usize = 1280;
 
-const MAGIC: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 /// What our messages say in SOFTWARE.
 pub const SOFTWARE: &str = concat!("natter ", env!("CARGO_PKG_VERSION"));
-
-/// The message class (RFC 8489 §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Class {
-    Request,
-    Indication,
-    Success,
-    Error,
-}
-
-/// A STUN header, read without decoding attributes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
-    pub class: Class,
-    pub method: u16,
-    /// Attribute bytes after the header.
-    pub length: u16,
-    pub transaction: [u8; 12],
-}
-
-/// The header of a STUN message that fills `d` exactly (a datagram), or
-/// `None`: top bits not zero, no magic cookie, or a length that disagrees
-/// with the datagram.
-pub fn peek(d: &[u8]) -> Option<Header> {
-    if d.len() < HEADER_LEN || d[0] & 0xC0 != 0 || d[4..8] != MAGIC {
-        return None;
-    }
-    let t = u16::from_be_bytes([d[0], d[1]]);
-    let length = u16::from_be_bytes([d[2], d[3]]);
-    if !length.is_multiple_of(4) || HEADER_LEN + length as usize != d.len() {
-        return None;
-    }
-    let class = match ((t >> 7) & 0b10) | ((t >> 4) & 0b01) {
-        0 => Class::Request,
-        1 => Class::Indication,
-        2 => Class::Success,
-        _ => Class::Error,
-    };
-    let method = (t & 0x000F) | ((t & 0x00E0) >> 1) | ((t & 0x3E00) >> 2);
-    let mut transaction = [0u8; 12];
-    transaction.copy_from_slice(&d[8..20]);
-    Some(Header {
-        class,
-        method,
-        length,
-        transaction,
-    })
-}
 
 /// Decode a whole message with `stun-rs` (attributes included).
 pub fn decode(d: &[u8]) -> Result<StunMessage, NatError> {
@@ -185,41 +124,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn peek_reads_class_and_method() {
-        let r = binding_request([7; 12], true, false);
-        let h = peek(&r).unwrap();
-        assert_eq!(h.class, Class::Request);
-        assert_eq!(h.method, method::BINDING);
-        assert_eq!(h.transaction, [7; 12]);
-        assert_eq!(h.length as usize + HEADER_LEN, r.len());
-        // Allocate error response: type 0x0113.
-        let mut d = r.clone();
-        d[0] = 0x01;
-        d[1] = 0x13;
-        let h = peek(&d).unwrap();
-        assert_eq!((h.class, h.method), (Class::Error, method::ALLOCATE));
-        // ChannelBind success: 0x0109.
-        d[1] = 0x09;
-        assert_eq!(peek(&d).unwrap().class, Class::Success);
-        assert_eq!(peek(&d).unwrap().method, method::CHANNEL_BIND);
-        // Data indication: 0x0017.
-        d[0] = 0;
-        d[1] = 0x17;
-        let h = peek(&d).unwrap();
-        assert_eq!((h.class, h.method), (Class::Indication, method::DATA));
-    }
-
-    #[test]
-    fn peek_rejects_bad_lengths_and_cookies() {
-        let r = binding_request([1; 12], false, false);
-        assert!(peek(&r[..r.len() - 1]).is_none());
-        let mut long = r.clone();
-        long.extend_from_slice(&[0; 4]);
-        assert!(peek(&long).is_none());
-        let mut bad = r.clone();
-        bad[5] ^= 1;
-        assert!(peek(&bad).is_none());
-        assert!(peek(&[]).is_none());
+    fn binding_requests_classify_as_binding() {
+        use crate::wire::stun::{Datagram, HEADER_LEN, classify};
+        for (ip, port) in [(false, false), (true, false), (false, true), (true, true)] {
+            let r = binding_request([7; 12], ip, port);
+            let Datagram::Stun(h) = classify(&r) else {
+                panic!("not STUN: {r:?}");
+            };
+            assert_eq!((h.class, h.method), (Class::Request, method::BINDING));
+            assert_eq!(h.transaction, [7; 12]);
+            assert_eq!(h.length as usize + HEADER_LEN, r.len());
+        }
     }
 
     #[test]

@@ -9,7 +9,6 @@ pub mod call_api;
 pub mod calls;
 pub mod client;
 pub mod datadir;
-pub mod demux;
 pub mod device;
 pub mod login;
 pub mod messaging;

@@ -3,11 +3,12 @@
 //! sans-IO core, and moves bytes, commands and events between them. The
 //! task sleeps until the earliest deadline of the link or the core.
 //!
-//! The main socket carries more than link frames ([`super::demux`]): on a
-//! supernode, STUN Binding goes to the [`StunServer`] (which may answer
-//! from the extra RFC 5780 sockets this driver also owns); on a client,
-//! STUN answers go to the [`NatDetector`], which measures the NAT at login
-//! and again when the network changes.
+//! The main socket carries more than link frames
+//! ([`crate::wire::stun::classify`]): on a supernode, STUN Binding goes to
+//! the [`StunServer`] (which may answer from the extra RFC 5780 sockets
+//! this driver also owns); on a client, STUN answers go to the
+//! [`NatDetector`], which measures the NAT at login and again when the
+//! network changes.
 //!
 //! On a client it also hosts the ICE sessions ([`IceSessions`]): STUN
 //! datagrams on the main socket go to them first, their checks leave from
@@ -19,16 +20,15 @@ use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
 use crate::ice::{IceConfig, IceOffer, IceSessions, SessionEvent, Via};
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
-use crate::nat::stun::{self as stun_wire, method};
 use crate::nat::{
     DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig, StunStats,
 };
 use crate::node::calls::{CallOptions, CallUpdate, Calls, Ctx, MediaMsg};
-use crate::node::demux::{self, Datagram};
 use crate::node::messaging::Messaging;
 use crate::node::peer::{self, PeerEvent};
 use crate::node::turn::{TurnHandle, TurnService};
 use crate::overlay::{ClientCore, ClientEvent, Status, SupernodeCore, SupernodeEvent};
+use crate::wire::stun::{Datagram, Header, classify, method};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::HashMap;
@@ -256,23 +256,6 @@ struct NatState {
     started: bool,
     start_at: u64,
     local_check_at: u64,
-}
-
-/// The IP this host uses towards `dst`, with `port`: the socket's own
-/// address when it is bound to a specific IP, else what the route picks.
-async fn local_towards(bound: SocketAddr, dst: SocketAddr) -> Option<SocketAddr> {
-    if !bound.ip().is_unspecified() {
-        return Some(bound);
-    }
-    let any: SocketAddr = if dst.is_ipv4() {
-        SocketAddr::from(([0, 0, 0, 0], 0))
-    } else {
-        SocketAddr::from(([0u16; 8], 0))
-    };
-    let probe = UdpSocket::bind(any).await.ok()?;
-    // A UDP connect only picks the route and source address; nothing is sent.
-    probe.connect(dst).await.ok()?;
-    Some(SocketAddr::new(probe.local_addr().ok()?.ip(), bound.port()))
 }
 
 /// A running overlay node.
@@ -631,12 +614,12 @@ impl Driver {
     /// an extra STUN socket.
     fn datagram(&mut self, local: Option<SocketAddr>, from: SocketAddr, d: &[u8]) {
         let now = self.clock.now_ms();
-        let kind = demux::classify(d);
+        let kind = classify(d);
         // Our relay's answers and what peers send through it.
         if local.is_none() && self.paths_datagram(from, kind, d) {
             return;
         }
-        if kind != Datagram::Stun
+        if !matches!(kind, Datagram::Stun(_))
             && let Some(n) = &mut self.nat
         {
             n.det.note_udp_received();
@@ -645,17 +628,11 @@ impl Driver {
             Datagram::Link if local.is_none() => {
                 self.link.handle_datagram(now, from, d, &mut self.rng)
             }
-            Datagram::Stun => self.stun_datagram(now, local, from, d),
-            // ChannelData, and RFC 5766's higher channel numbers, which
-            // classify as unknown.
-            Datagram::ChannelData | Datagram::Unknown
-                if local.is_none() && TurnHandle::wants(d) =>
-            {
-                match &self.turn {
-                    Some(t) => t.handle.datagram(from, d),
-                    None => self.dropped_datagrams += 1,
-                }
-            }
+            Datagram::Stun(h) => self.stun_datagram(now, local, from, h, d),
+            Datagram::ChannelData(_) if local.is_none() => match &self.turn {
+                Some(t) => t.handle.datagram(from, d),
+                None => self.dropped_datagrams += 1,
+            },
             Datagram::Media if local.is_none() && self.calls.is_some() => {
                 if let Some(c) = &mut self.calls {
                     c.media_datagram(from, d, &self.ice);
@@ -665,17 +642,19 @@ impl Driver {
         }
     }
 
-    fn stun_datagram(&mut self, now: u64, local: Option<SocketAddr>, from: SocketAddr, d: &[u8]) {
-        let Some(h) = stun_wire::peek(d) else {
-            self.dropped_datagrams += 1;
-            return;
-        };
+    fn stun_datagram(
+        &mut self,
+        now: u64,
+        local: Option<SocketAddr>,
+        from: SocketAddr,
+        h: Header,
+        d: &[u8],
+    ) {
         // TURN (Allocate, Refresh, CreatePermission, ChannelBind, Send) on
         // the main socket goes to the relay, with or without a STUN server.
-        if h.method != method::BINDING
+        if h.is_turn()
             && local.is_none()
             && let Some(t) = &self.turn
-            && TurnHandle::wants(d)
         {
             t.handle.datagram(from, d);
             return;
@@ -726,7 +705,7 @@ impl Driver {
         n.det.set_servers(servers);
         let first = n.det.servers().first().copied();
         let local = match (bound, first) {
-            (Some(b), Some(f)) => local_towards(b, f).await,
+            (Some(b), Some(f)) => peer::host_address(b, f).await,
             _ => None,
         };
         let Some(n) = &mut self.nat else { return };
@@ -743,7 +722,7 @@ impl Driver {
         let Some(n) = &mut self.nat else { return };
         let first = n.det.servers().first().copied();
         let local = match (bound, first) {
-            (Some(b), Some(f)) => local_towards(b, f).await,
+            (Some(b), Some(f)) => peer::host_address(b, f).await,
             _ => None,
         };
         let Some(n) = &mut self.nat else { return };

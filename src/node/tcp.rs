@@ -7,7 +7,8 @@
 //! what arrives comes back to the driver as [`TcpInput`] on one channel.
 
 use crate::link::packet::KIND_INIT;
-use crate::relay::framing::{MAGIC_COOKIE, StreamFramer};
+use crate::relay::framing::StreamFramer;
+use crate::wire::stun::MAGIC_COOKIE;
 use crate::wire::{HEADER, MAX_FRAME, VERSION};
 use std::collections::HashMap;
 use std::net::SocketAddr;

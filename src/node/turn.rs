@@ -13,7 +13,7 @@
 
 use crate::clock::Clock;
 use crate::node::overlay::TurnSetup;
-use crate::relay::framing::{StreamFramer, is_turn_method};
+use crate::relay::framing::StreamFramer;
 use crate::relay::{
     AllocId, ClientAddr, ServerEvent, Transport, TurnClient, TurnClientConfig, TurnClientError,
     TurnClientEvent, TurnCredentials, TurnServer, TurnStats, Via,
@@ -77,20 +77,6 @@ pub struct TurnHandle {
 }
 
 impl TurnHandle {
-    /// Whether a datagram on the main socket is for the relay: a TURN
-    /// method (not Binding, which is the STUN server's) or ChannelData.
-    pub fn wants(d: &[u8]) -> bool {
-        use crate::node::demux::{Datagram, classify};
-        match classify(d) {
-            Datagram::ChannelData => true,
-            Datagram::Stun => is_turn_method(d),
-            // RFC 5766 channels 0x5000-0x7FFF, which RFC 8656 dropped but
-            // older clients still bind; nothing else starts 0x50-0x7F.
-            Datagram::Unknown => crate::relay::framing::ChannelData::decode(d).is_ok(),
-            _ => false,
-        }
-    }
-
     /// Hand over a datagram from the main socket.
     pub fn datagram(&self, from: SocketAddr, bytes: &[u8]) {
         let i = Input::Client {

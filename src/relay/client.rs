@@ -40,8 +40,9 @@
 //! unpredictable without an RNG inside the core. Responses to authenticated
 //! requests must carry a valid MESSAGE-INTEGRITY, or they are dropped.
 
-use super::framing::{CHANNEL_MAX, CHANNEL_MIN, ChannelData, Class, StunHeader, method};
+use super::framing::{CHANNEL_MAX, CHANNEL_MIN};
 use super::stunmsg;
+use crate::wire::stun::{ChannelData, Class, Header, method};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use stun_rs::attributes::stun::{
@@ -467,7 +468,7 @@ impl TurnClient {
                 true
             }
             Some(_) => {
-                let Ok(h) = StunHeader::peek(bytes) else {
+                let Ok(h) = Header::read(bytes) else {
                     return false;
                 };
                 match h.class {
@@ -660,7 +661,7 @@ impl TurnClient {
         );
     }
 
-    fn on_response(&mut self, now: u64, h: &StunHeader, bytes: &[u8]) {
+    fn on_response(&mut self, now: u64, h: &Header, bytes: &[u8]) {
         let Some(msg) = stunmsg::decode(bytes) else {
             self.stats.malformed += 1;
             return;

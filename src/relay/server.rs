@@ -23,10 +23,11 @@
 //! and every dropped packet is counted in [`TurnStats`].
 
 use super::creds::{NonceKey, parse_username, rest_password};
-use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN, ChannelData, Class, StunHeader, method};
+use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN};
 use super::quota::TokenBucket;
 use super::stunmsg::{self, Integrity};
 use crate::wire::IpPrefix;
+use crate::wire::stun::{ChannelData, Class, Header, method};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use stun_rs::attributes::stun::{Nonce, Realm, Software, UnknownAttributes, XorMappedAddress};
@@ -606,14 +607,7 @@ impl TurnServer {
     }
 
     /// 401 or 438: the error carries REALM and a fresh NONCE.
-    fn challenge(
-        &mut self,
-        now: u64,
-        to: ClientAddr,
-        h: &StunHeader,
-        code: u16,
-        reason: &'static str,
-    ) {
+    fn challenge(&mut self, now: u64, to: ClientAddr, h: &Header, code: u16, reason: &'static str) {
         let nonce = self.nonces.make(now + self.cfg.nonce_lifetime_ms, to.addr);
         let mut attrs: Vec<StunAttribute> = Vec::new();
         if let Ok(r) = Realm::new(&self.cfg.realm) {
@@ -626,14 +620,10 @@ impl TurnServer {
     }
 
     fn on_stun(&mut self, now: u64, from: ClientAddr, bytes: &[u8]) {
-        let Ok(h) = StunHeader::peek(bytes) else {
+        let Ok(h) = Header::read(bytes) else {
             self.stats.malformed += 1;
             return;
         };
-        if h.length + 20 != bytes.len() {
-            self.stats.malformed += 1;
-            return;
-        }
         match (h.class, h.method) {
             (Class::Indication, method::SEND) => self.on_send(now, from, bytes),
             (Class::Request, _) => self.on_request(now, from, &h, bytes),
@@ -704,7 +694,7 @@ impl TurnServer {
         self.relay_out(now, id, peer, cd.data);
     }
 
-    fn on_request(&mut self, now: u64, from: ClientAddr, h: &StunHeader, bytes: &[u8]) {
+    fn on_request(&mut self, now: u64, from: ClientAddr, h: &Header, bytes: &[u8]) {
         let Some(msg) = stunmsg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -766,7 +756,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         bytes: &[u8],
     ) -> Option<Auth> {
@@ -821,7 +811,7 @@ impl TurnServer {
 
     /// The caller's allocation, answering 437 or 441 when there is none or
     /// it belongs to another user.
-    fn own_alloc(&mut self, from: ClientAddr, h: &StunHeader, auth: &Auth) -> Option<AllocId> {
+    fn own_alloc(&mut self, from: ClientAddr, h: &Header, auth: &Auth) -> Option<AllocId> {
         let a = self
             .by_client
             .get(&from)
@@ -858,7 +848,7 @@ impl TurnServer {
         }
     }
 
-    fn ok(&mut self, to: ClientAddr, h: &StunHeader, attrs: Vec<StunAttribute>, auth: &Auth) {
+    fn ok(&mut self, to: ClientAddr, h: &Header, attrs: Vec<StunAttribute>, auth: &Auth) {
         let k = auth.key.clone();
         self.send_msg(
             to,
@@ -870,14 +860,7 @@ impl TurnServer {
         );
     }
 
-    fn fail(
-        &mut self,
-        to: ClientAddr,
-        h: &StunHeader,
-        code: u16,
-        reason: &'static str,
-        auth: &Auth,
-    ) {
+    fn fail(&mut self, to: ClientAddr, h: &Header, code: u16, reason: &'static str, auth: &Auth) {
         let k = auth.key.clone();
         self.error(
             to,
@@ -908,7 +891,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         auth: Auth,
     ) {
@@ -1013,7 +996,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         auth: Auth,
     ) {
@@ -1070,7 +1053,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         auth: Auth,
     ) {
@@ -1110,7 +1093,7 @@ impl TurnServer {
         &mut self,
         now: u64,
         from: ClientAddr,
-        h: &StunHeader,
+        h: &Header,
         msg: &stun_rs::StunMessage,
         auth: Auth,
     ) {

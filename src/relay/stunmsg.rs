@@ -3,7 +3,7 @@
 //! hand-written encoders for the two messages on the data path (Send and
 //! Data indications), which carry no integrity and are sent per packet.
 
-use super::framing::MAGIC_COOKIE;
+use crate::wire::stun::{Class, HEADER_LEN, Header, MAGIC_COOKIE, peek};
 use stun_rs::attributes::stun::{
     ErrorCode, MessageIntegrity, MessageIntegritySha256, Nonce, Realm, UserName,
 };
@@ -149,19 +149,20 @@ pub(crate) fn data_indication(
 ) -> Vec<u8> {
     let data = &data[..data.len().min(65_000)];
     let padded = (data.len() + 3) & !3;
-    let mut v = Vec::with_capacity(20 + 24 + 4 + padded);
-    // Indication class: bit C0 (0x0010) set.
-    let t = (method & 0x000F) | ((method & 0x0070) << 1) | ((method & 0x0F80) << 2) | 0x0010;
-    v.extend_from_slice(&t.to_be_bytes());
-    v.extend_from_slice(&[0, 0]);
-    v.extend_from_slice(&MAGIC_COOKIE);
-    v.extend_from_slice(tid);
+    let mut v = Vec::with_capacity(HEADER_LEN + 24 + 4 + padded);
+    let header = Header {
+        class: Class::Indication,
+        method,
+        length: 0,
+        transaction: *tid,
+    };
+    v.extend_from_slice(&header.encode());
     put_xor_addr(&mut v, ATTR_XOR_PEER_ADDRESS, peer, tid);
     v.extend_from_slice(&ATTR_DATA.to_be_bytes());
     v.extend_from_slice(&(data.len() as u16).to_be_bytes());
     v.extend_from_slice(data);
     v.resize(v.len() + padded - data.len(), 0);
-    let len = (v.len() - 20) as u16;
+    let len = (v.len() - HEADER_LEN) as u16;
     v[2..4].copy_from_slice(&len.to_be_bytes());
     v
 }
@@ -170,17 +171,11 @@ pub(crate) fn data_indication(
 /// copying: these arrive once per relayed packet. `None` when either is
 /// missing or the message is malformed.
 pub fn parse_data_indication(b: &[u8]) -> Option<(std::net::SocketAddr, &[u8])> {
-    if b.len() < 20 || b[4..8] != MAGIC_COOKIE {
-        return None;
-    }
-    let len = u16::from_be_bytes([b[2], b[3]]) as usize;
-    if len + 20 != b.len() {
-        return None;
-    }
-    let tid: &[u8] = &b[8..20];
+    let h = peek(b)?;
+    let tid: &[u8] = &h.transaction;
     let mut peer = None;
     let mut data = None;
-    let mut at = 20;
+    let mut at = HEADER_LEN;
     while at + 4 <= b.len() {
         let t = u16::from_be_bytes([b[at], b[at + 1]]);
         let l = u16::from_be_bytes([b[at + 2], b[at + 3]]) as usize;
@@ -227,7 +222,7 @@ pub(crate) fn tid(b: [u8; 12]) -> TransactionId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::framing::method;
+    use crate::wire::stun::method;
     use stun_rs::attributes::turn::{Data, XorPeerAddress};
 
     #[test]

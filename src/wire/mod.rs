@@ -6,9 +6,13 @@
 //! lengths before reading and return [`WireError`]; they never panic, whatever
 //! the bytes. Over TCP frames follow each other on the stream; over UDP one
 //! datagram carries one frame.
+//!
+//! [`stun`] is the STUN layer under nat, relay, ice and media: the STUN
+//! header, TURN ChannelData and the demultiplexing of the shared UDP socket.
 
 pub mod prefix;
 mod reader;
+pub mod stun;
 
 pub use prefix::IpPrefix;
 pub use reader::{Reader, Writer};

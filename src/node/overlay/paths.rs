@@ -18,10 +18,10 @@ use super::{Core, Driver};
 use crate::ice::gather::{GatherConfig, GatherEvent, RelayCredentials, RelayGatherer};
 use crate::ice::offer::MappingHint;
 use crate::ice::{Path, SessionEvent, Transmit, Via};
-use crate::node::demux::{self, Datagram};
 use crate::node::tcp::{StreamKind, TcpInput, TcpIo};
 use crate::overlay::ClientEvent;
 use crate::relay::TurnTransport;
+use crate::wire::stun::{Datagram, classify};
 use std::net::SocketAddr;
 
 /// How a client reaches supernodes and relays (see the module docs).
@@ -136,9 +136,14 @@ impl Driver {
 
     /// A datagram on the main socket: the relay's, when it comes from our
     /// relay server and is its answer, Data indication or ChannelData.
-    pub(super) fn paths_datagram(&mut self, from: SocketAddr, kind: Datagram, d: &[u8]) -> bool {
+    pub(super) fn paths_datagram(
+        &mut self,
+        from: SocketAddr,
+        kind: Datagram<'_>,
+        d: &[u8],
+    ) -> bool {
         self.paths.udp_heard = true;
-        if !matches!(kind, Datagram::Stun | Datagram::ChannelData) {
+        if !matches!(kind, Datagram::Stun(_) | Datagram::ChannelData(_)) {
             return false;
         }
         let now = self.clock.now_ms();
@@ -309,8 +314,8 @@ impl Driver {
 
     /// A datagram a peer sent through our relay: as if from the peer.
     fn paths_relayed(&mut self, now: u64, server: SocketAddr, peer: SocketAddr, d: &[u8]) {
-        match demux::classify(d) {
-            Datagram::Stun => {
+        match classify(d) {
+            Datagram::Stun(_) => {
                 if !self
                     .ice
                     .handle_stun(now, Via::Relay(server), peer, d, &mut self.rng)

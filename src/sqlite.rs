@@ -1,0 +1,202 @@
+//! Opening natter's SQLite files (the chat history, the contact list, the
+//! authority's accounts): the parent directory, the pragmas every store
+//! wants (WAL, full fsync on commit, a busy timeout), and the schema
+//! versioned by `PRAGMA user_version` with forward-only migrations. The
+//! stores own their schemas and queries; errors name the file and what it
+//! holds.
+//!
+//! File permissions are the process's defaults; the file is created in
+//! one place (`create_file`), where a mode belongs.
+
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a store's file could not be opened or used.
+#[derive(Debug, Error)]
+pub enum SqliteError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {path}: {source}")]
+    Sqlite {
+        what: &'static str,
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{what} {path} has schema version {found}, newer than this build knows ({known}); upgrade natter"
+    )]
+    TooNew {
+        what: &'static str,
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+}
+
+/// One kind of SQLite file.
+#[derive(Debug, Clone, Copy)]
+pub struct Schema {
+    /// What errors call the file ("chat history").
+    pub what: &'static str,
+    /// Entry `i` moves the schema from version `i` to `i + 1`.
+    pub migrations: &'static [&'static str],
+}
+
+impl Schema {
+    /// The schema version this build writes.
+    pub fn version(&self) -> u32 {
+        self.migrations.len() as u32
+    }
+
+    /// A query error on the file at `path`.
+    pub fn error(&self, path: &Path, source: rusqlite::Error) -> SqliteError {
+        SqliteError::Sqlite {
+            what: self.what,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// Open (or create) the file at `path` and bring its schema up to date.
+    pub fn open(&self, path: &Path) -> Result<Connection, SqliteError> {
+        create_file(path).map_err(|source| SqliteError::Io {
+            what: self.what,
+            path: path.to_owned(),
+            source,
+        })?;
+        let conn = Connection::open(path).map_err(|e| self.error(path, e))?;
+        self.init(path, conn)
+    }
+
+    /// A database in memory only (tests), with the schema in place.
+    pub fn open_in_memory(&self) -> Result<Connection, SqliteError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|e| self.error(path, e))?;
+        self.init(path, conn)
+    }
+
+    fn init(&self, path: &Path, mut conn: Connection) -> Result<Connection, SqliteError> {
+        let e = |err| self.error(path, err);
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(e)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+        // A committed write survives power loss too.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        let found: u32 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(e)?;
+        if found > self.version() {
+            return Err(SqliteError::TooNew {
+                what: self.what,
+                path: path.to_owned(),
+                found,
+                known: self.version(),
+            });
+        }
+        for (i, sql) in self.migrations.iter().enumerate().skip(found as usize) {
+            let tx = conn.transaction().map_err(e)?;
+            tx.execute_batch(sql).map_err(e)?;
+            tx.pragma_update(None, "user_version", i as u32 + 1)
+                .map_err(e)?;
+            tx.commit().map_err(e)?;
+        }
+        Ok(conn)
+    }
+}
+
+/// Create the file's directory and the file itself if missing (SQLite
+/// gives its `-wal` and `-shm` files the main file's permissions).
+fn create_file(path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: Schema = Schema {
+        what: "test file",
+        migrations: &["CREATE TABLE a (x INTEGER);", "CREATE TABLE b (y TEXT);"],
+    };
+
+    fn version(c: &Connection) -> u32 {
+        c.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn creates_directories_and_migrates_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/dir/t.db");
+        let one = Schema {
+            migrations: &SCHEMA.migrations[..1],
+            ..SCHEMA
+        };
+        let c = one.open(&p).unwrap();
+        assert_eq!(version(&c), 1);
+        c.execute("INSERT INTO a VALUES (7)", []).unwrap();
+        drop(c);
+        // Reopened by a build that knows one more migration.
+        let c = SCHEMA.open(&p).unwrap();
+        assert_eq!(version(&c), 2);
+        let x: i64 = c.query_row("SELECT x FROM a", [], |r| r.get(0)).unwrap();
+        assert_eq!(x, 7);
+        c.execute("INSERT INTO b VALUES ('y')", []).unwrap();
+        let mode: String = c
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = c
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
+        assert_eq!(version(&SCHEMA.open_in_memory().unwrap()), 2);
+    }
+
+    #[test]
+    fn newer_schema_and_bad_paths_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.db");
+        SCHEMA
+            .open(&p)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let e = SCHEMA.open(&p).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SqliteError::TooNew {
+                    found: 99,
+                    known: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("test file "), "{e}");
+        // A directory where the file should be.
+        let e = SCHEMA.open(dir.path()).unwrap_err();
+        assert!(matches!(e, SqliteError::Io { .. }), "{e}");
+        // Not a database.
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, [0x55; 4096]).unwrap();
+        let e = SCHEMA.open(&junk).unwrap_err();
+        assert!(matches!(e, SqliteError::Sqlite { .. }), "{e}");
+    }
+}
