@@ -632,7 +632,13 @@ fn whoami(data_dir: &Path) -> Result<()> {
 }
 
 fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
-    let store = Store::open(&under(data_dir, &config.authority.database))?;
+    let path = under(data_dir, &config.authority.database);
+    let store = Store::open_existing(&path).with_context(|| {
+        format!(
+            "no account database to administer in {}: pass the authority's --data-dir (and --config)",
+            data_dir.display()
+        )
+    })?;
     match c {
         AdminCommand::SetRole { user, role } => {
             let u = Username::parse(&user)?;

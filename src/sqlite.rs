@@ -5,8 +5,11 @@
 //! stores own their schemas and queries; errors name the file and what it
 //! holds.
 //!
-//! File permissions are the process's defaults; the file is created in
-//! one place (`create_file`), where a mode belongs.
+//! The files hold password hashes and private conversations: a new file
+//! is made 0600 in a directory made 0700, and an existing file readable by
+//! others is narrowed to 0600 (SQLite gives its `-wal` and `-shm` files the
+//! main file's mode). Tools that must not create a database (`natter
+//! admin`) open with [`Schema::open_existing`].
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,8 @@ pub enum SqliteError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("{what} {path} does not exist (nothing was created)")]
+    Missing { what: &'static str, path: PathBuf },
     #[error(
         "{what} {path} has schema version {found}, newer than this build knows ({known}); upgrade natter"
     )]
@@ -77,6 +82,19 @@ impl Schema {
         self.init(path, conn)
     }
 
+    /// Open the file at `path` only if it exists: for tools that act on
+    /// a database another process made, where creating an empty one would
+    /// hide a wrong path.
+    pub fn open_existing(&self, path: &Path) -> Result<Connection, SqliteError> {
+        if !path.is_file() {
+            return Err(SqliteError::Missing {
+                what: self.what,
+                path: path.to_owned(),
+            });
+        }
+        self.open(path)
+    }
+
     /// A database in memory only (tests), with the schema in place.
     pub fn open_in_memory(&self) -> Result<Connection, SqliteError> {
         let path = Path::new(":memory:");
@@ -115,14 +133,24 @@ impl Schema {
 /// Create the file's directory and the file itself if missing (SQLite
 /// gives its `-wal` and `-shm` files the main file's permissions).
 fn create_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
-        .map(drop)
+        .mode(0o600)
+        .open(path)?;
+    let mut perms = file.metadata()?.permissions();
+    if perms.mode() & 0o077 != 0 {
+        perms.set_mode(0o600);
+        file.set_permissions(perms)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -166,6 +194,25 @@ mod tests {
             .unwrap();
         assert_eq!(sync, 2, "FULL");
         assert_eq!(version(&SCHEMA.open_in_memory().unwrap()), 2);
+    }
+
+    #[test]
+    fn files_are_private_and_open_existing_creates_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("data/t.db");
+        let e = SCHEMA.open_existing(&p).unwrap_err();
+        assert!(matches!(e, SqliteError::Missing { .. }), "{e}");
+        assert!(e.to_string().contains("nothing was created"), "{e}");
+        assert!(!p.exists() && !p.parent().unwrap().exists());
+        drop(SCHEMA.open(&p).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(p.parent().unwrap()), 0o700);
+        // A file left readable by others is narrowed on the next open.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(SCHEMA.open_existing(&p).unwrap());
+        assert_eq!(mode(&p), 0o600);
     }
 
     #[test]

@@ -88,7 +88,16 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = SCHEMA.open(path)?;
+        Self::with(path, SCHEMA.open(path)?)
+    }
+
+    /// Open an account database that must exist already (`natter admin`):
+    /// a wrong data dir is an error, not a new empty database.
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        Self::with(path, SCHEMA.open_existing(path)?)
+    }
+
+    fn with(path: &Path, conn: rusqlite::Connection) -> Result<Self, StoreError> {
         Ok(Store {
             path: path.to_owned(),
             conn: Mutex::new(conn),
