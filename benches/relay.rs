@@ -14,7 +14,9 @@
 //! Run: `cargo bench --bench relay -- [seconds] [clients]` (defaults 5, 8).
 //! coturn must be installed (`apt-get install coturn`).
 
-#[path = "../tests/common/relay.rs"]
+// The relay helpers of the integration tests; the bench uses a few.
+#[allow(dead_code)]
+#[path = "../tests/it/common/relay.rs"]
 mod relay;
 
 use natter::clock::{Clock, SystemClock};

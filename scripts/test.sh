@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the build and the tests use (libasound2-dev: sound cards
 # through cpal/ALSA; cmake: the bundled libopus; coturn: the relay tests run
 # our TURN client against turnserver and turnutils_uclient against ours;
-# tmux: the TUI test in a real terminal, tests/tui_tmux.rs; python3: the
+# tmux: the TUI test in a real terminal, tests/it/tui_tmux.rs; python3: the
 # lab's check of a recorded call for gaps, lab/wav-gaps.py).
 PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn tmux python3)
 missing=()

@@ -1,5 +1,5 @@
 //! Fuzz entry points, shared by the cargo-fuzz targets in `fuzz/` and the
-//! bounded proptest run in `tests/fuzz_decoders.rs`. Each takes arbitrary
+//! bounded proptest run in `tests/it/fuzz_decoders.rs`. Each takes arbitrary
 //! bytes and must return without panicking; decoders that accept an input
 //! must re-encode it to the same bytes.
 

@@ -1,7 +1,7 @@
 //! NAT detection in the simulator: STUN servers (each with its sockets),
 //! one client behind a simulated NAT (or none) running a
 //! [`NatDetector`], all on a [`NatNetwork`] in virtual time. Used by the
-//! detector's unit tests and `tests/nat_detect_sim.rs`.
+//! detector's unit tests and `tests/it/nat_detect_sim.rs`.
 
 use super::nat::{NatConfig, NatId, NatNetwork};
 use crate::nat::{DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig};

@@ -1,0 +1,8 @@
+//! Helpers shared by the scenarios.
+
+pub mod authority;
+pub mod calls;
+pub mod media;
+pub mod procs;
+pub mod relay;
+pub mod scenario;

@@ -1,0 +1,420 @@
+//! Forged, replayed, stale and expired records, and a supernode without a
+//! supernode certificate: each refused by the supernode core and counted.
+
+use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
+use natter::overlay::msg::{Found, MemberState, Msg, Update};
+use natter::overlay::{PresenceRecord, RecordContent, Status, SupernodeConfig, SupernodeCore};
+use natter::sim::EPOCH_MS;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::net::SocketAddr;
+
+struct World {
+    rng: StdRng,
+    authority: AuthorityKey,
+    sn: SupernodeCore,
+    sn_cert: Certificate,
+}
+
+fn cert(
+    w: &mut StdRng,
+    a: &AuthorityKey,
+    name: &str,
+    role: Role,
+    from: u64,
+    until: u64,
+) -> (DeviceIdentity, Certificate) {
+    let d = DeviceIdentity::generate(w);
+    let c = Certificate::issue(
+        a,
+        1,
+        role,
+        from,
+        until,
+        &Username::parse(name).unwrap(),
+        d.ed25519_public(),
+        d.x25519_public(),
+    );
+    (d, c)
+}
+
+fn addr(p: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], p))
+}
+
+fn world() -> World {
+    let mut rng = StdRng::seed_from_u64(42);
+    let authority = AuthorityKey::generate(&mut rng);
+    let now = EPOCH_MS / 1000;
+    let (_, sn_cert) = cert(
+        &mut rng,
+        &authority,
+        "sn1",
+        Role::Supernode,
+        now - 10,
+        now + 86400,
+    );
+    let sn = SupernodeCore::new(
+        authority.public(),
+        &sn_cert,
+        addr(7000),
+        vec![],
+        SupernodeConfig::default(),
+        1,
+        EPOCH_MS,
+    );
+    World {
+        rng,
+        authority,
+        sn,
+        sn_cert,
+    }
+}
+
+fn record(
+    d: &DeviceIdentity,
+    c: &Certificate,
+    seq: u64,
+    at_ms: u64,
+    status: Status,
+) -> PresenceRecord {
+    PresenceRecord::sign(
+        d,
+        c,
+        RecordContent {
+            seq,
+            signed_at_ms: at_ms,
+            online_secs: 300,
+            status,
+            message: String::new(),
+            supernodes: vec![addr(7000)],
+            candidates: vec![],
+        },
+    )
+}
+
+/// What the supernode answers to a query for `user`, from another supernode.
+fn query(w: &mut World, user: &str) -> Option<PresenceRecord> {
+    let (_, other) = cert(
+        &mut w.rng,
+        &w.authority,
+        "sn2",
+        Role::Supernode,
+        EPOCH_MS / 1000 - 10,
+        EPOCH_MS / 1000 + 86400,
+    );
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(7001),
+        &other,
+        &Msg::Query {
+            qid: 1,
+            username: user,
+        }
+        .encode(),
+        &mut w.rng,
+    );
+    let out: Vec<_> = w.sn.drain_transmits().collect();
+    out.iter().find_map(|t| match Msg::decode(&t.bytes) {
+        Ok(Msg::QueryReply {
+            found: Found::Record(b),
+            ..
+        }) => PresenceRecord::decode(b).ok(),
+        _ => None,
+    })
+}
+
+fn store(w: &mut World, rec: &[u8]) {
+    let c = w.sn_cert.clone();
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(7002),
+        &c,
+        &Msg::Store { record: rec }.encode(),
+        &mut w.rng,
+    );
+    let _ = w.sn.drain_transmits().count();
+}
+
+#[test]
+fn stores_valid_then_refuses_forged_stale_replayed_and_expired() {
+    let _turn = scenario!();
+    let mut w = world();
+    let now = EPOCH_MS / 1000;
+    let (alice, alice_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "alice",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    let good = record(&alice, &alice_cert, 10, EPOCH_MS, Status::Online);
+    store(&mut w, &good.encode());
+    assert_eq!(w.sn.stats().records_stored, 1);
+    assert_eq!(query(&mut w, "alice").unwrap().seq, 10);
+
+    // Forged: redirected to the attacker's supernode after signing.
+    let mut redirected = record(&alice, &alice_cert, 11, EPOCH_MS, Status::Online);
+    redirected.supernodes = vec![addr(6666)];
+    store(&mut w, &redirected.encode());
+    // Forged: signed by mallory's key under alice's certificate.
+    let (mallory, _) = cert(
+        &mut w.rng,
+        &w.authority,
+        "mallory",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    store(
+        &mut w,
+        &record(&mallory, &alice_cert, 12, EPOCH_MS, Status::Online).encode(),
+    );
+    // Unsigned.
+    let mut unsigned = record(&alice, &alice_cert, 13, EPOCH_MS, Status::Online);
+    unsigned.signature = [0; 64];
+    store(&mut w, &unsigned.encode());
+    // Certificate from another authority.
+    let rogue = AuthorityKey::generate(&mut w.rng);
+    let (eve, eve_cert) = cert(
+        &mut w.rng,
+        &rogue,
+        "alice",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    store(
+        &mut w,
+        &record(&eve, &eve_cert, 14, EPOCH_MS, Status::Online).encode(),
+    );
+    // Forged: alice's certificate (verified above, so cached) with
+    // mallory's keys put in, still carrying alice's certificate signature.
+    let mut copied = alice_cert.clone();
+    copied.ed25519 = mallory.ed25519_public();
+    copied.x25519 = mallory.x25519_public();
+    store(
+        &mut w,
+        &record(&mallory, &copied, 15, EPOCH_MS, Status::Online).encode(),
+    );
+    assert_eq!(w.sn.stats().records_rejected_forged, 5);
+
+    // Stale: an older sequence number (a replay of an old record).
+    let old = record(&alice, &alice_cert, 5, EPOCH_MS, Status::Away);
+    store(&mut w, &old.encode());
+    assert_eq!(w.sn.stats().records_rejected_stale, 1);
+    // Replayed: the very record already held changes nothing.
+    store(&mut w, &good.encode());
+    assert_eq!(w.sn.stats().records_stored, 1);
+
+    // Expired: signed more than 72 h ago.
+    let (bob, bob_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "bob",
+        Role::User,
+        now - 80 * 3600,
+        now - 60 * 3600,
+    );
+    let ancient = record(
+        &bob,
+        &bob_cert,
+        1,
+        EPOCH_MS - 79 * 3600 * 1000,
+        Status::Online,
+    );
+    store(&mut w, &ancient.encode());
+    assert_eq!(w.sn.stats().records_rejected_expired, 1);
+    assert!(query(&mut w, "bob").is_none());
+
+    // After all that, alice's record is still the good one.
+    let r = query(&mut w, "alice").unwrap();
+    assert_eq!((r.seq, r.supernodes.clone()), (10, vec![addr(7000)]));
+    assert_eq!(r, good);
+}
+
+#[test]
+fn offline_users_are_found_for_72_hours() {
+    let _turn = scenario!();
+    let mut w = world();
+    let now = EPOCH_MS / 1000;
+    // A record signed 48 h ago with a certificate that has since expired.
+    let (carol, carol_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "carol",
+        Role::User,
+        now - 50 * 3600,
+        now - 26 * 3600,
+    );
+    let rec = record(
+        &carol,
+        &carol_cert,
+        1,
+        EPOCH_MS - 48 * 3600 * 1000,
+        Status::Online,
+    );
+    store(&mut w, &rec.encode());
+    let r = query(&mut w, "carol").expect("found 48 h after her last login");
+    assert!(!r.is_online(now));
+    assert_eq!(r.last_seen(now), now - 48 * 3600 + 300);
+}
+
+#[test]
+fn client_cannot_publish_for_someone_else() {
+    let _turn = scenario!();
+    let mut w = world();
+    let now = EPOCH_MS / 1000;
+    let (alice, alice_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "alice",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    let (_, mallory_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "mallory",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(5000),
+        &mallory_cert,
+        &Msg::Attach { primary: true }.encode(),
+        &mut w.rng,
+    );
+    let rec = record(&alice, &alice_cert, 1, EPOCH_MS, Status::Online);
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(5000),
+        &mallory_cert,
+        &Msg::Publish {
+            record: &rec.encode(),
+        }
+        .encode(),
+        &mut w.rng,
+    );
+    assert_eq!(w.sn.stats().records_rejected_wrong_user, 1);
+    let out: Vec<_> = w.sn.drain_transmits().collect();
+    assert!(
+        out.iter()
+            .any(|t| matches!(Msg::decode(&t.bytes), Ok(Msg::PublishRejected { .. })))
+    );
+}
+
+#[test]
+fn a_user_certificate_cannot_join_or_store() {
+    let _turn = scenario!();
+    let mut w = world();
+    let now = EPOCH_MS / 1000;
+    let (_, user_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "pretender",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    for m in [
+        Msg::Join,
+        Msg::Ping {
+            seq: 1,
+            updates: vec![Update {
+                id: 9,
+                addr: addr(9),
+                incarnation: 0,
+                state: MemberState::Alive,
+            }],
+        },
+        Msg::SyncReq { page: 0 },
+        Msg::Store { record: b"x" },
+        Msg::Query {
+            qid: 1,
+            username: "alice",
+        },
+    ] {
+        w.sn.handle_message(EPOCH_MS, addr(6000), &user_cert, &m.encode(), &mut w.rng);
+    }
+    assert_eq!(w.sn.stats().not_supernode, 5);
+    assert_eq!(w.sn.membership().alive_count(), 0, "no member was learnt");
+    assert_eq!(w.sn.drain_transmits().count(), 0, "nothing answered");
+}
+
+#[test]
+fn full_supernode_redirects_and_never_exceeds_its_limit() {
+    let _turn = scenario!();
+    let mut rng = StdRng::seed_from_u64(3);
+    let authority = AuthorityKey::generate(&mut rng);
+    let now = EPOCH_MS / 1000;
+    let (_, sc) = cert(
+        &mut rng,
+        &authority,
+        "sn1",
+        Role::Supernode,
+        now - 10,
+        now + 86400,
+    );
+    let cfg = SupernodeConfig {
+        max_clients: 3,
+        ..Default::default()
+    };
+    let mut sn = SupernodeCore::new(
+        authority.public(),
+        &sc,
+        addr(7000),
+        vec![],
+        cfg,
+        1,
+        EPOCH_MS,
+    );
+    let (_, peer) = cert(
+        &mut rng,
+        &authority,
+        "sn2",
+        Role::Supernode,
+        now - 10,
+        now + 86400,
+    );
+    sn.seed_member(
+        EPOCH_MS,
+        natter::overlay::node_id(&peer.ed25519),
+        addr(7001),
+    );
+    let mut redirects = 0;
+    for i in 0..10u16 {
+        let (_, c) = cert(
+            &mut rng,
+            &authority,
+            &format!("user{i}"),
+            Role::User,
+            now - 10,
+            now + 86400,
+        );
+        sn.handle_message(
+            EPOCH_MS,
+            addr(5000 + i),
+            &c,
+            &Msg::Attach { primary: true }.encode(),
+            &mut rng,
+        );
+        for t in sn.drain_transmits() {
+            if let Ok(Msg::Redirect { supernodes }) = Msg::decode(&t.bytes) {
+                assert_eq!(
+                    supernodes,
+                    vec![addr(7001)],
+                    "redirected to the other supernode"
+                );
+                redirects += 1;
+            }
+        }
+        assert!(sn.client_count() <= 3);
+    }
+    assert_eq!(redirects, 7);
+    assert_eq!(sn.stats().clients_refused, 7);
+}
