@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # through cpal/ALSA; cmake: the bundled libopus; coturn: the relay tests run
 # our TURN client against turnserver and turnutils_uclient against ours;
 # tmux: the TUI test in a real terminal, tests/it/tui_tmux.rs; python3: the
-# lab's check of a recorded call for gaps, lab/wav-gaps.py).
-PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn tmux python3)
+# lab's check of a recorded call for gaps, lab/wav-gaps.py; systemd:
+# systemd-analyze verifies the units in config/systemd).
+PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn tmux python3 systemd)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

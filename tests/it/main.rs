@@ -31,6 +31,7 @@ mod chat_kill_sender;
 mod chat_offline;
 mod cli;
 mod envelope_loopback;
+mod first_hour;
 mod fuzz_decoders;
 mod ice_fallback;
 mod ice_loopback;

@@ -1,0 +1,177 @@
+//! What a new user or operator meets before anything works: config values
+//! that can never work, a second natter on one data dir, `natter admin`
+//! on the wrong data dir, and the systemd units shipped in
+//! `config/systemd/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn natter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_natter"))
+}
+
+fn stderr_of(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unusable_config_values_fail_at_load_with_file_line_and_key() {
+    let _turn = scenario!();
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key, line) in [
+        ("[media]\nframe_ms = 25\n", "media.frame_ms", 2),
+        (
+            "# bitrate in b/s\n[media]\nbitrate = 5\n",
+            "media.bitrate",
+            3,
+        ),
+        ("[log]\nlevel = \"verbose\"\n", "log.level", 2),
+        ("[keys]\ncall = \"q\"\n", "keys.call", 2),
+    ] {
+        let cfg = dir.path().join("natter.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let (ok, err) = stderr_of(natter().arg("--config").arg(&cfg).arg("whoami"));
+        assert!(!ok, "{text}");
+        let want = format!("{}, line {line}: key `{key}`", cfg.display());
+        assert!(err.contains(&want), "{text}: {err}");
+    }
+    let (ok, err) = stderr_of(natter().args(["--log-level", "loud", "whoami"]));
+    assert!(!ok && err.contains("not a log level"), "{err}");
+}
+
+/// An authority on `data` (port 0), once it says where it listens.
+fn authority(data: &Path, cfg: &Path) -> std::process::Child {
+    let mut child = natter()
+        .arg("--config")
+        .arg(cfg)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--authority")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let listening = BufReader::new(out)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("listening on "));
+    assert!(listening, "the authority did not start");
+    child
+}
+
+#[test]
+fn a_second_natter_on_one_data_dir_says_who_holds_it() {
+    let _turn = scenario!();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("auth.toml");
+    std::fs::write(&cfg, "[authority]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let data = dir.path().join("auth");
+    let mut first = authority(&data, &cfg);
+    let (ok, err) = stderr_of(
+        natter()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--authority"),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("in use by another natter") && err.contains(&format!("pid {}", first.id())),
+        "{err}"
+    );
+    // Short commands work beside it.
+    let out = natter()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["admin", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // The kernel dropped the lock with the process.
+    let mut again = authority(&data, &cfg);
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+#[test]
+fn admin_on_the_wrong_data_dir_creates_nothing() {
+    let _turn = scenario!();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("not-the-authority");
+    let (ok, err) = stderr_of(natter().arg("--data-dir").arg(&wrong).args([
+        "admin",
+        "set-role",
+        "sn1",
+        "supernode",
+    ]));
+    assert!(!ok);
+    assert!(err.contains("nothing was created"), "{err}");
+    assert!(!wrong.join("authority.db").exists());
+}
+
+/// The units in `config/systemd/`: `systemd-analyze verify` accepts them
+/// (with ExecStart pointed at this build), and the flags they start
+/// natter with exist (`--help` after them parses).
+#[test]
+fn systemd_units_verify_and_their_flags_exist() {
+    let _turn = scenario!();
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&units).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "service") {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("an ExecStart line");
+        let mut words = exec.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/local/bin/natter"), "{exec}");
+        let args: Vec<&str> = words.collect();
+        let out = natter().args(&args).arg("--help").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {args:?}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("User=natter") && text.contains("StateDirectory="));
+        let local = dir.path().join(path.file_name().unwrap());
+        std::fs::write(
+            &local,
+            text.replace("/usr/local/bin/natter", env!("CARGO_BIN_EXE_natter")),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&local)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package)");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(seen, 2, "the supernode and authority units");
+}
