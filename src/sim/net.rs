@@ -41,7 +41,7 @@ use super::nat::{Nat, NatConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 
 /// How a datagram travels (see the module doc for what TCP means here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -125,6 +125,7 @@ pub type NatId = usize;
 /// A datagram handed to its destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
+    /// When it arrived (its due time; the receiver's NAT judged it then).
     pub at: u64,
     /// The source as the receiver sees it (after the sender's NAT).
     pub from: SocketAddr,
@@ -159,11 +160,37 @@ pub struct NetStats {
 
 const NONE: u32 = u32::MAX;
 
+/// A socket address packed for the queue: IPv4 inline, IPv6 boxed (16
+/// bytes instead of 32, for millions of datagrams in flight).
+#[derive(Debug, Clone)]
+enum Wire {
+    V4([u8; 4], u16),
+    V6(Box<SocketAddrV6>),
+}
+
+impl From<SocketAddr> for Wire {
+    fn from(a: SocketAddr) -> Self {
+        match a {
+            SocketAddr::V4(a) => Wire::V4(a.ip().octets(), a.port()),
+            SocketAddr::V6(a) => Wire::V6(Box::new(a)),
+        }
+    }
+}
+
+impl From<&Wire> for SocketAddr {
+    fn from(w: &Wire) -> Self {
+        match w {
+            Wire::V4(ip, port) => SocketAddr::from((*ip, *port)),
+            Wire::V6(a) => SocketAddr::V6(**a),
+        }
+    }
+}
+
 /// A datagram in flight, with its wire addresses.
 #[derive(Debug)]
 struct Flight {
-    from: SocketAddr,
-    to: SocketAddr,
+    from: Wire,
+    to: Wire,
     from_owner: u32,
     /// Resolved at send for public destinations; `NONE` when a NAT decides.
     to_owner: u32,
@@ -187,8 +214,9 @@ pub struct Network {
     next_rule: u32,
     /// Slot indexes by due time, each bucket in delivery order.
     queue: BTreeMap<u64, Vec<u32>>,
-    /// The bucket being delivered, reversed (next at the end).
+    /// The bucket being delivered, reversed (next at the end), and its time.
     ready: Vec<u32>,
+    ready_at: u64,
     /// Emptied buckets, reused for new ones.
     spare: Vec<Vec<u32>>,
     slots: Vec<Option<Flight>>,
@@ -214,6 +242,7 @@ impl Network {
             next_rule: 0,
             queue: BTreeMap::new(),
             ready: Vec::new(),
+            ready_at: now,
             spare: Vec::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -250,8 +279,8 @@ impl Network {
         self.links.insert((a.min(b), a.max(b)), link);
     }
 
-    /// Bind `addr` to `owner`: datagrams to it are delivered with that
-    /// owner. Rebinding replaces the owner.
+    /// Bind `addr` to `owner` (below `u32::MAX`): datagrams to it are
+    /// delivered with that owner. Rebinding replaces the owner.
     pub fn bind(&mut self, addr: SocketAddr, owner: usize) {
         self.sockets.insert(addr, owner as u32);
     }
@@ -353,7 +382,7 @@ impl Network {
                 self.behind.get(&to.ip()).copied(),
             )
         };
-        // Behind the same NAT (one LAN): no translation.
+        // Out through the sender's NAT, unless the destination is on its LAN.
         if let Some(n) = src_nat
             && dst_nat != Some(n)
         {
@@ -406,8 +435,8 @@ impl Network {
         }
         let twice = udp && link.duplicate > 0.0 && self.rng.r#gen::<f64>() < link.duplicate;
         let flight = Flight {
-            from: src,
-            to,
+            from: src.into(),
+            to: to.into(),
             from_owner: from_owner.map_or(NONE, |o| o as u32),
             to_owner,
             transport,
@@ -416,6 +445,8 @@ impl Network {
         if twice {
             self.stats.duplicated += 1;
             let copy = Flight {
+                from: flight.from.clone(),
+                to: flight.to.clone(),
                 bytes: flight.bytes.clone(),
                 ..flight
             };
@@ -458,7 +489,7 @@ impl Network {
     /// decides whether to let it in).
     pub fn next_due(&self) -> Option<u64> {
         if !self.ready.is_empty() {
-            return Some(self.now);
+            return Some(self.ready_at);
         }
         self.queue.first_key_value().map(|(at, _)| *at)
     }
@@ -479,6 +510,7 @@ impl Network {
                     if *first.key() > self.now {
                         return None;
                     }
+                    self.ready_at = *first.key();
                     let mut batch = first.remove();
                     batch.reverse();
                     let done = std::mem::replace(&mut self.ready, batch);
@@ -492,13 +524,14 @@ impl Network {
                 continue;
             };
             self.free.push(slot);
+            let (from, to) = (SocketAddr::from(&f.from), SocketAddr::from(&f.to));
             let (to, to_owner) = if f.to_owner != NONE {
-                (f.to, f.to_owner)
+                (to, f.to_owner)
             } else {
-                let Some(&n) = self.by_public.get(&f.to.ip()) else {
+                let Some(&n) = self.by_public.get(&to.ip()) else {
                     continue;
                 };
-                let Some(internal) = self.nats[n].inbound(self.now, f.from, f.to, f.transport)
+                let Some(internal) = self.nats[n].inbound(self.ready_at, from, to, f.transport)
                 else {
                     self.stats.nat_dropped += 1;
                     continue;
@@ -513,8 +546,8 @@ impl Network {
             };
             self.stats.delivered += 1;
             let d = Delivered {
-                at: self.now,
-                from: f.from,
+                at: self.ready_at,
+                from,
                 to,
                 from_owner: (f.from_owner != NONE).then_some(f.from_owner as usize),
                 to_owner: to_owner as usize,
@@ -539,6 +572,13 @@ mod tests {
 
     const IN: &str = "10.0.0.2:5000";
     const PUB: &str = "198.18.0.1";
+
+    #[test]
+    fn queued_datagrams_stay_small() {
+        assert!(std::mem::size_of::<Option<Flight>>() <= 72);
+        let v6 = a("[2001:db8::1]:443");
+        assert_eq!(SocketAddr::from(&Wire::from(v6)), v6);
+    }
 
     #[test]
     fn carries_through_nats_with_delay() {
