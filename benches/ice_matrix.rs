@@ -5,7 +5,7 @@
 //! `cargo bench --bench ice_matrix [seeds]` (default 50). The real-NAT
 //! figures come from `lab/ice-matrix.sh`.
 
-use natter::ice::simnet::{Env, SimOptions, run_pair};
+use natter::sim::ice::{Env, SimOptions, run_pair};
 
 fn pct(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();

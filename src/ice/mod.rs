@@ -39,8 +39,6 @@ pub mod gather;
 pub mod offer;
 pub mod sessions;
 #[doc(hidden)]
-pub mod simnet;
-
 pub use agent::{IceAgent, IceConfig, IceEvent, IceRole, IceStats};
 pub use offer::{IceOffer, MappingHint};
 pub use sessions::{IceSessions, SessionEvent};

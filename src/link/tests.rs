@@ -1,11 +1,11 @@
-//! Endpoints wired in memory under virtual time, with seeded loss,
-//! duplication and reordering.
+//! Endpoints on the simulated network ([`crate::sim::net`]) under virtual
+//! time, with seeded loss, duplication, reordering and drop rules.
 
 use super::packet::{KIND_DATA, KIND_FIN, KIND_INIT, KIND_RESP, Packet};
 use super::*;
 use crate::identity::{AuthorityKey, Role, Username};
+use crate::sim::net::{Delivered, DropRule, LinkModel, Network, RuleId};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 /// 2027-01-15, inside every test certificate's validity.
@@ -61,33 +61,76 @@ impl Pki {
 
 use crate::identity::DeviceIdentity;
 
-/// One endpoint per address; datagrams move between them at `now`.
+/// One endpoint per address, owner `i` for node `i`; datagrams move
+/// between them at `now` (the network's links have no delay).
 struct Net {
     nodes: Vec<(SocketAddr, LinkEndpoint, Vec<LinkEvent>)>,
     now: u64,
+    /// Seeds for the endpoints' randomness.
     rng: StdRng,
-    loss: f64,
-    dup: f64,
-    reorder: bool,
-    /// Drop every datagram whose kind is in here (a cut or a filter).
-    blocked: Vec<u8>,
-    cut: bool,
-    delivered: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+    net: Network,
+    /// The kind filter of [`Net::block`].
+    blocked: Option<RuleId>,
 }
 
 impl Net {
     fn new(seed: u64, nodes: Vec<(SocketAddr, LinkEndpoint)>) -> Self {
+        let mut net = Network::new(seed, T0, LinkModel::instant());
+        net.start_capture();
+        for (i, (a, _)) in nodes.iter().enumerate() {
+            net.bind(*a, i);
+        }
         Net {
             nodes: nodes.into_iter().map(|(a, e)| (a, e, Vec::new())).collect(),
             now: T0,
             rng: StdRng::seed_from_u64(seed),
-            loss: 0.0,
-            dup: 0.0,
-            reorder: false,
-            blocked: Vec::new(),
-            cut: false,
-            delivered: Vec::new(),
+            net,
+            blocked: None,
         }
+    }
+
+    /// Lose, duplicate and (within a burst) reorder datagrams.
+    fn impair(&mut self, loss: f64, duplicate: f64, reorder: bool) {
+        self.net.set_link(LinkModel {
+            loss,
+            duplicate,
+            reorder,
+            ..LinkModel::instant()
+        });
+    }
+
+    fn lossy(&self) -> bool {
+        self.net.link().loss > 0.0
+    }
+
+    /// Drop every datagram whose kind is in `kinds` (none: stop dropping).
+    fn block(&mut self, kinds: &[u8]) {
+        if let Some(r) = self.blocked.take() {
+            self.net.remove_rule(r);
+        }
+        if !kinds.is_empty() {
+            self.blocked = Some(self.net.add_rule(DropRule::ByteIn {
+                offset: 3,
+                values: kinds.to_vec(),
+            }));
+        }
+    }
+
+    /// Cut the network: nothing passes any more.
+    fn cut(&mut self) {
+        self.net.add_rule(DropRule::All);
+    }
+
+    /// Everything delivered so far.
+    fn delivered(&self) -> &[Delivered] {
+        self.net.captured()
+    }
+
+    /// Node `i` now sends from and listens on `a` (its NAT rebound).
+    fn rebind(&mut self, i: usize, a: SocketAddr) {
+        self.net.unbind(self.nodes[i].0);
+        self.net.bind(a, i);
+        self.nodes[i].0 = a;
     }
 
     fn pair(seed: u64, config: LinkConfig) -> Self {
@@ -121,41 +164,28 @@ impl Net {
     /// deliver it; repeat until quiet. Returns datagrams moved.
     fn pump(&mut self) -> usize {
         let mut moved = 0;
+        self.net.advance_to(self.now);
         for _ in 0..1000 {
-            let mut flight = Vec::new();
-            for (src, ep, events) in &mut self.nodes {
+            let mut sent = false;
+            for (i, (src, ep, events)) in self.nodes.iter_mut().enumerate() {
                 while let Some(t) = ep.poll_transmit() {
-                    flight.push((*src, t));
+                    sent = true;
+                    self.net
+                        .send_as(Some(i), Default::default(), *src, t.dst, t.bytes);
                 }
                 while let Some(e) = ep.poll_event() {
                     events.push(e);
                 }
             }
-            if flight.is_empty() {
+            if !sent {
                 return moved;
             }
-            let mut out = Vec::new();
-            for (src, t) in flight {
-                let kind = t.bytes.get(3).copied().unwrap_or(0);
-                if self.cut || self.blocked.contains(&kind) || self.rng.gen_bool(self.loss) {
-                    continue;
-                }
-                if self.rng.gen_bool(self.dup) {
-                    out.push((src, t.clone()));
-                }
-                out.push((src, t));
-            }
-            if self.reorder {
-                out.shuffle(&mut self.rng);
-            }
-            for (src, t) in out {
+            while let Some(d) = self.net.poll_delivery() {
                 moved += 1;
-                self.delivered.push((src, t.dst, t.bytes.clone()));
                 let now = self.now;
                 let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
-                if let Some((_, ep, _)) = self.nodes.iter_mut().find(|n| n.0 == t.dst) {
-                    ep.handle_datagram(now, src, &t.bytes, &mut rng);
-                }
+                let ep = &mut self.nodes[d.to_owner].1;
+                ep.handle_datagram(now, d.from, &d.bytes, &mut rng);
             }
         }
         panic!("network never went quiet");
@@ -224,11 +254,11 @@ impl Net {
 
     fn last(&self, from: usize, kind: u8) -> Vec<u8> {
         let src = self.addr(from);
-        self.delivered
+        self.delivered()
             .iter()
             .rev()
-            .find(|(s, _, b)| *s == src && b.get(3) == Some(&kind))
-            .map(|d| d.2.clone())
+            .find(|d| d.from == src && d.bytes.get(3) == Some(&kind))
+            .map(|d| d.bytes.clone())
             .expect("no such datagram")
     }
 
@@ -322,9 +352,7 @@ fn handshake_survives_loss_duplication_and_reordering() {
     let config = lossy();
     for seed in 0..25 {
         let mut net = Net::pair(100 + seed, config.clone());
-        net.loss = 0.3;
-        net.dup = 0.2;
-        net.reorder = true;
+        net.impair(0.3, 0.2, true);
         net.send(0, 1, b"first").unwrap();
         net.run_until(60_000);
         assert_eq!(net.established(0), 1, "seed {seed}: alice not established");
@@ -358,18 +386,22 @@ fn handshake_survives_loss_duplication_and_reordering() {
 #[test]
 fn duplicate_init_gets_the_cached_resp() {
     let mut net = Net::pair(2, fast());
-    net.blocked = vec![KIND_RESP];
+    net.block(&[KIND_RESP]);
     net.connect(0, 1);
     net.pump();
     net.tick(u64::MAX);
     net.tick(u64::MAX);
     // Bob saw three INITs (two retransmissions) and made one handshake.
-    let inits = net.delivered.iter().filter(|d| d.2[3] == KIND_INIT).count();
+    let inits = net
+        .delivered()
+        .iter()
+        .filter(|d| d.bytes[3] == KIND_INIT)
+        .count();
     assert_eq!(inits, 3);
     assert_eq!(net.ep(1).counts(), (0, 1, 1));
     assert_eq!(net.ep(1).stats().duplicate_handshakes, 2);
     assert_eq!(net.ep(1).stats().datagrams_out, 3);
-    net.blocked.clear();
+    net.block(&[]);
     net.tick(u64::MAX);
     assert_one_session(&net);
     assert_eq!(net.ep(0).stats().handshakes_initiated, 1);
@@ -378,7 +410,7 @@ fn duplicate_init_gets_the_cached_resp() {
 #[test]
 fn lost_fin_heals_by_fin_ahead_of_data() {
     let mut net = Net::pair(3, fast());
-    net.blocked = vec![KIND_FIN];
+    net.block(&[KIND_FIN]);
     net.connect(0, 1);
     net.pump();
     // Alice has keys but is unconfirmed; Bob is still half-open.
@@ -389,7 +421,7 @@ fn lost_fin_heals_by_fin_ahead_of_data() {
     net.send(0, 1, b"lost: no session yet").unwrap();
     net.pump();
     assert_eq!(net.ep(1).stats().unknown_session, 1);
-    net.blocked.clear();
+    net.block(&[]);
     // The next DATA carries the FIN ahead of it.
     net.send(0, 1, b"carried by fin").unwrap();
     net.pump();
@@ -397,11 +429,18 @@ fn lost_fin_heals_by_fin_ahead_of_data() {
     assert_eq!((net.established(0), net.established(1)), (1, 1));
     assert_one_session(&net);
     // Confirmed: no more FINs, even for new messages.
-    let fins = net.delivered.iter().filter(|d| d.2[3] == KIND_FIN).count();
+    let fins = net
+        .delivered()
+        .iter()
+        .filter(|d| d.bytes[3] == KIND_FIN)
+        .count();
     net.send(0, 1, b"plain").unwrap();
     net.pump();
     assert_eq!(
-        net.delivered.iter().filter(|d| d.2[3] == KIND_FIN).count(),
+        net.delivered()
+            .iter()
+            .filter(|d| d.bytes[3] == KIND_FIN)
+            .count(),
         fins
     );
 }
@@ -409,11 +448,11 @@ fn lost_fin_heals_by_fin_ahead_of_data() {
 #[test]
 fn lost_fin_heals_on_the_retransmit_timer_too() {
     let mut net = Net::pair(4, fast());
-    net.blocked = vec![KIND_FIN];
+    net.block(&[KIND_FIN]);
     net.connect(0, 1);
     net.pump();
     net.tick(u64::MAX);
-    net.blocked.clear();
+    net.block(&[]);
     net.tick(u64::MAX);
     assert_eq!((net.established(0), net.established(1)), (1, 1));
     assert_one_session(&net);
@@ -426,7 +465,7 @@ fn unanswered_handshake_times_out_and_drops_its_queue() {
         ..fast()
     };
     let mut net = Net::pair(5, config.clone());
-    net.cut = true;
+    net.cut();
     for i in 0..3u8 {
         net.send(0, 1, &[i]).unwrap();
     }
@@ -458,8 +497,7 @@ fn simultaneous_open_ends_with_one_session() {
     for seed in 0..30 {
         let mut net = Net::pair(200 + seed, lossy());
         if seed >= 10 {
-            net.loss = 0.3;
-            net.reorder = true;
+            net.impair(0.3, 0.0, true);
         }
         net.send(0, 1, b"from alice").unwrap();
         net.send(1, 0, b"from bob").unwrap();
@@ -469,7 +507,7 @@ fn simultaneous_open_ends_with_one_session() {
         assert_one_session(&net);
         let sim = net.ep(0).stats().simultaneous_open + net.ep(1).stats().simultaneous_open;
         assert!(sim > 0 || seed >= 10, "seed {seed}: INITs did not cross");
-        if net.loss == 0.0 {
+        if !net.lossy() {
             assert_eq!(net.messages(0), vec![b"from bob".to_vec()]);
             assert_eq!(net.messages(1), vec![b"from alice".to_vec()]);
         }
@@ -520,7 +558,7 @@ fn yielded_side_retries_when_the_winning_handshake_dies() {
     net.ep(1).handle_datagram(T0, addr(1), &ta.bytes, &mut rng);
     net.ep(0).handle_datagram(T0, addr(2), &tb.bytes, &mut rng);
     // Every answer to the winner's INIT is lost: it gives up.
-    net.blocked = vec![KIND_RESP];
+    net.block(&[KIND_RESP]);
     while net.closed(winner).is_empty() {
         net.tick(u64::MAX);
     }
@@ -528,7 +566,7 @@ fn yielded_side_retries_when_the_winning_handshake_dies() {
     assert!(net.closed(loser).is_empty());
     // The loser's answered handshake expires; it still wants a session,
     // so it tries its own again, and the network has healed.
-    net.blocked.clear();
+    net.block(&[]);
     net.run_until(20_000);
     assert_one_session(&net);
     assert_eq!(net.ep(loser).stats().handshakes_initiated, 2);
@@ -563,7 +601,7 @@ fn keepalives_hold_an_idle_session_and_silence_closes_it() {
     }
     assert_eq!(net.ep(0).stats().keepalives_out, before);
     // Cut the wire: both sides close as idle after idle_timeout_ms.
-    net.cut = true;
+    net.cut();
     let cut_at = net.now;
     while net.closed(0).is_empty() || net.closed(1).is_empty() {
         net.tick(u64::MAX);
@@ -799,7 +837,7 @@ fn roaming_moves_the_session_to_the_new_address() {
     // Alice's NAT rebinds: her datagrams now come from port 7.
     net.send(0, 1, b"after").unwrap();
     let t = net.ep(0).poll_transmit().unwrap();
-    net.nodes[0].0 = addr(7);
+    net.rebind(0, addr(7));
     net.inject(addr(7), 1, &t.bytes);
     let ev = net.events(1);
     assert_eq!(
@@ -821,11 +859,11 @@ fn roaming_moves_the_session_to_the_new_address() {
     assert_eq!(net.ep(1).stats().roamed, 1);
     // A replayed old datagram from the old address moves nothing back.
     let old = net
-        .delivered
+        .delivered()
         .iter()
-        .find(|d| d.0 == addr(1) && d.2[3] == KIND_DATA)
+        .find(|d| d.from == addr(1) && d.bytes[3] == KIND_DATA)
         .unwrap()
-        .2
+        .bytes
         .clone();
     net.inject(addr(1), 1, &old);
     assert_eq!(net.ep(1).stats().roamed, 1);
@@ -868,7 +906,7 @@ fn limits_on_sessions_and_handshakes() {
     );
     // One stalled handshake (its FIN never comes) fills the handshake
     // limit: the next INIT is refused.
-    net.blocked = vec![KIND_FIN];
+    net.block(&[KIND_FIN]);
     net.connect(3, 0);
     net.pump();
     assert_eq!(net.ep(0).counts(), (1, 1, 2));
@@ -972,11 +1010,10 @@ fn init_padding_covers_the_largest_resp() {
 fn runs_are_deterministic() {
     let trace = |seed| {
         let mut net = Net::pair(seed, fast());
-        net.loss = 0.2;
-        net.reorder = true;
+        net.impair(0.2, 0.0, true);
         net.send(0, 1, b"x").unwrap();
         net.run_until(5_000);
-        net.delivered.clone()
+        net.delivered().to_vec()
     };
     assert_eq!(trace(19), trace(19));
     assert_ne!(trace(19), trace(20));

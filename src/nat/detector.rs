@@ -684,7 +684,8 @@ mod tests {
     use super::*;
     use crate::nat::StunServer;
     use crate::sim::detect::DetectLab;
-    use crate::sim::nat::{NatConfig, NatNetwork};
+    use crate::sim::nat::NatConfig;
+    use crate::sim::net::{LinkModel, Network};
     use rand::SeedableRng;
 
     fn a(s: &str) -> SocketAddr {
@@ -696,7 +697,7 @@ mod tests {
     const S1_ALT: &str = "198.51.100.2:3479";
 
     fn lab(client: &str, nat: Option<NatConfig>, loss: f64, seed: u64) -> DetectLab {
-        let net = NatNetwork::new(seed, T0, 15, 5, loss);
+        let net = Network::new(seed, T0, LinkModel::new(15, 5, loss));
         let mut l = DetectLab::new(seed, net, a(client), nat, DetectorConfig::default());
         l.detector.set_local(T0, Some(a(client)));
         l

@@ -1,8 +1,14 @@
-//! The client and server cores against each other in virtual time, with
-//! the driver's part (relay sockets, delivery) played by a small harness.
+//! The client and server cores against each other in virtual time on the
+//! simulated network ([`crate::sim::net`], no delay), with the driver's
+//! part (relay sockets, routing by transport) played by a small harness.
 
 use super::*;
+use crate::sim::net::{LinkModel, Network, Transport as NetTransport};
 use std::net::SocketAddr;
+
+/// Socket owners on the network: clients own their index.
+const SERVER: usize = 1_000_000;
+const PEERS: usize = 1_000_001;
 
 const SECRET: &[u8] = b"group secret";
 
@@ -12,6 +18,7 @@ fn addr(s: &str) -> SocketAddr {
 
 struct Net {
     now: u64,
+    net: Network,
     server: TurnServer,
     server_addr: SocketAddr,
     clients: Vec<(SocketAddr, TurnClient, Vec<TurnClientEvent>)>,
@@ -26,10 +33,14 @@ struct Net {
 impl Net {
     fn new(cfg: TurnServerConfig) -> Self {
         let now = 1_700_000_000_000;
+        let server_addr = addr("198.51.100.1:3478");
+        let mut net = Network::new(1, now, LinkModel::instant());
+        net.bind(server_addr, SERVER);
         Net {
             now,
+            net,
             server: TurnServer::new(cfg, [3; 32], now),
-            server_addr: addr("198.51.100.1:3478"),
+            server_addr,
             clients: Vec::new(),
             relays: Vec::new(),
             at_peers: Vec::new(),
@@ -53,6 +64,10 @@ impl Net {
             TurnClientConfig::udp(self.server_addr)
         };
         let key = [self.clients.len() as u8 + 1; 32];
+        // Two clients on one address (a restarted app): the first keeps it.
+        if self.net.owner_of(addr(from)).is_none() {
+            self.net.bind(addr(from), self.clients.len());
+        }
         self.clients.push((
             addr(from),
             TurnClient::new(cfg, creds, key, self.now),
@@ -74,22 +89,31 @@ impl Net {
 
     /// Deliver everything until quiet.
     fn run(&mut self) {
+        self.net.advance_to(self.now);
         for _ in 0..1000 {
             let mut moved = false;
             for i in 0..self.clients.len() {
-                while let Some(t) = self.clients[i].1.poll_transmit() {
+                let from = self.clients[i].0;
+                let tcp = self.clients[i].1.transport() == TurnTransport::Tcp;
+                let t = if tcp {
+                    NetTransport::Tcp
+                } else {
+                    NetTransport::Udp
+                };
+                while let Some(x) = self.clients[i].1.poll_transmit() {
                     moved = true;
-                    assert_eq!(t.dst, self.server_addr);
-                    let from = self.transport(i);
-                    self.server.handle_client(self.now, from, &t.bytes);
+                    assert_eq!(x.dst, self.server_addr);
+                    self.net.send_as(Some(i), t, from, x.dst, x.bytes);
                 }
             }
+            self.deliver();
             while let Some(e) = self.server.poll_event() {
                 moved = true;
                 if let ServerEvent::OpenRelay { alloc, .. } = e {
                     let a = SocketAddr::new(self.server_addr.ip(), self.next_port);
                     self.next_port += 1;
                     self.relays.push((alloc, a));
+                    self.net.bind(a, SERVER);
                     self.server.relay_opened(self.now, alloc, Ok(a));
                 }
                 if let ServerEvent::CloseRelay { alloc } = e {
@@ -101,17 +125,24 @@ impl Net {
                 moved = true;
                 match t.via {
                     Via::Client(c) => {
-                        let i = (0..self.clients.len())
-                            .find(|&i| self.transport(i) == c)
-                            .expect("to a known client");
-                        assert!(self.clients[i].1.handle_input(self.now, &t.bytes));
+                        let tr = match c.transport {
+                            Transport::Udp => NetTransport::Udp,
+                            Transport::Tcp(_) => NetTransport::Tcp,
+                        };
+                        let server = self.server_addr;
+                        self.net.send_as(Some(SERVER), tr, server, c.addr, t.bytes);
                     }
                     Via::Relay { alloc, peer } => {
                         let relay = self.relays.iter().find(|r| r.0 == alloc).unwrap().1;
-                        self.at_peers.push((relay, peer, t.bytes));
+                        if self.net.owner_of(peer).is_none() {
+                            self.net.bind(peer, PEERS);
+                        }
+                        self.net
+                            .send_as(Some(SERVER), NetTransport::Udp, relay, peer, t.bytes);
                     }
                 }
             }
+            self.deliver();
             for (_, c, evs) in self.clients.iter_mut() {
                 while let Some(e) = c.poll_event() {
                     moved = true;
@@ -123,6 +154,35 @@ impl Net {
             }
         }
         panic!("no quiescence");
+    }
+
+    /// Hand what the network delivers to the server, clients and peers.
+    fn deliver(&mut self) {
+        while let Some(d) = self.net.poll_delivery() {
+            match d.to_owner {
+                // To a relay socket: from a peer (another relay's, say).
+                SERVER if d.to != self.server_addr => {
+                    let alloc = self.alloc_of(d.to);
+                    self.server.handle_peer(self.now, alloc, d.from, &d.bytes);
+                }
+                SERVER => {
+                    let transport = match d.transport {
+                        NetTransport::Udp => Transport::Udp,
+                        NetTransport::Tcp => Transport::Tcp(d.from_owner.expect("a client") as u64),
+                    };
+                    let from = ClientAddr {
+                        transport,
+                        addr: d.from,
+                    };
+                    self.server.handle_client(self.now, from, &d.bytes);
+                }
+                PEERS => self.at_peers.push((d.from, d.to, d.bytes)),
+                i => {
+                    let c = &mut self.clients.get_mut(i).expect("to a known client").1;
+                    assert!(c.handle_input(self.now, &d.bytes));
+                }
+            }
+        }
     }
 
     fn advance(&mut self, ms: u64) {
@@ -590,17 +650,25 @@ fn special_ranges_and_the_hosts_own_services_are_forbidden_peers() {
     );
     // Two relayed users of this relay still reach each other.
     let bob_relay = n.relay_of(bob);
+    let alice_relay = n.relay_of(alice);
     assert_eq!(bob_relay.ip(), own);
+    n.clients[bob].1.create_permission(n.now, own).unwrap();
+    n.run();
+    n.events(bob);
     n.clients[alice]
         .1
         .send_to(n.now, bob_relay, b"hi bob")
         .unwrap();
     n.run();
-    let alice_relay = n.relay_of(alice);
     assert_eq!(
-        n.at_peers.pop(),
-        Some((alice_relay, bob_relay, b"hi bob".to_vec()))
+        n.events(bob),
+        vec![TurnClientEvent::Data {
+            peer: alice_relay,
+            data: b"hi bob".to_vec()
+        }]
     );
+    // Only the service port was refused (its Send and its ChannelBind).
+    assert_eq!(n.server.stats().forbidden_peers, forbidden + 2);
 
     // An operator's exception for a private network of its own.
     let mut n = Net::new(TurnServerConfig {

@@ -1,21 +1,23 @@
 //! NAT detection in the simulator: STUN servers (each with its sockets),
 //! one client behind a simulated NAT (or none) running a
-//! [`NatDetector`], all on a [`NatNetwork`] in virtual time. Used by the
+//! [`NatDetector`], all on a [`Network`] in virtual time. Used by the
 //! detector's unit tests and `tests/it/nat_detect_sim.rs`.
 
-use super::nat::{NatConfig, NatId, NatNetwork};
+use super::nat::NatConfig;
+use super::net::{NatId, Network};
 use crate::nat::{DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use std::collections::HashMap;
 use std::net::SocketAddr;
+
+/// The client's socket owner number; server `i` owns `SERVER + i`.
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
 
 /// Servers, a client and the network between them.
 pub struct DetectLab {
-    pub net: NatNetwork,
+    pub net: Network,
     pub servers: Vec<StunServer>,
-    /// Every socket of every server -> the server's index.
-    sockets: HashMap<SocketAddr, usize>,
     pub detector: NatDetector,
     /// The client's socket (its address behind the NAT).
     pub client: SocketAddr,
@@ -28,12 +30,13 @@ impl DetectLab {
     /// `None` (then `client` should be a public address).
     pub fn new(
         seed: u64,
-        net: NatNetwork,
+        net: Network,
         client: SocketAddr,
         nat: Option<NatConfig>,
         cfg: DetectorConfig,
     ) -> Self {
         let mut net = net;
+        net.bind(client, CLIENT);
         let nat = nat.map(|c| {
             let id = net.add_nat(c);
             net.place_behind(client.ip(), id);
@@ -42,7 +45,6 @@ impl DetectLab {
         DetectLab {
             net,
             servers: Vec::new(),
-            sockets: HashMap::new(),
             detector: NatDetector::new(cfg),
             client,
             nat,
@@ -54,9 +56,9 @@ impl DetectLab {
     pub fn add_server(&mut self, primary: SocketAddr, alt: Option<SocketAddr>) -> usize {
         let s = StunServer::new(StunServerConfig { primary, alt });
         let i = self.servers.len();
-        self.sockets.insert(primary, i);
+        self.net.bind(primary, SERVER + i);
         for x in s.extra_sockets() {
-            self.sockets.insert(x, i);
+            self.net.bind(x, SERVER + i);
         }
         self.servers.push(s);
         i
@@ -83,7 +85,7 @@ impl DetectLab {
             }
             let t = self
                 .net
-                .next_arrival()
+                .next_due()
                 .unwrap_or(u64::MAX)
                 .min(self.detector.poll_timeout());
             if t > until {
@@ -91,14 +93,14 @@ impl DetectLab {
                 return None;
             }
             self.net.advance_to(t);
-            let now = self.net.now;
+            let now = self.net.now();
             while let Some(d) = self.net.poll_delivery() {
-                if d.to == self.client {
+                if d.to_owner == CLIENT {
                     if !self.detector.handle_datagram(now, d.from, &d.bytes) {
                         self.detector.note_udp_received();
                     }
-                } else if let Some(&i) = self.sockets.get(&d.to) {
-                    self.servers[i].handle_datagram(d.to, d.from, &d.bytes);
+                } else if let Some(s) = self.servers.get_mut(d.to_owner - SERVER) {
+                    s.handle_datagram(d.to, d.from, &d.bytes);
                 }
             }
             if self.detector.poll_timeout() <= now {
@@ -109,7 +111,7 @@ impl DetectLab {
 
     /// Start a detection now and run it to its report (at most `limit_ms`).
     pub fn detect(&mut self, reason: &str, limit_ms: u64) -> Option<NatReport> {
-        let now = self.net.now;
+        let now = self.net.now();
         self.detector.start(now, reason, &mut self.rng);
         self.run_until_report(now + limit_ms)
     }

@@ -1,40 +1,31 @@
-//! A deterministic discrete-event simulator for the sans-IO cores: virtual
-//! time, seeded randomness, and simulated links with delay, jitter and
-//! loss. The same [`SupernodeCore`] and [`ClientCore`] that run on real
-//! sockets run here by the thousand; messages arrive with the sender's
+//! Deterministic simulation for the sans-IO cores and their tests. One
+//! simulated datagram network ([`net::Network`], with the RFC 4787 NAT
+//! model of [`nat`]) carries every simulation: the overlay here, NAT
+//! detection ([`detect`]), ICE pairs ([`ice`]), and the link and relay
+//! core tests.
+//!
+//! This module runs the overlay on it: the same [`SupernodeCore`] and
+//! [`ClientCore`] that run on real sockets run here by the thousand, in
+//! virtual time with seeded randomness; messages arrive with the sender's
 //! certificate, as the encrypted link layer would deliver them.
 
 pub mod detect;
+pub mod ice;
 pub mod nat;
+pub mod net;
+
+pub use net::LinkModel;
 
 use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
 use crate::overlay::{
     ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent,
 };
+use net::{Delivered, Network, Transport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-
-/// Properties of every simulated path.
-#[derive(Debug, Clone, Copy)]
-pub struct LinkModel {
-    pub delay_ms: u64,
-    pub jitter_ms: u64,
-    /// Probability in [0, 1] that a message is lost.
-    pub loss: f64,
-}
-
-impl Default for LinkModel {
-    fn default() -> Self {
-        LinkModel {
-            delay_ms: 20,
-            jitter_ms: 10,
-            loss: 0.0,
-        }
-    }
-}
 
 pub enum Node {
     Supernode(Box<SupernodeCore>),
@@ -65,18 +56,6 @@ struct Slot {
     wake_at: u64,
 }
 
-enum Ev {
-    Deliver {
-        to: usize,
-        from: usize,
-        bytes: Vec<u8>,
-    },
-    Wake {
-        node: usize,
-        at: u64,
-    },
-}
-
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SimStats {
     pub delivered: u64,
@@ -89,23 +68,21 @@ pub struct SimStats {
 
 pub struct Sim {
     pub now: u64,
+    /// Randomness handed to the cores (the network has its own).
     pub rng: StdRng,
-    pub link: LinkModel,
-    /// Event slots by due time, each time's in the order they were queued
-    /// (ties keep their order). With a million nodes, buckets are far
-    /// cheaper than a binary heap of every event.
-    queue: BTreeMap<u64, Vec<u32>>,
-    slots: Vec<Option<Ev>>,
-    free: Vec<u32>,
+    /// Messages in flight; each node's address is bound to its index.
+    pub net: Network,
+    /// Nodes to wake by due time, in the order they were queued. With a
+    /// million nodes, buckets are far cheaper than a binary heap.
+    wakes: BTreeMap<u64, Vec<u32>>,
     nodes: Vec<Slot>,
-    by_addr: HashMap<SocketAddr, usize>,
     events: Vec<(u64, usize, NodeEvent)>,
     pub keep_events: bool,
     /// With `keep_events`, keep supernodes' events too. Off where only
     /// clients' answers matter: after a mass failure every survivor
     /// reports every dead member, 24 million events at 10,000 supernodes.
     pub keep_supernode_events: bool,
-    pub stats: SimStats,
+    stats: SimStats,
 }
 
 /// Virtual time starts here (ms since the epoch, in 2027), so certificate
@@ -117,12 +94,9 @@ impl Sim {
         Sim {
             now: EPOCH_MS,
             rng: StdRng::seed_from_u64(seed),
-            link,
-            queue: BTreeMap::new(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            net: Network::new(seed ^ 0x6e65_7477_6f72_6b00, EPOCH_MS, link),
+            wakes: BTreeMap::new(),
             nodes: Vec::new(),
-            by_addr: HashMap::new(),
             events: Vec::new(),
             keep_events: true,
             keep_supernode_events: true,
@@ -139,7 +113,7 @@ impl Sim {
             alive: true,
             wake_at: u64::MAX,
         });
-        self.by_addr.insert(addr, i);
+        self.net.bind(addr, i);
         self.schedule_wake(i, self.now);
         i
     }
@@ -165,7 +139,7 @@ impl Sim {
     }
 
     pub fn index_of(&self, addr: &SocketAddr) -> Option<usize> {
-        self.by_addr.get(addr).copied()
+        self.net.owner_of(*addr)
     }
 
     pub fn is_alive(&self, i: usize) -> bool {
@@ -211,25 +185,23 @@ impl Sim {
         std::mem::take(&mut self.events)
     }
 
-    fn push(&mut self, at: u64, ev: Ev) {
-        let slot = match self.free.pop() {
-            Some(i) => {
-                self.slots[i as usize] = Some(ev);
-                i
-            }
-            None => {
-                self.slots.push(Some(ev));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.queue.entry(at).or_default().push(slot);
+    /// Counters: the network's and the simulator's.
+    pub fn stats(&self) -> SimStats {
+        let n = self.net.stats();
+        SimStats {
+            delivered: n.delivered - self.stats.to_dead,
+            lost: n.lost,
+            unroutable: n.unbound,
+            bytes: n.bytes,
+            ..self.stats.clone()
+        }
     }
 
     fn schedule_wake(&mut self, i: usize, at: u64) {
         let at = at.max(self.now);
         if at < self.nodes[i].wake_at || self.nodes[i].wake_at < self.now {
             self.nodes[i].wake_at = at;
-            self.push(at, Ev::Wake { node: i, at });
+            self.wakes.entry(at).or_default().push(i as u32);
         }
     }
 
@@ -244,30 +216,11 @@ impl Sim {
             Node::Supernode(s) => s.drain_transmits().collect(),
             Node::Client(c) => c.drain_transmits().collect(),
         };
+        let from = self.nodes[i].addr;
+        self.net.advance_to(self.now);
         for t in out {
-            self.stats.bytes += t.bytes.len() as u64;
-            let Some(&to) = self.by_addr.get(&t.dst) else {
-                self.stats.unroutable += 1;
-                continue;
-            };
-            if self.link.loss > 0.0 && self.rng.r#gen::<f64>() < self.link.loss {
-                self.stats.lost += 1;
-                continue;
-            }
-            let jitter = if self.link.jitter_ms > 0 {
-                self.rng.gen_range(0..=self.link.jitter_ms)
-            } else {
-                0
-            };
-            let at = self.now + self.link.delay_ms + jitter;
-            self.push(
-                at,
-                Ev::Deliver {
-                    to,
-                    from: i,
-                    bytes: t.bytes,
-                },
-            );
+            self.net
+                .send_as(Some(i), Transport::Udp, from, t.dst, t.bytes);
         }
         if self.keep_events {
             loop {
@@ -292,61 +245,73 @@ impl Sim {
         }
     }
 
-    /// Run until virtual time `until` (ms since the epoch).
+    /// Run until virtual time `until` (ms since the epoch). At each
+    /// instant, messages due are delivered before nodes due are woken.
     pub fn run_until(&mut self, until: u64) {
-        while let Some(first) = self.queue.first_entry() {
-            let at = *first.key();
+        loop {
+            let next_wake = self.wakes.first_key_value().map(|(at, _)| *at);
+            let at = match (self.net.next_due(), next_wake) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => match a.or(b) {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
             if at > until {
                 break;
             }
-            // Events queued for `at` while these run land in a new bucket
-            // for `at`, taken next: after these, as their order requires.
-            let batch = first.remove();
             self.now = at;
-            for slot in batch {
-                self.run_event(slot);
+            self.net.advance_to(at);
+            while let Some(d) = self.net.poll_delivery() {
+                self.deliver(d);
+            }
+            // Wakes queued for `at` while these run land in a new bucket
+            // for `at`, taken next.
+            if let Some(first) = self.wakes.first_entry()
+                && *first.key() <= at
+            {
+                for node in first.remove() {
+                    self.wake(node as usize, at);
+                }
             }
         }
         self.now = self.now.max(until);
+        self.net.advance_to(self.now);
     }
 
-    fn run_event(&mut self, slot: u32) {
-        let Some(ev) = self.slots[slot as usize].take() else {
+    fn wake(&mut self, node: usize, at: u64) {
+        self.stats.events_processed += 1;
+        if !self.nodes[node].alive || self.nodes[node].wake_at != at {
+            return;
+        }
+        self.nodes[node].wake_at = u64::MAX;
+        let now = self.now;
+        let Sim { nodes, rng, .. } = self;
+        match &mut nodes[node].node {
+            Node::Supernode(s) => s.handle_timeout(now, rng),
+            Node::Client(c) => c.handle_timeout(now, rng),
+        }
+        self.flush(node);
+    }
+
+    fn deliver(&mut self, d: Delivered) {
+        self.stats.events_processed += 1;
+        let to = d.to_owner;
+        if !self.nodes[to].alive {
+            self.stats.to_dead += 1;
+            return;
+        }
+        let Some(from) = d.from_owner else {
             return;
         };
-        self.free.push(slot);
-        self.stats.events_processed += 1;
-        match ev {
-            Ev::Wake { node, at } => {
-                if !self.nodes[node].alive || self.nodes[node].wake_at != at {
-                    return;
-                }
-                self.nodes[node].wake_at = u64::MAX;
-                let now = self.now;
-                let Sim { nodes, rng, .. } = self;
-                match &mut nodes[node].node {
-                    Node::Supernode(s) => s.handle_timeout(now, rng),
-                    Node::Client(c) => c.handle_timeout(now, rng),
-                }
-                self.flush(node);
-            }
-            Ev::Deliver { to, from, bytes } => {
-                if !self.nodes[to].alive {
-                    self.stats.to_dead += 1;
-                    return;
-                }
-                self.stats.delivered += 1;
-                let now = self.now;
-                let from_addr = self.nodes[from].addr;
-                let cert = self.nodes[from].cert.clone();
-                let Sim { nodes, rng, .. } = self;
-                match &mut nodes[to].node {
-                    Node::Supernode(s) => s.handle_message(now, from_addr, &cert, &bytes, rng),
-                    Node::Client(c) => c.handle_message(now, from_addr, &bytes),
-                }
-                self.flush(to);
-            }
+        let now = self.now;
+        let cert = self.nodes[from].cert.clone();
+        let Sim { nodes, rng, .. } = self;
+        match &mut nodes[to].node {
+            Node::Supernode(s) => s.handle_message(now, d.from, &cert, &d.bytes, rng),
+            Node::Client(c) => c.handle_message(now, d.from, &d.bytes),
         }
+        self.flush(to);
     }
 
     pub fn run_for(&mut self, ms: u64) {
@@ -1033,7 +998,7 @@ impl Overlay {
                 rep.max_clients_seen = rep.max_clients_seen.max(sn.stats().peak_clients);
             }
         }
-        rep.sim_stats = self.sim.stats.clone();
+        rep.sim_stats = self.sim.stats();
         rep
     }
 }

@@ -1,24 +1,22 @@
-//! NAT behaviour for in-process simulations: a model of one NAT box
-//! ([`Nat`]: RFC 4787 mapping EIM/ADM/APDM x filtering EIF/ADF/APDF, port
-//! allocation, mapping timeouts, blocked UDP) and a small datagram network
-//! ([`NatNetwork`]) that carries datagrams between public hosts and hosts
-//! behind such NATs, with seeded delay, jitter and loss in virtual time.
+//! One NAT box for the simulated network ([`super::net`]): RFC 4787
+//! mapping (EIM/ADM/APDM) x filtering (EIF/ADF/APDF), port allocation
+//! (preserving, sequential with a step, random), idle mapping timeouts,
+//! optional hairpinning and a firewall that drops UDP (TCP still passes).
 //!
-//! The network knows nothing of the protocols: a test loop sends the
-//! cores' datagrams with [`NatNetwork::send`], advances time to the next
-//! delivery or core deadline, and hands each [`Delivered`] datagram to the
-//! core owning its destination socket. Addresses are plain
-//! [`SocketAddr`]s; a host is "behind" a NAT when its IP was placed there
-//! with [`NatNetwork::place_behind`], and a NAT's public IP is its own.
-//!
-//! Not modelled: hairpinning (a host sending to its own NAT's public
-//! address is dropped), ICMP, fragmentation, TCP.
+//! A mapping is keyed by the internal endpoint plus, for ADM, the
+//! destination IP or, for APDM, the destination address and port; it owns
+//! one external port on the NAT's public IP. Each mapping remembers the
+//! remote endpoints it sent to and when: the filter admits an inbound
+//! datagram on that port from any source (EIF), from an IP it sent to
+//! (ADF) or from the exact endpoint it sent to (APDF), within the mapping
+//! timeout. A mapping with no outbound datagram for `mapping_timeout_ms`
+//! is dead: lookups treat it as absent and it is swept lazily.
 
+use super::net::Transport;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
 /// How internal endpoints map to external ones (RFC 4787 §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,8 +61,12 @@ pub struct NatConfig {
     pub ports: PortAllocation,
     /// A mapping idle (no outbound datagram) this long is removed.
     pub mapping_timeout_ms: u64,
-    /// Drop every UDP datagram both ways (a firewall blocking UDP).
+    /// Drop every UDP datagram both ways (a firewall blocking UDP);
+    /// TCP still passes.
     pub udp_blocked: bool,
+    /// A host sending to its own NAT's public address is turned around
+    /// (RFC 4787 §6); without it such datagrams are dropped.
+    pub hairpinning: bool,
 }
 
 impl NatConfig {
@@ -79,6 +81,7 @@ impl NatConfig {
             },
             mapping_timeout_ms: 120_000,
             udp_blocked: false,
+            hairpinning: false,
         }
     }
 
@@ -152,7 +155,7 @@ pub struct NatStats {
     pub no_mapping: u64,
     /// Inbound datagrams the filter refused.
     pub filtered: u64,
-    /// Datagrams dropped because UDP is blocked.
+    /// UDP datagrams dropped because UDP is blocked.
     pub blocked: u64,
     pub mappings_created: u64,
 }
@@ -164,6 +167,8 @@ pub struct Nat {
     by_key: HashMap<MapKey, u16>,
     by_port: HashMap<u16, Entry>,
     next_seq: u16,
+    /// When dead mappings are next swept (they are ignored before).
+    next_sweep: u64,
     rng: StdRng,
     stats: NatStats,
 }
@@ -179,6 +184,7 @@ impl Nat {
             by_key: HashMap::new(),
             by_port: HashMap::new(),
             next_seq,
+            next_sweep: 0,
             rng: StdRng::seed_from_u64(seed),
             stats: NatStats::default(),
         }
@@ -201,9 +207,9 @@ impl Nat {
         &self.stats
     }
 
-    /// Live mappings.
-    pub fn mappings(&self) -> usize {
-        self.by_port.len()
+    /// Mappings alive at `now`.
+    pub fn mappings(&self, now: u64) -> usize {
+        self.by_port.values().filter(|e| self.live(e, now)).count()
     }
 
     /// Forget every mapping (like `conntrack -F`).
@@ -222,8 +228,12 @@ impl Nat {
     ) -> Option<SocketAddr> {
         let port = *self.by_key.get(&self.key(internal, dst))?;
         let e = self.by_port.get(&port)?;
-        (now < e.last_out + self.cfg.mapping_timeout_ms)
+        self.live(e, now)
             .then_some(SocketAddr::new(self.cfg.public_ip, port))
+    }
+
+    fn live(&self, e: &Entry, now: u64) -> bool {
+        now < e.last_out + self.cfg.mapping_timeout_ms
     }
 
     fn key(&self, internal: SocketAddr, dst: SocketAddr) -> MapKey {
@@ -234,24 +244,38 @@ impl Nat {
         }
     }
 
-    fn expire(&mut self, now: u64) {
-        let t = self.cfg.mapping_timeout_ms;
-        let dead: Vec<u16> = self
-            .by_port
-            .iter()
-            .filter(|(_, e)| now >= e.last_out + t)
-            .map(|(p, _)| *p)
-            .collect();
-        for p in dead {
-            if let Some(e) = self.by_port.remove(&p) {
-                self.by_key.remove(&e.key);
-            }
+    /// Remove the mapping on `port` if it is dead at `now`.
+    fn reap(&mut self, port: u16, now: u64) {
+        let dead = self.by_port.get(&port).is_some_and(|e| !self.live(e, now));
+        if dead && let Some(e) = self.by_port.remove(&port) {
+            self.by_key.remove(&e.key);
         }
     }
 
-    fn free_port(&mut self, internal: SocketAddr) -> Option<u16> {
-        let free = |p: u16, m: &HashMap<u16, Entry>| p >= 1024 && !m.contains_key(&p);
-        match self.cfg.ports {
+    /// Sweep dead mappings at most twice per timeout (lookups check
+    /// liveness themselves, so this only bounds memory).
+    fn sweep(&mut self, now: u64) {
+        if now < self.next_sweep {
+            return;
+        }
+        let t = self.cfg.mapping_timeout_ms;
+        self.next_sweep = now + (t / 2).max(1);
+        let by_key = &mut self.by_key;
+        self.by_port.retain(|_, e| {
+            let live = now < e.last_out + t;
+            if !live {
+                by_key.remove(&e.key);
+            }
+            live
+        });
+    }
+
+    fn free_port(&mut self, now: u64, internal: SocketAddr) -> Option<u16> {
+        let t = self.cfg.mapping_timeout_ms;
+        let free = |p: u16, m: &HashMap<u16, Entry>| {
+            p >= 1024 && m.get(&p).is_none_or(|e| now >= e.last_out + t)
+        };
+        let port = match self.cfg.ports {
             PortAllocation::Preserve => {
                 // Ports 1024..=65535, from the internal port upwards, wrapping.
                 let base = u32::from(internal.port().max(1024)) - 1024;
@@ -260,25 +284,31 @@ impl Nat {
                     .find(|p| free(*p, &self.by_port))
             }
             PortAllocation::Sequential { step, .. } => {
+                let mut found = None;
                 for _ in 0..=u16::MAX {
                     let p = self.next_seq;
                     self.next_seq = self.next_seq.wrapping_add(step.max(1));
                     if free(p, &self.by_port) {
-                        return Some(p);
+                        found = Some(p);
+                        break;
                     }
                 }
-                None
+                found
             }
             PortAllocation::Random => {
+                let mut found = None;
                 for _ in 0..10_000 {
                     let p = self.rng.gen_range(1024..=u16::MAX);
                     if free(p, &self.by_port) {
-                        return Some(p);
+                        found = Some(p);
+                        break;
                     }
                 }
-                None
+                found
             }
-        }
+        }?;
+        self.reap(port, now);
+        Some(port)
     }
 
     /// A datagram from `internal` to `dst` leaves through the NAT: returns
@@ -289,17 +319,21 @@ impl Nat {
         now: u64,
         internal: SocketAddr,
         dst: SocketAddr,
+        transport: Transport,
     ) -> Option<SocketAddr> {
-        if self.cfg.udp_blocked {
+        if self.cfg.udp_blocked && transport == Transport::Udp {
             self.stats.blocked += 1;
             return None;
         }
-        self.expire(now);
+        self.sweep(now);
         let key = self.key(internal, dst);
+        if let Some(&p) = self.by_key.get(&key) {
+            self.reap(p, now);
+        }
         let port = match self.by_key.get(&key) {
             Some(p) => *p,
             None => {
-                let p = self.free_port(internal)?;
+                let p = self.free_port(now, internal)?;
                 self.by_key.insert(key, p);
                 self.by_port.insert(
                     p,
@@ -329,12 +363,14 @@ impl Nat {
         now: u64,
         src: SocketAddr,
         external: SocketAddr,
+        transport: Transport,
     ) -> Option<SocketAddr> {
-        if self.cfg.udp_blocked {
+        if self.cfg.udp_blocked && transport == Transport::Udp {
             self.stats.blocked += 1;
             return None;
         }
-        self.expire(now);
+        self.sweep(now);
+        self.reap(external.port(), now);
         let Some(e) = self.by_port.get(&external.port()) else {
             self.stats.no_mapping += 1;
             return None;
@@ -356,180 +392,6 @@ impl Nat {
         self.stats.inbound += 1;
         Some(e.internal)
     }
-}
-
-/// Index of a NAT in a [`NatNetwork`].
-pub type NatId = usize;
-
-/// A datagram handed to its destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivered {
-    pub at: u64,
-    /// The source as the receiver sees it (after the sender's NAT).
-    pub from: SocketAddr,
-    /// The receiving socket's own address (after the receiver's NAT).
-    pub to: SocketAddr,
-    pub bytes: Vec<u8>,
-}
-
-/// Counters of the network (NATs keep their own, see [`Nat::stats`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NetStats {
-    pub sent: u64,
-    pub delivered: u64,
-    pub lost: u64,
-    /// Dropped by a NAT on the way out or in.
-    pub nat_dropped: u64,
-    /// Sent to our own NAT's public address (no hairpinning).
-    pub hairpin_dropped: u64,
-}
-
-/// Datagrams in flight between hosts, some of them behind NATs.
-#[derive(Debug)]
-pub struct NatNetwork {
-    pub now: u64,
-    pub delay_ms: u64,
-    pub jitter_ms: u64,
-    /// Probability in [0, 1] that a datagram is lost.
-    pub loss: f64,
-    rng: StdRng,
-    nats: Vec<Nat>,
-    behind: HashMap<IpAddr, NatId>,
-    by_public: HashMap<IpAddr, NatId>,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    in_flight: HashMap<u64, (SocketAddr, SocketAddr, Vec<u8>)>,
-    seq: u64,
-    stats: NetStats,
-}
-
-impl NatNetwork {
-    /// A network at virtual time `now` with fixed one-way delay, jitter
-    /// (uniform in 0..=jitter) and loss, all drawn from `seed`.
-    pub fn new(seed: u64, now: u64, delay_ms: u64, jitter_ms: u64, loss: f64) -> Self {
-        NatNetwork {
-            now,
-            delay_ms,
-            jitter_ms,
-            loss,
-            rng: StdRng::seed_from_u64(seed),
-            nats: Vec::new(),
-            behind: HashMap::new(),
-            by_public: HashMap::new(),
-            queue: BinaryHeap::new(),
-            in_flight: HashMap::new(),
-            seq: 0,
-            stats: NetStats::default(),
-        }
-    }
-
-    /// Add a NAT; its RNG (random ports) is seeded from the network's.
-    pub fn add_nat(&mut self, cfg: NatConfig) -> NatId {
-        let id = self.nats.len();
-        let seed = self.rng.r#gen();
-        self.by_public.insert(cfg.public_ip, id);
-        self.nats.push(Nat::new(cfg, seed));
-        id
-    }
-
-    /// Put the host with IP `internal` behind `nat`.
-    pub fn place_behind(&mut self, internal: IpAddr, nat: NatId) {
-        self.behind.insert(internal, nat);
-    }
-
-    pub fn nat(&self, id: NatId) -> &Nat {
-        &self.nats[id]
-    }
-
-    pub fn nat_mut(&mut self, id: NatId) -> &mut Nat {
-        &mut self.nats[id]
-    }
-
-    pub fn stats(&self) -> &NetStats {
-        &self.stats
-    }
-
-    /// Send a datagram now from the local socket `from` to `to`.
-    pub fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
-        self.stats.sent += 1;
-        let src = match self.behind.get(&from.ip()) {
-            Some(&n) => {
-                if self.nats[n].public_ip() == to.ip() {
-                    self.stats.hairpin_dropped += 1;
-                    return;
-                }
-                match self.nats[n].outbound(self.now, from, to) {
-                    Some(s) => s,
-                    None => {
-                        self.stats.nat_dropped += 1;
-                        return;
-                    }
-                }
-            }
-            None => from,
-        };
-        if self.loss > 0.0 && self.rng.r#gen::<f64>() < self.loss {
-            self.stats.lost += 1;
-            return;
-        }
-        let jitter = if self.jitter_ms > 0 {
-            self.rng.gen_range(0..=self.jitter_ms)
-        } else {
-            0
-        };
-        self.seq += 1;
-        let at = self.now + self.delay_ms + jitter;
-        self.queue.push(Reverse((at, self.seq)));
-        self.in_flight.insert(self.seq, (src, to, bytes));
-    }
-
-    /// When the next datagram arrives (before any NAT on the far side
-    /// decides whether to let it in).
-    pub fn next_arrival(&self) -> Option<u64> {
-        self.queue.peek().map(|Reverse((at, _))| *at)
-    }
-
-    /// Set the time (never backwards).
-    pub fn advance_to(&mut self, t: u64) {
-        self.now = self.now.max(t);
-    }
-
-    /// The next datagram due by `now` that passes the receiver's NAT;
-    /// datagrams the NAT drops are consumed and counted.
-    pub fn poll_delivery(&mut self) -> Option<Delivered> {
-        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
-            if at > self.now {
-                return None;
-            }
-            self.queue.pop();
-            let Some((from, to, bytes)) = self.in_flight.remove(&seq) else {
-                continue;
-            };
-            let to = match self.by_public.get(&to.ip()) {
-                Some(&n) => match self.nats[n].inbound(at, from, to) {
-                    Some(internal) => internal,
-                    None => {
-                        self.stats.nat_dropped += 1;
-                        continue;
-                    }
-                },
-                None => to,
-            };
-            self.stats.delivered += 1;
-            return Some(Delivered {
-                at,
-                from,
-                to,
-                bytes,
-            });
-        }
-        None
-    }
-}
-
-/// A public IPv4 address for simulated hosts: 198.18.x.y (the benchmark
-/// range), `n` in the last two octets.
-pub fn public_ip(n: u16) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(198, 18, (n >> 8) as u8, n as u8))
 }
 
 #[cfg(test)]
@@ -559,14 +421,22 @@ mod tests {
             (AddressPortDependent, false, false),
         ] {
             let mut n = nat(m, FilteringBehavior::AddressPortDependent);
-            let x = n.outbound(0, a(IN), s1).unwrap();
+            let x = n.outbound(0, a(IN), s1, Transport::Udp).unwrap();
             assert_eq!(
-                x == n.outbound(1, a(IN), s1p).unwrap(),
+                x == n.outbound(1, a(IN), s1p, Transport::Udp).unwrap(),
                 same_ip_other_port,
                 "{m:?}"
             );
-            assert_eq!(x == n.outbound(2, a(IN), s2).unwrap(), other_ip, "{m:?}");
-            assert_eq!(x, n.outbound(3, a(IN), s1).unwrap(), "a mapping is reused");
+            assert_eq!(
+                x == n.outbound(2, a(IN), s2, Transport::Udp).unwrap(),
+                other_ip,
+                "{m:?}"
+            );
+            assert_eq!(
+                x,
+                n.outbound(3, a(IN), s1, Transport::Udp).unwrap(),
+                "a mapping is reused"
+            );
         }
     }
 
@@ -580,21 +450,21 @@ mod tests {
             (AddressPortDependent, false, false),
         ] {
             let mut n = nat(MappingBehavior::EndpointIndependent, f);
-            let x = n.outbound(0, a(IN), s1).unwrap();
-            assert_eq!(n.inbound(1, s1, x), Some(a(IN)));
+            let x = n.outbound(0, a(IN), s1, Transport::Udp).unwrap();
+            assert_eq!(n.inbound(1, s1, x, Transport::Udp), Some(a(IN)));
             assert_eq!(
-                n.inbound(1, a("1.1.1.1:9"), x).is_some(),
+                n.inbound(1, a("1.1.1.1:9"), x, Transport::Udp).is_some(),
                 same_ip_other_port,
                 "{f:?}"
             );
             assert_eq!(
-                n.inbound(1, a("3.3.3.3:3478"), x).is_some(),
+                n.inbound(1, a("3.3.3.3:3478"), x, Transport::Udp).is_some(),
                 other_ip,
                 "{f:?}"
             );
             // No mapping on another port, whatever the filter.
             let other = SocketAddr::new(x.ip(), x.port().wrapping_add(1));
-            assert_eq!(n.inbound(1, s1, other), None);
+            assert_eq!(n.inbound(1, s1, other, Transport::Udp), None);
         }
     }
 
@@ -604,11 +474,20 @@ mod tests {
             MappingBehavior::EndpointIndependent,
             FilteringBehavior::EndpointIndependent,
         );
-        let x = n.outbound(0, a(IN), a("1.1.1.1:1")).unwrap();
+        let x = n
+            .outbound(0, a(IN), a("1.1.1.1:1"), Transport::Udp)
+            .unwrap();
         assert_eq!(x.port(), 5000, "port preserved");
-        assert!(n.inbound(119_999, a("9.9.9.9:9"), x).is_some());
-        assert!(n.inbound(120_000, a("9.9.9.9:9"), x).is_none(), "expired");
-        assert_eq!(n.mappings(), 0);
+        assert!(
+            n.inbound(119_999, a("9.9.9.9:9"), x, Transport::Udp)
+                .is_some()
+        );
+        assert!(
+            n.inbound(120_000, a("9.9.9.9:9"), x, Transport::Udp)
+                .is_none(),
+            "expired"
+        );
+        assert_eq!(n.mappings(120_000), 0);
 
         let mut cfg = NatConfig::symmetric(PUB.parse().unwrap());
         cfg.ports = PortAllocation::Sequential {
@@ -618,39 +497,16 @@ mod tests {
         let mut s = Nat::new(cfg, 1);
         let p: Vec<u16> = (1..=3)
             .map(|i| {
-                s.outbound(0, a(IN), SocketAddr::new("1.1.1.1".parse().unwrap(), i))
-                    .unwrap()
-                    .port()
+                s.outbound(
+                    0,
+                    a(IN),
+                    SocketAddr::new("1.1.1.1".parse().unwrap(), i),
+                    Transport::Udp,
+                )
+                .unwrap()
+                .port()
             })
             .collect();
         assert_eq!(p, vec![40_000, 40_002, 40_004]);
-    }
-
-    #[test]
-    fn network_carries_through_nats_with_delay() {
-        let mut net = NatNetwork::new(1, 1000, 10, 0, 0.0);
-        let n = net.add_nat(NatConfig::port_restricted_cone(PUB.parse().unwrap()));
-        net.place_behind(a(IN).ip(), n);
-        let srv = a("1.1.1.1:3478");
-        net.send(a(IN), srv, b"hi".to_vec());
-        assert_eq!(net.next_arrival(), Some(1010));
-        assert!(net.poll_delivery().is_none(), "not yet");
-        net.advance_to(1010);
-        let d = net.poll_delivery().unwrap();
-        assert_eq!((d.to, d.bytes.as_slice()), (srv, &b"hi"[..]));
-        assert_eq!(d.from.ip(), PUB.parse::<IpAddr>().unwrap());
-        // The answer comes back through the mapping; a stranger's does not.
-        net.send(srv, d.from, b"ok".to_vec());
-        net.send(a("1.1.1.1:3479"), d.from, b"no".to_vec());
-        net.advance_to(1020);
-        let r = net.poll_delivery().unwrap();
-        assert_eq!((r.to, r.from, r.bytes.as_slice()), (a(IN), srv, &b"ok"[..]));
-        assert!(net.poll_delivery().is_none());
-        assert_eq!(net.stats().nat_dropped, 1);
-        assert_eq!(net.nat(n).stats().filtered, 1);
-        // Blocked UDP: nothing leaves.
-        net.nat_mut(n).set_udp_blocked(true);
-        net.send(a(IN), srv, b"x".to_vec());
-        assert_eq!(net.next_arrival(), None);
     }
 }

@@ -5,7 +5,7 @@
 //! seeded, virtual time.
 
 use natter::ice::PathKind;
-use natter::ice::simnet::{Env, SimOptions, run_pair};
+use natter::sim::ice::{Env, SimOptions, run_pair};
 
 #[test]
 fn a_dead_direct_pair_falls_back_to_the_relay() {

@@ -5,7 +5,7 @@
 //! allocates ports in sequence, port prediction makes the hard pairs
 //! direct. Seeded, virtual time.
 
-use natter::ice::simnet::{Env, PairOutcome, SimOptions, run_pair};
+use natter::sim::ice::{Env, PairOutcome, SimOptions, run_pair};
 
 fn cell(o: &PairOutcome) -> String {
     match (o.both_connected(), o.setup_ms()) {

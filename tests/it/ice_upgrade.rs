@@ -5,7 +5,7 @@
 //! seeded, virtual time.
 
 use natter::ice::PathKind;
-use natter::ice::simnet::{Env, SimOptions, run_pair};
+use natter::sim::ice::{Env, SimOptions, run_pair};
 
 fn contiguous(v: &[u64]) -> bool {
     let mut s = v.to_vec();

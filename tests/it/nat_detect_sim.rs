@@ -6,7 +6,8 @@
 
 use natter::nat::{DetectorConfig, Filtering, Mapping};
 use natter::sim::detect::DetectLab;
-use natter::sim::nat::{FilteringBehavior, MappingBehavior, NatConfig, NatNetwork, PortAllocation};
+use natter::sim::nat::{FilteringBehavior, MappingBehavior, NatConfig, PortAllocation};
+use natter::sim::net::{LinkModel, Network};
 use std::net::{IpAddr, SocketAddr};
 
 const T0: u64 = 1_800_000_000_000;
@@ -20,7 +21,7 @@ fn public_ip() -> IpAddr {
 }
 
 fn lab(seed: u64, client: &str, nat: Option<NatConfig>, loss: f64) -> DetectLab {
-    let net = NatNetwork::new(seed, T0, 20, 10, loss);
+    let net = Network::new(seed, T0, LinkModel::new(20, 10, loss));
     let mut l = DetectLab::new(seed, net, a(client), nat, DetectorConfig::default());
     l.add_server(a("198.51.100.1:7710"), Some(a("198.51.100.2:7711")));
     l.detector.set_servers(vec![a("198.51.100.1:7710")]);

@@ -46,7 +46,7 @@ fn same_seed_same_run() {
         o.sim.run_for(20_000);
         o.sim.kill(o.supernodes[0]);
         o.sim.run_for(10_000);
-        (o.sim.stats.clone(), o.sim.take_events())
+        (o.sim.stats(), o.sim.take_events())
     };
     assert_eq!(run(), run());
 }

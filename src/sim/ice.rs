@@ -1,9 +1,7 @@
-//! An in-process packet network with NAT boxes, for the ICE tests: virtual
-//! time, seeded jitter, loss and port allocation. RFC 4787 behaviours:
-//! mapping (endpoint-independent, address-dependent, address-and-port-
-//! dependent), filtering (likewise), port allocation (preserve the
-//! internal port, sequential, random) and a UDP-blocking firewall that
-//! lets only TCP to the relay through. Two "supernodes" answer with the
+//! ICE pairs on the simulated network ([`super::net`]): two hosts, each
+//! public or behind a NAT of one of the matrix's kinds (RFC 4787 mapping,
+//! filtering and port allocation, or a firewall that blocks UDP and lets
+//! only TCP to the relay through). Two "supernodes" answer with the
 //! address they observed (server-reflexive candidates) and one relay
 //! forwards as a TURN server does (allocation per client 5-tuple,
 //! permissions per peer IP, Send and Data). The relay framing here is the
@@ -12,31 +10,15 @@
 //! [`run_pair`] runs two [`IceAgent`]s across this network (A calls B) and
 //! reports how they connected.
 
-use super::agent::{IceAgent, IceConfig, IceEvent, IceRole};
-use super::offer::MappingHint;
-use super::{Candidate, CandidateKind, Path, PathKind, Via};
+use super::nat::{FilteringBehavior, MappingBehavior, NatConfig, PortAllocation};
+use super::net::{DropRule, LinkModel, Network, RuleId, Transport};
+use crate::ice::agent::{IceAgent, IceConfig, IceEvent, IceRole};
+use crate::ice::offer::MappingHint;
+use crate::ice::{Candidate, CandidateKind, IceOffer, Path, PathKind, Via};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Behaviour {
-    EndpointIndependent,
-    AddressDependent,
-    AddressPortDependent,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PortAlloc {
-    /// Keep the internal port when free (Linux masquerade).
-    Preserve,
-    /// The next port for each new mapping.
-    Sequential,
-    /// A random free port (Linux `masquerade fully-random`).
-    Random,
-}
 
 /// The six client environments of the matrix, plus a symmetric NAT with
 /// predictable (sequential) ports.
@@ -73,45 +55,43 @@ impl Env {
         }
     }
 
-    pub fn nat(self) -> Option<NatSpec> {
-        use Behaviour::*;
-        let (mapping, filtering, alloc) = match self {
+    /// The NAT of this environment with public IP `public` (`None` for a
+    /// public host); sequential ports start at `seq_start`.
+    pub fn nat_config(self, public: IpAddr, seq_start: u16) -> Option<NatConfig> {
+        use FilteringBehavior as F;
+        use MappingBehavior as M;
+        let seq = PortAllocation::Sequential {
+            start: seq_start,
+            step: 1,
+        };
+        let (mapping, filtering, ports) = match self {
             Env::Public => return None,
             Env::FullCone => (
-                EndpointIndependent,
-                EndpointIndependent,
-                PortAlloc::Preserve,
+                M::EndpointIndependent,
+                F::EndpointIndependent,
+                PortAllocation::Preserve,
             ),
-            Env::RestrictedCone => (EndpointIndependent, AddressDependent, PortAlloc::Preserve),
-            Env::PortRestricted => (
-                EndpointIndependent,
-                AddressPortDependent,
-                PortAlloc::Preserve,
+            Env::RestrictedCone => (
+                M::EndpointIndependent,
+                F::AddressDependent,
+                PortAllocation::Preserve,
+            ),
+            Env::PortRestricted | Env::UdpBlocked => (
+                M::EndpointIndependent,
+                F::AddressPortDependent,
+                PortAllocation::Preserve,
             ),
             Env::Symmetric => (
-                AddressPortDependent,
-                AddressPortDependent,
-                PortAlloc::Random,
+                M::AddressPortDependent,
+                F::AddressPortDependent,
+                PortAllocation::Random,
             ),
-            Env::SymmetricSequential => (
-                AddressPortDependent,
-                AddressPortDependent,
-                PortAlloc::Sequential,
-            ),
-            Env::UdpBlocked => {
-                return Some(NatSpec {
-                    mapping: EndpointIndependent,
-                    filtering: AddressPortDependent,
-                    alloc: PortAlloc::Preserve,
-                    udp_blocked: true,
-                });
-            }
+            Env::SymmetricSequential => (M::AddressPortDependent, F::AddressPortDependent, seq),
         };
-        Some(NatSpec {
-            mapping,
-            filtering,
-            alloc,
-            udp_blocked: false,
+        Some(NatConfig {
+            ports,
+            udp_blocked: self == Env::UdpBlocked,
+            ..NatConfig::new(public, mapping, filtering)
         })
     }
 
@@ -124,102 +104,6 @@ impl Env {
         };
         !hard(self, other) && !hard(other, self)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NatSpec {
-    pub mapping: Behaviour,
-    pub filtering: Behaviour,
-    pub alloc: PortAlloc,
-    pub udp_blocked: bool,
-}
-
-#[derive(Debug)]
-struct MappingEntry {
-    internal: SocketAddr,
-    contacted: HashSet<SocketAddr>,
-}
-
-#[derive(Debug)]
-struct Nat {
-    spec: NatSpec,
-    public: Ipv4Addr,
-    by_key: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
-    by_port: HashMap<u16, MappingEntry>,
-    next_port: u16,
-}
-
-impl Nat {
-    fn key(&self, internal: SocketAddr, dst: SocketAddr) -> (SocketAddr, Option<SocketAddr>) {
-        match self.spec.mapping {
-            Behaviour::EndpointIndependent => (internal, None),
-            Behaviour::AddressDependent => (internal, Some(SocketAddr::new(dst.ip(), 0))),
-            Behaviour::AddressPortDependent => (internal, Some(dst)),
-        }
-    }
-
-    fn outbound(&mut self, internal: SocketAddr, dst: SocketAddr, rng: &mut StdRng) -> SocketAddr {
-        let key = self.key(internal, dst);
-        let port = match self.by_key.get(&key) {
-            Some(p) => *p,
-            None => {
-                let port = self.allocate(internal.port(), rng);
-                self.by_key.insert(key, port);
-                self.by_port.insert(
-                    port,
-                    MappingEntry {
-                        internal,
-                        contacted: HashSet::new(),
-                    },
-                );
-                port
-            }
-        };
-        if let Some(m) = self.by_port.get_mut(&port) {
-            m.contacted.insert(dst);
-        }
-        SocketAddr::new(IpAddr::V4(self.public), port)
-    }
-
-    fn allocate(&mut self, wanted: u16, rng: &mut StdRng) -> u16 {
-        let free = |n: &Nat, p: u16| p >= 1024 && !n.by_port.contains_key(&p);
-        match self.spec.alloc {
-            PortAlloc::Preserve if free(self, wanted) => wanted,
-            PortAlloc::Random => loop {
-                let p = rng.gen_range(1024..=65535u16);
-                if free(self, p) {
-                    return p;
-                }
-            },
-            _ => loop {
-                let p = self.next_port;
-                self.next_port = if p == 65535 { 1024 } else { p + 1 };
-                if free(self, p) {
-                    return p;
-                }
-            },
-        }
-    }
-
-    fn inbound(&self, port: u16, src: SocketAddr) -> Option<SocketAddr> {
-        let m = self.by_port.get(&port)?;
-        let ok = match self.spec.filtering {
-            Behaviour::EndpointIndependent => true,
-            Behaviour::AddressDependent => m.contacted.iter().any(|c| c.ip() == src.ip()),
-            Behaviour::AddressPortDependent => m.contacted.contains(&src),
-        };
-        ok.then_some(m.internal)
-    }
-}
-
-/// A datagram in flight, as it appears on the wire at its destination.
-#[derive(Debug, Clone)]
-struct Packet {
-    src: SocketAddr,
-    dst: SocketAddr,
-    bytes: Vec<u8>,
-    /// Carried over TCP (only to and from the relay).
-    tcp: bool,
 }
 
 /// Relay framing of the simulator (stands in for TURN).
@@ -257,13 +141,6 @@ struct Relay {
     by_port: HashMap<u16, SocketAddr>,
     next_port: u16,
     forwarded: u64,
-}
-
-/// Where a host lives.
-#[derive(Debug)]
-struct Host {
-    internal: SocketAddr,
-    nat: Option<usize>,
 }
 
 /// Settings of one run.
@@ -347,8 +224,7 @@ impl PairOutcome {
 }
 
 struct Side {
-    host: usize,
-    env: Env,
+    idx: usize,
     agent: Option<IceAgent>,
     srflx: Vec<SocketAddr>,
     relayed: Option<SocketAddr>,
@@ -356,241 +232,186 @@ struct Side {
     app_seq: u64,
 }
 
-/// The simulated network.
-pub struct SimNet {
-    now: u64,
+/// Socket owners on the network: sides 0 and 1 own their host's socket.
+const RELAY: usize = 10;
+const SUPERNODE: usize = 11;
+
+/// The network with the relay and supernodes of one run.
+struct World {
+    net: Network,
+    /// For the agents and the hosts' sequential ports.
     rng: StdRng,
-    opts: SimOptions,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    packets: BTreeMap<u64, Packet>,
-    seq: u64,
-    nats: Vec<Nat>,
-    hosts: Vec<Host>,
     relay: Relay,
     supernodes: Vec<SocketAddr>,
-    blocked: Option<(IpAddr, IpAddr)>,
+    /// Host sockets by side (their address behind any NAT).
+    hosts: [SocketAddr; 2],
+    /// Drops direct UDP between the two sides' public IPs.
+    blocked: Option<RuleId>,
 }
 
-enum Dest {
-    Host(usize),
-    Relay,
-    Supernode,
-    Nowhere,
-}
-
-impl SimNet {
-    pub fn new(opts: SimOptions) -> Self {
-        SimNet {
-            now: 0,
+impl World {
+    fn new(opts: &SimOptions) -> Self {
+        let link = LinkModel::new(opts.delay_ms, opts.jitter_ms, opts.loss.clamp(0.0, 1.0));
+        let mut w = World {
+            net: Network::new(opts.seed ^ 0x6e65_7477_6f72_6b00, 0, link),
             rng: StdRng::seed_from_u64(opts.seed),
-            opts,
-            queue: BinaryHeap::new(),
-            packets: BTreeMap::new(),
-            seq: 0,
-            nats: Vec::new(),
-            hosts: Vec::new(),
             relay: Relay {
-                addr: "192.0.2.1:3478".parse().unwrap_or_else(|_| unreachable!()),
+                addr: SocketAddr::from(([192, 0, 2, 1], 3478)),
                 next_port: 49152,
                 allocations: HashMap::new(),
                 by_port: HashMap::new(),
                 forwarded: 0,
             },
             supernodes: vec![
-                "192.0.2.10:7710".parse().unwrap_or_else(|_| unreachable!()),
-                "192.0.2.11:7710".parse().unwrap_or_else(|_| unreachable!()),
+                SocketAddr::from(([192, 0, 2, 10], 7710)),
+                SocketAddr::from(([192, 0, 2, 11], 7710)),
             ],
+            hosts: [SocketAddr::from(([0, 0, 0, 0], 0)); 2],
             blocked: None,
+        };
+        w.net.bind(w.relay.addr, RELAY);
+        for sn in w.supernodes.clone() {
+            w.net.bind(sn, SUPERNODE);
+        }
+        w
+    }
+
+    /// Side `side`'s host in environment `env`: 10.n.0.2 behind NAT
+    /// 203.0.113.n, or public at 198.51.100.n (n = side + 1).
+    fn add_host(&mut self, side: usize, env: Env) {
+        let n = side as u8 + 1;
+        let start = 20_000 + self.rng.gen_range(0..10_000u16);
+        let public = IpAddr::V4(Ipv4Addr::new(203, 0, 113, n));
+        let internal = match env.nat_config(public, start) {
+            Some(cfg) => {
+                let id = self.net.add_nat(cfg);
+                let internal = SocketAddr::from(([10, n, 0, 2], 5000));
+                self.net.place_behind(internal.ip(), id);
+                internal
+            }
+            None => SocketAddr::from(([198, 51, 100, n], 5000)),
+        };
+        self.net.bind(internal, side);
+        self.hosts[side] = internal;
+    }
+
+    fn public_ip(&self, side: usize) -> IpAddr {
+        let h = self.hosts[side];
+        match self.net.nat_of(h.ip()) {
+            Some(n) => self.net.nat(n).public_ip(),
+            None => h.ip(),
         }
     }
 
-    pub fn relay_addr(&self) -> SocketAddr {
-        self.relay.addr
-    }
-
-    /// A host in environment `env`; `n` numbers the host (addresses).
-    fn add_host(&mut self, env: Env, n: u8) -> usize {
-        let nat = env.nat().map(|spec| {
-            let start = 20_000 + self.rng.gen_range(0..10_000u16);
-            self.nats.push(Nat {
-                spec,
-                public: Ipv4Addr::new(203, 0, 113, n),
-                by_key: HashMap::new(),
-                by_port: HashMap::new(),
-                next_port: start,
-            });
-            self.nats.len() - 1
-        });
-        let internal = match nat {
-            Some(_) => SocketAddr::from(([10, n, 0, 2], 5000)),
-            None => SocketAddr::from(([198, 51, 100, n], 5000)),
-        };
-        self.hosts.push(Host { internal, nat });
-        self.hosts.len() - 1
-    }
-
-    fn public_ip(&self, h: usize) -> IpAddr {
-        match self.hosts[h].nat {
-            Some(n) => IpAddr::V4(self.nats[n].public),
-            None => self.hosts[h].internal.ip(),
+    fn block_direct(&mut self, on: bool) {
+        match (on, self.blocked) {
+            (true, None) => {
+                let rule = DropRule::UdpBetween(self.public_ip(0), self.public_ip(1));
+                self.blocked = Some(self.net.add_rule(rule));
+            }
+            (false, Some(r)) => {
+                self.net.remove_rule(r);
+                self.blocked = None;
+            }
+            _ => {}
         }
     }
 
     /// A host sends a datagram from its socket.
-    fn send_from_host(&mut self, h: usize, dst: SocketAddr, bytes: Vec<u8>, tcp: bool) {
-        let internal = self.hosts[h].internal;
-        let src = match self.hosts[h].nat {
-            Some(n) => {
-                if self.nats[n].spec.udp_blocked && !tcp {
-                    return;
-                }
-                self.nats[n].outbound(internal, dst, &mut self.rng)
-            }
-            None => internal,
-        };
-        self.send(src, dst, bytes, tcp);
+    fn send_from_host(&mut self, side: usize, dst: SocketAddr, bytes: Vec<u8>, tcp: bool) {
+        let t = if tcp { Transport::Tcp } else { Transport::Udp };
+        self.net
+            .send_as(Some(side), t, self.hosts[side], dst, bytes);
     }
 
-    fn send(&mut self, src: SocketAddr, dst: SocketAddr, bytes: Vec<u8>, tcp: bool) {
-        if !tcp
-            && let Some((a, b)) = self.blocked
-            && ((src.ip() == a && dst.ip() == b) || (src.ip() == b && dst.ip() == a))
-        {
-            return;
-        }
-        if self.opts.loss > 0.0 && self.rng.gen_bool(self.opts.loss.clamp(0.0, 1.0)) {
-            return;
-        }
-        let jitter = if self.opts.jitter_ms > 0 {
-            self.rng.gen_range(0..=self.opts.jitter_ms)
-        } else {
-            0
-        };
-        let at = self.now + self.opts.delay_ms + jitter;
-        self.seq += 1;
-        self.queue.push(Reverse((at, self.seq)));
-        self.packets.insert(
-            self.seq,
-            Packet {
-                src,
-                dst,
-                bytes,
-                tcp,
-            },
-        );
-    }
-
-    /// Where a packet to `dst` ends, after inbound NAT translation.
-    fn route(&self, p: &Packet) -> Dest {
-        if p.dst == self.relay.addr
-            || self.relay.by_port.contains_key(&p.dst.port()) && p.dst.ip() == self.relay.addr.ip()
-        {
-            return Dest::Relay;
-        }
-        if self.supernodes.contains(&p.dst) {
-            return Dest::Supernode;
-        }
-        for (h, host) in self.hosts.iter().enumerate() {
-            match host.nat {
-                None if host.internal == p.dst => return Dest::Host(h),
-                Some(n) if IpAddr::V4(self.nats[n].public) == p.dst.ip() => {
-                    let nat = &self.nats[n];
-                    if nat.spec.udp_blocked && !p.tcp {
-                        return Dest::Nowhere;
-                    }
-                    return match nat.inbound(p.dst.port(), p.src) {
-                        Some(i) if i == host.internal => Dest::Host(h),
-                        _ => Dest::Nowhere,
-                    };
-                }
-                _ => {}
-            }
-        }
-        Dest::Nowhere
-    }
-
-    fn relay_packet(&mut self, p: Packet) {
-        if p.dst == self.relay.addr {
-            match p.bytes.first() {
+    fn relay_packet(&mut self, src: SocketAddr, dst: SocketAddr, t: Transport, bytes: &[u8]) {
+        let tcp = t == Transport::Tcp;
+        if dst == self.relay.addr {
+            match bytes.first() {
                 Some(&R_ALLOCATE) => {
-                    let port = match self.relay.allocations.get(&p.src) {
+                    let port = match self.relay.allocations.get(&src) {
                         Some((port, _, _)) => *port,
                         None => {
                             let port = self.relay.next_port;
                             self.relay.next_port += 1;
                             self.relay
                                 .allocations
-                                .insert(p.src, (port, HashSet::new(), p.tcp));
-                            self.relay.by_port.insert(port, p.src);
+                                .insert(src, (port, HashSet::new(), tcp));
+                            self.relay.by_port.insert(port, src);
+                            self.net
+                                .bind(SocketAddr::new(self.relay.addr.ip(), port), RELAY);
                             port
                         }
                     };
                     let mut v = vec![R_ALLOCATED];
                     put_addr(&mut v, SocketAddr::new(self.relay.addr.ip(), port));
-                    self.send(self.relay.addr, p.src, v, p.tcp);
+                    self.net.send_as(Some(RELAY), t, self.relay.addr, src, v);
                 }
                 Some(&R_SEND) => {
-                    let Some(peer) = get_addr(&p.bytes[1..]) else {
+                    let Some(peer) = get_addr(&bytes[1..]) else {
                         return;
                     };
-                    let Some((port, perms, _)) = self.relay.allocations.get_mut(&p.src) else {
+                    let Some((port, perms, _)) = self.relay.allocations.get_mut(&src) else {
                         return;
                     };
                     perms.insert(peer.ip());
                     let from = SocketAddr::new(self.relay.addr.ip(), *port);
                     self.relay.forwarded += 1;
-                    self.send(from, peer, p.bytes[7..].to_vec(), false);
+                    let payload = bytes[7..].to_vec();
+                    self.net
+                        .send_as(Some(RELAY), Transport::Udp, from, peer, payload);
                 }
                 _ => {}
             }
             return;
         }
         // To a relayed address: Data to the client if permitted.
-        let Some(client) = self.relay.by_port.get(&p.dst.port()).copied() else {
+        let Some(client) = self.relay.by_port.get(&dst.port()).copied() else {
             return;
         };
         let Some((_, perms, tcp)) = self.relay.allocations.get(&client) else {
             return;
         };
-        if !perms.contains(&p.src.ip()) {
+        if !perms.contains(&src.ip()) {
             return;
         }
-        let tcp = *tcp;
+        let t = if *tcp { Transport::Tcp } else { Transport::Udp };
         let mut v = vec![R_DATA];
-        put_addr(&mut v, p.src);
-        v.extend_from_slice(&p.bytes);
+        put_addr(&mut v, src);
+        v.extend_from_slice(bytes);
         self.relay.forwarded += 1;
-        self.send(self.relay.addr, client, v, tcp);
+        self.net.send_as(Some(RELAY), t, self.relay.addr, client, v);
     }
 }
 
 fn deliver_to_side(
-    net: &mut SimNet,
+    w: &mut World,
     side: &mut Side,
     idx: usize,
-    p: Packet,
+    src: SocketAddr,
+    bytes: Vec<u8>,
     out: &mut PairOutcome,
 ) {
-    let now = net.now;
-    let (via, from, bytes) = if p.src == net.relay.addr {
-        match p.bytes.first() {
+    let now = w.net.now();
+    let (via, from, bytes) = if src == w.relay.addr {
+        match bytes.first() {
             Some(&R_ALLOCATED) => {
-                side.relayed = get_addr(&p.bytes[1..]);
+                side.relayed = get_addr(&bytes[1..]);
                 return;
             }
-            Some(&R_DATA) => match get_addr(&p.bytes[1..]) {
-                Some(from) => (Via::Relay(net.relay.addr), from, p.bytes[7..].to_vec()),
+            Some(&R_DATA) => match get_addr(&bytes[1..]) {
+                Some(from) => (Via::Relay(w.relay.addr), from, bytes[7..].to_vec()),
                 None => return,
             },
             _ => return,
         }
-    } else if net.supernodes.contains(&p.src) {
-        if let Some(a) = get_addr(p.bytes.get(1..).unwrap_or(&[])) {
+    } else if w.supernodes.contains(&src) {
+        if let Some(a) = get_addr(bytes.get(1..).unwrap_or(&[])) {
             side.srflx.push(a);
         }
         return;
     } else {
-        (Via::Direct, p.src, p.bytes)
+        (Via::Direct, src, bytes)
     };
     if bytes.first() == Some(&APP) && bytes.len() >= 9 {
         let mut s = [0u8; 8];
@@ -599,11 +420,11 @@ fn deliver_to_side(
         return;
     }
     if let Some(agent) = side.agent.as_mut() {
-        agent.handle_stun(now, via, from, &bytes, &mut net.rng);
+        agent.handle_stun(now, via, from, &bytes, &mut w.rng);
     }
 }
 
-fn flush_side(net: &mut SimNet, side: &mut Side) {
+fn flush_side(w: &mut World, side: &mut Side) {
     let Some(agent) = side.agent.as_mut() else {
         return;
     };
@@ -612,29 +433,30 @@ fn flush_side(net: &mut SimNet, side: &mut Side) {
         out.push(t);
     }
     for t in out {
-        send_via(net, side, t.via, t.dst, t.bytes);
+        send_via(w, side, t.via, t.dst, t.bytes);
     }
 }
 
-fn send_via(net: &mut SimNet, side: &Side, via: Via, dst: SocketAddr, bytes: Vec<u8>) {
+fn send_via(w: &mut World, side: &Side, via: Via, dst: SocketAddr, bytes: Vec<u8>) {
     match via {
-        Via::Direct => net.send_from_host(side.host, dst, bytes, false),
+        Via::Direct => w.send_from_host(side.idx, dst, bytes, false),
         Via::Relay(server) => {
             let mut v = vec![R_SEND];
             put_addr(&mut v, dst);
             v.extend_from_slice(&bytes);
-            net.send_from_host(side.host, server, v, side.tcp_to_relay);
+            w.send_from_host(side.idx, server, v, side.tcp_to_relay);
         }
     }
 }
 
 /// Run A (`a`, caller, controlling) connecting to B (`b`).
 pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
-    let mut net = SimNet::new(opts.clone());
+    let mut w = World::new(&opts);
+    w.add_host(0, a);
+    w.add_host(1, b);
     let mut sides = [
         Side {
-            host: net.add_host(a, 1),
-            env: a,
+            idx: 0,
             agent: None,
             srflx: Vec::new(),
             relayed: None,
@@ -642,8 +464,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             app_seq: 0,
         },
         Side {
-            host: net.add_host(b, 2),
-            env: b,
+            idx: 1,
             agent: None,
             srflx: Vec::new(),
             relayed: None,
@@ -651,31 +472,30 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             app_seq: 0,
         },
     ];
-    if let Some(until) = opts.block_direct_until {
-        let (pa, pb) = (net.public_ip(sides[0].host), net.public_ip(sides[1].host));
-        net.blocked = Some((pa, pb));
-        let _ = until;
+    if opts.block_direct_until.is_some() {
+        w.block_direct(true);
     }
     let mut out = PairOutcome::default();
     // Login: both sides attach to two supernodes (server-reflexive
     // addresses) and allocate on the relay, before the call.
     for s in &sides {
-        for sn in net.supernodes.clone() {
-            net.send_from_host(s.host, sn, vec![WHO], false);
+        for sn in w.supernodes.clone() {
+            w.send_from_host(s.idx, sn, vec![WHO], false);
         }
-        net.send_from_host(s.host, net.relay.addr, vec![R_ALLOCATE], s.tcp_to_relay);
+        let relay = w.relay.addr;
+        w.send_from_host(s.idx, relay, vec![R_ALLOCATE], s.tcp_to_relay);
     }
     let call_at = 1_000;
-    let mut offer_to_b: Option<(u64, super::IceOffer)> = None;
-    let mut answer_to_a: Option<(u64, super::IceOffer)> = None;
+    let mut offer_to_b: Option<(u64, IceOffer)> = None;
+    let mut answer_to_a: Option<(u64, IceOffer)> = None;
     let mut connected_at: Option<u64> = None;
     let mut next_app = opts.app_interval_ms.map(|_| call_at);
     let limit = opts.limit_ms + call_at;
     loop {
         // Next thing to happen.
         let mut t = u64::MAX;
-        if let Some(Reverse((at, _))) = net.queue.peek() {
-            t = t.min(*at);
+        if let Some(at) = w.net.next_due() {
+            t = t.min(at);
         }
         for s in &sides {
             if let Some(a) = &s.agent
@@ -694,13 +514,13 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             t = t.min(*at);
         }
         if let Some(u) = opts.block_direct_until
-            && net.blocked.is_some()
+            && w.blocked.is_some()
         {
             t = t.min(call_at + u);
         }
         if let Some(f) = opts.block_direct_from
-            && net.blocked.is_none()
-            && net.now < call_at + f
+            && w.blocked.is_none()
+            && w.net.now() < call_at + f
         {
             t = t.min(call_at + f);
         }
@@ -711,28 +531,27 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         if t > stop {
             break;
         }
-        net.now = t.max(net.now);
-        let now = net.now;
+        w.net.advance_to(t);
+        let now = w.net.now();
         if let Some(u) = opts.block_direct_until
             && now >= call_at + u
         {
-            net.blocked = None;
+            w.block_direct(false);
         }
         if let Some(f) = opts.block_direct_from
             && now >= call_at + f
-            && net.blocked.is_none()
         {
-            net.blocked = Some((net.public_ip(sides[0].host), net.public_ip(sides[1].host)));
+            w.block_direct(true);
         }
         // The call starts: A gathers and offers.
         if sides[0].agent.is_none() && now >= call_at {
-            let agent = make_agent(&mut net, &sides[0], IceRole::Controlling, now, &opts);
+            let agent = make_agent(&mut w, &sides[0], IceRole::Controlling, now, &opts);
             offer_to_b = Some((now + opts.signalling_ms, agent.local_offer()));
             sides[0].agent = Some(agent);
         }
         if let Some((at, offer)) = offer_to_b.take() {
             if now >= at {
-                let mut agent = make_agent(&mut net, &sides[1], IceRole::Controlled, now, &opts);
+                let mut agent = make_agent(&mut w, &sides[1], IceRole::Controlled, now, &opts);
                 // B's own clock for setup starts when the offer arrives.
                 agent.set_remote(now, &offer);
                 answer_to_a = Some((now + opts.signalling_ms, agent.local_offer()));
@@ -751,33 +570,24 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             }
         }
         // Packets due.
-        while let Some(Reverse((at, seq))) = net.queue.peek().copied() {
-            if at > now {
-                break;
-            }
-            net.queue.pop();
-            let Some(p) = net.packets.remove(&seq) else {
-                continue;
-            };
-            match net.route(&p) {
-                Dest::Relay => net.relay_packet(p),
-                Dest::Supernode => {
+        while let Some(d) = w.net.poll_delivery() {
+            match d.to_owner {
+                RELAY => w.relay_packet(d.from, d.to, d.transport, &d.bytes),
+                SUPERNODE => {
                     let mut v = vec![WHO];
-                    put_addr(&mut v, p.src);
-                    net.send(p.dst, p.src, v, false);
+                    put_addr(&mut v, d.from);
+                    w.net
+                        .send_as(Some(SUPERNODE), Transport::Udp, d.to, d.from, v);
                 }
-                Dest::Host(h) => {
-                    let i = if sides[0].host == h { 0 } else { 1 };
-                    deliver_to_side(&mut net, &mut sides[i], i, p, &mut out);
-                }
-                Dest::Nowhere => {}
+                i @ (0 | 1) => deliver_to_side(&mut w, &mut sides[i], i, d.from, d.bytes, &mut out),
+                _ => {}
             }
         }
         // Timers, then events and transmits.
         for (i, side) in sides.iter_mut().enumerate() {
             if let Some(agent) = side.agent.as_mut() {
                 if agent.poll_timeout().is_some_and(|d| d <= now) {
-                    agent.handle_timeout(now, &mut net.rng);
+                    agent.handle_timeout(now, &mut w.rng);
                 }
                 while let Some(ev) = agent.poll_event() {
                     match ev {
@@ -790,7 +600,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
                     }
                 }
             }
-            flush_side(&mut net, side);
+            flush_side(&mut w, side);
         }
         if let Some(n) = next_app
             && now >= n
@@ -801,7 +611,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
                     out.app_sent[i] += 1;
                     let mut v = vec![APP];
                     v.extend_from_slice(&side.app_seq.to_be_bytes());
-                    send_via(&mut net, side, path.via, path.remote, v);
+                    send_via(&mut w, side, path.via, path.remote, v);
                 }
             }
             next_app = opts.app_interval_ms.map(|iv| n + iv);
@@ -834,20 +644,14 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             out.predicted[i] = a.stats().predicted_ports;
         }
     }
-    out.relay_forwarded = net.relay.forwarded;
+    out.relay_forwarded = w.relay.forwarded;
     out
 }
 
-fn make_agent(
-    net: &mut SimNet,
-    side: &Side,
-    role: IceRole,
-    now: u64,
-    opts: &SimOptions,
-) -> IceAgent {
+fn make_agent(w: &mut World, side: &Side, role: IceRole, now: u64, opts: &SimOptions) -> IceAgent {
     let mut locals = vec![Candidate::new(
         CandidateKind::Host,
-        net.hosts[side.host].internal,
+        w.hosts[side.idx],
         65535,
     )];
     for (i, a) in side.srflx.iter().enumerate() {
@@ -859,7 +663,7 @@ fn make_agent(
     }
     let relays: Vec<(SocketAddr, SocketAddr)> = side
         .relayed
-        .map(|r| (net.relay.addr, r))
+        .map(|r| (w.relay.addr, r))
         .into_iter()
         .collect();
     // What the node knows without a NAT test: UDP blocked when no
@@ -867,25 +671,17 @@ fn make_agent(
     // ports.
     let mapping = if side.srflx.is_empty() {
         MappingHint::Blocked
-    } else if side.srflx.windows(2).any(|w| w[0] != w[1]) {
+    } else if side.srflx.windows(2).any(|p| p[0] != p[1]) {
         MappingHint::DestinationDependent
     } else {
         MappingHint::EndpointIndependent
     };
-    let _ = side.env;
-    let session = net.rng.r#gen();
+    let session = w.rng.r#gen();
     // The relay is not one of the observing supernodes: allocating on it
     // opened one more mapping.
     let mut cfg = opts.ice.clone();
     cfg.prior_mappings = 1;
     IceAgent::new(
-        cfg,
-        role,
-        session,
-        now,
-        locals,
-        &relays,
-        mapping,
-        &mut net.rng,
+        cfg, role, session, now, locals, &relays, mapping, &mut w.rng,
     )
 }
