@@ -6,17 +6,20 @@
 //! hold, when it was answered). The client runtime (`node::client`) holds
 //! one and wires it in at its call seam.
 
-use super::api::{self, CallInfo, CallState, CallStats, Event, MediaPath};
-use super::calls::CallUpdate;
+use super::api::{self, CallInfo, CallState, CallStats, Event, MediaPath, RemoteChange};
+use super::calls::{Bitrate, CallUpdate};
 use super::overlay::Command as NodeCommand;
 use crate::call::{CallEvent, CallId};
-use crate::ice::PathKind;
-use std::collections::HashMap;
+use crate::ice::{Path, PathKind};
+use crate::media::MediaStats;
+use std::collections::{HashMap, HashSet};
 
 /// The calls the API reports, by id (ended calls are dropped).
 #[derive(Debug, Default)]
 pub struct ApiCalls {
     calls: HashMap<CallId, CallInfo>,
+    /// Ended calls whose final stats report has not come yet.
+    ended: HashSet<CallId>,
 }
 
 impl ApiCalls {
@@ -108,20 +111,29 @@ impl ApiCalls {
                         i.state = CallState::Active;
                         i.answered_at.get_or_insert(now_unix_ms);
                     }
-                    CallEvent::RemoteHold { on_hold, .. } => i.remote_held = *on_hold,
+                    CallEvent::RemoteHold { on_hold, .. } => {
+                        i.remote_held = *on_hold;
+                        return vec![
+                            Event::CallRemote {
+                                call: id,
+                                change: RemoteChange::Held(*on_hold),
+                            },
+                            Event::Call(i.clone()),
+                        ];
+                    }
                     CallEvent::RemoteMute { muted, .. } => {
-                        return vec![Event::Notice {
-                            text: format!("{peer} {}", if *muted { "muted" } else { "unmuted" }),
+                        return vec![Event::CallRemote {
+                            call: id,
+                            change: RemoteChange::Muted(*muted),
                         }];
                     }
                     CallEvent::Ended { reason, .. } => {
                         i.state = CallState::Ended {
-                            reason: match detail {
-                                Some(d) => format!("{reason} ({d})"),
-                                None => reason.to_string(),
-                            },
+                            reason: *reason,
+                            detail: detail.clone(),
                         };
                         let i = self.calls.remove(&id).unwrap_or_else(|| unreachable!());
+                        self.ended.insert(id);
                         return vec![Event::Call(i)];
                     }
                     CallEvent::Incoming { .. } => {}
@@ -130,36 +142,56 @@ impl ApiCalls {
             }
             CallUpdate::Stats {
                 id,
+                peer,
                 stats,
                 path,
+                bitrate,
                 last,
-                ..
             } => {
-                if *last || !self.calls.contains_key(id) {
+                // The final report comes after the end.
+                let known = self.calls.contains_key(id) || (*last && self.ended.remove(id));
+                if !known {
                     return Vec::new();
                 }
-                let path = match path {
-                    None => MediaPath::Unknown,
-                    Some(p) => match p.kind() {
-                        PathKind::Direct => MediaPath::Direct { remote: p.remote },
-                        PathKind::Relayed { relay } => MediaPath::Relayed { supernode: relay },
-                    },
-                };
                 vec![Event::CallStats {
                     call: *id,
-                    stats: CallStats {
-                        rtt_ms: stats.rtt_ms,
-                        loss_pct: stats.loss_percent() as f32,
-                        jitter_ms: stats.jitter_ms as f32,
-                        mic_level: stats.mic_level,
-                        path,
-                        codec: "Opus 48 kHz".to_owned(),
-                        packets_sent: stats.packets_sent,
-                        packets_received: stats.packets_received,
-                    },
+                    stats: call_stats(peer, stats, path.as_ref(), *bitrate, *last),
                 }]
             }
         }
+    }
+}
+
+/// A stats report as the API shows it.
+fn call_stats(
+    peer: &str,
+    stats: &MediaStats,
+    path: Option<&Path>,
+    bitrate: Bitrate,
+    last: bool,
+) -> CallStats {
+    let media_path = match path {
+        None => MediaPath::Unknown,
+        Some(p) => match p.kind() {
+            PathKind::Direct => MediaPath::Direct { remote: p.remote },
+            PathKind::Relayed { relay } => MediaPath::Relayed { supernode: relay },
+        },
+    };
+    CallStats {
+        rtt_ms: stats.rtt_ms,
+        loss_pct: stats.loss_percent() as f32,
+        jitter_ms: stats.jitter_ms as f32,
+        mic_level: stats.mic_level,
+        path: media_path,
+        codec: "Opus 48 kHz".to_owned(),
+        packets_sent: stats.packets_sent,
+        packets_received: stats.packets_received,
+        peer: peer.to_owned(),
+        media: stats.clone(),
+        sent_kbps: bitrate.sent_kbps,
+        received_kbps: bitrate.received_kbps,
+        peer_path: path.map(super::api_map::peer_path),
+        last,
     }
 }
 
@@ -235,11 +267,28 @@ mod tests {
         );
         assert!(matches!(
             &ev[..],
-            [Event::Call(CallInfo { state: CallState::Ended { reason }, .. })] if reason.contains("busy")
+            [Event::Call(CallInfo {
+                state: CallState::Ended {
+                    reason: EndReason::Busy,
+                    detail: None
+                },
+                ..
+            })]
         ));
         assert!(a.get(7).is_none());
-        // Updates of calls the API does not know are dropped.
+        // Updates of calls the API does not know are dropped; the final
+        // report of an ended call comes once.
         assert!(a.update(&stats, 0).is_empty());
+        let last = CallUpdate::Stats {
+            id: 7,
+            peer: "bob".into(),
+            stats: Box::default(),
+            path: None,
+            bitrate: Default::default(),
+            last: true,
+        };
+        assert!(matches!(&a.update(&last, 0)[..], [Event::CallStats { stats, .. }] if stats.last));
+        assert!(a.update(&last, 0).is_empty());
         assert!(a.command(&api::Command::Quit).is_none());
     }
 
