@@ -96,6 +96,35 @@ fn spawn_renewal(
     });
 }
 
+/// The extra sockets of RFC 5780 behaviour discovery, when the config
+/// gives the supernode a second address.
+async fn alt_sockets(
+    stun: StunServerConfig,
+    local: SocketAddr,
+) -> Result<Vec<tokio::net::UdpSocket>> {
+    let Some(alt) = stun.alt else {
+        return Ok(Vec::new());
+    };
+    if local.ip().is_unspecified() {
+        bail!(
+            "[supernode] alt_address needs a listen address on a specific IP (not {local}): RFC 5780 answers name the address they come from"
+        );
+    }
+    if alt.ip() == local.ip() || alt.port() == local.port() {
+        bail!(
+            "[supernode] alt_address/alt_port ({alt}) must differ from the listen address ({local}) in both IP and port"
+        );
+    }
+    let mut sockets = Vec::new();
+    for a in StunServer::new(stun).extra_sockets() {
+        let s = tokio::net::UdpSocket::bind(a)
+            .await
+            .with_context(|| format!("binding the RFC 5780 STUN socket {a}"))?;
+        sockets.push(s);
+    }
+    Ok(sockets)
+}
+
 /// Start a supernode node on `listen`; returns it, its advertised address
 /// and its ring id.
 pub(crate) async fn start(
@@ -153,25 +182,7 @@ pub(crate) async fn start(
         primary: local,
         alt: sc.alt(local),
     };
-    let mut stun_sockets = Vec::new();
-    if let Some(alt) = stun.alt {
-        if local.ip().is_unspecified() {
-            bail!(
-                "[supernode] alt_address needs a listen address on a specific IP (not {local}): RFC 5780 answers name the address they come from"
-            );
-        }
-        if alt.ip() == local.ip() || alt.port() == local.port() {
-            bail!(
-                "[supernode] alt_address/alt_port ({alt}) must differ from the listen address ({local}) in both IP and port"
-            );
-        }
-        for a in StunServer::new(stun).extra_sockets() {
-            let s = tokio::net::UdpSocket::bind(a)
-                .await
-                .with_context(|| format!("binding the RFC 5780 STUN socket {a}"))?;
-            stun_sockets.push(s);
-        }
-    }
+    let stun_sockets = alt_sockets(stun, local).await?;
     let opts = NodeOptions {
         stun: Some(stun),
         stun_sockets,

@@ -173,10 +173,34 @@ impl Session {
     }
 
     async fn event(&mut self, rt: &ClientHandle, e: Event) -> Result<()> {
+        if let Event::Login(LoginState::NeedCredentials { error, .. }) = &e {
+            return self.log_in(rt, error.as_deref()).await;
+        }
         match &e {
-            Event::Login(LoginState::NeedCredentials { error, .. }) => {
-                self.log_in(rt, error.as_deref()).await?
+            Event::Call(info) => self.call(rt, info.clone()).await,
+            Event::CallStats { call, stats } => {
+                self.print(render::call_stats(*call, stats));
+                if stats.last && self.stop_after_final == Some(*call) {
+                    self.send(rt, Command::Quit).await;
+                }
             }
+            Event::CallRemote { call, change } => {
+                let peer = self.calls.get(call).map(|c| c.peer.clone());
+                let peer = peer.unwrap_or_default();
+                self.print(render::call_remote(*call, &peer, *change));
+            }
+            _ => {
+                self.print(render::event(&e));
+                self.after(rt, &e).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the flags ask for after an event: the initial status once
+    /// logged in, the rest once online, stopping after `--lookup`.
+    async fn after(&mut self, rt: &ClientHandle, e: &Event) {
+        match e {
             Event::Login(LoginState::LoggedIn { .. }) if !self.logged_in => {
                 self.logged_in = true;
                 if let Some(status) = self.h.status {
@@ -186,32 +210,15 @@ impl Session {
             }
             Event::Overlay(OverlayEvent::Published { .. }) if !self.online => {
                 self.online = true;
-                self.print(render::event(&e));
-                return Ok(self.once_online(rt).await);
+                self.once_online(rt).await;
             }
             Event::Lookup { username, .. }
                 if (self.h.lookup.as_deref()).is_some_and(|l| l.eq_ignore_ascii_case(username)) =>
             {
-                self.print(render::event(&e));
-                return Ok(self.send(rt, Command::Quit).await);
-            }
-            Event::Call(info) => return Ok(self.call(rt, info.clone()).await),
-            Event::CallStats { call, stats } => {
-                self.print(render::call_stats(*call, stats));
-                if stats.last && self.stop_after_final == Some(*call) {
-                    self.send(rt, Command::Quit).await;
-                }
-                return Ok(());
-            }
-            Event::CallRemote { call, change } => {
-                let peer = self.calls.get(call).map(|c| c.peer.clone());
-                let peer = peer.unwrap_or_default();
-                return Ok(self.print(render::call_remote(*call, &peer, *change)));
+                self.send(rt, Command::Quit).await
             }
             _ => {}
         }
-        self.print(render::event(&e));
-        Ok(())
     }
 
     /// No usable certificate: log in with the password, once.

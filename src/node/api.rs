@@ -136,12 +136,12 @@ pub enum Command {
     /// Ask the primary supernode for relay (TURN) credentials; answered by
     /// [`Event::RelayCredentials`] or [`Event::RelayRefused`].
     RelayCredentials,
-    /// Open a peer link to a user (ICE, then Noise): [`Event::PeerConnected`]
-    /// or [`Event::PeerFailed`].
+    /// Open a peer link to a user (ICE, then Noise): [`PeerEvent::Connected`]
+    /// or [`PeerEvent::Failed`].
     Connect {
         username: String,
     },
-    /// An ICE offer or answer from `from`, as their [`Event::IceSignal`]
+    /// An ICE offer or answer from `from`, as their [`PeerEvent::IceSignal`]
     /// carried it (delivered by hand instead of through the supernodes).
     IceSignal {
         from: String,
@@ -202,7 +202,7 @@ pub enum Event {
     /// The overlay's view of us: attachments and our presence record.
     Overlay(OverlayEvent),
     /// A NAT detection finished: its whole report.
-    NatDetected(NatReport),
+    NatDetected(Box<NatReport>),
     /// The supernodes we are attached to now (the whole list each time).
     Supernodes {
         attached: Vec<AttachedSupernode>,
@@ -652,7 +652,7 @@ pub struct CallStats {
     /// The other side.
     pub peer: String,
     /// The media session's counters as they are.
-    pub media: MediaStats,
+    pub media: Box<MediaStats>,
     /// Media bitrate since the previous report (over the whole call in
     /// the final one), kbit/s, packet headers included.
     pub sent_kbps: f64,

@@ -1,17 +1,17 @@
-//! Calls for the node API ([`super::api`]): translates the front end's
-//! call commands into the overlay driver's ([`super::overlay::Command`])
+//! Calls for the node API ([`crate::node::api`]): translates the front end's
+//! call commands into the overlay driver's ([`crate::node::overlay::Command`])
 //! and the driver's [`CallUpdate`]s into [`Event::Call`] and
 //! [`Event::CallStats`], keeping the one piece of state the API shows and
 //! the driver does not: each call's [`CallInfo`] (direction, our mute and
 //! hold, when it was answered). The client runtime (`node::client`) holds
 //! one and wires it in at its call seam.
 
-use super::api::{self, CallInfo, CallState, CallStats, Event, MediaPath, RemoteChange};
-use super::calls::{Bitrate, CallUpdate};
-use super::overlay::Command as NodeCommand;
 use crate::call::{CallEvent, CallId};
 use crate::ice::{Path, PathKind};
 use crate::media::MediaStats;
+use crate::node::api::{self, CallInfo, CallState, CallStats, Event, MediaPath, RemoteChange};
+use crate::node::calls::{Bitrate, CallUpdate};
+use crate::node::overlay::Command as NodeCommand;
 use std::collections::{HashMap, HashSet};
 
 /// The calls the API reports, by id (ended calls are dropped).
@@ -27,6 +27,7 @@ impl ApiCalls {
         Self::default()
     }
 
+    #[cfg(test)]
     pub fn get(&self, id: CallId) -> Option<&CallInfo> {
         self.calls.get(&id)
     }
@@ -73,16 +74,6 @@ impl ApiCalls {
 
     /// The API events of a driver update; `now_unix_ms` stamps answers.
     pub fn update(&mut self, u: &CallUpdate, now_unix_ms: u64) -> Vec<Event> {
-        let fresh = |id, peer: &str, outgoing, state| CallInfo {
-            id,
-            peer: peer.to_owned(),
-            outgoing,
-            state,
-            muted: false,
-            held: false,
-            remote_held: false,
-            answered_at: None,
-        };
         match u {
             CallUpdate::Dialing { id, peer } => {
                 let i = fresh(*id, peer, true, CallState::Dialing);
@@ -93,53 +84,7 @@ impl ApiCalls {
                 event,
                 peer,
                 detail,
-            } => {
-                if let CallEvent::Incoming { id, peer } = event {
-                    let i = fresh(*id, peer, false, CallState::Incoming);
-                    self.calls.insert(*id, i.clone());
-                    return vec![Event::Call(i)];
-                }
-                let id = event.id();
-                let Some(i) = self.calls.get_mut(&id) else {
-                    tracing::debug!(call = id, %peer, "update for a call the API never saw");
-                    return Vec::new();
-                };
-                match event {
-                    CallEvent::Ringing { .. } => i.state = CallState::Ringing,
-                    CallEvent::Connected { .. } => i.state = CallState::Connecting,
-                    CallEvent::Active { .. } => {
-                        i.state = CallState::Active;
-                        i.answered_at.get_or_insert(now_unix_ms);
-                    }
-                    CallEvent::RemoteHold { on_hold, .. } => {
-                        i.remote_held = *on_hold;
-                        return vec![
-                            Event::CallRemote {
-                                call: id,
-                                change: RemoteChange::Held(*on_hold),
-                            },
-                            Event::Call(i.clone()),
-                        ];
-                    }
-                    CallEvent::RemoteMute { muted, .. } => {
-                        return vec![Event::CallRemote {
-                            call: id,
-                            change: RemoteChange::Muted(*muted),
-                        }];
-                    }
-                    CallEvent::Ended { reason, .. } => {
-                        i.state = CallState::Ended {
-                            reason: *reason,
-                            detail: detail.clone(),
-                        };
-                        let i = self.calls.remove(&id).unwrap_or_else(|| unreachable!());
-                        self.ended.insert(id);
-                        return vec![Event::Call(i)];
-                    }
-                    CallEvent::Incoming { .. } => {}
-                }
-                vec![Event::Call(i.clone())]
-            }
+            } => self.state(event, peer, detail, now_unix_ms),
             CallUpdate::Stats {
                 id,
                 peer,
@@ -159,6 +104,75 @@ impl ApiCalls {
                 }]
             }
         }
+    }
+
+    /// A state change from call signalling.
+    fn state(
+        &mut self,
+        event: &CallEvent,
+        peer: &str,
+        detail: &Option<String>,
+        now_unix_ms: u64,
+    ) -> Vec<Event> {
+        if let CallEvent::Incoming { id, peer } = event {
+            let i = fresh(*id, peer, false, CallState::Incoming);
+            self.calls.insert(*id, i.clone());
+            return vec![Event::Call(i)];
+        }
+        let id = event.id();
+        let Some(i) = self.calls.get_mut(&id) else {
+            tracing::debug!(call = id, %peer, "update for a call the API never saw");
+            return Vec::new();
+        };
+        match event {
+            CallEvent::Ringing { .. } => i.state = CallState::Ringing,
+            CallEvent::Connected { .. } => i.state = CallState::Connecting,
+            CallEvent::Active { .. } => {
+                i.state = CallState::Active;
+                i.answered_at.get_or_insert(now_unix_ms);
+            }
+            CallEvent::RemoteHold { on_hold, .. } => {
+                i.remote_held = *on_hold;
+                return vec![
+                    Event::CallRemote {
+                        call: id,
+                        change: RemoteChange::Held(*on_hold),
+                    },
+                    Event::Call(i.clone()),
+                ];
+            }
+            CallEvent::RemoteMute { muted, .. } => {
+                return vec![Event::CallRemote {
+                    call: id,
+                    change: RemoteChange::Muted(*muted),
+                }];
+            }
+            CallEvent::Ended { reason, .. } => {
+                i.state = CallState::Ended {
+                    reason: *reason,
+                    detail: detail.clone(),
+                };
+                let i = self.calls.remove(&id).unwrap_or_else(|| unreachable!());
+                self.ended.insert(id);
+                return vec![Event::Call(i)];
+            }
+            CallEvent::Incoming { .. } => {}
+        }
+        vec![Event::Call(i.clone())]
+    }
+}
+
+/// A call as the API first shows it.
+fn fresh(id: CallId, peer: &str, outgoing: bool, state: CallState) -> CallInfo {
+    CallInfo {
+        id,
+        peer: peer.to_owned(),
+        outgoing,
+        state,
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at: None,
     }
 }
 
@@ -187,10 +201,10 @@ fn call_stats(
         packets_sent: stats.packets_sent,
         packets_received: stats.packets_received,
         peer: peer.to_owned(),
-        media: stats.clone(),
+        media: Box::new(stats.clone()),
         sent_kbps: bitrate.sent_kbps,
         received_kbps: bitrate.received_kbps,
-        peer_path: path.map(super::api_map::peer_path),
+        peer_path: path.map(super::report::peer_path),
         last,
     }
 }

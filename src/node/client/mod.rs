@@ -1,35 +1,35 @@
-//! The client runtime behind the node API ([`super::api`]): one tokio task
-//! per logged-in user that owns the login (password, renewal with the
-//! device key) and the overlay node (attachment, lookups, NAT) with chat
-//! and contacts running beside it ([`super::messaging`]: the end-to-end
-//! encrypted chat with its SQLite history and outbox, the contact list
-//! with authorization requests and presence in SQLite), takes
-//! [`Command`]s and reports [`Event`]s ([`super::api_map`] translates the
-//! cores' events). The TUI, the demo's bots and tests drive it the same
-//! way; it keeps no contact or message state of its own.
-//!
-//! Calls run in the overlay node's call driver ([`super::calls`]) when
-//! [`ClientSettings::calls`] is set; [`super::call_api::ApiCalls`]
-//! translates the API's call commands and the driver's updates. Without
-//! call options the call commands are answered with
+//! The client runtime behind the node API ([`crate::node::api`]), serving
+//! every front end (the TUI, `--headless`, the demo's bots, tests and
+//! benches): one tokio task per logged-in user that owns the login
+//! (password, renewal with the device key, the certificate in the data
+//! dir), the supernode host cache (`hosts` in the data dir) and the overlay
+//! node (attachment, lookups, watches, NAT, peer links, envelopes) with
+//! chat and contacts ([`crate::node::messaging`]) and calls
+//! ([`crate::node::calls`]) running in it; it may volunteer a supernode
+//! beside it ([`Volunteer`]). It takes [`Command`]s and reports [`Event`]s;
+//! the node driver's own vocabulary stays inside: `report` turns the cores'
+//! events into API events and `calls` keeps what the API shows of calls.
+//! Without call options the call commands are answered with
 //! [`Event::not_available`].
 
-use super::api::{
-    AttachedSupernode, AudioStatus, ChatMessage, Command, EnvelopeOutcome, Event, LoginState,
-    LookupResult, MessageState, NatStatus, OverlayEvent, RelayCredentials,
-};
-use super::api_map;
-use super::call_api::ApiCalls;
-use super::calls::CallOptions;
-use super::messaging::{Messaging, MessagingError};
-use super::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
-use super::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
+mod calls;
+mod report;
+
+use self::calls::ApiCalls;
 use crate::chat::ChatConfig;
 use crate::clock::Clock;
 use crate::config::HostPort;
 use crate::contacts::{ContactInfo, ContactsConfig};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::link::{LinkConfig, LinkEndpoint, LinkError};
+use crate::node::api::{
+    AttachedSupernode, AudioStatus, ChatMessage, Command, EnvelopeOutcome, Event, LoginState,
+    LookupResult, MessageState, NatStatus, OverlayEvent, RelayCredentials,
+};
+use crate::node::calls::CallOptions;
+use crate::node::messaging::{Messaging, MessagingError};
+use crate::node::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
+use crate::node::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
 use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -301,10 +301,10 @@ impl Runtime {
             ov::Event::Nat(r) => {
                 self.nat = nat_status(&r);
                 self.emit(Event::Nat(self.nat.clone())).await;
-                self.emit(Event::NatDetected(r)).await;
+                self.emit(Event::NatDetected(Box::new(r))).await;
             }
             ov::Event::Chat(e) => {
-                if let Some(e) = api_map::chat_event(e) {
+                if let Some(e) = report::chat_event(e) {
                     self.emit(e).await;
                 }
             }
@@ -314,7 +314,7 @@ impl Runtime {
                     self.emit(e).await;
                 }
             }
-            ov::Event::Peer(p) => self.emit(Event::Peer(api_map::peer_event(p))).await,
+            ov::Event::Peer(p) => self.emit(Event::Peer(report::peer_event(p))).await,
             ov::Event::CommandFailed { error } => {
                 // Reported already, under the command's name.
                 if let Some(i) = self.reported.iter().position(|r| *r == error) {
@@ -431,7 +431,7 @@ impl Runtime {
                 .await;
                 let list = self.contact_list().await;
                 for c in &list {
-                    for e in api_map::contact_events(c) {
+                    for e in report::contact_events(c) {
                         self.emit(e).await;
                     }
                 }
@@ -548,13 +548,13 @@ impl Runtime {
 
     async fn contacts_event(&mut self, e: crate::contacts::ContactsEvent) {
         if let crate::contacts::ContactsEvent::Unblocked { user } = &e {
-            if let Some(c) = api_map::contact_change(&e) {
+            if let Some(c) = report::contact_change(&e) {
                 self.emit(Event::ContactChange(c)).await;
             }
             let list = self.contact_list().await;
             let row = list.iter().find(|c| &c.username == user);
             let events = match row {
-                Some(c) => api_map::contact_events(c),
+                Some(c) => report::contact_events(c),
                 None => vec![Event::ContactRemoved {
                     username: user.clone(),
                 }],
@@ -564,10 +564,10 @@ impl Runtime {
             }
             return;
         }
-        if let Some(c) = api_map::contact_change(&e) {
+        if let Some(c) = report::contact_change(&e) {
             self.emit(Event::ContactChange(c)).await;
         }
-        for e in api_map::contacts_event(e) {
+        for e in report::contacts_event(e) {
             self.emit(e).await;
         }
     }
@@ -577,7 +577,7 @@ impl Runtime {
     async fn history(
         &self,
         with: &str,
-        before: Option<super::api::MessageId>,
+        before: Option<crate::node::api::MessageId>,
         limit: usize,
     ) -> Result<Vec<ChatMessage>, String> {
         let mut want = limit;
@@ -590,7 +590,7 @@ impl Runtime {
                 })
                 .await
                 .ok_or("the node stopped")??;
-            let all: Vec<ChatMessage> = got.iter().map(api_map::chat_message).collect();
+            let all: Vec<ChatMessage> = got.iter().map(report::chat_message).collect();
             let Some(before) = before else {
                 return Ok(all);
             };
@@ -641,7 +641,7 @@ impl Runtime {
             }
             Command::ListContacts => {
                 let list = self.contact_list().await;
-                let rows = list.iter().map(api_map::contact_entry).collect();
+                let rows = list.iter().map(report::contact_entry).collect();
                 self.emit(Event::Contacts(rows)).await
             }
             Command::SearchUser { username } => {
@@ -689,7 +689,7 @@ impl Runtime {
         match sent {
             Some(Ok(id)) => {
                 self.emit(Event::Message(ChatMessage {
-                    id: api_map::message_id(&id),
+                    id: report::message_id(&id),
                     peer: to,
                     outgoing: true,
                     text,
@@ -770,7 +770,7 @@ impl Runtime {
                 username, outcome, ..
             } => self.lookup_answer(username, outcome).await,
             ClientEvent::PresenceChanged { record, online } => {
-                let record = api_map::record(&record, None);
+                let record = report::record(&record, None);
                 self.emit(Event::Watched { record, online }).await
             }
             ClientEvent::RelayCredentials {
@@ -790,26 +790,14 @@ impl Runtime {
                 self.emit(Event::RelayCredentials(c)).await
             }
             ClientEvent::RelayRefused { reason } => self.emit(Event::RelayRefused { reason }).await,
-            // Chat, contacts and call envelopes (kinds 1 to 15) are their
-            // cores' business.
-            ClientEvent::Envelope { kind, .. } if (1..=15).contains(&kind) => {
-                tracing::debug!(kind, "protocol envelope left to its core")
-            }
             ClientEvent::Envelope {
                 from,
                 kind,
                 id,
                 payload,
             } => {
-                let from = from.username.clone();
-                let id = u128::from_be_bytes(id);
-                self.emit(Event::Envelope {
-                    from,
-                    kind,
-                    id,
-                    payload,
-                })
-                .await
+                self.envelope(from.username.clone(), kind, id, payload)
+                    .await
             }
             ClientEvent::EnvelopeDelivered { id } => {
                 self.envelope_result(id, EnvelopeOutcome::Delivered).await
@@ -822,6 +810,28 @@ impl Runtime {
                     .await
             }
         }
+    }
+
+    /// A raw envelope. Chat, contacts and call envelopes (kinds 1 to 15)
+    /// are their cores' business.
+    async fn envelope(
+        &self,
+        from: String,
+        kind: u8,
+        id: crate::overlay::EnvelopeId,
+        payload: Vec<u8>,
+    ) {
+        if (1..=15).contains(&kind) {
+            return tracing::debug!(kind, "protocol envelope left to its core");
+        }
+        let id = u128::from_be_bytes(id);
+        self.emit(Event::Envelope {
+            from,
+            kind,
+            id,
+            payload,
+        })
+        .await
     }
 
     async fn envelope_result(&self, id: crate::overlay::EnvelopeId, result: EnvelopeOutcome) {
@@ -910,7 +920,7 @@ impl Runtime {
                     status: r.status,
                     message: r.message.clone(),
                 },
-                Some(api_map::record(&r, None)),
+                Some(report::record(&r, None)),
             ),
             // An attached device whose record hides its status.
             LookupOutcome::Offline { record, last_seen }
@@ -918,12 +928,12 @@ impl Runtime {
             {
                 (
                     LookupResult::Private,
-                    Some(api_map::record(&record, Some(last_seen))),
+                    Some(report::record(&record, Some(last_seen))),
                 )
             }
             LookupOutcome::Offline { record, last_seen } => (
                 LookupResult::Offline { last_seen },
-                Some(api_map::record(&record, Some(last_seen))),
+                Some(report::record(&record, Some(last_seen))),
             ),
             LookupOutcome::NotFound => (LookupResult::NotFound, None),
             LookupOutcome::Failed(why) => (LookupResult::Failed(why), None),

@@ -1,14 +1,14 @@
-//! How the client runtime ([`super::client`]) reports what the node's
-//! cores say: chat and contacts ([`super::messaging`]), directory
+//! How the client runtime ([`super`]) reports what the node's
+//! cores say: chat and contacts ([`crate::node::messaging`]), directory
 //! records and peer links, as node API [`Event`]s of plain data.
 
-use super::api::{
-    ChatMessage, ContactChange, ContactEntry, ContactState, DirectoryRecord, Event, MessageId,
-    MessageState, PeerEvent, PeerPath, Presence,
-};
 use crate::chat::{ChatEvent, Delivery, Message, MsgId};
 use crate::contacts::{self, ContactInfo, ContactsEvent};
 use crate::ice::{Path, PathKind};
+use crate::node::api::{
+    ChatMessage, ContactChange, ContactEntry, ContactState, DirectoryRecord, Event, MessageId,
+    MessageState, PeerEvent, PeerPath, Presence,
+};
 use crate::overlay::PresenceRecord;
 
 /// The API's id of a chat message.
@@ -44,8 +44,8 @@ pub fn peer_path(p: &Path) -> PeerPath {
 }
 
 /// A peer-link event of the node.
-pub fn peer_event(e: super::peer::PeerEvent) -> PeerEvent {
-    use super::peer::PeerEvent as P;
+pub fn peer_event(e: crate::node::peer::PeerEvent) -> PeerEvent {
+    use crate::node::peer::PeerEvent as P;
     match e {
         P::Signal { to, bytes, answer } => PeerEvent::IceSignal {
             to,
@@ -150,7 +150,7 @@ pub fn contact_events(c: &ContactInfo) -> Vec<Event> {
 }
 
 /// A chat event as API events. Our own messages are reported by the
-/// runtime when [`super::overlay::Command::SendMessage`] answers (it knows
+/// runtime when [`crate::node::overlay::Command::SendMessage`] answers (it knows
 /// their text), so `Queued` yields nothing.
 pub fn chat_event(e: ChatEvent) -> Option<Event> {
     Some(match e {
