@@ -670,13 +670,27 @@ mod tests {
             .unwrap()
             .json;
         assert_eq!(v["on_hold"], true);
+        c.state = CallState::Ended {
+            reason: EndReason::Busy,
+            detail: Some("bob is offline".into()),
+        };
+        let v = call_state(&c).unwrap().json;
+        assert_eq!(v["reason"], "busy");
+        assert_eq!(v["detail"], "bob is offline");
         let s = CallStats {
             peer: "bob".into(),
             last: true,
+            media: Box::new(natter::node::api::MediaStats {
+                rtt_ms: Some(12),
+                mic_level: 0.456,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let v = call_stats(0xab, &s).unwrap().json;
         assert_eq!(v["final"], true);
+        assert_eq!(v["rtt_ms"], 12);
+        assert_eq!(v["mic_level"], 0.46);
         assert!(v["path"].is_null() && v.get("relay").is_none());
     }
 
