@@ -318,3 +318,77 @@ fn normalising_keeps_words_and_types() {
             "error": "<text>", "rtt_ms": null})
     );
 }
+
+/// Logging in through the runtime: without a certificate the headless
+/// mode says how to get one; with `--password-stdin` it logs in (a new
+/// device of an existing account); without `--json` it prints lines, and
+/// `--lookup` exits after the answer.
+#[test]
+fn headless_logs_in_and_prints_lines() {
+    let net = procs::Network::start();
+    net.accounts(&[("sn1", true), ("dave", false)]);
+    let (_sn, addr) = net.supernode("sn1", &[]);
+    let run = |dir: &str, args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = procs::natter()
+            .arg("--config")
+            .arg(&net.client_config)
+            .arg("--data-dir")
+            .arg(net.data(dir))
+            .args(["--headless", "--bootstrap", &addr])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+
+    let out = run("nobody", &["--json"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no valid certificate on this device: run `natter login USER` first"),
+        "{err}"
+    );
+
+    let out = run(
+        "dave-phone",
+        &["--json", "--user", "dave", "--password-stdin"],
+        "wrong-password\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid username or password"), "{err}");
+
+    let out = run(
+        "dave-phone",
+        &[
+            "--json",
+            "--user",
+            "dave",
+            "--password-stdin",
+            "--lookup",
+            "nobody",
+        ],
+        "dave-password\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "login", "{text}");
+    assert_eq!(first["user"], "dave");
+    assert!(text.contains(r#""result":"not_found""#), "{text}");
+
+    // The certificate is kept: the next run needs no password.
+    let out = run("dave-phone", &["--lookup", "nobody"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("logged in as dave until "), "{text}");
+    assert!(text.contains("attached to "), "{text}");
+    assert!(text.trim_end().ends_with("nobody was not found"), "{text}");
+}
