@@ -28,7 +28,9 @@ use crate::node::api::{
 };
 use crate::node::calls::CallOptions;
 use crate::node::messaging::{Messaging, MessagingError};
-use crate::node::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
+/// How the runtime measures the NAT ([`ClientSettings::nat`]).
+pub use crate::node::overlay::NatOptions;
+use crate::node::overlay::{self as ov, Core, NodeOptions, OverlayNode};
 use crate::node::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
 use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
 use std::net::SocketAddr;
