@@ -1,15 +1,20 @@
 //! Lookup latency on loopback over real UDP and encrypted links: three
 //! supernodes and a set of clients in one process; every client looks up
-//! the others in turn.
+//! the others in turn. The clients are front ends over the node API: each
+//! runs the client runtime on its own data dir (device key and
+//! certificate), as the TUI and the headless mode do.
 //! Run: `cargo bench --bench overlay_loopback -- [clients] [rounds] [supernodes]`.
 
 use natter::clock::{Clock, SystemClock};
 use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
 use natter::link::{LinkConfig, LinkEndpoint};
-use natter::node::overlay::{Command, Core, Event, OverlayNode};
-use natter::overlay::{
-    ClientConfig, ClientCore, ClientEvent, LookupOutcome, SupernodeConfig, SupernodeCore,
-};
+use natter::node::DeviceFiles;
+use natter::node::api::{Command, Event, LookupResult, OverlayEvent};
+use natter::node::client::{self, ClientHandle, ClientSettings};
+use natter::node::overlay::{self as ov, Core, OverlayNode};
+use natter::overlay::{ClientConfig, SupernodeConfig, SupernodeCore};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,52 @@ fn identity(a: &AuthorityKey, name: &str, role: Role, now: u64) -> (DeviceIdenti
         d.x25519_public(),
     );
     (d, c)
+}
+
+/// A client runtime for `name` on its own data dir, with a certificate
+/// issued for the device key there.
+fn client(
+    a: &AuthorityKey,
+    dir: &Path,
+    name: &str,
+    supernodes: &[SocketAddr],
+    clock: Arc<dyn Clock>,
+) -> ClientHandle {
+    let files = DeviceFiles::new(dir);
+    let (d, _) = files.identity().unwrap();
+    let now = clock.now_secs();
+    let c = Certificate::issue(
+        a,
+        1,
+        Role::User,
+        now - 60,
+        now + 86400,
+        &Username::parse(name).unwrap(),
+        d.ed25519_public(),
+        d.x25519_public(),
+    );
+    files.save_certificate(&c).unwrap();
+    let settings = ClientSettings {
+        data_dir: dir.to_owned(),
+        // Never reached: the certificate is valid for a day.
+        authority: "127.0.0.1:9".parse().unwrap(),
+        authority_key: a.public(),
+        bootstrap: supernodes.to_vec(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        overlay: ClientConfig::default(),
+        renew_before_secs: 3600,
+        contacts: Vec::new(),
+        away_after_ms: 0,
+        // Lookups see the status (else records hide it from non-contacts).
+        public_presence: true,
+        paths: Default::default(),
+        calls: None,
+        user: None,
+        nat: None,
+        watch: Vec::new(),
+        volunteer: None,
+    };
+    client::spawn(settings, clock)
 }
 
 #[tokio::main]
@@ -72,27 +123,20 @@ async fn main() {
         sn_addrs.push(addr);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let dirs = tempfile::tempdir().unwrap();
     let mut clients = Vec::new();
     for i in 0..n {
-        let (d, c) = identity(&a, &format!("user{i}"), Role::User, now);
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let core = ClientCore::new(
-            d.clone(),
-            c.clone(),
-            a.public(),
-            sn_addrs.clone(),
-            ClientConfig::default(),
-            clock.now_ms(),
-        );
-        let link = LinkEndpoint::new(d, c, a.public(), LinkConfig::default()).unwrap();
-        let mut node =
-            OverlayNode::spawn(sock, link, Core::Client(Box::new(core)), clock.clone()).unwrap();
+        let name = format!("user{i}");
+        let dir = dirs.path().join(&name);
+        let mut c = client(&a, &dir, &name, &sn_addrs, clock.clone());
         loop {
-            if let Some(Event::Client(ClientEvent::Published { .. })) = node.events.recv().await {
-                break;
+            match c.events.recv().await {
+                Some(Event::Overlay(OverlayEvent::Published { .. })) => break,
+                Some(Event::Stopped) | None => panic!("{name} stopped"),
+                Some(_) => {}
             }
         }
-        clients.push(node);
+        clients.push(c);
     }
     let mut lat = Vec::new();
     let mut found = 0;
@@ -102,19 +146,19 @@ async fn main() {
             let t = Instant::now();
             client
                 .commands
-                .send(Command::Lookup { username: target })
+                .send(Command::SearchUser { username: target })
                 .await
                 .unwrap();
             loop {
                 match client.events.recv().await {
-                    Some(Event::Client(ClientEvent::Lookup { outcome, .. })) => {
-                        if matches!(outcome, LookupOutcome::Online(_)) {
+                    Some(Event::Lookup { result, .. }) => {
+                        if matches!(result, LookupResult::Online { .. }) {
                             found += 1;
                         }
                         break;
                     }
+                    Some(Event::Stopped) | None => panic!("client stopped"),
                     Some(_) => {}
-                    None => panic!("client stopped"),
                 }
             }
             lat.push(t.elapsed().as_micros() as u64);
@@ -127,7 +171,7 @@ async fn main() {
         for s in &sns {
             let (tx, rx) = tokio::sync::oneshot::channel();
             s.commands
-                .send(Command::Status { reply: tx })
+                .send(ov::Command::Status { reply: tx })
                 .await
                 .unwrap();
             q += rx.await.unwrap().queries_sent;

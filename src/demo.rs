@@ -115,6 +115,10 @@ impl Network {
             public_presence: false,
             paths: Default::default(),
             calls: Some(calls),
+            user: None,
+            nat: Some(Default::default()),
+            watch: Vec::new(),
+            volunteer: None,
         }
     }
 }
@@ -166,7 +170,7 @@ async fn start_network(dir: &Path) -> Result<Network> {
     let mut supernodes = Vec::new();
     let mut nodes = Vec::new();
     for (name, device, cert) in [accounts.0, accounts.1] {
-        let (node, addr, _) = crate::roles::start_supernode(
+        let (node, addr, _) = crate::supernode::start(
             &config,
             &device,
             &cert,
@@ -518,7 +522,10 @@ async fn call_echo(you: &mut ClientHandle) -> Result<()> {
                     CallState::Active => {
                         active.get_or_insert(dialed.elapsed());
                     }
-                    CallState::Ended { reason } => bail!("the call to echo123 ended: {reason}"),
+                    CallState::Ended { reason, detail } => bail!(
+                        "the call to echo123 ended: {}",
+                        CallState::end_text(&reason, &detail)
+                    ),
                     _ => {}
                 }
             }

@@ -2,10 +2,9 @@
 //! the login authority. This file is the edge: it parses the command line,
 //! loads the config and reports errors with `anyhow`.
 
-mod call_cli;
-mod chat_cli;
 mod demo;
-mod roles;
+mod headless;
+mod supernode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -271,17 +270,17 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             r
         }
-        None if cli.supernode => rt.block_on(roles::supernode(
+        None if cli.supernode => rt.block_on(supernode::run(
             &config,
             &data_dir,
             cli.listen,
             cli.bootstrap,
         )),
         None if cli.headless => {
-            let r = rt.block_on(roles::headless(
+            let r = rt.block_on(headless::run(
                 &config,
                 &data_dir,
-                roles::Headless {
+                headless::Headless {
                     user: cli.user,
                     lookup: cli.lookup,
                     watch: cli.watch,
@@ -300,7 +299,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                         .collect(),
                     public_presence: cli.public_presence,
                     away_after: cli.away_after.map(Into::into),
-                    calls: call_cli::CallFlags {
+                    calls: headless::CallFlags {
                         call: cli.call,
                         play: cli.play,
                         record: cli.record,

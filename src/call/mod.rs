@@ -175,39 +175,6 @@ impl CallEvent {
             | CallEvent::Ended { id, .. } => *id,
         }
     }
-
-    /// The JSON form for `--headless --json` (see the README).
-    pub fn to_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let id = |id: &CallId| format!("{id:016x}");
-        match self {
-            CallEvent::Incoming { id: i, peer } => {
-                json!({"event": "call_state", "state": "incoming", "call": id(i), "peer": peer})
-            }
-            CallEvent::Ringing { id: i } => {
-                json!({"event": "call_state", "state": "ringing", "call": id(i)})
-            }
-            CallEvent::Connected {
-                id: i, peer, side, ..
-            } => json!({
-                "event": "call_state", "state": "connecting", "call": id(i), "peer": peer,
-                "role": if *side == Side::Caller { "caller" } else { "callee" },
-            }),
-            CallEvent::Active { id: i } => {
-                json!({"event": "call_state", "state": "active", "call": id(i)})
-            }
-            CallEvent::RemoteMute { id: i, muted } => {
-                json!({"event": "call_remote", "call": id(i), "muted": muted})
-            }
-            CallEvent::RemoteHold { id: i, on_hold } => {
-                json!({"event": "call_remote", "call": id(i), "on_hold": on_hold})
-            }
-            CallEvent::Ended { id: i, reason } => json!({
-                "event": "call_state", "state": "ended", "call": id(i),
-                "reason": reason.code(), "message": reason.to_string(),
-            }),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

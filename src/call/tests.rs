@@ -285,28 +285,6 @@ fn strangers_and_garbage_are_counted_drops() {
 }
 
 #[test]
-fn json_events() {
-    let e = CallEvent::Ended {
-        id: 1,
-        reason: EndReason::Busy,
-    }
-    .to_json();
-    assert_eq!(e["event"], "call_state");
-    assert_eq!(e["state"], "ended");
-    assert_eq!(e["reason"], "busy");
-    assert_eq!(e["call"], "0000000000000001");
-    let s = crate::media::MediaStats {
-        rtt_ms: Some(12),
-        mic_level: 0.456,
-        ..Default::default()
-    }
-    .to_json(1);
-    assert_eq!(s["event"], "call_stats");
-    assert_eq!(s["rtt_ms"], 12);
-    assert_eq!(s["mic_level"], 0.46);
-}
-
-#[test]
 fn unreachable_callee_ends_the_invitation_at_once() {
     let mut p = Pair::new(0.0, 9);
     p.cut = true;

@@ -88,34 +88,6 @@ pub struct MediaStats {
 }
 
 impl MediaStats {
-    /// The JSON form of a stats event for `--headless --json` (see the
-    /// README).
-    pub fn to_json(&self, call: u64) -> serde_json::Value {
-        let r1 = |x: f64| (x * 10.0).round() / 10.0;
-        let jb = &self.jitter_buffer;
-        serde_json::json!({
-            "event": "call_stats",
-            "call": format!("{call:016x}"),
-            "rtt_ms": self.rtt_ms,
-            "loss_percent": r1(self.loss_percent()),
-            "remote_loss_percent": r1(self.remote_loss_percent),
-            "jitter_ms": r1(self.jitter_ms),
-            "delay_ms": r1(jb.delay_ms.max(0.0)),
-            "target_ms": r1(jb.target_ms),
-            "fec_recovered": jb.fec_recovered,
-            "concealed": jb.concealed,
-            "late": jb.late,
-            "packets_sent": self.packets_sent,
-            "packets_received": self.packets_received,
-            "mic_level": (f64::from(self.mic_level) * 100.0).round() / 100.0,
-            "dropped": {
-                "malformed": self.malformed,
-                "auth_failed": self.auth_failed,
-                "replayed": self.replayed,
-            },
-        })
-    }
-
     pub fn loss_percent(&self) -> f64 {
         if self.frames_expected == 0 {
             0.0

@@ -5,19 +5,37 @@
 //!
 //! The types here are plain data (strings, addresses, Unix times in
 //! milliseconds) so that front ends need nothing from the cores below.
+//! A few result types of the cores are re-exported as they are
+//! ([`NatReport`], [`Mapping`], [`Filtering`], [`CandidateKind`],
+//! [`EndReason`], [`MediaStats`], [`Role`], [`Status`]): they are plain
+//! data with no handles or behaviour a front end could misuse, and a copy
+//! field by field would be a second definition to keep in step.
+//!
+//! Some things come twice on purpose: state events say what is now (the
+//! contact list, a call, a message), for front ends that show state (the
+//! TUI); change events say what happened ([`Event::ContactChange`],
+//! [`Event::CallRemote`], [`Event::Overlay`]), for front ends that report
+//! events (the headless mode). Each front end renders the kind it needs.
 //! Features whose backend is not built yet still have their commands and
 //! events; the runtime answers those commands with [`Event::Error`] saying
 //! the feature is not available yet, never with a pretend success.
 
-use crate::overlay::Status;
+pub use crate::call::EndReason;
+pub use crate::ice::CandidateKind;
+pub use crate::identity::Role;
+pub use crate::media::MediaStats;
+pub use crate::nat::{Filtering, Mapping, NatReport};
+pub use crate::overlay::Status;
 use std::net::SocketAddr;
 
 /// A call, as numbered by the runtime.
 pub type CallId = u64;
-/// A chat message: the first 8 bytes (big-endian) of the chat's random
-/// 16-byte message id, unique within a conversation for all practical
-/// purposes.
-pub type MessageId = u64;
+/// A chat message: the chat's random 16-byte message id, big-endian.
+pub type MessageId = u128;
+/// A sealed envelope's random 16-byte id, big-endian.
+pub type EnvelopeId = u128;
+/// The envelope kind for tests and scripts ([`Command::SendEnvelope`]).
+pub const TEST_ENVELOPE_KIND: u8 = crate::overlay::envelope::kind::TEST;
 
 /// What a front end asks of the client runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +120,34 @@ pub enum Command {
         call: CallId,
         held: bool,
     },
+    /// Follow a user's directory record: [`Event::Watched`] on changes.
+    Watch {
+        username: String,
+    },
+    /// The contact list, answered by [`Event::Contacts`].
+    ListContacts,
+    /// Send a raw sealed envelope of `kind` (stored for the recipient if
+    /// offline); [`Event::EnvelopeResult`] tells what became of it.
+    SendEnvelope {
+        to: String,
+        kind: u8,
+        payload: Vec<u8>,
+    },
+    /// Ask the primary supernode for relay (TURN) credentials; answered by
+    /// [`Event::RelayCredentials`] or [`Event::RelayRefused`].
+    RelayCredentials,
+    /// Open a peer link to a user (ICE, then Noise): [`PeerEvent::Connected`]
+    /// or [`PeerEvent::Failed`].
+    Connect {
+        username: String,
+    },
+    /// An ICE offer or answer from `from`, as their [`PeerEvent::IceSignal`]
+    /// carried it (delivered by hand instead of through the supernodes).
+    IceSignal {
+        from: String,
+        data: Vec<u8>,
+        answer: bool,
+    },
     /// Publish an offline record, leave the overlay and stop; the runtime
     /// answers with [`Event::Stopped`].
     Quit,
@@ -130,6 +176,13 @@ impl Command {
             Command::HangUp { .. } => "hang up",
             Command::Mute { .. } => "mute",
             Command::Hold { .. } => "hold",
+            Command::Watch { .. } => "watch",
+            Command::ListContacts => "contacts",
+            Command::SendEnvelope { .. } => "envelope",
+            Command::RelayCredentials => "relay",
+            Command::Connect { .. } => "connect",
+            Command::IceSignal { answer: false, .. } => "ice-offer",
+            Command::IceSignal { answer: true, .. } => "ice-answer",
             Command::Quit => "quit",
         }
     }
@@ -139,11 +192,17 @@ impl Command {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Login(LoginState),
-    /// Our own status as published (after [`Command::SetStatus`]).
+    /// Our own status as published (after [`Command::SetStatus`]);
+    /// `auto` when idleness set it.
     OwnStatus {
         status: Status,
         message: String,
+        auto: bool,
     },
+    /// The overlay's view of us: attachments and our presence record.
+    Overlay(OverlayEvent),
+    /// A NAT detection finished: its whole report.
+    NatDetected(Box<NatReport>),
     /// The supernodes we are attached to now (the whole list each time).
     Supernodes {
         attached: Vec<AttachedSupernode>,
@@ -152,10 +211,53 @@ pub enum Event {
     Audio(AudioStatus),
     /// A contact's presence changed (or was first learnt).
     Presence(Presence),
-    /// The answer to [`Command::SearchUser`].
+    /// The answer to [`Command::SearchUser`], with the directory record
+    /// when one was found.
     Lookup {
         username: String,
         result: LookupResult,
+        record: Option<DirectoryRecord>,
+    },
+    /// A watched user's record changed ([`Command::Watch`]).
+    Watched {
+        record: DirectoryRecord,
+        online: bool,
+    },
+    /// What happened to a contact (the state events above say where that
+    /// left the list).
+    ContactChange(ContactChange),
+    /// The answer to [`Command::ListContacts`].
+    Contacts(Vec<ContactEntry>),
+    /// A raw envelope arrived (kinds no built-in protocol takes).
+    Envelope {
+        from: String,
+        kind: u8,
+        id: EnvelopeId,
+        payload: Vec<u8>,
+    },
+    /// What became of an envelope we sent.
+    EnvelopeResult {
+        id: EnvelopeId,
+        result: EnvelopeOutcome,
+    },
+    RelayCredentials(RelayCredentials),
+    RelayRefused {
+        reason: String,
+    },
+    /// Peer links ([`Command::Connect`]).
+    Peer(PeerEvent),
+    /// The other side of a call muted or held it (or stopped).
+    CallRemote {
+        call: CallId,
+        change: RemoteChange,
+    },
+    /// The node volunteered as a supernode on `supernode` (an account with
+    /// the supernode role on a public address).
+    Volunteered {
+        supernode: SocketAddr,
+    },
+    VolunteerDeclined {
+        reason: String,
     },
     /// A contact was added or changed state.
     Contact {
@@ -202,6 +304,16 @@ pub enum Event {
     Stopped,
 }
 
+impl CallState {
+    /// Why an ended call ended, in words (with the detail when known).
+    pub fn end_text(reason: &EndReason, detail: &Option<String>) -> String {
+        match detail {
+            Some(d) => format!("{reason} ({d})"),
+            None => reason.to_string(),
+        }
+    }
+}
+
 impl Event {
     /// The answer to a command whose backend does not exist yet.
     pub fn not_available(command: &Command, feature: &str) -> Event {
@@ -223,7 +335,170 @@ pub enum LoginState {
     /// Talking to the authority.
     LoggingIn { username: String },
     /// Logged in with a certificate valid until `until` (Unix seconds).
-    LoggedIn { username: String, until: u64 },
+    LoggedIn {
+        username: String,
+        until: u64,
+        role: Role,
+    },
+}
+
+/// Attachment and publication, as the overlay client reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverlayEvent {
+    Attached {
+        supernode: SocketAddr,
+        primary: bool,
+        /// Our address as the supernode sees it.
+        observed: SocketAddr,
+    },
+    Detached {
+        supernode: SocketAddr,
+        reason: String,
+    },
+    /// A full supernode sent us to others.
+    Redirected {
+        from: SocketAddr,
+        to: Vec<SocketAddr>,
+    },
+    /// Our presence record was accepted.
+    Published {
+        seq: u64,
+    },
+    PublishRejected {
+        seq: u64,
+        reason: String,
+    },
+}
+
+/// A user's signed presence record, as the directory holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryRecord {
+    pub username: String,
+    pub status: Status,
+    pub message: String,
+    pub seq: u64,
+    /// The supernodes the user is attached to.
+    pub supernodes: Vec<SocketAddr>,
+    /// Addresses the user may be reached at directly.
+    pub candidates: Vec<SocketAddr>,
+    /// Unix seconds, for a record that says offline.
+    pub last_seen: Option<u64>,
+}
+
+/// What happened to a contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactChange {
+    Request {
+        from: String,
+        greeting: String,
+    },
+    RequestSent {
+        to: String,
+    },
+    /// Authorized both ways.
+    Added {
+        user: String,
+    },
+    Declined {
+        user: String,
+        by_us: bool,
+    },
+    Removed {
+        user: String,
+        by_them: bool,
+    },
+    Blocked {
+        user: String,
+    },
+    Unblocked {
+        user: String,
+    },
+    /// An authorized contact's status changed.
+    Presence {
+        user: String,
+        status: Status,
+        message: String,
+    },
+    /// A request could not be delivered.
+    Failed {
+        user: String,
+        error: String,
+    },
+}
+
+/// A row of the contact list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactEntry {
+    pub username: String,
+    /// `None`: no contact (only blocked, or a request we declined).
+    pub state: Option<ContactState>,
+    pub blocked: bool,
+    pub status: Status,
+    pub message: String,
+    pub greeting: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeOutcome {
+    /// On the recipient's device.
+    Delivered,
+    /// Stored on the recipient's directory owners (they are offline).
+    Stored,
+    Failed(String),
+}
+
+/// Short-lived TURN credentials for the group's relays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayCredentials {
+    pub username: String,
+    pub password: String,
+    pub realm: String,
+    /// Unix seconds.
+    pub expires: u64,
+    pub relays: Vec<SocketAddr>,
+}
+
+/// The pair of candidates a peer link runs over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPath {
+    /// The TURN relay, for a relayed path.
+    pub relay: Option<SocketAddr>,
+    pub local: SocketAddr,
+    pub local_kind: CandidateKind,
+    pub remote: SocketAddr,
+    pub remote_kind: CandidateKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// Our ICE offer (or answer) for `to`, sent through the supernodes.
+    IceSignal {
+        to: String,
+        data: Vec<u8>,
+        answer: bool,
+    },
+    /// The link is up, `setup_ms` after the connect (caller) or the offer
+    /// (callee).
+    Connected {
+        user: String,
+        path: PeerPath,
+        setup_ms: u64,
+    },
+    PathChanged {
+        user: String,
+        from: PeerPath,
+        to: PeerPath,
+    },
+    Failed {
+        user: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteChange {
+    Muted(bool),
+    Held(bool),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +586,9 @@ pub struct ChatMessage {
 pub enum MessageState {
     /// Outgoing, not acknowledged yet (retried until it is).
     Sending,
+    /// Outgoing: on the recipient's device; the acknowledgement (that it
+    /// is in their history) follows.
+    Arrived,
     /// Outgoing: the recipient is offline; it waits, encrypted to them, on
     /// their directory owners and reaches them at their next login.
     Stored,
@@ -350,12 +628,15 @@ pub enum CallState {
     /// Answered; connectivity checks and media keys in progress.
     Connecting,
     Active,
+    /// `detail` says more when the node knows it (e.g. the overlay's
+    /// answer for a user who is offline).
     Ended {
-        reason: String,
+        reason: EndReason,
+        detail: Option<String>,
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CallStats {
     pub rtt_ms: Option<u32>,
     /// Packets lost, percent, as the receiver reports.
@@ -368,10 +649,24 @@ pub struct CallStats {
     /// Media packets sent and received so far in this call.
     pub packets_sent: u64,
     pub packets_received: u64,
+    /// The other side.
+    pub peer: String,
+    /// The media session's counters as they are.
+    pub media: Box<MediaStats>,
+    /// Media bitrate since the previous report (over the whole call in
+    /// the final one), kbit/s, packet headers included.
+    pub sent_kbps: f64,
+    pub received_kbps: f64,
+    /// The peer link's candidate pair (`None` once the media stopped).
+    pub peer_path: Option<PeerPath>,
+    /// The last report of the call: its media stopped (a recording is
+    /// complete).
+    pub last: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum MediaPath {
+    #[default]
     Unknown,
     Direct {
         remote: SocketAddr,

@@ -18,7 +18,7 @@ use super::overlay::{Command, Event};
 use super::peer::PeerEvent;
 use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
 use crate::clock::Clock;
-use crate::ice::{IceSessions, Path, PathKind};
+use crate::ice::{IceSessions, Path};
 use crate::link::LinkEndpoint;
 use crate::media::audio::{self, AudioIo, Cadence, DeviceSpec, RingKind};
 use crate::media::driver::{self, MediaCommand, MediaTransport};
@@ -28,7 +28,6 @@ use crate::overlay::envelope::kind::CALL_FIRST;
 use crate::overlay::{ClientCore, EnvelopeId};
 use rand::RngCore;
 use rand::rngs::StdRng;
-use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -807,113 +806,4 @@ fn link_to(cx: &Ctx<'_>, user: &str) -> Option<Path> {
     let path = cx.ice.selected(user)?;
     let cert = cx.link.peer(path.remote)?;
     (cert.username == user).then_some(path)
-}
-
-fn path_fields(v: &mut serde_json::Value, p: &Path) {
-    let (kind, relay) = match p.kind() {
-        PathKind::Direct => ("direct", None),
-        PathKind::Relayed { relay } => ("relayed", Some(relay.to_string())),
-    };
-    v["path"] = json!(kind);
-    v["relay"] = json!(relay);
-    v["remote"] = json!(p.remote.to_string());
-}
-
-/// The `--json` line of a call update (see the README).
-pub fn update_json(u: &CallUpdate) -> serde_json::Value {
-    match u {
-        CallUpdate::Dialing { id, peer } => json!({
-            "event": "call_state", "state": "dialing",
-            "call": format!("{id:016x}"), "peer": peer,
-        }),
-        CallUpdate::State {
-            event,
-            peer,
-            detail,
-        } => {
-            let mut v = event.to_json();
-            v["peer"] = json!(peer);
-            if let Some(d) = detail {
-                v["detail"] = json!(d);
-            }
-            v
-        }
-        CallUpdate::Stats {
-            id,
-            peer,
-            stats,
-            path,
-            bitrate,
-            last,
-        } => {
-            let mut v = stats.to_json(*id);
-            v["peer"] = json!(peer);
-            let r1 = |x: f64| (x * 10.0).round() / 10.0;
-            v["sent_kbps"] = json!(r1(bitrate.sent_kbps));
-            v["received_kbps"] = json!(r1(bitrate.received_kbps));
-            match path {
-                Some(p) => path_fields(&mut v, p),
-                None => v["path"] = json!(null),
-            }
-            if *last {
-                v["final"] = json!(true);
-            }
-            v
-        }
-    }
-}
-
-/// The human-readable line of a call update.
-pub fn update_line(u: &CallUpdate) -> String {
-    match u {
-        CallUpdate::Dialing { peer, .. } => format!("calling {peer}"),
-        CallUpdate::State {
-            event,
-            peer,
-            detail,
-        } => {
-            let d = detail
-                .as_ref()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default();
-            match event {
-                CallEvent::Incoming { .. } => format!("incoming call from {peer}"),
-                CallEvent::Ringing { .. } => format!("{peer} is ringing"),
-                CallEvent::Connected { .. } => format!("call with {peer}: connecting"),
-                CallEvent::Active { .. } => format!("call with {peer}: active"),
-                CallEvent::RemoteMute { muted, .. } => {
-                    format!("{peer} {}", if *muted { "muted" } else { "unmuted" })
-                }
-                CallEvent::RemoteHold { on_hold, .. } => format!(
-                    "{peer} {}",
-                    if *on_hold {
-                        "put the call on hold"
-                    } else {
-                        "resumed the call"
-                    }
-                ),
-                CallEvent::Ended { reason, .. } => {
-                    format!("call with {peer} ended: {reason}{d}")
-                }
-            }
-        }
-        CallUpdate::Stats {
-            peer,
-            stats,
-            path,
-            bitrate,
-            last,
-            ..
-        } => format!(
-            "{}call with {peer}: rtt {} ms, loss {:.1}%, jitter {:.1} ms, delay {:.0} ms, {:.0}/{:.0} kbit/s out/in{}",
-            if *last { "final stats of the " } else { "" },
-            stats.rtt_ms.map_or("?".to_owned(), |r| r.to_string()),
-            stats.loss_percent(),
-            stats.jitter_ms,
-            stats.jitter_buffer.delay_ms.max(0.0),
-            bitrate.sent_kbps,
-            bitrate.received_kbps,
-            path.map(|p| format!(", {p}")).unwrap_or_default()
-        ),
-    }
 }

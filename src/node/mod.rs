@@ -4,8 +4,6 @@
 //! runtime (`client`).
 
 pub mod api;
-pub mod api_map;
-pub mod call_api;
 pub mod calls;
 pub mod client;
 pub mod datadir;

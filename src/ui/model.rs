@@ -4,7 +4,8 @@
 
 use crate::node::api::{
     AttachedSupernode, AudioStatus, CallId, CallInfo, CallState, CallStats, ChatMessage,
-    ContactState, Event, LoginState, LookupResult, MessageState, NatStatus, Presence,
+    ContactChange, ContactState, Event, LoginState, LookupResult, MessageState, NatStatus,
+    OverlayEvent, Presence, RemoteChange,
 };
 use crate::overlay::Status;
 use std::collections::{BTreeMap, VecDeque};
@@ -119,7 +120,9 @@ impl Model {
                 }
                 self.login = Some(s);
             }
-            Event::OwnStatus { status, message } => self.own_status = Some((status, message)),
+            Event::OwnStatus {
+                status, message, ..
+            } => self.own_status = Some((status, message)),
             Event::Supernodes { attached } => self.supernodes = attached,
             Event::Nat(n) => self.nat = n,
             Event::Audio(a) => self.audio = Some(a),
@@ -128,7 +131,9 @@ impl Model {
                     c.presence = Some(p);
                 }
             }
-            Event::Lookup { username, result } => {
+            Event::Lookup {
+                username, result, ..
+            } => {
                 self.lookups.insert(username, result);
             }
             Event::Contact { username, state } => {
@@ -205,8 +210,14 @@ impl Model {
                             self.notify(Level::Alert, format!("incoming call from {}", c.peer));
                             self.bell = true;
                         }
-                        CallState::Ended { reason } => self
-                            .notify(Level::Info, format!("call with {} ended: {reason}", c.peer)),
+                        CallState::Ended { reason, detail } => self.notify(
+                            Level::Info,
+                            format!(
+                                "call with {} ended: {}",
+                                c.peer,
+                                CallState::end_text(reason, detail)
+                            ),
+                        ),
                         _ => {}
                     }
                 }
@@ -219,9 +230,44 @@ impl Model {
                 }
                 self.calls.insert(c.id, c);
             }
-            Event::CallStats { call, stats } => {
+            // The final report of an ended call has nothing live to show.
+            Event::CallStats { call, stats } if !stats.last => {
                 self.stats.insert(call, stats);
             }
+            Event::CallRemote {
+                call,
+                change: RemoteChange::Muted(muted),
+            } => {
+                let peer = self.calls.get(&call).map(|c| c.peer.clone());
+                let peer = peer.unwrap_or_default();
+                self.notify(
+                    Level::Info,
+                    format!("{peer} {}", if muted { "muted" } else { "unmuted" }),
+                )
+            }
+            Event::Overlay(OverlayEvent::PublishRejected { reason, .. }) => {
+                self.notify(Level::Error, format!("publish presence: {reason}"))
+            }
+            Event::ContactChange(ContactChange::Failed { user, error }) => self.notify(
+                Level::Error,
+                format!("contact: could not reach {user}: {error}"),
+            ),
+            // Changes the state events above already show, and what only
+            // scripts report.
+            Event::CallStats { .. }
+            | Event::CallRemote { .. }
+            | Event::ContactChange(_)
+            | Event::Overlay(_)
+            | Event::NatDetected(_)
+            | Event::Watched { .. }
+            | Event::Contacts(_)
+            | Event::Envelope { .. }
+            | Event::EnvelopeResult { .. }
+            | Event::RelayCredentials(_)
+            | Event::RelayRefused { .. }
+            | Event::Peer(_)
+            | Event::Volunteered { .. }
+            | Event::VolunteerDeclined { .. } => {}
             Event::Notice { text } => self.notify(Level::Info, text),
             Event::Error { command, message } => {
                 self.notify(Level::Error, format!("{command}: {message}"))

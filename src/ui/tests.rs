@@ -74,6 +74,7 @@ fn logged_in() -> App {
     app.handle_event(Event::Login(LoginState::LoggedIn {
         username: "you".into(),
         until: NOW / 1000 + 86_400,
+        role: crate::node::api::Role::User,
     }));
     app.handle_event(Event::Supernodes {
         attached: vec![sn(7710, true), sn(7711, false)],
@@ -98,7 +99,7 @@ fn logged_in() -> App {
     app
 }
 
-fn msg(id: u64, peer: &str, outgoing: bool, text: &str, at: u64, state: MessageState) -> Event {
+fn msg(id: u128, peer: &str, outgoing: bool, text: &str, at: u64, state: MessageState) -> Event {
     Event::Message(ChatMessage {
         id,
         peer: peer.into(),
@@ -184,6 +185,7 @@ fn buddy_list_with_presence() {
     app.handle_event(Event::OwnStatus {
         status: Status::Away,
         message: "back soon".into(),
+        auto: false,
     });
     assert!(draw(&app, 100, 30).contains("you ◐ away · back soon"));
 }
@@ -207,6 +209,7 @@ fn user_search() {
             status: Status::Online,
             message: "hello".into(),
         },
+        record: None,
     });
     // The input is case-folded on search; type it lower case to match.
     for _ in 0..4 {
@@ -229,6 +232,7 @@ fn user_search() {
     app.handle_event(Event::Lookup {
         username: "nobody".into(),
         result: LookupResult::NotFound,
+        record: None,
     });
     assert_snapshot!("search_not_found", draw(&app, 100, 30));
     key(&mut app, KeyCode::Esc);
@@ -240,6 +244,7 @@ fn user_search() {
     app.handle_event(Event::Lookup {
         username: "erin".into(),
         result: LookupResult::Private,
+        record: None,
     });
     assert_snapshot!("search_private", draw(&app, 100, 30));
     app.take_commands();
@@ -387,6 +392,7 @@ fn in_call_with_stats() {
             codec: "opus 48 kHz".into(),
             packets_sent: 4150,
             packets_received: 4101,
+            ..Default::default()
         },
     });
     app.tick(NOW + 83_000);
@@ -429,6 +435,7 @@ fn in_call_with_stats() {
             codec: "opus 48 kHz".into(),
             packets_sent: 4150,
             packets_received: 4101,
+            ..Default::default()
         },
     });
     app.tick(NOW + 3_725_000);
@@ -438,7 +445,8 @@ fn in_call_with_stats() {
     app.handle_event(call(
         9,
         CallState::Ended {
-            reason: "hung up".into(),
+            reason: crate::node::api::EndReason::HungUp { by_us: true },
+            detail: None,
         },
         Some(NOW),
     ));
@@ -485,6 +493,7 @@ fn help_overlay() {
     app2.handle_event(Event::Login(LoginState::LoggedIn {
         username: "you".into(),
         until: 0,
+        role: crate::node::api::Role::User,
     }));
     app2.handle_event(Event::Supernodes { attached: vec![] });
     app2.handle_key(KeyEvent::new(KeyCode::F(2), KeyModifiers::NONE));
@@ -537,6 +546,7 @@ fn small_terminal_after_resize() {
             codec: "opus 48 kHz".into(),
             packets_sent: 3250,
             packets_received: 3249,
+            ..Default::default()
         },
     });
     app.tick(NOW + 65_000);

@@ -91,7 +91,7 @@ fn carrying_audio(a: &App) -> bool {
 
 fn ended(a: &App) -> Option<String> {
     match &a.model.current_call()?.state {
-        CallState::Ended { reason } => Some(reason.clone()),
+        CallState::Ended { reason, detail } => Some(CallState::end_text(reason, detail)),
         _ => None,
     }
 }

@@ -33,8 +33,12 @@ pub fn state_text(c: &CallInfo, now_ms: u64) -> (String, Color) {
                 .unwrap_or_default();
             (format!("in call with {} {t}", c.peer), Color::Green)
         }
-        CallState::Ended { reason } => (
-            format!("call with {} ended: {reason}", c.peer),
+        CallState::Ended { reason, detail } => (
+            format!(
+                "call with {} ended: {}",
+                c.peer,
+                CallState::end_text(reason, detail)
+            ),
             Color::DarkGray,
         ),
     }

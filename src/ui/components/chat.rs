@@ -79,7 +79,7 @@ impl Component for ChatPane {
         for m in model.chats.get(peer).map(|v| v.as_slice()).unwrap_or(&[]) {
             let who = if m.outgoing { me } else { peer.as_str() };
             let mark = match &m.state {
-                MessageState::Sending => " …",
+                MessageState::Sending | MessageState::Arrived => " …",
                 MessageState::Stored => " (stored)",
                 MessageState::Retrying(_) => " (retrying)",
                 MessageState::Delivered => " ✓",

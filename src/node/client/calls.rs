@@ -1,22 +1,25 @@
-//! Calls for the node API ([`super::api`]): translates the front end's
-//! call commands into the overlay driver's ([`super::overlay::Command`])
+//! Calls for the node API ([`crate::node::api`]): translates the front end's
+//! call commands into the overlay driver's ([`crate::node::overlay::Command`])
 //! and the driver's [`CallUpdate`]s into [`Event::Call`] and
 //! [`Event::CallStats`], keeping the one piece of state the API shows and
 //! the driver does not: each call's [`CallInfo`] (direction, our mute and
 //! hold, when it was answered). The client runtime (`node::client`) holds
 //! one and wires it in at its call seam.
 
-use super::api::{self, CallInfo, CallState, CallStats, Event, MediaPath};
-use super::calls::CallUpdate;
-use super::overlay::Command as NodeCommand;
 use crate::call::{CallEvent, CallId};
-use crate::ice::PathKind;
-use std::collections::HashMap;
+use crate::ice::{Path, PathKind};
+use crate::media::MediaStats;
+use crate::node::api::{self, CallInfo, CallState, CallStats, Event, MediaPath, RemoteChange};
+use crate::node::calls::{Bitrate, CallUpdate};
+use crate::node::overlay::Command as NodeCommand;
+use std::collections::{HashMap, HashSet};
 
 /// The calls the API reports, by id (ended calls are dropped).
 #[derive(Debug, Default)]
 pub struct ApiCalls {
     calls: HashMap<CallId, CallInfo>,
+    /// Ended calls whose final stats report has not come yet.
+    ended: HashSet<CallId>,
 }
 
 impl ApiCalls {
@@ -24,6 +27,7 @@ impl ApiCalls {
         Self::default()
     }
 
+    #[cfg(test)]
     pub fn get(&self, id: CallId) -> Option<&CallInfo> {
         self.calls.get(&id)
     }
@@ -70,16 +74,6 @@ impl ApiCalls {
 
     /// The API events of a driver update; `now_unix_ms` stamps answers.
     pub fn update(&mut self, u: &CallUpdate, now_unix_ms: u64) -> Vec<Event> {
-        let fresh = |id, peer: &str, outgoing, state| CallInfo {
-            id,
-            peer: peer.to_owned(),
-            outgoing,
-            state,
-            muted: false,
-            held: false,
-            remote_held: false,
-            answered_at: None,
-        };
         match u {
             CallUpdate::Dialing { id, peer } => {
                 let i = fresh(*id, peer, true, CallState::Dialing);
@@ -90,76 +84,128 @@ impl ApiCalls {
                 event,
                 peer,
                 detail,
-            } => {
-                if let CallEvent::Incoming { id, peer } = event {
-                    let i = fresh(*id, peer, false, CallState::Incoming);
-                    self.calls.insert(*id, i.clone());
-                    return vec![Event::Call(i)];
-                }
-                let id = event.id();
-                let Some(i) = self.calls.get_mut(&id) else {
-                    tracing::debug!(call = id, %peer, "update for a call the API never saw");
-                    return Vec::new();
-                };
-                match event {
-                    CallEvent::Ringing { .. } => i.state = CallState::Ringing,
-                    CallEvent::Connected { .. } => i.state = CallState::Connecting,
-                    CallEvent::Active { .. } => {
-                        i.state = CallState::Active;
-                        i.answered_at.get_or_insert(now_unix_ms);
-                    }
-                    CallEvent::RemoteHold { on_hold, .. } => i.remote_held = *on_hold,
-                    CallEvent::RemoteMute { muted, .. } => {
-                        return vec![Event::Notice {
-                            text: format!("{peer} {}", if *muted { "muted" } else { "unmuted" }),
-                        }];
-                    }
-                    CallEvent::Ended { reason, .. } => {
-                        i.state = CallState::Ended {
-                            reason: match detail {
-                                Some(d) => format!("{reason} ({d})"),
-                                None => reason.to_string(),
-                            },
-                        };
-                        let i = self.calls.remove(&id).unwrap_or_else(|| unreachable!());
-                        return vec![Event::Call(i)];
-                    }
-                    CallEvent::Incoming { .. } => {}
-                }
-                vec![Event::Call(i.clone())]
-            }
+            } => self.state(event, peer, detail, now_unix_ms),
             CallUpdate::Stats {
                 id,
+                peer,
                 stats,
                 path,
+                bitrate,
                 last,
-                ..
             } => {
-                if *last || !self.calls.contains_key(id) {
+                // The final report comes after the end.
+                let known = self.calls.contains_key(id) || (*last && self.ended.remove(id));
+                if !known {
                     return Vec::new();
                 }
-                let path = match path {
-                    None => MediaPath::Unknown,
-                    Some(p) => match p.kind() {
-                        PathKind::Direct => MediaPath::Direct { remote: p.remote },
-                        PathKind::Relayed { relay } => MediaPath::Relayed { supernode: relay },
-                    },
-                };
                 vec![Event::CallStats {
                     call: *id,
-                    stats: CallStats {
-                        rtt_ms: stats.rtt_ms,
-                        loss_pct: stats.loss_percent() as f32,
-                        jitter_ms: stats.jitter_ms as f32,
-                        mic_level: stats.mic_level,
-                        path,
-                        codec: "Opus 48 kHz".to_owned(),
-                        packets_sent: stats.packets_sent,
-                        packets_received: stats.packets_received,
-                    },
+                    stats: call_stats(peer, stats, path.as_ref(), *bitrate, *last),
                 }]
             }
         }
+    }
+
+    /// A state change from call signalling.
+    fn state(
+        &mut self,
+        event: &CallEvent,
+        peer: &str,
+        detail: &Option<String>,
+        now_unix_ms: u64,
+    ) -> Vec<Event> {
+        if let CallEvent::Incoming { id, peer } = event {
+            let i = fresh(*id, peer, false, CallState::Incoming);
+            self.calls.insert(*id, i.clone());
+            return vec![Event::Call(i)];
+        }
+        let id = event.id();
+        let Some(i) = self.calls.get_mut(&id) else {
+            tracing::debug!(call = id, %peer, "update for a call the API never saw");
+            return Vec::new();
+        };
+        match event {
+            CallEvent::Ringing { .. } => i.state = CallState::Ringing,
+            CallEvent::Connected { .. } => i.state = CallState::Connecting,
+            CallEvent::Active { .. } => {
+                i.state = CallState::Active;
+                i.answered_at.get_or_insert(now_unix_ms);
+            }
+            CallEvent::RemoteHold { on_hold, .. } => {
+                i.remote_held = *on_hold;
+                return vec![
+                    Event::CallRemote {
+                        call: id,
+                        change: RemoteChange::Held(*on_hold),
+                    },
+                    Event::Call(i.clone()),
+                ];
+            }
+            CallEvent::RemoteMute { muted, .. } => {
+                return vec![Event::CallRemote {
+                    call: id,
+                    change: RemoteChange::Muted(*muted),
+                }];
+            }
+            CallEvent::Ended { reason, .. } => {
+                i.state = CallState::Ended {
+                    reason: *reason,
+                    detail: detail.clone(),
+                };
+                let i = self.calls.remove(&id).unwrap_or_else(|| unreachable!());
+                self.ended.insert(id);
+                return vec![Event::Call(i)];
+            }
+            CallEvent::Incoming { .. } => {}
+        }
+        vec![Event::Call(i.clone())]
+    }
+}
+
+/// A call as the API first shows it.
+fn fresh(id: CallId, peer: &str, outgoing: bool, state: CallState) -> CallInfo {
+    CallInfo {
+        id,
+        peer: peer.to_owned(),
+        outgoing,
+        state,
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at: None,
+    }
+}
+
+/// A stats report as the API shows it.
+fn call_stats(
+    peer: &str,
+    stats: &MediaStats,
+    path: Option<&Path>,
+    bitrate: Bitrate,
+    last: bool,
+) -> CallStats {
+    let media_path = match path {
+        None => MediaPath::Unknown,
+        Some(p) => match p.kind() {
+            PathKind::Direct => MediaPath::Direct { remote: p.remote },
+            PathKind::Relayed { relay } => MediaPath::Relayed { supernode: relay },
+        },
+    };
+    CallStats {
+        rtt_ms: stats.rtt_ms,
+        loss_pct: stats.loss_percent() as f32,
+        jitter_ms: stats.jitter_ms as f32,
+        mic_level: stats.mic_level,
+        path: media_path,
+        codec: "Opus 48 kHz".to_owned(),
+        packets_sent: stats.packets_sent,
+        packets_received: stats.packets_received,
+        peer: peer.to_owned(),
+        media: Box::new(stats.clone()),
+        sent_kbps: bitrate.sent_kbps,
+        received_kbps: bitrate.received_kbps,
+        peer_path: path.map(super::report::peer_path),
+        last,
     }
 }
 
@@ -235,11 +281,28 @@ mod tests {
         );
         assert!(matches!(
             &ev[..],
-            [Event::Call(CallInfo { state: CallState::Ended { reason }, .. })] if reason.contains("busy")
+            [Event::Call(CallInfo {
+                state: CallState::Ended {
+                    reason: EndReason::Busy,
+                    detail: None
+                },
+                ..
+            })]
         ));
         assert!(a.get(7).is_none());
-        // Updates of calls the API does not know are dropped.
+        // Updates of calls the API does not know are dropped; the final
+        // report of an ended call comes once.
         assert!(a.update(&stats, 0).is_empty());
+        let last = CallUpdate::Stats {
+            id: 7,
+            peer: "bob".into(),
+            stats: Box::default(),
+            path: None,
+            bitrate: Default::default(),
+            last: true,
+        };
+        assert!(matches!(&a.update(&last, 0)[..], [Event::CallStats { stats, .. }] if stats.last));
+        assert!(a.update(&last, 0).is_empty());
         assert!(a.command(&api::Command::Quit).is_none());
     }
 

@@ -1,16 +1,88 @@
-//! How the client runtime ([`super::client`]) reports chat and contacts:
-//! the events of [`super::messaging`] (the chat and contacts cores) turned
-//! into node API [`Event`]s, which carry plain data only.
+//! How the client runtime ([`super`]) reports what the node's
+//! cores say: chat and contacts ([`crate::node::messaging`]), directory
+//! records and peer links, as node API [`Event`]s of plain data.
 
-use super::api::{ChatMessage, ContactState, Event, MessageId, MessageState, Presence};
 use crate::chat::{ChatEvent, Delivery, Message, MsgId};
 use crate::contacts::{self, ContactInfo, ContactsEvent};
+use crate::ice::{Path, PathKind};
+use crate::node::api::{
+    ChatMessage, ContactChange, ContactEntry, ContactState, DirectoryRecord, Event, MessageId,
+    MessageState, PeerEvent, PeerPath, Presence,
+};
+use crate::overlay::PresenceRecord;
 
-/// The API's id of a chat message: its first 8 bytes.
+/// The API's id of a chat message.
 pub fn message_id(id: &MsgId) -> MessageId {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&id[..8]);
-    u64::from_be_bytes(b)
+    u128::from_be_bytes(*id)
+}
+
+/// A directory record as the API shows it.
+pub fn record(r: &PresenceRecord, last_seen: Option<u64>) -> DirectoryRecord {
+    DirectoryRecord {
+        username: r.username().to_owned(),
+        status: r.status,
+        message: r.message.clone(),
+        seq: r.seq,
+        supernodes: r.supernodes.clone(),
+        candidates: r.candidates.clone(),
+        last_seen,
+    }
+}
+
+/// A peer link's candidate pair.
+pub fn peer_path(p: &Path) -> PeerPath {
+    PeerPath {
+        relay: match p.kind() {
+            PathKind::Direct => None,
+            PathKind::Relayed { relay } => Some(relay),
+        },
+        local: p.local,
+        local_kind: p.local_kind,
+        remote: p.remote,
+        remote_kind: p.remote_kind,
+    }
+}
+
+/// A peer-link event of the node.
+pub fn peer_event(e: crate::node::peer::PeerEvent) -> PeerEvent {
+    use crate::node::peer::PeerEvent as P;
+    match e {
+        P::Signal { to, bytes, answer } => PeerEvent::IceSignal {
+            to,
+            data: bytes,
+            answer,
+        },
+        P::Connected {
+            user,
+            path,
+            setup_ms,
+        } => PeerEvent::Connected {
+            user,
+            path: peer_path(&path),
+            setup_ms,
+        },
+        P::PathChanged { user, from, to } => PeerEvent::PathChanged {
+            user,
+            from: peer_path(&from),
+            to: peer_path(&to),
+        },
+        P::Failed { user, reason } => PeerEvent::Failed { user, reason },
+    }
+}
+
+/// A row of the contact list.
+pub fn contact_entry(c: &ContactInfo) -> ContactEntry {
+    ContactEntry {
+        username: c.username.clone(),
+        state: contact_state(&ContactInfo {
+            blocked: false,
+            ..c.clone()
+        }),
+        blocked: c.blocked,
+        status: c.status,
+        message: c.message.clone(),
+        greeting: c.greeting.clone(),
+    }
 }
 
 /// A message of the history as the API shows it.
@@ -78,7 +150,7 @@ pub fn contact_events(c: &ContactInfo) -> Vec<Event> {
 }
 
 /// A chat event as API events. Our own messages are reported by the
-/// runtime when [`super::overlay::Command::SendMessage`] answers (it knows
+/// runtime when [`crate::node::overlay::Command::SendMessage`] answers (it knows
 /// their text), so `Queued` yields nothing.
 pub fn chat_event(e: ChatEvent) -> Option<Event> {
     Some(match e {
@@ -88,9 +160,7 @@ pub fn chat_event(e: ChatEvent) -> Option<Event> {
             peer: to,
             id: message_id(&id),
             state: match delivery {
-                // The recipient's device has it; its acknowledgement (that it
-                // is in their history) follows.
-                Delivery::Delivered => MessageState::Sending,
+                Delivery::Delivered => MessageState::Arrived,
                 Delivery::Stored => MessageState::Stored,
                 Delivery::Retrying(why) => MessageState::Retrying(why),
             },
@@ -107,7 +177,45 @@ pub fn chat_event(e: ChatEvent) -> Option<Event> {
     })
 }
 
-/// A contacts event as API events. [`ContactsEvent::Unblocked`] yields
+/// What happened, for a contacts event that is a change to a contact.
+pub fn contact_change(e: &ContactsEvent) -> Option<ContactChange> {
+    let u = |s: &String| s.clone();
+    Some(match e {
+        ContactsEvent::Request { from, greeting } => ContactChange::Request {
+            from: u(from),
+            greeting: u(greeting),
+        },
+        ContactsEvent::RequestSent { to } => ContactChange::RequestSent { to: u(to) },
+        ContactsEvent::Added { user } => ContactChange::Added { user: u(user) },
+        ContactsEvent::Declined { user, by_us } => ContactChange::Declined {
+            user: u(user),
+            by_us: *by_us,
+        },
+        ContactsEvent::Removed { user, by_them } => ContactChange::Removed {
+            user: u(user),
+            by_them: *by_them,
+        },
+        ContactsEvent::Blocked { user } => ContactChange::Blocked { user: u(user) },
+        ContactsEvent::Unblocked { user } => ContactChange::Unblocked { user: u(user) },
+        ContactsEvent::Presence {
+            user,
+            status,
+            message,
+        } => ContactChange::Presence {
+            user: u(user),
+            status: *status,
+            message: u(message),
+        },
+        ContactsEvent::Failed { user, error } => ContactChange::Failed {
+            user: u(user),
+            error: u(error),
+        },
+        ContactsEvent::StatusChanged { .. } | ContactsEvent::StoreFailed { .. } => return None,
+    })
+}
+
+/// A contacts event as API state events (after its
+/// [`Event::ContactChange`]). [`ContactsEvent::Unblocked`] yields
 /// nothing: the contact's state then comes from the list (the runtime
 /// asks for it).
 pub fn contacts_event(e: ContactsEvent) -> Vec<Event> {
@@ -165,12 +273,16 @@ pub fn contacts_event(e: ContactsEvent) -> Vec<Event> {
             last_seen: None,
         })],
         ContactsEvent::StatusChanged {
-            status, message, ..
-        } => vec![Event::OwnStatus { status, message }],
-        ContactsEvent::Failed { user, error } => vec![Event::Error {
-            command: "contact".into(),
-            message: format!("could not reach {user}: {error}"),
+            status,
+            message,
+            auto,
+        } => vec![Event::OwnStatus {
+            status,
+            message,
+            auto,
         }],
+        // Reported by its change alone.
+        ContactsEvent::Failed { .. } => vec![],
         ContactsEvent::StoreFailed { error } => vec![Event::Error {
             command: "contact list".into(),
             message: error,
@@ -186,9 +298,9 @@ mod tests {
     #[test]
     fn ids_and_states() {
         let mut id = [0u8; 16];
-        id[7] = 5;
+        id[0] = 5;
         id[15] = 9;
-        assert_eq!(message_id(&id), 5);
+        assert_eq!(message_id(&id), (5 << 120) | 9);
         let m = Message {
             peer: "bob".into(),
             id,

@@ -1,35 +1,37 @@
-//! The client runtime behind the node API ([`super::api`]): one tokio task
-//! per logged-in user that owns the login (password, renewal with the
-//! device key) and the overlay node (attachment, lookups, NAT) with chat
-//! and contacts running beside it ([`super::messaging`]: the end-to-end
-//! encrypted chat with its SQLite history and outbox, the contact list
-//! with authorization requests and presence in SQLite), takes
-//! [`Command`]s and reports [`Event`]s ([`super::api_map`] translates the
-//! cores' events). The TUI, the demo's bots and tests drive it the same
-//! way; it keeps no contact or message state of its own.
-//!
-//! Calls run in the overlay node's call driver ([`super::calls`]) when
-//! [`ClientSettings::calls`] is set; [`super::call_api::ApiCalls`]
-//! translates the API's call commands and the driver's updates. Without
-//! call options the call commands are answered with
+//! The client runtime behind the node API ([`crate::node::api`]), serving
+//! every front end (the TUI, `--headless`, the demo's bots, tests and
+//! benches): one tokio task per logged-in user that owns the login
+//! (password, renewal with the device key, the certificate in the data
+//! dir), the supernode host cache (`hosts` in the data dir) and the overlay
+//! node (attachment, lookups, watches, NAT, peer links, envelopes) with
+//! chat and contacts ([`crate::node::messaging`]) and calls
+//! ([`crate::node::calls`]) running in it; it may volunteer a supernode
+//! beside it ([`Volunteer`]). It takes [`Command`]s and reports [`Event`]s;
+//! the node driver's own vocabulary stays inside: `report` turns the cores'
+//! events into API events and `calls` keeps what the API shows of calls.
+//! Without call options the call commands are answered with
 //! [`Event::not_available`].
 
-use super::api::{
-    AttachedSupernode, AudioStatus, ChatMessage, Command, Event, LoginState, LookupResult,
-    MessageState, NatStatus,
-};
-use super::api_map;
-use super::call_api::ApiCalls;
-use super::calls::CallOptions;
-use super::messaging::{Messaging, MessagingError};
-use super::overlay::{self as ov, Core, NatOptions, NodeOptions, OverlayNode};
-use super::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
+mod calls;
+mod report;
+
+use self::calls::ApiCalls;
 use crate::chat::ChatConfig;
 use crate::clock::Clock;
 use crate::config::HostPort;
 use crate::contacts::{ContactInfo, ContactsConfig};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::link::{LinkConfig, LinkEndpoint, LinkError};
+use crate::node::api::{
+    AttachedSupernode, AudioStatus, ChatMessage, Command, EnvelopeOutcome, Event, LoginState,
+    LookupResult, MessageState, NatStatus, OverlayEvent, RelayCredentials,
+};
+use crate::node::calls::CallOptions;
+use crate::node::messaging::{Messaging, MessagingError};
+/// How the runtime measures the NAT ([`ClientSettings::nat`]).
+pub use crate::node::overlay::NatOptions;
+use crate::node::overlay::{self as ov, Core, NodeOptions, OverlayNode};
+use crate::node::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
 use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,6 +86,33 @@ pub struct ClientSettings {
     /// Make and answer calls with these devices and settings (`None`: the
     /// call commands are answered "not available").
     pub calls: Option<CallOptions>,
+    /// Only a certificate for this user counts (`None`: any).
+    pub user: Option<String>,
+    /// How to measure the NAT (`None`: not at all).
+    pub nat: Option<NatOptions>,
+    /// Users whose directory records to follow from the start.
+    pub watch: Vec<String>,
+    /// Volunteer as a supernode when the account may and the address is
+    /// public (see [`Volunteer`]).
+    pub volunteer: Option<Volunteer>,
+}
+
+/// Starts a supernode beside the client, bootstrapping through the
+/// supernode we attached to; answers the node and its address. The runtime
+/// calls it once, after the first attachment, when the certificate has the
+/// supernode role and the supernode saw our own address and port (no NAT).
+/// How a supernode is set up is the caller's business (its config).
+#[derive(Clone)]
+pub struct Volunteer(pub Arc<dyn Fn(SocketAddr) -> VolunteerFuture + Send + Sync>);
+
+pub type VolunteerFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(OverlayNode, SocketAddr), String>> + Send>,
+>;
+
+impl std::fmt::Debug for Volunteer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Volunteer")
+    }
 }
 
 /// The front end's end of a running client.
@@ -112,6 +141,10 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             calls: ApiCalls::new(),
             published: false,
             to_call: Vec::new(),
+            cert: None,
+            local_port: 0,
+            volunteered: None,
+            volunteer_checked: false,
             nat: NatStatus {
                 note: Some("measuring the NAT after login".into()),
                 ..Default::default()
@@ -192,6 +225,13 @@ struct Runtime {
     published: bool,
     /// Calls asked for before that, placed once published.
     to_call: Vec<Command>,
+    /// The certificate in use.
+    cert: Option<Certificate>,
+    /// The overlay socket's port.
+    local_port: u16,
+    /// The supernode we run as a volunteer.
+    volunteered: Option<OverlayNode>,
+    volunteer_checked: bool,
 }
 
 impl Runtime {
@@ -240,31 +280,7 @@ impl Runtime {
                     Some(c) => self.command(c).await,
                 },
                 ev = next_event(&mut self.node) => match ev {
-                    Some(ov::Event::Client(e)) => self.overlay_event(e).await,
-                    Some(ov::Event::Nat(r)) => {
-                        self.nat = nat_status(&r);
-                        self.emit(Event::Nat(self.nat.clone())).await;
-                    }
-                    Some(ov::Event::Chat(e)) => {
-                        if let Some(e) = api_map::chat_event(e) {
-                            self.emit(e).await;
-                        }
-                    }
-                    Some(ov::Event::Contacts(e)) => self.contacts_event(e).await,
-                    Some(ov::Event::Call(u)) => {
-                        for e in self.calls.update(&u, self.clock.now_ms()) {
-                            self.emit(e).await;
-                        }
-                    }
-                    Some(ov::Event::CommandFailed { error }) => {
-                        // Reported already, under the command's name.
-                        if let Some(i) = self.reported.iter().position(|r| *r == error) {
-                            self.reported.remove(i);
-                        } else {
-                            self.error("command", error).await
-                        }
-                    }
-                    Some(_) => {}
+                    Some(e) => self.node_event(e).await,
                     None => {
                         self.node = None;
                         self.error("overlay", "the overlay node stopped").await;
@@ -273,17 +289,43 @@ impl Runtime {
                 _ = renew.tick() => self.renew_if_due().await,
             }
         }
-        if let Some(mut node) = self.node.take() {
-            let _ = node.commands.send(ov::Command::Shutdown).await;
-            // Wait (briefly) for the offline record to leave.
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Some(e) = node.events.recv().await {
-                    if e == ov::Event::Stopped {
-                        break;
-                    }
+        for node in [self.node.take(), self.volunteered.take()]
+            .into_iter()
+            .flatten()
+        {
+            stop_node(node).await;
+        }
+    }
+
+    async fn node_event(&mut self, e: ov::Event) {
+        match e {
+            ov::Event::Client(e) => self.overlay_event(e).await,
+            ov::Event::Nat(r) => {
+                self.nat = nat_status(&r);
+                self.emit(Event::Nat(self.nat.clone())).await;
+                self.emit(Event::NatDetected(Box::new(r))).await;
+            }
+            ov::Event::Chat(e) => {
+                if let Some(e) = report::chat_event(e) {
+                    self.emit(e).await;
                 }
-            })
-            .await;
+            }
+            ov::Event::Contacts(e) => self.contacts_event(e).await,
+            ov::Event::Call(u) => {
+                for e in self.calls.update(&u, self.clock.now_ms()) {
+                    self.emit(e).await;
+                }
+            }
+            ov::Event::Peer(p) => self.emit(Event::Peer(report::peer_event(p))).await,
+            ov::Event::CommandFailed { error } => {
+                // Reported already, under the command's name.
+                if let Some(i) = self.reported.iter().position(|r| *r == error) {
+                    self.reported.remove(i);
+                } else {
+                    self.error("command", error).await
+                }
+            }
+            ov::Event::Supernode(_) | ov::Event::Stopped => {}
         }
     }
 
@@ -294,7 +336,9 @@ impl Runtime {
         let Some(cert) = self.files.certificate()? else {
             return Ok(None);
         };
-        if cert.verify(&key, now).is_err() {
+        let other_user =
+            (self.settings.user.as_ref()).is_some_and(|u| !u.eq_ignore_ascii_case(&cert.username));
+        if cert.verify(&key, now).is_err() || other_user {
             return Ok(None);
         }
         if cert.not_after > now + self.settings.renew_before_secs {
@@ -356,8 +400,10 @@ impl Runtime {
                 self.emit(Event::Login(LoginState::LoggedIn {
                     username: fresh.username.clone(),
                     until: fresh.not_after,
+                    role: fresh.role,
                 }))
                 .await;
+                self.cert = Some(fresh.clone());
                 if let Some(n) = &self.node {
                     let _ = n
                         .commands
@@ -373,16 +419,21 @@ impl Runtime {
 
     async fn go_online(&mut self, cert: Certificate) {
         let username = cert.username.clone();
-        let until = cert.not_after;
+        let (until, role) = (cert.not_after, cert.role);
+        self.cert = Some(cert.clone());
         match self.start_overlay(cert).await {
             Ok(node) => {
                 self.node = Some(node);
                 self.username = Some(username.clone());
-                self.emit(Event::Login(LoginState::LoggedIn { username, until }))
-                    .await;
+                self.emit(Event::Login(LoginState::LoggedIn {
+                    username,
+                    until,
+                    role,
+                }))
+                .await;
                 let list = self.contact_list().await;
                 for c in &list {
-                    for e in api_map::contact_events(c) {
+                    for e in report::contact_events(c) {
                         self.emit(e).await;
                     }
                 }
@@ -404,7 +455,7 @@ impl Runtime {
         }
     }
 
-    async fn start_overlay(&self, cert: Certificate) -> Result<OverlayNode, RuntimeError> {
+    async fn start_overlay(&mut self, cert: Certificate) -> Result<OverlayNode, RuntimeError> {
         let (device, _) = self.files.identity()?;
         let listen = self.settings.listen;
         let socket = tokio::net::UdpSocket::bind(listen)
@@ -413,6 +464,7 @@ impl Runtime {
                 addr: listen,
                 source,
             })?;
+        self.local_port = socket.local_addr().map_or(0, |a| a.port());
         let mut hosts = load_hosts(&self.settings.data_dir);
         for a in &self.settings.bootstrap {
             if !hosts.contains(a) {
@@ -423,7 +475,7 @@ impl Runtime {
             return Err(RuntimeError::NoSupernodes);
         }
         let key = self.settings.authority_key;
-        let core = ClientCore::new(
+        let mut core = ClientCore::new(
             device.clone(),
             cert.clone(),
             key,
@@ -431,6 +483,9 @@ impl Runtime {
             self.settings.overlay.clone(),
             self.clock.now_ms(),
         );
+        for w in &self.settings.watch {
+            core.watch(w);
+        }
         let now = self.clock.now_ms();
         let contacts = ContactsConfig {
             away_after_ms: self.settings.away_after_ms,
@@ -447,7 +502,7 @@ impl Runtime {
         let link = LinkEndpoint::new(device, cert, key, LinkConfig::default())?;
         // Measure the NAT against the attached supernodes.
         let opts = NodeOptions {
-            nat: Some(NatOptions::default()),
+            nat: self.settings.nat.clone(),
             messaging: Some(messaging),
             paths: self.settings.paths.clone(),
             calls: self.settings.calls.clone().map(|mut c| {
@@ -495,10 +550,13 @@ impl Runtime {
 
     async fn contacts_event(&mut self, e: crate::contacts::ContactsEvent) {
         if let crate::contacts::ContactsEvent::Unblocked { user } = &e {
+            if let Some(c) = report::contact_change(&e) {
+                self.emit(Event::ContactChange(c)).await;
+            }
             let list = self.contact_list().await;
             let row = list.iter().find(|c| &c.username == user);
             let events = match row {
-                Some(c) => api_map::contact_events(c),
+                Some(c) => report::contact_events(c),
                 None => vec![Event::ContactRemoved {
                     username: user.clone(),
                 }],
@@ -508,7 +566,10 @@ impl Runtime {
             }
             return;
         }
-        for e in api_map::contacts_event(e) {
+        if let Some(c) = report::contact_change(&e) {
+            self.emit(Event::ContactChange(c)).await;
+        }
+        for e in report::contacts_event(e) {
             self.emit(e).await;
         }
     }
@@ -518,7 +579,7 @@ impl Runtime {
     async fn history(
         &self,
         with: &str,
-        before: Option<u64>,
+        before: Option<crate::node::api::MessageId>,
         limit: usize,
     ) -> Result<Vec<ChatMessage>, String> {
         let mut want = limit;
@@ -531,7 +592,7 @@ impl Runtime {
                 })
                 .await
                 .ok_or("the node stopped")??;
-            let all: Vec<ChatMessage> = got.iter().map(api_map::chat_message).collect();
+            let all: Vec<ChatMessage> = got.iter().map(report::chat_message).collect();
             let Some(before) = before else {
                 return Ok(all);
             };
@@ -552,105 +613,23 @@ impl Runtime {
             Command::Register { .. } | Command::Login { .. } if logged_in => {
                 self.error(c.name(), "already logged in").await
             }
-            Command::Register {
-                ref username,
-                ref password,
+            Command::Register { username, password } => {
+                self.login_command(username, password, true).await
             }
-            | Command::Login {
-                ref username,
-                ref password,
-            } => {
-                let register = matches!(c, Command::Register { .. });
-                self.emit(Event::Login(LoginState::LoggingIn {
-                    username: username.clone(),
-                }))
-                .await;
-                match self.password_login(username, password, register).await {
-                    Ok(cert) => self.go_online(cert).await,
-                    Err(e) => {
-                        self.emit(Event::Login(LoginState::NeedCredentials {
-                            username: Some(username.clone()),
-                            error: Some(e.to_string()),
-                        }))
-                        .await
-                    }
-                }
+            Command::Login { username, password } => {
+                self.login_command(username, password, false).await
             }
             Command::Quit => {}
             // Idle time only counts once logged in.
             Command::Activity if !logged_in => {}
             _ if !logged_in => self.error(c.name(), "log in first").await,
-            Command::Activity => self.overlay(ov::Command::Activity).await,
-            // The contacts core reports the change (Event::OwnStatus) and
-            // tells authorized contacts.
-            Command::SetStatus { status, message } => {
-                self.overlay(ov::Command::SetStatus { status, message })
-                    .await
-            }
-            Command::SearchUser { username } => {
-                let username = username.trim().to_ascii_lowercase();
-                if let Err(e) = crate::identity::Username::parse(&username) {
-                    self.error("search", e).await;
-                } else {
-                    self.overlay(ov::Command::Lookup { username }).await;
-                }
-            }
-            Command::AddContact { username, greeting } => {
-                self.overlay(ov::Command::AddContact {
-                    user: username.trim().to_ascii_lowercase(),
-                    greeting,
-                })
-                .await
-            }
-            Command::AcceptContact { username } => {
-                self.overlay(ov::Command::AcceptContact { user: username })
-                    .await
-            }
-            Command::DeclineContact { username } => {
-                self.overlay(ov::Command::DeclineContact { user: username })
-                    .await
-            }
-            Command::RemoveContact { username } => {
-                self.overlay(ov::Command::RemoveContact { user: username })
-                    .await
-            }
-            Command::BlockContact { username } => {
-                self.overlay(ov::Command::BlockContact { user: username })
-                    .await
-            }
-            Command::UnblockContact { username } => {
-                self.overlay(ov::Command::UnblockContact { user: username })
-                    .await
-            }
-            Command::SendMessage { to, text } => {
-                let to = to.trim().to_ascii_lowercase();
-                let sent = self
-                    .ask(|reply| ov::Command::SendMessage {
-                        to: to.clone(),
-                        text: text.clone(),
-                        reply: Some(reply),
-                    })
-                    .await;
-                match sent {
-                    Some(Ok(id)) => {
-                        self.emit(Event::Message(ChatMessage {
-                            id: api_map::message_id(&id),
-                            peer: to,
-                            outgoing: true,
-                            text,
-                            sent_at: self.clock.now_ms(),
-                            state: MessageState::Sending,
-                        }))
-                        .await
-                    }
-                    // The node reports the reason as CommandFailed too.
-                    Some(Err(e)) => {
-                        self.error("send message", &e).await;
-                        self.reported.push(e);
-                    }
-                    None => self.error("send message", "the node stopped").await,
-                }
-            }
+            Command::Call { .. }
+            | Command::AcceptCall { .. }
+            | Command::DeclineCall { .. }
+            | Command::HangUp { .. }
+            | Command::Mute { .. }
+            | Command::Hold { .. } => self.call_command(c).await,
+            Command::SendMessage { to, text } => self.send_message(to, text).await,
             Command::LoadHistory {
                 with,
                 before,
@@ -662,18 +641,74 @@ impl Runtime {
                     Err(e) => self.error("load history", e).await,
                 }
             }
-            Command::Call { .. }
-            | Command::AcceptCall { .. }
-            | Command::DeclineCall { .. }
-            | Command::HangUp { .. }
-            | Command::Mute { .. }
-            | Command::Hold { .. } => self.call_command(c).await,
+            Command::ListContacts => {
+                let list = self.contact_list().await;
+                let rows = list.iter().map(report::contact_entry).collect();
+                self.emit(Event::Contacts(rows)).await
+            }
+            Command::SearchUser { username } => {
+                let username = username.trim().to_ascii_lowercase();
+                if let Err(e) = crate::identity::Username::parse(&username) {
+                    self.error("search", e).await;
+                } else {
+                    self.overlay(ov::Command::Lookup { username }).await;
+                }
+            }
+            c => {
+                if let Some(n) = node_command(c) {
+                    self.overlay(n).await
+                }
+            }
         }
     }
 
-    /// Calls: the node's call driver runs them (its signalling envelopes
-    /// never reach `overlay_event`) and reports them as `ov::Event::Call`,
-    /// which `ApiCalls` turns into [`Event::Call`] and [`Event::CallStats`].
+    async fn login_command(&mut self, username: String, password: String, register: bool) {
+        self.emit(Event::Login(LoginState::LoggingIn {
+            username: username.clone(),
+        }))
+        .await;
+        match self.password_login(&username, &password, register).await {
+            Ok(cert) => self.go_online(cert).await,
+            Err(e) => {
+                self.emit(Event::Login(LoginState::NeedCredentials {
+                    username: Some(username),
+                    error: Some(e.to_string()),
+                }))
+                .await
+            }
+        }
+    }
+
+    async fn send_message(&mut self, to: String, text: String) {
+        let to = to.trim().to_ascii_lowercase();
+        let sent = self
+            .ask(|reply| ov::Command::SendMessage {
+                to: to.clone(),
+                text: text.clone(),
+                reply: Some(reply),
+            })
+            .await;
+        match sent {
+            Some(Ok(id)) => {
+                self.emit(Event::Message(ChatMessage {
+                    id: report::message_id(&id),
+                    peer: to,
+                    outgoing: true,
+                    text,
+                    sent_at: self.clock.now_ms(),
+                    state: MessageState::Sending,
+                }))
+                .await
+            }
+            // The node reports the reason as CommandFailed too.
+            Some(Err(e)) => {
+                self.error("send message", &e).await;
+                self.reported.push(e);
+            }
+            None => self.error("send message", "the node stopped").await,
+        }
+    }
+
     async fn call_command(&mut self, c: Command) {
         if self.settings.calls.is_none() {
             return self.emit(Event::not_available(&c, "calls")).await;
@@ -710,90 +745,268 @@ impl Runtime {
                 supernode,
                 primary,
                 observed,
-            } => {
-                self.attached.retain(|a| a.addr != supernode);
-                self.attached.push(AttachedSupernode {
-                    addr: supernode,
-                    primary,
-                    observed,
-                });
-                self.attached.sort_by_key(|a| (!a.primary, a.addr));
-                self.emit(Event::Supernodes {
-                    attached: self.attached.clone(),
-                })
-                .await;
-                if self.nat.public_addr != Some(observed) {
-                    self.nat.public_addr = Some(observed);
-                    self.emit(Event::Nat(self.nat.clone())).await;
-                }
-                if let Some(st) = self.ask(|reply| ov::Command::Status { reply }).await {
-                    save_hosts(&self.settings.data_dir, &st.host_cache);
-                }
-            }
+            } => self.attached(supernode, primary, observed).await,
             ClientEvent::Detached { supernode, reason } => {
                 self.attached.retain(|a| a.addr != supernode);
-                tracing::info!(%supernode, reason, "detached");
                 self.emit(Event::Supernodes {
                     attached: self.attached.clone(),
                 })
                 .await;
+                let reason = reason.to_owned();
+                self.emit(Event::Overlay(OverlayEvent::Detached { supernode, reason }))
+                    .await;
             }
             ClientEvent::Redirected { from, to } => {
-                tracing::info!(%from, n = to.len(), "redirected")
+                self.emit(Event::Overlay(OverlayEvent::Redirected { from, to }))
+                    .await
             }
-            ClientEvent::Published { seq } => {
-                tracing::debug!(seq, "presence published");
-                self.published = true;
-                for c in std::mem::take(&mut self.to_call) {
-                    self.call_command(c).await;
-                }
-                // Online: the contact requests can reach their owners now.
-                for user in std::mem::take(&mut self.to_add) {
-                    self.overlay(ov::Command::AddContact {
-                        user,
-                        greeting: String::new(),
-                    })
-                    .await;
-                }
-            }
-            ClientEvent::PublishRejected { reason, .. } => {
-                self.error("publish presence", reason).await
+            ClientEvent::Published { seq } => self.published(seq).await,
+            ClientEvent::PublishRejected { seq, reason } => {
+                self.emit(Event::Overlay(OverlayEvent::PublishRejected {
+                    seq,
+                    reason,
+                }))
+                .await
             }
             ClientEvent::Lookup {
                 username, outcome, ..
+            } => self.lookup_answer(username, outcome).await,
+            ClientEvent::PresenceChanged { record, online } => {
+                let record = report::record(&record, None);
+                self.emit(Event::Watched { record, online }).await
+            }
+            ClientEvent::RelayCredentials {
+                username,
+                password,
+                realm,
+                expires,
+                relays,
             } => {
-                let result = match outcome {
-                    LookupOutcome::Online(r) => LookupResult::Online {
-                        status: r.status,
-                        message: r.message.clone(),
-                    },
-                    // An attached device whose record hides its status.
-                    LookupOutcome::Offline { record, .. }
-                        if record.is_reachable(self.clock.now_secs()) =>
-                    {
-                        LookupResult::Private
-                    }
-                    LookupOutcome::Offline { last_seen, .. } => LookupResult::Offline { last_seen },
-                    LookupOutcome::NotFound => LookupResult::NotFound,
-                    LookupOutcome::Failed(why) => LookupResult::Failed(why),
+                let c = RelayCredentials {
+                    username,
+                    password,
+                    realm,
+                    expires,
+                    relays,
                 };
-                self.emit(Event::Lookup { username, result }).await;
+                self.emit(Event::RelayCredentials(c)).await
             }
-            // Contacts' presence comes from the contacts core, which follows
-            // their records and their presence envelopes.
-            ClientEvent::PresenceChanged { .. } => {}
-            // Relay credentials are the connectivity layer's business.
-            ClientEvent::RelayCredentials { .. } | ClientEvent::RelayRefused { .. } => {}
-            // Chat, contacts and call envelopes are consumed by their cores
-            // in the node.
-            ClientEvent::Envelope { kind, .. } => {
-                tracing::debug!(kind, "envelope for no wired-in protocol: dropped")
+            ClientEvent::RelayRefused { reason } => self.emit(Event::RelayRefused { reason }).await,
+            ClientEvent::Envelope {
+                from,
+                kind,
+                id,
+                payload,
+            } => {
+                self.envelope(from.username.clone(), kind, id, payload)
+                    .await
             }
-            ClientEvent::EnvelopeDelivered { .. }
-            | ClientEvent::EnvelopeStored { .. }
-            | ClientEvent::EnvelopeFailed { .. } => {}
+            ClientEvent::EnvelopeDelivered { id } => {
+                self.envelope_result(id, EnvelopeOutcome::Delivered).await
+            }
+            ClientEvent::EnvelopeStored { id } => {
+                self.envelope_result(id, EnvelopeOutcome::Stored).await
+            }
+            ClientEvent::EnvelopeFailed { id, reason } => {
+                self.envelope_result(id, EnvelopeOutcome::Failed(reason))
+                    .await
+            }
         }
     }
+
+    /// A raw envelope. Chat, contacts and call envelopes (kinds 1 to 15)
+    /// are their cores' business.
+    async fn envelope(
+        &self,
+        from: String,
+        kind: u8,
+        id: crate::overlay::EnvelopeId,
+        payload: Vec<u8>,
+    ) {
+        if (1..=15).contains(&kind) {
+            return tracing::debug!(kind, "protocol envelope left to its core");
+        }
+        let id = u128::from_be_bytes(id);
+        self.emit(Event::Envelope {
+            from,
+            kind,
+            id,
+            payload,
+        })
+        .await
+    }
+
+    async fn envelope_result(&self, id: crate::overlay::EnvelopeId, result: EnvelopeOutcome) {
+        let id = u128::from_be_bytes(id);
+        self.emit(Event::EnvelopeResult { id, result }).await
+    }
+
+    async fn attached(&mut self, supernode: SocketAddr, primary: bool, observed: SocketAddr) {
+        self.attached.retain(|a| a.addr != supernode);
+        self.attached.push(AttachedSupernode {
+            addr: supernode,
+            primary,
+            observed,
+        });
+        self.attached.sort_by_key(|a| (!a.primary, a.addr));
+        self.emit(Event::Supernodes {
+            attached: self.attached.clone(),
+        })
+        .await;
+        self.emit(Event::Overlay(OverlayEvent::Attached {
+            supernode,
+            primary,
+            observed,
+        }))
+        .await;
+        if self.nat.public_addr != Some(observed) {
+            self.nat.public_addr = Some(observed);
+            self.emit(Event::Nat(self.nat.clone())).await;
+        }
+        if let Some(st) = self.ask(|reply| ov::Command::Status { reply }).await {
+            save_hosts(&self.settings.data_dir, &st.host_cache);
+        }
+        if !self.volunteer_checked {
+            self.volunteer_checked = true;
+            self.volunteer(supernode, observed).await;
+        }
+    }
+
+    /// Run a supernode beside the client when the account may and nothing
+    /// stands between us and the supernode we attached to.
+    async fn volunteer(&mut self, supernode: SocketAddr, observed: SocketAddr) {
+        let Some(start) = self.settings.volunteer.clone() else {
+            return;
+        };
+        let supernode_role = self
+            .cert
+            .as_ref()
+            .is_some_and(|c| c.role == crate::identity::Role::Supernode);
+        let reason = if !supernode_role {
+            "the account does not hold the supernode role".to_owned()
+        } else if !is_public(observed, self.local_port, supernode).await {
+            "behind a NAT".to_owned()
+        } else {
+            match (start.0)(supernode).await {
+                Ok((node, addr)) => {
+                    self.volunteered = Some(node);
+                    return self.emit(Event::Volunteered { supernode: addr }).await;
+                }
+                Err(e) => e,
+            }
+        };
+        self.emit(Event::VolunteerDeclined { reason }).await
+    }
+
+    async fn published(&mut self, seq: u64) {
+        self.published = true;
+        self.emit(Event::Overlay(OverlayEvent::Published { seq }))
+            .await;
+        for c in std::mem::take(&mut self.to_call) {
+            self.call_command(c).await;
+        }
+        // Online: the contact requests can reach their owners now.
+        for user in std::mem::take(&mut self.to_add) {
+            self.overlay(ov::Command::AddContact {
+                user,
+                greeting: String::new(),
+            })
+            .await;
+        }
+    }
+
+    async fn lookup_answer(&mut self, username: String, outcome: LookupOutcome) {
+        let (result, record) = match outcome {
+            LookupOutcome::Online(r) => (
+                LookupResult::Online {
+                    status: r.status,
+                    message: r.message.clone(),
+                },
+                Some(report::record(&r, None)),
+            ),
+            // An attached device whose record hides its status.
+            LookupOutcome::Offline { record, last_seen }
+                if record.is_reachable(self.clock.now_secs()) =>
+            {
+                (
+                    LookupResult::Private,
+                    Some(report::record(&record, Some(last_seen))),
+                )
+            }
+            LookupOutcome::Offline { record, last_seen } => (
+                LookupResult::Offline { last_seen },
+                Some(report::record(&record, Some(last_seen))),
+            ),
+            LookupOutcome::NotFound => (LookupResult::NotFound, None),
+            LookupOutcome::Failed(why) => (LookupResult::Failed(why), None),
+        };
+        self.emit(Event::Lookup {
+            username,
+            result,
+            record,
+        })
+        .await;
+    }
+}
+
+/// The node's command for an API command that maps one to one.
+fn node_command(c: Command) -> Option<ov::Command> {
+    Some(match c {
+        Command::Activity => ov::Command::Activity,
+        // The contacts core reports the change (Event::OwnStatus) and
+        // tells authorized contacts.
+        Command::SetStatus { status, message } => ov::Command::SetStatus { status, message },
+        Command::AddContact { username, greeting } => ov::Command::AddContact {
+            user: username.trim().to_ascii_lowercase(),
+            greeting,
+        },
+        Command::AcceptContact { username } => ov::Command::AcceptContact { user: username },
+        Command::DeclineContact { username } => ov::Command::DeclineContact { user: username },
+        Command::RemoveContact { username } => ov::Command::RemoveContact { user: username },
+        Command::BlockContact { username } => ov::Command::BlockContact { user: username },
+        Command::UnblockContact { username } => ov::Command::UnblockContact { user: username },
+        Command::Watch { username } => ov::Command::Watch { username },
+        Command::SendEnvelope { to, kind, payload } => ov::Command::SendEnvelope {
+            to,
+            kind,
+            payload,
+            store_if_offline: true,
+            reply: None,
+        },
+        Command::RelayCredentials => ov::Command::RelayCredentials,
+        Command::Connect { username } => ov::Command::Connect { username },
+        Command::IceSignal { from, data, answer } => ov::Command::IceSignal {
+            from: from.to_ascii_lowercase(),
+            bytes: data,
+            answer,
+        },
+        _ => return None,
+    })
+}
+
+/// Shut a node down and wait (briefly) for its offline record to leave.
+async fn stop_node(mut node: OverlayNode) {
+    let _ = node.commands.send(ov::Command::Shutdown).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(e) = node.events.recv().await {
+            if e == ov::Event::Stopped {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Whether `observed` (our address as a supernode saw it) is this host's
+/// own address and port, i.e. there is no NAT between us and it.
+async fn is_public(observed: SocketAddr, local_port: u16, towards: SocketAddr) -> bool {
+    let Ok(probe) = tokio::net::UdpSocket::bind("0.0.0.0:0").await else {
+        return false;
+    };
+    if probe.connect(towards).await.is_err() {
+        return false;
+    }
+    probe.local_addr().is_ok_and(|l| l.ip() == observed.ip()) && observed.port() == local_port
 }
 
 /// A NAT detection's report as the UI shows it.
@@ -914,6 +1127,10 @@ impl ClientSettings {
                 ringback: config.call.ringback,
                 ringtone: config.call.ringtone,
             }),
+            user: None,
+            nat: Some(NatOptions::default()),
+            watch: Vec::new(),
+            volunteer: None,
         })
     }
 }

@@ -1,0 +1,718 @@
+//! Node API [`Event`]s as the headless mode prints them: a JSON object
+//! (`--json`, documented in the README, field for field) and a line for
+//! people. State events that only a screen needs render as nothing.
+
+use natter::node::api::{
+    CallId, CallInfo, CallState, CallStats, ChatMessage, ContactChange, ContactEntry, ContactState,
+    DirectoryRecord, EnvelopeOutcome, Event, LoginState, LookupResult, MessageState, NatReport,
+    OverlayEvent, PeerEvent, PeerPath, RelayCredentials, RemoteChange,
+};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+/// One event as printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub json: Value,
+    pub line: String,
+}
+
+fn r(json: Value, line: impl Into<String>) -> Option<Rendered> {
+    Some(Rendered {
+        json,
+        line: line.into(),
+    })
+}
+
+/// Unix seconds as RFC 3339.
+pub fn time(unix_secs: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.min(253_402_300_799));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn hex128(id: u128) -> String {
+    format!("{id:032x}")
+}
+
+fn call_id(id: CallId) -> String {
+    format!("{id:016x}")
+}
+
+fn addrs(list: &[SocketAddr]) -> Vec<String> {
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An event, or `None` for events scripts do not see. Calls render
+/// through [`call_state`], [`call_stats`] and [`call_remote`], which need
+/// what the driver knows of the call.
+pub fn event(e: &Event) -> Option<Rendered> {
+    match e {
+        Event::Login(LoginState::LoggedIn {
+            username,
+            until,
+            role,
+        }) => r(
+            json!({"event": "login", "user": username, "until": time(*until), "role": role.as_str()}),
+            format!("logged in as {username} until {}", time(*until)),
+        ),
+        Event::Overlay(o) => overlay(o),
+        Event::Lookup {
+            username,
+            result,
+            record,
+        } => lookup(username, result, record.as_ref()),
+        Event::Watched { record, online } => watched(record, *online),
+        Event::NatDetected(n) => r(nat(n), format!("NAT: {}", n.summary())),
+        Event::RelayCredentials(c) => relay_credentials(c),
+        Event::RelayRefused { reason } => r(
+            json!({"event": "relay_refused", "reason": reason}),
+            format!("no relay credentials: {reason}"),
+        ),
+        Event::Envelope {
+            from,
+            kind,
+            id,
+            payload,
+        } => {
+            let text = String::from_utf8_lossy(payload);
+            r(
+                json!({"event": "envelope", "from": from, "kind": kind, "id": hex128(*id), "payload": text}),
+                format!("envelope from {from} (kind {kind}): {text}"),
+            )
+        }
+        Event::EnvelopeResult { id, result } => envelope_result(*id, result),
+        Event::Peer(p) => peer(p),
+        Event::Message(m) => message(m),
+        Event::MessageState { peer, id, state } => message_state(peer, *id, state),
+        Event::History { with, messages } => history(with, messages),
+        Event::ContactChange(c) => contact_change(c),
+        Event::Contacts(list) => contacts(list),
+        Event::OwnStatus {
+            status,
+            message,
+            auto,
+        } => r(
+            json!({"event": "status", "status": status.as_str(), "message": message, "auto": auto}),
+            format!(
+                "you are {}{}",
+                status.as_str(),
+                if *auto { " (idle)" } else { "" }
+            ),
+        ),
+        Event::Volunteered { supernode } => r(
+            json!({"event": "volunteered", "supernode": supernode.to_string()}),
+            format!("volunteering as a supernode on {supernode}"),
+        ),
+        Event::VolunteerDeclined { reason } => r(
+            json!({"event": "volunteer_declined", "reason": reason}),
+            format!("not volunteering as a supernode: {reason}"),
+        ),
+        Event::Error { message, .. } => error(message),
+        Event::Notice { text } => Some(Rendered {
+            json: Value::Null,
+            line: text.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// The `error` event.
+pub fn error(message: &str) -> Option<Rendered> {
+    r(json!({"event": "error", "error": message}), message)
+}
+
+fn overlay(o: &OverlayEvent) -> Option<Rendered> {
+    match o {
+        OverlayEvent::Attached {
+            supernode,
+            primary,
+            observed,
+        } => r(
+            json!({"event": "attached", "supernode": supernode.to_string(), "primary": primary, "observed": observed.to_string()}),
+            format!(
+                "attached to {supernode} ({}), seen as {observed}",
+                if *primary { "primary" } else { "backup" }
+            ),
+        ),
+        OverlayEvent::Detached { supernode, reason } => r(
+            json!({"event": "detached", "supernode": supernode.to_string(), "reason": reason}),
+            format!("detached from {supernode}: {reason}"),
+        ),
+        OverlayEvent::Redirected { from, to } => r(
+            json!({"event": "redirected", "from": from.to_string(), "to": addrs(to)}),
+            format!("{from} is full; redirected to {} others", to.len()),
+        ),
+        OverlayEvent::Published { seq } => r(
+            json!({"event": "published", "seq": seq}),
+            format!("presence published (seq {seq})"),
+        ),
+        OverlayEvent::PublishRejected { seq, reason } => r(
+            json!({"event": "publish_rejected", "seq": seq, "reason": reason}),
+            format!("presence rejected: {reason}"),
+        ),
+    }
+}
+
+fn record_json(d: &DirectoryRecord) -> Value {
+    json!({
+        "user": d.username,
+        "status": d.status.as_str(),
+        "message": d.message,
+        "seq": d.seq,
+        "supernodes": addrs(&d.supernodes),
+        "candidates": addrs(&d.candidates),
+    })
+}
+
+fn lookup(user: &str, result: &LookupResult, record: Option<&DirectoryRecord>) -> Option<Rendered> {
+    let (mut v, line) = match (result, record) {
+        (LookupResult::Online { status, .. }, Some(d)) => {
+            let mut v = record_json(d);
+            v["result"] = json!("online");
+            let via = format!("{:?}", d.supernodes);
+            (v, format!("{user} is {} via {via}", status.as_str()))
+        }
+        // A record that hides its status reads as offline, as it says.
+        (LookupResult::Offline { .. } | LookupResult::Private, Some(d)) => {
+            let mut v = record_json(d);
+            let seen = time(d.last_seen.unwrap_or_default());
+            v["result"] = json!("offline");
+            v["last_seen"] = json!(seen);
+            (v, format!("{user} is offline, last seen {seen}"))
+        }
+        (LookupResult::Failed(why), _) => (
+            json!({"result": "failed", "error": why}),
+            format!("looking up {user} failed: {why}"),
+        ),
+        _ => (
+            json!({"result": "not_found"}),
+            format!("{user} was not found"),
+        ),
+    };
+    v["event"] = json!("lookup");
+    v["user"] = json!(user);
+    r(v, line)
+}
+
+fn watched(d: &DirectoryRecord, online: bool) -> Option<Rendered> {
+    let mut v = record_json(d);
+    v["event"] = json!("presence");
+    v["online"] = json!(online);
+    let status = if online { d.status.as_str() } else { "offline" };
+    let msg = if d.message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", d.message)
+    };
+    r(v, format!("{} is now {status}{msg}", d.username))
+}
+
+/// The `nat` event: what a NAT detection found.
+fn nat(n: &NatReport) -> Value {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string());
+    json!({
+        "event": "nat",
+        "mapping": n.mapping.as_str(),
+        "filtering": n.filtering.as_str(),
+        "udp_blocked": n.udp_blocked,
+        "public": addr(n.public),
+        "local": addr(n.local),
+        "server": addr(n.server),
+        "other": addr(n.other),
+        "duration_ms": n.duration_ms,
+        "requests": n.requests,
+        "reason": n.reason,
+        "notes": n.notes,
+    })
+}
+
+fn relay_credentials(c: &RelayCredentials) -> Option<Rendered> {
+    r(
+        json!({
+            "event": "relay_credentials",
+            "username": c.username,
+            "password": c.password,
+            "realm": c.realm,
+            "expires": c.expires,
+            "relays": addrs(&c.relays),
+        }),
+        format!(
+            "relay credentials {} until {} for {:?}",
+            c.username,
+            time(c.expires),
+            c.relays
+        ),
+    )
+}
+
+fn envelope_result(id: u128, result: &EnvelopeOutcome) -> Option<Rendered> {
+    let id = hex128(id);
+    match result {
+        EnvelopeOutcome::Delivered => r(
+            json!({"event": "envelope_result", "id": id, "result": "delivered"}),
+            format!("envelope {id} delivered"),
+        ),
+        EnvelopeOutcome::Stored => r(
+            json!({"event": "envelope_result", "id": id, "result": "stored"}),
+            format!("envelope {id} stored for the offline recipient"),
+        ),
+        EnvelopeOutcome::Failed(why) => r(
+            json!({"event": "envelope_result", "id": id, "result": "failed", "error": why}),
+            format!("envelope {id} failed: {why}"),
+        ),
+    }
+}
+
+fn path_json(p: &PeerPath) -> Value {
+    json!({
+        "path": if p.relay.is_some() { "relayed" } else { "direct" },
+        "relay": p.relay.map(|a| a.to_string()),
+        "local": p.local.to_string(),
+        "local_kind": p.local_kind.name(),
+        "remote": p.remote.to_string(),
+        "remote_kind": p.remote_kind.name(),
+    })
+}
+
+fn path_line(p: &PeerPath) -> String {
+    match p.relay {
+        Some(relay) => format!("relayed via {relay} to {}", p.remote),
+        None => format!("direct {} -> {}", p.local, p.remote),
+    }
+}
+
+fn peer(e: &PeerEvent) -> Option<Rendered> {
+    match e {
+        PeerEvent::IceSignal { to, data, answer } => {
+            let word = if *answer { "ice_answer" } else { "ice_offer" };
+            r(
+                json!({"event": word, "to": to, "data": hex(data)}),
+                format!("{} for {to}: {}", word.replace('_', "-"), hex(data)),
+            )
+        }
+        PeerEvent::Connected {
+            user,
+            path,
+            setup_ms,
+        } => {
+            let mut v = path_json(path);
+            v["event"] = json!("peer_connected");
+            v["user"] = json!(user);
+            v["setup_ms"] = json!(setup_ms);
+            let line = format!("connected to {user} {} in {setup_ms} ms", path_line(path));
+            r(v, line)
+        }
+        PeerEvent::PathChanged { user, from, to } => {
+            let mut v = path_json(to);
+            v["event"] = json!("path_changed");
+            v["user"] = json!(user);
+            v["from"] = path_json(from);
+            let line = format!(
+                "path to {user} changed: {} -> {}",
+                path_line(from),
+                path_line(to)
+            );
+            r(v, line)
+        }
+        PeerEvent::Failed { user, reason } => r(
+            json!({"event": "peer_failed", "user": user, "reason": reason}),
+            format!("could not connect to {user}: {reason}"),
+        ),
+    }
+}
+
+fn message_json(m: &ChatMessage) -> Value {
+    json!({
+        "id": hex128(m.id),
+        "outgoing": m.outgoing,
+        "text": m.text,
+        "sent_at": time(m.sent_at / 1000),
+        "acked": m.state == MessageState::Delivered,
+    })
+}
+
+fn message(m: &ChatMessage) -> Option<Rendered> {
+    if m.outgoing {
+        return r(
+            json!({"event": "message_queued", "to": m.peer, "id": hex128(m.id)}),
+            format!("message to {} queued", m.peer),
+        );
+    }
+    let mut v = message_json(m);
+    v["event"] = json!("message");
+    v["from"] = json!(m.peer);
+    r(v, format!("{}: {}", m.peer, m.text))
+}
+
+fn message_state(to: &str, id: u128, state: &MessageState) -> Option<Rendered> {
+    let id = hex128(id);
+    let (status, error, line) = match state {
+        MessageState::Arrived => ("delivered", None, format!("message delivered to {to}")),
+        MessageState::Stored => (
+            "stored",
+            None,
+            format!("{to} is offline: the message waits for them"),
+        ),
+        MessageState::Retrying(e) => (
+            "retrying",
+            Some(e),
+            format!("message to {to}: {e}; will retry"),
+        ),
+        MessageState::Delivered => {
+            return r(
+                json!({"event": "message_acked", "to": to, "id": id}),
+                format!("{to} received the message"),
+            );
+        }
+        MessageState::Sending | MessageState::Failed(_) | MessageState::Received => return None,
+    };
+    r(
+        json!({"event": "message_status", "to": to, "id": id, "status": status, "error": error}),
+        line,
+    )
+}
+
+fn history(with: &str, messages: &[ChatMessage]) -> Option<Rendered> {
+    let line = messages
+        .iter()
+        .map(|m| {
+            let who = if m.outgoing { "me" } else { with };
+            format!("{} {who}: {}", time(m.sent_at / 1000), m.text)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let list: Vec<Value> = messages.iter().map(message_json).collect();
+    r(
+        json!({"event": "history", "with": with, "messages": list}),
+        line,
+    )
+}
+
+fn contact_change(c: &ContactChange) -> Option<Rendered> {
+    match c {
+        ContactChange::Request { from, greeting } => r(
+            json!({"event": "contact_request", "from": from, "greeting": greeting}),
+            format!(
+                "{from} asks to be your contact: {greeting:?} (accept {from} | decline {from})"
+            ),
+        ),
+        ContactChange::RequestSent { to } => r(
+            json!({"event": "contact_request_sent", "to": to}),
+            format!("contact request sent to {to}"),
+        ),
+        ContactChange::Added { user } => r(
+            json!({"event": "contact_added", "user": user}),
+            format!("{user} is now a contact"),
+        ),
+        ContactChange::Declined { user, by_us } => r(
+            json!({"event": "contact_declined", "user": user, "by_us": by_us}),
+            if *by_us {
+                format!("you declined {user}")
+            } else {
+                format!("{user} declined your request")
+            },
+        ),
+        ContactChange::Removed { user, by_them } => r(
+            json!({"event": "contact_removed", "user": user, "by_them": by_them}),
+            if *by_them {
+                format!("{user} removed you")
+            } else {
+                format!("{user} removed")
+            },
+        ),
+        ContactChange::Blocked { user } => r(
+            json!({"event": "contact_blocked", "user": user}),
+            format!("{user} blocked"),
+        ),
+        ContactChange::Unblocked { user } => r(
+            json!({"event": "contact_unblocked", "user": user}),
+            format!("{user} unblocked"),
+        ),
+        ContactChange::Presence {
+            user,
+            status,
+            message,
+        } => r(
+            json!({"event": "contact_presence", "user": user, "status": status.as_str(), "message": message}),
+            format!(
+                "{user} is {}{}",
+                status.as_str(),
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({message})")
+                }
+            ),
+        ),
+        ContactChange::Failed { user, error } => r(
+            json!({"event": "contact_failed", "user": user, "error": error}),
+            format!("could not reach {user}: {error}"),
+        ),
+    }
+}
+
+fn contact_state(s: Option<ContactState>) -> &'static str {
+    match s {
+        None | Some(ContactState::Blocked) => "none",
+        Some(ContactState::Requested) => "requested",
+        Some(ContactState::Pending) => "pending",
+        Some(ContactState::Authorized) => "authorized",
+        Some(ContactState::Declined) => "declined",
+    }
+}
+
+fn contacts(list: &[ContactEntry]) -> Option<Rendered> {
+    let v: Vec<Value> = list
+        .iter()
+        .map(|c| {
+            json!({"user": c.username, "state": contact_state(c.state), "blocked": c.blocked,
+                   "status": c.status.as_str(), "message": c.message, "greeting": c.greeting})
+        })
+        .collect();
+    let lines: Vec<String> = list
+        .iter()
+        .map(|c| {
+            format!(
+                "{} ({}{}): {}{}",
+                c.username,
+                contact_state(c.state),
+                if c.blocked { ", blocked" } else { "" },
+                c.status.as_str(),
+                if c.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" - {}", c.message)
+                }
+            )
+        })
+        .collect();
+    let line = if lines.is_empty() {
+        "no contacts".to_owned()
+    } else {
+        lines.join("\n")
+    };
+    r(json!({"event": "contacts", "contacts": v}), line)
+}
+
+/// A call's new state (`call_state`).
+pub fn call_state(c: &CallInfo) -> Option<Rendered> {
+    let (id, peer) = (call_id(c.id), c.peer.as_str());
+    let (state, line) = match &c.state {
+        CallState::Dialing => ("dialing", format!("calling {peer}")),
+        CallState::Incoming => ("incoming", format!("incoming call from {peer}")),
+        CallState::Ringing => ("ringing", format!("{peer} is ringing")),
+        CallState::Connecting => ("connecting", format!("call with {peer}: connecting")),
+        CallState::Active => ("active", format!("call with {peer}: active")),
+        CallState::Ended { reason, detail } => {
+            let mut v = json!({"event": "call_state", "state": "ended", "call": id, "peer": peer,
+                "reason": reason.code(), "message": reason.to_string()});
+            if let Some(d) = detail {
+                v["detail"] = json!(d);
+            }
+            let why = CallState::end_text(reason, detail);
+            return r(v, format!("call with {peer} ended: {why}"));
+        }
+    };
+    let mut v = json!({"event": "call_state", "state": state, "call": id, "peer": peer});
+    if c.state == CallState::Connecting {
+        v["role"] = json!(if c.outgoing { "caller" } else { "callee" });
+    }
+    r(v, line)
+}
+
+/// The other side muted or held (`call_remote`).
+pub fn call_remote(call: CallId, peer: &str, change: RemoteChange) -> Option<Rendered> {
+    let mut v = json!({"event": "call_remote", "call": call_id(call), "peer": peer});
+    let line = match change {
+        RemoteChange::Muted(m) => {
+            v["muted"] = json!(m);
+            format!("{peer} {}", if m { "muted" } else { "unmuted" })
+        }
+        RemoteChange::Held(h) => {
+            v["on_hold"] = json!(h);
+            let what = if h {
+                "put the call on hold"
+            } else {
+                "resumed the call"
+            };
+            format!("{peer} {what}")
+        }
+    };
+    r(v, line)
+}
+
+/// A media statistics report (`call_stats`).
+pub fn call_stats(call: CallId, s: &CallStats) -> Option<Rendered> {
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    let m = &s.media;
+    let jb = &m.jitter_buffer;
+    let mut v = json!({
+        "event": "call_stats",
+        "call": call_id(call),
+        "rtt_ms": m.rtt_ms,
+        "loss_percent": r1(m.loss_percent()),
+        "remote_loss_percent": r1(m.remote_loss_percent),
+        "jitter_ms": r1(m.jitter_ms),
+        "delay_ms": r1(jb.delay_ms.max(0.0)),
+        "target_ms": r1(jb.target_ms),
+        "fec_recovered": jb.fec_recovered,
+        "concealed": jb.concealed,
+        "late": jb.late,
+        "packets_sent": m.packets_sent,
+        "packets_received": m.packets_received,
+        "mic_level": (f64::from(m.mic_level) * 100.0).round() / 100.0,
+        "dropped": {
+            "malformed": m.malformed,
+            "auth_failed": m.auth_failed,
+            "replayed": m.replayed,
+        },
+        "peer": s.peer,
+        "sent_kbps": r1(s.sent_kbps),
+        "received_kbps": r1(s.received_kbps),
+    });
+    match &s.peer_path {
+        Some(p) => {
+            v["path"] = json!(if p.relay.is_some() {
+                "relayed"
+            } else {
+                "direct"
+            });
+            v["relay"] = json!(p.relay.map(|a| a.to_string()));
+            v["remote"] = json!(p.remote.to_string());
+        }
+        None => v["path"] = Value::Null,
+    }
+    if s.last {
+        v["final"] = json!(true);
+    }
+    let line = format!(
+        "{}call with {}: rtt {} ms, loss {:.1}%, jitter {:.1} ms, delay {:.0} ms, {:.0}/{:.0} kbit/s out/in{}",
+        if s.last { "final stats of the " } else { "" },
+        s.peer,
+        m.rtt_ms.map_or("?".to_owned(), |r| r.to_string()),
+        m.loss_percent(),
+        m.jitter_ms,
+        jb.delay_ms.max(0.0),
+        s.sent_kbps,
+        s.received_kbps,
+        s.peer_path
+            .as_ref()
+            .map(|p| format!(", {}", path_line(p)))
+            .unwrap_or_default()
+    );
+    r(v, line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use natter::node::api::{EndReason, Status};
+
+    #[test]
+    fn lookups_render_as_the_readme_says() {
+        let d = DirectoryRecord {
+            username: "bob".into(),
+            status: Status::Away,
+            message: "out".into(),
+            seq: 3,
+            supernodes: vec!["127.0.0.1:1".parse().unwrap()],
+            candidates: vec![],
+            last_seen: Some(0),
+        };
+        let online = LookupResult::Online {
+            status: Status::Away,
+            message: "out".into(),
+        };
+        let v = lookup("bob", &online, Some(&d)).unwrap().json;
+        assert_eq!(v["result"], "online");
+        assert_eq!(v["supernodes"][0], "127.0.0.1:1");
+        assert_eq!(v["status"], "away");
+        let v = lookup("bob", &LookupResult::Private, Some(&d))
+            .unwrap()
+            .json;
+        assert_eq!(v["result"], "offline");
+        assert_eq!(v["last_seen"], "1970-01-01T00:00:00Z");
+        let v = lookup("x", &LookupResult::NotFound, None).unwrap().json;
+        assert_eq!(
+            v,
+            json!({"event": "lookup", "user": "x", "result": "not_found"})
+        );
+    }
+
+    #[test]
+    fn calls_render_their_states_and_reasons() {
+        let mut c = CallInfo {
+            id: 0xab,
+            peer: "bob".into(),
+            outgoing: true,
+            state: CallState::Connecting,
+            muted: false,
+            held: false,
+            remote_held: false,
+            answered_at: None,
+        };
+        let v = call_state(&c).unwrap().json;
+        assert_eq!(v["call"], "00000000000000ab");
+        assert_eq!(v["role"], "caller");
+        c.state = CallState::Ended {
+            reason: EndReason::HungUp { by_us: true },
+            detail: None,
+        };
+        let v = call_state(&c).unwrap().json;
+        assert_eq!(v["reason"], "hung_up");
+        assert_eq!(v["message"], "you hung up");
+        assert!(v.get("detail").is_none());
+        let v = call_remote(0xab, "bob", RemoteChange::Held(true))
+            .unwrap()
+            .json;
+        assert_eq!(v["on_hold"], true);
+        c.state = CallState::Ended {
+            reason: EndReason::Busy,
+            detail: Some("bob is offline".into()),
+        };
+        let v = call_state(&c).unwrap().json;
+        assert_eq!(v["reason"], "busy");
+        assert_eq!(v["detail"], "bob is offline");
+        let s = CallStats {
+            peer: "bob".into(),
+            last: true,
+            media: Box::new(natter::node::api::MediaStats {
+                rtt_ms: Some(12),
+                mic_level: 0.456,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = call_stats(0xab, &s).unwrap().json;
+        assert_eq!(v["final"], true);
+        assert_eq!(v["rtt_ms"], 12);
+        assert_eq!(v["mic_level"], 0.46);
+        assert!(v["path"].is_null() && v.get("relay").is_none());
+    }
+
+    #[test]
+    fn screen_state_renders_as_nothing() {
+        assert!(event(&Event::Stopped).is_none());
+        assert!(
+            event(&Event::Contact {
+                username: "bob".into(),
+                state: ContactState::Authorized
+            })
+            .is_none()
+        );
+        let e = event(&Event::MessageState {
+            peer: "bob".into(),
+            id: 1,
+            state: MessageState::Delivered,
+        })
+        .unwrap();
+        assert_eq!(
+            e.json,
+            json!({"event": "message_acked", "to": "bob", "id": "00000000000000000000000000000001"})
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! The `--headless --json` event stream, as README.md documents it, stays
+//! the same: a scripted session of real processes on loopback (an
+//! authority, a supernode with a TURN relay, alice, bob and carol) that
+//! exercises login, attachment, lookups (online, offline, not found),
+//! presence, the NAT report, relay credentials, contacts, chat, history,
+//! raw envelopes, a peer link, a short tone call with mute and hold, an
+//! error for a bad line and the stop. Each client's stream is normalised
+//! (addresses, ids, times, numbers and booleans become placeholders of
+//! their type; stable words stay) and compared with the fixture recorded
+//! from the headless mode before it moved onto the node API
+//! (`tests/fixtures/headless/*.jsonl`): the same event kinds, each event
+//! with a field set and field values the fixture has for its kind.
+//! `NATTER_RECORD_FIXTURES=1` rewrites the fixtures from a run.
+
+#[path = "common/calls.rs"]
+mod calls;
+#[path = "common/procs.rs"]
+mod procs;
+
+use calls::{CallNet, T};
+use procs::Proc;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// A client whose every JSON line is kept while the script waits.
+struct Rec {
+    p: Proc,
+    seen: Vec<Value>,
+}
+
+impl Rec {
+    fn wait(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(l) = self.p.lines.recv_timeout(left) else {
+                let log = std::fs::read_to_string(&self.p.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                panic!(
+                    "{}: no matching event; seen:\n{}\nlog tail:\n{}",
+                    self.p.name,
+                    self.seen
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            };
+            let v: Value = serde_json::from_str(&l)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {l}", self.p.name));
+            self.seen.push(v.clone());
+            if pred(&v) {
+                return v;
+            }
+        }
+    }
+
+    fn event(&mut self, kind: &str) -> Value {
+        self.wait(|v| v["event"] == kind)
+    }
+
+    /// Keep the lines until the process exits (it was told to quit).
+    fn finish(&mut self) {
+        let deadline = Instant::now() + T;
+        while let Ok(l) = self
+            .p
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(serde_json::from_str(&l).unwrap());
+        }
+        let status = self.p.child.wait().unwrap();
+        assert!(status.success(), "{} exited with {status}", self.p.name);
+    }
+}
+
+fn client(net: &CallNet, name: &str, toml: &str, args: &[&str]) -> Rec {
+    let cfg = net
+        .net
+        .config_with_overlay(&format!("{name}.toml"), &format!("\n{toml}"));
+    let mut r = Rec {
+        p: net.net.headless_with(name, &cfg, &net.boot, args),
+        seen: Vec::new(),
+    };
+    r.event("published");
+    r
+}
+
+#[test]
+fn headless_json_stream_matches_the_recorded_fixture() {
+    let net = CallNet::start_with_relay(&["alice", "bob", "carol"]);
+    let audio = "[audio]\ninput = \"tone:600\"\noutput = \"null\"\n";
+
+    // carol comes online and leaves: her record says offline.
+    let mut carol = client(&net, "carol", audio, &[]);
+    carol.p.say("quit");
+    carol.finish();
+
+    // bob shows his status in the directory: lookups see him online.
+    let mut bob = client(&net, "bob", audio, &["--auto-answer", "--public-presence"]);
+    let mut alice = client(&net, "alice", audio, &["--watch", "bob"]);
+
+    for (user, result) in [
+        ("bob", "online"),
+        ("nobody", "not_found"),
+        ("carol", "offline"),
+    ] {
+        alice.p.say(&format!("lookup {user}"));
+        let v = alice.wait(|v| v["event"] == "lookup" && v["user"] == user);
+        assert_eq!(v["result"], result, "{v}");
+    }
+    alice.p.say("bogus words");
+    alice.event("error");
+    alice.p.say("status away gone fishing");
+    alice.wait(|v| v["event"] == "status" && v["status"] == "away");
+    // bob's record changes: alice watches it.
+    bob.p.say("status dnd");
+    bob.event("status");
+    alice.wait(|v| v["event"] == "presence" && v["status"] == "dnd");
+
+    alice.p.say("add bob hello bob");
+    alice.event("contact_request_sent");
+    bob.event("contact_request");
+    bob.p.say("accept alice");
+    bob.event("contact_added");
+    alice.event("contact_added");
+    alice.wait(|v| v["event"] == "contact_presence" && v["user"] == "bob");
+
+    alice.p.say("msg bob hi there");
+    alice.event("message_queued");
+    bob.wait(|v| v["event"] == "message" && v["text"] == "hi there");
+    alice.event("message_acked");
+    alice.p.say("history bob");
+    let h = alice.event("history");
+    assert_eq!(h["messages"].as_array().map(Vec::len), Some(1), "{h}");
+    alice.p.say("contacts");
+    alice.event("contacts");
+
+    alice.p.say("envelope bob ping");
+    bob.wait(|v| v["event"] == "envelope" && v["payload"] == "ping");
+    alice.wait(|v| v["event"] == "envelope_result" && v["result"] == "delivered");
+
+    alice.p.say("relay");
+    alice.event("relay_credentials");
+    alice.p.say("connect bob");
+    alice.wait(|v| v["event"] == "peer_connected" && v["user"] == "bob");
+    bob.wait(|v| v["event"] == "peer_connected" && v["user"] == "alice");
+
+    alice.p.say("call bob");
+    alice.wait(|v| v["event"] == "call_state" && v["state"] == "dialing");
+    bob.wait(|v| v["event"] == "call_state" && v["state"] == "incoming");
+    alice.wait(|v| v["event"] == "call_state" && v["state"] == "active");
+    alice.wait(|v| v["event"] == "call_stats" && !v["rtt_ms"].is_null());
+    alice.p.say("mute on");
+    bob.wait(|v| v["event"] == "call_remote" && v["muted"] == true);
+    alice.p.say("hold on");
+    bob.wait(|v| v["event"] == "call_remote" && v["on_hold"] == true);
+    alice.p.say("hangup");
+    alice.wait(|v| v["event"] == "call_state" && v["state"] == "ended");
+    alice.wait(|v| v["event"] == "call_stats" && v["final"] == true);
+    bob.wait(|v| v["event"] == "call_stats" && v["final"] == true);
+
+    alice.p.say("quit");
+    alice.finish();
+    bob.p.say("quit");
+    bob.finish();
+
+    for (name, rec) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        check(name, &rec.seen);
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/headless")
+        .join(format!("{name}.jsonl"))
+}
+
+/// Events that may or may not happen in a run (timing), so a fixture
+/// kind that is not required.
+const OPTIONAL: &[&str] = &[
+    "detached",
+    "redirected",
+    "path_changed",
+    "peer_failed",
+    "message_status",
+    "ice_offer",
+    "ice_answer",
+    "contact_presence",
+    "presence",
+    "relay_credentials",
+    "nat",
+];
+
+fn check(name: &str, seen: &[Value]) {
+    let got: BTreeSet<String> = seen.iter().map(|v| normalise(v).to_string()).collect();
+    if std::env::var_os("NATTER_RECORD_FIXTURES").is_some() {
+        let path = fixture(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let text: String = got.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        return;
+    }
+    let text = std::fs::read_to_string(fixture(name)).unwrap();
+    let want: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Per kind: the field sets, and per field the values, the fixture has.
+    let mut keys: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+    let mut values: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for v in &want {
+        let kind = v["event"].as_str().unwrap().to_owned();
+        let o = v.as_object().unwrap();
+        keys.entry(kind.clone())
+            .or_default()
+            .insert(o.keys().cloned().collect());
+        for (k, x) in o {
+            values
+                .entry((kind.clone(), k.clone()))
+                .or_default()
+                .insert(x.to_string());
+        }
+    }
+    let mut kinds = BTreeSet::new();
+    for l in &got {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let kind = v["event"].as_str().unwrap_or_default().to_owned();
+        kinds.insert(kind.clone());
+        let Some(sets) = keys.get(&kind) else {
+            panic!("{name}: event kind {kind:?} is not in the fixture: {l}");
+        };
+        let o = v.as_object().unwrap();
+        let ks: Vec<String> = o.keys().cloned().collect();
+        assert!(
+            sets.contains(&ks),
+            "{name}: {kind} with fields {ks:?}; the fixture has {sets:?}"
+        );
+        for (k, x) in o {
+            let allowed = &values[&(kind.clone(), k.clone())];
+            assert!(
+                allowed.contains(&x.to_string()),
+                "{name}: {kind}.{k} = {x}; the fixture has {allowed:?}"
+            );
+        }
+    }
+    for kind in keys.keys() {
+        assert!(
+            kinds.contains(kind) || OPTIONAL.contains(&kind.as_str()),
+            "{name}: no {kind} event; the fixture has one"
+        );
+    }
+}
+
+/// Fields whose text varies from run to run (credentials, free text with
+/// numbers in it, error wording).
+const FREE_TEXT: &[&str] = &["password", "username", "error", "notes", "detail"];
+
+/// Replace what varies between runs by a placeholder of its type.
+fn normalise(v: &Value) -> Value {
+    fn text(s: &str) -> Value {
+        let hex = s.len() >= 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if s.parse::<std::net::SocketAddr>().is_ok() {
+            json!("<addr>")
+        } else if hex {
+            json!("<hex>")
+        } else if humantime::parse_rfc3339(s).is_ok() {
+            json!("<time>")
+        } else if s.bytes().any(|b| b.is_ascii_digit()) {
+            json!("<text>")
+        } else {
+            json!(s)
+        }
+    }
+    fn walk(k: Option<&str>, v: &Value) -> Value {
+        match v {
+            Value::String(_) if k.is_some_and(|k| FREE_TEXT.contains(&k)) => json!("<text>"),
+            Value::String(s) => text(s),
+            Value::Bool(_) => json!("<bool>"),
+            Value::Number(n) if n.is_f64() => json!("<float>"),
+            Value::Number(_) => json!("<int>"),
+            Value::Null => Value::Null,
+            // The distinct shapes of the elements, in order.
+            Value::Array(a) => {
+                let mut shapes: Vec<Value> = Vec::new();
+                for x in a {
+                    let x = walk(k, x);
+                    if !shapes.contains(&x) {
+                        shapes.push(x);
+                    }
+                }
+                Value::Array(shapes)
+            }
+            Value::Object(o) => {
+                let m: Map<String, Value> = o
+                    .iter()
+                    .map(|(k, x)| (k.clone(), walk(Some(k), x)))
+                    .collect();
+                Value::Object(m)
+            }
+        }
+    }
+    walk(None, v)
+}
+
+#[test]
+fn normalising_keeps_words_and_types() {
+    let v = json!({"event": "attached", "supernode": "127.0.0.1:4000", "primary": true,
+        "id": "00ff00ff00ff00ff", "until": "2026-12-02T10:00:00Z", "seq": 3, "loss": 0.5,
+        "relays": ["127.0.0.1:1", "127.0.0.1:2"], "error": "no such user", "rtt_ms": null});
+    assert_eq!(
+        normalise(&v),
+        json!({"event": "attached", "supernode": "<addr>", "primary": "<bool>", "id": "<hex>",
+            "until": "<time>", "seq": "<int>", "loss": "<float>", "relays": ["<addr>"],
+            "error": "<text>", "rtt_ms": null})
+    );
+}
+
+/// Logging in through the runtime: without a certificate the headless
+/// mode says how to get one; with `--password-stdin` it logs in (a new
+/// device of an existing account); without `--json` it prints lines, and
+/// `--lookup` exits after the answer.
+#[test]
+fn headless_logs_in_and_prints_lines() {
+    let net = procs::Network::start();
+    net.accounts(&[("sn1", true), ("dave", false)]);
+    let (_sn, addr) = net.supernode("sn1", &[]);
+    let run = |dir: &str, args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = procs::natter()
+            .arg("--config")
+            .arg(&net.client_config)
+            .arg("--data-dir")
+            .arg(net.data(dir))
+            .args(["--headless", "--bootstrap", &addr])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+
+    let out = run("nobody", &["--json"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no valid certificate on this device: run `natter login USER` first"),
+        "{err}"
+    );
+
+    let out = run(
+        "dave-phone",
+        &["--json", "--user", "dave", "--password-stdin"],
+        "wrong-password\n",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid username or password"), "{err}");
+
+    let out = run(
+        "dave-phone",
+        &[
+            "--json",
+            "--user",
+            "dave",
+            "--password-stdin",
+            "--lookup",
+            "nobody",
+        ],
+        "dave-password\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "login", "{text}");
+    assert_eq!(first["user"], "dave");
+    assert!(text.contains(r#""result":"not_found""#), "{text}");
+
+    // The certificate is kept: the next run needs no password.
+    let out = run("dave-phone", &["--lookup", "nobody"], "");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("logged in as dave until "), "{text}");
+    assert!(text.contains("attached to "), "{text}");
+    assert!(text.trim_end().ends_with("nobody was not found"), "{text}");
+}
