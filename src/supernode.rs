@@ -239,10 +239,14 @@ pub async fn run(
         key,
         node.commands.clone(),
     );
+    // A finished future must not be polled again: once the signal came,
+    // only the node's events are awaited until it has stopped.
     let mut stop = Box::pin(crate::shutdown_signal());
+    let mut stopping = false;
     loop {
         tokio::select! {
-            _ = &mut stop => {
+            _ = &mut stop, if !stopping => {
+                stopping = true;
                 let _ = node.commands.send(Command::Shutdown).await;
             }
             ev = node.events.recv() => match ev {

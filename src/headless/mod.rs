@@ -32,11 +32,16 @@ pub async fn run(config: &Config, data_dir: &Path, h: Headless) -> Result<()> {
     let mut rt = client::spawn(settings, clock);
     let mut lines = stdin_lines(!h.password_stdin);
     let mut s = Session::new(h, password);
+    // Polled once only: a finished future must not be polled again.
     let mut stop = Box::pin(crate::shutdown_signal());
+    let mut stopping = false;
     loop {
         let hangup = s.hangup_at.map(|(t, _)| t);
         tokio::select! {
-            _ = &mut stop => s.send(&rt, Command::Quit).await,
+            _ = &mut stop, if !stopping => {
+                stopping = true;
+                s.send(&rt, Command::Quit).await;
+            }
             _ = sleep_until(hangup), if hangup.is_some() => s.hang_up_now(&rt).await,
             Some(line) = lines.recv() => s.line(&rt, &line).await,
             ev = rt.events.recv() => match ev {

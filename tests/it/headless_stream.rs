@@ -8,17 +8,12 @@
 //! (addresses, ids, times, numbers and booleans become placeholders of
 //! their type; stable words stay) and compared with the fixture recorded
 //! from the headless mode before it moved onto the node API
-//! (`tests/fixtures/headless/*.jsonl`): the same event kinds, each event
+//! (`tests/it/fixtures/headless/*.jsonl`): the same event kinds, each event
 //! with a field set and field values the fixture has for its kind.
 //! `NATTER_RECORD_FIXTURES=1` rewrites the fixtures from a run.
 
-#[path = "common/calls.rs"]
-mod calls;
-#[path = "common/procs.rs"]
-mod procs;
-
-use calls::{CallNet, T};
-use procs::Proc;
+use crate::common::calls::{CallNet, T};
+use crate::common::procs::{self, Proc};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -91,6 +86,7 @@ fn client(net: &CallNet, name: &str, toml: &str, args: &[&str]) -> Rec {
 
 #[test]
 fn headless_json_stream_matches_the_recorded_fixture() {
+    let _turn = scenario!();
     let net = CallNet::start_with_relay(&["alice", "bob", "carol"]);
     let audio = "[audio]\ninput = \"tone:600\"\noutput = \"null\"\n";
 
@@ -175,7 +171,7 @@ fn headless_json_stream_matches_the_recorded_fixture() {
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/headless")
+        .join("tests/it/fixtures/headless")
         .join(format!("{name}.jsonl"))
 }
 
@@ -308,6 +304,7 @@ fn normalise(v: &Value) -> Value {
 
 #[test]
 fn normalising_keeps_words_and_types() {
+    let _turn = scenario!();
     let v = json!({"event": "attached", "supernode": "127.0.0.1:4000", "primary": true,
         "id": "00ff00ff00ff00ff", "until": "2026-12-02T10:00:00Z", "seq": 3, "loss": 0.5,
         "relays": ["127.0.0.1:1", "127.0.0.1:2"], "error": "no such user", "rtt_ms": null});
@@ -325,6 +322,7 @@ fn normalising_keeps_words_and_types() {
 /// `--lookup` exits after the answer.
 #[test]
 fn headless_logs_in_and_prints_lines() {
+    let _turn = scenario!();
     let net = procs::Network::start();
     net.accounts(&[("sn1", true), ("dave", false)]);
     let (_sn, addr) = net.supernode("sn1", &[]);
