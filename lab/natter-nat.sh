@@ -154,6 +154,14 @@ _nn_detect() {
     pid=$!
     _nn_wait_line "$out" '"event":"nat"' 25
     kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    # $pid is the subshell around `ip netns exec`: natter outlives it. The
+    # data dir's lock names natter's PID and is free once it has exited,
+    # so the next run on this data dir can take it.
+    local lock="$NN_DIR/u-$env/natter.lock"
+    if ! flock -n "$lock" true 2>/dev/null; then
+        kill "$(cat "$lock")" 2>/dev/null
+        flock -w 10 "$lock" true
+    fi
     grep -m1 '"event":"nat"' "$out"
 }
 
