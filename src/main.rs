@@ -73,8 +73,9 @@ struct Cli {
     /// Headless: print one JSON object per line for every event
     #[arg(long)]
     json: bool,
-    /// Headless: log in with the password on stdin if there is no certificate
-    #[arg(long)]
+    /// Headless: log in as --user with the password on the first line of
+    /// stdin if there is no certificate (later lines are commands)
+    #[arg(long, requires = "user")]
     password_stdin: bool,
     /// Supernode: a second IP of this host, for RFC 5780 NAT behaviour
     /// discovery (overrides [supernode] alt_address)

@@ -27,10 +27,9 @@ use tokio::time::Instant;
 
 pub async fn run(config: &Config, data_dir: &Path, h: Headless) -> Result<()> {
     let settings = setup::settings(config, data_dir, &h).await?;
-    let password = read_password(&h)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut rt = client::spawn(settings, clock);
-    let mut lines = stdin_lines(!h.password_stdin);
+    let (password, mut lines) = stdin_lines(h.password_stdin).await?;
     let mut s = Session::new(h, password);
     // Polled once only: a finished future must not be polled again.
     let mut stop = Box::pin(crate::shutdown_signal());
@@ -54,30 +53,26 @@ pub async fn run(config: &Config, data_dir: &Path, h: Headless) -> Result<()> {
     s.outcome()
 }
 
-/// The password from stdin, with `--password-stdin`.
-fn read_password(h: &Headless) -> Result<Option<String>> {
-    if !h.password_stdin {
-        return Ok(None);
-    }
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    Ok(Some(line.trim_end_matches(['\r', '\n']).to_owned()))
-}
-
-/// Commands from stdin, one per line (none when it carried a password).
-fn stdin_lines(read: bool) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel::<String>(64);
-    if read {
-        tokio::spawn(async move {
-            let mut r = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-            while let Ok(Some(l)) = r.next_line().await {
-                if tx.send(l).await.is_err() {
-                    break;
-                }
+/// Standard input, a line at a time, through one reader: with
+/// `--password-stdin` the first line is the password and the lines after
+/// it are commands, as without it.
+async fn stdin_lines(password_stdin: bool) -> Result<(Option<String>, mpsc::Receiver<String>)> {
+    let (tx, mut rx) = mpsc::channel::<String>(64);
+    tokio::spawn(async move {
+        let mut r = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(l)) = r.next_line().await {
+            if tx.send(l).await.is_err() {
+                break;
             }
-        });
+        }
+    });
+    if !password_stdin {
+        return Ok((None, rx));
     }
-    rx
+    match rx.recv().await {
+        Some(line) if !line.is_empty() => Ok((Some(line), rx)),
+        _ => bail!("--password-stdin: no password on the first line of standard input"),
+    }
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -102,6 +97,9 @@ struct Session {
     /// complete recording) is out.
     stop_after_final: Option<CallId>,
     ended: Option<String>,
+    /// Commands read from stdin before we were online, sent once we are
+    /// (a script may type them while login and attachment go on).
+    early: Vec<Command>,
 }
 
 impl Session {
@@ -118,6 +116,7 @@ impl Session {
             connected: false,
             stop_after_final: None,
             ended: None,
+            early: Vec::new(),
         }
     }
 
@@ -143,6 +142,7 @@ impl Session {
     async fn line(&mut self, rt: &ClientHandle, line: &str) {
         self.send(rt, Command::Activity).await;
         match parse::parse(line) {
+            Ok(Input::Command(c)) if !self.online && c != Command::Quit => self.early.push(c),
             Ok(Input::Command(c)) => self.send(rt, c).await,
             Ok(Input::Call(verb)) => self.call_verb(rt, verb).await,
             Ok(Input::Nothing) => {}
@@ -276,6 +276,7 @@ impl Session {
                 username: u.clone(),
             });
         }
+        todo.append(&mut self.early);
         for c in todo {
             self.send(rt, c).await;
         }

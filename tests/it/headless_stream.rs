@@ -382,6 +382,37 @@ fn headless_logs_in_and_prints_lines() {
     assert_eq!(first["user"], "dave");
     assert!(text.contains(r#""result":"not_found""#), "{text}");
 
+    // The lines after the password are commands, as without it (typed
+    // before login has finished, they wait for it).
+    let mut cmd = procs::natter();
+    cmd.arg("--config")
+        .arg(&net.client_config)
+        .arg("--data-dir")
+        .arg(net.data("dave-laptop"))
+        .args(["--headless", "--json", "--bootstrap", &addr])
+        .args(["--user", "dave", "--password-stdin"]);
+    let log = net.dir.path().join("dave-laptop.log");
+    let mut laptop = procs::Proc::spawn("dave-laptop", cmd, &log);
+    laptop.say("dave-password");
+    laptop.say("lookup nobody");
+    laptop.wait_for(T, |l| l.contains(r#""result":"not_found""#));
+    laptop.say("quit");
+    let deadline = std::time::Instant::now() + T;
+    let status = loop {
+        if let Some(status) = laptop.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "quit was not read");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success());
+
+    // --password-stdin says it needs --user.
+    let out = run("dave-tablet", &["--password-stdin"], "dave-password\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--user"), "{err}");
+
     // The certificate is kept: the next run needs no password.
     let out = run("dave-phone", &["--lookup", "nobody"], "");
     let text = String::from_utf8_lossy(&out.stdout);
