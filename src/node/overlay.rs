@@ -26,7 +26,7 @@ use crate::nat::{
 use crate::node::calls::{CallOptions, CallUpdate, Calls, Ctx, MediaMsg};
 use crate::node::messaging::Messaging;
 use crate::node::peer::{self, PeerEvent};
-use crate::node::turn::{TurnHandle, TurnService};
+use crate::node::turn::{TurnHandle, TurnService, TurnSetup};
 use crate::overlay::{ClientCore, ClientEvent, Status, SupernodeCore, SupernodeEvent};
 use crate::wire::stun::{Datagram, Header, classify, method};
 use rand::SeedableRng;
@@ -266,22 +266,6 @@ pub struct OverlayNode {
     pub task: tokio::task::JoinHandle<()>,
     /// The TURN relay on this node's socket, when it runs one.
     pub turn: Option<TurnHandle>,
-}
-
-/// A TURN server to run on the node's socket (supernodes).
-pub struct TurnSetup {
-    pub core: crate::relay::TurnServer,
-    pub cfg: crate::node::turn::TurnServiceConfig,
-    /// TURN over TCP, on a listener the caller bound.
-    pub tcp: Option<tokio::net::TcpListener>,
-}
-
-impl std::fmt::Debug for TurnSetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TurnSetup")
-            .field("tcp", &self.tcp)
-            .finish_non_exhaustive()
-    }
 }
 
 impl OverlayNode {

@@ -12,7 +12,6 @@
 //! core over the main socket itself).
 
 use crate::clock::Clock;
-use crate::node::overlay::TurnSetup;
 use crate::relay::framing::StreamFramer;
 use crate::relay::{
     AllocId, ClientAddr, ServerEvent, Transport, TurnClient, TurnClientConfig, TurnClientError,
@@ -788,6 +787,22 @@ async fn client_task(
                 core.handle_timeout(clock.now_ms());
             }
         }
+    }
+}
+
+/// A TURN server to run on the node's socket (supernodes).
+pub struct TurnSetup {
+    pub core: crate::relay::TurnServer,
+    pub cfg: TurnServiceConfig,
+    /// TURN over TCP, on a listener the caller bound.
+    pub tcp: Option<tokio::net::TcpListener>,
+}
+
+impl std::fmt::Debug for TurnSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnSetup")
+            .field("tcp", &self.tcp)
+            .finish_non_exhaustive()
     }
 }
 
