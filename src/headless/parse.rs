@@ -52,18 +52,27 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
             Ok(arg.to_owned())
         }
     };
+    // A command that takes a user and nothing more: `lookup BAD NAME!`
+    // is a mistake, not a lookup of "BAD".
+    let only_user = |usage: &'static str| {
+        if tail.is_empty() {
+            user(usage)
+        } else {
+            Err(ParseError::Usage(usage))
+        }
+    };
     let c = match word {
         "" => return Ok(Input::Nothing),
         "lookup" => Command::SearchUser {
-            username: user("lookup USER")?,
+            username: only_user("lookup USER")?,
         },
         "watch" => Command::Watch {
-            username: user("watch USER")?,
+            username: only_user("watch USER")?,
         },
         "status" => status(arg, tail)?,
         "relay" => Command::RelayCredentials,
         "connect" => Command::Connect {
-            username: user("connect USER")?,
+            username: only_user("connect USER")?,
         },
         "ice-offer" | "ice-answer" => ice_signal(word, arg, tail)?,
         "envelope" => Command::SendEnvelope {
@@ -329,6 +338,18 @@ mod tests {
             text.contains("lookup USER") && text.contains("hold [on|off]"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_user_command_takes_one_name_and_nothing_more() {
+        for (line, usage) in [
+            ("lookup BAD NAME!", "lookup USER"),
+            ("watch bob and carol", "watch USER"),
+            ("connect bob now", "connect USER"),
+            ("lookup", "lookup USER"),
+        ] {
+            assert_eq!(parse(line), Err(ParseError::Usage(usage)), "{line}");
+        }
     }
 
     #[test]

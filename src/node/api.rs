@@ -153,6 +153,14 @@ pub enum Command {
     Quit,
 }
 
+/// Whether `name` can be a username, and why not: front ends check what
+/// the user typed before asking the directory.
+pub fn check_username(name: &str) -> Result<(), String> {
+    crate::identity::Username::parse(name)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 impl Command {
     /// A short name for logs and error events.
     pub fn name(&self) -> &'static str {

@@ -225,6 +225,27 @@ fn user_search() {
             greeting: String::new()
         }]
     );
+    // A name that cannot be a username is refused on the spot: nothing
+    // is looked up, and the line says why until the name is edited.
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "bad name!");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.take_commands(), vec![]);
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("not a username"), "{screen}");
+    assert!(!screen.contains("looking up"), "{screen}");
+    key(&mut app, KeyCode::Backspace);
+    assert!(!draw(&app, 100, 30).contains("not a username"));
+    key(&mut app, KeyCode::Esc);
+    // An answer for an old name goes once the name is edited.
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "zed");
+    key(&mut app, KeyCode::Enter);
+    app.take_commands();
+    assert!(draw(&app, 100, 30).contains("looking up zed"));
+    typed(&mut app, "a");
+    assert!(!draw(&app, 100, 30).contains("looking up zed"));
+    key(&mut app, KeyCode::Esc);
     // Not found.
     key(&mut app, KeyCode::Char('/'));
     typed(&mut app, "nobody");

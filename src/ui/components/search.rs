@@ -2,7 +2,7 @@
 //! and adding a found user as a contact.
 
 use super::{Component, Ctx, Msg, TextInput, centered, wrap};
-use crate::node::api::{Command, LookupResult};
+use crate::node::api::{Command, LookupResult, check_username};
 use crate::ui::model::Model;
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
@@ -17,6 +17,8 @@ pub struct SearchBox {
     pub input: TextInput,
     /// The name last searched for.
     asked: Option<String>,
+    /// Why the name typed is no username (nothing was looked up).
+    invalid: Option<String>,
 }
 
 impl SearchBox {
@@ -24,6 +26,7 @@ impl SearchBox {
         self.open = true;
         self.input.take();
         self.asked = None;
+        self.invalid = None;
     }
 
     pub fn on_key(&mut self, key: &KeyEvent, model: &Model) -> Option<Msg> {
@@ -35,6 +38,11 @@ impl SearchBox {
             KeyCode::Enter => {
                 let name = self.input.value.trim().to_ascii_lowercase();
                 if name.is_empty() {
+                    return None;
+                }
+                if let Err(why) = check_username(&name) {
+                    self.asked = None;
+                    self.invalid = Some(why);
                     return None;
                 }
                 let found = matches!(
@@ -57,6 +65,7 @@ impl SearchBox {
             }
             _ => {
                 self.input.on_key(key);
+                self.invalid = None;
                 None
             }
         }
@@ -81,9 +90,14 @@ impl Component for SearchBox {
             Layout::horizontal([Constraint::Length(6), Constraint::Fill(1)]).areas(field);
         f.render_widget(Span::raw("Name: ").bold(), label);
         self.input.draw(f, input, true);
-        let text: Line = match self.asked.as_ref() {
-            None => Line::from("Type a username and press Enter.").dark_gray(),
-            Some(name) => match ctx.model.lookups.get(name) {
+        // The answer for the name in the field: once it is edited, the
+        // answer for the old name goes.
+        let typed = self.input.value.trim().to_ascii_lowercase();
+        let asked = self.asked.as_ref().filter(|n| **n == typed);
+        let text: Line = match (asked, &self.invalid) {
+            (_, Some(why)) => Line::from(format!("not a username: {why}")).red(),
+            (None, None) => Line::from("Type a username and press Enter.").dark_gray(),
+            (Some(name), None) => match ctx.model.lookups.get(name) {
                 None => Line::from(format!("looking up {name}…")).yellow(),
                 Some(LookupResult::Online { status, message }) => {
                     let (mark, color) = super::buddies::status_mark(*status);
