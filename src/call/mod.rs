@@ -177,6 +177,21 @@ impl CallEvent {
     }
 }
 
+/// For logs: what happened, without the key-derivation nonces.
+impl std::fmt::Display for CallEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallEvent::Incoming { peer, .. } => write!(f, "incoming from {peer}"),
+            CallEvent::Ringing { .. } => f.write_str("ringing"),
+            CallEvent::Connected { side, .. } => write!(f, "connecting as {side:?}"),
+            CallEvent::Active { .. } => f.write_str("active"),
+            CallEvent::RemoteMute { muted, .. } => write!(f, "remote muted: {muted}"),
+            CallEvent::RemoteHold { on_hold, .. } => write!(f, "remote on hold: {on_hold}"),
+            CallEvent::Ended { reason, .. } => write!(f, "ended: {reason}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     #[error("no call {0:x}")]

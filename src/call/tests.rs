@@ -304,3 +304,15 @@ fn unreachable_callee_ends_the_invitation_at_once() {
     q.a.unreachable(q.now, ID);
     assert_eq!(q.a.state(ID), Some(CallState::Ringing));
 }
+
+#[test]
+fn log_lines_name_the_event_without_nonces() {
+    let e = CallEvent::Connected {
+        id: 7,
+        peer: "bob".into(),
+        side: Side::Caller,
+        caller_nonce: [0xab; 16],
+        callee_nonce: [0xcd; 16],
+    };
+    assert_eq!(e.to_string(), "connecting as Caller");
+}

@@ -534,7 +534,7 @@ impl Calls {
             }
             _ => {}
         }
-        tracing::info!(call = format!("{id:016x}"), %peer, "call: {e:?}");
+        tracing::info!(call = format!("{id:016x}"), %peer, "call {e}");
         self.update(CallUpdate::State {
             event: e,
             peer,
