@@ -11,7 +11,7 @@ use natter::link::{LinkConfig, LinkEndpoint};
 use natter::node::DeviceFiles;
 use natter::node::api::{Command, Event, LookupResult, OverlayEvent};
 use natter::node::client::{self, ClientHandle, ClientSettings};
-use natter::node::overlay::{self as ov, Core, OverlayNode};
+use natter::node::driver::{self as ov, OverlayNode, SupernodeOptions};
 use natter::overlay::{ClientConfig, SupernodeConfig, SupernodeCore};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -118,7 +118,8 @@ async fn main() {
         );
         let link = LinkEndpoint::new(d, c, a.public(), LinkConfig::default()).unwrap();
         sns.push(
-            OverlayNode::spawn(sock, link, Core::Supernode(Box::new(core)), clock.clone()).unwrap(),
+            OverlayNode::supernode(sock, link, core, clock.clone(), SupernodeOptions::default())
+                .unwrap(),
         );
         sn_addrs.push(addr);
     }

@@ -129,6 +129,28 @@ impl Default for CallSection {
     }
 }
 
+impl MediaSection {
+    /// The media session's settings (the config imports the cores, never
+    /// the other way round).
+    pub fn media_config(&self) -> crate::media::MediaConfig {
+        crate::media::MediaConfig {
+            codec: crate::media::codec::CodecConfig {
+                frame_ms: self.frame_ms,
+                bitrate: self.bitrate,
+                fec: self.fec,
+                min_loss_percent: self.fec_min_loss_percent,
+                ..Default::default()
+            },
+            jitter: crate::media::jitter::JitterConfig {
+                max_ms: self.jitter_max_ms as f64,
+                ..Default::default()
+            },
+            report_interval_ms: (self.report_interval.0.as_millis() as u64).max(100),
+            ..Default::default()
+        }
+    }
+}
+
 impl CallSection {
     pub fn core_config(&self) -> crate::call::CallConfig {
         let ms = |d: &HumanDuration| (d.0.as_millis() as u64).max(100);

@@ -20,7 +20,7 @@ use natter::media::audio::DeviceSpec;
 use natter::node::api::{CallState, Command, ContactState, Event, LoginState, MessageState};
 use natter::node::calls::CallOptions;
 use natter::node::client::{self, ClientHandle, ClientSettings};
-use natter::node::overlay::OverlayNode;
+use natter::node::driver::OverlayNode;
 use natter::node::{AuthorityConnection, DeviceFiles};
 use natter::overlay::{ClientConfig, Status};
 use std::net::SocketAddr;

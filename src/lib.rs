@@ -27,6 +27,8 @@ pub mod ice;
 pub mod identity;
 pub mod link;
 pub mod media;
+#[cfg(test)]
+mod module_graph;
 pub mod nat;
 pub mod node;
 pub mod overlay;

@@ -11,7 +11,7 @@ use natter::identity::{Certificate, DeviceIdentity, Role, cert::fmt_time};
 use natter::link::{LinkConfig, LinkEndpoint};
 use natter::nat::{StunServer, StunServerConfig};
 use natter::node::client::resolve;
-use natter::node::overlay::{Command, Core, Event, NodeOptions, OverlayNode};
+use natter::node::driver::{Command, Event, OverlayNode, SupernodeOptions};
 use natter::node::{AuthorityConnection, DeviceFiles};
 use natter::overlay::{SupernodeConfig, SupernodeCore, SupernodeEvent};
 use std::net::SocketAddr;
@@ -183,13 +183,12 @@ pub(crate) async fn start(
         alt: sc.alt(local),
     };
     let stun_sockets = alt_sockets(stun, local).await?;
-    let opts = NodeOptions {
+    let opts = SupernodeOptions {
         stun: Some(stun),
         stun_sockets,
         turn,
-        ..Default::default()
     };
-    let node = OverlayNode::spawn_with(socket, link, Core::Supernode(Box::new(core)), clock, opts)?;
+    let node = OverlayNode::supernode(socket, link, core, clock, opts)?;
     Ok((node, advertised, id))
 }
 

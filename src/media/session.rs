@@ -32,27 +32,6 @@ impl Default for MediaConfig {
     }
 }
 
-impl MediaConfig {
-    /// From the `[media]` config section.
-    pub fn from_section(m: &crate::config::MediaSection) -> Self {
-        MediaConfig {
-            codec: CodecConfig {
-                frame_ms: m.frame_ms,
-                bitrate: m.bitrate,
-                fec: m.fec,
-                min_loss_percent: m.fec_min_loss_percent,
-                ..Default::default()
-            },
-            jitter: JitterConfig {
-                max_ms: m.jitter_max_ms as f64,
-                ..Default::default()
-            },
-            report_interval_ms: (m.report_interval.0.as_millis() as u64).max(100),
-            ..Default::default()
-        }
-    }
-}
-
 /// A snapshot of a session's counters, published as a stats event.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MediaStats {

@@ -1,20 +1,21 @@
 //! Calls on a client node: carries [`CallCore`] messages between users in
 //! sealed envelopes (kind [`ENVELOPE_CALL`], through the supernodes, so
-//! the callee needs no peer link to ring), asks the overlay driver for a
+//! the callee needs no peer link to ring), asks the client driver for a
 //! peer connection when we call someone (ICE, then a link session over
 //! the chosen path), and once both sides agree starts the call's
 //! [`MediaSession`] under keys exported from that link session, its
 //! datagrams on the node's main socket over the path ICE chose.
 //!
-//! The overlay driver (`node::overlay`) owns one of these when started
-//! with [`super::overlay::NodeOptions::calls`]: it hands over call
-//! commands, call envelopes and their outcomes, peer events, media
-//! datagrams ([`Calls::media_datagram`]) and the media tasks' messages
-//! ([`Calls::media_rx`]), and sends what [`Calls::on_media`] returns.
+//! It is a sub-driver of the client driver (`node::driver`), which owns
+//! one when the node is started with call options: the driver hands over
+//! call commands ([`CallCommand`]), call envelopes (its dispatcher's
+//! table routes kind [`ENVELOPE_CALL`] here) and their outcomes, peer
+//! events, media datagrams ([`Calls::media_datagram`]) and the media
+//! tasks' messages ([`Calls::media_rx`]), sends what [`Calls::on_media`]
+//! returns, and reports the [`CallsEvent`]s.
 //! Audio and codec work stay in the media driver's task and the audio
 //! thread (lock-free rings); nothing here blocks.
 
-use super::overlay::{Command, Event};
 use super::peer::PeerEvent;
 use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
 use crate::clock::Clock;
@@ -70,7 +71,50 @@ impl CallOptions {
     }
 }
 
-/// What the node reports about calls ([`Event::Call`]).
+/// What the node's owner asks of the calls; `call: None` means the call
+/// in progress.
+#[derive(Debug)]
+pub enum CallCommand {
+    /// Call a user; the call's id (or why not) comes back on `reply`, its
+    /// states as [`CallUpdate`]s.
+    Call {
+        username: String,
+        reply: Option<tokio::sync::oneshot::Sender<Result<CallId, String>>>,
+    },
+    /// Answer an incoming call.
+    Accept {
+        call: Option<CallId>,
+    },
+    Decline {
+        call: Option<CallId>,
+    },
+    /// End a call in any state: cancel, decline or hang up.
+    HangUp {
+        call: Option<CallId>,
+    },
+    /// Mute our microphone (`on: None`: toggle).
+    Mute {
+        call: Option<CallId>,
+        on: Option<bool>,
+    },
+    /// Put the call on hold (`on: None`: toggle).
+    Hold {
+        call: Option<CallId>,
+        on: Option<bool>,
+    },
+}
+
+/// What the calls report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallsEvent {
+    Update(CallUpdate),
+    /// A command could not be carried out, or a call's audio failed.
+    Failed {
+        error: String,
+    },
+}
+
+/// What the node reports about calls (the driver's `Event::Call`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallUpdate {
     /// Our call to `peer` is being set up; `id` names it in commands.
@@ -103,7 +147,7 @@ pub struct Bitrate {
     pub received_kbps: f64,
 }
 
-// The node's Event is Eq; the statistics' floats are finite (counters and
+// The node's events are Eq; the statistics' floats are finite (counters and
 // their ratios), so equality is total on them.
 impl Eq for CallUpdate {}
 
@@ -194,7 +238,7 @@ pub struct Calls {
     details: HashMap<CallId, String>,
     /// Users the driver should open a peer connection to.
     connects: Vec<String>,
-    events: VecDeque<Event>,
+    events: VecDeque<CallsEvent>,
     media_tx: mpsc::Sender<MediaMsg>,
     /// The ring-back or ringtone playing, if any.
     ringer: Option<Ringer>,
@@ -278,13 +322,12 @@ impl Calls {
         self.core.current()
     }
 
-    /// [`Event::Call`] updates and [`Event::CommandFailed`] answers.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<CallsEvent> {
         self.events.pop_front()
     }
 
     fn update(&mut self, u: CallUpdate) {
-        self.events.push_back(Event::Call(u));
+        self.events.push_back(CallsEvent::Update(u));
     }
 
     /// Users to open a peer connection to (the driver looks them up and
@@ -365,11 +408,11 @@ impl Calls {
             .ok_or_else(|| "no call in progress".to_owned())
     }
 
-    /// Handle a call command; other commands come back for the driver.
-    pub fn command(&mut self, c: Command, cx: &mut Ctx<'_>) -> Option<Command> {
+    /// Handle a call command; a failure comes out as [`CallsEvent::Failed`].
+    pub fn command(&mut self, c: CallCommand, cx: &mut Ctx<'_>) {
         let now = cx.now;
         let r: Result<(), String> = match c {
-            Command::Call { username, reply } => {
+            CallCommand::Call { username, reply } => {
                 let peer = username.to_ascii_lowercase();
                 let id = cx.rng.next_u64();
                 let nonce = fresh_nonce(cx.rng);
@@ -394,17 +437,17 @@ impl Calls {
                 }
                 r.map(|_| ())
             }
-            Command::AcceptCall { call } => self.target(call).and_then(|id| {
+            CallCommand::Accept { call } => self.target(call).and_then(|id| {
                 let nonce = fresh_nonce(cx.rng);
                 self.core.accept(now, id, nonce).map_err(|e| e.to_string())
             }),
-            Command::DeclineCall { call } => self
+            CallCommand::Decline { call } => self
                 .target(call)
                 .and_then(|id| self.core.decline(now, id).map_err(|e| e.to_string())),
-            Command::HangUp { call } => self
+            CallCommand::HangUp { call } => self
                 .target(call)
                 .and_then(|id| self.core.hangup(now, id).map_err(|e| e.to_string())),
-            Command::Mute { call, on } => self.target(call).and_then(|id| {
+            CallCommand::Mute { call, on } => self.target(call).and_then(|id| {
                 let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.muted));
                 self.core.set_mute(now, id, on).map_err(|e| e.to_string())?;
                 if let Some(m) = self.media.get_mut(&id) {
@@ -413,7 +456,7 @@ impl Calls {
                 }
                 Ok(())
             }),
-            Command::Hold { call, on } => self.target(call).and_then(|id| {
+            CallCommand::Hold { call, on } => self.target(call).and_then(|id| {
                 let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.held));
                 self.core.set_hold(now, id, on).map_err(|e| e.to_string())?;
                 if let Some(m) = self.media.get_mut(&id) {
@@ -424,13 +467,11 @@ impl Calls {
                 }
                 Ok(())
             }),
-            other => return Some(other),
         };
         if let Err(error) = r {
-            self.events.push_back(Event::CommandFailed { error });
+            self.events.push_back(CallsEvent::Failed { error });
         }
         self.drive(cx);
-        None
     }
 
     /// Move the core's messages into envelopes and act on its events.
@@ -760,7 +801,7 @@ impl Calls {
             }),
             Err(error) => {
                 tracing::warn!(call = id, "media ended: {error}");
-                self.events.push_back(Event::CommandFailed {
+                self.events.push_back(CallsEvent::Failed {
                     error: format!("call audio: {error}"),
                 });
             }

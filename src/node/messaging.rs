@@ -1,19 +1,23 @@
-//! Chat and contacts on a client node: routes envelopes of their kinds and
-//! the overlay's outcomes to [`ChatCore`] and [`ContactsCore`], their
-//! commands from the UI or `--headless`, and keeps the directory record
-//! (status shown to strangers) and the watched users in step with the
-//! contact list. The overlay driver ([`super::overlay`]) owns one of these
-//! when started with [`super::overlay::NodeOptions::messaging`].
+//! Chat and contacts on a client node: the sub-driver that runs
+//! [`ChatCore`] and [`ContactsCore`] beside the overlay client. The client
+//! driver hands it its commands ([`MessagingCommand`]), the envelopes of
+//! the chat and contacts kinds (its dispatcher's table says which), the
+//! outcomes of the envelopes it sent and the overlay events it follows
+//! (published, presence); it keeps the directory record (status shown to
+//! strangers) and the watched users in step with the contact list, and
+//! reports [`MessagingEvent`]s. The driver owns one of these when the
+//! node is started with chat and contacts.
 
-use super::overlay::{Command, Event};
-use crate::chat::{ChatConfig, ChatCore, ChatError, ChatStore};
-use crate::contacts::{ContactStore, ContactsConfig, ContactsCore, ContactsError};
+use crate::chat::{ChatConfig, ChatCore, ChatError, ChatEvent, ChatStore};
+use crate::contacts::{ContactStore, ContactsConfig, ContactsCore, ContactsError, ContactsEvent};
+use crate::identity::Certificate;
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
 use crate::overlay::{ClientCore, ClientEvent, EnvelopeId, Status};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
+use tokio::sync::oneshot;
 
 /// The overlay client as the cores' envelope sink.
 struct Sink<'a> {
@@ -43,13 +47,73 @@ pub enum MessagingError {
     Contacts(#[from] ContactsError),
 }
 
+/// What the node's owner asks of chat and contacts.
+#[derive(Debug)]
+pub enum MessagingCommand {
+    /// Send a chat message; its id (or why not) comes back on `reply`.
+    SendMessage {
+        to: String,
+        text: String,
+        reply: Option<oneshot::Sender<Result<crate::chat::MsgId, String>>>,
+    },
+    /// The last `limit` messages with a user, oldest first.
+    History {
+        with: String,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<crate::chat::Message>, String>>,
+    },
+    /// The contact list.
+    Contacts {
+        reply: oneshot::Sender<Vec<crate::contacts::ContactInfo>>,
+    },
+    AddContact {
+        user: String,
+        greeting: String,
+    },
+    AcceptContact {
+        user: String,
+    },
+    DeclineContact {
+        user: String,
+    },
+    RemoveContact {
+        user: String,
+    },
+    BlockContact {
+        user: String,
+    },
+    UnblockContact {
+        user: String,
+    },
+    /// Our status, shown to authorized contacts only.
+    SetStatus {
+        status: Status,
+        message: String,
+    },
+    /// The user did something (resets the idle timer behind auto-away).
+    Activity,
+}
+
+/// What chat and contacts report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessagingEvent {
+    Chat(ChatEvent),
+    Contacts(ContactsEvent),
+    /// A command could not be carried out.
+    Failed {
+        error: String,
+    },
+}
+
 #[derive(Debug)]
 pub struct Messaging {
     chat: ChatCore,
     contacts: ContactsCore,
+    /// The status last put in the directory record.
     published: Option<(Status, String)>,
+    /// Envelopes chat and contacts sent, whose outcomes are theirs.
     sent: BTreeSet<EnvelopeId>,
-    events: VecDeque<Event>,
+    events: VecDeque<MessagingEvent>,
 }
 
 impl Messaging {
@@ -81,7 +145,7 @@ impl Messaging {
         }
     }
 
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<MessagingEvent> {
         self.events.pop_front()
     }
 
@@ -92,10 +156,10 @@ impl Messaging {
     /// Drain the cores' events and bring the record and watches in line.
     fn sync(&mut self, client: &mut ClientCore) {
         while let Some(e) = self.chat.poll_event() {
-            self.events.push_back(Event::Chat(e));
+            self.events.push_back(MessagingEvent::Chat(e));
         }
         while let Some(e) = self.contacts.poll_event() {
-            self.events.push_back(Event::Contacts(e));
+            self.events.push_back(MessagingEvent::Contacts(e));
         }
         let public = self.contacts.public_status();
         if self.published.as_ref() != Some(&public) {
@@ -119,80 +183,80 @@ impl Messaging {
         self.sync(client);
     }
 
-    /// Look at a client event; returns true when it was consumed (chat and
-    /// contacts envelopes and their outcomes).
-    pub fn on_event(
+    /// An envelope of a chat or contacts kind from `from` (verified);
+    /// true when one of the cores took it.
+    pub fn on_envelope(
+        &mut self,
+        now: u64,
+        env: Envelope<'_>,
+        client: &mut ClientCore,
+        rng: &mut StdRng,
+    ) -> bool {
+        let mut sink = Sink {
+            client,
+            rng,
+            now,
+            sent: &mut self.sent,
+        };
+        let (from, kind, payload) = env;
+        let blocked = self.contacts.is_blocked(&from.username);
+        let took = self
+            .chat
+            .on_envelope(now, from, kind, payload, blocked, &mut sink)
+            || self
+                .contacts
+                .on_envelope(now, from, kind, payload, &mut sink);
+        self.sync(client);
+        took
+    }
+
+    /// The outcome of an envelope; true when chat or contacts sent it
+    /// (outcomes of presence envelopes and acks are not news).
+    pub fn on_outcome(
+        &mut self,
+        now: u64,
+        id: &EnvelopeId,
+        o: EnvelopeOutcome,
+        client: &mut ClientCore,
+    ) -> bool {
+        let consumed = self.chat.on_envelope_outcome(now, id, o.clone())
+            || self.contacts.on_envelope_outcome(now, id, o);
+        let ours = self.sent.remove(id);
+        self.sync(client);
+        consumed || ours
+    }
+
+    /// Overlay events chat and contacts follow: our record published (we
+    /// are online), a watched user's record.
+    pub fn observe(
         &mut self,
         now: u64,
         ev: &ClientEvent,
         client: &mut ClientCore,
         rng: &mut StdRng,
-    ) -> bool {
-        let consumed = {
-            let mut sink = Sink {
-                client,
-                rng,
-                now,
-                sent: &mut self.sent,
-            };
-            match ev {
-                ClientEvent::Envelope {
-                    from,
-                    kind,
-                    payload,
-                    ..
-                } => {
-                    let blocked = self.contacts.is_blocked(&from.username);
-                    self.chat
-                        .on_envelope(now, from, *kind, payload, blocked, &mut sink)
-                        || self
-                            .contacts
-                            .on_envelope(now, from, *kind, payload, &mut sink)
-                }
-                ClientEvent::EnvelopeDelivered { id } => {
-                    self.outcome(now, id, EnvelopeOutcome::Delivered)
-                }
-                ClientEvent::EnvelopeStored { id } => {
-                    self.outcome(now, id, EnvelopeOutcome::Stored)
-                }
-                ClientEvent::EnvelopeFailed { id, reason } => {
-                    self.outcome(now, id, EnvelopeOutcome::Failed(reason.clone()))
-                }
-                ClientEvent::Published { .. } => {
-                    self.contacts.on_online(&mut sink);
-                    false
-                }
-                ClientEvent::PresenceChanged { record, .. } => {
-                    self.contacts.on_record(now, record);
-                    false
-                }
-                _ => false,
-            }
+    ) {
+        let mut sink = Sink {
+            client,
+            rng,
+            now,
+            sent: &mut self.sent,
         };
-        // Outcomes of our presence envelopes and acks are not news.
-        let ours = match ev {
-            ClientEvent::EnvelopeDelivered { id }
-            | ClientEvent::EnvelopeStored { id }
-            | ClientEvent::EnvelopeFailed { id, .. } => self.sent.remove(id),
-            _ => false,
-        };
+        match ev {
+            ClientEvent::Published { .. } => self.contacts.on_online(&mut sink),
+            ClientEvent::PresenceChanged { record, .. } => self.contacts.on_record(now, record),
+            _ => {}
+        }
         self.sync(client);
-        consumed || ours
     }
 
-    fn outcome(&mut self, now: u64, id: &EnvelopeId, o: EnvelopeOutcome) -> bool {
-        self.chat.on_envelope_outcome(now, id, o.clone())
-            || self.contacts.on_envelope_outcome(now, id, o)
-    }
-
-    /// Handle a chat or contacts command; other commands come back.
+    /// Handle a command; a failure comes out as [`MessagingEvent::Failed`].
     pub fn command(
         &mut self,
         now: u64,
-        cmd: Command,
+        cmd: MessagingCommand,
         client: &mut ClientCore,
         rng: &mut StdRng,
-    ) -> Option<Command> {
+    ) {
         // Message ids come from their own generator, as the sink holds the
         // node's.
         let mut id_rng = StdRng::from_rng(&mut *rng).unwrap_or_else(|_| StdRng::seed_from_u64(now));
@@ -202,9 +266,10 @@ impl Messaging {
             now,
             sent: &mut self.sent,
         };
-        let res: Result<(), String> = match cmd {
-            Command::SendMessage { to, text, reply } => {
-                let r = if self.contacts.is_blocked(&to) {
+        let c = &mut self.contacts;
+        let res = match cmd {
+            MessagingCommand::SendMessage { to, text, reply } => {
+                let r = if c.is_blocked(&to) {
                     Err(ChatError::Blocked(to.clone()))
                 } else {
                     self.chat.send(now, &mut id_rng, &to, &text, &mut sink)
@@ -216,57 +281,60 @@ impl Messaging {
                 }
                 out
             }
-            Command::History { with, limit, reply } => {
+            MessagingCommand::History { with, limit, reply } => {
                 let _ = reply.send(self.chat.history(&with, limit).map_err(|e| e.to_string()));
                 Ok(())
             }
-            Command::Contacts { reply } => {
-                let _ = reply.send(self.contacts.list());
+            MessagingCommand::Contacts { reply } => {
+                let _ = reply.send(c.list());
                 Ok(())
             }
-            Command::AddContact { user, greeting } => self
-                .contacts
-                .add(now, &user, &greeting, &mut sink)
-                .map_err(|e| e.to_string()),
-            Command::AcceptContact { user } => self
-                .contacts
-                .accept(now, &user, &mut sink)
-                .map_err(|e| e.to_string()),
-            Command::DeclineContact { user } => self
-                .contacts
-                .decline(now, &user, &mut sink)
-                .map_err(|e| e.to_string()),
-            Command::RemoveContact { user } => self
-                .contacts
-                .remove(now, &user, &mut sink)
-                .map_err(|e| e.to_string()),
-            Command::BlockContact { user } => self
-                .contacts
-                .block(now, &user, &mut sink)
-                .map_err(|e| e.to_string()),
-            Command::UnblockContact { user } => {
-                self.contacts.unblock(now, &user).map_err(|e| e.to_string())
+            MessagingCommand::AddContact { user, greeting } => {
+                c.add(now, &user, &greeting, &mut sink).map_err(text)
             }
-            Command::SetStatus { status, message } => {
-                self.contacts.activity(now, &mut sink);
-                self.contacts.set_status(status, &message, &mut sink);
+            MessagingCommand::AcceptContact { user } => {
+                c.accept(now, &user, &mut sink).map_err(text)
+            }
+            MessagingCommand::DeclineContact { user } => {
+                c.decline(now, &user, &mut sink).map_err(text)
+            }
+            MessagingCommand::RemoveContact { user } => {
+                c.remove(now, &user, &mut sink).map_err(text)
+            }
+            MessagingCommand::BlockContact { user } => c.block(now, &user, &mut sink).map_err(text),
+            MessagingCommand::UnblockContact { user } => c.unblock(now, &user).map_err(text),
+            MessagingCommand::SetStatus { status, message } => {
+                c.activity(now, &mut sink);
+                c.set_status(status, &message, &mut sink);
                 Ok(())
             }
-            Command::Activity => {
-                self.contacts.activity(now, &mut sink);
+            MessagingCommand::Activity => {
+                c.activity(now, &mut sink);
                 Ok(())
             }
-            Command::Shutdown => {
-                self.contacts.shutdown(&mut sink);
-                self.sync(client);
-                return Some(Command::Shutdown);
-            }
-            other => return Some(other),
         };
         if let Err(error) = res {
-            self.events.push_back(Event::CommandFailed { error });
+            self.events.push_back(MessagingEvent::Failed { error });
         }
         self.sync(client);
-        None
     }
+
+    /// The node is stopping: tell authorized contacts we go offline.
+    pub fn shutdown(&mut self, now: u64, client: &mut ClientCore, rng: &mut StdRng) {
+        let mut sink = Sink {
+            client,
+            rng,
+            now,
+            sent: &mut self.sent,
+        };
+        self.contacts.shutdown(&mut sink);
+        self.sync(client);
+    }
+}
+
+/// An envelope as the overlay delivered it: sender, kind, payload.
+pub type Envelope<'a> = (&'a Certificate, u8, &'a [u8]);
+
+fn text(e: ContactsError) -> String {
+    e.to_string()
 }

@@ -1,7 +1,8 @@
 //! Peer-to-peer connections in the client node: what the driver reports
-//! about them ([`PeerEvent`]).
+//! about them ([`PeerEvent`]), and our host address towards a peer.
 //! The protocol state lives in [`crate::ice::IceSessions`] and the link
-//! endpoint; the overlay driver (`node::overlay`) wires them to the socket.
+//! endpoint; the client driver's peers sub-driver (`node::driver`) wires
+//! them to the socket.
 
 use crate::ice::Path;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! Tokio drivers for the TURN cores in [`crate::relay`].
 //!
 //! [`TurnService`] runs a supernode's [`TurnServer`]: TURN over UDP arrives
-//! on the node's main socket (the overlay driver hands it TURN methods and
+//! on the node's main socket (the supernode driver hands it TURN methods and
 //! ChannelData through [`TurnHandle::datagram`] and keeps the rest), TURN
 //! over TCP on a listener on the same port number, and peers' datagrams on
 //! one relay socket per allocation, bound here when the core asks and read
@@ -763,30 +763,34 @@ async fn client_task(
                     }
                 }
             }
-            c = commands.recv() => {
-                let now = clock.now_ms();
-                match c {
-                    None => return,
-                    Some(Cmd::Allocate) => core.allocate(now),
-                    Some(Cmd::Permission(ip)) => {
-                        let _ = core.create_permission(now, ip);
-                    }
-                    Some(Cmd::Channel(peer, reply)) => {
-                        let _ = reply.send(core.bind_channel(now, peer));
-                    }
-                    Some(Cmd::Send(peer, data)) => {
-                        if let Err(e) = core.send_to(now, peer, &data) {
-                            tracing::debug!("turn send: {e}");
-                        }
-                    }
-                    Some(Cmd::Credentials(c)) => core.set_credentials(c),
-                    Some(Cmd::Close) => core.close(now),
-                }
-            }
+            c = commands.recv() => match c {
+                None => return,
+                Some(c) => client_command(&mut core, clock.now_ms(), c),
+            },
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {
                 core.handle_timeout(clock.now_ms());
             }
         }
+    }
+}
+
+/// A [`TurnConnection`] command into its client core.
+fn client_command(core: &mut TurnClient, now: u64, c: Cmd) {
+    match c {
+        Cmd::Allocate => core.allocate(now),
+        Cmd::Permission(ip) => {
+            let _ = core.create_permission(now, ip);
+        }
+        Cmd::Channel(peer, reply) => {
+            let _ = reply.send(core.bind_channel(now, peer));
+        }
+        Cmd::Send(peer, data) => {
+            if let Err(e) = core.send_to(now, peer, &data) {
+                tracing::debug!("turn send: {e}");
+            }
+        }
+        Cmd::Credentials(c) => core.set_credentials(c),
+        Cmd::Close => core.close(now),
     }
 }
 
@@ -858,7 +862,7 @@ pub async fn bind_udp_tcp(
 }
 
 /// The relay a supernode runs from its `[relay]` config: the TURN server
-/// for [`crate::node::overlay::NodeOptions::turn`] and the grant
+/// for [`crate::node::driver::SupernodeOptions::turn`] and the grant
 /// its core uses to issue credentials. Both `None` when no secret is set.
 /// `local` is the bound main socket, `advertised` its public address and
 /// `tcp` the listener from [`bind_udp_tcp`] (dropped when no secret is set).

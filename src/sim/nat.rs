@@ -12,11 +12,20 @@
 //! timeout. A mapping with no outbound datagram for `mapping_timeout_ms`
 //! is dead: lookups treat it as absent and it is swept lazily.
 
-use super::net::Transport;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+
+/// How a datagram travels: the simulated network ([`super::net`]) tags
+/// each one, and a NAT that blocks UDP passes only TCP (see that module's
+/// doc for what TCP means there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Transport {
+    #[default]
+    Udp,
+    Tcp,
+}
 
 /// How internal endpoints map to external ones (RFC 4787 §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -37,19 +37,12 @@
 //!
 //! Not modelled: ICMP, fragmentation, MTU, bandwidth.
 
+pub use super::nat::Transport;
 use super::nat::{Nat, NatConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
-
-/// How a datagram travels (see the module doc for what TCP means here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Transport {
-    #[default]
-    Udp,
-    Tcp,
-}
 
 /// Properties of a simulated path.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,5 +1,5 @@
 //! Calls for the node API ([`crate::node::api`]): translates the front end's
-//! call commands into the overlay driver's ([`crate::node::overlay::Command`])
+//! call commands into the client driver's ([`CallCommand`])
 //! and the driver's [`CallUpdate`]s into [`Event::Call`] and
 //! [`Event::CallStats`], keeping the one piece of state the API shows and
 //! the driver does not: each call's [`CallInfo`] (direction, our mute and
@@ -10,8 +10,7 @@ use crate::call::{CallEvent, CallId};
 use crate::ice::{Path, PathKind};
 use crate::media::MediaStats;
 use crate::node::api::{self, CallInfo, CallState, CallStats, Event, MediaPath, RemoteChange};
-use crate::node::calls::{Bitrate, CallUpdate};
-use crate::node::overlay::Command as NodeCommand;
+use crate::node::calls::{Bitrate, CallCommand, CallUpdate};
 use std::collections::{HashMap, HashSet};
 
 /// The calls the API reports, by id (ended calls are dropped).
@@ -35,7 +34,7 @@ impl ApiCalls {
     /// The driver command for an API call command (`None`: not a call
     /// command), and the call as it now shows when the command changes
     /// what the API reports (mute, hold).
-    pub fn command(&mut self, c: &api::Command) -> Option<(NodeCommand, Option<Event>)> {
+    pub fn command(&mut self, c: &api::Command) -> Option<(CallCommand, Option<Event>)> {
         let mut shown = None;
         let mut set = |id: CallId, f: &dyn Fn(&mut CallInfo)| {
             if let Some(i) = self.calls.get_mut(&id) {
@@ -44,17 +43,17 @@ impl ApiCalls {
             }
         };
         let n = match c {
-            api::Command::Call { username } => NodeCommand::Call {
+            api::Command::Call { username } => CallCommand::Call {
                 username: username.clone(),
                 reply: None,
             },
-            api::Command::AcceptCall { call } => NodeCommand::AcceptCall { call: Some(*call) },
-            api::Command::DeclineCall { call } => NodeCommand::DeclineCall { call: Some(*call) },
-            api::Command::HangUp { call } => NodeCommand::HangUp { call: Some(*call) },
+            api::Command::AcceptCall { call } => CallCommand::Accept { call: Some(*call) },
+            api::Command::DeclineCall { call } => CallCommand::Decline { call: Some(*call) },
+            api::Command::HangUp { call } => CallCommand::HangUp { call: Some(*call) },
             api::Command::Mute { call, muted } => {
                 let m = *muted;
                 set(*call, &|i| i.muted = m);
-                NodeCommand::Mute {
+                CallCommand::Mute {
                     call: Some(*call),
                     on: Some(m),
                 }
@@ -62,7 +61,7 @@ impl ApiCalls {
             api::Command::Hold { call, held } => {
                 let h = *held;
                 set(*call, &|i| i.held = h);
-                NodeCommand::Hold {
+                CallCommand::Hold {
                     call: Some(*call),
                     on: Some(h),
                 }
@@ -247,7 +246,7 @@ mod tests {
             .unwrap();
         assert!(matches!(
             cmd,
-            NodeCommand::Mute {
+            CallCommand::Mute {
                 call: Some(7),
                 on: Some(true)
             }
@@ -320,7 +319,7 @@ mod tests {
             matches!(&ev[..], [Event::Call(i)] if !i.outgoing && i.peer == "alice" && i.state == CallState::Incoming)
         );
         let (cmd, shown) = a.command(&api::Command::AcceptCall { call: 9 }).unwrap();
-        assert!(matches!(cmd, NodeCommand::AcceptCall { call: Some(9) }));
+        assert!(matches!(cmd, CallCommand::Accept { call: Some(9) }));
         assert!(shown.is_none());
     }
 }

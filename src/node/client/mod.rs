@@ -27,10 +27,11 @@ use crate::node::api::{
     LookupResult, MessageState, NatStatus, OverlayEvent, RelayCredentials,
 };
 use crate::node::calls::CallOptions;
-use crate::node::messaging::{Messaging, MessagingError};
 /// How the runtime measures the NAT ([`ClientSettings::nat`]).
-pub use crate::node::overlay::NatOptions;
-use crate::node::overlay::{self as ov, Core, NodeOptions, OverlayNode};
+pub use crate::node::driver::NatOptions;
+use crate::node::driver::{self as ov, ClientOptions, OverlayNode, PeerCommand};
+use crate::node::messaging::MessagingCommand as Msg;
+use crate::node::messaging::{Messaging, MessagingError};
 use crate::node::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
 use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
 use std::net::SocketAddr;
@@ -82,7 +83,7 @@ pub struct ClientSettings {
     /// default only authorized contacts see it).
     pub public_presence: bool,
     /// Relayed candidates and the TCP fallback.
-    pub paths: crate::node::overlay::PathOptions,
+    pub paths: crate::node::driver::PathOptions,
     /// Make and answer calls with these devices and settings (`None`: the
     /// call commands are answered "not available").
     pub calls: Option<CallOptions>,
@@ -501,7 +502,7 @@ impl Runtime {
         )?;
         let link = LinkEndpoint::new(device, cert, key, LinkConfig::default())?;
         // Measure the NAT against the attached supernodes.
-        let opts = NodeOptions {
+        let opts = ClientOptions {
             nat: self.settings.nat.clone(),
             messaging: Some(messaging),
             paths: self.settings.paths.clone(),
@@ -509,18 +510,12 @@ impl Runtime {
                 (c.input, c.output, _) = call_devices(&c.input, &c.output);
                 c
             }),
-            ..Default::default()
         };
-        OverlayNode::spawn_with(
-            socket,
-            link,
-            Core::Client(Box::new(core)),
-            self.clock.clone(),
-            opts,
-        )
-        .map_err(|source| RuntimeError::Bind {
-            addr: listen,
-            source,
+        OverlayNode::client(socket, link, core, self.clock.clone(), opts).map_err(|source| {
+            RuntimeError::Bind {
+                addr: listen,
+                source,
+            }
         })
     }
 
@@ -543,7 +538,7 @@ impl Runtime {
 
     /// The contact list (SQLite, in the contacts core).
     async fn contact_list(&self) -> Vec<ContactInfo> {
-        self.ask(|reply| ov::Command::Contacts { reply })
+        self.ask(|reply| ov::Command::Messaging(Msg::Contacts { reply }))
             .await
             .unwrap_or_default()
     }
@@ -585,10 +580,12 @@ impl Runtime {
         let mut want = limit;
         loop {
             let got = self
-                .ask(|reply| ov::Command::History {
-                    with: with.to_owned(),
-                    limit: want,
-                    reply,
+                .ask(|reply| {
+                    ov::Command::Messaging(Msg::History {
+                        with: with.to_owned(),
+                        limit: want,
+                        reply,
+                    })
                 })
                 .await
                 .ok_or("the node stopped")??;
@@ -682,10 +679,12 @@ impl Runtime {
     async fn send_message(&mut self, to: String, text: String) {
         let to = to.trim().to_ascii_lowercase();
         let sent = self
-            .ask(|reply| ov::Command::SendMessage {
-                to: to.clone(),
-                text: text.clone(),
-                reply: Some(reply),
+            .ask(|reply| {
+                ov::Command::Messaging(Msg::SendMessage {
+                    to: to.clone(),
+                    text: text.clone(),
+                    reply: Some(reply),
+                })
             })
             .await;
         match sent {
@@ -735,7 +734,7 @@ impl Runtime {
             if let Some(e) = shown {
                 self.emit(e).await;
             }
-            self.overlay(node).await;
+            self.overlay(ov::Command::Call(node)).await;
         }
     }
 
@@ -907,10 +906,10 @@ impl Runtime {
         }
         // Online: the contact requests can reach their owners now.
         for user in std::mem::take(&mut self.to_add) {
-            self.overlay(ov::Command::AddContact {
+            self.overlay(ov::Command::Messaging(Msg::AddContact {
                 user,
                 greeting: String::new(),
-            })
+            }))
             .await;
         }
     }
@@ -952,19 +951,9 @@ impl Runtime {
 /// The node's command for an API command that maps one to one.
 fn node_command(c: Command) -> Option<ov::Command> {
     Some(match c {
-        Command::Activity => ov::Command::Activity,
         // The contacts core reports the change (Event::OwnStatus) and
         // tells authorized contacts.
         Command::SetStatus { status, message } => ov::Command::SetStatus { status, message },
-        Command::AddContact { username, greeting } => ov::Command::AddContact {
-            user: username.trim().to_ascii_lowercase(),
-            greeting,
-        },
-        Command::AcceptContact { username } => ov::Command::AcceptContact { user: username },
-        Command::DeclineContact { username } => ov::Command::DeclineContact { user: username },
-        Command::RemoveContact { username } => ov::Command::RemoveContact { user: username },
-        Command::BlockContact { username } => ov::Command::BlockContact { user: username },
-        Command::UnblockContact { username } => ov::Command::UnblockContact { user: username },
         Command::Watch { username } => ov::Command::Watch { username },
         Command::SendEnvelope { to, kind, payload } => ov::Command::SendEnvelope {
             to,
@@ -974,12 +963,29 @@ fn node_command(c: Command) -> Option<ov::Command> {
             reply: None,
         },
         Command::RelayCredentials => ov::Command::RelayCredentials,
-        Command::Connect { username } => ov::Command::Connect { username },
-        Command::IceSignal { from, data, answer } => ov::Command::IceSignal {
+        Command::Connect { username } => ov::Command::Peer(PeerCommand::Connect { username }),
+        Command::IceSignal { from, data, answer } => ov::Command::Peer(PeerCommand::IceSignal {
             from: from.to_ascii_lowercase(),
             bytes: data,
             answer,
+        }),
+        c => ov::Command::Messaging(messaging_command(c)?),
+    })
+}
+
+/// The chat and contacts command for an API command, if it is one.
+fn messaging_command(c: Command) -> Option<Msg> {
+    Some(match c {
+        Command::Activity => Msg::Activity,
+        Command::AddContact { username, greeting } => Msg::AddContact {
+            user: username.trim().to_ascii_lowercase(),
+            greeting,
         },
+        Command::AcceptContact { username } => Msg::AcceptContact { user: username },
+        Command::DeclineContact { username } => Msg::DeclineContact { user: username },
+        Command::RemoveContact { username } => Msg::RemoveContact { user: username },
+        Command::BlockContact { username } => Msg::BlockContact { user: username },
+        Command::UnblockContact { username } => Msg::UnblockContact { user: username },
         _ => return None,
     })
 }
@@ -1112,7 +1118,7 @@ impl ClientSettings {
             contacts: Vec::new(),
             away_after_ms: ContactsConfig::default().away_after_ms,
             public_presence: false,
-            paths: crate::node::overlay::PathOptions {
+            paths: crate::node::driver::PathOptions {
                 tcp_fallback_ms: Some(oc.tcp_fallback.0.as_millis() as u64).filter(|&ms| ms > 0),
                 force_tcp: oc.force_tcp,
                 relay_only: config.nat.relay_only,
@@ -1121,7 +1127,7 @@ impl ClientSettings {
             calls: Some(CallOptions {
                 input: config.audio.input.clone(),
                 output: config.audio.output.clone(),
-                media: crate::media::MediaConfig::from_section(&config.media),
+                media: config.media.media_config(),
                 call: config.call.core_config(),
                 auto_answer: config.call.auto_answer,
                 ringback: config.call.ringback,

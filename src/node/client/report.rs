@@ -150,7 +150,7 @@ pub fn contact_events(c: &ContactInfo) -> Vec<Event> {
 }
 
 /// A chat event as API events. Our own messages are reported by the
-/// runtime when [`crate::node::overlay::Command::SendMessage`] answers (it knows
+/// runtime when [`crate::node::messaging::MessagingCommand::SendMessage`] answers (it knows
 /// their text), so `Queued` yields nothing.
 pub fn chat_event(e: ChatEvent) -> Option<Event> {
     Some(match e {

@@ -7,7 +7,7 @@ use natter::clock::{Clock, SystemClock};
 use natter::config::{HumanDuration, RelaySection};
 use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
 use natter::link::{LinkConfig, LinkEndpoint};
-use natter::node::overlay::{Core, NodeOptions, OverlayNode};
+use natter::node::driver::{OverlayNode, SupernodeOptions};
 use natter::overlay::{SupernodeConfig, SupernodeCore};
 use natter::relay::TurnCredentials;
 use std::net::SocketAddr;
@@ -68,12 +68,12 @@ pub async fn supernode(rc: RelaySection) -> Supernode {
     };
     let core = SupernodeCore::new(authority.public(), &cert, addr, vec![], cfg, 1, now);
     let link = LinkEndpoint::new(device, cert, authority.public(), LinkConfig::default()).unwrap();
-    let node = OverlayNode::spawn_with(
+    let node = OverlayNode::supernode(
         socket,
         link,
-        Core::Supernode(Box::new(core)),
+        core,
         clock,
-        NodeOptions {
+        SupernodeOptions {
             turn,
             ..Default::default()
         },

@@ -1,6 +1,7 @@
-//! The ways a node's traffic leaves besides plain UDP on the main socket:
+//! The ways a client's traffic leaves besides plain UDP on the main
+//! socket (part of the ICE-and-paths sub-driver, [`super`]):
 //!
-//! - **Relayed candidates** (clients): a [`RelayGatherer`] gets REST
+//! - **Relayed candidates**: a [`RelayGatherer`] gets REST
 //!   credentials from the attached supernode and, when an ICE session
 //!   wants one, a TURN allocation on the relay they name. Its messages go
 //!   from the main socket (or over TCP, below); the relay's answers, Data
@@ -11,14 +12,16 @@
 //! - **TCP** (UDP blocked): a client that heard nothing on UDP for
 //!   `tcp_fallback_ms` (or is told to from the start) sends its link
 //!   frames to supernodes over TCP, and allocates on its relay over TCP.
-//!   A supernode whose TURN service listens on TCP takes link streams
-//!   from that listener ([`crate::node::tcp`]) and answers on them.
+//!   (A supernode whose TURN service listens on TCP takes link streams
+//!   from that listener into its [`Base`]'s [`crate::node::tcp::TcpIo`]
+//!   and answers on them.)
 
-use super::{Core, Driver};
+use super::{Cx, Peers};
 use crate::ice::gather::{GatherConfig, GatherEvent, RelayCredentials, RelayGatherer};
 use crate::ice::offer::MappingHint;
 use crate::ice::{Path, SessionEvent, Transmit, Via};
-use crate::node::tcp::{StreamKind, TcpInput, TcpIo};
+use crate::node::driver::base::Base;
+use crate::node::tcp::{StreamKind, TcpInput};
 use crate::overlay::ClientEvent;
 use crate::relay::TurnTransport;
 use crate::wire::stun::{Datagram, classify};
@@ -52,10 +55,11 @@ impl Default for PathOptions {
 /// The state behind the module's job.
 pub(super) struct PeerPaths {
     pub(super) gather: Option<RelayGatherer>,
-    pub(super) tcp: TcpIo,
     /// Link frames to supernodes go over TCP.
     pub(super) tcp_mode: bool,
+    /// A datagram came on the main socket: UDP works, no fallback.
     udp_heard: bool,
+    /// Fall back to TCP then, unless UDP was heard.
     fallback_at: u64,
     fallback_ms: Option<u64>,
     force_tcp: bool,
@@ -68,19 +72,16 @@ pub(super) struct PeerPaths {
 }
 
 impl PeerPaths {
-    pub(super) fn new(client: bool, o: &PathOptions, now: u64, tid_key: [u8; 32]) -> Self {
+    pub(super) fn new(o: &PathOptions, now: u64, tid_key: [u8; 32]) -> Self {
         PeerPaths {
-            gather: (client && o.relay)
+            gather: o
+                .relay
                 .then(|| RelayGatherer::new(GatherConfig::default(), tid_key)),
-            tcp: TcpIo::new(),
             tcp_mode: false,
             udp_heard: false,
-            fallback_at: match o.tcp_fallback_ms {
-                Some(ms) if client => now + ms,
-                _ => u64::MAX,
-            },
+            fallback_at: o.tcp_fallback_ms.map_or(u64::MAX, |ms| now + ms),
             fallback_ms: o.tcp_fallback_ms,
-            force_tcp: client && o.force_tcp,
+            force_tcp: o.force_tcp,
             tcp_link_ok: false,
             mapping_before: MappingHint::Unknown,
             relayed_dropped: 0,
@@ -88,8 +89,8 @@ impl PeerPaths {
     }
 }
 
-impl Driver {
-    /// Before the first pump: a client told to use TCP starts so.
+impl Peers {
+    /// At the start: a client told to use TCP starts so.
     pub(super) fn paths_start(&mut self) {
         if self.paths.force_tcp {
             self.paths_tcp_mode("configured");
@@ -114,11 +115,11 @@ impl Driver {
     /// listens there, or the network is down altogether): TCP is no better
     /// than UDP, so go back to UDP and fall back again later rather than
     /// stay on TCP for good (a supernode without a relay takes no TCP).
-    fn paths_tcp_failed(&mut self, now: u64) {
+    fn paths_tcp_failed(&mut self, base: &Base, now: u64) {
         if !self.paths.tcp_mode
             || self.paths.force_tcp
             || self.paths.tcp_link_ok
-            || self.paths.tcp.any_link()
+            || base.tcp.any_link()
         {
             return;
         }
@@ -136,8 +137,9 @@ impl Driver {
 
     /// A datagram on the main socket: the relay's, when it comes from our
     /// relay server and is its answer, Data indication or ChannelData.
-    pub(super) fn paths_datagram(
+    pub(in crate::node::driver) fn paths_datagram(
         &mut self,
+        cx: &mut Cx<'_>,
         from: SocketAddr,
         kind: Datagram<'_>,
         d: &[u8],
@@ -146,49 +148,45 @@ impl Driver {
         if !matches!(kind, Datagram::Stun(_) | Datagram::ChannelData(_)) {
             return false;
         }
-        let now = self.clock.now_ms();
         let took = self
             .paths
             .gather
             .as_mut()
-            .is_some_and(|g| g.handle_input(now, TurnTransport::Udp, from, d));
+            .is_some_and(|g| g.handle_input(cx.now, TurnTransport::Udp, from, d));
         if took {
-            self.paths_gather_events(now);
+            self.paths_gather_events(cx);
         }
         took
     }
 
-    /// Input from a TCP stream.
-    pub(super) fn paths_tcp_input(&mut self, x: TcpInput) {
-        let now = self.clock.now_ms();
+    /// Input from a TCP stream, after the base took link frames and closed
+    /// streams (`Base::tcp_input`).
+    pub(in crate::node::driver) fn paths_tcp_input(&mut self, cx: &mut Cx<'_>, x: &TcpInput) {
+        let now = cx.now;
         match x {
-            TcpInput::Link { from, frame } => {
-                self.paths.tcp_link_ok = true;
-                self.link.handle_datagram(now, from, &frame, &mut self.rng)
-            }
+            TcpInput::Link { .. } => self.paths.tcp_link_ok = true,
             TcpInput::Turn { server, msg } => {
                 if let Some(g) = &mut self.paths.gather {
-                    g.handle_input(now, TurnTransport::Tcp, server, &msg);
+                    g.handle_input(now, TurnTransport::Tcp, *server, msg);
                 }
             }
             TcpInput::Closed { kind, peer } => {
-                tracing::debug!(%peer, ?kind, "TCP stream closed");
-                self.paths.tcp.closed(kind, peer);
-                if kind == StreamKind::Link {
-                    self.paths_tcp_failed(now);
+                if *kind == StreamKind::Link {
+                    self.paths_tcp_failed(cx.base, now);
                 }
-                if kind == StreamKind::Turn
+                if *kind == StreamKind::Turn
                     && let Some(g) = &mut self.paths.gather
                 {
-                    g.tcp_closed(now, peer);
+                    g.tcp_closed(now, *peer);
                 }
             }
         }
-        self.paths_gather_events(now);
+        self.paths_gather_events(cx);
     }
 
     /// Timers: the TCP fallback, the relay's.
-    pub(super) fn paths_timeout(&mut self, now: u64) {
+    pub(super) fn paths_timeout(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
         if !self.paths.tcp_mode && !self.paths.udp_heard && now >= self.paths.fallback_at {
             self.paths_tcp_mode("no UDP answer");
         }
@@ -198,7 +196,7 @@ impl Driver {
             }
             g.handle_timeout(now);
         }
-        self.paths_gather_events(now);
+        self.paths_gather_events(cx);
     }
 
     pub(super) fn paths_deadline(&self) -> u64 {
@@ -217,7 +215,8 @@ impl Driver {
     }
 
     /// Overlay events the relay needs: attachment, credentials.
-    pub(super) fn paths_client_event(&mut self, now: u64, e: &ClientEvent) {
+    pub(super) fn paths_client_event(&mut self, cx: &mut Cx<'_>, e: &ClientEvent) {
+        let now = cx.now;
         let Some(g) = &mut self.paths.gather else {
             return;
         };
@@ -241,13 +240,14 @@ impl Driver {
             ClientEvent::RelayRefused { reason } => g.on_refused(now, reason),
             _ => return,
         }
-        self.paths_gather_events(now);
+        self.paths_gather_events(cx);
     }
 
-    /// ICE session events before the driver acts on them: relay gathering
-    /// and permissions, and a channel for a relayed path in use. Returns
-    /// true when the event was only for this module.
-    pub(super) fn paths_session_event(&mut self, now: u64, e: &SessionEvent) -> bool {
+    /// ICE session events before the sub-driver acts on them: relay
+    /// gathering and permissions, and a channel for a relayed path in use.
+    /// Returns true when the event was only for this module.
+    pub(super) fn paths_session_event(&mut self, cx: &mut Cx<'_>, e: &SessionEvent) -> bool {
+        let now = cx.now;
         let Some(g) = &mut self.paths.gather else {
             return matches!(
                 e,
@@ -272,70 +272,68 @@ impl Driver {
             } => {
                 g.in_use(now);
                 g.bind(now, *remote);
-                self.paths_gather_events(now);
+                self.paths_gather_events(cx);
                 return false;
             }
             _ => return false,
         }
-        self.paths_gather_events(now);
+        self.paths_gather_events(cx);
         true
     }
 
     /// Act on what the relay reports.
-    fn paths_gather_events(&mut self, now: u64) {
+    fn paths_gather_events(&mut self, cx: &mut Cx<'_>) {
+        let now = cx.now;
         loop {
             let Some(e) = self.paths.gather.as_mut().and_then(|g| g.poll_event()) else {
                 return;
             };
             match e {
                 GatherEvent::NeedCredentials => {
-                    if let Core::Client(cl) = &mut self.core {
-                        cl.request_relay_credentials();
-                    }
+                    cx.core.request_relay_credentials();
                 }
                 GatherEvent::Allocated { server, relayed } => {
                     tracing::info!(%server, %relayed, "relayed candidate");
-                    self.ice.add_relay(now, server, relayed, &mut self.rng);
+                    self.ice.add_relay(now, server, relayed, &mut cx.base.rng);
                 }
                 GatherEvent::Unavailable { reason } => {
                     tracing::info!("no relayed candidate: {reason}");
-                    self.ice.relay_unavailable(now, &mut self.rng);
+                    self.ice.relay_unavailable(now, &mut cx.base.rng);
                 }
                 GatherEvent::Lost { server, reason } => {
                     tracing::info!(%server, "relay allocation gone: {reason}");
                     self.ice.remove_relay(server);
                 }
                 GatherEvent::Data { server, peer, data } => {
-                    self.paths_relayed(now, server, peer, &data)
+                    self.paths_relayed(cx, server, peer, data)
                 }
             }
         }
     }
 
     /// A datagram a peer sent through our relay: as if from the peer.
-    fn paths_relayed(&mut self, now: u64, server: SocketAddr, peer: SocketAddr, d: &[u8]) {
-        match classify(d) {
+    fn paths_relayed(&mut self, cx: &mut Cx<'_>, server: SocketAddr, peer: SocketAddr, d: Vec<u8>) {
+        let now = cx.now;
+        match classify(&d) {
             Datagram::Stun(_) => {
                 if !self
                     .ice
-                    .handle_stun(now, Via::Relay(server), peer, d, &mut self.rng)
+                    .handle_stun(now, Via::Relay(server), peer, &d, &mut cx.base.rng)
                 {
-                    self.stun_unhandled += 1;
+                    cx.base.stun_unhandled += 1;
                 }
             }
-            Datagram::Link => self.link.handle_datagram(now, peer, d, &mut self.rng),
-            Datagram::Media if self.calls.is_some() => {
-                if let Some(c) = &mut self.calls {
-                    c.media_datagram(peer, d, &self.ice);
-                }
-            }
+            Datagram::Link => cx
+                .base
+                .link
+                .handle_datagram(now, peer, &d, &mut cx.base.rng),
+            Datagram::Media if self.media => self.relayed_media(peer, d),
             _ => self.paths.relayed_dropped += 1,
         }
     }
 
     /// An ICE datagram for the relay.
-    pub(super) fn paths_send_relayed(&mut self, t: Transmit) {
-        let now = self.clock.now_ms();
+    pub(super) fn paths_send_relayed(&mut self, now: u64, t: Transmit) {
         let Via::Relay(server) = t.via else { return };
         match &mut self.paths.gather {
             Some(g) => {
@@ -348,8 +346,13 @@ impl Driver {
     /// A link frame for `dst`: over the relay when its peer's path is
     /// relayed, on a TCP stream when there is one (or when in TCP mode,
     /// to a supernode), else from the main socket.
-    pub(super) async fn paths_send_link(&mut self, dst: SocketAddr, bytes: Vec<u8>) {
-        let now = self.clock.now_ms();
+    pub(in crate::node::driver) async fn paths_send_link(
+        &mut self,
+        base: &mut Base,
+        dst: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
+        let now = base.now();
         let (via, dst) = self.ice.route_to(dst);
         if let Via::Relay(server) = via {
             match &mut self.paths.gather {
@@ -361,17 +364,11 @@ impl Driver {
             return;
         }
         let connect = self.paths.tcp_mode && self.ice.user_at(dst).is_none();
-        if connect || self.paths.tcp.has_link(dst) {
-            self.paths.tcp.send_link(dst, bytes, connect);
-            return;
-        }
-        if let Err(e) = self.socket.send_to(&bytes, dst).await {
-            tracing::debug!(%dst, "send: {e}");
-        }
+        base.send_frame(dst, bytes, connect).await;
     }
 
     /// The relay's own messages to its server.
-    pub(super) async fn paths_flush(&mut self) {
+    pub(super) async fn paths_flush(&mut self, base: &mut Base) {
         let Some(g) = &mut self.paths.gather else {
             return;
         };
@@ -380,14 +377,12 @@ impl Driver {
             match t.transport {
                 TurnTransport::Udp => udp.push(t),
                 TurnTransport::Tcp => {
-                    self.paths.tcp.send_turn(t.server, t.bytes);
+                    base.tcp.send_turn(t.server, t.bytes);
                 }
             }
         }
         for t in udp {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.server).await {
-                tracing::debug!(server = %t.server, "TURN send: {e}");
-            }
+            base.send_udp(t.server, &t.bytes, "TURN").await;
         }
     }
 }

@@ -1,0 +1,536 @@
+//! The client driver: the overlay client ([`ClientCore`]) on the
+//! socket-and-link base, with its sub-drivers (peers, NAT detection,
+//! chat and contacts, calls; see the [parent module](super)).
+//!
+//! Its main loop ([`ClientDriver::run`]) waits for one input, hands it to
+//! the core it is for, then pumps until nothing moves:
+//!
+//! 1. link events: overlay messages from supernodes into the core, peer
+//!    links up and down to the peers sub-driver;
+//! 2. the core's messages into the link;
+//! 3. the core's events through the dispatcher ([`super::dispatch`]),
+//!    then the sub-drivers' events;
+//! 4. NAT detection starts at the first attachment;
+//! 5. ICE's requests (offers to send, paths selected);
+//! 6. delivery: the events the peers sub-driver follows, then out to the
+//!    owner;
+//!
+//! and finally flushes the datagrams and frames the cores queued.
+
+use super::base::Base;
+use super::nat::NatDriver;
+use super::peers::{Cx, Peers};
+use super::{ClientOptions, Command, Event, NodeStatus, OverlayNode};
+use crate::clock::Clock;
+use crate::identity::Role;
+use crate::link::{LinkEndpoint, LinkEvent};
+use crate::node::calls::{Calls, CallsEvent, Ctx, MediaMsg};
+use crate::node::messaging::{Messaging, MessagingCommand, MessagingEvent};
+use crate::overlay::{ClientCore, ClientEvent};
+use crate::wire::stun::{Datagram, classify};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// A client node's task state; see the module docs.
+pub(super) struct ClientDriver {
+    pub(super) base: Base,
+    pub(super) core: Box<ClientCore>,
+    /// ICE sessions and the paths their traffic takes.
+    pub(super) peers: Peers,
+    pub(super) nat: Option<NatDriver>,
+    pub(super) messaging: Option<Box<Messaging>>,
+    pub(super) calls: Option<Box<Calls>>,
+    /// Overlay messages from links with users, dropped: clients take
+    /// orders only from supernodes.
+    not_supernode: u64,
+}
+
+pub(super) fn spawn(
+    socket: UdpSocket,
+    link: LinkEndpoint,
+    core: ClientCore,
+    clock: Arc<dyn Clock>,
+    opts: ClientOptions,
+) -> std::io::Result<OverlayNode> {
+    let local_addr = socket.local_addr()?;
+    let (ctx, crx) = mpsc::channel(256);
+    let (etx, erx) = mpsc::channel(4096);
+    let now = clock.now_ms();
+    let span = tracing::info_span!("client", user = %core.username());
+    let driver = ClientDriver {
+        peers: Peers::new(&opts.paths, now, opts.calls.is_some()),
+        nat: opts.nat.map(|o| NatDriver::new(o, now)),
+        messaging: opts.messaging.map(Box::new),
+        calls: opts.calls.map(|c| Box::new(Calls::new(c, clock.clone()))),
+        base: Base::new(Arc::new(socket), link, clock, etx),
+        core: Box::new(core),
+        not_supernode: 0,
+    };
+    Ok(OverlayNode {
+        local_addr,
+        commands: ctx,
+        events: erx,
+        task: tokio::spawn(driver.run(crx).instrument(span)),
+        turn: None,
+    })
+}
+
+/// The owner's view of a messaging event.
+fn messaging_event(e: MessagingEvent) -> Event {
+    match e {
+        MessagingEvent::Chat(e) => Event::Chat(e),
+        MessagingEvent::Contacts(e) => Event::Contacts(e),
+        MessagingEvent::Failed { error } => Event::CommandFailed { error },
+    }
+}
+
+/// The owner's view of a calls event.
+fn calls_event(e: CallsEvent) -> Event {
+    match e {
+        CallsEvent::Update(u) => Event::Call(u),
+        CallsEvent::Failed { error } => Event::CommandFailed { error },
+    }
+}
+
+impl ClientDriver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let wait = self.base.wait(self.deadline());
+            let stop = tokio::select! {
+                r = self.base.socket.recv_from(&mut buf) => {
+                    match r {
+                        Ok((n, from)) => self.datagram(from, &buf[..n]),
+                        // ICMP errors from earlier sends surface here; the
+                        // protocol's own timers deal with unreachable peers.
+                        Err(e) => tracing::debug!("recv: {e}"),
+                    }
+                    false
+                }
+                Some(m) = next_media(&mut self.calls) => {
+                    self.media_msg(m).await;
+                    false
+                }
+                x = self.base.tcp.recv() => {
+                    self.tcp_input(x);
+                    false
+                }
+                _ = tokio::time::sleep(wait) => {
+                    self.timeout().await;
+                    false
+                }
+                cmd = commands.recv() => match cmd {
+                    None => true,
+                    Some(c) => self.command(c),
+                },
+            };
+            self.pump().await;
+            if stop {
+                self.stop().await;
+                break;
+            }
+        }
+        let _ = self.base.events.send(Event::Stopped).await;
+    }
+
+    /// The node is stopping: let the goodbye leave before the socket
+    /// closes, and finish the recordings before the node reports Stopped.
+    async fn stop(&mut self) {
+        self.flush().await;
+        if let Some(c) = &mut self.calls {
+            c.shutdown().await;
+            while let Some(e) = c.poll_event() {
+                let _ = self.base.events.try_send(calls_event(e));
+            }
+        }
+    }
+
+    /// The earliest deadline of the cores (the link's: [`Base::wait`]).
+    fn deadline(&self) -> u64 {
+        let nat = self.nat.as_ref().map_or(u64::MAX, |n| n.deadline());
+        let apps = self
+            .messaging
+            .as_ref()
+            .map_or(u64::MAX, |m| m.poll_timeout());
+        let calls = self.calls.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
+        self.core
+            .poll_timeout()
+            .min(nat)
+            .min(apps)
+            .min(calls)
+            .min(self.peers.deadline())
+    }
+
+    /// Run `f` on the calls with the driver state they need.
+    pub(super) fn with_calls<R>(
+        &mut self,
+        f: impl FnOnce(&mut Calls, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let calls = self.calls.as_deref_mut()?;
+        let mut cx = Ctx {
+            now: self.base.clock.now_ms(),
+            client: &mut self.core,
+            link: &self.base.link,
+            ice: &self.peers.ice,
+            rng: &mut self.base.rng,
+        };
+        Some(f(calls, &mut cx))
+    }
+
+    /// Run `f` on the peers sub-driver, then take what it queued.
+    fn with_peers<R>(&mut self, now: u64, f: impl FnOnce(&mut Peers, &mut Cx<'_>) -> R) -> R {
+        let mut cx = Cx {
+            now,
+            base: &mut self.base,
+            core: &mut self.core,
+        };
+        let r = f(&mut self.peers, &mut cx);
+        self.peers_out();
+        r
+    }
+
+    /// What the peers sub-driver queued: its events (the calls hear of
+    /// them first) and media datagrams that came through our relay.
+    pub(super) fn peers_out(&mut self) {
+        while let Some(e) = self.peers.poll_event() {
+            self.with_calls(|c, cx| c.on_peer(&e, cx));
+            self.base.emit(Event::Peer(e));
+        }
+        for (from, d) in self.peers.take_relayed_media() {
+            if let Some(c) = &mut self.calls {
+                c.media_datagram(from, &d, &self.peers.ice);
+            }
+        }
+    }
+
+    /// One datagram on the main socket.
+    fn datagram(&mut self, from: SocketAddr, d: &[u8]) {
+        let now = self.base.now();
+        let kind = classify(d);
+        // Our relay's answers and what peers send through it.
+        if self.with_peers(now, |p, cx| p.paths_datagram(cx, from, kind, d)) {
+            return;
+        }
+        if !matches!(kind, Datagram::Stun(_))
+            && let Some(n) = &mut self.nat
+        {
+            n.note_udp_received();
+        }
+        match kind {
+            Datagram::Link => self
+                .base
+                .link
+                .handle_datagram(now, from, d, &mut self.base.rng),
+            Datagram::Stun(_) => self.stun(now, from, d),
+            Datagram::Media if self.calls.is_some() => {
+                if let Some(c) = &mut self.calls {
+                    c.media_datagram(from, d, &self.peers.ice);
+                }
+            }
+            _ => self.base.dropped_datagrams += 1,
+        }
+    }
+
+    /// A STUN datagram: the NAT detector's answers, ICE checks.
+    fn stun(&mut self, now: u64, from: SocketAddr, d: &[u8]) {
+        if let Some(n) = &mut self.nat
+            && n.datagram(now, from, d)
+        {
+            return;
+        }
+        if !self.with_peers(now, |p, cx| p.stun(cx, from, d)) {
+            // TURN client answers come through `paths`; the rest: dropped.
+            self.base.stun_unhandled += 1;
+        }
+    }
+
+    fn tcp_input(&mut self, x: crate::node::tcp::TcpInput) {
+        self.base.tcp_input(&x);
+        let now = self.base.now();
+        self.with_peers(now, |p, cx| p.paths_tcp_input(cx, &x));
+    }
+
+    /// A message from a call's media tasks.
+    async fn media_msg(&mut self, m: MediaMsg) {
+        if let Some(Some((path, bytes))) = self.with_calls(|c, cx| c.on_media(m, cx)) {
+            // Direct, through our relay, or over TCP, as the link goes.
+            self.peers
+                .paths_send_link(&mut self.base, path.remote, bytes)
+                .await;
+        }
+    }
+
+    async fn timeout(&mut self) {
+        let now = self.base.now();
+        self.base.link.handle_timeout(now, &mut self.base.rng);
+        self.with_peers(now, |p, cx| p.handle_timeout(cx));
+        self.core.handle_timeout(now, &mut self.base.rng);
+        if let Some(m) = &mut self.messaging {
+            m.handle_timeout(now, &mut self.core, &mut self.base.rng);
+        }
+        self.with_calls(|c, cx| c.handle_timeout(cx));
+        if let Some(n) = &mut self.nat {
+            let core = &self.core;
+            n.handle_timeout(&mut self.base, now, || known_servers(core))
+                .await;
+        }
+    }
+
+    /// Returns true when the node should stop.
+    fn command(&mut self, c: Command) -> bool {
+        let now = self.base.now();
+        let (core, rng) = (&mut self.core, &mut self.base.rng);
+        match c {
+            Command::Lookup { username } => {
+                core.lookup(now, &username);
+            }
+            Command::SetStatus { status, message } => match &mut self.messaging {
+                Some(m) => m.command(
+                    now,
+                    MessagingCommand::SetStatus { status, message },
+                    core,
+                    rng,
+                ),
+                None => core.set_status(status, &message),
+            },
+            Command::Watch { username } => core.watch(&username),
+            Command::RelayCredentials => {
+                core.request_relay_credentials();
+            }
+            Command::SendEnvelope {
+                to,
+                kind,
+                payload,
+                store_if_offline,
+                reply,
+            } => {
+                let id = core.send_envelope(now, rng, &to, kind, &payload, store_if_offline);
+                if let Some(r) = reply {
+                    let _ = r.send(id);
+                }
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::SetCertificate { cert } => {
+                if self.base.set_certificate(&cert) {
+                    self.core.set_certificate(*cert);
+                }
+            }
+            Command::Shutdown => {
+                self.shutdown(now);
+                return true;
+            }
+            Command::Peer(p) => self.with_peers(now, |peers, cx| peers.command(cx, p)),
+            Command::Messaging(m) => match &mut self.messaging {
+                Some(ms) => ms.command(now, m, core, rng),
+                None => self.failed(format!(
+                    "chat and contacts are not enabled on this node: {m:?}"
+                )),
+            },
+            Command::Call(c) if self.calls.is_none() => {
+                self.failed(format!("calls are not enabled on this node: {c:?}"))
+            }
+            Command::Call(c) => {
+                self.with_calls(|calls, cx| calls.command(c, cx));
+            }
+        }
+        false
+    }
+
+    fn failed(&self, error: String) {
+        self.base.emit(Event::CommandFailed { error });
+    }
+
+    /// Hang up, tell contacts we leave, publish the offline record.
+    fn shutdown(&mut self, now: u64) {
+        self.with_calls(|calls, cx| calls.hangup_all(cx));
+        if let Some(m) = &mut self.messaging {
+            m.shutdown(now, &mut self.core, &mut self.base.rng);
+        }
+        self.core.shutdown(now);
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            attached: self.core.attached().collect(),
+            host_cache: self.core.host_cache(),
+            dropped_not_supernode: self.not_supernode,
+            nat: self.nat.as_ref().and_then(|n| n.last().cloned()),
+            ..self.base.status()
+        }
+    }
+
+    /// Move everything that is ready between the cores, then flush (the
+    /// steps are in the module docs).
+    async fn pump(&mut self) {
+        let now = self.base.now();
+        for _ in 0..64 {
+            let mut progressed = self.link_events(now);
+            progressed |= self.overlay_transmits(now);
+            let (evs, routed) = self.overlay_events(now);
+            progressed |= routed;
+            progressed |= self.start_nat_on_attach(now, &evs).await;
+            progressed |= self.with_peers(now, |p, cx| p.ice_events(cx));
+            progressed |= !evs.is_empty();
+            for e in evs {
+                self.deliver(now, e).await;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.flush().await;
+    }
+
+    /// Step 1: what the link endpoint reports.
+    fn link_events(&mut self, now: u64) -> bool {
+        let mut progressed = false;
+        while let Some(ev) = self.base.link.poll_event() {
+            progressed = true;
+            match ev {
+                LinkEvent::Message { addr, payload, .. } => {
+                    let Some(cert) = self.base.link.peer(addr) else {
+                        continue;
+                    };
+                    if cert.role != Role::Supernode {
+                        self.not_supernode += 1;
+                        continue;
+                    }
+                    self.core.handle_message(now, addr, &payload);
+                }
+                LinkEvent::Established { addr, peer } if peer.role != Role::Supernode => {
+                    self.with_peers(now, |p, cx| p.link_up(cx, addr, &peer.username));
+                }
+                LinkEvent::Closed { addr, reason } => {
+                    tracing::debug!(%addr, ?reason, "link closed");
+                    self.peers.link_closed(addr, &reason);
+                    self.peers_out();
+                }
+                _ => {}
+            }
+        }
+        progressed
+    }
+
+    /// Step 2: the overlay core's messages into the link.
+    fn overlay_transmits(&mut self, now: u64) -> bool {
+        let mut progressed = false;
+        for t in self.core.drain_transmits().collect::<Vec<_>>() {
+            progressed = true;
+            if let Err(e) = self
+                .base
+                .link
+                .send(now, t.dst, &t.bytes, &mut self.base.rng)
+            {
+                tracing::debug!(dst = %t.dst, "link send: {e}");
+            }
+        }
+        progressed
+    }
+
+    /// Step 3: the core's events through the dispatcher, then what the
+    /// sub-drivers report; true when any event came.
+    fn overlay_events(&mut self, now: u64) -> (Vec<Event>, bool) {
+        let mut evs = Vec::new();
+        let mut progressed = false;
+        while let Some(e) = self.core.poll_event() {
+            progressed = true;
+            if let Some(e) = self.route(now, e) {
+                evs.push(Event::Client(e));
+            }
+        }
+        if let Some(m) = &mut self.messaging {
+            evs.extend(std::iter::from_fn(|| m.poll_event()).map(messaging_event));
+        }
+        if let Some(c) = &mut self.calls {
+            evs.extend(std::iter::from_fn(|| c.poll_event()).map(calls_event));
+            for user in c.take_connects() {
+                progressed = true;
+                let mut cx = Cx {
+                    now,
+                    base: &mut self.base,
+                    core: &mut self.core,
+                };
+                self.peers.ensure(&mut cx, user);
+            }
+        }
+        if let Some(n) = &mut self.nat {
+            evs.extend(std::iter::from_fn(|| n.poll_report()).map(Event::Nat));
+        }
+        (evs, progressed)
+    }
+
+    /// Step 4: the first attachment starts the NAT detection; true when
+    /// it did.
+    async fn start_nat_on_attach(&mut self, now: u64, evs: &[Event]) -> bool {
+        let Some(n) = &mut self.nat else {
+            return false;
+        };
+        let mut start = false;
+        for e in evs {
+            if let Event::Client(ClientEvent::Attached {
+                supernode,
+                observed,
+                ..
+            }) = e
+            {
+                start |= n.on_attached(now, *supernode, *observed);
+            }
+        }
+        if start {
+            let core = &self.core;
+            n.start(&mut self.base, || known_servers(core), "login")
+                .await;
+        }
+        start
+    }
+
+    /// Step 6: one event out to the owner, after the peers sub-driver saw
+    /// it.
+    async fn deliver(&mut self, now: u64, e: Event) {
+        if let Event::Client(ce) = &e {
+            let mut cx = Cx {
+                now,
+                base: &mut self.base,
+                core: &mut self.core,
+            };
+            self.peers.on_client_event(&mut cx, ce).await;
+            self.peers_out();
+        }
+        // A dead supernode's session is stale: the next message must start
+        // a fresh handshake (it may have restarted).
+        if let Event::Client(ClientEvent::Detached { supernode, .. }) = &e {
+            self.base.link.close(now, *supernode);
+        }
+        self.base.emit(e);
+    }
+
+    /// Everything the cores queued: ICE, link frames, the relay's (all in
+    /// `peers`), the NAT detector's STUN requests.
+    async fn flush(&mut self) {
+        self.peers.flush(&mut self.base).await;
+        if let Some(n) = &mut self.nat {
+            while let Some(t) = n.poll_transmit() {
+                self.base.send_udp(t.dst, &t.bytes, "STUN").await;
+            }
+        }
+    }
+}
+
+/// The servers NAT detection measures against by default: the attached
+/// supernodes, then the other known ones.
+fn known_servers(core: &ClientCore) -> Vec<SocketAddr> {
+    core.attached().chain(core.host_cache()).collect()
+}
+
+/// The next message of a call's media tasks (never, without calls).
+async fn next_media(calls: &mut Option<Box<Calls>>) -> Option<MediaMsg> {
+    match calls {
+        Some(c) => c.media_rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,133 @@
+//! Which sub-driver consumes what the overlay client reports.
+//!
+//! Envelopes are routed by kind through one table, [`ROUTES`]: chat and
+//! contacts kinds to messaging, call signalling to the calls, ICE offers
+//! and answers to the peers sub-driver. A kind not in the table, or whose
+//! consumer this node does not run (a node without chat, without calls),
+//! goes to the node's owner as [`Event::Client`](super::Event::Client)
+//! (the headless `envelope` command's test kind does).
+//!
+//! An envelope's outcome (delivered, stored, failed) goes back to the
+//! sub-driver that sent it: each keeps the ids of its own envelopes, and
+//! they are asked in [`ROUTES`] order; one nobody claims goes to the
+//! owner. Other overlay events are not consumed here: chat and contacts
+//! watch some of them on the way (our record published, a watched user's
+//! record), the peers sub-driver others when they are delivered.
+
+use super::client::ClientDriver;
+use super::peers::Cx;
+use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
+use crate::node::calls::ENVELOPE_CALL;
+use crate::overlay::envelope::{EnvelopeOutcome, kind};
+use crate::overlay::{ClientEvent, EnvelopeId};
+
+/// A sub-driver that consumes envelopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consumer {
+    /// Chat and contacts (`node::messaging`).
+    Messaging,
+    /// Call signalling (`node::calls`).
+    Calls,
+    /// ICE offers and answers (the peers sub-driver).
+    Peers,
+}
+
+/// Envelope kind -> its consumer. Kinds not listed go to the owner.
+pub const ROUTES: &[(u8, Consumer)] = &[
+    (kind::CHAT, Consumer::Messaging),
+    (kind::CHAT_ACK, Consumer::Messaging),
+    (kind::CONTACT, Consumer::Messaging),
+    (kind::PRESENCE, Consumer::Messaging),
+    (ENVELOPE_CALL, Consumer::Calls),
+    (ENVELOPE_OFFER, Consumer::Peers),
+    (ENVELOPE_ANSWER, Consumer::Peers),
+];
+
+/// The consumer of envelope kind `k`, if any.
+pub fn consumer(k: u8) -> Option<Consumer> {
+    ROUTES.iter().find(|(r, _)| *r == k).map(|&(_, c)| c)
+}
+
+impl ClientDriver {
+    /// Hand one overlay event to its consumer; what nobody consumed comes
+    /// back, for the owner.
+    pub(super) fn route(&mut self, now: u64, e: ClientEvent) -> Option<ClientEvent> {
+        let consumed = match &e {
+            ClientEvent::Envelope {
+                from,
+                kind,
+                payload,
+                ..
+            } => match consumer(*kind) {
+                Some(c) => self.envelope(now, c, (from, *kind, payload)),
+                None => false,
+            },
+            ClientEvent::EnvelopeDelivered { id } => {
+                self.outcome(now, id, EnvelopeOutcome::Delivered)
+            }
+            ClientEvent::EnvelopeStored { id } => self.outcome(now, id, EnvelopeOutcome::Stored),
+            ClientEvent::EnvelopeFailed { id, reason } => {
+                self.outcome(now, id, EnvelopeOutcome::Failed(reason.clone()))
+            }
+            other => {
+                if let Some(m) = &mut self.messaging {
+                    m.observe(now, other, &mut self.core, &mut self.base.rng);
+                }
+                false
+            }
+        };
+        (!consumed).then_some(e)
+    }
+
+    /// An envelope for consumer `c`; false when this node does not run it.
+    fn envelope(
+        &mut self,
+        now: u64,
+        c: Consumer,
+        (from, kind, payload): crate::node::messaging::Envelope<'_>,
+    ) -> bool {
+        match c {
+            Consumer::Messaging => match &mut self.messaging {
+                Some(m) => {
+                    let env = (from, kind, payload);
+                    m.on_envelope(now, env, &mut self.core, &mut self.base.rng)
+                }
+                None => false,
+            },
+            Consumer::Calls => self
+                .with_calls(|calls, cx| calls.on_envelope(&from.username, payload, cx))
+                .is_some(),
+            Consumer::Peers => {
+                let mut cx = Cx {
+                    now,
+                    base: &mut self.base,
+                    core: &mut self.core,
+                };
+                self.peers
+                    .on_envelope(&mut cx, &from.username, kind, payload);
+                self.peers_out();
+                true
+            }
+        }
+    }
+
+    /// An envelope's outcome, to the sub-driver that sent it; false when
+    /// none did.
+    fn outcome(&mut self, now: u64, id: &EnvelopeId, o: EnvelopeOutcome) -> bool {
+        let failed = match &o {
+            EnvelopeOutcome::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        let failed = failed.as_deref();
+        let mine = self
+            .messaging
+            .as_mut()
+            .is_some_and(|m| m.on_outcome(now, id, o, &mut self.core))
+            || self
+                .with_calls(|c, cx| c.on_envelope_outcome(id, failed, cx))
+                .unwrap_or(false)
+            || self.peers.on_outcome(id, failed);
+        self.peers_out();
+        mine
+    }
+}

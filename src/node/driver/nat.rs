@@ -1,0 +1,165 @@
+//! NAT detection on a client: the sub-driver around [`NatDetector`]. It
+//! starts once the first supernode answered (or after
+//! [`NatOptions::wait_attach_ms`] when none does), measures against the
+//! configured STUN servers or the supernodes, and checks every
+//! [`NatOptions::local_check_ms`] whether the local address changed (a
+//! new network), which makes the detector measure again. It takes no
+//! commands; its one event is the [`NatReport`] of a detection. STUN
+//! answers come to it from the client driver's `datagram` step.
+
+use super::base::Base;
+use crate::nat::{DetectorConfig, NatDetector, NatEvent, NatReport, Transmit};
+use crate::node::peer;
+use std::net::SocketAddr;
+
+/// How a client measures its NAT.
+#[derive(Debug, Clone)]
+pub struct NatOptions {
+    pub detector: DetectorConfig,
+    /// STUN servers to measure against; empty: the supernodes.
+    pub servers: Vec<SocketAddr>,
+    /// Start without waiting for an attachment after this long (when UDP
+    /// is blocked none ever comes).
+    pub wait_attach_ms: u64,
+    /// How often the local address is checked for a change.
+    pub local_check_ms: u64,
+}
+
+impl Default for NatOptions {
+    fn default() -> Self {
+        NatOptions {
+            detector: DetectorConfig::default(),
+            servers: Vec::new(),
+            wait_attach_ms: 1_500,
+            local_check_ms: 10_000,
+        }
+    }
+}
+
+/// The NAT detector of a client and when to run it.
+pub(super) struct NatDriver {
+    det: NatDetector,
+    opts: NatOptions,
+    /// The detection ran (it runs once; later ones follow local changes).
+    started: bool,
+    /// Start by then even without an attachment.
+    start_at: u64,
+    /// Next check of the local address (after the start).
+    local_check_at: u64,
+}
+
+impl NatDriver {
+    pub fn new(opts: NatOptions, now: u64) -> Self {
+        NatDriver {
+            det: NatDetector::new(opts.detector),
+            start_at: now + opts.wait_attach_ms,
+            local_check_at: u64::MAX,
+            started: false,
+            opts,
+        }
+    }
+
+    pub fn deadline(&self) -> u64 {
+        let t = self.det.poll_timeout().min(self.local_check_at);
+        if self.started {
+            t
+        } else {
+            t.min(self.start_at)
+        }
+    }
+
+    /// A datagram of another protocol came: UDP works here.
+    pub fn note_udp_received(&mut self) {
+        self.det.note_udp_received();
+    }
+
+    /// A STUN datagram; true when it was the detector's.
+    pub fn datagram(&mut self, now: u64, from: SocketAddr, d: &[u8]) -> bool {
+        self.det.handle_datagram(now, from, d)
+    }
+
+    /// A supernode saw us at `observed`; true when the detection should
+    /// start now.
+    pub fn on_attached(&mut self, now: u64, supernode: SocketAddr, observed: SocketAddr) -> bool {
+        self.det.observe_mapped(now, supernode, observed);
+        !self.started
+    }
+
+    /// The servers to measure against: the configured ones, else `known`
+    /// (the attached supernodes, then the other known ones).
+    fn servers(&self, known: impl FnOnce() -> Vec<SocketAddr>) -> Vec<SocketAddr> {
+        if self.opts.servers.is_empty() {
+            known()
+        } else {
+            self.opts.servers.clone()
+        }
+    }
+
+    /// Start the detection (once).
+    pub async fn start(
+        &mut self,
+        base: &mut Base,
+        known: impl FnOnce() -> Vec<SocketAddr>,
+        reason: &str,
+    ) {
+        if self.started {
+            return;
+        }
+        let servers = self.servers(known);
+        self.det.set_servers(servers);
+        let local = self.local_address(base).await;
+        let now = base.now();
+        self.det.set_local(now, local);
+        self.det.start(now, reason, &mut base.rng);
+        self.started = true;
+        self.local_check_at = now + self.opts.local_check_ms;
+    }
+
+    /// Our address towards the first server (the host candidate).
+    async fn local_address(&self, base: &Base) -> Option<SocketAddr> {
+        let bound = base.socket.local_addr().ok()?;
+        let first = self.det.servers().first().copied()?;
+        peer::host_address(bound, first).await
+    }
+
+    /// Check whether our local address changed (a new network).
+    async fn check_local(&mut self, base: &Base) {
+        let local = self.local_address(base).await;
+        let now = base.now();
+        self.local_check_at = now + self.opts.local_check_ms;
+        if local.is_some() {
+            self.det.set_local(now, local);
+        }
+    }
+
+    /// Timers: the start without an attachment, the local check, the
+    /// detector's own.
+    pub async fn handle_timeout(
+        &mut self,
+        base: &mut Base,
+        now: u64,
+        known: impl FnOnce() -> Vec<SocketAddr>,
+    ) {
+        if !self.started && now >= self.start_at {
+            self.start(base, known, "login").await;
+        } else if self.started && now >= self.local_check_at {
+            self.check_local(base).await;
+        }
+        self.det.handle_timeout(now, &mut base.rng);
+    }
+
+    pub fn poll_report(&mut self) -> Option<NatReport> {
+        match self.det.poll_event()? {
+            NatEvent::Report(r) => Some(r),
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.det.poll_transmit()
+    }
+
+    /// The last detection's report.
+    pub fn last(&self) -> Option<&NatReport> {
+        self.det.last()
+    }
+}

@@ -1,0 +1,397 @@
+//! Peer-to-peer connections on a client: the sub-driver around the ICE
+//! sessions ([`IceSessions`]) and the ways their traffic leaves
+//! ([`paths`]: relayed candidates, TCP when UDP is blocked).
+//!
+//! A [`PeerCommand::Connect`] (or a call, through the client driver)
+//! looks the user up; once their record says they are reachable, ICE
+//! gathers and sends an offer sealed in an envelope (kinds
+//! [`ENVELOPE_OFFER`]/[`ENVELOPE_ANSWER`], routed here by the dispatcher),
+//! probes the candidate pairs from the main socket, and when a path is
+//! selected the caller opens a link session over it. The session's
+//! certificate must name the user we meant: then [`PeerEvent::Connected`].
+//! Failures on the way (lookup, offer envelope, ICE, the link closing)
+//! come out as [`PeerEvent::Failed`]. Events wait in a queue the client
+//! driver drains after each step (it tells the calls first).
+
+mod paths;
+
+pub use paths::PathOptions;
+
+use super::base::Base;
+use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
+use crate::ice::{IceConfig, IceOffer, IceSessions, SessionEvent, Via};
+use crate::identity::Role;
+use crate::link::CloseReason;
+use crate::node::peer::{self, PeerEvent};
+use crate::overlay::{ClientCore, ClientEvent, EnvelopeId, LookupOutcome};
+use paths::PeerPaths;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+/// What the node's owner asks of the peer connections.
+#[derive(Debug)]
+pub enum PeerCommand {
+    /// Connect to a user peer to peer: look them up, exchange ICE
+    /// candidates, probe, and open a link session over the chosen path.
+    Connect { username: String },
+    /// An ICE offer (or answer) from `from`, as [`PeerEvent::Signal`]
+    /// produced it on their side.
+    IceSignal {
+        from: String,
+        bytes: Vec<u8>,
+        answer: bool,
+    },
+}
+
+/// The driver state this sub-driver works with besides its own.
+pub(super) struct Cx<'a> {
+    pub now: u64,
+    pub base: &'a mut Base,
+    pub core: &'a mut ClientCore,
+}
+
+/// ICE sessions and paths of one client; see the module docs.
+pub(super) struct Peers {
+    pub ice: IceSessions,
+    /// Relayed candidates and TCP streams (`paths`).
+    pub paths: PeerPaths,
+    /// Connect commands waiting for their lookup: user -> when asked.
+    connecting: HashMap<String, u64>,
+    /// Our host candidate is set (found on the first attachment).
+    host_known: bool,
+    /// Envelopes carrying our ICE offers and answers, by id: to whom.
+    ice_envelopes: HashMap<EnvelopeId, String>,
+    /// ICE datagrams for a relay this node has no TURN client for.
+    pub ice_relay_unsent: u64,
+    /// For the client driver to drain (see the module docs).
+    events: VecDeque<PeerEvent>,
+    /// Media datagrams peers sent through our relay, for the calls.
+    relayed_media: Vec<(SocketAddr, Vec<u8>)>,
+    /// The node runs calls: relayed media is theirs (else dropped).
+    pub media: bool,
+}
+
+impl Peers {
+    pub fn new(opts: &PathOptions, now: u64, media: bool) -> Self {
+        let mut tid_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut tid_key);
+        let paths = PeerPaths::new(opts, now, tid_key);
+        let mut ice = IceSessions::new(IceConfig {
+            relay_only: opts.relay_only,
+            ..IceConfig::default()
+        });
+        ice.set_relay_gathering(paths.gather.is_some());
+        let mut p = Peers {
+            ice,
+            paths,
+            connecting: HashMap::new(),
+            host_known: false,
+            ice_envelopes: HashMap::new(),
+            ice_relay_unsent: 0,
+            events: VecDeque::new(),
+            relayed_media: Vec::new(),
+            media,
+        };
+        p.paths_start();
+        p
+    }
+
+    pub(super) fn report(&mut self, e: PeerEvent) {
+        self.events.push_back(e);
+    }
+
+    pub fn poll_event(&mut self) -> Option<PeerEvent> {
+        self.events.pop_front()
+    }
+
+    pub(super) fn relayed_media(&mut self, from: SocketAddr, d: Vec<u8>) {
+        self.relayed_media.push((from, d));
+    }
+
+    /// Media datagrams that came through our relay since the last call.
+    pub fn take_relayed_media(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.relayed_media)
+    }
+
+    pub fn command(&mut self, cx: &mut Cx<'_>, c: PeerCommand) {
+        let now = cx.now;
+        match c {
+            PeerCommand::Connect { username } => {
+                let username = username.to_ascii_lowercase();
+                self.connecting.insert(username.clone(), now);
+                cx.core.lookup(now, &username);
+            }
+            PeerCommand::IceSignal {
+                from,
+                bytes,
+                answer,
+            } => match IceOffer::decode(&bytes) {
+                Ok(o) if answer => {
+                    if !self.ice.on_answer(now, &from, &o) {
+                        tracing::debug!(%from, "ICE answer for no session");
+                    }
+                }
+                Ok(o) => self.ice.on_offer(now, &from, &o, &mut cx.base.rng),
+                Err(e) => tracing::debug!(%from, "bad ICE signal: {e}"),
+            },
+        }
+    }
+
+    /// Open a peer connection to `user` unless one is up or under way.
+    pub fn ensure(&mut self, cx: &mut Cx<'_>, user: String) {
+        if self.connecting.contains_key(&user) || self.ice.started(&user).is_some() {
+            return;
+        }
+        cx.core.lookup(cx.now, &user);
+        self.connecting.insert(user, cx.now);
+    }
+
+    /// An ICE offer or answer in an envelope from `from` (verified).
+    pub fn on_envelope(&mut self, cx: &mut Cx<'_>, from: &str, kind: u8, payload: &[u8]) {
+        match IceOffer::decode(payload) {
+            Ok(o) if kind == ENVELOPE_ANSWER => {
+                self.ice.on_answer(cx.now, from, &o);
+            }
+            Ok(o) => self.ice.on_offer(cx.now, from, &o, &mut cx.base.rng),
+            Err(err) => tracing::debug!(%from, "bad ICE envelope: {err}"),
+        }
+    }
+
+    /// The outcome of an envelope; true when it carried our offer or
+    /// answer (a failed one fails the connection).
+    pub fn on_outcome(&mut self, id: &EnvelopeId, failed: Option<&str>) -> bool {
+        let Some(user) = self.ice_envelopes.remove(id) else {
+            return false;
+        };
+        if let Some(reason) = failed {
+            self.ice.close(&user);
+            self.report(PeerEvent::Failed {
+                user,
+                reason: format!("could not reach the peer: {reason}"),
+            });
+        }
+        true
+    }
+
+    /// Overlay events this sub-driver follows: attachment (candidates,
+    /// relay), relay credentials, the lookups of connect commands.
+    pub async fn on_client_event(&mut self, cx: &mut Cx<'_>, e: &ClientEvent) {
+        self.paths_client_event(cx, e);
+        match e {
+            ClientEvent::Lookup {
+                username, outcome, ..
+            } => {
+                if let Some(started) = self.connecting.remove(username) {
+                    self.lookup_answered(cx, username, outcome, started);
+                }
+            }
+            ClientEvent::Attached {
+                supernode,
+                observed,
+                ..
+            } => self.attached(cx.base, *supernode, *observed).await,
+            _ => {}
+        }
+    }
+
+    /// The lookup of a user we connect to answered: start ICE, or fail.
+    fn lookup_answered(
+        &mut self,
+        cx: &mut Cx<'_>,
+        username: &str,
+        outcome: &LookupOutcome,
+        started: u64,
+    ) {
+        let reachable = match outcome {
+            LookupOutcome::Online(_) => true,
+            // Invisible users show offline to everyone but are still
+            // attached: they answer the offer if they wish.
+            LookupOutcome::Offline { record, .. } => record.is_reachable(cx.now / 1000),
+            _ => false,
+        };
+        let reason = if reachable {
+            match self
+                .ice
+                .connect(cx.now, started, username, &mut cx.base.rng)
+            {
+                Ok(()) => return,
+                Err(err) => err.to_string(),
+            }
+        } else {
+            match outcome {
+                LookupOutcome::Offline { .. } => "offline".to_string(),
+                LookupOutcome::NotFound => "not found".to_string(),
+                LookupOutcome::Failed(w) => format!("lookup failed: {w}"),
+                LookupOutcome::Online(_) => "unreachable".to_string(),
+            }
+        };
+        self.report(PeerEvent::Failed {
+            user: username.to_owned(),
+            reason,
+        });
+    }
+
+    /// A supernode saw us at `observed`: a server-reflexive candidate, and
+    /// (once) our host candidate.
+    async fn attached(&mut self, base: &Base, supernode: SocketAddr, observed: SocketAddr) {
+        // Over TCP, the observed address is no UDP candidate.
+        if !self.paths.tcp_mode {
+            self.ice.observe(observed);
+        }
+        if !self.host_known
+            && let Ok(bound) = base.socket.local_addr()
+            && let Some(h) = peer::host_address(bound, supernode).await
+        {
+            self.host_known = true;
+            self.ice.set_host(vec![h]);
+        }
+    }
+
+    /// What the ICE sessions asked for since the last step; true when
+    /// there was anything.
+    pub fn ice_events(&mut self, cx: &mut Cx<'_>) -> bool {
+        let mut progressed = false;
+        while let Some(e) = self.ice.poll_event() {
+            progressed = true;
+            if !self.paths_session_event(cx, &e) {
+                self.session_event(cx, e);
+            }
+        }
+        progressed
+    }
+
+    fn session_event(&mut self, cx: &mut Cx<'_>, e: SessionEvent) {
+        match e {
+            SessionEvent::SendOffer { to, offer, answer } => {
+                let bytes = offer.encode();
+                // Sealed to the peer, through the supernodes.
+                let kind = if answer {
+                    ENVELOPE_ANSWER
+                } else {
+                    ENVELOPE_OFFER
+                };
+                let rng = &mut cx.base.rng;
+                let id = cx.core.send_envelope(cx.now, rng, &to, kind, &bytes, false);
+                self.ice_envelopes.insert(id, to.clone());
+                self.report(PeerEvent::Signal { to, bytes, answer })
+            }
+            SessionEvent::Selected {
+                user,
+                path,
+                from: None,
+                controlling,
+                ..
+            } => {
+                tracing::info!(%user, %path, "ICE selected a path");
+                // The caller's link handshake may have arrived before the
+                // callee's own check on this pair completed.
+                if let Some(cert) = cx.base.link.peer(path.remote)
+                    && cert.role != Role::Supernode
+                {
+                    let name = cert.username.clone();
+                    self.link_up(cx, path.remote, &name);
+                    return;
+                }
+                // The caller opens the link; the callee answers it.
+                if controlling
+                    && let Err(e) = cx.base.link.connect(cx.now, path.remote, &mut cx.base.rng)
+                {
+                    self.report(PeerEvent::Failed {
+                        user,
+                        reason: format!("peer link: {e}"),
+                    });
+                }
+            }
+            SessionEvent::Selected {
+                user,
+                path,
+                from: Some(from),
+                ..
+            } => {
+                tracing::info!(%user, %from, to = %path, "ICE path changed");
+                self.report(PeerEvent::PathChanged {
+                    user,
+                    from,
+                    to: path,
+                });
+            }
+            SessionEvent::Failed { user, reason } => {
+                self.report(PeerEvent::Failed { user, reason })
+            }
+            // Relay gathering and permissions: `paths`.
+            SessionEvent::GatherRelay | SessionEvent::RemoteCandidates { .. } => {}
+        }
+    }
+
+    /// A link session with a non-supernode came up: a peer connection if
+    /// ICE led to it and the certificate names the user we meant.
+    pub fn link_up(&mut self, cx: &mut Cx<'_>, addr: SocketAddr, username: &str) {
+        let Some(user) = self.ice.user_at(addr).map(str::to_owned) else {
+            tracing::debug!(%addr, username, "link from a peer without an ICE session");
+            return;
+        };
+        if user != username {
+            cx.base.link.close(cx.now, addr);
+            self.ice.close(&user);
+            self.report(PeerEvent::Failed {
+                user,
+                reason: format!("the peer at {addr} is {username}"),
+            });
+            return;
+        }
+        let (Some(path), Some(started)) = (self.ice.selected(&user), self.ice.started(&user))
+        else {
+            return;
+        };
+        self.report(PeerEvent::Connected {
+            user,
+            path,
+            setup_ms: cx.now.saturating_sub(started),
+        });
+    }
+
+    /// A link session closed: the peer connection over it, if any, failed.
+    pub fn link_closed(&mut self, addr: SocketAddr, reason: &CloseReason) {
+        if let Some(user) = self.ice.user_at(addr).map(str::to_owned) {
+            self.ice.close(&user);
+            self.report(PeerEvent::Failed {
+                user,
+                reason: format!("peer link closed: {reason:?}"),
+            });
+        }
+    }
+
+    /// A STUN datagram on the main socket: ICE checks and their answers.
+    pub fn stun(&mut self, cx: &mut Cx<'_>, from: SocketAddr, d: &[u8]) -> bool {
+        self.ice
+            .handle_stun(cx.now, Via::Direct, from, d, &mut cx.base.rng)
+    }
+
+    pub fn handle_timeout(&mut self, cx: &mut Cx<'_>) {
+        self.ice.handle_timeout(cx.now, &mut cx.base.rng);
+        self.paths_timeout(cx);
+    }
+
+    pub fn deadline(&self) -> u64 {
+        self.ice
+            .poll_timeout()
+            .unwrap_or(u64::MAX)
+            .min(self.paths_deadline())
+    }
+
+    /// Everything waiting to leave: ICE checks (direct or relayed), link
+    /// frames (over the path their peer uses), the relay's own messages.
+    pub async fn flush(&mut self, base: &mut Base) {
+        while let Some(t) = self.ice.poll_transmit() {
+            match t.via {
+                Via::Direct => base.send_udp(t.dst, &t.bytes, "ICE").await,
+                Via::Relay(_) => self.paths_send_relayed(base.now(), t),
+            }
+        }
+        while let Some(t) = base.link.poll_transmit() {
+            // Over a relay, a TCP stream or the main socket (`paths`).
+            self.paths_send_link(base, t.dst, t.bytes).await;
+        }
+        self.paths_flush(base).await;
+    }
+}

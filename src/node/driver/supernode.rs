@@ -1,0 +1,312 @@
+//! The supernode driver: the overlay's supernode core
+//! ([`SupernodeCore`]) on the socket-and-link base, with the STUN server
+//! ([`StunServer`], which may answer from the extra RFC 5780 sockets
+//! this driver also owns) and the TURN relay ([`TurnService`], its own
+//! task, fed from the main socket) beside it.
+//!
+//! Its main loop ([`SupernodeDriver::run`]) waits for one input (a
+//! datagram on the main or an extra socket, a link frame over TCP, a
+//! timer, a command), hands it over, then pumps: link events into the
+//! core, the core's messages into the link, its events out (closing the
+//! sessions of clients and members that went away); and flushes.
+
+use super::base::Base;
+use super::{Command, Event, NodeStatus, OverlayNode, SupernodeOptions};
+use crate::clock::Clock;
+use crate::link::{LinkEndpoint, LinkEvent};
+use crate::nat::StunServer;
+use crate::node::turn::TurnService;
+use crate::overlay::{SupernodeCore, SupernodeEvent};
+use crate::wire::stun::{Datagram, Header, classify, method};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// A datagram on an extra STUN socket: (local, from, bytes).
+type Extra = (SocketAddr, SocketAddr, Vec<u8>);
+
+/// A supernode's task state; see the module docs.
+struct SupernodeDriver {
+    base: Base,
+    core: Box<SupernodeCore>,
+    stun: Option<StunServer>,
+    /// The extra RFC 5780 sockets by local address.
+    extra: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// Stops with the node.
+    turn: Option<TurnService>,
+}
+
+pub(super) fn spawn(
+    socket: UdpSocket,
+    link: LinkEndpoint,
+    core: SupernodeCore,
+    clock: Arc<dyn Clock>,
+    opts: SupernodeOptions,
+) -> std::io::Result<OverlayNode> {
+    let local_addr = socket.local_addr()?;
+    let socket = Arc::new(socket);
+    let (ctx, crx) = mpsc::channel(256);
+    let (etx, erx) = mpsc::channel(4096);
+    let mut base = Base::new(socket.clone(), link, clock.clone(), etx);
+    // Link streams the TURN listener accepts (clients without UDP).
+    let (ltx, lrx) = mpsc::channel(64);
+    base.tcp.accept_from(lrx);
+    let turn = opts
+        .turn
+        .map(|t| TurnService::spawn_with_links(t.core, socket, t.tcp, t.cfg, clock, Some(ltx)));
+    let (extra, xrx, readers) = extra_sockets(opts.stun_sockets)?;
+    let driver = SupernodeDriver {
+        base,
+        core: Box::new(core),
+        stun: opts.stun.map(StunServer::new),
+        extra,
+        turn,
+    };
+    let turn = driver.turn.as_ref().map(|t| t.handle.clone());
+    let span = tracing::info_span!("supernode", addr = %local_addr);
+    let task = tokio::spawn(
+        async move {
+            driver.run(crx, xrx).await;
+            for r in readers {
+                r.abort();
+            }
+        }
+        .instrument(span),
+    );
+    Ok(OverlayNode {
+        local_addr,
+        commands: ctx,
+        events: erx,
+        task,
+        turn,
+    })
+}
+
+/// The extra sockets by local address, and a reader task each forwarding
+/// what arrives to the driver.
+#[allow(clippy::type_complexity)]
+fn extra_sockets(
+    sockets: Vec<UdpSocket>,
+) -> std::io::Result<(
+    HashMap<SocketAddr, Arc<UdpSocket>>,
+    mpsc::Receiver<Extra>,
+    Vec<JoinHandle<()>>,
+)> {
+    let (xtx, xrx) = mpsc::channel::<Extra>(1024);
+    let mut extra = HashMap::new();
+    let mut readers = Vec::new();
+    for s in sockets {
+        let s = Arc::new(s);
+        let local = s.local_addr()?;
+        extra.insert(local, s.clone());
+        let tx = xtx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                match s.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        if tx.send((local, from, buf[..n].to_vec())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::debug!(%local, "recv: {e}"),
+                }
+            }
+        }));
+    }
+    Ok((extra, xrx, readers))
+}
+
+impl SupernodeDriver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut extra: mpsc::Receiver<Extra>,
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let wait = self.base.wait(self.core.poll_timeout());
+            let stop = tokio::select! {
+                r = self.base.socket.recv_from(&mut buf) => {
+                    match r {
+                        Ok((n, from)) => self.datagram(None, from, &buf[..n]),
+                        // ICMP errors from earlier sends surface here; the
+                        // protocol's own timers deal with unreachable peers.
+                        Err(e) => tracing::debug!("recv: {e}"),
+                    }
+                    false
+                }
+                Some((local, from, d)) = extra.recv() => {
+                    self.datagram(Some(local), from, &d);
+                    false
+                }
+                x = self.base.tcp.recv() => {
+                    self.base.tcp_input(&x);
+                    false
+                }
+                _ = tokio::time::sleep(wait) => {
+                    let now = self.base.now();
+                    self.base.link.handle_timeout(now, &mut self.base.rng);
+                    self.core.handle_timeout(now, &mut self.base.rng);
+                    false
+                }
+                cmd = commands.recv() => match cmd {
+                    None => true,
+                    Some(c) => self.command(c),
+                },
+            };
+            self.pump();
+            // On a stop, this lets the goodbye leave before the socket
+            // closes.
+            self.flush().await;
+            if stop {
+                break;
+            }
+        }
+        let _ = self.base.events.send(Event::Stopped).await;
+    }
+
+    /// One datagram, on the main socket (`local` None) or an extra STUN
+    /// socket.
+    fn datagram(&mut self, local: Option<SocketAddr>, from: SocketAddr, d: &[u8]) {
+        let now = self.base.now();
+        match classify(d) {
+            Datagram::Link if local.is_none() => {
+                self.base
+                    .link
+                    .handle_datagram(now, from, d, &mut self.base.rng)
+            }
+            Datagram::Stun(h) => self.stun_datagram(local, from, h, d),
+            Datagram::ChannelData(_) if local.is_none() => match &self.turn {
+                Some(t) => t.handle.datagram(from, d),
+                None => self.base.dropped_datagrams += 1,
+            },
+            _ => self.base.dropped_datagrams += 1,
+        }
+    }
+
+    fn stun_datagram(&mut self, local: Option<SocketAddr>, from: SocketAddr, h: Header, d: &[u8]) {
+        // TURN (Allocate, Refresh, CreatePermission, ChannelBind, Send) on
+        // the main socket goes to the relay, with or without a STUN server.
+        if h.is_turn()
+            && local.is_none()
+            && let Some(t) = &self.turn
+        {
+            t.handle.datagram(from, d);
+            return;
+        }
+        match &mut self.stun {
+            Some(server) if h.method == method::BINDING => {
+                let local = local.unwrap_or(server.config().primary);
+                server.handle_datagram(local, from, d);
+            }
+            _ => self.base.stun_unhandled += 1,
+        }
+    }
+
+    /// Returns true when the node should stop.
+    fn command(&mut self, c: Command) -> bool {
+        match c {
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::SetCertificate { cert } => {
+                self.base.set_certificate(&cert);
+            }
+            Command::Shutdown => return true,
+            c => tracing::debug!("ignored {c:?} on a supernode"),
+        }
+        false
+    }
+
+    fn status(&self) -> NodeStatus {
+        NodeStatus {
+            members: self.core.membership().alive_count(),
+            clients: self.core.client_count(),
+            records: self.core.record_count(),
+            queries_sent: self.core.stats().queries_sent,
+            stun: self.stun.as_ref().map(|s| s.stats().clone()),
+            ..self.base.status()
+        }
+    }
+
+    /// Link events into the core, its messages into the link, its events
+    /// out, until nothing moves.
+    fn pump(&mut self) {
+        let now = self.base.now();
+        for _ in 0..64 {
+            let mut progressed = self.link_events(now);
+            for t in self.core.drain_transmits().collect::<Vec<_>>() {
+                progressed = true;
+                if let Err(e) = self
+                    .base
+                    .link
+                    .send(now, t.dst, &t.bytes, &mut self.base.rng)
+                {
+                    tracing::debug!(dst = %t.dst, "link send: {e}");
+                }
+            }
+            while let Some(e) = self.core.poll_event() {
+                progressed = true;
+                self.deliver(now, e);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn link_events(&mut self, now: u64) -> bool {
+        let mut progressed = false;
+        while let Some(ev) = self.base.link.poll_event() {
+            progressed = true;
+            match ev {
+                LinkEvent::Message { addr, payload, .. } => {
+                    let Some(cert) = self.base.link.peer(addr).cloned() else {
+                        continue;
+                    };
+                    let rng = &mut self.base.rng;
+                    self.core.handle_message(now, addr, &cert, &payload, rng);
+                }
+                LinkEvent::Closed { addr, reason } => {
+                    tracing::debug!(%addr, ?reason, "link closed");
+                }
+                _ => {}
+            }
+        }
+        progressed
+    }
+
+    fn deliver(&mut self, now: u64, e: SupernodeEvent) {
+        // A dead client's or member's session is stale: the next message
+        // must start a fresh handshake (it may have restarted).
+        if let SupernodeEvent::ClientDetached { addr, .. }
+        | SupernodeEvent::MemberDown { addr, .. } = &e
+        {
+            self.base.link.close(now, *addr);
+        }
+        self.base.emit(Event::Supernode(e));
+    }
+
+    /// Link frames (on their TCP stream when a client came over TCP, else
+    /// the main socket) and the STUN server's answers.
+    async fn flush(&mut self) {
+        while let Some(t) = self.base.link.poll_transmit() {
+            self.base.send_frame(t.dst, t.bytes, false).await;
+        }
+        let Some(s) = &mut self.stun else { return };
+        while let Some(t) = s.poll_transmit() {
+            let sent = match t.src.and_then(|a| self.extra.get(&a)) {
+                Some(x) => x.send_to(&t.bytes, t.dst).await,
+                None => self.base.socket.send_to(&t.bytes, t.dst).await,
+            };
+            if let Err(e) = sent {
+                tracing::debug!(dst = %t.dst, "STUN send: {e}");
+            }
+        }
+    }
+}
