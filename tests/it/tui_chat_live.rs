@@ -280,6 +280,18 @@ async fn chat_view_from_real_events() {
     .await;
     expire_notices(&mut app);
     assert_snapshot!("stored_for_offline_contact", draw(&app));
+    // The old bot detached before it exited: a new one takes its data dir
+    // (one natter per data dir) only once it is gone.
+    tokio::task::block_in_place(|| {
+        let gone = std::time::Instant::now() + T;
+        while bot.child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < gone,
+                "bot did not exit after quit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
     let bot = net.headless("bot", &all, &[]);
     pump(&mut you, &mut app, "the stored message acknowledged", |a| {
         later(a, MessageState::Delivered)
