@@ -203,6 +203,8 @@ pub struct NodeStatus {
     /// STUN messages no core here took (e.g. TURN methods before the
     /// relay is built), dropped.
     pub stun_unhandled: u64,
+    /// Supernodes: every core's counters, for the metrics endpoint.
+    pub counters: Option<Box<crate::metrics::supernode::SupernodeCounters>>,
 }
 
 /// What a node runs besides the overlay on its sockets.
@@ -853,6 +855,21 @@ impl Driver {
                         st.clients = s.client_count();
                         st.records = s.record_count();
                         st.queries_sent = s.stats().queries_sent;
+                        st.counters =
+                            Some(Box::new(crate::metrics::supernode::SupernodeCounters {
+                                overlay: s.stats().clone(),
+                                envelopes: s.envelope_stats().clone(),
+                                membership: s.membership_stats().clone(),
+                                link: self.link.stats().clone(),
+                                stun: st.stun.clone(),
+                                clients: st.clients,
+                                records: st.records,
+                                members: st.members,
+                                mailbox: s.mailbox_size(),
+                                link_sessions: st.link_sessions,
+                                dropped_datagrams: st.dropped_datagrams,
+                                stun_unhandled: st.stun_unhandled,
+                            }));
                     }
                 }
                 let _ = reply.send(st);

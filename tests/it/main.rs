@@ -46,6 +46,7 @@ mod media_long_call_sim;
 mod media_loss_fec;
 mod media_tamper;
 mod media_tone_call;
+mod metrics;
 mod nat_detect_sim;
 mod nat_headless;
 mod overlay_loopback;
