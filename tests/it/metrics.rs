@@ -3,6 +3,7 @@
 //! scrapes count them, and Prometheus's own `promtool check metrics`
 //! accepts both (Debian's prometheus package; scripts/test.sh installs it).
 
+use crate::common::calls::{CallNet, NULL_AUDIO, T, state};
 use crate::common::procs::Network;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -141,4 +142,58 @@ fn supernode_and_authority_metrics_count_what_happened_and_pass_promtool() {
         0.0
     );
     assert_eq!(value(&body, "natter_metrics_scrapes_total"), 1.0);
+}
+
+/// The address a headless client logged (its stdout is the JSON stream).
+fn logged_metrics_addr(log: &std::path::Path) -> String {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(i) = text.find("metrics on http://") {
+            let rest = &text[i + "metrics on http://".len()..];
+            return rest[..rest.find("/metrics").unwrap()].to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics address in {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_headless_client_counts_its_calls_by_path_and_end() {
+    let _turn = scenario!();
+    let net = CallNet::start(&["alice", "bob"]);
+    let _bob = net.client("bob", NULL_AUDIO, &["--auto-answer"]);
+    let mut alice = net.client(
+        "alice",
+        &format!("{NULL_AUDIO}{METRICS}[call]\nringback = false\n"),
+        &["--call", "bob"],
+    );
+    let addr = logged_metrics_addr(&net.path("alice.log"));
+    state(&alice, "active");
+    alice.wait_json(T, |v| v["event"] == "call_stats" && v["path"] == "direct");
+    alice.say("hangup");
+    state(&alice, "ended");
+
+    let body = scrape(&addr);
+    promtool("client", &body);
+    assert_eq!(
+        value(&body, "natter_client_calls_total{path=\"direct\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&body, "natter_client_calls_total{path=\"relayed\"}"),
+        0.0
+    );
+    assert_eq!(
+        value(&body, "natter_client_calls_ended_total{reason=\"hung_up\"}"),
+        1.0
+    );
+    assert!(
+        value(&body, "natter_client_nat_detections_total") >= 1.0,
+        "{body}"
+    );
 }
