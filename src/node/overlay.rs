@@ -885,7 +885,10 @@ impl Driver {
                 cl.shutdown(now);
                 return true;
             }
-            (Core::Supernode(_), Command::Shutdown) => return true,
+            (Core::Supernode(s), Command::Shutdown) => {
+                s.leave(&mut self.rng);
+                return true;
+            }
             (Core::Client(cl), Command::Connect { username }) => {
                 let username = username.to_ascii_lowercase();
                 self.connecting.insert(username.clone(), now);

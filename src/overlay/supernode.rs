@@ -1183,6 +1183,31 @@ impl SupernodeCore {
         self.env_rebalance(now);
     }
 
+    /// Leave the overlay for good (a clean shutdown): the other supernodes
+    /// learn at once that this one is down and take over its share of the
+    /// directory, and every attached client is redirected to other
+    /// supernodes, so it re-attaches and republishes now rather than after
+    /// its keepalives time out. The caller sends the transmits and stops.
+    pub fn leave(&mut self, rng: &mut dyn RngCore) {
+        let mut out = std::mem::take(&mut self.out);
+        self.members.leave(&mut out);
+        self.out = out;
+        let me = self.my_addr;
+        let mut others = self.some_supernodes(rng, 9);
+        others.retain(|a| *a != me);
+        others.truncate(8);
+        let clients: Vec<SocketAddr> = self.clients.keys().copied().collect();
+        for c in clients {
+            self.send(
+                c,
+                &Msg::Redirect {
+                    supernodes: others.clone(),
+                },
+            );
+        }
+        self.clients.clear();
+    }
+
     pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
         // Join the overlay through the bootstrap list until someone answers.
         if !self.joined && now >= self.next_join_at && !self.bootstrap.is_empty() {

@@ -63,6 +63,7 @@ mod shutdown;
 mod sim_blackout;
 mod sim_dead_owners;
 mod sim_envelopes;
+mod sim_leave;
 mod sim_small;
 mod tcp_fallback_recovers;
 mod tui_call_live;
