@@ -45,6 +45,17 @@ pub struct Config {
     pub call: CallSection,
     pub keys: KeysSection,
     pub relay: RelaySection,
+    pub metrics: MetricsSection,
+}
+
+/// The Prometheus scrape endpoint of a supernode, authority or client.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where `GET /metrics` is served (e.g. "127.0.0.1:9464"); off when
+    /// unset. The endpoint has no authentication: keep it on loopback or
+    /// a management network.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Sound devices for calls.

@@ -4,6 +4,8 @@
 //! - `ui`: the terminal UI, talking to `node::api` only;
 //! - `node`: tokio drivers around the cores;
 //! - `authority`: the login server and its protocol;
+//! - `metrics`: the Prometheus scrape endpoint of supernodes and the
+//!   authority, rendering snapshots of the cores' counters;
 //! - `chat`: end-to-end encrypted chat over sealed envelopes (sans-IO
 //!   core, SQLite history);
 //! - `contacts`: authorization requests, blocking, presence for contacts
@@ -12,7 +14,7 @@
 //! - `media`, `call`: voice (audio devices, codec, encrypted media) and
 //!   call signalling;
 //! - `crypto`, `identity`, `wire` (with the STUN layer that demultiplexes
-//!   the one UDP socket), `sqlite`, `config`, `clock`: the base.
+//!   the one UDP socket), `sqlite`, `config`, `clock`, `histogram`: the base.
 
 pub mod authority;
 pub mod call;
@@ -23,10 +25,12 @@ pub mod contacts;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod histogram;
 pub mod ice;
 pub mod identity;
 pub mod link;
 pub mod media;
+pub mod metrics;
 #[cfg(test)]
 mod module_graph;
 pub mod nat;

@@ -52,6 +52,9 @@ struct Cli {
     /// Address to listen on (with --authority, --supernode or --headless)
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics at ADDR/metrics (overrides [metrics] listen)
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Supernodes to join or attach through, `host:port` (repeatable)
     #[arg(long, value_name = "HOST:PORT")]
     bootstrap: Vec<HostPort>,
@@ -211,6 +214,9 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     }
     if cli.no_nat_detect {
         config.nat.detect = false;
+    }
+    if cli.metrics_listen.is_some() {
+        config.metrics.listen = cli.metrics_listen;
     }
     let data_dir = config.data_dir(cli.data_dir.as_deref())?;
     // The long-running modes own the data dir while they run.
@@ -477,6 +483,20 @@ async fn run_authority(config: &Config, data_dir: &Path, listen: Option<SocketAd
     );
     println!("accounts: {accounts}");
     println!("listening on {}", server.local_addr());
+    if let Some(addr) = config.metrics.listen {
+        let handle = server.handle();
+        let listener = natter::metrics::bind(addr).await?;
+        println!("metrics on http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(natter::metrics::serve(
+            listener,
+            move || {
+                let (open, slots) = handle.connections();
+                let e = natter::metrics::authority::exposition(&handle.stats(), open, slots);
+                async move { e }
+            },
+            std::future::pending(),
+        ));
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
     server.run(shutdown_signal()).await;

@@ -9,6 +9,7 @@ use natter::clock::{Clock, SystemClock};
 use natter::config::{Config, HostPort};
 use natter::identity::{Certificate, DeviceIdentity, Role, cert::fmt_time};
 use natter::link::{LinkConfig, LinkEndpoint};
+use natter::metrics::supernode::RelayCounters;
 use natter::nat::{StunServer, StunServerConfig};
 use natter::node::client::resolve;
 use natter::node::driver::{Command, Event, OverlayNode, SupernodeOptions};
@@ -192,6 +193,39 @@ pub(crate) async fn start(
     Ok((node, advertised, id))
 }
 
+/// Serve the node's counters at `addr`/metrics while it runs.
+async fn serve_metrics(addr: SocketAddr, node: &OverlayNode) -> Result<()> {
+    let listener = natter::metrics::bind(addr).await?;
+    println!("metrics on http://{}/metrics", listener.local_addr()?);
+    let commands = node.commands.clone();
+    let turn = node.turn.clone();
+    let collect = move || {
+        let (commands, turn) = (commands.clone(), turn.clone());
+        async move {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let counters = match commands.send(Command::Status { reply }).await {
+                Ok(()) => rx.await.ok().and_then(|s| s.counters),
+                Err(_) => None,
+            };
+            let relay = match &turn {
+                Some(t) => t.stats().await.map(|turn| RelayCounters {
+                    turn,
+                    queue_drops: t.queue_drops(),
+                }),
+                None => None,
+            };
+            let counters = counters.unwrap_or_default();
+            natter::metrics::supernode::exposition(&counters, relay.as_ref())
+        }
+    };
+    tokio::spawn(natter::metrics::serve(
+        listener,
+        collect,
+        std::future::pending(),
+    ));
+    Ok(())
+}
+
 pub async fn run(
     config: &Config,
     data_dir: &Path,
@@ -228,6 +262,9 @@ pub async fn run(
             advertised.port()
         ),
         None => println!("STUN on {advertised} (no second address: no RFC 5780 tests)"),
+    }
+    if let Some(addr) = config.metrics.listen {
+        serve_metrics(addr, &node).await?;
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();

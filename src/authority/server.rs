@@ -50,13 +50,18 @@ impl Shared {
 pub struct AuthorityServer {
     listener: TcpListener,
     shared: Arc<Shared>,
+    /// One permit per client connection the authority serves at once.
     connections: Arc<Semaphore>,
+    /// The number of those permits.
+    slots: usize,
 }
 
 /// Read access to a running authority, for tests and status output.
 #[derive(Clone)]
 pub struct AuthorityHandle {
     shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+    slots: usize,
     pub local_addr: SocketAddr,
 }
 
@@ -67,6 +72,12 @@ impl AuthorityHandle {
 
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// Client connections open and the most served at once.
+    pub fn connections(&self) -> (usize, usize) {
+        let free = self.connections.available_permits();
+        (self.slots.saturating_sub(free), self.slots)
     }
 }
 
@@ -95,12 +106,15 @@ impl AuthorityServer {
                 hashing: Semaphore::new(cpus),
             }),
             connections: Arc::new(Semaphore::new(max_connections.max(1))),
+            slots: max_connections.max(1),
         })
     }
 
     pub fn handle(&self) -> AuthorityHandle {
         AuthorityHandle {
             shared: self.shared.clone(),
+            connections: self.connections.clone(),
+            slots: self.slots,
             local_addr: self.local_addr(),
         }
     }

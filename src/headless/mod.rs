@@ -5,6 +5,7 @@
 //! data dir holds no certificate), sends what the flags ask for once
 //! online, and aims call verbs at the current call.
 
+mod metrics;
 mod parse;
 mod render;
 mod setup;
@@ -28,6 +29,10 @@ use tokio::time::Instant;
 pub async fn run(config: &Config, data_dir: &Path, h: Headless) -> Result<()> {
     let settings = setup::settings(config, data_dir, &h).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let counters = match config.metrics.listen {
+        Some(addr) => Some(metrics::serve(addr).await?),
+        None => None,
+    };
     let mut rt = client::spawn(settings, clock);
     let (password, mut lines) = stdin_lines(h.password_stdin).await?;
     let mut s = Session::new(h, password);
@@ -45,7 +50,12 @@ pub async fn run(config: &Config, data_dir: &Path, h: Headless) -> Result<()> {
             Some(line) = lines.recv() => s.line(&rt, &line).await,
             ev = rt.events.recv() => match ev {
                 None | Some(Event::Stopped) => break,
-                Some(e) => s.event(&rt, e).await?,
+                Some(e) => {
+                    if let Some(c) = &counters {
+                        c.lock().unwrap_or_else(|p| p.into_inner()).observe(&e);
+                    }
+                    s.event(&rt, e).await?
+                }
             },
         }
     }

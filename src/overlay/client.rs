@@ -852,6 +852,8 @@ impl ClientCore {
                     return;
                 }
                 self.drop_link(now, from, "redirected", 30_000);
+                // Try the supernodes named now: ours is full or leaving.
+                self.next_attempt_at = now;
                 for a in supernodes.iter().rev() {
                     let a = HostAddr::from(*a);
                     self.host_cache.retain(|x| *x != a);

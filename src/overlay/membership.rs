@@ -526,6 +526,37 @@ impl Membership {
         }
     }
 
+    /// Leave for good: tell every member we know to be up that we are
+    /// down (at our own incarnation, which they accept at once), so they
+    /// take over our share of the ring now instead of after the failure
+    /// detector's suspicion timeout. Nothing is gossiped after this.
+    pub fn leave(&mut self, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        let down = Update {
+            id: self.me,
+            addr: self.my_addr,
+            incarnation: self.incarnation,
+            state: MemberState::Down,
+        };
+        let up: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|(id, m)| **id != self.me && m.is_up())
+            .map(|(_, m)| self.addrs.unpack(m.addr))
+            .collect();
+        for to in up {
+            // seq 0: not a probe; the Ack that comes back is not awaited.
+            self.send(
+                out,
+                to,
+                &Msg::Ping {
+                    seq: 0,
+                    updates: vec![down],
+                },
+            );
+        }
+        self.clear_gossip();
+    }
+
     /// Ask `bootstrap` to let us in.
     pub fn join(&mut self, bootstrap: SocketAddr, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
         self.send(out, bootstrap, &Msg::Join);

@@ -128,6 +128,8 @@ pub struct SupernodeStats {
     pub lookups: u64,
     pub lookups_found: u64,
     pub lookups_cached: u64,
+    /// Time from a client's lookup to its answer, found or not.
+    pub lookup_latency: crate::histogram::LatencyHistogram,
     pub query_timeouts: u64,
     /// Queries sent to owners (overlay hops taken by lookups).
     pub queries_sent: u64,
@@ -963,7 +965,7 @@ impl SupernodeCore {
         {
             let b = h.bytes.clone();
             self.stats.lookups_found += 1;
-            self.answer(now, origin, Found::Record(&b));
+            self.answer(now, now, origin, Found::Record(&b));
             return;
         }
         if let Some((b, until)) = self.cache.get(username)
@@ -972,7 +974,7 @@ impl SupernodeCore {
             let b = b.clone();
             self.stats.lookups_cached += 1;
             self.stats.lookups_found += 1;
-            self.answer(now, origin, Found::Record(&b));
+            self.answer(now, now, origin, Found::Record(&b));
             return;
         }
         let candidates: Vec<(u64, SocketAddr)> = self
@@ -1017,7 +1019,7 @@ impl SupernodeCore {
                 self.cache
                     .insert(q.username.clone(), (b.clone(), now + self.cfg.cache_ttl_ms));
                 self.stats.lookups_found += 1;
-                self.answer(now, q.origin, Found::Record(&b));
+                self.answer(now, q.started, q.origin, Found::Record(&b));
             }
             return;
         }
@@ -1053,7 +1055,7 @@ impl SupernodeCore {
         if exhausted {
             if q.outstanding.is_empty() {
                 let q = self.queries.remove(&qid).expect("present");
-                self.answer(now, q.origin, Found::NotFound);
+                self.answer(now, q.started, q.origin, Found::NotFound);
             }
             return;
         }
@@ -1111,9 +1113,15 @@ impl SupernodeCore {
         self.advance_query(now, qid);
     }
 
-    fn answer(&mut self, now: u64, origin: Origin, found: Found<'_>) {
+    /// Answer a lookup asked at `started`.
+    fn answer(&mut self, now: u64, started: u64, origin: Origin, found: Found<'_>) {
         match origin {
-            Origin::Client { addr, qid } => self.send(addr, &Msg::LookupReply { qid, found }),
+            Origin::Client { addr, qid } => {
+                self.stats
+                    .lookup_latency
+                    .record(now.saturating_sub(started));
+                self.send(addr, &Msg::LookupReply { qid, found })
+            }
             Origin::Envelope { client, id } => self.env_on_lookup(now, client, id, found),
         }
     }
@@ -1173,6 +1181,31 @@ impl SupernodeCore {
             }
         }
         self.env_rebalance(now);
+    }
+
+    /// Leave the overlay for good (a clean shutdown): the other supernodes
+    /// learn at once that this one is down and take over its share of the
+    /// directory, and every attached client is redirected to other
+    /// supernodes, so it re-attaches and republishes now rather than after
+    /// its keepalives time out. The caller sends the transmits and stops.
+    pub fn leave(&mut self, rng: &mut dyn RngCore) {
+        let mut out = std::mem::take(&mut self.out);
+        self.members.leave(&mut out);
+        self.out = out;
+        let me = self.my_addr;
+        let mut others = self.some_supernodes(rng, 9);
+        others.retain(|a| *a != me);
+        others.truncate(8);
+        let clients: Vec<SocketAddr> = self.clients.keys().copied().collect();
+        for c in clients {
+            self.send(
+                c,
+                &Msg::Redirect {
+                    supernodes: others.clone(),
+                },
+            );
+        }
+        self.clients.clear();
     }
 
     pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {

@@ -151,6 +151,16 @@ impl Sim {
         self.nodes[i].alive = false;
     }
 
+    /// Stop supernode `i` cleanly (SIGTERM): it tells the overlay and its
+    /// clients that it is leaving, then stops like [`Sim::kill`].
+    pub fn leave(&mut self, i: usize) {
+        if let Node::Supernode(s) = &mut self.nodes[i].node {
+            s.leave(&mut self.rng);
+        }
+        self.flush(i);
+        self.kill(i);
+    }
+
     /// Start a new node in slot `i`, at the same address (a restarted
     /// process), and bring it up.
     pub fn replace(&mut self, i: usize, node: Node) {

@@ -145,6 +145,8 @@ pub struct NodeStatus {
     /// STUN messages no core here took (e.g. TURN methods before the
     /// relay is built), dropped.
     pub stun_unhandled: u64,
+    /// Supernodes: every core's counters, for the metrics endpoint.
+    pub counters: Option<Box<crate::metrics::supernode::SupernodeCounters>>,
 }
 
 /// What a client runs besides the overlay client on its socket.

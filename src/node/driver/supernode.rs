@@ -14,6 +14,7 @@ use super::base::Base;
 use super::{Command, Event, NodeStatus, OverlayNode, SupernodeOptions};
 use crate::clock::Clock;
 use crate::link::{LinkEndpoint, LinkEvent};
+use crate::metrics::supernode::SupernodeCounters;
 use crate::nat::StunServer;
 use crate::node::turn::TurnService;
 use crate::overlay::{SupernodeCore, SupernodeEvent};
@@ -217,20 +218,47 @@ impl SupernodeDriver {
             Command::SetCertificate { cert } => {
                 self.base.set_certificate(&cert);
             }
-            Command::Shutdown => return true,
+            Command::Shutdown => {
+                // Tell the overlay and our clients first; the driver
+                // flushes these before the socket closes.
+                self.core.leave(&mut self.base.rng);
+                return true;
+            }
             c => tracing::debug!("ignored {c:?} on a supernode"),
         }
         false
     }
 
     fn status(&self) -> NodeStatus {
-        NodeStatus {
+        let st = NodeStatus {
             members: self.core.membership().alive_count(),
             clients: self.core.client_count(),
             records: self.core.record_count(),
             queries_sent: self.core.stats().queries_sent,
             stun: self.stun.as_ref().map(|s| s.stats().clone()),
             ..self.base.status()
+        };
+        NodeStatus {
+            counters: Some(Box::new(self.counters(&st))),
+            ..st
+        }
+    }
+
+    /// Every core's counters, for a metrics scrape.
+    fn counters(&self, st: &NodeStatus) -> SupernodeCounters {
+        SupernodeCounters {
+            overlay: self.core.stats().clone(),
+            envelopes: self.core.envelope_stats().clone(),
+            membership: self.core.membership_stats().clone(),
+            link: self.base.link.stats().clone(),
+            stun: st.stun.clone(),
+            clients: st.clients,
+            records: st.records,
+            members: st.members,
+            mailbox: self.core.mailbox_size(),
+            link_sessions: st.link_sessions,
+            dropped_datagrams: st.dropped_datagrams,
+            stun_unhandled: st.stun_unhandled,
         }
     }
 

@@ -122,11 +122,17 @@ pub struct Network {
 
 impl Network {
     pub fn start() -> Network {
+        Self::start_with("")
+    }
+
+    /// [`Network::start`] with `extra` TOML appended to the authority's
+    /// config.
+    pub fn start_with(extra: &str) -> Network {
         let dir = tempfile::tempdir().unwrap();
         let authority_config = dir.path().join("authority.toml");
         std::fs::write(
             &authority_config,
-            "[authority]\nlisten = \"127.0.0.1:0\"\nregistrations_per_hour_per_address = 0\n",
+            format!("[authority]\nlisten = \"127.0.0.1:0\"\nregistrations_per_hour_per_address = 0\n{extra}"),
         )
         .unwrap();
         let mut cmd = natter();
