@@ -12,7 +12,8 @@
 //! - `media`, `call`: voice (audio devices, codec, encrypted media) and
 //!   call signalling;
 //! - `crypto`, `identity`, `wire` (with the STUN layer that demultiplexes
-//!   the one UDP socket), `sqlite`, `config`, `clock`: the base.
+//!   the one UDP socket), `sqlite`, `config`, `clock`, `limits` (per-source
+//!   shares and rate limits): the base.
 
 pub mod authority;
 pub mod call;
@@ -25,6 +26,7 @@ pub mod crypto;
 pub mod fuzzing;
 pub mod ice;
 pub mod identity;
+pub mod limits;
 pub mod link;
 pub mod media;
 pub mod nat;

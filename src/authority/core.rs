@@ -7,6 +7,7 @@
 //! access) to run off the core, whose results it feeds back with
 //! [`AuthorityCore::on_job_done`].
 
+use super::admission::{Admission, AdmissionPolicy, AdmissionStats};
 use super::proto::*;
 use super::throttle::{Throttle, ThrottlePolicy};
 use crate::crypto::noise::{Handshake, IK, Transport};
@@ -26,6 +27,7 @@ pub struct Policy {
     pub open_registration: bool,
     pub max_requests_per_connection: u32,
     pub throttle: ThrottlePolicy,
+    pub admission: AdmissionPolicy,
 }
 
 impl Default for Policy {
@@ -36,6 +38,7 @@ impl Default for Policy {
             open_registration: true,
             max_requests_per_connection: 8,
             throttle: ThrottlePolicy::default(),
+            admission: AdmissionPolicy::default(),
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct AuthorityStats {
     pub cert_bad_signature: u64,
     pub cert_key_mismatch: u64,
     pub internal_errors: u64,
+    /// Connection slots: admissions, refusals, evictions, deadlines.
+    pub admission: AdmissionStats,
 }
 
 impl std::fmt::Display for AuthorityStats {
@@ -75,7 +80,9 @@ impl std::fmt::Display for AuthorityStats {
             f,
             "registrations={} logins={} renewals={} wrong_password={} unknown_user={} throttled={} \
              replayed={} clock_skew={} bad_handshakes={} malformed={} bad_proof={} cert_expired={} \
-             cert_unknown_issuer={} cert_bad_signature={} cert_key_mismatch={}",
+             cert_unknown_issuer={} cert_bad_signature={} cert_key_mismatch={} \
+             conn_refused_address_cap={} conn_refused_full={} conn_evicted={} conn_frame_deadline={} \
+             conn_idle={}",
             self.registrations,
             self.logins,
             self.renewals,
@@ -90,7 +97,12 @@ impl std::fmt::Display for AuthorityStats {
             self.cert_expired,
             self.cert_unknown_issuer,
             self.cert_bad_signature,
-            self.cert_key_mismatch
+            self.cert_key_mismatch,
+            self.admission.refused_address_cap,
+            self.admission.refused_full,
+            self.admission.evicted,
+            self.admission.frame_deadline,
+            self.admission.idle
         )
     }
 }
@@ -191,6 +203,8 @@ pub struct AuthorityCore {
     /// Hash of each accepted first handshake message -> when it may be
     /// forgotten (its timestamp is then outside the skew window anyway).
     seen_hellos: HashMap<[u8; 32], u64>,
+    /// Connection slots: who holds one and until when.
+    admission: Admission,
     stats: AuthorityStats,
 }
 
@@ -209,6 +223,7 @@ impl AuthorityCore {
             public: key.public(),
             key,
             throttle: Throttle::new(policy.throttle.clone()),
+            admission: Admission::new(policy.admission.clone()),
             policy,
             seen_hellos: HashMap::new(),
             stats: AuthorityStats::default(),
@@ -219,8 +234,14 @@ impl AuthorityCore {
         self.public
     }
 
-    pub fn stats(&self) -> &AuthorityStats {
+    pub fn stats(&mut self) -> &AuthorityStats {
+        self.stats.admission = self.admission.stats();
         &self.stats
+    }
+
+    /// The connection-slot table the driver reports to.
+    pub fn admission(&mut self) -> &mut Admission {
+        &mut self.admission
     }
 
     /// How often the driver should call [`AuthorityCore::on_tick`].

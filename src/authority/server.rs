@@ -1,25 +1,26 @@
 //! Tokio driver for the authority: accepts TCP connections, splits the
 //! stream into frames, feeds them to [`AuthorityCore`] and runs its jobs
 //! (argon2id and SQLite) on the blocking pool, bounded by the core count.
+//! Which connections may hold a slot, and for how long, is decided by the
+//! core's [`Admission`](super::admission::Admission) table.
 
 use super::AuthorityStats;
+use super::admission::{Admit, ConnId};
 use super::core::{AuthorityCore, Job, JobResult, Output, Policy, Session};
 use super::store::{Store, StoreError, hash_password};
 use crate::clock::Clock;
 use crate::identity::AuthorityKey;
 use crate::wire::{Frame, MAX_FRAME};
 use rand::RngCore;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
-
-/// A connection that sends nothing for this long is closed.
-const IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -38,11 +39,17 @@ struct Shared {
     clock: Arc<dyn Clock>,
     /// Bounds concurrent argon2 work: each hash takes ~19 MiB and a core.
     hashing: Semaphore,
+    /// How to close each admitted connection early (eviction).
+    kills: Mutex<HashMap<ConnId, Arc<Notify>>>,
 }
 
 impl Shared {
     fn core(&self) -> std::sync::MutexGuard<'_, AuthorityCore> {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn kills(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Notify>>> {
+        self.kills.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -50,7 +57,6 @@ impl Shared {
 pub struct AuthorityServer {
     listener: TcpListener,
     shared: Arc<Shared>,
-    connections: Arc<Semaphore>,
 }
 
 /// Read access to a running authority, for tests and status output.
@@ -65,6 +71,11 @@ impl AuthorityHandle {
         self.shared.core().stats().clone()
     }
 
+    /// Connections holding a slot now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.core().admission().open()
+    }
+
     pub fn store(&self) -> &Store {
         &self.shared.store
     }
@@ -75,10 +86,11 @@ impl AuthorityServer {
         listen: SocketAddr,
         key: AuthorityKey,
         store: Store,
-        policy: Policy,
+        mut policy: Policy,
         clock: Arc<dyn Clock>,
         max_connections: usize,
     ) -> Result<Self, ServerError> {
+        policy.admission.max_connections = max_connections.max(1);
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -93,8 +105,8 @@ impl AuthorityServer {
                 store: Arc::new(store),
                 clock,
                 hashing: Semaphore::new(cpus),
+                kills: Mutex::new(HashMap::new()),
             }),
-            connections: Arc::new(Semaphore::new(max_connections.max(1))),
         })
     }
 
@@ -134,17 +146,29 @@ impl AuthorityServer {
                             continue;
                         }
                     };
-                    let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached; refusing");
-                        continue;
+                    let now = self.shared.clock.now_ms();
+                    let admit = self.shared.core().admission().on_accept(now, peer.ip());
+                    let id = match admit {
+                        Admit::Accept(id) => id,
+                        Admit::AcceptEvicting { id, evict } => {
+                            if let Some(kill) = self.shared.kills().remove(&evict) {
+                                kill.notify_one();
+                            }
+                            id
+                        }
+                        // Counted and logged by the admission table.
+                        Admit::Refuse(_) => continue,
                     };
+                    let kill = Arc::new(Notify::new());
+                    self.shared.kills().insert(id, kill.clone());
                     let shared = self.shared.clone();
                     let span = tracing::info_span!("conn", %peer);
                     tokio::spawn(async move {
-                        if let Err(e) = serve(stream, peer, shared).await {
+                        if let Err(e) = serve(stream, peer, &shared, id, &kill).await {
                             tracing::debug!("connection ended: {e}");
                         }
-                        drop(permit);
+                        shared.kills().remove(&id);
+                        shared.core().admission().on_closed(id);
                     }.instrument(span));
                 }
             }
@@ -155,7 +179,9 @@ impl AuthorityServer {
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
+    id: ConnId,
+    kill: &Notify,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(peer.ip());
@@ -165,18 +191,33 @@ async fn serve(
             Err(_) => shared.core().on_malformed(&mut session),
             Ok(Some((frame, used))) => {
                 let now = shared.clock.now_ms();
-                let out = shared.core().on_frame(&mut session, now, frame);
+                let mut core = shared.core();
+                core.admission().on_frame(id);
+                let out = core.on_frame(&mut session, now, frame);
                 buf.drain(..used);
                 out
             }
             Ok(None) => {
+                let now = shared.clock.now_ms();
+                let due = {
+                    let mut core = shared.core();
+                    core.admission().on_waiting(id, now, !buf.is_empty());
+                    core.admission().deadline(id)
+                };
+                // Gone from the table: evicted.
+                let Some(due) = due else { return Ok(()) };
                 let mut chunk = [0u8; 4096];
                 let want = (MAX_FRAME + 2).saturating_sub(buf.len()).min(chunk.len());
-                let n = match tokio::time::timeout(IDLE, stream.read(&mut chunk[..want.max(1)]))
-                    .await
-                {
-                    Ok(r) => r?,
-                    Err(_) => return Ok(()),
+                let n = tokio::select! {
+                    _ = kill.notified() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(due.saturating_sub(now))) => {
+                        let now = shared.clock.now_ms();
+                        if shared.core().admission().on_expired(id, now).is_some() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    r = stream.read(&mut chunk[..want.max(1)]) => r?,
                 };
                 if n == 0 {
                     return Ok(());
@@ -185,7 +226,8 @@ async fn serve(
                 continue;
             }
         };
-        if !execute(&mut stream, &mut session, &shared, outputs).await? {
+        let deadline = Duration::from_millis(shared.core().admission().policy.frame_deadline_ms);
+        if !execute(&mut stream, &mut session, shared, outputs, deadline).await? {
             let _ = stream.shutdown().await;
             return Ok(());
         }
@@ -199,12 +241,18 @@ async fn execute(
     session: &mut Session,
     shared: &Arc<Shared>,
     mut outputs: Vec<Output>,
+    write_deadline: Duration,
 ) -> std::io::Result<bool> {
     loop {
         let mut next = Vec::new();
         for out in outputs {
             match out {
-                Output::Send(bytes) => stream.write_all(&bytes).await?,
+                // A peer that does not read its answers holds no slot.
+                Output::Send(bytes) => {
+                    tokio::time::timeout(write_deadline, stream.write_all(&bytes))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??
+                }
                 Output::Close => {
                     stream.flush().await?;
                     return Ok(false);

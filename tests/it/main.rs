@@ -30,6 +30,7 @@ mod chat_contacts;
 mod chat_kill_sender;
 mod chat_offline;
 mod cli;
+mod dos_authority_slots;
 mod envelope_loopback;
 mod first_hour;
 mod fuzz_decoders;
