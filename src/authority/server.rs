@@ -13,13 +13,14 @@ use crate::identity::AuthorityKey;
 use crate::wire::{Frame, MAX_FRAME};
 use rand::RngCore;
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
 
 #[derive(Debug, Error)]
@@ -37,8 +38,9 @@ struct Shared {
     core: Mutex<AuthorityCore>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
-    /// Bounds concurrent argon2 work: each hash takes ~19 MiB and a core.
-    hashing: Semaphore,
+    /// Bounds concurrent argon2 work (each hash takes ~19 MiB and a core)
+    /// and orders it: known devices before strangers.
+    hashing: HashGate,
     /// How to close each admitted connection early (eviction).
     kills: Mutex<HashMap<ConnId, Arc<Notify>>>,
 }
@@ -104,7 +106,7 @@ impl AuthorityServer {
                 core: Mutex::new(AuthorityCore::new(key, policy)),
                 store: Arc::new(store),
                 clock,
-                hashing: Semaphore::new(cpus),
+                hashing: HashGate::new(cpus, policy_queue(cpus)),
                 kills: Mutex::new(HashMap::new()),
             }),
         })
@@ -272,9 +274,106 @@ async fn execute(
     }
 }
 
+/// Password work from unknown devices that may wait for a core; more is
+/// refused as busy at once (a queue an attacker fills only delays).
+fn policy_queue(cpus: usize) -> usize {
+    16 * cpus
+}
+
+/// A counting semaphore with two queues: waiters of the first class are
+/// always served before any of the second, and the second is bounded.
+struct HashGate {
+    state: Mutex<GateState>,
+}
+
+struct GateState {
+    free: usize,
+    first: VecDeque<oneshot::Sender<()>>,
+    second: VecDeque<oneshot::Sender<()>>,
+    max_second: usize,
+}
+
+/// One slot of the gate, given back on drop.
+struct GatePermit<'a>(&'a HashGate);
+
+impl Drop for GatePermit<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl HashGate {
+    fn new(slots: usize, max_second: usize) -> Self {
+        HashGate {
+            state: Mutex::new(GateState {
+                free: slots.max(1),
+                first: VecDeque::new(),
+                second: VecDeque::new(),
+                max_second,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot, waiting if need be; `None` if `first` is false and the
+    /// second queue is full.
+    async fn acquire(&self, first: bool) -> Option<GatePermit<'_>> {
+        let rx = {
+            let mut st = self.state();
+            if st.free > 0 {
+                st.free -= 1;
+                return Some(GatePermit(self));
+            }
+            if !first && st.second.len() >= st.max_second {
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            if first {
+                st.first.push_back(tx);
+            } else {
+                st.second.push_back(tx);
+            }
+            rx
+        };
+        rx.await.ok().map(|()| GatePermit(self))
+    }
+
+    /// Hands the slot to the next live waiter, first class first.
+    fn release(&self) {
+        let mut st = self.state();
+        loop {
+            let next = match st.first.pop_front() {
+                Some(tx) => tx,
+                None => match st.second.pop_front() {
+                    Some(tx) => tx,
+                    None => break,
+                },
+            };
+            if next.send(()).is_ok() {
+                return;
+            }
+        }
+        st.free += 1;
+    }
+}
+
 async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
-    let Ok(_permit) = shared.hashing.acquire().await else {
-        return JobResult::Failed("shutting down".into());
+    // Renewals and account lookups hash nothing: they never queue.
+    let _permit = match &job {
+        Job::LoadAccount { .. } => None,
+        Job::CheckPassword { known_device, .. } => {
+            match shared.hashing.acquire(*known_device).await {
+                Some(p) => Some(p),
+                None => return JobResult::Busy,
+            }
+        }
+        Job::Register { .. } => match shared.hashing.acquire(false).await {
+            Some(p) => Some(p),
+            None => return JobResult::Busy,
+        },
     };
     let store = shared.store.clone();
     let now = shared.clock.now_secs();
@@ -288,16 +387,16 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
                     JobResult::UsernameTaken
                 }
             }
-            Job::CheckPassword { username, password } => {
-                match store.check_password(&username, &password)? {
-                    Ok(info) => {
-                        store.touch_login(&username, now)?;
-                        JobResult::PasswordOk(info)
-                    }
-                    Err(true) => JobResult::WrongPassword,
-                    Err(false) => JobResult::UnknownUser,
+            Job::CheckPassword {
+                username, password, ..
+            } => match store.check_password(&username, &password)? {
+                Ok(info) => {
+                    store.touch_login(&username, now)?;
+                    JobResult::PasswordOk(info)
                 }
-            }
+                Err(true) => JobResult::WrongPassword,
+                Err(false) => JobResult::UnknownUser,
+            },
             Job::LoadAccount { username } => {
                 JobResult::Account(store.account(&username)?.map(|a| a.info))
             }
@@ -308,5 +407,38 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => JobResult::Failed(e.to_string()),
         Err(e) => JobResult::Failed(format!("job panicked: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn known_devices_jump_the_queue_and_strangers_queue_is_bounded() {
+        let gate = Arc::new(HashGate::new(1, 2));
+        let held = gate.acquire(false).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, first) in [("s1", false), ("s2", false), ("k1", true)] {
+            let (gate, order) = (gate.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = gate.acquire(first).await.unwrap();
+                order.lock().unwrap().push(name);
+            }));
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            gate.acquire(false).await.is_none(),
+            "third stranger refused"
+        );
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["k1", "s1", "s2"]);
     }
 }
