@@ -122,6 +122,23 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     );
     v.push(presence);
+    for cookie in [None, Some([7; 16])] {
+        v.extend(
+            Packet::Init {
+                sender: 3,
+                ephemeral: [4; 32],
+                cookie,
+            }
+            .encode(),
+        );
+    }
+    v.extend(
+        Packet::Cookie {
+            receiver: 3,
+            cookie: [9; 16],
+        }
+        .encode(),
+    );
     v.extend(link_stage(5).2);
     v.extend(link_stage(1).2);
     v.extend(turn_pair().2);

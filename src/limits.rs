@@ -179,6 +179,12 @@ impl<K: Eq + Hash + Copy> Shares<K> {
         true
     }
 
+    /// Counts one more for `key` past the cap (state that exists anyway
+    /// must be counted, or its removal would undercount).
+    pub fn force_add(&mut self, key: K) {
+        *self.held.entry(key).or_insert(0) += 1;
+    }
+
     pub fn remove(&mut self, key: K) {
         if let Some(n) = self.held.get_mut(&key) {
             *n = n.saturating_sub(1);
@@ -196,6 +202,13 @@ impl<K: Eq + Hash + Copy> Shares<K> {
     pub fn heaviest(&self) -> Option<(K, usize)> {
         self.held.iter().map(|(k, n)| (*k, *n)).max_by_key(|x| x.1)
     }
+}
+
+/// Whether the `n`-th refusal of a kind deserves a log line: the first and
+/// then each power of two, so a flood logs a handful of lines, not one per
+/// packet.
+pub fn log_worthy(n: u64) -> bool {
+    n.is_power_of_two()
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod chat_kill_sender;
 mod chat_offline;
 mod cli;
 mod dos_authority_slots;
+mod dos_link_handshakes;
 mod dos_login_throttle;
 mod envelope_loopback;
 mod first_hour;
