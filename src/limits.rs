@@ -161,7 +161,7 @@ pub struct Shares<K> {
     held: HashMap<K, usize>,
 }
 
-impl<K: Eq + Hash + Copy> Shares<K> {
+impl<K: Eq + Hash + Clone> Shares<K> {
     pub fn new(cap: usize) -> Self {
         Shares {
             cap,
@@ -185,22 +185,25 @@ impl<K: Eq + Hash + Copy> Shares<K> {
         *self.held.entry(key).or_insert(0) += 1;
     }
 
-    pub fn remove(&mut self, key: K) {
-        if let Some(n) = self.held.get_mut(&key) {
+    pub fn remove(&mut self, key: &K) {
+        if let Some(n) = self.held.get_mut(key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.held.remove(&key);
+                self.held.remove(key);
             }
         }
     }
 
-    pub fn get(&self, key: K) -> usize {
-        self.held.get(&key).copied().unwrap_or(0)
+    pub fn get(&self, key: &K) -> usize {
+        self.held.get(key).copied().unwrap_or(0)
     }
 
     /// The key holding most, and how many.
     pub fn heaviest(&self) -> Option<(K, usize)> {
-        self.held.iter().map(|(k, n)| (*k, *n)).max_by_key(|x| x.1)
+        self.held
+            .iter()
+            .map(|(k, n)| (k.clone(), *n))
+            .max_by_key(|x| x.1)
     }
 }
 
@@ -261,7 +264,7 @@ mod tests {
         assert!(!s.try_add('a'));
         assert!(s.try_add('b'));
         assert_eq!(s.heaviest(), Some(('a', 2)));
-        s.remove('a');
+        s.remove(&'a');
         assert!(s.try_add('a'));
     }
 }

@@ -128,7 +128,7 @@ impl Admission {
     /// A connection from `ip` was accepted by the socket.
     pub fn on_accept(&mut self, now_ms: u64, ip: IpAddr) -> Admit {
         let key = SourceKey::of(ip);
-        if self.shares.get(key) >= self.shares.cap {
+        if self.shares.get(&key) >= self.shares.cap {
             self.stats.refused_address_cap += 1;
             tracing::warn!(source = %key, cap = self.shares.cap, "authority: connection refused, per-address cap");
             return Admit::Refuse(Refusal::AddressCap);
@@ -174,7 +174,7 @@ impl Admission {
             })
             .max_by_key(|(id, c)| {
                 (
-                    self.shares.get(c.key),
+                    self.shares.get(&c.key),
                     now_ms.saturating_sub(c.waiting_since_ms),
                     std::cmp::Reverse(**id),
                 )
@@ -184,7 +184,7 @@ impl Admission {
 
     fn forget(&mut self, id: ConnId) {
         if let Some(c) = self.conns.remove(&id) {
-            self.shares.remove(c.key);
+            self.shares.remove(&c.key);
         }
     }
 

@@ -112,6 +112,10 @@ pub struct LinkEndpoint {
     responding: usize,
     /// Half-open handshakes per source, against `max_half_open_per_address`.
     half_open: Shares<SourceKey>,
+    /// Established sessions per source and per account (supernodes
+    /// exempt), against `max_sessions_per_address` / `_per_account`.
+    sessions_by_source: Shares<SourceKey>,
+    sessions_by_account: Shares<String>,
     /// Key of the cookie MAC, drawn from the caller's RNG on first use.
     cookie_secret: Option<[u8; 32]>,
     transmits: VecDeque<Transmit>,
@@ -156,6 +160,8 @@ impl LinkEndpoint {
             cert,
             authority,
             half_open: Shares::new(config.max_half_open_per_address.max(1)),
+            sessions_by_source: Shares::new(config.max_sessions_per_address.max(1)),
+            sessions_by_account: Shares::new(config.max_sessions_per_account.max(1)),
             config: config.sanitized(),
             slots: HashMap::new(),
             peers: HashMap::new(),
@@ -549,7 +555,7 @@ impl LinkEndpoint {
         // One source holds at most its share of half-open handshakes (a
         // new INIT from the same address replaces its own, below).
         let key = SourceKey::of(from.ip());
-        if responder.is_none() && self.half_open.get(key) >= self.half_open.cap {
+        if responder.is_none() && self.half_open.get(&key) >= self.half_open.cap {
             self.stats.half_open_per_address += 1;
             if log_worthy(self.stats.half_open_per_address) {
                 tracing::warn!(source = %key, count = self.stats.half_open_per_address, "link: INIT refused, source holds its half-open share");
@@ -775,8 +781,32 @@ impl LinkEndpoint {
         let replacing = self.peers.get(&from).is_some_and(|p| p.current.is_some());
         if self.established >= self.config.max_sessions && !replacing {
             self.stats.too_many_sessions += 1;
+            if log_worthy(self.stats.too_many_sessions) {
+                tracing::warn!(%from, count = self.stats.too_many_sessions, "link: session refused, table full");
+            }
             self.abandon_response(receiver, from, CloseReason::TooManySessions);
             return;
+        }
+        if !replacing {
+            let key = SourceKey::of(from.ip());
+            if self.sessions_by_source.get(&key) >= self.sessions_by_source.cap {
+                self.stats.sessions_per_address += 1;
+                if log_worthy(self.stats.sessions_per_address) {
+                    tracing::warn!(source = %key, count = self.stats.sessions_per_address, "link: session refused, source holds its share");
+                }
+                self.abandon_response(receiver, from, CloseReason::TooManySessions);
+                return;
+            }
+            if let Some(user) = account_key(&finished.peer)
+                && self.sessions_by_account.get(&user) >= self.sessions_by_account.cap
+            {
+                self.stats.sessions_per_account += 1;
+                if log_worthy(self.stats.sessions_per_account) {
+                    tracing::warn!(%user, count = self.stats.sessions_per_account, "link: session refused, account holds its share");
+                }
+                self.abandon_response(receiver, from, CloseReason::TooManySessions);
+                return;
+            }
         }
         let Ok((peer, transport, exporter)) = finished.into_stateless_with_exporter() else {
             self.stats.handshake_failed += 1;
@@ -970,6 +1000,8 @@ impl LinkEndpoint {
         self.forget_if_empty(old);
         if let Some(slot) = self.slots.get_mut(&idx) {
             slot.addr = new;
+            self.sessions_by_source.remove(&SourceKey::of(old.ip()));
+            self.sessions_by_source.force_add(SourceKey::of(new.ip()));
         }
         let p = self.peers.entry(new).or_default();
         let displaced = p.current.replace(idx);
@@ -1130,8 +1162,15 @@ impl LinkEndpoint {
     }
 
     fn insert_slot(&mut self, idx: u32, slot: Slot) {
-        match slot.state {
-            State::Established(_) => self.established += 1,
+        match &slot.state {
+            State::Established(sess) => {
+                self.established += 1;
+                self.sessions_by_source
+                    .force_add(SourceKey::of(slot.addr.ip()));
+                if let Some(user) = account_key(&sess.peer) {
+                    self.sessions_by_account.force_add(user);
+                }
+            }
             State::Initiating(_) => self.initiating += 1,
             State::Responding(_) => {
                 self.responding += 1;
@@ -1154,12 +1193,19 @@ impl LinkEndpoint {
     }
 
     fn uncount(&mut self, slot: &Slot) {
-        match slot.state {
-            State::Established(_) => self.established -= 1,
+        match &slot.state {
+            State::Established(sess) => {
+                self.established -= 1;
+                self.sessions_by_source
+                    .remove(&SourceKey::of(slot.addr.ip()));
+                if let Some(user) = account_key(&sess.peer) {
+                    self.sessions_by_account.remove(&user);
+                }
+            }
             State::Initiating(_) => self.initiating -= 1,
             State::Responding(_) => {
                 self.responding -= 1;
-                self.half_open.remove(SourceKey::of(slot.addr.ip()));
+                self.half_open.remove(&SourceKey::of(slot.addr.ip()));
             }
         }
     }
@@ -1187,6 +1233,11 @@ impl LinkEndpoint {
         }
         self.events.push_back(event);
     }
+}
+
+/// The account a session is charged to; supernodes are not charged.
+fn account_key(peer: &Certificate) -> Option<String> {
+    (peer.role != crate::identity::Role::Supernode).then(|| peer.username.clone())
 }
 
 /// The cookie for an INIT from `from` with index `sender` and key

@@ -107,6 +107,11 @@ pub struct LinkConfig {
     pub idle_timeout_ms: u64,
     /// Established sessions.
     pub max_sessions: usize,
+    /// Established sessions one source (IPv4 address, IPv6 /64) may hold.
+    pub max_sessions_per_address: usize,
+    /// Established sessions one account (certificate username) may hold;
+    /// supernode certificates are exempt (they link to each other).
+    pub max_sessions_per_account: usize,
     /// Handshakes in flight, counted apart for ours and theirs: strangers'
     /// INITs cannot starve the handshakes we start.
     pub max_handshakes: usize,
@@ -133,6 +138,8 @@ impl Default for LinkConfig {
             keepalive_ms: 15_000,
             idle_timeout_ms: 60_000,
             max_sessions: 1024,
+            max_sessions_per_address: 256,
+            max_sessions_per_account: 16,
             max_handshakes: 256,
             max_half_open_per_address: 8,
             cookie_after_half_open: 32,
@@ -241,7 +248,8 @@ pub enum CloseReason {
     CertificateRejected(CertRejection),
     /// The peer's certificate expired during the session.
     PeerCertificateExpired,
-    /// The session limit was reached when the handshake completed.
+    /// The session limit (in all, per address or per account) was reached
+    /// when the handshake completed.
     TooManySessions,
     /// The send counter ran out (after 2^60 messages).
     Exhausted,
@@ -312,6 +320,12 @@ pub struct LinkStats {
     pub queue_dropped: u64,
     pub too_many_sessions: u64,
     pub too_many_handshakes: u64,
+    /// Handshakes refused at completion: the source already holds its
+    /// share of sessions.
+    pub sessions_per_address: u64,
+    /// Handshakes refused at completion: the account already holds its
+    /// share of sessions.
+    pub sessions_per_account: u64,
     /// INITs refused: their source already holds its half-open share.
     pub half_open_per_address: u64,
     /// COOKIE replies sent to INITs that came without a valid cookie

@@ -1146,3 +1146,39 @@ fn a_cookie_is_bound_to_its_address() {
     net.inject(addr(3), 0, &with_cookie);
     assert_eq!(net.ep(0).stats().cookies_invalid, before + 1);
 }
+
+/// Issue 14.3: one account (or one address) cannot take every session.
+#[test]
+fn sessions_are_shared_per_account_and_per_address() {
+    let mut pki = Pki::new(43);
+    let config = LinkConfig {
+        max_sessions_per_account: 3,
+        max_sessions_per_address: 5,
+        ..fast()
+    };
+    let hub = pki.endpoint("hub", config);
+    let mut nodes = vec![(addr(1), hub)];
+    // Six devices of "mallory" from six ports of one host, then two
+    // other users from the same host, then one from elsewhere.
+    for i in 0..6 {
+        nodes.push((addr(10 + i), pki.endpoint("mallory", fast())));
+    }
+    nodes.push((addr(20), pki.endpoint("bob", fast())));
+    nodes.push((addr(21), pki.endpoint("carol", fast())));
+    nodes.push((addr(22), pki.endpoint("dave", fast())));
+    nodes.push((
+        SocketAddr::from(([10, 0, 0, 2], 1)),
+        pki.endpoint("erin", fast()),
+    ));
+    let mut net = Net::new(43, nodes);
+    for i in 1..=10 {
+        net.connect(i, 0);
+        net.pump();
+    }
+    let s = net.ep(0).stats().clone();
+    assert_eq!(s.sessions_per_account, 3, "mallory holds three");
+    // 3 mallory + bob + carol fill the host's five; dave is refused.
+    assert_eq!(s.sessions_per_address, 1);
+    assert_eq!(net.ep(0).counts().0, 6);
+    assert_eq!(net.established(10), 1, "another host still gets in");
+}

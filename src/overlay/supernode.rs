@@ -73,6 +73,23 @@ pub struct SupernodeConfig {
     pub mailbox_retry_ms: u64,
 }
 
+/// Link sessions a supernode keeps beyond `max_clients`: links to other
+/// supernodes, and room for a full node to bring a client's link up just
+/// to send it a Redirect (the refused link then idles out).
+pub const LINK_HEADROOM: usize = 4096;
+
+impl SupernodeConfig {
+    /// `base` with its session cap made to agree with `max_clients`: the
+    /// overlay's limit, which redirects, must bite before the link's,
+    /// which can only let the handshake time out.
+    pub fn link_config(&self, base: crate::link::LinkConfig) -> crate::link::LinkConfig {
+        crate::link::LinkConfig {
+            max_sessions: self.max_clients.saturating_add(LINK_HEADROOM),
+            ..base
+        }
+    }
+}
+
 impl Default for SupernodeConfig {
     fn default() -> Self {
         SupernodeConfig {

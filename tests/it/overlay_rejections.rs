@@ -418,3 +418,23 @@ fn full_supernode_redirects_and_never_exceeds_its_limit() {
     assert_eq!(redirects, 7);
     assert_eq!(sn.stats().clients_refused, 7);
 }
+
+/// Issue 14.3: the link's session cap used to be 1024 under a
+/// `max_clients` of 100,000, so a full link table let handshakes time out
+/// before the overlay could redirect. The caps now agree.
+#[test]
+fn link_session_cap_leaves_room_to_redirect() {
+    let _turn = scenario!();
+    for max_clients in [3, 100_000] {
+        let cfg = SupernodeConfig {
+            max_clients,
+            ..Default::default()
+        };
+        let link = cfg.link_config(natter::link::LinkConfig::default());
+        assert!(
+            link.max_sessions > max_clients,
+            "{} sessions for {max_clients} clients",
+            link.max_sessions
+        );
+    }
+}
