@@ -646,7 +646,7 @@ impl Driver {
         if let Some(server) = &mut self.stun {
             if h.method == method::BINDING {
                 let local = local.unwrap_or(server.config().primary);
-                server.handle_datagram(local, from, d);
+                server.handle_datagram(now, local, from, d);
             } else {
                 self.stun_unhandled += 1;
             }
