@@ -23,9 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use stun_rs::attributes::discovery::{
     ChangeRequest, ChangeRequestFlags, OtherAddress, ResponseOrigin, ResponsePort,
 };
-use stun_rs::attributes::stun::{
-    ErrorCode, Fingerprint, Software, UnknownAttributes, XorMappedAddress,
-};
+use stun_rs::attributes::stun::{ErrorCode, Fingerprint, UnknownAttributes, XorMappedAddress};
 use stun_rs::{MessageClass, StunAttribute, StunMessageBuilder};
 
 /// Where the server listens.
@@ -421,7 +419,11 @@ mod tests {
         assert_eq!(answered, 20 + 4, "burst, then five a second");
         assert_eq!(s.stats().rate_limited, 1000 - 24);
         let ratio = bytes as f64 / (answered * req.len()) as f64;
-        println!("STUN: {} byte request, {} byte answer ({ratio:.2}x)", req.len(), bytes / answered);
+        println!(
+            "STUN: {} byte request, {} byte answer ({ratio:.2}x)",
+            req.len(),
+            bytes / answered
+        );
         assert!(
             ratio <= 2.6,
             "amplification {ratio:.2}x ({} byte request)",
