@@ -437,6 +437,10 @@ pub struct AuthorityConfig {
     /// 0 means no limit.
     pub registrations_per_hour_per_address: u32,
     pub max_connections: usize,
+    /// Connection slots one source (IPv4 address, IPv6 /64) may hold.
+    pub connections_per_address: usize,
+    /// A request frame must arrive whole within this long.
+    pub frame_deadline: HumanDuration,
 }
 
 impl Default for AuthorityConfig {
@@ -454,6 +458,8 @@ impl Default for AuthorityConfig {
             max_lockout: HumanDuration(Duration::from_secs(15 * 60)),
             registrations_per_hour_per_address: 20,
             max_connections: 1024,
+            connections_per_address: 16,
+            frame_deadline: HumanDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -471,6 +477,12 @@ impl AuthorityConfig {
                 window_ms: self.failure_window.0.as_millis() as u64,
                 max_lockout_ms: self.max_lockout.0.as_millis() as u64,
                 registrations_per_hour: self.registrations_per_hour_per_address,
+            },
+            admission: crate::authority::AdmissionPolicy {
+                max_connections: self.max_connections,
+                per_address: self.connections_per_address,
+                frame_deadline_ms: self.frame_deadline.0.as_millis() as u64,
+                ..Default::default()
             },
         }
     }

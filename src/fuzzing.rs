@@ -122,6 +122,23 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     );
     v.push(presence);
+    for cookie in [None, Some([7; 16])] {
+        v.extend(
+            Packet::Init {
+                sender: 3,
+                ephemeral: [4; 32],
+                cookie,
+            }
+            .encode(),
+        );
+    }
+    v.extend(
+        Packet::Cookie {
+            receiver: 3,
+            cookie: [9; 16],
+        }
+        .encode(),
+    );
     v.extend(link_stage(5).2);
     v.extend(link_stage(1).2);
     v.extend(turn_pair().2);
@@ -557,8 +574,8 @@ pub fn stun_seeds() -> Vec<Vec<u8>> {
         primary: link_addr(3478),
         alt: Some(SocketAddr::from(([127, 0, 0, 2], 3479))),
     });
-    s.handle_datagram(link_addr(3478), link_addr(9), &v[1].clone());
-    s.handle_datagram(link_addr(3478), link_addr(9), &v[0].clone());
+    s.handle_datagram(0, link_addr(3478), link_addr(9), &v[1].clone());
+    s.handle_datagram(0, link_addr(3478), link_addr(9), &v[0].clone());
     while let Some(t) = s.poll_transmit() {
         v.push(t.bytes);
     }
@@ -582,7 +599,7 @@ pub fn stun(b: &[u8]) {
         primary,
         alt: Some(SocketAddr::from(([127, 0, 0, 2], 3479))),
     });
-    s.handle_datagram(primary, link_addr(9), b);
+    s.handle_datagram(0, primary, link_addr(9), b);
     if let Some(t) = s.poll_transmit() {
         let r = parse_binding_response(&t.bytes).ok();
         assert!(r.is_some(), "the server's answer must parse");

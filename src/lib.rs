@@ -14,7 +14,8 @@
 //! - `media`, `call`: voice (audio devices, codec, encrypted media) and
 //!   call signalling;
 //! - `crypto`, `identity`, `wire` (with the STUN layer that demultiplexes
-//!   the one UDP socket), `sqlite`, `config`, `clock`, `histogram`: the base.
+//!   the one UDP socket), `sqlite`, `config`, `clock`, `histogram`,
+//!   `limits` (per-source shares and rate limits): the base.
 
 pub mod authority;
 pub mod call;
@@ -28,6 +29,7 @@ pub mod fuzzing;
 pub mod histogram;
 pub mod ice;
 pub mod identity;
+pub mod limits;
 pub mod link;
 pub mod media;
 pub mod metrics;

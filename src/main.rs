@@ -485,12 +485,13 @@ async fn run_authority(config: &Config, data_dir: &Path, listen: Option<SocketAd
     println!("listening on {}", server.local_addr());
     if let Some(addr) = config.metrics.listen {
         let handle = server.handle();
+        let slots = ac.max_connections.max(1);
         let listener = natter::metrics::bind(addr).await?;
         println!("metrics on http://{}/metrics", listener.local_addr()?);
         tokio::spawn(natter::metrics::serve(
             listener,
             move || {
-                let (open, slots) = handle.connections();
+                let open = handle.open_connections();
                 let e = natter::metrics::authority::exposition(&handle.stats(), open, slots);
                 async move { e }
             },

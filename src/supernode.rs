@@ -176,9 +176,10 @@ pub(crate) async fn start(
         None => tracing::warn!("no TURN relay: [relay] secret is not set"),
     }
     let cfg = SupernodeConfig { relay, ..cfg };
+    let link_config = cfg.link_config(LinkConfig::default());
     let core = SupernodeCore::new(key, cert, advertised, boot, cfg, incarnation, now);
     let id = core.me;
-    let link = LinkEndpoint::new(device.clone(), cert.clone(), key, LinkConfig::default())?;
+    let link = LinkEndpoint::new(device.clone(), cert.clone(), key, link_config)?;
     let stun = StunServerConfig {
         primary: local,
         alt: sc.alt(local),

@@ -7,6 +7,7 @@
 //! access) to run off the core, whose results it feeds back with
 //! [`AuthorityCore::on_job_done`].
 
+use super::admission::{Admission, AdmissionPolicy, AdmissionStats};
 use super::proto::*;
 use super::throttle::{Throttle, ThrottlePolicy};
 use crate::crypto::noise::{Handshake, IK, Transport};
@@ -26,6 +27,7 @@ pub struct Policy {
     pub open_registration: bool,
     pub max_requests_per_connection: u32,
     pub throttle: ThrottlePolicy,
+    pub admission: AdmissionPolicy,
 }
 
 impl Default for Policy {
@@ -36,9 +38,13 @@ impl Default for Policy {
             open_registration: true,
             max_requests_per_connection: 8,
             throttle: ThrottlePolicy::default(),
+            admission: AdmissionPolicy::default(),
         }
     }
 }
+
+/// Bound on [`AuthorityCore`]'s memory of known-good devices.
+const KNOWN_DEVICES: usize = 100_000;
 
 /// Certificates are back-dated this much so that a client whose clock is a
 /// little behind can use one at once.
@@ -57,6 +63,8 @@ pub struct AuthorityStats {
     pub unknown_user: u64,
     pub disabled_account: u64,
     pub throttled: u64,
+    /// Password attempts refused because the hashing queue was full.
+    pub hash_queue_full: u64,
     pub replayed_handshakes: u64,
     pub clock_skew: u64,
     pub bad_handshakes: u64,
@@ -67,6 +75,8 @@ pub struct AuthorityStats {
     pub cert_bad_signature: u64,
     pub cert_key_mismatch: u64,
     pub internal_errors: u64,
+    /// Connection slots: admissions, refusals, evictions, deadlines.
+    pub admission: AdmissionStats,
 }
 
 impl std::fmt::Display for AuthorityStats {
@@ -74,14 +84,18 @@ impl std::fmt::Display for AuthorityStats {
         write!(
             f,
             "registrations={} logins={} renewals={} wrong_password={} unknown_user={} throttled={} \
+             hash_queue_full={} \
              replayed={} clock_skew={} bad_handshakes={} malformed={} bad_proof={} cert_expired={} \
-             cert_unknown_issuer={} cert_bad_signature={} cert_key_mismatch={}",
+             cert_unknown_issuer={} cert_bad_signature={} cert_key_mismatch={} \
+             conn_refused_address_cap={} conn_refused_full={} conn_evicted={} conn_frame_deadline={} \
+             conn_idle={}",
             self.registrations,
             self.logins,
             self.renewals,
             self.wrong_password,
             self.unknown_user,
             self.throttled,
+            self.hash_queue_full,
             self.replayed_handshakes,
             self.clock_skew,
             self.bad_handshakes,
@@ -90,7 +104,12 @@ impl std::fmt::Display for AuthorityStats {
             self.cert_expired,
             self.cert_unknown_issuer,
             self.cert_bad_signature,
-            self.cert_key_mismatch
+            self.cert_key_mismatch,
+            self.admission.refused_address_cap,
+            self.admission.refused_full,
+            self.admission.evicted,
+            self.admission.frame_deadline,
+            self.admission.idle
         )
     }
 }
@@ -108,6 +127,9 @@ pub enum Job {
     CheckPassword {
         username: Username,
         password: String,
+        /// The device logged in to this account before: its hash goes
+        /// ahead of strangers' guesses.
+        known_device: bool,
     },
     /// Look the account up (renewal: is it still there, which role).
     LoadAccount { username: Username },
@@ -128,6 +150,8 @@ pub enum JobResult {
     WrongPassword,
     UnknownUser,
     Account(Option<AccountInfo>),
+    /// The driver's queue of password work from unknown devices is full.
+    Busy,
     Failed(String),
 }
 
@@ -191,6 +215,13 @@ pub struct AuthorityCore {
     /// Hash of each accepted first handshake message -> when it may be
     /// forgotten (its timestamp is then outside the skew window anyway).
     seen_hellos: HashMap<[u8; 32], u64>,
+    /// Connection slots: who holds one and until when.
+    admission: Admission,
+    /// Device ed25519 key -> the account it last logged in to with the
+    /// right password; at most [`KNOWN_DEVICES`] (an arbitrary one is
+    /// forgotten when full). Such devices skip the account's lockout and
+    /// the queue of strangers' guesses.
+    known_devices: HashMap<[u8; 32], Username>,
     stats: AuthorityStats,
 }
 
@@ -209,6 +240,8 @@ impl AuthorityCore {
             public: key.public(),
             key,
             throttle: Throttle::new(policy.throttle.clone()),
+            admission: Admission::new(policy.admission.clone()),
+            known_devices: HashMap::new(),
             policy,
             seen_hellos: HashMap::new(),
             stats: AuthorityStats::default(),
@@ -219,8 +252,14 @@ impl AuthorityCore {
         self.public
     }
 
-    pub fn stats(&self) -> &AuthorityStats {
+    pub fn stats(&mut self) -> &AuthorityStats {
+        self.stats.admission = self.admission.stats();
         &self.stats
+    }
+
+    /// The connection-slot table the driver reports to.
+    pub fn admission(&mut self) -> &mut Admission {
+        &mut self.admission
     }
 
     /// How often the driver should call [`AuthorityCore::on_tick`].
@@ -358,13 +397,24 @@ impl AuthorityCore {
                     self.stats.unknown_user += 1;
                     return self.invalid_credentials(s);
                 };
-                if let Some(wait) = self.throttle.login_blocked(now_ms, user.as_str(), s.peer) {
+                let known_device = self.known_devices.get(&ed25519) == Some(&user);
+                if let Some(wait) =
+                    self.throttle
+                        .login_blocked(now_ms, user.as_str(), s.peer, known_device)
+                {
                     return self.throttled(s, wait, "too many failed logins");
                 }
                 if !verify_signature(&ed25519, DEVICE_PROOF, &hash, &proof) {
                     self.stats.bad_proof += 1;
                     let m = "device key proof does not verify";
                     return self.reject(s, RejectCode::BadProof, 0, m, true);
+                }
+                // Counted before the hash, refunded on success.
+                if let Err(wait) =
+                    self.throttle
+                        .login_attempt(now_ms, user.as_str(), s.peer, known_device)
+                {
+                    return self.throttled(s, wait, "too many failed logins");
                 }
                 s.pending = Some(Pending::Login {
                     username: user.clone(),
@@ -373,6 +423,7 @@ impl AuthorityCore {
                 vec![Output::Job(Job::CheckPassword {
                     username: user,
                     password: password.to_owned(),
+                    known_device,
                 })]
             }
             Request::Renew { cert, proof } => {
@@ -479,6 +530,12 @@ impl AuthorityCore {
         };
         match (pending, result) {
             (_, JobResult::Failed(e)) => self.internal(s, &e),
+            (_, JobResult::Busy) => {
+                self.stats.hash_queue_full += 1;
+                tracing::warn!(peer = %s.peer, "password attempt refused: hashing queue full");
+                let m = "the authority is busy; try again in 5 s";
+                self.reject(s, RejectCode::Throttled, 5, m, false)
+            }
             (Pending::Register(user), JobResult::Registered) => {
                 self.stats.registrations += 1;
                 tracing::info!(user = %user, "account registered");
@@ -498,7 +555,14 @@ impl AuthorityCore {
                     let m = "this account is disabled";
                     return self.reject(s, RejectCode::AccountDisabled, 0, m, false);
                 }
-                self.throttle.login_succeeded(username.as_str());
+                self.throttle.login_succeeded(username.as_str(), s.peer);
+                if self.known_devices.len() >= KNOWN_DEVICES
+                    && !self.known_devices.contains_key(&ed25519)
+                    && let Some(k) = self.known_devices.keys().next().copied()
+                {
+                    self.known_devices.remove(&k);
+                }
+                self.known_devices.insert(ed25519, username.clone());
                 self.stats.logins += 1;
                 tracing::info!(user = %username, "password login");
                 self.issue(s, now_ms, serial, info.role, &username, ed25519)
@@ -507,13 +571,13 @@ impl AuthorityCore {
                 Pending::Login { username, .. },
                 r @ (JobResult::WrongPassword | JobResult::UnknownUser),
             ) => {
+                // Already counted against the throttle when it was asked.
                 if r == JobResult::WrongPassword {
                     self.stats.wrong_password += 1;
                 } else {
                     self.stats.unknown_user += 1;
                 }
-                self.throttle
-                    .login_failed(now_ms, username.as_str(), s.peer);
+                tracing::debug!(peer = %s.peer, user = %username, "wrong password");
                 self.invalid_credentials(s)
             }
             (Pending::Renew(cert), JobResult::Account(Some(info))) if !info.disabled => {
@@ -582,6 +646,7 @@ impl AuthorityCore {
     fn throttled(&mut self, s: &mut Session, wait_ms: u64, why: &str) -> Vec<Output> {
         self.stats.throttled += 1;
         let secs = wait_ms.div_ceil(1000).min(u32::MAX as u64) as u32;
+        tracing::info!(peer = %s.peer, wait_secs = secs, "throttled: {why}");
         let m = format!("{why}; try again in {secs} s");
         self.reject(s, RejectCode::Throttled, secs, &m, false)
     }
@@ -631,5 +696,74 @@ impl AuthorityCore {
             out.push(Output::Close);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authority::client::LoginClient;
+    use crate::identity::DeviceIdentity;
+    use rand::SeedableRng;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    /// A session past its handshake, and the client's login frame.
+    fn login_frame(core: &mut AuthorityCore, d: &DeviceIdentity, pw: &str) -> (Session, Vec<u8>) {
+        let mut s = Session::new([10, 0, 0, 1].into());
+        let (mut client, hello) = LoginClient::start(d, core.public_key(), NOW).unwrap();
+        let out = core.on_frame(&mut s, NOW, Frame::decode(&hello).unwrap());
+        let Some(Output::Send(w)) = out.into_iter().next() else {
+            panic!("no welcome")
+        };
+        client.on_frame(NOW, Frame::decode(&w).unwrap()).unwrap();
+        (s, client.login("alice", pw).unwrap())
+    }
+
+    #[test]
+    fn parallel_guesses_are_counted_before_any_is_hashed() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let mut core = AuthorityCore::new(AuthorityKey::generate(&mut rng), Policy::default());
+        let mut jobs = 0;
+        // 50 connections send their guess before any hash comes back.
+        for _ in 0..50 {
+            let d = DeviceIdentity::generate(&mut rng);
+            let (mut s, f) = login_frame(&mut core, &d, "guess");
+            let out = core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+            jobs += out.iter().filter(|o| matches!(o, Output::Job(_))).count();
+        }
+        assert_eq!(jobs, 5, "only the free attempts reach the hasher");
+        assert_eq!(core.stats().throttled, 45);
+    }
+
+    #[test]
+    fn a_known_device_is_not_locked_out_and_goes_first() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut core = AuthorityCore::new(AuthorityKey::generate(&mut rng), Policy::default());
+        let owner = DeviceIdentity::generate(&mut rng);
+        let (mut s, f) = login_frame(&mut core, &owner, "right");
+        core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+        let info = AccountInfo {
+            role: Role::User,
+            disabled: false,
+        };
+        core.on_job_done(&mut s, NOW, JobResult::PasswordOk(info), 1);
+        for _ in 0..20 {
+            let d = DeviceIdentity::generate(&mut rng);
+            let (mut s, f) = login_frame(&mut core, &d, "guess");
+            core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+        }
+        let (mut s, f) = login_frame(&mut core, &owner, "right");
+        let out = core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Output::Job(Job::CheckPassword {
+                    known_device: true,
+                    ..
+                })]
+            ),
+            "{out:?}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 //! same protocol, [`store`] the account database and [`server`] the thin
 //! tokio driver that `natter --authority` runs.
 
+pub mod admission;
 pub mod client;
 pub mod core;
 pub mod proto;
@@ -13,6 +14,7 @@ pub mod store;
 pub mod throttle;
 
 pub use self::core::{AuthorityCore, AuthorityStats, Policy};
+pub use admission::AdmissionPolicy;
 pub use client::{Answer, ClientError, LoginClient};
 pub use proto::RejectCode;
 pub use server::{AuthorityServer, ServerError};

@@ -1,25 +1,27 @@
 //! Tokio driver for the authority: accepts TCP connections, splits the
 //! stream into frames, feeds them to [`AuthorityCore`] and runs its jobs
 //! (argon2id and SQLite) on the blocking pool, bounded by the core count.
+//! Which connections may hold a slot, and for how long, is decided by the
+//! core's [`Admission`](super::admission::Admission) table.
 
 use super::AuthorityStats;
+use super::admission::{Admit, ConnId};
 use super::core::{AuthorityCore, Job, JobResult, Output, Policy, Session};
 use super::store::{Store, StoreError, hash_password};
 use crate::clock::Clock;
 use crate::identity::AuthorityKey;
 use crate::wire::{Frame, MAX_FRAME};
 use rand::RngCore;
+use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, oneshot};
 use tracing::Instrument;
-
-/// A connection that sends nothing for this long is closed.
-const IDLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -36,13 +38,20 @@ struct Shared {
     core: Mutex<AuthorityCore>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
-    /// Bounds concurrent argon2 work: each hash takes ~19 MiB and a core.
-    hashing: Semaphore,
+    /// Bounds concurrent argon2 work (each hash takes ~19 MiB and a core)
+    /// and orders it: known devices before strangers.
+    hashing: HashGate,
+    /// How to close each admitted connection early (eviction).
+    kills: Mutex<HashMap<ConnId, Arc<Notify>>>,
 }
 
 impl Shared {
     fn core(&self) -> std::sync::MutexGuard<'_, AuthorityCore> {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn kills(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, Arc<Notify>>> {
+        self.kills.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -50,18 +59,12 @@ impl Shared {
 pub struct AuthorityServer {
     listener: TcpListener,
     shared: Arc<Shared>,
-    /// One permit per client connection the authority serves at once.
-    connections: Arc<Semaphore>,
-    /// The number of those permits.
-    slots: usize,
 }
 
 /// Read access to a running authority, for tests and status output.
 #[derive(Clone)]
 pub struct AuthorityHandle {
     shared: Arc<Shared>,
-    connections: Arc<Semaphore>,
-    slots: usize,
     pub local_addr: SocketAddr,
 }
 
@@ -70,14 +73,13 @@ impl AuthorityHandle {
         self.shared.core().stats().clone()
     }
 
-    pub fn store(&self) -> &Store {
-        &self.shared.store
+    /// Connections holding a slot now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.core().admission().open()
     }
 
-    /// Client connections open and the most served at once.
-    pub fn connections(&self) -> (usize, usize) {
-        let free = self.connections.available_permits();
-        (self.slots.saturating_sub(free), self.slots)
+    pub fn store(&self) -> &Store {
+        &self.shared.store
     }
 }
 
@@ -86,10 +88,11 @@ impl AuthorityServer {
         listen: SocketAddr,
         key: AuthorityKey,
         store: Store,
-        policy: Policy,
+        mut policy: Policy,
         clock: Arc<dyn Clock>,
         max_connections: usize,
     ) -> Result<Self, ServerError> {
+        policy.admission.max_connections = max_connections.max(1);
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -103,18 +106,15 @@ impl AuthorityServer {
                 core: Mutex::new(AuthorityCore::new(key, policy)),
                 store: Arc::new(store),
                 clock,
-                hashing: Semaphore::new(cpus),
+                hashing: HashGate::new(cpus, policy_queue(cpus)),
+                kills: Mutex::new(HashMap::new()),
             }),
-            connections: Arc::new(Semaphore::new(max_connections.max(1))),
-            slots: max_connections.max(1),
         })
     }
 
     pub fn handle(&self) -> AuthorityHandle {
         AuthorityHandle {
             shared: self.shared.clone(),
-            connections: self.connections.clone(),
-            slots: self.slots,
             local_addr: self.local_addr(),
         }
     }
@@ -148,17 +148,29 @@ impl AuthorityServer {
                             continue;
                         }
                     };
-                    let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached; refusing");
-                        continue;
+                    let now = self.shared.clock.now_ms();
+                    let admit = self.shared.core().admission().on_accept(now, peer.ip());
+                    let id = match admit {
+                        Admit::Accept(id) => id,
+                        Admit::AcceptEvicting { id, evict } => {
+                            if let Some(kill) = self.shared.kills().remove(&evict) {
+                                kill.notify_one();
+                            }
+                            id
+                        }
+                        // Counted and logged by the admission table.
+                        Admit::Refuse(_) => continue,
                     };
+                    let kill = Arc::new(Notify::new());
+                    self.shared.kills().insert(id, kill.clone());
                     let shared = self.shared.clone();
                     let span = tracing::info_span!("conn", %peer);
                     tokio::spawn(async move {
-                        if let Err(e) = serve(stream, peer, shared).await {
+                        if let Err(e) = serve(stream, peer, &shared, id, &kill).await {
                             tracing::debug!("connection ended: {e}");
                         }
-                        drop(permit);
+                        shared.kills().remove(&id);
+                        shared.core().admission().on_closed(id);
                     }.instrument(span));
                 }
             }
@@ -169,7 +181,9 @@ impl AuthorityServer {
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
+    id: ConnId,
+    kill: &Notify,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(peer.ip());
@@ -179,18 +193,33 @@ async fn serve(
             Err(_) => shared.core().on_malformed(&mut session),
             Ok(Some((frame, used))) => {
                 let now = shared.clock.now_ms();
-                let out = shared.core().on_frame(&mut session, now, frame);
+                let mut core = shared.core();
+                core.admission().on_frame(id);
+                let out = core.on_frame(&mut session, now, frame);
                 buf.drain(..used);
                 out
             }
             Ok(None) => {
+                let now = shared.clock.now_ms();
+                let due = {
+                    let mut core = shared.core();
+                    core.admission().on_waiting(id, now, !buf.is_empty());
+                    core.admission().deadline(id)
+                };
+                // Gone from the table: evicted.
+                let Some(due) = due else { return Ok(()) };
                 let mut chunk = [0u8; 4096];
                 let want = (MAX_FRAME + 2).saturating_sub(buf.len()).min(chunk.len());
-                let n = match tokio::time::timeout(IDLE, stream.read(&mut chunk[..want.max(1)]))
-                    .await
-                {
-                    Ok(r) => r?,
-                    Err(_) => return Ok(()),
+                let n = tokio::select! {
+                    _ = kill.notified() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(due.saturating_sub(now))) => {
+                        let now = shared.clock.now_ms();
+                        if shared.core().admission().on_expired(id, now).is_some() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    r = stream.read(&mut chunk[..want.max(1)]) => r?,
                 };
                 if n == 0 {
                     return Ok(());
@@ -199,7 +228,8 @@ async fn serve(
                 continue;
             }
         };
-        if !execute(&mut stream, &mut session, &shared, outputs).await? {
+        let deadline = Duration::from_millis(shared.core().admission().policy.frame_deadline_ms);
+        if !execute(&mut stream, &mut session, shared, outputs, deadline).await? {
             let _ = stream.shutdown().await;
             return Ok(());
         }
@@ -213,12 +243,18 @@ async fn execute(
     session: &mut Session,
     shared: &Arc<Shared>,
     mut outputs: Vec<Output>,
+    write_deadline: Duration,
 ) -> std::io::Result<bool> {
     loop {
         let mut next = Vec::new();
         for out in outputs {
             match out {
-                Output::Send(bytes) => stream.write_all(&bytes).await?,
+                // A peer that does not read its answers holds no slot.
+                Output::Send(bytes) => {
+                    tokio::time::timeout(write_deadline, stream.write_all(&bytes))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??
+                }
                 Output::Close => {
                     stream.flush().await?;
                     return Ok(false);
@@ -238,9 +274,106 @@ async fn execute(
     }
 }
 
+/// Password work from unknown devices that may wait for a core; more is
+/// refused as busy at once (a queue an attacker fills only delays).
+fn policy_queue(cpus: usize) -> usize {
+    16 * cpus
+}
+
+/// A counting semaphore with two queues: waiters of the first class are
+/// always served before any of the second, and the second is bounded.
+struct HashGate {
+    state: Mutex<GateState>,
+}
+
+struct GateState {
+    free: usize,
+    first: VecDeque<oneshot::Sender<()>>,
+    second: VecDeque<oneshot::Sender<()>>,
+    max_second: usize,
+}
+
+/// One slot of the gate, given back on drop.
+struct GatePermit<'a>(&'a HashGate);
+
+impl Drop for GatePermit<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl HashGate {
+    fn new(slots: usize, max_second: usize) -> Self {
+        HashGate {
+            state: Mutex::new(GateState {
+                free: slots.max(1),
+                first: VecDeque::new(),
+                second: VecDeque::new(),
+                max_second,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot, waiting if need be; `None` if `first` is false and the
+    /// second queue is full.
+    async fn acquire(&self, first: bool) -> Option<GatePermit<'_>> {
+        let rx = {
+            let mut st = self.state();
+            if st.free > 0 {
+                st.free -= 1;
+                return Some(GatePermit(self));
+            }
+            if !first && st.second.len() >= st.max_second {
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            if first {
+                st.first.push_back(tx);
+            } else {
+                st.second.push_back(tx);
+            }
+            rx
+        };
+        rx.await.ok().map(|()| GatePermit(self))
+    }
+
+    /// Hands the slot to the next live waiter, first class first.
+    fn release(&self) {
+        let mut st = self.state();
+        loop {
+            let next = match st.first.pop_front() {
+                Some(tx) => tx,
+                None => match st.second.pop_front() {
+                    Some(tx) => tx,
+                    None => break,
+                },
+            };
+            if next.send(()).is_ok() {
+                return;
+            }
+        }
+        st.free += 1;
+    }
+}
+
 async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
-    let Ok(_permit) = shared.hashing.acquire().await else {
-        return JobResult::Failed("shutting down".into());
+    // Renewals and account lookups hash nothing: they never queue.
+    let _permit = match &job {
+        Job::LoadAccount { .. } => None,
+        Job::CheckPassword { known_device, .. } => {
+            match shared.hashing.acquire(*known_device).await {
+                Some(p) => Some(p),
+                None => return JobResult::Busy,
+            }
+        }
+        Job::Register { .. } => match shared.hashing.acquire(false).await {
+            Some(p) => Some(p),
+            None => return JobResult::Busy,
+        },
     };
     let store = shared.store.clone();
     let now = shared.clock.now_secs();
@@ -254,16 +387,16 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
                     JobResult::UsernameTaken
                 }
             }
-            Job::CheckPassword { username, password } => {
-                match store.check_password(&username, &password)? {
-                    Ok(info) => {
-                        store.touch_login(&username, now)?;
-                        JobResult::PasswordOk(info)
-                    }
-                    Err(true) => JobResult::WrongPassword,
-                    Err(false) => JobResult::UnknownUser,
+            Job::CheckPassword {
+                username, password, ..
+            } => match store.check_password(&username, &password)? {
+                Ok(info) => {
+                    store.touch_login(&username, now)?;
+                    JobResult::PasswordOk(info)
                 }
-            }
+                Err(true) => JobResult::WrongPassword,
+                Err(false) => JobResult::UnknownUser,
+            },
             Job::LoadAccount { username } => {
                 JobResult::Account(store.account(&username)?.map(|a| a.info))
             }
@@ -274,5 +407,38 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => JobResult::Failed(e.to_string()),
         Err(e) => JobResult::Failed(format!("job panicked: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn known_devices_jump_the_queue_and_strangers_queue_is_bounded() {
+        let gate = Arc::new(HashGate::new(1, 2));
+        let held = gate.acquire(false).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, first) in [("s1", false), ("s2", false), ("k1", true)] {
+            let (gate, order) = (gate.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = gate.acquire(first).await.unwrap();
+                order.lock().unwrap().push(name);
+            }));
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            gate.acquire(false).await.is_none(),
+            "third stranger refused"
+        );
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["k1", "s1", "s2"]);
     }
 }

@@ -1,6 +1,12 @@
-//! Failed-login throttling per account and per source address, and a
-//! registration rate limit per address. Pure state driven by `now` (ms).
+//! Failed-login throttling per account and per source ([`SourceKey`]: an
+//! IPv4 address or an IPv6 /64), and a registration rate limit per
+//! source. Pure state driven by `now` (ms).
+//!
+//! A password attempt is counted as a failure *before* it is hashed
+//! ([`Throttle::login_attempt`]) and refunded if it succeeds, so guesses sent
+//! in parallel on many connections meet the lockout as serial ones do.
 
+use crate::limits::SourceKey;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
@@ -46,6 +52,14 @@ impl Failures {
         }
     }
 
+    /// An attempt counted in advance turned out right.
+    fn refund(&mut self, free: u32) {
+        self.count = self.count.saturating_sub(1);
+        if self.count < free {
+            self.locked_until_ms = 0;
+        }
+    }
+
     fn fail(&mut self, now: u64, free: u32, policy: &ThrottlePolicy) {
         self.count = self.count.saturating_add(1);
         self.last_ms = now;
@@ -61,8 +75,8 @@ impl Failures {
 pub struct Throttle {
     pub policy: ThrottlePolicy,
     accounts: HashMap<String, Failures>,
-    addresses: HashMap<IpAddr, Failures>,
-    registrations: HashMap<IpAddr, VecDeque<u64>>,
+    addresses: HashMap<SourceKey, Failures>,
+    registrations: HashMap<SourceKey, VecDeque<u64>>,
 }
 
 impl Throttle {
@@ -75,18 +89,44 @@ impl Throttle {
 
     /// Milliseconds until a login for `account` from `addr` may be tried,
     /// or `None` if it may be tried now.
-    pub fn login_blocked(&mut self, now: u64, account: &str, addr: IpAddr) -> Option<u64> {
+    /// A device that logged in to `account` before (`known_device`) is
+    /// not held back by the account's lockout, only by its address's: a
+    /// stranger guessing at an account cannot lock its owner out.
+    pub fn login_blocked(
+        &mut self,
+        now: u64,
+        account: &str,
+        addr: IpAddr,
+        known_device: bool,
+    ) -> Option<u64> {
         let w = self.policy.window_ms;
         let mut wait = 0;
-        if let Some(f) = self.accounts.get_mut(account) {
+        if let Some(f) = self.accounts.get_mut(account).filter(|_| !known_device) {
             f.decay(now, w);
             wait = wait.max(f.locked_until_ms.saturating_sub(now));
         }
-        if let Some(f) = self.addresses.get_mut(&addr) {
+        if let Some(f) = self.addresses.get_mut(&SourceKey::of(addr)) {
             f.decay(now, w);
             wait = wait.max(f.locked_until_ms.saturating_sub(now));
         }
         (wait > 0).then_some(wait)
+    }
+
+    /// Checks and counts a password attempt before it is hashed: `Err`
+    /// holds the wait when it is blocked; otherwise it counts as a failure
+    /// until [`Throttle::login_succeeded`] refunds it.
+    pub fn login_attempt(
+        &mut self,
+        now: u64,
+        account: &str,
+        addr: IpAddr,
+        known_device: bool,
+    ) -> Result<(), u64> {
+        if let Some(wait) = self.login_blocked(now, account, addr, known_device) {
+            return Err(wait);
+        }
+        self.login_failed(now, account, addr);
+        Ok(())
     }
 
     pub fn login_failed(&mut self, now: u64, account: &str, addr: IpAddr) {
@@ -94,15 +134,19 @@ impl Throttle {
         let a = self.accounts.entry(account.to_owned()).or_default();
         a.decay(now, p.window_ms);
         a.fail(now, p.account_failures, &p);
-        let b = self.addresses.entry(addr).or_default();
+        let b = self.addresses.entry(SourceKey::of(addr)).or_default();
         b.decay(now, p.window_ms);
         b.fail(now, p.address_failures, &p);
     }
 
-    /// A correct password clears the account's failures (not the
-    /// address's: one good account must not unlock guessing at others).
-    pub fn login_succeeded(&mut self, account: &str) {
+    /// A correct password clears the account's failures and refunds the
+    /// attempt counted against the address (only that one: one good
+    /// account must not unlock guessing at others).
+    pub fn login_succeeded(&mut self, account: &str, addr: IpAddr) {
         self.accounts.remove(account);
+        if let Some(f) = self.addresses.get_mut(&SourceKey::of(addr)) {
+            f.refund(self.policy.address_failures);
+        }
     }
 
     /// Milliseconds until `addr` may register again, or `None`; counts the
@@ -113,7 +157,7 @@ impl Throttle {
             return None;
         }
         const HOUR: u64 = 3_600_000;
-        let q = self.registrations.entry(addr).or_default();
+        let q = self.registrations.entry(SourceKey::of(addr)).or_default();
         while q.front().is_some_and(|&t| now.saturating_sub(t) >= HOUR) {
             q.pop_front();
         }
@@ -156,16 +200,16 @@ mod tests {
         let mut t = Throttle::new(ThrottlePolicy::default());
         for _ in 0..4 {
             t.login_failed(0, "alice", ip(1));
-            assert_eq!(t.login_blocked(0, "alice", ip(2)), None);
+            assert_eq!(t.login_blocked(0, "alice", ip(2), false), None);
         }
         t.login_failed(0, "alice", ip(1));
         // From another address too: the lock is on the account.
-        assert_eq!(t.login_blocked(0, "alice", ip(2)), Some(1000));
-        assert_eq!(t.login_blocked(1000, "alice", ip(2)), None);
+        assert_eq!(t.login_blocked(0, "alice", ip(2), false), Some(1000));
+        assert_eq!(t.login_blocked(1000, "alice", ip(2), false), None);
         t.login_failed(1000, "alice", ip(1));
-        assert_eq!(t.login_blocked(1000, "alice", ip(2)), Some(2000));
+        assert_eq!(t.login_blocked(1000, "alice", ip(2), false), Some(2000));
         // Another account from another address is unaffected.
-        assert_eq!(t.login_blocked(1000, "bob", ip(3)), None);
+        assert_eq!(t.login_blocked(1000, "bob", ip(3), false), None);
     }
 
     #[test]
@@ -174,8 +218,8 @@ mod tests {
         for i in 0..20 {
             t.login_failed(0, &format!("user{i}"), ip(9));
         }
-        assert!(t.login_blocked(0, "fresh", ip(9)).is_some());
-        assert!(t.login_blocked(0, "fresh", ip(8)).is_none());
+        assert!(t.login_blocked(0, "fresh", ip(9), false).is_some());
+        assert!(t.login_blocked(0, "fresh", ip(8), false).is_none());
     }
 
     #[test]
@@ -184,9 +228,9 @@ mod tests {
         for _ in 0..4 {
             t.login_failed(0, "a", ip(1));
         }
-        t.login_succeeded("a");
+        t.login_succeeded("a", ip(1));
         t.login_failed(10, "a", ip(1));
-        assert_eq!(t.login_blocked(10, "a", ip(2)), None);
+        assert_eq!(t.login_blocked(10, "a", ip(2), false), None);
         t.prune(10 + 16 * 60 * 1000);
         assert_eq!(t.tracked(), 0);
     }
@@ -197,7 +241,47 @@ mod tests {
         for _ in 0..100 {
             t.login_failed(0, "a", ip(1));
         }
-        assert_eq!(t.login_blocked(0, "a", ip(2)), Some(15 * 60 * 1000));
+        assert_eq!(t.login_blocked(0, "a", ip(2), false), Some(15 * 60 * 1000));
+    }
+
+    #[test]
+    fn parallel_attempts_are_counted_before_hashing() {
+        let mut t = Throttle::new(ThrottlePolicy::default());
+        // 50 guesses arrive before any hash finishes: 5 get through.
+        let admitted = (0..50)
+            .filter(|_| t.login_attempt(0, "alice", ip(1), false).is_ok())
+            .count();
+        assert_eq!(admitted, 5);
+        // The owner's known device is not locked out by the stranger.
+        assert!(t.login_attempt(0, "alice", ip(2), true).is_ok());
+        t.login_succeeded("alice", ip(2));
+        assert_eq!(t.login_blocked(0, "alice", ip(3), false), None);
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let mut t = Throttle::new(ThrottlePolicy::default());
+        for i in 0..20u16 {
+            let a = IpAddr::from([0x2001, 0xdb8, 7, 7, i, i, i, 1]);
+            t.login_failed(0, &format!("user{i}"), a);
+        }
+        let same = IpAddr::from([0x2001, 0xdb8, 7, 7, 0xffff, 1, 2, 3]);
+        let other = IpAddr::from([0x2001, 0xdb8, 7, 8, 0, 0, 0, 1]);
+        assert!(t.login_blocked(0, "fresh", same, false).is_some());
+        assert!(t.login_blocked(0, "fresh", other, false).is_none());
+    }
+
+    #[test]
+    fn a_success_refunds_its_attempt() {
+        let mut t = Throttle::new(ThrottlePolicy {
+            address_failures: 2,
+            ..Default::default()
+        });
+        for _ in 0..5 {
+            t.login_attempt(0, "bob", ip(4), false).unwrap();
+            t.login_succeeded("bob", ip(4));
+        }
+        assert_eq!(t.login_blocked(0, "carol", ip(4), false), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The link state machine: handshakes, sessions and their timers, keyed by
 //! local index, with a per-address view for sending.
 
-use super::packet::{EPHEMERAL, Packet};
+use super::packet::{COOKIE, EPHEMERAL, Packet};
 use super::replay::ReplayWindow;
 use super::{
     CertRejection, CloseReason, LinkConfig, LinkError, LinkEvent, LinkStats, MAX_PAYLOAD, PROLOGUE,
@@ -10,6 +10,7 @@ use super::{
 use crate::crypto::channel::{ChannelError, ChannelHandshake, Step};
 use crate::crypto::noise::StatelessTransport;
 use crate::identity::{Certificate, DeviceIdentity};
+use crate::limits::{Shares, SourceKey, log_worthy};
 use rand::{CryptoRng, RngCore};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ use std::net::SocketAddr;
 /// Sessions stop sending long before the Noise nonce space (2^64 - 1)
 /// could run out; the window check rejects anything above it too.
 const MAX_COUNTER: u64 = 1 << 60;
+
+/// A cookie is good in the time bucket it was made in and the next.
+const COOKIE_BUCKET_MS: u64 = 120_000;
 
 /// Our handshake, waiting for RESP.
 struct Initiating {
@@ -102,7 +106,18 @@ pub struct LinkEndpoint {
     slots: HashMap<u32, Slot>,
     peers: HashMap<SocketAddr, Peer>,
     established: usize,
-    handshakes: usize,
+    /// Handshakes in flight, ours (`Initiating`) and theirs (`Responding`):
+    /// budgeted apart so strangers cannot starve ours.
+    initiating: usize,
+    responding: usize,
+    /// Half-open handshakes per source, against `max_half_open_per_address`.
+    half_open: Shares<SourceKey>,
+    /// Established sessions per source and per account (supernodes
+    /// exempt), against `max_sessions_per_address` / `_per_account`.
+    sessions_by_source: Shares<SourceKey>,
+    sessions_by_account: Shares<String>,
+    /// Key of the cookie MAC, drawn from the caller's RNG on first use.
+    cookie_secret: Option<[u8; 32]>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
@@ -113,7 +128,8 @@ impl std::fmt::Debug for LinkEndpoint {
         f.debug_struct("LinkEndpoint")
             .field("username", &self.cert.username)
             .field("established", &self.established)
-            .field("handshakes", &self.handshakes)
+            .field("initiating", &self.initiating)
+            .field("responding", &self.responding)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -143,11 +159,16 @@ impl LinkEndpoint {
             device,
             cert,
             authority,
+            half_open: Shares::new(config.max_half_open_per_address.max(1)),
+            sessions_by_source: Shares::new(config.max_sessions_per_address.max(1)),
+            sessions_by_account: Shares::new(config.max_sessions_per_account.max(1)),
             config: config.sanitized(),
             slots: HashMap::new(),
             peers: HashMap::new(),
             established: 0,
-            handshakes: 0,
+            initiating: 0,
+            responding: 0,
+            cookie_secret: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: LinkStats::default(),
@@ -351,9 +372,12 @@ impl LinkEndpoint {
             return;
         };
         match packet {
-            Packet::Init { sender, ephemeral } => {
-                self.on_init(now_ms, from, sender, ephemeral, rng)
-            }
+            Packet::Init {
+                sender,
+                ephemeral,
+                cookie,
+            } => self.on_init(now_ms, from, sender, ephemeral, cookie, rng),
+            Packet::Cookie { receiver, cookie } => self.on_cookie(now_ms, from, receiver, cookie),
             Packet::Resp {
                 sender,
                 receiver,
@@ -376,7 +400,7 @@ impl LinkEndpoint {
         addr: SocketAddr,
         rng: &mut R,
     ) -> Result<(), LinkError> {
-        if self.handshakes >= self.config.max_handshakes {
+        if self.initiating >= self.config.max_handshakes {
             self.stats.too_many_handshakes += 1;
             return Err(LinkError::TooManyHandshakes {
                 limit: self.config.max_handshakes,
@@ -402,6 +426,7 @@ impl LinkEndpoint {
         let Ok(packet) = (Packet::Init {
             sender: idx,
             ephemeral,
+            cookie: None,
         })
         .encode() else {
             return Err(ChannelError::OutOfOrder.into());
@@ -433,6 +458,7 @@ impl LinkEndpoint {
         from: SocketAddr,
         sender: u32,
         ephemeral: [u8; EPHEMERAL],
+        cookie: Option<[u8; COOKIE]>,
         rng: &mut R,
     ) {
         let (current, initiator, responder) = match self.peers.get(&from) {
@@ -490,6 +516,52 @@ impl LinkEndpoint {
                 p.initiator = None;
             }
         }
+        // Under load, no state before the sender proves it receives here.
+        if self.responding >= self.config.cookie_after_half_open {
+            let secret = *self.cookie_secret.get_or_insert_with(|| seed(rng));
+            let bucket = now_ms / COOKIE_BUCKET_MS;
+            let valid = cookie.is_some_and(|c| {
+                [bucket, bucket.saturating_sub(1)]
+                    .iter()
+                    .any(|&b| cookie_mac(&secret, b, from, sender, &ephemeral) == c)
+            });
+            if !valid {
+                if cookie.is_some() {
+                    self.stats.cookies_invalid += 1;
+                    if log_worthy(self.stats.cookies_invalid) {
+                        tracing::warn!(%from, count = self.stats.cookies_invalid, "link: INIT with an invalid cookie dropped");
+                    }
+                }
+                self.stats.cookies_sent += 1;
+                if log_worthy(self.stats.cookies_sent) {
+                    tracing::info!(
+                        half_open = self.responding,
+                        count = self.stats.cookies_sent,
+                        "link: under load, answering INITs with cookies"
+                    );
+                }
+                let c = cookie_mac(&secret, bucket, from, sender, &ephemeral);
+                if let Ok(p) = (Packet::Cookie {
+                    receiver: sender,
+                    cookie: c,
+                })
+                .encode()
+                {
+                    self.push_transmit(from, p);
+                }
+                return;
+            }
+        }
+        // One source holds at most its share of half-open handshakes (a
+        // new INIT from the same address replaces its own, below).
+        let key = SourceKey::of(from.ip());
+        if responder.is_none() && self.half_open.get(&key) >= self.half_open.cap {
+            self.stats.half_open_per_address += 1;
+            if log_worthy(self.stats.half_open_per_address) {
+                tracing::warn!(source = %key, count = self.stats.half_open_per_address, "link: INIT refused, source holds its half-open share");
+            }
+            return;
+        }
         // A new INIT from this address supersedes its older attempt.
         if let Some(r) = responder {
             self.remove_slot(r);
@@ -497,8 +569,11 @@ impl LinkEndpoint {
                 p.responder = None;
             }
         }
-        if self.handshakes >= self.config.max_handshakes {
+        if self.responding >= self.config.max_handshakes {
             self.stats.too_many_handshakes += 1;
+            if log_worthy(self.stats.too_many_handshakes) {
+                tracing::warn!(%from, count = self.stats.too_many_handshakes, "link: INIT refused, handshake table full");
+            }
             self.fail_if_stranded(from, CloseReason::Timeout);
             return;
         }
@@ -544,6 +619,36 @@ impl LinkEndpoint {
             },
         );
         self.peers.entry(from).or_default().responder = Some(idx);
+    }
+
+    /// The responder wants proof we receive here: repeat our INIT with it.
+    fn on_cookie(&mut self, now_ms: u64, from: SocketAddr, receiver: u32, cookie: [u8; COOKIE]) {
+        let Some(Slot {
+            addr,
+            state: State::Initiating(init),
+        }) = self.slots.get_mut(&receiver)
+        else {
+            self.stats.unknown_session += 1;
+            return;
+        };
+        if *addr != from {
+            self.stats.unknown_session += 1;
+            return;
+        }
+        let Ok(packet) = (Packet::Init {
+            sender: receiver,
+            ephemeral: init.ephemeral,
+            cookie: Some(cookie),
+        })
+        .encode() else {
+            return;
+        };
+        // Retransmissions carry it too; the timer restarts from here.
+        init.packet = packet.clone();
+        init.next_at =
+            now_ms.saturating_add(self.config.retry_delay_ms(init.sent.saturating_sub(1)));
+        self.stats.cookies_received += 1;
+        self.push_transmit(from, packet);
     }
 
     fn on_resp(&mut self, now_ms: u64, from: SocketAddr, sender: u32, receiver: u32, msg: &[u8]) {
@@ -676,8 +781,32 @@ impl LinkEndpoint {
         let replacing = self.peers.get(&from).is_some_and(|p| p.current.is_some());
         if self.established >= self.config.max_sessions && !replacing {
             self.stats.too_many_sessions += 1;
+            if log_worthy(self.stats.too_many_sessions) {
+                tracing::warn!(%from, count = self.stats.too_many_sessions, "link: session refused, table full");
+            }
             self.abandon_response(receiver, from, CloseReason::TooManySessions);
             return;
+        }
+        if !replacing {
+            let key = SourceKey::of(from.ip());
+            if self.sessions_by_source.get(&key) >= self.sessions_by_source.cap {
+                self.stats.sessions_per_address += 1;
+                if log_worthy(self.stats.sessions_per_address) {
+                    tracing::warn!(source = %key, count = self.stats.sessions_per_address, "link: session refused, source holds its share");
+                }
+                self.abandon_response(receiver, from, CloseReason::TooManySessions);
+                return;
+            }
+            if let Some(user) = account_key(&finished.peer)
+                && self.sessions_by_account.get(&user) >= self.sessions_by_account.cap
+            {
+                self.stats.sessions_per_account += 1;
+                if log_worthy(self.stats.sessions_per_account) {
+                    tracing::warn!(%user, count = self.stats.sessions_per_account, "link: session refused, account holds its share");
+                }
+                self.abandon_response(receiver, from, CloseReason::TooManySessions);
+                return;
+            }
         }
         let Ok((peer, transport, exporter)) = finished.into_stateless_with_exporter() else {
             self.stats.handshake_failed += 1;
@@ -871,6 +1000,8 @@ impl LinkEndpoint {
         self.forget_if_empty(old);
         if let Some(slot) = self.slots.get_mut(&idx) {
             slot.addr = new;
+            self.sessions_by_source.remove(&SourceKey::of(old.ip()));
+            self.sessions_by_source.force_add(SourceKey::of(new.ip()));
         }
         let p = self.peers.entry(new).or_default();
         let displaced = p.current.replace(idx);
@@ -1031,9 +1162,24 @@ impl LinkEndpoint {
     }
 
     fn insert_slot(&mut self, idx: u32, slot: Slot) {
-        match slot.state {
-            State::Established(_) => self.established += 1,
-            _ => self.handshakes += 1,
+        match &slot.state {
+            State::Established(sess) => {
+                self.established += 1;
+                self.sessions_by_source
+                    .force_add(SourceKey::of(slot.addr.ip()));
+                if let Some(user) = account_key(&sess.peer) {
+                    self.sessions_by_account.force_add(user);
+                }
+            }
+            State::Initiating(_) => self.initiating += 1,
+            State::Responding(_) => {
+                self.responding += 1;
+                // Checked against the cap by `on_init`; counted regardless.
+                let key = SourceKey::of(slot.addr.ip());
+                if !self.half_open.try_add(key) {
+                    self.half_open.force_add(key);
+                }
+            }
         }
         if let Some(old) = self.slots.insert(idx, slot) {
             self.uncount(&old);
@@ -1047,9 +1193,20 @@ impl LinkEndpoint {
     }
 
     fn uncount(&mut self, slot: &Slot) {
-        match slot.state {
-            State::Established(_) => self.established -= 1,
-            _ => self.handshakes -= 1,
+        match &slot.state {
+            State::Established(sess) => {
+                self.established -= 1;
+                self.sessions_by_source
+                    .remove(&SourceKey::of(slot.addr.ip()));
+                if let Some(user) = account_key(&sess.peer) {
+                    self.sessions_by_account.remove(&user);
+                }
+            }
+            State::Initiating(_) => self.initiating -= 1,
+            State::Responding(_) => {
+                self.responding -= 1;
+                self.half_open.remove(&SourceKey::of(slot.addr.ip()));
+            }
         }
     }
 
@@ -1078,6 +1235,41 @@ impl LinkEndpoint {
     }
 }
 
+/// The account a session is charged to; supernodes are not charged.
+fn account_key(peer: &Certificate) -> Option<String> {
+    (peer.role != crate::identity::Role::Supernode).then(|| peer.username.clone())
+}
+
+/// The cookie for an INIT from `from` with index `sender` and key
+/// `ephemeral`, in time bucket `bucket`.
+fn cookie_mac(
+    secret: &[u8; 32],
+    bucket: u64,
+    from: SocketAddr,
+    sender: u32,
+    ephemeral: &[u8; EPHEMERAL],
+) -> [u8; COOKIE] {
+    use blake2::digest::{KeyInit, Mac};
+    let mut out = [0u8; COOKIE];
+    let Ok(mut m) = <blake2::Blake2sMac256 as KeyInit>::new_from_slice(secret) else {
+        return out;
+    };
+    m.update(&bucket.to_be_bytes());
+    match from.ip().to_canonical() {
+        std::net::IpAddr::V4(a) => m.update(&a.octets()),
+        std::net::IpAddr::V6(a) => m.update(&a.octets()),
+    }
+    m.update(&from.port().to_be_bytes());
+    m.update(&sender.to_be_bytes());
+    m.update(ephemeral);
+    out.copy_from_slice(&m.finalize().into_bytes()[..COOKIE]);
+    // All zeros means "no cookie" on the wire.
+    if out == [0; COOKIE] {
+        out[0] = 1;
+    }
+    out
+}
+
 fn check_ours(device: &DeviceIdentity, cert: &Certificate) -> Result<(), LinkError> {
     if cert.x25519 != device.x25519_public() || cert.ed25519 != device.ed25519_public() {
         return Err(LinkError::NotOurCertificate);
@@ -1089,7 +1281,11 @@ fn check_ours(device: &DeviceIdentity, cert: &Certificate) -> Result<(), LinkErr
 impl LinkEndpoint {
     /// (established, handshakes in flight, peer entries), for tests.
     pub(super) fn counts(&self) -> (usize, usize, usize) {
-        (self.established, self.handshakes, self.peers.len())
+        (
+            self.established,
+            self.initiating + self.responding,
+            self.peers.len(),
+        )
     }
 
     /// Present `cert` whatever it certifies: a thief's endpoint.

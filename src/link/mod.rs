@@ -61,10 +61,16 @@
 //! - **Roaming**: authenticated DATA with the newest counter from a new
 //!   source address moves the session there (NAT rebinding) and emits
 //!   `Roamed`.
-//! - **Bounds**: sessions, handshakes in flight, queued messages per
-//!   address and pending transmits/events are all capped; excess is
-//!   refused and counted in [`LinkStats`]. Bad input is a counted drop,
-//!   never a panic.
+//! - **Bounds**: sessions, handshakes in flight (ours and theirs apart),
+//!   half-open handshakes per source, queued messages per address and
+//!   pending transmits/events are all capped; excess is refused and
+//!   counted in [`LinkStats`]. Bad input is a counted drop, never a panic.
+//! - **Cookies under load**, as WireGuard's cookie reply and QUIC's Retry:
+//!   once `cookie_after_half_open` handshakes are half open, an INIT
+//!   without a valid cookie is answered with a small COOKIE and no state;
+//!   the initiator repeats the INIT with it. A cookie is a keyed MAC of the
+//!   INIT's source address, index and ephemeral key and a two-minute time
+//!   bucket, so only senders that receive at their address get state.
 
 mod endpoint;
 pub mod packet;
@@ -101,8 +107,21 @@ pub struct LinkConfig {
     pub idle_timeout_ms: u64,
     /// Established sessions.
     pub max_sessions: usize,
-    /// Handshakes in flight, ours and theirs.
+    /// Established sessions one source (IPv4 address, IPv6 /64) may hold.
+    pub max_sessions_per_address: usize,
+    /// Established sessions one account (certificate username) may hold;
+    /// supernode certificates are exempt (they link to each other).
+    pub max_sessions_per_account: usize,
+    /// Handshakes in flight, counted apart for ours and theirs: strangers'
+    /// INITs cannot starve the handshakes we start.
     pub max_handshakes: usize,
+    /// Half-open handshakes (answered, FIN awaited) one source (IPv4
+    /// address, IPv6 /64) may hold.
+    pub max_half_open_per_address: usize,
+    /// Once this many half-open handshakes are held, an INIT must carry a
+    /// cookie (proof that its sender receives at its address) before any
+    /// state is kept for it; without one it gets a stateless COOKIE reply.
+    pub cookie_after_half_open: usize,
     /// Messages held per address while its handshake runs.
     pub max_queued_per_peer: usize,
     /// Datagrams waiting for [`LinkEndpoint::poll_transmit`].
@@ -119,7 +138,11 @@ impl Default for LinkConfig {
             keepalive_ms: 15_000,
             idle_timeout_ms: 60_000,
             max_sessions: 1024,
+            max_sessions_per_address: 256,
+            max_sessions_per_account: 16,
             max_handshakes: 256,
+            max_half_open_per_address: 8,
+            cookie_after_half_open: 32,
             max_queued_per_peer: 64,
             max_pending_transmits: 4096,
             max_pending_events: 4096,
@@ -225,7 +248,8 @@ pub enum CloseReason {
     CertificateRejected(CertRejection),
     /// The peer's certificate expired during the session.
     PeerCertificateExpired,
-    /// The session limit was reached when the handshake completed.
+    /// The session limit (in all, per address or per account) was reached
+    /// when the handshake completed.
     TooManySessions,
     /// The send counter ran out (after 2^60 messages).
     Exhausted,
@@ -296,6 +320,22 @@ pub struct LinkStats {
     pub queue_dropped: u64,
     pub too_many_sessions: u64,
     pub too_many_handshakes: u64,
+    /// Handshakes refused at completion: the source already holds its
+    /// share of sessions.
+    pub sessions_per_address: u64,
+    /// Handshakes refused at completion: the account already holds its
+    /// share of sessions.
+    pub sessions_per_account: u64,
+    /// INITs refused: their source already holds its half-open share.
+    pub half_open_per_address: u64,
+    /// COOKIE replies sent to INITs that came without a valid cookie
+    /// while under load (no state kept).
+    pub cookies_sent: u64,
+    /// INITs whose cookie did not verify (forged, stale or for another
+    /// address).
+    pub cookies_invalid: u64,
+    /// COOKIE replies we got and answered with a repeated INIT.
+    pub cookies_received: u64,
     pub transmits_dropped: u64,
     pub events_dropped: u64,
 }

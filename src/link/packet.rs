@@ -4,10 +4,15 @@
 //!
 //! | kind | name | payload |
 //! |------|------|---------|
-//! | 16 | INIT | `sender index u32 \| noise msg1 (ephemeral key) [32] \| zero padding` to [`INIT_LEN`] |
+//! | 16 | INIT | `sender index u32 \| noise msg1 (ephemeral key) [32] \| cookie [16] (zeros: none) \| zero padding` to [`INIT_LEN`] |
 //! | 17 | RESP | `sender index u32 \| receiver index u32 \| noise msg2` |
 //! | 18 | FIN  | `receiver index u32 \| noise msg3` |
 //! | 19 | DATA | `receiver index u32 \| counter u64 \| ciphertext (>= 16 bytes)` |
+//! | 20 | COOKIE | `receiver index u32 \| cookie [16]` |
+//!
+//! A responder under load answers an INIT without a valid cookie with a
+//! COOKIE (keeping no state); the initiator repeats its INIT carrying it,
+//! proving it receives at its address.
 
 use crate::wire::{Frame, MAX_FRAME, Reader, WireError, Writer};
 
@@ -15,14 +20,17 @@ pub const KIND_INIT: u8 = 16;
 pub const KIND_RESP: u8 = 17;
 pub const KIND_FIN: u8 = 18;
 pub const KIND_DATA: u8 = 19;
+pub const KIND_COOKIE: u8 = 20;
 // The shared socket's demultiplexer files exactly these kinds as link frames.
 const _: () = assert!(
     *crate::wire::stun::LINK_KINDS.start() == KIND_INIT
-        && *crate::wire::stun::LINK_KINDS.end() == KIND_DATA
+        && *crate::wire::stun::LINK_KINDS.end() == KIND_COOKIE
 );
 
 /// An XX first message with an empty payload is just the ephemeral key.
 pub const EPHEMERAL: usize = 32;
+/// A cookie: a MAC of the initiator's address, index and key.
+pub const COOKIE: usize = 16;
 /// INIT payload length, padding included. The padding makes INIT at least
 /// as large as the RESP it provokes (303 bytes for the largest
 /// certificate), so a spoofed INIT cannot amplify traffic at a victim.
@@ -41,6 +49,8 @@ pub enum Packet<'a> {
     Init {
         sender: u32,
         ephemeral: [u8; EPHEMERAL],
+        /// The responder's cookie, when it asked for one.
+        cookie: Option<[u8; COOKIE]>,
     },
     Resp {
         sender: u32,
@@ -55,6 +65,10 @@ pub enum Packet<'a> {
         receiver: u32,
         counter: u64,
         ciphertext: &'a [u8],
+    },
+    Cookie {
+        receiver: u32,
+        cookie: [u8; COOKIE],
     },
 }
 
@@ -71,13 +85,29 @@ impl<'a> Packet<'a> {
                 }
                 let sender = r.u32()?;
                 let ephemeral = r.array()?;
+                let cookie: [u8; COOKIE] = r.array()?;
                 // Strict zero padding keeps the encoding canonical.
                 if r.rest().iter().any(|&b| b != 0) {
                     return Err(WireError::Invalid {
                         field: "INIT padding",
                     });
                 }
-                Packet::Init { sender, ephemeral }
+                let cookie = (cookie != [0; COOKIE]).then_some(cookie);
+                Packet::Init {
+                    sender,
+                    ephemeral,
+                    cookie,
+                }
+            }
+            KIND_COOKIE => {
+                let receiver = r.u32()?;
+                let cookie = r.array()?;
+                if !r.rest().is_empty() {
+                    return Err(WireError::Invalid {
+                        field: "COOKIE length",
+                    });
+                }
+                Packet::Cookie { receiver, cookie }
             }
             KIND_RESP => Packet::Resp {
                 sender: r.u32()?,
@@ -118,10 +148,20 @@ impl<'a> Packet<'a> {
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
         let mut w = Writer::new();
         let kind = match *self {
-            Packet::Init { sender, ephemeral } => {
-                w.u32(sender).raw(&ephemeral);
+            Packet::Init {
+                sender,
+                ephemeral,
+                cookie,
+            } => {
+                w.u32(sender)
+                    .raw(&ephemeral)
+                    .raw(&cookie.unwrap_or([0; COOKIE]));
                 w.buf.resize(INIT_LEN, 0);
                 KIND_INIT
+            }
+            Packet::Cookie { receiver, cookie } => {
+                w.u32(receiver).raw(&cookie);
+                KIND_COOKIE
             }
             Packet::Resp {
                 sender,
@@ -167,6 +207,16 @@ mod tests {
             Packet::Init {
                 sender: 1,
                 ephemeral: [9; 32],
+                cookie: None,
+            },
+            Packet::Init {
+                sender: 1,
+                ephemeral: [9; 32],
+                cookie: Some([7; COOKIE]),
+            },
+            Packet::Cookie {
+                receiver: 6,
+                cookie: [8; COOKIE],
             },
             Packet::Resp {
                 sender: 2,
@@ -196,6 +246,7 @@ mod tests {
         let mut init = Packet::Init {
             sender: 1,
             ephemeral: [1; 32],
+            cookie: None,
         }
         .encode()
         .unwrap();
@@ -203,6 +254,14 @@ mod tests {
         assert!(Packet::decode(&init).is_err());
         let data = Frame::encode(KIND_DATA, &[0; DATA_HEADER + TAG - 1]).unwrap();
         assert!(Packet::decode(&data).is_err());
+        let long_cookie = Frame::encode(KIND_COOKIE, &[1; 4 + COOKIE + 1]).unwrap();
+        assert!(Packet::decode(&long_cookie).is_err());
+        // A COOKIE is far smaller than the INIT that provokes it.
+        let c = Packet::Cookie {
+            receiver: 1,
+            cookie: [1; COOKIE],
+        };
+        assert!(c.encode().unwrap().len() * 10 < INIT_LEN);
         let authority = Frame::encode(1, &[0; 40]).unwrap();
         assert!(matches!(
             Packet::decode(&authority),

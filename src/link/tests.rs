@@ -1038,3 +1038,147 @@ fn exported_secrets_agree_per_label_and_differ_across_sessions() {
     let (e, _) = other.ep(0).export(addr(2), b"media", b"call 1").unwrap();
     assert_ne!(a, e);
 }
+
+/// An INIT as an attacker sends it: any index, any key, maybe a cookie.
+fn forged_init(rng: &mut StdRng, cookie: Option<[u8; super::packet::COOKIE]>) -> Vec<u8> {
+    Packet::Init {
+        sender: rng.r#gen(),
+        ephemeral: rng.r#gen(),
+        cookie,
+    }
+    .encode()
+    .unwrap()
+}
+
+/// Issue 14.2: 256 INITs from one host's ports filled the table for good.
+#[test]
+fn one_host_cannot_fill_the_handshake_table() {
+    let mut pki = Pki::new(40);
+    let hub = pki.endpoint("hub", fast());
+    let client = pki.endpoint("client", fast());
+    let far = pki.endpoint("far", fast());
+    let mut net = Net::new(
+        40,
+        vec![
+            (addr(1), hub),
+            (SocketAddr::from(([10, 0, 0, 2], 5)), client),
+            (SocketAddr::from(([10, 0, 0, 3], 5)), far),
+        ],
+    );
+    let mut rng = StdRng::seed_from_u64(40);
+    let attacker = |port| SocketAddr::from(([10, 9, 9, 9], port));
+    for port in 1..=256 {
+        let init = forged_init(&mut rng, None);
+        net.inject(attacker(port), 0, &init);
+    }
+    let s = net.ep(0).stats().clone();
+    assert_eq!(net.ep(0).counts().1, 8, "one source, eight half-open");
+    assert_eq!(s.half_open_per_address, 248);
+    // An honest client attaches, and the hub still opens its own links.
+    net.connect(1, 0);
+    net.connect(0, 2);
+    net.pump();
+    assert_eq!(net.established(1), 1);
+    assert_eq!(net.established(2), 1);
+}
+
+/// Spoofed sources cannot be capped per address: past the threshold they
+/// get a COOKIE and no state, and an honest client gets in with one.
+#[test]
+fn spoofed_inits_get_cookies_not_state() {
+    let mut pki = Pki::new(41);
+    let hub = pki.endpoint("hub", fast());
+    let client = pki.endpoint("client", fast());
+    let mut net = Net::new(
+        41,
+        vec![
+            (addr(1), hub),
+            (SocketAddr::from(([10, 0, 0, 2], 5)), client),
+        ],
+    );
+    let mut rng = StdRng::seed_from_u64(41);
+    for i in 0..5_000u32 {
+        let from = SocketAddr::from(([11, (i >> 16) as u8, (i >> 8) as u8, i as u8], 4000));
+        let init = forged_init(&mut rng, None);
+        net.inject(from, 0, &init);
+    }
+    let s = net.ep(0).stats().clone();
+    assert_eq!(
+        net.ep(0).counts().1,
+        32,
+        "state stops at the cookie threshold"
+    );
+    assert_eq!(s.cookies_sent, 5_000 - 32);
+    // A made-up cookie does not pass.
+    net.inject(
+        SocketAddr::from(([12, 0, 0, 1], 1)),
+        0,
+        &forged_init(&mut rng, Some([5; 16])),
+    );
+    assert_eq!(net.ep(0).stats().cookies_invalid, 1);
+    net.connect(1, 0);
+    net.pump();
+    assert_eq!(net.established(1), 1);
+    assert_eq!(net.ep(1).stats().cookies_received, 1);
+}
+
+/// A cookie proves one address: replayed from another it is refused.
+#[test]
+fn a_cookie_is_bound_to_its_address() {
+    let mut pki = Pki::new(42);
+    let config = LinkConfig {
+        cookie_after_half_open: 0,
+        ..fast()
+    };
+    let hub = pki.endpoint("hub", config);
+    let client = pki.endpoint("client", fast());
+    let mut net = Net::new(42, vec![(addr(1), hub), (addr(2), client)]);
+    net.connect(1, 0);
+    net.pump();
+    assert_eq!(net.established(1), 1);
+    let with_cookie = net
+        .delivered()
+        .iter()
+        .find(|d| d.bytes.get(3) == Some(&KIND_INIT) && d.bytes[4 + 4 + 32..][..16] != [0; 16])
+        .map(|d| d.bytes.clone())
+        .expect("the client repeated its INIT with the cookie");
+    let before = net.ep(0).stats().cookies_invalid;
+    net.inject(addr(3), 0, &with_cookie);
+    assert_eq!(net.ep(0).stats().cookies_invalid, before + 1);
+}
+
+/// Issue 14.3: one account (or one address) cannot take every session.
+#[test]
+fn sessions_are_shared_per_account_and_per_address() {
+    let mut pki = Pki::new(43);
+    let config = LinkConfig {
+        max_sessions_per_account: 3,
+        max_sessions_per_address: 5,
+        ..fast()
+    };
+    let hub = pki.endpoint("hub", config);
+    let mut nodes = vec![(addr(1), hub)];
+    // Six devices of "mallory" from six ports of one host, then two
+    // other users from the same host, then one from elsewhere.
+    for i in 0..6 {
+        nodes.push((addr(10 + i), pki.endpoint("mallory", fast())));
+    }
+    nodes.push((addr(20), pki.endpoint("bob", fast())));
+    nodes.push((addr(21), pki.endpoint("carol", fast())));
+    nodes.push((addr(22), pki.endpoint("dave", fast())));
+    nodes.push((
+        SocketAddr::from(([10, 0, 0, 2], 1)),
+        pki.endpoint("erin", fast()),
+    ));
+    let mut net = Net::new(43, nodes);
+    for i in 1..=10 {
+        net.connect(i, 0);
+        net.pump();
+    }
+    let s = net.ep(0).stats().clone();
+    assert_eq!(s.sessions_per_account, 3, "mallory holds three");
+    // 3 mallory + bob + carol fill the host's five; dave is refused.
+    assert_eq!(s.sessions_per_address, 1);
+    assert_eq!(net.ep(0).counts().0, 6);
+    assert_eq!(net.established(10), 1, "another host still gets in");
+}

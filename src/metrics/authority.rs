@@ -70,6 +70,25 @@ pub fn exposition(
             ("malformed", s.malformed),
             ("bad_proof", s.bad_proof),
             ("internal_error", s.internal_errors),
+            ("hash_queue_full", s.hash_queue_full),
+        ],
+    );
+    let a = &s.admission;
+    e.counter(
+        "natter_authority_connections_accepted_total",
+        "Client connections given a slot.",
+        &[],
+        a.accepted,
+    );
+    e.reasons(
+        "natter_authority_connections_closed_early_total",
+        "Client connections refused or closed by the slot policy, by reason.",
+        &[
+            ("address_cap", a.refused_address_cap),
+            ("full", a.refused_full),
+            ("evicted_slowest", a.evicted),
+            ("frame_deadline", a.frame_deadline),
+            ("idle", a.idle),
         ],
     );
     e.gauge(

@@ -201,6 +201,8 @@ fn link(e: &mut Exposition, l: &LinkStats, sessions: usize) {
         ("failed", l.handshake_failed),
         ("half_open_expired", l.half_open_expired),
         ("simultaneous_open", l.simultaneous_open),
+        ("cookie_sent", l.cookies_sent),
+        ("cookie_received", l.cookies_received),
     ] {
         e.counter("natter_link_handshakes_total", h, &[("outcome", what)], v);
     }
@@ -325,6 +327,8 @@ fn drops(e: &mut Exposition, c: &SupernodeCounters, relay: Option<&RelayCounters
             ("client_refused_full", o.clients_refused),
             ("query_timeout", o.query_timeouts),
             ("store_timeout", o.store_timeouts),
+            ("lookup_rate_limited", o.lookups_rate_limited),
+            ("watch_refused", o.watches_refused),
         ],
     );
     let en = &c.envelopes;
@@ -354,6 +358,10 @@ fn drops(e: &mut Exposition, c: &SupernodeCounters, relay: Option<&RelayCounters
             ("queue_dropped", l.queue_dropped),
             ("too_many_sessions", l.too_many_sessions),
             ("too_many_handshakes", l.too_many_handshakes),
+            ("sessions_per_address", l.sessions_per_address),
+            ("sessions_per_account", l.sessions_per_account),
+            ("half_open_per_address", l.half_open_per_address),
+            ("cookie_invalid", l.cookies_invalid),
             ("transmits_dropped", l.transmits_dropped),
             ("events_dropped", l.events_dropped),
         ],
@@ -365,6 +373,7 @@ fn drops(e: &mut Exposition, c: &SupernodeCounters, relay: Option<&RelayCounters
                 ("malformed", s.malformed),
                 ("ignored", s.ignored),
                 ("error_answered", s.errors),
+                ("rate_limited", s.rate_limited),
             ],
         );
     }

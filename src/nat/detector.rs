@@ -883,6 +883,7 @@ mod tests {
             alt: None,
         });
         s.handle_datagram(
+            T0,
             a(S1),
             a("192.0.2.1:1"),
             &stun::binding_request([9; 12], false, false),
@@ -892,7 +893,7 @@ mod tests {
         assert!(!d.handle_datagram(T0 + 1, a(S1), &req.bytes));
         assert!(!d.handle_datagram(T0 + 1, a(S1), b"garbage"));
         // Our own transaction, answered, is claimed.
-        s.handle_datagram(a(S1), a("192.0.2.1:1"), &req.bytes);
+        s.handle_datagram(T0, a(S1), a("192.0.2.1:1"), &req.bytes);
         let ours = s.poll_transmit().unwrap();
         assert!(d.handle_datagram(T0 + 2, a(S1), &ours.bytes));
     }

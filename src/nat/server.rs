@@ -6,21 +6,24 @@
 //! ip/alt port, alt ip/port, alt ip/alt port, as coturn's
 //! `--alt-listening-*` options do).
 //!
-//! Stateless apart from counters: one request in, at most one response
-//! out. Other STUN methods (TURN's Allocate and friends) are not this
+//! Stateless apart from counters and a token bucket per source (IPv4
+//! address, IPv6 /64): one request in, at most one response out, and at
+//! most `burst` then `per_sec` answers a second to one source, so the
+//! server cannot be a reflection amplifier. Answers carry only what a
+//! client needs: XOR-MAPPED-ADDRESS (no legacy MAPPED-ADDRESS, no
+//! SOFTWARE), RFC 5780's RESPONSE-ORIGIN and OTHER-ADDRESS, FINGERPRINT. Other STUN methods (TURN's Allocate and friends) are not this
 //! core's: the driver routes on [`crate::wire::stun::peek`] before calling it.
 
 use super::Transmit;
 use super::stun;
+use crate::limits::{Rate, RateTable, SourceKey, log_worthy};
 use crate::wire::stun::{Class, method, peek};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use stun_rs::attributes::discovery::{
     ChangeRequest, ChangeRequestFlags, OtherAddress, ResponseOrigin, ResponsePort,
 };
-use stun_rs::attributes::stun::{
-    ErrorCode, Fingerprint, MappedAddress, Software, UnknownAttributes, XorMappedAddress,
-};
+use stun_rs::attributes::stun::{ErrorCode, Fingerprint, UnknownAttributes, XorMappedAddress};
 use stun_rs::{MessageClass, StunAttribute, StunMessageBuilder};
 
 /// Where the server listens.
@@ -48,12 +51,24 @@ pub struct StunStats {
     pub ignored: u64,
     /// Responses that asked for a change of address or port.
     pub changed: u64,
+    /// Requests dropped: their source was over its answer rate.
+    pub rate_limited: u64,
 }
+
+/// Answers per source: a burst, then a steady rate. A client's NAT
+/// measurement sends about a dozen requests; keepalives one every few
+/// seconds.
+pub const DEFAULT_RATE: Rate = Rate::new(20, 5);
+/// Sources tracked at once; past this, new sources wait for old buckets to
+/// refill (so a spray of spoofed sources is limited as a whole too).
+const MAX_SOURCES: usize = 65_536;
 
 /// The sans-IO STUN Binding server.
 #[derive(Debug)]
 pub struct StunServer {
     cfg: StunServerConfig,
+    /// Answers per source, so we cannot be aimed at a victim.
+    rate: RateTable<SourceKey>,
     out: VecDeque<Transmit>,
     stats: StunStats,
 }
@@ -62,9 +77,15 @@ impl StunServer {
     pub fn new(cfg: StunServerConfig) -> Self {
         StunServer {
             cfg,
+            rate: RateTable::new(DEFAULT_RATE, MAX_SOURCES),
             out: VecDeque::new(),
             stats: StunStats::default(),
         }
+    }
+
+    /// Answers per source (default [`DEFAULT_RATE`]).
+    pub fn set_rate(&mut self, rate: Rate) {
+        self.rate = RateTable::new(rate, MAX_SOURCES);
     }
 
     pub fn config(&self) -> &StunServerConfig {
@@ -119,9 +140,9 @@ impl StunServer {
     }
 
     /// A STUN datagram that arrived on the socket bound to `local` from
-    /// `from`. Only Binding is served; anything else is counted and
-    /// dropped (the driver should not pass it).
-    pub fn handle_datagram(&mut self, local: SocketAddr, from: SocketAddr, d: &[u8]) {
+    /// `from` at `now_ms`. Only Binding is served; anything else is
+    /// counted and dropped (the driver should not pass it).
+    pub fn handle_datagram(&mut self, now_ms: u64, local: SocketAddr, from: SocketAddr, d: &[u8]) {
         let Some(h) = peek(d) else {
             self.stats.malformed += 1;
             return;
@@ -139,6 +160,14 @@ impl StunServer {
             }
         };
         self.stats.requests += 1;
+        let key = SourceKey::of(from.ip());
+        if !self.rate.allow(key, now_ms) {
+            self.stats.rate_limited += 1;
+            if log_worthy(self.stats.rate_limited) {
+                tracing::warn!(source = %key, count = self.stats.rate_limited, "STUN request dropped: source over its rate");
+            }
+            return;
+        }
         let tid = *msg.transaction_id();
 
         // Comprehension-required attributes we do not know (RFC 8489 §7.3.1).
@@ -199,8 +228,7 @@ impl StunServer {
         let mut b =
             StunMessageBuilder::new(stun_rs::methods::BINDING, MessageClass::SuccessResponse)
                 .with_transaction_id(tid)
-                .with_attribute(XorMappedAddress::from(from))
-                .with_attribute(MappedAddress::from(from));
+                .with_attribute(XorMappedAddress::from(from));
         if !src.ip().is_unspecified() {
             b = b.with_attribute(ResponseOrigin::from(src));
         }
@@ -215,10 +243,6 @@ impl StunServer {
     }
 
     fn push(&mut self, src: SocketAddr, dst: SocketAddr, b: StunMessageBuilder) {
-        let mut b = b;
-        if let Ok(s) = Software::new(stun::SOFTWARE) {
-            b = b.with_attribute(s);
-        }
         let b = b.with_attribute(Fingerprint::default());
         match stun::encode(&b.build()) {
             Ok(bytes) => self.out.push_back(Transmit {
@@ -261,7 +285,7 @@ mod tests {
     }
 
     fn ask(s: &mut StunServer, local: &str, req: &[u8]) -> (Transmit, BindingResponse) {
-        s.handle_datagram(a(local), a("203.0.113.9:40000"), req);
+        s.handle_datagram(0, a(local), a("203.0.113.9:40000"), req);
         let t = s.poll_transmit().expect("an answer");
         assert!(s.poll_transmit().is_none());
         let r = parse_binding_response(&t.bytes).unwrap();
@@ -351,11 +375,11 @@ mod tests {
         let mut s = server(true);
         let mut alloc = binding_request([3; 12], false, false);
         alloc[1] = 0x03; // Allocate request
-        s.handle_datagram(a("198.51.100.1:3478"), a("203.0.113.9:1"), &alloc);
-        s.handle_datagram(a("198.51.100.1:3478"), a("203.0.113.9:1"), &[0u8; 7]);
+        s.handle_datagram(0, a("198.51.100.1:3478"), a("203.0.113.9:1"), &alloc);
+        s.handle_datagram(0, a("198.51.100.1:3478"), a("203.0.113.9:1"), &[0u8; 7]);
         let mut ind = binding_request([3; 12], false, false);
         ind[1] = 0x11; // Binding indication
-        s.handle_datagram(a("198.51.100.1:3478"), a("203.0.113.9:1"), &ind);
+        s.handle_datagram(0, a("198.51.100.1:3478"), a("203.0.113.9:1"), &ind);
         assert!(s.poll_transmit().is_none());
         assert_eq!(s.stats().ignored, 2);
         assert_eq!(s.stats().malformed, 1);
@@ -371,5 +395,42 @@ mod tests {
         req[2..4].copy_from_slice(&len.to_be_bytes());
         let (_, r) = ask(&mut s, "198.51.100.1:3478", &req);
         assert_eq!(r.error, Some(420));
+    }
+
+    /// Issue 14.6: answers to one source are rate-limited, and no answer
+    /// is much larger than the smallest request that provokes it.
+    #[test]
+    fn answers_are_rate_limited_per_source_and_small() {
+        let mut s = server(true);
+        let req = binding_request([5; 12], false, false);
+        let victim = a("203.0.113.50:9");
+        let mut answered = 0;
+        let mut bytes = 0;
+        // 1000 spoofed requests in one second, from ports of one host.
+        for i in 0..1000u64 {
+            let from = SocketAddr::new(victim.ip(), 1000 + i as u16);
+            s.handle_datagram(i, a("198.51.100.1:3478"), from, &req);
+            while let Some(t) = s.poll_transmit() {
+                answered += 1;
+                bytes += t.bytes.len();
+            }
+        }
+        // In 999 ms the bucket refills 4.995 tokens: four more answers.
+        assert_eq!(answered, 20 + 4, "burst, then five a second");
+        assert_eq!(s.stats().rate_limited, 1000 - 24);
+        let ratio = bytes as f64 / (answered * req.len()) as f64;
+        println!(
+            "STUN: {} byte request, {} byte answer ({ratio:.2}x)",
+            req.len(),
+            bytes / answered
+        );
+        assert!(
+            ratio <= 2.6,
+            "amplification {ratio:.2}x ({} byte request)",
+            req.len()
+        );
+        // Another source is not affected.
+        s.handle_datagram(1000, a("198.51.100.1:3478"), a("203.0.113.51:9"), &req);
+        assert!(s.poll_transmit().is_some());
     }
 }

@@ -70,6 +70,19 @@ impl AuthorityConnection {
             Ok(Err(source)) => return Err(LoginError::Connect { addr, source }),
             Err(_) => return Err(LoginError::Timeout(addr)),
         };
+        Self::from_stream(stream, server, authority_key, device, clock).await
+    }
+
+    /// Complete the Noise handshake over an already connected stream (a
+    /// chosen source address, in tests).
+    pub async fn from_stream(
+        stream: TcpStream,
+        server: &HostPort,
+        authority_key: [u8; 32],
+        device: &DeviceIdentity,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> Result<Self, LoginError> {
+        let addr = server.to_string();
         let _ = stream.set_nodelay(true);
         let (client, hello) = LoginClient::start(device, authority_key, clock.now_ms())?;
         let mut conn = AuthorityConnection {

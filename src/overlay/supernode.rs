@@ -18,6 +18,7 @@ use super::msg::{Found, Msg};
 use super::record::PresenceRecord;
 use super::{Transmit, node_id, user_key};
 use crate::identity::{Certificate, Role};
+use crate::limits::{Bucket, Rate, RateTable, SourceKey, log_worthy};
 use rand::RngCore;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -71,6 +72,30 @@ pub struct SupernodeConfig {
     pub mailbox_max_bytes: usize,
     /// Offline mailbox: how often to retry delivery to attached users.
     pub mailbox_retry_ms: u64,
+    /// Lookups one attached client may start (burst, then per second).
+    pub lookups_per_client: Rate,
+    /// Lookups all clients from one source (IPv4 address, IPv6 /64) may
+    /// start together.
+    pub lookups_per_address: Rate,
+    /// Names one attached client may watch at once.
+    pub max_watches_per_client: usize,
+}
+
+/// Link sessions a supernode keeps beyond `max_clients`: links to other
+/// supernodes, and room for a full node to bring a client's link up just
+/// to send it a Redirect (the refused link then idles out).
+pub const LINK_HEADROOM: usize = 4096;
+
+impl SupernodeConfig {
+    /// `base` with its session cap made to agree with `max_clients`: the
+    /// overlay's limit, which redirects, must bite before the link's,
+    /// which can only let the handshake time out.
+    pub fn link_config(&self, base: crate::link::LinkConfig) -> crate::link::LinkConfig {
+        crate::link::LinkConfig {
+            max_sessions: self.max_clients.saturating_add(LINK_HEADROOM),
+            ..base
+        }
+    }
 }
 
 impl Default for SupernodeConfig {
@@ -99,6 +124,9 @@ impl Default for SupernodeConfig {
             mailbox_per_user: 500,
             mailbox_max_bytes: 256 << 20,
             mailbox_retry_ms: 5_000,
+            lookups_per_client: Rate::new(30, 5),
+            lookups_per_address: Rate::new(120, 20),
+            max_watches_per_client: 1024,
         }
     }
 }
@@ -139,6 +167,10 @@ pub struct SupernodeStats {
     pub bytes_sent: u64,
     pub directory_bytes_sent: u64,
     pub relay_credentials_issued: u64,
+    /// Lookups dropped: the client or its address was over its rate.
+    pub lookups_rate_limited: u64,
+    /// Watches refused: the client already watches its share of names.
+    pub watches_refused: u64,
 }
 
 #[derive(Debug)]
@@ -147,6 +179,10 @@ struct Attached {
     last_seen: u64,
     record: Option<Rc<[u8]>>,
     record_seq: u64,
+    /// Lookups this client may still start (`lookups_per_client`).
+    lookups: Bucket,
+    /// Names this client watches (recounted at each sweep).
+    watches: usize,
 }
 
 #[derive(Debug)]
@@ -220,6 +256,8 @@ pub struct SupernodeCore {
     verified_certs: HashMap<[u8; 32], u64>,
     watchers: BTreeMap<String, Vec<(SocketAddr, u64)>>,
     client_watches: BTreeMap<String, Vec<(SocketAddr, u64)>>,
+    /// Lookups per source across its clients (`lookups_per_address`).
+    lookups_by_source: RateTable<SourceKey>,
     watch_sent: BTreeMap<String, u64>,
     bootstrap: Vec<SocketAddr>,
     joined: bool,
@@ -274,6 +312,7 @@ impl SupernodeCore {
             me,
             my_addr,
             members: Membership::new(me, my_addr, incarnation, cfg.membership.clone(), now),
+            lookups_by_source: RateTable::new(cfg.lookups_per_address, 65_536),
             cfg,
             clients: BTreeMap::new(),
             checks: BinaryHeap::new(),
@@ -612,8 +651,18 @@ impl SupernodeCore {
             }
             Msg::Publish { record } => self.on_publish(now, from, peer, record),
             Msg::Lookup { qid, username } => {
-                if !self.clients.contains_key(&from) {
+                let rate = self.cfg.lookups_per_client;
+                let Some(c) = self.clients.get_mut(&from) else {
                     self.stats.not_attached += 1;
+                    return;
+                };
+                if !c.lookups.take(rate, now)
+                    || !self.lookups_by_source.allow(SourceKey::of(from.ip()), now)
+                {
+                    self.stats.lookups_rate_limited += 1;
+                    if log_worthy(self.stats.lookups_rate_limited) {
+                        tracing::warn!(%from, count = self.stats.lookups_rate_limited, "lookup dropped: client or address over its rate");
+                    }
                     return;
                 }
                 self.stats.lookups += 1;
@@ -690,6 +739,8 @@ impl SupernodeCore {
                     last_seen: now,
                     record: None,
                     record_seq: 0,
+                    lookups: Bucket::full(self.cfg.lookups_per_client, now),
+                    watches: 0,
                 },
             );
             self.stats.peak_clients = self.stats.peak_clients.max(self.clients.len() as u64);
@@ -932,12 +983,24 @@ impl SupernodeCore {
 
     fn on_watch_req(&mut self, now: u64, from: SocketAddr, username: &str) {
         let exp = now + self.cfg.watch_ttl_ms;
+        let cap = self.cfg.max_watches_per_client;
         let list = self.client_watches.entry(username.to_owned()).or_default();
         if let Some(e) = list.iter_mut().find(|(a, _)| *a == from) {
             e.1 = exp;
-        } else if list.len() < 4096 {
+        } else if list.len() < 4096
+            && let Some(c) = self.clients.get_mut(&from)
+            && c.watches < cap
+        {
+            c.watches += 1;
             list.push((from, exp));
         } else {
+            if list.is_empty() {
+                self.client_watches.remove(username);
+            }
+            self.stats.watches_refused += 1;
+            if log_worthy(self.stats.watches_refused) {
+                tracing::warn!(%from, count = self.stats.watches_refused, "watch refused: client watches its share of names");
+            }
             return;
         }
         let last = self.watch_sent.get(username).copied().unwrap_or(0);
@@ -1362,6 +1425,17 @@ impl SupernodeCore {
             l.retain(|(_, e)| *e > now);
             !l.is_empty()
         });
+        for c in self.clients.values_mut() {
+            c.watches = 0;
+        }
+        for l in self.client_watches.values() {
+            for (a, _) in l {
+                if let Some(c) = self.clients.get_mut(a) {
+                    c.watches += 1;
+                }
+            }
+        }
+        self.lookups_by_source.prune(now);
         let ttl = self.cfg.watch_ttl_ms;
         self.watch_sent.retain(|_, t| now.saturating_sub(*t) < ttl);
         self.env_sweep(now);

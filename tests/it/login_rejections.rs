@@ -212,16 +212,19 @@ async fn wrong_pinned_key_fails_the_handshake() {
 async fn failed_logins_are_throttled_per_account_and_address() {
     let _turn = scenario!();
     let (auth, d, _) = with_alice().await;
-    let mut c = auth.connect(&d).await;
+    // A stranger's device guesses.
+    let x = authority::device();
+    let mut c = auth.connect(&x).await;
     let mut codes = Vec::new();
     for _ in 0..6 {
         codes.push(code(c.login("alice", "guess guess").await).0);
         // Each connection serves a bounded number of requests.
-        c = auth.connect(&d).await;
+        c = auth.connect(&x).await;
     }
     assert_eq!(&codes[..5], &[RejectCode::InvalidCredentials; 5]);
     assert_eq!(codes[5], RejectCode::Throttled);
-    // Locked out even with the right password, with a clear message.
+    // A new device is locked out even with the right password, with a
+    // clear message.
     let e = c.login("alice", "correct horse").await.unwrap_err();
     assert_eq!(e.reject_code(), Some(RejectCode::Throttled));
     assert!(
@@ -229,9 +232,12 @@ async fn failed_logins_are_throttled_per_account_and_address() {
             .contains("too many failed logins; try again in"),
         "{e}"
     );
+    // The owner's device, which logged in before, is not.
+    let mut c = auth.connect(&d).await;
+    c.login("alice", "correct horse").await.unwrap();
     // After the lockout the right password works again.
     auth.clock.advance_secs(120);
-    let mut c = auth.connect(&d).await;
+    let mut c = auth.connect(&x).await;
     c.login("alice", "correct horse").await.unwrap();
 
     // Per address: guesses across many accounts lock the address.

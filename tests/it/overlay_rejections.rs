@@ -418,3 +418,111 @@ fn full_supernode_redirects_and_never_exceeds_its_limit() {
     assert_eq!(redirects, 7);
     assert_eq!(sn.stats().clients_refused, 7);
 }
+
+/// Issue 14.3: the link's session cap used to be 1024 under a
+/// `max_clients` of 100,000, so a full link table let handshakes time out
+/// before the overlay could redirect. The caps now agree.
+#[test]
+fn link_session_cap_leaves_room_to_redirect() {
+    let _turn = scenario!();
+    for max_clients in [3, 100_000] {
+        let cfg = SupernodeConfig {
+            max_clients,
+            ..Default::default()
+        };
+        let link = cfg.link_config(natter::link::LinkConfig::default());
+        assert!(
+            link.max_sessions > max_clients,
+            "{} sessions for {max_clients} clients",
+            link.max_sessions
+        );
+    }
+}
+
+/// Issue 14.5: an attached client cannot make the supernode do unbounded
+/// work: its lookups are rate-limited and its watches capped.
+#[test]
+fn a_client_gets_its_share_of_lookups_and_watches() {
+    let _turn = scenario!();
+    let mut rng = StdRng::seed_from_u64(5);
+    let authority = AuthorityKey::generate(&mut rng);
+    let now = EPOCH_MS / 1000;
+    let (_, sc) = cert(
+        &mut rng,
+        &authority,
+        "sn1",
+        Role::Supernode,
+        now - 10,
+        now + 86400,
+    );
+    let cfg = SupernodeConfig {
+        max_watches_per_client: 100,
+        ..Default::default()
+    };
+    let mut sn = SupernodeCore::new(
+        authority.public(),
+        &sc,
+        addr(7000),
+        vec![],
+        cfg,
+        1,
+        EPOCH_MS,
+    );
+    let (_, c) = cert(
+        &mut rng,
+        &authority,
+        "mallory",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    let (_, h) = cert(
+        &mut rng,
+        &authority,
+        "honest",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    let (m_addr, h_addr) = (SocketAddr::from(([10, 1, 1, 1], 5000)), addr(5001));
+    for (a, c) in [(m_addr, &c), (h_addr, &h)] {
+        sn.handle_message(
+            EPOCH_MS,
+            a,
+            c,
+            &Msg::Attach { primary: true }.encode(),
+            &mut rng,
+        );
+    }
+    // 1000 lookups within one second (virtual time).
+    for i in 0..1000u32 {
+        let name = format!("user{i}");
+        let m = Msg::Lookup {
+            qid: i,
+            username: &name,
+        }
+        .encode();
+        sn.handle_message(EPOCH_MS + u64::from(i), m_addr, &c, &m, &mut rng);
+    }
+    let s = sn.stats().clone();
+    assert_eq!(s.lookups, 30 + 4, "burst of 30, then 5 a second");
+    assert_eq!(s.lookups_rate_limited, 1000 - 34);
+    // The honest client's lookup still starts.
+    let m = Msg::Lookup {
+        qid: 1,
+        username: "alice",
+    }
+    .encode();
+    sn.handle_message(EPOCH_MS + 1000, h_addr, &h, &m, &mut rng);
+    assert_eq!(sn.stats().lookups, 35);
+    // Watches on 500 names: 100 held.
+    for i in 0..500u32 {
+        let name = format!("user{i}");
+        let m = Msg::WatchReq { username: &name }.encode();
+        sn.handle_message(EPOCH_MS + 1000, m_addr, &c, &m, &mut rng);
+    }
+    assert_eq!(sn.stats().watches_refused, 400);
+    let m = Msg::WatchReq { username: "alice" }.encode();
+    sn.handle_message(EPOCH_MS + 1000, h_addr, &h, &m, &mut rng);
+    assert_eq!(sn.stats().watches_refused, 400);
+}

@@ -75,6 +75,14 @@ impl TestAuthority {
             .unwrap()
     }
 
+    /// Like `connect`, but a refusal is an error rather than a panic.
+    pub async fn connect_checked(
+        &self,
+        device: &DeviceIdentity,
+    ) -> Result<AuthorityConnection, natter::node::LoginError> {
+        AuthorityConnection::connect(&self.server, self.public(), device, self.clock.clone()).await
+    }
+
     /// Stop serving and hand back the data dir.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(tx) = self.stop.take() {

@@ -2,6 +2,7 @@
 
 pub mod authority;
 pub mod calls;
+pub mod dos;
 pub mod media;
 pub mod procs;
 pub mod relay;

@@ -1,0 +1,57 @@
+//! Measuring an honest client while an attack runs: success rate and
+//! latency against a baseline, printed for the notes (`--nocapture`).
+
+use std::time::{Duration, Instant};
+
+/// Outcomes of a bounded series of honest attempts.
+#[derive(Debug, Default)]
+pub struct Honest {
+    pub ok: usize,
+    pub tried: usize,
+    /// Latencies of the successful attempts.
+    pub ms: Vec<f64>,
+}
+
+impl Honest {
+    /// Runs `n` attempts one after another, each bounded by `limit`.
+    pub async fn run<F, Fut, T, E>(n: usize, limit: Duration, mut f: F) -> Honest
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut h = Honest::default();
+        for i in 0..n {
+            h.tried += 1;
+            let t = Instant::now();
+            if let Ok(Ok(_)) = tokio::time::timeout(limit, f(i)).await {
+                h.ok += 1;
+                h.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        h
+    }
+
+    pub fn median_ms(&self) -> f64 {
+        let mut v = self.ms.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.tried.max(1) as f64
+    }
+}
+
+/// Prints one line of figures: `what`, the attack, and the honest
+/// client's success and extra median latency over `base`.
+pub fn report(what: &str, attack: &str, base: &Honest, under: &Honest) {
+    println!(
+        "DOS-FIGURES {what}: attack {attack}; honest {}/{} ({:.0} %), median {:.1} ms vs {:.1} ms baseline (+{:.1} ms)",
+        under.ok,
+        under.tried,
+        under.rate() * 100.0,
+        under.median_ms(),
+        base.median_ms(),
+        under.median_ms() - base.median_ms()
+    );
+}
