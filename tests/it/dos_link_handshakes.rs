@@ -46,7 +46,8 @@ async fn bind(ep: LinkEndpoint) -> UdpLink {
 /// Binds a fresh client and waits (bounded) for its session to `hub`.
 async fn attach(seed: u64, issuer: &AuthorityKey, hub: SocketAddr) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut c = bind(endpoint(&mut rng, issuer, "honest")).await;
+    // One user per attach: an account holds at most 16 sessions.
+    let mut c = bind(endpoint(&mut rng, issuer, &format!("honest{seed}"))).await;
     c.handle().connect(hub).await.map_err(|e| e.to_string())?;
     loop {
         match c.next_event().await {
@@ -114,13 +115,14 @@ async fn clients_attach_while_sixty_four_hosts_flood_inits() {
     let mut tasks = Vec::new();
     let t_attack = Instant::now();
     // 64 hosts, 8 ports each: 512 half-opens would fill the old table
-    // (256) twice over; each port re-sends every 250 ms.
+    // (256) twice over; each port re-sends every 500 ms (1000 INITs/s,
+    // sixty times the 17/s that held the old table).
     for i in 0..512u16 {
         let from = IpAddr::from([127, 0, 1, (i % 64) as u8 + 1]);
         tasks.push(tokio::spawn(flood(
             from,
             hub_addr,
-            Duration::from_millis(250),
+            Duration::from_millis(500),
             stop.clone(),
             sent.clone(),
         )));

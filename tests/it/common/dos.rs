@@ -10,6 +10,8 @@ pub struct Honest {
     pub tried: usize,
     /// Latencies of the successful attempts.
     pub ms: Vec<f64>,
+    /// Why the others failed.
+    pub errors: Vec<String>,
 }
 
 impl Honest {
@@ -18,14 +20,19 @@ impl Honest {
     where
         F: FnMut(usize) -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
+        E: std::fmt::Debug,
     {
         let mut h = Honest::default();
         for i in 0..n {
             h.tried += 1;
             let t = Instant::now();
-            if let Ok(Ok(_)) = tokio::time::timeout(limit, f(i)).await {
-                h.ok += 1;
-                h.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            match tokio::time::timeout(limit, f(i)).await {
+                Ok(Ok(_)) => {
+                    h.ok += 1;
+                    h.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok(Err(e)) => h.errors.push(format!("{e:?}")),
+                Err(_) => h.errors.push(format!("no answer in {limit:?}")),
             }
         }
         h
