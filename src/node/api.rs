@@ -37,6 +37,10 @@ pub type EnvelopeId = u128;
 /// The envelope kind for tests and scripts ([`Command::SendEnvelope`]).
 pub const TEST_ENVELOPE_KIND: u8 = crate::overlay::envelope::kind::TEST;
 
+/// The longest chat message text, in bytes ([`Command::SendMessage`]
+/// refuses longer ones): front ends split or refuse before sending.
+pub const MAX_MESSAGE_BYTES: usize = crate::chat::MAX_TEXT;
+
 /// What a front end asks of the client runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

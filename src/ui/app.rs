@@ -115,6 +115,19 @@ impl App {
     fn msg(&mut self, m: Option<Msg>) {
         match m {
             Some(Msg::Send(c)) => self.send(c),
+            Some(Msg::SendAll(cs)) => {
+                if cs.len() > 1 {
+                    self.model.notify(
+                        Level::Info,
+                        format!(
+                            "long message sent as {} messages (at most {} bytes each)",
+                            cs.len(),
+                            crate::node::api::MAX_MESSAGE_BYTES
+                        ),
+                    );
+                }
+                self.outbox.extend(cs);
+            }
             Some(Msg::Close) | None => {}
         }
     }
@@ -182,6 +195,29 @@ impl App {
             None => {
                 self.buddies.on_key(&key, &self.model);
             }
+        }
+    }
+
+    /// Text pasted into the terminal (bracketed paste): into the chat box
+    /// when it has the focus, else into the open text field.
+    pub fn handle_paste(&mut self, text: &str) {
+        if !self.model.logged_in() || self.help || self.model.incoming_call().is_some() {
+            return;
+        }
+        if self.search.open {
+            // A name has one line.
+            let line = text.lines().next().unwrap_or("");
+            for c in line.chars() {
+                let m = self.search.on_key(
+                    &KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE),
+                    &self.model,
+                );
+                self.msg(m);
+            }
+            return;
+        }
+        if self.focus == Focus::Chat {
+            self.chat.paste(text);
         }
     }
 
@@ -434,7 +470,7 @@ impl App {
                 let k = &self.keys;
                 let hints = match self.focus {
                     Focus::Chat => format!(
-                        " Enter send · {} back to contacts · {} help",
+                        " Enter send · alt+Enter new line · {} back to contacts · {} help",
                         k.first(Action::Back),
                         k.first(Action::Help)
                     ),

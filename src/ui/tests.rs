@@ -606,3 +606,102 @@ fn quit_sends_quit_once() {
     app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
     assert_eq!(app.take_commands(), vec![Command::Quit]);
 }
+
+/// Open the chat with echo123 (the third contact), history asked.
+fn chat_with_echo() -> App {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    app.take_commands();
+    app
+}
+
+fn sent_texts(app: &mut App) -> Vec<String> {
+    app.take_commands()
+        .into_iter()
+        .map(|c| match c {
+            Command::SendMessage { to, text } => {
+                assert_eq!(to, "echo123");
+                text
+            }
+            other => panic!("not a message: {other:?}"),
+        })
+        .collect()
+}
+
+/// Issue 13, bug 1: a 10,000-character paste, then keys typed into the
+/// box with a frame drawn after each, cost time in proportion to the text
+/// (the old field laid the whole text out again per column: minutes).
+#[test]
+fn long_paste_is_linear_and_sent_in_parts() {
+    let mut app = chat_with_echo();
+    let words: String = (0..2000).map(|i| format!("w{:03} ", i % 1000)).collect();
+    assert_eq!(words.len(), 10_000);
+    let started = std::time::Instant::now();
+    app.handle_paste(&words);
+    let mut t = Terminal::new(TestBackend::new(100, 30)).unwrap();
+    t.draw(|f| app.render(f)).unwrap();
+    let pasted = started.elapsed();
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        key(&mut app, KeyCode::Char('x'));
+        t.draw(|f| app.render(f)).unwrap();
+    }
+    let per_key = started.elapsed() / 100;
+    eprintln!("paste of 10,000 chars drawn in {pasted:?}; a key with a frame: {per_key:?}");
+    // Generous bounds (a loaded debug build): the old field took seconds
+    // per key at this length.
+    assert!(pasted < std::time::Duration::from_secs(1), "{pasted:?}");
+    assert!(
+        per_key < std::time::Duration::from_millis(50),
+        "{per_key:?}"
+    );
+    let screen = t.backend().to_string();
+    assert!(
+        screen.contains("10100 bytes: over the 4000-byte limit, sent as 3+ messages"),
+        "{screen}"
+    );
+    key(&mut app, KeyCode::Enter);
+    let parts = sent_texts(&mut app);
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert!(parts.iter().all(|p| p.len() <= 4000));
+    // Cut at spaces: nothing lost but the spaces cut at.
+    assert_eq!(parts.join(" "), format!("{}{}", words, "x".repeat(100)));
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("long message sent as 3 messages (at most 4000 bytes each)"),
+        "{screen}"
+    );
+}
+
+/// Alt+Enter and Shift+Enter start a new line; a multi-line paste is one
+/// message; leading spaces stay.
+#[test]
+fn multi_line_messages() {
+    let mut app = chat_with_echo();
+    typed(&mut app, "  first");
+    app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT));
+    typed(&mut app, "second");
+    app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::SHIFT));
+    app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::SHIFT));
+    typed(&mut app, "fourth");
+    assert_snapshot!("chat_multi_line_draft", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(sent_texts(&mut app), vec!["  first\nsecond\n\nfourth"]);
+    // A terminal's paste has carriage returns for line breaks.
+    app.handle_paste("one\r\ntwo\rthree\n");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(sent_texts(&mut app), vec!["one\ntwo\nthree"]);
+    app.handle_event(msg(
+        7,
+        "echo123",
+        false,
+        "  indented\n\nafter a blank line",
+        NOW + 60_000,
+        MessageState::Received,
+    ));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("echo123:   indented"), "{screen}");
+    assert!(screen.contains("│after a blank line"), "{screen}");
+}

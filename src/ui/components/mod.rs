@@ -23,6 +23,8 @@ use unicode_width::UnicodeWidthChar;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
     Send(Command),
+    /// Send these in order (a long message in parts).
+    SendAll(Vec<Command>),
     /// Close the window the key came from.
     Close,
 }
@@ -172,22 +174,30 @@ pub fn duration(ms: u64) -> String {
 }
 
 /// Split `text` into lines of at most `width` columns, at spaces where
-/// possible.
+/// possible. Spaces at its start are kept (indented text stays indented).
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let mut out = Vec::new();
     let mut line = String::new();
     let mut w = 0;
-    for word in text.split(' ') {
+    // Still in the spaces the text starts with.
+    let mut leading = true;
+    for (i, word) in text.split(' ').enumerate() {
         let ww: usize = word.chars().map(|c| c.width().unwrap_or(0)).sum();
-        if w > 0 && w + 1 + ww > width {
-            out.push(std::mem::take(&mut line));
-            w = 0;
+        if i > 0 {
+            if w > 0 && w + 1 + ww > width {
+                out.push(std::mem::take(&mut line));
+                w = 0;
+            } else if w > 0 || leading {
+                if w + 1 > width {
+                    out.push(std::mem::take(&mut line));
+                    w = 0;
+                }
+                line.push(' ');
+                w += 1;
+            }
         }
-        if w > 0 {
-            line.push(' ');
-            w += 1;
-        }
+        leading &= word.is_empty();
         for c in word.chars() {
             let cw = c.width().unwrap_or(0);
             if w + cw > width {
@@ -226,6 +236,8 @@ mod tests {
         assert_eq!(wrap("one two three", 7), vec!["one two", "three"]);
         assert_eq!(wrap("abcdefgh", 3), vec!["abc", "def", "gh"]);
         assert_eq!(wrap("", 3), vec![""]);
+        assert_eq!(wrap("  indented text", 20), vec!["  indented text"]);
+        assert_eq!(wrap("a  b", 20), vec!["a  b"]);
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod media;
 pub mod procs;
 pub mod relay;
 pub mod scenario;
+pub mod tmux;

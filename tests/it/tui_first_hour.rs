@@ -1,0 +1,123 @@
+//! Issue 13 ("the softphone's first hour") in a real terminal: the TUI of
+//! `alice` under tmux, on an authority and a supernode running as
+//! processes of their own, with headless users on the other side.
+
+use crate::common::procs::{Network, Proc};
+use crate::common::tmux::{Tmux, cpu_percent, tui_command};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+/// alice's TUI (100x30) and headless `others`, all attached to one
+/// supernode and published.
+fn start(tag: &str, others: &[&str]) -> Option<(Network, Proc, Tmux, Vec<Proc>)> {
+    let net = Network::start();
+    net.account("sn1", true);
+    net.account("alice", false);
+    for u in others {
+        net.account(u, false);
+    }
+    let (sn, addr) = net.supernode("sn1", &[]);
+    let bootstrap = vec![addr];
+    let t = Tmux::start(tag, 100, 30, &tui_command(&net, "alice", &bootstrap))?;
+    t.wait("alice logged in and attached", T, |s| {
+        s.contains("alice ● online") && s.contains("⇄ 1 supernode")
+    });
+    let procs = others
+        .iter()
+        .map(|u| {
+            let p = net.headless(u, &bootstrap, &[]);
+            p.wait_json(T, |v| v["event"] == "published");
+            p
+        })
+        .collect();
+    Some((net, sn, t, procs))
+}
+
+/// Make `a` and alice contacts: `a` asks, alice accepts in the TUI.
+fn befriend(t: &Tmux, a: &mut Proc, name: &str) {
+    a.say(&format!("add alice hi from {name}"));
+    t.wait("the request", T, |s| {
+        s.contains(&format!("{name} wants to add you"))
+    });
+    t.keys(&["Home"]);
+    t.text("a");
+    a.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+    t.wait("the contact online", T, |s| {
+        s.contains(&format!("● {name}"))
+    });
+}
+
+/// Bug 1: a 10,000-character paste is in the box within a second, the
+/// process goes back to idle, and Enter sends it as three messages that
+/// arrive whole. Keystroke-to-screen latency with 4,000 characters in
+/// the box is measured through tmux.
+#[test]
+fn paste_of_10000_characters() {
+    let _turn = scenario!();
+    let Some((_net, _sn, t, mut others)) = start("paste", &["bob"]) else {
+        return;
+    };
+    let bob = &mut others[0];
+    befriend(&t, bob, "bob");
+    t.keys(&["Enter"]);
+    t.wait("the chat with bob", T, |s| s.contains("Chat with bob"));
+    let pid = t.pid();
+    let idle_before = cpu_percent(pid, Duration::from_secs(2));
+
+    // 4,000 characters, then keys one at a time: each is on the screen
+    // (the byte count above the box) before the next is sent.
+    let text: String = (0..800).map(|i| format!("p{:03} ", i % 1000)).collect();
+    t.paste(&text);
+    t.wait("4,000 characters in the box", T, |s| {
+        s.contains(" 4000/4000 bytes ")
+    });
+    let mut lat = Vec::new();
+    for n in 4001..=4020 {
+        let sent = Instant::now();
+        t.text("z");
+        let want = format!(" {n} bytes: over");
+        t.wait_every("the key on the screen", T, Duration::from_millis(1), |s| {
+            s.contains(&want)
+        });
+        lat.push(sent.elapsed());
+    }
+    lat.sort();
+    let cpu_draft = cpu_percent(pid, Duration::from_secs(3));
+
+    // 10,000 characters more, pasted after them.
+    let started_cpu = crate::common::tmux::cpu_ms(pid);
+    let big: String = (0..2000).map(|i| format!("w{:03} ", i % 1000)).collect();
+    let pasted = Instant::now();
+    t.paste(&big);
+    t.wait_every("the paste in the box", T, Duration::from_millis(5), |s| {
+        s.contains("14020 bytes: over the 4000-byte limit, sent as 4+ messages")
+    });
+    let arrived = pasted.elapsed();
+    let paste_cpu = crate::common::tmux::cpu_ms(pid) - started_cpu;
+    let idle_after = cpu_percent(pid, Duration::from_secs(3));
+    eprintln!(
+        "idle TUI {idle_before:.1} % of a core; with a 4,000-char draft {cpu_draft:.1} %; \
+         key to screen with 4,000 chars: median {:?}, max {:?} (tmux round trip included); \
+         10,000-char paste on screen after {arrived:?} ({paste_cpu} ms CPU), then {idle_after:.1} %",
+        lat[lat.len() / 2],
+        lat[lat.len() - 1]
+    );
+    assert!(arrived < Duration::from_secs(1), "{arrived:?}");
+    assert!(idle_after < 5.0, "not back to idle: {idle_after:.1} %");
+    assert!(lat[lat.len() / 2] < Duration::from_millis(100), "{lat:?}");
+
+    t.keys(&["Enter"]);
+    t.wait("the split notice", T, |s| {
+        s.contains("long message sent as 4 messages")
+    });
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let m = bob.wait_json(T, |v| v["event"] == "message");
+        got.push(m["text"].as_str().unwrap().to_owned());
+    }
+    assert!(got.iter().all(|p| p.len() <= 4000));
+    let all = format!("{text}{}{big}", "z".repeat(20));
+    assert_eq!(got.join(" "), all.trim_end());
+    t.wait("the delivery marks", T, |s| s.contains('✓'));
+}
