@@ -221,15 +221,26 @@ impl App {
         }
     }
 
-    fn selected(&self) -> Option<(String, ContactState)> {
-        self.buddies
-            .selected(&self.model)
-            .map(|(n, c)| (n.clone(), c.state))
+    /// The selected name and its contact state (`None`: a stranger).
+    fn selected(&self) -> Option<(String, Option<ContactState>)> {
+        self.buddies.selected(&self.model)
+    }
+
+    /// Close the chat with `name` if it is open.
+    fn close_chat(&mut self, name: &str) {
+        if self.chat.peer.as_deref() == Some(name) {
+            self.chat.peer = None;
+            self.model.chat_open = None;
+            self.focus = Focus::Contacts;
+        }
     }
 
     fn open_chat(&mut self, name: String) {
         if let Some(c) = self.model.contacts.get_mut(&name) {
             c.unread = 0;
+        }
+        if let Some(n) = self.model.strangers.get_mut(&name) {
+            *n = 0;
         }
         if self.history_asked.insert(name.clone()) {
             self.send(Command::LoadHistory {
@@ -312,20 +323,29 @@ impl App {
                     message,
                 });
             }
-            Action::AcceptContact => {
-                if let Some((username, ContactState::Pending)) = self.selected() {
-                    self.send(Command::AcceptContact { username });
+            Action::AcceptContact => match self.selected() {
+                Some((username, Some(ContactState::Pending))) => {
+                    self.send(Command::AcceptContact { username })
                 }
-            }
+                // A stranger who wrote: ask them to be a contact.
+                Some((username, None)) => self.send(Command::AddContact {
+                    username,
+                    greeting: String::new(),
+                }),
+                _ => {}
+            },
             Action::RemoveContact => match self.selected() {
-                Some((username, ContactState::Pending)) => {
+                Some((username, Some(ContactState::Pending))) => {
                     self.send(Command::DeclineContact { username })
                 }
-                Some((username, _)) => {
-                    if self.chat.peer.as_deref() == Some(username.as_str()) {
-                        self.chat.peer = None;
-                        self.model.chat_open = None;
-                    }
+                // A stranger leaves the list (their messages stay in the
+                // history; a new one brings them back).
+                Some((username, None)) => {
+                    self.close_chat(&username);
+                    self.model.strangers.remove(&username);
+                }
+                Some((username, Some(_))) => {
+                    self.close_chat(&username);
                     self.send(Command::RemoveContact { username })
                 }
                 None => {}
@@ -419,6 +439,52 @@ impl App {
         }
     }
 
+    /// The keys that apply to the selected row of the contact list.
+    fn contact_hints(&self) -> String {
+        let k = &self.keys;
+        let key = |a| k.first(a);
+        let general = format!(
+            "{} find user · {} status · {} quit",
+            key(Action::Search),
+            key(Action::CycleStatus),
+            key(Action::Quit)
+        );
+        let specific = match self.selected() {
+            None => String::new(),
+            Some((_, Some(ContactState::Pending))) => format!(
+                "{} accept · {} decline · {} block · {} read",
+                key(Action::AcceptContact),
+                key(Action::RemoveContact),
+                key(Action::BlockContact),
+                key(Action::OpenChat)
+            ),
+            Some((_, None)) => format!(
+                "{} read and answer · {} add · {} block · {} dismiss",
+                key(Action::OpenChat),
+                key(Action::AcceptContact),
+                key(Action::BlockContact),
+                key(Action::RemoveContact)
+            ),
+            Some((_, Some(ContactState::Blocked))) => format!(
+                "{} unblock · {} remove",
+                key(Action::BlockContact),
+                key(Action::RemoveContact)
+            ),
+            Some(_) => format!(
+                "{} chat · {} call · {} remove · {} block",
+                key(Action::OpenChat),
+                key(Action::Call),
+                key(Action::RemoveContact),
+                key(Action::BlockContact)
+            ),
+        };
+        if specific.is_empty() {
+            format!(" {general}")
+        } else {
+            format!(" {specific} · {general}")
+        }
+    }
+
     fn title_bar(&self, f: &mut Frame, area: Rect) {
         let m = &self.model;
         let mut spans = vec![Span::raw(" natter ").bold().reversed()];
@@ -474,14 +540,7 @@ impl App {
                         k.first(Action::Back),
                         k.first(Action::Help)
                     ),
-                    Focus::Contacts => format!(
-                        " {} chat · {} call · {} find user · {} status · {} quit",
-                        k.first(Action::OpenChat),
-                        k.first(Action::Call),
-                        k.first(Action::Search),
-                        k.first(Action::CycleStatus),
-                        k.first(Action::Quit)
-                    ),
+                    Focus::Contacts => self.contact_hints(),
                 };
                 Line::from(hints).dark_gray()
             }

@@ -57,6 +57,10 @@ pub struct Model {
     pub nat: NatStatus,
     pub audio: Option<AudioStatus>,
     pub contacts: BTreeMap<String, Contact>,
+    /// People not in the contact list who wrote to us this session, with
+    /// their unread count: the "requests and strangers" entry, where they
+    /// can be read, answered, added or blocked.
+    pub strangers: BTreeMap<String, usize>,
     /// The latest answer for each name searched.
     pub lookups: BTreeMap<String, LookupResult>,
     pub chats: BTreeMap<String, Vec<ChatMessage>>,
@@ -137,6 +141,7 @@ impl Model {
                 self.lookups.insert(username, result);
             }
             Event::Contact { username, state } => {
+                self.strangers.remove(&username);
                 let c = self.contacts.entry(username).or_insert(Contact {
                     state,
                     presence: None,
@@ -154,6 +159,7 @@ impl Model {
                     format!("{from} wants to add you as a contact"),
                 );
                 self.bell = true;
+                self.strangers.remove(&from);
                 let c = self.contacts.entry(from).or_insert(Contact {
                     state: ContactState::Pending,
                     presence: None,
@@ -166,10 +172,17 @@ impl Model {
             Event::Message(m) => {
                 if !m.outgoing {
                     let open = self.chat_open.as_deref() == Some(m.peer.as_str());
-                    if !open && let Some(c) = self.contacts.get_mut(&m.peer) {
-                        c.unread += 1;
+                    let unread = usize::from(!open);
+                    match self.contacts.get_mut(&m.peer) {
+                        Some(c) => c.unread += unread,
+                        None => *self.strangers.entry(m.peer.clone()).or_default() += unread,
                     }
-                    self.notify(Level::Alert, format!("message from {}", m.peer));
+                    let who = if self.contacts.contains_key(&m.peer) {
+                        m.peer.clone()
+                    } else {
+                        format!("{} (not a contact: see requests and strangers)", m.peer)
+                    };
+                    self.notify(Level::Alert, format!("message from {who}"));
                     self.bell = true;
                 }
                 let chat = self.chats.entry(m.peer.clone()).or_default();
