@@ -50,6 +50,9 @@ pub struct App {
     quit: bool,
     /// Conversations whose history was asked for.
     history_asked: BTreeSet<String>,
+    /// A question on screen (block, remove, unblock and add): y or Enter
+    /// sends its commands, any other key drops them.
+    confirm: Option<(String, Vec<Command>)>,
 }
 
 impl App {
@@ -66,6 +69,7 @@ impl App {
             outbox: Vec::new(),
             quit: false,
             history_asked: BTreeSet::new(),
+            confirm: None,
         }
     }
 
@@ -128,6 +132,7 @@ impl App {
                 }
                 self.outbox.extend(cs);
             }
+            Some(Msg::Confirm { question, commands }) => self.confirm = Some((question, commands)),
             Some(Msg::Close) | None => {}
         }
     }
@@ -162,6 +167,23 @@ impl App {
                 return self.do_quit();
             }
             self.help = false;
+            return;
+        }
+        if let Some((_, commands)) = self.confirm.take() {
+            if ctrl_c {
+                return self.do_quit();
+            }
+            if matches!(key.code, KeyCode::Char('y' | 'Y') | KeyCode::Enter) {
+                for c in commands {
+                    if let Command::RemoveContact { username }
+                    | Command::BlockContact { username } = &c
+                    {
+                        let username = username.clone();
+                        self.close_chat(&username);
+                    }
+                    self.send(c);
+                }
+            }
             return;
         }
         // The incoming-call prompt is modal: its keys work even as text.
@@ -345,16 +367,25 @@ impl App {
                     self.model.strangers.remove(&username);
                 }
                 Some((username, Some(_))) => {
-                    self.close_chat(&username);
-                    self.send(Command::RemoveContact { username })
+                    self.confirm = Some((
+                        format!("Remove {username} from your contacts?"),
+                        vec![Command::RemoveContact { username }],
+                    ))
                 }
                 None => {}
             },
-            Action::BlockContact => {
-                if let Some((username, _)) = self.selected() {
-                    self.send(Command::BlockContact { username });
+            Action::BlockContact => match self.selected() {
+                Some((username, Some(ContactState::Blocked))) => {
+                    self.send(Command::UnblockContact { username })
                 }
-            }
+                Some((username, _)) => {
+                    self.confirm = Some((
+                        format!("Block {username}? They can no longer write to you or add you."),
+                        vec![Command::BlockContact { username }],
+                    ))
+                }
+                None => {}
+            },
         }
     }
 
@@ -434,6 +465,9 @@ impl App {
             self.search.draw(f, body, &ctx(true));
         }
         IncomingPrompt.draw(f, body, &ctx(true));
+        if let Some((question, _)) = &self.confirm {
+            draw_confirm(f, body, question);
+        }
         if self.help {
             Help.draw(f, area, &ctx(true));
         }
@@ -483,6 +517,11 @@ impl App {
         } else {
             format!(" {specific} · {general}")
         }
+    }
+
+    /// A question waiting for y or n.
+    pub fn confirming(&self) -> Option<&str> {
+        self.confirm.as_ref().map(|(q, _)| q.as_str())
     }
 
     fn title_bar(&self, f: &mut Frame, area: Rect) {
@@ -547,4 +586,24 @@ impl App {
         };
         f.render_widget(line, area);
     }
+}
+
+/// The y/n window of a question, centred in `area`.
+fn draw_confirm(f: &mut Frame, area: Rect, question: &str) {
+    use super::components::{centered, wrap};
+    use ratatui::widgets::{Block, Clear};
+    let w = 50.min(area.width);
+    let text = wrap(question, w.saturating_sub(2) as usize);
+    let h = text.len() as u16 + 4;
+    let r = centered(area, w, h);
+    f.render_widget(Clear, r);
+    let block = Block::bordered()
+        .title(" Confirm ".bold())
+        .border_style(Style::new().yellow());
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let mut lines: Vec<Line> = text.into_iter().map(Line::from).collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from("y yes · n no").dark_gray());
+    f.render_widget(Paragraph::new(lines), inner);
 }

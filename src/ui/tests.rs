@@ -164,9 +164,8 @@ fn buddy_list_with_presence() {
     });
     assert!(app.take_bell(), "a contact request rings the bell");
     assert_snapshot!("buddy_list_request", draw(&app, 100, 30));
-    // Select dave (the first, alphabetically after bot, carol) and accept.
-    key(&mut app, KeyCode::Down);
-    key(&mut app, KeyCode::Down);
+    // Select dave (the last: requests come under the contacts) and accept.
+    key(&mut app, KeyCode::End);
     key(&mut app, KeyCode::Char('a'));
     assert_eq!(
         app.take_commands(),
@@ -704,4 +703,160 @@ fn multi_line_messages() {
     let screen = draw(&app, 100, 30);
     assert!(screen.contains("echo123:   indented"), "{screen}");
     assert!(screen.contains("│after a blank line"), "{screen}");
+}
+
+/// Issue 13, bug 3: a message from someone not in the list shows under
+/// "requests and strangers", where it is read, answered, and the writer
+/// added or blocked; the hint line names the keys for that row.
+#[test]
+fn stranger_message_read_answered_added_blocked() {
+    let mut app = logged_in();
+    app.handle_event(msg(
+        9,
+        "erin",
+        false,
+        "hi, we met at the conference",
+        NOW + 50_000,
+        MessageState::Received,
+    ));
+    app.tick(NOW + 60_000);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("message from erin (not a contact"),
+        "{screen}"
+    );
+    app.tick(NOW + 120_000);
+    key(&mut app, KeyCode::End);
+    assert_snapshot!("buddy_list_stranger", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::LoadHistory {
+            with: "erin".into(),
+            before: None,
+            limit: 200
+        }]
+    );
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("Chat with erin (not a contact)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("erin: hi, we met at the conference"),
+        "{screen}"
+    );
+    assert!(!screen.contains("wrote to you (1)"), "read: {screen}");
+    typed(&mut app, "hello erin");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::SendMessage {
+            to: "erin".into(),
+            text: "hello erin".into()
+        }]
+    );
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('a'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::AddContact {
+            username: "erin".into(),
+            greeting: String::new()
+        }]
+    );
+    key(&mut app, KeyCode::Char('b'));
+    assert_eq!(app.take_commands(), vec![], "block asks first");
+    assert_snapshot!("confirm_block", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::BlockContact {
+            username: "erin".into()
+        }]
+    );
+    app.handle_event(Event::Contact {
+        username: "erin".into(),
+        state: ContactState::Blocked,
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(!screen.contains("Requests and strangers"), "{screen}");
+    assert!(screen.contains("erin (blocked)"), "{screen}");
+}
+
+/// Issue 13, bug 7: block and remove ask first; a blocked contact is
+/// unblocked with the block key; searching a blocked user offers to
+/// unblock and add them.
+#[test]
+fn block_and_remove_ask_and_unblock() {
+    let mut app = logged_in();
+    // bot is first: remove, refused, then confirmed.
+    key(&mut app, KeyCode::Char('d'));
+    assert!(draw(&app, 100, 30).contains("Remove bot from your contacts?"));
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(!draw(&app, 100, 30).contains("Remove bot"));
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::RemoveContact {
+            username: "bot".into()
+        }]
+    );
+    // carol (second): blocked after the question, then unblocked.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('b'));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::BlockContact {
+            username: "carol".into()
+        }]
+    );
+    app.handle_event(Event::Contact {
+        username: "carol".into(),
+        state: ContactState::Blocked,
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("b unblock · d remove"), "{screen}");
+    key(&mut app, KeyCode::Char('b'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::UnblockContact {
+            username: "carol".into()
+        }]
+    );
+    // Found by search while blocked: Enter again offers unblock and add.
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "carol");
+    key(&mut app, KeyCode::Enter);
+    app.take_commands();
+    app.handle_event(Event::Lookup {
+        username: "carol".into(),
+        result: LookupResult::Offline {
+            last_seen: NOW / 1000,
+        },
+        record: None,
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("Enter again offers to unblock"), "{screen}");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.confirming(),
+        Some("carol is blocked. Unblock and add them?")
+    );
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![
+            Command::UnblockContact {
+                username: "carol".into()
+            },
+            Command::AddContact {
+                username: "carol".into(),
+                greeting: String::new()
+            }
+        ]
+    );
 }

@@ -121,3 +121,66 @@ fn paste_of_10000_characters() {
     assert_eq!(got.join(" "), all.trim_end());
     t.wait("the delivery marks", T, |s| s.contains('✓'));
 }
+
+/// Bug 3: erin, no contact of alice's, writes; alice finds her under
+/// "requests and strangers", reads the message and answers it.
+#[test]
+fn stranger_message_read_and_answered() {
+    let _turn = scenario!();
+    let Some((_net, _sn, t, mut others)) = start("stranger", &["erin"]) else {
+        return;
+    };
+    let erin = &mut others[0];
+    erin.say("msg alice hello alice, it's erin");
+    t.wait("the stranger's entry", T, |s| {
+        s.contains("Requests and strangers") && s.contains("✉ erin wrote to you (1)")
+    });
+    t.keys(&["End", "Enter"]);
+    t.wait("her message", T, |s| {
+        s.contains("Chat with erin (not a contact)") && s.contains("erin: hello alice, it's erin")
+    });
+    t.text("hello erin");
+    t.keys(&["Enter"]);
+    let m = erin.wait_json(T, |v| v["event"] == "message");
+    assert_eq!(m["from"], "alice");
+    assert_eq!(m["text"], "hello erin");
+    t.wait("the answer delivered", T, |s| {
+        s.contains("alice: hello erin ✓")
+    });
+    // Add her from there: she gets the request.
+    t.keys(&["Escape"]);
+    t.text("a");
+    let r = erin.wait_json(T, |v| v["event"] == "contact_request");
+    assert_eq!(r["from"], "alice");
+    t.wait("erin asked", T, |s| s.contains("erin (asked)"));
+}
+
+/// Bug 7: blocking asks first, and a blocked contact is unblocked in the
+/// TUI (the block key again).
+#[test]
+fn block_asks_then_unblock() {
+    let _turn = scenario!();
+    let Some((_net, _sn, t, mut others)) = start("unblock", &["bob"]) else {
+        return;
+    };
+    let bob = &mut others[0];
+    befriend(&t, bob, "bob");
+    t.text("b");
+    t.wait("the question", T, |s| s.contains("Block bob?"));
+    t.text("n");
+    t.wait("the question gone", T, |s| !s.contains("Block bob?"));
+    assert!(!t.screen().contains("(blocked)"));
+    t.text("b");
+    t.wait("the question", T, |s| s.contains("Block bob?"));
+    t.text("y");
+    t.wait("bob blocked", T, |s| {
+        s.contains("bob (blocked)") && s.contains("b unblock")
+    });
+    t.text("b");
+    t.wait("bob unblocked", T, |s| {
+        !s.contains("(blocked)") && s.contains(" bob") && s.contains("b block")
+    });
+    // Unblocked, his messages come through again.
+    bob.say("msg alice back again");
+    t.wait("his message", T, |s| s.contains("bob (1)"));
+}

@@ -85,6 +85,10 @@ fn demo_in_a_real_terminal() {
 
     // Remove the bot (it is selected first), then find and add it again.
     t.text("d");
+    t.wait("the question", T, |s| {
+        s.contains("Remove bot from your contacts?")
+    });
+    t.text("y");
     t.wait("bot removed", T, |s| s.contains("Contacts (1)"));
     t.text("/");
     t.wait("the search window", T, |s| s.contains("Find a user"));

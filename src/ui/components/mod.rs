@@ -27,6 +27,11 @@ pub enum Msg {
     SendAll(Vec<Command>),
     /// Close the window the key came from.
     Close,
+    /// Ask `question` (y/n) first; send `commands` on yes.
+    Confirm {
+        question: String,
+        commands: Vec<Command>,
+    },
 }
 
 /// What a component draws from.
