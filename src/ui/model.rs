@@ -3,15 +3,17 @@
 //! state: nothing here is ever sent anywhere.
 
 use crate::node::api::{
-    AttachedSupernode, AudioStatus, CallId, CallInfo, CallState, CallStats, ChatMessage,
-    ContactChange, ContactState, Event, LoginState, LookupResult, MessageState, NatStatus,
-    OverlayEvent, Presence, RemoteChange,
+    AttachedSupernode, AudioStatus, CallId, CallInfo, CallRecord, CallState, CallStats,
+    ChatMessage, ContactChange, ContactState, Event, LoginState, LookupResult, MessageState,
+    NatStatus, OverlayEvent, Presence, RemoteChange,
 };
 use crate::overlay::Status;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Notifications kept for the screen.
 const MAX_NOTICES: usize = 50;
+/// Calls of the history kept for the screen.
+const MAX_CALLS: usize = 50;
 /// Messages kept per conversation on screen.
 const MAX_MESSAGES: usize = 500;
 
@@ -65,6 +67,9 @@ pub struct Model {
     pub lookups: BTreeMap<String, LookupResult>,
     pub chats: BTreeMap<String, Vec<ChatMessage>>,
     pub calls: BTreeMap<CallId, CallInfo>,
+    /// The call history, newest first (a missed call stays unseen until
+    /// the user opens the chat with or calls that person).
+    pub call_log: Vec<CallRecord>,
     pub stats: BTreeMap<CallId, CallStats>,
     pub notices: VecDeque<Notice>,
     /// Ring the terminal bell at the next draw.
@@ -99,6 +104,14 @@ impl Model {
     /// A call waiting for us to answer.
     pub fn incoming_call(&self) -> Option<&CallInfo> {
         self.calls.values().find(|c| c.state == CallState::Incoming)
+    }
+
+    /// Missed calls not seen yet.
+    pub fn missed_unseen(&self) -> usize {
+        self.call_log
+            .iter()
+            .filter(|c| c.missed() && !c.seen)
+            .count()
     }
 
     pub fn notify(&mut self, level: Level, text: String) {
@@ -285,6 +298,15 @@ impl Model {
             Event::Error { command, message } => {
                 self.notify(Level::Error, format!("{command}: {message}"))
             }
+            Event::CallLogged(r) => {
+                if r.missed() {
+                    self.notify(Level::Alert, format!("missed call from {}", r.peer));
+                    self.bell = true;
+                }
+                self.call_log.insert(0, r);
+                self.call_log.truncate(MAX_CALLS);
+            }
+            Event::CallHistory { calls } => self.call_log = calls,
             Event::Stopped => self.stopped = true,
         }
     }
