@@ -105,6 +105,9 @@ impl App {
             Event::Login(LoginState::LoggingIn { username }) => self.login.suggest(Some(username)),
             _ => {}
         }
+        if matches!(&e, Event::Login(LoginState::LoggedIn { .. })) && !self.model.logged_in() {
+            self.send(Command::CallHistory { limit: 50 });
+        }
         let first_contact = matches!(&e, Event::Contact { .. }) && self.model.contacts.is_empty();
         self.model.apply(e);
         if first_contact {
@@ -248,6 +251,16 @@ impl App {
         self.buddies.selected(&self.model)
     }
 
+    /// `name`'s missed calls are seen (the user turned to them).
+    fn calls_seen(&mut self, name: &str) {
+        let unseen = |c: &crate::node::api::CallRecord| c.peer == name && c.missed() && !c.seen;
+        if self.model.call_log.iter().any(unseen) {
+            self.send(Command::MarkCallsSeen {
+                peer: Some(name.to_owned()),
+            });
+        }
+    }
+
     /// Close the chat with `name` if it is open.
     fn close_chat(&mut self, name: &str) {
         if self.chat.peer.as_deref() == Some(name) {
@@ -264,6 +277,7 @@ impl App {
         if let Some(n) = self.model.strangers.get_mut(&name) {
             *n = 0;
         }
+        self.calls_seen(&name);
         if self.history_asked.insert(name.clone()) {
             self.send(Command::LoadHistory {
                 with: name.clone(),
@@ -272,6 +286,9 @@ impl App {
             });
         }
         self.model.chat_open = Some(name.clone());
+        if self.chat.peer.as_deref() != Some(name.as_str()) {
+            self.chat.follow();
+        }
         self.chat.peer = Some(name);
         self.focus = Focus::Chat;
     }
@@ -303,6 +320,7 @@ impl App {
                     self.model
                         .notify(Level::Error, "hang up the current call first".into());
                 } else if let Some((username, _)) = self.selected() {
+                    self.calls_seen(&username);
                     self.send(Command::Call { username });
                 }
             }
@@ -421,8 +439,12 @@ impl App {
         }
         let full = area.width >= FULL_WIDTH && area.height >= FULL_HEIGHT;
         if full {
+            // The panels grow to the call panel's lines (a live call's
+            // statistics) while the contacts and chat keep 10 rows.
+            let want = CallPanel.wanted_height(&ctx(false), body.width / 2);
+            let panels_h = want.clamp(8, body.height.saturating_sub(10).max(8));
             let [main, panels] =
-                Layout::vertical([Constraint::Fill(1), Constraint::Length(8)]).areas(body);
+                Layout::vertical([Constraint::Fill(1), Constraint::Length(panels_h)]).areas(body);
             let [list, chat] =
                 Layout::horizontal([Constraint::Length(30), Constraint::Fill(1)]).areas(main);
             let [nat, call] =
@@ -539,6 +561,10 @@ impl App {
             if !message.is_empty() {
                 spans.push(Span::raw(format!(" · {message}")).dark_gray());
             }
+            let missed = m.missed_unseen();
+            if missed > 0 {
+                spans.push(Span::raw(format!("  ☎ {missed} missed")).red().bold());
+            }
             let n = m.supernodes.len();
             spans.push(Span::raw(format!(
                 "  ⇄ {n} supernode{}",
@@ -575,7 +601,7 @@ impl App {
                 let k = &self.keys;
                 let hints = match self.focus {
                     Focus::Chat => format!(
-                        " Enter send · alt+Enter new line · {} back to contacts · {} help",
+                        " Enter send · alt+Enter new line · PgUp/PgDn scroll · {} back to contacts · {} help",
                         k.first(Action::Back),
                         k.first(Action::Help)
                     ),

@@ -417,6 +417,17 @@ fn in_call_with_stats() {
     });
     app.tick(NOW + 83_000);
     assert_snapshot!("call_active", draw(&app, 100, 30));
+    // At 80x24 the panel keeps RTT, loss, jitter and the path.
+    let small = draw(&app, 80, 24);
+    assert_snapshot!("call_active_80x24", small);
+    for want in [
+        "rtt 42 ms",
+        "loss 1.5 %",
+        "jitter 3.2 ms",
+        "path relayed through",
+    ] {
+        assert!(small.contains(want), "{want}:\n{small}");
+    }
     key(&mut app, KeyCode::Char('m'));
     key(&mut app, KeyCode::Char('o'));
     assert_eq!(
@@ -858,5 +869,158 @@ fn block_and_remove_ask_and_unblock() {
                 greeting: String::new()
             }
         ]
+    );
+}
+
+/// Chat scrollback: PageUp/PageDown, Home/End (while the box is empty);
+/// messages not from today carry their date.
+#[test]
+fn chat_scrollback_and_dates() {
+    let mut app = chat_with_echo();
+    let day = 86_400_000;
+    let messages = (0..60u64)
+        .map(|i| ChatMessage {
+            id: i as u128 + 100,
+            peer: "echo123".into(),
+            outgoing: i % 2 == 0,
+            text: format!("line {i:02}"),
+            // Two days ago, then today for the last ten.
+            sent_at: if i < 50 {
+                NOW - 2 * day + i * 60_000
+            } else {
+                NOW + i * 1000
+            },
+            state: if i % 2 == 0 {
+                MessageState::Delivered
+            } else {
+                MessageState::Received
+            },
+        })
+        .collect();
+    app.handle_event(Event::History {
+        with: "echo123".into(),
+        messages,
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("line 59") && !screen.contains("line 40"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("22:14 echo123: line 59"),
+        "today: time only\n{screen}"
+    );
+    key(&mut app, KeyCode::PageUp);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        !screen.contains("line 59") && screen.contains("line 40"),
+        "{screen}"
+    );
+    assert!(screen.contains("lines below · End: newest"), "{screen}");
+    key(&mut app, KeyCode::Home);
+    assert_snapshot!("chat_scrolled_to_oldest", draw(&app, 100, 30));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("2023-11-12 22:13 you: line 00"), "{screen}");
+    key(&mut app, KeyCode::PageDown);
+    assert!(draw(&app, 100, 30).contains("line 15"));
+    key(&mut app, KeyCode::End);
+    assert!(draw(&app, 100, 30).contains("line 59"));
+    // With a draft, Home and End move in it; ctrl+Home still scrolls.
+    typed(&mut app, "draft");
+    key(&mut app, KeyCode::Home);
+    assert!(draw(&app, 100, 30).contains("line 59"));
+    app.handle_key(KeyEvent::new(KeyCode::Home, KeyModifiers::CONTROL));
+    assert!(draw(&app, 100, 30).contains("line 00"));
+}
+
+/// Missed calls and the call history: an unanswered call stays in the
+/// title and the call panel as missed until the user turns to the caller
+/// (opening the chat marks it seen); an ended call shows its duration.
+#[test]
+fn missed_calls_and_history() {
+    use crate::node::api::{CallRecord, EndReason};
+    let mut app = first_run();
+    app.handle_event(Event::Login(LoginState::LoggedIn {
+        username: "you".into(),
+        until: NOW / 1000 + 86_400,
+        role: crate::node::api::Role::User,
+    }));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::CallHistory { limit: 50 }],
+        "the history is asked for at login"
+    );
+    for c in ["bot", "carol"] {
+        app.handle_event(Event::Contact {
+            username: c.into(),
+            state: ContactState::Authorized,
+        });
+    }
+    let answered = CallRecord {
+        peer: "bot".into(),
+        outgoing: true,
+        started_at: NOW - 2 * 86_400_000,
+        answered_at: Some(NOW - 2 * 86_400_000 + 5_000),
+        ended_at: NOW - 2 * 86_400_000 + 65_000,
+        reason: EndReason::HungUp { by_us: true },
+        seen: true,
+    };
+    app.handle_event(Event::CallHistory {
+        calls: vec![answered],
+    });
+    // carol calls; nobody answers; she gives up.
+    app.handle_event(Event::Call(CallInfo {
+        id: 4,
+        peer: "carol".into(),
+        outgoing: false,
+        state: CallState::Incoming,
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at: None,
+    }));
+    app.handle_event(Event::CallLogged(CallRecord {
+        peer: "carol".into(),
+        outgoing: false,
+        started_at: NOW - 30_000,
+        answered_at: None,
+        ended_at: NOW,
+        reason: EndReason::Cancelled { by_us: false },
+        seen: false,
+    }));
+    app.handle_event(Event::Call(CallInfo {
+        id: 4,
+        peer: "carol".into(),
+        outgoing: false,
+        state: CallState::Ended {
+            reason: EndReason::Cancelled { by_us: false },
+            detail: None,
+        },
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at: None,
+    }));
+    app.tick(NOW + 60_000);
+    assert_snapshot!("missed_call", draw(&app, 100, 30));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("☎ 1 missed"), "{screen}");
+    assert!(
+        screen.contains("✗ missed call from carol at 22:12"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("↗ bot at 2023-11-12 22:13, 01:00"),
+        "{screen}"
+    );
+    // Opening carol's chat marks her missed call seen.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    let cmds = app.take_commands();
+    assert!(
+        cmds.contains(&Command::MarkCallsSeen {
+            peer: Some("carol".into())
+        }),
+        "{cmds:?}"
     );
 }

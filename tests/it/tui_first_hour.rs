@@ -23,10 +23,12 @@ fn start(tag: &str, others: &[&str]) -> Option<(Network, Proc, Tmux, Vec<Proc>)>
     t.wait("alice logged in and attached", T, |s| {
         s.contains("alice ● online") && s.contains("⇄ 1 supernode")
     });
+    // Headless users with null audio devices (they may call).
+    let cfg = net.config_with_overlay("others.toml", crate::common::calls::NULL_AUDIO);
     let procs = others
         .iter()
         .map(|u| {
-            let p = net.headless(u, &bootstrap, &[]);
+            let p = net.headless_with(u, &cfg, &bootstrap, &[]);
             p.wait_json(T, |v| v["event"] == "published");
             p
         })
@@ -183,4 +185,98 @@ fn block_asks_then_unblock() {
     // Unblocked, his messages come through again.
     bob.say("msg alice back again");
     t.wait("his message", T, |s| s.contains("bob (1)"));
+}
+
+/// Chat scrollback in a real terminal: forty messages from bob, the
+/// newest on screen; Home shows the oldest, End the newest again.
+#[test]
+fn chat_scrollback() {
+    let _turn = scenario!();
+    let Some((_net, _sn, t, mut others)) = start("scroll", &["bob"]) else {
+        return;
+    };
+    let bob = &mut others[0];
+    befriend(&t, bob, "bob");
+    for i in 1..=40 {
+        bob.say(&format!("msg alice line {i:02}"));
+    }
+    t.keys(&["Enter"]);
+    let s = t.wait("the newest message", T, |s| s.contains("bob: line 40"));
+    assert!(!s.contains("bob: line 01"), "{s}");
+    t.keys(&["PageUp"]);
+    t.wait("an older page", T, |s| {
+        !s.contains("bob: line 40") && s.contains("lines below")
+    });
+    t.keys(&["Home"]);
+    t.wait("the oldest message", T, |s| s.contains("bob: line 01"));
+    t.keys(&["End"]);
+    t.wait("the newest again", T, |s| {
+        s.contains("bob: line 40") && !s.contains("bob: line 01")
+    });
+}
+
+/// The call panel at 80x24 keeps RTT, loss, jitter and the path: the
+/// demo, calling echo123 (it answers and plays our audio back).
+#[test]
+fn call_panel_at_80x24() {
+    let _turn = scenario!();
+    let dir = tempfile::tempdir().unwrap();
+    let line = format!(
+        "exec env TMPDIR='{}' {} demo",
+        dir.path().display(),
+        env!("CARGO_BIN_EXE_natter")
+    );
+    let Some(t) = Tmux::start("call80", 80, 24, &line) else {
+        return;
+    };
+    t.wait("echo123 online", T, |s| {
+        crate::common::tmux::online(s, "echo123")
+    });
+    t.keys(&["End"]);
+    t.text("c");
+    let s = t.wait("the call's statistics", T, |s| {
+        s.contains("in call with echo123 ")
+            && s.lines().any(|l| {
+                l.split("rtt ")
+                    .nth(1)
+                    .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            && s.contains("loss ")
+            && s.contains("jitter ")
+            && s.contains("path direct to 127.0.0.1:")
+    });
+    eprintln!("{s}");
+    t.text("x");
+    t.wait("the call ended", T, |s| s.contains("ended: you hung up"));
+}
+
+/// Missed calls: bob calls, alice does not answer, bob hangs up. alice's
+/// TUI shows the missed call (title and call panel) until she opens
+/// bob's chat; both sides keep the call in `calls.db` (bob's headless
+/// `calls` lists it).
+#[test]
+fn missed_call_history() {
+    let _turn = scenario!();
+    let Some((_net, _sn, t, mut others)) = start("missed", &["bob"]) else {
+        return;
+    };
+    let bob = &mut others[0];
+    befriend(&t, bob, "bob");
+    bob.say("call alice");
+    t.wait("the incoming call", T, |s| s.contains("bob is calling you"));
+    bob.say("hangup");
+    let s = t.wait("the missed call", T, |s| {
+        s.contains("☎ 1 missed") && s.contains("✗ missed call from bob at ")
+    });
+    assert!(!s.contains("bob is calling you"), "{s}");
+    bob.say("calls");
+    let h = bob.wait_json(T, |v| v["event"] == "call_history");
+    assert_eq!(h["calls"][0]["user"], "alice", "{h}");
+    assert_eq!(h["calls"][0]["direction"], "outgoing", "{h}");
+    assert_eq!(h["calls"][0]["answered_at"], serde_json::Value::Null, "{h}");
+    // Seen once alice turns to bob.
+    t.keys(&["Home", "Enter"]);
+    t.wait("the missed call seen", T, |s| {
+        !s.contains("☎ 1 missed") && s.contains("✗ missed call from bob")
+    });
 }

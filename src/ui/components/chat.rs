@@ -7,8 +7,12 @@
 //! line breaks included). Enter sends; a text over the node's
 //! [`MAX_MESSAGE_BYTES`] goes as several messages, cut at line breaks or
 //! spaces, and the box says so before it is sent.
+//!
+//! The history scrolls: PageUp/PageDown by a page, Home/End to the oldest
+//! and newest (while the box is empty; ctrl+Home/ctrl+End always). Messages
+//! not from today carry their date; leading spaces and blank lines stay.
 
-use super::{Component, Ctx, Msg, clock, wrap};
+use super::{Component, Ctx, Msg, when, wrap};
 use crate::node::api::{Command, MAX_MESSAGE_BYTES, MessageState};
 use crate::ui::keys::Action;
 use ratatui::Frame;
@@ -18,6 +22,7 @@ use ratatui::style::{Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph};
 use ratatui_textarea::{TextArea, WrapMode};
+use std::cell::Cell;
 
 /// The most rows the box grows to (it scrolls beyond).
 const MAX_INPUT_ROWS: u16 = 6;
@@ -27,6 +32,11 @@ pub struct ChatPane {
     pub peer: Option<String>,
     /// The draft being typed.
     pub input: TextArea<'static>,
+    /// History lines scrolled back from the newest (0: following new
+    /// messages); clamped to the history when drawn.
+    scroll: Cell<usize>,
+    /// Rows of history last drawn: a page for PageUp/PageDown.
+    page: Cell<u16>,
 }
 
 impl Default for ChatPane {
@@ -34,6 +44,8 @@ impl Default for ChatPane {
         ChatPane {
             peer: None,
             input: new_input(),
+            scroll: Cell::new(0),
+            page: Cell::new(10),
         }
     }
 }
@@ -96,7 +108,31 @@ impl ChatPane {
         lines.iter().map(|l| l.len()).sum::<usize>() + lines.len() - 1
     }
 
+    /// Back to the newest messages (a new conversation, a message sent).
+    pub fn follow(&self) {
+        self.scroll.set(0);
+    }
+
+    /// Scroll keys: whether `key` was one.
+    fn scroll_key(&self, key: &KeyEvent) -> bool {
+        let page = self.page.get().saturating_sub(1).max(1) as usize;
+        let whole = key.modifiers.contains(KeyModifiers::CONTROL) || self.input.is_empty();
+        let s = self.scroll.get();
+        let to = match key.code {
+            KeyCode::PageUp => s.saturating_add(page),
+            KeyCode::PageDown => s.saturating_sub(page),
+            KeyCode::Home if whole => usize::MAX,
+            KeyCode::End if whole => 0,
+            _ => return false,
+        };
+        self.scroll.set(to);
+        true
+    }
+
     pub fn on_key(&mut self, key: &KeyEvent) -> Option<Msg> {
+        if self.scroll_key(key) {
+            return None;
+        }
         let newline = key
             .modifiers
             .intersects(KeyModifiers::ALT | KeyModifiers::SHIFT);
@@ -111,6 +147,7 @@ impl ChatPane {
                 return None;
             }
             self.input = new_input();
+            self.follow();
             let sends = split_message(&text, MAX_MESSAGE_BYTES)
                 .into_iter()
                 .map(|t| Command::SendMessage {
@@ -206,7 +243,7 @@ impl Component for ChatPane {
                 MessageState::Failed(_) => " ✗",
                 MessageState::Received => "",
             };
-            let head = format!("{} {who}: ", clock(m.sent_at));
+            let head = format!("{} {who}: ", when(m.sent_at, model.now_ms));
             let body = format!("{head}{}{mark}", m.text);
             let name_style = if m.outgoing {
                 Style::new().cyan()
@@ -232,7 +269,14 @@ impl Component for ChatPane {
         if lines.is_empty() {
             lines.push(Line::from("No messages yet.").dark_gray());
         }
-        let skip = lines.len().saturating_sub(history.height as usize);
+        // The page that ends `scroll` lines above the newest.
+        let height = history.height as usize;
+        self.page.set(history.height);
+        let scroll = self.scroll.get().min(lines.len().saturating_sub(height));
+        self.scroll.set(scroll);
+        let end = lines.len() - scroll;
+        lines.truncate(end);
+        let skip = end.saturating_sub(height);
         f.render_widget(Paragraph::new(lines.split_off(skip)), history);
         // The rule above the box says when the draft is long.
         let len = self.draft_len();
@@ -241,6 +285,8 @@ impl Component for ChatPane {
             format!(" {len} bytes: over the {MAX_MESSAGE_BYTES}-byte limit, sent as {n}+ messages ")
         } else if len > MAX_MESSAGE_BYTES / 2 {
             format!(" {len}/{MAX_MESSAGE_BYTES} bytes ")
+        } else if scroll > 0 {
+            format!(" {scroll} lines below · End: newest ")
         } else {
             String::new()
         };

@@ -168,6 +168,18 @@ pub fn clock(ms: u64) -> String {
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
+/// When a message was sent: `HH:MM` on the day of `now_ms` (UTC), else
+/// `YYYY-MM-DD HH:MM`.
+pub fn when(ms: u64, now_ms: u64) -> String {
+    const DAY: u64 = 86_400_000;
+    if ms / DAY == now_ms / DAY {
+        return clock(ms);
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(253_402_300_799_000));
+    let date = humantime::format_rfc3339_seconds(t).to_string();
+    format!("{} {}", &date[..10], clock(ms))
+}
+
 /// `MM:SS`, or `H:MM:SS` past an hour.
 pub fn duration(ms: u64) -> String {
     let s = ms / 1000;
@@ -248,6 +260,8 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(clock(3_723_000), "01:02");
+        assert_eq!(when(3_723_000, 80_000_000), "01:02");
+        assert_eq!(when(3_723_000, 86_400_000), "1970-01-01 01:02");
         assert_eq!(duration(61_000), "01:01");
         assert_eq!(duration(3_661_000), "1:01:01");
     }
