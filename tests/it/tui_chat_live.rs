@@ -280,6 +280,9 @@ async fn chat_view_from_real_events() {
     .await;
     expire_notices(&mut app);
     assert_snapshot!("stored_for_offline_contact", draw(&app));
+    // The quitting process must have let go of the data dir (its lock)
+    // before the next one starts on it.
+    let _ = tokio::task::block_in_place(|| bot.child.wait());
     let bot = net.headless("bot", &all, &[]);
     pump(&mut you, &mut app, "the stored message acknowledged", |a| {
         later(a, MessageState::Delivered)
