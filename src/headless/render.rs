@@ -414,7 +414,12 @@ fn message_state(to: &str, id: u128, state: &MessageState) -> Option<Rendered> {
                 format!("{to} received the message"),
             );
         }
-        MessageState::Sending | MessageState::Failed(_) | MessageState::Received => return None,
+        MessageState::Failed(e) => (
+            "failed",
+            Some(e),
+            format!("message to {to} failed for good: {e}"),
+        ),
+        MessageState::Sending | MessageState::Received => return None,
     };
     r(
         json!({"event": "message_status", "to": to, "id": id, "status": status, "error": error}),

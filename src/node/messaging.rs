@@ -162,6 +162,10 @@ impl Messaging {
                     self.contacts.on_online(&mut sink);
                     false
                 }
+                ClientEvent::NoSuchUser { username } => {
+                    self.chat.no_such_user(username);
+                    false
+                }
                 ClientEvent::PresenceChanged { record, .. } => {
                     self.contacts.on_record(now, record);
                     false

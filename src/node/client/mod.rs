@@ -857,6 +857,8 @@ impl Runtime {
                 self.envelope_result(id, EnvelopeOutcome::Failed(reason))
                     .await
             }
+            // Chat gives up on what waits for them (its events say so).
+            ClientEvent::NoSuchUser { .. } => {}
         }
     }
 
