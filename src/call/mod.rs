@@ -29,6 +29,7 @@
 //!   call id and both nonces: the media keys come from the peer link's
 //!   exporter with that context ([`crate::media::MediaKeys::export_context`]).
 
+pub mod history;
 pub mod msg;
 
 pub use msg::{Msg, MsgError};

@@ -198,8 +198,21 @@ pub enum ChatEvent {
     },
     /// The recipient acknowledged it: it is in their history.
     Acked { to: String, id: MsgId },
+    /// Given up: it is out of the outbox and will not be sent again.
+    Failed {
+        to: String,
+        id: MsgId,
+        reason: GiveUp,
+    },
     /// A history write failed (the message stays unacknowledged).
     StoreFailed { error: String },
+}
+
+/// Why a message was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum GiveUp {
+    #[error("no such user: the directory has no account of that name")]
+    NoSuchUser,
 }
 
 #[derive(Debug)]
@@ -381,6 +394,32 @@ impl ChatCore {
             }
         }
         true
+    }
+
+    /// The directory has no user `to`: every message waiting for them is
+    /// given up (out of the outbox, reported as failed).
+    pub fn no_such_user(&mut self, to: &str) {
+        let to = to.to_ascii_lowercase();
+        let keys: Vec<(String, MsgId)> = self
+            .pending
+            .keys()
+            .filter(|(p, _)| *p == to)
+            .cloned()
+            .collect();
+        for key in keys {
+            self.pending.remove(&key);
+            self.by_envelope.retain(|_, k| *k != key);
+            if let Err(e) = self.store.give_up(&key.0, &key.1) {
+                self.events.push_back(ChatEvent::StoreFailed {
+                    error: e.to_string(),
+                });
+            }
+            self.events.push_back(ChatEvent::Failed {
+                to: key.0,
+                id: key.1,
+                reason: GiveUp::NoSuchUser,
+            });
+        }
     }
 
     /// The overlay's outcome for envelope `env`. Returns whether it was one
@@ -623,5 +662,43 @@ mod tests {
                 text: "survive"
             }
         );
+    }
+
+    /// Issue 13, bug 5: a message to a user the directory does not know
+    /// is given up with a final reason, not retried for ever.
+    #[test]
+    fn no_such_user_gives_up() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut alice =
+            ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
+        let mut out = Sent::default();
+        let id = alice
+            .send(1, &mut rng, "nobody", "hello?", &mut out)
+            .unwrap();
+        let other = alice.send(1, &mut rng, "bob", "hi bob", &mut out).unwrap();
+        while alice.poll_event().is_some() {}
+        let env = out.0[0].4;
+        alice.on_envelope_outcome(2, &env, EnvelopeOutcome::Failed("no such user".into()));
+        alice.no_such_user("nobody");
+        let mut events = Vec::new();
+        while let Some(e) = alice.poll_event() {
+            events.push(e);
+        }
+        assert!(
+            events.contains(&ChatEvent::Failed {
+                to: "nobody".into(),
+                id,
+                reason: GiveUp::NoSuchUser
+            }),
+            "{events:?}"
+        );
+        // Only bob's message is still waiting, in memory and on disk.
+        assert_eq!(alice.outbox_len(), 1);
+        assert_eq!(alice.store.outbox().unwrap().len(), 1);
+        assert_eq!(alice.store.outbox().unwrap()[0].id, other);
+        // Nothing is sent to nobody again.
+        let before = out.0.len();
+        alice.handle_timeout(10_000_000, &mut out);
+        assert!(out.0[before..].iter().all(|(to, ..)| to != "nobody"));
     }
 }

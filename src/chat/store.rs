@@ -125,6 +125,18 @@ impl ChatStore {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Sending `id` is given up: out of the outbox (it stays in the
+    /// history, never acknowledged).
+    pub fn give_up(&mut self, peer: &str, id: &MsgId) -> Result<(), ChatError> {
+        self.conn
+            .execute(
+                "DELETE FROM outbox WHERE peer = ?1 AND id = ?2",
+                params![peer, &id[..]],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     /// The recipient acknowledged `id`: out of the outbox. Returns whether
     /// it was waiting there.
     pub fn mark_acked(&mut self, peer: &str, id: &MsgId, at_ms: u64) -> Result<bool, ChatError> {

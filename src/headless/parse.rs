@@ -6,7 +6,7 @@ use natter::node::api::{Command, Status, TEST_ENVELOPE_KIND};
 use thiserror::Error;
 
 /// Every stdin command, for error messages.
-pub const USAGE: &str = "lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | envelope USER TEXT | msg USER TEXT | add USER [GREETING] | accept USER | decline USER | remove USER | block USER | unblock USER | contacts | history USER [N] | call USER | answer | decline | hangup | mute [on|off] | unmute | hold [on|off] | resume | quit";
+pub const USAGE: &str = "lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | envelope USER TEXT | msg USER TEXT | add USER [GREETING] | accept USER | decline USER | remove USER | block USER | unblock USER | contacts | history USER [N] | calls [N] | calls seen [USER] | call USER | answer | decline | hangup | mute [on|off] | unmute | hold [on|off] | resume | quit";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ParseError {
@@ -90,6 +90,17 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
             greeting: tail.to_owned(),
         },
         "contacts" => Command::ListContacts,
+        "calls" if arg == "seen" => Command::MarkCallsSeen {
+            peer: (!tail.is_empty()).then(|| tail.to_owned()),
+        },
+        "calls" => Command::CallHistory {
+            limit: match arg {
+                "" => 20,
+                n => n.parse().map_err(|_| {
+                    ParseError::Invalid(format!("calls: {n:?} is not a number or `seen`"))
+                })?,
+            },
+        },
         "history" => history(user("history USER [N]")?, tail)?,
         "quit" => Command::Quit,
         "call" if tail.is_empty() => Command::Call {
@@ -357,5 +368,19 @@ mod tests {
         assert_eq!(hex_decode("00abFF"), Some(vec![0, 0xab, 0xff]));
         assert_eq!(hex_decode("abc"), None);
         assert_eq!(hex_decode("zz"), None);
+    }
+
+    #[test]
+    fn call_history_commands() {
+        assert_eq!(cmd("calls"), Command::CallHistory { limit: 20 });
+        assert_eq!(cmd("calls 5"), Command::CallHistory { limit: 5 });
+        assert_eq!(cmd("calls seen"), Command::MarkCallsSeen { peer: None });
+        assert_eq!(
+            cmd("calls seen bob"),
+            Command::MarkCallsSeen {
+                peer: Some("bob".into())
+            }
+        );
+        assert!(matches!(parse("calls many"), Err(ParseError::Invalid(_))));
     }
 }

@@ -111,6 +111,37 @@ pub fn event(e: &Event) -> Option<Rendered> {
             json!({"event": "volunteer_declined", "reason": reason}),
             format!("not volunteering as a supernode: {reason}"),
         ),
+        Event::CallLogged(c) => {
+            let v = call_record(c);
+            let line = format!(
+                "{} call {} {}{}",
+                if c.missed() {
+                    "missed"
+                } else if c.outgoing {
+                    "outgoing"
+                } else {
+                    "incoming"
+                },
+                if c.outgoing { "to" } else { "from" },
+                c.peer,
+                if c.answered_at.is_some() {
+                    format!(", {} s", c.duration_ms() / 1000)
+                } else {
+                    String::new()
+                }
+            );
+            let mut v = v;
+            v["event"] = json!("call_logged");
+            r(v, line)
+        }
+        Event::CallHistory { calls } => {
+            let list: Vec<Value> = calls.iter().map(call_record).collect();
+            let missed = calls.iter().filter(|c| c.missed() && !c.seen).count();
+            r(
+                json!({"event": "call_history", "calls": list}),
+                format!("{} calls, {missed} missed and unseen", calls.len()),
+            )
+        }
         Event::Error { message, .. } => error(message),
         Event::Notice { text } => Some(Rendered {
             json: Value::Null,
@@ -118,6 +149,21 @@ pub fn event(e: &Event) -> Option<Rendered> {
         }),
         _ => None,
     }
+}
+
+/// A call of the call history, as JSON.
+fn call_record(c: &natter::node::api::CallRecord) -> Value {
+    json!({
+        "user": c.peer,
+        "direction": if c.outgoing { "outgoing" } else { "incoming" },
+        "started_at": time(c.started_at / 1000),
+        "answered_at": c.answered_at.map(|a| time(a / 1000)),
+        "ended_at": time(c.ended_at / 1000),
+        "duration_s": c.duration_ms() / 1000,
+        "reason": c.reason.to_string(),
+        "missed": c.missed(),
+        "seen": c.seen,
+    })
 }
 
 /// The `error` event.
@@ -368,7 +414,12 @@ fn message_state(to: &str, id: u128, state: &MessageState) -> Option<Rendered> {
                 format!("{to} received the message"),
             );
         }
-        MessageState::Sending | MessageState::Failed(_) | MessageState::Received => return None,
+        MessageState::Failed(e) => (
+            "failed",
+            Some(e),
+            format!("message to {to} failed for good: {e}"),
+        ),
+        MessageState::Sending | MessageState::Received => return None,
     };
     r(
         json!({"event": "message_status", "to": to, "id": id, "status": status, "error": error}),

@@ -7,7 +7,7 @@
 //! milliseconds) so that front ends need nothing from the cores below.
 //! A few result types of the cores are re-exported as they are
 //! ([`NatReport`], [`Mapping`], [`Filtering`], [`CandidateKind`],
-//! [`EndReason`], [`MediaStats`], [`Role`], [`Status`]): they are plain
+//! [`EndReason`], [`CallRecord`], [`MediaStats`], [`Role`], [`Status`]): they are plain
 //! data with no handles or behaviour a front end could misuse, and a copy
 //! field by field would be a second definition to keep in step.
 //!
@@ -21,6 +21,7 @@
 //! the feature is not available yet, never with a pretend success.
 
 pub use crate::call::EndReason;
+pub use crate::call::history::CallRecord;
 pub use crate::ice::CandidateKind;
 pub use crate::identity::Role;
 pub use crate::media::MediaStats;
@@ -36,6 +37,10 @@ pub type MessageId = u128;
 pub type EnvelopeId = u128;
 /// The envelope kind for tests and scripts ([`Command::SendEnvelope`]).
 pub const TEST_ENVELOPE_KIND: u8 = crate::overlay::envelope::kind::TEST;
+
+/// The longest chat message text, in bytes ([`Command::SendMessage`]
+/// refuses longer ones): front ends split or refuse before sending.
+pub const MAX_MESSAGE_BYTES: usize = crate::chat::MAX_TEXT;
 
 /// What a front end asks of the client runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +125,16 @@ pub enum Command {
         call: CallId,
         held: bool,
     },
+    /// The newest `limit` calls of the call history (kept in `calls.db`),
+    /// answered by [`Event::CallHistory`].
+    CallHistory {
+        limit: u32,
+    },
+    /// Missed calls (from `peer`, or from anyone) have been seen; answered
+    /// by [`Event::CallHistory`].
+    MarkCallsSeen {
+        peer: Option<String>,
+    },
     /// Follow a user's directory record: [`Event::Watched`] on changes.
     Watch {
         username: String,
@@ -184,6 +199,8 @@ impl Command {
             Command::HangUp { .. } => "hang up",
             Command::Mute { .. } => "mute",
             Command::Hold { .. } => "hold",
+            Command::CallHistory { .. } => "call history",
+            Command::MarkCallsSeen { .. } => "calls seen",
             Command::Watch { .. } => "watch",
             Command::ListContacts => "contacts",
             Command::SendEnvelope { .. } => "envelope",
@@ -294,6 +311,13 @@ pub enum Event {
     },
     /// A call appeared or changed state.
     Call(CallInfo),
+    /// An ended call, as the call history now keeps it (a missed one
+    /// unseen).
+    CallLogged(CallRecord),
+    /// The newest calls, newest first ([`Command::CallHistory`]).
+    CallHistory {
+        calls: Vec<CallRecord>,
+    },
     /// Live quality of a call in progress, about once a second.
     CallStats {
         call: CallId,

@@ -244,6 +244,7 @@ impl Messaging {
         match ev {
             ClientEvent::Published { .. } => self.contacts.on_online(&mut sink),
             ClientEvent::PresenceChanged { record, .. } => self.contacts.on_record(now, record),
+            ClientEvent::NoSuchUser { username } => self.chat.no_such_user(username),
             _ => {}
         }
         self.sync(client);

@@ -149,6 +149,11 @@ pub enum ClientEvent {
         id: EnvelopeId,
         reason: String,
     },
+    /// The directory has no user of this name (after the envelopes to
+    /// them failed): retrying cannot help.
+    NoSuchUser {
+        username: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -474,9 +479,11 @@ impl ClientCore {
     }
 
     /// A key lookup for envelopes to `name` found nothing usable.
-    fn key_lookup_failed(&mut self, name: &str, qid: u32, why: &str) {
+    /// Fail what waits for `name`'s key; returns whether `qid` was that
+    /// key lookup.
+    fn key_lookup_failed(&mut self, name: &str, qid: u32, why: &str) -> bool {
         if self.key_lookups.get(name) != Some(&qid) {
-            return;
+            return false;
         }
         self.key_lookups.remove(name);
         let waiting: Vec<EnvelopeId> = self
@@ -488,6 +495,7 @@ impl ClientCore {
         for id in waiting {
             self.fail_envelope(id, why.to_owned());
         }
+        true
     }
 
     fn on_env_result(&mut self, now: u64, id: EnvelopeId, result: EnvResult) {
@@ -513,6 +521,11 @@ impl ClientCore {
                 self.seal_and_send(now, id);
             }
             EnvResult::Busy => e.next_send = now + 2 * self.cfg.envelope_retry_ms,
+            EnvResult::NotFound => {
+                let username = e.to.clone();
+                self.fail_envelope(id, EnvResult::NotFound.describe().to_owned());
+                self.events.push_back(ClientEvent::NoSuchUser { username });
+            }
             other => self.fail_envelope(id, other.describe().to_owned()),
         }
     }
@@ -917,11 +930,15 @@ impl ClientCore {
                         self.learn_certificate(now, &r.cert)
                     }
                     LookupOutcome::NotFound => {
-                        self.key_lookup_failed(&username, qid, "no such user")
+                        if self.key_lookup_failed(&username, qid, "no such user") {
+                            self.events.push_back(ClientEvent::NoSuchUser {
+                                username: username.clone(),
+                            });
+                        }
                     }
                     LookupOutcome::Failed(why) => {
                         let why = format!("looking up the recipient failed: {why}");
-                        self.key_lookup_failed(&username, qid, &why)
+                        self.key_lookup_failed(&username, qid, &why);
                     }
                 }
                 if !internal {

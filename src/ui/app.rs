@@ -50,6 +50,9 @@ pub struct App {
     quit: bool,
     /// Conversations whose history was asked for.
     history_asked: BTreeSet<String>,
+    /// A question on screen (block, remove, unblock and add): y or Enter
+    /// sends its commands, any other key drops them.
+    confirm: Option<(String, Vec<Command>)>,
 }
 
 impl App {
@@ -66,6 +69,7 @@ impl App {
             outbox: Vec::new(),
             quit: false,
             history_asked: BTreeSet::new(),
+            confirm: None,
         }
     }
 
@@ -101,6 +105,9 @@ impl App {
             Event::Login(LoginState::LoggingIn { username }) => self.login.suggest(Some(username)),
             _ => {}
         }
+        if matches!(&e, Event::Login(LoginState::LoggedIn { .. })) && !self.model.logged_in() {
+            self.send(Command::CallHistory { limit: 50 });
+        }
         let first_contact = matches!(&e, Event::Contact { .. }) && self.model.contacts.is_empty();
         self.model.apply(e);
         if first_contact {
@@ -115,6 +122,20 @@ impl App {
     fn msg(&mut self, m: Option<Msg>) {
         match m {
             Some(Msg::Send(c)) => self.send(c),
+            Some(Msg::SendAll(cs)) => {
+                if cs.len() > 1 {
+                    self.model.notify(
+                        Level::Info,
+                        format!(
+                            "long message sent as {} messages (at most {} bytes each)",
+                            cs.len(),
+                            crate::node::api::MAX_MESSAGE_BYTES
+                        ),
+                    );
+                }
+                self.outbox.extend(cs);
+            }
+            Some(Msg::Confirm { question, commands }) => self.confirm = Some((question, commands)),
             Some(Msg::Close) | None => {}
         }
     }
@@ -151,6 +172,23 @@ impl App {
             self.help = false;
             return;
         }
+        if let Some((_, commands)) = self.confirm.take() {
+            if ctrl_c {
+                return self.do_quit();
+            }
+            if matches!(key.code, KeyCode::Char('y' | 'Y') | KeyCode::Enter) {
+                for c in commands {
+                    if let Command::RemoveContact { username }
+                    | Command::BlockContact { username } = &c
+                    {
+                        let username = username.clone();
+                        self.close_chat(&username);
+                    }
+                    self.send(c);
+                }
+            }
+            return;
+        }
         // The incoming-call prompt is modal: its keys work even as text.
         if let Some(call) = self.model.incoming_call().map(|c| c.id) {
             if self.keys.is(Action::AcceptCall, &key) {
@@ -185,16 +223,61 @@ impl App {
         }
     }
 
-    fn selected(&self) -> Option<(String, ContactState)> {
-        self.buddies
-            .selected(&self.model)
-            .map(|(n, c)| (n.clone(), c.state))
+    /// Text pasted into the terminal (bracketed paste): into the chat box
+    /// when it has the focus, else into the open text field.
+    pub fn handle_paste(&mut self, text: &str) {
+        if !self.model.logged_in() || self.help || self.model.incoming_call().is_some() {
+            return;
+        }
+        if self.search.open {
+            // A name has one line.
+            let line = text.lines().next().unwrap_or("");
+            for c in line.chars() {
+                let m = self.search.on_key(
+                    &KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE),
+                    &self.model,
+                );
+                self.msg(m);
+            }
+            return;
+        }
+        if self.focus == Focus::Chat {
+            self.chat.paste(text);
+        }
+    }
+
+    /// The selected name and its contact state (`None`: a stranger).
+    fn selected(&self) -> Option<(String, Option<ContactState>)> {
+        self.buddies.selected(&self.model)
+    }
+
+    /// `name`'s missed calls are seen (the user turned to them).
+    fn calls_seen(&mut self, name: &str) {
+        let unseen = |c: &crate::node::api::CallRecord| c.peer == name && c.missed() && !c.seen;
+        if self.model.call_log.iter().any(unseen) {
+            self.send(Command::MarkCallsSeen {
+                peer: Some(name.to_owned()),
+            });
+        }
+    }
+
+    /// Close the chat with `name` if it is open.
+    fn close_chat(&mut self, name: &str) {
+        if self.chat.peer.as_deref() == Some(name) {
+            self.chat.peer = None;
+            self.model.chat_open = None;
+            self.focus = Focus::Contacts;
+        }
     }
 
     fn open_chat(&mut self, name: String) {
         if let Some(c) = self.model.contacts.get_mut(&name) {
             c.unread = 0;
         }
+        if let Some(n) = self.model.strangers.get_mut(&name) {
+            *n = 0;
+        }
+        self.calls_seen(&name);
         if self.history_asked.insert(name.clone()) {
             self.send(Command::LoadHistory {
                 with: name.clone(),
@@ -203,6 +286,9 @@ impl App {
             });
         }
         self.model.chat_open = Some(name.clone());
+        if self.chat.peer.as_deref() != Some(name.as_str()) {
+            self.chat.follow();
+        }
         self.chat.peer = Some(name);
         self.focus = Focus::Chat;
     }
@@ -234,6 +320,7 @@ impl App {
                     self.model
                         .notify(Level::Error, "hang up the current call first".into());
                 } else if let Some((username, _)) = self.selected() {
+                    self.calls_seen(&username);
                     self.send(Command::Call { username });
                 }
             }
@@ -276,29 +363,47 @@ impl App {
                     message,
                 });
             }
-            Action::AcceptContact => {
-                if let Some((username, ContactState::Pending)) = self.selected() {
-                    self.send(Command::AcceptContact { username });
+            Action::AcceptContact => match self.selected() {
+                Some((username, Some(ContactState::Pending))) => {
+                    self.send(Command::AcceptContact { username })
                 }
-            }
+                // A stranger who wrote: ask them to be a contact.
+                Some((username, None)) => self.send(Command::AddContact {
+                    username,
+                    greeting: String::new(),
+                }),
+                _ => {}
+            },
             Action::RemoveContact => match self.selected() {
-                Some((username, ContactState::Pending)) => {
+                Some((username, Some(ContactState::Pending))) => {
                     self.send(Command::DeclineContact { username })
                 }
-                Some((username, _)) => {
-                    if self.chat.peer.as_deref() == Some(username.as_str()) {
-                        self.chat.peer = None;
-                        self.model.chat_open = None;
-                    }
-                    self.send(Command::RemoveContact { username })
+                // A stranger leaves the list (their messages stay in the
+                // history; a new one brings them back).
+                Some((username, None)) => {
+                    self.close_chat(&username);
+                    self.model.strangers.remove(&username);
+                }
+                Some((username, Some(_))) => {
+                    self.confirm = Some((
+                        format!("Remove {username} from your contacts?"),
+                        vec![Command::RemoveContact { username }],
+                    ))
                 }
                 None => {}
             },
-            Action::BlockContact => {
-                if let Some((username, _)) = self.selected() {
-                    self.send(Command::BlockContact { username });
+            Action::BlockContact => match self.selected() {
+                Some((username, Some(ContactState::Blocked))) => {
+                    self.send(Command::UnblockContact { username })
                 }
-            }
+                Some((username, _)) => {
+                    self.confirm = Some((
+                        format!("Block {username}? They can no longer write to you or add you."),
+                        vec![Command::BlockContact { username }],
+                    ))
+                }
+                None => {}
+            },
         }
     }
 
@@ -334,8 +439,12 @@ impl App {
         }
         let full = area.width >= FULL_WIDTH && area.height >= FULL_HEIGHT;
         if full {
+            // The panels grow to the call panel's lines (a live call's
+            // statistics) while the contacts and chat keep 10 rows.
+            let want = CallPanel.wanted_height(&ctx(false), body.width / 2);
+            let panels_h = want.clamp(8, body.height.saturating_sub(10).max(8));
             let [main, panels] =
-                Layout::vertical([Constraint::Fill(1), Constraint::Length(8)]).areas(body);
+                Layout::vertical([Constraint::Fill(1), Constraint::Length(panels_h)]).areas(body);
             let [list, chat] =
                 Layout::horizontal([Constraint::Length(30), Constraint::Fill(1)]).areas(main);
             let [nat, call] =
@@ -378,9 +487,63 @@ impl App {
             self.search.draw(f, body, &ctx(true));
         }
         IncomingPrompt.draw(f, body, &ctx(true));
+        if let Some((question, _)) = &self.confirm {
+            draw_confirm(f, body, question);
+        }
         if self.help {
             Help.draw(f, area, &ctx(true));
         }
+    }
+
+    /// The keys that apply to the selected row of the contact list.
+    fn contact_hints(&self) -> String {
+        let k = &self.keys;
+        let key = |a| k.first(a);
+        let general = format!(
+            "{} find user · {} status · {} quit",
+            key(Action::Search),
+            key(Action::CycleStatus),
+            key(Action::Quit)
+        );
+        let specific = match self.selected() {
+            None => String::new(),
+            Some((_, Some(ContactState::Pending))) => format!(
+                "{} accept · {} decline · {} block · {} read",
+                key(Action::AcceptContact),
+                key(Action::RemoveContact),
+                key(Action::BlockContact),
+                key(Action::OpenChat)
+            ),
+            Some((_, None)) => format!(
+                "{} read and answer · {} add · {} block · {} dismiss",
+                key(Action::OpenChat),
+                key(Action::AcceptContact),
+                key(Action::BlockContact),
+                key(Action::RemoveContact)
+            ),
+            Some((_, Some(ContactState::Blocked))) => format!(
+                "{} unblock · {} remove",
+                key(Action::BlockContact),
+                key(Action::RemoveContact)
+            ),
+            Some(_) => format!(
+                "{} chat · {} call · {} remove · {} block",
+                key(Action::OpenChat),
+                key(Action::Call),
+                key(Action::RemoveContact),
+                key(Action::BlockContact)
+            ),
+        };
+        if specific.is_empty() {
+            format!(" {general}")
+        } else {
+            format!(" {specific} · {general}")
+        }
+    }
+
+    /// A question waiting for y or n.
+    pub fn confirming(&self) -> Option<&str> {
+        self.confirm.as_ref().map(|(q, _)| q.as_str())
     }
 
     fn title_bar(&self, f: &mut Frame, area: Rect) {
@@ -397,6 +560,10 @@ impl App {
             spans.push(Span::raw(format!(" {}", status_name(status))));
             if !message.is_empty() {
                 spans.push(Span::raw(format!(" · {message}")).dark_gray());
+            }
+            let missed = m.missed_unseen();
+            if missed > 0 {
+                spans.push(Span::raw(format!("  ☎ {missed} missed")).red().bold());
             }
             let n = m.supernodes.len();
             spans.push(Span::raw(format!(
@@ -434,22 +601,35 @@ impl App {
                 let k = &self.keys;
                 let hints = match self.focus {
                     Focus::Chat => format!(
-                        " Enter send · {} back to contacts · {} help",
+                        " Enter send · alt+Enter new line · PgUp/PgDn scroll · {} back to contacts · {} help",
                         k.first(Action::Back),
                         k.first(Action::Help)
                     ),
-                    Focus::Contacts => format!(
-                        " {} chat · {} call · {} find user · {} status · {} quit",
-                        k.first(Action::OpenChat),
-                        k.first(Action::Call),
-                        k.first(Action::Search),
-                        k.first(Action::CycleStatus),
-                        k.first(Action::Quit)
-                    ),
+                    Focus::Contacts => self.contact_hints(),
                 };
                 Line::from(hints).dark_gray()
             }
         };
         f.render_widget(line, area);
     }
+}
+
+/// The y/n window of a question, centred in `area`.
+fn draw_confirm(f: &mut Frame, area: Rect, question: &str) {
+    use super::components::{centered, wrap};
+    use ratatui::widgets::{Block, Clear};
+    let w = 50.min(area.width);
+    let text = wrap(question, w.saturating_sub(2) as usize);
+    let h = text.len() as u16 + 4;
+    let r = centered(area, w, h);
+    f.render_widget(Clear, r);
+    let block = Block::bordered()
+        .title(" Confirm ".bold())
+        .border_style(Style::new().yellow());
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let mut lines: Vec<Line> = text.into_iter().map(Line::from).collect();
+    lines.push(Line::from(""));
+    lines.push(Line::from("y yes · n no").dark_gray());
+    f.render_widget(Paragraph::new(lines), inner);
 }

@@ -43,8 +43,8 @@ impl Action {
             Action::Hold => "put the call on hold or resume it",
             Action::CycleStatus => "cycle status: online, away, busy, invisible",
             Action::AcceptContact => "accept the selected contact request",
-            Action::RemoveContact => "remove the contact (declines a request)",
-            Action::BlockContact => "block the contact",
+            Action::RemoveContact => "remove the contact (asks first; declines a request)",
+            Action::BlockContact => "block the contact (asks first), or unblock a blocked one",
         }
     }
 }

@@ -3,15 +3,17 @@
 //! state: nothing here is ever sent anywhere.
 
 use crate::node::api::{
-    AttachedSupernode, AudioStatus, CallId, CallInfo, CallState, CallStats, ChatMessage,
-    ContactChange, ContactState, Event, LoginState, LookupResult, MessageState, NatStatus,
-    OverlayEvent, Presence, RemoteChange,
+    AttachedSupernode, AudioStatus, CallId, CallInfo, CallRecord, CallState, CallStats,
+    ChatMessage, ContactChange, ContactState, Event, LoginState, LookupResult, MessageState,
+    NatStatus, OverlayEvent, Presence, RemoteChange,
 };
 use crate::overlay::Status;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Notifications kept for the screen.
 const MAX_NOTICES: usize = 50;
+/// Calls of the history kept for the screen.
+const MAX_CALLS: usize = 50;
 /// Messages kept per conversation on screen.
 const MAX_MESSAGES: usize = 500;
 
@@ -57,10 +59,17 @@ pub struct Model {
     pub nat: NatStatus,
     pub audio: Option<AudioStatus>,
     pub contacts: BTreeMap<String, Contact>,
+    /// People not in the contact list who wrote to us this session, with
+    /// their unread count: the "requests and strangers" entry, where they
+    /// can be read, answered, added or blocked.
+    pub strangers: BTreeMap<String, usize>,
     /// The latest answer for each name searched.
     pub lookups: BTreeMap<String, LookupResult>,
     pub chats: BTreeMap<String, Vec<ChatMessage>>,
     pub calls: BTreeMap<CallId, CallInfo>,
+    /// The call history, newest first (a missed call stays unseen until
+    /// the user opens the chat with or calls that person).
+    pub call_log: Vec<CallRecord>,
     pub stats: BTreeMap<CallId, CallStats>,
     pub notices: VecDeque<Notice>,
     /// Ring the terminal bell at the next draw.
@@ -95,6 +104,14 @@ impl Model {
     /// A call waiting for us to answer.
     pub fn incoming_call(&self) -> Option<&CallInfo> {
         self.calls.values().find(|c| c.state == CallState::Incoming)
+    }
+
+    /// Missed calls not seen yet.
+    pub fn missed_unseen(&self) -> usize {
+        self.call_log
+            .iter()
+            .filter(|c| c.missed() && !c.seen)
+            .count()
     }
 
     pub fn notify(&mut self, level: Level, text: String) {
@@ -137,6 +154,7 @@ impl Model {
                 self.lookups.insert(username, result);
             }
             Event::Contact { username, state } => {
+                self.strangers.remove(&username);
                 let c = self.contacts.entry(username).or_insert(Contact {
                     state,
                     presence: None,
@@ -154,6 +172,7 @@ impl Model {
                     format!("{from} wants to add you as a contact"),
                 );
                 self.bell = true;
+                self.strangers.remove(&from);
                 let c = self.contacts.entry(from).or_insert(Contact {
                     state: ContactState::Pending,
                     presence: None,
@@ -166,10 +185,17 @@ impl Model {
             Event::Message(m) => {
                 if !m.outgoing {
                     let open = self.chat_open.as_deref() == Some(m.peer.as_str());
-                    if !open && let Some(c) = self.contacts.get_mut(&m.peer) {
-                        c.unread += 1;
+                    let unread = usize::from(!open);
+                    match self.contacts.get_mut(&m.peer) {
+                        Some(c) => c.unread += unread,
+                        None => *self.strangers.entry(m.peer.clone()).or_default() += unread,
                     }
-                    self.notify(Level::Alert, format!("message from {}", m.peer));
+                    let who = if self.contacts.contains_key(&m.peer) {
+                        m.peer.clone()
+                    } else {
+                        format!("{} (not a contact: see requests and strangers)", m.peer)
+                    };
+                    self.notify(Level::Alert, format!("message from {who}"));
                     self.bell = true;
                 }
                 let chat = self.chats.entry(m.peer.clone()).or_default();
@@ -272,6 +298,15 @@ impl Model {
             Event::Error { command, message } => {
                 self.notify(Level::Error, format!("{command}: {message}"))
             }
+            Event::CallLogged(r) => {
+                if r.missed() {
+                    self.notify(Level::Alert, format!("missed call from {}", r.peer));
+                    self.bell = true;
+                }
+                self.call_log.insert(0, r);
+                self.call_log.truncate(MAX_CALLS);
+            }
+            Event::CallHistory { calls } => self.call_log = calls,
             Event::Stopped => self.stopped = true,
         }
     }

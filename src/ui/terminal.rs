@@ -7,10 +7,11 @@
 use super::App;
 use crate::clock::{Clock, SystemClock};
 use crate::node::api::{Command, Event};
+use futures_util::FutureExt;
 use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{Event as TermEvent, EventStream};
+use ratatui::crossterm::event::{self, Event as TermEvent, EventStream};
 use ratatui::crossterm::{cursor, execute, terminal};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -37,6 +38,7 @@ fn restore_terminal() {
     let _ = terminal::disable_raw_mode();
     let _ = execute!(
         std::io::stdout(),
+        event::DisableBracketedPaste,
         terminal::LeaveAlternateScreen,
         cursor::Show
     );
@@ -137,7 +139,13 @@ pub async fn run(
     let guard = Guard;
     terminal::enable_raw_mode()?;
     TUI_UP.store(true, Ordering::SeqCst);
-    execute!(std::io::stdout(), terminal::EnterAlternateScreen)?;
+    // Bracketed paste: a paste arrives as one event, not as keys (so its
+    // line breaks are not Enter).
+    execute!(
+        std::io::stdout(),
+        terminal::EnterAlternateScreen,
+        event::EnableBracketedPaste
+    )?;
     let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
     term.hide_cursor()?;
     term.clear()?;
@@ -154,6 +162,8 @@ pub async fn run(
     // Key presses tell the node the user is there (automatic away), at
     // most this often.
     const ACTIVITY_EVERY: Duration = Duration::from_secs(10);
+    // Inputs handled before a frame is drawn, at most.
+    const MAX_INPUT_BATCH: usize = 4096;
     let mut last_activity: Option<Instant> = None;
     app.tick(clock.now_ms());
     loop {
@@ -171,27 +181,54 @@ pub async fn run(
         let deadline = stop_deadline
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            ev = input.next(), if !input_done => match ev {
-                Some(Ok(TermEvent::Key(k))) => {
-                    app.handle_key(k);
-                    if app.model.logged_in()
-                        && last_activity.is_none_or(|t| t.elapsed() >= ACTIVITY_EVERY)
-                    {
-                        last_activity = Some(Instant::now());
-                        if commands.send(Command::Activity).await.is_err() {
-                            drop(guard);
-                            return Err(UiError::NodeGone);
+            ev = input.next(), if !input_done => {
+                // Take every input already waiting before the next frame:
+                // keys typed (or pasted by a terminal without bracketed
+                // paste) faster than frames are drawn cost one frame.
+                let mut ev = ev;
+                let mut key_seen = false;
+                for _ in 0..MAX_INPUT_BATCH {
+                    match ev {
+                        Some(Ok(TermEvent::Key(k))) => {
+                            app.handle_key(k);
+                            key_seen = true;
+                        }
+                        Some(Ok(TermEvent::Paste(text))) => {
+                            app.handle_paste(&text);
+                            key_seen = true;
+                        }
+                        Some(Ok(TermEvent::Resize(..))) => term.autoresize()?,
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Err(e.into()),
+                        None => {
+                            input_done = true;
+                            app.handle_key(ctrl_c());
                         }
                     }
+                    if input_done || app.quitting() {
+                        break;
+                    }
+                    // Only when an input is ready: a pending poll here would
+                    // leave the stream's waker with this no-op context.
+                    if !event::poll(Duration::ZERO)? {
+                        break;
+                    }
+                    match input.next().now_or_never() {
+                        Some(next) => ev = next,
+                        None => break,
+                    }
                 }
-                Some(Ok(TermEvent::Resize(..))) => term.autoresize()?,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => {
-                    input_done = true;
-                    app.handle_key(ctrl_c());
+                if key_seen
+                    && app.model.logged_in()
+                    && last_activity.is_none_or(|t| t.elapsed() >= ACTIVITY_EVERY)
+                {
+                    last_activity = Some(Instant::now());
+                    if commands.send(Command::Activity).await.is_err() {
+                        drop(guard);
+                        return Err(UiError::NodeGone);
+                    }
                 }
-            },
+            }
             ev = events.recv() => match ev {
                 Some(e) => {
                     let stopped = e == Event::Stopped;

@@ -164,9 +164,8 @@ fn buddy_list_with_presence() {
     });
     assert!(app.take_bell(), "a contact request rings the bell");
     assert_snapshot!("buddy_list_request", draw(&app, 100, 30));
-    // Select dave (the first, alphabetically after bot, carol) and accept.
-    key(&mut app, KeyCode::Down);
-    key(&mut app, KeyCode::Down);
+    // Select dave (the last: requests come under the contacts) and accept.
+    key(&mut app, KeyCode::End);
     key(&mut app, KeyCode::Char('a'));
     assert_eq!(
         app.take_commands(),
@@ -418,6 +417,17 @@ fn in_call_with_stats() {
     });
     app.tick(NOW + 83_000);
     assert_snapshot!("call_active", draw(&app, 100, 30));
+    // At 80x24 the panel keeps RTT, loss, jitter and the path.
+    let small = draw(&app, 80, 24);
+    assert_snapshot!("call_active_80x24", small);
+    for want in [
+        "rtt 42 ms",
+        "loss 1.5 %",
+        "jitter 3.2 ms",
+        "path relayed through",
+    ] {
+        assert!(small.contains(want), "{want}:\n{small}");
+    }
     key(&mut app, KeyCode::Char('m'));
     key(&mut app, KeyCode::Char('o'));
     assert_eq!(
@@ -605,4 +615,412 @@ fn quit_sends_quit_once() {
     assert!(!app.quitting(), "q is text in the login form");
     app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
     assert_eq!(app.take_commands(), vec![Command::Quit]);
+}
+
+/// Open the chat with echo123 (the third contact), history asked.
+fn chat_with_echo() -> App {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    app.take_commands();
+    app
+}
+
+fn sent_texts(app: &mut App) -> Vec<String> {
+    app.take_commands()
+        .into_iter()
+        .map(|c| match c {
+            Command::SendMessage { to, text } => {
+                assert_eq!(to, "echo123");
+                text
+            }
+            other => panic!("not a message: {other:?}"),
+        })
+        .collect()
+}
+
+/// Issue 13, bug 1: a 10,000-character paste, then keys typed into the
+/// box with a frame drawn after each, cost time in proportion to the text
+/// (the old field laid the whole text out again per column: minutes).
+#[test]
+fn long_paste_is_linear_and_sent_in_parts() {
+    let mut app = chat_with_echo();
+    let words: String = (0..2000).map(|i| format!("w{:03} ", i % 1000)).collect();
+    assert_eq!(words.len(), 10_000);
+    let started = std::time::Instant::now();
+    app.handle_paste(&words);
+    let mut t = Terminal::new(TestBackend::new(100, 30)).unwrap();
+    t.draw(|f| app.render(f)).unwrap();
+    let pasted = started.elapsed();
+    let started = std::time::Instant::now();
+    for _ in 0..100 {
+        key(&mut app, KeyCode::Char('x'));
+        t.draw(|f| app.render(f)).unwrap();
+    }
+    let per_key = started.elapsed() / 100;
+    eprintln!("paste of 10,000 chars drawn in {pasted:?}; a key with a frame: {per_key:?}");
+    // Generous bounds (a loaded debug build): the old field took seconds
+    // per key at this length.
+    assert!(pasted < std::time::Duration::from_secs(1), "{pasted:?}");
+    assert!(
+        per_key < std::time::Duration::from_millis(50),
+        "{per_key:?}"
+    );
+    let screen = t.backend().to_string();
+    assert!(
+        screen.contains("10100 bytes: over the 4000-byte limit, sent as 3+ messages"),
+        "{screen}"
+    );
+    key(&mut app, KeyCode::Enter);
+    let parts = sent_texts(&mut app);
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    assert!(parts.iter().all(|p| p.len() <= 4000));
+    // Cut at spaces: nothing lost but the spaces cut at.
+    assert_eq!(parts.join(" "), format!("{}{}", words, "x".repeat(100)));
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("long message sent as 3 messages (at most 4000 bytes each)"),
+        "{screen}"
+    );
+}
+
+/// Alt+Enter and Shift+Enter start a new line; a multi-line paste is one
+/// message; leading spaces stay.
+#[test]
+fn multi_line_messages() {
+    let mut app = chat_with_echo();
+    typed(&mut app, "  first");
+    app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT));
+    typed(&mut app, "second");
+    app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::SHIFT));
+    app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::SHIFT));
+    typed(&mut app, "fourth");
+    assert_snapshot!("chat_multi_line_draft", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(sent_texts(&mut app), vec!["  first\nsecond\n\nfourth"]);
+    // A terminal's paste has carriage returns for line breaks.
+    app.handle_paste("one\r\ntwo\rthree\n");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(sent_texts(&mut app), vec!["one\ntwo\nthree"]);
+    app.handle_event(msg(
+        7,
+        "echo123",
+        false,
+        "  indented\n\nafter a blank line",
+        NOW + 60_000,
+        MessageState::Received,
+    ));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("echo123:   indented"), "{screen}");
+    assert!(screen.contains("│after a blank line"), "{screen}");
+}
+
+/// Issue 13, bug 3: a message from someone not in the list shows under
+/// "requests and strangers", where it is read, answered, and the writer
+/// added or blocked; the hint line names the keys for that row.
+#[test]
+fn stranger_message_read_answered_added_blocked() {
+    let mut app = logged_in();
+    app.handle_event(msg(
+        9,
+        "erin",
+        false,
+        "hi, we met at the conference",
+        NOW + 50_000,
+        MessageState::Received,
+    ));
+    app.tick(NOW + 60_000);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("message from erin (not a contact"),
+        "{screen}"
+    );
+    app.tick(NOW + 120_000);
+    key(&mut app, KeyCode::End);
+    assert_snapshot!("buddy_list_stranger", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::LoadHistory {
+            with: "erin".into(),
+            before: None,
+            limit: 200
+        }]
+    );
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("Chat with erin (not a contact)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("erin: hi, we met at the conference"),
+        "{screen}"
+    );
+    assert!(!screen.contains("wrote to you (1)"), "read: {screen}");
+    typed(&mut app, "hello erin");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::SendMessage {
+            to: "erin".into(),
+            text: "hello erin".into()
+        }]
+    );
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('a'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::AddContact {
+            username: "erin".into(),
+            greeting: String::new()
+        }]
+    );
+    key(&mut app, KeyCode::Char('b'));
+    assert_eq!(app.take_commands(), vec![], "block asks first");
+    assert_snapshot!("confirm_block", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::BlockContact {
+            username: "erin".into()
+        }]
+    );
+    app.handle_event(Event::Contact {
+        username: "erin".into(),
+        state: ContactState::Blocked,
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(!screen.contains("Requests and strangers"), "{screen}");
+    assert!(screen.contains("erin (blocked)"), "{screen}");
+}
+
+/// Issue 13, bug 7: block and remove ask first; a blocked contact is
+/// unblocked with the block key; searching a blocked user offers to
+/// unblock and add them.
+#[test]
+fn block_and_remove_ask_and_unblock() {
+    let mut app = logged_in();
+    // bot is first: remove, refused, then confirmed.
+    key(&mut app, KeyCode::Char('d'));
+    assert!(draw(&app, 100, 30).contains("Remove bot from your contacts?"));
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(!draw(&app, 100, 30).contains("Remove bot"));
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::RemoveContact {
+            username: "bot".into()
+        }]
+    );
+    // carol (second): blocked after the question, then unblocked.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('b'));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::BlockContact {
+            username: "carol".into()
+        }]
+    );
+    app.handle_event(Event::Contact {
+        username: "carol".into(),
+        state: ContactState::Blocked,
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("b unblock · d remove"), "{screen}");
+    key(&mut app, KeyCode::Char('b'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::UnblockContact {
+            username: "carol".into()
+        }]
+    );
+    // Found by search while blocked: Enter again offers unblock and add.
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "carol");
+    key(&mut app, KeyCode::Enter);
+    app.take_commands();
+    app.handle_event(Event::Lookup {
+        username: "carol".into(),
+        result: LookupResult::Offline {
+            last_seen: NOW / 1000,
+        },
+        record: None,
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("Enter again offers to unblock"), "{screen}");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.confirming(),
+        Some("carol is blocked. Unblock and add them?")
+    );
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![
+            Command::UnblockContact {
+                username: "carol".into()
+            },
+            Command::AddContact {
+                username: "carol".into(),
+                greeting: String::new()
+            }
+        ]
+    );
+}
+
+/// Chat scrollback: PageUp/PageDown, Home/End (while the box is empty);
+/// messages not from today carry their date.
+#[test]
+fn chat_scrollback_and_dates() {
+    let mut app = chat_with_echo();
+    let day = 86_400_000;
+    let messages = (0..60u64)
+        .map(|i| ChatMessage {
+            id: i as u128 + 100,
+            peer: "echo123".into(),
+            outgoing: i % 2 == 0,
+            text: format!("line {i:02}"),
+            // Two days ago, then today for the last ten.
+            sent_at: if i < 50 {
+                NOW - 2 * day + i * 60_000
+            } else {
+                NOW + i * 1000
+            },
+            state: if i % 2 == 0 {
+                MessageState::Delivered
+            } else {
+                MessageState::Received
+            },
+        })
+        .collect();
+    app.handle_event(Event::History {
+        with: "echo123".into(),
+        messages,
+    });
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("line 59") && !screen.contains("line 40"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("22:14 echo123: line 59"),
+        "today: time only\n{screen}"
+    );
+    key(&mut app, KeyCode::PageUp);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        !screen.contains("line 59") && screen.contains("line 40"),
+        "{screen}"
+    );
+    assert!(screen.contains("lines below · End: newest"), "{screen}");
+    key(&mut app, KeyCode::Home);
+    assert_snapshot!("chat_scrolled_to_oldest", draw(&app, 100, 30));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("2023-11-12 22:13 you: line 00"), "{screen}");
+    key(&mut app, KeyCode::PageDown);
+    assert!(draw(&app, 100, 30).contains("line 15"));
+    key(&mut app, KeyCode::End);
+    assert!(draw(&app, 100, 30).contains("line 59"));
+    // With a draft, Home and End move in it; ctrl+Home still scrolls.
+    typed(&mut app, "draft");
+    key(&mut app, KeyCode::Home);
+    assert!(draw(&app, 100, 30).contains("line 59"));
+    app.handle_key(KeyEvent::new(KeyCode::Home, KeyModifiers::CONTROL));
+    assert!(draw(&app, 100, 30).contains("line 00"));
+}
+
+/// Missed calls and the call history: an unanswered call stays in the
+/// title and the call panel as missed until the user turns to the caller
+/// (opening the chat marks it seen); an ended call shows its duration.
+#[test]
+fn missed_calls_and_history() {
+    use crate::node::api::{CallRecord, EndReason};
+    let mut app = first_run();
+    app.handle_event(Event::Login(LoginState::LoggedIn {
+        username: "you".into(),
+        until: NOW / 1000 + 86_400,
+        role: crate::node::api::Role::User,
+    }));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::CallHistory { limit: 50 }],
+        "the history is asked for at login"
+    );
+    for c in ["bot", "carol"] {
+        app.handle_event(Event::Contact {
+            username: c.into(),
+            state: ContactState::Authorized,
+        });
+    }
+    let answered = CallRecord {
+        peer: "bot".into(),
+        outgoing: true,
+        started_at: NOW - 2 * 86_400_000,
+        answered_at: Some(NOW - 2 * 86_400_000 + 5_000),
+        ended_at: NOW - 2 * 86_400_000 + 65_000,
+        reason: EndReason::HungUp { by_us: true },
+        seen: true,
+    };
+    app.handle_event(Event::CallHistory {
+        calls: vec![answered],
+    });
+    // carol calls; nobody answers; she gives up.
+    app.handle_event(Event::Call(CallInfo {
+        id: 4,
+        peer: "carol".into(),
+        outgoing: false,
+        state: CallState::Incoming,
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at: None,
+    }));
+    app.handle_event(Event::CallLogged(CallRecord {
+        peer: "carol".into(),
+        outgoing: false,
+        started_at: NOW - 30_000,
+        answered_at: None,
+        ended_at: NOW,
+        reason: EndReason::Cancelled { by_us: false },
+        seen: false,
+    }));
+    app.handle_event(Event::Call(CallInfo {
+        id: 4,
+        peer: "carol".into(),
+        outgoing: false,
+        state: CallState::Ended {
+            reason: EndReason::Cancelled { by_us: false },
+            detail: None,
+        },
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at: None,
+    }));
+    app.tick(NOW + 60_000);
+    assert_snapshot!("missed_call", draw(&app, 100, 30));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("☎ 1 missed"), "{screen}");
+    assert!(
+        screen.contains("✗ missed call from carol at 22:12"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("↗ bot at 2023-11-12 22:13, 01:00"),
+        "{screen}"
+    );
+    // Opening carol's chat marks her missed call seen.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    let cmds = app.take_commands();
+    assert!(
+        cmds.contains(&Command::MarkCallsSeen {
+            peer: Some("carol".into())
+        }),
+        "{cmds:?}"
+    );
 }

@@ -114,3 +114,30 @@ fn request_accept_chat_decline_block() {
         p.say("quit");
     }
 }
+
+/// Issue 13, bug 5: a message to a user who does not exist ends with a
+/// final `failed` status ("no such user") instead of being retried for
+/// ever.
+#[test]
+fn message_to_no_such_user_gives_up() {
+    let _turn = scenario!();
+    let net = Network::start();
+    let (_supernodes, all) = net.two_supernodes(&["alice"]);
+    let mut alice = net.headless("alice", &all, &[]);
+    alice.wait_json(T, |v| v["event"] == "published");
+    alice.say("msg ghost hello?");
+    let f = alice.wait_json(T, |v| {
+        v["event"] == "message_status" && v["status"] == "failed"
+    });
+    assert_eq!(f["to"], "ghost", "{f}");
+    assert!(
+        f["error"].as_str().unwrap_or("").contains("no such user"),
+        "{f}"
+    );
+    // It stays in the history (never acknowledged); the chat core's unit
+    // test checks that nothing is sent again.
+    alice.say("history ghost");
+    let h = alice.wait_json(T, |v| v["event"] == "history");
+    assert_eq!(h["messages"][0]["text"], "hello?", "{h}");
+    assert_eq!(h["messages"][0]["acked"], false, "{h}");
+}

@@ -71,4 +71,5 @@ mod sim_small;
 mod tcp_fallback_recovers;
 mod tui_call_live;
 mod tui_chat_live;
+mod tui_first_hour;
 mod tui_tmux;

@@ -307,6 +307,8 @@ async fn chat_view_from_real_events() {
     // the command's name.
     key(&mut app, KeyCode::Esc);
     key(&mut app, KeyCode::Char('b'));
+    // Blocking asks first.
+    key(&mut app, KeyCode::Char('y'));
     pump(&mut you, &mut app, "bot blocked", |a| {
         a.model
             .contacts

@@ -12,91 +12,9 @@
 //! timer and packet counters must move, the RTT and the path show, the
 //! microphone meter shows our tone until we mute, and hanging up ends it.
 
+use crate::common::tmux::{Tmux, has_tmux, online};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("running tmux")
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "natter"];
-        args.extend_from_slice(keys);
-        let out = self.cmd(&args);
-        assert!(out.status.success(), "send-keys {keys:?}: {out:?}");
-    }
-
-    /// Type text literally (no key names).
-    fn text(&self, s: &str) {
-        let out = self.cmd(&["send-keys", "-t", "natter", "-l", s]);
-        assert!(out.status.success(), "send-keys -l {s:?}: {out:?}");
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "natter"]).stdout)
-            .into_owned()
-    }
-
-    fn format(&self, f: &str) -> String {
-        String::from_utf8_lossy(
-            &self
-                .cmd(&["display-message", "-p", "-t", "natter", f])
-                .stdout,
-        )
-        .trim()
-        .to_owned()
-    }
-
-    /// Poll the screen until `pred` holds; panic with the screen if it
-    /// does not within `timeout`.
-    fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let s = self.screen();
-            if pred(&s) {
-                return s;
-            }
-            if Instant::now() > deadline {
-                panic!("waited {timeout:?} for {what}; the screen:\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-    }
-}
-
-fn has_tmux() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The line of the buddy list for `name`, if shown.
-fn contact_line<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
-    screen
-        .lines()
-        .find(|l| l.starts_with('│') && l.contains(&format!(" {name}")))
-}
-
-fn online(screen: &str, name: &str) -> bool {
-    contact_line(screen, name).is_some_and(|l| l.contains(&format!("● {name}")))
-}
 
 const T: Duration = Duration::from_secs(30);
 
@@ -167,6 +85,10 @@ fn demo_in_a_real_terminal() {
 
     // Remove the bot (it is selected first), then find and add it again.
     t.text("d");
+    t.wait("the question", T, |s| {
+        s.contains("Remove bot from your contacts?")
+    });
+    t.text("y");
     t.wait("bot removed", T, |s| s.contains("Contacts (1)"));
     t.text("/");
     t.wait("the search window", T, |s| s.contains("Find a user"));

@@ -9,7 +9,9 @@
 use crate::call::{CallEvent, CallId};
 use crate::ice::{Path, PathKind};
 use crate::media::MediaStats;
-use crate::node::api::{self, CallInfo, CallState, CallStats, Event, MediaPath, RemoteChange};
+use crate::node::api::{
+    self, CallInfo, CallRecord, CallState, CallStats, Event, MediaPath, RemoteChange,
+};
 use crate::node::calls::{Bitrate, CallCommand, CallUpdate};
 use std::collections::{HashMap, HashSet};
 
@@ -19,6 +21,9 @@ pub struct ApiCalls {
     calls: HashMap<CallId, CallInfo>,
     /// Ended calls whose final stats report has not come yet.
     ended: HashSet<CallId>,
+    /// When each call was dialled or began to ring (Unix ms), for its
+    /// record in the call history.
+    started: HashMap<CallId, u64>,
 }
 
 impl ApiCalls {
@@ -75,6 +80,7 @@ impl ApiCalls {
     pub fn update(&mut self, u: &CallUpdate, now_unix_ms: u64) -> Vec<Event> {
         match u {
             CallUpdate::Dialing { id, peer } => {
+                self.started.insert(*id, now_unix_ms);
                 let i = fresh(*id, peer, true, CallState::Dialing);
                 self.calls.insert(*id, i.clone());
                 vec![Event::Call(i)]
@@ -114,6 +120,7 @@ impl ApiCalls {
         now_unix_ms: u64,
     ) -> Vec<Event> {
         if let CallEvent::Incoming { id, peer } = event {
+            self.started.insert(*id, now_unix_ms);
             let i = fresh(*id, peer, false, CallState::Incoming);
             self.calls.insert(*id, i.clone());
             return vec![Event::Call(i)];
@@ -153,7 +160,16 @@ impl ApiCalls {
                 };
                 let i = self.calls.remove(&id).unwrap_or_else(|| unreachable!());
                 self.ended.insert(id);
-                return vec![Event::Call(i)];
+                let record = CallRecord {
+                    peer: i.peer.clone(),
+                    outgoing: i.outgoing,
+                    started_at: self.started.remove(&id).unwrap_or(now_unix_ms),
+                    answered_at: i.answered_at,
+                    ended_at: now_unix_ms,
+                    reason: *reason,
+                    seen: false,
+                };
+                return vec![Event::Call(i), Event::CallLogged(record)];
             }
             CallEvent::Incoming { .. } => {}
         }
@@ -286,7 +302,8 @@ mod tests {
                     detail: None
                 },
                 ..
-            })]
+            }), Event::CallLogged(r)]
+            if r.outgoing && r.peer == "bob" && r.reason == EndReason::Busy
         ));
         assert!(a.get(7).is_none());
         // Updates of calls the API does not know are dropped; the final

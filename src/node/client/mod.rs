@@ -58,6 +58,8 @@ pub enum RuntimeError {
     NoSupernodes,
     #[error(transparent)]
     Messaging(#[from] MessagingError),
+    #[error(transparent)]
+    CallHistory(#[from] crate::sqlite::SqliteError),
 }
 
 /// How the runtime reaches the authority and the overlay.
@@ -140,6 +142,7 @@ pub fn spawn(settings: ClientSettings, clock: Arc<dyn Clock>) -> ClientHandle {
             to_add: Vec::new(),
             reported: Vec::new(),
             calls: ApiCalls::new(),
+            call_history: None,
             published: false,
             to_call: Vec::new(),
             cert: None,
@@ -221,6 +224,10 @@ struct Runtime {
     reported: Vec<String>,
     /// The calls as the API shows them.
     calls: ApiCalls,
+    /// The call history (`calls.db`), once logged in. In a mutex (never
+    /// held across an await) because the runtime is shared by reference
+    /// across awaits and a connection is not `Sync`.
+    call_history: Option<std::sync::Mutex<crate::call::history::CallHistory>>,
     /// Our presence record is in the directory: the callee's answers can
     /// find us.
     published: bool,
@@ -314,6 +321,15 @@ impl Runtime {
             ov::Event::Contacts(e) => self.contacts_event(e).await,
             ov::Event::Call(u) => {
                 for e in self.calls.update(&u, self.clock.now_ms()) {
+                    let stored = match (&e, &self.call_history) {
+                        (Event::CallLogged(r), Some(h)) => {
+                            h.lock().unwrap_or_else(|p| p.into_inner()).record(r)
+                        }
+                        _ => Ok(()),
+                    };
+                    if let Err(err) = stored {
+                        self.error("call history", err).await;
+                    }
                     self.emit(e).await;
                 }
             }
@@ -493,6 +509,9 @@ impl Runtime {
             public_presence: self.settings.public_presence,
             ..Default::default()
         };
+        self.call_history = Some(std::sync::Mutex::new(
+            crate::call::history::CallHistory::open(&self.settings.data_dir.join("calls.db"))?,
+        ));
         let messaging = Messaging::open(
             &self.settings.data_dir,
             &cert.username,
@@ -638,6 +657,8 @@ impl Runtime {
                     Err(e) => self.error("load history", e).await,
                 }
             }
+            Command::CallHistory { limit } => self.call_history(limit, None).await,
+            Command::MarkCallsSeen { peer } => self.call_history(50, Some(peer)).await,
             Command::ListContacts => {
                 let list = self.contact_list().await;
                 let rows = list.iter().map(report::contact_entry).collect();
@@ -656,6 +677,31 @@ impl Runtime {
                     self.overlay(n).await
                 }
             }
+        }
+    }
+
+    /// Answer with the newest `limit` calls, after marking the missed
+    /// calls of `seen` (`Some(None)`: everyone's) seen.
+    async fn call_history(&mut self, limit: u32, seen: Option<Option<String>>) {
+        let name = if seen.is_some() {
+            "calls seen"
+        } else {
+            "call history"
+        };
+        let r = match &self.call_history {
+            None => return self.error(name, "log in first").await,
+            Some(h) => {
+                let mut h = h.lock().unwrap_or_else(|p| p.into_inner());
+                match seen {
+                    Some(peer) => h.mark_seen(peer.as_deref()).map(drop),
+                    None => Ok(()),
+                }
+                .and_then(|()| h.recent(limit))
+            }
+        };
+        match r {
+            Ok(calls) => self.emit(Event::CallHistory { calls }).await,
+            Err(e) => self.error(name, e).await,
         }
     }
 
@@ -810,6 +856,8 @@ impl Runtime {
                 self.envelope_result(id, EnvelopeOutcome::Failed(reason))
                     .await
             }
+            // Chat gives up on what waits for them (its events say so).
+            ClientEvent::NoSuchUser { .. } => {}
         }
     }
 

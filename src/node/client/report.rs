@@ -170,6 +170,11 @@ pub fn chat_event(e: ChatEvent) -> Option<Event> {
             id: message_id(&id),
             state: MessageState::Delivered,
         },
+        ChatEvent::Failed { to, id, reason } => Event::MessageState {
+            peer: to,
+            id: message_id(&id),
+            state: MessageState::Failed(reason.to_string()),
+        },
         ChatEvent::StoreFailed { error } => Event::Error {
             command: "chat history".into(),
             message: error,

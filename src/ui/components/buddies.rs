@@ -39,28 +39,87 @@ pub fn status_name(s: Status) -> &'static str {
     }
 }
 
+/// A row of the list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Row<'m> {
+    Contact(&'m String, &'m Contact),
+    /// The heading of the requests and strangers below it.
+    Heading,
+    /// Someone not in the list who wrote to us, with their unread count.
+    Stranger(&'m String, usize),
+}
+
+/// What is selected: a name, and its contact state (`None`: a stranger).
+pub type Selected = (String, Option<ContactState>);
+
+/// The rows in order: contacts, then (under a heading) contact requests
+/// and strangers who wrote.
+pub fn rows(model: &Model) -> Vec<Row<'_>> {
+    let pending = |c: &Contact| c.state == ContactState::Pending;
+    let mut rows: Vec<Row> = model
+        .contacts
+        .iter()
+        .filter(|(_, c)| !pending(c))
+        .map(|(n, c)| Row::Contact(n, c))
+        .collect();
+    let requests = model.contacts.iter().filter(|(_, c)| pending(c));
+    let strangers = model.strangers.iter().map(|(n, u)| Row::Stranger(n, *u));
+    let others: Vec<Row> = requests
+        .map(|(n, c)| Row::Contact(n, c))
+        .chain(strangers)
+        .collect();
+    if !others.is_empty() {
+        rows.push(Row::Heading);
+        rows.extend(others);
+    }
+    rows
+}
+
 impl BuddyList {
-    pub fn selected<'m>(&self, model: &'m Model) -> Option<(&'m String, &'m Contact)> {
-        let n = model.contacts.len();
+    fn index(&self, rows: &[Row]) -> Option<usize> {
+        let n = rows.len();
         if n == 0 {
             return None;
         }
-        model.contacts.iter().nth(self.selected.min(n - 1))
+        let i = self.selected.min(n - 1);
+        // Never the heading: the row after it (there always is one).
+        Some(if rows[i] == Row::Heading { i + 1 } else { i })
+    }
+
+    pub fn selected(&self, model: &Model) -> Option<Selected> {
+        let rows = rows(model);
+        match rows.get(self.index(&rows)?)? {
+            Row::Contact(n, c) => Some(((*n).clone(), Some(c.state))),
+            Row::Stranger(n, _) => Some(((*n).clone(), None)),
+            Row::Heading => None,
+        }
     }
 
     pub fn select(&mut self, model: &Model, name: &str) {
-        if let Some(i) = model.contacts.keys().position(|k| k == name) {
+        let found = rows(model).iter().position(|r| match r {
+            Row::Contact(n, _) | Row::Stranger(n, _) => *n == name,
+            Row::Heading => false,
+        });
+        if let Some(i) = found {
             self.selected = i;
         }
     }
 
     /// Move the selection; returns whether the key was used.
     pub fn on_key(&mut self, key: &KeyEvent, model: &Model) -> bool {
-        let n = model.contacts.len();
-        let cur = self.selected.min(n.saturating_sub(1));
+        let rows = rows(model);
+        let n = rows.len();
+        let cur = self.index(&rows).unwrap_or(0);
+        let heading = |i: usize| rows.get(i) == Some(&Row::Heading);
         self.selected = match key.code {
-            KeyCode::Up | KeyCode::Char('k') => cur.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => (cur + 1).min(n.saturating_sub(1)),
+            KeyCode::Up | KeyCode::Char('k') => {
+                let i = cur.saturating_sub(1);
+                if heading(i) { i.saturating_sub(1) } else { i }
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                let i = (cur + 1).min(n.saturating_sub(1));
+                if heading(i) { i + 1 } else { i }
+            }
             KeyCode::Home => 0,
             KeyCode::End => n.saturating_sub(1),
             _ => return false,
@@ -80,7 +139,8 @@ impl Component for BuddyList {
         let block = Block::bordered()
             .title(format!(" Contacts ({}) ", model.contacts.len()))
             .border_style(border);
-        if model.contacts.is_empty() {
+        let rows = rows(model);
+        if rows.is_empty() {
             let inner = block.inner(area);
             f.render_widget(block, area);
             let hint = format!(
@@ -94,33 +154,48 @@ impl Component for BuddyList {
             f.render_widget(ratatui::widgets::Paragraph::new(lines), inner);
             return;
         }
-        let items: Vec<ListItem> = model
-            .contacts
+        let unread = |n: usize| Span::raw(format!(" ({n})")).yellow().bold();
+        let items: Vec<ListItem> = rows
             .iter()
-            .map(|(name, c)| {
-                let (mark, color) = status_mark(c.status());
-                let mut spans = vec![
-                    Span::styled(format!("{mark} "), Style::new().fg(color)),
-                    Span::raw(name.clone()),
-                ];
-                let extra = match c.state {
-                    ContactState::Pending => " wants to add you".to_owned(),
-                    ContactState::Requested => " (asked)".to_owned(),
-                    ContactState::Blocked => " (blocked)".to_owned(),
-                    _ => match &c.presence {
-                        Some(p) if !p.message.is_empty() => format!(" · {}", p.message),
-                        _ => String::new(),
-                    },
-                };
-                spans.push(Span::raw(extra).dark_gray());
-                if c.unread > 0 {
-                    spans.push(Span::raw(format!(" ({})", c.unread)).yellow().bold());
+            .map(|row| match row {
+                Row::Heading => {
+                    ListItem::new(Line::from("Requests and strangers").bold().dark_gray())
                 }
-                ListItem::new(Line::from(spans))
+                Row::Stranger(name, n) => {
+                    let mut spans = vec![
+                        Span::raw("✉ ").yellow(),
+                        Span::raw((*name).clone()),
+                        Span::raw(" wrote to you").dark_gray(),
+                    ];
+                    if *n > 0 {
+                        spans.push(unread(*n));
+                    }
+                    ListItem::new(Line::from(spans))
+                }
+                Row::Contact(name, c) => {
+                    let (mark, color) = status_mark(c.status());
+                    let mut spans = vec![
+                        Span::styled(format!("{mark} "), Style::new().fg(color)),
+                        Span::raw((*name).clone()),
+                    ];
+                    let extra = match c.state {
+                        ContactState::Pending => " wants to add you".to_owned(),
+                        ContactState::Requested => " (asked)".to_owned(),
+                        ContactState::Blocked => " (blocked)".to_owned(),
+                        _ => match &c.presence {
+                            Some(p) if !p.message.is_empty() => format!(" · {}", p.message),
+                            _ => String::new(),
+                        },
+                    };
+                    spans.push(Span::raw(extra).dark_gray());
+                    if c.unread > 0 {
+                        spans.push(unread(c.unread));
+                    }
+                    ListItem::new(Line::from(spans))
+                }
             })
             .collect();
-        let mut state =
-            ListState::default().with_selected(Some(self.selected.min(model.contacts.len() - 1)));
+        let mut state = ListState::default().with_selected(self.index(&rows));
         let list = List::new(items)
             .block(block)
             .highlight_symbol("▶")

@@ -2,7 +2,7 @@
 //! microphone level meter, live RTT/loss/jitter and the media path; and
 //! the incoming-call prompt.
 
-use super::{Component, Ctx, centered, duration};
+use super::{Component, Ctx, centered, duration, when};
 use crate::node::api::{CallInfo, CallState, MediaPath};
 use crate::ui::keys::Action;
 use ratatui::Frame;
@@ -67,7 +67,21 @@ impl CallPanel {
                 ));
             }
             Some(c) => {
-                let (text, color) = state_text(c, m.now_ms);
+                let (mut text, color) = state_text(c, m.now_ms);
+                // An ended call that was answered says how long it lasted.
+                if matches!(c.state, CallState::Ended { .. })
+                    && let Some(r) = m
+                        .call_log
+                        .first()
+                        .filter(|r| r.peer == c.peer && r.answered_at == c.answered_at)
+                    && r.answered_at.is_some()
+                {
+                    text = text.replacen(
+                        " ended:",
+                        &format!(" ended after {}:", duration(r.duration_ms())),
+                        1,
+                    );
+                }
                 let mut head = vec![Span::styled(text, Style::new().fg(color).bold())];
                 let live = !matches!(c.state, CallState::Ended { .. });
                 // An ended call is neither muted nor held any more.
@@ -134,6 +148,31 @@ impl CallPanel {
                         .dark_gray(),
                     ));
                 }
+            }
+        }
+        // Recent calls while none is live: missed ones first to the eye.
+        let live = m
+            .current_call()
+            .is_some_and(|c| !matches!(c.state, CallState::Ended { .. }));
+        if !live {
+            for r in m.call_log.iter().take(3) {
+                let at = when(r.started_at, m.now_ms);
+                let line = if r.missed() {
+                    let s = Line::from(format!("✗ missed call from {} at {at}", r.peer));
+                    if r.seen {
+                        s.dark_gray()
+                    } else {
+                        s.red().bold()
+                    }
+                } else {
+                    let arrow = if r.outgoing { "↗" } else { "↙" };
+                    let how = match r.answered_at {
+                        Some(_) => duration(r.duration_ms()),
+                        None => "not answered".into(),
+                    };
+                    Line::from(format!("{arrow} {} at {at}, {how}", r.peer)).dark_gray()
+                };
+                lines.push((2, line));
             }
         }
         if let Some(a) = &m.audio {

@@ -23,8 +23,15 @@ use unicode_width::UnicodeWidthChar;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
     Send(Command),
+    /// Send these in order (a long message in parts).
+    SendAll(Vec<Command>),
     /// Close the window the key came from.
     Close,
+    /// Ask `question` (y/n) first; send `commands` on yes.
+    Confirm {
+        question: String,
+        commands: Vec<Command>,
+    },
 }
 
 /// What a component draws from.
@@ -161,6 +168,18 @@ pub fn clock(ms: u64) -> String {
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
+/// When a message was sent: `HH:MM` on the day of `now_ms` (UTC), else
+/// `YYYY-MM-DD HH:MM`.
+pub fn when(ms: u64, now_ms: u64) -> String {
+    const DAY: u64 = 86_400_000;
+    if ms / DAY == now_ms / DAY {
+        return clock(ms);
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(253_402_300_799_000));
+    let date = humantime::format_rfc3339_seconds(t).to_string();
+    format!("{} {}", &date[..10], clock(ms))
+}
+
 /// `MM:SS`, or `H:MM:SS` past an hour.
 pub fn duration(ms: u64) -> String {
     let s = ms / 1000;
@@ -172,22 +191,30 @@ pub fn duration(ms: u64) -> String {
 }
 
 /// Split `text` into lines of at most `width` columns, at spaces where
-/// possible.
+/// possible. Spaces at its start are kept (indented text stays indented).
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let mut out = Vec::new();
     let mut line = String::new();
     let mut w = 0;
-    for word in text.split(' ') {
+    // Still in the spaces the text starts with.
+    let mut leading = true;
+    for (i, word) in text.split(' ').enumerate() {
         let ww: usize = word.chars().map(|c| c.width().unwrap_or(0)).sum();
-        if w > 0 && w + 1 + ww > width {
-            out.push(std::mem::take(&mut line));
-            w = 0;
+        if i > 0 {
+            if w > 0 && w + 1 + ww > width {
+                out.push(std::mem::take(&mut line));
+                w = 0;
+            } else if w > 0 || leading {
+                if w + 1 > width {
+                    out.push(std::mem::take(&mut line));
+                    w = 0;
+                }
+                line.push(' ');
+                w += 1;
+            }
         }
-        if w > 0 {
-            line.push(' ');
-            w += 1;
-        }
+        leading &= word.is_empty();
         for c in word.chars() {
             let cw = c.width().unwrap_or(0);
             if w + cw > width {
@@ -226,11 +253,15 @@ mod tests {
         assert_eq!(wrap("one two three", 7), vec!["one two", "three"]);
         assert_eq!(wrap("abcdefgh", 3), vec!["abc", "def", "gh"]);
         assert_eq!(wrap("", 3), vec![""]);
+        assert_eq!(wrap("  indented text", 20), vec!["  indented text"]);
+        assert_eq!(wrap("a  b", 20), vec!["a  b"]);
     }
 
     #[test]
     fn times() {
         assert_eq!(clock(3_723_000), "01:02");
+        assert_eq!(when(3_723_000, 80_000_000), "01:02");
+        assert_eq!(when(3_723_000, 86_400_000), "1970-01-01 01:02");
         assert_eq!(duration(61_000), "01:01");
         assert_eq!(duration(3_661_000), "1:01:01");
     }

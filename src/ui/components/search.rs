@@ -2,7 +2,7 @@
 //! and adding a found user as a contact.
 
 use super::{Component, Ctx, Msg, TextInput, centered, wrap};
-use crate::node::api::{Command, LookupResult, check_username};
+use crate::node::api::{Command, ContactState, LookupResult, check_username};
 use crate::ui::model::Model;
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
@@ -53,6 +53,25 @@ impl SearchBox {
                             | LookupResult::Private
                     )
                 );
+                let blocked = model
+                    .contacts
+                    .get(&name)
+                    .is_some_and(|c| c.state == ContactState::Blocked);
+                if found && blocked && self.asked.as_deref() == Some(name.as_str()) {
+                    self.open = false;
+                    return Some(Msg::Confirm {
+                        question: format!("{name} is blocked. Unblock and add them?"),
+                        commands: vec![
+                            Command::UnblockContact {
+                                username: name.clone(),
+                            },
+                            Command::AddContact {
+                                username: name,
+                                greeting: String::new(),
+                            },
+                        ],
+                    });
+                }
                 if found && self.asked.as_deref() == Some(name.as_str()) {
                     self.open = false;
                     return Some(Msg::Send(Command::AddContact {
@@ -138,13 +157,18 @@ impl Component for SearchBox {
                 )
         });
         let mut lines = vec![text];
-        if found
-            && !ctx
-                .model
-                .contacts
-                .contains_key(self.asked.as_deref().unwrap_or(""))
-        {
-            lines.push(Line::from("Enter again adds them as a contact.").cyan());
+        let known = ctx
+            .model
+            .contacts
+            .get(self.asked.as_deref().unwrap_or(""))
+            .map(|c| c.state);
+        match known {
+            _ if !found => {}
+            None => lines.push(Line::from("Enter again adds them as a contact.").cyan()),
+            Some(ContactState::Blocked) => lines.push(
+                Line::from("You blocked them: Enter again offers to unblock and add them.").cyan(),
+            ),
+            Some(_) => {}
         }
         let wrapped: Vec<Line> = lines
             .into_iter()

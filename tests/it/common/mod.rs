@@ -7,3 +7,4 @@ pub mod media;
 pub mod procs;
 pub mod relay;
 pub mod scenario;
+pub mod tmux;

@@ -1,0 +1,250 @@
+//! The call history in an SQLite file in the data dir (`calls.db`): one
+//! row per ended call — who, which way, when it started, when (and
+//! whether) it was answered, when it ended and why — and whether a missed
+//! call was seen. A missed call (incoming, never answered) stays unseen
+//! until [`CallHistory::mark_seen`].
+
+use super::EndReason;
+use crate::sqlite::{Schema, SqliteError};
+use rusqlite::{Connection, params};
+use std::path::{Path, PathBuf};
+
+const SCHEMA: Schema = Schema {
+    what: "call history",
+    migrations: &[
+        // 1: the calls.
+        "CREATE TABLE calls (
+            n INTEGER PRIMARY KEY AUTOINCREMENT,
+            peer TEXT NOT NULL,
+            outgoing INTEGER NOT NULL,
+            started_at INTEGER NOT NULL,
+            answered_at INTEGER,
+            ended_at INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            seen INTEGER NOT NULL
+        );",
+    ],
+};
+
+/// Rows kept: older calls go as new ones come.
+const MAX_ROWS: i64 = 1000;
+
+/// One ended call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub peer: String,
+    pub outgoing: bool,
+    /// Unix ms when it was dialled or began to ring here.
+    pub started_at: u64,
+    /// Unix ms when it was answered; `None`: never answered.
+    pub answered_at: Option<u64>,
+    /// Unix ms when it ended.
+    pub ended_at: u64,
+    pub reason: EndReason,
+    /// For a missed call: the user has seen it (always true otherwise).
+    pub seen: bool,
+}
+
+impl CallRecord {
+    /// Incoming and never answered.
+    pub fn missed(&self) -> bool {
+        !self.outgoing && self.answered_at.is_none()
+    }
+
+    /// How long it was answered, in ms (0 if never).
+    pub fn duration_ms(&self) -> u64 {
+        self.answered_at
+            .map_or(0, |a| self.ended_at.saturating_sub(a))
+    }
+}
+
+fn reason_code(r: EndReason) -> &'static str {
+    match r {
+        EndReason::HungUp { by_us: true } => "hung_up_by_us",
+        EndReason::HungUp { by_us: false } => "hung_up_by_them",
+        EndReason::Declined { by_us: true } => "declined_by_us",
+        EndReason::Declined { by_us: false } => "declined_by_them",
+        EndReason::Busy => "busy",
+        EndReason::Cancelled { by_us: true } => "cancelled_by_us",
+        EndReason::Cancelled { by_us: false } => "cancelled_by_them",
+        EndReason::NoAnswer => "no_answer",
+        EndReason::NoResponse => "no_response",
+        EndReason::MediaFailed => "media_failed",
+    }
+}
+
+fn reason_of(code: &str) -> EndReason {
+    match code {
+        "hung_up_by_us" => EndReason::HungUp { by_us: true },
+        "hung_up_by_them" => EndReason::HungUp { by_us: false },
+        "declined_by_us" => EndReason::Declined { by_us: true },
+        "declined_by_them" => EndReason::Declined { by_us: false },
+        "busy" => EndReason::Busy,
+        "cancelled_by_us" => EndReason::Cancelled { by_us: true },
+        "cancelled_by_them" => EndReason::Cancelled { by_us: false },
+        "no_answer" => EndReason::NoAnswer,
+        "no_response" => EndReason::NoResponse,
+        _ => EndReason::MediaFailed,
+    }
+}
+
+pub struct CallHistory {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl std::fmt::Debug for CallHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallHistory")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CallHistory {
+    /// Open (or create) the history at `path`.
+    pub fn open(path: &Path) -> Result<Self, SqliteError> {
+        Ok(CallHistory {
+            path: path.to_owned(),
+            conn: SCHEMA.open(path)?,
+        })
+    }
+
+    /// A history in memory only (tests).
+    pub fn in_memory() -> Result<Self, SqliteError> {
+        Ok(CallHistory {
+            path: PathBuf::from(":memory:"),
+            conn: SCHEMA.open_in_memory()?,
+        })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> SqliteError {
+        SCHEMA.error(&self.path, e)
+    }
+
+    /// Add an ended call (a missed one unseen), dropping the oldest rows
+    /// past [`MAX_ROWS`].
+    pub fn record(&mut self, c: &CallRecord) -> Result<(), SqliteError> {
+        let seen = c.seen || !c.missed();
+        self.conn
+            .execute(
+                "INSERT INTO calls (peer, outgoing, started_at, answered_at, ended_at, reason, seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    c.peer,
+                    c.outgoing,
+                    c.started_at as i64,
+                    c.answered_at.map(|a| a as i64),
+                    c.ended_at as i64,
+                    reason_code(c.reason),
+                    seen
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute(
+                "DELETE FROM calls WHERE n <= (SELECT MAX(n) FROM calls) - ?1",
+                params![MAX_ROWS],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The newest `limit` calls, newest first.
+    pub fn recent(&self, limit: u32) -> Result<Vec<CallRecord>, SqliteError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT peer, outgoing, started_at, answered_at, ended_at, reason, seen
+                 FROM calls ORDER BY n DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![limit], |r| {
+                Ok(CallRecord {
+                    peer: r.get(0)?,
+                    outgoing: r.get(1)?,
+                    started_at: r.get::<_, i64>(2)? as u64,
+                    answered_at: r.get::<_, Option<i64>>(3)?.map(|a| a as u64),
+                    ended_at: r.get::<_, i64>(4)? as u64,
+                    reason: reason_of(&r.get::<_, String>(5)?),
+                    seen: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The missed calls from `peer` (from anyone when `None`) are now
+    /// seen; returns how many were not.
+    pub fn mark_seen(&mut self, peer: Option<&str>) -> Result<usize, SqliteError> {
+        self.conn
+            .execute(
+                "UPDATE calls SET seen = 1 WHERE seen = 0 AND (?1 IS NULL OR peer = ?1)",
+                params![peer],
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(peer: &str, outgoing: bool, answered: Option<u64>, reason: EndReason) -> CallRecord {
+        CallRecord {
+            peer: peer.into(),
+            outgoing,
+            started_at: 1_000,
+            answered_at: answered,
+            ended_at: 61_000,
+            reason,
+            seen: false,
+        }
+    }
+
+    #[test]
+    fn missed_calls_stay_unseen_until_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("calls.db");
+        let mut h = CallHistory::open(&path).unwrap();
+        h.record(&call(
+            "carol",
+            false,
+            None,
+            EndReason::Cancelled { by_us: false },
+        ))
+        .unwrap();
+        h.record(&call(
+            "bob",
+            true,
+            Some(6_000),
+            EndReason::HungUp { by_us: true },
+        ))
+        .unwrap();
+        drop(h);
+        // Kept on disk.
+        let mut h = CallHistory::open(&path).unwrap();
+        let r = h.recent(10).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].peer, "bob");
+        assert_eq!(r[0].duration_ms(), 55_000);
+        assert!(r[0].seen && !r[0].missed());
+        assert!(r[1].missed() && !r[1].seen);
+        assert_eq!(r[1].reason, EndReason::Cancelled { by_us: false });
+        assert_eq!(h.mark_seen(Some("bob")).unwrap(), 0);
+        assert_eq!(h.mark_seen(Some("carol")).unwrap(), 1);
+        assert!(h.recent(10).unwrap().iter().all(|c| c.seen));
+        assert_eq!(h.mark_seen(None).unwrap(), 0);
+    }
+
+    #[test]
+    fn old_rows_go() {
+        let mut h = CallHistory::in_memory().unwrap();
+        for _ in 0..(MAX_ROWS + 5) {
+            h.record(&call("bob", true, None, EndReason::NoAnswer))
+                .unwrap();
+        }
+        assert_eq!(h.recent(5000).unwrap().len(), MAX_ROWS as usize);
+    }
+}
