@@ -119,7 +119,10 @@ fn volunteer(config: Config, data_dir: PathBuf) -> Volunteer {
 
 /// What the node runs calls with, from the config and the flags.
 pub fn call_options(config: &Config, f: &CallFlags) -> Result<CallOptions> {
-    let media = MediaConfig::from_section(&config.media);
+    let media = MediaConfig {
+        processing: config.audio.processing(),
+        ..MediaConfig::from_section(&config.media)
+    };
     let call = config.call.core_config();
     let output = match &f.record {
         Some(p) => DeviceSpec::File(p.clone()),
