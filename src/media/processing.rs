@@ -129,6 +129,11 @@ impl Processor {
                 adaptive_digital: Some(AdaptiveDigital::default()),
                 ..Default::default()
             }),
+            // Full band, no resampling inside (its default is 32 kHz).
+            pipeline: sonora::config::Pipeline {
+                maximum_internal_processing_rate: sonora::config::MaxProcessingRate::Rate48kHz,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let mono = StreamConfig::new(super::audio::SAMPLE_RATE, 1);

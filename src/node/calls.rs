@@ -114,7 +114,7 @@ pub enum MediaMsg {
     Out(CallId, Vec<u8>),
     Event(CallId, MediaEvent),
     /// The media driver ended (devices closed, recording finalised).
-    Ended(CallId, Result<MediaStats, MediaEnd>),
+    Ended(CallId, Result<Box<MediaStats>, MediaEnd>),
 }
 
 /// Why a call's media driver stopped by itself.
@@ -625,7 +625,7 @@ impl Calls {
                 }
             }
             let r = match task.await {
-                Ok(Ok(s)) => Ok(s),
+                Ok(Ok(s)) => Ok(Box::new(s)),
                 Ok(Err(e)) => Err(MediaEnd::Audio(e)),
                 Err(e) => Err(MediaEnd::Task(e.to_string())),
             };
@@ -783,13 +783,13 @@ impl Calls {
 
     /// A media task ended: its final stats (the whole call's bitrate,
     /// `last`), or the audio error that stopped it.
-    fn media_ended(&mut self, id: CallId, mut m: Media, r: Result<MediaStats, MediaEnd>) {
+    fn media_ended(&mut self, id: CallId, mut m: Media, r: Result<Box<MediaStats>, MediaEnd>) {
         match r {
             Ok(stats) => self.update(CallUpdate::Stats {
                 id,
                 bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
                 peer: m.peer,
-                stats: Box::new(stats),
+                stats,
                 path: None,
                 last: true,
             }),
