@@ -67,6 +67,13 @@ pub struct AudioSection {
     pub input: crate::media::audio::DeviceSpec,
     /// Playback device: `default`, a name, `file:PATH.wav` or `null`.
     pub output: crate::media::audio::DeviceSpec,
+    /// Echo cancellation (AEC3) of what the output plays: `true`, `false`
+    /// or `"auto"` (on when the input is a sound card).
+    pub echo_cancellation: crate::media::processing::Switch,
+    /// Noise suppression of the microphone: as `echo_cancellation`.
+    pub noise_suppression: crate::media::processing::Switch,
+    /// Automatic gain (AGC2) of the microphone: as `echo_cancellation`.
+    pub auto_gain: crate::media::processing::Switch,
 }
 
 impl Default for AudioSection {
@@ -74,6 +81,20 @@ impl Default for AudioSection {
         AudioSection {
             input: crate::media::audio::DeviceSpec::Default,
             output: crate::media::audio::DeviceSpec::Default,
+            echo_cancellation: Default::default(),
+            noise_suppression: Default::default(),
+            auto_gain: Default::default(),
+        }
+    }
+}
+
+impl AudioSection {
+    /// The processing stages as configured.
+    pub fn processing(&self) -> crate::media::processing::ProcessingConfig {
+        crate::media::processing::ProcessingConfig {
+            echo_cancellation: self.echo_cancellation,
+            noise_suppression: self.noise_suppression,
+            auto_gain: self.auto_gain,
         }
     }
 }
@@ -912,6 +933,16 @@ impl Config {
         if m.report_interval.0 < Duration::from_millis(100) {
             return Unusable::at("media.report_interval", "at least 100ms".into());
         }
+        // The echo test device plays back what the output played: an echo
+        // canceller would remove exactly what it is for.
+        if self.audio.input == crate::media::audio::DeviceSpec::Echo
+            && self.audio.echo_cancellation == crate::media::processing::Switch::On
+        {
+            return Unusable::at(
+                "audio.echo_cancellation",
+                "the \"echo\" input plays back the output on purpose: cancelling it leaves silence; use \"auto\" or false".into(),
+            );
+        }
         let c = &self.call;
         for (key, d) in [
             ("call.invite_timeout", &c.invite_timeout),
@@ -1238,6 +1269,38 @@ mod tests {
             .to_string();
         assert!(
             e.contains("audio.input") && e.contains("not an audio device"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn audio_processing_switches() {
+        use crate::media::processing::Switch;
+        let c = parse("").unwrap();
+        assert_eq!(c.audio.echo_cancellation, Switch::Auto);
+        assert!(c.audio.processing().stages(true).echo_cancellation);
+        assert!(!c.audio.processing().stages(false).any());
+        let c = parse(
+            "[audio]\necho_cancellation = false\nnoise_suppression = true\nauto_gain = \"auto\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.audio.echo_cancellation, Switch::Off);
+        assert_eq!(c.audio.noise_suppression, Switch::On);
+        assert_eq!(c.audio.auto_gain, Switch::Auto);
+        for bad in ["\"yes\"", "1"] {
+            let e = parse(&format!("[audio]\nauto_gain = {bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("audio.auto_gain") && e.contains("true, false or \"auto\""),
+                "{e}"
+            );
+        }
+        let e = parse("[audio]\ninput = \"echo\"\noutput = \"null\"\necho_cancellation = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("audio.echo_cancellation") && e.contains("line 4"),
             "{e}"
         );
     }

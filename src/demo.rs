@@ -422,7 +422,7 @@ async fn run_in(
             }
             Some(Event::Audio(a)) => {
                 println!("  audio: in {}, out {}", a.input, a.output);
-                if let Some(n) = a.note {
+                if let Some(n) = a.fallback {
                     println!("  {n}");
                 }
             }

@@ -79,6 +79,9 @@ pub enum EndReason {
     NoResponse,
     /// Connected, but no media arrived (or it stopped).
     MediaFailed,
+    /// Our audio device could not be opened, or failed during the call:
+    /// the device, not the network.
+    AudioFailed,
 }
 
 impl std::fmt::Display for EndReason {
@@ -94,6 +97,7 @@ impl std::fmt::Display for EndReason {
             EndReason::NoAnswer => "no answer",
             EndReason::NoResponse => "the other side could not be reached",
             EndReason::MediaFailed => "no audio could be exchanged (the network path failed)",
+            EndReason::AudioFailed => "the audio device failed",
         })
     }
 }
@@ -109,6 +113,7 @@ impl EndReason {
             EndReason::NoAnswer => "no_answer",
             EndReason::NoResponse => "no_response",
             EndReason::MediaFailed => "media_failed",
+            EndReason::AudioFailed => "audio_failed",
         }
     }
 }
@@ -460,6 +465,15 @@ impl CallCore {
         if self.connected(id).is_ok() {
             self.send_reliable(now, id, Msg::Hangup);
             self.end(now, id, EndReason::MediaFailed);
+        }
+    }
+
+    /// Our audio device failed (could not open, or stopped): the call
+    /// ends, and the peer is told we hung up.
+    pub fn audio_failed(&mut self, now: u64, id: CallId) {
+        if self.connected(id).is_ok() {
+            self.send_reliable(now, id, Msg::Hangup);
+            self.end(now, id, EndReason::AudioFailed);
         }
     }
 

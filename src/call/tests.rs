@@ -316,3 +316,22 @@ fn log_lines_name_the_event_without_nonces() {
     };
     assert_eq!(e.to_string(), "connecting as Caller");
 }
+
+#[test]
+fn an_audio_device_failure_ends_the_call_blaming_the_device() {
+    let mut p = Pair::new(0.0, 1);
+    p.a.invite(p.now, "bob", ID, [1; 16]).unwrap();
+    p.run(100);
+    p.b.accept(p.now, ID, [2; 16]).unwrap();
+    p.run(100);
+    p.a.audio_failed(p.now, ID);
+    p.run(1_000);
+    assert_eq!(Pair::ended(&p.ev_a), Some(EndReason::AudioFailed));
+    assert_eq!(EndReason::AudioFailed.code(), "audio_failed");
+    assert_eq!(
+        Pair::ended(&p.ev_b),
+        Some(EndReason::HungUp { by_us: false })
+    );
+    let m = EndReason::AudioFailed.to_string();
+    assert!(m.contains("audio device") && !m.contains("network"), "{m}");
+}

@@ -143,6 +143,13 @@ pub fn event(e: &Event) -> Option<Rendered> {
             )
         }
         Event::Error { message, .. } => error(message),
+        Event::Audio(a) => {
+            let f = a.fallback?;
+            r(
+                json!({"event": "warning", "reason": f.code(), "message": f.to_string(), "input": a.input, "output": a.output}),
+                format!("warning: {f} (in {}, out {})", a.input, a.output),
+            )
+        }
         Event::Notice { text } => Some(Rendered {
             json: Value::Null,
             line: text.clone(),
@@ -624,6 +631,15 @@ pub fn call_stats(call: CallId, s: &CallStats) -> Option<Rendered> {
         "peer": s.peer,
         "sent_kbps": r1(s.sent_kbps),
         "received_kbps": r1(s.received_kbps),
+        "mos": (m.quality.mos * 100.0).round() / 100.0,
+        "quality_bars": m.quality.bars,
+        "audio_processing": {
+            "echo_cancellation": m.processing.stages.echo_cancellation,
+            "noise_suppression": m.processing.stages.noise_suppression,
+            "auto_gain": m.processing.stages.auto_gain,
+            "erle_db": m.processing.erle_db.map(r1),
+            "echo_delay_ms": m.processing.echo_delay_ms,
+        },
     });
     match &s.peer_path {
         Some(p) => {

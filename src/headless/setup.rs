@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result, bail};
 use natter::config::{Config, HostPort};
+use natter::media::MediaConfig;
 use natter::media::audio::DeviceSpec;
 use natter::node::DeviceFiles;
 use natter::node::calls::CallOptions;
@@ -118,7 +119,10 @@ fn volunteer(config: Config, data_dir: PathBuf) -> Volunteer {
 
 /// What the node runs calls with, from the config and the flags.
 pub fn call_options(config: &Config, f: &CallFlags) -> Result<CallOptions> {
-    let media = config.media.media_config();
+    let media = MediaConfig {
+        processing: config.audio.processing(),
+        ..config.media.media_config()
+    };
     let call = config.call.core_config();
     let output = match &f.record {
         Some(p) => DeviceSpec::File(p.clone()),

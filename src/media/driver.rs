@@ -1,8 +1,10 @@
 //! The thin tokio driver of a [`MediaSession`]: every 5 ms it moves
-//! captured audio from the device ring into the session (which encodes
-//! it), tops the playback ring up to a small lead from the session (which
-//! decodes), runs the session's timers, and moves datagrams between the
-//! session and its transport. Codec work happens here, never on the audio
+//! captured audio from the device ring through the microphone path's
+//! [`Processor`] (fed with what the output really played, from the
+//! reference ring) into the session (which encodes it), tops the playback
+//! ring up to a small lead from the session (which decodes), runs the
+//! session's timers, and moves datagrams between the session and its
+//! transport. Codec and processing work happen here, never on the audio
 //! thread.
 //!
 //! The transport is a pair of channels, so the same driver serves a
@@ -12,6 +14,7 @@
 //! relay).
 
 use super::audio::{AudioError, AudioIo};
+use super::processing::Processor;
 use super::session::{MediaEvent, MediaSession, MediaStats};
 use crate::clock::Clock;
 use crate::wire::stun::{Datagram, classify};
@@ -129,22 +132,31 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cap = vec![0i16; super::audio::RING_SAMPLES];
     let mut play = vec![0i16; super::audio::RING_SAMPLES];
-    // Drop whatever the device captured before the call started.
+    let mut reference = vec![0i16; super::audio::RING_SAMPLES];
+    let stages = session.config().processing.stages(audio.input_sound_card);
+    let mut processor = stages.any().then(|| Processor::new(stages));
+    tracing::info!(?stages, "microphone processing");
+    // Drop whatever the device captured (and played) before the call.
     while audio.capture.pop().is_ok() {}
+    while audio.reference.pop().is_ok() {}
     let mut dropped_out = 0u64;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 let now = clock.now_ms();
-                let n = audio.capture.slots();
-                if n > 0 {
-                    if let Ok(chunk) = audio.capture.read_chunk(n) {
-                        let (a, b) = chunk.as_slices();
-                        cap[..a.len()].copy_from_slice(a);
-                        cap[a.len()..a.len() + b.len()].copy_from_slice(b);
-                        chunk.commit_all();
+                // The far end as played first: its echo is in the capture.
+                let r = drain(&mut audio.reference, &mut reference);
+                let n = drain(&mut audio.capture, &mut cap);
+                match processor.as_mut() {
+                    Some(p) => {
+                        p.push_reference(&reference[..r]);
+                        let out = p.process_capture(&cap[..n]);
+                        if !out.is_empty() {
+                            session.push_capture(now, out);
+                        }
                     }
-                    session.push_capture(now, &cap[..n]);
+                    None if n > 0 => session.push_capture(now, &cap[..n]),
+                    None => {}
                 }
                 let queued = super::audio::RING_SAMPLES - audio.playback.slots();
                 if queued < PLAYBACK_LEAD {
@@ -177,7 +189,10 @@ async fn run(
                 dropped_out += 1;
             }
         }
-        while let Some(e) = session.poll_event() {
+        while let Some(mut e) = session.poll_event() {
+            if let (MediaEvent::Stats(s), Some(p)) = (&mut e, &processor) {
+                s.processing = p.stats();
+            }
             // A slow consumer loses stats events, never audio.
             let _ = events.try_send(e);
         }
@@ -185,7 +200,25 @@ async fn run(
     if dropped_out > 0 {
         tracing::warn!(dropped_out, "media transport was full");
     }
-    let stats = session.stats();
+    let mut stats = session.stats();
+    if let Some(p) = &processor {
+        stats.processing = p.stats();
+    }
     audio.close()?;
     Ok(stats)
+}
+
+/// Move everything in `ring` into `buf` (a ring's capacity); returns how
+/// many samples.
+fn drain(ring: &mut rtrb::Consumer<i16>, buf: &mut [i16]) -> usize {
+    let n = ring.slots();
+    if n > 0
+        && let Ok(chunk) = ring.read_chunk(n)
+    {
+        let (a, b) = chunk.as_slices();
+        buf[..a.len()].copy_from_slice(a);
+        buf[a.len()..a.len() + b.len()].copy_from_slice(b);
+        chunk.commit_all();
+    }
+    n
 }

@@ -2,7 +2,8 @@
 //! adaptive jitter buffer, receiver reports, and the sans-IO
 //! [`MediaSession`] that ties them together for one call.
 //!
-//! Layering: [`audio`] owns device threads and the lock-free rings; the
+//! Layering: [`audio`] owns device threads and the lock-free rings;
+//! [`processing`] cleans the microphone path (echo, noise, gain); the
 //! session core is sans-IO (bytes, PCM and `now` in; datagrams, PCM,
 //! events and the next timer out) and runs off the audio thread, in the
 //! thin tokio [`driver`].
@@ -11,6 +12,8 @@ pub mod audio;
 pub mod codec;
 pub mod jitter;
 pub mod packet;
+pub mod processing;
+pub mod quality;
 pub mod report;
 pub mod session;
 

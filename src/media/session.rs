@@ -19,6 +19,9 @@ pub struct MediaConfig {
     /// Nothing authentic from the peer for this long ends the media with
     /// [`MediaEvent::Timeout`].
     pub timeout_ms: u64,
+    /// Echo cancellation, noise suppression and gain on the microphone
+    /// path (run by the driver, before the session).
+    pub processing: super::processing::ProcessingConfig,
 }
 
 impl Default for MediaConfig {
@@ -28,6 +31,7 @@ impl Default for MediaConfig {
             jitter: JitterConfig::default(),
             report_interval_ms: 1_000,
             timeout_ms: 15_000,
+            processing: Default::default(),
         }
     }
 }
@@ -64,6 +68,12 @@ pub struct MediaStats {
     /// Peak level of the audio we sent (silence when muted) over the last
     /// report interval, 0.0 to 1.0: the UI's microphone meter.
     pub mic_level: f32,
+    /// The microphone path's processing: stages on, echo measures (filled
+    /// in by the driver, which runs it).
+    pub processing: super::processing::ProcessingStats,
+    /// Estimated call quality (E-model MOS and bars) from the figures
+    /// above.
+    pub quality: super::quality::Quality,
 }
 
 impl MediaStats {
@@ -191,6 +201,14 @@ impl MediaSession {
         s.jitter_buffer.fec_recovered -= self.fec_missing.min(s.jitter_buffer.fec_recovered);
         s.jitter_buffer.concealed += self.fec_missing;
         s.encoder_loss_percent = self.encoder.loss_percent();
+        s.quality = super::quality::Line {
+            rtt_ms: s.rtt_ms.map(f64::from),
+            loss_percent: s.loss_percent().max(s.remote_loss_percent),
+            jitter_ms: s.jitter_ms,
+            buffer_ms: s.jitter_buffer.delay_ms.max(0.0),
+            frame_ms: self.config.codec.frame_ms as f64,
+        }
+        .quality();
         s
     }
 

@@ -560,8 +560,36 @@ pub struct NatStatus {
 pub struct AudioStatus {
     pub input: String,
     pub output: String,
-    /// e.g. that no sound card exists and the tone and null devices are used.
-    pub note: Option<String>,
+    /// Why these are not the configured devices (a warning for the user).
+    pub fallback: Option<AudioFallback>,
+}
+
+/// Why calls do not use the configured audio devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioFallback {
+    /// No sound card (or a build without sound card support): sound card
+    /// devices became the tone generator (input) and the null device
+    /// (output).
+    NoSoundCard,
+}
+
+impl AudioFallback {
+    /// A short stable name, for JSON events.
+    pub fn code(self) -> &'static str {
+        match self {
+            AudioFallback::NoSoundCard => "no_sound_card",
+        }
+    }
+}
+
+impl std::fmt::Display for AudioFallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AudioFallback::NoSoundCard => {
+                "no sound card found: using the tone generator and the null device"
+            }
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

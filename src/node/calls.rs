@@ -21,7 +21,7 @@ use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
 use crate::clock::Clock;
 use crate::ice::{IceSessions, Path};
 use crate::link::LinkEndpoint;
-use crate::media::audio::{self, AudioIo, Cadence, DeviceSpec, RingKind};
+use crate::media::audio::{self, AudioError, AudioIo, Cadence, DeviceSpec, RingKind};
 use crate::media::driver::{self, MediaCommand, MediaTransport};
 use crate::media::packet::EXPORT_LABEL;
 use crate::media::{MediaConfig, MediaEvent, MediaKeys, MediaSession, MediaStats, Side};
@@ -158,7 +158,27 @@ pub enum MediaMsg {
     Out(CallId, Vec<u8>),
     Event(CallId, MediaEvent),
     /// The media driver ended (devices closed, recording finalised).
-    Ended(CallId, Result<MediaStats, String>),
+    Ended(CallId, Result<Box<MediaStats>, MediaEnd>),
+}
+
+/// Why a call's media driver stopped by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaEnd {
+    /// The audio device failed (its reason is the device's).
+    #[error("audio device: {0}")]
+    Audio(#[from] AudioError),
+    /// The media task panicked or was cancelled.
+    #[error("media task: {0}")]
+    Task(String),
+}
+
+/// Why a call's media could not start.
+#[derive(Debug)]
+enum StartFailure {
+    /// Opening the audio devices failed: the device's fault.
+    Audio(AudioError),
+    /// No path or keys for the media (the network's side).
+    Media(String),
 }
 
 /// The driver's state the call layer works with.
@@ -587,7 +607,12 @@ impl Calls {
     fn start_media(&mut self, id: CallId, w: Waiting, cx: &mut Ctx<'_>) {
         match self.try_start_media(id, &w, cx) {
             Ok(()) => {}
-            Err(why) => {
+            Err(StartFailure::Audio(e)) => {
+                tracing::warn!(call = id, peer = %w.peer, "audio: {e}");
+                self.details.insert(id, e.to_string());
+                self.core.audio_failed(cx.now, id);
+            }
+            Err(StartFailure::Media(why)) => {
                 tracing::warn!(call = id, peer = %w.peer, "media: {why}");
                 self.details.insert(id, why);
                 self.core.media_failed(cx.now, id);
@@ -595,19 +620,23 @@ impl Calls {
         }
     }
 
-    fn try_start_media(&mut self, id: CallId, w: &Waiting, cx: &mut Ctx<'_>) -> Result<(), String> {
-        let path = link_to(cx, &w.peer).ok_or("no peer link")?;
+    fn try_start_media(
+        &mut self,
+        id: CallId,
+        w: &Waiting,
+        cx: &mut Ctx<'_>,
+    ) -> Result<(), StartFailure> {
+        let path = link_to(cx, &w.peer).ok_or(StartFailure::Media("no peer link".into()))?;
         let context = MediaKeys::export_context(id, &w.caller_nonce, &w.callee_nonce);
         let (secret, _) = cx
             .link
             .export(path.remote, EXPORT_LABEL, &context)
-            .ok_or("the peer link closed")?;
+            .ok_or(StartFailure::Media("the peer link closed".into()))?;
         let keys = MediaKeys::derive(&secret, w.side);
         let now = self.clock.now_ms();
         let session = MediaSession::new(self.opts.media.clone(), &keys, cx.rng.next_u32(), now)
-            .map_err(|e| format!("media: {e}"))?;
-        let io =
-            audio::open(&self.opts.input, &self.opts.output).map_err(|e| format!("audio: {e}"))?;
+            .map_err(|e| StartFailure::Media(format!("media: {e}")))?;
+        let io = audio::open(&self.opts.input, &self.opts.output).map_err(StartFailure::Audio)?;
         let (in_tx, in_rx) = mpsc::channel(512);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(512);
         let mut h = driver::spawn(
@@ -637,9 +666,9 @@ impl Calls {
                 }
             }
             let r = match task.await {
-                Ok(Ok(s)) => Ok(s),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("media task: {e}")),
+                Ok(Ok(s)) => Ok(Box::new(s)),
+                Ok(Err(e)) => Err(MediaEnd::Audio(e)),
+                Err(e) => Err(MediaEnd::Task(e.to_string())),
             };
             let _ = tx.send(MediaMsg::Ended(id, r)).await;
         });
@@ -773,13 +802,19 @@ impl Calls {
             },
             MediaMsg::Ended(id, r) => {
                 let m = self.media.remove(&id)?;
+                let audio = matches!(r, Err(MediaEnd::Audio(_)));
                 self.media_ended(id, m, r);
-                // The media stopped on its own (an audio error): hang up.
+                // The media stopped on its own: the audio device failed
+                // (said as such), or the task did (hang up).
                 if matches!(
                     self.core.state(id),
                     Some(CallState::Connecting | CallState::Active)
                 ) {
-                    let _ = self.core.hangup(cx.now, id);
+                    if audio {
+                        self.core.audio_failed(cx.now, id);
+                    } else {
+                        let _ = self.core.hangup(cx.now, id);
+                    }
                 }
             }
         }
@@ -789,18 +824,21 @@ impl Calls {
 
     /// A media task ended: its final stats (the whole call's bitrate,
     /// `last`), or the audio error that stopped it.
-    fn media_ended(&mut self, id: CallId, mut m: Media, r: Result<MediaStats, String>) {
+    fn media_ended(&mut self, id: CallId, mut m: Media, r: Result<Box<MediaStats>, MediaEnd>) {
         match r {
             Ok(stats) => self.update(CallUpdate::Stats {
                 id,
                 bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
                 peer: m.peer,
-                stats: Box::new(stats),
+                stats,
                 path: None,
                 last: true,
             }),
             Err(error) => {
                 tracing::warn!(call = id, "media ended: {error}");
+                if let MediaEnd::Audio(e) = &error {
+                    self.details.insert(id, e.to_string());
+                }
                 self.events.push_back(CallsEvent::Failed {
                     error: format!("call audio: {error}"),
                 });

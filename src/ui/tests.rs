@@ -4,8 +4,9 @@
 
 use super::{App, KeyMap};
 use crate::node::api::{
-    AttachedSupernode, AudioStatus, CallInfo, CallState, CallStats, ChatMessage, Command,
-    ContactState, Event, LoginState, LookupResult, MediaPath, MessageState, NatStatus, Presence,
+    AttachedSupernode, AudioFallback, AudioStatus, CallInfo, CallState, CallStats, ChatMessage,
+    Command, ContactState, Event, LoginState, LookupResult, MediaPath, MessageState, NatStatus,
+    Presence,
 };
 use crate::overlay::Status;
 use insta::assert_snapshot;
@@ -55,7 +56,7 @@ fn first_run() -> App {
     app.handle_event(Event::Audio(AudioStatus {
         input: "tone".into(),
         output: "null".into(),
-        note: Some("no sound card found: using the tone generator and the null device".into()),
+        fallback: Some(AudioFallback::NoSoundCard),
     }));
     app.handle_event(Event::Nat(NatStatus {
         note: Some("NAT type detection not available yet".into()),
@@ -412,6 +413,25 @@ fn in_call_with_stats() {
             codec: "opus 48 kHz".into(),
             packets_sent: 4150,
             packets_received: 4101,
+            media: Box::new(crate::media::MediaStats {
+                quality: crate::media::quality::Line {
+                    rtt_ms: Some(42.0),
+                    loss_percent: 1.5,
+                    jitter_ms: 3.25,
+                    buffer_ms: 40.0,
+                    frame_ms: 20.0,
+                }
+                .quality(),
+                processing: crate::media::processing::ProcessingStats {
+                    stages: crate::media::processing::Stages {
+                        echo_cancellation: true,
+                        noise_suppression: true,
+                        auto_gain: false,
+                    },
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
             ..Default::default()
         },
     });

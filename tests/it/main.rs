@@ -23,6 +23,8 @@ mod call_decline;
 mod call_echo;
 mod call_hold;
 mod call_no_answer;
+mod call_no_sound_card;
+mod call_processing;
 mod call_relay;
 mod call_ringback;
 mod call_tone;

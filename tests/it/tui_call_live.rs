@@ -135,7 +135,11 @@ async fn call_panel_from_real_events() {
             (audio.input.as_str(), audio.output.as_str()),
             ("tone:440", "null")
         );
-        assert!(audio.note.is_some_and(|n| n.contains("no sound card")));
+        assert!(
+            audio
+                .fallback
+                .is_some_and(|n| n.to_string().contains("no sound card"))
+        );
     }
 
     // Our call: the key presses are unit-tested (src/ui/tests.rs); echo is

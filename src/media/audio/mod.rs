@@ -22,6 +22,7 @@
 
 mod resample;
 mod ring;
+pub mod room;
 #[cfg(feature = "audio-cpal")]
 mod sound_card;
 
@@ -152,10 +153,16 @@ pub struct AudioCounters {
 }
 
 /// An open pair of devices. Read captured audio from `capture`, write
-/// audio to play into `playback`.
+/// audio to play into `playback`; `reference` gives back what the output
+/// device was really handed, sample for sample (silence on an underrun
+/// included): the echo canceller's far-end reference.
 pub struct AudioIo {
     pub capture: Consumer<i16>,
     pub playback: Producer<i16>,
+    pub reference: Consumer<i16>,
+    /// The input is a sound card (a room with a microphone), not a file,
+    /// tone or null device: audio processing is on by default.
+    pub input_sound_card: bool,
     pub counters: Arc<AudioCounters>,
     /// When the devices started: sample `n` of the capture (paced
     /// devices) was produced at `started + n / 48 kHz`.
@@ -202,6 +209,7 @@ impl Drop for AudioIo {
 pub fn open(input: &DeviceSpec, output: &DeviceSpec) -> Result<AudioIo, AudioError> {
     let (cap_tx, cap_rx) = RingBuffer::<i16>::new(RING_SAMPLES);
     let (play_tx, play_rx) = RingBuffer::<i16>::new(RING_SAMPLES);
+    let (ref_tx, ref_rx) = RingBuffer::<i16>::new(RING_SAMPLES);
     let counters = Arc::new(AudioCounters::default());
     if matches!(output, DeviceSpec::Tone { .. } | DeviceSpec::Echo) {
         return Err(AudioError::InputOnly {
@@ -217,6 +225,7 @@ pub fn open(input: &DeviceSpec, output: &DeviceSpec) -> Result<AudioIo, AudioErr
     let mut input_samples = None;
     let mut cap_tx = Some(cap_tx);
     let mut play_rx = Some(play_rx);
+    let mut ref_tx = Some(ref_tx);
     match input {
         DeviceSpec::Null => source = Some(Source::Null),
         DeviceSpec::Echo => source = Some(Source::Echo(std::collections::VecDeque::new())),
@@ -250,7 +259,13 @@ pub fn open(input: &DeviceSpec, output: &DeviceSpec) -> Result<AudioIo, AudioErr
             }
             if output.is_sound_card() {
                 let rx = play_rx.take().expect("playback ring unused");
-                streams.push(sound_card::open_output(output, rx, counters.clone())?);
+                let reference = ref_tx.take().expect("reference ring unused");
+                streams.push(sound_card::open_output(
+                    output,
+                    rx,
+                    reference,
+                    counters.clone(),
+                )?);
             }
         }
         #[cfg(not(feature = "audio-cpal"))]
@@ -261,7 +276,13 @@ pub fn open(input: &DeviceSpec, output: &DeviceSpec) -> Result<AudioIo, AudioErr
         Some(Paced::spawn(
             started,
             source.map(|s| (s, cap_tx.take().expect("capture ring unused"))),
-            sink.map(|s| (s, play_rx.take().expect("playback ring unused"))),
+            sink.map(|s| {
+                (
+                    s,
+                    play_rx.take().expect("playback ring unused"),
+                    ref_tx.take().expect("reference ring unused"),
+                )
+            }),
             counters.clone(),
         )?)
     } else {
@@ -270,6 +291,8 @@ pub fn open(input: &DeviceSpec, output: &DeviceSpec) -> Result<AudioIo, AudioErr
     Ok(AudioIo {
         capture: cap_rx,
         playback: play_tx,
+        reference: ref_rx,
+        input_sound_card: input.is_sound_card(),
         counters,
         started,
         input_samples,
@@ -416,7 +439,7 @@ impl Paced {
     fn spawn(
         started: Instant,
         mut source: Option<(Source, Producer<i16>)>,
-        mut sink: Option<(Sink, Consumer<i16>)>,
+        mut sink: Option<(Sink, Consumer<i16>, Producer<i16>)>,
         counters: Arc<AudioCounters>,
     ) -> Result<Self, AudioError> {
         let stop = Arc::new(AtomicBool::new(false));
@@ -456,7 +479,7 @@ impl Paced {
                             .captured
                             .fetch_add(TICK_SAMPLES as u64, Ordering::Relaxed);
                     }
-                    if let Some((snk, rx)) = sink.as_mut() {
+                    if let Some((snk, rx, reference)) = sink.as_mut() {
                         let mut got = 0;
                         while got < TICK_SAMPLES {
                             match rx.pop() {
@@ -474,6 +497,13 @@ impl Paced {
                                 .fetch_add((TICK_SAMPLES - got) as u64, Ordering::Relaxed);
                         }
                         buf[got..].fill(0);
+                        // What was played, for the echo canceller (a
+                        // full ring drops the rest: nobody reads it).
+                        for &s in &buf {
+                            if reference.push(s).is_err() {
+                                break;
+                            }
+                        }
                         counters
                             .played
                             .fetch_add(TICK_SAMPLES as u64, Ordering::Relaxed);
@@ -495,7 +525,7 @@ impl Paced {
                         }
                     }
                 };
-                if let Some((Sink::Wav(w, path), _)) = sink {
+                if let Some((Sink::Wav(w, path), _, _)) = sink {
                     w.finalize()
                         .map_err(|source| AudioError::Wav { path, source })?;
                 }

@@ -1,7 +1,8 @@
 //! Sound cards through cpal. Streams ask for 48 kHz mono; a card that
 //! cannot do that runs at its own rate and channel count, and the
 //! callbacks mix and resample. Callbacks only move samples between the
-//! card and the rings: no locks, no allocation.
+//! card and the rings (the output also copies what it plays into the echo
+//! canceller's reference ring): no locks, no allocation.
 
 use super::{AudioCounters, AudioError, DeviceSpec, PullResampler, Resampler, SAMPLE_RATE, to_i16};
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
@@ -213,6 +214,7 @@ where
 pub fn open_output(
     spec: &DeviceSpec,
     rx: Consumer<i16>,
+    reference: Producer<i16>,
     counters: Arc<AudioCounters>,
 ) -> Result<cpal::Stream, AudioError> {
     let name = spec.to_string();
@@ -227,10 +229,10 @@ pub fn open_output(
     let err_name = name.clone();
     let on_err = move |e: cpal::Error| tracing::warn!(device = %err_name, "audio output: {e}");
     let stream = match format {
-        SampleFormat::I16 => build_output::<i16>(&dev, config, rx, counters, on_err),
-        SampleFormat::I32 => build_output::<i32>(&dev, config, rx, counters, on_err),
-        SampleFormat::U16 => build_output::<u16>(&dev, config, rx, counters, on_err),
-        _ => build_output::<f32>(&dev, config, rx, counters, on_err),
+        SampleFormat::I16 => build_output::<i16>(&dev, config, rx, reference, counters, on_err),
+        SampleFormat::I32 => build_output::<i32>(&dev, config, rx, reference, counters, on_err),
+        SampleFormat::U16 => build_output::<u16>(&dev, config, rx, reference, counters, on_err),
+        _ => build_output::<f32>(&dev, config, rx, reference, counters, on_err),
     }
     .map_err(|e| backend(&name, e))?;
     stream.play().map_err(|e| backend(&name, e))?;
@@ -241,6 +243,7 @@ fn build_output<T>(
     dev: &cpal::Device,
     config: StreamConfig,
     mut rx: Consumer<i16>,
+    mut reference: Producer<i16>,
     counters: Arc<AudioCounters>,
     on_err: impl FnMut(cpal::Error) + Send + 'static,
 ) -> Result<cpal::Stream, cpal::Error>
@@ -256,15 +259,21 @@ where
             let mut missing = 0u64;
             let mut frames = 0u64;
             for frame in data.chunks_mut(channels) {
-                let y = rs.pull(|| match rx.pop() {
-                    Ok(s) => {
-                        playing = true;
-                        super::to_f32(s)
-                    }
-                    Err(_) => {
-                        missing += playing as u64;
-                        0.0
-                    }
+                let y = rs.pull(|| {
+                    let s = match rx.pop() {
+                        Ok(s) => {
+                            playing = true;
+                            s
+                        }
+                        Err(_) => {
+                            missing += playing as u64;
+                            0
+                        }
+                    };
+                    // What the card plays, for the echo canceller; a
+                    // full ring (nobody reading) drops it.
+                    let _ = reference.push(s);
+                    super::to_f32(s)
                 });
                 let v = T::from_sample(y);
                 frame.fill(v);

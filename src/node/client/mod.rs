@@ -23,8 +23,8 @@ use crate::contacts::{ContactInfo, ContactsConfig};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::link::{LinkConfig, LinkEndpoint, LinkError};
 use crate::node::api::{
-    AttachedSupernode, AudioStatus, ChatMessage, Command, EnvelopeOutcome, Event, LoginState,
-    LookupResult, MessageState, NatStatus, OverlayEvent, RelayCredentials,
+    AttachedSupernode, AudioFallback, AudioStatus, ChatMessage, Command, EnvelopeOutcome, Event,
+    LoginState, LookupResult, MessageState, NatStatus, OverlayEvent, RelayCredentials,
 };
 use crate::node::calls::CallOptions;
 /// How the runtime measures the NAT ([`ClientSettings::nat`]).
@@ -189,7 +189,7 @@ pub fn call_devices(
 ) {
     use crate::media::audio::DeviceSpec;
     let card = |d: &DeviceSpec| matches!(d, DeviceSpec::Default | DeviceSpec::Named(_));
-    let mut note = None;
+    let mut fallback = None;
     let (mut input, mut output) = (input.clone(), output.clone());
     if !have_sound_card() && (card(&input) || card(&output)) {
         if card(&input) {
@@ -198,12 +198,12 @@ pub fn call_devices(
         if card(&output) {
             output = DeviceSpec::Null;
         }
-        note = Some("no sound card found: using the tone generator and the null device".into());
+        fallback = Some(AudioFallback::NoSoundCard);
     }
     let status = AudioStatus {
         input: input.to_string(),
         output: output.to_string(),
-        note,
+        fallback,
     };
     (input, output, status)
 }
@@ -1175,7 +1175,10 @@ impl ClientSettings {
             calls: Some(CallOptions {
                 input: config.audio.input.clone(),
                 output: config.audio.output.clone(),
-                media: config.media.media_config(),
+                media: crate::media::MediaConfig {
+                    processing: config.audio.processing(),
+                    ..config.media.media_config()
+                },
                 call: config.call.core_config(),
                 auto_answer: config.call.auto_answer,
                 ringback: config.call.ringback,

@@ -1,6 +1,8 @@
 //! The call panel: the call's state and timer, mute and hold, the
-//! microphone level meter, live RTT/loss/jitter and the media path; and
-//! the incoming-call prompt.
+//! microphone level meter, the estimated quality (MOS as bars) and the
+//! voice processing on (EC echo cancellation, NS noise suppression, AGC
+//! auto gain), live RTT/loss/jitter and the media path; and the
+//! incoming-call prompt.
 
 use super::{Component, Ctx, centered, duration, when};
 use crate::node::api::{CallInfo, CallState, MediaPath};
@@ -108,6 +110,39 @@ impl CallPanel {
                             Span::raw(format!(" ↑{} ↓{}", s.packets_sent, s.packets_received)),
                         ]),
                     ));
+                    // The estimated quality as bars (no estimate yet: a
+                    // MOS is at least 1), and the voice processing on:
+                    // echo cancellation, noise suppression, auto gain.
+                    let q = &s.media.quality;
+                    let mut l = Vec::new();
+                    if q.mos >= 1.0 {
+                        let lit = q.bars.min(5) as usize;
+                        let color = match q.bars {
+                            4.. => Color::Green,
+                            2..=3 => Color::Yellow,
+                            _ => Color::Red,
+                        };
+                        l.push(Span::raw("quality ").bold());
+                        l.push(Span::raw("▮".repeat(lit) + &"▯".repeat(5 - lit)).fg(color));
+                        l.push(Span::raw(format!(" MOS {:.1}  ", q.mos)));
+                    }
+                    let st = s.media.processing.stages;
+                    let on: Vec<&str> = [
+                        (st.echo_cancellation, "EC"),
+                        (st.noise_suppression, "NS"),
+                        (st.auto_gain, "AGC"),
+                    ]
+                    .iter()
+                    .filter(|(b, _)| *b)
+                    .map(|(_, n)| *n)
+                    .collect();
+                    l.push(Span::raw("voice ").bold());
+                    l.push(Span::raw(if on.is_empty() {
+                        "unprocessed".to_owned()
+                    } else {
+                        on.join("·")
+                    }));
+                    lines.push((1, Line::from(l)));
                     lines.push((
                         2,
                         Line::from(vec![
@@ -181,7 +216,7 @@ impl CallPanel {
                 Span::raw(format!("in {} · out {}", a.input, a.output)),
             ];
             // The full note when there is room, i.e. no call on screen.
-            match &a.note {
+            match &a.fallback {
                 Some(n) if m.current_call().is_none() => {
                     l.push(Span::raw(format!(" · {n}")).yellow())
                 }
