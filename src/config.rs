@@ -83,6 +83,24 @@ pub struct MediaSection {
     pub jitter_max_ms: u32,
     /// Interval between receiver reports (RTT, loss, jitter).
     pub report_interval: HumanDuration,
+    /// For benchmarks: impair our own sending (`[media.impair]`).
+    pub impair: Option<ImpairSection>,
+}
+
+/// Seeded impairment of the datagrams a call sends, as a bad network
+/// would do: for benchmarks of real calls (see `media::impair`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImpairSection {
+    /// Average share of datagrams lost, 0 to 1.
+    pub loss: f64,
+    /// Mean loss burst in packets (Gilbert-Elliott); 0: independent loss.
+    pub burst: f64,
+    /// Fixed extra delay, ms.
+    pub delay_ms: u64,
+    /// Extra delay drawn uniformly from 0 to this, ms (reorders packets).
+    pub jitter_ms: u64,
+    pub seed: u64,
 }
 
 impl Default for MediaSection {
@@ -94,6 +112,7 @@ impl Default for MediaSection {
             fec_min_loss_percent: 5,
             jitter_max_ms: 400,
             report_interval: HumanDuration(Duration::from_secs(1)),
+            impair: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Voice: audio devices, the Opus codec, encrypted media packets, the
-//! adaptive jitter buffer, receiver reports, and the sans-IO
+//! adaptive jitter buffer and the time-scale modification that follows
+//! it, receiver reports, and the sans-IO
 //! [`MediaSession`] that ties them together for one call.
 //!
 //! Layering: [`audio`] owns device threads and the lock-free rings; the
@@ -13,6 +14,7 @@ pub mod jitter;
 pub mod packet;
 pub mod report;
 pub mod session;
+pub mod tsm;
 
 pub use packet::{MediaKeys, Side};
 pub use session::{MediaConfig, MediaError, MediaEvent, MediaSession, MediaStats};

@@ -7,6 +7,7 @@ use super::codec::{CodecConfig, CodecError, Decoder, Encoder, MAX_FRAME_SAMPLES,
 use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use super::packet::{Kind, MediaKeys, Opener, PacketError, Sealer};
 use super::report::{ReceiveStats, Report, rtt_ms};
+use super::tsm::{self, Level};
 use std::collections::VecDeque;
 
 /// Everything a media session is configured with.
@@ -19,6 +20,8 @@ pub struct MediaConfig {
     /// Nothing authentic from the peer for this long ends the media with
     /// [`MediaEvent::Timeout`].
     pub timeout_ms: u64,
+    /// For benchmarks: the driver impairs what this side sends.
+    pub impair: Option<super::impair::ImpairConfig>,
 }
 
 impl Default for MediaConfig {
@@ -28,6 +31,7 @@ impl Default for MediaConfig {
             jitter: JitterConfig::default(),
             report_interval_ms: 1_000,
             timeout_ms: 15_000,
+            impair: None,
         }
     }
 }
@@ -48,6 +52,14 @@ impl MediaConfig {
                 ..Default::default()
             },
             report_interval_ms: (m.report_interval.0.as_millis() as u64).max(100),
+            impair: m.impair.as_ref().map(|i| super::impair::ImpairConfig {
+                loss: i.loss,
+                burst: i.burst,
+                delay_ms: i.delay_ms,
+                jitter_ms: i.jitter_ms,
+                seed: i.seed,
+                corrupt_every: 0,
+            }),
             ..Default::default()
         }
     }
@@ -147,6 +159,12 @@ pub struct MediaSession {
     stats: MediaStats,
     /// Peak absolute sample sent since the last report.
     level_peak: u16,
+    /// Level of the audio played, to change the delay in its pauses.
+    play_level: Level,
+    /// Scratch for time-scale modification (unplayed audio plus a new
+    /// frame, and the result): reused, not reallocated per frame.
+    tsm_in: Vec<i16>,
+    tsm_out: Vec<i16>,
 }
 
 /// Transmit queue bound: a stalled driver drops the oldest audio.
@@ -190,6 +208,9 @@ impl MediaSession {
             fec_missing: 0,
             stats: MediaStats::default(),
             level_peak: 0,
+            play_level: Level::default(),
+            tsm_in: Vec::with_capacity(2 * MAX_FRAME_SAMPLES),
+            tsm_out: Vec::with_capacity(4 * MAX_FRAME_SAMPLES),
             config,
         })
     }
@@ -390,7 +411,7 @@ impl MediaSession {
                     n
                 }
             };
-            self.playback.extend(&self.decoded[..n]);
+            self.queue_decoded(n);
         }
         let n = out.len();
         for (o, s) in out.iter_mut().zip(self.playback.drain(..n)) {
@@ -400,6 +421,45 @@ impl MediaSession {
             let extra = self.playback.len() - MAX_PLAYBACK;
             self.playback.drain(..extra);
         }
+    }
+
+    /// Queue `decoded[..n]` for playout, shortened or lengthened (with
+    /// the unplayed audio before it) when the jitter buffer's delay is
+    /// off its target: in pauses once 8 ms too long or 4 ms too short
+    /// (running short means late frames and concealment), in speech only
+    /// by more than a frame, one pitch period at a time.
+    fn queue_decoded(&mut self, n: usize) {
+        let frame = &self.decoded[..n];
+        let quiet = self.play_level.observe(frame);
+        let excess = self.jitter.excess_ms();
+        let (short, long) = if quiet {
+            (-4.0, 8.0)
+        } else {
+            let f = self.jitter.frame_ms().max(10.0);
+            (-f, f)
+        };
+        if (short..=long).contains(&excess) {
+            self.playback.extend(frame);
+            return;
+        }
+        self.tsm_in.clear();
+        self.tsm_in.extend(self.playback.iter());
+        self.tsm_in.extend_from_slice(frame);
+        self.tsm_out.clear();
+        let want = (excess.abs() * 48.0) as usize;
+        let changed = if excess > 0.0 {
+            tsm::accelerate(&self.tsm_in, want, quiet, &mut self.tsm_out)
+        } else {
+            tsm::expand(&self.tsm_in, want, quiet, &mut self.tsm_out)
+        };
+        if changed == 0 {
+            self.playback.extend(frame);
+            return;
+        }
+        self.playback.clear();
+        self.playback.extend(&self.tsm_out);
+        let ms = changed as f64 / 48.0;
+        self.jitter.shifted(if excess > 0.0 { -ms } else { ms });
     }
 
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
