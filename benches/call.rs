@@ -127,7 +127,7 @@ fn main() {
         for &dred in variants {
             let r = run(&net, &sn_addr, c, dred);
             line += &format!(
-                "  {}: MOS {} (lag {} ms; bob lost {}%, fec {}, concealed {}, stretched {}, accelerated {} ms, expanded {} ms, final delay {} ms)",
+                "  {}: MOS {} (lag {} ms; bob lost {}%, fec {}, dred {}, concealed {}, stretched {}, accelerated {} ms, expanded {} ms, final delay {} ms)",
                 if dred == Some(true) {
                     "full"
                 } else {
@@ -137,6 +137,7 @@ fn main() {
                 r.lag_ms,
                 r.stats["loss_percent"],
                 r.stats["fec_recovered"],
+                r.stats["dred_recovered"],
                 r.stats["concealed"],
                 r.stats["stretched"],
                 r.stats["accelerated_ms"],

@@ -79,6 +79,9 @@ pub struct MediaSection {
     pub fec: bool,
     /// Loss percentage FEC is planned for at least (Opus adds none at 0).
     pub fec_min_loss_percent: u8,
+    /// Deep REDundancy (DRED): packets also carry a neural coding of up to
+    /// a second of the past, sized by the loss the other side reports.
+    pub dred: bool,
     /// Largest delay the jitter buffer may add, in ms.
     pub jitter_max_ms: u32,
     /// Interval between receiver reports (RTT, loss, jitter).
@@ -110,6 +113,7 @@ impl Default for MediaSection {
             bitrate: 32_000,
             fec: true,
             fec_min_loss_percent: 5,
+            dred: true,
             jitter_max_ms: 400,
             report_interval: HumanDuration(Duration::from_secs(1)),
             impair: None,

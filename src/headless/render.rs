@@ -560,6 +560,7 @@ pub fn call_stats(call: CallId, s: &CallStats) -> Option<Rendered> {
         "delay_ms": r1(jb.delay_ms.max(0.0)),
         "target_ms": r1(jb.target_ms),
         "fec_recovered": jb.fec_recovered,
+        "dred_recovered": jb.dred_recovered,
         "concealed": jb.concealed,
         "late": jb.late,
         "stretched": jb.stretched,

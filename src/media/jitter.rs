@@ -22,9 +22,11 @@
 //!   periods (freely in pauses) to bring it to zero, and reports what it
 //!   did with [`shifted`](JitterBuffer::shifted). No frame is dropped to
 //!   lower the delay.
-//! - After a loss the target grows by one frame for a window, so the
-//!   packet after a lost one has usually arrived when the lost one's slot
-//!   comes: FEC can only recover a frame from its successor.
+//! - After a loss the target grows, for a window, by as many frames as
+//!   the longest run of losses seen (at most [`JitterConfig::max_loss_headroom_ms`]),
+//!   so the packet after a lost run has usually arrived when the lost
+//!   frames' slots come: FEC recovers a frame from its successor, DRED
+//!   from any later packet up to a second on.
 //!
 //! Together these absorb clock drift: a faster sender piles frames up and
 //! the audio is shortened; a slower one runs the buffer short and it is
@@ -50,6 +52,9 @@ pub struct JitterConfig {
     pub drift_per_s: f64,
     /// Weight of each played frame's delay in the smoothed delay (0-1).
     pub smoothing: f64,
+    /// Most delay added after losses so that a run of lost frames can be
+    /// rebuilt from the packet after it, ms.
+    pub max_loss_headroom_ms: f64,
 }
 
 impl Default for JitterConfig {
@@ -62,6 +67,7 @@ impl Default for JitterConfig {
             margin_ms: 3.0,
             drift_per_s: 3.0,
             smoothing: 0.05,
+            max_loss_headroom_ms: 100.0,
         }
     }
 }
@@ -76,6 +82,9 @@ pub enum Playout {
     /// The frame is lost; recover it from the FEC data of the next one
     /// (which stays queued and is played next).
     Recover(Vec<u8>),
+    /// The frame and the next are lost; rebuild it from the DRED data of
+    /// a later packet, `back` frames after it (which stays queued).
+    Dred { later: Vec<u8>, back: u64 },
     /// Lost with nothing to recover from, or waited for: conceal.
     Conceal,
 }
@@ -85,6 +94,9 @@ pub enum Playout {
 pub struct JitterStats {
     pub played: u64,
     pub fec_recovered: u64,
+    /// Lost frames rebuilt from a later packet's DRED data (counted by
+    /// the decoding side).
+    pub dred_recovered: u64,
     pub concealed: u64,
     /// Concealment slots inserted while waiting for a late frame.
     pub stretched: u64,
@@ -113,8 +125,11 @@ pub struct JitterBuffer {
     /// (arrival, d) of recent frames.
     history: VecDeque<(u64, f64)>,
     target: f64,
-    /// Until when the target carries one frame of FEC headroom.
+    /// Until when the target carries loss headroom, and how many frames.
     fec_headroom_until: u64,
+    headroom_frames: u64,
+    /// Frames lost in a row so far.
+    lost_run: u64,
     /// Delay of played frames, smoothed (ms); `None` before the first.
     smoothed: Option<f64>,
     stats: JitterStats,
@@ -133,6 +148,8 @@ impl JitterBuffer {
             history: VecDeque::new(),
             target,
             fec_headroom_until: 0,
+            headroom_frames: 0,
+            lost_run: 0,
             smoothed: None,
             stats: JitterStats {
                 target_ms: target,
@@ -156,7 +173,7 @@ impl JitterBuffer {
 
     fn effective_target(&self, now: u64) -> f64 {
         let headroom = if now < self.fec_headroom_until {
-            self.frame_ms
+            (self.headroom_frames as f64 * self.frame_ms).min(self.config.max_loss_headroom_ms)
         } else {
             0.0
         };
@@ -284,6 +301,7 @@ impl JitterBuffer {
             let a = self.config.smoothing.clamp(0.01, 1.0);
             self.smoothed = Some(self.smoothed.map_or(delay, |d| d + a * (delay - d)));
             self.next = Some(next + 1);
+            self.lost_run = 0;
             self.stats.played += 1;
             return Playout::Frame(p);
         }
@@ -294,10 +312,24 @@ impl JitterBuffer {
             return Playout::Conceal;
         }
         self.next = Some(next + 1);
+        self.lost_run += 1;
+        if now >= self.fec_headroom_until {
+            self.headroom_frames = 0;
+        }
+        self.headroom_frames = self.headroom_frames.max(self.lost_run);
         self.fec_headroom_until = now + self.config.window_ms;
         if let Some(p) = self.frames.get(&(next + 1)) {
             self.stats.fec_recovered += 1;
             return Playout::Recover(p.clone());
+        }
+        // DRED reaches about a second back.
+        let reach = (1000.0 / self.frame_ms) as u64;
+        if let Some((&k, p)) = self.frames.range(next + 2..=next + reach).next() {
+            self.stats.concealed += 1;
+            return Playout::Dred {
+                later: p.clone(),
+                back: k - next,
+            };
         }
         self.stats.concealed += 1;
         Playout::Conceal
@@ -385,8 +417,9 @@ mod tests {
     fn jitter_is_absorbed_and_lost_frames_recovered() {
         let (v, s) = run(60, 0.0, 30.0, 0.05, 2);
         let d = mean_between(&v, 10_000, 60_000);
-        // Network, jitter, one frame of FEC headroom, the adjustment band.
-        assert!(d < 40.0 + 30.0 + 20.0 + 25.0, "delay {d}");
+        // Network, jitter, loss headroom (runs of two frames happen at 5 %
+        // loss), the adjustment band.
+        assert!(d < 40.0 + 30.0 + 40.0 + 25.0, "delay {d}");
         assert!(s.fec_recovered > 100, "{s:?}");
         assert!(s.concealed < s.fec_recovered / 4, "{s:?}");
         // Few frames arrive too late for their slot.

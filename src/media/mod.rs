@@ -11,6 +11,7 @@
 pub mod audio;
 pub mod codec;
 pub mod jitter;
+pub mod libopus;
 pub mod packet;
 pub mod report;
 pub mod session;

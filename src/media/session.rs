@@ -45,6 +45,7 @@ impl MediaConfig {
                 bitrate: m.bitrate,
                 fec: m.fec,
                 min_loss_percent: m.fec_min_loss_percent,
+                dred: m.dred,
                 ..Default::default()
             },
             jitter: JitterConfig {
@@ -156,6 +157,10 @@ pub struct MediaSession {
     on_hold: bool,
     /// Recoveries whose next packet carried no FEC data.
     fec_missing: u64,
+    /// Lost frames rebuilt from DRED: of those (a successor without FEC
+    /// data, then the jitter buffer's `Dred` playouts).
+    dred_for_fec: u64,
+    dred_later: u64,
     stats: MediaStats,
     /// Peak absolute sample sent since the last report.
     level_peak: u16,
@@ -206,6 +211,8 @@ impl MediaSession {
             muted: false,
             on_hold: false,
             fec_missing: 0,
+            dred_for_fec: 0,
+            dred_later: 0,
             stats: MediaStats::default(),
             level_peak: 0,
             play_level: Level::default(),
@@ -232,6 +239,11 @@ impl MediaSession {
         s.jitter_buffer = self.jitter.stats().clone();
         s.jitter_buffer.fec_recovered -= self.fec_missing.min(s.jitter_buffer.fec_recovered);
         s.jitter_buffer.concealed += self.fec_missing;
+        s.jitter_buffer.dred_recovered = self.dred_for_fec + self.dred_later;
+        s.jitter_buffer.concealed -= s
+            .jitter_buffer
+            .dred_recovered
+            .min(s.jitter_buffer.concealed);
         s.encoder_loss_percent = self.encoder.loss_percent();
         s
     }
@@ -394,11 +406,32 @@ impl MediaSession {
                 }
                 Playout::Frame(p) => self.decoder.decode(&p, &mut self.decoded),
                 Playout::Recover(next) => {
-                    if !super::codec::has_fec(&next) {
-                        // libopus conceals instead: count it as such.
+                    if super::codec::has_fec(&next) {
+                        self.decoder.recover(&next, &mut self.decoded)
+                    } else {
+                        // No LBRR: DRED from the same packet, else
+                        // concealment (counted as such).
                         self.fec_missing += 1;
+                        match self.decoder.recover_dred(&next, 1, &mut self.decoded) {
+                            Ok(Some(n)) => {
+                                self.dred_for_fec += 1;
+                                Ok(n)
+                            }
+                            _ => self.decoder.conceal(&mut self.decoded),
+                        }
                     }
-                    self.decoder.recover(&next, &mut self.decoded)
+                }
+                Playout::Dred { later, back } => {
+                    match self
+                        .decoder
+                        .recover_dred(&later, back as usize, &mut self.decoded)
+                    {
+                        Ok(Some(n)) => {
+                            self.dred_later += 1;
+                            Ok(n)
+                        }
+                        _ => self.decoder.conceal(&mut self.decoded),
+                    }
                 }
                 Playout::Conceal => self.decoder.conceal(&mut self.decoded),
             };
