@@ -1,5 +1,5 @@
 //! The one safe wrapper of libopus' C interface (`opusic-sys`, which
-//! builds libopus 1.6 with its DRED and OSCE models): a mono encoder, a
+//! builds libopus 1.6 with its DRED and deep PLC models): a mono encoder, a
 //! decoder, and the decoder's Deep REDundancy (DRED) side. Every call
 //! checks lengths before it crosses into C and turns libopus' error codes
 //! into [`OpusError`]; nothing here panics.
@@ -163,8 +163,10 @@ impl Drop for Decoder {
 }
 
 impl Decoder {
-    /// A mono decoder at `rate` Hz, at complexity 10: libopus then uses
-    /// its deep packet loss concealment and speech enhancement (OSCE).
+    /// A mono decoder at `rate` Hz, at complexity 5: libopus then
+    /// conceals with its deep PLC model. (OSCE's enhancement, complexity
+    /// 6 and up, costs more CPU than a loaded 2-core machine can spare in
+    /// real time and is not built.)
     pub fn new(rate: u32) -> Result<Self, OpusError> {
         let rate = len_i32(rate as usize)?;
         let mut err: c_int = 0;
@@ -196,7 +198,7 @@ impl Decoder {
             check(ffi::opus_decoder_ctl(
                 d.ptr.as_ptr(),
                 ffi::OPUS_SET_COMPLEXITY_REQUEST,
-                10i32,
+                5i32,
             ))?;
             Ok(d)
         }
