@@ -31,10 +31,7 @@ fn check(code: c_int) -> Result<c_int, OpusError> {
     let message = unsafe { std::ffi::CStr::from_ptr(ffi::opus_strerror(code)) }
         .to_str()
         .unwrap_or("unknown error");
-    Err(OpusError::Code {
-        code: code as i32,
-        message,
-    })
+    Err(OpusError::Code { code, message })
 }
 
 fn len_i32(n: usize) -> Result<i32, OpusError> {
