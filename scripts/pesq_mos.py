@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """PESQ wideband MOS of a degraded WAV against a reference WAV, both
-resampled to 16 kHz: `scripts/pesq_mos.py REF.wav DEG.wav` prints the MOS.
-Needs `pip install pesq numpy scipy`."""
+resampled to 16 kHz: `scripts/pesq_mos.py [--align] REF.wav DEG.wav` prints
+the MOS. With --align (a recording of a whole call), the recording's start
+is first moved by the one lag that best correlates it with the reference
+(the call's set-up and mouth-to-ear delay), and the whole reference length
+is scored (what is missing counts as silence); the lag in ms follows the
+MOS. Needs `pip install pesq numpy scipy`."""
 import sys
 import wave
 
 import numpy as np
 from pesq import pesq
-from scipy.signal import resample_poly
+from scipy.signal import correlate, resample_poly
 
 
 def read(path):
@@ -22,6 +26,17 @@ def read(path):
     return data / 32768.0
 
 
-ref, deg = read(sys.argv[1]), read(sys.argv[2])
-n = min(len(ref), len(deg))
-print(f"{pesq(16000, ref[:n], deg[:n], 'wb'):.2f}")
+args = [a for a in sys.argv[1:] if a != "--align"]
+align = "--align" in sys.argv[1:]
+ref, deg = read(args[0]), read(args[1])
+if align:
+    # Lags up to 3 s, from the first 10 s of speech.
+    head = ref[: 16000 * 10]
+    c = correlate(deg[: len(head) + 16000 * 3], head, mode="valid", method="fft")
+    lag = int(np.argmax(c))
+    deg = deg[lag : lag + len(ref)]
+    deg = np.concatenate([deg, np.zeros(len(ref) - len(deg))])
+    print(f"{pesq(16000, ref, deg, 'wb'):.2f} {lag / 16.0:.1f}")
+else:
+    n = min(len(ref), len(deg))
+    print(f"{pesq(16000, ref[:n], deg[:n], 'wb'):.2f}")

@@ -70,6 +70,7 @@ fn reason_code(r: EndReason) -> &'static str {
         EndReason::NoAnswer => "no_answer",
         EndReason::NoResponse => "no_response",
         EndReason::MediaFailed => "media_failed",
+        EndReason::AudioFailed => "audio_failed",
     }
 }
 
@@ -84,6 +85,7 @@ fn reason_of(code: &str) -> EndReason {
         "cancelled_by_them" => EndReason::Cancelled { by_us: false },
         "no_answer" => EndReason::NoAnswer,
         "no_response" => EndReason::NoResponse,
+        "audio_failed" => EndReason::AudioFailed,
         _ => EndReason::MediaFailed,
     }
 }

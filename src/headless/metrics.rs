@@ -47,6 +47,7 @@ fn end_label(r: &EndReason) -> &'static str {
         EndReason::NoAnswer => "no_answer",
         EndReason::NoResponse => "no_response",
         EndReason::MediaFailed => "media_failed",
+        EndReason::AudioFailed => "audio_failed",
     }
 }
 

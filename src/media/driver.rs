@@ -12,9 +12,13 @@
 //! the node hands over what [`crate::wire::stun::classify`] files as media
 //! and sends go out on the path ICE chose (direct or through a TURN
 //! relay).
+//!
+//! With `[media.impair]` (benchmarks) the driver impairs its own sending:
+//! datagrams are dropped or held to their due time (at tick resolution).
 
 use super::audio::{AudioError, AudioIo};
 use super::processing::Processor;
+use super::impair::WireImpairment;
 use super::session::{MediaEvent, MediaSession, MediaStats};
 use crate::clock::Clock;
 use crate::wire::stun::{Datagram, classify};
@@ -81,6 +85,35 @@ pub enum MediaCommand {
     Stop,
 }
 
+/// Datagrams held back by [`WireImpairment`], released at their due
+/// time (to the driver's tick).
+#[derive(Debug, Default)]
+struct Held {
+    /// (due ms, arrival order, datagram), earliest first.
+    queue: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, Vec<u8>)>>,
+    /// Arrival counter: equal due times keep their order.
+    serial: u64,
+}
+
+impl Held {
+    fn new() -> Self {
+        Held::default()
+    }
+
+    fn hold(&mut self, due: u64, d: Vec<u8>) {
+        self.serial += 1;
+        self.queue.push(std::cmp::Reverse((due, self.serial, d)));
+    }
+
+    fn due(&mut self, now: u64) -> Option<Vec<u8>> {
+        if self.queue.peek().is_some_and(|p| p.0.0 <= now) {
+            self.queue.pop().map(|p| p.0.2)
+        } else {
+            None
+        }
+    }
+}
+
 /// A running media driver.
 #[derive(Debug)]
 pub struct MediaHandle {
@@ -140,6 +173,10 @@ async fn run(
     while audio.capture.pop().is_ok() {}
     while audio.reference.pop().is_ok() {}
     let mut dropped_out = 0u64;
+    let mut impair = session
+        .config()
+        .impair
+        .map(|c| (WireImpairment::new(c), Held::new()));
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -173,6 +210,13 @@ async fn run(
                 if session.poll_timeout().is_some_and(|t| t <= now) {
                     session.handle_timeout(now);
                 }
+                if let Some((_, held)) = impair.as_mut() {
+                    while let Some(p) = held.due(now) {
+                        if transport.outgoing.try_send(p).is_err() {
+                            dropped_out += 1;
+                        }
+                    }
+                }
             }
             d = transport.incoming.recv() => match d {
                 Some(d) => session.handle_datagram(clock.now_ms(), &d),
@@ -185,6 +229,17 @@ async fn run(
             },
         }
         while let Some(p) = session.poll_transmit() {
+            let p = match impair.as_mut() {
+                Some((wire, held)) => match wire.decide() {
+                    None => continue,
+                    Some(0) => p,
+                    Some(ms) => {
+                        held.hold(clock.now_ms() + ms, p);
+                        continue;
+                    }
+                },
+                None => p,
+            };
             if transport.outgoing.try_send(p).is_err() {
                 dropped_out += 1;
             }

@@ -15,15 +15,23 @@
 //!   how much later than a zero-jitter frame we play. A missing frame
 //!   while the delay is under the target is waited for (concealment
 //!   without advancing: the buffer stretches); once over it, it is lost
-//!   (FEC from the next packet if there, else concealment). A delay
-//!   persistently above the target plus a frame drops one frame.
-//! - After a loss the target grows by one frame for a window, so the
-//!   packet after a lost one has usually arrived when the lost one's slot
-//!   comes: FEC can only recover a frame from its successor.
+//!   (FEC from the next packet if there, else concealment).
+//! - The delay of played frames, smoothed, minus the target is the
+//!   [`excess`](JitterBuffer::excess_ms): the playout side
+//!   ([`super::tsm`]) shortens or lengthens the decoded audio by pitch
+//!   periods (freely in pauses) to bring it to zero, and reports what it
+//!   did with [`shifted`](JitterBuffer::shifted). No frame is dropped to
+//!   lower the delay.
+//! - After a loss the target grows, for a window, by as many frames as
+//!   the longest run of losses seen (at most [`JitterConfig::max_loss_headroom_ms`]),
+//!   so the packet after a lost run has usually arrived when the lost
+//!   frames' slots come: FEC recovers a frame from its successor, DRED
+//!   from any later packet up to a second on.
 //!
 //! Together these absorb clock drift: a faster sender piles frames up and
-//! frames get dropped; a slower one runs the buffer short and it
-//! stretches, so the delay never grows through a long call.
+//! the audio is shortened; a slower one runs the buffer short and it is
+//! lengthened (or, when a frame is missing, stretched by concealment), so
+//! the delay never grows through a long call.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -42,9 +50,11 @@ pub struct JitterConfig {
     /// How fast the base may rise (sender clock slower than ours), in ms
     /// per second: the largest clock skew absorbed without loss.
     pub drift_per_s: f64,
-    /// Playout slots the delay must stay too high before a frame is
-    /// dropped.
-    pub drop_after: u32,
+    /// Weight of each played frame's delay in the smoothed delay (0-1).
+    pub smoothing: f64,
+    /// Most delay added after losses so that a run of lost frames can be
+    /// rebuilt from the packet after it, ms.
+    pub max_loss_headroom_ms: f64,
 }
 
 impl Default for JitterConfig {
@@ -56,7 +66,8 @@ impl Default for JitterConfig {
             quantile: 0.995,
             margin_ms: 3.0,
             drift_per_s: 3.0,
-            drop_after: 10,
+            smoothing: 0.05,
+            max_loss_headroom_ms: 100.0,
         }
     }
 }
@@ -71,6 +82,9 @@ pub enum Playout {
     /// The frame is lost; recover it from the FEC data of the next one
     /// (which stays queued and is played next).
     Recover(Vec<u8>),
+    /// The frame and the next are lost; rebuild it from the DRED data of
+    /// a later packet, `back` frames after it (which stays queued).
+    Dred { later: Vec<u8>, back: u64 },
     /// Lost with nothing to recover from, or waited for: conceal.
     Conceal,
 }
@@ -80,12 +94,16 @@ pub enum Playout {
 pub struct JitterStats {
     pub played: u64,
     pub fec_recovered: u64,
+    /// Lost frames rebuilt from a later packet's DRED data (counted by
+    /// the decoding side).
+    pub dred_recovered: u64,
     pub concealed: u64,
     /// Concealment slots inserted while waiting for a late frame.
     pub stretched: u64,
-    /// Frames dropped to bring the delay down (clock drift, calmer
-    /// network).
-    pub dropped_for_delay: u64,
+    /// Audio removed (accelerate) and added (expand) by time-scale
+    /// modification to follow the target, ms.
+    pub accelerated_ms: f64,
+    pub expanded_ms: f64,
     /// Frames that arrived after their slot.
     pub late: u64,
     /// Frames dropped because the buffer was full.
@@ -107,9 +125,13 @@ pub struct JitterBuffer {
     /// (arrival, d) of recent frames.
     history: VecDeque<(u64, f64)>,
     target: f64,
-    /// Until when the target carries one frame of FEC headroom.
+    /// Until when the target carries loss headroom, and how many frames.
     fec_headroom_until: u64,
-    above: u32,
+    headroom_frames: u64,
+    /// Frames lost in a row so far.
+    lost_run: u64,
+    /// Delay of played frames, smoothed (ms); `None` before the first.
+    smoothed: Option<f64>,
     stats: JitterStats,
 }
 
@@ -126,7 +148,9 @@ impl JitterBuffer {
             history: VecDeque::new(),
             target,
             fec_headroom_until: 0,
-            above: 0,
+            headroom_frames: 0,
+            lost_run: 0,
+            smoothed: None,
             stats: JitterStats {
                 target_ms: target,
                 ..Default::default()
@@ -149,7 +173,7 @@ impl JitterBuffer {
 
     fn effective_target(&self, now: u64) -> f64 {
         let headroom = if now < self.fec_headroom_until {
-            self.frame_ms
+            (self.headroom_frames as f64 * self.frame_ms).min(self.config.max_loss_headroom_ms)
         } else {
             0.0
         };
@@ -166,7 +190,27 @@ impl JitterBuffer {
         self.next = None;
         self.base = None;
         self.history.clear();
-        self.above = 0;
+        self.smoothed = None;
+    }
+
+    /// Smoothed delay minus the target, ms: positive when the audio
+    /// should be shortened, negative when lengthened.
+    pub fn excess_ms(&self) -> f64 {
+        self.smoothed
+            .map_or(0.0, |d| d - self.stats.target_ms.max(self.config.min_ms))
+    }
+
+    /// The playout side shortened (negative) or lengthened the audio by
+    /// `ms`: later frames will play that much earlier or later.
+    pub fn shifted(&mut self, ms: f64) {
+        if let Some(d) = self.smoothed.as_mut() {
+            *d += ms;
+        }
+        if ms < 0.0 {
+            self.stats.accelerated_ms -= ms;
+        } else {
+            self.stats.expanded_ms += ms;
+        }
     }
 
     /// A frame with extended sequence number `k` arrived at `now`.
@@ -251,23 +295,13 @@ impl JitterBuffer {
                 first
             }
         };
-        let mut next = next;
-        let mut delay = self.delay(now, next);
-        if delay > target + self.frame_ms + 1.0 {
-            self.above += 1;
-        } else {
-            self.above = 0;
-        }
-        if self.above >= self.config.drop_after && self.frames.contains_key(&(next + 1)) {
-            self.frames.remove(&next);
-            self.stats.dropped_for_delay += 1;
-            next += 1;
-            delay -= self.frame_ms;
-            self.above = 0;
-        }
+        let delay = self.delay(now, next);
         self.stats.delay_ms = delay;
         if let Some(p) = self.frames.remove(&next) {
+            let a = self.config.smoothing.clamp(0.01, 1.0);
+            self.smoothed = Some(self.smoothed.map_or(delay, |d| d + a * (delay - d)));
             self.next = Some(next + 1);
+            self.lost_run = 0;
             self.stats.played += 1;
             return Playout::Frame(p);
         }
@@ -278,10 +312,24 @@ impl JitterBuffer {
             return Playout::Conceal;
         }
         self.next = Some(next + 1);
+        self.lost_run += 1;
+        if now >= self.fec_headroom_until {
+            self.headroom_frames = 0;
+        }
+        self.headroom_frames = self.headroom_frames.max(self.lost_run);
         self.fec_headroom_until = now + self.config.window_ms;
         if let Some(p) = self.frames.get(&(next + 1)) {
             self.stats.fec_recovered += 1;
             return Playout::Recover(p.clone());
+        }
+        // DRED reaches about a second back.
+        let reach = (1000.0 / self.frame_ms) as u64;
+        if let Some((&k, p)) = self.frames.range(next + 2..=next + reach).next() {
+            self.stats.concealed += 1;
+            return Playout::Dred {
+                later: p.clone(),
+                back: k - next,
+            };
         }
         self.stats.concealed += 1;
         Playout::Conceal
@@ -294,8 +342,10 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// Sender frames every `20 / (1 + skew)` ms of our clock, with
-    /// uniform jitter; we pop every 20 ms. Returns (delays of played
-    /// frames over time, stats).
+    /// uniform jitter; we pop every 20 ms, less or more when the playout
+    /// side follows the excess (as time-scale modification would in
+    /// pauses: up to 10 ms a frame once it passes +8 or -4 ms). Returns
+    /// (delays of played frames over time, stats).
     fn run(
         secs: u64,
         skew: f64,
@@ -319,6 +369,7 @@ mod tests {
         let mut out = Vec::new();
         let mut i = 0;
         let mut t = 5;
+        let mut carry = 0.0;
         while t < secs * 1000 {
             while i < arrivals.len() && arrivals[i].0 <= t {
                 let k = arrivals[i].1;
@@ -329,8 +380,16 @@ mod tests {
                 let k = u64::from_be_bytes(p.try_into().unwrap());
                 let sent = k as f64 * 20.0 / (1.0 + skew);
                 out.push((t, t as f64 - sent));
+                let e = jb.excess_ms();
+                if !(-4.0..=8.0).contains(&e) {
+                    let shift = (-e).clamp(-10.0, 10.0);
+                    jb.shifted(shift);
+                    carry += shift;
+                }
             }
-            t += 20;
+            let step = 20.0 + carry;
+            carry = step - step.round();
+            t += step.round().max(1.0) as u64;
         }
         (out, jb.stats().clone())
     }
@@ -358,8 +417,9 @@ mod tests {
     fn jitter_is_absorbed_and_lost_frames_recovered() {
         let (v, s) = run(60, 0.0, 30.0, 0.05, 2);
         let d = mean_between(&v, 10_000, 60_000);
-        // Network, jitter, one frame of FEC headroom, the adjustment band.
-        assert!(d < 40.0 + 30.0 + 20.0 + 25.0, "delay {d}");
+        // Network, jitter, loss headroom (runs of two frames happen at 5 %
+        // loss), the adjustment band.
+        assert!(d < 40.0 + 30.0 + 40.0 + 25.0, "delay {d}");
         assert!(s.fec_recovered > 100, "{s:?}");
         assert!(s.concealed < s.fec_recovered / 4, "{s:?}");
         // Few frames arrive too late for their slot.
@@ -389,7 +449,9 @@ mod tests {
             let late = mean_between(&v, 290_000, 300_000);
             assert!(late <= early + 5.0, "skew {skew}: {early} -> {late} {s:?}");
             assert!(s.concealed + s.stretched < 20, "skew {skew}: {s:?}");
-            assert!(s.dropped_for_delay < 25, "skew {skew}: {s:?}");
+            // 0.1 % of 300 s is 300 ms to take out or put in.
+            let moved = s.accelerated_ms + s.expanded_ms;
+            assert!((200.0..2_000.0).contains(&moved), "skew {skew}: {s:?}");
         }
     }
 }

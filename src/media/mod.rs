@@ -1,5 +1,6 @@
 //! Voice: audio devices, the Opus codec, encrypted media packets, the
-//! adaptive jitter buffer, receiver reports, and the sans-IO
+//! adaptive jitter buffer and the time-scale modification that follows
+//! it, receiver reports, and the sans-IO
 //! [`MediaSession`] that ties them together for one call.
 //!
 //! Layering: [`audio`] owns device threads and the lock-free rings;
@@ -11,11 +12,13 @@
 pub mod audio;
 pub mod codec;
 pub mod jitter;
+pub mod libopus;
 pub mod packet;
 pub mod processing;
 pub mod quality;
 pub mod report;
 pub mod session;
+pub mod tsm;
 
 pub use packet::{MediaKeys, Side};
 pub use session::{MediaConfig, MediaError, MediaEvent, MediaSession, MediaStats};

@@ -7,6 +7,7 @@ use super::codec::{CodecConfig, CodecError, Decoder, Encoder, MAX_FRAME_SAMPLES,
 use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use super::packet::{Kind, MediaKeys, Opener, PacketError, Sealer};
 use super::report::{ReceiveStats, Report, rtt_ms};
+use super::tsm::{self, Level};
 use std::collections::VecDeque;
 
 /// Everything a media session is configured with.
@@ -22,6 +23,8 @@ pub struct MediaConfig {
     /// Echo cancellation, noise suppression and gain on the microphone
     /// path (run by the driver, before the session).
     pub processing: super::processing::ProcessingConfig,
+    /// For benchmarks: the driver impairs what this side sends.
+    pub impair: Option<super::impair::ImpairConfig>,
 }
 
 impl Default for MediaConfig {
@@ -32,6 +35,7 @@ impl Default for MediaConfig {
             report_interval_ms: 1_000,
             timeout_ms: 15_000,
             processing: Default::default(),
+            impair: None,
         }
     }
 }
@@ -133,9 +137,19 @@ pub struct MediaSession {
     on_hold: bool,
     /// Recoveries whose next packet carried no FEC data.
     fec_missing: u64,
+    /// Lost frames rebuilt from DRED: of those (a successor without FEC
+    /// data, then the jitter buffer's `Dred` playouts).
+    dred_for_fec: u64,
+    dred_later: u64,
     stats: MediaStats,
     /// Peak absolute sample sent since the last report.
     level_peak: u16,
+    /// Level of the audio played, to change the delay in its pauses.
+    play_level: Level,
+    /// Scratch for time-scale modification (unplayed audio plus a new
+    /// frame, and the result): reused, not reallocated per frame.
+    tsm_in: Vec<i16>,
+    tsm_out: Vec<i16>,
 }
 
 /// Transmit queue bound: a stalled driver drops the oldest audio.
@@ -177,8 +191,13 @@ impl MediaSession {
             muted: false,
             on_hold: false,
             fec_missing: 0,
+            dred_for_fec: 0,
+            dred_later: 0,
             stats: MediaStats::default(),
             level_peak: 0,
+            play_level: Level::default(),
+            tsm_in: Vec::with_capacity(2 * MAX_FRAME_SAMPLES),
+            tsm_out: Vec::with_capacity(4 * MAX_FRAME_SAMPLES),
             config,
         })
     }
@@ -200,6 +219,11 @@ impl MediaSession {
         s.jitter_buffer = self.jitter.stats().clone();
         s.jitter_buffer.fec_recovered -= self.fec_missing.min(s.jitter_buffer.fec_recovered);
         s.jitter_buffer.concealed += self.fec_missing;
+        s.jitter_buffer.dred_recovered = self.dred_for_fec + self.dred_later;
+        s.jitter_buffer.concealed -= s
+            .jitter_buffer
+            .dred_recovered
+            .min(s.jitter_buffer.concealed);
         s.encoder_loss_percent = self.encoder.loss_percent();
         s.quality = super::quality::Line {
             rtt_ms: s.rtt_ms.map(f64::from),
@@ -370,11 +394,32 @@ impl MediaSession {
                 }
                 Playout::Frame(p) => self.decoder.decode(&p, &mut self.decoded),
                 Playout::Recover(next) => {
-                    if !super::codec::has_fec(&next) {
-                        // libopus conceals instead: count it as such.
+                    if super::codec::has_fec(&next) {
+                        self.decoder.recover(&next, &mut self.decoded)
+                    } else {
+                        // No LBRR: DRED from the same packet, else
+                        // concealment (counted as such).
                         self.fec_missing += 1;
+                        match self.decoder.recover_dred(&next, 1, &mut self.decoded) {
+                            Ok(Some(n)) => {
+                                self.dred_for_fec += 1;
+                                Ok(n)
+                            }
+                            _ => self.decoder.conceal(&mut self.decoded),
+                        }
                     }
-                    self.decoder.recover(&next, &mut self.decoded)
+                }
+                Playout::Dred { later, back } => {
+                    match self
+                        .decoder
+                        .recover_dred(&later, back as usize, &mut self.decoded)
+                    {
+                        Ok(Some(n)) => {
+                            self.dred_later += 1;
+                            Ok(n)
+                        }
+                        _ => self.decoder.conceal(&mut self.decoded),
+                    }
                 }
                 Playout::Conceal => self.decoder.conceal(&mut self.decoded),
             };
@@ -387,7 +432,7 @@ impl MediaSession {
                     n
                 }
             };
-            self.playback.extend(&self.decoded[..n]);
+            self.queue_decoded(n);
         }
         let n = out.len();
         for (o, s) in out.iter_mut().zip(self.playback.drain(..n)) {
@@ -397,6 +442,45 @@ impl MediaSession {
             let extra = self.playback.len() - MAX_PLAYBACK;
             self.playback.drain(..extra);
         }
+    }
+
+    /// Queue `decoded[..n]` for playout, shortened or lengthened (with
+    /// the unplayed audio before it) when the jitter buffer's delay is
+    /// off its target: in pauses once 8 ms too long or 4 ms too short
+    /// (running short means late frames and concealment), in speech only
+    /// by more than a frame, one pitch period at a time.
+    fn queue_decoded(&mut self, n: usize) {
+        let frame = &self.decoded[..n];
+        let quiet = self.play_level.observe(frame);
+        let excess = self.jitter.excess_ms();
+        let (short, long) = if quiet {
+            (-4.0, 8.0)
+        } else {
+            let f = self.jitter.frame_ms().max(10.0);
+            (-f, f)
+        };
+        if (short..=long).contains(&excess) {
+            self.playback.extend(frame);
+            return;
+        }
+        self.tsm_in.clear();
+        self.tsm_in.extend(self.playback.iter());
+        self.tsm_in.extend_from_slice(frame);
+        self.tsm_out.clear();
+        let want = (excess.abs() * 48.0) as usize;
+        let changed = if excess > 0.0 {
+            tsm::accelerate(&self.tsm_in, want, quiet, &mut self.tsm_out)
+        } else {
+            tsm::expand(&self.tsm_in, want, quiet, &mut self.tsm_out)
+        };
+        if changed == 0 {
+            self.playback.extend(frame);
+            return;
+        }
+        self.playback.clear();
+        self.playback.extend(&self.tsm_out);
+        let ms = changed as f64 / 48.0;
+        self.jitter.shifted(if excess > 0.0 { -ms } else { ms });
     }
 
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {

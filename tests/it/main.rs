@@ -49,6 +49,7 @@ mod login_flow;
 mod login_rejections;
 mod media_long_call_sim;
 mod media_loss_fec;
+mod media_playout_tone;
 mod media_tamper;
 mod media_tone_call;
 mod metrics;
