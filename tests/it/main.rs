@@ -30,6 +30,7 @@ mod chat_contacts;
 mod chat_kill_sender;
 mod chat_offline;
 mod cli;
+mod clock_step;
 mod envelope_loopback;
 mod first_hour;
 mod fuzz_decoders;

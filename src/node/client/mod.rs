@@ -313,7 +313,7 @@ impl Runtime {
             }
             ov::Event::Contacts(e) => self.contacts_event(e).await,
             ov::Event::Call(u) => {
-                for e in self.calls.update(&u, self.clock.now_ms()) {
+                for e in self.calls.update(&u, self.clock.unix_ms()) {
                     self.emit(e).await;
                 }
             }
@@ -694,7 +694,7 @@ impl Runtime {
                     peer: to,
                     outgoing: true,
                     text,
-                    sent_at: self.clock.now_ms(),
+                    sent_at: self.clock.unix_ms(),
                     state: MessageState::Sending,
                 }))
                 .await
