@@ -1,16 +1,38 @@
-//! Wall-clock time as the drivers see it. Cores never read a clock: the
-//! drivers read one of these and pass `now` in, so tests can move time.
+//! The clocks drivers read. Cores never read a clock: the drivers read one
+//! of these and pass `now` in, so tests can move time.
+//!
+//! A clock gives two readings, for two jobs:
+//!
+//! - [`Clock::now_ms`], monotonic node time, for timers: retransmits,
+//!   keepalives, timeouts, media pacing. A step of the system clock (an
+//!   NTP correction) does not move it, and it counts time spent suspended
+//!   (`CLOCK_BOOTTIME` on Linux), so timers neither freeze nor all fire
+//!   at once. It counts from the wall time of its first reading, so the
+//!   cores that still judge validity from the one `now` they are given
+//!   (certificate windows in the link, record and envelope lifetimes) see
+//!   Unix milliseconds, off only by steps of the wall clock since then.
+//! - [`Clock::unix_ms`] and [`Clock::now_secs`], the wall clock, for what
+//!   is judged against other machines in the drivers: whether a stored
+//!   certificate is still valid or due for renewal, whether a directory
+//!   record is current, the time of day shown for a message or a call.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Milliseconds since the Unix epoch.
+    /// Monotonic node time in milliseconds, for timers (see the module
+    /// docs).
     fn now_ms(&self) -> u64;
 
+    /// Wall-clock Unix milliseconds, for validity against other machines.
+    fn unix_ms(&self) -> u64 {
+        self.now_ms()
+    }
+
+    /// Wall-clock Unix seconds (certificates and records count seconds).
     fn now_secs(&self) -> u64 {
-        self.now_ms() / 1000
+        self.unix_ms() / 1000
     }
 }
 
@@ -20,15 +42,54 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
+        static START: OnceLock<(u64, u64)> = OnceLock::new();
+        let (wall0, mono0) = *START.get_or_init(|| (wall_ms(), monotonic_ms()));
+        wall0 + monotonic_ms().saturating_sub(mono0)
+    }
+
+    fn unix_ms(&self) -> u64 {
+        wall_ms()
     }
 }
 
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since boot, suspended time included.
+#[cfg(target_os = "linux")]
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the one timespec it is given.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if r != 0 {
+        return fallback_monotonic_ms();
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+#[cfg(not(target_os = "linux"))]
+fn monotonic_ms() -> u64 {
+    fallback_monotonic_ms()
+}
+
+/// `Instant` (which may stop while suspended) since the first reading.
+fn fallback_monotonic_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
 /// The system clock shifted by an adjustable offset, for tests of expiry
-/// and skew against real sockets.
+/// and skew against real sockets: both readings move.
 #[derive(Debug, Default)]
 pub struct OffsetClock {
     offset_ms: AtomicI64,
@@ -48,5 +109,67 @@ impl Clock for OffsetClock {
     fn now_ms(&self) -> u64 {
         let base = SystemClock.now_ms() as i64;
         (base + self.offset_ms.load(Ordering::SeqCst)).max(0) as u64
+    }
+}
+
+/// The system clock whose wall reading a test steps, as an NTP correction
+/// or a suspend and resume would: the monotonic reading runs on.
+#[derive(Debug, Default)]
+pub struct SteppedClock {
+    wall_offset_ms: AtomicI64,
+}
+
+impl SteppedClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(SteppedClock::default())
+    }
+
+    /// Step the wall clock by `ms` (negative: back).
+    pub fn step_wall_ms(&self, ms: i64) {
+        self.wall_offset_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for SteppedClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms()
+    }
+
+    fn unix_ms(&self) -> u64 {
+        let wall = SystemClock.unix_ms() as i64;
+        (wall + self.wall_offset_ms.load(Ordering::SeqCst)).max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_time_starts_at_the_wall_clock_and_never_goes_back() {
+        let a = SystemClock.now_ms();
+        let wall = SystemClock.unix_ms();
+        // Both read within a few ms of each other, unless the wall clock
+        // was stepped since the first reading (not in a test run).
+        assert!(a.abs_diff(wall) < 5_000, "{a} vs {wall}");
+        let mut last = a;
+        for _ in 0..1000 {
+            let t = SystemClock.now_ms();
+            assert!(t >= last);
+            last = t;
+        }
+    }
+
+    #[test]
+    fn a_wall_step_leaves_node_time_alone() {
+        let c = SteppedClock::new();
+        let (t0, w0) = (c.now_ms(), c.unix_ms());
+        c.step_wall_ms(-3_600_000);
+        assert!(c.unix_ms() <= w0 - 3_590_000);
+        assert!(c.now_ms() >= t0 && c.now_ms() < t0 + 5_000);
+        c.step_wall_ms(3_600_000 + 86_400_000);
+        assert!(c.unix_ms() >= w0 + 86_400_000);
+        assert_eq!(c.now_secs(), c.unix_ms() / 1000);
+        assert!(c.now_ms() < t0 + 5_000);
     }
 }

@@ -320,7 +320,7 @@ impl Runtime {
             }
             ov::Event::Contacts(e) => self.contacts_event(e).await,
             ov::Event::Call(u) => {
-                for e in self.calls.update(&u, self.clock.now_ms()) {
+                for e in self.calls.update(&u, self.clock.unix_ms()) {
                     let stored = match (&e, &self.call_history) {
                         (Event::CallLogged(r), Some(h)) => {
                             h.lock().unwrap_or_else(|p| p.into_inner()).record(r)
@@ -740,7 +740,7 @@ impl Runtime {
                     peer: to,
                     outgoing: true,
                     text,
-                    sent_at: self.clock.now_ms(),
+                    sent_at: self.clock.unix_ms(),
                     state: MessageState::Sending,
                 }))
                 .await

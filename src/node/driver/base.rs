@@ -25,7 +25,8 @@ pub(super) struct Base {
     /// or a client's to supernodes and relays when UDP is blocked.
     pub tcp: TcpIo,
     pub link: LinkEndpoint,
-    /// Read once per input; cores are given `now`.
+    /// Its monotonic reading times everything here (`Clock::now_ms`: a
+    /// step of the wall clock moves no timer); cores are given `now`.
     pub clock: Arc<dyn Clock>,
     /// The one generator every core here draws from.
     pub rng: StdRng,

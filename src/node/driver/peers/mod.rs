@@ -54,7 +54,7 @@ pub(super) struct Cx<'a> {
 pub(super) struct Peers {
     pub ice: IceSessions,
     /// Relayed candidates and TCP streams (`paths`).
-    pub paths: PeerPaths,
+    paths: PeerPaths,
     /// Connect commands waiting for their lookup: user -> when asked.
     connecting: HashMap<String, u64>,
     /// Our host candidate is set (found on the first attachment).
