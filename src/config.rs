@@ -204,14 +204,17 @@ impl MediaSection {
                 ..Default::default()
             },
             report_interval_ms: (self.report_interval.0.as_millis() as u64).max(100),
-            impair: self.impair.as_ref().map(|i| crate::media::impair::ImpairConfig {
-                loss: i.loss,
-                burst: i.burst,
-                delay_ms: i.delay_ms,
-                jitter_ms: i.jitter_ms,
-                seed: i.seed,
-                corrupt_every: 0,
-            }),
+            impair: self
+                .impair
+                .as_ref()
+                .map(|i| crate::media::impair::ImpairConfig {
+                    loss: i.loss,
+                    burst: i.burst,
+                    delay_ms: i.delay_ms,
+                    jitter_ms: i.jitter_ms,
+                    seed: i.seed,
+                    corrupt_every: 0,
+                }),
             ..Default::default()
         }
     }

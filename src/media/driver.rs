@@ -17,8 +17,8 @@
 //! datagrams are dropped or held to their due time (at tick resolution).
 
 use super::audio::{AudioError, AudioIo};
-use super::processing::Processor;
 use super::impair::WireImpairment;
+use super::processing::Processor;
 use super::session::{MediaEvent, MediaSession, MediaStats};
 use crate::clock::Clock;
 use crate::wire::stun::{Datagram, classify};
