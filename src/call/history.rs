@@ -125,7 +125,7 @@ impl CallHistory {
     }
 
     /// Add an ended call (a missed one unseen), dropping the oldest rows
-    /// past [`MAX_ROWS`].
+    /// past `MAX_ROWS`.
     pub fn record(&mut self, c: &CallRecord) -> Result<(), SqliteError> {
         let seen = c.seen || !c.missed();
         self.conn

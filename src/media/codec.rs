@@ -3,7 +3,7 @@
 //! reports) and the decoder (normal decoding, deep loss concealment, FEC
 //! recovery of a lost frame from the packet after it, and DRED recovery
 //! from a later packet, up to a second back). Built on
-//! [`libopus`](super::libopus).
+//! `media::libopus`.
 
 use super::audio::SAMPLE_RATE;
 use super::libopus::{self, OpusError};

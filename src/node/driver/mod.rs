@@ -5,22 +5,22 @@
 //!
 //! The shape, bottom up (imports point down only):
 //!
-//! - [`base`]: the socket-and-link base both roles stand on: the main UDP
+//! - `base`: the socket-and-link base both roles stand on: the main UDP
 //!   socket, TCP link streams, the [`LinkEndpoint`], the clock, the RNG,
 //!   the event queue and the drop counters.
-//! - [`client`]: the client driver. Its main loop reads one input (a
+//! - `client`: the client driver. Its main loop reads one input (a
 //!   datagram, a TCP frame, a media task's message, a timer, a command),
 //!   then pumps: link events, overlay transmits, overlay events routed to
 //!   their consumer, NAT, ICE, delivery, flush. It owns the sub-drivers:
-//!   - ICE and paths ([`peers`], with its `paths`: relayed candidates
+//!   - ICE and paths (`peers`, with its `paths`: relayed candidates
 //!     and the TCP fallback): [`PeerCommand`] in, [`PeerEvent`] out;
-//!   - NAT detection ([`nat`]): no commands, [`NatReport`] out;
+//!   - NAT detection (`nat`): no commands, [`NatReport`] out;
 //!   - chat and contacts ([`crate::node::messaging`]): `MessagingCommand`
 //!     in, `MessagingEvent` out;
 //!   - calls ([`crate::node::calls`]): `CallCommand` in, `CallsEvent` out.
-//! - [`dispatch`]: the one table that says which sub-driver consumes an
+//! - `dispatch`: the one table that says which sub-driver consumes an
 //!   envelope kind; outcomes go back to the sub-driver that sent it.
-//! - [`supernode`]: the supernode driver: the overlay's supernode core,
+//! - `supernode`: the supernode driver: the overlay's supernode core,
 //!   the STUN server (with the extra RFC 5780 sockets) and the TURN relay
 //!   ([`crate::node::turn`], its own task) on the same socket.
 //!
