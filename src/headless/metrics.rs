@@ -4,7 +4,6 @@
 //! from the node API's events as the front end sees them, so a client
 //! metric is what the user was shown.
 
-use natter::call::EndReason;
 use natter::metrics::Exposition;
 use natter::node::api::{CallId, CallState, Event, MediaPath, MessageState};
 use std::collections::{BTreeMap, HashSet};
@@ -38,19 +37,6 @@ fn path_label(p: &MediaPath) -> Option<&'static str> {
     }
 }
 
-fn end_label(r: &EndReason) -> &'static str {
-    match r {
-        EndReason::HungUp { .. } => "hung_up",
-        EndReason::Declined { .. } => "declined",
-        EndReason::Busy => "busy",
-        EndReason::Cancelled { .. } => "cancelled",
-        EndReason::NoAnswer => "no_answer",
-        EndReason::NoResponse => "no_response",
-        EndReason::MediaFailed => "media_failed",
-        EndReason::AudioFailed => "audio_failed",
-    }
-}
-
 impl ClientCounters {
     /// Count what `e` says.
     pub fn observe(&mut self, e: &Event) {
@@ -72,7 +58,7 @@ impl ClientCounters {
             }
             Event::Call(info) => {
                 if let CallState::Ended { reason, .. } = &info.state {
-                    *self.calls_ended.entry(end_label(reason)).or_default() += 1;
+                    *self.calls_ended.entry(reason.code()).or_default() += 1;
                     self.counted.remove(&info.id);
                 }
             }
