@@ -39,6 +39,23 @@ pub(super) struct Base {
 }
 
 impl Base {
+    /// Send an overlay core's messages over the link; whether there were
+    /// any (a driver pumps until nothing moves).
+    pub fn send_overlay(
+        &mut self,
+        now: u64,
+        out: impl Iterator<Item = crate::overlay::Transmit>,
+    ) -> bool {
+        let mut sent = false;
+        for t in out {
+            sent = true;
+            if let Err(e) = self.link.send(now, t.dst, &t.bytes, &mut self.rng) {
+                tracing::debug!(dst = %t.dst, "link send: {e}");
+            }
+        }
+        sent
+    }
+
     pub fn new(
         socket: Arc<UdpSocket>,
         link: LinkEndpoint,

@@ -418,18 +418,7 @@ impl ClientDriver {
 
     /// Step 2: the overlay core's messages into the link.
     fn overlay_transmits(&mut self, now: u64) -> bool {
-        let mut progressed = false;
-        for t in self.core.drain_transmits().collect::<Vec<_>>() {
-            progressed = true;
-            if let Err(e) = self
-                .base
-                .link
-                .send(now, t.dst, &t.bytes, &mut self.base.rng)
-            {
-                tracing::debug!(dst = %t.dst, "link send: {e}");
-            }
-        }
-        progressed
+        self.base.send_overlay(now, self.core.drain_transmits())
     }
 
     /// Step 3: the core's events through the dispatcher, then what the

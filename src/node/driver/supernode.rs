@@ -268,16 +268,7 @@ impl SupernodeDriver {
         let now = self.base.now();
         for _ in 0..64 {
             let mut progressed = self.link_events(now);
-            for t in self.core.drain_transmits().collect::<Vec<_>>() {
-                progressed = true;
-                if let Err(e) = self
-                    .base
-                    .link
-                    .send(now, t.dst, &t.bytes, &mut self.base.rng)
-                {
-                    tracing::debug!(dst = %t.dst, "link send: {e}");
-                }
-            }
+            progressed |= self.base.send_overlay(now, self.core.drain_transmits());
             while let Some(e) = self.core.poll_event() {
                 progressed = true;
                 self.deliver(now, e);
