@@ -453,8 +453,10 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginConfig {
-    /// The authority's address, `host:port`.
-    pub server: HostPort,
+    /// The authority's address, `host:port`, or a list of the addresses
+    /// of several authorities sharing one database: tried in order, the
+    /// next when one cannot be reached.
+    pub server: Authorities,
     /// The authority's ed25519 public key, 64 hex digits, as it printed
     /// at its first start. Required to log in.
     pub authority_key: Option<PublicKey>,
@@ -465,10 +467,10 @@ pub struct LoginConfig {
 impl Default for LoginConfig {
     fn default() -> Self {
         LoginConfig {
-            server: HostPort {
+            server: Authorities(vec![HostPort {
                 host: "127.0.0.1".into(),
                 port: 7700,
-            },
+            }]),
             authority_key: None,
             renew_before: HumanDuration(Duration::from_secs(4 * 3600)),
         }
@@ -481,8 +483,13 @@ impl Default for LoginConfig {
 pub struct AuthorityConfig {
     #[serde(deserialize_with = "listen_addr")]
     pub listen: SocketAddr,
-    /// Account database; relative paths are under the data dir.
-    pub database: PathBuf,
+    /// Account database: an SQLite file (`PATH` or `sqlite:PATH`; relative
+    /// paths are under the data dir), or `postgres://USER@HOST/DB` shared
+    /// by several authorities.
+    pub database: crate::authority::Database,
+    /// The PostgreSQL password, read from this file (first line) instead
+    /// of the URL. Relative paths are under the data dir.
+    pub database_password_file: Option<PathBuf>,
     /// Signing key file; relative paths are under the data dir.
     pub key_file: PathBuf,
     pub open_registration: bool,
@@ -505,7 +512,8 @@ impl Default for AuthorityConfig {
     fn default() -> Self {
         AuthorityConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7700)),
-            database: "authority.db".into(),
+            database: crate::authority::Database::Sqlite("authority.db".into()),
+            database_password_file: None,
             key_file: "authority.key".into(),
             open_registration: true,
             certificate_lifetime: HumanDuration(Duration::from_secs(24 * 3600)),
@@ -856,6 +864,73 @@ impl<'de> Deserialize<'de> for HostPort {
     }
 }
 
+/// One or more authority addresses (never none), in the order tried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorities(pub Vec<HostPort>);
+
+impl Authorities {
+    pub fn first(&self) -> &HostPort {
+        &self.0[0]
+    }
+}
+
+impl From<HostPort> for Authorities {
+    fn from(h: HostPort) -> Self {
+        Authorities(vec![h])
+    }
+}
+
+impl std::fmt::Display for Authorities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, h) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Authorities {
+    type Err = String;
+    /// One `host:port`, or several separated by commas.
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(|h| h.trim().parse())
+            .collect::<Result<Vec<HostPort>, _>>()
+            .map(Authorities)
+    }
+}
+
+impl<'de> Deserialize<'de> for Authorities {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let list = match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected an address \"host:port\" or a list of them, e.g. [\"auth1.example.org:7700\", \"auth2.example.org:7700\"]",
+            )
+        })? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        };
+        if list.is_empty() {
+            return Err(serde::de::Error::custom(
+                "an empty list: give at least one authority address",
+            ));
+        }
+        list.iter()
+            .map(|s| s.parse().map_err(serde::de::Error::custom))
+            .collect::<Result<Vec<HostPort>, _>>()
+            .map(Authorities)
+    }
+}
+
 /// A socket address to bind: an IP address and a port.
 pub fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let s = String::deserialize(d)?;
@@ -996,6 +1071,18 @@ impl Config {
             return Unusable::at(
                 "overlay.supernode_timeout",
                 "must be longer than overlay.keepalive, or every supernode looks dead between keepalives".into(),
+            );
+        }
+        if self.authority.database_password_file.is_some()
+            && !matches!(
+                self.authority.database,
+                crate::authority::Database::Postgres(_)
+            )
+        {
+            return Unusable::at(
+                "authority.database_password_file",
+                "a password file is for a PostgreSQL database; `database` names an SQLite file"
+                    .into(),
             );
         }
         check_log_filter(&self.log.level).or_else(|e| Unusable::at("log.level", e))?;
@@ -1236,7 +1323,7 @@ mod tests {
             .to_string();
         assert!(e.contains("not a host name"), "{e}");
         let ok = parse("[login]\nserver = \"auth.example.org:7700\"\n").unwrap();
-        assert_eq!(ok.login.server.host, "auth.example.org");
+        assert_eq!(ok.login.server.first().host, "auth.example.org");
         let v6 = parse("[login]\nserver = \"[::1]:7700\"\n").unwrap();
         assert_eq!(v6.login.server.to_string(), "[::1]:7700");
     }

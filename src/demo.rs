@@ -103,7 +103,7 @@ impl Network {
         };
         ClientSettings {
             data_dir: self.dir.join(user),
-            authority: self.authority.clone(),
+            authority: self.authority.clone().into(),
             authority_key: self.key,
             bootstrap: self.supernodes.clone(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use natter::authority::{AuthorityServer, Store};
 use natter::clock::{Clock, SystemClock};
-use natter::config::{Config, HostPort, PublicKey};
+use natter::config::{Authorities, Config, HostPort, PublicKey};
 use natter::identity::cert::fmt_time;
 use natter::identity::{AuthorityKey, Role, Username, validate_password};
 use natter::node::{AuthorityConnection, DeviceFiles};
@@ -462,8 +462,15 @@ async fn run_authority(config: &Config, data_dir: &Path, listen: Option<SocketAd
     let pub_path = key_path.with_extension("pub");
     std::fs::write(&pub_path, format!("{public}\n"))
         .with_context(|| format!("writing {}", pub_path.display()))?;
-    let store = Store::open(&under(data_dir, &ac.database))?;
-    let accounts = store.count_accounts()?;
+    let (db, password_file) = database_of(config, data_dir);
+    // The PostgreSQL client blocks: keep it off the async workers.
+    let (store, accounts) = tokio::task::spawn_blocking(move || -> Result<(Store, u64)> {
+        let store = Store::open_database(&db, password_file.as_deref())?;
+        let accounts = store.count_accounts()?;
+        Ok((store, accounts))
+    })
+    .await
+    .context("opening the account database")??;
     let server = AuthorityServer::bind(
         listen.unwrap_or(ac.listen),
         key,
@@ -517,11 +524,11 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-fn server_of(config: &Config, args: &ServerArgs) -> Result<(HostPort, [u8; 32])> {
+fn server_of(config: &Config, args: &ServerArgs) -> Result<(Authorities, [u8; 32])> {
     let server = args
         .server
         .clone()
-        .unwrap_or_else(|| config.login.server.clone());
+        .map_or_else(|| config.login.server.clone(), Authorities::from);
     let key = args
         .authority_key
         .or(config.login.authority_key)
@@ -567,7 +574,8 @@ async fn connect(
             files.key_path().display()
         );
     }
-    let conn = AuthorityConnection::connect(&server, key, &device, Arc::new(SystemClock)).await?;
+    let conn =
+        AuthorityConnection::connect_any(&server, key, &device, Arc::new(SystemClock)).await?;
     let skew = conn.clock_offset_ms().abs();
     if skew > 30_000 {
         eprintln!(
@@ -652,9 +660,20 @@ fn whoami(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The account database and its password file, relative paths put under
+/// the data dir.
+fn database_of(config: &Config, data_dir: &Path) -> (natter::authority::Database, Option<PathBuf>) {
+    let ac = &config.authority;
+    let password_file = ac
+        .database_password_file
+        .as_ref()
+        .map(|p| under(data_dir, p));
+    (ac.database.under(data_dir), password_file)
+}
+
 fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
-    let path = under(data_dir, &config.authority.database);
-    let store = Store::open_existing(&path).with_context(|| {
+    let (db, password_file) = database_of(config, data_dir);
+    let store = Store::open_existing_database(&db, password_file.as_deref()).with_context(|| {
         format!(
             "no account database to administer in {}: pass the authority's --data-dir (and --config)",
             data_dir.display()

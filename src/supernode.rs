@@ -40,7 +40,7 @@ async fn credentials(
         Some(c) if c.not_after > now + renew_before => c,
         Some(c) => {
             let mut conn =
-                AuthorityConnection::connect(&config.login.server, key, &device, clock.clone())
+                AuthorityConnection::connect_any(&config.login.server, key, &device, clock.clone())
                     .await?;
             let fresh = conn.renew(&c).await.context("renewing the certificate")?;
             files.save_certificate(&fresh)?;
@@ -71,9 +71,13 @@ fn spawn_renewal(
                 continue;
             }
             let renewed = async {
-                let mut c =
-                    AuthorityConnection::connect(&config.login.server, key, &device, clock.clone())
-                        .await?;
+                let mut c = AuthorityConnection::connect_any(
+                    &config.login.server,
+                    key,
+                    &device,
+                    clock.clone(),
+                )
+                .await?;
                 c.renew(&cert).await
             }
             .await;

@@ -121,6 +121,8 @@ pub enum Job {
     Register {
         username: Username,
         password: String,
+        /// Counted against the shared registration limit (PostgreSQL).
+        source: IpAddr,
     },
     /// Look the account up and check the password (argon2id verify; a
     /// dummy hash is checked for unknown users, so timing tells nothing).
@@ -130,6 +132,10 @@ pub enum Job {
         /// The device logged in to this account before: its hash goes
         /// ahead of strangers' guesses.
         known_device: bool,
+        /// Counted against in the shared throttle (PostgreSQL).
+        source: IpAddr,
+        /// The device asking: known devices are shared too (PostgreSQL).
+        ed25519: [u8; 32],
     },
     /// Look the account up (renewal: is it still there, which role).
     LoadAccount { username: Username },
@@ -152,6 +158,9 @@ pub enum JobResult {
     Account(Option<AccountInfo>),
     /// The driver's queue of password work from unknown devices is full.
     Busy,
+    /// Locked out by the throttle shared with other authorities: this
+    /// many milliseconds to wait.
+    Throttled(u64),
     Failed(String),
 }
 
@@ -424,6 +433,8 @@ impl AuthorityCore {
                     username: user,
                     password: password.to_owned(),
                     known_device,
+                    source: s.peer,
+                    ed25519,
                 })]
             }
             Request::Renew { cert, proof } => {
@@ -513,6 +524,7 @@ impl AuthorityCore {
         vec![Output::Job(Job::Register {
             username: user,
             password: password.to_owned(),
+            source: s.peer,
         })]
     }
 
@@ -535,6 +547,12 @@ impl AuthorityCore {
                 tracing::warn!(peer = %s.peer, "password attempt refused: hashing queue full");
                 let m = "the authority is busy; try again in 5 s";
                 self.reject(s, RejectCode::Throttled, 5, m, false)
+            }
+            (Pending::Register(_), JobResult::Throttled(wait)) => {
+                self.throttled(s, wait, "too many registrations from your address")
+            }
+            (Pending::Login { .. }, JobResult::Throttled(wait)) => {
+                self.throttled(s, wait, "too many failed logins")
             }
             (Pending::Register(user), JobResult::Registered) => {
                 self.stats.registrations += 1;

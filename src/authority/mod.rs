@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod client;
 pub mod core;
+pub mod postgres;
 pub mod proto;
 pub mod server;
 pub mod store;
@@ -18,5 +19,5 @@ pub use admission::AdmissionPolicy;
 pub use client::{Answer, ClientError, LoginClient};
 pub use proto::RejectCode;
 pub use server::{AuthorityServer, ServerError};
-pub use store::{Store, StoreError};
+pub use store::{Database, Store, StoreError};
 pub use throttle::ThrottlePolicy;

@@ -8,8 +8,10 @@ use super::AuthorityStats;
 use super::admission::{Admit, ConnId};
 use super::core::{AuthorityCore, Job, JobResult, Output, Policy, Session};
 use super::store::{Store, StoreError, hash_password};
+use super::throttle::ThrottlePolicy;
 use crate::clock::Clock;
 use crate::identity::AuthorityKey;
+use crate::limits::SourceKey;
 use crate::wire::{Frame, MAX_FRAME};
 use rand::RngCore;
 use std::collections::HashMap;
@@ -37,6 +39,8 @@ pub enum ServerError {
 struct Shared {
     core: Mutex<AuthorityCore>,
     store: Arc<Store>,
+    /// The throttle's knobs, for the store's shared throttle (PostgreSQL).
+    throttle: ThrottlePolicy,
     clock: Arc<dyn Clock>,
     /// Bounds concurrent argon2 work (each hash takes ~19 MiB and a core)
     /// and orders it: known devices before strangers.
@@ -103,6 +107,7 @@ impl AuthorityServer {
         Ok(AuthorityServer {
             listener,
             shared: Arc::new(Shared {
+                throttle: policy.throttle.clone(),
                 core: Mutex::new(AuthorityCore::new(key, policy)),
                 store: Arc::new(store),
                 clock,
@@ -134,9 +139,19 @@ impl AuthorityServer {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
                     let now = self.shared.clock.now_ms();
-                    let mut core = self.shared.core();
-                    core.on_tick(now);
-                    tracing::info!(stats = %core.stats(), "authority counters");
+                    {
+                        let mut core = self.shared.core();
+                        core.on_tick(now);
+                        tracing::info!(stats = %core.stats(), "authority counters");
+                    }
+                    if self.shared.store.is_shared() {
+                        let (store, policy) = (self.shared.store.clone(), self.shared.throttle.clone());
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = store.shared_prune(now, &policy) {
+                                tracing::warn!("pruning the shared throttle: {e}");
+                            }
+                        });
+                    }
                 }
                 accepted = self.listener.accept() => {
                     let (stream, peer) = match accepted {
@@ -376,10 +391,20 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
         },
     };
     let store = shared.store.clone();
-    let now = shared.clock.now_secs();
+    let policy = shared.throttle.clone();
+    let now_ms = shared.clock.now_ms();
+    let now = now_ms / 1000;
     let r = tokio::task::spawn_blocking(move || -> Result<JobResult, StoreError> {
         Ok(match job {
-            Job::Register { username, password } => {
+            Job::Register {
+                username,
+                password,
+                source,
+            } => {
+                let src = SourceKey::of(source);
+                if let Some(wait) = store.shared_registration(now_ms, src, &policy)? {
+                    return Ok(JobResult::Throttled(wait));
+                }
                 let hash = hash_password(&password)?;
                 if store.insert_account(&username, &hash, now)? {
                     JobResult::Registered
@@ -388,15 +413,38 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
                 }
             }
             Job::CheckPassword {
-                username, password, ..
-            } => match store.check_password(&username, &password)? {
-                Ok(info) => {
-                    store.touch_login(&username, now)?;
-                    JobResult::PasswordOk(info)
+                username,
+                password,
+                known_device,
+                source,
+                ed25519,
+            } => {
+                let src = SourceKey::of(source);
+                let shared = store.shared_login_attempt(
+                    now_ms,
+                    &username,
+                    src,
+                    &ed25519,
+                    known_device,
+                    &policy,
+                )?;
+                if let Some(wait) = shared {
+                    return Ok(JobResult::Throttled(wait));
                 }
-                Err(true) => JobResult::WrongPassword,
-                Err(false) => JobResult::UnknownUser,
-            },
+                match store.check_password(&username, &password)? {
+                    Ok(info) => {
+                        store.touch_login(&username, now)?;
+                        if !info.disabled {
+                            store.shared_login_succeeded(
+                                now_ms, &username, src, &ed25519, &policy,
+                            )?;
+                        }
+                        JobResult::PasswordOk(info)
+                    }
+                    Err(true) => JobResult::WrongPassword,
+                    Err(false) => JobResult::UnknownUser,
+                }
+            }
             Job::LoadAccount { username } => {
                 JobResult::Account(store.account(&username)?.map(|a| a.info))
             }

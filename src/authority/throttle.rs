@@ -38,29 +38,44 @@ impl Default for ThrottlePolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Failures {
-    count: u32,
-    last_ms: u64,
-    locked_until_ms: u64,
+/// Failed attempts against one account or one source. Kept in memory by
+/// [`Throttle`], or as a database row when several authorities share the
+/// throttle (see [`super::store::Store::shared_login_attempt`]): both
+/// apply these same rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Failures {
+    /// Failures counted (attempts in flight count until refunded).
+    pub count: u32,
+    /// When the last failure was counted: the window decays from it.
+    pub last_ms: u64,
+    /// No attempt before this.
+    pub locked_until_ms: u64,
 }
 
 impl Failures {
-    fn decay(&mut self, now: u64, window: u64) {
+    /// Forget everything once the window has passed and no lock holds.
+    pub fn decay(&mut self, now: u64, window: u64) {
         if now.saturating_sub(self.last_ms) > window && now >= self.locked_until_ms {
             *self = Failures::default();
         }
     }
 
+    /// Milliseconds until the next attempt (0: now).
+    pub fn wait(&self, now: u64) -> u64 {
+        self.locked_until_ms.saturating_sub(now)
+    }
+
     /// An attempt counted in advance turned out right.
-    fn refund(&mut self, free: u32) {
+    pub fn refund(&mut self, free: u32) {
         self.count = self.count.saturating_sub(1);
         if self.count < free {
             self.locked_until_ms = 0;
         }
     }
 
-    fn fail(&mut self, now: u64, free: u32, policy: &ThrottlePolicy) {
+    /// Count a failure; past `free` failures, lock for 1 s doubling per
+    /// failure up to the policy's maximum.
+    pub fn fail(&mut self, now: u64, free: u32, policy: &ThrottlePolicy) {
         self.count = self.count.saturating_add(1);
         self.last_ms = now;
         if self.count >= free {
@@ -103,11 +118,11 @@ impl Throttle {
         let mut wait = 0;
         if let Some(f) = self.accounts.get_mut(account).filter(|_| !known_device) {
             f.decay(now, w);
-            wait = wait.max(f.locked_until_ms.saturating_sub(now));
+            wait = wait.max(f.wait(now));
         }
         if let Some(f) = self.addresses.get_mut(&SourceKey::of(addr)) {
             f.decay(now, w);
-            wait = wait.max(f.locked_until_ms.saturating_sub(now));
+            wait = wait.max(f.wait(now));
         }
         (wait > 0).then_some(wait)
     }

@@ -2,7 +2,7 @@
 
 use crate::authority::client::{Answer, ClientError, LoginClient};
 use crate::clock::Clock;
-use crate::config::HostPort;
+use crate::config::{Authorities, HostPort};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::wire::{Frame, MAX_FRAME};
 use std::time::Duration;
@@ -71,6 +71,41 @@ impl AuthorityConnection {
             Err(_) => return Err(LoginError::Timeout(addr)),
         };
         Self::from_stream(stream, server, authority_key, device, clock).await
+    }
+
+    /// Connect to the first of `servers` that answers, in order: several
+    /// authorities on one database are interchangeable, so one that is
+    /// down or unreachable costs a client only the time to notice. Only
+    /// the last server's error is returned if none answers; each failure
+    /// is logged.
+    pub async fn connect_any(
+        servers: &Authorities,
+        authority_key: [u8; 32],
+        device: &DeviceIdentity,
+        clock: std::sync::Arc<dyn Clock>,
+    ) -> Result<Self, LoginError> {
+        let mut last = None;
+        for (i, server) in servers.0.iter().enumerate() {
+            match Self::connect(server, authority_key, device, clock.clone()).await {
+                Ok(c) => return Ok(c),
+                // Not reachable or not answering: the next may be.
+                Err(
+                    e @ (LoginError::Connect { .. }
+                    | LoginError::Timeout(_)
+                    | LoginError::Io(_)
+                    | LoginError::Closed),
+                ) => {
+                    if i + 1 < servers.0.len() {
+                        tracing::warn!("authority {server}: {e}; trying the next");
+                    }
+                    last = Some(e);
+                }
+                // It answered and refused (wrong key, clock skew): the
+                // others share its key and policy.
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(LoginError::Closed))
     }
 
     /// Complete the Noise handshake over an already connected stream (a

@@ -18,7 +18,7 @@ mod report;
 use self::calls::ApiCalls;
 use crate::chat::ChatConfig;
 use crate::clock::Clock;
-use crate::config::HostPort;
+use crate::config::{Authorities, HostPort};
 use crate::contacts::{ContactInfo, ContactsConfig};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::link::{LinkConfig, LinkEndpoint, LinkError};
@@ -67,7 +67,8 @@ pub enum RuntimeError {
 pub struct ClientSettings {
     /// Device keys and the certificate live here.
     pub data_dir: PathBuf,
-    pub authority: HostPort,
+    /// The authorities to log in at, tried in order.
+    pub authority: Authorities,
     pub authority_key: [u8; 32],
     /// Supernodes to attach through (resolved addresses).
     pub bootstrap: Vec<SocketAddr>,
@@ -369,7 +370,7 @@ impl Runtime {
     }
 
     async fn connect(&self, device: &DeviceIdentity) -> Result<AuthorityConnection, LoginError> {
-        AuthorityConnection::connect(
+        AuthorityConnection::connect_any(
             &self.settings.authority,
             self.settings.authority_key,
             device,
