@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 # tmux: the TUI test in a real terminal, tests/it/tui_tmux.rs; python3: the
 # lab's check of a recorded call for gaps, lab/wav-gaps.py; systemd:
 # systemd-analyze verifies the units in config/systemd; prometheus:
-# promtool checks the metrics endpoints, tests/it/metrics.rs).
-PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn tmux python3 systemd prometheus)
+# promtool checks the metrics endpoints, tests/it/metrics.rs; postgresql:
+# two authorities share one database, tests/it/authority_ha.rs).
+PACKAGES=(build-essential pkg-config libasound2-dev cmake coturn tmux python3 systemd prometheus postgresql)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

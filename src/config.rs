@@ -1287,6 +1287,80 @@ mod tests {
     }
 
     #[test]
+    fn authority_database_kinds_and_errors() {
+        use crate::authority::Database;
+        let db = |t: &str| parse(&format!("[authority]\n{t}\n")).map(|c| c.authority.database);
+        assert_eq!(db("").unwrap(), Database::Sqlite("authority.db".into()));
+        assert_eq!(
+            db("database = \"sqlite:/var/lib/a.db\"").unwrap(),
+            Database::Sqlite("/var/lib/a.db".into())
+        );
+        let url = "postgresql://natter:pw@db.example.org:5433/natter";
+        assert_eq!(
+            db(&format!("database = \"{url}\"")).unwrap(),
+            Database::Postgres(url.into())
+        );
+        for (text, key, line, words) in [
+            (
+                "\ndatabase = \"postgres://a@b/c?sslmode=bogus\"",
+                "authority.database",
+                3,
+                "not a PostgreSQL URL",
+            ),
+            (
+                "database = \"mysql://x/y\"",
+                "authority.database",
+                2,
+                "unknown database kind",
+            ),
+            (
+                "database_password_file = \"/etc/pw\"",
+                "authority.database_password_file",
+                2,
+                "PostgreSQL",
+            ),
+        ] {
+            match db(text) {
+                Err(ConfigError::Invalid {
+                    key: k,
+                    line: l,
+                    message,
+                    ..
+                }) => {
+                    assert_eq!(k, key, "{text}");
+                    assert_eq!(l, Some(line), "{text}");
+                    assert!(message.contains(words), "{text}: {message}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let c = parse(&format!(
+            "[authority]\ndatabase = \"{url}\"\ndatabase_password_file = \"pw\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.authority.database_password_file, Some("pw".into()));
+    }
+
+    #[test]
+    fn login_server_takes_one_address_or_a_list() {
+        let c = parse("[login]\nserver = [\"a.example.org:7700\", \"127.0.0.2:7701\"]\n").unwrap();
+        assert_eq!(c.login.server.0.len(), 2);
+        assert_eq!(
+            c.login.server.to_string(),
+            "a.example.org:7700, 127.0.0.2:7701"
+        );
+        let e = parse("[login]\nserver = []\n").unwrap_err().to_string();
+        assert!(
+            e.contains("login.server") && e.contains("at least one"),
+            "{e}"
+        );
+        let e = parse("[login]\nserver = [\"a:7700\", \"b\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("login.server") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_file_and_key() {
         let e = parse("[authority]\nlisen = \"0.0.0.0:1\"\n")
             .unwrap_err()

@@ -231,6 +231,10 @@ pub struct AuthorityCore {
     /// forgotten when full). Such devices skip the account's lockout and
     /// the queue of strangers' guesses.
     known_devices: HashMap<[u8; 32], Username>,
+    /// Password attempts and registrations are throttled by the store,
+    /// shared with other authorities (PostgreSQL), not by [`Throttle`]
+    /// here: one count, where every authority sees it.
+    shared_throttle: bool,
     stats: AuthorityStats,
 }
 
@@ -251,10 +255,17 @@ impl AuthorityCore {
             throttle: Throttle::new(policy.throttle.clone()),
             admission: Admission::new(policy.admission.clone()),
             known_devices: HashMap::new(),
+            shared_throttle: false,
             policy,
             seen_hellos: HashMap::new(),
             stats: AuthorityStats::default(),
         }
+    }
+
+    /// Leave login and registration throttling to the store's shared
+    /// throttle (its answer comes back as [`JobResult::Throttled`]).
+    pub fn set_shared_throttle(&mut self, shared: bool) {
+        self.shared_throttle = shared;
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -407,9 +418,11 @@ impl AuthorityCore {
                     return self.invalid_credentials(s);
                 };
                 let known_device = self.known_devices.get(&ed25519) == Some(&user);
-                if let Some(wait) =
-                    self.throttle
-                        .login_blocked(now_ms, user.as_str(), s.peer, known_device)
+                let local = !self.shared_throttle;
+                if let Some(wait) = self
+                    .throttle
+                    .login_blocked(now_ms, user.as_str(), s.peer, known_device)
+                    .filter(|_| local)
                 {
                     return self.throttled(s, wait, "too many failed logins");
                 }
@@ -419,10 +432,12 @@ impl AuthorityCore {
                     return self.reject(s, RejectCode::BadProof, 0, m, true);
                 }
                 // Counted before the hash, refunded on success.
-                if let Err(wait) =
+                if let Err(wait) = if local {
                     self.throttle
                         .login_attempt(now_ms, user.as_str(), s.peer, known_device)
-                {
+                } else {
+                    Ok(())
+                } {
                     return self.throttled(s, wait, "too many failed logins");
                 }
                 s.pending = Some(Pending::Login {
@@ -517,7 +532,12 @@ impl AuthorityCore {
             self.stats.bad_registrations += 1;
             return self.reject(s, RejectCode::WeakPassword, 0, &e.to_string(), false);
         }
-        if let Some(wait) = self.throttle.registration(now_ms, s.peer) {
+        let wait = if self.shared_throttle {
+            None
+        } else {
+            self.throttle.registration(now_ms, s.peer)
+        };
+        if let Some(wait) = wait {
             return self.throttled(s, wait, "too many registrations from your address");
         }
         s.pending = Some(Pending::Register(user.clone()));

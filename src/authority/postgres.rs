@@ -342,7 +342,8 @@ impl PgStore {
     /// The shared form of [`super::throttle::Throttle::login_attempt`]:
     /// checks and counts a password attempt against the account and the
     /// source in one transaction (rows locked, so attempts through two
-    /// authorities at once are both counted). `Some(wait)` when blocked.
+    /// authorities at once are both counted). `Err(wait)` when blocked,
+    /// else whether the device is known for the account.
     pub fn login_attempt(
         &self,
         now: u64,
@@ -351,7 +352,7 @@ impl PgStore {
         ed25519: &[u8; 32],
         known_here: bool,
         policy: &ThrottlePolicy,
-    ) -> Result<Option<u64>, PgError> {
+    ) -> Result<Result<bool, u64>, PgError> {
         let keys = [format!("a:{user}"), format!("s:{source}")];
         self.with(|c| {
             let e = self.err();
@@ -382,7 +383,7 @@ impl PgStore {
                 store_failures(&mut tx, k, f).map_err(&e)?;
             }
             tx.commit().map_err(&e)?;
-            Ok((wait > 0).then_some(wait))
+            Ok(if wait > 0 { Err(wait) } else { Ok(known) })
         })
     }
 

@@ -108,7 +108,11 @@ impl AuthorityServer {
             listener,
             shared: Arc::new(Shared {
                 throttle: policy.throttle.clone(),
-                core: Mutex::new(AuthorityCore::new(key, policy)),
+                core: Mutex::new({
+                    let mut core = AuthorityCore::new(key, policy);
+                    core.set_shared_throttle(store.is_shared());
+                    core
+                }),
                 store: Arc::new(store),
                 clock,
                 hashing: HashGate::new(cpus, policy_queue(cpus)),
@@ -375,12 +379,75 @@ impl HashGate {
     }
 }
 
+/// Run `f` on the blocking pool (argon2 and the database block).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("job panicked: {e}")),
+    }
+}
+
 async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
+    let store = shared.store.clone();
+    let policy = shared.throttle.clone();
+    let now_ms = shared.clock.now_ms();
+    let now = now_ms / 1000;
+    // The shared throttle (PostgreSQL) is asked first, so an attempt it
+    // refuses never waits for a hashing slot; it also knows devices that
+    // logged in through another authority.
+    let mut first = false;
+    if store.is_shared() {
+        let (store, policy) = (store.clone(), policy.clone());
+        let check = match &job {
+            Job::LoadAccount { .. } => None,
+            Job::CheckPassword {
+                username,
+                known_device,
+                source,
+                ed25519,
+                ..
+            } => {
+                let (user, src, key, known) = (
+                    username.clone(),
+                    SourceKey::of(*source),
+                    *ed25519,
+                    *known_device,
+                );
+                Some(
+                    blocking(move || {
+                        store.shared_login_attempt(now_ms, &user, src, &key, known, &policy)
+                    })
+                    .await,
+                )
+            }
+            Job::Register { source, .. } => {
+                let src = SourceKey::of(*source);
+                Some(
+                    blocking(move || {
+                        Ok(match store.shared_registration(now_ms, src, &policy)? {
+                            Some(wait) => Err(wait),
+                            None => Ok(false),
+                        })
+                    })
+                    .await,
+                )
+            }
+        };
+        match check {
+            Some(Err(e)) => return JobResult::Failed(e),
+            Some(Ok(Err(wait))) => return JobResult::Throttled(wait),
+            Some(Ok(Ok(known))) => first = known,
+            None => {}
+        }
+    }
     // Renewals and account lookups hash nothing: they never queue.
     let _permit = match &job {
         Job::LoadAccount { .. } => None,
         Job::CheckPassword { known_device, .. } => {
-            match shared.hashing.acquire(*known_device).await {
+            match shared.hashing.acquire(*known_device || first).await {
                 Some(p) => Some(p),
                 None => return JobResult::Busy,
             }
@@ -390,21 +457,11 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
             None => return JobResult::Busy,
         },
     };
-    let store = shared.store.clone();
-    let policy = shared.throttle.clone();
-    let now_ms = shared.clock.now_ms();
-    let now = now_ms / 1000;
-    let r = tokio::task::spawn_blocking(move || -> Result<JobResult, StoreError> {
+    let r = blocking(move || -> Result<JobResult, StoreError> {
         Ok(match job {
             Job::Register {
-                username,
-                password,
-                source,
+                username, password, ..
             } => {
-                let src = SourceKey::of(source);
-                if let Some(wait) = store.shared_registration(now_ms, src, &policy)? {
-                    return Ok(JobResult::Throttled(wait));
-                }
                 let hash = hash_password(&password)?;
                 if store.insert_account(&username, &hash, now)? {
                     JobResult::Registered
@@ -415,47 +472,28 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
             Job::CheckPassword {
                 username,
                 password,
-                known_device,
                 source,
                 ed25519,
-            } => {
-                let src = SourceKey::of(source);
-                let shared = store.shared_login_attempt(
-                    now_ms,
-                    &username,
-                    src,
-                    &ed25519,
-                    known_device,
-                    &policy,
-                )?;
-                if let Some(wait) = shared {
-                    return Ok(JobResult::Throttled(wait));
-                }
-                match store.check_password(&username, &password)? {
-                    Ok(info) => {
-                        store.touch_login(&username, now)?;
-                        if !info.disabled {
-                            store.shared_login_succeeded(
-                                now_ms, &username, src, &ed25519, &policy,
-                            )?;
-                        }
-                        JobResult::PasswordOk(info)
+                ..
+            } => match store.check_password(&username, &password)? {
+                Ok(info) => {
+                    store.touch_login(&username, now)?;
+                    if !info.disabled {
+                        let src = SourceKey::of(source);
+                        store.shared_login_succeeded(now_ms, &username, src, &ed25519, &policy)?;
                     }
-                    Err(true) => JobResult::WrongPassword,
-                    Err(false) => JobResult::UnknownUser,
+                    JobResult::PasswordOk(info)
                 }
-            }
+                Err(true) => JobResult::WrongPassword,
+                Err(false) => JobResult::UnknownUser,
+            },
             Job::LoadAccount { username } => {
                 JobResult::Account(store.account(&username)?.map(|a| a.info))
             }
         })
     })
     .await;
-    match r {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => JobResult::Failed(e.to_string()),
-        Err(e) => JobResult::Failed(format!("job panicked: {e}")),
-    }
+    r.unwrap_or_else(JobResult::Failed)
 }
 
 #[cfg(test)]

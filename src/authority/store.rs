@@ -395,9 +395,11 @@ impl Store {
     }
 
     /// A password attempt counted in the shared throttle before it is
-    /// hashed: `Some(wait)` if the account or source is locked out at any
-    /// authority on this database. Always `None` with SQLite, whose one
-    /// authority throttles in memory.
+    /// hashed: `Err(wait)` if the account or source is locked out at any
+    /// authority on this database, else whether the device is known (it
+    /// logged in to the account before, through any authority). With
+    /// SQLite, whose one authority throttles in memory, always
+    /// `Ok(known_device)`.
     pub fn shared_login_attempt(
         &self,
         now_ms: u64,
@@ -406,12 +408,12 @@ impl Store {
         ed25519: &[u8; 32],
         known_device: bool,
         policy: &ThrottlePolicy,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Result<bool, u64>, StoreError> {
         match &self.backend {
             Backend::Postgres(pg) => {
                 Ok(pg.login_attempt(now_ms, user, source, ed25519, known_device, policy)?)
             }
-            Backend::Sqlite { .. } => Ok(None),
+            Backend::Sqlite { .. } => Ok(Ok(known_device)),
         }
     }
 

@@ -18,6 +18,7 @@ macro_rules! scenario {
 mod common;
 
 mod authority_durability;
+mod authority_ha;
 mod call_busy;
 mod call_decline;
 mod call_echo;
