@@ -5,7 +5,7 @@
 //! as the `postgres` user (PostgreSQL refuses to run as root).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// The superuser the tests connect as, and its password.
@@ -141,10 +141,6 @@ impl Postgres {
     /// The URL an authority uses (the password comes from the file).
     pub fn url(&self) -> String {
         format!("postgres://{USER}@127.0.0.1:{}/postgres", self.port)
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
