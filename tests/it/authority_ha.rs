@@ -400,7 +400,7 @@ async fn bench_logins_and_renewals() {
     let (l, r) = rates(
         std::slice::from_ref(&sqlite.addr),
         sqlite.key,
-        "s",
+        "sqlite",
         clients,
         secs,
     )
