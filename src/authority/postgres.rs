@@ -465,7 +465,7 @@ impl PgStore {
     }
 
     /// Delete throttle rows that no longer hold anything back and devices
-    /// not seen for [`KNOWN_DEVICE_MS`]. Any authority may run it.
+    /// not seen for 90 days. Any authority may run it.
     pub fn prune(&self, now: u64, policy: &ThrottlePolicy) -> Result<u64, PgError> {
         self.with(|c| {
             let e = self.err();
