@@ -702,6 +702,11 @@ impl Soak {
             shown_twice.len()
         );
         assert!(lost.is_empty(), "acked but not in history: {lost:?}");
+        assert!(
+            self.ledger.pending.is_empty(),
+            "queued and never acknowledged with everyone back: {:?}",
+            self.ledger.pending
+        );
         assert!(duplicated.is_empty(), "twice in history: {duplicated:?}");
         assert!(shown_twice.is_empty(), "shown twice: {shown_twice:?}");
         assert!(
@@ -713,26 +718,38 @@ impl Soak {
     }
 
     fn report(&mut self) {
+        // A call placed while a supernode of either party may just have
+        // died waits for the failover (up to 3 s) within its 10 s invite
+        // timeout; those are counted apart.
+        let mut near_crash = (0, 0);
         for call in &self.calls {
-            if !call.disturbed {
+            if call.disturbed {
+                continue;
+            }
+            let at = call.placed - self.t0;
+            let crash = self.kills.iter().any(|(t, name)| {
+                name.starts_with("sn")
+                    && *t <= at + Duration::from_secs(10)
+                    && *t + Duration::from_secs(5) >= at
+            });
+            if crash {
+                near_crash.0 += 1;
+                near_crash.1 += call.active as usize;
+            } else {
                 self.ledger.calm_calls += 1;
                 self.ledger.calm_active += call.active as usize;
-                if !call.active {
-                    let at = call.placed - self.t0;
-                    let near: Vec<_> = self
-                        .kills
-                        .iter()
-                        .filter(|(t, _)| {
-                            *t + Duration::from_secs(15) >= at && *t <= at + Duration::from_secs(15)
-                        })
-                        .collect();
-                    eprintln!(
-                        "soak: call user{} -> user{} at {at:?} never active; kills near it: {near:?}",
-                        call.caller, call.callee
-                    );
-                }
+            }
+            if !call.active {
+                eprintln!(
+                    "soak: call user{} -> user{} at {at:?} never active (a supernode crash near it: {crash})",
+                    call.caller, call.callee
+                );
             }
         }
+        eprintln!(
+            "soak: calls placed near a supernode crash: {} of {} became active",
+            near_crash.1, near_crash.0
+        );
         let l = &self.ledger;
         eprintln!(
             "soak: calls placed {}, active {}, undisturbed {} of which active {}, ended {:?}",
