@@ -7,8 +7,9 @@
 //!   [`ChatConfig::ack_wait_ms`] (the recipient may have died before
 //!   writing it);
 //! - it waits on the recipient's directory owners (recipient offline):
-//!   again after [`ChatConfig::stored_retry_ms`] only, as the owners push it
-//!   at the recipient's next login;
+//!   again after [`ChatConfig::stored_retry_ms`], as the owners push it
+//!   at the recipient's next login, or at once when the recipient is heard
+//!   from ([`ChatCore::peer_online`]: a mailbox dies with its owner);
 //! - it failed: with exponential backoff up to [`ChatConfig::max_backoff_ms`];
 //! - the sender restarted: at once, from the outbox in SQLite.
 //!
@@ -422,6 +423,21 @@ impl ChatCore {
         }
     }
 
+    /// `user` was just heard from (an envelope from them, or their record
+    /// saying online): what waits for them on their owners' mailboxes, or
+    /// in a long backoff, goes again now. A mailbox can be lost with its
+    /// owner, and the recipient dedups a second copy; messages just sent
+    /// and waiting for their acknowledgement keep their timer.
+    pub fn peer_online(&mut self, now: u64, user: &str) {
+        let user = user.to_ascii_lowercase();
+        let soon = now.saturating_add(self.cfg.ack_wait_ms);
+        for ((to, _), p) in self.pending.iter_mut() {
+            if *to == user && p.next_try > soon {
+                p.next_try = now;
+            }
+        }
+    }
+
     /// The overlay's outcome for envelope `env`. Returns whether it was one
     /// of chat's.
     pub fn on_envelope_outcome(&mut self, now: u64, env: &EnvelopeId, o: EnvelopeOutcome) -> bool {
@@ -634,6 +650,32 @@ mod tests {
             bob.send(13, &mut rng, "carol", &long, &mut out),
             Err(ChatError::TooLong { .. })
         ));
+    }
+
+    /// A message stored for an offline user goes again as soon as they are
+    /// heard from, not after `stored_retry_ms`: the mailbox holding it may
+    /// have died with its supernode.
+    #[test]
+    fn a_stored_message_goes_again_when_its_recipient_is_heard_from() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let cfg = ChatConfig::default();
+        let mut bob = ChatCore::new(ChatStore::in_memory().unwrap(), cfg.clone(), 0).unwrap();
+        let mut out = Sent::default();
+        bob.send(10, &mut rng, "carol", "hi", &mut out).unwrap();
+        bob.on_envelope_outcome(11, &out.0[0].4, EnvelopeOutcome::Stored);
+        // Someone else coming online changes nothing.
+        bob.peer_online(20, "dave");
+        assert_eq!(bob.poll_timeout(), 11 + cfg.stored_retry_ms);
+        bob.peer_online(30, "Carol");
+        assert_eq!(bob.poll_timeout(), 30);
+        bob.handle_timeout(30, &mut out);
+        assert_eq!(out.0.len(), 2, "sent again");
+        assert_eq!(out.0[1].0, "carol");
+        // Just sent and awaiting the ack: hearing from carol again does
+        // not resend it.
+        bob.on_envelope_outcome(31, &out.0[1].4, EnvelopeOutcome::Delivered);
+        bob.peer_online(32, "carol");
+        assert_eq!(bob.poll_timeout(), 31 + cfg.ack_wait_ms);
     }
 
     #[test]

@@ -199,6 +199,7 @@ impl Messaging {
             sent: &mut self.sent,
         };
         let (from, kind, payload) = env;
+        self.chat.peer_online(now, &from.username);
         let blocked = self.contacts.is_blocked(&from.username);
         let took = self
             .chat
@@ -243,7 +244,12 @@ impl Messaging {
         };
         match ev {
             ClientEvent::Published { .. } => self.contacts.on_online(&mut sink),
-            ClientEvent::PresenceChanged { record, .. } => self.contacts.on_record(now, record),
+            ClientEvent::PresenceChanged { record, .. } => {
+                if record.status != Status::Offline && record.online_until > now / 1000 {
+                    self.chat.peer_online(now, record.username());
+                }
+                self.contacts.on_record(now, record)
+            }
             ClientEvent::NoSuchUser { username } => self.chat.no_such_user(username),
             _ => {}
         }

@@ -73,6 +73,7 @@ mod sim_dead_owners;
 mod sim_envelopes;
 mod sim_leave;
 mod sim_small;
+mod soak;
 mod tcp_fallback_recovers;
 mod tui_call_live;
 mod tui_chat_live;
