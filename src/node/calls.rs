@@ -698,9 +698,9 @@ impl Calls {
         }
     }
 
-    /// A call envelope from `from` (a verified user).
-    pub fn on_envelope(&mut self, from: &str, payload: &[u8], cx: &mut Ctx<'_>) {
-        self.core.handle_message(cx.now, from, payload);
+    /// A call envelope from `from` (a verified user), made at `created_ms`.
+    pub fn on_envelope(&mut self, from: &str, created_ms: u64, payload: &[u8], cx: &mut Ctx<'_>) {
+        self.core.handle_message(cx.now, from, created_ms, payload);
         self.drive(cx);
     }
 

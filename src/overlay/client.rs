@@ -136,6 +136,8 @@ pub enum ClientEvent {
         kind: u8,
         id: EnvelopeId,
         payload: Vec<u8>,
+        /// When the sender made it (signed): protocols judge age by it.
+        created_ms: u64,
     },
     /// The recipient's supernode reports that the recipient took it.
     EnvelopeDelivered {
@@ -562,6 +564,7 @@ impl ClientCore {
                     kind: o.kind,
                     id,
                     payload: o.payload,
+                    created_ms: o.created_ms,
                 });
             }
             Err(e) => {

@@ -57,9 +57,10 @@ impl ClientDriver {
                 from,
                 kind,
                 payload,
+                created_ms,
                 ..
             } => match consumer(*kind) {
-                Some(c) => self.envelope(now, c, (from, *kind, payload)),
+                Some(c) => self.envelope(now, c, (from, *kind, payload), *created_ms),
                 None => false,
             },
             ClientEvent::EnvelopeDelivered { id } => {
@@ -85,6 +86,7 @@ impl ClientDriver {
         now: u64,
         c: Consumer,
         (from, kind, payload): crate::node::messaging::Envelope<'_>,
+        created_ms: u64,
     ) -> bool {
         match c {
             Consumer::Messaging => match &mut self.messaging {
@@ -95,7 +97,7 @@ impl ClientDriver {
                 None => false,
             },
             Consumer::Calls => self
-                .with_calls(|calls, cx| calls.on_envelope(&from.username, payload, cx))
+                .with_calls(|calls, cx| calls.on_envelope(&from.username, created_ms, payload, cx))
                 .is_some(),
             Consumer::Peers => {
                 let mut cx = Cx {
