@@ -152,6 +152,9 @@ pub struct SupernodeStats {
     pub records_rejected_expired: u64,
     pub records_rejected_stale: u64,
     pub records_rejected_wrong_user: u64,
+    /// Records signed in the future or numbered beyond now plus the
+    /// allowed skew (a device that would freeze its user's entry).
+    pub records_rejected_ahead: u64,
     pub queries_answered: u64,
     pub lookups: u64,
     pub lookups_found: u64,
@@ -787,6 +790,14 @@ impl SupernodeCore {
             Ok(()) => Ok(rec),
             Err(super::RecordError::Expired) => {
                 self.stats.records_rejected_expired += 1;
+                Err(())
+            }
+            Err(
+                e
+                @ (super::RecordError::FromTheFuture { .. } | super::RecordError::SeqAhead { .. }),
+            ) => {
+                self.stats.records_rejected_ahead += 1;
+                tracing::info!(user = %rec.cert.username, "record refused: {e}");
                 Err(())
             }
             Err(_) => {
