@@ -100,7 +100,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let env = envelope_seed();
     v.push(Msg::EnvSend { envelope: &env }.encode());
     v.push(Msg::EnvDeliver { envelope: &env }.encode());
-    v.push(Msg::EnvStore { envelope: &env }.encode());
+    v.push(
+        Msg::EnvStore {
+            envelope: &env,
+            sender: "alice",
+        }
+        .encode(),
+    );
     v.push(env);
     let mut chat = vec![1];
     chat.extend(

@@ -338,6 +338,8 @@ fn drops(e: &mut Exposition, c: &SupernodeCounters, relay: Option<&RelayCounters
         &[
             ("invalid", en.invalid),
             ("mailbox_full", en.mailbox_full),
+            ("mailbox_sender_share", en.mailbox_sender_share),
+            ("mailbox_unknown_recipient", en.mailbox_unknown_recipient),
             ("busy", en.busy),
         ],
     );
