@@ -308,5 +308,5 @@ pub async fn run(
 
 /// The durable mailbox's file name in the data directory.
 fn natter_mailbox_file() -> &'static str {
-    crate::node::mailbox::FILE
+    natter::node::mailbox::FILE
 }

@@ -1019,6 +1019,11 @@ impl ClientCore {
         {
             candidates.insert(0, o);
         }
+        // Anyone may read a record: an invisible user's shows no address
+        // of theirs (contacts reach them through envelopes and ICE).
+        if self.status == Status::Invisible {
+            candidates.clear();
+        }
         let rec = PresenceRecord::sign(
             &self.device,
             &self.cert,
