@@ -177,6 +177,7 @@ async fn start_network(dir: &Path) -> Result<Network> {
             public,
             "127.0.0.1:0".parse()?,
             supernodes.clone(),
+            None,
         )
         .await?;
         tracing::info!(%addr, "demo supernode {name}");

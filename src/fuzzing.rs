@@ -100,7 +100,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
     let env = envelope_seed();
     v.push(Msg::EnvSend { envelope: &env }.encode());
     v.push(Msg::EnvDeliver { envelope: &env }.encode());
-    v.push(Msg::EnvStore { envelope: &env }.encode());
+    v.push(
+        Msg::EnvStore {
+            envelope: &env,
+            sender: "alice",
+        }
+        .encode(),
+    );
     v.push(env);
     let mut chat = vec![1];
     chat.extend(
@@ -539,21 +545,26 @@ pub fn media(b: &[u8]) {
     // The call core: the bytes as a message about no call, then about a
     // call in each state (the call id patched in when long enough).
     let mut c = CallCore::new(CallConfig::default());
-    c.handle_message(0, "bob", b);
+    c.handle_message(0, "bob", 0, b);
     let id = 7u64;
     let mut patched = b.to_vec();
     if patched.len() >= 10 {
         patched[2..10].copy_from_slice(&id.to_be_bytes());
     }
     let _ = c.invite(0, "bob", id, [1; 16]);
-    c.handle_message(1, "bob", &patched);
-    c.handle_message(2, "bob", &CallMsg::Accept { nonce: [2; 16] }.encode(id));
-    c.handle_message(3, "bob", &patched);
+    c.handle_message(1, "bob", 1, &patched);
+    c.handle_message(2, "bob", 2, &CallMsg::Accept { nonce: [2; 16] }.encode(id));
+    c.handle_message(3, "bob", 3, &patched);
     c.media_flowing(4, id);
-    c.handle_message(5, "bob", &patched);
+    c.handle_message(5, "bob", 5, &patched);
     let mut callee = CallCore::new(CallConfig::default());
-    callee.handle_message(0, "alice", &CallMsg::Invite { nonce: [1; 16] }.encode(id));
-    callee.handle_message(1, "alice", &patched);
+    callee.handle_message(
+        0,
+        "alice",
+        0,
+        &CallMsg::Invite { nonce: [1; 16] }.encode(id),
+    );
+    callee.handle_message(1, "alice", 1, &patched);
     for t in [10_000, 70_000, 200_000] {
         c.handle_timeout(t);
         callee.handle_timeout(t);

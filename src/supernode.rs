@@ -139,6 +139,7 @@ pub(crate) async fn start(
     key: [u8; 32],
     listen: SocketAddr,
     boot: Vec<SocketAddr>,
+    mailbox: Option<&Path>,
 ) -> Result<(OverlayNode, SocketAddr, u64)> {
     let sc = &config.supernode;
     let want_tcp = config.relay.tcp && !config.relay.secret.is_empty();
@@ -193,6 +194,7 @@ pub(crate) async fn start(
         stun: Some(stun),
         stun_sockets,
         turn,
+        mailbox: mailbox.map(|d| d.join(natter_mailbox_file())),
     };
     let node = OverlayNode::supernode(socket, link, core, clock, opts)?;
     Ok((node, advertised, id))
@@ -255,7 +257,8 @@ pub async fn run(
         bootstrap
     };
     let boot = resolve(&boot_list).await;
-    let (mut node, advertised, id) = start(config, &device, &cert, key, listen, boot).await?;
+    let (mut node, advertised, id) =
+        start(config, &device, &cert, key, listen, boot, Some(data_dir)).await?;
     println!("supernode {} ({id:016x})", cert.username);
     println!("listening on {advertised}");
     match config.supernode.alt(advertised) {
@@ -305,4 +308,9 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// The durable mailbox's file name in the data directory.
+fn natter_mailbox_file() -> &'static str {
+    natter::node::mailbox::FILE
 }

@@ -48,6 +48,10 @@ pub struct CallConfig {
     pub retransmit_ms: u64,
     /// Ended calls are remembered this long, to re-acknowledge.
     pub linger_ms: u64,
+    /// Clock difference tolerated between caller and callee when judging
+    /// an invitation's age: an Invite sent more than `ring_timeout_ms`
+    /// plus this long ago is a replay (or hopelessly late) and is dropped.
+    pub invite_skew_ms: u64,
 }
 
 impl Default for CallConfig {
@@ -58,6 +62,7 @@ impl Default for CallConfig {
             connect_timeout_ms: 10_000,
             retransmit_ms: 500,
             linger_ms: 30_000,
+            invite_skew_ms: 30_000,
         }
     }
 }
@@ -218,6 +223,9 @@ pub struct CallStats {
     pub duplicates: u64,
     pub retransmits: u64,
     pub busy_sent: u64,
+    /// Invitations older than the ring timeout (replays after a restart,
+    /// or stored and delivered too late to answer).
+    pub stale_invites: u64,
 }
 
 /// A message we re-send until acknowledged.
@@ -477,13 +485,30 @@ impl CallCore {
         }
     }
 
-    /// A message from `from` (a verified username). Bad input is a counted
-    /// drop.
-    pub fn handle_message(&mut self, now: u64, from: &str, bytes: &[u8]) {
+    /// A message from `from` (a verified username), which its sender made
+    /// at `sent_ms` (the signed creation time of the envelope that carried
+    /// it). Bad input is a counted drop, and so is an Invite older than the
+    /// ring timeout: the caller has given up on it by then, so it can only
+    /// be a replay (the in-memory duplicate check does not survive a
+    /// restart; this one needs no memory) or hopelessly late.
+    pub fn handle_message(&mut self, now: u64, from: &str, sent_ms: u64, bytes: &[u8]) {
         let Ok((id, m)) = Msg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
         };
+        if matches!(m, Msg::Invite { .. })
+            && now.saturating_sub(sent_ms)
+                > self.config.ring_timeout_ms + self.config.invite_skew_ms
+        {
+            self.stats.stale_invites += 1;
+            tracing::info!(
+                call = id,
+                peer = from,
+                age_ms = now.saturating_sub(sent_ms),
+                "stale call invitation dropped"
+            );
+            return;
+        }
         if let Some(c) = self.calls.get(&id)
             && c.peer != from
         {

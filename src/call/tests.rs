@@ -40,14 +40,14 @@ impl Pair {
                     assert_eq!(to, "bob");
                     moved = true;
                     if !self.cut && !self.rng.gen_bool(self.loss) {
-                        self.b.handle_message(self.now, "alice", &m);
+                        self.b.handle_message(self.now, "alice", self.now, &m);
                     }
                 }
                 while let Some((to, m)) = self.b.poll_transmit() {
                     assert_eq!(to, "alice");
                     moved = true;
                     if !self.cut && !self.rng.gen_bool(self.loss) {
-                        self.a.handle_message(self.now, "bob", &m);
+                        self.a.handle_message(self.now, "bob", self.now, &m);
                     }
                 }
                 if !moved {
@@ -181,10 +181,10 @@ fn busy_when_in_another_call() {
     p.a.invite(p.now, "bob", ID, [1; 16]).unwrap();
     // Run briefly (b's own invite to carol would be re-sent to "carol").
     let m = p.a.poll_transmit().unwrap().1;
-    p.b.handle_message(p.now, "alice", &m);
+    p.b.handle_message(p.now, "alice", p.now, &m);
     let (to, busy) = p.b.poll_transmit().unwrap();
     assert_eq!(to, "alice");
-    p.a.handle_message(p.now, "bob", &busy);
+    p.a.handle_message(p.now, "bob", p.now, &busy);
     assert_eq!(
         Pair::ended(&std::iter::from_fn(|| p.a.poll_event()).collect::<Vec<_>>()),
         Some(EndReason::Busy)
@@ -268,18 +268,18 @@ fn strangers_and_garbage_are_counted_drops() {
     p.a.invite(p.now, "bob", ID, [1; 16]).unwrap();
     p.run(100);
     // Mallory tries to hang up alice's call with bob.
-    p.a.handle_message(p.now, "mallory", &Msg::Decline.encode(ID));
+    p.a.handle_message(p.now, "mallory", p.now, &Msg::Decline.encode(ID));
     assert_eq!(p.a.state(ID), Some(CallState::Ringing));
     assert_eq!(p.a.stats().wrong_peer, 1);
-    p.a.handle_message(p.now, "bob", &[1, 2, 3]);
-    p.a.handle_message(p.now, "bob", &Msg::Hangup.encode(777));
+    p.a.handle_message(p.now, "bob", p.now, &[1, 2, 3]);
+    p.a.handle_message(p.now, "bob", p.now, &Msg::Hangup.encode(777));
     assert_eq!(p.a.stats().malformed, 1);
     assert_eq!(p.a.stats().unknown_call, 1);
     for len in 0..40 {
         let mut rng = StdRng::seed_from_u64(len);
         for _ in 0..200 {
             let b: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
-            p.b.handle_message(p.now, "alice", &b);
+            p.b.handle_message(p.now, "alice", p.now, &b);
         }
     }
 }
@@ -334,4 +334,42 @@ fn an_audio_device_failure_ends_the_call_blaming_the_device() {
     );
     let m = EndReason::AudioFailed.to_string();
     assert!(m.contains("audio device") && !m.contains("network"), "{m}");
+}
+
+/// Issue 14.11: a captured Invite replayed to a callee that restarted
+/// (a fresh core, no memory of the call) must not ring once it is older
+/// than the ring timeout; a fresh one, or one from a caller whose clock is
+/// a little off, still rings.
+#[test]
+fn a_replayed_invitation_older_than_the_ring_timeout_is_dropped() {
+    let cfg = CallConfig::default();
+    let invite = Msg::Invite { nonce: [7; 16] }.encode(ID);
+    let sent = 1_000_000;
+    let incoming = |core: &mut CallCore| {
+        std::iter::from_fn(|| core.poll_event()).any(|e| matches!(e, CallEvent::Incoming { .. }))
+    };
+    // The callee after a restart, the replay arriving two minutes later.
+    let mut b = CallCore::new(cfg.clone());
+    b.handle_message(sent + 120_000, "alice", sent, &invite);
+    assert!(!incoming(&mut b), "a two-minute-old invitation rang");
+    assert_eq!(b.stats().stale_invites, 1);
+    assert_eq!(b.current(), None);
+    assert!(
+        b.poll_transmit().is_none(),
+        "a stale invitation was answered"
+    );
+    // Just inside the window (ring timeout plus the skew allowance).
+    let mut b = CallCore::new(cfg.clone());
+    b.handle_message(
+        sent + cfg.ring_timeout_ms + cfg.invite_skew_ms,
+        "alice",
+        sent,
+        &invite,
+    );
+    assert!(incoming(&mut b));
+    // A caller whose clock is ahead of ours: the age is never negative.
+    let mut b = CallCore::new(cfg);
+    b.handle_message(sent, "alice", sent + 20_000, &invite);
+    assert!(incoming(&mut b));
+    assert_eq!(b.stats().stale_invites, 0);
 }

@@ -389,7 +389,8 @@ impl ContactsCore {
             .is_some_and(|r| r.blocked)
     }
 
-    fn is_authorized(&self, user: &str) -> bool {
+    /// Whether `user` (lowercase) is an authorized, unblocked contact.
+    pub fn is_authorized(&self, user: &str) -> bool {
         self.rows
             .get(user)
             .is_some_and(|r| r.state == ContactState::Authorized && !r.blocked)

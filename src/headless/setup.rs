@@ -109,7 +109,7 @@ fn volunteer(config: Config, data_dir: PathBuf) -> Volunteer {
             };
             let key = key.ok_or("no authority key pinned")?;
             let listen = config.overlay.volunteer_listen;
-            crate::supernode::start(&config, &device, &cert, key, listen, vec![boot])
+            crate::supernode::start(&config, &device, &cert, key, listen, vec![boot], None)
                 .await
                 .map(|(node, addr, _)| (node, addr))
                 .map_err(|e| e.to_string())

@@ -19,6 +19,10 @@ use std::net::SocketAddr;
 /// could run out; the window check rejects anything above it too.
 const MAX_COUNTER: u64 = 1 << 60;
 
+/// RENEWs sent per session after our certificate changes (the first at
+/// once, the rest on the keepalive timer), against loss.
+const RENEW_SENDS: u32 = 3;
+
 /// A cookie is good in the time bucket it was made in and the next.
 const COOKIE_BUCKET_MS: u64 = 120_000;
 
@@ -62,6 +66,10 @@ struct Session {
     peer_ephemeral: [u8; EPHEMERAL],
     fin_sent: u32,
     next_fin_at: u64,
+    /// RENEWs still to send carrying our renewed certificate (0: the peer
+    /// has the one we use), and when the next is due.
+    renew_left: u32,
+    next_renew_at: u64,
 }
 
 enum State {
@@ -175,11 +183,19 @@ impl LinkEndpoint {
         })
     }
 
-    /// Use a renewed certificate for handshakes from now on; sessions
-    /// already up keep going.
+    /// Use a renewed certificate for handshakes from now on, and send it
+    /// over every live session (RENEW, from the next
+    /// [`LinkEndpoint::handle_timeout`]), so peers keep the sessions past
+    /// the old certificate's expiry.
     pub fn set_certificate(&mut self, cert: Certificate) -> Result<(), LinkError> {
         check_ours(&self.device, &cert)?;
         self.cert = cert;
+        for slot in self.slots.values_mut() {
+            if let State::Established(s) = &mut slot.state {
+                s.renew_left = RENEW_SENDS;
+                s.next_renew_at = 0;
+            }
+        }
         Ok(())
     }
 
@@ -330,7 +346,13 @@ impl LinkEndpoint {
                     } else {
                         s.next_fin_at
                     };
+                    let renew = if s.confirmed && s.renew_left > 0 {
+                        s.next_renew_at
+                    } else {
+                        u64::MAX
+                    };
                     resend
+                        .min(renew)
                         .min(s.last_recv.saturating_add(self.config.idle_timeout_ms))
                         .min(s.peer.not_after.saturating_mul(1000))
                 }
@@ -389,6 +411,11 @@ impl LinkEndpoint {
                 counter,
                 ciphertext,
             } => self.on_data(now_ms, from, receiver, counter, ciphertext),
+            Packet::Renew {
+                receiver,
+                counter,
+                ciphertext,
+            } => self.on_renew(now_ms, receiver, counter, ciphertext),
         }
     }
 
@@ -737,6 +764,8 @@ impl LinkEndpoint {
             peer_ephemeral: [0; EPHEMERAL],
             fin_sent: 1,
             next_fin_at: now_ms.saturating_add(self.config.retry_delay_ms(0)),
+            renew_left: 0,
+            next_renew_at: 0,
         };
         self.install(now_ms, receiver, from, session);
     }
@@ -829,6 +858,8 @@ impl LinkEndpoint {
             peer_ephemeral,
             fin_sent: 0,
             next_fin_at: 0,
+            renew_left: 0,
+            next_renew_at: 0,
         };
         self.install(now_ms, receiver, from, session);
     }
@@ -989,6 +1020,46 @@ impl LinkEndpoint {
         }
     }
 
+    /// The peer's renewed certificate over session `receiver`: taken when
+    /// it is the same user, role and keys the handshake proved, valid now
+    /// and newer; the session then lives until it expires.
+    fn on_renew(&mut self, now_ms: u64, receiver: u32, counter: u64, ciphertext: &[u8]) {
+        let Some(Slot {
+            state: State::Established(s),
+            ..
+        }) = self.slots.get_mut(&receiver)
+        else {
+            self.stats.unknown_session += 1;
+            return;
+        };
+        if counter >= MAX_COUNTER || !s.replay.check(counter) {
+            self.stats.replayed += 1;
+            return;
+        }
+        let Ok(plain) = s.transport.decrypt(counter, ciphertext) else {
+            self.stats.decrypt_failed += 1;
+            return;
+        };
+        s.replay.accept(counter);
+        s.last_recv = now_ms;
+        let ok = Certificate::decode(&plain).ok().filter(|c| {
+            c.username == s.peer.username
+                && c.role == s.peer.role
+                && c.ed25519 == s.peer.ed25519
+                && c.x25519 == s.peer.x25519
+                && c.not_after > s.peer.not_after
+                && c.verify(&self.authority, secs(now_ms)).is_ok()
+        });
+        match ok {
+            Some(c) => {
+                tracing::debug!(peer = %c.username, until = c.not_after, "peer certificate renewed");
+                s.peer = c;
+                self.stats.certs_renewed += 1;
+            }
+            None => self.stats.renew_rejected += 1,
+        }
+    }
+
     /// Move session `idx` from `old` to `new` after authenticated traffic
     /// arrived from `new`.
     fn roam(&mut self, now_ms: u64, idx: u32, old: SocketAddr, new: SocketAddr, id: PeerId) {
@@ -1030,6 +1101,17 @@ impl LinkEndpoint {
     /// Encrypt and queue one DATA on session `idx`; an unconfirmed
     /// initiator puts its FIN ahead when `fin_ahead`.
     fn send_data(&mut self, now_ms: u64, idx: u32, payload: &[u8], fin_ahead: bool) {
+        self.send_sealed(now_ms, idx, super::packet::KIND_DATA, payload, fin_ahead);
+    }
+
+    /// Our certificate over session `idx` (a RENEW).
+    fn send_renew(&mut self, now_ms: u64, idx: u32) {
+        let cert = self.cert.encode();
+        self.send_sealed(now_ms, idx, super::packet::KIND_RENEW, &cert, false);
+    }
+
+    /// DATA or RENEW: `payload` sealed under the session's next counter.
+    fn send_sealed(&mut self, now_ms: u64, idx: u32, kind: u8, payload: &[u8], fin_ahead: bool) {
         let Some(Slot {
             addr,
             state: State::Established(s),
@@ -1052,7 +1134,7 @@ impl LinkEndpoint {
         {
             return;
         }
-        let Ok(frame) = crate::wire::Frame::encode(super::packet::KIND_DATA, &body) else {
+        let Ok(frame) = crate::wire::Frame::encode(kind, &body) else {
             return;
         };
         s.next_counter += 1;
@@ -1061,10 +1143,12 @@ impl LinkEndpoint {
         if let Some(fin) = fin {
             self.push_transmit(addr, fin);
         }
-        if payload.is_empty() {
-            self.stats.keepalives_out += 1;
-        } else {
-            self.stats.messages_out += 1;
+        if kind == super::packet::KIND_DATA {
+            if payload.is_empty() {
+                self.stats.keepalives_out += 1;
+            } else {
+                self.stats.messages_out += 1;
+            }
         }
         self.push_transmit(addr, frame);
     }
@@ -1126,6 +1210,10 @@ impl LinkEndpoint {
                             self.close_session(idx, CloseReason::Timeout);
                         }
                     }
+                } else if s.renew_left > 0 && now_ms >= s.next_renew_at {
+                    s.renew_left -= 1;
+                    s.next_renew_at = now_ms.saturating_add(self.config.keepalive_ms);
+                    self.send_renew(now_ms, idx);
                 } else if now_ms >= s.last_sent.saturating_add(self.config.keepalive_ms) {
                     self.send_data(now_ms, idx, &[], false);
                 }

@@ -10,7 +10,7 @@
 //!
 //! # Protocol
 //!
-//! Datagrams are [`Frame`](crate::wire::Frame)s of kinds 16 to 19 (see
+//! Datagrams are [`Frame`](crate::wire::Frame)s of kinds 16 to 21 (see
 //! [`packet`] for the byte layout). A session is a Noise XX handshake
 //! (prologue `"natter link v1"`) whose second and third messages carry each
 //! side's certificate, verified as [`crate::crypto::channel`] does: against
@@ -50,7 +50,14 @@
 //!   for `keepalive_ms` (keeping NAT mappings open); a session with nothing
 //!   authenticated received for `idle_timeout_ms` closes with
 //!   `Closed{Idle}`. A session also closes when the peer's certificate
-//!   expires.
+//!   expires, unless the peer renewed it first.
+//! - **Renewal**: [`LinkEndpoint::set_certificate`] sends the renewed
+//!   certificate over every live session in a RENEW (sealed and numbered
+//!   as DATA, so authenticated and replay-protected; re-sent on the
+//!   keepalive timer a few times against loss). The peer takes it when it
+//!   certifies the same user, role and keys the handshake proved and is
+//!   valid now; the session then lives until the new expiry, so links and
+//!   calls ride through renewals.
 //! - **Simultaneous open** (both sides send INIT, as hole punching does):
 //!   the INIT with the larger ephemeral key wins. The side whose own INIT
 //!   is smaller abandons it and answers the other; the winner ignores the
@@ -338,6 +345,10 @@ pub struct LinkStats {
     pub cookies_received: u64,
     pub transmits_dropped: u64,
     pub events_dropped: u64,
+    /// Renewed peer certificates taken over a live session.
+    pub certs_renewed: u64,
+    /// RENEWs refused: another user, role or key, invalid, or no newer.
+    pub renew_rejected: u64,
 }
 
 impl LinkStats {

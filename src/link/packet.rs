@@ -9,6 +9,7 @@
 //! | 18 | FIN  | `receiver index u32 \| noise msg3` |
 //! | 19 | DATA | `receiver index u32 \| counter u64 \| ciphertext (>= 16 bytes)` |
 //! | 20 | COOKIE | `receiver index u32 \| cookie [16]` |
+//! | 21 | RENEW | as DATA; the plaintext is the sender's renewed certificate |
 //!
 //! A responder under load answers an INIT without a valid cookie with a
 //! COOKIE (keeping no state); the initiator repeats its INIT carrying it,
@@ -21,10 +22,11 @@ pub const KIND_RESP: u8 = 17;
 pub const KIND_FIN: u8 = 18;
 pub const KIND_DATA: u8 = 19;
 pub const KIND_COOKIE: u8 = 20;
+pub const KIND_RENEW: u8 = 21;
 // The shared socket's demultiplexer files exactly these kinds as link frames.
 const _: () = assert!(
     *crate::wire::stun::LINK_KINDS.start() == KIND_INIT
-        && *crate::wire::stun::LINK_KINDS.end() == KIND_COOKIE
+        && *crate::wire::stun::LINK_KINDS.end() == KIND_RENEW
 );
 
 /// An XX first message with an empty payload is just the ephemeral key.
@@ -69,6 +71,12 @@ pub enum Packet<'a> {
     Cookie {
         receiver: u32,
         cookie: [u8; COOKIE],
+    },
+    /// A live session's renewed certificate, sealed and numbered as DATA.
+    Renew {
+        receiver: u32,
+        counter: u64,
+        ciphertext: &'a [u8],
     },
 }
 
@@ -118,7 +126,7 @@ impl<'a> Packet<'a> {
                 receiver: r.u32()?,
                 msg: nonempty(r.rest(), "FIN message")?,
             },
-            KIND_DATA => {
+            KIND_DATA | KIND_RENEW => {
                 let receiver = r.u32()?;
                 let counter = r.u64()?;
                 let ciphertext = r.rest();
@@ -128,10 +136,18 @@ impl<'a> Packet<'a> {
                         have: ciphertext.len(),
                     });
                 }
-                Packet::Data {
-                    receiver,
-                    counter,
-                    ciphertext,
+                if frame.kind == KIND_RENEW {
+                    Packet::Renew {
+                        receiver,
+                        counter,
+                        ciphertext,
+                    }
+                } else {
+                    Packet::Data {
+                        receiver,
+                        counter,
+                        ciphertext,
+                    }
                 }
             }
             got => {
@@ -182,6 +198,14 @@ impl<'a> Packet<'a> {
             } => {
                 w.u32(receiver).u64(counter).raw(ciphertext);
                 KIND_DATA
+            }
+            Packet::Renew {
+                receiver,
+                counter,
+                ciphertext,
+            } => {
+                w.u32(receiver).u64(counter).raw(ciphertext);
+                KIND_RENEW
             }
         };
         Frame::encode(kind, &w.buf)

@@ -1182,3 +1182,71 @@ fn sessions_are_shared_per_account_and_per_address() {
     assert_eq!(net.ep(0).counts().0, 6);
     assert_eq!(net.established(10), 1, "another host still gets in");
 }
+
+/// Issue 14.13: a session outlives its handshake certificate when the peer
+/// renews before it expires (with 30% loss: the RENEW is re-sent); a
+/// RENEW for another key, or one not newer, changes nothing.
+#[test]
+fn a_renewed_certificate_carries_a_live_session_past_the_old_expiry() {
+    let mut pki = Pki::new(13);
+    let alice = pki.endpoint("alice", fast());
+    let bd = pki.device();
+    let expires = T0 / 1000 + 10;
+    let bob = LinkEndpoint::new(
+        bd.clone(),
+        cert_for(&pki.authority, &bd, "bob", 0, expires),
+        pki.authority.public(),
+        fast(),
+    )
+    .unwrap();
+    let mut net = Net::new(13, vec![(addr(1), alice), (addr(2), bob)]);
+    net.connect(0, 1);
+    net.run_until(2_000);
+    assert_eq!((net.established(0), net.established(1)), (1, 1));
+    net.impair(0.3, 0.0, false);
+    let renewed = cert_for(&pki.authority, &bd, "bob", 0, expires + 3_600);
+    net.ep(1).set_certificate(renewed.clone()).unwrap();
+    // Well past the handshake certificate's expiry, traffic both ways.
+    net.run_until(60_000);
+    assert!(net.closed(0).is_empty(), "{:?}", net.closed(0));
+    assert_eq!(net.ep(0).peer(addr(2)), Some(&renewed));
+    assert_eq!(net.ep(0).stats().certs_renewed, 1);
+    // It still ends at the renewed certificate's expiry (no keepalive
+    // loss: the session must not go idle first).
+    net.impair(0.0, 0.0, false);
+    net.run_until(3_609_999);
+    assert!(net.closed(0).is_empty());
+    net.run_until(3_610_000);
+    assert_eq!(net.closed(0), vec![CloseReason::PeerCertificateExpired]);
+}
+
+#[test]
+fn a_renewal_for_other_keys_or_an_older_certificate_is_refused() {
+    let mut pki = Pki::new(14);
+    let alice = pki.endpoint("alice", fast());
+    let bd = pki.device();
+    let expires = T0 / 1000 + 10;
+    let bob = LinkEndpoint::new(
+        bd.clone(),
+        cert_for(&pki.authority, &bd, "bob", 0, expires),
+        pki.authority.public(),
+        fast(),
+    )
+    .unwrap();
+    let mut net = Net::new(14, vec![(addr(1), alice), (addr(2), bob)]);
+    net.connect(0, 1);
+    net.run_until(2_000);
+    // Not newer: refused, and the session still ends at the old expiry.
+    let same = cert_for(&pki.authority, &bd, "bob", 0, expires);
+    net.ep(1).set_certificate(same).unwrap();
+    // Ours, but signed by another authority (the peer checks).
+    let rogue = AuthorityKey::generate(&mut StdRng::seed_from_u64(99));
+    net.ep(1)
+        .set_certificate(cert_for(&rogue, &bd, "bob", 0, expires + 3_600))
+        .unwrap();
+    net.run_until(5_000);
+    assert_eq!(net.ep(0).stats().certs_renewed, 0);
+    assert!(net.ep(0).stats().renew_rejected >= 2);
+    net.run_until(10_000);
+    assert_eq!(net.closed(0), vec![CloseReason::PeerCertificateExpired]);
+}

@@ -324,6 +324,7 @@ fn drops(e: &mut Exposition, c: &SupernodeCounters, relay: Option<&RelayCounters
             ("record_expired", o.records_rejected_expired),
             ("record_stale", o.records_rejected_stale),
             ("record_wrong_user", o.records_rejected_wrong_user),
+            ("record_ahead", o.records_rejected_ahead),
             ("client_refused_full", o.clients_refused),
             ("query_timeout", o.query_timeouts),
             ("store_timeout", o.store_timeouts),
@@ -337,6 +338,8 @@ fn drops(e: &mut Exposition, c: &SupernodeCounters, relay: Option<&RelayCounters
         &[
             ("invalid", en.invalid),
             ("mailbox_full", en.mailbox_full),
+            ("mailbox_sender_share", en.mailbox_sender_share),
+            ("mailbox_unknown_recipient", en.mailbox_unknown_recipient),
             ("busy", en.busy),
         ],
     );

@@ -698,9 +698,28 @@ impl Calls {
         }
     }
 
-    /// A call envelope from `from` (a verified user).
-    pub fn on_envelope(&mut self, from: &str, payload: &[u8], cx: &mut Ctx<'_>) {
-        self.core.handle_message(cx.now, from, payload);
+    /// Whether we are in a call with `user` that we placed or accepted
+    /// (so they may have our ICE candidates).
+    pub fn agreed_with(&self, user: &str) -> bool {
+        self.core.current().is_some_and(|id| {
+            self.core
+                .peer(id)
+                .is_some_and(|p| p.eq_ignore_ascii_case(user))
+                && matches!(
+                    self.core.state(id),
+                    Some(
+                        CallState::Inviting
+                            | CallState::Ringing
+                            | CallState::Connecting
+                            | CallState::Active
+                    )
+                )
+        })
+    }
+
+    /// A call envelope from `from` (a verified user), made at `created_ms`.
+    pub fn on_envelope(&mut self, from: &str, created_ms: u64, payload: &[u8], cx: &mut Ctx<'_>) {
+        self.core.handle_message(cx.now, from, created_ms, payload);
         self.drive(cx);
     }
 

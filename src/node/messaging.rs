@@ -145,6 +145,11 @@ impl Messaging {
         }
     }
 
+    /// Whether `user` is an authorized (and unblocked) contact.
+    pub fn is_contact(&self, user: &str) -> bool {
+        self.contacts.is_authorized(&user.to_ascii_lowercase())
+    }
+
     pub fn poll_event(&mut self) -> Option<MessagingEvent> {
         self.events.pop_front()
     }

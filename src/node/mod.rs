@@ -16,7 +16,7 @@
 //!   client for tools);
 //! - sockets and state: `tcp` (link and TURN streams), `udp` (a bare link
 //!   driver), `login` (the authority connection), `device` and `datadir`
-//!   (the data dir).
+//!   (the data dir), `mailbox` (a supernode's durable offline mailbox).
 
 pub mod api;
 pub mod calls;
@@ -25,6 +25,7 @@ pub mod datadir;
 pub mod device;
 pub mod driver;
 pub mod login;
+pub mod mailbox;
 pub mod messaging;
 pub mod peer;
 pub mod tcp;

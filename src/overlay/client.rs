@@ -136,6 +136,8 @@ pub enum ClientEvent {
         kind: u8,
         id: EnvelopeId,
         payload: Vec<u8>,
+        /// When the sender made it (signed): protocols judge age by it.
+        created_ms: u64,
     },
     /// The recipient's supernode reports that the recipient took it.
     EnvelopeDelivered {
@@ -562,6 +564,7 @@ impl ClientCore {
                     kind: o.kind,
                     id,
                     payload: o.payload,
+                    created_ms: o.created_ms,
                 });
             }
             Err(e) => {
@@ -1015,6 +1018,11 @@ impl ClientCore {
             && !candidates.contains(&o)
         {
             candidates.insert(0, o);
+        }
+        // Anyone may read a record: an invisible user's shows no address
+        // of theirs (contacts reach them through envelopes and ICE).
+        if self.status == Status::Invisible {
+            candidates.clear();
         }
         let rec = PresenceRecord::sign(
             &self.device,

@@ -229,8 +229,12 @@ pub enum Msg<'a> {
         ok: bool,
     },
     /// Supernode -> an owner of the recipient's record: keep it for them.
+    /// `sender` is the username of the client that sent it, as the
+    /// sending supernode authenticated it (empty: not known), for the
+    /// mailbox's per-sender share.
     EnvStore {
         envelope: &'a [u8],
+        sender: &'a str,
     },
     EnvStoreAck {
         id: EnvelopeId,
@@ -471,8 +475,8 @@ impl<'a> Msg<'a> {
             Msg::EnvAck { id, ok } => {
                 w.u8(45).raw(id).u8(*ok as u8);
             }
-            Msg::EnvStore { envelope } => {
-                w.u8(46).bytes16(envelope);
+            Msg::EnvStore { envelope, sender } => {
+                w.u8(46).bytes16(envelope).bytes8(sender.as_bytes());
             }
             Msg::EnvStoreAck { id, ok } => {
                 w.u8(47).raw(id).u8(*ok as u8);
@@ -608,6 +612,7 @@ impl<'a> Msg<'a> {
             },
             46 => Msg::EnvStore {
                 envelope: r.bytes16()?,
+                sender: r.str8("envelope sender")?,
             },
             47 => Msg::EnvStoreAck {
                 id: r.array()?,
@@ -760,7 +765,10 @@ mod tests {
                 id: [3; 16],
                 ok: true,
             },
-            Msg::EnvStore { envelope: b"s" },
+            Msg::EnvStore {
+                envelope: b"s",
+                sender: "alice",
+            },
             Msg::EnvStoreAck {
                 id: [4; 16],
                 ok: false,

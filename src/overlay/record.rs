@@ -19,6 +19,9 @@ const RECORD_CONTEXT: &[u8] = b"natter presence v1";
 /// A record is kept (and its user found, offline) this long after signing.
 pub const MAX_RECORD_AGE_SECS: u64 = 72 * 3600;
 pub const MAX_ADDRS: usize = 8;
+/// Clock difference tolerated between a record's signer and its readers
+/// (the envelopes' allowance, in seconds).
+pub const MAX_SKEW_SECS: u64 = super::envelope::MAX_SKEW_MS / 1000;
 
 /// What a user shows to others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +102,16 @@ pub enum RecordError {
     OutsideCertificate,
     #[error("record expired")]
     Expired,
+    /// Signed in the future (beyond the allowed clock skew): a device with
+    /// its clock far ahead could otherwise pin the user's entry.
+    #[error("record was signed {ahead_secs} s in the future")]
+    FromTheFuture { ahead_secs: u64 },
+    /// A sequence number beyond now plus the allowed skew (counted in
+    /// milliseconds, as devices number records by their clock): one
+    /// record with `u64::MAX` would freeze the user's entry until it
+    /// expired, as every later record would be stale.
+    #[error("record sequence number {seq} is ahead of the clock")]
+    SeqAhead { seq: u64 },
     #[error("record is older than one already held (seq {got} <= {have})")]
     Stale { got: u64, have: u64 },
     #[error("record is for {got}, not {want}")]
@@ -283,11 +296,24 @@ impl PresenceRecord {
             .map_err(RecordError::Certificate)
     }
 
-    /// Everything but the certificate's own signature.
+    /// Everything but the certificate's own signature. `signed_at` and
+    /// `seq` are judged against `now` (a reader's clock, give or take
+    /// [`MAX_SKEW_SECS`]): neither may lie ahead of it. Devices number
+    /// records with their clock in milliseconds, so the bound on `seq` is
+    /// the same for every device of the user.
     pub fn verify_signed(&self, now: u64) -> Result<(), RecordError> {
         let signed = self.signed_at_ms / 1000;
-        if signed >= self.cert.not_after || signed + 300 < self.cert.not_before {
+        if signed >= self.cert.not_after || signed + MAX_SKEW_SECS < self.cert.not_before {
             return Err(RecordError::OutsideCertificate);
+        }
+        let horizon = now.saturating_add(MAX_SKEW_SECS);
+        if signed > horizon {
+            return Err(RecordError::FromTheFuture {
+                ahead_secs: signed - now,
+            });
+        }
+        if self.seq > horizon.saturating_add(1).saturating_mul(1000) {
+            return Err(RecordError::SeqAhead { seq: self.seq });
         }
         if !verify_signature(
             &self.cert.ed25519,
@@ -412,5 +438,36 @@ mod tests {
             late.verify(&a.public(), now + 86400),
             Err(RecordError::OutsideCertificate)
         );
+    }
+
+    /// Issue 14.12: a device publishing `seq = u64::MAX` (or signing with
+    /// its clock far ahead) is refused; a record from a clock a little
+    /// ahead is not.
+    #[test]
+    fn seq_and_signing_time_are_bounded_by_now_plus_skew() {
+        let now = 1_800_000_000;
+        let (a, d, c) = fixture(now);
+        let max = PresenceRecord::sign(&d, &c, content(now, u64::MAX));
+        assert_eq!(
+            max.verify(&a.public(), now),
+            Err(RecordError::SeqAhead { seq: u64::MAX })
+        );
+        let ahead = PresenceRecord::sign(&d, &c, content(now, (now + 3600) * 1000));
+        assert!(matches!(
+            ahead.verify(&a.public(), now),
+            Err(RecordError::SeqAhead { .. })
+        ));
+        let mut future = content(now + 3600, now * 1000);
+        future.signed_at_ms = (now + 3600) * 1000;
+        let future = PresenceRecord::sign(&d, &c, future);
+        assert_eq!(
+            future.verify(&a.public(), now),
+            Err(RecordError::FromTheFuture { ahead_secs: 3600 })
+        );
+        // Within the skew: fine, and so is the usual clock-numbered seq.
+        let skewed = PresenceRecord::sign(&d, &c, content(now + 200, (now + 200) * 1000));
+        skewed.verify(&a.public(), now).unwrap();
+        let usual = PresenceRecord::sign(&d, &c, content(now, now * 1000 + 7));
+        usual.verify(&a.public(), now).unwrap();
     }
 }

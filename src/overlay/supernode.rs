@@ -11,7 +11,7 @@
 
 mod envelopes;
 
-pub use envelopes::EnvelopeStats;
+pub use envelopes::{EnvelopeStats, MailboxChange};
 
 use super::membership::{Change, Membership, MembershipConfig};
 use super::msg::{Found, Msg};
@@ -69,6 +69,9 @@ pub struct SupernodeConfig {
     pub max_envelopes_in_flight: usize,
     /// Offline mailbox: envelopes kept per user, and bytes in total.
     pub mailbox_per_user: usize,
+    /// Offline mailbox: envelopes one sender may have waiting for one
+    /// user (a stranger cannot fill anyone's mailbox alone).
+    pub mailbox_per_sender: usize,
     pub mailbox_max_bytes: usize,
     /// Offline mailbox: how often to retry delivery to attached users.
     pub mailbox_retry_ms: u64,
@@ -122,6 +125,7 @@ impl Default for SupernodeConfig {
             envelope_route_timeout_ms: 10_000,
             max_envelopes_in_flight: 256,
             mailbox_per_user: 500,
+            mailbox_per_sender: 50,
             mailbox_max_bytes: 256 << 20,
             mailbox_retry_ms: 5_000,
             lookups_per_client: Rate::new(30, 5),
@@ -152,6 +156,9 @@ pub struct SupernodeStats {
     pub records_rejected_expired: u64,
     pub records_rejected_stale: u64,
     pub records_rejected_wrong_user: u64,
+    /// Records signed in the future or numbered beyond now plus the
+    /// allowed skew (a device that would freeze its user's entry).
+    pub records_rejected_ahead: u64,
     pub queries_answered: u64,
     pub lookups: u64,
     pub lookups_found: u64,
@@ -616,8 +623,8 @@ impl SupernodeCore {
                     self.stats.not_attached += 1;
                 }
             }
-            Msg::EnvStore { envelope } => {
-                let ok = self.env_on_store(now, envelope);
+            Msg::EnvStore { envelope, sender } => {
+                let ok = self.env_on_store(now, envelope, sender);
                 if let Ok(s) = super::envelope::Sealed::decode(envelope) {
                     let id = s.header.id;
                     self.send(from, &Msg::EnvStoreAck { id, ok });
@@ -787,6 +794,14 @@ impl SupernodeCore {
             Ok(()) => Ok(rec),
             Err(super::RecordError::Expired) => {
                 self.stats.records_rejected_expired += 1;
+                Err(())
+            }
+            Err(
+                e
+                @ (super::RecordError::FromTheFuture { .. } | super::RecordError::SeqAhead { .. }),
+            ) => {
+                self.stats.records_rejected_ahead += 1;
+                tracing::info!(user = %rec.cert.username, "record refused: {e}");
                 Err(())
             }
             Err(_) => {

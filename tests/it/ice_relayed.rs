@@ -42,6 +42,13 @@ fn relay_only_clients_connect_through_the_supernode_relays() {
     alice.wait_json(T, |v| v["event"] == "published");
     bob.wait_json(T, |v| v["event"] == "published");
 
+    // Only contacts get each other's candidates (issue 14.10).
+    alice.say("add bob hi bob");
+    bob.wait_json(T, |v| v["event"] == "contact_request");
+    bob.say("accept alice");
+    alice.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
+    bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+
     alice.say("connect bob");
     let mut paths = Vec::new();
     for (p, peer) in [(&alice, "bob"), (&bob, "alice")] {

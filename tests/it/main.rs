@@ -37,6 +37,7 @@ mod clock_step;
 mod dos_authority_slots;
 mod dos_link_handshakes;
 mod dos_login_throttle;
+mod dos_mailbox;
 mod envelope_loopback;
 mod first_hour;
 mod fuzz_decoders;

@@ -526,3 +526,70 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     sn.handle_message(EPOCH_MS + 1000, h_addr, &h, &m, &mut rng);
     assert_eq!(sn.stats().watches_refused, 400);
 }
+
+/// Issue 14.12: a device (stolen, retired, or with its clock far ahead)
+/// publishing `seq = u64::MAX` or a record signed in the future would
+/// freeze its user's entry for 72 h, every later record being stale. Both
+/// the attached supernode and the owners refuse it; the honest next
+/// record still gets in.
+#[test]
+fn a_record_numbered_or_signed_ahead_of_the_clock_is_refused() {
+    let _turn = scenario!();
+    let mut w = world();
+    let now = EPOCH_MS / 1000;
+    let (alice, alice_cert) = cert(
+        &mut w.rng,
+        &w.authority,
+        "alice",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    // As an owner.
+    store(
+        &mut w,
+        &record(&alice, &alice_cert, u64::MAX, EPOCH_MS, Status::Online).encode(),
+    );
+    let tomorrow = EPOCH_MS + 2 * 3_600_000;
+    store(
+        &mut w,
+        &record(&alice, &alice_cert, tomorrow, tomorrow, Status::Online).encode(),
+    );
+    assert_eq!(w.sn.stats().records_rejected_ahead, 2);
+    assert_eq!(w.sn.stats().records_stored, 0);
+    // As the attached supernode.
+    w.sn.handle_message(
+        EPOCH_MS,
+        addr(5000),
+        &alice_cert,
+        &Msg::Attach { primary: true }.encode(),
+        &mut w.rng,
+    );
+    let publish = |w: &mut World, rec: &PresenceRecord| {
+        w.sn.handle_message(
+            EPOCH_MS,
+            addr(5000),
+            &alice_cert,
+            &Msg::Publish {
+                record: &rec.encode(),
+            }
+            .encode(),
+            &mut w.rng,
+        );
+        w.sn.drain_transmits()
+            .filter_map(|t| match Msg::decode(&t.bytes) {
+                Ok(Msg::PublishAck { seq }) => Some(Ok(seq)),
+                Ok(Msg::PublishRejected { .. }) => Some(Err(())),
+                _ => None,
+            })
+            .next()
+    };
+    let frozen = record(&alice, &alice_cert, u64::MAX, EPOCH_MS, Status::Online);
+    assert_eq!(publish(&mut w, &frozen), Some(Err(())));
+    assert_eq!(w.sn.stats().records_rejected_ahead, 3);
+    // The device's honest next record (numbered by its clock) is taken.
+    let honest = record(&alice, &alice_cert, EPOCH_MS, EPOCH_MS, Status::Online);
+    assert_eq!(publish(&mut w, &honest), Some(Ok(EPOCH_MS)));
+    store(&mut w, &honest.encode());
+    assert_eq!(query(&mut w, "alice").unwrap().seq, EPOCH_MS);
+}

@@ -50,3 +50,52 @@ fn same_seed_same_run() {
     };
     assert_eq!(run(), run());
 }
+
+/// Issue 14.10: anyone may look a user up, so an invisible user's record
+/// carries no address of theirs (a visible user's does).
+#[test]
+fn an_invisible_users_record_shows_no_address() {
+    let _turn = scenario!();
+    use natter::overlay::{ClientEvent, LookupOutcome, Status};
+    use natter::sim::NodeEvent;
+    let spec = OverlaySpec {
+        seed: 4,
+        supernodes: 4,
+        clients: 4,
+        ..Default::default()
+    };
+    let mut o = Overlay::build(&spec);
+    o.sim.run_for(20_000);
+    let (me, other) = (o.clients[0], o.clients[1]);
+    let name = o.sim.client(me).unwrap().username().to_owned();
+    let lan: std::net::SocketAddr = "192.168.1.20:40000".parse().unwrap();
+    let look = |o: &mut Overlay| {
+        let now = o.sim.now;
+        let qid = o.sim.client_mut(other).unwrap().lookup(now, &name);
+        o.sim.run_for(3_000);
+        o.sim
+            .take_events()
+            .into_iter()
+            .find_map(|(_, n, e)| match e {
+                NodeEvent::Client(ClientEvent::Lookup {
+                    qid: q,
+                    outcome: LookupOutcome::Online(r) | LookupOutcome::Offline { record: r, .. },
+                    ..
+                }) if n == other && q == qid => Some(r.candidates.clone()),
+                _ => None,
+            })
+            .expect("found")
+    };
+    o.sim.client_mut(me).unwrap().set_candidates(vec![lan]);
+    o.sim.run_for(5_000);
+    assert!(
+        look(&mut o).contains(&lan),
+        "control: a visible user's record"
+    );
+    o.sim
+        .client_mut(me)
+        .unwrap()
+        .set_status(Status::Invisible, "");
+    o.sim.run_for(5_000);
+    assert_eq!(look(&mut o), vec![], "an invisible user's address leaked");
+}

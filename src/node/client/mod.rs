@@ -843,6 +843,7 @@ impl Runtime {
                 kind,
                 id,
                 payload,
+                ..
             } => {
                 self.envelope(from.username.clone(), kind, id, payload)
                     .await

@@ -181,7 +181,11 @@ impl ClientDriver {
     }
 
     /// Run `f` on the peers sub-driver, then take what it queued.
-    fn with_peers<R>(&mut self, now: u64, f: impl FnOnce(&mut Peers, &mut Cx<'_>) -> R) -> R {
+    pub(super) fn with_peers<R>(
+        &mut self,
+        now: u64,
+        f: impl FnOnce(&mut Peers, &mut Cx<'_>) -> R,
+    ) -> R {
         let mut cx = Cx {
             now,
             base: &mut self.base,
@@ -375,6 +379,7 @@ impl ClientDriver {
             progressed |= routed;
             progressed |= self.start_nat_on_attach(now, &evs).await;
             progressed |= self.with_peers(now, |p, cx| p.ice_events(cx));
+            progressed |= self.release_held_offers(now);
             progressed |= !evs.is_empty();
             for e in evs {
                 self.deliver(now, e).await;

@@ -57,9 +57,10 @@ impl ClientDriver {
                 from,
                 kind,
                 payload,
+                created_ms,
                 ..
             } => match consumer(*kind) {
-                Some(c) => self.envelope(now, c, (from, *kind, payload)),
+                Some(c) => self.envelope(now, c, (from, *kind, payload), *created_ms),
                 None => false,
             },
             ClientEvent::EnvelopeDelivered { id } => {
@@ -85,6 +86,7 @@ impl ClientDriver {
         now: u64,
         c: Consumer,
         (from, kind, payload): crate::node::messaging::Envelope<'_>,
+        created_ms: u64,
     ) -> bool {
         match c {
             Consumer::Messaging => match &mut self.messaging {
@@ -95,16 +97,17 @@ impl ClientDriver {
                 None => false,
             },
             Consumer::Calls => self
-                .with_calls(|calls, cx| calls.on_envelope(&from.username, payload, cx))
+                .with_calls(|calls, cx| calls.on_envelope(&from.username, created_ms, payload, cx))
                 .is_some(),
             Consumer::Peers => {
+                let allowed = self.may_have_candidates(&from.username);
                 let mut cx = Cx {
                     now,
                     base: &mut self.base,
                     core: &mut self.core,
                 };
                 self.peers
-                    .on_envelope(&mut cx, &from.username, kind, payload);
+                    .on_envelope(&mut cx, &from.username, kind, payload, allowed);
                 self.peers_out();
                 true
             }
@@ -129,5 +132,28 @@ impl ClientDriver {
             || self.peers.on_outcome(id, failed);
         self.peers_out();
         mine
+    }
+}
+
+impl ClientDriver {
+    /// Whether `user` may have our ICE candidates (issue 14.10): a
+    /// contact, or the peer of a call we placed or accepted. A node
+    /// without messaging (no contact list: tools, tests) allows everyone.
+    pub(super) fn may_have_candidates(&self, user: &str) -> bool {
+        let contact = self.messaging.as_ref().is_none_or(|m| m.is_contact(user));
+        contact || self.calls.as_ref().is_some_and(|c| c.agreed_with(user))
+    }
+
+    /// Answer held offers whose senders are allowed now; true if any.
+    pub(super) fn release_held_offers(&mut self, now: u64) -> bool {
+        let senders = self.peers.held_senders(now);
+        let mut any = false;
+        for user in senders {
+            if self.may_have_candidates(&user) {
+                any = true;
+                self.with_peers(now, |p, cx| p.release(cx, &user));
+            }
+        }
+        any
     }
 }

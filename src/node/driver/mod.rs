@@ -172,6 +172,9 @@ pub struct SupernodeOptions {
     pub stun_sockets: Vec<UdpSocket>,
     /// The TURN relay sharing the main socket.
     pub turn: Option<TurnSetup>,
+    /// Where the offline mailbox is kept across restarts (`None`: in
+    /// memory only).
+    pub mailbox: Option<std::path::PathBuf>,
 }
 
 /// A running node.

@@ -39,6 +39,8 @@ struct SupernodeDriver {
     extra: HashMap<SocketAddr, Arc<UdpSocket>>,
     /// Stops with the node.
     turn: Option<TurnService>,
+    /// The durable copy of the offline mailbox, if kept.
+    mailbox: Option<crate::node::mailbox::MailboxStore>,
 }
 
 pub(super) fn spawn(
@@ -60,8 +62,27 @@ pub(super) fn spawn(
         .turn
         .map(|t| TurnService::spawn_with_links(t.core, socket, t.tcp, t.cfg, clock, Some(ltx)));
     let (extra, xrx, readers) = extra_sockets(opts.stun_sockets)?;
+    let mut core = core;
+    let mailbox = opts.mailbox.as_deref().and_then(|path| {
+        let store = crate::node::mailbox::MailboxStore::open(path)
+            .inspect_err(|e| tracing::warn!("offline mailbox kept in memory only: {e}"))
+            .ok()?;
+        let now = base.now();
+        let rows = store
+            .load(now)
+            .inspect_err(|e| tracing::warn!("offline mailbox not restored: {e}"))
+            .unwrap_or_default();
+        let restored = rows
+            .iter()
+            .filter(|(user, sender, bytes)| core.restore_mail(now, user, sender, bytes))
+            .count();
+        tracing::info!(restored, path = %path.display(), "offline mailbox");
+        core.journal_mailbox();
+        Some(store)
+    });
     let driver = SupernodeDriver {
         base,
+        mailbox,
         core: Box::new(core),
         stun: opts.stun.map(StunServer::new),
         extra,
@@ -275,6 +296,12 @@ impl SupernodeDriver {
             }
             if !progressed {
                 break;
+            }
+        }
+        if let Some(store) = &mut self.mailbox {
+            let changes = self.core.drain_mailbox_changes();
+            if let Err(e) = store.apply(&changes) {
+                tracing::warn!("offline mailbox not saved: {e}");
             }
         }
     }

@@ -15,7 +15,15 @@
 //!    delete it once U acknowledged it;
 //! 4. S tells C what happened (`EnvResult`).
 //!
-//! Mailboxes are bounded per user and in total; a full mailbox refuses.
+//! Mailboxes are bounded per user, per sender within a user's mailbox
+//! (`mailbox_per_sender`: one stranger cannot fill anyone's mailbox), and
+//! in total; an owner keeps mail only for users whose record it holds (a
+//! supernode cannot park envelopes for made-up users), the record's key
+//! being the one the envelope is sealed to. Each refusal is counted and
+//! logged. Every change to the mailbox is also queued as a
+//! [`MailboxChange`] for the driver, which keeps the mailbox in SQLite so
+//! that it survives a restart ([`SupernodeCore::restore_mail`] puts it
+//! back).
 
 use super::{Origin, SupernodeCore};
 use crate::overlay::envelope::{EnvelopeId, Sealed};
@@ -47,6 +55,8 @@ enum Phase {
 #[derive(Debug)]
 struct Route {
     bytes: Rc<[u8]>,
+    /// The sending client's username, for the owners' per-sender share.
+    sender: String,
     to: String,
     recipient: [u8; 32],
     store: bool,
@@ -70,6 +80,8 @@ struct Delivery {
 #[derive(Debug)]
 struct Mail {
     id: EnvelopeId,
+    /// Who sent it (as the sending supernode vouched; empty: unknown).
+    sender: String,
     bytes: Rc<[u8]>,
     expires_ms: u64,
     tries: usize,
@@ -97,6 +109,27 @@ pub(super) struct EnvState {
     mailbox_count: usize,
     timers: BinaryHeap<Reverse<(u64, u8, SocketAddr, EnvelopeId)>>,
     next_mail_at: Option<u64>,
+    /// Mailbox changes not yet taken by the driver (bounded: the driver
+    /// drains them after every input).
+    changes: Vec<MailboxChange>,
+    /// Whether a driver keeps a durable copy (then `changes` is kept).
+    journal: bool,
+}
+
+/// A change to the offline mailbox, for the driver's durable copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxChange {
+    Kept {
+        user: String,
+        sender: String,
+        id: EnvelopeId,
+        expires_ms: u64,
+        bytes: Rc<[u8]>,
+    },
+    Gone {
+        user: String,
+        id: EnvelopeId,
+    },
 }
 
 /// Envelope counters of a supernode.
@@ -108,6 +141,11 @@ pub struct EnvelopeStats {
     pub delivered: u64,
     pub stored: u64,
     pub mailbox_full: u64,
+    /// Refused: the sender already has its share of the user's mailbox.
+    pub mailbox_sender_share: u64,
+    /// Refused: we hold no record of the recipient (or one with another
+    /// key), so it is made up or not ours to keep mail for.
+    pub mailbox_unknown_recipient: u64,
     pub mailbox_delivered: u64,
     pub expired: u64,
     pub busy: u64,
@@ -202,10 +240,16 @@ impl SupernodeCore {
         }
         let deadline = now + self.cfg.envelope_route_timeout_ms;
         let to = s.header.to.to_owned();
+        let sender = self
+            .clients
+            .get(&from)
+            .map(|c| c.username.clone())
+            .unwrap_or_default();
         self.env.routes.insert(
             key,
             Route {
                 bytes: Rc::from(bytes),
+                sender,
                 to: to.clone(),
                 recipient: s.header.recipient,
                 store: s.header.store,
@@ -426,13 +470,20 @@ impl SupernodeCore {
         let Some(mb) = self.env.mailbox.get_mut(user) else {
             return;
         };
-        if let Some(i) = mb.mails.iter().position(|m| m.id == *id) {
-            let m = mb.mails.swap_remove(i);
-            self.env.mailbox_bytes -= m.bytes.len();
-            self.env.mailbox_count -= 1;
-        }
+        let removed = match mb.mails.iter().position(|m| m.id == *id) {
+            Some(i) => Some(mb.mails.swap_remove(i)),
+            None => None,
+        };
         if mb.mails.is_empty() {
             self.env.mailbox.remove(user);
+        }
+        if let Some(m) = removed {
+            self.env.mailbox_bytes -= m.bytes.len();
+            self.env.mailbox_count -= 1;
+            self.journal(MailboxChange::Gone {
+                user: user.to_owned(),
+                id: *id,
+            });
         }
     }
 
@@ -444,6 +495,7 @@ impl SupernodeCore {
             return self.env_finish(key, EnvResult::Offline);
         }
         let bytes = route.bytes.clone();
+        let sender = route.sender.clone();
         let key_of_user = user_key(&route.to);
         let owners = self.owners(key_of_user, self.cfg.replicas, now);
         let remote: Vec<(u64, SocketAddr)> = owners
@@ -461,9 +513,15 @@ impl SupernodeCore {
         for (_, addr) in &remote {
             self.env.stores.insert((*addr, key.1), (key, deadline));
             self.timer(deadline, T_STORE, *addr, key.1);
-            self.send(*addr, &Msg::EnvStore { envelope: &bytes });
+            self.send(
+                *addr,
+                &Msg::EnvStore {
+                    envelope: &bytes,
+                    sender: &sender,
+                },
+            );
         }
-        if local && self.env_on_store(now, &bytes) {
+        if local && self.env_on_store(now, &bytes, &sender) {
             return self.env_finish(key, EnvResult::Stored);
         }
         if remote.is_empty() {
@@ -494,9 +552,9 @@ impl SupernodeCore {
         }
     }
 
-    /// Keep an envelope for an offline user (we own their record, or
-    /// someone thinks we do). Returns whether it is kept.
-    pub(super) fn env_on_store(&mut self, now: u64, bytes: &[u8]) -> bool {
+    /// Keep an envelope from `sender` for an offline user (we own their
+    /// record, or someone thinks we do). Returns whether it is kept.
+    pub(super) fn env_on_store(&mut self, now: u64, bytes: &[u8], sender: &str) -> bool {
         let Ok(s) = Sealed::decode(bytes) else {
             self.stats.malformed += 1;
             return false;
@@ -514,13 +572,70 @@ impl SupernodeCore {
         {
             return true;
         }
-        let per_user = self.env.mailbox.get(&user).map_or(0, |m| m.mails.len());
+        let known = self.records.get(&user).is_some_and(|held| {
+            PresenceRecord::decode(&held.bytes).is_ok_and(|r| r.cert.x25519 == h.recipient)
+        });
+        if !known {
+            self.env_stats.mailbox_unknown_recipient += 1;
+            if crate::limits::log_worthy(self.env_stats.mailbox_unknown_recipient) {
+                tracing::info!(
+                    to = %user,
+                    refused = self.env_stats.mailbox_unknown_recipient,
+                    "mailbox: refused mail for a recipient we hold no record of"
+                );
+            }
+            return false;
+        }
+        let mb = self.env.mailbox.get(&user);
+        let per_user = mb.map_or(0, |m| m.mails.len());
+        let per_sender = mb.map_or(0, |m| m.mails.iter().filter(|x| x.sender == sender).count());
+        if per_sender >= self.cfg.mailbox_per_sender {
+            self.env_stats.mailbox_sender_share += 1;
+            if crate::limits::log_worthy(self.env_stats.mailbox_sender_share) {
+                tracing::info!(
+                    to = %user,
+                    from = sender,
+                    refused = self.env_stats.mailbox_sender_share,
+                    "mailbox: sender over its share of the recipient's mailbox"
+                );
+            }
+            return false;
+        }
         if per_user >= self.cfg.mailbox_per_user
             || self.env.mailbox_bytes + bytes.len() > self.cfg.mailbox_max_bytes
         {
             self.env_stats.mailbox_full += 1;
+            if crate::limits::log_worthy(self.env_stats.mailbox_full) {
+                tracing::info!(
+                    to = %user,
+                    refused = self.env_stats.mailbox_full,
+                    "mailbox full: refused"
+                );
+            }
             return false;
         }
+        self.env_keep(
+            now,
+            user.clone(),
+            sender,
+            h.id,
+            h.expires_ms,
+            Rc::from(bytes),
+        );
+        // The user may have come back meanwhile.
+        self.env_mail_deliver(now, &user);
+        true
+    }
+
+    fn env_keep(
+        &mut self,
+        now: u64,
+        user: String,
+        sender: &str,
+        id: EnvelopeId,
+        expires_ms: u64,
+        bytes: Rc<[u8]>,
+    ) {
         let key = user_key(&user);
         let mb = self.env.mailbox.entry(user.clone()).or_insert(Mailbox {
             key,
@@ -529,9 +644,10 @@ impl SupernodeCore {
             not_owner_since: None,
         });
         mb.mails.push(Mail {
-            id: h.id,
-            bytes: Rc::from(bytes),
-            expires_ms: h.expires_ms,
+            id,
+            sender: sender.to_owned(),
+            bytes: bytes.clone(),
+            expires_ms,
             tries: 0,
             busy_until: 0,
         });
@@ -540,9 +656,58 @@ impl SupernodeCore {
         if self.env.next_mail_at.is_none() {
             self.env.next_mail_at = Some(now + self.cfg.mailbox_retry_ms);
         }
-        // The user may have come back meanwhile.
-        self.env_mail_deliver(now, &user);
+        self.journal(MailboxChange::Kept {
+            user,
+            sender: sender.to_owned(),
+            id,
+            expires_ms,
+            bytes,
+        });
+    }
+
+    /// Put back mail kept before a restart (from the driver's durable
+    /// copy): no checks but expiry and the bounds, since we kept it once.
+    pub fn restore_mail(&mut self, now: u64, user: &str, sender: &str, bytes: &[u8]) -> bool {
+        let Ok(s) = Sealed::decode(bytes) else {
+            return false;
+        };
+        let h = s.header;
+        if h.expires_ms <= now
+            || self.mailbox_holds(user, &h.id)
+            || self.env.mailbox_bytes + bytes.len() > self.cfg.mailbox_max_bytes
+        {
+            return false;
+        }
+        self.env_keep(
+            now,
+            user.to_owned(),
+            sender,
+            h.id,
+            h.expires_ms,
+            Rc::from(bytes),
+        );
+        // Already in the durable copy.
+        if self.env.journal {
+            self.env.changes.pop();
+        }
         true
+    }
+
+    /// Queue mailbox changes for [`SupernodeCore::drain_mailbox_changes`]
+    /// from now on (a driver with a durable copy calls this once).
+    pub fn journal_mailbox(&mut self) {
+        self.env.journal = true;
+    }
+
+    fn journal(&mut self, c: MailboxChange) {
+        if self.env.journal {
+            self.env.changes.push(c);
+        }
+    }
+
+    /// Mailbox changes since the last call, for the durable copy.
+    pub fn drain_mailbox_changes(&mut self) -> Vec<MailboxChange> {
+        std::mem::take(&mut self.env.changes)
     }
 
     /// We stored a new record for `user`: push waiting envelopes if it
@@ -613,10 +778,20 @@ impl SupernodeCore {
                 .filter(|(id, _)| *id != self.me && !mb.pushed_to.contains(id))
                 .map(|(_, a)| *a)
                 .collect();
-            let all: Vec<Rc<[u8]>> = mb.mails.iter().map(|m| m.bytes.clone()).collect();
+            let all: Vec<(Rc<[u8]>, String)> = mb
+                .mails
+                .iter()
+                .map(|m| (m.bytes.clone(), m.sender.clone()))
+                .collect();
             for t in targets {
-                for b in &all {
-                    self.send(t, &Msg::EnvStore { envelope: b });
+                for (b, sender) in &all {
+                    self.send(
+                        t,
+                        &Msg::EnvStore {
+                            envelope: b,
+                            sender,
+                        },
+                    );
                 }
             }
             let mine = ids.contains(&self.me);
@@ -719,19 +894,28 @@ impl SupernodeCore {
         let mut freed = 0;
         let mut dropped = 0;
         let mut expired = 0;
-        self.env.mailbox.retain(|_, mb| {
+        let mut changes = Vec::new();
+        self.env.mailbox.retain(|user, mb| {
             if mb
                 .not_owner_since
                 .is_some_and(|t| now.saturating_sub(t) >= 120_000)
             {
                 dropped += mb.mails.len();
                 freed += mb.mails.iter().map(|m| m.bytes.len()).sum::<usize>();
+                changes.extend(mb.mails.iter().map(|m| MailboxChange::Gone {
+                    user: user.clone(),
+                    id: m.id,
+                }));
                 return false;
             }
             mb.mails.retain(|m| {
                 if m.expires_ms <= now {
                     expired += 1;
                     freed += m.bytes.len();
+                    changes.push(MailboxChange::Gone {
+                        user: user.clone(),
+                        id: m.id,
+                    });
                     false
                 } else {
                     true
@@ -739,6 +923,9 @@ impl SupernodeCore {
             });
             !mb.mails.is_empty()
         });
+        if self.env.journal {
+            self.env.changes.extend(changes);
+        }
         self.env.mailbox_bytes -= freed;
         self.env.mailbox_count -= dropped + expired;
         self.env_stats.expired += expired as u64;

@@ -69,7 +69,21 @@ pub(super) struct Peers {
     relayed_media: Vec<(SocketAddr, Vec<u8>)>,
     /// The node runs calls: relayed media is theirs (else dropped).
     pub media: bool,
+    /// ICE offers from users not allowed our candidates (not contacts, no
+    /// call we accepted or placed): held unanswered, one per sender and
+    /// [`MAX_HELD_OFFERS`] in all (oldest out), for [`HELD_OFFER_MS`],
+    /// in case the user answers their call; never put in the session
+    /// table, so strangers cannot fill it.
+    held: VecDeque<(String, IceOffer, u64)>,
+    /// Offers from strangers held or dropped (never answered unasked).
+    pub stranger_offers: u64,
 }
+
+/// Stranger offers held at once (one per sender).
+const MAX_HELD_OFFERS: usize = 8;
+/// How long a held offer waits for the user to answer the call (the ring
+/// timeout).
+const HELD_OFFER_MS: u64 = 60_000;
 
 impl Peers {
     pub fn new(opts: &PathOptions, now: u64, media: bool) -> Self {
@@ -91,6 +105,8 @@ impl Peers {
             events: VecDeque::new(),
             relayed_media: Vec::new(),
             media,
+            held: VecDeque::new(),
+            stranger_offers: 0,
         };
         p.paths_start();
         p
@@ -147,13 +163,51 @@ impl Peers {
     }
 
     /// An ICE offer or answer in an envelope from `from` (verified).
-    pub fn on_envelope(&mut self, cx: &mut Cx<'_>, from: &str, kind: u8, payload: &[u8]) {
+    /// `allowed`: whether `from` may have our candidates (a contact, or a
+    /// call we placed or accepted); an offer from anyone else is held
+    /// unanswered (see `held`) and counted.
+    pub fn on_envelope(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &str,
+        kind: u8,
+        payload: &[u8],
+        allowed: bool,
+    ) {
         match IceOffer::decode(payload) {
             Ok(o) if kind == ENVELOPE_ANSWER => {
                 self.ice.on_answer(cx.now, from, &o);
             }
+            Ok(o) if !allowed && self.ice.started(from).is_none() => {
+                self.stranger_offers += 1;
+                if crate::limits::log_worthy(self.stranger_offers) {
+                    tracing::info!(%from, held = self.stranger_offers, "ICE offer from a stranger held unanswered");
+                }
+                self.held.retain(|(f, ..)| f != from);
+                if self.held.len() >= MAX_HELD_OFFERS {
+                    self.held.pop_front();
+                }
+                self.held.push_back((from.to_owned(), o, cx.now));
+            }
             Ok(o) => self.ice.on_offer(cx.now, from, &o, &mut cx.base.rng),
             Err(err) => tracing::debug!(%from, "bad ICE envelope: {err}"),
+        }
+    }
+
+    /// Senders of held offers (not yet expired at `now`).
+    pub fn held_senders(&mut self, now: u64) -> Vec<String> {
+        self.held
+            .retain(|(.., at)| now.saturating_sub(*at) < HELD_OFFER_MS);
+        self.held.iter().map(|(f, ..)| f.clone()).collect()
+    }
+
+    /// `user` may have our candidates now (the user answered their call):
+    /// answer the offer held from them, if any.
+    pub fn release(&mut self, cx: &mut Cx<'_>, user: &str) {
+        if let Some(i) = self.held.iter().position(|(f, ..)| f == user)
+            && let Some((from, o, _)) = self.held.remove(i)
+        {
+            self.ice.on_offer(cx.now, &from, &o, &mut cx.base.rng);
         }
     }
 
