@@ -1030,8 +1030,26 @@ impl ClientCore {
             },
         );
         let bytes = rec.encode();
+        // The offline record a supernode publishes for us if we fall
+        // silent; its seq is reserved, so the next publish is newer.
+        self.seq += 1;
+        let will = PresenceRecord::sign(
+            &self.device,
+            &self.cert,
+            RecordContent {
+                seq: self.seq,
+                signed_at_ms: now,
+                online_secs: 0,
+                status: Status::Offline,
+                message: self.message.clone(),
+                supernodes: Vec::new(),
+                candidates: Vec::new(),
+            },
+        )
+        .encode();
         for s in sns {
             self.send(s, &Msg::Publish { record: &bytes });
+            self.send(s, &Msg::PublishWill { record: &will });
         }
         self.last_publish = now;
         self.need_publish = false;

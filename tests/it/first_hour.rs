@@ -1,11 +1,13 @@
 //! What a new user or operator meets before anything works: config values
 //! that can never work, a second natter on one data dir, `natter admin`
 //! on the wrong data dir, and the systemd units shipped in
-//! `config/systemd/`.
+//! `config/systemd/`; a crashed contact going offline in seconds.
 
+use crate::common::procs::Network;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn natter() -> Command {
     Command::new(env!("CARGO_BIN_EXE_natter"))
@@ -174,4 +176,37 @@ fn systemd_units_verify_and_their_flags_exist() {
         );
     }
     assert_eq!(seen, 2, "the supernode and authority units");
+}
+
+/// Bug 2: a contact killed with SIGKILL shows offline on the other side
+/// within 10 s. Their supernodes stop hearing keepalives (6 s) and publish
+/// the offline record the client signed in advance; the owners tell the
+/// watchers.
+#[test]
+fn a_killed_contact_shows_offline_within_ten_seconds() {
+    let _turn = scenario!();
+    const T: Duration = Duration::from_secs(20);
+    let net = Network::start();
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
+    let mut alice = net.headless("alice", &all, &[]);
+    let mut bob = net.headless("bob", &all, &[]);
+    for p in [&alice, &bob] {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+    alice.say("add bob hi");
+    bob.wait_json(T, |v| v["event"] == "contact_request");
+    bob.say("accept alice");
+    alice.wait_json(T, |v| {
+        v["event"] == "contact_presence" && v["user"] == "bob" && v["status"] == "online"
+    });
+    bob.kill();
+    let killed = Instant::now();
+    let p = alice.wait_json(Duration::from_secs(15), |v| {
+        v["event"] == "contact_presence" && v["user"] == "bob" && v["status"] == "offline"
+    });
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "offline after {took:?}: {p}"
+    );
 }
