@@ -198,10 +198,28 @@ fn main() -> std::process::ExitCode {
     match run(cli, started) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("natter: {e:#}");
+            eprintln!("natter: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: most of natter's errors
+/// already include their cause in their own text, and printing the chain
+/// again read "malformed: malformed: malformed" (issue 13.13).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
 }
 
 fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
@@ -686,4 +704,20 @@ fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let said = io.to_string();
+        let e = anyhow::Error::from(io).context(format!("reading natter.toml: {said}"));
+        let text = error_text(&e);
+        assert_eq!(text.matches("(os error 2)").count(), 1, "{text}");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
 }

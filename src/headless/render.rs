@@ -229,13 +229,24 @@ fn lookup(user: &str, result: &LookupResult, record: Option<&DirectoryRecord>) -
             let via = format!("{:?}", d.supernodes);
             (v, format!("{user} is {} via {via}", status.as_str()))
         }
-        // A record that hides its status reads as offline, as it says.
-        (LookupResult::Offline { .. } | LookupResult::Private, Some(d)) => {
+        (LookupResult::Offline { .. }, Some(d)) => {
             let mut v = record_json(d);
-            let seen = time(d.last_seen.unwrap_or_default());
             v["result"] = json!("offline");
-            v["last_seen"] = json!(seen);
-            (v, format!("{user} is offline, last seen {seen}"))
+            match d.last_seen {
+                Some(t) => {
+                    let seen = time(t);
+                    v["last_seen"] = json!(seen);
+                    (v, format!("{user} is offline, last seen {seen}"))
+                }
+                None => (v, format!("{user} is offline")),
+            }
+        }
+        // A record that shows its status to contacts only: no status, no
+        // last seen (the time it was signed would say they are online).
+        (LookupResult::Private, Some(d)) => {
+            let mut v = record_json(d);
+            v["result"] = json!("private");
+            (v, format!("{user} exists (status shown to contacts only)"))
         }
         (LookupResult::Failed(why), _) => (
             json!({"result": "failed", "error": why}),
@@ -702,9 +713,19 @@ mod tests {
         assert_eq!(v["result"], "online");
         assert_eq!(v["supernodes"][0], "127.0.0.1:1");
         assert_eq!(v["status"], "away");
-        let v = lookup("bob", &LookupResult::Private, Some(&d))
+        // Status shown to contacts only: no last seen (it was "now").
+        let hidden = DirectoryRecord {
+            status: Status::Invisible,
+            last_seen: None,
+            ..d.clone()
+        };
+        let v = lookup("bob", &LookupResult::Private, Some(&hidden))
             .unwrap()
             .json;
+        assert_eq!(v["result"], "private");
+        assert!(v.get("last_seen").is_none(), "{v}");
+        let offline = LookupResult::Offline { last_seen: Some(0) };
+        let v = lookup("bob", &offline, Some(&d)).unwrap().json;
         assert_eq!(v["result"], "offline");
         assert_eq!(v["last_seen"], "1970-01-01T00:00:00Z");
         let v = lookup("x", &LookupResult::NotFound, None).unwrap().json;

@@ -609,7 +609,8 @@ pub enum LookupResult {
         message: String,
     },
     Offline {
-        last_seen: u64,
+        /// Unix seconds; `None` when the record does not tell.
+        last_seen: Option<u64>,
     },
     /// The user exists and is reachable, but shows their status to their
     /// contacts only.

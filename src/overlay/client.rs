@@ -79,7 +79,8 @@ pub enum LookupOutcome {
     Online(Box<PresenceRecord>),
     Offline {
         record: Box<PresenceRecord>,
-        last_seen: u64,
+        /// When the user was last online; `None` when the record hides it.
+        last_seen: Option<u64>,
     },
     NotFound,
     Failed(String),

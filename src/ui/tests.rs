@@ -866,7 +866,7 @@ fn block_and_remove_ask_and_unblock() {
     app.handle_event(Event::Lookup {
         username: "carol".into(),
         result: LookupResult::Offline {
-            last_seen: NOW / 1000,
+            last_seen: Some(NOW / 1000),
         },
         record: None,
     });

@@ -210,3 +210,71 @@ fn a_killed_contact_shows_offline_within_ten_seconds() {
         "offline after {took:?}: {p}"
     );
 }
+
+/// A headless alice (logged in already) that cannot go online: waits for
+/// it to exit and returns its stderr.
+fn headless_failure(net: &Network, config: &Path) -> String {
+    let mut cmd = natter();
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(net.data("alice"))
+        .args(["--headless", "--json", "--bootstrap", "127.0.0.1:9"]);
+    let log = net.dir.path().join("alice-fail.log");
+    let mut p = crate::common::procs::Proc::spawn("alice", cmd, &log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "alice did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// Bug 11: a busy UDP port is not a login problem: the error names the
+/// address and says what to do.
+#[test]
+fn a_busy_port_says_which_and_what_to_do() {
+    let _turn = scenario!();
+    let net = Network::start();
+    net.account("alice", false);
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let text = std::fs::read_to_string(&net.client_config).unwrap();
+    let cfg = net.dir.path().join("busy.toml");
+    std::fs::write(
+        &cfg,
+        text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\"")),
+    )
+    .unwrap();
+    let err = headless_failure(&net, &cfg);
+    assert!(err.contains(&format!("UDP {addr} is in use")), "{err}");
+    assert!(err.contains("set [overlay] listen"), "{err}");
+    assert!(err.contains("not a login problem"), "{err}");
+}
+
+/// Bug 13: a damaged contacts.db is named once, left unchanged, with what
+/// to do; no cause is repeated.
+#[test]
+fn a_damaged_contact_list_is_named_once_and_left_alone() {
+    let _turn = scenario!();
+    let net = Network::start();
+    net.account("alice", false);
+    let db = net.data("alice").join("contacts.db");
+    let junk = vec![0x55u8; 8192];
+    std::fs::write(&db, &junk).unwrap();
+    let err = headless_failure(&net, &net.client_config);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("natter: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(line.matches(&db.display().to_string()).count(), 1, "{line}");
+    assert_eq!(line.matches("not an SQLite database").count(), 1, "{line}");
+    assert!(line.contains("changed nothing"), "{line}");
+    assert!(line.contains("Move the file away"), "{line}");
+    assert!(!line.contains("password"), "{line}");
+    assert_eq!(std::fs::read(&db).unwrap(), junk);
+}

@@ -49,7 +49,7 @@ pub enum RuntimeError {
     Login(#[from] LoginError),
     #[error(transparent)]
     Link(#[from] LinkError),
-    #[error("binding UDP {addr}: {source}")]
+    #[error("{}", bind_text(addr, source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -60,6 +60,20 @@ pub enum RuntimeError {
     Messaging(#[from] MessagingError),
     #[error(transparent)]
     CallHistory(#[from] crate::sqlite::SqliteError),
+}
+
+/// Why the overlay socket could not be had, and what to do about it:
+/// "address in use" is not a login problem (issue 13.11).
+fn bind_text(addr: &SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "UDP {addr} is in use by another program (another natter?): set [overlay] listen in the config to a free port (port 0 picks one), or stop that program ({e})"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "UDP {addr} is not an address of this machine: fix [overlay] listen in the config ({e})"
+        ),
+        _ => format!("cannot bind UDP {addr} ([overlay] listen): {e}"),
+    }
 }
 
 /// How the runtime reaches the authority and the overlay.
@@ -462,10 +476,14 @@ impl Runtime {
                     .filter(|c| !list.iter().any(|l| &l.username == c))
                     .collect();
             }
+            // Logged in, but not online: say so, so that the login form does
+            // not read it as a wrong password.
             Err(e) => {
                 self.emit(Event::Login(LoginState::NeedCredentials {
-                    username: Some(username),
-                    error: Some(e.to_string()),
+                    username: Some(username.clone()),
+                    error: Some(format!(
+                        "logged in as {username}, but natter cannot go online (not a login problem): {e}"
+                    )),
                 }))
                 .await
             }
@@ -972,17 +990,12 @@ impl Runtime {
                 Some(report::record(&r, None)),
             ),
             // An attached device whose record hides its status.
-            LookupOutcome::Offline { record, last_seen }
-                if record.is_reachable(self.clock.now_secs()) =>
-            {
-                (
-                    LookupResult::Private,
-                    Some(report::record(&record, Some(last_seen))),
-                )
+            LookupOutcome::Offline { record, .. } if record.is_reachable(self.clock.now_secs()) => {
+                (LookupResult::Private, Some(report::record(&record, None)))
             }
             LookupOutcome::Offline { record, last_seen } => (
                 LookupResult::Offline { last_seen },
-                Some(report::record(&record, Some(last_seen))),
+                Some(report::record(&record, last_seen)),
             ),
             LookupOutcome::NotFound => (LookupResult::NotFound, None),
             LookupOutcome::Failed(why) => (LookupResult::Failed(why), None),
