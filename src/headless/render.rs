@@ -143,6 +143,31 @@ pub fn event(e: &Event) -> Option<Rendered> {
             )
         }
         Event::Error { message, .. } => error(message),
+        // The whole list each time, as the network panel shows it.
+        Event::Supernodes { attached } => {
+            let list: Vec<Value> = attached
+                .iter()
+                .map(|a| json!({"supernode": a.addr.to_string(), "primary": a.primary}))
+                .collect();
+            let line = attached
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} ({})",
+                        a.addr,
+                        if a.primary { "primary" } else { "backup" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            r(
+                json!({"event": "supernodes", "attached": list}),
+                format!(
+                    "supernodes: {}",
+                    if line.is_empty() { "none" } else { &line }
+                ),
+            )
+        }
         Event::Audio(a) => {
             let f = a.fallback?;
             r(
@@ -283,6 +308,7 @@ fn nat(n: &NatReport) -> Value {
         "mapping": n.mapping.as_str(),
         "filtering": n.filtering.as_str(),
         "udp_blocked": n.udp_blocked,
+        "unreachable": n.unreachable,
         "public": addr(n.public),
         "local": addr(n.local),
         "server": addr(n.server),

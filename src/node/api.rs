@@ -551,6 +551,9 @@ pub struct NatStatus {
     /// Our public (server-reflexive) address.
     pub public_addr: Option<SocketAddr>,
     pub udp_blocked: bool,
+    /// No supernode answered at all (down, or unreachable from here): UDP
+    /// is not known to be blocked.
+    pub unreachable: bool,
     /// How the result was obtained, or why it is missing.
     pub note: Option<String>,
 }

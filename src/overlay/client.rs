@@ -96,6 +96,8 @@ pub enum ClientEvent {
     Detached {
         supernode: SocketAddr,
         reason: &'static str,
+        /// The backup that took over as primary (the primary was lost).
+        promoted: Option<SocketAddr>,
     },
     Redirected {
         from: SocketAddr,
@@ -760,14 +762,7 @@ impl ClientCore {
             return;
         };
         let l = self.links.remove(i);
-        if matches!(l.state, LinkState::Attached { .. }) {
-            self.events.push_back(ClientEvent::Detached {
-                supernode: addr,
-                reason,
-            });
-            self.need_publish = true;
-        }
-        self.avoid.insert(addr, now + avoid_ms);
+        let mut promoted = None;
         if l.primary {
             // The backup takes over as primary.
             if let Some(b) = self
@@ -777,12 +772,22 @@ impl ClientCore {
             {
                 b.primary = true;
                 let addr = b.addr;
+                promoted = Some(addr);
                 let names: Vec<String> = self.watches.iter().cloned().collect();
                 for n in names {
                     self.send(addr, &Msg::WatchReq { username: &n });
                 }
             }
         }
+        if matches!(l.state, LinkState::Attached { .. }) {
+            self.events.push_back(ClientEvent::Detached {
+                supernode: addr,
+                reason,
+                promoted,
+            });
+            self.need_publish = true;
+        }
+        self.avoid.insert(addr, now + avoid_ms);
     }
 
     fn backoff(&mut self, now: u64, rng: &mut dyn RngCore) {

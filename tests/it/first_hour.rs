@@ -278,3 +278,62 @@ fn a_damaged_contact_list_is_named_once_and_left_alone() {
     assert!(!line.contains("password"), "{line}");
     assert_eq!(std::fs::read(&db).unwrap(), junk);
 }
+
+/// Bug 12: after the primary supernode restarts, the client's list has
+/// one primary again (the backup took over; the restarted one is the
+/// backup), not two backups.
+#[test]
+fn a_restarted_supernode_leaves_one_primary() {
+    let _turn = scenario!();
+    const T: Duration = Duration::from_secs(30);
+    let net = Network::start();
+    let ([sn1, sn2], all) = net.two_supernodes(&["alice"]);
+    let alice = net.headless("alice", &all, &[]);
+    let both = |v: &serde_json::Value| {
+        v["event"] == "supernodes" && v["attached"].as_array().is_some_and(|a| a.len() == 2)
+    };
+    let list = alice.wait_json(T, both);
+    let primary = list["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["primary"] == true)
+        .unwrap_or_else(|| panic!("{list}"))["supernode"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut dead, name) = if primary == all[0] {
+        (sn1, "sn1")
+    } else {
+        (sn2, "sn2")
+    };
+    dead.kill();
+    // Alone on the backup, which is primary now.
+    let list = alice.wait_json(T, |v| {
+        v["event"] == "supernodes" && v["attached"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert_eq!(list["attached"][0]["primary"], true, "{list}");
+    // The same supernode back on the same address.
+    let mut cmd = crate::common::procs::natter();
+    cmd.arg("--config")
+        .arg(&net.client_config)
+        .arg("--data-dir")
+        .arg(net.data(name))
+        .args(["--supernode", "--listen", &primary]);
+    let other = all.iter().find(|a| **a != primary).unwrap();
+    cmd.args(["--bootstrap", other]);
+    let back = crate::common::procs::Proc::spawn(
+        name,
+        cmd,
+        &net.dir.path().join(format!("{name}-again.log")),
+    );
+    back.wait_for(T, |l| l.starts_with("listening on "));
+    let list = alice.wait_json(Duration::from_secs(60), both);
+    let primaries = list["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["primary"] == true)
+        .count();
+    assert_eq!(primaries, 1, "{list}");
+}

@@ -809,8 +809,18 @@ impl Runtime {
                 primary,
                 observed,
             } => self.attached(supernode, primary, observed).await,
-            ClientEvent::Detached { supernode, reason } => {
+            ClientEvent::Detached {
+                supernode,
+                reason,
+                promoted,
+            } => {
                 self.attached.retain(|a| a.addr != supernode);
+                if let Some(p) = promoted {
+                    for a in &mut self.attached {
+                        a.primary = a.addr == p;
+                    }
+                    self.attached.sort_by_key(|a| (!a.primary, a.addr));
+                }
                 self.emit(Event::Supernodes {
                     attached: self.attached.clone(),
                 })
@@ -1106,6 +1116,7 @@ fn nat_status(r: &crate::nat::NatReport) -> NatStatus {
         filtering,
         public_addr: r.public,
         udp_blocked: r.udp_blocked,
+        unreachable: r.unreachable,
         note: Some(note),
     }
 }
