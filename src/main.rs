@@ -186,7 +186,7 @@ enum Command {
     /// Run the login authority: accounts and certificates
     Authority(AuthorityArgs),
     /// Run a client for scripts: commands on stdin, events on stdout
-    Headless(HeadlessArgs),
+    Headless(Box<HeadlessArgs>),
     /// Run a self-contained local network on loopback (no config needed;
     /// it keeps its data in temporary dirs, so --data-dir does not apply)
     Demo {
@@ -457,6 +457,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             a.net.bootstrap,
         )),
         Some(Command::Headless(h)) => {
+            let h = *h;
             let r = rt.block_on(headless::run(
                 &config,
                 &data_dir,
