@@ -89,6 +89,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     )
     .encode();
     v.push(Msg::Publish { record: &rec }.encode());
+    v.push(Msg::PublishWill { record: &rec }.encode());
     v.push(
         Msg::AttachOk {
             observed: link_addr(3),

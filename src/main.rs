@@ -26,8 +26,11 @@ use std::sync::Arc;
     version,
     about = "Peer-to-peer voice and chat for the terminal",
     long_about = "Peer-to-peer voice and chat for the terminal.\n\n\
-        With no mode flag natter starts the softphone (TUI). One binary also runs\n\
-        a supernode (--supernode) and the login authority (--authority)."
+        With no subcommand natter starts the softphone (TUI). The same binary runs\n\
+        a supernode (`natter supernode`), the login authority (`natter authority`)\n\
+        and a scriptable client (`natter headless`); each has its own --help.\n\n\
+        The old mode flags --supernode, --authority and --headless still work for\n\
+        this release, with a warning."
 )]
 struct Cli {
     /// Config file (TOML); default: the user's config dir, natter/natter.toml
@@ -40,101 +43,129 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
 
-    /// Run the login authority: accounts and certificates
-    #[arg(long, conflicts_with_all = ["headless"])]
-    authority: bool,
-    /// Run a headless supernode (overlay, directory, STUN, relay)
-    #[arg(long)]
-    supernode: bool,
-    /// Run a headless client for scripts (no TUI)
-    #[arg(long, conflicts_with_all = ["supernode"])]
-    headless: bool,
-    /// Address to listen on (with --authority, --supernode or --headless)
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
-    /// Serve Prometheus metrics at ADDR/metrics (overrides [metrics] listen)
-    #[arg(long, value_name = "ADDR")]
-    metrics_listen: Option<SocketAddr>,
-    /// Supernodes to join or attach through, `host:port` (repeatable)
-    #[arg(long, value_name = "HOST:PORT")]
-    bootstrap: Vec<HostPort>,
-    /// Headless: the user to run as (default: this device's certificate)
-    #[arg(long, value_name = "NAME")]
-    user: Option<String>,
-    /// Headless: look NAME up, print the result and exit
-    #[arg(long, value_name = "NAME")]
-    lookup: Option<String>,
-    /// Headless: follow NAME's presence (repeatable)
-    #[arg(long, value_name = "NAME")]
-    watch: Vec<String>,
-    /// Headless: connect to NAME peer to peer once online (ICE, then a link)
-    #[arg(long, value_name = "NAME")]
-    connect: Option<String>,
-    /// Headless: initial status (online, away, dnd, invisible)
-    #[arg(long, value_name = "STATUS")]
-    status: Option<natter::overlay::Status>,
-    /// Headless: print one JSON object per line for every event
-    #[arg(long)]
-    json: bool,
-    /// Headless: log in as --user with the password on the first line of
-    /// stdin if there is no certificate (later lines are commands)
-    #[arg(long, requires = "user")]
-    password_stdin: bool,
-    /// Supernode: a second IP of this host, for RFC 5780 NAT behaviour
-    /// discovery (overrides [supernode] alt_address)
-    #[arg(long, value_name = "IP")]
-    alt_address: Option<std::net::IpAddr>,
-    /// Supernode: the second port, on both addresses (default: listen port + 1)
-    #[arg(long, value_name = "PORT")]
-    alt_port: Option<u16>,
-    /// Headless: measure the NAT against this STUN server instead of the
-    /// supernodes, `host:port` (repeatable; overrides [nat] stun_servers)
-    #[arg(long, value_name = "HOST:PORT")]
-    stun_server: Vec<HostPort>,
-    /// Headless: do not measure the NAT
-    #[arg(long)]
-    no_nat_detect: bool,
+    /// The softphone's overlay address and supernodes
+    #[command(flatten)]
+    net: NetArgs,
     /// List the sound cards natter can use for [audio] input and output, and exit
     #[arg(long)]
     list_audio_devices: bool,
-    /// Headless: ask NAME to be a contact once online (repeatable)
-    #[arg(long, value_name = "NAME")]
-    add: Vec<String>,
-    /// Headless: send a chat message once online (repeatable)
-    #[arg(long, num_args = 2, value_names = ["NAME", "TEXT"])]
-    msg: Vec<String>,
-    /// Headless: show the real status in the directory, to everyone (by
-    /// default only authorized contacts see it)
-    #[arg(long)]
-    public_presence: bool,
-    /// Headless: idle time before the status becomes away, e.g. `5m` (`0s`: never)
-    #[arg(long, value_name = "DURATION")]
-    away_after: Option<humantime::Duration>,
-    /// Headless: call NAME once online; exit when the call ends (status 1
-    /// if it never connected)
-    #[arg(long, value_name = "NAME")]
-    call: Option<String>,
-    /// Headless: play this WAV file (or `tone:HZ`, a sine) into calls
-    /// (instead of [audio] input)
-    #[arg(long, value_name = "FILE")]
-    play: Option<PathBuf>,
-    /// Headless: record what the other side says to this WAV file (instead
-    /// of [audio] output)
-    #[arg(long, value_name = "FILE")]
-    record: Option<PathBuf>,
-    /// Headless: hang up SECS seconds after a call connects
-    #[arg(long, value_name = "SECS")]
-    hangup_after: Option<f64>,
-    /// Headless: answer every incoming call at once
-    #[arg(long)]
-    auto_answer: bool,
-    /// Headless: be an echo test contact (answers every call and plays
-    /// back what it hears)
-    #[arg(long, conflicts_with_all = ["call", "play"])]
-    echo: bool,
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Where a node listens and whom it joins or attaches through.
+#[derive(Debug, Args, Clone, Default)]
+struct NetArgs {
+    /// Address to listen on (overrides [overlay] listen)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Supernodes to join or attach through, `host:port` (repeatable)
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Vec<HostPort>,
+}
+
+#[derive(Debug, Args)]
+struct MetricsArgs {
+    /// Serve Prometheus metrics at ADDR/metrics (overrides [metrics] listen)
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct SupernodeArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+    /// A second IP of this host, for RFC 5780 NAT behaviour discovery
+    /// (overrides [supernode] alt_address)
+    #[arg(long, value_name = "IP")]
+    alt_address: Option<std::net::IpAddr>,
+    /// The second port, on both addresses (default: listen port + 1)
+    #[arg(long, value_name = "PORT")]
+    alt_port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+struct AuthorityArgs {
+    /// Address to listen on (overrides [authority] listen)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+}
+
+#[derive(Debug, Args)]
+struct HeadlessArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
+    /// The user to run as (default: this device's certificate)
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Look NAME up, print the result and exit
+    #[arg(long, value_name = "NAME")]
+    lookup: Option<String>,
+    /// Follow NAME's presence (repeatable)
+    #[arg(long, value_name = "NAME")]
+    watch: Vec<String>,
+    /// Connect to NAME peer to peer once online (ICE, then a link)
+    #[arg(long, value_name = "NAME")]
+    connect: Option<String>,
+    /// Initial status (online, away, dnd, invisible)
+    #[arg(long, value_name = "STATUS")]
+    status: Option<natter::overlay::Status>,
+    /// Print one JSON object per line for every event
+    #[arg(long)]
+    json: bool,
+    /// Log in as --user (needed) with the password on the first line of
+    /// stdin if there is no certificate (later lines are commands)
+    #[arg(long, requires = "user")]
+    password_stdin: bool,
+    /// Measure the NAT against this STUN server instead of the
+    /// supernodes, `host:port` (repeatable; overrides [nat] stun_servers)
+    #[arg(long, value_name = "HOST:PORT")]
+    stun_server: Vec<HostPort>,
+    /// Do not measure the NAT
+    #[arg(long)]
+    no_nat_detect: bool,
+    /// Ask NAME to be a contact once online (repeatable)
+    #[arg(long, value_name = "NAME")]
+    add: Vec<String>,
+    /// Send a chat message once online (repeatable)
+    #[arg(long, num_args = 2, value_names = ["NAME", "TEXT"])]
+    msg: Vec<String>,
+    /// Show the real status in the directory, to everyone (by default
+    /// only authorized contacts see it)
+    #[arg(long)]
+    public_presence: bool,
+    /// Idle time before the status becomes away, e.g. `5m` (`0s`: never)
+    #[arg(long, value_name = "DURATION")]
+    away_after: Option<humantime::Duration>,
+    /// Call NAME once online; exit when the call ends (status 1 if it
+    /// never connected)
+    #[arg(long, value_name = "NAME")]
+    call: Option<String>,
+    /// Play this WAV file (or `tone:HZ`, a sine) into calls (instead of
+    /// [audio] input)
+    #[arg(long, value_name = "FILE")]
+    play: Option<PathBuf>,
+    /// Record what the other side says to this WAV file (instead of
+    /// [audio] output)
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+    /// Hang up SECS seconds after a call connects
+    #[arg(long, value_name = "SECS")]
+    hangup_after: Option<f64>,
+    /// Answer every incoming call at once
+    #[arg(long)]
+    auto_answer: bool,
+    /// Be an echo test contact (answers every call and plays back what it
+    /// hears)
+    #[arg(long, conflicts_with_all = ["call", "play"])]
+    echo: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,7 +181,14 @@ enum Command {
     /// Manage the authority's account database (run where the authority runs)
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Run a self-contained local network on loopback (no config needed)
+    /// Run a supernode: overlay, directory, STUN and relay (no TUI)
+    Supernode(SupernodeArgs),
+    /// Run the login authority: accounts and certificates
+    Authority(AuthorityArgs),
+    /// Run a client for scripts: commands on stdin, events on stdout
+    Headless(Box<HeadlessArgs>),
+    /// Run a self-contained local network on loopback (no config needed;
+    /// it keeps its data in temporary dirs, so --data-dir does not apply)
     Demo {
         /// Start the network, check the local user sees both demo contacts
         /// online, and exit instead of opening the softphone
@@ -192,35 +230,175 @@ enum AdminCommand {
     List,
 }
 
+/// The mode flags of earlier releases, and the subcommand each became.
+const OLD_MODE_FLAGS: [(&str, &str); 3] = [
+    ("--supernode", "supernode"),
+    ("--authority", "authority"),
+    ("--headless", "headless"),
+];
+
+/// The command line with an old mode flag (`--supernode`, ...) turned into
+/// its subcommand, which then takes the flags that followed it; the
+/// warning to print, or why the flags cannot work together.
+fn modernize_args(args: Vec<String>) -> Result<(Vec<String>, Option<String>), String> {
+    let end = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let found: Vec<(usize, &str, &str)> = args[..end]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            OLD_MODE_FLAGS
+                .iter()
+                .find(|(f, _)| a == f)
+                .map(|(f, c)| (i, *f, *c))
+        })
+        .collect();
+    let Some(&(i, flag, sub)) = found.first() else {
+        return Ok((args, None));
+    };
+    if let Some(&(_, other, _)) = found.iter().find(|(_, f, _)| *f != flag) {
+        return Err(format!(
+            "{flag} and {other} cannot be combined: run each mode as its own process (`natter {sub}`, ...)"
+        ));
+    }
+    let is_sub = |a: &String| a.as_str() == sub || OLD_MODE_FLAGS.iter().any(|(_, c)| a == c);
+    if args[1..end].iter().any(is_sub) {
+        return Err(format!(
+            "{flag} and a subcommand cannot be combined: use `natter {sub}`"
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(args.len());
+    out.push(args[0].clone());
+    out.push(sub.to_owned());
+    out.extend(
+        args[1..]
+            .iter()
+            .enumerate()
+            .filter(|(j, a)| !(*j + 1 < end && a.as_str() == flag))
+            .map(|(_, a)| a.clone()),
+    );
+    let _ = i;
+    Ok((
+        out,
+        Some(format!(
+            "natter: warning: {flag} is deprecated and goes away in the next release; use `natter {sub}` (see `natter {sub} --help`)"
+        )),
+    ))
+}
+
+/// For a flag given where it does not belong: the subcommands that take it.
+fn flag_home(e: &clap::Error) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let name = arg.trim_start_matches('-').split('=').next()?;
+    let homes: Vec<String> = Cli::command()
+        .get_subcommands()
+        .filter(|s| s.get_arguments().any(|a| a.get_long() == Some(name)))
+        .map(|s| format!("`natter {}`", s.get_name()))
+        .collect();
+    (!homes.is_empty()).then(|| format!("note: --{name} is a flag of {}", homes.join(", ")))
+}
+
 fn main() -> std::process::ExitCode {
     let started = std::time::Instant::now();
-    let cli = Cli::parse();
+    let (args, warning) = match modernize_args(std::env::args().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("natter: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            if let Some(hint) = flag_home(&e) {
+                eprintln!("{hint}");
+            }
+            // --help and --version are "errors" that succeed.
+            return std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
     match run(cli, started) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("natter: {e:#}");
+            eprintln!("natter: {}", error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }
 }
 
+/// An error and its causes, each said once: most of natter's errors
+/// already include their cause in their own text, and printing the chain
+/// again read "malformed: malformed: malformed" (issue 13.13).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
+}
+
 fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     let (mut config, _source) = Config::load(cli.config.as_deref())?;
-    if cli.alt_address.is_some() {
-        config.supernode.alt_address = cli.alt_address;
+    // Flags that do not apply are errors, not silently ignored.
+    if let Some(Command::Demo { .. }) = &cli.command
+        && cli.data_dir.is_some()
+    {
+        bail!(
+            "demo keeps its data in temporary dirs: --data-dir does not apply (run `natter demo` without it)"
+        );
     }
-    if cli.alt_port.is_some() {
-        config.supernode.alt_port = cli.alt_port;
+    let softphone_flags = cli.net.listen.is_some() || !cli.net.bootstrap.is_empty();
+    if softphone_flags && (cli.command.is_some() || cli.list_audio_devices) {
+        bail!(
+            "--listen and --bootstrap before a subcommand are the softphone's: put them after the subcommand (e.g. `natter supernode --listen ADDR`)"
+        );
     }
-    if cli.no_nat_detect {
+    let metrics = match &cli.command {
+        Some(Command::Supernode(a)) => a.metrics.metrics_listen,
+        Some(Command::Authority(a)) => a.metrics.metrics_listen,
+        Some(Command::Headless(a)) => a.metrics.metrics_listen,
+        _ => None,
+    };
+    if metrics.is_some() {
+        config.metrics.listen = metrics;
+    }
+    if let Some(Command::Supernode(a)) = &cli.command {
+        if a.alt_address.is_some() {
+            config.supernode.alt_address = a.alt_address;
+        }
+        if a.alt_port.is_some() {
+            config.supernode.alt_port = a.alt_port;
+        }
+    }
+    if let Some(Command::Headless(a)) = &cli.command
+        && a.no_nat_detect
+    {
         config.nat.detect = false;
-    }
-    if cli.metrics_listen.is_some() {
-        config.metrics.listen = cli.metrics_listen;
     }
     let data_dir = config.data_dir(cli.data_dir.as_deref())?;
     // The long-running modes own the data dir while they run.
-    let long_running = cli.command.is_none() && !cli.list_audio_devices;
+    let long_running = !cli.list_audio_devices
+        && matches!(
+            cli.command,
+            None | Some(Command::Supernode(_) | Command::Authority(_) | Command::Headless(_))
+        );
     let _data_lock = if long_running {
         Some(natter::node::DataDirLock::acquire(&data_dir)?)
     } else {
@@ -230,7 +408,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     // logs to its own file.
     let log_file = match &cli.command {
         Some(Command::Demo { .. }) => Some(demo::create_log()?),
-        None if !cli.authority && !cli.supernode && !cli.headless => {
+        None => {
             let path = config
                 .log
                 .file
@@ -257,12 +435,6 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     if cli.list_audio_devices {
         return list_audio_devices();
     }
-    if cli.authority {
-        if cli.command.is_some() {
-            bail!("--authority takes no subcommand");
-        }
-        return rt.block_on(run_authority(&config, &data_dir, cli.listen));
-    }
     match cli.command {
         Some(Command::Register(a)) => rt.block_on(register(&config, &data_dir, a)),
         Some(Command::Login(a)) => rt.block_on(login(&config, &data_dir, a)),
@@ -277,48 +449,50 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
             r
         }
-        None if cli.supernode => rt.block_on(supernode::run(
+        Some(Command::Authority(a)) => rt.block_on(run_authority(&config, &data_dir, a.listen)),
+        Some(Command::Supernode(a)) => rt.block_on(supernode::run(
             &config,
             &data_dir,
-            cli.listen,
-            cli.bootstrap,
+            a.net.listen,
+            a.net.bootstrap,
         )),
-        None if cli.headless => {
+        Some(Command::Headless(h)) => {
+            let h = *h;
             let r = rt.block_on(headless::run(
                 &config,
                 &data_dir,
                 headless::Headless {
-                    user: cli.user,
-                    lookup: cli.lookup,
-                    watch: cli.watch,
-                    connect: cli.connect,
-                    status: cli.status,
-                    json: cli.json,
-                    password_stdin: cli.password_stdin,
-                    bootstrap: cli.bootstrap,
-                    listen: cli.listen,
-                    stun_servers: cli.stun_server,
-                    add: cli.add,
-                    msg: cli
+                    user: h.user,
+                    lookup: h.lookup,
+                    watch: h.watch,
+                    connect: h.connect,
+                    status: h.status,
+                    json: h.json,
+                    password_stdin: h.password_stdin,
+                    bootstrap: h.net.bootstrap,
+                    listen: h.net.listen,
+                    stun_servers: h.stun_server,
+                    add: h.add,
+                    msg: h
                         .msg
                         .chunks(2)
                         .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
                         .collect(),
-                    public_presence: cli.public_presence,
-                    away_after: cli.away_after.map(Into::into),
+                    public_presence: h.public_presence,
+                    away_after: h.away_after.map(Into::into),
                     calls: headless::CallFlags {
-                        call: cli.call,
-                        play: cli.play,
-                        record: cli.record,
-                        hangup_after: match cli.hangup_after {
+                        call: h.call,
+                        play: h.play,
+                        record: h.record,
+                        hangup_after: match h.hangup_after {
                             Some(s) if s.is_finite() && s >= 0.0 => {
                                 Some(std::time::Duration::from_secs_f64(s))
                             }
                             Some(s) => bail!("--hangup-after {s}: expected seconds >= 0"),
                             None => None,
                         },
-                        auto_answer: cli.auto_answer,
-                        echo: cli.echo,
+                        auto_answer: h.auto_answer,
+                        echo: h.echo,
                     },
                 },
             ));
@@ -332,8 +506,8 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             let r = rt.block_on(softphone(
                 &config,
                 &data_dir,
-                &cli.bootstrap,
-                cli.listen,
+                &cli.net.bootstrap,
+                cli.net.listen,
                 &log,
                 started,
             ));
@@ -705,4 +879,20 @@ fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let said = io.to_string();
+        let e = anyhow::Error::from(io).context(format!("reading natter.toml: {said}"));
+        let text = error_text(&e);
+        assert_eq!(text.matches("(os error 2)").count(), 1, "{text}");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
 }

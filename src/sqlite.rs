@@ -10,6 +10,14 @@
 //! others is narrowed to 0600 (SQLite gives its `-wal` and `-shm` files the
 //! main file's mode). Tools that must not create a database (`natter
 //! admin`) open with [`Schema::open_existing`].
+//!
+//! A damaged file is never repaired or replaced behind the user's back:
+//! [`SqliteError::Damaged`] names it, says nothing was changed and what to
+//! do. An existing file of zero bytes (with no write-ahead log holding its
+//! data) counts as damaged too: natter never leaves one (its first open
+//! writes the schema), so an empty file means its contents were lost, and
+//! silently starting a new history on top would hide that. Deleting the
+//! file is how a user asks for a fresh one.
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -33,6 +41,15 @@ pub enum SqliteError {
         what: &'static str,
         path: PathBuf,
         source: rusqlite::Error,
+    },
+    #[error(
+        "{what} {path} is damaged ({why}); natter changed nothing. Move the file away to start with an empty one, or restore it from a backup"
+    )]
+    Damaged {
+        what: &'static str,
+        path: PathBuf,
+        /// What SQLite or the file's size said.
+        why: String,
     },
     #[error("{what} {path} does not exist (nothing was created)")]
     Missing { what: &'static str, path: PathBuf },
@@ -62,8 +79,23 @@ impl Schema {
         self.migrations.len() as u32
     }
 
-    /// A query error on the file at `path`.
+    /// A query error on the file at `path`; a damaged file is
+    /// [`SqliteError::Damaged`].
     pub fn error(&self, path: &Path, source: rusqlite::Error) -> SqliteError {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        if let rusqlite::Error::SqliteFailure(e, _) = &source
+            && matches!(e.code, DatabaseCorrupt | NotADatabase)
+        {
+            let why = match e.code {
+                NotADatabase => "not an SQLite database",
+                _ => "its contents are corrupt",
+            };
+            return SqliteError::Damaged {
+                what: self.what,
+                path: path.to_owned(),
+                why: why.to_owned(),
+            };
+        }
         SqliteError::Sqlite {
             what: self.what,
             path: path.to_owned(),
@@ -73,11 +105,18 @@ impl Schema {
 
     /// Open (or create) the file at `path` and bring its schema up to date.
     pub fn open(&self, path: &Path) -> Result<Connection, SqliteError> {
-        create_file(path).map_err(|source| SqliteError::Io {
+        let created = create_file(path).map_err(|source| SqliteError::Io {
             what: self.what,
             path: path.to_owned(),
             source,
         })?;
+        if !created && lost_contents(path) {
+            return Err(SqliteError::Damaged {
+                what: self.what,
+                path: path.to_owned(),
+                why: "the file is empty".to_owned(),
+            });
+        }
         let conn = Connection::open(path).map_err(|e| self.error(path, e))?;
         self.init(path, conn)
     }
@@ -130,9 +169,19 @@ impl Schema {
     }
 }
 
+/// An existing database file of zero bytes whose write-ahead log holds
+/// nothing either: whatever it held is gone.
+fn lost_contents(path: &Path) -> bool {
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    len(path) == 0 && len(Path::new(&wal)) == 0
+}
+
 /// Create the file's directory and the file itself if missing (SQLite
 /// gives its `-wal` and `-shm` files the main file's permissions).
-fn create_file(path: &Path) -> std::io::Result<()> {
+/// Returns whether the file was created now.
+fn create_file(path: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
@@ -140,6 +189,7 @@ fn create_file(path: &Path) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir)?;
     }
+    let created = !path.exists();
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -150,7 +200,7 @@ fn create_file(path: &Path) -> std::io::Result<()> {
         perms.set_mode(0o600);
         file.set_permissions(perms)?;
     }
-    Ok(())
+    Ok(created)
 }
 
 #[cfg(test)]
@@ -244,6 +294,72 @@ mod tests {
         let junk = dir.path().join("junk.db");
         std::fs::write(&junk, [0x55; 4096]).unwrap();
         let e = SCHEMA.open(&junk).unwrap_err();
-        assert!(matches!(e, SqliteError::Sqlite { .. }), "{e}");
+        assert!(matches!(e, SqliteError::Damaged { .. }), "{e}");
+    }
+
+    /// Issue 13.13: a damaged file is named once, left as it was, and the
+    /// error says what to do; an emptied file is not silently recreated.
+    #[test]
+    fn damaged_or_emptied_files_are_reported_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("contacts.db");
+        let bytes = [0x55u8; 4096];
+        std::fs::write(&junk, bytes).unwrap();
+        let e = SCHEMA.open(&junk).unwrap_err().to_string();
+        let name = junk.display().to_string();
+        assert_eq!(e.matches(&name).count(), 1, "{e}");
+        assert!(e.contains("not an SQLite database"), "{e}");
+        assert!(
+            e.contains("changed nothing") && e.contains("Move the file away"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&junk).unwrap(), bytes);
+        // A real database whose pages were overwritten.
+        let torn = dir.path().join("chat.db");
+        {
+            let c = SCHEMA.open(&torn).unwrap();
+            for i in 0..2000 {
+                c.execute(
+                    "INSERT INTO b VALUES (?1)",
+                    [format!("row {i} {}", "x".repeat(50))],
+                )
+                .unwrap();
+            }
+        }
+        let mut data = std::fs::read(&torn).unwrap();
+        assert!(data.len() > 8192, "checkpointed on close");
+        for b in &mut data[4096..] {
+            *b = 0xA5;
+        }
+        std::fs::write(&torn, &data).unwrap();
+        let e = SCHEMA
+            .open(&torn)
+            .and_then(|c| {
+                c.query_row("SELECT count(*) FROM b", [], |r| r.get::<_, i64>(0))
+                    .map_err(|err| SCHEMA.error(&torn, err))
+            })
+            .unwrap_err();
+        assert!(matches!(e, SqliteError::Damaged { .. }), "{e}");
+        assert_eq!(e.to_string().matches("corrupt").count(), 1, "{e}");
+        // Emptied: refused, not recreated; deleting it is how to start anew.
+        let empty = dir.path().join("calls.db");
+        drop(SCHEMA.open(&empty).unwrap());
+        std::fs::write(&empty, b"").unwrap();
+        let e = SCHEMA.open(&empty).unwrap_err();
+        assert!(e.to_string().contains("the file is empty"), "{e}");
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+        std::fs::remove_file(&empty).unwrap();
+        drop(SCHEMA.open(&empty).unwrap());
+        // A database whose data is still in its write-ahead log (a crash
+        // before the checkpoint) is not "empty".
+        let wal = dir.path().join("wal.db");
+        let c = SCHEMA.open(&wal).unwrap();
+        c.execute("INSERT INTO a VALUES (1)", []).unwrap();
+        std::mem::forget(c);
+        let c = SCHEMA.open(&wal).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM a", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
     }
 }

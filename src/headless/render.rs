@@ -143,6 +143,31 @@ pub fn event(e: &Event) -> Option<Rendered> {
             )
         }
         Event::Error { message, .. } => error(message),
+        // The whole list each time, as the network panel shows it.
+        Event::Supernodes { attached } => {
+            let list: Vec<Value> = attached
+                .iter()
+                .map(|a| json!({"supernode": a.addr.to_string(), "primary": a.primary}))
+                .collect();
+            let line = attached
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} ({})",
+                        a.addr,
+                        if a.primary { "primary" } else { "backup" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            r(
+                json!({"event": "supernodes", "attached": list}),
+                format!(
+                    "supernodes: {}",
+                    if line.is_empty() { "none" } else { &line }
+                ),
+            )
+        }
         Event::Audio(a) => {
             let f = a.fallback?;
             r(
@@ -229,13 +254,24 @@ fn lookup(user: &str, result: &LookupResult, record: Option<&DirectoryRecord>) -
             let via = format!("{:?}", d.supernodes);
             (v, format!("{user} is {} via {via}", status.as_str()))
         }
-        // A record that hides its status reads as offline, as it says.
-        (LookupResult::Offline { .. } | LookupResult::Private, Some(d)) => {
+        (LookupResult::Offline { .. }, Some(d)) => {
             let mut v = record_json(d);
-            let seen = time(d.last_seen.unwrap_or_default());
             v["result"] = json!("offline");
-            v["last_seen"] = json!(seen);
-            (v, format!("{user} is offline, last seen {seen}"))
+            match d.last_seen {
+                Some(t) => {
+                    let seen = time(t);
+                    v["last_seen"] = json!(seen);
+                    (v, format!("{user} is offline, last seen {seen}"))
+                }
+                None => (v, format!("{user} is offline")),
+            }
+        }
+        // A record that shows its status to contacts only: no status, no
+        // last seen (the time it was signed would say they are online).
+        (LookupResult::Private, Some(d)) => {
+            let mut v = record_json(d);
+            v["result"] = json!("private");
+            (v, format!("{user} exists (status shown to contacts only)"))
         }
         (LookupResult::Failed(why), _) => (
             json!({"result": "failed", "error": why}),
@@ -272,6 +308,7 @@ fn nat(n: &NatReport) -> Value {
         "mapping": n.mapping.as_str(),
         "filtering": n.filtering.as_str(),
         "udp_blocked": n.udp_blocked,
+        "unreachable": n.unreachable,
         "public": addr(n.public),
         "local": addr(n.local),
         "server": addr(n.server),
@@ -702,9 +739,19 @@ mod tests {
         assert_eq!(v["result"], "online");
         assert_eq!(v["supernodes"][0], "127.0.0.1:1");
         assert_eq!(v["status"], "away");
-        let v = lookup("bob", &LookupResult::Private, Some(&d))
+        // Status shown to contacts only: no last seen (it was "now").
+        let hidden = DirectoryRecord {
+            status: Status::Invisible,
+            last_seen: None,
+            ..d.clone()
+        };
+        let v = lookup("bob", &LookupResult::Private, Some(&hidden))
             .unwrap()
             .json;
+        assert_eq!(v["result"], "private");
+        assert!(v.get("last_seen").is_none(), "{v}");
+        let offline = LookupResult::Offline { last_seen: Some(0) };
+        let v = lookup("bob", &offline, Some(&d)).unwrap().json;
         assert_eq!(v["result"], "offline");
         assert_eq!(v["last_seen"], "1970-01-01T00:00:00Z");
         let v = lookup("x", &LookupResult::NotFound, None).unwrap().json;

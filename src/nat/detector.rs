@@ -571,6 +571,7 @@ impl NatDetector {
         }
         let report = NatReport {
             udp_blocked,
+            unreachable: false,
             mapping,
             filtering: if self.public.is_some() {
                 self.filtering

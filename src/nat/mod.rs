@@ -102,8 +102,13 @@ impl Filtering {
 /// What one NAT detection found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatReport {
-    /// No STUN server answered and no other UDP arrived.
+    /// No STUN server answered and no other UDP arrived, while a
+    /// supernode was reachable some other way (TCP).
     pub udp_blocked: bool,
+    /// No supernode answered at all, over UDP or TCP: they may be down, so
+    /// nothing is claimed about UDP (set by the node, which knows whether
+    /// it is attached).
+    pub unreachable: bool,
     pub mapping: Mapping,
     pub filtering: Filtering,
     /// Our address as the first server saw it (server-reflexive).
@@ -129,6 +134,12 @@ pub struct NatReport {
 impl NatReport {
     /// A one-line summary for people.
     pub fn summary(&self) -> String {
+        if self.unreachable {
+            return format!(
+                "supernode unreachable (no answer in {} ms)",
+                self.duration_ms
+            );
+        }
         if self.udp_blocked {
             return format!("UDP blocked (no STUN answer in {} ms)", self.duration_ms);
         }

@@ -551,6 +551,9 @@ pub struct NatStatus {
     /// Our public (server-reflexive) address.
     pub public_addr: Option<SocketAddr>,
     pub udp_blocked: bool,
+    /// No supernode answered at all (down, or unreachable from here): UDP
+    /// is not known to be blocked.
+    pub unreachable: bool,
     /// How the result was obtained, or why it is missing.
     pub note: Option<String>,
 }
@@ -609,7 +612,8 @@ pub enum LookupResult {
         message: String,
     },
     Offline {
-        last_seen: u64,
+        /// Unix seconds; `None` when the record does not tell.
+        last_seen: Option<u64>,
     },
     /// The user exists and is reachable, but shows their status to their
     /// contacts only.

@@ -79,7 +79,8 @@ pub enum LookupOutcome {
     Online(Box<PresenceRecord>),
     Offline {
         record: Box<PresenceRecord>,
-        last_seen: u64,
+        /// When the user was last online; `None` when the record hides it.
+        last_seen: Option<u64>,
     },
     NotFound,
     Failed(String),
@@ -95,6 +96,8 @@ pub enum ClientEvent {
     Detached {
         supernode: SocketAddr,
         reason: &'static str,
+        /// The backup that took over as primary (the primary was lost).
+        promoted: Option<SocketAddr>,
     },
     Redirected {
         from: SocketAddr,
@@ -762,14 +765,7 @@ impl ClientCore {
             return;
         };
         let l = self.links.remove(i);
-        if matches!(l.state, LinkState::Attached { .. }) {
-            self.events.push_back(ClientEvent::Detached {
-                supernode: addr,
-                reason,
-            });
-            self.need_publish = true;
-        }
-        self.avoid.insert(addr, now + avoid_ms);
+        let mut promoted = None;
         if l.primary {
             // The backup takes over as primary.
             if let Some(b) = self
@@ -779,12 +775,22 @@ impl ClientCore {
             {
                 b.primary = true;
                 let addr = b.addr;
+                promoted = Some(addr);
                 let names: Vec<String> = self.watches.iter().cloned().collect();
                 for n in names {
                     self.send(addr, &Msg::WatchReq { username: &n });
                 }
             }
         }
+        if matches!(l.state, LinkState::Attached { .. }) {
+            self.events.push_back(ClientEvent::Detached {
+                supernode: addr,
+                reason,
+                promoted,
+            });
+            self.need_publish = true;
+        }
+        self.avoid.insert(addr, now + avoid_ms);
     }
 
     fn backoff(&mut self, now: u64, rng: &mut dyn RngCore) {
@@ -1038,8 +1044,26 @@ impl ClientCore {
             },
         );
         let bytes = rec.encode();
+        // The offline record a supernode publishes for us if we fall
+        // silent; its seq is reserved, so the next publish is newer.
+        self.seq += 1;
+        let will = PresenceRecord::sign(
+            &self.device,
+            &self.cert,
+            RecordContent {
+                seq: self.seq,
+                signed_at_ms: now,
+                online_secs: 0,
+                status: Status::Offline,
+                message: self.message.clone(),
+                supernodes: Vec::new(),
+                candidates: Vec::new(),
+            },
+        )
+        .encode();
         for s in sns {
             self.send(s, &Msg::Publish { record: &bytes });
+            self.send(s, &Msg::PublishWill { record: &will });
         }
         self.last_publish = now;
         self.need_publish = false;

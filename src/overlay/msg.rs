@@ -162,6 +162,13 @@ pub enum Msg<'a> {
     Publish {
         record: &'a [u8],
     },
+    /// Client to its supernodes: the signed offline record to publish for
+    /// it if it falls silent (a crash, a lost network) before it detaches
+    /// cleanly. Its seq is one above the last `Publish`; the supernode
+    /// can only publish what the user signed.
+    PublishWill {
+        record: &'a [u8],
+    },
     PublishAck {
         seq: u64,
     },
@@ -419,6 +426,9 @@ impl<'a> Msg<'a> {
             Msg::PublishAck { seq } => {
                 w.u8(27).u64(*seq);
             }
+            Msg::PublishWill { record } => {
+                w.u8(144).bytes16(record);
+            }
             Msg::PublishRejected { seq, reason } => {
                 w.u8(28).u64(*seq).bytes8(reason.as_bytes());
             }
@@ -558,6 +568,9 @@ impl<'a> Msg<'a> {
                 record: r.bytes16()?,
             },
             27 => Msg::PublishAck { seq: r.u64()? },
+            144 => Msg::PublishWill {
+                record: r.bytes16()?,
+            },
             28 => Msg::PublishRejected {
                 seq: r.u64()?,
                 reason: r.str8("reason")?,
@@ -723,6 +736,7 @@ mod tests {
             Msg::KeepaliveAck { seq: 7 },
             Msg::Publish { record: b"p" },
             Msg::PublishAck { seq: 8 },
+            Msg::PublishWill { record: b"w" },
             Msg::PublishRejected {
                 seq: 8,
                 reason: "stale",

@@ -344,9 +344,15 @@ impl PresenceRecord {
         self.status != Status::Offline && now < self.online_until && !self.supernodes.is_empty()
     }
 
-    /// When the user was last seen, for offline users (unix seconds).
-    pub fn last_seen(&self, now: u64) -> u64 {
-        self.online_until.min(now).max(self.signed_at_ms / 1000)
+    /// When the user was last online (unix seconds): `None` while they
+    /// are, and for a record that hides its status (invisible: when it was
+    /// signed says only that the device is up, not when the user was
+    /// last seen).
+    pub fn last_seen(&self, now: u64) -> Option<u64> {
+        if self.status == Status::Invisible || self.is_online(now) {
+            return None;
+        }
+        Some(self.online_until.min(now).max(self.signed_at_ms / 1000))
     }
 }
 
@@ -395,6 +401,30 @@ mod tests {
         back.verify(&a.public(), now).unwrap();
         assert!(r.is_online(now));
         assert!(!r.is_online(now + 300));
+        // Last seen: not while online; then when the record ran out.
+        assert_eq!(r.last_seen(now), None);
+        assert_eq!(r.last_seen(now + 400), Some(now + 300));
+        // A record hiding its status never tells when it was signed.
+        let hidden = PresenceRecord::sign(
+            &d,
+            &c,
+            RecordContent {
+                status: Status::Invisible,
+                ..content(now, 2)
+            },
+        );
+        assert_eq!(hidden.last_seen(now), None);
+        assert_eq!(hidden.last_seen(now + 400), None);
+        // Offline: when it was signed, not when it is read.
+        let gone = PresenceRecord::sign(
+            &d,
+            &c,
+            RecordContent {
+                status: Status::Offline,
+                ..content(now, 3)
+            },
+        );
+        assert_eq!(gone.last_seen(now + 1000), Some(now));
         // Found offline after the certificate expired, until 72 h.
         r.verify(&a.public(), now + 2 * 86400).unwrap();
         assert_eq!(

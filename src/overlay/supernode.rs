@@ -15,7 +15,7 @@ pub use envelopes::{EnvelopeStats, MailboxChange};
 
 use super::membership::{Change, Membership, MembershipConfig};
 use super::msg::{Found, Msg};
-use super::record::PresenceRecord;
+use super::record::{PresenceRecord, Status};
 use super::{Transmit, node_id, user_key};
 use crate::identity::{Certificate, Role};
 use crate::limits::{Bucket, Rate, RateTable, SourceKey, log_worthy};
@@ -159,6 +159,8 @@ pub struct SupernodeStats {
     /// Records signed in the future or numbered beyond now plus the
     /// allowed skew (a device that would freeze its user's entry).
     pub records_rejected_ahead: u64,
+    /// Offline records published for clients that fell silent.
+    pub wills_published: u64,
     pub queries_answered: u64,
     pub lookups: u64,
     pub lookups_found: u64,
@@ -190,6 +192,11 @@ struct Attached {
     lookups: Bucket,
     /// Names this client watches (recounted at each sweep).
     watches: usize,
+    /// The client's signed offline record (`PublishWill`) and its seq,
+    /// published to its owners if the client falls silent: a crashed
+    /// user shows offline within `client_timeout_ms`, not when their
+    /// online record runs out minutes later.
+    will: Option<(Rc<[u8]>, u64)>,
 }
 
 #[derive(Debug)]
@@ -657,6 +664,7 @@ impl SupernodeCore {
                 }
             }
             Msg::Publish { record } => self.on_publish(now, from, peer, record),
+            Msg::PublishWill { record } => self.on_will(now, from, peer, record),
             Msg::Lookup { qid, username } => {
                 let rate = self.cfg.lookups_per_client;
                 let Some(c) = self.clients.get_mut(&from) else {
@@ -748,6 +756,7 @@ impl SupernodeCore {
                     record_seq: 0,
                     lookups: Bucket::full(self.cfg.lookups_per_client, now),
                     watches: 0,
+                    will: None,
                 },
             );
             self.stats.peak_clients = self.stats.peak_clients.max(self.clients.len() as u64);
@@ -854,12 +863,39 @@ impl SupernodeCore {
             c.last_seen = now;
             c.record = Some(shared.clone());
             c.record_seq = rec.seq;
+            if c.will.as_ref().is_some_and(|(_, s)| *s <= rec.seq) {
+                c.will = None;
+            }
         }
         self.send(from, &Msg::PublishAck { seq: rec.seq });
         self.push_to_owners(now, &rec.cert.username, shared, &[], None);
         // Re-check this client's record at its owners periodically.
         self.checks
             .push(Reverse((now + self.cfg.check_interval_ms, from)));
+    }
+
+    /// Keep an attached client's offline will: verified, its own device's,
+    /// saying offline, and newer than its published record.
+    fn on_will(&mut self, now: u64, from: SocketAddr, peer: &Certificate, bytes: &[u8]) {
+        let Some(have) = self.clients.get(&from).map(|c| c.record_seq) else {
+            self.stats.not_attached += 1;
+            return;
+        };
+        let Ok(rec) = self.check_record(now, bytes) else {
+            return;
+        };
+        if rec.cert.ed25519 != peer.ed25519 || rec.status != Status::Offline {
+            self.stats.records_rejected_wrong_user += 1;
+            return;
+        }
+        if rec.seq <= have {
+            self.stats.records_rejected_stale += 1;
+            return;
+        }
+        if let Some(c) = self.clients.get_mut(&from) {
+            c.last_seen = now;
+            c.will = Some((Rc::from(bytes), rec.seq));
+        }
     }
 
     /// Send `record` to its current owners, expecting acks.
@@ -1414,6 +1450,13 @@ impl SupernodeCore {
             .collect();
         for a in gone {
             if let Some(c) = self.clients.remove(&a) {
+                if let Some((will, seq)) = c.will
+                    && seq > c.record_seq
+                {
+                    self.stats.wills_published += 1;
+                    tracing::debug!(user = %c.username, seq, "client silent: publishing its offline record");
+                    self.push_to_owners(now, &c.username, will, &[], None);
+                }
                 self.env_client_gone(a, &c.username);
                 self.events.push_back(SupernodeEvent::ClientDetached {
                     addr: a,

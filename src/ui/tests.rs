@@ -512,6 +512,7 @@ fn nat_panel_measured() {
         filtering: Some("address and port-dependent (APDF)".into()),
         public_addr: Some(([198, 51, 100, 11], 40000).into()),
         udp_blocked: false,
+        unreachable: false,
         note: None,
     }));
     app.handle_event(Event::Supernodes {
@@ -525,6 +526,15 @@ fn nat_panel_measured() {
         ..Default::default()
     }));
     assert_snapshot!("nat_panel_blocked", draw(&app, 100, 30));
+    // The only supernode is down: not "UDP blocked" (issue 13.12).
+    app.handle_event(Event::Nat(NatStatus {
+        unreachable: true,
+        note: Some("no supernode answered: they may be down".into()),
+        ..Default::default()
+    }));
+    let screen = draw(&app, 100, 30);
+    assert!(!screen.contains("blocked"), "{screen}");
+    assert_snapshot!("nat_panel_unreachable", screen);
 }
 
 #[test]
@@ -866,7 +876,7 @@ fn block_and_remove_ask_and_unblock() {
     app.handle_event(Event::Lookup {
         username: "carol".into(),
         result: LookupResult::Offline {
-            last_seen: NOW / 1000,
+            last_seen: Some(NOW / 1000),
         },
         record: None,
     });

@@ -70,7 +70,9 @@ fn request_accept_chat_decline_block() {
     // carol, a stranger, sees neither bob's status nor his message.
     carol.say("lookup bob");
     let l = carol.wait_json(T, |v| v["event"] == "lookup");
-    assert_eq!(l["result"], "offline", "{l}");
+    // Online but private: no "offline, last seen <now>" (issue 13.9).
+    assert_eq!(l["result"], "private", "{l}");
+    assert!(l.get("last_seen").is_none(), "{l}");
     assert_ne!(l["status"], "dnd");
     assert_eq!(l["message"], "");
 

@@ -180,3 +180,74 @@ fn demo_runs_once() {
         assert!(text.contains("no sound card"), "{text}");
     }
 }
+
+/// Issue 13 (command line): modes are subcommands with their own help;
+/// misplaced or conflicting flags are errors; the old mode flags still
+/// work, with a warning.
+#[test]
+fn modes_are_subcommands_and_misplaced_flags_are_errors() {
+    let _turn = scenario!();
+    let run = |args: &[&str]| {
+        let out = natter().args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, help, _) = run(&["supernode", "--help"]);
+    assert!(
+        ok && help.contains("--alt-address") && help.contains("--bootstrap"),
+        "{help}"
+    );
+    assert!(!help.contains("--lookup"), "{help}");
+    let (ok, help, _) = run(&["headless", "--help"]);
+    assert!(
+        ok && help.contains("--lookup") && help.contains("--password-stdin"),
+        "{help}"
+    );
+    assert!(help.contains("--user (needed)"), "{help}");
+    let (ok, help, _) = run(&["authority", "--help"]);
+    assert!(
+        ok && help.contains("--listen") && !help.contains("--bootstrap"),
+        "{help}"
+    );
+    let (ok, help, _) = run(&["--help"]);
+    assert!(ok && !help.contains("--lookup"), "{help}");
+
+    // Conflicting and misplaced flags.
+    let (ok, _, err) = run(&["--authority", "--supernode"]);
+    assert!(!ok && err.contains("cannot be combined"), "{err}");
+    let (ok, _, err) = run(&["--lookup", "bob"]);
+    assert!(
+        !ok && err.contains("--lookup is a flag of `natter headless`"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let (ok, _, err) = run(&["--data-dir", data.to_str().unwrap(), "demo", "--once"]);
+    assert!(!ok && err.contains("--data-dir does not apply"), "{err}");
+    assert!(!data.exists());
+    let (ok, _, err) = run(&["--listen", "127.0.0.1:0", "supernode", "--help"]);
+    // --help wins in clap; without it the misplaced flag is refused.
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "whoami",
+    ]);
+    assert!(
+        !ok && err.contains("put them after the subcommand"),
+        "{err}"
+    );
+
+    // The old flags: same mode, a warning on stderr.
+    let (ok, help, err) = run(&["--supernode", "--help"]);
+    assert!(ok && help.contains("--alt-address"), "{help}");
+    assert!(
+        err.contains("--supernode is deprecated") && err.contains("natter supernode"),
+        "{err}"
+    );
+}

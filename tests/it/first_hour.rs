@@ -1,11 +1,13 @@
 //! What a new user or operator meets before anything works: config values
 //! that can never work, a second natter on one data dir, `natter admin`
 //! on the wrong data dir, and the systemd units shipped in
-//! `config/systemd/`.
+//! `config/systemd/`; a crashed contact going offline in seconds.
 
+use crate::common::procs::Network;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn natter() -> Command {
     Command::new(env!("CARGO_BIN_EXE_natter"))
@@ -174,4 +176,164 @@ fn systemd_units_verify_and_their_flags_exist() {
         );
     }
     assert_eq!(seen, 2, "the supernode and authority units");
+}
+
+/// Bug 2: a contact killed with SIGKILL shows offline on the other side
+/// within 10 s. Their supernodes stop hearing keepalives (6 s) and publish
+/// the offline record the client signed in advance; the owners tell the
+/// watchers.
+#[test]
+fn a_killed_contact_shows_offline_within_ten_seconds() {
+    let _turn = scenario!();
+    const T: Duration = Duration::from_secs(20);
+    let net = Network::start();
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
+    let mut alice = net.headless("alice", &all, &[]);
+    let mut bob = net.headless("bob", &all, &[]);
+    for p in [&alice, &bob] {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+    alice.say("add bob hi");
+    bob.wait_json(T, |v| v["event"] == "contact_request");
+    bob.say("accept alice");
+    alice.wait_json(T, |v| {
+        v["event"] == "contact_presence" && v["user"] == "bob" && v["status"] == "online"
+    });
+    bob.kill();
+    let killed = Instant::now();
+    let p = alice.wait_json(Duration::from_secs(15), |v| {
+        v["event"] == "contact_presence" && v["user"] == "bob" && v["status"] == "offline"
+    });
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "offline after {took:?}: {p}"
+    );
+}
+
+/// A headless alice (logged in already) that cannot go online: waits for
+/// it to exit and returns its stderr.
+fn headless_failure(net: &Network, config: &Path) -> String {
+    let mut cmd = natter();
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(net.data("alice"))
+        .args(["--headless", "--json", "--bootstrap", "127.0.0.1:9"]);
+    let log = net.dir.path().join("alice-fail.log");
+    let mut p = crate::common::procs::Proc::spawn("alice", cmd, &log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "alice did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// Bug 11: a busy UDP port is not a login problem: the error names the
+/// address and says what to do.
+#[test]
+fn a_busy_port_says_which_and_what_to_do() {
+    let _turn = scenario!();
+    let net = Network::start();
+    net.account("alice", false);
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap();
+    let text = std::fs::read_to_string(&net.client_config).unwrap();
+    let cfg = net.dir.path().join("busy.toml");
+    std::fs::write(
+        &cfg,
+        text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\"")),
+    )
+    .unwrap();
+    let err = headless_failure(&net, &cfg);
+    assert!(err.contains(&format!("UDP {addr} is in use")), "{err}");
+    assert!(err.contains("set [overlay] listen"), "{err}");
+    assert!(err.contains("not a login problem"), "{err}");
+}
+
+/// Bug 13: a damaged contacts.db is named once, left unchanged, with what
+/// to do; no cause is repeated.
+#[test]
+fn a_damaged_contact_list_is_named_once_and_left_alone() {
+    let _turn = scenario!();
+    let net = Network::start();
+    net.account("alice", false);
+    let db = net.data("alice").join("contacts.db");
+    let junk = vec![0x55u8; 8192];
+    std::fs::write(&db, &junk).unwrap();
+    let err = headless_failure(&net, &net.client_config);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("natter: "))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert_eq!(line.matches(&db.display().to_string()).count(), 1, "{line}");
+    assert_eq!(line.matches("not an SQLite database").count(), 1, "{line}");
+    assert!(line.contains("changed nothing"), "{line}");
+    assert!(line.contains("Move the file away"), "{line}");
+    assert!(!line.contains("password"), "{line}");
+    assert_eq!(std::fs::read(&db).unwrap(), junk);
+}
+
+/// Bug 12: after the primary supernode restarts, the client's list has
+/// one primary again (the backup took over; the restarted one is the
+/// backup), not two backups.
+#[test]
+fn a_restarted_supernode_leaves_one_primary() {
+    let _turn = scenario!();
+    const T: Duration = Duration::from_secs(30);
+    let net = Network::start();
+    let ([sn1, sn2], all) = net.two_supernodes(&["alice"]);
+    let alice = net.headless("alice", &all, &[]);
+    let both = |v: &serde_json::Value| {
+        v["event"] == "supernodes" && v["attached"].as_array().is_some_and(|a| a.len() == 2)
+    };
+    let list = alice.wait_json(T, both);
+    let primary = list["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["primary"] == true)
+        .unwrap_or_else(|| panic!("{list}"))["supernode"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut dead, name) = if primary == all[0] {
+        (sn1, "sn1")
+    } else {
+        (sn2, "sn2")
+    };
+    dead.kill();
+    // Alone on the backup, which is primary now.
+    let list = alice.wait_json(T, |v| {
+        v["event"] == "supernodes" && v["attached"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert_eq!(list["attached"][0]["primary"], true, "{list}");
+    // The same supernode back on the same address.
+    let mut cmd = crate::common::procs::natter();
+    cmd.arg("--config")
+        .arg(&net.client_config)
+        .arg("--data-dir")
+        .arg(net.data(name))
+        .args(["--supernode", "--listen", &primary]);
+    let other = all.iter().find(|a| **a != primary).unwrap();
+    cmd.args(["--bootstrap", other]);
+    let back = crate::common::procs::Proc::spawn(
+        name,
+        cmd,
+        &net.dir.path().join(format!("{name}-again.log")),
+    );
+    back.wait_for(T, |l| l.starts_with("listening on "));
+    let list = alice.wait_json(Duration::from_secs(60), both);
+    let primaries = list["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["primary"] == true)
+        .count();
+    assert_eq!(primaries, 1, "{list}");
 }

@@ -49,7 +49,7 @@ pub enum RuntimeError {
     Login(#[from] LoginError),
     #[error(transparent)]
     Link(#[from] LinkError),
-    #[error("binding UDP {addr}: {source}")]
+    #[error("{}", bind_text(addr, source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -60,6 +60,20 @@ pub enum RuntimeError {
     Messaging(#[from] MessagingError),
     #[error(transparent)]
     CallHistory(#[from] crate::sqlite::SqliteError),
+}
+
+/// Why the overlay socket could not be had, and what to do about it:
+/// "address in use" is not a login problem (issue 13.11).
+fn bind_text(addr: &SocketAddr, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "UDP {addr} is in use by another program (another natter?): set [overlay] listen in the config to a free port (port 0 picks one), or stop that program ({e})"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "UDP {addr} is not an address of this machine: fix [overlay] listen in the config ({e})"
+        ),
+        _ => format!("cannot bind UDP {addr} ([overlay] listen): {e}"),
+    }
 }
 
 /// How the runtime reaches the authority and the overlay.
@@ -463,10 +477,14 @@ impl Runtime {
                     .filter(|c| !list.iter().any(|l| &l.username == c))
                     .collect();
             }
+            // Logged in, but not online: say so, so that the login form does
+            // not read it as a wrong password.
             Err(e) => {
                 self.emit(Event::Login(LoginState::NeedCredentials {
-                    username: Some(username),
-                    error: Some(e.to_string()),
+                    username: Some(username.clone()),
+                    error: Some(format!(
+                        "logged in as {username}, but natter cannot go online (not a login problem): {e}"
+                    )),
                 }))
                 .await
             }
@@ -792,8 +810,18 @@ impl Runtime {
                 primary,
                 observed,
             } => self.attached(supernode, primary, observed).await,
-            ClientEvent::Detached { supernode, reason } => {
+            ClientEvent::Detached {
+                supernode,
+                reason,
+                promoted,
+            } => {
                 self.attached.retain(|a| a.addr != supernode);
+                if let Some(p) = promoted {
+                    for a in &mut self.attached {
+                        a.primary = a.addr == p;
+                    }
+                    self.attached.sort_by_key(|a| (!a.primary, a.addr));
+                }
                 self.emit(Event::Supernodes {
                     attached: self.attached.clone(),
                 })
@@ -974,17 +1002,12 @@ impl Runtime {
                 Some(report::record(&r, None)),
             ),
             // An attached device whose record hides its status.
-            LookupOutcome::Offline { record, last_seen }
-                if record.is_reachable(self.clock.now_secs()) =>
-            {
-                (
-                    LookupResult::Private,
-                    Some(report::record(&record, Some(last_seen))),
-                )
+            LookupOutcome::Offline { record, .. } if record.is_reachable(self.clock.now_secs()) => {
+                (LookupResult::Private, Some(report::record(&record, None)))
             }
             LookupOutcome::Offline { record, last_seen } => (
                 LookupResult::Offline { last_seen },
-                Some(report::record(&record, Some(last_seen))),
+                Some(report::record(&record, last_seen)),
             ),
             LookupOutcome::NotFound => (LookupResult::NotFound, None),
             LookupOutcome::Failed(why) => (LookupResult::Failed(why), None),
@@ -1095,6 +1118,7 @@ fn nat_status(r: &crate::nat::NatReport) -> NatStatus {
         filtering,
         public_addr: r.public,
         udp_blocked: r.udp_blocked,
+        unreachable: r.unreachable,
         note: Some(note),
     }
 }

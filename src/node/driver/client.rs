@@ -453,7 +453,8 @@ impl ClientDriver {
             }
         }
         if let Some(n) = &mut self.nat {
-            evs.extend(std::iter::from_fn(|| n.poll_report()).map(Event::Nat));
+            let attached = self.core.attached().next().is_some();
+            evs.extend(std::iter::from_fn(|| n.poll_report(attached)).map(Event::Nat));
         }
         (evs, progressed)
     }

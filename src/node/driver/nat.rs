@@ -148,10 +148,20 @@ impl NatDriver {
         self.det.handle_timeout(now, &mut base.rng);
     }
 
-    pub fn poll_report(&mut self) -> Option<NatReport> {
-        match self.det.poll_event()? {
-            NatEvent::Report(r) => Some(r),
+    /// The next report. No STUN answer says "UDP blocked" only when a
+    /// supernode is `attached` some other way; attached to none, the
+    /// supernodes may just be down (issue 13.12). An attachment later makes
+    /// the detector check again ("UDP works again").
+    pub fn poll_report(&mut self, attached: bool) -> Option<NatReport> {
+        let NatEvent::Report(mut r) = self.det.poll_event()?;
+        if r.udp_blocked && !attached {
+            r.udp_blocked = false;
+            r.unreachable = true;
+            r.notes.push(
+                "no supernode answered: they may be down; UDP is not known to be blocked".into(),
+            );
         }
+        Some(r)
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -42,11 +42,12 @@ impl Component for NatPanel {
             Style::new(),
         ));
         if m.supernodes.is_empty() {
-            lines.push(row(
-                "supernodes",
-                "none attached".into(),
-                Style::new().yellow(),
-            ));
+            let (text, style) = if m.nat.unreachable {
+                ("unreachable (down?)", Style::new().red())
+            } else {
+                ("none attached", Style::new().yellow())
+            };
+            lines.push(row("supernodes", text.into(), style));
         }
         for s in &m.supernodes {
             let role = if s.primary { "primary" } else { "backup" };

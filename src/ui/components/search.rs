@@ -132,10 +132,15 @@ impl Component for SearchBox {
                     }
                     Line::from(s)
                 }
-                Some(LookupResult::Offline { last_seen }) => Line::from(format!(
+                Some(LookupResult::Offline {
+                    last_seen: Some(seen),
+                }) => Line::from(format!(
                     "○ {name} is offline, last seen {} UTC",
-                    crate::identity::cert::fmt_time(*last_seen)
+                    crate::identity::cert::fmt_time(*seen)
                 )),
+                Some(LookupResult::Offline { last_seen: None }) => {
+                    Line::from(format!("○ {name} is offline"))
+                }
                 Some(LookupResult::Private) => {
                     Line::from(format!("◌ {name} exists (status shown to contacts only)"))
                 }
