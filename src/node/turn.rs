@@ -121,7 +121,7 @@ impl TurnService {
     /// leave from it); `tcp` an already bound listener.
     pub fn spawn(
         core: TurnServer,
-        main: Arc<UdpSocket>,
+        main: Arc<crate::socket::NodeSocket>,
         tcp: Option<TcpListener>,
         cfg: TurnServiceConfig,
         clock: Arc<dyn Clock>,
@@ -134,7 +134,7 @@ impl TurnService {
     /// them, see [`crate::node::tcp`]) to `links`.
     pub fn spawn_with_links(
         core: TurnServer,
-        main: Arc<UdpSocket>,
+        main: Arc<crate::socket::NodeSocket>,
         tcp: Option<TcpListener>,
         cfg: TurnServiceConfig,
         clock: Arc<dyn Clock>,
@@ -184,7 +184,7 @@ impl Drop for Relay {
 
 struct Service {
     core: TurnServer,
-    main: Arc<UdpSocket>,
+    main: Arc<crate::socket::NodeSocket>,
     cfg: TurnServiceConfig,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Input>,
@@ -197,7 +197,10 @@ struct Service {
 
 async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match l {
-        Some(l) => l.accept().await,
+        Some(l) => l
+            .accept()
+            .await
+            .map(|(s, a)| (s, crate::socket::canonical(a))),
         None => std::future::pending().await,
     }
 }
@@ -831,11 +834,11 @@ pub enum TurnSetupError {
 pub async fn bind_udp_tcp(
     listen: SocketAddr,
     tcp: bool,
-) -> Result<(tokio::net::UdpSocket, Option<TcpListener>), TurnSetupError> {
+) -> Result<(crate::socket::NodeSocket, Option<TcpListener>), TurnSetupError> {
     const TRIES: usize = 16;
     let mut last = None;
     for _ in 0..TRIES {
-        let udp = tokio::net::UdpSocket::bind(listen)
+        let udp = crate::socket::NodeSocket::bind(listen)
             .await
             .map_err(|source| TurnSetupError::Udp {
                 addr: listen,
@@ -848,7 +851,7 @@ pub async fn bind_udp_tcp(
             addr: listen,
             source,
         })?;
-        match TcpListener::bind(addr).await {
+        match crate::socket::bind_tcp(addr).await {
             Ok(l) => return Ok((udp, Some(l))),
             Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
                 tracing::debug!(%addr, "TCP port taken; picking another UDP port");

@@ -20,6 +20,7 @@ mod common;
 mod authority_durability;
 mod call_busy;
 mod call_decline;
+mod call_dualstack;
 mod call_echo;
 mod call_hold;
 mod call_no_answer;
