@@ -37,9 +37,15 @@ const BATCH: usize = 256;
 /// Where relay sockets are bound and what address they advertise.
 #[derive(Debug, Clone)]
 pub struct TurnServiceConfig {
+    /// Where IPv4 relay sockets are bound (IPv4 "any" when the main
+    /// socket is on IPv6 "any").
     pub relay_bind: IpAddr,
     /// The address put in XOR-RELAYED-ADDRESS (the node's public IP).
     pub relay_public: IpAddr,
+    /// The public IPv6 relay address, when the node has one: allocations
+    /// asking for REQUESTED-ADDRESS-FAMILY IPv6 get it (bound on
+    /// `relay_bind` when that is IPv6, else on IPv6 "any").
+    pub relay_v6: Option<IpAddr>,
     /// Relay ports; `0..=0` lets the system pick.
     pub port_min: u16,
     pub port_max: u16,
@@ -291,11 +297,18 @@ impl Service {
     }
 
     /// Bind a relay socket in the configured range.
-    fn bind_relay(&mut self, even: bool) -> std::io::Result<std::net::UdpSocket> {
+    fn bind_relay(&mut self, even: bool, ipv6: bool) -> std::io::Result<std::net::UdpSocket> {
+        let bind = match (ipv6, self.cfg.relay_v6, self.cfg.relay_bind) {
+            (true, None, _) => return Err(std::io::Error::other("no IPv6 relay address")),
+            (true, Some(_), b @ IpAddr::V6(_)) => b,
+            (true, Some(_), IpAddr::V4(_)) => IpAddr::from([0u16; 8]),
+            (false, _, IpAddr::V6(a)) if a.is_unspecified() => IpAddr::from([0, 0, 0, 0]),
+            (false, _, b) => b,
+        };
         let (lo, hi) = (self.cfg.port_min as u32, self.cfg.port_max as u32);
         if lo == 0 || hi < lo {
             for _ in 0..64 {
-                let s = std::net::UdpSocket::bind((self.cfg.relay_bind, 0))?;
+                let s = std::net::UdpSocket::bind((bind, 0))?;
                 if !even || s.local_addr()?.port() % 2 == 0 {
                     return Ok(s);
                 }
@@ -309,7 +322,7 @@ impl Service {
             if even && port % 2 == 1 {
                 continue;
             }
-            match std::net::UdpSocket::bind((self.cfg.relay_bind, port as u16)) {
+            match std::net::UdpSocket::bind((bind, port as u16)) {
                 Ok(s) => {
                     self.next_port = (self.next_port + i + 1) % span;
                     return Ok(s);
@@ -320,8 +333,8 @@ impl Service {
         Err(last)
     }
 
-    fn open_relay(&mut self, alloc: AllocId, even: bool) -> Result<SocketAddr, String> {
-        let std_socket = self.bind_relay(even).map_err(|e| e.to_string())?;
+    fn open_relay(&mut self, alloc: AllocId, even: bool, ipv6: bool) -> Result<SocketAddr, String> {
+        let std_socket = self.bind_relay(even, ipv6).map_err(|e| e.to_string())?;
         std_socket
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
@@ -336,7 +349,7 @@ impl Service {
                     Ok((n, from)) => {
                         let i = Input::Peer {
                             alloc,
-                            from,
+                            from: crate::socket::canonical(from),
                             bytes: buf[..n].to_vec(),
                         };
                         if tx.send(i).await.is_err() {
@@ -348,14 +361,22 @@ impl Service {
             }
         });
         self.relays.insert(alloc, Relay { socket, reader });
-        Ok(SocketAddr::new(self.cfg.relay_public, port))
+        let public = match (ipv6, self.cfg.relay_v6) {
+            (true, Some(v6)) => v6,
+            _ => self.cfg.relay_public,
+        };
+        Ok(SocketAddr::new(public, port))
     }
 
     fn events(&mut self) {
         while let Some(e) = self.core.poll_event() {
             match e {
-                ServerEvent::OpenRelay { alloc, even_port } => {
-                    let r = self.open_relay(alloc, even_port);
+                ServerEvent::OpenRelay {
+                    alloc,
+                    even_port,
+                    ipv6,
+                } => {
+                    let r = self.open_relay(alloc, even_port, ipv6);
                     let now = self.clock.now_ms();
                     self.core.relay_opened(now, alloc, r);
                 }
@@ -882,6 +903,11 @@ pub async fn supernode_setup(
         return Ok((None, None));
     }
     let public = rc.public_ip.unwrap_or(advertised.ip());
+    // Relayed addresses per family: IPv4 unless the node is IPv6 only;
+    // IPv6 when its public address is IPv6 (an IPv6-only or dual-stack
+    // node advertised over IPv6).
+    let relay_ipv4 = public.is_ipv4();
+    let relay_v6 = public.is_ipv6().then_some(public);
     let mut own_addresses = vec![public, advertised.ip()];
     if !local.ip().is_unspecified() {
         own_addresses.push(local.ip());
@@ -905,6 +931,8 @@ pub async fn supernode_setup(
             denied_peers: rc.denied_peers.clone(),
             allowed_peers: rc.allowed_peers.clone(),
             own_addresses,
+            relay_ipv4,
+            relay_ipv6: relay_v6.is_some(),
             ..Default::default()
         },
         nonce_key,
@@ -915,6 +943,7 @@ pub async fn supernode_setup(
         cfg: TurnServiceConfig {
             relay_bind: local.ip(),
             relay_public: public,
+            relay_v6,
             port_min: rc.ports.0,
             port_max: rc.ports.1,
         },
