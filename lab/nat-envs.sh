@@ -330,11 +330,11 @@ done
 
 echo
 printf 'caller \\ callee '
-for b in "${ENVS[@]}"; do printf '%-16s' "$b"; done
+for b in "${ENVS[@]}"; do printf '%-20s' "$b"; done
 echo
 for a in "${ENVS[@]}"; do
     printf '%-15s ' "$a"
-    for b in "${ENVS[@]}"; do printf '%-16s' "${CELL[$a,$b]:-.}"; done
+    for b in "${ENVS[@]}"; do printf '%-20s' "${CELL[$a,$b]:-.}"; done
     echo
 done
 echo "(cells: path and ms from \`call\` to the caller's call active; audio both ways checked after)"
