@@ -40,6 +40,9 @@ if [ "$(id -u)" -eq 0 ]; then
     # Every ordered pair of the six environments connects with real
     # processes (about 90 s); uses the debug binary `cargo test` built.
     lab/ice-matrix.sh
+    # The networks people have: CGNAT (two NATs), two users behind one
+    # NAT, calls with audio both ways in every ordered pair (about 4 min).
+    lab/nat-envs.sh
 else
     echo "skipping the real-NAT lab: it needs root"
 fi

@@ -15,7 +15,8 @@
 //!   call signalling;
 //! - `crypto`, `identity`, `wire` (with the STUN layer that demultiplexes
 //!   the one UDP socket), `sqlite`, `config`, `clock`, `histogram`,
-//!   `limits` (per-source shares and rate limits): the base.
+//!   `limits` (per-source shares and rate limits), `socket` (dual-stack
+//!   UDP sockets and TCP listeners): the base.
 
 pub mod authority;
 pub mod call;
@@ -40,6 +41,7 @@ pub mod node;
 pub mod overlay;
 pub mod relay;
 pub mod sim;
+pub mod socket;
 pub mod sqlite;
 pub mod ui;
 pub mod wire;

@@ -97,12 +97,14 @@ impl AuthorityServer {
         max_connections: usize,
     ) -> Result<Self, ServerError> {
         policy.admission.max_connections = max_connections.max(1);
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: listen,
-                source,
-            })?;
+        // "Any" listens on IPv4 and IPv6 alike.
+        let listener =
+            crate::socket::bind_tcp(listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: listen,
+                    source,
+                })?;
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(AuthorityServer {
             listener,
@@ -159,7 +161,7 @@ impl AuthorityServer {
                 }
                 accepted = self.listener.accept() => {
                     let (stream, peer) = match accepted {
-                        Ok(x) => x,
+                        Ok((s, peer)) => (s, crate::socket::canonical(peer)),
                         Err(e) => {
                             // Out of descriptors and the like: back off briefly.
                             tracing::warn!("accept failed: {e}");

@@ -242,14 +242,24 @@ impl RelayGatherer {
 
     fn start(&mut self, now: u64) {
         let Some(c) = &self.creds else { return };
-        let Some(server) = c.relays.iter().copied().find(|a| a.is_ipv4()) else {
-            self.unavailable("no IPv4 relay".into());
+        // An IPv4 relay when there is one (IPv4 relayed addresses reach
+        // the most peers); else an IPv6 one, for an IPv6 relayed address
+        // (an IPv6-only network).
+        let server = c
+            .relays
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4())
+            .or_else(|| c.relays.first().copied());
+        let Some(server) = server else {
+            self.unavailable("no relay".into());
             return;
         };
-        let cfg = match self.cfg.transport {
+        let mut cfg = match self.cfg.transport {
             TurnTransport::Udp => TurnClientConfig::udp(server),
             TurnTransport::Tcp => TurnClientConfig::tcp(server),
         };
+        cfg.ipv6 = server.is_ipv6();
         // A fresh key per allocation: transaction ids never repeat.
         self.generation += 1;
         let mut key = self.tid_key;
@@ -322,7 +332,7 @@ impl RelayGatherer {
     /// Let `peer` (any port) send to our relayed address, and us to it.
     pub fn permit(&mut self, now: u64, peer: IpAddr) {
         if let Some(cl) = &mut self.client
-            && peer.is_ipv4()
+            && cl.relayed_family_ipv6() == peer.is_ipv6()
         {
             let _ = cl.create_permission(now, peer);
             self.drain(now);

@@ -106,6 +106,35 @@ pub fn candidate_priority(kind: CandidateKind, local_pref: u16) -> u32 {
     (kind.type_preference() << 24) | ((local_pref as u32) << 8) | 255
 }
 
+/// RFC 8421 section 4 local preferences for candidates of one type, in
+/// the order given: IPv6 preferred, the families intermixed (the first
+/// IPv6 address, then the first IPv4, then the second IPv6...), so that
+/// the pairs of both families are checked side by side and a broken
+/// IPv6 path costs one pacing interval, not the whole check list (the
+/// Happy Eyeballs race of RFC 8305, as ICE runs it).
+pub fn local_preferences(addrs: &[SocketAddr]) -> Vec<u16> {
+    // One family: its order, as RFC 8445 has it.
+    if addrs.iter().all(|a| a.is_ipv4()) || addrs.iter().all(|a| a.is_ipv6()) {
+        return (0..addrs.len()).map(|i| 65535 - i as u16).collect();
+    }
+    let (mut v6, mut v4) = (0u16, 0u16);
+    addrs
+        .iter()
+        .map(|a| {
+            // Rank 2k for the k-th IPv6 address, 2k+1 for the k-th IPv4
+            // one: the pairs alternate however many of each there are.
+            let rank = if a.is_ipv6() {
+                v6 += 1;
+                2 * (v6 - 1)
+            } else {
+                v4 += 1;
+                2 * (v4 - 1) + 1
+            };
+            65535 - rank
+        })
+        .collect()
+}
+
 /// One transport address a peer may be reached at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Candidate {
@@ -214,4 +243,27 @@ pub enum IceError {
     Offer(#[from] crate::wire::WireError),
     #[error("invalid ICE credentials")]
     Credentials,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc8421_prefers_ipv6_and_intermixes_the_families() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let addrs = [
+            a("10.0.0.2:5000"),
+            a("192.168.1.2:5000"),
+            a("[2001:db8::2]:5000"),
+            a("[2001:db8::3]:5000"),
+        ];
+        let p = local_preferences(&addrs);
+        // v6 #1 > v4 #1 > v6 #2 > v4 #2.
+        assert_eq!(p, vec![65534, 65532, 65535, 65533]);
+        let prio = |i: usize| candidate_priority(CandidateKind::Host, p[i]);
+        assert!(prio(2) > prio(0) && prio(0) > prio(3) && prio(3) > prio(1));
+        // One family alone keeps its order.
+        assert_eq!(local_preferences(&addrs[..2]), vec![65535, 65534]);
+    }
 }

@@ -231,18 +231,17 @@ impl IceSessions {
     }
 
     fn locals(&self) -> Vec<Candidate> {
-        let mut v: Vec<Candidate> = self
-            .host
-            .iter()
-            .enumerate()
-            .map(|(i, a)| Candidate::new(CandidateKind::Host, *a, 65535 - i as u16))
-            .collect();
-        v.extend(
-            self.srflx
+        // RFC 8421: both families, IPv6 preferred, intermixed.
+        let of = |kind, addrs: &[SocketAddr]| {
+            let prefs = super::local_preferences(addrs);
+            addrs
                 .iter()
-                .enumerate()
-                .map(|(i, a)| Candidate::new(CandidateKind::ServerReflexive, *a, 65535 - i as u16)),
-        );
+                .zip(prefs)
+                .map(move |(a, p)| Candidate::new(kind, *a, p))
+                .collect::<Vec<_>>()
+        };
+        let mut v = of(CandidateKind::Host, &self.host);
+        v.extend(of(CandidateKind::ServerReflexive, &self.srflx));
         v
     }
 

@@ -37,9 +37,15 @@ const BATCH: usize = 256;
 /// Where relay sockets are bound and what address they advertise.
 #[derive(Debug, Clone)]
 pub struct TurnServiceConfig {
+    /// Where IPv4 relay sockets are bound (IPv4 "any" when the main
+    /// socket is on IPv6 "any").
     pub relay_bind: IpAddr,
     /// The address put in XOR-RELAYED-ADDRESS (the node's public IP).
     pub relay_public: IpAddr,
+    /// The public IPv6 relay address, when the node has one: allocations
+    /// asking for REQUESTED-ADDRESS-FAMILY IPv6 get it (bound on
+    /// `relay_bind` when that is IPv6, else on IPv6 "any").
+    pub relay_v6: Option<IpAddr>,
     /// Relay ports; `0..=0` lets the system pick.
     pub port_min: u16,
     pub port_max: u16,
@@ -121,7 +127,7 @@ impl TurnService {
     /// leave from it); `tcp` an already bound listener.
     pub fn spawn(
         core: TurnServer,
-        main: Arc<UdpSocket>,
+        main: Arc<crate::socket::NodeSocket>,
         tcp: Option<TcpListener>,
         cfg: TurnServiceConfig,
         clock: Arc<dyn Clock>,
@@ -134,7 +140,7 @@ impl TurnService {
     /// them, see [`crate::node::tcp`]) to `links`.
     pub fn spawn_with_links(
         core: TurnServer,
-        main: Arc<UdpSocket>,
+        main: Arc<crate::socket::NodeSocket>,
         tcp: Option<TcpListener>,
         cfg: TurnServiceConfig,
         clock: Arc<dyn Clock>,
@@ -184,7 +190,7 @@ impl Drop for Relay {
 
 struct Service {
     core: TurnServer,
-    main: Arc<UdpSocket>,
+    main: Arc<crate::socket::NodeSocket>,
     cfg: TurnServiceConfig,
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Input>,
@@ -197,7 +203,10 @@ struct Service {
 
 async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match l {
-        Some(l) => l.accept().await,
+        Some(l) => l
+            .accept()
+            .await
+            .map(|(s, a)| (s, crate::socket::canonical(a))),
         None => std::future::pending().await,
     }
 }
@@ -288,11 +297,18 @@ impl Service {
     }
 
     /// Bind a relay socket in the configured range.
-    fn bind_relay(&mut self, even: bool) -> std::io::Result<std::net::UdpSocket> {
+    fn bind_relay(&mut self, even: bool, ipv6: bool) -> std::io::Result<std::net::UdpSocket> {
+        let bind = match (ipv6, self.cfg.relay_v6, self.cfg.relay_bind) {
+            (true, None, _) => return Err(std::io::Error::other("no IPv6 relay address")),
+            (true, Some(_), b @ IpAddr::V6(_)) => b,
+            (true, Some(_), IpAddr::V4(_)) => IpAddr::from([0u16; 8]),
+            (false, _, IpAddr::V6(a)) if a.is_unspecified() => IpAddr::from([0, 0, 0, 0]),
+            (false, _, b) => b,
+        };
         let (lo, hi) = (self.cfg.port_min as u32, self.cfg.port_max as u32);
         if lo == 0 || hi < lo {
             for _ in 0..64 {
-                let s = std::net::UdpSocket::bind((self.cfg.relay_bind, 0))?;
+                let s = std::net::UdpSocket::bind((bind, 0))?;
                 if !even || s.local_addr()?.port() % 2 == 0 {
                     return Ok(s);
                 }
@@ -306,7 +322,7 @@ impl Service {
             if even && port % 2 == 1 {
                 continue;
             }
-            match std::net::UdpSocket::bind((self.cfg.relay_bind, port as u16)) {
+            match std::net::UdpSocket::bind((bind, port as u16)) {
                 Ok(s) => {
                     self.next_port = (self.next_port + i + 1) % span;
                     return Ok(s);
@@ -317,8 +333,8 @@ impl Service {
         Err(last)
     }
 
-    fn open_relay(&mut self, alloc: AllocId, even: bool) -> Result<SocketAddr, String> {
-        let std_socket = self.bind_relay(even).map_err(|e| e.to_string())?;
+    fn open_relay(&mut self, alloc: AllocId, even: bool, ipv6: bool) -> Result<SocketAddr, String> {
+        let std_socket = self.bind_relay(even, ipv6).map_err(|e| e.to_string())?;
         std_socket
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
@@ -333,7 +349,7 @@ impl Service {
                     Ok((n, from)) => {
                         let i = Input::Peer {
                             alloc,
-                            from,
+                            from: crate::socket::canonical(from),
                             bytes: buf[..n].to_vec(),
                         };
                         if tx.send(i).await.is_err() {
@@ -345,14 +361,22 @@ impl Service {
             }
         });
         self.relays.insert(alloc, Relay { socket, reader });
-        Ok(SocketAddr::new(self.cfg.relay_public, port))
+        let public = match (ipv6, self.cfg.relay_v6) {
+            (true, Some(v6)) => v6,
+            _ => self.cfg.relay_public,
+        };
+        Ok(SocketAddr::new(public, port))
     }
 
     fn events(&mut self) {
         while let Some(e) = self.core.poll_event() {
             match e {
-                ServerEvent::OpenRelay { alloc, even_port } => {
-                    let r = self.open_relay(alloc, even_port);
+                ServerEvent::OpenRelay {
+                    alloc,
+                    even_port,
+                    ipv6,
+                } => {
+                    let r = self.open_relay(alloc, even_port, ipv6);
                     let now = self.clock.now_ms();
                     self.core.relay_opened(now, alloc, r);
                 }
@@ -831,11 +855,11 @@ pub enum TurnSetupError {
 pub async fn bind_udp_tcp(
     listen: SocketAddr,
     tcp: bool,
-) -> Result<(tokio::net::UdpSocket, Option<TcpListener>), TurnSetupError> {
+) -> Result<(crate::socket::NodeSocket, Option<TcpListener>), TurnSetupError> {
     const TRIES: usize = 16;
     let mut last = None;
     for _ in 0..TRIES {
-        let udp = tokio::net::UdpSocket::bind(listen)
+        let udp = crate::socket::NodeSocket::bind(listen)
             .await
             .map_err(|source| TurnSetupError::Udp {
                 addr: listen,
@@ -848,7 +872,7 @@ pub async fn bind_udp_tcp(
             addr: listen,
             source,
         })?;
-        match TcpListener::bind(addr).await {
+        match crate::socket::bind_tcp(addr).await {
             Ok(l) => return Ok((udp, Some(l))),
             Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse => {
                 tracing::debug!(%addr, "TCP port taken; picking another UDP port");
@@ -879,6 +903,11 @@ pub async fn supernode_setup(
         return Ok((None, None));
     }
     let public = rc.public_ip.unwrap_or(advertised.ip());
+    // Relayed addresses per family: IPv4 unless the node is IPv6 only;
+    // IPv6 when its public address is IPv6 (an IPv6-only or dual-stack
+    // node advertised over IPv6).
+    let relay_ipv4 = public.is_ipv4();
+    let relay_v6 = public.is_ipv6().then_some(public);
     let mut own_addresses = vec![public, advertised.ip()];
     if !local.ip().is_unspecified() {
         own_addresses.push(local.ip());
@@ -902,6 +931,8 @@ pub async fn supernode_setup(
             denied_peers: rc.denied_peers.clone(),
             allowed_peers: rc.allowed_peers.clone(),
             own_addresses,
+            relay_ipv4,
+            relay_ipv6: relay_v6.is_some(),
             ..Default::default()
         },
         nonce_key,
@@ -912,6 +943,7 @@ pub async fn supernode_setup(
         cfg: TurnServiceConfig {
             relay_bind: local.ip(),
             relay_public: public,
+            relay_v6,
             port_min: rc.ports.0,
             port_max: rc.ports.1,
         },

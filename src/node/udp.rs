@@ -6,13 +6,13 @@
 use crate::clock::Clock;
 use crate::identity::Certificate;
 use crate::link::{LinkEndpoint, LinkError, LinkEvent, LinkStats};
+use crate::socket::NodeSocket;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 /// Commands and events waiting between the task and its users.
@@ -137,7 +137,7 @@ impl UdpLink {
         endpoint: LinkEndpoint,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, UdpLinkError> {
-        let socket = UdpSocket::bind(listen)
+        let socket = NodeSocket::bind(listen)
             .await
             .map_err(|source| UdpLinkError::Bind {
                 addr: listen,
@@ -191,7 +191,7 @@ impl Drop for UdpLink {
 }
 
 async fn run(
-    socket: UdpSocket,
+    socket: NodeSocket,
     mut ep: LinkEndpoint,
     clock: Arc<dyn Clock>,
     mut commands: mpsc::Receiver<LinkCommand>,

@@ -71,6 +71,9 @@ pub struct TurnClientConfig {
     /// A transaction unanswered this long fails (RFC 8489's 39.5 s).
     pub transaction_timeout_ms: u64,
     pub software: Option<String>,
+    /// Ask for an IPv6 relayed address (RFC 8656 REQUESTED-ADDRESS-FAMILY);
+    /// peers are then IPv6 too.
+    pub ipv6: bool,
 }
 
 impl TurnClientConfig {
@@ -82,6 +85,7 @@ impl TurnClientConfig {
             rto_ms: 500,
             transaction_timeout_ms: 39_500,
             software: None,
+            ipv6: false,
         }
     }
 
@@ -150,7 +154,8 @@ pub enum TurnClientError {
     NotAllocated,
     #[error("all channel numbers are in use")]
     NoChannel,
-    #[error("{0} is not an IPv4 address")]
+    /// The peer's family is not the relayed address's (RFC 8656 443).
+    #[error("{0} is not of the relayed address's family")]
     NotIpv4(IpAddr),
 }
 
@@ -370,9 +375,14 @@ impl TurnClient {
         }
     }
 
+    /// Whether the relayed address is (to be) IPv6.
+    pub fn relayed_family_ipv6(&self) -> bool {
+        self.cfg.ipv6
+    }
+
     /// Let `peer` (its IP, any port) exchange data with our relayed address.
     pub fn create_permission(&mut self, now: u64, peer: IpAddr) -> Result<(), TurnClientError> {
-        if !peer.is_ipv4() {
+        if peer.is_ipv6() != self.cfg.ipv6 {
             return Err(TurnClientError::NotIpv4(peer));
         }
         if self.permissions.contains_key(&peer) {
@@ -389,7 +399,7 @@ impl TurnClient {
 
     /// Bind a channel to `peer`; returns its number.
     pub fn bind_channel(&mut self, now: u64, peer: SocketAddr) -> Result<u16, TurnClientError> {
-        if !peer.is_ipv4() {
+        if peer.is_ipv6() != self.cfg.ipv6 {
             return Err(TurnClientError::NotIpv4(peer.ip()));
         }
         if let Some(&c) = self.by_peer.get(&peer) {
@@ -572,13 +582,21 @@ impl TurnClient {
 
     fn encode(&self, kind: &Kind, tid: [u8; 12]) -> Option<(Vec<u8>, bool)> {
         let (m, attrs): (MessageMethod, Vec<stun_rs::StunAttribute>) = match kind {
-            Kind::Allocate => (
-                stun_rs::methods::ALLOCATE,
-                vec![
+            Kind::Allocate => {
+                let mut attrs = vec![
                     RequestedTrasport::new(stun_rs::protocols::UDP).into(),
                     LifeTime::new(self.cfg.lifetime_secs).into(),
-                ],
-            ),
+                ];
+                if self.cfg.ipv6 {
+                    attrs.push(
+                        stun_rs::attributes::turn::RequestedAddressFamily::new(
+                            stun_rs::AddressFamily::IPv6,
+                        )
+                        .into(),
+                    );
+                }
+                (stun_rs::methods::ALLOCATE, attrs)
+            }
             Kind::Refresh { lifetime } => (
                 stun_rs::methods::REFRESH,
                 vec![LifeTime::new(*lifetime).into()],

@@ -84,7 +84,12 @@ pub struct ServerTransmit {
 pub enum ServerEvent {
     /// Bind a relay socket for `alloc` (an even port if asked), then call
     /// [`TurnServer::relay_opened`].
-    OpenRelay { alloc: AllocId, even_port: bool },
+    OpenRelay {
+        alloc: AllocId,
+        even_port: bool,
+        /// Bind an IPv6 relay socket (else IPv4).
+        ipv6: bool,
+    },
     /// The allocation is gone: close its relay socket.
     CloseRelay { alloc: AllocId },
     Allocated {
@@ -141,6 +146,11 @@ pub struct TurnServerConfig {
     /// the relayed address of a live allocation (two relayed users of one
     /// relay), so nobody reaches the host's own services through it.
     pub own_addresses: Vec<IpAddr>,
+    /// Relayed addresses of each family the driver can bind (RFC 8656
+    /// REQUESTED-ADDRESS-FAMILY; IPv4 when the request names none): an
+    /// allocation of a family not served is refused with 440.
+    pub relay_ipv4: bool,
+    pub relay_ipv6: bool,
     pub software: Option<String>,
 }
 
@@ -161,6 +171,8 @@ impl Default for TurnServerConfig {
             denied_peers: crate::wire::prefix::special_purpose(),
             allowed_peers: Vec::new(),
             own_addresses: Vec::new(),
+            relay_ipv4: true,
+            relay_ipv6: false,
             software: Some(format!("natter {}", env!("CARGO_PKG_VERSION"))),
         }
     }
@@ -216,6 +228,9 @@ struct Allocation {
     integrity: Integrity,
     lifetime_secs: u32,
     relayed: Option<SocketAddr>,
+    /// The relayed address is IPv6 (REQUESTED-ADDRESS-FAMILY): its peers
+    /// must be IPv6 too (RFC 8656 443 otherwise).
+    ipv6: bool,
     created_ms: u64,
     expires_ms: u64,
     permissions: HashMap<IpAddr, u64>,
@@ -930,7 +945,8 @@ impl TurnServer {
             .get::<RequestedAddressFamily>()
             .and_then(|a| a.as_requested_address_family().ok())
             .map(|f| f.family());
-        if family == Some(stun_rs::AddressFamily::IPv6) {
+        let ipv6 = family == Some(stun_rs::AddressFamily::IPv6);
+        if (ipv6 && !self.cfg.relay_ipv6) || (!ipv6 && !self.cfg.relay_ipv4) {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 440, "Address Family not Supported", &auth);
         }
@@ -975,6 +991,7 @@ impl TurnServer {
                 integrity: auth.integrity,
                 lifetime_secs: lifetime,
                 relayed: None,
+                ipv6,
                 created_ms: now,
                 expires_ms: now + OPEN_TIMEOUT_MS,
                 permissions: HashMap::new(),
@@ -989,6 +1006,7 @@ impl TurnServer {
         self.events.push_back(ServerEvent::OpenRelay {
             alloc: id,
             even_port: msg.get::<EvenPort>().is_some(),
+            ipv6,
         });
     }
 
@@ -1019,8 +1037,25 @@ impl TurnServer {
     /// Our own addresses pass here (a permission is per IP) and are
     /// checked per port by [`Self::peer_port_allowed`].
     fn peer_allowed(&self, ip: IpAddr) -> bool {
-        let IpAddr::V4(v4) = ip else {
-            return false;
+        let v4 = match ip {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => {
+                if v6.is_unspecified() || v6.is_multicast() {
+                    return false;
+                }
+                if v6.is_loopback() {
+                    return self.cfg.allow_loopback_peers;
+                }
+                // An IPv4 address carried inside (mapped, NAT64, 6to4)
+                // reaches that IPv4 host: it must pass as one too.
+                if let Some(inner) = crate::wire::prefix::embedded_ipv4(v6)
+                    && !self.peer_allowed(IpAddr::V4(inner))
+                {
+                    return false;
+                }
+                return self.cfg.allowed_peers.iter().any(|p| p.contains(ip))
+                    || !self.cfg.denied_peers.iter().any(|p| p.contains(ip));
+            }
         };
         if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() {
             return false;
@@ -1065,7 +1100,8 @@ impl TurnServer {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 400, "Bad Request", &auth);
         }
-        if peers.iter().any(|p| !p.is_ipv4()) {
+        let ipv6 = self.allocs.get(&id).is_some_and(|a| a.ipv6);
+        if peers.iter().any(|p| p.is_ipv6() != ipv6) {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 443, "Peer Address Family Mismatch", &auth);
         }
@@ -1116,7 +1152,8 @@ impl TurnServer {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 400, "Bad Request", &auth);
         }
-        if !peer.is_ipv4() {
+        let ipv6 = self.allocs.get(&id).is_some_and(|a| a.ipv6);
+        if peer.is_ipv6() != ipv6 {
             self.stats.bad_requests += 1;
             return self.fail(from, h, 443, "Peer Address Family Mismatch", &auth);
         }

@@ -63,6 +63,19 @@ impl Net {
         } else {
             TurnClientConfig::udp(self.server_addr)
         };
+        self.client_with(from, creds, cfg)
+    }
+
+    /// A UDP client asking for an IPv6 relayed address.
+    fn client6(&mut self, from: &str, creds: TurnCredentials) -> usize {
+        let cfg = TurnClientConfig {
+            ipv6: true,
+            ..TurnClientConfig::udp(self.server_addr)
+        };
+        self.client_with(from, creds, cfg)
+    }
+
+    fn client_with(&mut self, from: &str, creds: TurnCredentials, cfg: TurnClientConfig) -> usize {
         let key = [self.clients.len() as u8 + 1; 32];
         // Two clients on one address (a restarted app): the first keeps it.
         if self.net.owner_of(addr(from)).is_none() {
@@ -109,8 +122,13 @@ impl Net {
             self.deliver();
             while let Some(e) = self.server.poll_event() {
                 moved = true;
-                if let ServerEvent::OpenRelay { alloc, .. } = e {
-                    let a = SocketAddr::new(self.server_addr.ip(), self.next_port);
+                if let ServerEvent::OpenRelay { alloc, ipv6, .. } = e {
+                    let ip = if ipv6 {
+                        "2001:db8:1::1".parse().unwrap()
+                    } else {
+                        self.server_addr.ip()
+                    };
+                    let a = SocketAddr::new(ip, self.next_port);
                     self.next_port += 1;
                     self.relays.push((alloc, a));
                     self.net.bind(a, SERVER);
@@ -688,4 +706,90 @@ fn special_ranges_and_the_hosts_own_services_are_forbidden_peers() {
             .contains(&TurnClientEvent::PermissionCreated { peer: ip });
         assert_eq!(created, ok, "{peer}");
     }
+}
+
+/// RFC 8656 REQUESTED-ADDRESS-FAMILY: an IPv6 relayed address only where
+/// the relay has one (440 else), its peers IPv6 only (443 for IPv4), and
+/// the IPv6 special ranges (unique-local, link-local, loopback, IPv4
+/// private space behind NAT64 or 6to4) forbidden like IPv4's.
+#[test]
+fn ipv6_relayed_addresses_and_their_peers() {
+    let mut n = Net::new(cfg());
+    let c = n.client6("203.0.113.5:4000", n.creds("alice", 3600));
+    n.clients[c].1.allocate(n.now);
+    n.run();
+    assert_eq!(failure(&n.events(c)), Some(440));
+
+    let mut n = Net::new(TurnServerConfig {
+        relay_ipv6: true,
+        ..cfg()
+    });
+    let c = n.client6("203.0.113.5:4000", n.creds("alice", 3600));
+    n.clients[c].1.allocate(n.now);
+    n.run();
+    assert!(allocated(&n.events(c)));
+    let relay = n.relay_of(c);
+    assert!(relay.is_ipv6(), "{relay}");
+    let alloc = n.alloc_of(relay);
+    let peer = addr("[2001:db8:2::9]:7000");
+    n.clients[c].1.create_permission(n.now, peer.ip()).unwrap();
+    n.clients[c].1.bind_channel(n.now, peer).unwrap();
+    n.run();
+    let evs = n.events(c);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, TurnClientEvent::ChannelBound { .. })),
+        "{evs:?}"
+    );
+    n.clients[c].1.send_to(n.now, peer, b"over six").unwrap();
+    n.run();
+    assert_eq!(n.at_peers.pop(), Some((relay, peer, b"over six".to_vec())));
+    n.server.handle_peer(n.now, alloc, peer, b"back");
+    n.run();
+    assert_eq!(
+        n.events(c),
+        vec![TurnClientEvent::Data {
+            peer,
+            data: b"back".to_vec()
+        }]
+    );
+    // The client core refuses the other family before asking.
+    assert!(
+        n.clients[c]
+            .1
+            .create_permission(n.now, addr("192.0.2.9:1").ip())
+            .is_err()
+    );
+
+    for bad in [
+        "[fd00::1]:1",
+        "[fe80::1]:1",
+        "[::1]:1",
+        "[::]:1",
+        "[ff02::1]:1",
+        "[64:ff9b::a00:1]:1",
+        "[2002:c0a8:101::1]:1",
+        "[::ffff:10.0.0.1]:1",
+    ] {
+        let peer = addr(bad);
+        n.clients[c].1.create_permission(n.now, peer.ip()).unwrap();
+        n.run();
+        let evs = n.events(c);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, TurnClientEvent::PermissionFailed { code: 403, .. })),
+            "{bad}: {evs:?}"
+        );
+    }
+    // A public IPv4 host behind NAT64 passes.
+    n.clients[c]
+        .1
+        .create_permission(n.now, addr("[64:ff9b::c000:209]:1").ip())
+        .unwrap();
+    n.run();
+    assert!(
+        n.events(c)
+            .iter()
+            .any(|e| matches!(e, TurnClientEvent::PermissionCreated { .. }))
+    );
 }

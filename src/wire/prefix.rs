@@ -32,7 +32,32 @@ pub const SPECIAL_PURPOSE: &[&str] = &[
     "240.0.0.0/4",
     "fc00::/7",
     "fe80::/10",
+    // Site-local (deprecated, still routed on some LANs), discard-only,
+    // and local-use NAT64 (RFC 8215: a translator into private space).
+    "fec0::/10",
+    "100::/64",
+    "64:ff9b:1::/48",
 ];
+
+/// The IPv4 address an IPv6 address carries to an IPv4 host: IPv4-mapped
+/// (`::ffff:a.b.c.d`), the NAT64 well-known prefix (`64:ff9b::/96`, RFC
+/// 6052) or 6to4 (`2002:AABB:CCDD::/48`, RFC 3056). A relay judges that
+/// IPv4 address too, so a denied IPv4 range cannot be reached through a
+/// translator.
+pub fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let o = v6.octets();
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+    }
+    if s[0] == 0x2002 {
+        return Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]));
+    }
+    None
+}
 
 /// [`SPECIAL_PURPOSE`] parsed.
 pub fn special_purpose() -> Vec<IpPrefix> {

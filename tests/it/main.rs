@@ -21,6 +21,7 @@ mod authority_durability;
 mod authority_ha;
 mod call_busy;
 mod call_decline;
+mod call_dualstack;
 mod call_echo;
 mod call_hold;
 mod call_no_answer;

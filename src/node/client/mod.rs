@@ -494,7 +494,7 @@ impl Runtime {
     async fn start_overlay(&mut self, cert: Certificate) -> Result<OverlayNode, RuntimeError> {
         let (device, _) = self.files.identity()?;
         let listen = self.settings.listen;
-        let socket = tokio::net::UdpSocket::bind(listen)
+        let socket = crate::socket::NodeSocket::bind(listen)
             .await
             .map_err(|source| RuntimeError::Bind {
                 addr: listen,
@@ -507,6 +507,9 @@ impl Runtime {
                 hosts.push(*a);
             }
         }
+        // A socket bound to one family cannot reach the other's supernodes.
+        let families = socket.families();
+        hosts.retain(|a| families.reaches(*a));
         if hosts.is_empty() {
             return Err(RuntimeError::NoSupernodes);
         }
@@ -1079,7 +1082,12 @@ async fn stop_node(mut node: OverlayNode) {
 /// Whether `observed` (our address as a supernode saw it) is this host's
 /// own address and port, i.e. there is no NAT between us and it.
 async fn is_public(observed: SocketAddr, local_port: u16, towards: SocketAddr) -> bool {
-    let Ok(probe) = tokio::net::UdpSocket::bind("0.0.0.0:0").await else {
+    let any = if towards.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let Ok(probe) = tokio::net::UdpSocket::bind(any).await else {
         return false;
     };
     if probe.connect(towards).await.is_err() {
@@ -1149,17 +1157,38 @@ fn save_hosts(data_dir: &std::path::Path, hosts: &[SocketAddr]) {
     }
 }
 
-/// Resolve `host:port` names to IPv4 addresses (unresolvable ones are
-/// logged and skipped).
+/// Resolve `host:port` names to addresses of both families (unresolvable
+/// ones are logged and skipped), each name's addresses interleaved IPv6
+/// first as RFC 8305 section 4 orders them: with parallel attachment the
+/// first family to answer wins and a broken one costs nothing.
 pub async fn resolve(list: &[HostPort]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for hp in list {
         match tokio::net::lookup_host((hp.host.as_str(), hp.port)).await {
-            Ok(addrs) => out.extend(addrs.filter(|a| a.is_ipv4())),
+            Ok(addrs) => {
+                for a in interleave(addrs.collect()) {
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+            }
             Err(e) => tracing::warn!("cannot resolve {hp}: {e}"),
         }
     }
     out
+}
+
+/// `addrs` alternating by family, IPv6 first, each family in its order.
+pub fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let (v6, v4): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|a| a.is_ipv6());
+    let (mut v6, mut v4) = (v6.into_iter(), v4.into_iter());
+    let mut out = Vec::new();
+    loop {
+        match (v6.next(), v4.next()) {
+            (None, None) => return out,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
 }
 
 impl ClientSettings {

@@ -9,18 +9,18 @@ use super::{Event, NodeStatus};
 use crate::clock::Clock;
 use crate::link::LinkEndpoint;
 use crate::node::tcp::{TcpInput, TcpIo};
+use crate::socket::NodeSocket;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 /// A node's socket, link and what goes with them (see the module docs).
 pub(super) struct Base {
     /// The main socket: link frames, STUN, TURN, ChannelData and media
     /// share it.
-    pub socket: Arc<UdpSocket>,
+    pub socket: Arc<NodeSocket>,
     /// Link frames over TCP: streams a supernode's TURN listener accepted,
     /// or a client's to supernodes and relays when UDP is blocked.
     pub tcp: TcpIo,
@@ -57,7 +57,7 @@ impl Base {
     }
 
     pub fn new(
-        socket: Arc<UdpSocket>,
+        socket: Arc<NodeSocket>,
         link: LinkEndpoint,
         clock: Arc<dyn Clock>,
         events: mpsc::Sender<Event>,

@@ -27,10 +27,10 @@ use crate::link::{LinkEndpoint, LinkEvent};
 use crate::node::calls::{Calls, CallsEvent, Ctx, MediaMsg};
 use crate::node::messaging::{Messaging, MessagingCommand, MessagingEvent};
 use crate::overlay::{ClientCore, ClientEvent};
+use crate::socket::NodeSocket;
 use crate::wire::stun::{Datagram, classify};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -49,7 +49,7 @@ pub(super) struct ClientDriver {
 }
 
 pub(super) fn spawn(
-    socket: UdpSocket,
+    socket: NodeSocket,
     link: LinkEndpoint,
     core: ClientCore,
     clock: Arc<dyn Clock>,

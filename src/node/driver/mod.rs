@@ -192,24 +192,24 @@ impl OverlayNode {
     /// [`ClientOptions`] adds: NAT detection, messaging, calls, relayed
     /// paths.
     pub fn client(
-        socket: UdpSocket,
+        socket: impl Into<crate::socket::NodeSocket>,
         link: LinkEndpoint,
         core: ClientCore,
         clock: Arc<dyn Clock>,
         opts: ClientOptions,
     ) -> std::io::Result<Self> {
-        client::spawn(socket, link, core, clock, opts)
+        client::spawn(socket.into(), link, core, clock, opts)
     }
 
     /// Start a supernode's task on an already bound socket, with what
     /// [`SupernodeOptions`] adds: a STUN server, a TURN relay.
     pub fn supernode(
-        socket: UdpSocket,
+        socket: impl Into<crate::socket::NodeSocket>,
         link: LinkEndpoint,
         core: SupernodeCore,
         clock: Arc<dyn Clock>,
         opts: SupernodeOptions,
     ) -> std::io::Result<Self> {
-        supernode::spawn(socket, link, core, clock, opts)
+        supernode::spawn(socket.into(), link, core, clock, opts)
     }
 }

@@ -89,9 +89,9 @@ impl NatDriver {
     /// (the attached supernodes, then the other known ones).
     fn servers(&self, known: impl FnOnce() -> Vec<SocketAddr>) -> Vec<SocketAddr> {
         if self.opts.servers.is_empty() {
-            known()
+            one_family(known())
         } else {
-            self.opts.servers.clone()
+            one_family(self.opts.servers.clone())
         }
     }
 
@@ -171,5 +171,35 @@ impl NatDriver {
     /// The last detection's report.
     pub fn last(&self) -> Option<&NatReport> {
         self.det.last()
+    }
+}
+
+/// The servers of one family: a NAT maps each family on its own, and
+/// RFC 5780 tests compare addresses that must be of one family. IPv4 when
+/// there is any (where NATs are), else IPv6 (an IPv6-only network).
+fn one_family(servers: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let v4 = servers.iter().any(|a| a.is_ipv4());
+    servers.into_iter().filter(|a| a.is_ipv4() == v4).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_family;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn detection_measures_one_family() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mixed = vec![
+            a("[2001:db8::1]:7710"),
+            a("198.51.100.1:7710"),
+            a("198.51.100.2:7710"),
+        ];
+        assert_eq!(
+            one_family(mixed),
+            vec![a("198.51.100.1:7710"), a("198.51.100.2:7710")]
+        );
+        let v6 = vec![a("[2001:db8::1]:7710"), a("[2001:db8::2]:7710")];
+        assert_eq!(one_family(v6.clone()), v6);
     }
 }

@@ -44,7 +44,7 @@ struct SupernodeDriver {
 }
 
 pub(super) fn spawn(
-    socket: UdpSocket,
+    socket: crate::socket::NodeSocket,
     link: LinkEndpoint,
     core: SupernodeCore,
     clock: Arc<dyn Clock>,

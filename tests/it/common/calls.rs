@@ -65,6 +65,39 @@ impl CallNet {
         }
     }
 
+    /// A network from [`Network::start_listening`] with supernodes `sns`
+    /// (the first bootstraps the others) and accounts for `users`;
+    /// clients bootstrap from `boot(advertised addresses)`.
+    pub fn start_in(
+        net: Network,
+        sns: &[&str],
+        users: &[&str],
+        boot: impl Fn(&[String]) -> Vec<String>,
+    ) -> (CallNet, Vec<Proc>) {
+        for s in sns {
+            net.account(s, true);
+        }
+        for u in users {
+            net.account(u, false);
+        }
+        let (mut procs, mut addrs) = (Vec::new(), Vec::new());
+        for s in sns {
+            let (p, a) = net.supernode(s, &addrs[..addrs.len().min(1)]);
+            procs.push(p);
+            addrs.push(a);
+        }
+        let first = procs.remove(0);
+        let boot = boot(&addrs);
+        (
+            CallNet {
+                net,
+                sn: first,
+                boot,
+            },
+            procs,
+        )
+    }
+
     pub fn path(&self, file: &str) -> PathBuf {
         self.net.dir.path().join(file)
     }

@@ -118,6 +118,9 @@ pub struct Network {
     pub authority: Proc,
     pub client_config: PathBuf,
     pub authority_config: PathBuf,
+    /// Where supernodes listen (`127.0.0.1:0` unless started with
+    /// [`Network::start_listening`]).
+    pub listen: String,
 }
 
 impl Network {
@@ -128,11 +131,23 @@ impl Network {
     /// [`Network::start`] with `extra` TOML appended to the authority's
     /// config.
     pub fn start_with(extra: &str) -> Network {
+        Self::start_listening("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", extra)
+    }
+
+    /// A network whose authority listens on `authority`, supernodes on
+    /// `supernodes` and clients on `clients` (e.g. `[::1]:0` for IPv6
+    /// only, `[::]:0` for dual-stack); `extra` as in [`Network::start_with`].
+    pub fn start_listening(
+        authority: &str,
+        supernodes: &str,
+        clients: &str,
+        extra: &str,
+    ) -> Network {
         let dir = tempfile::tempdir().unwrap();
         let authority_config = dir.path().join("authority.toml");
         std::fs::write(
             &authority_config,
-            format!("[authority]\nlisten = \"127.0.0.1:0\"\nregistrations_per_hour_per_address = 0\n{extra}"),
+            format!("[authority]\nlisten = \"{authority}\"\nregistrations_per_hour_per_address = 0\n{extra}"),
         )
         .unwrap();
         let mut cmd = natter();
@@ -148,10 +163,14 @@ impl Network {
         let key = key.trim_start_matches("authority public key: ").to_owned();
         let addr = authority.wait_for(Duration::from_secs(20), |l| l.starts_with("listening on "));
         let addr = addr.trim_start_matches("listening on ").to_owned();
+        // An authority on "any" is reached over loopback of its family.
+        let addr = addr
+            .replace("[::]", "[::1]")
+            .replace("0.0.0.0", "127.0.0.1");
         let client_config = dir.path().join("client.toml");
         std::fs::write(
             &client_config,
-            format!("[login]\nserver = \"{addr}\"\nauthority_key = \"{key}\"\n[overlay]\nlisten = \"127.0.0.1:0\"\nbootstrap = []\n"),
+            format!("[login]\nserver = \"{addr}\"\nauthority_key = \"{key}\"\n[overlay]\nlisten = \"{clients}\"\nbootstrap = []\n"),
         )
         .unwrap();
         Network {
@@ -159,6 +178,7 @@ impl Network {
             authority,
             client_config,
             authority_config,
+            listen: supernodes.to_owned(),
         }
     }
 
@@ -257,7 +277,7 @@ impl Network {
             "natter=debug",
             "--supernode",
             "--listen",
-            "127.0.0.1:0",
+            &self.listen,
         ]);
         for b in bootstrap {
             cmd.args(["--bootstrap", b]);

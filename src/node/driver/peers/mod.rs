@@ -57,8 +57,10 @@ pub(super) struct Peers {
     paths: PeerPaths,
     /// Connect commands waiting for their lookup: user -> when asked.
     connecting: HashMap<String, u64>,
-    /// Our host candidate is set (found on the first attachment).
-    host_known: bool,
+    /// Our host candidates, at most one per family: each found on the
+    /// first attachment over that family (a dual-stack socket attached
+    /// over IPv6 and IPv4 has both).
+    hosts: Vec<SocketAddr>,
     /// Envelopes carrying our ICE offers and answers, by id: to whom.
     ice_envelopes: HashMap<EnvelopeId, String>,
     /// ICE datagrams for a relay this node has no TURN client for.
@@ -99,7 +101,7 @@ impl Peers {
             ice,
             paths,
             connecting: HashMap::new(),
-            host_known: false,
+            hosts: Vec::new(),
             ice_envelopes: HashMap::new(),
             ice_relay_unsent: 0,
             events: VecDeque::new(),
@@ -286,18 +288,21 @@ impl Peers {
     }
 
     /// A supernode saw us at `observed`: a server-reflexive candidate, and
-    /// (once) our host candidate.
+    /// (once per family) our host candidate.
     async fn attached(&mut self, base: &Base, supernode: SocketAddr, observed: SocketAddr) {
         // Over TCP, the observed address is no UDP candidate.
         if !self.paths.tcp_mode {
             self.ice.observe(observed);
         }
-        if !self.host_known
+        if !self
+            .hosts
+            .iter()
+            .any(|h| h.is_ipv4() == supernode.is_ipv4())
             && let Ok(bound) = base.socket.local_addr()
             && let Some(h) = peer::host_address(bound, supernode).await
         {
-            self.host_known = true;
-            self.ice.set_host(vec![h]);
+            self.hosts.push(h);
+            self.ice.set_host(self.hosts.clone());
         }
     }
 

@@ -1,0 +1,347 @@
+#!/usr/bin/env bash
+# The networks people really have, with real natter processes behind real
+# kernel NATs (nftables), all inside network namespaces of one prefix:
+#
+#   ns <P>wan: bridge br0 --+-- <P>srv      198.51.100.1 + .2: authority :7700, supernodes :7710
+#                           +-- <P>public   198.51.100.11: a public host (no NAT)
+#                           +-- <P>cgn1     198.51.100.21 | 100.64.1.1/24  carrier NAT, symmetric (APDM+APDF)
+#                           |      `-- <P>home1  100.64.1.2 | 10.81.0.1    home NAT, port-restricted (EIM+APDF)
+#                           |             `-- <P>cgnsym   10.81.0.2
+#                           +-- <P>cgn2     198.51.100.22 | 100.64.2.1/24  carrier NAT, full cone (EIM+EIF)
+#                           |      `-- <P>home2  100.64.2.2 | 10.82.0.1    home NAT, full cone (EIM+EIF)
+#                           |             `-- <P>cgncone  10.82.0.2
+#                           +-- <P>shared   198.51.100.23 | 10.83.0.1/24  one home NAT (port-restricted),
+#                                  `-- LAN bridge: <P>samea 10.83.0.2, <P>sameb 10.83.0.3
+#                                                  hairpinning off (no dnat for its own public address)
+#
+# For every ordered pair of environments (public, cgnsym, cgncone, samea,
+# sameb), A calls B (B auto-answers with a 600 Hz tone, A plays 1 kHz, both
+# record); the cell is the path (direct/relayed) and the time from `call` to
+# A's call going active (ringing answered, peer link up, media keys set:
+# audio starts both ways; A's stats then must count packets received).
+# Every call's recordings are checked for the tone with no gap over 200 ms
+# (lab/wav-gaps.py). Exit status 1 on any failed cell or a path
+# that is not the expected one: direct everywhere except cgnsym (its
+# carrier NAT is symmetric) against the port-restricted shared NAT, which
+# may relay, and the same-NAT pair must be direct over the LAN (its remote
+# address a 10.83.0.x one).
+#
+# usage: lab/nat-envs.sh [--bin PATH]   (root; namespaces are dualstack-<pid>-*)
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+BIN=${NATTER_BIN:-$ROOT/target/debug/natter}
+while (($#)); do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+if [[ $EUID -ne 0 ]]; then echo "nat-envs: must run as root" >&2; exit 2; fi
+[[ -x "$BIN" ]] || { echo "nat-envs: no natter binary at $BIN" >&2; exit 2; }
+
+P=${NAT_ENVS_PREFIX:-dualstack-$$-}
+NSS=(wan srv public cgn1 home1 cgnsym cgn2 home2 cgncone shared samea sameb)
+TMP=$(mktemp -d /tmp/nat-envs.XXXXXX)
+PIDS=()
+
+ns() { echo "$P$1"; }
+# `ip -n` only on namespaces of this prefix that exist (never the root one).
+ipn() {
+    local n=$1; shift
+    [[ -n "$n" && "$n" == "$P"* && -e "/run/netns/$n" ]] || { echo "refusing ip -n $n $*" >&2; return 1; }
+    ip -n "$n" "$@"
+}
+inns() { local n; n=$(ns "$1"); shift; ip netns exec "$n" "$@"; }
+
+down() {
+    local n pids
+    for n in "${NSS[@]}"; do
+        [[ -e "/run/netns/$P$n" ]] || continue
+        pids=$(ip netns pids "$P$n" 2>/dev/null)
+        [[ -n "$pids" ]] && kill $pids 2>/dev/null
+    done
+    sleep 0.2
+    for n in "${NSS[@]}"; do
+        [[ -e "/run/netns/$P$n" ]] || continue
+        pids=$(ip netns pids "$P$n" 2>/dev/null)
+        [[ -n "$pids" ]] && kill -9 $pids 2>/dev/null
+        ip netns del "$P$n" 2>/dev/null
+    done
+}
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    down
+    if [[ -n "${KEEP_TMP:-}" ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'echo interrupted >&2; exit 130' INT
+trap 'exit 143' TERM
+
+# --- topology --------------------------------------------------------------------
+mkns() {
+    ip netns add "$(ns "$1")" || return 1
+    ipn "$(ns "$1")" link set lo up
+    inns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 >/dev/null
+}
+# link A:IFA B:IFB: a veth pair between two lab namespaces
+link() {
+    ipn "$(ns "$1")" link add "$2" type veth peer name "$4" netns "$(ns "$3")" || return 1
+    ipn "$(ns "$1")" link set "$2" up && ipn "$(ns "$3")" link set "$4" up
+}
+addr() { ipn "$(ns "$1")" addr add "$3" dev "$2"; }
+on_wan() {   # NS PORT ADDR...
+    local n=$1 port=$2; shift 2
+    link wan "$port" "$n" wan0 || return 1
+    ipn "$(ns wan)" link set "$port" master br0 || return 1
+    local a; for a in "$@"; do addr "$n" wan0 "$a/24" || return 1; done
+}
+router() {   # NS: forwarding on, unsolicited packets to the router itself dropped
+    inns "$1" sysctl -qw net.ipv4.ip_forward=1 >/dev/null
+}
+# nft rules: NAT TYPE on router NS, WAN interface/address, the single inside host (cone)
+nat_rules() {   # NS TYPE WAN_IP INSIDE_IP
+    local n=$1 t=$2 wan=$3 inside=$4 sets="" fwd="" pre="" post
+    case $t in
+        symmetric) post='oifname "wan0" masquerade fully-random' ;;
+        portrestricted) post='oifname "wan0" masquerade' ;;
+        fullcone)
+            sets='set mapped { type inet_service; flags dynamic,timeout; timeout 180s; }'
+            fwd='iifname "lan0" oifname "wan0" meta l4proto udp update @mapped { udp sport }'
+            pre="iifname \"wan0\" ip daddr $wan udp dport @mapped dnat to $inside"
+            post="oifname \"wan0\" meta l4proto udp snat to $wan
+        oifname \"wan0\" masquerade" ;;
+    esac
+    inns "$n" nft -f - <<EOF
+table ip lab {
+    $sets
+    chain forward { type filter hook forward priority filter; policy accept; $fwd
+    }
+    chain input { type filter hook input priority filter; policy accept;
+        iifname "wan0" ct state new meta l4proto != icmp drop
+    }
+    chain prerouting { type nat hook prerouting priority dstnat; policy accept; $pre
+    }
+    chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+        $post
+    }
+}
+EOF
+}
+
+build() {
+    local n
+    for n in "${NSS[@]}"; do mkns "$n" || return 1; done
+    ipn "$(ns wan)" link add br0 type bridge || return 1
+    ipn "$(ns wan)" link set br0 up || return 1
+    on_wan srv psrv 198.51.100.1 198.51.100.2 || return 1
+    on_wan public ppub 198.51.100.11 || return 1
+    # CGNAT 1: port-restricted home NAT behind a symmetric carrier NAT.
+    on_wan cgn1 pcgn1 198.51.100.21 || return 1
+    link cgn1 lan0 home1 wan0 && addr cgn1 lan0 100.64.1.1/24 && addr home1 wan0 100.64.1.2/24 || return 1
+    ipn "$(ns home1)" route add default via 100.64.1.1 || return 1
+    link home1 lan0 cgnsym lan0 && addr home1 lan0 10.81.0.1/24 && addr cgnsym lan0 10.81.0.2/24 || return 1
+    ipn "$(ns cgnsym)" route add default via 10.81.0.1 || return 1
+    router cgn1; router home1
+    nat_rules cgn1 symmetric 198.51.100.21 100.64.1.2 || return 1
+    nat_rules home1 portrestricted 100.64.1.2 10.81.0.2 || return 1
+    # CGNAT 2: full-cone home NAT behind a full-cone carrier NAT.
+    on_wan cgn2 pcgn2 198.51.100.22 || return 1
+    link cgn2 lan0 home2 wan0 && addr cgn2 lan0 100.64.2.1/24 && addr home2 wan0 100.64.2.2/24 || return 1
+    ipn "$(ns home2)" route add default via 100.64.2.1 || return 1
+    link home2 lan0 cgncone lan0 && addr home2 lan0 10.82.0.1/24 && addr cgncone lan0 10.82.0.2/24 || return 1
+    ipn "$(ns cgncone)" route add default via 10.82.0.1 || return 1
+    router cgn2; router home2
+    nat_rules cgn2 fullcone 198.51.100.22 100.64.2.2 || return 1
+    nat_rules home2 fullcone 100.64.2.2 10.82.0.2 || return 1
+    # One home NAT for two users: a LAN bridge in the router namespace.
+    on_wan shared pshr 198.51.100.23 || return 1
+    ipn "$(ns shared)" link add lan0 type bridge || return 1
+    ipn "$(ns shared)" link set lan0 up && addr shared lan0 10.83.0.1/24 || return 1
+    link shared la samea lan0 && ipn "$(ns shared)" link set la master lan0 || return 1
+    link shared lb sameb lan0 && ipn "$(ns shared)" link set lb master lan0 || return 1
+    addr samea lan0 10.83.0.2/24 && addr sameb lan0 10.83.0.3/24 || return 1
+    ipn "$(ns samea)" route add default via 10.83.0.1 || return 1
+    ipn "$(ns sameb)" route add default via 10.83.0.1 || return 1
+    router shared
+    nat_rules shared portrestricted 198.51.100.23 10.83.0.2 || return 1
+}
+
+T0=$(date +%s%N)
+build || { echo "nat-envs: building the lab failed" >&2; exit 1; }
+echo "nat-envs: lab up in $((($(date +%s%N) - T0) / 1000000)) ms (prefix $P)"
+
+# --- authority and supernodes ----------------------------------------------------------
+wait_line() {   # FILE PATTERN SECONDS
+    local f=$1 pat=$2 n=$(($3 * 100)) l
+    while ((n-- > 0)); do
+        l=$(grep -m1 -e "$pat" "$f" 2>/dev/null) && { echo "$l"; return 0; }
+        sleep 0.01
+    done
+    return 1
+}
+AUTH_CFG=$TMP/authority.toml
+printf '[authority]\nlisten = "198.51.100.1:7700"\nregistrations_per_hour_per_address = 0\n' >"$AUTH_CFG"
+inns srv "$BIN" --config "$AUTH_CFG" --data-dir "$TMP/authority" --authority >"$TMP/authority.log" 2>&1 &
+PIDS+=($!)
+KEY=$(wait_line "$TMP/authority.log" '^authority public key: ' 30) || { echo "authority did not start" >&2; cat "$TMP/authority.log"; exit 1; }
+KEY=${KEY#authority public key: }
+wait_line "$TMP/authority.log" '^listening on ' 30 >/dev/null || exit 1
+CFG=$TMP/client.toml
+printf '[login]\nserver = "198.51.100.1:7700"\nauthority_key = "%s"\n[overlay]\nlisten = "0.0.0.0:0"\nbootstrap = ["198.51.100.1:7710", "198.51.100.2:7710"]\n[relay]\nsecret = "nat-envs-%s"\n' "$KEY" "$$" >"$CFG"
+nat() { inns srv "$BIN" --config "$CFG" --data-dir "$TMP/u-$1" "${@:2}"; }
+account() {
+    echo "$1-password" | nat "$1" register "$1" --password-stdin >/dev/null 2>>"$TMP/accounts.log" || return 1
+    if [[ "${2:-}" == supernode ]]; then
+        "$BIN" --config "$AUTH_CFG" --data-dir "$TMP/authority" admin set-role "$1" supernode >/dev/null 2>>"$TMP/accounts.log" || return 1
+    fi
+    echo "$1-password" | nat "$1" login "$1" --password-stdin >/dev/null 2>>"$TMP/accounts.log"
+}
+ENVS=(public cgnsym cgncone samea sameb)
+for n in sn1 sn2; do account "$n" supernode || { cat "$TMP/accounts.log"; exit 1; }; done
+for e in "${ENVS[@]}"; do account "u-$e" || { cat "$TMP/accounts.log"; exit 1; }; done
+inns srv "$BIN" --config "$CFG" --data-dir "$TMP/u-sn1" --supernode --listen 198.51.100.1:7710 >"$TMP/sn1.log" 2>&1 &
+PIDS+=($!)
+wait_line "$TMP/sn1.log" '^listening on ' 30 >/dev/null || { cat "$TMP/sn1.log"; exit 1; }
+inns srv "$BIN" --config "$CFG" --data-dir "$TMP/u-sn2" --supernode --listen 198.51.100.2:7710 --bootstrap 198.51.100.1:7710 >"$TMP/sn2.log" 2>&1 &
+PIDS+=($!)
+wait_line "$TMP/sn2.log" '^listening on ' 30 >/dev/null || exit 1
+sleep 1
+
+# --- one call per ordered pair ------------------------------------------------------------
+headless() {   # ENV NAME PORT FLAGS...
+    local env=$1 name=$2 port=$3; shift 3
+    mkfifo "$TMP/$name.in"
+    inns "$env" "$BIN" --config "$CFG" --data-dir "$TMP/u-u-$env" --log-level natter=debug \
+        --headless --json --listen "0.0.0.0:$port" "$@" \
+        <"$TMP/$name.in" >"$TMP/$name.out" 2>"$TMP/$name.log" &
+    PIDS+=($!)
+    eval "PID_$name=$!"
+    exec {fd}>"$TMP/$name.in"
+    eval "FD_$name=$fd"
+}
+say() { local fd; eval "fd=\$FD_$1"; echo "$2" >&"$fd"; }
+stop() {
+    local n fd pid pids=()
+    for n in "$@"; do
+        eval "fd=\$FD_$n; pid=\$PID_$n"
+        echo quit >&"$fd" 2>/dev/null
+        exec {fd}>&-
+        pids+=("$pid")
+    done
+    for _ in $(seq 30); do
+        local alive=0 p
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+}
+field() { sed -n "s/.*\"$2\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p" <<<"$1" | head -1; }
+flush() {
+    local r
+    for r in cgn1 home1 cgn2 home2 shared; do
+        inns "$r" conntrack -F >/dev/null 2>&1
+    done
+    inns cgn2 nft flush set ip lab mapped 2>/dev/null
+    inns home2 nft flush set ip lab mapped 2>/dev/null
+}
+
+# A symmetric mapping (the carrier NAT of cgnsym) against an address- and
+# port-dependent filter (the shared port-restricted NAT) needs a relay,
+# unless port prediction wins; every other pair must go direct.
+relay_allowed() {
+    [[ ($1 == cgnsym && $2 == same*) || ($2 == cgnsym && $1 == same*) ]]
+}
+
+declare -A CELL
+WRONG=()
+N=0
+run_pair() {   # A B
+    local a=$1 b=$2 t0 t1 act s_a path remote fin_a fin_b gap_a gap_b ok=1
+    N=$((N + 1))
+    flush
+    rm -f "$TMP"/A.* "$TMP"/B.*
+    headless "$b" B $((22000 + 2 * N)) --auto-answer --play tone:600 --record "$TMP/B.wav"
+    headless "$a" A $((22001 + 2 * N)) --play tone:1000 --record "$TMP/A.wav"
+    wait_line "$TMP/B.out" '"event":"published"' 20 >/dev/null
+    wait_line "$TMP/A.out" '"event":"published"' 20 >/dev/null
+    t0=$(date +%s%N)
+    say A "call u-$b"
+    # Two-way audio: A's call is active and its stats show packets both ways.
+    act=$(wait_line "$TMP/A.out" '"event":"call_state".*"state":"active"' 20)
+    t1=$(date +%s%N)
+    s_a=""
+    if [[ -n $act ]]; then
+        local k
+        for k in $(seq 2000); do
+            s_a=$(grep '"event":"call_stats"' "$TMP/A.out" 2>/dev/null | grep -v '"packets_received":0[,}]' | grep -m1 '"path":"\(direct\|relayed\)"')
+            [[ -n $s_a ]] && break
+            sleep 0.01
+        done
+    fi
+    if [[ -z $s_a ]]; then
+        CELL[$a,$b]="FAIL"
+        WRONG+=("$a -> $b: no two-way audio")
+        ok=0
+    else
+        path=$(field "$s_a" path); remote=$(field "$s_a" remote)
+        CELL[$a,$b]="$path $(((t1 - t0) / 1000000))"
+        sleep 3
+        say A hangup
+        fin_a=$(wait_line "$TMP/A.out" '"event":"call_stats".*"final":true' 10)
+        fin_b=$(wait_line "$TMP/B.out" '"event":"call_stats".*"final":true' 10)
+        gap_a=$(python3 "$HERE/wav-gaps.py" "$TMP/A.wav" 600 200 2>&1)
+        gap_b=$(python3 "$HERE/wav-gaps.py" "$TMP/B.wav" 1000 200 2>&1)
+        if [[ -z $fin_a || -z $fin_b || $gap_a != ok* || $gap_b != ok* ]]; then
+            WRONG+=("$a -> $b: recordings: A heard: ${gap_a:-none}; B heard: ${gap_b:-none}")
+            CELL[$a,$b]+="!audio"
+            ok=0
+        fi
+        # The same-NAT pair: direct over the LAN, never through the NAT or a relay.
+        if [[ " $a $b " == *" samea "* && " $a $b " == *" sameb "* ]]; then
+            if [[ $path != direct || $remote != 10.83.0.* ]]; then
+                WRONG+=("$a -> $b: same NAT, want direct over the LAN, got $path to $remote")
+                ok=0
+            fi
+        elif [[ $path != direct ]] && ! relay_allowed "$a" "$b"; then
+            WRONG+=("$a -> $b: want direct, got $path")
+            ok=0
+        fi
+    fi
+    stop A B
+    if ((ok == 0)); then
+        mkdir -p "$TMP/wrong/$a-$b"
+        cp "$TMP"/[AB].out "$TMP"/[AB].log "$TMP"/[AB].wav "$TMP/wrong/$a-$b/" 2>/dev/null
+    fi
+    printf '%-8s -> %-8s %-14s remote %s\n' "$a" "$b" "${CELL[$a,$b]}" "${remote:-}"
+}
+
+for a in "${ENVS[@]}"; do
+    for b in "${ENVS[@]}"; do
+        [[ $a == "$b" ]] && continue
+        run_pair "$a" "$b"
+    done
+done
+
+echo
+printf 'caller \\ callee '
+for b in "${ENVS[@]}"; do printf '%-20s' "$b"; done
+echo
+for a in "${ENVS[@]}"; do
+    printf '%-15s ' "$a"
+    for b in "${ENVS[@]}"; do printf '%-20s' "${CELL[$a,$b]:-.}"; done
+    echo
+done
+echo "(cells: path and ms from \`call\` to the caller's call active; audio both ways checked after)"
+echo "nat-envs: $N calls in $((($(date +%s%N) - T0) / 1000000000)) s"
+if ((${#WRONG[@]})); then
+    printf 'WRONG: %s\n' "${WRONG[@]}"
+    KEEP_TMP=1
+    exit 1
+fi
+echo "nat-envs: every call direct with audio both ways"
