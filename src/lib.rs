@@ -41,5 +41,6 @@ pub mod overlay;
 pub mod relay;
 pub mod sim;
 pub mod sqlite;
+pub mod transfer;
 pub mod ui;
 pub mod wire;
