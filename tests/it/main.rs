@@ -37,6 +37,7 @@ mod dos_authority_slots;
 mod dos_link_handshakes;
 mod dos_login_throttle;
 mod envelope_loopback;
+mod file_transfer;
 mod first_hour;
 mod fuzz_decoders;
 mod headless_stream;
