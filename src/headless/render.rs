@@ -232,8 +232,9 @@ fn file_event(e: &FileEvent) -> Option<Rendered> {
             outgoing,
             path,
             size,
+            wire_bytes,
         } => r(
-            json!({"event": "file_done", "id": hex128(*id), "peer": peer, "direction": dir(*outgoing), "path": path.display().to_string(), "size": size}),
+            json!({"event": "file_done", "id": hex128(*id), "peer": peer, "direction": dir(*outgoing), "path": path.display().to_string(), "size": size, "wire_bytes": wire_bytes}),
             format!(
                 "file {} with {peer} done: {} ({}, hash checked)",
                 hex128(*id),

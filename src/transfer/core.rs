@@ -47,8 +47,10 @@ pub struct TransferConfig {
     pub max_window: u64,
     /// Progress events per transfer at most this often, ms.
     pub progress_ms: u64,
-    /// Resume records are written at most this often, ms.
+    /// Resume records are written at most this often, ms...
     pub persist_ms: u64,
+    /// ...or once this many new bytes were written, whichever is first.
+    pub persist_bytes: u64,
     /// A receiver with no data for this long re-sends its answer (and
     /// doubles the wait up to 16 times); a sender with data in flight and
     /// no acknowledgement for this long reconnects.
@@ -70,6 +72,7 @@ impl Default for TransferConfig {
             max_window: 8 << 20,
             progress_ms: 500,
             persist_ms: 250,
+            persist_bytes: 1 << 20,
             stall_ms: 4000,
             offer_ttl_ms: 3_600_000,
             max_incoming: 64,
@@ -169,6 +172,9 @@ pub enum FileEvent {
         outgoing: bool,
         path: PathBuf,
         size: u64,
+        /// As in [`FileProgress::wire_bytes`]: after a restart, what this
+        /// process moved (not the whole file when it resumed).
+        wire_bytes: u64,
     },
     Failed {
         id: TransferId,
@@ -392,6 +398,8 @@ struct Incoming {
     resends: u32,
     /// `have` changed since the record was last written.
     dirty: bool,
+    /// New bytes since the record was last written.
+    unpersisted: u64,
     persist_at: u64,
     wire_bytes: u64,
     progress_at: u64,
@@ -737,6 +745,7 @@ impl Transfers {
                 outgoing: false,
                 path: i.dest.unwrap_or_default(),
                 size: i.size,
+                wire_bytes: i.wire_bytes,
             }
         } else {
             FileEvent::Failed {
@@ -821,6 +830,7 @@ impl Transfers {
                         outgoing: true,
                         path: o.path,
                         size: o.size,
+                        wire_bytes: o.wire_bytes,
                     }
                 } else {
                     FileEvent::Failed {
@@ -928,6 +938,14 @@ impl Transfers {
             return;
         }
         let have = RangeSet::from_ranges(have, o.size);
+        if o.state == OutState::Sending && o.incarnation == Some(incarnation) {
+            // A repeated answer (the receiver saw a stall): what it holds
+            // need not be sent; what is in flight stays in flight.
+            for &(s, e) in have.ranges() {
+                o.to_send.remove(s, e);
+            }
+            return;
+        }
         o.to_send = have.complement(o.size);
         o.inflight.clear();
         o.flight = 0;
@@ -1005,6 +1023,13 @@ impl Transfers {
         let fresh = i.have.insert(offset, offset + len);
         i.wire_bytes += fresh;
         i.dirty |= fresh > 0;
+        i.unpersisted += fresh;
+        if i.unpersisted >= self.config.persist_bytes {
+            i.unpersisted = 0;
+            i.dirty = false;
+            i.persist_at = now + self.config.persist_ms;
+            self.out.push_back(Output::Persist { id });
+        }
         i.last_data_at = now;
         i.resends = 0;
         if i.pns.max().is_none_or(|m| pn >= m) {
@@ -1320,6 +1345,7 @@ impl Transfers {
             };
             if i.dirty && now >= i.persist_at {
                 i.dirty = false;
+                i.unpersisted = 0;
                 i.persist_at = now + self.config.persist_ms;
                 self.out.push_back(Output::Persist { id });
             }
@@ -1377,6 +1403,7 @@ fn new_incoming(now: u64, peer: &str, name: &str, size: u64, hash: [u8; 32]) -> 
         last_data_at: now,
         resends: 0,
         dirty: false,
+        unpersisted: 0,
         persist_at: now,
         wire_bytes: 0,
         progress_at: now,
