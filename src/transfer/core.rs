@@ -406,6 +406,17 @@ struct Incoming {
     rate: Rate,
 }
 
+/// Incoming transfer's resume record, borrowed: (peer, name, size, hash,
+/// destination, ranges held).
+pub type Record<'a> = (
+    &'a str,
+    &'a str,
+    u64,
+    [u8; 32],
+    Option<&'a std::path::Path>,
+    &'a RangeSet,
+);
+
 /// Every transfer of one node; see the module docs.
 #[derive(Debug)]
 pub struct Transfers {
@@ -472,17 +483,7 @@ impl Transfers {
 
     /// Incoming `id`: (peer, name, size, hash, destination, ranges held),
     /// for its resume record.
-    pub fn record(
-        &self,
-        id: TransferId,
-    ) -> Option<(
-        &str,
-        &str,
-        u64,
-        [u8; 32],
-        Option<&std::path::Path>,
-        &RangeSet,
-    )> {
+    pub fn record(&self, id: TransferId) -> Option<Record<'_>> {
         let i = self.incoming.get(&id)?;
         Some((&i.peer, &i.name, i.size, i.hash, i.dest.as_deref(), &i.have))
     }
