@@ -150,6 +150,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     v.extend(link_stage(1).2);
     v.extend(turn_pair().2);
     v.extend(media_seeds());
+    v.extend(transfer_seeds());
     v
 }
 
@@ -876,6 +877,41 @@ pub fn tcp_streams(b: &[u8]) {
             }
         }
     }
+}
+
+/// The file transfer decoders (the first byte picks the envelope kind for
+/// the signal decoder), and a receiving core fed what decodes.
+pub fn transfer(b: &[u8]) {
+    use crate::transfer::{LinkMsg, Signal, TransferConfig, Transfers};
+    if let Some((&k, rest)) = b.split_first() {
+        let kind = crate::transfer::wire::kind::OFFER + k % 4;
+        if let Ok(s) = Signal::decode(kind, rest) {
+            assert_eq!(s.encode(), rest);
+            let mut t = Transfers::new(TransferConfig::default(), 1);
+            t.on_signal(LINK_NOW, "bob", s);
+            while t.poll_output().is_some() {}
+        }
+    }
+    if let Ok(m) = LinkMsg::decode(b) {
+        assert_eq!(m.encode(), b);
+        let mut t = Transfers::new(TransferConfig::default(), 1);
+        t.on_link(LINK_NOW, "bob", &m);
+        t.handle_timeout(LINK_NOW + 10_000);
+        while t.poll_output().is_some() {}
+    }
+}
+
+/// Valid file transfer messages, as seeds for [`transfer`].
+pub fn transfer_seeds() -> Vec<Vec<u8>> {
+    crate::transfer::wire::samples()
+        .into_iter()
+        .map(|(k, mut bytes)| {
+            if k != 0 {
+                bytes.insert(0, k - crate::transfer::wire::kind::OFFER);
+            }
+            bytes
+        })
+        .collect()
 }
 
 #[cfg(test)]

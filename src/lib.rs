@@ -43,5 +43,6 @@ pub mod relay;
 pub mod sim;
 pub mod socket;
 pub mod sqlite;
+pub mod transfer;
 pub mod ui;
 pub mod wire;

@@ -6,7 +6,7 @@ use natter::node::api::{Command, Status, TEST_ENVELOPE_KIND};
 use thiserror::Error;
 
 /// Every stdin command, for error messages.
-pub const USAGE: &str = "lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | envelope USER TEXT | msg USER TEXT | add USER [GREETING] | accept USER | decline USER | remove USER | block USER | unblock USER | contacts | history USER [N] | calls [N] | calls seen [USER] | call USER | answer | decline | hangup | mute [on|off] | unmute | hold [on|off] | resume | quit";
+pub const USAGE: &str = "lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | envelope USER TEXT | msg USER TEXT | add USER [GREETING] | accept USER | decline USER | remove USER | block USER | unblock USER | contacts | history USER [N] | calls [N] | calls seen [USER] | call USER | answer | decline | hangup | mute [on|off] | unmute | hold [on|off] | resume | send-file USER PATH | file accept ID [PATH] | file decline ID | file cancel ID | files | quit";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ParseError {
@@ -107,12 +107,40 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
             username: user("call USER")?,
         },
         "call" => return Err(ParseError::Usage("call USER")),
+        "send-file" if !tail.is_empty() => Command::SendFile {
+            to: user("send-file USER PATH")?,
+            path: tail.to_owned(),
+        },
+        "send-file" => return Err(ParseError::Usage("send-file USER PATH")),
+        "file" => file(arg, tail)?,
+        "files" if rest.is_empty() => Command::ListFiles,
         // `decline USER` declines a contact request; `decline` a call.
         "decline" if arg.is_empty() => return Ok(Input::Call(CallVerb::Decline)),
         "accept" | "decline" | "remove" | "block" | "unblock" => contact(word, user)?,
         verb => return call_verb(verb, arg, tail).map(Input::Call),
     };
     Ok(Input::Command(c))
+}
+
+/// `file accept ID [PATH]`, `file decline ID`, `file cancel ID`; the id
+/// is the transfer's 32 hex digits.
+fn file(verb: &str, tail: &str) -> Result<Command, ParseError> {
+    const USAGE: &str = "file accept ID [PATH] | file decline ID | file cancel ID";
+    let (id, path) = tail
+        .split_once(char::is_whitespace)
+        .map_or((tail, ""), |(a, t)| (a, t.trim()));
+    let id = u128::from_str_radix(id, 16)
+        .map_err(|_| ParseError::Invalid(format!("{id:?} is not a transfer id: {USAGE}")))?;
+    Ok(match (verb, path) {
+        ("accept", "") => Command::AcceptFile { id, path: None },
+        ("accept", p) => Command::AcceptFile {
+            id,
+            path: Some(p.to_owned()),
+        },
+        ("decline", "") => Command::DeclineFile { id },
+        ("cancel", "") => Command::CancelFile { id },
+        _ => return Err(ParseError::Usage(USAGE)),
+    })
 }
 
 fn status(arg: &str, tail: &str) -> Result<Command, ParseError> {

@@ -4,8 +4,8 @@
 
 use natter::node::api::{
     CallId, CallInfo, CallState, CallStats, ChatMessage, ContactChange, ContactEntry, ContactState,
-    DirectoryRecord, EnvelopeOutcome, Event, LoginState, LookupResult, MessageState, NatReport,
-    OverlayEvent, PeerEvent, PeerPath, RelayCredentials, RemoteChange,
+    DirectoryRecord, EnvelopeOutcome, Event, FileEvent, FileInfo, LoginState, LookupResult,
+    MessageState, NatReport, OverlayEvent, PeerEvent, PeerPath, RelayCredentials, RemoteChange,
 };
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -179,8 +179,137 @@ pub fn event(e: &Event) -> Option<Rendered> {
             json: Value::Null,
             line: text.clone(),
         }),
+        Event::File(f) => file_event(f),
+        Event::Files(list) => files(list),
         _ => None,
     }
+}
+
+fn size_text(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} kB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+fn file_event(e: &FileEvent) -> Option<Rendered> {
+    let dir = |outgoing: bool| if outgoing { "out" } else { "in" };
+    match e {
+        FileEvent::Offered {
+            id,
+            peer,
+            name,
+            size,
+        } => r(
+            json!({"event": "file_offered", "id": hex128(*id), "from": peer, "name": name, "size": size}),
+            format!(
+                "{peer} offers {name} ({}): file accept {} [PATH] | file decline {}",
+                size_text(*size),
+                hex128(*id),
+                hex128(*id)
+            ),
+        ),
+        FileEvent::Offering {
+            id,
+            peer,
+            name,
+            size,
+        } => r(
+            json!({"event": "file_offering", "id": hex128(*id), "to": peer, "name": name, "size": size}),
+            format!("offering {name} ({}) to {peer}", size_text(*size)),
+        ),
+        FileEvent::Started {
+            id,
+            peer,
+            outgoing,
+            resumed_from,
+        } => r(
+            json!({"event": "file_started", "id": hex128(*id), "peer": peer, "direction": dir(*outgoing), "resumed_from": resumed_from}),
+            match resumed_from {
+                0 => format!("file {} with {peer} started", hex128(*id)),
+                n => format!(
+                    "file {} with {peer} resumed at {}",
+                    hex128(*id),
+                    size_text(*n)
+                ),
+            },
+        ),
+        FileEvent::Progress(p) => r(
+            json!({"event": "file_progress", "id": hex128(p.id), "peer": p.peer, "direction": dir(p.outgoing),
+                   "bytes": p.done, "size": p.size, "rate": p.rate, "eta_ms": p.eta_ms, "wire_bytes": p.wire_bytes}),
+            format!(
+                "file {}: {} of {} at {}/s{}",
+                hex128(p.id),
+                size_text(p.done),
+                size_text(p.size),
+                size_text(p.rate),
+                p.eta_ms.map_or(String::new(), |ms| format!(
+                    ", {} s left",
+                    ms.div_ceil(1000)
+                ))
+            ),
+        ),
+        FileEvent::Completed {
+            id,
+            peer,
+            outgoing,
+            path,
+            size,
+            wire_bytes,
+        } => r(
+            json!({"event": "file_done", "id": hex128(*id), "peer": peer, "direction": dir(*outgoing), "path": path.display().to_string(), "size": size, "wire_bytes": wire_bytes}),
+            format!(
+                "file {} with {peer} done: {} ({}, hash checked)",
+                hex128(*id),
+                path.display(),
+                size_text(*size)
+            ),
+        ),
+        FileEvent::Failed {
+            id,
+            peer,
+            outgoing,
+            reason,
+        } => r(
+            json!({"event": "file_failed", "id": hex128(*id), "peer": peer, "direction": dir(*outgoing), "reason": reason.code()}),
+            format!("file {} with {peer} failed: {}", hex128(*id), reason.code()),
+        ),
+    }
+}
+
+fn files(list: &[FileInfo]) -> Option<Rendered> {
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|f| {
+            json!({"id": hex128(f.id), "peer": f.peer, "direction": if f.outgoing { "out" } else { "in" },
+                   "name": f.name, "size": f.size, "bytes": f.done, "state": format!("{:?}", f.state).to_lowercase()})
+        })
+        .collect();
+    let lines: Vec<String> = list
+        .iter()
+        .map(|f| {
+            format!(
+                "{} {} {} {} {}/{} {:?}",
+                hex128(f.id),
+                if f.outgoing { "to" } else { "from" },
+                f.peer,
+                f.name,
+                size_text(f.done),
+                size_text(f.size),
+                f.state
+            )
+        })
+        .collect();
+    r(
+        json!({"event": "files", "files": rows}),
+        if lines.is_empty() {
+            "no file transfers".to_owned()
+        } else {
+            lines.join("\n")
+        },
+    )
 }
 
 /// A call of the call history, as JSON.

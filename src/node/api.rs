@@ -7,7 +7,8 @@
 //! milliseconds) so that front ends need nothing from the cores below.
 //! A few result types of the cores are re-exported as they are
 //! ([`NatReport`], [`Mapping`], [`Filtering`], [`CandidateKind`],
-//! [`EndReason`], [`CallRecord`], [`MediaStats`], [`Role`], [`Status`]): they are plain
+//! [`EndReason`], [`CallRecord`], [`MediaStats`], [`Role`], [`Status`], the
+//! file transfer's [`FileEvent`] and [`FileInfo`]): they are plain
 //! data with no handles or behaviour a front end could misuse, and a copy
 //! field by field would be a second definition to keep in step.
 //!
@@ -27,6 +28,7 @@ pub use crate::identity::Role;
 pub use crate::media::MediaStats;
 pub use crate::nat::{Filtering, Mapping, NatReport};
 pub use crate::overlay::Status;
+pub use crate::transfer::{FileEvent, FileFailure, FileInfo, FileProgress, FileState, TransferId};
 use std::net::SocketAddr;
 
 /// A call, as numbered by the runtime.
@@ -166,6 +168,28 @@ pub enum Command {
     /// Publish an offline record, leave the overlay and stop; the runtime
     /// answers with [`Event::Stopped`].
     Quit,
+    /// Offer the file at `path` to `to`: [`FileEvent::Offering`], then
+    /// its progress and end.
+    SendFile {
+        to: String,
+        path: String,
+    },
+    /// Accept an offered file ([`FileEvent::Offered`]) into `path` (a
+    /// file, or a directory for the offered name; the data dir's
+    /// `downloads/` when `None`).
+    AcceptFile {
+        id: TransferId,
+        path: Option<String>,
+    },
+    DeclineFile {
+        id: TransferId,
+    },
+    /// Stop a transfer in either direction.
+    CancelFile {
+        id: TransferId,
+    },
+    /// The transfers under way, answered by [`Event::Files`].
+    ListFiles,
 }
 
 /// Whether `name` can be a username, and why not: front ends check what
@@ -209,6 +233,11 @@ impl Command {
             Command::IceSignal { answer: false, .. } => "ice-offer",
             Command::IceSignal { answer: true, .. } => "ice-answer",
             Command::Quit => "quit",
+            Command::SendFile { .. } => "send file",
+            Command::AcceptFile { .. } => "accept file",
+            Command::DeclineFile { .. } => "decline file",
+            Command::CancelFile { .. } => "cancel file",
+            Command::ListFiles => "files",
         }
     }
 }
@@ -334,6 +363,10 @@ pub enum Event {
     },
     /// The runtime ended (after [`Command::Quit`] or a fatal error).
     Stopped,
+    /// A file transfer's offer, progress or end.
+    File(FileEvent),
+    /// The answer to [`Command::ListFiles`].
+    Files(Vec<FileInfo>),
 }
 
 impl CallState {

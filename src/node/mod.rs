@@ -24,6 +24,7 @@ pub mod client;
 pub mod datadir;
 pub mod device;
 pub mod driver;
+pub mod files;
 pub mod login;
 pub mod mailbox;
 pub mod messaging;

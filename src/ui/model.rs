@@ -308,6 +308,8 @@ impl Model {
             }
             Event::CallHistory { calls } => self.call_log = calls,
             Event::Stopped => self.stopped = true,
+            // File transfers have no panel in the TUI yet.
+            Event::File(_) | Event::Files(_) => {}
         }
     }
 }

@@ -117,6 +117,12 @@ proptest! {
     }
 
     #[test]
+    fn transfer_decoders_never_panic(b in input()) {
+        let _turn = scenario!();
+        fuzzing::transfer(&b);
+    }
+
+    #[test]
     fn tcp_stream_decoders_never_panic(b in input()) {
         let _turn = scenario!();
         fuzzing::tcp_streams(&b);

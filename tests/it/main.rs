@@ -40,6 +40,7 @@ mod dos_link_handshakes;
 mod dos_login_throttle;
 mod dos_mailbox;
 mod envelope_loopback;
+mod file_transfer;
 mod first_hour;
 mod fuzz_decoders;
 mod headless_stream;

@@ -30,6 +30,7 @@ use crate::node::calls::CallOptions;
 /// How the runtime measures the NAT ([`ClientSettings::nat`]).
 pub use crate::node::driver::NatOptions;
 use crate::node::driver::{self as ov, ClientOptions, OverlayNode, PeerCommand};
+use crate::node::files::FilesCommand;
 use crate::node::messaging::MessagingCommand as Msg;
 use crate::node::messaging::{Messaging, MessagingError};
 use crate::node::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
@@ -349,6 +350,7 @@ impl Runtime {
                 }
             }
             ov::Event::Peer(p) => self.emit(Event::Peer(report::peer_event(p))).await,
+            ov::Event::File(f) => self.emit(Event::File(f)).await,
             ov::Event::CommandFailed { error } => {
                 // Reported already, under the command's name.
                 if let Some(i) = self.reported.iter().position(|r| *r == error) {
@@ -551,6 +553,11 @@ impl Runtime {
                 (c.input, c.output, _) = call_devices(&c.input, &c.output);
                 c
             }),
+            files: Some(crate::node::files::FileOptions {
+                records: self.settings.data_dir.join("transfers"),
+                downloads: self.settings.data_dir.join("downloads"),
+                config: Default::default(),
+            }),
         };
         OverlayNode::client(socket, link, core, self.clock.clone(), opts).map_err(|source| {
             RuntimeError::Bind {
@@ -685,6 +692,13 @@ impl Runtime {
                 let list = self.contact_list().await;
                 let rows = list.iter().map(report::contact_entry).collect();
                 self.emit(Event::Contacts(rows)).await
+            }
+            Command::ListFiles => {
+                let files = self
+                    .ask(|reply| ov::Command::Files(FilesCommand::List { reply }))
+                    .await
+                    .unwrap_or_default();
+                self.emit(Event::Files(files)).await
             }
             Command::SearchUser { username } => {
                 let username = username.trim().to_ascii_lowercase();
@@ -1039,6 +1053,16 @@ fn node_command(c: Command) -> Option<ov::Command> {
             reply: None,
         },
         Command::RelayCredentials => ov::Command::RelayCredentials,
+        Command::SendFile { to, path } => ov::Command::Files(FilesCommand::Send {
+            to: to.trim().to_ascii_lowercase(),
+            path: PathBuf::from(path),
+        }),
+        Command::AcceptFile { id, path } => ov::Command::Files(FilesCommand::Accept {
+            id,
+            dest: path.map(PathBuf::from),
+        }),
+        Command::DeclineFile { id } => ov::Command::Files(FilesCommand::Decline { id }),
+        Command::CancelFile { id } => ov::Command::Files(FilesCommand::Cancel { id }),
         Command::Connect { username } => ov::Command::Peer(PeerCommand::Connect { username }),
         Command::IceSignal { from, data, answer } => ov::Command::Peer(PeerCommand::IceSignal {
             from: from.to_ascii_lowercase(),

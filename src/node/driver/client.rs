@@ -25,7 +25,9 @@ use crate::clock::Clock;
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
 use crate::node::calls::{Calls, CallsEvent, Ctx, MediaMsg};
+use crate::node::files::{Files, FilesCx, FilesEvent, Job};
 use crate::node::messaging::{Messaging, MessagingCommand, MessagingEvent};
+use crate::node::peer::PeerEvent;
 use crate::overlay::{ClientCore, ClientEvent};
 use crate::socket::NodeSocket;
 use crate::wire::stun::{Datagram, classify};
@@ -43,6 +45,8 @@ pub(super) struct ClientDriver {
     pub(super) nat: Option<NatDriver>,
     pub(super) messaging: Option<Box<Messaging>>,
     pub(super) calls: Option<Box<Calls>>,
+    /// File transfers.
+    pub(super) files: Option<Box<Files>>,
     /// Overlay messages from links with users, dropped: clients take
     /// orders only from supernodes.
     not_supernode: u64,
@@ -65,6 +69,9 @@ pub(super) fn spawn(
         nat: opts.nat.map(|o| NatDriver::new(o, now)),
         messaging: opts.messaging.map(Box::new),
         calls: opts.calls.map(|c| Box::new(Calls::new(c, clock.clone()))),
+        files: opts
+            .files
+            .map(|f| Box::new(Files::new(f, rand::random::<u64>()))),
         base: Base::new(Arc::new(socket), link, clock, etx),
         core: Box::new(core),
         not_supernode: 0,
@@ -84,6 +91,14 @@ fn messaging_event(e: MessagingEvent) -> Event {
         MessagingEvent::Chat(e) => Event::Chat(e),
         MessagingEvent::Contacts(e) => Event::Contacts(e),
         MessagingEvent::Failed { error } => Event::CommandFailed { error },
+    }
+}
+
+/// The owner's view of a files event.
+fn files_event(e: FilesEvent) -> Event {
+    match e {
+        FilesEvent::File(e) => Event::File(e),
+        FilesEvent::Failed { error } => Event::CommandFailed { error },
     }
 }
 
@@ -112,6 +127,11 @@ impl ClientDriver {
                 }
                 Some(m) = next_media(&mut self.calls) => {
                     self.media_msg(m).await;
+                    false
+                }
+                Some(j) = next_job(&mut self.files) => {
+                    let now = self.base.now();
+                    self.with_files(now, |f, cx| f.job(j, cx));
                     false
                 }
                 x = self.base.tcp.recv() => {
@@ -156,11 +176,16 @@ impl ClientDriver {
             .as_ref()
             .map_or(u64::MAX, |m| m.poll_timeout());
         let calls = self.calls.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
+        let files = self
+            .files
+            .as_ref()
+            .map_or(u64::MAX, |f| f.poll_timeout(self.base.now()));
         self.core
             .poll_timeout()
             .min(nat)
             .min(apps)
             .min(calls)
+            .min(files)
             .min(self.peers.deadline())
     }
 
@@ -178,6 +203,23 @@ impl ClientDriver {
             rng: &mut self.base.rng,
         };
         Some(f(calls, &mut cx))
+    }
+
+    /// Run `f` on the files with the driver state they need.
+    pub(super) fn with_files<R>(
+        &mut self,
+        now: u64,
+        f: impl FnOnce(&mut Files, &mut FilesCx<'_>) -> R,
+    ) -> Option<R> {
+        let files = self.files.as_deref_mut()?;
+        let mut cx = FilesCx {
+            now,
+            client: &mut self.core,
+            link: &mut self.base.link,
+            ice: &mut self.peers.ice,
+            rng: &mut self.base.rng,
+        };
+        Some(f(files, &mut cx))
     }
 
     /// Run `f` on the peers sub-driver, then take what it queued.
@@ -201,6 +243,14 @@ impl ClientDriver {
     pub(super) fn peers_out(&mut self) {
         while let Some(e) = self.peers.poll_event() {
             self.with_calls(|c, cx| c.on_peer(&e, cx));
+            if let Some(f) = &mut self.files {
+                let now = self.base.clock.now_ms();
+                match &e {
+                    PeerEvent::Connected { user, .. } => f.path(now, user, true),
+                    PeerEvent::Failed { user, .. } => f.path(now, user, false),
+                    _ => {}
+                }
+            }
             self.base.emit(Event::Peer(e));
         }
         for (from, d) in self.peers.take_relayed_media() {
@@ -276,6 +326,7 @@ impl ClientDriver {
             m.handle_timeout(now, &mut self.core, &mut self.base.rng);
         }
         self.with_calls(|c, cx| c.handle_timeout(cx));
+        self.with_files(now, |f, cx| f.handle_timeout(cx));
         if let Some(n) = &mut self.nat {
             let core = &self.core;
             n.handle_timeout(&mut self.base, now, || known_servers(core))
@@ -341,6 +392,12 @@ impl ClientDriver {
             Command::Call(c) => {
                 self.with_calls(|calls, cx| calls.command(c, cx));
             }
+            Command::Files(c) if self.files.is_none() => {
+                self.failed(format!("file transfer is not enabled on this node: {c:?}"))
+            }
+            Command::Files(c) => {
+                self.with_files(now, |f, cx| f.command(c, cx));
+            }
         }
         false
     }
@@ -402,7 +459,14 @@ impl ClientDriver {
                         continue;
                     };
                     if cert.role != Role::Supernode {
-                        self.not_supernode += 1;
+                        // A user's link carries only file messages.
+                        let user = cert.username.clone();
+                        let file = self
+                            .with_files(now, |f, cx| f.on_link(&user, &payload, cx))
+                            .unwrap_or(false);
+                        if !file {
+                            self.not_supernode += 1;
+                        }
                         continue;
                     }
                     self.core.handle_message(now, addr, &payload);
@@ -456,7 +520,41 @@ impl ClientDriver {
             let attached = self.core.attached().next().is_some();
             evs.extend(std::iter::from_fn(|| n.poll_report(attached)).map(Event::Nat));
         }
+        if evs
+            .iter()
+            .any(|e| matches!(e, Event::Client(ClientEvent::Published { .. })))
+        {
+            self.with_files(now, |f, cx| f.online(cx));
+        }
+        progressed |= self.files_out(now, &mut evs);
         (evs, progressed)
+    }
+
+    /// What the files queued: events, and peers to connect to (a
+    /// reconnect drops the old ICE session and link first).
+    fn files_out(&mut self, now: u64, evs: &mut Vec<Event>) -> bool {
+        let Some(f) = &mut self.files else {
+            return false;
+        };
+        let before = evs.len();
+        evs.extend(std::iter::from_fn(|| f.poll_event()).map(files_event));
+        let connects = f.take_connects();
+        let progressed = evs.len() > before || !connects.is_empty();
+        for (user, fresh) in connects {
+            if fresh {
+                if let Some(p) = self.peers.ice.selected(&user) {
+                    self.base.link.close(now, p.remote);
+                }
+                self.peers.ice.close(&user);
+            }
+            let mut cx = Cx {
+                now,
+                base: &mut self.base,
+                core: &mut self.core,
+            };
+            self.peers.ensure(&mut cx, user);
+        }
+        progressed
     }
 
     /// Step 4: the first attachment starts the NAT detection; true when
@@ -507,6 +605,9 @@ impl ClientDriver {
     /// Everything the cores queued: ICE, link frames, the relay's (all in
     /// `peers`), the NAT detector's STUN requests.
     async fn flush(&mut self) {
+        // Data the windows allow, then everything out.
+        let now = self.base.now();
+        self.with_files(now, |f, cx| f.flush(cx));
         self.peers.flush(&mut self.base).await;
         if let Some(n) = &mut self.nat {
             while let Some(t) = n.poll_transmit() {
@@ -520,6 +621,14 @@ impl ClientDriver {
 /// supernodes, then the other known ones.
 fn known_servers(core: &ClientCore) -> Vec<SocketAddr> {
     core.attached().chain(core.host_cache()).collect()
+}
+
+/// The next finished job of the files (never, without files).
+async fn next_job(files: &mut Option<Box<Files>>) -> Option<Job> {
+    match files {
+        Some(f) => f.jobs.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next message of a call's media tasks (never, without calls).

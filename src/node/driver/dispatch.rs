@@ -2,7 +2,7 @@
 //!
 //! Envelopes are routed by kind through one table, [`ROUTES`]: chat and
 //! contacts kinds to messaging, call signalling to the calls, ICE offers
-//! and answers to the peers sub-driver. A kind not in the table, or whose
+//! and answers to the peers sub-driver, file signalling to the files. A kind not in the table, or whose
 //! consumer this node does not run (a node without chat, without calls),
 //! goes to the node's owner as [`Event::Client`](super::Event::Client)
 //! (the headless `envelope` command's test kind does).
@@ -20,6 +20,7 @@ use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
 use crate::node::calls::ENVELOPE_CALL;
 use crate::overlay::envelope::{EnvelopeOutcome, kind};
 use crate::overlay::{ClientEvent, EnvelopeId};
+use crate::transfer::wire as transfer;
 
 /// A sub-driver that consumes envelopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub enum Consumer {
     Calls,
     /// ICE offers and answers (the peers sub-driver).
     Peers,
+    /// File transfer signalling (`node::files`).
+    Files,
 }
 
 /// Envelope kind -> its consumer. Kinds not listed go to the owner.
@@ -41,6 +44,10 @@ pub const ROUTES: &[(u8, Consumer)] = &[
     (ENVELOPE_CALL, Consumer::Calls),
     (ENVELOPE_OFFER, Consumer::Peers),
     (ENVELOPE_ANSWER, Consumer::Peers),
+    (transfer::kind::OFFER, Consumer::Files),
+    (transfer::kind::ANSWER, Consumer::Files),
+    (transfer::kind::CANCEL, Consumer::Files),
+    (transfer::kind::DONE, Consumer::Files),
 ];
 
 /// The consumer of envelope kind `k`, if any.
@@ -111,6 +118,11 @@ impl ClientDriver {
                 self.peers_out();
                 true
             }
+            Consumer::Files => self
+                .with_files(now, |f, cx| {
+                    f.on_envelope(&from.username, kind, payload, cx)
+                })
+                .is_some(),
         }
     }
 
@@ -129,7 +141,11 @@ impl ClientDriver {
             || self
                 .with_calls(|c, cx| c.on_envelope_outcome(id, failed, cx))
                 .unwrap_or(false)
-            || self.peers.on_outcome(id, failed);
+            || self.peers.on_outcome(id, failed)
+            || self
+                .files
+                .as_mut()
+                .is_some_and(|f| f.on_outcome(id, failed));
         self.peers_out();
         mine
     }

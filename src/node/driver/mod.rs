@@ -17,7 +17,9 @@
 //!   - NAT detection (`nat`): no commands, [`NatReport`] out;
 //!   - chat and contacts ([`crate::node::messaging`]): `MessagingCommand`
 //!     in, `MessagingEvent` out;
-//!   - calls ([`crate::node::calls`]): `CallCommand` in, `CallsEvent` out.
+//!   - calls ([`crate::node::calls`]): `CallCommand` in, `CallsEvent` out;
+//!   - file transfers ([`crate::node::files`]): `FilesCommand` in,
+//!     `FilesEvent` out; file messages from peer links go there.
 //! - `dispatch`: the one table that says which sub-driver consumes an
 //!   envelope kind; outcomes go back to the sub-driver that sent it.
 //! - `supernode`: the supernode driver: the overlay's supernode core,
@@ -49,6 +51,7 @@ use crate::clock::Clock;
 use crate::link::LinkEndpoint;
 use crate::nat::{NatReport, StunServerConfig, StunStats};
 use crate::node::calls::{CallCommand, CallOptions, CallUpdate};
+use crate::node::files::{FileOptions, FilesCommand};
 use crate::node::messaging::{Messaging, MessagingCommand};
 use crate::node::peer::PeerEvent;
 use crate::node::turn::{TurnHandle, TurnSetup};
@@ -102,6 +105,8 @@ pub enum Command {
     Messaging(MessagingCommand),
     /// Calls (nodes started with [`ClientOptions::calls`]).
     Call(CallCommand),
+    /// File transfers (nodes started with [`ClientOptions::files`]).
+    Files(FilesCommand),
 }
 
 /// What the node reports.
@@ -123,6 +128,8 @@ pub enum Event {
     Call(CallUpdate),
     /// The node task ended.
     Stopped,
+    /// File transfers (clients with files).
+    File(crate::transfer::FileEvent),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -160,6 +167,8 @@ pub struct ClientOptions {
     pub calls: Option<CallOptions>,
     /// Relayed candidates and the TCP fallback (`paths`).
     pub paths: PathOptions,
+    /// Send and receive files.
+    pub files: Option<FileOptions>,
 }
 
 /// What a supernode runs besides the overlay supernode on its socket.

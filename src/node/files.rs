@@ -1,0 +1,619 @@
+//! File transfer on a client node: the sub-driver that runs the
+//! [`Transfers`] core and does its I/O. The client driver hands it file
+//! commands ([`FilesCommand`]), the envelopes of the files kinds (its
+//! dispatcher's table), their outcomes, file messages from peer links,
+//! peer connections going up and down, and the results of hashing jobs
+//! ([`Files::jobs`]); it asks the driver for peer connections
+//! ([`Files::take_connects`]) and reports [`FileEvent`]s.
+//!
+//! On disk (in the data dir's `transfers/`): one record per transfer,
+//! JSON, written to a temporary file and renamed into place. An outgoing
+//! record (`out-ID.json`) lets a restarted sender offer the same file
+//! again; an incoming one (`in-ID.json`) holds the destination and the
+//! byte ranges written to `DEST.part` (written only after those bytes
+//! were), so a restarted receiver resumes. The whole-file hash is
+//! computed on a blocking thread, never in the node's task: before an
+//! offer, and once every byte arrived; only a match renames the `.part`
+//! into place.
+
+use crate::ice::IceSessions;
+use crate::link::LinkEndpoint;
+use crate::overlay::{ClientCore, EnvelopeId};
+use crate::transfer::wire::LINK_TAG;
+use crate::transfer::{
+    FileEvent, FileFailure, FileHasher, FileInfo, LinkMsg, Output, RangeSet, Signal,
+    TransferConfig, TransferId, Transfers,
+};
+use rand::RngCore;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tokio::sync::{mpsc, oneshot};
+
+/// Data packets sent per step at most, so that input is not starved.
+const DATA_BUDGET: usize = 256;
+
+/// Where a node keeps its transfers.
+#[derive(Debug, Clone)]
+pub struct FileOptions {
+    /// The records' directory (`transfers/` in the data dir).
+    pub records: PathBuf,
+    /// Where accepted files go when the user names no place.
+    pub downloads: PathBuf,
+    pub config: TransferConfig,
+}
+
+/// What the node's owner asks of the transfers.
+#[derive(Debug)]
+pub enum FilesCommand {
+    /// Offer the file at `path` to `to`.
+    Send {
+        to: String,
+        path: PathBuf,
+    },
+    /// Accept an offer into `dest` (a file, or a directory for the
+    /// offered name; the downloads directory when `None`).
+    Accept {
+        id: TransferId,
+        dest: Option<PathBuf>,
+    },
+    Decline {
+        id: TransferId,
+    },
+    Cancel {
+        id: TransferId,
+    },
+    List {
+        reply: oneshot::Sender<Vec<FileInfo>>,
+    },
+}
+
+/// What the transfers report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilesEvent {
+    File(FileEvent),
+    /// A command could not be carried out.
+    Failed {
+        error: String,
+    },
+}
+
+/// Results of blocking jobs.
+#[derive(Debug)]
+pub enum Job {
+    /// A file to offer was hashed.
+    Hashed {
+        id: TransferId,
+        to: String,
+        path: PathBuf,
+        result: std::io::Result<(u64, [u8; 32])>,
+    },
+    /// An incoming file was checked (and moved into place when `ok`).
+    Verified { id: TransferId, ok: bool },
+}
+
+/// An outgoing record.
+#[derive(Debug, Serialize, Deserialize)]
+struct OutRecord {
+    peer: String,
+    path: PathBuf,
+    name: String,
+    size: u64,
+    hash: String,
+}
+
+/// An incoming record: the resume state.
+#[derive(Debug, Serialize, Deserialize)]
+struct InRecord {
+    peer: String,
+    name: String,
+    size: u64,
+    hash: String,
+    dest: PathBuf,
+    have: Vec<(u64, u64)>,
+}
+
+/// The driver state this sub-driver works with.
+pub struct FilesCx<'a> {
+    pub now: u64,
+    pub client: &'a mut ClientCore,
+    pub link: &'a mut LinkEndpoint,
+    pub ice: &'a mut IceSessions,
+    pub rng: &'a mut StdRng,
+}
+
+/// See the module docs.
+pub struct Files {
+    core: Transfers,
+    opts: FileOptions,
+    /// Open files: sources and `.part`s.
+    open: HashMap<TransferId, File>,
+    /// Our envelopes, by id: which transfer.
+    envelopes: HashMap<EnvelopeId, TransferId>,
+    /// Records of a previous process, taken up once we are online.
+    restore: Option<Vec<(TransferId, Result<OutRecord, InRecord>)>>,
+    jobs_tx: mpsc::Sender<Job>,
+    /// Finished blocking jobs, for the client driver's loop.
+    pub jobs: mpsc::Receiver<Job>,
+    /// Peers to connect to (`true`: drop the old connection first).
+    connects: Vec<(String, bool)>,
+    events: std::collections::VecDeque<FilesEvent>,
+}
+
+fn hex32(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut h = [0u8; 32];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(h)
+}
+
+/// `dest` + ".part".
+fn part_path(dest: &Path) -> PathBuf {
+    let mut p = dest.as_os_str().to_owned();
+    p.push(".part");
+    PathBuf::from(p)
+}
+
+/// Hash a whole file in pieces (a blocking thread's work).
+fn hash_file(path: &Path) -> std::io::Result<(u64, [u8; 32])> {
+    use blake2::Digest;
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut h = FileHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, h.finalize().into()))
+}
+
+impl Files {
+    /// The transfers of this node, with the records a previous process
+    /// left (taken up by [`Files::online`]).
+    pub fn new(opts: FileOptions, incarnation: u64) -> Self {
+        let (jobs_tx, jobs) = mpsc::channel(64);
+        let restore = Some(load_records(&opts.records));
+        Files {
+            core: Transfers::new(opts.config.clone(), incarnation),
+            opts,
+            open: HashMap::new(),
+            envelopes: HashMap::new(),
+            restore,
+            jobs_tx,
+            jobs,
+            connects: Vec::new(),
+            events: Default::default(),
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<FilesEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn take_connects(&mut self) -> Vec<(String, bool)> {
+        std::mem::take(&mut self.connects)
+    }
+
+    fn failed(&mut self, error: String) {
+        self.events.push_back(FilesEvent::Failed { error });
+    }
+
+    pub fn poll_timeout(&self, now: u64) -> u64 {
+        self.core.poll_timeout(now)
+    }
+
+    pub fn handle_timeout(&mut self, cx: &mut FilesCx<'_>) {
+        self.core.handle_timeout(cx.now);
+        self.flush(cx);
+    }
+
+    /// Our presence record is published: take up a previous process's
+    /// transfers (their envelopes find the peers now).
+    pub fn online(&mut self, cx: &mut FilesCx<'_>) {
+        let Some(records) = self.restore.take() else {
+            return;
+        };
+        for (id, r) in records {
+            match r {
+                Ok(o) => {
+                    let Some(hash) = unhex32(&o.hash) else {
+                        continue;
+                    };
+                    match File::open(&o.path) {
+                        Ok(f) => {
+                            self.open.insert(id, f);
+                            let _ = self
+                                .core
+                                .offer(cx.now, id, &o.peer, o.path, &o.name, o.size, hash);
+                        }
+                        Err(e) => {
+                            tracing::warn!(path = %o.path.display(), "file to send is gone: {e}");
+                            forget_records(&self.opts.records, id);
+                        }
+                    }
+                }
+                Err(i) => {
+                    let Some(hash) = unhex32(&i.hash) else {
+                        continue;
+                    };
+                    let part = part_path(&i.dest);
+                    match std::fs::OpenOptions::new()
+                        .write(true)
+                        .read(true)
+                        .open(&part)
+                    {
+                        Ok(f) => {
+                            self.open.insert(id, f);
+                            let have = RangeSet::from_ranges(i.have, i.size);
+                            self.core.restore_incoming(
+                                cx.now, id, &i.peer, &i.name, i.size, hash, i.dest, have,
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(part = %part.display(), "partial file is gone: {e}");
+                            forget_records(&self.opts.records, id);
+                        }
+                    }
+                }
+            }
+        }
+        self.flush(cx);
+    }
+
+    pub fn command(&mut self, c: FilesCommand, cx: &mut FilesCx<'_>) {
+        match c {
+            FilesCommand::Send { to, path } => {
+                let mut b = [0u8; 16];
+                cx.rng.fill_bytes(&mut b);
+                let id = u128::from_be_bytes(b);
+                let tx = self.jobs_tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = hash_file(&path);
+                    let _ = tx.blocking_send(Job::Hashed {
+                        id,
+                        to,
+                        path,
+                        result,
+                    });
+                });
+            }
+            FilesCommand::Accept { id, dest } => self.accept(id, dest, cx),
+            FilesCommand::Decline { id } => {
+                if self.core.decline(id).is_err() {
+                    self.failed(format!("no file offer {id:032x}"));
+                }
+            }
+            FilesCommand::Cancel { id } => {
+                if self.core.cancel(id).is_err() {
+                    self.failed(format!("no file transfer {id:032x}"));
+                }
+            }
+            FilesCommand::List { reply } => {
+                let _ = reply.send(self.core.list());
+            }
+        }
+        self.flush(cx);
+    }
+
+    fn accept(&mut self, id: TransferId, dest: Option<PathBuf>, cx: &mut FilesCx<'_>) {
+        let Some(name) = self.core.offered_name(id).map(str::to_owned) else {
+            return self.failed(format!("no file offer {id:032x}"));
+        };
+        let dest = match dest {
+            Some(d) if d.is_dir() => d.join(&name),
+            Some(d) => d,
+            None => self.opts.downloads.join(&name),
+        };
+        if let Some(dir) = dest.parent()
+            && !dir.as_os_str().is_empty()
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            return self.failed(format!("cannot create {}: {e}", dir.display()));
+        }
+        let part = part_path(&dest);
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&part)
+        {
+            Ok(f) => {
+                self.open.insert(id, f);
+                let _ = self.core.accept(cx.now, id, dest);
+            }
+            Err(e) => self.failed(format!("cannot write {}: {e}", part.display())),
+        }
+    }
+
+    /// A finished blocking job.
+    pub fn job(&mut self, j: Job, cx: &mut FilesCx<'_>) {
+        match j {
+            Job::Hashed {
+                id,
+                to,
+                path,
+                result,
+            } => match result.and_then(|r| File::open(&path).map(|f| (r, f))) {
+                Ok(((size, hash), f)) => {
+                    let name = path
+                        .file_name()
+                        .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+                    let rec = OutRecord {
+                        peer: to.clone(),
+                        path: path.clone(),
+                        name: name.clone(),
+                        size,
+                        hash: hex32(&hash),
+                    };
+                    if let Err(e) =
+                        write_record(&self.opts.records, &format!("out-{id:032x}"), &rec)
+                    {
+                        tracing::warn!("transfer record: {e}");
+                    }
+                    self.open.insert(id, f);
+                    if self
+                        .core
+                        .offer(cx.now, id, &to, path, &name, size, hash)
+                        .is_err()
+                    {
+                        self.open.remove(&id);
+                        forget_records(&self.opts.records, id);
+                        self.failed("too many file transfers at once".into());
+                    }
+                }
+                Err(e) => self.failed(format!("cannot read {}: {e}", path.display())),
+            },
+            Job::Verified { id, ok } => self.core.verified(id, ok),
+        }
+        self.flush(cx);
+    }
+
+    /// A files envelope from `from` (verified).
+    pub fn on_envelope(&mut self, from: &str, kind: u8, payload: &[u8], cx: &mut FilesCx<'_>) {
+        match Signal::decode(kind, payload) {
+            Ok(s) => self.core.on_signal(cx.now, from, s),
+            Err(e) => tracing::debug!(%from, "bad file signal: {e}"),
+        }
+        self.flush(cx);
+    }
+
+    /// The outcome of an envelope; true when it was ours.
+    pub fn on_outcome(&mut self, id: &EnvelopeId, failed: Option<&str>) -> bool {
+        let Some(t) = self.envelopes.remove(id) else {
+            return false;
+        };
+        if let Some(reason) = failed {
+            tracing::debug!(transfer = %format!("{t:032x}"), "file signal not delivered: {reason}");
+        }
+        true
+    }
+
+    /// A peer connection came up or went away.
+    pub fn path(&mut self, now: u64, user: &str, up: bool) {
+        self.core.path(now, user, up);
+    }
+
+    /// A message on the peer link with `from`; false when it is not a
+    /// file message.
+    pub fn on_link(&mut self, from: &str, payload: &[u8], cx: &mut FilesCx<'_>) -> bool {
+        if payload.first() != Some(&LINK_TAG) {
+            return false;
+        }
+        let m = match LinkMsg::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%from, "bad file message: {e}");
+                return true;
+            }
+        };
+        if let LinkMsg::Data {
+            id, offset, bytes, ..
+        } = &m
+        {
+            if !self.core.wants_data(from, *id, *offset, bytes.len()) {
+                return true;
+            }
+            let written = self.open.get(id).map(|f| f.write_all_at(bytes, *offset));
+            if !matches!(written, Some(Ok(()))) {
+                tracing::warn!(?written, "writing a received file failed");
+                self.core.io_failed(*id);
+                self.flush(cx);
+                return true;
+            }
+        }
+        self.core.on_link(cx.now, from, &m);
+        self.flush(cx);
+        true
+    }
+
+    /// The peer link address of `user`, if a session with them is up.
+    fn link_addr(cx: &FilesCx<'_>, user: &str) -> Option<std::net::SocketAddr> {
+        let path = cx.ice.selected(user)?;
+        let cert = cx.link.peer(path.remote)?;
+        (cert.username == user).then_some(path.remote)
+    }
+
+    /// Carry out what the core asked for, then send data while windows
+    /// allow (up to a budget).
+    pub fn flush(&mut self, cx: &mut FilesCx<'_>) {
+        while let Some(o) = self.core.poll_output() {
+            self.output(o, cx);
+        }
+        let mut buf = Vec::new();
+        for _ in 0..DATA_BUDGET {
+            let Some(d) = self.core.poll_data(cx.now) else {
+                break;
+            };
+            let Some(addr) = Self::link_addr(cx, &d.to) else {
+                self.core.path(cx.now, &d.to, false);
+                continue;
+            };
+            buf.clear();
+            buf.extend_from_slice(&LinkMsg::data_header(d.id, d.pn, d.ts, d.offset));
+            buf.resize(crate::transfer::wire::DATA_HEADER + d.len, 0);
+            let read = self
+                .open
+                .get(&d.id)
+                .map(|f| f.read_exact_at(&mut buf[crate::transfer::wire::DATA_HEADER..], d.offset));
+            match read {
+                Some(Ok(())) => {
+                    // A full queue is loss: the packet is sent again.
+                    let _ = cx.link.send(cx.now, addr, &buf, cx.rng);
+                }
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.core.source_changed(d.id)
+                }
+                _ => self.core.io_failed(d.id),
+            }
+        }
+        while let Some(o) = self.core.poll_output() {
+            self.output(o, cx);
+        }
+    }
+
+    fn output(&mut self, o: Output, cx: &mut FilesCx<'_>) {
+        match o {
+            Output::Signal {
+                to,
+                id,
+                kind,
+                payload,
+            } => {
+                let e = cx
+                    .client
+                    .send_envelope(cx.now, cx.rng, &to, kind, &payload, false);
+                self.envelopes.insert(e, id);
+            }
+            Output::Link { to, bytes } => {
+                if let Some(addr) = Self::link_addr(cx, &to) {
+                    let _ = cx.link.send(cx.now, addr, &bytes, cx.rng);
+                }
+            }
+            Output::Connect { peer } => self.connects.push((peer, false)),
+            Output::Reconnect { peer } => self.connects.push((peer, true)),
+            Output::Persist { id } => self.persist(id),
+            Output::Verify { id } => self.verify(id),
+            Output::Forget { id, discard } => {
+                self.open.remove(&id);
+                if discard && let Some(dest) = self.incoming_dest(id) {
+                    let _ = std::fs::remove_file(part_path(&dest));
+                }
+                forget_records(&self.opts.records, id);
+            }
+            Output::Event(e) => {
+                if let FileEvent::Failed { id, reason, .. } = &e
+                    && *reason == FileFailure::HashMismatch
+                {
+                    tracing::warn!(transfer = %format!("{id:032x}"), "file hash mismatch");
+                }
+                self.events.push_back(FilesEvent::File(e));
+            }
+        }
+    }
+
+    /// The destination recorded for incoming `id`.
+    fn incoming_dest(&self, id: TransferId) -> Option<PathBuf> {
+        std::fs::read(self.opts.records.join(format!("in-{id:032x}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<InRecord>(&b).ok())
+            .map(|r| r.dest)
+    }
+
+    fn persist(&mut self, id: TransferId) {
+        let Some((peer, name, size, hash, Some(dest), have)) = self.core.record(id) else {
+            return;
+        };
+        let rec = InRecord {
+            peer: peer.to_owned(),
+            name: name.to_owned(),
+            size,
+            hash: hex32(&hash),
+            dest: dest.to_owned(),
+            have: have.ranges().to_vec(),
+        };
+        if let Err(e) = write_record(&self.opts.records, &format!("in-{id:032x}"), &rec) {
+            tracing::warn!("transfer record: {e}");
+        }
+    }
+
+    fn verify(&mut self, id: TransferId) {
+        let Some((_, _, _, hash, Some(dest), _)) = self.core.record(id) else {
+            return;
+        };
+        let dest = dest.to_owned();
+        let tx = self.jobs_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let part = part_path(&dest);
+            let ok = matches!(hash_file(&part), Ok((_, h)) if h == hash)
+                && std::fs::rename(&part, &dest).is_ok();
+            let _ = tx.blocking_send(Job::Verified { id, ok });
+        });
+    }
+}
+
+fn write_record<T: Serialize>(dir: &Path, name: &str, rec: &T) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(format!("{name}.json")))
+}
+
+fn forget_records(dir: &Path, id: TransferId) {
+    for p in ["out", "in"] {
+        let _ = std::fs::remove_file(dir.join(format!("{p}-{id:032x}.json")));
+    }
+}
+
+/// Every record in `dir`: outgoing (`Ok`) and incoming (`Err`).
+fn load_records(dir: &Path) -> Vec<(TransferId, Result<OutRecord, InRecord>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
+        let (out_dir, hex) = match stem.split_once('-') {
+            Some(("out", h)) => (true, h),
+            Some(("in", h)) => (false, h),
+            _ => continue,
+        };
+        let Ok(id) = u128::from_str_radix(hex, 16) else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        let rec = if out_dir {
+            serde_json::from_slice::<OutRecord>(&bytes).map(Ok)
+        } else {
+            serde_json::from_slice::<InRecord>(&bytes).map(Err)
+        };
+        match rec {
+            Ok(r) => out.push((id, r)),
+            Err(err) => tracing::warn!(file = %name, "unreadable transfer record: {err}"),
+        }
+    }
+    out
+}

@@ -1,0 +1,430 @@
+//! Two transfer cores over a simulated path in virtual time: a bottleneck
+//! of a given rate with a base delay and seeded loss, envelopes delivered
+//! after a fixed delay. The driver's part (file bytes, resume records,
+//! hashing) is played with byte vectors.
+
+use super::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+const A: &str = "alice";
+const B: &str = "bob";
+
+#[derive(Debug, Clone, Copy)]
+struct Path {
+    /// Bottleneck, bytes per ms.
+    rate: u64,
+    /// One-way delay, ms.
+    delay: u64,
+    /// Loss probability of a link message.
+    loss: f64,
+}
+
+enum Msg {
+    Signal(u8, Vec<u8>),
+    Link(Vec<u8>),
+}
+
+struct Sim {
+    now: u64,
+    path: Path,
+    rng: StdRng,
+    a: Transfers,
+    b: Transfers,
+    file: Vec<u8>,
+    part: Vec<u8>,
+    /// Ranges the receiver persisted (its resume record).
+    record: RangeSet,
+    /// (due, serial, to_b, msg)
+    queue: BinaryHeap<Reverse<(u64, u64, bool, usize)>>,
+    msgs: Vec<Option<Msg>>,
+    serial: u64,
+    /// When the bottleneck towards the receiver is free again.
+    busy_until: u64,
+    events_a: Vec<FileEvent>,
+    events_b: Vec<FileEvent>,
+    /// Highest queuing delay a data packet met at the bottleneck, ms.
+    max_queue_ms: u64,
+    /// Extra bottleneck occupancy from a competing flow, bytes per ms.
+    competing: u64,
+}
+
+impl Sim {
+    fn new(seed: u64, size: usize, path: Path) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let file: Vec<u8> = (0..size).map(|_| rng.r#gen()).collect();
+        Sim {
+            now: 1_000_000,
+            path,
+            rng,
+            a: Transfers::new(TransferConfig::default(), 1),
+            b: Transfers::new(TransferConfig::default(), 2),
+            part: vec![0; size],
+            file,
+            record: RangeSet::new(),
+            queue: BinaryHeap::new(),
+            msgs: Vec::new(),
+            serial: 0,
+            busy_until: 0,
+            events_a: Vec::new(),
+            events_b: Vec::new(),
+            max_queue_ms: 0,
+            competing: 0,
+        }
+    }
+
+    fn send(&mut self, due: u64, to_b: bool, m: Msg) {
+        self.serial += 1;
+        self.msgs.push(Some(m));
+        self.queue
+            .push(Reverse((due, self.serial, to_b, self.msgs.len() - 1)));
+    }
+
+    /// A link message into the path (data towards b crosses the bottleneck).
+    fn link(&mut self, to_b: bool, bytes: Vec<u8>) {
+        if self.rng.gen_bool(self.path.loss) {
+            return;
+        }
+        let due = if to_b {
+            let start = self.busy_until.max(self.now);
+            self.max_queue_ms = self.max_queue_ms.max(start - self.now);
+            let cost = (bytes.len() as u64).div_ceil(self.path.rate.max(1));
+            // Reuse the ceiling also as the share a competing flow takes.
+            let extra = self.competing * cost / self.path.rate.max(1);
+            self.busy_until = start + cost + extra;
+            self.busy_until + self.path.delay
+        } else {
+            self.now + self.path.delay
+        };
+        self.send(due, to_b, Msg::Link(bytes));
+    }
+
+    fn outputs(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(o) = self.a.poll_output() {
+                moved = true;
+                self.apply(false, o);
+            }
+            while let Some(o) = self.b.poll_output() {
+                moved = true;
+                self.apply(true, o);
+            }
+            while let Some(d) = self.a.poll_data(self.now) {
+                moved = true;
+                let mut bytes = LinkMsg::data_header(d.id, d.pn, d.ts, d.offset).to_vec();
+                let o = d.offset as usize;
+                bytes.extend_from_slice(&self.file[o..o + d.len]);
+                self.link(true, bytes);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    fn apply(&mut self, from_b: bool, o: Output) {
+        match o {
+            Output::Signal { kind, payload, .. } => {
+                self.send(self.now + 20, !from_b, Msg::Signal(kind, payload))
+            }
+            Output::Link { bytes, .. } => self.link(!from_b, bytes),
+            Output::Connect { .. } | Output::Reconnect { .. } => {
+                assert!(!from_b);
+                self.a.path(self.now, B, true);
+            }
+            Output::Persist { id } => {
+                self.record = self.b.record(id).unwrap().5.clone();
+            }
+            Output::Verify { id } => {
+                let ok = hash_bytes(&self.part) == self.b.record(id).unwrap().3;
+                self.b.verified(id, ok);
+            }
+            Output::Forget { .. } => {}
+            Output::Event(e) if from_b => self.events_b.push(e),
+            Output::Event(e) => self.events_a.push(e),
+        }
+    }
+
+    fn deliver(&mut self, to_b: bool, m: Msg) {
+        let (core, from) = if to_b {
+            (&mut self.b, A)
+        } else {
+            (&mut self.a, B)
+        };
+        match m {
+            Msg::Signal(k, p) => core.on_signal(self.now, from, Signal::decode(k, &p).unwrap()),
+            Msg::Link(bytes) => {
+                let m = LinkMsg::decode(&bytes).unwrap();
+                if let LinkMsg::Data {
+                    id, offset, bytes, ..
+                } = &m
+                {
+                    if !core.wants_data(from, *id, *offset, bytes.len()) {
+                        return;
+                    }
+                    let o = *offset as usize;
+                    self.part[o..o + bytes.len()].copy_from_slice(bytes);
+                }
+                core.on_link(self.now, from, &m);
+            }
+        }
+    }
+
+    /// Run until `until` (virtual ms from now) or nothing is left.
+    fn run(&mut self, until: u64) {
+        let end = self.now + until;
+        loop {
+            self.outputs();
+            let next_msg = self.queue.peek().map_or(u64::MAX, |r| r.0.0);
+            let t = next_msg
+                .min(self.a.poll_timeout(self.now))
+                .min(self.b.poll_timeout(self.now));
+            if t == u64::MAX || t > end {
+                self.now = end;
+                return;
+            }
+            self.now = self.now.max(t);
+            while self.queue.peek().is_some_and(|r| r.0.0 <= self.now) {
+                let Reverse((_, _, to_b, i)) = self.queue.pop().unwrap();
+                let m = self.msgs[i].take().unwrap();
+                self.deliver(to_b, m);
+            }
+            if self.a.poll_timeout(self.now) <= self.now {
+                self.a.handle_timeout(self.now);
+            }
+            if self.b.poll_timeout(self.now) <= self.now {
+                self.b.handle_timeout(self.now);
+            }
+        }
+    }
+
+    fn start(&mut self) -> TransferId {
+        let id = 77;
+        let hash = hash_bytes(&self.file);
+        let size = self.file.len() as u64;
+        self.a
+            .offer(self.now, id, B, "/src/f".into(), "f.bin", size, hash)
+            .unwrap();
+        self.run(100);
+        assert!(
+            matches!(
+                self.events_b.last(),
+                Some(FileEvent::Offered { id: 77, .. })
+            ),
+            "{:?}",
+            self.events_b
+        );
+        self.b.accept(self.now, id, "/dst/f.bin".into()).unwrap();
+        id
+    }
+
+    fn completed(&self) -> bool {
+        let done = |ev: &[FileEvent]| ev.iter().any(|e| matches!(e, FileEvent::Completed { .. }));
+        done(&self.events_a) && done(&self.events_b)
+    }
+
+    fn sent_bytes(&self) -> u64 {
+        self.events_a
+            .iter()
+            .filter_map(|e| match e {
+                FileEvent::Progress(p) => Some(p.wire_bytes),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn transfers_a_file_under_loss_and_checks_its_hash() {
+    let mut s = Sim::new(
+        1,
+        2_000_000,
+        Path {
+            rate: 5_000,
+            delay: 20,
+            loss: 0.03,
+        },
+    );
+    s.start();
+    s.run(60_000);
+    assert!(
+        s.completed(),
+        "{:?} {:?}",
+        s.events_a.last(),
+        s.events_b.last()
+    );
+    assert_eq!(s.part, s.file);
+    assert!(s.a.stats().lost > 0);
+}
+
+#[test]
+fn a_receiver_restarted_from_its_record_resumes_without_starting_over() {
+    let size = 4_000_000;
+    let mut s = Sim::new(
+        2,
+        size,
+        Path {
+            rate: 2_000,
+            delay: 10,
+            loss: 0.01,
+        },
+    );
+    let id = s.start();
+    s.run(1000);
+    let held = s.record.total();
+    assert!(held > 200_000 && held < size as u64 / 2, "{held}");
+    // The receiver's process dies: a new one starts from the record.
+    let (peer, name, sz, hash, dest) = {
+        let r = s.b.record(id).unwrap();
+        (
+            r.0.to_owned(),
+            r.1.to_owned(),
+            r.2,
+            r.3,
+            r.4.unwrap().to_owned(),
+        )
+    };
+    s.b = Transfers::new(TransferConfig::default(), 3);
+    s.queue.clear();
+    let record = s.record.clone();
+    s.b.restore_incoming(s.now, id, &peer, &name, sz, hash, dest, record);
+    s.run(60_000);
+    assert!(s.completed(), "{:?}", s.events_b.last());
+    assert_eq!(s.part, s.file);
+    // Bytes sent in all: what the first process got plus the rest, with
+    // little repeated.
+    let sent = s.sent_bytes();
+    assert!(sent < size as u64 + size as u64 / 10, "{sent}");
+}
+
+#[test]
+fn a_sender_restarted_is_told_what_the_receiver_holds() {
+    let size = 3_000_000;
+    let mut s = Sim::new(
+        3,
+        size,
+        Path {
+            rate: 2_000,
+            delay: 10,
+            loss: 0.0,
+        },
+    );
+    let id = s.start();
+    s.run(700);
+    let before = s.record.total();
+    assert!(before > 0);
+    s.a = Transfers::new(TransferConfig::default(), 4);
+    s.events_a.clear();
+    s.queue.clear();
+    let hash = hash_bytes(&s.file);
+    s.a.offer(s.now, id, B, "/src/f".into(), "f.bin", size as u64, hash)
+        .unwrap();
+    s.run(60_000);
+    assert!(s.completed());
+    assert_eq!(s.part, s.file);
+    let resumed = s.events_a.iter().find_map(|e| match e {
+        FileEvent::Started { resumed_from, .. } => Some(*resumed_from),
+        _ => None,
+    });
+    assert!(resumed.unwrap() >= before, "{resumed:?} {before}");
+    assert!(s.sent_bytes() <= size as u64 - before + 200_000);
+}
+
+#[test]
+fn a_corrupted_file_fails_its_hash_and_is_not_completed() {
+    let mut s = Sim::new(
+        4,
+        100_000,
+        Path {
+            rate: 5_000,
+            delay: 5,
+            loss: 0.0,
+        },
+    );
+    s.start();
+    s.file[500] ^= 1; // the sender's file changes under it
+    s.run(10_000);
+    assert!(s.events_b.iter().any(|e| matches!(
+        e,
+        FileEvent::Failed {
+            reason: FileFailure::HashMismatch,
+            ..
+        }
+    )));
+    assert!(s.events_a.iter().any(|e| matches!(
+        e,
+        FileEvent::Failed {
+            reason: FileFailure::HashMismatch,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn ledbat_keeps_the_bottleneck_queue_near_its_target() {
+    // 1 MB/s, 30 ms each way: a loss-based sender would fill any queue.
+    let mut s = Sim::new(
+        5,
+        20_000_000,
+        Path {
+            rate: 1_000,
+            delay: 30,
+            loss: 0.0,
+        },
+    );
+    s.start();
+    s.run(5_000);
+    s.max_queue_ms = 0;
+    s.run(5_000);
+    let calm = s.max_queue_ms;
+    assert!(calm <= 2 * ledbat::TARGET_MS as u64, "queue {calm} ms");
+    let window = |s: &Sim| s.a.outgoing.values().next().unwrap().cc.window();
+    let before = window(&s);
+    // A competing flow takes three quarters of the bottleneck: the delay
+    // it adds makes the transfer back off until the queue is near the
+    // target again.
+    s.competing = 3_000;
+    s.run(3_000);
+    assert!(window(&s) < before / 2, "{} vs {before}", window(&s));
+    s.max_queue_ms = 0;
+    s.run(7_000);
+    assert!(
+        s.max_queue_ms <= 2 * ledbat::TARGET_MS as u64,
+        "{}",
+        s.max_queue_ms
+    );
+}
+
+#[test]
+fn a_declined_offer_ends_both_sides() {
+    let mut s = Sim::new(
+        6,
+        1000,
+        Path {
+            rate: 1000,
+            delay: 5,
+            loss: 0.0,
+        },
+    );
+    let hash = hash_bytes(&s.file);
+    s.a.offer(s.now, 9, B, "/f".into(), "../../etc/passwd", 1000, hash)
+        .unwrap();
+    s.run(100);
+    match &s.events_b[0] {
+        FileEvent::Offered { name, .. } => assert_eq!(name, "_.._etc_passwd"),
+        e => panic!("{e:?}"),
+    }
+    s.b.decline(9).unwrap();
+    s.run(100);
+    assert!(matches!(
+        s.events_a.last(),
+        Some(FileEvent::Failed {
+            reason: FileFailure::Declined,
+            ..
+        })
+    ));
+}
