@@ -72,6 +72,8 @@ pub mod kind {
     pub const CALL_FIRST: u8 = 16;
     pub const ICE_FIRST: u8 = 32;
     pub const MEDIA_FIRST: u8 = 48;
+    /// 80-95: conference calls (`conference`).
+    pub const CONFERENCE: u8 = 80;
     /// 240-255: tests and experiments.
     pub const TEST: u8 = 250;
 }
