@@ -128,6 +128,8 @@ pub struct Mixer {
     mic: Vec<i16>,
     mic_peak: u16,
     total: Vec<i32>,
+    /// Scratch: one receiver's mix before limiting, and after.
+    mix32: Vec<i32>,
     mix: Vec<i16>,
     /// Mixed audio for the device.
     play: VecDeque<i16>,
@@ -146,6 +148,7 @@ impl Mixer {
             mic: Vec::with_capacity(4 * frame),
             mic_peak: 0,
             total: vec![0; frame],
+            mix32: vec![0; frame],
             mix: vec![0; frame],
             play: VecDeque::with_capacity(MAX_PLAY_QUEUE + frame),
             stats: MixStats::default(),
@@ -244,9 +247,8 @@ impl Mixer {
             }
         }
         // What we play: everyone but us.
-        for t in &self.total {
-            self.play.push_back(clamp(*t));
-        }
+        limit(&self.total, &mut self.mix);
+        self.play.extend(self.mix.iter());
         if self.play.len() > MAX_PLAY_QUEUE {
             let extra = self.play.len() - MAX_PLAY_QUEUE;
             self.play.drain(..extra);
@@ -259,9 +261,10 @@ impl Mixer {
             let own_peak = l.pcm.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
             if mixing && own_peak <= SILENT_PEAK {
                 if shared.is_none() {
-                    for (o, (t, m)) in self.mix.iter_mut().zip(self.total.iter().zip(mic)) {
-                        *o = clamp(t + i32::from(*m));
+                    for (o, (t, m)) in self.mix32.iter_mut().zip(self.total.iter().zip(mic)) {
+                        *o = t + i32::from(*m);
                     }
+                    limit(&self.mix32, &mut self.mix);
                     let mut buf = [0u8; MAX_PACKET];
                     match self.shared.encode(&self.mix, &mut buf) {
                         Ok(n) => {
@@ -276,12 +279,13 @@ impl Mixer {
                 }
             } else {
                 for (o, ((t, m), s)) in self
-                    .mix
+                    .mix32
                     .iter_mut()
                     .zip(self.total.iter().zip(mic).zip(&l.pcm))
                 {
-                    *o = clamp(t + i32::from(*m) - i32::from(*s));
+                    *o = t + i32::from(*m) - i32::from(*s);
                 }
+                limit(&self.mix32, &mut self.mix);
                 self.stats.own_encodes += 1;
                 l.session.push_capture(now, &self.mix);
             }
@@ -358,8 +362,20 @@ impl Mixer {
     }
 }
 
-fn clamp(v: i32) -> i16 {
-    v.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16
+/// `sum` into `out`, scaled down as a whole when it would clip (a
+/// per-frame limiter: the voices keep their relative levels).
+fn limit(sum: &[i32], out: &mut [i16]) {
+    let peak = sum.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    if peak <= i16::MAX as u32 {
+        for (o, s) in out.iter_mut().zip(sum) {
+            *o = *s as i16;
+        }
+    } else {
+        let g = f64::from(i16::MAX) / f64::from(peak);
+        for (o, s) in out.iter_mut().zip(sum) {
+            *o = (f64::from(*s) * g) as i16;
+        }
+    }
 }
 
 /// Run the conference media with `audio` until stopped.

@@ -166,6 +166,29 @@ pub enum Command {
     /// Publish an offline record, leave the overlay and stop; the runtime
     /// answers with [`Event::Stopped`].
     Quit,
+    /// Start a conference with these users; [`Event::Conference`] reports
+    /// it (a front end starting one from a group passes its members).
+    ConferenceStart {
+        users: Vec<String>,
+    },
+    /// Invite a user into the running conference, or make the 1:1 call in
+    /// progress a conference with them.
+    ConferenceAdd {
+        username: String,
+    },
+    /// Join the conference we are invited to.
+    ConferenceAccept,
+    /// Leave the conference (or decline the invitation).
+    ConferenceLeave,
+    /// Mute ourselves in the conference (`None`: toggle).
+    ConferenceMute {
+        muted: Option<bool>,
+    },
+    /// Mute another participant (the conference's starter only).
+    ConferenceMuteOther {
+        username: String,
+        muted: bool,
+    },
 }
 
 /// Whether `name` can be a username, and why not: front ends check what
@@ -209,6 +232,12 @@ impl Command {
             Command::IceSignal { answer: false, .. } => "ice-offer",
             Command::IceSignal { answer: true, .. } => "ice-answer",
             Command::Quit => "quit",
+            Command::ConferenceStart { .. } => "conference start",
+            Command::ConferenceAdd { .. } => "conference add",
+            Command::ConferenceAccept => "conference accept",
+            Command::ConferenceLeave => "conference leave",
+            Command::ConferenceMute { .. } => "conference mute",
+            Command::ConferenceMuteOther { .. } => "conference mute other",
         }
     }
 }
@@ -334,6 +363,27 @@ pub enum Event {
     },
     /// The runtime ended (after [`Command::Quit`] or a fatal error).
     Stopped,
+    /// A conference changed, or its per-participant stats.
+    Conference(ConferenceUpdate),
+}
+
+/// What the node reports about a conference.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConferenceUpdate {
+    /// Invitations, joins and leaves, the mixer, mutes, levels, the end.
+    Changed(crate::conference::ConfEvent),
+    /// One leg's quality (at the mixer: one per participant; elsewhere
+    /// the leg to the mixer), about once a second.
+    Stats {
+        conference: crate::conference::ConfId,
+        peer: String,
+        stats: CallStats,
+    },
+    /// The conference's audio stopped: what its media did in total.
+    MediaEnded {
+        conference: crate::conference::ConfId,
+        stats: Option<crate::media::mixer::MixStats>,
+    },
 }
 
 impl CallState {

@@ -78,6 +78,8 @@ pub struct Model {
     pub stopped: bool,
     /// The conversation on screen: its new messages are not unread.
     pub chat_open: Option<String>,
+    /// The conference we are in or invited to (`ui::conference`).
+    pub conference: Option<super::conference::ConferenceView>,
 }
 
 impl Model {
@@ -308,6 +310,7 @@ impl Model {
             }
             Event::CallHistory { calls } => self.call_log = calls,
             Event::Stopped => self.stopped = true,
+            Event::Conference(u) => self.conference(u),
         }
     }
 }

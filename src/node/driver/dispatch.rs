@@ -18,6 +18,7 @@ use super::client::ClientDriver;
 use super::peers::Cx;
 use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
 use crate::node::calls::ENVELOPE_CALL;
+use crate::node::conference::ENVELOPE_CONFERENCE;
 use crate::overlay::envelope::{EnvelopeOutcome, kind};
 use crate::overlay::{ClientEvent, EnvelopeId};
 
@@ -30,6 +31,8 @@ pub enum Consumer {
     Calls,
     /// ICE offers and answers (the peers sub-driver).
     Peers,
+    /// Conference signalling (`node::conference`, inside the calls).
+    Conference,
 }
 
 /// Envelope kind -> its consumer. Kinds not listed go to the owner.
@@ -41,6 +44,7 @@ pub const ROUTES: &[(u8, Consumer)] = &[
     (ENVELOPE_CALL, Consumer::Calls),
     (ENVELOPE_OFFER, Consumer::Peers),
     (ENVELOPE_ANSWER, Consumer::Peers),
+    (ENVELOPE_CONFERENCE, Consumer::Conference),
 ];
 
 /// The consumer of envelope kind `k`, if any.
@@ -108,6 +112,9 @@ impl ClientDriver {
                 self.peers_out();
                 true
             }
+            Consumer::Conference => self
+                .with_calls(|calls, cx| calls.on_conference_envelope(&from.username, payload, cx))
+                .is_some(),
         }
     }
 
