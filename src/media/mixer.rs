@@ -37,6 +37,8 @@ pub const LEVELS_MS: u64 = 200;
 /// A leg's frame whose peak is at most this is silence: its receiver
 /// shares the everyone-mix (about -54 dBFS).
 const SILENT_PEAK: u16 = 64;
+/// Frames of silence (200 ms) before a receiver shares the everyone-mix.
+const SILENT_FRAMES: u32 = 10;
 /// Played audio queued ahead of the device at most (samples, 200 ms).
 const MAX_PLAY_QUEUE: usize = 9_600;
 
@@ -115,6 +117,8 @@ struct Leg {
     peak: u16,
     /// Totals of legs already removed are kept in the stats.
     counted: (u64, u64),
+    /// Consecutive frames in which this leg's own audio was silent.
+    silent_frames: u32,
 }
 
 /// The mixing state, apart from the devices: sans-IO, so a benchmark can
@@ -172,6 +176,7 @@ impl Mixer {
                 excluded: false,
                 peak: 0,
                 counted: (0, 0),
+                silent_frames: 0,
             },
         );
     }
@@ -259,7 +264,14 @@ impl Mixer {
         let mixing = self.legs.len() > 1;
         for l in self.legs.values_mut() {
             let own_peak = l.pcm.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
-            if mixing && own_peak <= SILENT_PEAK {
+            l.silent_frames = if own_peak <= SILENT_PEAK {
+                l.silent_frames.saturating_add(1)
+            } else {
+                0
+            };
+            // Sticky: a receiver joins the shared encoding only after a
+            // while of silence (each switch of encoder is a seam).
+            if mixing && l.silent_frames >= SILENT_FRAMES {
                 if shared.is_none() {
                     for (o, (t, m)) in self.mix32.iter_mut().zip(self.total.iter().zip(mic)) {
                         *o = t + i32::from(*m);

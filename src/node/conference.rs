@@ -235,7 +235,11 @@ impl ConfNode {
         self.flush(c);
         while let Some(e) = self.core.poll_event() {
             self.on_event(&e);
-            tracing::info!(conference = format!("{:016x}", self.core.id()), "{e:?}");
+            if matches!(e, ConfEvent::Levels { .. }) {
+                tracing::trace!("{e:?}");
+            } else {
+                tracing::info!(conference = format!("{:016x}", self.core.id()), "{e:?}");
+            }
             c.events
                 .push_back(CallsEvent::Update(CallUpdate::Conference(
                     ConfUpdate::Event(e),
