@@ -599,3 +599,88 @@ mod tests {
         assert!(s.own_encodes > 100 && s.bytes_sent > 0, "{s:?}");
     }
 }
+
+/// Mixer cost in process (not a timed test: `cargo test --profile dev --lib
+/// media::mixer::bench -- --ignored --nocapture`): `n` legs, two talking,
+/// ten seconds of audio through the mixer and back out to each sender's
+/// session; the mixer's share of one core and its bandwidth.
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use crate::media::audio::Tone;
+    use crate::media::{MediaKeys, Side};
+
+    fn run(n: usize) {
+        let mut mixer = Mixer::new(MediaConfig::default()).unwrap();
+        let mut remotes = Vec::new();
+        for i in 0..n {
+            let secret = [i as u8 + 1; 32];
+            let ours = MediaSession::new(
+                MediaConfig::default(),
+                &MediaKeys::derive(&secret, Side::Caller),
+                i as u32,
+                0,
+            )
+            .unwrap();
+            let theirs = MediaSession::new(
+                MediaConfig::default(),
+                &MediaKeys::derive(&secret, Side::Callee),
+                1000 + i as u32,
+                0,
+            )
+            .unwrap();
+            mixer.add_leg(format!("p{i:02}"), Box::new(ours));
+            // Two talk, the rest are silent.
+            let amp = if i < 2 { 0.2 } else { 0.0 };
+            remotes.push((theirs, Tone::new(300.0 + 97.0 * i as f32, amp)));
+        }
+        let mut mic = Tone::new(1000.0, 0.0);
+        let mut buf = [0i16; 960];
+        let mut mixer_time = std::time::Duration::ZERO;
+        let secs = 10u64;
+        for t in (0..secs * 1000).step_by(20) {
+            for (i, (s, tone)) in remotes.iter_mut().enumerate() {
+                tone.fill(&mut buf);
+                s.push_capture(t, &buf);
+                while let Some(d) = s.poll_transmit() {
+                    let t0 = std::time::Instant::now();
+                    mixer.datagram(t + 5, &format!("p{i:02}"), &d);
+                    mixer_time += t0.elapsed();
+                }
+            }
+            let t0 = std::time::Instant::now();
+            mic.fill(&mut buf);
+            mixer.push_capture(t + 10, &buf);
+            mixer.handle_timeout(t + 10);
+            let mut out = [0i16; 960];
+            mixer.pull_playback(&mut out);
+            let mut sent = Vec::new();
+            while let Some(p) = mixer.poll_transmit() {
+                sent.push(p);
+            }
+            mixer_time += t0.elapsed();
+            for (peer, d) in sent {
+                let i: usize = peer[1..].parse().unwrap();
+                remotes[i].0.handle_datagram(t + 15, &d);
+            }
+        }
+        let s = mixer.stats();
+        eprintln!(
+            "{:2} participants: mixer {:.1} % of one core; sends {:.0} kbit/s, receives {:.0} kbit/s; {} own and {} shared encodings",
+            n + 1,
+            mixer_time.as_secs_f64() * 100.0 / secs as f64,
+            s.bytes_sent as f64 * 8.0 / secs as f64 / 1000.0,
+            s.bytes_received as f64 * 8.0 / secs as f64 / 1000.0,
+            s.own_encodes,
+            s.shared_encodes
+        );
+    }
+
+    #[test]
+    #[ignore = "a benchmark: run with --ignored --nocapture"]
+    fn mixer_cost_at_5_10_25() {
+        for n in [4, 9, 24] {
+            run(n);
+        }
+    }
+}

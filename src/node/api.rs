@@ -377,7 +377,7 @@ pub enum ConferenceUpdate {
     Stats {
         conference: crate::conference::ConfId,
         peer: String,
-        stats: CallStats,
+        stats: Box<CallStats>,
     },
     /// The conference's audio stopped: what its media did in total.
     MediaEnded {

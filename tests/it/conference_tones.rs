@@ -188,13 +188,12 @@ fn conference_survives_its_mixer_killed() {
     // ann started it and mixes: SIGKILL.
     let killed = Instant::now();
     p.procs[0].kill();
-    for i in 1..n {
+    for (i, user) in USERS.iter().enumerate().take(n).skip(1) {
         let e = p.procs[i].wait_json(T, |v| {
             v["event"] == "conference" && v["type"] == "mixer" && v["failover"] == true
         });
         eprintln!(
-            "{}: {} mixes after {} ms",
-            USERS[i],
+            "{user}: {} mixes after {} ms",
             e["mixer"],
             killed.elapsed().as_millis()
         );

@@ -110,7 +110,13 @@ impl ApiCalls {
                 } => ConferenceUpdate::Stats {
                     conference: *id,
                     peer: peer.clone(),
-                    stats: call_stats(peer, stats, path.as_ref(), Bitrate::default(), false),
+                    stats: Box::new(call_stats(
+                        peer,
+                        stats,
+                        path.as_ref(),
+                        Bitrate::default(),
+                        false,
+                    )),
                 },
                 ConfUpdate::MediaEnded { id, stats } => ConferenceUpdate::MediaEnded {
                     conference: *id,
