@@ -22,6 +22,7 @@ pub mod authority;
 pub mod call;
 pub mod chat;
 pub mod clock;
+pub mod conference;
 pub mod config;
 pub mod contacts;
 pub mod crypto;

@@ -6,7 +6,7 @@ use natter::node::api::{Command, Status, TEST_ENVELOPE_KIND};
 use thiserror::Error;
 
 /// Every stdin command, for error messages.
-pub const USAGE: &str = "lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | envelope USER TEXT | msg USER TEXT | add USER [GREETING] | accept USER | decline USER | remove USER | block USER | unblock USER | contacts | history USER [N] | calls [N] | calls seen [USER] | call USER | answer | decline | hangup | mute [on|off] | unmute | hold [on|off] | resume | send-file USER PATH | file accept ID [PATH] | file decline ID | file cancel ID | files | quit";
+pub const USAGE: &str = "lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | envelope USER TEXT | msg USER TEXT | add USER [GREETING] | accept USER | decline USER | remove USER | block USER | unblock USER | contacts | history USER [N] | calls [N] | calls seen [USER] | call USER | answer | decline | hangup | mute [on|off] | unmute | hold [on|off] | resume | send-file USER PATH | file accept ID [PATH] | file decline ID | file cancel ID | files | conf start USER... | conf add USER | conf accept | conf leave | conf mute|unmute [USER] | quit";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ParseError {
@@ -114,6 +114,7 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
         "send-file" => return Err(ParseError::Usage("send-file USER PATH")),
         "file" => file(arg, tail)?,
         "files" if rest.is_empty() => Command::ListFiles,
+        "conf" | "conference" => conference(arg, tail)?,
         // `decline USER` declines a contact request; `decline` a call.
         "decline" if arg.is_empty() => return Ok(Input::Call(CallVerb::Decline)),
         "accept" | "decline" | "remove" | "block" | "unblock" => contact(word, user)?,
@@ -200,6 +201,33 @@ fn contact(
         _ => Command::UnblockContact {
             username: user("unblock USER")?,
         },
+    })
+}
+
+/// `conf start U1 U2 ... | add U | accept | leave | mute [U] | unmute [U]`.
+fn conference(verb: &str, tail: &str) -> Result<Command, ParseError> {
+    const USAGE: &str = "conf start USER... | conf add USER | conf accept | conf leave | conf mute [USER] | conf unmute [USER]";
+    let words: Vec<&str> = tail.split_whitespace().collect();
+    Ok(match (verb, &words[..]) {
+        ("start", users) if !users.is_empty() => Command::ConferenceStart {
+            users: users.iter().map(|u| u.to_string()).collect(),
+        },
+        ("add", [u]) => Command::ConferenceAdd {
+            username: u.to_string(),
+        },
+        ("accept", []) => Command::ConferenceAccept,
+        ("leave", []) | ("decline", []) => Command::ConferenceLeave,
+        ("mute", []) => Command::ConferenceMute { muted: Some(true) },
+        ("unmute", []) => Command::ConferenceMute { muted: Some(false) },
+        ("mute", [u]) => Command::ConferenceMuteOther {
+            username: u.to_string(),
+            muted: true,
+        },
+        ("unmute", [u]) => Command::ConferenceMuteOther {
+            username: u.to_string(),
+            muted: false,
+        },
+        _ => return Err(ParseError::Usage(USAGE)),
     })
 }
 
@@ -338,6 +366,37 @@ mod tests {
             Err(ParseError::Invalid(_))
         ));
         assert_eq!(parse("block"), Err(ParseError::Usage("block USER")));
+    }
+
+    #[test]
+    fn conference_commands() {
+        assert_eq!(
+            cmd("conf start bob carol"),
+            Command::ConferenceStart {
+                users: vec!["bob".into(), "carol".into()]
+            }
+        );
+        assert_eq!(
+            cmd("conf add dave"),
+            Command::ConferenceAdd {
+                username: "dave".into()
+            }
+        );
+        assert_eq!(cmd("conf leave"), Command::ConferenceLeave);
+        assert_eq!(cmd("conf accept"), Command::ConferenceAccept);
+        assert_eq!(
+            cmd("conf mute"),
+            Command::ConferenceMute { muted: Some(true) }
+        );
+        assert_eq!(
+            cmd("conf unmute bob"),
+            Command::ConferenceMuteOther {
+                username: "bob".into(),
+                muted: false
+            }
+        );
+        assert!(parse("conf start").is_err());
+        assert!(parse("conf add a b").is_err());
     }
 
     #[test]

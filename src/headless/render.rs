@@ -2,6 +2,8 @@
 //! (`--json`, documented in the README, field for field) and a line for
 //! people. State events that only a screen needs render as nothing.
 
+use natter::conference::{ConfEvent, ConfId};
+use natter::node::api::ConferenceUpdate;
 use natter::node::api::{
     CallId, CallInfo, CallState, CallStats, ChatMessage, ContactChange, ContactEntry, ContactState,
     DirectoryRecord, EnvelopeOutcome, Event, FileEvent, FileInfo, LoginState, LookupResult,
@@ -181,6 +183,7 @@ pub fn event(e: &Event) -> Option<Rendered> {
         }),
         Event::File(f) => file_event(f),
         Event::Files(list) => files(list),
+        Event::Conference(u) => conference(u),
         _ => None,
     }
 }
@@ -310,6 +313,111 @@ fn files(list: &[FileInfo]) -> Option<Rendered> {
             lines.join("\n")
         },
     )
+}
+
+/// A conference update: `{"event": "conference", "type": ..., "conference": id, ...}`.
+fn conference(u: &ConferenceUpdate) -> Option<Rendered> {
+    let e = match u {
+        ConferenceUpdate::Changed(e) => e,
+        ConferenceUpdate::Stats {
+            conference,
+            peer,
+            stats,
+        } => {
+            let mut c = call_stats(0, stats)?;
+            c.json["event"] = json!("conference_stats");
+            c.json["conference"] = json!(call_id(*conference));
+            if let Some(o) = c.json.as_object_mut() {
+                o.remove("call");
+            }
+            c.line = format!("conference leg {peer}: {}", c.line);
+            return Some(c);
+        }
+        ConferenceUpdate::MediaEnded { conference, stats } => {
+            let s = stats.clone().unwrap_or_default();
+            return r(
+                json!({"event": "conference_media", "conference": call_id(*conference),
+                       "frames": s.frames, "own_encodes": s.own_encodes,
+                       "shared_encodes": s.shared_encodes, "bytes_sent": s.bytes_sent,
+                       "bytes_received": s.bytes_received}),
+                format!(
+                    "conference audio stopped after {} frames ({} own and {} shared encodings)",
+                    s.frames, s.own_encodes, s.shared_encodes
+                ),
+            );
+        }
+    };
+    let (ty, id, extra, line): (&str, ConfId, Value, String) = match e {
+        ConfEvent::Incoming {
+            id,
+            from,
+            members,
+            replaces,
+        } => (
+            "incoming",
+            *id,
+            json!({"from": from, "members": members, "replaces": (*replaces != 0).then(|| call_id(*replaces))}),
+            format!(
+                "{from} invites you to a conference with {}",
+                members.join(", ")
+            ),
+        ),
+        ConfEvent::Joined { id, name } => (
+            "joined",
+            *id,
+            json!({"user": name}),
+            format!("{name} joined the conference"),
+        ),
+        ConfEvent::Left { id, name, reason } => (
+            "left",
+            *id,
+            json!({"user": name, "reason": reason.code()}),
+            format!("{name} left the conference ({})", reason.code()),
+        ),
+        ConfEvent::MixerChanged {
+            id,
+            mixer,
+            epoch,
+            failover,
+        } => (
+            "mixer",
+            *id,
+            json!({"mixer": mixer, "epoch": epoch, "failover": failover}),
+            format!("{mixer} mixes the conference"),
+        ),
+        ConfEvent::Muted { id, name, on, by } => (
+            "muted",
+            *id,
+            json!({"user": name, "muted": on, "by": by}),
+            format!("{name} {} by {by}", if *on { "muted" } else { "unmuted" }),
+        ),
+        ConfEvent::Levels { id, levels } => {
+            let map: serde_json::Map<String, Value> =
+                levels.iter().map(|(n, l)| (n.clone(), json!(l))).collect();
+            let speaking: Vec<&str> = levels
+                .iter()
+                .filter(|(_, l)| *l >= natter::ui::conference::SPEAKING_LEVEL)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            (
+                "levels",
+                *id,
+                json!({"levels": map, "speaking": speaking}),
+                format!("speaking: {}", speaking.join(", ")),
+            )
+        }
+        ConfEvent::Ended { id, reason } => (
+            "ended",
+            *id,
+            json!({"reason": reason.code()}),
+            format!("the conference ended ({})", reason.code()),
+        ),
+    };
+    let mut json = json!({"event": "conference", "type": ty, "conference": call_id(id)});
+    if let (Some(o), Value::Object(x)) = (json.as_object_mut(), extra) {
+        o.extend(x);
+    }
+    r(json, line)
 }
 
 /// A call of the call history, as JSON.

@@ -24,3 +24,4 @@ pub use packet::{MediaKeys, Side};
 pub use session::{MediaConfig, MediaError, MediaEvent, MediaSession, MediaStats};
 pub mod driver;
 pub mod impair;
+pub mod mixer;

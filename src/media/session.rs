@@ -304,6 +304,36 @@ impl MediaSession {
         self.capture.drain(..start);
     }
 
+    /// An Opus frame encoded elsewhere (a conference mixer's encoding
+    /// shared by receivers with the same mix): sealed and queued as our
+    /// next frame.
+    pub fn push_encoded(&mut self, _now: u64, opus: &[u8]) {
+        if self.on_hold {
+            return;
+        }
+        match self
+            .sealer
+            .seal(Kind::Audio, self.marker, self.seq, self.timestamp, opus)
+        {
+            Ok(p) => self.queue(p),
+            Err(e) => tracing::warn!("media: {e}"),
+        }
+        self.marker = false;
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(self.frame_samples as u32);
+    }
+
+    /// When the last authentic datagram from the peer arrived (the
+    /// session's start before any).
+    pub fn last_received(&self) -> u64 {
+        self.last_recv
+    }
+
+    /// Whether any authentic datagram came from the peer.
+    pub fn heard_any(&self) -> bool {
+        self.stats.packets_received > 0
+    }
+
     fn queue(&mut self, p: Vec<u8>) {
         if self.transmits.len() >= MAX_TRANSMITS {
             self.transmits.pop_front();

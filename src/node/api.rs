@@ -190,6 +190,29 @@ pub enum Command {
     },
     /// The transfers under way, answered by [`Event::Files`].
     ListFiles,
+    /// Start a conference with these users; [`Event::Conference`] reports
+    /// it (a front end starting one from a group passes its members).
+    ConferenceStart {
+        users: Vec<String>,
+    },
+    /// Invite a user into the running conference, or make the 1:1 call in
+    /// progress a conference with them.
+    ConferenceAdd {
+        username: String,
+    },
+    /// Join the conference we are invited to.
+    ConferenceAccept,
+    /// Leave the conference (or decline the invitation).
+    ConferenceLeave,
+    /// Mute ourselves in the conference (`None`: toggle).
+    ConferenceMute {
+        muted: Option<bool>,
+    },
+    /// Mute another participant (the conference's starter only).
+    ConferenceMuteOther {
+        username: String,
+        muted: bool,
+    },
 }
 
 /// Whether `name` can be a username, and why not: front ends check what
@@ -238,6 +261,12 @@ impl Command {
             Command::DeclineFile { .. } => "decline file",
             Command::CancelFile { .. } => "cancel file",
             Command::ListFiles => "files",
+            Command::ConferenceStart { .. } => "conference start",
+            Command::ConferenceAdd { .. } => "conference add",
+            Command::ConferenceAccept => "conference accept",
+            Command::ConferenceLeave => "conference leave",
+            Command::ConferenceMute { .. } => "conference mute",
+            Command::ConferenceMuteOther { .. } => "conference mute other",
         }
     }
 }
@@ -367,6 +396,27 @@ pub enum Event {
     File(FileEvent),
     /// The answer to [`Command::ListFiles`].
     Files(Vec<FileInfo>),
+    /// A conference changed, or its per-participant stats.
+    Conference(ConferenceUpdate),
+}
+
+/// What the node reports about a conference.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConferenceUpdate {
+    /// Invitations, joins and leaves, the mixer, mutes, levels, the end.
+    Changed(crate::conference::ConfEvent),
+    /// One leg's quality (at the mixer: one per participant; elsewhere
+    /// the leg to the mixer), about once a second.
+    Stats {
+        conference: crate::conference::ConfId,
+        peer: String,
+        stats: Box<CallStats>,
+    },
+    /// The conference's audio stopped: what its media did in total.
+    MediaEnded {
+        conference: crate::conference::ConfId,
+        stats: Option<crate::media::mixer::MixStats>,
+    },
 }
 
 impl CallState {

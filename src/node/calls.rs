@@ -16,6 +16,7 @@
 //! Audio and codec work stay in the media driver's task and the audio
 //! thread (lock-free rings); nothing here blocks.
 
+use super::conference::{ConfCommand, ConfCx, ConfNode, ConfUpdate};
 use super::peer::PeerEvent;
 use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
 use crate::clock::Clock;
@@ -102,6 +103,8 @@ pub enum CallCommand {
         call: Option<CallId>,
         on: Option<bool>,
     },
+    /// A conference command (`node::conference`).
+    Conference(ConfCommand),
 }
 
 /// What the calls report.
@@ -138,6 +141,8 @@ pub enum CallUpdate {
         bitrate: Bitrate,
         last: bool,
     },
+    /// A conference changed (`node::conference`).
+    Conference(ConfUpdate),
 }
 
 /// Sent and received media bitrate, kbit/s.
@@ -159,6 +164,11 @@ pub enum MediaMsg {
     Event(CallId, MediaEvent),
     /// The media driver ended (devices closed, recording finalised).
     Ended(CallId, Result<Box<MediaStats>, MediaEnd>),
+    /// A conference leg's datagram for `peer`.
+    ConfOut(String, Vec<u8>),
+    ConfEvent(crate::media::mixer::MixEvent),
+    /// The conference media ended.
+    ConfEnded(Result<crate::media::mixer::MixStats, MediaEnd>),
 }
 
 /// Why a call's media driver stopped by itself.
@@ -188,6 +198,8 @@ pub struct Ctx<'a> {
     pub link: &'a LinkEndpoint,
     pub ice: &'a IceSessions,
     pub rng: &'a mut StdRng,
+    /// Our last NAT detection (a conference's mixer choice uses it).
+    pub nat: Option<&'a crate::nat::NatReport>,
 }
 
 /// A call whose media runs (or is stopping).
@@ -266,6 +278,8 @@ pub struct Calls {
     /// to [`Calls::on_media`].
     pub media_rx: mpsc::Receiver<MediaMsg>,
     stats: CallNodeStats,
+    /// The conference we take part in, if any.
+    conf: Option<ConfNode>,
 }
 
 impl std::fmt::Debug for Calls {
@@ -330,6 +344,7 @@ impl Calls {
             media_rx,
             ringer: None,
             stats: CallNodeStats::default(),
+            conf: None,
         }
     }
 
@@ -359,7 +374,8 @@ impl Calls {
     pub fn poll_timeout(&self) -> u64 {
         let core = self.core.poll_timeout().unwrap_or(u64::MAX);
         let ring = self.ringer.as_ref().map_or(u64::MAX, |r| r.next_fill);
-        core.min(ring)
+        let conf = self.conf.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
+        core.min(ring).min(conf)
     }
 
     pub fn handle_timeout(&mut self, cx: &mut Ctx<'_>) {
@@ -369,6 +385,7 @@ impl Calls {
         if let Some(r) = self.ringer.as_mut().filter(|r| r.next_fill <= cx.now) {
             r.fill(cx.now);
         }
+        self.with_conf(cx, |c, x| c.handle_timeout(x));
         self.drive(cx);
     }
 
@@ -487,6 +504,7 @@ impl Calls {
                 }
                 Ok(())
             }),
+            CallCommand::Conference(c) => self.conference_command(c, cx),
         };
         if let Err(error) = r {
             self.events.push_back(CallsEvent::Failed { error });
@@ -536,6 +554,98 @@ impl Calls {
         while let Some(e) = self.core.poll_event() {
             self.on_call_event(e, cx);
         }
+        // A conference that replaced our 1:1 call ends it once joined.
+        if let Some(id) = self.conf.as_ref().and_then(|c| c.replaced_call())
+            && self.core.current() == Some(id)
+        {
+            self.details.insert(id, "it became a conference".to_owned());
+            let _ = self.core.hangup(cx.now, id);
+            while let Some(e) = self.core.poll_event() {
+                self.on_call_event(e, cx);
+            }
+        }
+        if self.conf.as_ref().is_some_and(|c| !c.running()) {
+            self.conf = None;
+        }
+    }
+
+    /// Run `f` on the conference with what it needs.
+    fn with_conf<R>(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        f: impl FnOnce(&mut ConfNode, &mut ConfCx<'_, '_>) -> R,
+    ) -> Option<R> {
+        let conf = self.conf.as_mut()?;
+        let mut c = ConfCx {
+            cx,
+            opts: &self.opts,
+            clock: &self.clock,
+            media_tx: &self.media_tx,
+            connects: &mut self.connects,
+            events: &mut self.events,
+        };
+        Some(f(conf, &mut c))
+    }
+
+    fn conf_cx<'a, 'b>(&'a mut self, cx: &'a mut Ctx<'b>) -> ConfCx<'a, 'b> {
+        ConfCx {
+            cx,
+            opts: &self.opts,
+            clock: &self.clock,
+            media_tx: &self.media_tx,
+            connects: &mut self.connects,
+            events: &mut self.events,
+        }
+    }
+
+    /// A conference command: to the running conference, or one that
+    /// starts one (`Add` during a 1:1 call makes it a conference of three).
+    fn conference_command(&mut self, cmd: ConfCommand, cx: &mut Ctx<'_>) -> Result<(), String> {
+        if let Some(r) = self.with_conf(cx, |c, x| c.command(cmd.clone(), x)) {
+            return r;
+        }
+        let (users, replaces) = match cmd {
+            ConfCommand::Start { users } => (users, 0),
+            ConfCommand::Add { user } => {
+                let id = self
+                    .core
+                    .current()
+                    .ok_or("no call or conference to add to")?;
+                if self.core.state(id) != Some(CallState::Active) {
+                    return Err("the call is not answered yet".into());
+                }
+                let peer = self.core.peer(id).unwrap_or_default().to_owned();
+                (vec![peer, user], id)
+            }
+            _ => return Err("no conference".into()),
+        };
+        let n = ConfNode::start(&users, replaces, &mut self.conf_cx(cx))?;
+        self.conf = Some(n);
+        Ok(())
+    }
+
+    /// A conference envelope from `from` (a verified user).
+    pub fn on_conference_envelope(&mut self, from: &str, payload: &[u8], cx: &mut Ctx<'_>) {
+        let id = crate::conference::ConfMsg::decode(payload).map(|(id, _)| id);
+        match &self.conf {
+            Some(c) if Ok(c.id()) == id => {
+                self.with_conf(cx, |c, x| c.on_envelope(from, payload, x));
+            }
+            // Busy in another conference: the inviter's invitation lapses.
+            Some(_) => {}
+            None => {
+                let auto = self.opts.auto_answer;
+                let current = self.core.current();
+                let n = ConfNode::invited(
+                    from,
+                    payload,
+                    |replaces| auto || (replaces != 0 && current == Some(replaces)),
+                    &mut self.conf_cx(cx),
+                );
+                self.conf = n;
+            }
+        }
+        self.drive(cx);
     }
 
     fn on_call_event(&mut self, e: CallEvent, cx: &mut Ctx<'_>) {
@@ -730,7 +840,7 @@ impl Calls {
         failed: Option<&str>,
         cx: &mut Ctx<'_>,
     ) -> bool {
-        if self.sent.remove(id).is_some() {
+        if self.sent.remove(id).is_some() || self.conf.as_mut().is_some_and(|c| c.on_outcome(id)) {
             return true;
         }
         let Some(call) = self.invites.remove(id) else {
@@ -777,6 +887,10 @@ impl Calls {
                     self.stats.media_overflow += 1;
                 }
             }
+            None if self
+                .conf
+                .as_mut()
+                .is_some_and(|c| c.media_datagram(from, d, ice)) => {}
             None => self.stats.media_unrouted += 1,
         }
     }
@@ -819,6 +933,18 @@ impl Calls {
                     self.core.media_failed(cx.now, id);
                 }
             },
+            MediaMsg::ConfOut(peer, bytes) => {
+                match self.conf.as_ref().and_then(|c| c.path_to(&peer, cx.ice)) {
+                    Some(p) => return Some((p, bytes)),
+                    None => self.stats.media_no_path += 1,
+                }
+            }
+            MediaMsg::ConfEvent(e) => {
+                self.with_conf(cx, |c, x| c.on_mix(e, x));
+            }
+            MediaMsg::ConfEnded(r) => {
+                self.with_conf(cx, |c, x| c.media_ended(r, x));
+            }
             MediaMsg::Ended(id, r) => {
                 let m = self.media.remove(&id)?;
                 let audio = matches!(r, Err(MediaEnd::Audio(_)));
@@ -870,6 +996,7 @@ impl Calls {
         if let Some(id) = self.core.current() {
             let _ = self.core.hangup(cx.now, id);
         }
+        self.with_conf(cx, |c, x| c.leave(x));
         self.drive(cx);
     }
 
@@ -896,11 +1023,14 @@ impl Calls {
         for (_, m) in self.media.drain() {
             m.forwarder.abort();
         }
+        if let Some(c) = &mut self.conf {
+            c.shutdown(&mut self.media_rx).await;
+        }
     }
 }
 
 /// The path of an established peer link with `user`, if any.
-fn link_to(cx: &Ctx<'_>, user: &str) -> Option<Path> {
+pub(super) fn link_to(cx: &Ctx<'_>, user: &str) -> Option<Path> {
     let path = cx.ice.selected(user)?;
     let cert = cx.link.peer(path.remote)?;
     (cert.username == user).then_some(path)

@@ -21,6 +21,7 @@
 pub mod api;
 pub mod calls;
 pub mod client;
+pub mod conference;
 pub mod datadir;
 pub mod device;
 pub mod driver;

@@ -72,6 +72,8 @@ pub mod kind {
     pub const CALL_FIRST: u8 = 16;
     pub const ICE_FIRST: u8 = 32;
     pub const MEDIA_FIRST: u8 = 48;
+    /// 80-95: conference calls (`conference`).
+    pub const CONFERENCE: u8 = 80;
     /// 96-111: file transfer signalling (`transfer`).
     pub const FILES_FIRST: u8 = 96;
     /// 240-255: tests and experiments.

@@ -78,6 +78,8 @@ pub struct Model {
     pub stopped: bool,
     /// The conversation on screen: its new messages are not unread.
     pub chat_open: Option<String>,
+    /// The conference we are in or invited to (`ui::conference`).
+    pub conference: Option<super::conference::ConferenceView>,
 }
 
 impl Model {
@@ -310,6 +312,7 @@ impl Model {
             Event::Stopped => self.stopped = true,
             // File transfers have no panel in the TUI yet.
             Event::File(_) | Event::Files(_) => {}
+            Event::Conference(u) => self.conference(u),
         }
     }
 }

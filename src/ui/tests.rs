@@ -1054,3 +1054,57 @@ fn missed_calls_and_history() {
         "{cmds:?}"
     );
 }
+
+#[test]
+fn five_party_conference_panel() {
+    use crate::conference::{ConfEvent, LeftReason};
+    use crate::node::api::ConferenceUpdate;
+    let mut app = logged_in();
+    let me = app.model.me().unwrap().to_owned();
+    let ev = |e: ConfEvent| Event::Conference(ConferenceUpdate::Changed(e));
+    app.handle_event(ev(ConfEvent::Joined {
+        id: 5,
+        name: me.clone(),
+    }));
+    for n in ["bob", "carol", "dave", "erin", "frank"] {
+        app.handle_event(ev(ConfEvent::Joined {
+            id: 5,
+            name: n.into(),
+        }));
+    }
+    app.handle_event(ev(ConfEvent::Left {
+        id: 5,
+        name: "frank".into(),
+        reason: LeftReason::Left,
+    }));
+    app.handle_event(ev(ConfEvent::MixerChanged {
+        id: 5,
+        mixer: me.clone(),
+        epoch: 1,
+        failover: false,
+    }));
+    app.handle_event(ev(ConfEvent::Muted {
+        id: 5,
+        name: "dave".into(),
+        on: true,
+        by: me.clone(),
+    }));
+    app.handle_event(ev(ConfEvent::Levels {
+        id: 5,
+        levels: vec![
+            (me.clone(), 3),
+            ("bob".into(), 200),
+            ("carol".into(), 90),
+            ("dave".into(), 0),
+            ("erin".into(), 10),
+        ],
+    }));
+    assert!(app.model.bell, "joins and leaves ring the bell");
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("conference · 5 participants · mixed by you"),
+        "{screen}"
+    );
+    assert!(screen.contains("frank left the conference"), "{screen}");
+    assert_snapshot!("conference_five_party", screen);
+}

@@ -35,6 +35,7 @@ mod chat_kill_sender;
 mod chat_offline;
 mod cli;
 mod clock_step;
+mod conference_tones;
 mod dos_authority_slots;
 mod dos_link_handshakes;
 mod dos_login_throttle;

@@ -10,9 +10,11 @@ use crate::call::{CallEvent, CallId};
 use crate::ice::{Path, PathKind};
 use crate::media::MediaStats;
 use crate::node::api::{
-    self, CallInfo, CallRecord, CallState, CallStats, Event, MediaPath, RemoteChange,
+    self, CallInfo, CallRecord, CallState, CallStats, ConferenceUpdate, Event, MediaPath,
+    RemoteChange,
 };
 use crate::node::calls::{Bitrate, CallCommand, CallUpdate};
+use crate::node::conference::{ConfCommand, ConfUpdate};
 use std::collections::{HashMap, HashSet};
 
 /// The calls the API reports, by id (ended calls are dropped).
@@ -71,6 +73,25 @@ impl ApiCalls {
                     on: Some(h),
                 }
             }
+            api::Command::ConferenceStart { users } => {
+                CallCommand::Conference(ConfCommand::Start {
+                    users: users.clone(),
+                })
+            }
+            api::Command::ConferenceAdd { username } => CallCommand::Conference(ConfCommand::Add {
+                user: username.trim().to_ascii_lowercase(),
+            }),
+            api::Command::ConferenceAccept => CallCommand::Conference(ConfCommand::Accept),
+            api::Command::ConferenceLeave => CallCommand::Conference(ConfCommand::Leave),
+            api::Command::ConferenceMute { muted } => {
+                CallCommand::Conference(ConfCommand::Mute { on: *muted })
+            }
+            api::Command::ConferenceMuteOther { username, muted } => {
+                CallCommand::Conference(ConfCommand::MuteOther {
+                    user: username.trim().to_ascii_lowercase(),
+                    on: *muted,
+                })
+            }
             _ => return None,
         };
         Some((n, shown))
@@ -79,6 +100,29 @@ impl ApiCalls {
     /// The API events of a driver update; `now_unix_ms` stamps answers.
     pub fn update(&mut self, u: &CallUpdate, now_unix_ms: u64) -> Vec<Event> {
         match u {
+            CallUpdate::Conference(c) => vec![Event::Conference(match c {
+                ConfUpdate::Event(e) => ConferenceUpdate::Changed(e.clone()),
+                ConfUpdate::Stats {
+                    id,
+                    peer,
+                    stats,
+                    path,
+                } => ConferenceUpdate::Stats {
+                    conference: *id,
+                    peer: peer.clone(),
+                    stats: Box::new(call_stats(
+                        peer,
+                        stats,
+                        path.as_ref(),
+                        Bitrate::default(),
+                        false,
+                    )),
+                },
+                ConfUpdate::MediaEnded { id, stats } => ConferenceUpdate::MediaEnded {
+                    conference: *id,
+                    stats: stats.clone(),
+                },
+            })],
             CallUpdate::Dialing { id, peer } => {
                 self.started.insert(*id, now_unix_ms);
                 let i = fresh(*id, peer, true, CallState::Dialing);

@@ -673,7 +673,13 @@ impl Runtime {
             | Command::DeclineCall { .. }
             | Command::HangUp { .. }
             | Command::Mute { .. }
-            | Command::Hold { .. } => self.call_command(c).await,
+            | Command::Hold { .. }
+            | Command::ConferenceStart { .. }
+            | Command::ConferenceAdd { .. }
+            | Command::ConferenceAccept
+            | Command::ConferenceLeave
+            | Command::ConferenceMute { .. }
+            | Command::ConferenceMuteOther { .. } => self.call_command(c).await,
             Command::SendMessage { to, text } => self.send_message(to, text).await,
             Command::LoadHistory {
                 with,

@@ -201,6 +201,7 @@ impl ClientDriver {
             link: &self.base.link,
             ice: &self.peers.ice,
             rng: &mut self.base.rng,
+            nat: self.nat.as_ref().and_then(|n| n.last()),
         };
         Some(f(calls, &mut cx))
     }

@@ -18,6 +18,7 @@ use super::client::ClientDriver;
 use super::peers::Cx;
 use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
 use crate::node::calls::ENVELOPE_CALL;
+use crate::node::conference::ENVELOPE_CONFERENCE;
 use crate::overlay::envelope::{EnvelopeOutcome, kind};
 use crate::overlay::{ClientEvent, EnvelopeId};
 use crate::transfer::wire as transfer;
@@ -33,6 +34,8 @@ pub enum Consumer {
     Peers,
     /// File transfer signalling (`node::files`).
     Files,
+    /// Conference signalling (`node::conference`, inside the calls).
+    Conference,
 }
 
 /// Envelope kind -> its consumer. Kinds not listed go to the owner.
@@ -48,6 +51,7 @@ pub const ROUTES: &[(u8, Consumer)] = &[
     (transfer::kind::ANSWER, Consumer::Files),
     (transfer::kind::CANCEL, Consumer::Files),
     (transfer::kind::DONE, Consumer::Files),
+    (ENVELOPE_CONFERENCE, Consumer::Conference),
 ];
 
 /// The consumer of envelope kind `k`, if any.
@@ -122,6 +126,9 @@ impl ClientDriver {
                 .with_files(now, |f, cx| {
                     f.on_envelope(&from.username, kind, payload, cx)
                 })
+                .is_some(),
+            Consumer::Conference => self
+                .with_calls(|calls, cx| calls.on_conference_envelope(&from.username, payload, cx))
                 .is_some(),
         }
     }

@@ -57,7 +57,14 @@ impl CallPanel {
         let m = ctx.model;
         let k = ctx.keys;
         let mut lines = Vec::new();
-        match m.current_call() {
+        if let Some(c) = m.conference.as_ref().filter(|c| !c.ended) {
+            conference_lines(c, m.me(), &mut lines);
+        }
+        match m
+            .current_call()
+            .filter(|_| m.conference.as_ref().is_none_or(|c| c.ended))
+        {
+            None if m.conference.as_ref().is_some_and(|c| !c.ended) => {}
             None => {
                 lines.push((
                     KEEP,
@@ -233,6 +240,62 @@ impl CallPanel {
         let inner = width.saturating_sub(2).max(1) as usize;
         let rows: usize = self.lines(ctx).iter().map(|(_, l)| rows_of(l, inner)).sum();
         rows as u16 + 2
+    }
+}
+
+/// The conference: a head line, then each participant with a speaking
+/// dot, a level meter, mute and who mixes.
+fn conference_lines<'a>(
+    c: &crate::ui::conference::ConferenceView,
+    me: Option<&str>,
+    lines: &mut Vec<(Prio, Line<'a>)>,
+) {
+    if let Some(from) = &c.invited_by {
+        lines.push((
+            KEEP,
+            Line::from(format!("{from} invites you to a conference"))
+                .yellow()
+                .bold(),
+        ));
+        return;
+    }
+    lines.push((
+        KEEP,
+        Line::from(format!(
+            "conference · {} participants · mixed by {}",
+            c.participants.len(),
+            if Some(c.mixer.as_str()) == me {
+                "you"
+            } else {
+                c.mixer.as_str()
+            }
+        ))
+        .green()
+        .bold(),
+    ));
+    for (name, p) in &c.participants {
+        let dot = if p.speaking() {
+            Span::raw("● ").green()
+        } else {
+            Span::raw("○ ").dark_gray()
+        };
+        let who = if Some(name.as_str()) == me {
+            format!("{name} (you)")
+        } else {
+            name.clone()
+        };
+        let mut l = vec![
+            dot,
+            Span::raw(format!("{who:<16} ")),
+            Span::raw(meter(f32::from(p.level) / 255.0, 10)),
+        ];
+        if p.muted {
+            l.push(Span::raw("  [muted]").red());
+        }
+        if *name == c.mixer {
+            l.push(Span::raw("  mixing").dark_gray());
+        }
+        lines.push((1, Line::from(l)));
     }
 }
 

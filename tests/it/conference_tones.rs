@@ -1,0 +1,242 @@
+//! Conferences between real headless processes on loopback: each
+//! participant's microphone is a tone device at its own frequency and its
+//! loudspeaker a WAV recording. The starter runs `conf start ...`; the
+//! others auto-join. Each recording must hold every other participant's
+//! tone, within 3 dB of each other, and not its own. Then the mixer is
+//! killed with SIGKILL: the recordings of the others show them hearing
+//! each other again within 3 s of the silence.
+
+use crate::common::calls::*;
+use crate::common::procs::Proc;
+use natter::media::audio;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const USERS: [&str; 5] = ["ann", "bob", "cat", "dan", "eve"];
+const TONES: [f64; 5] = [440.0, 620.0, 830.0, 1070.0, 1330.0];
+
+/// Power of `hz` in `s` (Goertzel), dB relative to a full-scale sine.
+fn power_db(s: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 48_000.0;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in s {
+        let s0 = x as f64 / 32768.0 + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let p = (s1 * s1 + s2 * s2 - coeff * s1 * s2).max(1e-12);
+    // A full-scale sine over N samples gives p = N^2 / 4.
+    10.0 * (p / (s.len() as f64 * s.len() as f64 / 4.0)).log10()
+}
+
+struct Party {
+    net: CallNet,
+    procs: Vec<Proc>,
+    wavs: Vec<PathBuf>,
+    /// When each one's recording started (its own `joined` event).
+    joined_at: Vec<Instant>,
+}
+
+/// `n` participants in a conference started by the first.
+fn party(n: usize) -> Party {
+    let users = &USERS[..n];
+    let net = CallNet::start(users);
+    let mut procs = Vec::new();
+    let mut wavs = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let wav = net.path(&format!("{u}.wav"));
+        let toml = format!("[audio]\ninput = \"tone:{}\"\n", TONES[i]);
+        let p = net.client(
+            u,
+            &toml,
+            &["--auto-answer", "--record", wav.to_str().unwrap()],
+        );
+        procs.push(p);
+        wavs.push(wav);
+    }
+    let t0 = Instant::now();
+    let others: Vec<&str> = users[1..].to_vec();
+    procs[0].say(&format!("conf start {}", others.join(" ")));
+    // Each sees itself join (its recording starts), then everyone else.
+    let mut joined_at = Vec::new();
+    for (i, p) in procs.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut own = None;
+        p.wait_json(T, |v| {
+            if v["event"] == "conference" && v["type"] == "joined" {
+                let u = v["user"].as_str().unwrap_or_default().to_owned();
+                if u == users[i] {
+                    own = Some(Instant::now());
+                }
+                seen.insert(u);
+            }
+            seen.len() == n
+        });
+        joined_at.push(own.expect("its own join"));
+    }
+    eprintln!("{n} participants joined in {} ms", t0.elapsed().as_millis());
+    Party {
+        net,
+        procs,
+        wavs,
+        joined_at,
+    }
+}
+
+impl Party {
+    /// Quit everyone (recordings complete) and read the recordings.
+    fn finish(mut self, alive: &[usize]) -> Vec<Option<Vec<i16>>> {
+        for &i in alive {
+            self.procs[i].say("quit");
+        }
+        for &i in alive {
+            let code = self
+                .net
+                .exit_code(&mut self.procs[i], Duration::from_secs(15));
+            assert_eq!(code, 0, "{}", self.net.log_tail(USERS[i]));
+        }
+        (0..self.procs.len())
+            .map(|i| {
+                alive
+                    .contains(&i)
+                    .then(|| audio::read_wav(&self.wavs[i]).unwrap())
+            })
+            .collect()
+    }
+}
+
+/// The levels of every tone in `s[from..from + 2 s]`.
+fn levels(s: &[i16], from: usize, n: usize) -> Vec<f64> {
+    let w = &s[from..(from + 96_000).min(s.len())];
+    TONES[..n].iter().map(|&hz| power_db(w, hz)).collect()
+}
+
+/// Each one hears every other within 3 dB of each other, and not itself.
+fn check_mix(n: usize, recs: &[Option<Vec<i16>>], from_secs: &[f64]) {
+    for (i, rec) in recs.iter().enumerate() {
+        let Some(rec) = rec else { continue };
+        let from = (from_secs[i] * 48_000.0) as usize;
+        assert!(rec.len() > from + 96_000, "{}: short recording", USERS[i]);
+        let l = levels(rec, from, n);
+        let others: Vec<f64> = (0..n).filter(|&j| j != i).map(|j| l[j]).collect();
+        let (lo, hi) = others
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        eprintln!("{} hears (dB) {l:.1?}", USERS[i]);
+        assert!(lo > -30.0, "{}: someone is missing: {l:?}", USERS[i]);
+        assert!(
+            hi - lo <= 3.0,
+            "{}: levels differ by {:.1} dB: {l:?}",
+            USERS[i],
+            hi - lo
+        );
+        assert!(
+            l[i] < lo - 25.0,
+            "{} hears itself at {:.1} dB: {l:?}",
+            USERS[i],
+            l[i]
+        );
+    }
+}
+
+fn run_mix(n: usize) {
+    let p = party(n);
+    let all_in = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    let from: Vec<f64> = p
+        .joined_at
+        .iter()
+        .map(|t| (all_in - *t).as_secs_f64() + 1.0)
+        .collect();
+    let alive: Vec<usize> = (0..n).collect();
+    let recs = p.finish(&alive);
+    check_mix(n, &recs, &from);
+}
+
+#[test]
+fn three_party_conference_mix_minus() {
+    let _turn = scenario!();
+    run_mix(3);
+}
+
+#[test]
+fn five_party_conference_mix_minus() {
+    let _turn = scenario!();
+    run_mix(5);
+}
+
+/// The first 100 ms window from `from` on in which every tone in `want`
+/// is present (within 12 dB of its level before the kill).
+fn recovered_at(rec: &[i16], from: usize, want: &[usize], steady: &[f64]) -> Option<usize> {
+    (from..rec.len().saturating_sub(4_800))
+        .step_by(480)
+        .find(|&k| {
+            let w = &rec[k..k + 4_800];
+            want.iter()
+                .all(|&j| power_db(w, TONES[j]) > steady[j] - 12.0)
+        })
+}
+
+#[test]
+fn conference_survives_its_mixer_killed() {
+    let _turn = scenario!();
+    let n = 4;
+    let mut p = party(n);
+    let all_in = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    // ann started it and mixes: SIGKILL.
+    let killed = Instant::now();
+    p.procs[0].kill();
+    for (i, user) in USERS.iter().enumerate().take(n).skip(1) {
+        let e = p.procs[i].wait_json(T, |v| {
+            v["event"] == "conference" && v["type"] == "mixer" && v["failover"] == true
+        });
+        eprintln!(
+            "{user}: {} mixes after {} ms",
+            e["mixer"],
+            killed.elapsed().as_millis()
+        );
+        assert_eq!(e["mixer"], "bob", "everyone picks the same next mixer");
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let alive: Vec<usize> = (1..n).collect();
+    let joined_at = p.joined_at.clone();
+    let recs = p.finish(&alive);
+    let mut worst = 0.0f64;
+    for &i in &alive {
+        let rec = recs[i].as_ref().unwrap();
+        let t_join = joined_at[i];
+        let steady_from = ((all_in - t_join).as_secs_f64() + 0.5) * 48_000.0;
+        let steady = levels(rec, steady_from as usize, n);
+        let kill_at = ((killed - t_join).as_secs_f64() * 48_000.0) as usize;
+        let want: Vec<usize> = alive.iter().copied().filter(|&j| j != i).collect();
+        // The silence: the first window after the kill missing a survivor.
+        let gap = (kill_at.saturating_sub(24_000)..rec.len() - 4_800)
+            .step_by(480)
+            .find(|&k| {
+                let w = &rec[k..k + 4_800];
+                want.iter()
+                    .any(|&j| power_db(w, TONES[j]) <= steady[j] - 12.0)
+            })
+            .unwrap_or_else(|| panic!("{}: no gap at the mixer's death", USERS[i]));
+        let back = recovered_at(rec, gap, &want, &steady)
+            .unwrap_or_else(|| panic!("{}: never heard the others again", USERS[i]));
+        let secs = (back - gap) as f64 / 48_000.0;
+        eprintln!(
+            "{}: heard the others again {secs:.2} s after the silence began",
+            USERS[i]
+        );
+        worst = worst.max(secs);
+        // After the recovery: both others, not itself, and not ann.
+        let l = levels(rec, back + 9_600, n);
+        assert!(l[i] < l[want[0]] - 25.0, "{}: {l:?}", USERS[i]);
+        assert!(
+            l[0] < l[want[0]] - 25.0,
+            "{} still hears ann: {l:?}",
+            USERS[i]
+        );
+    }
+    assert!(worst <= 3.0, "recovery took {worst:.2} s");
+    eprintln!("mixer failover: others hear each other again within {worst:.2} s");
+}
