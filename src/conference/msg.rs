@@ -12,7 +12,7 @@
 //! | 5 | Mute | target str8, on u8 |
 //! | 6 | Levels | count u8, then (name str8, level u8) each |
 //!
-//! `members` is a u8 count then each member: name str8, nonce [16],
+//! `members` is a u8 count then each member: name str8, nonce `[16]`,
 //! uplink kbit/s u32, reach u8, muted u8. At most
 //! [`super::MAX_PARTICIPANTS`] members; the decoder borrows nothing past
 //! the call and checks every length first.

@@ -977,7 +977,7 @@ impl Transfers {
     }
 
     /// Whether a DATA packet for `id` from `from` at `[offset, offset+len)`
-    /// is wanted: the driver writes it, then calls [`Transfers::on_data`].
+    /// is wanted: the driver writes it, then calls `Transfers::on_data`.
     pub fn wants_data(&mut self, from: &str, id: TransferId, offset: u64, len: usize) -> bool {
         let ok = self.incoming.get(&id).is_some_and(|i| {
             i.peer == from
