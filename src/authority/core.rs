@@ -737,6 +737,16 @@ impl AuthorityCore {
     }
 }
 
+/// An account as stored (SQLite or PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub username: String,
+    pub password_hash: String,
+    pub info: AccountInfo,
+    pub created_at: u64,
+    pub last_login: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,7 @@
 //! connection that broke is dropped and a new one made on next use, so an
 //! authority rides out a database restart.
 
-use super::core::AccountInfo;
-use super::store::Account;
+use super::core::{Account, AccountInfo};
 use super::throttle::{Failures, ThrottlePolicy};
 use crate::identity::{Role, Username};
 use crate::limits::SourceKey;

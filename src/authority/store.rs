@@ -55,14 +55,7 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Account {
-    pub username: String,
-    pub password_hash: String,
-    pub info: AccountInfo,
-    pub created_at: u64,
-    pub last_login: Option<u64>,
-}
+pub use super::core::Account;
 
 /// Where the accounts are: `[authority] database` as parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -396,7 +396,7 @@ fn conference(u: &ConferenceUpdate) -> Option<Rendered> {
                 levels.iter().map(|(n, l)| (n.clone(), json!(l))).collect();
             let speaking: Vec<&str> = levels
                 .iter()
-                .filter(|(_, l)| *l >= natter::ui::conference::SPEAKING_LEVEL)
+                .filter(|(_, l)| *l >= natter::ui::model::conference::SPEAKING_LEVEL)
                 .map(|(n, _)| n.as_str())
                 .collect();
             (

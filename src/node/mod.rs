@@ -21,7 +21,6 @@
 pub mod api;
 pub mod calls;
 pub mod client;
-pub mod conference;
 pub mod datadir;
 pub mod device;
 pub mod driver;

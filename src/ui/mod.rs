@@ -6,7 +6,6 @@
 
 pub mod app;
 pub mod components;
-pub mod conference;
 pub mod keys;
 pub mod model;
 pub mod terminal;

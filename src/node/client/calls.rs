@@ -13,8 +13,8 @@ use crate::node::api::{
     self, CallInfo, CallRecord, CallState, CallStats, ConferenceUpdate, Event, MediaPath,
     RemoteChange,
 };
+use crate::node::calls::conference::{ConfCommand, ConfUpdate};
 use crate::node::calls::{Bitrate, CallCommand, CallUpdate};
-use crate::node::conference::{ConfCommand, ConfUpdate};
 use std::collections::{HashMap, HashSet};
 
 /// The calls the API reports, by id (ended calls are dropped).

@@ -18,7 +18,7 @@ use super::client::ClientDriver;
 use super::peers::Cx;
 use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
 use crate::node::calls::ENVELOPE_CALL;
-use crate::node::conference::ENVELOPE_CONFERENCE;
+use crate::node::calls::conference::ENVELOPE_CONFERENCE;
 use crate::overlay::envelope::{EnvelopeOutcome, kind};
 use crate::overlay::{ClientEvent, EnvelopeId};
 use crate::transfer::wire as transfer;
@@ -34,7 +34,7 @@ pub enum Consumer {
     Peers,
     /// File transfer signalling (`node::files`).
     Files,
-    /// Conference signalling (`node::conference`, inside the calls).
+    /// Conference signalling (`node::calls::conference`, inside the calls).
     Conference,
 }
 

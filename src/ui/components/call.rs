@@ -246,7 +246,7 @@ impl CallPanel {
 /// The conference: a head line, then each participant with a speaking
 /// dot, a level meter, mute and who mixes.
 fn conference_lines<'a>(
-    c: &crate::ui::conference::ConferenceView,
+    c: &crate::ui::model::conference::ConferenceView,
     me: Option<&str>,
     lines: &mut Vec<(Prio, Line<'a>)>,
 ) {

@@ -3,7 +3,7 @@
 //! notices (and a short tone: the terminal bell). Built from
 //! [`Event::Conference`](crate::node::api::Event::Conference) only.
 
-use super::model::{Level, Model};
+use super::{Level, Model};
 use crate::conference::{ConfEvent, ConfId};
 use crate::node::api::ConferenceUpdate;
 use std::collections::BTreeMap;

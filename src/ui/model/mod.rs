@@ -2,6 +2,8 @@
 //! [`Event`]s. It is a picture of what the node reported, not protocol
 //! state: nothing here is ever sent anywhere.
 
+pub mod conference;
+
 use crate::node::api::{
     AttachedSupernode, AudioStatus, CallId, CallInfo, CallRecord, CallState, CallStats,
     ChatMessage, ContactChange, ContactState, Event, LoginState, LookupResult, MessageState,
@@ -78,8 +80,8 @@ pub struct Model {
     pub stopped: bool,
     /// The conversation on screen: its new messages are not unread.
     pub chat_open: Option<String>,
-    /// The conference we are in or invited to (`ui::conference`).
-    pub conference: Option<super::conference::ConferenceView>,
+    /// The conference we are in or invited to (`ui::model::conference`).
+    pub conference: Option<conference::ConferenceView>,
 }
 
 impl Model {

@@ -16,7 +16,8 @@
 //! Audio and codec work stay in the media driver's task and the audio
 //! thread (lock-free rings); nothing here blocks.
 
-use super::conference::{ConfCommand, ConfCx, ConfNode, ConfUpdate};
+pub mod conference;
+
 use super::peer::PeerEvent;
 use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
 use crate::clock::Clock;
@@ -28,6 +29,7 @@ use crate::media::packet::EXPORT_LABEL;
 use crate::media::{MediaConfig, MediaEvent, MediaKeys, MediaSession, MediaStats, Side};
 use crate::overlay::envelope::kind::CALL_FIRST;
 use crate::overlay::{ClientCore, EnvelopeId};
+use conference::{ConfCommand, ConfCx, ConfNode, ConfUpdate};
 use rand::RngCore;
 use rand::rngs::StdRng;
 use std::collections::{HashMap, VecDeque};
@@ -103,7 +105,7 @@ pub enum CallCommand {
         call: Option<CallId>,
         on: Option<bool>,
     },
-    /// A conference command (`node::conference`).
+    /// A conference command (`node::calls::conference`).
     Conference(ConfCommand),
 }
 
@@ -141,7 +143,7 @@ pub enum CallUpdate {
         bitrate: Bitrate,
         last: bool,
     },
-    /// A conference changed (`node::conference`).
+    /// A conference changed (`node::calls::conference`).
     Conference(ConfUpdate),
 }
 

@@ -7,12 +7,12 @@
 //! with the leg's context. Legs are re-pointed when the core's mixer
 //! changes; a leg whose link is not up yet is started when it is.
 //!
-//! A part of the calls sub-driver ([`super::calls::Calls`] owns one
+//! A part of the calls sub-driver ([`super::Calls`] owns one
 //! [`ConfNode`] while a conference runs): it hands over conference
 //! commands, envelopes, media datagrams from a participant's path and the
 //! conference media task's messages.
 
-use super::calls::{CallOptions, CallUpdate, CallsEvent, Ctx, MediaEnd, MediaMsg};
+use super::{CallOptions, CallUpdate, CallsEvent, Ctx, MediaEnd, MediaMsg};
 use crate::clock::Clock;
 use crate::conference::{ConfConfig, ConfEvent, ConfId, ConfState, ConferenceCore, Member, Reach};
 use crate::ice::{IceSessions, Path};
@@ -248,7 +248,7 @@ impl ConfNode {
         // Links: the member whose name sorts first opens each.
         let me = self.core.me().to_owned();
         for other in self.core.others() {
-            if other > me && super::calls::link_to(c.cx, &other).is_none() {
+            if other > me && super::link_to(c.cx, &other).is_none() {
                 c.connects.push(other);
             }
         }
@@ -348,7 +348,7 @@ impl ConfNode {
             if m.legs.get(&l.peer) == Some(&l.context) {
                 continue;
             }
-            let Some(path) = super::calls::link_to(c.cx, &l.peer) else {
+            let Some(path) = super::link_to(c.cx, &l.peer) else {
                 if l.peer.as_str() > self.core.me() {
                     c.connects.push(l.peer.clone());
                 }
