@@ -203,6 +203,16 @@ impl Files {
         }
     }
 
+    /// Whether `user` is the peer of a file we offered or accepted (they
+    /// may have our ICE candidates); an offer we have not answered does
+    /// not count.
+    pub fn agreed_with(&self, user: &str) -> bool {
+        self.core.list().iter().any(|f| {
+            f.peer.eq_ignore_ascii_case(user)
+                && (f.outgoing || f.state != crate::transfer::FileState::Offered)
+        })
+    }
+
     pub fn poll_event(&mut self) -> Option<FilesEvent> {
         self.events.pop_front()
     }

@@ -136,6 +136,16 @@ impl ConfNode {
         self.core.id()
     }
 
+    /// Whether `user` is in the conference we started or joined (they
+    /// may have our ICE candidates, as a call's peer may).
+    pub fn agreed_with(&self, user: &str) -> bool {
+        self.core.state() == ConfState::Joined
+            && self
+                .core
+                .members()
+                .any(|m| m.name.eq_ignore_ascii_case(user))
+    }
+
     pub fn running(&self) -> bool {
         !matches!(self.core.state(), ConfState::Ended(_)) || !self.finished
     }

@@ -813,6 +813,9 @@ impl Calls {
     /// Whether we are in a call with `user` that we placed or accepted
     /// (so they may have our ICE candidates).
     pub fn agreed_with(&self, user: &str) -> bool {
+        if self.conf.as_ref().is_some_and(|c| c.agreed_with(user)) {
+            return true;
+        }
         self.core.current().is_some_and(|id| {
             self.core
                 .peer(id)

@@ -160,11 +160,15 @@ impl ClientDriver {
 
 impl ClientDriver {
     /// Whether `user` may have our ICE candidates (issue 14.10): a
-    /// contact, or the peer of a call we placed or accepted. A node
-    /// without messaging (no contact list: tools, tests) allows everyone.
+    /// contact, the peer of a call we placed or accepted, a member of a
+    /// conference we joined, or the peer of a file we offered or accepted.
+    /// A node without messaging (no contact list: tools, tests) allows
+    /// everyone.
     pub(super) fn may_have_candidates(&self, user: &str) -> bool {
         let contact = self.messaging.as_ref().is_none_or(|m| m.is_contact(user));
-        contact || self.calls.as_ref().is_some_and(|c| c.agreed_with(user))
+        contact
+            || self.calls.as_ref().is_some_and(|c| c.agreed_with(user))
+            || self.files.as_ref().is_some_and(|f| f.agreed_with(user))
     }
 
     /// Answer held offers whose senders are allowed now; true if any.
