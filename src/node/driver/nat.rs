@@ -148,13 +148,14 @@ impl NatDriver {
         self.det.handle_timeout(now, &mut base.rng);
     }
 
-    /// The next report. No STUN answer says "UDP blocked" only when a
-    /// supernode is `attached` some other way; attached to none, the
-    /// supernodes may just be down (issue 13.12). An attachment later makes
-    /// the detector check again ("UDP works again").
+    /// The next report. Measured against the supernodes, no STUN answer
+    /// says "UDP blocked" only when a supernode is `attached` some other
+    /// way; attached to none, the supernodes may just be down (issue
+    /// 13.12). STUN servers the user named are taken at their word. An
+    /// attachment later makes the detector check again ("UDP works again").
     pub fn poll_report(&mut self, attached: bool) -> Option<NatReport> {
         let NatEvent::Report(mut r) = self.det.poll_event()?;
-        if r.udp_blocked && !attached {
+        if r.udp_blocked && !attached && self.opts.servers.is_empty() {
             r.udp_blocked = false;
             r.unreachable = true;
             r.notes.push(
