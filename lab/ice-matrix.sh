@@ -182,6 +182,14 @@ run_pair() {   # A B   (environment types; B runs behind the second NAT of its t
     fi
     wait_line "$TMP/B.out" '"event":"published"' "$wait_b" >/dev/null
     wait_line "$TMP/A.out" '"event":"published"' "$wait_a" >/dev/null
+    # Only contacts get each other's ICE candidates (issue 14.10): the two
+    # users add each other first (the request and the acceptance travel
+    # through the supernodes like any message).
+    say A "add $ub"
+    wait_line "$TMP/B.out" '"event":"contact_request"' 10 >/dev/null
+    say B "accept $ua"
+    wait_line "$TMP/A.out" "\"event\":\"contact_added\".*\"$ub\"" 10 >/dev/null
+    wait_line "$TMP/B.out" "\"event\":\"contact_added\".*\"$ua\"" 10 >/dev/null
     # The offer and answer travel in sealed envelopes through the supernodes.
     say A "connect $ub"
     # An attempt is bounded at 10 s.

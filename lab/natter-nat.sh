@@ -94,8 +94,11 @@ natter_nat_setup() {
     NN_PIDS="$!"
     _nn_wait_line "$NN_DIR/authority.out" '^listening on' 30 || { echo "natter authority did not start:"; cat "$NN_DIR/authority.log"; return 1; }
     key=$(sed -n 's/^authority public key: //p' "$NN_DIR/authority.out")
-    printf '[login]\nserver = "%s:%s"\nauthority_key = "%s"\n[overlay]\nbootstrap = []\n' \
-        "$ip1" "$NN_AUTH_PORT" "$key" >"$NN_DIR/client.toml"
+    # The supernode runs a relay, as deployed ones do: it then takes clients
+    # over TCP too, which is how a UDP-blocked client attaches (and learns
+    # that UDP, not the supernode, is the problem).
+    printf '[login]\nserver = "%s:%s"\nauthority_key = "%s"\n[overlay]\nbootstrap = []\n[relay]\nsecret = "nat-lab-secret-%s"\n' \
+        "$ip1" "$NN_AUTH_PORT" "$key" "$$" >"$NN_DIR/client.toml"
     # Accounts: sn1 (supernode role) and one user per environment, in parallel.
     local names=(sn1) pids=() n
     for e in "${NETLAB_ENVS[@]}"; do names+=("u-$e"); done
@@ -149,7 +152,7 @@ _nn_detect() {
     local env=$1 tag=$2 pid line; shift 2
     local out="$NN_DIR/$env.$tag.json"
     netlab_exec "$env" timeout 25 "$NN_BIN" --config "$NN_DIR/client.toml" --data-dir "$NN_DIR/u-$env" \
-        --log-level natter=info --headless --json --bootstrap "$(netlab_srv_ip 1):$NN_SN_PORT" "$@" \
+        --log-level "${NN_LOG:-natter=info}" --headless --json --bootstrap "$(netlab_srv_ip 1):$NN_SN_PORT" "$@" \
         >"$out" 2>"$NN_DIR/$env.$tag.log" </dev/null &
     pid=$!
     _nn_wait_line "$out" '"event":"nat"' 25
@@ -232,7 +235,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
         command -v "$c" >/dev/null || { echo "missing $c: apt-get install -y nftables conntrack coturn iproute2" >&2; exit 2; }
     done
     export NETLAB_PREFIX=${NETLAB_PREFIX:-ntrnn$$-}
-    unset NETLAB_ENV_LIST
+    [[ -n "${NATTER_NAT_KEEP:-}" ]] || unset NETLAB_ENV_LIST
     # shellcheck source=netlab.sh
     source "$_NN_HERE/netlab.sh"
     TMP=$(mktemp -d /tmp/natter-nat.XXXXXX)
@@ -241,7 +244,7 @@ if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
         natter_nat_stop
         if [[ -n "$TURN_PID" ]]; then kill "$TURN_PID" 2>/dev/null; wait "$TURN_PID" 2>/dev/null; fi
         netlab_down
-        rm -rf "$TMP"
+        if [[ -n "${NATTER_NAT_KEEP:-}" ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
     }
     trap _nn_cleanup EXIT
     trap 'exit 130' INT

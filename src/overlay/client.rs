@@ -765,6 +765,7 @@ impl ClientCore {
             return;
         };
         let l = self.links.remove(i);
+        tracing::debug!(%addr, reason, "supernode link dropped");
         let mut promoted = None;
         if l.primary {
             // The backup takes over as primary.
@@ -809,10 +810,29 @@ impl ClientCore {
             self.stats.malformed += 1;
             return;
         };
-        let Some(idx) = self.links.iter().position(|l| l.addr == from) else {
-            // Not from a supernode we talk to: ignore (counted).
-            self.stats.malformed += 1;
-            return;
+        let idx = match self.links.iter().position(|l| l.addr == from) {
+            Some(idx) => idx,
+            // A late answer to an attempt that timed out (its attach waited
+            // for the link to come up, e.g. over TCP once UDP proved
+            // blocked): the supernode holds our attachment, so take it.
+            None if matches!(msg, Msg::AttachOk { .. })
+                && self.host_cache.contains(&HostAddr::from(from)) =>
+            {
+                tracing::debug!(supernode = %from, "late attach answer taken");
+                self.avoid.remove(&from);
+                self.links.push(Link {
+                    addr: from,
+                    primary: false,
+                    state: LinkState::Attaching { deadline: now },
+                });
+                self.links.len() - 1
+            }
+            None => {
+                // Not from a supernode we talk to: ignore (counted).
+                tracing::debug!(%from, "overlay message from no supernode of ours");
+                self.stats.malformed += 1;
+                return;
+            }
         };
         match msg {
             Msg::AttachOk {
@@ -1131,6 +1151,7 @@ impl ClientCore {
                     deadline: now + self.cfg.attach_timeout_ms,
                 },
             });
+            tracing::debug!(supernode = %a, "attaching");
             self.send(a, &Msg::Attach { primary });
         }
     }
@@ -1315,5 +1336,68 @@ impl ClientCore {
                 self.key_lookups.insert(name, qid);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{AuthorityKey, Role, Username};
+    use rand::rngs::StdRng;
+
+    fn client(sn: SocketAddr) -> (ClientCore, StdRng) {
+        let mut rng = StdRng::seed_from_u64(1);
+        let authority = AuthorityKey::generate(&mut rng);
+        let d = DeviceIdentity::generate(&mut rng);
+        let user = Username::parse("alice").unwrap();
+        let cert = Certificate::issue(
+            &authority,
+            1,
+            Role::User,
+            0,
+            u64::MAX / 2,
+            &user,
+            d.ed25519_public(),
+            d.x25519_public(),
+        );
+        let core = ClientCore::new(
+            d,
+            cert,
+            authority.public(),
+            vec![sn],
+            ClientConfig::default(),
+            0,
+        );
+        (core, rng)
+    }
+
+    /// An attach answer that comes after the attempt timed out (it waited
+    /// for the link to come up over TCP) still attaches: the supernode
+    /// holds the attachment, and ignoring it cost a backoff round.
+    #[test]
+    fn late_attach_answer_attaches() {
+        let sn: SocketAddr = "198.51.100.1:7710".parse().unwrap();
+        let (mut c, mut rng) = client(sn);
+        c.handle_timeout(0, &mut rng);
+        assert_eq!(c.stats.attach_attempts, 1);
+        c.handle_timeout(1_500, &mut rng);
+        assert_eq!(c.attached().count(), 0, "the attempt timed out");
+        while c.poll_event().is_some() {}
+        let ok = Msg::AttachOk {
+            observed: "203.0.113.5:4000".parse().unwrap(),
+            supernodes: vec![sn],
+        }
+        .encode();
+        c.handle_message(1_600, sn, &ok);
+        assert_eq!(c.attached().collect::<Vec<_>>(), vec![sn]);
+        assert!(
+            std::iter::from_fn(|| c.poll_event())
+                .any(|e| matches!(e, ClientEvent::Attached { primary: true, .. }))
+        );
+        // From an address that is no supernode of ours: still ignored.
+        let stranger: SocketAddr = "192.0.2.9:7710".parse().unwrap();
+        c.handle_message(1_700, stranger, &ok);
+        assert_eq!(c.attached().count(), 1);
+        assert_eq!(c.stats.malformed, 1);
     }
 }

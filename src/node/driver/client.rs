@@ -66,7 +66,7 @@ pub(super) fn spawn(
     let span = tracing::info_span!("client", user = %core.username());
     let driver = ClientDriver {
         peers: Peers::new(&opts.paths, now, opts.calls.is_some()),
-        nat: opts.nat.map(|o| NatDriver::new(o, now)),
+        nat: (opts.nat).map(|o| NatDriver::new(o, now, opts.paths.tcp_fallback_ms)),
         messaging: opts.messaging.map(Box::new),
         calls: opts.calls.map(|c| Box::new(Calls::new(c, clock.clone()))),
         files: opts
@@ -519,7 +519,7 @@ impl ClientDriver {
         }
         if let Some(n) = &mut self.nat {
             let attached = self.core.attached().next().is_some();
-            evs.extend(std::iter::from_fn(|| n.poll_report(attached)).map(Event::Nat));
+            evs.extend(std::iter::from_fn(|| n.poll_report(now, attached)).map(Event::Nat));
         }
         if evs
             .iter()
@@ -572,7 +572,10 @@ impl ClientDriver {
                 ..
             }) = e
             {
-                start |= n.on_attached(now, *supernode, *observed);
+                // Over TCP the supernode saw our TCP mapping: it says
+                // nothing of UDP (and is no sign that UDP works again).
+                let over_tcp = self.base.tcp.has_link(*supernode);
+                start |= n.on_attached(now, *supernode, *observed, over_tcp);
             }
         }
         if start {

@@ -46,12 +46,25 @@ pub(super) struct NatDriver {
     start_at: u64,
     /// Next check of the local address (after the start).
     local_check_at: u64,
+    /// Until then a "no STUN answer" report waits for an attachment over
+    /// TCP (the link's fallback plus time to connect): attached, UDP is
+    /// blocked; still alone, the supernodes may be down.
+    hold_until: u64,
+    /// A "no STUN answer" report waiting for `hold_until` or an attachment.
+    held: Option<NatReport>,
 }
 
+/// Time after the TCP fallback starts for its connection to attach.
+const TCP_ATTACH_MS: u64 = 4_000;
+
 impl NatDriver {
-    pub fn new(opts: NatOptions, now: u64) -> Self {
+    /// `tcp_fallback_ms`: when the link tries TCP without a UDP answer
+    /// (none: it never does).
+    pub fn new(opts: NatOptions, now: u64, tcp_fallback_ms: Option<u64>) -> Self {
         NatDriver {
             det: NatDetector::new(opts.detector),
+            hold_until: tcp_fallback_ms.map_or(0, |ms| now + ms + TCP_ATTACH_MS),
+            held: None,
             start_at: now + opts.wait_attach_ms,
             local_check_at: u64::MAX,
             started: false,
@@ -60,7 +73,10 @@ impl NatDriver {
     }
 
     pub fn deadline(&self) -> u64 {
-        let t = self.det.poll_timeout().min(self.local_check_at);
+        let mut t = self.det.poll_timeout().min(self.local_check_at);
+        if self.held.is_some() {
+            t = t.min(self.hold_until);
+        }
         if self.started {
             t
         } else {
@@ -78,10 +94,18 @@ impl NatDriver {
         self.det.handle_datagram(now, from, d)
     }
 
-    /// A supernode saw us at `observed`; true when the detection should
-    /// start now.
-    pub fn on_attached(&mut self, now: u64, supernode: SocketAddr, observed: SocketAddr) -> bool {
-        self.det.observe_mapped(now, supernode, observed);
+    /// A supernode saw us at `observed` (over TCP: our TCP mapping, which
+    /// says nothing of UDP); true when the detection should start now.
+    pub fn on_attached(
+        &mut self,
+        now: u64,
+        supernode: SocketAddr,
+        observed: SocketAddr,
+        over_tcp: bool,
+    ) -> bool {
+        if !over_tcp {
+            self.det.observe_mapped(now, supernode, observed);
+        }
         !self.started
     }
 
@@ -150,18 +174,30 @@ impl NatDriver {
 
     /// The next report. Measured against the supernodes, no STUN answer
     /// says "UDP blocked" only when a supernode is `attached` some other
-    /// way; attached to none, the supernodes may just be down (issue
-    /// 13.12). STUN servers the user named are taken at their word. An
-    /// attachment later makes the detector check again ("UDP works again").
-    pub fn poll_report(&mut self, attached: bool) -> Option<NatReport> {
-        let NatEvent::Report(mut r) = self.det.poll_event()?;
-        if r.udp_blocked && !attached && self.opts.servers.is_empty() {
-            r.udp_blocked = false;
-            r.unreachable = true;
-            r.notes.push(
-                "no supernode answered: they may be down; UDP is not known to be blocked".into(),
-            );
+    /// way (over TCP); such a report waits for the TCP fallback to attach
+    /// until `hold_until`, and attached to none by then, the supernodes
+    /// may just be down (issue 13.12). STUN servers the user named are
+    /// taken at their word. An attachment later makes the detector check
+    /// again ("UDP works again").
+    pub fn poll_report(&mut self, now: u64, attached: bool) -> Option<NatReport> {
+        let r = match self.held.take() {
+            Some(r) => r,
+            None => match self.det.poll_event()? {
+                NatEvent::Report(r) => r,
+            },
+        };
+        if !r.udp_blocked || attached || !self.opts.servers.is_empty() {
+            return Some(r);
         }
+        if now < self.hold_until {
+            self.held = Some(r);
+            return None;
+        }
+        let mut r = r;
+        r.udp_blocked = false;
+        r.unreachable = true;
+        r.notes
+            .push("no supernode answered: they may be down; UDP is not known to be blocked".into());
         Some(r)
     }
 
