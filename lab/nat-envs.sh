@@ -344,4 +344,4 @@ if ((${#WRONG[@]})); then
     KEEP_TMP=1
     exit 1
 fi
-echo "nat-envs: every call direct with audio both ways"
+echo "nat-envs: every call on its expected path (direct, or relayed where the NATs allow no other) with audio both ways"
