@@ -74,6 +74,7 @@ fn client(
         user: None,
         nat: None,
         watch: Vec::new(),
+        files: Default::default(),
         volunteer: None,
     };
     client::spawn(settings, clock)

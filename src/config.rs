@@ -43,9 +43,22 @@ pub struct Config {
     pub audio: AudioSection,
     pub media: MediaSection,
     pub call: CallSection,
+    pub files: FilesSection,
     pub keys: KeysSection,
     pub relay: RelaySection,
     pub metrics: MetricsSection,
+}
+
+/// File transfers of a client.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesSection {
+    /// Where accepted files go when no place is named; default: the
+    /// `downloads` directory in the data dir.
+    pub downloads: Option<PathBuf>,
+    /// File bytes per second sent, all transfers together; 0: no limit
+    /// (the congestion control already yields to a call's traffic).
+    pub max_rate: u64,
 }
 
 /// The Prometheus scrape endpoint of a supernode, authority or client.
@@ -1282,6 +1295,7 @@ mod tests {
         // No placeholder key is pinned: a client must be given the real one.
         assert!(c.login.authority_key.is_none());
         assert_eq!(c.authority.listen.port(), 7700);
+        assert_eq!(c.files.max_rate, 0);
         // The file shows the relay's real default deny list.
         assert_eq!(c.relay.denied_peers, RelaySection::default().denied_peers);
     }

@@ -118,6 +118,7 @@ impl Network {
             user: None,
             nat: Some(Default::default()),
             watch: Vec::new(),
+            files: Default::default(),
             volunteer: None,
         }
     }

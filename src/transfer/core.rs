@@ -63,6 +63,9 @@ pub struct TransferConfig {
     pub max_incoming_per_peer: usize,
     /// Outgoing transfers at once.
     pub max_outgoing: usize,
+    /// File bytes per second this node sends, all transfers together
+    /// (leaves room for a call on a thin uplink); 0: no limit.
+    pub max_rate: u64,
 }
 
 impl Default for TransferConfig {
@@ -78,6 +81,7 @@ impl Default for TransferConfig {
             max_incoming: 64,
             max_incoming_per_peer: 8,
             max_outgoing: 64,
+            max_rate: 0,
         }
     }
 }
@@ -431,6 +435,8 @@ pub struct Transfers {
     reconnect_at: HashMap<String, u64>,
     /// Round-robin position among senders.
     cursor: TransferId,
+    /// Send credit under `max_rate`: bytes, and when it was last topped up.
+    pace: (u64, u64),
     out: VecDeque<Output>,
     stats: TransferStats,
 }
@@ -446,6 +452,7 @@ impl Transfers {
             up: HashMap::new(),
             reconnect_at: HashMap::new(),
             cursor: 0,
+            pace: (0, 0),
             out: VecDeque::new(),
             stats: TransferStats::default(),
         }
@@ -1151,6 +1158,12 @@ impl Transfers {
     /// window has room; `None` when every window is full or idle.
     pub fn poll_data(&mut self, now: u64) -> Option<DataOut> {
         let chunk = self.config.chunk as u64;
+        if self.config.max_rate > 0 {
+            self.pace = (self.credit(now), now);
+            if self.pace.0 < chunk {
+                return None;
+            }
+        }
         let start = self.cursor;
         let ids = self
             .outgoing
@@ -1180,6 +1193,9 @@ impl Transfers {
         );
         o.flight += len;
         o.wire_bytes += len;
+        if self.config.max_rate > 0 {
+            self.pace.0 = self.pace.0.saturating_sub(len);
+        }
         Some(DataOut {
             to: o.peer.clone(),
             id: ids,
@@ -1188,6 +1204,29 @@ impl Transfers {
             offset: s,
             len: len as usize,
         })
+    }
+
+    /// The send credit under `max_rate` at `now`: what was left plus the
+    /// rate since, at most 100 ms of it (or one packet).
+    fn credit(&self, now: u64) -> u64 {
+        let rate = self.config.max_rate;
+        let burst = (rate / 10).max(self.config.chunk as u64);
+        let (left, at) = self.pace;
+        let gained = rate.saturating_mul(now.saturating_sub(at)) / 1000;
+        left.saturating_add(gained).min(burst)
+    }
+
+    /// When the send credit covers one packet: `now` when it does or
+    /// there is no `max_rate`.
+    fn pace_ready_at(&self, now: u64) -> u64 {
+        let rate = self.config.max_rate;
+        if rate == 0 {
+            return now;
+        }
+        match (self.config.chunk as u64).checked_sub(self.credit(now)) {
+            None | Some(0) => now,
+            Some(short) => now + short.saturating_mul(1000).div_ceil(rate),
+        }
     }
 
     /// Whether [`Transfers::poll_data`] has something now.
@@ -1202,10 +1241,13 @@ impl Transfers {
     }
 
     pub fn poll_timeout(&self, now: u64) -> u64 {
-        if self.can_send() {
-            return now;
-        }
         let mut t = u64::MAX;
+        if self.can_send() {
+            t = self.pace_ready_at(now);
+            if t == now {
+                return now;
+            }
+        }
         for o in self.outgoing.values() {
             t = t.min(o.progress_at + self.config.progress_ms);
             match o.state {

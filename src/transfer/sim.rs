@@ -428,3 +428,32 @@ fn a_declined_offer_ends_both_sides() {
         })
     ));
 }
+
+#[test]
+fn max_rate_caps_what_the_sender_puts_on_the_wire() {
+    // A fast path (50 MB/s) and a 1 MB/s cap: 3 MB take about 3 s, not 60 ms.
+    let path = Path {
+        rate: 50_000,
+        delay: 10,
+        loss: 0.0,
+    };
+    let mut s = Sim::new(9, 3_000_000, path);
+    s.a = Transfers::new(
+        TransferConfig {
+            max_rate: 1_000_000,
+            ..TransferConfig::default()
+        },
+        1,
+    );
+    s.start();
+    s.run(2_000);
+    assert!(!s.completed(), "done in 2 s at 1 MB/s");
+    let sent = s.sent_bytes();
+    assert!(
+        (1_500_000..=2_200_000).contains(&sent),
+        "{sent} bytes in 2 s"
+    );
+    s.run(3_000);
+    assert!(s.completed());
+    assert_eq!(s.part, s.file);
+}

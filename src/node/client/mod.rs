@@ -114,6 +114,8 @@ pub struct ClientSettings {
     /// Volunteer as a supernode when the account may and the address is
     /// public (see [`Volunteer`]).
     pub volunteer: Option<Volunteer>,
+    /// Where accepted files go and how fast files are sent (`[files]`).
+    pub files: crate::config::FilesSection,
 }
 
 /// Starts a supernode beside the client, bootstrapping through the
@@ -555,8 +557,12 @@ impl Runtime {
             }),
             files: Some(crate::node::files::FileOptions {
                 records: self.settings.data_dir.join("transfers"),
-                downloads: self.settings.data_dir.join("downloads"),
-                config: Default::default(),
+                downloads: (self.settings.files.downloads.clone())
+                    .unwrap_or_else(|| self.settings.data_dir.join("downloads")),
+                config: crate::transfer::TransferConfig {
+                    max_rate: self.settings.files.max_rate,
+                    ..Default::default()
+                },
             }),
         };
         OverlayNode::client(socket, link, core, self.clock.clone(), opts).map_err(|source| {
@@ -1273,6 +1279,7 @@ impl ClientSettings {
             nat: Some(NatOptions::default()),
             watch: Vec::new(),
             volunteer: None,
+            files: config.files.clone(),
         })
     }
 }
