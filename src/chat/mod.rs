@@ -157,6 +157,10 @@ pub struct ChatConfig {
     pub max_backoff_ms: u64,
     /// Wait this long for the overlay's answer about an attempt.
     pub attempt_timeout_ms: u64,
+    /// The directory must say "no such user" for this long before the
+    /// messages to them are given up: a record can be missing for a while
+    /// when its supernode fails, and a typo should still end soon.
+    pub no_such_user_ms: u64,
 }
 
 impl Default for ChatConfig {
@@ -167,6 +171,7 @@ impl Default for ChatConfig {
             retry_base_ms: 2_000,
             max_backoff_ms: 120_000,
             attempt_timeout_ms: 30_000,
+            no_such_user_ms: 10_000,
         }
     }
 }
@@ -230,6 +235,9 @@ pub struct ChatCore {
     cfg: ChatConfig,
     pending: BTreeMap<(String, MsgId), Pending>,
     by_envelope: BTreeMap<EnvelopeId, (String, MsgId)>,
+    /// Recipients the directory did not know, since when (cleared when
+    /// they are heard from): given up after `no_such_user_ms`.
+    not_found: BTreeMap<String, u64>,
     events: VecDeque<ChatEvent>,
 }
 
@@ -253,6 +261,7 @@ impl ChatCore {
             store,
             cfg,
             pending,
+            not_found: BTreeMap::new(),
             by_envelope: BTreeMap::new(),
             events: VecDeque::new(),
         })
@@ -397,10 +406,16 @@ impl ChatCore {
         true
     }
 
-    /// The directory has no user `to`: every message waiting for them is
-    /// given up (out of the outbox, reported as failed).
-    pub fn no_such_user(&mut self, to: &str) {
+    /// The directory has no user `to`. Once it has said so for
+    /// `no_such_user_ms`, every message waiting for them is given up (out
+    /// of the outbox, reported as failed); until then they are retried.
+    pub fn no_such_user(&mut self, now: u64, to: &str) {
         let to = to.to_ascii_lowercase();
+        let since = *self.not_found.entry(to.clone()).or_insert(now);
+        if now.saturating_sub(since) < self.cfg.no_such_user_ms {
+            return;
+        }
+        self.not_found.remove(&to);
         let keys: Vec<(String, MsgId)> = self
             .pending
             .keys()
@@ -430,6 +445,7 @@ impl ChatCore {
     /// and waiting for their acknowledgement keep their timer.
     pub fn peer_online(&mut self, now: u64, user: &str) {
         let user = user.to_ascii_lowercase();
+        self.not_found.remove(&user);
         let soon = now.saturating_add(self.cfg.ack_wait_ms);
         for ((to, _), p) in self.pending.iter_mut() {
             if *to == user && p.next_try > soon {
@@ -721,7 +737,14 @@ mod tests {
         while alice.poll_event().is_some() {}
         let env = out.0[0].4;
         alice.on_envelope_outcome(2, &env, EnvelopeOutcome::Failed("no such user".into()));
-        alice.no_such_user("nobody");
+        // Once is not enough: a record can be missing for a while.
+        alice.no_such_user(2, "nobody");
+        assert!(
+            std::iter::from_fn(|| alice.poll_event())
+                .all(|e| !matches!(e, ChatEvent::Failed { .. }))
+        );
+        assert_eq!(alice.outbox_len(), 2);
+        alice.no_such_user(2 + ChatConfig::default().no_such_user_ms, "nobody");
         let mut events = Vec::new();
         while let Some(e) = alice.poll_event() {
             events.push(e);

@@ -390,6 +390,17 @@ impl ContactsCore {
     }
 
     /// Whether `user` (lowercase) is an authorized, unblocked contact.
+    /// Whether `user` has shown they exist: they asked us, agreed, or
+    /// declined (not merely a name we asked).
+    pub fn answered(&self, user: &str) -> bool {
+        self.rows.get(&user.to_ascii_lowercase()).is_some_and(|r| {
+            matches!(
+                r.state,
+                ContactState::Pending | ContactState::Authorized | ContactState::Declined
+            )
+        })
+    }
+
     pub fn is_authorized(&self, user: &str) -> bool {
         self.rows
             .get(user)

@@ -255,7 +255,11 @@ impl Messaging {
                 }
                 self.contacts.on_record(now, record)
             }
-            ClientEvent::NoSuchUser { username } => self.chat.no_such_user(username),
+            // A contact who answered us exists, whatever the directory
+            // says just now (its record may be lost with a supernode).
+            ClientEvent::NoSuchUser { username } if !self.contacts.answered(username) => {
+                self.chat.no_such_user(now, username)
+            }
             _ => {}
         }
         self.sync(client);
