@@ -28,6 +28,8 @@ use tokio::time::Instant;
 
 pub async fn run(config: &Config, data_dir: &Path, h: Headless) -> Result<()> {
     let settings = setup::settings(config, data_dir, &h).await?;
+    // First of all: the schema scripts are reading.
+    print(h.json, Some(render::hello()));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let counters = match config.metrics.listen {
         Some(addr) => Some(metrics::serve(addr).await?),
@@ -85,6 +87,23 @@ async fn stdin_lines(password_stdin: bool) -> Result<(Option<String>, mpsc::Rece
     }
 }
 
+/// An event on stdout: its JSON object with `--json`, else its line
+/// (events with no JSON object are for people only).
+fn print(json: bool, r: Option<Rendered>) {
+    use std::io::Write;
+    let Some(r) = r else { return };
+    if json && r.json.is_null() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = if json {
+        writeln!(out, "{}", r.json)
+    } else {
+        writeln!(out, "{}", r.line)
+    };
+    let _ = out.flush();
+}
+
 async fn sleep_until(t: Option<Instant>) {
     tokio::time::sleep_until(t.unwrap_or_else(Instant::now)).await
 }
@@ -135,34 +154,39 @@ impl Session {
     }
 
     fn print(&self, r: Option<Rendered>) {
-        use std::io::Write;
-        let Some(r) = r else { return };
-        if self.h.json && r.json.is_null() {
-            return;
-        }
-        let mut out = std::io::stdout().lock();
-        let _ = if self.h.json {
-            writeln!(out, "{}", r.json)
-        } else {
-            writeln!(out, "{}", r.line)
-        };
-        let _ = out.flush();
+        print(self.h.json, r)
     }
 
     async fn line(&mut self, rt: &ClientHandle, line: &str) {
         self.send(rt, Command::Activity).await;
+        // The verb typed: errors name it.
+        let word = line.split_whitespace().next().unwrap_or_default();
+        let word = parse::find(word).map_or(word, |v| v.word);
         match parse::parse(line) {
-            Ok(Input::Command(c)) if !self.online && c != Command::Quit => self.early.push(c),
-            Ok(Input::Command(c)) => self.send(rt, c).await,
-            Ok(Input::Call(verb)) => self.call_verb(rt, verb).await,
+            Ok(Input::Renamed { command, old, new }) => {
+                self.print(render::renamed(word, old, new));
+                self.command(rt, command).await
+            }
+            Ok(Input::Command(c)) => self.command(rt, c).await,
+            Ok(Input::Call(verb)) => self.call_verb(rt, word, verb).await,
+            Ok(Input::Help) => self.print(render::help()),
             Ok(Input::Nothing) => {}
-            Err(e) => self.print(render::error(&e.to_string())),
+            Err(e) => self.print(render::error(word, e.code(), &e.to_string())),
         }
     }
 
-    async fn call_verb(&mut self, rt: &ClientHandle, verb: CallVerb) {
+    /// A command from stdin: sent now, or once online.
+    async fn command(&mut self, rt: &ClientHandle, c: Command) {
+        if !self.online && c != Command::Quit {
+            self.early.push(c)
+        } else {
+            self.send(rt, c).await
+        }
+    }
+
+    async fn call_verb(&mut self, rt: &ClientHandle, word: &str, verb: CallVerb) {
         let Some(info) = self.current.and_then(|id| self.calls.get(&id)) else {
-            return self.print(render::error("no call"));
+            return self.print(render::error(word, "no_call", "no call"));
         };
         let call = info.id;
         let c = match verb {
@@ -296,6 +320,15 @@ impl Session {
     /// `--hangup-after`.
     async fn call(&mut self, rt: &ClientHandle, info: CallInfo) {
         let before = self.calls.insert(info.id, info.clone());
+        // Our mute and hold, once the node applied them.
+        if let Some(b) = &before {
+            if b.muted != info.muted {
+                self.print(render::call_muted(&info));
+            }
+            if b.held != info.held {
+                self.print(render::call_held(&info));
+            }
+        }
         if before.is_some_and(|b| b.state == info.state) {
             return;
         }

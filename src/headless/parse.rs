@@ -1,21 +1,186 @@
 //! The headless stdin grammar: one line to one node API [`Command`], or a
-//! call verb the driver aims at the current call. A line that does not
-//! parse gives an error that shows the usage.
+//! call verb the driver aims at the current call. One table, [`GRAMMAR`],
+//! lists every verb: the parser takes its words and `help` prints it. A
+//! line that does not parse gives an error that shows the usage.
 
 use natter::node::api::{Command, Status, TEST_ENVELOPE_KIND};
 use thiserror::Error;
 
-/// Every stdin command, for error messages.
-pub const USAGE: &str = "lookup USER | watch USER | status online|away|dnd|invisible|offline [MESSAGE] | relay | connect USER | ice-offer USER HEX | ice-answer USER HEX | envelope USER TEXT | msg USER TEXT | add USER [GREETING] | accept USER | decline USER | remove USER | block USER | unblock USER | contacts | history USER [N] | calls [N] | calls seen [USER] | call USER | answer | decline | hangup | mute [on|off] | unmute | hold [on|off] | resume | send-file USER PATH | file accept ID [PATH] | file decline ID | file cancel ID | files | conf start USER... | conf add USER | conf accept | conf leave | conf mute|unmute [USER] | quit";
+/// One stdin verb: how it is written, what it does, and the node API
+/// commands it sends (by [`Command::name`], so that an error from the
+/// node names the verb the script typed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verb {
+    /// The first word of the line.
+    pub word: &'static str,
+    /// Other spellings the parser takes for it.
+    pub aliases: &'static [&'static str],
+    /// The whole line, as `help` and usage errors show it.
+    pub usage: &'static str,
+    /// What it does, in a few words.
+    pub does: &'static str,
+    /// The node API commands it sends.
+    pub api: &'static [&'static str],
+}
+
+const fn verb(
+    word: &'static str,
+    usage: &'static str,
+    does: &'static str,
+    api: &'static [&'static str],
+) -> Verb {
+    Verb {
+        word,
+        aliases: &[],
+        usage,
+        does,
+        api,
+    }
+}
+
+/// Every stdin command: the parser takes exactly these words (and their
+/// aliases), and `help` lists them.
+pub const GRAMMAR: &[Verb] = &[
+    verb("lookup", "lookup USER", "look USER up in the directory", &["search"]),
+    verb("watch", "watch USER", "report USER's presence changes", &["watch"]),
+    verb(
+        "status",
+        "status online|away|dnd|invisible|offline [MESSAGE]",
+        "set our status, shown to authorized contacts only",
+        &["set status"],
+    ),
+    verb("relay", "relay", "ask for relay (TURN) credentials", &["relay"]),
+    verb("connect", "connect USER", "open a peer-to-peer link to USER", &["connect"]),
+    verb(
+        "ice-offer",
+        "ice-offer USER HEX",
+        "deliver USER's ICE offer by hand",
+        &["ice-offer"],
+    ),
+    verb(
+        "ice-answer",
+        "ice-answer USER HEX",
+        "deliver USER's ICE answer by hand",
+        &["ice-answer"],
+    ),
+    verb(
+        "envelope",
+        "envelope USER TEXT",
+        "send a raw sealed envelope (for testing)",
+        &["envelope"],
+    ),
+    Verb {
+        aliases: &["message"],
+        ..verb("msg", "msg USER TEXT", "send a chat message", &["send message"])
+    },
+    verb(
+        "history",
+        "history USER [N]",
+        "the last N (50) messages with USER",
+        &["load history"],
+    ),
+    verb("add", "add USER [GREETING]", "ask USER to be a contact", &["add contact"]),
+    verb("accept", "accept USER", "accept USER's contact request", &["accept contact"]),
+    verb("refuse", "refuse USER", "refuse USER's contact request", &["decline contact"]),
+    verb("remove", "remove USER", "remove a contact (both sides)", &["remove contact"]),
+    verb("block", "block USER", "drop everything from USER", &["block contact"]),
+    verb("unblock", "unblock USER", "stop blocking USER", &["unblock contact"]),
+    verb("contacts", "contacts", "the contact list", &["contacts"]),
+    verb(
+        "calls",
+        "calls [N] | calls seen [USER]",
+        "the last N (20) calls; mark missed calls (from USER) seen",
+        &["call history", "calls seen"],
+    ),
+    verb("call", "call USER", "call USER", &["call"]),
+    verb("answer", "answer", "answer the ringing call", &["accept call"]),
+    verb("decline", "decline", "decline the ringing call", &["decline call"]),
+    Verb {
+        aliases: &["hang-up"],
+        ..verb("hangup", "hangup", "end the current call", &["hang up"])
+    },
+    verb("mute", "mute [on|off]", "mute our microphone (toggle)", &["mute"]),
+    verb("unmute", "unmute", "unmute our microphone", &[]),
+    verb("hold", "hold [on|off]", "put the call on hold (toggle)", &["hold"]),
+    verb("resume", "resume", "take the call off hold", &[]),
+    verb(
+        "send-file",
+        "send-file USER PATH",
+        "offer a file to USER",
+        &["send file"],
+    ),
+    verb(
+        "file",
+        "file accept ID [PATH] | file decline ID | file cancel ID",
+        "answer a file offer, or stop a transfer",
+        &["accept file", "decline file", "cancel file"],
+    ),
+    verb("files", "files", "the file transfers under way", &["files"]),
+    Verb {
+        aliases: &["conference"],
+        ..verb(
+            "conf",
+            "conf start USER... | conf add USER | conf accept | conf leave | conf mute|unmute [USER]",
+            "start, join, grow, leave or mute a conference",
+            &[
+                "conference start",
+                "conference add",
+                "conference accept",
+                "conference leave",
+                "conference mute",
+                "conference mute other",
+                "conference",
+            ],
+        )
+    },
+    verb("help", "help", "this list", &[]),
+    verb("quit", "quit", "go offline and exit", &["quit"]),
+];
+
+/// The verb a line's first word names (its own word or an alias).
+pub fn find(word: &str) -> Option<&'static Verb> {
+    GRAMMAR
+        .iter()
+        .find(|v| v.word == word || v.aliases.contains(&word))
+}
+
+/// The stdin verb that sends the node API command `name`
+/// ([`Command::name`]), for errors; the name itself when no verb does.
+pub fn verb_of(name: &str) -> &str {
+    GRAMMAR
+        .iter()
+        .find(|v| v.api.contains(&name))
+        .map_or(name, |v| v.word)
+}
+
+/// Every usage, one line: what an unknown command shows.
+pub fn usage_line() -> String {
+    GRAMMAR
+        .iter()
+        .map(|v| v.usage)
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ParseError {
-    #[error("unknown command {0:?}: {USAGE}")]
+    #[error("unknown command {0:?}: {usage}", usage = usage_line())]
     Unknown(String),
     #[error("usage: {0}")]
     Usage(&'static str),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl ParseError {
+    /// A code for the `error` event's `reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::Unknown(_) => "unknown_command",
+            ParseError::Usage(_) => "usage",
+            ParseError::Invalid(_) => "invalid_argument",
+        }
+    }
 }
 
 /// A call verb without a call id: the driver applies it to the current
@@ -32,7 +197,16 @@ pub enum CallVerb {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Command(Command),
+    /// A command typed in a spelling that still works for this release
+    /// (`decline USER` for `refuse USER`): send it and warn.
+    Renamed {
+        command: Command,
+        old: &'static str,
+        new: &'static str,
+    },
     Call(CallVerb),
+    /// `help`: the command list.
+    Help,
     /// A blank line.
     Nothing,
 }
@@ -45,55 +219,56 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
     let (arg, tail) = rest
         .split_once(char::is_whitespace)
         .map_or((rest, ""), |(a, t)| (a, t.trim()));
-    let user = |usage: &'static str| {
+    if word.is_empty() {
+        return Ok(Input::Nothing);
+    }
+    let Some(v) = find(word) else {
+        return Err(ParseError::Unknown(line.to_owned()));
+    };
+    let usage = || ParseError::Usage(v.usage);
+    let user = || {
         if arg.is_empty() || arg.contains(char::is_whitespace) {
-            Err(ParseError::Usage(usage))
+            Err(usage())
         } else {
             Ok(arg.to_owned())
         }
     };
     // A command that takes a user and nothing more: `lookup BAD NAME!`
     // is a mistake, not a lookup of "BAD".
-    let only_user = |usage: &'static str| {
-        if tail.is_empty() {
-            user(usage)
-        } else {
-            Err(ParseError::Usage(usage))
-        }
-    };
-    let c = match word {
-        "" => return Ok(Input::Nothing),
+    let only_user = || if tail.is_empty() { user() } else { Err(usage()) };
+    // A command that takes nothing.
+    let bare = |i: Input| if rest.is_empty() { Ok(i) } else { Err(usage()) };
+    let c = match v.word {
         "lookup" => Command::SearchUser {
-            username: only_user("lookup USER")?,
+            username: only_user()?,
         },
         "watch" => Command::Watch {
-            username: only_user("watch USER")?,
+            username: only_user()?,
         },
         "status" => status(arg, tail)?,
-        "relay" => Command::RelayCredentials,
+        "relay" => return bare(Input::Command(Command::RelayCredentials)),
         "connect" => Command::Connect {
-            username: only_user("connect USER")?,
+            username: only_user()?,
         },
-        "ice-offer" | "ice-answer" => ice_signal(word, arg, tail)?,
+        "ice-offer" | "ice-answer" => ice_signal(v.word, arg, tail)?,
         "envelope" => Command::SendEnvelope {
-            to: user("envelope USER TEXT")?,
+            to: user()?,
             kind: TEST_ENVELOPE_KIND,
             payload: tail.as_bytes().to_vec(),
         },
-        "msg" | "message" if !tail.is_empty() => Command::SendMessage {
-            to: user("msg USER TEXT")?,
+        "msg" if !tail.is_empty() => Command::SendMessage {
+            to: user()?,
             text: tail.to_owned(),
         },
-        "msg" | "message" => return Err(ParseError::Usage("msg USER TEXT")),
         "add" => Command::AddContact {
-            username: user("add USER [GREETING]")?,
+            username: user()?,
             greeting: tail.to_owned(),
         },
-        "contacts" => Command::ListContacts,
+        "contacts" => return bare(Input::Command(Command::ListContacts)),
         "calls" if arg == "seen" => Command::MarkCallsSeen {
             peer: (!tail.is_empty()).then(|| tail.to_owned()),
         },
-        "calls" => Command::CallHistory {
+        "calls" if tail.is_empty() => Command::CallHistory {
             limit: match arg {
                 "" => 20,
                 n => n.parse().map_err(|_| {
@@ -101,37 +276,47 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
                 })?,
             },
         },
-        "history" => history(user("history USER [N]")?, tail)?,
-        "quit" => Command::Quit,
-        "call" if tail.is_empty() => Command::Call {
-            username: user("call USER")?,
-        },
-        "call" => return Err(ParseError::Usage("call USER")),
+        "history" => history(user()?, tail)?,
+        "quit" => return bare(Input::Command(Command::Quit)),
+        "help" => return bare(Input::Help),
+        "call" if tail.is_empty() => Command::Call { username: user()? },
         "send-file" if !tail.is_empty() => Command::SendFile {
-            to: user("send-file USER PATH")?,
+            to: user()?,
             path: tail.to_owned(),
         },
-        "send-file" => return Err(ParseError::Usage("send-file USER PATH")),
-        "file" => file(arg, tail)?,
-        "files" if rest.is_empty() => Command::ListFiles,
-        "conf" | "conference" => conference(arg, tail)?,
-        // `decline USER` declines a contact request; `decline` a call.
-        "decline" if arg.is_empty() => return Ok(Input::Call(CallVerb::Decline)),
-        "accept" | "decline" | "remove" | "block" | "unblock" => contact(word, user)?,
-        verb => return call_verb(verb, arg, tail).map(Input::Call),
+        "file" => file(arg, tail, v.usage)?,
+        "files" => return bare(Input::Command(Command::ListFiles)),
+        "conf" => conference(arg, tail, v.usage)?,
+        // `decline USER` declined a contact request before `refuse`: it
+        // still does, for one release, with a warning.
+        "decline" if !arg.is_empty() && tail.is_empty() => {
+            return Ok(Input::Renamed {
+                command: Command::DeclineContact {
+                    username: arg.to_owned(),
+                },
+                old: "decline USER",
+                new: "refuse USER",
+            });
+        }
+        "accept" | "refuse" | "remove" | "block" | "unblock" if tail.is_empty() => {
+            contact(v.word, user()?)
+        }
+        "answer" | "decline" | "hangup" | "mute" | "unmute" | "hold" | "resume" => {
+            return call_verb(v, arg, tail).map(Input::Call);
+        }
+        _ => return Err(usage()),
     };
     Ok(Input::Command(c))
 }
 
 /// `file accept ID [PATH]`, `file decline ID`, `file cancel ID`; the id
 /// is the transfer's 32 hex digits.
-fn file(verb: &str, tail: &str) -> Result<Command, ParseError> {
-    const USAGE: &str = "file accept ID [PATH] | file decline ID | file cancel ID";
+fn file(verb: &str, tail: &str, usage: &'static str) -> Result<Command, ParseError> {
     let (id, path) = tail
         .split_once(char::is_whitespace)
         .map_or((tail, ""), |(a, t)| (a, t.trim()));
     let id = u128::from_str_radix(id, 16)
-        .map_err(|_| ParseError::Invalid(format!("{id:?} is not a transfer id: {USAGE}")))?;
+        .map_err(|_| ParseError::Invalid(format!("{id:?} is not a transfer id: {usage}")))?;
     Ok(match (verb, path) {
         ("accept", "") => Command::AcceptFile { id, path: None },
         ("accept", p) => Command::AcceptFile {
@@ -140,7 +325,7 @@ fn file(verb: &str, tail: &str) -> Result<Command, ParseError> {
         },
         ("decline", "") => Command::DeclineFile { id },
         ("cancel", "") => Command::CancelFile { id },
-        _ => return Err(ParseError::Usage(USAGE)),
+        _ => return Err(ParseError::Usage(usage)),
     })
 }
 
@@ -181,32 +366,18 @@ fn history(with: String, n: &str) -> Result<Command, ParseError> {
     })
 }
 
-fn contact(
-    word: &str,
-    user: impl Fn(&'static str) -> Result<String, ParseError>,
-) -> Result<Command, ParseError> {
-    Ok(match word {
-        "accept" => Command::AcceptContact {
-            username: user("accept USER")?,
-        },
-        "decline" => Command::DeclineContact {
-            username: user("decline USER")?,
-        },
-        "remove" => Command::RemoveContact {
-            username: user("remove USER")?,
-        },
-        "block" => Command::BlockContact {
-            username: user("block USER")?,
-        },
-        _ => Command::UnblockContact {
-            username: user("unblock USER")?,
-        },
-    })
+fn contact(word: &str, username: String) -> Command {
+    match word {
+        "accept" => Command::AcceptContact { username },
+        "refuse" => Command::DeclineContact { username },
+        "remove" => Command::RemoveContact { username },
+        "block" => Command::BlockContact { username },
+        _ => Command::UnblockContact { username },
+    }
 }
 
 /// `conf start U1 U2 ... | add U | accept | leave | mute [U] | unmute [U]`.
-fn conference(verb: &str, tail: &str) -> Result<Command, ParseError> {
-    const USAGE: &str = "conf start USER... | conf add USER | conf accept | conf leave | conf mute [USER] | conf unmute [USER]";
+fn conference(verb: &str, tail: &str, usage: &'static str) -> Result<Command, ParseError> {
     let words: Vec<&str> = tail.split_whitespace().collect();
     Ok(match (verb, &words[..]) {
         ("start", users) if !users.is_empty() => Command::ConferenceStart {
@@ -227,36 +398,32 @@ fn conference(verb: &str, tail: &str) -> Result<Command, ParseError> {
             username: u.to_string(),
             muted: false,
         },
-        _ => return Err(ParseError::Usage(USAGE)),
+        _ => return Err(ParseError::Usage(usage)),
     })
 }
 
-fn call_verb(verb: &str, arg: &str, tail: &str) -> Result<CallVerb, ParseError> {
-    let on = |usage: &'static str| match (arg, tail) {
+fn call_verb(v: &Verb, arg: &str, tail: &str) -> Result<CallVerb, ParseError> {
+    let on = || match (arg, tail) {
         ("", "") => Ok(None),
         ("on", "") => Ok(Some(true)),
         ("off", "") => Ok(Some(false)),
-        _ => Err(ParseError::Usage(usage)),
+        _ => Err(ParseError::Usage(v.usage)),
     };
-    let bare = |v: CallVerb| {
+    let bare = |c: CallVerb| {
         if arg.is_empty() {
-            Ok(v)
+            Ok(c)
         } else {
-            Err(ParseError::Unknown(
-                format!("{verb} {arg} {tail}").trim().to_owned(),
-            ))
+            Err(ParseError::Usage(v.usage))
         }
     };
-    match verb {
+    match v.word {
         "answer" => bare(CallVerb::Answer),
-        "hangup" | "hang-up" => bare(CallVerb::HangUp),
-        "mute" => on("mute [on|off]").map(CallVerb::Mute),
+        "decline" => bare(CallVerb::Decline),
+        "hangup" => bare(CallVerb::HangUp),
+        "mute" => on().map(CallVerb::Mute),
         "unmute" => bare(CallVerb::Mute(Some(false))),
-        "hold" => on("hold [on|off]").map(CallVerb::Hold),
-        "resume" => bare(CallVerb::Hold(Some(false))),
-        _ => Err(ParseError::Unknown(
-            format!("{verb} {arg} {tail}").trim().to_owned(),
-        )),
+        "hold" => on().map(CallVerb::Hold),
+        _ => bare(CallVerb::Hold(Some(false))),
     }
 }
 
@@ -347,11 +514,12 @@ mod tests {
             }
         );
         assert_eq!(
-            cmd("decline bob"),
+            cmd("refuse bob"),
             Command::DeclineContact {
                 username: "bob".into()
             }
         );
+        assert_eq!(parse("refuse"), Err(ParseError::Usage("refuse USER")));
         assert_eq!(cmd("contacts"), Command::ListContacts);
         assert_eq!(
             cmd("history bob 5"),
@@ -447,6 +615,94 @@ mod tests {
             ("lookup", "lookup USER"),
         ] {
             assert_eq!(parse(line), Err(ParseError::Usage(usage)), "{line}");
+        }
+    }
+
+    #[test]
+    fn decline_is_for_calls_and_refuse_for_contacts() {
+        assert_eq!(parse("decline"), Ok(Input::Call(CallVerb::Decline)));
+        // The old spelling still declines the request, with a warning.
+        assert_eq!(
+            parse("decline bob"),
+            Ok(Input::Renamed {
+                command: Command::DeclineContact {
+                    username: "bob".into()
+                },
+                old: "decline USER",
+                new: "refuse USER",
+            })
+        );
+        assert_eq!(parse("decline bob now"), Err(ParseError::Usage("decline")));
+    }
+
+    /// A line that uses every verb of the grammar, so that each parses.
+    fn example(v: &Verb) -> String {
+        let args = match v.word {
+            "status" => "away",
+            "ice-offer" | "ice-answer" => "bob 00ff",
+            "envelope" | "msg" => "bob hi",
+            "send-file" => "bob /tmp/x",
+            "file" => "decline 0123456789abcdef0123456789abcdef",
+            "conf" => "start bob carol",
+            w if v.usage.starts_with(&format!("{w} USER")) => "bob",
+            _ => "",
+        };
+        format!("{} {args}", v.word)
+    }
+
+    #[test]
+    fn help_lists_every_verb_the_parser_takes() {
+        // Every verb (and alias) in the grammar parses...
+        for v in GRAMMAR {
+            for w in std::iter::once(&v.word).chain(v.aliases) {
+                let line = example(v).replacen(v.word, w, 1);
+                let got = parse(&line);
+                assert!(
+                    matches!(
+                        got,
+                        Ok(Input::Command(_) | Input::Call(_) | Input::Help | Input::Renamed { .. })
+                    ),
+                    "{line}: {got:?}"
+                );
+                // ... and a bad line for it shows that verb's usage.
+                if let Err(ParseError::Usage(u)) = parse(&format!("{w} a b c d e f")) {
+                    assert_eq!(u, v.usage, "{w}");
+                }
+            }
+            assert!(v.usage.starts_with(v.word), "{}", v.usage);
+            assert!(!v.does.is_empty(), "{}", v.word);
+        }
+        // ... and a word the grammar does not list is unknown, whatever
+        // follows it (the parser looks every word up in the grammar).
+        for w in ["decline-contact", "hang", "messages", "conferences", "bogus", "h"] {
+            assert!(find(w).is_none(), "{w}");
+            assert!(matches!(parse(&format!("{w} bob")), Err(ParseError::Unknown(_))), "{w}");
+        }
+        // No word twice.
+        let mut words: Vec<&str> = GRAMMAR
+            .iter()
+            .flat_map(|v| std::iter::once(v.word).chain(v.aliases.iter().copied()))
+            .collect();
+        let n = words.len();
+        words.sort_unstable();
+        words.dedup();
+        assert_eq!(words.len(), n);
+        // Every node API command a verb sends leads back to that verb.
+        assert_eq!(verb_of("search"), "lookup");
+        assert_eq!(verb_of("decline contact"), "refuse");
+        assert_eq!(verb_of("decline call"), "decline");
+        assert_eq!(verb_of("send message"), "msg");
+        assert_eq!(verb_of("overlay"), "overlay");
+    }
+
+    #[test]
+    fn every_api_command_a_verb_sends_names_that_verb() {
+        // The commands the parser produces: their API names are in the
+        // grammar under the verb that made them.
+        for v in GRAMMAR {
+            if let Ok(Input::Command(c)) = parse(&example(v)) {
+                assert_eq!(verb_of(c.name()), v.word, "{c:?}");
+            }
         }
     }
 

@@ -144,7 +144,10 @@ pub fn event(e: &Event) -> Option<Rendered> {
                 format!("{} calls, {missed} missed and unseen", calls.len()),
             )
         }
-        Event::Error { message, .. } => error(message),
+        // The node names its API command; scripts see the verb they typed.
+        Event::Error { command, message } => {
+            error(super::parse::verb_of(command), "failed", message)
+        }
         // The whole list each time, as the network panel shows it.
         Event::Supernodes { attached } => {
             let list: Vec<Value> = attached
@@ -428,16 +431,61 @@ fn call_record(c: &natter::node::api::CallRecord) -> Value {
         "started_at": time(c.started_at / 1000),
         "answered_at": c.answered_at.map(|a| time(a / 1000)),
         "ended_at": time(c.ended_at / 1000),
-        "duration_s": c.duration_ms() / 1000,
+        "duration_ms": c.duration_ms(),
         "reason": c.reason.to_string(),
         "missed": c.missed(),
         "seen": c.seen,
     })
 }
 
-/// The `error` event.
-pub fn error(message: &str) -> Option<Rendered> {
-    r(json!({"event": "error", "error": message}), message)
+/// The schema of the `--json` events: 2 since every time is RFC 3339,
+/// errors name their command and mute and hold are confirmed.
+pub const SCHEMA: u32 = 2;
+
+/// The first event (`hello`): the schema and natter's version.
+pub fn hello() -> Rendered {
+    let version = env!("CARGO_PKG_VERSION");
+    Rendered {
+        json: json!({"event": "hello", "schema": SCHEMA, "version": version, "times": "rfc3339"}),
+        line: format!(
+            "natter {version} headless (event schema {SCHEMA}); type `help` for the commands"
+        ),
+    }
+}
+
+/// The `help` event: every stdin command, as the parser takes them.
+pub fn help() -> Option<Rendered> {
+    let list: Vec<Value> = super::parse::GRAMMAR
+        .iter()
+        .map(|v| json!({"command": v.word, "usage": v.usage, "does": v.does}))
+        .collect();
+    let width = (super::parse::GRAMMAR.iter())
+        .map(|v| v.usage.len())
+        .max()
+        .unwrap_or(0);
+    let line = (super::parse::GRAMMAR.iter())
+        .map(|v| format!("{:width$}  {}", v.usage, v.does))
+        .collect::<Vec<_>>()
+        .join("\n");
+    r(json!({"event": "help", "commands": list}), line)
+}
+
+/// The `error` event: the command that failed (the stdin verb, or the
+/// node's name for what it did by itself), a `reason` code and the text.
+pub fn error(command: &str, reason: &str, message: &str) -> Option<Rendered> {
+    r(
+        json!({"event": "error", "command": command, "reason": reason, "error": message}),
+        format!("error: {command}: {message}"),
+    )
+}
+
+/// A `warning` for a command typed in its old spelling.
+pub fn renamed(command: &str, old: &str, new: &str) -> Option<Rendered> {
+    let message = format!("`{old}` is now `{new}`; the old spelling goes in the next release");
+    r(
+        json!({"event": "warning", "reason": "renamed", "command": command, "message": message}),
+        format!("warning: {message}"),
+    )
 }
 
 fn overlay(o: &OverlayEvent) -> Option<Rendered> {
@@ -491,10 +539,10 @@ fn lookup(user: &str, result: &LookupResult, record: Option<&DirectoryRecord>) -
             let via = format!("{:?}", d.supernodes);
             (v, format!("{user} is {} via {via}", status.as_str()))
         }
-        (LookupResult::Offline { .. }, Some(d)) => {
+        (LookupResult::Offline { last_seen }, Some(d)) => {
             let mut v = record_json(d);
             v["result"] = json!("offline");
-            match d.last_seen {
+            match last_seen.or(d.last_seen) {
                 Some(t) => {
                     let seen = time(t);
                     v["last_seen"] = json!(seen);
@@ -534,7 +582,14 @@ fn watched(d: &DirectoryRecord, online: bool) -> Option<Rendered> {
     } else {
         format!(" ({})", d.message)
     };
-    r(v, format!("{} is now {status}{msg}", d.username))
+    let seen = match d.last_seen {
+        Some(t) if !online => {
+            v["last_seen"] = json!(time(t));
+            format!(", last seen {}", time(t))
+        }
+        _ => String::new(),
+    };
+    r(v, format!("{} is now {status}{msg}{seen}", d.username))
 }
 
 /// The `nat` event: what a NAT detection found.
@@ -564,7 +619,7 @@ fn relay_credentials(c: &RelayCredentials) -> Option<Rendered> {
             "username": c.username,
             "password": c.password,
             "realm": c.realm,
-            "expires": c.expires,
+            "expires": time(c.expires),
             "relays": addrs(&c.relays),
         }),
         format!(
@@ -729,7 +784,7 @@ fn contact_change(c: &ContactChange) -> Option<Rendered> {
         ContactChange::Request { from, greeting } => r(
             json!({"event": "contact_request", "from": from, "greeting": greeting}),
             format!(
-                "{from} asks to be your contact: {greeting:?} (accept {from} | decline {from})"
+                "{from} asks to be your contact: {greeting:?} (accept {from} | refuse {from})"
             ),
         ),
         ContactChange::RequestSent { to } => r(
@@ -854,6 +909,30 @@ pub fn call_state(c: &CallInfo) -> Option<Rendered> {
         v["role"] = json!(if c.outgoing { "caller" } else { "callee" });
     }
     r(v, line)
+}
+
+/// Our mute, as the node applied it (`call_muted`).
+pub fn call_muted(c: &CallInfo) -> Option<Rendered> {
+    r(
+        json!({"event": "call_muted", "call": call_id(c.id), "peer": c.peer, "muted": c.muted}),
+        format!(
+            "call with {}: {}",
+            c.peer,
+            if c.muted { "muted" } else { "unmuted" }
+        ),
+    )
+}
+
+/// Our hold, as the node applied it (`call_held`).
+pub fn call_held(c: &CallInfo) -> Option<Rendered> {
+    r(
+        json!({"event": "call_held", "call": call_id(c.id), "peer": c.peer, "held": c.held}),
+        format!(
+            "call with {}: {}",
+            c.peer,
+            if c.held { "on hold" } else { "resumed" }
+        ),
+    )
 }
 
 /// The other side muted or held (`call_remote`).

@@ -77,8 +77,24 @@ pub enum FilesEvent {
     File(FileEvent),
     /// A command could not be carried out.
     Failed {
+        /// The command's name ([`FilesCommand::name`]).
+        command: &'static str,
         error: String,
     },
+}
+
+impl FilesCommand {
+    /// A short name for error events, as [`crate::node::api::Command::name`]
+    /// names the front end's command.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FilesCommand::Send { .. } => "send file",
+            FilesCommand::Accept { .. } => "accept file",
+            FilesCommand::Decline { .. } => "decline file",
+            FilesCommand::Cancel { .. } => "cancel file",
+            FilesCommand::List { .. } => "files",
+        }
+    }
 }
 
 /// Results of blocking jobs.
@@ -221,8 +237,8 @@ impl Files {
         std::mem::take(&mut self.connects)
     }
 
-    fn failed(&mut self, error: String) {
-        self.events.push_back(FilesEvent::Failed { error });
+    fn failed(&mut self, command: &'static str, error: String) {
+        self.events.push_back(FilesEvent::Failed { command, error });
     }
 
     pub fn poll_timeout(&self, now: u64) -> u64 {
@@ -307,12 +323,12 @@ impl Files {
             FilesCommand::Accept { id, dest } => self.accept(id, dest, cx),
             FilesCommand::Decline { id } => {
                 if self.core.decline(id).is_err() {
-                    self.failed(format!("no file offer {id:032x}"));
+                    self.failed("decline file", format!("no file offer {id:032x}"));
                 }
             }
             FilesCommand::Cancel { id } => {
                 if self.core.cancel(id).is_err() {
-                    self.failed(format!("no file transfer {id:032x}"));
+                    self.failed("cancel file", format!("no file transfer {id:032x}"));
                 }
             }
             FilesCommand::List { reply } => {
@@ -324,7 +340,7 @@ impl Files {
 
     fn accept(&mut self, id: TransferId, dest: Option<PathBuf>, cx: &mut FilesCx<'_>) {
         let Some(name) = self.core.offered_name(id).map(str::to_owned) else {
-            return self.failed(format!("no file offer {id:032x}"));
+            return self.failed("accept file", format!("no file offer {id:032x}"));
         };
         let dest = match dest {
             Some(d) if d.is_dir() => d.join(&name),
@@ -335,7 +351,7 @@ impl Files {
             && !dir.as_os_str().is_empty()
             && let Err(e) = std::fs::create_dir_all(dir)
         {
-            return self.failed(format!("cannot create {}: {e}", dir.display()));
+            return self.failed("accept file", format!("cannot create {}: {e}", dir.display()));
         }
         let part = part_path(&dest);
         match std::fs::OpenOptions::new()
@@ -349,7 +365,7 @@ impl Files {
                 self.open.insert(id, f);
                 let _ = self.core.accept(cx.now, id, dest);
             }
-            Err(e) => self.failed(format!("cannot write {}: {e}", part.display())),
+            Err(e) => self.failed("accept file", format!("cannot write {}: {e}", part.display())),
         }
     }
 
@@ -386,10 +402,10 @@ impl Files {
                     {
                         self.open.remove(&id);
                         forget_records(&self.opts.records, id);
-                        self.failed("too many file transfers at once".into());
+                        self.failed("send file", "too many file transfers at once".into());
                     }
                 }
-                Err(e) => self.failed(format!("cannot read {}: {e}", path.display())),
+                Err(e) => self.failed("send file", format!("cannot read {}: {e}", path.display())),
             },
             Job::Verified { id, ok } => self.core.verified(id, ok),
         }

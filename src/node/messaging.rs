@@ -101,8 +101,30 @@ pub enum MessagingEvent {
     Contacts(ContactsEvent),
     /// A command could not be carried out.
     Failed {
+        /// The command's name ([`MessagingCommand::name`]).
+        command: &'static str,
         error: String,
     },
+}
+
+impl MessagingCommand {
+    /// A short name for error events, as [`crate::node::api::Command::name`]
+    /// names the front end's command.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MessagingCommand::SendMessage { .. } => "send message",
+            MessagingCommand::History { .. } => "load history",
+            MessagingCommand::Contacts { .. } => "contacts",
+            MessagingCommand::AddContact { .. } => "add contact",
+            MessagingCommand::AcceptContact { .. } => "accept contact",
+            MessagingCommand::DeclineContact { .. } => "decline contact",
+            MessagingCommand::RemoveContact { .. } => "remove contact",
+            MessagingCommand::BlockContact { .. } => "block contact",
+            MessagingCommand::UnblockContact { .. } => "unblock contact",
+            MessagingCommand::SetStatus { .. } => "set status",
+            MessagingCommand::Activity => "activity",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -283,6 +305,7 @@ impl Messaging {
             sent: &mut self.sent,
         };
         let c = &mut self.contacts;
+        let command = cmd.name();
         let res = match cmd {
             MessagingCommand::SendMessage { to, text, reply } => {
                 let r = if c.is_blocked(&to) {
@@ -330,7 +353,8 @@ impl Messaging {
             }
         };
         if let Err(error) = res {
-            self.events.push_back(MessagingEvent::Failed { error });
+            self.events
+                .push_back(MessagingEvent::Failed { command, error });
         }
         self.sync(client);
     }

@@ -51,6 +51,21 @@ pub enum ConfCommand {
     MuteOther { user: String, on: bool },
 }
 
+impl ConfCommand {
+    /// A short name for error events, as [`crate::node::api::Command::name`]
+    /// names the front end's command.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConfCommand::Start { .. } => "conference start",
+            ConfCommand::Add { .. } => "conference add",
+            ConfCommand::Accept => "conference accept",
+            ConfCommand::Leave => "conference leave",
+            ConfCommand::Mute { .. } => "conference mute",
+            ConfCommand::MuteOther { .. } => "conference mute other",
+        }
+    }
+}
+
 /// What the node reports about a conference (inside [`CallUpdate`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConfUpdate {
@@ -327,6 +342,7 @@ impl ConfNode {
                 if let Err(e) = self.start_media(c) {
                     tracing::warn!("conference audio: {e}");
                     c.events.push_back(CallsEvent::Failed {
+                        command: "conference",
                         error: format!("conference audio: {e}"),
                     });
                     self.core.leave(c.cx.now);
@@ -519,6 +535,7 @@ impl ConfNode {
             Ok(s) => Some(s),
             Err(e) => {
                 c.events.push_back(CallsEvent::Failed {
+                    command: "conference",
                     error: format!("conference audio: {e}"),
                 });
                 None

@@ -115,8 +115,27 @@ pub enum CallsEvent {
     Update(CallUpdate),
     /// A command could not be carried out, or a call's audio failed.
     Failed {
+        /// The command's name ([`CallCommand::name`]; `call` when a
+        /// call's audio failed, `conference` for a conference's).
+        command: &'static str,
         error: String,
     },
+}
+
+impl CallCommand {
+    /// A short name for error events, as [`crate::node::api::Command::name`]
+    /// names the front end's command.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallCommand::Call { .. } => "call",
+            CallCommand::Accept { .. } => "accept call",
+            CallCommand::Decline { .. } => "decline call",
+            CallCommand::HangUp { .. } => "hang up",
+            CallCommand::Mute { .. } => "mute",
+            CallCommand::Hold { .. } => "hold",
+            CallCommand::Conference(c) => c.name(),
+        }
+    }
 }
 
 /// What the node reports about calls (the driver's `Event::Call`).
@@ -145,6 +164,11 @@ pub enum CallUpdate {
     },
     /// A conference changed (`node::calls::conference`).
     Conference(ConfUpdate),
+    /// Our microphone is now muted (or not): the mute command was applied.
+    Muted { id: CallId, muted: bool },
+    /// The call is now on hold (or not) on our side: the hold command was
+    /// applied.
+    Held { id: CallId, held: bool },
 }
 
 /// Sent and received media bitrate, kbit/s.
@@ -450,6 +474,7 @@ impl Calls {
     /// Handle a call command; a failure comes out as [`CallsEvent::Failed`].
     pub fn command(&mut self, c: CallCommand, cx: &mut Ctx<'_>) {
         let now = cx.now;
+        let command = c.name();
         let r: Result<(), String> = match c {
             CallCommand::Call { username, reply } => {
                 let peer = username.to_ascii_lowercase();
@@ -493,6 +518,8 @@ impl Calls {
                     m.muted = on;
                     let _ = m.commands.try_send(MediaCommand::Mute(on));
                 }
+                self.events
+                    .push_back(CallsEvent::Update(CallUpdate::Muted { id, muted: on }));
                 Ok(())
             }),
             CallCommand::Hold { call, on } => self.target(call).and_then(|id| {
@@ -504,12 +531,14 @@ impl Calls {
                         .commands
                         .try_send(MediaCommand::Hold(m.held || m.remote_held));
                 }
+                self.events
+                    .push_back(CallsEvent::Update(CallUpdate::Held { id, held: on }));
                 Ok(())
             }),
             CallCommand::Conference(c) => self.conference_command(c, cx),
         };
         if let Err(error) = r {
-            self.events.push_back(CallsEvent::Failed { error });
+            self.events.push_back(CallsEvent::Failed { command, error });
         }
         self.drive(cx);
     }
@@ -990,6 +1019,7 @@ impl Calls {
                     self.details.insert(id, e.to_string());
                 }
                 self.events.push_back(CallsEvent::Failed {
+                    command: "call",
                     error: format!("call audio: {error}"),
                 });
             }

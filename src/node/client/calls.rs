@@ -39,16 +39,9 @@ impl ApiCalls {
     }
 
     /// The driver command for an API call command (`None`: not a call
-    /// command), and the call as it now shows when the command changes
-    /// what the API reports (mute, hold).
-    pub fn command(&mut self, c: &api::Command) -> Option<(CallCommand, Option<Event>)> {
-        let mut shown = None;
-        let mut set = |id: CallId, f: &dyn Fn(&mut CallInfo)| {
-            if let Some(i) = self.calls.get_mut(&id) {
-                f(i);
-                shown = Some(Event::Call(i.clone()));
-            }
-        };
+    /// command). Mute and hold change the call as shown once the driver
+    /// says it applied them ([`CallUpdate::Muted`], [`CallUpdate::Held`]).
+    pub fn command(&self, c: &api::Command) -> Option<CallCommand> {
         let n = match c {
             api::Command::Call { username } => CallCommand::Call {
                 username: username.clone(),
@@ -57,22 +50,14 @@ impl ApiCalls {
             api::Command::AcceptCall { call } => CallCommand::Accept { call: Some(*call) },
             api::Command::DeclineCall { call } => CallCommand::Decline { call: Some(*call) },
             api::Command::HangUp { call } => CallCommand::HangUp { call: Some(*call) },
-            api::Command::Mute { call, muted } => {
-                let m = *muted;
-                set(*call, &|i| i.muted = m);
-                CallCommand::Mute {
-                    call: Some(*call),
-                    on: Some(m),
-                }
-            }
-            api::Command::Hold { call, held } => {
-                let h = *held;
-                set(*call, &|i| i.held = h);
-                CallCommand::Hold {
-                    call: Some(*call),
-                    on: Some(h),
-                }
-            }
+            api::Command::Mute { call, muted } => CallCommand::Mute {
+                call: Some(*call),
+                on: Some(*muted),
+            },
+            api::Command::Hold { call, held } => CallCommand::Hold {
+                call: Some(*call),
+                on: Some(*held),
+            },
             api::Command::ConferenceStart { users } => {
                 CallCommand::Conference(ConfCommand::Start {
                     users: users.clone(),
@@ -94,7 +79,7 @@ impl ApiCalls {
             }
             _ => return None,
         };
-        Some((n, shown))
+        Some(n)
     }
 
     /// The API events of a driver update; `now_unix_ms` stamps answers.
@@ -134,6 +119,8 @@ impl ApiCalls {
                 peer,
                 detail,
             } => self.state(event, peer, detail, now_unix_ms),
+            CallUpdate::Muted { id, muted } => self.set(*id, |i| i.muted = *muted),
+            CallUpdate::Held { id, held } => self.set(*id, |i| i.held = *held),
             CallUpdate::Stats {
                 id,
                 peer,
@@ -153,6 +140,19 @@ impl ApiCalls {
                 }]
             }
         }
+    }
+
+    /// A change of our side of a call (mute, hold), shown when it changes.
+    fn set(&mut self, id: CallId, f: impl Fn(&mut CallInfo)) -> Vec<Event> {
+        let Some(i) = self.calls.get_mut(&id) else {
+            return Vec::new();
+        };
+        let before = i.clone();
+        f(i);
+        if *i == before {
+            return Vec::new();
+        }
+        vec![Event::Call(i.clone())]
     }
 
     /// A state change from call signalling.
@@ -297,8 +297,9 @@ mod tests {
         assert_eq!(a.get(7).unwrap().state, CallState::Ringing);
         a.update(&state(CallEvent::Active { id: 7 }), 1234);
         assert_eq!(a.get(7).unwrap().answered_at, Some(1234));
-        // Mute shows at once and becomes the driver's command.
-        let (cmd, shown) = a
+        // Mute becomes the driver's command; it shows once the driver
+        // applied it, and once.
+        let cmd = a
             .command(&api::Command::Mute {
                 call: 7,
                 muted: true,
@@ -311,7 +312,12 @@ mod tests {
                 on: Some(true)
             }
         ));
-        assert!(matches!(shown, Some(Event::Call(i)) if i.muted));
+        assert!(!a.get(7).unwrap().muted);
+        let muted = CallUpdate::Muted { id: 7, muted: true };
+        assert!(matches!(&a.update(&muted, 0)[..], [Event::Call(i)] if i.muted && !i.held));
+        assert!(a.update(&muted, 0).is_empty());
+        let held = CallUpdate::Held { id: 7, held: true };
+        assert!(matches!(&a.update(&held, 0)[..], [Event::Call(i)] if i.muted && i.held));
         let stats = CallUpdate::Stats {
             id: 7,
             peer: "bob".into(),

@@ -353,12 +353,12 @@ impl Runtime {
             }
             ov::Event::Peer(p) => self.emit(Event::Peer(report::peer_event(p))).await,
             ov::Event::File(f) => self.emit(Event::File(f)).await,
-            ov::Event::CommandFailed { error } => {
+            ov::Event::CommandFailed { command, error } => {
                 // Reported already, under the command's name.
                 if let Some(i) = self.reported.iter().position(|r| *r == error) {
                     self.reported.remove(i);
                 } else {
-                    self.error("command", error).await
+                    self.error(command, error).await
                 }
             }
             ov::Event::Supernode(_) | ov::Event::Stopped => {}
@@ -824,10 +824,9 @@ impl Runtime {
             self.to_call.push(c);
             return;
         }
-        if let Some((node, shown)) = self.calls.command(&c) {
-            if let Some(e) = shown {
-                self.emit(e).await;
-            }
+        // Mute and hold show once the node applied them (`CallUpdate::Muted`,
+        // `CallUpdate::Held`).
+        if let Some(node) = self.calls.command(&c) {
             self.overlay(ov::Command::Call(node)).await;
         }
     }
@@ -875,7 +874,12 @@ impl Runtime {
                 username, outcome, ..
             } => self.lookup_answer(username, outcome).await,
             ClientEvent::PresenceChanged { record, online } => {
-                let record = report::record(&record, None);
+                // When an offline user was last seen, as a lookup says it
+                // (never for an online one: that would be "now").
+                let last_seen = (!online)
+                    .then(|| record.last_seen(self.clock.now_secs()))
+                    .flatten();
+                let record = report::record(&record, last_seen);
                 self.emit(Event::Watched { record, online }).await
             }
             ClientEvent::RelayCredentials {

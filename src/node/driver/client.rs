@@ -90,7 +90,7 @@ fn messaging_event(e: MessagingEvent) -> Event {
     match e {
         MessagingEvent::Chat(e) => Event::Chat(e),
         MessagingEvent::Contacts(e) => Event::Contacts(e),
-        MessagingEvent::Failed { error } => Event::CommandFailed { error },
+        MessagingEvent::Failed { command, error } => Event::CommandFailed { command, error },
     }
 }
 
@@ -98,7 +98,7 @@ fn messaging_event(e: MessagingEvent) -> Event {
 fn files_event(e: FilesEvent) -> Event {
     match e {
         FilesEvent::File(e) => Event::File(e),
-        FilesEvent::Failed { error } => Event::CommandFailed { error },
+        FilesEvent::Failed { command, error } => Event::CommandFailed { command, error },
     }
 }
 
@@ -106,7 +106,7 @@ fn files_event(e: FilesEvent) -> Event {
 fn calls_event(e: CallsEvent) -> Event {
     match e {
         CallsEvent::Update(u) => Event::Call(u),
-        CallsEvent::Failed { error } => Event::CommandFailed { error },
+        CallsEvent::Failed { command, error } => Event::CommandFailed { command, error },
     }
 }
 
@@ -383,19 +383,22 @@ impl ClientDriver {
             Command::Peer(p) => self.with_peers(now, |peers, cx| peers.command(cx, p)),
             Command::Messaging(m) => match &mut self.messaging {
                 Some(ms) => ms.command(now, m, core, rng),
-                None => self.failed(format!(
-                    "chat and contacts are not enabled on this node: {m:?}"
-                )),
+                None => self.failed(
+                    m.name(),
+                    format!("chat and contacts are not enabled on this node: {m:?}"),
+                ),
             },
-            Command::Call(c) if self.calls.is_none() => {
-                self.failed(format!("calls are not enabled on this node: {c:?}"))
-            }
+            Command::Call(c) if self.calls.is_none() => self.failed(
+                c.name(),
+                format!("calls are not enabled on this node: {c:?}"),
+            ),
             Command::Call(c) => {
                 self.with_calls(|calls, cx| calls.command(c, cx));
             }
-            Command::Files(c) if self.files.is_none() => {
-                self.failed(format!("file transfer is not enabled on this node: {c:?}"))
-            }
+            Command::Files(c) if self.files.is_none() => self.failed(
+                c.name(),
+                format!("file transfer is not enabled on this node: {c:?}"),
+            ),
             Command::Files(c) => {
                 self.with_files(now, |f, cx| f.command(c, cx));
             }
@@ -403,8 +406,8 @@ impl ClientDriver {
         false
     }
 
-    fn failed(&self, error: String) {
-        self.base.emit(Event::CommandFailed { error });
+    fn failed(&self, command: &'static str, error: String) {
+        self.base.emit(Event::CommandFailed { command, error });
     }
 
     /// Hang up, tell contacts we leave, publish the offline record.

@@ -118,8 +118,10 @@ pub enum Event {
     Nat(NatReport),
     Chat(crate::chat::ChatEvent),
     Contacts(crate::contacts::ContactsEvent),
-    /// A command could not be carried out.
+    /// A command could not be carried out; `command` names it as
+    /// [`crate::node::api::Command::name`] does.
     CommandFailed {
+        command: &'static str,
         error: String,
     },
     /// Peer-to-peer connections (clients).
