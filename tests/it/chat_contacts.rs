@@ -81,7 +81,7 @@ fn request_accept_chat_decline_block() {
     alice.wait_json(T, |v| {
         v["event"] == "contact_request" && v["from"] == "carol"
     });
-    alice.say("decline carol");
+    alice.say("refuse carol");
     let d = carol.wait_json(T, |v| v["event"] == "contact_declined");
     assert_eq!(d["user"], "alice");
     assert_eq!(d["by_us"], false);

@@ -3,8 +3,10 @@
 //! authority, a supernode with a TURN relay, alice, bob and carol) that
 //! exercises login, attachment, lookups (online, offline, not found),
 //! presence, the NAT report, relay credentials, contacts, chat, history,
-//! raw envelopes, a peer link, a short tone call with mute and hold, an
-//! error for a bad line and the stop. Each client's stream is normalised
+//! raw envelopes, a peer link, a short tone call with mute and hold (and
+//! their confirmations), `help`, errors for a bad line and a call verb
+//! with no call, and the stop. Every stream starts with `hello` (schema
+//! 2), and every time in it is RFC 3339. Each client's stream is normalised
 //! (addresses, ids, times, numbers and booleans become placeholders of
 //! their type; stable words stay) and compared with the fixture recorded
 //! from the headless mode before it moved onto the node API
@@ -109,7 +111,21 @@ fn headless_json_stream_matches_the_recorded_fixture() {
         assert_eq!(v["result"], result, "{v}");
     }
     alice.p.say("bogus words");
-    alice.event("error");
+    let e = alice.event("error");
+    assert_eq!(e["command"], "bogus", "{e}");
+    assert_eq!(e["reason"], "unknown_command", "{e}");
+    alice.p.say("hangup");
+    let e = alice.event("error");
+    assert_eq!(e["command"], "hangup", "{e}");
+    assert_eq!(e["reason"], "no_call", "{e}");
+    alice.p.say("help");
+    let h = alice.event("help");
+    let verbs: Vec<&str> = (h["commands"].as_array().unwrap().iter())
+        .filter_map(|c| c["command"].as_str())
+        .collect();
+    for v in ["lookup", "refuse", "decline", "mute", "send-file", "conf", "help"] {
+        assert!(verbs.contains(&v), "{v}: {h}");
+    }
     alice.p.say("status away gone fishing");
     alice.wait(|v| v["event"] == "status" && v["status"] == "away");
     // bob's record changes: alice watches it.
@@ -151,11 +167,16 @@ fn headless_json_stream_matches_the_recorded_fixture() {
     alice.wait(|v| v["event"] == "call_state" && v["state"] == "active");
     alice.wait(|v| v["event"] == "call_stats" && !v["rtt_ms"].is_null());
     alice.p.say("mute on");
+    // Confirmed once the node applied it, and told to the other side.
+    alice.wait(|v| v["event"] == "call_muted" && v["muted"] == true);
     bob.wait(|v| v["event"] == "call_remote" && v["muted"] == true);
     alice.p.say("hold on");
+    alice.wait(|v| v["event"] == "call_held" && v["held"] == true);
     bob.wait(|v| v["event"] == "call_remote" && v["on_hold"] == true);
     alice.p.say("hangup");
     alice.wait(|v| v["event"] == "call_state" && v["state"] == "ended");
+    let logged = alice.event("call_logged");
+    assert!(logged["duration_ms"].as_u64().is_some(), "{logged}");
     alice.wait(|v| v["event"] == "call_stats" && v["final"] == true);
     bob.wait(|v| v["event"] == "call_stats" && v["final"] == true);
 
@@ -165,7 +186,64 @@ fn headless_json_stream_matches_the_recorded_fixture() {
     bob.finish();
 
     for (name, rec) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        let hello = &rec.seen[0];
+        assert_eq!(hello["event"], "hello", "{name}: {hello}");
+        assert_eq!(hello["schema"], 2, "{name}: {hello}");
+        assert_eq!(hello["version"], env!("CARGO_PKG_VERSION"), "{name}");
+        for v in &rec.seen {
+            assert_times(v, &|t| humantime::parse_rfc3339(t).is_ok());
+        }
         check(name, &rec.seen);
+    }
+}
+
+/// Whether a field holds a time (its name says so).
+fn time_key(k: &str) -> bool {
+    k.ends_with("_at") || ["time", "until", "expires", "last_seen"].contains(&k)
+}
+
+/// Every time in `v` is a string `ok` takes (RFC 3339; `<time>` in a
+/// fixture) or null, never a number; durations are in milliseconds
+/// (`_ms`), never seconds.
+fn assert_times(v: &Value, ok: &dyn Fn(&str) -> bool) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                assert!(!k.ends_with("_s"), "{k} is not in ms: {v}");
+                if time_key(k) {
+                    assert!(
+                        x.is_null() || x.as_str().is_some_and(ok),
+                        "{k} is not an RFC 3339 time: {v}"
+                    );
+                }
+                assert_times(x, ok);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| assert_times(x, ok)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_recorded_time_is_rfc3339() {
+    let _turn = scenario!();
+    let mut n = 0;
+    for name in ["alice", "bob", "carol"] {
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        for l in text.lines() {
+            let v: Value = serde_json::from_str(l).unwrap();
+            // The normalised fixture says `<time>` for what parsed as one.
+            assert_times(&v, &|t| t == "<time>");
+            n += l.matches("<time>").count();
+        }
+    }
+    assert!(n >= 10, "{n} times in the fixtures");
+    // The check fails on a number or a non-RFC 3339 text.
+    for bad in [json!({"expires": 1700000000}), json!({"x": [{"sent_at": "yesterday"}]}), json!({"duration_s": 3})] {
+        let r = std::panic::catch_unwind(|| {
+            assert_times(&bad, &|t| humantime::parse_rfc3339(t).is_ok())
+        });
+        assert!(r.is_err(), "{bad}");
     }
 }
 
@@ -252,8 +330,10 @@ fn check(name: &str, seen: &[Value]) {
 }
 
 /// Fields whose text varies from run to run (credentials, free text with
-/// numbers in it, error wording).
-const FREE_TEXT: &[&str] = &["password", "username", "error", "notes", "detail"];
+/// numbers in it, error wording, the help text).
+const FREE_TEXT: &[&str] = &[
+    "password", "username", "error", "notes", "detail", "usage", "does",
+];
 
 /// Replace what varies between runs by a placeholder of its type.
 fn normalise(v: &Value) -> Value {
@@ -377,11 +457,15 @@ fn headless_logs_in_and_prints_lines() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    // The first event is the login (after the audio warning of a machine
-    // with no sound card).
-    let first: Value = text
+    // The first event is the hello, then the login (after the audio
+    // warning of a machine with no sound card).
+    let events: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["event"], "hello", "{text}");
+    assert_eq!(events[0]["schema"], 2, "{text}");
+    let first = (events.iter().skip(1))
         .find(|v| v["event"] != "warning")
         .unwrap();
     assert_eq!(first["event"], "login", "{text}");
@@ -419,12 +503,20 @@ fn headless_logs_in_and_prints_lines() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--user"), "{err}");
 
-    // The certificate is kept: the next run needs no password.
+    // The certificate is kept: the next run needs no password. Text
+    // mode says the schema first too.
     let out = run("dave-phone", &["--lookup", "nobody"], "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let hello = stdout.lines().next().unwrap_or_default();
+    assert!(
+        hello.starts_with("natter ") && hello.contains("(event schema 2)"),
+        "{stdout}"
+    );
     // (Without a sound card a warning comes first; the supernode list may
     // change at any point, the backup attaching after the lookup.)
     let text = String::from_utf8_lossy(&out.stdout)
         .lines()
+        .skip(1)
         .filter(|l| !l.starts_with("warning: no sound card") && !l.starts_with("supernodes: "))
         .collect::<Vec<_>>()
         .join("\n");
