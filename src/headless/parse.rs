@@ -41,16 +41,36 @@ const fn verb(
 /// Every stdin command: the parser takes exactly these words (and their
 /// aliases), and `help` lists them.
 pub const GRAMMAR: &[Verb] = &[
-    verb("lookup", "lookup USER", "look USER up in the directory", &["search"]),
-    verb("watch", "watch USER", "report USER's presence changes", &["watch"]),
+    verb(
+        "lookup",
+        "lookup USER",
+        "look USER up in the directory",
+        &["search"],
+    ),
+    verb(
+        "watch",
+        "watch USER",
+        "report USER's presence changes",
+        &["watch"],
+    ),
     verb(
         "status",
         "status online|away|dnd|invisible|offline [MESSAGE]",
         "set our status, shown to authorized contacts only",
         &["set status"],
     ),
-    verb("relay", "relay", "ask for relay (TURN) credentials", &["relay"]),
-    verb("connect", "connect USER", "open a peer-to-peer link to USER", &["connect"]),
+    verb(
+        "relay",
+        "relay",
+        "ask for relay (TURN) credentials",
+        &["relay"],
+    ),
+    verb(
+        "connect",
+        "connect USER",
+        "open a peer-to-peer link to USER",
+        &["connect"],
+    ),
     verb(
         "ice-offer",
         "ice-offer USER HEX",
@@ -71,7 +91,12 @@ pub const GRAMMAR: &[Verb] = &[
     ),
     Verb {
         aliases: &["message"],
-        ..verb("msg", "msg USER TEXT", "send a chat message", &["send message"])
+        ..verb(
+            "msg",
+            "msg USER TEXT",
+            "send a chat message",
+            &["send message"],
+        )
     },
     verb(
         "history",
@@ -79,12 +104,42 @@ pub const GRAMMAR: &[Verb] = &[
         "the last N (50) messages with USER",
         &["load history"],
     ),
-    verb("add", "add USER [GREETING]", "ask USER to be a contact", &["add contact"]),
-    verb("accept", "accept USER", "accept USER's contact request", &["accept contact"]),
-    verb("refuse", "refuse USER", "refuse USER's contact request", &["decline contact"]),
-    verb("remove", "remove USER", "remove a contact (both sides)", &["remove contact"]),
-    verb("block", "block USER", "drop everything from USER", &["block contact"]),
-    verb("unblock", "unblock USER", "stop blocking USER", &["unblock contact"]),
+    verb(
+        "add",
+        "add USER [GREETING]",
+        "ask USER to be a contact",
+        &["add contact"],
+    ),
+    verb(
+        "accept",
+        "accept USER",
+        "accept USER's contact request",
+        &["accept contact"],
+    ),
+    verb(
+        "refuse",
+        "refuse USER",
+        "refuse USER's contact request",
+        &["decline contact"],
+    ),
+    verb(
+        "remove",
+        "remove USER",
+        "remove a contact (both sides)",
+        &["remove contact"],
+    ),
+    verb(
+        "block",
+        "block USER",
+        "drop everything from USER",
+        &["block contact"],
+    ),
+    verb(
+        "unblock",
+        "unblock USER",
+        "stop blocking USER",
+        &["unblock contact"],
+    ),
     verb("contacts", "contacts", "the contact list", &["contacts"]),
     verb(
         "calls",
@@ -93,15 +148,35 @@ pub const GRAMMAR: &[Verb] = &[
         &["call history", "calls seen"],
     ),
     verb("call", "call USER", "call USER", &["call"]),
-    verb("answer", "answer", "answer the ringing call", &["accept call"]),
-    verb("decline", "decline", "decline the ringing call", &["decline call"]),
+    verb(
+        "answer",
+        "answer",
+        "answer the ringing call",
+        &["accept call"],
+    ),
+    verb(
+        "decline",
+        "decline",
+        "decline the ringing call",
+        &["decline call"],
+    ),
     Verb {
         aliases: &["hang-up"],
         ..verb("hangup", "hangup", "end the current call", &["hang up"])
     },
-    verb("mute", "mute [on|off]", "mute our microphone (toggle)", &["mute"]),
+    verb(
+        "mute",
+        "mute [on|off]",
+        "mute our microphone (toggle)",
+        &["mute"],
+    ),
     verb("unmute", "unmute", "unmute our microphone", &[]),
-    verb("hold", "hold [on|off]", "put the call on hold (toggle)", &["hold"]),
+    verb(
+        "hold",
+        "hold [on|off]",
+        "put the call on hold (toggle)",
+        &["hold"],
+    ),
     verb("resume", "resume", "take the call off hold", &[]),
     verb(
         "send-file",
@@ -235,7 +310,13 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
     };
     // A command that takes a user and nothing more: `lookup BAD NAME!`
     // is a mistake, not a lookup of "BAD".
-    let only_user = || if tail.is_empty() { user() } else { Err(usage()) };
+    let only_user = || {
+        if tail.is_empty() {
+            user()
+        } else {
+            Err(usage())
+        }
+    };
     // A command that takes nothing.
     let bare = |i: Input| if rest.is_empty() { Ok(i) } else { Err(usage()) };
     let c = match v.word {
@@ -660,7 +741,10 @@ mod tests {
                 assert!(
                     matches!(
                         got,
-                        Ok(Input::Command(_) | Input::Call(_) | Input::Help | Input::Renamed { .. })
+                        Ok(Input::Command(_)
+                            | Input::Call(_)
+                            | Input::Help
+                            | Input::Renamed { .. })
                     ),
                     "{line}: {got:?}"
                 );
@@ -674,9 +758,19 @@ mod tests {
         }
         // ... and a word the grammar does not list is unknown, whatever
         // follows it (the parser looks every word up in the grammar).
-        for w in ["decline-contact", "hang", "messages", "conferences", "bogus", "h"] {
+        for w in [
+            "decline-contact",
+            "hang",
+            "messages",
+            "conferences",
+            "bogus",
+            "h",
+        ] {
             assert!(find(w).is_none(), "{w}");
-            assert!(matches!(parse(&format!("{w} bob")), Err(ParseError::Unknown(_))), "{w}");
+            assert!(
+                matches!(parse(&format!("{w} bob")), Err(ParseError::Unknown(_))),
+                "{w}"
+            );
         }
         // No word twice.
         let mut words: Vec<&str> = GRAMMAR

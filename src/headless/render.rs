@@ -783,9 +783,7 @@ fn contact_change(c: &ContactChange) -> Option<Rendered> {
     match c {
         ContactChange::Request { from, greeting } => r(
             json!({"event": "contact_request", "from": from, "greeting": greeting}),
-            format!(
-                "{from} asks to be your contact: {greeting:?} (accept {from} | refuse {from})"
-            ),
+            format!("{from} asks to be your contact: {greeting:?} (accept {from} | refuse {from})"),
         ),
         ContactChange::RequestSent { to } => r(
             json!({"event": "contact_request_sent", "to": to}),

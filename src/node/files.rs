@@ -351,7 +351,10 @@ impl Files {
             && !dir.as_os_str().is_empty()
             && let Err(e) = std::fs::create_dir_all(dir)
         {
-            return self.failed("accept file", format!("cannot create {}: {e}", dir.display()));
+            return self.failed(
+                "accept file",
+                format!("cannot create {}: {e}", dir.display()),
+            );
         }
         let part = part_path(&dest);
         match std::fs::OpenOptions::new()
@@ -365,7 +368,10 @@ impl Files {
                 self.open.insert(id, f);
                 let _ = self.core.accept(cx.now, id, dest);
             }
-            Err(e) => self.failed("accept file", format!("cannot write {}: {e}", part.display())),
+            Err(e) => self.failed(
+                "accept file",
+                format!("cannot write {}: {e}", part.display()),
+            ),
         }
     }
 

@@ -123,7 +123,15 @@ fn headless_json_stream_matches_the_recorded_fixture() {
     let verbs: Vec<&str> = (h["commands"].as_array().unwrap().iter())
         .filter_map(|c| c["command"].as_str())
         .collect();
-    for v in ["lookup", "refuse", "decline", "mute", "send-file", "conf", "help"] {
+    for v in [
+        "lookup",
+        "refuse",
+        "decline",
+        "mute",
+        "send-file",
+        "conf",
+        "help",
+    ] {
         assert!(verbs.contains(&v), "{v}: {h}");
     }
     alice.p.say("status away gone fishing");
@@ -239,7 +247,11 @@ fn every_recorded_time_is_rfc3339() {
     }
     assert!(n >= 10, "{n} times in the fixtures");
     // The check fails on a number or a non-RFC 3339 text.
-    for bad in [json!({"expires": 1700000000}), json!({"x": [{"sent_at": "yesterday"}]}), json!({"duration_s": 3})] {
+    for bad in [
+        json!({"expires": 1700000000}),
+        json!({"x": [{"sent_at": "yesterday"}]}),
+        json!({"duration_s": 3}),
+    ] {
         let r = std::panic::catch_unwind(|| {
             assert_times(&bad, &|t| humantime::parse_rfc3339(t).is_ok())
         });
