@@ -1127,6 +1127,96 @@ mod tests {
     }
 
     #[test]
+    fn schema_2_hello_errors_times_and_confirmations() {
+        let h = hello();
+        assert_eq!(h.json["event"], "hello");
+        assert_eq!(h.json["schema"], SCHEMA);
+        assert_eq!(h.json["version"], env!("CARGO_PKG_VERSION"));
+        assert!(h.line.contains("(event schema 2)"), "{}", h.line);
+        // The node's name for a command becomes the verb a script typed.
+        let e = event(&Event::Error {
+            command: "decline contact".into(),
+            message: "no request from bob".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            e.json,
+            json!({"event": "error", "command": "refuse", "reason": "failed", "error": "no request from bob"})
+        );
+        assert_eq!(e.line, "error: refuse: no request from bob");
+        let c = RelayCredentials {
+            username: "1:alice".into(),
+            password: "p".into(),
+            realm: "natter".into(),
+            expires: 86_400,
+            relays: vec![],
+        };
+        let v = event(&Event::RelayCredentials(c)).unwrap().json;
+        assert_eq!(v["expires"], "1970-01-02T00:00:00Z");
+        // A watched user who went offline: when they were last seen.
+        let d = DirectoryRecord {
+            username: "bob".into(),
+            status: Status::Offline,
+            message: String::new(),
+            seq: 4,
+            supernodes: vec![],
+            candidates: vec![],
+            last_seen: Some(60),
+        };
+        let v = watched(&d, false).unwrap();
+        assert_eq!(v.json["last_seen"], "1970-01-01T00:01:00Z");
+        assert!(
+            v.line.ends_with("last seen 1970-01-01T00:01:00Z"),
+            "{}",
+            v.line
+        );
+        assert!(watched(&d, true).unwrap().json.get("last_seen").is_none());
+        let mut info = CallInfo {
+            id: 1,
+            peer: "bob".into(),
+            outgoing: true,
+            state: CallState::Active,
+            muted: true,
+            held: false,
+            remote_held: false,
+            answered_at: Some(1_000),
+        };
+        let v = call_muted(&info).unwrap().json;
+        assert_eq!(
+            v,
+            json!({"event": "call_muted", "call": "0000000000000001", "peer": "bob", "muted": true})
+        );
+        info.held = true;
+        assert_eq!(call_held(&info).unwrap().json["held"], true);
+        let rec = natter::node::api::CallRecord {
+            peer: "bob".into(),
+            outgoing: false,
+            started_at: 1_000,
+            answered_at: Some(2_000),
+            ended_at: 4_500,
+            reason: EndReason::HungUp { by_us: false },
+            seen: true,
+        };
+        let v = event(&Event::CallLogged(rec)).unwrap().json;
+        assert_eq!(v["duration_ms"], 2_500);
+        assert_eq!(v["answered_at"], "1970-01-01T00:00:02Z");
+        assert!(v.get("duration_s").is_none());
+        let w = renamed("decline", "decline USER", "refuse USER").unwrap();
+        assert_eq!(w.json["reason"], "renamed");
+        assert_eq!(w.json["command"], "decline");
+        let h = help().unwrap();
+        assert_eq!(
+            h.json["commands"].as_array().map(Vec::len),
+            Some(super::super::parse::GRAMMAR.len())
+        );
+        assert!(
+            h.line.lines().any(|l| l.starts_with("refuse USER")),
+            "{}",
+            h.line
+        );
+    }
+
+    #[test]
     fn screen_state_renders_as_nothing() {
         assert!(event(&Event::Stopped).is_none());
         assert!(

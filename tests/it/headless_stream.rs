@@ -109,6 +109,16 @@ fn headless_json_stream_matches_the_recorded_fixture() {
         alice.p.say(&format!("lookup {user}"));
         let v = alice.wait(|v| v["event"] == "lookup" && v["user"] == user);
         assert_eq!(v["result"], result, "{v}");
+        // Bug 9: an online user has no last seen (it was "now"); carol's
+        // is when she left, RFC 3339, not after the lookup.
+        match result {
+            "online" => assert!(v.get("last_seen").is_none(), "{v}"),
+            "offline" => {
+                let t = humantime::parse_rfc3339(v["last_seen"].as_str().unwrap()).unwrap();
+                assert!(t <= std::time::SystemTime::now(), "{v}");
+            }
+            _ => {}
+        }
     }
     alice.p.say("bogus words");
     let e = alice.event("error");
@@ -118,6 +128,10 @@ fn headless_json_stream_matches_the_recorded_fixture() {
     let e = alice.event("error");
     assert_eq!(e["command"], "hangup", "{e}");
     assert_eq!(e["reason"], "no_call", "{e}");
+    // A command the node could not carry out names the verb typed.
+    alice.p.say("file cancel 0123456789abcdef0123456789abcdef");
+    let e = alice.wait(|v| v["event"] == "error" && v["command"] == "file");
+    assert_eq!(e["reason"], "failed", "{e}");
     alice.p.say("help");
     let h = alice.event("help");
     let verbs: Vec<&str> = (h["commands"].as_array().unwrap().iter())
@@ -188,10 +202,14 @@ fn headless_json_stream_matches_the_recorded_fixture() {
     alice.wait(|v| v["event"] == "call_stats" && v["final"] == true);
     bob.wait(|v| v["event"] == "call_stats" && v["final"] == true);
 
-    alice.p.say("quit");
-    alice.finish();
+    // bob leaves: alice, who watches him, sees when he was last seen.
     bob.p.say("quit");
     bob.finish();
+    let p = alice.wait(|v| v["event"] == "presence" && v["online"] == false);
+    let t = humantime::parse_rfc3339(p["last_seen"].as_str().unwrap_or_default());
+    assert!(t.is_ok_and(|t| t <= std::time::SystemTime::now()), "{p}");
+    alice.p.say("quit");
+    alice.finish();
 
     for (name, rec) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
         let hello = &rec.seen[0];
