@@ -24,7 +24,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 /// Frames queued per connection before new ones are dropped.
@@ -115,6 +115,8 @@ pub struct TcpAdmissionStats {
     pub idle_closed: u64,
     /// Closed: a message did not arrive whole within `frame_deadline`.
     pub slow_closed: u64,
+    /// Closed to make room for a source holding fewer streams.
+    pub evicted: u64,
 }
 
 /// Why a stream was refused at accept.
@@ -138,6 +140,11 @@ pub struct TcpAdmission {
 struct AdmissionState {
     /// Streams held per source, against `per_address`.
     shares: Shares<SourceKey>,
+    /// Open streams by admission order (oldest first): their source and
+    /// how to close them when a newcomer evicts one.
+    streams: std::collections::BTreeMap<u64, (SourceKey, Arc<Notify>)>,
+    /// The next stream's id.
+    next_id: u64,
     stats: TcpAdmissionStats,
 }
 
@@ -147,6 +154,8 @@ impl TcpAdmission {
             limits,
             state: Arc::new(Mutex::new(AdmissionState {
                 shares: Shares::new(limits.per_address.max(1)),
+                streams: std::collections::BTreeMap::new(),
+                next_id: 0,
                 stats: TcpAdmissionStats::default(),
             })),
         }
@@ -162,20 +171,14 @@ impl TcpAdmission {
     }
 
     /// A place for a stream from `addr`, or why there is none (counted
-    /// and logged; the caller drops the stream).
+    /// and logged; the caller drops the stream). When every place is
+    /// taken, a source holding more streams than the newcomer's would
+    /// gives up its oldest: many sources together cannot shut out one
+    /// that holds little.
     pub fn admit(&self, addr: SocketAddr) -> Result<TcpPermit, TcpRefusal> {
         let key = SourceKey::of(addr.ip());
         let mut st = self.lock();
-        if st.stats.open as usize >= self.limits.max_connections {
-            st.stats.refused_full += 1;
-            if log_worthy(st.stats.refused_full) {
-                tracing::warn!(%addr, count = st.stats.refused_full, "tcp: stream refused, listener full");
-            }
-            return Err(TcpRefusal::Full {
-                limit: self.limits.max_connections,
-            });
-        }
-        if !st.shares.try_add(key) {
+        if st.shares.get(&key) >= st.shares.cap {
             st.stats.refused_per_address += 1;
             if log_worthy(st.stats.refused_per_address) {
                 tracing::warn!(source = %key, count = st.stats.refused_per_address, "tcp: stream refused, source holds its share");
@@ -185,11 +188,26 @@ impl TcpAdmission {
                 limit: st.shares.cap,
             });
         }
-        st.stats.open += 1;
+        if st.streams.len() >= self.limits.max_connections && !st.evict_for(key) {
+            st.stats.refused_full += 1;
+            if log_worthy(st.stats.refused_full) {
+                tracing::warn!(%addr, count = st.stats.refused_full, "tcp: stream refused, listener full");
+            }
+            return Err(TcpRefusal::Full {
+                limit: self.limits.max_connections,
+            });
+        }
+        st.shares.force_add(key);
+        let id = st.next_id;
+        st.next_id += 1;
+        let close = Arc::new(Notify::new());
+        st.streams.insert(id, (key, close.clone()));
+        st.stats.open = st.streams.len() as u64;
         st.stats.accepted += 1;
         Ok(TcpPermit {
             admission: self.clone(),
-            key,
+            id,
+            close,
         })
     }
 
@@ -198,11 +216,51 @@ impl TcpAdmission {
     }
 }
 
+impl AdmissionState {
+    /// Closes the oldest stream among those of the sources holding the
+    /// most, if they hold more than `newcomer` would after admission.
+    fn evict_for(&mut self, newcomer: SourceKey) -> bool {
+        let Some((_, n)) = self.shares.largest() else {
+            return false;
+        };
+        if n <= self.shares.get(&newcomer) + 1 {
+            return false;
+        }
+        let Some((id, big)) = self
+            .streams
+            .iter()
+            .find(|(_, (k, _))| self.shares.get(k) == n)
+            .map(|(id, (k, _))| (*id, *k))
+        else {
+            return false;
+        };
+        self.release(id, true);
+        self.stats.evicted += 1;
+        if log_worthy(self.stats.evicted) {
+            tracing::info!(source = %big, count = self.stats.evicted, "tcp: stream evicted for a newcomer");
+        }
+        true
+    }
+
+    /// Forgets stream `id`; `close` tells its task to end.
+    fn release(&mut self, id: u64, close: bool) {
+        if let Some((key, n)) = self.streams.remove(&id) {
+            self.shares.remove(&key);
+            if close {
+                n.notify_one();
+            }
+        }
+        self.stats.open = self.streams.len() as u64;
+    }
+}
+
 /// One admitted stream's place; dropping it frees the place.
 #[derive(Debug)]
 pub struct TcpPermit {
     admission: TcpAdmission,
-    key: SourceKey,
+    id: u64,
+    /// Notified when a newcomer evicts this stream.
+    close: Arc<Notify>,
 }
 
 impl TcpPermit {
@@ -215,6 +273,24 @@ impl TcpPermit {
                 StreamKind::Turn => l.turn_idle,
             },
             frame: l.frame_deadline,
+        }
+    }
+
+    /// One read of an accepted stream of `kind`: under its deadlines
+    /// (see [`read_within`]), and cut short when it is evicted. The
+    /// caller that closes for an expired deadline says so with
+    /// [`TcpPermit::closed_for`].
+    pub async fn read<R: tokio::io::AsyncRead + Unpin>(
+        &self,
+        rd: &mut R,
+        buf: &mut [u8],
+        kind: StreamKind,
+        partial_since: Option<Instant>,
+    ) -> ReadOutcome {
+        let d = self.deadlines(kind);
+        tokio::select! {
+            r = read_within(rd, buf, Some(d), partial_since) => r,
+            _ = self.close.notified() => ReadOutcome::Evicted,
         }
     }
 
@@ -239,9 +315,7 @@ impl TcpPermit {
 
 impl Drop for TcpPermit {
     fn drop(&mut self) {
-        let mut st = self.admission.lock();
-        st.stats.open = st.stats.open.saturating_sub(1);
-        st.shares.remove(&self.key);
+        self.admission.lock().release(self.id, false);
     }
 }
 
@@ -267,6 +341,8 @@ pub enum ReadOutcome {
     /// End of stream or an error: the stream is over.
     Closed,
     Expired(Deadline),
+    /// A newcomer took this stream's place (see [`TcpAdmission::admit`]).
+    Evicted,
 }
 
 /// Reads into `buf` under `deadlines` (none: no limit). `partial_since`
@@ -516,7 +592,6 @@ async fn run_stream(
     tx: mpsc::Sender<TcpInput>,
     permit: Option<TcpPermit>,
 ) {
-    let deadlines = permit.as_ref().map(|p| p.deadlines(kind));
     let mut partial_since = None;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -569,15 +644,19 @@ async fn run_stream(
         }
         let held = buf.len() + framer.buffered();
         partial_since = (held > 0).then(|| partial_since.unwrap_or_else(Instant::now));
-        match read_within(&mut rd, &mut chunk, deadlines, partial_since).await {
+        let r = match &permit {
+            Some(p) => p.read(&mut rd, &mut chunk, kind, partial_since).await,
+            None => read_within(&mut rd, &mut chunk, None, None).await,
+        };
+        match r {
             ReadOutcome::Bytes(n) => buf.extend_from_slice(&chunk[..n]),
-            ReadOutcome::Closed => break,
             ReadOutcome::Expired(why) => {
                 if let Some(p) = &permit {
                     p.closed_for(why, addr);
                 }
                 break;
             }
+            ReadOutcome::Closed | ReadOutcome::Evicted => break,
         }
     }
     writer.abort();
@@ -608,8 +687,8 @@ mod tests {
         assert_eq!(is_link_start(&[0x40, 0, 0, 4, 1, 2, 3, 4]), Some(false));
     }
 
-    #[test]
-    fn admission_caps_all_streams_and_each_source() {
+    #[tokio::test]
+    async fn admission_caps_each_source_and_evicts_the_biggest_holder_when_full() {
         let adm = TcpAdmission::new(TcpLimits {
             max_connections: 5,
             per_address: 2,
@@ -622,20 +701,30 @@ mod tests {
         let _p2 = adm.admit(a).unwrap();
         assert!(matches!(adm.admit(a), Err(TcpRefusal::PerAddress { limit: 2, .. })));
         // One /64 is one source.
-        let _q1 = adm.admit(a6).unwrap();
+        let q1 = adm.admit(a6).unwrap();
         let _q2 = adm.admit(a6b).unwrap();
         assert!(matches!(adm.admit(a6), Err(TcpRefusal::PerAddress { .. })));
         let _r = adm.admit("192.0.2.2:1".parse().unwrap()).unwrap();
+        // Full: a newcomer takes the oldest place of a source holding two.
+        let _c = adm.admit("192.0.2.3:1".parse().unwrap()).unwrap();
+        let t = Duration::from_secs(5);
+        tokio::time::timeout(t, p1.close.notified()).await.unwrap();
+        let _d = adm.admit("192.0.2.4:1".parse().unwrap()).unwrap();
+        tokio::time::timeout(t, q1.close.notified()).await.unwrap();
+        // Everyone holds one: nobody gives way.
         assert!(matches!(
-            adm.admit("192.0.2.3:1".parse().unwrap()),
+            adm.admit("192.0.2.5:1".parse().unwrap()),
             Err(TcpRefusal::Full { limit: 5 })
         ));
-        // A closed stream frees its place and its source's share.
-        drop(p1);
-        let _p3 = adm.admit(a).unwrap();
+        // Dropping an evicted permit frees nothing twice.
+        drop((p1, q1));
         let s = adm.stats();
-        assert_eq!((s.accepted, s.open), (6, 5));
+        assert_eq!((s.accepted, s.open, s.evicted), (7, 5, 2));
         assert_eq!((s.refused_per_address, s.refused_full), (2, 1));
+        // A closed stream frees its place and its source's share.
+        drop(_r);
+        let _e = adm.admit("192.0.2.5:1".parse().unwrap()).unwrap();
+        assert_eq!(adm.stats().open, 5);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@
 
 use crate::clock::Clock;
 use crate::node::tcp::{
-    Deadline, ReadOutcome, StreamKind, TcpAdmission, TcpAdmissionStats, TcpPermit, read_within,
+    Deadline, ReadOutcome, StreamKind, TcpAdmission, TcpAdmissionStats, TcpPermit,
 };
 use crate::relay::framing::StreamFramer;
 use crate::relay::{
@@ -310,19 +310,16 @@ impl Service {
                 // Link frames or TURN? The first bytes tell, within the
                 // frame deadline.
                 let mut b = [0u8; 64];
-                let d = permit.deadlines(StreamKind::Link);
-                let since = Instant::now();
+                let since = Some(Instant::now());
                 let is_link = loop {
                     if let Some(l) = crate::node::tcp::is_link_start(&prefix) {
                         break l;
                     }
-                    match read_within(&mut stream, &mut b, Some(d), Some(since)).await {
+                    let kind = StreamKind::Link;
+                    match permit.read(&mut stream, &mut b, kind, since).await {
                         ReadOutcome::Bytes(n) => prefix.extend_from_slice(&b[..n]),
-                        ReadOutcome::Closed => return,
-                        ReadOutcome::Expired(why) => {
-                            permit.closed_for(why, addr);
-                            return;
-                        }
+                        ReadOutcome::Expired(why) => return permit.closed_for(why, addr),
+                        ReadOutcome::Closed | ReadOutcome::Evicted => return,
                     }
                 };
                 if is_link {
@@ -501,7 +498,6 @@ async fn turn_stream(
     tx: mpsc::Sender<Input>,
     permit: TcpPermit,
 ) {
-    let deadlines = Some(permit.deadlines(StreamKind::Turn));
     let mut partial_since = None;
     let (mut rd, mut wr) = stream.into_split();
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
@@ -550,9 +546,9 @@ async fn turn_stream(
         }
         partial_since =
             (framer.buffered() > 0).then(|| partial_since.unwrap_or_else(Instant::now));
-        let n = match read_within(&mut rd, &mut buf, deadlines, partial_since).await {
+        let kind = StreamKind::Turn;
+        let n = match permit.read(&mut rd, &mut buf, kind, partial_since).await {
             ReadOutcome::Bytes(n) => n,
-            ReadOutcome::Closed => break,
             // Quiet between refreshes: the allocation's lifetime rules.
             ReadOutcome::Expired(Deadline::Idle) if allocations.load(Ordering::Relaxed) > 0 => {
                 continue;
@@ -561,6 +557,7 @@ async fn turn_stream(
                 permit.closed_for(why, addr);
                 break;
             }
+            ReadOutcome::Closed | ReadOutcome::Evicted => break,
         };
         framer.push(&buf[..n]);
     }
