@@ -273,8 +273,18 @@ pub struct RelaySection {
     /// The address advertised for relayed transports; default: the
     /// supernode's own.
     pub public_ip: Option<std::net::IpAddr>,
-    /// Also accept TURN over TCP on the supernode's port number.
+    /// Also accept TURN over TCP on the supernode's port number (clients
+    /// whose UDP is blocked also attach over it).
     pub tcp: bool,
+    /// TCP streams the listener holds at once, all sources together.
+    pub tcp_connections: usize,
+    /// TCP streams one source (IPv4 address, IPv6 /64) may hold.
+    pub tcp_connections_per_address: usize,
+    /// A TCP stream that holds no allocation is closed when silent this
+    /// long (one with an allocation lives as long as the allocation).
+    pub tcp_idle: HumanDuration,
+    /// A message a stream started must arrive whole within this long.
+    pub tcp_frame_deadline: HumanDuration,
     /// Relay to peers on loopback (only for tests on one machine: it
     /// exposes the host's loopback services to anyone with credentials).
     pub allow_loopback_peers: bool,
@@ -302,10 +312,27 @@ impl Default for RelaySection {
             ports: (49_152, 65_535),
             public_ip: None,
             tcp: true,
+            tcp_connections: 4096,
+            tcp_connections_per_address: 32,
+            tcp_idle: HumanDuration(Duration::from_secs(120)),
+            tcp_frame_deadline: HumanDuration(Duration::from_secs(10)),
             allow_loopback_peers: false,
             denied_peers: crate::wire::prefix::special_purpose(),
             allowed_peers: Vec::new(),
             servers: Vec::new(),
+        }
+    }
+}
+
+impl RelaySection {
+    /// The TCP listener's limits from this section.
+    pub fn tcp_limits(&self) -> crate::node::tcp::TcpLimits {
+        crate::node::tcp::TcpLimits {
+            max_connections: self.tcp_connections.max(1),
+            per_address: self.tcp_connections_per_address.max(1),
+            turn_idle: self.tcp_idle.0,
+            frame_deadline: self.tcp_frame_deadline.0,
+            ..Default::default()
         }
     }
 }

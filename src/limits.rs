@@ -198,6 +198,14 @@ impl<K: Eq + Hash + Clone> Shares<K> {
         self.held.get(key).copied().unwrap_or(0)
     }
 
+    /// The key holding the most, and how many.
+    pub fn largest(&self) -> Option<(K, usize)> {
+        self.held
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(k, n)| (k.clone(), *n))
+    }
+
     /// The key holding most, and how many.
     pub fn heaviest(&self) -> Option<(K, usize)> {
         self.held

@@ -218,6 +218,7 @@ async fn serve_metrics(addr: SocketAddr, node: &OverlayNode) -> Result<()> {
                 Some(t) => t.stats().await.map(|turn| RelayCounters {
                     turn,
                     queue_drops: t.queue_drops(),
+                    tcp: t.tcp_stats(),
                 }),
                 None => None,
             };

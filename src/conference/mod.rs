@@ -768,9 +768,13 @@ impl ConferenceCore {
                 });
             }
         }
+        // The old mixer missing from the new mixer's roster vanished (a
+        // clean leave would have moved us on already): a failover, even
+        // when the roster beats our own silence timer.
+        let vanished = self.members.contains_key(&self.mixer) && !next.contains_key(&self.mixer);
         self.members = next;
         if mixer != self.mixer || epoch != self.epoch {
-            self.set_mixer(mixer, epoch, false);
+            self.set_mixer(mixer, epoch, vanished);
         }
         self.check_alone(now);
     }

@@ -40,6 +40,8 @@ pub struct RelayCounters {
     pub turn: TurnStats,
     /// Datagrams dropped before the relay core: its queue was full.
     pub queue_drops: u64,
+    /// The TCP listener's streams (TURN and link over TCP).
+    pub tcp: crate::node::tcp::TcpAdmissionStats,
 }
 
 /// What a supernode scrape shows.
@@ -245,6 +247,12 @@ fn relay_counters(e: &mut Exposition, r: &RelayCounters) {
         &[],
         active as f64,
     );
+    e.gauge(
+        "natter_tcp_streams",
+        "TCP streams open on the supernode's listener (TURN and link over TCP).",
+        &[],
+        r.tcp.open as f64,
+    );
     let a = "TURN allocations, by event.";
     e.counter(
         "natter_relay_allocations_total",
@@ -403,6 +411,16 @@ fn drops(e: &mut Exposition, c: &SupernodeCounters, relay: Option<&RelayCounters
                 ("no_permission", t.no_permission),
                 ("unknown_channel", t.unknown_channel),
                 ("bandwidth", t.bandwidth_dropped),
+            ],
+        );
+        let tcp = &r.tcp;
+        add(
+            "tcp",
+            &[
+                ("full", tcp.refused_full),
+                ("per_address", tcp.refused_per_address),
+                ("idle", tcp.idle_closed),
+                ("slow_frame", tcp.slow_closed),
             ],
         );
     }

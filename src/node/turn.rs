@@ -12,6 +12,9 @@
 //! core over the main socket itself).
 
 use crate::clock::Clock;
+use crate::node::tcp::{
+    Deadline, ReadOutcome, StreamKind, TcpAdmission, TcpAdmissionStats, TcpPermit,
+};
 use crate::relay::framing::StreamFramer;
 use crate::relay::{
     AllocId, ClientAddr, ServerEvent, Transport, TurnClient, TurnClientConfig, TurnClientError,
@@ -20,13 +23,14 @@ use crate::relay::{
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Inputs waiting for the service task; beyond this, datagrams are dropped
 /// (and counted) rather than queued without bound.
@@ -49,6 +53,8 @@ pub struct TurnServiceConfig {
     /// Relay ports; `0..=0` lets the system pick.
     pub port_min: u16,
     pub port_max: u16,
+    /// What the TCP listener holds at most (TURN and link streams).
+    pub tcp: crate::node::tcp::TcpLimits,
 }
 
 #[derive(Debug)]
@@ -65,6 +71,7 @@ enum Input {
     TcpOpen {
         conn: u64,
         tx: mpsc::Sender<Vec<u8>>,
+        allocations: Arc<AtomicU32>,
     },
     TcpClosed {
         conn: u64,
@@ -79,6 +86,8 @@ enum Input {
 pub struct TurnHandle {
     tx: mpsc::Sender<Input>,
     dropped: Arc<AtomicU64>,
+    /// The TCP listener's streams, when TURN over TCP is on.
+    tcp: Option<TcpAdmission>,
 }
 
 impl TurnHandle {
@@ -103,6 +112,11 @@ impl TurnHandle {
     /// Datagrams dropped because the service was behind.
     pub fn queue_drops(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The TCP listener's counters (zero when it has none).
+    pub fn tcp_stats(&self) -> TcpAdmissionStats {
+        self.tcp.as_ref().map(|a| a.stats()).unwrap_or_default()
     }
 }
 
@@ -148,9 +162,11 @@ impl TurnService {
     ) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let admission = tcp.as_ref().map(|_| TcpAdmission::new(cfg.tcp));
         let handle = TurnHandle {
             tx: tx.clone(),
             dropped: Arc::new(AtomicU64::new(0)),
+            tcp: admission.clone(),
         };
         let span = tracing::info_span!("turn", realm = %core.config().realm);
         let task = tokio::spawn(tracing::Instrument::instrument(
@@ -162,9 +178,11 @@ impl TurnService {
                 tx,
                 relays: HashMap::new(),
                 conns: HashMap::new(),
+                alloc_conns: HashMap::new(),
                 next_conn: 1,
                 next_port: 0,
                 links,
+                admission,
             }
             .run(rx, tcp),
             span,
@@ -195,10 +213,17 @@ struct Service {
     clock: Arc<dyn Clock>,
     tx: mpsc::Sender<Input>,
     relays: HashMap<AllocId, Relay>,
-    conns: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    /// TURN-over-TCP streams: their writer and how many allocations they
+    /// carry (a stream with one is not closed for idling: the
+    /// allocation's lifetime bounds it).
+    conns: HashMap<u64, (mpsc::Sender<Vec<u8>>, Arc<AtomicU32>)>,
+    /// The stream each TCP client's allocation arrived on.
+    alloc_conns: HashMap<AllocId, u64>,
     next_conn: u64,
     next_port: u32,
     links: Option<mpsc::Sender<crate::node::tcp::AcceptedLink>>,
+    /// Places on the TCP listener (`Some` when there is one).
+    admission: Option<TcpAdmission>,
 }
 
 async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
@@ -248,8 +273,12 @@ impl Service {
         match i {
             Input::Client { from, bytes } => self.core.handle_client(now, from, &bytes),
             Input::Peer { alloc, from, bytes } => self.core.handle_peer(now, alloc, from, &bytes),
-            Input::TcpOpen { conn, tx } => {
-                self.conns.insert(conn, tx);
+            Input::TcpOpen {
+                conn,
+                tx,
+                allocations,
+            } => {
+                self.conns.insert(conn, (tx, allocations));
             }
             Input::TcpClosed { conn } => {
                 self.conns.remove(&conn);
@@ -262,6 +291,13 @@ impl Service {
     }
 
     fn tcp_conn(&mut self, stream: TcpStream, addr: SocketAddr) {
+        let Some(admission) = &self.admission else {
+            return;
+        };
+        // Refused streams are dropped at once (counted and logged).
+        let Ok(permit) = admission.admit(addr) else {
+            return;
+        };
         let conn = self.next_conn;
         self.next_conn += 1;
         let tx = self.tx.clone();
@@ -271,15 +307,19 @@ impl Service {
             let _ = stream.set_nodelay(true);
             let mut prefix = Vec::new();
             if let Some(links) = links {
-                // Link frames or TURN? The first bytes tell.
+                // Link frames or TURN? The first bytes tell, within the
+                // frame deadline.
                 let mut b = [0u8; 64];
+                let since = Some(Instant::now());
                 let is_link = loop {
                     if let Some(l) = crate::node::tcp::is_link_start(&prefix) {
                         break l;
                     }
-                    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut b)).await {
-                        Ok(Ok(n)) if n > 0 => prefix.extend_from_slice(&b[..n]),
-                        _ => return,
+                    let kind = StreamKind::Link;
+                    match permit.read(&mut stream, &mut b, kind, since).await {
+                        ReadOutcome::Bytes(n) => prefix.extend_from_slice(&b[..n]),
+                        ReadOutcome::Expired(why) => return permit.closed_for(why, addr),
+                        ReadOutcome::Closed | ReadOutcome::Evicted => return,
                     }
                 };
                 if is_link {
@@ -287,12 +327,13 @@ impl Service {
                         addr,
                         stream,
                         prefix,
+                        permit,
                     };
                     let _ = links.send(a).await;
                     return;
                 }
             }
-            turn_stream(conn, addr, stream, prefix, tx).await;
+            turn_stream(conn, addr, stream, prefix, tx, permit).await;
         });
     }
 
@@ -388,12 +429,27 @@ impl Service {
                     user,
                     client,
                     relayed,
-                } => tracing::info!(alloc, %user, client = %client.addr, %relayed, "allocated"),
+                } => {
+                    tracing::info!(alloc, %user, client = %client.addr, %relayed, "allocated");
+                    if let Transport::Tcp(conn) = client.transport
+                        && let Some((_, n)) = self.conns.get(&conn)
+                    {
+                        n.fetch_add(1, Ordering::Relaxed);
+                        self.alloc_conns.insert(alloc, conn);
+                    }
+                }
                 ServerEvent::Released {
                     alloc,
                     user,
                     reason,
-                } => tracing::info!(alloc, %user, reason, "released"),
+                } => {
+                    tracing::info!(alloc, %user, reason, "released");
+                    if let Some(conn) = self.alloc_conns.remove(&alloc)
+                        && let Some((_, n)) = self.conns.get(&conn)
+                    {
+                        n.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
                 ServerEvent::Refused {
                     client,
                     code,
@@ -415,7 +471,7 @@ impl Service {
                     ..
                 }) => {
                     // A client that does not read loses data, not the relay.
-                    if let Some(c) = self.conns.get(&conn) {
+                    if let Some((c, _)) = self.conns.get(&conn) {
                         let _ = c.try_send(t.bytes);
                     }
                     Ok(())
@@ -440,11 +496,19 @@ async fn turn_stream(
     stream: TcpStream,
     prefix: Vec<u8>,
     tx: mpsc::Sender<Input>,
+    permit: TcpPermit,
 ) {
+    let mut partial_since = None;
     let (mut rd, mut wr) = stream.into_split();
     let (wtx, mut wrx) = mpsc::channel::<Vec<u8>>(1024);
+    let allocations = Arc::new(AtomicU32::new(0));
     // Registered before any of its input can arrive: same queue.
-    if tx.send(Input::TcpOpen { conn, tx: wtx }).await.is_err() {
+    let open = Input::TcpOpen {
+        conn,
+        tx: wtx,
+        allocations: allocations.clone(),
+    };
+    if tx.send(open).await.is_err() {
         return;
     }
     tokio::spawn(async move {
@@ -480,9 +544,20 @@ async fn turn_stream(
                 }
             }
         }
-        let n = match rd.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        partial_since =
+            (framer.buffered() > 0).then(|| partial_since.unwrap_or_else(Instant::now));
+        let kind = StreamKind::Turn;
+        let n = match permit.read(&mut rd, &mut buf, kind, partial_since).await {
+            ReadOutcome::Bytes(n) => n,
+            // Quiet between refreshes: the allocation's lifetime rules.
+            ReadOutcome::Expired(Deadline::Idle) if allocations.load(Ordering::Relaxed) > 0 => {
+                continue;
+            }
+            ReadOutcome::Expired(why) => {
+                permit.closed_for(why, addr);
+                break;
+            }
+            ReadOutcome::Closed | ReadOutcome::Evicted => break,
         };
         framer.push(&buf[..n]);
     }
@@ -946,6 +1021,7 @@ pub async fn supernode_setup(
             relay_v6,
             port_min: rc.ports.0,
             port_max: rc.ports.1,
+            tcp: rc.tcp_limits(),
         },
         tcp,
     };
