@@ -255,6 +255,9 @@ pub struct CallNodeStats {
     pub media_overflow: u64,
     /// Outgoing media with no path to the peer.
     pub media_no_path: u64,
+    /// Call invitations from users we blocked, dropped unanswered (the
+    /// caller hears it ring out, as for a user who is away).
+    pub invites_blocked: u64,
 }
 
 /// Calls on one client node; see the [module docs](self).
@@ -832,8 +835,30 @@ impl Calls {
         })
     }
 
-    /// A call envelope from `from` (a verified user), made at `created_ms`.
-    pub fn on_envelope(&mut self, from: &str, created_ms: u64, payload: &[u8], cx: &mut Ctx<'_>) {
+    /// A call envelope from `from` (a verified user), made at `created_ms`;
+    /// `blocked`: we blocked them, so their invitations are dropped (the
+    /// signalling of a call already on still passes, so it can end).
+    pub fn on_envelope(
+        &mut self,
+        from: &str,
+        created_ms: u64,
+        payload: &[u8],
+        blocked: bool,
+        cx: &mut Ctx<'_>,
+    ) {
+        let invite = matches!(
+            crate::call::Msg::decode(payload),
+            Ok((_, crate::call::Msg::Invite { .. }))
+        );
+        if blocked && invite {
+            self.stats.invites_blocked += 1;
+            tracing::info!(
+                from,
+                dropped = self.stats.invites_blocked,
+                "call invite from a blocked user dropped"
+            );
+            return;
+        }
         self.core.handle_message(cx.now, from, created_ms, payload);
         self.drive(cx);
     }

@@ -107,9 +107,16 @@ impl ClientDriver {
                 }
                 None => false,
             },
-            Consumer::Calls => self
-                .with_calls(|calls, cx| calls.on_envelope(&from.username, created_ms, payload, cx))
-                .is_some(),
+            Consumer::Calls => {
+                let blocked = self
+                    .messaging
+                    .as_ref()
+                    .is_some_and(|m| m.is_blocked(&from.username));
+                self.with_calls(|calls, cx| {
+                    calls.on_envelope(&from.username, created_ms, payload, blocked, cx)
+                })
+                .is_some()
+            }
             Consumer::Peers => {
                 let allowed = self.may_have_candidates(&from.username);
                 let mut cx = Cx {

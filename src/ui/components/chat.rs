@@ -212,7 +212,7 @@ impl Component for ChatPane {
         let status = model
             .contacts
             .get(peer)
-            .map(|c| super::buddies::status_name(c.status()))
+            .map(|c| c.status().name())
             .unwrap_or("not a contact");
         let block = Block::bordered()
             .title(format!(" Chat with {peer} ({status}) "))
