@@ -216,7 +216,7 @@ impl App {
             self.help = false;
             return;
         }
-        if let Some(Question::Quit(q)) = self.confirm.take() {
+        if let Some(Question::Quit(q)) = self.confirm.take_if(|q| matches!(q, Question::Quit(_))) {
             let yes = matches!(key.code, KeyCode::Char('y' | 'Y') | KeyCode::Enter)
                 || self.keys.is(Action::Quit, &key);
             let no = matches!(key.code, KeyCode::Char('n' | 'N') | KeyCode::Esc);
@@ -520,6 +520,7 @@ impl App {
             model: &self.model,
             keys: &self.keys,
             focused,
+            typing: self.focus == Focus::Chat && !self.help && !self.search.open,
         };
         let [top, body, foot] = Layout::vertical([
             Constraint::Length(1),

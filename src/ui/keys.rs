@@ -32,7 +32,7 @@ impl Action {
         match self {
             Action::Quit => "quit natter",
             Action::Help => "show or hide this help",
-            Action::Search => "find a user (Enter again adds them)",
+            Action::Search => "find a user (Enter again adds them, with a greeting)",
             Action::NextPane => "switch between contacts and chat",
             Action::OpenChat => "chat with the selected contact",
             Action::Back => "close a window, leave the chat input",

@@ -36,7 +36,9 @@ fn a_blocked_users_invites_are_dropped() {
     let quick = format!("{NULL_AUDIO}[call]\nring_timeout = \"2s\"\n");
     let mut bob = net.client("bob", NULL_AUDIO, &[]);
     bob.say("block carol");
-    bob.wait_json(T, |v| v["event"] == "contact_blocked" && v["user"] == "carol");
+    bob.wait_json(T, |v| {
+        v["event"] == "contact_blocked" && v["user"] == "carol"
+    });
 
     let mut carol = net.client("carol", &quick, &["--call", "bob"]);
     let e = ended(&carol);

@@ -190,10 +190,7 @@ impl Component for SearchBox {
                     let (mark, color) = super::buddies::status_mark(*status);
                     let mut s = vec![
                         Span::raw(format!("{mark} ")).fg(color),
-                        Span::raw(format!(
-                            "{name} is {}",
-                            status.name()
-                        )),
+                        Span::raw(format!("{name} is {}", status.name())),
                     ];
                     if !message.is_empty() {
                         s.push(Span::raw(format!(" · {message}")).dark_gray());
