@@ -349,7 +349,9 @@ fn greeting_mood_and_call_keys_while_typing() {
     // alice adds carol with a greeting of her own.
     t.text("/carol");
     t.keys(&["Enter"]);
-    t.wait("carol found", T, |s| s.contains("Enter again writes a greeting"));
+    t.wait("carol found", T, |s| {
+        s.contains("Enter again writes a greeting")
+    });
     t.keys(&["Enter"]);
     t.wait("the greeting step", T, |s| s.contains("Add carol"));
     t.keys(&["C-u"]);
