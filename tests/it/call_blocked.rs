@@ -1,8 +1,9 @@
 //! A blocked user's calls don't ring: bob blocks carol, carol calls him
 //! and her call ends as for a user who can't be reached ("no_response":
 //! bob never says it rings) while bob's node drops each invitation,
-//! counted in its log, and never shows an incoming call. alice, not blocked, gets through right after; once
-//! bob unblocks carol, her call rings again.
+//! counted in its log, and never shows an incoming call; bob's own call
+//! to carol is refused with the reason. alice, not blocked, gets through
+//! right after; once bob unblocks carol, her call rings again.
 
 use crate::common::calls::*;
 use std::time::Duration;
@@ -46,6 +47,16 @@ fn a_blocked_users_invites_are_dropped() {
     assert_eq!(net.exit_code(&mut carol, Duration::from_secs(10)), 1);
     let log = net.path("bob.log");
     assert!(dropped(&log) >= 1, "bob's log:\n{}", net.log_tail("bob"));
+
+    // bob can't call carol either while she is blocked: the node says why.
+    bob.say("call carol");
+    let e = bob.wait_json(T, |v| v["event"] == "error");
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("carol is blocked: unblock them to call")),
+        "{e}"
+    );
 
     // The next call bob sees is alice's: carol's never reached him.
     let mut alice = net.client("alice", &quick, &["--call", "bob"]);

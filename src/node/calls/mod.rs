@@ -629,8 +629,15 @@ impl Calls {
         Ok(())
     }
 
-    /// A conference envelope from `from` (a verified user).
-    pub fn on_conference_envelope(&mut self, from: &str, payload: &[u8], cx: &mut Ctx<'_>) {
+    /// A conference envelope from `from` (a verified user); `blocked`: we
+    /// blocked them, so their invitation to a conference is dropped.
+    pub fn on_conference_envelope(
+        &mut self,
+        from: &str,
+        payload: &[u8],
+        blocked: bool,
+        cx: &mut Ctx<'_>,
+    ) {
         let id = crate::conference::ConfMsg::decode(payload).map(|(id, _)| id);
         match &self.conf {
             Some(c) if Ok(c.id()) == id => {
@@ -638,6 +645,7 @@ impl Calls {
             }
             // Busy in another conference: the inviter's invitation lapses.
             Some(_) => {}
+            None if blocked => self.blocked_invite(from),
             None => {
                 let auto = self.opts.auto_answer;
                 let current = self.core.current();
@@ -851,16 +859,35 @@ impl Calls {
             Ok((_, crate::call::Msg::Invite { .. }))
         );
         if blocked && invite {
-            self.stats.invites_blocked += 1;
-            tracing::info!(
-                from,
-                dropped = self.stats.invites_blocked,
-                "call invite from a blocked user dropped"
-            );
-            return;
+            return self.blocked_invite(from);
         }
         self.core.handle_message(cx.now, from, created_ms, payload);
         self.drive(cx);
+    }
+
+    /// Refuse to call `username`, whom we blocked (the caller's driver
+    /// knows the contacts): a [`CallsEvent::Failed`] saying why.
+    pub fn refuse_blocked(
+        &mut self,
+        username: &str,
+        reply: Option<tokio::sync::oneshot::Sender<Result<CallId, String>>>,
+    ) {
+        let error = format!("{username} is blocked: unblock them to call");
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.events.push_back(CallsEvent::Failed { error });
+    }
+
+    /// Count and log an invitation (to a call or a conference) from a user
+    /// we blocked, dropped unanswered.
+    fn blocked_invite(&mut self, from: &str) {
+        self.stats.invites_blocked += 1;
+        tracing::info!(
+            from,
+            dropped = self.stats.invites_blocked,
+            "call invite from a blocked user dropped"
+        );
     }
 
     /// The outcome of an envelope; true when it was one of ours.
