@@ -174,12 +174,12 @@ impl App {
 
     /// Quit, asking first while a call is on.
     fn ask_quit(&mut self) {
-        match self.live_call().map(|c| c.peer.clone()) {
-            Some(peer) => {
-                self.confirm = Some(Question::Quit(format!(
-                    "You are in a call with {peer}. Quit and hang up?"
-                )))
-            }
+        let question = self.live_call().map(|c| match c.state {
+            CallState::Incoming => format!("{} is calling you. Quit and refuse the call?", c.peer),
+            _ => format!("You are in a call with {}. Quit and hang up?", c.peer),
+        });
+        match question {
+            Some(q) => self.confirm = Some(Question::Quit(q)),
             None => self.do_quit(),
         }
     }

@@ -1180,6 +1180,12 @@ fn call_keys_while_typing() {
     assert_eq!(app.take_commands(), vec![Command::DeclineCall { call: 10 }]);
     ctrl(&mut app, 'y');
     assert_eq!(app.take_commands(), vec![Command::AcceptCall { call: 10 }]);
+    // Quitting while it rings asks too.
+    ctrl(&mut app, 'c');
+    assert_eq!(
+        app.confirming(),
+        Some("bot is calling you. Quit and refuse the call?")
+    );
 }
 
 /// Quitting during a call asks first: n or Esc keeps the call, y or the
