@@ -97,7 +97,7 @@ impl std::str::FromStr for Status {
             "offline" => Status::Offline,
             _ => {
                 return Err(format!(
-                    "unknown status {s:?}: expected online, away, dnd, invisible or offline"
+                    "unknown status {s:?}: expected online, away, dnd (do not disturb), invisible or offline"
                 ));
             }
         })
