@@ -1352,6 +1352,10 @@ fn hint_line_follows_the_selection() {
         screen.contains(" a accept · d decline · b block · enter read"),
         "{screen}"
     );
+    // Read: the request's greeting opens the conversation.
+    key(&mut app, KeyCode::Enter);
+    assert_snapshot!("chat_request_greeting", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Esc);
     key(&mut app, KeyCode::Home);
     let screen = draw(&app, 100, 30);
     assert!(
