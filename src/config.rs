@@ -614,6 +614,8 @@ pub struct KeysSection {
     pub mute: KeyList,
     pub hold: KeyList,
     pub cycle_status: KeyList,
+    /// Open the mood message (status text) dialog.
+    pub status_message: KeyList,
     pub accept_contact: KeyList,
     pub remove_contact: KeyList,
     pub block_contact: KeyList,
@@ -636,12 +638,14 @@ impl Default for KeysSection {
             open_chat: k(&["enter"]),
             back: k(&["esc"]),
             call: k(&["c"]),
-            accept_call: k(&["y"]),
-            decline_call: k(&["n"]),
-            hang_up: k(&["x"]),
-            mute: k(&["m"]),
-            hold: k(&["o"]),
+            // The ctrl keys work while typing in the chat.
+            accept_call: k(&["y", "ctrl+y"]),
+            decline_call: k(&["n", "ctrl+n"]),
+            hang_up: k(&["x", "ctrl+x"]),
+            mute: k(&["m", "ctrl+t"]),
+            hold: k(&["o", "ctrl+o"]),
             cycle_status: k(&["s"]),
+            status_message: k(&["S"]),
             accept_contact: k(&["a"]),
             remove_contact: k(&["d"]),
             block_contact: k(&["b"]),
@@ -651,7 +655,7 @@ impl Default for KeysSection {
 
 impl KeysSection {
     /// Every action with its keys, in the order the config documents them.
-    pub fn actions(&self) -> [(&'static str, &KeyList); 16] {
+    pub fn actions(&self) -> [(&'static str, &KeyList); 17] {
         [
             ("quit", &self.quit),
             ("help", &self.help),
@@ -666,6 +670,7 @@ impl KeysSection {
             ("mute", &self.mute),
             ("hold", &self.hold),
             ("cycle_status", &self.cycle_status),
+            ("status_message", &self.status_message),
             ("accept_contact", &self.accept_contact),
             ("remove_contact", &self.remove_contact),
             ("block_contact", &self.block_contact),
@@ -786,6 +791,10 @@ impl std::str::FromStr for KeyChord {
         } else {
             let mut chars = last.chars();
             match (chars.next(), chars.next()) {
+                // A terminal sends ctrl+Y as ctrl+y: one key, one name.
+                (Some(c), None) if !c.is_control() && chord.ctrl => {
+                    KeyName::Char(c.to_ascii_lowercase())
+                }
                 (Some(c), None) if !c.is_control() => KeyName::Char(c),
                 _ => return Err(format!("{s:?} is not a key; {expected}")),
             }
@@ -1272,6 +1281,20 @@ mod tests {
                 "also the key for quit",
             ),
             ("[keys]\nhelp = []\n", "keys.help", 2, "no key"),
+            // The call keys that work while typing are checked too, in
+            // either case.
+            (
+                "[keys]\nmute = \"ctrl+y\"\n",
+                "keys.mute",
+                2,
+                "\"ctrl+y\" is also the key for accept_call",
+            ),
+            (
+                "[keys]\nstatus_message = \"ctrl+X\"\n",
+                "keys.status_message",
+                2,
+                "also the key for hang_up",
+            ),
             (
                 "[call]\nring_timeout = \"0s\"\n",
                 "call.ring_timeout",

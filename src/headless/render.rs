@@ -101,7 +101,7 @@ pub fn event(e: &Event) -> Option<Rendered> {
             json!({"event": "status", "status": status.as_str(), "message": message, "auto": auto}),
             format!(
                 "you are {}{}",
-                status.as_str(),
+                status.name(),
                 if *auto { " (idle)" } else { "" }
             ),
         ),
@@ -537,7 +537,7 @@ fn lookup(user: &str, result: &LookupResult, record: Option<&DirectoryRecord>) -
             let mut v = record_json(d);
             v["result"] = json!("online");
             let via = format!("{:?}", d.supernodes);
-            (v, format!("{user} is {} via {via}", status.as_str()))
+            (v, format!("{user} is {} via {via}", status.name()))
         }
         (LookupResult::Offline { last_seen }, Some(d)) => {
             let mut v = record_json(d);
@@ -576,7 +576,7 @@ fn watched(d: &DirectoryRecord, online: bool) -> Option<Rendered> {
     let mut v = record_json(d);
     v["event"] = json!("presence");
     v["online"] = json!(online);
-    let status = if online { d.status.as_str() } else { "offline" };
+    let status = if online { d.status.name() } else { "offline" };
     let msg = if d.message.is_empty() {
         String::new()
     } else {
@@ -825,7 +825,7 @@ fn contact_change(c: &ContactChange) -> Option<Rendered> {
             json!({"event": "contact_presence", "user": user, "status": status.as_str(), "message": message}),
             format!(
                 "{user} is {}{}",
-                status.as_str(),
+                status.name(),
                 if message.is_empty() {
                     String::new()
                 } else {
@@ -866,7 +866,7 @@ fn contacts(list: &[ContactEntry]) -> Option<Rendered> {
                 c.username,
                 contact_state(c.state),
                 if c.blocked { ", blocked" } else { "" },
-                c.status.as_str(),
+                c.status.name(),
                 if c.message.is_empty() {
                     String::new()
                 } else {

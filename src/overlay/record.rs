@@ -61,6 +61,20 @@ impl Status {
         })
     }
 
+    /// The status in words, the one name the TUI, headless text and the
+    /// README use ("do not disturb"); [`Status::as_str`] is the token of
+    /// commands and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Away => "away",
+            Status::DoNotDisturb => "do not disturb",
+            Status::Invisible => "invisible",
+            Status::Offline => "offline",
+        }
+    }
+
+    /// The token of commands and JSON events (`dnd`).
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Online => "online",
@@ -83,7 +97,7 @@ impl std::str::FromStr for Status {
             "offline" => Status::Offline,
             _ => {
                 return Err(format!(
-                    "unknown status {s:?}: expected online, away, dnd, invisible or offline"
+                    "unknown status {s:?}: expected online, away, dnd (do not disturb), invisible or offline"
                 ));
             }
         })

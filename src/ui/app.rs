@@ -2,14 +2,14 @@
 //! component that has the focus, turns what they ask for into node
 //! [`Command`]s, and lays the screen out for the terminal's size.
 
-use super::components::buddies::{BuddyList, status_mark, status_name};
+use super::components::buddies::{BuddyList, status_mark};
 use super::components::call::{CallPanel, IncomingPrompt};
 use super::components::chat::ChatPane;
 use super::components::help::Help;
 use super::components::login::LoginForm;
 use super::components::nat::NatPanel;
 use super::components::search::SearchBox;
-use super::components::{Component, Ctx, Msg, clock};
+use super::components::{Component, Ctx, Msg, TextInput, clock};
 use super::keys::{Action, KeyMap};
 use super::model::{Level, Model};
 use crate::node::api::{CallState, Command, ContactState, Event, LoginState};
@@ -30,6 +30,27 @@ const MIN_WIDTH: u16 = 24;
 const MIN_HEIGHT: u16 = 6;
 /// How long a notification stays in the footer.
 const NOTICE_MS: u64 = 8_000;
+/// The longest mood message (the presence record's limit).
+const MAX_MOOD_BYTES: usize = 255;
+
+/// A question on screen, waiting for y or n.
+#[derive(Debug, Clone, PartialEq)]
+enum Question {
+    /// Block, remove, unblock and add: y or Enter sends the commands, any
+    /// other key drops them.
+    Commands(String, Vec<Command>),
+    /// Quit during a call: y, Enter or the quit key again quits; n or Esc
+    /// cancels (other keys are ignored, so a stray key keeps the call).
+    Quit(String),
+}
+
+impl Question {
+    fn text(&self) -> &str {
+        match self {
+            Question::Commands(q, _) | Question::Quit(q) => q,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Focus {
@@ -50,9 +71,10 @@ pub struct App {
     quit: bool,
     /// Conversations whose history was asked for.
     history_asked: BTreeSet<String>,
-    /// A question on screen (block, remove, unblock and add): y or Enter
-    /// sends its commands, any other key drops them.
-    confirm: Option<(String, Vec<Command>)>,
+    /// A question on screen, waiting for y or n.
+    confirm: Option<Question>,
+    /// The mood message dialog, when open: the text being written.
+    mood: Option<TextInput>,
 }
 
 impl App {
@@ -70,6 +92,7 @@ impl App {
             quit: false,
             history_asked: BTreeSet::new(),
             confirm: None,
+            mood: None,
         }
     }
 
@@ -135,8 +158,29 @@ impl App {
                 }
                 self.outbox.extend(cs);
             }
-            Some(Msg::Confirm { question, commands }) => self.confirm = Some((question, commands)),
+            Some(Msg::Confirm { question, commands }) => {
+                self.confirm = Some(Question::Commands(question, commands))
+            }
             Some(Msg::Close) | None => {}
+        }
+    }
+
+    /// The call that quitting would end (ringing or on), if any.
+    fn live_call(&self) -> Option<&crate::node::api::CallInfo> {
+        self.model
+            .current_call()
+            .filter(|c| !matches!(c.state, CallState::Ended { .. }))
+    }
+
+    /// Quit, asking first while a call is on.
+    fn ask_quit(&mut self) {
+        let question = self.live_call().map(|c| match c.state {
+            CallState::Incoming => format!("{} is calling you. Quit and refuse the call?", c.peer),
+            _ => format!("You are in a call with {}. Quit and hang up?", c.peer),
+        });
+        match question {
+            Some(q) => self.confirm = Some(Question::Quit(q)),
+            None => self.do_quit(),
         }
     }
 
@@ -167,14 +211,25 @@ impl App {
         }
         if self.help {
             if ctrl_c {
-                return self.do_quit();
+                return self.ask_quit();
             }
             self.help = false;
             return;
         }
-        if let Some((_, commands)) = self.confirm.take() {
+        if let Some(Question::Quit(q)) = self.confirm.take_if(|q| matches!(q, Question::Quit(_))) {
+            let yes = matches!(key.code, KeyCode::Char('y' | 'Y') | KeyCode::Enter)
+                || self.keys.is(Action::Quit, &key);
+            let no = matches!(key.code, KeyCode::Char('n' | 'N') | KeyCode::Esc);
+            if yes {
+                self.do_quit();
+            } else if !no {
+                self.confirm = Some(Question::Quit(q));
+            }
+            return;
+        }
+        if let Some(Question::Commands(_, commands)) = self.confirm.take() {
             if ctrl_c {
-                return self.do_quit();
+                return self.ask_quit();
             }
             if matches!(key.code, KeyCode::Char('y' | 'Y') | KeyCode::Enter) {
                 for c in commands {
@@ -198,13 +253,31 @@ impl App {
                 return self.send(Command::DeclineCall { call });
             }
             if ctrl_c {
-                return self.do_quit();
+                return self.ask_quit();
+            }
+            return;
+        }
+        if let Some(mut input) = self.mood.take() {
+            match key.code {
+                _ if ctrl_c => return self.ask_quit(),
+                KeyCode::Esc => {}
+                KeyCode::Enter => {
+                    let status = self.model.own_status.as_ref().map(|s| s.0);
+                    self.send(Command::SetStatus {
+                        status: status.unwrap_or(Status::Online),
+                        message: input.value.trim().to_owned(),
+                    });
+                }
+                _ => {
+                    input.on_key(&key);
+                    self.mood = Some(input);
+                }
             }
             return;
         }
         if self.search.open {
             if ctrl_c {
-                return self.do_quit();
+                return self.ask_quit();
             }
             let m = self.search.on_key(&key, &self.model);
             self.msg(m);
@@ -226,7 +299,17 @@ impl App {
     /// Text pasted into the terminal (bracketed paste): into the chat box
     /// when it has the focus, else into the open text field.
     pub fn handle_paste(&mut self, text: &str) {
-        if !self.model.logged_in() || self.help || self.model.incoming_call().is_some() {
+        if !self.model.logged_in()
+            || self.help
+            || self.confirm.is_some()
+            || self.model.incoming_call().is_some()
+        {
+            return;
+        }
+        if let Some(input) = &mut self.mood {
+            for c in text.lines().next().unwrap_or("").chars() {
+                input.on_key(&KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+            }
             return;
         }
         if self.search.open {
@@ -294,13 +377,9 @@ impl App {
     }
 
     fn action(&mut self, a: Action) {
-        let live_call = self
-            .model
-            .current_call()
-            .filter(|c| !matches!(c.state, CallState::Ended { .. }))
-            .cloned();
+        let live_call = self.live_call().cloned();
         match a {
-            Action::Quit => self.do_quit(),
+            Action::Quit => self.ask_quit(),
             Action::Help => self.help = true,
             Action::Search => self.search.open(),
             Action::NextPane => {
@@ -315,15 +394,23 @@ impl App {
                     self.open_chat(name);
                 }
             }
-            Action::Call => {
-                if live_call.is_some() {
-                    self.model
-                        .notify(Level::Error, "hang up the current call first".into());
-                } else if let Some((username, _)) = self.selected() {
+            Action::Call => match self.selected() {
+                _ if live_call.is_some() => self
+                    .model
+                    .notify(Level::Error, "hang up the current call first".into()),
+                Some((username, Some(ContactState::Blocked))) => {
+                    let unblock = self.keys.first(Action::BlockContact);
+                    self.model.notify(
+                        Level::Error,
+                        format!("{username} is blocked: unblock them ({unblock}) to call"),
+                    )
+                }
+                Some((username, _)) => {
                     self.calls_seen(&username);
                     self.send(Command::Call { username });
                 }
-            }
+                None => {}
+            },
             Action::AcceptCall | Action::DeclineCall => {}
             Action::HangUp => {
                 if let Some(c) = live_call {
@@ -363,6 +450,13 @@ impl App {
                     message,
                 });
             }
+            Action::StatusMessage => {
+                let mut input = TextInput::limited(MAX_MOOD_BYTES);
+                if let Some((_, message)) = &self.model.own_status {
+                    input.set(message);
+                }
+                self.mood = Some(input);
+            }
             Action::AcceptContact => match self.selected() {
                 Some((username, Some(ContactState::Pending))) => {
                     self.send(Command::AcceptContact { username })
@@ -385,7 +479,7 @@ impl App {
                     self.model.strangers.remove(&username);
                 }
                 Some((username, Some(_))) => {
-                    self.confirm = Some((
+                    self.confirm = Some(Question::Commands(
                         format!("Remove {username} from your contacts?"),
                         vec![Command::RemoveContact { username }],
                     ))
@@ -397,8 +491,10 @@ impl App {
                     self.send(Command::UnblockContact { username })
                 }
                 Some((username, _)) => {
-                    self.confirm = Some((
-                        format!("Block {username}? They can no longer write to you or add you."),
+                    self.confirm = Some(Question::Commands(
+                        format!(
+                            "Block {username}? They can no longer write to you, call you or add you."
+                        ),
                         vec![Command::BlockContact { username }],
                     ))
                 }
@@ -424,6 +520,7 @@ impl App {
             model: &self.model,
             keys: &self.keys,
             focused,
+            typing: self.focus == Focus::Chat && !self.help && !self.search.open,
         };
         let [top, body, foot] = Layout::vertical([
             Constraint::Length(1),
@@ -487,8 +584,11 @@ impl App {
             self.search.draw(f, body, &ctx(true));
         }
         IncomingPrompt.draw(f, body, &ctx(true));
-        if let Some((question, _)) = &self.confirm {
-            draw_confirm(f, body, question);
+        if let Some(input) = &self.mood {
+            draw_mood(f, body, input);
+        }
+        if let Some(q) = &self.confirm {
+            draw_confirm(f, body, q.text());
         }
         if self.help {
             Help.draw(f, area, &ctx(true));
@@ -500,9 +600,10 @@ impl App {
         let k = &self.keys;
         let key = |a| k.first(a);
         let general = format!(
-            "{} find user · {} status · {} quit",
+            "{} find user · {} status · {} mood · {} quit",
             key(Action::Search),
             key(Action::CycleStatus),
+            key(Action::StatusMessage),
             key(Action::Quit)
         );
         let specific = match self.selected() {
@@ -534,16 +635,55 @@ impl App {
                 key(Action::BlockContact)
             ),
         };
-        if specific.is_empty() {
-            format!(" {general}")
-        } else {
-            format!(" {specific} · {general}")
+        let call = self.call_hints(false);
+        [call, specific, general]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .fold(String::new(), |acc, s| {
+                if acc.is_empty() {
+                    format!(" {s}")
+                } else {
+                    format!("{acc} · {s}")
+                }
+            })
+    }
+
+    /// The keys of the call on, if any: those that work while typing when
+    /// `typing`.
+    fn call_hints(&self, typing: bool) -> String {
+        let Some(c) = self.live_call() else {
+            return String::new();
+        };
+        let key = |a| {
+            if typing {
+                self.keys.first_non_text(a)
+            } else {
+                self.keys.first(a)
+            }
+        };
+        match c.state {
+            // The prompt shows its own keys.
+            CallState::Incoming => String::new(),
+            CallState::Active => format!(
+                "{} hang up · {} {} · {} {}",
+                key(Action::HangUp),
+                key(Action::Mute),
+                if c.muted { "unmute" } else { "mute" },
+                key(Action::Hold),
+                if c.held { "resume" } else { "hold" },
+            ),
+            _ => format!("{} hang up", key(Action::HangUp)),
         }
     }
 
     /// A question waiting for y or n.
     pub fn confirming(&self) -> Option<&str> {
-        self.confirm.as_ref().map(|(q, _)| q.as_str())
+        self.confirm.as_ref().map(Question::text)
+    }
+
+    /// The mood message being written, while its dialog is open.
+    pub fn mood_draft(&self) -> Option<&str> {
+        self.mood.as_ref().map(|i| i.value.as_str())
     }
 
     fn title_bar(&self, f: &mut Frame, area: Rect) {
@@ -557,7 +697,7 @@ impl App {
             let (mark, color) = status_mark(status);
             spans.push(Span::raw(format!(" {me} ")).bold());
             spans.push(Span::styled(mark, Style::new().fg(color)));
-            spans.push(Span::raw(format!(" {}", status_name(status))));
+            spans.push(Span::raw(format!(" {}", status.name())));
             if !message.is_empty() {
                 spans.push(Span::raw(format!(" · {message}")).dark_gray());
             }
@@ -600,11 +740,15 @@ impl App {
             None => {
                 let k = &self.keys;
                 let hints = match self.focus {
-                    Focus::Chat => format!(
-                        " Enter send · alt+Enter new line · PgUp/PgDn scroll · {} back to contacts · {} help",
-                        k.first(Action::Back),
-                        k.first(Action::Help)
-                    ),
+                    Focus::Chat => {
+                        let call = self.call_hints(true);
+                        format!(
+                            " {call}{}Enter send · alt+Enter new line · PgUp/PgDn scroll · {} back to contacts · {} help",
+                            if call.is_empty() { "" } else { " · " },
+                            k.first(Action::Back),
+                            k.first(Action::Help)
+                        )
+                    }
                     Focus::Contacts => self.contact_hints(),
                 };
                 Line::from(hints).dark_gray()
@@ -632,4 +776,25 @@ fn draw_confirm(f: &mut Frame, area: Rect, question: &str) {
     lines.push(Line::from(""));
     lines.push(Line::from("y yes · n no").dark_gray());
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// The mood message dialog, centred in `area`.
+fn draw_mood(f: &mut Frame, area: Rect, input: &TextInput) {
+    use super::components::centered;
+    use ratatui::widgets::{Block, Clear};
+    let r = centered(area, 52.min(area.width), 6);
+    f.render_widget(Clear, r);
+    let block = Block::bordered().title(" Mood message ".bold());
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let [field, note, _, hint] = Layout::vertical([Constraint::Length(1); 4]).areas(inner);
+    input.draw(f, field, true);
+    f.render_widget(
+        Line::from("Your contacts see it next to your name.").dark_gray(),
+        note,
+    );
+    f.render_widget(
+        Line::from("Enter set (empty clears) · Esc cancel").dark_gray(),
+        hint,
+    );
 }

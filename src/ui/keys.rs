@@ -20,6 +20,7 @@ pub enum Action {
     Mute,
     Hold,
     CycleStatus,
+    StatusMessage,
     AcceptContact,
     RemoveContact,
     BlockContact,
@@ -31,7 +32,7 @@ impl Action {
         match self {
             Action::Quit => "quit natter",
             Action::Help => "show or hide this help",
-            Action::Search => "find a user (Enter again adds them)",
+            Action::Search => "find a user (Enter again adds them, with a greeting)",
             Action::NextPane => "switch between contacts and chat",
             Action::OpenChat => "chat with the selected contact",
             Action::Back => "close a window, leave the chat input",
@@ -41,7 +42,8 @@ impl Action {
             Action::HangUp => "hang up",
             Action::Mute => "mute or unmute the microphone",
             Action::Hold => "put the call on hold or resume it",
-            Action::CycleStatus => "cycle status: online, away, busy, invisible",
+            Action::CycleStatus => "cycle status: online, away, do not disturb, invisible",
+            Action::StatusMessage => "set your mood message (shown to contacts)",
             Action::AcceptContact => "accept the selected contact request",
             Action::RemoveContact => "remove the contact (asks first; declines a request)",
             Action::BlockContact => "block the contact (asks first), or unblock a blocked one",
@@ -73,6 +75,7 @@ impl KeyMap {
                 b(Action::OpenChat, &k.open_chat),
                 b(Action::Back, &k.back),
                 b(Action::CycleStatus, &k.cycle_status),
+                b(Action::StatusMessage, &k.status_message),
                 b(Action::Call, &k.call),
                 b(Action::AcceptCall, &k.accept_call),
                 b(Action::DeclineCall, &k.decline_call),
@@ -103,6 +106,17 @@ impl KeyMap {
         self.bindings
             .iter()
             .any(|(a, chords)| *a == action && chords.iter().any(|c| matches(c, key)))
+    }
+
+    /// The first key of `action` that works while typing (else the first
+    /// key), for hints in the chat ("ctrl+x hang up").
+    pub fn first_non_text(&self, action: Action) -> String {
+        self.bindings
+            .iter()
+            .find(|(a, _)| *a == action)
+            .and_then(|(_, c)| c.iter().find(|c| !is_text(c)).or(c.first()))
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "(unbound)".into())
     }
 
     /// The first key of `action`, for hints ("c call").
@@ -190,6 +204,25 @@ mod tests {
         let enter = key(KeyCode::Enter, KeyModifiers::NONE);
         assert_eq!(k.action(&enter, true), None);
         assert_eq!(k.action(&enter, false), Some(Action::OpenChat));
+    }
+
+    #[test]
+    fn call_keys_work_while_typing() {
+        let k = KeyMap::default();
+        let ctrl = |c| key(KeyCode::Char(c), KeyModifiers::CONTROL);
+        assert_eq!(k.action(&ctrl('y'), true), Some(Action::AcceptCall));
+        assert_eq!(k.action(&ctrl('n'), true), Some(Action::DeclineCall));
+        assert_eq!(k.action(&ctrl('x'), true), Some(Action::HangUp));
+        assert_eq!(k.action(&ctrl('t'), true), Some(Action::Mute));
+        assert_eq!(k.action(&ctrl('o'), true), Some(Action::Hold));
+        // The plain letters stay text while typing.
+        let m = key(KeyCode::Char('m'), KeyModifiers::NONE);
+        assert_eq!(k.action(&m, true), None);
+        assert_eq!(k.action(&m, false), Some(Action::Mute));
+        // 'S' arrives shifted.
+        let s = key(KeyCode::Char('S'), KeyModifiers::SHIFT);
+        assert_eq!(k.action(&s, false), Some(Action::StatusMessage));
+        assert_eq!(k.action(&s, true), None);
     }
 
     #[test]

@@ -217,12 +217,19 @@ fn user_search() {
     }
     typed(&mut app, "dave");
     assert_snapshot!("search_found", draw(&app, 100, 30));
+    // Enter again asks for a greeting (a suggested one, editable), sent
+    // with the request.
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.take_commands(), vec![]);
+    app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    typed(&mut app, "hi dave, it's you from the conference");
+    assert_snapshot!("search_greeting", draw(&app, 100, 30));
     key(&mut app, KeyCode::Enter);
     assert_eq!(
         app.take_commands(),
         vec![Command::AddContact {
             username: "dave".into(),
-            greeting: String::new()
+            greeting: "hi dave, it's you from the conference".into()
         }]
     );
     // A name that cannot be a username is refused on the spot: nothing
@@ -269,6 +276,9 @@ fn user_search() {
     });
     assert_snapshot!("search_private", draw(&app, 100, 30));
     app.take_commands();
+    key(&mut app, KeyCode::Enter);
+    // The greeting may be left empty.
+    app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
     key(&mut app, KeyCode::Enter);
     assert_eq!(
         app.take_commands(),
@@ -1107,4 +1117,252 @@ fn five_party_conference_panel() {
     );
     assert!(screen.contains("frank left the conference"), "{screen}");
     assert_snapshot!("conference_five_party", screen);
+}
+
+fn ctrl(app: &mut App, c: char) {
+    app.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL));
+}
+
+/// The chat with echo123 open (the last contact) and a call with them
+/// on: the call keys with ctrl act while a draft is in the box, which
+/// keeps it.
+#[test]
+fn call_keys_while_typing() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::End);
+    key(&mut app, KeyCode::Enter);
+    app.take_commands();
+    app.handle_event(call(9, CallState::Active, Some(NOW)));
+    app.tick(NOW + 65_000);
+    typed(&mut app, "I'm muting for a sec");
+    ctrl(&mut app, 't');
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Mute {
+            call: 9,
+            muted: true
+        }]
+    );
+    ctrl(&mut app, 'o');
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Hold {
+            call: 9,
+            held: true
+        }]
+    );
+    // Plain m and o are text while typing.
+    typed(&mut app, "mo");
+    assert_eq!(app.take_commands(), vec![]);
+    assert_snapshot!("chat_in_call_hints", draw(&app, 100, 30));
+    ctrl(&mut app, 'x');
+    assert_eq!(app.take_commands(), vec![Command::HangUp { call: 9 }]);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::SendMessage {
+            to: "echo123".into(),
+            text: "I'm muting for a secmo".into()
+        }]
+    );
+    // An incoming call is answered (or refused) with ctrl keys too.
+    app.handle_event(Event::Call(CallInfo {
+        id: 10,
+        peer: "bot".into(),
+        outgoing: false,
+        state: CallState::Incoming,
+        muted: false,
+        held: false,
+        remote_held: false,
+        answered_at: None,
+    }));
+    ctrl(&mut app, 'n');
+    assert_eq!(app.take_commands(), vec![Command::DeclineCall { call: 10 }]);
+    ctrl(&mut app, 'y');
+    assert_eq!(app.take_commands(), vec![Command::AcceptCall { call: 10 }]);
+    // Quitting while it rings asks too.
+    ctrl(&mut app, 'c');
+    assert_eq!(
+        app.confirming(),
+        Some("bot is calling you. Quit and refuse the call?")
+    );
+}
+
+/// Quitting during a call asks first: n or Esc keeps the call, y or the
+/// quit key again quits; with no call q quits at once.
+#[test]
+fn quit_during_a_call_asks_first() {
+    let mut app = logged_in();
+    app.handle_event(call(9, CallState::Active, Some(NOW)));
+    key(&mut app, KeyCode::Char('q'));
+    assert!(!app.quitting());
+    assert_eq!(
+        app.confirming(),
+        Some("You are in a call with echo123. Quit and hang up?")
+    );
+    assert_snapshot!("confirm_quit", draw(&app, 100, 30));
+    // A stray key keeps the question; n answers it.
+    key(&mut app, KeyCode::Char('j'));
+    assert!(app.confirming().is_some());
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.confirming(), None);
+    ctrl(&mut app, 'c');
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.quitting());
+    assert_eq!(app.take_commands(), vec![]);
+    // From the chat box too (ctrl+c), then q again quits.
+    key(&mut app, KeyCode::Enter);
+    app.take_commands();
+    ctrl(&mut app, 'c');
+    assert!(app.confirming().is_some());
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.quitting());
+    assert_eq!(app.take_commands(), vec![Command::Quit]);
+
+    let mut app = logged_in();
+    app.handle_event(call(9, CallState::Active, Some(NOW)));
+    key(&mut app, KeyCode::Char('q'));
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(app.take_commands(), vec![Command::Quit]);
+    // An ended call asks nothing.
+    let mut app = logged_in();
+    app.handle_event(call(
+        9,
+        CallState::Ended {
+            reason: crate::node::api::EndReason::HungUp { by_us: true },
+            detail: None,
+        },
+        Some(NOW),
+    ));
+    key(&mut app, KeyCode::Char('q'));
+    assert_eq!(app.confirming(), None);
+    assert_eq!(app.take_commands(), vec![Command::Quit]);
+}
+
+/// A blocked contact can't be called: the footer says why and how.
+#[test]
+fn blocked_contact_cannot_be_called() {
+    let mut app = logged_in();
+    app.handle_event(Event::Contact {
+        username: "carol".into(),
+        state: ContactState::Blocked,
+    });
+    // bot, carol, echo123: carol is the second.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('c'));
+    assert_eq!(app.take_commands(), vec![]);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("carol is blocked: unblock them (b) to call"),
+        "{screen}"
+    );
+}
+
+/// One name per status: "do not disturb" in the title bar and the help,
+/// never "busy" or "dnd".
+#[test]
+fn status_names() {
+    for (s, name) in [
+        (Status::Online, "online"),
+        (Status::Away, "away"),
+        (Status::DoNotDisturb, "do not disturb"),
+        (Status::Invisible, "invisible"),
+        (Status::Offline, "offline"),
+    ] {
+        assert_eq!(s.name(), name);
+    }
+    let mut app = logged_in();
+    app.handle_event(Event::OwnStatus {
+        status: Status::DoNotDisturb,
+        message: String::new(),
+        auto: false,
+    });
+    app.handle_event(presence("carol", Status::DoNotDisturb, ""));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("you ⊘ do not disturb"), "{screen}");
+    key(&mut app, KeyCode::Char('?'));
+    let help = draw(&app, 100, 30);
+    assert!(
+        help.contains("online, away, do not disturb, invisible"),
+        "{help}"
+    );
+    for screen in [screen, help] {
+        assert!(
+            !screen.contains("busy") && !screen.contains("dnd"),
+            "{screen}"
+        );
+    }
+}
+
+/// The mood message: S opens a dialog with the current one, Enter
+/// publishes it with the current status; contacts' moods show next to
+/// their names.
+#[test]
+fn mood_message_set_from_the_ui() {
+    let mut app = logged_in();
+    app.handle_event(Event::OwnStatus {
+        status: Status::Away,
+        message: "lunch".into(),
+        auto: false,
+    });
+    app.handle_key(KeyEvent::new(KeyCode::Char('S'), KeyModifiers::SHIFT));
+    assert_eq!(app.mood_draft(), Some("lunch"));
+    for _ in 0..5 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    typed(&mut app, "back at 3, call me");
+    assert_snapshot!("mood_dialog", draw(&app, 100, 30));
+    // Plain keys are text here: q and c do nothing else.
+    assert!(!app.quitting());
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::SetStatus {
+            status: Status::Away,
+            message: "back at 3, call me".into()
+        }]
+    );
+    assert_eq!(app.mood_draft(), None);
+    // Esc leaves it as it was; the field holds at most 255 bytes.
+    app.handle_key(KeyEvent::new(KeyCode::Char('S'), KeyModifiers::SHIFT));
+    app.handle_paste(&"x".repeat(300));
+    assert_eq!(
+        app.mood_draft().map(str::len),
+        Some(255 + "lunch".len() - 5)
+    );
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.take_commands(), vec![]);
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("echo123 · echo test"), "{screen}");
+}
+
+/// The footer lists the keys of what is selected: a request's accept,
+/// decline and block; during a call, the call keys first.
+#[test]
+fn hint_line_follows_the_selection() {
+    let mut app = logged_in();
+    app.handle_event(Event::ContactRequest {
+        from: "dave".into(),
+        greeting: "hi, it's dave".into(),
+    });
+    app.tick(NOW + 120_000);
+    key(&mut app, KeyCode::End);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains(" a accept · d decline · b block · enter read"),
+        "{screen}"
+    );
+    // Read: the request's greeting opens the conversation.
+    key(&mut app, KeyCode::Enter);
+    assert_snapshot!("chat_request_greeting", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Home);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains(" enter chat · c call · d remove · b block"),
+        "{screen}"
+    );
+    app.handle_event(call(9, CallState::Active, Some(NOW)));
+    app.tick(NOW + 240_000);
+    assert_snapshot!("contacts_in_call_hints", draw(&app, 100, 30));
 }

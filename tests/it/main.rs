@@ -19,6 +19,7 @@ mod common;
 
 mod authority_durability;
 mod authority_ha;
+mod call_blocked;
 mod call_busy;
 mod call_decline;
 mod call_dualstack;

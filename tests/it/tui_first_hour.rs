@@ -280,3 +280,122 @@ fn missed_call_history() {
         !s.contains("☎ 1 missed") && s.contains("✗ missed call from bob")
     });
 }
+
+/// The figures of the chat box: keystroke-to-screen latency with a
+/// 4,000-character draft in the box (each key's byte count on the screen
+/// before the next key is sent; tmux's send-keys and capture-pane round
+/// trip included), and the CPU the process uses idle with that draft.
+#[test]
+fn draft_latency_and_idle_cpu() {
+    let _turn = scenario!();
+    let Some((_net, _sn, t, mut others)) = start("latency", &["bob"]) else {
+        return;
+    };
+    befriend(&t, &mut others[0], "bob");
+    t.keys(&["Enter"]);
+    t.wait("the chat with bob", T, |s| s.contains("Chat with bob"));
+    let pid = t.pid();
+    let text: String = (0..800).map(|i| format!("d{:03} ", i % 1000)).collect();
+    t.paste(&text);
+    t.wait("4,000 characters in the box", T, |s| {
+        s.contains(" 4000/4000 bytes ")
+    });
+    let mut lat = Vec::new();
+    for n in 4001..=4060 {
+        let sent = Instant::now();
+        t.text("z");
+        let want = format!(" {n} bytes: over");
+        t.wait_every("the key on the screen", T, Duration::from_millis(1), |s| {
+            s.contains(&want)
+        });
+        lat.push(sent.elapsed());
+    }
+    lat.sort();
+    let median = lat[lat.len() / 2];
+    let p90 = lat[lat.len() * 9 / 10];
+    // Idle, the draft still in the box.
+    let idle = cpu_percent(pid, Duration::from_secs(5));
+    eprintln!(
+        "key to screen with a 4,000-char draft ({} keys): median {median:?}, p90 {p90:?}, \
+         max {:?}; idle with the draft: {idle:.2} % of a core",
+        lat.len(),
+        lat[lat.len() - 1]
+    );
+    assert!(median < Duration::from_millis(100), "{lat:?}");
+    assert!(idle < 2.0, "not idle with a long draft: {idle:.2} %");
+}
+
+/// The items of the first hour that go through the network: a greeting
+/// written in the add dialog reaches carol, bob's greeting shows with
+/// his request, alice's mood message reaches bob, and during bob's call
+/// the ctrl keys answer and mute while a draft is in the chat box, while
+/// quitting asks first (n keeps the call, ctrl+x hangs up).
+#[test]
+fn greeting_mood_and_call_keys_while_typing() {
+    let _turn = scenario!();
+    let Some((_net, _sn, t, mut others)) = start("mood", &["bob", "carol"]) else {
+        return;
+    };
+    // bob's greeting, under his request.
+    others[0].say("add alice hi alice, it's bob from work");
+    t.wait("bob's greeting", T, |s| {
+        s.contains("bob wants to add you") && s.contains("“hi alice, it's bob from work”")
+    });
+    t.keys(&["Home"]);
+    t.text("a");
+    others[0].wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+    t.wait("bob online", T, |s| s.contains("● bob"));
+
+    // alice adds carol with a greeting of her own.
+    t.text("/carol");
+    t.keys(&["Enter"]);
+    t.wait("carol found", T, |s| {
+        s.contains("Enter again writes a greeting")
+    });
+    t.keys(&["Enter"]);
+    t.wait("the greeting step", T, |s| s.contains("Add carol"));
+    t.keys(&["C-u"]);
+    t.text("hi carol, alice here");
+    t.keys(&["Enter"]);
+    let r = others[1].wait_json(T, |v| v["event"] == "contact_request");
+    assert_eq!(r["from"], "alice", "{r}");
+    assert_eq!(r["greeting"], "hi carol, alice here", "{r}");
+
+    // The mood message, published to bob.
+    t.text("S");
+    t.wait("the mood dialog", T, |s| s.contains("Mood message"));
+    t.text("back at 3");
+    t.keys(&["Enter"]);
+    t.wait("alice's mood in the title", T, |s| {
+        s.contains("alice ● online · back at 3")
+    });
+    let bob = &mut others[0];
+    bob.wait_json(T, |v| {
+        v["event"] == "contact_presence" && v["user"] == "alice" && v["message"] == "back at 3"
+    });
+
+    // bob calls while alice types to him: ctrl+y answers, ctrl+t mutes,
+    // the draft stays.
+    t.keys(&["Home", "Enter"]);
+    t.wait("the chat with bob", T, |s| s.contains("Chat with bob"));
+    t.text("a draft that stays");
+    bob.say("call alice");
+    t.wait("the incoming call", T, |s| s.contains("bob is calling you"));
+    t.keys(&["C-y"]);
+    bob.wait_json(T, |v| v["event"] == "call_state" && v["state"] == "active");
+    t.wait("the call on", T, |s| {
+        s.contains("in call with bob") && s.contains("ctrl+x hang up")
+    });
+    t.keys(&["C-t"]);
+    let m = bob.wait_json(T, |v| v["event"] == "call_remote");
+    assert_eq!(m["muted"], true, "{m}");
+    // Quitting asks; n keeps the call.
+    t.keys(&["C-c"]);
+    t.wait("the question", T, |s| s.contains("Quit and hang up?"));
+    t.text("n");
+    let s = t.wait("the question gone", T, |s| !s.contains("Quit and hang up?"));
+    assert!(s.contains("> a draft that stays"), "{s}");
+    t.keys(&["C-x"]);
+    let e = bob.wait_json(T, |v| v["event"] == "call_state" && v["state"] == "ended");
+    assert_eq!(e["message"], "the other side hung up", "{e}");
+}

@@ -96,6 +96,11 @@ fn demo_in_a_real_terminal() {
     t.keys(&["Enter"]);
     t.wait("bot found", T, |s| s.contains("bot exists"));
     t.keys(&["Enter"]);
+    // The greeting step: the suggested greeting goes with the request.
+    t.wait("the greeting", T, |s| {
+        s.contains("Add bot") && s.contains("Greeting:")
+    });
+    t.keys(&["Enter"]);
     t.wait("bot added and online", T, |s| {
         s.contains("Contacts (2)") && online(s, "bot") && !s.contains("Find a user")
     });

@@ -279,6 +279,9 @@ pub struct CallNodeStats {
     pub media_overflow: u64,
     /// Outgoing media with no path to the peer.
     pub media_no_path: u64,
+    /// Call invitations from users we blocked, dropped unanswered (the
+    /// caller hears it ring out, as for a user who is away).
+    pub invites_blocked: u64,
 }
 
 /// Calls on one client node; see the [module docs](self).
@@ -655,8 +658,15 @@ impl Calls {
         Ok(())
     }
 
-    /// A conference envelope from `from` (a verified user).
-    pub fn on_conference_envelope(&mut self, from: &str, payload: &[u8], cx: &mut Ctx<'_>) {
+    /// A conference envelope from `from` (a verified user); `blocked`: we
+    /// blocked them, so their invitation to a conference is dropped.
+    pub fn on_conference_envelope(
+        &mut self,
+        from: &str,
+        payload: &[u8],
+        blocked: bool,
+        cx: &mut Ctx<'_>,
+    ) {
         let id = crate::conference::ConfMsg::decode(payload).map(|(id, _)| id);
         match &self.conf {
             Some(c) if Ok(c.id()) == id => {
@@ -664,6 +674,7 @@ impl Calls {
             }
             // Busy in another conference: the inviter's invitation lapses.
             Some(_) => {}
+            None if blocked => self.blocked_invite(from),
             None => {
                 let auto = self.opts.auto_answer;
                 let current = self.core.current();
@@ -861,10 +872,54 @@ impl Calls {
         })
     }
 
-    /// A call envelope from `from` (a verified user), made at `created_ms`.
-    pub fn on_envelope(&mut self, from: &str, created_ms: u64, payload: &[u8], cx: &mut Ctx<'_>) {
+    /// A call envelope from `from` (a verified user), made at `created_ms`;
+    /// `blocked`: we blocked them, so their invitations are dropped (the
+    /// signalling of a call already on still passes, so it can end).
+    pub fn on_envelope(
+        &mut self,
+        from: &str,
+        created_ms: u64,
+        payload: &[u8],
+        blocked: bool,
+        cx: &mut Ctx<'_>,
+    ) {
+        let invite = matches!(
+            crate::call::Msg::decode(payload),
+            Ok((_, crate::call::Msg::Invite { .. }))
+        );
+        if blocked && invite {
+            return self.blocked_invite(from);
+        }
         self.core.handle_message(cx.now, from, created_ms, payload);
         self.drive(cx);
+    }
+
+    /// Refuse to call `username`, whom we blocked (the caller's driver
+    /// knows the contacts): a [`CallsEvent::Failed`] saying why.
+    pub fn refuse_blocked(
+        &mut self,
+        username: &str,
+        reply: Option<tokio::sync::oneshot::Sender<Result<CallId, String>>>,
+    ) {
+        let error = format!("{username} is blocked: unblock them to call");
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.events.push_back(CallsEvent::Failed {
+            command: "call",
+            error,
+        });
+    }
+
+    /// Count and log an invitation (to a call or a conference) from a user
+    /// we blocked, dropped unanswered.
+    fn blocked_invite(&mut self, from: &str) {
+        self.stats.invites_blocked += 1;
+        tracing::info!(
+            from,
+            dropped = self.stats.invites_blocked,
+            "call invite from a blocked user dropped"
+        );
     }
 
     /// The outcome of an envelope; true when it was one of ours.

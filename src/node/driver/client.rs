@@ -24,7 +24,7 @@ use super::{ClientOptions, Command, Event, NodeStatus, OverlayNode};
 use crate::clock::Clock;
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
-use crate::node::calls::{Calls, CallsEvent, Ctx, MediaMsg};
+use crate::node::calls::{CallCommand, Calls, CallsEvent, Ctx, MediaMsg};
 use crate::node::files::{Files, FilesCx, FilesEvent, Job};
 use crate::node::messaging::{Messaging, MessagingCommand, MessagingEvent};
 use crate::node::peer::PeerEvent;
@@ -392,6 +392,14 @@ impl ClientDriver {
                 c.name(),
                 format!("calls are not enabled on this node: {c:?}"),
             ),
+            Command::Call(CallCommand::Call { username, reply })
+                if self
+                    .messaging
+                    .as_ref()
+                    .is_some_and(|m| m.is_blocked(&username)) =>
+            {
+                self.with_calls(|calls, _| calls.refuse_blocked(&username, reply));
+            }
             Command::Call(c) => {
                 self.with_calls(|calls, cx| calls.command(c, cx));
             }

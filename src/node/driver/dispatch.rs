@@ -99,6 +99,11 @@ impl ClientDriver {
         (from, kind, payload): crate::node::messaging::Envelope<'_>,
         created_ms: u64,
     ) -> bool {
+        // Invitations from users we blocked are dropped (calls, conferences).
+        let blocked = self
+            .messaging
+            .as_ref()
+            .is_some_and(|m| m.is_blocked(&from.username));
         match c {
             Consumer::Messaging => match &mut self.messaging {
                 Some(m) => {
@@ -108,7 +113,9 @@ impl ClientDriver {
                 None => false,
             },
             Consumer::Calls => self
-                .with_calls(|calls, cx| calls.on_envelope(&from.username, created_ms, payload, cx))
+                .with_calls(|calls, cx| {
+                    calls.on_envelope(&from.username, created_ms, payload, blocked, cx)
+                })
                 .is_some(),
             Consumer::Peers => {
                 let allowed = self.may_have_candidates(&from.username);
@@ -128,7 +135,9 @@ impl ClientDriver {
                 })
                 .is_some(),
             Consumer::Conference => self
-                .with_calls(|calls, cx| calls.on_conference_envelope(&from.username, payload, cx))
+                .with_calls(|calls, cx| {
+                    calls.on_conference_envelope(&from.username, payload, blocked, cx)
+                })
                 .is_some(),
         }
     }

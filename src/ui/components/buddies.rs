@@ -29,16 +29,6 @@ pub fn status_mark(s: Status) -> (&'static str, Color) {
     }
 }
 
-pub fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Online => "online",
-        Status::Away => "away",
-        Status::DoNotDisturb => "do not disturb",
-        Status::Invisible => "invisible",
-        Status::Offline => "offline",
-    }
-}
-
 /// A row of the list.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Row<'m> {
@@ -191,7 +181,14 @@ impl Component for BuddyList {
                     if c.unread > 0 {
                         spans.push(unread(c.unread));
                     }
-                    ListItem::new(Line::from(spans))
+                    let mut lines = vec![Line::from(spans)];
+                    // A request's greeting, under the name.
+                    if let Some(g) = c.greeting.as_ref().filter(|g| !g.is_empty())
+                        && c.state == ContactState::Pending
+                    {
+                        lines.push(Line::from(format!("  “{g}”")).italic().dark_gray());
+                    }
+                    ListItem::new(lines)
                 }
             })
             .collect();

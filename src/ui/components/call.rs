@@ -183,9 +183,9 @@ impl CallPanel {
                         KEEP,
                         Line::from(format!(
                             "{} mute · {} hold · {} hang up",
-                            k.first(Action::Mute),
-                            k.first(Action::Hold),
-                            k.first(Action::HangUp)
+                            ctx.key(Action::Mute),
+                            ctx.key(Action::Hold),
+                            ctx.key(Action::HangUp)
                         ))
                         .dark_gray(),
                     ));

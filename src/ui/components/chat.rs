@@ -13,7 +13,7 @@
 //! not from today carry their date; leading spaces and blank lines stay.
 
 use super::{Component, Ctx, Msg, when, wrap};
-use crate::node::api::{Command, MAX_MESSAGE_BYTES, MessageState};
+use crate::node::api::{Command, ContactState, MAX_MESSAGE_BYTES, MessageState};
 use crate::ui::keys::Action;
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -212,7 +212,7 @@ impl Component for ChatPane {
         let status = model
             .contacts
             .get(peer)
-            .map(|c| super::buddies::status_name(c.status()))
+            .map(|c| c.status().name())
             .unwrap_or("not a contact");
         let block = Block::bordered()
             .title(format!(" Chat with {peer} ({status}) "))
@@ -233,6 +233,19 @@ impl Component for ChatPane {
         // Newest at the bottom: lay out every message, show the tail.
         let me = model.me().unwrap_or("you");
         let mut lines: Vec<Line> = Vec::new();
+        // A request opens with its greeting.
+        if let Some(c) = model.contacts.get(peer)
+            && c.state == ContactState::Pending
+        {
+            let said = match c.greeting.as_deref() {
+                Some(g) if !g.is_empty() => format!(": “{g}”"),
+                _ => String::new(),
+            };
+            let text = format!("{peer} wants to add you as a contact{said}");
+            for l in wrap(&text, history.width as usize) {
+                lines.push(Line::from(l).yellow());
+            }
+        }
         for m in model.chats.get(peer).map(|v| v.as_slice()).unwrap_or(&[]) {
             let who = if m.outgoing { me } else { peer.as_str() };
             let mark = match &m.state {

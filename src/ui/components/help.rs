@@ -34,10 +34,13 @@ impl Component for Help {
             })
             .collect();
         lines.push(Line::from(" ↑/↓ or j/k    move in the contact list").dark_gray());
-        lines.push(Line::from(" plain keys act when no text field has the focus").dark_gray());
+        lines.push(
+            Line::from(" plain keys act when no text field has the focus, ctrl keys always")
+                .dark_gray(),
+        );
         lines.push(Line::from(" keys are set in the [keys] section of natter.toml").dark_gray());
         let h = lines.len() as u16 + 2;
-        let area = centered(area, 62, h);
+        let area = centered(area, 72, h);
         f.render_widget(Clear, area);
         f.render_widget(
             Paragraph::new(lines).block(Block::bordered().title(" Help: keys ".bold())),

@@ -39,6 +39,19 @@ pub struct Ctx<'a> {
     pub model: &'a Model,
     pub keys: &'a KeyMap,
     pub focused: bool,
+    /// The chat box has the focus: hints name keys that work while typing.
+    pub typing: bool,
+}
+
+impl Ctx<'_> {
+    /// The key to show for `action`: while typing, one that is no text.
+    pub fn key(&self, action: super::keys::Action) -> String {
+        if self.typing {
+            self.keys.first_non_text(action)
+        } else {
+            self.keys.first(action)
+        }
+    }
 }
 
 /// A part of the screen.
@@ -54,12 +67,22 @@ pub struct TextInput {
     cursor: usize,
     /// Show `*` instead of the text.
     pub masked: bool,
+    /// The most bytes the value may hold (0: no limit).
+    limit: usize,
 }
 
 impl TextInput {
     pub fn masked() -> Self {
         TextInput {
             masked: true,
+            ..Default::default()
+        }
+    }
+
+    /// A field that holds at most `bytes` bytes (a key past it is ignored).
+    pub fn limited(bytes: usize) -> Self {
+        TextInput {
+            limit: bytes,
             ..Default::default()
         }
     }
@@ -90,6 +113,7 @@ impl TextInput {
             KeyCode::Char('u') if ctrl => {
                 self.take();
             }
+            KeyCode::Char(c) if self.limit > 0 && self.value.len() + c.len_utf8() > self.limit => {}
             KeyCode::Char(c) if !ctrl && !key.modifiers.contains(KeyModifiers::ALT) => {
                 let at = self.byte_at(self.cursor);
                 self.value.insert(at, c);

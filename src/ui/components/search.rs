@@ -1,5 +1,6 @@
 //! User search: a name typed in a small window, the directory's answer,
-//! and adding a found user as a contact.
+//! and adding a found user as a contact with a greeting they see with the
+//! request.
 
 use super::{Component, Ctx, Msg, TextInput, centered, wrap};
 use crate::node::api::{Command, ContactState, LookupResult, check_username};
@@ -19,7 +20,12 @@ pub struct SearchBox {
     asked: Option<String>,
     /// Why the name typed is no username (nothing was looked up).
     invalid: Option<String>,
+    /// Adding a found user: their name and the greeting being written.
+    greeting: Option<(String, TextInput)>,
 }
+
+/// The longest greeting (the contact request's limit).
+const MAX_GREETING_BYTES: usize = 255;
 
 impl SearchBox {
     pub fn open(&mut self) {
@@ -27,9 +33,35 @@ impl SearchBox {
         self.input.take();
         self.asked = None;
         self.invalid = None;
+        self.greeting = None;
+    }
+
+    /// The greeting being written, once a found user is being added.
+    pub fn greeting(&self) -> Option<&str> {
+        self.greeting.as_ref().map(|(_, g)| g.value.as_str())
     }
 
     pub fn on_key(&mut self, key: &KeyEvent, model: &Model) -> Option<Msg> {
+        if let Some((name, mut text)) = self.greeting.take() {
+            return match key.code {
+                KeyCode::Esc => {
+                    self.open = false;
+                    Some(Msg::Close)
+                }
+                KeyCode::Enter => {
+                    self.open = false;
+                    Some(Msg::Send(Command::AddContact {
+                        username: name,
+                        greeting: text.value.trim().to_owned(),
+                    }))
+                }
+                _ => {
+                    text.on_key(key);
+                    self.greeting = Some((name, text));
+                    None
+                }
+            };
+        }
         match key.code {
             KeyCode::Esc => {
                 self.open = false;
@@ -73,11 +105,11 @@ impl SearchBox {
                     });
                 }
                 if found && self.asked.as_deref() == Some(name.as_str()) {
-                    self.open = false;
-                    return Some(Msg::Send(Command::AddContact {
-                        username: name,
-                        greeting: String::new(),
-                    }));
+                    // Then the greeting, sent with the request.
+                    let mut text = TextInput::limited(MAX_GREETING_BYTES);
+                    text.set(&format!("Hi {name}, please add me to your contacts."));
+                    self.greeting = Some((name, text));
+                    return None;
                 }
                 self.asked = Some(name.clone());
                 Some(Msg::Send(Command::SearchUser { username: name }))
@@ -91,8 +123,44 @@ impl SearchBox {
     }
 }
 
+impl SearchBox {
+    /// The greeting step: who is added, and the text they will see.
+    fn draw_greeting(&self, f: &mut Frame, area: Rect, name: &str, text: &TextInput) {
+        let area = centered(area, 52, 8);
+        f.render_widget(Clear, area);
+        let block = Block::bordered().title(format!(" Add {name} ").bold());
+        let inner = block.inner(area);
+        f.render_widget(block, area);
+        let [label, field, _, note, hint] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Length(1),
+            Constraint::Fill(1),
+            Constraint::Length(1),
+        ])
+        .areas(inner);
+        f.render_widget(Line::from("Greeting:").bold(), label);
+        text.draw(f, field, true);
+        let lines: Vec<Line> = wrap(
+            &format!("{name} sees it with your request."),
+            note.width as usize,
+        )
+        .into_iter()
+        .map(|l| Line::from(l).dark_gray())
+        .collect();
+        f.render_widget(Paragraph::new(lines), note);
+        f.render_widget(
+            Line::from("Enter send request · Esc cancel").dark_gray(),
+            hint,
+        );
+    }
+}
+
 impl Component for SearchBox {
     fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        if let Some((name, text)) = &self.greeting {
+            return self.draw_greeting(f, area, name, text);
+        }
         let area = centered(area, 52, 8);
         f.render_widget(Clear, area);
         let block = Block::bordered().title(" Find a user ".bold());
@@ -122,10 +190,7 @@ impl Component for SearchBox {
                     let (mark, color) = super::buddies::status_mark(*status);
                     let mut s = vec![
                         Span::raw(format!("{mark} ")).fg(color),
-                        Span::raw(format!(
-                            "{name} is {}",
-                            super::buddies::status_name(*status)
-                        )),
+                        Span::raw(format!("{name} is {}", status.name())),
                     ];
                     if !message.is_empty() {
                         s.push(Span::raw(format!(" · {message}")).dark_gray());
@@ -169,7 +234,9 @@ impl Component for SearchBox {
             .map(|c| c.state);
         match known {
             _ if !found => {}
-            None => lines.push(Line::from("Enter again adds them as a contact.").cyan()),
+            None => lines.push(
+                Line::from("Enter again writes a greeting and adds them as a contact.").cyan(),
+            ),
             Some(ContactState::Blocked) => lines.push(
                 Line::from("You blocked them: Enter again offers to unblock and add them.").cyan(),
             ),

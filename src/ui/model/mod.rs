@@ -171,9 +171,14 @@ impl Model {
                 self.contacts.remove(&username);
             }
             Event::ContactRequest { from, greeting } => {
+                let said = if greeting.is_empty() {
+                    String::new()
+                } else {
+                    format!(": “{greeting}”")
+                };
                 self.notify(
                     Level::Alert,
-                    format!("{from} wants to add you as a contact"),
+                    format!("{from} wants to add you as a contact{said}"),
                 );
                 self.bell = true;
                 self.strangers.remove(&from);
