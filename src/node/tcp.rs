@@ -699,7 +699,10 @@ mod tests {
         let a6b: SocketAddr = "[2001:db8::2:3]:1000".parse().unwrap();
         let p1 = adm.admit(a).unwrap();
         let _p2 = adm.admit(a).unwrap();
-        assert!(matches!(adm.admit(a), Err(TcpRefusal::PerAddress { limit: 2, .. })));
+        assert!(matches!(
+            adm.admit(a),
+            Err(TcpRefusal::PerAddress { limit: 2, .. })
+        ));
         // One /64 is one source.
         let q1 = adm.admit(a6).unwrap();
         let _q2 = adm.admit(a6b).unwrap();

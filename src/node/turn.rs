@@ -544,8 +544,7 @@ async fn turn_stream(
                 }
             }
         }
-        partial_since =
-            (framer.buffered() > 0).then(|| partial_since.unwrap_or_else(Instant::now));
+        partial_since = (framer.buffered() > 0).then(|| partial_since.unwrap_or_else(Instant::now));
         let kind = StreamKind::Turn;
         let n = match permit.read(&mut rd, &mut buf, kind, partial_since).await {
             ReadOutcome::Bytes(n) => n,
