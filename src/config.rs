@@ -326,8 +326,8 @@ impl Default for RelaySection {
 
 impl RelaySection {
     /// The TCP listener's limits from this section.
-    pub fn tcp_limits(&self) -> crate::node::tcp::TcpLimits {
-        crate::node::tcp::TcpLimits {
+    pub fn tcp_limits(&self) -> crate::tcp_limits::TcpLimits {
+        crate::tcp_limits::TcpLimits {
             max_connections: self.tcp_connections.max(1),
             per_address: self.tcp_connections_per_address.max(1),
             turn_idle: self.tcp_idle.0,

@@ -44,6 +44,7 @@ pub mod relay;
 pub mod sim;
 pub mod socket;
 pub mod sqlite;
+pub mod tcp_limits;
 pub mod transfer;
 pub mod ui;
 pub mod wire;

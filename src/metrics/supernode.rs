@@ -41,7 +41,7 @@ pub struct RelayCounters {
     /// Datagrams dropped before the relay core: its queue was full.
     pub queue_drops: u64,
     /// The TCP listener's streams (TURN and link over TCP).
-    pub tcp: crate::node::tcp::TcpAdmissionStats,
+    pub tcp: crate::tcp_limits::TcpAdmissionStats,
 }
 
 /// What a supernode scrape shows.

@@ -18,7 +18,7 @@ use thiserror::Error;
 const RECORD_CONTEXT: &[u8] = b"natter presence v1";
 /// A record is kept (and its user found, offline) this long after signing.
 pub const MAX_RECORD_AGE_SECS: u64 = 72 * 3600;
-pub const MAX_ADDRS: usize = 8;
+pub use crate::wire::addr::MAX_ADDRS;
 /// Clock difference tolerated between a record's signer and its readers
 /// (the envelopes' allowance, in seconds).
 pub const MAX_SKEW_SECS: u64 = super::envelope::MAX_SKEW_MS / 1000;
@@ -140,51 +140,7 @@ pub fn cert_digest(cert: &Certificate) -> [u8; 32] {
     Blake2s256::digest(cert.encode()).into()
 }
 
-pub fn write_addr(w: &mut Writer, a: &SocketAddr) {
-    match a {
-        SocketAddr::V4(v4) => {
-            w.u8(4).raw(&v4.ip().octets()).u16(v4.port());
-        }
-        SocketAddr::V6(v6) => {
-            w.u8(6).raw(&v6.ip().octets()).u16(v6.port());
-        }
-    }
-}
-
-pub fn read_addr(r: &mut Reader<'_>) -> Result<SocketAddr, WireError> {
-    match r.u8()? {
-        4 => {
-            let ip: [u8; 4] = r.array()?;
-            Ok(SocketAddr::from((ip, r.u16()?)))
-        }
-        6 => {
-            let ip: [u8; 16] = r.array()?;
-            Ok(SocketAddr::from((ip, r.u16()?)))
-        }
-        got => Err(WireError::UnknownType {
-            what: "address family",
-            got,
-        }),
-    }
-}
-
-pub fn write_addrs(w: &mut Writer, addrs: &[SocketAddr]) {
-    let n = addrs.len().min(MAX_ADDRS);
-    w.u8(n as u8);
-    for a in &addrs[..n] {
-        write_addr(w, a);
-    }
-}
-
-pub fn read_addrs(r: &mut Reader<'_>) -> Result<Vec<SocketAddr>, WireError> {
-    let n = r.u8()? as usize;
-    if n > MAX_ADDRS {
-        return Err(WireError::Invalid {
-            field: "address count",
-        });
-    }
-    (0..n).map(|_| read_addr(r)).collect()
-}
+pub use crate::wire::addr::{read_addr, read_addrs, write_addr, write_addrs};
 
 /// A decoded presence record.
 #[derive(Debug, Clone, PartialEq, Eq)]

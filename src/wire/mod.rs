@@ -10,6 +10,7 @@
 //! [`stun`] is the STUN layer under nat, relay, ice and media: the STUN
 //! header, TURN ChannelData and the demultiplexing of the shared UDP socket.
 
+pub mod addr;
 pub mod prefix;
 mod reader;
 pub mod stun;

@@ -41,6 +41,7 @@ mod dos_authority_slots;
 mod dos_link_handshakes;
 mod dos_login_throttle;
 mod dos_mailbox;
+mod dos_tcp_slots;
 mod envelope_loopback;
 mod file_transfer;
 mod first_hour;
