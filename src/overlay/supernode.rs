@@ -801,7 +801,7 @@ impl SupernodeCore {
         }
         match checked.and_then(|_| rec.verify_signed(now / 1000)) {
             Ok(()) => Ok(rec),
-            Err(super::RecordError::Expired) => {
+            Err(super::RecordError::Expired | super::RecordError::CertificateNotValidNow(_)) => {
                 self.stats.records_rejected_expired += 1;
                 Err(())
             }
@@ -968,7 +968,7 @@ impl SupernodeCore {
             Held {
                 bytes: bytes.clone(),
                 seq: rec.seq,
-                expires_at: rec.expires_at,
+                expires_at: rec.valid_until(),
                 key,
                 pushed_to: Vec::new(),
                 not_owner_since: None,
