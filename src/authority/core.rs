@@ -1052,6 +1052,33 @@ pub struct Account {
     pub last_login: Option<u64>,
 }
 
+/// Devices remembered per account; a new one beyond this forgets the
+/// least recently seen device that is not revoked.
+pub const MAX_DEVICES: usize = 32;
+
+/// What `Store::device_seen` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Known (or now added) and not revoked.
+    Active,
+    /// Revoked: no login or renewal for it.
+    Revoked,
+}
+
+/// The name a new device is listed under: the one it gave, else
+/// "device-" and the start of its id.
+pub fn default_name(name: &str, ed25519: &[u8; 32]) -> String {
+    if name.is_empty() {
+        format!("device-{}", crate::wire::hex_encode(&ed25519[..4]))
+    } else {
+        name.to_owned()
+    }
+}
+
+/// What the revocation list is made of, newest first: revoked devices as
+/// (username, ed25519 key), and disabled accounts' usernames.
+pub type RevokedEntries = (Vec<(String, [u8; 32])>, Vec<String>);
+
 /// One device of an account, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {

@@ -10,8 +10,9 @@
 //! connection that broke is dropped and a new one made on next use, so an
 //! authority rides out a database restart.
 
-use super::core::{Account, AccountInfo, Device};
-use super::store::{DeviceState, MAX_DEVICES, default_name};
+use super::core::{
+    Account, AccountInfo, Device, DeviceState, MAX_DEVICES, RevokedEntries, default_name,
+};
 use super::throttle::{Failures, ThrottlePolicy};
 use crate::identity::{Role, Username};
 use crate::limits::SourceKey;
@@ -351,7 +352,7 @@ impl PgStore {
         self.update(sql, user, &hash)
     }
 
-    /// See [`super::store::Store::device_seen`]; one transaction, the
+    /// See `Store::device_seen`; one transaction, the
     /// account's row locked so two authorities add devices one at a time.
     pub fn device_seen(
         &self,
@@ -465,13 +466,8 @@ impl PgStore {
         })
     }
 
-    /// See [`super::store::Store::revocations`].
-    #[allow(clippy::type_complexity)]
-    pub fn revocations(
-        &self,
-        since: u64,
-        limit: usize,
-    ) -> Result<(Vec<(String, [u8; 32])>, Vec<String>), PgError> {
+    /// See `Store::revocations`.
+    pub fn revocations(&self, since: u64, limit: usize) -> Result<RevokedEntries, PgError> {
         self.with(|c| {
             let e = self.err();
             let (since, limit) = (since as i64, limit as i64);

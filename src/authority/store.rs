@@ -68,20 +68,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE accounts ADD COLUMN disabled_at INTEGER;",
 ];
 
-/// Devices remembered per account; a new one beyond this forgets the
-/// least recently seen device that is not revoked.
-pub const MAX_DEVICES: usize = 32;
-
-pub use super::core::{Account, Device};
-
-/// What [`Store::device_seen`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceState {
-    /// Known (or now added) and not revoked.
-    Active,
-    /// Revoked: no login or renewal for it.
-    Revoked,
-}
+pub use super::core::{Account, Device, DeviceState, MAX_DEVICES, RevokedEntries, default_name};
 
 /// What [`Store::revoke_device`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -585,11 +572,7 @@ impl Store {
     /// disabled at or after `since` (unix seconds; older ones hold no
     /// certificate that is still valid), as (username, device key) and
     /// usernames, at most `limit` of each, newest first.
-    pub fn revocations(
-        &self,
-        since: u64,
-        limit: usize,
-    ) -> Result<(Vec<(String, [u8; 32])>, Vec<String>), StoreError> {
+    pub fn revocations(&self, since: u64, limit: usize) -> Result<RevokedEntries, StoreError> {
         let (path, conn) = match &self.backend {
             Backend::Postgres(pg) => return Ok(pg.revocations(since, limit)?),
             Backend::Sqlite { path, conn } => (path, conn),
@@ -714,16 +697,6 @@ impl Store {
             Backend::Postgres(pg) => Ok(pg.prune(now_ms, policy)?),
             Backend::Sqlite { .. } => Ok(0),
         }
-    }
-}
-
-/// The name a new device is listed under: the one it gave, else
-/// "device-" and the start of its id.
-pub fn default_name(name: &str, ed25519: &[u8; 32]) -> String {
-    if name.is_empty() {
-        format!("device-{}", crate::wire::hex_encode(&ed25519[..4]))
-    } else {
-        name.to_owned()
     }
 }
 
