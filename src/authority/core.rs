@@ -6,6 +6,13 @@
 //! gets back bytes to send and [`Job`]s (password hashing and database
 //! access) to run off the core, whose results it feeds back with
 //! [`AuthorityCore::on_job_done`].
+//!
+//! Requests: register, log in with the password, renew with the device
+//! key; from a logged-in device (certificate and device proof), list the
+//! account's devices, change the password or revoke a device (both with
+//! the password, throttled as logins are); and, for supernodes, the
+//! signed revocation list. A revoked device or a disabled account is
+//! refused at login, renewal and every account request.
 
 use super::admission::{Admission, AdmissionPolicy, AdmissionStats};
 use super::proto::*;
@@ -650,56 +657,54 @@ impl AuthorityCore {
         hash: &[u8],
         x25519: &[u8; 32],
     ) -> Result<Certificate, Vec<Output>> {
-        {
-            let cert = match Certificate::decode(cert) {
-                Ok(c) => c,
-                Err(e) => {
-                    self.stats.malformed += 1;
-                    let m = format!("malformed certificate: {e}");
-                    return Err(self.reject(s, RejectCode::Malformed, 0, &m, true));
+        let cert = match Certificate::decode(cert) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.malformed += 1;
+                let m = format!("malformed certificate: {e}");
+                return Err(self.reject(s, RejectCode::Malformed, 0, &m, true));
+            }
+        };
+        if let Err(e) = cert.verify(&self.public, now_ms / 1000) {
+            let code = match e {
+                CertError::Expired { .. } => {
+                    self.stats.cert_expired += 1;
+                    RejectCode::CertExpired
+                }
+                CertError::UnknownIssuer { .. } => {
+                    self.stats.cert_unknown_issuer += 1;
+                    RejectCode::CertUnknownIssuer
+                }
+                CertError::KeyMismatch => {
+                    self.stats.cert_key_mismatch += 1;
+                    RejectCode::CertKeyMismatch
+                }
+                CertError::BadSignature
+                | CertError::BadUsername
+                | CertError::NotYetValid { .. }
+                | CertError::Malformed(_) => {
+                    self.stats.cert_bad_signature += 1;
+                    RejectCode::CertBadSignature
                 }
             };
-            if let Err(e) = cert.verify(&self.public, now_ms / 1000) {
-                let code = match e {
-                    CertError::Expired { .. } => {
-                        self.stats.cert_expired += 1;
-                        RejectCode::CertExpired
-                    }
-                    CertError::UnknownIssuer { .. } => {
-                        self.stats.cert_unknown_issuer += 1;
-                        RejectCode::CertUnknownIssuer
-                    }
-                    CertError::KeyMismatch => {
-                        self.stats.cert_key_mismatch += 1;
-                        RejectCode::CertKeyMismatch
-                    }
-                    CertError::BadSignature
-                    | CertError::BadUsername
-                    | CertError::NotYetValid { .. }
-                    | CertError::Malformed(_) => {
-                        self.stats.cert_bad_signature += 1;
-                        RejectCode::CertBadSignature
-                    }
-                };
-                let m = if code == RejectCode::CertExpired {
-                    format!("{e}; log in with your password")
-                } else {
-                    e.to_string()
-                };
-                return Err(self.reject(s, code, 0, &m, false));
-            }
-            if cert.x25519 != *x25519 {
-                self.stats.cert_key_mismatch += 1;
-                let m = "certificate belongs to another device";
-                return Err(self.reject(s, RejectCode::CertKeyMismatch, 0, m, true));
-            }
-            if !verify_signature(&cert.ed25519, DEVICE_PROOF, hash, proof) {
-                self.stats.bad_proof += 1;
-                let m = "device key proof does not verify";
-                return Err(self.reject(s, RejectCode::BadProof, 0, m, true));
-            }
-            Ok(cert)
+            let m = if code == RejectCode::CertExpired {
+                format!("{e}; log in with your password")
+            } else {
+                e.to_string()
+            };
+            return Err(self.reject(s, code, 0, &m, false));
         }
+        if cert.x25519 != *x25519 {
+            self.stats.cert_key_mismatch += 1;
+            let m = "certificate belongs to another device";
+            return Err(self.reject(s, RejectCode::CertKeyMismatch, 0, m, true));
+        }
+        if !verify_signature(&cert.ed25519, DEVICE_PROOF, hash, proof) {
+            self.stats.bad_proof += 1;
+            let m = "device key proof does not verify";
+            return Err(self.reject(s, RejectCode::BadProof, 0, m, true));
+        }
+        Ok(cert)
     }
 
     fn on_register(
