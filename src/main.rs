@@ -244,10 +244,11 @@ struct DevicesArgs {
 
 #[derive(Debug, Subcommand)]
 enum DevicesCommand {
-    /// Revoke one of this account's devices (asks the password): it can
-    /// no longer log in or renew, and supernodes refuse it within a
-    /// minute. Log in again from a revoked device's replacement with a
-    /// new key; change the password too if the device was stolen.
+    /// Revoke one of this account's devices (asks the password)
+    ///
+    /// The device can no longer log in or renew, and supernodes refuse it
+    /// within a minute. If it was stolen, change the password too
+    /// (`natter passwd`).
     Revoke {
         /// The device: its id as `natter devices` prints it (at least 4
         /// hex digits) or its name
@@ -262,7 +263,8 @@ enum DevicesCommand {
 enum AdminCommand {
     /// Give an account the user or supernode role
     SetRole { user: String, role: Role },
-    /// Disable an account: no more logins or renewals
+    /// Disable an account: no more logins or renewals; supernodes refuse
+    /// it within a minute
     Disable { user: String },
     /// Enable a disabled account
     Enable { user: String },
@@ -270,9 +272,11 @@ enum AdminCommand {
     List,
     /// List an account's devices (id, name, first and last seen, revoked)
     Devices { user: String },
-    /// Revoke one device of an account, by its id (at least 4 hex digits)
-    /// or its name: it can no longer log in or renew, and supernodes
-    /// refuse it within a minute
+    /// Revoke one device of an account, by id or name
+    ///
+    /// DEVICE is its id as `natter admin devices` prints it (at least 4 hex
+    /// digits) or its name. It can no longer log in or renew, and
+    /// supernodes refuse it within a minute.
     Revoke { user: String, device: String },
 }
 
