@@ -5,7 +5,7 @@
 
 use crate::authority::client::LoginClient;
 use crate::authority::core::{AuthorityCore, Output, Policy, Session};
-use crate::authority::proto::{ClientHello, Request, Response, ServerHello};
+use crate::authority::proto::{AccountOp, ClientHello, Request, Response, ServerHello};
 use crate::crypto::ChannelHandshake;
 use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
 use crate::link::packet::Packet;
@@ -51,9 +51,24 @@ pub fn seeds() -> Vec<Vec<u8>> {
             password: "pw",
             ed25519: [1; 32],
             proof: [2; 64],
+            device_name: "laptop",
         }
         .encode(),
         Request::Renew {
+            cert: &cert,
+            proof: [3; 64],
+        }
+        .encode(),
+        Request::Account {
+            cert: &cert,
+            proof: [3; 64],
+            op: AccountOp::RevokeDevice {
+                password: "pw",
+                device: "laptop",
+            },
+        }
+        .encode(),
+        Request::Revocations {
             cert: &cert,
             proof: [3; 64],
         }
@@ -98,6 +113,16 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     );
     v.push(rec);
+    let (a, _, _) = keys();
+    v.push(
+        crate::identity::revocation::RevocationList::sign(
+            &a,
+            LINK_NOW,
+            vec![[1; 32]],
+            vec!["bob".into()],
+        )
+        .encode(),
+    );
     let env = envelope_seed();
     v.push(Msg::EnvSend { envelope: &env }.encode());
     v.push(Msg::EnvDeliver { envelope: &env }.encode());
@@ -372,8 +397,23 @@ pub fn envelope(b: &[u8]) {
     let _ = open(b, &d, "alice", &a.public(), LINK_NOW);
 }
 
+/// The revocation list: decodes, re-encodes to the same bytes, and its
+/// checks never panic.
+pub fn revocation(b: &[u8]) {
+    use crate::identity::revocation::{RevocationList, Revoked};
+    if let Ok(l) = RevocationList::decode(b) {
+        assert_eq!(l.encode(), b);
+        let (a, _, _) = keys();
+        let _ = l.verify(&a.public(), LINK_NOW / 1000);
+        let mut r = Revoked::default();
+        let _ = r.update(&l);
+        let _ = r.refuses("alice", &[0; 32]);
+    }
+}
+
 /// Every plain decoder.
 pub fn decoders(b: &[u8]) {
+    revocation(b);
     datagram(b);
     if let Ok(f) = Frame::decode(b) {
         assert_eq!(Frame::encode(f.kind, f.payload).ok().as_deref(), Some(b));

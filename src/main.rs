@@ -8,6 +8,7 @@ mod supernode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use natter::authority::store::{Device, RevokeOutcome};
 use natter::authority::{AuthorityServer, Store};
 use natter::clock::{Clock, SystemClock};
 use natter::config::{Authorities, Config, HostPort, PublicKey};
@@ -178,6 +179,11 @@ enum Command {
     Renew(ServerArgs),
     /// Show this device's identity and certificate
     Whoami,
+    /// Change this account's password, from a logged-in device (asks the
+    /// old password, then the new one twice)
+    Passwd(PasswdArgs),
+    /// List this account's devices (marking this one), or revoke one
+    Devices(DevicesArgs),
     /// Manage the authority's account database (run where the authority runs)
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -218,16 +224,60 @@ struct AccountArgs {
     server: ServerArgs,
 }
 
+#[derive(Debug, Args)]
+struct PasswdArgs {
+    /// Read the old password from the first line of standard input and
+    /// the new one from the second
+    #[arg(long)]
+    password_stdin: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+struct DevicesArgs {
+    #[command(subcommand)]
+    command: Option<DevicesCommand>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    /// Revoke one of this account's devices (asks the password)
+    ///
+    /// The device can no longer log in or renew, and supernodes refuse it
+    /// within a minute. If it was stolen, change the password too
+    /// (`natter passwd`).
+    Revoke {
+        /// The device: its id as `natter devices` prints it (at least 4
+        /// hex digits) or its name
+        device: String,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
     /// Give an account the user or supernode role
     SetRole { user: String, role: Role },
-    /// Disable an account: no more logins or renewals
+    /// Disable an account: no more logins or renewals; supernodes refuse
+    /// it within a minute
     Disable { user: String },
     /// Enable a disabled account
     Enable { user: String },
     /// List accounts
     List,
+    /// List an account's devices (id, name, first and last seen, revoked)
+    Devices { user: String },
+    /// Revoke one device of an account, by id or name
+    ///
+    /// DEVICE is its id as `natter admin devices` prints it (at least 4 hex
+    /// digits) or its name. It can no longer log in or renew, and
+    /// supernodes refuse it within a minute.
+    Revoke { user: String, device: String },
 }
 
 /// The mode flags of earlier releases, and the subcommand each became.
@@ -440,6 +490,8 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         Some(Command::Login(a)) => rt.block_on(login(&config, &data_dir, a)),
         Some(Command::Renew(s)) => rt.block_on(renew(&config, &data_dir, s)),
         Some(Command::Whoami) => whoami(&data_dir),
+        Some(Command::Passwd(a)) => rt.block_on(passwd(&config, &data_dir, a)),
+        Some(Command::Devices(a)) => rt.block_on(devices(&config, &data_dir, a)),
         Some(Command::Admin(c)) => admin(&config, &data_dir, c),
         Some(Command::Demo { once }) => {
             let keys = natter::ui::KeyMap::from_config(&config.keys);
@@ -803,6 +855,62 @@ async fn renew(config: &Config, data_dir: &Path, s: ServerArgs) -> Result<()> {
     Ok(())
 }
 
+/// This device's certificate, for requests made with it.
+fn own_certificate(data_dir: &Path) -> Result<natter::identity::Certificate> {
+    DeviceFiles::new(data_dir)
+        .certificate()?
+        .context("this device has no certificate: run `natter login USER` first")
+}
+
+async fn passwd(config: &Config, data_dir: &Path, a: PasswdArgs) -> Result<()> {
+    let cert = own_certificate(data_dir)?;
+    if !a.password_stdin {
+        eprintln!("changing the password of {}", cert.username);
+    }
+    let old = read_password(a.password_stdin, false)?;
+    if !a.password_stdin {
+        eprintln!("new password:");
+    }
+    let new = read_password(a.password_stdin, true)?;
+    validate_password(&new)?;
+    let (mut conn, _) = connect(config, data_dir, &a.server).await?;
+    let m = conn.change_password(&cert, &old, &new).await?;
+    println!("{m}");
+    Ok(())
+}
+
+async fn devices(config: &Config, data_dir: &Path, a: DevicesArgs) -> Result<()> {
+    let cert = own_certificate(data_dir)?;
+    match a.command {
+        None => {
+            let (mut conn, _) = connect(config, data_dir, &a.server).await?;
+            let list = conn.devices(&cert).await?;
+            let list: Vec<Device> = list
+                .into_iter()
+                .map(|d| Device {
+                    ed25519: d.ed25519,
+                    name: d.name,
+                    first_seen: d.first_seen,
+                    last_seen: d.last_seen,
+                    revoked_at: (d.revoked_at != 0).then_some(d.revoked_at),
+                })
+                .collect();
+            println!("devices of {}:", cert.username);
+            print_devices(&list, Some(&cert.ed25519));
+        }
+        Some(DevicesCommand::Revoke {
+            device,
+            password_stdin,
+        }) => {
+            let password = read_password(password_stdin, false)?;
+            let (mut conn, _) = connect(config, data_dir, &a.server).await?;
+            let m = conn.revoke_device(&cert, &password, &device).await?;
+            println!("{m}");
+        }
+    }
+    Ok(())
+}
+
 fn whoami(data_dir: &Path) -> Result<()> {
     let files = DeviceFiles::new(data_dir);
     let (device, _) = files.identity()?;
@@ -864,12 +972,12 @@ fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
         }
         AdminCommand::Disable { user } => {
             let u = Username::parse(&user)?;
-            store.set_disabled(&u, true)?;
-            println!("{u} is disabled");
+            store.set_disabled(&u, true, unix_now())?;
+            println!("{u} is disabled (supernodes refuse it within a minute)");
         }
         AdminCommand::Enable { user } => {
             let u = Username::parse(&user)?;
-            store.set_disabled(&u, false)?;
+            store.set_disabled(&u, false, unix_now())?;
             println!("{u} is enabled");
         }
         AdminCommand::List => {
@@ -877,8 +985,55 @@ fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
                 println!("{name}");
             }
         }
+        AdminCommand::Devices { user } => {
+            let u = Username::parse(&user)?;
+            print_devices(&store.devices(&u)?, None);
+        }
+        AdminCommand::Revoke { user, device } => {
+            let u = Username::parse(&user)?;
+            match store.revoke_device(&u, &device, unix_now())? {
+                RevokeOutcome::Revoked(d) => println!(
+                    "revoked {u}'s device {} ({}): no more logins or renewals; supernodes refuse it within a minute",
+                    hex_encode(&d.ed25519[..8]),
+                    d.name
+                ),
+                RevokeOutcome::NoSuchDevice => {
+                    bail!("{u} has no device {device:?}; `natter admin devices {u}` lists them")
+                }
+                RevokeOutcome::Ambiguous => {
+                    bail!("{device:?} names several of {u}'s devices; give more of the id")
+                }
+            }
+        }
     }
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemClock.unix_ms() / 1000
+}
+
+/// One line per device: id (16 hex digits of its key), name, first and
+/// last seen, revoked; `this` marks the device running the command.
+fn print_devices(devices: &[Device], this: Option<&[u8; 32]>) {
+    for d in devices {
+        let mark = if Some(&d.ed25519) == this {
+            "  (this device)"
+        } else {
+            ""
+        };
+        let revoked = d
+            .revoked_at
+            .map(|t| format!("  revoked {}", fmt_time(t)))
+            .unwrap_or_default();
+        println!(
+            "{}  {}  first {}  last {}{revoked}{mark}",
+            hex_encode(&d.ed25519[..8]),
+            d.name,
+            fmt_time(d.first_seen),
+            fmt_time(d.last_seen)
+        );
+    }
 }
 
 #[cfg(test)]

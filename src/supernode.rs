@@ -7,6 +7,7 @@
 use anyhow::{Context, Result, bail};
 use natter::clock::{Clock, SystemClock};
 use natter::config::{Config, HostPort};
+use natter::identity::revocation::FETCH_INTERVAL_MS;
 use natter::identity::{Certificate, DeviceIdentity, Role, cert::fmt_time};
 use natter::link::{LinkConfig, LinkEndpoint};
 use natter::metrics::supernode::RelayCounters;
@@ -96,6 +97,56 @@ fn spawn_renewal(
                     }
                 }
                 Err(e) => tracing::warn!("certificate renewal failed (will retry): {e}"),
+            }
+        }
+    });
+}
+
+/// Fetch the authority's signed revocation list at start and every
+/// [`FETCH_INTERVAL_MS`] and hand it to the node, which refuses the
+/// devices and accounts it names and closes their sessions: a revoked
+/// device or a disabled account is refused within a minute. A failed
+/// fetch is logged and tried again at the next interval (the node keeps
+/// the last list it took).
+fn spawn_revocations(
+    config: Config,
+    data_dir: std::path::PathBuf,
+    device: DeviceIdentity,
+    key: [u8; 32],
+    commands: tokio::sync::mpsc::Sender<Command>,
+) {
+    tokio::spawn(async move {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let files = DeviceFiles::new(&data_dir);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(FETCH_INTERVAL_MS));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Ok(Some(cert)) = files.certificate() else {
+                continue;
+            };
+            let fetched = async {
+                let mut c = AuthorityConnection::connect_any(
+                    &config.login.server,
+                    key,
+                    &device,
+                    clock.clone(),
+                )
+                .await?;
+                c.revocations(&cert).await
+            }
+            .await;
+            match fetched {
+                Ok(list) => {
+                    if commands
+                        .send(Command::SetRevocations { list })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("revocation list fetch failed (will retry): {e}"),
             }
         }
     });
@@ -278,6 +329,13 @@ pub async fn run(
     use std::io::Write;
     let _ = std::io::stdout().flush();
     spawn_renewal(
+        config.clone(),
+        data_dir.to_owned(),
+        device.clone(),
+        key,
+        node.commands.clone(),
+    );
+    spawn_revocations(
         config.clone(),
         data_dir.to_owned(),
         device,

@@ -32,6 +32,12 @@ pub enum ClientError {
 pub enum Answer {
     Registered(String),
     Certificate(Certificate),
+    /// The account's devices.
+    Devices(Vec<DeviceEntry>),
+    /// An account operation was done; what to tell the user.
+    Done(String),
+    /// The signed revocation list, encoded (supernodes verify it).
+    Revocations(Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -143,6 +149,9 @@ impl LoginClient {
                 }
                 Ok(Answer::Certificate(cert))
             }
+            Response::Devices { devices } => Ok(Answer::Devices(devices)),
+            Response::Done { message } => Ok(Answer::Done(message.to_owned())),
+            Response::Revocations { list } => Ok(Answer::Revocations(list.to_vec())),
             Response::Error {
                 code,
                 retry_after_secs,
@@ -185,12 +194,49 @@ impl LoginClient {
     }
 
     pub fn login(&mut self, username: &str, password: &str) -> Result<Vec<u8>, ClientError> {
+        self.login_named(username, password, "")
+    }
+
+    /// Log in, naming this device in the account's device list (if it
+    /// is new there).
+    pub fn login_named(
+        &mut self,
+        username: &str,
+        password: &str,
+        device_name: &str,
+    ) -> Result<Vec<u8>, ClientError> {
         let proof = self.proof()?;
         let ed25519 = self.device.ed25519_public();
         self.seal(&Request::Login {
             username,
             password,
             ed25519,
+            proof,
+            device_name,
+        })
+    }
+
+    /// An account operation from this logged-in device.
+    pub fn account(
+        &mut self,
+        cert: &Certificate,
+        op: AccountOp<'_>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let proof = self.proof()?;
+        let bytes = cert.encode();
+        self.seal(&Request::Account {
+            cert: &bytes,
+            proof,
+            op,
+        })
+    }
+
+    /// Ask for the revocation list (a supernode's certificate).
+    pub fn revocations(&mut self, cert: &Certificate) -> Result<Vec<u8>, ClientError> {
+        let proof = self.proof()?;
+        let bytes = cert.encode();
+        self.seal(&Request::Revocations {
+            cert: &bytes,
             proof,
         })
     }

@@ -6,11 +6,19 @@
 //! gets back bytes to send and [`Job`]s (password hashing and database
 //! access) to run off the core, whose results it feeds back with
 //! [`AuthorityCore::on_job_done`].
+//!
+//! Requests: register, log in with the password, renew with the device
+//! key; from a logged-in device (certificate and device proof), list the
+//! account's devices, change the password or revoke a device (both with
+//! the password, throttled as logins are); and, for supernodes, the
+//! signed revocation list. A revoked device or a disabled account is
+//! refused at login, renewal and every account request.
 
 use super::admission::{Admission, AdmissionPolicy, AdmissionStats};
 use super::proto::*;
 use super::throttle::{Throttle, ThrottlePolicy};
 use crate::crypto::noise::{Handshake, IK, Transport};
+use crate::identity::revocation::RevocationList;
 use crate::identity::{
     AuthorityKey, CertError, Certificate, Role, Username, validate_password, verify_signature,
 };
@@ -74,6 +82,18 @@ pub struct AuthorityStats {
     pub cert_unknown_issuer: u64,
     pub cert_bad_signature: u64,
     pub cert_key_mismatch: u64,
+    /// Logins, renewals and account requests refused: device revoked.
+    pub revoked_device: u64,
+    /// Devices revoked by their owners (`natter devices revoke`).
+    pub devices_revoked: u64,
+    pub password_changes: u64,
+    /// Device lists sent (`natter devices`).
+    pub device_lists: u64,
+    /// Revocation lists signed for supernodes.
+    pub revocation_lists: u64,
+    /// Revocation lists asked for by a certificate that is not a
+    /// supernode's.
+    pub not_a_supernode: u64,
     pub internal_errors: u64,
     /// Connection slots: admissions, refusals, evictions, deadlines.
     pub admission: AdmissionStats,
@@ -87,6 +107,7 @@ impl std::fmt::Display for AuthorityStats {
              hash_queue_full={} \
              replayed={} clock_skew={} bad_handshakes={} malformed={} bad_proof={} cert_expired={} \
              cert_unknown_issuer={} cert_bad_signature={} cert_key_mismatch={} \
+             revoked_device={} devices_revoked={} password_changes={} revocation_lists={} \
              conn_refused_address_cap={} conn_refused_full={} conn_evicted={} conn_frame_deadline={} \
              conn_idle={}",
             self.registrations,
@@ -105,6 +126,10 @@ impl std::fmt::Display for AuthorityStats {
             self.cert_unknown_issuer,
             self.cert_bad_signature,
             self.cert_key_mismatch,
+            self.revoked_device,
+            self.devices_revoked,
+            self.password_changes,
+            self.revocation_lists,
             self.admission.refused_address_cap,
             self.admission.refused_full,
             self.admission.evicted,
@@ -136,9 +161,53 @@ pub enum Job {
         source: IpAddr,
         /// The device asking: known devices are shared too (PostgreSQL).
         ed25519: [u8; 32],
+        /// How the device names itself, for the account's device list.
+        device_name: String,
     },
-    /// Look the account up (renewal: is it still there, which role).
-    LoadAccount { username: Username },
+    /// Look the account up (renewal: is it still there, which role) and
+    /// mark the device seen, unless it is revoked.
+    LoadAccount {
+        username: Username,
+        ed25519: [u8; 32],
+    },
+    /// An operation on the account from one of its devices (holding a
+    /// valid certificate): the account must be enabled and the device
+    /// not revoked.
+    Account {
+        username: Username,
+        ed25519: [u8; 32],
+        op: AccountJob,
+        /// Counted against in the shared throttle (PostgreSQL), for the
+        /// operations that check a password.
+        source: IpAddr,
+    },
+    /// What the revocation list holds: devices revoked and accounts
+    /// disabled at or after `since` (unix seconds).
+    Revocations { since: u64 },
+}
+
+/// The account operations, as run by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountJob {
+    ListDevices,
+    /// Check `old`, then store the argon2id hash of `new`.
+    ChangePassword {
+        old: String,
+        new: String,
+    },
+    /// Check the password, then revoke the device `device` names.
+    RevokeDevice {
+        password: String,
+        device: String,
+    },
+}
+
+impl AccountJob {
+    /// Whether it checks a password (and so takes a hashing slot and
+    /// counts against the login throttle).
+    pub fn checks_password(&self) -> bool {
+        !matches!(self, AccountJob::ListDevices)
+    }
 }
 
 /// What the store knows of an account.
@@ -161,6 +230,22 @@ pub enum JobResult {
     /// Locked out by the throttle shared with other authorities: this
     /// many milliseconds to wait.
     Throttled(u64),
+    /// The asking device is revoked.
+    DeviceRevoked,
+    /// The account's devices (oldest first).
+    Devices(Vec<Device>),
+    PasswordChanged,
+    /// This device was revoked by the request.
+    Revoked(Device),
+    /// No device has that id or name (`ambiguous`: several do).
+    NoSuchDevice {
+        ambiguous: bool,
+    },
+    /// Revoked device keys and disabled accounts, newest first.
+    Revocations {
+        devices: Vec<[u8; 32]>,
+        accounts: Vec<String>,
+    },
     Failed(String),
 }
 
@@ -179,6 +264,20 @@ enum Pending {
         ed25519: [u8; 32],
     },
     Renew(Certificate),
+    Account {
+        username: Username,
+        ed25519: [u8; 32],
+        op: PendingOp,
+    },
+    Revocations,
+}
+
+/// Which account operation is pending (its secrets stay with the job).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingOp {
+    ListDevices,
+    ChangePassword,
+    RevokeDevice,
 }
 
 #[derive(Debug)]
@@ -411,6 +510,7 @@ impl AuthorityCore {
                 password,
                 ed25519,
                 proof,
+                device_name,
             } => {
                 let Ok(user) = Username::parse(username) else {
                     // Same answer as a wrong password: no hint either way.
@@ -450,63 +550,161 @@ impl AuthorityCore {
                     known_device,
                     source: s.peer,
                     ed25519,
+                    device_name: device_name.to_owned(),
                 })]
             }
             Request::Renew { cert, proof } => {
-                let cert = match Certificate::decode(cert) {
+                let cert = match self.device_cert(s, now_ms, cert, &proof, &hash, &x25519) {
                     Ok(c) => c,
-                    Err(e) => {
-                        self.stats.malformed += 1;
-                        let m = format!("malformed certificate: {e}");
-                        return self.reject(s, RejectCode::Malformed, 0, &m, true);
-                    }
+                    Err(out) => return out,
                 };
-                if let Err(e) = cert.verify(&self.public, now_ms / 1000) {
-                    let code = match e {
-                        CertError::Expired { .. } => {
-                            self.stats.cert_expired += 1;
-                            RejectCode::CertExpired
-                        }
-                        CertError::UnknownIssuer { .. } => {
-                            self.stats.cert_unknown_issuer += 1;
-                            RejectCode::CertUnknownIssuer
-                        }
-                        CertError::KeyMismatch => {
-                            self.stats.cert_key_mismatch += 1;
-                            RejectCode::CertKeyMismatch
-                        }
-                        CertError::BadSignature
-                        | CertError::BadUsername
-                        | CertError::NotYetValid { .. }
-                        | CertError::Malformed(_) => {
-                            self.stats.cert_bad_signature += 1;
-                            RejectCode::CertBadSignature
-                        }
-                    };
-                    let m = if code == RejectCode::CertExpired {
-                        format!("{e}; log in with your password")
-                    } else {
-                        e.to_string()
-                    };
-                    return self.reject(s, code, 0, &m, false);
-                }
-                if cert.x25519 != x25519 {
-                    self.stats.cert_key_mismatch += 1;
-                    let m = "certificate belongs to another device";
-                    return self.reject(s, RejectCode::CertKeyMismatch, 0, m, true);
-                }
-                if !verify_signature(&cert.ed25519, DEVICE_PROOF, &hash, &proof) {
-                    self.stats.bad_proof += 1;
-                    let m = "device key proof does not verify";
-                    return self.reject(s, RejectCode::BadProof, 0, m, true);
-                }
                 let Ok(username) = Username::parse(&cert.username) else {
                     return self.internal(s, "verified certificate with invalid username");
                 };
+                let ed25519 = cert.ed25519;
                 s.pending = Some(Pending::Renew(cert));
-                vec![Output::Job(Job::LoadAccount { username })]
+                vec![Output::Job(Job::LoadAccount { username, ed25519 })]
+            }
+            Request::Account { cert, proof, op } => {
+                let cert = match self.device_cert(s, now_ms, cert, &proof, &hash, &x25519) {
+                    Ok(c) => c,
+                    Err(out) => return out,
+                };
+                let Ok(username) = Username::parse(&cert.username) else {
+                    return self.internal(s, "verified certificate with invalid username");
+                };
+                let (pending, job) = match op {
+                    AccountOp::ListDevices => (PendingOp::ListDevices, AccountJob::ListDevices),
+                    AccountOp::ChangePassword { old, new } => {
+                        if let Err(e) = validate_password(new) {
+                            return self.reject(
+                                s,
+                                RejectCode::WeakPassword,
+                                0,
+                                &e.to_string(),
+                                false,
+                            );
+                        }
+                        (
+                            PendingOp::ChangePassword,
+                            AccountJob::ChangePassword {
+                                old: old.to_owned(),
+                                new: new.to_owned(),
+                            },
+                        )
+                    }
+                    AccountOp::RevokeDevice { password, device } => (
+                        PendingOp::RevokeDevice,
+                        AccountJob::RevokeDevice {
+                            password: password.to_owned(),
+                            device: device.to_owned(),
+                        },
+                    ),
+                };
+                // A stolen device guessing the password here is throttled
+                // as a stranger would be.
+                if job.checks_password()
+                    && !self.shared_throttle
+                    && let Err(wait) =
+                        self.throttle
+                            .login_attempt(now_ms, username.as_str(), s.peer, false)
+                {
+                    return self.throttled(s, wait, "too many failed password attempts");
+                }
+                s.pending = Some(Pending::Account {
+                    username: username.clone(),
+                    ed25519: cert.ed25519,
+                    op: pending,
+                });
+                vec![Output::Job(Job::Account {
+                    username,
+                    ed25519: cert.ed25519,
+                    op: job,
+                    source: s.peer,
+                })]
+            }
+            Request::Revocations { cert, proof } => {
+                let cert = match self.device_cert(s, now_ms, cert, &proof, &hash, &x25519) {
+                    Ok(c) => c,
+                    Err(out) => return out,
+                };
+                if cert.role != Role::Supernode {
+                    self.stats.not_a_supernode += 1;
+                    let m = "only supernodes fetch the revocation list";
+                    return self.reject(s, RejectCode::NotASupernode, 0, m, true);
+                }
+                s.pending = Some(Pending::Revocations);
+                // Entries stay while a certificate issued before them may
+                // still be valid.
+                let keep = self.policy.certificate_lifetime_secs
+                    + BACKDATE_SECS
+                    + self.policy.max_clock_skew_ms / 1000;
+                vec![Output::Job(Job::Revocations {
+                    since: (now_ms / 1000).saturating_sub(keep),
+                })]
             }
         }
+    }
+
+    /// Check a device's certificate and its proof on this channel (the
+    /// requests a logged-in device makes without its password).
+    fn device_cert(
+        &mut self,
+        s: &mut Session,
+        now_ms: u64,
+        cert: &[u8],
+        proof: &[u8; 64],
+        hash: &[u8],
+        x25519: &[u8; 32],
+    ) -> Result<Certificate, Vec<Output>> {
+        let cert = match Certificate::decode(cert) {
+            Ok(c) => c,
+            Err(e) => {
+                self.stats.malformed += 1;
+                let m = format!("malformed certificate: {e}");
+                return Err(self.reject(s, RejectCode::Malformed, 0, &m, true));
+            }
+        };
+        if let Err(e) = cert.verify(&self.public, now_ms / 1000) {
+            let code = match e {
+                CertError::Expired { .. } => {
+                    self.stats.cert_expired += 1;
+                    RejectCode::CertExpired
+                }
+                CertError::UnknownIssuer { .. } => {
+                    self.stats.cert_unknown_issuer += 1;
+                    RejectCode::CertUnknownIssuer
+                }
+                CertError::KeyMismatch => {
+                    self.stats.cert_key_mismatch += 1;
+                    RejectCode::CertKeyMismatch
+                }
+                CertError::BadSignature
+                | CertError::BadUsername
+                | CertError::NotYetValid { .. }
+                | CertError::Malformed(_) => {
+                    self.stats.cert_bad_signature += 1;
+                    RejectCode::CertBadSignature
+                }
+            };
+            let m = if code == RejectCode::CertExpired {
+                format!("{e}; log in with your password")
+            } else {
+                e.to_string()
+            };
+            return Err(self.reject(s, code, 0, &m, false));
+        }
+        if cert.x25519 != *x25519 {
+            self.stats.cert_key_mismatch += 1;
+            let m = "certificate belongs to another device";
+            return Err(self.reject(s, RejectCode::CertKeyMismatch, 0, m, true));
+        }
+        if !verify_signature(&cert.ed25519, DEVICE_PROOF, hash, proof) {
+            self.stats.bad_proof += 1;
+            let m = "device key proof does not verify";
+            return Err(self.reject(s, RejectCode::BadProof, 0, m, true));
+        }
+        Ok(cert)
     }
 
     fn on_register(
@@ -635,6 +833,118 @@ impl AuthorityCore {
                     false,
                 )
             }
+            (
+                Pending::Login { .. } | Pending::Renew(_) | Pending::Account { .. },
+                JobResult::DeviceRevoked,
+            ) => {
+                self.stats.revoked_device += 1;
+                tracing::info!(peer = %s.peer, "request from a revoked device refused");
+                let m = "this device was revoked; log in from another device";
+                self.reject(s, RejectCode::DeviceRevoked, 0, m, false)
+            }
+            (Pending::Account { .. }, JobResult::Account(Some(info))) if info.disabled => {
+                self.stats.disabled_account += 1;
+                self.reject(
+                    s,
+                    RejectCode::AccountDisabled,
+                    0,
+                    "this account is disabled",
+                    false,
+                )
+            }
+            (Pending::Account { .. }, JobResult::Account(None)) => {
+                self.stats.unknown_user += 1;
+                let m = "this account no longer exists";
+                self.reject(s, RejectCode::InvalidCredentials, 0, m, false)
+            }
+            (Pending::Account { username, .. }, JobResult::Throttled(wait)) => {
+                tracing::debug!(user = %username, "account request throttled");
+                self.throttled(s, wait, "too many failed password attempts")
+            }
+            (Pending::Account { username, .. }, JobResult::WrongPassword) => {
+                // Counted against the throttle when it was asked.
+                self.stats.wrong_password += 1;
+                tracing::info!(user = %username, "account request: wrong password");
+                self.invalid_credentials(s)
+            }
+            (
+                Pending::Account {
+                    op: PendingOp::ListDevices,
+                    ..
+                },
+                JobResult::Devices(list),
+            ) => {
+                self.stats.device_lists += 1;
+                let devices = list
+                    .into_iter()
+                    .map(|d| DeviceEntry {
+                        ed25519: d.ed25519,
+                        name: d.name,
+                        first_seen: d.first_seen,
+                        last_seen: d.last_seen,
+                        revoked_at: d.revoked_at.unwrap_or(0),
+                    })
+                    .collect();
+                self.respond(s, &Response::Devices { devices }.encode(), false)
+            }
+            (
+                Pending::Account {
+                    op: PendingOp::ChangePassword,
+                    username,
+                    ..
+                },
+                JobResult::PasswordChanged,
+            ) => {
+                self.stats.password_changes += 1;
+                self.throttle.login_succeeded(username.as_str(), s.peer);
+                tracing::info!(user = %username, "password changed");
+                let m = "password changed: log in with the new one from now on";
+                self.respond(s, &Response::Done { message: m }.encode(), false)
+            }
+            (
+                Pending::Account {
+                    op: PendingOp::RevokeDevice,
+                    username,
+                    ed25519,
+                },
+                JobResult::Revoked(d),
+            ) => {
+                self.stats.devices_revoked += 1;
+                self.throttle.login_succeeded(username.as_str(), s.peer);
+                let id = hex_encode(&d.ed25519[..8]);
+                tracing::info!(user = %username, device = %id, "device revoked");
+                let own = if d.ed25519 == ed25519 {
+                    " (this device)"
+                } else {
+                    ""
+                };
+                let m = format!(
+                    "device {id} ({}){own} revoked: it can no longer log in or renew, and supernodes refuse it within a minute",
+                    d.name
+                );
+                self.respond(s, &Response::Done { message: &m }.encode(), false)
+            }
+            (
+                Pending::Account {
+                    op: PendingOp::RevokeDevice,
+                    username,
+                    ..
+                },
+                JobResult::NoSuchDevice { ambiguous },
+            ) => {
+                self.throttle.login_succeeded(username.as_str(), s.peer);
+                let m = if ambiguous {
+                    "that names several devices; give more of the id (`natter devices` lists them)"
+                } else {
+                    "no such device (`natter devices` lists them)"
+                };
+                self.reject(s, RejectCode::NoSuchDevice, 0, m, false)
+            }
+            (Pending::Revocations, JobResult::Revocations { devices, accounts }) => {
+                self.stats.revocation_lists += 1;
+                let list = RevocationList::sign(&self.key, now_ms, devices, accounts).encode();
+                self.respond(s, &Response::Revocations { list: &list }.encode(), false)
+            }
             (Pending::Renew(_), JobResult::Account(None)) => {
                 self.stats.unknown_user += 1;
                 self.reject(
@@ -747,6 +1057,47 @@ pub struct Account {
     pub last_login: Option<u64>,
 }
 
+/// Devices remembered per account; a new one beyond this forgets the
+/// least recently seen device that is not revoked.
+pub const MAX_DEVICES: usize = 32;
+
+/// What `Store::device_seen` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Known (or now added) and not revoked.
+    Active,
+    /// Revoked: no login or renewal for it.
+    Revoked,
+}
+
+/// The name a new device is listed under: the one it gave, else
+/// "device-" and the start of its id.
+pub fn default_name(name: &str, ed25519: &[u8; 32]) -> String {
+    if name.is_empty() {
+        format!("device-{}", crate::wire::hex_encode(&ed25519[..4]))
+    } else {
+        name.to_owned()
+    }
+}
+
+/// What the revocation list is made of, newest first: revoked devices as
+/// (username, ed25519 key), and disabled accounts' usernames.
+pub type RevokedEntries = (Vec<(String, [u8; 32])>, Vec<String>);
+
+/// One device of an account, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Its ed25519 key; the hex of it is the device's id.
+    pub ed25519: [u8; 32],
+    /// The name it gave at its first login (or "device-" and its id).
+    pub name: String,
+    /// First login and last login or renewal (unix seconds).
+    pub first_seen: u64,
+    pub last_seen: u64,
+    /// When it was revoked (unix seconds), if it was.
+    pub revoked_at: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -813,5 +1164,163 @@ mod tests {
             ),
             "{out:?}"
         );
+    }
+
+    /// A session past its handshake for device `d`, and its client.
+    fn open(core: &mut AuthorityCore, d: &DeviceIdentity) -> (Session, LoginClient) {
+        let mut s = Session::new([10, 0, 0, 2].into());
+        let (mut client, hello) = LoginClient::start(d, core.public_key(), NOW).unwrap();
+        let out = core.on_frame(&mut s, NOW, Frame::decode(&hello).unwrap());
+        let Some(Output::Send(w)) = out.into_iter().next() else {
+            panic!("no welcome")
+        };
+        client.on_frame(NOW, Frame::decode(&w).unwrap()).unwrap();
+        (s, client)
+    }
+
+    /// The client's reading of the core's one answer.
+    fn answer(
+        client: &mut LoginClient,
+        out: Vec<Output>,
+    ) -> Result<crate::authority::Answer, crate::authority::ClientError> {
+        let Some(Output::Send(f)) = out.into_iter().next() else {
+            panic!("no answer")
+        };
+        client
+            .on_frame(NOW, Frame::decode(&f).unwrap())
+            .map(|a| a.expect("an answer"))
+    }
+
+    fn code(r: Result<crate::authority::Answer, crate::authority::ClientError>) -> RejectCode {
+        match r {
+            Err(crate::authority::ClientError::Rejected { code, .. }) => code,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    /// Issue 14.9: a revoked device is refused at renewal, account
+    /// requests carry the device and check the password, and only a
+    /// supernode gets the signed revocation list.
+    #[test]
+    fn revocation_at_renewal_account_requests_and_the_list() {
+        let seed = || rand::rngs::StdRng::seed_from_u64(21);
+        let mut core = AuthorityCore::new(AuthorityKey::generate(&mut seed()), Policy::default());
+        let key = AuthorityKey::generate(&mut seed());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+        let d = DeviceIdentity::generate(&mut rng);
+        let user = Username::parse("alice").unwrap();
+        let issue = |role| {
+            Certificate::issue(
+                &key,
+                1,
+                role,
+                NOW / 1000 - 10,
+                NOW / 1000 + 3600,
+                &user,
+                d.ed25519_public(),
+                d.x25519_public(),
+            )
+        };
+        let cert = issue(Role::User);
+
+        // Renewal carries the device; the store says it is revoked.
+        let (mut s, mut c) = open(&mut core, &d);
+        let out = core.on_frame(
+            &mut s,
+            NOW,
+            Frame::decode(&c.renew(&cert).unwrap()).unwrap(),
+        );
+        assert!(
+            matches!(out.as_slice(), [Output::Job(Job::LoadAccount { ed25519, .. })] if *ed25519 == d.ed25519_public()),
+            "{out:?}"
+        );
+        let out = core.on_job_done(&mut s, NOW, JobResult::DeviceRevoked, 2);
+        assert_eq!(code(answer(&mut c, out)), RejectCode::DeviceRevoked);
+        assert_eq!(core.stats().revoked_device, 1);
+
+        // A weak new password is refused before any job.
+        let (mut s, mut c) = open(&mut core, &d);
+        let op = AccountOp::ChangePassword {
+            old: "old password",
+            new: "short",
+        };
+        let f = c.account(&cert, op).unwrap();
+        let out = core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+        assert_eq!(code(answer(&mut c, out)), RejectCode::WeakPassword);
+        // A good one goes to the store; its answer is passed on.
+        let (mut s, mut c) = open(&mut core, &d);
+        let op = AccountOp::ChangePassword {
+            old: "old password",
+            new: "new password 2",
+        };
+        let f = c.account(&cert, op).unwrap();
+        let out = core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+        assert!(
+            matches!(
+                out.as_slice(),
+                [Output::Job(Job::Account {
+                    op: AccountJob::ChangePassword { .. },
+                    ..
+                })]
+            ),
+            "{out:?}"
+        );
+        let out = core.on_job_done(&mut s, NOW, JobResult::PasswordChanged, 3);
+        assert!(matches!(
+            answer(&mut c, out),
+            Ok(crate::authority::Answer::Done(_))
+        ));
+        assert_eq!(core.stats().password_changes, 1);
+        // Wrong password for a revocation: refused, and counted against
+        // the login throttle (a stolen device cannot guess freely).
+        for i in 0..8 {
+            let (mut s, mut c) = open(&mut core, &d);
+            let op = AccountOp::RevokeDevice {
+                password: "guess",
+                device: "laptop",
+            };
+            let f = c.account(&cert, op).unwrap();
+            let out = core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+            if i < 5 {
+                let out = core.on_job_done(&mut s, NOW, JobResult::WrongPassword, 4);
+                assert_eq!(code(answer(&mut c, out)), RejectCode::InvalidCredentials);
+            } else {
+                assert_eq!(
+                    code(answer(&mut c, out)),
+                    RejectCode::Throttled,
+                    "guess {i}"
+                );
+            }
+        }
+
+        // The revocation list: not for a user's certificate.
+        let (mut s, mut c) = open(&mut core, &d);
+        let f = c.revocations(&cert).unwrap();
+        let out = core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+        assert_eq!(code(answer(&mut c, out)), RejectCode::NotASupernode);
+        // A supernode's: signed, verifiable, naming what the store said.
+        let sn = issue(Role::Supernode);
+        let (mut s, mut c) = open(&mut core, &d);
+        let f = c.revocations(&sn).unwrap();
+        let out = core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
+        let since = NOW / 1000 - 24 * 3600 - BACKDATE_SECS - 120;
+        assert!(
+            matches!(out.as_slice(), [Output::Job(Job::Revocations { since: got })] if *got == since),
+            "{out:?}"
+        );
+        let result = JobResult::Revocations {
+            devices: vec![[5; 32]],
+            accounts: vec!["bob".into()],
+        };
+        let out = core.on_job_done(&mut s, NOW, result, 5);
+        let Ok(crate::authority::Answer::Revocations(bytes)) = answer(&mut c, out) else {
+            panic!("no list")
+        };
+        let list = RevocationList::decode(&bytes).unwrap();
+        list.verify(&core.public_key(), NOW / 1000).unwrap();
+        let mut r = crate::identity::revocation::Revoked::default();
+        r.update(&list).unwrap();
+        assert!(r.refuses("bob", &[1; 32]) && r.refuses("carol", &[5; 32]));
+        assert!(!r.refuses("alice", &d.ed25519_public()));
     }
 }

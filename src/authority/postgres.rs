@@ -10,7 +10,9 @@
 //! connection that broke is dropped and a new one made on next use, so an
 //! authority rides out a database restart.
 
-use super::core::{Account, AccountInfo};
+use super::core::{
+    Account, AccountInfo, Device, DeviceState, MAX_DEVICES, RevokedEntries, default_name,
+};
 use super::throttle::{Failures, ThrottlePolicy};
 use crate::identity::{Role, Username};
 use crate::limits::SourceKey;
@@ -79,6 +81,19 @@ const MIGRATIONS: &[&str] = &[
         username TEXT NOT NULL,
         last_ms BIGINT NOT NULL
     );",
+    // 2: each account's devices (issue 14.9), and when an account was
+    // disabled (for the revocation list).
+    "CREATE TABLE devices (
+        username TEXT NOT NULL,
+        ed25519 BYTEA NOT NULL,
+        name TEXT NOT NULL,
+        first_seen BIGINT NOT NULL,
+        last_seen BIGINT NOT NULL,
+        revoked_at BIGINT,
+        PRIMARY KEY (username, ed25519)
+    );
+    CREATE INDEX devices_revoked ON devices (revoked_at);
+    ALTER TABLE accounts ADD COLUMN disabled_at BIGINT;",
 ];
 
 /// A device unused this long is a stranger again.
@@ -315,9 +330,170 @@ impl PgStore {
         self.update(sql, user, &role.as_str())
     }
 
-    pub fn set_disabled(&self, user: &Username, disabled: bool) -> Result<bool, PgError> {
-        let sql = "UPDATE accounts SET disabled = $2 WHERE username = $1";
-        self.update(sql, user, &disabled)
+    pub fn set_disabled(
+        &self,
+        user: &Username,
+        disabled: bool,
+        at: Option<i64>,
+    ) -> Result<bool, PgError> {
+        self.with(|c| {
+            let n = c
+                .execute(
+                    "UPDATE accounts SET disabled = $2, disabled_at = $3 WHERE username = $1",
+                    &[&user.as_str(), &disabled, &at],
+                )
+                .map_err(self.err())?;
+            Ok(n > 0)
+        })
+    }
+
+    pub fn set_password_hash(&self, user: &Username, hash: &str) -> Result<bool, PgError> {
+        let sql = "UPDATE accounts SET password_hash = $2 WHERE username = $1";
+        self.update(sql, user, &hash)
+    }
+
+    /// See `Store::device_seen`; one transaction, the
+    /// account's row locked so two authorities add devices one at a time.
+    pub fn device_seen(
+        &self,
+        user: &Username,
+        ed25519: &[u8; 32],
+        name: &str,
+        now: u64,
+    ) -> Result<DeviceState, PgError> {
+        self.with(|c| {
+            let e = self.err();
+            let mut tx = c.transaction().map_err(&e)?;
+            tx.execute(
+                "SELECT 1 FROM accounts WHERE username = $1 FOR UPDATE",
+                &[&user.as_str()],
+            )
+            .map_err(&e)?;
+            let key = &ed25519[..];
+            let found = tx
+                .query_opt(
+                    "SELECT revoked_at FROM devices WHERE username = $1 AND ed25519 = $2",
+                    &[&user.as_str(), &key],
+                )
+                .map_err(&e)?
+                .map(|r| r.get::<_, Option<i64>>(0));
+            let state = match found {
+                Some(Some(_)) => DeviceState::Revoked,
+                Some(None) => {
+                    tx.execute(
+                        "UPDATE devices SET last_seen = $3,
+                           name = CASE WHEN $4 = '' THEN name ELSE $4 END
+                         WHERE username = $1 AND ed25519 = $2",
+                        &[&user.as_str(), &key, &(now as i64), &name],
+                    )
+                    .map_err(&e)?;
+                    DeviceState::Active
+                }
+                None => {
+                    let n: i64 = tx
+                        .query_one(
+                            "SELECT count(*) FROM devices WHERE username = $1",
+                            &[&user.as_str()],
+                        )
+                        .map_err(&e)?
+                        .get(0);
+                    if n as usize >= MAX_DEVICES {
+                        tx.execute(
+                            "DELETE FROM devices WHERE (username, ed25519) IN (
+                               SELECT username, ed25519 FROM devices WHERE username = $1
+                               ORDER BY revoked_at IS NOT NULL, last_seen LIMIT 1)",
+                            &[&user.as_str()],
+                        )
+                        .map_err(&e)?;
+                    }
+                    tx.execute(
+                        "INSERT INTO devices (username, ed25519, name, first_seen, last_seen)
+                         VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING",
+                        &[
+                            &user.as_str(),
+                            &key,
+                            &default_name(name, ed25519),
+                            &(now as i64),
+                        ],
+                    )
+                    .map_err(&e)?;
+                    DeviceState::Active
+                }
+            };
+            tx.commit().map_err(&e)?;
+            Ok(state)
+        })
+    }
+
+    pub fn devices(&self, user: &Username) -> Result<Vec<Device>, PgError> {
+        self.with(|c| {
+            let rows = c
+                .query(
+                    "SELECT ed25519, name, first_seen, last_seen, revoked_at FROM devices
+                     WHERE username = $1 ORDER BY first_seen, name",
+                    &[&user.as_str()],
+                )
+                .map_err(self.err())?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    Some(Device {
+                        ed25519: r.get::<_, Vec<u8>>(0).try_into().ok()?,
+                        name: r.get(1),
+                        first_seen: r.get::<_, i64>(2) as u64,
+                        last_seen: r.get::<_, i64>(3) as u64,
+                        revoked_at: r.get::<_, Option<i64>>(4).map(|v| v as u64),
+                    })
+                })
+                .collect())
+        })
+    }
+
+    pub fn revoke_device(
+        &self,
+        user: &Username,
+        ed25519: &[u8; 32],
+        now: u64,
+    ) -> Result<(), PgError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE devices SET revoked_at = $3
+                 WHERE username = $1 AND ed25519 = $2 AND revoked_at IS NULL",
+                &[&user.as_str(), &&ed25519[..], &(now as i64)],
+            )
+            .map_err(self.err())?;
+            Ok(())
+        })
+    }
+
+    /// See `Store::revocations`.
+    pub fn revocations(&self, since: u64, limit: usize) -> Result<RevokedEntries, PgError> {
+        self.with(|c| {
+            let e = self.err();
+            let (since, limit) = (since as i64, limit as i64);
+            let devices = c
+                .query(
+                    "SELECT username, ed25519 FROM devices WHERE revoked_at >= $1
+                     ORDER BY revoked_at DESC LIMIT $2",
+                    &[&since, &limit],
+                )
+                .map_err(&e)?
+                .iter()
+                .filter_map(|r| Some((r.get(0), r.get::<_, Vec<u8>>(1).try_into().ok()?)))
+                .collect();
+            let accounts = c
+                .query(
+                    "SELECT username FROM accounts WHERE disabled
+                     AND (disabled_at IS NULL OR disabled_at >= $1)
+                     ORDER BY disabled_at DESC LIMIT $2",
+                    &[&since, &limit],
+                )
+                .map_err(&e)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            Ok((devices, accounts))
+        })
     }
 
     pub fn count_accounts(&self) -> Result<u64, PgError> {

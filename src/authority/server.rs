@@ -6,11 +6,12 @@
 
 use super::AuthorityStats;
 use super::admission::{Admit, ConnId};
-use super::core::{AuthorityCore, Job, JobResult, Output, Policy, Session};
-use super::store::{Store, StoreError, hash_password};
+use super::core::{AccountJob, AuthorityCore, Job, JobResult, Output, Policy, Session};
+use super::store::{DeviceState, RevokeOutcome, Store, StoreError, hash_password};
 use super::throttle::ThrottlePolicy;
 use crate::clock::Clock;
-use crate::identity::AuthorityKey;
+use crate::identity::revocation::MAX_DEVICES as MAX_REVOKED_DEVICES;
+use crate::identity::{AuthorityKey, Username};
 use crate::limits::SourceKey;
 use crate::wire::{Frame, MAX_FRAME};
 use rand::RngCore;
@@ -392,6 +393,40 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// One account operation on the store, for an enabled account and a
+/// device that is not revoked.
+fn account_op(
+    store: &Store,
+    user: &Username,
+    op: AccountJob,
+    now: u64,
+) -> Result<JobResult, StoreError> {
+    Ok(match op {
+        AccountJob::ListDevices => JobResult::Devices(store.devices(user)?),
+        AccountJob::ChangePassword { old, new } => match store.check_password(user, &old)? {
+            Ok(_) => {
+                let hash = hash_password(&new)?;
+                if store.set_password_hash(user, &hash)? {
+                    JobResult::PasswordChanged
+                } else {
+                    JobResult::Account(None)
+                }
+            }
+            Err(_) => JobResult::WrongPassword,
+        },
+        AccountJob::RevokeDevice { password, device } => {
+            match store.check_password(user, &password)? {
+                Ok(_) => match store.revoke_device(user, &device, now)? {
+                    RevokeOutcome::Revoked(d) => JobResult::Revoked(d),
+                    RevokeOutcome::NoSuchDevice => JobResult::NoSuchDevice { ambiguous: false },
+                    RevokeOutcome::Ambiguous => JobResult::NoSuchDevice { ambiguous: true },
+                },
+                Err(_) => JobResult::WrongPassword,
+            }
+        }
+    })
+}
+
 async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
     let store = shared.store.clone();
     let policy = shared.throttle.clone();
@@ -404,7 +439,22 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
     if store.is_shared() {
         let (store, policy) = (store.clone(), policy.clone());
         let check = match &job {
-            Job::LoadAccount { .. } => None,
+            Job::LoadAccount { .. } | Job::Revocations { .. } => None,
+            Job::Account {
+                username,
+                ed25519,
+                op,
+                source,
+            } if op.checks_password() => {
+                let (user, src, key) = (username.clone(), SourceKey::of(*source), *ed25519);
+                Some(
+                    blocking(move || {
+                        store.shared_login_attempt(now_ms, &user, src, &key, false, &policy)
+                    })
+                    .await,
+                )
+            }
+            Job::Account { .. } => None,
             Job::CheckPassword {
                 username,
                 known_device,
@@ -447,7 +497,14 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
     }
     // Renewals and account lookups hash nothing: they never queue.
     let _permit = match &job {
-        Job::LoadAccount { .. } => None,
+        Job::LoadAccount { .. } | Job::Revocations { .. } => None,
+        // A device holding a valid certificate: ahead of strangers.
+        Job::Account { op, .. } if op.checks_password() => match shared.hashing.acquire(true).await
+        {
+            Some(p) => Some(p),
+            None => return JobResult::Busy,
+        },
+        Job::Account { .. } => None,
         Job::CheckPassword { known_device, .. } => {
             match shared.hashing.acquire(*known_device || first).await {
                 Some(p) => Some(p),
@@ -476,6 +533,7 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
                 password,
                 source,
                 ed25519,
+                device_name,
                 ..
             } => match store.check_password(&username, &password)? {
                 Ok(info) => {
@@ -484,13 +542,62 @@ async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
                         let src = SourceKey::of(source);
                         store.shared_login_succeeded(now_ms, &username, src, &ed25519, &policy)?;
                     }
-                    JobResult::PasswordOk(info)
+                    if !info.disabled
+                        && store.device_seen(&username, &ed25519, &device_name, now)?
+                            == DeviceState::Revoked
+                    {
+                        JobResult::DeviceRevoked
+                    } else {
+                        JobResult::PasswordOk(info)
+                    }
                 }
                 Err(true) => JobResult::WrongPassword,
                 Err(false) => JobResult::UnknownUser,
             },
-            Job::LoadAccount { username } => {
-                JobResult::Account(store.account(&username)?.map(|a| a.info))
+            Job::LoadAccount { username, ed25519 } => match store.account(&username)? {
+                Some(a) if !a.info.disabled => {
+                    if store.device_seen(&username, &ed25519, "", now)? == DeviceState::Revoked {
+                        JobResult::DeviceRevoked
+                    } else {
+                        JobResult::Account(Some(a.info))
+                    }
+                }
+                a => JobResult::Account(a.map(|a| a.info)),
+            },
+            Job::Account {
+                username,
+                ed25519,
+                op,
+                source,
+            } => match store.account(&username)? {
+                Some(a) if !a.info.disabled => {
+                    let r = if store.device_seen(&username, &ed25519, "", now)?
+                        == DeviceState::Revoked
+                    {
+                        JobResult::DeviceRevoked
+                    } else {
+                        account_op(&store, &username, op, now)?
+                    };
+                    // The right password refunds the shared attempt.
+                    if matches!(
+                        r,
+                        JobResult::PasswordChanged
+                            | JobResult::Revoked(_)
+                            | JobResult::NoSuchDevice { .. }
+                    ) {
+                        let src = SourceKey::of(source);
+                        store.shared_login_succeeded(now_ms, &username, src, &ed25519, &policy)?;
+                    }
+                    r
+                }
+                a => JobResult::Account(a.map(|a| a.info)),
+            },
+            Job::Revocations { since } => {
+                let (d, accounts) = store.revocations(since, MAX_REVOKED_DEVICES)?;
+                JobResult::Revocations {
+                    devices: d.into_iter().map(|(_, k)| k).collect(),
+                    accounts,
+                }
             }
         })
     })

@@ -53,9 +53,54 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         last_login INTEGER
     );",
+    // 2: each account's devices (issue 14.9), and when an account was
+    // disabled (for the revocation list).
+    "CREATE TABLE devices (
+        username TEXT NOT NULL,
+        ed25519 BLOB NOT NULL,
+        name TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        revoked_at INTEGER,
+        PRIMARY KEY (username, ed25519)
+    );
+    CREATE INDEX devices_revoked ON devices (revoked_at);
+    ALTER TABLE accounts ADD COLUMN disabled_at INTEGER;",
 ];
 
-pub use super::core::Account;
+pub use super::core::{Account, Device, DeviceState, MAX_DEVICES, RevokedEntries, default_name};
+
+/// What [`Store::revoke_device`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// This device is revoked now (or was already).
+    Revoked(Device),
+    /// No device of the account has that id or name.
+    NoSuchDevice,
+    /// Several devices match; give more of the id.
+    Ambiguous,
+}
+
+/// Pick the one device `selector` names: its name, or a prefix (at least
+/// 4 hex digits) of its id (the hex ed25519 key).
+pub fn select_device(devices: &[Device], selector: &str) -> RevokeOutcome {
+    let sel = selector.trim().to_ascii_lowercase();
+    let by_name: Vec<&Device> = devices.iter().filter(|d| d.name == selector).collect();
+    let by_id: Vec<&Device> = if sel.len() >= 4 {
+        devices
+            .iter()
+            .filter(|d| crate::wire::hex_encode(&d.ed25519).starts_with(&sel))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let hits = if by_name.len() == 1 { by_name } else { by_id };
+    match hits.as_slice() {
+        [] => RevokeOutcome::NoSuchDevice,
+        [d] => RevokeOutcome::Revoked((*d).clone()),
+        _ => RevokeOutcome::Ambiguous,
+    }
+}
 
 /// Where the accounts are: `[authority] database` as parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,18 +390,223 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_disabled(&self, user: &Username, disabled: bool) -> Result<(), StoreError> {
+    /// Disable (from `now`, unix seconds) or enable an account.
+    pub fn set_disabled(
+        &self,
+        user: &Username,
+        disabled: bool,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let at = disabled.then_some(now as i64);
         let found = match &self.backend {
-            Backend::Postgres(pg) => pg.set_disabled(user, disabled)?,
+            Backend::Postgres(pg) => pg.set_disabled(user, disabled, at)?,
             Backend::Sqlite { path, conn } => {
-                let sql = "UPDATE accounts SET disabled = ?2 WHERE username = ?1";
-                Self::update_sqlite(path, conn, sql, user, &(disabled as i64))?
+                let (c, err) = Self::lock(path, conn);
+                c.execute(
+                    "UPDATE accounts SET disabled = ?2, disabled_at = ?3 WHERE username = ?1",
+                    params![user.as_str(), disabled as i64, at],
+                )
+                .map(|n| n > 0)
+                .map_err(err)?
             }
         };
         if !found {
             return Err(StoreError::NoSuchAccount(user.to_string()));
         }
         Ok(())
+    }
+
+    /// Replace the account's password hash; `Ok(false)` if there is none.
+    pub fn set_password_hash(&self, user: &Username, hash: &str) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pg) => Ok(pg.set_password_hash(user, hash)?),
+            Backend::Sqlite { path, conn } => {
+                let sql = "UPDATE accounts SET password_hash = ?2 WHERE username = ?1";
+                Self::update_sqlite(path, conn, sql, user, &hash)
+            }
+        }
+    }
+
+    /// A device logged in or renewed: add it to the account's devices (as
+    /// `name`, if it is new or a name is given) or mark it seen, unless
+    /// it is revoked. A new device beyond [`MAX_DEVICES`] forgets the
+    /// least recently seen unrevoked one.
+    pub fn device_seen(
+        &self,
+        user: &Username,
+        ed25519: &[u8; 32],
+        name: &str,
+        now: u64,
+    ) -> Result<DeviceState, StoreError> {
+        let (path, conn) = match &self.backend {
+            Backend::Postgres(pg) => return Ok(pg.device_seen(user, ed25519, name, now)?),
+            Backend::Sqlite { path, conn } => (path, conn),
+        };
+        let (mut c, err) = Self::lock(path, conn);
+        let tx = c.transaction().map_err(&err)?;
+        let found: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT revoked_at FROM devices WHERE username = ?1 AND ed25519 = ?2",
+                params![user.as_str(), &ed25519[..]],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(&err)?;
+        let state = match found {
+            Some(Some(_)) => DeviceState::Revoked,
+            Some(None) => {
+                tx.execute(
+                    "UPDATE devices SET last_seen = ?3,
+                       name = CASE WHEN ?4 = '' THEN name ELSE ?4 END
+                     WHERE username = ?1 AND ed25519 = ?2",
+                    params![user.as_str(), &ed25519[..], now as i64, name],
+                )
+                .map_err(&err)?;
+                DeviceState::Active
+            }
+            None => {
+                let n: i64 = tx
+                    .query_row(
+                        "SELECT count(*) FROM devices WHERE username = ?1",
+                        params![user.as_str()],
+                        |r| r.get(0),
+                    )
+                    .map_err(&err)?;
+                if n as usize >= MAX_DEVICES {
+                    tx.execute(
+                        "DELETE FROM devices WHERE rowid IN (SELECT rowid FROM devices
+                         WHERE username = ?1 ORDER BY revoked_at IS NOT NULL, last_seen LIMIT 1)",
+                        params![user.as_str()],
+                    )
+                    .map_err(&err)?;
+                }
+                tx.execute(
+                    "INSERT INTO devices (username, ed25519, name, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![
+                        user.as_str(),
+                        &ed25519[..],
+                        default_name(name, ed25519),
+                        now as i64
+                    ],
+                )
+                .map_err(&err)?;
+                DeviceState::Active
+            }
+        };
+        tx.commit().map_err(&err)?;
+        Ok(state)
+    }
+
+    /// The account's devices, oldest first.
+    pub fn devices(&self, user: &Username) -> Result<Vec<Device>, StoreError> {
+        let (path, conn) = match &self.backend {
+            Backend::Postgres(pg) => return Ok(pg.devices(user)?),
+            Backend::Sqlite { path, conn } => (path, conn),
+        };
+        let (c, err) = Self::lock(path, conn);
+        let mut st = c
+            .prepare(
+                "SELECT ed25519, name, first_seen, last_seen, revoked_at FROM devices
+                 WHERE username = ?1 ORDER BY first_seen, name",
+            )
+            .map_err(&err)?;
+        let rows = st
+            .query_map(params![user.as_str()], |r| {
+                let key: Vec<u8> = r.get(0)?;
+                Ok((
+                    key,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, name, first, last, revoked)| {
+                Some(Device {
+                    ed25519: key.try_into().ok()?,
+                    name,
+                    first_seen: first as u64,
+                    last_seen: last as u64,
+                    revoked_at: revoked.map(|v| v as u64),
+                })
+            })
+            .collect())
+    }
+
+    /// Revoke the device `selector` names (see [`select_device`]) at
+    /// `now`; a device already revoked keeps its first time.
+    pub fn revoke_device(
+        &self,
+        user: &Username,
+        selector: &str,
+        now: u64,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let out = select_device(&self.devices(user)?, selector);
+        let RevokeOutcome::Revoked(d) = &out else {
+            return Ok(out);
+        };
+        match &self.backend {
+            Backend::Postgres(pg) => pg.revoke_device(user, &d.ed25519, now)?,
+            Backend::Sqlite { path, conn } => {
+                let (c, err) = Self::lock(path, conn);
+                c.execute(
+                    "UPDATE devices SET revoked_at = ?3
+                     WHERE username = ?1 AND ed25519 = ?2 AND revoked_at IS NULL",
+                    params![user.as_str(), &d.ed25519[..], now as i64],
+                )
+                .map_err(err)?;
+            }
+        }
+        let mut d = d.clone();
+        d.revoked_at.get_or_insert(now);
+        Ok(RevokeOutcome::Revoked(d))
+    }
+
+    /// What the revocation list holds: devices revoked and accounts
+    /// disabled at or after `since` (unix seconds; older ones hold no
+    /// certificate that is still valid), as (username, device key) and
+    /// usernames, at most `limit` of each, newest first.
+    pub fn revocations(&self, since: u64, limit: usize) -> Result<RevokedEntries, StoreError> {
+        let (path, conn) = match &self.backend {
+            Backend::Postgres(pg) => return Ok(pg.revocations(since, limit)?),
+            Backend::Sqlite { path, conn } => (path, conn),
+        };
+        let (c, err) = Self::lock(path, conn);
+        let mut st = c
+            .prepare(
+                "SELECT username, ed25519 FROM devices WHERE revoked_at >= ?1
+                 ORDER BY revoked_at DESC LIMIT ?2",
+            )
+            .map_err(&err)?;
+        let devices = st
+            .query_map(params![since as i64, limit as i64], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?
+            .into_iter()
+            .filter_map(|(u, k)| Some((u, k.try_into().ok()?)))
+            .collect();
+        let mut st = c
+            .prepare(
+                "SELECT username FROM accounts WHERE disabled != 0
+                 AND (disabled_at IS NULL OR disabled_at >= ?1)
+                 ORDER BY disabled_at DESC LIMIT ?2",
+            )
+            .map_err(&err)?;
+        let accounts = st
+            .query_map(params![since as i64, limit as i64], |r| r.get(0))
+            .map_err(&err)?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(&err)?;
+        Ok((devices, accounts))
     }
 
     pub fn count_accounts(&self) -> Result<u64, StoreError> {
@@ -453,6 +703,67 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14.9: devices are listed, a revoked one stays revoked (and
+    /// is listed as such), the table per account is bounded, and the
+    /// revocation list holds revoked devices and disabled accounts.
+    #[test]
+    fn devices_revocation_and_password_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db")).unwrap();
+        let alice = Username::parse("alice").unwrap();
+        s.insert_account(&alice, &hash_password("password1").unwrap(), 1)
+            .unwrap();
+        assert_eq!(
+            s.device_seen(&alice, &[1; 32], "laptop", 10).unwrap(),
+            DeviceState::Active
+        );
+        assert_eq!(
+            s.device_seen(&alice, &[2; 32], "", 20).unwrap(),
+            DeviceState::Active
+        );
+        s.device_seen(&alice, &[1; 32], "", 30).unwrap();
+        let ds = s.devices(&alice).unwrap();
+        assert_eq!(ds.len(), 2);
+        assert_eq!((ds[0].name.as_str(), ds[0].last_seen), ("laptop", 30));
+        assert_eq!(ds[1].name, "device-02020202");
+        assert_eq!(
+            s.revoke_device(&alice, "nope", 40).unwrap(),
+            RevokeOutcome::NoSuchDevice
+        );
+        let RevokeOutcome::Revoked(d) = s.revoke_device(&alice, "0202", 40).unwrap() else {
+            panic!("not revoked")
+        };
+        assert_eq!((d.ed25519, d.revoked_at), ([2; 32], Some(40)));
+        assert_eq!(
+            s.device_seen(&alice, &[2; 32], "", 50).unwrap(),
+            DeviceState::Revoked
+        );
+        assert!(s.revoke_device(&alice, "laptop", 60).is_ok());
+        let (devs, accts) = s.revocations(0, 100).unwrap();
+        assert_eq!(devs.len(), 2);
+        assert!(accts.is_empty());
+        assert_eq!(s.revocations(55, 100).unwrap().0.len(), 1);
+        s.set_disabled(&alice, true, 70).unwrap();
+        assert_eq!(s.revocations(65, 100).unwrap().1, vec!["alice".to_owned()]);
+        assert!(s.revocations(75, 100).unwrap().1.is_empty());
+        // Password change.
+        assert!(
+            s.set_password_hash(&alice, &hash_password("password2").unwrap())
+                .unwrap()
+        );
+        assert_eq!(s.check_password(&alice, "password1").unwrap(), Err(true));
+        assert!(s.check_password(&alice, "password2").unwrap().is_ok());
+        // Bounded: the 33rd device forgets the least recently seen
+        // unrevoked one, never a revoked one.
+        for i in 0..40u8 {
+            s.device_seen(&alice, &[100 + i; 32], "", 100 + i as u64)
+                .unwrap();
+        }
+        let ds = s.devices(&alice).unwrap();
+        assert_eq!(ds.len(), MAX_DEVICES);
+        assert_eq!(ds.iter().filter(|d| d.revoked_at.is_some()).count(), 2);
+    }
 
     #[test]
     fn insert_lookup_and_case_uniqueness() {

@@ -7,6 +7,7 @@
 
 pub mod cert;
 mod keyfile;
+pub mod revocation;
 mod username;
 
 pub use cert::{CertError, Certificate, Role, issuer_id};

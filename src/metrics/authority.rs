@@ -46,11 +46,27 @@ pub fn exposition(
         ("cert_unknown_issuer", s.cert_unknown_issuer),
         ("cert_bad_signature", s.cert_bad_signature),
         ("cert_key_mismatch", s.cert_key_mismatch),
+        ("revoked_device", s.revoked_device),
     ] {
         e.counter(
             "natter_authority_renewals_total",
             ren,
             &[("outcome", outcome)],
+            v,
+        );
+    }
+    let acc = "Account requests from logged-in devices and supernodes, by kind.";
+    for (kind, v) in [
+        ("devices_revoked", s.devices_revoked),
+        ("password_changes", s.password_changes),
+        ("device_lists", s.device_lists),
+        ("revocation_lists", s.revocation_lists),
+        ("not_a_supernode", s.not_a_supernode),
+    ] {
+        e.counter(
+            "natter_authority_account_requests_total",
+            acc,
+            &[("kind", kind)],
             v,
         );
     }

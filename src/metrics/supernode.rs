@@ -338,6 +338,10 @@ fn drops(e: &mut Exposition, c: &SupernodeCounters, relay: Option<&RelayCounters
             ("store_timeout", o.store_timeouts),
             ("lookup_rate_limited", o.lookups_rate_limited),
             ("watch_refused", o.watches_refused),
+            ("revoked", o.revoked_refused),
+            ("revoked_detached", o.revoked_detached),
+            ("record_revoked", o.records_rejected_revoked),
+            ("revocation_list_rejected", o.revocation_lists_rejected),
         ],
     );
     let en = &c.envelopes;

@@ -1,6 +1,7 @@
 //! Async driver for [`LoginClient`]: one TCP connection to the authority.
 
 use crate::authority::client::{Answer, ClientError, LoginClient};
+use crate::authority::proto::{AccountOp, DeviceEntry};
 use crate::clock::Clock;
 use crate::config::{Authorities, HostPort};
 use crate::identity::{Certificate, DeviceIdentity};
@@ -41,6 +42,18 @@ impl LoginError {
             _ => None,
         }
     }
+}
+
+/// How this device names itself in the account's device list: the host
+/// name (empty if unknown; the authority then names it by its id).
+pub fn device_name() -> String {
+    let mut n = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    while n.len() > 64 {
+        n.pop();
+    }
+    n
 }
 
 /// An open, encrypted channel to the authority.
@@ -179,7 +192,7 @@ impl AuthorityConnection {
         let f = self.client.register(username, password)?;
         match self.ask(f).await? {
             Answer::Registered(u) => Ok(u),
-            Answer::Certificate(_) => Err(LoginError::Unexpected),
+            _ => Err(LoginError::Unexpected),
         }
     }
 
@@ -188,10 +201,12 @@ impl AuthorityConnection {
         username: &str,
         password: &str,
     ) -> Result<Certificate, LoginError> {
-        let f = self.client.login(username, password)?;
+        let f = self
+            .client
+            .login_named(username, password, &device_name())?;
         match self.ask(f).await? {
             Answer::Certificate(c) => Ok(c),
-            Answer::Registered(_) => Err(LoginError::Unexpected),
+            _ => Err(LoginError::Unexpected),
         }
     }
 
@@ -199,7 +214,57 @@ impl AuthorityConnection {
         let f = self.client.renew(cert)?;
         match self.ask(f).await? {
             Answer::Certificate(c) => Ok(c),
-            Answer::Registered(_) => Err(LoginError::Unexpected),
+            _ => Err(LoginError::Unexpected),
+        }
+    }
+
+    /// This account's devices (`cert` is this device's certificate).
+    pub async fn devices(&mut self, cert: &Certificate) -> Result<Vec<DeviceEntry>, LoginError> {
+        let f = self.client.account(cert, AccountOp::ListDevices)?;
+        match self.ask(f).await? {
+            Answer::Devices(d) => Ok(d),
+            _ => Err(LoginError::Unexpected),
+        }
+    }
+
+    /// Change the account's password; the authority's confirmation.
+    pub async fn change_password(
+        &mut self,
+        cert: &Certificate,
+        old: &str,
+        new: &str,
+    ) -> Result<String, LoginError> {
+        let f = self
+            .client
+            .account(cert, AccountOp::ChangePassword { old, new })?;
+        match self.ask(f).await? {
+            Answer::Done(m) => Ok(m),
+            _ => Err(LoginError::Unexpected),
+        }
+    }
+
+    /// Revoke one of the account's devices, by id prefix or name.
+    pub async fn revoke_device(
+        &mut self,
+        cert: &Certificate,
+        password: &str,
+        device: &str,
+    ) -> Result<String, LoginError> {
+        let f = self
+            .client
+            .account(cert, AccountOp::RevokeDevice { password, device })?;
+        match self.ask(f).await? {
+            Answer::Done(m) => Ok(m),
+            _ => Err(LoginError::Unexpected),
+        }
+    }
+
+    /// The signed revocation list, encoded (a supernode's certificate).
+    pub async fn revocations(&mut self, cert: &Certificate) -> Result<Vec<u8>, LoginError> {
+        let f = self.client.revocations(cert)?;
+        match self.ask(f).await? {
+            Answer::Revocations(l) => Ok(l),
+            _ => Err(LoginError::Unexpected),
         }
     }
 

@@ -24,9 +24,9 @@
 //! cannot re-seal a signed envelope to a third party, and a supernode that
 //! flips the store flag, the expiry or the recipient is caught. The
 //! recipient checks the certificate against the pinned authority key (valid
-//! when the envelope was created; it may have expired since, as envelopes
-//! wait up to 72 hours), the signature, the expiry and that it is the
-//! addressee.
+//! now, give or take [`MAX_SKEW_MS`], and when the envelope was created:
+//! an envelope that waited longer than its sender's certificate is
+//! dropped), the signature, the expiry and that it is the addressee.
 //!
 //! Replays: an envelope is only valid until its signed expiry (at most
 //! [`MAX_TTL_MS`] after creation), and receivers drop ids they have already
@@ -363,9 +363,23 @@ pub fn open(
     let sig: [u8; 64] = r.array()?;
     r.finish()?;
     let cert = Certificate::decode(cert_bytes)?;
-    // The certificate must have been valid when the envelope was made; it
-    // may have expired since (the envelope may have waited for us).
-    let at = (h.created_ms / 1000).clamp(cert.not_before, cert.not_after.saturating_sub(1));
+    // Judged now, not when the envelope was made (issue 14.9): the
+    // certificate must be valid at receipt, give or take the skew, so a
+    // revoked device's or disabled account's envelopes stop being
+    // accepted when its last certificate runs out.
+    let now = now_ms / 1000;
+    let skew = MAX_SKEW_MS / 1000;
+    if now >= cert.not_after.saturating_add(skew) {
+        return Err(EnvelopeError::Certificate(CertError::Expired {
+            at: crate::identity::cert::fmt_time(cert.not_after),
+        }));
+    }
+    if now.saturating_add(skew) < cert.not_before {
+        return Err(EnvelopeError::Certificate(CertError::NotYetValid {
+            at: crate::identity::cert::fmt_time(cert.not_before),
+        }));
+    }
+    let at = now.clamp(cert.not_before, cert.not_after.saturating_sub(1));
     cert.verify(authority, at)
         .map_err(EnvelopeError::Certificate)?;
     let created = h.created_ms / 1000;
@@ -542,13 +556,30 @@ mod tests {
             open(&env, &f.bob.0, "bob", &f.auth.public(), NOW + 3_600_000),
             Err(EnvelopeError::Expired)
         );
-        // Opened long after the sender's certificate expired: fine while
-        // the envelope lives (it was made while the certificate was valid).
+        // Issue 14.9: judged at receipt. Within the sender certificate's
+        // life (plus the skew) it opens; after it, it is refused even
+        // though the envelope itself still lives (no 72 h grace).
         let mut a = args(b"x");
         a.ttl_ms = MAX_TTL_MS;
         let env = seal(&mut f.rng, &f.alice.0, &f.alice.1, &f.bob.1, a).unwrap();
+        let cert_end_ms = f.alice.1.not_after * 1000;
+        let last = cert_end_ms + MAX_SKEW_MS - 1000;
+        assert!(open(&env, &f.bob.0, "bob", &f.auth.public(), last).is_ok());
+        assert!(matches!(
+            open(
+                &env,
+                &f.bob.0,
+                "bob",
+                &f.auth.public(),
+                cert_end_ms + MAX_SKEW_MS
+            ),
+            Err(EnvelopeError::Certificate(CertError::Expired { .. }))
+        ));
         let later = NOW + 2 * 86_400_000;
-        assert!(open(&env, &f.bob.0, "bob", &f.auth.public(), later).is_ok());
+        assert!(matches!(
+            open(&env, &f.bob.0, "bob", &f.auth.public(), later),
+            Err(EnvelopeError::Certificate(CertError::Expired { .. }))
+        ));
         // Created after the sender's certificate expired.
         let mut a = args(b"x");
         a.created_ms = NOW + 2 * 86_400_000;

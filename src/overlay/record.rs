@@ -5,9 +5,13 @@
 //! expires_at u64 | status u8 | message str8 | supernodes (u8 n, addr*) |
 //! candidates (u8 n, addr*) | signature [64]`. The signature covers every
 //! byte before it under `RECORD_CONTEXT`. A record is valid when the
-//! certificate is the pinned authority's and was valid when the record was
-//! signed, the signature is the certificate's device key's, and it has not
-//! expired. Readers verify again: a supernode can hide a record but not
+//! certificate is the pinned authority's and is valid now (give or take
+//! [`MAX_SKEW_SECS`]), the record was signed within the certificate's
+//! validity and not ahead of now, the signature is the certificate's
+//! device key's, and it has not expired. A record lives no longer than
+//! its certificate: a revoked device or a disabled account, whose
+//! certificate is not renewed, drops out of the directory when it runs
+//! out. Readers verify again: a supernode can hide a record but not
 //! forge or redirect one.
 
 use crate::identity::{CertError, Certificate, verify_signature};
@@ -16,7 +20,8 @@ use std::net::SocketAddr;
 use thiserror::Error;
 
 const RECORD_CONTEXT: &[u8] = b"natter presence v1";
-/// A record is kept (and its user found, offline) this long after signing.
+/// A record is kept (and its user found, offline) at most this long after
+/// signing, and never past its certificate.
 pub const MAX_RECORD_AGE_SECS: u64 = 72 * 3600;
 pub use crate::wire::addr::MAX_ADDRS;
 /// Clock difference tolerated between a record's signer and its readers
@@ -116,6 +121,10 @@ pub enum RecordError {
     OutsideCertificate,
     #[error("record expired")]
     Expired,
+    /// Its certificate is not valid now (expired beyond the skew, or not
+    /// yet valid): judged when the record is received, not when signed.
+    #[error("record certificate is not valid now: {0}")]
+    CertificateNotValidNow(CertError),
     /// Signed in the future (beyond the allowed clock skew): a device with
     /// its clock far ahead could otherwise pin the user's entry.
     #[error("record was signed {ahead_secs} s in the future")]
@@ -255,8 +264,8 @@ impl PresenceRecord {
 
     /// The certificate's issuer and signature (cacheable per certificate).
     pub fn verify_certificate(&self, authority: &[u8; 32]) -> Result<(), RecordError> {
-        // The certificate must have been valid when the record was signed;
-        // it may have expired since (offline users stay findable 72 h).
+        // Issuer, signature and username; time is judged against `now` in
+        // `verify_signed`, so this result may be cached per certificate.
         let signed = self.signed_at_ms / 1000;
         self.cert
             .verify(
@@ -266,12 +275,31 @@ impl PresenceRecord {
             .map_err(RecordError::Certificate)
     }
 
+    /// When a holder must drop the record (unix seconds): its own expiry
+    /// or its certificate's (plus the skew), whichever is first.
+    pub fn valid_until(&self) -> u64 {
+        self.expires_at
+            .min(self.cert.not_after.saturating_add(MAX_SKEW_SECS))
+    }
+
     /// Everything but the certificate's own signature. `signed_at` and
     /// `seq` are judged against `now` (a reader's clock, give or take
     /// [`MAX_SKEW_SECS`]): neither may lie ahead of it. Devices number
     /// records with their clock in milliseconds, so the bound on `seq` is
     /// the same for every device of the user.
     pub fn verify_signed(&self, now: u64) -> Result<(), RecordError> {
+        if now >= self.cert.not_after.saturating_add(MAX_SKEW_SECS) {
+            return Err(RecordError::CertificateNotValidNow(CertError::Expired {
+                at: crate::identity::cert::fmt_time(self.cert.not_after),
+            }));
+        }
+        if now.saturating_add(MAX_SKEW_SECS) < self.cert.not_before {
+            return Err(RecordError::CertificateNotValidNow(
+                CertError::NotYetValid {
+                    at: crate::identity::cert::fmt_time(self.cert.not_before),
+                },
+            ));
+        }
         let signed = self.signed_at_ms / 1000;
         if signed >= self.cert.not_after || signed + MAX_SKEW_SECS < self.cert.not_before {
             return Err(RecordError::OutsideCertificate);
@@ -395,12 +423,28 @@ mod tests {
             },
         );
         assert_eq!(gone.last_seen(now + 1000), Some(now));
-        // Found offline after the certificate expired, until 72 h.
-        r.verify(&a.public(), now + 2 * 86400).unwrap();
-        assert_eq!(
-            r.verify(&a.public(), now + 72 * 3600),
-            Err(RecordError::Expired)
-        );
+        // Issue 14.9: found until its certificate expires (give or take
+        // the skew), not 72 h after signing.
+        let cert_end = c.not_after;
+        assert_eq!(r.valid_until(), cert_end + MAX_SKEW_SECS);
+        r.verify(&a.public(), cert_end + MAX_SKEW_SECS - 1).unwrap();
+        assert!(matches!(
+            r.verify(&a.public(), cert_end + MAX_SKEW_SECS),
+            Err(RecordError::CertificateNotValidNow(
+                CertError::Expired { .. }
+            ))
+        ));
+        assert!(matches!(
+            r.verify(&a.public(), now + 2 * 86400),
+            Err(RecordError::CertificateNotValidNow(_))
+        ));
+        // A reader whose clock is far behind the certificate refuses it.
+        assert!(matches!(
+            r.verify(&a.public(), c.not_before - MAX_SKEW_SECS - 1),
+            Err(RecordError::CertificateNotValidNow(
+                CertError::NotYetValid { .. }
+            ))
+        ));
     }
 
     #[test]

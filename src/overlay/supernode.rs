@@ -17,6 +17,7 @@ use super::membership::{Change, Membership, MembershipConfig};
 use super::msg::{Found, Msg};
 use super::record::{PresenceRecord, Status};
 use super::{Transmit, node_id, user_key};
+use crate::identity::revocation::{RevocationError, RevocationList, Revoked};
 use crate::identity::{Certificate, Role};
 use crate::limits::{Bucket, Rate, RateTable, SourceKey, log_worthy};
 use rand::RngCore;
@@ -180,11 +181,25 @@ pub struct SupernodeStats {
     pub lookups_rate_limited: u64,
     /// Watches refused: the client already watches its share of names.
     pub watches_refused: u64,
+    /// Messages dropped: their sender's device is revoked or its account
+    /// disabled (the authority's revocation list).
+    pub revoked_refused: u64,
+    /// Clients detached when a revocation list named them.
+    pub revoked_detached: u64,
+    /// Records refused or dropped: their device is revoked or their
+    /// account disabled.
+    pub records_rejected_revoked: u64,
+    /// Revocation lists taken, and refused (bad signature, expired,
+    /// older than the one held, malformed).
+    pub revocation_lists: u64,
+    pub revocation_lists_rejected: u64,
 }
 
 #[derive(Debug)]
 struct Attached {
     username: String,
+    /// The device's ed25519 key (from its certificate), for revocation.
+    device: [u8; 32],
     last_seen: u64,
     record: Option<Rc<[u8]>>,
     record_seq: u64,
@@ -202,6 +217,8 @@ struct Attached {
 #[derive(Debug)]
 struct Held {
     bytes: Rc<[u8]>,
+    /// The signing device's ed25519 key, for revocation.
+    device: [u8; 32],
     seq: u64,
     expires_at: u64,
     key: u64,
@@ -283,6 +300,8 @@ pub struct SupernodeCore {
     stats: SupernodeStats,
     env: envelopes::EnvState,
     env_stats: EnvelopeStats,
+    /// The authority's newest revocation list: whom to refuse.
+    revoked: Revoked,
 }
 
 impl std::fmt::Debug for SupernodeCore {
@@ -347,6 +366,7 @@ impl SupernodeCore {
             next_join_at: now,
             next_sweep_at: now + 1000,
             rebalance_at: None,
+            revoked: Revoked::default(),
             out: Vec::new(),
             events: VecDeque::new(),
             stats: SupernodeStats::default(),
@@ -500,6 +520,59 @@ impl SupernodeCore {
             .any(|(id, _)| *id == self.me)
     }
 
+    /// Whether the revocation list names `cert`'s device or account: its
+    /// messages are dropped (and the driver closes its session).
+    pub fn refuses(&self, cert: &Certificate) -> bool {
+        self.revoked.refuses(&cert.username, &cert.ed25519)
+    }
+
+    /// Take the authority's signed revocation list (encoded): verified
+    /// against the pinned key, ignored unless newer than the one held.
+    /// Attached clients it names are detached (a `ClientDetached` event
+    /// each, on which the driver closes the session) and records it names
+    /// are dropped. Returns how many clients were detached.
+    pub fn set_revocations(&mut self, now: u64, bytes: &[u8]) -> Result<usize, RevocationError> {
+        let taken = RevocationList::decode(bytes)
+            .map_err(RevocationError::from)
+            .and_then(|l| {
+                l.verify(&self.authority, now / 1000)?;
+                self.revoked.update(&l)
+            });
+        if let Err(e) = taken {
+            self.stats.revocation_lists_rejected += 1;
+            tracing::warn!("revocation list refused: {e}");
+            return Err(e);
+        }
+        self.stats.revocation_lists += 1;
+        let gone: Vec<SocketAddr> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| self.revoked.refuses(&c.username, &c.device))
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &gone {
+            if let Some(c) = self.clients.remove(a) {
+                self.detach_revoked(*a, c);
+            }
+        }
+        let revoked = &self.revoked;
+        let before = self.records.len();
+        self.records
+            .retain(|user, h| !revoked.refuses(user, &h.device));
+        self.stats.records_rejected_revoked += (before - self.records.len()) as u64;
+        Ok(gone.len())
+    }
+
+    fn detach_revoked(&mut self, addr: SocketAddr, c: Attached) {
+        self.stats.revoked_detached += 1;
+        tracing::info!(%addr, user = %c.username, "client detached: revoked device or disabled account");
+        self.env_client_gone(addr, &c.username);
+        self.events.push_back(SupernodeEvent::ClientDetached {
+            addr,
+            username: c.username,
+        });
+    }
+
     /// Handle a message from `from`, whose certificate the link verified.
     pub fn handle_message(
         &mut self,
@@ -509,6 +582,13 @@ impl SupernodeCore {
         bytes: &[u8],
         rng: &mut dyn RngCore,
     ) {
+        if self.refuses(peer) {
+            self.stats.revoked_refused += 1;
+            if let Some(c) = self.clients.remove(&from) {
+                self.detach_revoked(from, c);
+            }
+            return;
+        }
         let Ok(msg) = Msg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -751,6 +831,7 @@ impl SupernodeCore {
                 from,
                 Attached {
                     username: peer.username.clone(),
+                    device: peer.ed25519,
                     last_seen: now,
                     record: None,
                     record_seq: 0,
@@ -789,6 +870,10 @@ impl SupernodeCore {
                 return Err(());
             }
         };
+        if self.refuses(&rec.cert) {
+            self.stats.records_rejected_revoked += 1;
+            return Err(());
+        }
         let digest = super::record::cert_digest(&rec.cert);
         let cached = self.verified_certs.contains_key(&digest);
         let checked = if cached {
@@ -801,7 +886,7 @@ impl SupernodeCore {
         }
         match checked.and_then(|_| rec.verify_signed(now / 1000)) {
             Ok(()) => Ok(rec),
-            Err(super::RecordError::Expired) => {
+            Err(super::RecordError::Expired | super::RecordError::CertificateNotValidNow(_)) => {
                 self.stats.records_rejected_expired += 1;
                 Err(())
             }
@@ -967,8 +1052,9 @@ impl SupernodeCore {
             rec.username().to_owned(),
             Held {
                 bytes: bytes.clone(),
+                device: rec.cert.ed25519,
                 seq: rec.seq,
-                expires_at: rec.expires_at,
+                expires_at: rec.valid_until(),
                 key,
                 pushed_to: Vec::new(),
                 not_owner_since: None,

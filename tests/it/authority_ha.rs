@@ -430,3 +430,64 @@ async fn bench_logins_and_renewals() {
     }
     drop((a, b, pg));
 }
+
+/// Issue 14.9 on PostgreSQL: the device table, revocation, the
+/// revocation list's queries and a password change behave as on SQLite.
+#[test]
+fn devices_and_revocation_on_postgres() {
+    use natter::authority::store::{DeviceState, RevokeOutcome, hash_password};
+    let _turn = scenario!();
+    let Some(pg) = Postgres::start() else { return };
+    let db: natter::authority::Database = pg.url().parse().unwrap();
+    let s = natter::authority::Store::open_database(&db, Some(&pg.password_file)).unwrap();
+    let alice: natter::identity::Username = "alice".parse().unwrap();
+    assert!(
+        s.insert_account(&alice, &hash_password("password1").unwrap(), 1)
+            .unwrap()
+    );
+    assert_eq!(
+        s.device_seen(&alice, &[1; 32], "laptop", 10).unwrap(),
+        DeviceState::Active
+    );
+    assert_eq!(
+        s.device_seen(&alice, &[2; 32], "", 20).unwrap(),
+        DeviceState::Active
+    );
+    s.device_seen(&alice, &[1; 32], "", 30).unwrap();
+    let ds = s.devices(&alice).unwrap();
+    assert_eq!(ds.len(), 2);
+    assert_eq!((ds[0].name.as_str(), ds[0].last_seen), ("laptop", 30));
+    assert_eq!(ds[1].name, "device-02020202");
+    assert_eq!(
+        s.revoke_device(&alice, "nope", 40).unwrap(),
+        RevokeOutcome::NoSuchDevice
+    );
+    let RevokeOutcome::Revoked(d) = s.revoke_device(&alice, "0202", 40).unwrap() else {
+        panic!("not revoked")
+    };
+    assert_eq!((d.ed25519, d.revoked_at), ([2; 32], Some(40)));
+    assert_eq!(
+        s.device_seen(&alice, &[2; 32], "", 50).unwrap(),
+        DeviceState::Revoked
+    );
+    assert_eq!(
+        s.revocations(0, 100).unwrap().0,
+        vec![("alice".to_owned(), [2; 32])]
+    );
+    s.set_disabled(&alice, true, 70).unwrap();
+    assert_eq!(s.revocations(65, 100).unwrap().1, vec!["alice".to_owned()]);
+    assert!(s.revocations(75, 100).unwrap().1.is_empty());
+    assert!(
+        s.set_password_hash(&alice, &hash_password("password2").unwrap())
+            .unwrap()
+    );
+    assert_eq!(s.check_password(&alice, "password1").unwrap(), Err(true));
+    assert!(s.check_password(&alice, "password2").unwrap().is_ok());
+    for i in 0..40u8 {
+        s.device_seen(&alice, &[100 + i; 32], "", 100 + i as u64)
+            .unwrap();
+    }
+    let ds = s.devices(&alice).unwrap();
+    assert_eq!(ds.len(), natter::authority::store::MAX_DEVICES);
+    assert_eq!(ds.iter().filter(|d| d.revoked_at.is_some()).count(), 1);
+}

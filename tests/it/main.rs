@@ -73,6 +73,7 @@ mod relay_loopback;
 mod relay_quotas;
 mod relay_tcp;
 mod relay_uclient;
+mod revocation;
 mod shutdown;
 mod sim_blackout;
 mod sim_dead_owners;

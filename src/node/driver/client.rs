@@ -376,6 +376,9 @@ impl ClientDriver {
                     self.core.set_certificate(*cert);
                 }
             }
+            Command::SetRevocations { .. } => {
+                tracing::debug!("revocation list ignored: clients do not enforce it");
+            }
             Command::Shutdown => {
                 self.shutdown(now);
                 return true;

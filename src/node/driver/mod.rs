@@ -63,7 +63,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// What the node's owner asks of it. The overlay commands and the
 /// sub-drivers' are for clients; a supernode takes `Status`,
-/// `SetCertificate` and `Shutdown` and ignores the rest.
+/// `SetCertificate`, `SetRevocations` and `Shutdown` and ignores the rest.
 #[derive(Debug)]
 pub enum Command {
     Lookup {
@@ -96,6 +96,11 @@ pub enum Command {
     /// A renewed certificate for this device.
     SetCertificate {
         cert: Box<crate::identity::Certificate>,
+    },
+    /// The authority's signed revocation list, encoded (supernodes): its
+    /// devices and accounts are refused and their sessions closed.
+    SetRevocations {
+        list: Vec<u8>,
     },
     /// Hang up, publish an offline record, detach and stop.
     Shutdown,

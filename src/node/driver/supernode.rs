@@ -239,6 +239,12 @@ impl SupernodeDriver {
             Command::SetCertificate { cert } => {
                 self.base.set_certificate(&cert);
             }
+            Command::SetRevocations { list } => {
+                let now = self.base.now();
+                if let Ok(n) = self.core.set_revocations(now, &list) {
+                    tracing::debug!(detached = n, "revocation list taken");
+                }
+            }
             Command::Shutdown => {
                 // Tell the overlay and our clients first; the driver
                 // flushes these before the socket closes.
@@ -317,6 +323,11 @@ impl SupernodeDriver {
                     };
                     let rng = &mut self.base.rng;
                     self.core.handle_message(now, addr, &cert, &payload, rng);
+                    // A revoked device or disabled account: its session
+                    // goes (the core counted and dropped the message).
+                    if self.core.refuses(&cert) {
+                        self.base.link.close(now, addr);
+                    }
                 }
                 LinkEvent::Closed { addr, reason } => {
                     tracing::debug!(%addr, ?reason, "link closed");
