@@ -126,6 +126,8 @@ pub struct LinkEndpoint {
     sessions_by_account: Shares<String>,
     /// Key of the cookie MAC, drawn from the caller's RNG on first use.
     cookie_secret: Option<[u8; 32]>,
+    /// Other nodes a BUSY reply names (set by the overlay).
+    busy_hint: Vec<SocketAddr>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
@@ -177,6 +179,7 @@ impl LinkEndpoint {
             initiating: 0,
             responding: 0,
             cookie_secret: None,
+            busy_hint: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: LinkStats::default(),
@@ -333,6 +336,12 @@ impl LinkEndpoint {
         });
     }
 
+    /// Other nodes to name in BUSY replies when there is no room here
+    /// (at most [`crate::wire::addr::MAX_ADDRS`] are sent).
+    pub fn set_busy_hint(&mut self, others: Vec<SocketAddr>) {
+        self.busy_hint = others;
+    }
+
     /// The next time [`LinkEndpoint::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.slots
@@ -416,6 +425,10 @@ impl LinkEndpoint {
                 counter,
                 ciphertext,
             } => self.on_renew(now_ms, receiver, counter, ciphertext),
+            Packet::Busy { receiver, .. } => {
+                let others = packet.busy_others();
+                self.on_busy(from, receiver, others)
+            }
         }
     }
 
@@ -578,6 +591,12 @@ impl LinkEndpoint {
                 }
                 return;
             }
+        }
+        // A full table: say so at once (no state kept), naming others.
+        if self.established >= self.config.max_sessions && current.is_none() {
+            self.stats.too_many_sessions += 1;
+            self.send_busy(from, sender);
+            return;
         }
         // One source holds at most its share of half-open handshakes (a
         // new INIT from the same address replaces its own, below).
@@ -813,6 +832,7 @@ impl LinkEndpoint {
             if log_worthy(self.stats.too_many_sessions) {
                 tracing::warn!(%from, count = self.stats.too_many_sessions, "link: session refused, table full");
             }
+            self.send_busy(from, peer_index);
             self.abandon_response(receiver, from, CloseReason::TooManySessions);
             return;
         }
@@ -823,6 +843,7 @@ impl LinkEndpoint {
                 if log_worthy(self.stats.sessions_per_address) {
                     tracing::warn!(source = %key, count = self.stats.sessions_per_address, "link: session refused, source holds its share");
                 }
+                self.send_busy(from, peer_index);
                 self.abandon_response(receiver, from, CloseReason::TooManySessions);
                 return;
             }
@@ -833,6 +854,7 @@ impl LinkEndpoint {
                 if log_worthy(self.stats.sessions_per_account) {
                     tracing::warn!(%user, count = self.stats.sessions_per_account, "link: session refused, account holds its share");
                 }
+                self.send_busy(from, peer_index);
                 self.abandon_response(receiver, from, CloseReason::TooManySessions);
                 return;
             }
@@ -926,6 +948,49 @@ impl LinkEndpoint {
     }
 
     /// Our handshake failed for good: report it if the user wanted it.
+    /// Tell the initiator of handshake `receiver` at `to` there is no
+    /// room here, naming other nodes.
+    fn send_busy(&mut self, to: SocketAddr, receiver: u32) {
+        if let Ok(p) = Packet::encode_busy(receiver, &self.busy_hint) {
+            self.stats.busy_sent += 1;
+            self.push_transmit(to, p);
+        }
+    }
+
+    /// The responder has no room for our handshake `receiver` (pending, or
+    /// finished but not yet confirmed): give up on it now and pass on the
+    /// nodes it named.
+    fn on_busy(&mut self, from: SocketAddr, receiver: u32, others: Vec<SocketAddr>) {
+        let ours = match self.slots.get(&receiver) {
+            Some(Slot {
+                addr,
+                state: State::Initiating(_),
+            }) => *addr == from,
+            Some(Slot {
+                addr,
+                state: State::Established(s),
+            }) => *addr == from && s.initiator && !s.confirmed,
+            _ => false,
+        };
+        if !ours {
+            self.stats.unknown_session += 1;
+            return;
+        }
+        self.stats.busy_received += 1;
+        self.push_event(LinkEvent::Busy { addr: from, others });
+        if let Some(p) = self.peers.get_mut(&from) {
+            if p.initiator == Some(receiver) {
+                p.initiator = None;
+            }
+            if p.current == Some(receiver) {
+                p.current = None;
+            }
+            p.wanted = true;
+        }
+        self.remove_slot(receiver);
+        self.fail_if_stranded(from, CloseReason::TooManySessions);
+    }
+
     fn abandon_initiation(&mut self, idx: u32, addr: SocketAddr, reason: CloseReason) {
         self.remove_slot(idx);
         if let Some(p) = self.peers.get_mut(&addr)

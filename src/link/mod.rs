@@ -286,6 +286,12 @@ pub enum LinkEvent {
         addr: SocketAddr,
         reason: CloseReason,
     },
+    /// `addr` has no room for our session (a `Closed` follows) and named
+    /// `others` to try instead.
+    Busy {
+        addr: SocketAddr,
+        others: Vec<SocketAddr>,
+    },
 }
 
 /// Counters of what the endpoint did and refused.
@@ -335,6 +341,10 @@ pub struct LinkStats {
     pub sessions_per_account: u64,
     /// INITs refused: their source already holds its half-open share.
     pub half_open_per_address: u64,
+    /// BUSY replies sent (no room for a peer's session).
+    pub busy_sent: u64,
+    /// BUSY replies that ended a handshake of ours.
+    pub busy_received: u64,
     /// COOKIE replies sent to INITs that came without a valid cookie
     /// while under load (no state kept).
     pub cookies_sent: u64,

@@ -10,10 +10,15 @@
 //! | 19 | DATA | `receiver index u32 \| counter u64 \| ciphertext (>= 16 bytes)` |
 //! | 20 | COOKIE | `receiver index u32 \| cookie [16]` |
 //! | 21 | RENEW | as DATA; the plaintext is the sender's renewed certificate |
+//! | 22 | BUSY | `receiver index u32 \| count u8 \| addresses` ([`crate::wire::addr`]) |
 //!
 //! A responder under load answers an INIT without a valid cookie with a
 //! COOKIE (keeping no state); the initiator repeats its INIT carrying it,
-//! proving it receives at its address.
+//! proving it receives at its address. A responder whose session table
+//! is full (or whose share for the initiator's address or account is
+//! taken) answers BUSY with other nodes to try, so the initiator moves on
+//! at once instead of timing out; it is no larger than the INIT it
+//! answers, and only the initiator knows the index it names.
 
 use crate::wire::{Frame, MAX_FRAME, Reader, WireError, Writer};
 
@@ -23,10 +28,11 @@ pub const KIND_FIN: u8 = 18;
 pub const KIND_DATA: u8 = 19;
 pub const KIND_COOKIE: u8 = 20;
 pub const KIND_RENEW: u8 = 21;
+pub const KIND_BUSY: u8 = 22;
 // The shared socket's demultiplexer files exactly these kinds as link frames.
 const _: () = assert!(
     *crate::wire::stun::LINK_KINDS.start() == KIND_INIT
-        && *crate::wire::stun::LINK_KINDS.end() == KIND_RENEW
+        && *crate::wire::stun::LINK_KINDS.end() == KIND_BUSY
 );
 
 /// An XX first message with an empty payload is just the ephemeral key.
@@ -77,6 +83,13 @@ pub enum Packet<'a> {
         receiver: u32,
         counter: u64,
         ciphertext: &'a [u8],
+    },
+    /// No room for the session the initiator `receiver` asked for; try
+    /// `others` (encoded address list, checked at decode: see
+    /// [`Packet::busy_others`]).
+    Busy {
+        receiver: u32,
+        others: &'a [u8],
     },
 }
 
@@ -150,6 +163,18 @@ impl<'a> Packet<'a> {
                     }
                 }
             }
+            KIND_BUSY => {
+                let receiver = r.u32()?;
+                let others = r.rest();
+                let mut check = Reader::new(others);
+                crate::wire::addr::read_addrs(&mut check)?;
+                if !check.rest().is_empty() {
+                    return Err(WireError::Invalid {
+                        field: "BUSY length",
+                    });
+                }
+                Packet::Busy { receiver, others }
+            }
             got => {
                 return Err(WireError::UnknownType {
                     what: "link packet",
@@ -207,8 +232,37 @@ impl<'a> Packet<'a> {
                 w.u32(receiver).u64(counter).raw(ciphertext);
                 KIND_RENEW
             }
+            Packet::Busy { receiver, others } => {
+                w.u32(receiver).raw(others);
+                KIND_BUSY
+            }
         };
         Frame::encode(kind, &w.buf)
+    }
+
+    /// A BUSY for the initiator's index `receiver`, naming up to
+    /// [`crate::wire::addr::MAX_ADDRS`] of `others`.
+    pub fn encode_busy(
+        receiver: u32,
+        others: &[std::net::SocketAddr],
+    ) -> Result<Vec<u8>, WireError> {
+        let mut w = Writer::new();
+        crate::wire::addr::write_addrs(&mut w, others);
+        Packet::Busy {
+            receiver,
+            others: &w.buf,
+        }
+        .encode()
+    }
+
+    /// The addresses a decoded BUSY names (empty for other packets).
+    pub fn busy_others(&self) -> Vec<std::net::SocketAddr> {
+        match self {
+            Packet::Busy { others, .. } => {
+                crate::wire::addr::read_addrs(&mut Reader::new(others)).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -263,6 +317,46 @@ mod tests {
                 assert!(Packet::decode(&bytes[..cut]).is_err());
             }
         }
+    }
+
+    #[test]
+    fn busy_names_other_nodes_and_is_checked_at_decode() {
+        let others: Vec<std::net::SocketAddr> = vec![
+            "192.0.2.1:7700".parse().unwrap(),
+            "[2001:db8::1]:7701".parse().unwrap(),
+        ];
+        let bytes = Packet::encode_busy(9, &others).unwrap();
+        let p = Packet::decode(&bytes).unwrap();
+        assert!(matches!(p, Packet::Busy { receiver: 9, .. }));
+        assert_eq!(p.busy_others(), others);
+        for cut in 0..bytes.len() {
+            assert!(Packet::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        // Trailing bytes, a bad family, too many addresses.
+        let mut long = bytes.clone();
+        long.push(0);
+        long[1] += 1;
+        assert!(Packet::decode(&long).is_err());
+        let bad = Frame::encode(KIND_BUSY, &[0, 0, 0, 9, 1, 5, 1, 2, 3, 4, 0, 1]).unwrap();
+        assert!(Packet::decode(&bad).is_err());
+        let mut many = vec![0, 0, 0, 9, 9];
+        for _ in 0..9 {
+            many.extend_from_slice(&[4, 1, 2, 3, 4, 0, 1]);
+        }
+        assert!(Packet::decode(&Frame::encode(KIND_BUSY, &many).unwrap()).is_err());
+        // No larger than the INIT it answers, with the most addresses.
+        let v6: Vec<std::net::SocketAddr> = (0..20)
+            .map(|i| format!("[2001:db8::{i}]:1").parse().unwrap())
+            .collect();
+        let full = Packet::encode_busy(1, &v6).unwrap();
+        let init = Packet::Init {
+            sender: 1,
+            ephemeral: [1; 32],
+            cookie: None,
+        }
+        .encode()
+        .unwrap();
+        assert!(full.len() <= init.len(), "{} > {}", full.len(), init.len());
     }
 
     #[test]

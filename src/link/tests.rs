@@ -884,15 +884,40 @@ fn limits_on_sessions_and_handshakes() {
         nodes.push((addr(i), pki.endpoint(&format!("node{i}"), fast())));
     }
     let mut net = Net::new(14, nodes);
+    net.ep(0).set_busy_hint(vec![addr(7), addr(8)]);
     net.connect(1, 0);
     net.pump();
     assert_eq!(net.established(0), 1);
-    // A second peer completes its handshake but the hub is full.
+    // A second peer: the hub is full and says so at once (BUSY, naming
+    // others), with no state kept; the peer gives up without waiting for
+    // its handshake to time out.
+    let asked = net.now;
     net.connect(2, 0);
     net.pump();
     assert_eq!(net.ep(0).stats().too_many_sessions, 1);
+    assert_eq!(net.ep(0).stats().busy_sent, 1);
     assert_eq!(net.established(0), 1);
     assert_eq!(net.ep(0).counts(), (1, 0, 1));
+    assert_eq!(net.now, asked, "refused before any timer ran");
+    let ev = net.events(2);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, LinkEvent::Busy { addr: a, others }
+            if *a == addr(1) && *others == vec![addr(7), addr(8)])),
+        "{ev:?}"
+    );
+    assert!(
+        ev.iter().any(|e| matches!(
+            e,
+            LinkEvent::Closed {
+                reason: CloseReason::TooManySessions,
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(net.ep(2).stats().busy_received, 1);
+    assert_eq!(net.ep(2).counts(), (0, 0, 0));
     // Outgoing: refused with an error.
     let now = net.now;
     let mut rng = StdRng::seed_from_u64(1);
@@ -904,16 +929,31 @@ fn limits_on_sessions_and_handshakes() {
         net.ep(0).send(now, addr(9), b"x", &mut rng),
         Err(LinkError::TooManySessions { limit: 1 })
     );
+}
+
+#[test]
+fn a_stalled_handshake_fills_the_handshake_limit() {
+    let mut pki = Pki::new(15);
+    let config = LinkConfig {
+        max_handshakes: 1,
+        ..fast()
+    };
+    let hub = pki.endpoint("hub", config);
+    let mut nodes = vec![(addr(1), hub)];
+    for i in 2..5 {
+        nodes.push((addr(i), pki.endpoint(&format!("node{i}"), fast())));
+    }
+    let mut net = Net::new(15, nodes);
     // One stalled handshake (its FIN never comes) fills the handshake
     // limit: the next INIT is refused.
     net.block(&[KIND_FIN]);
-    net.connect(3, 0);
+    net.connect(1, 0);
     net.pump();
-    assert_eq!(net.ep(0).counts(), (1, 1, 2));
-    net.connect(4, 0);
+    assert_eq!(net.ep(0).counts(), (0, 1, 1));
+    net.connect(2, 0);
     net.pump();
     assert_eq!(net.ep(0).stats().too_many_handshakes, 1);
-    assert_eq!(net.ep(0).counts(), (1, 1, 2));
+    assert_eq!(net.ep(0).counts(), (0, 1, 1));
 }
 
 #[test]
@@ -1181,6 +1221,14 @@ fn sessions_are_shared_per_account_and_per_address() {
     assert_eq!(s.sessions_per_address, 1);
     assert_eq!(net.ep(0).counts().0, 6);
     assert_eq!(net.established(10), 1, "another host still gets in");
+    // The refused are told (BUSY after their FIN), not left thinking
+    // they hold a session until it idles out.
+    assert_eq!(s.busy_sent, 4);
+    for i in [4, 5, 6, 9] {
+        let closed = net.closed(i);
+        assert_eq!(closed, vec![CloseReason::TooManySessions], "node {i}");
+        assert_eq!(net.ep(i).counts().0, 0, "node {i}");
+    }
 }
 
 /// Issue 14.13: a session outlives its handshake certificate when the peer

@@ -805,6 +805,42 @@ impl ClientCore {
         self.next_attempt_at = now + rng.gen_range(cap / 2..=cap.max(1));
     }
 
+    /// The link to supernode `from` answered BUSY (its session table is
+    /// full) naming `others`: as a Redirect, without the wait for a
+    /// handshake to time out.
+    pub fn link_busy(&mut self, now: u64, from: SocketAddr, others: Vec<SocketAddr>) {
+        if !self.links.iter().any(|l| l.addr == from) {
+            return;
+        }
+        self.stats.redirects += 1;
+        let others = others.into_iter().filter(|a| *a != from).collect();
+        self.redirected(now, from, others);
+    }
+
+    /// `from` is full or leaving: drop it for a while and try `supernodes`
+    /// (then the rest of the host cache) at once.
+    fn redirected(&mut self, now: u64, from: SocketAddr, supernodes: Vec<SocketAddr>) {
+        self.drop_link(now, from, "redirected", 30_000);
+        // Sent on, not failed: no backoff for this round.
+        if !self
+            .links
+            .iter()
+            .any(|l| matches!(l.state, LinkState::Attaching { .. }))
+        {
+            self.round_open = false;
+        }
+        self.next_attempt_at = now;
+        for a in supernodes.iter().rev() {
+            let a = HostAddr::from(*a);
+            self.host_cache.retain(|x| *x != a);
+            self.host_cache.push_front(a);
+        }
+        self.events.push_back(ClientEvent::Redirected {
+            from,
+            to: supernodes,
+        });
+    }
+
     pub fn handle_message(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
         let Ok(msg) = Msg::decode(bytes) else {
             self.stats.malformed += 1;
@@ -883,7 +919,6 @@ impl ClientCore {
             }
             Msg::Redirect { supernodes } => {
                 self.stats.redirects += 1;
-                let was_attached = matches!(self.links[idx].state, LinkState::Attached { .. });
                 if supernodes == [from] {
                     // It restarted and forgot us: attach again at once.
                     self.drop_link(now, from, "supernode lost our attachment", 0);
@@ -893,19 +928,7 @@ impl ClientCore {
                     self.host_cache.push_front(f);
                     return;
                 }
-                self.drop_link(now, from, "redirected", 30_000);
-                // Try the supernodes named now: ours is full or leaving.
-                self.next_attempt_at = now;
-                for a in supernodes.iter().rev() {
-                    let a = HostAddr::from(*a);
-                    self.host_cache.retain(|x| *x != a);
-                    self.host_cache.push_front(a);
-                }
-                self.events.push_back(ClientEvent::Redirected {
-                    from,
-                    to: supernodes,
-                });
-                let _ = was_attached;
+                self.redirected(now, from, supernodes);
             }
             Msg::KeepaliveAck { .. } => {
                 if let LinkState::Attached { last_ack, .. } = &mut self.links[idx].state {
@@ -1399,5 +1422,34 @@ mod tests {
         c.handle_message(1_700, stranger, &ok);
         assert_eq!(c.attached().count(), 1);
         assert_eq!(c.stats.malformed, 1);
+    }
+
+    /// Issue 14.3: a supernode whose link table is full answers BUSY
+    /// naming others; the client tries them at once, as on a Redirect,
+    /// instead of waiting for its handshake to time out.
+    #[test]
+    fn a_busy_supernode_sends_us_to_the_ones_it_names_at_once() {
+        let sn: SocketAddr = "198.51.100.1:7710".parse().unwrap();
+        let other: SocketAddr = "198.51.100.2:7710".parse().unwrap();
+        let (mut c, mut rng) = client(sn);
+        c.handle_timeout(0, &mut rng);
+        assert_eq!(c.stats.attach_attempts, 1);
+        while c.poll_transmit().is_some() {}
+        // BUSY from an address we are not attaching to: ignored.
+        c.link_busy(10, "192.0.2.9:7710".parse().unwrap(), vec![other]);
+        assert_eq!(c.stats.redirects, 0);
+        c.link_busy(20, sn, vec![other, sn]);
+        assert_eq!(c.stats.redirects, 1);
+        assert!(std::iter::from_fn(|| c.poll_event()).any(|e| matches!(
+            e,
+            ClientEvent::Redirected { from, ref to } if from == sn && *to == vec![other]
+        )));
+        c.handle_timeout(20, &mut rng);
+        assert_eq!(c.stats.attach_attempts, 2, "the next attempt is now");
+        let to: Vec<SocketAddr> = std::iter::from_fn(|| c.poll_transmit())
+            .map(|t| t.dst)
+            .collect();
+        assert!(to.contains(&other), "{to:?}");
+        assert!(!to.contains(&sn), "{to:?}");
     }
 }

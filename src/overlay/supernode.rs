@@ -857,6 +857,15 @@ impl SupernodeCore {
         );
     }
 
+    /// Other supernodes for the link's BUSY replies (a random few).
+    pub fn busy_hint(&self, rng: &mut dyn RngCore) -> Vec<SocketAddr> {
+        let me = self.addr();
+        let mut v = self.some_supernodes(rng, crate::wire::addr::MAX_ADDRS + 1);
+        v.retain(|a| *a != me);
+        v.truncate(crate::wire::addr::MAX_ADDRS);
+        v
+    }
+
     fn some_supernodes(&self, rng: &mut dyn RngCore, n: usize) -> Vec<SocketAddr> {
         self.members.random_up(rng, n)
     }

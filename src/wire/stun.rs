@@ -37,9 +37,9 @@ pub const HEADER_LEN: usize = 20;
 pub const CHANNELS: RangeInclusive<u16> = 0x4000..=0x7FFF;
 /// ChannelData header: channel number and length.
 pub const CHANNEL_HEADER: usize = 4;
-/// Link frame kinds ([`crate::link`]'s INIT, RESP, FIN, DATA, COOKIE and
-/// RENEW).
-pub const LINK_KINDS: RangeInclusive<u8> = 16..=21;
+/// Link frame kinds ([`crate::link`]'s INIT, RESP, FIN, DATA, COOKIE,
+/// RENEW and BUSY).
+pub const LINK_KINDS: RangeInclusive<u8> = 16..=22;
 /// First bytes of a media packet (RTP version 2).
 pub const MEDIA_FIRST_BYTES: RangeInclusive<u8> = 0x80..=0xBF;
 
@@ -358,7 +358,7 @@ mod tests {
         link[2] = VERSION;
         link[3] = 19;
         assert_eq!(classify(&link), Datagram::Link);
-        link[3] = 22;
+        link[3] = 23;
         assert_eq!(classify(&link), Datagram::Unknown);
 
         let s = stun(0x0001, 0);

@@ -3,13 +3,12 @@
 //! an honest client must keep logging in while they do.
 
 use crate::common::authority::{self, TestAuthority};
-use crate::common::dos::{Honest, report};
+use crate::common::dos::{Honest, connect_from, report};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 
 /// Slots in the test authority (`common::authority` binds 64).
 const SLOTS: usize = 64;
@@ -23,13 +22,7 @@ async fn holder(server: SocketAddr, from: IpAddr, stop: Arc<AtomicBool>, attempt
     while !stop.load(Ordering::Relaxed) {
         pace.tick().await;
         attempts.fetch_add(1, Ordering::Relaxed);
-        let Ok(sock) = TcpSocket::new_v4() else {
-            continue;
-        };
-        if sock.bind(SocketAddr::new(from, 0)).is_err() {
-            continue;
-        }
-        let Ok(mut s) = sock.connect(server).await else {
+        let Some(mut s) = connect_from(from, server).await else {
             continue;
         };
         if s.write_all(&[0]).await.is_err() {

@@ -5,7 +5,7 @@
 //! relay allocations over TCP while they do, and an honest allocation that
 //! is merely quiet keeps its stream.
 
-use crate::common::dos::{Honest, report};
+use crate::common::dos::{Honest, connect_from, report};
 use crate::common::relay::*;
 use natter::config::HumanDuration;
 use natter::node::turn::TurnConnection;
@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
 
 const CAP: usize = 48;
 const PER_ADDRESS: usize = 6;
@@ -43,13 +42,7 @@ async fn attacker(
     ];
     while !stop.load(Ordering::Relaxed) {
         attempts.fetch_add(1, Ordering::Relaxed);
-        let Ok(sock) = TcpSocket::new_v4() else {
-            continue;
-        };
-        if sock.bind(SocketAddr::new(from, 0)).is_err() {
-            continue;
-        }
-        let Ok(mut s) = sock.connect(server).await else {
+        let Some(mut s) = connect_from(from, server).await else {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };

@@ -494,6 +494,10 @@ impl ClientDriver {
                     self.peers.link_closed(addr, &reason);
                     self.peers_out();
                 }
+                LinkEvent::Busy { addr, others } => {
+                    tracing::info!(%addr, ?others, "no room at the node: trying others");
+                    self.core.link_busy(now, addr, others);
+                }
                 _ => {}
             }
         }

@@ -174,6 +174,8 @@ impl SupernodeDriver {
                     let now = self.base.now();
                     self.base.link.handle_timeout(now, &mut self.base.rng);
                     self.core.handle_timeout(now, &mut self.base.rng);
+                    let hint = self.core.busy_hint(&mut self.base.rng);
+                    self.base.link.set_busy_hint(hint);
                     false
                 }
                 cmd = commands.recv() => match cmd {

@@ -1,7 +1,9 @@
 //! Measuring an honest client while an attack runs: success rate and
 //! latency against a baseline, printed for the notes (`--nocapture`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Outcomes of a bounded series of honest attempts.
 #[derive(Debug, Default)]
@@ -61,4 +63,12 @@ pub fn report(what: &str, attack: &str, base: &Honest, under: &Honest) {
         base.median_ms(),
         under.median_ms() - base.median_ms()
     );
+}
+
+/// A TCP connection to `server` from `from` (one of loopback's many
+/// addresses, so each attacker is a source of its own); `None` on failure.
+pub async fn connect_from(from: IpAddr, server: SocketAddr) -> Option<TcpStream> {
+    let sock = TcpSocket::new_v4().ok()?;
+    sock.bind(SocketAddr::new(from, 0)).ok()?;
+    sock.connect(server).await.ok()
 }
