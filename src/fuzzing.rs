@@ -888,7 +888,7 @@ pub fn transfer(b: &[u8]) {
         if let Ok(s) = Signal::decode(kind, rest) {
             assert_eq!(s.encode(), rest);
             let mut t = Transfers::new(TransferConfig::default(), 1);
-            t.on_signal(LINK_NOW, "bob", s);
+            t.on_signal(LINK_NOW, "bob", crate::transfer::Standing::Contact, s);
             while t.poll_output().is_some() {}
         }
     }

@@ -145,6 +145,11 @@ impl Messaging {
         }
     }
 
+    /// Whether we blocked `user`.
+    pub fn is_blocked(&self, user: &str) -> bool {
+        self.contacts.is_blocked(user)
+    }
+
     /// Whether `user` is an authorized (and unblocked) contact.
     pub fn is_contact(&self, user: &str) -> bool {
         self.contacts.is_authorized(&user.to_ascii_lowercase())

@@ -89,8 +89,19 @@ impl Setup {
     }
 }
 
-/// alice offers `src`; bob accepts into `dest`. Returns the id.
+/// alice and bob become contacts (files from strangers are dropped).
+fn befriend(alice: &mut Proc, bob: &mut Proc) {
+    alice.say("add bob files for you");
+    bob.wait_json(T, |v| v["event"] == "contact_request");
+    bob.say("accept alice");
+    alice.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
+    bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+}
+
+/// alice and bob become contacts; alice offers `src`; bob accepts into
+/// `dest`. Returns the id.
 fn offer_and_accept(alice: &mut Proc, bob: &mut Proc, src: &Path, dest: &Path) -> String {
+    befriend(alice, bob);
     alice.say(&format!("send-file bob {}", src.display()));
     let o = bob.wait_json(T, |v| v["event"] == "file_offered");
     assert_eq!(o["from"], "alice", "{o}");
