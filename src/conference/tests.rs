@@ -329,7 +329,10 @@ fn a_busy_invitee_is_shown_busy_not_timed_out() {
     // A Busy from one never invited changes nothing.
     let before = net.events.len();
     let b = ConfMsg::Busy.encode(77);
-    net.cores.get_mut("ann").unwrap().handle_message(net.now, "dan", &b);
+    net.cores
+        .get_mut("ann")
+        .unwrap()
+        .handle_message(net.now, "dan", &b);
     net.pump();
     assert_eq!(net.events.len(), before);
 }

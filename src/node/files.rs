@@ -21,8 +21,8 @@ use crate::link::LinkEndpoint;
 use crate::overlay::{ClientCore, EnvelopeId};
 use crate::transfer::wire::LINK_TAG;
 use crate::transfer::{
-    FileEvent, FileFailure, FileHasher, FileInfo, LinkMsg, Output, RangeSet, Signal,
-    Standing, TransferConfig, TransferId, Transfers,
+    FileEvent, FileFailure, FileHasher, FileInfo, LinkMsg, Output, RangeSet, Signal, Standing,
+    TransferConfig, TransferId, Transfers,
 };
 use rand::RngCore;
 use rand::rngs::StdRng;

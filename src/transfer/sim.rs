@@ -158,7 +158,9 @@ impl Sim {
             (&mut self.a, B, Standing::Contact)
         };
         match m {
-            Msg::Signal(k, p) => core.on_signal(self.now, from, standing, Signal::decode(k, &p).unwrap()),
+            Msg::Signal(k, p) => {
+                core.on_signal(self.now, from, standing, Signal::decode(k, &p).unwrap())
+            }
             Msg::Link(bytes) => {
                 let m = LinkMsg::decode(&bytes).unwrap();
                 if let LinkMsg::Data {
@@ -443,13 +445,16 @@ fn offers_from_strangers_and_blocked_users_are_dropped_unanswered() {
         let mut s = Sim::new(seed, 1000, path);
         s.a_to_b = standing;
         let hash = hash_bytes(&s.file);
-        s.a.offer(s.now, 9, B, "/f".into(), "f", 1000, hash).unwrap();
+        s.a.offer(s.now, 9, B, "/f".into(), "f", 1000, hash)
+            .unwrap();
         s.run(5_000);
         // Not shown, not answered: alice's offer waits, bob holds nothing.
         assert!(s.events_b.is_empty(), "{standing:?}: {:?}", s.events_b);
         assert!(s.b.list().is_empty(), "{standing:?}");
         assert!(
-            !s.events_a.iter().any(|e| matches!(e, FileEvent::Failed { .. })),
+            !s.events_a
+                .iter()
+                .any(|e| matches!(e, FileEvent::Failed { .. })),
             "{standing:?}: {:?}",
             s.events_a
         );
@@ -463,7 +468,8 @@ fn offers_from_strangers_and_blocked_users_are_dropped_unanswered() {
     // A contact's offer of the same file is shown.
     let mut s = Sim::new(9, 1000, path);
     let hash = hash_bytes(&s.file);
-    s.a.offer(s.now, 9, B, "/f".into(), "f", 1000, hash).unwrap();
+    s.a.offer(s.now, 9, B, "/f".into(), "f", 1000, hash)
+        .unwrap();
     s.run(100);
     assert!(matches!(s.events_b[0], FileEvent::Offered { .. }));
 }
