@@ -293,3 +293,38 @@ fn a_busy_member_is_shown_busy_and_conferences_are_logged() {
     ann.say("quit");
     cat.say("quit");
 }
+
+/// A third person added to a running 1:1 call: the call's peer is in that
+/// call, yet the conference replacing it is no busy invitation; all three
+/// join.
+#[test]
+fn a_call_becomes_a_conference_of_three() {
+    let _turn = scenario!();
+    let users = ["ann", "bob", "cat"];
+    let net = CallNet::start(&users);
+    let procs: Vec<Proc> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let toml = format!("[audio]\ninput = \"tone:{}\"\n", TONES[i]);
+            net.client(u, &toml, &["--auto-answer"])
+        })
+        .collect();
+    let [mut ann, mut bob, mut cat] = procs.try_into().ok().unwrap();
+    ann.say("call bob");
+    state(&ann, "active");
+    ann.say("conf add cat");
+    for p in [&ann, &bob, &cat] {
+        let mut seen = std::collections::BTreeSet::new();
+        p.wait_json(T, |v| {
+            assert!(v["reason"] != "busy", "{v}");
+            if v["event"] == "conference" && v["type"] == "joined" {
+                seen.insert(v["user"].as_str().unwrap_or_default().to_owned());
+            }
+            seen.len() == 3
+        });
+    }
+    for p in [&mut ann, &mut bob, &mut cat] {
+        p.say("quit");
+    }
+}
