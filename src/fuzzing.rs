@@ -176,6 +176,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     v.extend(turn_pair().2);
     v.extend(media_seeds());
     v.extend(transfer_seeds());
+    v.extend(conference_seeds());
     v
 }
 
@@ -928,7 +929,7 @@ pub fn transfer(b: &[u8]) {
         if let Ok(s) = Signal::decode(kind, rest) {
             assert_eq!(s.encode(), rest);
             let mut t = Transfers::new(TransferConfig::default(), 1);
-            t.on_signal(LINK_NOW, "bob", s);
+            t.on_signal(LINK_NOW, "bob", crate::transfer::Standing::Contact, s);
             while t.poll_output().is_some() {}
         }
     }
@@ -939,6 +940,83 @@ pub fn transfer(b: &[u8]) {
         t.handle_timeout(LINK_NOW + 10_000);
         while t.poll_output().is_some() {}
     }
+}
+
+/// The conference message decoder ([`crate::conference::ConfMsg::decode`]):
+/// what decodes encodes back to the same message; it is then fed to an
+/// invited core, to a running starter's core as from a member and a
+/// stranger, and to the busy reply.
+pub fn conference(b: &[u8]) {
+    use crate::conference::{ConfConfig, ConfMsg, ConferenceCore, Member, Reach};
+    let Ok((id, m)) = ConfMsg::decode(b) else {
+        return;
+    };
+    assert_eq!(ConfMsg::decode(&m.encode(id)), Ok((id, m)));
+    let me = |name: &str| Member {
+        name: name.into(),
+        nonce: [1; 16],
+        uplink_kbps: 1000,
+        reach: Reach::Cone,
+        muted: false,
+    };
+    if let Some(mut c) = ConferenceCore::invited(ConfConfig::default(), me("cat"), "ann", b, 0) {
+        let _ = c.accept(1);
+        while c.poll_transmit().is_some() {}
+        while c.poll_event().is_some() {}
+    }
+    let users = ["bob".to_owned()];
+    let Ok(mut c) = ConferenceCore::start(ConfConfig::default(), id, me("ann"), &users, 0, 0)
+    else {
+        return;
+    };
+    for from in ["bob", "eve"] {
+        c.handle_message(10, from, b);
+    }
+    c.handle_timeout(10_000);
+    while c.poll_transmit().is_some() {}
+    while c.poll_event().is_some() {}
+    if let Some(r) = ConferenceCore::busy_reply(b) {
+        assert!(matches!(ConfMsg::decode(&r), Ok((i, ConfMsg::Busy)) if i == id));
+    }
+}
+
+/// Valid conference messages, as seeds for [`conference`].
+pub fn conference_seeds() -> Vec<Vec<u8>> {
+    use crate::conference::{ConfMsg, Member, Reach};
+    let m = |name: &str| Member {
+        name: name.into(),
+        nonce: [7; 16],
+        uplink_kbps: 900,
+        reach: Reach::Cone,
+        muted: false,
+    };
+    [
+        ConfMsg::Invite {
+            starter: "ann".into(),
+            epoch: 1,
+            mixer: "ann".into(),
+            replaces: 0,
+            members: vec![m("ann")],
+        },
+        ConfMsg::Join { member: m("bob") },
+        ConfMsg::Roster {
+            epoch: 2,
+            mixer: "bob".into(),
+            members: vec![m("ann"), m("bob")],
+        },
+        ConfMsg::Leave,
+        ConfMsg::Mute {
+            target: "bob".into(),
+            on: true,
+        },
+        ConfMsg::Levels {
+            levels: vec![("ann".into(), 20)],
+        },
+        ConfMsg::Busy,
+    ]
+    .iter()
+    .map(|m| m.encode(1))
+    .collect()
 }
 
 /// Valid file transfer messages, as seeds for [`transfer`].
@@ -957,6 +1035,20 @@ pub fn transfer_seeds() -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every conference seed decodes (the fuzz starts past the decoder's
+    /// checks) and runs through the target.
+    #[test]
+    fn conference_seeds_decode() {
+        let seeds = conference_seeds();
+        assert_eq!(seeds.len(), 7);
+        for s in &seeds {
+            assert!(crate::conference::ConfMsg::decode(s).is_ok(), "{s:?}");
+            conference(s);
+        }
+        let all = super::seeds();
+        assert!(seeds.iter().all(|s| all.contains(s)));
+    }
     use crate::wire::stun::{ChannelData, Class, Datagram, classify, method};
 
     /// What stun-rs reads from a STUN message, as our header names it.

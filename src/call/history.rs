@@ -23,6 +23,8 @@ const SCHEMA: Schema = Schema {
             reason TEXT NOT NULL,
             seen INTEGER NOT NULL
         );",
+        // 2: a conference's other participants (comma-separated; '' for 1:1).
+        "ALTER TABLE calls ADD COLUMN members TEXT NOT NULL DEFAULT '';",
     ],
 };
 
@@ -43,12 +45,24 @@ pub struct CallRecord {
     pub reason: EndReason,
     /// For a missed call: the user has seen it (always true otherwise).
     pub seen: bool,
+    /// A conference: everyone else who took part (`peer` is the first of
+    /// them); empty for a 1:1 call.
+    pub conference: Vec<String>,
 }
 
 impl CallRecord {
     /// Incoming and never answered.
     pub fn missed(&self) -> bool {
         !self.outgoing && self.answered_at.is_none()
+    }
+
+    /// Who it was with: the peer, or "conference with ann, bob".
+    pub fn with_whom(&self) -> String {
+        if self.conference.is_empty() {
+            self.peer.clone()
+        } else {
+            format!("conference with {}", self.conference.join(", "))
+        }
     }
 
     /// How long it was answered, in ms (0 if never).
@@ -130,8 +144,8 @@ impl CallHistory {
         let seen = c.seen || !c.missed();
         self.conn
             .execute(
-                "INSERT INTO calls (peer, outgoing, started_at, answered_at, ended_at, reason, seen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO calls (peer, outgoing, started_at, answered_at, ended_at, reason, seen, members)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     c.peer,
                     c.outgoing,
@@ -139,7 +153,8 @@ impl CallHistory {
                     c.answered_at.map(|a| a as i64),
                     c.ended_at as i64,
                     reason_code(c.reason),
-                    seen
+                    seen,
+                    c.conference.join(",")
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -157,7 +172,7 @@ impl CallHistory {
         let mut st = self
             .conn
             .prepare(
-                "SELECT peer, outgoing, started_at, answered_at, ended_at, reason, seen
+                "SELECT peer, outgoing, started_at, answered_at, ended_at, reason, seen, members
                  FROM calls ORDER BY n DESC LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
@@ -171,6 +186,12 @@ impl CallHistory {
                     ended_at: r.get::<_, i64>(4)? as u64,
                     reason: reason_of(&r.get::<_, String>(5)?),
                     seen: r.get(6)?,
+                    conference: r
+                        .get::<_, String>(7)?
+                        .split(',')
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -202,7 +223,23 @@ mod tests {
             ended_at: 61_000,
             reason,
             seen: false,
+            conference: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_conference_keeps_its_members() {
+        let mut h = CallHistory::in_memory().unwrap();
+        let mut c = call("ann", false, Some(6_000), EndReason::HungUp { by_us: true });
+        c.conference = vec!["ann".into(), "bob".into()];
+        h.record(&c).unwrap();
+        h.record(&call("bob", true, None, EndReason::NoAnswer))
+            .unwrap();
+        let r = h.recent(10).unwrap();
+        assert_eq!(r[1], CallRecord { seen: true, ..c });
+        assert_eq!(r[1].with_whom(), "conference with ann, bob");
+        assert_eq!(r[0].with_whom(), "bob");
+        assert!(r[0].conference.is_empty());
     }
 
     #[test]

@@ -176,6 +176,8 @@ pub enum LeftReason {
     TimedOut,
     /// The mixer's roster no longer has it.
     Dropped,
+    /// Invited, it answered that it is in a call or another conference.
+    Busy,
 }
 
 impl LeftReason {
@@ -184,6 +186,7 @@ impl LeftReason {
             LeftReason::Left => "left",
             LeftReason::TimedOut => "timed_out",
             LeftReason::Dropped => "dropped",
+            LeftReason::Busy => "busy",
         }
     }
 }
@@ -382,6 +385,16 @@ impl ConferenceCore {
             replaces,
         });
         Some(c)
+    }
+
+    /// The reply to `bytes` from a node that is busy (in a call or
+    /// another conference): a Busy for the conference an Invite names;
+    /// `None` for anything else.
+    pub fn busy_reply(bytes: &[u8]) -> Option<Vec<u8>> {
+        match ConfMsg::decode(bytes).ok()? {
+            (id, ConfMsg::Invite { .. }) => Some(ConfMsg::Busy.encode(id)),
+            _ => None,
+        }
     }
 
     pub fn id(&self) -> ConfId {
@@ -683,6 +696,16 @@ impl ConferenceCore {
                 });
             }
             ConfMsg::Levels { .. } => {}
+            // Only one we invited and who has not joined may be busy.
+            ConfMsg::Busy if self.pending.remove(from).is_some() => {
+                self.event(ConfEvent::Left {
+                    id: self.id,
+                    name: from.to_owned(),
+                    reason: LeftReason::Busy,
+                });
+                self.check_alone(now);
+            }
+            ConfMsg::Busy => {}
         }
         self.sync_legs(now);
     }

@@ -11,6 +11,7 @@
 //! | 4 | Leave | |
 //! | 5 | Mute | target str8, on u8 |
 //! | 6 | Levels | count u8, then (name str8, level u8) each |
+//! | 7 | Busy | |
 //!
 //! `members` is a u8 count then each member: name str8, nonce `[16]`,
 //! uplink kbit/s u32, reach u8, muted u8. At most
@@ -48,6 +49,9 @@ pub enum ConfMsg {
     Mute { target: String, on: bool },
     /// The mixer's measure of each participant's level (0-255).
     Levels { levels: Vec<(String, u8)> },
+    /// The answer to an Invite from one already in a call or another
+    /// conference.
+    Busy,
 }
 
 fn members(w: &mut Writer, m: &[Member]) {
@@ -97,6 +101,7 @@ impl ConfMsg {
             ConfMsg::Leave => 4,
             ConfMsg::Mute { .. } => 5,
             ConfMsg::Levels { .. } => 6,
+            ConfMsg::Busy => 7,
         }
     }
 
@@ -126,7 +131,7 @@ impl ConfMsg {
                 w.u32(*epoch).bytes8(mixer.as_bytes());
                 members(&mut w, m);
             }
-            ConfMsg::Leave => {}
+            ConfMsg::Leave | ConfMsg::Busy => {}
             ConfMsg::Mute { target, on } => {
                 w.bytes8(target.as_bytes()).u8(*on as u8);
             }
@@ -179,6 +184,7 @@ impl ConfMsg {
                     .collect::<Result<_, WireError>>()?;
                 ConfMsg::Levels { levels }
             }
+            7 => ConfMsg::Busy,
             got => {
                 return Err(WireError::UnknownType {
                     what: "conference message",
@@ -229,6 +235,7 @@ mod tests {
             ConfMsg::Levels {
                 levels: vec![("ann".into(), 200), ("bob".into(), 0)],
             },
+            ConfMsg::Busy,
         ];
         for msg in all {
             let b = msg.encode(42);

@@ -15,13 +15,16 @@ fn member(name: &str, reach: Reach, uplink_kbps: u32) -> Member {
     }
 }
 
-/// Cores by name; `dead` ones neither send nor receive.
+/// Cores by name; `dead` ones neither send nor receive; `busy` ones (in
+/// a call elsewhere) answer invitations with Busy.
 struct Net {
     cores: BTreeMap<String, ConferenceCore>,
     profiles: BTreeMap<String, Member>,
     dead: BTreeSet<String>,
     /// Cores whose timers fire this many ms late (a loaded machine).
     late: BTreeMap<String, u64>,
+    /// Cores already in a call: they answer invitations busy.
+    busy: BTreeSet<String>,
     events: Vec<(String, ConfEvent)>,
     now: u64,
 }
@@ -33,6 +36,7 @@ impl Net {
             profiles: people.iter().map(|m| (m.name.clone(), m.clone())).collect(),
             dead: BTreeSet::new(),
             late: BTreeMap::new(),
+            busy: BTreeSet::new(),
             events: Vec::new(),
             now: 0,
         }
@@ -70,8 +74,15 @@ impl Net {
             if msgs.is_empty() {
                 break;
             }
+            let mut replies = Vec::new();
             for (from, to, b) in msgs {
                 if self.dead.contains(&to) {
+                    continue;
+                }
+                if self.busy.contains(&to) {
+                    if let Some(r) = ConferenceCore::busy_reply(&b) {
+                        replies.push((to, from, r));
+                    }
                     continue;
                 }
                 match self.cores.get_mut(&to) {
@@ -87,6 +98,11 @@ impl Net {
                             self.cores.insert(to, c);
                         }
                     }
+                }
+            }
+            for (from, to, b) in replies {
+                if let Some(c) = self.cores.get_mut(&to) {
+                    c.handle_message(self.now, &from, &b);
                 }
             }
         }
@@ -288,4 +304,62 @@ fn a_full_conference_refuses_more() {
         ConferenceCore::start(ConfConfig::default(), 1, me, &users, 0, 0).err(),
         Some(ConfError::Full)
     );
+}
+
+#[test]
+fn a_busy_invitee_is_shown_busy_not_timed_out() {
+    let people: Vec<Member> = ["ann", "bob", "cat"]
+        .iter()
+        .map(|n| member(n, Reach::Cone, 1000))
+        .collect();
+    let mut net = Net::new(&people);
+    net.busy.insert("cat".into());
+    net.start("ann", &["bob", "cat"]);
+    // At once, not after the invitation's minute.
+    let busy: Vec<&(String, ConfEvent)> = net
+        .events
+        .iter()
+        .filter(|(_, e)| {
+            matches!(e, ConfEvent::Left { name, reason: LeftReason::Busy, .. } if name == "cat")
+        })
+        .collect();
+    assert_eq!(busy.len(), 1, "{:?}", net.events);
+    assert_eq!(busy[0].0, "ann");
+    assert_eq!(net.now, 0);
+    // The others carry on; cat is no member and no longer awaited.
+    net.run(5_000);
+    for n in ["ann", "bob"] {
+        let c = &net.cores[n];
+        assert_eq!(c.state(), ConfState::Joined, "{n}");
+        let names: Vec<&str> = c.members().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bob"], "{n}");
+    }
+    assert!(net.cores["ann"].pending.is_empty());
+    // A Busy from one never invited changes nothing.
+    let before = net.events.len();
+    let b = ConfMsg::Busy.encode(77);
+    net.cores
+        .get_mut("ann")
+        .unwrap()
+        .handle_message(net.now, "dan", &b);
+    net.pump();
+    assert_eq!(net.events.len(), before);
+}
+
+#[test]
+fn a_conference_whose_only_invitee_is_busy_ends() {
+    let people: Vec<Member> = ["ann", "bob"]
+        .iter()
+        .map(|n| member(n, Reach::Cone, 1000))
+        .collect();
+    let mut net = Net::new(&people);
+    net.busy.insert("bob".into());
+    net.start("ann", &["bob"]);
+    assert_eq!(
+        net.cores["ann"].state(),
+        ConfState::Ended(ConfEndReason::Alone)
+    );
+    // Only Invites get a busy reply.
+    assert!(ConferenceCore::busy_reply(&ConfMsg::Leave.encode(77)).is_none());
+    assert!(ConferenceCore::busy_reply(b"junk").is_none());
 }

@@ -125,7 +125,7 @@ pub fn event(e: &Event) -> Option<Rendered> {
                     "incoming"
                 },
                 if c.outgoing { "to" } else { "from" },
-                c.peer,
+                c.with_whom(),
                 if c.answered_at.is_some() {
                     format!(", {} s", c.duration_ms() / 1000)
                 } else {
@@ -427,6 +427,7 @@ fn conference(u: &ConferenceUpdate) -> Option<Rendered> {
 fn call_record(c: &natter::node::api::CallRecord) -> Value {
     json!({
         "user": c.peer,
+        "conference": (!c.conference.is_empty()).then_some(&c.conference),
         "direction": if c.outgoing { "outgoing" } else { "incoming" },
         "started_at": time(c.started_at / 1000),
         "answered_at": c.answered_at.map(|a| time(a / 1000)),

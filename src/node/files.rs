@@ -21,7 +21,7 @@ use crate::link::LinkEndpoint;
 use crate::overlay::{ClientCore, EnvelopeId};
 use crate::transfer::wire::LINK_TAG;
 use crate::transfer::{
-    FileEvent, FileFailure, FileHasher, FileInfo, LinkMsg, Output, RangeSet, Signal,
+    FileEvent, FileFailure, FileHasher, FileInfo, LinkMsg, Output, RangeSet, Signal, Standing,
     TransferConfig, TransferId, Transfers,
 };
 use rand::RngCore;
@@ -419,9 +419,15 @@ impl Files {
     }
 
     /// A files envelope from `from` (verified).
-    pub fn on_envelope(&mut self, from: &str, kind: u8, payload: &[u8], cx: &mut FilesCx<'_>) {
+    pub fn on_envelope(
+        &mut self,
+        from: &str,
+        standing: Standing,
+        (kind, payload): (u8, &[u8]),
+        cx: &mut FilesCx<'_>,
+    ) {
         match Signal::decode(kind, payload) {
-            Ok(s) => self.core.on_signal(cx.now, from, s),
+            Ok(s) => self.core.on_signal(cx.now, from, standing, s),
             Err(e) => tracing::debug!(%from, "bad file signal: {e}"),
         }
         self.flush(cx);

@@ -263,11 +263,26 @@ pub struct DataOut {
     pub len: usize,
 }
 
+/// How the sender of a signal stands to us (from the contact list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// An authorized contact (or a node without a contact list).
+    Contact,
+    /// Anyone else who is not blocked.
+    Stranger,
+    /// A user we blocked.
+    Blocked,
+}
+
 /// Counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransferStats {
     /// Offers refused for the per-peer or total limit.
     pub offers_refused: u64,
+    /// Offers from users who are not contacts, dropped unanswered.
+    pub offers_from_strangers: u64,
+    /// Offers from blocked users, dropped unanswered.
+    pub offers_from_blocked: u64,
     /// Link messages for no transfer of that peer, or out of range.
     pub stray: u64,
     /// Data packets declared lost.
@@ -786,9 +801,27 @@ impl Transfers {
             .any(|o| o.peer == peer && o.state != OutState::Offered)
     }
 
-    /// A signalling envelope from `from` (its certificate's user).
-    pub fn on_signal(&mut self, now: u64, from: &str, s: Signal<'_>) {
+    /// A signalling envelope from `from` (its certificate's user), who
+    /// stands to us as `standing`. A new offer is taken from a contact
+    /// only: a stranger's is dropped unanswered and counted (they ask to
+    /// be a contact first, through chat); a blocked user's is dropped
+    /// whatever it is (a resumed one too). A stranger's offer of a
+    /// transfer we already hold (accepted while they were a contact)
+    /// resumes it.
+    pub fn on_signal(&mut self, now: u64, from: &str, standing: Standing, s: Signal<'_>) {
         match s {
+            Signal::Offer { .. } if standing == Standing::Blocked => {
+                self.stats.offers_from_blocked += 1;
+            }
+            Signal::Offer { id, .. }
+                if standing == Standing::Stranger
+                    && self.incoming.get(&id).is_none_or(|i| i.peer != from) =>
+            {
+                self.stats.offers_from_strangers += 1;
+                if crate::limits::log_worthy(self.stats.offers_from_strangers) {
+                    tracing::info!(%from, dropped = self.stats.offers_from_strangers, "file offer from a stranger dropped");
+                }
+            }
             Signal::Offer {
                 id,
                 size,
@@ -1249,7 +1282,11 @@ impl Transfers {
             }
         }
         for o in self.outgoing.values() {
-            t = t.min(o.progress_at + self.config.progress_ms);
+            // No progress reports while an offer waits (handle_timeout
+            // sends none then: a deadline here would come back at once).
+            if o.state != OutState::Offered {
+                t = t.min(o.progress_at + self.config.progress_ms);
+            }
             match o.state {
                 OutState::Offered => t = t.min(o.offered_at + self.config.offer_ttl_ms),
                 OutState::Sending if !o.inflight.is_empty() => {

@@ -26,8 +26,8 @@ mod sim;
 pub mod wire;
 
 pub use self::core::{
-    DataOut, FileEvent, FileFailure, FileInfo, FileProgress, FileState, Output, TransferConfig,
-    TransferStats, Transfers,
+    DataOut, FileEvent, FileFailure, FileInfo, FileProgress, FileState, Output, Standing,
+    TransferConfig, TransferStats, Transfers,
 };
 pub use ranges::RangeSet;
 pub use wire::{LinkMsg, Signal, TransferId};

@@ -49,6 +49,8 @@ struct Sim {
     max_queue_ms: u64,
     /// Extra bottleneck occupancy from a competing flow, bytes per ms.
     competing: u64,
+    /// How alice stands to bob (his contact list).
+    a_to_b: Standing,
 }
 
 impl Sim {
@@ -72,6 +74,7 @@ impl Sim {
             events_b: Vec::new(),
             max_queue_ms: 0,
             competing: 0,
+            a_to_b: Standing::Contact,
         }
     }
 
@@ -149,13 +152,15 @@ impl Sim {
     }
 
     fn deliver(&mut self, to_b: bool, m: Msg) {
-        let (core, from) = if to_b {
-            (&mut self.b, A)
+        let (core, from, standing) = if to_b {
+            (&mut self.b, A, self.a_to_b)
         } else {
-            (&mut self.a, B)
+            (&mut self.a, B, Standing::Contact)
         };
         match m {
-            Msg::Signal(k, p) => core.on_signal(self.now, from, Signal::decode(k, &p).unwrap()),
+            Msg::Signal(k, p) => {
+                core.on_signal(self.now, from, standing, Signal::decode(k, &p).unwrap())
+            }
             Msg::Link(bytes) => {
                 let m = LinkMsg::decode(&bytes).unwrap();
                 if let LinkMsg::Data {
@@ -427,6 +432,74 @@ fn a_declined_offer_ends_both_sides() {
             ..
         })
     ));
+}
+
+#[test]
+fn offers_from_strangers_and_blocked_users_are_dropped_unanswered() {
+    let path = Path {
+        rate: 1000,
+        delay: 5,
+        loss: 0.0,
+    };
+    for (standing, seed) in [(Standing::Stranger, 7), (Standing::Blocked, 8)] {
+        let mut s = Sim::new(seed, 1000, path);
+        s.a_to_b = standing;
+        let hash = hash_bytes(&s.file);
+        s.a.offer(s.now, 9, B, "/f".into(), "f", 1000, hash)
+            .unwrap();
+        s.run(5_000);
+        // Not shown, not answered: alice's offer waits, bob holds nothing.
+        assert!(s.events_b.is_empty(), "{standing:?}: {:?}", s.events_b);
+        assert!(s.b.list().is_empty(), "{standing:?}");
+        assert!(
+            !s.events_a
+                .iter()
+                .any(|e| matches!(e, FileEvent::Failed { .. })),
+            "{standing:?}: {:?}",
+            s.events_a
+        );
+        let st = s.b.stats();
+        let (strangers, blocked) = (st.offers_from_strangers, st.offers_from_blocked);
+        match standing {
+            Standing::Stranger => assert_eq!((strangers, blocked), (1, 0)),
+            _ => assert_eq!((strangers, blocked), (0, 1)),
+        }
+    }
+    // A contact's offer of the same file is shown.
+    let mut s = Sim::new(9, 1000, path);
+    let hash = hash_bytes(&s.file);
+    s.a.offer(s.now, 9, B, "/f".into(), "f", 1000, hash)
+        .unwrap();
+    s.run(100);
+    assert!(matches!(s.events_b[0], FileEvent::Offered { .. }));
+}
+
+#[test]
+fn a_stranger_resuming_an_accepted_transfer_is_not_dropped() {
+    let size = 3_000_000;
+    let mut s = Sim::new(
+        10,
+        size,
+        Path {
+            rate: 2_000,
+            delay: 10,
+            loss: 0.0,
+        },
+    );
+    let id = s.start();
+    s.run(700);
+    assert!(s.record.total() > 0);
+    // Bob removes alice from his contacts mid-transfer and her process
+    // restarts: her offer again resumes what he accepted.
+    s.a_to_b = Standing::Stranger;
+    s.a = Transfers::new(TransferConfig::default(), 4);
+    s.queue.clear();
+    let hash = hash_bytes(&s.file);
+    s.a.offer(s.now, id, B, "/src/f".into(), "f.bin", size as u64, hash)
+        .unwrap();
+    s.run(60_000);
+    assert!(s.completed());
+    assert_eq!(s.b.stats().offers_from_strangers, 0);
 }
 
 #[test]

@@ -1004,6 +1004,7 @@ fn missed_calls_and_history() {
         ended_at: NOW - 2 * 86_400_000 + 65_000,
         reason: EndReason::HungUp { by_us: true },
         seen: true,
+        conference: Vec::new(),
     };
     app.handle_event(Event::CallHistory {
         calls: vec![answered],
@@ -1027,6 +1028,7 @@ fn missed_calls_and_history() {
         ended_at: NOW,
         reason: EndReason::Cancelled { by_us: false },
         seen: false,
+        conference: Vec::new(),
     }));
     app.handle_event(Event::Call(CallInfo {
         id: 4,

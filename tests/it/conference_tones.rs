@@ -240,3 +240,91 @@ fn conference_survives_its_mixer_killed() {
     assert!(worst <= 3.0, "recovery took {worst:.2} s");
     eprintln!("mixer failover: others hear each other again within {worst:.2} s");
 }
+
+/// An invitation to one already in a conference gets a busy answer: the
+/// inviter shows that member busy at once (not after the invitation's
+/// minute), and its conference, with nobody else, ends. The conference
+/// that ran is in its participants' call history.
+#[test]
+fn a_busy_member_is_shown_busy_and_conferences_are_logged() {
+    let _turn = scenario!();
+    let users = ["ann", "bob", "cat"];
+    let net = CallNet::start(&users);
+    let procs: Vec<Proc> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let toml = format!("[audio]\ninput = \"tone:{}\"\n", TONES[i]);
+            net.client(u, &toml, &["--auto-answer"])
+        })
+        .collect();
+    let [mut ann, bob, mut cat] = procs.try_into().ok().unwrap();
+    ann.say("conf start bob");
+    for p in [&ann, &bob] {
+        p.wait_json(T, |v| {
+            v["event"] == "conference" && v["type"] == "joined" && v["user"] == "bob"
+        });
+    }
+    let t0 = Instant::now();
+    cat.say("conf start bob");
+    let busy = cat.wait_json(T, |v| {
+        v["event"] == "conference" && v["type"] == "left" && v["user"] == "bob"
+    });
+    assert_eq!(busy["reason"], "busy", "{busy}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    let end = cat.wait_json(T, |v| v["event"] == "conference" && v["type"] == "ended");
+    assert_eq!(end["reason"], "alone", "{end}");
+    // bob stayed in ann's conference; ann leaves, and it is logged.
+    ann.say("conf leave");
+    let logged = ann.wait_json(T, |v| v["event"] == "call_logged");
+    assert_eq!(logged["conference"], serde_json::json!(["bob"]), "{logged}");
+    assert_eq!(logged["direction"], "outgoing", "{logged}");
+    let logged = bob.wait_json(T, |v| v["event"] == "call_logged");
+    assert_eq!(logged["conference"], serde_json::json!(["ann"]), "{logged}");
+    assert_eq!(logged["direction"], "incoming", "{logged}");
+    assert!(logged["answered_at"].is_string(), "{logged}");
+    ann.say("calls");
+    let h = ann.wait_json(T, |v| v["event"] == "call_history");
+    assert_eq!(
+        h["calls"][0]["conference"],
+        serde_json::json!(["bob"]),
+        "{h}"
+    );
+    ann.say("quit");
+    cat.say("quit");
+}
+
+/// A third person added to a running 1:1 call: the call's peer is in that
+/// call, yet the conference replacing it is no busy invitation; all three
+/// join.
+#[test]
+fn a_call_becomes_a_conference_of_three() {
+    let _turn = scenario!();
+    let users = ["ann", "bob", "cat"];
+    let net = CallNet::start(&users);
+    let procs: Vec<Proc> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let toml = format!("[audio]\ninput = \"tone:{}\"\n", TONES[i]);
+            net.client(u, &toml, &["--auto-answer"])
+        })
+        .collect();
+    let [mut ann, mut bob, mut cat] = procs.try_into().ok().unwrap();
+    ann.say("call bob");
+    state(&ann, "active");
+    ann.say("conf add cat");
+    for p in [&ann, &bob, &cat] {
+        let mut seen = std::collections::BTreeSet::new();
+        p.wait_json(T, |v| {
+            assert!(v["reason"] != "busy", "{v}");
+            if v["event"] == "conference" && v["type"] == "joined" {
+                seen.insert(v["user"].as_str().unwrap_or_default().to_owned());
+            }
+            seen.len() == 3
+        });
+    }
+    for p in [&mut ann, &mut bob, &mut cat] {
+        p.say("quit");
+    }
+}

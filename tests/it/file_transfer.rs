@@ -89,8 +89,19 @@ impl Setup {
     }
 }
 
-/// alice offers `src`; bob accepts into `dest`. Returns the id.
+/// alice and bob become contacts (files from strangers are dropped).
+fn befriend(alice: &mut Proc, bob: &mut Proc) {
+    alice.say("add bob files for you");
+    bob.wait_json(T, |v| v["event"] == "contact_request");
+    bob.say("accept alice");
+    alice.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
+    bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+}
+
+/// alice and bob become contacts; alice offers `src`; bob accepts into
+/// `dest`. Returns the id.
 fn offer_and_accept(alice: &mut Proc, bob: &mut Proc, src: &Path, dest: &Path) -> String {
+    befriend(alice, bob);
     alice.say(&format!("send-file bob {}", src.display()));
     let o = bob.wait_json(T, |v| v["event"] == "file_offered");
     assert_eq!(o["from"], "alice", "{o}");
@@ -131,6 +142,41 @@ fn a_file_goes_directly_and_arrives_whole() {
     done(&alice);
     assert_eq!(std::fs::read(&dest).unwrap(), data);
     assert!(!s.net.data("received/report.bin.part").exists());
+    bob.say("files");
+    let l = bob.wait_json(T, |v| v["event"] == "files");
+    assert_eq!(l["files"].as_array().unwrap().len(), 0, "{l}");
+    alice.say("quit");
+    bob.say("quit");
+}
+
+/// A file from a stranger is dropped unanswered: bob never sees alice's
+/// offer made before they were contacts, only the one made after.
+#[test]
+fn a_strangers_file_is_dropped_and_a_contacts_is_shown() {
+    let _turn = scenario!();
+    let s = setup(false, 0);
+    let mut bob = s.bob();
+    let mut alice = s.alice();
+    let early = s.net.data("early.bin");
+    make_file(&early, 10_000, 3);
+    alice.say(&format!("send-file bob {}", early.display()));
+    alice.wait_json(T, |v| v["event"] == "file_offering");
+    let src = s.net.data("later.bin");
+    let data = make_file(&src, 20_000, 5);
+    let dest = s.net.data("got/later.bin");
+    befriend(&mut alice, &mut bob);
+    alice.say(&format!("send-file bob {}", src.display()));
+    // The first offer bob sees is the one made once they were contacts.
+    let o = bob.wait_json(T, |v| v["event"] == "file_offered");
+    assert_eq!(o["name"], "later.bin", "{o}");
+    bob.say(&format!(
+        "file accept {} {}",
+        o["id"].as_str().unwrap(),
+        dest.display()
+    ));
+    done(&bob);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    // Nothing of the stranger's offer is held.
     bob.say("files");
     let l = bob.wait_json(T, |v| v["event"] == "files");
     assert_eq!(l["files"].as_array().unwrap().len(), 0, "{l}");

@@ -668,16 +668,41 @@ impl Calls {
         cx: &mut Ctx<'_>,
     ) {
         let id = crate::conference::ConfMsg::decode(payload).map(|(id, _)| id);
+        let current = self.core.current();
+        let busy = match &self.conf {
+            Some(c) => Ok(c.id()) != id,
+            // In a 1:1 call that this conference does not replace.
+            None => current.is_some_and(|call| {
+                !matches!(
+                    crate::conference::ConfMsg::decode(payload),
+                    Ok((_, crate::conference::ConfMsg::Invite { replaces, .. })) if replaces == call
+                )
+            }),
+        };
         match &self.conf {
             Some(c) if Ok(c.id()) == id => {
                 self.with_conf(cx, |c, x| c.on_envelope(from, payload, x));
             }
-            // Busy in another conference: the inviter's invitation lapses.
+            // Busy: the inviter shows us busy (an Invite only; the rest of
+            // another conference's messages are dropped).
+            _ if busy => {
+                if let Some(reply) = crate::conference::ConferenceCore::busy_reply(payload) {
+                    tracing::info!(%from, "conference invitation while busy: answered busy");
+                    let id = cx.client.send_envelope(
+                        cx.now,
+                        cx.rng,
+                        from,
+                        self::conference::ENVELOPE_CONFERENCE,
+                        &reply,
+                        false,
+                    );
+                    self.sent.insert(id, cx.now);
+                }
+            }
             Some(_) => {}
             None if blocked => self.blocked_invite(from),
             None => {
                 let auto = self.opts.auto_answer;
-                let current = self.core.current();
                 let n = ConfNode::invited(
                     from,
                     payload,

@@ -6,7 +6,8 @@
 //! hold, when it was answered). The client runtime (`node::client`) holds
 //! one and wires it in at its call seam.
 
-use crate::call::{CallEvent, CallId};
+use crate::call::{CallEvent, CallId, EndReason};
+use crate::conference::ConfEvent;
 use crate::ice::{Path, PathKind};
 use crate::media::MediaStats;
 use crate::node::api::{
@@ -26,11 +27,108 @@ pub struct ApiCalls {
     /// When each call was dialled or began to ring (Unix ms), for its
     /// record in the call history.
     started: HashMap<CallId, u64>,
+    /// Our username (to leave ourselves out of a conference's record).
+    me: String,
+    /// The conference under way, for its record in the call history
+    /// (one at a time, as the driver runs one).
+    conf: Option<ConfLog>,
+}
+
+/// What the call history needs of a conference while it runs.
+#[derive(Debug)]
+struct ConfLog {
+    id: crate::conference::ConfId,
+    /// We started it (not invited).
+    outgoing: bool,
+    started_at: u64,
+    /// When we joined (an invitation never accepted: `None`).
+    joined_at: Option<u64>,
+    /// Everyone else who was in it, in order of appearance (the inviter
+    /// first), at most [`crate::conference::MAX_PARTICIPANTS`] kept.
+    members: Vec<String>,
 }
 
 impl ApiCalls {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Our username, once logged in.
+    pub fn set_me(&mut self, me: &str) {
+        self.me = me.to_ascii_lowercase();
+    }
+
+    /// Follow a conference's events for its call-history record: the
+    /// record once it ended.
+    fn conference_log(&mut self, e: &ConfEvent, now: u64) -> Option<CallRecord> {
+        let add = |l: &mut ConfLog, me: &str, name: &str| {
+            if name != me
+                && !l.members.iter().any(|m| m == name)
+                && l.members.len() < crate::conference::MAX_PARTICIPANTS
+            {
+                l.members.push(name.to_owned());
+            }
+        };
+        match e {
+            ConfEvent::Incoming {
+                id, from, members, ..
+            } => {
+                let mut l = ConfLog {
+                    id: *id,
+                    outgoing: false,
+                    started_at: now,
+                    joined_at: None,
+                    members: Vec::new(),
+                };
+                add(&mut l, &self.me, from);
+                for m in members {
+                    add(&mut l, &self.me, m);
+                }
+                self.conf = Some(l);
+            }
+            ConfEvent::Joined { id, name } => {
+                let l = match &mut self.conf {
+                    Some(l) if l.id == *id => l,
+                    // Our own first Joined: a conference we started.
+                    _ => self.conf.insert(ConfLog {
+                        id: *id,
+                        outgoing: true,
+                        started_at: now,
+                        joined_at: Some(now),
+                        members: Vec::new(),
+                    }),
+                };
+                if *name == self.me {
+                    l.joined_at.get_or_insert(now);
+                } else if l.joined_at.is_some() || !l.outgoing {
+                    add(l, &self.me, name);
+                }
+            }
+            ConfEvent::Ended { id, reason } => {
+                let l = self.conf.take_if(|l| l.id == *id)?;
+                let reason = match (reason, l.joined_at) {
+                    (_, None) => EndReason::Declined { by_us: true },
+                    (crate::conference::ConfEndReason::Left, _) => {
+                        EndReason::HungUp { by_us: true }
+                    }
+                    (crate::conference::ConfEndReason::Alone, _) => {
+                        EndReason::HungUp { by_us: false }
+                    }
+                };
+                return Some(CallRecord {
+                    peer: l.members.first().cloned().unwrap_or_default(),
+                    outgoing: l.outgoing,
+                    started_at: l.started_at,
+                    answered_at: l.joined_at,
+                    ended_at: now,
+                    reason,
+                    seen: true,
+                    conference: l.members,
+                });
+            }
+            _ => {}
+        }
+        None
     }
 
     #[cfg(test)]
@@ -85,6 +183,11 @@ impl ApiCalls {
     /// The API events of a driver update; `now_unix_ms` stamps answers.
     pub fn update(&mut self, u: &CallUpdate, now_unix_ms: u64) -> Vec<Event> {
         match u {
+            CallUpdate::Conference(ConfUpdate::Event(e)) => {
+                let mut v = vec![Event::Conference(ConferenceUpdate::Changed(e.clone()))];
+                v.extend(self.conference_log(e, now_unix_ms).map(Event::CallLogged));
+                v
+            }
             CallUpdate::Conference(c) => vec![Event::Conference(match c {
                 ConfUpdate::Event(e) => ConferenceUpdate::Changed(e.clone()),
                 ConfUpdate::Stats {
@@ -212,6 +315,7 @@ impl ApiCalls {
                     ended_at: now_unix_ms,
                     reason: *reason,
                     seen: false,
+                    conference: Vec::new(),
                 };
                 return vec![Event::Call(i), Event::CallLogged(record)];
             }
@@ -273,6 +377,68 @@ mod tests {
     use super::*;
     use crate::call::EndReason;
     use crate::media::MediaStats;
+
+    fn conf(a: &mut ApiCalls, e: ConfEvent, now: u64) -> Option<CallRecord> {
+        let ev = a.update(&CallUpdate::Conference(ConfUpdate::Event(e)), now);
+        assert!(matches!(ev[0], Event::Conference(_)));
+        ev.into_iter().find_map(|e| match e {
+            Event::CallLogged(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn conferences_are_logged_with_their_members() {
+        use crate::conference::{ConfEndReason, LeftReason};
+        let mut a = ApiCalls::new();
+        a.set_me("Ann");
+        let joined = |name: &str| ConfEvent::Joined {
+            id: 5,
+            name: name.into(),
+        };
+        // We start one; bob joins, cat is busy, bob leaves: "alone".
+        assert!(conf(&mut a, joined("ann"), 1_000).is_none());
+        assert!(conf(&mut a, joined("bob"), 2_000).is_none());
+        let busy = ConfEvent::Left {
+            id: 5,
+            name: "cat".into(),
+            reason: LeftReason::Busy,
+        };
+        assert!(conf(&mut a, busy, 2_000).is_none());
+        let end = |reason| ConfEvent::Ended { id: 5, reason };
+        let r = conf(&mut a, end(ConfEndReason::Alone), 61_000).unwrap();
+        assert!(r.outgoing && !r.missed());
+        assert_eq!(r.with_whom(), "conference with bob");
+        assert_eq!((r.started_at, r.duration_ms()), (1_000, 60_000));
+        assert_eq!(r.reason, EndReason::HungUp { by_us: false });
+        // Invited by dan with eve; we join, fay joins, we leave.
+        let inc = ConfEvent::Incoming {
+            id: 6,
+            from: "dan".into(),
+            members: vec!["dan".into(), "eve".into()],
+            replaces: 0,
+        };
+        assert!(conf(&mut a, inc, 100_000).is_none());
+        for n in ["dan", "eve", "ann", "fay"] {
+            let j = ConfEvent::Joined {
+                id: 6,
+                name: n.into(),
+            };
+            assert!(conf(&mut a, j, 105_000).is_none());
+        }
+        // Another conference's end is not this one's.
+        assert!(conf(&mut a, end(ConfEndReason::Left), 110_000).is_none());
+        let left = ConfEvent::Ended {
+            id: 6,
+            reason: ConfEndReason::Left,
+        };
+        let r = conf(&mut a, left, 165_000).unwrap();
+        assert!(!r.outgoing);
+        assert_eq!(r.peer, "dan");
+        assert_eq!(r.with_whom(), "conference with dan, eve, fay");
+        assert_eq!(r.answered_at, Some(105_000));
+        assert_eq!(r.reason, EndReason::HungUp { by_us: true });
+    }
 
     fn state(event: CallEvent) -> CallUpdate {
         CallUpdate::State {

@@ -460,6 +460,7 @@ impl Runtime {
         match self.start_overlay(cert).await {
             Ok(node) => {
                 self.node = Some(node);
+                self.calls.set_me(&username);
                 self.username = Some(username.clone());
                 self.emit(Event::Login(LoginState::LoggedIn {
                     username,

@@ -21,6 +21,7 @@ use crate::node::calls::ENVELOPE_CALL;
 use crate::node::calls::conference::ENVELOPE_CONFERENCE;
 use crate::overlay::envelope::{EnvelopeOutcome, kind};
 use crate::overlay::{ClientEvent, EnvelopeId};
+use crate::transfer::Standing;
 use crate::transfer::wire as transfer;
 
 /// A sub-driver that consumes envelopes.
@@ -129,11 +130,13 @@ impl ClientDriver {
                 self.peers_out();
                 true
             }
-            Consumer::Files => self
-                .with_files(now, |f, cx| {
-                    f.on_envelope(&from.username, kind, payload, cx)
+            Consumer::Files => {
+                let standing = self.standing(&from.username);
+                self.with_files(now, |f, cx| {
+                    f.on_envelope(&from.username, standing, (kind, payload), cx)
                 })
-                .is_some(),
+                .is_some()
+            }
             Consumer::Conference => self
                 .with_calls(|calls, cx| {
                     calls.on_conference_envelope(&from.username, payload, blocked, cx)
@@ -178,6 +181,17 @@ impl ClientDriver {
         contact
             || self.calls.as_ref().is_some_and(|c| c.agreed_with(user))
             || self.files.as_ref().is_some_and(|f| f.agreed_with(user))
+    }
+
+    /// How `user` stands to us by the contact list (a node without one
+    /// takes everyone as a contact).
+    pub(super) fn standing(&self, user: &str) -> Standing {
+        match &self.messaging {
+            None => Standing::Contact,
+            Some(m) if m.is_blocked(user) => Standing::Blocked,
+            Some(m) if m.is_contact(user) => Standing::Contact,
+            Some(_) => Standing::Stranger,
+        }
     }
 
     /// Answer held offers whose senders are allowed now; true if any.

@@ -200,7 +200,7 @@ impl CallPanel {
             for r in m.call_log.iter().take(3) {
                 let at = when(r.started_at, m.now_ms);
                 let line = if r.missed() {
-                    let s = Line::from(format!("✗ missed call from {} at {at}", r.peer));
+                    let s = Line::from(format!("✗ missed call from {} at {at}", r.with_whom()));
                     if r.seen {
                         s.dark_gray()
                     } else {
@@ -212,7 +212,7 @@ impl CallPanel {
                         Some(_) => duration(r.duration_ms()),
                         None => "not answered".into(),
                     };
-                    Line::from(format!("{arrow} {} at {at}, {how}", r.peer)).dark_gray()
+                    Line::from(format!("{arrow} {} at {at}, {how}", r.with_whom())).dark_gray()
                 };
                 lines.push((2, line));
             }
