@@ -28,7 +28,7 @@ set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-BIN=${NATTER_BIN:-$ROOT/target/debug/natter}
+BIN=${NATTER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/natter}
 PAIRS=""
 RELAY=${ICE_LAB_RELAY:-1}
 MOVE=${ICE_LAB_MOVE:-1}

@@ -31,7 +31,7 @@ set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
-BIN=${NATTER_BIN:-$ROOT/target/debug/natter}
+BIN=${NATTER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/natter}
 while (($#)); do
     case "$1" in
         --bin) BIN=$2; shift 2 ;;

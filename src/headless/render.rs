@@ -1197,9 +1197,11 @@ mod tests {
             ended_at: 4_500,
             reason: EndReason::HungUp { by_us: false },
             seen: true,
+            conference: Vec::new(),
         };
         let v = event(&Event::CallLogged(rec)).unwrap().json;
         assert_eq!(v["duration_ms"], 2_500);
+        assert!(v["conference"].is_null());
         assert_eq!(v["answered_at"], "1970-01-01T00:00:02Z");
         assert!(v.get("duration_s").is_none());
         let w = renamed("decline", "decline USER", "refuse USER").unwrap();
