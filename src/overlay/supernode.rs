@@ -83,6 +83,9 @@ pub struct SupernodeConfig {
     pub lookups_per_address: Rate,
     /// Names one attached client may watch at once.
     pub max_watches_per_client: usize,
+    /// Names all clients from one source (IPv4 address, IPv6 /64) may
+    /// watch together.
+    pub max_watches_per_address: usize,
 }
 
 /// Link sessions a supernode keeps beyond `max_clients`: links to other
@@ -132,6 +135,7 @@ impl Default for SupernodeConfig {
             lookups_per_client: Rate::new(30, 5),
             lookups_per_address: Rate::new(120, 20),
             max_watches_per_client: 1024,
+            max_watches_per_address: 8192,
         }
     }
 }
@@ -289,6 +293,9 @@ pub struct SupernodeCore {
     client_watches: BTreeMap<String, Vec<(SocketAddr, u64)>>,
     /// Lookups per source across its clients (`lookups_per_address`).
     lookups_by_source: RateTable<SourceKey>,
+    /// Watches held per source across its clients (recounted at each
+    /// sweep), against `max_watches_per_address`.
+    watches_by_source: HashMap<SourceKey, usize>,
     watch_sent: BTreeMap<String, u64>,
     bootstrap: Vec<SocketAddr>,
     joined: bool,
@@ -346,6 +353,7 @@ impl SupernodeCore {
             my_addr,
             members: Membership::new(me, my_addr, incarnation, cfg.membership.clone(), now),
             lookups_by_source: RateTable::new(cfg.lookups_per_address, 65_536),
+            watches_by_source: HashMap::new(),
             cfg,
             clients: BTreeMap::new(),
             checks: BinaryHeap::new(),
@@ -1130,14 +1138,18 @@ impl SupernodeCore {
     fn on_watch_req(&mut self, now: u64, from: SocketAddr, username: &str) {
         let exp = now + self.cfg.watch_ttl_ms;
         let cap = self.cfg.max_watches_per_client;
+        let source = SourceKey::of(from.ip());
+        let by_source = self.watches_by_source.entry(source).or_insert(0);
         let list = self.client_watches.entry(username.to_owned()).or_default();
         if let Some(e) = list.iter_mut().find(|(a, _)| *a == from) {
             e.1 = exp;
         } else if list.len() < 4096
+            && *by_source < self.cfg.max_watches_per_address
             && let Some(c) = self.clients.get_mut(&from)
             && c.watches < cap
         {
             c.watches += 1;
+            *by_source += 1;
             list.push((from, exp));
         } else {
             if list.is_empty() {
@@ -1145,7 +1157,7 @@ impl SupernodeCore {
             }
             self.stats.watches_refused += 1;
             if log_worthy(self.stats.watches_refused) {
-                tracing::warn!(%from, count = self.stats.watches_refused, "watch refused: client watches its share of names");
+                tracing::warn!(%from, count = self.stats.watches_refused, "watch refused: client or its address watches its share of names");
             }
             return;
         }
@@ -1581,10 +1593,15 @@ impl SupernodeCore {
         for c in self.clients.values_mut() {
             c.watches = 0;
         }
+        self.watches_by_source.clear();
         for l in self.client_watches.values() {
             for (a, _) in l {
                 if let Some(c) = self.clients.get_mut(a) {
                     c.watches += 1;
+                    *self
+                        .watches_by_source
+                        .entry(SourceKey::of(a.ip()))
+                        .or_insert(0) += 1;
                 }
             }
         }

@@ -481,6 +481,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     );
     let cfg = SupernodeConfig {
         max_watches_per_client: 100,
+        max_watches_per_address: 150,
         ..Default::default()
     };
     let mut sn = SupernodeCore::new(
@@ -549,6 +550,29 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     let m = Msg::WatchReq { username: "alice" }.encode();
     sn.handle_message(EPOCH_MS + 1000, h_addr, &h, &m, &mut rng);
     assert_eq!(sn.stats().watches_refused, 400);
+    // A second account from mallory's address gets what is left of the
+    // address's 150, not a fresh 100.
+    let (_, c2) = cert(
+        &mut rng,
+        &authority,
+        "mallory2",
+        Role::User,
+        now - 10,
+        now + 86400,
+    );
+    let m2_addr = SocketAddr::from(([10, 1, 1, 1], 5002));
+    let attach = Msg::Attach { primary: true }.encode();
+    sn.handle_message(EPOCH_MS + 1000, m2_addr, &c2, &attach, &mut rng);
+    for i in 0..100u32 {
+        let name = format!("other{i}");
+        let m = Msg::WatchReq { username: &name }.encode();
+        sn.handle_message(EPOCH_MS + 1000, m2_addr, &c2, &m, &mut rng);
+    }
+    assert_eq!(sn.stats().watches_refused, 400 + 50);
+    // The honest client, elsewhere, still watches.
+    let m = Msg::WatchReq { username: "bob" }.encode();
+    sn.handle_message(EPOCH_MS + 1000, h_addr, &h, &m, &mut rng);
+    assert_eq!(sn.stats().watches_refused, 450);
 }
 
 /// Issue 14.12: a device (stolen, retired, or with its clock far ahead)
