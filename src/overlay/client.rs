@@ -15,6 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// How long a supernode that stopped answering is left out of attach
+/// rounds.
+const STOPPED_ANSWERING_AVOID_MS: u64 = 15_000;
+
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     pub keepalive_ms: u64,
@@ -1209,8 +1213,15 @@ impl ClientCore {
             let seq = self.ka_seq;
             self.send(a, &Msg::Keepalive { seq });
         }
+        // One that stopped answering may be restarting: try it again soon
+        // (an attempt costs one handshake), not after a whole minute.
         for a in dead {
-            self.drop_link(now, a, "supernode stopped answering", 60_000);
+            self.drop_link(
+                now,
+                a,
+                "supernode stopped answering",
+                STOPPED_ANSWERING_AVOID_MS,
+            );
         }
         for a in timed_out {
             self.drop_link(now, a, "attach timed out", 60_000);
@@ -1451,5 +1462,56 @@ mod tests {
             .collect();
         assert!(to.contains(&other), "{to:?}");
         assert!(!to.contains(&sn), "{to:?}");
+    }
+
+    /// Bug 12 (first hour): a supernode that stopped answering may be
+    /// restarting; with the backup still attached, it is tried again
+    /// within half a minute, not after a whole one.
+    #[test]
+    fn a_supernode_that_stopped_answering_is_tried_again_soon() {
+        let sn: SocketAddr = "198.51.100.1:7710".parse().unwrap();
+        let sn2: SocketAddr = "198.51.100.2:7710".parse().unwrap();
+        let (mut c, mut rng) = client(sn);
+        let ok = Msg::AttachOk {
+            observed: "203.0.113.5:4000".parse().unwrap(),
+            supernodes: vec![sn, sn2],
+        }
+        .encode();
+        let mut t = 0;
+        let mut dropped_at = None;
+        let mut retried_at = None;
+        while t < 60_000 && retried_at.is_none() {
+            c.handle_timeout(t, &mut rng);
+            let out: Vec<Transmit> = std::iter::from_fn(|| c.poll_transmit()).collect();
+            for tx in out {
+                let Ok(m) = Msg::decode(&tx.bytes) else {
+                    continue;
+                };
+                match m {
+                    // sn answers until 5 s, then falls silent; sn2 always.
+                    Msg::Attach { .. } if tx.dst == sn2 || t < 5_000 => {
+                        c.handle_message(t, tx.dst, &ok)
+                    }
+                    Msg::Attach { .. } if dropped_at.is_some() => retried_at = Some(t),
+                    Msg::Keepalive { seq } if tx.dst == sn2 || t < 5_000 => {
+                        c.handle_message(t, tx.dst, &Msg::KeepaliveAck { seq }.encode())
+                    }
+                    _ => {}
+                }
+            }
+            let attached: Vec<SocketAddr> = c.attached().collect();
+            if t >= 5_000 && dropped_at.is_none() && !attached.contains(&sn) {
+                assert!(attached.contains(&sn2), "the backup stays");
+                dropped_at = Some(t);
+            }
+            t += 250;
+        }
+        let dropped_at = dropped_at.expect("the silent supernode was dropped");
+        let retried_at = retried_at.expect("never tried again");
+        assert!(
+            retried_at - dropped_at <= 30_000,
+            "tried again {} ms after",
+            retried_at - dropped_at
+        );
     }
 }
