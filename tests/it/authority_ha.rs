@@ -383,7 +383,7 @@ async fn rates(
 /// `cargo test --test it authority_ha::bench -- --ignored --nocapture`
 /// (`NATTER_BENCH_SECS`, default 5 s per phase; 8 clients).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark"]
+#[ignore = "a benchmark: NATTER_BENCH_SECS=5 cargo test --test it authority_ha::bench -- --ignored --nocapture"]
 async fn bench_logins_and_renewals() {
     let _turn = scenario!();
     let Some(pg) = Postgres::start() else { return };

@@ -279,7 +279,7 @@ fn a_file_goes_through_the_relays() {
 /// --ignored --nocapture`): a 64 MB file directly on loopback and 16 MB
 /// through the relays, timed from the receiver's start to its check.
 #[test]
-#[ignore]
+#[ignore = "a benchmark: cargo test --test it file_transfer::throughput -- --ignored --nocapture"]
 fn throughput() {
     let _turn = scenario!();
     for (relay, mb) in [(false, 64u64), (true, 16)] {
