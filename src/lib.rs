@@ -15,7 +15,8 @@
 //!   call signalling;
 //! - `crypto`, `identity`, `wire` (with the STUN layer that demultiplexes
 //!   the one UDP socket), `sqlite`, `config`, `clock`, `histogram`,
-//!   `limits` (per-source shares and rate limits), `socket` (dual-stack
+//!   `limits` (per-source shares and rate limits), `time` (the `Millis`
+//!   and `UnixSecs` types), `socket` (dual-stack
 //!   UDP sockets and TCP listeners): the base.
 
 pub mod authority;
@@ -45,6 +46,7 @@ pub mod sim;
 pub mod socket;
 pub mod sqlite;
 pub mod tcp_limits;
+pub mod time;
 pub mod transfer;
 pub mod ui;
 pub mod wire;
