@@ -44,7 +44,7 @@ fn client(
 ) -> ClientHandle {
     let files = DeviceFiles::new(dir);
     let (d, _) = files.identity().unwrap();
-    let now = clock.now_secs();
+    let now = clock.unix_secs().get();
     let c = Certificate::issue(
         a,
         1,
@@ -96,7 +96,7 @@ async fn main() {
     let supernodes: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let a = AuthorityKey::generate(&mut rand::rngs::OsRng);
-    let now = clock.now_secs();
+    let now = clock.unix_secs().get();
     let mut sn_addrs = Vec::new();
     let mut sns = Vec::new();
     for i in 0..supernodes {
@@ -115,7 +115,7 @@ async fn main() {
             sn_addrs.clone(),
             cfg,
             1,
-            clock.now_ms(),
+            clock.now().get(),
         );
         let link = LinkEndpoint::new(d, c, a.public(), LinkConfig::default()).unwrap();
         sns.push(

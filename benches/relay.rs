@@ -47,7 +47,7 @@ impl Blocking {
             TurnClientConfig::udp(server),
             creds,
             key,
-            SystemClock.now_ms(),
+            SystemClock.now().get(),
         );
         Blocking { sock, core }
     }
@@ -73,9 +73,9 @@ impl Blocking {
                 );
             }
             if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
-                self.core.handle_input(SystemClock.now_ms(), &buf[..n]);
+                self.core.handle_input(SystemClock.now().get(), &buf[..n]);
             }
-            self.core.handle_timeout(SystemClock.now_ms());
+            self.core.handle_timeout(SystemClock.now().get());
         }
         panic!("TURN setup timed out");
     }
@@ -83,7 +83,7 @@ impl Blocking {
     /// Allocate and bind a channel to `peer`; returns the relayed address
     /// and the channel number.
     fn setup(&mut self, peer: SocketAddr) -> (SocketAddr, u16) {
-        let now = SystemClock.now_ms();
+        let now = SystemClock.now().get();
         self.core.allocate(now);
         let ch = self.core.bind_channel(now, peer).unwrap();
         self.pump_until(|e| matches!(e, TurnClientEvent::ChannelBound { .. }));

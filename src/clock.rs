@@ -3,36 +3,35 @@
 //!
 //! A clock gives two readings, for two jobs:
 //!
-//! - [`Clock::now_ms`], monotonic node time, for timers: retransmits,
-//!   keepalives, timeouts, media pacing. A step of the system clock (an
-//!   NTP correction) does not move it, and it counts time spent suspended
-//!   (`CLOCK_BOOTTIME` on Linux), so timers neither freeze nor all fire
-//!   at once. It counts from the wall time of its first reading, so the
-//!   cores that still judge validity from the one `now` they are given
-//!   (certificate windows in the link, record and envelope lifetimes) see
-//!   Unix milliseconds, off only by steps of the wall clock since then.
-//! - [`Clock::unix_ms`] and [`Clock::now_secs`], the wall clock, for what
-//!   is judged against other machines in the drivers: whether a stored
-//!   certificate is still valid or due for renewal, whether a directory
-//!   record is current, the time of day shown for a message or a call.
+//! - [`Clock::now`], a [`Millis`] of monotonic node time, for timers:
+//!   retransmits, keepalives, timeouts, media pacing. A step of the system
+//!   clock (an NTP correction) does not move it, and it counts time spent
+//!   suspended (`CLOCK_BOOTTIME` on Linux), so timers neither freeze nor
+//!   all fire at once. It counts from the wall time of its first reading
+//!   (so logs line up), but nothing may read a date from it.
+//! - [`Clock::unix`] ([`UnixMillis`]) and [`Clock::unix_secs`]
+//!   ([`UnixSecs`]), the wall clock, for what is judged against other
+//!   machines: certificate windows (in the link handshake and in the
+//!   drivers' renewal), record, envelope and revocation-list lifetimes,
+//!   the time of day shown for a message or a call. Drivers read it and
+//!   pass it to the cores beside `now`.
 
+use crate::time::{Millis, UnixMillis, UnixSecs};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// Monotonic node time in milliseconds, for timers (see the module
-    /// docs).
-    fn now_ms(&self) -> u64;
+    /// Monotonic node time, for timers (see the module docs).
+    fn now(&self) -> Millis;
 
-    /// Wall-clock Unix milliseconds, for validity against other machines.
-    fn unix_ms(&self) -> u64 {
-        self.now_ms()
-    }
+    /// The wall clock, for validity against other machines and for times
+    /// shown to people.
+    fn unix(&self) -> UnixMillis;
 
-    /// Wall-clock Unix seconds (certificates and records count seconds).
-    fn now_secs(&self) -> u64 {
-        self.unix_ms() / 1000
+    /// The wall clock in seconds (certificates and records count seconds).
+    fn unix_secs(&self) -> UnixSecs {
+        self.unix().secs()
     }
 }
 
@@ -41,14 +40,14 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
+    fn now(&self) -> Millis {
         static START: OnceLock<(u64, u64)> = OnceLock::new();
         let (wall0, mono0) = *START.get_or_init(|| (wall_ms(), monotonic_ms()));
-        wall0 + monotonic_ms().saturating_sub(mono0)
+        Millis(wall0 + monotonic_ms().saturating_sub(mono0))
     }
 
-    fn unix_ms(&self) -> u64 {
-        wall_ms()
+    fn unix(&self) -> UnixMillis {
+        UnixMillis(wall_ms())
     }
 }
 
@@ -105,10 +104,19 @@ impl OffsetClock {
     }
 }
 
+impl OffsetClock {
+    fn shift(&self, t: u64) -> u64 {
+        (t as i64 + self.offset_ms.load(Ordering::SeqCst)).max(0) as u64
+    }
+}
+
 impl Clock for OffsetClock {
-    fn now_ms(&self) -> u64 {
-        let base = SystemClock.now_ms() as i64;
-        (base + self.offset_ms.load(Ordering::SeqCst)).max(0) as u64
+    fn now(&self) -> Millis {
+        Millis(self.shift(SystemClock.now().0))
+    }
+
+    fn unix(&self) -> UnixMillis {
+        UnixMillis(self.shift(SystemClock.unix().0))
     }
 }
 
@@ -131,13 +139,13 @@ impl SteppedClock {
 }
 
 impl Clock for SteppedClock {
-    fn now_ms(&self) -> u64 {
-        SystemClock.now_ms()
+    fn now(&self) -> Millis {
+        SystemClock.now()
     }
 
-    fn unix_ms(&self) -> u64 {
-        let wall = SystemClock.unix_ms() as i64;
-        (wall + self.wall_offset_ms.load(Ordering::SeqCst)).max(0) as u64
+    fn unix(&self) -> UnixMillis {
+        let wall = SystemClock.unix().0 as i64;
+        UnixMillis((wall + self.wall_offset_ms.load(Ordering::SeqCst)).max(0) as u64)
     }
 }
 
@@ -147,14 +155,14 @@ mod tests {
 
     #[test]
     fn node_time_starts_at_the_wall_clock_and_never_goes_back() {
-        let a = SystemClock.now_ms();
-        let wall = SystemClock.unix_ms();
+        let a = SystemClock.now().0;
+        let wall = SystemClock.unix().0;
         // Both read within a few ms of each other, unless the wall clock
         // was stepped since the first reading (not in a test run).
         assert!(a.abs_diff(wall) < 5_000, "{a} vs {wall}");
-        let mut last = a;
+        let mut last = Millis(a);
         for _ in 0..1000 {
-            let t = SystemClock.now_ms();
+            let t = SystemClock.now();
             assert!(t >= last);
             last = t;
         }
@@ -163,13 +171,13 @@ mod tests {
     #[test]
     fn a_wall_step_leaves_node_time_alone() {
         let c = SteppedClock::new();
-        let (t0, w0) = (c.now_ms(), c.unix_ms());
+        let (t0, w0) = (c.now(), c.unix());
         c.step_wall_ms(-3_600_000);
-        assert!(c.unix_ms() <= w0 - 3_590_000);
-        assert!(c.now_ms() >= t0 && c.now_ms() < t0 + 5_000);
+        assert!(c.unix() <= w0 - 3_590_000);
+        assert!(c.now() >= t0 && c.now() < t0 + 5_000);
         c.step_wall_ms(3_600_000 + 86_400_000);
-        assert!(c.unix_ms() >= w0 + 86_400_000);
-        assert_eq!(c.now_secs(), c.unix_ms() / 1000);
-        assert!(c.now_ms() < t0 + 5_000);
+        assert!(c.unix() >= w0 + 86_400_000);
+        assert_eq!(c.unix_secs(), c.unix().secs());
+        assert!(c.now() < t0 + 5_000);
     }
 }

@@ -225,7 +225,7 @@ fn reply(user: &str, text: &str) -> String {
         _ => match text.trim().to_ascii_lowercase().as_str() {
             "help" | "?" => "Say anything and I answer. Try: time, help.".into(),
             "time" => {
-                let now = SystemClock.now_secs();
+                let now = SystemClock.unix_secs().get();
                 format!("It is {} UTC.", natter::identity::cert::fmt_time(now))
             }
             "hi" | "hello" | "hey" => "Hello! I am the demo chat bot.".into(),

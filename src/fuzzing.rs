@@ -11,6 +11,7 @@ use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username}
 use crate::link::packet::Packet;
 use crate::link::{LinkConfig, LinkEndpoint};
 use crate::overlay::{Msg, PresenceRecord, RecordContent, Status};
+use crate::time::{Millis, UnixMillis, UnixSecs};
 use crate::wire::Frame;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -117,7 +118,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     v.push(
         crate::identity::revocation::RevocationList::sign(
             &a,
-            LINK_NOW,
+            UnixMillis(LINK_NOW),
             vec![[1; 32]],
             vec!["bob".into()],
         )
@@ -223,6 +224,12 @@ pub fn media_seeds() -> Vec<Vec<u8>> {
 
 pub const LINK_NOW: u64 = 1_800_000_000_000;
 
+/// The wall clock beside [`LINK_NOW`] (the fuzz targets run at one
+/// fixed time).
+fn link_unix() -> UnixSecs {
+    UnixMillis(LINK_NOW).secs()
+}
+
 pub fn link_addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -255,7 +262,7 @@ pub fn link_stage(stage: usize) -> (LinkEndpoint, LinkEndpoint, Vec<Vec<u8>>) {
     };
     let mut sent = Vec::new();
     if stage >= 1 {
-        let _ = alice.send(LINK_NOW, link_addr(2), b"queued", &mut rng);
+        let _ = alice.send(Millis(LINK_NOW), link_addr(2), b"queued", &mut rng);
     }
     for step in 2..=stage {
         let (from, to, src) = if step % 2 == 0 {
@@ -264,7 +271,7 @@ pub fn link_stage(stage: usize) -> (LinkEndpoint, LinkEndpoint, Vec<Vec<u8>>) {
             (&mut bob, &mut alice, link_addr(2))
         };
         while let Some(t) = from.poll_transmit() {
-            to.handle_datagram(LINK_NOW, src, &t.bytes, &mut rng);
+            to.handle_datagram(Millis(LINK_NOW), link_unix(), src, &t.bytes, &mut rng);
             sent.push(t.bytes);
         }
     }
@@ -296,7 +303,7 @@ pub fn link_endpoint(b: &[u8]) {
         let from = if from_peer { peer } else { link_addr(9) };
         for (i, d) in rest.chunks(third).enumerate() {
             let before = ep.stats().datagrams_in;
-            ep.handle_datagram(LINK_NOW + i as u64, from, d, &mut rng);
+            ep.handle_datagram(Millis(LINK_NOW) + i as u64, link_unix(), from, d, &mut rng);
             assert_eq!(
                 ep.stats().datagrams_in,
                 before + 1,
@@ -304,7 +311,7 @@ pub fn link_endpoint(b: &[u8]) {
             );
         }
         for t in [1_000, 120_000] {
-            ep.handle_timeout(LINK_NOW + t, &mut rng);
+            ep.handle_timeout(Millis(LINK_NOW) + t, link_unix(), &mut rng);
         }
         while ep.poll_transmit().is_some() {}
         while ep.poll_event().is_some() {}
@@ -405,7 +412,7 @@ pub fn revocation(b: &[u8]) {
     if let Ok(l) = RevocationList::decode(b) {
         assert_eq!(l.encode(), b);
         let (a, _, _) = keys();
-        let _ = l.verify(&a.public(), LINK_NOW / 1000);
+        let _ = l.verify(&a.public(), UnixMillis(LINK_NOW).secs());
         let mut r = Revoked::default();
         let _ = r.update(&l);
         let _ = r.refuses("alice", &[0; 32]);
@@ -422,7 +429,7 @@ pub fn decoders(b: &[u8]) {
     let _ = Frame::decode_prefix(b);
     if let Ok(c) = Certificate::decode(b) {
         assert_eq!(c.encode(), b);
-        let _ = c.verify(&[0; 32], 0);
+        let _ = c.verify(&[0; 32], UnixSecs(0));
     }
     if let Ok(r) = Request::decode(b) {
         assert_eq!(r.encode(), b);
@@ -481,7 +488,7 @@ pub fn authority_core(b: &[u8]) {
     );
 
     let mut s = Session::new([127, 0, 0, 1].into());
-    let Ok((mut client, hello)) = LoginClient::start(&d, a.public(), now) else {
+    let Ok((mut client, hello)) = LoginClient::start(&d, a.public(), UnixMillis(now)) else {
         return;
     };
     let Ok(hello) = Frame::decode(&hello) else {
@@ -494,7 +501,7 @@ pub fn authority_core(b: &[u8]) {
     let Ok(welcome) = Frame::decode(&welcome) else {
         return;
     };
-    if client.on_frame(now, welcome).is_err() {
+    if client.on_frame(UnixMillis(now), welcome).is_err() {
         return;
     }
     if let Ok(f) = client.seal_raw(body)
@@ -516,12 +523,12 @@ pub fn authority_core(b: &[u8]) {
 /// The login client fed an arbitrary answer to its hello.
 pub fn login_client(b: &[u8]) {
     let (a, d, _) = keys();
-    let Ok((mut client, _)) = LoginClient::start(&d, a.public(), 0) else {
+    let Ok((mut client, _)) = LoginClient::start(&d, a.public(), UnixMillis(0)) else {
         return;
     };
     let kind = b.first().copied().unwrap_or(0) % 6;
     let _ = client.on_frame(
-        0,
+        UnixMillis(0),
         Frame {
             kind,
             payload: b.get(1..).unwrap_or_default(),
@@ -534,12 +541,12 @@ pub fn channel_handshake(b: &[u8]) {
     let (a, d, cert) = keys();
     let (x, y) = b.split_at(b.len() / 2);
     if let Ok(mut r) = ChannelHandshake::respond(&d, &cert, a.public()) {
-        let _ = r.read(5, x);
-        let _ = r.read(5, y);
+        let _ = r.read(UnixSecs(5), x);
+        let _ = r.read(UnixSecs(5), y);
     }
     if let Ok((mut i, _)) = ChannelHandshake::initiate(&d, &cert, a.public()) {
-        let _ = i.read(5, x);
-        let _ = i.read(5, y);
+        let _ = i.read(UnixSecs(5), x);
+        let _ = i.read(UnixSecs(5), y);
     }
 }
 

@@ -924,7 +924,7 @@ fn whoami(data_dir: &Path) -> Result<()> {
     );
     match files.certificate()? {
         Some(c) => {
-            let now = SystemClock.now_secs();
+            let now = SystemClock.unix_secs().get();
             let state = if now >= c.not_after {
                 "expired"
             } else {
@@ -1010,7 +1010,7 @@ fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
 }
 
 fn unix_now() -> u64 {
-    SystemClock.unix_ms() / 1000
+    SystemClock.unix().get() / 1000
 }
 
 /// One line per device: id (16 hex digits of its key), name, first and

@@ -34,11 +34,11 @@ async fn credentials(
         .context("no authority key pinned: set [login] authority_key in the config")?
         .0;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let now = clock.now_secs();
+    let now = clock.unix_secs();
     let renew_before = config.login.renew_before.0.as_secs();
     let usable = files.certificate()?.filter(|c| c.verify(&key, now).is_ok());
     let cert = match usable {
-        Some(c) if c.not_after > now + renew_before => c,
+        Some(c) if c.not_after > (now + renew_before).get() => c,
         Some(c) => {
             let mut conn =
                 AuthorityConnection::connect_any(&config.login.server, key, &device, clock.clone())
@@ -68,7 +68,7 @@ fn spawn_renewal(
             let Ok(Some(cert)) = files.certificate() else {
                 continue;
             };
-            if cert.not_after > clock.now_secs() + config.login.renew_before.0.as_secs() {
+            if cert.not_after > clock.unix_secs().get() + config.login.renew_before.0.as_secs() {
                 continue;
             }
             let renewed = async {
@@ -197,7 +197,7 @@ pub(crate) async fn start(
     let (socket, tcp) = natter::node::turn::bind_udp_tcp(listen, want_tcp).await?;
     let local = socket.local_addr()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let now = clock.now_ms();
+    let now = clock.now().get();
     let cfg = SupernodeConfig {
         max_clients: sc.max_clients,
         replicas: sc.replicas.max(1),
@@ -209,7 +209,7 @@ pub(crate) async fn start(
     } else {
         local
     };
-    let incarnation = (now / 1000) as u32;
+    let incarnation = clock.unix_secs().get() as u32;
     let extra_relays = resolve(&config.relay.servers).await;
     let mut nonce_key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce_key);

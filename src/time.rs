@@ -43,6 +43,9 @@ macro_rules! point {
             /// The origin of this timeline.
             pub const ZERO: $t = $t(0);
 
+            /// The end of time: a deadline that never comes.
+            pub const MAX: $t = $t(u64::MAX);
+
             /// The count since the origin.
             pub const fn get(self) -> u64 {
                 self.0

@@ -4,6 +4,7 @@
 use super::proto::*;
 use crate::crypto::noise::{Handshake, IK, NoiseError, Transport};
 use crate::identity::{CertError, Certificate, DeviceIdentity, authority_x25519_public};
+use crate::time::{UnixMillis, UnixSecs};
 use crate::wire::{Frame, WireError};
 use thiserror::Error;
 
@@ -60,17 +61,18 @@ pub struct LoginClient {
 }
 
 impl LoginClient {
-    /// Begin the handshake; returns the HELLO frame to send.
+    /// Begin the handshake at `now` (the wall clock: the authority judges
+    /// the hello's freshness against its own); returns the HELLO frame.
     pub fn start(
         device: &DeviceIdentity,
         authority: [u8; 32],
-        now_ms: u64,
+        now: UnixMillis,
     ) -> Result<(Self, Vec<u8>), ClientError> {
         let remote = authority_x25519_public(&authority).ok_or(ClientError::BadAuthorityKey)?;
         let mut hs = Handshake::initiator(IK, PROLOGUE, &device.x25519_secret(), Some(&remote))?;
         let hello = ClientHello {
             protocol: PROTOCOL,
-            time_ms: now_ms,
+            time_ms: now.get(),
         };
         let msg = hs.write(&hello.encode())?;
         let frame = Frame::encode(KIND_HELLO, &msg)?;
@@ -93,7 +95,7 @@ impl LoginClient {
     /// just opened, `Some(answer)` for an answer to a request.
     pub fn on_frame(
         &mut self,
-        now_ms: u64,
+        now: UnixMillis,
         frame: Frame<'_>,
     ) -> Result<Option<Answer>, ClientError> {
         match (&mut self.state, frame.kind) {
@@ -103,7 +105,7 @@ impl LoginClient {
                     Response::decode(frame.payload)?,
                     &self.device,
                     &self.authority,
-                    now_ms,
+                    now,
                 )
                 .err()
                 .unwrap_or(ClientError::Protocol("plaintext reject without an error")))
@@ -111,7 +113,7 @@ impl LoginClient {
             (State::SentHello(hs), KIND_WELCOME) => {
                 let payload = hs.read(frame.payload)?;
                 let hello = ServerHello::decode(&payload)?;
-                self.clock_offset_ms = hello.time_ms as i64 - now_ms as i64;
+                self.clock_offset_ms = hello.time_ms as i64 - now.get() as i64;
                 let State::SentHello(hs) = std::mem::replace(&mut self.state, State::Closed) else {
                     return Err(ClientError::Protocol("state changed"));
                 };
@@ -125,7 +127,7 @@ impl LoginClient {
             (State::Open { transport, .. }, KIND_SEALED) => {
                 let plain = transport.decrypt(frame.payload)?;
                 let resp = Response::decode(&plain)?;
-                Self::answer(resp, &self.device, &self.authority, now_ms).map(Some)
+                Self::answer(resp, &self.device, &self.authority, now).map(Some)
             }
             _ => Err(ClientError::Protocol("unexpected frame from the authority")),
         }
@@ -135,14 +137,14 @@ impl LoginClient {
         resp: Response<'_>,
         device: &DeviceIdentity,
         authority: &[u8; 32],
-        now_ms: u64,
+        now: UnixMillis,
     ) -> Result<Answer, ClientError> {
         match resp {
             Response::Registered { username } => Ok(Answer::Registered(username.to_owned())),
             Response::Certificate { cert } => {
                 let cert = Certificate::decode(cert).map_err(CertError::from)?;
                 // Allow for the authority's back-dating and our clock skew.
-                cert.verify(authority, (now_ms / 1000).max(cert.not_before))?;
+                cert.verify(authority, now.secs().max(UnixSecs(cert.not_before)))?;
                 if cert.ed25519 != device.ed25519_public() || cert.x25519 != device.x25519_public()
                 {
                     return Err(CertError::KeyMismatch.into());

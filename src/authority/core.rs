@@ -22,6 +22,7 @@ use crate::identity::revocation::RevocationList;
 use crate::identity::{
     AuthorityKey, CertError, Certificate, Role, Username, validate_password, verify_signature,
 };
+use crate::time::UnixMillis;
 use crate::wire::{Frame, hex_encode};
 use blake2::{Blake2s256, Digest};
 use std::collections::HashMap;
@@ -665,7 +666,7 @@ impl AuthorityCore {
                 return Err(self.reject(s, RejectCode::Malformed, 0, &m, true));
             }
         };
-        if let Err(e) = cert.verify(&self.public, now_ms / 1000) {
+        if let Err(e) = cert.verify(&self.public, UnixMillis(now_ms).secs()) {
             let code = match e {
                 CertError::Expired { .. } => {
                     self.stats.cert_expired += 1;
@@ -942,7 +943,8 @@ impl AuthorityCore {
             }
             (Pending::Revocations, JobResult::Revocations { devices, accounts }) => {
                 self.stats.revocation_lists += 1;
-                let list = RevocationList::sign(&self.key, now_ms, devices, accounts).encode();
+                let list =
+                    RevocationList::sign(&self.key, UnixMillis(now_ms), devices, accounts).encode();
                 self.respond(s, &Response::Revocations { list: &list }.encode(), false)
             }
             (Pending::Renew(_), JobResult::Account(None)) => {
@@ -1110,12 +1112,15 @@ mod tests {
     /// A session past its handshake, and the client's login frame.
     fn login_frame(core: &mut AuthorityCore, d: &DeviceIdentity, pw: &str) -> (Session, Vec<u8>) {
         let mut s = Session::new([10, 0, 0, 1].into());
-        let (mut client, hello) = LoginClient::start(d, core.public_key(), NOW).unwrap();
+        let (mut client, hello) =
+            LoginClient::start(d, core.public_key(), UnixMillis(NOW)).unwrap();
         let out = core.on_frame(&mut s, NOW, Frame::decode(&hello).unwrap());
         let Some(Output::Send(w)) = out.into_iter().next() else {
             panic!("no welcome")
         };
-        client.on_frame(NOW, Frame::decode(&w).unwrap()).unwrap();
+        client
+            .on_frame(UnixMillis(NOW), Frame::decode(&w).unwrap())
+            .unwrap();
         (s, client.login("alice", pw).unwrap())
     }
 
@@ -1169,12 +1174,15 @@ mod tests {
     /// A session past its handshake for device `d`, and its client.
     fn open(core: &mut AuthorityCore, d: &DeviceIdentity) -> (Session, LoginClient) {
         let mut s = Session::new([10, 0, 0, 2].into());
-        let (mut client, hello) = LoginClient::start(d, core.public_key(), NOW).unwrap();
+        let (mut client, hello) =
+            LoginClient::start(d, core.public_key(), UnixMillis(NOW)).unwrap();
         let out = core.on_frame(&mut s, NOW, Frame::decode(&hello).unwrap());
         let Some(Output::Send(w)) = out.into_iter().next() else {
             panic!("no welcome")
         };
-        client.on_frame(NOW, Frame::decode(&w).unwrap()).unwrap();
+        client
+            .on_frame(UnixMillis(NOW), Frame::decode(&w).unwrap())
+            .unwrap();
         (s, client)
     }
 
@@ -1187,7 +1195,7 @@ mod tests {
             panic!("no answer")
         };
         client
-            .on_frame(NOW, Frame::decode(&f).unwrap())
+            .on_frame(UnixMillis(NOW), Frame::decode(&f).unwrap())
             .map(|a| a.expect("an answer"))
     }
 
@@ -1317,7 +1325,8 @@ mod tests {
             panic!("no list")
         };
         let list = RevocationList::decode(&bytes).unwrap();
-        list.verify(&core.public_key(), NOW / 1000).unwrap();
+        list.verify(&core.public_key(), UnixMillis(NOW).secs())
+            .unwrap();
         let mut r = crate::identity::revocation::Revoked::default();
         r.update(&list).unwrap();
         assert!(r.refuses("bob", &[1; 32]) && r.refuses("carol", &[5; 32]));

@@ -145,7 +145,7 @@ impl AuthorityServer {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
-                    let now = self.shared.clock.now_ms();
+                    let now = self.shared.clock.unix().get();
                     {
                         let mut core = self.shared.core();
                         core.on_tick(now);
@@ -170,7 +170,7 @@ impl AuthorityServer {
                             continue;
                         }
                     };
-                    let now = self.shared.clock.now_ms();
+                    let now = self.shared.clock.unix().get();
                     let admit = self.shared.core().admission().on_accept(now, peer.ip());
                     let id = match admit {
                         Admit::Accept(id) => id,
@@ -214,7 +214,7 @@ async fn serve(
         let outputs = match Frame::decode_prefix(&buf) {
             Err(_) => shared.core().on_malformed(&mut session),
             Ok(Some((frame, used))) => {
-                let now = shared.clock.now_ms();
+                let now = shared.clock.unix().get();
                 let mut core = shared.core();
                 core.admission().on_frame(id);
                 let out = core.on_frame(&mut session, now, frame);
@@ -222,7 +222,7 @@ async fn serve(
                 out
             }
             Ok(None) => {
-                let now = shared.clock.now_ms();
+                let now = shared.clock.unix().get();
                 let due = {
                     let mut core = shared.core();
                     core.admission().on_waiting(id, now, !buf.is_empty());
@@ -235,7 +235,7 @@ async fn serve(
                 let n = tokio::select! {
                     _ = kill.notified() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_millis(due.saturating_sub(now))) => {
-                        let now = shared.clock.now_ms();
+                        let now = shared.clock.unix().get();
                         if shared.core().admission().on_expired(id, now).is_some() {
                             return Ok(());
                         }
@@ -284,7 +284,7 @@ async fn execute(
                 Output::Job(job) => {
                     let result = run_job(shared, job).await;
                     let serial = rand::rngs::OsRng.next_u64();
-                    let now = shared.clock.now_ms();
+                    let now = shared.clock.unix().get();
                     next.extend(shared.core().on_job_done(session, now, result, serial));
                 }
             }
@@ -430,7 +430,7 @@ fn account_op(
 async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
     let store = shared.store.clone();
     let policy = shared.throttle.clone();
-    let now_ms = shared.clock.now_ms();
+    let now_ms = shared.clock.unix().get();
     let now = now_ms / 1000;
     // The shared throttle (PostgreSQL) is asked first, so an attempt it
     // refuses never waits for a hashing slot; it also knows devices that

@@ -19,6 +19,7 @@
 
 use super::noise::{Handshake, NoiseError, StatelessTransport, Transport, XX};
 use crate::identity::{CertError, Certificate, DeviceIdentity};
+use crate::time::UnixSecs;
 use thiserror::Error;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -173,8 +174,9 @@ impl ChannelHandshake {
         })
     }
 
-    /// Feed the peer's next handshake message at `now` (unix seconds).
-    pub fn read(&mut self, now: u64, msg: &[u8]) -> Result<Step, ChannelError> {
+    /// Feed the peer's next handshake message at `now` (the wall clock:
+    /// the peer's certificate is judged at it).
+    pub fn read(&mut self, now: UnixSecs, msg: &[u8]) -> Result<Step, ChannelError> {
         Ok(match self.read_finished(now, msg)? {
             Step::Send(m) => Step::Send(m),
             Step::Done(m, f) => Step::Done(m, Box::new(f.into_established()?)),
@@ -185,7 +187,11 @@ impl ChannelHandshake {
     /// transport mode the caller picks. A message that fails Noise
     /// decryption leaves the handshake as it was (snow restores its state),
     /// so the caller may keep waiting for the genuine one.
-    pub fn read_finished(&mut self, now: u64, msg: &[u8]) -> Result<Step<Finished>, ChannelError> {
+    pub fn read_finished(
+        &mut self,
+        now: UnixSecs,
+        msg: &[u8],
+    ) -> Result<Step<Finished>, ChannelError> {
         let hs = self.hs.as_mut().ok_or(ChannelError::OutOfOrder)?;
         match self.state {
             State::ResponderWaitE => {
@@ -210,7 +216,7 @@ impl ChannelHandshake {
         }
     }
 
-    fn check(&self, now: u64, payload: &[u8]) -> Result<Certificate, ChannelError> {
+    fn check(&self, now: UnixSecs, payload: &[u8]) -> Result<Certificate, ChannelError> {
         let cert = Certificate::decode(payload).map_err(CertError::from)?;
         cert.verify(&self.authority, now)?;
         let proven = self.hs.as_ref().and_then(|h| h.remote_static());
@@ -257,7 +263,7 @@ mod tests {
         a: (&DeviceIdentity, &Certificate),
         b: (&DeviceIdentity, &Certificate),
         pin: [u8; 32],
-        now: u64,
+        now: UnixSecs,
     ) -> Result<(Established, Established), ChannelError> {
         let (mut i, m1) = ChannelHandshake::initiate(a.0, a.1, pin)?;
         let mut r = ChannelHandshake::respond(b.0, b.1, pin)?;
@@ -279,7 +285,13 @@ mod tests {
         let a = AuthorityKey::generate(&mut rng);
         let alice = party(&a, &mut rng, "alice");
         let bob = party(&a, &mut rng, "bob");
-        let (mut ie, mut re) = run((&alice.0, &alice.1), (&bob.0, &bob.1), a.public(), 5).unwrap();
+        let (mut ie, mut re) = run(
+            (&alice.0, &alice.1),
+            (&bob.0, &bob.1),
+            a.public(),
+            UnixSecs(5),
+        )
+        .unwrap();
         assert_eq!(ie.peer.username, "bob");
         assert_eq!(re.peer.username, "alice");
         assert_eq!(ie.handshake_hash, re.handshake_hash);
@@ -303,17 +315,17 @@ mod tests {
         assert_eq!(start().unwrap().1, m1, "same seed, same ephemeral key");
         let mut r =
             ChannelHandshake::respond_with(&bob.0, &bob.1, pin, b"p", Some([8; 32])).unwrap();
-        let Step::Send(m2) = r.read_finished(5, &m1).unwrap() else {
+        let Step::Send(m2) = r.read_finished(UnixSecs(5), &m1).unwrap() else {
             panic!("responder finished early")
         };
         let mut bad = m2.clone();
         bad[40] ^= 1;
-        assert!(i.read_finished(5, &bad).is_err());
+        assert!(i.read_finished(UnixSecs(5), &bad).is_err());
         // The failed read left the handshake intact.
-        let Step::Done(Some(m3), ie) = i.read_finished(5, &m2).unwrap() else {
+        let Step::Done(Some(m3), ie) = i.read_finished(UnixSecs(5), &m2).unwrap() else {
             panic!("initiator did not finish")
         };
-        let Step::Done(None, re) = r.read_finished(5, &m3).unwrap() else {
+        let Step::Done(None, re) = r.read_finished(UnixSecs(5), &m3).unwrap() else {
             panic!("responder did not finish")
         };
         let (bob_seen, it) = ie.into_stateless().unwrap();
@@ -345,7 +357,7 @@ mod tests {
             (&alice.0, &alice.1),
             (&mallory.0, &mallory.1),
             a.public(),
-            5,
+            UnixSecs(5),
         )
         .unwrap_err();
         assert!(matches!(
@@ -354,7 +366,13 @@ mod tests {
         ));
 
         let bob = party(&a, &mut rng, "bob");
-        let err = run((&alice.0, &alice.1), (&bob.0, &bob.1), a.public(), 10_000).unwrap_err();
+        let err = run(
+            (&alice.0, &alice.1),
+            (&bob.0, &bob.1),
+            a.public(),
+            UnixSecs(10_000),
+        )
+        .unwrap_err();
         assert!(matches!(
             err,
             ChannelError::Certificate(CertError::Expired { .. })
@@ -362,7 +380,13 @@ mod tests {
 
         // Eve presents bob's certificate with her own device key.
         let eve = DeviceIdentity::generate(&mut rng);
-        let err = run((&alice.0, &alice.1), (&eve, &bob.1), a.public(), 5).unwrap_err();
+        let err = run(
+            (&alice.0, &alice.1),
+            (&eve, &bob.1),
+            a.public(),
+            UnixSecs(5),
+        )
+        .unwrap_err();
         assert_eq!(err, ChannelError::KeyMismatch);
     }
 }

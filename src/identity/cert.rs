@@ -9,6 +9,7 @@
 //! from another authority is told apart from a tampered one.
 
 use super::{AuthorityKey, Username, verify_signature};
+use crate::time::UnixSecs;
 use crate::wire::{Reader, WireError, Writer};
 use blake2::{Blake2s256, Digest};
 use thiserror::Error;
@@ -178,9 +179,9 @@ impl Certificate {
     }
 
     /// Check issuer, signature, username and validity window at `now`
-    /// (unix seconds). Issuer and signature are checked before time, so a
+    /// (the wall clock). Issuer and signature are checked before time, so a
     /// forged certificate is reported as forged even when also expired.
-    pub fn verify(&self, authority_public: &[u8; 32], now: u64) -> Result<(), CertError> {
+    pub fn verify(&self, authority_public: &[u8; 32], now: UnixSecs) -> Result<(), CertError> {
         if self.issuer != issuer_id(authority_public) {
             return Err(CertError::UnknownIssuer {
                 issuer: crate::wire::hex_encode(&self.issuer),
@@ -198,12 +199,12 @@ impl Certificate {
             Ok(u) if u.as_str() == self.username => {}
             _ => return Err(CertError::BadUsername),
         }
-        if now >= self.not_after {
+        if now.get() >= self.not_after {
             return Err(CertError::Expired {
                 at: fmt_time(self.not_after),
             });
         }
-        if now < self.not_before {
+        if now.get() < self.not_before {
             return Err(CertError::NotYetValid {
                 at: fmt_time(self.not_before),
             });
@@ -246,23 +247,23 @@ mod tests {
         let (a, c) = setup();
         let d = Certificate::decode(&c.encode()).unwrap();
         assert_eq!(d, c);
-        d.verify(&a.public(), 1500).unwrap();
+        d.verify(&a.public(), UnixSecs(1500)).unwrap();
     }
 
     #[test]
     fn each_failure_has_its_own_error() {
         let (a, c) = setup();
         assert!(matches!(
-            c.verify(&a.public(), 2000),
+            c.verify(&a.public(), UnixSecs(2000)),
             Err(CertError::Expired { .. })
         ));
         assert!(matches!(
-            c.verify(&a.public(), 999),
+            c.verify(&a.public(), UnixSecs(999)),
             Err(CertError::NotYetValid { .. })
         ));
         let other = AuthorityKey::generate(&mut rand::rngs::StdRng::seed_from_u64(8));
         assert!(matches!(
-            c.verify(&other.public(), 1500),
+            c.verify(&other.public(), UnixSecs(1500)),
             Err(CertError::UnknownIssuer { .. })
         ));
         let mut bytes = c.encode();
@@ -270,7 +271,10 @@ mod tests {
         let pos = 1 + 8 + 8 + 1 + 8 + 8 + 1;
         bytes[pos] ^= 1;
         let t = Certificate::decode(&bytes).unwrap();
-        assert_eq!(t.verify(&a.public(), 1500), Err(CertError::BadSignature));
+        assert_eq!(
+            t.verify(&a.public(), UnixSecs(1500)),
+            Err(CertError::BadSignature)
+        );
     }
 
     #[test]

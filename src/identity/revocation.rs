@@ -16,6 +16,7 @@
 //! would have expired.
 
 use super::{AuthorityKey, issuer_id, verify_signature};
+use crate::time::{UnixMillis, UnixSecs};
 use crate::wire::{Reader, WireError, Writer};
 use std::collections::HashSet;
 use thiserror::Error;
@@ -62,11 +63,12 @@ pub struct RevocationList {
 }
 
 impl RevocationList {
-    /// Sign a list at `now_ms`; entries beyond the bounds are dropped
+    /// Sign a list at `now` (the wall clock, whose milliseconds number
+    /// the list); entries beyond the bounds are dropped
     /// (the caller passes the newest first).
     pub fn sign(
         key: &AuthorityKey,
-        now_ms: u64,
+        now: UnixMillis,
         mut devices: Vec<[u8; 32]>,
         mut accounts: Vec<String>,
     ) -> Self {
@@ -74,9 +76,9 @@ impl RevocationList {
         accounts.retain(|a| a.len() <= 255);
         accounts.truncate(MAX_ACCOUNTS);
         let mut l = RevocationList {
-            seq: now_ms,
-            issued_at: now_ms / 1000,
-            valid_until: now_ms / 1000 + LIFETIME_SECS,
+            seq: now.get(),
+            issued_at: now.secs().get(),
+            valid_until: (now.secs() + LIFETIME_SECS).get(),
             devices,
             accounts,
             signature: [0; 64],
@@ -152,15 +154,15 @@ impl RevocationList {
     }
 
     /// Check issuer, signature and that the list is still good at `now`
-    /// (unix seconds).
-    pub fn verify(&self, authority: &[u8; 32], now: u64) -> Result<(), RevocationError> {
+    /// (the wall clock).
+    pub fn verify(&self, authority: &[u8; 32], now: UnixSecs) -> Result<(), RevocationError> {
         if self.issuer != issuer_id(authority) {
             return Err(RevocationError::UnknownIssuer);
         }
         if !verify_signature(authority, REVOCATION_CONTEXT, &self.body(), &self.signature) {
             return Err(RevocationError::BadSignature);
         }
-        if now >= self.valid_until {
+        if now.get() >= self.valid_until {
             return Err(RevocationError::Expired);
         }
         Ok(())
@@ -221,24 +223,24 @@ mod tests {
     fn sign_verify_update_and_refuse() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let key = AuthorityKey::generate(&mut rng);
-        let now_ms = 1_800_000_000_000;
-        let l = RevocationList::sign(&key, now_ms, vec![[1; 32]], vec!["Bob".into()]);
+        let now = UnixMillis(1_800_000_000_000);
+        let l = RevocationList::sign(&key, now, vec![[1; 32]], vec!["Bob".into()]);
         let back = RevocationList::decode(&l.encode()).unwrap();
         assert_eq!(back, l);
-        back.verify(&key.public(), now_ms / 1000).unwrap();
+        back.verify(&key.public(), now.secs()).unwrap();
         assert_eq!(
-            back.verify(&key.public(), now_ms / 1000 + LIFETIME_SECS),
+            back.verify(&key.public(), now.secs() + LIFETIME_SECS),
             Err(RevocationError::Expired)
         );
         let other = AuthorityKey::generate(&mut rng);
         assert_eq!(
-            back.verify(&other.public(), now_ms / 1000),
+            back.verify(&other.public(), now.secs()),
             Err(RevocationError::UnknownIssuer)
         );
         let mut forged = back.clone();
         forged.devices.clear();
         assert_eq!(
-            forged.verify(&key.public(), now_ms / 1000),
+            forged.verify(&key.public(), now.secs()),
             Err(RevocationError::BadSignature)
         );
         let mut r = Revoked::default();
@@ -247,11 +249,11 @@ mod tests {
         assert!(r.refuses("bob", &[2; 32]));
         assert!(!r.refuses("alice", &[2; 32]));
         // A replayed older list changes nothing.
-        let old = RevocationList::sign(&key, now_ms - 1, vec![], vec![]);
+        let old = RevocationList::sign(&key, now - 1, vec![], vec![]);
         assert!(matches!(r.update(&old), Err(RevocationError::Stale { .. })));
         assert!(r.refuses("bob", &[2; 32]));
         // A newer, empty list lifts them.
-        r.update(&RevocationList::sign(&key, now_ms + 1, vec![], vec![]))
+        r.update(&RevocationList::sign(&key, now + 1, vec![], vec![]))
             .unwrap();
         assert!(r.is_empty());
     }
@@ -260,7 +262,12 @@ mod tests {
     fn bounded_and_fits_a_frame() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(4);
         let key = AuthorityKey::generate(&mut rng);
-        let l = RevocationList::sign(&key, 1, vec![[7; 32]; 1000], vec!["a".repeat(32); 1000]);
+        let l = RevocationList::sign(
+            &key,
+            UnixMillis(1),
+            vec![[7; 32]; 1000],
+            vec!["a".repeat(32); 1000],
+        );
         assert_eq!(
             (l.devices.len(), l.accounts.len()),
             (MAX_DEVICES, MAX_ACCOUNTS)

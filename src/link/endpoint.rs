@@ -11,6 +11,7 @@ use crate::crypto::channel::{ChannelError, ChannelHandshake, Step};
 use crate::crypto::noise::StatelessTransport;
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::limits::{Shares, SourceKey, log_worthy};
+use crate::time::{Millis, UnixSecs};
 use rand::{CryptoRng, RngCore};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ struct Initiating {
     ephemeral: [u8; EPHEMERAL],
     packet: Vec<u8>,
     sent: u32,
-    next_at: u64,
+    next_at: Millis,
 }
 
 /// Their handshake, answered with RESP and waiting for FIN.
@@ -41,7 +42,7 @@ struct Responding {
     peer_index: u32,
     peer_ephemeral: [u8; EPHEMERAL],
     packet: Vec<u8>,
-    deadline: u64,
+    deadline: Millis,
 }
 
 struct Session {
@@ -53,8 +54,8 @@ struct Session {
     id: PeerId,
     next_counter: u64,
     replay: ReplayWindow,
-    last_sent: u64,
-    last_recv: u64,
+    last_sent: Millis,
+    last_recv: Millis,
     initiator: bool,
     /// The initiator saw authenticated DATA (the responder always has).
     confirmed: bool,
@@ -65,11 +66,16 @@ struct Session {
     /// duplicates of it.
     peer_ephemeral: [u8; EPHEMERAL],
     fin_sent: u32,
-    next_fin_at: u64,
+    next_fin_at: Millis,
     /// RENEWs still to send carrying our renewed certificate (0: the peer
     /// has the one we use), and when the next is due.
     renew_left: u32,
-    next_renew_at: u64,
+    next_renew_at: Millis,
+    /// When the peer's certificate runs out on our timeline, as its
+    /// `not_after` stood from the wall clock at the handshake or renewal:
+    /// only a wake-up for [`LinkEndpoint::poll_timeout`]; the expiry itself
+    /// is judged on the wall clock.
+    expires_at: Millis,
 }
 
 enum State {
@@ -151,8 +157,13 @@ fn seed<R: RngCore + CryptoRng>(rng: &mut R) -> [u8; 32] {
     s
 }
 
-fn secs(now_ms: u64) -> u64 {
-    now_ms / 1000
+/// When `peer` runs out on our timeline, seen from `now` and the wall
+/// clock `unix`.
+fn expiry(now: Millis, unix: UnixSecs, peer: &Certificate) -> Millis {
+    now + peer
+        .not_after
+        .saturating_sub(unix.get())
+        .saturating_mul(1000)
 }
 
 impl LinkEndpoint {
@@ -196,7 +207,7 @@ impl LinkEndpoint {
         for slot in self.slots.values_mut() {
             if let State::Established(s) = &mut slot.state {
                 s.renew_left = RENEW_SENDS;
-                s.next_renew_at = 0;
+                s.next_renew_at = Millis::ZERO;
             }
         }
         Ok(())
@@ -266,7 +277,7 @@ impl LinkEndpoint {
     /// it (either way round) already exists.
     pub fn connect<R: RngCore + CryptoRng>(
         &mut self,
-        now_ms: u64,
+        now: Millis,
         addr: SocketAddr,
         rng: &mut R,
     ) -> Result<(), LinkError> {
@@ -279,14 +290,14 @@ impl LinkEndpoint {
                 return Ok(());
             }
         }
-        self.initiate(now_ms, addr, rng)
+        self.initiate(now, addr, rng)
     }
 
     /// Send `payload` to `addr`: at once when a session is up, else queued
     /// (bounded) behind a handshake this starts.
     pub fn send<R: RngCore + CryptoRng>(
         &mut self,
-        now_ms: u64,
+        now: Millis,
         addr: SocketAddr,
         payload: &[u8],
         rng: &mut R,
@@ -301,7 +312,7 @@ impl LinkEndpoint {
             });
         }
         if let Some(idx) = self.peers.get(&addr).and_then(|p| p.current) {
-            self.send_data(now_ms, idx, payload, true);
+            self.send_data(now, idx, payload, true);
             return Ok(());
         }
         let limit = self.config.max_queued_per_peer;
@@ -309,7 +320,7 @@ impl LinkEndpoint {
             self.stats.queue_full += 1;
             return Err(LinkError::QueueFull { addr, limit });
         }
-        self.connect(now_ms, addr, rng)?;
+        self.connect(now, addr, rng)?;
         match self.peers.get_mut(&addr) {
             Some(p) if p.queue.len() < limit => p.queue.push_back(payload.to_vec()),
             _ => {
@@ -322,7 +333,7 @@ impl LinkEndpoint {
 
     /// Drop everything held for `addr`. The peer is not told; its side
     /// closes when idle.
-    pub fn close(&mut self, _now_ms: u64, addr: SocketAddr) {
+    pub fn close(&mut self, _now: Millis, addr: SocketAddr) {
         let Some(p) = self.peers.remove(&addr) else {
             return;
         };
@@ -343,7 +354,7 @@ impl LinkEndpoint {
     }
 
     /// The next time [`LinkEndpoint::handle_timeout`] has work.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         self.slots
             .values()
             .map(|slot| match &slot.state {
@@ -358,40 +369,48 @@ impl LinkEndpoint {
                     let renew = if s.confirmed && s.renew_left > 0 {
                         s.next_renew_at
                     } else {
-                        u64::MAX
+                        Millis::MAX
                     };
                     resend
                         .min(renew)
                         .min(s.last_recv.saturating_add(self.config.idle_timeout_ms))
-                        .min(s.peer.not_after.saturating_mul(1000))
+                        .min(s.expires_at)
                 }
             })
             .min()
     }
 
-    /// Run the timers due at `now_ms`: retransmissions, keepalives, and
-    /// the timeouts of handshakes and idle sessions.
-    pub fn handle_timeout<R: RngCore + CryptoRng>(&mut self, now_ms: u64, rng: &mut R) {
+    /// Run the timers due at `now`: retransmissions, keepalives, and
+    /// the timeouts of handshakes and idle sessions; a session whose peer
+    /// certificate has run out at `unix` (the wall clock) ends.
+    pub fn handle_timeout<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        unix: UnixSecs,
+        rng: &mut R,
+    ) {
         let due: Vec<u32> = self
             .slots
             .iter()
             .filter(|(_, slot)| match &slot.state {
-                State::Initiating(i) => now_ms >= i.next_at,
-                State::Responding(r) => now_ms >= r.deadline,
+                State::Initiating(i) => now >= i.next_at,
+                State::Responding(r) => now >= r.deadline,
                 State::Established(_) => true,
             })
             .map(|(&idx, _)| idx)
             .collect();
         for idx in due {
-            self.slot_timeout(now_ms, idx, rng);
+            self.slot_timeout(now, unix, idx, rng);
         }
     }
 
-    /// Feed one received datagram. Never panics; what cannot be used is
+    /// Feed one received datagram at `now`; certificates in it are judged
+    /// at `unix` (the wall clock). Never panics; what cannot be used is
     /// counted in [`LinkStats`] and dropped.
     pub fn handle_datagram<R: RngCore + CryptoRng>(
         &mut self,
-        now_ms: u64,
+        now: Millis,
+        unix: UnixSecs,
         from: SocketAddr,
         bytes: &[u8],
         rng: &mut R,
@@ -407,24 +426,24 @@ impl LinkEndpoint {
                 sender,
                 ephemeral,
                 cookie,
-            } => self.on_init(now_ms, from, sender, ephemeral, cookie, rng),
-            Packet::Cookie { receiver, cookie } => self.on_cookie(now_ms, from, receiver, cookie),
+            } => self.on_init(now, unix, from, sender, ephemeral, cookie, rng),
+            Packet::Cookie { receiver, cookie } => self.on_cookie(now, from, receiver, cookie),
             Packet::Resp {
                 sender,
                 receiver,
                 msg,
-            } => self.on_resp(now_ms, from, sender, receiver, msg),
-            Packet::Fin { receiver, msg } => self.on_fin(now_ms, from, receiver, msg, bytes),
+            } => self.on_resp(now, unix, from, sender, receiver, msg),
+            Packet::Fin { receiver, msg } => self.on_fin(now, unix, from, receiver, msg, bytes),
             Packet::Data {
                 receiver,
                 counter,
                 ciphertext,
-            } => self.on_data(now_ms, from, receiver, counter, ciphertext),
+            } => self.on_data(now, from, receiver, counter, ciphertext),
             Packet::Renew {
                 receiver,
                 counter,
                 ciphertext,
-            } => self.on_renew(now_ms, receiver, counter, ciphertext),
+            } => self.on_renew(now, unix, receiver, counter, ciphertext),
             Packet::Busy { receiver, .. } => {
                 let others = packet.busy_others();
                 self.on_busy(from, receiver, others)
@@ -436,7 +455,7 @@ impl LinkEndpoint {
 
     fn initiate<R: RngCore + CryptoRng>(
         &mut self,
-        now_ms: u64,
+        now: Millis,
         addr: SocketAddr,
         rng: &mut R,
     ) -> Result<(), LinkError> {
@@ -481,7 +500,7 @@ impl LinkEndpoint {
                     ephemeral,
                     packet,
                     sent: 1,
-                    next_at: now_ms.saturating_add(self.config.retry_delay_ms(0)),
+                    next_at: now.saturating_add(self.config.retry_delay_ms(0)),
                 })),
             },
         );
@@ -494,7 +513,8 @@ impl LinkEndpoint {
 
     fn on_init<R: RngCore + CryptoRng>(
         &mut self,
-        now_ms: u64,
+        now: Millis,
+        unix: UnixSecs,
         from: SocketAddr,
         sender: u32,
         ephemeral: [u8; EPHEMERAL],
@@ -514,7 +534,7 @@ impl LinkEndpoint {
             && resp.peer_index == sender
             && resp.peer_ephemeral == ephemeral
         {
-            resp.deadline = now_ms.saturating_add(self.config.handshake_timeout_ms());
+            resp.deadline = now.saturating_add(self.config.handshake_timeout_ms());
             let packet = resp.packet.clone();
             self.stats.duplicate_handshakes += 1;
             self.push_transmit(from, packet);
@@ -559,7 +579,7 @@ impl LinkEndpoint {
         // Under load, no state before the sender proves it receives here.
         if self.responding >= self.config.cookie_after_half_open {
             let secret = *self.cookie_secret.get_or_insert_with(|| seed(rng));
-            let bucket = now_ms / COOKIE_BUCKET_MS;
+            let bucket = now.get() / COOKIE_BUCKET_MS;
             let valid = cookie.is_some_and(|c| {
                 [bucket, bucket.saturating_sub(1)]
                     .iter()
@@ -630,7 +650,7 @@ impl LinkEndpoint {
             PROLOGUE,
             Some(seed(rng)),
         )
-        .and_then(|mut hs| Ok((hs.read_finished(secs(now_ms), &ephemeral)?, hs)));
+        .and_then(|mut hs| Ok((hs.read_finished(unix, &ephemeral)?, hs)));
         let (msg2, hs) = match step {
             Ok((Step::Send(msg2), hs)) => (msg2, hs),
             _ => {
@@ -660,7 +680,7 @@ impl LinkEndpoint {
                     peer_index: sender,
                     peer_ephemeral: ephemeral,
                     packet,
-                    deadline: now_ms.saturating_add(self.config.handshake_timeout_ms()),
+                    deadline: now.saturating_add(self.config.handshake_timeout_ms()),
                 })),
             },
         );
@@ -668,7 +688,7 @@ impl LinkEndpoint {
     }
 
     /// The responder wants proof we receive here: repeat our INIT with it.
-    fn on_cookie(&mut self, now_ms: u64, from: SocketAddr, receiver: u32, cookie: [u8; COOKIE]) {
+    fn on_cookie(&mut self, now: Millis, from: SocketAddr, receiver: u32, cookie: [u8; COOKIE]) {
         let Some(Slot {
             addr,
             state: State::Initiating(init),
@@ -691,13 +711,20 @@ impl LinkEndpoint {
         };
         // Retransmissions carry it too; the timer restarts from here.
         init.packet = packet.clone();
-        init.next_at =
-            now_ms.saturating_add(self.config.retry_delay_ms(init.sent.saturating_sub(1)));
+        init.next_at = now.saturating_add(self.config.retry_delay_ms(init.sent.saturating_sub(1)));
         self.stats.cookies_received += 1;
         self.push_transmit(from, packet);
     }
 
-    fn on_resp(&mut self, now_ms: u64, from: SocketAddr, sender: u32, receiver: u32, msg: &[u8]) {
+    fn on_resp(
+        &mut self,
+        now: Millis,
+        unix: UnixSecs,
+        from: SocketAddr,
+        sender: u32,
+        receiver: u32,
+        msg: &[u8],
+    ) {
         let Some(slot) = self.slots.get_mut(&receiver) else {
             self.stats.unknown_session += 1;
             return;
@@ -723,7 +750,7 @@ impl LinkEndpoint {
                 return;
             }
         };
-        let (msg3, finished) = match init.hs.read_finished(secs(now_ms), msg) {
+        let (msg3, finished) = match init.hs.read_finished(unix, msg) {
             Ok(Step::Done(Some(msg3), f)) => (msg3, f),
             Ok(_) => {
                 self.stats.handshake_failed += 1;
@@ -767,6 +794,7 @@ impl LinkEndpoint {
             return;
         };
         self.push_transmit(from, fin.clone());
+        let expires_at = expiry(now, unix, &peer);
         let session = Session {
             exporter,
             peer_index: sender,
@@ -775,21 +803,30 @@ impl LinkEndpoint {
             peer,
             next_counter: 0,
             replay: ReplayWindow::default(),
-            last_sent: now_ms,
-            last_recv: now_ms,
+            last_sent: now,
+            last_recv: now,
             initiator: true,
             confirmed: false,
             fin,
             peer_ephemeral: [0; EPHEMERAL],
             fin_sent: 1,
-            next_fin_at: now_ms.saturating_add(self.config.retry_delay_ms(0)),
+            next_fin_at: now.saturating_add(self.config.retry_delay_ms(0)),
             renew_left: 0,
-            next_renew_at: 0,
+            next_renew_at: Millis::ZERO,
+            expires_at,
         };
-        self.install(now_ms, receiver, from, session);
+        self.install(now, receiver, from, session);
     }
 
-    fn on_fin(&mut self, now_ms: u64, from: SocketAddr, receiver: u32, msg: &[u8], bytes: &[u8]) {
+    fn on_fin(
+        &mut self,
+        now: Millis,
+        unix: UnixSecs,
+        from: SocketAddr,
+        receiver: u32,
+        msg: &[u8],
+        bytes: &[u8],
+    ) {
         let Some(slot) = self.slots.get_mut(&receiver) else {
             self.stats.unknown_session += 1;
             return;
@@ -800,7 +837,7 @@ impl LinkEndpoint {
                 // The initiator has not seen our ack yet: ack again (to
                 // the session's address, not the datagram's source).
                 self.stats.duplicate_handshakes += 1;
-                self.send_data(now_ms, receiver, &[], false);
+                self.send_data(now, receiver, &[], false);
                 return;
             }
             _ => {
@@ -810,7 +847,7 @@ impl LinkEndpoint {
         };
         let peer_index = resp.peer_index;
         let peer_ephemeral = resp.peer_ephemeral;
-        let finished = match resp.hs.read_finished(secs(now_ms), msg) {
+        let finished = match resp.hs.read_finished(unix, msg) {
             Ok(Step::Done(None, f)) => f,
             Ok(_) => {
                 self.stats.handshake_failed += 1;
@@ -864,6 +901,7 @@ impl LinkEndpoint {
             self.abandon_response(receiver, from, CloseReason::Timeout);
             return;
         };
+        let expires_at = expiry(now, unix, &peer);
         let session = Session {
             exporter,
             peer_index,
@@ -872,23 +910,24 @@ impl LinkEndpoint {
             peer,
             next_counter: 0,
             replay: ReplayWindow::default(),
-            last_sent: now_ms,
-            last_recv: now_ms,
+            last_sent: now,
+            last_recv: now,
             initiator: false,
             confirmed: true,
             fin: bytes.to_vec(),
             peer_ephemeral,
             fin_sent: 0,
-            next_fin_at: 0,
+            next_fin_at: Millis::ZERO,
             renew_left: 0,
-            next_renew_at: 0,
+            next_renew_at: Millis::ZERO,
+            expires_at,
         };
-        self.install(now_ms, receiver, from, session);
+        self.install(now, receiver, from, session);
     }
 
     /// Make `session` the current one at `addr`, replacing the handshake
     /// slot `idx` and anything older for that address.
-    fn install(&mut self, now_ms: u64, idx: u32, addr: SocketAddr, session: Session) {
+    fn install(&mut self, now: Millis, idx: u32, addr: SocketAddr, session: Session) {
         self.remove_slot(idx);
         let responder = !session.initiator;
         let peer_cert = session.peer.clone();
@@ -931,19 +970,19 @@ impl LinkEndpoint {
                 peer: peer_cert,
             });
             // The ack that confirms the session to the initiator.
-            self.send_data(now_ms, idx, &[], false);
+            self.send_data(now, idx, &[], false);
         }
-        self.flush_queue(now_ms, addr, idx);
+        self.flush_queue(now, addr, idx);
     }
 
-    fn flush_queue(&mut self, now_ms: u64, addr: SocketAddr, idx: u32) {
+    fn flush_queue(&mut self, now: Millis, addr: SocketAddr, idx: u32) {
         let queue = match self.peers.get_mut(&addr) {
             Some(p) => std::mem::take(&mut p.queue),
             None => return,
         };
         for msg in queue {
             // An unconfirmed initiator has just sent FIN: no FIN per message.
-            self.send_data(now_ms, idx, &msg, false);
+            self.send_data(now, idx, &msg, false);
         }
     }
 
@@ -1035,7 +1074,7 @@ impl LinkEndpoint {
 
     fn on_data(
         &mut self,
-        now_ms: u64,
+        now: Millis,
         from: SocketAddr,
         receiver: u32,
         counter: u64,
@@ -1058,7 +1097,7 @@ impl LinkEndpoint {
             return;
         };
         let (_, newest) = s.replay.accept(counter);
-        s.last_recv = now_ms;
+        s.last_recv = now;
         let addr = *addr;
         let id = s.id.clone();
         if !s.confirmed {
@@ -1068,7 +1107,7 @@ impl LinkEndpoint {
             self.push_event(LinkEvent::Established { addr, peer });
         }
         let addr = if from != addr && newest {
-            self.roam(now_ms, receiver, addr, from, id.clone());
+            self.roam(now, receiver, addr, from, id.clone());
             from
         } else {
             addr
@@ -1088,7 +1127,14 @@ impl LinkEndpoint {
     /// The peer's renewed certificate over session `receiver`: taken when
     /// it is the same user, role and keys the handshake proved, valid now
     /// and newer; the session then lives until it expires.
-    fn on_renew(&mut self, now_ms: u64, receiver: u32, counter: u64, ciphertext: &[u8]) {
+    fn on_renew(
+        &mut self,
+        now: Millis,
+        unix: UnixSecs,
+        receiver: u32,
+        counter: u64,
+        ciphertext: &[u8],
+    ) {
         let Some(Slot {
             state: State::Established(s),
             ..
@@ -1106,18 +1152,19 @@ impl LinkEndpoint {
             return;
         };
         s.replay.accept(counter);
-        s.last_recv = now_ms;
+        s.last_recv = now;
         let ok = Certificate::decode(&plain).ok().filter(|c| {
             c.username == s.peer.username
                 && c.role == s.peer.role
                 && c.ed25519 == s.peer.ed25519
                 && c.x25519 == s.peer.x25519
                 && c.not_after > s.peer.not_after
-                && c.verify(&self.authority, secs(now_ms)).is_ok()
+                && c.verify(&self.authority, unix).is_ok()
         });
         match ok {
             Some(c) => {
                 tracing::debug!(peer = %c.username, until = c.not_after, "peer certificate renewed");
+                s.expires_at = expiry(now, unix, &c);
                 s.peer = c;
                 self.stats.certs_renewed += 1;
             }
@@ -1127,7 +1174,7 @@ impl LinkEndpoint {
 
     /// Move session `idx` from `old` to `new` after authenticated traffic
     /// arrived from `new`.
-    fn roam(&mut self, now_ms: u64, idx: u32, old: SocketAddr, new: SocketAddr, id: PeerId) {
+    fn roam(&mut self, now: Millis, idx: u32, old: SocketAddr, new: SocketAddr, id: PeerId) {
         if let Some(p) = self.peers.get_mut(&old)
             && p.current == Some(idx)
         {
@@ -1160,23 +1207,23 @@ impl LinkEndpoint {
             to: new,
             peer: id,
         });
-        self.flush_queue(now_ms, new, idx);
+        self.flush_queue(now, new, idx);
     }
 
     /// Encrypt and queue one DATA on session `idx`; an unconfirmed
     /// initiator puts its FIN ahead when `fin_ahead`.
-    fn send_data(&mut self, now_ms: u64, idx: u32, payload: &[u8], fin_ahead: bool) {
-        self.send_sealed(now_ms, idx, super::packet::KIND_DATA, payload, fin_ahead);
+    fn send_data(&mut self, now: Millis, idx: u32, payload: &[u8], fin_ahead: bool) {
+        self.send_sealed(now, idx, super::packet::KIND_DATA, payload, fin_ahead);
     }
 
     /// Our certificate over session `idx` (a RENEW).
-    fn send_renew(&mut self, now_ms: u64, idx: u32) {
+    fn send_renew(&mut self, now: Millis, idx: u32) {
         let cert = self.cert.encode();
-        self.send_sealed(now_ms, idx, super::packet::KIND_RENEW, &cert, false);
+        self.send_sealed(now, idx, super::packet::KIND_RENEW, &cert, false);
     }
 
     /// DATA or RENEW: `payload` sealed under the session's next counter.
-    fn send_sealed(&mut self, now_ms: u64, idx: u32, kind: u8, payload: &[u8], fin_ahead: bool) {
+    fn send_sealed(&mut self, now: Millis, idx: u32, kind: u8, payload: &[u8], fin_ahead: bool) {
         let Some(Slot {
             addr,
             state: State::Established(s),
@@ -1203,7 +1250,7 @@ impl LinkEndpoint {
             return;
         };
         s.next_counter += 1;
-        s.last_sent = now_ms;
+        s.last_sent = now;
         let fin = (fin_ahead && !s.confirmed).then(|| s.fin.clone());
         if let Some(fin) = fin {
             self.push_transmit(addr, fin);
@@ -1220,7 +1267,13 @@ impl LinkEndpoint {
 
     // ---- timers ---------------------------------------------------------
 
-    fn slot_timeout<R: RngCore + CryptoRng>(&mut self, now_ms: u64, idx: u32, rng: &mut R) {
+    fn slot_timeout<R: RngCore + CryptoRng>(
+        &mut self,
+        now: Millis,
+        unix: UnixSecs,
+        idx: u32,
+        rng: &mut R,
+    ) {
         let Some(slot) = self.slots.get_mut(&idx) else {
             return;
         };
@@ -1228,7 +1281,7 @@ impl LinkEndpoint {
         match &mut slot.state {
             State::Initiating(init) => {
                 if init.sent < self.config.handshake_attempts {
-                    init.next_at = now_ms.saturating_add(self.config.retry_delay_ms(init.sent));
+                    init.next_at = now.saturating_add(self.config.retry_delay_ms(init.sent));
                     init.sent += 1;
                     let packet = init.packet.clone();
                     self.push_transmit(addr, packet);
@@ -1251,22 +1304,22 @@ impl LinkEndpoint {
                 };
                 // We yielded our handshake to theirs and theirs died: try
                 // ours again rather than give up on the user's request.
-                if restart && self.initiate(now_ms, addr, rng).is_err() {
+                if restart && self.initiate(now, addr, rng).is_err() {
                     self.stats.handshake_timeouts += 1;
                     self.fail_if_stranded(addr, CloseReason::Timeout);
                 }
                 self.forget_if_empty(addr);
             }
             State::Established(s) => {
-                if secs(now_ms) >= s.peer.not_after {
+                if unix.get() >= s.peer.not_after {
                     self.close_session(idx, CloseReason::PeerCertificateExpired);
-                } else if now_ms >= s.last_recv.saturating_add(self.config.idle_timeout_ms) {
+                } else if now >= s.last_recv.saturating_add(self.config.idle_timeout_ms) {
                     self.close_session(idx, CloseReason::Idle);
                 } else if !s.confirmed {
-                    if now_ms >= s.next_fin_at {
+                    if now >= s.next_fin_at {
                         if s.fin_sent < self.config.handshake_attempts {
                             s.next_fin_at =
-                                now_ms.saturating_add(self.config.retry_delay_ms(s.fin_sent));
+                                now.saturating_add(self.config.retry_delay_ms(s.fin_sent));
                             s.fin_sent += 1;
                             let fin = s.fin.clone();
                             self.push_transmit(addr, fin);
@@ -1275,12 +1328,12 @@ impl LinkEndpoint {
                             self.close_session(idx, CloseReason::Timeout);
                         }
                     }
-                } else if s.renew_left > 0 && now_ms >= s.next_renew_at {
+                } else if s.renew_left > 0 && now >= s.next_renew_at {
                     s.renew_left -= 1;
-                    s.next_renew_at = now_ms.saturating_add(self.config.keepalive_ms);
-                    self.send_renew(now_ms, idx);
-                } else if now_ms >= s.last_sent.saturating_add(self.config.keepalive_ms) {
-                    self.send_data(now_ms, idx, &[], false);
+                    s.next_renew_at = now.saturating_add(self.config.keepalive_ms);
+                    self.send_renew(now, idx);
+                } else if now >= s.last_sent.saturating_add(self.config.keepalive_ms) {
+                    self.send_data(now, idx, &[], false);
                 }
             }
         }

@@ -5,11 +5,18 @@ use super::packet::{KIND_DATA, KIND_FIN, KIND_INIT, KIND_RESP, Packet};
 use super::*;
 use crate::identity::{AuthorityKey, Role, Username};
 use crate::sim::net::{Delivered, DropRule, LinkModel, Network, RuleId};
+use crate::time::{Millis, UnixMillis, UnixSecs};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// 2027-01-15, inside every test certificate's validity.
 const T0: u64 = 1_800_000_000_000;
+
+/// The wall clock at virtual time `t`: these tests' wall clock and virtual
+/// time both start at [`T0`] and run together.
+fn wall(t: u64) -> UnixSecs {
+    UnixMillis(t).secs()
+}
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, 1], port))
@@ -151,13 +158,13 @@ impl Net {
     fn connect(&mut self, from: usize, to: usize) {
         let (now, dst) = (self.now, self.addr(to));
         let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
-        self.ep(from).connect(now, dst, &mut rng).unwrap();
+        self.ep(from).connect(Millis(now), dst, &mut rng).unwrap();
     }
 
     fn send(&mut self, from: usize, to: usize, msg: &[u8]) -> Result<(), LinkError> {
         let (now, dst) = (self.now, self.addr(to));
         let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
-        self.ep(from).send(now, dst, msg, &mut rng)
+        self.ep(from).send(Millis(now), dst, msg, &mut rng)
     }
 
     /// Collect every node's output, pass it through the lossy network and
@@ -185,7 +192,7 @@ impl Net {
                 let now = self.now;
                 let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
                 let ep = &mut self.nodes[d.to_owner].1;
-                ep.handle_datagram(now, d.from, &d.bytes, &mut rng);
+                ep.handle_datagram(Millis(now), wall(now), d.from, &d.bytes, &mut rng);
             }
         }
         panic!("network never went quiet");
@@ -196,7 +203,7 @@ impl Net {
         let next = self
             .nodes
             .iter()
-            .filter_map(|n| n.1.poll_timeout())
+            .filter_map(|n| n.1.poll_timeout().map(Millis::get))
             .min()
             .unwrap_or(limit)
             .min(limit)
@@ -205,7 +212,7 @@ impl Net {
         for i in 0..self.nodes.len() {
             let now = self.now;
             let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
-            self.ep(i).handle_timeout(now, &mut rng);
+            self.ep(i).handle_timeout(Millis(now), wall(now), &mut rng);
         }
         self.pump();
     }
@@ -266,7 +273,8 @@ impl Net {
     fn inject(&mut self, from: SocketAddr, to: usize, bytes: &[u8]) {
         let now = self.now;
         let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
-        self.ep(to).handle_datagram(now, from, bytes, &mut rng);
+        self.ep(to)
+            .handle_datagram(Millis(now), wall(now), from, bytes, &mut rng);
         self.pump();
     }
 }
@@ -529,8 +537,10 @@ fn crossing_inits_resolve_by_ephemeral_key() {
     };
     let alice_wins = e(&ta.bytes) > e(&tb.bytes);
     let mut rng = StdRng::seed_from_u64(6);
-    net.ep(1).handle_datagram(T0, addr(1), &ta.bytes, &mut rng);
-    net.ep(0).handle_datagram(T0, addr(2), &tb.bytes, &mut rng);
+    net.ep(1)
+        .handle_datagram(Millis(T0), wall(T0), addr(1), &ta.bytes, &mut rng);
+    net.ep(0)
+        .handle_datagram(Millis(T0), wall(T0), addr(2), &tb.bytes, &mut rng);
     net.pump();
     assert_one_session(&net);
     let (la, _) = net.ep(0).session_indexes(addr(2)).unwrap();
@@ -555,8 +565,10 @@ fn yielded_side_retries_when_the_winning_handshake_dies() {
     let alice_wins = ta.bytes[8..40] > tb.bytes[8..40];
     let (winner, loser) = if alice_wins { (0, 1) } else { (1, 0) };
     let mut rng = StdRng::seed_from_u64(21);
-    net.ep(1).handle_datagram(T0, addr(1), &ta.bytes, &mut rng);
-    net.ep(0).handle_datagram(T0, addr(2), &tb.bytes, &mut rng);
+    net.ep(1)
+        .handle_datagram(Millis(T0), wall(T0), addr(1), &ta.bytes, &mut rng);
+    net.ep(0)
+        .handle_datagram(Millis(T0), wall(T0), addr(2), &tb.bytes, &mut rng);
     // Every answer to the winner's INIT is lost: it gives up.
     net.block(&[KIND_RESP]);
     while net.closed(winner).is_empty() {
@@ -922,11 +934,11 @@ fn limits_on_sessions_and_handshakes() {
     let now = net.now;
     let mut rng = StdRng::seed_from_u64(1);
     assert_eq!(
-        net.ep(0).connect(now, addr(9), &mut rng),
+        net.ep(0).connect(Millis(now), addr(9), &mut rng),
         Err(LinkError::TooManySessions { limit: 1 })
     );
     assert_eq!(
-        net.ep(0).send(now, addr(9), b"x", &mut rng),
+        net.ep(0).send(Millis(now), addr(9), b"x", &mut rng),
         Err(LinkError::TooManySessions { limit: 1 })
     );
 }
@@ -968,7 +980,9 @@ fn pending_outputs_are_bounded() {
     let now = net.now;
     let mut rng = StdRng::seed_from_u64(1);
     for _ in 0..50 {
-        net.ep(0).send(now, addr(2), b"x", &mut rng).unwrap();
+        net.ep(0)
+            .send(Millis(now), addr(2), b"x", &mut rng)
+            .unwrap();
     }
     assert_eq!(net.ep(0).stats().transmits_dropped, 40);
     assert_eq!(std::iter::from_fn(|| net.ep(0).poll_transmit()).count(), 10);
@@ -1004,7 +1018,7 @@ fn local_close_and_limits_on_input() {
     let mut net = Net::pair(17, fast());
     net.connect(0, 1);
     net.pump();
-    net.ep(0).close(T0, addr(2));
+    net.ep(0).close(Millis(T0), addr(2));
     net.pump();
     assert_eq!(net.closed(0), vec![CloseReason::Local]);
     assert_eq!(net.ep(0).counts(), (0, 0, 0));
@@ -1033,9 +1047,9 @@ fn init_padding_covers_the_largest_resp() {
     let mut a = pki.endpoint(&long, fast());
     let mut rng = StdRng::seed_from_u64(1);
     let mut b = pki.endpoint("bob", fast());
-    b.connect(T0, addr(1), &mut rng).unwrap();
+    b.connect(Millis(T0), addr(1), &mut rng).unwrap();
     let init = b.poll_transmit().unwrap().bytes;
-    a.handle_datagram(T0, addr(2), &init, &mut rng);
+    a.handle_datagram(Millis(T0), wall(T0), addr(2), &init, &mut rng);
     let resp = a.poll_transmit().unwrap().bytes;
     assert_eq!(resp[3], KIND_RESP);
     assert!(

@@ -180,7 +180,7 @@ async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let now = clock.now_ms();
+                let now = clock.now().get();
                 // The far end as played first: its echo is in the capture.
                 let r = drain(&mut audio.reference, &mut reference);
                 let n = drain(&mut audio.capture, &mut cap);
@@ -219,7 +219,7 @@ async fn run(
                 }
             }
             d = transport.incoming.recv() => match d {
-                Some(d) => session.handle_datagram(clock.now_ms(), &d),
+                Some(d) => session.handle_datagram(clock.now().get(), &d),
                 None => break,
             },
             c = commands.recv() => match c {
@@ -234,7 +234,7 @@ async fn run(
                     None => continue,
                     Some(0) => p,
                     Some(ms) => {
-                        held.hold(clock.now_ms() + ms, p);
+                        held.hold(clock.now().get() + ms, p);
                         continue;
                     }
                 },

@@ -427,11 +427,11 @@ async fn run(
     let mut processor = stages.any().then(|| Processor::new(stages));
     while audio.capture.pop().is_ok() {}
     while audio.reference.pop().is_ok() {}
-    let mut next_levels = clock.now_ms() + LEVELS_MS;
+    let mut next_levels = clock.now().get() + LEVELS_MS;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let now = clock.now_ms();
+                let now = clock.now().get();
                 let r = drain(&mut audio.reference, &mut reference);
                 let n = drain(&mut audio.capture, &mut cap);
                 match processor.as_mut() {
@@ -466,7 +466,7 @@ async fn run(
                 }
             }
             d = transport.incoming.recv() => match d {
-                Some((peer, d)) => mixer.datagram(clock.now_ms(), &peer, &d),
+                Some((peer, d)) => mixer.datagram(clock.now().get(), &peer, &d),
                 None => break,
             },
             c = commands.recv() => match c {

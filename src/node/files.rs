@@ -19,6 +19,7 @@
 use crate::ice::IceSessions;
 use crate::link::LinkEndpoint;
 use crate::overlay::{ClientCore, EnvelopeId};
+use crate::time::Millis;
 use crate::transfer::wire::LINK_TAG;
 use crate::transfer::{
     FileEvent, FileFailure, FileHasher, FileInfo, LinkMsg, Output, RangeSet, Signal, Standing,
@@ -514,7 +515,7 @@ impl Files {
             match read {
                 Some(Ok(())) => {
                     // A full queue is loss: the packet is sent again.
-                    let _ = cx.link.send(cx.now, addr, &buf, cx.rng);
+                    let _ = cx.link.send(Millis(cx.now), addr, &buf, cx.rng);
                 }
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     self.core.source_changed(d.id)
@@ -542,7 +543,7 @@ impl Files {
             }
             Output::Link { to, bytes } => {
                 if let Some(addr) = Self::link_addr(cx, &to) {
-                    let _ = cx.link.send(cx.now, addr, &bytes, cx.rng);
+                    let _ = cx.link.send(Millis(cx.now), addr, &bytes, cx.rng);
                 }
             }
             Output::Connect { peer } => self.connects.push((peer, false)),

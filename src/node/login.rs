@@ -132,7 +132,7 @@ impl AuthorityConnection {
     ) -> Result<Self, LoginError> {
         let addr = server.to_string();
         let _ = stream.set_nodelay(true);
-        let (client, hello) = LoginClient::start(device, authority_key, clock.now_ms())?;
+        let (client, hello) = LoginClient::start(device, authority_key, clock.unix())?;
         let mut conn = AuthorityConnection {
             stream,
             client,
@@ -166,7 +166,7 @@ impl AuthorityConnection {
             if let Some((frame, used)) =
                 Frame::decode_prefix(&self.buf).map_err(ClientError::from)?
             {
-                let r = self.client.on_frame(self.clock.now_ms(), frame);
+                let r = self.client.on_frame(self.clock.unix(), frame);
                 self.buf.drain(..used);
                 return Ok(r?);
             }

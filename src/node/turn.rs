@@ -239,7 +239,7 @@ async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAd
 impl Service {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>, tcp: Option<TcpListener>) {
         loop {
-            let now = self.clock.now_ms();
+            let now = self.clock.now().get();
             let wait = self
                 .core
                 .poll_timeout()
@@ -256,7 +256,7 @@ impl Service {
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
-                    self.core.handle_timeout(self.clock.now_ms());
+                    self.core.handle_timeout(self.clock.now().get());
                 }
                 a = accept(&tcp) => match a {
                     Ok((stream, addr)) => self.tcp_conn(stream, addr),
@@ -269,7 +269,7 @@ impl Service {
     }
 
     fn input(&mut self, i: Input) {
-        let now = self.clock.now_ms();
+        let now = self.clock.now().get();
         match i {
             Input::Client { from, bytes } => self.core.handle_client(now, from, &bytes),
             Input::Peer { alloc, from, bytes } => self.core.handle_peer(now, alloc, from, &bytes),
@@ -418,7 +418,7 @@ impl Service {
                     ipv6,
                 } => {
                     let r = self.open_relay(alloc, even_port, ipv6);
-                    let now = self.clock.now_ms();
+                    let now = self.clock.now().get();
                     self.core.relay_opened(now, alloc, r);
                 }
                 ServerEvent::CloseRelay { alloc } => {
@@ -642,7 +642,7 @@ impl TurnConnection {
         };
         let mut key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-        let core = TurnClient::new(cfg, creds, key, clock.now_ms());
+        let core = TurnClient::new(cfg, creds, key, clock.now().get());
         let (ctx, crx) = mpsc::channel(1024);
         let (etx, erx) = mpsc::channel(4096);
         let task = tokio::spawn(client_task(core, wire, clock, crx, etx));
@@ -829,7 +829,7 @@ async fn client_task(
                 return;
             }
         }
-        let now = clock.now_ms();
+        let now = clock.now().get();
         let wait = core
             .poll_timeout()
             .map_or(60_000, |t| t.saturating_sub(now).min(60_000));
@@ -841,7 +841,7 @@ async fn client_task(
                     _ => std::future::pending().await,
                 }
             } => {
-                let now = clock.now_ms();
+                let now = clock.now().get();
                 match r {
                     Ok(0) if udp.is_none() => return,
                     Ok(n) if udp.is_some() => {
@@ -863,10 +863,10 @@ async fn client_task(
             }
             c = commands.recv() => match c {
                 None => return,
-                Some(c) => client_command(&mut core, clock.now_ms(), c),
+                Some(c) => client_command(&mut core, clock.now().get(), c),
             },
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {
-                core.handle_timeout(clock.now_ms());
+                core.handle_timeout(clock.now().get());
             }
         }
     }

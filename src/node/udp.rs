@@ -7,6 +7,7 @@ use crate::clock::Clock;
 use crate::identity::Certificate;
 use crate::link::{LinkEndpoint, LinkError, LinkEvent, LinkStats};
 use crate::socket::NodeSocket;
+use crate::time::Millis;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -214,17 +215,17 @@ async fn run(
         }
         let wait = ep
             .poll_timeout()
-            .map(|at| Duration::from_millis(at.saturating_sub(clock.now_ms())));
+            .map(|at| Duration::from_millis(at.since(clock.now())));
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
-                Ok((n, from)) => ep.handle_datagram(clock.now_ms(), from, &buf[..n], &mut rng),
+                Ok((n, from)) => ep.handle_datagram(clock.now(), clock.unix_secs(), from, &buf[..n], &mut rng),
                 Err(e) => tracing::debug!(error = %e, "link receive failed"),
             },
             command = commands.recv() => match command {
-                Some(c) => apply(&mut ep, clock.now_ms(), c, &mut rng),
+                Some(c) => apply(&mut ep, clock.now(), c, &mut rng),
                 None => return,
             },
-            _ = sleep(wait) => ep.handle_timeout(clock.now_ms(), &mut rng),
+            _ = sleep(wait) => ep.handle_timeout(clock.now(), clock.unix_secs(), &mut rng),
         }
     }
 }
@@ -236,20 +237,20 @@ async fn sleep(wait: Option<Duration>) {
     }
 }
 
-fn apply(ep: &mut LinkEndpoint, now_ms: u64, command: LinkCommand, rng: &mut StdRng) {
+fn apply(ep: &mut LinkEndpoint, now: Millis, command: LinkCommand, rng: &mut StdRng) {
     // A dropped reply receiver means the asker stopped waiting: fine.
     match command {
         LinkCommand::Connect { addr, reply } => {
-            let _ = reply.send(ep.connect(now_ms, addr, rng));
+            let _ = reply.send(ep.connect(now, addr, rng));
         }
         LinkCommand::Send {
             addr,
             payload,
             reply,
         } => {
-            let _ = reply.send(ep.send(now_ms, addr, &payload, rng));
+            let _ = reply.send(ep.send(now, addr, &payload, rng));
         }
-        LinkCommand::Close { addr } => ep.close(now_ms, addr),
+        LinkCommand::Close { addr } => ep.close(now, addr),
         LinkCommand::SetCertificate { cert, reply } => {
             let _ = reply.send(ep.set_certificate(cert));
         }

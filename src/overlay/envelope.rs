@@ -380,7 +380,7 @@ pub fn open(
         }));
     }
     let at = now.clamp(cert.not_before, cert.not_after.saturating_sub(1));
-    cert.verify(authority, at)
+    cert.verify(authority, crate::time::UnixSecs(at))
         .map_err(EnvelopeError::Certificate)?;
     let created = h.created_ms / 1000;
     if created >= cert.not_after || created + MAX_SKEW_MS / 1000 < cert.not_before {

@@ -15,6 +15,7 @@
 //! forge or redirect one.
 
 use crate::identity::{CertError, Certificate, verify_signature};
+use crate::time::UnixSecs;
 use crate::wire::{Reader, WireError, Writer};
 use std::net::SocketAddr;
 use thiserror::Error;
@@ -270,7 +271,7 @@ impl PresenceRecord {
         self.cert
             .verify(
                 authority,
-                signed.clamp(self.cert.not_before, self.cert.not_after.saturating_sub(1)),
+                UnixSecs(signed.clamp(self.cert.not_before, self.cert.not_after.saturating_sub(1))),
             )
             .map_err(RecordError::Certificate)
     }

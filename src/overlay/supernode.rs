@@ -543,7 +543,7 @@ impl SupernodeCore {
         let taken = RevocationList::decode(bytes)
             .map_err(RevocationError::from)
             .and_then(|l| {
-                l.verify(&self.authority, now / 1000)?;
+                l.verify(&self.authority, crate::time::UnixMillis(now).secs())?;
                 self.revoked.update(&l)
             });
         if let Err(e) = taken {

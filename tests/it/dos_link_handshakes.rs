@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn endpoint(rng: &mut StdRng, issuer: &AuthorityKey, name: &str) -> LinkEndpoint {
-    let now = SystemClock.now_secs();
+    let now = SystemClock.unix_secs().get();
     let d = DeviceIdentity::generate(rng);
     let c = Certificate::issue(
         issuer,

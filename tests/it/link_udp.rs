@@ -20,7 +20,7 @@ fn config() -> LinkConfig {
 }
 
 fn endpoint(rng: &mut StdRng, issuer: &AuthorityKey, pinned: [u8; 32], name: &str) -> LinkEndpoint {
-    let now = SystemClock.now_secs();
+    let now = SystemClock.unix_secs().get();
     let d = DeviceIdentity::generate(rng);
     let c = Certificate::issue(
         issuer,

@@ -15,13 +15,13 @@ async fn register_login_renew_second_device() {
     assert_eq!(c.register("Alice", "correct horse").await.unwrap(), "alice");
 
     let cert = c.login("alice", "correct horse").await.unwrap();
-    let now = auth.clock.now_secs();
+    let now = auth.clock.unix_secs();
     cert.verify(&auth.public(), now).unwrap();
     assert_eq!(cert.username, "alice");
     assert_eq!(cert.ed25519, laptop.ed25519_public());
     assert_eq!(cert.x25519, laptop.x25519_public());
     assert_eq!(cert.role, natter::identity::Role::User);
-    let lifetime = cert.not_after - now;
+    let lifetime = cert.not_after - now.get();
     assert!(
         (24 * 3600 - 5..=24 * 3600).contains(&lifetime),
         "{lifetime}"
@@ -32,7 +32,7 @@ async fn register_login_renew_second_device() {
     let mut c2 = auth.connect(&laptop).await;
     let renewed = c2.renew(&cert).await.unwrap();
     renewed
-        .verify(&auth.public(), auth.clock.now_secs())
+        .verify(&auth.public(), auth.clock.unix_secs())
         .unwrap();
     assert!(renewed.not_after > cert.not_after);
     assert_ne!(renewed.serial, cert.serial);
@@ -44,10 +44,10 @@ async fn register_login_renew_second_device() {
     assert_eq!(phone_cert.username, "alice");
     assert_eq!(phone_cert.x25519, phone.x25519_public());
     phone_cert
-        .verify(&auth.public(), auth.clock.now_secs())
+        .verify(&auth.public(), auth.clock.unix_secs())
         .unwrap();
     // Both devices' certificates stay valid side by side.
-    cert.verify(&auth.public(), auth.clock.now_secs()).unwrap();
+    cert.verify(&auth.public(), auth.clock.unix_secs()).unwrap();
 
     let s = auth.handle.stats();
     assert_eq!((s.registrations, s.logins, s.renewals), (1, 2, 1));

@@ -78,7 +78,7 @@ async fn certificate_from_another_authority_is_refused() {
     let _turn = scenario!();
     let (auth, d, _) = with_alice().await;
     let rogue = AuthorityKey::generate(&mut rand::rngs::OsRng);
-    let now = auth.clock.now_secs();
+    let now = auth.clock.unix_secs().get();
     let forged = Certificate::issue(
         &rogue,
         1,
@@ -148,7 +148,7 @@ async fn replayed_handshake_is_refused() {
     let _turn = scenario!();
     let auth = authority::start(authority::policy()).await;
     let d = authority::device();
-    let (_, hello) = LoginClient::start(&d, auth.public(), auth.clock.now_ms()).unwrap();
+    let (_, hello) = LoginClient::start(&d, auth.public(), auth.clock.unix()).unwrap();
     let addr = auth.handle.local_addr;
 
     let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();

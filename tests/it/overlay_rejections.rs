@@ -5,6 +5,7 @@ use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username
 use natter::overlay::msg::{Found, MemberState, Msg, Update};
 use natter::overlay::{PresenceRecord, RecordContent, Status, SupernodeConfig, SupernodeCore};
 use natter::sim::EPOCH_MS;
+use natter::time::UnixMillis;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -700,7 +701,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     // Alice's device revoked, bob's account disabled.
     let list = RevocationList::sign(
         &w.authority,
-        EPOCH_MS + 1000,
+        UnixMillis(EPOCH_MS + 1000),
         vec![alice.ed25519_public()],
         vec!["bob".into()],
     );
@@ -745,13 +746,13 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
 
     // An older list, one from another authority and a tampered one are
     // refused and counted; the revocations stay.
-    let old = RevocationList::sign(&w.authority, EPOCH_MS, vec![], vec![]);
+    let old = RevocationList::sign(&w.authority, UnixMillis(EPOCH_MS), vec![], vec![]);
     assert!(
         w.sn.set_revocations(EPOCH_MS + 4000, &old.encode())
             .is_err()
     );
     let other = AuthorityKey::generate(&mut w.rng);
-    let foreign = RevocationList::sign(&other, EPOCH_MS + 5000, vec![], vec![]);
+    let foreign = RevocationList::sign(&other, UnixMillis(EPOCH_MS + 5000), vec![], vec![]);
     assert!(
         w.sn.set_revocations(EPOCH_MS + 5000, &foreign.encode())
             .is_err()
@@ -767,7 +768,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     assert!(w.sn.refuses(&alice_cert));
 
     // A newer list without them: alice attaches again.
-    let lifted = RevocationList::sign(&w.authority, EPOCH_MS + 6000, vec![], vec![]);
+    let lifted = RevocationList::sign(&w.authority, UnixMillis(EPOCH_MS + 6000), vec![], vec![]);
     assert_eq!(
         w.sn.set_revocations(EPOCH_MS + 6000, &lifted.encode()),
         Ok(0)

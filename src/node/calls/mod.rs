@@ -810,7 +810,7 @@ impl Calls {
             .export(path.remote, EXPORT_LABEL, &context)
             .ok_or(StartFailure::Media("the peer link closed".into()))?;
         let keys = MediaKeys::derive(&secret, w.side);
-        let now = self.clock.now_ms();
+        let now = self.clock.now().get();
         let session = MediaSession::new(self.opts.media.clone(), &keys, cx.rng.next_u32(), now)
             .map_err(|e| StartFailure::Media(format!("media: {e}")))?;
         let io = audio::open(&self.opts.input, &self.opts.output).map_err(StartFailure::Audio)?;
@@ -1024,7 +1024,7 @@ impl Calls {
             MediaMsg::Event(id, e) => match e {
                 MediaEvent::Flowing => self.core.media_flowing(cx.now, id),
                 MediaEvent::Stats(stats) => {
-                    let now = self.clock.now_ms();
+                    let now = self.clock.now().get();
                     if let Some(m) = self.media.get_mut(&id) {
                         let path = cx.ice.selected(&m.peer);
                         let peer = m.peer.clone();
@@ -1087,7 +1087,7 @@ impl Calls {
         match r {
             Ok(stats) => self.update(CallUpdate::Stats {
                 id,
-                bitrate: m.bitrate(self.clock.now_ms(), &stats, true),
+                bitrate: m.bitrate(self.clock.now().get(), &stats, true),
                 peer: m.peer,
                 stats,
                 path: None,

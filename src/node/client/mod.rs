@@ -338,7 +338,7 @@ impl Runtime {
             }
             ov::Event::Contacts(e) => self.contacts_event(e).await,
             ov::Event::Call(u) => {
-                for e in self.calls.update(&u, self.clock.unix_ms()) {
+                for e in self.calls.update(&u, self.clock.unix().get()) {
                     let stored = match (&e, &self.call_history) {
                         (Event::CallLogged(r), Some(h)) => {
                             h.lock().unwrap_or_else(|p| p.into_inner()).record(r)
@@ -367,7 +367,7 @@ impl Runtime {
 
     /// The stored certificate if it is valid, renewed when close to expiry.
     async fn startup_certificate(&self) -> Result<Option<Certificate>, RuntimeError> {
-        let now = self.clock.now_secs();
+        let now = self.clock.unix_secs();
         let key = self.settings.authority_key;
         let Some(cert) = self.files.certificate()? else {
             return Ok(None);
@@ -377,7 +377,7 @@ impl Runtime {
         if cert.verify(&key, now).is_err() || other_user {
             return Ok(None);
         }
-        if cert.not_after > now + self.settings.renew_before_secs {
+        if cert.not_after > (now + self.settings.renew_before_secs).get() {
             return Ok(Some(cert));
         }
         let (device, _) = self.files.identity()?;
@@ -420,7 +420,7 @@ impl Runtime {
         let Ok(Some(cert)) = self.files.certificate() else {
             return;
         };
-        if cert.not_after > self.clock.now_secs() + self.settings.renew_before_secs {
+        if cert.not_after > self.clock.unix_secs().get() + self.settings.renew_before_secs {
             return;
         }
         let renewed = async {
@@ -525,12 +525,12 @@ impl Runtime {
             key,
             hosts,
             self.settings.overlay.clone(),
-            self.clock.now_ms(),
+            self.clock.now().get(),
         );
         for w in &self.settings.watch {
             core.watch(w);
         }
-        let now = self.clock.now_ms();
+        let now = self.clock.now().get();
         let contacts = ContactsConfig {
             away_after_ms: self.settings.away_after_ms,
             public_presence: self.settings.public_presence,
@@ -789,7 +789,7 @@ impl Runtime {
                     peer: to,
                     outgoing: true,
                     text,
-                    sent_at: self.clock.unix_ms(),
+                    sent_at: self.clock.unix().get(),
                     state: MessageState::Sending,
                 }))
                 .await
@@ -878,7 +878,7 @@ impl Runtime {
                 // When an offline user was last seen, as a lookup says it
                 // (never for an online one: that would be "now").
                 let last_seen = (!online)
-                    .then(|| record.last_seen(self.clock.now_secs()))
+                    .then(|| record.last_seen(self.clock.unix_secs().get()))
                     .flatten();
                 let record = report::record(&record, last_seen);
                 self.emit(Event::Watched { record, online }).await
@@ -1036,7 +1036,9 @@ impl Runtime {
                 Some(report::record(&r, None)),
             ),
             // An attached device whose record hides its status.
-            LookupOutcome::Offline { record, .. } if record.is_reachable(self.clock.now_secs()) => {
+            LookupOutcome::Offline { record, .. }
+                if record.is_reachable(self.clock.unix_secs().get()) =>
+            {
                 (LookupResult::Private, Some(report::record(&record, None)))
             }
             LookupOutcome::Offline { record, last_seen } => (

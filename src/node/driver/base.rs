@@ -10,6 +10,7 @@ use crate::clock::Clock;
 use crate::link::LinkEndpoint;
 use crate::node::tcp::{TcpInput, TcpIo};
 use crate::socket::NodeSocket;
+use crate::time::{Millis, UnixSecs};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -49,7 +50,7 @@ impl Base {
         let mut sent = false;
         for t in out {
             sent = true;
-            if let Err(e) = self.link.send(now, t.dst, &t.bytes, &mut self.rng) {
+            if let Err(e) = self.link.send(Millis(now), t.dst, &t.bytes, &mut self.rng) {
                 tracing::debug!(dst = %t.dst, "link send: {e}");
             }
         }
@@ -75,7 +76,12 @@ impl Base {
     }
 
     pub fn now(&self) -> u64 {
-        self.clock.now_ms()
+        self.clock.now().get()
+    }
+
+    /// The wall clock, for certificates and records (see [`crate::clock`]).
+    pub fn unix(&self) -> UnixSecs {
+        self.clock.unix_secs()
     }
 
     /// Report an event to the owner (dropped, and logged, when its queue
@@ -88,7 +94,8 @@ impl Base {
 
     /// How long the driver may sleep: until `deadline`, at most a minute.
     pub fn wait(&self, deadline: u64) -> std::time::Duration {
-        let deadline = deadline.min(self.link.poll_timeout().unwrap_or(u64::MAX));
+        let link = self.link.poll_timeout().unwrap_or(Millis::MAX);
+        let deadline = deadline.min(link.get());
         std::time::Duration::from_millis(deadline.saturating_sub(self.now()).min(60_000))
     }
 
@@ -115,7 +122,9 @@ impl Base {
         let now = self.now();
         match x {
             TcpInput::Link { from, frame } => {
-                self.link.handle_datagram(now, *from, frame, &mut self.rng)
+                let unix = self.unix();
+                self.link
+                    .handle_datagram(Millis(now), unix, *from, frame, &mut self.rng)
             }
             TcpInput::Closed { kind, peer } => {
                 tracing::debug!(%peer, ?kind, "TCP stream closed");

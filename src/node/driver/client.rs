@@ -30,6 +30,7 @@ use crate::node::messaging::{Messaging, MessagingCommand, MessagingEvent};
 use crate::node::peer::PeerEvent;
 use crate::overlay::{ClientCore, ClientEvent};
 use crate::socket::NodeSocket;
+use crate::time::Millis;
 use crate::wire::stun::{Datagram, classify};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub(super) fn spawn(
     let local_addr = socket.local_addr()?;
     let (ctx, crx) = mpsc::channel(256);
     let (etx, erx) = mpsc::channel(4096);
-    let now = clock.now_ms();
+    let now = clock.now().get();
     let span = tracing::info_span!("client", user = %core.username());
     let driver = ClientDriver {
         peers: Peers::new(&opts.paths, now, opts.calls.is_some()),
@@ -196,7 +197,7 @@ impl ClientDriver {
     ) -> Option<R> {
         let calls = self.calls.as_deref_mut()?;
         let mut cx = Ctx {
-            now: self.base.clock.now_ms(),
+            now: self.base.clock.now().get(),
             client: &mut self.core,
             link: &self.base.link,
             ice: &self.peers.ice,
@@ -245,7 +246,7 @@ impl ClientDriver {
         while let Some(e) = self.peers.poll_event() {
             self.with_calls(|c, cx| c.on_peer(&e, cx));
             if let Some(f) = &mut self.files {
-                let now = self.base.clock.now_ms();
+                let now = self.base.clock.now().get();
                 match &e {
                     PeerEvent::Connected { user, .. } => f.path(now, user, true),
                     PeerEvent::Failed { user, .. } => f.path(now, user, false),
@@ -275,10 +276,13 @@ impl ClientDriver {
             n.note_udp_received();
         }
         match kind {
-            Datagram::Link => self
-                .base
-                .link
-                .handle_datagram(now, from, d, &mut self.base.rng),
+            Datagram::Link => {
+                let unix = self.base.unix();
+                let rng = &mut self.base.rng;
+                self.base
+                    .link
+                    .handle_datagram(Millis(now), unix, from, d, rng)
+            }
             Datagram::Stun(_) => self.stun(now, from, d),
             Datagram::Media if self.calls.is_some() => {
                 if let Some(c) = &mut self.calls {
@@ -320,7 +324,8 @@ impl ClientDriver {
 
     async fn timeout(&mut self) {
         let now = self.base.now();
-        self.base.link.handle_timeout(now, &mut self.base.rng);
+        let unix = self.base.unix();
+        (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
         self.with_peers(now, |p, cx| p.handle_timeout(cx));
         self.core.handle_timeout(now, &mut self.base.rng);
         if let Some(m) = &mut self.messaging {
@@ -562,7 +567,7 @@ impl ClientDriver {
         for (user, fresh) in connects {
             if fresh {
                 if let Some(p) = self.peers.ice.selected(&user) {
-                    self.base.link.close(now, p.remote);
+                    self.base.link.close(Millis(now), p.remote);
                 }
                 self.peers.ice.close(&user);
             }
@@ -619,7 +624,7 @@ impl ClientDriver {
         // A dead supernode's session is stale: the next message must start
         // a fresh handshake (it may have restarted).
         if let Event::Client(ClientEvent::Detached { supernode, .. }) = &e {
-            self.base.link.close(now, *supernode);
+            self.base.link.close(Millis(now), *supernode);
         }
         self.base.emit(e);
     }

@@ -18,6 +18,7 @@ use crate::metrics::supernode::SupernodeCounters;
 use crate::nat::StunServer;
 use crate::node::turn::TurnService;
 use crate::overlay::{SupernodeCore, SupernodeEvent};
+use crate::time::Millis;
 use crate::wire::stun::{Datagram, Header, classify, method};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -172,7 +173,8 @@ impl SupernodeDriver {
                 }
                 _ = tokio::time::sleep(wait) => {
                     let now = self.base.now();
-                    self.base.link.handle_timeout(now, &mut self.base.rng);
+                    let unix = self.base.unix();
+                    (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
                     self.core.handle_timeout(now, &mut self.base.rng);
                     let hint = self.core.busy_hint(&mut self.base.rng);
                     self.base.link.set_busy_hint(hint);
@@ -200,9 +202,11 @@ impl SupernodeDriver {
         let now = self.base.now();
         match classify(d) {
             Datagram::Link if local.is_none() => {
+                let unix = self.base.unix();
+                let rng = &mut self.base.rng;
                 self.base
                     .link
-                    .handle_datagram(now, from, d, &mut self.base.rng)
+                    .handle_datagram(Millis(now), unix, from, d, rng)
             }
             Datagram::Stun(h) => self.stun_datagram(local, from, h, d),
             Datagram::ChannelData(_) if local.is_none() => match &self.turn {
@@ -328,7 +332,7 @@ impl SupernodeDriver {
                     // A revoked device or disabled account: its session
                     // goes (the core counted and dropped the message).
                     if self.core.refuses(&cert) {
-                        self.base.link.close(now, addr);
+                        self.base.link.close(Millis(now), addr);
                     }
                 }
                 LinkEvent::Closed { addr, reason } => {
@@ -346,7 +350,7 @@ impl SupernodeDriver {
         if let SupernodeEvent::ClientDetached { addr, .. }
         | SupernodeEvent::MemberDown { addr, .. } = &e
         {
-            self.base.link.close(now, *addr);
+            self.base.link.close(Millis(now), *addr);
         }
         self.base.emit(Event::Supernode(e));
     }

@@ -42,7 +42,7 @@ pub async fn supernode(rc: RelaySection) -> Supernode {
     let authority = AuthorityKey::generate(&mut rng);
     let device = DeviceIdentity::generate(&mut rng);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let now = clock.now_ms();
+    let now = clock.now().get();
     let cert = Certificate::issue(
         &authority,
         1,
@@ -84,7 +84,7 @@ pub async fn supernode(rc: RelaySection) -> Supernode {
 
 /// Credentials for `user` valid `ttl` seconds (negative: already expired).
 pub fn creds(secret: &str, user: &str, ttl: i64) -> TurnCredentials {
-    let now = SystemClock.now_secs() as i64;
+    let now = SystemClock.unix_secs().get() as i64;
     let username = natter::relay::rest_username((now + ttl).max(0) as u64, user);
     TurnCredentials {
         password: natter::relay::rest_password(secret.as_bytes(), &username),

@@ -24,6 +24,7 @@ use crate::identity::Role;
 use crate::link::CloseReason;
 use crate::node::peer::{self, PeerEvent};
 use crate::overlay::{ClientCore, ClientEvent, EnvelopeId, LookupOutcome};
+use crate::time::Millis;
 use paths::PeerPaths;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -353,7 +354,10 @@ impl Peers {
                 }
                 // The caller opens the link; the callee answers it.
                 if controlling
-                    && let Err(e) = cx.base.link.connect(cx.now, path.remote, &mut cx.base.rng)
+                    && let Err(e) =
+                        cx.base
+                            .link
+                            .connect(Millis(cx.now), path.remote, &mut cx.base.rng)
                 {
                     self.report(PeerEvent::Failed {
                         user,
@@ -390,7 +394,7 @@ impl Peers {
             return;
         };
         if user != username {
-            cx.base.link.close(cx.now, addr);
+            cx.base.link.close(Millis(cx.now), addr);
             self.ice.close(&user);
             self.report(PeerEvent::Failed {
                 user,

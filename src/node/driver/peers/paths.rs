@@ -24,6 +24,7 @@ use crate::node::driver::base::Base;
 use crate::node::tcp::{StreamKind, TcpInput};
 use crate::overlay::ClientEvent;
 use crate::relay::TurnTransport;
+use crate::time::Millis;
 use crate::wire::stun::{Datagram, classify};
 use std::net::SocketAddr;
 
@@ -323,10 +324,13 @@ impl Peers {
                     cx.base.stun_unhandled += 1;
                 }
             }
-            Datagram::Link => cx
-                .base
-                .link
-                .handle_datagram(now, peer, &d, &mut cx.base.rng),
+            Datagram::Link => {
+                let unix = cx.base.unix();
+                let rng = &mut cx.base.rng;
+                cx.base
+                    .link
+                    .handle_datagram(Millis(now), unix, peer, &d, rng)
+            }
             Datagram::Media if self.media => self.relayed_media(peer, d),
             _ => self.paths.relayed_dropped += 1,
         }
