@@ -353,21 +353,42 @@ pub fn overlay_cores(b: &[u8]) {
         ClientConfig::default(),
         LINK_NOW,
     );
-    cl.handle_timeout(LINK_NOW, &mut rng);
+    cl.handle_timeout(LINK_NOW, UnixMillis(LINK_NOW), &mut rng);
     // Attach the client for real, so that client-only paths are reached.
     let attach: Vec<_> = cl.drain_transmits().collect();
     for t in attach {
-        sn.handle_message(LINK_NOW, link_addr(1), &c, &t.bytes, &mut rng);
+        sn.handle_message(
+            LINK_NOW,
+            UnixMillis(LINK_NOW),
+            link_addr(1),
+            &c,
+            &t.bytes,
+            &mut rng,
+        );
     }
     let replies: Vec<_> = sn.drain_transmits().collect();
     for t in replies {
-        cl.handle_message(LINK_NOW, link_addr(7), &t.bytes);
+        cl.handle_message(LINK_NOW, UnixMillis(LINK_NOW), link_addr(7), &t.bytes);
     }
-    sn.handle_message(LINK_NOW, link_addr(1), &c, b, &mut rng);
-    sn.handle_message(LINK_NOW, link_addr(6), &sc, b, &mut rng);
-    cl.handle_message(LINK_NOW, link_addr(7), b);
-    sn.handle_timeout(LINK_NOW + 10_000, &mut rng);
-    cl.handle_timeout(LINK_NOW + 10_000, &mut rng);
+    sn.handle_message(
+        LINK_NOW,
+        UnixMillis(LINK_NOW),
+        link_addr(1),
+        &c,
+        b,
+        &mut rng,
+    );
+    sn.handle_message(
+        LINK_NOW,
+        UnixMillis(LINK_NOW),
+        link_addr(6),
+        &sc,
+        b,
+        &mut rng,
+    );
+    cl.handle_message(LINK_NOW, UnixMillis(LINK_NOW), link_addr(7), b);
+    sn.handle_timeout(LINK_NOW + 10_000, UnixMillis(LINK_NOW + 10_000), &mut rng);
+    cl.handle_timeout(LINK_NOW + 10_000, UnixMillis(LINK_NOW + 10_000), &mut rng);
     let _ = sn.drain_transmits().count();
     let _ = cl.drain_transmits().count();
 }
@@ -399,10 +420,10 @@ pub fn envelope(b: &[u8]) {
     use crate::overlay::envelope::{Sealed, open};
     if let Ok(s) = Sealed::decode(b) {
         assert_eq!(s.encode(), b);
-        let _ = s.header.check_lifetime(LINK_NOW);
+        let _ = s.header.check_lifetime(UnixMillis(LINK_NOW));
     }
     let (a, d, _) = keys();
-    let _ = open(b, &d, "alice", &a.public(), LINK_NOW);
+    let _ = open(b, &d, "alice", &a.public(), UnixMillis(LINK_NOW));
 }
 
 /// The revocation list: decodes, re-encodes to the same bytes, and its
@@ -447,7 +468,7 @@ pub fn decoders(b: &[u8]) {
     }
     if let Ok(r) = PresenceRecord::decode(b) {
         assert_eq!(r.encode(), b);
-        let _ = r.verify(&[0; 32], 0);
+        let _ = r.verify(&[0; 32], UnixSecs(0));
     }
     envelope(b);
     app_payloads(b);

@@ -136,6 +136,8 @@ struct InRecord {
 /// The driver state this sub-driver works with.
 pub struct FilesCx<'a> {
     pub now: u64,
+    /// The wall clock, which dates envelopes.
+    pub unix: crate::time::UnixMillis,
     pub client: &'a mut ClientCore,
     pub link: &'a mut LinkEndpoint,
     pub ice: &'a mut IceSessions,
@@ -538,7 +540,7 @@ impl Files {
             } => {
                 let e = cx
                     .client
-                    .send_envelope(cx.now, cx.rng, &to, kind, &payload, false);
+                    .send_envelope(cx.now, cx.unix, cx.rng, &to, kind, &payload, false);
                 self.envelopes.insert(e, id);
             }
             Output::Link { to, bytes } => {

@@ -13,6 +13,7 @@ use crate::contacts::{ContactStore, ContactsConfig, ContactsCore, ContactsError,
 use crate::identity::Certificate;
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
 use crate::overlay::{ClientCore, ClientEvent, EnvelopeId, Status};
+use crate::time::UnixMillis;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::{BTreeSet, VecDeque};
@@ -24,6 +25,8 @@ struct Sink<'a> {
     client: &'a mut ClientCore,
     rng: &'a mut StdRng,
     now: u64,
+    /// The wall clock the envelopes are dated by.
+    unix: UnixMillis,
     /// Envelopes sent for chat and contacts, whose outcomes are theirs
     /// (every envelope gets one, so this empties).
     sent: &'a mut BTreeSet<EnvelopeId>,
@@ -33,7 +36,7 @@ impl EnvelopeSink for Sink<'_> {
     fn send_envelope(&mut self, to: &str, kind: u8, payload: &[u8], store: bool) -> EnvelopeId {
         let id = self
             .client
-            .send_envelope(self.now, self.rng, to, kind, payload, store);
+            .send_envelope(self.now, self.unix, self.rng, to, kind, payload, store);
         self.sent.insert(id);
         id
     }
@@ -203,11 +206,18 @@ impl Messaging {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: u64, client: &mut ClientCore, rng: &mut StdRng) {
+    pub fn handle_timeout(
+        &mut self,
+        now: u64,
+        unix: UnixMillis,
+        client: &mut ClientCore,
+        rng: &mut StdRng,
+    ) {
         let mut sink = Sink {
             client,
             rng,
             now,
+            unix,
             sent: &mut self.sent,
         };
         self.chat.handle_timeout(now, &mut sink);
@@ -220,6 +230,7 @@ impl Messaging {
     pub fn on_envelope(
         &mut self,
         now: u64,
+        unix: UnixMillis,
         env: Envelope<'_>,
         client: &mut ClientCore,
         rng: &mut StdRng,
@@ -228,6 +239,7 @@ impl Messaging {
             client,
             rng,
             now,
+            unix,
             sent: &mut self.sent,
         };
         let (from, kind, payload) = env;
@@ -264,6 +276,7 @@ impl Messaging {
     pub fn observe(
         &mut self,
         now: u64,
+        unix: UnixMillis,
         ev: &ClientEvent,
         client: &mut ClientCore,
         rng: &mut StdRng,
@@ -272,12 +285,13 @@ impl Messaging {
             client,
             rng,
             now,
+            unix,
             sent: &mut self.sent,
         };
         match ev {
             ClientEvent::Published { .. } => self.contacts.on_online(&mut sink),
             ClientEvent::PresenceChanged { record, .. } => {
-                if record.status != Status::Offline && record.online_until > now / 1000 {
+                if record.status != Status::Offline && record.online_until > unix.secs().get() {
                     self.chat.peer_online(now, record.username());
                 }
                 self.contacts.on_record(now, record)
@@ -296,6 +310,7 @@ impl Messaging {
     pub fn command(
         &mut self,
         now: u64,
+        unix: UnixMillis,
         cmd: MessagingCommand,
         client: &mut ClientCore,
         rng: &mut StdRng,
@@ -307,6 +322,7 @@ impl Messaging {
             client,
             rng,
             now,
+            unix,
             sent: &mut self.sent,
         };
         let c = &mut self.contacts;
@@ -365,11 +381,18 @@ impl Messaging {
     }
 
     /// The node is stopping: tell authorized contacts we go offline.
-    pub fn shutdown(&mut self, now: u64, client: &mut ClientCore, rng: &mut StdRng) {
+    pub fn shutdown(
+        &mut self,
+        now: u64,
+        unix: UnixMillis,
+        client: &mut ClientCore,
+        rng: &mut StdRng,
+    ) {
         let mut sink = Sink {
             client,
             rng,
             now,
+            unix,
             sent: &mut self.sent,
         };
         self.contacts.shutdown(&mut sink);

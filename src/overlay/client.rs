@@ -10,6 +10,7 @@ use super::envelope::{self, EnvelopeId, SealArgs};
 use super::msg::{EnvResult, Found, Msg};
 use super::record::{PresenceRecord, RecordContent, Status};
 use crate::identity::{Certificate, DeviceIdentity};
+use crate::time::UnixMillis;
 use rand::{Rng, RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -255,6 +256,9 @@ pub struct ClientCore {
     key_lookups: BTreeMap<String, u32>,
     /// Envelope ids received, until they expire.
     seen: BTreeMap<EnvelopeId, u64>,
+    /// The wall clock as the entry point being run was given it: records
+    /// and envelopes are signed and judged at it (timers use `now`).
+    unix: UnixMillis,
     out: Vec<(SocketAddr, Vec<u8>)>,
     events: VecDeque<ClientEvent>,
     pub stats: ClientStats,
@@ -308,6 +312,7 @@ impl ClientCore {
             envelopes: BTreeMap::new(),
             key_lookups: BTreeMap::new(),
             seen: BTreeMap::new(),
+            unix: UnixMillis::ZERO,
             out: Vec::new(),
             events: VecDeque::new(),
             stats: ClientStats::default(),
@@ -348,12 +353,14 @@ impl ClientCore {
     pub fn send_envelope(
         &mut self,
         now: u64,
+        unix: UnixMillis,
         rng: &mut dyn RngCore,
         to: &str,
         kind: u8,
         payload: &[u8],
         store_if_offline: bool,
     ) -> EnvelopeId {
+        self.unix = unix;
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
         let mut seed = [0u8; 32];
@@ -421,7 +428,7 @@ impl ClientCore {
                 id,
                 kind: e.kind,
                 payload: &e.payload,
-                created_ms: now,
+                created_ms: self.unix.get(),
                 ttl_ms: self.cfg.envelope_ttl_ms,
                 store: e.store,
             },
@@ -539,7 +546,7 @@ impl ClientCore {
         }
     }
 
-    fn on_env_deliver(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+    fn on_env_deliver(&mut self, from: SocketAddr, bytes: &[u8]) {
         let Ok(sealed) = envelope::Sealed::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -550,7 +557,7 @@ impl ClientCore {
             &self.device,
             &self.cert.username,
             &self.authority,
-            now,
+            self.unix,
         ) {
             Ok(o) => {
                 self.send(from, &Msg::EnvAck { id, ok: true });
@@ -560,7 +567,7 @@ impl ClientCore {
                 }
                 self.seen.insert(id, o.expires_ms);
                 if self.seen.len() > 65_536 {
-                    self.seen.retain(|_, exp| *exp > now);
+                    self.seen.retain(|_, exp| *exp > self.unix.get());
                     while self.seen.len() > 65_536 {
                         self.seen.pop_first();
                     }
@@ -700,7 +707,8 @@ impl ClientCore {
     }
 
     /// Say goodbye: publish an offline record and detach.
-    pub fn shutdown(&mut self, now: u64) {
+    pub fn shutdown(&mut self, now: u64, unix: UnixMillis) {
+        self.unix = unix;
         self.status = Status::Offline;
         self.publish(now);
         let addrs: Vec<SocketAddr> = self.attached().collect();
@@ -845,7 +853,10 @@ impl ClientCore {
         });
     }
 
-    pub fn handle_message(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+    /// A message from `from` at `now`; records and envelopes in it are
+    /// judged at `unix` (the wall clock).
+    pub fn handle_message(&mut self, now: u64, unix: UnixMillis, from: SocketAddr, bytes: &[u8]) {
+        self.unix = unix;
         let Ok(msg) = Msg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -963,9 +974,9 @@ impl ClientCore {
                 };
                 let outcome = match found {
                     Found::NotFound => LookupOutcome::NotFound,
-                    Found::Record(b) => match self.verify(now, b) {
+                    Found::Record(b) => match self.verify(b) {
                         Some(r) if r.username() == username => {
-                            let secs = now / 1000;
+                            let secs = self.unix.secs();
                             if r.is_online(secs) {
                                 LookupOutcome::Online(Box::new(r))
                             } else {
@@ -1023,13 +1034,13 @@ impl ClientCore {
                 reason: reason.to_owned(),
             }),
             Msg::EnvResult { id, result } => self.on_env_result(now, id, result),
-            Msg::EnvDeliver { envelope } => self.on_env_deliver(now, from, envelope),
+            Msg::EnvDeliver { envelope } => self.on_env_deliver(from, envelope),
             Msg::PresenceUpdate { record } => {
-                if let Some(r) = self.verify(now, record)
+                if let Some(r) = self.verify(record)
                     && self.watches.contains(r.username())
                 {
                     self.learn_certificate(now, &r.cert);
-                    let online = r.is_online(now / 1000);
+                    let online = r.is_online(self.unix.secs());
                     self.events.push_back(ClientEvent::PresenceChanged {
                         record: Box::new(r),
                         online,
@@ -1040,13 +1051,13 @@ impl ClientCore {
         }
     }
 
-    fn verify(&mut self, now: u64, b: &[u8]) -> Option<PresenceRecord> {
+    fn verify(&mut self, b: &[u8]) -> Option<PresenceRecord> {
         let r = PresenceRecord::decode(b).ok()?;
         // Contacts' certificates come back again and again: check each once.
         let digest = super::record::cert_digest(&r.cert);
         let known = self.verified_certs.contains(&digest);
         let ok = (known || r.verify_certificate(&self.authority).is_ok())
-            && r.verify_signed(now / 1000).is_ok();
+            && r.verify_signed(self.unix.secs()).is_ok();
         if !ok {
             self.stats.bad_records += 1;
             return None;
@@ -1065,7 +1076,7 @@ impl ClientCore {
         if sns.is_empty() {
             return;
         }
-        self.seq = (self.seq + 1).max(now);
+        self.seq = (self.seq + 1).max(self.unix.get());
         let mut candidates = self.candidates.clone();
         if let Some(o) = self.observed
             && !candidates.contains(&o)
@@ -1082,7 +1093,7 @@ impl ClientCore {
             &self.cert,
             RecordContent {
                 seq: self.seq,
-                signed_at_ms: now,
+                signed_at_ms: self.unix.get(),
                 online_secs: self.cfg.online_secs,
                 status: self.status,
                 message: self.message.clone(),
@@ -1099,7 +1110,7 @@ impl ClientCore {
             &self.cert,
             RecordContent {
                 seq: self.seq,
-                signed_at_ms: now,
+                signed_at_ms: self.unix.get(),
                 online_secs: 0,
                 status: Status::Offline,
                 message: self.message.clone(),
@@ -1183,7 +1194,10 @@ impl ClientCore {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+    /// Run the timers due at `now`; records are signed at `unix` (the wall
+    /// clock).
+    pub fn handle_timeout(&mut self, now: u64, unix: UnixMillis, rng: &mut dyn RngCore) {
+        self.unix = unix;
         // Liveness of attached supernodes; keepalives.
         let mut dead = Vec::new();
         let mut timed_out = Vec::new();
@@ -1412,9 +1426,9 @@ mod tests {
     fn late_attach_answer_attaches() {
         let sn: SocketAddr = "198.51.100.1:7710".parse().unwrap();
         let (mut c, mut rng) = client(sn);
-        c.handle_timeout(0, &mut rng);
+        c.handle_timeout(0, UnixMillis(0), &mut rng);
         assert_eq!(c.stats.attach_attempts, 1);
-        c.handle_timeout(1_500, &mut rng);
+        c.handle_timeout(1_500, UnixMillis(1_500), &mut rng);
         assert_eq!(c.attached().count(), 0, "the attempt timed out");
         while c.poll_event().is_some() {}
         let ok = Msg::AttachOk {
@@ -1422,7 +1436,7 @@ mod tests {
             supernodes: vec![sn],
         }
         .encode();
-        c.handle_message(1_600, sn, &ok);
+        c.handle_message(1_600, UnixMillis(1_600), sn, &ok);
         assert_eq!(c.attached().collect::<Vec<_>>(), vec![sn]);
         assert!(
             std::iter::from_fn(|| c.poll_event())
@@ -1430,7 +1444,7 @@ mod tests {
         );
         // From an address that is no supernode of ours: still ignored.
         let stranger: SocketAddr = "192.0.2.9:7710".parse().unwrap();
-        c.handle_message(1_700, stranger, &ok);
+        c.handle_message(1_700, UnixMillis(1_700), stranger, &ok);
         assert_eq!(c.attached().count(), 1);
         assert_eq!(c.stats.malformed, 1);
     }
@@ -1443,7 +1457,7 @@ mod tests {
         let sn: SocketAddr = "198.51.100.1:7710".parse().unwrap();
         let other: SocketAddr = "198.51.100.2:7710".parse().unwrap();
         let (mut c, mut rng) = client(sn);
-        c.handle_timeout(0, &mut rng);
+        c.handle_timeout(0, UnixMillis(0), &mut rng);
         assert_eq!(c.stats.attach_attempts, 1);
         while c.poll_transmit().is_some() {}
         // BUSY from an address we are not attaching to: ignored.
@@ -1455,7 +1469,7 @@ mod tests {
             e,
             ClientEvent::Redirected { from, ref to } if from == sn && *to == vec![other]
         )));
-        c.handle_timeout(20, &mut rng);
+        c.handle_timeout(20, UnixMillis(20), &mut rng);
         assert_eq!(c.stats.attach_attempts, 2, "the next attempt is now");
         let to: Vec<SocketAddr> = std::iter::from_fn(|| c.poll_transmit())
             .map(|t| t.dst)
@@ -1481,7 +1495,7 @@ mod tests {
         let mut dropped_at = None;
         let mut retried_at = None;
         while t < 60_000 && retried_at.is_none() {
-            c.handle_timeout(t, &mut rng);
+            c.handle_timeout(t, UnixMillis(t), &mut rng);
             let out: Vec<Transmit> = std::iter::from_fn(|| c.poll_transmit()).collect();
             for tx in out {
                 let Ok(m) = Msg::decode(&tx.bytes) else {
@@ -1490,12 +1504,15 @@ mod tests {
                 match m {
                     // sn answers until 5 s, then falls silent; sn2 always.
                     Msg::Attach { .. } if tx.dst == sn2 || t < 5_000 => {
-                        c.handle_message(t, tx.dst, &ok)
+                        c.handle_message(t, UnixMillis(t), tx.dst, &ok)
                     }
                     Msg::Attach { .. } if dropped_at.is_some() => retried_at = Some(t),
-                    Msg::Keepalive { seq } if tx.dst == sn2 || t < 5_000 => {
-                        c.handle_message(t, tx.dst, &Msg::KeepaliveAck { seq }.encode())
-                    }
+                    Msg::Keepalive { seq } if tx.dst == sn2 || t < 5_000 => c.handle_message(
+                        t,
+                        UnixMillis(t),
+                        tx.dst,
+                        &Msg::KeepaliveAck { seq }.encode(),
+                    ),
                     _ => {}
                 }
             }

@@ -34,6 +34,7 @@
 //! receiver dedupe on their own ids too (chat does, in SQLite).
 
 use crate::identity::{CertError, Certificate, DeviceIdentity, verify_signature};
+use crate::time::{UnixMillis, UnixSecs};
 use crate::wire::{Reader, WireError, Writer};
 use blake2::{Blake2s256, Digest};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -143,9 +144,10 @@ impl Header<'_> {
             .raw(&self.ephemeral);
     }
 
-    /// Whether the lifetime is acceptable at `now_ms`: not expired, not
-    /// longer than [`MAX_TTL_MS`], not created in the future.
-    pub fn check_lifetime(&self, now_ms: u64) -> Result<(), EnvelopeError> {
+    /// Whether the lifetime is acceptable at `now` (the wall clock): not
+    /// expired, not longer than [`MAX_TTL_MS`], not created in the future.
+    pub fn check_lifetime(&self, now: UnixMillis) -> Result<(), EnvelopeError> {
+        let now_ms = now.get();
         if self.expires_ms <= self.created_ms
             || self.expires_ms - self.created_ms > MAX_TTL_MS
             || self.created_ms > now_ms.saturating_add(MAX_SKEW_MS)
@@ -320,14 +322,15 @@ pub fn seal(
     Ok(w.into_vec())
 }
 
-/// Open an envelope addressed to `me` (username `my_name`) at `now_ms`,
+/// Open an envelope addressed to `me` (username `my_name`) at `now` (the
+/// wall clock),
 /// checking the sender's certificate against `authority`.
 pub fn open(
     bytes: &[u8],
     me: &DeviceIdentity,
     my_name: &str,
     authority: &[u8; 32],
-    now_ms: u64,
+    now: UnixMillis,
 ) -> Result<Opened, EnvelopeError> {
     let s = Sealed::decode(bytes)?;
     let h = s.header;
@@ -339,7 +342,7 @@ pub fn open(
     if h.recipient != me.x25519_public() {
         return Err(EnvelopeError::WrongKey);
     }
-    h.check_lifetime(now_ms)?;
+    h.check_lifetime(now)?;
     let secret = x25519_dalek::StaticSecret::from(me.x25519_secret());
     let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(h.ephemeral));
     if !shared.was_contributory() {
@@ -367,7 +370,7 @@ pub fn open(
     // certificate must be valid at receipt, give or take the skew, so a
     // revoked device's or disabled account's envelopes stop being
     // accepted when its last certificate runs out.
-    let now = now_ms / 1000;
+    let now = now.secs().get();
     let skew = MAX_SKEW_MS / 1000;
     if now >= cert.not_after.saturating_add(skew) {
         return Err(EnvelopeError::Certificate(CertError::Expired {
@@ -380,7 +383,7 @@ pub fn open(
         }));
     }
     let at = now.clamp(cert.not_before, cert.not_after.saturating_sub(1));
-    cert.verify(authority, crate::time::UnixSecs(at))
+    cert.verify(authority, UnixSecs(at))
         .map_err(EnvelopeError::Certificate)?;
     let created = h.created_ms / 1000;
     if created >= cert.not_after || created + MAX_SKEW_MS / 1000 < cert.not_before {
@@ -476,7 +479,7 @@ mod tests {
         // Supernodes see no content.
         assert!(!env.windows(5).any(|w| w == b"hello"));
         assert!(!env.windows(5).any(|w| w == b"alice"));
-        let o = open(&env, &f.bob.0, "bob", &f.auth.public(), NOW + 1).unwrap();
+        let o = open(&env, &f.bob.0, "bob", &f.auth.public(), UnixMillis(NOW + 1)).unwrap();
         assert_eq!(o.payload, b"hello");
         assert_eq!(o.from, f.alice.1);
         assert_eq!(o.kind, kind::CHAT);
@@ -491,7 +494,7 @@ mod tests {
             let mut t = env.clone();
             t[i] ^= 0x01;
             assert!(
-                open(&t, &f.bob.0, "bob", &f.auth.public(), NOW + 1).is_err(),
+                open(&t, &f.bob.0, "bob", &f.auth.public(), UnixMillis(NOW + 1)).is_err(),
                 "flip at byte {i} went unnoticed"
             );
         }
@@ -502,12 +505,12 @@ mod tests {
         let mut f = fx();
         let env = seal(&mut f.rng, &f.alice.0, &f.alice.1, &f.bob.1, args(b"x")).unwrap();
         assert!(matches!(
-            open(&env, &f.carol.0, "carol", &f.auth.public(), NOW),
+            open(&env, &f.carol.0, "carol", &f.auth.public(), UnixMillis(NOW)),
             Err(EnvelopeError::NotForUs { .. })
         ));
         // Carol pretending to be bob by name still lacks bob's key.
         assert_eq!(
-            open(&env, &f.carol.0, "bob", &f.auth.public(), NOW),
+            open(&env, &f.carol.0, "bob", &f.auth.public(), UnixMillis(NOW)),
             Err(EnvelopeError::WrongKey)
         );
         // Re-addressed to carol's key and name: the AEAD and the signature
@@ -523,7 +526,13 @@ mod tests {
         }
         .encode();
         assert_eq!(
-            open(&forged, &f.carol.0, "carol", &f.auth.public(), NOW),
+            open(
+                &forged,
+                &f.carol.0,
+                "carol",
+                &f.auth.public(),
+                UnixMillis(NOW)
+            ),
             Err(EnvelopeError::Decrypt)
         );
     }
@@ -534,7 +543,7 @@ mod tests {
         // Carol signs with her key but puts alice's certificate inside.
         let env = seal(&mut f.rng, &f.carol.0, &f.alice.1, &f.bob.1, args(b"x")).unwrap();
         assert_eq!(
-            open(&env, &f.bob.0, "bob", &f.auth.public(), NOW),
+            open(&env, &f.bob.0, "bob", &f.auth.public(), UnixMillis(NOW)),
             Err(EnvelopeError::BadSignature)
         );
         // A certificate from another authority.
@@ -543,7 +552,7 @@ mod tests {
         let mallory = user(&other, &mut rng, "alice");
         let env = seal(&mut f.rng, &mallory.0, &mallory.1, &f.bob.1, args(b"x")).unwrap();
         assert!(matches!(
-            open(&env, &f.bob.0, "bob", &f.auth.public(), NOW),
+            open(&env, &f.bob.0, "bob", &f.auth.public(), UnixMillis(NOW)),
             Err(EnvelopeError::Certificate(CertError::UnknownIssuer { .. }))
         ));
     }
@@ -553,7 +562,13 @@ mod tests {
         let mut f = fx();
         let env = seal(&mut f.rng, &f.alice.0, &f.alice.1, &f.bob.1, args(b"x")).unwrap();
         assert_eq!(
-            open(&env, &f.bob.0, "bob", &f.auth.public(), NOW + 3_600_000),
+            open(
+                &env,
+                &f.bob.0,
+                "bob",
+                &f.auth.public(),
+                UnixMillis(NOW + 3_600_000)
+            ),
             Err(EnvelopeError::Expired)
         );
         // Issue 14.9: judged at receipt. Within the sender certificate's
@@ -564,20 +579,20 @@ mod tests {
         let env = seal(&mut f.rng, &f.alice.0, &f.alice.1, &f.bob.1, a).unwrap();
         let cert_end_ms = f.alice.1.not_after * 1000;
         let last = cert_end_ms + MAX_SKEW_MS - 1000;
-        assert!(open(&env, &f.bob.0, "bob", &f.auth.public(), last).is_ok());
+        assert!(open(&env, &f.bob.0, "bob", &f.auth.public(), UnixMillis(last)).is_ok());
         assert!(matches!(
             open(
                 &env,
                 &f.bob.0,
                 "bob",
                 &f.auth.public(),
-                cert_end_ms + MAX_SKEW_MS
+                UnixMillis(cert_end_ms + MAX_SKEW_MS)
             ),
             Err(EnvelopeError::Certificate(CertError::Expired { .. }))
         ));
         let later = NOW + 2 * 86_400_000;
         assert!(matches!(
-            open(&env, &f.bob.0, "bob", &f.auth.public(), later),
+            open(&env, &f.bob.0, "bob", &f.auth.public(), UnixMillis(later)),
             Err(EnvelopeError::Certificate(CertError::Expired { .. }))
         ));
         // Created after the sender's certificate expired.
@@ -585,7 +600,13 @@ mod tests {
         a.created_ms = NOW + 2 * 86_400_000;
         let env = seal(&mut f.rng, &f.alice.0, &f.alice.1, &f.bob.1, a).unwrap();
         assert!(matches!(
-            open(&env, &f.bob.0, "bob", &f.auth.public(), a.created_ms),
+            open(
+                &env,
+                &f.bob.0,
+                "bob",
+                &f.auth.public(),
+                UnixMillis(a.created_ms)
+            ),
             Err(EnvelopeError::Certificate(_))
         ));
         // Created in the future.
@@ -593,7 +614,7 @@ mod tests {
         a.created_ms = NOW + MAX_SKEW_MS + 60_000;
         let env = seal(&mut f.rng, &f.alice.0, &f.alice.1, &f.bob.1, a).unwrap();
         assert_eq!(
-            open(&env, &f.bob.0, "bob", &f.auth.public(), NOW),
+            open(&env, &f.bob.0, "bob", &f.auth.public(), UnixMillis(NOW)),
             Err(EnvelopeError::BadLifetime)
         );
     }

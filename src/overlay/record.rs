@@ -257,8 +257,8 @@ impl PresenceRecord {
         &self.cert.username
     }
 
-    /// Full check at `now` (unix seconds); see the module doc.
-    pub fn verify(&self, authority: &[u8; 32], now: u64) -> Result<(), RecordError> {
+    /// Full check at `now` (the wall clock); see the module doc.
+    pub fn verify(&self, authority: &[u8; 32], now: UnixSecs) -> Result<(), RecordError> {
         self.verify_certificate(authority)?;
         self.verify_signed(now)
     }
@@ -288,7 +288,8 @@ impl PresenceRecord {
     /// [`MAX_SKEW_SECS`]): neither may lie ahead of it. Devices number
     /// records with their clock in milliseconds, so the bound on `seq` is
     /// the same for every device of the user.
-    pub fn verify_signed(&self, now: u64) -> Result<(), RecordError> {
+    pub fn verify_signed(&self, now: UnixSecs) -> Result<(), RecordError> {
+        let now = now.get();
         if now >= self.cert.not_after.saturating_add(MAX_SKEW_SECS) {
             return Err(RecordError::CertificateNotValidNow(CertError::Expired {
                 at: crate::identity::cert::fmt_time(self.cert.not_after),
@@ -332,26 +333,32 @@ impl PresenceRecord {
     }
 
     /// Whether the user is to be shown online at `now`.
-    pub fn is_online(&self, now: u64) -> bool {
-        !matches!(self.status, Status::Offline | Status::Invisible) && now < self.online_until
+    pub fn is_online(&self, now: UnixSecs) -> bool {
+        !matches!(self.status, Status::Offline | Status::Invisible) && now.get() < self.online_until
     }
 
     /// Whether the user's device is attached and can be reached at `now`,
     /// whatever status it shows: an invisible user hides their status from
     /// strangers, but their contacts still reach them.
-    pub fn is_reachable(&self, now: u64) -> bool {
-        self.status != Status::Offline && now < self.online_until && !self.supernodes.is_empty()
+    pub fn is_reachable(&self, now: UnixSecs) -> bool {
+        self.status != Status::Offline
+            && now.get() < self.online_until
+            && !self.supernodes.is_empty()
     }
 
     /// When the user was last online (unix seconds): `None` while they
     /// are, and for a record that hides its status (invisible: when it was
     /// signed says only that the device is up, not when the user was
     /// last seen).
-    pub fn last_seen(&self, now: u64) -> Option<u64> {
+    pub fn last_seen(&self, now: UnixSecs) -> Option<u64> {
         if self.status == Status::Invisible || self.is_online(now) {
             return None;
         }
-        Some(self.online_until.min(now).max(self.signed_at_ms / 1000))
+        Some(
+            self.online_until
+                .min(now.get())
+                .max(self.signed_at_ms / 1000),
+        )
     }
 }
 
@@ -397,12 +404,12 @@ mod tests {
         let r = PresenceRecord::sign(&d, &c, content(now, 1));
         let back = PresenceRecord::decode(&r.encode()).unwrap();
         assert_eq!(back, r);
-        back.verify(&a.public(), now).unwrap();
-        assert!(r.is_online(now));
-        assert!(!r.is_online(now + 300));
+        back.verify(&a.public(), UnixSecs(now)).unwrap();
+        assert!(r.is_online(UnixSecs(now)));
+        assert!(!r.is_online(UnixSecs(now + 300)));
         // Last seen: not while online; then when the record ran out.
-        assert_eq!(r.last_seen(now), None);
-        assert_eq!(r.last_seen(now + 400), Some(now + 300));
+        assert_eq!(r.last_seen(UnixSecs(now)), None);
+        assert_eq!(r.last_seen(UnixSecs(now + 400)), Some(now + 300));
         // A record hiding its status never tells when it was signed.
         let hidden = PresenceRecord::sign(
             &d,
@@ -412,8 +419,8 @@ mod tests {
                 ..content(now, 2)
             },
         );
-        assert_eq!(hidden.last_seen(now), None);
-        assert_eq!(hidden.last_seen(now + 400), None);
+        assert_eq!(hidden.last_seen(UnixSecs(now)), None);
+        assert_eq!(hidden.last_seen(UnixSecs(now + 400)), None);
         // Offline: when it was signed, not when it is read.
         let gone = PresenceRecord::sign(
             &d,
@@ -423,25 +430,26 @@ mod tests {
                 ..content(now, 3)
             },
         );
-        assert_eq!(gone.last_seen(now + 1000), Some(now));
+        assert_eq!(gone.last_seen(UnixSecs(now + 1000)), Some(now));
         // Issue 14.9: found until its certificate expires (give or take
         // the skew), not 72 h after signing.
         let cert_end = c.not_after;
         assert_eq!(r.valid_until(), cert_end + MAX_SKEW_SECS);
-        r.verify(&a.public(), cert_end + MAX_SKEW_SECS - 1).unwrap();
+        r.verify(&a.public(), UnixSecs(cert_end + MAX_SKEW_SECS - 1))
+            .unwrap();
         assert!(matches!(
-            r.verify(&a.public(), cert_end + MAX_SKEW_SECS),
+            r.verify(&a.public(), UnixSecs(cert_end + MAX_SKEW_SECS)),
             Err(RecordError::CertificateNotValidNow(
                 CertError::Expired { .. }
             ))
         ));
         assert!(matches!(
-            r.verify(&a.public(), now + 2 * 86400),
+            r.verify(&a.public(), UnixSecs(now + 2 * 86400)),
             Err(RecordError::CertificateNotValidNow(_))
         ));
         // A reader whose clock is far behind the certificate refuses it.
         assert!(matches!(
-            r.verify(&a.public(), c.not_before - MAX_SKEW_SECS - 1),
+            r.verify(&a.public(), UnixSecs(c.not_before - MAX_SKEW_SECS - 1)),
             Err(RecordError::CertificateNotValidNow(
                 CertError::NotYetValid { .. }
             ))
@@ -456,31 +464,31 @@ mod tests {
         let mut redirected = r.clone();
         redirected.supernodes = vec!["6.6.6.6:1".parse().unwrap()];
         assert_eq!(
-            redirected.verify(&a.public(), now),
+            redirected.verify(&a.public(), UnixSecs(now)),
             Err(RecordError::BadSignature)
         );
         // Signed by another device with alice's certificate.
         let mallory = DeviceIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(6));
         let forged = PresenceRecord::sign(&mallory, &c, content(now, 2));
         assert_eq!(
-            forged.verify(&a.public(), now),
+            forged.verify(&a.public(), UnixSecs(now)),
             Err(RecordError::BadSignature)
         );
         let mut unsigned = r.clone();
         unsigned.signature = [0; 64];
         assert_eq!(
-            unsigned.verify(&a.public(), now),
+            unsigned.verify(&a.public(), UnixSecs(now)),
             Err(RecordError::BadSignature)
         );
         let other = AuthorityKey::generate(&mut rand::rngs::StdRng::seed_from_u64(7));
         assert!(matches!(
-            r.verify(&other.public(), now),
+            r.verify(&other.public(), UnixSecs(now)),
             Err(RecordError::Certificate(_))
         ));
         // Signed after its certificate expired.
         let late = PresenceRecord::sign(&d, &c, content(now + 86400, 3));
         assert_eq!(
-            late.verify(&a.public(), now + 86400),
+            late.verify(&a.public(), UnixSecs(now + 86400)),
             Err(RecordError::OutsideCertificate)
         );
     }
@@ -494,25 +502,25 @@ mod tests {
         let (a, d, c) = fixture(now);
         let max = PresenceRecord::sign(&d, &c, content(now, u64::MAX));
         assert_eq!(
-            max.verify(&a.public(), now),
+            max.verify(&a.public(), UnixSecs(now)),
             Err(RecordError::SeqAhead { seq: u64::MAX })
         );
         let ahead = PresenceRecord::sign(&d, &c, content(now, (now + 3600) * 1000));
         assert!(matches!(
-            ahead.verify(&a.public(), now),
+            ahead.verify(&a.public(), UnixSecs(now)),
             Err(RecordError::SeqAhead { .. })
         ));
         let mut future = content(now + 3600, now * 1000);
         future.signed_at_ms = (now + 3600) * 1000;
         let future = PresenceRecord::sign(&d, &c, future);
         assert_eq!(
-            future.verify(&a.public(), now),
+            future.verify(&a.public(), UnixSecs(now)),
             Err(RecordError::FromTheFuture { ahead_secs: 3600 })
         );
         // Within the skew: fine, and so is the usual clock-numbered seq.
         let skewed = PresenceRecord::sign(&d, &c, content(now + 200, (now + 200) * 1000));
-        skewed.verify(&a.public(), now).unwrap();
+        skewed.verify(&a.public(), UnixSecs(now)).unwrap();
         let usual = PresenceRecord::sign(&d, &c, content(now, now * 1000 + 7));
-        usual.verify(&a.public(), now).unwrap();
+        usual.verify(&a.public(), UnixSecs(now)).unwrap();
     }
 }

@@ -20,6 +20,7 @@ use super::{Transmit, node_id, user_key};
 use crate::identity::revocation::{RevocationError, RevocationList, Revoked};
 use crate::identity::{Certificate, Role};
 use crate::limits::{Bucket, Rate, RateTable, SourceKey, log_worthy};
+use crate::time::UnixMillis;
 use rand::RngCore;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -309,6 +310,10 @@ pub struct SupernodeCore {
     env_stats: EnvelopeStats,
     /// The authority's newest revocation list: whom to refuse.
     revoked: Revoked,
+    /// The wall clock as the entry point being run was given it: records,
+    /// envelopes, revocation lists and relay credentials are judged at it
+    /// (timers use `now`).
+    unix: UnixMillis,
 }
 
 impl std::fmt::Debug for SupernodeCore {
@@ -378,6 +383,7 @@ impl SupernodeCore {
             out: Vec::new(),
             events: VecDeque::new(),
             stats: SupernodeStats::default(),
+            unix: UnixMillis::ZERO,
             env: Default::default(),
             env_stats: EnvelopeStats::default(),
         }
@@ -539,11 +545,16 @@ impl SupernodeCore {
     /// Attached clients it names are detached (a `ClientDetached` event
     /// each, on which the driver closes the session) and records it names
     /// are dropped. Returns how many clients were detached.
-    pub fn set_revocations(&mut self, now: u64, bytes: &[u8]) -> Result<usize, RevocationError> {
+    pub fn set_revocations(
+        &mut self,
+        unix: UnixMillis,
+        bytes: &[u8],
+    ) -> Result<usize, RevocationError> {
+        self.unix = unix;
         let taken = RevocationList::decode(bytes)
             .map_err(RevocationError::from)
             .and_then(|l| {
-                l.verify(&self.authority, crate::time::UnixMillis(now).secs())?;
+                l.verify(&self.authority, self.unix.secs())?;
                 self.revoked.update(&l)
             });
         if let Err(e) = taken {
@@ -582,14 +593,18 @@ impl SupernodeCore {
     }
 
     /// Handle a message from `from`, whose certificate the link verified.
+    /// A message from `from` (whose link certificate is `peer`) at `now`;
+    /// records, envelopes and credentials are judged at `unix`.
     pub fn handle_message(
         &mut self,
         now: u64,
+        unix: UnixMillis,
         from: SocketAddr,
         peer: &Certificate,
         bytes: &[u8],
         rng: &mut dyn RngCore,
     ) {
+        self.unix = unix;
         if self.refuses(peer) {
             self.stats.revoked_refused += 1;
             if let Some(c) = self.clients.remove(&from) {
@@ -680,7 +695,7 @@ impl SupernodeCore {
             Msg::Query { qid, username } => {
                 self.stats.queries_answered += 1;
                 let found = match self.records.get(username) {
-                    Some(h) if h.expires_at > now / 1000 => Found::Record(&h.bytes),
+                    Some(h) if h.expires_at > self.unix.secs().get() => Found::Record(&h.bytes),
                     _ => Found::NotFound,
                 };
                 let m = Msg::QueryReply { qid, found };
@@ -778,7 +793,7 @@ impl SupernodeCore {
                 }
                 self.on_watch_req(now, from, username);
             }
-            Msg::RelayCredentialsReq { qid } => self.on_relay_request(now, from, peer, qid),
+            Msg::RelayCredentialsReq { qid } => self.on_relay_request(from, peer, qid),
             Msg::AttachOk { .. }
             | Msg::RelayCredentials { .. }
             | Msg::RelayRefused { .. }
@@ -797,12 +812,12 @@ impl SupernodeCore {
 
     /// Relay credentials go to attached clients only: their certificate
     /// was verified when the link came up, and it names the user.
-    fn on_relay_request(&mut self, now: u64, from: SocketAddr, peer: &Certificate, qid: u32) {
+    fn on_relay_request(&mut self, from: SocketAddr, peer: &Certificate, qid: u32) {
         let reason = if !self.clients.contains_key(&from) {
             self.stats.not_attached += 1;
             "not attached"
         } else if let Some(g) = &self.cfg.relay {
-            let c = g.issue(&peer.username, now / 1000, peer.not_after);
+            let c = g.issue(&peer.username, self.unix.secs().get(), peer.not_after);
             let relays = g.relays.clone();
             let realm = g.realm.clone();
             self.stats.relay_credentials_issued += 1;
@@ -879,7 +894,7 @@ impl SupernodeCore {
     }
 
     /// Verify a record for storing; `Err` has been counted.
-    fn check_record(&mut self, now: u64, bytes: &[u8]) -> Result<PresenceRecord, ()> {
+    fn check_record(&mut self, bytes: &[u8]) -> Result<PresenceRecord, ()> {
         let rec = match PresenceRecord::decode(bytes) {
             Ok(r) => r,
             Err(_) => {
@@ -901,7 +916,7 @@ impl SupernodeCore {
         if checked.is_ok() && !cached && self.verified_certs.len() < 1_000_000 {
             self.verified_certs.insert(digest, rec.cert.not_after);
         }
-        match checked.and_then(|_| rec.verify_signed(now / 1000)) {
+        match checked.and_then(|_| rec.verify_signed(self.unix.secs())) {
             Ok(()) => Ok(rec),
             Err(super::RecordError::Expired | super::RecordError::CertificateNotValidNow(_)) => {
                 self.stats.records_rejected_expired += 1;
@@ -928,7 +943,7 @@ impl SupernodeCore {
             return;
         };
         let have = c.record_seq;
-        let Ok(rec) = self.check_record(now, bytes) else {
+        let Ok(rec) = self.check_record(bytes) else {
             self.send(
                 from,
                 &Msg::PublishRejected {
@@ -983,7 +998,7 @@ impl SupernodeCore {
             self.stats.not_attached += 1;
             return;
         };
-        let Ok(rec) = self.check_record(now, bytes) else {
+        let Ok(rec) = self.check_record(bytes) else {
             return;
         };
         if rec.cert.ed25519 != peer.ed25519 || rec.status != Status::Offline {
@@ -1060,7 +1075,7 @@ impl SupernodeCore {
                 return false;
             }
         }
-        if self.check_record(now, bytes).is_err() {
+        if self.check_record(bytes).is_err() {
             return false;
         }
         let key = user_key(rec.username());
@@ -1116,7 +1131,7 @@ impl SupernodeCore {
     }
 
     fn on_notify(&mut self, now: u64, bytes: &[u8]) {
-        let Ok(rec) = self.check_record(now, bytes) else {
+        let Ok(rec) = self.check_record(bytes) else {
             return;
         };
         self.cache.insert(
@@ -1182,7 +1197,7 @@ impl SupernodeCore {
         let key = user_key(username);
         if self.is_owner(key, now)
             && let Some(h) = self.records.get(username)
-            && h.expires_at > now / 1000
+            && h.expires_at > self.unix.secs().get()
         {
             let b = h.bytes.clone();
             self.stats.lookups_found += 1;
@@ -1313,7 +1328,7 @@ impl SupernodeCore {
         q.outstanding.swap_remove(pos);
         let want = q.username.clone();
         match found {
-            Found::Record(b) => match self.check_record(now, b) {
+            Found::Record(b) => match self.check_record(b) {
                 Ok(rec) if rec.username() == want => {
                     if let Some(q) = self.queries.get_mut(&qid)
                         && q.best.as_ref().is_none_or(|(seq, _)| rec.seq > *seq)
@@ -1429,7 +1444,10 @@ impl SupernodeCore {
         self.clients.clear();
     }
 
-    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+    /// Run the timers due at `now`; held records expire at `unix` (the
+    /// wall clock).
+    pub fn handle_timeout(&mut self, now: u64, unix: UnixMillis, rng: &mut dyn RngCore) {
+        self.unix = unix;
         // Join the overlay through the bootstrap list until someone answers.
         if !self.joined && now >= self.next_join_at && !self.bootstrap.is_empty() {
             self.next_join_at = now + self.cfg.join_retry_ms;
@@ -1571,7 +1589,7 @@ impl SupernodeCore {
                 });
             }
         }
-        let secs = now / 1000;
+        let secs = self.unix.secs().get();
         self.records.retain(|_, h| {
             h.expires_at > secs
                 && h.not_owner_since

@@ -20,6 +20,7 @@ use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username}
 use crate::overlay::{
     ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent,
 };
+use crate::time::UnixMillis;
 use net::{Delivered, Network, Transport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -90,6 +91,13 @@ pub struct Sim {
 pub const EPOCH_MS: u64 = 1_800_000_000_000;
 
 impl Sim {
+    /// The simulation's wall clock: it reads [`EPOCH_MS`] when the
+    /// virtual clock starts and runs with it (records and envelopes are
+    /// dated and judged by it).
+    pub fn unix(&self) -> UnixMillis {
+        UnixMillis(EPOCH_MS) + self.now.saturating_sub(EPOCH_MS)
+    }
+
     pub fn new(seed: u64, link: LinkModel) -> Self {
         Sim {
             now: EPOCH_MS,
@@ -295,11 +303,11 @@ impl Sim {
             return;
         }
         self.nodes[node].wake_at = u64::MAX;
-        let now = self.now;
+        let (now, unix) = (self.now, self.unix());
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[node].node {
-            Node::Supernode(s) => s.handle_timeout(now, rng),
-            Node::Client(c) => c.handle_timeout(now, rng),
+            Node::Supernode(s) => s.handle_timeout(now, unix, rng),
+            Node::Client(c) => c.handle_timeout(now, unix, rng),
         }
         self.flush(node);
     }
@@ -314,12 +322,12 @@ impl Sim {
         let Some(from) = d.from_owner else {
             return;
         };
-        let now = self.now;
+        let (now, unix) = (self.now, self.unix());
         let cert = self.nodes[from].cert.clone();
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[to].node {
-            Node::Supernode(s) => s.handle_message(now, d.from, &cert, &d.bytes, rng),
-            Node::Client(c) => c.handle_message(now, d.from, &d.bytes),
+            Node::Supernode(s) => s.handle_message(now, unix, d.from, &cert, &d.bytes, rng),
+            Node::Client(c) => c.handle_message(now, unix, d.from, &d.bytes),
         }
         self.flush(to);
     }
@@ -391,7 +399,7 @@ impl Overlay {
         let mut sim = Sim::new(spec.seed, spec.link);
         let mut keyrng = StdRng::seed_from_u64(spec.seed ^ 0x5eed);
         let authority = AuthorityKey::generate(&mut keyrng);
-        let now_s = sim.now / 1000;
+        let now_s = sim.unix().secs().get();
         let issue = |rng: &mut StdRng, name: &str, role: Role| {
             let d = DeviceIdentity::generate(rng);
             let user = Username::parse(name).expect("generated names are valid");

@@ -11,6 +11,7 @@ use natter::overlay::msg::Msg;
 use natter::overlay::supernode::MailboxChange;
 use natter::overlay::{PresenceRecord, RecordContent, Status, SupernodeConfig, SupernodeCore};
 use natter::sim::EPOCH_MS;
+use natter::time::UnixMillis;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -63,6 +64,7 @@ fn store(
 ) -> bool {
     sn.handle_message(
         EPOCH_MS,
+        UnixMillis(EPOCH_MS),
         addr(7001),
         peer,
         &Msg::EnvStore {
@@ -104,6 +106,7 @@ fn dos_mailbox_stranger_flood_keeps_honest_mail_and_survives_restart() {
     );
     sn.handle_message(
         EPOCH_MS,
+        UnixMillis(EPOCH_MS),
         addr(7001),
         &peer,
         &Msg::Store {
@@ -193,7 +196,13 @@ fn dos_mailbox_stranger_flood_keeps_honest_mail_and_survives_restart() {
     }
     let mut again = core(&a, &sn_cert);
     for (user, sender, bytes) in &kept {
-        assert!(again.restore_mail(EPOCH_MS + 1_000, user, sender, bytes));
+        assert!(again.restore_mail(
+            EPOCH_MS + 1_000,
+            UnixMillis(EPOCH_MS + 1_000),
+            user,
+            sender,
+            bytes
+        ));
     }
     assert_eq!(again.mailbox_size().0, 20 + flood_kept as usize);
     assert!(alice_ids.iter().all(|id| again.mailbox_holds("bob", id)));

@@ -146,7 +146,7 @@ fn envelope_seed_opens() {
         &d,
         "alice",
         &a.public(),
-        fuzzing::LINK_NOW,
+        natter::time::UnixMillis(fuzzing::LINK_NOW),
     )
     .unwrap();
     assert_eq!(e.payload, b"hello");

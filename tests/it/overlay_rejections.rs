@@ -5,7 +5,7 @@ use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username
 use natter::overlay::msg::{Found, MemberState, Msg, Update};
 use natter::overlay::{PresenceRecord, RecordContent, Status, SupernodeConfig, SupernodeCore};
 use natter::sim::EPOCH_MS;
-use natter::time::UnixMillis;
+use natter::time::{UnixMillis, UnixSecs};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -106,6 +106,7 @@ fn query(w: &mut World, user: &str) -> Option<PresenceRecord> {
     );
     w.sn.handle_message(
         EPOCH_MS,
+        UnixMillis(EPOCH_MS),
         addr(7001),
         &other,
         &Msg::Query {
@@ -129,6 +130,7 @@ fn store(w: &mut World, rec: &[u8]) {
     let c = w.sn_cert.clone();
     w.sn.handle_message(
         EPOCH_MS,
+        UnixMillis(EPOCH_MS),
         addr(7002),
         &c,
         &Msg::Store { record: rec }.encode(),
@@ -261,8 +263,8 @@ fn offline_users_are_found_while_their_certificate_lives() {
     );
     store(&mut w, &rec.encode());
     let r = query(&mut w, "dave").expect("found 20 h after his last login");
-    assert!(!r.is_online(now));
-    assert_eq!(r.last_seen(now), Some(now - 20 * 3600 + 300));
+    assert!(!r.is_online(UnixSecs(now)));
+    assert_eq!(r.last_seen(UnixSecs(now)), Some(now - 20 * 3600 + 300));
     // A record signed 48 h ago with a certificate that has since expired:
     // refused at receipt (it used to be kept 72 h).
     let (carol, carol_cert) = cert(
@@ -309,6 +311,7 @@ fn client_cannot_publish_for_someone_else() {
     );
     w.sn.handle_message(
         EPOCH_MS,
+        UnixMillis(EPOCH_MS),
         addr(5000),
         &mallory_cert,
         &Msg::Attach { primary: true }.encode(),
@@ -317,6 +320,7 @@ fn client_cannot_publish_for_someone_else() {
     let rec = record(&alice, &alice_cert, 1, EPOCH_MS, Status::Online);
     w.sn.handle_message(
         EPOCH_MS,
+        UnixMillis(EPOCH_MS),
         addr(5000),
         &mallory_cert,
         &Msg::Publish {
@@ -364,7 +368,14 @@ fn a_user_certificate_cannot_join_or_store() {
             username: "alice",
         },
     ] {
-        w.sn.handle_message(EPOCH_MS, addr(6000), &user_cert, &m.encode(), &mut w.rng);
+        w.sn.handle_message(
+            EPOCH_MS,
+            UnixMillis(EPOCH_MS),
+            addr(6000),
+            &user_cert,
+            &m.encode(),
+            &mut w.rng,
+        );
     }
     assert_eq!(w.sn.stats().not_supernode, 5);
     assert_eq!(w.sn.membership().alive_count(), 0, "no member was learnt");
@@ -423,6 +434,7 @@ fn full_supernode_redirects_and_never_exceeds_its_limit() {
         );
         sn.handle_message(
             EPOCH_MS,
+            UnixMillis(EPOCH_MS),
             addr(5000 + i),
             &c,
             &Msg::Attach { primary: true }.encode(),
@@ -514,6 +526,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     for (a, c) in [(m_addr, &c), (h_addr, &h)] {
         sn.handle_message(
             EPOCH_MS,
+            UnixMillis(EPOCH_MS),
             a,
             c,
             &Msg::Attach { primary: true }.encode(),
@@ -528,7 +541,14 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
             username: &name,
         }
         .encode();
-        sn.handle_message(EPOCH_MS + u64::from(i), m_addr, &c, &m, &mut rng);
+        sn.handle_message(
+            EPOCH_MS + u64::from(i),
+            UnixMillis(EPOCH_MS + u64::from(i)),
+            m_addr,
+            &c,
+            &m,
+            &mut rng,
+        );
     }
     let s = sn.stats().clone();
     assert_eq!(s.lookups, 30 + 4, "burst of 30, then 5 a second");
@@ -539,17 +559,38 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
         username: "alice",
     }
     .encode();
-    sn.handle_message(EPOCH_MS + 1000, h_addr, &h, &m, &mut rng);
+    sn.handle_message(
+        EPOCH_MS + 1000,
+        UnixMillis(EPOCH_MS + 1000),
+        h_addr,
+        &h,
+        &m,
+        &mut rng,
+    );
     assert_eq!(sn.stats().lookups, 35);
     // Watches on 500 names: 100 held.
     for i in 0..500u32 {
         let name = format!("user{i}");
         let m = Msg::WatchReq { username: &name }.encode();
-        sn.handle_message(EPOCH_MS + 1000, m_addr, &c, &m, &mut rng);
+        sn.handle_message(
+            EPOCH_MS + 1000,
+            UnixMillis(EPOCH_MS + 1000),
+            m_addr,
+            &c,
+            &m,
+            &mut rng,
+        );
     }
     assert_eq!(sn.stats().watches_refused, 400);
     let m = Msg::WatchReq { username: "alice" }.encode();
-    sn.handle_message(EPOCH_MS + 1000, h_addr, &h, &m, &mut rng);
+    sn.handle_message(
+        EPOCH_MS + 1000,
+        UnixMillis(EPOCH_MS + 1000),
+        h_addr,
+        &h,
+        &m,
+        &mut rng,
+    );
     assert_eq!(sn.stats().watches_refused, 400);
     // A second account from mallory's address gets what is left of the
     // address's 150, not a fresh 100.
@@ -563,16 +604,37 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     );
     let m2_addr = SocketAddr::from(([10, 1, 1, 1], 5002));
     let attach = Msg::Attach { primary: true }.encode();
-    sn.handle_message(EPOCH_MS + 1000, m2_addr, &c2, &attach, &mut rng);
+    sn.handle_message(
+        EPOCH_MS + 1000,
+        UnixMillis(EPOCH_MS + 1000),
+        m2_addr,
+        &c2,
+        &attach,
+        &mut rng,
+    );
     for i in 0..100u32 {
         let name = format!("other{i}");
         let m = Msg::WatchReq { username: &name }.encode();
-        sn.handle_message(EPOCH_MS + 1000, m2_addr, &c2, &m, &mut rng);
+        sn.handle_message(
+            EPOCH_MS + 1000,
+            UnixMillis(EPOCH_MS + 1000),
+            m2_addr,
+            &c2,
+            &m,
+            &mut rng,
+        );
     }
     assert_eq!(sn.stats().watches_refused, 400 + 50);
     // The honest client, elsewhere, still watches.
     let m = Msg::WatchReq { username: "bob" }.encode();
-    sn.handle_message(EPOCH_MS + 1000, h_addr, &h, &m, &mut rng);
+    sn.handle_message(
+        EPOCH_MS + 1000,
+        UnixMillis(EPOCH_MS + 1000),
+        h_addr,
+        &h,
+        &m,
+        &mut rng,
+    );
     assert_eq!(sn.stats().watches_refused, 450);
 }
 
@@ -609,6 +671,7 @@ fn a_record_numbered_or_signed_ahead_of_the_clock_is_refused() {
     // As the attached supernode.
     w.sn.handle_message(
         EPOCH_MS,
+        UnixMillis(EPOCH_MS),
         addr(5000),
         &alice_cert,
         &Msg::Attach { primary: true }.encode(),
@@ -617,6 +680,7 @@ fn a_record_numbered_or_signed_ahead_of_the_clock_is_refused() {
     let publish = |w: &mut World, rec: &PresenceRecord| {
         w.sn.handle_message(
             EPOCH_MS,
+            UnixMillis(EPOCH_MS),
             addr(5000),
             &alice_cert,
             &Msg::Publish {
@@ -681,6 +745,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     for (c, port) in [(&alice_cert, 5000), (&bob_cert, 5001), (&carol_cert, 5002)] {
         w.sn.handle_message(
             EPOCH_MS,
+            UnixMillis(EPOCH_MS),
             addr(port),
             c,
             &Msg::Attach { primary: true }.encode(),
@@ -705,7 +770,10 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
         vec![alice.ed25519_public()],
         vec!["bob".into()],
     );
-    assert_eq!(w.sn.set_revocations(EPOCH_MS + 2000, &list.encode()), Ok(2));
+    assert_eq!(
+        w.sn.set_revocations(UnixMillis(EPOCH_MS + 2000), &list.encode()),
+        Ok(2)
+    );
     let mut detached = Vec::new();
     while let Some(e) = w.sn.poll_event() {
         if let SupernodeEvent::ClientDetached { addr, .. } = e {
@@ -723,6 +791,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     let _ = w.sn.drain_transmits().count();
     w.sn.handle_message(
         EPOCH_MS + 3000,
+        UnixMillis(EPOCH_MS + 3000),
         addr(5000),
         &alice_cert,
         &Msg::Attach { primary: true }.encode(),
@@ -730,6 +799,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     );
     w.sn.handle_message(
         EPOCH_MS + 3000,
+        UnixMillis(EPOCH_MS + 3000),
         addr(5001),
         &bob_cert,
         &Msg::Keepalive { seq: 1 }.encode(),
@@ -748,20 +818,20 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     // refused and counted; the revocations stay.
     let old = RevocationList::sign(&w.authority, UnixMillis(EPOCH_MS), vec![], vec![]);
     assert!(
-        w.sn.set_revocations(EPOCH_MS + 4000, &old.encode())
+        w.sn.set_revocations(UnixMillis(EPOCH_MS + 4000), &old.encode())
             .is_err()
     );
     let other = AuthorityKey::generate(&mut w.rng);
     let foreign = RevocationList::sign(&other, UnixMillis(EPOCH_MS + 5000), vec![], vec![]);
     assert!(
-        w.sn.set_revocations(EPOCH_MS + 5000, &foreign.encode())
+        w.sn.set_revocations(UnixMillis(EPOCH_MS + 5000), &foreign.encode())
             .is_err()
     );
     let mut tampered = list.clone();
     tampered.devices.clear();
     tampered.seq += 10;
     assert!(
-        w.sn.set_revocations(EPOCH_MS + 5000, &tampered.encode())
+        w.sn.set_revocations(UnixMillis(EPOCH_MS + 5000), &tampered.encode())
             .is_err()
     );
     assert_eq!(w.sn.stats().revocation_lists_rejected, 3);
@@ -770,11 +840,12 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     // A newer list without them: alice attaches again.
     let lifted = RevocationList::sign(&w.authority, UnixMillis(EPOCH_MS + 6000), vec![], vec![]);
     assert_eq!(
-        w.sn.set_revocations(EPOCH_MS + 6000, &lifted.encode()),
+        w.sn.set_revocations(UnixMillis(EPOCH_MS + 6000), &lifted.encode()),
         Ok(0)
     );
     w.sn.handle_message(
         EPOCH_MS + 7000,
+        UnixMillis(EPOCH_MS + 7000),
         addr(5000),
         &alice_cert,
         &Msg::Attach { primary: true }.encode(),

@@ -20,12 +20,12 @@ fn send(
     store: bool,
 ) -> EnvelopeId {
     let i = o.clients[from];
-    let now = o.sim.now;
+    let (now, unix) = (o.sim.now, o.sim.unix());
     let id = o
         .sim
         .client_mut(i)
         .unwrap()
-        .send_envelope(now, rng, to, TEST_KIND, payload, store);
+        .send_envelope(now, unix, rng, to, TEST_KIND, payload, store);
     o.sim.touched(i);
     id
 }
@@ -104,8 +104,8 @@ fn envelopes_reach_online_offline_and_returning_users() {
 
     // user2 leaves cleanly; an envelope for them is stored.
     let c2 = o.clients[2];
-    let now = o.sim.now;
-    o.sim.client_mut(c2).unwrap().shutdown(now);
+    let (now, unix) = (o.sim.now, o.sim.unix());
+    o.sim.client_mut(c2).unwrap().shutdown(now, unix);
     o.sim.touched(c2);
     o.sim.run_for(1_000);
     o.sim.kill(c2);

@@ -285,6 +285,7 @@ impl ConfNode {
         while let Some((to, bytes)) = self.core.poll_transmit() {
             let id = c.cx.client.send_envelope(
                 c.cx.now,
+                c.cx.unix,
                 c.cx.rng,
                 &to,
                 ENVELOPE_CONFERENCE,

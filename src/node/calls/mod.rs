@@ -226,6 +226,8 @@ pub struct Ctx<'a> {
     pub rng: &'a mut StdRng,
     /// Our last NAT detection (a conference's mixer choice uses it).
     pub nat: Option<&'a crate::nat::NatReport>,
+    /// The wall clock, which dates envelopes.
+    pub unix: crate::time::UnixMillis,
 }
 
 /// A call whose media runs (or is stopping).
@@ -553,9 +555,9 @@ impl Calls {
                 crate::call::Msg::decode(&bytes),
                 Ok((_, crate::call::Msg::Invite { .. }))
             );
-            let id = cx
-                .client
-                .send_envelope(cx.now, cx.rng, &to, ENVELOPE_CALL, &bytes, false);
+            let id =
+                cx.client
+                    .send_envelope(cx.now, cx.unix, cx.rng, &to, ENVELOPE_CALL, &bytes, false);
             match crate::call::Msg::decode(&bytes) {
                 Ok((call, _)) if invite => {
                     self.invites.insert(id, call);
@@ -690,6 +692,7 @@ impl Calls {
                     tracing::info!(%from, "conference invitation while busy: answered busy");
                     let id = cx.client.send_envelope(
                         cx.now,
+                        cx.unix,
                         cx.rng,
                         from,
                         self::conference::ENVELOPE_CONFERENCE,

@@ -878,7 +878,7 @@ impl Runtime {
                 // When an offline user was last seen, as a lookup says it
                 // (never for an online one: that would be "now").
                 let last_seen = (!online)
-                    .then(|| record.last_seen(self.clock.unix_secs().get()))
+                    .then(|| record.last_seen(self.clock.unix_secs()))
                     .flatten();
                 let record = report::record(&record, last_seen);
                 self.emit(Event::Watched { record, online }).await
@@ -1037,7 +1037,7 @@ impl Runtime {
             ),
             // An attached device whose record hides its status.
             LookupOutcome::Offline { record, .. }
-                if record.is_reachable(self.clock.unix_secs().get()) =>
+                if record.is_reachable(self.clock.unix_secs()) =>
             {
                 (LookupResult::Private, Some(report::record(&record, None)))
             }

@@ -203,6 +203,7 @@ impl ClientDriver {
             ice: &self.peers.ice,
             rng: &mut self.base.rng,
             nat: self.nat.as_ref().and_then(|n| n.last()),
+            unix: self.base.clock.unix(),
         };
         Some(f(calls, &mut cx))
     }
@@ -216,6 +217,7 @@ impl ClientDriver {
         let files = self.files.as_deref_mut()?;
         let mut cx = FilesCx {
             now,
+            unix: self.base.clock.unix(),
             client: &mut self.core,
             link: &mut self.base.link,
             ice: &mut self.peers.ice,
@@ -327,9 +329,10 @@ impl ClientDriver {
         let unix = self.base.unix();
         (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
         self.with_peers(now, |p, cx| p.handle_timeout(cx));
-        self.core.handle_timeout(now, &mut self.base.rng);
+        let unix = self.base.clock.unix();
+        self.core.handle_timeout(now, unix, &mut self.base.rng);
         if let Some(m) = &mut self.messaging {
-            m.handle_timeout(now, &mut self.core, &mut self.base.rng);
+            m.handle_timeout(now, unix, &mut self.core, &mut self.base.rng);
         }
         self.with_calls(|c, cx| c.handle_timeout(cx));
         self.with_files(now, |f, cx| f.handle_timeout(cx));
@@ -342,7 +345,7 @@ impl ClientDriver {
 
     /// Returns true when the node should stop.
     fn command(&mut self, c: Command) -> bool {
-        let now = self.base.now();
+        let (now, unix) = (self.base.now(), self.base.clock.unix());
         let (core, rng) = (&mut self.core, &mut self.base.rng);
         match c {
             Command::Lookup { username } => {
@@ -351,6 +354,7 @@ impl ClientDriver {
             Command::SetStatus { status, message } => match &mut self.messaging {
                 Some(m) => m.command(
                     now,
+                    unix,
                     MessagingCommand::SetStatus { status, message },
                     core,
                     rng,
@@ -368,7 +372,7 @@ impl ClientDriver {
                 store_if_offline,
                 reply,
             } => {
-                let id = core.send_envelope(now, rng, &to, kind, &payload, store_if_offline);
+                let id = core.send_envelope(now, unix, rng, &to, kind, &payload, store_if_offline);
                 if let Some(r) = reply {
                     let _ = r.send(id);
                 }
@@ -390,7 +394,7 @@ impl ClientDriver {
             }
             Command::Peer(p) => self.with_peers(now, |peers, cx| peers.command(cx, p)),
             Command::Messaging(m) => match &mut self.messaging {
-                Some(ms) => ms.command(now, m, core, rng),
+                Some(ms) => ms.command(now, unix, m, core, rng),
                 None => self.failed(
                     m.name(),
                     format!("chat and contacts are not enabled on this node: {m:?}"),
@@ -428,11 +432,12 @@ impl ClientDriver {
 
     /// Hang up, tell contacts we leave, publish the offline record.
     fn shutdown(&mut self, now: u64) {
+        let unix = self.base.clock.unix();
         self.with_calls(|calls, cx| calls.hangup_all(cx));
         if let Some(m) = &mut self.messaging {
-            m.shutdown(now, &mut self.core, &mut self.base.rng);
+            m.shutdown(now, unix, &mut self.core, &mut self.base.rng);
         }
-        self.core.shutdown(now);
+        self.core.shutdown(now, unix);
     }
 
     fn status(&self) -> NodeStatus {
@@ -489,7 +494,8 @@ impl ClientDriver {
                         }
                         continue;
                     }
-                    self.core.handle_message(now, addr, &payload);
+                    self.core
+                        .handle_message(now, self.base.clock.unix(), addr, &payload);
                 }
                 LinkEvent::Established { addr, peer } if peer.role != Role::Supernode => {
                     self.with_peers(now, |p, cx| p.link_up(cx, addr, &peer.username));

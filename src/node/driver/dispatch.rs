@@ -84,7 +84,8 @@ impl ClientDriver {
             }
             other => {
                 if let Some(m) = &mut self.messaging {
-                    m.observe(now, other, &mut self.core, &mut self.base.rng);
+                    let unix = self.base.clock.unix();
+                    m.observe(now, unix, other, &mut self.core, &mut self.base.rng);
                 }
                 false
             }
@@ -109,7 +110,13 @@ impl ClientDriver {
             Consumer::Messaging => match &mut self.messaging {
                 Some(m) => {
                     let env = (from, kind, payload);
-                    m.on_envelope(now, env, &mut self.core, &mut self.base.rng)
+                    m.on_envelope(
+                        now,
+                        self.base.clock.unix(),
+                        env,
+                        &mut self.core,
+                        &mut self.base.rng,
+                    )
                 }
                 None => false,
             },

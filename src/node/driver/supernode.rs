@@ -75,7 +75,9 @@ pub(super) fn spawn(
             .unwrap_or_default();
         let restored = rows
             .iter()
-            .filter(|(user, sender, bytes)| core.restore_mail(now, user, sender, bytes))
+            .filter(|(user, sender, bytes)| {
+                core.restore_mail(now, base.clock.unix(), user, sender, bytes)
+            })
             .count();
         tracing::info!(restored, path = %path.display(), "offline mailbox");
         core.journal_mailbox();
@@ -175,7 +177,8 @@ impl SupernodeDriver {
                     let now = self.base.now();
                     let unix = self.base.unix();
                     (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
-                    self.core.handle_timeout(now, &mut self.base.rng);
+                    let unix = self.base.clock.unix();
+                    self.core.handle_timeout(now, unix, &mut self.base.rng);
                     let hint = self.core.busy_hint(&mut self.base.rng);
                     self.base.link.set_busy_hint(hint);
                     false
@@ -246,8 +249,7 @@ impl SupernodeDriver {
                 self.base.set_certificate(&cert);
             }
             Command::SetRevocations { list } => {
-                let now = self.base.now();
-                if let Ok(n) = self.core.set_revocations(now, &list) {
+                if let Ok(n) = self.core.set_revocations(self.base.clock.unix(), &list) {
                     tracing::debug!(detached = n, "revocation list taken");
                 }
             }
@@ -327,8 +329,10 @@ impl SupernodeDriver {
                     let Some(cert) = self.base.link.peer(addr).cloned() else {
                         continue;
                     };
+                    let unix = self.base.clock.unix();
                     let rng = &mut self.base.rng;
-                    self.core.handle_message(now, addr, &cert, &payload, rng);
+                    self.core
+                        .handle_message(now, unix, addr, &cert, &payload, rng);
                     // A revoked device or disabled account: its session
                     // goes (the core counted and dropped the message).
                     if self.core.refuses(&cert) {

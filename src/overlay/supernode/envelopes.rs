@@ -30,6 +30,7 @@ use crate::overlay::envelope::{EnvelopeId, Sealed};
 use crate::overlay::msg::{EnvResult, Found, Msg};
 use crate::overlay::record::{PresenceRecord, Status};
 use crate::overlay::user_key;
+use crate::time::UnixMillis;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
@@ -151,8 +152,10 @@ pub struct EnvelopeStats {
     pub busy: u64,
 }
 
-fn reachable(rec: &PresenceRecord, now: u64) -> bool {
-    rec.status != Status::Offline && rec.online_until > now / 1000 && !rec.supernodes.is_empty()
+fn reachable(rec: &PresenceRecord, now: UnixMillis) -> bool {
+    rec.status != Status::Offline
+        && rec.online_until > now.secs().get()
+        && !rec.supernodes.is_empty()
 }
 
 impl SupernodeCore {
@@ -206,7 +209,7 @@ impl SupernodeCore {
         };
         let id = s.header.id;
         self.env_stats.received += 1;
-        if s.header.check_lifetime(now).is_err() {
+        if s.header.check_lifetime(self.unix).is_err() {
             self.env_stats.invalid += 1;
             self.send(
                 from,
@@ -295,7 +298,7 @@ impl SupernodeCore {
         if rec.cert.x25519 != route.recipient {
             return self.env_finish(key, EnvResult::KeyChanged);
         }
-        if reachable(&rec, now) {
+        if reachable(&rec, self.unix) {
             route.phase = Phase::Forward {
                 targets: rec.supernodes.clone(),
                 next: 0,
@@ -371,7 +374,7 @@ impl SupernodeCore {
             return;
         };
         let id = s.header.id;
-        if s.header.check_lifetime(now).is_err() {
+        if s.header.check_lifetime(self.unix).is_err() {
             return self.env_reply_forward(now, asker, id, EnvResult::Invalid);
         }
         let targets: Vec<SocketAddr> = self
@@ -560,7 +563,7 @@ impl SupernodeCore {
             return false;
         };
         let h = s.header;
-        if !h.store || h.check_lifetime(now).is_err() {
+        if !h.store || h.check_lifetime(self.unix).is_err() {
             return false;
         }
         let user = h.to.to_owned();
@@ -667,12 +670,20 @@ impl SupernodeCore {
 
     /// Put back mail kept before a restart (from the driver's durable
     /// copy): no checks but expiry and the bounds, since we kept it once.
-    pub fn restore_mail(&mut self, now: u64, user: &str, sender: &str, bytes: &[u8]) -> bool {
+    pub fn restore_mail(
+        &mut self,
+        now: u64,
+        unix: UnixMillis,
+        user: &str,
+        sender: &str,
+        bytes: &[u8],
+    ) -> bool {
+        self.unix = unix;
         let Ok(s) = Sealed::decode(bytes) else {
             return false;
         };
         let h = s.header;
-        if h.expires_ms <= now
+        if h.expires_ms <= self.unix.get()
             || self.mailbox_holds(user, &h.id)
             || self.env.mailbox_bytes + bytes.len() > self.cfg.mailbox_max_bytes
         {
@@ -735,7 +746,7 @@ impl SupernodeCore {
         let Ok(rec) = PresenceRecord::decode(&h.bytes) else {
             return;
         };
-        if !reachable(&rec, now) {
+        if !reachable(&rec, self.unix) {
             return;
         }
         let Some(mb) = self.env.mailbox.get_mut(user) else {
@@ -743,7 +754,7 @@ impl SupernodeCore {
         };
         let mut sends = Vec::new();
         for m in mb.mails.iter_mut() {
-            if m.busy_until > now || m.expires_ms <= now {
+            if m.busy_until > now || m.expires_ms <= self.unix.get() {
                 continue;
             }
             let target = rec.supernodes[m.tries % rec.supernodes.len()];
@@ -909,7 +920,7 @@ impl SupernodeCore {
                 return false;
             }
             mb.mails.retain(|m| {
-                if m.expires_ms <= now {
+                if m.expires_ms <= self.unix.get() {
                     expired += 1;
                     freed += m.bytes.len();
                     changes.push(MailboxChange::Gone {

@@ -263,7 +263,7 @@ impl Peers {
             LookupOutcome::Online(_) => true,
             // Invisible users show offline to everyone but are still
             // attached: they answer the offer if they wish.
-            LookupOutcome::Offline { record, .. } => record.is_reachable(cx.now / 1000),
+            LookupOutcome::Offline { record, .. } => record.is_reachable(cx.base.unix()),
             _ => false,
         };
         let reason = if reachable {
@@ -330,8 +330,11 @@ impl Peers {
                 } else {
                     ENVELOPE_OFFER
                 };
+                let unix = cx.base.clock.unix();
                 let rng = &mut cx.base.rng;
-                let id = cx.core.send_envelope(cx.now, rng, &to, kind, &bytes, false);
+                let id = cx
+                    .core
+                    .send_envelope(cx.now, unix, rng, &to, kind, &bytes, false);
                 self.ice_envelopes.insert(id, to.clone());
                 self.report(PeerEvent::Signal { to, bytes, answer })
             }
