@@ -795,7 +795,7 @@ pub fn turn_pair() -> (
         [1; 32],
         now,
     );
-    let c = issue(b"fuzz", "alice", now / 1000, 3600);
+    let c = issue(b"fuzz", "alice", UnixMillis(now).secs().get(), 3600);
     let mut client = TurnClient::new(
         TurnClientConfig::udp(link_addr(3478)),
         TurnCredentials {
@@ -816,7 +816,7 @@ pub fn turn_pair() -> (
             server.handle_peer(now, 1, link_addr(9), b"from the peer");
         }
         while let Some(t) = client.poll_transmit() {
-            server.handle_client(now, me, &t.bytes);
+            server.handle_client(now, UnixMillis(now).secs(), me, &t.bytes);
             sent.push(t.bytes);
         }
         while let Some(e) = server.poll_event() {
@@ -897,10 +897,21 @@ pub fn turn_cores(b: &[u8]) {
     use crate::relay::{ClientAddr, Transport};
     let (mut s, mut c, _) = turn_pair();
     let now = LINK_NOW + 1;
-    s.handle_client(now, ClientAddr::udp(link_addr(1)), b);
-    s.handle_client(now, ClientAddr::udp(link_addr(2)), b);
     s.handle_client(
         now,
+        UnixMillis(now).secs(),
+        ClientAddr::udp(link_addr(1)),
+        b,
+    );
+    s.handle_client(
+        now,
+        UnixMillis(now).secs(),
+        ClientAddr::udp(link_addr(2)),
+        b,
+    );
+    s.handle_client(
+        now,
+        UnixMillis(now).secs(),
         ClientAddr {
             transport: Transport::Tcp(1),
             addr: link_addr(1),
@@ -913,7 +924,12 @@ pub fn turn_cores(b: &[u8]) {
     f.push(b);
     while let Ok(Some(m)) = f.next_message() {
         let m = m.to_vec();
-        s.handle_client(now, ClientAddr::udp(link_addr(1)), &m);
+        s.handle_client(
+            now,
+            UnixMillis(now).secs(),
+            ClientAddr::udp(link_addr(1)),
+            &m,
+        );
     }
     c.handle_input(now, b);
     for t in [1_000, 700_000, 4_000_000] {

@@ -33,6 +33,7 @@ use crate::overlay::EnvelopeId;
 use crate::overlay::envelope::kind;
 pub use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
 use crate::sqlite::SqliteError;
+use crate::time::UnixMillis;
 use crate::wire::{Reader, WireError, Writer};
 use rand::RngCore;
 use std::collections::{BTreeMap, VecDeque};
@@ -272,10 +273,12 @@ impl ChatCore {
         self.pending.len()
     }
 
-    /// Send `text` to `to`: written to the outbox, then sent.
+    /// Send `text` to `to` at `now`: written to the outbox, then sent;
+    /// dated by `unix` (the wall clock).
     pub fn send(
         &mut self,
         now: u64,
+        unix: UnixMillis,
         rng: &mut dyn RngCore,
         to: &str,
         text: &str,
@@ -298,8 +301,8 @@ impl ChatCore {
             id,
             outgoing: true,
             text: text.to_owned(),
-            sent_at_ms: now,
-            at_ms: now,
+            sent_at_ms: unix.get(),
+            at_ms: unix.get(),
             acked_at_ms: None,
         };
         self.store.queue_outgoing(&m)?;
@@ -309,7 +312,7 @@ impl ChatCore {
             (to.clone(), id),
             Pending {
                 text: m.text,
-                sent_at_ms: now,
+                sent_at_ms: unix.get(),
                 attempts: 0,
                 next_try: now,
             },
@@ -335,10 +338,11 @@ impl ChatCore {
     }
 
     /// An envelope of a chat kind arrived from `from` (verified). Returns
-    /// false when the kind is not chat's.
+    /// false when the kind is not chat's. Receipts and acknowledgements
+    /// are dated by `unix` (the wall clock).
     pub fn on_envelope(
         &mut self,
-        now: u64,
+        unix: UnixMillis,
         from: &Certificate,
         k: u8,
         payload: &[u8],
@@ -369,7 +373,7 @@ impl ChatCore {
                     outgoing: false,
                     text: text.to_owned(),
                     sent_at_ms,
-                    at_ms: now,
+                    at_ms: unix.get(),
                     acked_at_ms: None,
                 };
                 match self.store.insert_incoming(&m) {
@@ -389,7 +393,7 @@ impl ChatCore {
             }
             ChatPayload::Ack { id } => {
                 let key = (peer.clone(), id);
-                match self.store.mark_acked(&peer, &id, now) {
+                match self.store.mark_acked(&peer, &id, unix.get()) {
                     Ok(was) => {
                         self.pending.remove(&key);
                         self.by_envelope.retain(|_, k| *k != key);
@@ -586,7 +590,9 @@ mod tests {
         let mut bob =
             ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
         let (mut a_out, mut b_out) = (Sent::default(), Sent::default());
-        let id = alice.send(1, &mut rng, "Bob", "hi", &mut a_out).unwrap();
+        let id = alice
+            .send(1, UnixMillis(1), &mut rng, "Bob", "hi", &mut a_out)
+            .unwrap();
         assert_eq!(
             alice.poll_event(),
             Some(ChatEvent::Queued {
@@ -598,7 +604,7 @@ mod tests {
         assert_eq!((to.as_str(), k, store), ("bob", kind::CHAT, true));
         // Delivered twice (a retry): shown once, acknowledged twice.
         for _ in 0..2 {
-            assert!(bob.on_envelope(2, &cert("alice"), k, &p, false, &mut b_out));
+            assert!(bob.on_envelope(UnixMillis(2), &cert("alice"), k, &p, false, &mut b_out));
         }
         assert!(matches!(bob.poll_event(), Some(ChatEvent::Received(m)) if m.text == "hi"));
         assert_eq!(bob.poll_event(), None);
@@ -615,7 +621,7 @@ mod tests {
         alice.handle_timeout(3 + ChatConfig::default().ack_wait_ms, &mut a_out);
         assert_eq!(a_out.0.len(), 2);
         let (_, k, ack, _, _) = b_out.0[0].clone();
-        alice.on_envelope(4, &cert("bob"), k, &ack, false, &mut a_out);
+        alice.on_envelope(UnixMillis(4), &cert("bob"), k, &ack, false, &mut a_out);
         assert_eq!(
             alice.poll_event(),
             Some(ChatEvent::Acked {
@@ -623,7 +629,7 @@ mod tests {
                 id
             })
         );
-        alice.on_envelope(5, &cert("bob"), k, &ack, false, &mut a_out);
+        alice.on_envelope(UnixMillis(5), &cert("bob"), k, &ack, false, &mut a_out);
         assert_eq!(alice.poll_event(), None, "acked once");
         assert_eq!(alice.outbox_len(), 0);
         assert_eq!(alice.poll_timeout(), u64::MAX);
@@ -641,13 +647,22 @@ mod tests {
             text: "spam",
         }
         .encode();
-        bob.on_envelope(1, &cert("mallory"), kind::CHAT, &p, true, &mut out);
+        bob.on_envelope(
+            UnixMillis(1),
+            &cert("mallory"),
+            kind::CHAT,
+            &p,
+            true,
+            &mut out,
+        );
         assert_eq!(bob.poll_event(), None);
         assert!(out.0.is_empty(), "no ack to a blocked user");
         assert!(bob.history("mallory", 10).unwrap().is_empty());
 
         let cfg = ChatConfig::default();
-        let id = bob.send(10, &mut rng, "carol", "x", &mut out).unwrap();
+        let id = bob
+            .send(10, UnixMillis(10), &mut rng, "carol", "x", &mut out)
+            .unwrap();
         let env = out.0[0].4;
         bob.on_envelope_outcome(11, &env, EnvelopeOutcome::Stored);
         assert_eq!(bob.poll_timeout(), 11 + cfg.stored_retry_ms);
@@ -658,12 +673,12 @@ mod tests {
         assert!(bob.history("carol", 5).unwrap()[0].acked_at_ms.is_none());
         let _ = id;
         assert!(matches!(
-            bob.send(13, &mut rng, "carol", "", &mut out),
+            bob.send(13, UnixMillis(13), &mut rng, "carol", "", &mut out),
             Err(ChatError::Empty)
         ));
         let long = "x".repeat(MAX_TEXT + 1);
         assert!(matches!(
-            bob.send(13, &mut rng, "carol", &long, &mut out),
+            bob.send(13, UnixMillis(13), &mut rng, "carol", &long, &mut out),
             Err(ChatError::TooLong { .. })
         ));
     }
@@ -677,7 +692,8 @@ mod tests {
         let cfg = ChatConfig::default();
         let mut bob = ChatCore::new(ChatStore::in_memory().unwrap(), cfg.clone(), 0).unwrap();
         let mut out = Sent::default();
-        bob.send(10, &mut rng, "carol", "hi", &mut out).unwrap();
+        bob.send(10, UnixMillis(10), &mut rng, "carol", "hi", &mut out)
+            .unwrap();
         bob.on_envelope_outcome(11, &out.0[0].4, EnvelopeOutcome::Stored);
         // Someone else coming online changes nothing.
         bob.peer_online(20, "dave");
@@ -703,8 +719,15 @@ mod tests {
         let id = {
             let mut c =
                 ChatCore::new(ChatStore::open(&path).unwrap(), ChatConfig::default(), 0).unwrap();
-            c.send(1, &mut rng, "bob", "survive", &mut Sent::default())
-                .unwrap()
+            c.send(
+                1,
+                UnixMillis(1),
+                &mut rng,
+                "bob",
+                "survive",
+                &mut Sent::default(),
+            )
+            .unwrap()
             // Killed here: no outcome, no ack.
         };
         let mut c =
@@ -731,9 +754,11 @@ mod tests {
             ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
         let mut out = Sent::default();
         let id = alice
-            .send(1, &mut rng, "nobody", "hello?", &mut out)
+            .send(1, UnixMillis(1), &mut rng, "nobody", "hello?", &mut out)
             .unwrap();
-        let other = alice.send(1, &mut rng, "bob", "hi bob", &mut out).unwrap();
+        let other = alice
+            .send(1, UnixMillis(1), &mut rng, "bob", "hi bob", &mut out)
+            .unwrap();
         while alice.poll_event().is_some() {}
         let env = out.0[0].4;
         alice.on_envelope_outcome(2, &env, EnvelopeOutcome::Failed("no such user".into()));

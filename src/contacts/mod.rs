@@ -40,6 +40,7 @@ use crate::identity::Certificate;
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink, kind};
 use crate::overlay::{EnvelopeId, PresenceRecord, Status};
 use crate::sqlite::SqliteError;
+use crate::time::UnixSecs;
 use crate::wire::{Reader, WireError, Writer};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
@@ -312,7 +313,8 @@ pub enum ContactsEvent {
 struct Live {
     /// Their last presence envelope.
     status: Option<(Status, String)>,
-    /// Attached (from their record or a presence envelope) until then.
+    /// Attached (from their record or a presence envelope) until then, on
+    /// the `now` timeline.
     attached_until: u64,
     /// What we last reported.
     shown: Option<(Status, String)>,
@@ -758,15 +760,18 @@ impl ContactsCore {
         self.online = false;
     }
 
-    /// A watched user's directory record changed.
-    pub fn on_record(&mut self, now: u64, rec: &PresenceRecord) {
+    /// A watched user's directory record changed, seen at `now` (its
+    /// lifetime is judged at `unix`, the wall clock).
+    pub fn on_record(&mut self, now: u64, unix: UnixSecs, rec: &PresenceRecord) {
         let user = rec.username().to_ascii_lowercase();
         if !self.is_authorized(&user) {
             return;
         }
-        let attached = rec.status != Status::Offline && rec.online_until > now / 1000;
+        let left = rec.online_until.saturating_sub(unix.get());
+        let attached = rec.status != Status::Offline && left > 0;
         let l = self.live.entry(user.clone()).or_default();
-        l.attached_until = if attached { rec.online_until * 1000 } else { 0 };
+        // The record's wall-clock end, moved onto our timeline.
+        l.attached_until = if attached { now + left * 1000 } else { 0 };
         if !attached {
             l.status = None;
         }

@@ -25,7 +25,8 @@ use std::net::{IpAddr, SocketAddr};
 pub struct RelayCredentials {
     pub username: String,
     pub password: String,
-    /// When they stop working (ms, the driver's clock).
+    /// When they stop working, on the node's timeline (ms, the `now` the
+    /// gatherer is given; the driver moves the wall-clock expiry onto it).
     pub expires_ms: u64,
     pub relays: Vec<SocketAddr>,
 }
@@ -498,6 +499,12 @@ mod tests {
     }
 
     impl Lab {
+        /// The lab's wall clock: it runs with the virtual clock, both from
+        /// the same epoch.
+        fn unix(&self) -> crate::time::UnixSecs {
+            crate::time::UnixMillis(self.now).secs()
+        }
+
         fn new(transport: TurnTransport) -> Self {
             let now = 1_700_000_000_000;
             let mut g = RelayGatherer::new(
@@ -527,7 +534,7 @@ mod tests {
         }
 
         fn creds(&self, ttl: u64) -> RelayCredentials {
-            let c = creds::issue(SECRET, "alice", self.now / 1000, ttl);
+            let c = creds::issue(SECRET, "alice", self.unix().get(), ttl);
             RelayCredentials {
                 username: c.username,
                 password: c.password,
@@ -549,7 +556,8 @@ mod tests {
                 while let Some(t) = self.g.poll_transmit() {
                     moved = true;
                     assert_eq!(t.transport, self.g.transport());
-                    self.server.handle_client(self.now, from, &t.bytes);
+                    self.server
+                        .handle_client(self.now, self.unix(), from, &t.bytes);
                 }
                 while let Some(e) = self.server.poll_event() {
                     moved = true;

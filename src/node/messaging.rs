@@ -247,7 +247,7 @@ impl Messaging {
         let blocked = self.contacts.is_blocked(&from.username);
         let took = self
             .chat
-            .on_envelope(now, from, kind, payload, blocked, &mut sink)
+            .on_envelope(unix, from, kind, payload, blocked, &mut sink)
             || self
                 .contacts
                 .on_envelope(now, from, kind, payload, &mut sink);
@@ -294,7 +294,7 @@ impl Messaging {
                 if record.status != Status::Offline && record.online_until > unix.secs().get() {
                     self.chat.peer_online(now, record.username());
                 }
-                self.contacts.on_record(now, record)
+                self.contacts.on_record(now, unix.secs(), record)
             }
             // A contact who answered us exists, whatever the directory
             // says just now (its record may be lost with a supernode).
@@ -332,7 +332,8 @@ impl Messaging {
                 let r = if c.is_blocked(&to) {
                     Err(ChatError::Blocked(to.clone()))
                 } else {
-                    self.chat.send(now, &mut id_rng, &to, &text, &mut sink)
+                    self.chat
+                        .send(now, unix, &mut id_rng, &to, &text, &mut sink)
                 };
                 let r = r.map_err(|e| e.to_string());
                 let out = r.clone().map(|_| ());

@@ -271,7 +271,10 @@ impl Service {
     fn input(&mut self, i: Input) {
         let now = self.clock.now().get();
         match i {
-            Input::Client { from, bytes } => self.core.handle_client(now, from, &bytes),
+            Input::Client { from, bytes } => {
+                let unix = self.clock.unix_secs();
+                self.core.handle_client(now, unix, from, &bytes)
+            }
             Input::Peer { alloc, from, bytes } => self.core.handle_peer(now, alloc, from, &bytes),
             Input::TcpOpen {
                 conn,

@@ -26,6 +26,7 @@ use super::creds::{NonceKey, parse_username, rest_password};
 use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN};
 use super::quota::TokenBucket;
 use super::stunmsg::{self, Integrity};
+use crate::time::UnixSecs;
 use crate::wire::IpPrefix;
 use crate::wire::stun::{ChannelData, Class, Header, method};
 use std::collections::{HashMap, VecDeque};
@@ -264,6 +265,9 @@ pub struct TurnServer {
     out: VecDeque<ServerTransmit>,
     events: VecDeque<ServerEvent>,
     stats: TurnStats,
+    /// The wall clock as the client message being handled was given it:
+    /// REST credentials expire on it (timers use `now`).
+    unix: UnixSecs,
 }
 
 impl std::fmt::Debug for TurnServer {
@@ -295,6 +299,7 @@ impl TurnServer {
             out: VecDeque::new(),
             events: VecDeque::new(),
             stats: TurnStats::default(),
+            unix: UnixSecs::ZERO,
         }
     }
 
@@ -334,7 +339,11 @@ impl TurnServer {
     }
 
     /// A STUN or ChannelData message from a client.
-    pub fn handle_client(&mut self, now: u64, from: ClientAddr, bytes: &[u8]) {
+    /// A datagram or stream message from a client at `now`; its REST
+    /// credentials' expiry is judged at `unix` (the wall clock, which the
+    /// supernode that issued them dated them by).
+    pub fn handle_client(&mut self, now: u64, unix: UnixSecs, from: ClientAddr, bytes: &[u8]) {
+        self.unix = unix;
         match bytes.first() {
             Some(0x40..=0x7F) => self.on_channel_data(now, from, bytes),
             Some(_) => self.on_stun(now, from, bytes),
@@ -805,7 +814,7 @@ impl TurnServer {
             self.challenge(now, from, h, 401, "Unauthorized");
             return None;
         };
-        if expires.saturating_mul(1000) <= now {
+        if expires <= self.unix.get() {
             self.stats.expired_credentials += 1;
             self.challenge(now, from, h, 401, "Unauthorized");
             return None;

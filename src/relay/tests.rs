@@ -16,6 +16,12 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// The wall clock at virtual time `now`: these tests' wall clock runs with
+/// their virtual clock, both from the same epoch.
+fn wall(now: u64) -> crate::time::UnixSecs {
+    crate::time::UnixMillis(now).secs()
+}
+
 struct Net {
     now: u64,
     net: Network,
@@ -50,7 +56,7 @@ impl Net {
     }
 
     fn creds(&self, user: &str, ttl: u64) -> TurnCredentials {
-        let c = creds::issue(SECRET, user, self.now / 1000, ttl);
+        let c = creds::issue(SECRET, user, wall(self.now).get(), ttl);
         TurnCredentials {
             username: c.username,
             password: c.password,
@@ -192,7 +198,8 @@ impl Net {
                         transport,
                         addr: d.from,
                     };
-                    self.server.handle_client(self.now, from, &d.bytes);
+                    self.server
+                        .handle_client(self.now, wall(self.now), from, &d.bytes);
                 }
                 PEERS => self.at_peers.push((d.from, d.to, d.bytes)),
                 i => {
@@ -315,7 +322,7 @@ fn data_flows(tcp: bool) {
     assert_eq!(t.bytes[0], 0x40, "ChannelData");
     assert_eq!(t.bytes.len(), if tcp { 8 } else { 7 });
     let from = n.transport(c);
-    n.server.handle_client(n.now, from, &t.bytes);
+    n.server.handle_client(n.now, wall(n.now), from, &t.bytes);
     n.run();
     assert_eq!(n.at_peers.pop(), Some((relay, peer, b"odd".to_vec())));
     n.server.handle_peer(n.now, alloc, peer, b"back");
@@ -580,8 +587,12 @@ fn mismatched_and_foreign_requests_are_refused() {
     let mut got = None;
     for _ in 0..4 {
         while let Some(t) = n.clients[d].1.poll_transmit() {
-            n.server
-                .handle_client(n.now, ClientAddr::udp(addr("203.0.113.5:4000")), &t.bytes);
+            n.server.handle_client(
+                n.now,
+                wall(n.now),
+                ClientAddr::udp(addr("203.0.113.5:4000")),
+                &t.bytes,
+            );
         }
         while let Some(t) = n.server.poll_transmit() {
             n.clients[d].1.handle_input(n.now, &t.bytes);
@@ -596,9 +607,10 @@ fn mismatched_and_foreign_requests_are_refused() {
     );
     // Garbage and responses from clients are counted, not answered.
     let from = ClientAddr::udp(addr("203.0.113.9:1"));
-    n.server.handle_client(n.now, from, &[0x00, 0x01, 0x00]);
     n.server
-        .handle_client(n.now, from, &[0x41, 0x00, 0x00, 0x09]);
+        .handle_client(n.now, wall(n.now), from, &[0x00, 0x01, 0x00]);
+    n.server
+        .handle_client(n.now, wall(n.now), from, &[0x41, 0x00, 0x00, 0x09]);
     assert!(n.server.poll_transmit().is_none());
     assert!(n.server.stats().malformed >= 2);
 }

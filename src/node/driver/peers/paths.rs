@@ -217,7 +217,7 @@ impl Peers {
 
     /// Overlay events the relay needs: attachment, credentials.
     pub(super) fn paths_client_event(&mut self, cx: &mut Cx<'_>, e: &ClientEvent) {
-        let now = cx.now;
+        let (now, unix) = (cx.now, cx.base.unix());
         let Some(g) = &mut self.paths.gather else {
             return;
         };
@@ -234,7 +234,9 @@ impl Peers {
                 RelayCredentials {
                     username: username.clone(),
                     password: password.clone(),
-                    expires_ms: expires.saturating_mul(1000),
+                    // The wall-clock expiry, moved onto our timeline.
+                    expires_ms: now
+                        .saturating_add(expires.saturating_sub(unix.get()).saturating_mul(1000)),
                     relays: relays.clone(),
                 },
             ),
