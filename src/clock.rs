@@ -11,10 +11,34 @@
 //!   (so logs line up), but nothing may read a date from it.
 //! - [`Clock::unix`] ([`UnixMillis`]) and [`Clock::unix_secs`]
 //!   ([`UnixSecs`]), the wall clock, for what is judged against other
-//!   machines: certificate windows (in the link handshake and in the
-//!   drivers' renewal), record, envelope and revocation-list lifetimes,
-//!   the time of day shown for a message or a call. Drivers read it and
-//!   pass it to the cores beside `now`.
+//!   machines and for dates people see. Drivers read it and pass it to
+//!   the cores beside `now`.
+//!
+//! Which core is given which time:
+//!
+//! - `link::LinkEndpoint`: `now: Millis` for every timer; `unix: UnixSecs`
+//!   beside it in `handle_datagram`/`handle_timeout` for the peer's
+//!   certificate (handshake, renewal, expiry). `crypto::channel`,
+//!   `identity::Certificate::verify` and `RevocationList::verify` take
+//!   `UnixSecs`; `RevocationList::sign` and the login client
+//!   (`authority::client`) take `UnixMillis`.
+//! - `overlay::ClientCore` and `SupernodeCore`: `now` (ms, timers) and
+//!   `unix: UnixMillis` in `handle_message`, `handle_timeout`,
+//!   `send_envelope`, `shutdown`, `set_revocations`, `restore_mail`:
+//!   records, envelopes, revocation lists and relay credentials are
+//!   signed, dated and judged at it.
+//! - `relay::TurnServer::handle_client`: `unix: UnixSecs` for the REST
+//!   credentials' expiry. `chat::ChatCore` dates messages and receipts by
+//!   `unix: UnixMillis`; `contacts::ContactsCore::on_record` judges a
+//!   record at `unix: UnixSecs`. A wall-clock expiry a timer must wait for
+//!   (a peer certificate's end, relay credentials, a contact's record) is
+//!   moved onto the `now` timeline when it arrives.
+//! - The authority (`authority::core`, driven by `authority::server`)
+//!   runs on the wall clock alone: everything it judges (a login hello's
+//!   freshness, certificates it issues, revocation lists, the stored login
+//!   history) is against other machines.
+//! - Simulations give their cores a wall clock that starts at their epoch
+//!   and runs with virtual time (`sim::Sim::unix`).
 
 use crate::time::{Millis, UnixMillis, UnixSecs};
 use std::sync::atomic::{AtomicI64, Ordering};
