@@ -511,6 +511,7 @@ impl LinkEndpoint {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_init<R: RngCore + CryptoRng>(
         &mut self,
         now: Millis,

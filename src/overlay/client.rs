@@ -350,6 +350,7 @@ impl ClientCore {
     /// [`ClientEvent::EnvelopeDelivered`], [`ClientEvent::EnvelopeStored`]
     /// or [`ClientEvent::EnvelopeFailed`] with the returned id. Delivery is
     /// at least once; receivers drop duplicates by id.
+    #[allow(clippy::too_many_arguments)]
     pub fn send_envelope(
         &mut self,
         now: u64,
