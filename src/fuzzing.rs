@@ -690,9 +690,9 @@ pub fn stun(b: &[u8]) {
     let mut d = NatDetector::new(DetectorConfig::default());
     let mut rng = StdRng::seed_from_u64(5);
     d.set_servers(vec![primary]);
-    d.start(LINK_NOW, "fuzz", &mut rng);
-    let _ = d.handle_datagram(LINK_NOW + 1, primary, b);
-    d.handle_timeout(LINK_NOW + 10_000, &mut rng);
+    d.start(Millis(LINK_NOW), "fuzz", &mut rng);
+    let _ = d.handle_datagram(Millis(LINK_NOW + 1), primary, b);
+    d.handle_timeout(Millis(LINK_NOW + 10_000), &mut rng);
     while d.poll_event().is_some() {}
 }
 

@@ -26,6 +26,7 @@
 
 use super::stun::{self, BindingResponse};
 use super::{Filtering, Mapping, NatReport, Transmit};
+use crate::time::Millis;
 use crate::wire::stun::{Class, method, peek};
 use rand::RngCore;
 use std::collections::VecDeque;
@@ -83,8 +84,8 @@ struct Txn {
     dst: SocketAddr,
     purpose: Purpose,
     request: Vec<u8>,
-    started: u64,
-    next_send: u64,
+    started: Millis,
+    next_send: Millis,
     sent: u32,
     /// The answer, and where it came from.
     answer: Option<(SocketAddr, BindingResponse)>,
@@ -105,13 +106,13 @@ pub struct NatDetector {
     servers: Vec<SocketAddr>,
     local: Option<SocketAddr>,
     phase: Phase,
-    phase_deadline: u64,
+    phase_deadline: Millis,
     txns: Vec<Txn>,
     /// Transaction ids of the current run's finished phases: late answers
     /// are still ours (claimed, not passed to other STUN users).
     old_tids: Vec<[u8; 12]>,
     // Results of the current run.
-    started: u64,
+    started: Millis,
     reason: String,
     requests: u32,
     saw_udp: bool,
@@ -123,8 +124,8 @@ pub struct NatDetector {
     notes: Vec<String>,
     // Between runs.
     last: Option<NatReport>,
-    last_end: u64,
-    recheck: Option<(u64, String)>,
+    last_end: Millis,
+    recheck: Option<(Millis, String)>,
     out: VecDeque<Transmit>,
     events: VecDeque<NatEvent>,
 }
@@ -136,10 +137,10 @@ impl NatDetector {
             servers: Vec::new(),
             local: None,
             phase: Phase::Idle,
-            phase_deadline: u64::MAX,
+            phase_deadline: Millis::MAX,
             txns: Vec::new(),
             old_tids: Vec::new(),
-            started: 0,
+            started: Millis::ZERO,
             reason: String::new(),
             requests: 0,
             saw_udp: false,
@@ -150,7 +151,7 @@ impl NatDetector {
             filtering: Filtering::Unknown,
             notes: Vec::new(),
             last: None,
-            last_end: 0,
+            last_end: Millis::ZERO,
             recheck: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -176,7 +177,7 @@ impl NatDetector {
     /// Our own address towards the servers (the socket's port and the IP
     /// the route to them uses), for telling "no NAT" apart. A change after
     /// a run has reported means the network changed: schedule a re-check.
-    pub fn set_local(&mut self, now: u64, local: Option<SocketAddr>) {
+    pub fn set_local(&mut self, now: Millis, local: Option<SocketAddr>) {
         if local == self.local {
             return;
         }
@@ -198,7 +199,7 @@ impl NatDetector {
 
     /// A server saw us at `mapped` (e.g. a supernode's attach answer). If
     /// that contradicts the last report, the network changed: re-check.
-    pub fn observe_mapped(&mut self, now: u64, server: SocketAddr, mapped: SocketAddr) {
+    pub fn observe_mapped(&mut self, now: Millis, server: SocketAddr, mapped: SocketAddr) {
         let Some(last) = &self.last else { return };
         let changed = if last.udp_blocked {
             Some("UDP works again")
@@ -229,7 +230,7 @@ impl NatDetector {
         }
     }
 
-    fn schedule_recheck(&mut self, now: u64, why: &str) {
+    fn schedule_recheck(&mut self, now: Millis, why: &str) {
         if self.recheck.is_some() {
             return;
         }
@@ -239,7 +240,7 @@ impl NatDetector {
     }
 
     /// Start a run now (a run in progress is abandoned).
-    pub fn start(&mut self, now: u64, reason: &str, rng: &mut dyn RngCore) {
+    pub fn start(&mut self, now: Millis, reason: &str, rng: &mut dyn RngCore) {
         self.recheck = None;
         self.txns.clear();
         self.old_tids.clear();
@@ -274,7 +275,7 @@ impl NatDetector {
 
     fn add_txn(
         &mut self,
-        now: u64,
+        now: Millis,
         dst: SocketAddr,
         purpose: Purpose,
         change_ip: bool,
@@ -295,7 +296,7 @@ impl NatDetector {
         });
     }
 
-    fn send_due(&mut self, now: u64) {
+    fn send_due(&mut self, now: Millis) {
         let (rto, attempts) = (self.cfg.rto_ms.max(1), self.cfg.attempts.max(1));
         for t in &mut self.txns {
             if t.answer.is_some() || t.sent >= attempts || t.next_send > now {
@@ -316,7 +317,7 @@ impl NatDetector {
     /// A STUN datagram that arrived on the main socket. Returns whether
     /// it was ours (an answer to one of our requests); if not, the caller
     /// passes it to its other STUN users.
-    pub fn handle_datagram(&mut self, now: u64, from: SocketAddr, d: &[u8]) -> bool {
+    pub fn handle_datagram(&mut self, now: Millis, from: SocketAddr, d: &[u8]) -> bool {
         let Some(h) = peek(d) else { return false };
         if h.method != method::BINDING || !matches!(h.class, Class::Success | Class::Error) {
             return false;
@@ -338,7 +339,7 @@ impl NatDetector {
         true
     }
 
-    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+    pub fn handle_timeout(&mut self, now: Millis, rng: &mut dyn RngCore) {
         if let Some((at, why)) = &self.recheck
             && *at <= now
             && self.phase == Phase::Idle
@@ -354,14 +355,14 @@ impl NatDetector {
         self.advance_with(now, Some(rng));
     }
 
-    fn advance(&mut self, now: u64) {
+    fn advance(&mut self, now: Millis) {
         self.advance_with(now, None)
     }
 
     /// Move to the next phase when the current one is complete. New
     /// transactions need randomness: without it (on an answer), the next
     /// phase starts at the next timeout, which is set to now.
-    fn advance_with(&mut self, now: u64, rng: Option<&mut dyn RngCore>) {
+    fn advance_with(&mut self, now: Millis, rng: Option<&mut dyn RngCore>) {
         if !self.phase_complete(now) {
             return;
         }
@@ -371,7 +372,7 @@ impl NatDetector {
         }
     }
 
-    fn phase_complete(&self, now: u64) -> bool {
+    fn phase_complete(&self, now: Millis) -> bool {
         let timed_out = now >= self.phase_deadline;
         let answered = |p: Purpose| {
             self.txns
@@ -398,7 +399,7 @@ impl NatDetector {
         }
     }
 
-    fn next_phase(&mut self, now: u64, rng: &mut dyn RngCore) {
+    fn next_phase(&mut self, now: Millis, rng: &mut dyn RngCore) {
         let done: Vec<Txn> = std::mem::take(&mut self.txns);
         self.old_tids.extend(done.iter().map(|t| t.tid));
         match self.phase {
@@ -424,7 +425,7 @@ impl NatDetector {
         }
     }
 
-    fn after_binding(&mut self, now: u64, done: &[Txn], rng: &mut dyn RngCore) {
+    fn after_binding(&mut self, now: Millis, done: &[Txn], rng: &mut dyn RngCore) {
         let answered: Vec<&Txn> = done
             .iter()
             .filter(|t| {
@@ -523,7 +524,7 @@ impl NatDetector {
         };
     }
 
-    fn start_mapping(&mut self, now: u64, rng: &mut dyn RngCore) {
+    fn start_mapping(&mut self, now: Millis, rng: &mut dyn RngCore) {
         let (Some(server), Some(other)) = (self.server, self.other) else {
             self.finish(now);
             return;
@@ -542,9 +543,9 @@ impl NatDetector {
         self.send_due(now);
     }
 
-    fn finish(&mut self, now: u64) {
+    fn finish(&mut self, now: Millis) {
         self.phase = Phase::Idle;
-        self.phase_deadline = u64::MAX;
+        self.phase_deadline = Millis::MAX;
         // Answers from finished phases stay claimable until the next run.
         let old: Vec<[u8; 12]> = self.txns.drain(..).map(|t| t.tid).collect();
         self.old_tids.extend(old);
@@ -583,8 +584,8 @@ impl NatDetector {
             server: self.server,
             other: self.other,
             observations: self.observations.clone(),
-            started_ms: self.started,
-            duration_ms: now.saturating_sub(self.started),
+            started_ms: self.started.get(),
+            duration_ms: now.since(self.started),
             requests: self.requests,
             notes: std::mem::take(&mut self.notes),
             reason: std::mem::take(&mut self.reason),
@@ -604,8 +605,12 @@ impl NatDetector {
     }
 
     /// The next time [`NatDetector::handle_timeout`] must run.
-    pub fn poll_timeout(&self) -> u64 {
-        let mut t = self.recheck.as_ref().map(|(at, _)| *at).unwrap_or(u64::MAX);
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut t = self
+            .recheck
+            .as_ref()
+            .map(|(at, _)| *at)
+            .unwrap_or(Millis::MAX);
         if self.phase != Phase::Idle {
             t = t.min(self.phase_deadline);
             let attempts = self.cfg.attempts.max(1);
@@ -615,7 +620,7 @@ impl NatDetector {
                 }
             }
         }
-        t
+        (t < Millis::MAX).then_some(t)
     }
 }
 
@@ -700,7 +705,7 @@ mod tests {
     fn lab(client: &str, nat: Option<NatConfig>, loss: f64, seed: u64) -> DetectLab {
         let net = Network::new(seed, T0, LinkModel::new(15, 5, loss));
         let mut l = DetectLab::new(seed, net, a(client), nat, DetectorConfig::default());
-        l.detector.set_local(T0, Some(a(client)));
+        l.detector.set_local(Millis(T0), Some(a(client)));
         l
     }
 
@@ -748,7 +753,7 @@ mod tests {
     fn other_udp_traffic_is_not_blocked() {
         let mut l = lab("192.0.2.7:5000", None, 0.0, 3);
         l.detector.set_servers(vec![a("198.51.100.9:7710")]);
-        l.detector.start(T0, "login", &mut l.rng);
+        l.detector.start(Millis(T0), "login", &mut l.rng);
         l.net.advance_to(T0 + 100);
         l.detector.note_udp_received();
         let r = l.run_until_report(T0 + 10_000).unwrap();
@@ -853,12 +858,13 @@ mod tests {
         let r = l.detect("login", 10_000).unwrap();
         let end = r.started_ms + r.duration_ms;
         // The same address again: nothing to do.
-        l.detector.observe_mapped(end + 1, a(S1), r.public.unwrap());
-        assert_eq!(l.detector.poll_timeout(), u64::MAX);
+        l.detector
+            .observe_mapped(Millis(end + 1), a(S1), r.public.unwrap());
+        assert_eq!(l.detector.poll_timeout(), None);
         // Seen from another address: re-check, but not before min_recheck_ms.
         l.detector
-            .observe_mapped(end + 1, a(S1), a("203.0.113.5:6000"));
-        assert_eq!(l.detector.poll_timeout(), end + 10_000);
+            .observe_mapped(Millis(end + 1), a(S1), a("203.0.113.5:6000"));
+        assert_eq!(l.detector.poll_timeout(), Some(Millis(end + 10_000)));
         let r2 = l.run_until_report(end + 20_000).unwrap();
         assert_eq!(r2.reason, "public address changed");
         assert_eq!(r2.started_ms, end + 10_000);
@@ -866,7 +872,7 @@ mod tests {
         // A new local address triggers one too.
         let end2 = r2.started_ms + r2.duration_ms;
         l.detector
-            .set_local(end2 + 50_000, Some(a("10.0.0.2:5001")));
+            .set_local(Millis(end2 + 50_000), Some(a("10.0.0.2:5001")));
         let r3 = l.run_until_report(end2 + 60_000).unwrap();
         assert_eq!(r3.reason, "local address changed");
     }
@@ -876,7 +882,7 @@ mod tests {
         let mut d = NatDetector::new(DetectorConfig::default());
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         d.set_servers(vec![a(S1)]);
-        d.start(T0, "login", &mut rng);
+        d.start(Millis(T0), "login", &mut rng);
         let req = d.poll_transmit().unwrap();
         // A response to someone else's transaction, and a request.
         let mut s = StunServer::new(crate::nat::StunServerConfig {
@@ -890,13 +896,13 @@ mod tests {
             &stun::binding_request([9; 12], false, false),
         );
         let other = s.poll_transmit().unwrap();
-        assert!(!d.handle_datagram(T0 + 1, a(S1), &other.bytes));
-        assert!(!d.handle_datagram(T0 + 1, a(S1), &req.bytes));
-        assert!(!d.handle_datagram(T0 + 1, a(S1), b"garbage"));
+        assert!(!d.handle_datagram(Millis(T0 + 1), a(S1), &other.bytes));
+        assert!(!d.handle_datagram(Millis(T0 + 1), a(S1), &req.bytes));
+        assert!(!d.handle_datagram(Millis(T0 + 1), a(S1), b"garbage"));
         // Our own transaction, answered, is claimed.
         s.handle_datagram(T0, a(S1), a("192.0.2.1:1"), &req.bytes);
         let ours = s.poll_transmit().unwrap();
-        assert!(d.handle_datagram(T0 + 2, a(S1), &ours.bytes));
+        assert!(d.handle_datagram(Millis(T0 + 2), a(S1), &ours.bytes));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use natter::nat::{DetectorConfig, Filtering, Mapping};
 use natter::sim::detect::DetectLab;
 use natter::sim::nat::{FilteringBehavior, MappingBehavior, NatConfig, PortAllocation};
 use natter::sim::net::{LinkModel, Network};
+use natter::time::Millis;
 use std::net::{IpAddr, SocketAddr};
 
 const T0: u64 = 1_800_000_000_000;
@@ -25,7 +26,7 @@ fn lab(seed: u64, client: &str, nat: Option<NatConfig>, loss: f64) -> DetectLab 
     let mut l = DetectLab::new(seed, net, a(client), nat, DetectorConfig::default());
     l.add_server(a("198.51.100.1:7710"), Some(a("198.51.100.2:7711")));
     l.detector.set_servers(vec![a("198.51.100.1:7710")]);
-    l.detector.set_local(T0, Some(a(client)));
+    l.detector.set_local(Millis(T0), Some(a(client)));
     l
 }
 
@@ -201,8 +202,11 @@ fn a_new_nat_is_detected_again() {
     // Carry the detector (with its last report) over to the new network.
     std::mem::swap(&mut l2.detector, &mut l.detector);
     l2.net.advance_to(T0 + 60_000);
-    l2.detector
-        .observe_mapped(T0 + 60_000, a("198.51.100.1:7710"), a("198.18.0.99:41000"));
+    l2.detector.observe_mapped(
+        Millis(T0 + 60_000),
+        a("198.51.100.1:7710"),
+        a("198.18.0.99:41000"),
+    );
     let r2 = l2.run_until_report(T0 + 90_000).expect("a re-check");
     assert_eq!(r2.reason, "public address changed");
     assert_eq!(

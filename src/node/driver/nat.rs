@@ -10,6 +10,7 @@
 use super::base::Base;
 use crate::nat::{DetectorConfig, NatDetector, NatEvent, NatReport, Transmit};
 use crate::node::peer;
+use crate::time::Millis;
 use std::net::SocketAddr;
 
 /// How a client measures its NAT.
@@ -73,7 +74,8 @@ impl NatDriver {
     }
 
     pub fn deadline(&self) -> u64 {
-        let mut t = self.det.poll_timeout().min(self.local_check_at);
+        let mut t =
+            (self.det.poll_timeout().map_or(u64::MAX, Millis::get)).min(self.local_check_at);
         if self.held.is_some() {
             t = t.min(self.hold_until);
         }
@@ -91,7 +93,7 @@ impl NatDriver {
 
     /// A STUN datagram; true when it was the detector's.
     pub fn datagram(&mut self, now: u64, from: SocketAddr, d: &[u8]) -> bool {
-        self.det.handle_datagram(now, from, d)
+        self.det.handle_datagram(Millis(now), from, d)
     }
 
     /// A supernode saw us at `observed` (over TCP: our TCP mapping, which
@@ -104,7 +106,7 @@ impl NatDriver {
         over_tcp: bool,
     ) -> bool {
         if !over_tcp {
-            self.det.observe_mapped(now, supernode, observed);
+            self.det.observe_mapped(Millis(now), supernode, observed);
         }
         !self.started
     }
@@ -133,8 +135,8 @@ impl NatDriver {
         self.det.set_servers(servers);
         let local = self.local_address(base).await;
         let now = base.now();
-        self.det.set_local(now, local);
-        self.det.start(now, reason, &mut base.rng);
+        self.det.set_local(Millis(now), local);
+        self.det.start(Millis(now), reason, &mut base.rng);
         self.started = true;
         self.local_check_at = now + self.opts.local_check_ms;
     }
@@ -152,7 +154,7 @@ impl NatDriver {
         let now = base.now();
         self.local_check_at = now + self.opts.local_check_ms;
         if local.is_some() {
-            self.det.set_local(now, local);
+            self.det.set_local(Millis(now), local);
         }
     }
 
@@ -169,7 +171,7 @@ impl NatDriver {
         } else if self.started && now >= self.local_check_at {
             self.check_local(base).await;
         }
-        self.det.handle_timeout(now, &mut base.rng);
+        self.det.handle_timeout(Millis(now), &mut base.rng);
     }
 
     /// The next report. Measured against the supernodes, no STUN answer
