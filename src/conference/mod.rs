@@ -16,7 +16,10 @@
 //!   then better NAT classes, then more uplink, then the name: every node
 //!   computes the same order from the same roster. The starter mixes at
 //!   first; when a member who ranks in a better reach class (or has twice
-//!   the uplink) joins, the mixer hands over.
+//!   the uplink) joins, the mixer hands over. The uplink is measured
+//!   ([`uplink`]) and re-announced when it changes
+//!   ([`ConferenceCore::set_uplink`]): a mixer whose uplink fills up hands
+//!   over to one with twice as much.
 //! - **Roster**: a joiner sends [`ConfMsg::Join`] to every member; the mixer
 //!   answers with [`ConfMsg::Roster`] (and repeats it every
 //!   [`ConfConfig::roster_interval_ms`]). A roster with a newer mixer epoch
@@ -34,6 +37,7 @@
 //!   with a fresh nonce, hence fresh leg keys.
 
 pub mod msg;
+pub mod uplink;
 
 pub use msg::ConfMsg;
 
@@ -604,6 +608,41 @@ impl ConferenceCore {
             on,
         });
         Ok(())
+    }
+
+    /// Our measured uplink is now `kbps` ([`uplink::UplinkEstimator`]):
+    /// the mixer learns it (a Join again, or our roster when we mix), and
+    /// a mixer hands over to a member now clearly better than itself.
+    pub fn set_uplink(&mut self, now: u64, kbps: u32) {
+        if self.me.uplink_kbps == kbps {
+            return;
+        }
+        self.me.uplink_kbps = kbps;
+        if !self.joined() {
+            // Our Join will carry it.
+            return;
+        }
+        if let Some(m) = self.members.get_mut(&self.me.name) {
+            m.uplink_kbps = kbps;
+        }
+        if self.we_mix() {
+            let best = rank(self.members.values())[0].clone();
+            if best.name != self.me.name && clearly_better(&best, &self.me) {
+                self.set_mixer(best.name, self.epoch + 1, false);
+            }
+            let r = self.roster();
+            self.broadcast(&r);
+            self.next_roster = now + self.cfg.roster_interval_ms;
+        } else {
+            let mixer = self.mixer.clone();
+            self.send(
+                &mixer,
+                &ConfMsg::Join {
+                    member: self.me.clone(),
+                },
+            );
+        }
+        self.sync_legs(now);
     }
 
     /// Whether we are muted (by ourselves or the starter).
