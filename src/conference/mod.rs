@@ -323,6 +323,13 @@ impl ConferenceCore {
             id,
             name: me.name.clone(),
         });
+        // Who mixes, from the start (front ends show it).
+        c.event(ConfEvent::MixerChanged {
+            id,
+            mixer: me.name.clone(),
+            epoch: 1,
+            failover: false,
+        });
         for u in users {
             c.invite(now, u)?;
         }
@@ -562,6 +569,13 @@ impl ConferenceCore {
         self.event(ConfEvent::Joined {
             id: self.id,
             name: me.name,
+        });
+        // Who mixes as the invitation said (a roster corrects it).
+        self.event(ConfEvent::MixerChanged {
+            id: self.id,
+            mixer: self.mixer.clone(),
+            epoch: self.epoch,
+            failover: false,
         });
         self.sync_legs(now);
         Ok(())
