@@ -182,7 +182,8 @@ pub struct CallSection {
     pub auto_answer: bool,
     /// Play the ring-back tone (425 Hz, 1 s in 5) while the callee rings.
     pub ringback: bool,
-    /// Play a ringtone on the output device for an incoming call.
+    /// Play a ringtone on the output device for an incoming call, and a
+    /// conference's join and leave chimes.
     pub ringtone: bool,
 }
 

@@ -111,10 +111,14 @@ fn rank_key(m: &Member) -> (bool, Reach, std::cmp::Reverse<u32>, &str) {
     )
 }
 
-/// Whether `best` is enough better than the mixer `cur` to hand over to.
+/// Whether `best` is enough better than the mixer `cur` to hand over to:
+/// a better reach class, or twice the uplink when the mixer's is known (a
+/// mixer that has not measured its own yet is not judged by it).
 fn clearly_better(best: &Member, cur: &Member) -> bool {
     best.reach < cur.reach
-        || (best.reach == cur.reach && best.uplink_kbps >= cur.uplink_kbps.saturating_mul(2).max(1))
+        || (best.reach == cur.reach
+            && cur.uplink_kbps > 0
+            && best.uplink_kbps >= cur.uplink_kbps.saturating_mul(2))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -636,10 +640,12 @@ impl ConferenceCore {
             // Our Join will carry it.
             return;
         }
-        if let Some(m) = self.members.get_mut(&self.me.name) {
-            m.uplink_kbps = kbps;
-        }
+        // The roster changes only by the mixer's word, so that every node
+        // ranks the same figures at a failover.
         if self.we_mix() {
+            if let Some(m) = self.members.get_mut(&self.me.name) {
+                m.uplink_kbps = kbps;
+            }
             let best = rank(self.members.values())[0].clone();
             if best.name != self.me.name && clearly_better(&best, &self.me) {
                 self.set_mixer(best.name, self.epoch + 1, false);
@@ -823,7 +829,16 @@ impl ConferenceCore {
                     },
                 );
             }
-            next.insert(self.me.name.clone(), self.me.clone());
+            // Ourselves as we are, but our uplink as the mixer last heard
+            // it (every node ranks the same figures).
+            let mut mine = self.me.clone();
+            if let Some(r) = next
+                .get(&self.me.name)
+                .filter(|m| m.nonce == self.me.nonce)
+            {
+                mine.uplink_kbps = r.uplink_kbps;
+            }
+            next.insert(self.me.name.clone(), mine);
         }
         let old: Vec<String> = self.members.keys().cloned().collect();
         for n in &old {

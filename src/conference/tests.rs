@@ -380,6 +380,10 @@ fn a_measured_uplink_moves_the_mixer_only_when_clearly_better() {
         net.pump();
         net.run(500);
     };
+    // A member measures before the mixer did: the mixer is not judged by
+    // an uplink it has not measured yet.
+    set(&mut net, "cat", 64);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["ann".to_owned()]));
     // The mixer measures its own: still the best.
     set(&mut net, "ann", 96);
     assert_eq!(net.live_mixers(), BTreeSet::from(["ann".to_owned()]));

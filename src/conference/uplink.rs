@@ -6,7 +6,9 @@
 //! with what it proved then.
 //!
 //! - A **rate sample** is the sum over the legs reported in the last
-//!   [`FRESH_MS`] of each leg's bytes sent since its previous report.
+//!   [`FRESH_MS`] of each leg's bytes sent since its previous report; a
+//!   leg counts from its [`WARM_REPORTS`]th report on (a starting stream's
+//!   first loss and RTT figures are not the uplink's).
 //! - The sample is **clean** when no leg reports more than
 //!   [`CLEAN_LOSS_PCT`] loss and no leg's RTT is above twice (and 100 ms
 //!   over) the least RTT seen on that leg: the uplink carried that rate.
@@ -31,6 +33,8 @@ pub const MAX_LEGS: usize = 2 * super::MAX_PARTICIPANTS;
 pub const CLEAN_LOSS_PCT: f64 = 2.0;
 /// Loss above this on most legs is a full uplink, percent.
 pub const CONGESTED_LOSS_PCT: f64 = 5.0;
+/// A leg's reports before this one do not count.
+pub const WARM_REPORTS: u32 = 3;
 /// Reports at least this far apart make a rate (shorter: kept for later).
 const MIN_SPAN_MS: u64 = 500;
 
@@ -47,6 +51,8 @@ struct LegRate {
     /// The last and the least round-trip time, ms.
     rtt_ms: Option<u32>,
     min_rtt_ms: Option<u32>,
+    /// Reports so far (up to [`WARM_REPORTS`]).
+    reports: u32,
 }
 
 impl LegRate {
@@ -106,7 +112,9 @@ impl UplinkEstimator {
             loss_pct: 0.0,
             rtt_ms: None,
             min_rtt_ms: None,
+            reports: 0,
         });
+        l.reports = (l.reports + 1).min(WARM_REPORTS);
         let span = now.0.saturating_sub(l.at.0);
         if span >= MIN_SPAN_MS {
             // A restarted leg (fewer bytes) starts over.
@@ -133,7 +141,9 @@ impl UplinkEstimator {
         let fresh: Vec<&LegRate> = self
             .legs
             .values()
-            .filter(|l| now.0.saturating_sub(l.at.0) < FRESH_MS && l.kbps > 0.0)
+            .filter(|l| {
+                l.reports >= WARM_REPORTS && now.0.saturating_sub(l.at.0) < FRESH_MS && l.kbps > 0.0
+            })
             .collect();
         if fresh.is_empty() {
             return;
@@ -222,6 +232,10 @@ mod tests {
         let mut u = UplinkEstimator::new();
         let (mut t, mut bytes) = (0u64, [0u64; 4]);
         assert_eq!(u.kbps(), 0, "nothing measured yet");
+        // A starting stream's first reports do not count.
+        run(&mut u, &mut t, 1, 40, 2, (30.0, 30), &mut bytes);
+        assert_eq!(u.kbps(), 0);
+        assert_eq!(u.stats().samples, 0);
         // One 1:1 call at 40 kbit/s: 40 proven (quantised to 32).
         run(&mut u, &mut t, 1, 40, 5, (0.0, 30), &mut bytes);
         assert_eq!(u.kbps(), 32);
@@ -253,7 +267,7 @@ mod tests {
     fn stale_legs_do_not_count_and_the_table_is_bounded() {
         let mut u = UplinkEstimator::new();
         let (mut t, mut bytes) = (0u64, [0u64; 4]);
-        run(&mut u, &mut t, 2, 50, 3, (0.0, 20), &mut bytes);
+        run(&mut u, &mut t, 2, 50, 4, (0.0, 20), &mut bytes);
         assert_eq!(u.kbps(), 96);
         // Only leg p0 goes on; p1's old rate no longer adds after 3 s.
         for _ in 0..5 {
