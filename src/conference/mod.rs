@@ -832,10 +832,7 @@ impl ConferenceCore {
             // Ourselves as we are, but our uplink as the mixer last heard
             // it (every node ranks the same figures).
             let mut mine = self.me.clone();
-            if let Some(r) = next
-                .get(&self.me.name)
-                .filter(|m| m.nonce == self.me.nonce)
-            {
+            if let Some(r) = next.get(&self.me.name).filter(|m| m.nonce == self.me.nonce) {
                 mine.uplink_kbps = r.uplink_kbps;
             }
             next.insert(self.me.name.clone(), mine);
