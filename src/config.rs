@@ -182,7 +182,8 @@ pub struct CallSection {
     pub auto_answer: bool,
     /// Play the ring-back tone (425 Hz, 1 s in 5) while the callee rings.
     pub ringback: bool,
-    /// Play a ringtone on the output device for an incoming call.
+    /// Play a ringtone on the output device for an incoming call, and a
+    /// conference's join and leave chimes.
     pub ringtone: bool,
 }
 
@@ -613,6 +614,14 @@ pub struct KeysSection {
     pub hang_up: KeyList,
     pub mute: KeyList,
     pub hold: KeyList,
+    /// Add the selected contact to the call or conference.
+    pub conference_add: KeyList,
+    /// Mark the selected contact for a conference (or unmark).
+    pub mark: KeyList,
+    /// Start a conference with the marked contacts.
+    pub conference: KeyList,
+    /// Mute the selected contact in the conference (its starter only).
+    pub mute_other: KeyList,
     pub cycle_status: KeyList,
     /// Open the mood message (status text) dialog.
     pub status_message: KeyList,
@@ -644,6 +653,10 @@ impl Default for KeysSection {
             hang_up: k(&["x", "ctrl+x"]),
             mute: k(&["m", "ctrl+t"]),
             hold: k(&["o", "ctrl+o"]),
+            conference_add: k(&["+"]),
+            mark: k(&["space"]),
+            conference: k(&["C"]),
+            mute_other: k(&["M"]),
             cycle_status: k(&["s"]),
             status_message: k(&["S"]),
             accept_contact: k(&["a"]),
@@ -655,7 +668,7 @@ impl Default for KeysSection {
 
 impl KeysSection {
     /// Every action with its keys, in the order the config documents them.
-    pub fn actions(&self) -> [(&'static str, &KeyList); 17] {
+    pub fn actions(&self) -> [(&'static str, &KeyList); 21] {
         [
             ("quit", &self.quit),
             ("help", &self.help),
@@ -669,6 +682,10 @@ impl KeysSection {
             ("hang_up", &self.hang_up),
             ("mute", &self.mute),
             ("hold", &self.hold),
+            ("conference_add", &self.conference_add),
+            ("mark", &self.mark),
+            ("conference", &self.conference),
+            ("mute_other", &self.mute_other),
             ("cycle_status", &self.cycle_status),
             ("status_message", &self.status_message),
             ("accept_contact", &self.accept_contact),

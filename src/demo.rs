@@ -1,23 +1,29 @@
 //! `natter demo`: the embedded default network, needing no config and no
 //! sound card. On loopback, in this process, it starts a login authority,
-//! two supernodes, an echo contact (`echo123`) and a chat bot (`bot`),
-//! logs the local user (`you`) in and opens the softphone.
+//! two supernodes, an echo contact (`echo123`), a talking contact
+//! (`carol`) and a chat bot (`bot`), logs the local user (`you`) in and
+//! opens the softphone.
 //!
 //! The contacts are client runtimes driven through the node API like the
 //! TUI: they answer chat and accept contact requests; echo123 answers
-//! every call and plays back what it hears (like `--headless --echo`),
-//! the bot declines calls. Without a sound card the local user's calls
-//! use the tone generator and the null device, and the screen says so.
+//! every call and conference and plays back what it hears (like
+//! `--headless --echo`), carol answers them too and talks (a tone), so a
+//! conference with both is a three-party call; the bot declines calls.
+//! Without a sound card the local user's calls use the tone generator and
+//! the null device, and the screen says so.
 
 use anyhow::{Context, Result, bail};
 use natter::authority::{AuthorityServer, Policy, Store};
 use natter::call::CallConfig;
 use natter::clock::{Clock, SystemClock};
+use natter::conference::{ConfEvent, LeftReason};
 use natter::config::{Config, HostPort};
 use natter::identity::{AuthorityKey, Role, Username};
 use natter::media::MediaConfig;
 use natter::media::audio::DeviceSpec;
-use natter::node::api::{CallState, Command, ContactState, Event, LoginState, MessageState};
+use natter::node::api::{
+    CallState, Command, ConferenceUpdate, ContactState, Event, LoginState, MessageState,
+};
 use natter::node::calls::CallOptions;
 use natter::node::client::{self, ClientHandle, ClientSettings};
 use natter::node::driver::OverlayNode;
@@ -87,6 +93,17 @@ impl Network {
         let (media, call) = (MediaConfig::default(), CallConfig::default());
         let calls = if user == "echo123" {
             CallOptions::echo(DeviceSpec::Null, media, call)
+        } else if user == "carol" {
+            // Talks (a tone, C5) and hears nothing: answers everything.
+            CallOptions {
+                input: DeviceSpec::Tone { hz: CAROL_HZ },
+                output: DeviceSpec::Null,
+                media,
+                call,
+                auto_answer: true,
+                ringback: false,
+                ringtone: false,
+            }
         } else {
             // The runtime swaps in tone and null without a sound card.
             CallOptions {
@@ -218,10 +235,16 @@ async fn log_in(c: &mut ClientHandle, user: &str) -> Result<()> {
     }
 }
 
+/// What carol says into calls: a tone (C5), Hz.
+const CAROL_HZ: f32 = 523.25;
+
 /// What a demo contact says back.
 fn reply(user: &str, text: &str) -> String {
     match user {
         "echo123" => text.to_owned(),
+        "carol" => "I talk on calls: call me, or start a conference with echo123 and me \
+                    (space marks each of us, C starts it)."
+            .into(),
         _ => match text.trim().to_ascii_lowercase().as_str() {
             "help" | "?" => "Say anything and I answer. Try: time, help.".into(),
             "time" => {
@@ -255,28 +278,40 @@ async fn start_contact(net: &Network, user: &'static str, message: &str) -> Resu
             task: _task,
         } = c;
         while let Some(e) = events.recv().await {
-            let answer = match e {
-                Event::Message(m) if m.state == MessageState::Received => Command::SendMessage {
-                    to: m.peer,
-                    text: reply(user, &m.text),
-                },
-                Event::ContactRequest { from, .. } => Command::AcceptContact { username: from },
-                Event::Contact {
-                    username,
-                    state: ContactState::Pending,
-                } => Command::AcceptContact { username },
-                // echo123 answers by itself (auto-answer); the bot is no
-                // one to talk to.
-                Event::Call(call) if user == "bot" && call.state == CallState::Incoming => {
-                    Command::DeclineCall { call: call.id }
-                }
-                Event::Error { command, message } => {
-                    tracing::info!("demo contact {user}: {command}: {message}");
-                    continue;
-                }
-                Event::Stopped => break,
-                _ => continue,
-            };
+            let answer =
+                match e {
+                    Event::Message(m) if m.state == MessageState::Received => {
+                        Command::SendMessage {
+                            to: m.peer,
+                            text: reply(user, &m.text),
+                        }
+                    }
+                    Event::ContactRequest { from, .. } => Command::AcceptContact { username: from },
+                    Event::Contact {
+                        username,
+                        state: ContactState::Pending,
+                    } => Command::AcceptContact { username },
+                    // echo123 answers by itself (auto-answer); the bot is no
+                    // one to talk to.
+                    Event::Call(call) if user == "bot" && call.state == CallState::Incoming => {
+                        Command::DeclineCall { call: call.id }
+                    }
+                    // The contacts are there for the user: a conference they
+                    // left (or lost) is over for them too, so that they do not
+                    // talk on to each other (and stay busy).
+                    Event::Conference(ConferenceUpdate::Changed(ConfEvent::Left {
+                        name, ..
+                    })) if name == "you" => Command::ConferenceLeave,
+                    Event::Conference(ConferenceUpdate::Changed(ConfEvent::Incoming {
+                        ..
+                    })) if user == "bot" => Command::ConferenceLeave,
+                    Event::Error { command, message } => {
+                        tracing::info!("demo contact {user}: {command}: {message}");
+                        continue;
+                    }
+                    Event::Stopped => break,
+                    _ => continue,
+                };
             if commands.send(answer).await.is_err() {
                 break;
             }
@@ -310,12 +345,17 @@ async fn bring_up(dir: &Path, started: Instant) -> Result<(Network, ClientHandle
     };
     tokio::try_join!(
         start_contact(&net, "echo123", "echo test: call me, or say something"),
+        start_contact(
+            &net,
+            "carol",
+            "talks: call me, or a conference with echo123"
+        ),
         start_contact(&net, "bot", "chat bot: say hi"),
         register_you,
     )?;
     tracing::info!(ms = started.elapsed().as_millis() as u64, "demo network up");
     let you = client::spawn(
-        net.settings("you", &["echo123", "bot"]),
+        net.settings("you", &["echo123", "carol", "bot"]),
         Arc::new(SystemClock),
     );
     Ok((net, you))
@@ -398,7 +438,7 @@ async fn run_in(
     let mut online = std::collections::BTreeSet::new();
     let mut seen = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while online.len() < 2 {
+    while online.len() < 3 {
         let ev = tokio::time::timeout_at(deadline, you.events.recv())
             .await
             .context("the demo contacts did not come online within 30 s")?;
@@ -443,6 +483,7 @@ async fn run_in(
         chat_round_trip(&mut you, peer, text).await?;
     }
     call_echo(&mut you).await?;
+    conference(&mut you).await?;
     you.commands.send(Command::Quit).await?;
     while let Some(e) = you.events.recv().await {
         if e == Event::Stopped {
@@ -496,6 +537,81 @@ async fn chat_round_trip(you: &mut ClientHandle, peer: &str, text: &str) -> Resu
         rtt.as_millis(),
         acked.unwrap().as_millis()
     );
+    Ok(())
+}
+
+/// A conference with carol and echo123: both join, carol is heard (her
+/// level at the mixer, us), then we leave; prints how long each took.
+async fn conference(you: &mut ClientHandle) -> Result<()> {
+    let started = Instant::now();
+    you.commands
+        .send(Command::ConferenceStart {
+            users: vec!["carol".into(), "echo123".into()],
+        })
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut joined = std::collections::BTreeMap::new();
+    let mut busy = 0;
+    let heard = loop {
+        let ev = tokio::time::timeout_at(deadline, you.events.recv())
+            .await
+            .context("the conference with carol and echo123 did not carry carol within 20 s")?;
+        match ev {
+            Some(Event::Conference(ConferenceUpdate::Changed(e))) => match e {
+                ConfEvent::Joined { name, .. } => {
+                    joined.insert(name, started.elapsed());
+                }
+                // echo123 may still be ending the call before: ask again.
+                ConfEvent::Left {
+                    name,
+                    reason: LeftReason::Busy,
+                    ..
+                } if busy < 5 => {
+                    busy += 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    you.commands
+                        .send(Command::ConferenceAdd { username: name })
+                        .await?;
+                }
+                ConfEvent::Left { name, reason, .. } => {
+                    bail!("{name} left the conference ({})", reason.code())
+                }
+                ConfEvent::Ended { reason, .. } => {
+                    bail!("the conference ended ({})", reason.code())
+                }
+                ConfEvent::Levels { levels, .. }
+                    if levels.iter().any(|(n, l)| {
+                        n == "carol" && *l >= natter::ui::model::conference::SPEAKING_LEVEL
+                    }) =>
+                {
+                    break started.elapsed();
+                }
+                _ => {}
+            },
+            Some(Event::Error { command, message }) => bail!("{command}: {message}"),
+            Some(_) => {}
+            None => bail!("the runtime stopped"),
+        }
+    };
+    let ms = |u: &str| joined.get(u).map_or(0, |d| d.as_millis());
+    println!(
+        "  conference with carol and echo123: they joined after {} and {} ms, carol heard after {} ms",
+        ms("carol"),
+        ms("echo123"),
+        heard.as_millis()
+    );
+    you.commands.send(Command::ConferenceLeave).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, you.events.recv())
+            .await
+            .context("the conference did not end within 20 s")?;
+        match ev {
+            Some(Event::Conference(ConferenceUpdate::Changed(ConfEvent::Ended { .. }))) => break,
+            Some(_) => {}
+            None => bail!("the runtime stopped"),
+        }
+    }
     Ok(())
 }
 

@@ -16,7 +16,10 @@
 //!   then better NAT classes, then more uplink, then the name: every node
 //!   computes the same order from the same roster. The starter mixes at
 //!   first; when a member who ranks in a better reach class (or has twice
-//!   the uplink) joins, the mixer hands over.
+//!   the uplink) joins, the mixer hands over. The uplink is measured
+//!   ([`uplink`]) and re-announced when it changes
+//!   ([`ConferenceCore::set_uplink`]): a mixer whose uplink fills up hands
+//!   over to one with twice as much.
 //! - **Roster**: a joiner sends [`ConfMsg::Join`] to every member; the mixer
 //!   answers with [`ConfMsg::Roster`] (and repeats it every
 //!   [`ConfConfig::roster_interval_ms`]). A roster with a newer mixer epoch
@@ -34,6 +37,7 @@
 //!   with a fresh nonce, hence fresh leg keys.
 
 pub mod msg;
+pub mod uplink;
 
 pub use msg::ConfMsg;
 
@@ -107,10 +111,14 @@ fn rank_key(m: &Member) -> (bool, Reach, std::cmp::Reverse<u32>, &str) {
     )
 }
 
-/// Whether `best` is enough better than the mixer `cur` to hand over to.
+/// Whether `best` is enough better than the mixer `cur` to hand over to:
+/// a better reach class, or twice the uplink when the mixer's is known (a
+/// mixer that has not measured its own yet is not judged by it).
 fn clearly_better(best: &Member, cur: &Member) -> bool {
     best.reach < cur.reach
-        || (best.reach == cur.reach && best.uplink_kbps >= cur.uplink_kbps.saturating_mul(2).max(1))
+        || (best.reach == cur.reach
+            && cur.uplink_kbps > 0
+            && best.uplink_kbps >= cur.uplink_kbps.saturating_mul(2))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -318,6 +326,13 @@ impl ConferenceCore {
         c.event(ConfEvent::Joined {
             id,
             name: me.name.clone(),
+        });
+        // Who mixes, from the start (front ends show it).
+        c.event(ConfEvent::MixerChanged {
+            id,
+            mixer: me.name.clone(),
+            epoch: 1,
+            failover: false,
         });
         for u in users {
             c.invite(now, u)?;
@@ -559,6 +574,13 @@ impl ConferenceCore {
             id: self.id,
             name: me.name,
         });
+        // Who mixes as the invitation said (a roster corrects it).
+        self.event(ConfEvent::MixerChanged {
+            id: self.id,
+            mixer: self.mixer.clone(),
+            epoch: self.epoch,
+            failover: false,
+        });
         self.sync_legs(now);
         Ok(())
     }
@@ -604,6 +626,43 @@ impl ConferenceCore {
             on,
         });
         Ok(())
+    }
+
+    /// Our measured uplink is now `kbps` ([`uplink::UplinkEstimator`]):
+    /// the mixer learns it (a Join again, or our roster when we mix), and
+    /// a mixer hands over to a member now clearly better than itself.
+    pub fn set_uplink(&mut self, now: u64, kbps: u32) {
+        if self.me.uplink_kbps == kbps {
+            return;
+        }
+        self.me.uplink_kbps = kbps;
+        if !self.joined() {
+            // Our Join will carry it.
+            return;
+        }
+        // The roster changes only by the mixer's word, so that every node
+        // ranks the same figures at a failover.
+        if self.we_mix() {
+            if let Some(m) = self.members.get_mut(&self.me.name) {
+                m.uplink_kbps = kbps;
+            }
+            let best = rank(self.members.values())[0].clone();
+            if best.name != self.me.name && clearly_better(&best, &self.me) {
+                self.set_mixer(best.name, self.epoch + 1, false);
+            }
+            let r = self.roster();
+            self.broadcast(&r);
+            self.next_roster = now + self.cfg.roster_interval_ms;
+        } else {
+            let mixer = self.mixer.clone();
+            self.send(
+                &mixer,
+                &ConfMsg::Join {
+                    member: self.me.clone(),
+                },
+            );
+        }
+        self.sync_legs(now);
     }
 
     /// Whether we are muted (by ourselves or the starter).
@@ -770,7 +829,13 @@ impl ConferenceCore {
                     },
                 );
             }
-            next.insert(self.me.name.clone(), self.me.clone());
+            // Ourselves as we are, but our uplink as the mixer last heard
+            // it (every node ranks the same figures).
+            let mut mine = self.me.clone();
+            if let Some(r) = next.get(&self.me.name).filter(|m| m.nonce == self.me.nonce) {
+                mine.uplink_kbps = r.uplink_kbps;
+            }
+            next.insert(self.me.name.clone(), mine);
         }
         let old: Vec<String> = self.members.keys().cloned().collect();
         for n in &old {

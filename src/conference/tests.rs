@@ -363,3 +363,55 @@ fn a_conference_whose_only_invitee_is_busy_ends() {
     assert!(ConferenceCore::busy_reply(&ConfMsg::Leave.encode(77)).is_none());
     assert!(ConferenceCore::busy_reply(b"junk").is_none());
 }
+
+#[test]
+fn a_measured_uplink_moves_the_mixer_only_when_clearly_better() {
+    let people: Vec<Member> = ["ann", "bob", "cat"]
+        .iter()
+        .map(|n| member(n, Reach::Cone, 0))
+        .collect();
+    let mut net = Net::new(&people);
+    net.start("ann", &["bob", "cat"]);
+    net.run(500);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["ann".to_owned()]));
+    let set = |net: &mut Net, who: &str, kbps: u32| {
+        let now = net.now;
+        net.cores.get_mut(who).unwrap().set_uplink(now, kbps);
+        net.pump();
+        net.run(500);
+    };
+    // A member measures before the mixer did: the mixer is not judged by
+    // an uplink it has not measured yet.
+    set(&mut net, "cat", 64);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["ann".to_owned()]));
+    // The mixer measures its own: still the best.
+    set(&mut net, "ann", 96);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["ann".to_owned()]));
+    // bob measured ten times as much: ann hands over, and every roster
+    // carries bob's figure.
+    set(&mut net, "bob", 1024);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["bob".to_owned()]));
+    for (n, c) in &net.cores {
+        let bob = c.members().find(|m| m.name == "bob").unwrap();
+        assert_eq!(bob.uplink_kbps, 1024, "{n}");
+    }
+    // cat has more, but not twice bob's: no handover (no flapping).
+    set(&mut net, "cat", 1536);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["bob".to_owned()]));
+    // bob's uplink fills up (congestion caps it): cat is now clearly
+    // better and takes over; nobody calls it a failover.
+    net.events.clear();
+    set(&mut net, "bob", 256);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["cat".to_owned()]));
+    assert!(
+        net.events.iter().all(|(_, e)| !matches!(
+            e,
+            ConfEvent::MixerChanged { failover: true, .. }
+        ) && !matches!(e, ConfEvent::Left { .. })),
+        "{:?}",
+        net.events
+    );
+    for c in net.cores.values() {
+        assert_eq!(c.members().count(), 3);
+    }
+}

@@ -16,11 +16,13 @@
 //! the mixer): it sends its microphone and plays what the mixer sends. So
 //! a failover only swaps legs; the device and its recording go on.
 //!
+//! A [`Chime`] (someone joined or left) is added to what we play only.
+//!
 //! Legs left out of the mix (muted by the conference's starter) still
 //! receive it. Levels (peak per leg and of the microphone) and each leg's
 //! last authentic datagram are reported every [`LEVELS_MS`].
 
-use super::audio::{AudioError, AudioIo, RING_SAMPLES};
+use super::audio::{AudioError, AudioIo, Chime, RING_SAMPLES};
 use super::codec::{Encoder, MAX_PACKET};
 use super::processing::Processor;
 use super::session::{MediaConfig, MediaEvent, MediaSession};
@@ -57,6 +59,8 @@ pub enum MixCommand {
         peer: String,
         on: bool,
     },
+    /// Play a chime (to us only).
+    Chime(Chime),
     Stop,
 }
 
@@ -137,6 +141,8 @@ pub struct Mixer {
     mix: Vec<i16>,
     /// Mixed audio for the device.
     play: VecDeque<i16>,
+    /// The chime playing and its next sample.
+    chime: Option<(Chime, usize)>,
     stats: MixStats,
 }
 
@@ -155,6 +161,7 @@ impl Mixer {
             mix32: vec![0; frame],
             mix: vec![0; frame],
             play: VecDeque::with_capacity(MAX_PLAY_QUEUE + frame),
+            chime: None,
             stats: MixStats::default(),
         })
     }
@@ -201,6 +208,12 @@ impl Mixer {
         if let Some(l) = self.legs.get_mut(peer) {
             l.excluded = on;
         }
+    }
+
+    /// Add `c` to what we play from the next frame (a newer one replaces
+    /// one still playing).
+    pub fn chime(&mut self, c: Chime) {
+        self.chime = Some((c, 0));
     }
 
     pub fn stats(&self) -> MixStats {
@@ -253,6 +266,15 @@ impl Mixer {
         }
         // What we play: everyone but us.
         limit(&self.total, &mut self.mix);
+        if let Some((c, pos)) = &mut self.chime {
+            for s in self.mix.iter_mut() {
+                *s = s.saturating_add(c.sample(*pos));
+                *pos += 1;
+            }
+            if *pos >= Chime::len() {
+                self.chime = None;
+            }
+        }
         self.play.extend(self.mix.iter());
         if self.play.len() > MAX_PLAY_QUEUE {
             let extra = self.play.len() - MAX_PLAY_QUEUE;
@@ -474,6 +496,7 @@ async fn run(
                 Some(MixCommand::RemoveLeg(peer)) => mixer.remove_leg(&peer),
                 Some(MixCommand::Mute(on)) => mixer.set_muted(on),
                 Some(MixCommand::Exclude { peer, on }) => mixer.exclude(&peer, on),
+                Some(MixCommand::Chime(c)) => mixer.chime(c),
                 Some(MixCommand::Stop) | None => break,
             },
         }
@@ -597,6 +620,56 @@ mod tests {
         }
         let s = mixer.stats();
         assert!(s.own_encodes > 100 && s.bytes_sent > 0, "{s:?}");
+    }
+
+    /// A chime goes into what we play, once, and not into what a leg
+    /// is sent.
+    #[test]
+    fn a_chime_is_played_to_us_only() {
+        let mut mixer = Mixer::new(MediaConfig::default()).unwrap();
+        let secret = [9u8; 32];
+        let ours = MediaSession::new(
+            MediaConfig::default(),
+            &MediaKeys::derive(&secret, Side::Caller),
+            1,
+            0,
+        )
+        .unwrap();
+        let mut theirs = MediaSession::new(
+            MediaConfig::default(),
+            &MediaKeys::derive(&secret, Side::Callee),
+            2,
+            0,
+        )
+        .unwrap();
+        mixer.add_leg("p".into(), Box::new(ours));
+        let (mut played, mut heard) = (Vec::new(), Vec::new());
+        let silence = [0i16; 960];
+        for t in (0..1_000u64).step_by(20) {
+            if t == 200 {
+                mixer.chime(Chime::Joined);
+            }
+            mixer.push_capture(t, &silence);
+            let mut out = [0i16; 960];
+            mixer.pull_playback(&mut out);
+            played.extend_from_slice(&out);
+            while let Some((_, d)) = mixer.poll_transmit() {
+                theirs.handle_datagram(t + 10, &d);
+            }
+            theirs.push_capture(t, &silence);
+            while let Some(d) = theirs.poll_transmit() {
+                mixer.datagram(t + 10, "p", &d);
+            }
+            theirs.pull_playback(t + 10, &mut out);
+            heard.extend_from_slice(&out);
+        }
+        let loud = |v: &[i16]| v.iter().filter(|s| s.unsigned_abs() > 1_000).count();
+        // 160 ms of chime, most of it above the threshold; once only.
+        let n = loud(&played);
+        assert!(n > 4_000 && n <= Chime::len(), "{n}");
+        assert_eq!(loud(&played[..9_600]), 0, "not before it");
+        assert!(loud(&played[24_000..]) == 0, "played once");
+        assert_eq!(loud(&heard), 0, "the leg is not sent the chime");
     }
 }
 

@@ -178,6 +178,14 @@ impl App {
             CallState::Incoming => format!("{} is calling you. Quit and refuse the call?", c.peer),
             _ => format!("You are in a call with {}. Quit and hang up?", c.peer),
         });
+        let question = question.or_else(|| {
+            self.model.live_conference().map(|c| {
+                format!(
+                    "You are in a conference with {} others. Quit and leave it?",
+                    c.participants.len().saturating_sub(1)
+                )
+            })
+        });
         match question {
             Some(q) => self.confirm = Some(Question::Quit(q)),
             None => self.do_quit(),
@@ -257,6 +265,19 @@ impl App {
             }
             return;
         }
+        // So is a conference invitation's.
+        if self.model.conference_invite().is_some() {
+            if self.keys.is(Action::AcceptCall, &key) {
+                return self.send(Command::ConferenceAccept);
+            }
+            if self.keys.is(Action::DeclineCall, &key) {
+                return self.send(Command::ConferenceLeave);
+            }
+            if ctrl_c {
+                return self.ask_quit();
+            }
+            return;
+        }
         if let Some(mut input) = self.mood.take() {
             match key.code {
                 _ if ctrl_c => return self.ask_quit(),
@@ -303,6 +324,7 @@ impl App {
             || self.help
             || self.confirm.is_some()
             || self.model.incoming_call().is_some()
+            || self.model.conference_invite().is_some()
         {
             return;
         }
@@ -378,6 +400,7 @@ impl App {
 
     fn action(&mut self, a: Action) {
         let live_call = self.live_call().cloned();
+        let in_conference = self.model.live_conference().is_some();
         match a {
             Action::Quit => self.ask_quit(),
             Action::Help => self.help = true,
@@ -395,6 +418,13 @@ impl App {
                 }
             }
             Action::Call => match self.selected() {
+                Some((username, _)) if in_conference => self.model.notify(
+                    Level::Error,
+                    format!(
+                        "you are in a conference: {} adds {username} to it",
+                        self.keys.first(Action::ConferenceAdd)
+                    ),
+                ),
                 _ if live_call.is_some() => self
                     .model
                     .notify(Level::Error, "hang up the current call first".into()),
@@ -412,10 +442,15 @@ impl App {
                 None => {}
             },
             Action::AcceptCall | Action::DeclineCall => {}
+            Action::HangUp if in_conference => self.send(Command::ConferenceLeave),
             Action::HangUp => {
                 if let Some(c) = live_call {
                     self.send(Command::HangUp { call: c.id });
                 }
+            }
+            Action::Mute if in_conference => {
+                let muted = !self.model.conference_muted();
+                self.send(Command::ConferenceMute { muted: Some(muted) })
             }
             Action::Mute => {
                 if let Some(c) = live_call {
@@ -433,6 +468,10 @@ impl App {
                     });
                 }
             }
+            Action::ConferenceAdd => self.conference_add(live_call.as_ref(), in_conference),
+            Action::Mark => self.mark(),
+            Action::Conference => self.start_conference(live_call.is_some(), in_conference),
+            Action::MuteOther => self.mute_other(),
             Action::CycleStatus => {
                 let (status, message) = self
                     .model
@@ -501,6 +540,153 @@ impl App {
                 None => {}
             },
         }
+    }
+
+    /// The selected row, when it is a contact one can call (not a
+    /// request, a stranger or blocked); else why not, as a notice.
+    fn callable(&mut self) -> Option<String> {
+        match self.selected() {
+            Some((name, Some(ContactState::Blocked))) => {
+                let unblock = self.keys.first(Action::BlockContact);
+                self.model.notify(
+                    Level::Error,
+                    format!("{name} is blocked: unblock them ({unblock}) first"),
+                );
+                None
+            }
+            Some((name, Some(ContactState::Pending) | None)) => {
+                self.model
+                    .notify(Level::Error, format!("{name} is not a contact yet"));
+                None
+            }
+            Some((name, Some(_))) => Some(name),
+            None => None,
+        }
+    }
+
+    /// `+`: the selected contact joins the call (which becomes a
+    /// conference) or the conference.
+    fn conference_add(&mut self, live_call: Option<&crate::node::api::CallInfo>, conf: bool) {
+        let answered = live_call.is_some_and(|c| c.state == CallState::Active);
+        if !conf && !answered {
+            let text = match live_call {
+                Some(_) => "the call is not answered yet: add them once it is".to_owned(),
+                None => format!(
+                    "no call to add to: {} marks contacts, {} starts a conference with them",
+                    self.keys.first(Action::Mark),
+                    self.keys.first(Action::Conference)
+                ),
+            };
+            return self.model.notify(Level::Error, text);
+        }
+        let Some(name) = self.callable() else { return };
+        let already = self
+            .model
+            .live_conference()
+            .is_some_and(|c| c.participants.contains_key(&name))
+            || live_call.is_some_and(|c| c.peer == name && !conf);
+        if already {
+            return self
+                .model
+                .notify(Level::Error, format!("{name} is in the call already"));
+        }
+        self.model
+            .notify(Level::Info, format!("inviting {name} into the conference…"));
+        self.send(Command::ConferenceAdd { username: name });
+    }
+
+    /// Space: mark or unmark the selected contact for a conference.
+    fn mark(&mut self) {
+        let Some(name) = self.callable() else { return };
+        if !self.buddies.marked.remove(&name) {
+            self.buddies.marked.insert(name);
+        }
+        let n = self.buddies.marked.len();
+        let text = match n {
+            0 => "no contact marked".to_owned(),
+            _ => format!(
+                "{n} marked ({}): {} starts a conference with them",
+                self.buddies
+                    .marked
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.keys.first(Action::Conference)
+            ),
+        };
+        self.model.notify(Level::Info, text);
+    }
+
+    /// `C`: a conference with the marked contacts (in a conference: they
+    /// are added to it).
+    fn start_conference(&mut self, call: bool, conf: bool) {
+        let me = self.model.me().map(str::to_owned);
+        let users: Vec<String> = self
+            .buddies
+            .marked
+            .iter()
+            .filter(|u| Some(u.as_str()) != me.as_deref())
+            .filter(|u| self.model.contacts.contains_key(*u))
+            .cloned()
+            .collect();
+        if users.is_empty() {
+            return self.model.notify(
+                Level::Error,
+                format!(
+                    "mark the contacts for the conference with {} first",
+                    self.keys.first(Action::Mark)
+                ),
+            );
+        }
+        if call && !conf {
+            return self.model.notify(
+                Level::Error,
+                format!(
+                    "in a call: {} adds the selected contact to it",
+                    self.keys.first(Action::ConferenceAdd)
+                ),
+            );
+        }
+        self.buddies.marked.clear();
+        if conf {
+            for username in users {
+                self.send(Command::ConferenceAdd { username });
+            }
+        } else {
+            self.model.notify(
+                Level::Info,
+                format!("starting a conference with {}…", users.join(", ")),
+            );
+            self.send(Command::ConferenceStart { users });
+        }
+    }
+
+    /// `M`: mute or unmute the selected contact in our conference.
+    fn mute_other(&mut self) {
+        let Some(c) = self.model.live_conference().cloned() else {
+            return self
+                .model
+                .notify(Level::Error, "no conference: nobody to mute".into());
+        };
+        let Some((name, _)) = self.selected() else {
+            return;
+        };
+        let Some(p) = c.participants.get(&name) else {
+            return self
+                .model
+                .notify(Level::Error, format!("{name} is not in the conference"));
+        };
+        if !c.we_started {
+            return self.model.notify(
+                Level::Error,
+                "only the one who started the conference may mute others".into(),
+            );
+        }
+        self.send(Command::ConferenceMuteOther {
+            username: name,
+            muted: !p.muted,
+        });
     }
 
     pub fn render(&self, f: &mut Frame) {
@@ -651,15 +837,41 @@ impl App {
     /// The keys of the call on, if any: those that work while typing when
     /// `typing`.
     fn call_hints(&self, typing: bool) -> String {
-        let Some(c) = self.live_call() else {
-            return String::new();
-        };
         let key = |a| {
             if typing {
                 self.keys.first_non_text(a)
             } else {
                 self.keys.first(a)
             }
+        };
+        if let Some(c) = self.model.live_conference() {
+            let mut h = format!(
+                "{} leave · {} {} · {} add",
+                key(Action::HangUp),
+                key(Action::Mute),
+                if self.model.conference_muted() {
+                    "unmute"
+                } else {
+                    "mute"
+                },
+                key(Action::ConferenceAdd),
+            );
+            if c.we_started {
+                h += &format!(" · {} mute them", key(Action::MuteOther));
+            }
+            return h;
+        }
+        let Some(c) = self.live_call() else {
+            // Marked contacts wait for the conference key.
+            let n = self.buddies.marked.len();
+            if n > 0 && !typing {
+                return format!(
+                    "{} conference with {n} marked · {} mark",
+                    key(Action::Conference),
+                    key(Action::Mark)
+                );
+            }
+            return String::new();
         };
         match c.state {
             // The prompt shows its own keys.

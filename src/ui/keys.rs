@@ -19,6 +19,10 @@ pub enum Action {
     HangUp,
     Mute,
     Hold,
+    ConferenceAdd,
+    Mark,
+    Conference,
+    MuteOther,
     CycleStatus,
     StatusMessage,
     AcceptContact,
@@ -37,11 +41,15 @@ impl Action {
             Action::OpenChat => "chat with the selected contact",
             Action::Back => "close a window, leave the chat input",
             Action::Call => "call the selected contact",
-            Action::AcceptCall => "answer an incoming call",
-            Action::DeclineCall => "refuse an incoming call",
-            Action::HangUp => "hang up",
-            Action::Mute => "mute or unmute the microphone",
+            Action::AcceptCall => "answer an incoming call, or join a conference",
+            Action::DeclineCall => "refuse an incoming call or conference",
+            Action::HangUp => "hang up, or leave the conference",
+            Action::Mute => "mute or unmute the microphone (call or conference)",
             Action::Hold => "put the call on hold or resume it",
+            Action::ConferenceAdd => "add the selected contact to the call: a conference",
+            Action::Mark => "mark the selected contact for a conference, or unmark",
+            Action::Conference => "start a conference with the marked contacts",
+            Action::MuteOther => "mute or unmute the selected conference participant",
             Action::CycleStatus => "cycle status: online, away, do not disturb, invisible",
             Action::StatusMessage => "set your mood message (shown to contacts)",
             Action::AcceptContact => "accept the selected contact request",
@@ -82,6 +90,10 @@ impl KeyMap {
                 b(Action::HangUp, &k.hang_up),
                 b(Action::Mute, &k.mute),
                 b(Action::Hold, &k.hold),
+                b(Action::ConferenceAdd, &k.conference_add),
+                b(Action::Mark, &k.mark),
+                b(Action::Conference, &k.conference),
+                b(Action::MuteOther, &k.mute_other),
                 b(Action::AcceptContact, &k.accept_contact),
                 b(Action::RemoveContact, &k.remove_contact),
                 b(Action::BlockContact, &k.block_contact),
@@ -223,6 +235,24 @@ mod tests {
         let s = key(KeyCode::Char('S'), KeyModifiers::SHIFT);
         assert_eq!(k.action(&s, false), Some(Action::StatusMessage));
         assert_eq!(k.action(&s, true), None);
+    }
+
+    #[test]
+    fn conference_keys() {
+        let k = KeyMap::default();
+        let shifted = |c| key(KeyCode::Char(c), KeyModifiers::SHIFT);
+        let plain = |c| key(KeyCode::Char(c), KeyModifiers::NONE);
+        // '+' arrives shifted on most keyboards, plain on a keypad.
+        assert_eq!(k.action(&shifted('+'), false), Some(Action::ConferenceAdd));
+        assert_eq!(k.action(&plain('+'), false), Some(Action::ConferenceAdd));
+        assert_eq!(k.action(&plain(' '), false), Some(Action::Mark));
+        assert_eq!(k.action(&shifted('C'), false), Some(Action::Conference));
+        assert_eq!(k.action(&shifted('M'), false), Some(Action::MuteOther));
+        // Text while typing; 'c' and 'm' stay call and mute.
+        assert_eq!(k.action(&plain(' '), true), None);
+        assert_eq!(k.action(&plain('c'), false), Some(Action::Call));
+        assert_eq!(k.action(&plain('m'), false), Some(Action::Mute));
+        assert_eq!(k.first(Action::Mark), "space");
     }
 
     #[test]

@@ -1117,7 +1117,15 @@ fn five_party_conference_panel() {
         screen.contains("conference · 5 participants · mixed by you"),
         "{screen}"
     );
-    assert!(screen.contains("frank left the conference"), "{screen}");
+    assert!(
+        app.model
+            .notices
+            .iter()
+            .any(|n| n.text == "frank left the conference (left)"),
+        "{:?}",
+        app.model.notices
+    );
+    assert!(screen.contains("you muted dave"), "{screen}");
     assert_snapshot!("conference_five_party", screen);
 }
 
@@ -1367,4 +1375,229 @@ fn hint_line_follows_the_selection() {
     app.handle_event(call(9, CallState::Active, Some(NOW)));
     app.tick(NOW + 240_000);
     assert_snapshot!("contacts_in_call_hints", draw(&app, 100, 30));
+}
+
+fn conf(e: crate::conference::ConfEvent) -> Event {
+    Event::Conference(crate::node::api::ConferenceUpdate::Changed(e))
+}
+
+/// In a call with echo123, `+` on bot makes it a conference; the panel
+/// shows the conference's keys; `m` mutes us, `M` (we started it) mutes
+/// the selected participant, `x` leaves.
+#[test]
+fn a_call_becomes_a_conference_with_the_keys() {
+    use crate::conference::{ConfEvent, LeftReason};
+    let mut app = logged_in();
+    app.handle_event(call(9, CallState::Active, Some(NOW)));
+    // `+` during a 1:1 call: the selected contact (bot, the first) joins.
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::Char('+'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::ConferenceAdd {
+            username: "bot".into()
+        }]
+    );
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("inviting bot into the conference"),
+        "{screen}"
+    );
+    // The node makes it a conference of three, started by us.
+    for n in ["you", "echo123", "bot"] {
+        app.handle_event(conf(ConfEvent::Joined {
+            id: 7,
+            name: n.into(),
+        }));
+    }
+    app.handle_event(conf(ConfEvent::MixerChanged {
+        id: 7,
+        mixer: "you".into(),
+        epoch: 1,
+        failover: false,
+    }));
+    // The 1:1 call it replaced ends.
+    app.handle_event(call(
+        9,
+        CallState::Ended {
+            reason: crate::call::EndReason::HungUp { by_us: true },
+            detail: Some("it became a conference".into()),
+        },
+        Some(NOW),
+    ));
+    assert!(app.model.bell, "a join rings");
+    let view = app.model.live_conference().unwrap();
+    assert!(view.we_started);
+    // Mute ourselves, and back.
+    key(&mut app, KeyCode::Char('m'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::ConferenceMute { muted: Some(true) }]
+    );
+    app.handle_event(conf(ConfEvent::Muted {
+        id: 7,
+        name: "you".into(),
+        on: true,
+        by: "you".into(),
+    }));
+    key(&mut app, KeyCode::Char('m'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::ConferenceMute { muted: Some(false) }]
+    );
+    // `M` on bot (still selected): the starter mutes them.
+    app.handle_key(KeyEvent::new(KeyCode::Char('M'), KeyModifiers::SHIFT));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::ConferenceMuteOther {
+            username: "bot".into(),
+            muted: true
+        }]
+    );
+    app.handle_event(conf(ConfEvent::Muted {
+        id: 7,
+        name: "bot".into(),
+        on: true,
+        by: "you".into(),
+    }));
+    // `c` does not call from a conference; carol is not in it to mute.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('c'));
+    app.handle_key(KeyEvent::new(KeyCode::Char('M'), KeyModifiers::SHIFT));
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(
+        draw(&app, 100, 30).contains("carol is not in the conference"),
+        "{}",
+        draw(&app, 100, 30)
+    );
+    app.tick(NOW + 70_000);
+    let screen = draw(&app, 100, 30);
+    for want in [
+        "conference · 3 participants · mixed by you",
+        "m unmute · + add · x leave · M mute selected",
+        "x leave · m unmute · + add · M mute them",
+        "[muted]",
+    ] {
+        assert!(screen.contains(want), "{want}:\n{screen}");
+    }
+    assert_snapshot!("conference_from_a_call", screen);
+    // Quitting asks first; `x` leaves.
+    key(&mut app, KeyCode::Char('q'));
+    assert_eq!(
+        app.confirming(),
+        Some("You are in a conference with 2 others. Quit and leave it?")
+    );
+    key(&mut app, KeyCode::Char('n'));
+    key(&mut app, KeyCode::Char('x'));
+    assert_eq!(app.take_commands(), vec![Command::ConferenceLeave]);
+    app.handle_event(conf(ConfEvent::Left {
+        id: 7,
+        name: "bot".into(),
+        reason: LeftReason::Left,
+    }));
+    assert!(draw(&app, 100, 30).contains("bot left the conference (left)"));
+}
+
+/// Space marks contacts, `C` starts a conference with them; without
+/// marks or a call the keys say what to do.
+#[test]
+fn marked_contacts_start_a_conference() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Char('C'));
+    key(&mut app, KeyCode::Char('+'));
+    assert_eq!(app.take_commands(), vec![]);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("no call to add to: space marks contacts, C starts a conference"),
+        "{screen}"
+    );
+    // Mark bot and echo123 (the first and the last), and carol, then
+    // unmark carol.
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::Char(' '));
+    key(&mut app, KeyCode::End);
+    key(&mut app, KeyCode::Char(' '));
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Char(' '));
+    key(&mut app, KeyCode::Char(' '));
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("2 marked (bot, echo123): C starts a conference with them"),
+        "{screen}"
+    );
+    app.tick(NOW + 70_000);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("bot ✚") && screen.contains("echo123 ✚"),
+        "{screen}"
+    );
+    assert!(!screen.contains("carol ✚"), "{screen}");
+    assert!(screen.contains("C conference with 2 marked"), "{screen}");
+    assert_snapshot!("conference_marked_contacts", screen);
+    key(&mut app, KeyCode::Char('C'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::ConferenceStart {
+            users: vec!["bot".into(), "echo123".into()]
+        }]
+    );
+    // The marks are used up.
+    key(&mut app, KeyCode::Char('C'));
+    assert_eq!(app.take_commands(), vec![]);
+}
+
+/// An invitation is a modal prompt: y joins, n declines; an invitee
+/// may not mute others, and is told who muted them.
+#[test]
+fn a_conference_invitation_is_answered_with_y_or_n() {
+    use crate::conference::ConfEvent;
+    let mut app = logged_in();
+    app.handle_event(conf(ConfEvent::Incoming {
+        id: 8,
+        from: "carol".into(),
+        members: vec!["bot".into(), "carol".into()],
+        replaces: 0,
+    }));
+    assert!(app.model.bell);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("carol invites you to a conference"),
+        "{screen}"
+    );
+    assert!(screen.contains("with bot"), "{screen}");
+    assert!(screen.contains("y join   ·   n decline"), "{screen}");
+    assert_snapshot!("conference_invitation", screen);
+    // Other keys do nothing while it waits; pastes are dropped.
+    key(&mut app, KeyCode::Char('c'));
+    app.handle_paste("hello");
+    assert_eq!(app.take_commands(), vec![]);
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.take_commands(), vec![Command::ConferenceLeave]);
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(app.take_commands(), vec![Command::ConferenceAccept]);
+    for n in ["bot", "carol", "you"] {
+        app.handle_event(conf(ConfEvent::Joined {
+            id: 8,
+            name: n.into(),
+        }));
+    }
+    assert!(app.model.conference_invite().is_none());
+    assert!(!app.model.live_conference().unwrap().we_started);
+    // bot is selected first: only the starter may mute them.
+    key(&mut app, KeyCode::Home);
+    app.handle_key(KeyEvent::new(KeyCode::Char('M'), KeyModifiers::SHIFT));
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(
+        draw(&app, 100, 30).contains("only the one who started the conference may mute others")
+    );
+    app.handle_event(conf(ConfEvent::Muted {
+        id: 8,
+        name: "you".into(),
+        on: true,
+        by: "carol".into(),
+    }));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("carol muted you"), "{screen}");
+    assert!(!screen.contains("M mute selected"), "{screen}");
+    assert!(screen.contains("m unmute · + add · x leave"), "{screen}");
 }

@@ -27,7 +27,7 @@ pub mod room;
 mod sound_card;
 
 pub use resample::{PullResampler, Resampler, to_f32, to_i16};
-pub use ring::{Cadence, RingKind};
+pub use ring::{Cadence, Chime, RingKind};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 use std::path::PathBuf;

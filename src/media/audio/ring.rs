@@ -1,7 +1,7 @@
 //! Call progress tones: the ring-back a caller hears while the callee's
-//! phone rings, and the ringtone of an incoming call. Generated sample by
-//! sample from the position in the cadence, so any chunking gives the same
-//! audio.
+//! phone rings, the ringtone of an incoming call, and the conference's
+//! join and leave chimes. Generated sample by sample from the position,
+//! so any chunking gives the same audio.
 
 use super::{SAMPLE_RATE, to_i16};
 
@@ -89,6 +89,60 @@ impl Cadence {
     }
 }
 
+/// The short tone a conference plays on our output only (never sent to
+/// the others) when someone joins or leaves: two notes of
+/// [`CHIME_NOTE_MS`], rising for a join, falling for a leave, above the
+/// voice band's fundamentals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chime {
+    Joined,
+    Left,
+}
+
+/// One note of a chime, ms.
+pub const CHIME_NOTE_MS: u64 = 80;
+/// Its notes: A6 and D7.
+const CHIME_LOW_HZ: f64 = 1_760.0;
+const CHIME_HIGH_HZ: f64 = 2_349.3;
+/// Peak level of a chime (of full scale): a cue, under the voices.
+const CHIME_AMPLITUDE: f64 = 0.15;
+/// Each note fades in and out over this long (no clicks), ms.
+const CHIME_RAMP_MS: f64 = 8.0;
+
+impl Chime {
+    /// The two notes in order, Hz.
+    pub fn notes(self) -> [f64; 2] {
+        match self {
+            Chime::Joined => [CHIME_LOW_HZ, CHIME_HIGH_HZ],
+            Chime::Left => [CHIME_HIGH_HZ, CHIME_LOW_HZ],
+        }
+    }
+
+    /// Samples in the whole chime.
+    pub fn len() -> usize {
+        (2 * CHIME_NOTE_MS * SAMPLE_RATE as u64 / 1000) as usize
+    }
+
+    /// Sample `n` of the chime (0 past its end).
+    pub fn sample(self, n: usize) -> i16 {
+        let note = (CHIME_NOTE_MS * SAMPLE_RATE as u64 / 1000) as usize;
+        if n >= 2 * note {
+            return 0;
+        }
+        let hz = self.notes()[n / note];
+        let t = n as f64 / SAMPLE_RATE as f64;
+        // Raised-cosine ramps at both ends of each note.
+        let in_note = (n % note) as f64 * 1000.0 / SAMPLE_RATE as f64;
+        let edge = in_note.min(CHIME_NOTE_MS as f64 - in_note) / CHIME_RAMP_MS;
+        let env = if edge >= 1.0 {
+            1.0
+        } else {
+            0.5 - 0.5 * (std::f64::consts::PI * edge).cos()
+        };
+        to_i16((CHIME_AMPLITUDE * env * (std::f64::consts::TAU * hz * t).sin()) as f32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +204,31 @@ mod tests {
         }
         assert_eq!(whole, parts);
         assert_eq!(b.position(), 9_600);
+    }
+
+    #[test]
+    fn chimes_rise_for_a_join_and_fall_for_a_leave() {
+        let render = |c: Chime| {
+            (0..Chime::len() + 100)
+                .map(|n| c.sample(n))
+                .collect::<Vec<i16>>()
+        };
+        let (join, leave) = (render(Chime::Joined), render(Chime::Left));
+        let half = Chime::len() / 2;
+        assert!(power(&join[..half], 1_760.0) > 100.0 * power(&join[..half], 2_349.3));
+        assert!(
+            power(&join[half..2 * half], 2_349.3) > 100.0 * power(&join[half..2 * half], 1_760.0)
+        );
+        assert!(power(&leave[..half], 2_349.3) > 100.0 * power(&leave[..half], 1_760.0));
+        // Short, soft, and silent at its ends (no click).
+        assert_eq!(Chime::len(), ms(160));
+        assert!(join[Chime::len()..].iter().all(|s| *s == 0));
+        assert!(join[0].unsigned_abs() < 100 && join[half].unsigned_abs() < 600);
+        let peak = join.iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!(peak > 4_000 && peak < 5_200, "{peak}");
+        // Next to nothing at the conference tests' tones.
+        for hz in [440.0, 620.0, 830.0, 1_070.0, 1_330.0] {
+            assert!(power(&join, hz) < 1e-4 * power(&join, 1_760.0), "{hz}");
+        }
     }
 }

@@ -14,14 +14,17 @@
 
 use super::{CallOptions, CallUpdate, CallsEvent, Ctx, MediaEnd, MediaMsg};
 use crate::clock::Clock;
+use crate::conference::uplink::UplinkEstimator;
 use crate::conference::{ConfConfig, ConfEvent, ConfId, ConfState, ConferenceCore, Member, Reach};
 use crate::ice::{IceSessions, Path};
 use crate::media::audio;
+use crate::media::audio::Chime;
 use crate::media::mixer::{self, MixCommand, MixEvent, MixTransport, Mixer};
 use crate::media::packet::EXPORT_LABEL;
 use crate::media::{MediaKeys, MediaSession, MediaStats, Side};
 use crate::overlay::EnvelopeId;
 use crate::overlay::envelope::kind::CONFERENCE;
+use crate::time::Millis;
 use rand::RngCore;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -122,10 +125,13 @@ pub struct ConfCx<'a, 'b> {
     pub media_tx: &'a mpsc::Sender<MediaMsg>,
     pub connects: &'a mut Vec<String>,
     pub events: &'a mut VecDeque<CallsEvent>,
+    /// Our measured uplink, fed with every leg's statistics.
+    pub uplink: &'a mut UplinkEstimator,
 }
 
-/// Our member entry: a fresh nonce, the reach our NAT detection found.
-fn me(cx: &mut Ctx<'_>) -> Member {
+/// Our member entry: a fresh nonce, the reach our NAT detection found,
+/// the uplink measured so far.
+fn me(cx: &mut Ctx<'_>, uplink_kbps: u32) -> Member {
     let mut nonce = [0u8; 16];
     cx.rng.fill_bytes(&mut nonce);
     let reach = match cx.nat {
@@ -140,7 +146,7 @@ fn me(cx: &mut Ctx<'_>) -> Member {
     Member {
         name: cx.client.username().to_owned(),
         nonce,
-        uplink_kbps: 0,
+        uplink_kbps,
         reach,
         muted: false,
     }
@@ -167,7 +173,7 @@ impl ConfNode {
 
     /// Start a conference with `users`.
     pub fn start(users: &[String], replaces: u64, c: &mut ConfCx<'_, '_>) -> Result<Self, String> {
-        let me = me(c.cx);
+        let me = me(c.cx, c.uplink.kbps());
         let mut users: Vec<String> = users.iter().map(|u| u.to_ascii_lowercase()).collect();
         users.sort();
         users.dedup();
@@ -195,7 +201,7 @@ impl ConfNode {
         accept: impl FnOnce(u64) -> bool,
         c: &mut ConfCx<'_, '_>,
     ) -> Option<Self> {
-        let me = me(c.cx);
+        let me = me(c.cx, c.uplink.kbps());
         let core = ConferenceCore::invited(ConfConfig::default(), me, from, payload, c.cx.now)?;
         let mut n = ConfNode {
             core,
@@ -259,7 +265,7 @@ impl ConfNode {
     pub fn drive(&mut self, c: &mut ConfCx<'_, '_>) {
         self.flush(c);
         while let Some(e) = self.core.poll_event() {
-            self.on_event(&e);
+            self.on_event(&e, c.opts.ringtone);
             if matches!(e, ConfEvent::Levels { .. }) {
                 tracing::trace!("{e:?}");
             } else {
@@ -311,11 +317,19 @@ impl ConfNode {
             .then(|| self.core.replaces())
     }
 
-    fn on_event(&mut self, e: &ConfEvent) {
+    fn on_event(&mut self, e: &ConfEvent, chimes: bool) {
         let me = self.core.me().to_owned();
         let we_mix = self.core.we_mix();
         let Some(m) = &mut self.media else { return };
         match e {
+            // Someone else came or went: a chime (the media runs only once
+            // we joined, so those already there when we join make none).
+            ConfEvent::Joined { name, .. } if chimes && *name != me => {
+                let _ = m.commands.try_send(MixCommand::Chime(Chime::Joined));
+            }
+            ConfEvent::Left { name, .. } if chimes && *name != me => {
+                let _ = m.commands.try_send(MixCommand::Chime(Chime::Left));
+            }
             ConfEvent::Muted { name, on, .. } if *name == me => {
                 m.muted = *on;
                 let _ = m.commands.try_send(MixCommand::Mute(*on));
@@ -512,6 +526,14 @@ impl ConfNode {
             }
             MixEvent::Leg { peer, event } => {
                 if let crate::media::MediaEvent::Stats(stats) = event {
+                    c.uplink.report(
+                        Millis(c.cx.now),
+                        &peer,
+                        stats.bytes_sent,
+                        stats.remote_loss_percent,
+                        stats.rtt_ms,
+                    );
+                    self.core.set_uplink(c.cx.now, c.uplink.kbps());
                     let path = c.cx.ice.selected(&peer);
                     c.events
                         .push_back(CallsEvent::Update(CallUpdate::Conference(

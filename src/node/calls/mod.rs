@@ -21,6 +21,7 @@ pub mod conference;
 use super::peer::PeerEvent;
 use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
 use crate::clock::Clock;
+use crate::conference::uplink::UplinkEstimator;
 use crate::ice::{IceSessions, Path};
 use crate::link::LinkEndpoint;
 use crate::media::audio::{self, AudioError, AudioIo, Cadence, DeviceSpec, RingKind};
@@ -29,6 +30,7 @@ use crate::media::packet::EXPORT_LABEL;
 use crate::media::{MediaConfig, MediaEvent, MediaKeys, MediaSession, MediaStats, Side};
 use crate::overlay::envelope::kind::CALL_FIRST;
 use crate::overlay::{ClientCore, EnvelopeId};
+use crate::time::Millis;
 use conference::{ConfCommand, ConfCx, ConfNode, ConfUpdate};
 use rand::RngCore;
 use rand::rngs::StdRng;
@@ -311,6 +313,9 @@ pub struct Calls {
     stats: CallNodeStats,
     /// The conference we take part in, if any.
     conf: Option<ConfNode>,
+    /// Our uplink as the media we sent measured it (1:1 calls and
+    /// conference legs): the conference's mixer ranking.
+    uplink: UplinkEstimator,
 }
 
 impl std::fmt::Debug for Calls {
@@ -376,6 +381,7 @@ impl Calls {
             ringer: None,
             stats: CallNodeStats::default(),
             conf: None,
+            uplink: UplinkEstimator::new(),
         }
     }
 
@@ -619,6 +625,7 @@ impl Calls {
             media_tx: &self.media_tx,
             connects: &mut self.connects,
             events: &mut self.events,
+            uplink: &mut self.uplink,
         };
         Some(f(conf, &mut c))
     }
@@ -631,6 +638,7 @@ impl Calls {
             media_tx: &self.media_tx,
             connects: &mut self.connects,
             events: &mut self.events,
+            uplink: &mut self.uplink,
         }
     }
 
@@ -1028,6 +1036,13 @@ impl Calls {
                 MediaEvent::Flowing => self.core.media_flowing(cx.now, id),
                 MediaEvent::Stats(stats) => {
                     let now = self.clock.now().get();
+                    self.uplink.report(
+                        Millis(now),
+                        &format!("call:{id}"),
+                        stats.bytes_sent,
+                        stats.remote_loss_percent,
+                        stats.rtt_ms,
+                    );
                     if let Some(m) = self.media.get_mut(&id) {
                         let path = cx.ice.selected(&m.peer);
                         let peer = m.peer.clone();

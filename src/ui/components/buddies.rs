@@ -16,6 +16,8 @@ use ratatui::widgets::{Block, List, ListItem, ListState};
 #[derive(Debug, Default)]
 pub struct BuddyList {
     selected: usize,
+    /// Contacts marked for a conference (shown with a ✚).
+    pub marked: std::collections::BTreeSet<String>,
 }
 
 /// The symbol and colour of a status.
@@ -168,6 +170,9 @@ impl Component for BuddyList {
                         Span::styled(format!("{mark} "), Style::new().fg(color)),
                         Span::raw((*name).clone()),
                     ];
+                    if self.marked.contains(*name) {
+                        spans.push(Span::raw(" ✚").cyan().bold());
+                    }
                     let extra = match c.state {
                         ContactState::Pending => " wants to add you".to_owned(),
                         ContactState::Requested => " (asked)".to_owned(),

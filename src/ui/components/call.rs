@@ -59,6 +59,23 @@ impl CallPanel {
         let mut lines = Vec::new();
         if let Some(c) = m.conference.as_ref().filter(|c| !c.ended) {
             conference_lines(c, m.me(), &mut lines);
+            if c.joined() {
+                let mut keys = format!(
+                    "{} {} · {} add · {} leave",
+                    ctx.key(Action::Mute),
+                    if m.conference_muted() {
+                        "unmute"
+                    } else {
+                        "mute"
+                    },
+                    ctx.key(Action::ConferenceAdd),
+                    ctx.key(Action::HangUp)
+                );
+                if c.we_started {
+                    keys += &format!(" · {} mute selected", ctx.key(Action::MuteOther));
+                }
+                lines.push((KEEP, Line::from(keys).dark_gray()));
+            }
         }
         match m
             .current_call()
@@ -179,10 +196,16 @@ impl CallPanel {
                     ));
                 }
                 if live && c.state != CallState::Incoming {
+                    // `+` is text while typing in the chat.
+                    let add = if c.state == CallState::Active && !ctx.typing {
+                        format!(" · {} add", ctx.key(Action::ConferenceAdd))
+                    } else {
+                        String::new()
+                    };
                     lines.push((
                         KEEP,
                         Line::from(format!(
-                            "{} mute · {} hold · {} hang up",
+                            "{} mute · {} hold{add} · {} hang up",
                             ctx.key(Action::Mute),
                             ctx.key(Action::Hold),
                             ctx.key(Action::HangUp)
@@ -331,14 +354,58 @@ impl Component for CallPanel {
     }
 }
 
-/// The modal prompt for an incoming call.
+/// The modal prompt for an incoming call or a conference invitation.
 #[derive(Debug, Default)]
 pub struct IncomingPrompt;
+
+impl IncomingPrompt {
+    fn conference(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
+        let Some(c) = ctx.model.conference_invite() else {
+            return;
+        };
+        let from = c.invited_by.clone().unwrap_or_default();
+        let me = ctx.model.me();
+        let others: Vec<&str> = c
+            .invited_with
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != from && Some(*n) != me)
+            .collect();
+        let with = if others.is_empty() {
+            String::new()
+        } else {
+            format!("with {}", others.join(", "))
+        };
+        let w = 50.min(area.width);
+        let area = centered(area, w, 6);
+        f.render_widget(Clear, area);
+        let block = Block::bordered()
+            .title(" Conference ".bold())
+            .border_style(Style::new().yellow());
+        let lines = vec![
+            Line::from(format!("{from} invites you to a conference"))
+                .bold()
+                .centered(),
+            Line::from(with).centered(),
+            Line::default(),
+            Line::from(format!(
+                "{} join   ·   {} decline",
+                ctx.keys.first(Action::AcceptCall),
+                ctx.keys.first(Action::DeclineCall)
+            ))
+            .centered(),
+        ];
+        f.render_widget(
+            Paragraph::new(lines).block(block).wrap(Wrap { trim: true }),
+            area,
+        );
+    }
+}
 
 impl Component for IncomingPrompt {
     fn draw(&self, f: &mut Frame, area: Rect, ctx: &Ctx) {
         let Some(c) = ctx.model.incoming_call() else {
-            return;
+            return self.conference(f, area, ctx);
         };
         let area = centered(area, 44, 5);
         f.render_widget(Clear, area);

@@ -1,6 +1,7 @@
 //! The conference as the TUI shows it: participants with their level
 //! meter, speaking indicator, mute and who mixes; joins and leaves as
-//! notices (and a short tone: the terminal bell). Built from
+//! notices and the terminal bell (the node also plays a short chime in
+//! the conference audio). Built from
 //! [`Event::Conference`](crate::node::api::Event::Conference) only.
 
 use super::{Level, Model};
@@ -31,13 +32,45 @@ pub struct ConferenceView {
     pub id: ConfId,
     /// Invited by, while the invitation waits for an answer.
     pub invited_by: Option<String>,
+    /// Who else the invitation names (while it waits).
+    pub invited_with: Vec<String>,
+    /// We started it (our own join came with no invitation): we may mute
+    /// others.
+    pub we_started: bool,
     pub participants: BTreeMap<String, Participant>,
     pub mixer: String,
     /// Ended: kept on screen until the next one.
     pub ended: bool,
 }
 
+impl ConferenceView {
+    /// Joined (not just invited) and not ended.
+    pub fn joined(&self) -> bool {
+        !self.ended && self.invited_by.is_none()
+    }
+}
+
 impl Model {
+    /// The conference we are in, if any (not one we are invited to).
+    pub fn live_conference(&self) -> Option<&ConferenceView> {
+        self.conference.as_ref().filter(|c| c.joined())
+    }
+
+    /// The conference invitation waiting for our answer, if any.
+    pub fn conference_invite(&self) -> Option<&ConferenceView> {
+        self.conference
+            .as_ref()
+            .filter(|c| !c.ended && c.invited_by.is_some())
+    }
+
+    /// Whether we are muted in the conference we are in.
+    pub fn conference_muted(&self) -> bool {
+        let me = self.me();
+        self.live_conference()
+            .and_then(|c| me.and_then(|m| c.participants.get(m)))
+            .is_some_and(|p| p.muted)
+    }
+
     /// Apply a conference update to the view.
     pub fn conference(&mut self, u: ConferenceUpdate) {
         let e = match u {
@@ -69,6 +102,7 @@ impl Model {
                 self.conference = Some(ConferenceView {
                     id,
                     invited_by: Some(from),
+                    invited_with: members,
                     ..Default::default()
                 });
             }
@@ -84,7 +118,15 @@ impl Model {
                         ..Default::default()
                     };
                 }
+                // Our own join before any invitation: we started it.
+                if c.participants.is_empty()
+                    && c.invited_by.is_none()
+                    && me.as_deref() == Some(name.as_str())
+                {
+                    c.we_started = true;
+                }
                 c.invited_by = None;
+                c.invited_with.clear();
                 c.participants.entry(name.clone()).or_default();
                 if me.as_deref() != Some(name.as_str()) {
                     self.notify(Level::Info, format!("{name} joined the conference"));
@@ -114,13 +156,26 @@ impl Model {
                     c.mixer = mixer;
                 }
             }
-            ConfEvent::Muted { name, on, .. } => {
+            ConfEvent::Muted { name, on, by, .. } => {
                 if let Some(p) = self
                     .conference
                     .as_mut()
                     .and_then(|c| c.participants.get_mut(&name))
                 {
                     p.muted = on;
+                }
+                // Muted by the starter: say who did it to whom.
+                if by != name {
+                    let me = self.me().map(str::to_owned);
+                    let who = |n: &str| {
+                        if me.as_deref() == Some(n) {
+                            "you".to_owned()
+                        } else {
+                            n.to_owned()
+                        }
+                    };
+                    let what = if on { "muted" } else { "unmuted" };
+                    self.notify(Level::Info, format!("{} {what} {}", who(&by), who(&name)));
                 }
             }
             ConfEvent::Levels { levels, .. } => {
