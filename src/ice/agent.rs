@@ -232,9 +232,12 @@ pub struct IceAgent {
     recovering: bool,
     /// Since when the selected pair is being verified (the peer checked
     /// us from another address, or told us its new candidates): a
-    /// keepalive went out then, and without its answer by `verify_ms`
-    /// later we move.
+    /// keepalive went out then, and without its answer by `verify_due`
+    /// we move.
     verify: Option<u64>,
+    /// When the verification runs out: `verify_ms` after it began, or at
+    /// once when the peer told us it moved and its new address answers.
+    verify_due: u64,
     /// The peer told us it moved (new candidates in a repeated offer,
     /// [`IceAgent::update_remote`]) at this time: a new direct pair that
     /// answers is moved to at once, without waiting for `verify_ms`.
@@ -304,6 +307,7 @@ impl IceAgent {
             next_reprobe: u64::MAX,
             recovering: false,
             verify: None,
+            verify_due: u64::MAX,
             announced: None,
             phase: Phase::Running,
             transmits: VecDeque::new(),
@@ -417,8 +421,9 @@ impl IceAgent {
     /// (through the supernodes, since its new address may be filtered by
     /// our NAT until we send to it). Its new candidates are checked at
     /// once, and a direct one that answers replaces the selected pair
-    /// unless that still answers. Returns how many candidates were new;
-    /// other credentials (a restart) change nothing.
+    /// unless that still answers. Returns how many candidates were new
+    /// (or known only as peer-reflexive until now); other credentials (a
+    /// restart) change nothing.
     pub fn update_remote(&mut self, now: u64, offer: &IceOffer) -> usize {
         if self.remote_ufrag.as_deref() != Some(offer.ufrag.as_str())
             || self.remote_pwd.as_deref() != Some(offer.pwd.as_str())
@@ -428,13 +433,28 @@ impl IceAgent {
         }
         let mut added = 0;
         for c in &offer.candidates {
-            if let Some(ri) = self.add_remote(*c) {
-                added += 1;
-                for p in 0..self.pairs.len() {
-                    if self.pairs[p].remote == ri && !self.triggered.contains(&p) {
-                        self.triggered.push_back(p);
+            let known = self
+                .remotes
+                .iter()
+                .find(|r| r.addr == c.addr)
+                .map(|r| r.kind);
+            match known {
+                None => {
+                    if let Some(ri) = self.add_remote(*c) {
+                        added += 1;
+                        for p in 0..self.pairs.len() {
+                            if self.pairs[p].remote == ri && !self.triggered.contains(&p) {
+                                self.triggered.push_back(p);
+                            }
+                        }
                     }
                 }
+                // Its check from there came first: now it names it.
+                Some(CandidateKind::PeerReflexive) if c.kind != CandidateKind::Predicted => {
+                    self.add_remote(*c);
+                    added += 1;
+                }
+                Some(_) => {}
             }
         }
         if added > 0 && self.selected.is_some() {
@@ -443,8 +463,23 @@ impl IceAgent {
             self.announced = Some(now);
             if self.verify.is_none() {
                 self.verify = Some(now);
+                self.verify_due = now + self.cfg.verify_ms;
                 self.keepalive = None;
                 self.next_keepalive = now;
+            }
+            // Its new address may have answered already (its check from
+            // there came before this message): no need to wait.
+            if let Some(s) = self.selected {
+                let last = self.pairs[s].last_response;
+                let answered = (0..self.pairs.len()).any(|p| {
+                    p != s
+                        && self.is_direct_pair(p)
+                        && self.pairs[p].valid
+                        && self.pairs[p].last_response > last
+                });
+                if answered {
+                    self.verify_due = now;
+                }
             }
             self.next_pace = self.next_pace.min(now);
         }
@@ -874,6 +909,7 @@ impl IceAgent {
             return;
         }
         self.verify = Some(now);
+        self.verify_due = now + self.cfg.verify_ms;
         self.stats.verifies += 1;
         // A keepalive already in flight may predate the move: a new one.
         self.keepalive = None;
@@ -1210,7 +1246,7 @@ impl IceAgent {
                 return;
             }
             if let Some(v) = self.verify
-                && now >= v + self.cfg.verify_ms
+                && now >= self.verify_due
             {
                 self.verify = None;
                 self.announced = None;
@@ -1290,8 +1326,8 @@ impl IceAgent {
                 if !self.recovering {
                     t = t.min(self.pairs[s].last_response + self.cfg.recover_after_ms);
                 }
-                if let Some(v) = self.verify {
-                    t = t.min(v + self.cfg.verify_ms);
+                if self.verify.is_some() {
+                    t = t.min(self.verify_due);
                 }
                 t = t
                     .min(self.next_keepalive)

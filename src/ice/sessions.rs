@@ -680,6 +680,52 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_offer_with_new_candidates_updates_the_session() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut s = IceSessions::new(IceConfig::default());
+        s.set_host(vec![addr("10.0.0.2:5000")]);
+        let mut peer = IceSessions::new(IceConfig::default());
+        peer.set_host(vec![addr("10.0.0.3:5000")]);
+        peer.connect(0, 0, "bob", &mut rng).unwrap();
+        let Some(SessionEvent::SendOffer { offer, .. }) = peer.poll_event() else {
+            panic!()
+        };
+        s.on_offer(10, "alice", &offer, &mut rng);
+        assert!(matches!(
+            drain(&mut s)[..],
+            [SessionEvent::SendOffer { answer: true, .. }]
+        ));
+        let remotes = |s: &IceSessions| s.sessions["alice"].agent.remote_candidates().len();
+        assert_eq!(remotes(&s), 1);
+        // The same offer again: a duplicate, answered again.
+        s.on_offer(20, "alice", &offer, &mut rng);
+        assert!(matches!(
+            drain(&mut s)[..],
+            [SessionEvent::SendOffer { answer: true, .. }]
+        ));
+        // Alice moved: the offer again, with her new address.
+        let mut moved = offer.clone();
+        moved.candidates.push(Candidate::new(
+            CandidateKind::ServerReflexive,
+            addr("203.0.113.7:41000"),
+            65535,
+        ));
+        s.on_offer(30, "alice", &moved, &mut rng);
+        assert!(drain(&mut s).is_empty());
+        assert_eq!(remotes(&s), 2);
+        // Other credentials are no update (nor a restart): nothing changes.
+        let mut other = moved.clone();
+        other.pwd = "x".repeat(offer.pwd.len());
+        other.candidates.push(Candidate::new(
+            CandidateKind::ServerReflexive,
+            addr("203.0.113.8:41000"),
+            65535,
+        ));
+        s.on_offer(40, "alice", &other, &mut rng);
+        assert_eq!(remotes(&s), 2);
+    }
+
+    #[test]
     fn without_a_relay_in_time_sessions_start_anyway() {
         let mut rng = StdRng::seed_from_u64(2);
         let mut s = IceSessions::new(IceConfig::default());

@@ -43,7 +43,13 @@ fn run(seed: u64, a: Env, b: Env, roam: Roam) -> (PairOutcome, [u64; 2]) {
             ..SimOptions::default()
         },
     );
-    let end = o.app_received_at.iter().flatten().max().copied().unwrap_or(0);
+    let end = o
+        .app_received_at
+        .iter()
+        .flatten()
+        .max()
+        .copied()
+        .unwrap_or(0);
     // The run ends `run_after` after both connected: datagrams must flow
     // until the last 100 ms of it.
     let g = gaps(&o, end.max(o.roamed_at.unwrap_or(0) + 4_000));
