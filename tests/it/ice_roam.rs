@@ -1,10 +1,11 @@
 //! Roaming mid-call: one side moves to another network (a new internal
 //! address behind a new NAT of another kind) during a call. Application
 //! datagrams every 20 ms over the selected path keep arriving both ways
-//! with no gap over 1 s when the mover notices 250 ms after the move (as
-//! the client driver's address watch does) and sends its new candidates
-//! through the signalling channel, whichever side moves and whatever
-//! the other side's NAT filters; the path stays direct and the other
+//! with no gap over 0.7 s (the goal is 1 s; seen: 0.5 s at most) when
+//! the mover notices 250 ms after the move (as the client driver's
+//! address watch does) and sends its new candidates through the
+//! signalling channel, whichever side moves and whatever the other
+//! side's NAT filters; the path stays direct and the other
 //! side's path now ends at the mover's new public address. Unnoticed, a
 //! move is still followed within a keepalive and a verification (about
 //! 3 s) when the other side is public. In-process NAT simulator, seeded,
@@ -115,7 +116,7 @@ fn a_call_follows_either_side_to_a_new_network() {
             mover.name(),
             to.name()
         );
-        check(&name, &o, side, to, g, 1_000);
+        check(&name, &o, side, to, g, 700);
         println!("{name}: longest silence A {} ms, B {} ms", g[0], g[1]);
     }
 }
