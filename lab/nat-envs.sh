@@ -11,20 +11,32 @@
 #                           |      `-- <P>home2  100.64.2.2 | 10.82.0.1    home NAT, full cone (EIM+EIF)
 #                           |             `-- <P>cgncone  10.82.0.2
 #                           +-- <P>shared   198.51.100.23 | 10.83.0.1/24  one home NAT (port-restricted),
-#                                  `-- LAN bridge: <P>samea 10.83.0.2, <P>sameb 10.83.0.3
-#                                                  hairpinning off (no dnat for its own public address)
+#                           |      `-- LAN bridge: <P>samea 10.83.0.2, <P>sameb 10.83.0.3
+#                           |                      hairpinning off (no dnat for its own public address)
+#                           +-- <P>seqnat   198.51.100.24 | 10.87.0.1/24  symmetric NAT with sequential
+#                                  `-- <P>symseq 10.87.0.2                ports (APDM+APDF, as many home
+#                                                                         routers): port prediction
+#
+# The sequential symmetric NAT is one nftables rule: `snat to WAN : numgen
+# inc mod 1000 map { 0 : 30000, 1 : 30001, ... }`. NAT rules run for the
+# first packet of a new conntrack entry only, so every new destination
+# address:port gets the next port (conntrack's filter is APDF). The map is
+# there because `numgen inc offset 30000` as the port is not converted to
+# network byte order (seen: ports 30000, 30001, ... came out as 12405,
+# 12661, ..., steps of 256).
 #
 # For every ordered pair of environments (public, cgnsym, cgncone, samea,
-# sameb), A calls B (B auto-answers with a 600 Hz tone, A plays 1 kHz, both
+# sameb, symseq), A calls B (B auto-answers with a 600 Hz tone, A plays 1 kHz, both
 # record); the cell is the path (direct/relayed) and the time from `call` to
 # A's call going active (ringing answered, peer link up, media keys set:
 # audio starts both ways; A's stats then must count packets received).
 # Every call's recordings are checked for the tone with no gap over 200 ms
 # (lab/wav-gaps.py). Exit status 1 on any failed cell or a path
 # that is not the expected one: direct everywhere except cgnsym (its
-# carrier NAT is symmetric) against the port-restricted shared NAT, which
-# may relay, and the same-NAT pair must be direct over the LAN (its remote
-# address a 10.83.0.x one).
+# carrier NAT is symmetric) against the port-restricted shared NAT or the
+# sequential symmetric NAT, which may relay, and the same-NAT pair must be
+# direct over the LAN (its remote address a 10.83.0.x one). symseq against
+# the port-restricted shared NAT must be direct: port prediction.
 #
 # usage: lab/nat-envs.sh [--bin PATH]   (root; namespaces are dualstack-<pid>-*)
 set -u
@@ -43,7 +55,7 @@ if [[ $EUID -ne 0 ]]; then echo "nat-envs: must run as root" >&2; exit 2; fi
 [[ -x "$BIN" ]] || { echo "nat-envs: no natter binary at $BIN" >&2; exit 2; }
 
 P=${NAT_ENVS_PREFIX:-dualstack-$$-}
-NSS=(wan srv public cgn1 home1 cgnsym cgn2 home2 cgncone shared samea sameb)
+NSS=(wan srv public cgn1 home1 cgnsym cgn2 home2 cgncone shared samea sameb seqnat symseq)
 TMP=$(mktemp -d /tmp/nat-envs.XXXXXX)
 PIDS=()
 
@@ -109,6 +121,11 @@ nat_rules() {   # NS TYPE WAN_IP INSIDE_IP
     case $t in
         symmetric) post='oifname "wan0" masquerade fully-random' ;;
         portrestricted) post='oifname "wan0" masquerade' ;;
+        sequential)
+            local m i
+            m=$(for ((i = 0; i < 1000; i++)); do printf '%d : %d, ' "$i" $((30000 + i)); done)
+            post="oifname \"wan0\" meta l4proto udp snat to $wan : numgen inc mod 1000 map { ${m%, } }
+        oifname \"wan0\" masquerade" ;;
         fullcone)
             sets='set mapped { type inet_service; flags dynamic,timeout; timeout 180s; }'
             fwd='iifname "lan0" oifname "wan0" meta l4proto udp update @mapped { udp sport }'
@@ -169,6 +186,12 @@ build() {
     ipn "$(ns sameb)" route add default via 10.83.0.1 || return 1
     router shared
     nat_rules shared portrestricted 198.51.100.23 10.83.0.2 || return 1
+    # A symmetric NAT with sequential ports.
+    on_wan seqnat pseq 198.51.100.24 || return 1
+    link seqnat lan0 symseq lan0 && addr seqnat lan0 10.87.0.1/24 && addr symseq lan0 10.87.0.2/24 || return 1
+    ipn "$(ns symseq)" route add default via 10.87.0.1 || return 1
+    router seqnat
+    nat_rules seqnat sequential 198.51.100.24 10.87.0.2 || return 1
 }
 
 T0=$(date +%s%N)
@@ -201,7 +224,7 @@ account() {
     fi
     echo "$1-password" | nat "$1" login "$1" --password-stdin >/dev/null 2>>"$TMP/accounts.log"
 }
-ENVS=(public cgnsym cgncone samea sameb)
+ENVS=(public cgnsym cgncone samea sameb symseq)
 for n in sn1 sn2; do account "$n" supernode || { cat "$TMP/accounts.log"; exit 1; }; done
 for e in "${ENVS[@]}"; do account "u-$e" || { cat "$TMP/accounts.log"; exit 1; }; done
 inns srv "$BIN" --config "$CFG" --data-dir "$TMP/u-sn1" --supernode --listen 198.51.100.1:7710 >"$TMP/sn1.log" 2>&1 &
@@ -244,18 +267,19 @@ stop() {
 field() { sed -n "s/.*\"$2\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p" <<<"$1" | head -1; }
 flush() {
     local r
-    for r in cgn1 home1 cgn2 home2 shared; do
+    for r in cgn1 home1 cgn2 home2 shared seqnat; do
         inns "$r" conntrack -F >/dev/null 2>&1
     done
     inns cgn2 nft flush set ip lab mapped 2>/dev/null
     inns home2 nft flush set ip lab mapped 2>/dev/null
 }
 
-# A symmetric mapping (the carrier NAT of cgnsym) against an address- and
-# port-dependent filter (the shared port-restricted NAT) needs a relay,
-# unless port prediction wins; every other pair must go direct.
+# A random symmetric mapping (the carrier NAT of cgnsym) against an address-
+# and port-dependent filter (the shared port-restricted NAT, the sequential
+# symmetric NAT) needs a relay, unless port prediction wins; every other
+# pair must go direct (symseq against a port-restricted NAT by prediction).
 relay_allowed() {
-    [[ ($1 == cgnsym && $2 == same*) || ($2 == cgnsym && $1 == same*) ]]
+    [[ $1 == cgnsym && ($2 == same* || $2 == symseq) ]] || [[ $2 == cgnsym && ($1 == same* || $1 == symseq) ]]
 }
 
 declare -A CELL

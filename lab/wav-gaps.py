@@ -6,8 +6,8 @@ usage: wav-gaps.py FILE.wav HZ [MAX_GAP_MS]
 Skips the first and last half second (setup and hang-up), measures the RMS of
 every 10 ms window of the rest, and calls a window silent below a tenth of the
 median. Prints "ok: ..." when no silent run is longer than MAX_GAP_MS (60) and
-the tone's zero-crossing frequency is within 5% of HZ; otherwise says why and
-exits 1.
+the tone's zero-crossing frequency (over the windows that are not silent) is
+within 5% of HZ; otherwise says why and exits 1.
 """
 import array
 import math
@@ -45,8 +45,15 @@ def main():
         run = run + 1 if r < median / 10 else 0
         if run > longest:
             longest, at = run, i - run + 1
-    crossings = sum(1 for a, b in zip(body, body[1:]) if (a < 0) != (b < 0))
-    freq = crossings / 2 / (len(body) / rate)
+    # The tone's frequency where there is tone: silent windows (a gap that
+    # is allowed) would otherwise pull it down by their share of the body.
+    crossings = voiced = 0
+    for i, r in enumerate(rms):
+        if r >= median / 10:
+            seg = body[i * win : (i + 1) * win + 1]
+            crossings += sum(1 for a, b in zip(seg, seg[1:]) if (a < 0) != (b < 0))
+            voiced += win
+    freq = crossings / 2 / (voiced / rate) if voiced else 0.0
     gap_ms = longest * 10
     where = f" at {0.5 + at / 100:.2f} s" if longest else ""
     summary = f"{len(body) / rate:.1f} s of tone at {freq:.0f} Hz, longest silence {gap_ms} ms{where}"

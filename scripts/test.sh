@@ -41,8 +41,11 @@ if [ "$(id -u)" -eq 0 ]; then
     # processes (about 90 s); uses the debug binary `cargo test` built.
     lab/ice-matrix.sh
     # The networks people have: CGNAT (two NATs), two users behind one
-    # NAT, calls with audio both ways in every ordered pair (about 4 min).
+    # NAT, a sequential-port symmetric NAT; calls with audio both ways in
+    # every ordered pair (about 6 min).
     lab/nat-envs.sh
+    # A caller and a callee move to another NAT mid-call (about 1 min).
+    lab/roam.sh
 else
     echo "skipping the real-NAT lab: it needs root"
 fi

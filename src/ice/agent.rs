@@ -46,6 +46,11 @@ pub struct IceConfig {
     pub relay_only: bool,
     /// While relayed, the direct pairs are checked again this often.
     pub reprobe_ms: u64,
+    /// The peer checked us from an address our direct path does not use
+    /// (it may have roamed): the selected pair must answer a keepalive
+    /// sent then within this long, else we move to a pair that answered
+    /// since (see [`IceAgent::network_changed`] for the roaming side).
+    pub verify_ms: u64,
     /// Ports tried by port prediction.
     pub predict_window: u16,
     /// New NAT mappings the node opens between its last server-reflexive
@@ -75,6 +80,7 @@ impl Default for IceConfig {
             relay_gather_ms: 3_000,
             relay_only: false,
             reprobe_ms: 4_000,
+            verify_ms: 600,
             predict_window: 16,
             prior_mappings: 0,
             max_checks_per_round: 400,
@@ -136,6 +142,14 @@ pub struct IceStats {
     pub keepalives: u64,
     /// Times the selected pair went silent and the others were re-checked.
     pub recoveries: u64,
+    /// Times the peer checked us from a new address while a direct pair
+    /// was selected, and the selected pair was verified.
+    pub verifies: u64,
+    /// Times the selected direct pair was left for one to the peer's new
+    /// address after a failed verification (the peer roamed).
+    pub peer_roams: u64,
+    /// Times our own network changed under a selected pair.
+    pub network_changes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +230,18 @@ pub struct IceAgent {
     next_reprobe: u64,
     /// The selected pair went silent: the other pairs are being re-checked.
     recovering: bool,
+    /// Since when the selected pair is being verified (the peer checked
+    /// us from another address, or told us its new candidates): a
+    /// keepalive went out then, and without its answer by `verify_due`
+    /// we move.
+    verify: Option<u64>,
+    /// When the verification runs out: `verify_ms` after it began, or at
+    /// once when the peer told us it moved and its new address answers.
+    verify_due: u64,
+    /// The peer told us it moved (new candidates in a repeated offer,
+    /// [`IceAgent::update_remote`]) at this time: a new direct pair that
+    /// answers is moved to at once, without waiting for `verify_ms`.
+    announced: Option<u64>,
     phase: Phase,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IceEvent>,
@@ -280,6 +306,9 @@ impl IceAgent {
             next_keepalive: u64::MAX,
             next_reprobe: u64::MAX,
             recovering: false,
+            verify: None,
+            verify_due: u64::MAX,
+            announced: None,
             phase: Phase::Running,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -380,6 +409,96 @@ impl IceAgent {
         self.predict();
         self.next_pace = self.next_pace.max(now);
         true
+    }
+
+    /// Whether the peer's parameters are known.
+    pub fn has_remote(&self) -> bool {
+        self.remote_pwd.is_some()
+    }
+
+    /// The peer repeated its offer (or answer) with candidates we did not
+    /// know: it moved to a new network and tells us where it is now
+    /// (through the supernodes, since its new address may be filtered by
+    /// our NAT until we send to it). Its new candidates are checked at
+    /// once, and a direct one that answers replaces the selected pair
+    /// unless that still answers. Returns how many candidates were new
+    /// (or known only as peer-reflexive until now); other credentials (a
+    /// restart) change nothing.
+    pub fn update_remote(&mut self, now: u64, offer: &IceOffer) -> usize {
+        if self.remote_ufrag.as_deref() != Some(offer.ufrag.as_str())
+            || self.remote_pwd.as_deref() != Some(offer.pwd.as_str())
+            || self.phase == Phase::Failed
+        {
+            return 0;
+        }
+        let mut added = 0;
+        for c in &offer.candidates {
+            let known = self
+                .remotes
+                .iter()
+                .find(|r| r.addr == c.addr)
+                .map(|r| r.kind);
+            match known {
+                None => {
+                    if let Some(ri) = self.add_remote(*c) {
+                        added += 1;
+                        for p in 0..self.pairs.len() {
+                            if self.pairs[p].remote == ri && !self.triggered.contains(&p) {
+                                self.triggered.push_back(p);
+                            }
+                        }
+                    }
+                }
+                // Its check from there came first: now it names it.
+                Some(CandidateKind::PeerReflexive) if c.kind != CandidateKind::Predicted => {
+                    self.add_remote(*c);
+                    added += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        if added > 0 && self.selected.is_some() {
+            self.remote_mapping = offer.mapping;
+            self.round_checks = 0;
+            self.announced = Some(now);
+            if self.verify.is_none() {
+                self.verify = Some(now);
+                self.verify_due = now + self.cfg.verify_ms;
+                self.keepalive = None;
+                self.next_keepalive = now;
+            }
+            // Its new address may have answered already (its check from
+            // there came before this message): no need to wait.
+            if let Some(s) = self.selected {
+                let last = self.pairs[s].last_response;
+                let answered = (0..self.pairs.len()).any(|p| {
+                    p != s
+                        && self.is_direct_pair(p)
+                        && self.pairs[p].valid
+                        && self.pairs[p].last_response > last
+                });
+                if answered {
+                    self.verify_due = now;
+                }
+            }
+            self.next_pace = self.next_pace.min(now);
+        }
+        added
+    }
+
+    /// Our own host and server-reflexive addresses changed (a new
+    /// network): what our next offer carries (relayed ones stay).
+    pub fn set_local_addresses(&mut self, locals: &[Candidate]) {
+        self.locals.retain(|c| c.kind == CandidateKind::Relayed);
+        for c in locals {
+            if matches!(c.kind, CandidateKind::Host | CandidateKind::ServerReflexive)
+                && !self.locals.iter().any(|l| l.addr == c.addr)
+                && !self.cfg.relay_only
+                && self.mapping != MappingHint::Blocked
+            {
+                self.locals.push(*c);
+            }
+        }
     }
 
     /// Port prediction against a destination-dependent mapping: the next
@@ -734,6 +853,7 @@ impl IceAgent {
                 }
             }
         };
+        self.maybe_verify(now, via, from);
         let prio = self.bases[bi].1;
         let Some(p) = self.add_pair(bi, ri, prio) else {
             return;
@@ -771,6 +891,103 @@ impl IceAgent {
                 }
             }
             PairState::Succeeded => {}
+        }
+    }
+
+    /// An authenticated check came from `from`: when our direct path goes
+    /// elsewhere, the peer may have moved to a new network. Verify the
+    /// selected pair now (a keepalive at once); `handle_timeout` moves to
+    /// a pair that answered since if it stays silent.
+    fn maybe_verify(&mut self, now: u64, via: Via, from: SocketAddr) {
+        let Some(s) = self.selected else { return };
+        if via != Via::Direct
+            || !self.is_direct_pair(s)
+            || self.remotes[self.pairs[s].remote].addr == from
+            || self.verify.is_some()
+            || self.recovering
+        {
+            return;
+        }
+        self.verify = Some(now);
+        self.verify_due = now + self.cfg.verify_ms;
+        self.stats.verifies += 1;
+        // A keepalive already in flight may predate the move: a new one.
+        self.keepalive = None;
+        self.next_keepalive = now;
+    }
+
+    /// Our own network changed (a new local address, or sends failing):
+    /// the selected pair's traffic now leaves from a new mapping. The
+    /// controlling side nominates the selected pair again at once, so
+    /// the peer learns our new address and moves its side of the path
+    /// to it; the controlled side sends a keepalive at once, which makes
+    /// the peer verify its path and move (`maybe_verify`).
+    pub fn network_changed(&mut self, now: u64, rng: &mut dyn RngCore) {
+        let Some(s) = self.selected else { return };
+        if self.phase == Phase::Failed {
+            return;
+        }
+        self.stats.network_changes += 1;
+        if self.role == IceRole::Controlling && self.is_direct_pair(s) && self.nominating.is_none()
+        {
+            self.nominating = Some(s);
+            self.round_checks = self.round_checks.saturating_sub(1);
+            self.start_check(now, s, true, rng);
+        } else {
+            self.keepalive = None;
+            self.next_keepalive = now;
+        }
+    }
+
+    /// The selected pair `s` stopped answering: re-check the other pairs
+    /// and move to the best one that answers. Pairs that answered after
+    /// `s` last did stay valid (they work on the network as it is now).
+    fn recover(&mut self, s: usize) {
+        self.recovering = true;
+        self.stats.recoveries += 1;
+        self.round_checks = 0;
+        self.pairs[s].valid = false;
+        let since = self.pairs[s].last_response;
+        for p in 0..self.pairs.len() {
+            let fresh = self.pairs[p].valid
+                && self.pairs[p].state == PairState::Succeeded
+                && self.pairs[p].last_response > since;
+            if p != s && !fresh && !matches!(self.pairs[p].state, PairState::InProgress { .. }) {
+                self.pairs[p].state = PairState::Waiting;
+                self.pairs[p].valid = false;
+            }
+        }
+    }
+
+    /// A verification ran out (see `maybe_verify`): when the selected pair
+    /// did not answer since it started, move to the best direct pair that
+    /// answered after it last did: the controlled side at once (the
+    /// peer's end of the path is its unchanged socket), the controlling
+    /// side by nominating it.
+    fn verify_expired(&mut self, now: u64, since: u64, rng: &mut dyn RngCore) {
+        let Some(s) = self.selected else { return };
+        let last = self.pairs[s].last_response;
+        if last >= since {
+            return;
+        }
+        let newer = (0..self.pairs.len())
+            .filter(|&p| {
+                p != s
+                    && self.is_direct_pair(p)
+                    && self.pairs[p].valid
+                    && self.pairs[p].state == PairState::Succeeded
+                    && self.pairs[p].last_response > last
+            })
+            .max_by_key(|&p| self.pairs[p].priority);
+        let Some(q) = newer else { return };
+        self.stats.peer_roams += 1;
+        tracing::debug!(to = %self.path(q), "the peer moved: its new address answers, the old one not");
+        match self.role {
+            IceRole::Controlled => self.select(now, q),
+            IceRole::Controlling => {
+                self.recover(s);
+                self.maybe_nominate(now, rng);
+            }
         }
     }
 
@@ -814,6 +1031,11 @@ impl IceAgent {
             self.keepalive = None;
             if matches!(c, Check::Success { .. }) {
                 self.pairs[p].last_response = now;
+                if self.selected == Some(p) {
+                    // The keepalive went out after any verification began.
+                    self.verify = None;
+                    self.announced = None;
+                }
                 if self.recovering && self.selected == Some(p) {
                     // It was a hiccup: keep the pair.
                     self.recovering = false;
@@ -840,6 +1062,15 @@ impl IceAgent {
                     self.select(now, p);
                 } else if self.role == IceRole::Controlled && self.pairs[p].peer_nominated {
                     self.select(now, p);
+                } else if self.announced.is_some()
+                    && let Some(v) = self.verify
+                    && self.selected != Some(p)
+                    && self.is_direct_pair(p)
+                {
+                    // The peer said it moved and its new address answers.
+                    self.announced = None;
+                    self.verify = None;
+                    self.verify_expired(now, v, rng);
                 }
             }
             Check::Error { code, .. } if code == check::ROLE_CONFLICT => {
@@ -878,6 +1109,8 @@ impl IceAgent {
         }
         self.selected = Some(p);
         self.recovering = false;
+        self.verify = None;
+        self.announced = None;
         self.pairs[p].last_response = now;
         self.next_keepalive = now + self.cfg.keepalive_ms;
         if self.is_direct_pair(p) {
@@ -1012,20 +1245,19 @@ impl IceAgent {
                 self.fail(format!("path lost: {}", self.path(s)));
                 return;
             }
+            if let Some(v) = self.verify
+                && now >= self.verify_due
+            {
+                self.verify = None;
+                self.announced = None;
+                self.verify_expired(now, v, rng);
+            }
+            let Some(s) = self.selected else { return };
             if !self.recovering && now >= self.pairs[s].last_response + self.cfg.recover_after_ms {
                 // Silent: find another pair while consent lasts. The
                 // selected pair stays in use (and keeps its keepalives)
                 // until another is nominated.
-                self.recovering = true;
-                self.stats.recoveries += 1;
-                self.round_checks = 0;
-                self.pairs[s].valid = false;
-                for p in 0..self.pairs.len() {
-                    if p != s && !matches!(self.pairs[p].state, PairState::InProgress { .. }) {
-                        self.pairs[p].state = PairState::Waiting;
-                        self.pairs[p].valid = false;
-                    }
-                }
+                self.recover(s);
             }
             if now >= self.next_keepalive {
                 let t = txid(rng);
@@ -1093,6 +1325,9 @@ impl IceAgent {
             Some(s) => {
                 if !self.recovering {
                     t = t.min(self.pairs[s].last_response + self.cfg.recover_after_ms);
+                }
+                if self.verify.is_some() {
+                    t = t.min(self.verify_due);
                 }
                 t = t
                     .min(self.next_keepalive)

@@ -334,9 +334,15 @@ impl IceSessions {
     }
 
     fn start_offer(&mut self, now: u64, from: &str, offer: &IceOffer, rng: &mut dyn RngCore) {
-        if let Some(s) = self.sessions.get(from)
+        if let Some(s) = self.sessions.get_mut(from)
             && s.agent.session() == offer.session
         {
+            // The peer moved and names its new candidates.
+            if s.agent.update_remote(now, offer) > 0 {
+                tracing::info!(peer = from, "the peer moved: checking its new candidates");
+                self.permit(from, offer);
+                return;
+            }
             // A duplicate: repeat our answer.
             self.events.push_back(SessionEvent::SendOffer {
                 to: from.to_owned(),
@@ -381,6 +387,14 @@ impl IceSessions {
     /// The answer to our offer.
     pub fn on_answer(&mut self, now: u64, from: &str, answer: &IceOffer) -> bool {
         let ok = match self.sessions.get_mut(from) {
+            Some(s) if s.agent.session() == answer.session && s.agent.has_remote() => {
+                // The peer moved and names its new candidates.
+                let moved = s.agent.update_remote(now, answer) > 0;
+                if moved {
+                    tracing::info!(peer = from, "the peer moved: checking its new candidates");
+                }
+                moved
+            }
             Some(s) if s.agent.session() == answer.session => s.agent.set_remote(now, answer),
             _ => false,
         };
@@ -410,6 +424,28 @@ impl IceSessions {
             .is_some_and(|s| s.agent.handle_stun(now, via, from, bytes, rng));
         self.collect(now);
         took
+    }
+
+    /// Our network changed (a new local address): what was observed of
+    /// our addresses is stale (new sessions start from what the next
+    /// attachments observe), and every session with a path tells its
+    /// peer where we are now ([`super::agent::IceAgent::network_changed`]).
+    /// Returns how many sessions had a path.
+    pub fn network_changed(&mut self, now: u64, rng: &mut dyn RngCore) -> usize {
+        self.srflx.clear();
+        self.host.clear();
+        if self.mapping != MappingHint::Blocked {
+            self.mapping = MappingHint::Unknown;
+        }
+        let mut moved = 0;
+        for s in self.sessions.values_mut() {
+            if s.agent.selected().is_some() {
+                moved += 1;
+                s.agent.network_changed(now, rng);
+            }
+        }
+        self.collect(now);
+        moved
     }
 
     pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
@@ -537,6 +573,35 @@ impl IceSessions {
             .map_or(Via::Direct, |p| p.via)
     }
 
+    /// Our new server-reflexive address is known after a network change
+    /// ([`IceSessions::network_changed`]): every session with a path
+    /// sends its peer our new candidates (the offer, or the answer, again
+    /// with the same credentials), so that a peer behind an address-
+    /// dependent filter checks them and opens its filter to us. Returns
+    /// how many sessions did.
+    pub fn readvertise(&mut self) -> usize {
+        let locals = self.locals();
+        let mut n = 0;
+        for (user, s) in self.sessions.iter_mut() {
+            if s.agent.selected().is_none() {
+                continue;
+            }
+            s.agent.set_local_addresses(&locals);
+            n += 1;
+            self.events.push_back(SessionEvent::SendOffer {
+                to: user.clone(),
+                offer: s.agent.local_offer(),
+                answer: s.agent.role() == IceRole::Controlled,
+            });
+        }
+        n
+    }
+
+    /// Whether any session has a path in use.
+    pub fn any_selected(&self) -> bool {
+        self.sessions.values().any(|s| s.agent.selected().is_some())
+    }
+
     /// When `user`'s attempt started (for setup times).
     pub fn started(&self, user: &str) -> Option<u64> {
         self.sessions.get(user).map(|s| s.started)
@@ -612,6 +677,52 @@ mod tests {
             drain(&mut s)[..],
             [SessionEvent::SendOffer { .. }]
         ));
+    }
+
+    #[test]
+    fn a_repeated_offer_with_new_candidates_updates_the_session() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut s = IceSessions::new(IceConfig::default());
+        s.set_host(vec![addr("10.0.0.2:5000")]);
+        let mut peer = IceSessions::new(IceConfig::default());
+        peer.set_host(vec![addr("10.0.0.3:5000")]);
+        peer.connect(0, 0, "bob", &mut rng).unwrap();
+        let Some(SessionEvent::SendOffer { offer, .. }) = peer.poll_event() else {
+            panic!()
+        };
+        s.on_offer(10, "alice", &offer, &mut rng);
+        assert!(matches!(
+            drain(&mut s)[..],
+            [SessionEvent::SendOffer { answer: true, .. }]
+        ));
+        let remotes = |s: &IceSessions| s.sessions["alice"].agent.remote_candidates().len();
+        assert_eq!(remotes(&s), 1);
+        // The same offer again: a duplicate, answered again.
+        s.on_offer(20, "alice", &offer, &mut rng);
+        assert!(matches!(
+            drain(&mut s)[..],
+            [SessionEvent::SendOffer { answer: true, .. }]
+        ));
+        // Alice moved: the offer again, with her new address.
+        let mut moved = offer.clone();
+        moved.candidates.push(Candidate::new(
+            CandidateKind::ServerReflexive,
+            addr("203.0.113.7:41000"),
+            65535,
+        ));
+        s.on_offer(30, "alice", &moved, &mut rng);
+        assert!(drain(&mut s).is_empty());
+        assert_eq!(remotes(&s), 2);
+        // Other credentials are no update (nor a restart): nothing changes.
+        let mut other = moved.clone();
+        other.pwd = "x".repeat(offer.pwd.len());
+        other.candidates.push(Candidate::new(
+            CandidateKind::ServerReflexive,
+            addr("203.0.113.8:41000"),
+            65535,
+        ));
+        s.on_offer(40, "alice", &other, &mut rng);
+        assert_eq!(remotes(&s), 2);
     }
 
     #[test]

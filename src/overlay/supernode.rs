@@ -157,6 +157,8 @@ pub struct SupernodeStats {
     pub malformed: u64,
     pub not_supernode: u64,
     pub not_attached: u64,
+    /// Attached clients whose link moved to a new address (they roamed).
+    pub clients_roamed: u64,
     pub records_stored: u64,
     pub records_rejected_forged: u64,
     pub records_rejected_expired: u64,
@@ -438,6 +440,42 @@ impl SupernodeCore {
     /// Whether this supernode holds a record for `username`, and its seq.
     pub fn holds(&self, username: &str) -> Option<u64> {
         self.records.get(username).map(|h| h.seq)
+    }
+
+    /// A client's link moved from `from` to `to` on traffic it
+    /// authenticated there (the client roamed to another network): its
+    /// attachment, the watches it holds and the envelopes for it move
+    /// with it, so it need not attach again (a Redirect cycle of seconds,
+    /// in which nothing reaches it). Nothing moves onto an address that
+    /// has an attachment of its own.
+    pub fn client_roamed(&mut self, now: u64, from: SocketAddr, to: SocketAddr) {
+        if self.clients.contains_key(&to) {
+            return;
+        }
+        let Some(mut c) = self.clients.remove(&from) else {
+            return;
+        };
+        c.last_seen = now;
+        let name = c.username.clone();
+        let has_record = c.record.is_some();
+        self.clients.insert(to, c);
+        self.env_client_gone(from, &name);
+        self.env_client_attached(to, &name);
+        for v in self
+            .watchers
+            .values_mut()
+            .chain(self.client_watches.values_mut())
+        {
+            for (a, _) in v.iter_mut().filter(|(a, _)| *a == from) {
+                *a = to;
+            }
+        }
+        if has_record {
+            self.checks
+                .push(Reverse((now + self.cfg.check_interval_ms, to)));
+        }
+        self.stats.clients_roamed += 1;
+        tracing::debug!(%from, %to, user = %name, "an attached client roamed");
     }
 
     pub fn client_count(&self) -> usize {

@@ -162,6 +162,8 @@ pub struct SimOptions {
     pub block_direct_from: Option<u64>,
     /// Application datagrams over the selected path every this many ms.
     pub app_interval_ms: Option<u64>,
+    /// One side moves to another network during the call.
+    pub roam: Option<Roam>,
     /// Stop this long after both sides are connected (or at the limit).
     pub run_after_connect_ms: u64,
     pub limit_ms: u64,
@@ -179,10 +181,30 @@ impl Default for SimOptions {
             block_direct_until: None,
             block_direct_from: None,
             app_interval_ms: None,
+            roam: None,
             run_after_connect_ms: 500,
             limit_ms: 15_000,
         }
     }
+}
+
+/// A side moving to another network in the middle of a call (a laptop
+/// from Wi-Fi to a phone's hotspot): a new internal address behind a new
+/// NAT (or a public one), the old address gone.
+#[derive(Debug, Clone, Copy)]
+pub struct Roam {
+    /// 0: the caller A (controlling), 1: the callee B.
+    pub side: usize,
+    /// When, in ms after the call starts.
+    pub at_ms: u64,
+    /// The environment it moves to.
+    pub to: Env,
+    /// The node notices the change this long after the move and calls
+    /// [`IceAgent::network_changed`], asks a supernode for its new
+    /// address and sends the peer its new candidates through the
+    /// signalling channel ([`IceAgent::update_remote`] on the other side,
+    /// `signalling_ms` later); `None`: it never does.
+    pub notice_ms: Option<u64>,
 }
 
 /// How a run ended, seen from each side (index 0: the caller A).
@@ -200,6 +222,10 @@ pub struct PairOutcome {
     /// Application datagrams sent and the sequence numbers received.
     pub app_sent: [u64; 2],
     pub app_received: [Vec<u64>; 2],
+    /// When each of those arrived (simulated ms since the network began).
+    pub app_received_at: [Vec<u64>; 2],
+    /// When the roam happened, on the same clock.
+    pub roamed_at: Option<u64>,
     pub relay_forwarded: u64,
     /// When each side first had a path (simulated ms since the call).
     pub connected_at: [Option<u64>; 2],
@@ -291,6 +317,27 @@ impl World {
             }
             None => SocketAddr::from(([198, 51, 100, n], 5000)),
         };
+        self.net.bind(internal, side);
+        self.hosts[side] = internal;
+    }
+
+    /// Side `side` leaves its network for `env`: its socket is now
+    /// 10.(n+20).0.2:5000 behind a new NAT at 203.0.113.(n+20), or public
+    /// at 198.51.100.(n+20); nothing reaches the old address any more.
+    fn move_host(&mut self, side: usize, env: Env) {
+        let n = side as u8 + 21;
+        let start = 20_000 + self.rng.gen_range(0..10_000u16);
+        let public = IpAddr::V4(Ipv4Addr::new(203, 0, 113, n));
+        let internal = match env.nat_config(public, start) {
+            Some(cfg) => {
+                let id = self.net.add_nat(cfg);
+                let internal = SocketAddr::from(([10, n, 0, 2], 5000));
+                self.net.place_behind(internal.ip(), id);
+                internal
+            }
+            None => SocketAddr::from(([198, 51, 100, n], 5000)),
+        };
+        self.net.unbind(self.hosts[side]);
         self.net.bind(internal, side);
         self.hosts[side] = internal;
     }
@@ -417,6 +464,7 @@ fn deliver_to_side(
         let mut s = [0u8; 8];
         s.copy_from_slice(&bytes[1..9]);
         out.app_received[idx].push(u64::from_be_bytes(s));
+        out.app_received_at[idx].push(now);
         return;
     }
     if let Some(agent) = side.agent.as_mut() {
@@ -490,6 +538,11 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
     let mut answer_to_a: Option<(u64, IceOffer)> = None;
     let mut connected_at: Option<u64> = None;
     let mut next_app = opts.app_interval_ms.map(|_| call_at);
+    let mut noticed = false;
+    // The mover asked a supernode for its new address; its new candidates
+    // on their way to the other side.
+    let mut readvertise = false;
+    let mut update: Option<(u64, usize, IceOffer)> = None;
     let limit = opts.limit_ms + call_at;
     loop {
         // Next thing to happen.
@@ -527,6 +580,18 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         if let Some(n) = next_app {
             t = t.min(n);
         }
+        if let Some((at, _, _)) = &update {
+            t = t.min(*at);
+        }
+        if let Some(r) = opts.roam {
+            if out.roamed_at.is_none() {
+                t = t.min(call_at + r.at_ms);
+            } else if let Some(ms) = r.notice_ms
+                && !noticed
+            {
+                t = t.min(call_at + r.at_ms + ms);
+            }
+        }
         let stop = connected_at.map_or(limit, |c| (c + opts.run_after_connect_ms).min(limit));
         if t > stop {
             break;
@@ -542,6 +607,34 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             && now >= call_at + f
         {
             w.block_direct(true);
+        }
+        if let Some(r) = opts.roam {
+            if out.roamed_at.is_none() && now >= call_at + r.at_ms {
+                w.move_host(r.side, r.to);
+                out.roamed_at = Some(now);
+            }
+            if let Some(ms) = r.notice_ms
+                && !noticed
+                && now >= call_at + r.at_ms + ms
+            {
+                noticed = true;
+                if let Some(a) = sides[r.side].agent.as_mut() {
+                    a.network_changed(now, &mut w.rng);
+                }
+                sides[r.side].srflx.clear();
+                readvertise = true;
+                let sn = w.supernodes[0];
+                w.send_from_host(r.side, sn, vec![WHO], false);
+            }
+        }
+        if let Some((at, to, offer)) = update.take() {
+            if now >= at {
+                if let Some(a) = sides[to].agent.as_mut() {
+                    a.update_remote(now, &offer);
+                }
+            } else {
+                update = Some((at, to, offer));
+            }
         }
         // The call starts: A gathers and offers.
         if sides[0].agent.is_none() && now >= call_at {
@@ -581,6 +674,21 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
                 }
                 i @ (0 | 1) => deliver_to_side(&mut w, &mut sides[i], i, d.from, d.bytes, &mut out),
                 _ => {}
+            }
+        }
+        // The mover's new address is known: its new candidates go out.
+        if readvertise
+            && let Some(r) = opts.roam
+            && let Some(&mapped) = sides[r.side].srflx.first()
+        {
+            readvertise = false;
+            let locals = [
+                Candidate::new(CandidateKind::Host, w.hosts[r.side], 65535),
+                Candidate::new(CandidateKind::ServerReflexive, mapped, 65535),
+            ];
+            if let Some(a) = sides[r.side].agent.as_mut() {
+                a.set_local_addresses(&locals);
+                update = Some((now + opts.signalling_ms, 1 - r.side, a.local_offer()));
             }
         }
         // Timers, then events and transmits.

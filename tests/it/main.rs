@@ -51,6 +51,7 @@ mod ice_fallback;
 mod ice_loopback;
 mod ice_matrix;
 mod ice_relayed;
+mod ice_roam;
 mod ice_upgrade;
 mod link_udp;
 mod login_flow;

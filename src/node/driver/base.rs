@@ -37,6 +37,9 @@ pub(super) struct Base {
     pub dropped_datagrams: u64,
     /// STUN messages no core here took, dropped.
     pub stun_unhandled: u64,
+    /// Sends on the main socket that failed (no route, address gone: the
+    /// network may have changed; a client's address watch looks).
+    pub send_errors: u64,
 }
 
 impl Base {
@@ -72,6 +75,7 @@ impl Base {
             events,
             dropped_datagrams: 0,
             stun_unhandled: 0,
+            send_errors: 0,
         }
     }
 
@@ -100,8 +104,9 @@ impl Base {
     }
 
     /// Send on the main socket (errors are the peer's timers' business).
-    pub async fn send_udp(&self, dst: SocketAddr, bytes: &[u8], what: &str) {
+    pub async fn send_udp(&mut self, dst: SocketAddr, bytes: &[u8], what: &str) {
         if let Err(e) = self.socket.send_to(bytes, dst).await {
+            self.send_errors += 1;
             tracing::debug!(%dst, "{what} send: {e}");
         }
     }

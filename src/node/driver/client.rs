@@ -188,6 +188,7 @@ impl ClientDriver {
             .min(calls)
             .min(files)
             .min(self.peers.deadline())
+            .min(self.peers.watch_deadline(self.base.send_errors))
     }
 
     /// Run `f` on the calls with the driver state they need.
@@ -340,6 +341,22 @@ impl ClientDriver {
             let core = &self.core;
             n.handle_timeout(&mut self.base, now, || known_servers(core))
                 .await;
+        }
+        if now >= self.peers.watch_deadline(self.base.send_errors) {
+            self.watch_network().await;
+        }
+    }
+
+    /// The address watch ([`Peers::watch`]): on a new network, the peers
+    /// tell their peers where we are now, and NAT detection runs again.
+    async fn watch_network(&mut self) {
+        let Some(hosts) = self.peers.watch(&self.base).await else {
+            return;
+        };
+        let now = self.base.now();
+        self.with_peers(now, |p, cx| p.network_changed(cx, hosts));
+        if let Some(n) = &mut self.nat {
+            n.local_changed(&mut self.base).await;
         }
     }
 

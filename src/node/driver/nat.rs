@@ -158,6 +158,14 @@ impl NatDriver {
         }
     }
 
+    /// The client's address watch saw a new network: check the local
+    /// address now (a change makes the detector measure again).
+    pub async fn local_changed(&mut self, base: &mut Base) {
+        if self.started {
+            self.check_local(base).await;
+        }
+    }
+
     /// Timers: the start without an attachment, the local check, the
     /// detector's own.
     pub async fn handle_timeout(

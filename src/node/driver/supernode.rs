@@ -342,6 +342,7 @@ impl SupernodeDriver {
                 LinkEvent::Closed { addr, reason } => {
                     tracing::debug!(%addr, ?reason, "link closed");
                 }
+                LinkEvent::Roamed { from, to, .. } => self.core.client_roamed(now, from, to),
                 _ => {}
             }
         }

@@ -60,8 +60,26 @@ pub(super) struct Peers {
     connecting: HashMap<String, u64>,
     /// Our host candidates, at most one per family: each found on the
     /// first attachment over that family (a dual-stack socket attached
-    /// over IPv6 and IPv4 has both).
-    hosts: Vec<SocketAddr>,
+    /// over IPv6 and IPv4 has both), with the supernode it was found
+    /// towards (the address watch asks the routing table again).
+    hosts: Vec<(SocketAddr, SocketAddr)>,
+    /// The next check of our host addresses (see [`Peers::watch`]), and
+    /// the last one.
+    watch_at: u64,
+    watched_at: u64,
+    /// Send errors on the main socket already looked into.
+    errors_seen: u64,
+    /// Times our host address changed (a new network).
+    pub network_changes: u64,
+    /// After a network change: Binding requests to the supernodes our
+    /// host candidates were found towards, for our new server-reflexive
+    /// address (the peers get it in a repeated offer). Their transaction
+    /// ids (at most [`MAX_REBIND_TIDS`]), sends left and the next one.
+    rebind: Vec<[u8; 12]>,
+    rebind_left: u32,
+    rebind_at: u64,
+    /// STUN requests of ours waiting for the socket.
+    stun_out: Vec<(SocketAddr, Vec<u8>)>,
     /// Envelopes carrying our ICE offers and answers, by id: to whom.
     ice_envelopes: HashMap<EnvelopeId, String>,
     /// ICE datagrams for a relay this node has no TURN client for.
@@ -81,6 +99,19 @@ pub(super) struct Peers {
     /// Offers from strangers held or dropped (never answered unasked).
     pub stranger_offers: u64,
 }
+
+/// How often the address watch runs while a peer path is in use (a call
+/// moves to a new network within this plus a round trip) and otherwise.
+const WATCH_IN_USE_MS: u64 = 250;
+const WATCH_IDLE_MS: u64 = 5_000;
+/// Send errors bring the watch forward, at most this often.
+const WATCH_ON_ERROR_MS: u64 = 100;
+
+/// Binding requests for our new address after a network change: sends,
+/// the gap between them, transaction ids remembered.
+const REBIND_SENDS: u32 = 5;
+const REBIND_RTO_MS: u64 = 250;
+const MAX_REBIND_TIDS: usize = 16;
 
 /// Stranger offers held at once (one per sender).
 const MAX_HELD_OFFERS: usize = 8;
@@ -103,6 +134,14 @@ impl Peers {
             paths,
             connecting: HashMap::new(),
             hosts: Vec::new(),
+            watch_at: now,
+            watched_at: 0,
+            errors_seen: 0,
+            network_changes: 0,
+            rebind: Vec::new(),
+            rebind_left: 0,
+            rebind_at: u64::MAX,
+            stun_out: Vec::new(),
             ice_envelopes: HashMap::new(),
             ice_relay_unsent: 0,
             events: VecDeque::new(),
@@ -214,12 +253,68 @@ impl Peers {
         }
     }
 
+    /// Binding requests for our new server-reflexive address, when due.
+    fn rebind_send(&mut self, cx: &mut Cx<'_>) {
+        if self.rebind_left == 0 || cx.now < self.rebind_at {
+            return;
+        }
+        self.rebind_left -= 1;
+        self.rebind_at = if self.rebind_left == 0 {
+            u64::MAX
+        } else {
+            cx.now + REBIND_RTO_MS
+        };
+        let mut to: Vec<SocketAddr> = self.hosts.iter().map(|&(_, t)| t).collect();
+        to.dedup();
+        for dst in to {
+            let mut tid = [0u8; 12];
+            rand::RngCore::fill_bytes(&mut cx.base.rng, &mut tid);
+            if self.rebind.len() >= MAX_REBIND_TIDS {
+                self.rebind.remove(0);
+            }
+            self.rebind.push(tid);
+            self.stun_out
+                .push((dst, crate::nat::stun::binding_request(tid, false, false)));
+        }
+    }
+
+    /// A Binding answer to `rebind_send`: our new server-reflexive
+    /// address, which the sessions with a path send their peers. True
+    /// when the datagram was one.
+    fn rebind_answer(&mut self, d: &[u8]) -> bool {
+        if self.rebind.is_empty() {
+            return false;
+        }
+        let Ok(r) = crate::nat::stun::parse_binding_response(d) else {
+            return false;
+        };
+        if !self.rebind.contains(&r.transaction) {
+            return false;
+        }
+        self.rebind.clear();
+        self.rebind_left = 0;
+        self.rebind_at = u64::MAX;
+        if let Some(mapped) = r.mapped {
+            self.ice.observe(mapped);
+            let n = self.ice.readvertise();
+            tracing::info!(%mapped, sessions = n, "our new public address: sent to the peers");
+        }
+        true
+    }
+
     /// The outcome of an envelope; true when it carried our offer or
-    /// answer (a failed one fails the connection).
+    /// answer (a failed one fails the connection, unless it was a repeat
+    /// for a connection that has a path).
     pub fn on_outcome(&mut self, id: &EnvelopeId, failed: Option<&str>) -> bool {
         let Some(user) = self.ice_envelopes.remove(id) else {
             return false;
         };
+        if let Some(reason) = failed
+            && self.ice.selected(&user).is_some()
+        {
+            tracing::info!(%user, "our new candidates did not reach the peer: {reason}");
+            return true;
+        }
         if let Some(reason) = failed {
             self.ice.close(&user);
             self.report(PeerEvent::Failed {
@@ -298,13 +393,68 @@ impl Peers {
         if !self
             .hosts
             .iter()
-            .any(|h| h.is_ipv4() == supernode.is_ipv4())
+            .any(|(h, _)| h.is_ipv4() == supernode.is_ipv4())
             && let Ok(bound) = base.socket.local_addr()
             && let Some(h) = peer::host_address(bound, supernode).await
         {
-            self.hosts.push(h);
-            self.ice.set_host(self.hosts.clone());
+            self.hosts.push((h, supernode));
+            self.ice.set_host(self.host_addrs());
         }
+    }
+
+    fn host_addrs(&self) -> Vec<SocketAddr> {
+        self.hosts.iter().map(|(h, _)| *h).collect()
+    }
+
+    /// When the address watch is due: soon after a send error, every
+    /// [`WATCH_IN_USE_MS`] while a peer path is in use, else every
+    /// [`WATCH_IDLE_MS`].
+    pub fn watch_deadline(&self, send_errors: u64) -> u64 {
+        if self.hosts.is_empty() {
+            return u64::MAX;
+        }
+        if send_errors != self.errors_seen {
+            return self.watch_at.min(self.watched_at + WATCH_ON_ERROR_MS);
+        }
+        self.watch_at
+    }
+
+    /// The address watch: ask the routing table for our address towards
+    /// each supernode our host candidates were found towards. When one
+    /// changed we are on a new network (a laptop moved from Wi-Fi to a
+    /// phone's hotspot): returns the new host addresses, for
+    /// [`Peers::network_changed`].
+    pub async fn watch(&mut self, base: &Base) -> Option<Vec<(SocketAddr, SocketAddr)>> {
+        let now = base.now();
+        self.errors_seen = base.send_errors;
+        self.watched_at = now;
+        let busy = self.ice.any_selected();
+        self.watch_at = now + if busy { WATCH_IN_USE_MS } else { WATCH_IDLE_MS };
+        let bound = base.socket.local_addr().ok()?;
+        let mut now_hosts = Vec::with_capacity(self.hosts.len());
+        for &(h, towards) in &self.hosts {
+            // No route (the old network is gone, the new one not up yet):
+            // keep the old address until there is one.
+            let cur = peer::host_address(bound, towards).await.unwrap_or(h);
+            now_hosts.push((cur, towards));
+        }
+        (now_hosts != self.hosts).then_some(now_hosts)
+    }
+
+    /// Our network changed (see [`Peers::watch`]): the new host
+    /// candidates, and every ICE session with a path tells its peer where
+    /// we are now ([`IceSessions::network_changed`]).
+    pub fn network_changed(&mut self, cx: &mut Cx<'_>, hosts: Vec<(SocketAddr, SocketAddr)>) {
+        self.network_changes += 1;
+        let from: Vec<_> = self.host_addrs();
+        self.hosts = hosts;
+        let moved = self.ice.network_changed(cx.now, &mut cx.base.rng);
+        self.ice.set_host(self.host_addrs());
+        self.rebind.clear();
+        self.rebind_left = REBIND_SENDS;
+        self.rebind_at = cx.now;
+        self.rebind_send(cx);
+        tracing::info!(?from, to = ?self.host_addrs(), paths = moved, "our network changed: peers told where we are now");
     }
 
     /// What the ICE sessions asked for since the last step; true when
@@ -429,11 +579,15 @@ impl Peers {
 
     /// A STUN datagram on the main socket: ICE checks and their answers.
     pub fn stun(&mut self, cx: &mut Cx<'_>, from: SocketAddr, d: &[u8]) -> bool {
+        if self.rebind_answer(d) {
+            return true;
+        }
         self.ice
             .handle_stun(cx.now, Via::Direct, from, d, &mut cx.base.rng)
     }
 
     pub fn handle_timeout(&mut self, cx: &mut Cx<'_>) {
+        self.rebind_send(cx);
         self.ice.handle_timeout(cx.now, &mut cx.base.rng);
         self.paths_timeout(cx);
     }
@@ -443,11 +597,15 @@ impl Peers {
             .poll_timeout()
             .unwrap_or(u64::MAX)
             .min(self.paths_deadline())
+            .min(self.rebind_at)
     }
 
     /// Everything waiting to leave: ICE checks (direct or relayed), link
     /// frames (over the path their peer uses), the relay's own messages.
     pub async fn flush(&mut self, base: &mut Base) {
+        for (dst, bytes) in std::mem::take(&mut self.stun_out) {
+            base.send_udp(dst, &bytes, "STUN").await;
+        }
         while let Some(t) = self.ice.poll_transmit() {
             match t.via {
                 Via::Direct => base.send_udp(t.dst, &t.bytes, "ICE").await,
