@@ -59,6 +59,9 @@ pub type GroupId = [u8; 16];
 pub const MAX_MEMBERS: usize = 50;
 /// Most ops in a group's log; more are refused (and counted).
 pub const MAX_OPS: usize = 1024;
+/// Most sender keys kept per member of a group: a new one beyond pushes
+/// out their oldest (counted in [`GroupStats::keys_dropped`]).
+pub const MAX_KEYS_PER_SENDER: usize = 64;
 /// Longest message text, in bytes.
 pub const MAX_TEXT: usize = 4000;
 
@@ -239,6 +242,8 @@ pub struct GroupStats {
     pub too_many_groups: u64,
     /// Items parked too long, or over the parking limits.
     pub early_dropped: u64,
+    /// Old sender keys pushed out by [`MAX_KEYS_PER_SENDER`].
+    pub keys_dropped: u64,
 }
 
 /// A message waiting for an earlier one or for its key.
@@ -1131,23 +1136,20 @@ impl GroupCore {
                 return Ok(Fate::Park);
             }
         }
-        if !self.groups.contains_key(&g) {
-            self.groups.insert(
-                g,
-                Group {
-                    id: g,
-                    ops: Vec::new(),
-                    op_ids: BTreeSet::new(),
-                    state: Derived::default(),
-                    key_id: 0,
-                    key: [0; 32],
-                    seq: 0,
-                    keys: BTreeMap::new(),
-                    last_seq: BTreeMap::new(),
-                    sent_to: BTreeMap::new(),
-                    held: BTreeMap::new(),
-                },
-            );
+        if let std::collections::btree_map::Entry::Vacant(v) = self.groups.entry(g) {
+            v.insert(Group {
+                id: g,
+                ops: Vec::new(),
+                op_ids: BTreeSet::new(),
+                state: Derived::default(),
+                key_id: 0,
+                key: [0; 32],
+                seq: 0,
+                keys: BTreeMap::new(),
+                last_seq: BTreeMap::new(),
+                sent_to: BTreeMap::new(),
+                held: BTreeMap::new(),
+            });
             self.store.save_key(&g, 0, &[0; 32], 0)?;
         }
         self.apply_ops(now, &g, ops, peer, sink)?;
@@ -1172,7 +1174,24 @@ impl GroupCore {
         if !grp.state.members.contains(peer) {
             return Ok(Fate::Park);
         }
-        if grp.keys.insert((peer.to_owned(), key_id), key).is_none() {
+        let new_key = !grp.keys.contains_key(&(peer.to_owned(), key_id));
+        if new_key {
+            let theirs: Vec<u32> = grp
+                .keys
+                .keys()
+                .filter(|(s, _)| s == peer)
+                .map(|(_, i)| *i)
+                .collect();
+            if theirs.len() >= MAX_KEYS_PER_SENDER
+                && let Some(&oldest) = theirs.iter().min()
+            {
+                grp.keys.remove(&(peer.to_owned(), oldest));
+                self.stats.keys_dropped += 1;
+                self.store.remove_key(&g, peer, oldest)?;
+            }
+        }
+        if new_key {
+            grp.keys.insert((peer.to_owned(), key_id), key);
             self.store.add_key(&g, peer, key_id, &key)?;
         }
         self.ack(peer, item, sink);

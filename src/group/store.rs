@@ -241,6 +241,17 @@ impl GroupStore {
             .map_err(|e| self.err(e))
     }
 
+    /// A member's sender key pushed out.
+    pub fn remove_key(&mut self, g: &GroupId, sender: &str, key_id: u32) -> Result<(), GroupError> {
+        self.conn
+            .execute(
+                "DELETE FROM keys WHERE grp = ?1 AND sender = ?2 AND key_id = ?3",
+                params![&g[..], sender, key_id as i64],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
     /// Our message `m` (with its ciphertext) into the history, our seq
     /// moved on, and its outbox entries, in one transaction.
     pub fn queue_outgoing(

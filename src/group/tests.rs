@@ -319,6 +319,7 @@ fn five_members_with_loss_an_offline_member_removed_and_readded() {
     let idx = |n: &str| names.iter().position(|x| *x == n).unwrap();
     let loss = 0.2;
 
+    #[allow(clippy::too_many_arguments)]
     fn step(
         now: Millis,
         nodes: &mut [GroupCore],
@@ -399,7 +400,7 @@ fn five_members_with_loss_an_offline_member_removed_and_readded() {
         ($ms:expr) => {
             let end = now + $ms;
             while now < end {
-                now = now + 10;
+                now += 10;
                 step(
                     now,
                     &mut nodes,
@@ -476,9 +477,9 @@ fn five_members_with_loss_an_offline_member_removed_and_readded() {
     for f in stored.drain(..) {
         flights.push(Flight { at: now + 10, ..f });
     }
-    for i in 0..5 {
+    for (i, n) in nodes.iter_mut().enumerate() {
         if i != idx("dave") {
-            nodes[i].peer_online(now, "dave");
+            n.peer_online(now, "dave");
         }
     }
     run!(900_000);
@@ -541,4 +542,61 @@ fn five_members_with_loss_an_offline_member_removed_and_readded() {
     }
     assert_eq!(opened, 12);
     assert!(nodes.iter().map(|n| n.stats.undecryptable).sum::<u64>() == 0);
+}
+
+/// A member who sends key after key holds at most
+/// [`MAX_KEYS_PER_SENDER`] of them at a receiver.
+#[test]
+fn sender_keys_per_member_are_bounded() {
+    let k = Keys::new();
+    let mut a = k.node("alice", 1);
+    let mut b = k.node("bob", 2);
+    let mut o = Out::default();
+    let g = a.create(Millis(0), WALL, "two", &mut o).unwrap();
+    a.invite(Millis(0), WALL, &g, "bob", &mut o).unwrap();
+    settle(
+        &mut [
+            ("alice", &mut a, Standing::Contact),
+            ("bob", &mut b, Standing::Contact),
+        ],
+        Millis(1),
+        vec![("alice".into(), o)],
+    );
+    assert_eq!(b.info(&g).unwrap().members, ["alice", "bob"]);
+    let mut sink = Out::default();
+    for i in 0..100u32 {
+        let p = GroupPayload::Item {
+            item: [i as u8; 16],
+            body: Body::Key {
+                group: g,
+                key_id: 1000 + i,
+                key: [i as u8; 32],
+            },
+        }
+        .encode();
+        b.on_envelope(
+            Millis(2),
+            &a.cert,
+            Standing::Contact,
+            kind::GROUP,
+            &p,
+            &mut sink,
+        );
+    }
+    let alices = b.groups[&g]
+        .keys
+        .keys()
+        .filter(|(s, _)| s == "alice")
+        .count();
+    assert_eq!(alices, MAX_KEYS_PER_SENDER);
+    assert!(b.stats.keys_dropped >= 100 - MAX_KEYS_PER_SENDER as u64);
+    assert_eq!(
+        b.store
+            .keys(&g)
+            .unwrap()
+            .iter()
+            .filter(|(s, ..)| s == "alice")
+            .count(),
+        MAX_KEYS_PER_SENDER
+    );
 }

@@ -123,10 +123,8 @@ fn five_members_one_offline_removed_and_readded() {
         p[i].say("accept alice");
         p[i].wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
     }
-    for i in 1..5 {
-        p[0].wait_json(T, |v| {
-            v["event"] == "contact_added" && v["user"] == NAMES[i]
-        });
+    for name in &NAMES[1..] {
+        p[0].wait_json(T, |v| v["event"] == "contact_added" && v["user"] == *name);
     }
 
     let mut logs: Vec<Vec<Value>> = vec![Vec::new(); 5];

@@ -347,40 +347,6 @@ impl Component for ChatPane {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_prefers_line_breaks_then_spaces() {
-        let text = format!("{}\n{}", "a".repeat(60), "b".repeat(30));
-        assert_eq!(
-            split_message(&text, 80),
-            vec!["a".repeat(60), "b".repeat(30)]
-        );
-        let text = format!("{} {}", "a".repeat(50), "b".repeat(50));
-        assert_eq!(
-            split_message(&text, 80),
-            vec!["a".repeat(50), "b".repeat(50)]
-        );
-        // No break in the second half: cut at a character boundary.
-        let text = "é".repeat(50);
-        let parts = split_message(&text, 15);
-        assert!(parts.iter().all(|p| p.len() <= 15), "{parts:?}");
-        assert_eq!(parts.concat(), text);
-        assert_eq!(split_message("short", 80), vec!["short"]);
-        assert!(split_message("", 80).is_empty());
-    }
-
-    #[test]
-    fn every_part_fits() {
-        let text = "word ".repeat(3000);
-        let parts = split_message(&text, MAX_MESSAGE_BYTES);
-        assert_eq!(parts.len(), 4);
-        assert!(parts.iter().all(|p| p.len() <= MAX_MESSAGE_BYTES));
-    }
-}
-
 /// A group conversation: the members with their presence, then the
 /// messages with join and leave lines.
 fn group_lines(
@@ -435,5 +401,39 @@ fn group_lines(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_prefers_line_breaks_then_spaces() {
+        let text = format!("{}\n{}", "a".repeat(60), "b".repeat(30));
+        assert_eq!(
+            split_message(&text, 80),
+            vec!["a".repeat(60), "b".repeat(30)]
+        );
+        let text = format!("{} {}", "a".repeat(50), "b".repeat(50));
+        assert_eq!(
+            split_message(&text, 80),
+            vec!["a".repeat(50), "b".repeat(50)]
+        );
+        // No break in the second half: cut at a character boundary.
+        let text = "é".repeat(50);
+        let parts = split_message(&text, 15);
+        assert!(parts.iter().all(|p| p.len() <= 15), "{parts:?}");
+        assert_eq!(parts.concat(), text);
+        assert_eq!(split_message("short", 80), vec!["short"]);
+        assert!(split_message("", 80).is_empty());
+    }
+
+    #[test]
+    fn every_part_fits() {
+        let text = "word ".repeat(3000);
+        let parts = split_message(&text, MAX_MESSAGE_BYTES);
+        assert_eq!(parts.len(), 4);
+        assert!(parts.iter().all(|p| p.len() <= MAX_MESSAGE_BYTES));
     }
 }
