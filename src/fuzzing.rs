@@ -178,6 +178,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
     v.extend(media_seeds());
     v.extend(transfer_seeds());
     v.extend(conference_seeds());
+    v.extend(group_seeds());
     v
 }
 
@@ -1060,6 +1061,155 @@ pub fn conference_seeds() -> Vec<Vec<u8>> {
     ]
     .iter()
     .map(|m| m.encode(1))
+    .collect()
+}
+
+/// The group chat decoders (the first byte picks the envelope kind): what
+/// decodes encodes back to the same bytes, and a core that invited the
+/// sender is fed it, as from a contact; the bytes are also tried as one
+/// signed op.
+pub fn group(b: &[u8]) {
+    use crate::group::wire::{GroupPayload, Op, kind};
+    use crate::group::{GroupConfig, GroupCore, GroupStore, Standing};
+    use crate::time::{Millis, UnixMillis};
+    if let Ok(op) = Op::decode(b) {
+        assert_eq!(op.encode(), b);
+        let _ = op.verify(&keys().0.public());
+    }
+    let Some((&k, rest)) = b.split_first() else {
+        return;
+    };
+    let k = if k % 2 == 0 {
+        kind::GROUP
+    } else {
+        kind::GROUP_ACK
+    };
+    let Ok(p) = GroupPayload::decode(k, rest) else {
+        return;
+    };
+    assert_eq!(p.encode(), rest);
+    let (a, _, alice) = keys();
+    let mut rng = StdRng::seed_from_u64(5);
+    let d = DeviceIdentity::generate(&mut rng);
+    let user = Username::parse("bob").unwrap_or_else(|_| unreachable!());
+    let bob = Certificate::issue(
+        &a,
+        8,
+        Role::User,
+        0,
+        u64::MAX / 2,
+        &user,
+        d.ed25519_public(),
+        d.x25519_public(),
+    );
+    let Ok(store) = GroupStore::in_memory() else {
+        return;
+    };
+    let Ok(mut core) = GroupCore::new(
+        store,
+        d,
+        bob,
+        a.public(),
+        GroupConfig::default(),
+        1,
+        Millis(0),
+    ) else {
+        return;
+    };
+    let mut sink = Discard::default();
+    if let Ok(g) = core.create(Millis(0), UnixMillis(1_000), "g", &mut sink) {
+        let _ = core.invite(Millis(0), UnixMillis(1_000), &g, "alice", &mut sink);
+    }
+    for standing in [Standing::Contact, Standing::Stranger] {
+        core.on_envelope(Millis(1), &alice, standing, k, rest, &mut sink);
+    }
+    core.handle_timeout(Millis(1_000_000), &mut sink);
+    while core.poll_event().is_some() {}
+}
+
+/// An envelope sink that keeps nothing.
+#[derive(Default)]
+struct Discard(u64);
+
+impl crate::overlay::envelope::EnvelopeSink for Discard {
+    fn send_envelope(&mut self, _: &str, _: u8, _: &[u8], _: bool) -> crate::overlay::EnvelopeId {
+        self.0 += 1;
+        let mut id = [0; 16];
+        id[..8].copy_from_slice(&self.0.to_be_bytes());
+        id
+    }
+}
+
+/// Valid group chat payloads, as seeds for [`group`].
+pub fn group_seeds() -> Vec<Vec<u8>> {
+    group_samples()
+        .into_iter()
+        .map(|(k, mut bytes)| {
+            bytes.insert(0, k - crate::group::wire::kind::GROUP);
+            bytes
+        })
+        .collect()
+}
+
+/// Valid payloads of each kind, as `(kind, bytes)` (fuzz seeds).
+fn group_samples() -> Vec<(u8, Vec<u8>)> {
+    let (_, d, c) = keys();
+    let nonce = [3; 16];
+    let g = crate::group::wire::group_id(&c.username, &nonce);
+    let ops = [
+        crate::group::wire::Op::sign(
+            &d,
+            &c,
+            g,
+            1,
+            10,
+            crate::group::wire::Action::Create {
+                nonce,
+                name: "friends".into(),
+            },
+        ),
+        crate::group::wire::Op::sign(
+            &d,
+            &c,
+            g,
+            2,
+            10,
+            crate::group::wire::Action::Invite { user: "bob".into() },
+        ),
+        crate::group::wire::Op::sign(&d, &c, g, 3, 10, crate::group::wire::Action::Leave),
+    ]
+    .map(|o| o.encode());
+    let ct = crate::group::wire::seal_message(&[1; 32], &g, &c.username, 1, 1, 5, "hello");
+    [
+        crate::group::wire::GroupPayload::Item {
+            item: [1; 16],
+            body: crate::group::wire::Body::Ops {
+                group: g,
+                ops: ops.iter().map(Vec::as_slice).collect(),
+            },
+        },
+        crate::group::wire::GroupPayload::Item {
+            item: [2; 16],
+            body: crate::group::wire::Body::Key {
+                group: g,
+                key_id: 1,
+                key: [1; 32],
+            },
+        },
+        crate::group::wire::GroupPayload::Item {
+            item: [3; 16],
+            body: crate::group::wire::Body::Msg {
+                group: g,
+                key_id: 1,
+                seq: 1,
+                prev: 0,
+                ct: &ct,
+            },
+        },
+        crate::group::wire::GroupPayload::Ack { item: [1; 16] },
+    ]
+    .iter()
+    .map(|p| (p.kind(), p.encode()))
     .collect()
 }
 

@@ -29,6 +29,7 @@ pub mod contacts;
 pub mod crypto;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod group;
 pub mod histogram;
 pub mod ice;
 pub mod identity;

@@ -3,7 +3,7 @@
 //! lists every verb: the parser takes its words and `help` prints it. A
 //! line that does not parse gives an error that shows the usage.
 
-use natter::node::api::{Command, Status, TEST_ENVELOPE_KIND};
+use natter::node::api::{Command, GroupCommand, Status, TEST_ENVELOPE_KIND};
 use thiserror::Error;
 
 /// One stdin verb: how it is written, what it does, and the node API
@@ -208,6 +208,26 @@ pub const GRAMMAR: &[Verb] = &[
             ],
         )
     },
+    verb(
+        "group",
+        "group create NAME [USER...] | group invite GROUP USER | group leave GROUP | group remove GROUP USER | group rename GROUP NAME | group msg GROUP TEXT | group history GROUP [N]",
+        "group chat (GROUP: its id or its one-word name)",
+        &[
+            "group create",
+            "group invite",
+            "group leave",
+            "group remove",
+            "group rename",
+            "group msg",
+            "group history",
+        ],
+    ),
+    verb(
+        "groups",
+        "groups",
+        "our groups and their members",
+        &["groups"],
+    ),
     verb("help", "help", "this list", &[]),
     verb("quit", "quit", "go offline and exit", &["quit"]),
 ];
@@ -368,6 +388,8 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
         "file" => file(arg, tail, v.usage)?,
         "files" => return bare(Input::Command(Command::ListFiles)),
         "conf" => conference(arg, tail, v.usage)?,
+        "group" => Command::Group(group(arg, tail, v.usage)?),
+        "groups" => return bare(Input::Command(Command::Group(GroupCommand::List))),
         // `decline USER` declined a contact request before `refuse`: it
         // still does, for one release, with a warning.
         "decline" if !arg.is_empty() && tail.is_empty() => {
@@ -388,6 +410,48 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
         _ => return Err(usage()),
     };
     Ok(Input::Command(c))
+}
+
+/// `group VERB ...`: see the grammar's usage.
+fn group(verb: &str, tail: &str, usage: &'static str) -> Result<GroupCommand, ParseError> {
+    let (g, rest) = tail
+        .split_once(char::is_whitespace)
+        .map_or((tail, ""), |(a, t)| (a, t.trim()));
+    let one = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
+    let group = g.to_owned();
+    Ok(match verb {
+        "create" if !g.is_empty() => GroupCommand::Create {
+            name: group,
+            members: rest.split_whitespace().map(str::to_owned).collect(),
+        },
+        "invite" if !g.is_empty() && one(rest) => GroupCommand::Invite {
+            group,
+            user: rest.to_owned(),
+        },
+        "leave" if !g.is_empty() && rest.is_empty() => GroupCommand::Leave { group },
+        "remove" if !g.is_empty() && one(rest) => GroupCommand::Remove {
+            group,
+            user: rest.to_owned(),
+        },
+        "rename" if !g.is_empty() && !rest.is_empty() => GroupCommand::Rename {
+            group,
+            name: rest.to_owned(),
+        },
+        "msg" if !g.is_empty() && !rest.is_empty() => GroupCommand::Send {
+            group,
+            text: rest.to_owned(),
+        },
+        "history" if !g.is_empty() => GroupCommand::History {
+            group,
+            limit: match rest {
+                "" => 50,
+                n => n.parse().map_err(|_| {
+                    ParseError::Invalid(format!("group history: {n:?} is not a number"))
+                })?,
+            },
+        },
+        _ => return Err(ParseError::Usage(usage)),
+    })
 }
 
 /// `file accept ID [PATH]`, `file decline ID`, `file cancel ID`; the id
@@ -725,6 +789,7 @@ mod tests {
             "send-file" => "bob /tmp/x",
             "file" => "decline 0123456789abcdef0123456789abcdef",
             "conf" => "start bob carol",
+            "group" => "msg lunch hi there",
             w if v.usage.starts_with(&format!("{w} USER")) => "bob",
             _ => "",
         };
@@ -787,6 +852,66 @@ mod tests {
         assert_eq!(verb_of("decline call"), "decline");
         assert_eq!(verb_of("send message"), "msg");
         assert_eq!(verb_of("overlay"), "overlay");
+    }
+
+    #[test]
+    fn group_commands() {
+        let g = |c| Command::Group(c);
+        assert_eq!(
+            cmd("group create lunch bob carol"),
+            g(GroupCommand::Create {
+                name: "lunch".into(),
+                members: vec!["bob".into(), "carol".into()]
+            })
+        );
+        assert_eq!(
+            cmd("group invite lunch dave"),
+            g(GroupCommand::Invite {
+                group: "lunch".into(),
+                user: "dave".into()
+            })
+        );
+        assert_eq!(
+            cmd("group remove lunch dave"),
+            g(GroupCommand::Remove {
+                group: "lunch".into(),
+                user: "dave".into()
+            })
+        );
+        assert_eq!(
+            cmd("group leave lunch"),
+            g(GroupCommand::Leave {
+                group: "lunch".into()
+            })
+        );
+        assert_eq!(
+            cmd("group msg lunch noon at the usual place?"),
+            g(GroupCommand::Send {
+                group: "lunch".into(),
+                text: "noon at the usual place?".into()
+            })
+        );
+        assert_eq!(
+            cmd("group history lunch 10"),
+            g(GroupCommand::History {
+                group: "lunch".into(),
+                limit: 10
+            })
+        );
+        assert_eq!(cmd("groups"), g(GroupCommand::List));
+        for bad in [
+            "group",
+            "group invite lunch",
+            "group leave",
+            "group msg lunch",
+            "group x y",
+        ] {
+            assert!(matches!(parse(bad), Err(ParseError::Usage(_))), "{bad}");
+        }
+        assert!(matches!(
+            parse("group history lunch ten"),
+            Err(ParseError::Invalid(_))
+        ));
     }
 
     #[test]

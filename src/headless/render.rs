@@ -6,8 +6,9 @@ use natter::conference::{ConfEvent, ConfId};
 use natter::node::api::ConferenceUpdate;
 use natter::node::api::{
     CallId, CallInfo, CallState, CallStats, ChatMessage, ContactChange, ContactEntry, ContactState,
-    DirectoryRecord, EnvelopeOutcome, Event, FileEvent, FileInfo, LoginState, LookupResult,
-    MessageState, NatReport, OverlayEvent, PeerEvent, PeerPath, RelayCredentials, RemoteChange,
+    DirectoryRecord, EnvelopeOutcome, Event, FileEvent, FileInfo, GroupChange, GroupChatMessage,
+    GroupEntry, GroupUpdate, LoginState, LookupResult, MessageState, NatReport, OverlayEvent,
+    PeerEvent, PeerPath, RelayCredentials, RemoteChange,
 };
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -187,6 +188,7 @@ pub fn event(e: &Event) -> Option<Rendered> {
         Event::File(f) => file_event(f),
         Event::Files(list) => files(list),
         Event::Conference(u) => conference(u),
+        Event::Group(u) => group(u),
         _ => None,
     }
 }
@@ -319,6 +321,79 @@ fn files(list: &[FileInfo]) -> Option<Rendered> {
 }
 
 /// A conference update: `{"event": "conference", "type": ..., "conference": id, ...}`.
+fn group_json(g: &GroupEntry) -> Value {
+    json!({"id": g.id, "name": g.name, "creator": g.creator, "admins": g.admins,
+           "members": g.members, "joined": g.joined})
+}
+
+fn group_message_json(m: &GroupChatMessage) -> Value {
+    json!({"group": m.group, "from": m.from, "seq": m.seq, "text": m.text,
+           "sent_at": m.sent_at, "outgoing": m.outgoing})
+}
+
+fn group(u: &GroupUpdate) -> Option<Rendered> {
+    match u {
+        GroupUpdate::Change { group, by, change } => {
+            let (what, user, line) = match change {
+                GroupChange::Created => ("created", None, format!("{by} created the group")),
+                GroupChange::Joined => ("joined", None, "you are in the group".to_owned()),
+                GroupChange::Added(u) => ("added", Some(u), format!("{by} added {u}")),
+                GroupChange::Left(u) => ("left", Some(u), format!("{u} left")),
+                GroupChange::Removed(u) => ("removed", Some(u), format!("{by} removed {u}")),
+                GroupChange::Renamed(n) => ("renamed", None, format!("{by} renamed it {n:?}")),
+                GroupChange::Admin(u) => ("admin", Some(u), format!("{by} made {u} an admin")),
+            };
+            let mut j = json!({"event": "group_change", "change": what, "by": by,
+                               "group": group.id, "name": group.name, "members": group.members,
+                               "admins": group.admins, "joined": group.joined});
+            if let Some(u) = user {
+                j["user"] = json!(u);
+            }
+            r(j, format!("group {} ({}): {line}", group.name, group.id))
+        }
+        GroupUpdate::Message(m) => {
+            let mut j = group_message_json(m);
+            j["event"] = json!("group_message");
+            r(
+                j,
+                format!("[{}] {} #{}: {}", m.group, m.from, m.seq, m.text),
+            )
+        }
+        GroupUpdate::Acked { group, seq, by } => r(
+            json!({"event": "group_acked", "group": group, "seq": seq, "by": by}),
+            format!("[{group}] {by} has our #{seq}"),
+        ),
+        GroupUpdate::InviteDropped { from, group } => r(
+            json!({"event": "group_invite_dropped", "from": from, "group": group}),
+            format!("dropped an invitation to group {group} from {from}, who is not a contact"),
+        ),
+        GroupUpdate::History { group, messages } => {
+            let line = messages
+                .iter()
+                .map(|m| format!("{} {}: {}", time(m.sent_at / 1000), m.from, m.text))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let list: Vec<Value> = messages.iter().map(group_message_json).collect();
+            r(
+                json!({"event": "group_history", "group": group.id, "name": group.name,
+                       "members": group.members, "messages": list}),
+                line,
+            )
+        }
+        GroupUpdate::List(list) => {
+            let line = list
+                .iter()
+                .map(|g| format!("{} {}: {}", g.id, g.name, g.members.join(", ")))
+                .collect::<Vec<_>>()
+                .join("\n");
+            r(
+                json!({"event": "groups", "groups": list.iter().map(group_json).collect::<Vec<_>>()}),
+                line,
+            )
+        }
+    }
+}
+
 fn conference(u: &ConferenceUpdate) -> Option<Rendered> {
     let e = match u {
         ConferenceUpdate::Changed(e) => e,

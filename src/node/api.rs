@@ -213,6 +213,135 @@ pub enum Command {
         username: String,
         muted: bool,
     },
+    /// Group chat; [`Event::Group`] reports what follows.
+    Group(GroupCommand),
+}
+
+/// Group chat commands. `group` names a group by its id (hex) or its
+/// name, when only one of our groups has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupCommand {
+    /// Found a group named `name` and invite `members` (contacts) to it.
+    Create {
+        name: String,
+        members: Vec<String>,
+    },
+    /// Invite a user (any member may; they take it only from a contact).
+    Invite {
+        group: String,
+        user: String,
+    },
+    /// Leave a group.
+    Leave {
+        group: String,
+    },
+    /// Remove a member (the creator and admins only).
+    Remove {
+        group: String,
+        user: String,
+    },
+    Rename {
+        group: String,
+        name: String,
+    },
+    /// Send a message to the group's current members.
+    Send {
+        group: String,
+        text: String,
+    },
+    /// The newest `limit` messages, answered by [`GroupUpdate::History`].
+    History {
+        group: String,
+        limit: u32,
+    },
+    /// Our groups, answered by [`GroupUpdate::List`].
+    List,
+}
+
+impl GroupCommand {
+    /// A short name for logs and error events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupCommand::Create { .. } => "group create",
+            GroupCommand::Invite { .. } => "group invite",
+            GroupCommand::Leave { .. } => "group leave",
+            GroupCommand::Remove { .. } => "group remove",
+            GroupCommand::Rename { .. } => "group rename",
+            GroupCommand::Send { .. } => "group msg",
+            GroupCommand::History { .. } => "group history",
+            GroupCommand::List => "groups",
+        }
+    }
+}
+
+/// A group as its members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupEntry {
+    /// The group's id, 32 hex digits.
+    pub id: String,
+    pub name: String,
+    pub creator: String,
+    pub admins: Vec<String>,
+    /// The current members, sorted.
+    pub members: Vec<String>,
+    /// Whether we are a member now.
+    pub joined: bool,
+}
+
+/// One message of a group chat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChatMessage {
+    /// The group's id.
+    pub group: String,
+    pub from: String,
+    /// The sender's sequence number in the group (from 1).
+    pub seq: u64,
+    pub text: String,
+    /// Unix milliseconds when sent (by the sender's clock).
+    pub sent_at: u64,
+    pub outgoing: bool,
+}
+
+/// A change to a group's membership or name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupChange {
+    Created,
+    /// We are in the group now (created or invited).
+    Joined,
+    Added(String),
+    Left(String),
+    Removed(String),
+    Renamed(String),
+    Admin(String),
+}
+
+/// What group chat reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupUpdate {
+    /// A change, with the group as it is now; `by` made it.
+    Change {
+        group: GroupEntry,
+        by: String,
+        change: GroupChange,
+    },
+    /// A message, shown once: ours when sent, others' in their order.
+    Message(GroupChatMessage),
+    /// A member has our message `seq` in their history.
+    Acked {
+        group: String,
+        seq: u64,
+        by: String,
+    },
+    /// A stranger's invitation, dropped.
+    InviteDropped {
+        from: String,
+        group: String,
+    },
+    History {
+        group: GroupEntry,
+        messages: Vec<GroupChatMessage>,
+    },
+    List(Vec<GroupEntry>),
 }
 
 /// Whether `name` can be a username, and why not: front ends check what
@@ -267,6 +396,7 @@ impl Command {
             Command::ConferenceLeave => "conference leave",
             Command::ConferenceMute { .. } => "conference mute",
             Command::ConferenceMuteOther { .. } => "conference mute other",
+            Command::Group(g) => g.name(),
         }
     }
 }
@@ -398,6 +528,8 @@ pub enum Event {
     Files(Vec<FileInfo>),
     /// A conference changed, or its per-participant stats.
     Conference(ConferenceUpdate),
+    /// Group chat: changes, messages, answers.
+    Group(GroupUpdate),
 }
 
 /// What the node reports about a conference.

@@ -6,14 +6,18 @@
 //! (published, presence); it keeps the directory record (status shown to
 //! strangers) and the watched users in step with the contact list, and
 //! reports [`MessagingEvent`]s. The driver owns one of these when the
-//! node is started with chat and contacts.
+//! node is started with chat and contacts. Group chat ([`GroupCore`])
+//! runs here too, when started with [`Messaging::with_groups`]: it uses
+//! the contact list to take invitations from contacts only.
 
 use crate::chat::{ChatConfig, ChatCore, ChatError, ChatEvent, ChatStore};
 use crate::contacts::{ContactStore, ContactsConfig, ContactsCore, ContactsError, ContactsEvent};
+use crate::group::{GroupCore, GroupError, GroupEvent, GroupInfo, GroupMessage, Standing};
 use crate::identity::Certificate;
+use crate::node::api::GroupCommand;
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
 use crate::overlay::{ClientCore, ClientEvent, EnvelopeId, Status};
-use crate::time::UnixMillis;
+use crate::time::{Millis, UnixMillis};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::{BTreeSet, VecDeque};
@@ -48,6 +52,8 @@ pub enum MessagingError {
     Chat(#[from] ChatError),
     #[error(transparent)]
     Contacts(#[from] ContactsError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
 }
 
 /// What the node's owner asks of chat and contacts.
@@ -95,6 +101,8 @@ pub enum MessagingCommand {
     },
     /// The user did something (resets the idle timer behind auto-away).
     Activity,
+    /// Group chat.
+    Group(GroupCommand),
 }
 
 /// What chat and contacts report.
@@ -102,12 +110,25 @@ pub enum MessagingCommand {
 pub enum MessagingEvent {
     Chat(ChatEvent),
     Contacts(ContactsEvent),
+    Group(GroupReport),
     /// A command could not be carried out.
     Failed {
         /// The command's name ([`MessagingCommand::name`]).
         command: &'static str,
         error: String,
     },
+}
+
+/// What group chat reports: the core's events, and the answers to the
+/// history and list commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupReport {
+    Event(GroupEvent),
+    History {
+        info: GroupInfo,
+        messages: Vec<GroupMessage>,
+    },
+    List(Vec<GroupInfo>),
 }
 
 impl MessagingCommand {
@@ -126,6 +147,7 @@ impl MessagingCommand {
             MessagingCommand::UnblockContact { .. } => "unblock contact",
             MessagingCommand::SetStatus { .. } => "set status",
             MessagingCommand::Activity => "activity",
+            MessagingCommand::Group(g) => g.name(),
         }
     }
 }
@@ -134,6 +156,8 @@ impl MessagingCommand {
 pub struct Messaging {
     chat: ChatCore,
     contacts: ContactsCore,
+    /// Group chat, when this node runs it.
+    groups: Option<GroupCore>,
     /// The status last put in the directory record.
     published: Option<(Status, String)>,
     /// Envelopes chat and contacts sent, whose outcomes are theirs.
@@ -164,10 +188,29 @@ impl Messaging {
         Messaging {
             chat,
             contacts,
+            groups: None,
             published: None,
             sent: BTreeSet::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Run group chat on `groups` too.
+    pub fn with_groups(mut self, groups: GroupCore) -> Self {
+        self.groups = Some(groups);
+        self
+    }
+
+    /// Our renewed certificate (group ops carry it).
+    pub fn set_certificate(&mut self, cert: &Certificate) {
+        if let Some(g) = &mut self.groups {
+            g.set_certificate(cert.clone());
+        }
+    }
+
+    /// Group chat's counters, when it runs.
+    pub fn group_stats(&self) -> Option<crate::group::GroupStats> {
+        self.groups.as_ref().map(|g| g.stats.clone())
     }
 
     /// Whether we blocked `user`.
@@ -185,7 +228,15 @@ impl Messaging {
     }
 
     pub fn poll_timeout(&self) -> u64 {
-        self.chat.poll_timeout().min(self.contacts.poll_timeout())
+        let groups = self
+            .groups
+            .as_ref()
+            .and_then(GroupCore::poll_timeout)
+            .map_or(u64::MAX, |t| t.0);
+        self.chat
+            .poll_timeout()
+            .min(self.contacts.poll_timeout())
+            .min(groups)
     }
 
     /// Drain the cores' events and bring the record and watches in line.
@@ -195,6 +246,12 @@ impl Messaging {
         }
         while let Some(e) = self.contacts.poll_event() {
             self.events.push_back(MessagingEvent::Contacts(e));
+        }
+        if let Some(g) = &mut self.groups {
+            while let Some(e) = g.poll_event() {
+                self.events
+                    .push_back(MessagingEvent::Group(GroupReport::Event(e)));
+            }
         }
         let public = self.contacts.public_status();
         if self.published.as_ref() != Some(&public) {
@@ -222,6 +279,9 @@ impl Messaging {
         };
         self.chat.handle_timeout(now, &mut sink);
         self.contacts.handle_timeout(now, &mut sink);
+        if let Some(g) = &mut self.groups {
+            g.handle_timeout(Millis(now), &mut sink);
+        }
         self.sync(client);
     }
 
@@ -245,9 +305,27 @@ impl Messaging {
         let (from, kind, payload) = env;
         self.chat.peer_online(now, &from.username);
         let blocked = self.contacts.is_blocked(&from.username);
-        let took = self
-            .chat
-            .on_envelope(unix, from, kind, payload, blocked, &mut sink)
+        let standing = if blocked {
+            Standing::Blocked
+        } else if self
+            .contacts
+            .is_authorized(&from.username.to_ascii_lowercase())
+        {
+            Standing::Contact
+        } else {
+            Standing::Stranger
+        };
+        let group = match &mut self.groups {
+            Some(g) => {
+                g.peer_online(Millis(now), &from.username);
+                g.on_envelope(Millis(now), from, standing, kind, payload, &mut sink)
+            }
+            None => false,
+        };
+        let took = group
+            || self
+                .chat
+                .on_envelope(unix, from, kind, payload, blocked, &mut sink)
             || self
                 .contacts
                 .on_envelope(now, from, kind, payload, &mut sink);
@@ -264,7 +342,12 @@ impl Messaging {
         o: EnvelopeOutcome,
         client: &mut ClientCore,
     ) -> bool {
-        let consumed = self.chat.on_envelope_outcome(now, id, o.clone())
+        let group = self
+            .groups
+            .as_mut()
+            .is_some_and(|g| g.on_envelope_outcome(Millis(now), id, o.clone()));
+        let consumed = group
+            || self.chat.on_envelope_outcome(now, id, o.clone())
             || self.contacts.on_envelope_outcome(now, id, o);
         let ours = self.sent.remove(id);
         self.sync(client);
@@ -293,6 +376,9 @@ impl Messaging {
             ClientEvent::PresenceChanged { record, .. } => {
                 if record.status != Status::Offline && record.online_until > unix.secs().get() {
                     self.chat.peer_online(now, record.username());
+                    if let Some(g) = &mut self.groups {
+                        g.peer_online(Millis(now), record.username());
+                    }
                 }
                 self.contacts.on_record(now, unix.secs(), record)
             }
@@ -373,6 +459,11 @@ impl Messaging {
                 c.activity(now, &mut sink);
                 Ok(())
             }
+            MessagingCommand::Group(cmd) => match &mut self.groups {
+                None => Err("group chat is not enabled on this node".to_owned()),
+                Some(g) => group_command(now, g, cmd, &mut sink, &mut self.events)
+                    .map_err(|e| e.to_string()),
+            },
         };
         if let Err(error) = res {
             self.events
@@ -399,6 +490,59 @@ impl Messaging {
         self.contacts.shutdown(&mut sink);
         self.sync(client);
     }
+}
+
+/// Carry out a group command; answers go to `events`.
+fn group_command(
+    now: u64,
+    g: &mut GroupCore,
+    cmd: GroupCommand,
+    sink: &mut dyn EnvelopeSink,
+    events: &mut VecDeque<MessagingEvent>,
+) -> Result<(), GroupError> {
+    let (t, wall) = (Millis(now), UnixMillis(now));
+    match cmd {
+        GroupCommand::Create { name, members } => {
+            let id = g.create(t, wall, &name, sink)?;
+            for m in members {
+                g.invite(t, wall, &id, &m, sink)?;
+            }
+        }
+        GroupCommand::Invite { group, user } => {
+            let id = g.resolve(&group)?;
+            g.invite(t, wall, &id, user.trim(), sink)?;
+        }
+        GroupCommand::Leave { group } => {
+            let id = g.resolve(&group)?;
+            g.leave(t, wall, &id, sink)?;
+        }
+        GroupCommand::Remove { group, user } => {
+            let id = g.resolve(&group)?;
+            g.remove(t, wall, &id, user.trim(), sink)?;
+        }
+        GroupCommand::Rename { group, name } => {
+            let id = g.resolve(&group)?;
+            g.rename(t, wall, &id, &name, sink)?;
+        }
+        GroupCommand::Send { group, text } => {
+            let id = g.resolve(&group)?;
+            g.send(t, wall, &id, &text, sink)?;
+        }
+        GroupCommand::History { group, limit } => {
+            let id = g.resolve(&group)?;
+            let messages = g.history(&id, limit as usize)?;
+            if let Some(info) = g.info(&id) {
+                events.push_back(MessagingEvent::Group(GroupReport::History {
+                    info,
+                    messages,
+                }));
+            }
+        }
+        GroupCommand::List => {
+            events.push_back(MessagingEvent::Group(GroupReport::List(g.groups())));
+        }
+    }
+    Ok(())
 }
 
 /// An envelope as the overlay delivered it: sender, kind, payload.

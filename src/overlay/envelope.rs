@@ -77,6 +77,8 @@ pub mod kind {
     pub const CONFERENCE: u8 = 80;
     /// 96-111: file transfer signalling (`transfer`).
     pub const FILES_FIRST: u8 = 96;
+    /// 112-127: group chat (`group`).
+    pub const GROUP_FIRST: u8 = 112;
     /// 240-255: tests and experiments.
     pub const TEST: u8 = 250;
 }

@@ -379,6 +379,24 @@ impl App {
         if let Some(c) = self.model.contacts.get_mut(&name) {
             c.unread = 0;
         }
+        if let Some(id) = name.strip_prefix('#') {
+            if let Some(g) = self.model.groups.get_mut(id) {
+                g.unread = 0;
+            }
+            if self.history_asked.insert(name.clone()) {
+                self.send(Command::Group(crate::node::api::GroupCommand::History {
+                    group: id.to_owned(),
+                    limit: 200,
+                }));
+            }
+            self.model.chat_open = Some(name.clone());
+            if self.chat.peer.as_deref() != Some(name.as_str()) {
+                self.chat.follow();
+            }
+            self.chat.peer = Some(name);
+            self.focus = Focus::Chat;
+            return;
+        }
         if let Some(n) = self.model.strangers.get_mut(&name) {
             *n = 0;
         }
@@ -401,6 +419,22 @@ impl App {
     fn action(&mut self, a: Action) {
         let live_call = self.live_call().cloned();
         let in_conference = self.model.live_conference().is_some();
+        // A group row takes only the chat key (and those not about the
+        // selected row).
+        let group = self.selected().is_some_and(|(n, _)| n.starts_with('#'));
+        if group
+            && matches!(
+                a,
+                Action::Call
+                    | Action::ConferenceAdd
+                    | Action::Mark
+                    | Action::AcceptContact
+                    | Action::RemoveContact
+                    | Action::BlockContact
+            )
+        {
+            return;
+        }
         match a {
             Action::Quit => self.ask_quit(),
             Action::Help => self.help = true,
@@ -794,6 +828,9 @@ impl App {
         );
         let specific = match self.selected() {
             None => String::new(),
+            Some((n, _)) if n.starts_with('#') => {
+                format!("{} chat in the group", key(Action::OpenChat))
+            }
             Some((_, Some(ContactState::Pending))) => format!(
                 "{} accept · {} decline · {} block · {} read",
                 key(Action::AcceptContact),

@@ -1601,3 +1601,79 @@ fn a_conference_invitation_is_answered_with_y_or_n() {
     assert!(!screen.contains("M mute selected"), "{screen}");
     assert!(screen.contains("m unmute · + add · x leave"), "{screen}");
 }
+
+/// Issue 16: a group in the contact list with its unread count, and its
+/// conversation with the members' presence and join and leave lines.
+#[test]
+fn group_chat() {
+    use crate::node::api::{GroupChange, GroupChatMessage, GroupCommand, GroupEntry, GroupUpdate};
+    let mut app = logged_in();
+    let id = "00112233445566778899aabbccddeeff";
+    let entry = |members: &[&str]| GroupEntry {
+        id: id.into(),
+        name: "lunch".into(),
+        creator: "carol".into(),
+        admins: vec!["carol".into()],
+        members: members.iter().map(|m| m.to_string()).collect(),
+        joined: true,
+    };
+    let change = |members: &[&str], by: &str, change| {
+        Event::Group(GroupUpdate::Change {
+            group: entry(members),
+            by: by.into(),
+            change,
+        })
+    };
+    let gmsg = |from: &str, seq: u64, text: &str, at: u64| {
+        Event::Group(GroupUpdate::Message(GroupChatMessage {
+            group: id.into(),
+            from: from.into(),
+            seq,
+            text: text.into(),
+            sent_at: at,
+            outgoing: from == "you",
+        }))
+    };
+    app.handle_event(change(
+        &["carol", "echo123", "you"],
+        "carol",
+        GroupChange::Joined,
+    ));
+    app.handle_event(gmsg("carol", 1, "noon at the usual place?", NOW - 5000));
+    app.handle_event(gmsg("echo123", 1, "yes", NOW - 4000));
+    app.handle_event(change(
+        &["bot", "carol", "echo123", "you"],
+        "carol",
+        GroupChange::Added("bot".into()),
+    ));
+    app.handle_event(change(
+        &["bot", "carol", "you"],
+        "echo123",
+        GroupChange::Left("echo123".into()),
+    ));
+    assert!(app.take_bell());
+    assert_snapshot!("group_in_list", draw(&app, 100, 30));
+    // The group is after the three contacts.
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Down);
+    }
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Group(GroupCommand::History {
+            group: id.into(),
+            limit: 200
+        })]
+    );
+    typed(&mut app, "see you there");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Group(GroupCommand::Send {
+            group: id.into(),
+            text: "see you there".into()
+        })]
+    );
+    app.handle_event(gmsg("you", 1, "see you there", NOW));
+    assert_snapshot!("group_chat", draw(&app, 100, 30));
+}

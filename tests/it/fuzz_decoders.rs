@@ -123,6 +123,12 @@ proptest! {
     }
 
     #[test]
+    fn group_decoders_never_panic(b in input()) {
+        let _turn = scenario!();
+        fuzzing::group(&b);
+    }
+
+    #[test]
     fn conference_decoder_never_panics(b in input()) {
         let _turn = scenario!();
         fuzzing::conference(&b);

@@ -46,6 +46,7 @@ mod envelope_loopback;
 mod file_transfer;
 mod first_hour;
 mod fuzz_decoders;
+mod group_chat;
 mod headless_stream;
 mod ice_fallback;
 mod ice_loopback;

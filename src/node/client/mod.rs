@@ -337,6 +337,11 @@ impl Runtime {
                 }
             }
             ov::Event::Contacts(e) => self.contacts_event(e).await,
+            ov::Event::Group(r) => {
+                for e in report::group_report(r) {
+                    self.emit(e).await;
+                }
+            }
             ov::Event::Call(u) => {
                 for e in self.calls.update(&u, self.clock.unix().get()) {
                     let stored = match (&e, &self.call_history) {
@@ -539,13 +544,27 @@ impl Runtime {
         self.call_history = Some(std::sync::Mutex::new(
             crate::call::history::CallHistory::open(&self.settings.data_dir.join("calls.db"))?,
         ));
+        let groups = crate::group::GroupStore::open(&self.settings.data_dir.join("groups.db"))
+            .and_then(|store| {
+                crate::group::GroupCore::new(
+                    store,
+                    device.clone(),
+                    cert.clone(),
+                    key,
+                    crate::group::GroupConfig::default(),
+                    rand::random::<u64>(),
+                    crate::time::Millis(now),
+                )
+            })
+            .map_err(crate::node::messaging::MessagingError::from)?;
         let messaging = Messaging::open(
             &self.settings.data_dir,
             &cert.username,
             ChatConfig::default(),
             contacts,
             now,
-        )?;
+        )?
+        .with_groups(groups);
         let link = LinkEndpoint::new(device, cert, key, LinkConfig::default())?;
         // Measure the NAT against the attached supernodes.
         let opts = ClientOptions {
@@ -1105,6 +1124,7 @@ fn messaging_command(c: Command) -> Option<Msg> {
         Command::RemoveContact { username } => Msg::RemoveContact { user: username },
         Command::BlockContact { username } => Msg::BlockContact { user: username },
         Command::UnblockContact { username } => Msg::UnblockContact { user: username },
+        Command::Group(g) => Msg::Group(g),
         _ => return None,
     })
 }

@@ -6,9 +6,11 @@ use crate::chat::{ChatEvent, Delivery, Message, MsgId};
 use crate::contacts::{self, ContactInfo, ContactsEvent};
 use crate::ice::{Path, PathKind};
 use crate::node::api::{
-    ChatMessage, ContactChange, ContactEntry, ContactState, DirectoryRecord, Event, MessageId,
-    MessageState, PeerEvent, PeerPath, Presence,
+    ChatMessage, ContactChange, ContactEntry, ContactState, DirectoryRecord, Event, GroupChange,
+    GroupChatMessage, GroupEntry, GroupUpdate, MessageId, MessageState, PeerEvent, PeerPath,
+    Presence,
 };
+use crate::node::messaging::GroupReport;
 use crate::overlay::PresenceRecord;
 
 /// The API's id of a chat message.
@@ -293,6 +295,78 @@ pub fn contacts_event(e: ContactsEvent) -> Vec<Event> {
             message: error,
         }],
     }
+}
+
+/// A group as the API shows it.
+pub fn group_entry(g: &crate::group::GroupInfo) -> GroupEntry {
+    GroupEntry {
+        id: crate::wire::hex_encode(&g.id),
+        name: g.name.clone(),
+        creator: g.creator.clone(),
+        admins: g.admins.clone(),
+        members: g.members.clone(),
+        joined: g.joined,
+    }
+}
+
+/// A group message as the API shows it.
+pub fn group_message(m: &crate::group::GroupMessage) -> GroupChatMessage {
+    GroupChatMessage {
+        group: crate::wire::hex_encode(&m.group),
+        from: m.sender.clone(),
+        seq: m.seq,
+        text: m.text.clone(),
+        sent_at: m.sent_at_ms,
+        outgoing: m.outgoing,
+    }
+}
+
+/// What group chat reported, as API events.
+pub fn group_report(r: GroupReport) -> Vec<Event> {
+    use crate::group::{Change, GroupEvent};
+    let u = match r {
+        GroupReport::List(l) => GroupUpdate::List(l.iter().map(group_entry).collect()),
+        GroupReport::History { info, messages } => GroupUpdate::History {
+            group: group_entry(&info),
+            messages: messages.iter().map(group_message).collect(),
+        },
+        GroupReport::Event(e) => match e {
+            GroupEvent::Joined(info) => GroupUpdate::Change {
+                by: info.creator.clone(),
+                group: group_entry(&info),
+                change: GroupChange::Joined,
+            },
+            GroupEvent::Changed { info, by, change } => GroupUpdate::Change {
+                group: group_entry(&info),
+                by,
+                change: match change {
+                    Change::Created => GroupChange::Created,
+                    Change::Added(u) => GroupChange::Added(u),
+                    Change::Left(u) => GroupChange::Left(u),
+                    Change::Removed(u) => GroupChange::Removed(u),
+                    Change::Renamed(n) => GroupChange::Renamed(n),
+                    Change::Admin(u) => GroupChange::Admin(u),
+                },
+            },
+            GroupEvent::Message(m) => GroupUpdate::Message(group_message(&m)),
+            GroupEvent::Acked { group, seq, by } => GroupUpdate::Acked {
+                group: crate::wire::hex_encode(&group),
+                seq,
+                by,
+            },
+            GroupEvent::InviteDropped { from, group } => GroupUpdate::InviteDropped {
+                from,
+                group: crate::wire::hex_encode(&group),
+            },
+            GroupEvent::StoreFailed { error } => {
+                return vec![Event::Error {
+                    command: "group history".into(),
+                    message: error,
+                }];
+            }
+        },
+    };
+    vec![Event::Group(u)]
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ fn messaging_event(e: MessagingEvent) -> Event {
     match e {
         MessagingEvent::Chat(e) => Event::Chat(e),
         MessagingEvent::Contacts(e) => Event::Contacts(e),
+        MessagingEvent::Group(r) => Event::Group(r),
         MessagingEvent::Failed { command, error } => Event::CommandFailed { command, error },
     }
 }
@@ -399,6 +400,9 @@ impl ClientDriver {
             }
             Command::SetCertificate { cert } => {
                 if self.base.set_certificate(&cert) {
+                    if let Some(m) = &mut self.messaging {
+                        m.set_certificate(&cert);
+                    }
                     self.core.set_certificate(*cert);
                 }
             }

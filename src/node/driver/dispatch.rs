@@ -1,7 +1,7 @@
 //! Which sub-driver consumes what the overlay client reports.
 //!
-//! Envelopes are routed by kind through one table, [`ROUTES`]: chat and
-//! contacts kinds to messaging, call signalling to the calls, ICE offers
+//! Envelopes are routed by kind through one table, [`ROUTES`]: chat,
+//! contacts and group chat kinds to messaging, call signalling to the calls, ICE offers
 //! and answers to the peers sub-driver, file signalling to the files. A kind not in the table, or whose
 //! consumer this node does not run (a node without chat, without calls),
 //! goes to the node's owner as [`Event::Client`](super::Event::Client)
@@ -16,6 +16,7 @@
 
 use super::client::ClientDriver;
 use super::peers::Cx;
+use crate::group::wire as group;
 use crate::ice::offer::{ENVELOPE_ANSWER, ENVELOPE_OFFER};
 use crate::node::calls::ENVELOPE_CALL;
 use crate::node::calls::conference::ENVELOPE_CONFERENCE;
@@ -45,6 +46,8 @@ pub const ROUTES: &[(u8, Consumer)] = &[
     (kind::CHAT_ACK, Consumer::Messaging),
     (kind::CONTACT, Consumer::Messaging),
     (kind::PRESENCE, Consumer::Messaging),
+    (group::kind::GROUP, Consumer::Messaging),
+    (group::kind::GROUP_ACK, Consumer::Messaging),
     (ENVELOPE_CALL, Consumer::Calls),
     (ENVELOPE_OFFER, Consumer::Peers),
     (ENVELOPE_ANSWER, Consumer::Peers),

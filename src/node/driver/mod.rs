@@ -137,6 +137,8 @@ pub enum Event {
     Stopped,
     /// File transfers (clients with files).
     File(crate::transfer::FileEvent),
+    /// Group chat (clients with messaging and groups).
+    Group(crate::node::messaging::GroupReport),
 }
 
 #[derive(Debug, Clone, Default)]

@@ -39,13 +39,15 @@ pub enum Row<'m> {
     Heading,
     /// Someone not in the list who wrote to us, with their unread count.
     Stranger(&'m String, usize),
+    /// A group we are in, by id.
+    Group(&'m String, &'m crate::ui::model::group::GroupView),
 }
 
 /// What is selected: a name, and its contact state (`None`: a stranger).
 pub type Selected = (String, Option<ContactState>);
 
-/// The rows in order: contacts, then (under a heading) contact requests
-/// and strangers who wrote.
+/// The rows in order: contacts, our groups, then (under a heading)
+/// contact requests and strangers who wrote.
 pub fn rows(model: &Model) -> Vec<Row<'_>> {
     let pending = |c: &Contact| c.state == ContactState::Pending;
     let mut rows: Vec<Row> = model
@@ -54,6 +56,13 @@ pub fn rows(model: &Model) -> Vec<Row<'_>> {
         .filter(|(_, c)| !pending(c))
         .map(|(n, c)| Row::Contact(n, c))
         .collect();
+    rows.extend(
+        model
+            .groups
+            .iter()
+            .filter(|(_, g)| g.entry.joined)
+            .map(|(id, g)| Row::Group(id, g)),
+    );
     let requests = model.contacts.iter().filter(|(_, c)| pending(c));
     let strangers = model.strangers.iter().map(|(n, u)| Row::Stranger(n, *u));
     let others: Vec<Row> = requests
@@ -83,6 +92,7 @@ impl BuddyList {
         match rows.get(self.index(&rows)?)? {
             Row::Contact(n, c) => Some(((*n).clone(), Some(c.state))),
             Row::Stranger(n, _) => Some(((*n).clone(), None)),
+            Row::Group(id, _) => Some((Model::group_key(id), None)),
             Row::Heading => None,
         }
     }
@@ -90,6 +100,7 @@ impl BuddyList {
     pub fn select(&mut self, model: &Model, name: &str) {
         let found = rows(model).iter().position(|r| match r {
             Row::Contact(n, _) | Row::Stranger(n, _) => *n == name,
+            Row::Group(id, _) => Model::group_key(id) == name,
             Row::Heading => false,
         });
         if let Some(i) = found {
@@ -161,6 +172,17 @@ impl Component for BuddyList {
                     ];
                     if *n > 0 {
                         spans.push(unread(*n));
+                    }
+                    ListItem::new(Line::from(spans))
+                }
+                Row::Group(_, g) => {
+                    let mut spans = vec![
+                        Span::raw("# ").cyan(),
+                        Span::raw(g.entry.name.clone()),
+                        Span::raw(format!(" · {} members", g.entry.members.len())).dark_gray(),
+                    ];
+                    if g.unread > 0 {
+                        spans.push(unread(g.unread));
                     }
                     ListItem::new(Line::from(spans))
                 }

@@ -13,7 +13,8 @@
 //! not from today carry their date; leading spaces and blank lines stay.
 
 use super::{Component, Ctx, Msg, when, wrap};
-use crate::node::api::{Command, ContactState, MAX_MESSAGE_BYTES, MessageState};
+use crate::node::api::{Command, ContactState, GroupCommand, MAX_MESSAGE_BYTES, MessageState};
+use crate::overlay::Status;
 use crate::ui::keys::Action;
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -150,9 +151,15 @@ impl ChatPane {
             self.follow();
             let sends = split_message(&text, MAX_MESSAGE_BYTES)
                 .into_iter()
-                .map(|t| Command::SendMessage {
-                    to: to.clone(),
-                    text: t.to_owned(),
+                .map(|t| match to.strip_prefix('#') {
+                    Some(group) => Command::Group(GroupCommand::Send {
+                        group: group.to_owned(),
+                        text: t.to_owned(),
+                    }),
+                    None => Command::SendMessage {
+                        to: to.clone(),
+                        text: t.to_owned(),
+                    },
                 })
                 .collect();
             return Some(Msg::SendAll(sends));
@@ -209,14 +216,21 @@ impl Component for ChatPane {
             f.render_widget(Paragraph::new(lines), inner);
             return;
         };
+        let group = peer.strip_prefix('#').and_then(|id| model.groups.get(id));
         let status = model
             .contacts
             .get(peer)
             .map(|c| c.status().name())
             .unwrap_or("not a contact");
-        let block = Block::bordered()
-            .title(format!(" Chat with {peer} ({status}) "))
-            .border_style(border);
+        let title = match group {
+            Some(g) => format!(
+                " Group {} ({} members) ",
+                g.entry.name,
+                g.entry.members.len()
+            ),
+            None => format!(" Chat with {peer} ({status}) "),
+        };
+        let block = Block::bordered().title(title).border_style(border);
         let inner = block.inner(area);
         f.render_widget(block, area);
         // The box grows with its text, leaving the history at least 2 rows.
@@ -245,6 +259,9 @@ impl Component for ChatPane {
             for l in wrap(&text, history.width as usize) {
                 lines.push(Line::from(l).yellow());
             }
+        }
+        if let Some(g) = group {
+            group_lines(g, model, history.width as usize, &mut lines);
         }
         for m in model.chats.get(peer).map(|v| v.as_slice()).unwrap_or(&[]) {
             let who = if m.outgoing { me } else { peer.as_str() };
@@ -326,6 +343,63 @@ impl Component for ChatPane {
                 Span::raw(format!("{} to type", ctx.keys.first(Action::OpenChat))).dark_gray(),
                 field,
             );
+        }
+    }
+}
+
+/// A group conversation: the members with their presence, then the
+/// messages with join and leave lines.
+fn group_lines(
+    g: &crate::ui::model::group::GroupView,
+    model: &crate::ui::model::Model,
+    width: usize,
+    lines: &mut Vec<Line<'static>>,
+) {
+    use crate::ui::model::group::GroupLine;
+    let me = model.me().unwrap_or("you");
+    let mut members = vec![Span::raw("members: ").dark_gray()];
+    for m in &g.entry.members {
+        let status = if m == me {
+            model.own_status.as_ref().map_or(Status::Online, |s| s.0)
+        } else {
+            model
+                .contacts
+                .get(m)
+                .map_or(Status::Offline, |c| c.status())
+        };
+        let (mark, color) = super::buddies::status_mark(status);
+        members.push(Span::styled(format!("{mark} "), Style::new().fg(color)));
+        let admin = if g.entry.admins.contains(m) { "*" } else { "" };
+        members.push(Span::raw(format!("{m}{admin} ")));
+    }
+    lines.push(Line::from(members));
+    for l in &g.lines {
+        match l {
+            GroupLine::Change(text) => {
+                for w in wrap(&format!("— {text}"), width) {
+                    lines.push(Line::from(w).dark_gray().italic());
+                }
+            }
+            GroupLine::Message(m) => {
+                let head = format!("{} {}: ", when(m.sent_at, model.now_ms), m.from);
+                let style = if m.outgoing {
+                    Style::new().cyan()
+                } else {
+                    Style::new().magenta()
+                };
+                let body = format!("{head}{}", m.text);
+                for (i, w) in body.split('\n').flat_map(|p| wrap(p, width)).enumerate() {
+                    if i == 0 && w.starts_with(&head) {
+                        let (h, rest) = w.split_at(head.len());
+                        lines.push(Line::from(vec![
+                            Span::styled(h.to_owned(), style),
+                            Span::raw(rest.to_owned()),
+                        ]));
+                    } else {
+                        lines.push(Line::from(w));
+                    }
+                }
+            }
         }
     }
 }

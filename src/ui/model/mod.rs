@@ -3,6 +3,7 @@
 //! state: nothing here is ever sent anywhere.
 
 pub mod conference;
+pub mod group;
 
 use crate::node::api::{
     AttachedSupernode, AudioStatus, CallId, CallInfo, CallRecord, CallState, CallStats,
@@ -82,6 +83,8 @@ pub struct Model {
     pub chat_open: Option<String>,
     /// The conference we are in or invited to (`ui::model::conference`).
     pub conference: Option<conference::ConferenceView>,
+    /// Our groups by id (`ui::model::group`).
+    pub groups: BTreeMap<String, group::GroupView>,
 }
 
 impl Model {
@@ -320,6 +323,7 @@ impl Model {
             // File transfers have no panel in the TUI yet.
             Event::File(_) | Event::Files(_) => {}
             Event::Conference(u) => self.conference(u),
+            Event::Group(u) => self.group(u),
         }
     }
 }

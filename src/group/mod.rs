@@ -1,0 +1,1457 @@
+//! Group chat, end to end encrypted, with no server in the loop.
+//!
+//! A group is its log of signed operations ([`wire::Op`]: create, invite,
+//! leave, remove, rename, admin), each signed by the device of the user
+//! who made it and carrying their certificate. Every member replays the
+//! log in one deterministic order (lamport clock, then op id) with the
+//! same rules (only members invite, only admins remove, the creator stays),
+//! so members holding the same ops hold the same member list. The author
+//! of an op sends it to everyone in the group before and after it, and an
+//! invite also sends the whole log to the new member. An invitation is
+//! taken only from a contact: a stranger's is dropped and counted, a
+//! blocked user's dropped silently.
+//!
+//! Messages are sealed once with the sender's own key (ChaCha20-Poly1305,
+//! a "sender key") and the ciphertext goes to each member in a pairwise
+//! sealed envelope. Each member makes a fresh sender key whenever the
+//! member list changes and sends it to the current members only, so a
+//! removed member cannot open what follows. A message that arrives before
+//! its sender's key waits for the key.
+//!
+//! Every item (ops, a key, a message) rides the chat's delivery rules:
+//! sent in a sealed envelope (stored up to 72 hours for an offline
+//! member), resent until the member acknowledges it, the acknowledgement
+//! sent only once it is written; the outbox is in SQLite and gives up
+//! after [`GroupConfig::outbox_ms`]. Each message carries the sender's
+//! per-group seq and the seq of the sender's previous message to this
+//! recipient (`prev`): a receiver shows a message only after that one
+//! (hold-back), so each member shows each message once, in per-sender
+//! order, even across removal and re-invitation.
+//!
+//! [`GroupCore`] is sans-IO: envelopes go out through an
+//! [`EnvelopeSink`], `now` comes in, and the store is SQLite
+//! ([`GroupStore`]).
+
+mod store;
+#[cfg(test)]
+mod tests;
+pub mod wire;
+
+pub use store::{GroupStore, SealedRow};
+pub use wire::{Action, GroupPayload, Op, open_message};
+
+use crate::identity::{Certificate, DeviceIdentity};
+use crate::overlay::EnvelopeId;
+pub use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
+use crate::sqlite::SqliteError;
+use crate::time::{Millis, UnixMillis};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use thiserror::Error;
+use wire::{Body, kind};
+
+/// A group's id: a hash of its creator's name and a random nonce.
+pub type GroupId = [u8; 16];
+
+/// Most members a group can have (a protocol rule: every member must
+/// apply the same limit to reach the same list).
+pub const MAX_MEMBERS: usize = 50;
+/// Most ops in a group's log; more are refused (and counted).
+pub const MAX_OPS: usize = 1024;
+/// Most sender keys kept per member of a group: a new one beyond pushes
+/// out their oldest (counted in [`GroupStats::keys_dropped`]).
+pub const MAX_KEYS_PER_SENDER: usize = 64;
+/// Longest message text, in bytes.
+pub const MAX_TEXT: usize = 4000;
+
+#[derive(Debug, Error)]
+pub enum GroupError {
+    #[error(transparent)]
+    Store(#[from] SqliteError),
+    #[error("no such group: {0}")]
+    NoSuchGroup(String),
+    #[error("group name {0:?} matches several groups: use the id")]
+    Ambiguous(String),
+    #[error("you are not a member of this group")]
+    NotMember,
+    #[error("only the group's admins may do that")]
+    NotAdmin,
+    #[error("{0} is already a member")]
+    AlreadyMember(String),
+    #[error("{0} is not a member")]
+    NoSuchMember(String),
+    #[error("the group's creator cannot be removed")]
+    Creator,
+    #[error("the group is full ({MAX_MEMBERS} members)")]
+    Full,
+    #[error("you are in {0} groups, the most allowed")]
+    TooManyGroups(usize),
+    #[error("the group's log is full ({MAX_OPS} operations)")]
+    LogFull,
+    #[error("group name of {len} bytes is empty or over the {max}-byte limit")]
+    BadName { len: usize, max: usize },
+    #[error("message of {len} bytes exceeds the {max}-byte limit")]
+    TooLong { len: usize, max: usize },
+    #[error("empty message")]
+    Empty,
+}
+
+/// Timers and limits.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Resend an item the overlay delivered but nobody acknowledged.
+    pub ack_wait_ms: u64,
+    /// Resend an item that waits on an offline member's owners.
+    pub stored_retry_ms: u64,
+    pub retry_base_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Wait this long for the overlay's answer about an attempt.
+    pub attempt_timeout_ms: u64,
+    /// Give an item up this long after it was queued (the overlay keeps
+    /// an envelope 72 hours).
+    pub outbox_ms: u64,
+    /// Most messages held back per sender (waiting for an earlier one or
+    /// for a key); more are dropped unacknowledged, so they come again.
+    pub max_held: usize,
+    /// A message held back this long is shown even though the one before
+    /// it never came (its sender gave it up).
+    pub gap_ms: u64,
+    /// Most groups we are in.
+    pub max_groups: usize,
+    /// Most items parked until their sender's membership or our
+    /// invitation arrives, and per sender.
+    pub max_early: usize,
+    pub max_early_per_sender: usize,
+    /// How long a parked item is kept.
+    pub early_ms: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            ack_wait_ms: 15_000,
+            stored_retry_ms: 3_600_000,
+            retry_base_ms: 2_000,
+            max_backoff_ms: 120_000,
+            attempt_timeout_ms: 30_000,
+            outbox_ms: 72 * 3_600_000,
+            max_held: 256,
+            gap_ms: 74 * 3_600_000,
+            max_groups: 200,
+            max_early: 1024,
+            max_early_per_sender: 128,
+            early_ms: 600_000,
+        }
+    }
+}
+
+/// How the sender of an envelope stands with us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Contact,
+    Stranger,
+    Blocked,
+}
+
+/// A group as the members see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub id: GroupId,
+    pub name: String,
+    pub creator: String,
+    pub admins: Vec<String>,
+    pub members: Vec<String>,
+    /// Whether we are a member now.
+    pub joined: bool,
+}
+
+/// A change to a group, from one op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Added(String),
+    Left(String),
+    Removed(String),
+    Renamed(String),
+    Admin(String),
+}
+
+/// One group message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMessage {
+    pub group: GroupId,
+    pub sender: String,
+    /// The sender's sequence number in this group (from 1).
+    pub seq: u64,
+    pub text: String,
+    /// When the sender wrote it (sender's clock).
+    pub sent_at_ms: u64,
+    /// When it entered this history (local clock).
+    pub at_ms: u64,
+    pub outgoing: bool,
+}
+
+/// What the group core reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupEvent {
+    /// We are in a group now (we created it, or were invited).
+    Joined(GroupInfo),
+    /// An op changed a group; `by` made it.
+    Changed {
+        info: GroupInfo,
+        by: String,
+        change: Change,
+    },
+    /// A message, shown once (ours when sent, others' when in order).
+    Message(GroupMessage),
+    /// A member wrote our message `seq` to their history.
+    Acked {
+        group: GroupId,
+        seq: u64,
+        by: String,
+    },
+    /// A stranger's invitation was dropped (counted).
+    InviteDropped { from: String, group: GroupId },
+    /// A history write failed (the item stays unacknowledged).
+    StoreFailed { error: String },
+}
+
+/// Counters of what was dropped or given up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// Invitations from strangers.
+    pub invites_dropped: u64,
+    /// Items from blocked users.
+    pub blocked_dropped: u64,
+    /// Items about groups we do not know, or from non-members.
+    pub not_member_dropped: u64,
+    /// Ops with bad signatures or certificates, or malformed payloads.
+    pub bad: u64,
+    /// Messages no key of their sender opens.
+    pub undecryptable: u64,
+    /// Ops refused because the log was full.
+    pub log_full: u64,
+    /// Messages dropped because the hold-back buffer was full.
+    pub held_over_limit: u64,
+    /// Messages shown past a gap that never filled.
+    pub gaps_skipped: u64,
+    /// Items given up after [`GroupConfig::outbox_ms`].
+    pub given_up: u64,
+    /// Invitations refused because we are in too many groups.
+    pub too_many_groups: u64,
+    /// Items parked too long, or over the parking limits.
+    pub early_dropped: u64,
+    /// Old sender keys pushed out by [`MAX_KEYS_PER_SENDER`].
+    pub keys_dropped: u64,
+}
+
+/// A message waiting for an earlier one or for its key.
+#[derive(Debug, Clone)]
+struct Held {
+    prev: u64,
+    key_id: u32,
+    ct: Vec<u8>,
+    /// The item to acknowledge once it is written.
+    item: [u8; 16],
+    /// When it arrived.
+    since: Millis,
+}
+
+/// The state a replay of the log gives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Derived {
+    name: String,
+    creator: String,
+    admins: BTreeSet<String>,
+    members: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct Group {
+    id: GroupId,
+    /// The log, in replay order.
+    ops: Vec<Op>,
+    op_ids: BTreeSet<[u8; 16]>,
+    state: Derived,
+    /// Our sender key and its id (0: none yet).
+    key_id: u32,
+    key: [u8; 32],
+    /// Our last message's seq.
+    seq: u64,
+    /// Members' sender keys by (sender, key id).
+    keys: BTreeMap<(String, u32), [u8; 32]>,
+    /// Highest seq kept from each sender.
+    last_seq: BTreeMap<String, u64>,
+    /// Our last seq sent to each member (their `prev`).
+    sent_to: BTreeMap<String, u64>,
+    /// Messages held back, per sender, by seq.
+    held: BTreeMap<String, BTreeMap<u64, Held>>,
+}
+
+impl Group {
+    fn info(&self, me: &str) -> GroupInfo {
+        GroupInfo {
+            id: self.id,
+            name: self.state.name.clone(),
+            creator: self.state.creator.clone(),
+            admins: self.state.admins.iter().cloned().collect(),
+            members: self.state.members.iter().cloned().collect(),
+            joined: self.state.members.contains(me),
+        }
+    }
+
+    fn lamport(&self) -> u64 {
+        self.ops.iter().map(|o| o.lamport).max().unwrap_or(0) + 1
+    }
+}
+
+/// Replay `ops` (already in order): the state, and each op's effect.
+fn replay(id: &GroupId, ops: &[Op]) -> (Derived, Vec<Option<Change>>) {
+    let mut d = Derived::default();
+    let mut effects = Vec::with_capacity(ops.len());
+    let mut founded = false;
+    for op in ops {
+        let a = op.author().to_owned();
+        let effect = match &op.action {
+            Action::Create { nonce, name } if !founded && wire::group_id(&a, nonce) == *id => {
+                founded = true;
+                d.name = name.clone();
+                d.creator = a.clone();
+                d.admins.insert(a.clone());
+                d.members.insert(a);
+                Some(Change::Created)
+            }
+            _ if !founded => None,
+            Action::Create { .. } => None,
+            Action::Invite { user }
+                if d.members.contains(&a)
+                    && !d.members.contains(user)
+                    && d.members.len() < MAX_MEMBERS =>
+            {
+                d.members.insert(user.clone());
+                Some(Change::Added(user.clone()))
+            }
+            Action::Leave if d.members.contains(&a) => {
+                d.members.remove(&a);
+                d.admins.remove(&a);
+                Some(Change::Left(a))
+            }
+            Action::Remove { user }
+                if d.admins.contains(&a)
+                    && d.members.contains(user)
+                    && *user != a
+                    && *user != d.creator =>
+            {
+                d.members.remove(user);
+                d.admins.remove(user);
+                Some(Change::Removed(user.clone()))
+            }
+            Action::Rename { name } if d.members.contains(&a) => {
+                d.name = name.clone();
+                Some(Change::Renamed(name.clone()))
+            }
+            Action::Admin { user }
+                if d.admins.contains(&a)
+                    && d.members.contains(user)
+                    && !d.admins.contains(user) =>
+            {
+                d.admins.insert(user.clone());
+                Some(Change::Admin(user.clone()))
+            }
+            _ => None,
+        };
+        effects.push(effect);
+    }
+    (d, effects)
+}
+
+fn sort_ops(ops: &mut [Op]) {
+    ops.sort_by_cached_key(|o| (o.lamport, o.id()));
+}
+
+/// An item waiting for its acknowledgement.
+#[derive(Debug)]
+struct Pending {
+    payload: Vec<u8>,
+    /// When it was queued (gives up after `outbox_ms`).
+    created: Millis,
+    attempts: u32,
+    next_try: Millis,
+}
+
+/// The group chat core; see the module docs.
+#[derive(Debug)]
+pub struct GroupCore {
+    me: String,
+    device: DeviceIdentity,
+    cert: Certificate,
+    authority: [u8; 32],
+    store: GroupStore,
+    cfg: GroupConfig,
+    rng: StdRng,
+    groups: BTreeMap<GroupId, Group>,
+    /// Items not acknowledged, by (recipient, item id).
+    pending: BTreeMap<(String, [u8; 16]), Pending>,
+    by_envelope: BTreeMap<EnvelopeId, (String, [u8; 16])>,
+    /// Items that came before what they need (the op that makes their
+    /// sender a member, or the invitation): unacknowledged, tried again
+    /// after every op that changes a log. Bounded by
+    /// [`GroupConfig::max_early`], expired after [`GroupConfig::early_ms`].
+    early: VecDeque<Early>,
+    /// An op was merged since the early items were last tried.
+    logs_changed: bool,
+    events: VecDeque<GroupEvent>,
+    pub stats: GroupStats,
+}
+
+/// An item parked until what it needs arrives.
+#[derive(Debug)]
+struct Early {
+    from: String,
+    standing: Standing,
+    payload: Vec<u8>,
+    since: Millis,
+}
+
+/// What became of an item.
+enum Fate {
+    Done,
+    /// Too early: keep it (unacknowledged) and try again later.
+    Park,
+}
+
+impl GroupCore {
+    /// Start on `store` as the device `device` with certificate `cert`;
+    /// what its outbox holds goes out at the first
+    /// [`GroupCore::handle_timeout`].
+    pub fn new(
+        store: GroupStore,
+        device: DeviceIdentity,
+        cert: Certificate,
+        authority: [u8; 32],
+        cfg: GroupConfig,
+        seed: u64,
+        now: Millis,
+    ) -> Result<Self, GroupError> {
+        let me = cert.username.to_ascii_lowercase();
+        let mut groups = BTreeMap::new();
+        for s in store.load()? {
+            let mut ops: Vec<Op> = s.ops.iter().filter_map(|b| Op::decode(b).ok()).collect();
+            sort_ops(&mut ops);
+            let (state, _) = replay(&s.id, &ops);
+            groups.insert(
+                s.id,
+                Group {
+                    id: s.id,
+                    op_ids: ops.iter().map(Op::id).collect(),
+                    ops,
+                    state,
+                    key_id: s.key_id,
+                    key: s.key,
+                    seq: s.seq,
+                    keys: s.keys.into_iter().map(|(u, i, k)| ((u, i), k)).collect(),
+                    last_seq: s.last_seq.into_iter().collect(),
+                    sent_to: s.sent_to.into_iter().collect(),
+                    held: BTreeMap::new(),
+                },
+            );
+        }
+        let mut pending = BTreeMap::new();
+        for (peer, item, payload, created) in store.outbox()? {
+            pending.insert(
+                (peer, item),
+                Pending {
+                    payload,
+                    created: Millis(created),
+                    attempts: 0,
+                    next_try: now,
+                },
+            );
+        }
+        Ok(GroupCore {
+            me,
+            device,
+            cert,
+            authority,
+            store,
+            cfg,
+            rng: StdRng::seed_from_u64(seed),
+            groups,
+            pending,
+            by_envelope: BTreeMap::new(),
+            early: VecDeque::new(),
+            logs_changed: false,
+            events: VecDeque::new(),
+            stats: GroupStats::default(),
+        })
+    }
+
+    /// Our renewed certificate (new ops carry it).
+    pub fn set_certificate(&mut self, cert: Certificate) {
+        self.cert = cert;
+    }
+
+    /// Every group we know, joined or not.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.groups.values().map(|g| g.info(&self.me)).collect()
+    }
+
+    /// One group.
+    pub fn info(&self, g: &GroupId) -> Option<GroupInfo> {
+        self.groups.get(g).map(|g| g.info(&self.me))
+    }
+
+    /// The group named by `s`: its id in hex, or its name (when one group
+    /// has it).
+    pub fn resolve(&self, s: &str) -> Result<GroupId, GroupError> {
+        if let Some(id) = crate::wire::hex_decode::<16>(s)
+            && self.groups.contains_key(&id)
+        {
+            return Ok(id);
+        }
+        let named: Vec<&GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.state.name == s)
+            .map(|(id, _)| id)
+            .collect();
+        match named.as_slice() {
+            [id] => Ok(**id),
+            [] => Err(GroupError::NoSuchGroup(s.to_owned())),
+            _ => Err(GroupError::Ambiguous(s.to_owned())),
+        }
+    }
+
+    /// Items waiting for an acknowledgement.
+    pub fn outbox_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Found a group named `name` with us as its creator and only member.
+    pub fn create(
+        &mut self,
+        now: Millis,
+        wall: UnixMillis,
+        name: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<GroupId, GroupError> {
+        check_name(name)?;
+        let joined = self
+            .groups
+            .values()
+            .filter(|g| g.state.members.contains(&self.me))
+            .count();
+        if joined >= self.cfg.max_groups {
+            return Err(GroupError::TooManyGroups(joined));
+        }
+        let mut nonce = [0u8; 16];
+        self.rng.fill_bytes(&mut nonce);
+        let id = wire::group_id(&self.me, &nonce);
+        let op = Op::sign(
+            &self.device,
+            &self.cert,
+            id,
+            1,
+            wall.0 / 1000,
+            Action::Create {
+                nonce,
+                name: name.to_owned(),
+            },
+        );
+        self.groups.insert(
+            id,
+            Group {
+                id,
+                ops: Vec::new(),
+                op_ids: BTreeSet::new(),
+                state: Derived::default(),
+                key_id: 0,
+                key: [0; 32],
+                seq: 0,
+                keys: BTreeMap::new(),
+                last_seq: BTreeMap::new(),
+                sent_to: BTreeMap::new(),
+                held: BTreeMap::new(),
+            },
+        );
+        self.store.save_key(&id, 0, &[0; 32], 0)?;
+        self.apply_ops(now, &id, vec![op], &self.me.clone(), sink)?;
+        Ok(id)
+    }
+
+    /// Invite `user` (any member may): they become a member, get the
+    /// whole log, and every member sends them a fresh key.
+    pub fn invite(
+        &mut self,
+        now: Millis,
+        wall: UnixMillis,
+        g: &GroupId,
+        user: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let user = user.to_ascii_lowercase();
+        let grp = self.member_group(g)?;
+        if grp.state.members.contains(&user) {
+            return Err(GroupError::AlreadyMember(user));
+        }
+        if grp.state.members.len() >= MAX_MEMBERS {
+            return Err(GroupError::Full);
+        }
+        self.author(now, wall, g, Action::Invite { user }, sink)
+    }
+
+    /// Leave a group: the members are told, and we get nothing more.
+    pub fn leave(
+        &mut self,
+        now: Millis,
+        wall: UnixMillis,
+        g: &GroupId,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        self.member_group(g)?;
+        self.author(now, wall, g, Action::Leave, sink)
+    }
+
+    /// Remove `user` (admins only; not the creator).
+    pub fn remove(
+        &mut self,
+        now: Millis,
+        wall: UnixMillis,
+        g: &GroupId,
+        user: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let user = user.to_ascii_lowercase();
+        let grp = self.member_group(g)?;
+        if !grp.state.admins.contains(&self.me) {
+            return Err(GroupError::NotAdmin);
+        }
+        if !grp.state.members.contains(&user) || user == self.me {
+            return Err(GroupError::NoSuchMember(user));
+        }
+        if user == grp.state.creator {
+            return Err(GroupError::Creator);
+        }
+        self.author(now, wall, g, Action::Remove { user }, sink)
+    }
+
+    /// Rename a group (any member).
+    pub fn rename(
+        &mut self,
+        now: Millis,
+        wall: UnixMillis,
+        g: &GroupId,
+        name: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        check_name(name)?;
+        self.member_group(g)?;
+        let name = name.to_owned();
+        self.author(now, wall, g, Action::Rename { name }, sink)
+    }
+
+    /// Make a member an admin (admins only).
+    pub fn make_admin(
+        &mut self,
+        now: Millis,
+        wall: UnixMillis,
+        g: &GroupId,
+        user: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let user = user.to_ascii_lowercase();
+        let grp = self.member_group(g)?;
+        if !grp.state.admins.contains(&self.me) {
+            return Err(GroupError::NotAdmin);
+        }
+        if !grp.state.members.contains(&user) {
+            return Err(GroupError::NoSuchMember(user));
+        }
+        self.author(now, wall, g, Action::Admin { user }, sink)
+    }
+
+    fn member_group(&self, g: &GroupId) -> Result<&Group, GroupError> {
+        let grp = self
+            .groups
+            .get(g)
+            .ok_or_else(|| GroupError::NoSuchGroup(crate::wire::hex_encode(g)))?;
+        if !grp.state.members.contains(&self.me) {
+            return Err(GroupError::NotMember);
+        }
+        if grp.ops.len() >= MAX_OPS {
+            return Err(GroupError::LogFull);
+        }
+        Ok(grp)
+    }
+
+    /// Sign an op of ours and apply it (which sends it).
+    fn author(
+        &mut self,
+        now: Millis,
+        wall: UnixMillis,
+        g: &GroupId,
+        action: Action,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let lamport = self.groups.get(g).map_or(1, Group::lamport);
+        let op = Op::sign(&self.device, &self.cert, *g, lamport, wall.0 / 1000, action);
+        let me = self.me.clone();
+        self.apply_ops(now, g, vec![op], &me, sink)
+    }
+
+    /// Merge verified `ops` into group `g`'s log, replay it, persist, and
+    /// act on what changed: events, ops forwarded by their author, the
+    /// whole log to members we added, a fresh key of ours when the
+    /// member list changed. `from` sent them (us, for our own).
+    fn apply_ops(
+        &mut self,
+        now: Millis,
+        g: &GroupId,
+        ops: Vec<Op>,
+        from: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let me = self.me.clone();
+        let Some(grp) = self.groups.get_mut(g) else {
+            return Ok(());
+        };
+        let mut fresh = Vec::new();
+        for op in ops {
+            let id = op.id();
+            if grp.op_ids.contains(&id) {
+                continue;
+            }
+            if grp.ops.len() >= MAX_OPS {
+                self.stats.log_full += 1;
+                continue;
+            }
+            grp.op_ids.insert(id);
+            fresh.push((id, op.clone()));
+            grp.ops.push(op);
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        sort_ops(&mut grp.ops);
+        let before = grp.state.clone();
+        let (state, effects) = replay(g, &grp.ops);
+        grp.state = state;
+        let encoded: Vec<([u8; 16], Vec<u8>)> =
+            fresh.iter().map(|(id, op)| (*id, op.encode())).collect();
+        self.store.add_ops(g, &encoded)?;
+        self.logs_changed = true;
+        let fresh_ids: BTreeSet<[u8; 16]> = fresh.iter().map(|(id, _)| *id).collect();
+        let grp = &self.groups[g];
+        let info = grp.info(&me);
+        let was_in = before.members.contains(&me);
+        let now_in = grp.state.members.contains(&me);
+        // Our own create says "created"; a log we are welcomed into, "joined"
+        // (its create is history).
+        let created_here = fresh
+            .iter()
+            .any(|(_, op)| matches!(op.action, Action::Create { .. }) && op.author() == me);
+        if now_in && !was_in && !created_here {
+            self.events.push_back(GroupEvent::Joined(info.clone()));
+        }
+        let mut added = Vec::new();
+        let mut membership = false;
+        for (op, eff) in grp.ops.iter().zip(&effects) {
+            if let (Some(change), true) = (eff, fresh_ids.contains(&op.id())) {
+                if let Change::Added(u) = change {
+                    added.push(u.clone());
+                }
+                membership |= matches!(
+                    change,
+                    Change::Created | Change::Added(_) | Change::Left(_) | Change::Removed(_)
+                );
+                if *change != Change::Created || created_here {
+                    self.events.push_back(GroupEvent::Changed {
+                        info: info.clone(),
+                        by: op.author().to_owned(),
+                        change: change.clone(),
+                    });
+                }
+            }
+        }
+        // Our own ops go to everyone in the group before or after them;
+        // a member we added gets the whole log.
+        if from == me {
+            let all: BTreeSet<String> = before.members.union(&grp.state.members).cloned().collect();
+            let ours: Vec<Vec<u8>> = fresh.iter().map(|(_, op)| op.encode()).collect();
+            let log: Vec<Vec<u8>> = grp.ops.iter().map(Op::encode).collect();
+            for user in all.iter().filter(|u| **u != me) {
+                let whole = added.contains(user);
+                let list = if whole { &log } else { &ours };
+                for chunk in list.chunks(wire::MAX_OPS_PER_ITEM) {
+                    let body = Body::Ops {
+                        group: *g,
+                        ops: chunk.iter().map(Vec::as_slice).collect(),
+                    };
+                    self.queue(now, user, body, sink)?;
+                }
+            }
+        }
+        if now_in && (membership || !was_in) {
+            self.rotate(now, g, sink)?;
+        }
+        // A new member list may let held messages through.
+        self.deliver_held(now, g, sink);
+        Ok(())
+    }
+
+    /// A fresh sender key of ours, to every other current member.
+    fn rotate(
+        &mut self,
+        now: Millis,
+        g: &GroupId,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let me = self.me.clone();
+        let mut key = [0u8; 32];
+        self.rng.fill_bytes(&mut key);
+        let grp = self.groups.get_mut(g).ok_or(GroupError::NotMember)?;
+        grp.key_id += 1;
+        grp.key = key;
+        let key_id = grp.key_id;
+        grp.keys.insert((me.clone(), key_id), key);
+        let members: Vec<String> = grp
+            .state
+            .members
+            .iter()
+            .filter(|m| **m != me)
+            .cloned()
+            .collect();
+        let seq = grp.seq;
+        self.store.save_key(g, key_id, &key, seq)?;
+        self.store.add_key(g, &me, key_id, &key)?;
+        for m in members {
+            let body = Body::Key {
+                group: *g,
+                key_id,
+                key,
+            };
+            self.queue(now, &m, body, sink)?;
+        }
+        Ok(())
+    }
+
+    /// Send `text` to the group's current members.
+    pub fn send(
+        &mut self,
+        now: Millis,
+        wall: UnixMillis,
+        g: &GroupId,
+        text: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<u64, GroupError> {
+        if text.is_empty() {
+            return Err(GroupError::Empty);
+        }
+        if text.len() > MAX_TEXT {
+            return Err(GroupError::TooLong {
+                len: text.len(),
+                max: MAX_TEXT,
+            });
+        }
+        let me = self.me.clone();
+        let grp = self
+            .groups
+            .get_mut(g)
+            .ok_or_else(|| GroupError::NoSuchGroup(crate::wire::hex_encode(g)))?;
+        if !grp.state.members.contains(&me) {
+            return Err(GroupError::NotMember);
+        }
+        let seq = grp.seq + 1;
+        let ct = wire::seal_message(&grp.key, g, &me, grp.key_id, seq, wall.0, text);
+        let mut items = Vec::new();
+        for m in grp.state.members.iter().filter(|m| **m != me) {
+            let prev = grp.sent_to.get(m).copied().unwrap_or(0);
+            let mut item = [0u8; 16];
+            self.rng.fill_bytes(&mut item);
+            let payload = GroupPayload::Item {
+                item,
+                body: Body::Msg {
+                    group: *g,
+                    key_id: grp.key_id,
+                    seq,
+                    prev,
+                    ct: &ct,
+                },
+            }
+            .encode();
+            items.push((m.clone(), item, seq, payload));
+        }
+        let m = GroupMessage {
+            group: *g,
+            sender: me,
+            seq,
+            text: text.to_owned(),
+            sent_at_ms: wall.0,
+            at_ms: wall.0,
+            outgoing: true,
+        };
+        self.store
+            .queue_outgoing(&m, grp.key_id, &ct, &items, now.0)?;
+        grp.seq = seq;
+        grp.last_seq.insert(m.sender.clone(), seq);
+        for (peer, ..) in &items {
+            grp.sent_to.insert(peer.clone(), seq);
+        }
+        for (peer, item, _, payload) in items {
+            self.pending.insert(
+                (peer.clone(), item),
+                Pending {
+                    payload,
+                    created: now,
+                    attempts: 0,
+                    next_try: now,
+                },
+            );
+            self.attempt(now, &(peer, item), sink);
+        }
+        self.events.push_back(GroupEvent::Message(m));
+        Ok(seq)
+    }
+
+    /// Queue one item for `to` and send it.
+    fn queue(
+        &mut self,
+        now: Millis,
+        to: &str,
+        body: Body<'_>,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let mut item = [0u8; 16];
+        self.rng.fill_bytes(&mut item);
+        let payload = GroupPayload::Item { item, body }.encode();
+        self.store.queue_item(to, &item, &payload, now.0)?;
+        let key = (to.to_owned(), item);
+        self.pending.insert(
+            key.clone(),
+            Pending {
+                payload,
+                created: now,
+                attempts: 0,
+                next_try: now,
+            },
+        );
+        self.attempt(now, &key, sink);
+        Ok(())
+    }
+
+    fn attempt(&mut self, now: Millis, key: &(String, [u8; 16]), sink: &mut dyn EnvelopeSink) {
+        let Some(p) = self.pending.get_mut(key) else {
+            return;
+        };
+        p.attempts += 1;
+        p.next_try = now + self.cfg.attempt_timeout_ms;
+        let env = sink.send_envelope(&key.0, kind::GROUP, &p.payload, true);
+        self.by_envelope.insert(env, key.clone());
+    }
+
+    /// An envelope of a group kind from `from` (verified by the overlay),
+    /// who stands with us as `standing`. Returns false when the kind is
+    /// not a group kind.
+    pub fn on_envelope(
+        &mut self,
+        now: Millis,
+        from: &Certificate,
+        standing: Standing,
+        k: u8,
+        payload: &[u8],
+        sink: &mut dyn EnvelopeSink,
+    ) -> bool {
+        if k != kind::GROUP && k != kind::GROUP_ACK {
+            return false;
+        }
+        let peer = from.username.to_ascii_lowercase();
+        if standing == Standing::Blocked {
+            self.stats.blocked_dropped += 1;
+            return true;
+        }
+        let Ok(p) = GroupPayload::decode(k, payload) else {
+            self.stats.bad += 1;
+            tracing::debug!(%peer, "malformed group payload");
+            return true;
+        };
+        let fate = match p {
+            GroupPayload::Ack { item } => self.on_ack(&peer, &item).map(|()| Fate::Done),
+            GroupPayload::Item { item, body } => self.item(now, &peer, standing, item, body, sink),
+        };
+        match fate {
+            Ok(Fate::Done) => {}
+            Ok(Fate::Park) => self.park(now, &peer, standing, payload),
+            Err(e) => self.events.push_back(GroupEvent::StoreFailed {
+                error: e.to_string(),
+            }),
+        }
+        self.retry_early(now, sink);
+        true
+    }
+
+    fn item(
+        &mut self,
+        now: Millis,
+        peer: &str,
+        standing: Standing,
+        item: [u8; 16],
+        body: Body<'_>,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<Fate, GroupError> {
+        match body {
+            Body::Ops { group, ops } => self.on_ops(now, peer, standing, item, group, &ops, sink),
+            Body::Key { group, key_id, key } => {
+                self.on_key(now, peer, item, group, key_id, key, sink)
+            }
+            Body::Msg {
+                group,
+                key_id,
+                seq,
+                prev,
+                ct,
+            } => self.on_msg(now, peer, item, group, (key_id, seq, prev), ct, sink),
+        }
+    }
+
+    fn park(&mut self, now: Millis, from: &str, standing: Standing, payload: &[u8]) {
+        let theirs = self.early.iter().filter(|e| e.from == from).count();
+        if theirs >= self.cfg.max_early_per_sender || self.early.len() >= self.cfg.max_early {
+            self.stats.early_dropped += 1;
+            return;
+        }
+        self.early.push_back(Early {
+            from: from.to_owned(),
+            standing,
+            payload: payload.to_vec(),
+            since: now,
+        });
+    }
+
+    /// Try the parked items again after a log changed.
+    fn retry_early(&mut self, now: Millis, sink: &mut dyn EnvelopeSink) {
+        for _ in 0..8 {
+            if !std::mem::take(&mut self.logs_changed) || self.early.is_empty() {
+                return;
+            }
+            let parked = std::mem::take(&mut self.early);
+            for e in parked {
+                let Ok(GroupPayload::Item { item, body }) =
+                    GroupPayload::decode(kind::GROUP, &e.payload)
+                else {
+                    continue;
+                };
+                match self.item(now, &e.from, e.standing, item, body, sink) {
+                    Ok(Fate::Done) => {}
+                    Ok(Fate::Park) => self.early.push_back(e),
+                    Err(err) => self.events.push_back(GroupEvent::StoreFailed {
+                        error: err.to_string(),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn ack(&mut self, to: &str, item: [u8; 16], sink: &mut dyn EnvelopeSink) {
+        let ack = GroupPayload::Ack { item }.encode();
+        sink.send_envelope(to, kind::GROUP_ACK, &ack, true);
+    }
+
+    fn on_ack(&mut self, peer: &str, item: &[u8; 16]) -> Result<(), GroupError> {
+        let key = (peer.to_owned(), *item);
+        let Some(p) = self.pending.remove(&key) else {
+            return Ok(());
+        };
+        self.by_envelope.retain(|_, k| *k != key);
+        self.store.remove_item(peer, item)?;
+        if let Ok(GroupPayload::Item {
+            body: Body::Msg { group, seq, .. },
+            ..
+        }) = GroupPayload::decode(kind::GROUP, &p.payload)
+        {
+            self.events.push_back(GroupEvent::Acked {
+                group,
+                seq,
+                by: peer.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_ops(
+        &mut self,
+        now: Millis,
+        peer: &str,
+        standing: Standing,
+        item: [u8; 16],
+        g: GroupId,
+        raw: &[&[u8]],
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<Fate, GroupError> {
+        let mut ops = Vec::new();
+        for b in raw {
+            match Op::decode(b) {
+                Ok(op) if op.group == g && op.verify(&self.authority) => ops.push(op),
+                _ => {
+                    self.stats.bad += 1;
+                    self.ack(peer, item, sink);
+                    return Ok(Fate::Done);
+                }
+            }
+        }
+        let known = self.groups.get(&g);
+        let sender_member = known.is_some_and(|grp| grp.state.members.contains(peer));
+        let me_member = known.is_some_and(|grp| grp.state.members.contains(&self.me));
+        // Ops that add us are an invitation: taken from contacts only.
+        let invites_me = ops
+            .iter()
+            .any(|o| matches!(&o.action, Action::Invite { user } if *user == self.me));
+        if invites_me && !me_member {
+            if standing != Standing::Contact {
+                self.stats.invites_dropped += 1;
+                self.events.push_back(GroupEvent::InviteDropped {
+                    from: peer.to_owned(),
+                    group: g,
+                });
+                self.ack(peer, item, sink);
+                return Ok(Fate::Done);
+            }
+            let joined = self
+                .groups
+                .values()
+                .filter(|g| g.state.members.contains(&self.me))
+                .count();
+            if known.is_none() && joined >= self.cfg.max_groups {
+                self.stats.too_many_groups += 1;
+                self.ack(peer, item, sink);
+                return Ok(Fate::Done);
+            }
+        } else if !sender_member {
+            // The rest of a log a contact is sending us with our
+            // invitation, or ops from a member we do not know of yet (the
+            // op that adds them may still be on its way): kept for later.
+            let continuation = known.is_some() && !me_member && standing == Standing::Contact;
+            if !continuation {
+                return Ok(Fate::Park);
+            }
+        }
+        if let std::collections::btree_map::Entry::Vacant(v) = self.groups.entry(g) {
+            v.insert(Group {
+                id: g,
+                ops: Vec::new(),
+                op_ids: BTreeSet::new(),
+                state: Derived::default(),
+                key_id: 0,
+                key: [0; 32],
+                seq: 0,
+                keys: BTreeMap::new(),
+                last_seq: BTreeMap::new(),
+                sent_to: BTreeMap::new(),
+                held: BTreeMap::new(),
+            });
+            self.store.save_key(&g, 0, &[0; 32], 0)?;
+        }
+        self.apply_ops(now, &g, ops, peer, sink)?;
+        self.ack(peer, item, sink);
+        Ok(Fate::Done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_key(
+        &mut self,
+        now: Millis,
+        peer: &str,
+        item: [u8; 16],
+        g: GroupId,
+        key_id: u32,
+        key: [u8; 32],
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<Fate, GroupError> {
+        let Some(grp) = self.groups.get_mut(&g) else {
+            return Ok(Fate::Park);
+        };
+        if !grp.state.members.contains(peer) {
+            return Ok(Fate::Park);
+        }
+        let new_key = !grp.keys.contains_key(&(peer.to_owned(), key_id));
+        if new_key {
+            let theirs: Vec<u32> = grp
+                .keys
+                .keys()
+                .filter(|(s, _)| s == peer)
+                .map(|(_, i)| *i)
+                .collect();
+            if theirs.len() >= MAX_KEYS_PER_SENDER
+                && let Some(&oldest) = theirs.iter().min()
+            {
+                grp.keys.remove(&(peer.to_owned(), oldest));
+                self.stats.keys_dropped += 1;
+                self.store.remove_key(&g, peer, oldest)?;
+            }
+        }
+        if new_key {
+            grp.keys.insert((peer.to_owned(), key_id), key);
+            self.store.add_key(&g, peer, key_id, &key)?;
+        }
+        self.ack(peer, item, sink);
+        self.deliver_held(now, &g, sink);
+        Ok(Fate::Done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_msg(
+        &mut self,
+        now: Millis,
+        peer: &str,
+        item: [u8; 16],
+        g: GroupId,
+        (key_id, seq, prev): (u32, u64, u64),
+        ct: &[u8],
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<Fate, GroupError> {
+        let Some(grp) = self.groups.get_mut(&g) else {
+            return Ok(Fate::Park);
+        };
+        let last = grp.last_seq.get(peer).copied().unwrap_or(0);
+        if seq <= last {
+            // A copy of one we kept: acknowledge again.
+            self.ack(peer, item, sink);
+            return Ok(Fate::Done);
+        }
+        if !grp.state.members.contains(peer) {
+            return Ok(Fate::Park);
+        }
+        let held = grp.held.entry(peer.to_owned()).or_default();
+        if !held.contains_key(&seq) {
+            if held.len() >= self.cfg.max_held {
+                self.stats.held_over_limit += 1;
+                return Ok(Fate::Done);
+            }
+            held.insert(
+                seq,
+                Held {
+                    prev,
+                    key_id,
+                    ct: ct.to_vec(),
+                    item,
+                    since: now,
+                },
+            );
+        }
+        self.deliver_held(now, &g, sink);
+        Ok(Fate::Done)
+    }
+
+    /// Show every held message that is next in its sender's order (or
+    /// held past `gap_ms`) and whose key we have.
+    fn deliver_held(&mut self, now: Millis, g: &GroupId, sink: &mut dyn EnvelopeSink) {
+        let me = self.me.clone();
+        let gap_ms = self.cfg.gap_ms;
+        let Some(grp) = self.groups.get_mut(g) else {
+            return;
+        };
+        let mut out: Vec<([u8; 16], GroupMessage, u32, Vec<u8>)> = Vec::new();
+        let mut acks: Vec<(String, [u8; 16])> = Vec::new();
+        let (mut bad, mut gaps) = (0, 0);
+        for (sender, held) in grp.held.iter_mut() {
+            loop {
+                let last = grp.last_seq.get(sender).copied().unwrap_or(0);
+                // Copies of what we kept meanwhile: acknowledged.
+                while let Some((&s, _)) = held.first_key_value() {
+                    if s > last {
+                        break;
+                    }
+                    if let Some(h) = held.remove(&s) {
+                        acks.push((sender.clone(), h.item));
+                    }
+                }
+                let Some((&seq, h)) = held.first_key_value() else {
+                    break;
+                };
+                let in_order = h.prev == last;
+                if !in_order && now.since(h.since) < gap_ms {
+                    break;
+                }
+                let Some(key) = grp.keys.get(&(sender.clone(), h.key_id)) else {
+                    break;
+                };
+                let Some(h) = held.remove(&seq) else { break };
+                match wire::open_message(key, g, sender, h.key_id, seq, &h.ct) {
+                    Some((sent_at_ms, text)) => {
+                        if !in_order {
+                            gaps += 1;
+                        }
+                        grp.last_seq.insert(sender.clone(), seq);
+                        let m = GroupMessage {
+                            group: *g,
+                            sender: sender.clone(),
+                            seq,
+                            text,
+                            sent_at_ms,
+                            at_ms: now.0,
+                            outgoing: *sender == me,
+                        };
+                        out.push((h.item, m, h.key_id, h.ct));
+                    }
+                    // Not acknowledged: a good copy may follow.
+                    None => bad += 1,
+                }
+            }
+        }
+        grp.held.retain(|_, h| !h.is_empty());
+        self.stats.undecryptable += bad;
+        self.stats.gaps_skipped += gaps;
+        for (to, item) in acks {
+            self.ack(&to, item, sink);
+        }
+        for (item, m, key_id, ct) in out {
+            match self.store.insert_incoming(&m, key_id, &ct) {
+                Ok(new) => {
+                    let sender = m.sender.clone();
+                    if new {
+                        self.events.push_back(GroupEvent::Message(m));
+                    }
+                    self.ack(&sender, item, sink);
+                }
+                Err(e) => self.events.push_back(GroupEvent::StoreFailed {
+                    error: e.to_string(),
+                }),
+            }
+        }
+    }
+
+    /// `user` was just heard from: what waits for them on their owners'
+    /// mailboxes, or in a long backoff, goes again now.
+    pub fn peer_online(&mut self, now: Millis, user: &str) {
+        let user = user.to_ascii_lowercase();
+        let soon = now + self.cfg.ack_wait_ms;
+        for ((to, _), p) in self.pending.iter_mut() {
+            if *to == user && p.next_try > soon {
+                p.next_try = now;
+            }
+        }
+    }
+
+    /// The overlay's outcome for envelope `env`; whether it was ours.
+    pub fn on_envelope_outcome(
+        &mut self,
+        now: Millis,
+        env: &EnvelopeId,
+        o: EnvelopeOutcome,
+    ) -> bool {
+        let Some(key) = self.by_envelope.remove(env) else {
+            return false;
+        };
+        let Some(p) = self.pending.get_mut(&key) else {
+            return true;
+        };
+        p.next_try = match o {
+            EnvelopeOutcome::Delivered => now + self.cfg.ack_wait_ms,
+            EnvelopeOutcome::Stored => now + self.cfg.stored_retry_ms,
+            EnvelopeOutcome::Failed(_) => {
+                let exp = self
+                    .cfg
+                    .retry_base_ms
+                    .saturating_mul(1 << p.attempts.min(16));
+                now + exp.min(self.cfg.max_backoff_ms)
+            }
+        };
+        true
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis, sink: &mut dyn EnvelopeSink) {
+        let expired: Vec<(String, [u8; 16])> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.since(p.created) >= self.cfg.outbox_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.pending.remove(&k);
+            self.stats.given_up += 1;
+            if let Err(e) = self.store.remove_item(&k.0, &k.1) {
+                self.events.push_back(GroupEvent::StoreFailed {
+                    error: e.to_string(),
+                });
+            }
+        }
+        let due: Vec<(String, [u8; 16])> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.next_try <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in due {
+            self.attempt(now, &k, sink);
+        }
+        let before = self.early.len();
+        let early_ms = self.cfg.early_ms;
+        self.early.retain(|e| now.since(e.since) < early_ms);
+        self.stats.early_dropped += (before - self.early.len()) as u64;
+        let gapped: Vec<GroupId> = self
+            .groups
+            .values()
+            .filter(|g| {
+                g.held
+                    .values()
+                    .filter_map(|h| h.first_key_value())
+                    .any(|(_, h)| now.since(h.since) >= self.cfg.gap_ms)
+            })
+            .map(|g| g.id)
+            .collect();
+        for g in gapped {
+            self.deliver_held(now, &g, sink);
+        }
+        if self.by_envelope.len() > 4 * self.pending.len() + 64 {
+            let live: BTreeSet<&(String, [u8; 16])> = self.pending.keys().collect();
+            self.by_envelope.retain(|_, k| live.contains(k));
+        }
+    }
+
+    /// When [`GroupCore::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let outbox = self
+            .pending
+            .values()
+            .map(|p| p.next_try.min(p.created + self.cfg.outbox_ms))
+            .min();
+        let held = self
+            .groups
+            .values()
+            .flat_map(|g| g.held.values())
+            .filter_map(|h| h.first_key_value())
+            .map(|(_, h)| h.since + self.cfg.gap_ms)
+            .min();
+        let early = self.early.front().map(|e| e.since + self.cfg.early_ms);
+        [outbox, held, early].into_iter().flatten().min()
+    }
+
+    pub fn poll_event(&mut self) -> Option<GroupEvent> {
+        self.events.pop_front()
+    }
+
+    /// The last `limit` messages of a group, oldest first.
+    pub fn history(&self, g: &GroupId, limit: usize) -> Result<Vec<GroupMessage>, GroupError> {
+        self.store.history(g, &self.me, limit)
+    }
+
+    /// Messages held back (waiting for an earlier one or a key).
+    pub fn held_len(&self) -> usize {
+        self.groups
+            .values()
+            .flat_map(|g| g.held.values())
+            .map(BTreeMap::len)
+            .sum()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), GroupError> {
+    if name.trim().is_empty() || name.len() > wire::MAX_NAME {
+        return Err(GroupError::BadName {
+            len: name.len(),
+            max: wire::MAX_NAME,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,602 @@
+//! Group core tests: wire formats, replay rules, invitations, and a
+//! virtual-time network of five members with loss, an offline member and
+//! a removal and re-invitation.
+
+use super::*;
+use crate::identity::{AuthorityKey, Role, Username};
+use rand::Rng;
+
+#[derive(Default)]
+struct Out(Vec<(String, u8, Vec<u8>, EnvelopeId)>, u64);
+
+impl EnvelopeSink for Out {
+    fn send_envelope(&mut self, to: &str, k: u8, p: &[u8], _store: bool) -> EnvelopeId {
+        self.1 += 1;
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.1.to_be_bytes());
+        self.0.push((to.to_owned(), k, p.to_vec(), id));
+        id
+    }
+}
+
+struct Keys {
+    authority: AuthorityKey,
+}
+
+impl Keys {
+    fn new() -> Self {
+        let mut rng = StdRng::seed_from_u64(1);
+        Keys {
+            authority: AuthorityKey::generate(&mut rng),
+        }
+    }
+
+    fn node(&self, name: &str, seed: u64) -> GroupCore {
+        self.node_with(name, seed, GroupConfig::default())
+    }
+
+    fn node_with(&self, name: &str, seed: u64, cfg: GroupConfig) -> GroupCore {
+        let mut rng = StdRng::seed_from_u64(seed * 7 + 3);
+        let d = DeviceIdentity::generate(&mut rng);
+        let cert = Certificate::issue(
+            &self.authority,
+            seed,
+            Role::User,
+            0,
+            u64::MAX / 2,
+            &Username::parse(name).unwrap(),
+            d.ed25519_public(),
+            d.x25519_public(),
+        );
+        GroupCore::new(
+            GroupStore::in_memory().unwrap(),
+            d,
+            cert,
+            self.authority.public(),
+            cfg,
+            seed,
+            Millis(0),
+        )
+        .unwrap()
+    }
+}
+
+const WALL: UnixMillis = UnixMillis(1_800_000_000_000);
+
+#[test]
+fn payloads_and_ops_round_trip_and_truncations_fail() {
+    let k = Keys::new();
+    let a = k.node("alice", 1);
+    let op = Op::sign(
+        &a.device,
+        &a.cert,
+        [5; 16],
+        3,
+        100,
+        Action::Invite { user: "bob".into() },
+    );
+    let ob = op.encode();
+    assert_eq!(Op::decode(&ob).unwrap(), op);
+    assert!(op.verify(&k.authority.public()));
+    for cut in 0..ob.len() {
+        assert!(Op::decode(&ob[..cut]).is_err());
+    }
+    // A flipped bit anywhere in the body breaks the signature.
+    let mut forged = op.clone();
+    forged.action = Action::Invite {
+        user: "mallory".into(),
+    };
+    assert!(!forged.verify(&k.authority.public()));
+    let ps = [
+        GroupPayload::Item {
+            item: [1; 16],
+            body: Body::Ops {
+                group: [2; 16],
+                ops: vec![&ob, &ob],
+            },
+        },
+        GroupPayload::Item {
+            item: [1; 16],
+            body: Body::Key {
+                group: [2; 16],
+                key_id: 7,
+                key: [9; 32],
+            },
+        },
+        GroupPayload::Item {
+            item: [1; 16],
+            body: Body::Msg {
+                group: [2; 16],
+                key_id: 7,
+                seq: 9,
+                prev: 4,
+                ct: b"sealed",
+            },
+        },
+        GroupPayload::Ack { item: [3; 16] },
+    ];
+    for p in ps {
+        let b = p.encode();
+        assert_eq!(GroupPayload::decode(p.kind(), &b).unwrap(), p);
+        for cut in 0..b.len() {
+            assert!(GroupPayload::decode(p.kind(), &b[..cut]).is_err());
+        }
+    }
+    assert!(GroupPayload::decode(99, &[0; 20]).is_err());
+    let key = [4u8; 32];
+    let ct = wire::seal_message(&key, &[1; 16], "alice", 1, 5, 77, "hi");
+    assert_eq!(
+        open_message(&key, &[1; 16], "alice", 1, 5, &ct),
+        Some((77, "hi".to_owned()))
+    );
+    assert_eq!(open_message(&key, &[1; 16], "alice", 1, 6, &ct), None);
+    assert_eq!(open_message(&[5; 32], &[1; 16], "alice", 1, 5, &ct), None);
+}
+
+/// The replay order makes every arrival order give the same list, and
+/// the rules hold: only admins remove, nobody removes the creator.
+#[test]
+fn replay_is_deterministic_and_enforces_the_rules() {
+    let k = Keys::new();
+    let a = k.node("alice", 1);
+    let b = k.node("bob", 2);
+    let nonce = [8; 16];
+    let g = wire::group_id("alice", &nonce);
+    let sign = |n: &GroupCore, l: u64, act: Action| Op::sign(&n.device, &n.cert, g, l, 1, act);
+    let ops = vec![
+        sign(
+            &a,
+            1,
+            Action::Create {
+                nonce,
+                name: "x".into(),
+            },
+        ),
+        sign(&a, 2, Action::Invite { user: "bob".into() }),
+        sign(
+            &a,
+            2,
+            Action::Invite {
+                user: "carol".into(),
+            },
+        ),
+        sign(
+            &b,
+            3,
+            Action::Remove {
+                user: "carol".into(),
+            },
+        ), // not an admin
+        sign(
+            &b,
+            3,
+            Action::Invite {
+                user: "dave".into(),
+            },
+        ),
+        sign(&a, 4, Action::Remove { user: "bob".into() }),
+        sign(
+            &b,
+            5,
+            Action::Remove {
+                user: "alice".into(),
+            },
+        ), // gone, and the creator
+        sign(&a, 5, Action::Rename { name: "y".into() }),
+    ];
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut first = None;
+    for _ in 0..20 {
+        let mut shuffled = ops.clone();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, rng.gen_range(0..=i));
+        }
+        sort_ops(&mut shuffled);
+        let (d, _) = replay(&g, &shuffled);
+        assert_eq!(
+            d.members.iter().cloned().collect::<Vec<_>>(),
+            ["alice", "carol", "dave"]
+        );
+        assert_eq!(d.name, "y");
+        assert_eq!(first.get_or_insert(d.clone()), &d);
+    }
+    // A create for an id its author did not found is ignored.
+    let fake = Op::sign(
+        &b.device,
+        &b.cert,
+        g,
+        0,
+        1,
+        Action::Create {
+            nonce,
+            name: "z".into(),
+        },
+    );
+    let mut with_fake = ops.clone();
+    with_fake.push(fake);
+    sort_ops(&mut with_fake);
+    assert_eq!(replay(&g, &with_fake).0.creator, "alice");
+}
+
+fn drain(n: &mut GroupCore) -> Vec<GroupEvent> {
+    std::iter::from_fn(|| n.poll_event()).collect()
+}
+
+/// Deliver everything in `out` from `from` to the named nodes at once
+/// (lossless), with the outcomes; repeat until quiet.
+fn settle(
+    nodes: &mut [(&str, &mut GroupCore, Standing)],
+    now: Millis,
+    mut out: Vec<(String, Out)>,
+) {
+    for _ in 0..50 {
+        let mut next = Vec::new();
+        for (from, o) in out.drain(..) {
+            for (to, k, p, _) in o.0 {
+                let cert = nodes.iter().find(|n| n.0 == from).unwrap().1.cert.clone();
+                if let Some((_, n, st)) = nodes.iter_mut().find(|n| n.0 == to) {
+                    let mut o2 = Out::default();
+                    n.on_envelope(now, &cert, *st, k, &p, &mut o2);
+                    next.push((to.clone(), o2));
+                }
+            }
+        }
+        if next.iter().all(|(_, o)| o.0.is_empty()) {
+            return;
+        }
+        out = next;
+    }
+    panic!("no quiet");
+}
+
+#[test]
+fn strangers_invites_are_dropped_and_counted_blocked_silently() {
+    let k = Keys::new();
+    let mut a = k.node("alice", 1);
+    let mut b = k.node("bob", 2);
+    let mut c = k.node("carol", 3);
+    let mut o = Out::default();
+    let g = a.create(Millis(0), WALL, "friends", &mut o).unwrap();
+    a.invite(Millis(0), WALL, &g, "bob", &mut o).unwrap();
+    a.invite(Millis(0), WALL, &g, "carol", &mut o).unwrap();
+    // bob takes alice as a stranger, carol has blocked her.
+    settle(
+        &mut [
+            ("alice", &mut a, Standing::Contact),
+            ("bob", &mut b, Standing::Stranger),
+            ("carol", &mut c, Standing::Blocked),
+        ],
+        Millis(1),
+        vec![("alice".into(), o)],
+    );
+    assert!(b.groups().is_empty());
+    assert_eq!(b.stats.invites_dropped, 1);
+    assert!(
+        matches!(drain(&mut b).as_slice(), [GroupEvent::InviteDropped { from, .. }] if from == "alice")
+    );
+    assert!(c.groups().is_empty());
+    assert!(drain(&mut c).is_empty());
+    assert!(c.stats.blocked_dropped > 0);
+    // Only admins remove; the creator stays.
+    let mut o = Out::default();
+    assert!(matches!(
+        a.remove(Millis(2), WALL, &g, "alice", &mut o),
+        Err(GroupError::NoSuchMember(_))
+    ));
+    assert!(matches!(
+        a.send(Millis(2), WALL, &g, "", &mut o),
+        Err(GroupError::Empty)
+    ));
+}
+
+/// One envelope in flight in the simulated network.
+struct Flight {
+    at: Millis,
+    from: String,
+    to: String,
+    kind: u8,
+    payload: Vec<u8>,
+    env: EnvelopeId,
+}
+
+/// Five members over a lossy network in virtual time: one is offline
+/// while 20 messages are sent, and is removed and re-added meanwhile.
+#[test]
+fn five_members_with_loss_an_offline_member_removed_and_readded() {
+    let k = Keys::new();
+    let names = ["alice", "bob", "carol", "dave", "erin"];
+    let mut nodes: Vec<GroupCore> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| k.node(n, i as u64 + 1))
+        .collect();
+    let mut rng = StdRng::seed_from_u64(42);
+    let mut flights: Vec<Flight> = Vec::new();
+    // Envelopes for an offline member wait on "their owners".
+    let mut stored: Vec<Flight> = Vec::new();
+    let mut offline: BTreeSet<usize> = BTreeSet::new();
+    let mut shown: Vec<Vec<GroupMessage>> = vec![Vec::new(); 5];
+    let idx = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    let loss = 0.2;
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        now: Millis,
+        nodes: &mut [GroupCore],
+        flights: &mut Vec<Flight>,
+        stored: &mut Vec<Flight>,
+        offline: &BTreeSet<usize>,
+        shown: &mut [Vec<GroupMessage>],
+        rng: &mut StdRng,
+        loss: f64,
+        names: &[&str],
+    ) {
+        let idx = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        let due: Vec<Flight> = {
+            let (d, rest): (Vec<Flight>, Vec<Flight>) =
+                flights.drain(..).partition(|f| f.at <= now);
+            *flights = rest;
+            d
+        };
+        let mut outs: Vec<(usize, Out)> = Vec::new();
+        for f in due {
+            let (s, r) = (idx(&f.from), idx(&f.to));
+            if offline.contains(&r) {
+                nodes[s].on_envelope_outcome(now, &f.env, EnvelopeOutcome::Stored);
+                stored.push(f);
+                continue;
+            }
+            if rng.gen_bool(loss) {
+                // Lost: half the time the overlay says so.
+                if rng.gen_bool(0.5) {
+                    nodes[s].on_envelope_outcome(
+                        now,
+                        &f.env,
+                        EnvelopeOutcome::Failed("lost".into()),
+                    );
+                }
+                continue;
+            }
+            let cert = nodes[s].cert.clone();
+            let mut o = Out::default();
+            nodes[r].on_envelope(now, &cert, Standing::Contact, f.kind, &f.payload, &mut o);
+            outs.push((r, o));
+            nodes[s].on_envelope_outcome(now, &f.env, EnvelopeOutcome::Delivered);
+        }
+        for (i, n) in nodes.iter_mut().enumerate() {
+            if offline.contains(&i) {
+                continue;
+            }
+            if n.poll_timeout().is_some_and(|t| t <= now) {
+                let mut o = Out::default();
+                n.handle_timeout(now, &mut o);
+                outs.push((i, o));
+            }
+        }
+        for (i, o) in outs {
+            for (to, kind, payload, env) in o.0 {
+                let delay = rng.gen_range(5..80);
+                flights.push(Flight {
+                    at: now + delay,
+                    from: names[i].to_owned(),
+                    to,
+                    kind,
+                    payload,
+                    env,
+                });
+            }
+        }
+        for (i, n) in nodes.iter_mut().enumerate() {
+            for e in drain(n) {
+                if let GroupEvent::Message(m) = e {
+                    shown[i].push(m);
+                }
+            }
+        }
+    }
+
+    let mut now = Millis(0);
+    macro_rules! run {
+        ($ms:expr) => {
+            let end = now + $ms;
+            while now < end {
+                now += 10;
+                step(
+                    now,
+                    &mut nodes,
+                    &mut flights,
+                    &mut stored,
+                    &offline,
+                    &mut shown,
+                    &mut rng,
+                    loss,
+                    &names,
+                );
+            }
+        };
+    }
+    macro_rules! act {
+        ($i:expr, |$n:ident, $o:ident| $body:expr) => {{
+            let mut $o = Out::default();
+            let $n = &mut nodes[$i];
+            let r = $body;
+            for (to, kind, payload, env) in $o.0 {
+                flights.push(Flight {
+                    at: now + 20,
+                    from: names[$i].to_owned(),
+                    to,
+                    kind,
+                    payload,
+                    env,
+                });
+            }
+            r
+        }};
+    }
+
+    let g = act!(0, |n, o| n.create(now, WALL, "five", &mut o).unwrap());
+    for u in &names[1..] {
+        act!(0, |n, o| n.invite(now, WALL, &g, u, &mut o).unwrap());
+    }
+    run!(300_000);
+    for n in &nodes {
+        assert_eq!(
+            n.info(&g).unwrap().members,
+            names,
+            "{}: {:?} early {} outbox {}",
+            n.me,
+            n.stats,
+            n.early.len(),
+            n.outbox_len()
+        );
+    }
+    // dave goes offline; 20 messages while he is away, and he is
+    // removed after the first 8 and re-added after 16.
+    offline.insert(idx("dave"));
+    let senders = [0usize, 1, 2, 4];
+    let mut sent = 0;
+    for round in 0..5 {
+        for &s in &senders {
+            if sent == 8 {
+                act!(0, |n, o| n.remove(now, WALL, &g, "dave", &mut o).unwrap());
+                run!(300_000);
+            }
+            if sent == 16 {
+                act!(0, |n, o| n.invite(now, WALL, &g, "dave", &mut o).unwrap());
+                run!(300_000);
+            }
+            let text = format!("{} #{round}", names[s]);
+            act!(s, |n, o| n.send(now, WALL, &g, &text, &mut o).unwrap());
+            sent += 1;
+            run!(200);
+        }
+    }
+    run!(300_000);
+    // dave comes back: his owners push what waited for him.
+    offline.remove(&idx("dave"));
+    for f in stored.drain(..) {
+        flights.push(Flight { at: now + 10, ..f });
+    }
+    for (i, n) in nodes.iter_mut().enumerate() {
+        if i != idx("dave") {
+            n.peer_online(now, "dave");
+        }
+    }
+    run!(900_000);
+
+    let lists: Vec<Vec<String>> = nodes.iter().map(|n| n.info(&g).unwrap().members).collect();
+    assert!(lists.iter().all(|l| *l == names), "{lists:?}");
+    for (i, n) in nodes.iter().enumerate() {
+        // Exactly once, in per-sender order.
+        let mut per: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+        for m in &shown[i] {
+            per.entry(&m.sender).or_default().push(m.seq);
+        }
+        for (s, seqs) in &per {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "{} from {s}: {seqs:?}",
+                names[i]
+            );
+        }
+        let total: usize = per.values().map(Vec::len).sum();
+        let hist = n.history(&g, 1000).unwrap();
+        assert_eq!(hist.len(), total, "{}", names[i]);
+        if i == idx("dave") {
+            // The 8 before his removal and the 4 after his return.
+            assert_eq!(total, 12, "dave: {:?}", shown[i]);
+            assert!(
+                shown[i]
+                    .iter()
+                    .all(|m| !m.text.ends_with("#2") && !m.text.ends_with("#3"))
+            );
+        } else {
+            assert_eq!(total, 20, "{}: {:?}", names[i], shown[i]);
+        }
+        assert_eq!(n.held_len(), 0);
+        assert_eq!(n.outbox_len(), 0, "{}", names[i]);
+    }
+    // dave's keys open none of what was sent while he was out.
+    let dave_keys: Vec<(String, u32, [u8; 32])> = nodes[idx("dave")].store.keys(&g).unwrap();
+    let mut opened = 0;
+    for &s in &senders {
+        for row in nodes[s].store.sealed(&g, Some(names[s])).unwrap() {
+            let during = (3..=4).contains(&row.seq);
+            let any = dave_keys
+                .iter()
+                .filter(|(u, ..)| *u == names[s])
+                .any(|(_, id, key)| {
+                    *id == row.key_id
+                        && open_message(key, &g, names[s], row.key_id, row.seq, &row.ct).is_some()
+                });
+            let brute = dave_keys.iter().any(|(_, _, key)| {
+                open_message(key, &g, names[s], row.key_id, row.seq, &row.ct).is_some()
+            });
+            if during {
+                assert!(!brute, "dave opened {} #{}", names[s], row.seq);
+            } else {
+                assert!(any, "dave cannot open {} #{}", names[s], row.seq);
+                opened += 1;
+            }
+        }
+    }
+    assert_eq!(opened, 12);
+    assert!(nodes.iter().map(|n| n.stats.undecryptable).sum::<u64>() == 0);
+}
+
+/// A member who sends key after key holds at most
+/// [`MAX_KEYS_PER_SENDER`] of them at a receiver.
+#[test]
+fn sender_keys_per_member_are_bounded() {
+    let k = Keys::new();
+    let mut a = k.node("alice", 1);
+    let mut b = k.node("bob", 2);
+    let mut o = Out::default();
+    let g = a.create(Millis(0), WALL, "two", &mut o).unwrap();
+    a.invite(Millis(0), WALL, &g, "bob", &mut o).unwrap();
+    settle(
+        &mut [
+            ("alice", &mut a, Standing::Contact),
+            ("bob", &mut b, Standing::Contact),
+        ],
+        Millis(1),
+        vec![("alice".into(), o)],
+    );
+    assert_eq!(b.info(&g).unwrap().members, ["alice", "bob"]);
+    let mut sink = Out::default();
+    for i in 0..100u32 {
+        let p = GroupPayload::Item {
+            item: [i as u8; 16],
+            body: Body::Key {
+                group: g,
+                key_id: 1000 + i,
+                key: [i as u8; 32],
+            },
+        }
+        .encode();
+        b.on_envelope(
+            Millis(2),
+            &a.cert,
+            Standing::Contact,
+            kind::GROUP,
+            &p,
+            &mut sink,
+        );
+    }
+    let alices = b.groups[&g]
+        .keys
+        .keys()
+        .filter(|(s, _)| s == "alice")
+        .count();
+    assert_eq!(alices, MAX_KEYS_PER_SENDER);
+    assert!(b.stats.keys_dropped >= 100 - MAX_KEYS_PER_SENDER as u64);
+    assert_eq!(
+        b.store
+            .keys(&g)
+            .unwrap()
+            .iter()
+            .filter(|(s, ..)| s == "alice")
+            .count(),
+        MAX_KEYS_PER_SENDER
+    );
+}
