@@ -235,7 +235,9 @@ impl Op {
     /// Check the certificate (pinned authority, valid when the op was
     /// made) and the signature.
     pub fn verify(&self, authority: &[u8; 32]) -> bool {
-        self.cert.verify(authority, self.at_secs).is_ok()
+        self.cert
+            .verify(authority, crate::time::UnixSecs(self.at_secs))
+            .is_ok()
             && verify_signature(
                 &self.cert.ed25519,
                 OP_CONTEXT,

@@ -461,7 +461,7 @@ impl Messaging {
             }
             MessagingCommand::Group(cmd) => match &mut self.groups {
                 None => Err("group chat is not enabled on this node".to_owned()),
-                Some(g) => group_command(now, g, cmd, &mut sink, &mut self.events)
+                Some(g) => group_command(now, unix, g, cmd, &mut sink, &mut self.events)
                     .map_err(|e| e.to_string()),
             },
         };
@@ -495,12 +495,13 @@ impl Messaging {
 /// Carry out a group command; answers go to `events`.
 fn group_command(
     now: u64,
+    unix: UnixMillis,
     g: &mut GroupCore,
     cmd: GroupCommand,
     sink: &mut dyn EnvelopeSink,
     events: &mut VecDeque<MessagingEvent>,
 ) -> Result<(), GroupError> {
-    let (t, wall) = (Millis(now), UnixMillis(now));
+    let (t, wall) = (Millis(now), unix);
     match cmd {
         GroupCommand::Create { name, members } => {
             let id = g.create(t, wall, &name, sink)?;
