@@ -656,13 +656,20 @@ impl App {
     /// are added to it).
     fn start_conference(&mut self, call: bool, conf: bool) {
         let me = self.model.me().map(str::to_owned);
-        let users: Vec<String> = self
-            .buddies
-            .marked
-            .iter()
+        // Nothing marked and a group selected: its members.
+        let group = match self.selected() {
+            Some((n, _)) if self.buddies.marked.is_empty() => n
+                .strip_prefix('#')
+                .and_then(|id| self.model.groups.get(id))
+                .map(|g| g.entry.members.clone()),
+            _ => None,
+        };
+        let from_group = group.is_some();
+        let users: Vec<String> = group
+            .unwrap_or_else(|| self.buddies.marked.iter().cloned().collect())
+            .into_iter()
             .filter(|u| Some(u.as_str()) != me.as_deref())
-            .filter(|u| self.model.contacts.contains_key(*u))
-            .cloned()
+            .filter(|u| from_group || self.model.contacts.contains_key(u))
             .collect();
         if users.is_empty() {
             return self.model.notify(

@@ -1676,4 +1676,14 @@ fn group_chat() {
     );
     app.handle_event(gmsg("you", 1, "see you there", NOW));
     assert_snapshot!("group_chat", draw(&app, 100, 30));
+    // C on the group (nothing marked) starts a conference with its
+    // members.
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('C'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::ConferenceStart {
+            users: vec!["bot".into(), "carol".into()]
+        }]
+    );
 }
