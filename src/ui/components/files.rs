@@ -254,11 +254,11 @@ impl PathPrompt {
                 f.render_widget(Line::from(format!("  {c}")).cyan(), r);
             }
         }
-        if extra == 1 {
-            if let Some(r) = row.next() {
-                let more = self.candidates.len() - shown;
-                f.render_widget(Line::from(format!("  … {more} more")).dark_gray(), r);
-            }
+        if extra == 1
+            && let Some(r) = row.next()
+        {
+            let more = self.candidates.len() - shown;
+            f.render_widget(Line::from(format!("  … {more} more")).dark_gray(), r);
         }
         let problem = row.next();
         if let (Some(r), Some(p)) = (problem, &self.problem) {
