@@ -28,6 +28,8 @@ pub enum Action {
     AcceptContact,
     RemoveContact,
     BlockContact,
+    SendFile,
+    Files,
 }
 
 impl Action {
@@ -48,13 +50,17 @@ impl Action {
             Action::Hold => "put the call on hold or resume it",
             Action::ConferenceAdd => "add the selected contact to the call: a conference",
             Action::Mark => "mark the selected contact for a conference, or unmark",
-            Action::Conference => "start a conference with the marked contacts (or the selected group)",
+            Action::Conference => {
+                "start a conference with the marked contacts (or the selected group)"
+            }
             Action::MuteOther => "mute or unmute the selected conference participant",
             Action::CycleStatus => "cycle status: online, away, do not disturb, invisible",
             Action::StatusMessage => "set your mood message (shown to contacts)",
             Action::AcceptContact => "accept the selected contact request",
             Action::RemoveContact => "remove the contact (asks first; declines a request)",
             Action::BlockContact => "block the contact (asks first), or unblock a blocked one",
+            Action::SendFile => "send the contact a file (Tab completes the path)",
+            Action::Files => "file transfers: answer offers, see progress, stop one",
         }
     }
 }
@@ -97,6 +103,8 @@ impl KeyMap {
                 b(Action::AcceptContact, &k.accept_contact),
                 b(Action::RemoveContact, &k.remove_contact),
                 b(Action::BlockContact, &k.block_contact),
+                b(Action::SendFile, &k.send_file),
+                b(Action::Files, &k.files),
             ],
         }
     }

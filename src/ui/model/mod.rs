@@ -3,6 +3,7 @@
 //! state: nothing here is ever sent anywhere.
 
 pub mod conference;
+pub mod files;
 pub mod group;
 
 use crate::node::api::{
@@ -85,6 +86,8 @@ pub struct Model {
     pub conference: Option<conference::ConferenceView>,
     /// Our groups by id (`ui::model::group`).
     pub groups: BTreeMap<String, group::GroupView>,
+    /// File transfers, live and lately ended (`ui::model::files`).
+    pub files: BTreeMap<crate::node::api::TransferId, files::FileView>,
 }
 
 impl Model {
@@ -320,8 +323,8 @@ impl Model {
             }
             Event::CallHistory { calls } => self.call_log = calls,
             Event::Stopped => self.stopped = true,
-            // File transfers have no panel in the TUI yet.
-            Event::File(_) | Event::Files(_) => {}
+            Event::File(f) => self.apply_file(f),
+            Event::Files(list) => self.apply_file_list(list),
             Event::Conference(u) => self.conference(u),
             Event::Group(u) => self.group(u),
         }
