@@ -113,7 +113,8 @@ mod imp {
 
     pub fn recv(sock: &UdpSocket, b: &mut RecvBatch) -> io::Result<usize> {
         let count = b.lens.len();
-        let mut names: Vec<SockAddrStorage> = (0..count).map(|_| SockAddrStorage::zeroed()).collect();
+        let mut names: Vec<SockAddrStorage> =
+            (0..count).map(|_| SockAddrStorage::zeroed()).collect();
         let mut iovs: Vec<libc::iovec> = b
             .buf
             .chunks_mut(b.slot)

@@ -143,7 +143,11 @@ impl TurnHandle {
             return;
         }
         let n = batch.len() as u64;
-        if self.tx.try_send(Input::Clients(std::mem::take(batch))).is_err() {
+        if self
+            .tx
+            .try_send(Input::Clients(std::mem::take(batch)))
+            .is_err()
+        {
             self.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }

@@ -743,8 +743,11 @@ impl SupernodeCore {
                 };
                 let differ: Vec<DigestBucket> = (0..DIGEST_BUCKETS)
                     .filter_map(|bucket| {
-                        let (count, hash) =
-                            self.claim_sums.get(&(home, bucket)).copied().unwrap_or((0, 0));
+                        let (count, hash) = self
+                            .claim_sums
+                            .get(&(home, bucket))
+                            .copied()
+                            .unwrap_or((0, 0));
                         ((count, hash) != theirs(bucket)).then_some(DigestBucket {
                             bucket,
                             count,
@@ -1195,7 +1198,9 @@ impl SupernodeCore {
                 self.store_local(now, &record);
                 continue;
             }
-            self.send_store(now, id, addr, username, key, &record, check_seq, claim, exclude);
+            self.send_store(
+                now, id, addr, username, key, &record, check_seq, claim, exclude,
+            );
         }
         ids
     }
@@ -1600,7 +1605,11 @@ impl SupernodeCore {
             .filter(|c| c.record_expires > secs && c.owners.contains(&owner))
             .map(|c| c.username.as_str())
             .collect();
-        let stale: Vec<&str> = names.iter().copied().filter(|n| !ours.contains(n)).collect();
+        let stale: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !ours.contains(n))
+            .collect();
         for username in stale {
             self.send(from, &Msg::Unclaim { username });
         }
@@ -1749,7 +1758,12 @@ impl SupernodeCore {
                 ))
             })
             .collect();
-        tracing::debug!(owner = format_args!("{owner:016x}"), buckets = differ.len(), records = checks.len(), "digest differs: repairing");
+        tracing::debug!(
+            owner = format_args!("{owner:016x}"),
+            buckets = differ.len(),
+            records = checks.len(),
+            "digest differs: repairing"
+        );
         for (name, key, seq, record) in checks {
             self.send_store(now, owner, from, &name, key, &record, Some(seq), true, &[]);
         }

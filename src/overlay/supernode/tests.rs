@@ -60,11 +60,7 @@ fn steady_state_is_one_digest_per_owner_and_nothing_to_repair() {
     let before = totals(&o);
     o.sim.run_for(10_000);
     let after = totals(&o);
-    let (bytes, repairs, digests) = (
-        after.0 - before.0,
-        after.1 - before.1,
-        after.2 - before.2,
-    );
+    let (bytes, repairs, digests) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
     assert_eq!(repairs, 0, "nothing differs in steady state");
     // Two rounds; each supernode is a home for some records at each of
     // the other seven.
