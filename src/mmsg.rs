@@ -48,10 +48,11 @@ impl RecvBatch {
         self.lens.len()
     }
 
-    /// Sources as the layers above see them (IPv4-mapped as IPv4).
-    pub fn canonicalize(&mut self) {
+    /// Rewrite the sources received (e.g. IPv4-mapped to IPv4 with
+    /// `crate::socket::canonical`).
+    pub fn map_sources(&mut self, f: impl Fn(SocketAddr) -> SocketAddr) {
         for a in &mut self.from[..self.n] {
-            *a = crate::socket::canonical(*a);
+            *a = f(*a);
         }
     }
 

@@ -106,7 +106,7 @@ impl NodeSocket {
     /// [`crate::mmsg`]); sources in canonical form. `WouldBlock` when none.
     pub fn try_recv_batch(&self, b: &mut crate::mmsg::RecvBatch) -> io::Result<usize> {
         let n = crate::mmsg::try_recv_batch(&self.inner, b)?;
-        b.canonicalize();
+        b.map_sources(canonical);
         Ok(n)
     }
 

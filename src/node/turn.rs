@@ -454,7 +454,7 @@ impl Service {
                 while batch.len() < 256 {
                     match crate::mmsg::try_recv_batch(&rs, &mut b) {
                         Ok(n) => {
-                            b.canonicalize();
+                            b.map_sources(crate::socket::canonical);
                             for i in 0..n {
                                 let (from, d) = b.get(i);
                                 batch.push(from, d);
