@@ -37,6 +37,7 @@ pub mod limits;
 pub mod link;
 pub mod media;
 pub mod metrics;
+pub mod mmsg;
 #[cfg(test)]
 mod module_graph;
 pub mod nat;

@@ -102,6 +102,23 @@ impl NodeSocket {
         Ok((n, canonical(from)))
     }
 
+    /// Datagrams already waiting, many per system call (see
+    /// [`crate::mmsg`]); sources in canonical form. `WouldBlock` when none.
+    pub fn try_recv_batch(&self, b: &mut crate::mmsg::RecvBatch) -> io::Result<usize> {
+        let n = crate::mmsg::try_recv_batch(&self.inner, b)?;
+        b.map_sources(canonical);
+        Ok(n)
+    }
+
+    /// Send every `(destination, bytes)`, many per system call, waiting
+    /// for room when the socket is full.
+    pub async fn send_batch(&self, msgs: &mut [(SocketAddr, &[u8])]) -> io::Result<()> {
+        for m in msgs.iter_mut() {
+            m.0 = self.wire(m.0);
+        }
+        crate::mmsg::send_batch(&self.inner, msgs).await
+    }
+
     /// `dst` as this socket must be given it.
     fn wire(&self, dst: SocketAddr) -> SocketAddr {
         match dst {

@@ -57,16 +57,49 @@ pub struct TurnServiceConfig {
     pub tcp: crate::node::tcp::TcpLimits,
 }
 
+/// Datagrams from the main socket gathered for one hand-off to the relay
+/// (one allocation and one queue slot for the lot).
+#[derive(Debug, Default)]
+pub struct TurnBatch {
+    data: Vec<u8>,
+    /// Source, start and end in `data` of each datagram.
+    items: Vec<(SocketAddr, usize, usize)>,
+}
+
+impl TurnBatch {
+    pub fn push(&mut self, from: SocketAddr, bytes: &[u8]) {
+        let at = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.items.push((from, at, self.data.len()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.items
+            .iter()
+            .map(|&(from, a, b)| (from, &self.data[a..b]))
+    }
+}
+
 #[derive(Debug)]
 enum Input {
     Client {
         from: ClientAddr,
         bytes: Vec<u8>,
     },
-    Peer {
+    /// Datagrams from UDP clients on the main socket.
+    Clients(TurnBatch),
+    /// Datagrams from peers on one allocation's relay socket.
+    Peers {
         alloc: AllocId,
-        from: SocketAddr,
-        bytes: Vec<u8>,
+        batch: TurnBatch,
     },
     TcpOpen {
         conn: u64,
@@ -99,6 +132,23 @@ impl TurnHandle {
         };
         if self.tx.try_send(i).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hand over the datagrams gathered in `batch` (left empty): one
+    /// queue slot for all of them, or all dropped (and counted) when the
+    /// service is that far behind.
+    pub fn datagrams(&self, batch: &mut TurnBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        if self
+            .tx
+            .try_send(Input::Clients(std::mem::take(batch)))
+            .is_err()
+        {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 
@@ -275,7 +325,17 @@ impl Service {
                 let unix = self.clock.unix_secs();
                 self.core.handle_client(now, unix, from, &bytes)
             }
-            Input::Peer { alloc, from, bytes } => self.core.handle_peer(now, alloc, from, &bytes),
+            Input::Clients(batch) => {
+                let unix = self.clock.unix_secs();
+                for (from, bytes) in batch.iter() {
+                    self.core.handle_client(now, unix, ClientAddr::udp(from), bytes);
+                }
+            }
+            Input::Peers { alloc, batch } => {
+                for (from, bytes) in batch.iter() {
+                    self.core.handle_peer(now, alloc, from, bytes);
+                }
+            }
             Input::TcpOpen {
                 conn,
                 tx,
@@ -387,20 +447,35 @@ impl Service {
         let tx = self.tx.clone();
         let rs = socket.clone();
         let reader = tokio::spawn(async move {
-            let mut buf = vec![0u8; 65_536];
+            // Everything waiting, many datagrams per system call, handed
+            // over as one input.
+            let mut b = crate::mmsg::RecvBatch::new(16, 65_536);
             loop {
-                match rs.recv_from(&mut buf).await {
-                    Ok((n, from)) => {
-                        let i = Input::Peer {
-                            alloc,
-                            from: crate::socket::canonical(from),
-                            bytes: buf[..n].to_vec(),
-                        };
-                        if tx.send(i).await.is_err() {
-                            return;
+                if rs.readable().await.is_err() {
+                    return;
+                }
+                let mut batch = TurnBatch::default();
+                while batch.len() < 256 {
+                    match crate::mmsg::try_recv_batch(&rs, &mut b) {
+                        Ok(n) => {
+                            b.map_sources(crate::socket::canonical);
+                            for i in 0..n {
+                                let (from, d) = b.get(i);
+                                batch.push(from, d);
+                            }
+                            if n < b.capacity() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            tracing::debug!(alloc, "relay recv: {e}");
+                            break;
                         }
                     }
-                    Err(e) => tracing::debug!(alloc, "relay recv: {e}"),
+                }
+                if !batch.is_empty() && tx.send(Input::Peers { alloc, batch }).await.is_err() {
+                    return;
                 }
             }
         });
@@ -463,30 +538,62 @@ impl Service {
     }
 
     async fn flush(&mut self) {
+        // UDP sends go out in runs per socket, many per system call, in
+        // the order the core made them.
+        let mut all = Vec::new();
         while let Some(t) = self.core.poll_transmit() {
-            let r = match t.via {
-                Via::Client(ClientAddr {
-                    transport: Transport::Udp,
-                    addr,
-                }) => self.main.send_to(&t.bytes, addr).await.map(|_| ()),
-                Via::Client(ClientAddr {
+            all.push(t);
+        }
+        let mut i = 0;
+        while i < all.len() {
+            let via = &all[i].via;
+            let same = |v: &Via| match (via, v) {
+                (
+                    Via::Client(ClientAddr {
+                        transport: Transport::Udp,
+                        ..
+                    }),
+                    Via::Client(ClientAddr {
+                        transport: Transport::Udp,
+                        ..
+                    }),
+                ) => true,
+                (Via::Relay { alloc: a, .. }, Via::Relay { alloc: b, .. }) => a == b,
+                _ => false,
+            };
+            let run = all[i..].iter().take_while(|t| same(&t.via)).count();
+            if run == 0 {
+                // A TCP client: its stream's writer takes it.
+                if let Via::Client(ClientAddr {
                     transport: Transport::Tcp(conn),
                     ..
-                }) => {
+                }) = all[i].via
+                    && let Some((c, _)) = self.conns.get(&conn)
+                {
                     // A client that does not read loses data, not the relay.
-                    if let Some((c, _)) = self.conns.get(&conn) {
-                        let _ = c.try_send(t.bytes);
-                    }
-                    Ok(())
+                    let _ = c.try_send(std::mem::take(&mut all[i].bytes));
                 }
-                Via::Relay { alloc, peer } => match self.relays.get(&alloc) {
-                    Some(r) => r.socket.send_to(&t.bytes, peer).await.map(|_| ()),
+                i += 1;
+                continue;
+            }
+            let mut msgs: Vec<(SocketAddr, &[u8])> = all[i..i + run]
+                .iter()
+                .map(|t| match t.via {
+                    Via::Client(c) => (c.addr, &t.bytes[..]),
+                    Via::Relay { peer, .. } => (peer, &t.bytes[..]),
+                })
+                .collect();
+            let r = match &all[i].via {
+                Via::Client(_) => self.main.send_batch(&mut msgs).await,
+                Via::Relay { alloc, .. } => match self.relays.get(alloc) {
+                    Some(r) => crate::mmsg::send_batch(&r.socket, &msgs).await,
                     None => Ok(()),
                 },
             };
             if let Err(e) = r {
                 tracing::debug!("turn send: {e}");
             }
+            i += run;
         }
     }
 }

@@ -81,6 +81,69 @@ fn read_updates(r: &mut Reader<'_>) -> Result<Vec<Update>, WireError> {
         .collect()
 }
 
+/// Buckets a home supernode's digest for one owner is split into (by the
+/// low bits of the user key), so a difference is repaired one bucket at a
+/// time.
+pub const DIGEST_BUCKETS: u8 = 16;
+
+/// One bucket of a directory digest: how many records a home supernode
+/// says an owner holds for it there, and the XOR of their
+/// [`claim_hash`]es.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestBucket {
+    pub bucket: u8,
+    pub count: u32,
+    pub hash: u64,
+}
+
+/// The bucket of user key `key`.
+pub fn digest_bucket(key: u64) -> u8 {
+    (key % DIGEST_BUCKETS as u64) as u8
+}
+
+/// One (user key, seq) pair's share of a digest hash (splitmix64 of both).
+pub fn claim_hash(key: u64, seq: u64) -> u64 {
+    let mut z = key ^ seq.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Most names in one `Claimed` page (each at most 256 bytes on the wire).
+pub const MAX_CLAIMED: usize = 64;
+
+fn write_digest(w: &mut Writer, buckets: &[DigestBucket]) {
+    let n = buckets.len().min(DIGEST_BUCKETS as usize);
+    w.u8(n as u8);
+    for b in &buckets[..n] {
+        w.u8(b.bucket).u32(b.count).u64(b.hash);
+    }
+}
+
+fn read_digest(r: &mut Reader<'_>) -> Result<Vec<DigestBucket>, WireError> {
+    let n = r.u8()? as usize;
+    if n > DIGEST_BUCKETS as usize {
+        return Err(WireError::Invalid {
+            field: "digest bucket count",
+        });
+    }
+    (0..n)
+        .map(|_| {
+            let bucket = r.u8()?;
+            if bucket >= DIGEST_BUCKETS {
+                return Err(WireError::Invalid {
+                    field: "digest bucket",
+                });
+            }
+            Ok(DigestBucket {
+                bucket,
+                count: r.u32()?,
+                hash: r.u64()?,
+            })
+        })
+        .collect()
+}
+
 /// Answer to a directory query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found<'a> {
@@ -140,6 +203,32 @@ pub enum Msg<'a> {
     Check {
         username: &'a str,
         seq: u64,
+    },
+    /// Home supernode to owner, every check interval: the records of its
+    /// attached clients it expects the owner to hold, per bucket (empty
+    /// buckets left out). Answered with a `DigestAck` of what the owner
+    /// holds as claimed by this home.
+    Digest {
+        buckets: Vec<DigestBucket>,
+    },
+    DigestAck {
+        buckets: Vec<DigestBucket>,
+    },
+    /// Owner to home, after a `DigestAck` naming differing buckets: the
+    /// users it counts as claimed by this home there (one page of them;
+    /// the home unclaims those it no longer has, and `Check`s its own).
+    Claimed {
+        names: Vec<&'a str>,
+    },
+    /// Home to owner: `username` is no longer attached here (or the owner
+    /// no longer owns it in the home's view); its record stays.
+    Unclaim {
+        username: &'a str,
+    },
+    /// A `Store` from the record's home supernode: the owner keeps it and
+    /// counts it in that home's digest.
+    HomeStore {
+        record: &'a [u8],
     },
     // Client <-> supernode.
     Attach {
@@ -396,6 +485,27 @@ impl<'a> Msg<'a> {
             Msg::Check { username, seq } => {
                 w.u8(16).bytes8(username.as_bytes()).u64(*seq);
             }
+            Msg::Digest { buckets } => {
+                w.u8(17);
+                write_digest(&mut w, buckets);
+            }
+            Msg::DigestAck { buckets } => {
+                w.u8(18);
+                write_digest(&mut w, buckets);
+            }
+            Msg::Claimed { names } => {
+                let n = names.len().min(MAX_CLAIMED);
+                w.u8(19).u8(n as u8);
+                for name in &names[..n] {
+                    w.bytes8(name.as_bytes());
+                }
+            }
+            Msg::Unclaim { username } => {
+                w.u8(33).bytes8(username.as_bytes());
+            }
+            Msg::HomeStore { record } => {
+                w.u8(34).bytes16(record);
+            }
             Msg::Attach { primary } => {
                 w.u8(20).u8(*primary as u8);
             }
@@ -542,6 +652,31 @@ impl<'a> Msg<'a> {
             16 => Msg::Check {
                 username: r.str8("username")?,
                 seq: r.u64()?,
+            },
+            17 => Msg::Digest {
+                buckets: read_digest(&mut r)?,
+            },
+            18 => Msg::DigestAck {
+                buckets: read_digest(&mut r)?,
+            },
+            19 => {
+                let n = r.u8()? as usize;
+                if n > MAX_CLAIMED {
+                    return Err(WireError::Invalid {
+                        field: "claimed count",
+                    });
+                }
+                Msg::Claimed {
+                    names: (0..n)
+                        .map(|_| r.str8("username"))
+                        .collect::<Result<_, _>>()?,
+                }
+            }
+            33 => Msg::Unclaim {
+                username: r.str8("username")?,
+            },
+            34 => Msg::HomeStore {
+                record: r.bytes16()?,
             },
             20 => Msg::Attach {
                 primary: match r.u8()? {
@@ -723,6 +858,26 @@ mod tests {
                 username: "eve",
                 seq: 4,
             },
+            Msg::Digest {
+                buckets: vec![
+                    DigestBucket {
+                        bucket: 0,
+                        count: 3,
+                        hash: 9,
+                    },
+                    DigestBucket {
+                        bucket: 15,
+                        count: 1,
+                        hash: u64::MAX,
+                    },
+                ],
+            },
+            Msg::DigestAck { buckets: vec![] },
+            Msg::Claimed {
+                names: vec!["ann", "bob"],
+            },
+            Msg::Unclaim { username: "eve" },
+            Msg::HomeStore { record: b"h" },
             Msg::Attach { primary: true },
             Msg::AttachOk {
                 observed: a,

@@ -2,19 +2,28 @@
 //! the shard of the directory it owns, lookups on behalf of its clients,
 //! presence watches, and the clients attached to it.
 //!
-//! Records of attached clients are pushed to their owners with
-//! acknowledgements, and checked again periodically: an owner that does not
-//! acknowledge is skipped (and probed) and the next supernode on the ring
-//! takes its place, so a record whose owners all died comes back within one
-//! check interval. Lookups walk the owners the same way. A supernode at its
-//! client limit refuses new clients and redirects them to others.
+//! Records of attached clients are pushed by their home supernode (the one
+//! the client is attached to) to their owners with acknowledgements. Every
+//! check interval the home sends each owner one digest of the records it
+//! expects it to hold (a count and an XOR of hashes of (user, seq) per
+//! bucket of user keys; the owner keeps the same sums of what each home
+//! claimed, so answering costs no scan), and repairs only the buckets that
+//! differ, one `Check` per record there. An owner that does not answer is
+//! skipped (and probed) and the next supernode on the ring takes its place;
+//! membership changes move records at once (the home pushes to new owners,
+//! owners hand off what they no longer own), so a record whose owners all
+//! died comes back within one check interval. Lookups walk the owners the
+//! same way. A supernode at its client limit refuses new clients and
+//! redirects them to others.
 
 mod envelopes;
 
 pub use envelopes::{EnvelopeStats, MailboxChange};
 
 use super::membership::{Change, Membership, MembershipConfig};
-use super::msg::{Found, Msg};
+use super::msg::{
+    DIGEST_BUCKETS, DigestBucket, Found, MAX_CLAIMED, Msg, claim_hash, digest_bucket,
+};
 use super::record::{PresenceRecord, Status};
 use super::{Transmit, node_id, user_key};
 use crate::identity::revocation::{RevocationError, RevocationList, Revoked};
@@ -50,7 +59,8 @@ pub struct SupernodeConfig {
     pub cache_ttl_ms: u64,
     /// A client silent this long is detached.
     pub client_timeout_ms: u64,
-    /// Attached clients' records are re-checked at their owners this often.
+    /// Attached clients' records are compared with their owners' (one
+    /// digest per owner) this often.
     pub check_interval_ms: u64,
     pub store_timeout_ms: u64,
     /// Owners skipped after not answering, for this long.
@@ -183,6 +193,11 @@ pub struct SupernodeStats {
     pub peak_clients: u64,
     pub bytes_sent: u64,
     pub directory_bytes_sent: u64,
+    /// Digests sent to owners, and buckets found different and repaired.
+    pub digests_sent: u64,
+    pub digest_repairs: u64,
+    /// Owners that did not answer a digest in time.
+    pub digest_timeouts: u64,
     pub relay_credentials_issued: u64,
     /// Lookups dropped: the client or its address was over its rate.
     pub lookups_rate_limited: u64,
@@ -210,6 +225,11 @@ struct Attached {
     last_seen: u64,
     record: Option<Rc<[u8]>>,
     record_seq: u64,
+    /// The record's user key and expiry (Unix seconds).
+    record_key: u64,
+    record_expires: u64,
+    /// The owners this home last gave the record to (ids, ring order).
+    owners: Vec<u64>,
     /// Lookups this client may still start (`lookups_per_client`).
     lookups: Bucket,
     /// Names this client watches (recounted at each sweep).
@@ -231,6 +251,9 @@ struct Held {
     key: u64,
     pushed_to: Vec<u64>,
     not_owner_since: Option<u64>,
+    /// Home supernodes that claimed this record, with the seq each named
+    /// (counted in `claim_sums`).
+    claims: Vec<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -271,6 +294,23 @@ struct PendingStore {
     record: Rc<[u8]>,
     deadline: u64,
     exclude: Vec<u64>,
+    /// Sent as the record's home (a `HomeStore`), not as a hand-off.
+    claim: bool,
+}
+
+/// Add (`add`) or remove one claim in the per-(home, bucket) sums.
+fn claim_sum(sums: &mut HashMap<(u64, u8), (u32, u64)>, home: u64, key: u64, seq: u64, add: bool) {
+    let k = (home, digest_bucket(key));
+    let e = sums.entry(k).or_insert((0, 0));
+    e.0 = if add {
+        e.0.saturating_add(1)
+    } else {
+        e.0.saturating_sub(1)
+    };
+    e.1 ^= claim_hash(key, seq);
+    if e.0 == 0 && e.1 == 0 {
+        sums.remove(&k);
+    }
 }
 
 pub struct SupernodeCore {
@@ -280,8 +320,18 @@ pub struct SupernodeCore {
     cfg: SupernodeConfig,
     members: Membership,
     clients: BTreeMap<SocketAddr, Attached>,
-    checks: BinaryHeap<Reverse<(u64, SocketAddr)>>,
+    /// Next digest round (home side).
+    next_digest_at: u64,
+    /// Owners sent a digest and not answered yet, with the deadline.
+    digests_out: BTreeMap<u64, u64>,
+    /// Recompute attached clients' owners at this time (after an owner
+    /// timed out or membership changed), pushing to new owners.
+    home_rebalance_at: Option<u64>,
     records: BTreeMap<String, Held>,
+    /// Owner side: per (home, bucket), the count and XOR of claim hashes
+    /// of the records that home claimed here. Entries go when their home
+    /// goes down, when a record is dropped, or on `Unclaim`.
+    claim_sums: HashMap<(u64, u8), (u32, u64)>,
     cache: BTreeMap<String, (Rc<[u8]>, u64)>,
     queries: BTreeMap<u32, Query>,
     query_deadlines: BinaryHeap<Reverse<(u64, u32, u64)>>,
@@ -354,6 +404,7 @@ impl SupernodeCore {
     ) -> Self {
         let me = node_id(&cert.ed25519);
         let bootstrap: Vec<SocketAddr> = bootstrap.into_iter().filter(|a| *a != my_addr).collect();
+        let check_interval = cfg.check_interval_ms;
         SupernodeCore {
             authority,
             me,
@@ -362,9 +413,12 @@ impl SupernodeCore {
             lookups_by_source: RateTable::new(cfg.lookups_per_address, 65_536),
             watches_by_source: HashMap::new(),
             cfg,
+            next_digest_at: now + check_interval,
+            digests_out: BTreeMap::new(),
+            home_rebalance_at: None,
             clients: BTreeMap::new(),
-            checks: BinaryHeap::new(),
             records: BTreeMap::new(),
+            claim_sums: HashMap::new(),
             cache: BTreeMap::new(),
             queries: BTreeMap::new(),
             query_deadlines: BinaryHeap::new(),
@@ -497,7 +551,12 @@ impl SupernodeCore {
             .records
             .iter()
             .map(|(k, h)| {
-                k.len() + h.bytes.len() + h.pushed_to.len() * 8 + std::mem::size_of::<Held>() + 32
+                k.len()
+                    + h.bytes.len()
+                    + h.pushed_to.len() * 8
+                    + h.claims.len() * 16
+                    + std::mem::size_of::<Held>()
+                    + 32
             })
             .sum();
         let cl: usize = self
@@ -506,6 +565,7 @@ impl SupernodeCore {
             .map(|c| {
                 c.username.len()
                     + c.record.as_ref().map_or(0, |r| r.len())
+                    + c.owners.len() * 8
                     + std::mem::size_of::<Attached>()
                     + 48
             })
@@ -537,10 +597,15 @@ impl SupernodeCore {
         if matches!(
             m,
             Msg::Store { .. }
+                | Msg::HomeStore { .. }
                 | Msg::Query { .. }
                 | Msg::QueryReply { .. }
                 | Msg::StoreAck { .. }
                 | Msg::Check { .. }
+                | Msg::Digest { .. }
+                | Msg::DigestAck { .. }
+                | Msg::Claimed { .. }
+                | Msg::Unclaim { .. }
                 | Msg::Notify { .. }
                 | Msg::Watch { .. }
         ) {
@@ -613,15 +678,24 @@ impl SupernodeCore {
             }
         }
         let revoked = &self.revoked;
+        let sums = &mut self.claim_sums;
         let before = self.records.len();
-        self.records
-            .retain(|user, h| !revoked.refuses(user, &h.device));
+        self.records.retain(|user, h| {
+            let keep = !revoked.refuses(user, &h.device);
+            if !keep {
+                for &(home, seq) in &h.claims {
+                    claim_sum(sums, home, h.key, seq, false);
+                }
+            }
+            keep
+        });
         self.stats.records_rejected_revoked += (before - self.records.len()) as u64;
         Ok(gone.len())
     }
 
     fn detach_revoked(&mut self, addr: SocketAddr, c: Attached) {
         self.stats.revoked_detached += 1;
+        self.unclaim(&c);
         tracing::info!(%addr, user = %c.username, "client detached: revoked device or disabled account");
         self.env_client_gone(addr, &c.username);
         self.events.push_back(SupernodeEvent::ClientDetached {
@@ -665,8 +739,13 @@ impl SupernodeCore {
                 | Msg::SyncReq { .. }
                 | Msg::SyncPage { .. }
                 | Msg::Store { .. }
+                | Msg::HomeStore { .. }
                 | Msg::StoreAck { .. }
                 | Msg::Check { .. }
+                | Msg::Digest { .. }
+                | Msg::DigestAck { .. }
+                | Msg::Claimed { .. }
+                | Msg::Unclaim { .. }
                 | Msg::Query { .. }
                 | Msg::QueryReply { .. }
                 | Msg::Watch { .. }
@@ -699,7 +778,73 @@ impl SupernodeCore {
                 self.after_membership(now);
             }
             Msg::Store { record } => {
-                self.on_store(now, from, record);
+                self.on_store(now, from, None, record);
+            }
+            Msg::HomeStore { record } => {
+                let id = node_id(&peer.ed25519);
+                self.on_store(now, from, Some(id), record);
+            }
+            Msg::Digest { buckets } => {
+                let home = node_id(&peer.ed25519);
+                self.unresponsive.remove(&home);
+                // Answer with ours where it differs (nothing, usually).
+                let theirs = |b: u8| {
+                    buckets
+                        .iter()
+                        .find(|x| x.bucket == b)
+                        .map_or((0, 0), |x| (x.count, x.hash))
+                };
+                let differ: Vec<DigestBucket> = (0..DIGEST_BUCKETS)
+                    .filter_map(|bucket| {
+                        let (count, hash) = self
+                            .claim_sums
+                            .get(&(home, bucket))
+                            .copied()
+                            .unwrap_or((0, 0));
+                        ((count, hash) != theirs(bucket)).then_some(DigestBucket {
+                            bucket,
+                            count,
+                            hash,
+                        })
+                    })
+                    .collect();
+                // And the names behind them, so the home can unclaim what
+                // it no longer has (in pages; each page stands alone).
+                let names: Vec<String> = if differ.is_empty() {
+                    Vec::new()
+                } else {
+                    self.records
+                        .iter()
+                        .filter(|(_, h)| {
+                            differ.iter().any(|b| b.bucket == digest_bucket(h.key))
+                                && h.claims.iter().any(|(id, _)| *id == home)
+                        })
+                        .map(|(n, _)| n.clone())
+                        .collect()
+                };
+                self.send(from, &Msg::DigestAck { buckets: differ });
+                for page in names.chunks(MAX_CLAIMED) {
+                    let names = page.iter().map(String::as_str).collect();
+                    self.send(from, &Msg::Claimed { names });
+                }
+            }
+            Msg::DigestAck { buckets } => {
+                let owner = node_id(&peer.ed25519);
+                self.unresponsive.remove(&owner);
+                self.on_digest_ack(now, from, owner, &buckets);
+            }
+            Msg::Claimed { names } => {
+                let owner = node_id(&peer.ed25519);
+                self.on_claimed(now, from, owner, &names);
+            }
+            Msg::Unclaim { username } => {
+                let home = node_id(&peer.ed25519);
+                if let Some(h) = self.records.get_mut(username)
+                    && let Some(i) = h.claims.iter().position(|(id, _)| *id == home)
+                {
+                    let (_, seq) = h.claims.swap_remove(i);
+                    claim_sum(&mut self.claim_sums, home, h.key, seq, false);
+                }
             }
             Msg::StoreAck { username, seq } => {
                 let id = node_id(&peer.ed25519);
@@ -713,14 +858,33 @@ impl SupernodeCore {
                 } else {
                     // The owner lacks it (answer to a Check): send it whole.
                     let record = p.record.clone();
+                    let claim = p.claim;
                     p.deadline = now + self.cfg.store_timeout_ms;
                     let deadline = p.deadline;
                     self.store_deadlines
                         .push(Reverse((deadline, id, username.to_owned())));
-                    self.send(from, &Msg::Store { record: &record });
+                    if claim {
+                        self.send(from, &Msg::HomeStore { record: &record });
+                    } else {
+                        self.send(from, &Msg::Store { record: &record });
+                    }
                 }
             }
-            Msg::Check { username, seq: _ } => {
+            Msg::Check { username, seq } => {
+                // Checks come from the record's home (digest repair): it
+                // claims the record at `seq`.
+                let home = node_id(&peer.ed25519);
+                if let Some(h) = self.records.get_mut(username) {
+                    let key = h.key;
+                    match h.claims.iter_mut().find(|(id, _)| *id == home) {
+                        Some(c) => {
+                            claim_sum(&mut self.claim_sums, home, key, c.1, false);
+                            c.1 = seq;
+                        }
+                        None => h.claims.push((home, seq)),
+                    }
+                    claim_sum(&mut self.claim_sums, home, key, seq, true);
+                }
                 let held = self.records.get(username).map_or(0, |h| h.seq);
                 self.send(
                     from,
@@ -782,6 +946,7 @@ impl SupernodeCore {
             Msg::Attach { primary: _ } => self.on_attach(now, from, peer, rng),
             Msg::Detach => {
                 if let Some(c) = self.clients.remove(&from) {
+                    self.unclaim(&c);
                     self.env_client_gone(from, &c.username);
                     self.events.push_back(SupernodeEvent::ClientDetached {
                         addr: from,
@@ -896,6 +1061,9 @@ impl SupernodeCore {
                     last_seen: now,
                     record: None,
                     record_seq: 0,
+                    record_key: 0,
+                    record_expires: 0,
+                    owners: Vec::new(),
                     lookups: Bucket::full(self.cfg.lookups_per_client, now),
                     watches: 0,
                     will: None,
@@ -1014,19 +1182,22 @@ impl SupernodeCore {
             return;
         }
         let shared: Rc<[u8]> = Rc::from(bytes);
+        self.send(from, &Msg::PublishAck { seq: rec.seq });
+        let owners = self.push_to_owners(now, &rec.cert.username, shared.clone(), &[], None, true);
         if let Some(c) = self.clients.get_mut(&from) {
             c.last_seen = now;
-            c.record = Some(shared.clone());
+            c.record = Some(shared);
             c.record_seq = rec.seq;
+            c.record_key = user_key(&rec.cert.username);
+            c.record_expires = rec.valid_until();
+            // Owners dropped since the last publish (membership moved on
+            // while nobody looked) hear it at the next round: the claim
+            // stays counted there until a digest repairs it.
+            c.owners = owners;
             if c.will.as_ref().is_some_and(|(_, s)| *s <= rec.seq) {
                 c.will = None;
             }
         }
-        self.send(from, &Msg::PublishAck { seq: rec.seq });
-        self.push_to_owners(now, &rec.cert.username, shared, &[], None);
-        // Re-check this client's record at its owners periodically.
-        self.checks
-            .push(Reverse((now + self.cfg.check_interval_ms, from)));
     }
 
     /// Keep an attached client's offline will: verified, its own device's,
@@ -1056,6 +1227,8 @@ impl SupernodeCore {
     /// Send `record` to its current owners, expecting acks.
     /// With `check_seq`, only ask the owners whether they hold that seq
     /// (they answer with what they hold, and get the record if behind).
+    /// With `claim`, as the record's home (`HomeStore`; the owners count
+    /// it in this home's digest). Returns the owners' ids.
     fn push_to_owners(
         &mut self,
         now: u64,
@@ -1063,7 +1236,8 @@ impl SupernodeCore {
         record: Rc<[u8]>,
         exclude: &[u64],
         check_seq: Option<u64>,
-    ) {
+        claim: bool,
+    ) -> Vec<u64> {
         let key = user_key(username);
         let owners: Vec<(u64, SocketAddr)> = self
             .members
@@ -1071,30 +1245,54 @@ impl SupernodeCore {
             .filter(|(id, _)| !exclude.contains(id) && responsive(&self.unresponsive, *id, now))
             .take(self.cfg.replicas)
             .collect();
+        let ids = owners.iter().map(|(id, _)| *id).collect();
         for (id, addr) in owners {
             if id == self.me {
                 self.store_local(now, &record);
                 continue;
             }
-            match check_seq {
-                Some(seq) => self.send(addr, &Msg::Check { username, seq }),
-                None => self.send(addr, &Msg::Store { record: &record }),
-            }
-            let deadline = now + self.cfg.store_timeout_ms;
-            self.stores.insert(
-                (id, username.to_owned()),
-                PendingStore {
-                    owner: id,
-                    key,
-                    username: username.to_owned(),
-                    record: record.clone(),
-                    deadline,
-                    exclude: exclude.to_vec(),
-                },
+            self.send_store(
+                now, id, addr, username, key, &record, check_seq, claim, exclude,
             );
-            self.store_deadlines
-                .push(Reverse((deadline, id, username.to_owned())));
         }
+        ids
+    }
+
+    /// Send one owner the record (or a `Check` at `check_seq`), expecting
+    /// an ack within `store_timeout_ms`.
+    #[allow(clippy::too_many_arguments)]
+    fn send_store(
+        &mut self,
+        now: u64,
+        id: u64,
+        addr: SocketAddr,
+        username: &str,
+        key: u64,
+        record: &Rc<[u8]>,
+        check_seq: Option<u64>,
+        claim: bool,
+        exclude: &[u64],
+    ) {
+        match check_seq {
+            Some(seq) => self.send(addr, &Msg::Check { username, seq }),
+            None if claim => self.send(addr, &Msg::HomeStore { record }),
+            None => self.send(addr, &Msg::Store { record }),
+        }
+        let deadline = now + self.cfg.store_timeout_ms;
+        self.stores.insert(
+            (id, username.to_owned()),
+            PendingStore {
+                owner: id,
+                key,
+                username: username.to_owned(),
+                record: record.clone(),
+                deadline,
+                exclude: exclude.to_vec(),
+                claim,
+            },
+        );
+        self.store_deadlines
+            .push(Reverse((deadline, id, username.to_owned())));
     }
 
     /// Store a verified-or-to-verify record as an owner. Returns whether
@@ -1118,6 +1316,12 @@ impl SupernodeCore {
         }
         let key = user_key(rec.username());
         self.stats.records_stored += 1;
+        // Homes' claims name the seq each home holds: they stay.
+        let claims = self
+            .records
+            .get_mut(rec.username())
+            .map(|h| std::mem::take(&mut h.claims))
+            .unwrap_or_default();
         self.records.insert(
             rec.username().to_owned(),
             Held {
@@ -1128,6 +1332,7 @@ impl SupernodeCore {
                 key,
                 pushed_to: Vec::new(),
                 not_owner_since: None,
+                claims,
             },
         );
         self.env_record_stored(now, rec.username());
@@ -1149,13 +1354,28 @@ impl SupernodeCore {
         true
     }
 
-    fn on_store(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+    /// A record pushed to us as an owner; `home`: by the record's home
+    /// supernode, which counts it in its digests for us.
+    fn on_store(&mut self, now: u64, from: SocketAddr, home: Option<u64>, bytes: &[u8]) {
         let shared: Rc<[u8]> = Rc::from(bytes);
         let Ok(rec) = PresenceRecord::decode(bytes) else {
             self.stats.malformed += 1;
             return;
         };
         self.store_local(now, &shared);
+        if let Some(home) = home
+            && let Some(h) = self.records.get_mut(rec.username())
+        {
+            let key = h.key;
+            match h.claims.iter_mut().find(|(id, _)| *id == home) {
+                Some(c) => {
+                    claim_sum(&mut self.claim_sums, home, key, c.1, false);
+                    c.1 = rec.seq;
+                }
+                None => h.claims.push((home, rec.seq)),
+            }
+            claim_sum(&mut self.claim_sums, home, key, rec.seq, true);
+        }
         if let Some(h) = self.records.get(rec.username()) {
             let seq = h.seq;
             self.send(
@@ -1422,12 +1642,200 @@ impl SupernodeCore {
         if self.rebalance_at.is_none() {
             self.rebalance_at = Some(now + self.cfg.rebalance_delay_ms);
         }
+        if self.home_rebalance_at.is_none() {
+            self.home_rebalance_at = Some(now + self.cfg.rebalance_delay_ms);
+        }
+    }
+
+    /// An owner's list of names it counts as ours in a differing bucket:
+    /// unclaim those we do not (each name on its own, so pages and the
+    /// `Check`s of the same repair may arrive in any order).
+    fn on_claimed(&mut self, now: u64, from: SocketAddr, owner: u64, names: &[&str]) {
+        let secs = self.unix.secs().get();
+        let ours: std::collections::BTreeSet<&str> = self
+            .clients
+            .values()
+            .filter(|c| c.record_expires > secs && c.owners.contains(&owner))
+            .map(|c| c.username.as_str())
+            .collect();
+        let stale: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !ours.contains(n))
+            .collect();
+        for username in stale {
+            self.send(from, &Msg::Unclaim { username });
+        }
+    }
+
+    /// Tell a departed client's owners that this home no longer claims
+    /// its record (the record itself stays until it expires).
+    fn unclaim(&mut self, c: &Attached) {
+        if c.record.is_none() {
+            return;
+        }
+        for &id in &c.owners {
+            if id == self.me {
+                continue;
+            }
+            if let Some(addr) = self.members.addr_of(id)
+                && self.members.is_up(id)
+            {
+                self.send(
+                    addr,
+                    &Msg::Unclaim {
+                        username: &c.username,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Home side: recompute every attached client's owners, push its
+    /// record to new ones and unclaim it at old ones; with `digest`, then
+    /// send each owner the digest of what it should hold for us.
+    fn home_round(&mut self, now: u64, digest: bool) {
+        let secs = self.unix.secs().get();
+        let r = self.cfg.replicas;
+        let mut sums: BTreeMap<u64, [(u32, u64); DIGEST_BUCKETS as usize]> = BTreeMap::new();
+        // (client, new owners) where the owners changed.
+        let mut moved: Vec<(SocketAddr, Vec<u64>)> = Vec::new();
+        for (addr, c) in &self.clients {
+            if c.record.is_none() || c.record_expires <= secs {
+                continue;
+            }
+            let owners: Vec<u64> = self
+                .members
+                .ring_from(c.record_key)
+                .filter(|(id, _)| responsive(&self.unresponsive, *id, now))
+                .take(r)
+                .map(|(id, _)| id)
+                .collect();
+            if digest {
+                let b = digest_bucket(c.record_key) as usize;
+                let h = claim_hash(c.record_key, c.record_seq);
+                for &o in &owners {
+                    if o != self.me {
+                        let e = &mut sums.entry(o).or_insert([(0, 0); DIGEST_BUCKETS as usize])[b];
+                        e.0 += 1;
+                        e.1 ^= h;
+                    }
+                }
+            }
+            if owners != c.owners {
+                moved.push((*addr, owners));
+            }
+        }
+        for (addr, owners) in moved {
+            let Some(c) = self.clients.get_mut(&addr) else {
+                continue;
+            };
+            let old = std::mem::replace(&mut c.owners, owners.clone());
+            let (name, key, seq) = (c.username.clone(), c.record_key, c.record_seq);
+            let Some(record) = c.record.clone() else {
+                continue;
+            };
+            for &id in owners.iter().filter(|id| !old.contains(id)) {
+                if id == self.me {
+                    self.store_local(now, &record);
+                } else if let Some(a) = self.members.addr_of(id) {
+                    self.send_store(now, id, a, &name, key, &record, None, true, &[]);
+                }
+            }
+            let _ = seq;
+            for &id in old.iter().filter(|id| !owners.contains(id)) {
+                if id != self.me
+                    && responsive(&self.unresponsive, id, now)
+                    && self.members.is_up(id)
+                    && let Some(a) = self.members.addr_of(id)
+                {
+                    self.send(a, &Msg::Unclaim { username: &name });
+                }
+            }
+        }
+        if !digest {
+            return;
+        }
+        let deadline = now + self.cfg.store_timeout_ms;
+        for (owner, b) in sums {
+            let Some(addr) = self.members.addr_of(owner) else {
+                continue;
+            };
+            let buckets: Vec<DigestBucket> = b
+                .iter()
+                .enumerate()
+                .filter(|(_, (n, _))| *n > 0)
+                .map(|(i, &(count, hash))| DigestBucket {
+                    bucket: i as u8,
+                    count,
+                    hash,
+                })
+                .collect();
+            self.stats.digests_sent += 1;
+            self.send(addr, &Msg::Digest { buckets });
+            self.digests_out.insert(owner, deadline);
+        }
+    }
+
+    /// An owner's answer to our digest (the buckets where its sums differ
+    /// from ours): repair them with a `Check` per record of ours there,
+    /// which claims it again at its seq and sends it whole where the
+    /// owner lacks it. (What the owner counts and we no longer claim
+    /// comes next, as `Claimed` pages.)
+    fn on_digest_ack(&mut self, now: u64, from: SocketAddr, owner: u64, theirs: &[DigestBucket]) {
+        if self.digests_out.remove(&owner).is_none() {
+            return;
+        }
+        let mut differ: Vec<u8> = theirs.iter().map(|b| b.bucket).collect();
+        differ.sort_unstable();
+        differ.dedup();
+        if differ.is_empty() {
+            return;
+        }
+        let secs = self.unix.secs().get();
+        self.stats.digest_repairs += differ.len() as u64;
+        let checks: Vec<(String, u64, u64, Rc<[u8]>)> = self
+            .clients
+            .values()
+            .filter(|c| {
+                c.record_expires > secs
+                    && c.owners.contains(&owner)
+                    && differ.contains(&digest_bucket(c.record_key))
+            })
+            .filter_map(|c| {
+                Some((
+                    c.username.clone(),
+                    c.record_key,
+                    c.record_seq,
+                    c.record.clone()?,
+                ))
+            })
+            .collect();
+        tracing::debug!(
+            owner = format_args!("{owner:016x}"),
+            buckets = differ.len(),
+            records = checks.len(),
+            "digest differs: repairing"
+        );
+        for (name, key, seq, record) in checks {
+            self.send_store(now, owner, from, &name, key, &record, Some(seq), true, &[]);
+        }
     }
 
     /// Push records to owners that do not have them yet after membership
     /// changed; hand off records we no longer own.
     fn rebalance(&mut self, now: u64) {
         let r = self.cfg.replicas;
+        // Claims of homes that went down: nobody will send their digests.
+        let members = &self.members;
+        let me = self.me;
+        let gone = |id: u64| id != me && !members.is_up(id);
+        if self.claim_sums.keys().any(|(id, _)| gone(*id)) {
+            for h in self.records.values_mut() {
+                h.claims.retain(|(id, _)| !gone(*id));
+            }
+            self.claim_sums.retain(|(id, _), _| !gone(*id));
+        }
         let keys: Vec<String> = self.records.keys().cloned().collect();
         for name in keys {
             let Some(h) = self.records.get(&name) else {
@@ -1538,6 +1946,12 @@ impl SupernodeCore {
             let p = self.stores.remove(&k).expect("present");
             self.stats.store_timeouts += 1;
             self.mark_unresponsive(now, p.owner);
+            if p.claim {
+                // The home's round picks the replacement (and keeps the
+                // client's owner list right for its digests).
+                self.home_rebalance_at = Some(now);
+                continue;
+            }
             let mut exclude = p.exclude;
             exclude.push(p.owner);
             if exclude.len() <= self.cfg.replicas + self.cfg.query_extra {
@@ -1564,6 +1978,7 @@ impl SupernodeCore {
                                 record: p.record,
                                 deadline,
                                 exclude,
+                                claim: false,
                             },
                         );
                         self.store_deadlines
@@ -1572,23 +1987,31 @@ impl SupernodeCore {
                 }
             }
         }
-        // Periodic checks of attached clients' records.
-        while let Some(Reverse((at, addr))) = self.checks.peek().copied() {
-            if at > now {
-                break;
+        // Owners that did not answer our digest: skip them, move on.
+        if self.digests_out.values().any(|d| *d <= now) {
+            let late: Vec<u64> = self
+                .digests_out
+                .iter()
+                .filter(|(_, d)| **d <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in late {
+                self.digests_out.remove(&id);
+                self.stats.digest_timeouts += 1;
+                self.mark_unresponsive(now, id);
             }
-            self.checks.pop();
-            let Some(c) = self.clients.get(&addr) else {
-                continue;
-            };
-            let Some(rec) = c.record.clone() else {
-                continue;
-            };
-            let name = c.username.clone();
-            let seq = c.record_seq;
-            self.push_to_owners(now, &name, rec, &[], Some(seq));
-            self.checks
-                .push(Reverse((now + self.cfg.check_interval_ms, addr)));
+            self.home_rebalance_at = Some(now);
+        }
+        // The digest round, and owners recomputed after changes.
+        if now >= self.next_digest_at {
+            self.next_digest_at = now + self.cfg.check_interval_ms;
+            self.home_rebalance_at = None;
+            self.home_round(now, true);
+        } else if let Some(at) = self.home_rebalance_at
+            && at <= now
+        {
+            self.home_rebalance_at = None;
+            self.home_round(now, false);
         }
         if let Some(at) = self.rebalance_at
             && at <= now
@@ -1613,12 +2036,13 @@ impl SupernodeCore {
             .collect();
         for a in gone {
             if let Some(c) = self.clients.remove(&a) {
-                if let Some((will, seq)) = c.will
+                self.unclaim(&c);
+                if let Some((will, seq)) = c.will.clone()
                     && seq > c.record_seq
                 {
                     self.stats.wills_published += 1;
                     tracing::debug!(user = %c.username, seq, "client silent: publishing its offline record");
-                    self.push_to_owners(now, &c.username, will, &[], None);
+                    self.push_to_owners(now, &c.username, will, &[], None, false);
                 }
                 self.env_client_gone(a, &c.username);
                 self.events.push_back(SupernodeEvent::ClientDetached {
@@ -1628,10 +2052,17 @@ impl SupernodeCore {
             }
         }
         let secs = self.unix.secs().get();
+        let sums = &mut self.claim_sums;
         self.records.retain(|_, h| {
-            h.expires_at > secs
+            let keep = h.expires_at > secs
                 && h.not_owner_since
-                    .is_none_or(|t| now.saturating_sub(t) < 120_000)
+                    .is_none_or(|t| now.saturating_sub(t) < 120_000);
+            if !keep {
+                for &(home, seq) in &h.claims {
+                    claim_sum(sums, home, h.key, seq, false);
+                }
+            }
+            keep
         });
         self.cache.retain(|_, (_, until)| *until > now);
         self.unresponsive.retain(|_, until| *until > now);
@@ -1678,8 +2109,12 @@ impl SupernodeCore {
         if let Some(Reverse((at, _, _))) = self.store_deadlines.peek() {
             t = t.min(*at);
         }
-        if let Some(Reverse((at, _))) = self.checks.peek() {
-            t = t.min(*at);
+        t = t.min(self.next_digest_at);
+        if let Some(at) = self.home_rebalance_at {
+            t = t.min(at);
+        }
+        if let Some(d) = self.digests_out.values().copied().min() {
+            t = t.min(d);
         }
         if let Some(at) = self.rebalance_at {
             t = t.min(at);
@@ -1687,3 +2122,6 @@ impl SupernodeCore {
         t.min(self.env_poll_timeout())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,6 +21,10 @@ use crate::overlay::{SupernodeCore, SupernodeEvent};
 use crate::time::Millis;
 use crate::wire::stun::{Datagram, Header, classify, method};
 use std::collections::HashMap;
+
+/// Batches of waiting datagrams read after each wake-up (at most 32
+/// each) before the node's other work runs again.
+const DRAIN_BATCHES: usize = 8;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -40,6 +44,8 @@ struct SupernodeDriver {
     extra: HashMap<SocketAddr, Arc<UdpSocket>>,
     /// Stops with the node.
     turn: Option<TurnService>,
+    /// TURN datagrams read since the last hand-off to the relay.
+    turn_batch: crate::node::turn::TurnBatch,
     /// The durable copy of the offline mailbox, if kept.
     mailbox: Option<crate::node::mailbox::MailboxStore>,
 }
@@ -90,6 +96,7 @@ pub(super) fn spawn(
         stun: opts.stun.map(StunServer::new),
         extra,
         turn,
+        turn_batch: Default::default(),
     };
     let turn = driver.turn.as_ref().map(|t| t.handle.clone());
     let span = tracing::info_span!("supernode", addr = %local_addr);
@@ -153,6 +160,9 @@ impl SupernodeDriver {
         mut extra: mpsc::Receiver<Extra>,
     ) {
         let mut buf = vec![0u8; 65_536];
+        // What else is waiting after a wake-up, read many per system
+        // call (slots of 64 KiB: pages are touched only as data lands).
+        let mut more = crate::mmsg::RecvBatch::new(32, 65_536);
         loop {
             let wait = self.base.wait(self.core.poll_timeout());
             let stop = tokio::select! {
@@ -162,6 +172,20 @@ impl SupernodeDriver {
                         // ICMP errors from earlier sends surface here; the
                         // protocol's own timers deal with unreachable peers.
                         Err(e) => tracing::debug!("recv: {e}"),
+                    }
+                    for _ in 0..DRAIN_BATCHES {
+                        match self.base.socket.try_recv_batch(&mut more) {
+                            Ok(n) => {
+                                for i in 0..n {
+                                    let (from, d) = more.get(i);
+                                    self.datagram(None, from, d);
+                                }
+                                if n < more.capacity() {
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
+                        }
                     }
                     false
                 }
@@ -188,6 +212,10 @@ impl SupernodeDriver {
                     Some(c) => self.command(c),
                 },
             };
+            // TURN datagrams gathered above go to the relay in one hand-off.
+            if let Some(t) = &self.turn {
+                t.handle.datagrams(&mut self.turn_batch);
+            }
             self.pump();
             // On a stop, this lets the goodbye leave before the socket
             // closes.
@@ -213,7 +241,7 @@ impl SupernodeDriver {
             }
             Datagram::Stun(h) => self.stun_datagram(local, from, h, d),
             Datagram::ChannelData(_) if local.is_none() => match &self.turn {
-                Some(t) => t.handle.datagram(from, d),
+                Some(_) => self.turn_batch.push(from, d),
                 None => self.base.dropped_datagrams += 1,
             },
             _ => self.base.dropped_datagrams += 1,
@@ -223,11 +251,8 @@ impl SupernodeDriver {
     fn stun_datagram(&mut self, local: Option<SocketAddr>, from: SocketAddr, h: Header, d: &[u8]) {
         // TURN (Allocate, Refresh, CreatePermission, ChannelBind, Send) on
         // the main socket goes to the relay, with or without a STUN server.
-        if h.is_turn()
-            && local.is_none()
-            && let Some(t) = &self.turn
-        {
-            t.handle.datagram(from, d);
+        if h.is_turn() && local.is_none() && self.turn.is_some() {
+            self.turn_batch.push(from, d);
             return;
         }
         match &mut self.stun {
