@@ -511,7 +511,6 @@ impl SupernodeCore {
         };
         c.last_seen = now;
         let name = c.username.clone();
-        let has_record = c.record.is_some();
         self.clients.insert(to, c);
         self.env_client_gone(from, &name);
         self.env_client_attached(to, &name);
@@ -524,10 +523,8 @@ impl SupernodeCore {
                 *a = to;
             }
         }
-        if has_record {
-            self.checks
-                .push(Reverse((now + self.cfg.check_interval_ms, to)));
-        }
+        // Its record stays with its owners: the next digest round checks
+        // it as for any attached client.
         self.stats.clients_roamed += 1;
         tracing::debug!(%from, %to, user = %name, "an attached client roamed");
     }
@@ -1650,7 +1647,7 @@ impl SupernodeCore {
     /// An owner's list of names it counts as ours in a differing bucket:
     /// unclaim those we do not (each name on its own, so pages and the
     /// `Check`s of the same repair may arrive in any order).
-    fn on_claimed(&mut self, now: u64, from: SocketAddr, owner: u64, names: &[&str]) {
+    fn on_claimed(&mut self, _now: u64, from: SocketAddr, owner: u64, names: &[&str]) {
         let secs = self.unix.secs().get();
         let ours: std::collections::BTreeSet<&str> = self
             .clients
