@@ -51,7 +51,7 @@ impl Action {
             Action::ConferenceAdd => "add the selected contact to the call: a conference",
             Action::Mark => "mark the selected contact for a conference, or unmark",
             Action::Conference => {
-                "start a conference with the marked contacts (or the selected group)"
+                "start a conference: marked contacts, or the group"
             }
             Action::MuteOther => "mute or unmute the selected conference participant",
             Action::CycleStatus => "cycle status: online, away, do not disturb, invisible",
