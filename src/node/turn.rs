@@ -328,7 +328,8 @@ impl Service {
             Input::Clients(batch) => {
                 let unix = self.clock.unix_secs();
                 for (from, bytes) in batch.iter() {
-                    self.core.handle_client(now, unix, ClientAddr::udp(from), bytes);
+                    self.core
+                        .handle_client(now, unix, ClientAddr::udp(from), bytes);
                 }
             }
             Input::Peers { alloc, batch } => {

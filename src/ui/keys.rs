@@ -50,9 +50,7 @@ impl Action {
             Action::Hold => "put the call on hold or resume it",
             Action::ConferenceAdd => "add the selected contact to the call: a conference",
             Action::Mark => "mark the selected contact for a conference, or unmark",
-            Action::Conference => {
-                "start a conference: marked contacts, or the group"
-            }
+            Action::Conference => "start a conference: marked contacts, or the group",
             Action::MuteOther => "mute or unmute the selected conference participant",
             Action::CycleStatus => "cycle status: online, away, do not disturb, invisible",
             Action::StatusMessage => "set your mood message (shown to contacts)",
