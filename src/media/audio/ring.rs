@@ -91,7 +91,7 @@ impl Cadence {
 
 /// The short tone a conference plays on our output only (never sent to
 /// the others) when someone joins or leaves: two notes of
-/// [`CHIME_NOTE_MS`], rising for a join, falling for a leave, above the
+/// `CHIME_NOTE_MS`, rising for a join, falling for a leave, above the
 /// voice band's fundamentals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chime {
