@@ -212,15 +212,26 @@ fn doubletalk(speech: &[i16]) {
     println!(
         "doubletalk: PESQ-WB of the near-end speech sent while the far end talks (echo path 100 ms, 200 ms tail, ERL 6 dB)"
     );
-    for (label, f, nr, range) in [
-        ("near end from the start", &far, &near, 0..n),
-        ("near end after 11 s of far end", &far2, &near2, n..2 * n),
+    // The same with no acoustic echo at all (the far end plays, the
+    // microphone hears only the near end): what the canceller itself
+    // does to near-end speech while the far end talks.
+    let silent = EchoPath { gain: 0.0, ..path };
+    for (label, f, nr, range, p) in [
+        ("near end from the start", &far, &near, 0..n, path),
+        (
+            "near end after 11 s of far end",
+            &far2,
+            &near2,
+            n..2 * n,
+            path,
+        ),
+        ("no echo, far end talking", &far2, &near2, n..2 * n, silent),
     ] {
         // (The near end is the sample's last 11 s, the far end its first
         // 11 s: other words, never a delayed copy.)
-        let off = run(f, nr, path, None, Stages::default());
-        let aec = run(f, nr, path, None, AEC);
-        let all = run(f, nr, path, None, ALL);
+        let off = run(f, nr, p, None, Stages::default());
+        let aec = run(f, nr, p, None, AEC);
+        let all = run(f, nr, p, None, ALL);
         let r = &nr[range.clone()];
         println!(
             "  {label}: unprocessed {}, AEC {}, AEC+NS+AGC {}",
