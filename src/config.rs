@@ -619,6 +619,10 @@ pub struct KeysSection {
     pub accept_contact: KeyList,
     pub remove_contact: KeyList,
     pub block_contact: KeyList,
+    /// Send a file to the selected contact (or the open chat's).
+    pub send_file: KeyList,
+    /// Open the file transfers window.
+    pub files: KeyList,
 }
 
 impl Default for KeysSection {
@@ -649,13 +653,16 @@ impl Default for KeysSection {
             accept_contact: k(&["a"]),
             remove_contact: k(&["d"]),
             block_contact: k(&["b"]),
+            // ctrl+f works while typing in the chat.
+            send_file: k(&["f", "ctrl+f"]),
+            files: k(&["F"]),
         }
     }
 }
 
 impl KeysSection {
     /// Every action with its keys, in the order the config documents them.
-    pub fn actions(&self) -> [(&'static str, &KeyList); 17] {
+    pub fn actions(&self) -> [(&'static str, &KeyList); 19] {
         [
             ("quit", &self.quit),
             ("help", &self.help),
@@ -674,6 +681,8 @@ impl KeysSection {
             ("accept_contact", &self.accept_contact),
             ("remove_contact", &self.remove_contact),
             ("block_contact", &self.block_contact),
+            ("send_file", &self.send_file),
+            ("files", &self.files),
         ]
     }
 

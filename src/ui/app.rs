@@ -5,6 +5,7 @@
 use super::components::buddies::{BuddyList, status_mark};
 use super::components::call::{CallPanel, IncomingPrompt};
 use super::components::chat::ChatPane;
+use super::components::files::{FilesWindow, PathFor, PathPrompt};
 use super::components::help::Help;
 use super::components::login::LoginForm;
 use super::components::nat::NatPanel;
@@ -75,6 +76,10 @@ pub struct App {
     confirm: Option<Question>,
     /// The mood message dialog, when open: the text being written.
     mood: Option<TextInput>,
+    /// The transfers window.
+    files: FilesWindow,
+    /// Asking for the path of a file to send, when open.
+    send_prompt: Option<PathPrompt>,
 }
 
 impl App {
@@ -93,6 +98,8 @@ impl App {
             history_asked: BTreeSet::new(),
             confirm: None,
             mood: None,
+            files: FilesWindow::default(),
+            send_prompt: None,
         }
     }
 
@@ -275,6 +282,26 @@ impl App {
             }
             return;
         }
+        if let Some(mut prompt) = self.send_prompt.take() {
+            if ctrl_c {
+                self.send_prompt = Some(prompt);
+                return self.ask_quit();
+            }
+            match prompt.on_key(&key) {
+                Some(Msg::Close) => {}
+                Some(m) => self.msg(Some(m)),
+                None => self.send_prompt = Some(prompt),
+            }
+            return;
+        }
+        if self.files.open {
+            if ctrl_c {
+                return self.ask_quit();
+            }
+            let m = self.files.on_key(&key, &self.model);
+            self.msg(m);
+            return;
+        }
         if self.search.open {
             if ctrl_c {
                 return self.ask_quit();
@@ -306,10 +333,23 @@ impl App {
         {
             return;
         }
-        if let Some(input) = &mut self.mood {
+        let field = match (
+            &mut self.mood,
+            &mut self.send_prompt,
+            &mut self.files.prompt,
+        ) {
+            (Some(input), _, _) => Some(input),
+            (None, Some(p), _) => Some(&mut p.input),
+            (None, None, Some(p)) if self.files.open => Some(&mut p.input),
+            _ => None,
+        };
+        if let Some(input) = field {
             for c in text.lines().next().unwrap_or("").chars() {
                 input.on_key(&KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
             }
+            return;
+        }
+        if self.files.open {
             return;
         }
         if self.search.open {
@@ -412,6 +452,11 @@ impl App {
                 None => {}
             },
             Action::AcceptCall | Action::DeclineCall => {}
+            Action::SendFile => self.ask_file_to_send(),
+            Action::Files => {
+                self.send(Command::ListFiles);
+                self.files.open(&self.model);
+            }
             Action::HangUp => {
                 if let Some(c) = live_call {
                     self.send(Command::HangUp { call: c.id });
@@ -503,6 +548,41 @@ impl App {
         }
     }
 
+    /// Open the path prompt for a file to the open chat's peer (while
+    /// typing) or the selected contact; contacts only, as receivers take
+    /// files from contacts only.
+    fn ask_file_to_send(&mut self) {
+        let to = match self.focus {
+            Focus::Chat => self.chat.peer.clone(),
+            Focus::Contacts => self.selected().map(|(name, _)| name),
+        };
+        let Some(to) = to else { return };
+        let state = self.model.contacts.get(&to).map(|c| c.state);
+        match state {
+            Some(ContactState::Authorized) => {
+                self.send_prompt = Some(PathPrompt::new(PathFor::Send { to }))
+            }
+            Some(ContactState::Blocked) => self.model.notify(
+                Level::Error,
+                format!("{to} is blocked: unblock them to send a file"),
+            ),
+            _ => self.model.notify(
+                Level::Error,
+                format!("{to} is not your contact yet: files go to contacts only"),
+            ),
+        }
+    }
+
+    /// The path being typed in the send prompt, while it is open.
+    pub fn send_file_draft(&self) -> Option<&str> {
+        self.send_prompt.as_ref().map(|p| p.input.value.as_str())
+    }
+
+    /// Whether the transfers window is open.
+    pub fn files_open(&self) -> bool {
+        self.files.open
+    }
+
     pub fn render(&self, f: &mut Frame) {
         let area = f.area();
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
@@ -520,7 +600,11 @@ impl App {
             model: &self.model,
             keys: &self.keys,
             focused,
-            typing: self.focus == Focus::Chat && !self.help && !self.search.open,
+            typing: self.focus == Focus::Chat
+                && !self.help
+                && !self.search.open
+                && !self.files.open
+                && self.send_prompt.is_none(),
         };
         let [top, body, foot] = Layout::vertical([
             Constraint::Length(1),
@@ -587,6 +671,12 @@ impl App {
         if let Some(input) = &self.mood {
             draw_mood(f, body, input);
         }
+        if self.files.open {
+            self.files.draw(f, body, &ctx(true));
+        }
+        if let Some(p) = &self.send_prompt {
+            p.draw_window(f, body);
+        }
         if let Some(q) = &self.confirm {
             draw_confirm(f, body, q.text());
         }
@@ -628,12 +718,18 @@ impl App {
                 key(Action::RemoveContact)
             ),
             Some(_) => format!(
-                "{} chat · {} call · {} remove · {} block",
+                "{} chat · {} call · {} send file · {} remove · {} block",
                 key(Action::OpenChat),
                 key(Action::Call),
+                key(Action::SendFile),
                 key(Action::RemoveContact),
                 key(Action::BlockContact)
             ),
+        };
+        let specific = if self.model.files.is_empty() {
+            specific
+        } else {
+            format!("{specific} · {} files", key(Action::Files))
         };
         let call = self.call_hints(false);
         [call, specific, general]
@@ -704,6 +800,18 @@ impl App {
             let missed = m.missed_unseen();
             if missed > 0 {
                 spans.push(Span::raw(format!("  ☎ {missed} missed")).red().bold());
+            }
+            let (offers, moving) = (m.file_offers(), m.files_moving());
+            if offers > 0 {
+                let s = if offers == 1 { "" } else { "s" };
+                spans.push(
+                    Span::raw(format!("  ⇅ {offers} file{s} offered"))
+                        .yellow()
+                        .bold(),
+                );
+            } else if moving > 0 {
+                let s = if moving == 1 { "" } else { "s" };
+                spans.push(Span::raw(format!("  ⇅ {moving} file{s}")));
             }
             let n = m.supernodes.len();
             spans.push(Span::raw(format!(

@@ -24,6 +24,8 @@ pub enum Action {
     AcceptContact,
     RemoveContact,
     BlockContact,
+    SendFile,
+    Files,
 }
 
 impl Action {
@@ -47,6 +49,8 @@ impl Action {
             Action::AcceptContact => "accept the selected contact request",
             Action::RemoveContact => "remove the contact (asks first; declines a request)",
             Action::BlockContact => "block the contact (asks first), or unblock a blocked one",
+            Action::SendFile => "send the contact a file (Tab completes the path)",
+            Action::Files => "file transfers: answer offers, see progress, stop one",
         }
     }
 }
@@ -85,6 +89,8 @@ impl KeyMap {
                 b(Action::AcceptContact, &k.accept_contact),
                 b(Action::RemoveContact, &k.remove_contact),
                 b(Action::BlockContact, &k.block_contact),
+                b(Action::SendFile, &k.send_file),
+                b(Action::Files, &k.files),
             ],
         }
     }

@@ -1361,10 +1361,171 @@ fn hint_line_follows_the_selection() {
     key(&mut app, KeyCode::Home);
     let screen = draw(&app, 100, 30);
     assert!(
-        screen.contains(" enter chat · c call · d remove · b block"),
+        screen.contains(" enter chat · c call · f send file · d remove · b block"),
         "{screen}"
     );
     app.handle_event(call(9, CallState::Active, Some(NOW)));
     app.tick(NOW + 240_000);
     assert_snapshot!("contacts_in_call_hints", draw(&app, 100, 30));
+}
+
+fn file_event(e: crate::node::api::FileEvent) -> Event {
+    Event::File(e)
+}
+
+/// Offers, a transfer in progress and ended ones, in the transfers window;
+/// an offer is accepted into the downloads folder with F, Enter, Enter,
+/// and one in progress stops only after a yes.
+#[test]
+fn file_transfers_window() {
+    use crate::node::api::{FileEvent, FileFailure, FileProgress};
+    let mut app = logged_in();
+    app.handle_event(file_event(FileEvent::Offering {
+        id: 1,
+        peer: "carol".into(),
+        name: "holiday.mp4".into(),
+        size: 48_000_000,
+    }));
+    app.handle_event(file_event(FileEvent::Started {
+        id: 1,
+        peer: "carol".into(),
+        outgoing: true,
+        resumed_from: 0,
+    }));
+    app.handle_event(file_event(FileEvent::Progress(FileProgress {
+        id: 1,
+        peer: "carol".into(),
+        outgoing: true,
+        done: 30_000_000,
+        size: 48_000_000,
+        rate: 2_400_000,
+        eta_ms: Some(7_500),
+        wire_bytes: 30_100_000,
+    })));
+    app.handle_event(file_event(FileEvent::Offering {
+        id: 2,
+        peer: "bot".into(),
+        name: "notes.txt".into(),
+        size: 1_200,
+    }));
+    app.handle_event(file_event(FileEvent::Failed {
+        id: 2,
+        peer: "bot".into(),
+        outgoing: true,
+        reason: FileFailure::Declined,
+    }));
+    app.tick(NOW + 61_000);
+    app.handle_event(file_event(FileEvent::Offered {
+        id: 3,
+        peer: "echo123".into(),
+        name: "report.pdf".into(),
+        size: 2_100_000,
+    }));
+    assert!(app.take_bell(), "an offer rings the bell");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("⇅ 1 file offered"), "{screen}");
+    assert!(
+        screen.contains("echo123 offers you report.pdf (2.1 MB)"),
+        "{screen}"
+    );
+    app.take_commands();
+    key(&mut app, KeyCode::Char('F'));
+    assert_eq!(app.take_commands(), vec![Command::ListFiles]);
+    assert!(app.files_open());
+    assert_snapshot!("files_window", draw(&app, 100, 30));
+    // The offer is selected first: Enter asks where, Enter again takes
+    // the downloads folder.
+    key(&mut app, KeyCode::Enter);
+    assert_snapshot!("files_save_prompt", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::AcceptFile { id: 3, path: None }]
+    );
+    // Down to the upload in progress: c asks first.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('c'));
+    assert_eq!(
+        app.confirming(),
+        Some("Stop holiday.mp4 to carol?"),
+        "{}",
+        draw(&app, 100, 30)
+    );
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(app.take_commands(), vec![Command::CancelFile { id: 1 }]);
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.files_open());
+    // The saved file says where it went.
+    app.handle_event(file_event(FileEvent::Completed {
+        id: 3,
+        peer: "echo123".into(),
+        outgoing: false,
+        path: "/home/you/.local/share/natter/downloads/report.pdf".into(),
+        size: 2_100_000,
+        wire_bytes: 2_100_000,
+    }));
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains(
+            "report.pdf from echo123 saved to /home/you/.local/share/natter/downloads/report.pdf"
+        ),
+        "{screen}"
+    );
+}
+
+/// f on a contact asks for a path; Tab completes from the disk; only a
+/// readable file is offered; strangers and blocked contacts get none.
+#[test]
+fn send_file_prompt_completes_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("minutes-march.txt"), b"x").unwrap();
+    std::fs::write(dir.path().join("minutes-april.txt"), b"x").unwrap();
+    let mut app = logged_in();
+    // The list is sorted: bot, carol, echo123.
+    key(&mut app, KeyCode::Char('f'));
+    assert_eq!(app.send_file_draft(), Some(""));
+    let base = format!("{}/min", dir.path().display());
+    app.handle_paste(&base);
+    key(&mut app, KeyCode::Tab);
+    let shared = format!("{}/minutes-", dir.path().display());
+    assert_eq!(app.send_file_draft(), Some(shared.as_str()));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("Send a file to bot"), "{screen}");
+    assert!(screen.contains("minutes-april.txt"), "{screen}");
+    assert!(screen.contains("minutes-march.txt"), "{screen}");
+    typed(&mut app, "m");
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Enter);
+    let path = dir.path().join("minutes-march.txt").display().to_string();
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::SendFile {
+            to: "bot".into(),
+            path
+        }]
+    );
+    assert_eq!(app.send_file_draft(), None);
+    // A missing file is named, nothing is sent, Esc closes.
+    key(&mut app, KeyCode::Char('f'));
+    typed(&mut app, "/no/such/file.txt");
+    key(&mut app, KeyCode::Enter);
+    assert!(draw(&app, 100, 30).contains("can't read it: no such file"));
+    assert!(app.take_commands().is_empty());
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.send_file_draft(), None);
+    // While typing in a chat, ctrl+f sends to its peer.
+    key(&mut app, KeyCode::Enter);
+    app.handle_key(KeyEvent::new(KeyCode::Char('f'), KeyModifiers::CONTROL));
+    assert!(draw(&app, 100, 30).contains("Send a file to bot"));
+    key(&mut app, KeyCode::Esc);
+    // A blocked contact gets no prompt.
+    app.handle_event(Event::Contact {
+        username: "bot".into(),
+        state: ContactState::Blocked,
+    });
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::Char('f'));
+    assert_eq!(app.send_file_draft(), None);
+    assert!(draw(&app, 100, 30).contains("unblock them to send a file"));
 }

@@ -84,5 +84,6 @@ mod soak;
 mod tcp_fallback_recovers;
 mod tui_call_live;
 mod tui_chat_live;
+mod tui_files;
 mod tui_first_hour;
 mod tui_tmux;

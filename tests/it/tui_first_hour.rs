@@ -10,7 +10,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// alice's TUI (100x30) and headless `others`, all attached to one
 /// supernode and published.
-fn start(tag: &str, others: &[&str]) -> Option<(Network, Proc, Tmux, Vec<Proc>)> {
+pub(crate) fn start(tag: &str, others: &[&str]) -> Option<(Network, Proc, Tmux, Vec<Proc>)> {
     let net = Network::start();
     net.account("sn1", true);
     net.account("alice", false);
@@ -37,7 +37,7 @@ fn start(tag: &str, others: &[&str]) -> Option<(Network, Proc, Tmux, Vec<Proc>)>
 }
 
 /// Make `a` and alice contacts: `a` asks, alice accepts in the TUI.
-fn befriend(t: &Tmux, a: &mut Proc, name: &str) {
+pub(crate) fn befriend(t: &Tmux, a: &mut Proc, name: &str) {
     a.say(&format!("add alice hi from {name}"));
     t.wait("the request", T, |s| {
         s.contains(&format!("{name} wants to add you"))

@@ -3,6 +3,7 @@
 //! state: nothing here is ever sent anywhere.
 
 pub mod conference;
+pub mod files;
 
 use crate::node::api::{
     AttachedSupernode, AudioStatus, CallId, CallInfo, CallRecord, CallState, CallStats,
@@ -82,6 +83,8 @@ pub struct Model {
     pub chat_open: Option<String>,
     /// The conference we are in or invited to (`ui::model::conference`).
     pub conference: Option<conference::ConferenceView>,
+    /// File transfers, live and lately ended (`ui::model::files`).
+    pub files: BTreeMap<crate::node::api::TransferId, files::FileView>,
 }
 
 impl Model {
@@ -317,8 +320,8 @@ impl Model {
             }
             Event::CallHistory { calls } => self.call_log = calls,
             Event::Stopped => self.stopped = true,
-            // File transfers have no panel in the TUI yet.
-            Event::File(_) | Event::Files(_) => {}
+            Event::File(f) => self.apply_file(f),
+            Event::Files(list) => self.apply_file_list(list),
             Event::Conference(u) => self.conference(u),
         }
     }
