@@ -24,8 +24,10 @@ fn speaking(screen: &str, name: &str) -> bool {
 fn a_three_party_conference_with_the_demo_contacts() {
     let _turn = scenario!();
     let dir = tempfile::tempdir().unwrap();
+    // The shell stays after natter (the pane and its last screen with
+    // it) and prints the exit status.
     let line = format!(
-        "exec env TMPDIR='{}' {} demo",
+        "env TMPDIR='{}' {} demo; echo \"natter exited: $?\"; exec sleep 600",
         dir.path().display(),
         env!("CARGO_BIN_EXE_natter")
     );
@@ -84,5 +86,7 @@ fn a_three_party_conference_with_the_demo_contacts() {
     t.text("x");
     t.wait("the call ended", T, |s| s.contains("ended: you hung up"));
     t.text("q");
-    t.wait("natter to exit", T, |s| s.contains("natter demo stopped"));
+    let s = t.wait("natter to exit", T, |s| s.contains("natter exited: "));
+    assert!(s.contains("natter demo stopped"), "{s}");
+    assert!(s.contains("natter exited: 0"), "{s}");
 }
