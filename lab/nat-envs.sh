@@ -56,106 +56,13 @@ if [[ $EUID -ne 0 ]]; then echo "nat-envs: must run as root" >&2; exit 2; fi
 
 P=${NAT_ENVS_PREFIX:-dualstack-$$-}
 NSS=(wan srv public cgn1 home1 cgnsym cgn2 home2 cgncone shared samea sameb seqnat symseq)
-TMP=$(mktemp -d /tmp/nat-envs.XXXXXX)
-PIDS=()
-
-ns() { echo "$P$1"; }
-# `ip -n` only on namespaces of this prefix that exist (never the root one).
-ipn() {
-    local n=$1; shift
-    [[ -n "$n" && "$n" == "$P"* && -e "/run/netns/$n" ]] || { echo "refusing ip -n $n $*" >&2; return 1; }
-    ip -n "$n" "$@"
-}
-inns() { local n; n=$(ns "$1"); shift; ip netns exec "$n" "$@"; }
-
-down() {
-    local n pids
-    for n in "${NSS[@]}"; do
-        [[ -e "/run/netns/$P$n" ]] || continue
-        pids=$(ip netns pids "$P$n" 2>/dev/null)
-        [[ -n "$pids" ]] && kill $pids 2>/dev/null
-    done
-    sleep 0.2
-    for n in "${NSS[@]}"; do
-        [[ -e "/run/netns/$P$n" ]] || continue
-        pids=$(ip netns pids "$P$n" 2>/dev/null)
-        [[ -n "$pids" ]] && kill -9 $pids 2>/dev/null
-        ip netns del "$P$n" 2>/dev/null
-    done
-}
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
-    down
-    if [[ -n "${KEEP_TMP:-}" ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'echo interrupted >&2; exit 130' INT
-trap 'exit 143' TERM
+LAB=nat-envs
+# shellcheck source=wanlab.sh
+source "$HERE/wanlab.sh"
 
 # --- topology --------------------------------------------------------------------
-mkns() {
-    ip netns add "$(ns "$1")" || return 1
-    ipn "$(ns "$1")" link set lo up
-    inns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 >/dev/null
-}
-# link A:IFA B:IFB: a veth pair between two lab namespaces
-link() {
-    ipn "$(ns "$1")" link add "$2" type veth peer name "$4" netns "$(ns "$3")" || return 1
-    ipn "$(ns "$1")" link set "$2" up && ipn "$(ns "$3")" link set "$4" up
-}
-addr() { ipn "$(ns "$1")" addr add "$3" dev "$2"; }
-on_wan() {   # NS PORT ADDR...
-    local n=$1 port=$2; shift 2
-    link wan "$port" "$n" wan0 || return 1
-    ipn "$(ns wan)" link set "$port" master br0 || return 1
-    local a; for a in "$@"; do addr "$n" wan0 "$a/24" || return 1; done
-}
-router() {   # NS: forwarding on, unsolicited packets to the router itself dropped
-    inns "$1" sysctl -qw net.ipv4.ip_forward=1 >/dev/null
-}
-# nft rules: NAT TYPE on router NS, WAN interface/address, the single inside host (cone)
-nat_rules() {   # NS TYPE WAN_IP INSIDE_IP
-    local n=$1 t=$2 wan=$3 inside=$4 sets="" fwd="" pre="" post
-    case $t in
-        symmetric) post='oifname "wan0" masquerade fully-random' ;;
-        portrestricted) post='oifname "wan0" masquerade' ;;
-        sequential)
-            local m i
-            m=$(for ((i = 0; i < 1000; i++)); do printf '%d : %d, ' "$i" $((30000 + i)); done)
-            post="oifname \"wan0\" meta l4proto udp snat to $wan : numgen inc mod 1000 map { ${m%, } }
-        oifname \"wan0\" masquerade" ;;
-        fullcone)
-            sets='set mapped { type inet_service; flags dynamic,timeout; timeout 180s; }'
-            fwd='iifname "lan0" oifname "wan0" meta l4proto udp update @mapped { udp sport }'
-            pre="iifname \"wan0\" ip daddr $wan udp dport @mapped dnat to $inside"
-            post="oifname \"wan0\" meta l4proto udp snat to $wan
-        oifname \"wan0\" masquerade" ;;
-    esac
-    inns "$n" nft -f - <<EOF
-table ip lab {
-    $sets
-    chain forward { type filter hook forward priority filter; policy accept; $fwd
-    }
-    chain input { type filter hook input priority filter; policy accept;
-        iifname "wan0" ct state new meta l4proto != icmp drop
-    }
-    chain prerouting { type nat hook prerouting priority dstnat; policy accept; $pre
-    }
-    chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-        $post
-    }
-}
-EOF
-}
-
 build() {
-    local n
-    for n in "${NSS[@]}"; do mkns "$n" || return 1; done
-    ipn "$(ns wan)" link add br0 type bridge || return 1
-    ipn "$(ns wan)" link set br0 up || return 1
-    on_wan srv psrv 198.51.100.1 198.51.100.2 || return 1
+    lab_build_namespaces || return 1
     on_wan public ppub 198.51.100.11 || return 1
     # CGNAT 1: port-restricted home NAT behind a symmetric carrier NAT.
     on_wan cgn1 pcgn1 198.51.100.21 || return 1
@@ -163,7 +70,6 @@ build() {
     ipn "$(ns home1)" route add default via 100.64.1.1 || return 1
     link home1 lan0 cgnsym lan0 && addr home1 lan0 10.81.0.1/24 && addr cgnsym lan0 10.81.0.2/24 || return 1
     ipn "$(ns cgnsym)" route add default via 10.81.0.1 || return 1
-    router cgn1; router home1
     nat_rules cgn1 symmetric 198.51.100.21 100.64.1.2 || return 1
     nat_rules home1 portrestricted 100.64.1.2 10.81.0.2 || return 1
     # CGNAT 2: full-cone home NAT behind a full-cone carrier NAT.
@@ -172,7 +78,6 @@ build() {
     ipn "$(ns home2)" route add default via 100.64.2.1 || return 1
     link home2 lan0 cgncone lan0 && addr home2 lan0 10.82.0.1/24 && addr cgncone lan0 10.82.0.2/24 || return 1
     ipn "$(ns cgncone)" route add default via 10.82.0.1 || return 1
-    router cgn2; router home2
     nat_rules cgn2 fullcone 198.51.100.22 100.64.2.2 || return 1
     nat_rules home2 fullcone 100.64.2.2 10.82.0.2 || return 1
     # One home NAT for two users: a LAN bridge in the router namespace.
@@ -184,13 +89,11 @@ build() {
     addr samea lan0 10.83.0.2/24 && addr sameb lan0 10.83.0.3/24 || return 1
     ipn "$(ns samea)" route add default via 10.83.0.1 || return 1
     ipn "$(ns sameb)" route add default via 10.83.0.1 || return 1
-    router shared
     nat_rules shared portrestricted 198.51.100.23 10.83.0.2 || return 1
     # A symmetric NAT with sequential ports.
     on_wan seqnat pseq 198.51.100.24 || return 1
     link seqnat lan0 symseq lan0 && addr seqnat lan0 10.87.0.1/24 && addr symseq lan0 10.87.0.2/24 || return 1
     ipn "$(ns symseq)" route add default via 10.87.0.1 || return 1
-    router seqnat
     nat_rules seqnat sequential 198.51.100.24 10.87.0.2 || return 1
 }
 
@@ -198,73 +101,10 @@ T0=$(date +%s%N)
 build || { echo "nat-envs: building the lab failed" >&2; exit 1; }
 echo "nat-envs: lab up in $((($(date +%s%N) - T0) / 1000000)) ms (prefix $P)"
 
-# --- authority and supernodes ----------------------------------------------------------
-wait_line() {   # FILE PATTERN SECONDS
-    local f=$1 pat=$2 n=$(($3 * 100)) l
-    while ((n-- > 0)); do
-        l=$(grep -m1 -e "$pat" "$f" 2>/dev/null) && { echo "$l"; return 0; }
-        sleep 0.01
-    done
-    return 1
-}
-AUTH_CFG=$TMP/authority.toml
-printf '[authority]\nlisten = "198.51.100.1:7700"\nregistrations_per_hour_per_address = 0\n' >"$AUTH_CFG"
-inns srv "$BIN" --config "$AUTH_CFG" --data-dir "$TMP/authority" --authority >"$TMP/authority.log" 2>&1 &
-PIDS+=($!)
-KEY=$(wait_line "$TMP/authority.log" '^authority public key: ' 30) || { echo "authority did not start" >&2; cat "$TMP/authority.log"; exit 1; }
-KEY=${KEY#authority public key: }
-wait_line "$TMP/authority.log" '^listening on ' 30 >/dev/null || exit 1
-CFG=$TMP/client.toml
-printf '[login]\nserver = "198.51.100.1:7700"\nauthority_key = "%s"\n[overlay]\nlisten = "0.0.0.0:0"\nbootstrap = ["198.51.100.1:7710", "198.51.100.2:7710"]\n[relay]\nsecret = "nat-envs-%s"\n' "$KEY" "$$" >"$CFG"
-nat() { inns srv "$BIN" --config "$CFG" --data-dir "$TMP/u-$1" "${@:2}"; }
-account() {
-    echo "$1-password" | nat "$1" register "$1" --password-stdin >/dev/null 2>>"$TMP/accounts.log" || return 1
-    if [[ "${2:-}" == supernode ]]; then
-        "$BIN" --config "$AUTH_CFG" --data-dir "$TMP/authority" admin set-role "$1" supernode >/dev/null 2>>"$TMP/accounts.log" || return 1
-    fi
-    echo "$1-password" | nat "$1" login "$1" --password-stdin >/dev/null 2>>"$TMP/accounts.log"
-}
 ENVS=(public cgnsym cgncone samea sameb symseq)
-for n in sn1 sn2; do account "$n" supernode || { cat "$TMP/accounts.log"; exit 1; }; done
-for e in "${ENVS[@]}"; do account "u-$e" || { cat "$TMP/accounts.log"; exit 1; }; done
-inns srv "$BIN" --config "$CFG" --data-dir "$TMP/u-sn1" --supernode --listen 198.51.100.1:7710 >"$TMP/sn1.log" 2>&1 &
-PIDS+=($!)
-wait_line "$TMP/sn1.log" '^listening on ' 30 >/dev/null || { cat "$TMP/sn1.log"; exit 1; }
-inns srv "$BIN" --config "$CFG" --data-dir "$TMP/u-sn2" --supernode --listen 198.51.100.2:7710 --bootstrap 198.51.100.1:7710 >"$TMP/sn2.log" 2>&1 &
-PIDS+=($!)
-wait_line "$TMP/sn2.log" '^listening on ' 30 >/dev/null || exit 1
-sleep 1
+lab_start_servers "${ENVS[@]}"
 
 # --- one call per ordered pair ------------------------------------------------------------
-headless() {   # ENV NAME PORT FLAGS...
-    local env=$1 name=$2 port=$3; shift 3
-    mkfifo "$TMP/$name.in"
-    inns "$env" "$BIN" --config "$CFG" --data-dir "$TMP/u-u-$env" --log-level natter=debug \
-        --headless --json --listen "0.0.0.0:$port" "$@" \
-        <"$TMP/$name.in" >"$TMP/$name.out" 2>"$TMP/$name.log" &
-    PIDS+=($!)
-    eval "PID_$name=$!"
-    exec {fd}>"$TMP/$name.in"
-    eval "FD_$name=$fd"
-}
-say() { local fd; eval "fd=\$FD_$1"; echo "$2" >&"$fd"; }
-stop() {
-    local n fd pid pids=()
-    for n in "$@"; do
-        eval "fd=\$FD_$n; pid=\$PID_$n"
-        echo quit >&"$fd" 2>/dev/null
-        exec {fd}>&-
-        pids+=("$pid")
-    done
-    for _ in $(seq 30); do
-        local alive=0 p
-        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-}
-field() { sed -n "s/.*\"$2\":\"\\{0,1\\}\\([^\",}]*\\).*/\\1/p" <<<"$1" | head -1; }
 flush() {
     local r
     for r in cgn1 home1 cgn2 home2 shared seqnat; do
@@ -300,14 +140,7 @@ run_pair() {   # A B
     act=$(wait_line "$TMP/A.out" '"event":"call_state".*"state":"active"' 20)
     t1=$(date +%s%N)
     s_a=""
-    if [[ -n $act ]]; then
-        local k
-        for k in $(seq 2000); do
-            s_a=$(grep '"event":"call_stats"' "$TMP/A.out" 2>/dev/null | grep -v '"packets_received":0[,}]' | grep -m1 '"path":"\(direct\|relayed\)"')
-            [[ -n $s_a ]] && break
-            sleep 0.01
-        done
-    fi
+    [[ -n $act ]] && s_a=$(two_way_stats "$TMP/A.out")
     if [[ -z $s_a ]]; then
         CELL[$a,$b]="FAIL"
         WRONG+=("$a -> $b: no two-way audio")
