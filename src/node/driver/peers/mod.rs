@@ -113,6 +113,22 @@ const REBIND_SENDS: u32 = 5;
 const REBIND_RTO_MS: u64 = 250;
 const MAX_REBIND_TIDS: usize = 16;
 
+/// When the address watch is due, given when it was last run
+/// (`watched_at`) and scheduled (`watch_at`): a watch scheduled at the idle
+/// pace comes forward as soon as a path is in use (a call that starts
+/// just after an idle watch would otherwise not notice a move for up to
+/// [`WATCH_IDLE_MS`]), and a send error brings it forward too.
+fn watch_due(watch_at: u64, watched_at: u64, in_use: bool, send_error: bool) -> u64 {
+    let mut at = watch_at;
+    if in_use {
+        at = at.min(watched_at + WATCH_IN_USE_MS);
+    }
+    if send_error {
+        at = at.min(watched_at + WATCH_ON_ERROR_MS);
+    }
+    at
+}
+
 /// Stranger offers held at once (one per sender).
 const MAX_HELD_OFFERS: usize = 8;
 /// How long a held offer waits for the user to answer the call (the ring
@@ -413,10 +429,12 @@ impl Peers {
         if self.hosts.is_empty() {
             return u64::MAX;
         }
-        if send_errors != self.errors_seen {
-            return self.watch_at.min(self.watched_at + WATCH_ON_ERROR_MS);
-        }
-        self.watch_at
+        watch_due(
+            self.watch_at,
+            self.watched_at,
+            self.ice.any_selected(),
+            send_errors != self.errors_seen,
+        )
     }
 
     /// The address watch: ask the routing table for our address towards
@@ -617,5 +635,31 @@ impl Peers {
             self.paths_send_link(base, t.dst, t.bytes).await;
         }
         self.paths_flush(base).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that starts just after an idle watch is watched at the call
+    /// pace from then on, not after the idle interval (the roaming lab
+    /// heard 0.9 s of silence when a move fell in that interval).
+    #[test]
+    fn the_watch_comes_forward_when_a_path_is_in_use() {
+        let watched_at = 10_000;
+        let idle = watched_at + WATCH_IDLE_MS;
+        assert_eq!(watch_due(idle, watched_at, false, false), idle);
+        assert_eq!(
+            watch_due(idle, watched_at, true, false),
+            watched_at + WATCH_IN_USE_MS
+        );
+        assert_eq!(
+            watch_due(idle, watched_at, true, true),
+            watched_at + WATCH_ON_ERROR_MS
+        );
+        // Already scheduled at the call pace: unchanged.
+        let soon = watched_at + WATCH_IN_USE_MS;
+        assert_eq!(watch_due(soon, watched_at, true, false), soon);
     }
 }
