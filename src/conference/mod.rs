@@ -30,6 +30,9 @@
 //!   every other participant does at about the same time; the new mixer
 //!   broadcasts its roster, which also re-points stragglers. The mixer
 //!   drops a participant silent for [`ConfConfig::participant_timeout_ms`].
+//!   A dropped mixer that was only stalled (a loaded machine) still sends
+//!   its old roster: the new mixer answers with its own, and the old one
+//!   joins again as a new member (a nonce derived from its old one).
 //! - **Mute**: anyone mutes themselves; the starter may mute others (the
 //!   target's node mutes its microphone, the mixer leaves it out).
 //! - A member who left or died stays in [`ConferenceCore::gone`] (name
@@ -44,6 +47,19 @@ pub use msg::ConfMsg;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub type ConfId = u64;
+
+/// The join nonce for coming back after the others dropped us at mixer
+/// epoch `epoch`: unique per epoch and as unguessable as the old one.
+fn rejoin_nonce(old: &[u8; 16], epoch: u32) -> [u8; 16] {
+    use blake2::{Blake2s256, Digest};
+    let mut h = Blake2s256::new();
+    h.update(b"natter conference rejoin");
+    h.update(old);
+    h.update(epoch.to_be_bytes());
+    let mut n = [0u8; 16];
+    n.copy_from_slice(&h.finalize()[..16]);
+    n
+}
 
 /// Classic Skype's limit, and ours.
 pub const MAX_PARTICIPANTS: usize = 25;
@@ -808,6 +824,12 @@ impl ConferenceCore {
                     _ => false,
                 });
         if !(newer || (epoch == self.epoch && mixer == self.mixer)) {
+            // A mixer we dropped as silent still mixes (its machine
+            // stalled past our timeout): our roster tells it.
+            if self.we_mix() && epoch < self.epoch && self.gone.iter().any(|(n, _)| n == from) {
+                let r = self.roster();
+                self.send(from, &r);
+            }
             return;
         }
         let mut next: BTreeMap<String, Member> = members
@@ -815,6 +837,13 @@ impl ConferenceCore {
             .filter(|m| !self.gone.contains(&(m.name.clone(), m.nonce)))
             .map(|m| (m.name.clone(), m))
             .collect();
+        if self.joined() && newer && !next.contains_key(&self.me.name) {
+            // The others dropped us (silent too long) and moved on: our
+            // old nonce is gone for them, so we come back as a new
+            // member with a fresh one (fresh leg keys too).
+            self.me.nonce = rejoin_nonce(&self.me.nonce, epoch);
+            tracing::info!(conference = self.id, mixer = %mixer, "dropped by the others: joining again");
+        }
         if self.joined() {
             let known = next
                 .get(&self.me.name)

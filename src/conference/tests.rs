@@ -415,3 +415,42 @@ fn a_measured_uplink_moves_the_mixer_only_when_clearly_better() {
         assert_eq!(c.members().count(), 3);
     }
 }
+
+/// The mixer's machine stalls past the others' timeout (a loaded laptop):
+/// they drop it and move on; when it runs again its roster is answered
+/// with theirs, and it comes back as a participant with a fresh nonce
+/// instead of mixing for nobody and ending alone.
+#[test]
+fn a_mixer_that_stalled_past_the_timeout_comes_back_as_a_participant() {
+    let people = vec![
+        member("ann", Reach::Cone, 1000),
+        member("bob", Reach::Cone, 1000),
+        member("cat", Reach::Cone, 1000),
+        member("dan", Reach::Cone, 1000),
+    ];
+    let mut net = Net::new(&people);
+    net.start("ann", &["bob", "cat", "dan"]);
+    net.run(3_000);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["ann".to_owned()]));
+    let old_nonce = net.cores["ann"].me.nonce;
+    // ann neither runs nor is heard for 1.5 s: past the mixer timeout,
+    // short of the participants'.
+    net.dead.insert("ann".into());
+    net.run(1_500);
+    net.dead.remove("ann");
+    net.run(3_000);
+    assert_eq!(net.live_mixers(), BTreeSet::from(["bob".to_owned()]));
+    for (n, c) in &net.cores {
+        assert_eq!(c.state(), ConfState::Joined, "{n}");
+        let names: Vec<&str> = c.members().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["ann", "bob", "cat", "dan"], "{n}");
+    }
+    let ann = &net.cores["ann"];
+    assert_ne!(ann.me.nonce, old_nonce, "a fresh nonce, fresh leg keys");
+    assert!(net.cores.values().all(|c| {
+        c.members()
+            .any(|m| m.name == "ann" && m.nonce == ann.me.nonce)
+    }));
+    assert_eq!(ann.legs().len(), 1, "one leg, to the new mixer");
+    assert_eq!(ann.legs()[0].peer, "bob");
+}
