@@ -25,12 +25,13 @@
 #   - every recording holds every other participant's tone, within 3 dB of
 #     each other, and not its own (lab/wav-tones.py: levels over 100 ms
 #     windows).
-# Then u-public quits: the survivors must agree on a new mixer that is not
-# the UDP-blocked one (a participant behind a relay is not picked while a
-# direct one is in), run their legs to it (the UDP-blocked one relayed,
-# the symmetric one relayed or direct as port prediction goes) and, 6 s
-# later, each recording must hold the other two survivors and no longer
-# u-public's tone; the silence around the change is printed.
+# Then u-public, the mixer, is killed (SIGKILL): the survivors must agree
+# on a new mixer that is not the UDP-blocked one (a participant behind a
+# relay is not picked while a direct one is in), run their legs to it (the
+# UDP-blocked one relayed, the symmetric one relayed or direct as port
+# prediction goes), hear each other again within 3 s of the silence, and,
+# 6 s later, each recording must hold the other two survivors and no
+# longer u-public's tone.
 # Prints the paths, the levels, the time from `conf start` to every
 # participant having seen all four join, and to every recording holding
 # all the others. Exit status 1 on any failure (logs kept).
@@ -187,14 +188,17 @@ check_leg public cone direct
 check_leg public sym direct
 check_leg public blocked relayed
 
-# --- phase 2: the mixer leaves ---------------------------------------------------------
-# The next mixer by rank: a NATed one with UDP, never the UDP-blocked one;
-# the others reach it through the relays where their NATs allow no other way.
+# --- phase 2: the mixer dies ---------------------------------------------------------
+# SIGKILL: no Leave, the survivors notice the silence. The next mixer by
+# rank: a NATed one with UDP, never the UDP-blocked one; the others reach
+# it through the relays where their NATs allow no other way.
 SURV=(cone sym blocked)
 declare -A SKIP
 for u in "${SURV[@]}"; do SKIP[$u]=$(wc -l <"$TMP/$u.out"); done
 t_leave=$(date +%s%N)
-stop public
+kill -9 "$PID_public"
+exec {FD_public}>&-
+wait "$PID_public" 2>/dev/null
 # The first mixer event after SKIP lines of NAME's output that does not name u-public.
 new_mixer() {   # NAME SKIP SECS
     local n=$(($3 * 20)) e
@@ -208,8 +212,8 @@ new_mixer() {   # NAME SKIP SECS
 NEXT=""
 for u in "${SURV[@]}"; do
     m=$(new_mixer "$u" "${SKIP[$u]}" 10)
-    echo "  u-$u: mixer ${m:-none} $(ms "$t_leave") ms after u-public quit"
-    [[ -n $m ]] || { fail "u-$u: no new mixer after u-public left"; continue; }
+    echo "  u-$u: mixer ${m:-none} $(ms "$t_leave") ms after u-public was killed"
+    [[ -n $m ]] || { fail "u-$u: no new mixer after u-public died"; continue; }
     [[ $m != u-blocked ]] || fail "u-$u: the UDP-blocked participant mixes, while direct ones are in"
     [[ -z $NEXT || $NEXT == "$m" ]] || fail "u-$u: mixer $m, others say $NEXT"
     NEXT=${NEXT:-$m}
@@ -221,7 +225,7 @@ for u in "${SURV[@]}"; do
     [[ $m == "$NEXT" ]] || fail "u-$u: mixer ${m:-none} at the end, want $NEXT"
 done
 if [[ $NEXT == u-cone || $NEXT == u-sym ]]; then
-    echo "legs after u-public left:"
+    echo "legs after u-public died:"
     SUFFIX=.out2
     mx=${NEXT#u-}
     for u in "${SURV[@]}"; do
@@ -237,6 +241,7 @@ stop "${SURV[@]}"
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (a - b) / 1e9 }'; }
 echo "recordings (levels over 100 ms windows, dB of full scale):"
 HEARD_ALL=0
+RECOVERED=0
 for u in "${PARTS[@]}"; do
     others=()
     for v in "${PARTS[@]}"; do [[ $v == "$u" ]] || others+=("${TONE[$v]}"); done
@@ -258,15 +263,21 @@ for u in "${PARTS[@]}"; do
     after=()
     [[ -s $TMP/$u.tjoin ]] && after=(--after "$(secs "$t_leave" "$(cat "$TMP/$u.tjoin")")")
     r=$(python3 "$HERE/wav-tones.py" "$TMP/$u.wav" "${TONE[$u]}" "${others[@]}" --gone "${TONE[public]}" "${after[@]}" 2>&1)
-    echo "  u-$u, after u-public left: $r"
-    [[ $r == ok* ]] || fail "u-$u's recording after u-public left: $r"
+    echo "  u-$u, after u-public died: $r"
+    [[ $r == ok* ]] || fail "u-$u's recording after u-public died: $r"
+    # The issue's bound: the others hear each other again within 3 s.
+    back=$(sed -n 's/.*all others again after \([0-9.]*\) s.*/\1/p' <<<"$r")
+    [[ -n $back ]] && awk -v b="$back" 'BEGIN { exit !(b > 3.0) }' &&
+        fail "u-$u heard the others again only ${back} s after the silence began (want at most 3 s)"
+    [[ -n $back ]] && awk -v b="$back" -v w="$RECOVERED" 'BEGIN { exit !(b > w) }' && RECOVERED=$back
 done
 
 echo "conf-nat: join time: all joined ${ALL_JOINED} ms, every recording holding all the others ${HEARD_ALL} ms after \`conf start\` (100 ms windows)"
+echo "conf-nat: mixer killed: the longest silence before a survivor heard the others again ${RECOVERED} s"
 echo "conf-nat: done in $((($(date +%s%N) - T0) / 1000000000)) s"
 if ((${#FAILS[@]})); then
     printf 'FAIL: %s\n' "${FAILS[@]}"
     KEEP_TMP=1
     exit 1
 fi
-echo "conf-nat: public, port-restricted, symmetric and UDP-blocked participants heard each other through u-public's mix, the UDP-blocked one through the relays; after u-public left, through ${NEXT}'s"
+echo "conf-nat: public, port-restricted, symmetric and UDP-blocked participants heard each other through u-public's mix, the UDP-blocked one through the relays; after u-public was killed, through ${NEXT}'s"
