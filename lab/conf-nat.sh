@@ -276,6 +276,13 @@ echo "conf-nat: join time: all joined ${ALL_JOINED} ms, every recording holding 
 echo "conf-nat: mixer killed: the longest silence before a survivor heard the others again ${RECOVERED} s"
 echo "conf-nat: done in $((($(date +%s%N) - T0) / 1000000000)) s"
 if ((${#FAILS[@]})); then
+    # What each one saw: joins, leaves (with why) and mixers, in order.
+    for u in "${PARTS[@]}"; do
+        echo "  u-$u saw: $(grep '"event":"conference"' "$TMP/$u.out" | grep -v '"type":"levels"' |
+            sed -n 's/.*"type":"\([a-z]*\)".*/\1/p' | paste -sd' ' -)"
+        grep '"event":"conference"' "$TMP/$u.out" | grep '"type":"\(left\|mixer\)"' |
+            while read -r l; do echo "    $(field "$l" type) $(field "$l" user)$(field "$l" mixer) $(field "$l" reason) $(field "$l" failover)"; done
+    done
     printf 'FAIL: %s\n' "${FAILS[@]}"
     KEEP_TMP=1
     exit 1
