@@ -195,10 +195,12 @@ check_leg public blocked relayed
 SURV=(cone sym blocked)
 declare -A SKIP
 for u in "${SURV[@]}"; do SKIP[$u]=$(wc -l <"$TMP/$u.out"); done
+# The natter process itself: $PID_public is the shell that started it.
+victim=$(ip netns pids "$(ns public)")
 t_leave=$(date +%s%N)
-kill -9 "$PID_public"
-exec {FD_public}>&-
+kill -9 $victim
 wait "$PID_public" 2>/dev/null
+exec {FD_public}>&-
 # The first mixer event after SKIP lines of NAME's output that does not name u-public.
 new_mixer() {   # NAME SKIP SECS
     local n=$(($3 * 20)) e
