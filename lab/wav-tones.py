@@ -142,7 +142,7 @@ def main():
             continue
         summary += (
             f"; all others again after {(back - gap) / 10:.1f} s "
-            f"(silent from {gap / 10:.1f} s, {gap / 10 - s:.1f} s after {s:.1f} s)"
+            f"(silent from {gap / 10:.1f} s, {max(gap / 10 - s, 0.0):.1f} s after {s:.1f} s)"
         )
     if lo <= -30.0:
         why.append(f"missing a tone (quietest {lo:.1f} dB)")
