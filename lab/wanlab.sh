@@ -1,4 +1,4 @@
-# Shared by lab/nat-envs.sh and lab/roam.sh (source it, do not run it): a
+# Shared by lab/nat-envs.sh, lab/roam.sh and lab/conf-nat.sh (source it, do not run it): a
 # lab of network namespaces of one prefix around a WAN bridge, kernel NATs
 # in nftables, an authority and two supernodes on 198.51.100.1/.2, and
 # headless natter clients driven through fifos.
@@ -81,13 +81,18 @@ router() {   # NS: forwarding on
 # nft rules for a NAT of TYPE on router NS (WAN side wan0, its address
 # WAN_IP; INSIDE_IP the single inside host a full cone maps to). Types:
 # symmetric (random ports), sequential (symmetric, ports counting up from
-# 30000), portrestricted, fullcone. Unsolicited packets to the router
-# itself are dropped.
+# 30000), portrestricted, fullcone, udpblocked (every forwarded UDP
+# datagram dropped both ways, TCP NATed as portrestricted: the client
+# reaches its supernodes and their relays over TCP only). Unsolicited
+# packets to the router itself are dropped.
 nat_rules() {   # NS TYPE WAN_IP INSIDE_IP
     local n=$1 t=$2 wan=$3 inside=$4 sets="" fwd="" pre="" post
     case $t in
         symmetric) post='oifname "wan0" masquerade fully-random' ;;
         portrestricted) post='oifname "wan0" masquerade' ;;
+        udpblocked)
+            fwd='meta l4proto udp counter drop'
+            post='oifname "wan0" masquerade' ;;
         sequential)
             # `numgen inc offset 30000` as the port is not converted to
             # network byte order (ports came out in steps of 256): a map.

@@ -46,6 +46,10 @@ if [ "$(id -u)" -eq 0 ]; then
     lab/nat-envs.sh
     # A caller and a callee move to another NAT mid-call (about 1 min).
     lab/roam.sh
+    # A conference of four: public, port-restricted, symmetric and
+    # UDP-blocked (through the relays, TURN over TCP); every recording
+    # holds every other tone (about 40 s).
+    lab/conf-nat.sh
 else
     echo "skipping the real-NAT lab: it needs root"
 fi
