@@ -18,6 +18,7 @@ use natter::clock::SystemClock;
 use natter::media::audio::{self, DeviceSpec};
 use natter::media::driver;
 use natter::media::{MediaConfig, MediaKeys, MediaSession, Side};
+use natter::time::Millis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BinaryHeap;
@@ -70,10 +71,16 @@ async fn pair(input: DeviceSpec, output: DeviceSpec, config: MediaConfig) -> Pai
         config.clone(),
         &MediaKeys::derive(&secret, Side::Caller),
         1,
-        0,
+        Millis::ZERO,
     )
     .unwrap();
-    let b = MediaSession::new(config, &MediaKeys::derive(&secret, Side::Callee), 2, 0).unwrap();
+    let b = MediaSession::new(
+        config,
+        &MediaKeys::derive(&secret, Side::Callee),
+        2,
+        Millis::ZERO,
+    )
+    .unwrap();
     let io_a = audio::open(&input, &DeviceSpec::Null).unwrap();
     let io_b = audio::open(&DeviceSpec::Null, &output).unwrap();
     let (a_started, b_started) = (io_a.started, io_b.started);
@@ -149,10 +156,16 @@ fn simulate(input: &[i16], loss: f64, jitter_ms: u64, fec: bool, seed: u64) -> V
         config.clone(),
         &MediaKeys::derive(&secret, Side::Caller),
         1,
-        0,
+        Millis::ZERO,
     )
     .unwrap();
-    let mut b = MediaSession::new(config, &MediaKeys::derive(&secret, Side::Callee), 2, 0).unwrap();
+    let mut b = MediaSession::new(
+        config,
+        &MediaKeys::derive(&secret, Side::Callee),
+        2,
+        Millis::ZERO,
+    )
+    .unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut net: BinaryHeap<InFlight> = BinaryHeap::new();
     let mut serial = 0;
@@ -163,22 +176,22 @@ fn simulate(input: &[i16], loss: f64, jitter_ms: u64, fec: bool, seed: u64) -> V
         while net.peek().is_some_and(|p| p.0.0 <= t) {
             let std::cmp::Reverse((_, _, to_b, d)) = net.pop().unwrap();
             if to_b {
-                b.handle_datagram(t, &d);
+                b.handle_datagram(Millis(t), &d);
             } else {
-                a.handle_datagram(t, &d);
+                a.handle_datagram(Millis(t), &d);
             }
         }
         if t % 10 == 0 {
             let i = (t / 10) as usize * 480;
             let chunk = input.get(i..i + 480).unwrap_or(&[0; 480]);
-            a.push_capture(t, chunk);
-            b.push_capture(t, &[0; 480]);
-            b.pull_playback(t, &mut buf);
+            a.push_capture(Millis(t), chunk);
+            b.push_capture(Millis(t), &[0; 480]);
+            b.pull_playback(Millis(t), &mut buf);
             out.extend_from_slice(&buf);
         }
         for (s, to_b) in [(&mut a, true), (&mut b, false)] {
-            if s.poll_timeout().is_some_and(|d| d <= t) {
-                s.handle_timeout(t);
+            if s.poll_timeout().is_some_and(|d| d <= Millis(t)) {
+                s.handle_timeout(Millis(t));
             }
             while let Some(d) = s.poll_transmit() {
                 if rng.gen_bool(loss) {

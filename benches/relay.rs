@@ -43,12 +43,7 @@ impl Blocking {
             .unwrap();
         let mut key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-        let core = TurnClient::new(
-            TurnClientConfig::udp(server),
-            creds,
-            key,
-            SystemClock.now().get(),
-        );
+        let core = TurnClient::new(TurnClientConfig::udp(server), creds, key, SystemClock.now());
         Blocking { sock, core }
     }
 
@@ -73,9 +68,9 @@ impl Blocking {
                 );
             }
             if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
-                self.core.handle_input(SystemClock.now().get(), &buf[..n]);
+                self.core.handle_input(SystemClock.now(), &buf[..n]);
             }
-            self.core.handle_timeout(SystemClock.now().get());
+            self.core.handle_timeout(SystemClock.now());
         }
         panic!("TURN setup timed out");
     }
@@ -83,7 +78,7 @@ impl Blocking {
     /// Allocate and bind a channel to `peer`; returns the relayed address
     /// and the channel number.
     fn setup(&mut self, peer: SocketAddr) -> (SocketAddr, u16) {
-        let now = SystemClock.now().get();
+        let now = SystemClock.now();
         self.core.allocate(now);
         let ch = self.core.bind_channel(now, peer).unwrap();
         self.pump_until(|e| matches!(e, TurnClientEvent::ChannelBound { .. }));

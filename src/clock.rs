@@ -28,9 +28,12 @@
 //!   records, envelopes, revocation lists and relay credentials are
 //!   signed, dated and judged at it.
 //! - `relay::TurnServer::handle_client`: `unix: UnixSecs` for the REST
-//!   credentials' expiry. `chat::ChatCore` dates messages and receipts by
-//!   `unix: UnixMillis`; `contacts::ContactsCore::on_record` judges a
-//!   record at `unix: UnixSecs`. A wall-clock expiry a timer must wait for
+//!   credentials' expiry. `call::CallCore::handle_message`: `unix:
+//!   UnixMillis` beside `now`, for the age of an invitation (against the
+//!   signed creation time of the envelope that carried it).
+//!   `chat::ChatCore` dates messages and receipts by `unix: UnixMillis`;
+//!   `contacts::ContactsCore::on_record` judges a record at `unix:
+//!   UnixSecs`. A wall-clock expiry a timer must wait for
 //!   (a peer certificate's end, relay credentials, a contact's record) is
 //!   moved onto the `now` timeline when it arrives.
 //! - The authority (`authority::core`, driven by `authority::server`)

@@ -597,49 +597,56 @@ pub fn media(b: &[u8]) {
     }
     let ours = MediaKeys::derive(&[1; 32], Side::Caller);
     let theirs = MediaKeys::derive(&[1; 32], Side::Callee);
-    let Ok(mut s) = MediaSession::new(MediaConfig::default(), &ours, 1, 0) else {
+    let Ok(mut s) = MediaSession::new(MediaConfig::default(), &ours, 1, Millis::ZERO) else {
         return;
     };
-    s.handle_datagram(0, b);
+    s.handle_datagram(Millis::ZERO, b);
     let mut sealer = Sealer::new(&theirs.send, 2);
     for (i, kind) in [Kind::Audio, Kind::Report].into_iter().enumerate() {
         if let Ok(p) = sealer.seal(kind, false, i as u16, 0, b) {
-            s.handle_datagram(1, &p);
+            s.handle_datagram(Millis(1), &p);
         }
     }
     let mut out = [0i16; 960];
-    s.pull_playback(200, &mut out);
-    s.pull_playback(220, &mut out);
-    s.handle_timeout(5_000);
+    s.pull_playback(Millis(200), &mut out);
+    s.pull_playback(Millis(220), &mut out);
+    s.handle_timeout(Millis(5_000));
     while s.poll_transmit().is_some() {}
     while s.poll_event().is_some() {}
 
     // The call core: the bytes as a message about no call, then about a
     // call in each state (the call id patched in when long enough).
     let mut c = CallCore::new(CallConfig::default());
-    c.handle_message(0, "bob", 0, b);
+    c.handle_message(Millis(0), UnixMillis(0), "bob", UnixMillis(0), b);
     let id = 7u64;
     let mut patched = b.to_vec();
     if patched.len() >= 10 {
         patched[2..10].copy_from_slice(&id.to_be_bytes());
     }
-    let _ = c.invite(0, "bob", id, [1; 16]);
-    c.handle_message(1, "bob", 1, &patched);
-    c.handle_message(2, "bob", 2, &CallMsg::Accept { nonce: [2; 16] }.encode(id));
-    c.handle_message(3, "bob", 3, &patched);
-    c.media_flowing(4, id);
-    c.handle_message(5, "bob", 5, &patched);
+    let _ = c.invite(Millis(0), "bob", id, [1; 16]);
+    c.handle_message(Millis(1), UnixMillis(1), "bob", UnixMillis(1), &patched);
+    c.handle_message(
+        Millis(2),
+        UnixMillis(2),
+        "bob",
+        UnixMillis(2),
+        &CallMsg::Accept { nonce: [2; 16] }.encode(id),
+    );
+    c.handle_message(Millis(3), UnixMillis(3), "bob", UnixMillis(3), &patched);
+    c.media_flowing(Millis(4), id);
+    c.handle_message(Millis(5), UnixMillis(5), "bob", UnixMillis(5), &patched);
     let mut callee = CallCore::new(CallConfig::default());
     callee.handle_message(
-        0,
+        Millis(0),
+        UnixMillis(0),
         "alice",
-        0,
+        UnixMillis(0),
         &CallMsg::Invite { nonce: [1; 16] }.encode(id),
     );
-    callee.handle_message(1, "alice", 1, &patched);
+    callee.handle_message(Millis(1), UnixMillis(1), "alice", UnixMillis(1), &patched);
     for t in [10_000, 70_000, 200_000] {
-        c.handle_timeout(t);
-        callee.handle_timeout(t);
+        c.handle_timeout(Millis(t));
+        callee.handle_timeout(Millis(t));
     }
     while c.poll_transmit().is_some() || callee.poll_transmit().is_some() {}
 }
@@ -707,7 +714,7 @@ fn ice_agent() -> (crate::ice::IceAgent, crate::ice::IceOffer) {
         IceConfig::default(),
         IceRole::Controlled,
         9,
-        0,
+        Millis::ZERO,
         vec![Candidate::new(CandidateKind::Host, host(1), 65535)],
         &[(host(3478), SocketAddr::from(([192, 0, 2, 1], 50000)))],
         MappingHint::EndpointIndependent,
@@ -717,14 +724,14 @@ fn ice_agent() -> (crate::ice::IceAgent, crate::ice::IceOffer) {
         IceConfig::default(),
         IceRole::Controlling,
         9,
-        0,
+        Millis::ZERO,
         vec![Candidate::new(CandidateKind::Host, host(2), 65535)],
         &[],
         MappingHint::DestinationDependent,
         &mut rng,
     );
     let offer = b.local_offer();
-    a.set_remote(0, &offer);
+    a.set_remote(Millis::ZERO, &offer);
     (a, offer)
 }
 
@@ -760,16 +767,16 @@ pub fn ice(b: &[u8]) {
     let (mut a, _) = ice_agent();
     let mut rng = StdRng::seed_from_u64(6);
     let from = SocketAddr::from(([10, 0, 0, 2], 2));
-    a.handle_stun(1, Via::Direct, from, b, &mut rng);
+    a.handle_stun(Millis(1), Via::Direct, from, b, &mut rng);
     a.handle_stun(
-        2,
+        Millis(2),
         Via::Relay(SocketAddr::from(([10, 0, 0, 1], 3478))),
         from,
         b,
         &mut rng,
     );
     for t in [10, 1_000, 20_000] {
-        a.handle_timeout(t, &mut rng);
+        a.handle_timeout(Millis(t), &mut rng);
         while a.poll_transmit().is_some() {}
         while a.poll_event().is_some() {}
     }
@@ -785,7 +792,7 @@ pub fn turn_pair() -> (
     Vec<Vec<u8>>,
 ) {
     use crate::relay::*;
-    let now = LINK_NOW;
+    let now = Millis(LINK_NOW);
     let mut server = TurnServer::new(
         TurnServerConfig {
             secret: b"fuzz".to_vec(),
@@ -796,7 +803,7 @@ pub fn turn_pair() -> (
         [1; 32],
         now,
     );
-    let c = issue(b"fuzz", "alice", UnixMillis(now).secs().get(), 3600);
+    let c = issue(b"fuzz", "alice", UnixMillis(now.get()).secs().get(), 3600);
     let mut client = TurnClient::new(
         TurnClientConfig::udp(link_addr(3478)),
         TurnCredentials {
@@ -817,7 +824,7 @@ pub fn turn_pair() -> (
             server.handle_peer(now, 1, link_addr(9), b"from the peer");
         }
         while let Some(t) = client.poll_transmit() {
-            server.handle_client(now, UnixMillis(now).secs(), me, &t.bytes);
+            server.handle_client(now, UnixMillis(now.get()).secs(), me, &t.bytes);
             sent.push(t.bytes);
         }
         while let Some(e) = server.poll_event() {
@@ -897,22 +904,22 @@ pub fn relay_decoders(b: &[u8]) {
 pub fn turn_cores(b: &[u8]) {
     use crate::relay::{ClientAddr, Transport};
     let (mut s, mut c, _) = turn_pair();
-    let now = LINK_NOW + 1;
+    let now = Millis(LINK_NOW + 1);
     s.handle_client(
         now,
-        UnixMillis(now).secs(),
+        UnixMillis(now.get()).secs(),
         ClientAddr::udp(link_addr(1)),
         b,
     );
     s.handle_client(
         now,
-        UnixMillis(now).secs(),
+        UnixMillis(now.get()).secs(),
         ClientAddr::udp(link_addr(2)),
         b,
     );
     s.handle_client(
         now,
-        UnixMillis(now).secs(),
+        UnixMillis(now.get()).secs(),
         ClientAddr {
             transport: Transport::Tcp(1),
             addr: link_addr(1),
@@ -927,15 +934,15 @@ pub fn turn_cores(b: &[u8]) {
         let m = m.to_vec();
         s.handle_client(
             now,
-            UnixMillis(now).secs(),
+            UnixMillis(now.get()).secs(),
             ClientAddr::udp(link_addr(1)),
             &m,
         );
     }
     c.handle_input(now, b);
     for t in [1_000, 700_000, 4_000_000] {
-        s.handle_timeout(LINK_NOW + t);
-        c.handle_timeout(LINK_NOW + t);
+        s.handle_timeout(Millis(LINK_NOW + t));
+        c.handle_timeout(Millis(LINK_NOW + t));
     }
     s.transport_closed(Transport::Tcp(1));
     while s.poll_transmit().is_some() {}
@@ -974,15 +981,20 @@ pub fn transfer(b: &[u8]) {
         if let Ok(s) = Signal::decode(kind, rest) {
             assert_eq!(s.encode(), rest);
             let mut t = Transfers::new(TransferConfig::default(), 1);
-            t.on_signal(LINK_NOW, "bob", crate::transfer::Standing::Contact, s);
+            t.on_signal(
+                Millis(LINK_NOW),
+                "bob",
+                crate::transfer::Standing::Contact,
+                s,
+            );
             while t.poll_output().is_some() {}
         }
     }
     if let Ok(m) = LinkMsg::decode(b) {
         assert_eq!(m.encode(), b);
         let mut t = Transfers::new(TransferConfig::default(), 1);
-        t.on_link(LINK_NOW, "bob", &m);
-        t.handle_timeout(LINK_NOW + 10_000);
+        t.on_link(Millis(LINK_NOW), "bob", &m);
+        t.handle_timeout(Millis(LINK_NOW + 10_000));
         while t.poll_output().is_some() {}
     }
 }

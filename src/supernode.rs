@@ -220,7 +220,7 @@ pub(crate) async fn start(
         extra_relays,
         tcp,
         nonce_key,
-        now,
+        natter::time::Millis(now),
     )
     .await?;
     match &turn {

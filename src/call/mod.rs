@@ -35,6 +35,7 @@ pub mod msg;
 pub use msg::{Msg, MsgError};
 
 use crate::media::Side;
+use crate::time::{Millis, UnixMillis};
 use std::collections::{BTreeMap, VecDeque};
 
 pub type CallId = u64;
@@ -233,7 +234,7 @@ pub struct CallStats {
 struct Pending {
     msg: Msg,
     sent: u32,
-    next_at: u64,
+    next_at: Millis,
 }
 
 #[derive(Debug, Clone)]
@@ -243,7 +244,7 @@ struct Call {
     caller_nonce: [u8; 16],
     callee_nonce: [u8; 16],
     /// When the current step times out.
-    deadline: u64,
+    deadline: Millis,
     pending: Vec<Pending>,
     muted: bool,
     on_hold: bool,
@@ -304,7 +305,7 @@ impl CallCore {
     }
 
     /// Send `m` now and re-send it until acknowledged.
-    fn send_reliable(&mut self, now: u64, id: CallId, m: Msg) {
+    fn send_reliable(&mut self, now: Millis, id: CallId, m: Msg) {
         let retry = self.config.retransmit_ms;
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -320,7 +321,7 @@ impl CallCore {
         self.send(&peer, id, m);
     }
 
-    fn end(&mut self, now: u64, id: CallId, reason: EndReason) {
+    fn end(&mut self, now: Millis, id: CallId, reason: EndReason) {
         if let Some(c) = self.calls.get_mut(&id) {
             if matches!(c.state, CallState::Ended(_)) {
                 return;
@@ -338,7 +339,7 @@ impl CallCore {
     /// driver.
     pub fn invite(
         &mut self,
-        now: u64,
+        now: Millis,
         peer: &str,
         id: CallId,
         nonce: [u8; 16],
@@ -367,7 +368,7 @@ impl CallCore {
     }
 
     /// Answer an incoming call; `nonce` is fresh and random.
-    pub fn accept(&mut self, now: u64, id: CallId, nonce: [u8; 16]) -> Result<(), CallError> {
+    pub fn accept(&mut self, now: Millis, id: CallId, nonce: [u8; 16]) -> Result<(), CallError> {
         let c = self.calls.get_mut(&id).ok_or(CallError::NoSuchCall(id))?;
         if c.state != CallState::Incoming {
             return Err(CallError::WrongState(id));
@@ -387,7 +388,7 @@ impl CallCore {
         Ok(())
     }
 
-    pub fn decline(&mut self, now: u64, id: CallId) -> Result<(), CallError> {
+    pub fn decline(&mut self, now: Millis, id: CallId) -> Result<(), CallError> {
         let c = self.calls.get(&id).ok_or(CallError::NoSuchCall(id))?;
         if c.state != CallState::Incoming {
             return Err(CallError::WrongState(id));
@@ -399,7 +400,7 @@ impl CallCore {
 
     /// End the call whatever its state: cancel an unanswered invitation,
     /// decline a ringing one, hang up a connected one.
-    pub fn hangup(&mut self, now: u64, id: CallId) -> Result<(), CallError> {
+    pub fn hangup(&mut self, now: Millis, id: CallId) -> Result<(), CallError> {
         let c = self.calls.get(&id).ok_or(CallError::NoSuchCall(id))?;
         match c.state {
             CallState::Inviting | CallState::Ringing => {
@@ -424,7 +425,7 @@ impl CallCore {
         }
     }
 
-    pub fn set_mute(&mut self, now: u64, id: CallId, on: bool) -> Result<(), CallError> {
+    pub fn set_mute(&mut self, now: Millis, id: CallId, on: bool) -> Result<(), CallError> {
         self.connected(id)?;
         if let Some(c) = self.calls.get_mut(&id) {
             c.muted = on;
@@ -433,7 +434,7 @@ impl CallCore {
         Ok(())
     }
 
-    pub fn set_hold(&mut self, now: u64, id: CallId, on: bool) -> Result<(), CallError> {
+    pub fn set_hold(&mut self, now: Millis, id: CallId, on: bool) -> Result<(), CallError> {
         self.connected(id)?;
         if let Some(c) = self.calls.get_mut(&id) {
             c.on_hold = on;
@@ -443,14 +444,14 @@ impl CallCore {
     }
 
     /// The media session saw the peer's first packets.
-    pub fn media_flowing(&mut self, _now: u64, id: CallId) {
+    pub fn media_flowing(&mut self, _now: Millis, id: CallId) {
         if let Some(c) = self.calls.get_mut(&id)
             && c.state == CallState::Connecting
         {
             c.state = CallState::Active;
             // An active call has no step to time out (the media session
             // watches the path).
-            c.deadline = u64::MAX;
+            c.deadline = Millis::MAX;
             // Media proves the peer has our Accept.
             c.pending.retain(|p| !matches!(p.msg, Msg::Accept { .. }));
             self.events.push_back(CallEvent::Active { id });
@@ -459,7 +460,7 @@ impl CallCore {
 
     /// Our invitation cannot reach the peer (the overlay says they are
     /// offline or unknown): end it now rather than at the invite timeout.
-    pub fn unreachable(&mut self, now: u64, id: CallId) {
+    pub fn unreachable(&mut self, now: Millis, id: CallId) {
         if self.state(id) == Some(CallState::Inviting) {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.pending.clear();
@@ -469,7 +470,7 @@ impl CallCore {
     }
 
     /// The media session timed out: the path is gone.
-    pub fn media_failed(&mut self, now: u64, id: CallId) {
+    pub fn media_failed(&mut self, now: Millis, id: CallId) {
         if self.connected(id).is_ok() {
             self.send_reliable(now, id, Msg::Hangup);
             self.end(now, id, EndReason::MediaFailed);
@@ -478,7 +479,7 @@ impl CallCore {
 
     /// Our audio device failed (could not open, or stopped): the call
     /// ends, and the peer is told we hung up.
-    pub fn audio_failed(&mut self, now: u64, id: CallId) {
+    pub fn audio_failed(&mut self, now: Millis, id: CallId) {
         if self.connected(id).is_ok() {
             self.send_reliable(now, id, Msg::Hangup);
             self.end(now, id, EndReason::AudioFailed);
@@ -486,25 +487,32 @@ impl CallCore {
     }
 
     /// A message from `from` (a verified username), which its sender made
-    /// at `sent_ms` (the signed creation time of the envelope that carried
-    /// it). Bad input is a counted drop, and so is an Invite older than the
-    /// ring timeout: the caller has given up on it by then, so it can only
-    /// be a replay (the in-memory duplicate check does not survive a
-    /// restart; this one needs no memory) or hopelessly late.
-    pub fn handle_message(&mut self, now: u64, from: &str, sent_ms: u64, bytes: &[u8]) {
+    /// at `sent` (the signed creation time of the envelope that carried
+    /// it, on the sender's wall clock). Bad input is a counted drop, and so
+    /// is an Invite older than the ring timeout by our wall clock `unix`:
+    /// the caller has given up on it by then, so it can only be a replay
+    /// (the in-memory duplicate check does not survive a restart; this one
+    /// needs no memory) or hopelessly late.
+    pub fn handle_message(
+        &mut self,
+        now: Millis,
+        unix: UnixMillis,
+        from: &str,
+        sent: UnixMillis,
+        bytes: &[u8],
+    ) {
         let Ok((id, m)) = Msg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
         };
         if matches!(m, Msg::Invite { .. })
-            && now.saturating_sub(sent_ms)
-                > self.config.ring_timeout_ms + self.config.invite_skew_ms
+            && unix.since(sent) > self.config.ring_timeout_ms + self.config.invite_skew_ms
         {
             self.stats.stale_invites += 1;
             tracing::info!(
                 call = id,
                 peer = from,
-                age_ms = now.saturating_sub(sent_ms),
+                age_ms = unix.since(sent),
                 "stale call invitation dropped"
             );
             return;
@@ -632,7 +640,7 @@ impl CallCore {
         }
     }
 
-    fn on_invite(&mut self, now: u64, from: &str, id: CallId, nonce: [u8; 16]) {
+    fn on_invite(&mut self, now: Millis, from: &str, id: CallId, nonce: [u8; 16]) {
         if self.current().is_some() {
             self.stats.busy_sent += 1;
             self.send(from, id, Msg::Busy);
@@ -691,14 +699,14 @@ impl CallCore {
         self.events.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         self.calls
             .values()
             .flat_map(|c| std::iter::once(c.deadline).chain(c.pending.iter().map(|p| p.next_at)))
             .min()
     }
 
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         let ids: Vec<CallId> = self.calls.keys().copied().collect();
         for id in ids {
             let Some(c) = self.calls.get(&id) else {

@@ -1,13 +1,14 @@
 //! Two call cores wired together in virtual time, with seeded loss.
 
 use super::*;
+use crate::time::{Millis, UnixMillis};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 struct Pair {
     a: CallCore,
     b: CallCore,
-    now: u64,
+    now: Millis,
     rng: StdRng,
     loss: f64,
     ev_a: Vec<CallEvent>,
@@ -21,13 +22,19 @@ impl Pair {
         Pair {
             a: CallCore::new(CallConfig::default()),
             b: CallCore::new(CallConfig::default()),
-            now: 1_000,
+            now: Millis(1_000),
             rng: StdRng::seed_from_u64(seed),
             loss,
             ev_a: Vec::new(),
             ev_b: Vec::new(),
             cut: false,
         }
+    }
+
+    /// The wall clock: it runs with the virtual clock, from the same
+    /// epoch.
+    fn unix(&self) -> UnixMillis {
+        UnixMillis(self.now.get())
     }
 
     /// Move messages and run timers for `ms` of virtual time, in 10 ms steps.
@@ -40,14 +47,16 @@ impl Pair {
                     assert_eq!(to, "bob");
                     moved = true;
                     if !self.cut && !self.rng.gen_bool(self.loss) {
-                        self.b.handle_message(self.now, "alice", self.now, &m);
+                        self.b
+                            .handle_message(self.now, self.unix(), "alice", self.unix(), &m);
                     }
                 }
                 while let Some((to, m)) = self.b.poll_transmit() {
                     assert_eq!(to, "alice");
                     moved = true;
                     if !self.cut && !self.rng.gen_bool(self.loss) {
-                        self.a.handle_message(self.now, "bob", self.now, &m);
+                        self.a
+                            .handle_message(self.now, self.unix(), "bob", self.unix(), &m);
                     }
                 }
                 if !moved {
@@ -181,10 +190,10 @@ fn busy_when_in_another_call() {
     p.a.invite(p.now, "bob", ID, [1; 16]).unwrap();
     // Run briefly (b's own invite to carol would be re-sent to "carol").
     let m = p.a.poll_transmit().unwrap().1;
-    p.b.handle_message(p.now, "alice", p.now, &m);
+    p.b.handle_message(p.now, p.unix(), "alice", p.unix(), &m);
     let (to, busy) = p.b.poll_transmit().unwrap();
     assert_eq!(to, "alice");
-    p.a.handle_message(p.now, "bob", p.now, &busy);
+    p.a.handle_message(p.now, p.unix(), "bob", p.unix(), &busy);
     assert_eq!(
         Pair::ended(&std::iter::from_fn(|| p.a.poll_event()).collect::<Vec<_>>()),
         Some(EndReason::Busy)
@@ -268,18 +277,24 @@ fn strangers_and_garbage_are_counted_drops() {
     p.a.invite(p.now, "bob", ID, [1; 16]).unwrap();
     p.run(100);
     // Mallory tries to hang up alice's call with bob.
-    p.a.handle_message(p.now, "mallory", p.now, &Msg::Decline.encode(ID));
+    p.a.handle_message(
+        p.now,
+        p.unix(),
+        "mallory",
+        p.unix(),
+        &Msg::Decline.encode(ID),
+    );
     assert_eq!(p.a.state(ID), Some(CallState::Ringing));
     assert_eq!(p.a.stats().wrong_peer, 1);
-    p.a.handle_message(p.now, "bob", p.now, &[1, 2, 3]);
-    p.a.handle_message(p.now, "bob", p.now, &Msg::Hangup.encode(777));
+    p.a.handle_message(p.now, p.unix(), "bob", p.unix(), &[1, 2, 3]);
+    p.a.handle_message(p.now, p.unix(), "bob", p.unix(), &Msg::Hangup.encode(777));
     assert_eq!(p.a.stats().malformed, 1);
     assert_eq!(p.a.stats().unknown_call, 1);
     for len in 0..40 {
         let mut rng = StdRng::seed_from_u64(len);
         for _ in 0..200 {
             let b: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
-            p.b.handle_message(p.now, "alice", p.now, &b);
+            p.b.handle_message(p.now, p.unix(), "alice", p.unix(), &b);
         }
     }
 }
@@ -348,9 +363,12 @@ fn a_replayed_invitation_older_than_the_ring_timeout_is_dropped() {
     let incoming = |core: &mut CallCore| {
         std::iter::from_fn(|| core.poll_event()).any(|e| matches!(e, CallEvent::Incoming { .. }))
     };
-    // The callee after a restart, the replay arriving two minutes later.
+    // The callee after a restart, the replay arriving two minutes later
+    // (by the wall clock; its monotonic clock starts anywhere).
+    let at = |ms: u64| (Millis(5), UnixMillis(ms));
     let mut b = CallCore::new(cfg.clone());
-    b.handle_message(sent + 120_000, "alice", sent, &invite);
+    let (now, unix) = at(sent + 120_000);
+    b.handle_message(now, unix, "alice", UnixMillis(sent), &invite);
     assert!(!incoming(&mut b), "a two-minute-old invitation rang");
     assert_eq!(b.stats().stale_invites, 1);
     assert_eq!(b.current(), None);
@@ -360,16 +378,26 @@ fn a_replayed_invitation_older_than_the_ring_timeout_is_dropped() {
     );
     // Just inside the window (ring timeout plus the skew allowance).
     let mut b = CallCore::new(cfg.clone());
-    b.handle_message(
-        sent + cfg.ring_timeout_ms + cfg.invite_skew_ms,
-        "alice",
-        sent,
-        &invite,
-    );
+    let (now, unix) = at(sent + cfg.ring_timeout_ms + cfg.invite_skew_ms);
+    b.handle_message(now, unix, "alice", UnixMillis(sent), &invite);
     assert!(incoming(&mut b));
     // A caller whose clock is ahead of ours: the age is never negative.
+    let mut b = CallCore::new(cfg.clone());
+    let (now, unix) = at(sent);
+    b.handle_message(now, unix, "alice", UnixMillis(sent + 20_000), &invite);
+    assert!(incoming(&mut b));
+    assert_eq!(b.stats().stale_invites, 0);
+    // The age is judged on the wall clock alone: a node whose monotonic
+    // time has run far from it (its wall clock was stepped since it
+    // started) still rings for a fresh invitation.
     let mut b = CallCore::new(cfg);
-    b.handle_message(sent, "alice", sent + 20_000, &invite);
+    b.handle_message(
+        Millis(sent + 3_600_000),
+        UnixMillis(sent + 1_000),
+        "alice",
+        UnixMillis(sent),
+        &invite,
+    );
     assert!(incoming(&mut b));
     assert_eq!(b.stats().stale_invites, 0);
 }

@@ -33,7 +33,7 @@ use crate::overlay::EnvelopeId;
 use crate::overlay::envelope::kind;
 pub use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
 use crate::sqlite::SqliteError;
-use crate::time::UnixMillis;
+use crate::time::{Millis, UnixMillis};
 use crate::wire::{Reader, WireError, Writer};
 use rand::RngCore;
 use std::collections::{BTreeMap, VecDeque};
@@ -227,7 +227,7 @@ struct Pending {
     text: String,
     sent_at_ms: u64,
     attempts: u32,
-    next_try: u64,
+    next_try: Millis,
 }
 
 #[derive(Debug)]
@@ -238,14 +238,14 @@ pub struct ChatCore {
     by_envelope: BTreeMap<EnvelopeId, (String, MsgId)>,
     /// Recipients the directory did not know, since when (cleared when
     /// they are heard from): given up after `no_such_user_ms`.
-    not_found: BTreeMap<String, u64>,
+    not_found: BTreeMap<String, Millis>,
     events: VecDeque<ChatEvent>,
 }
 
 impl ChatCore {
     /// Start on `store`; every message still in its outbox goes out again
     /// at the first [`ChatCore::handle_timeout`].
-    pub fn new(store: ChatStore, cfg: ChatConfig, now: u64) -> Result<Self, ChatError> {
+    pub fn new(store: ChatStore, cfg: ChatConfig, now: Millis) -> Result<Self, ChatError> {
         let mut pending = BTreeMap::new();
         for m in store.outbox()? {
             pending.insert(
@@ -277,7 +277,7 @@ impl ChatCore {
     /// dated by `unix` (the wall clock).
     pub fn send(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         rng: &mut dyn RngCore,
         to: &str,
@@ -321,7 +321,7 @@ impl ChatCore {
         Ok(id)
     }
 
-    fn attempt(&mut self, now: u64, key: &(String, MsgId), sink: &mut dyn EnvelopeSink) {
+    fn attempt(&mut self, now: Millis, key: &(String, MsgId), sink: &mut dyn EnvelopeSink) {
         let Some(p) = self.pending.get_mut(key) else {
             return;
         };
@@ -413,10 +413,10 @@ impl ChatCore {
     /// The directory has no user `to`. Once it has said so for
     /// `no_such_user_ms`, every message waiting for them is given up (out
     /// of the outbox, reported as failed); until then they are retried.
-    pub fn no_such_user(&mut self, now: u64, to: &str) {
+    pub fn no_such_user(&mut self, now: Millis, to: &str) {
         let to = to.to_ascii_lowercase();
         let since = *self.not_found.entry(to.clone()).or_insert(now);
-        if now.saturating_sub(since) < self.cfg.no_such_user_ms {
+        if now.since(since) < self.cfg.no_such_user_ms {
             return;
         }
         self.not_found.remove(&to);
@@ -447,7 +447,7 @@ impl ChatCore {
     /// in a long backoff, goes again now. A mailbox can be lost with its
     /// owner, and the recipient dedups a second copy; messages just sent
     /// and waiting for their acknowledgement keep their timer.
-    pub fn peer_online(&mut self, now: u64, user: &str) {
+    pub fn peer_online(&mut self, now: Millis, user: &str) {
         let user = user.to_ascii_lowercase();
         self.not_found.remove(&user);
         let soon = now.saturating_add(self.cfg.ack_wait_ms);
@@ -460,7 +460,12 @@ impl ChatCore {
 
     /// The overlay's outcome for envelope `env`. Returns whether it was one
     /// of chat's.
-    pub fn on_envelope_outcome(&mut self, now: u64, env: &EnvelopeId, o: EnvelopeOutcome) -> bool {
+    pub fn on_envelope_outcome(
+        &mut self,
+        now: Millis,
+        env: &EnvelopeId,
+        o: EnvelopeOutcome,
+    ) -> bool {
         let Some(key) = self.by_envelope.remove(env) else {
             return false;
         };
@@ -493,7 +498,7 @@ impl ChatCore {
         true
     }
 
-    pub fn handle_timeout(&mut self, now: u64, sink: &mut dyn EnvelopeSink) {
+    pub fn handle_timeout(&mut self, now: Millis, sink: &mut dyn EnvelopeSink) {
         let due: Vec<(String, MsgId)> = self
             .pending
             .iter()
@@ -510,12 +515,12 @@ impl ChatCore {
         }
     }
 
-    pub fn poll_timeout(&self) -> u64 {
+    pub fn poll_timeout(&self) -> Millis {
         self.pending
             .values()
             .map(|p| p.next_try)
             .min()
-            .unwrap_or(u64::MAX)
+            .unwrap_or(Millis::MAX)
     }
 
     pub fn poll_event(&mut self) -> Option<ChatEvent> {
@@ -585,13 +590,21 @@ mod tests {
     #[test]
     fn message_acked_end_to_end_and_deduplicated() {
         let mut rng = StdRng::seed_from_u64(2);
-        let mut alice =
-            ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
-        let mut bob =
-            ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
+        let mut alice = ChatCore::new(
+            ChatStore::in_memory().unwrap(),
+            ChatConfig::default(),
+            Millis(0),
+        )
+        .unwrap();
+        let mut bob = ChatCore::new(
+            ChatStore::in_memory().unwrap(),
+            ChatConfig::default(),
+            Millis(0),
+        )
+        .unwrap();
         let (mut a_out, mut b_out) = (Sent::default(), Sent::default());
         let id = alice
-            .send(1, UnixMillis(1), &mut rng, "Bob", "hi", &mut a_out)
+            .send(Millis(1), UnixMillis(1), &mut rng, "Bob", "hi", &mut a_out)
             .unwrap();
         assert_eq!(
             alice.poll_event(),
@@ -609,7 +622,7 @@ mod tests {
         assert!(matches!(bob.poll_event(), Some(ChatEvent::Received(m)) if m.text == "hi"));
         assert_eq!(bob.poll_event(), None);
         assert_eq!(b_out.0.len(), 2);
-        assert!(alice.on_envelope_outcome(3, &env, EnvelopeOutcome::Delivered));
+        assert!(alice.on_envelope_outcome(Millis(3), &env, EnvelopeOutcome::Delivered));
         assert!(matches!(
             alice.poll_event(),
             Some(ChatEvent::Progress {
@@ -618,7 +631,7 @@ mod tests {
             })
         ));
         // No ack yet: resent after the wait.
-        alice.handle_timeout(3 + ChatConfig::default().ack_wait_ms, &mut a_out);
+        alice.handle_timeout(Millis(3) + ChatConfig::default().ack_wait_ms, &mut a_out);
         assert_eq!(a_out.0.len(), 2);
         let (_, k, ack, _, _) = b_out.0[0].clone();
         alice.on_envelope(UnixMillis(4), &cert("bob"), k, &ack, false, &mut a_out);
@@ -632,14 +645,18 @@ mod tests {
         alice.on_envelope(UnixMillis(5), &cert("bob"), k, &ack, false, &mut a_out);
         assert_eq!(alice.poll_event(), None, "acked once");
         assert_eq!(alice.outbox_len(), 0);
-        assert_eq!(alice.poll_timeout(), u64::MAX);
+        assert_eq!(alice.poll_timeout(), Millis::MAX);
     }
 
     #[test]
     fn blocked_and_stored_and_failed() {
         let mut rng = StdRng::seed_from_u64(3);
-        let mut bob =
-            ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
+        let mut bob = ChatCore::new(
+            ChatStore::in_memory().unwrap(),
+            ChatConfig::default(),
+            Millis(0),
+        )
+        .unwrap();
         let mut out = Sent::default();
         let p = ChatPayload::Message {
             id: [9; 16],
@@ -661,24 +678,31 @@ mod tests {
 
         let cfg = ChatConfig::default();
         let id = bob
-            .send(10, UnixMillis(10), &mut rng, "carol", "x", &mut out)
+            .send(Millis(10), UnixMillis(10), &mut rng, "carol", "x", &mut out)
             .unwrap();
         let env = out.0[0].4;
-        bob.on_envelope_outcome(11, &env, EnvelopeOutcome::Stored);
-        assert_eq!(bob.poll_timeout(), 11 + cfg.stored_retry_ms);
-        bob.handle_timeout(11 + cfg.stored_retry_ms, &mut out);
+        bob.on_envelope_outcome(Millis(11), &env, EnvelopeOutcome::Stored);
+        assert_eq!(bob.poll_timeout(), Millis(11) + cfg.stored_retry_ms);
+        bob.handle_timeout(Millis(11) + cfg.stored_retry_ms, &mut out);
         let env = out.0[1].4;
-        bob.on_envelope_outcome(12, &env, EnvelopeOutcome::Failed("x".into()));
-        assert!(bob.poll_timeout() <= 12 + cfg.max_backoff_ms);
+        bob.on_envelope_outcome(Millis(12), &env, EnvelopeOutcome::Failed("x".into()));
+        assert!(bob.poll_timeout() <= Millis(12) + cfg.max_backoff_ms);
         assert!(bob.history("carol", 5).unwrap()[0].acked_at_ms.is_none());
         let _ = id;
         assert!(matches!(
-            bob.send(13, UnixMillis(13), &mut rng, "carol", "", &mut out),
+            bob.send(Millis(13), UnixMillis(13), &mut rng, "carol", "", &mut out),
             Err(ChatError::Empty)
         ));
         let long = "x".repeat(MAX_TEXT + 1);
         assert!(matches!(
-            bob.send(13, UnixMillis(13), &mut rng, "carol", &long, &mut out),
+            bob.send(
+                Millis(13),
+                UnixMillis(13),
+                &mut rng,
+                "carol",
+                &long,
+                &mut out
+            ),
             Err(ChatError::TooLong { .. })
         ));
     }
@@ -690,24 +714,32 @@ mod tests {
     fn a_stored_message_goes_again_when_its_recipient_is_heard_from() {
         let mut rng = StdRng::seed_from_u64(4);
         let cfg = ChatConfig::default();
-        let mut bob = ChatCore::new(ChatStore::in_memory().unwrap(), cfg.clone(), 0).unwrap();
+        let mut bob =
+            ChatCore::new(ChatStore::in_memory().unwrap(), cfg.clone(), Millis(0)).unwrap();
         let mut out = Sent::default();
-        bob.send(10, UnixMillis(10), &mut rng, "carol", "hi", &mut out)
-            .unwrap();
-        bob.on_envelope_outcome(11, &out.0[0].4, EnvelopeOutcome::Stored);
+        bob.send(
+            Millis(10),
+            UnixMillis(10),
+            &mut rng,
+            "carol",
+            "hi",
+            &mut out,
+        )
+        .unwrap();
+        bob.on_envelope_outcome(Millis(11), &out.0[0].4, EnvelopeOutcome::Stored);
         // Someone else coming online changes nothing.
-        bob.peer_online(20, "dave");
-        assert_eq!(bob.poll_timeout(), 11 + cfg.stored_retry_ms);
-        bob.peer_online(30, "Carol");
-        assert_eq!(bob.poll_timeout(), 30);
-        bob.handle_timeout(30, &mut out);
+        bob.peer_online(Millis(20), "dave");
+        assert_eq!(bob.poll_timeout(), Millis(11) + cfg.stored_retry_ms);
+        bob.peer_online(Millis(30), "Carol");
+        assert_eq!(bob.poll_timeout(), Millis(30));
+        bob.handle_timeout(Millis(30), &mut out);
         assert_eq!(out.0.len(), 2, "sent again");
         assert_eq!(out.0[1].0, "carol");
         // Just sent and awaiting the ack: hearing from carol again does
         // not resend it.
-        bob.on_envelope_outcome(31, &out.0[1].4, EnvelopeOutcome::Delivered);
-        bob.peer_online(32, "carol");
-        assert_eq!(bob.poll_timeout(), 31 + cfg.ack_wait_ms);
+        bob.on_envelope_outcome(Millis(31), &out.0[1].4, EnvelopeOutcome::Delivered);
+        bob.peer_online(Millis(32), "carol");
+        assert_eq!(bob.poll_timeout(), Millis(31) + cfg.ack_wait_ms);
     }
 
     #[test]
@@ -717,10 +749,14 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(4);
         let mut out = Sent::default();
         let id = {
-            let mut c =
-                ChatCore::new(ChatStore::open(&path).unwrap(), ChatConfig::default(), 0).unwrap();
+            let mut c = ChatCore::new(
+                ChatStore::open(&path).unwrap(),
+                ChatConfig::default(),
+                Millis(0),
+            )
+            .unwrap();
             c.send(
-                1,
+                Millis(1),
                 UnixMillis(1),
                 &mut rng,
                 "bob",
@@ -730,10 +766,14 @@ mod tests {
             .unwrap()
             // Killed here: no outcome, no ack.
         };
-        let mut c =
-            ChatCore::new(ChatStore::open(&path).unwrap(), ChatConfig::default(), 100).unwrap();
-        assert_eq!(c.poll_timeout(), 100);
-        c.handle_timeout(100, &mut out);
+        let mut c = ChatCore::new(
+            ChatStore::open(&path).unwrap(),
+            ChatConfig::default(),
+            Millis(100),
+        )
+        .unwrap();
+        assert_eq!(c.poll_timeout(), Millis(100));
+        c.handle_timeout(Millis(100), &mut out);
         let p = ChatPayload::decode(kind::CHAT, &out.0[0].2).unwrap();
         assert_eq!(
             p,
@@ -750,26 +790,48 @@ mod tests {
     #[test]
     fn no_such_user_gives_up() {
         let mut rng = StdRng::seed_from_u64(9);
-        let mut alice =
-            ChatCore::new(ChatStore::in_memory().unwrap(), ChatConfig::default(), 0).unwrap();
+        let mut alice = ChatCore::new(
+            ChatStore::in_memory().unwrap(),
+            ChatConfig::default(),
+            Millis(0),
+        )
+        .unwrap();
         let mut out = Sent::default();
         let id = alice
-            .send(1, UnixMillis(1), &mut rng, "nobody", "hello?", &mut out)
+            .send(
+                Millis(1),
+                UnixMillis(1),
+                &mut rng,
+                "nobody",
+                "hello?",
+                &mut out,
+            )
             .unwrap();
         let other = alice
-            .send(1, UnixMillis(1), &mut rng, "bob", "hi bob", &mut out)
+            .send(
+                Millis(1),
+                UnixMillis(1),
+                &mut rng,
+                "bob",
+                "hi bob",
+                &mut out,
+            )
             .unwrap();
         while alice.poll_event().is_some() {}
         let env = out.0[0].4;
-        alice.on_envelope_outcome(2, &env, EnvelopeOutcome::Failed("no such user".into()));
+        alice.on_envelope_outcome(
+            Millis(2),
+            &env,
+            EnvelopeOutcome::Failed("no such user".into()),
+        );
         // Once is not enough: a record can be missing for a while.
-        alice.no_such_user(2, "nobody");
+        alice.no_such_user(Millis(2), "nobody");
         assert!(
             std::iter::from_fn(|| alice.poll_event())
                 .all(|e| !matches!(e, ChatEvent::Failed { .. }))
         );
         assert_eq!(alice.outbox_len(), 2);
-        alice.no_such_user(2 + ChatConfig::default().no_such_user_ms, "nobody");
+        alice.no_such_user(Millis(2) + ChatConfig::default().no_such_user_ms, "nobody");
         let mut events = Vec::new();
         while let Some(e) = alice.poll_event() {
             events.push(e);
@@ -788,7 +850,7 @@ mod tests {
         assert_eq!(alice.store.outbox().unwrap()[0].id, other);
         // Nothing is sent to nobody again.
         let before = out.0.len();
-        alice.handle_timeout(10_000_000, &mut out);
+        alice.handle_timeout(Millis(10_000_000), &mut out);
         assert!(out.0[before..].iter().all(|(to, ..)| to != "nobody"));
     }
 }

@@ -40,7 +40,7 @@ use crate::identity::Certificate;
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink, kind};
 use crate::overlay::{EnvelopeId, PresenceRecord, Status};
 use crate::sqlite::SqliteError;
-use crate::time::UnixSecs;
+use crate::time::{Millis, UnixSecs};
 use crate::wire::{Reader, WireError, Writer};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
@@ -315,7 +315,7 @@ struct Live {
     status: Option<(Status, String)>,
     /// Attached (from their record or a presence envelope) until then, on
     /// the `now` timeline.
-    attached_until: u64,
+    attached_until: Millis,
     /// What we last reported.
     shown: Option<(Status, String)>,
 }
@@ -338,10 +338,10 @@ pub struct ContactsCore {
     status: Status,
     message: String,
     auto_away: bool,
-    last_activity: u64,
+    last_activity: Millis,
     online: bool,
     ops: BTreeMap<EnvelopeId, PendingOp>,
-    retries: Vec<(u64, PendingOp)>,
+    retries: Vec<(Millis, PendingOp)>,
     watch_requests: BTreeSet<String>,
     events: VecDeque<ContactsEvent>,
 }
@@ -355,7 +355,7 @@ impl ContactsCore {
         store: ContactStore,
         me: &str,
         cfg: ContactsConfig,
-        now: u64,
+        now: Millis,
     ) -> Result<Self, ContactsError> {
         let rows: BTreeMap<String, Row> = store
             .load()?
@@ -458,18 +458,18 @@ impl ContactsCore {
         self.events.pop_front()
     }
 
-    fn row(&self, user: &str, now: u64) -> Row {
+    fn row(&self, user: &str, now: Millis) -> Row {
         self.rows.get(user).cloned().unwrap_or(Row {
             username: user.to_owned(),
             state: ContactState::None,
             blocked: false,
             greeting: String::new(),
-            updated_at_ms: now,
+            updated_at_ms: now.get(),
         })
     }
 
-    fn save(&mut self, mut row: Row, now: u64) -> bool {
-        row.updated_at_ms = now;
+    fn save(&mut self, mut row: Row, now: Millis) -> bool {
+        row.updated_at_ms = now.get();
         if let Err(e) = self.store.save(&row) {
             self.events.push_back(ContactsEvent::StoreFailed {
                 error: e.to_string(),
@@ -528,7 +528,7 @@ impl ContactsCore {
         }
     }
 
-    fn authorize(&mut self, user: &str, now: u64, sink: &mut dyn EnvelopeSink) {
+    fn authorize(&mut self, user: &str, now: Millis, sink: &mut dyn EnvelopeSink) {
         let mut row = self.row(user, now);
         row.state = ContactState::Authorized;
         row.greeting.clear();
@@ -557,7 +557,7 @@ impl ContactsCore {
     /// Ask `user` to become a contact.
     pub fn add(
         &mut self,
-        now: u64,
+        now: Millis,
         user: &str,
         greeting: &str,
         sink: &mut dyn EnvelopeSink,
@@ -588,7 +588,7 @@ impl ContactsCore {
 
     pub fn accept(
         &mut self,
-        now: u64,
+        now: Millis,
         user: &str,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<(), ContactsError> {
@@ -607,7 +607,7 @@ impl ContactsCore {
 
     pub fn decline(
         &mut self,
-        now: u64,
+        now: Millis,
         user: &str,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<(), ContactsError> {
@@ -630,7 +630,7 @@ impl ContactsCore {
 
     pub fn remove(
         &mut self,
-        now: u64,
+        now: Millis,
         user: &str,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<(), ContactsError> {
@@ -667,7 +667,7 @@ impl ContactsCore {
     /// longer get our presence. They are not told.
     pub fn block(
         &mut self,
-        now: u64,
+        now: Millis,
         user: &str,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<(), ContactsError> {
@@ -693,7 +693,7 @@ impl ContactsCore {
         Ok(())
     }
 
-    pub fn unblock(&mut self, now: u64, user: &str) -> Result<(), ContactsError> {
+    pub fn unblock(&mut self, now: Millis, user: &str) -> Result<(), ContactsError> {
         let u = self.norm(user)?;
         let mut row = self.row(&u, now);
         if !row.blocked {
@@ -728,7 +728,7 @@ impl ContactsCore {
 
     /// The user did something (a key press, a command): resets idleness
     /// and ends an automatic away.
-    pub fn activity(&mut self, now: u64, sink: &mut dyn EnvelopeSink) {
+    pub fn activity(&mut self, now: Millis, sink: &mut dyn EnvelopeSink) {
         self.last_activity = now;
         if self.auto_away {
             self.auto_away = false;
@@ -762,7 +762,7 @@ impl ContactsCore {
 
     /// A watched user's directory record changed, seen at `now` (its
     /// lifetime is judged at `unix`, the wall clock).
-    pub fn on_record(&mut self, now: u64, unix: UnixSecs, rec: &PresenceRecord) {
+    pub fn on_record(&mut self, now: Millis, unix: UnixSecs, rec: &PresenceRecord) {
         let user = rec.username().to_ascii_lowercase();
         if !self.is_authorized(&user) {
             return;
@@ -771,7 +771,11 @@ impl ContactsCore {
         let attached = rec.status != Status::Offline && left > 0;
         let l = self.live.entry(user.clone()).or_default();
         // The record's wall-clock end, moved onto our timeline.
-        l.attached_until = if attached { now + left * 1000 } else { 0 };
+        l.attached_until = if attached {
+            now + left.saturating_mul(1000)
+        } else {
+            Millis::ZERO
+        };
         if !attached {
             l.status = None;
         }
@@ -779,7 +783,7 @@ impl ContactsCore {
     }
 
     /// Report `user`'s shown status when it changed.
-    fn refresh(&mut self, now: u64, user: &str) {
+    fn refresh(&mut self, now: Millis, user: &str) {
         let Some(l) = self.live.get_mut(user) else {
             return;
         };
@@ -802,7 +806,7 @@ impl ContactsCore {
     /// when the kind is not ours.
     pub fn on_envelope(
         &mut self,
-        now: u64,
+        now: Millis,
         from: &Certificate,
         k: u8,
         payload: &[u8],
@@ -889,7 +893,7 @@ impl ContactsCore {
                 };
                 l.status = Some((status, message.to_owned()));
                 if status == Status::Offline {
-                    l.attached_until = 0;
+                    l.attached_until = Millis::ZERO;
                 } else {
                     l.attached_until = l.attached_until.max(now + ttl);
                 }
@@ -904,7 +908,12 @@ impl ContactsCore {
 
     /// The overlay's outcome for envelope `id`; returns whether it was one
     /// of ours.
-    pub fn on_envelope_outcome(&mut self, now: u64, id: &EnvelopeId, o: EnvelopeOutcome) -> bool {
+    pub fn on_envelope_outcome(
+        &mut self,
+        now: Millis,
+        id: &EnvelopeId,
+        o: EnvelopeOutcome,
+    ) -> bool {
         let Some(op) = self.ops.remove(id) else {
             return false;
         };
@@ -922,7 +931,7 @@ impl ContactsCore {
         true
     }
 
-    pub fn handle_timeout(&mut self, now: u64, sink: &mut dyn EnvelopeSink) {
+    pub fn handle_timeout(&mut self, now: Millis, sink: &mut dyn EnvelopeSink) {
         let due: Vec<PendingOp> = {
             let (due, later): (Vec<_>, Vec<_>) =
                 self.retries.drain(..).partition(|(at, _)| *at <= now);
@@ -935,7 +944,7 @@ impl ContactsCore {
         if self.cfg.away_after_ms > 0
             && self.status == Status::Online
             && !self.auto_away
-            && now.saturating_sub(self.last_activity) >= self.cfg.away_after_ms
+            && now.since(self.last_activity) >= self.cfg.away_after_ms
         {
             self.auto_away = true;
             self.status = Status::Away;
@@ -959,13 +968,13 @@ impl ContactsCore {
         }
     }
 
-    pub fn poll_timeout(&self) -> u64 {
+    pub fn poll_timeout(&self) -> Millis {
         let mut t = self
             .retries
             .iter()
             .map(|(at, _)| *at)
             .min()
-            .unwrap_or(u64::MAX);
+            .unwrap_or(Millis::MAX);
         if self.cfg.away_after_ms > 0 && self.status == Status::Online && !self.auto_away {
             t = t.min(self.last_activity + self.cfg.away_after_ms);
         }

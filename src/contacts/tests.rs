@@ -1,5 +1,6 @@
 use super::*;
 use crate::identity::{AuthorityKey, DeviceIdentity, Role, Username};
+use crate::time::Millis;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -40,14 +41,15 @@ fn side(name: &'static str) -> Side {
         away_after_ms: 1_000,
         ..Default::default()
     };
-    let mut core = ContactsCore::new(ContactStore::in_memory().unwrap(), name, cfg, 0).unwrap();
+    let mut core =
+        ContactsCore::new(ContactStore::in_memory().unwrap(), name, cfg, Millis::ZERO).unwrap();
     let mut out = Sent::default();
     core.on_online(&mut out);
     Side { core, out, name }
 }
 
 /// Deliver everything `a` sent to `b`'s name.
-fn pass(now: u64, a: &mut Side, b: &mut Side) {
+fn pass(now: Millis, a: &mut Side, b: &mut Side) {
     let sent: Vec<_> = std::mem::take(&mut a.out.0);
     let from = cert(a.name);
     for (to, k, p, _) in sent {
@@ -86,8 +88,8 @@ fn payloads_round_trip() {
 #[test]
 fn request_accept_then_presence_flows_both_ways() {
     let (mut a, mut b) = (side("alice"), side("bob"));
-    a.core.add(1, "bob", "hi bob", &mut a.out).unwrap();
-    pass(2, &mut a, &mut b);
+    a.core.add(Millis(1), "bob", "hi bob", &mut a.out).unwrap();
+    pass(Millis(2), &mut a, &mut b);
     assert!(events(&mut b).contains(&ContactsEvent::Request {
         from: "alice".into(),
         greeting: "hi bob".into()
@@ -95,11 +97,11 @@ fn request_accept_then_presence_flows_both_ways() {
     // Bob's status is not shown to alice before authorization.
     b.core.set_status(Status::DoNotDisturb, "busy", &mut b.out);
     assert!(b.out.0.is_empty(), "no presence to a non-contact");
-    b.core.accept(3, "alice", &mut b.out).unwrap();
+    b.core.accept(Millis(3), "alice", &mut b.out).unwrap();
     assert!(events(&mut b).contains(&ContactsEvent::Added {
         user: "alice".into()
     }));
-    pass(4, &mut b, &mut a);
+    pass(Millis(4), &mut b, &mut a);
     let ev = events(&mut a);
     assert!(
         ev.contains(&ContactsEvent::Added { user: "bob".into() }),
@@ -113,12 +115,12 @@ fn request_accept_then_presence_flows_both_ways() {
         }),
         "{ev:?}"
     );
-    pass(5, &mut a, &mut b);
+    pass(Millis(5), &mut a, &mut b);
     assert!(events(&mut b).iter().any(|e| matches!(e, ContactsEvent::Presence { user, status: Status::Online, .. } if user == "alice")));
     assert_eq!(a.core.take_watch_requests(), vec!["bob".to_string()]);
     // Invisible is shown as offline.
     a.core.set_status(Status::Invisible, "", &mut a.out);
-    pass(6, &mut a, &mut b);
+    pass(Millis(6), &mut a, &mut b);
     assert!(events(&mut b).iter().any(|e| matches!(
         e,
         ContactsEvent::Presence {
@@ -132,10 +134,10 @@ fn request_accept_then_presence_flows_both_ways() {
 #[test]
 fn decline_and_remove() {
     let (mut a, mut b) = (side("alice"), side("bob"));
-    a.core.add(1, "bob", "", &mut a.out).unwrap();
-    pass(2, &mut a, &mut b);
-    b.core.decline(3, "alice", &mut b.out).unwrap();
-    pass(4, &mut b, &mut a);
+    a.core.add(Millis(1), "bob", "", &mut a.out).unwrap();
+    pass(Millis(2), &mut a, &mut b);
+    b.core.decline(Millis(3), "alice", &mut b.out).unwrap();
+    pass(Millis(4), &mut b, &mut a);
     assert!(events(&mut a).contains(&ContactsEvent::Declined {
         user: "bob".into(),
         by_us: false
@@ -149,15 +151,15 @@ fn decline_and_remove() {
     }
     .encode();
     b.core
-        .on_envelope(5, &cert("mallory"), kind::CONTACT, &p, &mut b.out);
+        .on_envelope(Millis(5), &cert("mallory"), kind::CONTACT, &p, &mut b.out);
     assert!(b.core.list().is_empty());
     // Asked again, accepted, then removed by alice.
-    a.core.add(6, "bob", "", &mut a.out).unwrap();
-    pass(7, &mut a, &mut b);
-    b.core.accept(8, "alice", &mut b.out).unwrap();
-    pass(9, &mut b, &mut a);
-    a.core.remove(10, "bob", &mut a.out).unwrap();
-    pass(11, &mut a, &mut b);
+    a.core.add(Millis(6), "bob", "", &mut a.out).unwrap();
+    pass(Millis(7), &mut a, &mut b);
+    b.core.accept(Millis(8), "alice", &mut b.out).unwrap();
+    pass(Millis(9), &mut b, &mut a);
+    a.core.remove(Millis(10), "bob", &mut a.out).unwrap();
+    pass(Millis(11), &mut a, &mut b);
     assert!(events(&mut b).contains(&ContactsEvent::Removed {
         user: "alice".into(),
         by_them: true
@@ -168,10 +170,10 @@ fn decline_and_remove() {
 #[test]
 fn blocked_users_are_ignored() {
     let (mut a, mut b) = (side("alice"), side("bob"));
-    b.core.block(1, "alice", &mut b.out).unwrap();
+    b.core.block(Millis(1), "alice", &mut b.out).unwrap();
     assert!(b.core.is_blocked("Alice"));
-    a.core.add(2, "bob", "", &mut a.out).unwrap();
-    pass(3, &mut a, &mut b);
+    a.core.add(Millis(2), "bob", "", &mut a.out).unwrap();
+    pass(Millis(3), &mut a, &mut b);
     assert!(
         !events(&mut b)
             .iter()
@@ -179,27 +181,27 @@ fn blocked_users_are_ignored() {
     );
     assert!(b.out.0.is_empty());
     assert!(matches!(
-        b.core.add(4, "alice", "", &mut b.out),
+        b.core.add(Millis(4), "alice", "", &mut b.out),
         Err(ContactsError::Blocked(_))
     ));
-    b.core.unblock(5, "alice").unwrap();
+    b.core.unblock(Millis(5), "alice").unwrap();
     assert!(b.core.list().is_empty());
 }
 
 #[test]
 fn away_after_idle_and_back_on_activity() {
     let (mut a, mut b) = (side("alice"), side("bob"));
-    a.core.add(1, "bob", "", &mut a.out).unwrap();
-    pass(2, &mut a, &mut b);
-    b.core.accept(3, "alice", &mut b.out).unwrap();
-    pass(4, &mut b, &mut a);
-    pass(5, &mut a, &mut b);
+    a.core.add(Millis(1), "bob", "", &mut a.out).unwrap();
+    pass(Millis(2), &mut a, &mut b);
+    b.core.accept(Millis(3), "alice", &mut b.out).unwrap();
+    pass(Millis(4), &mut b, &mut a);
+    pass(Millis(5), &mut a, &mut b);
     events(&mut b);
-    a.core.activity(10, &mut a.out);
-    assert_eq!(a.core.poll_timeout(), 1_010);
-    a.core.handle_timeout(1_010, &mut a.out);
+    a.core.activity(Millis(10), &mut a.out);
+    assert_eq!(a.core.poll_timeout(), Millis(1_010));
+    a.core.handle_timeout(Millis(1_010), &mut a.out);
     assert_eq!(a.core.status().0, Status::Away);
-    pass(1_011, &mut a, &mut b);
+    pass(Millis(1_011), &mut a, &mut b);
     assert!(events(&mut b).iter().any(|e| matches!(
         e,
         ContactsEvent::Presence {
@@ -207,11 +209,11 @@ fn away_after_idle_and_back_on_activity() {
             ..
         }
     )));
-    a.core.activity(1_500, &mut a.out);
+    a.core.activity(Millis(1_500), &mut a.out);
     assert_eq!(a.core.status().0, Status::Online);
     // A contact whose presence is not refreshed lapses to offline.
     let ttl = ContactsConfig::default().presence_ttl_ms;
-    b.core.handle_timeout(1_011 + ttl, &mut b.out);
+    b.core.handle_timeout(Millis(1_011) + ttl, &mut b.out);
     assert!(events(&mut b).iter().any(|e| matches!(
         e,
         ContactsEvent::Presence {
@@ -231,17 +233,17 @@ fn contacts_survive_restart() {
             ContactStore::open(&p).unwrap(),
             "alice",
             ContactsConfig::default(),
-            0,
+            Millis::ZERO,
         )
         .unwrap();
-        c.add(1, "bob", "hi", &mut out).unwrap();
-        c.block(2, "eve", &mut out).unwrap();
+        c.add(Millis(1), "bob", "hi", &mut out).unwrap();
+        c.block(Millis(2), "eve", &mut out).unwrap();
     }
     let c = ContactsCore::new(
         ContactStore::open(&p).unwrap(),
         "alice",
         ContactsConfig::default(),
-        0,
+        Millis::ZERO,
     )
     .unwrap();
     let l = c.list();

@@ -7,6 +7,7 @@
 use super::check::{self, Check, Request, RoleAttr};
 use super::offer::{IceOffer, MappingHint, valid_credentials};
 use super::{Candidate, CandidateKind, Path, Transmit, Via};
+use crate::time::Millis;
 use rand::RngCore;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -176,7 +177,7 @@ enum PairState {
     InProgress {
         txid: [u8; 12],
         sent: u32,
-        next_at: u64,
+        next_at: Millis,
         nominate: bool,
     },
     Succeeded,
@@ -192,7 +193,7 @@ struct Pair {
     valid: bool,
     mapped: Option<SocketAddr>,
     peer_nominated: bool,
-    last_response: u64,
+    last_response: Millis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +209,7 @@ pub struct IceAgent {
     role: IceRole,
     tiebreaker: u64,
     session: u64,
-    started: u64,
+    started: Millis,
     local_ufrag: String,
     local_pwd: String,
     mapping: MappingHint,
@@ -220,28 +221,28 @@ pub struct IceAgent {
     remotes: Vec<Candidate>,
     pairs: Vec<Pair>,
     triggered: VecDeque<usize>,
-    next_pace: u64,
+    next_pace: Millis,
     round_checks: u32,
-    first_valid_at: Option<u64>,
+    first_valid_at: Option<Millis>,
     selected: Option<usize>,
     nominating: Option<usize>,
     keepalive: Option<([u8; 12], usize)>,
-    next_keepalive: u64,
-    next_reprobe: u64,
+    next_keepalive: Millis,
+    next_reprobe: Millis,
     /// The selected pair went silent: the other pairs are being re-checked.
     recovering: bool,
     /// Since when the selected pair is being verified (the peer checked
     /// us from another address, or told us its new candidates): a
     /// keepalive went out then, and without its answer by `verify_due`
     /// we move.
-    verify: Option<u64>,
+    verify: Option<Millis>,
     /// When the verification runs out: `verify_ms` after it began, or at
     /// once when the peer told us it moved and its new address answers.
-    verify_due: u64,
+    verify_due: Millis,
     /// The peer told us it moved (new candidates in a repeated offer,
     /// [`IceAgent::update_remote`]) at this time: a new direct pair that
     /// answers is moved to at once, without waiting for `verify_ms`.
-    announced: Option<u64>,
+    announced: Option<Millis>,
     phase: Phase,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IceEvent>,
@@ -275,7 +276,7 @@ impl IceAgent {
         cfg: IceConfig,
         role: IceRole,
         session: u64,
-        now: u64,
+        now: Millis,
         locals: Vec<Candidate>,
         relays: &[(SocketAddr, SocketAddr)],
         mapping: MappingHint,
@@ -303,11 +304,11 @@ impl IceAgent {
             selected: None,
             nominating: None,
             keepalive: None,
-            next_keepalive: u64::MAX,
-            next_reprobe: u64::MAX,
+            next_keepalive: Millis::MAX,
+            next_reprobe: Millis::MAX,
             recovering: false,
             verify: None,
-            verify_due: u64::MAX,
+            verify_due: Millis::MAX,
             announced: None,
             phase: Phase::Running,
             transmits: VecDeque::new(),
@@ -368,7 +369,7 @@ impl IceAgent {
     }
 
     /// The `now` the agent was made at.
-    pub fn started_at(&self) -> u64 {
+    pub fn started_at(&self) -> Millis {
         self.started
     }
 
@@ -396,7 +397,7 @@ impl IceAgent {
     }
 
     /// The peer's parameters: checks start.
-    pub fn set_remote(&mut self, now: u64, offer: &IceOffer) -> bool {
+    pub fn set_remote(&mut self, now: Millis, offer: &IceOffer) -> bool {
         if !valid_credentials(&offer.ufrag, &offer.pwd) || self.remote_pwd.is_some() {
             return false;
         }
@@ -424,7 +425,7 @@ impl IceAgent {
     /// unless that still answers. Returns how many candidates were new
     /// (or known only as peer-reflexive until now); other credentials (a
     /// restart) change nothing.
-    pub fn update_remote(&mut self, now: u64, offer: &IceOffer) -> usize {
+    pub fn update_remote(&mut self, now: Millis, offer: &IceOffer) -> usize {
         if self.remote_ufrag.as_deref() != Some(offer.ufrag.as_str())
             || self.remote_pwd.as_deref() != Some(offer.pwd.as_str())
             || self.phase == Phase::Failed
@@ -619,7 +620,7 @@ impl IceAgent {
             valid: false,
             mapped: None,
             peer_nominated: false,
-            last_response: 0,
+            last_response: Millis::ZERO,
         });
         Some(self.pairs.len() - 1)
     }
@@ -697,7 +698,7 @@ impl IceAgent {
         }
     }
 
-    fn start_check(&mut self, now: u64, p: usize, nominate: bool, rng: &mut dyn RngCore) {
+    fn start_check(&mut self, now: Millis, p: usize, nominate: bool, rng: &mut dyn RngCore) {
         let t = txid(rng);
         self.pairs[p].state = PairState::InProgress {
             txid: t,
@@ -714,7 +715,7 @@ impl IceAgent {
     /// agent's (another agent's, the NAT detector's or the TURN client's).
     pub fn handle_stun(
         &mut self,
-        now: u64,
+        now: Millis,
         via: Via,
         from: SocketAddr,
         bytes: &[u8],
@@ -778,7 +779,7 @@ impl IceAgent {
 
     fn on_request(
         &mut self,
-        now: u64,
+        now: Millis,
         via: Via,
         from: SocketAddr,
         req: Request,
@@ -898,7 +899,7 @@ impl IceAgent {
     /// elsewhere, the peer may have moved to a new network. Verify the
     /// selected pair now (a keepalive at once); `handle_timeout` moves to
     /// a pair that answered since if it stays silent.
-    fn maybe_verify(&mut self, now: u64, via: Via, from: SocketAddr) {
+    fn maybe_verify(&mut self, now: Millis, via: Via, from: SocketAddr) {
         let Some(s) = self.selected else { return };
         if via != Via::Direct
             || !self.is_direct_pair(s)
@@ -922,7 +923,7 @@ impl IceAgent {
     /// the peer learns our new address and moves its side of the path
     /// to it; the controlled side sends a keepalive at once, which makes
     /// the peer verify its path and move (`maybe_verify`).
-    pub fn network_changed(&mut self, now: u64, rng: &mut dyn RngCore) {
+    pub fn network_changed(&mut self, now: Millis, rng: &mut dyn RngCore) {
         let Some(s) = self.selected else { return };
         if self.phase == Phase::Failed {
             return;
@@ -964,7 +965,7 @@ impl IceAgent {
     /// answered after it last did: the controlled side at once (the
     /// peer's end of the path is its unchanged socket), the controlling
     /// side by nominating it.
-    fn verify_expired(&mut self, now: u64, since: u64, rng: &mut dyn RngCore) {
+    fn verify_expired(&mut self, now: Millis, since: Millis, rng: &mut dyn RngCore) {
         let Some(s) = self.selected else { return };
         let last = self.pairs[s].last_response;
         if last >= since {
@@ -1013,7 +1014,7 @@ impl IceAgent {
     #[allow(clippy::too_many_arguments)]
     fn on_response(
         &mut self,
-        now: u64,
+        now: Millis,
         via: Via,
         from: SocketAddr,
         p: usize,
@@ -1090,7 +1091,7 @@ impl IceAgent {
         }
     }
 
-    fn select(&mut self, now: u64, p: usize) {
+    fn select(&mut self, now: Millis, p: usize) {
         if self.selected == Some(p) {
             return;
         }
@@ -1099,7 +1100,7 @@ impl IceAgent {
             None => {
                 self.events.push_back(IceEvent::Connected {
                     path: to,
-                    setup_ms: now.saturating_sub(self.started),
+                    setup_ms: now.since(self.started),
                 });
             }
             Some(old) => {
@@ -1114,7 +1115,7 @@ impl IceAgent {
         self.pairs[p].last_response = now;
         self.next_keepalive = now + self.cfg.keepalive_ms;
         if self.is_direct_pair(p) {
-            self.next_reprobe = u64::MAX;
+            self.next_reprobe = Millis::MAX;
             // A direct path is final: stop checking the rest.
             for q in &mut self.pairs {
                 if q.state == PairState::Waiting {
@@ -1122,7 +1123,7 @@ impl IceAgent {
                 }
             }
             self.triggered.clear();
-        } else if self.next_reprobe == u64::MAX {
+        } else if self.next_reprobe == Millis::MAX {
             self.next_reprobe = now + self.cfg.reprobe_ms;
         }
     }
@@ -1145,7 +1146,7 @@ impl IceAgent {
     }
 
     /// Controlling side: the pair to nominate and from when.
-    fn nomination_due(&self) -> Option<(usize, u64)> {
+    fn nomination_due(&self) -> Option<(usize, Millis)> {
         if self.role != IceRole::Controlling || self.nominating.is_some() {
             return None;
         }
@@ -1160,17 +1161,31 @@ impl IceAgent {
             return None;
         }
         if self.is_direct_pair(best) {
-            let at = self.first_valid_at.unwrap_or(0) + self.cfg.settle_ms;
-            Some((best, if self.direct_pending() { at } else { 0 }))
+            let at = self.first_valid_at.unwrap_or(Millis::ZERO) + self.cfg.settle_ms;
+            Some((
+                best,
+                if self.direct_pending() {
+                    at
+                } else {
+                    Millis::ZERO
+                },
+            ))
         } else if self.selected.is_none() || self.recovering {
             let at = self.started + self.cfg.relay_wait_ms;
-            Some((best, if self.direct_pending() { at } else { 0 }))
+            Some((
+                best,
+                if self.direct_pending() {
+                    at
+                } else {
+                    Millis::ZERO
+                },
+            ))
         } else {
             None
         }
     }
 
-    fn maybe_nominate(&mut self, now: u64, rng: &mut dyn RngCore) {
+    fn maybe_nominate(&mut self, now: Millis, rng: &mut dyn RngCore) {
         if let Some((best, at)) = self.nomination_due()
             && now >= at
         {
@@ -1192,7 +1207,7 @@ impl IceAgent {
             .max_by_key(|&p| self.pairs[p].priority)
     }
 
-    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+    pub fn handle_timeout(&mut self, now: Millis, rng: &mut dyn RngCore) {
         if self.phase == Phase::Failed {
             return;
         }
@@ -1302,11 +1317,11 @@ impl IceAgent {
         self.selected = None;
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         if self.phase == Phase::Failed {
             return None;
         }
-        let mut t = u64::MAX;
+        let mut t = Millis::MAX;
         for p in &self.pairs {
             if let PairState::InProgress { next_at, .. } = p.state {
                 t = t.min(next_at);

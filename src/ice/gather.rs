@@ -17,6 +17,7 @@
 //!   this allocation's messages.
 
 use crate::relay::{TurnClient, TurnClientConfig, TurnClientEvent, TurnCredentials, TurnTransport};
+use crate::time::Millis;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,7 +28,7 @@ pub struct RelayCredentials {
     pub password: String,
     /// When they stop working, on the node's timeline (ms, the `now` the
     /// gatherer is given; the driver moves the wall-clock expiry onto it).
-    pub expires_ms: u64,
+    pub expires_at: Millis,
     pub relays: Vec<SocketAddr>,
 }
 
@@ -100,11 +101,11 @@ pub struct RelayGatherer {
     tid_key: [u8; 32],
     generation: u64,
     creds: Option<RelayCredentials>,
-    asked_at: Option<u64>,
+    asked_at: Option<Millis>,
     wanted: bool,
     client: Option<TurnClient>,
     ready: bool,
-    last_used: u64,
+    last_used: Millis,
     transmits: VecDeque<GatherTransmit>,
     events: VecDeque<GatherEvent>,
     stats: GatherStats,
@@ -132,7 +133,7 @@ impl RelayGatherer {
             wanted: false,
             client: None,
             ready: false,
-            last_used: 0,
+            last_used: Millis::ZERO,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: GatherStats::default(),
@@ -164,7 +165,7 @@ impl RelayGatherer {
         Some((c.server(), c.relayed_addr()?))
     }
 
-    fn ask(&mut self, now: u64) {
+    fn ask(&mut self, now: Millis) {
         if self
             .asked_at
             .is_some_and(|t| now < t + self.cfg.credentials_timeout_ms)
@@ -177,20 +178,20 @@ impl RelayGatherer {
     }
 
     /// Attached to a supernode: get credentials ahead of need.
-    pub fn on_attached(&mut self, now: u64) {
+    pub fn on_attached(&mut self, now: Millis) {
         if self.creds.is_none() {
             self.ask(now);
         }
     }
 
-    fn creds_fresh(&self, now: u64) -> bool {
+    fn creds_fresh(&self, now: Millis) -> bool {
         self.creds
             .as_ref()
-            .is_some_and(|c| c.expires_ms > now + 10_000 && !c.relays.is_empty())
+            .is_some_and(|c| c.expires_at > now + 10_000 && !c.relays.is_empty())
     }
 
     /// A session needs the relayed candidate.
-    pub fn want(&mut self, now: u64) {
+    pub fn want(&mut self, now: Millis) {
         self.wanted = true;
         self.last_used = now;
         if let Some((server, relayed)) = self.allocation() {
@@ -206,11 +207,11 @@ impl RelayGatherer {
     }
 
     /// Sessions exist: keep the allocation.
-    pub fn in_use(&mut self, now: u64) {
+    pub fn in_use(&mut self, now: Millis) {
         self.last_used = now;
     }
 
-    pub fn on_credentials(&mut self, now: u64, c: RelayCredentials) {
+    pub fn on_credentials(&mut self, now: Millis, c: RelayCredentials) {
         self.asked_at = None;
         if let Some(cl) = &mut self.client {
             cl.set_credentials(TurnCredentials {
@@ -229,7 +230,7 @@ impl RelayGatherer {
     }
 
     /// The supernode would not give credentials.
-    pub fn on_refused(&mut self, _now: u64, reason: &str) {
+    pub fn on_refused(&mut self, _now: Millis, reason: &str) {
         self.asked_at = None;
         if self.wanted && self.client.is_none() {
             self.unavailable(format!("no relay credentials: {reason}"));
@@ -241,7 +242,7 @@ impl RelayGatherer {
         self.events.push_back(GatherEvent::Unavailable { reason });
     }
 
-    fn start(&mut self, now: u64) {
+    fn start(&mut self, now: Millis) {
         let Some(c) = &self.creds else { return };
         // An IPv4 relay when there is one (IPv4 relayed addresses reach
         // the most peers); else an IPv6 one, for an IPv6 relayed address
@@ -287,7 +288,7 @@ impl RelayGatherer {
     /// allocation's (the caller offers it to others).
     pub fn handle_input(
         &mut self,
-        now: u64,
+        now: Millis,
         transport: TurnTransport,
         from: SocketAddr,
         bytes: &[u8],
@@ -307,7 +308,7 @@ impl RelayGatherer {
     }
 
     /// The TCP connection to `server` closed: its allocation went with it.
-    pub fn tcp_closed(&mut self, now: u64, server: SocketAddr) {
+    pub fn tcp_closed(&mut self, now: Millis, server: SocketAddr) {
         if self
             .client
             .as_ref()
@@ -317,7 +318,7 @@ impl RelayGatherer {
         }
     }
 
-    fn drop_client(&mut self, _now: u64, reason: String) {
+    fn drop_client(&mut self, _now: Millis, reason: String) {
         let Some(cl) = self.client.take() else { return };
         if self.ready {
             self.ready = false;
@@ -331,7 +332,7 @@ impl RelayGatherer {
     }
 
     /// Let `peer` (any port) send to our relayed address, and us to it.
-    pub fn permit(&mut self, now: u64, peer: IpAddr) {
+    pub fn permit(&mut self, now: Millis, peer: IpAddr) {
         if let Some(cl) = &mut self.client
             && cl.relayed_family_ipv6() == peer.is_ipv6()
         {
@@ -341,7 +342,7 @@ impl RelayGatherer {
     }
 
     /// Bind a channel to `peer` (the path in use): 4-byte headers.
-    pub fn bind(&mut self, now: u64, peer: SocketAddr) {
+    pub fn bind(&mut self, now: Millis, peer: SocketAddr) {
         if let Some(cl) = &mut self.client
             && cl.is_allocated()
         {
@@ -353,7 +354,13 @@ impl RelayGatherer {
 
     /// Relay `bytes` to `peer`; false when there is no allocation on
     /// `server`.
-    pub fn send(&mut self, now: u64, server: SocketAddr, peer: SocketAddr, bytes: &[u8]) -> bool {
+    pub fn send(
+        &mut self,
+        now: Millis,
+        server: SocketAddr,
+        peer: SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
         let Some(cl) = &mut self.client else {
             self.stats.unsent += 1;
             return false;
@@ -371,7 +378,7 @@ impl RelayGatherer {
         ok
     }
 
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         if let Some(cl) = &mut self.client {
             cl.handle_timeout(now);
         }
@@ -387,7 +394,7 @@ impl RelayGatherer {
         }
         if self.ready
             && let Some(c) = &self.creds
-            && now + self.cfg.renew_before_ms >= c.expires_ms
+            && now + self.cfg.renew_before_ms >= c.expires_at
         {
             self.ask(now);
         }
@@ -401,9 +408,9 @@ impl RelayGatherer {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         let mut t = self.client.as_ref().and_then(|c| c.poll_timeout());
-        let mut at = |v: u64| t = Some(t.map_or(v, |x: u64| x.min(v)));
+        let mut at = |v: Millis| t = Some(t.map_or(v, |x: Millis| x.min(v)));
         if let Some(a) = self.asked_at {
             at(a + self.cfg.credentials_timeout_ms);
         }
@@ -414,7 +421,7 @@ impl RelayGatherer {
             && self.asked_at.is_none()
             && let Some(c) = &self.creds
         {
-            at(c.expires_ms.saturating_sub(self.cfg.renew_before_ms));
+            at(c.expires_at.saturating_sub(self.cfg.renew_before_ms));
         }
         t
     }
@@ -427,7 +434,7 @@ impl RelayGatherer {
         self.events.pop_front()
     }
 
-    fn drain(&mut self, now: u64) {
+    fn drain(&mut self, now: Millis) {
         let Some(cl) = &mut self.client else { return };
         let (server, transport) = (cl.server(), cl.transport());
         while let Some(t) = cl.poll_transmit() {
@@ -489,7 +496,7 @@ mod tests {
 
     /// A gatherer against a real TurnServer core; the peer at `peer`.
     struct Lab {
-        now: u64,
+        now: Millis,
         server: TurnServer,
         g: RelayGatherer,
         me: SocketAddr,
@@ -502,11 +509,11 @@ mod tests {
         /// The lab's wall clock: it runs with the virtual clock, both from
         /// the same epoch.
         fn unix(&self) -> crate::time::UnixSecs {
-            crate::time::UnixMillis(self.now).secs()
+            crate::time::UnixMillis(self.now.0).secs()
         }
 
         fn new(transport: TurnTransport) -> Self {
-            let now = 1_700_000_000_000;
+            let now = Millis(1_700_000_000_000);
             let mut g = RelayGatherer::new(
                 GatherConfig {
                     transport,
@@ -538,7 +545,7 @@ mod tests {
             RelayCredentials {
                 username: c.username,
                 password: c.password,
-                expires_ms: c.expires * 1000,
+                expires_at: Millis(c.expires * 1000),
                 relays: vec![addr("198.51.100.1:7710")],
             }
         }
@@ -662,7 +669,7 @@ mod tests {
         l.events.clear();
         // Short-lived credentials: renewed ahead of expiry while in use.
         let c = l.creds(400);
-        let expires = c.expires_ms;
+        let expires = c.expires_at;
         l.g.on_credentials(l.now, c);
         l.g.want(l.now);
         l.run();

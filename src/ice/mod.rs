@@ -4,7 +4,7 @@
 //! and short-term credentials, the peer's, the check list, nomination,
 //! keepalives of the chosen path and the later move from a relayed to a
 //! direct path. It has no socket, clock or RNG: the driver passes
-//! datagrams (with the way they came in, [`Via`]), `now` in ms and an RNG,
+//! datagrams (with the way they came in, [`Via`]), `now` (a [`crate::time::Millis`]) and an RNG,
 //! and takes [`Transmit`]s, [`IceEvent`]s and the next deadline out.
 //!
 //! - **Candidates** ([`Candidate`]): host (the main socket's addresses),

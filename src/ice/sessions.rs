@@ -24,6 +24,7 @@
 use super::agent::{IceAgent, IceConfig, IceEvent, IceRole};
 use super::offer::{IceOffer, MappingHint};
 use super::{Candidate, CandidateKind, IceError, Path, Transmit, Via};
+use crate::time::Millis;
 use rand::RngCore;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -66,7 +67,7 @@ pub enum SessionEvent {
 #[derive(Debug)]
 struct Session {
     agent: IceAgent,
-    started: u64,
+    started: Millis,
     /// Remote ends of earlier paths (the link may still address them).
     former: Vec<SocketAddr>,
 }
@@ -74,7 +75,7 @@ struct Session {
 /// A session waiting for the relay allocation.
 #[derive(Debug)]
 enum Parked {
-    Connect { user: String, started: u64 },
+    Connect { user: String, started: Millis },
     Offer { from: String, offer: IceOffer },
 }
 
@@ -97,9 +98,9 @@ pub struct IceSessions {
     /// The driver can allocate relayed candidates.
     gather_relays: bool,
     /// Waiting for an allocation until then.
-    gathering_until: Option<u64>,
+    gathering_until: Option<Millis>,
     /// No relay to be had until then.
-    relay_retry_at: u64,
+    relay_retry_at: Millis,
     parked: Vec<Parked>,
 }
 
@@ -117,7 +118,7 @@ impl IceSessions {
             unclaimed: 0,
             gather_relays: false,
             gathering_until: None,
-            relay_retry_at: 0,
+            relay_retry_at: Millis::ZERO,
             parked: Vec::new(),
         }
     }
@@ -129,7 +130,7 @@ impl IceSessions {
     }
 
     /// Should a new session wait for a relay? Starts the gathering.
-    fn must_wait(&mut self, now: u64) -> bool {
+    fn must_wait(&mut self, now: Millis) -> bool {
         if !self.gather_relays || !self.relays.is_empty() || now < self.relay_retry_at {
             return false;
         }
@@ -141,7 +142,7 @@ impl IceSessions {
     }
 
     /// Start the sessions that waited for the relay.
-    fn release(&mut self, now: u64, rng: &mut dyn RngCore) {
+    fn release(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.gathering_until = None;
         for p in std::mem::take(&mut self.parked) {
             match p {
@@ -159,7 +160,7 @@ impl IceSessions {
     }
 
     /// No relay allocation can be had now: waiting sessions start without.
-    pub fn relay_unavailable(&mut self, now: u64, rng: &mut dyn RngCore) {
+    pub fn relay_unavailable(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.relay_retry_at = now + RELAY_RETRY_MS;
         self.release(now, rng);
     }
@@ -209,7 +210,7 @@ impl IceSessions {
     /// it start now.
     pub fn add_relay(
         &mut self,
-        now: u64,
+        now: Millis,
         server: SocketAddr,
         relayed: SocketAddr,
         rng: &mut dyn RngCore,
@@ -217,7 +218,7 @@ impl IceSessions {
         if !self.relays.contains(&(server, relayed)) {
             self.relays.push((server, relayed));
         }
-        self.relay_retry_at = 0;
+        self.relay_retry_at = Millis::ZERO;
         self.release(now, rng);
     }
 
@@ -245,7 +246,7 @@ impl IceSessions {
         v
     }
 
-    fn agent(&self, role: IceRole, session: u64, now: u64, rng: &mut dyn RngCore) -> IceAgent {
+    fn agent(&self, role: IceRole, session: u64, now: Millis, rng: &mut dyn RngCore) -> IceAgent {
         IceAgent::new(
             self.cfg.clone(),
             role,
@@ -262,8 +263,8 @@ impl IceSessions {
     /// the user asked, so setup time includes the lookup.
     pub fn connect(
         &mut self,
-        now: u64,
-        started: u64,
+        now: Millis,
+        started: Millis,
         user: &str,
         rng: &mut dyn RngCore,
     ) -> Result<(), IceError> {
@@ -286,8 +287,8 @@ impl IceSessions {
 
     fn start_connect(
         &mut self,
-        now: u64,
-        started: u64,
+        now: Millis,
+        started: Millis,
         user: &str,
         rng: &mut dyn RngCore,
     ) -> Result<(), IceError> {
@@ -314,7 +315,7 @@ impl IceSessions {
 
     /// An offer from `from`: answer it and start checking. A new offer
     /// replaces an older session with the same user.
-    pub fn on_offer(&mut self, now: u64, from: &str, offer: &IceOffer, rng: &mut dyn RngCore) {
+    pub fn on_offer(&mut self, now: Millis, from: &str, offer: &IceOffer, rng: &mut dyn RngCore) {
         let known = self
             .sessions
             .get(from)
@@ -333,7 +334,7 @@ impl IceSessions {
         self.start_offer(now, from, offer, rng);
     }
 
-    fn start_offer(&mut self, now: u64, from: &str, offer: &IceOffer, rng: &mut dyn RngCore) {
+    fn start_offer(&mut self, now: Millis, from: &str, offer: &IceOffer, rng: &mut dyn RngCore) {
         if let Some(s) = self.sessions.get_mut(from)
             && s.agent.session() == offer.session
         {
@@ -385,7 +386,7 @@ impl IceSessions {
     }
 
     /// The answer to our offer.
-    pub fn on_answer(&mut self, now: u64, from: &str, answer: &IceOffer) -> bool {
+    pub fn on_answer(&mut self, now: Millis, from: &str, answer: &IceOffer) -> bool {
         let ok = match self.sessions.get_mut(from) {
             Some(s) if s.agent.session() == answer.session && s.agent.has_remote() => {
                 // The peer moved and names its new candidates.
@@ -408,7 +409,7 @@ impl IceSessions {
     /// (the NAT detector's or the TURN client's, or stray).
     pub fn handle_stun(
         &mut self,
-        now: u64,
+        now: Millis,
         via: Via,
         from: SocketAddr,
         bytes: &[u8],
@@ -431,7 +432,7 @@ impl IceSessions {
     /// attachments observe), and every session with a path tells its
     /// peer where we are now ([`super::agent::IceAgent::network_changed`]).
     /// Returns how many sessions had a path.
-    pub fn network_changed(&mut self, now: u64, rng: &mut dyn RngCore) -> usize {
+    pub fn network_changed(&mut self, now: Millis, rng: &mut dyn RngCore) -> usize {
         self.srflx.clear();
         self.host.clear();
         if self.mapping != MappingHint::Blocked {
@@ -448,7 +449,7 @@ impl IceSessions {
         moved
     }
 
-    pub fn handle_timeout(&mut self, now: u64, rng: &mut dyn RngCore) {
+    pub fn handle_timeout(&mut self, now: Millis, rng: &mut dyn RngCore) {
         if self.gathering_until.is_some_and(|t| t <= now) {
             // The relay did not come in time: go without it.
             self.relay_unavailable(now, rng);
@@ -461,7 +462,7 @@ impl IceSessions {
         self.collect(now);
     }
 
-    fn collect(&mut self, _now: u64) {
+    fn collect(&mut self, _now: Millis) {
         let mut dead = Vec::new();
         for (user, s) in self.sessions.iter_mut() {
             while let Some(t) = s.agent.poll_transmit() {
@@ -476,7 +477,7 @@ impl IceSessions {
                             user: user.clone(),
                             path,
                             from: None,
-                            setup_ms: setup_ms + base.saturating_sub(s.started),
+                            setup_ms: setup_ms + base.since(s.started),
                             controlling,
                         })
                     }
@@ -510,7 +511,7 @@ impl IceSessions {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         self.sessions
             .values()
             .filter_map(|s| s.agent.poll_timeout())
@@ -603,7 +604,7 @@ impl IceSessions {
     }
 
     /// When `user`'s attempt started (for setup times).
-    pub fn started(&self, user: &str) -> Option<u64> {
+    pub fn started(&self, user: &str) -> Option<Millis> {
         self.sessions.get(user).map(|s| s.started)
     }
 
@@ -644,18 +645,19 @@ mod tests {
         let mut s = IceSessions::new(IceConfig::default());
         s.set_host(vec![addr("10.0.0.2:5000")]);
         s.set_relay_gathering(true);
-        s.connect(100, 90, "bob", &mut rng).unwrap();
+        s.connect(Millis(100), Millis(90), "bob", &mut rng).unwrap();
         assert_eq!(drain(&mut s), vec![SessionEvent::GatherRelay]);
         assert_eq!(s.waiting(), 1);
         assert_eq!(
             s.poll_timeout(),
-            Some(100 + IceConfig::default().relay_gather_ms)
+            Some(Millis(100) + IceConfig::default().relay_gather_ms)
         );
         // A second attempt does not ask again.
-        s.connect(120, 120, "carol", &mut rng).unwrap();
+        s.connect(Millis(120), Millis(120), "carol", &mut rng)
+            .unwrap();
         assert!(drain(&mut s).is_empty());
         let (server, relayed) = (addr("198.51.100.1:7710"), addr("198.51.100.1:50000"));
-        s.add_relay(150, server, relayed, &mut rng);
+        s.add_relay(Millis(150), server, relayed, &mut rng);
         let evs = drain(&mut s);
         assert_eq!(evs.len(), 2, "{evs:?}");
         for e in evs {
@@ -670,9 +672,10 @@ mod tests {
                     .any(|c| c.kind == CandidateKind::Relayed && c.addr == relayed)
             );
         }
-        assert_eq!(s.started("bob"), Some(90));
+        assert_eq!(s.started("bob"), Some(Millis(90)));
         // With the allocation in hand, new sessions start at once.
-        s.connect(200, 200, "dave", &mut rng).unwrap();
+        s.connect(Millis(200), Millis(200), "dave", &mut rng)
+            .unwrap();
         assert!(matches!(
             drain(&mut s)[..],
             [SessionEvent::SendOffer { .. }]
@@ -686,11 +689,11 @@ mod tests {
         s.set_host(vec![addr("10.0.0.2:5000")]);
         let mut peer = IceSessions::new(IceConfig::default());
         peer.set_host(vec![addr("10.0.0.3:5000")]);
-        peer.connect(0, 0, "bob", &mut rng).unwrap();
+        peer.connect(Millis(0), Millis(0), "bob", &mut rng).unwrap();
         let Some(SessionEvent::SendOffer { offer, .. }) = peer.poll_event() else {
             panic!()
         };
-        s.on_offer(10, "alice", &offer, &mut rng);
+        s.on_offer(Millis(10), "alice", &offer, &mut rng);
         assert!(matches!(
             drain(&mut s)[..],
             [SessionEvent::SendOffer { answer: true, .. }]
@@ -698,7 +701,7 @@ mod tests {
         let remotes = |s: &IceSessions| s.sessions["alice"].agent.remote_candidates().len();
         assert_eq!(remotes(&s), 1);
         // The same offer again: a duplicate, answered again.
-        s.on_offer(20, "alice", &offer, &mut rng);
+        s.on_offer(Millis(20), "alice", &offer, &mut rng);
         assert!(matches!(
             drain(&mut s)[..],
             [SessionEvent::SendOffer { answer: true, .. }]
@@ -710,7 +713,7 @@ mod tests {
             addr("203.0.113.7:41000"),
             65535,
         ));
-        s.on_offer(30, "alice", &moved, &mut rng);
+        s.on_offer(Millis(30), "alice", &moved, &mut rng);
         assert!(drain(&mut s).is_empty());
         assert_eq!(remotes(&s), 2);
         // Other credentials are no update (nor a restart): nothing changes.
@@ -721,7 +724,7 @@ mod tests {
             addr("203.0.113.8:41000"),
             65535,
         ));
-        s.on_offer(40, "alice", &other, &mut rng);
+        s.on_offer(Millis(40), "alice", &other, &mut rng);
         assert_eq!(remotes(&s), 2);
     }
 
@@ -733,12 +736,13 @@ mod tests {
         s.set_relay_gathering(true);
         let mut peer = IceSessions::new(IceConfig::default());
         peer.set_host(vec![addr("10.0.0.3:5000")]);
-        peer.connect(0, 0, "alice", &mut rng).unwrap();
+        peer.connect(Millis(0), Millis(0), "alice", &mut rng)
+            .unwrap();
         let Some(SessionEvent::SendOffer { offer, .. }) = peer.poll_event() else {
             panic!()
         };
         // The offer waits for our relay, which never comes.
-        s.on_offer(10, "bob", &offer, &mut rng);
+        s.on_offer(Millis(10), "bob", &offer, &mut rng);
         assert_eq!(drain(&mut s), vec![SessionEvent::GatherRelay]);
         let t = s.poll_timeout().unwrap();
         s.handle_timeout(t, &mut rng);

@@ -21,6 +21,7 @@ use super::impair::WireImpairment;
 use super::processing::Processor;
 use super::session::{MediaEvent, MediaSession, MediaStats};
 use crate::clock::Clock;
+use crate::time::Millis;
 use crate::wire::stun::{Datagram, classify};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -89,8 +90,8 @@ pub enum MediaCommand {
 /// time (to the driver's tick).
 #[derive(Debug, Default)]
 struct Held {
-    /// (due ms, arrival order, datagram), earliest first.
-    queue: std::collections::BinaryHeap<std::cmp::Reverse<(u64, u64, Vec<u8>)>>,
+    /// (due, arrival order, datagram), earliest first.
+    queue: std::collections::BinaryHeap<std::cmp::Reverse<(Millis, u64, Vec<u8>)>>,
     /// Arrival counter: equal due times keep their order.
     serial: u64,
 }
@@ -100,12 +101,12 @@ impl Held {
         Held::default()
     }
 
-    fn hold(&mut self, due: u64, d: Vec<u8>) {
+    fn hold(&mut self, due: Millis, d: Vec<u8>) {
         self.serial += 1;
         self.queue.push(std::cmp::Reverse((due, self.serial, d)));
     }
 
-    fn due(&mut self, now: u64) -> Option<Vec<u8>> {
+    fn due(&mut self, now: Millis) -> Option<Vec<u8>> {
         if self.queue.peek().is_some_and(|p| p.0.0 <= now) {
             self.queue.pop().map(|p| p.0.2)
         } else {
@@ -180,7 +181,7 @@ async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let now = clock.now().get();
+                let now = clock.now();
                 // The far end as played first: its echo is in the capture.
                 let r = drain(&mut audio.reference, &mut reference);
                 let n = drain(&mut audio.capture, &mut cap);
@@ -219,7 +220,7 @@ async fn run(
                 }
             }
             d = transport.incoming.recv() => match d {
-                Some(d) => session.handle_datagram(clock.now().get(), &d),
+                Some(d) => session.handle_datagram(clock.now(), &d),
                 None => break,
             },
             c = commands.recv() => match c {
@@ -234,7 +235,7 @@ async fn run(
                     None => continue,
                     Some(0) => p,
                     Some(ms) => {
-                        held.hold(clock.now().get() + ms, p);
+                        held.hold(clock.now() + ms, p);
                         continue;
                     }
                 },

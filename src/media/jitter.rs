@@ -33,6 +33,7 @@
 //! lengthened (or, when a frame is missing, stretched by concealment), so
 //! the delay never grows through a long call.
 
+use crate::time::Millis;
 use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -121,12 +122,12 @@ pub struct JitterBuffer {
     /// Next frame to play; `None` before the first frame.
     next: Option<u64>,
     base: Option<f64>,
-    last_arrival: u64,
+    last_arrival: Millis,
     /// (arrival, d) of recent frames.
-    history: VecDeque<(u64, f64)>,
+    history: VecDeque<(Millis, f64)>,
     target: f64,
     /// Until when the target carries loss headroom, and how many frames.
-    fec_headroom_until: u64,
+    fec_headroom_until: Millis,
     headroom_frames: u64,
     /// Frames lost in a row so far.
     lost_run: u64,
@@ -144,10 +145,10 @@ impl JitterBuffer {
             frames: BTreeMap::new(),
             next: None,
             base: None,
-            last_arrival: 0,
+            last_arrival: Millis::ZERO,
             history: VecDeque::new(),
             target,
-            fec_headroom_until: 0,
+            fec_headroom_until: Millis::ZERO,
             headroom_frames: 0,
             lost_run: 0,
             smoothed: None,
@@ -171,7 +172,7 @@ impl JitterBuffer {
         self.target
     }
 
-    fn effective_target(&self, now: u64) -> f64 {
+    fn effective_target(&self, now: Millis) -> f64 {
         let headroom = if now < self.fec_headroom_until {
             (self.headroom_frames as f64 * self.frame_ms).min(self.config.max_loss_headroom_ms)
         } else {
@@ -214,19 +215,18 @@ impl JitterBuffer {
     }
 
     /// A frame with extended sequence number `k` arrived at `now`.
-    pub fn push(&mut self, now: u64, k: u64, frame_ms: f64, payload: Vec<u8>) {
+    pub fn push(&mut self, now: Millis, k: u64, frame_ms: f64, payload: Vec<u8>) {
         if frame_ms >= 1.0 && (frame_ms - self.frame_ms).abs() > 0.01 {
             // The sender changed its frame size: restart the timeline.
             self.frame_ms = frame_ms;
             self.reset();
         }
-        let r = now as f64 - k as f64 * self.frame_ms;
+        let r = now.get() as f64 - k as f64 * self.frame_ms;
         let base = match self.base {
             None => r,
             Some(b) => {
-                let crept = b + now.saturating_sub(self.last_arrival) as f64
-                    * self.config.drift_per_s
-                    / 1000.0;
+                let crept =
+                    b + now.since(self.last_arrival) as f64 * self.config.drift_per_s / 1000.0;
                 r.min(crept)
             }
         };
@@ -273,12 +273,13 @@ impl JitterBuffer {
             .min(self.config.max_ms);
     }
 
-    fn delay(&self, now: u64, next: u64) -> f64 {
-        now as f64 - (next as f64 * self.frame_ms + self.base.unwrap_or(now as f64))
+    fn delay(&self, now: Millis, next: u64) -> f64 {
+        let now = now.get() as f64;
+        now - (next as f64 * self.frame_ms + self.base.unwrap_or(now))
     }
 
     /// What to play in the slot that starts at `now`.
-    pub fn pop(&mut self, now: u64) -> Playout {
+    pub fn pop(&mut self, now: Millis) -> Playout {
         let target = self.effective_target(now);
         self.stats.target_ms = target;
         let next = match self.next {
@@ -373,10 +374,10 @@ mod tests {
         while t < secs * 1000 {
             while i < arrivals.len() && arrivals[i].0 <= t {
                 let k = arrivals[i].1;
-                jb.push(arrivals[i].0, k, 20.0, k.to_be_bytes().to_vec());
+                jb.push(Millis(arrivals[i].0), k, 20.0, k.to_be_bytes().to_vec());
                 i += 1;
             }
-            if let Playout::Frame(p) = jb.pop(t) {
+            if let Playout::Frame(p) = jb.pop(Millis(t)) {
                 let k = u64::from_be_bytes(p.try_into().unwrap());
                 let sent = k as f64 * 20.0 / (1.0 + skew);
                 out.push((t, t as f64 - sent));
@@ -431,12 +432,12 @@ mod tests {
         let mut jb = JitterBuffer::new(JitterConfig::default(), 20.0);
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for k in 0..500u64 {
-            jb.push(k * 20 + rng.gen_range(0..80), k, 20.0, vec![]);
+            jb.push(Millis(k * 20 + rng.gen_range(0..80)), k, 20.0, vec![]);
         }
         let high = jb.target_ms();
         assert!(high > 60.0, "{high}");
         for k in 500..1500u64 {
-            jb.push(k * 20 + 1, k, 20.0, vec![]);
+            jb.push(Millis(k * 20 + 1), k, 20.0, vec![]);
         }
         assert!(jb.target_ms() < 10.0, "{}", jb.target_ms());
     }

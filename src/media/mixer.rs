@@ -27,6 +27,7 @@ use super::codec::{Encoder, MAX_PACKET};
 use super::processing::Processor;
 use super::session::{MediaConfig, MediaEvent, MediaSession};
 use crate::clock::Clock;
+use crate::time::Millis;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -227,14 +228,14 @@ impl Mixer {
     }
 
     /// A datagram from `peer`'s leg.
-    pub fn datagram(&mut self, now: u64, peer: &str, d: &[u8]) {
+    pub fn datagram(&mut self, now: Millis, peer: &str, d: &[u8]) {
         if let Some(l) = self.legs.get_mut(peer) {
             l.session.handle_datagram(now, d);
         }
     }
 
     /// Captured (processed) microphone audio: every whole frame is mixed.
-    pub fn push_capture(&mut self, now: u64, pcm: &[i16]) {
+    pub fn push_capture(&mut self, now: Millis, pcm: &[i16]) {
         self.mic.extend_from_slice(pcm);
         while self.mic.len() >= self.frame {
             self.mix_frame(now);
@@ -242,7 +243,7 @@ impl Mixer {
         }
     }
 
-    fn mix_frame(&mut self, now: u64) {
+    fn mix_frame(&mut self, now: Millis) {
         let f = self.frame;
         self.stats.frames += 1;
         if self.muted {
@@ -333,14 +334,14 @@ impl Mixer {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         self.legs
             .values()
             .filter_map(|l| l.session.poll_timeout())
             .min()
     }
 
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         for l in self.legs.values_mut() {
             if l.session.poll_timeout().is_some_and(|t| t <= now) {
                 l.session.handle_timeout(now);
@@ -384,7 +385,7 @@ impl Mixer {
                 l.peak = 0;
                 LegLevel {
                     peer: p.clone(),
-                    last_received: l.session.last_received(),
+                    last_received: l.session.last_received().get(),
                     heard_any: l.session.heard_any(),
                     level,
                 }
@@ -449,11 +450,11 @@ async fn run(
     let mut processor = stages.any().then(|| Processor::new(stages));
     while audio.capture.pop().is_ok() {}
     while audio.reference.pop().is_ok() {}
-    let mut next_levels = clock.now().get() + LEVELS_MS;
+    let mut next_levels = clock.now() + LEVELS_MS;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let now = clock.now().get();
+                let now = clock.now();
                 let r = drain(&mut audio.reference, &mut reference);
                 let n = drain(&mut audio.capture, &mut cap);
                 match processor.as_mut() {
@@ -488,7 +489,7 @@ async fn run(
                 }
             }
             d = transport.incoming.recv() => match d {
-                Some((peer, d)) => mixer.datagram(clock.now().get(), &peer, &d),
+                Some((peer, d)) => mixer.datagram(clock.now(), &peer, &d),
                 None => break,
             },
             c = commands.recv() => match c {
@@ -564,14 +565,14 @@ mod tests {
                 MediaConfig::default(),
                 &MediaKeys::derive(&secret, Side::Caller),
                 10 + i as u32,
-                0,
+                Millis::ZERO,
             )
             .unwrap();
             let theirs = MediaSession::new(
                 MediaConfig::default(),
                 &MediaKeys::derive(&secret, Side::Callee),
                 20 + i as u32,
-                0,
+                Millis::ZERO,
             )
             .unwrap();
             mixer.add_leg(format!("p{i}"), Box::new(ours));
@@ -581,6 +582,7 @@ mod tests {
         let mut played = Vec::new();
         let mut buf = [0i16; 960];
         for t in (0..3_000u64).step_by(20) {
+            let t = Millis(t);
             mic.fill(&mut buf);
             mixer.push_capture(t, &buf);
             mixer.handle_timeout(t);
@@ -632,21 +634,22 @@ mod tests {
             MediaConfig::default(),
             &MediaKeys::derive(&secret, Side::Caller),
             1,
-            0,
+            Millis::ZERO,
         )
         .unwrap();
         let mut theirs = MediaSession::new(
             MediaConfig::default(),
             &MediaKeys::derive(&secret, Side::Callee),
             2,
-            0,
+            Millis::ZERO,
         )
         .unwrap();
         mixer.add_leg("p".into(), Box::new(ours));
         let (mut played, mut heard) = (Vec::new(), Vec::new());
         let silence = [0i16; 960];
         for t in (0..1_000u64).step_by(20) {
-            if t == 200 {
+            let t = Millis(t);
+            if t == Millis(200) {
                 mixer.chime(Chime::Joined);
             }
             mixer.push_capture(t, &silence);
@@ -692,14 +695,14 @@ mod bench {
                 MediaConfig::default(),
                 &MediaKeys::derive(&secret, Side::Caller),
                 i as u32,
-                0,
+                Millis::ZERO,
             )
             .unwrap();
             let theirs = MediaSession::new(
                 MediaConfig::default(),
                 &MediaKeys::derive(&secret, Side::Callee),
                 1000 + i as u32,
-                0,
+                Millis::ZERO,
             )
             .unwrap();
             mixer.add_leg(format!("p{i:02}"), Box::new(ours));
@@ -712,6 +715,7 @@ mod bench {
         let mut mixer_time = std::time::Duration::ZERO;
         let secs = 10u64;
         for t in (0..secs * 1000).step_by(20) {
+            let t = Millis(t);
             for (i, (s, tone)) in remotes.iter_mut().enumerate() {
                 tone.fill(&mut buf);
                 s.push_capture(t, &buf);

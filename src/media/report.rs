@@ -7,6 +7,7 @@
 //! `version u8 = 1 | sent_at u32 | echo u32 | echo_delay u32 | highest u32 |
 //! lost u32 | fraction_lost u8 | jitter_us u32 | delay_ms u16` (28 bytes).
 
+use crate::time::Millis;
 use thiserror::Error;
 
 pub const REPORT_LEN: usize = 28;
@@ -73,11 +74,13 @@ impl Report {
 /// Round-trip time from a report echoing one of ours: `now - echo -
 /// echo_delay`, in 32-bit millisecond arithmetic. `None` before the peer
 /// has received any of ours, or for an impossible value.
-pub fn rtt_ms(now: u64, r: &Report) -> Option<u32> {
+pub fn rtt_ms(now: Millis, r: &Report) -> Option<u32> {
     if r.echo == 0 {
         return None;
     }
-    let rtt = (now as u32).wrapping_sub(r.echo).wrapping_sub(r.echo_delay);
+    let rtt = (now.get() as u32)
+        .wrapping_sub(r.echo)
+        .wrapping_sub(r.echo_delay);
     (rtt < 60_000).then_some(rtt)
 }
 
@@ -111,7 +114,7 @@ impl ReceiveStats {
     }
 
     /// An authentic packet `ext` with RTP `timestamp` arrived at `now`.
-    pub fn on_packet(&mut self, now: u64, ext: u64, timestamp: u32) {
+    pub fn on_packet(&mut self, now: Millis, ext: u64, timestamp: u32) {
         match self.first {
             None => {
                 self.first = Some(ext);
@@ -121,7 +124,7 @@ impl ReceiveStats {
             _ => self.highest = self.highest.max(ext),
         }
         self.received += 1;
-        let transit = now as f64 - timestamp as f64 / 48.0;
+        let transit = now.get() as f64 - timestamp as f64 / 48.0;
         if let Some(prev) = self.last_transit {
             let d = (transit - prev).abs();
             // A timestamp wrap (every 24.9 h) would look like a huge jump.
@@ -198,8 +201,8 @@ mod tests {
             echo_delay: 30,
             ..Default::default()
         };
-        assert_eq!(rtt_ms(1100, &r), Some(70));
-        assert_eq!(rtt_ms(1100, &Report::default()), None);
+        assert_eq!(rtt_ms(Millis(1100), &r), Some(70));
+        assert_eq!(rtt_ms(Millis(1100), &Report::default()), None);
     }
 
     #[test]
@@ -210,7 +213,7 @@ mod tests {
         for i in 0..200u32 {
             if i % 10 != 3 {
                 let ext = s.extend(seq);
-                s.on_packet(i as u64 * 20, ext, i * 960);
+                s.on_packet(Millis(i as u64 * 20), ext, i * 960);
             }
             sent += 1;
             seq = seq.wrapping_add(1);

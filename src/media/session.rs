@@ -8,6 +8,7 @@ use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use super::packet::{Kind, MediaKeys, Opener, PacketError, Sealer};
 use super::report::{ReceiveStats, Report, rtt_ms};
 use super::tsm::{self, Level};
+use crate::time::Millis;
 use std::collections::VecDeque;
 
 /// Everything a media session is configured with.
@@ -128,10 +129,10 @@ pub struct MediaSession {
     decoded: Vec<i16>,
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<MediaEvent>,
-    next_report_at: u64,
+    next_report_at: Millis,
     /// The peer's last report: its `sent_at` and when we got it.
-    peer_report: Option<(u32, u64)>,
-    last_recv: u64,
+    peer_report: Option<(u32, Millis)>,
+    last_recv: Millis,
     timed_out: bool,
     muted: bool,
     on_hold: bool,
@@ -163,7 +164,7 @@ impl MediaSession {
         config: MediaConfig,
         keys: &MediaKeys,
         ssrc: u32,
-        now: u64,
+        now: Millis,
     ) -> Result<Self, MediaError> {
         let encoder = Encoder::new(config.codec)?;
         let frame_samples = config.codec.frame_samples();
@@ -264,7 +265,7 @@ impl MediaSession {
 
     /// Captured audio (48 kHz mono, any amount): whole frames are encoded
     /// and queued for sending.
-    pub fn push_capture(&mut self, _now: u64, pcm: &[i16]) {
+    pub fn push_capture(&mut self, _now: Millis, pcm: &[i16]) {
         if self.on_hold {
             return;
         }
@@ -307,7 +308,7 @@ impl MediaSession {
     /// An Opus frame encoded elsewhere (a conference mixer's encoding
     /// shared by receivers with the same mix): sealed and queued as our
     /// next frame.
-    pub fn push_encoded(&mut self, _now: u64, opus: &[u8]) {
+    pub fn push_encoded(&mut self, _now: Millis, opus: &[u8]) {
         if self.on_hold {
             return;
         }
@@ -325,7 +326,7 @@ impl MediaSession {
 
     /// When the last authentic datagram from the peer arrived (the
     /// session's start before any).
-    pub fn last_received(&self) -> u64 {
+    pub fn last_received(&self) -> Millis {
         self.last_recv
     }
 
@@ -345,7 +346,7 @@ impl MediaSession {
 
     /// A media datagram from the peer. Anything inauthentic is dropped
     /// and counted.
-    pub fn handle_datagram(&mut self, now: u64, d: &[u8]) {
+    pub fn handle_datagram(&mut self, now: Millis, d: &[u8]) {
         let (h, body) = match self.opener.open(d) {
             Ok(x) => x,
             Err(e) => {
@@ -392,7 +393,7 @@ impl MediaSession {
         }
     }
 
-    fn on_report(&mut self, now: u64, r: &Report) {
+    fn on_report(&mut self, now: Millis, r: &Report) {
         self.stats.reports += 1;
         self.peer_report = Some((r.sent_at, now));
         if let Some(rtt) = rtt_ms(now, r) {
@@ -410,7 +411,7 @@ impl MediaSession {
     /// Fill `out` with audio to play now: decoded frames from the jitter
     /// buffer, concealment or FEC recovery for lost ones, silence before
     /// the first frame and on hold.
-    pub fn pull_playback(&mut self, now: u64, out: &mut [i16]) {
+    pub fn pull_playback(&mut self, now: Millis, out: &mut [i16]) {
         if self.on_hold {
             out.fill(0);
             return;
@@ -521,16 +522,16 @@ impl MediaSession {
         self.events.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         let silence = if self.timed_out {
-            u64::MAX
+            Millis::MAX
         } else {
             self.last_recv + self.config.timeout_ms
         };
         Some(self.next_report_at.min(silence))
     }
 
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         if now >= self.next_report_at {
             self.send_report(now);
             self.next_report_at = now + self.config.report_interval_ms;
@@ -543,7 +544,7 @@ impl MediaSession {
         }
     }
 
-    fn send_report(&mut self, now: u64) {
+    fn send_report(&mut self, now: Millis) {
         let (highest, lost, fraction_lost, jitter_us) = self.recv.report();
         let (echo, echo_delay) = match self.peer_report {
             Some((sent_at, at)) => (sent_at, (now - at) as u32),
@@ -551,7 +552,7 @@ impl MediaSession {
         };
         let r = Report {
             // 0 means "none" in the echo field.
-            sent_at: (now as u32).max(1),
+            sent_at: (now.get() as u32).max(1),
             echo,
             echo_delay,
             highest,
@@ -583,14 +584,14 @@ mod tests {
             MediaConfig::default(),
             &MediaKeys::derive(&secret, Side::Caller),
             1,
-            0,
+            Millis::ZERO,
         )
         .unwrap();
         let b = MediaSession::new(
             MediaConfig::default(),
             &MediaKeys::derive(&secret, Side::Callee),
             2,
-            0,
+            Millis::ZERO,
         )
         .unwrap();
         (a, b)
@@ -605,6 +606,7 @@ mod tests {
         let mut heard = Vec::new();
         for t in (0..5_000u64).step_by(10) {
             tone.fill(&mut cap);
+            let t = Millis(t);
             a.push_capture(t, &cap);
             b.push_capture(t, &[0; 480]);
             a.handle_timeout(t);
@@ -637,15 +639,15 @@ mod tests {
     #[test]
     fn silence_times_out_once() {
         let (mut a, _) = pair();
-        a.handle_timeout(14_000);
+        a.handle_timeout(Millis(14_000));
         while a.poll_event().is_some() {}
-        a.handle_timeout(15_000);
+        a.handle_timeout(Millis(15_000));
         let ev: Vec<_> = std::iter::from_fn(|| a.poll_event()).collect();
         assert!(
             ev.contains(&MediaEvent::Timeout { silent_ms: 15_000 }),
             "{ev:?}"
         );
-        a.handle_timeout(16_000);
+        a.handle_timeout(Millis(16_000));
         assert!(
             std::iter::from_fn(|| a.poll_event()).all(|e| !matches!(e, MediaEvent::Timeout { .. }))
         );

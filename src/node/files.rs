@@ -135,7 +135,7 @@ struct InRecord {
 
 /// The driver state this sub-driver works with.
 pub struct FilesCx<'a> {
-    pub now: u64,
+    pub now: Millis,
     /// The wall clock, which dates envelopes.
     pub unix: crate::time::UnixMillis,
     pub client: &'a mut ClientCore,
@@ -244,7 +244,7 @@ impl Files {
         self.events.push_back(FilesEvent::Failed { command, error });
     }
 
-    pub fn poll_timeout(&self, now: u64) -> u64 {
+    pub fn poll_timeout(&self, now: Millis) -> Millis {
         self.core.poll_timeout(now)
     }
 
@@ -448,7 +448,7 @@ impl Files {
     }
 
     /// A peer connection came up or went away.
-    pub fn path(&mut self, now: u64, user: &str, up: bool) {
+    pub fn path(&mut self, now: Millis, user: &str, up: bool) {
         self.core.path(now, user, up);
     }
 
@@ -517,7 +517,7 @@ impl Files {
             match read {
                 Some(Ok(())) => {
                     // A full queue is loss: the packet is sent again.
-                    let _ = cx.link.send(Millis(cx.now), addr, &buf, cx.rng);
+                    let _ = cx.link.send(cx.now, addr, &buf, cx.rng);
                 }
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     self.core.source_changed(d.id)
@@ -538,14 +538,20 @@ impl Files {
                 kind,
                 payload,
             } => {
-                let e = cx
-                    .client
-                    .send_envelope(cx.now, cx.unix, cx.rng, &to, kind, &payload, false);
+                let e = cx.client.send_envelope(
+                    cx.now.get(),
+                    cx.unix,
+                    cx.rng,
+                    &to,
+                    kind,
+                    &payload,
+                    false,
+                );
                 self.envelopes.insert(e, id);
             }
             Output::Link { to, bytes } => {
                 if let Some(addr) = Self::link_addr(cx, &to) {
-                    let _ = cx.link.send(Millis(cx.now), addr, &bytes, cx.rng);
+                    let _ = cx.link.send(cx.now, addr, &bytes, cx.rng);
                 }
             }
             Output::Connect { peer } => self.connects.push((peer, false)),

@@ -174,12 +174,16 @@ impl Messaging {
         contacts: ContactsConfig,
         now: u64,
     ) -> Result<Self, MessagingError> {
-        let c = ChatCore::new(ChatStore::open(&data_dir.join("chat.db"))?, chat, now)?;
+        let c = ChatCore::new(
+            ChatStore::open(&data_dir.join("chat.db"))?,
+            chat,
+            Millis(now),
+        )?;
         let k = ContactsCore::new(
             ContactStore::open(&data_dir.join("contacts.db"))?,
             me,
             contacts,
-            now,
+            Millis(now),
         )?;
         Ok(Self::new(c, k))
     }
@@ -235,7 +239,8 @@ impl Messaging {
             .map_or(u64::MAX, |t| t.0);
         self.chat
             .poll_timeout()
-            .min(self.contacts.poll_timeout())
+            .get()
+            .min(self.contacts.poll_timeout().get())
             .min(groups)
     }
 
@@ -277,8 +282,8 @@ impl Messaging {
             unix,
             sent: &mut self.sent,
         };
-        self.chat.handle_timeout(now, &mut sink);
-        self.contacts.handle_timeout(now, &mut sink);
+        self.chat.handle_timeout(Millis(now), &mut sink);
+        self.contacts.handle_timeout(Millis(now), &mut sink);
         if let Some(g) = &mut self.groups {
             g.handle_timeout(Millis(now), &mut sink);
         }
@@ -303,7 +308,7 @@ impl Messaging {
             sent: &mut self.sent,
         };
         let (from, kind, payload) = env;
-        self.chat.peer_online(now, &from.username);
+        self.chat.peer_online(Millis(now), &from.username);
         let blocked = self.contacts.is_blocked(&from.username);
         let standing = if blocked {
             Standing::Blocked
@@ -328,7 +333,7 @@ impl Messaging {
                 .on_envelope(unix, from, kind, payload, blocked, &mut sink)
             || self
                 .contacts
-                .on_envelope(now, from, kind, payload, &mut sink);
+                .on_envelope(Millis(now), from, kind, payload, &mut sink);
         self.sync(client);
         took
     }
@@ -347,8 +352,8 @@ impl Messaging {
             .as_mut()
             .is_some_and(|g| g.on_envelope_outcome(Millis(now), id, o.clone()));
         let consumed = group
-            || self.chat.on_envelope_outcome(now, id, o.clone())
-            || self.contacts.on_envelope_outcome(now, id, o);
+            || self.chat.on_envelope_outcome(Millis(now), id, o.clone())
+            || self.contacts.on_envelope_outcome(Millis(now), id, o);
         let ours = self.sent.remove(id);
         self.sync(client);
         consumed || ours
@@ -375,17 +380,17 @@ impl Messaging {
             ClientEvent::Published { .. } => self.contacts.on_online(&mut sink),
             ClientEvent::PresenceChanged { record, .. } => {
                 if record.status != Status::Offline && record.online_until > unix.secs().get() {
-                    self.chat.peer_online(now, record.username());
+                    self.chat.peer_online(Millis(now), record.username());
                     if let Some(g) = &mut self.groups {
                         g.peer_online(Millis(now), record.username());
                     }
                 }
-                self.contacts.on_record(now, unix.secs(), record)
+                self.contacts.on_record(Millis(now), unix.secs(), record)
             }
             // A contact who answered us exists, whatever the directory
             // says just now (its record may be lost with a supernode).
             ClientEvent::NoSuchUser { username } if !self.contacts.answered(username) => {
-                self.chat.no_such_user(now, username)
+                self.chat.no_such_user(Millis(now), username)
             }
             _ => {}
         }
@@ -419,7 +424,7 @@ impl Messaging {
                     Err(ChatError::Blocked(to.clone()))
                 } else {
                     self.chat
-                        .send(now, unix, &mut id_rng, &to, &text, &mut sink)
+                        .send(Millis(now), unix, &mut id_rng, &to, &text, &mut sink)
                 };
                 let r = r.map_err(|e| e.to_string());
                 let out = r.clone().map(|_| ());
@@ -436,27 +441,31 @@ impl Messaging {
                 let _ = reply.send(c.list());
                 Ok(())
             }
-            MessagingCommand::AddContact { user, greeting } => {
-                c.add(now, &user, &greeting, &mut sink).map_err(text)
-            }
+            MessagingCommand::AddContact { user, greeting } => c
+                .add(Millis(now), &user, &greeting, &mut sink)
+                .map_err(text),
             MessagingCommand::AcceptContact { user } => {
-                c.accept(now, &user, &mut sink).map_err(text)
+                c.accept(Millis(now), &user, &mut sink).map_err(text)
             }
             MessagingCommand::DeclineContact { user } => {
-                c.decline(now, &user, &mut sink).map_err(text)
+                c.decline(Millis(now), &user, &mut sink).map_err(text)
             }
             MessagingCommand::RemoveContact { user } => {
-                c.remove(now, &user, &mut sink).map_err(text)
+                c.remove(Millis(now), &user, &mut sink).map_err(text)
             }
-            MessagingCommand::BlockContact { user } => c.block(now, &user, &mut sink).map_err(text),
-            MessagingCommand::UnblockContact { user } => c.unblock(now, &user).map_err(text),
+            MessagingCommand::BlockContact { user } => {
+                c.block(Millis(now), &user, &mut sink).map_err(text)
+            }
+            MessagingCommand::UnblockContact { user } => {
+                c.unblock(Millis(now), &user).map_err(text)
+            }
             MessagingCommand::SetStatus { status, message } => {
-                c.activity(now, &mut sink);
+                c.activity(Millis(now), &mut sink);
                 c.set_status(status, &message, &mut sink);
                 Ok(())
             }
             MessagingCommand::Activity => {
-                c.activity(now, &mut sink);
+                c.activity(Millis(now), &mut sink);
                 Ok(())
             }
             MessagingCommand::Group(cmd) => match &mut self.groups {

@@ -20,6 +20,7 @@ use crate::relay::{
     AllocId, ClientAddr, ServerEvent, Transport, TurnClient, TurnClientConfig, TurnClientError,
     TurnClientEvent, TurnCredentials, TurnServer, TurnStats, Via,
 };
+use crate::time::Millis;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -289,11 +290,11 @@ async fn accept(l: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAd
 impl Service {
     async fn run(mut self, mut rx: mpsc::Receiver<Input>, tcp: Option<TcpListener>) {
         loop {
-            let now = self.clock.now().get();
+            let now = self.clock.now();
             let wait = self
                 .core
                 .poll_timeout()
-                .map_or(60_000, |t| t.saturating_sub(now).min(60_000));
+                .map_or(60_000, |t| t.since(now).min(60_000));
             tokio::select! {
                 i = rx.recv() => {
                     let Some(i) = i else { return };
@@ -306,7 +307,7 @@ impl Service {
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => {
-                    self.core.handle_timeout(self.clock.now().get());
+                    self.core.handle_timeout(self.clock.now());
                 }
                 a = accept(&tcp) => match a {
                     Ok((stream, addr)) => self.tcp_conn(stream, addr),
@@ -319,7 +320,7 @@ impl Service {
     }
 
     fn input(&mut self, i: Input) {
-        let now = self.clock.now().get();
+        let now = self.clock.now();
         match i {
             Input::Client { from, bytes } => {
                 let unix = self.clock.unix_secs();
@@ -497,7 +498,7 @@ impl Service {
                     ipv6,
                 } => {
                     let r = self.open_relay(alloc, even_port, ipv6);
-                    let now = self.clock.now().get();
+                    let now = self.clock.now();
                     self.core.relay_opened(now, alloc, r);
                 }
                 ServerEvent::CloseRelay { alloc } => {
@@ -753,7 +754,7 @@ impl TurnConnection {
         };
         let mut key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut key);
-        let core = TurnClient::new(cfg, creds, key, clock.now().get());
+        let core = TurnClient::new(cfg, creds, key, clock.now());
         let (ctx, crx) = mpsc::channel(1024);
         let (etx, erx) = mpsc::channel(4096);
         let task = tokio::spawn(client_task(core, wire, clock, crx, etx));
@@ -940,10 +941,10 @@ async fn client_task(
                 return;
             }
         }
-        let now = clock.now().get();
+        let now = clock.now();
         let wait = core
             .poll_timeout()
-            .map_or(60_000, |t| t.saturating_sub(now).min(60_000));
+            .map_or(60_000, |t| t.since(now).min(60_000));
         tokio::select! {
             r = async {
                 match (&udp, &mut rd) {
@@ -952,7 +953,7 @@ async fn client_task(
                     _ => std::future::pending().await,
                 }
             } => {
-                let now = clock.now().get();
+                let now = clock.now();
                 match r {
                     Ok(0) if udp.is_none() => return,
                     Ok(n) if udp.is_some() => {
@@ -974,17 +975,17 @@ async fn client_task(
             }
             c = commands.recv() => match c {
                 None => return,
-                Some(c) => client_command(&mut core, clock.now().get(), c),
+                Some(c) => client_command(&mut core, clock.now(), c),
             },
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {
-                core.handle_timeout(clock.now().get());
+                core.handle_timeout(clock.now());
             }
         }
     }
 }
 
 /// A [`TurnConnection`] command into its client core.
-fn client_command(core: &mut TurnClient, now: u64, c: Cmd) {
+fn client_command(core: &mut TurnClient, now: Millis, c: Cmd) {
     match c {
         Cmd::Allocate => core.allocate(now),
         Cmd::Permission(ip) => {
@@ -1082,7 +1083,7 @@ pub async fn supernode_setup(
     extra_relays: Vec<SocketAddr>,
     tcp: Option<TcpListener>,
     nonce_key: [u8; 32],
-    now: u64,
+    now: Millis,
 ) -> Result<(Option<TurnSetup>, Option<crate::relay::RelayGrant>), TurnSetupError> {
     if rc.secret.is_empty() {
         return Ok((None, None));

@@ -17,6 +17,7 @@
 
 use super::addr::{AddrTable, PackedAddr};
 use super::msg::{MemberState, Msg, Update};
+use crate::time::Millis;
 use rand::{
     Rng, RngCore,
     seq::{IteratorRandom, SliceRandom},
@@ -68,7 +69,8 @@ pub struct Member {
     pub addr: SocketAddr,
     pub incarnation: u32,
     pub state: MemberState,
-    pub since_ms: u64,
+    /// When it entered its state, on our timeline.
+    pub since: Millis,
 }
 
 impl Member {
@@ -80,7 +82,7 @@ impl Member {
 /// A member as stored: [`Member`] with its address packed.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
-    since_ms: u64,
+    since: Millis,
     incarnation: u32,
     addr: PackedAddr,
     state: MemberState,
@@ -113,8 +115,8 @@ pub enum Change {
 struct Probe {
     target: u64,
     seq: u32,
-    indirect_at: u64,
-    fail_at: u64,
+    indirect_at: Millis,
+    fail_at: Millis,
     indirect_sent: bool,
 }
 
@@ -122,7 +124,7 @@ struct Probe {
 struct Relay {
     origin: SocketAddr,
     origin_seq: u32,
-    expires: u64,
+    expires: Millis,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -147,11 +149,12 @@ pub struct Membership {
     order: Vec<u64>,
     order_pos: usize,
     probe: Option<Probe>,
-    next_probe_at: u64,
-    next_sync_at: u64,
-    next_gc_at: u64,
-    next_gossip_at: u64,
-    suspects: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    next_probe_at: Millis,
+    next_sync_at: Millis,
+    next_gc_at: Millis,
+    next_gossip_at: Millis,
+    /// (down at, id, incarnation) of suspected members, earliest first.
+    suspects: BinaryHeap<Reverse<(Millis, u64, u32)>>,
     relays: HashMap<u32, Relay>,
     gossip: VecDeque<Queued>,
     seq: u32,
@@ -167,7 +170,7 @@ impl Membership {
         my_addr: SocketAddr,
         incarnation: u32,
         cfg: MembershipConfig,
-        now: u64,
+        now: Millis,
     ) -> Self {
         let mut addrs = AddrTable::default();
         let mut members = BTreeMap::new();
@@ -177,7 +180,7 @@ impl Membership {
                 addr: addrs.pack(my_addr),
                 incarnation,
                 state: MemberState::Alive,
-                since_ms: now,
+                since: now,
             },
         );
         Membership {
@@ -218,7 +221,7 @@ impl Membership {
             addr: self.addrs.unpack(e.addr),
             incarnation: e.incarnation,
             state: e.state,
-            since_ms: e.since_ms,
+            since: e.since,
         }
     }
 
@@ -284,7 +287,7 @@ impl Membership {
     /// Start from a converged overlay: every `(id, addr)` known as alive,
     /// as if learned by gossip, with nothing left to gossip. The table is
     /// built in one pass, which packs the tree's nodes full.
-    pub fn seed(&mut self, now: u64, members: impl IntoIterator<Item = (u64, SocketAddr)>) {
+    pub fn seed(&mut self, now: Millis, members: impl IntoIterator<Item = (u64, SocketAddr)>) {
         let mut fresh: Vec<u64> = Vec::new();
         let mut added: Vec<(u64, Entry)> = Vec::new();
         for (id, addr) in members {
@@ -293,7 +296,7 @@ impl Membership {
             }
             fresh.push(id);
             let e = Entry {
-                since_ms: now,
+                since: now,
                 incarnation: 0,
                 addr: self.addrs.pack(addr),
                 state: MemberState::Alive,
@@ -409,7 +412,7 @@ impl Membership {
 
     /// Apply one update by SWIM's precedence rules; returns whether it
     /// changed anything (and so should be gossiped on).
-    pub fn apply(&mut self, now: u64, u: Update) -> bool {
+    pub fn apply(&mut self, now: Millis, u: Update) -> bool {
         if u.id == self.me {
             if u.state != MemberState::Alive && u.incarnation >= self.incarnation {
                 // Refute: we are alive.
@@ -448,7 +451,7 @@ impl Membership {
             addr: self.addrs.pack(u.addr),
             incarnation: u.incarnation,
             state: u.state,
-            since_ms: now,
+            since: now,
         };
         self.members.insert(u.id, m);
         let is_up = m.is_up();
@@ -476,7 +479,7 @@ impl Membership {
     }
 
     /// A verified supernode talked to us: it is alive (learning it if new).
-    pub fn heard_from(&mut self, now: u64, id: u64, addr: SocketAddr) {
+    pub fn heard_from(&mut self, now: Millis, id: u64, addr: SocketAddr) {
         if id == self.me {
             return;
         }
@@ -494,7 +497,7 @@ impl Membership {
             }
             Some(m)
                 if m.state == MemberState::Down
-                    && now.saturating_sub(m.since_ms) > self.cfg.suspect_timeout_ms =>
+                    && now.since(m.since) > self.cfg.suspect_timeout_ms =>
             {
                 // A restarted node: it will refute with a higher incarnation
                 // once it hears; meanwhile let it back at once.
@@ -515,7 +518,7 @@ impl Membership {
 
     /// Something other than a probe timed out talking to `id`: probe it now
     /// rather than waiting for its turn.
-    pub fn hint_unresponsive(&mut self, now: u64, id: u64) {
+    pub fn hint_unresponsive(&mut self, now: Millis, id: u64) {
         if self.probe.is_none()
             && self
                 .members
@@ -564,7 +567,7 @@ impl Membership {
 
     pub fn handle(
         &mut self,
-        now: u64,
+        now: Millis,
         from: SocketAddr,
         from_id: u64,
         msg: Msg<'_>,
@@ -697,7 +700,7 @@ impl Membership {
         None
     }
 
-    fn start_probe(&mut self, now: u64, target: u64, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+    fn start_probe(&mut self, now: Millis, target: u64, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
         let Some(addr) = self.members.get(&target).map(|m| self.addrs.unpack(m.addr)) else {
             return;
         };
@@ -717,7 +720,7 @@ impl Membership {
 
     pub fn handle_timeout(
         &mut self,
-        now: u64,
+        now: Millis,
         rng: &mut dyn RngCore,
         out: &mut Vec<(SocketAddr, Vec<u8>)>,
     ) {
@@ -843,14 +846,14 @@ impl Membership {
             self.relays.retain(|_, r| r.expires > now);
             let forget = self.cfg.forget_after_ms;
             self.members
-                .retain(|_, m| m.is_up() || now.saturating_sub(m.since_ms) < forget);
+                .retain(|_, m| m.is_up() || now.since(m.since) < forget);
             // Keep self even if something odd happened above.
             let addr = self.addrs.pack(self.my_addr);
             self.members.entry(self.me).or_insert(Entry {
                 addr,
                 incarnation: self.incarnation,
                 state: MemberState::Alive,
-                since_ms: now,
+                since: now,
             });
             // Forgotten members' IPv6 addresses: rebuild the table so
             // that made-up members cannot grow it without bound.
@@ -864,7 +867,7 @@ impl Membership {
         }
     }
 
-    pub fn poll_timeout(&self) -> u64 {
+    pub fn poll_timeout(&self) -> Millis {
         let mut t = self.next_probe_at;
         if let Some(p) = &self.probe {
             t = t.min(if p.indirect_sent {
@@ -896,10 +899,10 @@ mod tests {
 
     #[test]
     fn ring_walk_includes_self_in_order() {
-        let mut m = Membership::new(50, addr(50), 0, MembershipConfig::default(), 0);
+        let mut m = Membership::new(50, addr(50), 0, MembershipConfig::default(), Millis::ZERO);
         for id in [10u64, 30, 70, 90] {
             m.apply(
-                0,
+                Millis::ZERO,
                 Update {
                     id,
                     addr: addr(id as u16),
@@ -918,7 +921,7 @@ mod tests {
         let ids: Vec<u64> = m.ring_from(60).map(|(k, _)| k).collect();
         assert_eq!(ids, vec![70, 90, 10, 30, 50]);
         m.apply(
-            0,
+            Millis::ZERO,
             Update {
                 id: 70,
                 addr: addr(70),
@@ -932,27 +935,30 @@ mod tests {
 
     #[test]
     fn precedence_rules() {
-        let mut m = Membership::new(1, addr(1), 0, MembershipConfig::default(), 0);
+        let mut m = Membership::new(1, addr(1), 0, MembershipConfig::default(), Millis::ZERO);
         let up = |inc, state| Update {
             id: 2,
             addr: addr(2),
             incarnation: inc,
             state,
         };
-        assert!(m.apply(0, up(0, MemberState::Alive)));
-        assert!(m.apply(0, up(0, MemberState::Suspect)));
+        assert!(m.apply(Millis::ZERO, up(0, MemberState::Alive)));
+        assert!(m.apply(Millis::ZERO, up(0, MemberState::Suspect)));
         assert!(
-            !m.apply(0, up(0, MemberState::Alive)),
+            !m.apply(Millis::ZERO, up(0, MemberState::Alive)),
             "same incarnation cannot clear suspicion"
         );
-        assert!(m.apply(0, up(1, MemberState::Alive)), "refutation");
-        assert!(m.apply(0, up(1, MemberState::Down)));
         assert!(
-            !m.apply(0, up(1, MemberState::Alive)),
+            m.apply(Millis::ZERO, up(1, MemberState::Alive)),
+            "refutation"
+        );
+        assert!(m.apply(Millis::ZERO, up(1, MemberState::Down)));
+        assert!(
+            !m.apply(Millis::ZERO, up(1, MemberState::Alive)),
             "stale gossip cannot revive"
         );
         assert!(
-            m.apply(0, up(2, MemberState::Alive)),
+            m.apply(Millis::ZERO, up(2, MemberState::Alive)),
             "rejoin with a new incarnation"
         );
         assert_eq!(
@@ -963,9 +969,9 @@ mod tests {
 
     #[test]
     fn suspicion_of_self_is_refuted() {
-        let mut m = Membership::new(1, addr(1), 0, MembershipConfig::default(), 0);
+        let mut m = Membership::new(1, addr(1), 0, MembershipConfig::default(), Millis::ZERO);
         m.apply(
-            0,
+            Millis::ZERO,
             Update {
                 id: 1,
                 addr: addr(1),

@@ -29,7 +29,7 @@ use super::{Transmit, node_id, user_key};
 use crate::identity::revocation::{RevocationError, RevocationList, Revoked};
 use crate::identity::{Certificate, Role};
 use crate::limits::{Bucket, Rate, RateTable, SourceKey, log_worthy};
-use crate::time::UnixMillis;
+use crate::time::{Millis, UnixMillis};
 use rand::RngCore;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -409,7 +409,13 @@ impl SupernodeCore {
             authority,
             me,
             my_addr,
-            members: Membership::new(me, my_addr, incarnation, cfg.membership.clone(), now),
+            members: Membership::new(
+                me,
+                my_addr,
+                incarnation,
+                cfg.membership.clone(),
+                Millis(now),
+            ),
             lookups_by_source: RateTable::new(cfg.lookups_per_address, 65_536),
             watches_by_source: HashMap::new(),
             cfg,
@@ -449,7 +455,7 @@ impl SupernodeCore {
     /// gossip: for simulations that begin from a converged overlay (one
     /// pass, tightly packed; see [`Membership::seed`]).
     pub fn seed_members(&mut self, now: u64, members: impl IntoIterator<Item = (u64, SocketAddr)>) {
-        self.members.seed(now, members);
+        self.members.seed(Millis(now), members);
         self.members.take_changes();
         self.joined = true;
     }
@@ -459,7 +465,7 @@ impl SupernodeCore {
     pub fn seed_member(&mut self, now: u64, id: u64, addr: SocketAddr) {
         use super::msg::{MemberState, Update};
         self.members.apply(
-            now,
+            Millis(now),
             Update {
                 id,
                 addr,
@@ -624,7 +630,7 @@ impl SupernodeCore {
     fn mark_unresponsive(&mut self, now: u64, id: u64) {
         if id != self.me {
             self.unresponsive.insert(id, now + self.cfg.unresponsive_ms);
-            self.members.hint_unresponsive(now, id);
+            self.members.hint_unresponsive(Millis(now), id);
         }
     }
 
@@ -770,7 +776,7 @@ impl SupernodeCore {
                     self.events.push_back(SupernodeEvent::Joined);
                 }
                 let mut out = std::mem::take(&mut self.out);
-                self.members.handle(now, from, id, msg, &mut out);
+                self.members.handle(Millis(now), from, id, msg, &mut out);
                 self.out = out;
                 self.after_membership(now);
             }
@@ -1901,7 +1907,7 @@ impl SupernodeCore {
             self.out = out;
         }
         let mut out = std::mem::take(&mut self.out);
-        self.members.handle_timeout(now, rng, &mut out);
+        self.members.handle_timeout(Millis(now), rng, &mut out);
         self.out = out;
         self.after_membership(now);
 
@@ -2096,7 +2102,7 @@ impl SupernodeCore {
     }
 
     pub fn poll_timeout(&self) -> u64 {
-        let mut t = self.members.poll_timeout().min(self.next_sweep_at);
+        let mut t = self.members.poll_timeout().get().min(self.next_sweep_at);
         if !self.joined && !self.bootstrap.is_empty() {
             t = t.min(self.next_join_at);
         }

@@ -42,6 +42,7 @@
 
 use super::framing::{CHANNEL_MAX, CHANNEL_MIN};
 use super::stunmsg;
+use crate::time::Millis;
 use crate::wire::stun::{ChannelData, Class, Header, method};
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -182,7 +183,7 @@ enum State {
     Allocated {
         relayed: SocketAddr,
         mapped: SocketAddr,
-        refresh_at: u64,
+        refresh_at: Millis,
     },
     Closing,
     Done,
@@ -200,9 +201,9 @@ enum Kind {
 struct Tx {
     kind: Kind,
     bytes: Vec<u8>,
-    next_send: u64,
+    next_send: Millis,
     rto: u64,
-    deadline: u64,
+    deadline: Millis,
     /// Retries after 401/438, bounded so a confused server cannot loop us.
     auth_retries: u8,
     authenticated: bool,
@@ -214,7 +215,7 @@ enum Wanted {
     Queued,
     Pending,
     Installed {
-        refresh_at: u64,
+        refresh_at: Millis,
     },
 }
 
@@ -254,7 +255,7 @@ impl TurnClient {
         cfg: TurnClientConfig,
         creds: TurnCredentials,
         tid_key: [u8; 32],
-        _now: u64,
+        _now: Millis,
     ) -> Self {
         TurnClient {
             cfg,
@@ -329,9 +330,9 @@ impl TurnClient {
         self.events.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         let mut t = self.txs.values().map(|x| x.next_send.min(x.deadline)).min();
-        let mut at = |v: u64| t = Some(t.map_or(v, |x| x.min(v)));
+        let mut at = |v: Millis| t = Some(t.map_or(v, |x| x.min(v)));
         if let State::Allocated { refresh_at, .. } = self.state {
             at(refresh_at);
             for w in self.permissions.values() {
@@ -349,7 +350,7 @@ impl TurnClient {
     }
 
     /// Ask for an allocation.
-    pub fn allocate(&mut self, now: u64) {
+    pub fn allocate(&mut self, now: Millis) {
         if self.state != State::Idle {
             return;
         }
@@ -358,7 +359,7 @@ impl TurnClient {
     }
 
     /// Delete the allocation.
-    pub fn close(&mut self, now: u64) {
+    pub fn close(&mut self, now: Millis) {
         match self.state {
             State::Allocated { .. } => {
                 self.txs
@@ -381,7 +382,7 @@ impl TurnClient {
     }
 
     /// Let `peer` (its IP, any port) exchange data with our relayed address.
-    pub fn create_permission(&mut self, now: u64, peer: IpAddr) -> Result<(), TurnClientError> {
+    pub fn create_permission(&mut self, now: Millis, peer: IpAddr) -> Result<(), TurnClientError> {
         if peer.is_ipv6() != self.cfg.ipv6 {
             return Err(TurnClientError::NotIpv4(peer));
         }
@@ -398,7 +399,7 @@ impl TurnClient {
     }
 
     /// Bind a channel to `peer`; returns its number.
-    pub fn bind_channel(&mut self, now: u64, peer: SocketAddr) -> Result<u16, TurnClientError> {
+    pub fn bind_channel(&mut self, now: Millis, peer: SocketAddr) -> Result<u16, TurnClientError> {
         if peer.is_ipv6() != self.cfg.ipv6 {
             return Err(TurnClientError::NotIpv4(peer.ip()));
         }
@@ -436,7 +437,7 @@ impl TurnClient {
     /// Relay `data` to `peer`.
     pub fn send_to(
         &mut self,
-        _now: u64,
+        _now: Millis,
         peer: SocketAddr,
         data: &[u8],
     ) -> Result<(), TurnClientError> {
@@ -460,7 +461,7 @@ impl TurnClient {
     /// One message from the server (a datagram, or one message cut from the
     /// TCP stream). Returns false when it is not for this client, so the
     /// caller can offer it to others on the same socket.
-    pub fn handle_input(&mut self, now: u64, bytes: &[u8]) -> bool {
+    pub fn handle_input(&mut self, now: Millis, bytes: &[u8]) -> bool {
         match bytes.first() {
             Some(0x40..=0x7F) => {
                 let Ok(cd) = ChannelData::decode(bytes) else {
@@ -506,7 +507,7 @@ impl TurnClient {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         let mut failed = Vec::new();
         let udp = self.cfg.transport == TurnTransport::Udp;
         for (tid, t) in self.txs.iter_mut() {
@@ -521,7 +522,7 @@ impl TurnClient {
                     bytes: t.bytes.clone(),
                 });
             } else if !udp {
-                t.next_send = u64::MAX;
+                t.next_send = Millis::MAX;
             }
         }
         for tid in failed {
@@ -533,7 +534,7 @@ impl TurnClient {
             && refresh_at <= now
         {
             if let State::Allocated { refresh_at, .. } = &mut self.state {
-                *refresh_at = u64::MAX;
+                *refresh_at = Millis::MAX;
             }
             let lifetime = self.cfg.lifetime_secs;
             self.start(now, Kind::Refresh { lifetime });
@@ -562,7 +563,7 @@ impl TurnClient {
                 // server's binding outlives our refresh time by minutes.
                 if let Some((_, w)) = self.channels.get_mut(&channel) {
                     *w = Wanted::Installed {
-                        refresh_at: u64::MAX,
+                        refresh_at: Millis::MAX,
                     };
                 }
                 self.start(now, Kind::Channel { channel, peer });
@@ -645,11 +646,11 @@ impl TurnClient {
         Some((stunmsg::encode(&b.build(), 0)?, authenticated))
     }
 
-    fn start(&mut self, now: u64, kind: Kind) {
+    fn start(&mut self, now: Millis, kind: Kind) {
         self.start_with(now, kind, 0);
     }
 
-    fn start_with(&mut self, now: u64, kind: Kind, auth_retries: u8) {
+    fn start_with(&mut self, now: Millis, kind: Kind, auth_retries: u8) {
         let tid = self.next_tid();
         let Some((bytes, authenticated)) = self.encode(&kind, tid) else {
             self.failed(
@@ -670,7 +671,11 @@ impl TurnClient {
             Tx {
                 kind,
                 bytes,
-                next_send: if udp { now + self.cfg.rto_ms } else { u64::MAX },
+                next_send: if udp {
+                    now + self.cfg.rto_ms
+                } else {
+                    Millis::MAX
+                },
                 rto: self.cfg.rto_ms,
                 deadline: now + self.cfg.transaction_timeout_ms,
                 auth_retries,
@@ -679,7 +684,7 @@ impl TurnClient {
         );
     }
 
-    fn on_response(&mut self, now: u64, h: &Header, bytes: &[u8]) {
+    fn on_response(&mut self, now: Millis, h: &Header, bytes: &[u8]) {
         let Some(msg) = stunmsg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -819,7 +824,7 @@ impl TurnClient {
         }
     }
 
-    fn failed(&mut self, _now: u64, kind: Kind, code: u16, reason: String) {
+    fn failed(&mut self, _now: Millis, kind: Kind, code: u16, reason: String) {
         match kind {
             Kind::Allocate => {
                 self.state = State::Done;

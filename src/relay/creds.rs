@@ -9,6 +9,7 @@
 //! Also the server's nonces: stateless, `hex(expiry ms) || hex(MAC)` bound
 //! to the client's transport address, so a relay keeps no per-nonce state.
 
+use crate::time::Millis;
 use base64::Engine;
 use std::net::SocketAddr;
 
@@ -102,8 +103,10 @@ impl NonceKey {
         hmac_sha1::hmac_sha1(&self.0, &m)
     }
 
-    /// A nonce for `client`, valid until `expires_ms`.
-    pub fn make(&self, expires_ms: u64, client: SocketAddr) -> String {
+    /// A nonce for `client`, valid until `expires` (on the server's
+    /// monotonic timeline: only the server that made it reads it).
+    pub fn make(&self, expires: Millis, client: SocketAddr) -> String {
+        let expires_ms = expires.get();
         let mac = self.mac(expires_ms, client);
         let mut s = format!("{expires_ms:016x}");
         for b in &mac[..12] {
@@ -113,14 +116,14 @@ impl NonceKey {
     }
 
     /// Whether `nonce` is one of ours for `client` and still valid.
-    pub fn check(&self, nonce: &str, now_ms: u64, client: SocketAddr) -> bool {
+    pub fn check(&self, nonce: &str, now: Millis, client: SocketAddr) -> bool {
         if nonce.len() != 16 + 24 || !nonce.is_ascii() {
             return false;
         }
         let Ok(expires_ms) = u64::from_str_radix(&nonce[..16], 16) else {
             return false;
         };
-        if expires_ms <= now_ms {
+        if Millis(expires_ms) <= now {
             return false;
         }
         let mac = self.mac(expires_ms, client);
@@ -159,12 +162,12 @@ mod tests {
         let k = NonceKey::new([7; 32]);
         let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let b: SocketAddr = "10.0.0.1:5001".parse().unwrap();
-        let n = k.make(10_000, a);
-        assert!(k.check(&n, 9_999, a));
-        assert!(!k.check(&n, 10_000, a));
-        assert!(!k.check(&n, 5, b));
-        assert!(!NonceKey::new([8; 32]).check(&n, 5, a));
-        assert!(!k.check("zz", 5, a));
-        assert!(!k.check(&"é".repeat(20), 5, a));
+        let n = k.make(Millis(10_000), a);
+        assert!(k.check(&n, Millis(9_999), a));
+        assert!(!k.check(&n, Millis(10_000), a));
+        assert!(!k.check(&n, Millis(5), b));
+        assert!(!NonceKey::new([8; 32]).check(&n, Millis(5), a));
+        assert!(!k.check("zz", Millis(5), a));
+        assert!(!k.check(&"é".repeat(20), Millis(5), a));
     }
 }

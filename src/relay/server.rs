@@ -26,7 +26,7 @@ use super::creds::{NonceKey, parse_username, rest_password};
 use super::framing::{CHANNEL_MAX_ACCEPTED, CHANNEL_MIN};
 use super::quota::TokenBucket;
 use super::stunmsg::{self, Integrity};
-use crate::time::UnixSecs;
+use crate::time::{Millis, UnixSecs};
 use crate::wire::IpPrefix;
 use crate::wire::stun::{ChannelData, Class, Header, method};
 use std::collections::{HashMap, VecDeque};
@@ -232,10 +232,10 @@ struct Allocation {
     /// The relayed address is IPv6 (REQUESTED-ADDRESS-FAMILY): its peers
     /// must be IPv6 too (RFC 8656 443 otherwise).
     ipv6: bool,
-    created_ms: u64,
-    expires_ms: u64,
-    permissions: HashMap<IpAddr, u64>,
-    channels: HashMap<u16, (SocketAddr, u64)>,
+    created: Millis,
+    expires: Millis,
+    permissions: HashMap<IpAddr, Millis>,
+    channels: HashMap<u16, (SocketAddr, Millis)>,
     by_peer: HashMap<SocketAddr, u16>,
 }
 
@@ -261,7 +261,7 @@ pub struct TurnServer {
     users: HashMap<String, User>,
     next_alloc: AllocId,
     next_tid: u64,
-    next_sweep: u64,
+    next_sweep: Millis,
     out: VecDeque<ServerTransmit>,
     events: VecDeque<ServerEvent>,
     stats: TurnStats,
@@ -285,7 +285,7 @@ fn method_of(m: u16) -> MessageMethod {
 
 impl TurnServer {
     /// `nonce_key` must be random (it makes nonces unforgeable).
-    pub fn new(cfg: TurnServerConfig, nonce_key: [u8; 32], now: u64) -> Self {
+    pub fn new(cfg: TurnServerConfig, nonce_key: [u8; 32], now: Millis) -> Self {
         TurnServer {
             cfg,
             nonces: NonceKey::new(nonce_key),
@@ -334,7 +334,7 @@ impl TurnServer {
     }
 
     /// When [`TurnServer::handle_timeout`] is next due, if anything waits.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         (!self.allocs.is_empty()).then_some(self.next_sweep)
     }
 
@@ -342,7 +342,7 @@ impl TurnServer {
     /// A datagram or stream message from a client at `now`; its REST
     /// credentials' expiry is judged at `unix` (the wall clock, which the
     /// supernode that issued them dated them by).
-    pub fn handle_client(&mut self, now: u64, unix: UnixSecs, from: ClientAddr, bytes: &[u8]) {
+    pub fn handle_client(&mut self, now: Millis, unix: UnixSecs, from: ClientAddr, bytes: &[u8]) {
         self.unix = unix;
         match bytes.first() {
             Some(0x40..=0x7F) => self.on_channel_data(now, from, bytes),
@@ -352,7 +352,7 @@ impl TurnServer {
     }
 
     /// A datagram `from` a peer on allocation `alloc`'s relay socket.
-    pub fn handle_peer(&mut self, now: u64, alloc: AllocId, from: SocketAddr, bytes: &[u8]) {
+    pub fn handle_peer(&mut self, now: Millis, alloc: AllocId, from: SocketAddr, bytes: &[u8]) {
         let Some(a) = self.allocs.get(&alloc) else {
             self.stats.no_allocation += 1;
             return;
@@ -387,7 +387,12 @@ impl TurnServer {
 
     /// The driver's answer to [`ServerEvent::OpenRelay`]: the address to
     /// advertise for the relay socket, or why none could be bound.
-    pub fn relay_opened(&mut self, now: u64, alloc: AllocId, result: Result<SocketAddr, String>) {
+    pub fn relay_opened(
+        &mut self,
+        now: Millis,
+        alloc: AllocId,
+        result: Result<SocketAddr, String>,
+    ) {
         let Some(a) = self.allocs.get_mut(&alloc) else {
             // The allocation went away while the socket was being bound.
             if result.is_ok() {
@@ -399,7 +404,7 @@ impl TurnServer {
             Ok(relayed) => {
                 a.relayed = Some(relayed);
                 self.by_relayed.insert(relayed, alloc);
-                a.expires_ms = now + a.lifetime_secs as u64 * 1000;
+                a.expires = now + a.lifetime_secs as u64 * 1000;
                 let attrs = vec![
                     XorRelayedAddress::from(relayed).into(),
                     LifeTime::new(a.lifetime_secs).into(),
@@ -465,7 +470,7 @@ impl TurnServer {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         if now < self.next_sweep {
             return;
         }
@@ -473,8 +478,8 @@ impl TurnServer {
         let mut expired = Vec::new();
         for (&id, a) in self.allocs.iter_mut() {
             let dead = match a.relayed {
-                Some(_) => a.expires_ms <= now,
-                None => a.created_ms + OPEN_TIMEOUT_MS <= now,
+                Some(_) => a.expires <= now,
+                None => a.created + OPEN_TIMEOUT_MS <= now,
             };
             if dead {
                 expired.push(id);
@@ -509,7 +514,7 @@ impl TurnServer {
     }
 
     /// Count `bytes` against the allocation owner's bandwidth.
-    fn charge(&mut self, now: u64, alloc: AllocId, bytes: usize) -> bool {
+    fn charge(&mut self, now: Millis, alloc: AllocId, bytes: usize) -> bool {
         let Some(a) = self.allocs.get(&alloc) else {
             return false;
         };
@@ -631,7 +636,14 @@ impl TurnServer {
     }
 
     /// 401 or 438: the error carries REALM and a fresh NONCE.
-    fn challenge(&mut self, now: u64, to: ClientAddr, h: &Header, code: u16, reason: &'static str) {
+    fn challenge(
+        &mut self,
+        now: Millis,
+        to: ClientAddr,
+        h: &Header,
+        code: u16,
+        reason: &'static str,
+    ) {
         let nonce = self.nonces.make(now + self.cfg.nonce_lifetime_ms, to.addr);
         let mut attrs: Vec<StunAttribute> = Vec::new();
         if let Ok(r) = Realm::new(&self.cfg.realm) {
@@ -643,7 +655,7 @@ impl TurnServer {
         self.error_with(to, h.method, h.transaction, code, reason, attrs, None);
     }
 
-    fn on_stun(&mut self, now: u64, from: ClientAddr, bytes: &[u8]) {
+    fn on_stun(&mut self, now: Millis, from: ClientAddr, bytes: &[u8]) {
         let Ok(h) = Header::read(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -655,7 +667,7 @@ impl TurnServer {
         }
     }
 
-    fn on_send(&mut self, now: u64, from: ClientAddr, bytes: &[u8]) {
+    fn on_send(&mut self, now: Millis, from: ClientAddr, bytes: &[u8]) {
         let Some((peer, data)) = stunmsg::parse_data_indication(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -667,7 +679,7 @@ impl TurnServer {
         self.relay_out(now, id, peer, data);
     }
 
-    fn relay_out(&mut self, now: u64, id: AllocId, peer: SocketAddr, data: &[u8]) {
+    fn relay_out(&mut self, now: Millis, id: AllocId, peer: SocketAddr, data: &[u8]) {
         let Some(a) = self.allocs.get(&id) else {
             return;
         };
@@ -694,7 +706,7 @@ impl TurnServer {
         });
     }
 
-    fn on_channel_data(&mut self, now: u64, from: ClientAddr, bytes: &[u8]) {
+    fn on_channel_data(&mut self, now: Millis, from: ClientAddr, bytes: &[u8]) {
         let Ok(cd) = ChannelData::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -718,7 +730,7 @@ impl TurnServer {
         self.relay_out(now, id, peer, cd.data);
     }
 
-    fn on_request(&mut self, now: u64, from: ClientAddr, h: &Header, bytes: &[u8]) {
+    fn on_request(&mut self, now: Millis, from: ClientAddr, h: &Header, bytes: &[u8]) {
         let Some(msg) = stunmsg::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -778,7 +790,7 @@ impl TurnServer {
 
     fn authenticate(
         &mut self,
-        now: u64,
+        now: Millis,
         from: ClientAddr,
         h: &Header,
         msg: &stun_rs::StunMessage,
@@ -913,7 +925,7 @@ impl TurnServer {
 
     fn on_allocate(
         &mut self,
-        now: u64,
+        now: Millis,
         from: ClientAddr,
         h: &Header,
         msg: &stun_rs::StunMessage,
@@ -1001,8 +1013,8 @@ impl TurnServer {
                 lifetime_secs: lifetime,
                 relayed: None,
                 ipv6,
-                created_ms: now,
-                expires_ms: now + OPEN_TIMEOUT_MS,
+                created: now,
+                expires: now + OPEN_TIMEOUT_MS,
                 permissions: HashMap::new(),
                 channels: HashMap::new(),
                 by_peer: HashMap::new(),
@@ -1021,7 +1033,7 @@ impl TurnServer {
 
     fn on_refresh(
         &mut self,
-        now: u64,
+        now: Millis,
         from: ClientAddr,
         h: &Header,
         msg: &stun_rs::StunMessage,
@@ -1036,7 +1048,7 @@ impl TurnServer {
             self.remove(id, "deleted by the client");
         } else if let Some(a) = self.allocs.get_mut(&id) {
             a.lifetime_secs = lifetime;
-            a.expires_ms = now + lifetime as u64 * 1000;
+            a.expires = now + lifetime as u64 * 1000;
         }
         self.ok(from, h, vec![LifeTime::new(lifetime).into()], &auth);
     }
@@ -1095,7 +1107,7 @@ impl TurnServer {
 
     fn on_create_permission(
         &mut self,
-        now: u64,
+        now: Millis,
         from: ClientAddr,
         h: &Header,
         msg: &stun_rs::StunMessage,
@@ -1136,7 +1148,7 @@ impl TurnServer {
 
     fn on_channel_bind(
         &mut self,
-        now: u64,
+        now: Millis,
         from: ClientAddr,
         h: &Header,
         msg: &stun_rs::StunMessage,

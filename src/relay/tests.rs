@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::sim::net::{LinkModel, Network, Transport as NetTransport};
+use crate::time::Millis;
 use std::net::SocketAddr;
 
 /// Socket owners on the network: clients own their index.
@@ -18,12 +19,12 @@ fn addr(s: &str) -> SocketAddr {
 
 /// The wall clock at virtual time `now`: these tests' wall clock runs with
 /// their virtual clock, both from the same epoch.
-fn wall(now: u64) -> crate::time::UnixSecs {
-    crate::time::UnixMillis(now).secs()
+fn wall(now: Millis) -> crate::time::UnixSecs {
+    crate::time::UnixMillis(now.get()).secs()
 }
 
 struct Net {
-    now: u64,
+    now: Millis,
     net: Network,
     server: TurnServer,
     server_addr: SocketAddr,
@@ -38,9 +39,9 @@ struct Net {
 
 impl Net {
     fn new(cfg: TurnServerConfig) -> Self {
-        let now = 1_700_000_000_000;
+        let now = Millis(1_700_000_000_000);
         let server_addr = addr("198.51.100.1:3478");
-        let mut net = Network::new(1, now, LinkModel::instant());
+        let mut net = Network::new(1, now.get(), LinkModel::instant());
         net.bind(server_addr, SERVER);
         Net {
             now,
@@ -108,7 +109,7 @@ impl Net {
 
     /// Deliver everything until quiet.
     fn run(&mut self) {
-        self.net.advance_to(self.now);
+        self.net.advance_to(self.now.get());
         for _ in 0..1000 {
             let mut moved = false;
             for i in 0..self.clients.len() {
@@ -219,7 +220,7 @@ impl Net {
                 .filter_map(|c| c.1.poll_timeout())
                 .chain(self.server.poll_timeout())
                 .min()
-                .unwrap_or(u64::MAX);
+                .unwrap_or(Millis::MAX);
             if next > end {
                 break;
             }

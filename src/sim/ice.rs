@@ -15,6 +15,7 @@ use super::net::{DropRule, LinkModel, Network, RuleId, Transport};
 use crate::ice::agent::{IceAgent, IceConfig, IceEvent, IceRole};
 use crate::ice::offer::MappingHint;
 use crate::ice::{Candidate, CandidateKind, IceOffer, Path, PathKind, Via};
+use crate::time::Millis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
@@ -468,7 +469,7 @@ fn deliver_to_side(
         return;
     }
     if let Some(agent) = side.agent.as_mut() {
-        agent.handle_stun(now, via, from, &bytes, &mut w.rng);
+        agent.handle_stun(Millis(now), via, from, &bytes, &mut w.rng);
     }
 }
 
@@ -554,7 +555,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             if let Some(a) = &s.agent
                 && let Some(d) = a.poll_timeout()
             {
-                t = t.min(d);
+                t = t.min(d.get());
             }
         }
         if sides[0].agent.is_none() {
@@ -619,7 +620,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             {
                 noticed = true;
                 if let Some(a) = sides[r.side].agent.as_mut() {
-                    a.network_changed(now, &mut w.rng);
+                    a.network_changed(Millis(now), &mut w.rng);
                 }
                 sides[r.side].srflx.clear();
                 readvertise = true;
@@ -630,7 +631,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         if let Some((at, to, offer)) = update.take() {
             if now >= at {
                 if let Some(a) = sides[to].agent.as_mut() {
-                    a.update_remote(now, &offer);
+                    a.update_remote(Millis(now), &offer);
                 }
             } else {
                 update = Some((at, to, offer));
@@ -646,7 +647,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             if now >= at {
                 let mut agent = make_agent(&mut w, &sides[1], IceRole::Controlled, now, &opts);
                 // B's own clock for setup starts when the offer arrives.
-                agent.set_remote(now, &offer);
+                agent.set_remote(Millis(now), &offer);
                 answer_to_a = Some((now + opts.signalling_ms, agent.local_offer()));
                 sides[1].agent = Some(agent);
             } else {
@@ -656,7 +657,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         if let Some((at, answer)) = answer_to_a.take() {
             if now >= at {
                 if let Some(a) = sides[0].agent.as_mut() {
-                    a.set_remote(now, &answer);
+                    a.set_remote(Millis(now), &answer);
                 }
             } else {
                 answer_to_a = Some((at, answer));
@@ -694,8 +695,8 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         // Timers, then events and transmits.
         for (i, side) in sides.iter_mut().enumerate() {
             if let Some(agent) = side.agent.as_mut() {
-                if agent.poll_timeout().is_some_and(|d| d <= now) {
-                    agent.handle_timeout(now, &mut w.rng);
+                if agent.poll_timeout().is_some_and(|d| d <= Millis(now)) {
+                    agent.handle_timeout(Millis(now), &mut w.rng);
                 }
                 while let Some(ev) = agent.poll_event() {
                     match ev {
@@ -790,6 +791,13 @@ fn make_agent(w: &mut World, side: &Side, role: IceRole, now: u64, opts: &SimOpt
     let mut cfg = opts.ice.clone();
     cfg.prior_mappings = 1;
     IceAgent::new(
-        cfg, role, session, now, locals, &relays, mapping, &mut w.rng,
+        cfg,
+        role,
+        session,
+        Millis(now),
+        locals,
+        &relays,
+        mapping,
+        &mut w.rng,
     )
 }

@@ -26,6 +26,7 @@
 use super::ledbat::Ledbat;
 use super::ranges::RangeSet;
 use super::wire::{CancelReason, LinkMsg, Signal, TransferId, kind};
+use crate::time::Millis;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 
@@ -295,18 +296,18 @@ pub struct TransferStats {
 #[derive(Debug, Clone, Default)]
 struct Rate {
     /// (ms, bytes done), oldest first, a few seconds' worth.
-    samples: VecDeque<(u64, u64)>,
+    samples: VecDeque<(Millis, u64)>,
 }
 
 impl Rate {
-    fn sample(&mut self, now: u64, done: u64) -> u64 {
+    fn sample(&mut self, now: Millis, done: u64) -> u64 {
         self.samples.push_back((now, done));
-        while self.samples.len() > 2 && now - self.samples[0].0 > 3000 {
+        while self.samples.len() > 2 && now.since(self.samples[0].0) > 3000 {
             self.samples.pop_front();
         }
         let (t0, d0) = self.samples[0];
         if now > t0 {
-            done.saturating_sub(d0) * 1000 / (now - t0)
+            done.saturating_sub(d0) * 1000 / now.since(t0)
         } else {
             0
         }
@@ -317,7 +318,7 @@ impl Rate {
 struct Sent {
     offset: u64,
     len: u64,
-    at: u64,
+    at: Millis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,7 +339,7 @@ pub(super) struct Outgoing {
     size: u64,
     state: OutState,
     /// When offered (for the offer's expiry).
-    offered_at: u64,
+    offered_at: Millis,
     /// Bytes the receiver lacks that are not in flight, lowest first.
     to_send: RangeSet,
     /// Packets in flight by number.
@@ -356,13 +357,13 @@ pub(super) struct Outgoing {
     backoff: u32,
     /// Last acknowledgement (or start of sending), for the timeout and
     /// the stall.
-    last_ack_at: u64,
+    last_ack_at: Millis,
     /// The receiver's process, from its answer: a new one means it
     /// restarted.
     incarnation: Option<u64>,
     /// File bytes put on the wire by this process.
     wire_bytes: u64,
-    progress_at: u64,
+    progress_at: Millis,
     rate: Rate,
 }
 
@@ -395,7 +396,7 @@ struct Incoming {
     size: u64,
     hash: [u8; 32],
     state: InState,
-    offered_at: u64,
+    offered_at: Millis,
     /// Where it goes once whole (the driver writes `dest` + ".part").
     dest: Option<PathBuf>,
     /// Byte ranges written: the resume record.
@@ -410,18 +411,18 @@ struct Incoming {
     /// Packets since the last acknowledgement.
     unacked: u32,
     /// When the pending acknowledgement is due.
-    ack_at: Option<u64>,
+    ack_at: Option<Millis>,
     /// Last data packet, or when we (re)sent our answer.
-    last_data_at: u64,
+    last_data_at: Millis,
     /// Answers re-sent since data last came (doubles the wait).
     resends: u32,
     /// `have` changed since the record was last written.
     dirty: bool,
     /// New bytes since the record was last written.
     unpersisted: u64,
-    persist_at: u64,
+    persist_at: Millis,
     wire_bytes: u64,
-    progress_at: u64,
+    progress_at: Millis,
     rate: Rate,
 }
 
@@ -447,11 +448,11 @@ pub struct Transfers {
     /// Peers with a peer link up, for sending data.
     up: HashMap<String, ()>,
     /// Peers to connect to again at the time given (after a failure).
-    reconnect_at: HashMap<String, u64>,
+    reconnect_at: HashMap<String, Millis>,
     /// Round-robin position among senders.
     cursor: TransferId,
     /// Send credit under `max_rate`: bytes, and when it was last topped up.
-    pace: (u64, u64),
+    pace: (u64, Millis),
     out: VecDeque<Output>,
     stats: TransferStats,
 }
@@ -467,7 +468,7 @@ impl Transfers {
             up: HashMap::new(),
             reconnect_at: HashMap::new(),
             cursor: 0,
-            pace: (0, 0),
+            pace: (0, Millis::ZERO),
             out: VecDeque::new(),
             stats: TransferStats::default(),
         }
@@ -550,7 +551,7 @@ impl Transfers {
     #[allow(clippy::too_many_arguments)]
     pub fn offer(
         &mut self,
-        now: u64,
+        now: Millis,
         id: TransferId,
         peer: &str,
         path: PathBuf,
@@ -610,7 +611,7 @@ impl Transfers {
     #[allow(clippy::too_many_arguments)]
     pub fn restore_incoming(
         &mut self,
-        now: u64,
+        now: Millis,
         id: TransferId,
         peer: &str,
         name: &str,
@@ -634,7 +635,12 @@ impl Transfers {
     }
 
     /// Accept incoming `id` into `dest`.
-    pub fn accept(&mut self, now: u64, id: TransferId, dest: PathBuf) -> Result<(), FileFailure> {
+    pub fn accept(
+        &mut self,
+        now: Millis,
+        id: TransferId,
+        dest: PathBuf,
+    ) -> Result<(), FileFailure> {
         match self.incoming.get_mut(&id) {
             Some(i) if i.state == InState::Offered => {
                 i.dest = Some(dest);
@@ -647,7 +653,7 @@ impl Transfers {
         Ok(())
     }
 
-    fn start_receiving(&mut self, now: u64, id: TransferId) {
+    fn start_receiving(&mut self, now: Millis, id: TransferId) {
         let Some(i) = self.incoming.get_mut(&id) else {
             return;
         };
@@ -782,7 +788,7 @@ impl Transfers {
     }
 
     /// The peer link with `peer` is up (or down).
-    pub fn path(&mut self, now: u64, peer: &str, up: bool) {
+    pub fn path(&mut self, now: Millis, peer: &str, up: bool) {
         if up {
             self.up.insert(peer.to_owned(), ());
             self.reconnect_at.remove(peer);
@@ -808,7 +814,7 @@ impl Transfers {
     /// whatever it is (a resumed one too). A stranger's offer of a
     /// transfer we already hold (accepted while they were a contact)
     /// resumes it.
-    pub fn on_signal(&mut self, now: u64, from: &str, standing: Standing, s: Signal<'_>) {
+    pub fn on_signal(&mut self, now: Millis, from: &str, standing: Standing, s: Signal<'_>) {
         match s {
             Signal::Offer { .. } if standing == Standing::Blocked => {
                 self.stats.offers_from_blocked += 1;
@@ -894,7 +900,7 @@ impl Transfers {
 
     fn on_offer(
         &mut self,
-        now: u64,
+        now: Millis,
         from: &str,
         id: TransferId,
         size: u64,
@@ -946,7 +952,7 @@ impl Transfers {
 
     fn on_answer(
         &mut self,
-        now: u64,
+        now: Millis,
         from: &str,
         id: TransferId,
         accept: bool,
@@ -1035,7 +1041,7 @@ impl Transfers {
 
     /// A link message from `from` (a DATA's bytes already written when
     /// [`Transfers::wants_data`] said so).
-    pub fn on_link(&mut self, now: u64, from: &str, m: &LinkMsg<'_>) {
+    pub fn on_link(&mut self, now: Millis, from: &str, m: &LinkMsg<'_>) {
         match m {
             LinkMsg::Data {
                 id,
@@ -1054,7 +1060,7 @@ impl Transfers {
         }
     }
 
-    fn on_data(&mut self, now: u64, id: TransferId, pn: u64, ts: u32, offset: u64, len: u64) {
+    fn on_data(&mut self, now: Millis, id: TransferId, pn: u64, ts: u32, offset: u64, len: u64) {
         let Some(i) = self.incoming.get_mut(&id) else {
             return;
         };
@@ -1090,7 +1096,7 @@ impl Transfers {
         self.check_complete(now, id);
     }
 
-    fn send_ack(&mut self, now: u64, id: TransferId) {
+    fn send_ack(&mut self, now: Millis, id: TransferId) {
         let Some(i) = self.incoming.get_mut(&id) else {
             return;
         };
@@ -1107,13 +1113,13 @@ impl Transfers {
             .take(super::wire::MAX_ACK_RANGES)
             .copied()
             .collect();
-        let delay = (now as u32).wrapping_sub(i.newest_ts);
+        let delay = (now.get() as u32).wrapping_sub(i.newest_ts);
         let bytes = LinkMsg::Ack { id, delay, ranges }.encode();
         let to = i.peer.clone();
         self.out.push_back(Output::Link { to, bytes });
     }
 
-    fn check_complete(&mut self, now: u64, id: TransferId) {
+    fn check_complete(&mut self, now: Millis, id: TransferId) {
         let Some(i) = self.incoming.get_mut(&id) else {
             return;
         };
@@ -1126,7 +1132,7 @@ impl Transfers {
         }
     }
 
-    fn on_ack(&mut self, now: u64, id: TransferId, delay: u32, ranges: &[(u64, u64)]) {
+    fn on_ack(&mut self, now: Millis, id: TransferId, delay: u32, ranges: &[(u64, u64)]) {
         let Some(o) = self.outgoing.get_mut(&id) else {
             return;
         };
@@ -1144,7 +1150,7 @@ impl Transfers {
                     o.flight -= p.len;
                     if o.largest_acked.is_none_or(|l| pn > l) {
                         o.largest_acked = Some(pn);
-                        rtt_sample = Some(now.saturating_sub(p.at));
+                        rtt_sample = Some(now.since(p.at));
                     }
                 }
             }
@@ -1189,7 +1195,7 @@ impl Transfers {
 
     /// The next data packet to send, round robin among the transfers whose
     /// window has room; `None` when every window is full or idle.
-    pub fn poll_data(&mut self, now: u64) -> Option<DataOut> {
+    pub fn poll_data(&mut self, now: Millis) -> Option<DataOut> {
         let chunk = self.config.chunk as u64;
         if self.config.max_rate > 0 {
             self.pace = (self.credit(now), now);
@@ -1233,7 +1239,7 @@ impl Transfers {
             to: o.peer.clone(),
             id: ids,
             pn,
-            ts: now as u32,
+            ts: now.get() as u32,
             offset: s,
             len: len as usize,
         })
@@ -1241,17 +1247,17 @@ impl Transfers {
 
     /// The send credit under `max_rate` at `now`: what was left plus the
     /// rate since, at most 100 ms of it (or one packet).
-    fn credit(&self, now: u64) -> u64 {
+    fn credit(&self, now: Millis) -> u64 {
         let rate = self.config.max_rate;
         let burst = (rate / 10).max(self.config.chunk as u64);
         let (left, at) = self.pace;
-        let gained = rate.saturating_mul(now.saturating_sub(at)) / 1000;
+        let gained = rate.saturating_mul(now.since(at)) / 1000;
         left.saturating_add(gained).min(burst)
     }
 
     /// When the send credit covers one packet: `now` when it does or
     /// there is no `max_rate`.
-    fn pace_ready_at(&self, now: u64) -> u64 {
+    fn pace_ready_at(&self, now: Millis) -> Millis {
         let rate = self.config.max_rate;
         if rate == 0 {
             return now;
@@ -1273,8 +1279,8 @@ impl Transfers {
         })
     }
 
-    pub fn poll_timeout(&self, now: u64) -> u64 {
-        let mut t = u64::MAX;
+    pub fn poll_timeout(&self, now: Millis) -> Millis {
+        let mut t = Millis::MAX;
         if self.can_send() {
             t = self.pace_ready_at(now);
             if t == now {
@@ -1321,7 +1327,7 @@ impl Transfers {
         self.config.stall_ms << resends.min(4)
     }
 
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         let ttl = self.config.offer_ttl_ms;
         let expired: Vec<TransferId> = self
             .outgoing
@@ -1356,7 +1362,7 @@ impl Transfers {
         }
     }
 
-    fn sender_timers(&mut self, now: u64) {
+    fn sender_timers(&mut self, now: Millis) {
         let progress_ms = self.config.progress_ms;
         let stall_ms = self.config.stall_ms;
         let mut events = Vec::new();
@@ -1404,7 +1410,7 @@ impl Transfers {
         }
     }
 
-    fn receiver_timers(&mut self, now: u64) {
+    fn receiver_timers(&mut self, now: Millis) {
         let ids: Vec<TransferId> = self.incoming.keys().copied().collect();
         for id in ids {
             let stall = {
@@ -1465,7 +1471,7 @@ impl Transfers {
     }
 }
 
-fn new_incoming(now: u64, peer: &str, name: &str, size: u64, hash: [u8; 32]) -> Incoming {
+fn new_incoming(now: Millis, peer: &str, name: &str, size: u64, hash: [u8; 32]) -> Incoming {
     Incoming {
         peer: peer.to_owned(),
         name: name.to_owned(),

@@ -10,6 +10,8 @@
 //! from the lowest delay seen (the base delay, kept per minute for ten
 //! minutes, as the RFC does) counts as queuing.
 
+use crate::time::Millis;
+
 /// Queuing delay the controller aims at, ms (RFC 6817 allows up to 100;
 /// lower gives way to a call sooner).
 pub const TARGET_MS: i64 = 25;
@@ -41,7 +43,7 @@ pub struct Ledbat {
     origin: Option<u32>,
     /// Window reductions do not repeat within one round trip: packets
     /// sent before this time were already paid for.
-    recovery_until: u64,
+    recovery_until: Millis,
 }
 
 impl Ledbat {
@@ -54,7 +56,7 @@ impl Ledbat {
             base: Vec::new(),
             current: Vec::new(),
             origin: None,
-            recovery_until: 0,
+            recovery_until: Millis::ZERO,
         }
     }
 
@@ -76,10 +78,10 @@ impl Ledbat {
 
     /// A one-way delay sample (receiver clock minus sender timestamp,
     /// wrapping u32 ms) at `now`.
-    pub fn on_delay(&mut self, now: u64, raw: u32) {
+    pub fn on_delay(&mut self, now: Millis, raw: u32) {
         let origin = *self.origin.get_or_insert(raw);
         let d = i64::from(raw.wrapping_sub(origin) as i32);
-        let minute = now / 60_000;
+        let minute = now.get() / 60_000;
         match self.base.last_mut() {
             Some((m, min)) if *m == minute => *min = (*min).min(d),
             _ => {
@@ -124,7 +126,7 @@ impl Ledbat {
 
     /// A packet sent at `sent_at` was lost (seen at `now`, one round trip
     /// `rtt` ms): halve once per round trip.
-    pub fn on_loss(&mut self, now: u64, sent_at: u64, rtt: u64) {
+    pub fn on_loss(&mut self, now: Millis, sent_at: Millis, rtt: u64) {
         self.slow_start = false;
         if sent_at < self.recovery_until {
             return;
@@ -134,7 +136,7 @@ impl Ledbat {
     }
 
     /// Nothing was acknowledged for a retransmission timeout.
-    pub fn on_timeout(&mut self, now: u64) {
+    pub fn on_timeout(&mut self, now: Millis) {
         self.slow_start = false;
         self.recovery_until = now;
         self.cwnd = MIN_PACKETS * self.mss;
@@ -150,14 +152,14 @@ mod tests {
         let mut c = Ledbat::new(1000, 10_000_000);
         // Base delay 40 ms (clock offset), no queuing: slow start.
         for i in 0..50 {
-            c.on_delay(i, 40);
+            c.on_delay(Millis(i), 40);
             c.on_ack(1000, c.window());
         }
         let grown = c.window();
         assert!(grown >= 50_000, "{grown}");
         // Queuing builds up to 100 ms over a 25 ms target: shrinks.
         for i in 0..200 {
-            c.on_delay(100 + i, 140);
+            c.on_delay(Millis(100 + i), 140);
             c.on_ack(1000, c.window());
         }
         assert!(c.window() < grown / 4, "{} vs {grown}", c.window());
@@ -165,7 +167,7 @@ mod tests {
         // The queue drains: grows again (linearly now).
         let low = c.window();
         for i in 0..200 {
-            c.on_delay(400 + i, 41);
+            c.on_delay(Millis(400 + i), 41);
             c.on_ack(1000, c.window());
         }
         assert!(c.window() > low, "{} vs {low}", c.window());
@@ -178,22 +180,22 @@ mod tests {
             c.on_ack(1000, c.window());
         }
         let w = c.window();
-        c.on_loss(100, 90, 20);
+        c.on_loss(Millis(100), Millis(90), 20);
         assert_eq!(c.window(), w / 2);
-        c.on_loss(105, 95, 20);
+        c.on_loss(Millis(105), Millis(95), 20);
         assert_eq!(c.window(), w / 2, "same round trip");
-        c.on_timeout(200);
+        c.on_timeout(Millis(200));
         assert_eq!(c.window(), 2000);
     }
 
     #[test]
     fn wrapping_timestamps_are_differences() {
         let mut c = Ledbat::new(1000, 1_000_000);
-        c.on_delay(0, u32::MAX - 5);
-        c.on_delay(1, 4);
+        c.on_delay(Millis(0), u32::MAX - 5);
+        c.on_delay(Millis(1), 4);
         assert_eq!(c.queuing_delay(), 0, "min of filter is the base");
         for t in 2..10 {
-            c.on_delay(t, 4);
+            c.on_delay(Millis(t), 4);
         }
         assert_eq!(c.queuing_delay(), 10);
     }

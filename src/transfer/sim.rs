@@ -4,6 +4,7 @@
 //! hashing) is played with byte vectors.
 
 use super::*;
+use crate::time::Millis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -28,7 +29,7 @@ enum Msg {
 }
 
 struct Sim {
-    now: u64,
+    now: Millis,
     path: Path,
     rng: StdRng,
     a: Transfers,
@@ -38,11 +39,11 @@ struct Sim {
     /// Ranges the receiver persisted (its resume record).
     record: RangeSet,
     /// (due, serial, to_b, msg)
-    queue: BinaryHeap<Reverse<(u64, u64, bool, usize)>>,
+    queue: BinaryHeap<Reverse<(Millis, u64, bool, usize)>>,
     msgs: Vec<Option<Msg>>,
     serial: u64,
     /// When the bottleneck towards the receiver is free again.
-    busy_until: u64,
+    busy_until: Millis,
     events_a: Vec<FileEvent>,
     events_b: Vec<FileEvent>,
     /// Highest queuing delay a data packet met at the bottleneck, ms.
@@ -58,7 +59,7 @@ impl Sim {
         let mut rng = StdRng::seed_from_u64(seed);
         let file: Vec<u8> = (0..size).map(|_| rng.r#gen()).collect();
         Sim {
-            now: 1_000_000,
+            now: Millis(1_000_000),
             path,
             rng,
             a: Transfers::new(TransferConfig::default(), 1),
@@ -69,7 +70,7 @@ impl Sim {
             queue: BinaryHeap::new(),
             msgs: Vec::new(),
             serial: 0,
-            busy_until: 0,
+            busy_until: Millis::ZERO,
             events_a: Vec::new(),
             events_b: Vec::new(),
             max_queue_ms: 0,
@@ -78,7 +79,7 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, due: u64, to_b: bool, m: Msg) {
+    fn send(&mut self, due: Millis, to_b: bool, m: Msg) {
         self.serial += 1;
         self.msgs.push(Some(m));
         self.queue
@@ -183,11 +184,11 @@ impl Sim {
         let end = self.now + until;
         loop {
             self.outputs();
-            let next_msg = self.queue.peek().map_or(u64::MAX, |r| r.0.0);
+            let next_msg = self.queue.peek().map_or(Millis::MAX, |r| r.0.0);
             let t = next_msg
                 .min(self.a.poll_timeout(self.now))
                 .min(self.b.poll_timeout(self.now));
-            if t == u64::MAX || t > end {
+            if t == Millis::MAX || t > end {
                 self.now = end;
                 return;
             }

@@ -9,6 +9,7 @@
 
 use natter::media::audio::Tone;
 use natter::media::{MediaConfig, MediaKeys, MediaSession, Side};
+use natter::time::Millis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BinaryHeap;
@@ -124,8 +125,20 @@ fn config() -> MediaConfig {
 fn ten_minutes_with_clock_skew_end_without_extra_delay() {
     let _turn = scenario!();
     let secret = [5u8; 32];
-    let a = MediaSession::new(config(), &MediaKeys::derive(&secret, Side::Caller), 1, 0).unwrap();
-    let b = MediaSession::new(config(), &MediaKeys::derive(&secret, Side::Callee), 2, 0).unwrap();
+    let a = MediaSession::new(
+        config(),
+        &MediaKeys::derive(&secret, Side::Caller),
+        1,
+        Millis::ZERO,
+    )
+    .unwrap();
+    let b = MediaSession::new(
+        config(),
+        &MediaKeys::derive(&secret, Side::Callee),
+        2,
+        Millis::ZERO,
+    )
+    .unwrap();
     let mut sides = [Side_::new(a, SKEW), Side_::new(b, 1.0)];
     let mut rng = StdRng::seed_from_u64(2026);
     let mut net: BinaryHeap<InFlight> = BinaryHeap::new();
@@ -139,24 +152,28 @@ fn ten_minutes_with_clock_skew_end_without_extra_delay() {
             let p = net.pop().unwrap();
             let rx = &mut sides[p.to_b as usize];
             let now = rx.now(t);
-            rx.session.handle_datagram(now, &p.bytes);
+            rx.session.handle_datagram(Millis(now), &p.bytes);
         }
         for (i, side) in sides.iter_mut().enumerate() {
             let now = side.now(t);
             // Chunk j is complete at local time (j + 1) * 10 ms.
             if (side.chunks_in + 1) * 10 <= now {
                 let c = side.capture_chunk();
-                side.session.push_capture(now, &c);
+                side.session.push_capture(Millis(now), &c);
                 side.chunks_in += 1;
             }
             // Chunk j is played from local time j * 10 ms.
             if side.chunks_out * 10 <= now {
-                side.session.pull_playback(now, &mut out);
+                side.session.pull_playback(Millis(now), &mut out);
                 side.played.extend_from_slice(&out);
                 side.chunks_out += 1;
             }
-            if side.session.poll_timeout().is_some_and(|d| d <= now) {
-                side.session.handle_timeout(now);
+            if side
+                .session
+                .poll_timeout()
+                .is_some_and(|d| d <= Millis(now))
+            {
+                side.session.handle_timeout(Millis(now));
             }
             while let Some(bytes) = side.session.poll_transmit() {
                 // 25 ms base, uniform 0-30 ms jitter, 0.5% loss.

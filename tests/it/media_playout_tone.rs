@@ -8,6 +8,7 @@
 
 use natter::media::audio::Tone;
 use natter::media::{MediaConfig, MediaKeys, MediaSession, Side};
+use natter::time::Millis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BinaryHeap;
@@ -30,10 +31,16 @@ fn a_delay_change_leaves_no_discontinuity_in_a_tone() {
         config.clone(),
         &MediaKeys::derive(&secret, Side::Caller),
         1,
-        0,
+        Millis::ZERO,
     )
     .unwrap();
-    let mut b = MediaSession::new(config, &MediaKeys::derive(&secret, Side::Callee), 2, 0).unwrap();
+    let mut b = MediaSession::new(
+        config,
+        &MediaKeys::derive(&secret, Side::Callee),
+        2,
+        Millis::ZERO,
+    )
+    .unwrap();
     let amplitude = 0.3;
     let mut tone = Tone::new(440.0, amplitude);
     let mut rng = StdRng::seed_from_u64(12);
@@ -47,12 +54,12 @@ fn a_delay_change_leaves_no_discontinuity_in_a_tone() {
     for t in 0..CALL_MS {
         while net.peek().is_some_and(|p| p.0.0 <= t) {
             let std::cmp::Reverse((_, _, d)) = net.pop().unwrap();
-            b.handle_datagram(t, &d);
+            b.handle_datagram(Millis(t), &d);
         }
         if t % 10 == 0 {
             tone.fill(&mut chunk);
-            a.push_capture(t, &chunk);
-            b.pull_playback(t, &mut chunk);
+            a.push_capture(Millis(t), &chunk);
+            b.pull_playback(Millis(t), &mut chunk);
             played.extend_from_slice(&chunk);
             if t % 1000 == 0 {
                 delays.push(b.stats().jitter_buffer.delay_ms);
@@ -62,8 +69,8 @@ fn a_delay_change_leaves_no_discontinuity_in_a_tone() {
             }
         }
         for s in [&mut a, &mut b] {
-            if s.poll_timeout().is_some_and(|d| d <= t) {
-                s.handle_timeout(t);
+            if s.poll_timeout().is_some_and(|d| d <= Millis(t)) {
+                s.handle_timeout(Millis(t));
             }
             while s.poll_event().is_some() {}
         }

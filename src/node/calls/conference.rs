@@ -403,7 +403,7 @@ impl ConfNode {
             let mut cfg = c.opts.media.clone();
             // Liveness is the conference core's business.
             cfg.timeout_ms = u64::MAX / 4;
-            match MediaSession::new(cfg, &keys, c.cx.rng.next_u32(), c.clock.now().get()) {
+            match MediaSession::new(cfg, &keys, c.cx.rng.next_u32(), c.clock.now()) {
                 Ok(s) => {
                     tracing::info!(peer = %l.peer, %path, we_mix = l.we_mix, "conference leg");
                     m.legs.insert(l.peer.clone(), l.context);

@@ -30,7 +30,7 @@ use crate::media::packet::EXPORT_LABEL;
 use crate::media::{MediaConfig, MediaEvent, MediaKeys, MediaSession, MediaStats, Side};
 use crate::overlay::envelope::kind::CALL_FIRST;
 use crate::overlay::{ClientCore, EnvelopeId};
-use crate::time::Millis;
+use crate::time::{Millis, UnixMillis};
 use conference::{ConfCommand, ConfCx, ConfNode, ConfUpdate};
 use rand::RngCore;
 use rand::rngs::StdRng;
@@ -409,15 +409,19 @@ impl Calls {
     }
 
     pub fn poll_timeout(&self) -> u64 {
-        let core = self.core.poll_timeout().unwrap_or(u64::MAX);
+        let core = self.core.poll_timeout().map_or(u64::MAX, Millis::get);
         let ring = self.ringer.as_ref().map_or(u64::MAX, |r| r.next_fill);
         let conf = self.conf.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
         core.min(ring).min(conf)
     }
 
     pub fn handle_timeout(&mut self, cx: &mut Ctx<'_>) {
-        if self.core.poll_timeout().is_some_and(|t| t <= cx.now) {
-            self.core.handle_timeout(cx.now);
+        if self
+            .core
+            .poll_timeout()
+            .is_some_and(|t| t <= Millis(cx.now))
+        {
+            self.core.handle_timeout(Millis(cx.now));
         }
         if let Some(r) = self.ringer.as_mut().filter(|r| r.next_fill <= cx.now) {
             r.fill(cx.now);
@@ -495,7 +499,7 @@ impl Calls {
                     Err("you cannot call yourself".to_owned())
                 } else {
                     self.core
-                        .invite(now, &peer, id, nonce)
+                        .invite(Millis(now), &peer, id, nonce)
                         .map_err(|e| e.to_string())
                 };
                 if r.is_ok() {
@@ -514,17 +518,23 @@ impl Calls {
             }
             CallCommand::Accept { call } => self.target(call).and_then(|id| {
                 let nonce = fresh_nonce(cx.rng);
-                self.core.accept(now, id, nonce).map_err(|e| e.to_string())
+                self.core
+                    .accept(Millis(now), id, nonce)
+                    .map_err(|e| e.to_string())
             }),
-            CallCommand::Decline { call } => self
-                .target(call)
-                .and_then(|id| self.core.decline(now, id).map_err(|e| e.to_string())),
+            CallCommand::Decline { call } => self.target(call).and_then(|id| {
+                self.core
+                    .decline(Millis(now), id)
+                    .map_err(|e| e.to_string())
+            }),
             CallCommand::HangUp { call } => self
                 .target(call)
-                .and_then(|id| self.core.hangup(now, id).map_err(|e| e.to_string())),
+                .and_then(|id| self.core.hangup(Millis(now), id).map_err(|e| e.to_string())),
             CallCommand::Mute { call, on } => self.target(call).and_then(|id| {
                 let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.muted));
-                self.core.set_mute(now, id, on).map_err(|e| e.to_string())?;
+                self.core
+                    .set_mute(Millis(now), id, on)
+                    .map_err(|e| e.to_string())?;
                 if let Some(m) = self.media.get_mut(&id) {
                     m.muted = on;
                     let _ = m.commands.try_send(MediaCommand::Mute(on));
@@ -535,7 +545,9 @@ impl Calls {
             }),
             CallCommand::Hold { call, on } => self.target(call).and_then(|id| {
                 let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.held));
-                self.core.set_hold(now, id, on).map_err(|e| e.to_string())?;
+                self.core
+                    .set_hold(Millis(now), id, on)
+                    .map_err(|e| e.to_string())?;
                 if let Some(m) = self.media.get_mut(&id) {
                     m.held = on;
                     let _ = m
@@ -601,7 +613,7 @@ impl Calls {
             && self.core.current() == Some(id)
         {
             self.details.insert(id, "it became a conference".to_owned());
-            let _ = self.core.hangup(cx.now, id);
+            let _ = self.core.hangup(Millis(cx.now), id);
             while let Some(e) = self.core.poll_event() {
                 self.on_call_event(e, cx);
             }
@@ -741,7 +753,7 @@ impl Calls {
         match &e {
             CallEvent::Incoming { .. } if self.opts.auto_answer => {
                 let nonce = fresh_nonce(cx.rng);
-                if let Err(err) = self.core.accept(cx.now, id, nonce) {
+                if let Err(err) = self.core.accept(Millis(cx.now), id, nonce) {
                     tracing::warn!(call = id, "auto-answer: {err}");
                 }
             }
@@ -798,12 +810,12 @@ impl Calls {
             Err(StartFailure::Audio(e)) => {
                 tracing::warn!(call = id, peer = %w.peer, "audio: {e}");
                 self.details.insert(id, e.to_string());
-                self.core.audio_failed(cx.now, id);
+                self.core.audio_failed(Millis(cx.now), id);
             }
             Err(StartFailure::Media(why)) => {
                 tracing::warn!(call = id, peer = %w.peer, "media: {why}");
                 self.details.insert(id, why);
-                self.core.media_failed(cx.now, id);
+                self.core.media_failed(Millis(cx.now), id);
             }
         }
     }
@@ -822,8 +834,13 @@ impl Calls {
             .ok_or(StartFailure::Media("the peer link closed".into()))?;
         let keys = MediaKeys::derive(&secret, w.side);
         let now = self.clock.now().get();
-        let session = MediaSession::new(self.opts.media.clone(), &keys, cx.rng.next_u32(), now)
-            .map_err(|e| StartFailure::Media(format!("media: {e}")))?;
+        let session = MediaSession::new(
+            self.opts.media.clone(),
+            &keys,
+            cx.rng.next_u32(),
+            Millis(now),
+        )
+        .map_err(|e| StartFailure::Media(format!("media: {e}")))?;
         let io = audio::open(&self.opts.input, &self.opts.output).map_err(StartFailure::Audio)?;
         let (in_tx, in_rx) = mpsc::channel(512);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(512);
@@ -926,7 +943,13 @@ impl Calls {
         if blocked && invite {
             return self.blocked_invite(from);
         }
-        self.core.handle_message(cx.now, from, created_ms, payload);
+        self.core.handle_message(
+            Millis(cx.now),
+            cx.unix,
+            from,
+            UnixMillis(created_ms),
+            payload,
+        );
         self.drive(cx);
     }
 
@@ -975,7 +998,7 @@ impl Calls {
             && self.core.state(call) == Some(CallState::Inviting)
         {
             self.details.insert(call, reason.to_owned());
-            self.core.unreachable(cx.now, call);
+            self.core.unreachable(Millis(cx.now), call);
             self.drive(cx);
         }
         true
@@ -994,7 +1017,7 @@ impl Calls {
                 self.waiting.remove(&id);
                 self.details
                     .insert(id, format!("no network path to {user}: {reason}"));
-                self.core.media_failed(cx.now, id);
+                self.core.media_failed(Millis(cx.now), id);
             }
         }
         self.drive(cx);
@@ -1033,7 +1056,7 @@ impl Calls {
                 }
             }
             MediaMsg::Event(id, e) => match e {
-                MediaEvent::Flowing => self.core.media_flowing(cx.now, id),
+                MediaEvent::Flowing => self.core.media_flowing(Millis(cx.now), id),
                 MediaEvent::Stats(stats) => {
                     let now = self.clock.now().get();
                     self.uplink.report(
@@ -1062,7 +1085,7 @@ impl Calls {
                         id,
                         format!("no audio from the other side for {} s", silent_ms / 1000),
                     );
-                    self.core.media_failed(cx.now, id);
+                    self.core.media_failed(Millis(cx.now), id);
                 }
             },
             MediaMsg::ConfOut(peer, bytes) => {
@@ -1088,9 +1111,9 @@ impl Calls {
                     Some(CallState::Connecting | CallState::Active)
                 ) {
                     if audio {
-                        self.core.audio_failed(cx.now, id);
+                        self.core.audio_failed(Millis(cx.now), id);
                     } else {
-                        let _ = self.core.hangup(cx.now, id);
+                        let _ = self.core.hangup(Millis(cx.now), id);
                     }
                 }
             }
@@ -1127,7 +1150,7 @@ impl Calls {
     /// Hang up whatever is in progress (the node is stopping).
     pub fn hangup_all(&mut self, cx: &mut Ctx<'_>) {
         if let Some(id) = self.core.current() {
-            let _ = self.core.hangup(cx.now, id);
+            let _ = self.core.hangup(Millis(cx.now), id);
         }
         self.with_conf(cx, |c, x| c.leave(x));
         self.drive(cx);

@@ -66,8 +66,8 @@ pub(super) fn spawn(
     let now = clock.now().get();
     let span = tracing::info_span!("client", user = %core.username());
     let driver = ClientDriver {
-        peers: Peers::new(&opts.paths, now, opts.calls.is_some()),
-        nat: (opts.nat).map(|o| NatDriver::new(o, now, opts.paths.tcp_fallback_ms)),
+        peers: Peers::new(&opts.paths, Millis(now), opts.calls.is_some()),
+        nat: (opts.nat).map(|o| NatDriver::new(o, Millis(now), opts.paths.tcp_fallback_ms)),
         messaging: opts.messaging.map(Box::new),
         calls: opts.calls.map(|c| Box::new(Calls::new(c, clock.clone()))),
         files: opts
@@ -172,7 +172,7 @@ impl ClientDriver {
 
     /// The earliest deadline of the cores (the link's: [`Base::wait`]).
     fn deadline(&self) -> u64 {
-        let nat = self.nat.as_ref().map_or(u64::MAX, |n| n.deadline());
+        let nat = self.nat.as_ref().map_or(u64::MAX, |n| n.deadline().get());
         let apps = self
             .messaging
             .as_ref()
@@ -181,15 +181,15 @@ impl ClientDriver {
         let files = self
             .files
             .as_ref()
-            .map_or(u64::MAX, |f| f.poll_timeout(self.base.now()));
+            .map_or(u64::MAX, |f| f.poll_timeout(Millis(self.base.now())).get());
         self.core
             .poll_timeout()
             .min(nat)
             .min(apps)
             .min(calls)
             .min(files)
-            .min(self.peers.deadline())
-            .min(self.peers.watch_deadline(self.base.send_errors))
+            .min(self.peers.deadline().get())
+            .min(self.peers.watch_deadline(self.base.send_errors).get())
     }
 
     /// Run `f` on the calls with the driver state they need.
@@ -218,7 +218,7 @@ impl ClientDriver {
     ) -> Option<R> {
         let files = self.files.as_deref_mut()?;
         let mut cx = FilesCx {
-            now,
+            now: Millis(now),
             unix: self.base.clock.unix(),
             client: &mut self.core,
             link: &mut self.base.link,
@@ -235,7 +235,7 @@ impl ClientDriver {
         f: impl FnOnce(&mut Peers, &mut Cx<'_>) -> R,
     ) -> R {
         let mut cx = Cx {
-            now,
+            now: Millis(now),
             base: &mut self.base,
             core: &mut self.core,
         };
@@ -250,7 +250,7 @@ impl ClientDriver {
         while let Some(e) = self.peers.poll_event() {
             self.with_calls(|c, cx| c.on_peer(&e, cx));
             if let Some(f) = &mut self.files {
-                let now = self.base.clock.now().get();
+                let now = self.base.clock.now();
                 match &e {
                     PeerEvent::Connected { user, .. } => f.path(now, user, true),
                     PeerEvent::Failed { user, .. } => f.path(now, user, false),
@@ -300,7 +300,7 @@ impl ClientDriver {
     /// A STUN datagram: the NAT detector's answers, ICE checks.
     fn stun(&mut self, now: u64, from: SocketAddr, d: &[u8]) {
         if let Some(n) = &mut self.nat
-            && n.datagram(now, from, d)
+            && n.datagram(Millis(now), from, d)
         {
             return;
         }
@@ -340,10 +340,10 @@ impl ClientDriver {
         self.with_files(now, |f, cx| f.handle_timeout(cx));
         if let Some(n) = &mut self.nat {
             let core = &self.core;
-            n.handle_timeout(&mut self.base, now, || known_servers(core))
+            n.handle_timeout(&mut self.base, Millis(now), || known_servers(core))
                 .await;
         }
-        if now >= self.peers.watch_deadline(self.base.send_errors) {
+        if Millis(now) >= self.peers.watch_deadline(self.base.send_errors) {
             self.watch_network().await;
         }
     }
@@ -560,7 +560,7 @@ impl ClientDriver {
             for user in c.take_connects() {
                 progressed = true;
                 let mut cx = Cx {
-                    now,
+                    now: Millis(now),
                     base: &mut self.base,
                     core: &mut self.core,
                 };
@@ -569,7 +569,7 @@ impl ClientDriver {
         }
         if let Some(n) = &mut self.nat {
             let attached = self.core.attached().next().is_some();
-            evs.extend(std::iter::from_fn(|| n.poll_report(now, attached)).map(Event::Nat));
+            evs.extend(std::iter::from_fn(|| n.poll_report(Millis(now), attached)).map(Event::Nat));
         }
         if evs
             .iter()
@@ -599,7 +599,7 @@ impl ClientDriver {
                 self.peers.ice.close(&user);
             }
             let mut cx = Cx {
-                now,
+                now: Millis(now),
                 base: &mut self.base,
                 core: &mut self.core,
             };
@@ -625,7 +625,7 @@ impl ClientDriver {
                 // Over TCP the supernode saw our TCP mapping: it says
                 // nothing of UDP (and is no sign that UDP works again).
                 let over_tcp = self.base.tcp.has_link(*supernode);
-                start |= n.on_attached(now, *supernode, *observed, over_tcp);
+                start |= n.on_attached(Millis(now), *supernode, *observed, over_tcp);
             }
         }
         if start {
@@ -641,7 +641,7 @@ impl ClientDriver {
     async fn deliver(&mut self, now: u64, e: Event) {
         if let Event::Client(ce) = &e {
             let mut cx = Cx {
-                now,
+                now: Millis(now),
                 base: &mut self.base,
                 core: &mut self.core,
             };

@@ -22,6 +22,7 @@ use crate::node::calls::ENVELOPE_CALL;
 use crate::node::calls::conference::ENVELOPE_CONFERENCE;
 use crate::overlay::envelope::{EnvelopeOutcome, kind};
 use crate::overlay::{ClientEvent, EnvelopeId};
+use crate::time::Millis;
 use crate::transfer::Standing;
 use crate::transfer::wire as transfer;
 
@@ -131,7 +132,7 @@ impl ClientDriver {
             Consumer::Peers => {
                 let allowed = self.may_have_candidates(&from.username);
                 let mut cx = Cx {
-                    now,
+                    now: Millis(now),
                     base: &mut self.base,
                     core: &mut self.core,
                 };
@@ -206,7 +207,7 @@ impl ClientDriver {
 
     /// Answer held offers whose senders are allowed now; true if any.
     pub(super) fn release_held_offers(&mut self, now: u64) -> bool {
-        let senders = self.peers.held_senders(now);
+        let senders = self.peers.held_senders(Millis(now));
         let mut any = false;
         for user in senders {
             if self.may_have_candidates(&user) {

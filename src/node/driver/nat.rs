@@ -44,13 +44,13 @@ pub(super) struct NatDriver {
     /// The detection ran (it runs once; later ones follow local changes).
     started: bool,
     /// Start by then even without an attachment.
-    start_at: u64,
+    start_at: Millis,
     /// Next check of the local address (after the start).
-    local_check_at: u64,
+    local_check_at: Millis,
     /// Until then a "no STUN answer" report waits for an attachment over
     /// TCP (the link's fallback plus time to connect): attached, UDP is
     /// blocked; still alone, the supernodes may be down.
-    hold_until: u64,
+    hold_until: Millis,
     /// A "no STUN answer" report waiting for `hold_until` or an attachment.
     held: Option<NatReport>,
 }
@@ -61,21 +61,20 @@ const TCP_ATTACH_MS: u64 = 4_000;
 impl NatDriver {
     /// `tcp_fallback_ms`: when the link tries TCP without a UDP answer
     /// (none: it never does).
-    pub fn new(opts: NatOptions, now: u64, tcp_fallback_ms: Option<u64>) -> Self {
+    pub fn new(opts: NatOptions, now: Millis, tcp_fallback_ms: Option<u64>) -> Self {
         NatDriver {
             det: NatDetector::new(opts.detector),
-            hold_until: tcp_fallback_ms.map_or(0, |ms| now + ms + TCP_ATTACH_MS),
+            hold_until: tcp_fallback_ms.map_or(Millis::ZERO, |ms| now + ms + TCP_ATTACH_MS),
             held: None,
             start_at: now + opts.wait_attach_ms,
-            local_check_at: u64::MAX,
+            local_check_at: Millis::MAX,
             started: false,
             opts,
         }
     }
 
-    pub fn deadline(&self) -> u64 {
-        let mut t =
-            (self.det.poll_timeout().map_or(u64::MAX, Millis::get)).min(self.local_check_at);
+    pub fn deadline(&self) -> Millis {
+        let mut t = (self.det.poll_timeout().unwrap_or(Millis::MAX)).min(self.local_check_at);
         if self.held.is_some() {
             t = t.min(self.hold_until);
         }
@@ -92,21 +91,21 @@ impl NatDriver {
     }
 
     /// A STUN datagram; true when it was the detector's.
-    pub fn datagram(&mut self, now: u64, from: SocketAddr, d: &[u8]) -> bool {
-        self.det.handle_datagram(Millis(now), from, d)
+    pub fn datagram(&mut self, now: Millis, from: SocketAddr, d: &[u8]) -> bool {
+        self.det.handle_datagram(now, from, d)
     }
 
     /// A supernode saw us at `observed` (over TCP: our TCP mapping, which
     /// says nothing of UDP); true when the detection should start now.
     pub fn on_attached(
         &mut self,
-        now: u64,
+        now: Millis,
         supernode: SocketAddr,
         observed: SocketAddr,
         over_tcp: bool,
     ) -> bool {
         if !over_tcp {
-            self.det.observe_mapped(Millis(now), supernode, observed);
+            self.det.observe_mapped(now, supernode, observed);
         }
         !self.started
     }
@@ -134,9 +133,9 @@ impl NatDriver {
         let servers = self.servers(known);
         self.det.set_servers(servers);
         let local = self.local_address(base).await;
-        let now = base.now();
-        self.det.set_local(Millis(now), local);
-        self.det.start(Millis(now), reason, &mut base.rng);
+        let now = Millis(base.now());
+        self.det.set_local(now, local);
+        self.det.start(now, reason, &mut base.rng);
         self.started = true;
         self.local_check_at = now + self.opts.local_check_ms;
     }
@@ -151,10 +150,10 @@ impl NatDriver {
     /// Check whether our local address changed (a new network).
     async fn check_local(&mut self, base: &Base) {
         let local = self.local_address(base).await;
-        let now = base.now();
+        let now = Millis(base.now());
         self.local_check_at = now + self.opts.local_check_ms;
         if local.is_some() {
-            self.det.set_local(Millis(now), local);
+            self.det.set_local(now, local);
         }
     }
 
@@ -171,7 +170,7 @@ impl NatDriver {
     pub async fn handle_timeout(
         &mut self,
         base: &mut Base,
-        now: u64,
+        now: Millis,
         known: impl FnOnce() -> Vec<SocketAddr>,
     ) {
         if !self.started && now >= self.start_at {
@@ -179,7 +178,7 @@ impl NatDriver {
         } else if self.started && now >= self.local_check_at {
             self.check_local(base).await;
         }
-        self.det.handle_timeout(Millis(now), &mut base.rng);
+        self.det.handle_timeout(now, &mut base.rng);
     }
 
     /// The next report. Measured against the supernodes, no STUN answer
@@ -189,7 +188,7 @@ impl NatDriver {
     /// may just be down (issue 13.12). STUN servers the user named are
     /// taken at their word. An attachment later makes the detector check
     /// again ("UDP works again").
-    pub fn poll_report(&mut self, now: u64, attached: bool) -> Option<NatReport> {
+    pub fn poll_report(&mut self, now: Millis, attached: bool) -> Option<NatReport> {
         let r = match self.held.take() {
             Some(r) => r,
             None => match self.det.poll_event()? {

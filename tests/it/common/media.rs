@@ -6,6 +6,7 @@ use natter::media::audio::{self, DeviceSpec};
 use natter::media::driver::{self, MediaHandle};
 use natter::media::impair::{Impair, ImpairConfig};
 use natter::media::{MediaConfig, MediaKeys, MediaSession, Side};
+use natter::time::Millis;
 use rand::RngCore;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,11 +43,16 @@ pub async fn call(
         config.clone(),
         &MediaKeys::derive(&secret, Side::Caller),
         0xA,
-        0,
+        Millis::ZERO,
     )
     .unwrap();
-    let sess_b =
-        MediaSession::new(config, &MediaKeys::derive(&secret, Side::Callee), 0xB, 0).unwrap();
+    let sess_b = MediaSession::new(
+        config,
+        &MediaKeys::derive(&secret, Side::Callee),
+        0xB,
+        Millis::ZERO,
+    )
+    .unwrap();
     let io_a = audio::open(&input, &DeviceSpec::Null).unwrap();
     let io_b = audio::open(&DeviceSpec::Null, &DeviceSpec::File(recording.clone())).unwrap();
     let (ta, _) = driver::udp_transport(sa, impair.addr);

@@ -59,9 +59,17 @@ pub async fn supernode(rc: RelaySection) -> Supernode {
     let addr = socket.local_addr().unwrap();
     let mut key = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rng, &mut key);
-    let (turn, grant) = natter::node::turn::supernode_setup(&rc, addr, addr, vec![], tcp, key, now)
-        .await
-        .unwrap();
+    let (turn, grant) = natter::node::turn::supernode_setup(
+        &rc,
+        addr,
+        addr,
+        vec![],
+        tcp,
+        key,
+        natter::time::Millis(now),
+    )
+    .await
+    .unwrap();
     let cfg = SupernodeConfig {
         relay: grant,
         ..Default::default()

@@ -46,7 +46,7 @@ pub enum PeerCommand {
 
 /// The driver state this sub-driver works with besides its own.
 pub(super) struct Cx<'a> {
-    pub now: u64,
+    pub now: Millis,
     pub base: &'a mut Base,
     pub core: &'a mut ClientCore,
 }
@@ -57,7 +57,7 @@ pub(super) struct Peers {
     /// Relayed candidates and TCP streams (`paths`).
     paths: PeerPaths,
     /// Connect commands waiting for their lookup: user -> when asked.
-    connecting: HashMap<String, u64>,
+    connecting: HashMap<String, Millis>,
     /// Our host candidates, at most one per family: each found on the
     /// first attachment over that family (a dual-stack socket attached
     /// over IPv6 and IPv4 has both), with the supernode it was found
@@ -65,8 +65,8 @@ pub(super) struct Peers {
     hosts: Vec<(SocketAddr, SocketAddr)>,
     /// The next check of our host addresses (see [`Peers::watch`]), and
     /// the last one.
-    watch_at: u64,
-    watched_at: u64,
+    watch_at: Millis,
+    watched_at: Millis,
     /// Send errors on the main socket already looked into.
     errors_seen: u64,
     /// Times our host address changed (a new network).
@@ -77,7 +77,7 @@ pub(super) struct Peers {
     /// ids (at most [`MAX_REBIND_TIDS`]), sends left and the next one.
     rebind: Vec<[u8; 12]>,
     rebind_left: u32,
-    rebind_at: u64,
+    rebind_at: Millis,
     /// STUN requests of ours waiting for the socket.
     stun_out: Vec<(SocketAddr, Vec<u8>)>,
     /// Envelopes carrying our ICE offers and answers, by id: to whom.
@@ -95,7 +95,7 @@ pub(super) struct Peers {
     /// [`MAX_HELD_OFFERS`] in all (oldest out), for [`HELD_OFFER_MS`],
     /// in case the user answers their call; never put in the session
     /// table, so strangers cannot fill it.
-    held: VecDeque<(String, IceOffer, u64)>,
+    held: VecDeque<(String, IceOffer, Millis)>,
     /// Offers from strangers held or dropped (never answered unasked).
     pub stranger_offers: u64,
 }
@@ -136,7 +136,7 @@ const MAX_HELD_OFFERS: usize = 8;
 const HELD_OFFER_MS: u64 = 60_000;
 
 impl Peers {
-    pub fn new(opts: &PathOptions, now: u64, media: bool) -> Self {
+    pub fn new(opts: &PathOptions, now: Millis, media: bool) -> Self {
         let mut tid_key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut tid_key);
         let paths = PeerPaths::new(opts, now, tid_key);
@@ -151,12 +151,12 @@ impl Peers {
             connecting: HashMap::new(),
             hosts: Vec::new(),
             watch_at: now,
-            watched_at: 0,
+            watched_at: Millis::ZERO,
             errors_seen: 0,
             network_changes: 0,
             rebind: Vec::new(),
             rebind_left: 0,
-            rebind_at: u64::MAX,
+            rebind_at: Millis::MAX,
             stun_out: Vec::new(),
             ice_envelopes: HashMap::new(),
             ice_relay_unsent: 0,
@@ -193,7 +193,7 @@ impl Peers {
             PeerCommand::Connect { username } => {
                 let username = username.to_ascii_lowercase();
                 self.connecting.insert(username.clone(), now);
-                cx.core.lookup(now, &username);
+                cx.core.lookup(now.get(), &username);
             }
             PeerCommand::IceSignal {
                 from,
@@ -216,7 +216,7 @@ impl Peers {
         if self.connecting.contains_key(&user) || self.ice.started(&user).is_some() {
             return;
         }
-        cx.core.lookup(cx.now, &user);
+        cx.core.lookup(cx.now.get(), &user);
         self.connecting.insert(user, cx.now);
     }
 
@@ -253,9 +253,8 @@ impl Peers {
     }
 
     /// Senders of held offers (not yet expired at `now`).
-    pub fn held_senders(&mut self, now: u64) -> Vec<String> {
-        self.held
-            .retain(|(.., at)| now.saturating_sub(*at) < HELD_OFFER_MS);
+    pub fn held_senders(&mut self, now: Millis) -> Vec<String> {
+        self.held.retain(|(.., at)| now.since(*at) < HELD_OFFER_MS);
         self.held.iter().map(|(f, ..)| f.clone()).collect()
     }
 
@@ -276,7 +275,7 @@ impl Peers {
         }
         self.rebind_left -= 1;
         self.rebind_at = if self.rebind_left == 0 {
-            u64::MAX
+            Millis::MAX
         } else {
             cx.now + REBIND_RTO_MS
         };
@@ -309,7 +308,7 @@ impl Peers {
         }
         self.rebind.clear();
         self.rebind_left = 0;
-        self.rebind_at = u64::MAX;
+        self.rebind_at = Millis::MAX;
         if let Some(mapped) = r.mapped {
             self.ice.observe(mapped);
             let n = self.ice.readvertise();
@@ -368,7 +367,7 @@ impl Peers {
         cx: &mut Cx<'_>,
         username: &str,
         outcome: &LookupOutcome,
-        started: u64,
+        started: Millis,
     ) {
         let reachable = match outcome {
             LookupOutcome::Online(_) => true,
@@ -425,9 +424,9 @@ impl Peers {
     /// When the address watch is due: soon after a send error, every
     /// [`WATCH_IN_USE_MS`] while a peer path is in use, else every
     /// [`WATCH_IDLE_MS`].
-    pub fn watch_deadline(&self, send_errors: u64) -> u64 {
+    pub fn watch_deadline(&self, send_errors: u64) -> Millis {
         if self.hosts.is_empty() {
-            return u64::MAX;
+            return Millis::MAX;
         }
         watch_due(
             self.watch_at,
@@ -443,7 +442,7 @@ impl Peers {
     /// phone's hotspot): returns the new host addresses, for
     /// [`Peers::network_changed`].
     pub async fn watch(&mut self, base: &Base) -> Option<Vec<(SocketAddr, SocketAddr)>> {
-        let now = base.now();
+        let now = Millis(base.now());
         self.errors_seen = base.send_errors;
         self.watched_at = now;
         let busy = self.ice.any_selected();
@@ -502,7 +501,7 @@ impl Peers {
                 let rng = &mut cx.base.rng;
                 let id = cx
                     .core
-                    .send_envelope(cx.now, unix, rng, &to, kind, &bytes, false);
+                    .send_envelope(cx.now.get(), unix, rng, &to, kind, &bytes, false);
                 self.ice_envelopes.insert(id, to.clone());
                 self.report(PeerEvent::Signal { to, bytes, answer })
             }
@@ -525,10 +524,7 @@ impl Peers {
                 }
                 // The caller opens the link; the callee answers it.
                 if controlling
-                    && let Err(e) =
-                        cx.base
-                            .link
-                            .connect(Millis(cx.now), path.remote, &mut cx.base.rng)
+                    && let Err(e) = cx.base.link.connect(cx.now, path.remote, &mut cx.base.rng)
                 {
                     self.report(PeerEvent::Failed {
                         user,
@@ -565,7 +561,7 @@ impl Peers {
             return;
         };
         if user != username {
-            cx.base.link.close(Millis(cx.now), addr);
+            cx.base.link.close(cx.now, addr);
             self.ice.close(&user);
             self.report(PeerEvent::Failed {
                 user,
@@ -580,7 +576,7 @@ impl Peers {
         self.report(PeerEvent::Connected {
             user,
             path,
-            setup_ms: cx.now.saturating_sub(started),
+            setup_ms: cx.now.since(started),
         });
     }
 
@@ -610,10 +606,10 @@ impl Peers {
         self.paths_timeout(cx);
     }
 
-    pub fn deadline(&self) -> u64 {
+    pub fn deadline(&self) -> Millis {
         self.ice
             .poll_timeout()
-            .unwrap_or(u64::MAX)
+            .unwrap_or(Millis::MAX)
             .min(self.paths_deadline())
             .min(self.rebind_at)
     }
@@ -627,7 +623,7 @@ impl Peers {
         while let Some(t) = self.ice.poll_transmit() {
             match t.via {
                 Via::Direct => base.send_udp(t.dst, &t.bytes, "ICE").await,
-                Via::Relay(_) => self.paths_send_relayed(base.now(), t),
+                Via::Relay(_) => self.paths_send_relayed(Millis(base.now()), t),
             }
         }
         while let Some(t) = base.link.poll_transmit() {

@@ -61,7 +61,7 @@ pub(super) struct PeerPaths {
     /// A datagram came on the main socket: UDP works, no fallback.
     udp_heard: bool,
     /// Fall back to TCP then, unless UDP was heard.
-    fallback_at: u64,
+    fallback_at: Millis,
     fallback_ms: Option<u64>,
     force_tcp: bool,
     /// A link frame came over TCP: TCP mode works here.
@@ -73,14 +73,14 @@ pub(super) struct PeerPaths {
 }
 
 impl PeerPaths {
-    pub(super) fn new(o: &PathOptions, now: u64, tid_key: [u8; 32]) -> Self {
+    pub(super) fn new(o: &PathOptions, now: Millis, tid_key: [u8; 32]) -> Self {
         PeerPaths {
             gather: o
                 .relay
                 .then(|| RelayGatherer::new(GatherConfig::default(), tid_key)),
             tcp_mode: false,
             udp_heard: false,
-            fallback_at: o.tcp_fallback_ms.map_or(u64::MAX, |ms| now + ms),
+            fallback_at: o.tcp_fallback_ms.map_or(Millis::MAX, |ms| now + ms),
             fallback_ms: o.tcp_fallback_ms,
             force_tcp: o.force_tcp,
             tcp_link_ok: false,
@@ -116,7 +116,7 @@ impl Peers {
     /// listens there, or the network is down altogether): TCP is no better
     /// than UDP, so go back to UDP and fall back again later rather than
     /// stay on TCP for good (a supernode without a relay takes no TCP).
-    fn paths_tcp_failed(&mut self, base: &Base, now: u64) {
+    fn paths_tcp_failed(&mut self, base: &Base, now: Millis) {
         if !self.paths.tcp_mode
             || self.paths.force_tcp
             || self.paths.tcp_link_ok
@@ -129,7 +129,7 @@ impl Peers {
         self.paths.fallback_at = self
             .paths
             .fallback_ms
-            .map_or(u64::MAX, |ms| now.saturating_add(ms));
+            .map_or(Millis::MAX, |ms| now.saturating_add(ms));
         if let Some(g) = &mut self.paths.gather {
             g.set_transport(TurnTransport::Udp);
         }
@@ -200,9 +200,9 @@ impl Peers {
         self.paths_gather_events(cx);
     }
 
-    pub(super) fn paths_deadline(&self) -> u64 {
+    pub(super) fn paths_deadline(&self) -> Millis {
         let fallback = if self.paths.tcp_mode || self.paths.udp_heard {
-            u64::MAX
+            Millis::MAX
         } else {
             self.paths.fallback_at
         };
@@ -211,7 +211,7 @@ impl Peers {
             .gather
             .as_ref()
             .and_then(|g| g.poll_timeout())
-            .unwrap_or(u64::MAX);
+            .unwrap_or(Millis::MAX);
         fallback.min(g)
     }
 
@@ -235,7 +235,7 @@ impl Peers {
                     username: username.clone(),
                     password: password.clone(),
                     // The wall-clock expiry, moved onto our timeline.
-                    expires_ms: now
+                    expires_at: now
                         .saturating_add(expires.saturating_sub(unix.get()).saturating_mul(1000)),
                     relays: relays.clone(),
                 },
@@ -329,9 +329,7 @@ impl Peers {
             Datagram::Link => {
                 let unix = cx.base.unix();
                 let rng = &mut cx.base.rng;
-                cx.base
-                    .link
-                    .handle_datagram(Millis(now), unix, peer, &d, rng)
+                cx.base.link.handle_datagram(now, unix, peer, &d, rng)
             }
             Datagram::Media if self.media => self.relayed_media(peer, d),
             _ => self.paths.relayed_dropped += 1,
@@ -339,7 +337,7 @@ impl Peers {
     }
 
     /// An ICE datagram for the relay.
-    pub(super) fn paths_send_relayed(&mut self, now: u64, t: Transmit) {
+    pub(super) fn paths_send_relayed(&mut self, now: Millis, t: Transmit) {
         let Via::Relay(server) = t.via else { return };
         match &mut self.paths.gather {
             Some(g) => {
@@ -358,7 +356,7 @@ impl Peers {
         dst: SocketAddr,
         bytes: Vec<u8>,
     ) {
-        let now = base.now();
+        let now = Millis(base.now());
         let (via, dst) = self.ice.route_to(dst);
         if let Via::Relay(server) = via {
             match &mut self.paths.gather {
