@@ -632,6 +632,16 @@ pub struct KeysSection {
     pub send_file: KeyList,
     /// Open the file transfers window.
     pub files: KeyList,
+    /// Found a group: asks for its name; the marked contacts are invited.
+    pub new_group: KeyList,
+    /// Invite a contact into the selected group (or the open one).
+    pub group_invite: KeyList,
+    /// Remove a member from the group (admins; asks first).
+    pub group_remove: KeyList,
+    /// Rename the group.
+    pub group_rename: KeyList,
+    /// Leave the group (asks first).
+    pub group_leave: KeyList,
 }
 
 impl Default for KeysSection {
@@ -669,13 +679,18 @@ impl Default for KeysSection {
             // ctrl+f works while typing in the chat.
             send_file: k(&["f", "ctrl+f"]),
             files: k(&["F"]),
+            new_group: k(&["g"]),
+            group_invite: k(&["i"]),
+            group_remove: k(&["r"]),
+            group_rename: k(&["R"]),
+            group_leave: k(&["L"]),
         }
     }
 }
 
 impl KeysSection {
     /// Every action with its keys, in the order the config documents them.
-    pub fn actions(&self) -> [(&'static str, &KeyList); 23] {
+    pub fn actions(&self) -> [(&'static str, &KeyList); 28] {
         [
             ("quit", &self.quit),
             ("help", &self.help),
@@ -700,6 +715,11 @@ impl KeysSection {
             ("block_contact", &self.block_contact),
             ("send_file", &self.send_file),
             ("files", &self.files),
+            ("new_group", &self.new_group),
+            ("group_invite", &self.group_invite),
+            ("group_remove", &self.group_remove),
+            ("group_rename", &self.group_rename),
+            ("group_leave", &self.group_leave),
         ]
     }
 

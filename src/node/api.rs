@@ -44,6 +44,10 @@ pub const TEST_ENVELOPE_KIND: u8 = crate::overlay::envelope::kind::TEST;
 /// refuses longer ones): front ends split or refuse before sending.
 pub const MAX_MESSAGE_BYTES: usize = crate::chat::MAX_TEXT;
 
+/// The longest group name, in bytes ([`GroupCommand::Create`] and
+/// [`GroupCommand::Rename`] refuse longer or empty ones).
+pub const MAX_GROUP_NAME_BYTES: usize = crate::group::wire::MAX_NAME;
+
 /// What a front end asks of the client runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

@@ -6,6 +6,7 @@ use super::components::buddies::{BuddyList, status_mark};
 use super::components::call::{CallPanel, IncomingPrompt};
 use super::components::chat::ChatPane;
 use super::components::files::{FilesWindow, PathFor, PathPrompt};
+use super::components::group::{GroupDialog, PickFor};
 use super::components::help::Help;
 use super::components::login::LoginForm;
 use super::components::nat::NatPanel;
@@ -13,7 +14,9 @@ use super::components::search::SearchBox;
 use super::components::{Component, Ctx, Msg, TextInput, clock};
 use super::keys::{Action, KeyMap};
 use super::model::{Level, Model};
-use crate::node::api::{CallState, Command, ContactState, Event, LoginState};
+use crate::node::api::{
+    CallState, Command, ContactState, Event, GroupCommand, GroupEntry, LoginState,
+};
 use crate::overlay::Status;
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -21,6 +24,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
+use std::cell::Cell;
 use std::collections::BTreeSet;
 
 /// Below this size the full layout does not fit: one pane at a time.
@@ -80,6 +84,11 @@ pub struct App {
     files: FilesWindow,
     /// Asking for the path of a file to send, when open.
     send_prompt: Option<PathPrompt>,
+    /// A group dialog (new group, rename, invite, remove), when open.
+    group_dialog: Option<GroupDialog>,
+    /// Lines the help overlay is scrolled down (when it does not fit;
+    /// clamped when drawn).
+    help_scroll: Cell<u16>,
 }
 
 impl App {
@@ -100,6 +109,8 @@ impl App {
             mood: None,
             files: FilesWindow::default(),
             send_prompt: None,
+            group_dialog: None,
+            help_scroll: Cell::new(0),
         }
     }
 
@@ -142,6 +153,15 @@ impl App {
         self.model.apply(e);
         if first_contact {
             self.buddies = BuddyList::default();
+        }
+        // A group we left or were removed from closes.
+        let gone = self.chat.peer.as_deref().and_then(|p| {
+            let id = p.strip_prefix('#')?;
+            let joined = self.model.groups.get(id).is_some_and(|g| g.entry.joined);
+            (!joined).then(|| p.to_owned())
+        });
+        if let Some(peer) = gone {
+            self.close_chat(&peer);
         }
     }
 
@@ -228,7 +248,16 @@ impl App {
             if ctrl_c {
                 return self.ask_quit();
             }
-            self.help = false;
+            // The arrows scroll a help taller than the screen; any other
+            // key closes it.
+            let s = self.help_scroll.get();
+            match key.code {
+                KeyCode::Down | KeyCode::Char('j') => self.help_scroll.set(s.saturating_add(1)),
+                KeyCode::Up | KeyCode::Char('k') => self.help_scroll.set(s.saturating_sub(1)),
+                KeyCode::PageDown => self.help_scroll.set(s.saturating_add(10)),
+                KeyCode::PageUp => self.help_scroll.set(s.saturating_sub(10)),
+                _ => self.help = false,
+            }
             return;
         }
         if let Some(Question::Quit(q)) = self.confirm.take_if(|q| matches!(q, Question::Quit(_))) {
@@ -253,6 +282,9 @@ impl App {
                     {
                         let username = username.clone();
                         self.close_chat(&username);
+                    }
+                    if let Command::Group(GroupCommand::Leave { group }) = &c {
+                        self.close_chat(&Model::group_key(group));
                     }
                     self.send(c);
                 }
@@ -299,6 +331,24 @@ impl App {
                 _ => {
                     input.on_key(&key);
                     self.mood = Some(input);
+                }
+            }
+            return;
+        }
+        if let Some(mut dialog) = self.group_dialog.take() {
+            if ctrl_c {
+                self.group_dialog = Some(dialog);
+                return self.ask_quit();
+            }
+            match dialog.on_key(&key) {
+                None => self.group_dialog = Some(dialog),
+                Some(Msg::Close) => {}
+                Some(m) => {
+                    if let Msg::Send(Command::Group(GroupCommand::Create { .. })) = &m {
+                        // The marked contacts are invited: unmarked.
+                        self.buddies.marked.clear();
+                    }
+                    self.msg(Some(m));
                 }
             }
             return;
@@ -353,6 +403,14 @@ impl App {
             || self.model.incoming_call().is_some()
             || self.model.conference_invite().is_some()
         {
+            return;
+        }
+        if let Some(d) = &mut self.group_dialog {
+            if let Some(input) = d.input() {
+                for c in text.lines().next().unwrap_or("").chars() {
+                    input.on_key(&KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+                }
+            }
             return;
         }
         let field = match (
@@ -478,7 +536,10 @@ impl App {
         }
         match a {
             Action::Quit => self.ask_quit(),
-            Action::Help => self.help = true,
+            Action::Help => {
+                self.help = true;
+                self.help_scroll.set(0);
+            }
             Action::Search => self.search.open(),
             Action::NextPane => {
                 self.focus = match self.focus {
@@ -552,6 +613,25 @@ impl App {
             Action::Mark => self.mark(),
             Action::Conference => self.start_conference(live_call.is_some(), in_conference),
             Action::MuteOther => self.mute_other(),
+            Action::NewGroup => self.new_group(),
+            Action::GroupInvite => self.group_invite(),
+            Action::GroupRemove => self.group_remove(),
+            Action::GroupRename => {
+                if let Some(g) = self.group_target() {
+                    self.group_dialog = Some(GroupDialog::rename(g.id, g.name));
+                }
+            }
+            Action::GroupLeave => {
+                if let Some(g) = self.group_target() {
+                    self.confirm = Some(Question::Commands(
+                        format!(
+                            "Leave the group {}? You get none of its messages after this.",
+                            g.name
+                        ),
+                        vec![Command::Group(GroupCommand::Leave { group: g.id })],
+                    ));
+                }
+            }
             Action::CycleStatus => {
                 let (status, message) = self
                     .model
@@ -749,6 +829,112 @@ impl App {
         }
     }
 
+    /// The group the group keys act on: the open conversation's while
+    /// typing in it, else the selected row's; else why none, as a notice.
+    fn group_target(&mut self) -> Option<GroupEntry> {
+        let open = match self.focus {
+            Focus::Chat => self.chat.peer.clone(),
+            Focus::Contacts => None,
+        };
+        let key = open
+            .filter(|p| p.starts_with('#'))
+            .or_else(|| self.selected().map(|(n, _)| n));
+        let group = key
+            .as_deref()
+            .and_then(|k| k.strip_prefix('#'))
+            .and_then(|id| self.model.groups.get(id))
+            .filter(|g| g.entry.joined)
+            .map(|g| g.entry.clone());
+        if group.is_none() {
+            self.model.notify(
+                Level::Error,
+                format!(
+                    "select a group first (a # row); {} starts a new one",
+                    self.keys.first(Action::NewGroup)
+                ),
+            );
+        }
+        group
+    }
+
+    /// `g`: the new group dialog; the marked contacts are invited.
+    fn new_group(&mut self) {
+        let invite: Vec<String> = self
+            .buddies
+            .marked
+            .iter()
+            .filter(|u| {
+                self.model
+                    .contacts
+                    .get(*u)
+                    .is_some_and(|c| c.state == ContactState::Authorized)
+            })
+            .cloned()
+            .collect();
+        self.group_dialog = Some(GroupDialog::create(invite));
+    }
+
+    /// `i`: pick a contact to invite into the group (authorized contacts
+    /// who are not members).
+    fn group_invite(&mut self) {
+        let Some(g) = self.group_target() else { return };
+        let choices: Vec<String> = self
+            .model
+            .contacts
+            .iter()
+            .filter(|(n, c)| c.state == ContactState::Authorized && !g.members.contains(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        if choices.is_empty() {
+            let text = if self.model.contacts.is_empty() {
+                format!(
+                    "no contacts to invite: {} finds a user",
+                    self.keys.first(Action::Search)
+                )
+            } else {
+                format!("all your contacts are in {} already", g.name)
+            };
+            return self.model.notify(Level::Error, text);
+        }
+        self.group_dialog = Some(GroupDialog::Pick {
+            id: g.id,
+            group: g.name,
+            purpose: PickFor::Invite,
+            choices,
+            selected: 0,
+        });
+    }
+
+    /// `r`: pick a member to remove (admins only; never the creator).
+    fn group_remove(&mut self) {
+        let Some(g) = self.group_target() else { return };
+        let me = self.model.me().unwrap_or_default().to_owned();
+        if !g.admins.contains(&me) {
+            return self.model.notify(
+                Level::Error,
+                format!("only the admins of {} may remove members", g.name),
+            );
+        }
+        let choices: Vec<String> = g
+            .members
+            .iter()
+            .filter(|m| **m != me && **m != g.creator)
+            .cloned()
+            .collect();
+        if choices.is_empty() {
+            return self
+                .model
+                .notify(Level::Error, format!("nobody to remove from {}", g.name));
+        }
+        self.group_dialog = Some(GroupDialog::Pick {
+            id: g.id,
+            group: g.name,
+            purpose: PickFor::Remove,
+            choices,
+            selected: 0,
+        });
+    }
+
     /// `M`: mute or unmute the selected contact in our conference.
     fn mute_other(&mut self) {
         let Some(c) = self.model.live_conference().cloned() else {
@@ -832,7 +1018,8 @@ impl App {
                 && !self.help
                 && !self.search.open
                 && !self.files.open
-                && self.send_prompt.is_none(),
+                && self.send_prompt.is_none()
+                && self.group_dialog.is_none(),
         };
         let [top, body, foot] = Layout::vertical([
             Constraint::Length(1),
@@ -905,11 +1092,17 @@ impl App {
         if let Some(p) = &self.send_prompt {
             p.draw_window(f, body);
         }
+        if let Some(d) = &self.group_dialog {
+            d.draw(f, body, &self.model);
+        }
         if let Some(q) = &self.confirm {
             draw_confirm(f, body, q.text());
         }
         if self.help {
-            Help.draw(f, area, &ctx(true));
+            Help {
+                scroll: &self.help_scroll,
+            }
+            .draw(f, area, &ctx(true));
         }
     }
 
@@ -927,7 +1120,24 @@ impl App {
         let specific = match self.selected() {
             None => String::new(),
             Some((n, _)) if n.starts_with('#') => {
-                format!("{} chat in the group", key(Action::OpenChat))
+                let me = self.model.me().unwrap_or_default();
+                let admin = n
+                    .strip_prefix('#')
+                    .and_then(|id| self.model.groups.get(id))
+                    .is_some_and(|g| g.entry.admins.iter().any(|a| a == me));
+                let remove = if admin {
+                    format!(" · {} remove", key(Action::GroupRemove))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{} chat · {} conference · {} invite{remove} · {} rename · {} leave",
+                    key(Action::OpenChat),
+                    key(Action::Conference),
+                    key(Action::GroupInvite),
+                    key(Action::GroupRename),
+                    key(Action::GroupLeave),
+                )
             }
             Some((_, Some(ContactState::Pending))) => format!(
                 "{} accept · {} decline · {} block · {} read",
@@ -1007,8 +1217,9 @@ impl App {
             let n = self.buddies.marked.len();
             if n > 0 && !typing {
                 return format!(
-                    "{} conference with {n} marked · {} mark",
+                    "{} conference with {n} marked · {} group with them · {} mark",
                     key(Action::Conference),
+                    key(Action::NewGroup),
                     key(Action::Mark)
                 );
             }

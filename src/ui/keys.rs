@@ -30,6 +30,11 @@ pub enum Action {
     BlockContact,
     SendFile,
     Files,
+    NewGroup,
+    GroupInvite,
+    GroupRemove,
+    GroupRename,
+    GroupLeave,
 }
 
 impl Action {
@@ -59,6 +64,11 @@ impl Action {
             Action::BlockContact => "block the contact (asks first), or unblock a blocked one",
             Action::SendFile => "send the contact a file (Tab completes the path)",
             Action::Files => "file transfers: answer offers, see progress, stop one",
+            Action::NewGroup => "new group: its name; the marked contacts are invited",
+            Action::GroupInvite => "invite a contact into the selected group",
+            Action::GroupRemove => "remove a member from the group (admins; asks first)",
+            Action::GroupRename => "rename the selected group",
+            Action::GroupLeave => "leave the selected group (asks first)",
         }
     }
 }
@@ -103,6 +113,11 @@ impl KeyMap {
                 b(Action::BlockContact, &k.block_contact),
                 b(Action::SendFile, &k.send_file),
                 b(Action::Files, &k.files),
+                b(Action::NewGroup, &k.new_group),
+                b(Action::GroupInvite, &k.group_invite),
+                b(Action::GroupRemove, &k.group_remove),
+                b(Action::GroupRename, &k.group_rename),
+                b(Action::GroupLeave, &k.group_leave),
             ],
         }
     }
@@ -259,6 +274,47 @@ mod tests {
         assert_eq!(k.action(&plain('c'), false), Some(Action::Call));
         assert_eq!(k.action(&plain('m'), false), Some(Action::Mute));
         assert_eq!(k.first(Action::Mark), "space");
+    }
+
+    #[test]
+    fn group_keys() {
+        let k = KeyMap::default();
+        let plain = |c| key(KeyCode::Char(c), KeyModifiers::NONE);
+        let shifted = |c| key(KeyCode::Char(c), KeyModifiers::SHIFT);
+        assert_eq!(k.action(&plain('g'), false), Some(Action::NewGroup));
+        assert_eq!(k.action(&plain('i'), false), Some(Action::GroupInvite));
+        assert_eq!(k.action(&plain('r'), false), Some(Action::GroupRemove));
+        assert_eq!(k.action(&shifted('R'), false), Some(Action::GroupRename));
+        assert_eq!(k.action(&shifted('L'), false), Some(Action::GroupLeave));
+        // Text while typing in the group's conversation.
+        assert_eq!(k.action(&plain('i'), true), None);
+        assert_eq!(k.action(&shifted('L'), true), None);
+        // Every group action is in the help, with its key.
+        for a in [
+            Action::NewGroup,
+            Action::GroupInvite,
+            Action::GroupRemove,
+            Action::GroupRename,
+            Action::GroupLeave,
+        ] {
+            assert!(k.bindings.iter().any(|(b, c)| *b == a && !c.is_empty()));
+        }
+    }
+
+    #[test]
+    fn group_keys_rebind_and_conflict() {
+        let text = "[keys]\ngroup_leave = \"ctrl+l\"\n";
+        let cfg = crate::config::Config::parse(text, "x.toml".as_ref()).unwrap();
+        let k = KeyMap::from_config(&cfg.keys);
+        let cl = key(KeyCode::Char('l'), KeyModifiers::CONTROL);
+        assert_eq!(k.action(&cl, true), Some(Action::GroupLeave));
+        assert_eq!(k.first(Action::GroupLeave), "ctrl+l");
+        // A group key that another action has is refused, at the group key.
+        let e = crate::config::Config::parse("[keys]\ngroup_invite = \"c\"\n", "x.toml".as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("keys.group_invite"), "{e}");
+        assert!(e.contains("call"), "{e}");
     }
 
     #[test]

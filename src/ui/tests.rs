@@ -552,6 +552,14 @@ fn help_overlay() {
     let mut app = logged_in();
     key(&mut app, KeyCode::Char('?'));
     assert_snapshot!("help", draw(&app, 100, 30));
+    // Taller than the screen: the arrows scroll it down to its last line.
+    assert!(!draw(&app, 100, 30).contains("[keys] section"));
+    for _ in 0..10 {
+        key(&mut app, KeyCode::Down);
+    }
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("[keys] section"), "{screen}");
+    assert!(screen.contains("leave the selected group"), "{screen}");
     key(&mut app, KeyCode::Esc);
     assert!(!draw(&app, 100, 30).contains("Help: keys"));
     // Rebound keys show in the help.
@@ -1686,6 +1694,247 @@ fn group_chat() {
             users: vec!["bot".into(), "carol".into()]
         }]
     );
+}
+
+/// Issue 16, groups from the TUI: `g` founds a group with the marked
+/// contacts, and on its row `i` invites, `r` removes (after a yes), `R`
+/// renames and `L` leaves (after a yes); results and the node's errors
+/// show in the status line.
+#[test]
+fn group_management() {
+    use crate::node::api::{GroupChange, GroupCommand, GroupEntry, GroupUpdate};
+    let mut app = logged_in();
+    let g = |c| Command::Group(c);
+    let id = "00112233445566778899aabbccddeeff";
+    let entry = |name: &str, creator: &str, members: &[&str]| GroupEntry {
+        id: id.into(),
+        name: name.into(),
+        creator: creator.into(),
+        admins: vec![creator.into()],
+        members: members.iter().map(|m| m.to_string()).collect(),
+        joined: members.contains(&"you"),
+    };
+    let change = |group: GroupEntry, by: &str, change| {
+        Event::Group(GroupUpdate::Change {
+            group,
+            by: by.into(),
+            change,
+        })
+    };
+    // Mark carol and echo123 (bot, carol, echo123), then g.
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char(' '));
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char(' '));
+    app.tick(NOW + 70_000);
+    assert!(draw(&app, 100, 30).contains("g group with them"));
+    key(&mut app, KeyCode::Char('g'));
+    // An empty name is refused in the dialog.
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(draw(&app, 100, 30).contains("give the group a name"));
+    typed(&mut app, "lunch crew");
+    assert_snapshot!("group_new_dialog", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![g(GroupCommand::Create {
+            name: "lunch crew".into(),
+            members: vec!["carol".into(), "echo123".into()],
+        })]
+    );
+    // The dialog closed and the marks went with it.
+    let screen = draw(&app, 100, 30);
+    assert!(!screen.contains("New group"), "{screen}");
+    assert!(!screen.contains("✚"), "{screen}");
+    // Esc cancels a dialog without a command.
+    key(&mut app, KeyCode::Char('g'));
+    typed(&mut app, "x");
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(!draw(&app, 100, 30).contains("New group"));
+    // The node's answers: the result in the status line.
+    app.handle_event(change(
+        entry("lunch crew", "you", &["you"]),
+        "you",
+        GroupChange::Created,
+    ));
+    assert!(draw(&app, 100, 30).contains("you created the group lunch crew"));
+    app.handle_event(change(
+        entry("lunch crew", "you", &["carol", "you"]),
+        "you",
+        GroupChange::Added("carol".into()),
+    ));
+    app.handle_event(change(
+        entry("lunch crew", "you", &["carol", "echo123", "you"]),
+        "you",
+        GroupChange::Added("echo123".into()),
+    ));
+    assert!(draw(&app, 100, 30).contains("echo123 is in lunch crew now (you invited them)"));
+    // On a contact's row the group keys say what they need.
+    key(&mut app, KeyCode::Char('i'));
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(draw(&app, 100, 30).contains("select a group first (a # row); g starts a new one"));
+    // The group's row, after the three contacts, lists its keys.
+    key(&mut app, KeyCode::End);
+    app.tick(NOW + 90_000);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("enter chat · C conference · i invite · r remove · R rename · L leave"),
+        "{screen}"
+    );
+    // i: the contacts not in it; Enter invites the one highlighted.
+    key(&mut app, KeyCode::Char('i'));
+    assert_snapshot!("group_invite_picker", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![g(GroupCommand::Invite {
+            group: id.into(),
+            user: "bot".into()
+        })]
+    );
+    // The node's typed refusal shows as an error.
+    app.handle_event(Event::Error {
+        command: "group invite".into(),
+        message: "bot is already a member".into(),
+    });
+    assert!(draw(&app, 100, 30).contains("group invite: bot is already a member"));
+    // r: the members but us and the creator; the second, after a yes.
+    key(&mut app, KeyCode::Char('r'));
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.take_commands(), vec![]);
+    assert_snapshot!("group_remove_confirm", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.take_commands(), vec![]);
+    key(&mut app, KeyCode::Char('r'));
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![g(GroupCommand::Remove {
+            group: id.into(),
+            user: "echo123".into()
+        })]
+    );
+    app.handle_event(change(
+        entry("lunch crew", "you", &["carol", "you"]),
+        "you",
+        GroupChange::Removed("echo123".into()),
+    ));
+    assert!(draw(&app, 100, 30).contains("you removed echo123 from lunch crew"));
+    // R: the name to edit; the same name sends nothing.
+    app.handle_key(KeyEvent::new(KeyCode::Char('R'), KeyModifiers::SHIFT));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.take_commands(), vec![]);
+    app.handle_key(KeyEvent::new(KeyCode::Char('R'), KeyModifiers::SHIFT));
+    app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    app.handle_paste("dinner\nignored");
+    assert_snapshot!("group_rename_dialog", draw(&app, 100, 30));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![g(GroupCommand::Rename {
+            group: id.into(),
+            name: "dinner".into()
+        })]
+    );
+    app.handle_event(change(
+        entry("dinner", "you", &["carol", "you"]),
+        "you",
+        GroupChange::Renamed("dinner".into()),
+    ));
+    assert!(draw(&app, 100, 30).contains("you renamed the group to dinner"));
+    // L: leave, after a yes; the open conversation closes.
+    key(&mut app, KeyCode::Enter);
+    app.take_commands();
+    key(&mut app, KeyCode::Esc);
+    app.handle_key(KeyEvent::new(KeyCode::Char('L'), KeyModifiers::SHIFT));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("Leave the group dinner?"), "{screen}");
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![g(GroupCommand::Leave { group: id.into() })]
+    );
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("Select a contact and press"), "{screen}");
+    app.handle_event(change(
+        entry("dinner", "you", &["carol"]),
+        "you",
+        GroupChange::Left("you".into()),
+    ));
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("you left dinner"), "{screen}");
+    assert!(!screen.contains("# dinner"), "{screen}");
+}
+
+/// Group keys a member who is no admin may not use, and being removed.
+#[test]
+fn group_management_not_admin() {
+    use crate::node::api::{GroupChange, GroupCommand, GroupEntry, GroupUpdate};
+    let mut app = logged_in();
+    let id = "ffeeddccbbaa99887766554433221100";
+    let entry = |members: &[&str]| GroupEntry {
+        id: id.into(),
+        name: "book club".into(),
+        creator: "carol".into(),
+        admins: vec!["carol".into()],
+        members: members.iter().map(|m| m.to_string()).collect(),
+        joined: members.contains(&"you"),
+    };
+    let all = ["bot", "carol", "echo123", "you"];
+    app.handle_event(Event::Group(GroupUpdate::Change {
+        group: entry(&all),
+        by: "carol".into(),
+        change: GroupChange::Joined,
+    }));
+    app.tick(NOW + 90_000);
+    key(&mut app, KeyCode::End);
+    // No remove key on the row of a group we do not administer.
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("i invite · R rename"), "{screen}");
+    key(&mut app, KeyCode::Char('r'));
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(draw(&app, 100, 30).contains("only the admins of book club may remove members"));
+    // Every contact is in it already: nobody to invite.
+    key(&mut app, KeyCode::Char('i'));
+    assert_eq!(app.take_commands(), vec![]);
+    assert!(draw(&app, 100, 30).contains("all your contacts are in book club already"));
+    // Open the conversation; carol removes us: it closes, and we are told.
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::Group(GroupCommand::History {
+            group: id.into(),
+            limit: 200
+        })]
+    );
+    app.take_bell();
+    app.handle_event(Event::Group(GroupUpdate::Change {
+        group: entry(&["bot", "carol", "echo123"]),
+        by: "carol".into(),
+        change: GroupChange::Removed("you".into()),
+    }));
+    assert!(app.take_bell());
+    assert_eq!(app.focus(), super::app::Focus::Contacts);
+    let screen = draw(&app, 100, 30);
+    assert!(
+        screen.contains("you were removed from book club by carol"),
+        "{screen}"
+    );
+    assert!(!screen.contains("# book club"), "{screen}");
+    // Others' changes stay in the conversation, out of the status line.
+    app.tick(NOW + 200_000);
+    app.handle_event(Event::Group(GroupUpdate::Change {
+        group: entry(&["bot", "carol"]),
+        by: "carol".into(),
+        change: GroupChange::Removed("echo123".into()),
+    }));
+    assert!(!draw(&app, 100, 30).contains("removed"));
 }
 
 fn file_event(e: crate::node::api::FileEvent) -> Event {

@@ -89,4 +89,5 @@ mod tui_chat_live;
 mod tui_conference;
 mod tui_files;
 mod tui_first_hour;
+mod tui_groups;
 mod tui_tmux;

@@ -6,6 +6,7 @@ pub mod buddies;
 pub mod call;
 pub mod chat;
 pub mod files;
+pub mod group;
 pub mod help;
 pub mod login;
 pub mod nat;

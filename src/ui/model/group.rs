@@ -38,6 +38,31 @@ pub fn change_text(by: &str, change: &GroupChange) -> String {
     }
 }
 
+/// The status line's text for a change that we made (the result of a
+/// group key) or that removed us; `None` for others' changes, which the
+/// conversation shows.
+pub fn change_notice(me: &str, group: &str, by: &str, change: &GroupChange) -> Option<String> {
+    let who = |u: &str| {
+        if u == me {
+            "you".to_owned()
+        } else {
+            u.to_owned()
+        }
+    };
+    let text = match change {
+        GroupChange::Removed(u) if u == me => format!("you were removed from {group} by {by}"),
+        _ if by != me => return None,
+        GroupChange::Created => format!("you created the group {group}"),
+        GroupChange::Joined => return None,
+        GroupChange::Added(u) => format!("{u} is in {group} now (you invited them)"),
+        GroupChange::Left(u) => format!("{} left {group}", who(u)),
+        GroupChange::Removed(u) => format!("you removed {u} from {group}"),
+        GroupChange::Renamed(n) => format!("you renamed the group to {n}"),
+        GroupChange::Admin(u) => format!("{u} is an admin of {group} now"),
+    };
+    Some(text)
+}
+
 impl GroupView {
     fn push(&mut self, l: GroupLine) {
         self.lines.push(l);
@@ -59,6 +84,13 @@ impl Model {
                 if change == GroupChange::Joined {
                     self.notify(Level::Alert, format!("you are in the group {}", group.name));
                     self.bell = true;
+                }
+                let me = self.me().unwrap_or_default();
+                if let Some(text) = change_notice(me, &group.name, &by, &change) {
+                    let removed = matches!(&change, GroupChange::Removed(u) if u == me);
+                    self.bell |= removed;
+                    let level = if removed { Level::Alert } else { Level::Info };
+                    self.notify(level, text);
                 }
                 let v = self.groups.entry(group.id.clone()).or_default();
                 v.entry = group;
