@@ -118,7 +118,7 @@ const MAX_REBIND_TIDS: usize = 16;
 /// pace comes forward as soon as a path is in use (a call that starts
 /// just after an idle watch would otherwise not notice a move for up to
 /// [`WATCH_IDLE_MS`]), and a send error brings it forward too.
-fn watch_due(watch_at: u64, watched_at: u64, in_use: bool, send_error: bool) -> u64 {
+fn watch_due(watch_at: Millis, watched_at: Millis, in_use: bool, send_error: bool) -> Millis {
     let mut at = watch_at;
     if in_use {
         at = at.min(watched_at + WATCH_IN_USE_MS);
@@ -643,7 +643,7 @@ mod tests {
     /// heard 0.9 s of silence when a move fell in that interval).
     #[test]
     fn the_watch_comes_forward_when_a_path_is_in_use() {
-        let watched_at = 10_000;
+        let watched_at = Millis(10_000);
         let idle = watched_at + WATCH_IDLE_MS;
         assert_eq!(watch_due(idle, watched_at, false, false), idle);
         assert_eq!(
