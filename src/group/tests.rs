@@ -851,7 +851,17 @@ fn a_lost_op_is_caught_up_from_another_member() {
     let mut o = Out::default();
     a.handle_timeout(later, &mut o);
     assert!(a.stats.given_up >= 2, "{:?}", a.stats);
-    assert!(o.0.is_empty(), "{:?}", o.0.iter().map(|e| (&e.0, GroupPayload::decode(e.1, &e.2))).collect::<Vec<_>>());
+    // (Syncs left due by the invitations may go out meanwhile.)
+    assert!(o.0.iter().all(|e| e.0 != "carol"));
+    settle(
+        &mut [
+            ("alice", &mut *a, c),
+            ("bob", &mut *b, c),
+            ("dave", &mut *d, c),
+        ],
+        later,
+        vec![("alice".into(), o)],
+    );
     assert_eq!(a.outbox_len(), 0);
     assert_eq!(members(b, &g), ["alice", "bob", "carol"]);
     assert_eq!(members(cc, &g), names);
