@@ -1078,8 +1078,9 @@ pub fn conference_seeds() -> Vec<Vec<u8>> {
 
 /// The group chat decoders (the first byte picks the envelope kind): what
 /// decodes encodes back to the same bytes, and a core that invited the
-/// sender is fed it, as from a contact; the bytes are also tried as one
-/// signed op.
+/// sender is fed it, as from a contact, then again (three times, the last
+/// in a later sync window) with its group set to the core's own; the
+/// bytes are also tried as one signed op.
 pub fn group(b: &[u8]) {
     use crate::group::wire::{GroupPayload, Op, kind};
     use crate::group::{GroupConfig, GroupCore, GroupStore, Standing};
@@ -1134,6 +1135,16 @@ pub fn group(b: &[u8]) {
     }
     for standing in [Standing::Contact, Standing::Stranger] {
         core.on_envelope(Millis(1), &alice, standing, k, rest, &mut sink);
+    }
+    // The same item about the core's own group, where alice is a member:
+    // keys, messages and sync requests (ids, want, pull) are acted on.
+    let own = core.groups().first().map(|i| i.id);
+    if let (Some(g), GroupPayload::Item { item, mut body }) = (own, p) {
+        body.set_group(g);
+        let b = GroupPayload::Item { item, body }.encode();
+        for t in [2, 3, 40_000] {
+            core.on_envelope(Millis(t), &alice, Standing::Contact, k, &b, &mut sink);
+        }
     }
     core.handle_timeout(Millis(1_000_000), &mut sink);
     while core.poll_event().is_some() {}
@@ -1206,6 +1217,7 @@ fn group_samples() -> Vec<(u8, Vec<u8>)> {
                 group: g,
                 key_id: 1,
                 key: [1; 32],
+                digest: Some(crate::group::wire::digest([&[1; 16]])),
             },
         },
         crate::group::wire::GroupPayload::Item {
@@ -1216,6 +1228,31 @@ fn group_samples() -> Vec<(u8, Vec<u8>)> {
                 seq: 1,
                 prev: 0,
                 ct: &ct,
+                digest: None,
+            },
+        },
+        crate::group::wire::GroupPayload::Item {
+            item: [4; 16],
+            body: crate::group::wire::Body::Ids {
+                group: g,
+                start: (2, [0; 16]),
+                end: Some((9, [0; 16])),
+                below: crate::group::wire::digest([&[2; 16]]),
+                ids: vec![[1; 16], [2; 16]],
+            },
+        },
+        crate::group::wire::GroupPayload::Item {
+            item: [5; 16],
+            body: crate::group::wire::Body::Want {
+                group: g,
+                ids: vec![[3; 16]],
+            },
+        },
+        crate::group::wire::GroupPayload::Item {
+            item: [6; 16],
+            body: crate::group::wire::Body::Pull {
+                group: g,
+                before: (3, [3; 16]),
             },
         },
         crate::group::wire::GroupPayload::Ack { item: [1; 16] },

@@ -28,6 +28,21 @@
 //! (hold-back), so each member shows each message once, in per-sender
 //! order, even across removal and re-invitation.
 //!
+//! Anti-entropy: an op goes only to the members its author knew, so two
+//! changes made at once (one admin removes X while another invites Y)
+//! leave Y without the removal, and a member can miss an op that was
+//! given up. So every key and message carries its sender's log digest
+//! ([`wire::Digest`]); a member whose own digest differs sends that member
+//! the ids of its ops ([`Body::Ids`], a page of [`wire::MAX_IDS`] from
+//! the end of the log), who answers with the ops it lacks (at most
+//! [`MAX_SYNC_OPS`] per request), asks for the ones it lacks itself
+//! ([`Body::Want`]) and, when their logs also differ below the page, asks
+//! for the page before ([`Body::Pull`]). Ops are signed, so any member
+//! forwards anyone's; the receiver verifies them as usual. Only members
+//! are answered, each at most [`GroupConfig::sync_answers`] times per
+//! [`GroupConfig::sync_ms`]; one sync is started per member and window
+//! (a mismatch seen meanwhile is synced when the window ends).
+//!
 //! [`GroupCore`] is sans-IO: envelopes go out through an
 //! [`EnvelopeSink`], `now` comes in, and the store is SQLite
 //! ([`GroupStore`]).
@@ -38,7 +53,7 @@ mod tests;
 pub mod wire;
 
 pub use store::{GroupStore, SealedRow};
-pub use wire::{Action, GroupPayload, Op, open_message};
+pub use wire::{Action, Digest, GroupPayload, Op, OpKey, open_message};
 
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::overlay::EnvelopeId;
@@ -64,6 +79,9 @@ pub const MAX_OPS: usize = 1024;
 pub const MAX_KEYS_PER_SENDER: usize = 64;
 /// Longest message text, in bytes.
 pub const MAX_TEXT: usize = 4000;
+/// Most ops sent in answer to one sync request (`ids` or `want`); what
+/// is left goes at the next sync.
+pub const MAX_SYNC_OPS: usize = 4 * wire::MAX_OPS_PER_ITEM;
 
 #[derive(Debug, Error)]
 pub enum GroupError {
@@ -125,6 +143,13 @@ pub struct GroupConfig {
     pub max_early_per_sender: usize,
     /// How long a parked item is kept.
     pub early_ms: u64,
+    /// The sync window: at most one sync started with each member per
+    /// window, and [`GroupConfig::sync_answers`] of their requests
+    /// answered.
+    pub sync_ms: u64,
+    pub sync_answers: u32,
+    /// Most (group, member) pairs with sync state; more are refused.
+    pub max_sync_peers: usize,
 }
 
 impl Default for GroupConfig {
@@ -142,6 +167,9 @@ impl Default for GroupConfig {
             max_early: 1024,
             max_early_per_sender: 128,
             early_ms: 600_000,
+            sync_ms: 30_000,
+            sync_answers: 16,
+            max_sync_peers: 4096,
         }
     }
 }
@@ -244,6 +272,13 @@ pub struct GroupStats {
     pub early_dropped: u64,
     /// Old sender keys pushed out by [`MAX_KEYS_PER_SENDER`].
     pub keys_dropped: u64,
+    /// Syncs we started because a member's log digest differed from ours.
+    pub syncs_started: u64,
+    /// Ops we sent in answer to members' sync requests.
+    pub ops_synced: u64,
+    /// Sync requests refused: over a member's budget, about a group we
+    /// are no longer in, or over [`GroupConfig::max_sync_peers`].
+    pub sync_refused: u64,
 }
 
 /// A message waiting for an earlier one or for its key.
@@ -272,6 +307,10 @@ struct Group {
     id: GroupId,
     /// The log, in replay order.
     ops: Vec<Op>,
+    /// Each op's place in the replay order (`order[i]` is `ops[i]`'s).
+    order: Vec<OpKey>,
+    /// The log's digest.
+    digest: Digest,
     op_ids: BTreeSet<[u8; 16]>,
     state: Derived,
     /// Our sender key and its id (0: none yet).
@@ -302,8 +341,67 @@ impl Group {
     }
 
     fn lamport(&self) -> u64 {
-        self.ops.iter().map(|o| o.lamport).max().unwrap_or(0) + 1
+        self.ops
+            .iter()
+            .map(|o| o.lamport)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1)
     }
+
+    /// A group with an empty log.
+    fn empty(id: GroupId) -> Group {
+        Group {
+            id,
+            ops: Vec::new(),
+            order: Vec::new(),
+            digest: wire::digest([]),
+            op_ids: BTreeSet::new(),
+            state: Derived::default(),
+            key_id: 0,
+            key: [0; 32],
+            seq: 0,
+            keys: BTreeMap::new(),
+            last_seq: BTreeMap::new(),
+            sent_to: BTreeMap::new(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// Sort the log and bring `order` and `digest` in line with it.
+    fn reorder(&mut self) {
+        sort_ops(&mut self.ops);
+        self.order = self.ops.iter().map(|o| (o.lamport, o.id())).collect();
+        self.digest = wire::digest(self.order.iter().map(|(_, id)| id));
+    }
+
+    /// How many ops come before `k` in the replay order.
+    fn below(&self, k: &OpKey) -> usize {
+        self.order.partition_point(|o| o < k)
+    }
+
+    /// The digest of the first `n` ops.
+    fn prefix_digest(&self, n: usize) -> Digest {
+        wire::digest(
+            self.order[..n.min(self.order.len())]
+                .iter()
+                .map(|(_, id)| id),
+        )
+    }
+}
+
+/// Sync state with one member of one group (see the module docs).
+#[derive(Debug)]
+struct SyncPeer {
+    /// When the current window began; it lasts [`GroupConfig::sync_ms`].
+    window: Millis,
+    /// Whether we started a sync with them in this window.
+    started: bool,
+    /// Their requests answered in this window.
+    answered: u32,
+    /// Their digest, when it differed from ours after we had started a
+    /// sync in this window: sync again when the window ends.
+    due: Option<Digest>,
 }
 
 /// Replay `ops` (already in order): the state, and each op's effect.
@@ -401,6 +499,10 @@ pub struct GroupCore {
     early: VecDeque<Early>,
     /// An op was merged since the early items were last tried.
     logs_changed: bool,
+    /// Sync state by (group, member): only members of groups we are in,
+    /// at most [`GroupConfig::max_sync_peers`], dropped once their window
+    /// ends with nothing due.
+    sync: BTreeMap<(GroupId, String), SyncPeer>,
     events: VecDeque<GroupEvent>,
     pub stats: GroupStats,
 }
@@ -437,25 +539,20 @@ impl GroupCore {
         let me = cert.username.to_ascii_lowercase();
         let mut groups = BTreeMap::new();
         for s in store.load()? {
-            let mut ops: Vec<Op> = s.ops.iter().filter_map(|b| Op::decode(b).ok()).collect();
-            sort_ops(&mut ops);
-            let (state, _) = replay(&s.id, &ops);
-            groups.insert(
-                s.id,
-                Group {
-                    id: s.id,
-                    op_ids: ops.iter().map(Op::id).collect(),
-                    ops,
-                    state,
-                    key_id: s.key_id,
-                    key: s.key,
-                    seq: s.seq,
-                    keys: s.keys.into_iter().map(|(u, i, k)| ((u, i), k)).collect(),
-                    last_seq: s.last_seq.into_iter().collect(),
-                    sent_to: s.sent_to.into_iter().collect(),
-                    held: BTreeMap::new(),
-                },
-            );
+            let mut grp = Group {
+                ops: s.ops.iter().filter_map(|b| Op::decode(b).ok()).collect(),
+                key_id: s.key_id,
+                key: s.key,
+                seq: s.seq,
+                keys: s.keys.into_iter().map(|(u, i, k)| ((u, i), k)).collect(),
+                last_seq: s.last_seq.into_iter().collect(),
+                sent_to: s.sent_to.into_iter().collect(),
+                ..Group::empty(s.id)
+            };
+            grp.reorder();
+            grp.op_ids = grp.order.iter().map(|(_, id)| *id).collect();
+            grp.state = replay(&s.id, &grp.ops).0;
+            groups.insert(s.id, grp);
         }
         let mut pending = BTreeMap::new();
         for (peer, item, payload, created) in store.outbox()? {
@@ -482,6 +579,7 @@ impl GroupCore {
             by_envelope: BTreeMap::new(),
             early: VecDeque::new(),
             logs_changed: false,
+            sync: BTreeMap::new(),
             events: VecDeque::new(),
             stats: GroupStats::default(),
         })
@@ -559,22 +657,7 @@ impl GroupCore {
                 name: name.to_owned(),
             },
         );
-        self.groups.insert(
-            id,
-            Group {
-                id,
-                ops: Vec::new(),
-                op_ids: BTreeSet::new(),
-                state: Derived::default(),
-                key_id: 0,
-                key: [0; 32],
-                seq: 0,
-                keys: BTreeMap::new(),
-                last_seq: BTreeMap::new(),
-                sent_to: BTreeMap::new(),
-                held: BTreeMap::new(),
-            },
-        );
+        self.groups.insert(id, Group::empty(id));
         self.store.save_key(&id, 0, &[0; 32], 0)?;
         self.apply_ops(now, &id, vec![op], &self.me.clone(), sink)?;
         Ok(id)
@@ -733,7 +816,7 @@ impl GroupCore {
         if fresh.is_empty() {
             return Ok(());
         }
-        sort_ops(&mut grp.ops);
+        grp.reorder();
         let before = grp.state.clone();
         let (state, effects) = replay(g, &grp.ops);
         grp.state = state;
@@ -823,6 +906,7 @@ impl GroupCore {
             .cloned()
             .collect();
         let seq = grp.seq;
+        let digest = Some(grp.digest);
         self.store.save_key(g, key_id, &key, seq)?;
         self.store.add_key(g, &me, key_id, &key)?;
         for m in members {
@@ -830,6 +914,7 @@ impl GroupCore {
                 group: *g,
                 key_id,
                 key,
+                digest,
             };
             self.queue(now, &m, body, sink)?;
         }
@@ -877,6 +962,7 @@ impl GroupCore {
                     seq,
                     prev,
                     ct: &ct,
+                    digest: Some(grp.digest),
                 },
             }
             .encode();
@@ -1001,8 +1087,17 @@ impl GroupCore {
     ) -> Result<Fate, GroupError> {
         match body {
             Body::Ops { group, ops } => self.on_ops(now, peer, standing, item, group, &ops, sink),
-            Body::Key { group, key_id, key } => {
-                self.on_key(now, peer, item, group, key_id, key, sink)
+            Body::Key {
+                group,
+                key_id,
+                key,
+                digest,
+            } => {
+                let fate = self.on_key(now, peer, item, group, key_id, key, sink)?;
+                if let (Fate::Done, Some(d)) = (&fate, digest) {
+                    self.note_digest(now, &group, peer, d, sink)?;
+                }
+                Ok(fate)
             }
             Body::Msg {
                 group,
@@ -1010,7 +1105,236 @@ impl GroupCore {
                 seq,
                 prev,
                 ct,
-            } => self.on_msg(now, peer, item, group, (key_id, seq, prev), ct, sink),
+                digest,
+            } => {
+                let fate = self.on_msg(now, peer, item, group, (key_id, seq, prev), ct, sink)?;
+                if let (Fate::Done, Some(d)) = (&fate, digest) {
+                    self.note_digest(now, &group, peer, d, sink)?;
+                }
+                Ok(fate)
+            }
+            Body::Ids { .. } | Body::Want { .. } | Body::Pull { .. } => {
+                self.on_sync(now, peer, item, body, sink)
+            }
+        }
+    }
+
+    /// `peer` (a member) said their log's digest is `theirs`: when it is
+    /// not ours, start a sync with them (one per window; a mismatch seen
+    /// after that is synced when the window ends).
+    fn note_digest(
+        &mut self,
+        now: Millis,
+        g: &GroupId,
+        peer: &str,
+        theirs: Digest,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let Some(grp) = self.groups.get(g) else {
+            return Ok(());
+        };
+        if grp.digest == theirs
+            || !grp.state.members.contains(&self.me)
+            || !grp.state.members.contains(peer)
+        {
+            return Ok(());
+        }
+        let Some(sp) = self.sync_peer(now, g, peer) else {
+            return Ok(());
+        };
+        if sp.started {
+            sp.due = Some(theirs);
+            return Ok(());
+        }
+        sp.started = true;
+        sp.due = None;
+        self.stats.syncs_started += 1;
+        tracing::debug!(%peer, "group logs differ: syncing");
+        self.send_ids(now, g, peer, None, sink)
+    }
+
+    /// The sync state with `peer` in group `g`, its window renewed when
+    /// over; `None` (counted) when the table is full.
+    fn sync_peer(&mut self, now: Millis, g: &GroupId, peer: &str) -> Option<&mut SyncPeer> {
+        let key = (*g, peer.to_owned());
+        if !self.sync.contains_key(&key) && self.sync.len() >= self.cfg.max_sync_peers {
+            self.stats.sync_refused += 1;
+            return None;
+        }
+        let sync_ms = self.cfg.sync_ms;
+        let sp = self.sync.entry(key).or_insert(SyncPeer {
+            window: now,
+            started: false,
+            answered: 0,
+            due: None,
+        });
+        if now.since(sp.window) >= sync_ms {
+            sp.window = now;
+            sp.started = false;
+            sp.answered = 0;
+        }
+        Some(sp)
+    }
+
+    /// Send `peer` our page of op ids that ends at `before` (no bound: the
+    /// last page of the log).
+    fn send_ids(
+        &mut self,
+        now: Millis,
+        g: &GroupId,
+        peer: &str,
+        before: Option<OpKey>,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let Some(grp) = self.groups.get(g) else {
+            return Ok(());
+        };
+        let upto = before.map_or(grp.order.len(), |b| grp.below(&b));
+        let from = upto.saturating_sub(wire::MAX_IDS);
+        let start = if from == 0 {
+            wire::FIRST_KEY
+        } else {
+            grp.order[from]
+        };
+        let body = Body::Ids {
+            group: *g,
+            start,
+            end: before,
+            below: grp.prefix_digest(from),
+            ids: grp.order[from..upto].iter().map(|(_, id)| *id).collect(),
+        };
+        self.queue(now, peer, body, sink)
+    }
+
+    /// A sync request (`ids`, `want` or `pull`) from `peer`.
+    fn on_sync(
+        &mut self,
+        now: Millis,
+        peer: &str,
+        item: [u8; 16],
+        body: Body<'_>,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<Fate, GroupError> {
+        let g = body.group();
+        let Some(grp) = self.groups.get(&g) else {
+            return Ok(Fate::Park);
+        };
+        if !grp.state.members.contains(&self.me) {
+            self.stats.sync_refused += 1;
+            self.ack(peer, item, sink);
+            return Ok(Fate::Done);
+        }
+        if !grp.state.members.contains(peer) {
+            // The op that adds them may still be on its way.
+            return Ok(Fate::Park);
+        }
+        let budget = self.cfg.sync_answers;
+        let answer = match self.sync_peer(now, &g, peer) {
+            Some(sp) if sp.answered < budget => {
+                sp.answered += 1;
+                true
+            }
+            _ => false,
+        };
+        if !answer {
+            self.stats.sync_refused += 1;
+            self.ack(peer, item, sink);
+            return Ok(Fate::Done);
+        }
+        let grp = &self.groups[&g];
+        let mut give: Vec<Vec<u8>> = Vec::new();
+        let mut want: Vec<[u8; 16]> = Vec::new();
+        let mut pull = None;
+        match &body {
+            Body::Ids {
+                start,
+                end,
+                below,
+                ids,
+                ..
+            } => {
+                let theirs: BTreeSet<&[u8; 16]> = ids.iter().collect();
+                let lo = grp.below(start);
+                let hi = end.map_or(grp.order.len(), |e| grp.below(&e));
+                give = (lo..hi.max(lo))
+                    .filter(|&i| !theirs.contains(&grp.order[i].1))
+                    .take(MAX_SYNC_OPS)
+                    .map(|i| grp.ops[i].encode())
+                    .collect();
+                want = ids
+                    .iter()
+                    .filter(|id| !grp.op_ids.contains(*id))
+                    .copied()
+                    .collect();
+                if *start != wire::FIRST_KEY && grp.prefix_digest(lo) != *below {
+                    pull = Some(*start);
+                }
+            }
+            Body::Want { ids, .. } => {
+                let wanted: BTreeSet<&[u8; 16]> = ids.iter().collect();
+                give = grp
+                    .order
+                    .iter()
+                    .zip(&grp.ops)
+                    .filter(|((_, id), _)| wanted.contains(id))
+                    .take(MAX_SYNC_OPS)
+                    .map(|(_, op)| op.encode())
+                    .collect();
+            }
+            Body::Pull { before, .. } => {
+                let before = *before;
+                self.ack(peer, item, sink);
+                self.send_ids(now, &g, peer, Some(before), sink)?;
+                return Ok(Fate::Done);
+            }
+            _ => {}
+        }
+        self.stats.ops_synced += give.len() as u64;
+        for chunk in give.chunks(wire::MAX_OPS_PER_ITEM) {
+            let body = Body::Ops {
+                group: g,
+                ops: chunk.iter().map(Vec::as_slice).collect(),
+            };
+            self.queue(now, peer, body, sink)?;
+        }
+        if !want.is_empty() {
+            self.queue(
+                now,
+                peer,
+                Body::Want {
+                    group: g,
+                    ids: want,
+                },
+                sink,
+            )?;
+        }
+        if let Some(before) = pull {
+            self.queue(now, peer, Body::Pull { group: g, before }, sink)?;
+        }
+        self.ack(peer, item, sink);
+        Ok(Fate::Done)
+    }
+
+    /// Syncs that came due as their windows ended; sync state whose
+    /// window ended with nothing due is dropped.
+    fn sync_due(&mut self, now: Millis, sink: &mut dyn EnvelopeSink) {
+        let sync_ms = self.cfg.sync_ms;
+        let mut due = Vec::new();
+        self.sync.retain(|k, sp| {
+            if now.since(sp.window) < sync_ms {
+                return true;
+            }
+            if let Some(d) = sp.due.take() {
+                due.push((k.clone(), d));
+            }
+            false
+        });
+        for ((g, peer), theirs) in due {
+            if let Err(e) = self.note_digest(now, &g, &peer, theirs, sink) {
+                self.events.push_back(GroupEvent::StoreFailed {
+                    error: e.to_string(),
+                });
+            }
         }
     }
 
@@ -1137,19 +1461,7 @@ impl GroupCore {
             }
         }
         if let std::collections::btree_map::Entry::Vacant(v) = self.groups.entry(g) {
-            v.insert(Group {
-                id: g,
-                ops: Vec::new(),
-                op_ids: BTreeSet::new(),
-                state: Derived::default(),
-                key_id: 0,
-                key: [0; 32],
-                seq: 0,
-                keys: BTreeMap::new(),
-                last_seq: BTreeMap::new(),
-                sent_to: BTreeMap::new(),
-                held: BTreeMap::new(),
-            });
+            v.insert(Group::empty(g));
             self.store.save_key(&g, 0, &[0; 32], 0)?;
         }
         self.apply_ops(now, &g, ops, peer, sink)?;
@@ -1403,6 +1715,7 @@ impl GroupCore {
         for g in gapped {
             self.deliver_held(now, &g, sink);
         }
+        self.sync_due(now, sink);
         if self.by_envelope.len() > 4 * self.pending.len() + 64 {
             let live: BTreeSet<&(String, [u8; 16])> = self.pending.keys().collect();
             self.by_envelope.retain(|_, k| live.contains(k));
@@ -1424,7 +1737,13 @@ impl GroupCore {
             .map(|(_, h)| h.since + self.cfg.gap_ms)
             .min();
         let early = self.early.front().map(|e| e.since + self.cfg.early_ms);
-        [outbox, held, early].into_iter().flatten().min()
+        let sync = self
+            .sync
+            .values()
+            .filter(|sp| sp.due.is_some())
+            .map(|sp| sp.window + self.cfg.sync_ms)
+            .min();
+        [outbox, held, early, sync].into_iter().flatten().min()
     }
 
     pub fn poll_event(&mut self) -> Option<GroupEvent> {

@@ -12,10 +12,24 @@
 //!           | 6 admin (user str8)
 //! GROUP:    item [16] | body u8 | body fields
 //!   body:   1 ops (group [16], count u8, count x op bytes16)
-//!           | 2 key (group [16], key_id u32, key [32])
-//!           | 3 msg (group [16], key_id u32, seq u64, prev u64, ct bytes16)
+//!           | 2 key (group [16], key_id u32, key [32], [digest])
+//!           | 3 msg (group [16], key_id u32, seq u64, prev u64, ct bytes16,
+//!             [digest])
+//!           | 4 ids (group [16], start opkey, end u8 (0 | 1 opkey),
+//!             below digest, count u16, count x op id [16])
+//!           | 5 want (group [16], count u16, count x op id [16])
+//!           | 6 pull (group [16], before opkey)
+//!   digest: count u16 | hash [16]   ([digest]: present or absent, last)
+//!   opkey:  lamport u64 | op id [16]
 //! GROUP_ACK: item [16]
 //! ```
+//!
+//! A digest ([`digest`]) sums up a log: its op count and a hash of its op
+//! ids in replay order. Keys and messages carry their sender's, so a
+//! member whose log differs notices and syncs: `ids` lists the sender's op
+//! ids in the replay-order range `[start, end)` with the digest of its ops
+//! below `start`; `want` asks for ops by id; `pull` asks for the `ids` page
+//! that ends at `before`.
 //!
 //! The op signature (context [`OP_CONTEXT`]) is by the certificate's
 //! device key over everything before it. A message's ciphertext is
@@ -26,7 +40,7 @@
 use super::GroupId;
 use crate::identity::{Certificate, DeviceIdentity, verify_signature};
 use crate::wire::{Reader, WireError, Writer};
-use blake2::{Blake2s256, Digest};
+use blake2::{Blake2s256, Digest as _};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 
@@ -36,6 +50,88 @@ pub const OP_CONTEXT: &[u8] = b"natter group op v1";
 pub const MAX_NAME: usize = 64;
 /// Most ops in one `ops` body.
 pub const MAX_OPS_PER_ITEM: usize = 24;
+/// Most op ids in one `ids` or `want` body (a page: 4 KiB of ids).
+pub const MAX_IDS: usize = 256;
+
+/// A summary of a group's log: its op count and a hash of its op ids in
+/// replay order. Equal digests, equal logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Digest {
+    pub count: u16,
+    pub hash: [u8; 16],
+}
+
+/// An op's place in the replay order: its lamport clock, then its id.
+pub type OpKey = (u64, [u8; 16]);
+
+/// The least [`OpKey`]: a range that starts here has nothing below it.
+pub const FIRST_KEY: OpKey = (0, [0; 16]);
+
+/// The digest of a log whose op ids, in replay order, are `ids`.
+pub fn digest<'i>(ids: impl IntoIterator<Item = &'i [u8; 16]>) -> Digest {
+    let mut h = Blake2s256::new();
+    h.update(b"natter group digest v1");
+    let mut count = 0usize;
+    for id in ids {
+        h.update(id);
+        count += 1;
+    }
+    let d = h.finalize();
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&d[..16]);
+    Digest {
+        count: u16::try_from(count).unwrap_or(u16::MAX),
+        hash,
+    }
+}
+
+fn read_digest(r: &mut Reader<'_>) -> Result<Digest, WireError> {
+    Ok(Digest {
+        count: r.u16()?,
+        hash: r.array()?,
+    })
+}
+
+fn write_digest(w: &mut Writer, d: &Digest) {
+    w.u16(d.count).raw(&d.hash);
+}
+
+/// The optional digest that ends a key or a message.
+fn trailing_digest(r: &mut Reader<'_>) -> Result<Option<Digest>, WireError> {
+    if r.remaining() == 0 {
+        return Ok(None);
+    }
+    read_digest(r).map(Some)
+}
+
+fn read_key(r: &mut Reader<'_>) -> Result<OpKey, WireError> {
+    Ok((r.u64()?, r.array()?))
+}
+
+/// A u16 count of op ids (at most [`MAX_IDS`]), then the ids.
+fn read_ids(r: &mut Reader<'_>) -> Result<Vec<[u8; 16]>, WireError> {
+    let n = r.u16()? as usize;
+    if n > MAX_IDS {
+        return Err(WireError::TooLarge {
+            len: n,
+            max: MAX_IDS,
+        });
+    }
+    if r.remaining() < n * 16 {
+        return Err(WireError::Truncated {
+            need: n * 16,
+            have: r.remaining(),
+        });
+    }
+    (0..n).map(|_| r.array()).collect()
+}
+
+fn write_ids(w: &mut Writer, ids: &[[u8; 16]]) {
+    w.u16(ids.len() as u16);
+    for id in ids {
+        w.raw(id);
+    }
+}
 
 /// Envelope kinds of group chat (the 112-127 range).
 pub mod kind {
@@ -252,21 +348,68 @@ impl Op {
 pub enum Body<'a> {
     /// Encoded ops ([`Op::decode`] each).
     Ops { group: GroupId, ops: Vec<&'a [u8]> },
-    /// The sender's new sender key.
+    /// The sender's new sender key, and their log's digest then.
     Key {
         group: GroupId,
         key_id: u32,
         key: [u8; 32],
+        digest: Option<Digest>,
     },
     /// A message under the sender's key `key_id`. `prev` is the seq of the
-    /// sender's last message to this recipient (0: none), for hold-back.
+    /// sender's last message to this recipient (0: none), for hold-back;
+    /// `digest`, the sender's log's when they sent it.
     Msg {
         group: GroupId,
         key_id: u32,
         seq: u64,
         prev: u64,
         ct: &'a [u8],
+        digest: Option<Digest>,
     },
+    /// The sender's op ids in the replay-order range `[start, end)` (no
+    /// end: to the last), and the digest of their ops below `start`.
+    Ids {
+        group: GroupId,
+        start: OpKey,
+        end: Option<OpKey>,
+        below: Digest,
+        ids: Vec<[u8; 16]>,
+    },
+    /// Send me these ops.
+    Want { group: GroupId, ids: Vec<[u8; 16]> },
+    /// Send me your `ids` page that ends at `before`.
+    Pull { group: GroupId, before: OpKey },
+}
+
+impl Body<'_> {
+    fn group_mut(&mut self) -> &mut GroupId {
+        match self {
+            Body::Ops { group, .. }
+            | Body::Key { group, .. }
+            | Body::Msg { group, .. }
+            | Body::Ids { group, .. }
+            | Body::Want { group, .. }
+            | Body::Pull { group, .. } => group,
+        }
+    }
+
+    /// The group the item is about.
+    pub fn group(&self) -> GroupId {
+        match self {
+            Body::Ops { group, .. }
+            | Body::Key { group, .. }
+            | Body::Msg { group, .. }
+            | Body::Ids { group, .. }
+            | Body::Want { group, .. }
+            | Body::Pull { group, .. } => *group,
+        }
+    }
+
+    /// Make the item about group `g` (the ops of an `ops` body keep their
+    /// own group).
+    pub fn set_group(&mut self, g: GroupId) {
+        *self.group_mut() = g;
+    }
 }
 
 /// A group envelope's payload.
@@ -299,8 +442,16 @@ impl<'a> GroupPayload<'a> {
                             w.bytes16(o);
                         }
                     }
-                    Body::Key { group, key_id, key } => {
+                    Body::Key {
+                        group,
+                        key_id,
+                        key,
+                        digest,
+                    } => {
                         w.u8(2).raw(group).u32(*key_id).raw(key);
+                        if let Some(d) = digest {
+                            write_digest(&mut w, d);
+                        }
                     }
                     Body::Msg {
                         group,
@@ -308,6 +459,7 @@ impl<'a> GroupPayload<'a> {
                         seq,
                         prev,
                         ct,
+                        digest,
                     } => {
                         w.u8(3)
                             .raw(group)
@@ -315,6 +467,35 @@ impl<'a> GroupPayload<'a> {
                             .u64(*seq)
                             .u64(*prev)
                             .bytes16(ct);
+                        if let Some(d) = digest {
+                            write_digest(&mut w, d);
+                        }
+                    }
+                    Body::Ids {
+                        group,
+                        start,
+                        end,
+                        below,
+                        ids,
+                    } => {
+                        w.u8(4).raw(group).u64(start.0).raw(&start.1);
+                        match end {
+                            None => {
+                                w.u8(0);
+                            }
+                            Some(e) => {
+                                w.u8(1).u64(e.0).raw(&e.1);
+                            }
+                        }
+                        write_digest(&mut w, below);
+                        write_ids(&mut w, ids);
+                    }
+                    Body::Want { group, ids } => {
+                        w.u8(5).raw(group);
+                        write_ids(&mut w, ids);
+                    }
+                    Body::Pull { group, before } => {
+                        w.u8(6).raw(group).u64(before.0).raw(&before.1);
                     }
                 }
             }
@@ -349,6 +530,7 @@ impl<'a> GroupPayload<'a> {
                         group: r.array()?,
                         key_id: r.u32()?,
                         key: r.array()?,
+                        digest: trailing_digest(&mut r)?,
                     },
                     3 => Body::Msg {
                         group: r.array()?,
@@ -356,6 +538,34 @@ impl<'a> GroupPayload<'a> {
                         seq: r.u64()?,
                         prev: r.u64()?,
                         ct: r.bytes16()?,
+                        digest: trailing_digest(&mut r)?,
+                    },
+                    4 => {
+                        let group = r.array()?;
+                        let start = read_key(&mut r)?;
+                        let end = match r.u8()? {
+                            0 => None,
+                            1 => Some(read_key(&mut r)?),
+                            _ => return Err(WireError::Invalid { field: "ids end" }),
+                        };
+                        if end.is_some_and(|e| e <= start) {
+                            return Err(WireError::Invalid { field: "ids range" });
+                        }
+                        Body::Ids {
+                            group,
+                            start,
+                            end,
+                            below: read_digest(&mut r)?,
+                            ids: read_ids(&mut r)?,
+                        }
+                    }
+                    5 => Body::Want {
+                        group: r.array()?,
+                        ids: read_ids(&mut r)?,
+                    },
+                    6 => Body::Pull {
+                        group: r.array()?,
+                        before: read_key(&mut r)?,
                     },
                     got => {
                         return Err(WireError::UnknownType {
