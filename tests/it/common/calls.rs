@@ -163,7 +163,8 @@ pub const NULL_AUDIO: &str = "[audio]\ninput = \"null\"\noutput = \"null\"\n";
 
 /// Check that `s` (a recording from its first sound on) carries a steady
 /// `hz` tone: in at least 90% of its 100 ms windows (after the codec's
-/// first 200 ms) the zero crossings give `hz` within 15 Hz. Windows, not
+/// first 200 ms), or all but two side by side, the zero crossings give
+/// `hz` within 15 Hz. Windows, not
 /// the whole: on a loaded machine a late audio tick may be concealed,
 /// which shifts a whole-file count but leaves the tone intact.
 pub fn assert_tone(what: &str, s: &[i16], hz: f64, secs: f64) {
@@ -176,9 +177,16 @@ pub fn assert_tone(what: &str, s: &[i16], hz: f64, secs: f64) {
             c as f64 * 10.0
         })
         .collect();
-    let good = windows.iter().filter(|&&f| (f - hz).abs() <= 15.0).count();
+    let at_hz = |f: &f64| (f - hz).abs() <= 15.0;
+    let good = windows.iter().filter(|f| at_hz(f)).count();
+    // One concealed tick that straddles a window boundary spoils two
+    // windows side by side: a glitch, not a missing tone.
+    let bad: Vec<usize> = (0..windows.len())
+        .filter(|&i| !at_hz(&windows[i]))
+        .collect();
+    let one_glitch = bad.len() <= 2 && bad.windows(2).all(|p| p[1] == p[0] + 1);
     assert!(
-        good * 10 >= windows.len() * 9,
+        good * 10 >= windows.len() * 9 || one_glitch,
         "{what}: {good} of {} windows at {hz} Hz: {windows:?}",
         windows.len()
     );
