@@ -6,7 +6,7 @@
 //! carol's, played back); `m` mutes us, `x` leaves, and the demo
 //! contacts leave with us (the conference ends for everyone).
 
-use crate::common::tmux::{Tmux, online};
+use crate::common::tmux::demo;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
@@ -24,27 +24,11 @@ fn speaking(screen: &str, name: &str) -> bool {
 fn a_three_party_conference_with_the_demo_contacts() {
     let _turn = scenario!();
     let dir = tempfile::tempdir().unwrap();
-    // The shell stays after natter (the pane and its last screen with
-    // it) and prints the exit status.
-    let line = format!(
-        "env TMPDIR='{}' {} demo; echo \"natter exited: $?\"; exec sleep 600",
-        dir.path().display(),
-        env!("CARGO_BIN_EXE_natter")
-    );
-    let Some(t) = Tmux::start("conf", 100, 30, &line) else {
+    let Some(t) = demo("conf", 100, 30, dir.path()) else {
         return;
     };
-    t.wait("the three demo contacts online", T, |s| {
-        online(s, "carol") && online(s, "echo123") && online(s, "bot")
-    });
     // bot, carol, echo123: mark the last two.
-    t.keys(&["Home", "Down"]);
-    t.text(" ");
-    t.keys(&["End"]);
-    t.text(" ");
-    t.wait("both marked", T, |s| {
-        s.contains("2 marked (carol, echo123)") && s.contains("carol ✚")
-    });
+    t.mark_carol_and_echo();
     let dialed = Instant::now();
     t.text("C");
     let s = t.wait("three participants", T, |s| {
@@ -85,8 +69,5 @@ fn a_three_party_conference_with_the_demo_contacts() {
     assert!(s.contains("in call with echo123 "), "{s}");
     t.text("x");
     t.wait("the call ended", T, |s| s.contains("ended: you hung up"));
-    t.text("q");
-    let s = t.wait("natter to exit", T, |s| s.contains("natter exited: "));
-    assert!(s.contains("natter demo stopped"), "{s}");
-    assert!(s.contains("natter exited: 0"), "{s}");
+    t.quit_demo();
 }

@@ -4,7 +4,7 @@
 //! echo123 (after a yes), `i` invites bot, and `L` leaves it (after a
 //! yes). Each step's result shows in the status line and the row.
 
-use crate::common::tmux::{Tmux, online};
+use crate::common::tmux::demo;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
@@ -19,27 +19,11 @@ fn group_row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
 fn a_group_made_and_managed_with_the_demo_contacts() {
     let _turn = scenario!();
     let dir = tempfile::tempdir().unwrap();
-    // The shell stays after natter (the pane and its last screen with
-    // it) and prints the exit status.
-    let line = format!(
-        "env TMPDIR='{}' {} demo; echo \"natter exited: $?\"; exec sleep 600",
-        dir.path().display(),
-        env!("CARGO_BIN_EXE_natter")
-    );
-    let Some(t) = Tmux::start("groups", 100, 30, &line) else {
+    let Some(t) = demo("groups", 100, 30, dir.path()) else {
         return;
     };
-    t.wait("the three demo contacts online", T, |s| {
-        online(s, "carol") && online(s, "echo123") && online(s, "bot")
-    });
-    // bot, carol, echo123: mark the last two, then g.
-    t.keys(&["Home", "Down"]);
-    t.text(" ");
-    t.keys(&["End"]);
-    t.text(" ");
-    t.wait("both marked", T, |s| {
-        s.contains("2 marked (carol, echo123)")
-    });
+    // bot, carol, echo123: mark the last two.
+    t.mark_carol_and_echo();
     t.text("g");
     t.wait("the new group dialog", T, |s| {
         s.contains("New group") && s.contains("Invites carol, echo123 (marked).")
@@ -93,7 +77,5 @@ fn a_group_made_and_managed_with_the_demo_contacts() {
     t.text("y");
     let s = t.wait("left", T, |s| s.contains("you left dinner"));
     assert!(group_row(&s, "dinner").is_none(), "{s}");
-    t.text("q");
-    let s = t.wait("natter to exit", T, |s| s.contains("natter exited: "));
-    assert!(s.contains("natter exited: 0"), "{s}");
+    t.quit_demo();
 }

@@ -168,6 +168,48 @@ pub fn online(screen: &str, name: &str) -> bool {
     contact_line(screen, name).is_some_and(|l| l.contains(&format!("● {name}")))
 }
 
+/// `natter demo` in a `w`x`h` terminal, its temporary files in `dir`,
+/// once the three demo contacts are online. The shell stays after natter
+/// (the pane and its last screen with it) and prints the exit status, for
+/// [`Tmux::quit_demo`]. `None` without tmux.
+pub fn demo(tag: &str, w: u16, h: u16, dir: &Path) -> Option<Tmux> {
+    let line = format!(
+        "env TMPDIR='{}' {} demo; echo \"natter exited: $?\"; exec sleep 600",
+        dir.display(),
+        env!("CARGO_BIN_EXE_natter")
+    );
+    let t = Tmux::start(tag, w, h, &line)?;
+    t.wait("the three demo contacts online", DEMO_WAIT, |s| {
+        online(s, "carol") && online(s, "echo123") && online(s, "bot")
+    });
+    Some(t)
+}
+
+const DEMO_WAIT: Duration = Duration::from_secs(30);
+
+impl Tmux {
+    /// In the demo's list (bot, carol, echo123): mark carol and echo123.
+    pub fn mark_carol_and_echo(&self) {
+        self.keys(&["Home", "Down"]);
+        self.text(" ");
+        self.keys(&["End"]);
+        self.text(" ");
+        self.wait("both marked", DEMO_WAIT, |s| {
+            s.contains("2 marked (carol, echo123)") && s.contains("carol ✚")
+        });
+    }
+
+    /// Quit the demo started by [`demo`]: it says it stopped and exits 0.
+    pub fn quit_demo(&self) {
+        self.text("q");
+        let s = self.wait("natter to exit", DEMO_WAIT, |s| {
+            s.contains("natter exited: ")
+        });
+        assert!(s.contains("natter demo stopped"), "{s}");
+        assert!(s.contains("natter exited: 0"), "{s}");
+    }
+}
+
 /// The shell line that runs the TUI of `user` of `net` (logged in
 /// already) on the supernodes `bootstrap`, its stderr to a log.
 pub fn tui_command(net: &super::procs::Network, user: &str, bootstrap: &[String]) -> String {
