@@ -1016,20 +1016,23 @@ pub fn conference(b: &[u8]) {
         reach: Reach::Cone,
         muted: false,
     };
-    if let Some(mut c) = ConferenceCore::invited(ConfConfig::default(), me("cat"), "ann", b, 0) {
-        let _ = c.accept(1);
+    if let Some(mut c) =
+        ConferenceCore::invited(ConfConfig::default(), me("cat"), "ann", b, Millis(0))
+    {
+        let _ = c.accept(Millis(1));
         while c.poll_transmit().is_some() {}
         while c.poll_event().is_some() {}
     }
     let users = ["bob".to_owned()];
-    let Ok(mut c) = ConferenceCore::start(ConfConfig::default(), id, me("ann"), &users, 0, 0)
+    let Ok(mut c) =
+        ConferenceCore::start(ConfConfig::default(), id, me("ann"), &users, 0, Millis(0))
     else {
         return;
     };
     for from in ["bob", "eve"] {
-        c.handle_message(10, from, b);
+        c.handle_message(Millis(10), from, b);
     }
-    c.handle_timeout(10_000);
+    c.handle_timeout(Millis(10_000));
     while c.poll_transmit().is_some() {}
     while c.poll_event().is_some() {}
     if let Some(r) = ConferenceCore::busy_reply(b) {

@@ -44,6 +44,7 @@ pub mod uplink;
 
 pub use msg::ConfMsg;
 
+use crate::time::Millis;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub type ConfId = u64;
@@ -285,8 +286,10 @@ pub enum ConfError {
 /// Tracking of one leg: when it (re)started and when it last heard audio.
 #[derive(Debug, Clone, Copy)]
 struct LegTrack {
-    since: u64,
-    heard: Option<u64>,
+    /// When the leg started (its grace runs from here).
+    since: Millis,
+    /// When it last received audio, if ever.
+    heard: Option<Millis>,
 }
 
 /// One conference as one participant sees it; see the [module docs](self).
@@ -307,13 +310,15 @@ pub struct ConferenceCore {
     /// Departed (name, nonce): an old roster cannot bring them back.
     gone: BTreeSet<(String, [u8; 16])>,
     /// Invited, not joined yet, until when we wait for them.
-    pending: BTreeMap<String, u64>,
+    pending: BTreeMap<String, Millis>,
     /// The legs we run, by peer.
     legs: BTreeMap<String, LegTrack>,
     /// The 1:1 call this conference replaced, if any.
     replaces: u64,
-    next_roster: u64,
-    next_levels: u64,
+    /// When the mixer next repeats the roster (a lost one is healed).
+    next_roster: Millis,
+    /// When the mixer next sends the levels it measured.
+    next_levels: Millis,
     /// Levels measured at the mixer, to send at the next levels tick.
     levels: Option<Vec<(String, u8)>>,
     transmits: VecDeque<(String, Vec<u8>)>,
@@ -328,7 +333,7 @@ impl ConferenceCore {
         me: Member,
         users: &[String],
         replaces: u64,
-        now: u64,
+        now: Millis,
     ) -> Result<Self, ConfError> {
         if users.len() + 1 > MAX_PARTICIPANTS {
             return Err(ConfError::Full);
@@ -357,7 +362,7 @@ impl ConferenceCore {
         Ok(c)
     }
 
-    fn blank(cfg: ConfConfig, id: ConfId, me: Member, starter: String, now: u64) -> Self {
+    fn blank(cfg: ConfConfig, id: ConfId, me: Member, starter: String, now: Millis) -> Self {
         ConferenceCore {
             next_roster: now + cfg.roster_interval_ms,
             next_levels: now,
@@ -386,7 +391,7 @@ impl ConferenceCore {
         me: Member,
         from: &str,
         bytes: &[u8],
-        now: u64,
+        now: Millis,
     ) -> Option<Self> {
         let (
             id,
@@ -545,7 +550,7 @@ impl ConferenceCore {
     }
 
     /// Invite `user` (any member may).
-    pub fn invite(&mut self, now: u64, user: &str) -> Result<(), ConfError> {
+    pub fn invite(&mut self, now: Millis, user: &str) -> Result<(), ConfError> {
         if !self.joined() {
             return Err(ConfError::NotRunning);
         }
@@ -569,7 +574,7 @@ impl ConferenceCore {
     }
 
     /// Answer our invitation: join.
-    pub fn accept(&mut self, now: u64) -> Result<(), ConfError> {
+    pub fn accept(&mut self, now: Millis) -> Result<(), ConfError> {
         if self.state != ConfState::Invited {
             return Err(ConfError::NotRunning);
         }
@@ -602,7 +607,7 @@ impl ConferenceCore {
     }
 
     /// Leave (or decline the invitation).
-    pub fn leave(&mut self, now: u64) {
+    pub fn leave(&mut self, now: Millis) {
         if matches!(self.state, ConfState::Ended(_)) {
             return;
         }
@@ -610,7 +615,7 @@ impl ConferenceCore {
         self.end(now, ConfEndReason::Left);
     }
 
-    fn end(&mut self, now: u64, reason: ConfEndReason) {
+    fn end(&mut self, now: Millis, reason: ConfEndReason) {
         self.state = ConfState::Ended(reason);
         self.sync_legs(now);
         self.event(ConfEvent::Ended {
@@ -647,7 +652,7 @@ impl ConferenceCore {
     /// Our measured uplink is now `kbps` ([`uplink::UplinkEstimator`]):
     /// the mixer learns it (a Join again, or our roster when we mix), and
     /// a mixer hands over to a member now clearly better than itself.
-    pub fn set_uplink(&mut self, now: u64, kbps: u32) {
+    pub fn set_uplink(&mut self, now: Millis, kbps: u32) {
         if self.me.uplink_kbps == kbps {
             return;
         }
@@ -705,7 +710,7 @@ impl ConferenceCore {
 
     /// The mixer's levels (0-255 per participant, ourselves included),
     /// from the media; sent on at most every `levels_interval_ms`.
-    pub fn set_levels(&mut self, now: u64, levels: Vec<(String, u8)>) {
+    pub fn set_levels(&mut self, now: Millis, levels: Vec<(String, u8)>) {
         if self.we_mix() {
             self.levels = Some(levels);
             if now >= self.next_levels {
@@ -714,7 +719,7 @@ impl ConferenceCore {
         }
     }
 
-    fn send_levels(&mut self, now: u64) {
+    fn send_levels(&mut self, now: Millis) {
         if let Some(levels) = self.levels.take() {
             self.next_levels = now + self.cfg.levels_interval_ms;
             self.broadcast(&ConfMsg::Levels {
@@ -728,14 +733,14 @@ impl ConferenceCore {
     }
 
     /// The media leg to `peer` last received audio at `at`.
-    pub fn heard(&mut self, peer: &str, at: u64) {
+    pub fn heard(&mut self, peer: &str, at: Millis) {
         if let Some(l) = self.legs.get_mut(peer) {
             l.heard = Some(l.heard.map_or(at, |h| h.max(at)));
         }
     }
 
     /// A message from `from` (a verified user) for this conference.
-    pub fn handle_message(&mut self, now: u64, from: &str, bytes: &[u8]) {
+    pub fn handle_message(&mut self, now: Millis, from: &str, bytes: &[u8]) {
         let Ok((id, m)) = ConfMsg::decode(bytes) else {
             return;
         };
@@ -785,7 +790,7 @@ impl ConferenceCore {
         self.sync_legs(now);
     }
 
-    fn on_join(&mut self, now: u64, member: Member) {
+    fn on_join(&mut self, now: Millis, member: Member) {
         if self.gone.contains(&(member.name.clone(), member.nonce)) {
             return;
         }
@@ -814,7 +819,14 @@ impl ConferenceCore {
         }
     }
 
-    fn on_roster(&mut self, now: u64, from: &str, epoch: u32, mixer: String, members: Vec<Member>) {
+    fn on_roster(
+        &mut self,
+        now: Millis,
+        from: &str,
+        epoch: u32,
+        mixer: String,
+        members: Vec<Member>,
+    ) {
         let newer = epoch > self.epoch
             || (epoch == self.epoch
                 && mixer != self.mixer
@@ -912,7 +924,7 @@ impl ConferenceCore {
 
     /// `name` is gone: out of the roster; a departed mixer is replaced by
     /// the first of the ranking.
-    fn remove(&mut self, now: u64, name: &str, reason: LeftReason) {
+    fn remove(&mut self, now: Millis, name: &str, reason: LeftReason) {
         let Some(m) = self.members.remove(name) else {
             return;
         };
@@ -939,14 +951,14 @@ impl ConferenceCore {
         self.check_alone(now);
     }
 
-    fn check_alone(&mut self, now: u64) {
+    fn check_alone(&mut self, now: Millis) {
         if self.joined() && self.members.len() <= 1 && self.pending.is_empty() {
             self.end(now, ConfEndReason::Alone);
         }
     }
 
     /// Keep `legs` to what [`Self::legs`] wants; a new leg starts its grace.
-    fn sync_legs(&mut self, now: u64) {
+    fn sync_legs(&mut self, now: Millis) {
         let want: BTreeSet<String> = self.legs().into_iter().map(|l| l.peer).collect();
         self.legs.retain(|p, _| want.contains(p));
         for p in want {
@@ -959,7 +971,7 @@ impl ConferenceCore {
 
     /// When a leg's silence would count: its last audio plus the timeout,
     /// or the grace after its start.
-    fn leg_deadline(&self, l: &LegTrack) -> u64 {
+    fn leg_deadline(&self, l: &LegTrack) -> Millis {
         let timeout = if self.we_mix() {
             self.cfg.participant_timeout_ms
         } else {
@@ -972,7 +984,7 @@ impl ConferenceCore {
         }
     }
 
-    pub fn poll_timeout(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<Millis> {
         if !self.joined() {
             return None;
         }
@@ -983,7 +995,7 @@ impl ConferenceCore {
         [legs, roster, levels, pending].into_iter().flatten().min()
     }
 
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: Millis) {
         if !self.joined() {
             return;
         }

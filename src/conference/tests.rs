@@ -26,7 +26,7 @@ struct Net {
     /// Cores already in a call: they answer invitations busy.
     busy: BTreeSet<String>,
     events: Vec<(String, ConfEvent)>,
-    now: u64,
+    now: Millis,
 }
 
 impl Net {
@@ -38,7 +38,7 @@ impl Net {
             late: BTreeMap::new(),
             busy: BTreeSet::new(),
             events: Vec::new(),
-            now: 0,
+            now: Millis::ZERO,
         }
     }
 
@@ -296,12 +296,12 @@ fn mute_of_others_only_by_the_starter_and_rosters_do_not_revive_the_dead() {
 fn a_full_conference_refuses_more() {
     let users: Vec<String> = (0..24).map(|i| format!("u{i:02}")).collect();
     let me = member("ann", Reach::Cone, 1);
-    let mut c = ConferenceCore::start(ConfConfig::default(), 1, me, &users, 0, 0).unwrap();
-    assert_eq!(c.invite(0, "one_more"), Err(ConfError::Full));
+    let mut c = ConferenceCore::start(ConfConfig::default(), 1, me, &users, 0, Millis(0)).unwrap();
+    assert_eq!(c.invite(Millis(0), "one_more"), Err(ConfError::Full));
     let users: Vec<String> = (0..25).map(|i| format!("u{i:02}")).collect();
     let me = member("ann", Reach::Cone, 1);
     assert_eq!(
-        ConferenceCore::start(ConfConfig::default(), 1, me, &users, 0, 0).err(),
+        ConferenceCore::start(ConfConfig::default(), 1, me, &users, 0, Millis(0)).err(),
         Some(ConfError::Full)
     );
 }
@@ -325,7 +325,7 @@ fn a_busy_invitee_is_shown_busy_not_timed_out() {
         .collect();
     assert_eq!(busy.len(), 1, "{:?}", net.events);
     assert_eq!(busy[0].0, "ann");
-    assert_eq!(net.now, 0);
+    assert_eq!(net.now, Millis::ZERO);
     // The others carry on; cat is no member and no longer awaited.
     net.run(5_000);
     for n in ["ann", "bob"] {

@@ -78,7 +78,8 @@ pub enum MixEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegLevel {
     pub peer: String,
-    pub last_received: u64,
+    /// When the leg last received audio, on the node's timeline.
+    pub last_received: Millis,
     pub heard_any: bool,
     pub level: u8,
 }
@@ -385,7 +386,7 @@ impl Mixer {
                 l.peak = 0;
                 LegLevel {
                     peer: p.clone(),
-                    last_received: l.session.last_received().get(),
+                    last_received: l.session.last_received(),
                     heard_any: l.session.heard_any(),
                     level,
                 }

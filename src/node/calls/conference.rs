@@ -129,6 +129,13 @@ pub struct ConfCx<'a, 'b> {
     pub uplink: &'a mut UplinkEstimator,
 }
 
+impl ConfCx<'_, '_> {
+    /// Now on the node's timeline, as the conference core takes it.
+    fn now(&self) -> Millis {
+        Millis(self.cx.now)
+    }
+}
+
 /// Our member entry: a fresh nonce, the reach our NAT detection found,
 /// the uplink measured so far.
 fn me(cx: &mut Ctx<'_>, uplink_kbps: u32) -> Member {
@@ -182,7 +189,7 @@ impl ConfNode {
             return Err("a conference needs someone else".into());
         }
         let id = c.cx.rng.next_u64();
-        let core = ConferenceCore::start(ConfConfig::default(), id, me, &users, replaces, c.cx.now)
+        let core = ConferenceCore::start(ConfConfig::default(), id, me, &users, replaces, c.now())
             .map_err(|e| e.to_string())?;
         let mut n = ConfNode {
             core,
@@ -202,7 +209,7 @@ impl ConfNode {
         c: &mut ConfCx<'_, '_>,
     ) -> Option<Self> {
         let me = me(c.cx, c.uplink.kbps());
-        let core = ConferenceCore::invited(ConfConfig::default(), me, from, payload, c.cx.now)?;
+        let core = ConferenceCore::invited(ConfConfig::default(), me, from, payload, c.now())?;
         let mut n = ConfNode {
             core,
             media: None,
@@ -210,7 +217,7 @@ impl ConfNode {
             sent: BTreeSet::new(),
         };
         if accept(n.core.replaces())
-            && let Err(e) = n.core.accept(c.cx.now)
+            && let Err(e) = n.core.accept(c.now())
         {
             tracing::warn!("conference: {e}");
         }
@@ -219,7 +226,7 @@ impl ConfNode {
     }
 
     pub fn command(&mut self, cmd: ConfCommand, c: &mut ConfCx<'_, '_>) -> Result<(), String> {
-        let now = c.cx.now;
+        let now = c.now();
         let r = match cmd {
             ConfCommand::Start { .. } => Err("a conference is running already".to_owned()),
             ConfCommand::Add { user } => self
@@ -245,17 +252,17 @@ impl ConfNode {
     }
 
     pub fn on_envelope(&mut self, from: &str, payload: &[u8], c: &mut ConfCx<'_, '_>) {
-        self.core.handle_message(c.cx.now, from, payload);
+        self.core.handle_message(c.now(), from, payload);
         self.drive(c);
     }
 
     pub fn poll_timeout(&self) -> u64 {
-        self.core.poll_timeout().unwrap_or(u64::MAX)
+        self.core.poll_timeout().map_or(u64::MAX, Millis::get)
     }
 
     pub fn handle_timeout(&mut self, c: &mut ConfCx<'_, '_>) {
-        if self.core.poll_timeout().is_some_and(|t| t <= c.cx.now) {
-            self.core.handle_timeout(c.cx.now);
+        if self.core.poll_timeout().is_some_and(|t| t <= c.now()) {
+            self.core.handle_timeout(c.now());
         }
         self.drive(c);
     }
@@ -360,7 +367,7 @@ impl ConfNode {
                         command: "conference",
                         error: format!("conference audio: {e}"),
                     });
-                    self.core.leave(c.cx.now);
+                    self.core.leave(c.now());
                     self.finished = true;
                     self.flush(c);
                     return;
@@ -522,18 +529,18 @@ impl ConfNode {
                     }
                     levels.push((l.peer.clone(), l.level));
                 }
-                self.core.set_levels(c.cx.now, levels);
+                self.core.set_levels(c.now(), levels);
             }
             MixEvent::Leg { peer, event } => {
                 if let crate::media::MediaEvent::Stats(stats) = event {
                     c.uplink.report(
-                        Millis(c.cx.now),
+                        c.now(),
                         &peer,
                         stats.bytes_sent,
                         stats.remote_loss_percent,
                         stats.rtt_ms,
                     );
-                    self.core.set_uplink(c.cx.now, c.uplink.kbps());
+                    self.core.set_uplink(c.now(), c.uplink.kbps());
                     let path = c.cx.ice.selected(&peer);
                     c.events
                         .push_back(CallsEvent::Update(CallUpdate::Conference(
@@ -572,14 +579,14 @@ impl ConfNode {
                 },
             )));
         if !matches!(self.core.state(), ConfState::Ended(_)) {
-            self.core.leave(c.cx.now);
+            self.core.leave(c.now());
         }
         self.drive(c);
     }
 
     /// Leave now (the node stops).
     pub fn leave(&mut self, c: &mut ConfCx<'_, '_>) {
-        self.core.leave(c.cx.now);
+        self.core.leave(c.now());
         self.drive(c);
     }
 
