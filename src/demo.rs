@@ -305,7 +305,9 @@ async fn start_contact(net: &Network, user: &'static str, message: &str) -> Resu
                     Event::Conference(ConferenceUpdate::Changed(ConfEvent::Incoming {
                         ..
                     })) if user == "bot" => Command::ConferenceLeave,
-                    Event::Error { command, message } => {
+                    Event::Error {
+                        command, message, ..
+                    } => {
                         tracing::info!("demo contact {user}: {command}: {message}");
                         continue;
                     }
@@ -526,7 +528,9 @@ async fn chat_round_trip(you: &mut ClientHandle, peer: &str, text: &str) -> Resu
             {
                 answer = Some((sent.elapsed(), m.text))
             }
-            Some(Event::Error { command, message }) => bail!("{command}: {message}"),
+            Some(Event::Error {
+                command, message, ..
+            }) => bail!("{command}: {message}"),
             Some(_) => {}
             None => bail!("the runtime stopped"),
         }
@@ -588,7 +592,9 @@ async fn conference(you: &mut ClientHandle) -> Result<()> {
                 }
                 _ => {}
             },
-            Some(Event::Error { command, message }) => bail!("{command}: {message}"),
+            Some(Event::Error {
+                command, message, ..
+            }) => bail!("{command}: {message}"),
             Some(_) => {}
             None => bail!("the runtime stopped"),
         }
@@ -655,7 +661,9 @@ async fn call_echo(you: &mut ClientHandle) -> Result<()> {
                     break stats;
                 }
             }
-            Some(Event::Error { command, message }) => bail!("{command}: {message}"),
+            Some(Event::Error {
+                command, message, ..
+            }) => bail!("{command}: {message}"),
             Some(_) => {}
             None => bail!("the runtime stopped"),
         }

@@ -115,6 +115,68 @@ pub enum GroupError {
     Empty,
 }
 
+/// Which group rule refused a command: a [`GroupError`] other than a
+/// failure of the store, as front ends tell the cases apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoSuchGroup,
+    Ambiguous,
+    NotMember,
+    NotAdmin,
+    AlreadyMember,
+    NoSuchMember,
+    Creator,
+    Full,
+    TooManyGroups,
+    LogFull,
+    BadName,
+    TooLong,
+    Empty,
+}
+
+impl Refusal {
+    /// A short code for scripts (headless JSON's `reason`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NoSuchGroup => "no_such_group",
+            Refusal::Ambiguous => "ambiguous_group",
+            Refusal::NotMember => "not_member",
+            Refusal::NotAdmin => "not_admin",
+            Refusal::AlreadyMember => "already_member",
+            Refusal::NoSuchMember => "no_such_member",
+            Refusal::Creator => "creator",
+            Refusal::Full => "group_full",
+            Refusal::TooManyGroups => "too_many_groups",
+            Refusal::LogFull => "log_full",
+            Refusal::BadName => "bad_name",
+            Refusal::TooLong => "too_long",
+            Refusal::Empty => "empty",
+        }
+    }
+}
+
+impl GroupError {
+    /// The rule that refused, or `None` for a failure of the store.
+    pub fn refusal(&self) -> Option<Refusal> {
+        Some(match self {
+            GroupError::Store(_) => return None,
+            GroupError::NoSuchGroup(_) => Refusal::NoSuchGroup,
+            GroupError::Ambiguous(_) => Refusal::Ambiguous,
+            GroupError::NotMember => Refusal::NotMember,
+            GroupError::NotAdmin => Refusal::NotAdmin,
+            GroupError::AlreadyMember(_) => Refusal::AlreadyMember,
+            GroupError::NoSuchMember(_) => Refusal::NoSuchMember,
+            GroupError::Creator => Refusal::Creator,
+            GroupError::Full => Refusal::Full,
+            GroupError::TooManyGroups(_) => Refusal::TooManyGroups,
+            GroupError::LogFull => Refusal::LogFull,
+            GroupError::BadName { .. } => Refusal::BadName,
+            GroupError::TooLong { .. } => Refusal::TooLong,
+            GroupError::Empty => Refusal::Empty,
+        })
+    }
+}
+
 /// Timers and limits.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {

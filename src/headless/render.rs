@@ -146,9 +146,11 @@ pub fn event(e: &Event) -> Option<Rendered> {
             )
         }
         // The node names its API command; scripts see the verb they typed.
-        Event::Error { command, message } => {
-            error(super::parse::verb_of(command), "failed", message)
-        }
+        Event::Error {
+            command,
+            reason,
+            message,
+        } => error(super::parse::verb_of(command), reason.code(), message),
         // The whole list each time, as the network panel shows it.
         Event::Supernodes { attached } => {
             let list: Vec<Value> = attached
@@ -1108,7 +1110,7 @@ pub fn call_stats(call: CallId, s: &CallStats) -> Option<Rendered> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use natter::node::api::{EndReason, Status};
+    use natter::node::api::{EndReason, ErrorReason, Status};
 
     #[test]
     fn lookups_render_as_the_readme_says() {
@@ -1212,6 +1214,7 @@ mod tests {
         // The node's name for a command becomes the verb a script typed.
         let e = event(&Event::Error {
             command: "decline contact".into(),
+            reason: ErrorReason::Failed,
             message: "no request from bob".into(),
         })
         .unwrap();
@@ -1220,6 +1223,17 @@ mod tests {
             json!({"event": "error", "command": "refuse", "reason": "failed", "error": "no request from bob"})
         );
         assert_eq!(e.line, "error: refuse: no request from bob");
+        // A group rule's refusal names the rule.
+        let e = event(&Event::Error {
+            command: "group remove".into(),
+            reason: ErrorReason::Group(natter::group::Refusal::NotAdmin),
+            message: "only the group's admins may do that".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            e.json,
+            json!({"event": "error", "command": "group", "reason": "not_admin", "error": "only the group's admins may do that"})
+        );
         let c = RelayCredentials {
             username: "1:alice".into(),
             password: "p".into(),

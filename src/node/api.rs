@@ -519,9 +519,11 @@ pub enum Event {
     Notice {
         text: String,
     },
-    /// A command failed or is not available; `command` names it.
+    /// A command failed or is not available; `command` names it,
+    /// `reason` says which case it is and `message` says it in words.
     Error {
         command: String,
+        reason: ErrorReason,
         message: String,
     },
     /// The runtime ended (after [`Command::Quit`] or a fatal error).
@@ -534,6 +536,26 @@ pub enum Event {
     Conference(ConferenceUpdate),
     /// Group chat: changes, messages, answers.
     Group(GroupUpdate),
+}
+
+/// Why a command failed, so that a front end can tell the cases apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReason {
+    /// The node could not do it: the network, a database, a device, or
+    /// a command not available in this mode.
+    Failed,
+    /// Group chat refused it: what was asked breaks a rule of the group.
+    Group(crate::group::Refusal),
+}
+
+impl ErrorReason {
+    /// A short code for scripts (headless JSON's `reason`).
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorReason::Failed => "failed",
+            ErrorReason::Group(r) => r.code(),
+        }
+    }
 }
 
 /// What the node reports about a conference.
@@ -570,6 +592,7 @@ impl Event {
     pub fn not_available(command: &Command, feature: &str) -> Event {
         Event::Error {
             command: command.name().to_owned(),
+            reason: ErrorReason::Failed,
             message: format!("{feature} not available yet"),
         }
     }

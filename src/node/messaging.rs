@@ -14,7 +14,7 @@ use crate::chat::{ChatConfig, ChatCore, ChatError, ChatEvent, ChatStore};
 use crate::contacts::{ContactStore, ContactsConfig, ContactsCore, ContactsError, ContactsEvent};
 use crate::group::{GroupCore, GroupError, GroupEvent, GroupInfo, GroupMessage, Standing};
 use crate::identity::Certificate;
-use crate::node::api::GroupCommand;
+use crate::node::api::{ErrorReason, GroupCommand};
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
 use crate::overlay::{ClientCore, ClientEvent, EnvelopeId, Status};
 use crate::time::{Millis, UnixMillis};
@@ -115,6 +115,7 @@ pub enum MessagingEvent {
     Failed {
         /// The command's name ([`MessagingCommand::name`]).
         command: &'static str,
+        reason: ErrorReason,
         error: String,
     },
 }
@@ -418,6 +419,8 @@ impl Messaging {
         };
         let c = &mut self.contacts;
         let command = cmd.name();
+        // The group rule that refused the command, if one did.
+        let mut refusal = None;
         let res = match cmd {
             MessagingCommand::SendMessage { to, text, reply } => {
                 let r = if c.is_blocked(&to) {
@@ -470,13 +473,21 @@ impl Messaging {
             }
             MessagingCommand::Group(cmd) => match &mut self.groups {
                 None => Err("group chat is not enabled on this node".to_owned()),
-                Some(g) => group_command(now, unix, g, cmd, &mut sink, &mut self.events)
-                    .map_err(|e| e.to_string()),
+                Some(g) => {
+                    group_command(now, unix, g, cmd, &mut sink, &mut self.events).map_err(|e| {
+                        refusal = e.refusal();
+                        e.to_string()
+                    })
+                }
             },
         };
         if let Err(error) = res {
-            self.events
-                .push_back(MessagingEvent::Failed { command, error });
+            let reason = refusal.map_or(ErrorReason::Failed, ErrorReason::Group);
+            self.events.push_back(MessagingEvent::Failed {
+                command,
+                reason,
+                error,
+            });
         }
         self.sync(client);
     }

@@ -3,10 +3,11 @@
 //! in `src/ui/snapshots/`; and the commands keys turn into.
 
 use super::{App, KeyMap};
+use crate::group::Refusal;
 use crate::node::api::{
     AttachedSupernode, AudioFallback, AudioStatus, CallInfo, CallState, CallStats, ChatMessage,
-    Command, ContactState, Event, LoginState, LookupResult, MediaPath, MessageState, NatStatus,
-    Presence,
+    Command, ContactState, ErrorReason, Event, LoginState, LookupResult, MediaPath, MessageState,
+    NatStatus, Presence,
 };
 use crate::overlay::Status;
 use insta::assert_snapshot;
@@ -586,6 +587,7 @@ fn notifications() {
     key(&mut app, KeyCode::Char('c'));
     app.handle_event(Event::Error {
         command: "call".into(),
+        reason: ErrorReason::Failed,
         message: "calls not available yet".into(),
     });
     assert_snapshot!("notice_error", draw(&app, 100, 30));
@@ -1795,12 +1797,17 @@ fn group_management() {
             user: "bot".into()
         })]
     );
-    // The node's typed refusal shows as an error.
+    // The node's typed refusal shows as an alert, not an error.
     app.handle_event(Event::Error {
         command: "group invite".into(),
+        reason: ErrorReason::Group(Refusal::AlreadyMember),
         message: "bot is already a member".into(),
     });
     assert!(draw(&app, 100, 30).contains("group invite: bot is already a member"));
+    assert_eq!(
+        app.model.notices.back().map(|n| n.level),
+        Some(super::model::Level::Alert)
+    );
     // r: the members but us and the creator; the second, after a yes.
     key(&mut app, KeyCode::Char('r'));
     key(&mut app, KeyCode::Down);

@@ -23,8 +23,9 @@ use crate::contacts::{ContactInfo, ContactsConfig};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::link::{LinkConfig, LinkEndpoint, LinkError};
 use crate::node::api::{
-    AttachedSupernode, AudioFallback, AudioStatus, ChatMessage, Command, EnvelopeOutcome, Event,
-    LoginState, LookupResult, MessageState, NatStatus, OverlayEvent, RelayCredentials,
+    AttachedSupernode, AudioFallback, AudioStatus, ChatMessage, Command, EnvelopeOutcome,
+    ErrorReason, Event, LoginState, LookupResult, MessageState, NatStatus, OverlayEvent,
+    RelayCredentials,
 };
 use crate::node::calls::CallOptions;
 /// How the runtime measures the NAT ([`ClientSettings::nat`]).
@@ -266,8 +267,13 @@ impl Runtime {
     }
 
     async fn error(&self, command: &str, message: impl std::fmt::Display) {
+        self.failed(command, ErrorReason::Failed, message).await
+    }
+
+    async fn failed(&self, command: &str, reason: ErrorReason, message: impl std::fmt::Display) {
         self.emit(Event::Error {
             command: command.to_owned(),
+            reason,
             message: message.to_string(),
         })
         .await;
@@ -358,12 +364,16 @@ impl Runtime {
             }
             ov::Event::Peer(p) => self.emit(Event::Peer(report::peer_event(p))).await,
             ov::Event::File(f) => self.emit(Event::File(f)).await,
-            ov::Event::CommandFailed { command, error } => {
+            ov::Event::CommandFailed {
+                command,
+                reason,
+                error,
+            } => {
                 // Reported already, under the command's name.
                 if let Some(i) = self.reported.iter().position(|r| *r == error) {
                     self.reported.remove(i);
                 } else {
-                    self.error(command, error).await
+                    self.failed(command, reason, error).await
                 }
             }
             ov::Event::Supernode(_) | ov::Event::Stopped => {}

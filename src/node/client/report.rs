@@ -6,9 +6,9 @@ use crate::chat::{ChatEvent, Delivery, Message, MsgId};
 use crate::contacts::{self, ContactInfo, ContactsEvent};
 use crate::ice::{Path, PathKind};
 use crate::node::api::{
-    ChatMessage, ContactChange, ContactEntry, ContactState, DirectoryRecord, Event, GroupChange,
-    GroupChatMessage, GroupEntry, GroupUpdate, MessageId, MessageState, PeerEvent, PeerPath,
-    Presence,
+    ChatMessage, ContactChange, ContactEntry, ContactState, DirectoryRecord, ErrorReason, Event,
+    GroupChange, GroupChatMessage, GroupEntry, GroupUpdate, MessageId, MessageState, PeerEvent,
+    PeerPath, Presence,
 };
 use crate::node::messaging::GroupReport;
 use crate::overlay::PresenceRecord;
@@ -179,6 +179,7 @@ pub fn chat_event(e: ChatEvent) -> Option<Event> {
         },
         ChatEvent::StoreFailed { error } => Event::Error {
             command: "chat history".into(),
+            reason: ErrorReason::Failed,
             message: error,
         },
     })
@@ -292,6 +293,7 @@ pub fn contacts_event(e: ContactsEvent) -> Vec<Event> {
         ContactsEvent::Failed { .. } => vec![],
         ContactsEvent::StoreFailed { error } => vec![Event::Error {
             command: "contact list".into(),
+            reason: ErrorReason::Failed,
             message: error,
         }],
     }
@@ -361,6 +363,7 @@ pub fn group_report(r: GroupReport) -> Vec<Event> {
             GroupEvent::StoreFailed { error } => {
                 return vec![Event::Error {
                     command: "group history".into(),
+                    reason: ErrorReason::Failed,
                     message: error,
                 }];
             }

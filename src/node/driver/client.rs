@@ -24,6 +24,7 @@ use super::{ClientOptions, Command, Event, NodeStatus, OverlayNode};
 use crate::clock::Clock;
 use crate::identity::Role;
 use crate::link::{LinkEndpoint, LinkEvent};
+use crate::node::api::ErrorReason;
 use crate::node::calls::{CallCommand, Calls, CallsEvent, Ctx, MediaMsg};
 use crate::node::files::{Files, FilesCx, FilesEvent, Job};
 use crate::node::messaging::{Messaging, MessagingCommand, MessagingEvent};
@@ -92,7 +93,15 @@ fn messaging_event(e: MessagingEvent) -> Event {
         MessagingEvent::Chat(e) => Event::Chat(e),
         MessagingEvent::Contacts(e) => Event::Contacts(e),
         MessagingEvent::Group(r) => Event::Group(r),
-        MessagingEvent::Failed { command, error } => Event::CommandFailed { command, error },
+        MessagingEvent::Failed {
+            command,
+            reason,
+            error,
+        } => Event::CommandFailed {
+            command,
+            reason,
+            error,
+        },
     }
 }
 
@@ -100,7 +109,11 @@ fn messaging_event(e: MessagingEvent) -> Event {
 fn files_event(e: FilesEvent) -> Event {
     match e {
         FilesEvent::File(e) => Event::File(e),
-        FilesEvent::Failed { command, error } => Event::CommandFailed { command, error },
+        FilesEvent::Failed { command, error } => Event::CommandFailed {
+            command,
+            reason: ErrorReason::Failed,
+            error,
+        },
     }
 }
 
@@ -108,7 +121,11 @@ fn files_event(e: FilesEvent) -> Event {
 fn calls_event(e: CallsEvent) -> Event {
     match e {
         CallsEvent::Update(u) => Event::Call(u),
-        CallsEvent::Failed { command, error } => Event::CommandFailed { command, error },
+        CallsEvent::Failed { command, error } => Event::CommandFailed {
+            command,
+            reason: ErrorReason::Failed,
+            error,
+        },
     }
 }
 
@@ -448,7 +465,11 @@ impl ClientDriver {
     }
 
     fn failed(&self, command: &'static str, error: String) {
-        self.base.emit(Event::CommandFailed { command, error });
+        self.base.emit(Event::CommandFailed {
+            command,
+            reason: ErrorReason::Failed,
+            error,
+        });
     }
 
     /// Hang up, tell contacts we leave, publish the offline record.

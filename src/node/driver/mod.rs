@@ -127,6 +127,7 @@ pub enum Event {
     /// [`crate::node::api::Command::name`] does.
     CommandFailed {
         command: &'static str,
+        reason: crate::node::api::ErrorReason,
         error: String,
     },
     /// Peer-to-peer connections (clients).

@@ -8,8 +8,8 @@ pub mod group;
 
 use crate::node::api::{
     AttachedSupernode, AudioStatus, CallId, CallInfo, CallRecord, CallState, CallStats,
-    ChatMessage, ContactChange, ContactState, Event, LoginState, LookupResult, MessageState,
-    NatStatus, OverlayEvent, Presence, RemoteChange,
+    ChatMessage, ContactChange, ContactState, ErrorReason, Event, LoginState, LookupResult,
+    MessageState, NatStatus, OverlayEvent, Presence, RemoteChange,
 };
 use crate::overlay::Status;
 use std::collections::{BTreeMap, VecDeque};
@@ -310,8 +310,17 @@ impl Model {
             | Event::Volunteered { .. }
             | Event::VolunteerDeclined { .. } => {}
             Event::Notice { text } => self.notify(Level::Info, text),
-            Event::Error { command, message } => {
-                self.notify(Level::Error, format!("{command}: {message}"))
+            // A refusal is no failure: nothing broke, a rule said no.
+            Event::Error {
+                command,
+                reason,
+                message,
+            } => {
+                let level = match reason {
+                    ErrorReason::Failed => Level::Error,
+                    ErrorReason::Group(_) => Level::Alert,
+                };
+                self.notify(level, format!("{command}: {message}"))
             }
             Event::CallLogged(r) => {
                 if r.missed() {
