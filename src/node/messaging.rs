@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 struct Sink<'a> {
     client: &'a mut ClientCore,
     rng: &'a mut StdRng,
-    now: u64,
+    now: Millis,
     /// The wall clock the envelopes are dated by.
     unix: UnixMillis,
     /// Envelopes sent for chat and contacts, whose outcomes are theirs
@@ -278,7 +278,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };
@@ -303,7 +303,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };
@@ -372,7 +372,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };
@@ -412,7 +412,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };
@@ -492,7 +492,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };

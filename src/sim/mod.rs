@@ -20,7 +20,7 @@ use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username}
 use crate::overlay::{
     ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent,
 };
-use crate::time::UnixMillis;
+use crate::time::{Millis, UnixMillis};
 use net::{Delivered, Network, Transport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -34,9 +34,12 @@ pub enum Node {
 }
 
 impl Node {
-    fn poll_timeout(&self) -> u64 {
+    fn poll_timeout(&self) -> Option<Millis> {
         match self {
-            Node::Supernode(s) => s.poll_timeout(),
+            Node::Supernode(s) => {
+                let t = s.poll_timeout();
+                (t != u64::MAX).then_some(Millis(t))
+            }
             Node::Client(c) => c.poll_timeout(),
         }
     }
@@ -257,9 +260,8 @@ impl Sim {
                 Node::Client(c) => while c.poll_event().is_some() {},
             }
         }
-        let t = self.nodes[i].node.poll_timeout();
-        if t != u64::MAX {
-            self.schedule_wake(i, t);
+        if let Some(t) = self.nodes[i].node.poll_timeout() {
+            self.schedule_wake(i, t.get());
         }
     }
 
@@ -303,10 +305,10 @@ impl Sim {
             return;
         }
         self.nodes[node].wake_at = u64::MAX;
-        let (now, unix) = (self.now, self.unix());
+        let (now, unix) = (Millis(self.now), self.unix());
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[node].node {
-            Node::Supernode(s) => s.handle_timeout(now, unix, rng),
+            Node::Supernode(s) => s.handle_timeout(now.get(), unix, rng),
             Node::Client(c) => c.handle_timeout(now, unix, rng),
         }
         self.flush(node);
@@ -322,11 +324,11 @@ impl Sim {
         let Some(from) = d.from_owner else {
             return;
         };
-        let (now, unix) = (self.now, self.unix());
+        let (now, unix) = (Millis(self.now), self.unix());
         let cert = self.nodes[from].cert.clone();
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[to].node {
-            Node::Supernode(s) => s.handle_message(now, unix, d.from, &cert, &d.bytes, rng),
+            Node::Supernode(s) => s.handle_message(now.get(), unix, d.from, &cert, &d.bytes, rng),
             Node::Client(c) => c.handle_message(now, unix, d.from, &d.bytes),
         }
         self.flush(to);
@@ -481,7 +483,7 @@ impl Overlay {
                 authority.public(),
                 hc,
                 spec.client.clone(),
-                start,
+                Millis(start),
             );
             let idx = sim.add(Node::Client(Box::new(core)), cert, client_addr(i));
             sim.nodes[idx].wake_at = u64::MAX;
@@ -602,7 +604,7 @@ impl Overlay {
             let Some(c) = self.sim.client_mut(ai) else {
                 continue;
             };
-            let qid = c.lookup(now, &name);
+            let qid = c.lookup(Millis(now), &name);
             want.insert((ai, qid), (t, target_seq, now));
             self.sim.touched(ai);
         }

@@ -264,7 +264,10 @@ fn offline_users_are_found_while_their_certificate_lives() {
     store(&mut w, &rec.encode());
     let r = query(&mut w, "dave").expect("found 20 h after his last login");
     assert!(!r.is_online(UnixSecs(now)));
-    assert_eq!(r.last_seen(UnixSecs(now)), Some(now - 20 * 3600 + 300));
+    assert_eq!(
+        r.last_seen(UnixSecs(now)),
+        Some(UnixSecs(now - 20 * 3600 + 300))
+    );
     // A record signed 48 h ago with a certificate that has since expired:
     // refused at receipt (it used to be kept 72 h).
     let (carol, carol_cert) = cert(

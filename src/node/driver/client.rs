@@ -184,6 +184,7 @@ impl ClientDriver {
             .map_or(u64::MAX, |f| f.poll_timeout(Millis(self.base.now())).get());
         self.core
             .poll_timeout()
+            .map_or(u64::MAX, Millis::get)
             .min(nat)
             .min(apps)
             .min(calls)
@@ -332,7 +333,8 @@ impl ClientDriver {
         (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
         self.with_peers(now, |p, cx| p.handle_timeout(cx));
         let unix = self.base.clock.unix();
-        self.core.handle_timeout(now, unix, &mut self.base.rng);
+        self.core
+            .handle_timeout(Millis(now), unix, &mut self.base.rng);
         if let Some(m) = &mut self.messaging {
             m.handle_timeout(now, unix, &mut self.core, &mut self.base.rng);
         }
@@ -367,7 +369,7 @@ impl ClientDriver {
         let (core, rng) = (&mut self.core, &mut self.base.rng);
         match c {
             Command::Lookup { username } => {
-                core.lookup(now, &username);
+                core.lookup(Millis(now), &username);
             }
             Command::SetStatus { status, message } => match &mut self.messaging {
                 Some(m) => m.command(
@@ -390,7 +392,15 @@ impl ClientDriver {
                 store_if_offline,
                 reply,
             } => {
-                let id = core.send_envelope(now, unix, rng, &to, kind, &payload, store_if_offline);
+                let id = core.send_envelope(
+                    Millis(now),
+                    unix,
+                    rng,
+                    &to,
+                    kind,
+                    &payload,
+                    store_if_offline,
+                );
                 if let Some(r) = reply {
                     let _ = r.send(id);
                 }
@@ -458,7 +468,7 @@ impl ClientDriver {
         if let Some(m) = &mut self.messaging {
             m.shutdown(now, unix, &mut self.core, &mut self.base.rng);
         }
-        self.core.shutdown(now, unix);
+        self.core.shutdown(Millis(now), unix);
     }
 
     fn status(&self) -> NodeStatus {
@@ -516,7 +526,7 @@ impl ClientDriver {
                         continue;
                     }
                     self.core
-                        .handle_message(now, self.base.clock.unix(), addr, &payload);
+                        .handle_message(Millis(now), self.base.clock.unix(), addr, &payload);
                 }
                 LinkEvent::Established { addr, peer } if peer.role != Role::Supernode => {
                     self.with_peers(now, |p, cx| p.link_up(cx, addr, &peer.username));
@@ -528,7 +538,7 @@ impl ClientDriver {
                 }
                 LinkEvent::Busy { addr, others } => {
                     tracing::info!(%addr, ?others, "no room at the node: trying others");
-                    self.core.link_busy(now, addr, others);
+                    self.core.link_busy(Millis(now), addr, others);
                 }
                 _ => {}
             }

@@ -193,7 +193,7 @@ impl Peers {
             PeerCommand::Connect { username } => {
                 let username = username.to_ascii_lowercase();
                 self.connecting.insert(username.clone(), now);
-                cx.core.lookup(now.get(), &username);
+                cx.core.lookup(now, &username);
             }
             PeerCommand::IceSignal {
                 from,
@@ -216,7 +216,7 @@ impl Peers {
         if self.connecting.contains_key(&user) || self.ice.started(&user).is_some() {
             return;
         }
-        cx.core.lookup(cx.now.get(), &user);
+        cx.core.lookup(cx.now, &user);
         self.connecting.insert(user, cx.now);
     }
 
@@ -501,7 +501,7 @@ impl Peers {
                 let rng = &mut cx.base.rng;
                 let id = cx
                     .core
-                    .send_envelope(cx.now.get(), unix, rng, &to, kind, &bytes, false);
+                    .send_envelope(cx.now, unix, rng, &to, kind, &bytes, false);
                 self.ice_envelopes.insert(id, to.clone());
                 self.report(PeerEvent::Signal { to, bytes, answer })
             }
