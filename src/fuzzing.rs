@@ -344,7 +344,7 @@ pub fn overlay_cores(b: &[u8]) {
         vec![link_addr(6)],
         SupernodeConfig::default(),
         1,
-        LINK_NOW,
+        Millis(LINK_NOW),
     );
     let mut cl = ClientCore::new(
         d,
@@ -359,7 +359,7 @@ pub fn overlay_cores(b: &[u8]) {
     let attach: Vec<_> = cl.drain_transmits().collect();
     for t in attach {
         sn.handle_message(
-            LINK_NOW,
+            Millis(LINK_NOW),
             UnixMillis(LINK_NOW),
             link_addr(1),
             &c,
@@ -377,7 +377,7 @@ pub fn overlay_cores(b: &[u8]) {
         );
     }
     sn.handle_message(
-        LINK_NOW,
+        Millis(LINK_NOW),
         UnixMillis(LINK_NOW),
         link_addr(1),
         &c,
@@ -385,7 +385,7 @@ pub fn overlay_cores(b: &[u8]) {
         &mut rng,
     );
     sn.handle_message(
-        LINK_NOW,
+        Millis(LINK_NOW),
         UnixMillis(LINK_NOW),
         link_addr(6),
         &sc,
@@ -393,7 +393,11 @@ pub fn overlay_cores(b: &[u8]) {
         &mut rng,
     );
     cl.handle_message(Millis(LINK_NOW), UnixMillis(LINK_NOW), link_addr(7), b);
-    sn.handle_timeout(LINK_NOW + 10_000, UnixMillis(LINK_NOW + 10_000), &mut rng);
+    sn.handle_timeout(
+        Millis(LINK_NOW + 10_000),
+        UnixMillis(LINK_NOW + 10_000),
+        &mut rng,
+    );
     cl.handle_timeout(
         Millis(LINK_NOW + 10_000),
         UnixMillis(LINK_NOW + 10_000),

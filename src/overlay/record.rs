@@ -276,11 +276,13 @@ impl PresenceRecord {
             .map_err(RecordError::Certificate)
     }
 
-    /// When a holder must drop the record (unix seconds): its own expiry
-    /// or its certificate's (plus the skew), whichever is first.
-    pub fn valid_until(&self) -> u64 {
-        self.expires_at
-            .min(self.cert.not_after.saturating_add(MAX_SKEW_SECS))
+    /// When a holder must drop the record (wall clock): its own expiry or
+    /// its certificate's (plus the skew), whichever is first.
+    pub fn valid_until(&self) -> UnixSecs {
+        UnixSecs(
+            self.expires_at
+                .min(self.cert.not_after.saturating_add(MAX_SKEW_SECS)),
+        )
     }
 
     /// Everything but the certificate's own signature. `signed_at` and
@@ -434,7 +436,7 @@ mod tests {
         // Issue 14.9: found until its certificate expires (give or take
         // the skew), not 72 h after signing.
         let cert_end = c.not_after;
-        assert_eq!(r.valid_until(), cert_end + MAX_SKEW_SECS);
+        assert_eq!(r.valid_until(), UnixSecs(cert_end + MAX_SKEW_SECS));
         r.verify(&a.public(), UnixSecs(cert_end + MAX_SKEW_SECS - 1))
             .unwrap();
         assert!(matches!(

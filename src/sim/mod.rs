@@ -36,10 +36,7 @@ pub enum Node {
 impl Node {
     fn poll_timeout(&self) -> Option<Millis> {
         match self {
-            Node::Supernode(s) => {
-                let t = s.poll_timeout();
-                (t != u64::MAX).then_some(Millis(t))
-            }
+            Node::Supernode(s) => s.poll_timeout(),
             Node::Client(c) => c.poll_timeout(),
         }
     }
@@ -308,7 +305,7 @@ impl Sim {
         let (now, unix) = (Millis(self.now), self.unix());
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[node].node {
-            Node::Supernode(s) => s.handle_timeout(now.get(), unix, rng),
+            Node::Supernode(s) => s.handle_timeout(now, unix, rng),
             Node::Client(c) => c.handle_timeout(now, unix, rng),
         }
         self.flush(node);
@@ -328,7 +325,7 @@ impl Sim {
         let cert = self.nodes[from].cert.clone();
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[to].node {
-            Node::Supernode(s) => s.handle_message(now.get(), unix, d.from, &cert, &d.bytes, rng),
+            Node::Supernode(s) => s.handle_message(now, unix, d.from, &cert, &d.bytes, rng),
             Node::Client(c) => c.handle_message(now, unix, d.from, &d.bytes),
         }
         self.flush(to);
@@ -439,7 +436,7 @@ impl Overlay {
                 bootstrap,
                 spec.supernode.clone(),
                 1,
-                start,
+                Millis(start),
             );
             sn_ids.push(core.me);
             let idx = sim.add(Node::Supernode(Box::new(core)), cert, sn_addr(i));
@@ -455,7 +452,7 @@ impl Overlay {
                         .enumerate()
                         .filter(|&(j, _)| j != k)
                         .map(|(j, id)| (*id, sn_addr(j)));
-                    s.seed_members(t0, others);
+                    s.seed_members(Millis(t0), others);
                 }
             }
         }

@@ -74,15 +74,17 @@ pub(super) fn spawn(
         let store = crate::node::mailbox::MailboxStore::open(path)
             .inspect_err(|e| tracing::warn!("offline mailbox kept in memory only: {e}"))
             .ok()?;
-        let now = base.now();
+        // The kept envelopes expire on the wall clock (their signed
+        // expiry), as `restore_mail` judges them.
+        let (now, unix) = (base.now(), base.clock.unix());
         let rows = store
-            .load(now)
+            .load(unix)
             .inspect_err(|e| tracing::warn!("offline mailbox not restored: {e}"))
             .unwrap_or_default();
         let restored = rows
             .iter()
             .filter(|(user, sender, bytes)| {
-                core.restore_mail(now, base.clock.unix(), user, sender, bytes)
+                core.restore_mail(Millis(now), unix, user, sender, bytes)
             })
             .count();
         tracing::info!(restored, path = %path.display(), "offline mailbox");
@@ -164,7 +166,9 @@ impl SupernodeDriver {
         // call (slots of 64 KiB: pages are touched only as data lands).
         let mut more = crate::mmsg::RecvBatch::new(32, 65_536);
         loop {
-            let wait = self.base.wait(self.core.poll_timeout());
+            let wait = self
+                .base
+                .wait(self.core.poll_timeout().map_or(u64::MAX, Millis::get));
             let stop = tokio::select! {
                 r = self.base.socket.recv_from(&mut buf) => {
                     match r {
@@ -202,7 +206,7 @@ impl SupernodeDriver {
                     let unix = self.base.unix();
                     (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
                     let unix = self.base.clock.unix();
-                    self.core.handle_timeout(now, unix, &mut self.base.rng);
+                    self.core.handle_timeout(Millis(now), unix, &mut self.base.rng);
                     let hint = self.core.busy_hint(&mut self.base.rng);
                     self.base.link.set_busy_hint(hint);
                     false
@@ -357,7 +361,7 @@ impl SupernodeDriver {
                     let unix = self.base.clock.unix();
                     let rng = &mut self.base.rng;
                     self.core
-                        .handle_message(now, unix, addr, &cert, &payload, rng);
+                        .handle_message(Millis(now), unix, addr, &cert, &payload, rng);
                     // A revoked device or disabled account: its session
                     // goes (the core counted and dropped the message).
                     if self.core.refuses(&cert) {
@@ -367,7 +371,9 @@ impl SupernodeDriver {
                 LinkEvent::Closed { addr, reason } => {
                     tracing::debug!(%addr, ?reason, "link closed");
                 }
-                LinkEvent::Roamed { from, to, .. } => self.core.client_roamed(now, from, to),
+                LinkEvent::Roamed { from, to, .. } => {
+                    self.core.client_roamed(Millis(now), from, to)
+                }
                 _ => {}
             }
         }
