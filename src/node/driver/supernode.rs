@@ -83,9 +83,7 @@ pub(super) fn spawn(
             .unwrap_or_default();
         let restored = rows
             .iter()
-            .filter(|(user, sender, bytes)| {
-                core.restore_mail(Millis(now), unix, user, sender, bytes)
-            })
+            .filter(|(user, sender, bytes)| core.restore_mail(now, unix, user, sender, bytes))
             .count();
         tracing::info!(restored, path = %path.display(), "offline mailbox");
         core.journal_mailbox();
@@ -166,9 +164,7 @@ impl SupernodeDriver {
         // call (slots of 64 KiB: pages are touched only as data lands).
         let mut more = crate::mmsg::RecvBatch::new(32, 65_536);
         loop {
-            let wait = self
-                .base
-                .wait(self.core.poll_timeout().map_or(u64::MAX, Millis::get));
+            let wait = self.base.wait(self.core.poll_timeout());
             let stop = tokio::select! {
                 r = self.base.socket.recv_from(&mut buf) => {
                     match r {
@@ -204,9 +200,9 @@ impl SupernodeDriver {
                 _ = tokio::time::sleep(wait) => {
                     let now = self.base.now();
                     let unix = self.base.unix();
-                    (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
+                    (self.base.link).handle_timeout(now, unix, &mut self.base.rng);
                     let unix = self.base.clock.unix();
-                    self.core.handle_timeout(Millis(now), unix, &mut self.base.rng);
+                    self.core.handle_timeout(now, unix, &mut self.base.rng);
                     let hint = self.core.busy_hint(&mut self.base.rng);
                     self.base.link.set_busy_hint(hint);
                     false
@@ -239,9 +235,7 @@ impl SupernodeDriver {
             Datagram::Link if local.is_none() => {
                 let unix = self.base.unix();
                 let rng = &mut self.base.rng;
-                self.base
-                    .link
-                    .handle_datagram(Millis(now), unix, from, d, rng)
+                self.base.link.handle_datagram(now, unix, from, d, rng)
             }
             Datagram::Stun(h) => self.stun_datagram(local, from, h, d),
             Datagram::ChannelData(_) if local.is_none() => match &self.turn {
@@ -262,7 +256,7 @@ impl SupernodeDriver {
         match &mut self.stun {
             Some(server) if h.method == method::BINDING => {
                 let local = local.unwrap_or(server.config().primary);
-                server.handle_datagram(self.base.now(), local, from, d);
+                server.handle_datagram(self.base.now().get(), local, from, d);
             }
             _ => self.base.stun_unhandled += 1,
         }
@@ -349,7 +343,7 @@ impl SupernodeDriver {
         }
     }
 
-    fn link_events(&mut self, now: u64) -> bool {
+    fn link_events(&mut self, now: Millis) -> bool {
         let mut progressed = false;
         while let Some(ev) = self.base.link.poll_event() {
             progressed = true;
@@ -361,32 +355,30 @@ impl SupernodeDriver {
                     let unix = self.base.clock.unix();
                     let rng = &mut self.base.rng;
                     self.core
-                        .handle_message(Millis(now), unix, addr, &cert, &payload, rng);
+                        .handle_message(now, unix, addr, &cert, &payload, rng);
                     // A revoked device or disabled account: its session
                     // goes (the core counted and dropped the message).
                     if self.core.refuses(&cert) {
-                        self.base.link.close(Millis(now), addr);
+                        self.base.link.close(now, addr);
                     }
                 }
                 LinkEvent::Closed { addr, reason } => {
                     tracing::debug!(%addr, ?reason, "link closed");
                 }
-                LinkEvent::Roamed { from, to, .. } => {
-                    self.core.client_roamed(Millis(now), from, to)
-                }
+                LinkEvent::Roamed { from, to, .. } => self.core.client_roamed(now, from, to),
                 _ => {}
             }
         }
         progressed
     }
 
-    fn deliver(&mut self, now: u64, e: SupernodeEvent) {
+    fn deliver(&mut self, now: Millis, e: SupernodeEvent) {
         // A dead client's or member's session is stale: the next message
         // must start a fresh handshake (it may have restarted).
         if let SupernodeEvent::ClientDetached { addr, .. }
         | SupernodeEvent::MemberDown { addr, .. } = &e
         {
-            self.base.link.close(Millis(now), *addr);
+            self.base.link.close(now, *addr);
         }
         self.base.emit(Event::Supernode(e));
     }

@@ -442,7 +442,7 @@ impl Peers {
     /// phone's hotspot): returns the new host addresses, for
     /// [`Peers::network_changed`].
     pub async fn watch(&mut self, base: &Base) -> Option<Vec<(SocketAddr, SocketAddr)>> {
-        let now = Millis(base.now());
+        let now = base.now();
         self.errors_seen = base.send_errors;
         self.watched_at = now;
         let busy = self.ice.any_selected();
@@ -623,7 +623,7 @@ impl Peers {
         while let Some(t) = self.ice.poll_transmit() {
             match t.via {
                 Via::Direct => base.send_udp(t.dst, &t.bytes, "ICE").await,
-                Via::Relay(_) => self.paths_send_relayed(Millis(base.now()), t),
+                Via::Relay(_) => self.paths_send_relayed(base.now(), t),
             }
         }
         while let Some(t) = base.link.poll_transmit() {
