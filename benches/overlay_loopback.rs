@@ -108,15 +108,7 @@ async fn main() {
             cache_ttl_ms: 0,
             ..Default::default()
         };
-        let core = SupernodeCore::new(
-            a.public(),
-            &c,
-            addr,
-            sn_addrs.clone(),
-            cfg,
-            1,
-            clock.now().get(),
-        );
+        let core = SupernodeCore::new(a.public(), &c, addr, sn_addrs.clone(), cfg, 1, clock.now());
         let link = LinkEndpoint::new(d, c, a.public(), LinkConfig::default()).unwrap();
         sns.push(
             OverlayNode::supernode(sock, link, core, clock.clone(), SupernodeOptions::default())

@@ -22,8 +22,8 @@
 //!   `identity::Certificate::verify` and `RevocationList::verify` take
 //!   `UnixSecs`; `RevocationList::sign` and the login client
 //!   (`authority::client`) take `UnixMillis`.
-//! - `overlay::ClientCore` and `SupernodeCore`: `now` (ms, timers) and
-//!   `unix: UnixMillis` in `handle_message`, `handle_timeout`,
+//! - `overlay::ClientCore` and `SupernodeCore`: `now: Millis` (timers,
+//!   `Option<Millis>` next timeout) and `unix: UnixMillis` in `handle_message`, `handle_timeout`,
 //!   `send_envelope`, `shutdown`, `set_revocations`, `restore_mail`:
 //!   records, envelopes, revocation lists and relay credentials are
 //!   signed, dated and judged at it.

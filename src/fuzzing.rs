@@ -344,7 +344,7 @@ pub fn overlay_cores(b: &[u8]) {
         vec![link_addr(6)],
         SupernodeConfig::default(),
         1,
-        LINK_NOW,
+        Millis(LINK_NOW),
     );
     let mut cl = ClientCore::new(
         d,
@@ -352,14 +352,14 @@ pub fn overlay_cores(b: &[u8]) {
         a.public(),
         vec![link_addr(7)],
         ClientConfig::default(),
-        LINK_NOW,
+        Millis(LINK_NOW),
     );
-    cl.handle_timeout(LINK_NOW, UnixMillis(LINK_NOW), &mut rng);
+    cl.handle_timeout(Millis(LINK_NOW), UnixMillis(LINK_NOW), &mut rng);
     // Attach the client for real, so that client-only paths are reached.
     let attach: Vec<_> = cl.drain_transmits().collect();
     for t in attach {
         sn.handle_message(
-            LINK_NOW,
+            Millis(LINK_NOW),
             UnixMillis(LINK_NOW),
             link_addr(1),
             &c,
@@ -369,10 +369,15 @@ pub fn overlay_cores(b: &[u8]) {
     }
     let replies: Vec<_> = sn.drain_transmits().collect();
     for t in replies {
-        cl.handle_message(LINK_NOW, UnixMillis(LINK_NOW), link_addr(7), &t.bytes);
+        cl.handle_message(
+            Millis(LINK_NOW),
+            UnixMillis(LINK_NOW),
+            link_addr(7),
+            &t.bytes,
+        );
     }
     sn.handle_message(
-        LINK_NOW,
+        Millis(LINK_NOW),
         UnixMillis(LINK_NOW),
         link_addr(1),
         &c,
@@ -380,16 +385,24 @@ pub fn overlay_cores(b: &[u8]) {
         &mut rng,
     );
     sn.handle_message(
-        LINK_NOW,
+        Millis(LINK_NOW),
         UnixMillis(LINK_NOW),
         link_addr(6),
         &sc,
         b,
         &mut rng,
     );
-    cl.handle_message(LINK_NOW, UnixMillis(LINK_NOW), link_addr(7), b);
-    sn.handle_timeout(LINK_NOW + 10_000, UnixMillis(LINK_NOW + 10_000), &mut rng);
-    cl.handle_timeout(LINK_NOW + 10_000, UnixMillis(LINK_NOW + 10_000), &mut rng);
+    cl.handle_message(Millis(LINK_NOW), UnixMillis(LINK_NOW), link_addr(7), b);
+    sn.handle_timeout(
+        Millis(LINK_NOW + 10_000),
+        UnixMillis(LINK_NOW + 10_000),
+        &mut rng,
+    );
+    cl.handle_timeout(
+        Millis(LINK_NOW + 10_000),
+        UnixMillis(LINK_NOW + 10_000),
+        &mut rng,
+    );
     let _ = sn.drain_transmits().count();
     let _ = cl.drain_transmits().count();
 }

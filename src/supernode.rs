@@ -197,7 +197,7 @@ pub(crate) async fn start(
     let (socket, tcp) = natter::node::turn::bind_udp_tcp(listen, want_tcp).await?;
     let local = socket.local_addr()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let now = clock.now().get();
+    let now = clock.now();
     let cfg = SupernodeConfig {
         max_clients: sc.max_clients,
         replicas: sc.replicas.max(1),
@@ -220,7 +220,7 @@ pub(crate) async fn start(
         extra_relays,
         tcp,
         nonce_key,
-        natter::time::Millis(now),
+        now,
     )
     .await?;
     match &turn {

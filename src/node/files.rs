@@ -538,15 +538,9 @@ impl Files {
                 kind,
                 payload,
             } => {
-                let e = cx.client.send_envelope(
-                    cx.now.get(),
-                    cx.unix,
-                    cx.rng,
-                    &to,
-                    kind,
-                    &payload,
-                    false,
-                );
+                let e = cx
+                    .client
+                    .send_envelope(cx.now, cx.unix, cx.rng, &to, kind, &payload, false);
                 self.envelopes.insert(e, id);
             }
             Output::Link { to, bytes } => {

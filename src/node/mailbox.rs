@@ -5,6 +5,7 @@
 
 use crate::overlay::supernode::MailboxChange;
 use crate::sqlite::{Schema, SqliteError};
+use crate::time::UnixMillis;
 use rusqlite::{Connection, params};
 use std::path::{Path, PathBuf};
 
@@ -39,14 +40,14 @@ impl MailboxStore {
         })
     }
 
-    /// Every envelope not yet expired at `now_ms` (expired ones are
-    /// deleted).
-    pub fn load(&self, now_ms: u64) -> Result<Vec<Row>, SqliteError> {
+    /// Every envelope not yet expired at `now` (the wall clock, as the
+    /// envelopes' signed expiries; expired ones are deleted).
+    pub fn load(&self, now: UnixMillis) -> Result<Vec<Row>, SqliteError> {
         let e = |err| SCHEMA.error(&self.path, err);
         self.conn
             .execute(
                 "DELETE FROM mail WHERE expires_ms <= ?1",
-                params![now_ms as i64],
+                params![now.get() as i64],
             )
             .map_err(e)?;
         let mut st = self
@@ -73,12 +74,12 @@ impl MailboxStore {
                     user,
                     sender,
                     id,
-                    expires_ms,
+                    expires,
                     bytes,
                 } => tx.execute(
                     "INSERT OR REPLACE INTO mail (user, id, sender, expires_ms, bytes)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![user, &id[..], sender, *expires_ms as i64, &bytes[..]],
+                    params![user, &id[..], sender, expires.get() as i64, &bytes[..]],
                 ),
                 MailboxChange::Gone { user, id } => tx.execute(
                     "DELETE FROM mail WHERE user = ?1 AND id = ?2",
@@ -104,7 +105,7 @@ mod tests {
             user: "bob".into(),
             sender: "alice".into(),
             id: [id; 16],
-            expires_ms: exp,
+            expires: UnixMillis(exp),
             bytes: Arc::from(&[id; 40][..]),
         };
         let mut s = MailboxStore::open(&path).unwrap();
@@ -117,7 +118,7 @@ mod tests {
         .unwrap();
         drop(s);
         let s = MailboxStore::open(&path).unwrap();
-        let rows = s.load(2_000).unwrap();
+        let rows = s.load(UnixMillis(2_000)).unwrap();
         assert_eq!(rows, vec![("bob".into(), "alice".into(), vec![1; 40])]);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 struct Sink<'a> {
     client: &'a mut ClientCore,
     rng: &'a mut StdRng,
-    now: u64,
+    now: Millis,
     /// The wall clock the envelopes are dated by.
     unix: UnixMillis,
     /// Envelopes sent for chat and contacts, whose outcomes are theirs
@@ -279,7 +279,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };
@@ -304,7 +304,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };
@@ -373,7 +373,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };
@@ -413,7 +413,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };
@@ -503,7 +503,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now,
+            now: Millis(now),
             unix,
             sent: &mut self.sent,
         };

@@ -10,7 +10,7 @@ use super::envelope::{self, EnvelopeId, SealArgs};
 use super::msg::{EnvResult, Found, Msg};
 use super::record::{PresenceRecord, RecordContent, Status};
 use crate::identity::{Certificate, DeviceIdentity};
-use crate::time::UnixMillis;
+use crate::time::{Millis, UnixMillis, UnixSecs};
 use rand::{Rng, RngCore, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -84,8 +84,9 @@ pub enum LookupOutcome {
     Online(Box<PresenceRecord>),
     Offline {
         record: Box<PresenceRecord>,
-        /// When the user was last online; `None` when the record hides it.
-        last_seen: Option<u64>,
+        /// When the user was last online (wall clock); `None` when the
+        /// record hides it.
+        last_seen: Option<UnixSecs>,
     },
     NotFound,
     Failed(String),
@@ -167,9 +168,10 @@ pub enum ClientEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// Points in time on the node's timeline ([`Millis`]).
 enum LinkState {
-    Attaching { deadline: u64 },
-    Attached { last_ack: u64, last_ping: u64 },
+    Attaching { deadline: Millis },
+    Attached { last_ack: Millis, last_ping: Millis },
 }
 
 #[derive(Debug, Clone)]
@@ -196,8 +198,10 @@ pub struct ClientStats {
 #[derive(Debug)]
 struct PendingLookup {
     username: String,
-    deadline: u64,
-    retry_at: Option<u64>,
+    /// Given up at (node timeline).
+    deadline: Millis,
+    /// Sent again through the other supernode at (node timeline).
+    retry_at: Option<Millis>,
     via: SocketAddr,
     /// Asked for an envelope recipient's key, not by the user.
     internal: bool,
@@ -214,8 +218,10 @@ struct OutEnvelope {
     seed: [u8; 32],
     sealed: Option<Vec<u8>>,
     resealed: bool,
-    deadline: u64,
-    next_send: u64,
+    /// Failed at (node timeline).
+    deadline: Millis,
+    /// Sent (again) at (node timeline); `Millis::MAX` while unsealed.
+    next_send: Millis,
     sends: u32,
 }
 
@@ -228,34 +234,40 @@ pub struct ClientCore {
     cfg: ClientConfig,
     host_cache: VecDeque<HostAddr>,
     links: Vec<Link>,
-    avoid: BTreeMap<SocketAddr, u64>,
+    /// Supernodes left out of attach rounds until then (node timeline).
+    avoid: BTreeMap<SocketAddr, Millis>,
     failures: u32,
-    next_attempt_at: u64,
+    /// Next attach round (node timeline).
+    next_attempt_at: Millis,
     round_open: bool,
     status: Status,
     message: String,
     candidates: Vec<SocketAddr>,
     observed: Option<SocketAddr>,
     seq: u64,
-    last_publish: u64,
+    /// When the record was last published (node timeline).
+    last_publish: Millis,
     need_publish: bool,
-    /// Do not publish before this (lets the backup attach first).
-    publish_not_before: u64,
+    /// Do not publish before this (node timeline; lets the backup attach
+    /// first).
+    publish_not_before: Millis,
     published_seq: u64,
     lookups: BTreeMap<u32, PendingLookup>,
     next_qid: u32,
     watches: BTreeSet<String>,
-    next_watch_at: u64,
+    /// Watches are renewed at (node timeline).
+    next_watch_at: Millis,
     ka_seq: u32,
     verified_certs: std::collections::HashSet<[u8; 32]>,
-    /// Users' certificates from verified records, with when learnt.
-    /// Boxed: a map's first node has room for 11 entries, and most
-    /// clients hold one or two.
-    peer_certs: BTreeMap<String, (Box<Certificate>, u64)>,
+    /// Users' certificates from verified records, with when learnt (node
+    /// timeline). Boxed: a map's first node has room for 11 entries, and
+    /// most clients hold one or two.
+    peer_certs: BTreeMap<String, (Box<Certificate>, Millis)>,
     envelopes: BTreeMap<EnvelopeId, OutEnvelope>,
     key_lookups: BTreeMap<String, u32>,
-    /// Envelope ids received, until they expire.
-    seen: BTreeMap<EnvelopeId, u64>,
+    /// Envelope ids received, until they expire (their signed expiry, on
+    /// the wall clock).
+    seen: BTreeMap<EnvelopeId, UnixMillis>,
     /// The wall clock as the entry point being run was given it: records
     /// and envelopes are signed and judged at it (timers use `now`).
     unix: UnixMillis,
@@ -273,7 +285,7 @@ impl ClientCore {
         authority: [u8; 32],
         host_cache: Vec<SocketAddr>,
         cfg: ClientConfig,
-        now: u64,
+        now: Millis,
     ) -> Self {
         let mut hc = VecDeque::new();
         for a in host_cache {
@@ -298,14 +310,14 @@ impl ClientCore {
             candidates: Vec::new(),
             observed: None,
             seq: 0,
-            last_publish: 0,
+            last_publish: Millis::ZERO,
             need_publish: true,
-            publish_not_before: 0,
+            publish_not_before: Millis::ZERO,
             published_seq: 0,
             lookups: BTreeMap::new(),
             next_qid: 1,
             watches: BTreeSet::new(),
-            next_watch_at: 0,
+            next_watch_at: Millis::ZERO,
             ka_seq: 0,
             verified_certs: std::collections::HashSet::new(),
             peer_certs: BTreeMap::new(),
@@ -321,7 +333,7 @@ impl ClientCore {
 
     /// The same device started afresh, as after a restart of its process:
     /// same keys, certificate and known supernodes, nothing else.
-    pub fn restarted(&self, now: u64) -> Self {
+    pub fn restarted(&self, now: Millis) -> Self {
         ClientCore::new(
             self.device.clone(),
             self.cert.clone(),
@@ -353,7 +365,7 @@ impl ClientCore {
     #[allow(clippy::too_many_arguments)]
     pub fn send_envelope(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         rng: &mut dyn RngCore,
         to: &str,
@@ -388,7 +400,7 @@ impl ClientCore {
                 sealed: None,
                 resealed: false,
                 deadline: now + self.cfg.envelope_timeout_ms,
-                next_send: u64::MAX,
+                next_send: Millis::MAX,
                 sends: 0,
             },
         );
@@ -398,14 +410,14 @@ impl ClientCore {
 
     /// Seal envelope `id` if its recipient's key is known and send it;
     /// otherwise look the key up.
-    fn seal_and_send(&mut self, now: u64, id: EnvelopeId) {
+    fn seal_and_send(&mut self, now: Millis, id: EnvelopeId) {
         let Some(e) = self.envelopes.get(&id) else {
             return;
         };
         let fresh = self
             .peer_certs
             .get(&e.to)
-            .filter(|(_, at)| now.saturating_sub(*at) < self.cfg.peer_cert_ttl_ms)
+            .filter(|(_, at)| now.since(*at) < self.cfg.peer_cert_ttl_ms)
             .map(|(c, _)| (**c).clone());
         let Some(cert) = fresh else {
             let to = e.to.clone();
@@ -454,7 +466,7 @@ impl ClientCore {
         }
     }
 
-    fn transmit_envelope(&mut self, now: u64, id: EnvelopeId) {
+    fn transmit_envelope(&mut self, now: Millis, id: EnvelopeId) {
         let attached: Vec<SocketAddr> = {
             let mut v: Vec<SocketAddr> = self.primary().into_iter().collect();
             v.extend(self.attached().filter(|a| Some(*a) != self.primary()));
@@ -474,7 +486,7 @@ impl ClientCore {
         self.send(via, &Msg::EnvSend { envelope: &bytes });
     }
 
-    fn learn_certificate(&mut self, now: u64, cert: &Certificate) {
+    fn learn_certificate(&mut self, now: Millis, cert: &Certificate) {
         let name = cert.username.clone();
         self.peer_certs
             .insert(name.clone(), (Box::new(cert.clone()), now));
@@ -515,7 +527,7 @@ impl ClientCore {
         true
     }
 
-    fn on_env_result(&mut self, now: u64, id: EnvelopeId, result: EnvResult) {
+    fn on_env_result(&mut self, now: Millis, id: EnvelopeId, result: EnvResult) {
         let Some(e) = self.envelopes.get_mut(&id) else {
             return;
         };
@@ -532,7 +544,7 @@ impl ClientCore {
                 // Our copy of their certificate is old: fetch it again.
                 e.resealed = true;
                 e.sealed = None;
-                e.next_send = u64::MAX;
+                e.next_send = Millis::MAX;
                 let to = e.to.clone();
                 self.peer_certs.remove(&to);
                 self.seal_and_send(now, id);
@@ -566,9 +578,9 @@ impl ClientCore {
                     self.stats.envelopes_duplicate += 1;
                     return;
                 }
-                self.seen.insert(id, o.expires_ms);
+                self.seen.insert(id, UnixMillis(o.expires_ms));
                 if self.seen.len() > 65_536 {
-                    self.seen.retain(|_, exp| *exp > self.unix.get());
+                    self.seen.retain(|_, exp| *exp > self.unix);
                     while self.seen.len() > 65_536 {
                         self.seen.pop_first();
                     }
@@ -649,11 +661,11 @@ impl ClientCore {
     }
 
     /// Look `username` up; the answer comes as [`ClientEvent::Lookup`].
-    pub fn lookup(&mut self, now: u64, username: &str) -> u32 {
+    pub fn lookup(&mut self, now: Millis, username: &str) -> u32 {
         self.start_lookup(now, username, false)
     }
 
-    fn start_lookup(&mut self, now: u64, username: &str, internal: bool) -> u32 {
+    fn start_lookup(&mut self, now: Millis, username: &str, internal: bool) -> u32 {
         let qid = self.next_qid;
         self.next_qid = self.next_qid.wrapping_add(1).max(1);
         let target = self.primary().or_else(|| self.attached().next());
@@ -708,7 +720,7 @@ impl ClientCore {
     }
 
     /// Say goodbye: publish an offline record and detach.
-    pub fn shutdown(&mut self, now: u64, unix: UnixMillis) {
+    pub fn shutdown(&mut self, now: Millis, unix: UnixMillis) {
         self.unix = unix;
         self.status = Status::Offline;
         self.publish(now);
@@ -773,7 +785,7 @@ impl ClientCore {
         self.host_cache.shrink_to_fit();
     }
 
-    fn drop_link(&mut self, now: u64, addr: SocketAddr, reason: &'static str, avoid_ms: u64) {
+    fn drop_link(&mut self, now: Millis, addr: SocketAddr, reason: &'static str, avoid_ms: u64) {
         let Some(i) = self.links.iter().position(|l| l.addr == addr) else {
             return;
         };
@@ -807,7 +819,7 @@ impl ClientCore {
         self.avoid.insert(addr, now + avoid_ms);
     }
 
-    fn backoff(&mut self, now: u64, rng: &mut dyn RngCore) {
+    fn backoff(&mut self, now: Millis, rng: &mut dyn RngCore) {
         self.failures = self.failures.saturating_add(1);
         let exp = self
             .cfg
@@ -821,7 +833,7 @@ impl ClientCore {
     /// The link to supernode `from` answered BUSY (its session table is
     /// full) naming `others`: as a Redirect, without the wait for a
     /// handshake to time out.
-    pub fn link_busy(&mut self, now: u64, from: SocketAddr, others: Vec<SocketAddr>) {
+    pub fn link_busy(&mut self, now: Millis, from: SocketAddr, others: Vec<SocketAddr>) {
         if !self.links.iter().any(|l| l.addr == from) {
             return;
         }
@@ -832,7 +844,7 @@ impl ClientCore {
 
     /// `from` is full or leaving: drop it for a while and try `supernodes`
     /// (then the rest of the host cache) at once.
-    fn redirected(&mut self, now: u64, from: SocketAddr, supernodes: Vec<SocketAddr>) {
+    fn redirected(&mut self, now: Millis, from: SocketAddr, supernodes: Vec<SocketAddr>) {
         self.drop_link(now, from, "redirected", 30_000);
         // Sent on, not failed: no backoff for this round.
         if !self
@@ -856,7 +868,13 @@ impl ClientCore {
 
     /// A message from `from` at `now`; records and envelopes in it are
     /// judged at `unix` (the wall clock).
-    pub fn handle_message(&mut self, now: u64, unix: UnixMillis, from: SocketAddr, bytes: &[u8]) {
+    pub fn handle_message(
+        &mut self,
+        now: Millis,
+        unix: UnixMillis,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) {
         self.unix = unix;
         let Ok(msg) = Msg::decode(bytes) else {
             self.stats.malformed += 1;
@@ -1072,7 +1090,7 @@ impl ClientCore {
         Some(r)
     }
 
-    fn publish(&mut self, now: u64) {
+    fn publish(&mut self, now: Millis) {
         let sns: Vec<SocketAddr> = self.attached().collect();
         if sns.is_empty() {
             return;
@@ -1132,7 +1150,7 @@ impl ClientCore {
     /// candidates at once when we have no supernode at all (a dead one
     /// costs only its timeout), one when we only lack the backup. A round
     /// that gets nothing backs off, exponentially and with jitter.
-    fn attach_round(&mut self, now: u64, rng: &mut dyn RngCore) {
+    fn attach_round(&mut self, now: Millis, rng: &mut dyn RngCore) {
         let attaching = self
             .links
             .iter()
@@ -1197,7 +1215,7 @@ impl ClientCore {
 
     /// Run the timers due at `now`; records are signed at `unix` (the wall
     /// clock).
-    pub fn handle_timeout(&mut self, now: u64, unix: UnixMillis, rng: &mut dyn RngCore) {
+    pub fn handle_timeout(&mut self, now: Millis, unix: UnixMillis, rng: &mut dyn RngCore) {
         self.unix = unix;
         // Liveness of attached supernodes; keepalives.
         let mut dead = Vec::new();
@@ -1209,9 +1227,9 @@ impl ClientCore {
                     last_ack,
                     last_ping,
                 } => {
-                    if now.saturating_sub(*last_ack) > self.cfg.dead_after_ms {
+                    if now.since(*last_ack) > self.cfg.dead_after_ms {
                         dead.push(l.addr);
-                    } else if now.saturating_sub(*last_ping) >= self.cfg.keepalive_ms {
+                    } else if now.since(*last_ping) >= self.cfg.keepalive_ms {
                         *last_ping = now;
                         pings.push(l.addr);
                     }
@@ -1244,7 +1262,7 @@ impl ClientCore {
         // Attach until we have a primary and a backup.
         self.attach_round(now, rng);
         // Presence.
-        let due = self.need_publish || now.saturating_sub(self.last_publish) >= self.cfg.refresh_ms;
+        let due = self.need_publish || now.since(self.last_publish) >= self.cfg.refresh_ms;
         if due && now >= self.publish_not_before {
             self.publish(now);
         }
@@ -1302,8 +1320,10 @@ impl ClientCore {
         }
     }
 
-    pub fn poll_timeout(&self) -> u64 {
-        let mut t = u64::MAX;
+    /// When [`ClientCore::handle_timeout`] is next due (node timeline),
+    /// or `None` when no timer runs.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut t = Millis::MAX;
         for l in &self.links {
             match l.state {
                 LinkState::Attached {
@@ -1331,7 +1351,7 @@ impl ClientCore {
             .any(|l| matches!(l.state, LinkState::Attached { .. }))
         {
             if self.need_publish {
-                return t.min(self.publish_not_before);
+                return Some(t.min(self.publish_not_before));
             }
             t = t.min(self.last_publish + self.cfg.refresh_ms);
             if !self.watches.is_empty() {
@@ -1339,15 +1359,15 @@ impl ClientCore {
             }
         }
         for l in self.lookups.values() {
-            t = t.min(l.deadline).min(l.retry_at.unwrap_or(u64::MAX));
+            t = t.min(l.deadline).min(l.retry_at.unwrap_or(Millis::MAX));
         }
         for e in self.envelopes.values() {
             t = t.min(e.deadline).min(e.next_send);
         }
-        t
+        (t != Millis::MAX).then_some(t)
     }
 
-    fn envelope_timers(&mut self, now: u64) {
+    fn envelope_timers(&mut self, now: Millis) {
         let expired: Vec<EnvelopeId> = self
             .envelopes
             .iter()
@@ -1415,7 +1435,7 @@ mod tests {
             authority.public(),
             vec![sn],
             ClientConfig::default(),
-            0,
+            Millis(0),
         );
         (core, rng)
     }
@@ -1427,9 +1447,9 @@ mod tests {
     fn late_attach_answer_attaches() {
         let sn: SocketAddr = "198.51.100.1:7710".parse().unwrap();
         let (mut c, mut rng) = client(sn);
-        c.handle_timeout(0, UnixMillis(0), &mut rng);
+        c.handle_timeout(Millis(0), UnixMillis(0), &mut rng);
         assert_eq!(c.stats.attach_attempts, 1);
-        c.handle_timeout(1_500, UnixMillis(1_500), &mut rng);
+        c.handle_timeout(Millis(1_500), UnixMillis(1_500), &mut rng);
         assert_eq!(c.attached().count(), 0, "the attempt timed out");
         while c.poll_event().is_some() {}
         let ok = Msg::AttachOk {
@@ -1437,7 +1457,7 @@ mod tests {
             supernodes: vec![sn],
         }
         .encode();
-        c.handle_message(1_600, UnixMillis(1_600), sn, &ok);
+        c.handle_message(Millis(1_600), UnixMillis(1_600), sn, &ok);
         assert_eq!(c.attached().collect::<Vec<_>>(), vec![sn]);
         assert!(
             std::iter::from_fn(|| c.poll_event())
@@ -1445,7 +1465,7 @@ mod tests {
         );
         // From an address that is no supernode of ours: still ignored.
         let stranger: SocketAddr = "192.0.2.9:7710".parse().unwrap();
-        c.handle_message(1_700, UnixMillis(1_700), stranger, &ok);
+        c.handle_message(Millis(1_700), UnixMillis(1_700), stranger, &ok);
         assert_eq!(c.attached().count(), 1);
         assert_eq!(c.stats.malformed, 1);
     }
@@ -1458,19 +1478,19 @@ mod tests {
         let sn: SocketAddr = "198.51.100.1:7710".parse().unwrap();
         let other: SocketAddr = "198.51.100.2:7710".parse().unwrap();
         let (mut c, mut rng) = client(sn);
-        c.handle_timeout(0, UnixMillis(0), &mut rng);
+        c.handle_timeout(Millis(0), UnixMillis(0), &mut rng);
         assert_eq!(c.stats.attach_attempts, 1);
         while c.poll_transmit().is_some() {}
         // BUSY from an address we are not attaching to: ignored.
-        c.link_busy(10, "192.0.2.9:7710".parse().unwrap(), vec![other]);
+        c.link_busy(Millis(10), "192.0.2.9:7710".parse().unwrap(), vec![other]);
         assert_eq!(c.stats.redirects, 0);
-        c.link_busy(20, sn, vec![other, sn]);
+        c.link_busy(Millis(20), sn, vec![other, sn]);
         assert_eq!(c.stats.redirects, 1);
         assert!(std::iter::from_fn(|| c.poll_event()).any(|e| matches!(
             e,
             ClientEvent::Redirected { from, ref to } if from == sn && *to == vec![other]
         )));
-        c.handle_timeout(20, UnixMillis(20), &mut rng);
+        c.handle_timeout(Millis(20), UnixMillis(20), &mut rng);
         assert_eq!(c.stats.attach_attempts, 2, "the next attempt is now");
         let to: Vec<SocketAddr> = std::iter::from_fn(|| c.poll_transmit())
             .map(|t| t.dst)
@@ -1496,7 +1516,7 @@ mod tests {
         let mut dropped_at = None;
         let mut retried_at = None;
         while t < 60_000 && retried_at.is_none() {
-            c.handle_timeout(t, UnixMillis(t), &mut rng);
+            c.handle_timeout(Millis(t), UnixMillis(t), &mut rng);
             let out: Vec<Transmit> = std::iter::from_fn(|| c.poll_transmit()).collect();
             for tx in out {
                 let Ok(m) = Msg::decode(&tx.bytes) else {
@@ -1505,11 +1525,11 @@ mod tests {
                 match m {
                     // sn answers until 5 s, then falls silent; sn2 always.
                     Msg::Attach { .. } if tx.dst == sn2 || t < 5_000 => {
-                        c.handle_message(t, UnixMillis(t), tx.dst, &ok)
+                        c.handle_message(Millis(t), UnixMillis(t), tx.dst, &ok)
                     }
                     Msg::Attach { .. } if dropped_at.is_some() => retried_at = Some(t),
                     Msg::Keepalive { seq } if tx.dst == sn2 || t < 5_000 => c.handle_message(
-                        t,
+                        Millis(t),
                         UnixMillis(t),
                         tx.dst,
                         &Msg::KeepaliveAck { seq }.encode(),

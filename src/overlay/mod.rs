@@ -1,9 +1,12 @@
 //! The supernode overlay: membership among supernodes, the one-hop user
 //! directory spread over them, and clients' attachment to them. All of it
-//! is sans-IO: [`SupernodeCore`] and [`ClientCore`] take `now` (ms since the
-//! Unix epoch), the sender's verified certificate and message bytes, and
-//! return messages to send, events and their next deadline. The node
-//! drivers run them over encrypted UDP links; the simulator in
+//! is sans-IO: [`SupernodeCore`] and [`ClientCore`] take `now` (a
+//! [`Millis`](crate::time::Millis) on the node's timeline, for every
+//! timer) and the wall clock beside it (a
+//! [`UnixMillis`](crate::time::UnixMillis), at which records and envelopes
+//! are signed and judged), the sender's verified certificate and message
+//! bytes, and return messages to send, events and their next deadline.
+//! The node drivers run them over encrypted UDP links; the simulator in
 //! [`crate::sim`] runs thousands of them in virtual time.
 //!
 //! The directory is a one-hop DHT: every supernode knows every other

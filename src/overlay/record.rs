@@ -276,11 +276,13 @@ impl PresenceRecord {
             .map_err(RecordError::Certificate)
     }
 
-    /// When a holder must drop the record (unix seconds): its own expiry
-    /// or its certificate's (plus the skew), whichever is first.
-    pub fn valid_until(&self) -> u64 {
-        self.expires_at
-            .min(self.cert.not_after.saturating_add(MAX_SKEW_SECS))
+    /// When a holder must drop the record (wall clock): its own expiry or
+    /// its certificate's (plus the skew), whichever is first.
+    pub fn valid_until(&self) -> UnixSecs {
+        UnixSecs(
+            self.expires_at
+                .min(self.cert.not_after.saturating_add(MAX_SKEW_SECS)),
+        )
     }
 
     /// Everything but the certificate's own signature. `signed_at` and
@@ -346,19 +348,19 @@ impl PresenceRecord {
             && !self.supernodes.is_empty()
     }
 
-    /// When the user was last online (unix seconds): `None` while they
-    /// are, and for a record that hides its status (invisible: when it was
+    /// When the user was last online (wall clock): `None` while they are,
+    /// and for a record that hides its status (invisible: when it was
     /// signed says only that the device is up, not when the user was
     /// last seen).
-    pub fn last_seen(&self, now: UnixSecs) -> Option<u64> {
+    pub fn last_seen(&self, now: UnixSecs) -> Option<UnixSecs> {
         if self.status == Status::Invisible || self.is_online(now) {
             return None;
         }
-        Some(
+        Some(UnixSecs(
             self.online_until
                 .min(now.get())
                 .max(self.signed_at_ms / 1000),
-        )
+        ))
     }
 }
 
@@ -368,7 +370,7 @@ mod tests {
     use crate::identity::{AuthorityKey, DeviceIdentity, Role, Username};
     use rand::SeedableRng;
 
-    pub fn fixture(now: u64) -> (AuthorityKey, DeviceIdentity, Certificate) {
+    pub fn fixture(now: UnixSecs) -> (AuthorityKey, DeviceIdentity, Certificate) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let a = AuthorityKey::generate(&mut rng);
         let d = DeviceIdentity::generate(&mut rng);
@@ -376,8 +378,8 @@ mod tests {
             &a,
             1,
             Role::User,
-            now - 10,
-            now + 86400,
+            (now - 10).get(),
+            (now + 86400).get(),
             &Username::parse("alice").unwrap(),
             d.ed25519_public(),
             d.x25519_public(),
@@ -385,10 +387,10 @@ mod tests {
         (a, d, c)
     }
 
-    fn content(now: u64, seq: u64) -> RecordContent {
+    fn content(now: UnixSecs, seq: u64) -> RecordContent {
         RecordContent {
             seq,
-            signed_at_ms: now * 1000,
+            signed_at_ms: now.millis().get(),
             online_secs: 300,
             status: Status::Online,
             message: "hi".into(),
@@ -399,17 +401,17 @@ mod tests {
 
     #[test]
     fn round_trip_verify_and_lifecycle() {
-        let now = 1_800_000_000;
+        let now = UnixSecs(1_800_000_000);
         let (a, d, c) = fixture(now);
         let r = PresenceRecord::sign(&d, &c, content(now, 1));
         let back = PresenceRecord::decode(&r.encode()).unwrap();
         assert_eq!(back, r);
-        back.verify(&a.public(), UnixSecs(now)).unwrap();
-        assert!(r.is_online(UnixSecs(now)));
-        assert!(!r.is_online(UnixSecs(now + 300)));
+        back.verify(&a.public(), now).unwrap();
+        assert!(r.is_online(now));
+        assert!(!r.is_online(now + 300));
         // Last seen: not while online; then when the record ran out.
-        assert_eq!(r.last_seen(UnixSecs(now)), None);
-        assert_eq!(r.last_seen(UnixSecs(now + 400)), Some(now + 300));
+        assert_eq!(r.last_seen(now), None);
+        assert_eq!(r.last_seen(now + 400), Some(now + 300));
         // A record hiding its status never tells when it was signed.
         let hidden = PresenceRecord::sign(
             &d,
@@ -419,8 +421,8 @@ mod tests {
                 ..content(now, 2)
             },
         );
-        assert_eq!(hidden.last_seen(UnixSecs(now)), None);
-        assert_eq!(hidden.last_seen(UnixSecs(now + 400)), None);
+        assert_eq!(hidden.last_seen(now), None);
+        assert_eq!(hidden.last_seen(now + 400), None);
         // Offline: when it was signed, not when it is read.
         let gone = PresenceRecord::sign(
             &d,
@@ -430,11 +432,11 @@ mod tests {
                 ..content(now, 3)
             },
         );
-        assert_eq!(gone.last_seen(UnixSecs(now + 1000)), Some(now));
+        assert_eq!(gone.last_seen(now + 1000), Some(now));
         // Issue 14.9: found until its certificate expires (give or take
         // the skew), not 72 h after signing.
         let cert_end = c.not_after;
-        assert_eq!(r.valid_until(), cert_end + MAX_SKEW_SECS);
+        assert_eq!(r.valid_until(), UnixSecs(cert_end + MAX_SKEW_SECS));
         r.verify(&a.public(), UnixSecs(cert_end + MAX_SKEW_SECS - 1))
             .unwrap();
         assert!(matches!(
@@ -444,7 +446,7 @@ mod tests {
             ))
         ));
         assert!(matches!(
-            r.verify(&a.public(), UnixSecs(now + 2 * 86400)),
+            r.verify(&a.public(), now + 2 * 86400),
             Err(RecordError::CertificateNotValidNow(_))
         ));
         // A reader whose clock is far behind the certificate refuses it.
@@ -458,37 +460,37 @@ mod tests {
 
     #[test]
     fn forgeries_rejected() {
-        let now = 1_800_000_000;
+        let now = UnixSecs(1_800_000_000);
         let (a, d, c) = fixture(now);
         let r = PresenceRecord::sign(&d, &c, content(now, 1));
         let mut redirected = r.clone();
         redirected.supernodes = vec!["6.6.6.6:1".parse().unwrap()];
         assert_eq!(
-            redirected.verify(&a.public(), UnixSecs(now)),
+            redirected.verify(&a.public(), now),
             Err(RecordError::BadSignature)
         );
         // Signed by another device with alice's certificate.
         let mallory = DeviceIdentity::generate(&mut rand::rngs::StdRng::seed_from_u64(6));
         let forged = PresenceRecord::sign(&mallory, &c, content(now, 2));
         assert_eq!(
-            forged.verify(&a.public(), UnixSecs(now)),
+            forged.verify(&a.public(), now),
             Err(RecordError::BadSignature)
         );
         let mut unsigned = r.clone();
         unsigned.signature = [0; 64];
         assert_eq!(
-            unsigned.verify(&a.public(), UnixSecs(now)),
+            unsigned.verify(&a.public(), now),
             Err(RecordError::BadSignature)
         );
         let other = AuthorityKey::generate(&mut rand::rngs::StdRng::seed_from_u64(7));
         assert!(matches!(
-            r.verify(&other.public(), UnixSecs(now)),
+            r.verify(&other.public(), now),
             Err(RecordError::Certificate(_))
         ));
         // Signed after its certificate expired.
         let late = PresenceRecord::sign(&d, &c, content(now + 86400, 3));
         assert_eq!(
-            late.verify(&a.public(), UnixSecs(now + 86400)),
+            late.verify(&a.public(), now + 86400),
             Err(RecordError::OutsideCertificate)
         );
     }
@@ -498,29 +500,29 @@ mod tests {
     /// ahead is not.
     #[test]
     fn seq_and_signing_time_are_bounded_by_now_plus_skew() {
-        let now = 1_800_000_000;
+        let now = UnixSecs(1_800_000_000);
         let (a, d, c) = fixture(now);
         let max = PresenceRecord::sign(&d, &c, content(now, u64::MAX));
         assert_eq!(
-            max.verify(&a.public(), UnixSecs(now)),
+            max.verify(&a.public(), now),
             Err(RecordError::SeqAhead { seq: u64::MAX })
         );
-        let ahead = PresenceRecord::sign(&d, &c, content(now, (now + 3600) * 1000));
+        let ahead = PresenceRecord::sign(&d, &c, content(now, (now + 3600).millis().get()));
         assert!(matches!(
-            ahead.verify(&a.public(), UnixSecs(now)),
+            ahead.verify(&a.public(), now),
             Err(RecordError::SeqAhead { .. })
         ));
-        let mut future = content(now + 3600, now * 1000);
-        future.signed_at_ms = (now + 3600) * 1000;
+        let mut future = content(now + 3600, now.millis().get());
+        future.signed_at_ms = (now + 3600).millis().get();
         let future = PresenceRecord::sign(&d, &c, future);
         assert_eq!(
-            future.verify(&a.public(), UnixSecs(now)),
+            future.verify(&a.public(), now),
             Err(RecordError::FromTheFuture { ahead_secs: 3600 })
         );
         // Within the skew: fine, and so is the usual clock-numbered seq.
-        let skewed = PresenceRecord::sign(&d, &c, content(now + 200, (now + 200) * 1000));
-        skewed.verify(&a.public(), UnixSecs(now)).unwrap();
-        let usual = PresenceRecord::sign(&d, &c, content(now, now * 1000 + 7));
-        usual.verify(&a.public(), UnixSecs(now)).unwrap();
+        let skewed = PresenceRecord::sign(&d, &c, content(now + 200, (now + 200).millis().get()));
+        skewed.verify(&a.public(), now).unwrap();
+        let usual = PresenceRecord::sign(&d, &c, content(now, now.millis().get() + 7));
+        usual.verify(&a.public(), now).unwrap();
     }
 }

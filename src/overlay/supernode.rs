@@ -29,7 +29,7 @@ use super::{Transmit, node_id, user_key};
 use crate::identity::revocation::{RevocationError, RevocationList, Revoked};
 use crate::identity::{Certificate, Role};
 use crate::limits::{Bucket, Rate, RateTable, SourceKey, log_worthy};
-use crate::time::{Millis, UnixMillis};
+use crate::time::{Millis, UnixMillis, UnixSecs};
 use rand::RngCore;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -222,12 +222,15 @@ struct Attached {
     username: String,
     /// The device's ed25519 key (from its certificate), for revocation.
     device: [u8; 32],
-    last_seen: u64,
+    /// When it was last heard from (node timeline).
+    last_seen: Millis,
     record: Option<Rc<[u8]>>,
     record_seq: u64,
-    /// The record's user key and expiry (Unix seconds).
+    /// The record's user key.
     record_key: u64,
-    record_expires: u64,
+    /// When the record must be dropped (wall clock; see
+    /// [`PresenceRecord::valid_until`]).
+    record_expires: UnixSecs,
     /// The owners this home last gave the record to (ids, ring order).
     owners: Vec<u64>,
     /// Lookups this client may still start (`lookups_per_client`).
@@ -247,10 +250,12 @@ struct Held {
     /// The signing device's ed25519 key, for revocation.
     device: [u8; 32],
     seq: u64,
-    expires_at: u64,
+    /// Dropped at (wall clock; see [`PresenceRecord::valid_until`]).
+    expires_at: UnixSecs,
     key: u64,
     pushed_to: Vec<u64>,
-    not_owner_since: Option<u64>,
+    /// Since when this supernode no longer owns it (node timeline).
+    not_owner_since: Option<Millis>,
     /// Home supernodes that claimed this record, with the seq each named
     /// (counted in `claim_sums`).
     claims: Vec<(u64, u64)>,
@@ -275,13 +280,15 @@ struct Query {
     username: String,
     candidates: Vec<(u64, SocketAddr)>,
     next: usize,
-    /// Owners asked and not yet answered, with their deadlines.
-    outstanding: Vec<(u64, u64)>,
+    /// Owners asked and not yet answered, with their deadlines (node
+    /// timeline).
+    outstanding: Vec<(u64, Millis)>,
     not_found: usize,
     /// Owners asked that did not answer in time; each adds one to the
     /// owners asked at once, so a walk past dead members speeds up.
     timeouts: usize,
-    started: u64,
+    /// When the lookup was asked (node timeline).
+    started: Millis,
     /// Newest valid record received so far.
     best: Option<(u64, Rc<[u8]>)>,
 }
@@ -292,7 +299,8 @@ struct PendingStore {
     key: u64,
     username: String,
     record: Rc<[u8]>,
-    deadline: u64,
+    /// Acknowledged by then or the next owner is tried (node timeline).
+    deadline: Millis,
     exclude: Vec<u64>,
     /// Sent as the record's home (a `HomeStore`), not as a hand-off.
     claim: bool,
@@ -320,41 +328,49 @@ pub struct SupernodeCore {
     cfg: SupernodeConfig,
     members: Membership,
     clients: BTreeMap<SocketAddr, Attached>,
-    /// Next digest round (home side).
-    next_digest_at: u64,
+    /// Next digest round (home side; node timeline, as every timer here).
+    next_digest_at: Millis,
     /// Owners sent a digest and not answered yet, with the deadline.
-    digests_out: BTreeMap<u64, u64>,
+    digests_out: BTreeMap<u64, Millis>,
     /// Recompute attached clients' owners at this time (after an owner
     /// timed out or membership changed), pushing to new owners.
-    home_rebalance_at: Option<u64>,
+    home_rebalance_at: Option<Millis>,
     records: BTreeMap<String, Held>,
     /// Owner side: per (home, bucket), the count and XOR of claim hashes
     /// of the records that home claimed here. Entries go when their home
     /// goes down, when a record is dropped, or on `Unclaim`.
     claim_sums: HashMap<(u64, u8), (u32, u64)>,
-    cache: BTreeMap<String, (Rc<[u8]>, u64)>,
+    /// Records learnt from owners' notifications, kept until then.
+    cache: BTreeMap<String, (Rc<[u8]>, Millis)>,
     queries: BTreeMap<u32, Query>,
-    query_deadlines: BinaryHeap<Reverse<(u64, u32, u64)>>,
+    /// (deadline, query, owner asked).
+    query_deadlines: BinaryHeap<Reverse<(Millis, u32, u64)>>,
     next_qid: u32,
     stores: BTreeMap<(u64, String), PendingStore>,
-    store_deadlines: BinaryHeap<Reverse<(u64, u64, String)>>,
-    unresponsive: BTreeMap<u64, u64>,
+    /// (deadline, owner, username).
+    store_deadlines: BinaryHeap<Reverse<(Millis, u64, String)>>,
+    /// Members skipped until then (timed out lately).
+    unresponsive: BTreeMap<u64, Millis>,
     /// Certificates already verified (by signature), to not verify the
-    /// same one again for every refresh.
-    verified_certs: HashMap<[u8; 32], u64>,
-    watchers: BTreeMap<String, Vec<(SocketAddr, u64)>>,
-    client_watches: BTreeMap<String, Vec<(SocketAddr, u64)>>,
+    /// same one again for every refresh, with their `not_after` (wall
+    /// clock).
+    verified_certs: HashMap<[u8; 32], UnixSecs>,
+    /// Supernodes watching records we own, until then.
+    watchers: BTreeMap<String, Vec<(SocketAddr, Millis)>>,
+    /// Our clients' watches, until then.
+    client_watches: BTreeMap<String, Vec<(SocketAddr, Millis)>>,
     /// Lookups per source across its clients (`lookups_per_address`).
     lookups_by_source: RateTable<SourceKey>,
     /// Watches held per source across its clients (recounted at each
     /// sweep), against `max_watches_per_address`.
     watches_by_source: HashMap<SourceKey, usize>,
-    watch_sent: BTreeMap<String, u64>,
+    /// When a watch for each name was last sent to its owners.
+    watch_sent: BTreeMap<String, Millis>,
     bootstrap: Vec<SocketAddr>,
     joined: bool,
-    next_join_at: u64,
-    next_sweep_at: u64,
-    rebalance_at: Option<u64>,
+    next_join_at: Millis,
+    next_sweep_at: Millis,
+    rebalance_at: Option<Millis>,
     out: Vec<(SocketAddr, Vec<u8>)>,
     events: VecDeque<SupernodeEvent>,
     stats: SupernodeStats,
@@ -381,7 +397,7 @@ impl std::fmt::Debug for SupernodeCore {
 
 /// Whether member `id` may be asked at `now`: it has not timed out within
 /// `unresponsive_ms` (a supernode's own view, apart from the membership).
-fn responsive(unresponsive: &BTreeMap<u64, u64>, id: u64, now: u64) -> bool {
+fn responsive(unresponsive: &BTreeMap<u64, Millis>, id: u64, now: Millis) -> bool {
     unresponsive.get(&id).is_none_or(|until| *until <= now)
 }
 
@@ -400,7 +416,7 @@ impl SupernodeCore {
         bootstrap: Vec<SocketAddr>,
         cfg: SupernodeConfig,
         incarnation: u32,
-        now: u64,
+        now: Millis,
     ) -> Self {
         let me = node_id(&cert.ed25519);
         let bootstrap: Vec<SocketAddr> = bootstrap.into_iter().filter(|a| *a != my_addr).collect();
@@ -409,13 +425,7 @@ impl SupernodeCore {
             authority,
             me,
             my_addr,
-            members: Membership::new(
-                me,
-                my_addr,
-                incarnation,
-                cfg.membership.clone(),
-                Millis(now),
-            ),
+            members: Membership::new(me, my_addr, incarnation, cfg.membership.clone(), now),
             lookups_by_source: RateTable::new(cfg.lookups_per_address, 65_536),
             watches_by_source: HashMap::new(),
             cfg,
@@ -454,18 +464,22 @@ impl SupernodeCore {
     /// Start with all of `members` known as alive, as if learned by
     /// gossip: for simulations that begin from a converged overlay (one
     /// pass, tightly packed; see [`Membership::seed`]).
-    pub fn seed_members(&mut self, now: u64, members: impl IntoIterator<Item = (u64, SocketAddr)>) {
-        self.members.seed(Millis(now), members);
+    pub fn seed_members(
+        &mut self,
+        now: Millis,
+        members: impl IntoIterator<Item = (u64, SocketAddr)>,
+    ) {
+        self.members.seed(now, members);
         self.members.take_changes();
         self.joined = true;
     }
 
     /// Start with `id` at `addr` already known as alive, as if learned by
     /// gossip: for simulations that begin from a converged overlay.
-    pub fn seed_member(&mut self, now: u64, id: u64, addr: SocketAddr) {
+    pub fn seed_member(&mut self, now: Millis, id: u64, addr: SocketAddr) {
         use super::msg::{MemberState, Update};
         self.members.apply(
-            Millis(now),
+            now,
             Update {
                 id,
                 addr,
@@ -493,7 +507,7 @@ impl SupernodeCore {
 
     /// Whether this supernode skips member `id` at `now` because it timed
     /// out recently (its own view, apart from the membership's).
-    pub fn skips_unresponsive(&self, id: u64, now: u64) -> bool {
+    pub fn skips_unresponsive(&self, id: u64, now: Millis) -> bool {
         !responsive(&self.unresponsive, id, now)
     }
 
@@ -508,7 +522,7 @@ impl SupernodeCore {
     /// with it, so it need not attach again (a Redirect cycle of seconds,
     /// in which nothing reaches it). Nothing moves onto an address that
     /// has an attachment of its own.
-    pub fn client_roamed(&mut self, now: u64, from: SocketAddr, to: SocketAddr) {
+    pub fn client_roamed(&mut self, now: Millis, from: SocketAddr, to: SocketAddr) {
         if self.clients.contains_key(&to) {
             return;
         }
@@ -619,7 +633,7 @@ impl SupernodeCore {
 
     /// First `n` responsive owners of `key`, in ring order, then up to
     /// `extra` more successors.
-    fn owners(&self, key: u64, n: usize, now: u64) -> Vec<(u64, SocketAddr)> {
+    fn owners(&self, key: u64, n: usize, now: Millis) -> Vec<(u64, SocketAddr)> {
         self.members
             .ring_from(key)
             .filter(|(id, _)| responsive(&self.unresponsive, *id, now))
@@ -627,14 +641,14 @@ impl SupernodeCore {
             .collect()
     }
 
-    fn mark_unresponsive(&mut self, now: u64, id: u64) {
+    fn mark_unresponsive(&mut self, now: Millis, id: u64) {
         if id != self.me {
             self.unresponsive.insert(id, now + self.cfg.unresponsive_ms);
-            self.members.hint_unresponsive(Millis(now), id);
+            self.members.hint_unresponsive(now, id);
         }
     }
 
-    fn is_owner(&self, key: u64, now: u64) -> bool {
+    fn is_owner(&self, key: u64, now: Millis) -> bool {
         self.owners(key, self.cfg.replicas, now)
             .iter()
             .any(|(id, _)| *id == self.me)
@@ -712,7 +726,7 @@ impl SupernodeCore {
     /// records, envelopes and credentials are judged at `unix`.
     pub fn handle_message(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         from: SocketAddr,
         peer: &Certificate,
@@ -776,7 +790,7 @@ impl SupernodeCore {
                     self.events.push_back(SupernodeEvent::Joined);
                 }
                 let mut out = std::mem::take(&mut self.out);
-                self.members.handle(Millis(now), from, id, msg, &mut out);
+                self.members.handle(now, from, id, msg, &mut out);
                 self.out = out;
                 self.after_membership(now);
             }
@@ -900,7 +914,7 @@ impl SupernodeCore {
             Msg::Query { qid, username } => {
                 self.stats.queries_answered += 1;
                 let found = match self.records.get(username) {
-                    Some(h) if h.expires_at > self.unix.secs().get() => Found::Record(&h.bytes),
+                    Some(h) if h.expires_at > self.unix.secs() => Found::Record(&h.bytes),
                     _ => Found::NotFound,
                 };
                 let m = Msg::QueryReply { qid, found };
@@ -980,8 +994,10 @@ impl SupernodeCore {
                     self.stats.not_attached += 1;
                     return;
                 };
-                if !c.lookups.take(rate, now)
-                    || !self.lookups_by_source.allow(SourceKey::of(from.ip()), now)
+                if !c.lookups.take(rate, now.get())
+                    || !self
+                        .lookups_by_source
+                        .allow(SourceKey::of(from.ip()), now.get())
                 {
                     self.stats.lookups_rate_limited += 1;
                     if log_worthy(self.stats.lookups_rate_limited) {
@@ -1045,7 +1061,13 @@ impl SupernodeCore {
         self.send(from, &Msg::RelayRefused { qid, reason });
     }
 
-    fn on_attach(&mut self, now: u64, from: SocketAddr, peer: &Certificate, rng: &mut dyn RngCore) {
+    fn on_attach(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        peer: &Certificate,
+        rng: &mut dyn RngCore,
+    ) {
         if let Some(c) = self.clients.get_mut(&from) {
             c.last_seen = now;
         } else if self.clients.len() >= self.cfg.max_clients {
@@ -1065,9 +1087,9 @@ impl SupernodeCore {
                     record: None,
                     record_seq: 0,
                     record_key: 0,
-                    record_expires: 0,
+                    record_expires: UnixSecs::ZERO,
                     owners: Vec::new(),
-                    lookups: Bucket::full(self.cfg.lookups_per_client, now),
+                    lookups: Bucket::full(self.cfg.lookups_per_client, now.get()),
                     watches: 0,
                     will: None,
                 },
@@ -1123,7 +1145,8 @@ impl SupernodeCore {
             rec.verify_certificate(&self.authority)
         };
         if checked.is_ok() && !cached && self.verified_certs.len() < 1_000_000 {
-            self.verified_certs.insert(digest, rec.cert.not_after);
+            self.verified_certs
+                .insert(digest, UnixSecs(rec.cert.not_after));
         }
         match checked.and_then(|_| rec.verify_signed(self.unix.secs())) {
             Ok(()) => Ok(rec),
@@ -1146,7 +1169,7 @@ impl SupernodeCore {
         }
     }
 
-    fn on_publish(&mut self, now: u64, from: SocketAddr, peer: &Certificate, bytes: &[u8]) {
+    fn on_publish(&mut self, now: Millis, from: SocketAddr, peer: &Certificate, bytes: &[u8]) {
         let Some(c) = self.clients.get(&from) else {
             self.stats.not_attached += 1;
             return;
@@ -1205,7 +1228,7 @@ impl SupernodeCore {
 
     /// Keep an attached client's offline will: verified, its own device's,
     /// saying offline, and newer than its published record.
-    fn on_will(&mut self, now: u64, from: SocketAddr, peer: &Certificate, bytes: &[u8]) {
+    fn on_will(&mut self, now: Millis, from: SocketAddr, peer: &Certificate, bytes: &[u8]) {
         let Some(have) = self.clients.get(&from).map(|c| c.record_seq) else {
             self.stats.not_attached += 1;
             return;
@@ -1234,7 +1257,7 @@ impl SupernodeCore {
     /// it in this home's digest). Returns the owners' ids.
     fn push_to_owners(
         &mut self,
-        now: u64,
+        now: Millis,
         username: &str,
         record: Rc<[u8]>,
         exclude: &[u64],
@@ -1266,7 +1289,7 @@ impl SupernodeCore {
     #[allow(clippy::too_many_arguments)]
     fn send_store(
         &mut self,
-        now: u64,
+        now: Millis,
         id: u64,
         addr: SocketAddr,
         username: &str,
@@ -1300,7 +1323,7 @@ impl SupernodeCore {
 
     /// Store a verified-or-to-verify record as an owner. Returns whether
     /// it was new.
-    fn store_local(&mut self, now: u64, bytes: &Rc<[u8]>) -> bool {
+    fn store_local(&mut self, now: Millis, bytes: &Rc<[u8]>) -> bool {
         let Ok(rec) = PresenceRecord::decode(bytes) else {
             self.stats.malformed += 1;
             return false;
@@ -1359,7 +1382,7 @@ impl SupernodeCore {
 
     /// A record pushed to us as an owner; `home`: by the record's home
     /// supernode, which counts it in its digests for us.
-    fn on_store(&mut self, now: u64, from: SocketAddr, home: Option<u64>, bytes: &[u8]) {
+    fn on_store(&mut self, now: Millis, from: SocketAddr, home: Option<u64>, bytes: &[u8]) {
         let shared: Rc<[u8]> = Rc::from(bytes);
         let Ok(rec) = PresenceRecord::decode(bytes) else {
             self.stats.malformed += 1;
@@ -1391,7 +1414,7 @@ impl SupernodeCore {
         }
     }
 
-    fn on_notify(&mut self, now: u64, bytes: &[u8]) {
+    fn on_notify(&mut self, now: Millis, bytes: &[u8]) {
         let Ok(rec) = self.check_record(bytes) else {
             return;
         };
@@ -1411,7 +1434,7 @@ impl SupernodeCore {
         }
     }
 
-    fn on_watch_req(&mut self, now: u64, from: SocketAddr, username: &str) {
+    fn on_watch_req(&mut self, now: Millis, from: SocketAddr, username: &str) {
         let exp = now + self.cfg.watch_ttl_ms;
         let cap = self.cfg.max_watches_per_client;
         let source = SourceKey::of(from.ip());
@@ -1437,8 +1460,12 @@ impl SupernodeCore {
             }
             return;
         }
-        let last = self.watch_sent.get(username).copied().unwrap_or(0);
-        if now.saturating_sub(last) < self.cfg.watch_ttl_ms / 3 && last != 0 {
+        let last = self
+            .watch_sent
+            .get(username)
+            .copied()
+            .unwrap_or(Millis::ZERO);
+        if now.since(last) < self.cfg.watch_ttl_ms / 3 && last != Millis::ZERO {
             return;
         }
         self.watch_sent.insert(username.to_owned(), now);
@@ -1454,11 +1481,11 @@ impl SupernodeCore {
         }
     }
 
-    fn start_query(&mut self, now: u64, origin: Origin, username: &str) {
+    fn start_query(&mut self, now: Millis, origin: Origin, username: &str) {
         let key = user_key(username);
         if self.is_owner(key, now)
             && let Some(h) = self.records.get(username)
-            && h.expires_at > self.unix.secs().get()
+            && h.expires_at > self.unix.secs()
         {
             let b = h.bytes.clone();
             self.stats.lookups_found += 1;
@@ -1503,7 +1530,7 @@ impl SupernodeCore {
     /// Keep `parallel_queries` owners asked at once; answer once every
     /// asked owner replied or timed out, with the newest record seen, or
     /// "not found" once enough responsive owners said so.
-    fn advance_query(&mut self, now: u64, qid: u32) {
+    fn advance_query(&mut self, now: Millis, qid: u32) {
         let replicas = self.cfg.replicas;
         let parallel = self.cfg.parallel_queries.max(1);
         let Some(q) = self.queries.get_mut(&qid) else {
@@ -1579,7 +1606,7 @@ impl SupernodeCore {
         }
     }
 
-    fn on_query_reply(&mut self, now: u64, from: u64, qid: u32, found: Found<'_>) {
+    fn on_query_reply(&mut self, now: Millis, from: u64, qid: u32, found: Found<'_>) {
         let Some(q) = self.queries.get_mut(&qid) else {
             return;
         };
@@ -1611,19 +1638,17 @@ impl SupernodeCore {
     }
 
     /// Answer a lookup asked at `started`.
-    fn answer(&mut self, now: u64, started: u64, origin: Origin, found: Found<'_>) {
+    fn answer(&mut self, now: Millis, started: Millis, origin: Origin, found: Found<'_>) {
         match origin {
             Origin::Client { addr, qid } => {
-                self.stats
-                    .lookup_latency
-                    .record(now.saturating_sub(started));
+                self.stats.lookup_latency.record(now.since(started));
                 self.send(addr, &Msg::LookupReply { qid, found })
             }
             Origin::Envelope { client, id } => self.env_on_lookup(now, client, id, found),
         }
     }
 
-    fn after_membership(&mut self, now: u64) {
+    fn after_membership(&mut self, now: Millis) {
         let changes = self.members.take_changes();
         if changes.is_empty() {
             return;
@@ -1653,8 +1678,8 @@ impl SupernodeCore {
     /// An owner's list of names it counts as ours in a differing bucket:
     /// unclaim those we do not (each name on its own, so pages and the
     /// `Check`s of the same repair may arrive in any order).
-    fn on_claimed(&mut self, _now: u64, from: SocketAddr, owner: u64, names: &[&str]) {
-        let secs = self.unix.secs().get();
+    fn on_claimed(&mut self, _now: Millis, from: SocketAddr, owner: u64, names: &[&str]) {
+        let secs = self.unix.secs();
         let ours: std::collections::BTreeSet<&str> = self
             .clients
             .values()
@@ -1697,8 +1722,8 @@ impl SupernodeCore {
     /// Home side: recompute every attached client's owners, push its
     /// record to new ones and unclaim it at old ones; with `digest`, then
     /// send each owner the digest of what it should hold for us.
-    fn home_round(&mut self, now: u64, digest: bool) {
-        let secs = self.unix.secs().get();
+    fn home_round(&mut self, now: Millis, digest: bool) {
+        let secs = self.unix.secs();
         let r = self.cfg.replicas;
         let mut sums: BTreeMap<u64, [(u32, u64); DIGEST_BUCKETS as usize]> = BTreeMap::new();
         // (client, new owners) where the owners changed.
@@ -1785,7 +1810,13 @@ impl SupernodeCore {
     /// which claims it again at its seq and sends it whole where the
     /// owner lacks it. (What the owner counts and we no longer claim
     /// comes next, as `Claimed` pages.)
-    fn on_digest_ack(&mut self, now: u64, from: SocketAddr, owner: u64, theirs: &[DigestBucket]) {
+    fn on_digest_ack(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        owner: u64,
+        theirs: &[DigestBucket],
+    ) {
         if self.digests_out.remove(&owner).is_none() {
             return;
         }
@@ -1795,7 +1826,7 @@ impl SupernodeCore {
         if differ.is_empty() {
             return;
         }
-        let secs = self.unix.secs().get();
+        let secs = self.unix.secs();
         self.stats.digest_repairs += differ.len() as u64;
         let checks: Vec<(String, u64, u64, Rc<[u8]>)> = self
             .clients
@@ -1827,7 +1858,7 @@ impl SupernodeCore {
 
     /// Push records to owners that do not have them yet after membership
     /// changed; hand off records we no longer own.
-    fn rebalance(&mut self, now: u64) {
+    fn rebalance(&mut self, now: Millis) {
         let r = self.cfg.replicas;
         // Claims of homes that went down: nobody will send their digests.
         let members = &self.members;
@@ -1895,7 +1926,7 @@ impl SupernodeCore {
 
     /// Run the timers due at `now`; held records expire at `unix` (the
     /// wall clock).
-    pub fn handle_timeout(&mut self, now: u64, unix: UnixMillis, rng: &mut dyn RngCore) {
+    pub fn handle_timeout(&mut self, now: Millis, unix: UnixMillis, rng: &mut dyn RngCore) {
         self.unix = unix;
         // Join the overlay through the bootstrap list until someone answers.
         if !self.joined && now >= self.next_join_at && !self.bootstrap.is_empty() {
@@ -1907,7 +1938,7 @@ impl SupernodeCore {
             self.out = out;
         }
         let mut out = std::mem::take(&mut self.out);
-        self.members.handle_timeout(Millis(now), rng, &mut out);
+        self.members.handle_timeout(now, rng, &mut out);
         self.out = out;
         self.after_membership(now);
 
@@ -2029,12 +2060,12 @@ impl SupernodeCore {
         }
     }
 
-    fn sweep(&mut self, now: u64) {
+    fn sweep(&mut self, now: Millis) {
         let timeout = self.cfg.client_timeout_ms;
         let gone: Vec<SocketAddr> = self
             .clients
             .iter()
-            .filter(|(_, c)| now.saturating_sub(c.last_seen) > timeout)
+            .filter(|(_, c)| now.since(c.last_seen) > timeout)
             .map(|(a, _)| *a)
             .collect();
         for a in gone {
@@ -2054,12 +2085,11 @@ impl SupernodeCore {
                 });
             }
         }
-        let secs = self.unix.secs().get();
+        let secs = self.unix.secs();
         let sums = &mut self.claim_sums;
         self.records.retain(|_, h| {
-            let keep = h.expires_at > secs
-                && h.not_owner_since
-                    .is_none_or(|t| now.saturating_sub(t) < 120_000);
+            let keep =
+                h.expires_at > secs && h.not_owner_since.is_none_or(|t| now.since(t) < 120_000);
             if !keep {
                 for &(home, seq) in &h.claims {
                     claim_sum(sums, home, h.key, seq, false);
@@ -2095,14 +2125,16 @@ impl SupernodeCore {
                 }
             }
         }
-        self.lookups_by_source.prune(now);
+        self.lookups_by_source.prune(now.get());
         let ttl = self.cfg.watch_ttl_ms;
-        self.watch_sent.retain(|_, t| now.saturating_sub(*t) < ttl);
+        self.watch_sent.retain(|_, t| now.since(*t) < ttl);
         self.env_sweep(now);
     }
 
-    pub fn poll_timeout(&self) -> u64 {
-        let mut t = self.members.poll_timeout().get().min(self.next_sweep_at);
+    /// When [`SupernodeCore::handle_timeout`] is next due (node
+    /// timeline); the sweep always runs, so there is always one.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut t = self.members.poll_timeout().min(self.next_sweep_at);
         if !self.joined && !self.bootstrap.is_empty() {
             t = t.min(self.next_join_at);
         }
@@ -2122,7 +2154,7 @@ impl SupernodeCore {
         if let Some(at) = self.rebalance_at {
             t = t.min(at);
         }
-        t.min(self.env_poll_timeout())
+        Some(t.min(self.env_poll_timeout()))
     }
 }
 

@@ -20,7 +20,7 @@ use crate::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username}
 use crate::overlay::{
     ClientConfig, ClientCore, ClientEvent, SupernodeConfig, SupernodeCore, SupernodeEvent,
 };
-use crate::time::UnixMillis;
+use crate::time::{Millis, UnixMillis};
 use net::{Delivered, Network, Transport};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -34,7 +34,7 @@ pub enum Node {
 }
 
 impl Node {
-    fn poll_timeout(&self) -> u64 {
+    fn poll_timeout(&self) -> Option<Millis> {
         match self {
             Node::Supernode(s) => s.poll_timeout(),
             Node::Client(c) => c.poll_timeout(),
@@ -257,9 +257,8 @@ impl Sim {
                 Node::Client(c) => while c.poll_event().is_some() {},
             }
         }
-        let t = self.nodes[i].node.poll_timeout();
-        if t != u64::MAX {
-            self.schedule_wake(i, t);
+        if let Some(t) = self.nodes[i].node.poll_timeout() {
+            self.schedule_wake(i, t.get());
         }
     }
 
@@ -303,7 +302,7 @@ impl Sim {
             return;
         }
         self.nodes[node].wake_at = u64::MAX;
-        let (now, unix) = (self.now, self.unix());
+        let (now, unix) = (Millis(self.now), self.unix());
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[node].node {
             Node::Supernode(s) => s.handle_timeout(now, unix, rng),
@@ -322,7 +321,7 @@ impl Sim {
         let Some(from) = d.from_owner else {
             return;
         };
-        let (now, unix) = (self.now, self.unix());
+        let (now, unix) = (Millis(self.now), self.unix());
         let cert = self.nodes[from].cert.clone();
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[to].node {
@@ -437,7 +436,7 @@ impl Overlay {
                 bootstrap,
                 spec.supernode.clone(),
                 1,
-                start,
+                Millis(start),
             );
             sn_ids.push(core.me);
             let idx = sim.add(Node::Supernode(Box::new(core)), cert, sn_addr(i));
@@ -453,7 +452,7 @@ impl Overlay {
                         .enumerate()
                         .filter(|&(j, _)| j != k)
                         .map(|(j, id)| (*id, sn_addr(j)));
-                    s.seed_members(t0, others);
+                    s.seed_members(Millis(t0), others);
                 }
             }
         }
@@ -481,7 +480,7 @@ impl Overlay {
                 authority.public(),
                 hc,
                 spec.client.clone(),
-                start,
+                Millis(start),
             );
             let idx = sim.add(Node::Client(Box::new(core)), cert, client_addr(i));
             sim.nodes[idx].wake_at = u64::MAX;
@@ -602,7 +601,7 @@ impl Overlay {
             let Some(c) = self.sim.client_mut(ai) else {
                 continue;
             };
-            let qid = c.lookup(now, &name);
+            let qid = c.lookup(Millis(now), &name);
             want.insert((ai, qid), (t, target_seq, now));
             self.sim.touched(ai);
         }

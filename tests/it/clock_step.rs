@@ -48,7 +48,7 @@ async fn supernode(a: &AuthorityKey, clock: Arc<dyn Clock>) -> (OverlayNode, Soc
         vec![],
         SupernodeConfig::default(),
         1,
-        clock.now().get(),
+        clock.now(),
     );
     let link = LinkEndpoint::new(d, c, a.public(), LinkConfig::default()).unwrap();
     let node =

@@ -11,7 +11,7 @@ use natter::overlay::msg::Msg;
 use natter::overlay::supernode::MailboxChange;
 use natter::overlay::{PresenceRecord, RecordContent, Status, SupernodeConfig, SupernodeCore};
 use natter::sim::EPOCH_MS;
-use natter::time::UnixMillis;
+use natter::time::{Millis, UnixMillis};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ fn core(a: &AuthorityKey, sn: &Certificate) -> SupernodeCore {
         vec![],
         SupernodeConfig::default(),
         1,
-        EPOCH_MS,
+        Millis(EPOCH_MS),
     )
 }
 
@@ -63,7 +63,7 @@ fn store(
     sender: &str,
 ) -> bool {
     sn.handle_message(
-        EPOCH_MS,
+        Millis(EPOCH_MS),
         UnixMillis(EPOCH_MS),
         addr(7001),
         peer,
@@ -105,7 +105,7 @@ fn dos_mailbox_stranger_flood_keeps_honest_mail_and_survives_restart() {
         },
     );
     sn.handle_message(
-        EPOCH_MS,
+        Millis(EPOCH_MS),
         UnixMillis(EPOCH_MS),
         addr(7001),
         &peer,
@@ -197,7 +197,7 @@ fn dos_mailbox_stranger_flood_keeps_honest_mail_and_survives_restart() {
     let mut again = core(&a, &sn_cert);
     for (user, sender, bytes) in &kept {
         assert!(again.restore_mail(
-            EPOCH_MS + 1_000,
+            Millis(EPOCH_MS + 1_000),
             UnixMillis(EPOCH_MS + 1_000),
             user,
             sender,

@@ -5,7 +5,7 @@ use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username
 use natter::overlay::msg::{Found, MemberState, Msg, Update};
 use natter::overlay::{PresenceRecord, RecordContent, Status, SupernodeConfig, SupernodeCore};
 use natter::sim::EPOCH_MS;
-use natter::time::{UnixMillis, UnixSecs};
+use natter::time::{Millis, UnixMillis, UnixSecs};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -62,7 +62,7 @@ fn world() -> World {
         vec![],
         SupernodeConfig::default(),
         1,
-        EPOCH_MS,
+        Millis(EPOCH_MS),
     );
     World {
         rng,
@@ -105,7 +105,7 @@ fn query(w: &mut World, user: &str) -> Option<PresenceRecord> {
         EPOCH_MS / 1000 + 86400,
     );
     w.sn.handle_message(
-        EPOCH_MS,
+        Millis(EPOCH_MS),
         UnixMillis(EPOCH_MS),
         addr(7001),
         &other,
@@ -129,7 +129,7 @@ fn query(w: &mut World, user: &str) -> Option<PresenceRecord> {
 fn store(w: &mut World, rec: &[u8]) {
     let c = w.sn_cert.clone();
     w.sn.handle_message(
-        EPOCH_MS,
+        Millis(EPOCH_MS),
         UnixMillis(EPOCH_MS),
         addr(7002),
         &c,
@@ -264,7 +264,10 @@ fn offline_users_are_found_while_their_certificate_lives() {
     store(&mut w, &rec.encode());
     let r = query(&mut w, "dave").expect("found 20 h after his last login");
     assert!(!r.is_online(UnixSecs(now)));
-    assert_eq!(r.last_seen(UnixSecs(now)), Some(now - 20 * 3600 + 300));
+    assert_eq!(
+        r.last_seen(UnixSecs(now)),
+        Some(UnixSecs(now - 20 * 3600 + 300))
+    );
     // A record signed 48 h ago with a certificate that has since expired:
     // refused at receipt (it used to be kept 72 h).
     let (carol, carol_cert) = cert(
@@ -310,7 +313,7 @@ fn client_cannot_publish_for_someone_else() {
         now + 86400,
     );
     w.sn.handle_message(
-        EPOCH_MS,
+        Millis(EPOCH_MS),
         UnixMillis(EPOCH_MS),
         addr(5000),
         &mallory_cert,
@@ -319,7 +322,7 @@ fn client_cannot_publish_for_someone_else() {
     );
     let rec = record(&alice, &alice_cert, 1, EPOCH_MS, Status::Online);
     w.sn.handle_message(
-        EPOCH_MS,
+        Millis(EPOCH_MS),
         UnixMillis(EPOCH_MS),
         addr(5000),
         &mallory_cert,
@@ -369,7 +372,7 @@ fn a_user_certificate_cannot_join_or_store() {
         },
     ] {
         w.sn.handle_message(
-            EPOCH_MS,
+            Millis(EPOCH_MS),
             UnixMillis(EPOCH_MS),
             addr(6000),
             &user_cert,
@@ -407,7 +410,7 @@ fn full_supernode_redirects_and_never_exceeds_its_limit() {
         vec![],
         cfg,
         1,
-        EPOCH_MS,
+        Millis(EPOCH_MS),
     );
     let (_, peer) = cert(
         &mut rng,
@@ -418,7 +421,7 @@ fn full_supernode_redirects_and_never_exceeds_its_limit() {
         now + 86400,
     );
     sn.seed_member(
-        EPOCH_MS,
+        Millis(EPOCH_MS),
         natter::overlay::node_id(&peer.ed25519),
         addr(7001),
     );
@@ -433,7 +436,7 @@ fn full_supernode_redirects_and_never_exceeds_its_limit() {
             now + 86400,
         );
         sn.handle_message(
-            EPOCH_MS,
+            Millis(EPOCH_MS),
             UnixMillis(EPOCH_MS),
             addr(5000 + i),
             &c,
@@ -504,7 +507,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
         vec![],
         cfg,
         1,
-        EPOCH_MS,
+        Millis(EPOCH_MS),
     );
     let (_, c) = cert(
         &mut rng,
@@ -525,7 +528,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     let (m_addr, h_addr) = (SocketAddr::from(([10, 1, 1, 1], 5000)), addr(5001));
     for (a, c) in [(m_addr, &c), (h_addr, &h)] {
         sn.handle_message(
-            EPOCH_MS,
+            Millis(EPOCH_MS),
             UnixMillis(EPOCH_MS),
             a,
             c,
@@ -542,7 +545,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
         }
         .encode();
         sn.handle_message(
-            EPOCH_MS + u64::from(i),
+            Millis(EPOCH_MS + u64::from(i)),
             UnixMillis(EPOCH_MS + u64::from(i)),
             m_addr,
             &c,
@@ -560,7 +563,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     }
     .encode();
     sn.handle_message(
-        EPOCH_MS + 1000,
+        Millis(EPOCH_MS + 1000),
         UnixMillis(EPOCH_MS + 1000),
         h_addr,
         &h,
@@ -573,7 +576,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
         let name = format!("user{i}");
         let m = Msg::WatchReq { username: &name }.encode();
         sn.handle_message(
-            EPOCH_MS + 1000,
+            Millis(EPOCH_MS + 1000),
             UnixMillis(EPOCH_MS + 1000),
             m_addr,
             &c,
@@ -584,7 +587,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     assert_eq!(sn.stats().watches_refused, 400);
     let m = Msg::WatchReq { username: "alice" }.encode();
     sn.handle_message(
-        EPOCH_MS + 1000,
+        Millis(EPOCH_MS + 1000),
         UnixMillis(EPOCH_MS + 1000),
         h_addr,
         &h,
@@ -605,7 +608,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     let m2_addr = SocketAddr::from(([10, 1, 1, 1], 5002));
     let attach = Msg::Attach { primary: true }.encode();
     sn.handle_message(
-        EPOCH_MS + 1000,
+        Millis(EPOCH_MS + 1000),
         UnixMillis(EPOCH_MS + 1000),
         m2_addr,
         &c2,
@@ -616,7 +619,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
         let name = format!("other{i}");
         let m = Msg::WatchReq { username: &name }.encode();
         sn.handle_message(
-            EPOCH_MS + 1000,
+            Millis(EPOCH_MS + 1000),
             UnixMillis(EPOCH_MS + 1000),
             m2_addr,
             &c2,
@@ -628,7 +631,7 @@ fn a_client_gets_its_share_of_lookups_and_watches() {
     // The honest client, elsewhere, still watches.
     let m = Msg::WatchReq { username: "bob" }.encode();
     sn.handle_message(
-        EPOCH_MS + 1000,
+        Millis(EPOCH_MS + 1000),
         UnixMillis(EPOCH_MS + 1000),
         h_addr,
         &h,
@@ -670,7 +673,7 @@ fn a_record_numbered_or_signed_ahead_of_the_clock_is_refused() {
     assert_eq!(w.sn.stats().records_stored, 0);
     // As the attached supernode.
     w.sn.handle_message(
-        EPOCH_MS,
+        Millis(EPOCH_MS),
         UnixMillis(EPOCH_MS),
         addr(5000),
         &alice_cert,
@@ -679,7 +682,7 @@ fn a_record_numbered_or_signed_ahead_of_the_clock_is_refused() {
     );
     let publish = |w: &mut World, rec: &PresenceRecord| {
         w.sn.handle_message(
-            EPOCH_MS,
+            Millis(EPOCH_MS),
             UnixMillis(EPOCH_MS),
             addr(5000),
             &alice_cert,
@@ -744,7 +747,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     );
     for (c, port) in [(&alice_cert, 5000), (&bob_cert, 5001), (&carol_cert, 5002)] {
         w.sn.handle_message(
-            EPOCH_MS,
+            Millis(EPOCH_MS),
             UnixMillis(EPOCH_MS),
             addr(port),
             c,
@@ -790,7 +793,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
     // record stored.
     let _ = w.sn.drain_transmits().count();
     w.sn.handle_message(
-        EPOCH_MS + 3000,
+        Millis(EPOCH_MS + 3000),
         UnixMillis(EPOCH_MS + 3000),
         addr(5000),
         &alice_cert,
@@ -798,7 +801,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
         &mut w.rng,
     );
     w.sn.handle_message(
-        EPOCH_MS + 3000,
+        Millis(EPOCH_MS + 3000),
         UnixMillis(EPOCH_MS + 3000),
         addr(5001),
         &bob_cert,
@@ -844,7 +847,7 @@ fn revocation_list_detaches_and_refuses_revoked_devices_and_disabled_accounts() 
         Ok(0)
     );
     w.sn.handle_message(
-        EPOCH_MS + 7000,
+        Millis(EPOCH_MS + 7000),
         UnixMillis(EPOCH_MS + 7000),
         addr(5000),
         &alice_cert,

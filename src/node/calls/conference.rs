@@ -297,7 +297,7 @@ impl ConfNode {
     fn flush(&mut self, c: &mut ConfCx<'_, '_>) {
         while let Some((to, bytes)) = self.core.poll_transmit() {
             let id = c.cx.client.send_envelope(
-                c.cx.now,
+                Millis(c.cx.now),
                 c.cx.unix,
                 c.cx.rng,
                 &to,

@@ -573,9 +573,15 @@ impl Calls {
                 crate::call::Msg::decode(&bytes),
                 Ok((_, crate::call::Msg::Invite { .. }))
             );
-            let id =
-                cx.client
-                    .send_envelope(cx.now, cx.unix, cx.rng, &to, ENVELOPE_CALL, &bytes, false);
+            let id = cx.client.send_envelope(
+                Millis(cx.now),
+                cx.unix,
+                cx.rng,
+                &to,
+                ENVELOPE_CALL,
+                &bytes,
+                false,
+            );
             match crate::call::Msg::decode(&bytes) {
                 Ok((call, _)) if invite => {
                     self.invites.insert(id, call);
@@ -711,7 +717,7 @@ impl Calls {
                 if let Some(reply) = crate::conference::ConferenceCore::busy_reply(payload) {
                     tracing::info!(%from, "conference invitation while busy: answered busy");
                     let id = cx.client.send_envelope(
-                        cx.now,
+                        Millis(cx.now),
                         cx.unix,
                         cx.rng,
                         from,

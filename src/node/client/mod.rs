@@ -36,6 +36,7 @@ use crate::node::messaging::MessagingCommand as Msg;
 use crate::node::messaging::{Messaging, MessagingError};
 use crate::node::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
 use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
+use crate::time::UnixSecs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -540,7 +541,7 @@ impl Runtime {
             key,
             hosts,
             self.settings.overlay.clone(),
-            self.clock.now().get(),
+            self.clock.now(),
         );
         for w in &self.settings.watch {
             core.watch(w);
@@ -1071,7 +1072,9 @@ impl Runtime {
                 (LookupResult::Private, Some(report::record(&record, None)))
             }
             LookupOutcome::Offline { record, last_seen } => (
-                LookupResult::Offline { last_seen },
+                LookupResult::Offline {
+                    last_seen: last_seen.map(UnixSecs::get),
+                },
                 Some(report::record(&record, last_seen)),
             ),
             LookupOutcome::NotFound => (LookupResult::NotFound, None),

@@ -12,14 +12,15 @@ use crate::node::api::{
 };
 use crate::node::messaging::GroupReport;
 use crate::overlay::PresenceRecord;
+use crate::time::UnixSecs;
 
 /// The API's id of a chat message.
 pub fn message_id(id: &MsgId) -> MessageId {
     u128::from_be_bytes(*id)
 }
 
-/// A directory record as the API shows it.
-pub fn record(r: &PresenceRecord, last_seen: Option<u64>) -> DirectoryRecord {
+/// A directory record as the API shows it (`last_seen` in Unix seconds).
+pub fn record(r: &PresenceRecord, last_seen: Option<UnixSecs>) -> DirectoryRecord {
     DirectoryRecord {
         username: r.username().to_owned(),
         status: r.status,
@@ -27,7 +28,7 @@ pub fn record(r: &PresenceRecord, last_seen: Option<u64>) -> DirectoryRecord {
         seq: r.seq,
         supernodes: r.supernodes.clone(),
         candidates: r.candidates.clone(),
-        last_seen,
+        last_seen: last_seen.map(UnixSecs::get),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::clock::Clock;
 use crate::link::LinkEndpoint;
 use crate::node::tcp::{TcpInput, TcpIo};
 use crate::socket::NodeSocket;
-use crate::time::{Millis, UnixSecs};
+use crate::time::{Millis, UnixSecs, earliest};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -47,13 +47,13 @@ impl Base {
     /// any (a driver pumps until nothing moves).
     pub fn send_overlay(
         &mut self,
-        now: u64,
+        now: Millis,
         out: impl Iterator<Item = crate::overlay::Transmit>,
     ) -> bool {
         let mut sent = false;
         for t in out {
             sent = true;
-            if let Err(e) = self.link.send(Millis(now), t.dst, &t.bytes, &mut self.rng) {
+            if let Err(e) = self.link.send(now, t.dst, &t.bytes, &mut self.rng) {
                 tracing::debug!(dst = %t.dst, "link send: {e}");
             }
         }
@@ -79,8 +79,9 @@ impl Base {
         }
     }
 
-    pub fn now(&self) -> u64 {
-        self.clock.now().get()
+    /// The node's timeline (monotonic), for every timer.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
     }
 
     /// The wall clock, for certificates and records (see [`crate::clock`]).
@@ -96,11 +97,11 @@ impl Base {
         }
     }
 
-    /// How long the driver may sleep: until `deadline`, at most a minute.
-    pub fn wait(&self, deadline: u64) -> std::time::Duration {
-        let link = self.link.poll_timeout().unwrap_or(Millis::MAX);
-        let deadline = deadline.min(link.get());
-        std::time::Duration::from_millis(deadline.saturating_sub(self.now()).min(60_000))
+    /// How long the driver may sleep: until `deadline` or the link's,
+    /// whichever is first, at most a minute.
+    pub fn wait(&self, deadline: Option<Millis>) -> std::time::Duration {
+        let deadline = earliest(deadline, self.link.poll_timeout()).unwrap_or(Millis::MAX);
+        std::time::Duration::from_millis(deadline.since(self.now()).min(60_000))
     }
 
     /// Send on the main socket (errors are the peer's timers' business).
@@ -129,7 +130,7 @@ impl Base {
             TcpInput::Link { from, frame } => {
                 let unix = self.unix();
                 self.link
-                    .handle_datagram(Millis(now), unix, *from, frame, &mut self.rng)
+                    .handle_datagram(now, unix, *from, frame, &mut self.rng)
             }
             TcpInput::Closed { kind, peer } => {
                 tracing::debug!(%peer, ?kind, "TCP stream closed");

@@ -31,7 +31,7 @@ use crate::node::messaging::{Messaging, MessagingCommand, MessagingEvent};
 use crate::node::peer::PeerEvent;
 use crate::overlay::{ClientCore, ClientEvent};
 use crate::socket::NodeSocket;
-use crate::time::Millis;
+use crate::time::{Millis, earliest};
 use crate::wire::stun::{Datagram, classify};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,11 +64,11 @@ pub(super) fn spawn(
     let local_addr = socket.local_addr()?;
     let (ctx, crx) = mpsc::channel(256);
     let (etx, erx) = mpsc::channel(4096);
-    let now = clock.now().get();
+    let now = clock.now();
     let span = tracing::info_span!("client", user = %core.username());
     let driver = ClientDriver {
-        peers: Peers::new(&opts.paths, Millis(now), opts.calls.is_some()),
-        nat: (opts.nat).map(|o| NatDriver::new(o, Millis(now), opts.paths.tcp_fallback_ms)),
+        peers: Peers::new(&opts.paths, now, opts.calls.is_some()),
+        nat: (opts.nat).map(|o| NatDriver::new(o, now, opts.paths.tcp_fallback_ms)),
         messaging: opts.messaging.map(Box::new),
         calls: opts.calls.map(|c| Box::new(Calls::new(c, clock.clone()))),
         files: opts
@@ -188,25 +188,22 @@ impl ClientDriver {
     }
 
     /// The earliest deadline of the cores (the link's: [`Base::wait`]).
-    fn deadline(&self) -> u64 {
-        let nat = self.nat.as_ref().map_or(u64::MAX, |n| n.deadline().get());
-        let apps = self
-            .messaging
-            .as_ref()
-            .map_or(u64::MAX, |m| m.poll_timeout());
-        let calls = self.calls.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
-        let files = self
-            .files
-            .as_ref()
-            .map_or(u64::MAX, |f| f.poll_timeout(Millis(self.base.now())).get());
-        self.core
-            .poll_timeout()
-            .min(nat)
-            .min(apps)
-            .min(calls)
-            .min(files)
-            .min(self.peers.deadline().get())
-            .min(self.peers.watch_deadline(self.base.send_errors).get())
+    fn deadline(&self) -> Option<Millis> {
+        let nat = self.nat.as_ref().map(|n| n.deadline());
+        // Messaging and calls still count u64::MAX for "none".
+        let apps = self.messaging.as_ref().map(|m| Millis(m.poll_timeout()));
+        let calls = self.calls.as_ref().map(|c| Millis(c.poll_timeout()));
+        let files = self.files.as_ref().map(|f| f.poll_timeout(self.base.now()));
+        [
+            nat,
+            apps,
+            calls,
+            files,
+            Some(self.peers.deadline()),
+            Some(self.peers.watch_deadline(self.base.send_errors)),
+        ]
+        .into_iter()
+        .fold(self.core.poll_timeout(), earliest)
     }
 
     /// Run `f` on the calls with the driver state they need.
@@ -230,12 +227,12 @@ impl ClientDriver {
     /// Run `f` on the files with the driver state they need.
     pub(super) fn with_files<R>(
         &mut self,
-        now: u64,
+        now: Millis,
         f: impl FnOnce(&mut Files, &mut FilesCx<'_>) -> R,
     ) -> Option<R> {
         let files = self.files.as_deref_mut()?;
         let mut cx = FilesCx {
-            now: Millis(now),
+            now,
             unix: self.base.clock.unix(),
             client: &mut self.core,
             link: &mut self.base.link,
@@ -248,11 +245,11 @@ impl ClientDriver {
     /// Run `f` on the peers sub-driver, then take what it queued.
     pub(super) fn with_peers<R>(
         &mut self,
-        now: u64,
+        now: Millis,
         f: impl FnOnce(&mut Peers, &mut Cx<'_>) -> R,
     ) -> R {
         let mut cx = Cx {
-            now: Millis(now),
+            now,
             base: &mut self.base,
             core: &mut self.core,
         };
@@ -300,9 +297,7 @@ impl ClientDriver {
             Datagram::Link => {
                 let unix = self.base.unix();
                 let rng = &mut self.base.rng;
-                self.base
-                    .link
-                    .handle_datagram(Millis(now), unix, from, d, rng)
+                self.base.link.handle_datagram(now, unix, from, d, rng)
             }
             Datagram::Stun(_) => self.stun(now, from, d),
             Datagram::Media if self.calls.is_some() => {
@@ -315,9 +310,9 @@ impl ClientDriver {
     }
 
     /// A STUN datagram: the NAT detector's answers, ICE checks.
-    fn stun(&mut self, now: u64, from: SocketAddr, d: &[u8]) {
+    fn stun(&mut self, now: Millis, from: SocketAddr, d: &[u8]) {
         if let Some(n) = &mut self.nat
-            && n.datagram(Millis(now), from, d)
+            && n.datagram(now, from, d)
         {
             return;
         }
@@ -346,21 +341,21 @@ impl ClientDriver {
     async fn timeout(&mut self) {
         let now = self.base.now();
         let unix = self.base.unix();
-        (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
+        (self.base.link).handle_timeout(now, unix, &mut self.base.rng);
         self.with_peers(now, |p, cx| p.handle_timeout(cx));
         let unix = self.base.clock.unix();
         self.core.handle_timeout(now, unix, &mut self.base.rng);
         if let Some(m) = &mut self.messaging {
-            m.handle_timeout(now, unix, &mut self.core, &mut self.base.rng);
+            m.handle_timeout(now.get(), unix, &mut self.core, &mut self.base.rng);
         }
         self.with_calls(|c, cx| c.handle_timeout(cx));
         self.with_files(now, |f, cx| f.handle_timeout(cx));
         if let Some(n) = &mut self.nat {
             let core = &self.core;
-            n.handle_timeout(&mut self.base, Millis(now), || known_servers(core))
+            n.handle_timeout(&mut self.base, now, || known_servers(core))
                 .await;
         }
-        if Millis(now) >= self.peers.watch_deadline(self.base.send_errors) {
+        if now >= self.peers.watch_deadline(self.base.send_errors) {
             self.watch_network().await;
         }
     }
@@ -388,7 +383,7 @@ impl ClientDriver {
             }
             Command::SetStatus { status, message } => match &mut self.messaging {
                 Some(m) => m.command(
-                    now,
+                    now.get(),
                     unix,
                     MessagingCommand::SetStatus { status, message },
                     core,
@@ -432,7 +427,7 @@ impl ClientDriver {
             }
             Command::Peer(p) => self.with_peers(now, |peers, cx| peers.command(cx, p)),
             Command::Messaging(m) => match &mut self.messaging {
-                Some(ms) => ms.command(now, unix, m, core, rng),
+                Some(ms) => ms.command(now.get(), unix, m, core, rng),
                 None => self.failed(
                     m.name(),
                     format!("chat and contacts are not enabled on this node: {m:?}"),
@@ -473,11 +468,11 @@ impl ClientDriver {
     }
 
     /// Hang up, tell contacts we leave, publish the offline record.
-    fn shutdown(&mut self, now: u64) {
+    fn shutdown(&mut self, now: Millis) {
         let unix = self.base.clock.unix();
         self.with_calls(|calls, cx| calls.hangup_all(cx));
         if let Some(m) = &mut self.messaging {
-            m.shutdown(now, unix, &mut self.core, &mut self.base.rng);
+            m.shutdown(now.get(), unix, &mut self.core, &mut self.base.rng);
         }
         self.core.shutdown(now, unix);
     }
@@ -516,7 +511,7 @@ impl ClientDriver {
     }
 
     /// Step 1: what the link endpoint reports.
-    fn link_events(&mut self, now: u64) -> bool {
+    fn link_events(&mut self, now: Millis) -> bool {
         let mut progressed = false;
         while let Some(ev) = self.base.link.poll_event() {
             progressed = true;
@@ -558,13 +553,13 @@ impl ClientDriver {
     }
 
     /// Step 2: the overlay core's messages into the link.
-    fn overlay_transmits(&mut self, now: u64) -> bool {
+    fn overlay_transmits(&mut self, now: Millis) -> bool {
         self.base.send_overlay(now, self.core.drain_transmits())
     }
 
     /// Step 3: the core's events through the dispatcher, then what the
     /// sub-drivers report; true when any event came.
-    fn overlay_events(&mut self, now: u64) -> (Vec<Event>, bool) {
+    fn overlay_events(&mut self, now: Millis) -> (Vec<Event>, bool) {
         let mut evs = Vec::new();
         let mut progressed = false;
         while let Some(e) = self.core.poll_event() {
@@ -581,7 +576,7 @@ impl ClientDriver {
             for user in c.take_connects() {
                 progressed = true;
                 let mut cx = Cx {
-                    now: Millis(now),
+                    now,
                     base: &mut self.base,
                     core: &mut self.core,
                 };
@@ -590,7 +585,7 @@ impl ClientDriver {
         }
         if let Some(n) = &mut self.nat {
             let attached = self.core.attached().next().is_some();
-            evs.extend(std::iter::from_fn(|| n.poll_report(Millis(now), attached)).map(Event::Nat));
+            evs.extend(std::iter::from_fn(|| n.poll_report(now, attached)).map(Event::Nat));
         }
         if evs
             .iter()
@@ -604,7 +599,7 @@ impl ClientDriver {
 
     /// What the files queued: events, and peers to connect to (a
     /// reconnect drops the old ICE session and link first).
-    fn files_out(&mut self, now: u64, evs: &mut Vec<Event>) -> bool {
+    fn files_out(&mut self, now: Millis, evs: &mut Vec<Event>) -> bool {
         let Some(f) = &mut self.files else {
             return false;
         };
@@ -615,12 +610,12 @@ impl ClientDriver {
         for (user, fresh) in connects {
             if fresh {
                 if let Some(p) = self.peers.ice.selected(&user) {
-                    self.base.link.close(Millis(now), p.remote);
+                    self.base.link.close(now, p.remote);
                 }
                 self.peers.ice.close(&user);
             }
             let mut cx = Cx {
-                now: Millis(now),
+                now,
                 base: &mut self.base,
                 core: &mut self.core,
             };
@@ -631,7 +626,7 @@ impl ClientDriver {
 
     /// Step 4: the first attachment starts the NAT detection; true when
     /// it did.
-    async fn start_nat_on_attach(&mut self, now: u64, evs: &[Event]) -> bool {
+    async fn start_nat_on_attach(&mut self, now: Millis, evs: &[Event]) -> bool {
         let Some(n) = &mut self.nat else {
             return false;
         };
@@ -646,7 +641,7 @@ impl ClientDriver {
                 // Over TCP the supernode saw our TCP mapping: it says
                 // nothing of UDP (and is no sign that UDP works again).
                 let over_tcp = self.base.tcp.has_link(*supernode);
-                start |= n.on_attached(Millis(now), *supernode, *observed, over_tcp);
+                start |= n.on_attached(now, *supernode, *observed, over_tcp);
             }
         }
         if start {
@@ -659,10 +654,10 @@ impl ClientDriver {
 
     /// Step 6: one event out to the owner, after the peers sub-driver saw
     /// it.
-    async fn deliver(&mut self, now: u64, e: Event) {
+    async fn deliver(&mut self, now: Millis, e: Event) {
         if let Event::Client(ce) = &e {
             let mut cx = Cx {
-                now: Millis(now),
+                now,
                 base: &mut self.base,
                 core: &mut self.core,
             };
@@ -672,7 +667,7 @@ impl ClientDriver {
         // A dead supernode's session is stale: the next message must start
         // a fresh handshake (it may have restarted).
         if let Event::Client(ClientEvent::Detached { supernode, .. }) = &e {
-            self.base.link.close(Millis(now), *supernode);
+            self.base.link.close(now, *supernode);
         }
         self.base.emit(e);
     }

@@ -67,7 +67,7 @@ pub fn consumer(k: u8) -> Option<Consumer> {
 impl ClientDriver {
     /// Hand one overlay event to its consumer; what nobody consumed comes
     /// back, for the owner.
-    pub(super) fn route(&mut self, now: u64, e: ClientEvent) -> Option<ClientEvent> {
+    pub(super) fn route(&mut self, now: Millis, e: ClientEvent) -> Option<ClientEvent> {
         let consumed = match &e {
             ClientEvent::Envelope {
                 from,
@@ -89,7 +89,7 @@ impl ClientDriver {
             other => {
                 if let Some(m) = &mut self.messaging {
                     let unix = self.base.clock.unix();
-                    m.observe(now, unix, other, &mut self.core, &mut self.base.rng);
+                    m.observe(now.get(), unix, other, &mut self.core, &mut self.base.rng);
                 }
                 false
             }
@@ -100,7 +100,7 @@ impl ClientDriver {
     /// An envelope for consumer `c`; false when this node does not run it.
     fn envelope(
         &mut self,
-        now: u64,
+        now: Millis,
         c: Consumer,
         (from, kind, payload): crate::node::messaging::Envelope<'_>,
         created_ms: u64,
@@ -115,7 +115,7 @@ impl ClientDriver {
                 Some(m) => {
                     let env = (from, kind, payload);
                     m.on_envelope(
-                        now,
+                        now.get(),
                         self.base.clock.unix(),
                         env,
                         &mut self.core,
@@ -132,7 +132,7 @@ impl ClientDriver {
             Consumer::Peers => {
                 let allowed = self.may_have_candidates(&from.username);
                 let mut cx = Cx {
-                    now: Millis(now),
+                    now,
                     base: &mut self.base,
                     core: &mut self.core,
                 };
@@ -158,7 +158,7 @@ impl ClientDriver {
 
     /// An envelope's outcome, to the sub-driver that sent it; false when
     /// none did.
-    fn outcome(&mut self, now: u64, id: &EnvelopeId, o: EnvelopeOutcome) -> bool {
+    fn outcome(&mut self, now: Millis, id: &EnvelopeId, o: EnvelopeOutcome) -> bool {
         let failed = match &o {
             EnvelopeOutcome::Failed(reason) => Some(reason.clone()),
             _ => None,
@@ -167,7 +167,7 @@ impl ClientDriver {
         let mine = self
             .messaging
             .as_mut()
-            .is_some_and(|m| m.on_outcome(now, id, o, &mut self.core))
+            .is_some_and(|m| m.on_outcome(now.get(), id, o, &mut self.core))
             || self
                 .with_calls(|c, cx| c.on_envelope_outcome(id, failed, cx))
                 .unwrap_or(false)
@@ -206,8 +206,8 @@ impl ClientDriver {
     }
 
     /// Answer held offers whose senders are allowed now; true if any.
-    pub(super) fn release_held_offers(&mut self, now: u64) -> bool {
-        let senders = self.peers.held_senders(Millis(now));
+    pub(super) fn release_held_offers(&mut self, now: Millis) -> bool {
+        let senders = self.peers.held_senders(now);
         let mut any = false;
         for user in senders {
             if self.may_have_candidates(&user) {

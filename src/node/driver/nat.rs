@@ -133,7 +133,7 @@ impl NatDriver {
         let servers = self.servers(known);
         self.det.set_servers(servers);
         let local = self.local_address(base).await;
-        let now = Millis(base.now());
+        let now = base.now();
         self.det.set_local(now, local);
         self.det.start(now, reason, &mut base.rng);
         self.started = true;
@@ -150,7 +150,7 @@ impl NatDriver {
     /// Check whether our local address changed (a new network).
     async fn check_local(&mut self, base: &Base) {
         let local = self.local_address(base).await;
-        let now = Millis(base.now());
+        let now = base.now();
         self.local_check_at = now + self.opts.local_check_ms;
         if local.is_some() {
             self.det.set_local(now, local);

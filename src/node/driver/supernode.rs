@@ -74,16 +74,16 @@ pub(super) fn spawn(
         let store = crate::node::mailbox::MailboxStore::open(path)
             .inspect_err(|e| tracing::warn!("offline mailbox kept in memory only: {e}"))
             .ok()?;
-        let now = base.now();
+        // The kept envelopes expire on the wall clock (their signed
+        // expiry), as `restore_mail` judges them.
+        let (now, unix) = (base.now(), base.clock.unix());
         let rows = store
-            .load(now)
+            .load(unix)
             .inspect_err(|e| tracing::warn!("offline mailbox not restored: {e}"))
             .unwrap_or_default();
         let restored = rows
             .iter()
-            .filter(|(user, sender, bytes)| {
-                core.restore_mail(now, base.clock.unix(), user, sender, bytes)
-            })
+            .filter(|(user, sender, bytes)| core.restore_mail(now, unix, user, sender, bytes))
             .count();
         tracing::info!(restored, path = %path.display(), "offline mailbox");
         core.journal_mailbox();
@@ -200,7 +200,7 @@ impl SupernodeDriver {
                 _ = tokio::time::sleep(wait) => {
                     let now = self.base.now();
                     let unix = self.base.unix();
-                    (self.base.link).handle_timeout(Millis(now), unix, &mut self.base.rng);
+                    (self.base.link).handle_timeout(now, unix, &mut self.base.rng);
                     let unix = self.base.clock.unix();
                     self.core.handle_timeout(now, unix, &mut self.base.rng);
                     let hint = self.core.busy_hint(&mut self.base.rng);
@@ -235,9 +235,7 @@ impl SupernodeDriver {
             Datagram::Link if local.is_none() => {
                 let unix = self.base.unix();
                 let rng = &mut self.base.rng;
-                self.base
-                    .link
-                    .handle_datagram(Millis(now), unix, from, d, rng)
+                self.base.link.handle_datagram(now, unix, from, d, rng)
             }
             Datagram::Stun(h) => self.stun_datagram(local, from, h, d),
             Datagram::ChannelData(_) if local.is_none() => match &self.turn {
@@ -258,7 +256,7 @@ impl SupernodeDriver {
         match &mut self.stun {
             Some(server) if h.method == method::BINDING => {
                 let local = local.unwrap_or(server.config().primary);
-                server.handle_datagram(self.base.now(), local, from, d);
+                server.handle_datagram(self.base.now().get(), local, from, d);
             }
             _ => self.base.stun_unhandled += 1,
         }
@@ -345,7 +343,7 @@ impl SupernodeDriver {
         }
     }
 
-    fn link_events(&mut self, now: u64) -> bool {
+    fn link_events(&mut self, now: Millis) -> bool {
         let mut progressed = false;
         while let Some(ev) = self.base.link.poll_event() {
             progressed = true;
@@ -361,7 +359,7 @@ impl SupernodeDriver {
                     // A revoked device or disabled account: its session
                     // goes (the core counted and dropped the message).
                     if self.core.refuses(&cert) {
-                        self.base.link.close(Millis(now), addr);
+                        self.base.link.close(now, addr);
                     }
                 }
                 LinkEvent::Closed { addr, reason } => {
@@ -374,13 +372,13 @@ impl SupernodeDriver {
         progressed
     }
 
-    fn deliver(&mut self, now: u64, e: SupernodeEvent) {
+    fn deliver(&mut self, now: Millis, e: SupernodeEvent) {
         // A dead client's or member's session is stale: the next message
         // must start a fresh handshake (it may have restarted).
         if let SupernodeEvent::ClientDetached { addr, .. }
         | SupernodeEvent::MemberDown { addr, .. } = &e
         {
-            self.base.link.close(Millis(now), *addr);
+            self.base.link.close(now, *addr);
         }
         self.base.emit(Event::Supernode(e));
     }

@@ -30,7 +30,7 @@ use crate::overlay::envelope::{EnvelopeId, Sealed};
 use crate::overlay::msg::{EnvResult, Found, Msg};
 use crate::overlay::record::{PresenceRecord, Status};
 use crate::overlay::user_key;
-use crate::time::UnixMillis;
+use crate::time::{Millis, UnixMillis};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
@@ -62,7 +62,8 @@ struct Route {
     recipient: [u8; 32],
     store: bool,
     phase: Phase,
-    deadline: u64,
+    /// The client is answered by then (node timeline).
+    deadline: Millis,
 }
 
 #[derive(Debug, Clone)]
@@ -75,7 +76,8 @@ enum Purpose {
 struct Delivery {
     client: SocketAddr,
     asker: SocketAddr,
-    deadline: u64,
+    /// The asker is answered by then (node timeline).
+    deadline: Millis,
 }
 
 #[derive(Debug)]
@@ -84,9 +86,11 @@ struct Mail {
     /// Who sent it (as the sending supernode vouched; empty: unknown).
     sender: String,
     bytes: Rc<[u8]>,
-    expires_ms: u64,
+    /// Its signed expiry (wall clock).
+    expires: UnixMillis,
     tries: usize,
-    busy_until: u64,
+    /// Not pushed again before then (node timeline).
+    busy_until: Millis,
 }
 
 #[derive(Debug)]
@@ -94,22 +98,25 @@ struct Mailbox {
     key: u64,
     mails: Vec<Mail>,
     pushed_to: Vec<u64>,
-    not_owner_since: Option<u64>,
+    /// Since when this supernode no longer owns it (node timeline).
+    not_owner_since: Option<Millis>,
 }
 
 /// Envelope state of a supernode.
 #[derive(Debug, Default)]
 pub(super) struct EnvState {
     routes: BTreeMap<(SocketAddr, EnvelopeId), Route>,
-    forwards: BTreeMap<(SocketAddr, EnvelopeId), (Purpose, u64)>,
-    stores: BTreeMap<(SocketAddr, EnvelopeId), ((SocketAddr, EnvelopeId), u64)>,
+    /// Forwards awaiting an answer, with their deadlines (node timeline,
+    /// as every timer here).
+    forwards: BTreeMap<(SocketAddr, EnvelopeId), (Purpose, Millis)>,
+    stores: BTreeMap<(SocketAddr, EnvelopeId), ((SocketAddr, EnvelopeId), Millis)>,
     deliveries: BTreeMap<EnvelopeId, Vec<Delivery>>,
     by_user: BTreeMap<String, Vec<SocketAddr>>,
     mailbox: BTreeMap<String, Mailbox>,
     mailbox_bytes: usize,
     mailbox_count: usize,
-    timers: BinaryHeap<Reverse<(u64, u8, SocketAddr, EnvelopeId)>>,
-    next_mail_at: Option<u64>,
+    timers: BinaryHeap<Reverse<(Millis, u8, SocketAddr, EnvelopeId)>>,
+    next_mail_at: Option<Millis>,
     /// Mailbox changes not yet taken by the driver (bounded: the driver
     /// drains them after every input).
     changes: Vec<MailboxChange>,
@@ -124,7 +131,8 @@ pub enum MailboxChange {
         user: String,
         sender: String,
         id: EnvelopeId,
-        expires_ms: u64,
+        /// The envelope's signed expiry (wall clock).
+        expires: UnixMillis,
         bytes: Rc<[u8]>,
     },
     Gone {
@@ -192,12 +200,12 @@ impl SupernodeCore {
         &self.env_stats
     }
 
-    fn timer(&mut self, at: u64, tag: u8, addr: SocketAddr, id: EnvelopeId) {
+    fn timer(&mut self, at: Millis, tag: u8, addr: SocketAddr, id: EnvelopeId) {
         self.env.timers.push(Reverse((at, tag, addr, id)));
     }
 
     /// A client sends an envelope.
-    pub(super) fn env_on_send(&mut self, now: u64, from: SocketAddr, bytes: &[u8]) {
+    pub(super) fn env_on_send(&mut self, now: Millis, from: SocketAddr, bytes: &[u8]) {
         if !self.clients.contains_key(&from) {
             self.stats.not_attached += 1;
             return;
@@ -279,7 +287,7 @@ impl SupernodeCore {
     /// The lookup of a route's recipient answered.
     pub(super) fn env_on_lookup(
         &mut self,
-        now: u64,
+        now: Millis,
         client: SocketAddr,
         id: EnvelopeId,
         found: Found<'_>,
@@ -309,7 +317,7 @@ impl SupernodeCore {
         }
     }
 
-    fn env_forward_next(&mut self, now: u64, key: (SocketAddr, EnvelopeId)) {
+    fn env_forward_next(&mut self, now: Millis, key: (SocketAddr, EnvelopeId)) {
         let Some(route) = self.env.routes.get_mut(&key) else {
             return;
         };
@@ -335,7 +343,7 @@ impl SupernodeCore {
 
     fn env_forward(
         &mut self,
-        now: u64,
+        now: Millis,
         target: SocketAddr,
         purpose: Purpose,
         id: EnvelopeId,
@@ -354,7 +362,7 @@ impl SupernodeCore {
 
     fn env_reply_forward(
         &mut self,
-        now: u64,
+        now: Millis,
         asker: SocketAddr,
         id: EnvelopeId,
         result: EnvResult,
@@ -368,7 +376,7 @@ impl SupernodeCore {
 
     /// Another supernode (or we ourselves) asks us to hand an envelope to
     /// one of our clients.
-    pub(super) fn env_on_forward(&mut self, now: u64, asker: SocketAddr, bytes: &[u8]) {
+    pub(super) fn env_on_forward(&mut self, now: Millis, asker: SocketAddr, bytes: &[u8]) {
         let Ok(s) = Sealed::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -404,7 +412,7 @@ impl SupernodeCore {
     }
 
     /// Our client acknowledged (or refused) an envelope we handed it.
-    pub(super) fn env_on_ack(&mut self, now: u64, client: SocketAddr, id: EnvelopeId, ok: bool) {
+    pub(super) fn env_on_ack(&mut self, now: Millis, client: SocketAddr, id: EnvelopeId, ok: bool) {
         let Some(list) = self.env.deliveries.get_mut(&id) else {
             return;
         };
@@ -440,7 +448,7 @@ impl SupernodeCore {
 
     pub(super) fn env_on_forward_result(
         &mut self,
-        now: u64,
+        now: Millis,
         target: SocketAddr,
         id: EnvelopeId,
         result: EnvResult,
@@ -490,7 +498,7 @@ impl SupernodeCore {
         }
     }
 
-    fn env_store_or_fail(&mut self, now: u64, key: (SocketAddr, EnvelopeId)) {
+    fn env_store_or_fail(&mut self, now: Millis, key: (SocketAddr, EnvelopeId)) {
         let Some(route) = self.env.routes.get_mut(&key) else {
             return;
         };
@@ -557,7 +565,7 @@ impl SupernodeCore {
 
     /// Keep an envelope from `sender` for an offline user (we own their
     /// record, or someone thinks we do). Returns whether it is kept.
-    pub(super) fn env_on_store(&mut self, now: u64, bytes: &[u8], sender: &str) -> bool {
+    pub(super) fn env_on_store(&mut self, now: Millis, bytes: &[u8], sender: &str) -> bool {
         let Ok(s) = Sealed::decode(bytes) else {
             self.stats.malformed += 1;
             return false;
@@ -622,7 +630,7 @@ impl SupernodeCore {
             user.clone(),
             sender,
             h.id,
-            h.expires_ms,
+            UnixMillis(h.expires_ms),
             Rc::from(bytes),
         );
         // The user may have come back meanwhile.
@@ -632,11 +640,11 @@ impl SupernodeCore {
 
     fn env_keep(
         &mut self,
-        now: u64,
+        now: Millis,
         user: String,
         sender: &str,
         id: EnvelopeId,
-        expires_ms: u64,
+        expires: UnixMillis,
         bytes: Rc<[u8]>,
     ) {
         let key = user_key(&user);
@@ -650,9 +658,9 @@ impl SupernodeCore {
             id,
             sender: sender.to_owned(),
             bytes: bytes.clone(),
-            expires_ms,
+            expires,
             tries: 0,
-            busy_until: 0,
+            busy_until: Millis::ZERO,
         });
         self.env.mailbox_bytes += bytes.len();
         self.env.mailbox_count += 1;
@@ -663,7 +671,7 @@ impl SupernodeCore {
             user,
             sender: sender.to_owned(),
             id,
-            expires_ms,
+            expires,
             bytes,
         });
     }
@@ -672,7 +680,7 @@ impl SupernodeCore {
     /// copy): no checks but expiry and the bounds, since we kept it once.
     pub fn restore_mail(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         user: &str,
         sender: &str,
@@ -683,7 +691,7 @@ impl SupernodeCore {
             return false;
         };
         let h = s.header;
-        if h.expires_ms <= self.unix.get()
+        if UnixMillis(h.expires_ms) <= self.unix
             || self.mailbox_holds(user, &h.id)
             || self.env.mailbox_bytes + bytes.len() > self.cfg.mailbox_max_bytes
         {
@@ -694,7 +702,7 @@ impl SupernodeCore {
             user.to_owned(),
             sender,
             h.id,
-            h.expires_ms,
+            UnixMillis(h.expires_ms),
             Rc::from(bytes),
         );
         // Already in the durable copy.
@@ -723,7 +731,7 @@ impl SupernodeCore {
 
     /// We stored a new record for `user`: push waiting envelopes if it
     /// says they are attached.
-    pub(super) fn env_record_stored(&mut self, now: u64, user: &str) {
+    pub(super) fn env_record_stored(&mut self, now: Millis, user: &str) {
         if self.env.mailbox.contains_key(user) {
             for m in self
                 .env
@@ -733,13 +741,13 @@ impl SupernodeCore {
                 .flat_map(|mb| mb.mails.iter_mut())
             {
                 // A new record: the user just (re)attached, try at once.
-                m.busy_until = 0;
+                m.busy_until = Millis::ZERO;
             }
             self.env_mail_deliver(now, user);
         }
     }
 
-    fn env_mail_deliver(&mut self, now: u64, user: &str) {
+    fn env_mail_deliver(&mut self, now: Millis, user: &str) {
         let Some(h) = self.records.get(user) else {
             return;
         };
@@ -754,7 +762,7 @@ impl SupernodeCore {
         };
         let mut sends = Vec::new();
         for m in mb.mails.iter_mut() {
-            if m.busy_until > now || m.expires_ms <= self.unix.get() {
+            if m.busy_until > now || m.expires <= self.unix {
                 continue;
             }
             let target = rec.supernodes[m.tries % rec.supernodes.len()];
@@ -776,7 +784,7 @@ impl SupernodeCore {
     }
 
     /// Membership changed: hand mailboxes to owners that lack them.
-    pub(super) fn env_rebalance(&mut self, now: u64) {
+    pub(super) fn env_rebalance(&mut self, now: Millis) {
         let users: Vec<String> = self.env.mailbox.keys().cloned().collect();
         for user in users {
             let Some(mb) = self.env.mailbox.get(&user) else {
@@ -817,7 +825,7 @@ impl SupernodeCore {
         }
     }
 
-    pub(super) fn env_timeout(&mut self, now: u64) {
+    pub(super) fn env_timeout(&mut self, now: Millis) {
         while let Some(Reverse((at, tag, addr, id))) = self.env.timers.peek().copied() {
             if at > now {
                 break;
@@ -892,25 +900,22 @@ impl SupernodeCore {
         }
     }
 
-    pub(super) fn env_poll_timeout(&self) -> u64 {
+    pub(super) fn env_poll_timeout(&self) -> Millis {
         let t = self
             .env
             .timers
             .peek()
-            .map_or(u64::MAX, |Reverse((at, ..))| *at);
-        t.min(self.env.next_mail_at.unwrap_or(u64::MAX))
+            .map_or(Millis::MAX, |Reverse((at, ..))| *at);
+        t.min(self.env.next_mail_at.unwrap_or(Millis::MAX))
     }
 
-    pub(super) fn env_sweep(&mut self, now: u64) {
+    pub(super) fn env_sweep(&mut self, now: Millis) {
         let mut freed = 0;
         let mut dropped = 0;
         let mut expired = 0;
         let mut changes = Vec::new();
         self.env.mailbox.retain(|user, mb| {
-            if mb
-                .not_owner_since
-                .is_some_and(|t| now.saturating_sub(t) >= 120_000)
-            {
+            if mb.not_owner_since.is_some_and(|t| now.since(t) >= 120_000) {
                 dropped += mb.mails.len();
                 freed += mb.mails.iter().map(|m| m.bytes.len()).sum::<usize>();
                 changes.extend(mb.mails.iter().map(|m| MailboxChange::Gone {
@@ -920,7 +925,7 @@ impl SupernodeCore {
                 return false;
             }
             mb.mails.retain(|m| {
-                if m.expires_ms <= self.unix.get() {
+                if m.expires <= self.unix {
                     expired += 1;
                     freed += m.bytes.len();
                     changes.push(MailboxChange::Gone {

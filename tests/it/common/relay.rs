@@ -74,7 +74,15 @@ pub async fn supernode(rc: RelaySection) -> Supernode {
         relay: grant,
         ..Default::default()
     };
-    let core = SupernodeCore::new(authority.public(), &cert, addr, vec![], cfg, 1, now);
+    let core = SupernodeCore::new(
+        authority.public(),
+        &cert,
+        addr,
+        vec![],
+        cfg,
+        1,
+        natter::time::Millis(now),
+    );
     let link = LinkEndpoint::new(device, cert, authority.public(), LinkConfig::default()).unwrap();
     let node = OverlayNode::supernode(
         socket,

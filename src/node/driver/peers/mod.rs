@@ -193,7 +193,7 @@ impl Peers {
             PeerCommand::Connect { username } => {
                 let username = username.to_ascii_lowercase();
                 self.connecting.insert(username.clone(), now);
-                cx.core.lookup(now.get(), &username);
+                cx.core.lookup(now, &username);
             }
             PeerCommand::IceSignal {
                 from,
@@ -216,7 +216,7 @@ impl Peers {
         if self.connecting.contains_key(&user) || self.ice.started(&user).is_some() {
             return;
         }
-        cx.core.lookup(cx.now.get(), &user);
+        cx.core.lookup(cx.now, &user);
         self.connecting.insert(user, cx.now);
     }
 
@@ -442,7 +442,7 @@ impl Peers {
     /// phone's hotspot): returns the new host addresses, for
     /// [`Peers::network_changed`].
     pub async fn watch(&mut self, base: &Base) -> Option<Vec<(SocketAddr, SocketAddr)>> {
-        let now = Millis(base.now());
+        let now = base.now();
         self.errors_seen = base.send_errors;
         self.watched_at = now;
         let busy = self.ice.any_selected();
@@ -501,7 +501,7 @@ impl Peers {
                 let rng = &mut cx.base.rng;
                 let id = cx
                     .core
-                    .send_envelope(cx.now.get(), unix, rng, &to, kind, &bytes, false);
+                    .send_envelope(cx.now, unix, rng, &to, kind, &bytes, false);
                 self.ice_envelopes.insert(id, to.clone());
                 self.report(PeerEvent::Signal { to, bytes, answer })
             }
@@ -623,7 +623,7 @@ impl Peers {
         while let Some(t) = self.ice.poll_transmit() {
             match t.via {
                 Via::Direct => base.send_udp(t.dst, &t.bytes, "ICE").await,
-                Via::Relay(_) => self.paths_send_relayed(Millis(base.now()), t),
+                Via::Relay(_) => self.paths_send_relayed(base.now(), t),
             }
         }
         while let Some(t) = base.link.poll_transmit() {

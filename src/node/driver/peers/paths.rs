@@ -356,7 +356,7 @@ impl Peers {
         dst: SocketAddr,
         bytes: Vec<u8>,
     ) {
-        let now = Millis(base.now());
+        let now = base.now();
         let (via, dst) = self.ice.route_to(dst);
         if let Via::Relay(server) = via {
             match &mut self.paths.gather {
