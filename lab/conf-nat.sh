@@ -40,21 +40,13 @@
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-BIN=${NATTER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/natter}
-while (($#)); do
-    case "$1" in
-        --bin) BIN=$2; shift 2 ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-if [[ $EUID -ne 0 ]]; then echo "conf-nat: must run as root" >&2; exit 2; fi
-[[ -x "$BIN" ]] || { echo "conf-nat: no natter binary at $BIN" >&2; exit 2; }
+LAB=conf-nat
+# shellcheck source=args.sh
+source "$HERE/args.sh"
+lab_args "$@"
 
 P=${CONF_NAT_PREFIX:-cfn$$-}
 NSS=(wan srv public rcone cone rsym sym rblk blocked)
-LAB=conf-nat
 # shellcheck source=wanlab.sh
 source "$HERE/wanlab.sh"
 

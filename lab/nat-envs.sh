@@ -42,21 +42,13 @@
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-BIN=${NATTER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/natter}
-while (($#)); do
-    case "$1" in
-        --bin) BIN=$2; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-if [[ $EUID -ne 0 ]]; then echo "nat-envs: must run as root" >&2; exit 2; fi
-[[ -x "$BIN" ]] || { echo "nat-envs: no natter binary at $BIN" >&2; exit 2; }
+LAB=nat-envs
+# shellcheck source=args.sh
+source "$HERE/args.sh"
+lab_args "$@"
 
 P=${NAT_ENVS_PREFIX:-dualstack-$$-}
 NSS=(wan srv public cgn1 home1 cgnsym cgn2 home2 cgncone shared samea sameb seqnat symseq)
-LAB=nat-envs
 # shellcheck source=wanlab.sh
 source "$HERE/wanlab.sh"
 

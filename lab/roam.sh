@@ -33,21 +33,13 @@
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
-BIN=${NATTER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/natter}
-while (($#)); do
-    case "$1" in
-        --bin) BIN=$2; shift 2 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
-        *) echo "unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-if [[ $EUID -ne 0 ]]; then echo "roam: must run as root" >&2; exit 2; fi
-[[ -x "$BIN" ]] || { echo "roam: no natter binary at $BIN" >&2; exit 2; }
+LAB=roam
+# shellcheck source=args.sh
+source "$HERE/args.sh"
+lab_args "$@"
 
 P=${ROAM_PREFIX:-cxroam-$$-}
 NSS=(wan srv public rtra rtrb rtrc roamer)
-LAB=roam
 # shellcheck source=wanlab.sh
 source "$HERE/wanlab.sh"
 
