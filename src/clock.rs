@@ -37,9 +37,12 @@
 //!   (a peer certificate's end, relay credentials, a contact's record) is
 //!   moved onto the `now` timeline when it arrives.
 //! - The authority (`authority::core`, driven by `authority::server`)
-//!   runs on the wall clock alone: everything it judges (a login hello's
-//!   freshness, certificates it issues, revocation lists, the stored login
-//!   history) is against other machines.
+//!   runs on the wall clock (`UnixMillis`): everything it judges (a login
+//!   hello's freshness, certificates it issues, revocation lists, the
+//!   login throttle, which PostgreSQL shares between authorities, and the
+//!   stored login history in `UnixSecs`) is against other machines. Only
+//!   its connection slots (`authority::admission`: frame deadlines, idle
+//!   and eviction) are per-connection timeouts on `now: Millis`.
 //! - Simulations give their cores a wall clock that starts at their epoch
 //!   and runs with virtual time (`sim::Sim::unix`).
 

@@ -509,7 +509,7 @@ pub fn app_payloads(b: &[u8]) {
 pub fn authority_core(b: &[u8]) {
     let (a, d, _) = keys();
     let mut core = AuthorityCore::new(a.clone(), Policy::default());
-    let now = 1_800_000_000_000;
+    let now = UnixMillis(1_800_000_000_000);
     let kind = b.first().copied().unwrap_or(0) % 6;
     let body = b.get(1..).unwrap_or_default();
     let mut s = Session::new([127, 0, 0, 1].into());
@@ -523,7 +523,7 @@ pub fn authority_core(b: &[u8]) {
     );
 
     let mut s = Session::new([127, 0, 0, 1].into());
-    let Ok((mut client, hello)) = LoginClient::start(&d, a.public(), UnixMillis(now)) else {
+    let Ok((mut client, hello)) = LoginClient::start(&d, a.public(), now) else {
         return;
     };
     let Ok(hello) = Frame::decode(&hello) else {
@@ -536,7 +536,7 @@ pub fn authority_core(b: &[u8]) {
     let Ok(welcome) = Frame::decode(&welcome) else {
         return;
     };
-    if client.on_frame(UnixMillis(now), welcome).is_err() {
+    if client.on_frame(now, welcome).is_err() {
         return;
     }
     if let Ok(f) = client.seal_raw(body)

@@ -15,6 +15,7 @@ use natter::config::{Authorities, Config, HostPort, PublicKey};
 use natter::identity::cert::fmt_time;
 use natter::identity::{AuthorityKey, Role, Username, validate_password};
 use natter::node::{AuthorityConnection, DeviceFiles};
+use natter::time::UnixSecs;
 use natter::wire::hex_encode;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -890,9 +891,9 @@ async fn devices(config: &Config, data_dir: &Path, a: DevicesArgs) -> Result<()>
                 .map(|d| Device {
                     ed25519: d.ed25519,
                     name: d.name,
-                    first_seen: d.first_seen,
-                    last_seen: d.last_seen,
-                    revoked_at: (d.revoked_at != 0).then_some(d.revoked_at),
+                    first_seen: UnixSecs(d.first_seen),
+                    last_seen: UnixSecs(d.last_seen),
+                    revoked_at: (d.revoked_at != 0).then_some(UnixSecs(d.revoked_at)),
                 })
                 .collect();
             println!("devices of {}:", cert.username);
@@ -1009,8 +1010,8 @@ fn admin(config: &Config, data_dir: &Path, c: AdminCommand) -> Result<()> {
     Ok(())
 }
 
-fn unix_now() -> u64 {
-    SystemClock.unix().get() / 1000
+fn unix_now() -> UnixSecs {
+    SystemClock.unix_secs()
 }
 
 /// One line per device: id (16 hex digits of its key), name, first and
@@ -1024,14 +1025,14 @@ fn print_devices(devices: &[Device], this: Option<&[u8; 32]>) {
         };
         let revoked = d
             .revoked_at
-            .map(|t| format!("  revoked {}", fmt_time(t)))
+            .map(|t| format!("  revoked {}", fmt_time(t.get())))
             .unwrap_or_default();
         println!(
             "{}  {}  first {}  last {}{revoked}{mark}",
             hex_encode(&d.ed25519[..8]),
             d.name,
-            fmt_time(d.first_seen),
-            fmt_time(d.last_seen)
+            fmt_time(d.first_seen.get()),
+            fmt_time(d.last_seen.get())
         );
     }
 }

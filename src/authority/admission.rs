@@ -1,6 +1,8 @@
 //! Who may hold one of the authority's connection slots, and for how long.
 //! Sans-IO: the driver reports accepts, frame progress and closes with
-//! `now`; this decides admissions, evictions and each connection's deadline.
+//! `now` ([`Millis`], the node's monotonic timeline: these are
+//! per-connection timeouts, never judged against another machine); this
+//! decides admissions, evictions and each connection's deadline.
 //!
 //! A slot is paid for with progress: a frame (the first one included) must
 //! arrive whole within `frame_deadline_ms` of its first byte being due, not
@@ -9,6 +11,7 @@
 //! has kept us waiting longest, from the source holding most, makes room.
 
 use crate::limits::{Shares, SourceKey};
+use crate::time::Millis;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -89,10 +92,11 @@ pub struct AdmissionStats {
 struct Conn {
     /// The source charged for this slot.
     key: SourceKey,
-    /// Since when we have been waiting on the peer.
-    waiting_since_ms: u64,
-    /// When the frame being awaited must be complete, if one is due.
-    frame_due_ms: Option<u64>,
+    /// Since when we have been waiting on the peer (monotonic).
+    waiting_since: Millis,
+    /// When the frame being awaited must be complete, if one is due
+    /// (monotonic).
+    frame_due: Option<Millis>,
     /// A request is being served (hashing, database): the wait is ours.
     busy: bool,
 }
@@ -126,7 +130,7 @@ impl Admission {
     }
 
     /// A connection from `ip` was accepted by the socket.
-    pub fn on_accept(&mut self, now_ms: u64, ip: IpAddr) -> Admit {
+    pub fn on_accept(&mut self, now: Millis, ip: IpAddr) -> Admit {
         let key = SourceKey::of(ip);
         if self.shares.get(&key) >= self.shares.cap {
             self.stats.refused_address_cap += 1;
@@ -135,7 +139,7 @@ impl Admission {
         }
         let mut evict = None;
         if self.conns.len() >= self.policy.max_connections.max(1) {
-            let Some(victim) = self.victim(now_ms) else {
+            let Some(victim) = self.victim(now) else {
                 self.stats.refused_full += 1;
                 tracing::warn!(source = %key, "authority: connection refused, every slot busy");
                 return Admit::Refuse(Refusal::Full);
@@ -152,8 +156,8 @@ impl Admission {
             id,
             Conn {
                 key,
-                waiting_since_ms: now_ms,
-                frame_due_ms: Some(now_ms.saturating_add(self.policy.frame_deadline_ms)),
+                waiting_since: now,
+                frame_due: Some(now + self.policy.frame_deadline_ms),
                 busy: false,
             },
         );
@@ -166,16 +170,14 @@ impl Admission {
 
     /// The evictable connection (not being served, kept us waiting at least
     /// `evict_after_ms`) whose source holds most slots, longest waiting.
-    fn victim(&self, now_ms: u64) -> Option<ConnId> {
+    fn victim(&self, now: Millis) -> Option<ConnId> {
         self.conns
             .iter()
-            .filter(|(_, c)| {
-                !c.busy && now_ms.saturating_sub(c.waiting_since_ms) >= self.policy.evict_after_ms
-            })
+            .filter(|(_, c)| !c.busy && now.since(c.waiting_since) >= self.policy.evict_after_ms)
             .max_by_key(|(id, c)| {
                 (
                     self.shares.get(&c.key),
-                    now_ms.saturating_sub(c.waiting_since_ms),
+                    now.since(c.waiting_since),
                     std::cmp::Reverse(**id),
                 )
             })
@@ -192,46 +194,43 @@ impl Admission {
     pub fn on_frame(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id) {
             c.busy = true;
-            c.frame_due_ms = None;
+            c.frame_due = None;
         }
     }
 
     /// We wait on the peer again; `partial` says bytes of the next frame
     /// are already here (its deadline then runs from now).
-    pub fn on_waiting(&mut self, id: ConnId, now_ms: u64, partial: bool) {
+    pub fn on_waiting(&mut self, id: ConnId, now: Millis, partial: bool) {
         let deadline = self.policy.frame_deadline_ms;
         if let Some(c) = self.conns.get_mut(&id) {
             if c.busy {
                 c.busy = false;
-                c.waiting_since_ms = now_ms;
+                c.waiting_since = now;
             }
-            if c.frame_due_ms.is_none() && partial {
-                c.frame_due_ms = Some(now_ms.saturating_add(deadline));
+            if c.frame_due.is_none() && partial {
+                c.frame_due = Some(now + deadline);
             }
         }
     }
 
     /// When `id` must next have made progress; `None` while it is served
     /// or once it is gone (evicted).
-    pub fn deadline(&self, id: ConnId) -> Option<u64> {
+    pub fn deadline(&self, id: ConnId) -> Option<Millis> {
         let c = self.conns.get(&id)?;
         if c.busy {
             return None;
         }
-        Some(
-            c.frame_due_ms
-                .unwrap_or(c.waiting_since_ms.saturating_add(self.policy.idle_ms)),
-        )
+        Some(c.frame_due.unwrap_or(c.waiting_since + self.policy.idle_ms))
     }
 
     /// Call when `deadline` has passed: counts, logs and forgets `id`.
-    pub fn on_expired(&mut self, id: ConnId, now_ms: u64) -> Option<Expiry> {
+    pub fn on_expired(&mut self, id: ConnId, now: Millis) -> Option<Expiry> {
         let due = self.deadline(id)?;
-        if now_ms < due {
+        if now < due {
             return None;
         }
         let c = self.conns.get(&id)?;
-        let why = if c.frame_due_ms.is_some() {
+        let why = if c.frame_due.is_some() {
             self.stats.frame_deadline += 1;
             Expiry::FrameDeadline
         } else {
@@ -267,14 +266,14 @@ mod tests {
     #[test]
     fn trickling_a_frame_does_not_extend_its_deadline() {
         let mut a = Admission::new(AdmissionPolicy::default());
-        let c = id(a.on_accept(0, ip(1)));
+        let c = id(a.on_accept(Millis(0), ip(1)));
         // One byte every 2 s: the per-read idle timer of old never fired.
         for t in (0..10_000).step_by(2_000) {
-            a.on_waiting(c, t, true);
-            assert_eq!(a.deadline(c), Some(10_000));
+            a.on_waiting(c, Millis(t), true);
+            assert_eq!(a.deadline(c), Some(Millis(10_000)));
         }
-        assert_eq!(a.on_expired(c, 9_999), None);
-        assert_eq!(a.on_expired(c, 10_000), Some(Expiry::FrameDeadline));
+        assert_eq!(a.on_expired(c, Millis(9_999)), None);
+        assert_eq!(a.on_expired(c, Millis(10_000)), Some(Expiry::FrameDeadline));
         assert_eq!(a.open(), 0);
         assert_eq!(a.stats().frame_deadline, 1);
     }
@@ -282,31 +281,37 @@ mod tests {
     #[test]
     fn served_connections_wait_for_their_next_frame() {
         let mut a = Admission::new(AdmissionPolicy::default());
-        let c = id(a.on_accept(0, ip(1)));
+        let c = id(a.on_accept(Millis(0), ip(1)));
         a.on_frame(c);
         assert_eq!(a.deadline(c), None, "hashing is our time");
-        a.on_waiting(c, 60_000, false);
-        assert_eq!(a.deadline(c), Some(90_000));
-        a.on_waiting(c, 70_000, true);
-        assert_eq!(a.deadline(c), Some(80_000));
-        assert_eq!(a.on_expired(c, 80_000), Some(Expiry::FrameDeadline));
+        a.on_waiting(c, Millis(60_000), false);
+        assert_eq!(a.deadline(c), Some(Millis(90_000)));
+        a.on_waiting(c, Millis(70_000), true);
+        assert_eq!(a.deadline(c), Some(Millis(80_000)));
+        assert_eq!(a.on_expired(c, Millis(80_000)), Some(Expiry::FrameDeadline));
     }
 
     #[test]
     fn one_source_holds_at_most_its_share() {
         let mut a = Admission::new(AdmissionPolicy::default());
         for _ in 0..16 {
-            id(a.on_accept(0, ip(1)));
+            id(a.on_accept(Millis(0), ip(1)));
         }
-        assert_eq!(a.on_accept(0, ip(1)), Admit::Refuse(Refusal::AddressCap));
+        assert_eq!(
+            a.on_accept(Millis(0), ip(1)),
+            Admit::Refuse(Refusal::AddressCap)
+        );
         // One IPv6 /64 is one source.
         for i in 0..16u16 {
             let v6 = IpAddr::from([0x2001, 0xdb8, 0, 1, i, 0, 0, 1]);
-            id(a.on_accept(0, v6));
+            id(a.on_accept(Millis(0), v6));
         }
         let v6 = IpAddr::from([0x2001, 0xdb8, 0, 1, 99, 0, 0, 1]);
-        assert_eq!(a.on_accept(0, v6), Admit::Refuse(Refusal::AddressCap));
-        id(a.on_accept(0, ip(2)));
+        assert_eq!(
+            a.on_accept(Millis(0), v6),
+            Admit::Refuse(Refusal::AddressCap)
+        );
+        id(a.on_accept(Millis(0), ip(2)));
         assert_eq!(a.stats().refused_address_cap, 2);
     }
 
@@ -316,12 +321,17 @@ mod tests {
             max_connections: 4,
             ..Default::default()
         });
-        let honest = id(a.on_accept(0, ip(9)));
-        let slow: Vec<_> = (0..3).map(|i| id(a.on_accept(100 * i, ip(1)))).collect();
+        let honest = id(a.on_accept(Millis(0), ip(9)));
+        let slow: Vec<_> = (0..3)
+            .map(|i| id(a.on_accept(Millis(100 * i), ip(1))))
+            .collect();
         // Too soon: everyone has been waiting under evict_after_ms.
-        assert_eq!(a.on_accept(500, ip(7)), Admit::Refuse(Refusal::Full));
         assert_eq!(
-            a.on_accept(2_000, ip(7)),
+            a.on_accept(Millis(500), ip(7)),
+            Admit::Refuse(Refusal::Full)
+        );
+        assert_eq!(
+            a.on_accept(Millis(2_000), ip(7)),
             Admit::AcceptEvicting {
                 id: 5,
                 evict: slow[0]
@@ -332,7 +342,10 @@ mod tests {
         for c in [honest, slow[1], slow[2], 5] {
             a.on_frame(c);
         }
-        assert_eq!(a.on_accept(9_000, ip(8)), Admit::Refuse(Refusal::Full));
+        assert_eq!(
+            a.on_accept(Millis(9_000), ip(8)),
+            Admit::Refuse(Refusal::Full)
+        );
         let s = a.stats();
         assert_eq!((s.evicted, s.refused_full), (1, 2));
     }

@@ -2,7 +2,9 @@
 //!
 //! [`AuthorityCore`] holds what all connections share (signing key,
 //! throttles, the handshake replay cache, counters); a [`Session`] holds
-//! one connection's Noise state. The driver feeds frames and `now`, and
+//! one connection's Noise state. The driver feeds frames and `now` (the
+//! wall clock, [`UnixMillis`]: a hello's freshness, the certificates
+//! issued and the throttle are all judged against other machines), and
 //! gets back bytes to send and [`Job`]s (password hashing and database
 //! access) to run off the core, whose results it feeds back with
 //! [`AuthorityCore::on_job_done`].
@@ -22,7 +24,7 @@ use crate::identity::revocation::RevocationList;
 use crate::identity::{
     AuthorityKey, CertError, Certificate, Role, Username, validate_password, verify_signature,
 };
-use crate::time::UnixMillis;
+use crate::time::{UnixMillis, UnixSecs};
 use crate::wire::{Frame, hex_encode};
 use blake2::{Blake2s256, Digest};
 use std::collections::HashMap;
@@ -183,8 +185,8 @@ pub enum Job {
         source: IpAddr,
     },
     /// What the revocation list holds: devices revoked and accounts
-    /// disabled at or after `since` (unix seconds).
-    Revocations { since: u64 },
+    /// disabled at or after `since` (wall clock).
+    Revocations { since: UnixSecs },
 }
 
 /// The account operations, as run by the driver.
@@ -322,8 +324,9 @@ pub struct AuthorityCore {
     policy: Policy,
     throttle: Throttle,
     /// Hash of each accepted first handshake message -> when it may be
-    /// forgotten (its timestamp is then outside the skew window anyway).
-    seen_hellos: HashMap<[u8; 32], u64>,
+    /// forgotten (wall clock: its timestamp is then outside the skew
+    /// window anyway).
+    seen_hellos: HashMap<[u8; 32], UnixMillis>,
     /// Connection slots: who holds one and until when.
     admission: Admission,
     /// Device ed25519 key -> the account it last logged in to with the
@@ -386,9 +389,9 @@ impl AuthorityCore {
     pub const TICK_MS: u64 = 60_000;
 
     /// Forget expired replay entries and idle throttle records.
-    pub fn on_tick(&mut self, now_ms: u64) {
-        self.seen_hellos.retain(|_, &mut until| until > now_ms);
-        self.throttle.prune(now_ms);
+    pub fn on_tick(&mut self, now: UnixMillis) {
+        self.seen_hellos.retain(|_, &mut until| until > now);
+        self.throttle.prune(now);
     }
 
     /// The driver could not even split the stream into frames.
@@ -398,11 +401,11 @@ impl AuthorityCore {
     }
 
     /// Handle one frame from the client.
-    pub fn on_frame(&mut self, s: &mut Session, now_ms: u64, frame: Frame<'_>) -> Vec<Output> {
+    pub fn on_frame(&mut self, s: &mut Session, now: UnixMillis, frame: Frame<'_>) -> Vec<Output> {
         match (&s.state, frame.kind) {
-            (State::AwaitHello, KIND_HELLO) => self.on_hello(s, now_ms, frame.payload),
+            (State::AwaitHello, KIND_HELLO) => self.on_hello(s, now, frame.payload),
             (State::Open { .. }, KIND_SEALED) if s.pending.is_none() => {
-                self.on_sealed(s, now_ms, frame.payload)
+                self.on_sealed(s, now, frame.payload)
             }
             (State::Closed, _) => vec![Output::Close],
             _ => {
@@ -412,7 +415,7 @@ impl AuthorityCore {
         }
     }
 
-    fn on_hello(&mut self, s: &mut Session, now_ms: u64, msg: &[u8]) -> Vec<Output> {
+    fn on_hello(&mut self, s: &mut Session, now: UnixMillis, msg: &[u8]) -> Vec<Output> {
         let secret = self.key.x25519_secret();
         let mut hs = match Handshake::responder(IK, PROLOGUE, &secret) {
             Ok(hs) => hs,
@@ -432,7 +435,7 @@ impl AuthorityCore {
                 return self.reject(s, RejectCode::Malformed, 0, m, true);
             }
         };
-        let skew = now_ms.abs_diff(hello.time_ms);
+        let skew = now.get().abs_diff(hello.time_ms);
         if skew > self.policy.max_clock_skew_ms {
             self.stats.clock_skew += 1;
             let m = format!(
@@ -449,8 +452,8 @@ impl AuthorityCore {
             return self.reject(s, RejectCode::Replayed, 0, "handshake replayed", true);
         }
         self.seen_hellos
-            .insert(digest, now_ms + 2 * self.policy.max_clock_skew_ms + 1);
-        let reply = ServerHello { time_ms: now_ms }.encode();
+            .insert(digest, now + (2 * self.policy.max_clock_skew_ms + 1));
+        let reply = ServerHello { time_ms: now.get() }.encode();
         let (out, x25519) = match (hs.write(&reply), hs.remote_static()) {
             (Ok(out), Some(x)) => (out, x),
             (Err(e), _) => return self.internal(s, &e.to_string()),
@@ -473,7 +476,7 @@ impl AuthorityCore {
         }
     }
 
-    fn on_sealed(&mut self, s: &mut Session, now_ms: u64, ct: &[u8]) -> Vec<Output> {
+    fn on_sealed(&mut self, s: &mut Session, now: UnixMillis, ct: &[u8]) -> Vec<Output> {
         let State::Open {
             transport,
             hash,
@@ -504,7 +507,7 @@ impl AuthorityCore {
         };
         match req {
             Request::Register { username, password } => {
-                self.on_register(s, now_ms, username, password)
+                self.on_register(s, now, username, password)
             }
             Request::Login {
                 username,
@@ -522,7 +525,7 @@ impl AuthorityCore {
                 let local = !self.shared_throttle;
                 if let Some(wait) = self
                     .throttle
-                    .login_blocked(now_ms, user.as_str(), s.peer, known_device)
+                    .login_blocked(now, user.as_str(), s.peer, known_device)
                     .filter(|_| local)
                 {
                     return self.throttled(s, wait, "too many failed logins");
@@ -535,7 +538,7 @@ impl AuthorityCore {
                 // Counted before the hash, refunded on success.
                 if let Err(wait) = if local {
                     self.throttle
-                        .login_attempt(now_ms, user.as_str(), s.peer, known_device)
+                        .login_attempt(now, user.as_str(), s.peer, known_device)
                 } else {
                     Ok(())
                 } {
@@ -555,7 +558,7 @@ impl AuthorityCore {
                 })]
             }
             Request::Renew { cert, proof } => {
-                let cert = match self.device_cert(s, now_ms, cert, &proof, &hash, &x25519) {
+                let cert = match self.device_cert(s, now, cert, &proof, &hash, &x25519) {
                     Ok(c) => c,
                     Err(out) => return out,
                 };
@@ -567,7 +570,7 @@ impl AuthorityCore {
                 vec![Output::Job(Job::LoadAccount { username, ed25519 })]
             }
             Request::Account { cert, proof, op } => {
-                let cert = match self.device_cert(s, now_ms, cert, &proof, &hash, &x25519) {
+                let cert = match self.device_cert(s, now, cert, &proof, &hash, &x25519) {
                     Ok(c) => c,
                     Err(out) => return out,
                 };
@@ -608,7 +611,7 @@ impl AuthorityCore {
                     && !self.shared_throttle
                     && let Err(wait) =
                         self.throttle
-                            .login_attempt(now_ms, username.as_str(), s.peer, false)
+                            .login_attempt(now, username.as_str(), s.peer, false)
                 {
                     return self.throttled(s, wait, "too many failed password attempts");
                 }
@@ -625,7 +628,7 @@ impl AuthorityCore {
                 })]
             }
             Request::Revocations { cert, proof } => {
-                let cert = match self.device_cert(s, now_ms, cert, &proof, &hash, &x25519) {
+                let cert = match self.device_cert(s, now, cert, &proof, &hash, &x25519) {
                     Ok(c) => c,
                     Err(out) => return out,
                 };
@@ -641,7 +644,7 @@ impl AuthorityCore {
                     + BACKDATE_SECS
                     + self.policy.max_clock_skew_ms / 1000;
                 vec![Output::Job(Job::Revocations {
-                    since: (now_ms / 1000).saturating_sub(keep),
+                    since: now.secs() - keep,
                 })]
             }
         }
@@ -652,7 +655,7 @@ impl AuthorityCore {
     fn device_cert(
         &mut self,
         s: &mut Session,
-        now_ms: u64,
+        now: UnixMillis,
         cert: &[u8],
         proof: &[u8; 64],
         hash: &[u8],
@@ -666,7 +669,7 @@ impl AuthorityCore {
                 return Err(self.reject(s, RejectCode::Malformed, 0, &m, true));
             }
         };
-        if let Err(e) = cert.verify(&self.public, UnixMillis(now_ms).secs()) {
+        if let Err(e) = cert.verify(&self.public, now.secs()) {
             let code = match e {
                 CertError::Expired { .. } => {
                     self.stats.cert_expired += 1;
@@ -711,7 +714,7 @@ impl AuthorityCore {
     fn on_register(
         &mut self,
         s: &mut Session,
-        now_ms: u64,
+        now: UnixMillis,
         username: &str,
         password: &str,
     ) -> Vec<Output> {
@@ -734,7 +737,7 @@ impl AuthorityCore {
         let wait = if self.shared_throttle {
             None
         } else {
-            self.throttle.registration(now_ms, s.peer)
+            self.throttle.registration(now, s.peer)
         };
         if let Some(wait) = wait {
             return self.throttled(s, wait, "too many registrations from your address");
@@ -752,7 +755,7 @@ impl AuthorityCore {
     pub fn on_job_done(
         &mut self,
         s: &mut Session,
-        now_ms: u64,
+        now: UnixMillis,
         result: JobResult,
         serial: u64,
     ) -> Vec<Output> {
@@ -802,7 +805,7 @@ impl AuthorityCore {
                 self.known_devices.insert(ed25519, username.clone());
                 self.stats.logins += 1;
                 tracing::info!(user = %username, "password login");
-                self.issue(s, now_ms, serial, info.role, &username, ed25519)
+                self.issue(s, now, serial, info.role, &username, ed25519)
             }
             (
                 Pending::Login { username, .. },
@@ -822,7 +825,7 @@ impl AuthorityCore {
                     return self.internal(s, "bad username in verified certificate");
                 };
                 self.stats.renewals += 1;
-                self.issue(s, now_ms, serial, info.role, &user, cert.ed25519)
+                self.issue(s, now, serial, info.role, &user, cert.ed25519)
             }
             (Pending::Renew(_), JobResult::Account(Some(_))) => {
                 self.stats.disabled_account += 1;
@@ -881,9 +884,9 @@ impl AuthorityCore {
                     .map(|d| DeviceEntry {
                         ed25519: d.ed25519,
                         name: d.name,
-                        first_seen: d.first_seen,
-                        last_seen: d.last_seen,
-                        revoked_at: d.revoked_at.unwrap_or(0),
+                        first_seen: d.first_seen.get(),
+                        last_seen: d.last_seen.get(),
+                        revoked_at: d.revoked_at.map_or(0, UnixSecs::get),
                     })
                     .collect();
                 self.respond(s, &Response::Devices { devices }.encode(), false)
@@ -943,8 +946,7 @@ impl AuthorityCore {
             }
             (Pending::Revocations, JobResult::Revocations { devices, accounts }) => {
                 self.stats.revocation_lists += 1;
-                let list =
-                    RevocationList::sign(&self.key, UnixMillis(now_ms), devices, accounts).encode();
+                let list = RevocationList::sign(&self.key, now, devices, accounts).encode();
                 self.respond(s, &Response::Revocations { list: &list }.encode(), false)
             }
             (Pending::Renew(_), JobResult::Account(None)) => {
@@ -964,7 +966,7 @@ impl AuthorityCore {
     fn issue(
         &mut self,
         s: &mut Session,
-        now_ms: u64,
+        now: UnixMillis,
         serial: u64,
         role: Role,
         user: &Username,
@@ -973,13 +975,13 @@ impl AuthorityCore {
         let State::Open { x25519, .. } = &s.state else {
             return vec![Output::Close];
         };
-        let now = now_ms / 1000;
+        let now = now.secs();
         let cert = Certificate::issue(
             &self.key,
             serial,
             role,
-            now.saturating_sub(BACKDATE_SECS),
-            now + self.policy.certificate_lifetime_secs,
+            (now - BACKDATE_SECS).get(),
+            (now + self.policy.certificate_lifetime_secs).get(),
             user,
             ed25519,
             *x25519,
@@ -1055,8 +1057,9 @@ pub struct Account {
     pub username: String,
     pub password_hash: String,
     pub info: AccountInfo,
-    pub created_at: u64,
-    pub last_login: Option<u64>,
+    /// When it was registered and last logged in to (wall clock).
+    pub created_at: UnixSecs,
+    pub last_login: Option<UnixSecs>,
 }
 
 /// Devices remembered per account; a new one beyond this forgets the
@@ -1093,11 +1096,11 @@ pub struct Device {
     pub ed25519: [u8; 32],
     /// The name it gave at its first login (or "device-" and its id).
     pub name: String,
-    /// First login and last login or renewal (unix seconds).
-    pub first_seen: u64,
-    pub last_seen: u64,
-    /// When it was revoked (unix seconds), if it was.
-    pub revoked_at: Option<u64>,
+    /// First login and last login or renewal (wall clock).
+    pub first_seen: UnixSecs,
+    pub last_seen: UnixSecs,
+    /// When it was revoked (wall clock), if it was.
+    pub revoked_at: Option<UnixSecs>,
 }
 
 #[cfg(test)]
@@ -1107,20 +1110,17 @@ mod tests {
     use crate::identity::DeviceIdentity;
     use rand::SeedableRng;
 
-    const NOW: u64 = 1_800_000_000_000;
+    const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
 
     /// A session past its handshake, and the client's login frame.
     fn login_frame(core: &mut AuthorityCore, d: &DeviceIdentity, pw: &str) -> (Session, Vec<u8>) {
         let mut s = Session::new([10, 0, 0, 1].into());
-        let (mut client, hello) =
-            LoginClient::start(d, core.public_key(), UnixMillis(NOW)).unwrap();
+        let (mut client, hello) = LoginClient::start(d, core.public_key(), NOW).unwrap();
         let out = core.on_frame(&mut s, NOW, Frame::decode(&hello).unwrap());
         let Some(Output::Send(w)) = out.into_iter().next() else {
             panic!("no welcome")
         };
-        client
-            .on_frame(UnixMillis(NOW), Frame::decode(&w).unwrap())
-            .unwrap();
+        client.on_frame(NOW, Frame::decode(&w).unwrap()).unwrap();
         (s, client.login("alice", pw).unwrap())
     }
 
@@ -1174,15 +1174,12 @@ mod tests {
     /// A session past its handshake for device `d`, and its client.
     fn open(core: &mut AuthorityCore, d: &DeviceIdentity) -> (Session, LoginClient) {
         let mut s = Session::new([10, 0, 0, 2].into());
-        let (mut client, hello) =
-            LoginClient::start(d, core.public_key(), UnixMillis(NOW)).unwrap();
+        let (mut client, hello) = LoginClient::start(d, core.public_key(), NOW).unwrap();
         let out = core.on_frame(&mut s, NOW, Frame::decode(&hello).unwrap());
         let Some(Output::Send(w)) = out.into_iter().next() else {
             panic!("no welcome")
         };
-        client
-            .on_frame(UnixMillis(NOW), Frame::decode(&w).unwrap())
-            .unwrap();
+        client.on_frame(NOW, Frame::decode(&w).unwrap()).unwrap();
         (s, client)
     }
 
@@ -1195,7 +1192,7 @@ mod tests {
             panic!("no answer")
         };
         client
-            .on_frame(UnixMillis(NOW), Frame::decode(&f).unwrap())
+            .on_frame(NOW, Frame::decode(&f).unwrap())
             .map(|a| a.expect("an answer"))
     }
 
@@ -1222,8 +1219,8 @@ mod tests {
                 &key,
                 1,
                 role,
-                NOW / 1000 - 10,
-                NOW / 1000 + 3600,
+                NOW.secs().get() - 10,
+                NOW.secs().get() + 3600,
                 &user,
                 d.ed25519_public(),
                 d.x25519_public(),
@@ -1311,7 +1308,7 @@ mod tests {
         let (mut s, mut c) = open(&mut core, &d);
         let f = c.revocations(&sn).unwrap();
         let out = core.on_frame(&mut s, NOW, Frame::decode(&f).unwrap());
-        let since = NOW / 1000 - 24 * 3600 - BACKDATE_SECS - 120;
+        let since = NOW.secs() - 24 * 3600 - BACKDATE_SECS - 120;
         assert!(
             matches!(out.as_slice(), [Output::Job(Job::Revocations { since: got })] if *got == since),
             "{out:?}"
@@ -1325,8 +1322,7 @@ mod tests {
             panic!("no list")
         };
         let list = RevocationList::decode(&bytes).unwrap();
-        list.verify(&core.public_key(), UnixMillis(NOW).secs())
-            .unwrap();
+        list.verify(&core.public_key(), NOW.secs()).unwrap();
         let mut r = crate::identity::revocation::Revoked::default();
         r.update(&list).unwrap();
         assert!(r.refuses("bob", &[1; 32]) && r.refuses("carol", &[5; 32]));

@@ -16,6 +16,7 @@ use super::core::{
 use super::throttle::{Failures, ThrottlePolicy};
 use crate::identity::{Role, Username};
 use crate::limits::SourceKey;
+use crate::time::{UnixMillis, UnixSecs};
 use postgres::{Client, NoTls, Transaction};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -266,13 +267,18 @@ impl PgStore {
 
     /// `Ok(false)` if the name is taken (by any authority on this
     /// database). Returns after the commit.
-    pub fn insert_account(&self, user: &Username, hash: &str, now: u64) -> Result<bool, PgError> {
+    pub fn insert_account(
+        &self,
+        user: &Username,
+        hash: &str,
+        now: UnixSecs,
+    ) -> Result<bool, PgError> {
         self.with(|c| {
             let n = c
                 .execute(
                     "INSERT INTO accounts (username, password_hash, created_at) VALUES ($1, $2, $3)
                      ON CONFLICT (username) DO NOTHING",
-                    &[&user.as_str(), &hash, &(now as i64)],
+                    &[&user.as_str(), &hash, &(now.get() as i64)],
                 )
                 .map_err(self.err())?;
             Ok(n == 1)
@@ -299,8 +305,8 @@ impl PgStore {
                     },
                     disabled: r.get(3),
                 },
-                created_at: r.get::<_, i64>(4) as u64,
-                last_login: r.get::<_, Option<i64>>(5).map(|v| v as u64),
+                created_at: UnixSecs(r.get::<_, i64>(4) as u64),
+                last_login: r.get::<_, Option<i64>>(5).map(|v| UnixSecs(v as u64)),
             }))
         })
     }
@@ -320,9 +326,9 @@ impl PgStore {
         })
     }
 
-    pub fn touch_login(&self, user: &Username, now: u64) -> Result<(), PgError> {
+    pub fn touch_login(&self, user: &Username, now: UnixSecs) -> Result<(), PgError> {
         let sql = "UPDATE accounts SET last_login = $2 WHERE username = $1";
-        self.update(sql, user, &(now as i64)).map(|_| ())
+        self.update(sql, user, &(now.get() as i64)).map(|_| ())
     }
 
     pub fn set_role(&self, user: &Username, role: Role) -> Result<bool, PgError> {
@@ -359,7 +365,7 @@ impl PgStore {
         user: &Username,
         ed25519: &[u8; 32],
         name: &str,
-        now: u64,
+        now: UnixSecs,
     ) -> Result<DeviceState, PgError> {
         self.with(|c| {
             let e = self.err();
@@ -384,7 +390,7 @@ impl PgStore {
                         "UPDATE devices SET last_seen = $3,
                            name = CASE WHEN $4 = '' THEN name ELSE $4 END
                          WHERE username = $1 AND ed25519 = $2",
-                        &[&user.as_str(), &key, &(now as i64), &name],
+                        &[&user.as_str(), &key, &(now.get() as i64), &name],
                     )
                     .map_err(&e)?;
                     DeviceState::Active
@@ -413,7 +419,7 @@ impl PgStore {
                             &user.as_str(),
                             &key,
                             &default_name(name, ed25519),
-                            &(now as i64),
+                            &(now.get() as i64),
                         ],
                     )
                     .map_err(&e)?;
@@ -440,9 +446,9 @@ impl PgStore {
                     Some(Device {
                         ed25519: r.get::<_, Vec<u8>>(0).try_into().ok()?,
                         name: r.get(1),
-                        first_seen: r.get::<_, i64>(2) as u64,
-                        last_seen: r.get::<_, i64>(3) as u64,
-                        revoked_at: r.get::<_, Option<i64>>(4).map(|v| v as u64),
+                        first_seen: UnixSecs(r.get::<_, i64>(2) as u64),
+                        last_seen: UnixSecs(r.get::<_, i64>(3) as u64),
+                        revoked_at: r.get::<_, Option<i64>>(4).map(|v| UnixSecs(v as u64)),
                     })
                 })
                 .collect())
@@ -453,13 +459,13 @@ impl PgStore {
         &self,
         user: &Username,
         ed25519: &[u8; 32],
-        now: u64,
+        now: UnixSecs,
     ) -> Result<(), PgError> {
         self.with(|c| {
             c.execute(
                 "UPDATE devices SET revoked_at = $3
                  WHERE username = $1 AND ed25519 = $2 AND revoked_at IS NULL",
-                &[&user.as_str(), &&ed25519[..], &(now as i64)],
+                &[&user.as_str(), &&ed25519[..], &(now.get() as i64)],
             )
             .map_err(self.err())?;
             Ok(())
@@ -467,10 +473,10 @@ impl PgStore {
     }
 
     /// See `Store::revocations`.
-    pub fn revocations(&self, since: u64, limit: usize) -> Result<RevokedEntries, PgError> {
+    pub fn revocations(&self, since: UnixSecs, limit: usize) -> Result<RevokedEntries, PgError> {
         self.with(|c| {
             let e = self.err();
-            let (since, limit) = (since as i64, limit as i64);
+            let (since, limit) = (since.get() as i64, limit as i64);
             let devices = c
                 .query(
                     "SELECT username, ed25519 FROM devices WHERE revoked_at >= $1
@@ -521,7 +527,7 @@ impl PgStore {
     /// else whether the device is known for the account.
     pub fn login_attempt(
         &self,
-        now: u64,
+        now: UnixMillis,
         user: &Username,
         source: SourceKey,
         ed25519: &[u8; 32],
@@ -566,7 +572,7 @@ impl PgStore {
     /// and the device is remembered as known for the account.
     pub fn login_succeeded(
         &self,
-        now: u64,
+        now: UnixMillis,
         user: &Username,
         source: SourceKey,
         ed25519: &[u8; 32],
@@ -587,7 +593,7 @@ impl PgStore {
             tx.execute(
                 "INSERT INTO known_devices (ed25519, username, last_ms) VALUES ($1, $2, $3)
                  ON CONFLICT (ed25519) DO UPDATE SET username = EXCLUDED.username, last_ms = EXCLUDED.last_ms",
-                &[&&ed25519[..], &user.as_str(), &(now as i64)],
+                &[&&ed25519[..], &user.as_str(), &(now.get() as i64)],
             )
             .map_err(&e)?;
             tx.commit().map_err(&e)
@@ -597,7 +603,7 @@ impl PgStore {
     /// The shared form of [`super::throttle::Throttle::registration`].
     pub fn registration(
         &self,
-        now: u64,
+        now: UnixMillis,
         source: SourceKey,
         policy: &ThrottlePolicy,
     ) -> Result<Option<u64>, PgError> {
@@ -614,7 +620,7 @@ impl PgStore {
                 &[&REGISTRATION_LOCK, &src],
             )
             .map_err(&e)?;
-            let since = now.saturating_sub(HOUR_MS) as i64;
+            let since = (now - HOUR_MS).get() as i64;
             let r = tx
                 .query_one(
                     "SELECT count(*), min(at_ms) FROM throttle_registrations
@@ -624,12 +630,12 @@ impl PgStore {
                 .map_err(&e)?;
             let (n, oldest): (i64, Option<i64>) = (r.get(0), r.get(1));
             let wait = if n >= limit {
-                let oldest = oldest.map_or(now, |t| t as u64);
-                Some((oldest + HOUR_MS).saturating_sub(now).max(1))
+                let oldest = oldest.map_or(now, |t| UnixMillis(t as u64));
+                Some((oldest + HOUR_MS).since(now).max(1))
             } else {
                 tx.execute(
                     "INSERT INTO throttle_registrations (source, at_ms) VALUES ($1, $2)",
-                    &[&src, &(now as i64)],
+                    &[&src, &(now.get() as i64)],
                 )
                 .map_err(&e)?;
                 None
@@ -641,11 +647,11 @@ impl PgStore {
 
     /// Delete throttle rows that no longer hold anything back and devices
     /// not seen for 90 days. Any authority may run it.
-    pub fn prune(&self, now: u64, policy: &ThrottlePolicy) -> Result<u64, PgError> {
+    pub fn prune(&self, now: UnixMillis, policy: &ThrottlePolicy) -> Result<u64, PgError> {
         self.with(|c| {
             let e = self.err();
-            let n = now as i64;
-            let stale = now.saturating_sub(policy.window_ms) as i64;
+            let n = now.get() as i64;
+            let stale = (now - policy.window_ms).get() as i64;
             let mut gone = c
                 .execute(
                     "DELETE FROM throttle_failures
@@ -656,13 +662,13 @@ impl PgStore {
             gone += c
                 .execute(
                     "DELETE FROM throttle_registrations WHERE at_ms <= $1",
-                    &[&(now.saturating_sub(HOUR_MS) as i64)],
+                    &[&((now - HOUR_MS).get() as i64)],
                 )
                 .map_err(&e)?;
             gone += c
                 .execute(
                     "DELETE FROM known_devices WHERE last_ms < $1",
-                    &[&(now.saturating_sub(KNOWN_DEVICE_MS) as i64)],
+                    &[&((now - KNOWN_DEVICE_MS).get() as i64)],
                 )
                 .map_err(&e)?;
             Ok(gone)
@@ -683,8 +689,8 @@ fn lock_failures(tx: &mut Transaction<'_>, key: &str) -> Result<Failures, postgr
     )?;
     Ok(Failures {
         count: r.get::<_, i32>(0).max(0) as u32,
-        last_ms: r.get::<_, i64>(1).max(0) as u64,
-        locked_until_ms: r.get::<_, i64>(2).max(0) as u64,
+        last: UnixMillis(r.get::<_, i64>(1).max(0) as u64),
+        locked_until: UnixMillis(r.get::<_, i64>(2).max(0) as u64),
     })
 }
 
@@ -698,8 +704,8 @@ fn store_failures(
         &[
             &key,
             &(f.count.min(i32::MAX as u32) as i32),
-            &(f.last_ms as i64),
-            &(f.locked_until_ms as i64),
+            &(f.last.get() as i64),
+            &(f.locked_until.get() as i64),
         ],
     )?;
     Ok(())

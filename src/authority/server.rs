@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::identity::revocation::MAX_DEVICES as MAX_REVOKED_DEVICES;
 use crate::identity::{AuthorityKey, Username};
 use crate::limits::SourceKey;
+use crate::time::UnixSecs;
 use crate::wire::{Frame, MAX_FRAME};
 use rand::RngCore;
 use std::collections::HashMap;
@@ -145,7 +146,7 @@ impl AuthorityServer {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => {
-                    let now = self.shared.clock.unix().get();
+                    let now = self.shared.clock.unix();
                     {
                         let mut core = self.shared.core();
                         core.on_tick(now);
@@ -170,7 +171,8 @@ impl AuthorityServer {
                             continue;
                         }
                     };
-                    let now = self.shared.clock.unix().get();
+                    // Connection slots time out on the monotonic clock.
+                    let now = self.shared.clock.now();
                     let admit = self.shared.core().admission().on_accept(now, peer.ip());
                     let id = match admit {
                         Admit::Accept(id) => id,
@@ -214,7 +216,7 @@ async fn serve(
         let outputs = match Frame::decode_prefix(&buf) {
             Err(_) => shared.core().on_malformed(&mut session),
             Ok(Some((frame, used))) => {
-                let now = shared.clock.unix().get();
+                let now = shared.clock.unix();
                 let mut core = shared.core();
                 core.admission().on_frame(id);
                 let out = core.on_frame(&mut session, now, frame);
@@ -222,7 +224,7 @@ async fn serve(
                 out
             }
             Ok(None) => {
-                let now = shared.clock.unix().get();
+                let now = shared.clock.now();
                 let due = {
                     let mut core = shared.core();
                     core.admission().on_waiting(id, now, !buf.is_empty());
@@ -234,8 +236,8 @@ async fn serve(
                 let want = (MAX_FRAME + 2).saturating_sub(buf.len()).min(chunk.len());
                 let n = tokio::select! {
                     _ = kill.notified() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(due.saturating_sub(now))) => {
-                        let now = shared.clock.unix().get();
+                    _ = tokio::time::sleep(Duration::from_millis(due.since(now))) => {
+                        let now = shared.clock.now();
                         if shared.core().admission().on_expired(id, now).is_some() {
                             return Ok(());
                         }
@@ -284,7 +286,7 @@ async fn execute(
                 Output::Job(job) => {
                     let result = run_job(shared, job).await;
                     let serial = rand::rngs::OsRng.next_u64();
-                    let now = shared.clock.unix().get();
+                    let now = shared.clock.unix();
                     next.extend(shared.core().on_job_done(session, now, result, serial));
                 }
             }
@@ -399,7 +401,7 @@ fn account_op(
     store: &Store,
     user: &Username,
     op: AccountJob,
-    now: u64,
+    now: UnixSecs,
 ) -> Result<JobResult, StoreError> {
     Ok(match op {
         AccountJob::ListDevices => JobResult::Devices(store.devices(user)?),
@@ -430,8 +432,8 @@ fn account_op(
 async fn run_job(shared: &Arc<Shared>, job: Job) -> JobResult {
     let store = shared.store.clone();
     let policy = shared.throttle.clone();
-    let now_ms = shared.clock.unix().get();
-    let now = now_ms / 1000;
+    let now_ms = shared.clock.unix();
+    let now = now_ms.secs();
     // The shared throttle (PostgreSQL) is asked first, so an attempt it
     // refuses never waits for a hashing slot; it also knows devices that
     // logged in through another authority.

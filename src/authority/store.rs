@@ -16,6 +16,7 @@ use super::throttle::ThrottlePolicy;
 use crate::identity::{Role, Username};
 use crate::limits::SourceKey;
 use crate::sqlite::{Schema, SqliteError};
+use crate::time::{UnixMillis, UnixSecs};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -287,7 +288,7 @@ impl Store {
         &self,
         user: &Username,
         password_hash: &str,
-        now: u64,
+        now: UnixSecs,
     ) -> Result<bool, StoreError> {
         match &self.backend {
             Backend::Postgres(pg) => Ok(pg.insert_account(user, password_hash, now)?),
@@ -296,7 +297,7 @@ impl Store {
                 c.execute(
                     "INSERT INTO accounts (username, password_hash, created_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT(username) DO NOTHING",
-                    params![user.as_str(), password_hash, now as i64],
+                    params![user.as_str(), password_hash, now.get() as i64],
                 )
                 .map(|n| n == 1)
                 .map_err(err)
@@ -327,8 +328,8 @@ impl Store {
                         },
                         disabled: r.get::<_, i64>(3)? != 0,
                     },
-                    created_at: r.get::<_, i64>(4)? as u64,
-                    last_login: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    created_at: UnixSecs(r.get::<_, i64>(4)? as u64),
+                    last_login: r.get::<_, Option<i64>>(5)?.map(|v| UnixSecs(v as u64)),
                 })
             },
         )
@@ -366,12 +367,12 @@ impl Store {
             .map_err(err)
     }
 
-    pub fn touch_login(&self, user: &Username, now: u64) -> Result<(), StoreError> {
+    pub fn touch_login(&self, user: &Username, now: UnixSecs) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Postgres(pg) => Ok(pg.touch_login(user, now)?),
             Backend::Sqlite { path, conn } => {
                 let sql = "UPDATE accounts SET last_login = ?2 WHERE username = ?1";
-                Self::update_sqlite(path, conn, sql, user, &(now as i64)).map(|_| ())
+                Self::update_sqlite(path, conn, sql, user, &(now.get() as i64)).map(|_| ())
             }
         }
     }
@@ -390,14 +391,14 @@ impl Store {
         Ok(())
     }
 
-    /// Disable (from `now`, unix seconds) or enable an account.
+    /// Disable (from `now`) or enable an account.
     pub fn set_disabled(
         &self,
         user: &Username,
         disabled: bool,
-        now: u64,
+        now: UnixSecs,
     ) -> Result<(), StoreError> {
-        let at = disabled.then_some(now as i64);
+        let at = disabled.then_some(now.get() as i64);
         let found = match &self.backend {
             Backend::Postgres(pg) => pg.set_disabled(user, disabled, at)?,
             Backend::Sqlite { path, conn } => {
@@ -436,7 +437,7 @@ impl Store {
         user: &Username,
         ed25519: &[u8; 32],
         name: &str,
-        now: u64,
+        now: UnixSecs,
     ) -> Result<DeviceState, StoreError> {
         let (path, conn) = match &self.backend {
             Backend::Postgres(pg) => return Ok(pg.device_seen(user, ed25519, name, now)?),
@@ -459,7 +460,7 @@ impl Store {
                     "UPDATE devices SET last_seen = ?3,
                        name = CASE WHEN ?4 = '' THEN name ELSE ?4 END
                      WHERE username = ?1 AND ed25519 = ?2",
-                    params![user.as_str(), &ed25519[..], now as i64, name],
+                    params![user.as_str(), &ed25519[..], now.get() as i64, name],
                 )
                 .map_err(&err)?;
                 DeviceState::Active
@@ -487,7 +488,7 @@ impl Store {
                         user.as_str(),
                         &ed25519[..],
                         default_name(name, ed25519),
-                        now as i64
+                        now.get() as i64
                     ],
                 )
                 .map_err(&err)?;
@@ -531,9 +532,9 @@ impl Store {
                 Some(Device {
                     ed25519: key.try_into().ok()?,
                     name,
-                    first_seen: first as u64,
-                    last_seen: last as u64,
-                    revoked_at: revoked.map(|v| v as u64),
+                    first_seen: UnixSecs(first as u64),
+                    last_seen: UnixSecs(last as u64),
+                    revoked_at: revoked.map(|v| UnixSecs(v as u64)),
                 })
             })
             .collect())
@@ -545,7 +546,7 @@ impl Store {
         &self,
         user: &Username,
         selector: &str,
-        now: u64,
+        now: UnixSecs,
     ) -> Result<RevokeOutcome, StoreError> {
         let out = select_device(&self.devices(user)?, selector);
         let RevokeOutcome::Revoked(d) = &out else {
@@ -558,7 +559,7 @@ impl Store {
                 c.execute(
                     "UPDATE devices SET revoked_at = ?3
                      WHERE username = ?1 AND ed25519 = ?2 AND revoked_at IS NULL",
-                    params![user.as_str(), &d.ed25519[..], now as i64],
+                    params![user.as_str(), &d.ed25519[..], now.get() as i64],
                 )
                 .map_err(err)?;
             }
@@ -569,10 +570,10 @@ impl Store {
     }
 
     /// What the revocation list holds: devices revoked and accounts
-    /// disabled at or after `since` (unix seconds; older ones hold no
+    /// disabled at or after `since` (older ones hold no
     /// certificate that is still valid), as (username, device key) and
     /// usernames, at most `limit` of each, newest first.
-    pub fn revocations(&self, since: u64, limit: usize) -> Result<RevokedEntries, StoreError> {
+    pub fn revocations(&self, since: UnixSecs, limit: usize) -> Result<RevokedEntries, StoreError> {
         let (path, conn) = match &self.backend {
             Backend::Postgres(pg) => return Ok(pg.revocations(since, limit)?),
             Backend::Sqlite { path, conn } => (path, conn),
@@ -585,7 +586,7 @@ impl Store {
             )
             .map_err(&err)?;
         let devices = st
-            .query_map(params![since as i64, limit as i64], |r| {
+            .query_map(params![since.get() as i64, limit as i64], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(&err)?
@@ -602,7 +603,7 @@ impl Store {
             )
             .map_err(&err)?;
         let accounts = st
-            .query_map(params![since as i64, limit as i64], |r| r.get(0))
+            .query_map(params![since.get() as i64, limit as i64], |r| r.get(0))
             .map_err(&err)?
             .collect::<Result<Vec<String>, _>>()
             .map_err(&err)?;
@@ -645,7 +646,7 @@ impl Store {
     /// `Ok(known_device)`.
     pub fn shared_login_attempt(
         &self,
-        now_ms: u64,
+        now: UnixMillis,
         user: &Username,
         source: SourceKey,
         ed25519: &[u8; 32],
@@ -654,7 +655,7 @@ impl Store {
     ) -> Result<Result<bool, u64>, StoreError> {
         match &self.backend {
             Backend::Postgres(pg) => {
-                Ok(pg.login_attempt(now_ms, user, source, ed25519, known_device, policy)?)
+                Ok(pg.login_attempt(now, user, source, ed25519, known_device, policy)?)
             }
             Backend::Sqlite { .. } => Ok(Ok(known_device)),
         }
@@ -664,14 +665,14 @@ impl Store {
     /// the source's attempt and remembers the device (PostgreSQL only).
     pub fn shared_login_succeeded(
         &self,
-        now_ms: u64,
+        now: UnixMillis,
         user: &Username,
         source: SourceKey,
         ed25519: &[u8; 32],
         policy: &ThrottlePolicy,
     ) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Postgres(pg) => Ok(pg.login_succeeded(now_ms, user, source, ed25519, policy)?),
+            Backend::Postgres(pg) => Ok(pg.login_succeeded(now, user, source, ed25519, policy)?),
             Backend::Sqlite { .. } => Ok(()),
         }
     }
@@ -680,21 +681,25 @@ impl Store {
     /// (PostgreSQL only).
     pub fn shared_registration(
         &self,
-        now_ms: u64,
+        now: UnixMillis,
         source: SourceKey,
         policy: &ThrottlePolicy,
     ) -> Result<Option<u64>, StoreError> {
         match &self.backend {
-            Backend::Postgres(pg) => Ok(pg.registration(now_ms, source, policy)?),
+            Backend::Postgres(pg) => Ok(pg.registration(now, source, policy)?),
             Backend::Sqlite { .. } => Ok(None),
         }
     }
 
     /// Forget shared throttle rows that hold nothing back; the number
     /// deleted (PostgreSQL only).
-    pub fn shared_prune(&self, now_ms: u64, policy: &ThrottlePolicy) -> Result<u64, StoreError> {
+    pub fn shared_prune(
+        &self,
+        now: UnixMillis,
+        policy: &ThrottlePolicy,
+    ) -> Result<u64, StoreError> {
         match &self.backend {
-            Backend::Postgres(pg) => Ok(pg.prune(now_ms, policy)?),
+            Backend::Postgres(pg) => Ok(pg.prune(now, policy)?),
             Backend::Sqlite { .. } => Ok(0),
         }
     }
@@ -712,41 +717,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("a.db")).unwrap();
         let alice = Username::parse("alice").unwrap();
-        s.insert_account(&alice, &hash_password("password1").unwrap(), 1)
+        s.insert_account(&alice, &hash_password("password1").unwrap(), UnixSecs(1))
             .unwrap();
         assert_eq!(
-            s.device_seen(&alice, &[1; 32], "laptop", 10).unwrap(),
+            s.device_seen(&alice, &[1; 32], "laptop", UnixSecs(10))
+                .unwrap(),
             DeviceState::Active
         );
         assert_eq!(
-            s.device_seen(&alice, &[2; 32], "", 20).unwrap(),
+            s.device_seen(&alice, &[2; 32], "", UnixSecs(20)).unwrap(),
             DeviceState::Active
         );
-        s.device_seen(&alice, &[1; 32], "", 30).unwrap();
+        s.device_seen(&alice, &[1; 32], "", UnixSecs(30)).unwrap();
         let ds = s.devices(&alice).unwrap();
         assert_eq!(ds.len(), 2);
-        assert_eq!((ds[0].name.as_str(), ds[0].last_seen), ("laptop", 30));
+        assert_eq!(
+            (ds[0].name.as_str(), ds[0].last_seen),
+            ("laptop", UnixSecs(30))
+        );
         assert_eq!(ds[1].name, "device-02020202");
         assert_eq!(
-            s.revoke_device(&alice, "nope", 40).unwrap(),
+            s.revoke_device(&alice, "nope", UnixSecs(40)).unwrap(),
             RevokeOutcome::NoSuchDevice
         );
-        let RevokeOutcome::Revoked(d) = s.revoke_device(&alice, "0202", 40).unwrap() else {
+        let RevokeOutcome::Revoked(d) = s.revoke_device(&alice, "0202", UnixSecs(40)).unwrap()
+        else {
             panic!("not revoked")
         };
-        assert_eq!((d.ed25519, d.revoked_at), ([2; 32], Some(40)));
+        assert_eq!((d.ed25519, d.revoked_at), ([2; 32], Some(UnixSecs(40))));
         assert_eq!(
-            s.device_seen(&alice, &[2; 32], "", 50).unwrap(),
+            s.device_seen(&alice, &[2; 32], "", UnixSecs(50)).unwrap(),
             DeviceState::Revoked
         );
-        assert!(s.revoke_device(&alice, "laptop", 60).is_ok());
-        let (devs, accts) = s.revocations(0, 100).unwrap();
+        assert!(s.revoke_device(&alice, "laptop", UnixSecs(60)).is_ok());
+        let (devs, accts) = s.revocations(UnixSecs(0), 100).unwrap();
         assert_eq!(devs.len(), 2);
         assert!(accts.is_empty());
-        assert_eq!(s.revocations(55, 100).unwrap().0.len(), 1);
-        s.set_disabled(&alice, true, 70).unwrap();
-        assert_eq!(s.revocations(65, 100).unwrap().1, vec!["alice".to_owned()]);
-        assert!(s.revocations(75, 100).unwrap().1.is_empty());
+        assert_eq!(s.revocations(UnixSecs(55), 100).unwrap().0.len(), 1);
+        s.set_disabled(&alice, true, UnixSecs(70)).unwrap();
+        assert_eq!(
+            s.revocations(UnixSecs(65), 100).unwrap().1,
+            vec!["alice".to_owned()]
+        );
+        assert!(s.revocations(UnixSecs(75), 100).unwrap().1.is_empty());
         // Password change.
         assert!(
             s.set_password_hash(&alice, &hash_password("password2").unwrap())
@@ -757,7 +770,7 @@ mod tests {
         // Bounded: the 33rd device forgets the least recently seen
         // unrevoked one, never a revoked one.
         for i in 0..40u8 {
-            s.device_seen(&alice, &[100 + i; 32], "", 100 + i as u64)
+            s.device_seen(&alice, &[100 + i; 32], "", UnixSecs(100 + i as u64))
                 .unwrap();
         }
         let ds = s.devices(&alice).unwrap();
@@ -772,9 +785,9 @@ mod tests {
         assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as u32);
         let h = hash_password("password1").unwrap();
         let alice = Username::parse("Alice").unwrap();
-        assert!(s.insert_account(&alice, &h, 1).unwrap());
+        assert!(s.insert_account(&alice, &h, UnixSecs(1)).unwrap());
         assert!(
-            !s.insert_account(&Username::parse("ALICE").unwrap(), &h, 2)
+            !s.insert_account(&Username::parse("ALICE").unwrap(), &h, UnixSecs(2))
                 .unwrap()
         );
         assert_eq!(
@@ -804,7 +817,7 @@ mod tests {
         let p = dir.path().join("a.db");
         {
             let s = Store::open(&p).unwrap();
-            s.insert_account(&Username::parse("carol").unwrap(), "x", 1)
+            s.insert_account(&Username::parse("carol").unwrap(), "x", UnixSecs(1))
                 .unwrap();
         }
         let s = Store::open(&p).unwrap();

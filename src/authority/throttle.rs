@@ -1,12 +1,16 @@
 //! Failed-login throttling per account and per source ([`SourceKey`]: an
 //! IPv4 address or an IPv6 /64), and a registration rate limit per
-//! source. Pure state driven by `now` (ms).
+//! source. Pure state driven by `now`, on the wall clock
+//! ([`UnixMillis`]): the same rules run on rows in the database that
+//! several authorities share, so a lockout is judged against their
+//! clocks, not one process's timeline.
 //!
 //! A password attempt is counted as a failure *before* it is hashed
 //! ([`Throttle::login_attempt`]) and refunded if it succeeds, so guesses sent
 //! in parallel on many connections meet the lockout as serial ones do.
 
 use crate::limits::SourceKey;
+use crate::time::UnixMillis;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
@@ -46,42 +50,43 @@ impl Default for ThrottlePolicy {
 pub struct Failures {
     /// Failures counted (attempts in flight count until refunded).
     pub count: u32,
-    /// When the last failure was counted: the window decays from it.
-    pub last_ms: u64,
-    /// No attempt before this.
-    pub locked_until_ms: u64,
+    /// When the last failure was counted (wall clock): the window decays
+    /// from it.
+    pub last: UnixMillis,
+    /// No attempt before this (wall clock).
+    pub locked_until: UnixMillis,
 }
 
 impl Failures {
     /// Forget everything once the window has passed and no lock holds.
-    pub fn decay(&mut self, now: u64, window: u64) {
-        if now.saturating_sub(self.last_ms) > window && now >= self.locked_until_ms {
+    pub fn decay(&mut self, now: UnixMillis, window_ms: u64) {
+        if now.since(self.last) > window_ms && now >= self.locked_until {
             *self = Failures::default();
         }
     }
 
     /// Milliseconds until the next attempt (0: now).
-    pub fn wait(&self, now: u64) -> u64 {
-        self.locked_until_ms.saturating_sub(now)
+    pub fn wait(&self, now: UnixMillis) -> u64 {
+        self.locked_until.since(now)
     }
 
     /// An attempt counted in advance turned out right.
     pub fn refund(&mut self, free: u32) {
         self.count = self.count.saturating_sub(1);
         if self.count < free {
-            self.locked_until_ms = 0;
+            self.locked_until = UnixMillis::ZERO;
         }
     }
 
     /// Count a failure; past `free` failures, lock for 1 s doubling per
     /// failure up to the policy's maximum.
-    pub fn fail(&mut self, now: u64, free: u32, policy: &ThrottlePolicy) {
+    pub fn fail(&mut self, now: UnixMillis, free: u32, policy: &ThrottlePolicy) {
         self.count = self.count.saturating_add(1);
-        self.last_ms = now;
+        self.last = now;
         if self.count >= free {
             let doublings = (self.count - free).min(30);
             let lock = (1000u64 << doublings).min(policy.max_lockout_ms);
-            self.locked_until_ms = now + lock;
+            self.locked_until = now + lock;
         }
     }
 }
@@ -91,7 +96,8 @@ pub struct Throttle {
     pub policy: ThrottlePolicy,
     accounts: HashMap<String, Failures>,
     addresses: HashMap<SourceKey, Failures>,
-    registrations: HashMap<SourceKey, VecDeque<u64>>,
+    /// When each source registered in the last hour (wall clock).
+    registrations: HashMap<SourceKey, VecDeque<UnixMillis>>,
 }
 
 impl Throttle {
@@ -109,7 +115,7 @@ impl Throttle {
     /// stranger guessing at an account cannot lock its owner out.
     pub fn login_blocked(
         &mut self,
-        now: u64,
+        now: UnixMillis,
         account: &str,
         addr: IpAddr,
         known_device: bool,
@@ -132,7 +138,7 @@ impl Throttle {
     /// until [`Throttle::login_succeeded`] refunds it.
     pub fn login_attempt(
         &mut self,
-        now: u64,
+        now: UnixMillis,
         account: &str,
         addr: IpAddr,
         known_device: bool,
@@ -144,7 +150,7 @@ impl Throttle {
         Ok(())
     }
 
-    pub fn login_failed(&mut self, now: u64, account: &str, addr: IpAddr) {
+    pub fn login_failed(&mut self, now: UnixMillis, account: &str, addr: IpAddr) {
         let p = self.policy.clone();
         let a = self.accounts.entry(account.to_owned()).or_default();
         a.decay(now, p.window_ms);
@@ -166,26 +172,26 @@ impl Throttle {
 
     /// Milliseconds until `addr` may register again, or `None`; counts the
     /// attempt when allowed.
-    pub fn registration(&mut self, now: u64, addr: IpAddr) -> Option<u64> {
+    pub fn registration(&mut self, now: UnixMillis, addr: IpAddr) -> Option<u64> {
         let limit = self.policy.registrations_per_hour as usize;
         if limit == 0 {
             return None;
         }
         const HOUR: u64 = 3_600_000;
         let q = self.registrations.entry(SourceKey::of(addr)).or_default();
-        while q.front().is_some_and(|&t| now.saturating_sub(t) >= HOUR) {
+        while q.front().is_some_and(|&t| now.since(t) >= HOUR) {
             q.pop_front();
         }
         if q.len() >= limit {
             let oldest = q.front().copied().unwrap_or(now);
-            return Some((oldest + HOUR).saturating_sub(now).max(1));
+            return Some((oldest + HOUR).since(now).max(1));
         }
         q.push_back(now);
         None
     }
 
     /// Drop entries that no longer hold anything back.
-    pub fn prune(&mut self, now: u64) {
+    pub fn prune(&mut self, now: UnixMillis) {
         let w = self.policy.window_ms;
         let keep = |f: &mut Failures| {
             f.decay(now, w);
@@ -194,7 +200,7 @@ impl Throttle {
         self.accounts.retain(|_, f| keep(f));
         self.addresses.retain(|_, f| keep(f));
         self.registrations
-            .retain(|_, q| q.back().is_some_and(|&t| now.saturating_sub(t) < 3_600_000));
+            .retain(|_, q| q.back().is_some_and(|&t| now.since(t) < 3_600_000));
     }
 
     pub fn tracked(&self) -> usize {
@@ -214,39 +220,54 @@ mod tests {
     fn account_locks_after_free_failures_and_doubles() {
         let mut t = Throttle::new(ThrottlePolicy::default());
         for _ in 0..4 {
-            t.login_failed(0, "alice", ip(1));
-            assert_eq!(t.login_blocked(0, "alice", ip(2), false), None);
+            t.login_failed(UnixMillis(0), "alice", ip(1));
+            assert_eq!(t.login_blocked(UnixMillis(0), "alice", ip(2), false), None);
         }
-        t.login_failed(0, "alice", ip(1));
+        t.login_failed(UnixMillis(0), "alice", ip(1));
         // From another address too: the lock is on the account.
-        assert_eq!(t.login_blocked(0, "alice", ip(2), false), Some(1000));
-        assert_eq!(t.login_blocked(1000, "alice", ip(2), false), None);
-        t.login_failed(1000, "alice", ip(1));
-        assert_eq!(t.login_blocked(1000, "alice", ip(2), false), Some(2000));
+        assert_eq!(
+            t.login_blocked(UnixMillis(0), "alice", ip(2), false),
+            Some(1000)
+        );
+        assert_eq!(
+            t.login_blocked(UnixMillis(1000), "alice", ip(2), false),
+            None
+        );
+        t.login_failed(UnixMillis(1000), "alice", ip(1));
+        assert_eq!(
+            t.login_blocked(UnixMillis(1000), "alice", ip(2), false),
+            Some(2000)
+        );
         // Another account from another address is unaffected.
-        assert_eq!(t.login_blocked(1000, "bob", ip(3), false), None);
+        assert_eq!(t.login_blocked(UnixMillis(1000), "bob", ip(3), false), None);
     }
 
     #[test]
     fn address_locks_across_accounts() {
         let mut t = Throttle::new(ThrottlePolicy::default());
         for i in 0..20 {
-            t.login_failed(0, &format!("user{i}"), ip(9));
+            t.login_failed(UnixMillis(0), &format!("user{i}"), ip(9));
         }
-        assert!(t.login_blocked(0, "fresh", ip(9), false).is_some());
-        assert!(t.login_blocked(0, "fresh", ip(8), false).is_none());
+        assert!(
+            t.login_blocked(UnixMillis(0), "fresh", ip(9), false)
+                .is_some()
+        );
+        assert!(
+            t.login_blocked(UnixMillis(0), "fresh", ip(8), false)
+                .is_none()
+        );
     }
 
     #[test]
     fn failures_decay_and_success_clears() {
         let mut t = Throttle::new(ThrottlePolicy::default());
         for _ in 0..4 {
-            t.login_failed(0, "a", ip(1));
+            t.login_failed(UnixMillis(0), "a", ip(1));
         }
         t.login_succeeded("a", ip(1));
-        t.login_failed(10, "a", ip(1));
-        assert_eq!(t.login_blocked(10, "a", ip(2), false), None);
-        t.prune(10 + 16 * 60 * 1000);
+        t.login_failed(UnixMillis(10), "a", ip(1));
+        assert_eq!(t.login_blocked(UnixMillis(10), "a", ip(2), false), None);
+        t.prune(UnixMillis(10 + 16 * 60 * 1000));
         assert_eq!(t.tracked(), 0);
     }
 
@@ -254,9 +275,12 @@ mod tests {
     fn lockout_is_capped() {
         let mut t = Throttle::new(ThrottlePolicy::default());
         for _ in 0..100 {
-            t.login_failed(0, "a", ip(1));
+            t.login_failed(UnixMillis(0), "a", ip(1));
         }
-        assert_eq!(t.login_blocked(0, "a", ip(2), false), Some(15 * 60 * 1000));
+        assert_eq!(
+            t.login_blocked(UnixMillis(0), "a", ip(2), false),
+            Some(15 * 60 * 1000)
+        );
     }
 
     #[test]
@@ -264,13 +288,16 @@ mod tests {
         let mut t = Throttle::new(ThrottlePolicy::default());
         // 50 guesses arrive before any hash finishes: 5 get through.
         let admitted = (0..50)
-            .filter(|_| t.login_attempt(0, "alice", ip(1), false).is_ok())
+            .filter(|_| {
+                t.login_attempt(UnixMillis(0), "alice", ip(1), false)
+                    .is_ok()
+            })
             .count();
         assert_eq!(admitted, 5);
         // The owner's known device is not locked out by the stranger.
-        assert!(t.login_attempt(0, "alice", ip(2), true).is_ok());
+        assert!(t.login_attempt(UnixMillis(0), "alice", ip(2), true).is_ok());
         t.login_succeeded("alice", ip(2));
-        assert_eq!(t.login_blocked(0, "alice", ip(3), false), None);
+        assert_eq!(t.login_blocked(UnixMillis(0), "alice", ip(3), false), None);
     }
 
     #[test]
@@ -278,12 +305,18 @@ mod tests {
         let mut t = Throttle::new(ThrottlePolicy::default());
         for i in 0..20u16 {
             let a = IpAddr::from([0x2001, 0xdb8, 7, 7, i, i, i, 1]);
-            t.login_failed(0, &format!("user{i}"), a);
+            t.login_failed(UnixMillis(0), &format!("user{i}"), a);
         }
         let same = IpAddr::from([0x2001, 0xdb8, 7, 7, 0xffff, 1, 2, 3]);
         let other = IpAddr::from([0x2001, 0xdb8, 7, 8, 0, 0, 0, 1]);
-        assert!(t.login_blocked(0, "fresh", same, false).is_some());
-        assert!(t.login_blocked(0, "fresh", other, false).is_none());
+        assert!(
+            t.login_blocked(UnixMillis(0), "fresh", same, false)
+                .is_some()
+        );
+        assert!(
+            t.login_blocked(UnixMillis(0), "fresh", other, false)
+                .is_none()
+        );
     }
 
     #[test]
@@ -293,10 +326,10 @@ mod tests {
             ..Default::default()
         });
         for _ in 0..5 {
-            t.login_attempt(0, "bob", ip(4), false).unwrap();
+            t.login_attempt(UnixMillis(0), "bob", ip(4), false).unwrap();
             t.login_succeeded("bob", ip(4));
         }
-        assert_eq!(t.login_blocked(0, "carol", ip(4), false), None);
+        assert_eq!(t.login_blocked(UnixMillis(0), "carol", ip(4), false), None);
     }
 
     #[test]
@@ -305,10 +338,10 @@ mod tests {
             registrations_per_hour: 2,
             ..Default::default()
         });
-        assert_eq!(t.registration(0, ip(1)), None);
-        assert_eq!(t.registration(10, ip(1)), None);
-        assert_eq!(t.registration(20, ip(1)), Some(3_600_000 - 20));
-        assert_eq!(t.registration(20, ip(2)), None);
-        assert_eq!(t.registration(3_600_000, ip(1)), None);
+        assert_eq!(t.registration(UnixMillis(0), ip(1)), None);
+        assert_eq!(t.registration(UnixMillis(10), ip(1)), None);
+        assert_eq!(t.registration(UnixMillis(20), ip(1)), Some(3_600_000 - 20));
+        assert_eq!(t.registration(UnixMillis(20), ip(2)), None);
+        assert_eq!(t.registration(UnixMillis(3_600_000), ip(1)), None);
     }
 }

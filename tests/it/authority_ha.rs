@@ -11,6 +11,7 @@ use crate::common::procs::{Proc, natter};
 use natter::authority::RejectCode;
 use natter::config::{Authorities, HostPort};
 use natter::node::{AuthorityConnection, LoginError};
+use natter::time::UnixSecs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -442,41 +443,48 @@ fn devices_and_revocation_on_postgres() {
     let s = natter::authority::Store::open_database(&db, Some(&pg.password_file)).unwrap();
     let alice: natter::identity::Username = "alice".parse().unwrap();
     assert!(
-        s.insert_account(&alice, &hash_password("password1").unwrap(), 1)
+        s.insert_account(&alice, &hash_password("password1").unwrap(), UnixSecs(1))
             .unwrap()
     );
     assert_eq!(
-        s.device_seen(&alice, &[1; 32], "laptop", 10).unwrap(),
+        s.device_seen(&alice, &[1; 32], "laptop", UnixSecs(10))
+            .unwrap(),
         DeviceState::Active
     );
     assert_eq!(
-        s.device_seen(&alice, &[2; 32], "", 20).unwrap(),
+        s.device_seen(&alice, &[2; 32], "", UnixSecs(20)).unwrap(),
         DeviceState::Active
     );
-    s.device_seen(&alice, &[1; 32], "", 30).unwrap();
+    s.device_seen(&alice, &[1; 32], "", UnixSecs(30)).unwrap();
     let ds = s.devices(&alice).unwrap();
     assert_eq!(ds.len(), 2);
-    assert_eq!((ds[0].name.as_str(), ds[0].last_seen), ("laptop", 30));
+    assert_eq!(
+        (ds[0].name.as_str(), ds[0].last_seen),
+        ("laptop", UnixSecs(30))
+    );
     assert_eq!(ds[1].name, "device-02020202");
     assert_eq!(
-        s.revoke_device(&alice, "nope", 40).unwrap(),
+        s.revoke_device(&alice, "nope", UnixSecs(40)).unwrap(),
         RevokeOutcome::NoSuchDevice
     );
-    let RevokeOutcome::Revoked(d) = s.revoke_device(&alice, "0202", 40).unwrap() else {
+    let RevokeOutcome::Revoked(d) = s.revoke_device(&alice, "0202", UnixSecs(40)).unwrap() else {
         panic!("not revoked")
     };
-    assert_eq!((d.ed25519, d.revoked_at), ([2; 32], Some(40)));
+    assert_eq!((d.ed25519, d.revoked_at), ([2; 32], Some(UnixSecs(40))));
     assert_eq!(
-        s.device_seen(&alice, &[2; 32], "", 50).unwrap(),
+        s.device_seen(&alice, &[2; 32], "", UnixSecs(50)).unwrap(),
         DeviceState::Revoked
     );
     assert_eq!(
-        s.revocations(0, 100).unwrap().0,
+        s.revocations(UnixSecs(0), 100).unwrap().0,
         vec![("alice".to_owned(), [2; 32])]
     );
-    s.set_disabled(&alice, true, 70).unwrap();
-    assert_eq!(s.revocations(65, 100).unwrap().1, vec!["alice".to_owned()]);
-    assert!(s.revocations(75, 100).unwrap().1.is_empty());
+    s.set_disabled(&alice, true, UnixSecs(70)).unwrap();
+    assert_eq!(
+        s.revocations(UnixSecs(65), 100).unwrap().1,
+        vec!["alice".to_owned()]
+    );
+    assert!(s.revocations(UnixSecs(75), 100).unwrap().1.is_empty());
     assert!(
         s.set_password_hash(&alice, &hash_password("password2").unwrap())
             .unwrap()
@@ -484,7 +492,7 @@ fn devices_and_revocation_on_postgres() {
     assert_eq!(s.check_password(&alice, "password1").unwrap(), Err(true));
     assert!(s.check_password(&alice, "password2").unwrap().is_ok());
     for i in 0..40u8 {
-        s.device_seen(&alice, &[100 + i; 32], "", 100 + i as u64)
+        s.device_seen(&alice, &[100 + i; 32], "", UnixSecs(100 + i as u64))
             .unwrap();
     }
     let ds = s.devices(&alice).unwrap();
