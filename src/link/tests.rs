@@ -82,7 +82,7 @@ struct Net {
 
 impl Net {
     fn new(seed: u64, nodes: Vec<(SocketAddr, LinkEndpoint)>) -> Self {
-        let mut net = Network::new(seed, T0, LinkModel::instant());
+        let mut net = Network::new(seed, Millis(T0), LinkModel::instant());
         net.start_capture();
         for (i, (a, _)) in nodes.iter().enumerate() {
             net.bind(*a, i);
@@ -171,7 +171,7 @@ impl Net {
     /// deliver it; repeat until quiet. Returns datagrams moved.
     fn pump(&mut self) -> usize {
         let mut moved = 0;
-        self.net.advance_to(self.now);
+        self.net.advance_to(Millis(self.now));
         for _ in 0..1000 {
             let mut sent = false;
             for (i, (src, ep, events)) in self.nodes.iter_mut().enumerate() {

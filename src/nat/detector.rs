@@ -703,7 +703,7 @@ mod tests {
     const S1_ALT: &str = "198.51.100.2:3479";
 
     fn lab(client: &str, nat: Option<NatConfig>, loss: f64, seed: u64) -> DetectLab {
-        let net = Network::new(seed, T0, LinkModel::new(15, 5, loss));
+        let net = Network::new(seed, Millis(T0), LinkModel::new(15, 5, loss));
         let mut l = DetectLab::new(seed, net, a(client), nat, DetectorConfig::default());
         l.detector.set_local(Millis(T0), Some(a(client)));
         l
@@ -754,9 +754,9 @@ mod tests {
         let mut l = lab("192.0.2.7:5000", None, 0.0, 3);
         l.detector.set_servers(vec![a("198.51.100.9:7710")]);
         l.detector.start(Millis(T0), "login", &mut l.rng);
-        l.net.advance_to(T0 + 100);
+        l.net.advance_to(Millis(T0 + 100));
         l.detector.note_udp_received();
-        let r = l.run_until_report(T0 + 10_000).unwrap();
+        let r = l.run_until_report(Millis(T0 + 10_000)).unwrap();
         assert!(!r.udp_blocked);
         assert_eq!(r.mapping, Mapping::Unknown);
         assert!(
@@ -865,7 +865,7 @@ mod tests {
         l.detector
             .observe_mapped(Millis(end + 1), a(S1), a("203.0.113.5:6000"));
         assert_eq!(l.detector.poll_timeout(), Some(Millis(end + 10_000)));
-        let r2 = l.run_until_report(end + 20_000).unwrap();
+        let r2 = l.run_until_report(Millis(end + 20_000)).unwrap();
         assert_eq!(r2.reason, "public address changed");
         assert_eq!(r2.started_ms, end + 10_000);
         assert_eq!(r2.mapping, Mapping::EndpointIndependent);
@@ -873,7 +873,7 @@ mod tests {
         let end2 = r2.started_ms + r2.duration_ms;
         l.detector
             .set_local(Millis(end2 + 50_000), Some(a("10.0.0.2:5001")));
-        let r3 = l.run_until_report(end2 + 60_000).unwrap();
+        let r3 = l.run_until_report(Millis(end2 + 60_000)).unwrap();
         assert_eq!(r3.reason, "local address changed");
     }
 

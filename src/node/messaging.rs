@@ -17,7 +17,7 @@ use crate::identity::Certificate;
 use crate::node::api::{ErrorReason, GroupCommand};
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
 use crate::overlay::{ClientCore, ClientEvent, EnvelopeId, Status};
-use crate::time::{Millis, UnixMillis};
+use crate::time::{Millis, UnixMillis, earliest};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::{BTreeSet, VecDeque};
@@ -173,18 +173,14 @@ impl Messaging {
         me: &str,
         chat: ChatConfig,
         contacts: ContactsConfig,
-        now: u64,
+        now: Millis,
     ) -> Result<Self, MessagingError> {
-        let c = ChatCore::new(
-            ChatStore::open(&data_dir.join("chat.db"))?,
-            chat,
-            Millis(now),
-        )?;
+        let c = ChatCore::new(ChatStore::open(&data_dir.join("chat.db"))?, chat, now)?;
         let k = ContactsCore::new(
             ContactStore::open(&data_dir.join("contacts.db"))?,
             me,
             contacts,
-            Millis(now),
+            now,
         )?;
         Ok(Self::new(c, k))
     }
@@ -232,17 +228,12 @@ impl Messaging {
         self.events.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> u64 {
-        let groups = self
-            .groups
-            .as_ref()
-            .and_then(GroupCore::poll_timeout)
-            .map_or(u64::MAX, |t| t.0);
-        self.chat
-            .poll_timeout()
-            .get()
-            .min(self.contacts.poll_timeout().get())
-            .min(groups)
+    /// The cores' earliest deadline; `None` when none has one (the chat
+    /// and contacts cores say so with [`Millis::MAX`]).
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let groups = self.groups.as_ref().and_then(GroupCore::poll_timeout);
+        let t = self.chat.poll_timeout().min(self.contacts.poll_timeout());
+        earliest((t < Millis::MAX).then_some(t), groups)
     }
 
     /// Drain the cores' events and bring the record and watches in line.
@@ -271,7 +262,7 @@ impl Messaging {
 
     pub fn handle_timeout(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         client: &mut ClientCore,
         rng: &mut StdRng,
@@ -279,14 +270,14 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now: Millis(now),
+            now,
             unix,
             sent: &mut self.sent,
         };
-        self.chat.handle_timeout(Millis(now), &mut sink);
-        self.contacts.handle_timeout(Millis(now), &mut sink);
+        self.chat.handle_timeout(now, &mut sink);
+        self.contacts.handle_timeout(now, &mut sink);
         if let Some(g) = &mut self.groups {
-            g.handle_timeout(Millis(now), &mut sink);
+            g.handle_timeout(now, &mut sink);
         }
         self.sync(client);
     }
@@ -295,7 +286,7 @@ impl Messaging {
     /// true when one of the cores took it.
     pub fn on_envelope(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         env: Envelope<'_>,
         client: &mut ClientCore,
@@ -304,12 +295,12 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now: Millis(now),
+            now,
             unix,
             sent: &mut self.sent,
         };
         let (from, kind, payload) = env;
-        self.chat.peer_online(Millis(now), &from.username);
+        self.chat.peer_online(now, &from.username);
         let blocked = self.contacts.is_blocked(&from.username);
         let standing = if blocked {
             Standing::Blocked
@@ -323,8 +314,8 @@ impl Messaging {
         };
         let group = match &mut self.groups {
             Some(g) => {
-                g.peer_online(Millis(now), &from.username);
-                g.on_envelope(Millis(now), from, standing, kind, payload, &mut sink)
+                g.peer_online(now, &from.username);
+                g.on_envelope(now, from, standing, kind, payload, &mut sink)
             }
             None => false,
         };
@@ -334,7 +325,7 @@ impl Messaging {
                 .on_envelope(unix, from, kind, payload, blocked, &mut sink)
             || self
                 .contacts
-                .on_envelope(Millis(now), from, kind, payload, &mut sink);
+                .on_envelope(now, from, kind, payload, &mut sink);
         self.sync(client);
         took
     }
@@ -343,7 +334,7 @@ impl Messaging {
     /// (outcomes of presence envelopes and acks are not news).
     pub fn on_outcome(
         &mut self,
-        now: u64,
+        now: Millis,
         id: &EnvelopeId,
         o: EnvelopeOutcome,
         client: &mut ClientCore,
@@ -351,10 +342,10 @@ impl Messaging {
         let group = self
             .groups
             .as_mut()
-            .is_some_and(|g| g.on_envelope_outcome(Millis(now), id, o.clone()));
+            .is_some_and(|g| g.on_envelope_outcome(now, id, o.clone()));
         let consumed = group
-            || self.chat.on_envelope_outcome(Millis(now), id, o.clone())
-            || self.contacts.on_envelope_outcome(Millis(now), id, o);
+            || self.chat.on_envelope_outcome(now, id, o.clone())
+            || self.contacts.on_envelope_outcome(now, id, o);
         let ours = self.sent.remove(id);
         self.sync(client);
         consumed || ours
@@ -364,7 +355,7 @@ impl Messaging {
     /// are online), a watched user's record.
     pub fn observe(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         ev: &ClientEvent,
         client: &mut ClientCore,
@@ -373,7 +364,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now: Millis(now),
+            now,
             unix,
             sent: &mut self.sent,
         };
@@ -381,17 +372,17 @@ impl Messaging {
             ClientEvent::Published { .. } => self.contacts.on_online(&mut sink),
             ClientEvent::PresenceChanged { record, .. } => {
                 if record.status != Status::Offline && record.online_until > unix.secs().get() {
-                    self.chat.peer_online(Millis(now), record.username());
+                    self.chat.peer_online(now, record.username());
                     if let Some(g) = &mut self.groups {
-                        g.peer_online(Millis(now), record.username());
+                        g.peer_online(now, record.username());
                     }
                 }
-                self.contacts.on_record(Millis(now), unix.secs(), record)
+                self.contacts.on_record(now, unix.secs(), record)
             }
             // A contact who answered us exists, whatever the directory
             // says just now (its record may be lost with a supernode).
             ClientEvent::NoSuchUser { username } if !self.contacts.answered(username) => {
-                self.chat.no_such_user(Millis(now), username)
+                self.chat.no_such_user(now, username)
             }
             _ => {}
         }
@@ -401,7 +392,7 @@ impl Messaging {
     /// Handle a command; a failure comes out as [`MessagingEvent::Failed`].
     pub fn command(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         cmd: MessagingCommand,
         client: &mut ClientCore,
@@ -409,11 +400,12 @@ impl Messaging {
     ) {
         // Message ids come from their own generator, as the sink holds the
         // node's.
-        let mut id_rng = StdRng::from_rng(&mut *rng).unwrap_or_else(|_| StdRng::seed_from_u64(now));
+        let mut id_rng =
+            StdRng::from_rng(&mut *rng).unwrap_or_else(|_| StdRng::seed_from_u64(now.get()));
         let mut sink = Sink {
             client,
             rng,
-            now: Millis(now),
+            now,
             unix,
             sent: &mut self.sent,
         };
@@ -427,7 +419,7 @@ impl Messaging {
                     Err(ChatError::Blocked(to.clone()))
                 } else {
                     self.chat
-                        .send(Millis(now), unix, &mut id_rng, &to, &text, &mut sink)
+                        .send(now, unix, &mut id_rng, &to, &text, &mut sink)
                 };
                 let r = r.map_err(|e| e.to_string());
                 let out = r.clone().map(|_| ());
@@ -444,31 +436,27 @@ impl Messaging {
                 let _ = reply.send(c.list());
                 Ok(())
             }
-            MessagingCommand::AddContact { user, greeting } => c
-                .add(Millis(now), &user, &greeting, &mut sink)
-                .map_err(text),
+            MessagingCommand::AddContact { user, greeting } => {
+                c.add(now, &user, &greeting, &mut sink).map_err(text)
+            }
             MessagingCommand::AcceptContact { user } => {
-                c.accept(Millis(now), &user, &mut sink).map_err(text)
+                c.accept(now, &user, &mut sink).map_err(text)
             }
             MessagingCommand::DeclineContact { user } => {
-                c.decline(Millis(now), &user, &mut sink).map_err(text)
+                c.decline(now, &user, &mut sink).map_err(text)
             }
             MessagingCommand::RemoveContact { user } => {
-                c.remove(Millis(now), &user, &mut sink).map_err(text)
+                c.remove(now, &user, &mut sink).map_err(text)
             }
-            MessagingCommand::BlockContact { user } => {
-                c.block(Millis(now), &user, &mut sink).map_err(text)
-            }
-            MessagingCommand::UnblockContact { user } => {
-                c.unblock(Millis(now), &user).map_err(text)
-            }
+            MessagingCommand::BlockContact { user } => c.block(now, &user, &mut sink).map_err(text),
+            MessagingCommand::UnblockContact { user } => c.unblock(now, &user).map_err(text),
             MessagingCommand::SetStatus { status, message } => {
-                c.activity(Millis(now), &mut sink);
+                c.activity(now, &mut sink);
                 c.set_status(status, &message, &mut sink);
                 Ok(())
             }
             MessagingCommand::Activity => {
-                c.activity(Millis(now), &mut sink);
+                c.activity(now, &mut sink);
                 Ok(())
             }
             MessagingCommand::Group(cmd) => match &mut self.groups {
@@ -495,7 +483,7 @@ impl Messaging {
     /// The node is stopping: tell authorized contacts we go offline.
     pub fn shutdown(
         &mut self,
-        now: u64,
+        now: Millis,
         unix: UnixMillis,
         client: &mut ClientCore,
         rng: &mut StdRng,
@@ -503,7 +491,7 @@ impl Messaging {
         let mut sink = Sink {
             client,
             rng,
-            now: Millis(now),
+            now,
             unix,
             sent: &mut self.sent,
         };
@@ -514,14 +502,14 @@ impl Messaging {
 
 /// Carry out a group command; answers go to `events`.
 fn group_command(
-    now: u64,
+    now: Millis,
     unix: UnixMillis,
     g: &mut GroupCore,
     cmd: GroupCommand,
     sink: &mut dyn EnvelopeSink,
     events: &mut VecDeque<MessagingEvent>,
 ) -> Result<(), GroupError> {
-    let (t, wall) = (Millis(now), unix);
+    let (t, wall) = (now, unix);
     match cmd {
         GroupCommand::Create { name, members } => {
             let id = g.create(t, wall, &name, sink)?;

@@ -41,7 +41,7 @@ impl Net {
     fn new(cfg: TurnServerConfig) -> Self {
         let now = Millis(1_700_000_000_000);
         let server_addr = addr("198.51.100.1:3478");
-        let mut net = Network::new(1, now.get(), LinkModel::instant());
+        let mut net = Network::new(1, now, LinkModel::instant());
         net.bind(server_addr, SERVER);
         Net {
             now,
@@ -109,7 +109,7 @@ impl Net {
 
     /// Deliver everything until quiet.
     fn run(&mut self) {
-        self.net.advance_to(self.now.get());
+        self.net.advance_to(self.now);
         for _ in 0..1000 {
             let mut moved = false;
             for i in 0..self.clients.len() {

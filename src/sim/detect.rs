@@ -6,7 +6,7 @@
 use super::nat::NatConfig;
 use super::net::{NatId, Network};
 use crate::nat::{DetectorConfig, NatDetector, NatEvent, NatReport, StunServer, StunServerConfig};
-use crate::time::Millis;
+use crate::time::{Millis, earliest};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::net::SocketAddr;
@@ -78,38 +78,30 @@ impl DetectLab {
     }
 
     /// Run until the detector reports or virtual time passes `until`.
-    pub fn run_until_report(&mut self, until: u64) -> Option<NatReport> {
+    pub fn run_until_report(&mut self, until: Millis) -> Option<NatReport> {
         loop {
             self.flush();
             if let Some(NatEvent::Report(r)) = self.detector.poll_event() {
                 return Some(r);
             }
-            let t = self
-                .net
-                .next_due()
-                .unwrap_or(u64::MAX)
-                .min(self.detector.poll_timeout().map_or(u64::MAX, Millis::get));
-            if t > until {
+            let t = earliest(self.net.next_due(), self.detector.poll_timeout());
+            let Some(t) = t.filter(|t| *t <= until) else {
                 self.net.advance_to(until);
                 return None;
-            }
+            };
             self.net.advance_to(t);
             let now = self.net.now();
             while let Some(d) = self.net.poll_delivery() {
                 if d.to_owner == CLIENT {
-                    if !self.detector.handle_datagram(Millis(now), d.from, &d.bytes) {
+                    if !self.detector.handle_datagram(now, d.from, &d.bytes) {
                         self.detector.note_udp_received();
                     }
                 } else if let Some(s) = self.servers.get_mut(d.to_owner - SERVER) {
-                    s.handle_datagram(now, d.to, d.from, &d.bytes);
+                    s.handle_datagram(now.get(), d.to, d.from, &d.bytes);
                 }
             }
-            if self
-                .detector
-                .poll_timeout()
-                .is_some_and(|t| t <= Millis(now))
-            {
-                self.detector.handle_timeout(Millis(now), &mut self.rng);
+            if self.detector.poll_timeout().is_some_and(|t| t <= now) {
+                self.detector.handle_timeout(now, &mut self.rng);
             }
         }
     }
@@ -117,7 +109,7 @@ impl DetectLab {
     /// Start a detection now and run it to its report (at most `limit_ms`).
     pub fn detect(&mut self, reason: &str, limit_ms: u64) -> Option<NatReport> {
         let now = self.net.now();
-        self.detector.start(Millis(now), reason, &mut self.rng);
+        self.detector.start(now, reason, &mut self.rng);
         self.run_until_report(now + limit_ms)
     }
 }

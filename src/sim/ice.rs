@@ -215,7 +215,7 @@ pub struct PairOutcome {
     pub connected: [Option<(Path, u64)>; 2],
     /// Path each side ended on.
     pub final_path: [Option<Path>; 2],
-    pub path_changes: [Vec<(u64, Path)>; 2],
+    pub path_changes: [Vec<(Millis, Path)>; 2],
     pub failed: [Option<String>; 2],
     /// Connectivity checks and responses each side sent.
     pub checks_sent: [u64; 2],
@@ -224,9 +224,9 @@ pub struct PairOutcome {
     pub app_sent: [u64; 2],
     pub app_received: [Vec<u64>; 2],
     /// When each of those arrived (simulated ms since the network began).
-    pub app_received_at: [Vec<u64>; 2],
+    pub app_received_at: [Vec<Millis>; 2],
     /// When the roam happened, on the same clock.
-    pub roamed_at: Option<u64>,
+    pub roamed_at: Option<Millis>,
     pub relay_forwarded: u64,
     /// When each side first had a path (simulated ms since the call).
     pub connected_at: [Option<u64>; 2],
@@ -280,7 +280,7 @@ impl World {
     fn new(opts: &SimOptions) -> Self {
         let link = LinkModel::new(opts.delay_ms, opts.jitter_ms, opts.loss.clamp(0.0, 1.0));
         let mut w = World {
-            net: Network::new(opts.seed ^ 0x6e65_7477_6f72_6b00, 0, link),
+            net: Network::new(opts.seed ^ 0x6e65_7477_6f72_6b00, Millis::ZERO, link),
             rng: StdRng::seed_from_u64(opts.seed),
             relay: Relay {
                 addr: SocketAddr::from(([192, 0, 2, 1], 3478)),
@@ -469,7 +469,7 @@ fn deliver_to_side(
         return;
     }
     if let Some(agent) = side.agent.as_mut() {
-        agent.handle_stun(Millis(now), via, from, &bytes, &mut w.rng);
+        agent.handle_stun(now, via, from, &bytes, &mut w.rng);
     }
 }
 
@@ -534,20 +534,20 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         let relay = w.relay.addr;
         w.send_from_host(s.idx, relay, vec![R_ALLOCATE], s.tcp_to_relay);
     }
-    let call_at = 1_000;
-    let mut offer_to_b: Option<(u64, IceOffer)> = None;
-    let mut answer_to_a: Option<(u64, IceOffer)> = None;
-    let mut connected_at: Option<u64> = None;
+    let call_at = Millis(1_000);
+    let mut offer_to_b: Option<(Millis, IceOffer)> = None;
+    let mut answer_to_a: Option<(Millis, IceOffer)> = None;
+    let mut connected_at: Option<Millis> = None;
     let mut next_app = opts.app_interval_ms.map(|_| call_at);
     let mut noticed = false;
     // The mover asked a supernode for its new address; its new candidates
     // on their way to the other side.
     let mut readvertise = false;
-    let mut update: Option<(u64, usize, IceOffer)> = None;
-    let limit = opts.limit_ms + call_at;
+    let mut update: Option<(Millis, usize, IceOffer)> = None;
+    let limit = call_at + opts.limit_ms;
     loop {
         // Next thing to happen.
-        let mut t = u64::MAX;
+        let mut t = Millis::MAX;
         if let Some(at) = w.net.next_due() {
             t = t.min(at);
         }
@@ -555,7 +555,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             if let Some(a) = &s.agent
                 && let Some(d) = a.poll_timeout()
             {
-                t = t.min(d.get());
+                t = t.min(d);
             }
         }
         if sides[0].agent.is_none() {
@@ -620,7 +620,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             {
                 noticed = true;
                 if let Some(a) = sides[r.side].agent.as_mut() {
-                    a.network_changed(Millis(now), &mut w.rng);
+                    a.network_changed(now, &mut w.rng);
                 }
                 sides[r.side].srflx.clear();
                 readvertise = true;
@@ -631,7 +631,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         if let Some((at, to, offer)) = update.take() {
             if now >= at {
                 if let Some(a) = sides[to].agent.as_mut() {
-                    a.update_remote(Millis(now), &offer);
+                    a.update_remote(now, &offer);
                 }
             } else {
                 update = Some((at, to, offer));
@@ -647,7 +647,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
             if now >= at {
                 let mut agent = make_agent(&mut w, &sides[1], IceRole::Controlled, now, &opts);
                 // B's own clock for setup starts when the offer arrives.
-                agent.set_remote(Millis(now), &offer);
+                agent.set_remote(now, &offer);
                 answer_to_a = Some((now + opts.signalling_ms, agent.local_offer()));
                 sides[1].agent = Some(agent);
             } else {
@@ -657,7 +657,7 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         if let Some((at, answer)) = answer_to_a.take() {
             if now >= at {
                 if let Some(a) = sides[0].agent.as_mut() {
-                    a.set_remote(Millis(now), &answer);
+                    a.set_remote(now, &answer);
                 }
             } else {
                 answer_to_a = Some((at, answer));
@@ -695,8 +695,8 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
         // Timers, then events and transmits.
         for (i, side) in sides.iter_mut().enumerate() {
             if let Some(agent) = side.agent.as_mut() {
-                if agent.poll_timeout().is_some_and(|d| d <= Millis(now)) {
-                    agent.handle_timeout(Millis(now), &mut w.rng);
+                if agent.poll_timeout().is_some_and(|d| d <= now) {
+                    agent.handle_timeout(now, &mut w.rng);
                 }
                 while let Some(ev) = agent.poll_event() {
                     match ev {
@@ -757,7 +757,13 @@ pub fn run_pair(a: Env, b: Env, opts: SimOptions) -> PairOutcome {
     out
 }
 
-fn make_agent(w: &mut World, side: &Side, role: IceRole, now: u64, opts: &SimOptions) -> IceAgent {
+fn make_agent(
+    w: &mut World,
+    side: &Side,
+    role: IceRole,
+    now: Millis,
+    opts: &SimOptions,
+) -> IceAgent {
     let mut locals = vec![Candidate::new(
         CandidateKind::Host,
         w.hosts[side.idx],
@@ -791,13 +797,6 @@ fn make_agent(w: &mut World, side: &Side, role: IceRole, now: u64, opts: &SimOpt
     let mut cfg = opts.ice.clone();
     cfg.prior_mappings = 1;
     IceAgent::new(
-        cfg,
-        role,
-        session,
-        Millis(now),
-        locals,
-        &relays,
-        mapping,
-        &mut w.rng,
+        cfg, role, session, now, locals, &relays, mapping, &mut w.rng,
     )
 }

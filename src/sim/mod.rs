@@ -54,7 +54,8 @@ struct Slot {
     cert: Arc<Certificate>,
     addr: SocketAddr,
     alive: bool,
-    wake_at: u64,
+    /// When the node is next woken, if it is queued.
+    wake_at: Option<Millis>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -68,16 +69,17 @@ pub struct SimStats {
 }
 
 pub struct Sim {
-    pub now: u64,
+    /// Virtual time, the nodes' timeline (it starts at [`EPOCH_MS`]).
+    pub now: Millis,
     /// Randomness handed to the cores (the network has its own).
     pub rng: StdRng,
     /// Messages in flight; each node's address is bound to its index.
     pub net: Network,
     /// Nodes to wake by due time, in the order they were queued. With a
     /// million nodes, buckets are far cheaper than a binary heap.
-    wakes: BTreeMap<u64, Vec<u32>>,
+    wakes: BTreeMap<Millis, Vec<u32>>,
     nodes: Vec<Slot>,
-    events: Vec<(u64, usize, NodeEvent)>,
+    events: Vec<(Millis, usize, NodeEvent)>,
     pub keep_events: bool,
     /// With `keep_events`, keep supernodes' events too. Off where only
     /// clients' answers matter: after a mass failure every survivor
@@ -95,14 +97,19 @@ impl Sim {
     /// virtual clock starts and runs with it (records and envelopes are
     /// dated and judged by it).
     pub fn unix(&self) -> UnixMillis {
-        UnixMillis(EPOCH_MS) + self.now.saturating_sub(EPOCH_MS)
+        Self::unix_at(self.now)
+    }
+
+    /// The simulation's wall clock when virtual time read `t`.
+    pub fn unix_at(t: Millis) -> UnixMillis {
+        UnixMillis(EPOCH_MS) + t.since(Millis(EPOCH_MS))
     }
 
     pub fn new(seed: u64, link: LinkModel) -> Self {
         Sim {
-            now: EPOCH_MS,
+            now: Millis(EPOCH_MS),
             rng: StdRng::seed_from_u64(seed),
-            net: Network::new(seed ^ 0x6e65_7477_6f72_6b00, EPOCH_MS, link),
+            net: Network::new(seed ^ 0x6e65_7477_6f72_6b00, Millis(EPOCH_MS), link),
             wakes: BTreeMap::new(),
             nodes: Vec::new(),
             events: Vec::new(),
@@ -119,7 +126,7 @@ impl Sim {
             cert,
             addr,
             alive: true,
-            wake_at: u64::MAX,
+            wake_at: None,
         });
         self.net.bind(addr, i);
         self.schedule_wake(i, self.now);
@@ -174,7 +181,7 @@ impl Sim {
     pub fn replace(&mut self, i: usize, node: Node) {
         self.nodes[i].node = node;
         self.nodes[i].alive = true;
-        self.nodes[i].wake_at = u64::MAX;
+        self.nodes[i].wake_at = None;
         self.schedule_wake(i, self.now);
     }
 
@@ -199,7 +206,7 @@ impl Sim {
         }
     }
 
-    pub fn take_events(&mut self) -> Vec<(u64, usize, NodeEvent)> {
+    pub fn take_events(&mut self) -> Vec<(Millis, usize, NodeEvent)> {
         std::mem::take(&mut self.events)
     }
 
@@ -215,10 +222,10 @@ impl Sim {
         }
     }
 
-    fn schedule_wake(&mut self, i: usize, at: u64) {
+    fn schedule_wake(&mut self, i: usize, at: Millis) {
         let at = at.max(self.now);
-        if at < self.nodes[i].wake_at || self.nodes[i].wake_at < self.now {
-            self.nodes[i].wake_at = at;
+        if (self.nodes[i].wake_at).is_none_or(|w| at < w || w < self.now) {
+            self.nodes[i].wake_at = Some(at);
             self.wakes.entry(at).or_default().push(i as u32);
         }
     }
@@ -258,13 +265,13 @@ impl Sim {
             }
         }
         if let Some(t) = self.nodes[i].node.poll_timeout() {
-            self.schedule_wake(i, t.get());
+            self.schedule_wake(i, t);
         }
     }
 
     /// Run until virtual time `until` (ms since the epoch). At each
     /// instant, messages due are delivered before nodes due are woken.
-    pub fn run_until(&mut self, until: u64) {
+    pub fn run_until(&mut self, until: Millis) {
         loop {
             let next_wake = self.wakes.first_key_value().map(|(at, _)| *at);
             let at = match (self.net.next_due(), next_wake) {
@@ -296,13 +303,13 @@ impl Sim {
         self.net.advance_to(self.now);
     }
 
-    fn wake(&mut self, node: usize, at: u64) {
+    fn wake(&mut self, node: usize, at: Millis) {
         self.stats.events_processed += 1;
-        if !self.nodes[node].alive || self.nodes[node].wake_at != at {
+        if !self.nodes[node].alive || self.nodes[node].wake_at != Some(at) {
             return;
         }
-        self.nodes[node].wake_at = u64::MAX;
-        let (now, unix) = (Millis(self.now), self.unix());
+        self.nodes[node].wake_at = None;
+        let (now, unix) = (self.now, self.unix());
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[node].node {
             Node::Supernode(s) => s.handle_timeout(now, unix, rng),
@@ -321,7 +328,7 @@ impl Sim {
         let Some(from) = d.from_owner else {
             return;
         };
-        let (now, unix) = (Millis(self.now), self.unix());
+        let (now, unix) = (self.now, self.unix());
         let cert = self.nodes[from].cert.clone();
         let Sim { nodes, rng, .. } = self;
         match &mut nodes[to].node {
@@ -436,11 +443,11 @@ impl Overlay {
                 bootstrap,
                 spec.supernode.clone(),
                 1,
-                Millis(start),
+                start,
             );
             sn_ids.push(core.me);
             let idx = sim.add(Node::Supernode(Box::new(core)), cert, sn_addr(i));
-            sim.nodes[idx].wake_at = u64::MAX;
+            sim.nodes[idx].wake_at = None;
             sim.schedule_wake(idx, start);
             supernodes.push(idx);
         }
@@ -452,7 +459,7 @@ impl Overlay {
                         .enumerate()
                         .filter(|&(j, _)| j != k)
                         .map(|(j, id)| (*id, sn_addr(j)));
-                    s.seed_members(Millis(t0), others);
+                    s.seed_members(t0, others);
                 }
             }
         }
@@ -480,10 +487,10 @@ impl Overlay {
                 authority.public(),
                 hc,
                 spec.client.clone(),
-                Millis(start),
+                start,
             );
             let idx = sim.add(Node::Client(Box::new(core)), cert, client_addr(i));
-            sim.nodes[idx].wake_at = u64::MAX;
+            sim.nodes[idx].wake_at = None;
             sim.schedule_wake(idx, start);
             clients.push(idx);
         }
@@ -541,8 +548,8 @@ impl LookupReport {
 #[derive(Debug)]
 pub struct PendingLookups {
     /// (asker node, query id) -> (target client, its published seq, asked at).
-    want: HashMap<(usize, u32), (usize, u64, u64)>,
-    deadline: u64,
+    want: HashMap<(usize, u32), (usize, u64, Millis)>,
+    deadline: Millis,
     cache_ms: u64,
     rep: LookupReport,
 }
@@ -590,7 +597,7 @@ impl Overlay {
         timeout_ms: u64,
         cache_ms: u64,
     ) -> PendingLookups {
-        let mut want: HashMap<(usize, u32), (usize, u64, u64)> = HashMap::new();
+        let mut want: HashMap<(usize, u32), (usize, u64, Millis)> = HashMap::new();
         self.sim.take_events();
         for &(a, t) in pairs {
             let ai = self.clients[a];
@@ -601,7 +608,7 @@ impl Overlay {
             let Some(c) = self.sim.client_mut(ai) else {
                 continue;
             };
-            let qid = c.lookup(Millis(now), &name);
+            let qid = c.lookup(now, &name);
             want.insert((ai, qid), (t, target_seq, now));
             self.sim.touched(ai);
         }
@@ -655,7 +662,9 @@ impl Overlay {
                 // Stale: older than a record the user had published
                 // (seq = its signing time) more than the cache lifetime
                 // plus a second of propagation before the lookup.
-                if r.seq < target_seq && target_seq + cache_ms + 1_000 < asked_at {
+                if r.seq < target_seq
+                    && target_seq + cache_ms + 1_000 < Sim::unix_at(asked_at).get()
+                {
                     rep.stale += 1;
                 }
                 if !r
@@ -764,6 +773,8 @@ impl Overlay {
             self.sim.kill(s);
         }
         let kill_at = self.sim.now;
+        // Published sequence numbers follow the wall clock.
+        let kill_unix = self.sim.unix().get();
         // Who lost what, for the diagnostics: each user's supernodes and
         // the supernode ring (every member, dead or alive).
         let mut ring: Vec<(u64, usize)> = self
@@ -842,8 +853,8 @@ impl Overlay {
                     {
                         back[k].0 = Some(at);
                     }
-                    if c.published_seq() > kill_at {
-                        back[k].1 = Some(c.published_seq() - kill_at);
+                    if c.published_seq() > kill_unix {
+                        back[k].1 = Some(c.published_seq() - kill_unix);
                     }
                 }
             }
@@ -998,10 +1009,10 @@ impl Overlay {
                  original owners alive: {}/3, live owners hold seq [{}], now attached to {}: {}",
                 lost_both[k],
                 back[k].0.map_or("never".into(), |v| format!("{v} ms")),
-                if p > kill_at {
-                    format!("+{} ms after the kill", p - kill_at)
+                if p > kill_unix {
+                    format!("+{} ms after the kill", p - kill_unix)
                 } else {
-                    format!("{} ms before the kill", kill_at - p)
+                    format!("{} ms before the kill", kill_unix - p)
                 },
                 p,
                 orig.iter().filter(|&&i| alive(&self.sim, i)).count(),

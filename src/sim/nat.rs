@@ -17,6 +17,8 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::time::Millis;
+
 /// How a datagram travels: the simulated network ([`super::net`]) tags
 /// each one, and a NAT that blocks UDP passes only TCP (see that module's
 /// doc for what TCP means there).
@@ -150,9 +152,9 @@ enum MapKey {
 struct Entry {
     key: MapKey,
     internal: SocketAddr,
-    last_out: u64,
+    last_out: Millis,
     /// Remote endpoints this mapping sent to, with when it last did.
-    sent_to: HashMap<SocketAddr, u64>,
+    sent_to: HashMap<SocketAddr, Millis>,
 }
 
 /// Counters of one NAT.
@@ -177,7 +179,7 @@ pub struct Nat {
     by_port: HashMap<u16, Entry>,
     next_seq: u16,
     /// When dead mappings are next swept (they are ignored before).
-    next_sweep: u64,
+    next_sweep: Millis,
     rng: StdRng,
     stats: NatStats,
 }
@@ -193,7 +195,7 @@ impl Nat {
             by_key: HashMap::new(),
             by_port: HashMap::new(),
             next_seq,
-            next_sweep: 0,
+            next_sweep: Millis::ZERO,
             rng: StdRng::seed_from_u64(seed),
             stats: NatStats::default(),
         }
@@ -217,7 +219,7 @@ impl Nat {
     }
 
     /// Mappings alive at `now`.
-    pub fn mappings(&self, now: u64) -> usize {
+    pub fn mappings(&self, now: Millis) -> usize {
         self.by_port.values().filter(|e| self.live(e, now)).count()
     }
 
@@ -231,7 +233,7 @@ impl Nat {
     /// is alive; creates nothing.
     pub fn mapping_for(
         &self,
-        now: u64,
+        now: Millis,
         internal: SocketAddr,
         dst: SocketAddr,
     ) -> Option<SocketAddr> {
@@ -241,7 +243,7 @@ impl Nat {
             .then_some(SocketAddr::new(self.cfg.public_ip, port))
     }
 
-    fn live(&self, e: &Entry, now: u64) -> bool {
+    fn live(&self, e: &Entry, now: Millis) -> bool {
         now < e.last_out + self.cfg.mapping_timeout_ms
     }
 
@@ -254,7 +256,7 @@ impl Nat {
     }
 
     /// Remove the mapping on `port` if it is dead at `now`.
-    fn reap(&mut self, port: u16, now: u64) {
+    fn reap(&mut self, port: u16, now: Millis) {
         let dead = self.by_port.get(&port).is_some_and(|e| !self.live(e, now));
         if dead && let Some(e) = self.by_port.remove(&port) {
             self.by_key.remove(&e.key);
@@ -263,7 +265,7 @@ impl Nat {
 
     /// Sweep dead mappings at most twice per timeout (lookups check
     /// liveness themselves, so this only bounds memory).
-    fn sweep(&mut self, now: u64) {
+    fn sweep(&mut self, now: Millis) {
         if now < self.next_sweep {
             return;
         }
@@ -279,7 +281,7 @@ impl Nat {
         });
     }
 
-    fn free_port(&mut self, now: u64, internal: SocketAddr) -> Option<u16> {
+    fn free_port(&mut self, now: Millis, internal: SocketAddr) -> Option<u16> {
         let t = self.cfg.mapping_timeout_ms;
         let free = |p: u16, m: &HashMap<u16, Entry>| {
             p >= 1024 && m.get(&p).is_none_or(|e| now >= e.last_out + t)
@@ -325,7 +327,7 @@ impl Nat {
     /// `None` if it is dropped.
     pub fn outbound(
         &mut self,
-        now: u64,
+        now: Millis,
         internal: SocketAddr,
         dst: SocketAddr,
         transport: Transport,
@@ -369,7 +371,7 @@ impl Nat {
     /// (no mapping on that port, or the filter refuses the source).
     pub fn inbound(
         &mut self,
-        now: u64,
+        now: Millis,
         src: SocketAddr,
         external: SocketAddr,
         transport: Transport,
@@ -385,7 +387,7 @@ impl Nat {
             return None;
         };
         let t = self.cfg.mapping_timeout_ms;
-        let live = |at: &u64| now < at + t;
+        let live = |at: &Millis| now < *at + t;
         let ok = match self.cfg.filtering {
             FilteringBehavior::EndpointIndependent => true,
             FilteringBehavior::AddressDependent => e
@@ -430,20 +432,20 @@ mod tests {
             (AddressPortDependent, false, false),
         ] {
             let mut n = nat(m, FilteringBehavior::AddressPortDependent);
-            let x = n.outbound(0, a(IN), s1, Transport::Udp).unwrap();
+            let x = n.outbound(Millis(0), a(IN), s1, Transport::Udp).unwrap();
             assert_eq!(
-                x == n.outbound(1, a(IN), s1p, Transport::Udp).unwrap(),
+                x == n.outbound(Millis(1), a(IN), s1p, Transport::Udp).unwrap(),
                 same_ip_other_port,
                 "{m:?}"
             );
             assert_eq!(
-                x == n.outbound(2, a(IN), s2, Transport::Udp).unwrap(),
+                x == n.outbound(Millis(2), a(IN), s2, Transport::Udp).unwrap(),
                 other_ip,
                 "{m:?}"
             );
             assert_eq!(
                 x,
-                n.outbound(3, a(IN), s1, Transport::Udp).unwrap(),
+                n.outbound(Millis(3), a(IN), s1, Transport::Udp).unwrap(),
                 "a mapping is reused"
             );
         }
@@ -459,21 +461,23 @@ mod tests {
             (AddressPortDependent, false, false),
         ] {
             let mut n = nat(MappingBehavior::EndpointIndependent, f);
-            let x = n.outbound(0, a(IN), s1, Transport::Udp).unwrap();
-            assert_eq!(n.inbound(1, s1, x, Transport::Udp), Some(a(IN)));
+            let x = n.outbound(Millis(0), a(IN), s1, Transport::Udp).unwrap();
+            assert_eq!(n.inbound(Millis(1), s1, x, Transport::Udp), Some(a(IN)));
             assert_eq!(
-                n.inbound(1, a("1.1.1.1:9"), x, Transport::Udp).is_some(),
+                n.inbound(Millis(1), a("1.1.1.1:9"), x, Transport::Udp)
+                    .is_some(),
                 same_ip_other_port,
                 "{f:?}"
             );
             assert_eq!(
-                n.inbound(1, a("3.3.3.3:3478"), x, Transport::Udp).is_some(),
+                n.inbound(Millis(1), a("3.3.3.3:3478"), x, Transport::Udp)
+                    .is_some(),
                 other_ip,
                 "{f:?}"
             );
             // No mapping on another port, whatever the filter.
             let other = SocketAddr::new(x.ip(), x.port().wrapping_add(1));
-            assert_eq!(n.inbound(1, s1, other, Transport::Udp), None);
+            assert_eq!(n.inbound(Millis(1), s1, other, Transport::Udp), None);
         }
     }
 
@@ -484,19 +488,19 @@ mod tests {
             FilteringBehavior::EndpointIndependent,
         );
         let x = n
-            .outbound(0, a(IN), a("1.1.1.1:1"), Transport::Udp)
+            .outbound(Millis(0), a(IN), a("1.1.1.1:1"), Transport::Udp)
             .unwrap();
         assert_eq!(x.port(), 5000, "port preserved");
         assert!(
-            n.inbound(119_999, a("9.9.9.9:9"), x, Transport::Udp)
+            n.inbound(Millis(119_999), a("9.9.9.9:9"), x, Transport::Udp)
                 .is_some()
         );
         assert!(
-            n.inbound(120_000, a("9.9.9.9:9"), x, Transport::Udp)
+            n.inbound(Millis(120_000), a("9.9.9.9:9"), x, Transport::Udp)
                 .is_none(),
             "expired"
         );
-        assert_eq!(n.mappings(120_000), 0);
+        assert_eq!(n.mappings(Millis(120_000)), 0);
 
         let mut cfg = NatConfig::symmetric(PUB.parse().unwrap());
         cfg.ports = PortAllocation::Sequential {
@@ -507,7 +511,7 @@ mod tests {
         let p: Vec<u16> = (1..=3)
             .map(|i| {
                 s.outbound(
-                    0,
+                    Millis(0),
                     a(IN),
                     SocketAddr::new("1.1.1.1".parse().unwrap(), i),
                     Transport::Udp,

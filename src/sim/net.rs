@@ -39,6 +39,7 @@
 
 pub use super::nat::Transport;
 use super::nat::{Nat, NatConfig};
+use crate::time::Millis;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap};
@@ -119,7 +120,7 @@ pub type NatId = usize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     /// When it arrived (its due time; the receiver's NAT judged it then).
-    pub at: u64,
+    pub at: Millis,
     /// The source as the receiver sees it (after the sender's NAT).
     pub from: SocketAddr,
     /// The receiving socket's own address (after the receiver's NAT).
@@ -194,7 +195,7 @@ struct Flight {
 /// Datagrams in flight between sockets, some of them behind NATs.
 #[derive(Debug)]
 pub struct Network {
-    now: u64,
+    now: Millis,
     rng: StdRng,
     link: LinkModel,
     /// Per-path models by (lower, higher) wire IP.
@@ -206,10 +207,10 @@ pub struct Network {
     rules: Vec<(RuleId, DropRule)>,
     next_rule: u32,
     /// Slot indexes by due time, each bucket in delivery order.
-    queue: BTreeMap<u64, Vec<u32>>,
+    queue: BTreeMap<Millis, Vec<u32>>,
     /// The bucket being delivered, reversed (next at the end), and its time.
     ready: Vec<u32>,
-    ready_at: u64,
+    ready_at: Millis,
     /// Emptied buckets, reused for new ones.
     spare: Vec<Vec<u32>>,
     slots: Vec<Option<Flight>>,
@@ -221,7 +222,7 @@ pub struct Network {
 impl Network {
     /// A network at virtual time `now` whose paths all follow `link`,
     /// every random draw (loss, jitter, NAT ports) seeded from `seed`.
-    pub fn new(seed: u64, now: u64, link: LinkModel) -> Self {
+    pub fn new(seed: u64, now: Millis, link: LinkModel) -> Self {
         Network {
             now,
             rng: StdRng::seed_from_u64(seed),
@@ -244,12 +245,12 @@ impl Network {
         }
     }
 
-    pub fn now(&self) -> u64 {
+    pub fn now(&self) -> Millis {
         self.now
     }
 
     /// Set the time (never backwards).
-    pub fn advance_to(&mut self, t: u64) {
+    pub fn advance_to(&mut self, t: Millis) {
         self.now = self.now.max(t);
     }
 
@@ -480,7 +481,7 @@ impl Network {
 
     /// When the next datagram is due (before any NAT on the far side
     /// decides whether to let it in).
-    pub fn next_due(&self) -> Option<u64> {
+    pub fn next_due(&self) -> Option<Millis> {
         if !self.ready.is_empty() {
             return Some(self.ready_at);
         }
@@ -575,7 +576,7 @@ mod tests {
 
     #[test]
     fn carries_through_nats_with_delay() {
-        let mut net = Network::new(1, 1000, LinkModel::new(10, 0, 0.0));
+        let mut net = Network::new(1, Millis(1000), LinkModel::new(10, 0, 0.0));
         let n = net.add_nat(NatConfig::port_restricted_cone(PUB.parse().unwrap()));
         net.place_behind(a(IN).ip(), n);
         let srv = a("1.1.1.1:3478");
@@ -584,9 +585,9 @@ mod tests {
         net.bind(srv, 1);
         net.bind(stranger, 2);
         net.send(a(IN), srv, b"hi".to_vec());
-        assert_eq!(net.next_due(), Some(1010));
+        assert_eq!(net.next_due(), Some(Millis(1010)));
         assert!(net.poll_delivery().is_none(), "not yet");
-        net.advance_to(1010);
+        net.advance_to(Millis(1010));
         let d = net.poll_delivery().unwrap();
         assert_eq!((d.to, d.bytes.as_slice()), (srv, &b"hi"[..]));
         assert_eq!((d.from_owner, d.to_owner), (Some(0), 1));
@@ -594,7 +595,7 @@ mod tests {
         // The answer comes back through the mapping; a stranger's does not.
         net.send(srv, d.from, b"ok".to_vec());
         net.send(stranger, d.from, b"no".to_vec());
-        net.advance_to(1020);
+        net.advance_to(Millis(1020));
         let r = net.poll_delivery().unwrap();
         assert_eq!((r.to, r.from, r.bytes.as_slice()), (a(IN), srv, &b"ok"[..]));
         assert!(net.poll_delivery().is_none());
@@ -611,12 +612,12 @@ mod tests {
         net.send(a(IN), srv, b"x".to_vec());
         assert_eq!(net.next_due(), None);
         net.send_on(Transport::Tcp, a(IN), srv, b"t".to_vec());
-        assert_eq!(net.next_due(), Some(1030));
+        assert_eq!(net.next_due(), Some(Millis(1030)));
     }
 
     #[test]
     fn private_addresses_route_only_within_their_lan() {
-        let mut net = Network::new(1, 0, LinkModel::instant());
+        let mut net = Network::new(1, Millis(0), LinkModel::instant());
         let n1 = net.add_nat(NatConfig::full_cone(PUB.parse().unwrap()));
         let n2 = net.add_nat(NatConfig::full_cone("198.18.0.2".parse().unwrap()));
         let (h1, h1b) = (a("10.0.0.2:5000"), a("10.0.0.3:5000"));
@@ -628,7 +629,7 @@ mod tests {
         net.send(h1b, h1, vec![1]);
         let d = net.poll_delivery().unwrap();
         assert_eq!((d.from, d.to_owner), (h1b, 1));
-        assert_eq!(net.nat(n1).mappings(0), 0);
+        assert_eq!(net.nat(n1).mappings(Millis(0)), 0);
         // Another site's private address: unroutable, after the sender's
         // NAT spent a mapping on it.
         let other = a("10.9.0.2:5000");
@@ -637,25 +638,25 @@ mod tests {
         net.send(h1, other, vec![2]);
         assert!(net.poll_delivery().is_none());
         assert_eq!(net.stats().unbound, 1);
-        assert_eq!(net.nat(n1).mappings(0), 1);
+        assert_eq!(net.nat(n1).mappings(Millis(0)), 1);
     }
 
     #[test]
     fn tcp_is_not_lost() {
-        let mut net = Network::new(1, 0, LinkModel::new(5, 0, 1.0));
+        let mut net = Network::new(1, Millis(0), LinkModel::new(5, 0, 1.0));
         let (x, y) = (a("192.0.2.1:1"), a("192.0.2.2:2"));
         net.bind(x, 0);
         net.bind(y, 1);
         net.send(x, y, vec![1]);
         net.send_on(Transport::Tcp, x, y, vec![2]);
-        net.advance_to(5);
+        net.advance_to(Millis(5));
         assert_eq!(net.poll_delivery().unwrap().bytes, vec![2]);
         assert_eq!(net.stats().lost, 1);
     }
 
     #[test]
     fn hairpinning_turns_datagrams_around() {
-        let mut net = Network::new(1, 0, LinkModel::instant());
+        let mut net = Network::new(1, Millis(0), LinkModel::instant());
         let mut cfg = NatConfig::full_cone(PUB.parse().unwrap());
         cfg.hairpinning = true;
         let n = net.add_nat(cfg);
@@ -676,7 +677,7 @@ mod tests {
 
     #[test]
     fn ordering_rules_duplicates_and_capture() {
-        let mut net = Network::new(3, 0, LinkModel::instant());
+        let mut net = Network::new(3, Millis(0), LinkModel::instant());
         let (x, y) = (a("192.0.2.1:1"), a("192.0.2.2:2"));
         net.bind(x, 0);
         net.bind(y, 1);
@@ -737,7 +738,7 @@ mod tests {
 
     #[test]
     fn per_path_models_delay_and_lose() {
-        let mut net = Network::new(5, 0, LinkModel::new(10, 0, 0.0));
+        let mut net = Network::new(5, Millis(0), LinkModel::new(10, 0, 0.0));
         let (x, y, z) = (a("192.0.2.1:1"), a("192.0.2.2:2"), a("192.0.2.3:3"));
         for (i, s) in [x, y, z].into_iter().enumerate() {
             net.bind(s, i);
@@ -748,10 +749,10 @@ mod tests {
         net.send(y, z, vec![2]);
         net.send(x, z, vec![3]);
         assert_eq!(net.stats().lost, 1);
-        net.advance_to(10);
+        net.advance_to(Millis(10));
         assert_eq!(net.poll_delivery().unwrap().bytes, vec![2]);
-        assert_eq!(net.next_due(), Some(50));
-        net.advance_to(50);
+        assert_eq!(net.next_due(), Some(Millis(50)));
+        net.advance_to(Millis(50));
         assert_eq!(net.poll_delivery().unwrap().bytes, vec![1]);
         assert_eq!(net.in_flight(), 0);
     }

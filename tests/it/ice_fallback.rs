@@ -6,6 +6,7 @@
 
 use natter::ice::PathKind;
 use natter::sim::ice::{Env, SimOptions, run_pair};
+use natter::time::Millis;
 
 #[test]
 fn a_dead_direct_pair_falls_back_to_the_relay() {
@@ -42,7 +43,7 @@ fn a_dead_direct_pair_falls_back_to_the_relay() {
             );
         }
         // Then moved to the relay, well before consent (15 s) ran out.
-        let call_at = 1_000;
+        let call_at = Millis(1_000);
         for i in 0..2 {
             let (at, to) = o.path_changes[i]
                 .iter()

@@ -12,11 +12,12 @@
 //! virtual time.
 
 use natter::sim::ice::{Env, PairOutcome, Roam, SimOptions, run_pair};
+use natter::time::Millis;
 use std::net::IpAddr;
 
 /// The longest silence each side heard from the roam on (ms), and
 /// whether datagrams still arrived at the end.
-fn gaps(o: &PairOutcome, end: u64) -> [u64; 2] {
+fn gaps(o: &PairOutcome, end: Millis) -> [u64; 2] {
     let roamed = o.roamed_at.expect("the roam happened");
     let mut out = [0; 2];
     for (i, g) in out.iter_mut().enumerate() {
@@ -25,7 +26,7 @@ fn gaps(o: &PairOutcome, end: u64) -> [u64; 2] {
             *g = (*g).max(t - last);
             last = t;
         }
-        *g = (*g).max(end.saturating_sub(last));
+        *g = (*g).max(end.since(last));
     }
     out
 }
@@ -50,10 +51,10 @@ fn run(seed: u64, a: Env, b: Env, roam: Roam) -> (PairOutcome, [u64; 2]) {
         .flatten()
         .max()
         .copied()
-        .unwrap_or(0);
+        .unwrap_or(Millis::ZERO);
     // The run ends `run_after` after both connected: datagrams must flow
     // until the last 100 ms of it.
-    let g = gaps(&o, end.max(o.roamed_at.unwrap_or(0) + 4_000));
+    let g = gaps(&o, end.max(o.roamed_at.unwrap_or(Millis::ZERO) + 4_000));
     (o, g)
 }
 

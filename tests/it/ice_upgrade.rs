@@ -6,6 +6,7 @@
 
 use natter::ice::PathKind;
 use natter::sim::ice::{Env, SimOptions, run_pair};
+use natter::time::Millis;
 
 fn contiguous(v: &[u64]) -> bool {
     let mut s = v.to_vec();
@@ -53,12 +54,12 @@ fn relayed_call_moves_to_direct_without_a_gap() {
             assert!(to.is_direct(), "{name}: side {i} moved to {to}");
             // Within one re-probe interval of the lift.
             assert!(
-                at >= 1_000 + lift && at <= 1_000 + lift + 4_000 + 1_000,
+                at >= Millis(1_000 + lift) && at <= Millis(1_000 + lift + 4_000 + 1_000),
                 "{name}: at {at}"
             );
             println!(
                 "{name}: side {i} relayed -> direct at {} ms after the lift",
-                at - 1_000 - lift
+                at.since(Millis(1_000)) - lift
             );
         }
         assert!(o.direct(), "{name}: {:?}", o.final_path);

@@ -22,7 +22,7 @@ fn public_ip() -> IpAddr {
 }
 
 fn lab(seed: u64, client: &str, nat: Option<NatConfig>, loss: f64) -> DetectLab {
-    let net = Network::new(seed, T0, LinkModel::new(20, 10, loss));
+    let net = Network::new(seed, Millis(T0), LinkModel::new(20, 10, loss));
     let mut l = DetectLab::new(seed, net, a(client), nat, DetectorConfig::default());
     l.add_server(a("198.51.100.1:7710"), Some(a("198.51.100.2:7711")));
     l.detector.set_servers(vec![a("198.51.100.1:7710")]);
@@ -201,13 +201,15 @@ fn a_new_nat_is_detected_again() {
     );
     // Carry the detector (with its last report) over to the new network.
     std::mem::swap(&mut l2.detector, &mut l.detector);
-    l2.net.advance_to(T0 + 60_000);
+    l2.net.advance_to(Millis(T0 + 60_000));
     l2.detector.observe_mapped(
         Millis(T0 + 60_000),
         a("198.51.100.1:7710"),
         a("198.18.0.99:41000"),
     );
-    let r2 = l2.run_until_report(T0 + 90_000).expect("a re-check");
+    let r2 = l2
+        .run_until_report(Millis(T0 + 90_000))
+        .expect("a re-check");
     assert_eq!(r2.reason, "public address changed");
     assert_eq!(
         (r2.mapping, r2.filtering),

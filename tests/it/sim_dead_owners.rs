@@ -9,7 +9,6 @@
 
 use natter::overlay::{MembershipConfig, user_key};
 use natter::sim::{Overlay, OverlaySpec};
-use natter::time::Millis;
 
 const DEAD: usize = 10;
 
@@ -95,7 +94,7 @@ fn run(query_max_asked: usize) -> (bool, u64) {
             && !live_owners.contains(&s)
             && dead_ids
                 .iter()
-                .all(|id| sn.membership().is_up(*id) && !sn.skips_unresponsive(*id, Millis(now)))
+                .all(|id| sn.membership().is_up(*id) && !sn.skips_unresponsive(*id, now))
     };
     let asker = (0..o.clients.len())
         .find(|&a| {

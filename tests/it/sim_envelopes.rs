@@ -6,7 +6,6 @@
 
 use natter::overlay::{ClientEvent, EnvelopeId};
 use natter::sim::{Node, NodeEvent, Overlay, OverlaySpec};
-use natter::time::Millis;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -22,15 +21,11 @@ fn send(
 ) -> EnvelopeId {
     let i = o.clients[from];
     let (now, unix) = (o.sim.now, o.sim.unix());
-    let id = o.sim.client_mut(i).unwrap().send_envelope(
-        Millis(now),
-        unix,
-        rng,
-        to,
-        TEST_KIND,
-        payload,
-        store,
-    );
+    let id = o
+        .sim
+        .client_mut(i)
+        .unwrap()
+        .send_envelope(now, unix, rng, to, TEST_KIND, payload, store);
     o.sim.touched(i);
     id
 }
@@ -110,7 +105,7 @@ fn envelopes_reach_online_offline_and_returning_users() {
     // user2 leaves cleanly; an envelope for them is stored.
     let c2 = o.clients[2];
     let (now, unix) = (o.sim.now, o.sim.unix());
-    o.sim.client_mut(c2).unwrap().shutdown(Millis(now), unix);
+    o.sim.client_mut(c2).unwrap().shutdown(now, unix);
     o.sim.touched(c2);
     o.sim.run_for(1_000);
     o.sim.kill(c2);
@@ -149,7 +144,7 @@ fn envelopes_reach_online_offline_and_returning_users() {
     assert_eq!(holders_now, 3, "re-replicated after an owner died");
 
     // user2 comes back: the owners push it at their first record.
-    let restarted = o.sim.client(c2).unwrap().restarted(Millis(o.sim.now));
+    let restarted = o.sim.client(c2).unwrap().restarted(o.sim.now);
     o.sim.replace(c2, Node::Client(Box::new(restarted)));
     wait(&mut o, &mut log, 10_000, |n, e| {
         n == c2 && matches!(e, ClientEvent::Envelope { id, .. } if *id == stored)
@@ -183,7 +178,7 @@ fn envelopes_reach_online_offline_and_returning_users() {
         n == c4 && *e == ClientEvent::EnvelopeStored { id: crash }
     })
     .unwrap_or_else(|| panic!("not stored for the crashed user: {log:?}"));
-    let restarted = o.sim.client(c3).unwrap().restarted(Millis(o.sim.now));
+    let restarted = o.sim.client(c3).unwrap().restarted(o.sim.now);
     o.sim.replace(c3, Node::Client(Box::new(restarted)));
     wait(&mut o, &mut log, 10_000, |n, e| {
         n == c3 && matches!(e, ClientEvent::Envelope { id, .. } if *id == crash)

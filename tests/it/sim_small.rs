@@ -1,7 +1,6 @@
 //! A small simulated overlay: everyone attaches, publishes and is found.
 
 use natter::sim::{Overlay, OverlaySpec};
-use natter::time::Millis;
 
 #[test]
 fn small_overlay_converges_and_finds_everyone() {
@@ -72,7 +71,7 @@ fn an_invisible_users_record_shows_no_address() {
     let lan: std::net::SocketAddr = "192.168.1.20:40000".parse().unwrap();
     let look = |o: &mut Overlay| {
         let now = o.sim.now;
-        let qid = o.sim.client_mut(other).unwrap().lookup(Millis(now), &name);
+        let qid = o.sim.client_mut(other).unwrap().lookup(now, &name);
         o.sim.run_for(3_000);
         o.sim
             .take_events()

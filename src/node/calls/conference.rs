@@ -132,7 +132,7 @@ pub struct ConfCx<'a, 'b> {
 impl ConfCx<'_, '_> {
     /// Now on the node's timeline, as the conference core takes it.
     fn now(&self) -> Millis {
-        Millis(self.cx.now)
+        self.cx.now
     }
 }
 
@@ -256,8 +256,8 @@ impl ConfNode {
         self.drive(c);
     }
 
-    pub fn poll_timeout(&self) -> u64 {
-        self.core.poll_timeout().map_or(u64::MAX, Millis::get)
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.core.poll_timeout()
     }
 
     pub fn handle_timeout(&mut self, c: &mut ConfCx<'_, '_>) {
@@ -297,7 +297,7 @@ impl ConfNode {
     fn flush(&mut self, c: &mut ConfCx<'_, '_>) {
         while let Some((to, bytes)) = self.core.poll_transmit() {
             let id = c.cx.client.send_envelope(
-                Millis(c.cx.now),
+                c.now(),
                 c.cx.unix,
                 c.cx.rng,
                 &to,

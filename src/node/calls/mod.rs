@@ -30,7 +30,7 @@ use crate::media::packet::EXPORT_LABEL;
 use crate::media::{MediaConfig, MediaEvent, MediaKeys, MediaSession, MediaStats, Side};
 use crate::overlay::envelope::kind::CALL_FIRST;
 use crate::overlay::{ClientCore, EnvelopeId};
-use crate::time::{Millis, UnixMillis};
+use crate::time::{Millis, UnixMillis, earliest};
 use conference::{ConfCommand, ConfCx, ConfNode, ConfUpdate};
 use rand::RngCore;
 use rand::rngs::StdRng;
@@ -221,7 +221,7 @@ enum StartFailure {
 
 /// The driver's state the call layer works with.
 pub struct Ctx<'a> {
-    pub now: u64,
+    pub now: Millis,
     pub client: &'a mut ClientCore,
     pub link: &'a LinkEndpoint,
     pub ice: &'a IceSessions,
@@ -243,20 +243,20 @@ struct Media {
     muted: bool,
     /// When the media started, and (ms, bytes sent, bytes received) at
     /// the last report: the bitrate of the stats events.
-    started: u64,
-    last_bytes: (u64, u64, u64),
+    started: Millis,
+    last_bytes: (Millis, u64, u64),
 }
 
 impl Media {
     /// The bitrate since the last report (`whole`: since the start).
-    fn bitrate(&mut self, now: u64, s: &MediaStats, whole: bool) -> Bitrate {
+    fn bitrate(&mut self, now: Millis, s: &MediaStats, whole: bool) -> Bitrate {
         let (t0, tx0, rx0) = if whole {
             (self.started, 0, 0)
         } else {
             self.last_bytes
         };
         self.last_bytes = (now, s.bytes_sent, s.bytes_received);
-        let ms = now.saturating_sub(t0).max(1) as f64;
+        let ms = now.since(t0).max(1) as f64;
         // bytes * 8 / ms = kbit/s
         Bitrate {
             sent_kbps: s.bytes_sent.saturating_sub(tx0) as f64 * 8.0 / ms,
@@ -298,7 +298,7 @@ pub struct Calls {
     /// Our call envelopes whose failure ends an invitation.
     invites: HashMap<EnvelopeId, CallId>,
     /// Other call envelopes in flight, so their outcomes are consumed.
-    sent: HashMap<EnvelopeId, u64>,
+    sent: HashMap<EnvelopeId, Millis>,
     /// Why calls ended, when the node knows more than the core.
     details: HashMap<CallId, String>,
     /// Users the driver should open a peer connection to.
@@ -335,17 +335,16 @@ struct Ringer {
     call: CallId,
     io: AudioIo,
     cadence: Cadence,
-    started: u64,
-    next_fill: u64,
+    started: Millis,
+    next_fill: Millis,
 }
 
 const RING_LEAD_MS: u64 = 100;
 const RING_FILL_MS: u64 = 20;
 
 impl Ringer {
-    fn fill(&mut self, now: u64) {
-        let due =
-            (now.saturating_sub(self.started) + RING_LEAD_MS) * audio::SAMPLE_RATE as u64 / 1000;
+    fn fill(&mut self, now: Millis) {
+        let due = (now.since(self.started) + RING_LEAD_MS) * audio::SAMPLE_RATE as u64 / 1000;
         let want = due.saturating_sub(self.cadence.position()) as usize;
         let n = want.min(self.io.playback.slots());
         for _ in 0..n {
@@ -408,20 +407,15 @@ impl Calls {
         std::mem::take(&mut self.connects)
     }
 
-    pub fn poll_timeout(&self) -> u64 {
-        let core = self.core.poll_timeout().map_or(u64::MAX, Millis::get);
-        let ring = self.ringer.as_ref().map_or(u64::MAX, |r| r.next_fill);
-        let conf = self.conf.as_ref().map_or(u64::MAX, |c| c.poll_timeout());
-        core.min(ring).min(conf)
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let ring = self.ringer.as_ref().map(|r| r.next_fill);
+        let conf = self.conf.as_ref().and_then(|c| c.poll_timeout());
+        earliest(earliest(self.core.poll_timeout(), ring), conf)
     }
 
     pub fn handle_timeout(&mut self, cx: &mut Ctx<'_>) {
-        if self
-            .core
-            .poll_timeout()
-            .is_some_and(|t| t <= Millis(cx.now))
-        {
-            self.core.handle_timeout(Millis(cx.now));
+        if self.core.poll_timeout().is_some_and(|t| t <= cx.now) {
+            self.core.handle_timeout(cx.now);
         }
         if let Some(r) = self.ringer.as_mut().filter(|r| r.next_fill <= cx.now) {
             r.fill(cx.now);
@@ -433,7 +427,7 @@ impl Calls {
     /// Start the ring-back (our callee rings) or the ringtone (a call for
     /// us rings) on the output device, unless configured off. A device
     /// that cannot open only costs the tone.
-    fn start_ring(&mut self, id: CallId, kind: RingKind, now: u64) {
+    fn start_ring(&mut self, id: CallId, kind: RingKind, now: Millis) {
         let wanted = match kind {
             RingKind::Back => self.opts.ringback,
             RingKind::Incoming => self.opts.ringtone,
@@ -499,7 +493,7 @@ impl Calls {
                     Err("you cannot call yourself".to_owned())
                 } else {
                     self.core
-                        .invite(Millis(now), &peer, id, nonce)
+                        .invite(now, &peer, id, nonce)
                         .map_err(|e| e.to_string())
                 };
                 if r.is_ok() {
@@ -518,23 +512,17 @@ impl Calls {
             }
             CallCommand::Accept { call } => self.target(call).and_then(|id| {
                 let nonce = fresh_nonce(cx.rng);
-                self.core
-                    .accept(Millis(now), id, nonce)
-                    .map_err(|e| e.to_string())
+                self.core.accept(now, id, nonce).map_err(|e| e.to_string())
             }),
-            CallCommand::Decline { call } => self.target(call).and_then(|id| {
-                self.core
-                    .decline(Millis(now), id)
-                    .map_err(|e| e.to_string())
-            }),
+            CallCommand::Decline { call } => self
+                .target(call)
+                .and_then(|id| self.core.decline(now, id).map_err(|e| e.to_string())),
             CallCommand::HangUp { call } => self
                 .target(call)
-                .and_then(|id| self.core.hangup(Millis(now), id).map_err(|e| e.to_string())),
+                .and_then(|id| self.core.hangup(now, id).map_err(|e| e.to_string())),
             CallCommand::Mute { call, on } => self.target(call).and_then(|id| {
                 let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.muted));
-                self.core
-                    .set_mute(Millis(now), id, on)
-                    .map_err(|e| e.to_string())?;
+                self.core.set_mute(now, id, on).map_err(|e| e.to_string())?;
                 if let Some(m) = self.media.get_mut(&id) {
                     m.muted = on;
                     let _ = m.commands.try_send(MediaCommand::Mute(on));
@@ -545,9 +533,7 @@ impl Calls {
             }),
             CallCommand::Hold { call, on } => self.target(call).and_then(|id| {
                 let on = on.unwrap_or_else(|| !self.media.get(&id).is_some_and(|m| m.held));
-                self.core
-                    .set_hold(Millis(now), id, on)
-                    .map_err(|e| e.to_string())?;
+                self.core.set_hold(now, id, on).map_err(|e| e.to_string())?;
                 if let Some(m) = self.media.get_mut(&id) {
                     m.held = on;
                     let _ = m
@@ -573,15 +559,9 @@ impl Calls {
                 crate::call::Msg::decode(&bytes),
                 Ok((_, crate::call::Msg::Invite { .. }))
             );
-            let id = cx.client.send_envelope(
-                Millis(cx.now),
-                cx.unix,
-                cx.rng,
-                &to,
-                ENVELOPE_CALL,
-                &bytes,
-                false,
-            );
+            let id =
+                cx.client
+                    .send_envelope(cx.now, cx.unix, cx.rng, &to, ENVELOPE_CALL, &bytes, false);
             match crate::call::Msg::decode(&bytes) {
                 Ok((call, _)) if invite => {
                     self.invites.insert(id, call);
@@ -619,7 +599,7 @@ impl Calls {
             && self.core.current() == Some(id)
         {
             self.details.insert(id, "it became a conference".to_owned());
-            let _ = self.core.hangup(Millis(cx.now), id);
+            let _ = self.core.hangup(cx.now, id);
             while let Some(e) = self.core.poll_event() {
                 self.on_call_event(e, cx);
             }
@@ -717,7 +697,7 @@ impl Calls {
                 if let Some(reply) = crate::conference::ConferenceCore::busy_reply(payload) {
                     tracing::info!(%from, "conference invitation while busy: answered busy");
                     let id = cx.client.send_envelope(
-                        Millis(cx.now),
+                        cx.now,
                         cx.unix,
                         cx.rng,
                         from,
@@ -759,7 +739,7 @@ impl Calls {
         match &e {
             CallEvent::Incoming { .. } if self.opts.auto_answer => {
                 let nonce = fresh_nonce(cx.rng);
-                if let Err(err) = self.core.accept(Millis(cx.now), id, nonce) {
+                if let Err(err) = self.core.accept(cx.now, id, nonce) {
                     tracing::warn!(call = id, "auto-answer: {err}");
                 }
             }
@@ -816,12 +796,12 @@ impl Calls {
             Err(StartFailure::Audio(e)) => {
                 tracing::warn!(call = id, peer = %w.peer, "audio: {e}");
                 self.details.insert(id, e.to_string());
-                self.core.audio_failed(Millis(cx.now), id);
+                self.core.audio_failed(cx.now, id);
             }
             Err(StartFailure::Media(why)) => {
                 tracing::warn!(call = id, peer = %w.peer, "media: {why}");
                 self.details.insert(id, why);
-                self.core.media_failed(Millis(cx.now), id);
+                self.core.media_failed(cx.now, id);
             }
         }
     }
@@ -839,14 +819,9 @@ impl Calls {
             .export(path.remote, EXPORT_LABEL, &context)
             .ok_or(StartFailure::Media("the peer link closed".into()))?;
         let keys = MediaKeys::derive(&secret, w.side);
-        let now = self.clock.now().get();
-        let session = MediaSession::new(
-            self.opts.media.clone(),
-            &keys,
-            cx.rng.next_u32(),
-            Millis(now),
-        )
-        .map_err(|e| StartFailure::Media(format!("media: {e}")))?;
+        let now = self.clock.now();
+        let session = MediaSession::new(self.opts.media.clone(), &keys, cx.rng.next_u32(), now)
+            .map_err(|e| StartFailure::Media(format!("media: {e}")))?;
         let io = audio::open(&self.opts.input, &self.opts.output).map_err(StartFailure::Audio)?;
         let (in_tx, in_rx) = mpsc::channel(512);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(512);
@@ -949,13 +924,8 @@ impl Calls {
         if blocked && invite {
             return self.blocked_invite(from);
         }
-        self.core.handle_message(
-            Millis(cx.now),
-            cx.unix,
-            from,
-            UnixMillis(created_ms),
-            payload,
-        );
+        self.core
+            .handle_message(cx.now, cx.unix, from, UnixMillis(created_ms), payload);
         self.drive(cx);
     }
 
@@ -1004,7 +974,7 @@ impl Calls {
             && self.core.state(call) == Some(CallState::Inviting)
         {
             self.details.insert(call, reason.to_owned());
-            self.core.unreachable(Millis(cx.now), call);
+            self.core.unreachable(cx.now, call);
             self.drive(cx);
         }
         true
@@ -1023,7 +993,7 @@ impl Calls {
                 self.waiting.remove(&id);
                 self.details
                     .insert(id, format!("no network path to {user}: {reason}"));
-                self.core.media_failed(Millis(cx.now), id);
+                self.core.media_failed(cx.now, id);
             }
         }
         self.drive(cx);
@@ -1062,11 +1032,11 @@ impl Calls {
                 }
             }
             MediaMsg::Event(id, e) => match e {
-                MediaEvent::Flowing => self.core.media_flowing(Millis(cx.now), id),
+                MediaEvent::Flowing => self.core.media_flowing(cx.now, id),
                 MediaEvent::Stats(stats) => {
-                    let now = self.clock.now().get();
+                    let now = self.clock.now();
                     self.uplink.report(
-                        Millis(now),
+                        now,
                         &format!("call:{id}"),
                         stats.bytes_sent,
                         stats.remote_loss_percent,
@@ -1091,7 +1061,7 @@ impl Calls {
                         id,
                         format!("no audio from the other side for {} s", silent_ms / 1000),
                     );
-                    self.core.media_failed(Millis(cx.now), id);
+                    self.core.media_failed(cx.now, id);
                 }
             },
             MediaMsg::ConfOut(peer, bytes) => {
@@ -1117,9 +1087,9 @@ impl Calls {
                     Some(CallState::Connecting | CallState::Active)
                 ) {
                     if audio {
-                        self.core.audio_failed(Millis(cx.now), id);
+                        self.core.audio_failed(cx.now, id);
                     } else {
-                        let _ = self.core.hangup(Millis(cx.now), id);
+                        let _ = self.core.hangup(cx.now, id);
                     }
                 }
             }
@@ -1134,7 +1104,7 @@ impl Calls {
         match r {
             Ok(stats) => self.update(CallUpdate::Stats {
                 id,
-                bitrate: m.bitrate(self.clock.now().get(), &stats, true),
+                bitrate: m.bitrate(self.clock.now(), &stats, true),
                 peer: m.peer,
                 stats,
                 path: None,
@@ -1156,7 +1126,7 @@ impl Calls {
     /// Hang up whatever is in progress (the node is stopping).
     pub fn hangup_all(&mut self, cx: &mut Ctx<'_>) {
         if let Some(id) = self.core.current() {
-            let _ = self.core.hangup(Millis(cx.now), id);
+            let _ = self.core.hangup(cx.now, id);
         }
         self.with_conf(cx, |c, x| c.leave(x));
         self.drive(cx);

@@ -60,7 +60,7 @@ impl ApiCalls {
 
     /// Follow a conference's events for its call-history record: the
     /// record once it ended.
-    fn conference_log(&mut self, e: &ConfEvent, now: u64) -> Option<CallRecord> {
+    fn conference_log(&mut self, e: &ConfEvent, now_unix_ms: u64) -> Option<CallRecord> {
         let add = |l: &mut ConfLog, me: &str, name: &str| {
             if name != me
                 && !l.members.iter().any(|m| m == name)
@@ -76,7 +76,7 @@ impl ApiCalls {
                 let mut l = ConfLog {
                     id: *id,
                     outgoing: false,
-                    started_at: now,
+                    started_at: now_unix_ms,
                     joined_at: None,
                     members: Vec::new(),
                 };
@@ -93,13 +93,13 @@ impl ApiCalls {
                     _ => self.conf.insert(ConfLog {
                         id: *id,
                         outgoing: true,
-                        started_at: now,
-                        joined_at: Some(now),
+                        started_at: now_unix_ms,
+                        joined_at: Some(now_unix_ms),
                         members: Vec::new(),
                     }),
                 };
                 if *name == self.me {
-                    l.joined_at.get_or_insert(now);
+                    l.joined_at.get_or_insert(now_unix_ms);
                 } else if l.joined_at.is_some() || !l.outgoing {
                     add(l, &self.me, name);
                 }
@@ -120,7 +120,7 @@ impl ApiCalls {
                     outgoing: l.outgoing,
                     started_at: l.started_at,
                     answered_at: l.joined_at,
-                    ended_at: now,
+                    ended_at: now_unix_ms,
                     reason,
                     seen: true,
                     conference: l.members,
@@ -378,8 +378,8 @@ mod tests {
     use crate::call::EndReason;
     use crate::media::MediaStats;
 
-    fn conf(a: &mut ApiCalls, e: ConfEvent, now: u64) -> Option<CallRecord> {
-        let ev = a.update(&CallUpdate::Conference(ConfUpdate::Event(e)), now);
+    fn conf(a: &mut ApiCalls, e: ConfEvent, now_unix_ms: u64) -> Option<CallRecord> {
+        let ev = a.update(&CallUpdate::Conference(ConfUpdate::Event(e)), now_unix_ms);
         assert!(matches!(ev[0], Event::Conference(_)));
         ev.into_iter().find_map(|e| match e {
             Event::CallLogged(r) => Some(r),

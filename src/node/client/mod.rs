@@ -546,7 +546,7 @@ impl Runtime {
         for w in &self.settings.watch {
             core.watch(w);
         }
-        let now = self.clock.now().get();
+        let now = self.clock.now();
         let contacts = ContactsConfig {
             away_after_ms: self.settings.away_after_ms,
             public_presence: self.settings.public_presence,
@@ -564,7 +564,7 @@ impl Runtime {
                     key,
                     crate::group::GroupConfig::default(),
                     rand::random::<u64>(),
-                    crate::time::Millis(now),
+                    now,
                 )
             })
             .map_err(crate::node::messaging::MessagingError::from)?;

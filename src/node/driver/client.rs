@@ -190,9 +190,8 @@ impl ClientDriver {
     /// The earliest deadline of the cores (the link's: [`Base::wait`]).
     fn deadline(&self) -> Option<Millis> {
         let nat = self.nat.as_ref().map(|n| n.deadline());
-        // Messaging and calls still count u64::MAX for "none".
-        let apps = self.messaging.as_ref().map(|m| Millis(m.poll_timeout()));
-        let calls = self.calls.as_ref().map(|c| Millis(c.poll_timeout()));
+        let apps = self.messaging.as_ref().and_then(|m| m.poll_timeout());
+        let calls = self.calls.as_ref().and_then(|c| c.poll_timeout());
         let files = self.files.as_ref().map(|f| f.poll_timeout(self.base.now()));
         [
             nat,
@@ -213,7 +212,7 @@ impl ClientDriver {
     ) -> Option<R> {
         let calls = self.calls.as_deref_mut()?;
         let mut cx = Ctx {
-            now: self.base.clock.now().get(),
+            now: self.base.clock.now(),
             client: &mut self.core,
             link: &self.base.link,
             ice: &self.peers.ice,
@@ -346,7 +345,7 @@ impl ClientDriver {
         let unix = self.base.clock.unix();
         self.core.handle_timeout(now, unix, &mut self.base.rng);
         if let Some(m) = &mut self.messaging {
-            m.handle_timeout(now.get(), unix, &mut self.core, &mut self.base.rng);
+            m.handle_timeout(now, unix, &mut self.core, &mut self.base.rng);
         }
         self.with_calls(|c, cx| c.handle_timeout(cx));
         self.with_files(now, |f, cx| f.handle_timeout(cx));
@@ -383,7 +382,7 @@ impl ClientDriver {
             }
             Command::SetStatus { status, message } => match &mut self.messaging {
                 Some(m) => m.command(
-                    now.get(),
+                    now,
                     unix,
                     MessagingCommand::SetStatus { status, message },
                     core,
@@ -427,7 +426,7 @@ impl ClientDriver {
             }
             Command::Peer(p) => self.with_peers(now, |peers, cx| peers.command(cx, p)),
             Command::Messaging(m) => match &mut self.messaging {
-                Some(ms) => ms.command(now.get(), unix, m, core, rng),
+                Some(ms) => ms.command(now, unix, m, core, rng),
                 None => self.failed(
                     m.name(),
                     format!("chat and contacts are not enabled on this node: {m:?}"),
@@ -472,7 +471,7 @@ impl ClientDriver {
         let unix = self.base.clock.unix();
         self.with_calls(|calls, cx| calls.hangup_all(cx));
         if let Some(m) = &mut self.messaging {
-            m.shutdown(now.get(), unix, &mut self.core, &mut self.base.rng);
+            m.shutdown(now, unix, &mut self.core, &mut self.base.rng);
         }
         self.core.shutdown(now, unix);
     }

@@ -89,7 +89,7 @@ impl ClientDriver {
             other => {
                 if let Some(m) = &mut self.messaging {
                     let unix = self.base.clock.unix();
-                    m.observe(now.get(), unix, other, &mut self.core, &mut self.base.rng);
+                    m.observe(now, unix, other, &mut self.core, &mut self.base.rng);
                 }
                 false
             }
@@ -115,7 +115,7 @@ impl ClientDriver {
                 Some(m) => {
                     let env = (from, kind, payload);
                     m.on_envelope(
-                        now.get(),
+                        now,
                         self.base.clock.unix(),
                         env,
                         &mut self.core,
@@ -167,7 +167,7 @@ impl ClientDriver {
         let mine = self
             .messaging
             .as_mut()
-            .is_some_and(|m| m.on_outcome(now.get(), id, o, &mut self.core))
+            .is_some_and(|m| m.on_outcome(now, id, o, &mut self.core))
             || self
                 .with_calls(|c, cx| c.on_envelope_outcome(id, failed, cx))
                 .unwrap_or(false)
