@@ -394,7 +394,7 @@ fn first_heard(rec: &[i16], want: &[usize]) -> Option<f64> {
 /// SIGKILLs the mixer and measures, in each survivor's recording, from the
 /// start of the silence to hearing the other again.
 #[test]
-#[ignore]
+#[ignore = "a benchmark: NATTER_CONF_RUNS=5 cargo test --test it conference_join_and_recovery_bench -- --ignored --nocapture"]
 fn conference_join_and_recovery_bench() {
     let _turn = scenario!();
     let runs: usize = std::env::var("NATTER_CONF_RUNS")
