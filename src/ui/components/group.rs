@@ -57,6 +57,27 @@ pub enum GroupDialog {
     },
 }
 
+/// The name field's share of a key: typing goes into `name` (and clears
+/// `error`); Enter gives the trimmed name, or sets `empty` as the error.
+fn entered_name<'a>(
+    name: &'a mut TextInput,
+    error: &mut Option<&'static str>,
+    key: &KeyEvent,
+    empty: &'static str,
+) -> Option<&'a str> {
+    if key.code != KeyCode::Enter {
+        name.on_key(key);
+        *error = None;
+        return None;
+    }
+    let n = name.value.trim();
+    if n.is_empty() {
+        *error = Some(empty);
+        return None;
+    }
+    Some(n)
+}
+
 impl GroupDialog {
     /// The dialog that founds a group inviting `invite`.
     pub fn create(invite: Vec<String>) -> Self {
@@ -99,16 +120,7 @@ impl GroupDialog {
                 invite,
                 error,
             } => {
-                if key.code != KeyCode::Enter {
-                    name.on_key(key);
-                    *error = None;
-                    return None;
-                }
-                let n = name.value.trim();
-                if n.is_empty() {
-                    *error = Some("give the group a name");
-                    return None;
-                }
+                let n = entered_name(name, error, key, "give the group a name")?;
                 Some(Msg::Send(Command::Group(GroupCommand::Create {
                     name: n.to_owned(),
                     members: invite.clone(),
@@ -120,16 +132,7 @@ impl GroupDialog {
                 name,
                 error,
             } => {
-                if key.code != KeyCode::Enter {
-                    name.on_key(key);
-                    *error = None;
-                    return None;
-                }
-                let n = name.value.trim();
-                if n.is_empty() {
-                    *error = Some("a group needs a name");
-                    return None;
-                }
+                let n = entered_name(name, error, key, "a group needs a name")?;
                 if n == old.as_str() {
                     return Some(Msg::Close);
                 }
