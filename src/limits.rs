@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 
+use crate::time::Millis;
+
 /// The unit a per-address share is charged to: an IPv4 address, or the
 /// /64 of an IPv6 address (one host gets a whole /64, so finer keys are
 /// free to an attacker). IPv4-mapped IPv6 counts as the IPv4 address.
@@ -48,7 +50,7 @@ pub struct Bucket {
     /// Tokens left, in thousandths (integer arithmetic, no drift).
     milli_tokens: u64,
     /// When `milli_tokens` was last brought up to date.
-    updated_ms: u64,
+    updated: Millis,
 }
 
 /// The shape of a bucket: how many at once and how many a second.
@@ -65,26 +67,26 @@ impl Rate {
 }
 
 impl Bucket {
-    pub fn full(rate: Rate, now_ms: u64) -> Self {
+    pub fn full(rate: Rate, now: Millis) -> Self {
         Bucket {
             milli_tokens: u64::from(rate.burst) * 1000,
-            updated_ms: now_ms,
+            updated: now,
         }
     }
 
-    fn refill(&mut self, rate: Rate, now_ms: u64) {
-        let dt = now_ms.saturating_sub(self.updated_ms);
+    fn refill(&mut self, rate: Rate, now: Millis) {
+        let dt = now.since(self.updated);
         let add = dt.saturating_mul(u64::from(rate.per_sec));
         self.milli_tokens = self
             .milli_tokens
             .saturating_add(add)
             .min(u64::from(rate.burst) * 1000);
-        self.updated_ms = self.updated_ms.max(now_ms);
+        self.updated = self.updated.max(now);
     }
 
     /// Takes one token if there is one.
-    pub fn take(&mut self, rate: Rate, now_ms: u64) -> bool {
-        self.refill(rate, now_ms);
+    pub fn take(&mut self, rate: Rate, now: Millis) -> bool {
+        self.refill(rate, now);
         if self.milli_tokens >= 1000 {
             self.milli_tokens -= 1000;
             true
@@ -94,8 +96,8 @@ impl Bucket {
     }
 
     /// Whether the bucket is back to full (so it can be forgotten).
-    pub fn is_full(&mut self, rate: Rate, now_ms: u64) -> bool {
-        self.refill(rate, now_ms);
+    pub fn is_full(&mut self, rate: Rate, now: Millis) -> bool {
+        self.refill(rate, now);
         self.milli_tokens >= u64::from(rate.burst) * 1000
     }
 }
@@ -121,27 +123,27 @@ impl<K: Eq + Hash + Copy> RateTable<K> {
 
     /// Takes one token from `key`'s bucket; false when it is empty or the
     /// table is full of busy keys.
-    pub fn allow(&mut self, key: K, now_ms: u64) -> bool {
+    pub fn allow(&mut self, key: K, now: Millis) -> bool {
         let rate = self.rate;
         if rate.per_sec == 0 && rate.burst == 0 {
             return true;
         }
         if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_keys {
-            self.prune(now_ms);
+            self.prune(now);
             if self.buckets.len() >= self.max_keys {
                 return false;
             }
         }
         self.buckets
             .entry(key)
-            .or_insert_with(|| Bucket::full(rate, now_ms))
-            .take(rate, now_ms)
+            .or_insert_with(|| Bucket::full(rate, now))
+            .take(rate, now)
     }
 
     /// Forget keys whose bucket has refilled.
-    pub fn prune(&mut self, now_ms: u64) {
+    pub fn prune(&mut self, now: Millis) {
         let rate = self.rate;
-        self.buckets.retain(|_, b| !b.is_full(rate, now_ms));
+        self.buckets.retain(|_, b| !b.is_full(rate, now));
     }
 
     pub fn len(&self) -> usize {
@@ -246,23 +248,23 @@ mod tests {
     #[test]
     fn bucket_bursts_then_refills() {
         let r = Rate::new(3, 2);
-        let mut b = Bucket::full(r, 0);
-        assert!(b.take(r, 0) && b.take(r, 0) && b.take(r, 0));
-        assert!(!b.take(r, 0));
-        assert!(!b.take(r, 499));
-        assert!(b.take(r, 500));
-        assert!(!b.take(r, 500));
-        assert!(b.is_full(r, 10_000));
+        let mut b = Bucket::full(r, Millis::ZERO);
+        assert!(b.take(r, Millis::ZERO) && b.take(r, Millis::ZERO) && b.take(r, Millis::ZERO));
+        assert!(!b.take(r, Millis::ZERO));
+        assert!(!b.take(r, Millis(499)));
+        assert!(b.take(r, Millis(500)));
+        assert!(!b.take(r, Millis(500)));
+        assert!(b.is_full(r, Millis(10_000)));
     }
 
     #[test]
     fn table_is_bounded() {
         let mut t = RateTable::new(Rate::new(1, 1), 2);
-        assert!(t.allow(1, 0));
-        assert!(t.allow(2, 0));
-        assert!(!t.allow(3, 0), "full of busy keys");
-        assert!(!t.allow(1, 0));
-        assert!(t.allow(3, 1000), "refilled keys are forgotten");
+        assert!(t.allow(1, Millis::ZERO));
+        assert!(t.allow(2, Millis::ZERO));
+        assert!(!t.allow(3, Millis::ZERO), "full of busy keys");
+        assert!(!t.allow(1, Millis::ZERO));
+        assert!(t.allow(3, Millis(1000)), "refilled keys are forgotten");
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use super::Transmit;
 use super::stun;
 use crate::limits::{Rate, RateTable, SourceKey, log_worthy};
+use crate::time::Millis;
 use crate::wire::stun::{Class, method, peek};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -161,7 +162,7 @@ impl StunServer {
         };
         self.stats.requests += 1;
         let key = SourceKey::of(from.ip());
-        if !self.rate.allow(key, now_ms) {
+        if !self.rate.allow(key, Millis(now_ms)) {
             self.stats.rate_limited += 1;
             if log_worthy(self.stats.rate_limited) {
                 tracing::warn!(source = %key, count = self.stats.rate_limited, "STUN request dropped: source over its rate");

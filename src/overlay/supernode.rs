@@ -994,10 +994,8 @@ impl SupernodeCore {
                     self.stats.not_attached += 1;
                     return;
                 };
-                if !c.lookups.take(rate, now.get())
-                    || !self
-                        .lookups_by_source
-                        .allow(SourceKey::of(from.ip()), now.get())
+                if !c.lookups.take(rate, now)
+                    || !self.lookups_by_source.allow(SourceKey::of(from.ip()), now)
                 {
                     self.stats.lookups_rate_limited += 1;
                     if log_worthy(self.stats.lookups_rate_limited) {
@@ -1089,7 +1087,7 @@ impl SupernodeCore {
                     record_key: 0,
                     record_expires: UnixSecs::ZERO,
                     owners: Vec::new(),
-                    lookups: Bucket::full(self.cfg.lookups_per_client, now.get()),
+                    lookups: Bucket::full(self.cfg.lookups_per_client, now),
                     watches: 0,
                     will: None,
                 },
@@ -2125,7 +2123,7 @@ impl SupernodeCore {
                 }
             }
         }
-        self.lookups_by_source.prune(now.get());
+        self.lookups_by_source.prune(now);
         let ttl = self.cfg.watch_ttl_ms;
         self.watch_sent.retain(|_, t| now.since(*t) < ttl);
         self.env_sweep(now);
