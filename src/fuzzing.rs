@@ -677,8 +677,8 @@ pub fn stun_seeds() -> Vec<Vec<u8>> {
         primary: link_addr(3478),
         alt: Some(SocketAddr::from(([127, 0, 0, 2], 3479))),
     });
-    s.handle_datagram(0, link_addr(3478), link_addr(9), &v[1].clone());
-    s.handle_datagram(0, link_addr(3478), link_addr(9), &v[0].clone());
+    s.handle_datagram(Millis::ZERO, link_addr(3478), link_addr(9), &v[1].clone());
+    s.handle_datagram(Millis::ZERO, link_addr(3478), link_addr(9), &v[0].clone());
     while let Some(t) = s.poll_transmit() {
         v.push(t.bytes);
     }
@@ -702,7 +702,7 @@ pub fn stun(b: &[u8]) {
         primary,
         alt: Some(SocketAddr::from(([127, 0, 0, 2], 3479))),
     });
-    s.handle_datagram(0, primary, link_addr(9), b);
+    s.handle_datagram(Millis::ZERO, primary, link_addr(9), b);
     if let Some(t) = s.poll_transmit() {
         let r = parse_binding_response(&t.bytes).ok();
         assert!(r.is_some(), "the server's answer must parse");

@@ -890,7 +890,7 @@ mod tests {
             alt: None,
         });
         s.handle_datagram(
-            T0,
+            Millis(T0),
             a(S1),
             a("192.0.2.1:1"),
             &stun::binding_request([9; 12], false, false),
@@ -900,7 +900,7 @@ mod tests {
         assert!(!d.handle_datagram(Millis(T0 + 1), a(S1), &req.bytes));
         assert!(!d.handle_datagram(Millis(T0 + 1), a(S1), b"garbage"));
         // Our own transaction, answered, is claimed.
-        s.handle_datagram(T0, a(S1), a("192.0.2.1:1"), &req.bytes);
+        s.handle_datagram(Millis(T0), a(S1), a("192.0.2.1:1"), &req.bytes);
         let ours = s.poll_transmit().unwrap();
         assert!(d.handle_datagram(Millis(T0 + 2), a(S1), &ours.bytes));
     }

@@ -141,9 +141,9 @@ impl StunServer {
     }
 
     /// A STUN datagram that arrived on the socket bound to `local` from
-    /// `from` at `now_ms`. Only Binding is served; anything else is
+    /// `from` at `now`. Only Binding is served; anything else is
     /// counted and dropped (the driver should not pass it).
-    pub fn handle_datagram(&mut self, now_ms: u64, local: SocketAddr, from: SocketAddr, d: &[u8]) {
+    pub fn handle_datagram(&mut self, now: Millis, local: SocketAddr, from: SocketAddr, d: &[u8]) {
         let Some(h) = peek(d) else {
             self.stats.malformed += 1;
             return;
@@ -162,7 +162,7 @@ impl StunServer {
         };
         self.stats.requests += 1;
         let key = SourceKey::of(from.ip());
-        if !self.rate.allow(key, Millis(now_ms)) {
+        if !self.rate.allow(key, now) {
             self.stats.rate_limited += 1;
             if log_worthy(self.stats.rate_limited) {
                 tracing::warn!(source = %key, count = self.stats.rate_limited, "STUN request dropped: source over its rate");
@@ -286,7 +286,7 @@ mod tests {
     }
 
     fn ask(s: &mut StunServer, local: &str, req: &[u8]) -> (Transmit, BindingResponse) {
-        s.handle_datagram(0, a(local), a("203.0.113.9:40000"), req);
+        s.handle_datagram(Millis::ZERO, a(local), a("203.0.113.9:40000"), req);
         let t = s.poll_transmit().expect("an answer");
         assert!(s.poll_transmit().is_none());
         let r = parse_binding_response(&t.bytes).unwrap();
@@ -376,11 +376,26 @@ mod tests {
         let mut s = server(true);
         let mut alloc = binding_request([3; 12], false, false);
         alloc[1] = 0x03; // Allocate request
-        s.handle_datagram(0, a("198.51.100.1:3478"), a("203.0.113.9:1"), &alloc);
-        s.handle_datagram(0, a("198.51.100.1:3478"), a("203.0.113.9:1"), &[0u8; 7]);
+        s.handle_datagram(
+            Millis::ZERO,
+            a("198.51.100.1:3478"),
+            a("203.0.113.9:1"),
+            &alloc,
+        );
+        s.handle_datagram(
+            Millis::ZERO,
+            a("198.51.100.1:3478"),
+            a("203.0.113.9:1"),
+            &[0u8; 7],
+        );
         let mut ind = binding_request([3; 12], false, false);
         ind[1] = 0x11; // Binding indication
-        s.handle_datagram(0, a("198.51.100.1:3478"), a("203.0.113.9:1"), &ind);
+        s.handle_datagram(
+            Millis::ZERO,
+            a("198.51.100.1:3478"),
+            a("203.0.113.9:1"),
+            &ind,
+        );
         assert!(s.poll_transmit().is_none());
         assert_eq!(s.stats().ignored, 2);
         assert_eq!(s.stats().malformed, 1);
@@ -410,7 +425,7 @@ mod tests {
         // 1000 spoofed requests in one second, from ports of one host.
         for i in 0..1000u64 {
             let from = SocketAddr::new(victim.ip(), 1000 + i as u16);
-            s.handle_datagram(i, a("198.51.100.1:3478"), from, &req);
+            s.handle_datagram(Millis(i), a("198.51.100.1:3478"), from, &req);
             while let Some(t) = s.poll_transmit() {
                 answered += 1;
                 bytes += t.bytes.len();
@@ -431,7 +446,12 @@ mod tests {
             req.len()
         );
         // Another source is not affected.
-        s.handle_datagram(1000, a("198.51.100.1:3478"), a("203.0.113.51:9"), &req);
+        s.handle_datagram(
+            Millis(1000),
+            a("198.51.100.1:3478"),
+            a("203.0.113.51:9"),
+            &req,
+        );
         assert!(s.poll_transmit().is_some());
     }
 }

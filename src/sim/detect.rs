@@ -97,7 +97,7 @@ impl DetectLab {
                         self.detector.note_udp_received();
                     }
                 } else if let Some(s) = self.servers.get_mut(d.to_owner - SERVER) {
-                    s.handle_datagram(now.get(), d.to, d.from, &d.bytes);
+                    s.handle_datagram(now, d.to, d.from, &d.bytes);
                 }
             }
             if self.detector.poll_timeout().is_some_and(|t| t <= now) {

@@ -256,7 +256,7 @@ impl SupernodeDriver {
         match &mut self.stun {
             Some(server) if h.method == method::BINDING => {
                 let local = local.unwrap_or(server.config().primary);
-                server.handle_datagram(self.base.now().get(), local, from, d);
+                server.handle_datagram(self.base.now(), local, from, d);
             }
             _ => self.base.stun_unhandled += 1,
         }
