@@ -10,12 +10,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// 2027-01-15, inside every test certificate's validity.
-const T0: u64 = 1_800_000_000_000;
+const T0: Millis = Millis(1_800_000_000_000);
 
 /// The wall clock at virtual time `t`: these tests' wall clock and virtual
 /// time both start at [`T0`] and run together.
-fn wall(t: u64) -> UnixSecs {
-    UnixMillis(t).secs()
+fn wall(t: Millis) -> UnixSecs {
+    UnixMillis(t.get()).secs()
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -61,7 +61,7 @@ impl Pki {
 
     fn endpoint(&mut self, name: &str, config: LinkConfig) -> LinkEndpoint {
         let d = self.device();
-        let c = cert_for(&self.authority, &d, name, 0, T0 / 1000 + 86_400);
+        let c = cert_for(&self.authority, &d, name, 0, wall(T0).get() + 86_400);
         LinkEndpoint::new(d, c, self.authority.public(), config).unwrap()
     }
 }
@@ -72,7 +72,7 @@ use crate::identity::DeviceIdentity;
 /// between them at `now` (the network's links have no delay).
 struct Net {
     nodes: Vec<(SocketAddr, LinkEndpoint, Vec<LinkEvent>)>,
-    now: u64,
+    now: Millis,
     /// Seeds for the endpoints' randomness.
     rng: StdRng,
     net: Network,
@@ -82,7 +82,7 @@ struct Net {
 
 impl Net {
     fn new(seed: u64, nodes: Vec<(SocketAddr, LinkEndpoint)>) -> Self {
-        let mut net = Network::new(seed, Millis(T0), LinkModel::instant());
+        let mut net = Network::new(seed, T0, LinkModel::instant());
         net.start_capture();
         for (i, (a, _)) in nodes.iter().enumerate() {
             net.bind(*a, i);
@@ -158,20 +158,20 @@ impl Net {
     fn connect(&mut self, from: usize, to: usize) {
         let (now, dst) = (self.now, self.addr(to));
         let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
-        self.ep(from).connect(Millis(now), dst, &mut rng).unwrap();
+        self.ep(from).connect(now, dst, &mut rng).unwrap();
     }
 
     fn send(&mut self, from: usize, to: usize, msg: &[u8]) -> Result<(), LinkError> {
         let (now, dst) = (self.now, self.addr(to));
         let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
-        self.ep(from).send(Millis(now), dst, msg, &mut rng)
+        self.ep(from).send(now, dst, msg, &mut rng)
     }
 
     /// Collect every node's output, pass it through the lossy network and
     /// deliver it; repeat until quiet. Returns datagrams moved.
     fn pump(&mut self) -> usize {
         let mut moved = 0;
-        self.net.advance_to(Millis(self.now));
+        self.net.advance_to(self.now);
         for _ in 0..1000 {
             let mut sent = false;
             for (i, (src, ep, events)) in self.nodes.iter_mut().enumerate() {
@@ -192,18 +192,18 @@ impl Net {
                 let now = self.now;
                 let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
                 let ep = &mut self.nodes[d.to_owner].1;
-                ep.handle_datagram(Millis(now), wall(now), d.from, &d.bytes, &mut rng);
+                ep.handle_datagram(now, wall(now), d.from, &d.bytes, &mut rng);
             }
         }
         panic!("network never went quiet");
     }
 
     /// Jump to the earliest deadline (at most `limit`) and run timers.
-    fn tick(&mut self, limit: u64) {
+    fn tick(&mut self, limit: Millis) {
         let next = self
             .nodes
             .iter()
-            .filter_map(|n| n.1.poll_timeout().map(Millis::get))
+            .filter_map(|n| n.1.poll_timeout())
             .min()
             .unwrap_or(limit)
             .min(limit)
@@ -212,7 +212,7 @@ impl Net {
         for i in 0..self.nodes.len() {
             let now = self.now;
             let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
-            self.ep(i).handle_timeout(Millis(now), wall(now), &mut rng);
+            self.ep(i).handle_timeout(now, wall(now), &mut rng);
         }
         self.pump();
     }
@@ -274,7 +274,7 @@ impl Net {
         let now = self.now;
         let mut rng = StdRng::seed_from_u64(self.rng.r#gen());
         self.ep(to)
-            .handle_datagram(Millis(now), wall(now), from, bytes, &mut rng);
+            .handle_datagram(now, wall(now), from, bytes, &mut rng);
         self.pump();
     }
 }
@@ -397,8 +397,8 @@ fn duplicate_init_gets_the_cached_resp() {
     net.block(&[KIND_RESP]);
     net.connect(0, 1);
     net.pump();
-    net.tick(u64::MAX);
-    net.tick(u64::MAX);
+    net.tick(Millis::MAX);
+    net.tick(Millis::MAX);
     // Bob saw three INITs (two retransmissions) and made one handshake.
     let inits = net
         .delivered()
@@ -410,7 +410,7 @@ fn duplicate_init_gets_the_cached_resp() {
     assert_eq!(net.ep(1).stats().duplicate_handshakes, 2);
     assert_eq!(net.ep(1).stats().datagrams_out, 3);
     net.block(&[]);
-    net.tick(u64::MAX);
+    net.tick(Millis::MAX);
     assert_one_session(&net);
     assert_eq!(net.ep(0).stats().handshakes_initiated, 1);
 }
@@ -459,9 +459,9 @@ fn lost_fin_heals_on_the_retransmit_timer_too() {
     net.block(&[KIND_FIN]);
     net.connect(0, 1);
     net.pump();
-    net.tick(u64::MAX);
+    net.tick(Millis::MAX);
     net.block(&[]);
-    net.tick(u64::MAX);
+    net.tick(Millis::MAX);
     assert_eq!((net.established(0), net.established(1)), (1, 1));
     assert_one_session(&net);
 }
@@ -538,9 +538,9 @@ fn crossing_inits_resolve_by_ephemeral_key() {
     let alice_wins = e(&ta.bytes) > e(&tb.bytes);
     let mut rng = StdRng::seed_from_u64(6);
     net.ep(1)
-        .handle_datagram(Millis(T0), wall(T0), addr(1), &ta.bytes, &mut rng);
+        .handle_datagram(T0, wall(T0), addr(1), &ta.bytes, &mut rng);
     net.ep(0)
-        .handle_datagram(Millis(T0), wall(T0), addr(2), &tb.bytes, &mut rng);
+        .handle_datagram(T0, wall(T0), addr(2), &tb.bytes, &mut rng);
     net.pump();
     assert_one_session(&net);
     let (la, _) = net.ep(0).session_indexes(addr(2)).unwrap();
@@ -566,13 +566,13 @@ fn yielded_side_retries_when_the_winning_handshake_dies() {
     let (winner, loser) = if alice_wins { (0, 1) } else { (1, 0) };
     let mut rng = StdRng::seed_from_u64(21);
     net.ep(1)
-        .handle_datagram(Millis(T0), wall(T0), addr(1), &ta.bytes, &mut rng);
+        .handle_datagram(T0, wall(T0), addr(1), &ta.bytes, &mut rng);
     net.ep(0)
-        .handle_datagram(Millis(T0), wall(T0), addr(2), &tb.bytes, &mut rng);
+        .handle_datagram(T0, wall(T0), addr(2), &tb.bytes, &mut rng);
     // Every answer to the winner's INIT is lost: it gives up.
     net.block(&[KIND_RESP]);
     while net.closed(winner).is_empty() {
-        net.tick(u64::MAX);
+        net.tick(Millis::MAX);
     }
     assert_eq!(net.closed(winner), vec![CloseReason::Timeout]);
     assert!(net.closed(loser).is_empty());
@@ -616,7 +616,7 @@ fn keepalives_hold_an_idle_session_and_silence_closes_it() {
     net.cut();
     let cut_at = net.now;
     while net.closed(0).is_empty() || net.closed(1).is_empty() {
-        net.tick(u64::MAX);
+        net.tick(Millis::MAX);
     }
     assert_eq!(net.closed(0), vec![CloseReason::Idle]);
     assert_eq!(net.closed(1), vec![CloseReason::Idle]);
@@ -702,7 +702,7 @@ fn bad_certificates_are_rejected_and_counted() {
     let other = AuthorityKey::generate(&mut pki.rng);
     let pin = pki.authority.public();
     let alice = pki.endpoint("alice", fast());
-    let exp = T0 / 1000 + 86_400;
+    let exp = wall(T0).get() + 86_400;
     // Mallory: a certificate from another authority.
     let md = pki.device();
     let mallory = LinkEndpoint::new(
@@ -716,7 +716,7 @@ fn bad_certificates_are_rejected_and_counted() {
     let od = pki.device();
     let old = LinkEndpoint::new(
         od.clone(),
-        cert_for(&pki.authority, &od, "old", 0, T0 / 1000 - 3600),
+        cert_for(&pki.authority, &od, "old", 0, wall(T0).get() - 3600),
         pin,
         fast(),
     )
@@ -824,7 +824,7 @@ fn session_ends_when_the_peer_certificate_expires() {
     let mut pki = Pki::new(12);
     let alice = pki.endpoint("alice", fast());
     let bd = pki.device();
-    let expires = T0 / 1000 + 10;
+    let expires = wall(T0).get() + 10;
     let bob = LinkEndpoint::new(
         bd.clone(),
         cert_for(&pki.authority, &bd, "bob", 0, expires),
@@ -934,11 +934,11 @@ fn limits_on_sessions_and_handshakes() {
     let now = net.now;
     let mut rng = StdRng::seed_from_u64(1);
     assert_eq!(
-        net.ep(0).connect(Millis(now), addr(9), &mut rng),
+        net.ep(0).connect(now, addr(9), &mut rng),
         Err(LinkError::TooManySessions { limit: 1 })
     );
     assert_eq!(
-        net.ep(0).send(Millis(now), addr(9), b"x", &mut rng),
+        net.ep(0).send(now, addr(9), b"x", &mut rng),
         Err(LinkError::TooManySessions { limit: 1 })
     );
 }
@@ -980,9 +980,7 @@ fn pending_outputs_are_bounded() {
     let now = net.now;
     let mut rng = StdRng::seed_from_u64(1);
     for _ in 0..50 {
-        net.ep(0)
-            .send(Millis(now), addr(2), b"x", &mut rng)
-            .unwrap();
+        net.ep(0).send(now, addr(2), b"x", &mut rng).unwrap();
     }
     assert_eq!(net.ep(0).stats().transmits_dropped, 40);
     assert_eq!(std::iter::from_fn(|| net.ep(0).poll_transmit()).count(), 10);
@@ -993,7 +991,7 @@ fn restarted_peer_replaces_the_old_session() {
     let mut pki = Pki::new(16);
     let alice = pki.endpoint("alice", fast());
     let bd = pki.device();
-    let bc = cert_for(&pki.authority, &bd, "bob", 0, T0 / 1000 + 86_400);
+    let bc = cert_for(&pki.authority, &bd, "bob", 0, wall(T0).get() + 86_400);
     let pin = pki.authority.public();
     let bob = LinkEndpoint::new(bd.clone(), bc.clone(), pin, fast()).unwrap();
     let mut net = Net::new(16, vec![(addr(1), alice), (addr(2), bob)]);
@@ -1018,7 +1016,7 @@ fn local_close_and_limits_on_input() {
     let mut net = Net::pair(17, fast());
     net.connect(0, 1);
     net.pump();
-    net.ep(0).close(Millis(T0), addr(2));
+    net.ep(0).close(T0, addr(2));
     net.pump();
     assert_eq!(net.closed(0), vec![CloseReason::Local]);
     assert_eq!(net.ep(0).counts(), (0, 0, 0));
@@ -1047,9 +1045,9 @@ fn init_padding_covers_the_largest_resp() {
     let mut a = pki.endpoint(&long, fast());
     let mut rng = StdRng::seed_from_u64(1);
     let mut b = pki.endpoint("bob", fast());
-    b.connect(Millis(T0), addr(1), &mut rng).unwrap();
+    b.connect(T0, addr(1), &mut rng).unwrap();
     let init = b.poll_transmit().unwrap().bytes;
-    a.handle_datagram(Millis(T0), wall(T0), addr(2), &init, &mut rng);
+    a.handle_datagram(T0, wall(T0), addr(2), &init, &mut rng);
     let resp = a.poll_transmit().unwrap().bytes;
     assert_eq!(resp[3], KIND_RESP);
     assert!(
@@ -1253,7 +1251,7 @@ fn a_renewed_certificate_carries_a_live_session_past_the_old_expiry() {
     let mut pki = Pki::new(13);
     let alice = pki.endpoint("alice", fast());
     let bd = pki.device();
-    let expires = T0 / 1000 + 10;
+    let expires = wall(T0).get() + 10;
     let bob = LinkEndpoint::new(
         bd.clone(),
         cert_for(&pki.authority, &bd, "bob", 0, expires),
@@ -1287,7 +1285,7 @@ fn a_renewal_for_other_keys_or_an_older_certificate_is_refused() {
     let mut pki = Pki::new(14);
     let alice = pki.endpoint("alice", fast());
     let bd = pki.device();
-    let expires = T0 / 1000 + 10;
+    let expires = wall(T0).get() + 10;
     let bob = LinkEndpoint::new(
         bd.clone(),
         cert_for(&pki.authority, &bd, "bob", 0, expires),
