@@ -515,12 +515,9 @@ impl ChatCore {
         }
     }
 
-    pub fn poll_timeout(&self) -> Millis {
-        self.pending
-            .values()
-            .map(|p| p.next_try)
-            .min()
-            .unwrap_or(Millis::MAX)
+    /// The next retry; `None` with nothing pending.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.pending.values().map(|p| p.next_try).min()
     }
 
     pub fn poll_event(&mut self) -> Option<ChatEvent> {
@@ -645,7 +642,7 @@ mod tests {
         alice.on_envelope(UnixMillis(5), &cert("bob"), k, &ack, false, &mut a_out);
         assert_eq!(alice.poll_event(), None, "acked once");
         assert_eq!(alice.outbox_len(), 0);
-        assert_eq!(alice.poll_timeout(), Millis::MAX);
+        assert_eq!(alice.poll_timeout(), None);
     }
 
     #[test]
@@ -682,11 +679,14 @@ mod tests {
             .unwrap();
         let env = out.0[0].4;
         bob.on_envelope_outcome(Millis(11), &env, EnvelopeOutcome::Stored);
-        assert_eq!(bob.poll_timeout(), Millis(11) + cfg.stored_retry_ms);
+        assert_eq!(bob.poll_timeout(), Some(Millis(11) + cfg.stored_retry_ms));
         bob.handle_timeout(Millis(11) + cfg.stored_retry_ms, &mut out);
         let env = out.0[1].4;
         bob.on_envelope_outcome(Millis(12), &env, EnvelopeOutcome::Failed("x".into()));
-        assert!(bob.poll_timeout() <= Millis(12) + cfg.max_backoff_ms);
+        assert!(
+            bob.poll_timeout()
+                .is_some_and(|t| t <= Millis(12) + cfg.max_backoff_ms)
+        );
         assert!(bob.history("carol", 5).unwrap()[0].acked_at_ms.is_none());
         let _ = id;
         assert!(matches!(
@@ -729,9 +729,9 @@ mod tests {
         bob.on_envelope_outcome(Millis(11), &out.0[0].4, EnvelopeOutcome::Stored);
         // Someone else coming online changes nothing.
         bob.peer_online(Millis(20), "dave");
-        assert_eq!(bob.poll_timeout(), Millis(11) + cfg.stored_retry_ms);
+        assert_eq!(bob.poll_timeout(), Some(Millis(11) + cfg.stored_retry_ms));
         bob.peer_online(Millis(30), "Carol");
-        assert_eq!(bob.poll_timeout(), Millis(30));
+        assert_eq!(bob.poll_timeout(), Some(Millis(30)));
         bob.handle_timeout(Millis(30), &mut out);
         assert_eq!(out.0.len(), 2, "sent again");
         assert_eq!(out.0[1].0, "carol");
@@ -739,7 +739,7 @@ mod tests {
         // not resend it.
         bob.on_envelope_outcome(Millis(31), &out.0[1].4, EnvelopeOutcome::Delivered);
         bob.peer_online(Millis(32), "carol");
-        assert_eq!(bob.poll_timeout(), Millis(31) + cfg.ack_wait_ms);
+        assert_eq!(bob.poll_timeout(), Some(Millis(31) + cfg.ack_wait_ms));
     }
 
     #[test]
@@ -772,7 +772,7 @@ mod tests {
             Millis(100),
         )
         .unwrap();
-        assert_eq!(c.poll_timeout(), Millis(100));
+        assert_eq!(c.poll_timeout(), Some(Millis(100)));
         c.handle_timeout(Millis(100), &mut out);
         let p = ChatPayload::decode(kind::CHAT, &out.0[0].2).unwrap();
         assert_eq!(

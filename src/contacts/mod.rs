@@ -40,7 +40,7 @@ use crate::identity::Certificate;
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink, kind};
 use crate::overlay::{EnvelopeId, PresenceRecord, Status};
 use crate::sqlite::SqliteError;
-use crate::time::{Millis, UnixSecs};
+use crate::time::{Millis, UnixSecs, earliest};
 use crate::wire::{Reader, WireError, Writer};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
@@ -968,22 +968,19 @@ impl ContactsCore {
         }
     }
 
-    pub fn poll_timeout(&self) -> Millis {
-        let mut t = self
-            .retries
-            .iter()
-            .map(|(at, _)| *at)
-            .min()
-            .unwrap_or(Millis::MAX);
-        if self.cfg.away_after_ms > 0 && self.status == Status::Online && !self.auto_away {
-            t = t.min(self.last_activity + self.cfg.away_after_ms);
-        }
-        for l in self.live.values() {
-            if l.shown.as_ref().is_some_and(|s| s.0 != Status::Offline) {
-                t = t.min(l.attached_until);
-            }
-        }
-        t
+    /// The next of: a record retry, going away, a shown contact's record
+    /// lapsing; `None` when there is none.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let retry = self.retries.iter().map(|(at, _)| *at).min();
+        let away = (self.cfg.away_after_ms > 0 && self.status == Status::Online && !self.auto_away)
+            .then(|| self.last_activity + self.cfg.away_after_ms);
+        let lapse = self
+            .live
+            .values()
+            .filter(|l| l.shown.as_ref().is_some_and(|s| s.0 != Status::Offline))
+            .map(|l| l.attached_until)
+            .min();
+        earliest(earliest(retry, away), lapse)
     }
 }
 

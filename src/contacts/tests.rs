@@ -198,7 +198,7 @@ fn away_after_idle_and_back_on_activity() {
     pass(Millis(5), &mut a, &mut b);
     events(&mut b);
     a.core.activity(Millis(10), &mut a.out);
-    assert_eq!(a.core.poll_timeout(), Millis(1_010));
+    assert_eq!(a.core.poll_timeout(), Some(Millis(1_010)));
     a.core.handle_timeout(Millis(1_010), &mut a.out);
     assert_eq!(a.core.status().0, Status::Away);
     pass(Millis(1_011), &mut a, &mut b);

@@ -228,12 +228,11 @@ impl Messaging {
         self.events.pop_front()
     }
 
-    /// The cores' earliest deadline; `None` when none has one (the chat
-    /// and contacts cores say so with [`Millis::MAX`]).
+    /// The cores' earliest deadline; `None` when none has one.
     pub fn poll_timeout(&self) -> Option<Millis> {
+        let chat = self.chat.poll_timeout();
         let groups = self.groups.as_ref().and_then(GroupCore::poll_timeout);
-        let t = self.chat.poll_timeout().min(self.contacts.poll_timeout());
-        earliest((t < Millis::MAX).then_some(t), groups)
+        earliest(earliest(chat, self.contacts.poll_timeout()), groups)
     }
 
     /// Drain the cores' events and bring the record and watches in line.
