@@ -6,6 +6,7 @@
 
 use super::EndReason;
 use crate::sqlite::{Schema, SqliteError};
+use crate::time::UnixMillis;
 use rusqlite::{Connection, params};
 use std::path::{Path, PathBuf};
 
@@ -36,12 +37,12 @@ const MAX_ROWS: i64 = 1000;
 pub struct CallRecord {
     pub peer: String,
     pub outgoing: bool,
-    /// Unix ms when it was dialled or began to ring here.
-    pub started_at: u64,
-    /// Unix ms when it was answered; `None`: never answered.
-    pub answered_at: Option<u64>,
-    /// Unix ms when it ended.
-    pub ended_at: u64,
+    /// When it was dialled or began to ring here.
+    pub started_at: UnixMillis,
+    /// When it was answered; `None`: never answered.
+    pub answered_at: Option<UnixMillis>,
+    /// When it ended.
+    pub ended_at: UnixMillis,
     pub reason: EndReason,
     /// For a missed call: the user has seen it (always true otherwise).
     pub seen: bool,
@@ -67,8 +68,7 @@ impl CallRecord {
 
     /// How long it was answered, in ms (0 if never).
     pub fn duration_ms(&self) -> u64 {
-        self.answered_at
-            .map_or(0, |a| self.ended_at.saturating_sub(a))
+        self.answered_at.map_or(0, |a| self.ended_at.since(a))
     }
 }
 
@@ -149,9 +149,9 @@ impl CallHistory {
                 params![
                     c.peer,
                     c.outgoing,
-                    c.started_at as i64,
-                    c.answered_at.map(|a| a as i64),
-                    c.ended_at as i64,
+                    c.started_at.get() as i64,
+                    c.answered_at.map(|a| a.get() as i64),
+                    c.ended_at.get() as i64,
                     reason_code(c.reason),
                     seen,
                     c.conference.join(",")
@@ -181,9 +181,9 @@ impl CallHistory {
                 Ok(CallRecord {
                     peer: r.get(0)?,
                     outgoing: r.get(1)?,
-                    started_at: r.get::<_, i64>(2)? as u64,
-                    answered_at: r.get::<_, Option<i64>>(3)?.map(|a| a as u64),
-                    ended_at: r.get::<_, i64>(4)? as u64,
+                    started_at: UnixMillis(r.get::<_, i64>(2)? as u64),
+                    answered_at: r.get::<_, Option<i64>>(3)?.map(|a| UnixMillis(a as u64)),
+                    ended_at: UnixMillis(r.get::<_, i64>(4)? as u64),
                     reason: reason_of(&r.get::<_, String>(5)?),
                     seen: r.get(6)?,
                     conference: r
@@ -218,9 +218,9 @@ mod tests {
         CallRecord {
             peer: peer.into(),
             outgoing,
-            started_at: 1_000,
-            answered_at: answered,
-            ended_at: 61_000,
+            started_at: UnixMillis(1_000),
+            answered_at: answered.map(UnixMillis),
+            ended_at: UnixMillis(61_000),
             reason,
             seen: false,
             conference: Vec::new(),

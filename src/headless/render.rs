@@ -10,6 +10,7 @@ use natter::node::api::{
     GroupEntry, GroupUpdate, LoginState, LookupResult, MessageState, NatReport, OverlayEvent,
     PeerEvent, PeerPath, RelayCredentials, RemoteChange,
 };
+use natter::time::UnixMillis;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 
@@ -31,6 +32,11 @@ fn r(json: Value, line: impl Into<String>) -> Option<Rendered> {
 pub fn time(unix_secs: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.min(253_402_300_799));
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// [`time`] of a wall-clock time in milliseconds (to the second).
+fn time_ms(t: UnixMillis) -> String {
+    time(t.secs().get())
 }
 
 fn hex128(id: u128) -> String {
@@ -330,7 +336,7 @@ fn group_json(g: &GroupEntry) -> Value {
 
 fn group_message_json(m: &GroupChatMessage) -> Value {
     json!({"group": m.group, "from": m.from, "seq": m.seq, "text": m.text,
-           "sent_at": m.sent_at, "outgoing": m.outgoing})
+           "sent_at": m.sent_at.get(), "outgoing": m.outgoing})
 }
 
 fn group(u: &GroupUpdate) -> Option<Rendered> {
@@ -372,7 +378,7 @@ fn group(u: &GroupUpdate) -> Option<Rendered> {
         GroupUpdate::History { group, messages } => {
             let line = messages
                 .iter()
-                .map(|m| format!("{} {}: {}", time(m.sent_at / 1000), m.from, m.text))
+                .map(|m| format!("{} {}: {}", time_ms(m.sent_at), m.from, m.text))
                 .collect::<Vec<_>>()
                 .join("\n");
             let list: Vec<Value> = messages.iter().map(group_message_json).collect();
@@ -506,9 +512,9 @@ fn call_record(c: &natter::node::api::CallRecord) -> Value {
         "user": c.peer,
         "conference": (!c.conference.is_empty()).then_some(&c.conference),
         "direction": if c.outgoing { "outgoing" } else { "incoming" },
-        "started_at": time(c.started_at / 1000),
-        "answered_at": c.answered_at.map(|a| time(a / 1000)),
-        "ended_at": time(c.ended_at / 1000),
+        "started_at": time_ms(c.started_at),
+        "answered_at": c.answered_at.map(time_ms),
+        "ended_at": time_ms(c.ended_at),
         "duration_ms": c.duration_ms(),
         "reason": c.reason.to_string(),
         "missed": c.missed(),
@@ -790,7 +796,7 @@ fn message_json(m: &ChatMessage) -> Value {
         "id": hex128(m.id),
         "outgoing": m.outgoing,
         "text": m.text,
-        "sent_at": time(m.sent_at / 1000),
+        "sent_at": time_ms(m.sent_at),
         "acked": m.state == MessageState::Delivered,
     })
 }
@@ -846,7 +852,7 @@ fn history(with: &str, messages: &[ChatMessage]) -> Option<Rendered> {
         .iter()
         .map(|m| {
             let who = if m.outgoing { "me" } else { with };
-            format!("{} {who}: {}", time(m.sent_at / 1000), m.text)
+            format!("{} {who}: {}", time_ms(m.sent_at), m.text)
         })
         .collect::<Vec<_>>()
         .join("\n");
@@ -1269,7 +1275,7 @@ mod tests {
             muted: true,
             held: false,
             remote_held: false,
-            answered_at: Some(1_000),
+            answered_at: Some(UnixMillis(1_000)),
         };
         let v = call_muted(&info).unwrap().json;
         assert_eq!(
@@ -1281,9 +1287,9 @@ mod tests {
         let rec = natter::node::api::CallRecord {
             peer: "bob".into(),
             outgoing: false,
-            started_at: 1_000,
-            answered_at: Some(2_000),
-            ended_at: 4_500,
+            started_at: UnixMillis(1_000),
+            answered_at: Some(UnixMillis(2_000)),
+            ended_at: UnixMillis(4_500),
             reason: EndReason::HungUp { by_us: false },
             seen: true,
             conference: Vec::new(),

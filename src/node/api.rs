@@ -28,6 +28,7 @@ pub use crate::identity::Role;
 pub use crate::media::MediaStats;
 pub use crate::nat::{Filtering, Mapping, NatReport};
 pub use crate::overlay::Status;
+use crate::time::UnixMillis;
 pub use crate::transfer::{FileEvent, FileFailure, FileInfo, FileProgress, FileState, TransferId};
 use std::net::SocketAddr;
 
@@ -301,8 +302,8 @@ pub struct GroupChatMessage {
     /// The sender's sequence number in the group (from 1).
     pub seq: u64,
     pub text: String,
-    /// Unix milliseconds when sent (by the sender's clock).
-    pub sent_at: u64,
+    /// When sent (by the sender's clock).
+    pub sent_at: UnixMillis,
     pub outgoing: bool,
 }
 
@@ -883,8 +884,8 @@ pub struct ChatMessage {
     pub peer: String,
     pub outgoing: bool,
     pub text: String,
-    /// Unix milliseconds when sent (by the sender's clock).
-    pub sent_at: u64,
+    /// When sent (by the sender's clock).
+    pub sent_at: UnixMillis,
     pub state: MessageState,
 }
 
@@ -919,8 +920,8 @@ pub struct CallInfo {
     pub held: bool,
     /// The other side put the call on hold.
     pub remote_held: bool,
-    /// Unix milliseconds when the call was answered.
-    pub answered_at: Option<u64>,
+    /// When the call was answered.
+    pub answered_at: Option<UnixMillis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use crate::node::api::{
     CallState, Command, ContactState, Event, GroupCommand, GroupEntry, LoginState,
 };
 use crate::overlay::Status;
+use crate::time::UnixMillis;
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -133,9 +134,10 @@ impl App {
         self.quit
     }
 
-    /// Move the clock on (timers are drawn from it).
-    pub fn tick(&mut self, now_ms: u64) {
-        self.model.now_ms = now_ms;
+    /// Move the display clock on to the wall clock's `now` (dates and
+    /// timers are drawn from it).
+    pub fn tick(&mut self, now: UnixMillis) {
+        self.model.now = now;
     }
 
     pub fn handle_event(&mut self, e: Event) {
@@ -1296,10 +1298,7 @@ impl App {
 
     fn footer(&self, f: &mut Frame, area: Rect) {
         let m = &self.model;
-        let recent = m
-            .notices
-            .back()
-            .filter(|n| m.now_ms.saturating_sub(n.at_ms) < NOTICE_MS);
+        let recent = m.notices.back().filter(|n| m.now.since(n.at) < NOTICE_MS);
         let line = match recent {
             Some(n) => {
                 let color = match n.level {
@@ -1308,7 +1307,7 @@ impl App {
                     Level::Error => Color::Red,
                 };
                 Line::from(vec![
-                    Span::raw(format!(" {} ", clock(n.at_ms))).dark_gray(),
+                    Span::raw(format!(" {} ", clock(n.at))).dark_gray(),
                     Span::styled(n.text.clone(), Style::new().fg(color)),
                 ])
             }

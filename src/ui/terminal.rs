@@ -165,7 +165,7 @@ pub async fn run(
     // Inputs handled before a frame is drawn, at most.
     const MAX_INPUT_BATCH: usize = 4096;
     let mut last_activity: Option<Instant> = None;
-    app.tick(clock.now().get());
+    app.tick(clock.unix());
     loop {
         term.draw(|f| app.render(f))?;
         if stats.is_none() {
@@ -239,7 +239,7 @@ pub async fn run(
                 }
                 None => break,
             },
-            _ = tick.tick() => app.tick(clock.now().get()),
+            _ = tick.tick() => app.tick(clock.unix()),
             _ = hangup.recv() => app.handle_key(ctrl_c()),
             _ = term_sig.recv() => app.handle_key(ctrl_c()),
             _ = tokio::time::sleep_until(deadline), if stop_deadline.is_some() => break,

@@ -10,13 +10,14 @@ use crate::node::api::{
     NatStatus, Presence,
 };
 use crate::overlay::Status;
+use crate::time::UnixMillis;
 use insta::assert_snapshot;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// 2023-11-14 22:13:20 UTC.
-const NOW: u64 = 1_700_000_000_000;
+const NOW: UnixMillis = UnixMillis(1_700_000_000_000);
 
 fn draw(app: &App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
@@ -75,7 +76,7 @@ fn logged_in() -> App {
     let mut app = first_run();
     app.handle_event(Event::Login(LoginState::LoggedIn {
         username: "you".into(),
-        until: NOW / 1000 + 86_400,
+        until: NOW.secs().get() + 86_400,
         role: crate::node::api::Role::User,
     }));
     app.handle_event(Event::Supernodes {
@@ -101,7 +102,14 @@ fn logged_in() -> App {
     app
 }
 
-fn msg(id: u128, peer: &str, outgoing: bool, text: &str, at: u64, state: MessageState) -> Event {
+fn msg(
+    id: u128,
+    peer: &str,
+    outgoing: bool,
+    text: &str,
+    at: UnixMillis,
+    state: MessageState,
+) -> Event {
     Event::Message(ChatMessage {
         id,
         peer: peer.into(),
@@ -112,7 +120,7 @@ fn msg(id: u128, peer: &str, outgoing: bool, text: &str, at: u64, state: Message
     })
 }
 
-fn call(id: u64, state: CallState, answered_at: Option<u64>) -> Event {
+fn call(id: u64, state: CallState, answered_at: Option<UnixMillis>) -> Event {
     Event::Call(CallInfo {
         id,
         peer: "echo123".into(),
@@ -896,7 +904,7 @@ fn block_and_remove_ask_and_unblock() {
     app.handle_event(Event::Lookup {
         username: "carol".into(),
         result: LookupResult::Offline {
-            last_seen: Some(NOW / 1000),
+            last_seen: Some(NOW.secs().get()),
         },
         record: None,
     });
@@ -992,7 +1000,7 @@ fn missed_calls_and_history() {
     let mut app = first_run();
     app.handle_event(Event::Login(LoginState::LoggedIn {
         username: "you".into(),
-        until: NOW / 1000 + 86_400,
+        until: NOW.secs().get() + 86_400,
         role: crate::node::api::Role::User,
     }));
     assert_eq!(
@@ -1634,7 +1642,7 @@ fn group_chat() {
             change,
         })
     };
-    let gmsg = |from: &str, seq: u64, text: &str, at: u64| {
+    let gmsg = |from: &str, seq: u64, text: &str, at: UnixMillis| {
         Event::Group(GroupUpdate::Message(GroupChatMessage {
             group: id.into(),
             from: from.into(),

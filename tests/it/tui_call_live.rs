@@ -62,7 +62,7 @@ async fn pump(you: &mut ClientHandle, app: &mut App, what: &str, done: impl Fn(&
         for c in app.take_commands() {
             you.commands.send(c).await.unwrap();
         }
-        app.tick(SystemClock.now().get());
+        app.tick(SystemClock.unix());
         if done(app) {
             eprintln!("{what}: {:?}", start.elapsed());
             return;
@@ -99,7 +99,7 @@ fn ended(a: &App) -> Option<String> {
 /// Move the App's clock past the notifications shown so far, so that the
 /// footer shows its key hints.
 fn expire_notices(app: &mut App) {
-    app.tick(SystemClock.now().get() + 60_000);
+    app.tick(SystemClock.unix() + 60_000);
 }
 
 fn settings(config: &Config, net: &Network, boot: &[String]) -> ClientSettings {

@@ -109,7 +109,7 @@ fn settings(config: &Config, net: &Network, boot: &[String]) -> ClientSettings {
 /// Move the App's clock past the notifications shown so far, so that the
 /// footer shows its key hints.
 fn expire_notices(app: &mut App) {
-    let now = SystemClock.now().get().max(app.model.now_ms);
+    let now = SystemClock.unix().max(app.model.now);
     app.tick(now + 60_000);
 }
 
@@ -138,7 +138,7 @@ async fn chat_view_from_real_events() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut you = client::spawn(settings(&config, &net, &all), clock.clone());
     let mut app = App::new(KeyMap::default());
-    app.tick(clock.now().get());
+    app.tick(clock.unix());
 
     // Logged in from the stored certificate; the request to bot goes out
     // once online and bot accepts it.
@@ -226,7 +226,7 @@ async fn chat_view_from_real_events() {
     .await;
     let mut you = client::spawn(settings(&config, &net, &all), clock.clone());
     let mut app = App::new(KeyMap::default());
-    app.tick(clock.now().get());
+    app.tick(clock.unix());
     pump(&mut you, &mut app, "bot listed again", |a| {
         a.model.logged_in() && a.model.contacts.contains_key("bot")
     })

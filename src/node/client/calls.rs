@@ -16,6 +16,7 @@ use crate::node::api::{
 };
 use crate::node::calls::conference::{ConfCommand, ConfUpdate};
 use crate::node::calls::{Bitrate, CallCommand, CallUpdate};
+use crate::time::UnixMillis;
 use std::collections::{HashMap, HashSet};
 
 /// The calls the API reports, by id (ended calls are dropped).
@@ -24,9 +25,9 @@ pub struct ApiCalls {
     calls: HashMap<CallId, CallInfo>,
     /// Ended calls whose final stats report has not come yet.
     ended: HashSet<CallId>,
-    /// When each call was dialled or began to ring (Unix ms), for its
-    /// record in the call history.
-    started: HashMap<CallId, u64>,
+    /// When each call was dialled or began to ring, for its record in
+    /// the call history.
+    started: HashMap<CallId, UnixMillis>,
     /// Our username (to leave ourselves out of a conference's record).
     me: String,
     /// The conference under way, for its record in the call history
@@ -40,9 +41,9 @@ struct ConfLog {
     id: crate::conference::ConfId,
     /// We started it (not invited).
     outgoing: bool,
-    started_at: u64,
+    started_at: UnixMillis,
     /// When we joined (an invitation never accepted: `None`).
-    joined_at: Option<u64>,
+    joined_at: Option<UnixMillis>,
     /// Everyone else who was in it, in order of appearance (the inviter
     /// first), at most [`crate::conference::MAX_PARTICIPANTS`] kept.
     members: Vec<String>,
@@ -60,7 +61,7 @@ impl ApiCalls {
 
     /// Follow a conference's events for its call-history record: the
     /// record once it ended.
-    fn conference_log(&mut self, e: &ConfEvent, now_unix_ms: u64) -> Option<CallRecord> {
+    fn conference_log(&mut self, e: &ConfEvent, unix: UnixMillis) -> Option<CallRecord> {
         let add = |l: &mut ConfLog, me: &str, name: &str| {
             if name != me
                 && !l.members.iter().any(|m| m == name)
@@ -76,7 +77,7 @@ impl ApiCalls {
                 let mut l = ConfLog {
                     id: *id,
                     outgoing: false,
-                    started_at: now_unix_ms,
+                    started_at: unix,
                     joined_at: None,
                     members: Vec::new(),
                 };
@@ -93,13 +94,13 @@ impl ApiCalls {
                     _ => self.conf.insert(ConfLog {
                         id: *id,
                         outgoing: true,
-                        started_at: now_unix_ms,
-                        joined_at: Some(now_unix_ms),
+                        started_at: unix,
+                        joined_at: Some(unix),
                         members: Vec::new(),
                     }),
                 };
                 if *name == self.me {
-                    l.joined_at.get_or_insert(now_unix_ms);
+                    l.joined_at.get_or_insert(unix);
                 } else if l.joined_at.is_some() || !l.outgoing {
                     add(l, &self.me, name);
                 }
@@ -120,7 +121,7 @@ impl ApiCalls {
                     outgoing: l.outgoing,
                     started_at: l.started_at,
                     answered_at: l.joined_at,
-                    ended_at: now_unix_ms,
+                    ended_at: unix,
                     reason,
                     seen: true,
                     conference: l.members,
@@ -180,12 +181,13 @@ impl ApiCalls {
         Some(n)
     }
 
-    /// The API events of a driver update; `now_unix_ms` stamps answers.
-    pub fn update(&mut self, u: &CallUpdate, now_unix_ms: u64) -> Vec<Event> {
+    /// The API events of a driver update; `unix` (the wall clock) stamps
+    /// answers and the call history.
+    pub fn update(&mut self, u: &CallUpdate, unix: UnixMillis) -> Vec<Event> {
         match u {
             CallUpdate::Conference(ConfUpdate::Event(e)) => {
                 let mut v = vec![Event::Conference(ConferenceUpdate::Changed(e.clone()))];
-                v.extend(self.conference_log(e, now_unix_ms).map(Event::CallLogged));
+                v.extend(self.conference_log(e, unix).map(Event::CallLogged));
                 v
             }
             CallUpdate::Conference(c) => vec![Event::Conference(match c {
@@ -212,7 +214,7 @@ impl ApiCalls {
                 },
             })],
             CallUpdate::Dialing { id, peer } => {
-                self.started.insert(*id, now_unix_ms);
+                self.started.insert(*id, unix);
                 let i = fresh(*id, peer, true, CallState::Dialing);
                 self.calls.insert(*id, i.clone());
                 vec![Event::Call(i)]
@@ -221,7 +223,7 @@ impl ApiCalls {
                 event,
                 peer,
                 detail,
-            } => self.state(event, peer, detail, now_unix_ms),
+            } => self.state(event, peer, detail, unix),
             CallUpdate::Muted { id, muted } => self.set(*id, |i| i.muted = *muted),
             CallUpdate::Held { id, held } => self.set(*id, |i| i.held = *held),
             CallUpdate::Stats {
@@ -264,10 +266,10 @@ impl ApiCalls {
         event: &CallEvent,
         peer: &str,
         detail: &Option<String>,
-        now_unix_ms: u64,
+        unix: UnixMillis,
     ) -> Vec<Event> {
         if let CallEvent::Incoming { id, peer } = event {
-            self.started.insert(*id, now_unix_ms);
+            self.started.insert(*id, unix);
             let i = fresh(*id, peer, false, CallState::Incoming);
             self.calls.insert(*id, i.clone());
             return vec![Event::Call(i)];
@@ -282,7 +284,7 @@ impl ApiCalls {
             CallEvent::Connected { .. } => i.state = CallState::Connecting,
             CallEvent::Active { .. } => {
                 i.state = CallState::Active;
-                i.answered_at.get_or_insert(now_unix_ms);
+                i.answered_at.get_or_insert(unix);
             }
             CallEvent::RemoteHold { on_hold, .. } => {
                 i.remote_held = *on_hold;
@@ -310,9 +312,9 @@ impl ApiCalls {
                 let record = CallRecord {
                     peer: i.peer.clone(),
                     outgoing: i.outgoing,
-                    started_at: self.started.remove(&id).unwrap_or(now_unix_ms),
+                    started_at: self.started.remove(&id).unwrap_or(unix),
                     answered_at: i.answered_at,
-                    ended_at: now_unix_ms,
+                    ended_at: unix,
                     reason: *reason,
                     seen: false,
                     conference: Vec::new(),
@@ -378,8 +380,11 @@ mod tests {
     use crate::call::EndReason;
     use crate::media::MediaStats;
 
-    fn conf(a: &mut ApiCalls, e: ConfEvent, now_unix_ms: u64) -> Option<CallRecord> {
-        let ev = a.update(&CallUpdate::Conference(ConfUpdate::Event(e)), now_unix_ms);
+    fn conf(a: &mut ApiCalls, e: ConfEvent, unix: u64) -> Option<CallRecord> {
+        let ev = a.update(
+            &CallUpdate::Conference(ConfUpdate::Event(e)),
+            UnixMillis(unix),
+        );
         assert!(matches!(ev[0], Event::Conference(_)));
         ev.into_iter().find_map(|e| match e {
             Event::CallLogged(r) => Some(r),
@@ -409,7 +414,7 @@ mod tests {
         let r = conf(&mut a, end(ConfEndReason::Alone), 61_000).unwrap();
         assert!(r.outgoing && !r.missed());
         assert_eq!(r.with_whom(), "conference with bob");
-        assert_eq!((r.started_at, r.duration_ms()), (1_000, 60_000));
+        assert_eq!((r.started_at, r.duration_ms()), (UnixMillis(1_000), 60_000));
         assert_eq!(r.reason, EndReason::HungUp { by_us: false });
         // Invited by dan with eve; we join, fay joins, we leave.
         let inc = ConfEvent::Incoming {
@@ -436,7 +441,7 @@ mod tests {
         assert!(!r.outgoing);
         assert_eq!(r.peer, "dan");
         assert_eq!(r.with_whom(), "conference with dan, eve, fay");
-        assert_eq!(r.answered_at, Some(105_000));
+        assert_eq!(r.answered_at, Some(UnixMillis(105_000)));
         assert_eq!(r.reason, EndReason::HungUp { by_us: true });
     }
 
@@ -456,13 +461,13 @@ mod tests {
                 id: 7,
                 peer: "bob".into(),
             },
-            0,
+            UnixMillis::ZERO,
         );
         assert!(matches!(&ev[..], [Event::Call(i)] if i.outgoing && i.state == CallState::Dialing));
-        a.update(&state(CallEvent::Ringing { id: 7 }), 0);
+        a.update(&state(CallEvent::Ringing { id: 7 }), UnixMillis::ZERO);
         assert_eq!(a.get(7).unwrap().state, CallState::Ringing);
-        a.update(&state(CallEvent::Active { id: 7 }), 1234);
-        assert_eq!(a.get(7).unwrap().answered_at, Some(1234));
+        a.update(&state(CallEvent::Active { id: 7 }), UnixMillis(1234));
+        assert_eq!(a.get(7).unwrap().answered_at, Some(UnixMillis(1234)));
         // Mute becomes the driver's command; it shows once the driver
         // applied it, and once.
         let cmd = a
@@ -480,10 +485,14 @@ mod tests {
         ));
         assert!(!a.get(7).unwrap().muted);
         let muted = CallUpdate::Muted { id: 7, muted: true };
-        assert!(matches!(&a.update(&muted, 0)[..], [Event::Call(i)] if i.muted && !i.held));
-        assert!(a.update(&muted, 0).is_empty());
+        assert!(
+            matches!(&a.update(&muted, UnixMillis::ZERO)[..], [Event::Call(i)] if i.muted && !i.held)
+        );
+        assert!(a.update(&muted, UnixMillis::ZERO).is_empty());
         let held = CallUpdate::Held { id: 7, held: true };
-        assert!(matches!(&a.update(&held, 0)[..], [Event::Call(i)] if i.muted && i.held));
+        assert!(
+            matches!(&a.update(&held, UnixMillis::ZERO)[..], [Event::Call(i)] if i.muted && i.held)
+        );
         let stats = CallUpdate::Stats {
             id: 7,
             peer: "bob".into(),
@@ -496,7 +505,7 @@ mod tests {
             last: false,
         };
         assert!(matches!(
-            &a.update(&stats, 0)[..],
+            &a.update(&stats, UnixMillis::ZERO)[..],
             [Event::CallStats { call: 7, stats }] if stats.rtt_ms == Some(12)
         ));
         let ev = a.update(
@@ -508,7 +517,7 @@ mod tests {
                 peer: "bob".into(),
                 detail: None,
             },
-            0,
+            UnixMillis::ZERO,
         );
         assert!(matches!(
             &ev[..],
@@ -524,7 +533,7 @@ mod tests {
         assert!(a.get(7).is_none());
         // Updates of calls the API does not know are dropped; the final
         // report of an ended call comes once.
-        assert!(a.update(&stats, 0).is_empty());
+        assert!(a.update(&stats, UnixMillis::ZERO).is_empty());
         let last = CallUpdate::Stats {
             id: 7,
             peer: "bob".into(),
@@ -533,8 +542,10 @@ mod tests {
             bitrate: Default::default(),
             last: true,
         };
-        assert!(matches!(&a.update(&last, 0)[..], [Event::CallStats { stats, .. }] if stats.last));
-        assert!(a.update(&last, 0).is_empty());
+        assert!(
+            matches!(&a.update(&last, UnixMillis::ZERO)[..], [Event::CallStats { stats, .. }] if stats.last)
+        );
+        assert!(a.update(&last, UnixMillis::ZERO).is_empty());
         assert!(a.command(&api::Command::Quit).is_none());
     }
 
@@ -546,7 +557,7 @@ mod tests {
                 id: 9,
                 peer: "alice".into(),
             }),
-            0,
+            UnixMillis::ZERO,
         );
         assert!(
             matches!(&ev[..], [Event::Call(i)] if !i.outgoing && i.peer == "alice" && i.state == CallState::Incoming)

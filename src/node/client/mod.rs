@@ -350,7 +350,7 @@ impl Runtime {
                 }
             }
             ov::Event::Call(u) => {
-                for e in self.calls.update(&u, self.clock.unix().get()) {
+                for e in self.calls.update(&u, self.clock.unix()) {
                     let stored = match (&e, &self.call_history) {
                         (Event::CallLogged(r), Some(h)) => {
                             h.lock().unwrap_or_else(|p| p.into_inner()).record(r)
@@ -819,7 +819,7 @@ impl Runtime {
                     peer: to,
                     outgoing: true,
                     text,
-                    sent_at: self.clock.unix().get(),
+                    sent_at: self.clock.unix(),
                     state: MessageState::Sending,
                 }))
                 .await

@@ -12,7 +12,7 @@ use crate::node::api::{
 };
 use crate::node::messaging::GroupReport;
 use crate::overlay::PresenceRecord;
-use crate::time::UnixSecs;
+use crate::time::{UnixMillis, UnixSecs};
 
 /// The API's id of a chat message.
 pub fn message_id(id: &MsgId) -> MessageId {
@@ -95,7 +95,7 @@ pub fn chat_message(m: &Message) -> ChatMessage {
         peer: m.peer.clone(),
         outgoing: m.outgoing,
         text: m.text.clone(),
-        sent_at: m.sent_at_ms,
+        sent_at: UnixMillis(m.sent_at_ms),
         state: if !m.outgoing {
             MessageState::Received
         } else if m.acked_at_ms.is_some() {
@@ -319,7 +319,7 @@ pub fn group_message(m: &crate::group::GroupMessage) -> GroupChatMessage {
         from: m.sender.clone(),
         seq: m.seq,
         text: m.text.clone(),
-        sent_at: m.sent_at_ms,
+        sent_at: UnixMillis(m.sent_at_ms),
         outgoing: m.outgoing,
     }
 }

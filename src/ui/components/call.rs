@@ -6,6 +6,7 @@
 
 use super::{Component, Ctx, centered, duration, when};
 use crate::node::api::{CallInfo, CallState, MediaPath};
+use crate::time::UnixMillis;
 use crate::ui::keys::Action;
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -22,7 +23,7 @@ pub fn meter(level: f32, width: usize) -> String {
     format!("{}{}", "▮".repeat(lit), "▯".repeat(width - lit))
 }
 
-pub fn state_text(c: &CallInfo, now_ms: u64) -> (String, Color) {
+pub fn state_text(c: &CallInfo, now: UnixMillis) -> (String, Color) {
     match &c.state {
         CallState::Dialing => (format!("calling {}…", c.peer), Color::Yellow),
         CallState::Ringing => (format!("ringing {}…", c.peer), Color::Yellow),
@@ -31,7 +32,7 @@ pub fn state_text(c: &CallInfo, now_ms: u64) -> (String, Color) {
         CallState::Active => {
             let t = c
                 .answered_at
-                .map(|a| duration(now_ms.saturating_sub(a)))
+                .map(|a| duration(now.since(a)))
                 .unwrap_or_default();
             (format!("in call with {} {t}", c.peer), Color::Green)
         }
@@ -93,7 +94,7 @@ impl CallPanel {
                 ));
             }
             Some(c) => {
-                let (mut text, color) = state_text(c, m.now_ms);
+                let (mut text, color) = state_text(c, m.now);
                 // An ended call that was answered says how long it lasted.
                 if matches!(c.state, CallState::Ended { .. })
                     && let Some(r) = m
@@ -221,7 +222,7 @@ impl CallPanel {
             .is_some_and(|c| !matches!(c.state, CallState::Ended { .. }));
         if !live {
             for r in m.call_log.iter().take(3) {
-                let at = when(r.started_at, m.now_ms);
+                let at = when(r.started_at, m.now);
                 let line = if r.missed() {
                     let s = Line::from(format!("✗ missed call from {} at {at}", r.with_whom()));
                     if r.seen {

@@ -273,7 +273,7 @@ impl Component for ChatPane {
                 MessageState::Failed(_) => " ✗",
                 MessageState::Received => "",
             };
-            let head = format!("{} {who}: ", when(m.sent_at, model.now_ms));
+            let head = format!("{} {who}: ", when(m.sent_at, model.now));
             let body = format!("{head}{}{mark}", m.text);
             let name_style = if m.outgoing {
                 Style::new().cyan()
@@ -381,7 +381,7 @@ fn group_lines(
                 }
             }
             GroupLine::Message(m) => {
-                let head = format!("{} {}: ", when(m.sent_at, model.now_ms), m.from);
+                let head = format!("{} {}: ", when(m.sent_at, model.now), m.from);
                 let style = if m.outgoing {
                     Style::new().cyan()
                 } else {

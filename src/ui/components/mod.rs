@@ -15,6 +15,7 @@ pub mod search;
 use super::keys::KeyMap;
 use super::model::Model;
 use crate::node::api::Command;
+use crate::time::UnixMillis;
 use ratatui::Frame;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::Rect;
@@ -188,22 +189,23 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     }
 }
 
-/// `HH:MM` (UTC) of a Unix time in milliseconds.
-pub fn clock(ms: u64) -> String {
-    let m = (ms / 60_000) % (24 * 60);
+/// `HH:MM` (UTC) of a wall-clock time.
+pub fn clock(t: UnixMillis) -> String {
+    let m = (t.get() / 60_000) % (24 * 60);
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
-/// When a message was sent: `HH:MM` on the day of `now_ms` (UTC), else
+/// When a message was sent: `HH:MM` on the day of `now` (UTC), else
 /// `YYYY-MM-DD HH:MM`.
-pub fn when(ms: u64, now_ms: u64) -> String {
+pub fn when(at: UnixMillis, now: UnixMillis) -> String {
     const DAY: u64 = 86_400_000;
-    if ms / DAY == now_ms / DAY {
-        return clock(ms);
+    if at.get() / DAY == now.get() / DAY {
+        return clock(at);
     }
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(253_402_300_799_000));
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.get().min(253_402_300_799_000));
     let date = humantime::format_rfc3339_seconds(t).to_string();
-    format!("{} {}", &date[..10], clock(ms))
+    format!("{} {}", &date[..10], clock(at))
 }
 
 /// `MM:SS`, or `H:MM:SS` past an hour.
@@ -285,9 +287,10 @@ mod tests {
 
     #[test]
     fn times() {
-        assert_eq!(clock(3_723_000), "01:02");
-        assert_eq!(when(3_723_000, 80_000_000), "01:02");
-        assert_eq!(when(3_723_000, 86_400_000), "1970-01-01 01:02");
+        let t = UnixMillis(3_723_000);
+        assert_eq!(clock(t), "01:02");
+        assert_eq!(when(t, UnixMillis(80_000_000)), "01:02");
+        assert_eq!(when(t, UnixMillis(86_400_000)), "1970-01-01 01:02");
         assert_eq!(duration(61_000), "01:01");
         assert_eq!(duration(3_661_000), "1:01:01");
     }

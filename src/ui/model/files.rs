@@ -5,6 +5,7 @@
 
 use super::{Level, Model};
 use crate::node::api::{FileEvent, FileFailure, FileInfo, FileState, TransferId};
+use crate::time::UnixMillis;
 use std::path::PathBuf;
 
 /// Finished or failed transfers kept on screen.
@@ -43,8 +44,8 @@ pub struct FileView {
     /// Time left at that rate, ms.
     pub eta_ms: Option<u64>,
     pub stage: FileStage,
-    /// When it was last reported, for ordering (node wall clock, ms).
-    pub at_ms: u64,
+    /// When it was last reported, for ordering (the display clock).
+    pub at: UnixMillis,
 }
 
 impl FileView {
@@ -110,18 +111,12 @@ impl Model {
     /// The transfers on screen, newest first.
     pub fn file_rows(&self) -> Vec<&FileView> {
         let mut rows: Vec<&FileView> = self.files.values().collect();
-        rows.sort_by_key(|f| {
-            (
-                std::cmp::Reverse(f.live()),
-                std::cmp::Reverse(f.at_ms),
-                f.id,
-            )
-        });
+        rows.sort_by_key(|f| (std::cmp::Reverse(f.live()), std::cmp::Reverse(f.at), f.id));
         rows
     }
 
     fn file_entry(&mut self, id: TransferId, peer: &str, outgoing: bool) -> &mut FileView {
-        let at_ms = self.now_ms;
+        let at = self.now;
         let f = self.files.entry(id).or_insert_with(|| FileView {
             id,
             peer: peer.to_owned(),
@@ -136,19 +131,19 @@ impl Model {
             } else {
                 FileStage::Offered
             },
-            at_ms,
+            at,
         });
-        f.at_ms = at_ms;
+        f.at = at;
         f
     }
 
     /// Drop the oldest ended transfers beyond [`MAX_ENDED`].
     fn trim_files(&mut self) {
-        let mut ended: Vec<(u64, TransferId)> = self
+        let mut ended: Vec<(UnixMillis, TransferId)> = self
             .files
             .values()
             .filter(|f| !f.live())
-            .map(|f| (f.at_ms, f.id))
+            .map(|f| (f.at, f.id))
             .collect();
         if ended.len() > MAX_ENDED {
             ended.sort();

@@ -12,6 +12,7 @@ use crate::node::api::{
     MessageState, NatStatus, OverlayEvent, Presence, RemoteChange,
 };
 use crate::overlay::Status;
+use crate::time::UnixMillis;
 use std::collections::{BTreeMap, VecDeque};
 
 /// Notifications kept for the screen.
@@ -48,15 +49,16 @@ pub enum Level {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
-    pub at_ms: u64,
+    pub at: UnixMillis,
     pub level: Level,
     pub text: String,
 }
 
 #[derive(Debug, Default)]
 pub struct Model {
-    /// Wall clock (Unix ms) as of the last tick: timers are drawn from it.
-    pub now_ms: u64,
+    /// The wall clock as of the last tick: dates and timers are drawn
+    /// from it.
+    pub now: UnixMillis,
     pub login: Option<LoginState>,
     pub own_status: Option<(Status, String)>,
     pub supernodes: Vec<AttachedSupernode>,
@@ -129,7 +131,7 @@ impl Model {
             self.notices.pop_front();
         }
         self.notices.push_back(Notice {
-            at_ms: self.now_ms,
+            at: self.now,
             level,
             text,
         });
