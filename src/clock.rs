@@ -45,6 +45,8 @@
 //!   and eviction) are per-connection timeouts on `now: Millis`.
 //! - Simulations give their cores a wall clock that starts at their epoch
 //!   and runs with virtual time (`sim::Sim::unix`).
+//! - The TUI (`ui::App::tick`) is given the wall clock: it shows dates and
+//!   times of day, and a call's duration from its wall-clock answer time.
 
 use crate::time::{Millis, UnixMillis, UnixSecs};
 use std::sync::atomic::{AtomicI64, Ordering};
