@@ -415,34 +415,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             "demo keeps its data in temporary dirs: --data-dir does not apply (run `natter demo` without it)"
         );
     }
-    let softphone_flags = cli.net.listen.is_some() || !cli.net.bootstrap.is_empty();
-    if softphone_flags && (cli.command.is_some() || cli.list_audio_devices) {
-        bail!(
-            "--listen and --bootstrap before a subcommand are the softphone's: put them after the subcommand (e.g. `natter supernode --listen ADDR`)"
-        );
-    }
-    let metrics = match &cli.command {
-        Some(Command::Supernode(a)) => a.metrics.metrics_listen,
-        Some(Command::Authority(a)) => a.metrics.metrics_listen,
-        Some(Command::Headless(a)) => a.metrics.metrics_listen,
-        _ => None,
-    };
-    if metrics.is_some() {
-        config.metrics.listen = metrics;
-    }
-    if let Some(Command::Supernode(a)) = &cli.command {
-        if a.alt_address.is_some() {
-            config.supernode.alt_address = a.alt_address;
-        }
-        if a.alt_port.is_some() {
-            config.supernode.alt_port = a.alt_port;
-        }
-    }
-    if let Some(Command::Headless(a)) = &cli.command
-        && a.no_nat_detect
-    {
-        config.nat.detect = false;
-    }
+    apply_flags(&cli, &mut config)?;
     let data_dir = config.data_dir(cli.data_dir.as_deref())?;
     // The long-running modes own the data dir while they run.
     let long_running = !cli.list_audio_devices
@@ -511,44 +484,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
         )),
         Some(Command::Headless(h)) => {
             let h = *h;
-            let r = rt.block_on(headless::run(
-                &config,
-                &data_dir,
-                headless::Headless {
-                    user: h.user,
-                    lookup: h.lookup,
-                    watch: h.watch,
-                    connect: h.connect,
-                    status: h.status,
-                    json: h.json,
-                    password_stdin: h.password_stdin,
-                    bootstrap: h.net.bootstrap,
-                    listen: h.net.listen,
-                    stun_servers: h.stun_server,
-                    add: h.add,
-                    msg: h
-                        .msg
-                        .chunks(2)
-                        .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
-                        .collect(),
-                    public_presence: h.public_presence,
-                    away_after: h.away_after.map(Into::into),
-                    calls: headless::CallFlags {
-                        call: h.call,
-                        play: h.play,
-                        record: h.record,
-                        hangup_after: match h.hangup_after {
-                            Some(s) if s.is_finite() && s >= 0.0 => {
-                                Some(std::time::Duration::from_secs_f64(s))
-                            }
-                            Some(s) => bail!("--hangup-after {s}: expected seconds >= 0"),
-                            None => None,
-                        },
-                        auto_answer: h.auto_answer,
-                        echo: h.echo,
-                    },
-                },
-            ));
+            let r = rt.block_on(headless::run(&config, &data_dir, headless_options(h)?));
             // The stdin reader blocks a runtime thread until EOF: a
             // script's call may end while stdin is still open.
             rt.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -568,6 +504,76 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
             r
         }
     }
+}
+
+/// Command-line flags that override the configuration; flags given where
+/// they do not apply are errors, not silently ignored.
+fn apply_flags(cli: &Cli, config: &mut Config) -> Result<()> {
+    let softphone_flags = cli.net.listen.is_some() || !cli.net.bootstrap.is_empty();
+    if softphone_flags && (cli.command.is_some() || cli.list_audio_devices) {
+        bail!(
+            "--listen and --bootstrap before a subcommand are the softphone's: put them after the subcommand (e.g. `natter supernode --listen ADDR`)"
+        );
+    }
+    let metrics = match &cli.command {
+        Some(Command::Supernode(a)) => a.metrics.metrics_listen,
+        Some(Command::Authority(a)) => a.metrics.metrics_listen,
+        Some(Command::Headless(a)) => a.metrics.metrics_listen,
+        _ => None,
+    };
+    if metrics.is_some() {
+        config.metrics.listen = metrics;
+    }
+    if let Some(Command::Supernode(a)) = &cli.command {
+        if a.alt_address.is_some() {
+            config.supernode.alt_address = a.alt_address;
+        }
+        if a.alt_port.is_some() {
+            config.supernode.alt_port = a.alt_port;
+        }
+    }
+    if let Some(Command::Headless(a)) = &cli.command
+        && a.no_nat_detect
+    {
+        config.nat.detect = false;
+    }
+    Ok(())
+}
+
+/// The headless front end's options from its command line.
+fn headless_options(h: HeadlessArgs) -> Result<headless::Headless> {
+    Ok(headless::Headless {
+        user: h.user,
+        lookup: h.lookup,
+        watch: h.watch,
+        connect: h.connect,
+        status: h.status,
+        json: h.json,
+        password_stdin: h.password_stdin,
+        bootstrap: h.net.bootstrap,
+        listen: h.net.listen,
+        stun_servers: h.stun_server,
+        add: h.add,
+        msg: h
+            .msg
+            .chunks(2)
+            .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+            .collect(),
+        public_presence: h.public_presence,
+        away_after: h.away_after.map(Into::into),
+        calls: headless::CallFlags {
+            call: h.call,
+            play: h.play,
+            record: h.record,
+            hangup_after: match h.hangup_after {
+                Some(s) if s.is_finite() && s >= 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+                Some(s) => bail!("--hangup-after {s}: expected seconds >= 0"),
+                None => None,
+            },
+            auto_answer: h.auto_answer,
+            echo: h.echo,
+        },
+    })
 }
 
 fn list_audio_devices() -> Result<()> {

@@ -435,29 +435,14 @@ impl Messaging {
                 let _ = reply.send(c.list());
                 Ok(())
             }
-            MessagingCommand::AddContact { user, greeting } => {
-                c.add(now, &user, &greeting, &mut sink).map_err(text)
-            }
-            MessagingCommand::AcceptContact { user } => {
-                c.accept(now, &user, &mut sink).map_err(text)
-            }
-            MessagingCommand::DeclineContact { user } => {
-                c.decline(now, &user, &mut sink).map_err(text)
-            }
-            MessagingCommand::RemoveContact { user } => {
-                c.remove(now, &user, &mut sink).map_err(text)
-            }
-            MessagingCommand::BlockContact { user } => c.block(now, &user, &mut sink).map_err(text),
-            MessagingCommand::UnblockContact { user } => c.unblock(now, &user).map_err(text),
-            MessagingCommand::SetStatus { status, message } => {
-                c.activity(now, &mut sink);
-                c.set_status(status, &message, &mut sink);
-                Ok(())
-            }
-            MessagingCommand::Activity => {
-                c.activity(now, &mut sink);
-                Ok(())
-            }
+            cmd @ (MessagingCommand::AddContact { .. }
+            | MessagingCommand::AcceptContact { .. }
+            | MessagingCommand::DeclineContact { .. }
+            | MessagingCommand::RemoveContact { .. }
+            | MessagingCommand::BlockContact { .. }
+            | MessagingCommand::UnblockContact { .. }
+            | MessagingCommand::SetStatus { .. }
+            | MessagingCommand::Activity) => contacts_command(now, c, cmd, &mut sink),
             MessagingCommand::Group(cmd) => match &mut self.groups {
                 None => Err("group chat is not enabled on this node".to_owned()),
                 Some(g) => {
@@ -496,6 +481,39 @@ impl Messaging {
         };
         self.contacts.shutdown(&mut sink);
         self.sync(client);
+    }
+}
+
+/// The contacts core's commands: requests, blocks, status and activity.
+fn contacts_command(
+    now: Millis,
+    c: &mut ContactsCore,
+    cmd: MessagingCommand,
+    sink: &mut Sink<'_>,
+) -> Result<(), String> {
+    match cmd {
+        MessagingCommand::AddContact { user, greeting } => {
+            c.add(now, &user, &greeting, sink).map_err(text)
+        }
+        MessagingCommand::AcceptContact { user } => c.accept(now, &user, sink).map_err(text),
+        MessagingCommand::DeclineContact { user } => c.decline(now, &user, sink).map_err(text),
+        MessagingCommand::RemoveContact { user } => c.remove(now, &user, sink).map_err(text),
+        MessagingCommand::BlockContact { user } => c.block(now, &user, sink).map_err(text),
+        MessagingCommand::UnblockContact { user } => c.unblock(now, &user).map_err(text),
+        MessagingCommand::SetStatus { status, message } => {
+            c.activity(now, sink);
+            c.set_status(status, &message, sink);
+            Ok(())
+        }
+        MessagingCommand::Activity => {
+            c.activity(now, sink);
+            Ok(())
+        }
+        // Not the contacts core's: `Messaging::command` handles them.
+        MessagingCommand::SendMessage { .. }
+        | MessagingCommand::History { .. }
+        | MessagingCommand::Contacts { .. }
+        | MessagingCommand::Group(_) => Ok(()),
     }
 }
 

@@ -35,7 +35,7 @@ use crate::node::files::FilesCommand;
 use crate::node::messaging::MessagingCommand as Msg;
 use crate::node::messaging::{Messaging, MessagingError};
 use crate::node::{AuthorityConnection, DeviceError, DeviceFiles, LoginError};
-use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
+use crate::overlay::{ClientConfig, ClientCore, ClientEvent, LookupOutcome, PresenceRecord};
 use crate::time::UnixSecs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -522,18 +522,7 @@ impl Runtime {
                 source,
             })?;
         self.local_port = socket.local_addr().map_or(0, |a| a.port());
-        let mut hosts = load_hosts(&self.settings.data_dir);
-        for a in &self.settings.bootstrap {
-            if !hosts.contains(a) {
-                hosts.push(*a);
-            }
-        }
-        // A socket bound to one family cannot reach the other's supernodes.
-        let families = socket.families();
-        hosts.retain(|a| families.reaches(*a));
-        if hosts.is_empty() {
-            return Err(RuntimeError::NoSupernodes);
-        }
+        let hosts = self.supernodes_for(&socket)?;
         let key = self.settings.authority_key;
         let mut core = ClientCore::new(
             device.clone(),
@@ -546,36 +535,10 @@ impl Runtime {
         for w in &self.settings.watch {
             core.watch(w);
         }
-        let now = self.clock.now();
-        let contacts = ContactsConfig {
-            away_after_ms: self.settings.away_after_ms,
-            public_presence: self.settings.public_presence,
-            ..Default::default()
-        };
         self.call_history = Some(std::sync::Mutex::new(
             crate::call::history::CallHistory::open(&self.settings.data_dir.join("calls.db"))?,
         ));
-        let groups = crate::group::GroupStore::open(&self.settings.data_dir.join("groups.db"))
-            .and_then(|store| {
-                crate::group::GroupCore::new(
-                    store,
-                    device.clone(),
-                    cert.clone(),
-                    key,
-                    crate::group::GroupConfig::default(),
-                    rand::random::<u64>(),
-                    now,
-                )
-            })
-            .map_err(crate::node::messaging::MessagingError::from)?;
-        let messaging = Messaging::open(
-            &self.settings.data_dir,
-            &cert.username,
-            ChatConfig::default(),
-            contacts,
-            now,
-        )?
-        .with_groups(groups);
+        let messaging = self.open_messaging(&device, &cert)?;
         let link = LinkEndpoint::new(device, cert, key, LinkConfig::default())?;
         // Measure the NAT against the attached supernodes.
         let opts = ClientOptions {
@@ -602,6 +565,62 @@ impl Runtime {
                 source,
             }
         })
+    }
+
+    /// The supernodes to attach to: the host cache, then the configured
+    /// bootstrap, keeping those the socket's address family can reach.
+    fn supernodes_for(
+        &self,
+        socket: &crate::socket::NodeSocket,
+    ) -> Result<Vec<SocketAddr>, RuntimeError> {
+        let mut hosts = load_hosts(&self.settings.data_dir);
+        for a in &self.settings.bootstrap {
+            if !hosts.contains(a) {
+                hosts.push(*a);
+            }
+        }
+        // A socket bound to one family cannot reach the other's supernodes.
+        let families = socket.families();
+        hosts.retain(|a| families.reaches(*a));
+        if hosts.is_empty() {
+            return Err(RuntimeError::NoSupernodes);
+        }
+        Ok(hosts)
+    }
+
+    /// Chat, contacts and groups over their SQLite files in the data dir.
+    fn open_messaging(
+        &self,
+        device: &DeviceIdentity,
+        cert: &Certificate,
+    ) -> Result<Messaging, RuntimeError> {
+        let now = self.clock.now();
+        let contacts = ContactsConfig {
+            away_after_ms: self.settings.away_after_ms,
+            public_presence: self.settings.public_presence,
+            ..Default::default()
+        };
+        let groups = crate::group::GroupStore::open(&self.settings.data_dir.join("groups.db"))
+            .and_then(|store| {
+                crate::group::GroupCore::new(
+                    store,
+                    device.clone(),
+                    cert.clone(),
+                    self.settings.authority_key,
+                    crate::group::GroupConfig::default(),
+                    rand::random::<u64>(),
+                    now,
+                )
+            })
+            .map_err(crate::node::messaging::MessagingError::from)?;
+        Ok(Messaging::open(
+            &self.settings.data_dir,
+            &cert.username,
+            ChatConfig::default(),
+            contacts,
+            now,
+        )?
+        .with_groups(groups))
     }
 
     async fn overlay(&self, c: ov::Command) {
@@ -873,22 +892,7 @@ impl Runtime {
                 supernode,
                 reason,
                 promoted,
-            } => {
-                self.attached.retain(|a| a.addr != supernode);
-                if let Some(p) = promoted {
-                    for a in &mut self.attached {
-                        a.primary = a.addr == p;
-                    }
-                    self.attached.sort_by_key(|a| (!a.primary, a.addr));
-                }
-                self.emit(Event::Supernodes {
-                    attached: self.attached.clone(),
-                })
-                .await;
-                let reason = reason.to_owned();
-                self.emit(Event::Overlay(OverlayEvent::Detached { supernode, reason }))
-                    .await;
-            }
+            } => self.detached(supernode, reason, promoted).await,
             ClientEvent::Redirected { from, to } => {
                 self.emit(Event::Overlay(OverlayEvent::Redirected { from, to }))
                     .await
@@ -904,15 +908,7 @@ impl Runtime {
             ClientEvent::Lookup {
                 username, outcome, ..
             } => self.lookup_answer(username, outcome).await,
-            ClientEvent::PresenceChanged { record, online } => {
-                // When an offline user was last seen, as a lookup says it
-                // (never for an online one: that would be "now").
-                let last_seen = (!online)
-                    .then(|| record.last_seen(self.clock.unix_secs()))
-                    .flatten();
-                let record = report::record(&record, last_seen);
-                self.emit(Event::Watched { record, online }).await
-            }
+            ClientEvent::PresenceChanged { record, online } => self.watched(&record, online).await,
             ClientEvent::RelayCredentials {
                 username,
                 password,
@@ -953,6 +949,40 @@ impl Runtime {
             // Chat gives up on what waits for them (its events say so).
             ClientEvent::NoSuchUser { .. } => {}
         }
+    }
+
+    /// We lost a supernode; `promoted` took over as primary if it was.
+    async fn detached(
+        &mut self,
+        supernode: SocketAddr,
+        reason: &'static str,
+        promoted: Option<SocketAddr>,
+    ) {
+        self.attached.retain(|a| a.addr != supernode);
+        if let Some(p) = promoted {
+            for a in &mut self.attached {
+                a.primary = a.addr == p;
+            }
+            self.attached.sort_by_key(|a| (!a.primary, a.addr));
+        }
+        self.emit(Event::Supernodes {
+            attached: self.attached.clone(),
+        })
+        .await;
+        let reason = reason.to_owned();
+        self.emit(Event::Overlay(OverlayEvent::Detached { supernode, reason }))
+            .await;
+    }
+
+    /// A watched user's presence changed.
+    async fn watched(&mut self, record: &PresenceRecord, online: bool) {
+        // When an offline user was last seen, as a lookup says it (never
+        // for an online one: that would be "now").
+        let last_seen = (!online)
+            .then(|| record.last_seen(self.clock.unix_secs()))
+            .flatten();
+        let record = report::record(record, last_seen);
+        self.emit(Event::Watched { record, online }).await
     }
 
     /// A raw envelope. Chat, contacts and call envelopes (kinds 1 to 15)
