@@ -8,7 +8,7 @@
 # Prints one line per revision and phase: wall seconds and CPU seconds
 # (user + system of every process). Run the revisions back to back on a
 # quiet machine and compare the ratios; the crates' sources must already
-# be downloaded (run `cargo fetch` once).
+# be downloadable (each revision is fetched before it is timed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -39,6 +39,7 @@ for rev in "$@"; do
     rm -rf "$tree"
     git -C "$repo" worktree add -q --detach "$tree" "$sha"
     export CARGO_TARGET_DIR="$tree/target"
+    (cd "$tree" && cargo fetch -q)
     read -r wall cpu < <(timed "$tree")
     echo "$sha cold wall ${wall}s cpu ${cpu}s"
     # A one-line change in a core every other module depends on.
