@@ -7,8 +7,9 @@
 # Usage: scripts/ci-time.sh REV [REV...]
 # Prints one line per revision and phase: wall seconds and CPU seconds
 # (user + system of every process). Run the revisions back to back on a
-# quiet machine and compare the ratios; the crates' sources must already
-# be downloadable (each revision is fetched before it is timed).
+# quiet machine and compare the ratios. Each revision's crates are
+# fetched before it is timed; its worktree and target go under
+# $CI_TIME_DIR (default /tmp/natter-ci-time) and are removed after.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
