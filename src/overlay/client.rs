@@ -254,6 +254,14 @@ struct Group {
     devices: Vec<[u8; 32]>,
 }
 
+/// Whether envelopes of `kind` go to every device of the recipient (chat,
+/// contacts, group chat and the rest) or to one (calls, ICE, media,
+/// conferences and file transfers, until calls ring every device: the
+/// device that last wrote to us, else the most available).
+fn to_every_device(kind: u8) -> bool {
+    !(envelope::kind::CALL_FIRST..envelope::kind::GROUP_FIRST).contains(&kind)
+}
+
 /// The id of copy `i` of envelope `id` (copy 0 keeps the id).
 fn copy_id(id: EnvelopeId, i: usize) -> EnvelopeId {
     if i == 0 {
@@ -312,6 +320,8 @@ pub struct ClientCore {
     /// Envelopes sent to several devices: copies not finished yet and
     /// what became of those that did, by the id the caller was given.
     groups: BTreeMap<EnvelopeId, Group>,
+    /// The device (x25519 key) each user last sent us an envelope from.
+    last_device: BTreeMap<String, [u8; 32]>,
     key_lookups: BTreeMap<String, u32>,
     /// Envelope ids received, until they expire (their signed expiry, on
     /// the wall clock).
@@ -371,6 +381,7 @@ impl ClientCore {
             peer_devices: BTreeMap::new(),
             envelopes: BTreeMap::new(),
             groups: BTreeMap::new(),
+            last_device: BTreeMap::new(),
             key_lookups: BTreeMap::new(),
             seen: BTreeMap::new(),
             unix: UnixMillis::ZERO,
@@ -485,7 +496,20 @@ impl ClientCore {
             .filter(|(recs, at)| {
                 at.is_some_and(|at| now.since(at) < self.cfg.peer_cert_ttl_ms) && !recs.is_empty()
             })
-            .map(|(recs, _)| recs.iter().map(|r| r.cert.clone()).collect());
+            .map(|(recs, _)| {
+                if to_every_device(e.kind) {
+                    return recs.iter().map(|r| r.cert.clone()).collect();
+                }
+                // One device: the one that last wrote to us (it is in the
+                // call), else the most available.
+                let last = self.last_device.get(&e.to);
+                recs.iter()
+                    .find(|r| Some(&r.cert.x25519) == last)
+                    .or_else(|| most_available(recs, self.unix.secs()))
+                    .map(|r| vec![r.cert.clone()])
+                    .unwrap_or_default()
+            })
+            .filter(|certs: &Vec<Certificate>| !certs.is_empty());
         let Some(certs) = fresh else {
             let to = e.to.clone();
             if !self.key_lookups.contains_key(&to) {
@@ -779,6 +803,11 @@ impl ClientCore {
                     }
                 }
                 self.stats.envelopes_received += 1;
+                if self.last_device.len() >= 4096 {
+                    self.last_device.clear();
+                }
+                self.last_device
+                    .insert(o.from.username.clone(), o.from.x25519);
                 self.events.push_back(ClientEvent::Envelope {
                     from: Box::new(o.from),
                     kind: o.kind,
