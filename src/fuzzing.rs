@@ -107,6 +107,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
     v.push(Msg::Publish { record: &rec }.encode());
     v.push(Msg::PublishWill { record: &rec }.encode());
     v.push(
+        Msg::LookupReply {
+            qid: 3,
+            found: crate::overlay::msg::Found::Records(vec![&rec, &rec]),
+        }
+        .encode(),
+    );
+    v.push(
         Msg::AttachOk {
             observed: link_addr(3),
             supernodes: vec![link_addr(4)],

@@ -318,6 +318,20 @@ struct Live {
     attached_until: Millis,
     /// What we last reported.
     shown: Option<(Status, String)>,
+    /// Each of their devices' last presence envelope (by device ed25519
+    /// key): status, message and until when it holds. They show as their
+    /// most available device.
+    devices: BTreeMap<[u8; 32], (Status, String, Millis)>,
+}
+
+/// How available a status shows a contact, best first.
+fn rank(s: Status) -> u8 {
+    match s {
+        Status::Online => 0,
+        Status::Away => 1,
+        Status::DoNotDisturb => 2,
+        Status::Invisible | Status::Offline => 3,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -891,11 +905,38 @@ impl ContactsCore {
                 } else {
                     status
                 };
-                l.status = Some((status, message.to_owned()));
-                if status == Status::Offline {
-                    l.attached_until = Millis::ZERO;
+                // One device's presence: they show as their most
+                // available device still attached.
+                let until = if status == Status::Offline {
+                    Millis::ZERO
                 } else {
-                    l.attached_until = l.attached_until.max(now + ttl);
+                    l.devices
+                        .get(&from.ed25519)
+                        .map_or(now + ttl, |d| d.2.max(now + ttl))
+                };
+                l.devices
+                    .insert(from.ed25519, (status, message.to_owned(), until));
+                if l.devices.len() > crate::overlay::msg::MAX_DEVICES {
+                    let oldest = l.devices.iter().min_by_key(|(_, d)| d.2).map(|(k, _)| *k);
+                    if let Some(k) = oldest {
+                        l.devices.remove(&k);
+                    }
+                }
+                let best = l
+                    .devices
+                    .values()
+                    .filter(|d| d.2 > now)
+                    .min_by_key(|d| rank(d.0))
+                    .cloned();
+                match best {
+                    Some((s, m, u)) => {
+                        l.status = Some((s, m));
+                        l.attached_until = l.attached_until.max(u);
+                    }
+                    None => {
+                        l.status = Some((status, message.to_owned()));
+                        l.attached_until = Millis::ZERO;
+                    }
                 }
                 self.refresh(now, &user);
                 if want_reply && self.online {

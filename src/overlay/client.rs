@@ -3,12 +3,18 @@
 //! exponential backoff, publishing its signed presence record, lookups and
 //! presence watches, and sealed envelopes to other users
 //! ([`ClientCore::send_envelope`], [`ClientEvent::Envelope`]).
+//!
+//! A user may be online on several devices, each with its own record: a
+//! lookup answers all of them and presence merges them (the user is as
+//! available as their most available device, last seen when the newest
+//! saw them; [`ClientCore::known_devices`] has the list), and an envelope
+//! goes to every device, one sealed copy each, reported once.
 
 use super::Transmit;
 use super::addr::HostAddr;
 use super::envelope::{self, EnvelopeId, SealArgs};
 use super::msg::{EnvResult, Found, Msg};
-use super::record::{PresenceRecord, RecordContent, Status};
+use super::record::{PresenceRecord, RecordContent, Status, merged_last_seen, most_available};
 use crate::identity::{Certificate, DeviceIdentity};
 use crate::time::{Millis, UnixMillis, UnixSecs};
 use rand::{Rng, RngCore, SeedableRng};
@@ -79,6 +85,10 @@ impl Default for ClientConfig {
     }
 }
 
+/// A lookup's answer. For a user on several devices, the record is the
+/// most available device's (see [`super::record::most_available`]) and
+/// `last_seen` the newest of theirs; [`ClientCore::known_devices`] has
+/// every device's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LookupOutcome {
     Online(Box<PresenceRecord>),
@@ -121,6 +131,9 @@ pub enum ClientEvent {
         username: String,
         outcome: LookupOutcome,
     },
+    /// A watched user's presence changed on one of their devices:
+    /// `record` and `online` are merged over the devices known (as for a
+    /// lookup).
     PresenceChanged {
         record: Box<PresenceRecord>,
         online: bool,
@@ -209,6 +222,11 @@ struct PendingLookup {
 
 #[derive(Debug)]
 struct OutEnvelope {
+    /// The id the caller was given: copies to several devices share it.
+    group: EnvelopeId,
+    /// The x25519 key of the device this copy is sealed to; `None` until
+    /// the recipient's devices are known.
+    device: Option<[u8; 32]>,
     to: String,
     kind: u8,
     payload: Vec<u8>,
@@ -223,6 +241,40 @@ struct OutEnvelope {
     /// Sent (again) at (node timeline); `Millis::MAX` while unsealed.
     next_send: Millis,
     sends: u32,
+}
+
+/// What became of the copies of one envelope (one per device).
+#[derive(Debug, Default)]
+struct Group {
+    left: usize,
+    delivered: bool,
+    stored: bool,
+    failure: Option<String>,
+    /// Devices (x25519 keys) copies were sealed to.
+    devices: Vec<[u8; 32]>,
+}
+
+/// Whether envelopes of `kind` go to every device of the recipient (chat,
+/// contacts, group chat and the rest) or to one (calls, ICE, media,
+/// conferences and file transfers, until calls ring every device: the
+/// device that last wrote to us, else the most available).
+fn to_every_device(kind: u8) -> bool {
+    !(envelope::kind::CALL_FIRST..envelope::kind::GROUP_FIRST).contains(&kind)
+}
+
+/// The id of copy `i` of envelope `id` (copy 0 keeps the id).
+fn copy_id(id: EnvelopeId, i: usize) -> EnvelopeId {
+    if i == 0 {
+        return id;
+    }
+    let mut data = id.to_vec();
+    data.extend_from_slice(&(i as u64).to_be_bytes());
+    let h = super::h64(b"natter envelope copy\0", &data).to_be_bytes();
+    let mut c = id;
+    for (x, y) in c.iter_mut().zip(h.iter().chain(h.iter())) {
+        *x ^= y;
+    }
+    c
 }
 
 #[derive(Debug)]
@@ -259,11 +311,17 @@ pub struct ClientCore {
     next_watch_at: Millis,
     ka_seq: u32,
     verified_certs: std::collections::HashSet<[u8; 32]>,
-    /// Users' certificates from verified records, with when learnt (node
-    /// timeline). Boxed: a map's first node has room for 11 entries, and
-    /// most clients hold one or two.
-    peer_certs: BTreeMap<String, (Box<Certificate>, Millis)>,
+    /// Users' device records from verified lookups and presence updates,
+    /// with when the list was last looked up (node timeline; `None`: only
+    /// presence updates so far, which may not name every device).
+    peer_devices: BTreeMap<String, (Vec<PresenceRecord>, Option<Millis>)>,
+    /// Envelope copies in flight, one per recipient device, by copy id.
     envelopes: BTreeMap<EnvelopeId, OutEnvelope>,
+    /// Envelopes sent to several devices: copies not finished yet and
+    /// what became of those that did, by the id the caller was given.
+    groups: BTreeMap<EnvelopeId, Group>,
+    /// The device (x25519 key) each user last sent us an envelope from.
+    last_device: BTreeMap<String, [u8; 32]>,
     key_lookups: BTreeMap<String, u32>,
     /// Envelope ids received, until they expire (their signed expiry, on
     /// the wall clock).
@@ -320,8 +378,10 @@ impl ClientCore {
             next_watch_at: Millis::ZERO,
             ka_seq: 0,
             verified_certs: std::collections::HashSet::new(),
-            peer_certs: BTreeMap::new(),
+            peer_devices: BTreeMap::new(),
             envelopes: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            last_device: BTreeMap::new(),
             key_lookups: BTreeMap::new(),
             seen: BTreeMap::new(),
             unix: UnixMillis::ZERO,
@@ -348,9 +408,20 @@ impl ClientCore {
         &self.cert
     }
 
-    /// `username`'s certificate, if a verified record showed it lately.
+    /// `username`'s certificate (their most available device's), if a
+    /// verified record showed it lately.
     pub fn known_certificate(&self, username: &str) -> Option<&Certificate> {
-        self.peer_certs.get(username).map(|(c, _)| &**c)
+        let (recs, _) = self.peer_devices.get(username)?;
+        most_available(recs, self.unix.secs()).map(|r| &r.cert)
+    }
+
+    /// The records of `username`'s devices from the last lookup and the
+    /// presence updates since (empty if never looked up): where each
+    /// device is and its keys.
+    pub fn known_devices(&self, username: &str) -> &[PresenceRecord] {
+        self.peer_devices
+            .get(username)
+            .map_or(&[], |(recs, _)| recs.as_slice())
     }
 
     /// Send `payload` to `to` in a sealed envelope (see
@@ -392,6 +463,8 @@ impl ClientCore {
         self.envelopes.insert(
             id,
             OutEnvelope {
+                group: id,
+                device: None,
                 to: to.to_ascii_lowercase(),
                 kind,
                 payload: payload.to_vec(),
@@ -408,23 +481,116 @@ impl ClientCore {
         id
     }
 
-    /// Seal envelope `id` if its recipient's key is known and send it;
-    /// otherwise look the key up.
+    /// Seal envelope copy `id` if its recipient's keys are known and send
+    /// it; otherwise look the keys up. An envelope not yet copied is
+    /// copied to every device of the recipient first; a copy whose device
+    /// went away (resealed) goes to a device that has no copy yet, or
+    /// finishes.
     fn seal_and_send(&mut self, now: Millis, id: EnvelopeId) {
         let Some(e) = self.envelopes.get(&id) else {
             return;
         };
-        let fresh = self
-            .peer_certs
+        let fresh: Option<Vec<Certificate>> = self
+            .peer_devices
             .get(&e.to)
-            .filter(|(_, at)| now.since(*at) < self.cfg.peer_cert_ttl_ms)
-            .map(|(c, _)| (**c).clone());
-        let Some(cert) = fresh else {
+            .filter(|(recs, at)| {
+                at.is_some_and(|at| now.since(at) < self.cfg.peer_cert_ttl_ms) && !recs.is_empty()
+            })
+            .map(|(recs, _)| {
+                if to_every_device(e.kind) {
+                    return recs.iter().map(|r| r.cert.clone()).collect();
+                }
+                // One device: the one that last wrote to us (it is in the
+                // call), else the most available.
+                let last = self.last_device.get(&e.to);
+                recs.iter()
+                    .find(|r| Some(&r.cert.x25519) == last)
+                    .or_else(|| most_available(recs, self.unix.secs()))
+                    .map(|r| vec![r.cert.clone()])
+                    .unwrap_or_default()
+            })
+            .filter(|certs: &Vec<Certificate>| !certs.is_empty());
+        let Some(certs) = fresh else {
             let to = e.to.clone();
             if !self.key_lookups.contains_key(&to) {
                 let qid = self.start_lookup(now, &to, true);
                 self.key_lookups.insert(to, qid);
             }
+            return;
+        };
+        let cert = match e.device {
+            Some(x) => match certs.iter().find(|c| c.x25519 == x) {
+                Some(c) => c.clone(),
+                None => return self.device_gone(now, id),
+            },
+            None if !self.groups.contains_key(&e.group) => {
+                // First sealing: one copy per device.
+                let group = e.group;
+                let Some(mut first) = self.envelopes.remove(&id) else {
+                    return;
+                };
+                self.groups.insert(
+                    group,
+                    Group {
+                        left: certs.len(),
+                        devices: certs.iter().map(|c| c.x25519).collect(),
+                        ..Group::default()
+                    },
+                );
+                let mut ids = Vec::new();
+                for (i, c) in certs.iter().enumerate().skip(1) {
+                    let cid = copy_id(group, i);
+                    let mut seed = first.seed;
+                    seed[1] ^= i as u8;
+                    seed[2] ^= (i >> 8) as u8;
+                    self.envelopes.insert(
+                        cid,
+                        OutEnvelope {
+                            group,
+                            device: Some(c.x25519),
+                            to: first.to.clone(),
+                            kind: first.kind,
+                            payload: first.payload.clone(),
+                            store: first.store,
+                            seed,
+                            sealed: None,
+                            resealed: false,
+                            deadline: first.deadline,
+                            next_send: Millis::MAX,
+                            sends: 0,
+                        },
+                    );
+                    ids.push(cid);
+                }
+                first.device = Some(certs[0].x25519);
+                self.envelopes.insert(id, first);
+                self.seal_and_send(now, id);
+                for cid in ids {
+                    self.seal_and_send(now, cid);
+                }
+                return;
+            }
+            None => {
+                // A resealed copy: to a device with no copy yet.
+                let covered = self
+                    .groups
+                    .get(&e.group)
+                    .map(|g| g.devices.clone())
+                    .unwrap_or_default();
+                let Some(c) = certs.iter().find(|c| !covered.contains(&c.x25519)) else {
+                    return self.device_gone(now, id);
+                };
+                let c = c.clone();
+                if let Some(g) = self.groups.get_mut(&e.group) {
+                    g.devices.push(c.x25519);
+                }
+                if let Some(e) = self.envelopes.get_mut(&id) {
+                    e.device = Some(c.x25519);
+                }
+                c
+            }
+        };
+        let Some(e) = self.envelopes.get(&id) else {
             return;
         };
         let mut seed = e.seed;
@@ -459,11 +625,57 @@ impl ClientCore {
         }
     }
 
+    /// A copy's device is no longer among the recipient's (its record
+    /// went, or its key changed and every device has a copy already).
+    fn device_gone(&mut self, _now: Millis, id: EnvelopeId) {
+        self.fail_envelope(id, EnvResult::KeyChanged.describe().to_owned());
+    }
+
     fn fail_envelope(&mut self, id: EnvelopeId, reason: String) {
-        if self.envelopes.remove(&id).is_some() {
-            self.events
-                .push_back(ClientEvent::EnvelopeFailed { id, reason });
-        }
+        self.finish_copy(id, envelope::EnvelopeOutcome::Failed(reason));
+    }
+
+    /// Copy `id` finished with `outcome`: once every copy of its envelope
+    /// did, report the envelope once (delivered to some device, else
+    /// stored for some, else the first failure). Returns whether it was
+    /// reported.
+    fn finish_copy(&mut self, id: EnvelopeId, outcome: envelope::EnvelopeOutcome) -> bool {
+        use envelope::EnvelopeOutcome as O;
+        let Some(e) = self.envelopes.remove(&id) else {
+            return false;
+        };
+        let group = e.group;
+        let outcome = match self.groups.get_mut(&group) {
+            None => outcome,
+            Some(g) => {
+                g.left = g.left.saturating_sub(1);
+                match outcome {
+                    O::Delivered => g.delivered = true,
+                    O::Stored => g.stored = true,
+                    O::Failed(why) => {
+                        g.failure.get_or_insert(why);
+                    }
+                }
+                if g.left > 0 {
+                    return false;
+                }
+                let g = self.groups.remove(&group).expect("present");
+                if g.delivered {
+                    O::Delivered
+                } else if g.stored {
+                    O::Stored
+                } else {
+                    O::Failed(g.failure.unwrap_or_default())
+                }
+            }
+        };
+        let id = group;
+        self.events.push_back(match outcome {
+            O::Delivered => ClientEvent::EnvelopeDelivered { id },
+            O::Stored => ClientEvent::EnvelopeStored { id },
+            O::Failed(reason) => ClientEvent::EnvelopeFailed { id, reason },
+        });
+        true
     }
 
     fn transmit_envelope(&mut self, now: Millis, id: EnvelopeId) {
@@ -486,13 +698,15 @@ impl ClientCore {
         self.send(via, &Msg::EnvSend { envelope: &bytes });
     }
 
-    fn learn_certificate(&mut self, now: Millis, cert: &Certificate) {
-        let name = cert.username.clone();
-        self.peer_certs
-            .insert(name.clone(), (Box::new(cert.clone()), now));
-        if self.peer_certs.len() > 4096 {
+    /// A lookup answered `name`'s device records (verified, theirs).
+    fn learn_devices(&mut self, now: Millis, name: &str, recs: Vec<PresenceRecord>) {
+        let name = name.to_owned();
+        self.peer_devices.insert(name.clone(), (recs, Some(now)));
+        if self.peer_devices.len() > 4096 {
             let cut = now.saturating_sub(self.cfg.peer_cert_ttl_ms);
-            self.peer_certs.retain(|_, (_, at)| *at >= cut);
+            let watches = &self.watches;
+            self.peer_devices
+                .retain(|n, (_, at)| at.is_some_and(|at| at >= cut) || watches.contains(n));
         }
         if self.key_lookups.remove(&name).is_some() {
             let waiting: Vec<EnvelopeId> = self
@@ -533,27 +747,30 @@ impl ClientCore {
         };
         match result {
             EnvResult::Delivered => {
-                self.envelopes.remove(&id);
-                self.events.push_back(ClientEvent::EnvelopeDelivered { id });
+                self.finish_copy(id, envelope::EnvelopeOutcome::Delivered);
             }
             EnvResult::Stored => {
-                self.envelopes.remove(&id);
-                self.events.push_back(ClientEvent::EnvelopeStored { id });
+                self.finish_copy(id, envelope::EnvelopeOutcome::Stored);
             }
             EnvResult::KeyChanged if !e.resealed => {
-                // Our copy of their certificate is old: fetch it again.
+                // Our copy of their devices is old: fetch them again.
                 e.resealed = true;
                 e.sealed = None;
+                e.device = None;
                 e.next_send = Millis::MAX;
                 let to = e.to.clone();
-                self.peer_certs.remove(&to);
+                self.peer_devices.remove(&to);
                 self.seal_and_send(now, id);
             }
             EnvResult::Busy => e.next_send = now + 2 * self.cfg.envelope_retry_ms,
             EnvResult::NotFound => {
                 let username = e.to.clone();
-                self.fail_envelope(id, EnvResult::NotFound.describe().to_owned());
-                self.events.push_back(ClientEvent::NoSuchUser { username });
+                if self.finish_copy(
+                    id,
+                    envelope::EnvelopeOutcome::Failed(EnvResult::NotFound.describe().to_owned()),
+                ) {
+                    self.events.push_back(ClientEvent::NoSuchUser { username });
+                }
             }
             other => self.fail_envelope(id, other.describe().to_owned()),
         }
@@ -586,6 +803,11 @@ impl ClientCore {
                     }
                 }
                 self.stats.envelopes_received += 1;
+                if self.last_device.len() >= 4096 {
+                    self.last_device.clear();
+                }
+                self.last_device
+                    .insert(o.from.username.clone(), o.from.x25519);
                 self.events.push_back(ClientEvent::Envelope {
                     from: Box::new(o.from),
                     kind: o.kind,
@@ -991,29 +1213,28 @@ impl ClientCore {
                 else {
                     return;
                 };
+                let mut recs: Vec<PresenceRecord> = Vec::new();
                 let outcome = match found {
                     Found::NotFound => LookupOutcome::NotFound,
-                    Found::Record(b) => match self.verify(b) {
-                        Some(r) if r.username() == username => {
-                            let secs = self.unix.secs();
-                            if r.is_online(secs) {
-                                LookupOutcome::Online(Box::new(r))
-                            } else {
-                                let last_seen = r.last_seen(secs);
-                                LookupOutcome::Offline {
-                                    record: Box::new(r),
-                                    last_seen,
-                                }
+                    found => {
+                        // Every device's record, verified, one per device
+                        // (a bad one among good ones is left out).
+                        for b in found.records() {
+                            if let Some(r) = self.verify(b)
+                                && r.username() == username
+                                && !recs.iter().any(|x| x.cert.ed25519 == r.cert.ed25519)
+                            {
+                                recs.push(r);
                             }
                         }
-                        _ => {
+                        self.merged(&recs).unwrap_or_else(|| {
                             LookupOutcome::Failed("the supernode returned an invalid record".into())
-                        }
-                    },
+                        })
+                    }
                 };
                 match &outcome {
-                    LookupOutcome::Online(r) | LookupOutcome::Offline { record: r, .. } => {
-                        self.learn_certificate(now, &r.cert)
+                    LookupOutcome::Online(_) | LookupOutcome::Offline { .. } => {
+                        self.learn_devices(now, &username, recs)
                     }
                     LookupOutcome::NotFound => {
                         if self.key_lookup_failed(&username, qid, "no such user") {
@@ -1058,16 +1279,49 @@ impl ClientCore {
                 if let Some(r) = self.verify(record)
                     && self.watches.contains(r.username())
                 {
-                    self.learn_certificate(now, &r.cert);
-                    let online = r.is_online(self.unix.secs());
-                    self.events.push_back(ClientEvent::PresenceChanged {
-                        record: Box::new(r),
-                        online,
-                    });
+                    // One device changed: merge it with the others known.
+                    let name = r.username().to_owned();
+                    let (recs, _) = self
+                        .peer_devices
+                        .entry(name.clone())
+                        .or_insert_with(|| (Vec::new(), None));
+                    let n = recs.len();
+                    match recs.iter_mut().find(|x| x.cert.ed25519 == r.cert.ed25519) {
+                        Some(x) if x.seq >= r.seq => {}
+                        Some(x) => *x = r,
+                        None if n < super::msg::MAX_DEVICES => recs.push(r),
+                        None => {}
+                    }
+                    let recs = recs.clone();
+                    if let Some(o) = self.merged(&recs) {
+                        let (record, online) = match o {
+                            LookupOutcome::Online(r) => (r, true),
+                            LookupOutcome::Offline { record, .. } => (record, false),
+                            _ => return,
+                        };
+                        self.events
+                            .push_back(ClientEvent::PresenceChanged { record, online });
+                    }
                 }
             }
             _ => self.stats.malformed += 1,
         }
+    }
+
+    /// A user's devices merged: online with the most available device's
+    /// record if any shows them online, else offline, last seen when the
+    /// newest device saw them. `None` for no records.
+    fn merged(&self, recs: &[PresenceRecord]) -> Option<LookupOutcome> {
+        let secs = self.unix.secs();
+        let best = most_available(recs, secs)?.clone();
+        Some(if best.is_online(secs) {
+            LookupOutcome::Online(Box::new(best))
+        } else {
+            LookupOutcome::Offline {
+                record: Box::new(best),
+                last_seen: merged_last_seen(recs, secs),
+            }
+        })
     }
 
     fn verify(&mut self, b: &[u8]) -> Option<PresenceRecord> {

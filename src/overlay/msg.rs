@@ -144,11 +144,37 @@ fn read_digest(r: &mut Reader<'_>) -> Result<Vec<DigestBucket>, WireError> {
         .collect()
 }
 
+/// Most device records of one user the directory keeps and a lookup
+/// answers (the newest win).
+pub const MAX_DEVICES: usize = 8;
+
 /// Answer to a directory query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found<'a> {
     Record(&'a [u8]),
+    /// Every valid device record of the user (1 to [`MAX_DEVICES`]).
+    Records(Vec<&'a [u8]>),
     NotFound,
+}
+
+impl<'a> Found<'a> {
+    /// The records answered (none for `NotFound`).
+    pub fn records(&self) -> Vec<&'a [u8]> {
+        match self {
+            Found::Record(b) => vec![*b],
+            Found::Records(v) => v.clone(),
+            Found::NotFound => Vec::new(),
+        }
+    }
+
+    /// `Records` of `v` (at most [`MAX_DEVICES`]), or `NotFound` when empty.
+    pub fn of(v: Vec<&'a [u8]>) -> Self {
+        if v.is_empty() {
+            Found::NotFound
+        } else {
+            Found::Records(v)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +220,10 @@ pub enum Msg<'a> {
     Notify {
         record: &'a [u8],
     },
+    /// `username` here and in `Check`, `Claimed` and `Unclaim` is a
+    /// record's name: the user and the device (see
+    /// [`record_name`](super::record::record_name)), one record per
+    /// device.
     StoreAck {
         username: &'a str,
         seq: u64,
@@ -783,6 +813,13 @@ fn write_found(w: &mut Writer, f: &Found<'_>) {
         Found::Record(r) => {
             w.u8(1).bytes16(r);
         }
+        Found::Records(v) => {
+            let n = v.len().min(MAX_DEVICES);
+            w.u8(2).u8(n as u8);
+            for r in &v[..n] {
+                w.bytes16(r);
+            }
+        }
         Found::NotFound => {
             w.u8(0);
         }
@@ -793,6 +830,17 @@ fn read_found<'a>(r: &mut Reader<'a>) -> Result<Found<'a>, WireError> {
     match r.u8()? {
         0 => Ok(Found::NotFound),
         1 => Ok(Found::Record(r.bytes16()?)),
+        2 => {
+            let n = r.u8()? as usize;
+            if n == 0 || n > MAX_DEVICES {
+                return Err(WireError::Invalid {
+                    field: "device record count",
+                });
+            }
+            Ok(Found::Records(
+                (0..n).map(|_| r.bytes16()).collect::<Result<_, _>>()?,
+            ))
+        }
         got => Err(WireError::UnknownType {
             what: "lookup result",
             got,
@@ -803,6 +851,29 @@ fn read_found<'a>(r: &mut Reader<'a>) -> Result<Found<'a>, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_record_counts_are_bounded() {
+        let ok = Msg::LookupReply {
+            qid: 1,
+            found: Found::Records(vec![b"a"; MAX_DEVICES]),
+        }
+        .encode();
+        assert!(Msg::decode(&ok).is_ok());
+        // Count byte after type (1) and qid (4) and found tag (1).
+        for bad in [0u8, MAX_DEVICES as u8 + 1, 255] {
+            let mut b = ok.clone();
+            b[6] = bad;
+            assert!(Msg::decode(&b).is_err());
+        }
+        // More than the cap is cut on encode.
+        let many = Msg::LookupReply {
+            qid: 1,
+            found: Found::Records(vec![b"a"; MAX_DEVICES + 3]),
+        }
+        .encode();
+        assert_eq!(many, ok);
+    }
 
     #[test]
     fn every_message_round_trips() {
@@ -847,6 +918,14 @@ mod tests {
             Msg::QueryReply {
                 qid: 6,
                 found: Found::NotFound,
+            },
+            Msg::QueryReply {
+                qid: 7,
+                found: Found::Records(vec![b"r1", b"", b"r3"]),
+            },
+            Msg::LookupReply {
+                qid: 8,
+                found: Found::Records(vec![b"one"]),
             },
             Msg::Watch { username: "bob" },
             Msg::Notify { record: b"x" },

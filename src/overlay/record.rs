@@ -152,6 +152,30 @@ pub fn cert_digest(cert: &Certificate) -> [u8; 32] {
 
 pub use crate::wire::addr::{read_addr, read_addrs, write_addr, write_addrs};
 
+/// The directory's name for one device's record: the username, `/` (never
+/// in a username), and the first 16 bytes of the device's ed25519 key in
+/// hex. All of a user's records sort together and live on the same
+/// owners (placed by [`super::user_key`] of the username).
+pub fn record_name(username: &str, device: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(username.len() + 33);
+    s.push_str(username);
+    s.push('/');
+    for b in &device[..16] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The username a record name (or a bare username) is for.
+pub fn name_user(name: &str) -> &str {
+    name.split_once('/').map_or(name, |(u, _)| u)
+}
+
+/// The range of record names of `username`'s devices.
+pub fn user_range(username: &str) -> std::ops::Range<String> {
+    format!("{username}/")..format!("{username}0")
+}
+
 /// A decoded presence record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceRecord {
@@ -255,6 +279,26 @@ impl PresenceRecord {
 
     pub fn username(&self) -> &str {
         &self.cert.username
+    }
+
+    /// The directory's name for this record ([`record_name`]).
+    pub fn name(&self) -> String {
+        record_name(&self.cert.username, &self.cert.ed25519)
+    }
+
+    /// How available the device shows its user at `now`, best first:
+    /// online, away, do not disturb, then offline (invisible and records
+    /// run out count as offline to others).
+    pub fn availability(&self, now: UnixSecs) -> u8 {
+        if !self.is_online(now) {
+            return 3;
+        }
+        match self.status {
+            Status::Online => 0,
+            Status::Away => 1,
+            Status::DoNotDisturb => 2,
+            Status::Invisible | Status::Offline => 3,
+        }
     }
 
     /// Full check at `now` (the wall clock); see the module doc.
@@ -362,6 +406,30 @@ impl PresenceRecord {
                 .max(self.signed_at_ms / 1000),
         ))
     }
+}
+
+/// The record that speaks for a user with several devices at `now`: the
+/// most available device's ([`PresenceRecord::availability`]), then one
+/// that can be reached (an invisible device still takes calls from
+/// contacts), then the newest.
+pub fn most_available(recs: &[PresenceRecord], now: UnixSecs) -> Option<&PresenceRecord> {
+    recs.iter().min_by_key(|r| {
+        (
+            r.availability(now),
+            !r.is_reachable(now),
+            std::cmp::Reverse(r.seq),
+        )
+    })
+}
+
+/// When a user of several devices was last seen at `now`: `None` while
+/// any device shows them online or when every device hides it, else the
+/// newest of the devices' [`PresenceRecord::last_seen`].
+pub fn merged_last_seen(recs: &[PresenceRecord], now: UnixSecs) -> Option<UnixSecs> {
+    if recs.iter().any(|r| r.is_online(now)) {
+        return None;
+    }
+    recs.iter().filter_map(|r| r.last_seen(now)).max()
 }
 
 #[cfg(test)]

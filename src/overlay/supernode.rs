@@ -22,9 +22,9 @@ pub use envelopes::{EnvelopeStats, MailboxChange};
 
 use super::membership::{Change, Membership, MembershipConfig};
 use super::msg::{
-    DIGEST_BUCKETS, DigestBucket, Found, MAX_CLAIMED, Msg, claim_hash, digest_bucket,
+    DIGEST_BUCKETS, DigestBucket, Found, MAX_CLAIMED, MAX_DEVICES, Msg, claim_hash, digest_bucket,
 };
-use super::record::{PresenceRecord, Status};
+use super::record::{PresenceRecord, Status, name_user, record_name, user_range};
 use super::{Transmit, node_id, user_key};
 use crate::identity::revocation::{RevocationError, RevocationList, Revoked};
 use crate::identity::{Certificate, Role};
@@ -177,6 +177,9 @@ pub struct SupernodeStats {
     /// Records signed in the future or numbered beyond now plus the
     /// allowed skew (a device that would freeze its user's entry).
     pub records_rejected_ahead: u64,
+    /// Device records dropped (or refused) because their user had
+    /// [`MAX_DEVICES`] newer ones.
+    pub records_over_device_cap: u64,
     /// Offline records published for clients that fell silent.
     pub wills_published: u64,
     pub queries_answered: u64,
@@ -222,6 +225,11 @@ struct Attached {
     username: String,
     /// The device's ed25519 key (from its certificate), for revocation.
     device: [u8; 32],
+    /// The device's x25519 key (from its certificate): envelopes sealed
+    /// to it are delivered to this client.
+    x25519: [u8; 32],
+    /// The directory's name for its record ([`record_name`]).
+    record_name: String,
     /// When it was last heard from (node timeline).
     last_seen: Millis,
     record: Option<Rc<[u8]>>,
@@ -289,8 +297,9 @@ struct Query {
     timeouts: usize,
     /// When the lookup was asked (node timeline).
     started: Millis,
-    /// Newest valid record received so far.
-    best: Option<(u64, Rc<[u8]>)>,
+    /// Newest valid record of each device received so far, by record
+    /// name.
+    best: BTreeMap<String, (u64, Rc<[u8]>)>,
 }
 
 #[derive(Debug)]
@@ -305,6 +314,9 @@ struct PendingStore {
     /// Sent as the record's home (a `HomeStore`), not as a hand-off.
     claim: bool,
 }
+
+/// A user's device records from a lookup, kept until then.
+type Cached = (Vec<Rc<[u8]>>, Millis);
 
 /// Add (`add`) or remove one claim in the per-(home, bucket) sums.
 fn claim_sum(sums: &mut HashMap<(u64, u8), (u32, u64)>, home: u64, key: u64, seq: u64, add: bool) {
@@ -335,13 +347,16 @@ pub struct SupernodeCore {
     /// Recompute attached clients' owners at this time (after an owner
     /// timed out or membership changed), pushing to new owners.
     home_rebalance_at: Option<Millis>,
+    /// Held records by record name ([`record_name`]): one per device,
+    /// at most [`MAX_DEVICES`] per user.
     records: BTreeMap<String, Held>,
     /// Owner side: per (home, bucket), the count and XOR of claim hashes
     /// of the records that home claimed here. Entries go when their home
     /// goes down, when a record is dropped, or on `Unclaim`.
     claim_sums: HashMap<(u64, u8), (u32, u64)>,
-    /// Records learnt from owners' notifications, kept until then.
-    cache: BTreeMap<String, (Rc<[u8]>, Millis)>,
+    /// Users' device records from lookups answered lately (kept up to
+    /// date by owners' notifications), kept until then.
+    cache: BTreeMap<String, Cached>,
     queries: BTreeMap<u32, Query>,
     /// (deadline, query, owner asked).
     query_deadlines: BinaryHeap<Reverse<(Millis, u32, u64)>>,
@@ -511,9 +526,28 @@ impl SupernodeCore {
         !responsive(&self.unresponsive, id, now)
     }
 
-    /// Whether this supernode holds a record for `username`, and its seq.
+    /// Whether this supernode holds a record for `username` (of any of
+    /// their devices), and the newest seq.
     pub fn holds(&self, username: &str) -> Option<u64> {
-        self.records.get(username).map(|h| h.seq)
+        self.records
+            .range(user_range(username))
+            .map(|(_, h)| h.seq)
+            .max()
+    }
+
+    /// How many device records of `username` this supernode holds.
+    pub fn device_records(&self, username: &str) -> usize {
+        self.records.range(user_range(username)).count()
+    }
+
+    /// The unexpired records of `username`'s devices held here.
+    fn user_records(&self, username: &str) -> Vec<Rc<[u8]>> {
+        let secs = self.unix.secs();
+        self.records
+            .range(user_range(username))
+            .filter(|(_, h)| h.expires_at > secs)
+            .map(|(_, h)| h.bytes.clone())
+            .collect()
     }
 
     /// A client's link moved from `from` to `to` on traffic it
@@ -697,8 +731,8 @@ impl SupernodeCore {
         let revoked = &self.revoked;
         let sums = &mut self.claim_sums;
         let before = self.records.len();
-        self.records.retain(|user, h| {
-            let keep = !revoked.refuses(user, &h.device);
+        self.records.retain(|name, h| {
+            let keep = !revoked.refuses(name_user(name), &h.device);
             if !keep {
                 for &(home, seq) in &h.claims {
                     claim_sum(sums, home, h.key, seq, false);
@@ -913,10 +947,8 @@ impl SupernodeCore {
             }
             Msg::Query { qid, username } => {
                 self.stats.queries_answered += 1;
-                let found = match self.records.get(username) {
-                    Some(h) if h.expires_at > self.unix.secs() => Found::Record(&h.bytes),
-                    _ => Found::NotFound,
-                };
+                let recs = self.user_records(username);
+                let found = Found::of(recs.iter().map(|b| &b[..]).collect());
                 let m = Msg::QueryReply { qid, found };
                 let b = m.encode();
                 self.stats.directory_bytes_sent += b.len() as u64;
@@ -1081,6 +1113,8 @@ impl SupernodeCore {
                 Attached {
                     username: peer.username.clone(),
                     device: peer.ed25519,
+                    x25519: peer.x25519,
+                    record_name: record_name(&peer.username, &peer.ed25519),
                     last_seen: now,
                     record: None,
                     record_seq: 0,
@@ -1207,7 +1241,7 @@ impl SupernodeCore {
         }
         let shared: Rc<[u8]> = Rc::from(bytes);
         self.send(from, &Msg::PublishAck { seq: rec.seq });
-        let owners = self.push_to_owners(now, &rec.cert.username, shared.clone(), &[], None, true);
+        let owners = self.push_to_owners(now, &rec.name(), shared.clone(), &[], None, true);
         if let Some(c) = self.clients.get_mut(&from) {
             c.last_seen = now;
             c.record = Some(shared);
@@ -1248,7 +1282,8 @@ impl SupernodeCore {
         }
     }
 
-    /// Send `record` to its current owners, expecting acks.
+    /// Send `record` (named `name`, see [`record_name`]) to its current
+    /// owners, expecting acks.
     /// With `check_seq`, only ask the owners whether they hold that seq
     /// (they answer with what they hold, and get the record if behind).
     /// With `claim`, as the record's home (`HomeStore`; the owners count
@@ -1256,13 +1291,13 @@ impl SupernodeCore {
     fn push_to_owners(
         &mut self,
         now: Millis,
-        username: &str,
+        name: &str,
         record: Rc<[u8]>,
         exclude: &[u64],
         check_seq: Option<u64>,
         claim: bool,
     ) -> Vec<u64> {
-        let key = user_key(username);
+        let key = user_key(name_user(name));
         let owners: Vec<(u64, SocketAddr)> = self
             .members
             .ring_from(key)
@@ -1275,9 +1310,7 @@ impl SupernodeCore {
                 self.store_local(now, &record);
                 continue;
             }
-            self.send_store(
-                now, id, addr, username, key, &record, check_seq, claim, exclude,
-            );
+            self.send_store(now, id, addr, name, key, &record, check_seq, claim, exclude);
         }
         ids
     }
@@ -1326,7 +1359,8 @@ impl SupernodeCore {
             self.stats.malformed += 1;
             return false;
         };
-        if let Some(h) = self.records.get(rec.username()) {
+        let name = rec.name();
+        if let Some(h) = self.records.get(&name) {
             if rec.seq == h.seq {
                 return false;
             }
@@ -1338,16 +1372,19 @@ impl SupernodeCore {
         if self.check_record(bytes).is_err() {
             return false;
         }
+        if !self.records.contains_key(&name) && !self.make_room(rec.username(), rec.seq) {
+            return false;
+        }
         let key = user_key(rec.username());
         self.stats.records_stored += 1;
         // Homes' claims name the seq each home holds: they stay.
         let claims = self
             .records
-            .get_mut(rec.username())
+            .get_mut(&name)
             .map(|h| std::mem::take(&mut h.claims))
             .unwrap_or_default();
         self.records.insert(
-            rec.username().to_owned(),
+            name,
             Held {
                 bytes: bytes.clone(),
                 device: rec.cert.ed25519,
@@ -1378,6 +1415,37 @@ impl SupernodeCore {
         true
     }
 
+    /// Room for a new device record of `username` numbered `seq`: at
+    /// [`MAX_DEVICES`] records the oldest (lowest seq; devices number
+    /// records by their clock) is dropped, or the new one refused when it
+    /// is the oldest. Counted and logged.
+    fn make_room(&mut self, username: &str, seq: u64) -> bool {
+        let held: Vec<(String, u64)> = self
+            .records
+            .range(user_range(username))
+            .map(|(n, h)| (n.clone(), h.seq))
+            .collect();
+        if held.len() < MAX_DEVICES {
+            return true;
+        }
+        self.stats.records_over_device_cap += 1;
+        if log_worthy(self.stats.records_over_device_cap) {
+            tracing::info!(user = %username, count = self.stats.records_over_device_cap, "device records over the per-user cap: the oldest gives way");
+        }
+        let Some((oldest, oldest_seq)) = held.into_iter().min_by_key(|(_, s)| *s) else {
+            return true;
+        };
+        if seq <= oldest_seq {
+            return false;
+        }
+        if let Some(h) = self.records.remove(&oldest) {
+            for &(home, seq) in &h.claims {
+                claim_sum(&mut self.claim_sums, home, h.key, seq, false);
+            }
+        }
+        true
+    }
+
     /// A record pushed to us as an owner; `home`: by the record's home
     /// supernode, which counts it in its digests for us.
     fn on_store(&mut self, now: Millis, from: SocketAddr, home: Option<u64>, bytes: &[u8]) {
@@ -1387,8 +1455,9 @@ impl SupernodeCore {
             return;
         };
         self.store_local(now, &shared);
+        let name = rec.name();
         if let Some(home) = home
-            && let Some(h) = self.records.get_mut(rec.username())
+            && let Some(h) = self.records.get_mut(&name)
         {
             let key = h.key;
             match h.claims.iter_mut().find(|(id, _)| *id == home) {
@@ -1400,12 +1469,12 @@ impl SupernodeCore {
             }
             claim_sum(&mut self.claim_sums, home, key, rec.seq, true);
         }
-        if let Some(h) = self.records.get(rec.username()) {
+        if let Some(h) = self.records.get(&name) {
             let seq = h.seq;
             self.send(
                 from,
                 &Msg::StoreAck {
-                    username: rec.username(),
+                    username: &name,
                     seq,
                 },
             );
@@ -1416,10 +1485,17 @@ impl SupernodeCore {
         let Ok(rec) = self.check_record(bytes) else {
             return;
         };
-        self.cache.insert(
-            rec.username().to_owned(),
-            (Rc::from(bytes), now + self.cfg.cache_ttl_ms),
-        );
+        // A notification names one device: it updates a user's cached
+        // lookup answer, but is not one (other devices would be missing).
+        if let Some((recs, until)) = self.cache.get_mut(rec.username()) {
+            recs.retain(|b| {
+                PresenceRecord::decode(b).is_ok_and(|r| r.cert.ed25519 != rec.cert.ed25519)
+            });
+            if recs.len() < MAX_DEVICES {
+                recs.push(Rc::from(bytes));
+            }
+            *until = now + self.cfg.cache_ttl_ms;
+        }
         if let Some(ws) = self.client_watches.get(rec.username()) {
             let targets: Vec<SocketAddr> = ws
                 .iter()
@@ -1481,22 +1557,24 @@ impl SupernodeCore {
 
     fn start_query(&mut self, now: Millis, origin: Origin, username: &str) {
         let key = user_key(username);
-        if self.is_owner(key, now)
-            && let Some(h) = self.records.get(username)
-            && h.expires_at > self.unix.secs()
-        {
-            let b = h.bytes.clone();
-            self.stats.lookups_found += 1;
-            self.answer(now, now, origin, Found::Record(&b));
-            return;
+        if self.is_owner(key, now) {
+            let recs = self.user_records(username);
+            if !recs.is_empty() {
+                self.stats.lookups_found += 1;
+                let found = Found::of(recs.iter().map(|b| &b[..]).collect());
+                self.answer(now, now, origin, found);
+                return;
+            }
         }
-        if let Some((b, until)) = self.cache.get(username)
+        if let Some((recs, until)) = self.cache.get(username)
             && *until > now
+            && !recs.is_empty()
         {
-            let b = b.clone();
+            let recs = recs.clone();
             self.stats.lookups_cached += 1;
             self.stats.lookups_found += 1;
-            self.answer(now, now, origin, Found::Record(&b));
+            let found = Found::of(recs.iter().map(|b| &b[..]).collect());
+            self.answer(now, now, origin, found);
             return;
         }
         let candidates: Vec<(u64, SocketAddr)> = self
@@ -1515,7 +1593,7 @@ impl SupernodeCore {
             not_found: 0,
             timeouts: 0,
             started: now,
-            best: None,
+            best: BTreeMap::new(),
         };
         if self.is_owner(key, now) {
             // We are an owner without the record: one "not found" vote.
@@ -1534,14 +1612,21 @@ impl SupernodeCore {
         let Some(q) = self.queries.get_mut(&qid) else {
             return;
         };
-        if q.best.is_some() {
+        if !q.best.is_empty() {
             if q.outstanding.is_empty() {
                 let q = self.queries.remove(&qid).expect("present");
-                let (_, b) = q.best.expect("checked");
-                self.cache
-                    .insert(q.username.clone(), (b.clone(), now + self.cfg.cache_ttl_ms));
+                // The newest devices, when owners together know of more.
+                let mut recs: Vec<(u64, Rc<[u8]>)> = q.best.into_values().collect();
+                recs.sort_by_key(|(seq, _)| Reverse(*seq));
+                recs.truncate(MAX_DEVICES);
+                let recs: Vec<Rc<[u8]>> = recs.into_iter().map(|(_, b)| b).collect();
+                self.cache.insert(
+                    q.username.clone(),
+                    (recs.clone(), now + self.cfg.cache_ttl_ms),
+                );
                 self.stats.lookups_found += 1;
-                self.answer(now, q.started, q.origin, Found::Record(&b));
+                let found = Found::of(recs.iter().map(|b| &b[..]).collect());
+                self.answer(now, q.started, q.origin, found);
             }
             return;
         }
@@ -1614,21 +1699,27 @@ impl SupernodeCore {
         q.outstanding.swap_remove(pos);
         let want = q.username.clone();
         match found {
-            Found::Record(b) => match self.check_record(b) {
-                Ok(rec) if rec.username() == want => {
-                    if let Some(q) = self.queries.get_mut(&qid)
-                        && q.best.as_ref().is_none_or(|(seq, _)| rec.seq > *seq)
-                    {
-                        q.best = Some((rec.seq, Rc::from(b)));
-                    }
-                }
-                Ok(_) => self.stats.records_rejected_wrong_user += 1,
-                // A bad answer counts as no answer from that owner.
-                Err(()) => {}
-            },
             Found::NotFound => {
                 if let Some(q) = self.queries.get_mut(&qid) {
                     q.not_found += 1;
+                }
+            }
+            found => {
+                // Each device's newest record among the owners' answers; a
+                // bad record counts as not answered.
+                for b in found.records() {
+                    match self.check_record(b) {
+                        Ok(rec) if rec.username() == want => {
+                            let name = rec.name();
+                            if let Some(q) = self.queries.get_mut(&qid)
+                                && q.best.get(&name).is_none_or(|(seq, _)| rec.seq > *seq)
+                            {
+                                q.best.insert(name, (rec.seq, Rc::from(b)));
+                            }
+                        }
+                        Ok(_) => self.stats.records_rejected_wrong_user += 1,
+                        Err(()) => {}
+                    }
                 }
             }
         }
@@ -1682,7 +1773,7 @@ impl SupernodeCore {
             .clients
             .values()
             .filter(|c| c.record_expires > secs && c.owners.contains(&owner))
-            .map(|c| c.username.as_str())
+            .map(|c| c.record_name.as_str())
             .collect();
         let stale: Vec<&str> = names
             .iter()
@@ -1710,7 +1801,7 @@ impl SupernodeCore {
                 self.send(
                     addr,
                     &Msg::Unclaim {
-                        username: &c.username,
+                        username: &c.record_name,
                     },
                 );
             }
@@ -1757,7 +1848,7 @@ impl SupernodeCore {
                 continue;
             };
             let old = std::mem::replace(&mut c.owners, owners.clone());
-            let (name, key, seq) = (c.username.clone(), c.record_key, c.record_seq);
+            let (name, key, seq) = (c.record_name.clone(), c.record_key, c.record_seq);
             let Some(record) = c.record.clone() else {
                 continue;
             };
@@ -1836,7 +1927,7 @@ impl SupernodeCore {
             })
             .filter_map(|c| {
                 Some((
-                    c.username.clone(),
+                    c.record_name.clone(),
                     c.record_key,
                     c.record_seq,
                     c.record.clone()?,
@@ -2074,7 +2165,7 @@ impl SupernodeCore {
                 {
                     self.stats.wills_published += 1;
                     tracing::debug!(user = %c.username, seq, "client silent: publishing its offline record");
-                    self.push_to_owners(now, &c.username, will, &[], None, false);
+                    self.push_to_owners(now, &c.record_name, will, &[], None, false);
                 }
                 self.env_client_gone(a, &c.username);
                 self.events.push_back(SupernodeEvent::ClientDetached {

@@ -506,6 +506,37 @@ impl Overlay {
     pub fn username(i: usize) -> String {
         format!("user{i}")
     }
+
+    /// Start one more device of user `name` (a new device key and its own
+    /// certificate from the authority, as `natter login` on another
+    /// machine), attaching through `host_cache`; returns its node index
+    /// (not in [`Overlay::clients`]).
+    pub fn add_device(&mut self, name: &str, host_cache: Vec<SocketAddr>, seed: u64) -> usize {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let now_s = self.sim.unix().secs().get();
+        let d = DeviceIdentity::generate(&mut rng);
+        let user = Username::parse(name).expect("a valid username");
+        let cert = Arc::new(Certificate::issue(
+            &self.authority,
+            rng.r#gen(),
+            Role::User,
+            now_s - 60,
+            now_s + 7 * 86400,
+            &user,
+            d.ed25519_public(),
+            d.x25519_public(),
+        ));
+        let core = ClientCore::new(
+            d,
+            cert.clone(),
+            self.authority.public(),
+            host_cache,
+            ClientConfig::default(),
+            self.sim.now,
+        );
+        let addr = client_addr(0x80_0000 + self.sim.len());
+        self.sim.add(Node::Client(Box::new(core)), cert, addr)
+    }
 }
 
 /// Result of a batch of lookups.

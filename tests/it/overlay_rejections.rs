@@ -2,7 +2,7 @@
 //! supernode certificate: each refused by the supernode core and counted.
 
 use natter::identity::{AuthorityKey, Certificate, DeviceIdentity, Role, Username};
-use natter::overlay::msg::{Found, MemberState, Msg, Update};
+use natter::overlay::msg::{MemberState, Msg, Update};
 use natter::overlay::{PresenceRecord, RecordContent, Status, SupernodeConfig, SupernodeCore};
 use natter::sim::EPOCH_MS;
 use natter::time::{Millis, UnixMillis, UnixSecs};
@@ -118,10 +118,10 @@ fn query(w: &mut World, user: &str) -> Option<PresenceRecord> {
     );
     let out: Vec<_> = w.sn.drain_transmits().collect();
     out.iter().find_map(|t| match Msg::decode(&t.bytes) {
-        Ok(Msg::QueryReply {
-            found: Found::Record(b),
-            ..
-        }) => PresenceRecord::decode(b).ok(),
+        Ok(Msg::QueryReply { found, .. }) => found
+            .records()
+            .into_iter()
+            .find_map(|b| PresenceRecord::decode(b).ok()),
         _ => None,
     })
 }

@@ -15,6 +15,12 @@
 //!    delete it once U acknowledged it;
 //! 4. S tells C what happened (`EnvResult`).
 //!
+//! A user may have several devices, each with its own record and key: an
+//! envelope is sealed to one device's x25519 key (the sender sends one per
+//! device), routed by that device's record, handed only to the client of
+//! that device, and kept in the user's mailbox (shares per user and per
+//! sender, as for one device) until that device takes it.
+//!
 //! Mailboxes are bounded per user, per sender within a user's mailbox
 //! (`mailbox_per_sender`: one stranger cannot fill anyone's mailbox), and
 //! in total; an owner keeps mail only for users whose record it holds (a
@@ -83,6 +89,8 @@ struct Delivery {
 #[derive(Debug)]
 struct Mail {
     id: EnvelopeId,
+    /// The device key it is sealed to.
+    recipient: [u8; 32],
     /// Who sent it (as the sending supernode vouched; empty: unknown).
     sender: String,
     bytes: Rc<[u8]>,
@@ -111,7 +119,8 @@ pub(super) struct EnvState {
     forwards: BTreeMap<(SocketAddr, EnvelopeId), (Purpose, Millis)>,
     stores: BTreeMap<(SocketAddr, EnvelopeId), ((SocketAddr, EnvelopeId), Millis)>,
     deliveries: BTreeMap<EnvelopeId, Vec<Delivery>>,
-    by_user: BTreeMap<String, Vec<SocketAddr>>,
+    /// Attached clients by username, with each one's device x25519 key.
+    by_user: BTreeMap<String, Vec<(SocketAddr, [u8; 32])>>,
     mailbox: BTreeMap<String, Mailbox>,
     mailbox_bytes: usize,
     mailbox_count: usize,
@@ -168,15 +177,18 @@ fn reachable(rec: &PresenceRecord, now: UnixMillis) -> bool {
 
 impl SupernodeCore {
     pub(super) fn env_client_attached(&mut self, addr: SocketAddr, username: &str) {
+        let Some(x25519) = self.clients.get(&addr).map(|c| c.x25519) else {
+            return;
+        };
         let v = self.env.by_user.entry(username.to_owned()).or_default();
-        if !v.contains(&addr) {
-            v.push(addr);
+        if !v.iter().any(|(a, _)| *a == addr) {
+            v.push((addr, x25519));
         }
     }
 
     pub(super) fn env_client_gone(&mut self, addr: SocketAddr, username: &str) {
         if let Some(v) = self.env.by_user.get_mut(username) {
-            v.retain(|a| *a != addr);
+            v.retain(|(a, _)| *a != addr);
             if v.is_empty() {
                 self.env.by_user.remove(username);
             }
@@ -296,16 +308,18 @@ impl SupernodeCore {
         let Some(route) = self.env.routes.get_mut(&key) else {
             return;
         };
-        let rec = match found {
-            Found::NotFound => return self.env_finish(key, EnvResult::NotFound),
-            Found::Record(b) => match PresenceRecord::decode(b) {
-                Ok(r) => r,
-                Err(_) => return self.env_finish(key, EnvResult::NotFound),
-            },
-        };
-        if rec.cert.x25519 != route.recipient {
-            return self.env_finish(key, EnvResult::KeyChanged);
+        let recs: Vec<PresenceRecord> = found
+            .records()
+            .into_iter()
+            .filter_map(|b| PresenceRecord::decode(b).ok())
+            .collect();
+        if recs.is_empty() {
+            return self.env_finish(key, EnvResult::NotFound);
         }
+        // The record of the device it is sealed to.
+        let Some(rec) = recs.into_iter().find(|r| r.cert.x25519 == route.recipient) else {
+            return self.env_finish(key, EnvResult::KeyChanged);
+        };
         if reachable(&rec, self.unix) {
             route.phase = Phase::Forward {
                 targets: rec.supernodes.clone(),
@@ -385,12 +399,17 @@ impl SupernodeCore {
         if s.header.check_lifetime(self.unix).is_err() {
             return self.env_reply_forward(now, asker, id, EnvResult::Invalid);
         }
+        // The clients of the device it is sealed to (one, unless the
+        // device attached twice).
         let targets: Vec<SocketAddr> = self
             .env
             .by_user
             .get(s.header.to)
-            .cloned()
-            .unwrap_or_default();
+            .into_iter()
+            .flatten()
+            .filter(|(_, x)| *x == s.header.recipient)
+            .map(|(a, _)| *a)
+            .collect();
         if targets.is_empty() {
             return self.env_reply_forward(now, asker, id, EnvResult::NotAttached);
         }
@@ -583,9 +602,7 @@ impl SupernodeCore {
         {
             return true;
         }
-        let known = self.records.get(&user).is_some_and(|held| {
-            PresenceRecord::decode(&held.bytes).is_ok_and(|r| r.cert.x25519 == h.recipient)
-        });
+        let known = self.device_record(&user, &h.recipient).is_some();
         if !known {
             self.env_stats.mailbox_unknown_recipient += 1;
             if crate::limits::log_worthy(self.env_stats.mailbox_unknown_recipient) {
@@ -629,7 +646,7 @@ impl SupernodeCore {
             now,
             user.clone(),
             sender,
-            h.id,
+            (h.id, h.recipient),
             UnixMillis(h.expires_ms),
             Rc::from(bytes),
         );
@@ -643,7 +660,7 @@ impl SupernodeCore {
         now: Millis,
         user: String,
         sender: &str,
-        id: EnvelopeId,
+        (id, recipient): (EnvelopeId, [u8; 32]),
         expires: UnixMillis,
         bytes: Rc<[u8]>,
     ) {
@@ -656,6 +673,7 @@ impl SupernodeCore {
         });
         mb.mails.push(Mail {
             id,
+            recipient,
             sender: sender.to_owned(),
             bytes: bytes.clone(),
             expires,
@@ -701,7 +719,7 @@ impl SupernodeCore {
             now,
             user.to_owned(),
             sender,
-            h.id,
+            (h.id, h.recipient),
             UnixMillis(h.expires_ms),
             Rc::from(bytes),
         );
@@ -747,14 +765,24 @@ impl SupernodeCore {
         }
     }
 
+    /// The held record of `user`'s device with x25519 key `x25519`.
+    fn device_record(&self, user: &str, x25519: &[u8; 32]) -> Option<PresenceRecord> {
+        self.records
+            .range(crate::overlay::record::user_range(user))
+            .filter_map(|(_, held)| PresenceRecord::decode(&held.bytes).ok())
+            .find(|r| r.cert.x25519 == *x25519)
+    }
+
+    /// Push `user`'s waiting envelopes to those of their devices that are
+    /// attached (each envelope to the device it is sealed to).
     fn env_mail_deliver(&mut self, now: Millis, user: &str) {
-        let Some(h) = self.records.get(user) else {
-            return;
-        };
-        let Ok(rec) = PresenceRecord::decode(&h.bytes) else {
-            return;
-        };
-        if !reachable(&rec, self.unix) {
+        let reachable: Vec<PresenceRecord> = self
+            .records
+            .range(crate::overlay::record::user_range(user))
+            .filter_map(|(_, held)| PresenceRecord::decode(&held.bytes).ok())
+            .filter(|r| reachable(r, self.unix))
+            .collect();
+        if reachable.is_empty() {
             return;
         }
         let Some(mb) = self.env.mailbox.get_mut(user) else {
@@ -765,6 +793,9 @@ impl SupernodeCore {
             if m.busy_until > now || m.expires <= self.unix {
                 continue;
             }
+            let Some(rec) = reachable.iter().find(|r| r.cert.x25519 == m.recipient) else {
+                continue;
+            };
             let target = rec.supernodes[m.tries % rec.supernodes.len()];
             m.tries += 1;
             m.busy_until = now + self.cfg.envelope_forward_timeout_ms;

@@ -84,7 +84,13 @@ fn a_record_an_owner_lost_is_back_after_one_round() {
         .unwrap();
     // The owner forgets the record (and nothing else tells it).
     let sn = sn_mut(&mut o, owner);
-    let h = sn.records.remove(&name).unwrap();
+    let key = sn
+        .records
+        .range(user_range(&name))
+        .map(|(k, _)| k.clone())
+        .next()
+        .unwrap();
+    let h = sn.records.remove(&key).unwrap();
     for &(home, seq) in &h.claims {
         claim_sum(&mut sn.claim_sums, home, h.key, seq, false);
     }
@@ -185,4 +191,206 @@ fn records_whose_owners_all_die_are_rehomed_within_ten_seconds() {
     assert!(at.is_some(), "re-homed within 10 s");
     o.sim.run_for(10_000);
     assert!(holders(&o, &name) >= 3, "and on three live owners again");
+}
+
+// Several devices of one user (issue 17).
+
+use crate::overlay::{ClientEvent, LookupOutcome};
+use crate::sim::{NodeEvent, sn_addr};
+use rand::SeedableRng;
+
+const TEST_KIND: u8 = crate::overlay::envelope::kind::TEST;
+
+fn client_mut(o: &mut Overlay, i: usize) -> &mut crate::overlay::ClientCore {
+    o.sim.client_mut(i).unwrap()
+}
+
+/// Run for `ms`, collecting clients' events.
+fn run(o: &mut Overlay, log: &mut Vec<(usize, ClientEvent)>, ms: u64) {
+    let until = o.sim.now + ms;
+    while o.sim.now < until {
+        o.sim.run_for(50);
+        for (_, node, e) in o.sim.take_events() {
+            if let NodeEvent::Client(c) = e {
+                log.push((node, c));
+            }
+        }
+    }
+}
+
+fn lookup(
+    o: &mut Overlay,
+    log: &mut Vec<(usize, ClientEvent)>,
+    who: usize,
+    name: &str,
+) -> LookupOutcome {
+    let now = o.sim.now;
+    let qid = client_mut(o, who).lookup(now, name);
+    o.sim.touched(who);
+    run(o, log, 2_000);
+    log.iter()
+        .find_map(|(n, e)| match e {
+            ClientEvent::Lookup {
+                qid: q, outcome, ..
+            } if *n == who && *q == qid => Some(outcome.clone()),
+            _ => None,
+        })
+        .expect("lookup answered")
+}
+
+fn send(o: &mut Overlay, from: usize, to: &str, payload: &[u8]) -> crate::overlay::EnvelopeId {
+    let (now, unix) = (o.sim.now, o.sim.unix());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(payload.len() as u64 + now.get());
+    let id = client_mut(o, from).send_envelope(now, unix, &mut rng, to, TEST_KIND, payload, true);
+    o.sim.touched(from);
+    id
+}
+
+/// How many envelopes with `payload` node `n` received.
+fn got(log: &[(usize, ClientEvent)], n: usize, payload: &[u8]) -> usize {
+    log.iter()
+        .filter(|(i, e)| {
+            *i == n && matches!(e, ClientEvent::Envelope { payload: p, .. } if p == payload)
+        })
+        .count()
+}
+
+fn set_status(o: &mut Overlay, i: usize, s: Status) {
+    client_mut(o, i).set_status(s, "");
+    o.sim.touched(i);
+}
+
+#[test]
+fn two_devices_are_found_merged_and_both_get_envelopes() {
+    let mut o = overlay(8, 2);
+    o.sim.keep_events = true;
+    o.sim.keep_supernode_events = false;
+    let bob = o.clients[0];
+    // alice on two devices, attached to different supernodes.
+    let a1 = o.add_device("alice", vec![sn_addr(1)], 101);
+    let a2 = o.add_device("alice", vec![sn_addr(6)], 102);
+    let mut log = Vec::new();
+    run(&mut o, &mut log, 8_000);
+    let p1 = o.sim.client(a1).unwrap().primary();
+    let p2 = o.sim.client(a2).unwrap().primary();
+    assert!(p1.is_some() && p2.is_some() && p1 != p2, "{p1:?} {p2:?}");
+    // Each owner holds both device records.
+    let owners = o
+        .supernodes
+        .iter()
+        .filter(|&&s| o.sim.supernode(s).unwrap().device_records("alice") == 2)
+        .count();
+    assert!(owners >= 3, "{owners} owners hold both devices");
+
+    // A lookup answers both; presence merges them.
+    client_mut(&mut o, bob).watch("alice");
+    o.sim.touched(bob);
+    set_status(&mut o, a1, Status::Away);
+    set_status(&mut o, a2, Status::DoNotDisturb);
+    run(&mut o, &mut log, 3_000);
+    let out = lookup(&mut o, &mut log, bob, "alice");
+    let LookupOutcome::Online(r) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(r.status, Status::Away, "the most available device speaks");
+    assert_eq!(o.sim.client(bob).unwrap().known_devices("alice").len(), 2);
+    // Invisible counts as offline to others: the other device speaks.
+    set_status(&mut o, a1, Status::Invisible);
+    run(&mut o, &mut log, 3_000);
+    let out = lookup(&mut o, &mut log, bob, "alice");
+    assert!(
+        matches!(&out, LookupOutcome::Online(r) if r.status == Status::DoNotDisturb),
+        "{out:?}"
+    );
+    set_status(&mut o, a1, Status::Online);
+    run(&mut o, &mut log, 3_000);
+
+    // An envelope reaches both devices, and bob hears of it once.
+    let id = send(&mut o, bob, "alice", b"hello alice");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, a1, b"hello alice"), 1);
+    assert_eq!(got(&log, a2, b"hello alice"), 1);
+    let outcomes: Vec<&ClientEvent> = log
+        .iter()
+        .filter(|(n, e)| {
+            *n == bob
+                && matches!(e, ClientEvent::EnvelopeDelivered { id: i }
+                    | ClientEvent::EnvelopeStored { id: i }
+                    | ClientEvent::EnvelopeFailed { id: i, .. } if *i == id)
+        })
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(outcomes, vec![&ClientEvent::EnvelopeDelivered { id }]);
+
+    // One device leaves: alice stays online, and the envelope sent now
+    // reaches the other at once and the returning one from the mailbox.
+    let (now, unix) = (o.sim.now, o.sim.unix());
+    client_mut(&mut o, a2).shutdown(now, unix);
+    o.sim.touched(a2);
+    run(&mut o, &mut log, 1_000);
+    o.sim.kill(a2);
+    run(&mut o, &mut log, 2_000);
+    // Watching: a device going offline leaves alice online.
+    let watched = log.iter().rev().find_map(|(n, e)| match e {
+        ClientEvent::PresenceChanged { online, record } if *n == bob => {
+            Some((*online, record.cert.ed25519))
+        }
+        _ => None,
+    });
+    let a1_key = o.sim.client(a1).unwrap().certificate().ed25519;
+    assert_eq!(watched, Some((true, a1_key)), "merged: alice online on a1");
+    let out = lookup(&mut o, &mut log, bob, "alice");
+    assert!(matches!(out, LookupOutcome::Online(_)), "{out:?}");
+    let id2 = send(&mut o, bob, "alice", b"while one was out");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, a1, b"while one was out"), 1);
+    assert_eq!(got(&log, a2, b"while one was out"), 0);
+    assert!(
+        log.iter()
+            .any(|(n, e)| *n == bob && *e == ClientEvent::EnvelopeDelivered { id: id2 })
+    );
+    let restarted = o.sim.client(a2).unwrap().restarted(o.sim.now);
+    o.sim
+        .replace(a2, crate::sim::Node::Client(Box::new(restarted)));
+    run(&mut o, &mut log, 12_000);
+    assert_eq!(got(&log, a2, b"while one was out"), 1, "from the mailbox");
+    assert_eq!(got(&log, a1, b"while one was out"), 1, "exactly once");
+    assert_eq!(got(&log, a2, b"hello alice"), 1, "exactly once");
+}
+
+#[test]
+fn a_users_device_records_are_capped_and_the_newest_win() {
+    let mut o = overlay(8, 1);
+    o.sim.keep_events = true;
+    o.sim.keep_supernode_events = false;
+    let asker = o.clients[0];
+    let mut devices = Vec::new();
+    for i in 0..(MAX_DEVICES + 2) {
+        devices.push(o.add_device("carol", vec![sn_addr(i % 8)], 200 + i as u64));
+        o.sim.run_for(300);
+    }
+    let mut log = Vec::new();
+    run(&mut o, &mut log, 10_000);
+    let held: Vec<usize> = o
+        .supernodes
+        .iter()
+        .map(|&s| o.sim.supernode(s).unwrap().device_records("carol"))
+        .collect();
+    assert!(held.iter().all(|&n| n <= MAX_DEVICES), "{held:?}");
+    assert!(
+        held.iter().filter(|&&n| n == MAX_DEVICES).count() >= 3,
+        "{held:?}"
+    );
+    let capped: u64 = o
+        .supernodes
+        .iter()
+        .map(|&s| o.sim.supernode(s).unwrap().stats().records_over_device_cap)
+        .sum();
+    assert!(capped > 0);
+    let out = lookup(&mut o, &mut log, asker, "carol");
+    assert!(matches!(out, LookupOutcome::Online(_)), "{out:?}");
+    assert_eq!(
+        o.sim.client(asker).unwrap().known_devices("carol").len(),
+        MAX_DEVICES
+    );
 }

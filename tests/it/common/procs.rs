@@ -234,6 +234,13 @@ impl Network {
         self.run(name, &["login", name, "--password-stdin"], &pw);
     }
 
+    /// Log account `name` in on another device, whose data directory is
+    /// `device` (a new device key and its own certificate).
+    pub fn login_device(&self, name: &str, device: &str) {
+        let pw = format!("{name}-password\n");
+        self.run(device, &["login", name, "--password-stdin"], &pw);
+    }
+
     /// Register and log in each (name, as a supernode?) in turn.
     pub fn accounts(&self, accounts: &[(&str, bool)]) {
         for &(name, supernode) in accounts {
