@@ -43,6 +43,8 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
     down
+    # a script's own leftovers outside the namespaces (lab/v6.sh: resolv.conf files)
+    if declare -F lab_cleanup_hook >/dev/null; then lab_cleanup_hook; fi
     if [[ -n "${KEEP_TMP:-}" ]]; then echo "logs kept in $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
@@ -55,6 +57,14 @@ mkns() {
     ipn "$(ns "$1")" link set lo up
     inns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 >/dev/null
 }
+# IPv6 on in NS (mkns turns it off), with no duplicate address detection
+# (an address is usable at once); lab/v6.sh uses it, the others stay IPv4.
+v6on() {
+    inns "$1" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+        net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
+        net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0 >/dev/null
+}
+addr6() { ipn "$(ns "$1")" addr add "$3" dev "$2" nodad; }
 # link A IFA B IFB: a veth pair between two lab namespaces
 link() {
     ipn "$(ns "$1")" link add "$2" type veth peer name "$4" netns "$(ns "$3")" || return 1

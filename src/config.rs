@@ -274,6 +274,10 @@ pub struct RelaySection {
     /// The address advertised for relayed transports; default: the
     /// supernode's own.
     pub public_ip: Option<std::net::IpAddr>,
+    /// A dual-stack host's public IPv6 address, next to an IPv4
+    /// `public_ip` (or advertised address): the relay then hands out
+    /// relayed addresses of both families and is listed at both.
+    pub public_ipv6: Option<std::net::Ipv6Addr>,
     /// Also accept TURN over TCP on the supernode's port number (clients
     /// whose UDP is blocked also attach over it).
     pub tcp: bool,
@@ -312,6 +316,7 @@ impl Default for RelaySection {
             user_bandwidth: 1_000_000,
             ports: (49_152, 65_535),
             public_ip: None,
+            public_ipv6: None,
             tcp: true,
             tcp_connections: 4096,
             tcp_connections_per_address: 32,
@@ -376,6 +381,9 @@ pub struct SupernodeSection {
     pub alt_address: Option<std::net::IpAddr>,
     /// The second port, used on both addresses; default: listen port + 1.
     pub alt_port: Option<u16>,
+    /// The address other nodes reach this one at, when `listen` is on
+    /// "any" (dual-stack); default 127.0.0.1 (tests on one machine).
+    pub advertise: Option<std::net::IpAddr>,
 }
 
 impl SupernodeSection {
@@ -423,6 +431,7 @@ impl Default for SupernodeSection {
             replicas: 3,
             alt_address: None,
             alt_port: None,
+            advertise: None,
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 /// A UDP socket that speaks both families when bound to "any".
 #[derive(Debug)]
@@ -19,6 +19,29 @@ pub struct NodeSocket {
     /// The socket is `AF_INET6` with `IPV6_V6ONLY` off: IPv4 destinations
     /// must be written IPv4-mapped.
     dual: bool,
+    /// An IPv6-only host behind NAT64 (see [`NodeSocket::set_nat64`]):
+    /// IPv4 destinations are written in this /96 prefix, and sources in it
+    /// are handed up as the IPv4 address they carry.
+    nat64: Option<Ipv6Addr>,
+}
+
+/// The NAT64 well-known prefix 64:ff9b::/96 (RFC 6052).
+pub const NAT64_WKP: Ipv6Addr = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0);
+
+/// The IPv4 address `a` carries in the /96 `prefix`, if it is in it.
+pub fn nat64_embedded(prefix: Ipv6Addr, a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let (p, s) = (prefix.segments(), a.segments());
+    (p[..6] == s[..6]).then(|| {
+        let o = a.octets();
+        Ipv4Addr::new(o[12], o[13], o[14], o[15])
+    })
+}
+
+/// `v4` in the /96 `prefix` (RFC 6052 2.2).
+pub fn nat64_synthesize(prefix: Ipv6Addr, v4: Ipv4Addr) -> Ipv6Addr {
+    let mut o = prefix.octets();
+    o[12..].copy_from_slice(&v4.octets());
+    Ipv6Addr::from(o)
 }
 
 /// The families a socket (or a node) can reach.
@@ -62,7 +85,11 @@ impl NodeSocket {
             match dual_socket(Type::DGRAM, listen.port()) {
                 Ok(s) => {
                     let inner = tokio::net::UdpSocket::from_std(s.into())?;
-                    return Ok(NodeSocket { inner, dual: true });
+                    return Ok(NodeSocket {
+                        inner,
+                        dual: true,
+                        nat64: None,
+                    });
                 }
                 Err(e) if listen.is_ipv4() => {
                     tracing::debug!("no dual-stack socket ({e}); IPv4 only");
@@ -71,7 +98,23 @@ impl NodeSocket {
             }
         }
         let inner = tokio::net::UdpSocket::bind(listen).await?;
-        Ok(NodeSocket { inner, dual: false })
+        Ok(NodeSocket {
+            inner,
+            dual: false,
+            nat64: None,
+        })
+    }
+
+    /// Reach IPv4 through NAT64 `prefix` (a /96, e.g. [`NAT64_WKP`]) when
+    /// this dual-stack socket has no IPv4 route to `probe` (an IPv4 host
+    /// the node wants): the layers above then see IPv4 peers as on any
+    /// IPv4 host (RFC 6535's bump in the host). Returns whether it does.
+    pub fn set_nat64(&mut self, prefix: Ipv6Addr, probe: SocketAddr) -> bool {
+        let routed = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+            .and_then(|s| s.connect(probe))
+            .is_ok();
+        self.nat64 = (self.dual && !routed).then_some(prefix);
+        self.nat64.is_some()
     }
 
     /// The bound address: `[::]:port` for a dual-stack socket.
@@ -99,14 +142,14 @@ impl NodeSocket {
 
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let (n, from) = self.inner.recv_from(buf).await?;
-        Ok((n, canonical(from)))
+        Ok((n, self.up(from)))
     }
 
     /// Datagrams already waiting, many per system call (see
     /// [`crate::mmsg`]); sources in canonical form. `WouldBlock` when none.
     pub fn try_recv_batch(&self, b: &mut crate::mmsg::RecvBatch) -> io::Result<usize> {
         let n = crate::mmsg::try_recv_batch(&self.inner, b)?;
-        b.map_sources(canonical);
+        b.map_sources(|a| self.up(a));
         Ok(n)
     }
 
@@ -123,9 +166,26 @@ impl NodeSocket {
     fn wire(&self, dst: SocketAddr) -> SocketAddr {
         match dst {
             SocketAddr::V4(v4) if self.dual => {
-                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+                let ip = match self.nat64 {
+                    Some(p) => nat64_synthesize(p, *v4.ip()),
+                    None => v4.ip().to_ipv6_mapped(),
+                };
+                SocketAddr::V6(SocketAddrV6::new(ip, v4.port(), 0, 0))
             }
             other => other,
+        }
+    }
+
+    /// A source as the layers above see it: canonical, and IPv4 for one
+    /// in the NAT64 prefix.
+    fn up(&self, from: SocketAddr) -> SocketAddr {
+        let from = canonical(from);
+        match (self.nat64, from) {
+            (Some(p), SocketAddr::V6(v6)) => match nat64_embedded(p, *v6.ip()) {
+                Some(v4) => SocketAddr::from((v4, v6.port())),
+                None => from,
+            },
+            _ => from,
         }
     }
 }
@@ -133,7 +193,11 @@ impl NodeSocket {
 impl From<tokio::net::UdpSocket> for NodeSocket {
     /// A socket bound elsewhere: one family, as bound.
     fn from(inner: tokio::net::UdpSocket) -> Self {
-        NodeSocket { inner, dual: false }
+        NodeSocket {
+            inner,
+            dual: false,
+            nat64: None,
+        }
     }
 }
 
@@ -191,6 +255,36 @@ mod tests {
             assert_eq!(n, 4);
             assert_eq!(back.port(), port);
         }
+    }
+
+    /// Behind NAT64 (no IPv4 route here: stood in for by a prefix whose
+    /// "IPv4" peers are ::1 in a /96), IPv4 destinations go out in the
+    /// prefix and come back as IPv4.
+    #[tokio::test]
+    async fn nat64_writes_ipv4_in_the_prefix_and_hands_it_up_as_ipv4() {
+        let p = NAT64_WKP;
+        let v4 = Ipv4Addr::new(192, 88, 99, 3);
+        assert_eq!(
+            nat64_synthesize(p, v4),
+            "64:ff9b::c058:6303".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(nat64_embedded(p, nat64_synthesize(p, v4)), Some(v4));
+        assert_eq!(nat64_embedded(p, "2001:db8::1".parse().unwrap()), None);
+        let mut s = NodeSocket::bind("0.0.0.0:0".parse().unwrap())
+            .await
+            .unwrap();
+        // An IPv4 route exists here: no NAT64.
+        assert!(!s.set_nat64(p, "127.0.0.1:9".parse().unwrap()));
+        // The prefix ::/96 puts 0.0.0.1 at ::1, the loopback.
+        s.nat64 = Some(Ipv6Addr::UNSPECIFIED);
+        let peer = tokio::net::UdpSocket::bind("[::1]:0").await.unwrap();
+        let as_v4 = SocketAddr::from(([0, 0, 0, 1], peer.local_addr().unwrap().port()));
+        s.send_to(b"hi", as_v4).await.unwrap();
+        let mut buf = [0u8; 8];
+        let (_, from) = peer.recv_from(&mut buf).await.unwrap();
+        peer.send_to(b"back", from).await.unwrap();
+        let (n, back) = s.recv_from(&mut buf).await.unwrap();
+        assert_eq!((n, back), (4, as_v4));
     }
 
     #[tokio::test]

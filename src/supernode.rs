@@ -205,7 +205,8 @@ pub(crate) async fn start(
     };
     // The advertised address: the bound one, unless bound to any.
     let advertised = if local.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], local.port()))
+        let ip = sc.advertise.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        SocketAddr::new(ip, local.port())
     } else {
         local
     };

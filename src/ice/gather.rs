@@ -109,6 +109,10 @@ pub struct RelayGatherer {
     transmits: VecDeque<GatherTransmit>,
     events: VecDeque<GatherEvent>,
     stats: GatherStats,
+    /// The families we have reached a supernode over (the relay is
+    /// reached over one of them: an IPv6-only host's socket is dual-stack
+    /// all the same, and a send to IPv4 fails).
+    reached: crate::socket::Families,
 }
 
 impl std::fmt::Debug for RelayGatherer {
@@ -137,6 +141,7 @@ impl RelayGatherer {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: GatherStats::default(),
+            reached: crate::socket::Families::default(),
         }
     }
 
@@ -177,8 +182,14 @@ impl RelayGatherer {
         self.events.push_back(GatherEvent::NeedCredentials);
     }
 
-    /// Attached to a supernode: get credentials ahead of need.
-    pub fn on_attached(&mut self, now: Millis) {
+    /// Attached to a supernode at `supernode`: get credentials ahead of
+    /// need; its family is one the relay can be reached over.
+    pub fn on_attached(&mut self, now: Millis, supernode: SocketAddr) {
+        if supernode.is_ipv4() {
+            self.reached.v4 = true;
+        } else {
+            self.reached.v6 = true;
+        }
         if self.creds.is_none() {
             self.ask(now);
         }
@@ -244,15 +255,19 @@ impl RelayGatherer {
 
     fn start(&mut self, now: Millis) {
         let Some(c) = &self.creds else { return };
-        // An IPv4 relay when there is one (IPv4 relayed addresses reach
-        // the most peers); else an IPv6 one, for an IPv6 relayed address
-        // (an IPv6-only network).
-        let server = c
-            .relays
-            .iter()
-            .copied()
-            .find(|a| a.is_ipv4())
-            .or_else(|| c.relays.first().copied());
+        // A relay of a family we reached a supernode over, IPv4 first;
+        // else any (nothing attached yet), IPv4 first.
+        let reached = self.reached;
+        let pick = |ok: &dyn Fn(&SocketAddr) -> bool| {
+            let mut fit = c.relays.iter().copied().filter(|a| ok(a));
+            let first = fit.next()?;
+            Some(if first.is_ipv4() {
+                first
+            } else {
+                fit.find(|a| a.is_ipv4()).unwrap_or(first)
+            })
+        };
+        let server = pick(&|a| reached.reaches(*a)).or_else(|| pick(&|_| true));
         let Some(server) = server else {
             self.unavailable("no relay".into());
             return;
@@ -261,7 +276,10 @@ impl RelayGatherer {
             TurnTransport::Udp => TurnClientConfig::udp(server),
             TurnTransport::Tcp => TurnClientConfig::tcp(server),
         };
-        cfg.ipv6 = server.is_ipv6();
+        // An IPv4 relayed address whenever the relays have IPv4 (it reaches
+        // the most peers, IPv4-only ones too; RFC 8656 lets an IPv6 client
+        // ask for it); IPv6 from an IPv6-only relay group.
+        cfg.ipv6 = !c.relays.iter().any(|a| a.is_ipv4());
         // A fresh key per allocation: transaction ids never repeat.
         self.generation += 1;
         let mut key = self.tid_key;
@@ -521,7 +539,7 @@ mod tests {
                 },
                 [7; 32],
             );
-            g.on_attached(now);
+            g.on_attached(now, addr("198.51.100.1:7710"));
             Lab {
                 now,
                 server: TurnServer::new(
@@ -598,6 +616,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A dual-stack relay (grant listing its IPv4 and IPv6 addresses) and
+    /// a host that reached its supernode over IPv6 only (IPv6-only, or
+    /// NAT64): the relay is asked over IPv6, for an IPv4 relayed address.
+    #[test]
+    fn the_relay_is_reached_over_a_family_a_supernode_was_reached_over() {
+        let now = Millis(1_000);
+        let v4 = addr("198.51.100.1:7710");
+        let v6 = addr("[2001:db8:100::1]:7710");
+        let creds = RelayCredentials {
+            username: "u".into(),
+            password: "p".into(),
+            expires_at: now + 3_600_000,
+            relays: vec![v4, v6],
+        };
+        let mut g = RelayGatherer::new(GatherConfig::default(), [7; 32]);
+        g.on_attached(now, v6);
+        g.on_credentials(now, creds.clone());
+        g.want(now);
+        assert_eq!(g.server(), Some(v6));
+        assert!(!g.client.as_ref().unwrap().relayed_family_ipv6());
+        // Reached over both: IPv4 first.
+        let mut g = RelayGatherer::new(GatherConfig::default(), [7; 32]);
+        g.on_attached(now, v6);
+        g.on_attached(now, v4);
+        g.on_credentials(now, creds.clone());
+        g.want(now);
+        assert_eq!(g.server(), Some(v4));
+        // An IPv6-only relay group: an IPv6 relayed address.
+        let mut g = RelayGatherer::new(GatherConfig::default(), [7; 32]);
+        g.on_attached(now, v6);
+        g.on_credentials(
+            now,
+            RelayCredentials {
+                relays: vec![v6],
+                ..creds
+            },
+        );
+        g.want(now);
+        assert_eq!(g.server(), Some(v6));
+        assert!(g.client.as_ref().unwrap().relayed_family_ipv6());
     }
 
     #[test]

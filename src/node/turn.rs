@@ -1092,9 +1092,15 @@ pub async fn supernode_setup(
     // Relayed addresses per family: IPv4 unless the node is IPv6 only;
     // IPv6 when its public address is IPv6 (an IPv6-only or dual-stack
     // node advertised over IPv6).
+    // A dual-stack node (`public_ipv6` next to an IPv4 public address)
+    // relays both families.
     let relay_ipv4 = public.is_ipv4();
-    let relay_v6 = public.is_ipv6().then_some(public);
+    let relay_v6 = match rc.public_ipv6 {
+        Some(v6) if relay_ipv4 => Some(IpAddr::V6(v6)),
+        _ => public.is_ipv6().then_some(public),
+    };
     let mut own_addresses = vec![public, advertised.ip()];
+    own_addresses.extend(relay_v6);
     if !local.ip().is_unspecified() {
         own_addresses.push(local.ip());
     }
@@ -1137,6 +1143,9 @@ pub async fn supernode_setup(
         tcp,
     };
     let mut relays = vec![SocketAddr::new(public, advertised.port())];
+    if let Some(v6) = relay_v6.filter(|v6| *v6 != public) {
+        relays.push(SocketAddr::new(v6, advertised.port()));
+    }
     for a in extra_relays {
         if !relays.contains(&a) {
             relays.push(a);
@@ -1166,6 +1175,30 @@ mod tests {
             .await
             .unwrap();
         assert!(none.is_none());
+    }
+
+    /// A dual-stack supernode (bound to any, an IPv4 public address and
+    /// `public_ipv6`) relays both families and is listed at both.
+    #[tokio::test]
+    async fn a_dual_stack_relay_is_listed_and_relays_at_both_families() {
+        let rc = crate::config::RelaySection {
+            secret: "s".into(),
+            public_ipv6: Some("2001:db8:100::1".parse().unwrap()),
+            ..Default::default()
+        };
+        let local: SocketAddr = "[::]:7710".parse().unwrap();
+        let advertised: SocketAddr = "198.51.100.1:7710".parse().unwrap();
+        let (setup, grant) =
+            supernode_setup(&rc, local, advertised, vec![], None, [1; 32], Millis(0))
+                .await
+                .unwrap();
+        let (setup, grant) = (setup.unwrap(), grant.unwrap());
+        assert_eq!(
+            grant.relays,
+            vec![advertised, "[2001:db8:100::1]:7710".parse().unwrap()]
+        );
+        assert_eq!(setup.cfg.relay_public, advertised.ip());
+        assert_eq!(setup.cfg.relay_v6, Some("2001:db8:100::1".parse().unwrap()));
     }
 
     #[tokio::test]

@@ -515,14 +515,14 @@ impl Runtime {
     async fn start_overlay(&mut self, cert: Certificate) -> Result<OverlayNode, RuntimeError> {
         let (device, _) = self.files.identity()?;
         let listen = self.settings.listen;
-        let socket = crate::socket::NodeSocket::bind(listen)
+        let mut socket = crate::socket::NodeSocket::bind(listen)
             .await
             .map_err(|source| RuntimeError::Bind {
                 addr: listen,
                 source,
             })?;
         self.local_port = socket.local_addr().map_or(0, |a| a.port());
-        let hosts = self.supernodes_for(&socket)?;
+        let hosts = self.supernodes_for(&mut socket)?;
         let key = self.settings.authority_key;
         let mut core = ClientCore::new(
             device.clone(),
@@ -571,7 +571,7 @@ impl Runtime {
     /// bootstrap, keeping those the socket's address family can reach.
     fn supernodes_for(
         &self,
-        socket: &crate::socket::NodeSocket,
+        socket: &mut crate::socket::NodeSocket,
     ) -> Result<Vec<SocketAddr>, RuntimeError> {
         let mut hosts = load_hosts(&self.settings.data_dir);
         for a in &self.settings.bootstrap {
@@ -579,6 +579,7 @@ impl Runtime {
                 hosts.push(*a);
             }
         }
+        nat64_hosts(socket, &mut hosts);
         // A socket bound to one family cannot reach the other's supernodes.
         let families = socket.families();
         hosts.retain(|a| families.reaches(*a));
@@ -1261,6 +1262,36 @@ fn save_hosts(data_dir: &std::path::Path, hosts: &[SocketAddr]) {
     if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, hosts_path(data_dir));
     }
+}
+
+/// Bootstrap addresses DNS64 made (in the NAT64 well-known prefix) name
+/// IPv4 supernodes: on an IPv6-only host the socket reaches IPv4 through
+/// NAT64 ([`crate::socket::NodeSocket::set_nat64`]), and everything above
+/// it, supernodes and the relay and peer addresses they hand out alike,
+/// is then plain IPv4; so are those bootstrap addresses.
+fn nat64_hosts(socket: &mut crate::socket::NodeSocket, hosts: &mut Vec<SocketAddr>) {
+    use crate::socket::{NAT64_WKP, nat64_embedded};
+    let embedded = |a: &SocketAddr| match a {
+        SocketAddr::V6(v6) => {
+            nat64_embedded(NAT64_WKP, *v6.ip()).map(|v4| SocketAddr::from((v4, v6.port())))
+        }
+        SocketAddr::V4(_) => None,
+    };
+    let Some(probe) = hosts.iter().find_map(embedded) else {
+        return;
+    };
+    if socket.set_nat64(NAT64_WKP, probe) {
+        tracing::info!("no IPv4 route: IPv4 through NAT64 (64:ff9b::/96)");
+    } else if !socket.families().v4 {
+        return;
+    }
+    for a in hosts.iter_mut() {
+        if let Some(v4) = embedded(a) {
+            *a = v4;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|a| seen.insert(*a));
 }
 
 /// Resolve `host:port` names to addresses of both families (unresolvable

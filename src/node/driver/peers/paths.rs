@@ -222,7 +222,7 @@ impl Peers {
             return;
         };
         match e {
-            ClientEvent::Attached { .. } => g.on_attached(now),
+            ClientEvent::Attached { supernode, .. } => g.on_attached(now, *supernode),
             ClientEvent::RelayCredentials {
                 username,
                 password,
