@@ -240,6 +240,19 @@ fn doubletalk(speech: &[i16]) {
             show(pesq(r, &all[range.clone()]))
         );
     }
+    // What the goal asks of the canceller: the same room with its echo
+    // attenuated by a perfect canceller (no near-end distortion at all).
+    for cut in [10.0, 20.0, 30.0, 40.0] {
+        let p = EchoPath {
+            gain: path.gain / 10f32.powf(cut / 20.0),
+            ..path
+        };
+        let off = run(&far2, &near2, p, None, Stages::default());
+        println!(
+            "  echo {cut:.0} dB weaker, unprocessed: {}",
+            show(pesq(&near2[n..], &off[n..]))
+        );
+    }
 }
 
 /// Deterministic white noise (SplitMix64), unit RMS.
@@ -258,11 +271,12 @@ fn white(len: usize, seed: u64) -> Vec<f64> {
 }
 
 /// Babble-like noise: six talkers (the sample at different offsets,
-/// some reversed), summed, unit RMS.
+/// some reversed), summed, unit RMS. No talker starts at offset 0: that
+/// one would be the near-end speech itself, in phase.
 fn babble(speech: &[i16], len: usize) -> Vec<f64> {
     let mut out = vec![0.0; len];
     for k in 0..6 {
-        let off = (k * 3_700_001) % speech.len();
+        let off = ((k + 1) * 3_700_001) % speech.len();
         for (i, o) in out.iter_mut().enumerate() {
             let j = (off + i) % speech.len();
             let v = if k % 2 == 1 {
