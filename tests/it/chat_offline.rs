@@ -2,20 +2,10 @@
 //! owners and is delivered when they come back, then acknowledged end to
 //! end; it is in both histories (SQLite files that outlive the process).
 
-use crate::common::procs::{Network, Proc};
-use std::time::{Duration, Instant};
+use crate::common::procs::Network;
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
-
-fn quit(p: &mut Proc) {
-    p.say("quit");
-    p.stdin.take();
-    let deadline = Instant::now() + T;
-    while p.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "{} did not quit", p.name);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn message_waits_for_offline_recipient() {
@@ -26,7 +16,7 @@ fn message_waits_for_offline_recipient() {
     let mut bob = net.headless("bob", &all, &[]);
     alice.wait_json(T, |v| v["event"] == "published");
     bob.wait_json(T, |v| v["event"] == "published");
-    quit(&mut bob);
+    bob.quit(T);
 
     alice.say("msg bob see you tomorrow");
     let q = alice.wait_json(T, |v| v["event"] == "message_queued");
@@ -43,13 +33,13 @@ fn message_waits_for_offline_recipient() {
     assert_eq!(a["id"], q["id"]);
 
     // The history outlives the process.
-    quit(&mut bob);
+    bob.quit(T);
     let mut bob = net.headless("bob", &all, &[]);
     bob.say("history alice");
     let h = bob.wait_json(T, |v| v["event"] == "history");
     let msgs = h["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 1, "{h}");
     assert_eq!(msgs[0]["text"], "see you tomorrow");
-    quit(&mut bob);
-    quit(&mut alice);
+    bob.quit(T);
+    alice.quit(T);
 }

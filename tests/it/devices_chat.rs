@@ -8,16 +8,6 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
 
-fn quit(p: &mut Proc) {
-    p.say("quit");
-    p.stdin.take();
-    let deadline = Instant::now() + T;
-    while p.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "{} did not quit", p.name);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The texts of the messages from `from` that `p` shows within `window`.
 fn messages(p: &Proc, from: &str, window: Duration) -> Vec<String> {
     let deadline = Instant::now() + window;
@@ -99,12 +89,12 @@ fn messages_reach_both_devices_exactly_once() {
     }
 
     // One device quits: alice still shows online to bob.
-    quit(&mut laptop);
+    laptop.quit(T);
     std::thread::sleep(Duration::from_secs(2));
     let v = alice_shows(&mut bob, "online");
     assert_eq!(v["status"], "online", "{v}");
-    quit(&mut desk);
+    desk.quit(T);
     let v = alice_shows(&mut bob, "offline");
     assert_eq!(v["status"], "offline", "{v}");
-    quit(&mut bob);
+    bob.quit(T);
 }

@@ -15,16 +15,6 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(30);
 const NAMES: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
 
-fn quit(p: &mut Proc) {
-    p.say("quit");
-    p.stdin.take();
-    let deadline = Instant::now() + T;
-    while p.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "{} did not quit", p.name);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Read `p`'s JSON events into `log` until `done(log)` holds.
 fn pump(p: &Proc, log: &mut Vec<Value>, within: Duration, done: impl Fn(&[Value]) -> bool) {
     let deadline = Instant::now() + within;
@@ -149,7 +139,7 @@ fn five_members_one_offline_removed_and_readded() {
     }
 
     // dave goes offline; 20 messages, 4 senders, 5 rounds.
-    quit(&mut p[3]);
+    p[3].quit(T);
     logs[3].clear();
     let senders = [0usize, 1, 2, 4];
     let without_dave = ["alice", "bob", "carol", "erin"];
@@ -243,7 +233,7 @@ fn five_members_one_offline_removed_and_readded() {
         assert_eq!(n, if i == 3 { 12 } else { 20 }, "{}: {h}", NAMES[i]);
     }
     for x in &mut p {
-        quit(x);
+        x.quit(T);
     }
 
     // dave's keys (everything his groups.db holds) against the sealed

@@ -98,6 +98,18 @@ impl Proc {
         s.flush().unwrap();
     }
 
+    /// Ask the process to quit (`quit`, then end of input) and wait for
+    /// it to exit within `within`.
+    pub fn quit(&mut self, within: Duration) {
+        self.say("quit");
+        self.stdin.take();
+        let deadline = Instant::now() + within;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{} did not quit", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
