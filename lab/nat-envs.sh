@@ -170,27 +170,6 @@ run_pair() {   # A B
     printf '%-8s -> %-8s %-14s remote %s\n' "$a" "$b" "${CELL[$a,$b]}" "${remote:-}"
 }
 
-for a in "${ENVS[@]}"; do
-    for b in "${ENVS[@]}"; do
-        [[ $a == "$b" ]] && continue
-        run_pair "$a" "$b"
-    done
-done
-
-echo
-printf 'caller \\ callee '
-for b in "${ENVS[@]}"; do printf '%-20s' "$b"; done
-echo
-for a in "${ENVS[@]}"; do
-    printf '%-15s ' "$a"
-    for b in "${ENVS[@]}"; do printf '%-20s' "${CELL[$a,$b]:-.}"; done
-    echo
-done
-echo "(cells: path and ms from \`call\` to the caller's call active; audio both ways checked after)"
-echo "nat-envs: $N calls in $((($(date +%s%N) - T0) / 1000000000)) s"
-if ((${#WRONG[@]})); then
-    printf 'WRONG: %s\n' "${WRONG[@]}"
-    KEEP_TMP=1
-    exit 1
-fi
-echo "nat-envs: every call on its expected path (direct, or relayed where the NATs allow no other) with audio both ways"
+lab_matrix nat-envs 20 \
+    "(cells: path and ms from \`call\` to the caller's call active; audio both ways checked after)" \
+    "every call on its expected path (direct, or relayed where the NATs allow no other) with audio both ways"

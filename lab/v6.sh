@@ -355,27 +355,6 @@ run_pair() {   # A B
         "$a" "$b" "${path:-FAIL}" "$(family "$remote")" "$ms" "$goal" "${remote:-}"
 }
 
-for a in "${ENVS[@]}"; do
-    for b in "${ENVS[@]}"; do
-        [[ $a == "$b" ]] && continue
-        run_pair "$a" "$b"
-    done
-done
-
-echo
-printf 'caller \\ callee '
-for b in "${ENVS[@]}"; do printf '%-22s' "$b"; done
-echo
-for a in "${ENVS[@]}"; do
-    printf '%-15s ' "$a"
-    for b in "${ENVS[@]}"; do printf '%-22s' "${CELL[$a,$b]:-.}"; done
-    echo
-done
-echo "(cells: path/family of the far end and ms from \`call\` to the caller's call active; audio both ways checked after)"
-echo "v6: $N calls in $((($(date +%s%N) - T0) / 1000000000)) s"
-if ((${#WRONG[@]})); then
-    printf 'WRONG: %s\n' "${WRONG[@]}"
-    KEEP_TMP=1
-    exit 1
-fi
-echo "v6: every call on its expected path (direct where a family in common reaches, else relayed) with audio both ways"
+lab_matrix v6 22 \
+    "(cells: path/family of the far end and ms from \`call\` to the caller's call active; audio both ways checked after)" \
+    "every call on its expected path (direct where a family in common reaches, else relayed) with audio both ways"

@@ -223,3 +223,34 @@ two_way_stats() {   # FILE
     done
     return 1
 }
+
+# Every ordered pair of $ENVS through `run_pair A B` (which fills CELL,
+# WRONG and N), then the matrix and the verdict. LAB names the script,
+# WIDTH is a cell's width, LEGEND explains a cell and OK is the line
+# printed when no cell is WRONG (exits 1 otherwise, keeping $TMP).
+lab_matrix() {   # LAB WIDTH LEGEND OK
+    local a b
+    for a in "${ENVS[@]}"; do
+        for b in "${ENVS[@]}"; do
+            [[ $a == "$b" ]] && continue
+            run_pair "$a" "$b"
+        done
+    done
+    echo
+    printf 'caller \\ callee '
+    for b in "${ENVS[@]}"; do printf "%-${2}s" "$b"; done
+    echo
+    for a in "${ENVS[@]}"; do
+        printf '%-15s ' "$a"
+        for b in "${ENVS[@]}"; do printf "%-${2}s" "${CELL[$a,$b]:-.}"; done
+        echo
+    done
+    echo "$3"
+    echo "$1: $N calls in $((($(date +%s%N) - T0) / 1000000000)) s"
+    if ((${#WRONG[@]})); then
+        printf 'WRONG: %s\n' "${WRONG[@]}"
+        KEEP_TMP=1
+        exit 1
+    fi
+    echo "$1: $4"
+}
