@@ -232,7 +232,11 @@ pub(crate) async fn start(
         ),
         None => tracing::warn!("no TURN relay: [relay] secret is not set"),
     }
-    let cfg = SupernodeConfig { relay, ..cfg };
+    let cfg = SupernodeConfig {
+        relay,
+        aliases: aliases(local, advertised, &config.relay),
+        ..cfg
+    };
     let link_config = cfg.link_config(LinkConfig::default());
     let core = SupernodeCore::new(key, cert, advertised, boot, cfg, incarnation, now);
     let id = core.me;
@@ -373,4 +377,29 @@ pub async fn run(
 /// The durable mailbox's file name in the data directory.
 fn natter_mailbox_file() -> &'static str {
     natter::node::mailbox::FILE
+}
+
+/// The addresses other than `advertised` that clients may reach us at:
+/// every interface address (when bound to "any") and the relay's public
+/// ones, at our port.
+fn aliases(
+    local: SocketAddr,
+    advertised: SocketAddr,
+    relay: &natter::config::RelaySection,
+) -> Vec<SocketAddr> {
+    let mut ips = if local.ip().is_unspecified() {
+        natter::socket::interface_addrs()
+    } else {
+        Vec::new()
+    };
+    ips.extend(relay.public_ip);
+    ips.extend(relay.public_ipv6.map(std::net::IpAddr::V6));
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for ip in ips {
+        let a = SocketAddr::new(ip, local.port());
+        if a != advertised && !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
 }

@@ -1058,6 +1058,7 @@ impl IceAgent {
                 if self.first_valid_at.is_none() {
                     self.first_valid_at = Some(now);
                 }
+                tracing::debug!(pair = %self.path(p), nominate, at_ms = now.since(self.started), "ICE check answered");
                 if nominate && self.role == IceRole::Controlling {
                     self.nominating = None;
                     self.select(now, p);
@@ -1083,6 +1084,7 @@ impl IceAgent {
                 self.start_check(now, p, false, rng);
             }
             _ => {
+                tracing::debug!(pair = %self.path(p), at_ms = now.since(self.started), "ICE check refused");
                 self.pairs[p].state = PairState::Failed;
                 if nominate {
                     self.nominating = None;
@@ -1189,6 +1191,7 @@ impl IceAgent {
         if let Some((best, at)) = self.nomination_due()
             && now >= at
         {
+            tracing::debug!(pair = %self.path(best), at_ms = now.since(self.started), "ICE nominating");
             self.nominating = Some(best);
             // The nomination must not be cut by the round's budget.
             self.round_checks = self.round_checks.saturating_sub(1);
@@ -1222,6 +1225,7 @@ impl IceAgent {
                 && next_at <= now
             {
                 if sent >= self.cfg.check_attempts {
+                    tracing::debug!(pair = %self.path(p), at_ms = now.since(self.started), "ICE check timed out");
                     self.pairs[p].state = if self.pairs[p].valid {
                         PairState::Succeeded
                     } else {

@@ -38,6 +38,11 @@ use std::sync::Arc as Rc;
 
 #[derive(Debug, Clone)]
 pub struct SupernodeConfig {
+    /// Other addresses clients reach this supernode at (its IPv6 address
+    /// beside the advertised IPv4 one): clients list the address they
+    /// attached at in their records, so an envelope forwarded to one of
+    /// these is ours, not a datagram to ourselves that nobody answers.
+    pub aliases: Vec<SocketAddr>,
     pub max_clients: usize,
     pub replicas: usize,
     pub membership: MembershipConfig,
@@ -119,6 +124,7 @@ impl SupernodeConfig {
 impl Default for SupernodeConfig {
     fn default() -> Self {
         SupernodeConfig {
+            aliases: Vec::new(),
             max_clients: 100_000,
             replicas: 3,
             membership: MembershipConfig::default(),

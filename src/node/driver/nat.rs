@@ -144,7 +144,7 @@ impl NatDriver {
     async fn local_address(&self, base: &Base) -> Option<SocketAddr> {
         let bound = base.socket.local_addr().ok()?;
         let first = self.det.servers().first().copied()?;
-        peer::host_address(bound, first).await
+        peer::host_address(bound, base.socket.routed(first)).await
     }
 
     /// Check whether our local address changed (a new network).

@@ -363,6 +363,12 @@ impl SupernodeCore {
         id: EnvelopeId,
         bytes: &[u8],
     ) {
+        // A record names the supernode by the address its client used.
+        let target = if self.cfg.aliases.contains(&target) {
+            self.my_addr
+        } else {
+            target
+        };
         let deadline = now + self.cfg.envelope_forward_timeout_ms;
         self.env.forwards.insert((target, id), (purpose, deadline));
         self.timer(deadline, T_FORWARD, target, id);

@@ -405,12 +405,14 @@ impl Peers {
         if !self.paths.tcp_mode {
             self.ice.observe(observed);
         }
+        // Behind NAT64 an IPv4 supernode is reached over IPv6.
+        let routed = base.socket.routed(supernode);
         if !self
             .hosts
             .iter()
-            .any(|(h, _)| h.is_ipv4() == supernode.is_ipv4())
+            .any(|(h, _)| h.is_ipv4() == routed.is_ipv4())
             && let Ok(bound) = base.socket.local_addr()
-            && let Some(h) = peer::host_address(bound, supernode).await
+            && let Some(h) = peer::host_address(bound, routed).await
         {
             self.hosts.push((h, supernode));
             self.ice.set_host(self.host_addrs());
@@ -452,7 +454,9 @@ impl Peers {
         for &(h, towards) in &self.hosts {
             // No route (the old network is gone, the new one not up yet):
             // keep the old address until there is one.
-            let cur = peer::host_address(bound, towards).await.unwrap_or(h);
+            let cur = peer::host_address(bound, base.socket.routed(towards))
+                .await
+                .unwrap_or(h);
             now_hosts.push((cur, towards));
         }
         (now_hosts != self.hosts).then_some(now_hosts)
