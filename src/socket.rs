@@ -167,9 +167,12 @@ impl NodeSocket {
     /// `dst`.
     pub fn routed(&self, dst: SocketAddr) -> SocketAddr {
         match (self.nat64, dst) {
-            (Some(p), SocketAddr::V4(v4)) => {
-                SocketAddr::V6(SocketAddrV6::new(nat64_synthesize(p, *v4.ip()), v4.port(), 0, 0))
-            }
+            (Some(p), SocketAddr::V4(v4)) => SocketAddr::V6(SocketAddrV6::new(
+                nat64_synthesize(p, *v4.ip()),
+                v4.port(),
+                0,
+                0,
+            )),
             _ => dst,
         }
     }
@@ -297,6 +300,20 @@ mod tests {
         peer.send_to(b"back", from).await.unwrap();
         let (n, back) = s.recv_from(&mut buf).await.unwrap();
         assert_eq!((n, back), (4, as_v4));
+        // Routing lookups (the host candidate) go towards the prefix too:
+        // an IPv4 supernode is found over IPv6, from an IPv6 address.
+        assert_eq!(s.routed(as_v4), peer.local_addr().unwrap());
+        let v6 = "[2001:db8::1]:5".parse().unwrap();
+        assert_eq!(s.routed(v6), v6);
+        let h = crate::node::peer::host_address(s.local_addr().unwrap(), s.routed(as_v4)).await;
+        assert!(h.is_some_and(|h| h.is_ipv6()), "{h:?}");
+    }
+
+    #[test]
+    fn the_interface_addresses_include_the_loopback() {
+        let ips = interface_addrs();
+        assert!(ips.contains(&Ipv4Addr::LOCALHOST.into()), "{ips:?}");
+        assert!(ips.iter().all(|ip| !ip.is_unspecified()), "{ips:?}");
     }
 
     #[tokio::test]

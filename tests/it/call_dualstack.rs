@@ -100,6 +100,24 @@ fn dual_stack_pair_prefers_ipv6() {
     assert!(remote.starts_with("[::1]:"), "{remote}");
 }
 
+/// A dual-stack supernode advertised at its IPv4 address and reached by
+/// both clients over IPv6: their records name it by its IPv6 address, and
+/// it must know that address for its own (else it forwards the call's
+/// envelopes to itself, they time out and are stored, and bob never
+/// rings).
+#[test]
+fn a_supernode_knows_its_ipv6_address_from_the_clients_records() {
+    let _turn = scenario!();
+    let _one = one_at_a_time();
+    let net = Network::start_listening("[::]:0", "[::]:0", "[::]:0", "");
+    let (net, _rest) = CallNet::start_in(net, &["sn1"], &["alice", "bob"], |a| {
+        vec![a[0].replace("127.0.0.1", "[::1]")]
+    });
+    assert!(net.boot[0].starts_with("[::1]:"), "{:?}", net.boot);
+    let remote = tone_call(&net, &[]);
+    assert!(remote.starts_with("[::1]:"), "{remote}");
+}
+
 /// A dual-stack callee and an IPv4-only caller meet over IPv4.
 #[test]
 fn ipv4_only_caller_reaches_a_dual_stack_callee() {
