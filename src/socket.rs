@@ -245,6 +245,44 @@ pub async fn bind_tcp(listen: SocketAddr) -> io::Result<tokio::net::TcpListener>
     tokio::net::TcpListener::bind(listen).await
 }
 
+/// The addresses of this host's interfaces (`getifaddrs`), both families,
+/// link-local IPv6 left out (it needs a scope to be reached). Empty when
+/// the call fails.
+pub fn interface_addrs() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below; every
+    // node and address pointer is checked before it is read.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return out;
+        }
+        let mut cur = head;
+        while !cur.is_null() {
+            let sa = (*cur).ifa_addr;
+            if !sa.is_null() {
+                match i32::from((*sa).sa_family) {
+                    libc::AF_INET => {
+                        let a = &*(sa as *const libc::sockaddr_in);
+                        out.push(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into());
+                    }
+                    libc::AF_INET6 => {
+                        let a = &*(sa as *const libc::sockaddr_in6);
+                        let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                        if !ip.is_unicast_link_local() {
+                            out.push(ip.into());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,42 +396,4 @@ mod tests {
         let v6: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
         assert_eq!(canonical(v6), v6);
     }
-}
-
-/// The addresses of this host's interfaces (`getifaddrs`), both families,
-/// link-local IPv6 left out (it needs a scope to be reached). Empty when
-/// the call fails.
-pub fn interface_addrs() -> Vec<std::net::IpAddr> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list we free below; every
-    // node and address pointer is checked before it is read.
-    unsafe {
-        if libc::getifaddrs(&mut head) != 0 {
-            return out;
-        }
-        let mut cur = head;
-        while !cur.is_null() {
-            let sa = (*cur).ifa_addr;
-            if !sa.is_null() {
-                match i32::from((*sa).sa_family) {
-                    libc::AF_INET => {
-                        let a = &*(sa as *const libc::sockaddr_in);
-                        out.push(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into());
-                    }
-                    libc::AF_INET6 => {
-                        let a = &*(sa as *const libc::sockaddr_in6);
-                        let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
-                        if !ip.is_unicast_link_local() {
-                            out.push(ip.into());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(head);
-    }
-    out
 }
