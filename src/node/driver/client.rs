@@ -663,6 +663,12 @@ impl ClientDriver {
             self.peers.on_client_event(&mut cx, ce).await;
             self.peers_out();
         }
+        if let Event::Nat(r) = &e
+            && let (Some(server), Some(public)) = (r.server, r.public)
+            && !self.base.tcp.has_link(server)
+        {
+            self.peers.stun_answered(&self.base, server, public).await;
+        }
         // A dead supernode's session is stale: the next message must start
         // a fresh handshake (it may have restarted).
         if let Event::Client(ClientEvent::Detached { supernode, .. }) = &e {

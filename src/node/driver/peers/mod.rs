@@ -398,6 +398,14 @@ impl Peers {
         });
     }
 
+    /// The NAT detection's server saw us at `public`: a candidate like an
+    /// attachment's. A dual-stack client may have attached over IPv6 only
+    /// (both supernodes answered there first); the detection, run over
+    /// IPv4 where there is any, gives its IPv4 candidates.
+    pub async fn stun_answered(&mut self, base: &Base, server: SocketAddr, public: SocketAddr) {
+        self.attached(base, server, public).await;
+    }
+
     /// A supernode saw us at `observed`: a server-reflexive candidate, and
     /// (once per family) our host candidate.
     async fn attached(&mut self, base: &Base, supernode: SocketAddr, observed: SocketAddr) {
