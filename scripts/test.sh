@@ -34,7 +34,7 @@ trap 'rm -f "$log"' EXIT
 cargo test --locked 2>&1 | tee "$log"
 
 # The real-NAT lab needs root (network namespaces and nftables); it
-# installs nftables, conntrack, coturn and netcat itself.
+# installs nftables, conntrack, coturn, netcat, tayga and unbound itself.
 if [ "$(id -u)" -eq 0 ]; then
     lab/check-nat-types.sh
     # Every ordered pair of the six environments connects with real
@@ -50,6 +50,11 @@ if [ "$(id -u)" -eq 0 ]; then
     # UDP-blocked (through the relays, TURN over TCP); every recording
     # holds every other tone (about 40 s).
     lab/conf-nat.sh
+    # IPv6: IPv6-only, IPv4-only, dual-stack, behind an IPv6 firewall and
+    # behind NAT64/DNS64 (tayga, unbound); every ordered pair calls with
+    # audio both ways, direct wherever a family in common reaches (about
+    # 2 min; installs tayga and unbound).
+    lab/v6.sh
 else
     echo "skipping the real-NAT lab: it needs root"
 fi
