@@ -112,12 +112,31 @@ impl NatDriver {
 
     /// The servers to measure against: the configured ones, else `known`
     /// (the attached supernodes, then the other known ones).
-    fn servers(&self, known: impl FnOnce() -> Vec<SocketAddr>) -> Vec<SocketAddr> {
-        if self.opts.servers.is_empty() {
-            one_family(known())
+    /// The servers to measure against: one family, IPv4 when this host
+    /// has a route to one of them (directly or through NAT64).
+    async fn servers(
+        &self,
+        base: &Base,
+        known: impl FnOnce() -> Vec<SocketAddr>,
+    ) -> Vec<SocketAddr> {
+        let all = if self.opts.servers.is_empty() {
+            known()
         } else {
-            one_family(self.opts.servers.clone())
+            self.opts.servers.clone()
+        };
+        let mut v4_route = false;
+        if let Ok(bound) = base.socket.local_addr() {
+            for &a in all.iter().filter(|a| a.is_ipv4()) {
+                if peer::host_address(bound, base.socket.routed(a))
+                    .await
+                    .is_some()
+                {
+                    v4_route = true;
+                    break;
+                }
+            }
         }
+        one_family(all, v4_route)
     }
 
     /// Start the detection (once).
@@ -130,7 +149,7 @@ impl NatDriver {
         if self.started {
             return;
         }
-        let servers = self.servers(known);
+        let servers = self.servers(base, known).await;
         self.det.set_servers(servers);
         let local = self.local_address(base).await;
         let now = base.now();
@@ -222,9 +241,13 @@ impl NatDriver {
 
 /// The servers of one family: a NAT maps each family on its own, and
 /// RFC 5780 tests compare addresses that must be of one family. IPv4 when
-/// there is any (where NATs are), else IPv6 (an IPv6-only network).
-fn one_family(servers: Vec<SocketAddr>) -> Vec<SocketAddr> {
-    let v4 = servers.iter().any(|a| a.is_ipv4());
+/// there is any and the host has a route to it (`v4_route`: where NATs
+/// are), else IPv6 (an IPv6-only network; IPv4 again when there is no
+/// IPv6 server, to report what fails).
+fn one_family(servers: Vec<SocketAddr>, v4_route: bool) -> Vec<SocketAddr> {
+    let any_v4 = servers.iter().any(|a| a.is_ipv4());
+    let any_v6 = servers.iter().any(|a| a.is_ipv6());
+    let v4 = any_v4 && (v4_route || !any_v6);
     servers.into_iter().filter(|a| a.is_ipv4() == v4).collect()
 }
 
@@ -242,10 +265,14 @@ mod tests {
             a("198.51.100.2:7710"),
         ];
         assert_eq!(
-            one_family(mixed),
+            one_family(mixed.clone(), true),
             vec![a("198.51.100.1:7710"), a("198.51.100.2:7710")]
         );
+        // An IPv6-only host measures over IPv6.
+        assert_eq!(one_family(mixed, false), vec![a("[2001:db8::1]:7710")]);
         let v6 = vec![a("[2001:db8::1]:7710"), a("[2001:db8::2]:7710")];
-        assert_eq!(one_family(v6.clone()), v6);
+        assert_eq!(one_family(v6.clone(), true), v6);
+        let v4 = vec![a("198.51.100.1:7710")];
+        assert_eq!(one_family(v4.clone(), false), v4);
     }
 }
