@@ -333,6 +333,7 @@ fn chat_pane_with_history() {
                 state: MessageState::Received,
             },
         ],
+        unread: 0,
     });
     typed(&mut app, "is anyone there? q");
     key(&mut app, KeyCode::Enter);
@@ -958,6 +959,7 @@ fn chat_scrollback_and_dates() {
     app.handle_event(Event::History {
         with: "echo123".into(),
         messages,
+        unread: 0,
     });
     let screen = draw(&app, 100, 30);
     assert!(
