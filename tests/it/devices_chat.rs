@@ -238,6 +238,18 @@ fn sent_messages_and_read_state_follow_the_account() {
         |h: &[(String, bool, String, bool)]| h.iter().map(|m| m.0.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&h_desk), ids(&h_laptop));
     assert_eq!((unread_desk, unread_laptop), (1, 1));
+    // bob's acknowledgements reach both devices: every message sent shows
+    // acknowledged on each (the laptop's came from the mailbox for the
+    // last two, in either order with the copies).
+    for p in [&mut desk, &mut laptop] {
+        p.say("history bob");
+        let h = p.wait_json(T, |v| v["event"] == "history" && v["with"] == "bob");
+        for m in h["messages"].as_array().unwrap() {
+            if m["outgoing"] == true {
+                assert_eq!(m["acked"], true, "{}: {h}", p.name);
+            }
+        }
+    }
 
     // Read on the desk: read on the laptop.
     desk.say("read bob");
