@@ -152,6 +152,24 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     );
     v.push(chat);
+    // Copies to our other devices (kinds 5 and 6).
+    for p in [
+        crate::chat::ChatPayload::Sent {
+            peer: "bob",
+            id: [3; 16],
+            sent_at_ms: 4,
+            text: "sent elsewhere",
+        },
+        crate::chat::ChatPayload::Read {
+            peer: "bob",
+            sent_at_ms: 4,
+            id: [3; 16],
+        },
+    ] {
+        let mut b = vec![p.kind()];
+        b.extend(p.encode());
+        v.push(b);
+    }
     let mut presence = vec![4];
     presence.extend(
         crate::contacts::ContactPayload::Presence {
@@ -502,7 +520,8 @@ pub fn app_payloads(b: &[u8]) {
     let Some((&k, rest)) = b.split_first() else {
         return;
     };
-    let k = k % 5;
+    // Kinds 0-6: chat (1, 2, 5, 6), contacts (3, 4) and unknown (0).
+    let k = k % 7;
     if let Ok(p) = ChatPayload::decode(k, rest) {
         assert_eq!(p.encode(), rest);
     }
@@ -1315,6 +1334,26 @@ mod tests {
         let all = super::seeds();
         assert!(seeds.iter().all(|s| all.contains(s)));
     }
+
+    /// The seeds of every chat kind decode as app payloads (the fuzz
+    /// starts past the decoder's checks), the device copies included.
+    #[test]
+    fn chat_seeds_decode() {
+        use crate::overlay::envelope::kind;
+        let mut kinds = Vec::new();
+        for s in super::seeds() {
+            if let Some((&k, rest)) = s.split_first()
+                && let Ok(p) = crate::chat::ChatPayload::decode(k, rest)
+            {
+                kinds.push(p.kind());
+                app_payloads(&s);
+            }
+        }
+        for k in [kind::CHAT, kind::CHAT_SENT, kind::CHAT_READ] {
+            assert!(kinds.contains(&k), "no seed of kind {k}");
+        }
+    }
+
     use crate::wire::stun::{ChannelData, Class, Datagram, classify, method};
 
     /// What stun-rs reads from a STUN message, as our header names it.

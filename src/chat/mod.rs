@@ -17,18 +17,41 @@
 //! copy, so resending never shows a duplicate. Messages from blocked users
 //! are dropped unacknowledged.
 //!
+//! One account on several devices (issue 17): incoming messages and their
+//! acknowledgements reach every device of the account (the overlay seals
+//! one copy per device). What one device does is copied to the account's
+//! other devices ([`ChatCore::with_account`]), as XMPP message carbons
+//! (XEP-0280) do, in envelopes to our own username (the overlay leaves out
+//! the sending device) that wait on the directory owners for a device that
+//! is offline:
+//! - `CHAT_SENT`: a message we sent, kept there as outgoing in the
+//!   conversation with its recipient, once (by id), dated by the sending
+//!   device's clock so the histories sort alike; sent with the first
+//!   attempt of the message, and again after a restart while it is still
+//!   in the outbox;
+//! - `CHAT_READ`: the conversation is read up to an incoming message (a
+//!   mark that only moves forward; see [`ChatCore::mark_read`]).
+//!
+//! Both are taken only from a device of our own account (the envelope's
+//! verified certificate names our username); they are not acknowledged end
+//! to end: the overlay's answer (delivered, or stored for an offline
+//! device) ends them, a failure sends them again, up to
+//! [`MAX_SYNC_ATTEMPTS`] times.
+//!
 //! [`ChatCore`] is sans-IO for the network and time (envelopes go out
 //! through an [`EnvelopeSink`], `now` comes in); its history and outbox
 //! are the SQLite [`ChatStore`].
 //!
 //! Payloads: `CHAT`: `id [16] | sent_at_ms u64 | text str16`;
-//! `CHAT_ACK`: `id [16]`.
+//! `CHAT_ACK`: `id [16]`; `CHAT_SENT`: `peer str8 | id [16] | sent_at_ms
+//! u64 | text str16`; `CHAT_READ`: `peer str8 | sent_at_ms u64 | id [16]`
+//! (`peer`: the other party, a canonical username).
 
 mod store;
 
 pub use store::ChatStore;
 
-use crate::identity::Certificate;
+use crate::identity::{Certificate, Username};
 use crate::overlay::EnvelopeId;
 use crate::overlay::envelope::kind;
 pub use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
@@ -44,6 +67,17 @@ pub type MsgId = [u8; 16];
 
 /// Longest message text, in bytes.
 pub const MAX_TEXT: usize = 4000;
+
+/// Attempts at one copy to our other devices before it is given up.
+pub const MAX_SYNC_ATTEMPTS: u32 = 8;
+
+/// Copies to our other devices awaiting the overlay's answer, at most
+/// (the overlay answers every envelope; this bounds a lost answer).
+const MAX_SYNCS_IN_FLIGHT: usize = 1024;
+
+/// Acknowledgements of our messages that came before the copy of the
+/// message from the device that sent it, at most.
+const MAX_EARLY_ACKS: usize = 1024;
 
 #[derive(Debug, Error)]
 pub enum ChatError {
@@ -77,6 +111,9 @@ pub struct Message {
     pub at_ms: u64,
     /// Outgoing: when the recipient acknowledged it.
     pub acked_at_ms: Option<u64>,
+    /// Incoming: read, here or on another of our devices (at or before
+    /// the conversation's read mark). Always false for outgoing ones.
+    pub read: bool,
 }
 
 /// Chat payloads.
@@ -90,6 +127,41 @@ pub enum ChatPayload<'a> {
     Ack {
         id: MsgId,
     },
+    /// A message we sent to `peer` from another of our devices.
+    Sent {
+        peer: &'a str,
+        id: MsgId,
+        sent_at_ms: u64,
+        text: &'a str,
+    },
+    /// The conversation with `peer` is read up to the incoming message
+    /// (`sent_at_ms`, `id`), on another of our devices.
+    Read {
+        peer: &'a str,
+        sent_at_ms: u64,
+        id: MsgId,
+    },
+}
+
+/// A payload's `peer`: a username in canonical form (what the sender's
+/// history is keyed by), so that decoding and encoding agree.
+fn read_peer<'a>(r: &mut Reader<'a>) -> Result<&'a str, WireError> {
+    let peer = r.str8("peer")?;
+    match Username::parse(peer) {
+        Ok(u) if u.as_str() == peer => Ok(peer),
+        _ => Err(WireError::Invalid { field: "peer" }),
+    }
+}
+
+fn read_text<'a>(r: &mut Reader<'a>) -> Result<&'a str, WireError> {
+    let text = r.str16("message text")?;
+    if text.len() > MAX_TEXT {
+        return Err(WireError::TooLarge {
+            len: text.len(),
+            max: MAX_TEXT,
+        });
+    }
+    Ok(text)
 }
 
 impl<'a> ChatPayload<'a> {
@@ -97,6 +169,8 @@ impl<'a> ChatPayload<'a> {
         match self {
             ChatPayload::Message { .. } => kind::CHAT,
             ChatPayload::Ack { .. } => kind::CHAT_ACK,
+            ChatPayload::Sent { .. } => kind::CHAT_SENT,
+            ChatPayload::Read { .. } => kind::CHAT_READ,
         }
     }
 
@@ -113,6 +187,24 @@ impl<'a> ChatPayload<'a> {
             ChatPayload::Ack { id } => {
                 w.raw(id);
             }
+            ChatPayload::Sent {
+                peer,
+                id,
+                sent_at_ms,
+                text,
+            } => {
+                w.bytes8(peer.as_bytes())
+                    .raw(id)
+                    .u64(*sent_at_ms)
+                    .bytes16(text.as_bytes());
+            }
+            ChatPayload::Read {
+                peer,
+                sent_at_ms,
+                id,
+            } => {
+                w.bytes8(peer.as_bytes()).u64(*sent_at_ms).raw(id);
+            }
         }
         w.into_vec()
     }
@@ -124,13 +216,7 @@ impl<'a> ChatPayload<'a> {
             kind::CHAT => {
                 let id = r.array()?;
                 let sent_at_ms = r.u64()?;
-                let text = r.str16("message text")?;
-                if text.len() > MAX_TEXT {
-                    return Err(WireError::TooLarge {
-                        len: text.len(),
-                        max: MAX_TEXT,
-                    });
-                }
+                let text = read_text(&mut r)?;
                 ChatPayload::Message {
                     id,
                     sent_at_ms,
@@ -138,6 +224,28 @@ impl<'a> ChatPayload<'a> {
                 }
             }
             kind::CHAT_ACK => ChatPayload::Ack { id: r.array()? },
+            kind::CHAT_SENT => {
+                let peer = read_peer(&mut r)?;
+                let id = r.array()?;
+                let sent_at_ms = r.u64()?;
+                let text = read_text(&mut r)?;
+                ChatPayload::Sent {
+                    peer,
+                    id,
+                    sent_at_ms,
+                    text,
+                }
+            }
+            kind::CHAT_READ => {
+                let peer = read_peer(&mut r)?;
+                let sent_at_ms = r.u64()?;
+                let id = r.array()?;
+                ChatPayload::Read {
+                    peer,
+                    sent_at_ms,
+                    id,
+                }
+            }
             got => {
                 return Err(WireError::UnknownType {
                     what: "chat payload",
@@ -213,6 +321,12 @@ pub enum ChatEvent {
     },
     /// A history write failed (the message stays unacknowledged).
     StoreFailed { error: String },
+    /// A message we sent from another of our devices, now in this history
+    /// (outgoing; shown once).
+    Synced(Message),
+    /// The conversation with `peer` was read, here or on another of our
+    /// devices: `unread` incoming messages are left after the mark.
+    Read { peer: String, unread: u64 },
 }
 
 /// Why a message was given up.
@@ -230,10 +344,33 @@ struct Pending {
     next_try: Millis,
 }
 
+/// A copy of what we did for our other devices (`CHAT_SENT`, `CHAT_READ`).
+#[derive(Debug)]
+struct SelfSync {
+    kind: u8,
+    payload: Vec<u8>,
+    /// Attempts made so far.
+    attempts: u32,
+    /// Sent again at (node timeline), after a failure.
+    next_try: Millis,
+}
+
 #[derive(Debug)]
 pub struct ChatCore {
     store: ChatStore,
     cfg: ChatConfig,
+    /// Our own username (canonical): what we do is copied to our other
+    /// devices, and copies are taken from them only. `None`: no copies.
+    me: Option<String>,
+    /// Copies to our other devices awaiting the overlay's answer, by
+    /// envelope id.
+    syncs: BTreeMap<EnvelopeId, SelfSync>,
+    /// Copies that failed, waiting to go again at their `next_try`.
+    syncs_due: Vec<SelfSync>,
+    /// Acknowledgements (peer, id) -> when, of our messages not in this
+    /// history yet: sent from another of our devices whose copy is still
+    /// on its way; applied when it comes. At most [`MAX_EARLY_ACKS`].
+    early_acks: BTreeMap<(String, MsgId), u64>,
     pending: BTreeMap<(String, MsgId), Pending>,
     by_envelope: BTreeMap<EnvelopeId, (String, MsgId)>,
     /// Recipients the directory did not know, since when (cleared when
@@ -261,11 +398,22 @@ impl ChatCore {
         Ok(ChatCore {
             store,
             cfg,
+            me: None,
+            syncs: BTreeMap::new(),
+            syncs_due: Vec::new(),
+            early_acks: BTreeMap::new(),
             pending,
             not_found: BTreeMap::new(),
             by_envelope: BTreeMap::new(),
             events: VecDeque::new(),
         })
+    }
+
+    /// Run as user `me`, whose other devices get copies of the messages we
+    /// send and of what we read, and whose copies we take.
+    pub fn with_account(mut self, me: &str) -> Self {
+        self.me = Some(me.to_ascii_lowercase());
+        self
     }
 
     /// Messages waiting for their acknowledgement.
@@ -304,6 +452,7 @@ impl ChatCore {
             sent_at_ms: unix.get(),
             at_ms: unix.get(),
             acked_at_ms: None,
+            read: false,
         };
         self.store.queue_outgoing(&m)?;
         self.events
@@ -325,6 +474,17 @@ impl ChatCore {
         let Some(p) = self.pending.get_mut(key) else {
             return;
         };
+        // The first attempt (of this process) copies it to our other
+        // devices; they keep it once, whatever the number of copies.
+        let copy = (p.attempts == 0).then(|| {
+            ChatPayload::Sent {
+                peer: &key.0,
+                id: key.1,
+                sent_at_ms: p.sent_at_ms,
+                text: &p.text,
+            }
+            .encode()
+        });
         p.attempts += 1;
         p.next_try = now + self.cfg.attempt_timeout_ms;
         let payload = ChatPayload::Message {
@@ -335,6 +495,108 @@ impl ChatCore {
         .encode();
         let env = sink.send_envelope(&key.0, kind::CHAT, &payload, true);
         self.by_envelope.insert(env, key.clone());
+        if let Some(copy) = copy {
+            self.send_sync(kind::CHAT_SENT, copy, 0, sink);
+        }
+    }
+
+    /// Send a copy to our other devices (stored for those offline).
+    fn send_sync(&mut self, k: u8, payload: Vec<u8>, attempts: u32, sink: &mut dyn EnvelopeSink) {
+        let Some(me) = &self.me else {
+            return;
+        };
+        let env = sink.send_envelope(me, k, &payload, true);
+        if self.syncs.len() >= MAX_SYNCS_IN_FLIGHT {
+            self.syncs.pop_first();
+        }
+        self.syncs.insert(
+            env,
+            SelfSync {
+                kind: k,
+                payload,
+                attempts: attempts + 1,
+                next_try: Millis::MAX,
+            },
+        );
+    }
+
+    /// The user read the conversation with `peer` (up to its newest
+    /// incoming message): marked here and on our other devices (where it
+    /// comes as [`ChatEvent::Read`]). Returns the messages left unread
+    /// (0: the mark is at the newest).
+    pub fn mark_read(&mut self, peer: &str, sink: &mut dyn EnvelopeSink) -> Result<u64, ChatError> {
+        let peer = peer.to_ascii_lowercase();
+        if let Some((sent_at_ms, id)) = self.store.newest_incoming(&peer)?
+            && self.store.mark_read(&peer, (sent_at_ms, id))?
+        {
+            let copy = ChatPayload::Read {
+                peer: &peer,
+                sent_at_ms,
+                id,
+            }
+            .encode();
+            self.send_sync(kind::CHAT_READ, copy, 0, sink);
+        }
+        self.store.unread(&peer)
+    }
+
+    /// Incoming messages from `peer` not read yet.
+    pub fn unread(&self, peer: &str) -> Result<u64, ChatError> {
+        self.store.unread(&peer.to_ascii_lowercase())
+    }
+
+    /// A copy from one of our other devices (`from`, already checked to be
+    /// of our account).
+    fn on_sync(&mut self, p: ChatPayload<'_>) {
+        let r = match p {
+            ChatPayload::Sent {
+                peer,
+                id,
+                sent_at_ms,
+                text,
+            } => {
+                let m = Message {
+                    peer: peer.to_owned(),
+                    id,
+                    outgoing: true,
+                    text: text.to_owned(),
+                    sent_at_ms,
+                    // Dated as the sending device dated it: the histories
+                    // sort alike.
+                    at_ms: sent_at_ms,
+                    acked_at_ms: self.early_acks.remove(&(peer.to_owned(), id)),
+                    read: false,
+                };
+                self.store.insert_sent_copy(&m).map(|new| {
+                    if new {
+                        self.events.push_back(ChatEvent::Synced(m));
+                    }
+                })
+            }
+            ChatPayload::Read {
+                peer,
+                sent_at_ms,
+                id,
+            } => self
+                .store
+                .mark_read(peer, (sent_at_ms, id))
+                .and_then(|moved| {
+                    if moved {
+                        let unread = self.store.unread(peer)?;
+                        self.events.push_back(ChatEvent::Read {
+                            peer: peer.to_owned(),
+                            unread,
+                        });
+                    }
+                    Ok(())
+                }),
+            ChatPayload::Message { .. } | ChatPayload::Ack { .. } => Ok(()),
+        };
+        if let Err(e) = r {
+            self.events.push_back(ChatEvent::StoreFailed {
+                error: e.to_string(),
+            });
+        }
     }
 
     /// An envelope of a chat kind arrived from `from` (verified). Returns
@@ -349,14 +611,26 @@ impl ChatCore {
         blocked: bool,
         sink: &mut dyn EnvelopeSink,
     ) -> bool {
-        if k != kind::CHAT && k != kind::CHAT_ACK {
+        if ![kind::CHAT, kind::CHAT_ACK, kind::CHAT_SENT, kind::CHAT_READ].contains(&k) {
             return false;
         }
         let peer = from.username.to_ascii_lowercase();
-        let Ok(p) = ChatPayload::decode(k, payload) else {
-            tracing::debug!(%peer, "malformed chat payload");
-            return true;
+        let p = match ChatPayload::decode(k, payload) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(%peer, "malformed chat payload: {e}");
+                return true;
+            }
         };
+        if matches!(p, ChatPayload::Sent { .. } | ChatPayload::Read { .. }) {
+            // Only a device of our own account speaks for us.
+            if self.me.as_deref() == Some(peer.as_str()) {
+                self.on_sync(p);
+            } else {
+                tracing::debug!(%peer, "copy from another account refused");
+            }
+            return true;
+        }
         if blocked {
             tracing::debug!(%peer, "chat from a blocked user dropped");
             return true;
@@ -375,6 +649,7 @@ impl ChatCore {
                     sent_at_ms,
                     at_ms: unix.get(),
                     acked_at_ms: None,
+                    read: false,
                 };
                 match self.store.insert_incoming(&m) {
                     Ok(new) => {
@@ -399,6 +674,15 @@ impl ChatCore {
                         self.by_envelope.retain(|_, k| *k != key);
                         if was {
                             self.events.push_back(ChatEvent::Acked { to: peer, id });
+                        } else if self.me.is_some()
+                            && !self.store.has_outgoing(&peer, &id).unwrap_or(true)
+                        {
+                            // Sent from another of our devices, whose copy
+                            // has not come yet.
+                            if self.early_acks.len() >= MAX_EARLY_ACKS {
+                                self.early_acks.pop_first();
+                            }
+                            self.early_acks.insert(key, unix.get());
                         }
                     }
                     Err(e) => self.events.push_back(ChatEvent::StoreFailed {
@@ -406,6 +690,8 @@ impl ChatCore {
                     }),
                 }
             }
+            // Taken above.
+            ChatPayload::Sent { .. } | ChatPayload::Read { .. } => {}
         }
         true
     }
@@ -466,6 +752,21 @@ impl ChatCore {
         env: &EnvelopeId,
         o: EnvelopeOutcome,
     ) -> bool {
+        if let Some(mut s) = self.syncs.remove(env) {
+            if let EnvelopeOutcome::Failed(why) = o {
+                if s.attempts < MAX_SYNC_ATTEMPTS {
+                    let exp = self
+                        .cfg
+                        .retry_base_ms
+                        .saturating_mul(1 << s.attempts.min(16));
+                    s.next_try = now + exp.min(self.cfg.max_backoff_ms);
+                    self.syncs_due.push(s);
+                } else {
+                    tracing::debug!("copy to our other devices given up: {why}");
+                }
+            }
+            return true;
+        }
         let Some(key) = self.by_envelope.remove(env) else {
             return false;
         };
@@ -508,6 +809,13 @@ impl ChatCore {
         for k in due {
             self.attempt(now, &k, sink);
         }
+        let (due, later) = std::mem::take(&mut self.syncs_due)
+            .into_iter()
+            .partition::<Vec<_>, _>(|s| s.next_try <= now);
+        self.syncs_due = later;
+        for s in due {
+            self.send_sync(s.kind, s.payload, s.attempts, sink);
+        }
         // Outcomes that never came (the overlay gives up well before).
         if self.by_envelope.len() > 4 * self.pending.len() + 64 {
             let live: std::collections::BTreeSet<&(String, MsgId)> = self.pending.keys().collect();
@@ -517,7 +825,11 @@ impl ChatCore {
 
     /// The next retry; `None` with nothing pending.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.pending.values().map(|p| p.next_try).min()
+        self.pending
+            .values()
+            .map(|p| p.next_try)
+            .chain(self.syncs_due.iter().map(|s| s.next_try))
+            .min()
     }
 
     pub fn poll_event(&mut self) -> Option<ChatEvent> {
@@ -573,6 +885,17 @@ mod tests {
                 text: "héllo",
             },
             ChatPayload::Ack { id: [2; 16] },
+            ChatPayload::Sent {
+                peer: "bob",
+                id: [3; 16],
+                sent_at_ms: 7,
+                text: "to bob",
+            },
+            ChatPayload::Read {
+                peer: "bob",
+                sent_at_ms: 8,
+                id: [4; 16],
+            },
         ];
         for p in ps {
             let b = p.encode();
@@ -582,6 +905,327 @@ mod tests {
             }
         }
         assert!(ChatPayload::decode(99, &[]).is_err());
+        // A peer that is no canonical username is refused.
+        for peer in ["Bob", "b", "bob!"] {
+            let p = ChatPayload::Read {
+                peer,
+                sent_at_ms: 1,
+                id: [0; 16],
+            };
+            assert!(
+                ChatPayload::decode(p.kind(), &p.encode()).is_err(),
+                "{peer}"
+            );
+        }
+    }
+
+    fn core(me: &str) -> ChatCore {
+        ChatCore::new(
+            ChatStore::in_memory().unwrap(),
+            ChatConfig::default(),
+            Millis(0),
+        )
+        .unwrap()
+        .with_account(me)
+    }
+
+    fn events(c: &mut ChatCore) -> Vec<ChatEvent> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    /// Issue 17: a message sent on one device shows on the account's
+    /// other devices as sent, once, in the sender's order; copies come
+    /// from our own account only.
+    #[test]
+    fn sent_messages_are_copied_to_our_other_devices() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (mut a1, mut a2) = (core("alice"), core("Alice"));
+        let mut out = Sent::default();
+        let mut ids = Vec::new();
+        for (t, text) in [(30, "one"), (10, "two"), (20, "three")] {
+            ids.push(
+                a1.send(Millis(t), UnixMillis(t), &mut rng, "bob", text, &mut out)
+                    .unwrap(),
+            );
+        }
+        // Each message goes to bob, and a copy to alice (the overlay leaves
+        // this device out).
+        let copies: Vec<Vec<u8>> = out
+            .0
+            .iter()
+            .filter(|(to, k, ..)| to == "alice" && *k == kind::CHAT_SENT)
+            .map(|(_, _, p, store, _)| {
+                assert!(*store, "waits for an offline device");
+                p.clone()
+            })
+            .collect();
+        assert_eq!(copies.len(), 3);
+        assert_eq!(out.0.iter().filter(|(to, ..)| to == "bob").count(), 3);
+        let mut none = Sent::default();
+        // Delivered twice, out of order: shown once each.
+        for p in copies.iter().rev().chain(copies.iter()) {
+            assert!(a2.on_envelope(
+                UnixMillis(99),
+                &cert("alice"),
+                kind::CHAT_SENT,
+                p,
+                false,
+                &mut none
+            ));
+        }
+        assert!(none.0.is_empty(), "copies are not acknowledged");
+        let ev = events(&mut a2);
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        assert!(
+            ev.iter()
+                .all(|e| matches!(e, ChatEvent::Synced(m) if m.outgoing && m.peer == "bob"))
+        );
+        // The same history as the sending device, in its order.
+        let strip = |h: Vec<Message>| -> Vec<(MsgId, bool, String, u64)> {
+            h.into_iter()
+                .map(|m| (m.id, m.outgoing, m.text, m.sent_at_ms))
+                .collect()
+        };
+        let h2 = strip(a2.history("bob", 10).unwrap());
+        assert_eq!(h2, strip(a1.history("bob", 10).unwrap()));
+        assert_eq!(
+            h2.iter().map(|m| m.2.as_str()).collect::<Vec<_>>(),
+            ["two", "three", "one"]
+        );
+        assert_eq!(a2.outbox_len(), 0, "the sending device sends it");
+        assert_eq!(a2.poll_timeout(), None);
+
+        // Bob's acknowledgement reaches both; on a2 it marks the copy, and
+        // one that comes before the copy is kept for it.
+        let ack = ChatPayload::Ack { id: ids[0] }.encode();
+        a2.on_envelope(
+            UnixMillis(100),
+            &cert("bob"),
+            kind::CHAT_ACK,
+            &ack,
+            false,
+            &mut none,
+        );
+        assert_eq!(a2.history("bob", 10).unwrap()[2].acked_at_ms, Some(100));
+        assert!(events(&mut a2).is_empty(), "not ours to report");
+        let early = [7; 16];
+        let ack = ChatPayload::Ack { id: early }.encode();
+        a2.on_envelope(
+            UnixMillis(101),
+            &cert("bob"),
+            kind::CHAT_ACK,
+            &ack,
+            false,
+            &mut none,
+        );
+        let copy = ChatPayload::Sent {
+            peer: "bob",
+            id: early,
+            sent_at_ms: 40,
+            text: "four",
+        }
+        .encode();
+        a2.on_envelope(
+            UnixMillis(102),
+            &cert("alice"),
+            kind::CHAT_SENT,
+            &copy,
+            false,
+            &mut none,
+        );
+        assert_eq!(a2.history("bob", 1).unwrap()[0].acked_at_ms, Some(101));
+
+        // A stranger cannot put words in our mouth.
+        let forged = ChatPayload::Sent {
+            peer: "bob",
+            id: [8; 16],
+            sent_at_ms: 50,
+            text: "forged",
+        }
+        .encode();
+        let blocked_or_not = [false, true];
+        for b in blocked_or_not {
+            assert!(a2.on_envelope(
+                UnixMillis(103),
+                &cert("mallory"),
+                kind::CHAT_SENT,
+                &forged,
+                b,
+                &mut none
+            ));
+        }
+        assert!(
+            a2.history("bob", 10)
+                .unwrap()
+                .iter()
+                .all(|m| m.text != "forged")
+        );
+        assert!(a2.history("mallory", 10).unwrap().is_empty());
+        // Nor does bob, about his own conversation.
+        a2.on_envelope(
+            UnixMillis(104),
+            &cert("bob"),
+            kind::CHAT_SENT,
+            &forged,
+            false,
+            &mut none,
+        );
+        assert!(
+            a2.history("bob", 10)
+                .unwrap()
+                .iter()
+                .all(|m| m.text != "forged")
+        );
+        assert!(none.0.is_empty());
+
+        // A core with no account sends no copies.
+        let mut lone = ChatCore::new(
+            ChatStore::in_memory().unwrap(),
+            ChatConfig::default(),
+            Millis(0),
+        )
+        .unwrap();
+        let mut out = Sent::default();
+        lone.send(Millis(1), UnixMillis(1), &mut rng, "bob", "hi", &mut out)
+            .unwrap();
+        assert_eq!(out.0.len(), 1);
+        assert_eq!(out.0[0].0, "bob");
+    }
+
+    /// A copy whose envelope failed goes again with backoff, a bounded
+    /// number of times; one delivered or stored (for an offline device)
+    /// is done. A restart copies the outbox again (receivers dedupe).
+    #[test]
+    fn copies_are_retried_and_resent_after_a_restart() {
+        let cfg = ChatConfig::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let mut rng = StdRng::seed_from_u64(6);
+        let mut a1 = ChatCore::new(ChatStore::open(&path).unwrap(), cfg.clone(), Millis(0))
+            .unwrap()
+            .with_account("alice");
+        let mut out = Sent::default();
+        a1.send(Millis(1), UnixMillis(1), &mut rng, "bob", "hi", &mut out)
+            .unwrap();
+        let copy = |out: &Sent| -> Vec<(Vec<u8>, EnvelopeId)> {
+            out.0
+                .iter()
+                .filter(|(to, ..)| to == "alice")
+                .map(|(_, _, p, _, e)| (p.clone(), *e))
+                .collect()
+        };
+        let (p0, env) = copy(&out)[0].clone();
+        assert!(a1.on_envelope_outcome(Millis(2), &env, EnvelopeOutcome::Failed("x".into())));
+        let at = a1.poll_timeout().unwrap();
+        assert!(
+            at > Millis(2) && at <= Millis(2) + cfg.max_backoff_ms,
+            "{at:?}"
+        );
+        a1.handle_timeout(at, &mut out);
+        let copies = copy(&out);
+        assert_eq!(copies.len(), 2);
+        assert_eq!(copies[1].0, p0, "the same copy");
+        // Failing for good: given up after MAX_SYNC_ATTEMPTS.
+        let mut env = copies[1].1;
+        let mut now = at;
+        for _ in 0..MAX_SYNC_ATTEMPTS + 2 {
+            a1.on_envelope_outcome(now, &env, EnvelopeOutcome::Failed("x".into()));
+            now += cfg.max_backoff_ms;
+            a1.handle_timeout(now, &mut out);
+            env = out.0.last().unwrap().4;
+        }
+        assert_eq!(copy(&out).len() as u32, MAX_SYNC_ATTEMPTS);
+        drop(a1);
+
+        // Restarted with the message still unacknowledged: copied again.
+        let mut a1 = ChatCore::new(ChatStore::open(&path).unwrap(), cfg.clone(), Millis(0))
+            .unwrap()
+            .with_account("alice");
+        let mut out = Sent::default();
+        a1.handle_timeout(Millis(0), &mut out);
+        let copies = copy(&out);
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].0, p0);
+        assert!(a1.on_envelope_outcome(Millis(1), &copies[0].1, EnvelopeOutcome::Stored));
+        // Stored for an offline device: done; only bob's retry is due.
+        a1.handle_timeout(Millis(1) + cfg.ack_wait_ms, &mut out);
+        assert_eq!(copy(&out).len(), 1);
+    }
+
+    /// Reading a conversation on one device marks it read on the others,
+    /// exactly up to the message read there.
+    #[test]
+    fn read_state_follows_the_account() {
+        let (mut a1, mut a2) = (core("alice"), core("alice"));
+        let mut none = Sent::default();
+        for (id, at) in [(1u8, 10u64), (2, 20)] {
+            let p = ChatPayload::Message {
+                id: [id; 16],
+                sent_at_ms: at,
+                text: "hi",
+            }
+            .encode();
+            for c in [&mut a1, &mut a2] {
+                c.on_envelope(
+                    UnixMillis(at),
+                    &cert("bob"),
+                    kind::CHAT,
+                    &p,
+                    false,
+                    &mut none,
+                );
+            }
+        }
+        assert_eq!(
+            (a1.unread("bob").unwrap(), a2.unread("Bob").unwrap()),
+            (2, 2)
+        );
+        let mut out = Sent::default();
+        assert_eq!(a1.mark_read("bob", &mut out).unwrap(), 0);
+        assert!(
+            events(&mut a1)
+                .iter()
+                .all(|e| !matches!(e, ChatEvent::Read { .. }))
+        );
+        let (to, k, p, store, _) = out.0[0].clone();
+        assert_eq!((to.as_str(), k, store), ("alice", kind::CHAT_READ, true));
+        // Reading again moves nothing and sends nothing.
+        assert_eq!(a1.mark_read("bob", &mut out).unwrap(), 0);
+        assert_eq!(out.0.len(), 1);
+
+        // Not from a stranger.
+        a2.on_envelope(UnixMillis(30), &cert("bob"), k, &p, false, &mut none);
+        assert_eq!(a2.unread("bob").unwrap(), 2);
+        // A message a1 had not seen when it read stays unread on a2.
+        let late = ChatPayload::Message {
+            id: [3; 16],
+            sent_at_ms: 25,
+            text: "late",
+        }
+        .encode();
+        a2.on_envelope(
+            UnixMillis(31),
+            &cert("bob"),
+            kind::CHAT,
+            &late,
+            false,
+            &mut none,
+        );
+        while a2.poll_event().is_some() {}
+        a2.on_envelope(UnixMillis(32), &cert("alice"), k, &p, false, &mut none);
+        assert_eq!(
+            events(&mut a2),
+            vec![ChatEvent::Read {
+                peer: "bob".into(),
+                unread: 1
+            }]
+        );
+        let h = a2.history("bob", 10).unwrap();
+        let read: Vec<bool> = h.iter().map(|m| m.read).collect();
+        assert_eq!(read, [true, true, false]);
+        // Twice: once.
+        a2.on_envelope(UnixMillis(33), &cert("alice"), k, &p, false, &mut none);
+        assert!(events(&mut a2).is_empty());
     }
 
     #[test]

@@ -36,6 +36,13 @@ const MIGRATIONS: &[&str] = &[
         id BLOB NOT NULL,
         PRIMARY KEY (peer, id)
     );",
+    // 2: how far each conversation is read: incoming messages up to
+    // (sent_at, id), in that order, are read.
+    "CREATE TABLE read_marks (
+        peer TEXT PRIMARY KEY,
+        sent_at INTEGER NOT NULL,
+        id BLOB NOT NULL
+    );",
 ];
 
 pub struct ChatStore {
@@ -119,6 +126,7 @@ impl ChatStore {
                     sent_at_ms: r.get::<_, i64>(3)? as u64,
                     at_ms: r.get::<_, i64>(4)? as u64,
                     acked_at_ms: None,
+                    read: false,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -171,6 +179,99 @@ impl ChatStore {
         Ok(n > 0)
     }
 
+    /// Keep a message we sent from another of our devices, as outgoing
+    /// (not in our outbox: that device sends it); returns false when it
+    /// was already there.
+    pub fn insert_sent_copy(&mut self, m: &Message) -> Result<bool, ChatError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO messages (peer, id, outgoing, text, sent_at, at, acked_at) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
+                params![
+                    m.peer,
+                    &m.id[..],
+                    m.text,
+                    m.sent_at_ms as i64,
+                    m.at_ms as i64,
+                    m.acked_at_ms.map(|v| v as i64)
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// Whether our outgoing message `id` to `peer` is in the history.
+    pub fn has_outgoing(&self, peer: &str, id: &MsgId) -> Result<bool, ChatError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM messages WHERE peer = ?1 AND id = ?2 AND outgoing = 1",
+                params![peer, &id[..]],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The conversation with `peer` is read up to this mark: (sent_at, id)
+    /// of the newest incoming message read.
+    pub fn read_mark(&self, peer: &str) -> Result<Option<(u64, MsgId)>, ChatError> {
+        self.conn
+            .query_row(
+                "SELECT sent_at, id FROM read_marks WHERE peer = ?1",
+                params![peer],
+                |r| Ok((r.get::<_, i64>(0)? as u64, id_of(r.get(1)?))),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Move the read mark of `peer` up to `mark` (never back). Returns
+    /// whether it moved.
+    pub fn mark_read(&mut self, peer: &str, mark: (u64, MsgId)) -> Result<bool, ChatError> {
+        if self.read_mark(peer)?.is_some_and(|m| m >= mark) {
+            return Ok(false);
+        }
+        self.conn
+            .execute(
+                "INSERT INTO read_marks (peer, sent_at, id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (peer) DO UPDATE SET sent_at = ?2, id = ?3",
+                params![peer, mark.0 as i64, &mark.1[..]],
+            )
+            .map(|_| true)
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest incoming message from `peer`, as a read mark.
+    pub fn newest_incoming(&self, peer: &str) -> Result<Option<(u64, MsgId)>, ChatError> {
+        self.conn
+            .query_row(
+                "SELECT sent_at, id FROM messages WHERE peer = ?1 AND outgoing = 0
+                 ORDER BY sent_at DESC, id DESC LIMIT 1",
+                params![peer],
+                |r| Ok((r.get::<_, i64>(0)? as u64, id_of(r.get(1)?))),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Incoming messages from `peer` after its read mark.
+    pub fn unread(&self, peer: &str) -> Result<u64, ChatError> {
+        // No mark: every incoming message is unread.
+        let (at, id) = self
+            .read_mark(peer)?
+            .map_or((-1, [0; 16]), |(at, id)| (at as i64, id));
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE peer = ?1 AND outgoing = 0
+                 AND (sent_at > ?2 OR (sent_at = ?2 AND id > ?3))",
+                params![peer, at, &id[..]],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// Whether an outgoing message is still waiting for its ack.
     pub fn is_pending(&self, peer: &str, id: &MsgId) -> Result<bool, ChatError> {
         self.conn
@@ -186,6 +287,7 @@ impl ChatStore {
 
     /// The last `limit` messages exchanged with `peer`, oldest first.
     pub fn history(&self, peer: &str, limit: usize) -> Result<Vec<Message>, ChatError> {
+        let mark = self.read_mark(peer)?;
         let mut st = self
             .conn
             .prepare(
@@ -203,10 +305,14 @@ impl ChatStore {
                     sent_at_ms: r.get::<_, i64>(3)? as u64,
                     at_ms: r.get::<_, i64>(4)? as u64,
                     acked_at_ms: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    read: false,
                 })
             })
             .map_err(|e| self.err(e))?;
         let mut v: Vec<Message> = rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        for m in &mut v {
+            m.read = !m.outgoing && mark.is_some_and(|k| (m.sent_at_ms, m.id) <= k);
+        }
         v.reverse();
         Ok(v)
     }
@@ -225,6 +331,7 @@ mod tests {
             sent_at_ms: at,
             at_ms: at,
             acked_at_ms: None,
+            read: false,
         }
     }
 
@@ -261,6 +368,32 @@ mod tests {
         s.queue_outgoing(&msg("alice", 1, true, 8)).unwrap();
         assert_eq!(s.history("alice", 10).unwrap().len(), 2);
         assert_eq!(s.history("alice", 1).unwrap()[0].at_ms, 8);
+    }
+
+    #[test]
+    fn sent_copies_and_read_marks() {
+        let mut s = ChatStore::in_memory().unwrap();
+        assert!(s.insert_sent_copy(&msg("bob", 1, true, 5)).unwrap());
+        assert!(
+            !s.insert_sent_copy(&msg("bob", 1, true, 6)).unwrap(),
+            "once"
+        );
+        assert!(s.has_outgoing("bob", &[1; 16]).unwrap());
+        assert!(s.outbox().unwrap().is_empty(), "the other device sends it");
+        for (id, at) in [(2, 10), (3, 20), (4, 20)] {
+            s.insert_incoming(&msg("bob", id, false, at)).unwrap();
+        }
+        assert_eq!(s.unread("bob").unwrap(), 3);
+        assert_eq!(s.newest_incoming("bob").unwrap(), Some((20, [4; 16])));
+        assert!(s.mark_read("bob", (20, [3; 16])).unwrap());
+        assert_eq!(s.unread("bob").unwrap(), 1, "same time, higher id: unread");
+        assert!(!s.mark_read("bob", (10, [2; 16])).unwrap(), "never back");
+        let h = s.history("bob", 10).unwrap();
+        let read: Vec<bool> = h.iter().map(|m| m.read).collect();
+        assert_eq!(read, [false, true, true, false]);
+        assert!(s.mark_read("bob", (20, [4; 16])).unwrap());
+        assert_eq!(s.unread("bob").unwrap(), 0);
+        assert_eq!(s.unread("carol").unwrap(), 0);
     }
 
     #[test]

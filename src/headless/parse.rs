@@ -105,6 +105,12 @@ pub const GRAMMAR: &[Verb] = &[
         &["load history"],
     ),
     verb(
+        "read",
+        "read USER",
+        "mark the conversation with USER read, on every device of ours",
+        &["read"],
+    ),
+    verb(
         "add",
         "add USER [GREETING]",
         "ask USER to be a contact",
@@ -378,6 +384,7 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
             },
         },
         "history" => history(user()?, tail)?,
+        "read" if tail.is_empty() => Command::MarkRead { with: user()? },
         "quit" => return bare(Input::Command(Command::Quit)),
         "help" => return bare(Input::Help),
         "call" if tail.is_empty() => Command::Call { username: user()? },
@@ -666,6 +673,8 @@ mod tests {
         );
         assert_eq!(parse("refuse"), Err(ParseError::Usage("refuse USER")));
         assert_eq!(cmd("contacts"), Command::ListContacts);
+        assert_eq!(cmd("read bob"), Command::MarkRead { with: "bob".into() });
+        assert!(parse("read bob now").is_err());
         assert_eq!(
             cmd("history bob 5"),
             Command::LoadHistory {

@@ -96,8 +96,25 @@ pub fn event(e: &Event) -> Option<Rendered> {
         Event::EnvelopeResult { id, result } => envelope_result(*id, result),
         Event::Peer(p) => peer(p),
         Event::Message(m) => message(m),
+        Event::MessageSynced(m) => {
+            let mut v = message_json(m);
+            v["event"] = json!("message_synced");
+            v["to"] = json!(m.peer);
+            r(
+                v,
+                format!("me (on another device) to {}: {}", m.peer, m.text),
+            )
+        }
+        Event::ChatRead { with, unread } => r(
+            json!({"event": "chat_read", "with": with, "unread": unread}),
+            format!("conversation with {with} read ({unread} unread)"),
+        ),
         Event::MessageState { peer, id, state } => message_state(peer, *id, state),
-        Event::History { with, messages } => history(with, messages),
+        Event::History {
+            with,
+            messages,
+            unread,
+        } => history(with, messages, *unread),
         Event::ContactChange(c) => contact_change(c),
         Event::Contacts(list) => contacts(list),
         Event::OwnStatus {
@@ -798,6 +815,7 @@ fn message_json(m: &ChatMessage) -> Value {
         "text": m.text,
         "sent_at": time_ms(m.sent_at),
         "acked": m.state == MessageState::Delivered,
+        "read": m.state == MessageState::Read,
     })
 }
 
@@ -839,7 +857,7 @@ fn message_state(to: &str, id: u128, state: &MessageState) -> Option<Rendered> {
             Some(e),
             format!("message to {to} failed for good: {e}"),
         ),
-        MessageState::Sending | MessageState::Received => return None,
+        MessageState::Sending | MessageState::Received | MessageState::Read => return None,
     };
     r(
         json!({"event": "message_status", "to": to, "id": id, "status": status, "error": error}),
@@ -847,7 +865,7 @@ fn message_state(to: &str, id: u128, state: &MessageState) -> Option<Rendered> {
     )
 }
 
-fn history(with: &str, messages: &[ChatMessage]) -> Option<Rendered> {
+fn history(with: &str, messages: &[ChatMessage], unread: u64) -> Option<Rendered> {
     let line = messages
         .iter()
         .map(|m| {
@@ -858,7 +876,7 @@ fn history(with: &str, messages: &[ChatMessage]) -> Option<Rendered> {
         .join("\n");
     let list: Vec<Value> = messages.iter().map(message_json).collect();
     r(
-        json!({"event": "history", "with": with, "messages": list}),
+        json!({"event": "history", "with": with, "messages": list, "unread": unread}),
         line,
     )
 }

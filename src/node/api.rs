@@ -111,6 +111,12 @@ pub enum Command {
         before: Option<MessageId>,
         limit: u32,
     },
+    /// The conversation with `with` is read (up to its newest incoming
+    /// message), here and on our other devices; answered by
+    /// [`Event::ChatRead`].
+    MarkRead {
+        with: String,
+    },
     /// Call a user; [`Event::Call`] reports the call and its states.
     Call {
         username: String,
@@ -374,6 +380,7 @@ impl Command {
             Command::Activity => "activity",
             Command::SendMessage { .. } => "send message",
             Command::LoadHistory { .. } => "load history",
+            Command::MarkRead { .. } => "read",
             Command::Call { .. } => "call",
             Command::AcceptCall { .. } => "accept call",
             Command::DeclineCall { .. } => "decline call",
@@ -492,6 +499,15 @@ pub enum Event {
     },
     /// A chat message sent or received (history loads use [`Event::History`]).
     Message(ChatMessage),
+    /// A message we sent from another of our devices, now in this
+    /// device's history too (outgoing, each once).
+    MessageSynced(ChatMessage),
+    /// The conversation with `with` was read (here, or on another of our
+    /// devices): `unread` incoming messages are left.
+    ChatRead {
+        with: String,
+        unread: u64,
+    },
     /// A sent message changed state (delivered, failed).
     MessageState {
         peer: String,
@@ -501,6 +517,9 @@ pub enum Event {
     History {
         with: String,
         messages: Vec<ChatMessage>,
+        /// Incoming messages with `with` not read yet (all of them, not
+        /// only those listed).
+        unread: u64,
     },
     /// A call appeared or changed state.
     Call(CallInfo),
@@ -905,8 +924,10 @@ pub enum MessageState {
     Delivered,
     /// Outgoing, given up.
     Failed(String),
-    /// Incoming.
+    /// Incoming, not read yet.
     Received,
+    /// Incoming, read (here or on another of our devices).
+    Read,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

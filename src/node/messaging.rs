@@ -71,6 +71,17 @@ pub enum MessagingCommand {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<crate::chat::Message>, String>>,
     },
+    /// Incoming messages from a user not read yet.
+    Unread {
+        with: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// The conversation with a user is read: marked here and on our other
+    /// devices; the messages left unread come back.
+    MarkRead {
+        with: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     /// The contact list.
     Contacts {
         reply: oneshot::Sender<Vec<crate::contacts::ContactInfo>>,
@@ -139,6 +150,8 @@ impl MessagingCommand {
         match self {
             MessagingCommand::SendMessage { .. } => "send message",
             MessagingCommand::History { .. } => "load history",
+            MessagingCommand::Unread { .. } => "unread",
+            MessagingCommand::MarkRead { .. } => "read",
             MessagingCommand::Contacts { .. } => "contacts",
             MessagingCommand::AddContact { .. } => "add contact",
             MessagingCommand::AcceptContact { .. } => "accept contact",
@@ -175,7 +188,8 @@ impl Messaging {
         contacts: ContactsConfig,
         now: Millis,
     ) -> Result<Self, MessagingError> {
-        let c = ChatCore::new(ChatStore::open(&data_dir.join("chat.db"))?, chat, now)?;
+        let c =
+            ChatCore::new(ChatStore::open(&data_dir.join("chat.db"))?, chat, now)?.with_account(me);
         let k = ContactsCore::new(
             ContactStore::open(&data_dir.join("contacts.db"))?,
             me,
@@ -431,6 +445,16 @@ impl Messaging {
                 let _ = reply.send(self.chat.history(&with, limit).map_err(|e| e.to_string()));
                 Ok(())
             }
+            MessagingCommand::Unread { with, reply } => {
+                let _ = reply.send(self.chat.unread(&with).map_err(|e| e.to_string()));
+                Ok(())
+            }
+            MessagingCommand::MarkRead { with, reply } => {
+                // A failure is the asker's to report.
+                let r = self.chat.mark_read(&with, &mut sink);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+                Ok(())
+            }
             MessagingCommand::Contacts { reply } => {
                 let _ = reply.send(c.list());
                 Ok(())
@@ -512,6 +536,8 @@ fn contacts_command(
         // Not the contacts core's: `Messaging::command` handles them.
         MessagingCommand::SendMessage { .. }
         | MessagingCommand::History { .. }
+        | MessagingCommand::Unread { .. }
+        | MessagingCommand::MarkRead { .. }
         | MessagingCommand::Contacts { .. }
         | MessagingCommand::Group(_) => Ok(()),
     }

@@ -490,6 +490,8 @@ impl ClientCore {
         let Some(e) = self.envelopes.get(&id) else {
             return;
         };
+        // To our own username: our other devices (never this one).
+        let own = e.to == self.cert.username.to_ascii_lowercase();
         let fresh: Option<Vec<Certificate>> = self
             .peer_devices
             .get(&e.to)
@@ -498,7 +500,11 @@ impl ClientCore {
             })
             .map(|(recs, _)| {
                 if to_every_device(e.kind) {
-                    return recs.iter().map(|r| r.cert.clone()).collect();
+                    return recs
+                        .iter()
+                        .filter(|r| !own || r.cert.x25519 != self.cert.x25519)
+                        .map(|r| r.cert.clone())
+                        .collect();
                 }
                 // One device: the one that last wrote to us (it is in the
                 // call), else the most available.
@@ -509,7 +515,17 @@ impl ClientCore {
                     .map(|r| vec![r.cert.clone()])
                     .unwrap_or_default()
             })
-            .filter(|certs: &Vec<Certificate>| !certs.is_empty());
+            .filter(|certs: &Vec<Certificate>| !certs.is_empty() || own);
+        if own && fresh.as_ref().is_some_and(|c| c.is_empty()) {
+            if e.device.is_none() && !self.groups.contains_key(&e.group) {
+                // Not copied yet, and this is our only device: every
+                // other one has it (there is none).
+                self.finish_copy(id, envelope::EnvelopeOutcome::Delivered);
+            } else {
+                self.device_gone(now, id);
+            }
+            return;
+        }
         let Some(certs) = fresh else {
             let to = e.to.clone();
             if !self.key_lookups.contains_key(&to) {

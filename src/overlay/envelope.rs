@@ -69,6 +69,10 @@ pub mod kind {
     pub const CHAT_ACK: u8 = 2;
     pub const CONTACT: u8 = 3;
     pub const PRESENCE: u8 = 4;
+    /// A message we sent, copied to our other devices (`chat`).
+    pub const CHAT_SENT: u8 = 5;
+    /// A conversation read on one of our devices (`chat`).
+    pub const CHAT_READ: u8 = 6;
     /// 16-31: call signalling. 32-47: ICE / NAT traversal. 48-63: media.
     pub const CALL_FIRST: u8 = 16;
     pub const ICE_FIRST: u8 = 32;

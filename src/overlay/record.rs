@@ -312,10 +312,18 @@ impl PresenceRecord {
         // Issuer, signature and username; time is judged against `now` in
         // `verify_signed`, so this result may be cached per certificate.
         let signed = self.signed_at_ms / 1000;
+        // Within the certificate's validity; a certificate that has none
+        // (not_before past not_after, as a stranger may send) is judged at
+        // not_before, where it fails, rather than panicking the clamp.
+        let last = self
+            .cert
+            .not_after
+            .saturating_sub(1)
+            .max(self.cert.not_before);
         self.cert
             .verify(
                 authority,
-                UnixSecs(signed.clamp(self.cert.not_before, self.cert.not_after.saturating_sub(1))),
+                UnixSecs(signed.clamp(self.cert.not_before, last)),
             )
             .map_err(RecordError::Certificate)
     }

@@ -152,7 +152,17 @@ impl App {
             self.send(Command::CallHistory { limit: 50 });
         }
         let first_contact = matches!(&e, Event::Contact { .. }) && self.model.contacts.is_empty();
+        // A message that arrives in the open chat is read as it shows.
+        let read = match &e {
+            Event::Message(m) if !m.outgoing && self.model.chat_open.as_ref() == Some(&m.peer) => {
+                Some(m.peer.clone())
+            }
+            _ => None,
+        };
         self.model.apply(e);
+        if let Some(with) = read {
+            self.send(Command::MarkRead { with });
+        }
         if first_contact {
             self.buddies = BuddyList::default();
         }
@@ -508,6 +518,8 @@ impl App {
                 limit: 200,
             });
         }
+        // Read here: read on our other devices too.
+        self.send(Command::MarkRead { with: name.clone() });
         self.model.chat_open = Some(name.clone());
         if self.chat.peer.as_deref() != Some(name.as_str()) {
             self.chat.follow();

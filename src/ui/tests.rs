@@ -307,11 +307,16 @@ fn chat_pane_with_history() {
     key(&mut app, KeyCode::Enter);
     assert_eq!(
         app.take_commands(),
-        vec![Command::LoadHistory {
-            with: "echo123".into(),
-            before: None,
-            limit: 200
-        }]
+        vec![
+            Command::LoadHistory {
+                with: "echo123".into(),
+                before: None,
+                limit: 200
+            },
+            Command::MarkRead {
+                with: "echo123".into()
+            }
+        ]
     );
     app.handle_event(Event::History {
         with: "echo123".into(),
@@ -333,6 +338,7 @@ fn chat_pane_with_history() {
                 state: MessageState::Received,
             },
         ],
+        unread: 0,
     });
     typed(&mut app, "is anyone there? q");
     key(&mut app, KeyCode::Enter);
@@ -800,11 +806,16 @@ fn stranger_message_read_answered_added_blocked() {
     key(&mut app, KeyCode::Enter);
     assert_eq!(
         app.take_commands(),
-        vec![Command::LoadHistory {
-            with: "erin".into(),
-            before: None,
-            limit: 200
-        }]
+        vec![
+            Command::LoadHistory {
+                with: "erin".into(),
+                before: None,
+                limit: 200
+            },
+            Command::MarkRead {
+                with: "erin".into()
+            }
+        ]
     );
     let screen = draw(&app, 100, 30);
     assert!(
@@ -958,6 +969,7 @@ fn chat_scrollback_and_dates() {
     app.handle_event(Event::History {
         with: "echo123".into(),
         messages,
+        unread: 0,
     });
     let screen = draw(&app, 100, 30);
     assert!(

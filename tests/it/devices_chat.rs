@@ -1,7 +1,9 @@
 //! One account on two devices (issue 17): alice logs in on a second
 //! machine (its own data directory, device key and certificate); bob's
 //! contact request and messages reach each of her devices exactly once,
-//! and she shows online to bob while either device runs.
+//! and she shows online to bob while either device runs. What she sends
+//! from one device shows on the other as sent, once and in order (also
+//! when that one was offline), and reading on one device reads on both.
 
 use crate::common::procs::{Network, Proc};
 use std::time::{Duration, Instant};
@@ -96,5 +98,178 @@ fn messages_reach_both_devices_exactly_once() {
     desk.quit(T);
     let v = alice_shows(&mut bob, "offline");
     assert_eq!(v["status"], "offline", "{v}");
+    bob.quit(T);
+}
+
+/// The texts of the `event` events (`message_synced`: field `to`;
+/// `message`: field `from`) naming `peer` that `p` shows within `window`.
+fn events_with(p: &Proc, event: &str, field: &str, peer: &str, window: Duration) -> Vec<String> {
+    let deadline = Instant::now() + window;
+    let mut got = Vec::new();
+    while let Ok(l) = p
+        .lines
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&l)
+            && v["event"] == event
+            && v[field] == peer
+        {
+            got.push(v["text"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    got
+}
+
+/// `p`'s history with `with`: (id, outgoing, text, read) of each message,
+/// and the unread count.
+fn history(p: &mut Proc, with: &str) -> (Vec<(String, bool, String, bool)>, u64) {
+    p.say(&format!("history {with}"));
+    let h = p.wait_json(T, |v| v["event"] == "history" && v["with"] == with);
+    let msgs = h["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{h}"))
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap_or_default().to_owned(),
+                m["outgoing"].as_bool().unwrap_or_default(),
+                m["text"].as_str().unwrap_or_default().to_owned(),
+                m["read"].as_bool().unwrap_or_default(),
+            )
+        })
+        .collect();
+    (msgs, h["unread"].as_u64().unwrap_or_else(|| panic!("{h}")))
+}
+
+/// Send `text` to `to` and wait for the recipient's acknowledgement.
+fn send_acked(p: &mut Proc, to: &str, text: &str) {
+    p.say(&format!("msg {to} {text}"));
+    let q = p.wait_json(T, |v| v["event"] == "message_queued");
+    p.wait_json(T, |v| v["event"] == "message_acked" && v["id"] == q["id"]);
+}
+
+fn texts(h: &[(String, bool, String, bool)]) -> Vec<(bool, &str)> {
+    h.iter().map(|m| (m.1, m.2.as_str())).collect()
+}
+
+/// Jami's paired devices do not see their own sent messages (jami#6):
+/// here alice's laptop shows what she sent from her desk, once and in
+/// order, also what was sent while the laptop was off; both show bob's
+/// reply once; reading on the desk reads on the laptop.
+#[test]
+fn sent_messages_and_read_state_follow_the_account() {
+    let _turn = scenario!();
+    let net = Network::start();
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
+    net.login_device("alice", "alice-laptop");
+    let mut desk = net.headless("alice", &all[..1], &[]);
+    let mut laptop = net.headless("alice-laptop", &all[1..], &[]);
+    let mut bob = net.headless("bob", &all, &[]);
+    for p in [&desk, &laptop, &bob] {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+
+    let first = ["one", "two", "three"];
+    for t in first {
+        send_acked(&mut desk, "bob", t);
+    }
+    assert_eq!(messages(&bob, "alice", Duration::from_secs(3)), first);
+    assert_eq!(
+        events_with(
+            &laptop,
+            "message_synced",
+            "to",
+            "bob",
+            Duration::from_secs(3)
+        ),
+        first,
+        "the laptop shows each once, in order"
+    );
+    let (h, _) = history(&mut laptop, "bob");
+    assert_eq!(
+        texts(&h),
+        first.iter().map(|t| (true, *t)).collect::<Vec<_>>()
+    );
+
+    // bob's reply reaches both devices once.
+    send_acked(&mut bob, "alice", "back at you");
+    for p in [&desk, &laptop] {
+        assert_eq!(
+            messages(p, "bob", Duration::from_secs(3)),
+            ["back at you"],
+            "{}",
+            p.name
+        );
+    }
+
+    // The laptop is off while the desk sends two more.
+    laptop.quit(T);
+    let more = ["four", "five"];
+    for t in more {
+        send_acked(&mut desk, "bob", t);
+    }
+    let mut laptop = net.headless("alice-laptop", &all[1..], &[]);
+    assert_eq!(
+        events_with(
+            &laptop,
+            "message_synced",
+            "to",
+            "bob",
+            Duration::from_secs(10)
+        ),
+        more,
+        "caught up on return, once, in order"
+    );
+
+    // The same history on both devices; bob's reply unread on both.
+    let (h_desk, unread_desk) = history(&mut desk, "bob");
+    let (h_laptop, unread_laptop) = history(&mut laptop, "bob");
+    let want: Vec<(bool, &str)> = vec![
+        (true, "one"),
+        (true, "two"),
+        (true, "three"),
+        (false, "back at you"),
+        (true, "four"),
+        (true, "five"),
+    ];
+    assert_eq!(texts(&h_desk), want);
+    assert_eq!(texts(&h_laptop), want);
+    let ids =
+        |h: &[(String, bool, String, bool)]| h.iter().map(|m| m.0.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&h_desk), ids(&h_laptop));
+    assert_eq!((unread_desk, unread_laptop), (1, 1));
+    // bob's acknowledgements reach both devices: every message sent shows
+    // acknowledged on each (the laptop's came from the mailbox for the
+    // last two, in either order with the copies).
+    for p in [&mut desk, &mut laptop] {
+        p.say("history bob");
+        let h = p.wait_json(T, |v| v["event"] == "history" && v["with"] == "bob");
+        for m in h["messages"].as_array().unwrap() {
+            if m["outgoing"] == true {
+                assert_eq!(m["acked"], true, "{}: {h}", p.name);
+            }
+        }
+    }
+
+    // Read on the desk: read on the laptop.
+    desk.say("read bob");
+    let r = desk.wait_json(T, |v| v["event"] == "chat_read");
+    assert_eq!(
+        (r["with"].as_str(), r["unread"].as_u64()),
+        (Some("bob"), Some(0)),
+        "{r}"
+    );
+    let r = laptop.wait_json(T, |v| v["event"] == "chat_read");
+    assert_eq!(
+        (r["with"].as_str(), r["unread"].as_u64()),
+        (Some("bob"), Some(0)),
+        "{r}"
+    );
+    let (h, unread) = history(&mut laptop, "bob");
+    assert_eq!(unread, 0);
+    assert!(h[3].3, "bob's reply shows read: {h:?}");
+
+    laptop.quit(T);
+    desk.quit(T);
     bob.quit(T);
 }

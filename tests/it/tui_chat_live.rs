@@ -186,11 +186,14 @@ async fn chat_view_from_real_events() {
     key(&mut app, KeyCode::Enter);
     assert_eq!(
         app.take_commands(),
-        vec![Command::LoadHistory {
-            with: "bot".into(),
-            before: None,
-            limit: 200
-        }]
+        vec![
+            Command::LoadHistory {
+                with: "bot".into(),
+                before: None,
+                limit: 200
+            },
+            Command::MarkRead { with: "bot".into() }
+        ]
     );
     typed(&mut app, "hello bot, are you there?");
     let sent = Instant::now();

@@ -744,9 +744,43 @@ impl Runtime {
                 limit,
             } => {
                 let with = with.trim().to_ascii_lowercase();
-                match self.history(&with, before, limit as usize).await {
-                    Ok(messages) => self.emit(Event::History { with, messages }).await,
+                let unread = self
+                    .ask(|reply| {
+                        ov::Command::Messaging(Msg::Unread {
+                            with: with.clone(),
+                            reply,
+                        })
+                    })
+                    .await
+                    .ok_or_else(|| "the node stopped".to_owned())
+                    .and_then(|r| r);
+                let got = self.history(&with, before, limit as usize).await;
+                match got.and_then(|messages| Ok((messages, unread?))) {
+                    Ok((messages, unread)) => {
+                        self.emit(Event::History {
+                            with,
+                            messages,
+                            unread,
+                        })
+                        .await
+                    }
                     Err(e) => self.error("load history", e).await,
+                }
+            }
+            Command::MarkRead { with } => {
+                let with = with.trim().to_ascii_lowercase();
+                let r = self
+                    .ask(|reply| {
+                        ov::Command::Messaging(Msg::MarkRead {
+                            with: with.clone(),
+                            reply,
+                        })
+                    })
+                    .await;
+                match r {
+                    Some(Ok(unread)) => self.emit(Event::ChatRead { with, unread }).await,
+                    Some(Err(e)) => self.error("read", e).await,
+                    None => self.error("read", "the node stopped").await,
                 }
             }
             Command::CallHistory { limit } => self.call_history(limit, None).await,

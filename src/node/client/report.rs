@@ -96,7 +96,9 @@ pub fn chat_message(m: &Message) -> ChatMessage {
         outgoing: m.outgoing,
         text: m.text.clone(),
         sent_at: UnixMillis(m.sent_at_ms),
-        state: if !m.outgoing {
+        state: if !m.outgoing && m.read {
+            MessageState::Read
+        } else if !m.outgoing {
             MessageState::Received
         } else if m.acked_at_ms.is_some() {
             MessageState::Delivered
@@ -178,6 +180,8 @@ pub fn chat_event(e: ChatEvent) -> Option<Event> {
             id: message_id(&id),
             state: MessageState::Failed(reason.to_string()),
         },
+        ChatEvent::Synced(m) => Event::MessageSynced(chat_message(&m)),
+        ChatEvent::Read { peer, unread } => Event::ChatRead { with: peer, unread },
         ChatEvent::StoreFailed { error } => Event::Error {
             command: "chat history".into(),
             reason: ErrorReason::Failed,
@@ -392,6 +396,7 @@ mod tests {
             sent_at_ms: 1,
             at_ms: 2,
             acked_at_ms: None,
+            read: false,
         };
         assert_eq!(chat_message(&m).state, MessageState::Sending);
         let acked = Message {
@@ -404,6 +409,11 @@ mod tests {
             ..m
         };
         assert_eq!(chat_message(&incoming).state, MessageState::Received);
+        let read = Message {
+            read: true,
+            ..incoming
+        };
+        assert_eq!(chat_message(&read).state, MessageState::Read);
     }
 
     #[test]

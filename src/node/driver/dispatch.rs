@@ -45,6 +45,8 @@ pub enum Consumer {
 pub const ROUTES: &[(u8, Consumer)] = &[
     (kind::CHAT, Consumer::Messaging),
     (kind::CHAT_ACK, Consumer::Messaging),
+    (kind::CHAT_SENT, Consumer::Messaging),
+    (kind::CHAT_READ, Consumer::Messaging),
     (kind::CONTACT, Consumer::Messaging),
     (kind::PRESENCE, Consumer::Messaging),
     (group::kind::GROUP, Consumer::Messaging),

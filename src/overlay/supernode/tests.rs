@@ -358,6 +358,45 @@ fn two_devices_are_found_merged_and_both_get_envelopes() {
     assert_eq!(got(&log, a2, b"hello alice"), 1, "exactly once");
 }
 
+/// An envelope to our own username goes to our other devices, never back
+/// to the sender; a user's only device hears it delivered (to nobody) and
+/// seals nothing (issue 17: sent-message copies).
+#[test]
+fn an_envelope_to_ourselves_reaches_our_other_devices_only() {
+    let mut o = overlay(8, 2);
+    o.sim.keep_events = true;
+    o.sim.keep_supernode_events = false;
+    let bob = o.clients[0];
+    let a1 = o.add_device("alice", vec![sn_addr(1)], 101);
+    let a2 = o.add_device("alice", vec![sn_addr(6)], 102);
+    let mut log = Vec::new();
+    run(&mut o, &mut log, 8_000);
+    let id = send(&mut o, a1, "Alice", b"sent by me");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, a2, b"sent by me"), 1);
+    assert_eq!(got(&log, a1, b"sent by me"), 0, "not to the sender");
+    assert!(
+        log.iter()
+            .any(|(n, e)| *n == a1 && *e == ClientEvent::EnvelopeDelivered { id })
+    );
+
+    // bob has one device: nothing to copy, delivered at once.
+    let sent_before = o.sim.client(bob).unwrap().stats.envelopes_sent;
+    let me = Overlay::username(0);
+    let id = send(&mut o, bob, &me, b"to my other devices");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, bob, b"to my other devices"), 0);
+    assert!(
+        log.iter()
+            .any(|(n, e)| *n == bob && *e == ClientEvent::EnvelopeDelivered { id })
+    );
+    assert_eq!(
+        o.sim.client(bob).unwrap().stats.envelopes_sent,
+        sent_before,
+        "nothing sealed"
+    );
+}
+
 #[test]
 fn a_users_device_records_are_capped_and_the_newest_win() {
     let mut o = overlay(8, 1);

@@ -271,7 +271,7 @@ impl Component for ChatPane {
                 MessageState::Retrying(_) => " (retrying)",
                 MessageState::Delivered => " ✓",
                 MessageState::Failed(_) => " ✗",
-                MessageState::Received => "",
+                MessageState::Received | MessageState::Read => "",
             };
             let head = format!("{} {who}: ", when(m.sent_at, model.now));
             let body = format!("{head}{}{mark}", m.text);

@@ -236,7 +236,30 @@ impl Model {
                     m.state = state;
                 }
             }
-            Event::History { with, messages } => {
+            // Sent from another of our devices: shown as ours.
+            Event::MessageSynced(m) => {
+                let chat = self.chats.entry(m.peer.clone()).or_default();
+                if !chat.iter().any(|x| x.id == m.id) {
+                    chat.push(m);
+                    chat.sort_by_key(|m| (m.sent_at, m.id));
+                }
+                if chat.len() > MAX_MESSAGES {
+                    chat.drain(..chat.len() - MAX_MESSAGES);
+                }
+            }
+            // Read on another of our devices.
+            Event::ChatRead { with, unread } => {
+                let unread = usize::try_from(unread).unwrap_or(usize::MAX);
+                match self.contacts.get_mut(&with) {
+                    Some(c) => c.unread = c.unread.min(unread),
+                    None => {
+                        if let Some(n) = self.strangers.get_mut(&with) {
+                            *n = (*n).min(unread);
+                        }
+                    }
+                }
+            }
+            Event::History { with, messages, .. } => {
                 let chat = self.chats.entry(with).or_default();
                 for m in messages {
                     if !chat.iter().any(|x| x.id == m.id) {
