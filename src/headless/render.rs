@@ -6,9 +6,9 @@ use natter::conference::{ConfEvent, ConfId};
 use natter::node::api::ConferenceUpdate;
 use natter::node::api::{
     CallId, CallInfo, CallState, CallStats, ChatMessage, ContactChange, ContactEntry, ContactState,
-    DirectoryRecord, EnvelopeOutcome, Event, FileEvent, FileInfo, GroupChange, GroupChatMessage,
-    GroupEntry, GroupUpdate, LoginState, LookupResult, MessageState, NatReport, OverlayEvent,
-    PeerEvent, PeerPath, RelayCredentials, RemoteChange,
+    DirectoryRecord, EndReason, EnvelopeOutcome, Event, FileEvent, FileInfo, GroupChange,
+    GroupChatMessage, GroupEntry, GroupUpdate, LoginState, LookupResult, MessageState, NatReport,
+    OverlayEvent, PeerEvent, PeerPath, RelayCredentials, RemoteChange,
 };
 use natter::time::UnixMillis;
 use serde_json::{Value, json};
@@ -981,6 +981,9 @@ pub fn call_state(c: &CallInfo) -> Option<Rendered> {
                 "reason": reason.code(), "message": reason.to_string()});
             if let Some(d) = detail {
                 v["detail"] = json!(d);
+            }
+            if let EndReason::AnsweredElsewhere { device } = reason {
+                v["device"] = json!(device.as_str());
             }
             let why = CallState::end_text(reason, detail);
             return r(v, format!("call with {peer} ended: {why}"));
