@@ -959,14 +959,7 @@ impl CallCore {
 
     /// A message about our call `id`, answered on another device than
     /// `device`: that device did not get the call.
-    fn on_other_device(
-        &mut self,
-        now: Millis,
-        from: &str,
-        device: DeviceKey,
-        id: CallId,
-        m: Msg,
-    ) {
+    fn on_other_device(&mut self, now: Millis, from: &str, device: DeviceKey, id: CallId, m: Msg) {
         match m {
             Msg::Ringing => self.tell_answered(now, id, device),
             Msg::Accept { .. } => {
