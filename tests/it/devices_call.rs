@@ -137,3 +137,69 @@ fn a_call_rings_every_device_and_the_first_answer_takes_it() {
         p.quit(T);
     }
 }
+
+/// The same between strangers whose devices bob has never looked up: the
+/// connectivity checks start with the invitation, to one of alice's
+/// devices (which holds bob's offer unanswered: he is no contact); the
+/// desk answers, and the link is made again to it.
+#[test]
+fn a_stranger_calls_and_the_other_device_answers() {
+    let _turn = scenario!();
+    let net = Network::start();
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
+    net.login_device("alice", "alice-laptop");
+    let config = |name: &str, hz: u32| {
+        let toml = format!(
+            "\n[audio]\ninput = \"tone:{hz}\"\noutput = \"null\"\n[call]\nringback = false\nringtone = false\n"
+        );
+        net.config_with_overlay(&format!("{name}.toml"), &toml)
+    };
+    let mut desk = net.headless_with("alice", &config("alice", 400), &all[..1], &[]);
+    let mut laptop =
+        net.headless_with("alice-laptop", &config("alice-laptop", 600), &all[1..], &[]);
+    let mut bob = net.headless_with("bob", &config("bob", 1000), &all, &[]);
+    for p in [&desk, &laptop, &bob] {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+    // Both devices' records at every directory owner (the owners repair
+    // each other every 5 s): bob's lookup for the invitation finds both.
+    std::thread::sleep(Duration::from_secs(6));
+    bob.say("call alice");
+    for p in [&desk, &laptop] {
+        state(p, "incoming");
+    }
+    // Let the checks to the device bob guessed get under way.
+    std::thread::sleep(Duration::from_millis(500));
+    let answered = Instant::now();
+    desk.say("answer");
+    let e = ended(&laptop);
+    assert!(
+        answered.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        answered.elapsed()
+    );
+    assert_eq!(e["reason"], "answered_elsewhere", "{e}");
+    assert_eq!(e["message"], "answered on alice", "{e}");
+    state(&bob, "active");
+    state(&desk, "active");
+    let s = bob.wait_json(T, |v| {
+        v["event"] == "call_stats" && v["packets_received"].as_u64().unwrap_or(0) > 50
+    });
+    assert_eq!(s["path"], "direct", "{s}");
+    for v in events(&laptop, Duration::from_secs(2)) {
+        assert!(
+            v["event"] != "call_stats" && v["event"] != "call_state",
+            "the laptop: {v}"
+        );
+    }
+    let log = std::fs::read_to_string(&bob.log).unwrap_or_default();
+    eprintln!(
+        "bob connected again after the answer: {}",
+        log.contains("connecting again")
+    );
+    desk.say("hangup");
+    assert_eq!(ended(&bob)["message"], "the other side hung up");
+    for p in [&mut desk, &mut laptop, &mut bob] {
+        p.quit(T);
+    }
+}

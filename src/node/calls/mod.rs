@@ -826,11 +826,17 @@ impl Calls {
                     reconnected: false,
                 };
                 let linked = link_device(cx, &peer);
+                // ICE under way since the invitation, to a device of a
+                // callee with several: maybe not the one that answered.
+                let guessed = *side == Side::Caller
+                    && cx.ice.started(&peer).is_some()
+                    && cx.client.reachable_devices(&peer) > 1;
                 if linked.is_some_and(|d| w.device.is_none_or(|x| x == d)) {
                     self.start_media(id, w, cx);
-                } else if linked.is_some() {
-                    // Linked to another device of the callee (ICE started
-                    // with the invitation): again, to the one that answered.
+                } else if linked.is_some() || (linked.is_none() && guessed) {
+                    // Linked (or linking) to another device of the callee:
+                    // again, to the one that answered.
+                    tracing::info!(call = id, %peer, "answered on a device the peer link may not end at: connecting again");
                     w.reconnected = true;
                     self.reconnects.push(peer.clone());
                     self.waiting.insert(id, w);
