@@ -288,6 +288,20 @@ mod tests {
         assert_eq!(h.mark_seen(None).unwrap(), 0);
     }
 
+    /// Issue 17: a call answered on another device of ours is kept with
+    /// that device's name, and is no missed call.
+    #[test]
+    fn a_call_answered_elsewhere_is_not_missed() {
+        let mut h = CallHistory::in_memory().unwrap();
+        let reason = EndReason::AnsweredElsewhere {
+            device: crate::call::DeviceName::new("alice-laptop"),
+        };
+        h.record(&call("bob", false, None, reason)).unwrap();
+        let r = h.recent(1).unwrap();
+        assert_eq!(r[0].reason, reason);
+        assert!(!r[0].missed() && r[0].seen);
+    }
+
     #[test]
     fn old_rows_go() {
         let mut h = CallHistory::in_memory().unwrap();
