@@ -1196,6 +1196,19 @@ mod tests {
         let v = call_state(&c).unwrap().json;
         assert_eq!(v["reason"], "busy");
         assert_eq!(v["detail"], "bob is offline");
+        assert!(v.get("device").is_none());
+        // Issue 17: answered on another device of ours, which it names.
+        c.state = CallState::Ended {
+            reason: EndReason::AnsweredElsewhere {
+                device: natter::node::api::DeviceName::new("alice-laptop"),
+            },
+            detail: None,
+        };
+        let r = call_state(&c).unwrap();
+        assert_eq!(r.json["reason"], "answered_elsewhere");
+        assert_eq!(r.json["device"], "alice-laptop");
+        assert_eq!(r.json["message"], "answered on alice-laptop");
+        assert_eq!(r.line, "call with bob ended: answered on alice-laptop");
         let s = CallStats {
             peer: "bob".into(),
             last: true,
