@@ -203,3 +203,45 @@ fn a_stranger_calls_and_the_other_device_answers() {
         p.quit(T);
     }
 }
+
+/// Declining on one device leaves the other ringing; the caller hanging
+/// up stops it.
+#[test]
+fn one_device_declines_the_other_rings_on_until_the_caller_gives_up() {
+    let _turn = scenario!();
+    let net = Network::start();
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
+    net.login_device("alice", "alice-laptop");
+    let audio = "\n[audio]\ninput = \"null\"\noutput = \"null\"\n";
+    let cfg = |name: &str| net.config_with_overlay(&format!("{name}.toml"), audio);
+    let mut desk = net.headless_with("alice", &cfg("alice"), &all[..1], &[]);
+    let mut laptop = net.headless_with("alice-laptop", &cfg("alice-laptop"), &all[1..], &[]);
+    let mut bob = net.headless_with("bob", &cfg("bob"), &all, &[]);
+    for p in [&desk, &laptop, &bob] {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+    // bob knows both devices (he looked alice up), as a contact would.
+    std::thread::sleep(Duration::from_secs(6));
+    bob.say("lookup alice");
+    bob.wait_json(T, |v| v["event"] == "lookup");
+    bob.say("call alice");
+    for p in [&desk, &laptop] {
+        state(p, "incoming");
+    }
+    state(&bob, "ringing");
+    desk.say("decline");
+    assert_eq!(ended(&desk)["reason"], "declined");
+    // The laptop and bob ring on.
+    for p in [&laptop, &bob] {
+        for v in events(p, Duration::from_millis(1500)) {
+            assert!(v["state"] != "ended", "{}: {v}", p.name);
+        }
+    }
+    bob.say("hangup");
+    let e = ended(&laptop);
+    assert_eq!(e["reason"], "cancelled", "{e}");
+    assert_eq!(ended(&bob)["reason"], "cancelled");
+    for p in [&mut desk, &mut laptop, &mut bob] {
+        p.quit(T);
+    }
+}
