@@ -30,17 +30,19 @@
 //!   exporter with that context ([`crate::media::MediaKeys::export_context`]).
 //!
 //! Devices (issue 17): a user may be online on several devices, each
-//! named here by its [`DeviceKey`]. The Invite goes to every device of the
-//! callee (a transmit with no device); each rings and says so. The first
-//! Accept wins: the call is with that device from then on (every later
-//! message goes to it alone), and every other device that rang is told
-//! [`Msg::AnsweredElsewhere`] with the answering device's name, and stops
-//! ringing ([`EndReason::AnsweredElsewhere`]); so is a device whose Accept
-//! or Ringing comes late. A device that declines (or is busy) stops
-//! ringing alone: the call ends as declined (or busy) only when every
-//! device that rang refused it. A caller who hangs up before an answer
-//! cancels every device. The callee's messages go to the caller's device
-//! that invited.
+//! named here by its [`DeviceKey`]; a [`Transmit`] names the devices it is
+//! for ([`Target`]). The Invite goes to every device of the callee; each
+//! rings and says so. The first Accept wins: the call is with that device
+//! from then on (every later message goes to it alone), and the others
+//! are told [`Msg::AnsweredElsewhere`] with the answering device's name
+//! (once to all but the answering one, and until acknowledged to each
+//! that rang), and stop ringing ([`EndReason::AnsweredElsewhere`]); so is
+//! a device whose Accept or Ringing comes late. A device that declines
+//! (or is busy) stops ringing alone: the call ends as declined (or busy)
+//! when no device rings any more and as many refused as the callee has
+//! devices online (the driver says how many: [`CallCore::expect_devices`]).
+//! A caller who hangs up before an answer cancels every device. The
+//! callee's messages go to the caller's device that invited.
 
 pub mod history;
 pub mod msg;
