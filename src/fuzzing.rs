@@ -231,6 +231,15 @@ pub fn media_seeds() -> Vec<Vec<u8>> {
         }
         .encode(9),
         crate::call::Msg::Hangup.encode(9),
+        crate::call::Msg::Accept {
+            nonce: [2; 16],
+            device: crate::call::DeviceName::new("laptop"),
+        }
+        .encode(9),
+        crate::call::Msg::AnsweredElsewhere {
+            device: crate::call::DeviceName::new("laptop"),
+        }
+        .encode(9),
     ];
     // A real Opus frame, sealed.
     if let Ok(mut enc) = crate::media::codec::Encoder::new(Default::default()) {
@@ -655,34 +664,87 @@ pub fn media(b: &[u8]) {
 
     // The call core: the bytes as a message about no call, then about a
     // call in each state (the call id patched in when long enough).
+    // Devices: bob's two (the second rings too, the first answers) and
+    // alice's one.
+    let (desk, laptop, home) = ([1u8; 32], [2u8; 32], [3u8; 32]);
     let mut c = CallCore::new(CallConfig::default());
-    c.handle_message(Millis(0), UnixMillis(0), "bob", UnixMillis(0), b);
+    c.handle_message(Millis(0), UnixMillis(0), "bob", desk, UnixMillis(0), b);
     let id = 7u64;
     let mut patched = b.to_vec();
     if patched.len() >= 10 {
         patched[2..10].copy_from_slice(&id.to_be_bytes());
     }
     let _ = c.invite(Millis(0), "bob", id, [1; 16]);
-    c.handle_message(Millis(1), UnixMillis(1), "bob", UnixMillis(1), &patched);
+    c.handle_message(
+        Millis(1),
+        UnixMillis(1),
+        "bob",
+        desk,
+        UnixMillis(1),
+        &patched,
+    );
+    c.handle_message(
+        Millis(1),
+        UnixMillis(1),
+        "bob",
+        laptop,
+        UnixMillis(1),
+        &CallMsg::Ringing.encode(id),
+    );
     c.handle_message(
         Millis(2),
         UnixMillis(2),
         "bob",
+        desk,
         UnixMillis(2),
-        &CallMsg::Accept { nonce: [2; 16] }.encode(id),
+        &CallMsg::Accept {
+            nonce: [2; 16],
+            device: crate::call::DeviceName::new("desk"),
+        }
+        .encode(id),
     );
-    c.handle_message(Millis(3), UnixMillis(3), "bob", UnixMillis(3), &patched);
+    c.handle_message(
+        Millis(3),
+        UnixMillis(3),
+        "bob",
+        desk,
+        UnixMillis(3),
+        &patched,
+    );
+    c.handle_message(
+        Millis(3),
+        UnixMillis(3),
+        "bob",
+        laptop,
+        UnixMillis(3),
+        &patched,
+    );
     c.media_flowing(Millis(4), id);
-    c.handle_message(Millis(5), UnixMillis(5), "bob", UnixMillis(5), &patched);
+    c.handle_message(
+        Millis(5),
+        UnixMillis(5),
+        "bob",
+        desk,
+        UnixMillis(5),
+        &patched,
+    );
     let mut callee = CallCore::new(CallConfig::default());
     callee.handle_message(
         Millis(0),
         UnixMillis(0),
         "alice",
+        home,
         UnixMillis(0),
         &CallMsg::Invite { nonce: [1; 16] }.encode(id),
     );
-    callee.handle_message(Millis(1), UnixMillis(1), "alice", UnixMillis(1), &patched);
+    callee.handle_message(
+        Millis(1),
+        UnixMillis(1),
+        "alice",
+        home,
+        UnixMillis(1),
+        &patched,
+    );
     for t in [10_000, 70_000, 200_000] {
         c.handle_timeout(Millis(t));
         callee.handle_timeout(Millis(t));

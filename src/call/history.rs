@@ -52,9 +52,12 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    /// Incoming and never answered.
+    /// Incoming and never answered (on any of our devices: a call
+    /// answered on another one is not missed).
     pub fn missed(&self) -> bool {
-        !self.outgoing && self.answered_at.is_none()
+        !self.outgoing
+            && self.answered_at.is_none()
+            && !matches!(self.reason, EndReason::AnsweredElsewhere { .. })
     }
 
     /// Who it was with: the peer, or "conference with ann, bob".
@@ -72,8 +75,11 @@ impl CallRecord {
     }
 }
 
-fn reason_code(r: EndReason) -> &'static str {
-    match r {
+fn reason_code(r: EndReason) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Borrowed(match r {
+        EndReason::AnsweredElsewhere { device } => {
+            return format!("answered_elsewhere:{device}").into();
+        }
         EndReason::HungUp { by_us: true } => "hung_up_by_us",
         EndReason::HungUp { by_us: false } => "hung_up_by_them",
         EndReason::Declined { by_us: true } => "declined_by_us",
@@ -85,10 +91,15 @@ fn reason_code(r: EndReason) -> &'static str {
         EndReason::NoResponse => "no_response",
         EndReason::MediaFailed => "media_failed",
         EndReason::AudioFailed => "audio_failed",
-    }
+    })
 }
 
 fn reason_of(code: &str) -> EndReason {
+    if let Some(device) = code.strip_prefix("answered_elsewhere:") {
+        return EndReason::AnsweredElsewhere {
+            device: crate::call::DeviceName::new(device),
+        };
+    }
     match code {
         "hung_up_by_us" => EndReason::HungUp { by_us: true },
         "hung_up_by_them" => EndReason::HungUp { by_us: false },
@@ -275,6 +286,20 @@ mod tests {
         assert_eq!(h.mark_seen(Some("carol")).unwrap(), 1);
         assert!(h.recent(10).unwrap().iter().all(|c| c.seen));
         assert_eq!(h.mark_seen(None).unwrap(), 0);
+    }
+
+    /// Issue 17: a call answered on another device of ours is kept with
+    /// that device's name, and is no missed call.
+    #[test]
+    fn a_call_answered_elsewhere_is_not_missed() {
+        let mut h = CallHistory::in_memory().unwrap();
+        let reason = EndReason::AnsweredElsewhere {
+            device: crate::call::DeviceName::new("alice-laptop"),
+        };
+        h.record(&call("bob", false, None, reason)).unwrap();
+        let r = h.recent(1).unwrap();
+        assert_eq!(r[0].reason, reason);
+        assert!(!r[0].missed() && r[0].seen);
     }
 
     #[test]

@@ -28,6 +28,21 @@
 //! - When both sides are connected, [`CallEvent::Connected`] carries the
 //!   call id and both nonces: the media keys come from the peer link's
 //!   exporter with that context ([`crate::media::MediaKeys::export_context`]).
+//!
+//! Devices (issue 17): a user may be online on several devices, each
+//! named here by its [`DeviceKey`]; a [`Transmit`] names the devices it is
+//! for ([`Target`]). The Invite goes to every device of the callee; each
+//! rings and says so. The first Accept wins: the call is with that device
+//! from then on (every later message goes to it alone), and the others
+//! are told [`Msg::AnsweredElsewhere`] with the answering device's name
+//! (once to all but the answering one, and until acknowledged to each
+//! that rang), and stop ringing ([`EndReason::AnsweredElsewhere`]); so is
+//! a device whose Accept or Ringing comes late. A device that declines
+//! (or is busy) stops ringing alone: the call ends as declined (or busy)
+//! when no device rings any more and as many refused as the callee has
+//! devices online (the driver says how many: [`CallCore::expect_devices`]).
+//! A caller who hangs up before an answer cancels every device. The
+//! callee's messages go to the caller's device that invited.
 
 pub mod history;
 pub mod msg;
@@ -39,6 +54,49 @@ use crate::time::{Millis, UnixMillis};
 use std::collections::{BTreeMap, VecDeque};
 
 pub type CallId = u64;
+
+/// One device of a user, as the carrier names it (its x25519 key).
+pub type DeviceKey = [u8; 32];
+
+pub use msg::DeviceName;
+
+/// Which of the peer's devices a message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Every device of theirs.
+    Every,
+    /// This device.
+    Only(DeviceKey),
+    /// Every device but this one (the one that answered).
+    Except(DeviceKey),
+}
+
+impl From<Option<DeviceKey>> for Target {
+    fn from(d: Option<DeviceKey>) -> Self {
+        d.map_or(Target::Every, Target::Only)
+    }
+}
+
+/// A message for the carrier to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The user.
+    pub to: String,
+    /// Their devices it is for.
+    pub devices: Target,
+    pub bytes: Vec<u8>,
+}
+
+impl Transmit {
+    /// Whether device `d` of the peer should have it.
+    pub fn for_device(&self, d: DeviceKey) -> bool {
+        match self.devices {
+            Target::Every => true,
+            Target::Only(x) => x == d,
+            Target::Except(x) => x != d,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallConfig {
@@ -71,6 +129,9 @@ impl Default for CallConfig {
 /// Why a call ended, for the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EndReason {
+    /// Another device of ours answered this call first (it named itself
+    /// `device`).
+    AnsweredElsewhere { device: DeviceName },
     /// A side hung up after the call was connected.
     HungUp { by_us: bool },
     /// The callee declined.
@@ -93,6 +154,10 @@ pub enum EndReason {
 impl std::fmt::Display for EndReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            EndReason::AnsweredElsewhere { device } if device.is_empty() => {
+                "answered on another device"
+            }
+            EndReason::AnsweredElsewhere { device } => return write!(f, "answered on {device}"),
             EndReason::HungUp { by_us: true } => "you hung up",
             EndReason::HungUp { by_us: false } => "the other side hung up",
             EndReason::Declined { by_us: true } => "you declined the call",
@@ -112,6 +177,7 @@ impl EndReason {
     /// A short stable name, for JSON events.
     pub fn code(&self) -> &'static str {
         match self {
+            EndReason::AnsweredElsewhere { .. } => "answered_elsewhere",
             EndReason::HungUp { .. } => "hung_up",
             EndReason::Declined { .. } => "declined",
             EndReason::Busy => "busy",
@@ -227,19 +293,47 @@ pub struct CallStats {
     /// Invitations older than the ring timeout (replays after a restart,
     /// or stored and delivered too late to answer).
     pub stale_invites: u64,
+    /// Answers that came after another device of the callee had answered
+    /// (that device was told the call was answered elsewhere).
+    pub late_answers: u64,
 }
 
 /// A message we re-send until acknowledged.
 #[derive(Debug, Clone)]
 struct Pending {
     msg: Msg,
+    /// The peer's device it is for (`None`: every device; the first Ack
+    /// from any of them ends it).
+    device: Option<DeviceKey>,
     sent: u32,
     next_at: Millis,
 }
 
+/// What one of the callee's devices did with our invitation (caller side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rung {
+    /// It rings.
+    Ringing,
+    /// It declined (`busy`: it was in another call).
+    Refused { busy: bool },
+    /// It answered: the call is with it.
+    Answered,
+    /// Told the call was answered on another device.
+    Told,
+    /// Told to stop: it rang or answered after our call had ended
+    /// unanswered.
+    Cancelled,
+}
+
+/// Devices one call remembers at most (a flood of Ringing from many
+/// devices cannot grow it).
+const MAX_DEVICES: usize = 16;
+
 #[derive(Debug, Clone)]
 struct Call {
     peer: String,
+    /// We placed it.
+    outgoing: bool,
     state: CallState,
     caller_nonce: [u8; 16],
     callee_nonce: [u8; 16],
@@ -251,15 +345,70 @@ struct Call {
     /// What the peer last told us, so a retransmission is no new event.
     remote_muted: bool,
     remote_hold: bool,
+    /// The peer's device the call is with: for the callee, the caller's
+    /// device that invited; for the caller, the device that answered
+    /// (`None` until one did).
+    device: Option<DeviceKey>,
+    /// Caller side: the answering device's name, for the others.
+    answered_on: DeviceName,
+    /// Caller side: the callee's devices that answered the invitation,
+    /// and how (at most [`MAX_DEVICES`]).
+    devices: Vec<(DeviceKey, Rung)>,
+    /// Caller side: how many devices the callee has online, as the
+    /// carrier last said (0: unknown). Refusals end the call only once
+    /// this many devices refused (and none rings), so a device that is
+    /// busy does not end the call before another's Ringing comes.
+    expected: usize,
+}
+
+impl Call {
+    fn new(peer: &str, state: CallState, caller_nonce: [u8; 16], deadline: Millis) -> Self {
+        Call {
+            peer: peer.to_owned(),
+            outgoing: state == CallState::Inviting,
+            state,
+            caller_nonce,
+            callee_nonce: [0; 16],
+            deadline,
+            pending: Vec::new(),
+            muted: false,
+            on_hold: false,
+            remote_muted: false,
+            remote_hold: false,
+            device: None,
+            answered_on: DeviceName::EMPTY,
+            devices: Vec::new(),
+            expected: 0,
+        }
+    }
+
+    /// What `device` did, if it answered the invitation at all.
+    fn rung(&self, device: &DeviceKey) -> Option<Rung> {
+        self.devices
+            .iter()
+            .find(|(d, _)| d == device)
+            .map(|&(_, r)| r)
+    }
+
+    /// Record what `device` did (within the bound).
+    fn set_rung(&mut self, device: DeviceKey, r: Rung) {
+        if let Some(e) = self.devices.iter_mut().find(|(d, _)| *d == device) {
+            e.1 = r;
+        } else if self.devices.len() < MAX_DEVICES {
+            self.devices.push((device, r));
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct CallCore {
     config: CallConfig,
     calls: BTreeMap<CallId, Call>,
-    transmits: VecDeque<(String, Vec<u8>)>,
+    transmits: VecDeque<Transmit>,
     events: VecDeque<CallEvent>,
     stats: CallStats,
+    /// How this device names itself, in our Accepts.
+    device_name: DeviceName,
 }
 
 /// Bounds on remembered calls and queues: a flood of invites cannot grow
@@ -275,7 +424,38 @@ impl CallCore {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: CallStats::default(),
+            device_name: DeviceName::EMPTY,
         }
+    }
+
+    /// How this device names itself (its name in the account's device
+    /// list): our Accepts carry it, so the caller can tell our other
+    /// devices where the call was answered.
+    pub fn set_device_name(&mut self, name: &str) {
+        self.device_name = DeviceName::new(name);
+    }
+
+    /// The peer's device call `id` is with: the caller's device that
+    /// invited us, or the callee's device that answered our call (`None`
+    /// before an answer).
+    pub fn device(&self, id: CallId) -> Option<DeviceKey> {
+        self.calls.get(&id).and_then(|c| c.device)
+    }
+
+    /// The callee of our call `id` has `n` devices online, as the carrier
+    /// knows now (it learns them when it seals the invitation).
+    pub fn expect_devices(&mut self, id: CallId, n: usize) {
+        if let Some(c) = self.calls.get_mut(&id)
+            && c.outgoing
+        {
+            c.expected = n.min(MAX_DEVICES);
+        }
+    }
+
+    /// The name of the callee's device that answered our call `id` (empty
+    /// when it gave none, or before an answer).
+    pub fn answered_on(&self, id: CallId) -> Option<DeviceName> {
+        self.calls.get(&id).map(|c| c.answered_on)
     }
 
     pub fn stats(&self) -> &CallStats {
@@ -298,27 +478,82 @@ impl CallCore {
             .map(|(&id, _)| id)
     }
 
-    fn send(&mut self, peer: &str, id: CallId, m: Msg) {
+    fn send(&mut self, peer: &str, devices: impl Into<Target>, id: CallId, m: Msg) {
         if self.transmits.len() < MAX_QUEUE {
-            self.transmits.push_back((peer.to_owned(), m.encode(id)));
+            self.transmits.push_back(Transmit {
+                to: peer.to_owned(),
+                devices: devices.into(),
+                bytes: m.encode(id),
+            });
         }
     }
 
-    /// Send `m` now and re-send it until acknowledged.
+    /// Send `m` now, to the device the call is with (every device of the
+    /// peer before one answered), and re-send it until acknowledged.
     fn send_reliable(&mut self, now: Millis, id: CallId, m: Msg) {
+        let device = self.calls.get(&id).and_then(|c| c.device);
+        self.send_reliable_to(now, id, device, m);
+    }
+
+    /// Send `m` now to `device` (`None`: every device of the peer) and
+    /// re-send it until acknowledged.
+    fn send_reliable_to(&mut self, now: Millis, id: CallId, device: Option<DeviceKey>, m: Msg) {
         let retry = self.config.retransmit_ms;
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
         // A newer Mute replaces an older one (likewise Hold).
-        c.pending.retain(|p| p.msg.kind() != m.kind());
+        c.pending
+            .retain(|p| p.msg.kind() != m.kind() || p.device != device);
         c.pending.push(Pending {
             msg: m,
+            device,
             sent: 1,
             next_at: now + retry,
         });
         let peer = c.peer.clone();
-        self.send(&peer, id, m);
+        self.send(&peer, device, id, m);
+    }
+
+    /// Cancel our unanswered call `id` on every device that may ring: until
+    /// acknowledged on each that rang (and did not refuse), or on some
+    /// device when none rang yet; and once on every device, for one whose
+    /// Ringing we did not get.
+    fn cancel_devices(&mut self, now: Millis, id: CallId) {
+        let Some(c) = self.calls.get(&id) else {
+            return;
+        };
+        let ringing: Vec<DeviceKey> = c
+            .devices
+            .iter()
+            .filter(|(_, r)| *r == Rung::Ringing)
+            .map(|&(d, _)| d)
+            .collect();
+        if c.devices.is_empty() {
+            self.send_reliable_to(now, id, None, Msg::Cancel);
+            return;
+        }
+        let peer = c.peer.clone();
+        self.send(&peer, Target::Every, id, Msg::Cancel);
+        for d in ringing {
+            self.send_reliable_to(now, id, Some(d), Msg::Cancel);
+        }
+    }
+
+    /// Tell `device`, which rang for our call `id` but did not get it,
+    /// that it was answered elsewhere (once).
+    fn tell_answered(&mut self, now: Millis, id: CallId, device: DeviceKey) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.device == Some(device) || c.rung(&device) == Some(Rung::Told) {
+            return;
+        }
+        c.set_rung(device, Rung::Told);
+        let m = Msg::AnsweredElsewhere {
+            device: c.answered_on,
+        };
+        self.send_reliable_to(now, id, Some(device), m);
     }
 
     fn end(&mut self, now: Millis, id: CallId, reason: EndReason) {
@@ -328,8 +563,16 @@ impl CallCore {
             }
             c.state = CallState::Ended(reason);
             // Keep re-sending the final message (if any) while lingering.
-            c.pending
-                .retain(|p| matches!(p.msg, Msg::Hangup | Msg::Cancel | Msg::Decline | Msg::Busy));
+            c.pending.retain(|p| {
+                matches!(
+                    p.msg,
+                    Msg::Hangup
+                        | Msg::Cancel
+                        | Msg::Decline
+                        | Msg::Busy
+                        | Msg::AnsweredElsewhere { .. }
+                )
+            });
             c.deadline = now + self.config.linger_ms;
             self.events.push_back(CallEvent::Ended { id, reason });
         }
@@ -348,22 +591,11 @@ impl CallCore {
             return Err(CallError::Busy);
         }
         self.gc();
-        self.calls.insert(
-            id,
-            Call {
-                peer: peer.to_owned(),
-                state: CallState::Inviting,
-                caller_nonce: nonce,
-                callee_nonce: [0; 16],
-                deadline: now + self.config.invite_timeout_ms,
-                pending: Vec::new(),
-                muted: false,
-                on_hold: false,
-                remote_muted: false,
-                remote_hold: false,
-            },
-        );
-        self.send_reliable(now, id, Msg::Invite { nonce });
+        let deadline = now + self.config.invite_timeout_ms;
+        self.calls
+            .insert(id, Call::new(peer, CallState::Inviting, nonce, deadline));
+        // To every device of the callee.
+        self.send_reliable_to(now, id, None, Msg::Invite { nonce });
         Ok(id)
     }
 
@@ -383,7 +615,8 @@ impl CallCore {
             caller_nonce: c.caller_nonce,
             callee_nonce: nonce,
         };
-        self.send_reliable(now, id, Msg::Accept { nonce });
+        let device = self.device_name;
+        self.send_reliable(now, id, Msg::Accept { nonce, device });
         self.events.push_back(ev);
         Ok(())
     }
@@ -404,7 +637,7 @@ impl CallCore {
         let c = self.calls.get(&id).ok_or(CallError::NoSuchCall(id))?;
         match c.state {
             CallState::Inviting | CallState::Ringing => {
-                self.send_reliable(now, id, Msg::Cancel);
+                self.cancel_devices(now, id);
                 self.end(now, id, EndReason::Cancelled { by_us: true });
             }
             CallState::Incoming => return self.decline(now, id),
@@ -486,18 +719,20 @@ impl CallCore {
         }
     }
 
-    /// A message from `from` (a verified username), which its sender made
-    /// at `sent` (the signed creation time of the envelope that carried
-    /// it, on the sender's wall clock). Bad input is a counted drop, and so
-    /// is an Invite older than the ring timeout by our wall clock `unix`:
-    /// the caller has given up on it by then, so it can only be a replay
-    /// (the in-memory duplicate check does not survive a restart; this one
-    /// needs no memory) or hopelessly late.
+    /// A message from `from` (a verified username) on their device
+    /// `device`, which its sender made at `sent` (the signed creation time
+    /// of the envelope that carried it, on the sender's wall clock). Bad
+    /// input is a counted drop, and so is an Invite older than the ring
+    /// timeout by our wall clock `unix`: the caller has given up on it by
+    /// then, so it can only be a replay (the in-memory duplicate check
+    /// does not survive a restart; this one needs no memory) or hopelessly
+    /// late.
     pub fn handle_message(
         &mut self,
         now: Millis,
         unix: UnixMillis,
         from: &str,
+        device: DeviceKey,
         sent: UnixMillis,
         bytes: &[u8],
     ) {
@@ -518,61 +753,83 @@ impl CallCore {
             return;
         }
         if let Some(c) = self.calls.get(&id)
-            && c.peer != from
+            && (c.peer != from || (!c.outgoing && c.device != Some(device)))
         {
+            // Another user, or (for a call to us) another device of the
+            // caller than the one that invited.
             self.stats.wrong_peer += 1;
             return;
         }
+        let dev = Some(device);
         if let Msg::Ack { kind, flag } = m {
             if let Some(c) = self.calls.get_mut(&id) {
-                c.pending
-                    .retain(|p| !(p.msg.kind() == kind && p.msg.flag() == flag));
+                c.pending.retain(|p| {
+                    !(p.msg.kind() == kind
+                        && p.msg.flag() == flag
+                        && p.device.is_none_or(|d| d == device))
+                });
             } else {
                 self.stats.unknown_call += 1;
             }
             return;
         }
-        let Some(state) = self.state(id) else {
+        let ack = Msg::Ack {
+            kind: m.kind(),
+            flag: m.flag(),
+        };
+        let Some(c) = self.calls.get(&id) else {
             match m {
-                Msg::Invite { nonce } => self.on_invite(now, from, id, nonce),
+                Msg::Invite { nonce } => self.on_invite(now, from, device, id, nonce),
                 // The call is long gone: acknowledge final messages so the
                 // peer stops re-sending.
-                Msg::Hangup | Msg::Cancel | Msg::Decline | Msg::Busy => {
+                Msg::Hangup
+                | Msg::Cancel
+                | Msg::Decline
+                | Msg::Busy
+                | Msg::AnsweredElsewhere { .. } => {
                     self.stats.unknown_call += 1;
-                    self.send(
-                        from,
-                        id,
-                        Msg::Ack {
-                            kind: m.kind(),
-                            flag: false,
-                        },
-                    );
+                    self.send(from, dev, id, ack);
                 }
                 _ => self.stats.unknown_call += 1,
             }
             return;
         };
-        let ack = Msg::Ack {
-            kind: m.kind(),
-            flag: m.flag(),
-        };
+        let state = c.state;
+        if c.outgoing && c.device.is_some_and(|d| d != device) {
+            return self.on_other_device(now, from, device, id, m);
+        }
         use CallState as S;
         match (state, m) {
             (S::Incoming, Msg::Invite { .. }) => {
                 self.stats.duplicates += 1;
-                self.send(from, id, Msg::Ringing);
+                self.send(from, dev, id, Msg::Ringing);
             }
-            (S::Inviting, Msg::Ringing) => {
+            (S::Inviting | S::Ringing, Msg::Ringing) => {
                 let ring = self.config.ring_timeout_ms;
-                if let Some(c) = self.calls.get_mut(&id) {
-                    c.state = S::Ringing;
-                    c.deadline = now + ring;
-                    c.pending.retain(|p| !matches!(p.msg, Msg::Invite { .. }));
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                // A device that refused before its Ringing came stays so.
+                if c.rung(&device).is_none() {
+                    c.set_rung(device, Rung::Ringing);
                 }
+                if state == S::Ringing {
+                    self.stats.duplicates += 1;
+                    return;
+                }
+                c.state = S::Ringing;
+                c.deadline = now + ring;
+                c.pending.retain(|p| !matches!(p.msg, Msg::Invite { .. }));
                 self.events.push_back(CallEvent::Ringing { id });
             }
-            (S::Ringing, Msg::Ringing) => self.stats.duplicates += 1,
-            (S::Inviting | S::Ringing, Msg::Accept { nonce }) => {
+            (
+                S::Inviting | S::Ringing,
+                Msg::Accept {
+                    nonce,
+                    device: name,
+                },
+            ) => {
+                // The first answer wins: the call is with this device.
                 let connect = self.config.connect_timeout_ms;
                 let Some(c) = self.calls.get_mut(&id) else {
                     return;
@@ -580,7 +837,16 @@ impl CallCore {
                 c.state = S::Connecting;
                 c.callee_nonce = nonce;
                 c.deadline = now + connect;
+                c.device = dev;
+                c.answered_on = name;
+                c.set_rung(device, Rung::Answered);
                 c.pending.retain(|p| !matches!(p.msg, Msg::Invite { .. }));
+                let others: Vec<DeviceKey> = c
+                    .devices
+                    .iter()
+                    .filter(|(_, r)| *r == Rung::Ringing)
+                    .map(|&(d, _)| d)
+                    .collect();
                 let ev = CallEvent::Connected {
                     id,
                     peer: c.peer.clone(),
@@ -588,31 +854,65 @@ impl CallCore {
                     caller_nonce: c.caller_nonce,
                     callee_nonce: nonce,
                 };
-                self.send(from, id, ack);
+                self.send(from, dev, id, ack);
+                // Every other device stops ringing: until acknowledged on
+                // each we know rang, and once on all (one whose Ringing we
+                // did not get).
+                let told = Msg::AnsweredElsewhere { device: name };
+                self.send(from, Target::Except(device), id, told);
+                for d in others {
+                    self.tell_answered(now, id, d);
+                }
                 self.events.push_back(ev);
             }
             (S::Connecting | S::Active, Msg::Accept { .. }) => {
                 self.stats.duplicates += 1;
-                self.send(from, id, ack);
+                self.send(from, dev, id, ack);
             }
-            (S::Inviting | S::Ringing, Msg::Decline) => {
-                self.send(from, id, ack);
-                self.end(now, id, EndReason::Declined { by_us: false });
+            (S::Inviting | S::Ringing, Msg::Decline | Msg::Busy) => {
+                // This device stops ringing; the call ends when every
+                // device that rang refused it.
+                self.send(from, dev, id, ack);
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                let busy = m == Msg::Busy;
+                c.set_rung(device, Rung::Refused { busy });
+                let refused = c
+                    .devices
+                    .iter()
+                    .filter(|(_, r)| matches!(r, Rung::Refused { .. }))
+                    .count();
+                if c.devices.iter().any(|(_, r)| *r == Rung::Ringing) || refused < c.expected {
+                    return;
+                }
+                let declined = c
+                    .devices
+                    .iter()
+                    .any(|(_, r)| *r == Rung::Refused { busy: false });
+                let reason = if declined {
+                    EndReason::Declined { by_us: false }
+                } else {
+                    EndReason::Busy
+                };
+                self.end(now, id, reason);
             }
-            (S::Inviting | S::Ringing, Msg::Busy) => {
-                self.send(from, id, ack);
-                self.end(now, id, EndReason::Busy);
+            (S::Incoming | S::Connecting, Msg::AnsweredElsewhere { device: name })
+                if !self.calls.get(&id).is_some_and(|c| c.outgoing) =>
+            {
+                self.send(from, dev, id, ack);
+                self.end(now, id, EndReason::AnsweredElsewhere { device: name });
             }
             (S::Incoming | S::Connecting, Msg::Cancel) => {
-                self.send(from, id, ack);
+                self.send(from, dev, id, ack);
                 self.end(now, id, EndReason::Cancelled { by_us: false });
             }
             (S::Connecting | S::Active, Msg::Hangup) => {
-                self.send(from, id, ack);
+                self.send(from, dev, id, ack);
                 self.end(now, id, EndReason::HungUp { by_us: false });
             }
             (S::Connecting | S::Active, Msg::Mute { on }) => {
-                self.send(from, id, ack);
+                self.send(from, dev, id, ack);
                 if let Some(c) = self.calls.get_mut(&id)
                     && c.remote_muted != on
                 {
@@ -622,7 +922,7 @@ impl CallCore {
                 }
             }
             (S::Connecting | S::Active, Msg::Hold { on }) => {
-                self.send(from, id, ack);
+                self.send(from, dev, id, ack);
                 if let Some(c) = self.calls.get_mut(&id)
                     && c.remote_hold != on
                 {
@@ -631,43 +931,87 @@ impl CallCore {
                         .push_back(CallEvent::RemoteHold { id, on_hold: on });
                 }
             }
-            (S::Ended(_), Msg::Hangup | Msg::Cancel | Msg::Decline | Msg::Busy) => {
+            (
+                S::Ended(_),
+                Msg::Hangup
+                | Msg::Cancel
+                | Msg::Decline
+                | Msg::Busy
+                | Msg::AnsweredElsewhere { .. },
+            ) => {
                 // Crossed with ours, or a retransmission: acknowledge.
                 self.stats.duplicates += 1;
-                self.send(from, id, ack);
+                self.send(from, dev, id, ack);
+            }
+            (S::Ended(_), Msg::Ringing | Msg::Accept { .. })
+                if self.calls.get(&id).is_some_and(|c| {
+                    c.outgoing && c.device.is_none() && c.rung(&device) != Some(Rung::Cancelled)
+                }) =>
+            {
+                // Our call ended unanswered and this device rings (or
+                // answers) late: it must stop.
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.set_rung(device, Rung::Cancelled);
+                }
+                self.send_reliable_to(now, id, dev, Msg::Cancel);
             }
             _ => self.stats.duplicates += 1,
         }
     }
 
-    fn on_invite(&mut self, now: Millis, from: &str, id: CallId, nonce: [u8; 16]) {
+    /// A message about our call `id`, answered on another device than
+    /// `device`: that device did not get the call.
+    fn on_other_device(&mut self, now: Millis, from: &str, device: DeviceKey, id: CallId, m: Msg) {
+        match m {
+            Msg::Ringing => self.tell_answered(now, id, device),
+            Msg::Accept { .. } => {
+                // A late answer: refused, never a second media session.
+                self.stats.late_answers += 1;
+                self.tell_answered(now, id, device);
+            }
+            // It declined, or hung up while it waited for media, crossing
+            // our word that the call was answered elsewhere: acknowledged,
+            // and our call goes on.
+            Msg::Decline | Msg::Busy | Msg::Hangup | Msg::Mute { .. } | Msg::Hold { .. } => {
+                let ack = Msg::Ack {
+                    kind: m.kind(),
+                    flag: m.flag(),
+                };
+                self.send(from, Some(device), id, ack);
+            }
+            _ => self.stats.duplicates += 1,
+        }
+    }
+
+    fn on_invite(
+        &mut self,
+        now: Millis,
+        from: &str,
+        device: DeviceKey,
+        id: CallId,
+        nonce: [u8; 16],
+    ) {
+        let dev = Some(device);
         if self.current().is_some() {
             self.stats.busy_sent += 1;
-            self.send(from, id, Msg::Busy);
+            self.send(from, dev, id, Msg::Busy);
             return;
         }
         self.gc();
         if self.calls.len() >= MAX_CALLS {
             self.stats.busy_sent += 1;
-            self.send(from, id, Msg::Busy);
+            self.send(from, dev, id, Msg::Busy);
             return;
         }
-        self.calls.insert(
-            id,
-            Call {
-                peer: from.to_owned(),
-                state: CallState::Incoming,
-                caller_nonce: nonce,
-                callee_nonce: [0; 16],
-                deadline: now + self.config.ring_timeout_ms,
-                pending: Vec::new(),
-                muted: false,
-                on_hold: false,
-                remote_muted: false,
-                remote_hold: false,
-            },
+        let mut c = Call::new(
+            from,
+            CallState::Incoming,
+            nonce,
+            now + self.config.ring_timeout_ms,
         );
-        self.send(from, id, Msg::Ringing);
+        c.device = dev;
+        self.calls.insert(id, c);
+        self.send(from, dev, id, Msg::Ringing);
         self.events.push_back(CallEvent::Incoming {
             id,
             peer: from.to_owned(),
@@ -691,7 +1035,7 @@ impl CallCore {
         }
     }
 
-    pub fn poll_transmit(&mut self) -> Option<(String, Vec<u8>)> {
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
@@ -716,11 +1060,11 @@ impl CallCore {
                 match c.state {
                     CallState::Inviting => {
                         // Tell the peer, in case only its answers got lost.
-                        self.send_reliable(now, id, Msg::Cancel);
+                        self.cancel_devices(now, id);
                         self.end(now, id, EndReason::NoResponse);
                     }
                     CallState::Ringing => {
-                        self.send_reliable(now, id, Msg::Cancel);
+                        self.cancel_devices(now, id);
                         self.end(now, id, EndReason::NoAnswer);
                     }
                     CallState::Incoming => self.end(now, id, EndReason::NoAnswer),
@@ -739,13 +1083,13 @@ impl CallCore {
             let peer = c.peer.clone();
             let mut resend = Vec::new();
             for p in c.pending.iter_mut().filter(|p| p.next_at <= now) {
-                resend.push(p.msg);
+                resend.push((p.msg, p.device));
                 p.next_at = now + retry.saturating_mul(1 << p.sent.min(2));
                 p.sent += 1;
             }
-            for m in resend {
+            for (m, device) in resend {
                 self.stats.retransmits += 1;
-                self.send(&peer, id, m);
+                self.send(&peer, device, id, m);
             }
         }
     }

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | 1 | Invite | caller nonce (16 bytes) |
 //! | 2 | Ringing | |
-//! | 3 | Accept | callee nonce (16 bytes) |
+//! | 3 | Accept | callee nonce (16 bytes), then the answering device's name (str8, 1-64 bytes of UTF-8; absent when unnamed) |
 //! | 4 | Decline | |
 //! | 5 | Busy | |
 //! | 6 | Cancel | |
@@ -14,6 +14,10 @@
 //! | 8 | Mute | on u8 (0 or 1) |
 //! | 9 | Hold | on u8 (0 or 1) |
 //! | 10 | Ack | kind acknowledged u8, then that message's flag u8 (Mute/Hold, else 0) |
+//! | 11 | AnsweredElsewhere | the answering device's name (str8, 0-64 bytes of UTF-8) |
+//!
+//! AnsweredElsewhere goes from the caller to the callee's other devices
+//! once one of them answered (issue 17: a call rings every device).
 
 use thiserror::Error;
 
@@ -23,18 +27,98 @@ pub const VERSION: u8 = 1;
 #[error("malformed call message")]
 pub struct MsgError;
 
+/// A device's name as it names itself in its account's device list (at
+/// most [`DeviceName::MAX`] bytes of UTF-8; empty: unnamed). Fixed size,
+/// so messages stay `Copy` for retransmission.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeviceName {
+    len: u8,
+    bytes: [u8; DeviceName::MAX],
+}
+
+impl DeviceName {
+    pub const MAX: usize = 64;
+    pub const EMPTY: DeviceName = DeviceName {
+        len: 0,
+        bytes: [0; DeviceName::MAX],
+    };
+
+    /// `name` cut to at most [`DeviceName::MAX`] bytes (on a character
+    /// boundary).
+    pub fn new(name: &str) -> Self {
+        let mut end = name.len().min(Self::MAX);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0; Self::MAX];
+        bytes[..end].copy_from_slice(&name.as_bytes()[..end]);
+        DeviceName {
+            len: end as u8,
+            bytes,
+        }
+    }
+
+    /// From the wire: valid UTF-8 of at most [`DeviceName::MAX`] bytes.
+    fn from_wire(b: &[u8]) -> Result<Self, MsgError> {
+        let s = std::str::from_utf8(b).map_err(|_| MsgError)?;
+        if s.len() > Self::MAX {
+            return Err(MsgError);
+        }
+        Ok(Self::new(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from a `&str` cut on a character boundary.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for DeviceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Msg {
-    Invite { nonce: [u8; 16] },
+    Invite {
+        nonce: [u8; 16],
+    },
     Ringing,
-    Accept { nonce: [u8; 16] },
+    /// `device`: the answering device's name (empty from a device that
+    /// does not name itself, and from older versions).
+    Accept {
+        nonce: [u8; 16],
+        device: DeviceName,
+    },
     Decline,
     Busy,
     Cancel,
     Hangup,
-    Mute { on: bool },
-    Hold { on: bool },
-    Ack { kind: u8, flag: bool },
+    Mute {
+        on: bool,
+    },
+    Hold {
+        on: bool,
+    },
+    Ack {
+        kind: u8,
+        flag: bool,
+    },
+    /// The call was answered on the callee's device `device`: stop ringing.
+    AnsweredElsewhere {
+        device: DeviceName,
+    },
 }
 
 impl Msg {
@@ -50,6 +134,7 @@ impl Msg {
             Msg::Mute { .. } => 8,
             Msg::Hold { .. } => 9,
             Msg::Ack { .. } => 10,
+            Msg::AnsweredElsewhere { .. } => 11,
         }
     }
 
@@ -62,12 +147,23 @@ impl Msg {
     }
 
     pub fn encode(&self, call_id: u64) -> Vec<u8> {
-        let mut v = Vec::with_capacity(26);
+        let mut v = Vec::with_capacity(27 + DeviceName::MAX);
         v.push(VERSION);
         v.push(self.kind());
         v.extend_from_slice(&call_id.to_be_bytes());
         match self {
-            Msg::Invite { nonce } | Msg::Accept { nonce } => v.extend_from_slice(nonce),
+            Msg::Invite { nonce } => v.extend_from_slice(nonce),
+            Msg::Accept { nonce, device } => {
+                v.extend_from_slice(nonce);
+                if !device.is_empty() {
+                    v.push(device.len);
+                    v.extend_from_slice(device.as_str().as_bytes());
+                }
+            }
+            Msg::AnsweredElsewhere { device } => {
+                v.push(device.len);
+                v.extend_from_slice(device.as_str().as_bytes());
+            }
             Msg::Mute { on } | Msg::Hold { on } => v.push(*on as u8),
             Msg::Ack { kind, flag } => {
                 v.push(*kind);
@@ -89,6 +185,13 @@ impl Msg {
         let id = u64::from_be_bytes(id);
         let body = &b[10..];
         let nonce = || -> Result<[u8; 16], MsgError> { body.try_into().map_err(|_| MsgError) };
+        // A str8 that fills the rest of `b` exactly.
+        let name = |b: &[u8]| -> Result<DeviceName, MsgError> {
+            match b.split_first() {
+                Some((&n, rest)) if rest.len() == n as usize => DeviceName::from_wire(rest),
+                _ => Err(MsgError),
+            }
+        };
         let flag = |i: usize| -> Result<bool, MsgError> {
             match body.get(i) {
                 Some(0) => Ok(false),
@@ -106,16 +209,31 @@ impl Msg {
         let m = match b[1] {
             1 => Msg::Invite { nonce: nonce()? },
             2 => empty(Msg::Ringing)?,
-            3 => Msg::Accept { nonce: nonce()? },
+            3 if body.len() == 16 => Msg::Accept {
+                nonce: nonce()?,
+                device: DeviceName::EMPTY,
+            },
+            // A name, when present, is not empty (one encoding per message).
+            3 if body.len() > 17 => {
+                let mut n = [0u8; 16];
+                n.copy_from_slice(&body[..16]);
+                Msg::Accept {
+                    nonce: n,
+                    device: name(&body[16..])?,
+                }
+            }
             4 => empty(Msg::Decline)?,
             5 => empty(Msg::Busy)?,
             6 => empty(Msg::Cancel)?,
             7 => empty(Msg::Hangup)?,
             8 if body.len() == 1 => Msg::Mute { on: flag(0)? },
             9 if body.len() == 1 => Msg::Hold { on: flag(0)? },
-            10 if body.len() == 2 && (1..=9).contains(&body[0]) => Msg::Ack {
+            10 if body.len() == 2 && matches!(body[0], 1..=9 | 11) => Msg::Ack {
                 kind: body[0],
                 flag: flag(1)?,
+            },
+            11 => Msg::AnsweredElsewhere {
+                device: name(body)?,
             },
             _ => return Err(MsgError),
         };
@@ -132,7 +250,24 @@ mod tests {
         let all = [
             Msg::Invite { nonce: [1; 16] },
             Msg::Ringing,
-            Msg::Accept { nonce: [2; 16] },
+            Msg::Accept {
+                nonce: [2; 16],
+                device: DeviceName::EMPTY,
+            },
+            Msg::Accept {
+                nonce: [2; 16],
+                device: DeviceName::new("alice-laptop"),
+            },
+            Msg::AnsweredElsewhere {
+                device: DeviceName::new("desk"),
+            },
+            Msg::AnsweredElsewhere {
+                device: DeviceName::EMPTY,
+            },
+            Msg::Ack {
+                kind: 11,
+                flag: false,
+            },
             Msg::Decline,
             Msg::Busy,
             Msg::Cancel,
@@ -158,5 +293,35 @@ mod tests {
         let mut bad = Msg::Hold { on: true }.encode(1);
         bad[10] = 2;
         assert!(Msg::decode(&bad).is_err());
+        // Names: one encoding each, UTF-8, at most 64 bytes.
+        let named = Msg::Accept {
+            nonce: [2; 16],
+            device: DeviceName::new("é"),
+        }
+        .encode(1);
+        let mut empty = named[..26].to_vec();
+        empty.push(0);
+        assert!(Msg::decode(&empty).is_err(), "an empty name is left out");
+        let mut bad = named.clone();
+        bad[27] = 0xff;
+        assert!(Msg::decode(&bad).is_err(), "not UTF-8");
+        let mut long = Msg::AnsweredElsewhere {
+            device: DeviceName::EMPTY,
+        }
+        .encode(1);
+        long[10] = 65;
+        long.extend_from_slice(&[b'a'; 65]);
+        assert!(Msg::decode(&long).is_err(), "too long");
+        assert_eq!(DeviceName::new(&"é".repeat(40)).as_str().len(), 64);
+        assert!(
+            Msg::decode(
+                &Msg::Ack {
+                    kind: 12,
+                    flag: false
+                }
+                .encode(1)
+            )
+            .is_err()
+        );
     }
 }

@@ -43,20 +43,25 @@ impl Pair {
         while self.now < end {
             for _ in 0..8 {
                 let mut moved = false;
-                while let Some((to, m)) = self.a.poll_transmit() {
-                    assert_eq!(to, "bob");
+                while let Some(t) = self.a.poll_transmit() {
+                    assert_eq!(t.to, "bob");
                     moved = true;
+                    if !t.for_device(BOB) {
+                        continue; // to bob's other devices: none here
+                    }
                     if !self.cut && !self.rng.gen_bool(self.loss) {
+                        let (now, unix) = (self.now, self.unix());
                         self.b
-                            .handle_message(self.now, self.unix(), "alice", self.unix(), &m);
+                            .handle_message(now, unix, "alice", ALICE, unix, &t.bytes);
                     }
                 }
-                while let Some((to, m)) = self.b.poll_transmit() {
-                    assert_eq!(to, "alice");
+                while let Some(t) = self.b.poll_transmit() {
+                    assert_eq!(t.to, "alice");
+                    assert_eq!(t.devices, Target::Only(ALICE));
                     moved = true;
                     if !self.cut && !self.rng.gen_bool(self.loss) {
-                        self.a
-                            .handle_message(self.now, self.unix(), "bob", self.unix(), &m);
+                        let (now, unix) = (self.now, self.unix());
+                        self.a.handle_message(now, unix, "bob", BOB, unix, &t.bytes);
                     }
                 }
                 if !moved {
@@ -84,6 +89,9 @@ impl Pair {
 }
 
 const ID: CallId = 0x1234;
+/// The devices of the two-party tests.
+const ALICE: DeviceKey = [0xa; 32];
+const BOB: DeviceKey = [0xb; 32];
 
 #[test]
 fn full_call_with_mute_hold_and_hangup_over_a_lossy_carrier() {
@@ -189,11 +197,14 @@ fn busy_when_in_another_call() {
     while p.b.poll_transmit().is_some() {}
     p.a.invite(p.now, "bob", ID, [1; 16]).unwrap();
     // Run briefly (b's own invite to carol would be re-sent to "carol").
-    let m = p.a.poll_transmit().unwrap().1;
-    p.b.handle_message(p.now, p.unix(), "alice", p.unix(), &m);
-    let (to, busy) = p.b.poll_transmit().unwrap();
-    assert_eq!(to, "alice");
-    p.a.handle_message(p.now, p.unix(), "bob", p.unix(), &busy);
+    let m = p.a.poll_transmit().unwrap().bytes;
+    p.b.handle_message(p.now, p.unix(), "alice", ALICE, p.unix(), &m);
+    let busy = p.b.poll_transmit().unwrap();
+    assert_eq!(
+        (busy.to.as_str(), busy.devices),
+        ("alice", Target::Only(ALICE))
+    );
+    p.a.handle_message(p.now, p.unix(), "bob", BOB, p.unix(), &busy.bytes);
     assert_eq!(
         Pair::ended(&std::iter::from_fn(|| p.a.poll_event()).collect::<Vec<_>>()),
         Some(EndReason::Busy)
@@ -281,20 +292,22 @@ fn strangers_and_garbage_are_counted_drops() {
         p.now,
         p.unix(),
         "mallory",
+        [0xee; 32],
         p.unix(),
         &Msg::Decline.encode(ID),
     );
     assert_eq!(p.a.state(ID), Some(CallState::Ringing));
     assert_eq!(p.a.stats().wrong_peer, 1);
-    p.a.handle_message(p.now, p.unix(), "bob", p.unix(), &[1, 2, 3]);
-    p.a.handle_message(p.now, p.unix(), "bob", p.unix(), &Msg::Hangup.encode(777));
+    p.a.handle_message(p.now, p.unix(), "bob", BOB, p.unix(), &[1, 2, 3]);
+    let hangup = Msg::Hangup.encode(777);
+    p.a.handle_message(p.now, p.unix(), "bob", BOB, p.unix(), &hangup);
     assert_eq!(p.a.stats().malformed, 1);
     assert_eq!(p.a.stats().unknown_call, 1);
     for len in 0..40 {
         let mut rng = StdRng::seed_from_u64(len);
         for _ in 0..200 {
             let b: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
-            p.b.handle_message(p.now, p.unix(), "alice", p.unix(), &b);
+            p.b.handle_message(p.now, p.unix(), "alice", ALICE, p.unix(), &b);
         }
     }
 }
@@ -368,7 +381,7 @@ fn a_replayed_invitation_older_than_the_ring_timeout_is_dropped() {
     let at = |ms: u64| (Millis(5), UnixMillis(ms));
     let mut b = CallCore::new(cfg.clone());
     let (now, unix) = at(sent + 120_000);
-    b.handle_message(now, unix, "alice", UnixMillis(sent), &invite);
+    b.handle_message(now, unix, "alice", ALICE, UnixMillis(sent), &invite);
     assert!(!incoming(&mut b), "a two-minute-old invitation rang");
     assert_eq!(b.stats().stale_invites, 1);
     assert_eq!(b.current(), None);
@@ -379,12 +392,19 @@ fn a_replayed_invitation_older_than_the_ring_timeout_is_dropped() {
     // Just inside the window (ring timeout plus the skew allowance).
     let mut b = CallCore::new(cfg.clone());
     let (now, unix) = at(sent + cfg.ring_timeout_ms + cfg.invite_skew_ms);
-    b.handle_message(now, unix, "alice", UnixMillis(sent), &invite);
+    b.handle_message(now, unix, "alice", ALICE, UnixMillis(sent), &invite);
     assert!(incoming(&mut b));
     // A caller whose clock is ahead of ours: the age is never negative.
     let mut b = CallCore::new(cfg.clone());
     let (now, unix) = at(sent);
-    b.handle_message(now, unix, "alice", UnixMillis(sent + 20_000), &invite);
+    b.handle_message(
+        now,
+        unix,
+        "alice",
+        ALICE,
+        UnixMillis(sent + 20_000),
+        &invite,
+    );
     assert!(incoming(&mut b));
     assert_eq!(b.stats().stale_invites, 0);
     // The age is judged on the wall clock alone: a node whose monotonic
@@ -395,9 +415,319 @@ fn a_replayed_invitation_older_than_the_ring_timeout_is_dropped() {
         Millis(sent + 3_600_000),
         UnixMillis(sent + 1_000),
         "alice",
+        ALICE,
         UnixMillis(sent),
         &invite,
     );
     assert!(incoming(&mut b));
     assert_eq!(b.stats().stale_invites, 0);
+}
+
+/// Issue 17: bob calls alice, who is online on several devices; every
+/// device has its own core, and bob's messages to no device in particular
+/// reach all of them.
+struct Devices {
+    bob: CallCore,
+    alice: Vec<(DeviceKey, CallCore)>,
+    now: Millis,
+    rng: StdRng,
+    loss: f64,
+    ev_bob: Vec<CallEvent>,
+    ev_alice: Vec<Vec<(Millis, CallEvent)>>,
+}
+
+const DESK: DeviceKey = [1; 32];
+const LAPTOP: DeviceKey = [2; 32];
+const PHONE: DeviceKey = [3; 32];
+
+impl Devices {
+    fn new(names: &[(&str, DeviceKey)], loss: f64, seed: u64) -> Self {
+        let alice = names
+            .iter()
+            .map(|&(name, key)| {
+                let mut c = CallCore::new(CallConfig::default());
+                c.set_device_name(name);
+                (key, c)
+            })
+            .collect();
+        Devices {
+            bob: CallCore::new(CallConfig::default()),
+            alice,
+            now: Millis(1_000),
+            rng: StdRng::seed_from_u64(seed),
+            loss,
+            ev_bob: Vec::new(),
+            ev_alice: vec![Vec::new(); names.len()],
+        }
+    }
+
+    fn core(&mut self, key: DeviceKey) -> &mut CallCore {
+        &mut self
+            .alice
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .expect("a device of alice")
+            .1
+    }
+
+    fn events(&self, key: DeviceKey) -> &[(Millis, CallEvent)] {
+        let i = self.alice.iter().position(|(k, _)| *k == key).unwrap();
+        &self.ev_alice[i]
+    }
+
+    fn ended(&self, key: DeviceKey) -> Option<(Millis, EndReason)> {
+        self.events(key).iter().find_map(|(t, e)| match e {
+            CallEvent::Ended { reason, .. } => Some((*t, *reason)),
+            _ => None,
+        })
+    }
+
+    fn delivered(&mut self) -> bool {
+        !self.rng.gen_bool(self.loss)
+    }
+
+    fn run(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            let (now, unix) = (self.now, UnixMillis(self.now.get()));
+            for _ in 0..8 {
+                let mut moved = false;
+                while let Some(t) = self.bob.poll_transmit() {
+                    assert_eq!(t.to, "alice");
+                    moved = true;
+                    for i in 0..self.alice.len() {
+                        let key = self.alice[i].0;
+                        if t.for_device(key) && self.delivered() {
+                            let core = &mut self.alice[i].1;
+                            core.handle_message(now, unix, "bob", BOB, unix, &t.bytes);
+                        }
+                    }
+                }
+                for i in 0..self.alice.len() {
+                    let key = self.alice[i].0;
+                    while let Some(t) = self.alice[i].1.poll_transmit() {
+                        if t.to != "bob" {
+                            continue; // a call of its own, to no one here
+                        }
+                        assert_eq!(t.devices, Target::Only(BOB));
+                        moved = true;
+                        if self.delivered() {
+                            self.bob
+                                .handle_message(now, unix, "alice", key, unix, &t.bytes);
+                        }
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+            self.ev_bob
+                .extend(std::iter::from_fn(|| self.bob.poll_event()));
+            for (i, (_, c)) in self.alice.iter_mut().enumerate() {
+                self.ev_alice[i].extend(std::iter::from_fn(|| c.poll_event()).map(|e| (now, e)));
+            }
+            self.now += 10;
+            let now = self.now;
+            if self.bob.poll_timeout().is_some_and(|t| t <= now) {
+                self.bob.handle_timeout(now);
+            }
+            for (_, c) in &mut self.alice {
+                if c.poll_timeout().is_some_and(|t| t <= now) {
+                    c.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    fn connected(ev: &[CallEvent]) -> usize {
+        ev.iter()
+            .filter(|e| matches!(e, CallEvent::Connected { .. }))
+            .count()
+    }
+}
+
+#[test]
+fn every_device_rings_and_the_first_answer_wins() {
+    for seed in 0..20 {
+        // Both ring (the overlay retries each device's copy of the
+        // invitation until delivered), then the answer and the rest go
+        // over a lossy carrier.
+        let loss = if seed == 0 { 0.0 } else { 0.2 };
+        let mut d = Devices::new(&[("desk", DESK), ("laptop", LAPTOP)], 0.0, seed);
+        d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+        d.run(200);
+        d.loss = loss;
+        for key in [DESK, LAPTOP] {
+            assert_eq!(
+                d.core(key).state(ID),
+                Some(CallState::Incoming),
+                "seed {seed}"
+            );
+        }
+        assert_eq!(d.bob.state(ID), Some(CallState::Ringing), "seed {seed}");
+        let answered = d.now;
+        d.core(LAPTOP).accept(answered, ID, [2; 16]).unwrap();
+        d.run(if loss == 0.0 { 1_000 } else { 8_000 });
+        // The caller is in the call with the laptop, told by its name.
+        assert_eq!(d.bob.state(ID), Some(CallState::Connecting), "seed {seed}");
+        assert_eq!(d.bob.device(ID), Some(LAPTOP));
+        assert_eq!(d.bob.answered_on(ID), Some(DeviceName::new("laptop")));
+        assert_eq!(Devices::connected(&d.ev_bob), 1);
+        // The desk stopped ringing, saying where the call went (within a
+        // second when nothing is lost).
+        let (at, reason) = d.ended(DESK).expect("the desk stopped ringing");
+        assert_eq!(
+            reason,
+            EndReason::AnsweredElsewhere {
+                device: DeviceName::new("laptop")
+            }
+        );
+        assert_eq!(reason.to_string(), "answered on laptop");
+        assert_eq!(reason.code(), "answered_elsewhere");
+        if loss == 0.0 {
+            assert!(at.since(answered) < 1_000, "{} ms", at.since(answered));
+        }
+        let now = d.now;
+        assert_eq!(
+            d.core(DESK).accept(now, ID, [3; 16]),
+            Err(CallError::WrongState(ID))
+        );
+        // Media, hang-up: with the laptop alone.
+        d.bob.media_flowing(d.now, ID);
+        let now = d.now;
+        d.core(LAPTOP).media_flowing(now, ID);
+        d.bob.hangup(d.now, ID).unwrap();
+        d.run(8_000);
+        assert_eq!(
+            d.ended(LAPTOP).map(|e| e.1),
+            Some(EndReason::HungUp { by_us: false }),
+            "seed {seed}"
+        );
+        assert_eq!(d.ended(DESK).map(|e| e.1), Some(reason));
+        // Everything acknowledged.
+        d.run(40_000);
+        assert_eq!(d.bob.poll_timeout(), None, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_late_second_answer_is_refused_cleanly() {
+    // (The harness moves the laptop's messages first.)
+    let mut d = Devices::new(&[("laptop", LAPTOP), ("desk", DESK)], 0.0, 1);
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    d.run(200);
+    // Both answer at once: the laptop's Accept reaches bob first.
+    let now = d.now;
+    d.core(LAPTOP).accept(now, ID, [2; 16]).unwrap();
+    let now = d.now;
+    d.core(DESK).accept(now, ID, [3; 16]).unwrap();
+    d.run(1_000);
+    assert_eq!(d.bob.device(ID), Some(LAPTOP));
+    assert_eq!(Devices::connected(&d.ev_bob), 1, "one media session");
+    assert_eq!(d.bob.stats().late_answers, 1);
+    // The desk had answered (it was connecting) and is told.
+    assert_eq!(
+        d.ended(DESK).map(|e| e.1),
+        Some(EndReason::AnsweredElsewhere {
+            device: DeviceName::new("laptop")
+        })
+    );
+    assert_eq!(d.core(LAPTOP).state(ID), Some(CallState::Connecting));
+    // The desk's hang-up crossing our word does not end the call.
+    d.bob.media_flowing(d.now, ID);
+    d.run(1_000);
+    assert_eq!(d.bob.state(ID), Some(CallState::Active));
+}
+
+#[test]
+fn one_device_declining_leaves_the_others_ringing() {
+    let mut d = Devices::new(
+        &[("desk", DESK), ("laptop", LAPTOP), ("phone", PHONE)],
+        0.0,
+        1,
+    );
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    d.run(200);
+    let now = d.now;
+    d.core(DESK).decline(now, ID).unwrap();
+    d.run(1_000);
+    assert_eq!(d.bob.state(ID), Some(CallState::Ringing));
+    assert_eq!(d.core(LAPTOP).state(ID), Some(CallState::Incoming));
+    let now = d.now;
+    d.core(PHONE).decline(now, ID).unwrap();
+    d.run(1_000);
+    assert_eq!(d.bob.state(ID), Some(CallState::Ringing));
+    // The last one declines: the call was declined.
+    let now = d.now;
+    d.core(LAPTOP).decline(now, ID).unwrap();
+    d.run(1_000);
+    assert_eq!(
+        Pair::ended(&d.ev_bob),
+        Some(EndReason::Declined { by_us: false })
+    );
+    for key in [DESK, LAPTOP, PHONE] {
+        assert_eq!(
+            d.ended(key).map(|e| e.1),
+            Some(EndReason::Declined { by_us: true })
+        );
+    }
+}
+
+#[test]
+fn a_busy_device_and_a_declining_one() {
+    // The desk is in another call: it answers busy; the laptop rings on.
+    let mut d = Devices::new(&[("desk", DESK), ("laptop", LAPTOP)], 0.0, 1);
+    let now = d.now;
+    d.core(DESK).invite(now, "carol", 99, [9; 16]).unwrap();
+    while d.core(DESK).poll_transmit().is_some() {}
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    // The carrier knows alice has two devices online.
+    d.bob.expect_devices(ID, 2);
+    d.run(1_000);
+    assert_eq!(d.bob.state(ID), Some(CallState::Ringing));
+    assert_eq!(d.core(LAPTOP).state(ID), Some(CallState::Incoming));
+    let now = d.now;
+    d.core(LAPTOP).decline(now, ID).unwrap();
+    d.run(1_000);
+    assert_eq!(
+        Pair::ended(&d.ev_bob),
+        Some(EndReason::Declined { by_us: false })
+    );
+    // Every device busy: busy.
+    let mut d = Devices::new(&[("desk", DESK), ("laptop", LAPTOP)], 0.0, 2);
+    for key in [DESK, LAPTOP] {
+        let now = d.now;
+        d.core(key).invite(now, "carol", 99, [9; 16]).unwrap();
+        while d.core(key).poll_transmit().is_some() {}
+    }
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    d.run(1_000);
+    assert_eq!(Pair::ended(&d.ev_bob), Some(EndReason::Busy));
+}
+
+#[test]
+fn the_caller_hanging_up_stops_every_device() {
+    let mut d = Devices::new(&[("desk", DESK), ("laptop", LAPTOP)], 0.0, 1);
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    d.run(200);
+    d.bob.hangup(d.now, ID).unwrap();
+    d.run(1_000);
+    for key in [DESK, LAPTOP] {
+        assert_eq!(
+            d.ended(key).map(|e| e.1),
+            Some(EndReason::Cancelled { by_us: false })
+        );
+    }
+    // The same before any device rang (the cancel goes to every device).
+    let mut d = Devices::new(&[("desk", DESK), ("laptop", LAPTOP)], 0.0, 2);
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    let invite = d.bob.poll_transmit().unwrap();
+    assert_eq!(
+        invite.devices,
+        Target::Every,
+        "the invitation rings every device"
+    );
+    d.bob.hangup(d.now, ID).unwrap();
+    let cancel = d.bob.poll_transmit().unwrap();
+    assert_eq!(cancel.devices, Target::Every);
 }

@@ -6,9 +6,9 @@ use natter::conference::{ConfEvent, ConfId};
 use natter::node::api::ConferenceUpdate;
 use natter::node::api::{
     CallId, CallInfo, CallState, CallStats, ChatMessage, ContactChange, ContactEntry, ContactState,
-    DirectoryRecord, EnvelopeOutcome, Event, FileEvent, FileInfo, GroupChange, GroupChatMessage,
-    GroupEntry, GroupUpdate, LoginState, LookupResult, MessageState, NatReport, OverlayEvent,
-    PeerEvent, PeerPath, RelayCredentials, RemoteChange,
+    DirectoryRecord, EndReason, EnvelopeOutcome, Event, FileEvent, FileInfo, GroupChange,
+    GroupChatMessage, GroupEntry, GroupUpdate, LoginState, LookupResult, MessageState, NatReport,
+    OverlayEvent, PeerEvent, PeerPath, RelayCredentials, RemoteChange,
 };
 use natter::time::UnixMillis;
 use serde_json::{Value, json};
@@ -1000,6 +1000,9 @@ pub fn call_state(c: &CallInfo) -> Option<Rendered> {
             if let Some(d) = detail {
                 v["detail"] = json!(d);
             }
+            if let EndReason::AnsweredElsewhere { device } = reason {
+                v["device"] = json!(device.as_str());
+            }
             let why = CallState::end_text(reason, detail);
             return r(v, format!("call with {peer} ended: {why}"));
         }
@@ -1211,6 +1214,19 @@ mod tests {
         let v = call_state(&c).unwrap().json;
         assert_eq!(v["reason"], "busy");
         assert_eq!(v["detail"], "bob is offline");
+        assert!(v.get("device").is_none());
+        // Issue 17: answered on another device of ours, which it names.
+        c.state = CallState::Ended {
+            reason: EndReason::AnsweredElsewhere {
+                device: natter::node::api::DeviceName::new("alice-laptop"),
+            },
+            detail: None,
+        };
+        let r = call_state(&c).unwrap();
+        assert_eq!(r.json["reason"], "answered_elsewhere");
+        assert_eq!(r.json["device"], "alice-laptop");
+        assert_eq!(r.json["message"], "answered on alice-laptop");
+        assert_eq!(r.line, "call with bob ended: answered on alice-laptop");
         let s = CallStats {
             peer: "bob".into(),
             last: true,

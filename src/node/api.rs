@@ -21,8 +21,8 @@
 //! events; the runtime answers those commands with [`Event::Error`] saying
 //! the feature is not available yet, never with a pretend success.
 
-pub use crate::call::EndReason;
 pub use crate::call::history::CallRecord;
+pub use crate::call::{DeviceName, EndReason};
 pub use crate::ice::CandidateKind;
 pub use crate::identity::Role;
 pub use crate::media::MediaStats;

@@ -44,16 +44,35 @@ impl LoginError {
     }
 }
 
-/// How this device names itself in the account's device list: the host
-/// name (empty if unknown; the authority then names it by its id).
+/// How this device names itself in the account's device list: the
+/// `NATTER_DEVICE_NAME` environment variable when set (two devices on one
+/// host, tests), else the host name (empty if unknown; the authority then
+/// names it by its id).
 pub fn device_name() -> String {
-    let mut n = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let mut n = std::env::var(DEVICE_NAME_ENV)
+        .ok()
         .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        });
     while n.len() > 64 {
         n.pop();
     }
     n
+}
+
+/// The environment variable that names this device (see [`device_name`]).
+pub const DEVICE_NAME_ENV: &str = "NATTER_DEVICE_NAME";
+
+/// This device's name as its account's device list shows it: the name it
+/// gives ([`device_name`]), or "device-" and the start of its id
+/// (`ed25519`) when it gives none. Calls answered here name it to our
+/// other devices, through the caller (issue 17).
+pub fn own_device_name(ed25519: &[u8; 32]) -> String {
+    crate::authority::core::default_name(&device_name(), ed25519)
 }
 
 /// An open, encrypted channel to the authority.

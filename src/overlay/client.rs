@@ -231,6 +231,8 @@ struct OutEnvelope {
     kind: u8,
     payload: Vec<u8>,
     store: bool,
+    /// Which of the recipient's devices it goes to.
+    devices: Devices,
     /// Seed of the ephemeral key, drawn when the envelope was sent (cores
     /// get randomness only from their caller).
     seed: [u8; 32],
@@ -256,10 +258,27 @@ struct Group {
 
 /// Whether envelopes of `kind` go to every device of the recipient (chat,
 /// contacts, group chat and the rest) or to one (calls, ICE, media,
-/// conferences and file transfers, until calls ring every device: the
-/// device that last wrote to us, else the most available).
+/// conferences and file transfers: the device pinned with
+/// [`ClientCore::pin_device`], else the device that last wrote to us,
+/// else the most available). Call signalling names its devices itself
+/// ([`Devices`]): an invitation rings every device.
 fn to_every_device(kind: u8) -> bool {
     !(envelope::kind::CALL_FIRST..envelope::kind::GROUP_FIRST).contains(&kind)
+}
+
+/// Which of the recipient's devices an envelope goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Devices {
+    /// As its kind says (see `to_every_device`).
+    ByKind,
+    /// Every device of the recipient.
+    Every,
+    /// This device alone (its x25519 key); the envelope fails when the
+    /// recipient has no such device any more.
+    Only([u8; 32]),
+    /// Every device but this one (x25519 key); the envelope fails when
+    /// the recipient has no other device.
+    Except([u8; 32]),
 }
 
 /// The id of copy `i` of envelope `id` (copy 0 keeps the id).
@@ -322,6 +341,10 @@ pub struct ClientCore {
     groups: BTreeMap<EnvelopeId, Group>,
     /// The device (x25519 key) each user last sent us an envelope from.
     last_device: BTreeMap<String, [u8; 32]>,
+    /// Devices pinned for single-device kinds (a call's peer device, so
+    /// its ICE goes there whoever wrote last), by user; see
+    /// [`ClientCore::pin_device`].
+    pinned: BTreeMap<String, [u8; 32]>,
     key_lookups: BTreeMap<String, u32>,
     /// Envelope ids received, until they expire (their signed expiry, on
     /// the wall clock).
@@ -382,6 +405,7 @@ impl ClientCore {
             envelopes: BTreeMap::new(),
             groups: BTreeMap::new(),
             last_device: BTreeMap::new(),
+            pinned: BTreeMap::new(),
             key_lookups: BTreeMap::new(),
             seen: BTreeMap::new(),
             unix: UnixMillis::ZERO,
@@ -424,6 +448,16 @@ impl ClientCore {
             .map_or(&[], |(recs, _)| recs.as_slice())
     }
 
+    /// How many of `username`'s devices are reachable (attached, not
+    /// offline) by the records known (0 if never looked up).
+    pub fn reachable_devices(&self, username: &str) -> usize {
+        let now = self.unix.secs();
+        self.known_devices(username)
+            .iter()
+            .filter(|r| r.is_reachable(now))
+            .count()
+    }
+
     /// Send `payload` to `to` in a sealed envelope (see
     /// [`super::envelope`]); `kind` tells the recipient's protocols what it
     /// is. The recipient's key comes from their presence record (looked up
@@ -444,6 +478,48 @@ impl ClientCore {
         payload: &[u8],
         store_if_offline: bool,
     ) -> EnvelopeId {
+        self.send_envelope_to(
+            now,
+            unix,
+            rng,
+            (to, Devices::ByKind),
+            kind,
+            payload,
+            store_if_offline,
+        )
+    }
+
+    /// Single-device kinds to `username` go to their device `x25519`
+    /// while pinned (the device in a call with us), whoever wrote last;
+    /// `None` unpins.
+    pub fn pin_device(&mut self, username: &str, x25519: Option<[u8; 32]>) {
+        let name = username.to_ascii_lowercase();
+        match x25519 {
+            Some(k) => {
+                if self.pinned.len() >= 64 && !self.pinned.contains_key(&name) {
+                    self.pinned.pop_first();
+                }
+                self.pinned.insert(name, k);
+            }
+            None => {
+                self.pinned.remove(&name);
+            }
+        }
+    }
+
+    /// [`ClientCore::send_envelope`] to the devices `to.1` of user `to.0`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send_envelope_to(
+        &mut self,
+        now: Millis,
+        unix: UnixMillis,
+        rng: &mut dyn RngCore,
+        to: (&str, Devices),
+        kind: u8,
+        payload: &[u8],
+        store_if_offline: bool,
+    ) -> EnvelopeId {
+        let (to, devices) = to;
         self.unix = unix;
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
@@ -469,6 +545,7 @@ impl ClientCore {
                 kind,
                 payload: payload.to_vec(),
                 store: store_if_offline,
+                devices,
                 seed,
                 sealed: None,
                 resealed: false,
@@ -499,23 +576,54 @@ impl ClientCore {
                 at.is_some_and(|at| now.since(at) < self.cfg.peer_cert_ttl_ms) && !recs.is_empty()
             })
             .map(|(recs, _)| {
-                if to_every_device(e.kind) {
+                let every = match e.devices {
+                    Devices::Every => true,
+                    Devices::ByKind => to_every_device(e.kind),
+                    Devices::Only(x) => {
+                        // That device, or none (it went: the copy fails).
+                        return recs
+                            .iter()
+                            .filter(|r| r.cert.x25519 == x)
+                            .map(|r| r.cert.clone())
+                            .take(1)
+                            .collect();
+                    }
+                    Devices::Except(x) => {
+                        return recs
+                            .iter()
+                            .filter(|r| r.cert.x25519 != x)
+                            .map(|r| r.cert.clone())
+                            .collect();
+                    }
+                };
+                if every {
+                    // To our own username: never this device.
                     return recs
                         .iter()
                         .filter(|r| !own || r.cert.x25519 != self.cert.x25519)
                         .map(|r| r.cert.clone())
                         .collect();
                 }
-                // One device: the one that last wrote to us (it is in the
-                // call), else the most available.
-                let last = self.last_device.get(&e.to);
+                // One device: the one pinned (in a call with us), else the
+                // one that last wrote to us, else the most available.
+                let last = self
+                    .pinned
+                    .get(&e.to)
+                    .filter(|k| recs.iter().any(|r| &r.cert.x25519 == *k))
+                    .or_else(|| self.last_device.get(&e.to));
                 recs.iter()
                     .find(|r| Some(&r.cert.x25519) == last)
                     .or_else(|| most_available(recs, self.unix.secs()))
                     .map(|r| vec![r.cert.clone()])
                     .unwrap_or_default()
-            })
-            .filter(|certs: &Vec<Certificate>| !certs.is_empty() || own);
+            });
+        // Named devices that are not there fail the envelope at once; an
+        // empty list otherwise means the records must be looked up.
+        let only_gone = matches!(e.devices, Devices::Only(_) | Devices::Except(_))
+            && fresh.as_ref().is_some_and(|c| c.is_empty());
+        if only_gone {
+            return self.device_gone(now, id);
+        }
         if own && fresh.as_ref().is_some_and(|c| c.is_empty()) {
             if e.device.is_none() && !self.groups.contains_key(&e.group) {
                 // Not copied yet, and this is our only device: every
@@ -526,6 +634,7 @@ impl ClientCore {
             }
             return;
         }
+        let fresh = fresh.filter(|certs: &Vec<Certificate>| !certs.is_empty());
         let Some(certs) = fresh else {
             let to = e.to.clone();
             if !self.key_lookups.contains_key(&to) {
@@ -568,6 +677,7 @@ impl ClientCore {
                             kind: first.kind,
                             payload: first.payload.clone(),
                             store: first.store,
+                            devices: first.devices,
                             seed,
                             sealed: None,
                             resealed: false,

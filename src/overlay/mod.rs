@@ -23,7 +23,7 @@ pub mod msg;
 pub mod record;
 pub mod supernode;
 
-pub use client::{ClientConfig, ClientCore, ClientEvent, LookupOutcome};
+pub use client::{ClientConfig, ClientCore, ClientEvent, Devices, LookupOutcome};
 pub use envelope::EnvelopeId;
 pub use membership::{Membership, MembershipConfig};
 pub use msg::{EnvResult, Msg};

@@ -2124,3 +2124,39 @@ fn send_file_prompt_completes_paths() {
     assert_eq!(app.send_file_draft(), None);
     assert!(draw(&app, 100, 30).contains("unblock them to send a file"));
 }
+
+/// Issue 17: a call that rang here and was answered on another device of
+/// ours stops ringing with a notice naming that device.
+#[test]
+fn a_call_answered_on_another_device_says_where() {
+    let mut app = logged_in();
+    let mut incoming = |state| {
+        app.handle_event(Event::Call(CallInfo {
+            id: 12,
+            peer: "bob".into(),
+            outgoing: false,
+            state,
+            muted: false,
+            held: false,
+            remote_held: false,
+            answered_at: None,
+        }))
+    };
+    incoming(CallState::Incoming);
+    incoming(CallState::Ended {
+        reason: crate::node::api::EndReason::AnsweredElsewhere {
+            device: crate::node::api::DeviceName::new("laptop"),
+        },
+        detail: None,
+    });
+    assert!(
+        app.model
+            .notices
+            .iter()
+            .any(|n| n.text == "call with bob ended: answered on laptop"),
+        "{:?}",
+        app.model.notices
+    );
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("answered on laptop"), "{screen}");
+}

@@ -37,6 +37,7 @@ mod chat_offline;
 mod cli;
 mod clock_step;
 mod conference_tones;
+mod devices_call;
 mod devices_chat;
 mod dos_authority_slots;
 mod dos_link_handshakes;

@@ -15,11 +15,22 @@
 //! returns, and reports the [`CallsEvent`]s.
 //! Audio and codec work stay in the media driver's task and the audio
 //! thread (lock-free rings); nothing here blocks.
+//!
+//! Devices (issue 17): an invitation rings every device of the callee
+//! (the core's transmits name the device, or none for all). The peer
+//! link must end at the device that answers: when the callee is known to
+//! have several devices, ICE waits for the answer; otherwise it starts
+//! with the invitation as before, and a link that turns out to end at
+//! another device than the one that answered is dropped and made again.
+//! While a call is on, the overlay's single-device envelopes (ICE) to the
+//! peer go to the call's device ([`ClientCore::pin_device`]).
 
 pub mod conference;
 
 use super::peer::PeerEvent;
-use crate::call::{CallConfig, CallCore, CallEvent, CallId, CallState};
+use crate::call::{
+    CallConfig, CallCore, CallEvent, CallId, CallState, DeviceKey, Target, Transmit,
+};
 use crate::clock::Clock;
 use crate::conference::uplink::UplinkEstimator;
 use crate::ice::{IceSessions, Path};
@@ -29,7 +40,7 @@ use crate::media::driver::{self, MediaCommand, MediaTransport};
 use crate::media::packet::EXPORT_LABEL;
 use crate::media::{MediaConfig, MediaEvent, MediaKeys, MediaSession, MediaStats, Side};
 use crate::overlay::envelope::kind::CALL_FIRST;
-use crate::overlay::{ClientCore, EnvelopeId};
+use crate::overlay::{ClientCore, Devices, EnvelopeId};
 use crate::time::{Millis, UnixMillis, earliest};
 use conference::{ConfCommand, ConfCx, ConfNode, ConfUpdate};
 use rand::RngCore;
@@ -272,6 +283,12 @@ struct Waiting {
     side: Side,
     caller_nonce: [u8; 16],
     callee_nonce: [u8; 16],
+    /// The peer's device the link must end at (the callee's device that
+    /// answered our call); `None`: any of the peer's.
+    device: Option<DeviceKey>,
+    /// A link that ended at another device was dropped and asked for
+    /// again (once per call).
+    reconnected: bool,
 }
 
 /// Counters of what the call layer dropped.
@@ -303,6 +320,9 @@ pub struct Calls {
     details: HashMap<CallId, String>,
     /// Users the driver should open a peer connection to.
     connects: Vec<String>,
+    /// Users whose peer connection the driver should drop and open again
+    /// (it ended at another device of theirs than the call's).
+    reconnects: Vec<String>,
     events: VecDeque<CallsEvent>,
     media_tx: mpsc::Sender<MediaMsg>,
     /// The ring-back or ringtone playing, if any.
@@ -374,6 +394,7 @@ impl Calls {
             sent: HashMap::new(),
             details: HashMap::new(),
             connects: Vec::new(),
+            reconnects: Vec::new(),
             events: VecDeque::new(),
             media_tx,
             media_rx,
@@ -405,6 +426,18 @@ impl Calls {
     /// runs ICE unless a connection exists or is under way).
     pub fn take_connects(&mut self) -> Vec<String> {
         std::mem::take(&mut self.connects)
+    }
+
+    /// Users whose peer connection should be dropped (its ICE session and
+    /// link) and opened again.
+    pub fn take_reconnects(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.reconnects)
+    }
+
+    /// How this device names itself (in the account's device list): our
+    /// answers carry it, for the caller to tell our other devices.
+    pub fn set_device_name(&mut self, name: &str) {
+        self.core.set_device_name(name);
     }
 
     pub fn poll_timeout(&self) -> Option<Millis> {
@@ -501,8 +534,14 @@ impl Calls {
                         id,
                         peer: peer.clone(),
                     });
-                    // Connectivity checks run while it rings.
-                    self.connects.push(peer);
+                    // Connectivity checks run while it rings, unless the
+                    // callee has several devices: then with the one that
+                    // answers.
+                    let devices = cx.client.reachable_devices(&peer);
+                    self.core.expect_devices(id, devices);
+                    if devices <= 1 {
+                        self.connects.push(peer);
+                    }
                 }
                 let r2 = r.clone().map(|_| id);
                 if let Some(reply) = reply {
@@ -554,14 +593,25 @@ impl Calls {
 
     /// Move the core's messages into envelopes and act on its events.
     pub fn drive(&mut self, cx: &mut Ctx<'_>) {
-        while let Some((to, bytes)) = self.core.poll_transmit() {
+        while let Some(Transmit { to, devices, bytes }) = self.core.poll_transmit() {
             let invite = matches!(
                 crate::call::Msg::decode(&bytes),
                 Ok((_, crate::call::Msg::Invite { .. }))
             );
-            let id =
-                cx.client
-                    .send_envelope(cx.now, cx.unix, cx.rng, &to, ENVELOPE_CALL, &bytes, false);
+            let devices = match devices {
+                Target::Every => Devices::Every,
+                Target::Only(d) => Devices::Only(d),
+                Target::Except(d) => Devices::Except(d),
+            };
+            let id = cx.client.send_envelope_to(
+                cx.now,
+                cx.unix,
+                cx.rng,
+                (&to, devices),
+                ENVELOPE_CALL,
+                &bytes,
+                false,
+            );
             match crate::call::Msg::decode(&bytes) {
                 Ok((call, _)) if invite => {
                     self.invites.insert(id, call);
@@ -579,12 +629,18 @@ impl Calls {
         while let Some(e) = self.core.poll_event() {
             self.on_call_event(e, cx);
         }
-        let ready: Vec<CallId> = self
-            .waiting
-            .iter()
-            .filter(|(_, w)| link_to(cx, &w.peer).is_some())
-            .map(|(&id, _)| id)
-            .collect();
+        let mut ready = Vec::new();
+        for (&id, w) in self.waiting.iter_mut() {
+            match link_device(cx, &w.peer) {
+                Some(d) if w.device.is_none_or(|x| x == d) => ready.push(id),
+                Some(_) if !w.reconnected => {
+                    tracing::info!(call = id, peer = %w.peer, "the peer link ends at another device than the one that answered: connecting again");
+                    w.reconnected = true;
+                    self.reconnects.push(w.peer.clone());
+                }
+                _ => {}
+            }
+        }
         for id in ready {
             if let Some(w) = self.waiting.remove(&id) {
                 self.start_media(id, w, cx);
@@ -728,6 +784,15 @@ impl Calls {
         let id = e.id();
         let peer = self.core.peer(id).unwrap_or_default().to_owned();
         let mut detail = None;
+        // Single-device envelopes (ICE) to the peer go to the call's
+        // device while it is on.
+        match &e {
+            CallEvent::Incoming { .. } | CallEvent::Connected { .. } => {
+                cx.client.pin_device(&peer, self.core.device(id));
+            }
+            CallEvent::Ended { .. } => cx.client.pin_device(&peer, None),
+            _ => {}
+        }
         match &e {
             CallEvent::Ringing { .. } => self.start_ring(id, RingKind::Back, cx.now),
             CallEvent::Incoming { .. } if !self.opts.auto_answer => {
@@ -749,14 +814,32 @@ impl Calls {
                 callee_nonce,
                 ..
             } => {
-                let w = Waiting {
+                let mut w = Waiting {
                     peer: peer.clone(),
                     side: *side,
                     caller_nonce: *caller_nonce,
                     callee_nonce: *callee_nonce,
+                    device: match side {
+                        Side::Caller => self.core.device(id),
+                        Side::Callee => None,
+                    },
+                    reconnected: false,
                 };
-                if link_to(cx, &peer).is_some() {
+                let linked = link_device(cx, &peer);
+                // ICE under way since the invitation, to a device of a
+                // callee with several: maybe not the one that answered.
+                let guessed = *side == Side::Caller
+                    && cx.ice.started(&peer).is_some()
+                    && cx.client.reachable_devices(&peer) > 1;
+                if linked.is_some_and(|d| w.device.is_none_or(|x| x == d)) {
                     self.start_media(id, w, cx);
+                } else if linked.is_some() || (linked.is_none() && guessed) {
+                    // Linked (or linking) to another device of the callee:
+                    // again, to the one that answered.
+                    tracing::info!(call = id, %peer, "answered on a device the peer link may not end at: connecting again");
+                    w.reconnected = true;
+                    self.reconnects.push(peer.clone());
+                    self.waiting.insert(id, w);
                 } else {
                     // The caller started ICE with the invitation; if that
                     // failed meanwhile, try again now the call is answered.
@@ -906,26 +989,37 @@ impl Calls {
         })
     }
 
-    /// A call envelope from `from` (a verified user), made at `created_ms`;
-    /// `blocked`: we blocked them, so their invitations are dropped (the
-    /// signalling of a call already on still passes, so it can end).
+    /// A call envelope from `from` (a verified user) on their device
+    /// `device` (its x25519 key), made at `created_ms`; `blocked`: we
+    /// blocked them, so their invitations are dropped (the signalling of a
+    /// call already on still passes, so it can end).
     pub fn on_envelope(
         &mut self,
-        from: &str,
+        (from, device): (&str, DeviceKey),
         created_ms: u64,
         payload: &[u8],
         blocked: bool,
         cx: &mut Ctx<'_>,
     ) {
-        let invite = matches!(
-            crate::call::Msg::decode(payload),
-            Ok((_, crate::call::Msg::Invite { .. }))
-        );
+        let decoded = crate::call::Msg::decode(payload);
+        let invite = matches!(decoded, Ok((_, crate::call::Msg::Invite { .. })));
         if blocked && invite {
             return self.blocked_invite(from);
         }
-        self.core
-            .handle_message(cx.now, cx.unix, from, UnixMillis(created_ms), payload);
+        // The invitation was sealed to every device of theirs by now: how
+        // many there are (for a call of ours; others ignore it).
+        if let Ok((id, _)) = decoded {
+            self.core
+                .expect_devices(id, cx.client.reachable_devices(from));
+        }
+        self.core.handle_message(
+            cx.now,
+            cx.unix,
+            from,
+            device,
+            UnixMillis(created_ms),
+            payload,
+        );
         self.drive(cx);
     }
 
@@ -1166,4 +1260,11 @@ pub(super) fn link_to(cx: &Ctx<'_>, user: &str) -> Option<Path> {
     let path = cx.ice.selected(user)?;
     let cert = cx.link.peer(path.remote)?;
     (cert.username == user).then_some(path)
+}
+
+/// The device (x25519 key) an established peer link with `user` ends at.
+fn link_device(cx: &Ctx<'_>, user: &str) -> Option<DeviceKey> {
+    let path = cx.ice.selected(user)?;
+    let cert = cx.link.peer(path.remote)?;
+    (cert.username == user).then_some(cert.x25519)
 }

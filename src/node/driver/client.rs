@@ -70,7 +70,12 @@ pub(super) fn spawn(
         peers: Peers::new(&opts.paths, now, opts.calls.is_some()),
         nat: (opts.nat).map(|o| NatDriver::new(o, now, opts.paths.tcp_fallback_ms)),
         messaging: opts.messaging.map(Box::new),
-        calls: opts.calls.map(|c| Box::new(Calls::new(c, clock.clone()))),
+        calls: opts.calls.map(|c| {
+            let mut calls = Box::new(Calls::new(c, clock.clone()));
+            let ed25519 = core.certificate().ed25519;
+            calls.set_device_name(&crate::node::login::own_device_name(&ed25519));
+            calls
+        }),
         files: opts
             .files
             .map(|f| Box::new(Files::new(f, rand::random::<u64>()))),
@@ -572,7 +577,17 @@ impl ClientDriver {
         }
         if let Some(c) = &mut self.calls {
             evs.extend(std::iter::from_fn(|| c.poll_event()).map(calls_event));
-            for user in c.take_connects() {
+            let mut users = c.take_connects();
+            for user in c.take_reconnects() {
+                // Its link ends at another device than the call's: drop
+                // it, so the connection below starts afresh.
+                if let Some(p) = self.peers.ice.selected(&user) {
+                    self.base.link.close(now, p.remote);
+                }
+                self.peers.ice.close(&user);
+                users.push(user);
+            }
+            for user in users {
                 progressed = true;
                 let mut cx = Cx {
                     now,

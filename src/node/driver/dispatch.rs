@@ -128,7 +128,13 @@ impl ClientDriver {
             },
             Consumer::Calls => self
                 .with_calls(|calls, cx| {
-                    calls.on_envelope(&from.username, created_ms, payload, blocked, cx)
+                    calls.on_envelope(
+                        (&from.username, from.x25519),
+                        created_ms,
+                        payload,
+                        blocked,
+                        cx,
+                    )
                 })
                 .is_some(),
             Consumer::Peers => {

@@ -433,3 +433,110 @@ fn a_users_device_records_are_capped_and_the_newest_win() {
         MAX_DEVICES
     );
 }
+
+/// Issue 17, calls: envelopes to every device, to one device or to all
+/// but one, whatever their kind; a pinned device takes the single-device
+/// kinds (calls, ICE) whoever wrote last.
+#[test]
+fn envelopes_to_chosen_devices_and_a_pinned_one() {
+    use crate::overlay::Devices;
+    use crate::overlay::envelope::kind;
+    let mut o = overlay(8, 2);
+    o.sim.keep_events = true;
+    o.sim.keep_supernode_events = false;
+    let bob = o.clients[0];
+    let a1 = o.add_device("alice", vec![sn_addr(1)], 101);
+    let a2 = o.add_device("alice", vec![sn_addr(6)], 102);
+    let mut log = Vec::new();
+    run(&mut o, &mut log, 8_000);
+    let key = |o: &Overlay, i: usize| o.sim.client(i).unwrap().certificate().x25519;
+    let (k1, k2) = (key(&o, a1), key(&o, a2));
+    let to = |o: &mut Overlay, devices: Devices, k: u8, payload: &[u8]| {
+        let (now, unix) = (o.sim.now, o.sim.unix());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(payload.len() as u64 + now.get());
+        let id = client_mut(o, bob).send_envelope_to(
+            now,
+            unix,
+            &mut rng,
+            ("alice", devices),
+            k,
+            payload,
+            false,
+        );
+        o.sim.touched(bob);
+        id
+    };
+    // A call kind to every device, to one, to all but one.
+    to(&mut o, Devices::Every, kind::CALL_FIRST, b"invite");
+    run(&mut o, &mut log, 3_000);
+    assert_eq!(got(&log, a1, b"invite"), 1);
+    assert_eq!(got(&log, a2, b"invite"), 1);
+    to(
+        &mut o,
+        Devices::Only(k2),
+        kind::CALL_FIRST,
+        b"to the laptop",
+    );
+    to(
+        &mut o,
+        Devices::Except(k2),
+        kind::CALL_FIRST,
+        b"not the laptop",
+    );
+    run(&mut o, &mut log, 3_000);
+    assert_eq!(
+        (
+            got(&log, a1, b"to the laptop"),
+            got(&log, a2, b"to the laptop")
+        ),
+        (0, 1)
+    );
+    assert_eq!(
+        (
+            got(&log, a1, b"not the laptop"),
+            got(&log, a2, b"not the laptop")
+        ),
+        (1, 0)
+    );
+    // A device alice does not have: the envelope fails at once.
+    let id = to(&mut o, Devices::Only([9; 32]), kind::CALL_FIRST, b"nobody");
+    run(&mut o, &mut log, 1_000);
+    assert!(
+        log.iter().any(|(n, e)| *n == bob
+            && matches!(e, ClientEvent::EnvelopeFailed { id: i, .. } if *i == id)),
+        "no such device"
+    );
+    // Pinned: an ICE envelope goes to the pinned device, then (unpinned)
+    // to the one that last wrote to us.
+    let (now, unix) = (o.sim.now, o.sim.unix());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let bob_name = o.sim.client(bob).unwrap().username().to_owned();
+    client_mut(&mut o, a2).send_envelope(
+        now,
+        unix,
+        &mut rng,
+        &bob_name,
+        kind::CALL_FIRST,
+        b"hi bob",
+        false,
+    );
+    o.sim.touched(a2);
+    run(&mut o, &mut log, 2_000);
+    client_mut(&mut o, bob).pin_device("alice", Some(k1));
+    to(&mut o, Devices::ByKind, kind::ICE_FIRST, b"ice pinned");
+    run(&mut o, &mut log, 2_000);
+    assert_eq!(
+        (got(&log, a1, b"ice pinned"), got(&log, a2, b"ice pinned")),
+        (1, 0)
+    );
+    client_mut(&mut o, bob).pin_device("alice", None);
+    to(&mut o, Devices::ByKind, kind::ICE_FIRST, b"ice unpinned");
+    run(&mut o, &mut log, 2_000);
+    assert_eq!(
+        (
+            got(&log, a1, b"ice unpinned"),
+            got(&log, a2, b"ice unpinned")
+        ),
+        (0, 1)
+    );
+}

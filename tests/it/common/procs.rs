@@ -8,6 +8,10 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+/// Every device of the tests names itself by its data dir ("alice",
+/// "alice-laptop"), at login and when it runs, though they share a host.
+const DEVICE_NAME_ENV: &str = natter::node::login::DEVICE_NAME_ENV;
+
 pub fn natter() -> Command {
     Command::new(env!("CARGO_BIN_EXE_natter"))
 }
@@ -200,6 +204,7 @@ impl Network {
 
     fn run(&self, name: &str, args: &[&str], stdin: &str) {
         let mut child = natter()
+            .env(DEVICE_NAME_ENV, name)
             .arg("--config")
             .arg(&self.client_config)
             .arg("--data-dir")
@@ -328,7 +333,8 @@ impl Network {
         extra: &[&str],
     ) -> Proc {
         let mut cmd = natter();
-        cmd.arg("--config")
+        cmd.env(DEVICE_NAME_ENV, name)
+            .arg("--config")
             .arg(config)
             .arg("--data-dir")
             .arg(self.data(name));
