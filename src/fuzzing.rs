@@ -180,6 +180,15 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     );
     v.push(presence);
+    let sync = crate::contacts::ContactPayload::Sync {
+        user: "bob",
+        state: crate::contacts::ContactState::Authorized,
+        blocked: true,
+        greeting: "hi",
+    };
+    let mut b = vec![sync.kind()];
+    b.extend(sync.encode());
+    v.push(b);
     for cookie in [None, Some([7; 16])] {
         v.extend(
             Packet::Init {
@@ -529,8 +538,8 @@ pub fn app_payloads(b: &[u8]) {
     let Some((&k, rest)) = b.split_first() else {
         return;
     };
-    // Kinds 0-6: chat (1, 2, 5, 6), contacts (3, 4) and unknown (0).
-    let k = k % 7;
+    // Kinds 0-7: chat (1, 2, 5, 6), contacts (3, 4, 7) and unknown (0).
+    let k = k % 8;
     if let Ok(p) = ChatPayload::decode(k, rest) {
         assert_eq!(p.encode(), rest);
     }

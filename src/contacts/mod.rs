@@ -29,6 +29,17 @@
 //! the overlay fails them; presence is not stored (it is asked for at
 //! login).
 //!
+//! # Several devices
+//!
+//! The list follows the account: every change made on one device (add,
+//! accept, decline, remove, block, unblock) goes to our own username as a
+//! `CONTACT_SYNC` envelope, `user str8 | state u8 | blocked u8 | greeting
+//! str8`, which the overlay seals to our other devices only and stores for
+//! those away. A device takes the row as it is sent, only from a device
+//! of our own account, and tells nobody else (the contact already heard
+//! from the device where the change was made). Requests and answers from
+//! others reach every device by themselves.
+//!
 //! [`ContactsCore`] is sans-IO for network and time; the list is the
 //! SQLite [`ContactStore`].
 
@@ -95,6 +106,32 @@ impl ContactState {
         }
     }
 
+    fn to_u8(self) -> u8 {
+        match self {
+            ContactState::None => 0,
+            ContactState::Requested => 1,
+            ContactState::Pending => 2,
+            ContactState::Authorized => 3,
+            ContactState::Declined => 4,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        Ok(match v {
+            0 => ContactState::None,
+            1 => ContactState::Requested,
+            2 => ContactState::Pending,
+            3 => ContactState::Authorized,
+            4 => ContactState::Declined,
+            got => {
+                return Err(WireError::UnknownType {
+                    what: "contact state",
+                    got,
+                });
+            }
+        })
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "none" => ContactState::None,
@@ -104,6 +141,15 @@ impl ContactState {
             "declined" => ContactState::Declined,
             _ => return None,
         })
+    }
+}
+
+/// A 0/1 byte.
+fn flag(v: u8, field: &'static str) -> Result<bool, WireError> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(WireError::Invalid { field }),
     }
 }
 
@@ -154,6 +200,13 @@ pub enum ContactPayload<'a> {
         message: &'a str,
         want_reply: bool,
     },
+    /// A row as one of our own devices now has it.
+    Sync {
+        user: &'a str,
+        state: ContactState,
+        blocked: bool,
+        greeting: &'a str,
+    },
 }
 
 impl<'a> ContactPayload<'a> {
@@ -161,6 +214,7 @@ impl<'a> ContactPayload<'a> {
         match self {
             ContactPayload::Contact { .. } => kind::CONTACT,
             ContactPayload::Presence { .. } => kind::PRESENCE,
+            ContactPayload::Sync { .. } => kind::CONTACT_SYNC,
         }
     }
 
@@ -179,6 +233,17 @@ impl<'a> ContactPayload<'a> {
                     .bytes8(message.as_bytes())
                     .u8(*want_reply as u8);
             }
+            ContactPayload::Sync {
+                user,
+                state,
+                blocked,
+                greeting,
+            } => {
+                w.bytes8(user.as_bytes())
+                    .u8(state.to_u8())
+                    .u8(*blocked as u8)
+                    .bytes8(greeting.as_bytes());
+            }
         }
         w.into_vec()
     }
@@ -194,15 +259,13 @@ impl<'a> ContactPayload<'a> {
             kind::PRESENCE => ContactPayload::Presence {
                 status: Status::from_u8(r.u8()?)?,
                 message: r.str8("status message")?,
-                want_reply: match r.u8()? {
-                    0 => false,
-                    1 => true,
-                    _ => {
-                        return Err(WireError::Invalid {
-                            field: "reply flag",
-                        });
-                    }
-                },
+                want_reply: flag(r.u8()?, "reply flag")?,
+            },
+            kind::CONTACT_SYNC => ContactPayload::Sync {
+                user: r.str8("contact")?,
+                state: ContactState::from_u8(r.u8()?)?,
+                blocked: flag(r.u8()?, "blocked flag")?,
+                greeting: r.str8("greeting")?,
             },
             got => {
                 return Err(WireError::UnknownType {
@@ -512,6 +575,97 @@ impl ContactsCore {
         );
     }
 
+    /// Tell our other devices how `user`'s row is now (see the module
+    /// doc); the overlay seals it to them only, and stores it for those
+    /// away.
+    fn sync_own(&self, user: &str, sink: &mut dyn EnvelopeSink) {
+        let (state, blocked, greeting) = match self.rows.get(user) {
+            Some(r) => (r.state, r.blocked, r.greeting.as_str()),
+            None => (ContactState::None, false, ""),
+        };
+        let p = ContactPayload::Sync {
+            user,
+            state,
+            blocked,
+            greeting,
+        }
+        .encode();
+        let me = self.me.clone();
+        sink.send_envelope(&me, kind::CONTACT_SYNC, &p, true);
+    }
+
+    /// A row from another of our devices: taken as it is, with the events
+    /// its change means here. Nothing goes to the contact.
+    fn on_sync(
+        &mut self,
+        now: Millis,
+        user: &str,
+        state: ContactState,
+        blocked: bool,
+        greeting: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) {
+        if !valid_name(user) || user == self.me {
+            return;
+        }
+        let old = self.row(user, now);
+        if old.state == state && old.blocked == blocked {
+            return;
+        }
+        let mut row = old.clone();
+        row.state = state;
+        row.blocked = blocked;
+        row.greeting = greeting.to_owned();
+        if !self.save(row, now) {
+            return;
+        }
+        let user = user.to_owned();
+        if blocked != old.blocked {
+            self.live.remove(&user);
+            self.events.push_back(if blocked {
+                ContactsEvent::Blocked { user: user.clone() }
+            } else {
+                ContactsEvent::Unblocked { user: user.clone() }
+            });
+        }
+        if state == old.state {
+            if !blocked && state == ContactState::Authorized {
+                self.watch_requests.insert(user);
+            }
+            return;
+        }
+        match state {
+            ContactState::Authorized => {
+                self.events
+                    .push_back(ContactsEvent::Added { user: user.clone() });
+                self.watch_requests.insert(user.clone());
+                if self.online && !blocked {
+                    self.send_presence(&user, true, sink);
+                }
+            }
+            ContactState::Requested => self
+                .events
+                .push_back(ContactsEvent::RequestSent { to: user }),
+            ContactState::None if old.state == ContactState::Pending => self
+                .events
+                .push_back(ContactsEvent::Declined { user, by_us: true }),
+            ContactState::None => {
+                self.live.remove(&user);
+                self.events.push_back(ContactsEvent::Removed {
+                    user,
+                    by_them: false,
+                });
+            }
+            ContactState::Declined => self
+                .events
+                .push_back(ContactsEvent::Declined { user, by_us: false }),
+            ContactState::Pending => self.events.push_back(ContactsEvent::Request {
+                from: user,
+                greeting: greeting.to_owned(),
+            }),
+        }
+    }
+
     /// What we show contacts.
     fn shown_self(&self) -> (Status, String) {
         match self.status {
@@ -595,6 +749,7 @@ impl ContactsCore {
         row.state = ContactState::Requested;
         if self.save(row, now) {
             self.send_op(&u, Op::Request, &greeting, 0, sink);
+            self.sync_own(&u, sink);
             self.events.push_back(ContactsEvent::RequestSent { to: u });
         }
         Ok(())
@@ -616,6 +771,7 @@ impl ContactsCore {
         }
         self.send_op(&u, Op::Accept, "", 0, sink);
         self.authorize(&u, now, sink);
+        self.sync_own(&u, sink);
         Ok(())
     }
 
@@ -634,6 +790,7 @@ impl ContactsCore {
         row.greeting.clear();
         if self.save(row, now) {
             self.send_op(&u, Op::Decline, "", 0, sink);
+            self.sync_own(&u, sink);
             self.events.push_back(ContactsEvent::Declined {
                 user: u,
                 by_us: true,
@@ -668,6 +825,7 @@ impl ContactsCore {
                 sink.send_envelope(&u, kind::PRESENCE, &p, false);
             }
             self.send_op(&u, Op::Remove, "", 0, sink);
+            self.sync_own(&u, sink);
             self.live.remove(&u);
             self.events.push_back(ContactsEvent::Removed {
                 user: u,
@@ -701,13 +859,19 @@ impl ContactsCore {
             row.state = ContactState::None;
         }
         if self.save(row, now) {
+            self.sync_own(&u, sink);
             self.live.remove(&u);
             self.events.push_back(ContactsEvent::Blocked { user: u });
         }
         Ok(())
     }
 
-    pub fn unblock(&mut self, now: Millis, user: &str) -> Result<(), ContactsError> {
+    pub fn unblock(
+        &mut self,
+        now: Millis,
+        user: &str,
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), ContactsError> {
         let u = self.norm(user)?;
         let mut row = self.row(&u, now);
         if !row.blocked {
@@ -715,6 +879,7 @@ impl ContactsCore {
         }
         row.blocked = false;
         if self.save(row, now) {
+            self.sync_own(&u, sink);
             if self.is_authorized(&u) {
                 self.watch_requests.insert(u.clone());
             }
@@ -826,7 +991,7 @@ impl ContactsCore {
         payload: &[u8],
         sink: &mut dyn EnvelopeSink,
     ) -> bool {
-        if k != kind::CONTACT && k != kind::PRESENCE {
+        if k != kind::CONTACT && k != kind::PRESENCE && k != kind::CONTACT_SYNC {
             return false;
         }
         let user = from.username.to_ascii_lowercase();
@@ -834,6 +999,19 @@ impl ContactsCore {
             tracing::debug!(%user, "malformed contacts payload");
             return true;
         };
+        if let ContactPayload::Sync {
+            user: contact,
+            state,
+            blocked,
+            greeting,
+        } = p
+        {
+            // Only from a device of our own account.
+            if user == self.me {
+                self.on_sync(now, contact, state, blocked, greeting, sink);
+            }
+            return true;
+        }
         if self.is_blocked(&user) || user == self.me {
             return true;
         }
@@ -943,6 +1121,8 @@ impl ContactsCore {
                     self.send_presence(&user, false, sink);
                 }
             }
+            // Taken above.
+            ContactPayload::Sync { .. } => {}
         }
         true
     }

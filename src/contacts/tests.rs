@@ -179,12 +179,13 @@ fn blocked_users_are_ignored() {
             .iter()
             .any(|e| matches!(e, ContactsEvent::Request { .. }))
     );
-    assert!(b.out.0.is_empty());
+    // Nothing to alice (only the block, to bob's other devices).
+    assert!(b.out.0.iter().all(|(to, ..)| to == "bob"), "{:?}", b.out.0);
     assert!(matches!(
         b.core.add(Millis(4), "alice", "", &mut b.out),
         Err(ContactsError::Blocked(_))
     ));
-    b.core.unblock(Millis(5), "alice").unwrap();
+    b.core.unblock(Millis(5), "alice", &mut b.out).unwrap();
     assert!(b.core.list().is_empty());
 }
 
@@ -253,4 +254,105 @@ fn contacts_survive_restart() {
         ("bob", ContactState::Requested)
     );
     assert!(l[1].blocked);
+}
+
+/// Everything `a` sent to its own name (its other devices' copies) goes
+/// to `b`, a device of the same account; the rest stays.
+fn pass_own(now: Millis, a: &mut Side, b: &mut Side) {
+    let from = cert(a.name);
+    let (own, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut a.out.0)
+        .into_iter()
+        .partition(|(to, ..)| to == a.name);
+    a.out.0 = rest;
+    for (_, k, p, store) in own {
+        assert_eq!(k, kind::CONTACT_SYNC);
+        assert!(store, "kept for a device that is away");
+        b.core.on_envelope(now, &from, k, &p, &mut b.out);
+    }
+}
+
+fn state_of(s: &Side, user: &str) -> Option<(ContactState, bool)> {
+    s.core
+        .list()
+        .into_iter()
+        .find(|c| c.username == user)
+        .map(|c| (c.state, c.blocked))
+}
+
+#[test]
+fn the_list_follows_the_account_to_its_other_devices() {
+    let t = Millis(1);
+    let (mut a1, mut a2, mut bob) = (side("alice"), side("alice"), side("bob"));
+    a1.out.0.clear();
+    a2.out.0.clear();
+    // Asked on one device: the other shows the request as ours.
+    a1.core.add(t, "bob", "hi", &mut a1.out).unwrap();
+    pass_own(t, &mut a1, &mut a2);
+    assert_eq!(state_of(&a2, "bob"), Some((ContactState::Requested, false)));
+    assert!(a2.out.0.is_empty(), "nothing goes to bob from the copy");
+    // Bob's answer reaches both devices (the overlay seals one per device).
+    pass(t, &mut a1, &mut bob);
+    bob.core.accept(t, "alice", &mut bob.out).unwrap();
+    let answer = bob.out.0.clone();
+    pass(t, &mut bob, &mut a1);
+    bob.out.0 = answer;
+    pass(t, &mut bob, &mut a2);
+    assert_eq!(
+        state_of(&a1, "bob"),
+        Some((ContactState::Authorized, false))
+    );
+    assert_eq!(
+        state_of(&a2, "bob"),
+        Some((ContactState::Authorized, false))
+    );
+    // Blocked on the laptop: blocked on the desk too.
+    a2.out.0.clear();
+    a2.core.block(t, "bob", &mut a2.out).unwrap();
+    pass_own(t, &mut a2, &mut a1);
+    assert!(a1.core.is_blocked("bob"));
+    let events: Vec<_> = std::iter::from_fn(|| a1.core.poll_event()).collect();
+    assert!(events.contains(&ContactsEvent::Blocked { user: "bob".into() }));
+    a2.core.unblock(t, "bob", &mut a2.out).unwrap();
+    pass_own(t, &mut a2, &mut a1);
+    assert_eq!(
+        state_of(&a1, "bob"),
+        Some((ContactState::Authorized, false))
+    );
+    // Removed on one: gone from the other, which tells bob nothing.
+    a1.out.0.clear();
+    a2.core.remove(t, "bob", &mut a2.out).unwrap();
+    pass_own(t, &mut a2, &mut a1);
+    assert_eq!(state_of(&a1, "bob"), None);
+    assert!(
+        a1.out.0.iter().all(|(to, ..)| to != "bob"),
+        "{:?}",
+        a1.out.0
+    );
+}
+
+#[test]
+fn a_contact_row_from_another_account_is_ignored() {
+    let t = Millis(1);
+    let mut a = side("alice");
+    let mut mallory = side("mallory");
+    let p = ContactPayload::Sync {
+        user: "bob",
+        state: ContactState::Authorized,
+        blocked: false,
+        greeting: "",
+    }
+    .encode();
+    let took = a.core.on_envelope(
+        t,
+        &cert(mallory.name),
+        kind::CONTACT_SYNC,
+        &p,
+        &mut mallory.out,
+    );
+    assert!(took);
+    assert_eq!(state_of(&a, "bob"), None);
+    // Undecodable: a state that does not exist.
+    let mut bad = p.clone();
+    bad[4] = 9;
+    assert!(ContactPayload::decode(kind::CONTACT_SYNC, &bad).is_err());
 }

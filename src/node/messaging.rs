@@ -523,7 +523,7 @@ fn contacts_command(
         MessagingCommand::DeclineContact { user } => c.decline(now, &user, sink).map_err(text),
         MessagingCommand::RemoveContact { user } => c.remove(now, &user, sink).map_err(text),
         MessagingCommand::BlockContact { user } => c.block(now, &user, sink).map_err(text),
-        MessagingCommand::UnblockContact { user } => c.unblock(now, &user).map_err(text),
+        MessagingCommand::UnblockContact { user } => c.unblock(now, &user, sink).map_err(text),
         MessagingCommand::SetStatus { status, message } => {
             c.activity(now, sink);
             c.set_status(status, &message, sink);

@@ -73,6 +73,8 @@ pub mod kind {
     pub const CHAT_SENT: u8 = 5;
     /// A conversation read on one of our devices (`chat`).
     pub const CHAT_READ: u8 = 6;
+    /// A contact's row changed on one of our devices (`contacts`).
+    pub const CONTACT_SYNC: u8 = 7;
     /// 16-31: call signalling. 32-47: ICE / NAT traversal. 48-63: media.
     pub const CALL_FIRST: u8 = 16;
     pub const ICE_FIRST: u8 = 32;

@@ -1,7 +1,8 @@
 //! One account on two devices (issue 17): alice logs in on a second
 //! machine (its own data directory, device key and certificate); bob's
 //! contact request and messages reach each of her devices exactly once,
-//! and she shows online to bob while either device runs. What she sends
+//! and she shows online to bob while either device runs; accepting or
+//! blocking him on one device does it on both. What she sends
 //! from one device shows on the other as sent, once and in order (also
 //! when that one was offline), and reading on one device reads on both.
 
@@ -60,13 +61,16 @@ fn messages_reach_both_devices_exactly_once() {
     laptop.wait_json(T, |v| v["event"] == "published");
     bob.wait_json(T, |v| v["event"] == "published");
 
-    // bob asks alice; the request reaches both devices, and each takes
-    // him as a contact (contact lists follow the account in a later step).
+    // bob asks alice; the request reaches both devices. She accepts on
+    // the desk, and the laptop takes him as a contact too: the contact
+    // list follows the account.
     bob.say("add alice hi, it's bob");
     for p in [&mut desk, &mut laptop] {
         let r = p.wait_json(T, |v| v["event"] == "contact_request");
         assert_eq!(r["from"], "bob");
-        p.say("accept bob");
+    }
+    desk.say("accept bob");
+    for p in [&mut desk, &mut laptop] {
         p.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
     }
     bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
@@ -89,6 +93,19 @@ fn messages_reach_both_devices_exactly_once() {
         want.sort();
         assert_eq!(got, want, "{}", p.name);
     }
+
+    // Blocked on the laptop: blocked on the desk, which then drops what
+    // bob sends.
+    laptop.say("block bob");
+    for p in [&mut laptop, &mut desk] {
+        p.wait_json(T, |v| v["event"] == "contact_blocked" && v["user"] == "bob");
+    }
+    bob.say("msg alice are you there?");
+    assert!(messages(&desk, "bob", Duration::from_secs(4)).is_empty());
+    laptop.say("unblock bob");
+    desk.wait_json(T, |v| {
+        v["event"] == "contact_unblocked" && v["user"] == "bob"
+    });
 
     // One device quits: alice still shows online to bob.
     laptop.quit(T);

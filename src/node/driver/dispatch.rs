@@ -48,6 +48,7 @@ pub const ROUTES: &[(u8, Consumer)] = &[
     (kind::CHAT_SENT, Consumer::Messaging),
     (kind::CHAT_READ, Consumer::Messaging),
     (kind::CONTACT, Consumer::Messaging),
+    (kind::CONTACT_SYNC, Consumer::Messaging),
     (kind::PRESENCE, Consumer::Messaging),
     (group::kind::GROUP, Consumer::Messaging),
     (group::kind::GROUP_ACK, Consumer::Messaging),
