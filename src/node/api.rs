@@ -236,7 +236,9 @@ pub enum Command {
     /// [`ErrorReason::Account`]. Supernodes refuse the device once their
     /// revocation list has it.
     RevokeDevice {
+        /// An id prefix (hex digits of its key) or the device's name.
         device: String,
+        /// The account's password.
         password: String,
     },
 }
@@ -577,6 +579,7 @@ pub enum Event {
     /// [`Command::RevokeDevice`] succeeded: `message` is the authority's
     /// confirmation (it names the device).
     DeviceRevoked {
+        /// The device as the command named it.
         device: String,
         message: String,
     },
