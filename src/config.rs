@@ -651,6 +651,8 @@ pub struct KeysSection {
     pub group_rename: KeyList,
     /// Leave the group (asks first).
     pub group_leave: KeyList,
+    /// Open the account's devices window (see and revoke devices).
+    pub devices: KeyList,
 }
 
 impl Default for KeysSection {
@@ -693,13 +695,14 @@ impl Default for KeysSection {
             group_remove: k(&["r"]),
             group_rename: k(&["R"]),
             group_leave: k(&["L"]),
+            devices: k(&["D"]),
         }
     }
 }
 
 impl KeysSection {
     /// Every action with its keys, in the order the config documents them.
-    pub fn actions(&self) -> [(&'static str, &KeyList); 28] {
+    pub fn actions(&self) -> [(&'static str, &KeyList); 29] {
         [
             ("quit", &self.quit),
             ("help", &self.help),
@@ -729,6 +732,7 @@ impl KeysSection {
             ("group_remove", &self.group_remove),
             ("group_rename", &self.group_rename),
             ("group_leave", &self.group_leave),
+            ("devices", &self.devices),
         ]
     }
 

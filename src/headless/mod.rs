@@ -129,6 +129,8 @@ struct Session {
     /// Commands read from stdin before we were online, sent once we are
     /// (a script may type them while login and attachment go on).
     early: Vec<Command>,
+    /// `revoke-device DEVICE` was typed: the next line is the password.
+    revoke: Option<String>,
 }
 
 impl Session {
@@ -146,6 +148,7 @@ impl Session {
             stop_after_final: None,
             ended: None,
             early: Vec::new(),
+            revoke: None,
         }
     }
 
@@ -159,6 +162,13 @@ impl Session {
 
     async fn line(&mut self, rt: &ClientHandle, line: &str) {
         self.send(rt, Command::Activity).await;
+        // The password `revoke-device` asked for: the line as it is.
+        if let Some(device) = self.revoke.take() {
+            let password = line.to_owned();
+            return self
+                .command(rt, Command::RevokeDevice { device, password })
+                .await;
+        }
         // The verb typed: errors name it.
         let word = line.split_whitespace().next().unwrap_or_default();
         let word = parse::find(word).map_or(word, |v| v.word);
@@ -169,6 +179,10 @@ impl Session {
             }
             Ok(Input::Command(c)) => self.command(rt, c).await,
             Ok(Input::Call(verb)) => self.call_verb(rt, word, verb).await,
+            Ok(Input::RevokeDevice { device }) => {
+                self.print(render::password_wanted(word, &device));
+                self.revoke = Some(device);
+            }
             Ok(Input::Help) => self.print(render::help()),
             Ok(Input::Nothing) => {}
             Err(e) => self.print(render::error(word, e.code(), &e.to_string())),

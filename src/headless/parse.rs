@@ -234,6 +234,18 @@ pub const GRAMMAR: &[Verb] = &[
         "our groups and their members",
         &["groups"],
     ),
+    verb(
+        "devices",
+        "devices",
+        "this account's devices, as the authority lists them",
+        &["devices"],
+    ),
+    verb(
+        "revoke-device",
+        "revoke-device DEVICE",
+        "revoke a device of this account (id prefix or name); the next line is the password",
+        &["revoke device"],
+    ),
     verb("help", "help", "this list", &[]),
     verb("quit", "quit", "go offline and exit", &["quit"]),
 ];
@@ -306,6 +318,12 @@ pub enum Input {
         new: &'static str,
     },
     Call(CallVerb),
+    /// `revoke-device DEVICE`: the driver reads the account's password
+    /// from the next line (never from this one, which a log may keep),
+    /// then sends [`Command::RevokeDevice`].
+    RevokeDevice {
+        device: String,
+    },
     /// `help`: the command list.
     Help,
     /// A blank line.
@@ -397,6 +415,10 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
         "conf" => conference(arg, tail, v.usage)?,
         "group" => Command::Group(group(arg, tail, v.usage)?),
         "groups" => return bare(Input::Command(Command::Group(GroupCommand::List))),
+        "devices" => return bare(Input::Command(Command::Devices)),
+        "revoke-device" if tail.is_empty() => {
+            return Ok(Input::RevokeDevice { device: user()? });
+        }
         // `decline USER` declined a contact request before `refuse`: it
         // still does, for one release, with a warning.
         "decline" if !arg.is_empty() && tail.is_empty() => {
@@ -799,6 +821,7 @@ mod tests {
             "file" => "decline 0123456789abcdef0123456789abcdef",
             "conf" => "start bob carol",
             "group" => "msg lunch hi there",
+            "revoke-device" => "0123abcd",
             w if v.usage.starts_with(&format!("{w} USER")) => "bob",
             _ => "",
         };
@@ -818,6 +841,7 @@ mod tests {
                         Ok(Input::Command(_)
                             | Input::Call(_)
                             | Input::Help
+                            | Input::RevokeDevice { .. }
                             | Input::Renamed { .. })
                     ),
                     "{line}: {got:?}"
@@ -932,6 +956,28 @@ mod tests {
                 assert_eq!(verb_of(c.name()), v.word, "{c:?}");
             }
         }
+    }
+
+    #[test]
+    fn device_commands() {
+        assert_eq!(cmd("devices"), Command::Devices);
+        assert!(parse("devices all").is_err());
+        assert_eq!(
+            parse("revoke-device 0123abcd"),
+            Ok(Input::RevokeDevice {
+                device: "0123abcd".into()
+            })
+        );
+        // The password is never on the command's line.
+        assert_eq!(
+            parse("revoke-device laptop hunter2"),
+            Err(ParseError::Usage("revoke-device DEVICE"))
+        );
+        assert_eq!(
+            parse("revoke-device"),
+            Err(ParseError::Usage("revoke-device DEVICE"))
+        );
+        assert_eq!(verb_of("revoke device"), "revoke-device");
     }
 
     #[test]

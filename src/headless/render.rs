@@ -6,9 +6,9 @@ use natter::conference::{ConfEvent, ConfId};
 use natter::node::api::ConferenceUpdate;
 use natter::node::api::{
     CallId, CallInfo, CallState, CallStats, ChatMessage, ContactChange, ContactEntry, ContactState,
-    DirectoryRecord, EndReason, EnvelopeOutcome, Event, FileEvent, FileInfo, GroupChange,
-    GroupChatMessage, GroupEntry, GroupUpdate, LoginState, LookupResult, MessageState, NatReport,
-    OverlayEvent, PeerEvent, PeerPath, RelayCredentials, RemoteChange,
+    DeviceInfo, DirectoryRecord, EndReason, EnvelopeOutcome, Event, FileEvent, FileInfo,
+    GroupChange, GroupChatMessage, GroupEntry, GroupUpdate, LoginState, LookupResult, MessageState,
+    NatReport, OverlayEvent, PeerEvent, PeerPath, RelayCredentials, RemoteChange,
 };
 use natter::time::UnixMillis;
 use serde_json::{Value, json};
@@ -214,6 +214,11 @@ pub fn event(e: &Event) -> Option<Rendered> {
         Event::Files(list) => files(list),
         Event::Conference(u) => conference(u),
         Event::Group(u) => group(u),
+        Event::Devices(list) => devices(list),
+        Event::DeviceRevoked { device, message } => r(
+            json!({"event": "device_revoked", "device": device, "message": message}),
+            format!("revoked {device}: {message}"),
+        ),
         _ => None,
     }
 }
@@ -578,6 +583,48 @@ pub fn error(command: &str, reason: &str, message: &str) -> Option<Rendered> {
         json!({"event": "error", "command": command, "reason": reason, "error": message}),
         format!("error: {command}: {message}"),
     )
+}
+
+/// `password_wanted`: the next stdin line is read as `command`'s
+/// password (`revoke-device`), for `device`.
+pub fn password_wanted(command: &str, device: &str) -> Option<Rendered> {
+    r(
+        json!({"event": "password_wanted", "command": command, "device": device}),
+        format!("{command} {device}: the account's password, on the next line"),
+    )
+}
+
+/// The `devices` event: the account's devices, oldest first.
+fn devices(list: &[DeviceInfo]) -> Option<Rendered> {
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|d| {
+            json!({
+                "id": d.id,
+                "name": d.name,
+                "first_seen": time(d.first_seen.get()),
+                "last_seen": time(d.last_seen.get()),
+                "revoked_at": d.revoked_at.map(|t| time(t.get())),
+                "this_device": d.this_device,
+            })
+        })
+        .collect();
+    let mut line = format!("{} devices:", list.len());
+    for d in list {
+        let revoked = d
+            .revoked_at
+            .map(|t| format!("  revoked {}", time(t.get())))
+            .unwrap_or_default();
+        let this = if d.this_device { "  (this device)" } else { "" };
+        line.push_str(&format!(
+            "\n  {}  {}  first {}  last {}{revoked}{this}",
+            d.id,
+            d.name,
+            time(d.first_seen.get()),
+            time(d.last_seen.get())
+        ));
+    }
+    r(json!({"event": "devices", "devices": rows}), line)
 }
 
 /// A `warning` for a command typed in its old spelling.
@@ -1138,6 +1185,59 @@ pub fn call_stats(call: CallId, s: &CallStats) -> Option<Rendered> {
 mod tests {
     use super::*;
     use natter::node::api::{EndReason, ErrorReason, Status};
+
+    #[test]
+    fn devices_and_revocations_render_as_the_readme_says() {
+        use natter::node::api::AccountRefusal;
+        use natter::time::UnixSecs;
+        let list = vec![
+            DeviceInfo {
+                id: "0123456789abcdef".into(),
+                name: "laptop".into(),
+                first_seen: UnixSecs(60),
+                last_seen: UnixSecs(120),
+                revoked_at: None,
+                this_device: true,
+            },
+            DeviceInfo {
+                id: "fedcba9876543210".into(),
+                name: "phone".into(),
+                first_seen: UnixSecs(60),
+                last_seen: UnixSecs(61),
+                revoked_at: Some(UnixSecs(180)),
+                this_device: false,
+            },
+        ];
+        let v = event(&Event::Devices(list)).unwrap();
+        assert_eq!(
+            v.json["devices"][0],
+            json!({"id": "0123456789abcdef", "name": "laptop", "first_seen": "1970-01-01T00:01:00Z", "last_seen": "1970-01-01T00:02:00Z", "revoked_at": null, "this_device": true})
+        );
+        assert_eq!(v.json["devices"][1]["revoked_at"], "1970-01-01T00:03:00Z");
+        assert_eq!(v.line.lines().count(), 3);
+        assert!(v.line.contains("laptop") && v.line.contains("(this device)"));
+        assert!(v.line.contains("revoked 1970-01-01T00:03:00Z"));
+        let v = event(&Event::DeviceRevoked {
+            device: "fedc".into(),
+            message: "phone revoked".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            v.json,
+            json!({"event": "device_revoked", "device": "fedc", "message": "phone revoked"})
+        );
+        // A refusal names the verb typed and its case.
+        let e = event(&Event::Error {
+            command: "revoke device".into(),
+            reason: ErrorReason::Account(AccountRefusal::WrongPassword),
+            message: "wrong password".into(),
+        })
+        .unwrap();
+        assert_eq!(e.json["command"], "revoke-device");
+        assert_eq!(e.json["reason"], "wrong_password");
+        let p = password_wanted("revoke-device", "fedc").unwrap();
+        assert_eq!(p.json["event"], "password_wanted");
+    }
 
     #[test]
     fn lookups_render_as_the_readme_says() {

@@ -28,7 +28,7 @@ pub use crate::identity::Role;
 pub use crate::media::MediaStats;
 pub use crate::nat::{Filtering, Mapping, NatReport};
 pub use crate::overlay::Status;
-use crate::time::UnixMillis;
+use crate::time::{UnixMillis, UnixSecs};
 pub use crate::transfer::{FileEvent, FileFailure, FileInfo, FileProgress, FileState, TransferId};
 use std::net::SocketAddr;
 
@@ -226,6 +226,21 @@ pub enum Command {
     },
     /// Group chat; [`Event::Group`] reports what follows.
     Group(GroupCommand),
+    /// This account's devices, asked of the authority; answered by
+    /// [`Event::Devices`] (or an [`Event::Error`] with an
+    /// [`ErrorReason::Account`]).
+    Devices,
+    /// Revoke one of this account's devices (named by an id prefix or its
+    /// name) at the authority, with the account's password; answered by
+    /// [`Event::DeviceRevoked`] or an [`Event::Error`] with an
+    /// [`ErrorReason::Account`]. Supernodes refuse the device once their
+    /// revocation list has it.
+    RevokeDevice {
+        /// An id prefix (hex digits of its key) or the device's name.
+        device: String,
+        /// The account's password.
+        password: String,
+    },
 }
 
 /// Group chat commands. `group` names a group by its id (hex) or its
@@ -409,6 +424,8 @@ impl Command {
             Command::ConferenceMute { .. } => "conference mute",
             Command::ConferenceMuteOther { .. } => "conference mute other",
             Command::Group(g) => g.name(),
+            Command::Devices => "devices",
+            Command::RevokeDevice { .. } => "revoke device",
         }
     }
 }
@@ -556,6 +573,65 @@ pub enum Event {
     Conference(ConferenceUpdate),
     /// Group chat: changes, messages, answers.
     Group(GroupUpdate),
+    /// The answer to [`Command::Devices`]: the account's devices, oldest
+    /// first.
+    Devices(Vec<DeviceInfo>),
+    /// [`Command::RevokeDevice`] succeeded: `message` is the authority's
+    /// confirmation (it names the device).
+    DeviceRevoked {
+        /// The device as the command named it.
+        device: String,
+        message: String,
+    },
+}
+
+/// One device of our account, as the authority lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The first 16 hex digits of the device's ed25519 key (what
+    /// [`Command::RevokeDevice`] and `natter devices revoke` take).
+    pub id: String,
+    /// The name it gave at its first login.
+    pub name: String,
+    /// Its first login, and its last login or renewal.
+    pub first_seen: UnixSecs,
+    pub last_seen: UnixSecs,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<UnixSecs>,
+    /// It is the device the node runs on.
+    pub this_device: bool,
+}
+
+/// Why the authority did not do an account command ([`Command::Devices`],
+/// [`Command::RevokeDevice`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountRefusal {
+    /// The password is not the account's.
+    WrongPassword,
+    /// No device of the account has that id or name (or several do).
+    NoSuchDevice,
+    /// Too many password attempts: wait and try again.
+    Throttled,
+    /// No authority answered.
+    Unreachable,
+    /// This device is revoked, or the account disabled.
+    NotAllowed,
+    /// Anything else the authority said (the message tells).
+    Refused,
+}
+
+impl AccountRefusal {
+    /// A short code for scripts.
+    pub fn code(self) -> &'static str {
+        match self {
+            AccountRefusal::WrongPassword => "wrong_password",
+            AccountRefusal::NoSuchDevice => "no_such_device",
+            AccountRefusal::Throttled => "throttled",
+            AccountRefusal::Unreachable => "authority_unreachable",
+            AccountRefusal::NotAllowed => "not_allowed",
+            AccountRefusal::Refused => "refused",
+        }
+    }
 }
 
 /// Why a command failed, so that a front end can tell the cases apart.
@@ -566,6 +642,8 @@ pub enum ErrorReason {
     Failed,
     /// Group chat refused it: what was asked breaks a rule of the group.
     Group(crate::group::Refusal),
+    /// The authority did not do an account command.
+    Account(AccountRefusal),
 }
 
 impl ErrorReason {
@@ -574,6 +652,7 @@ impl ErrorReason {
         match self {
             ErrorReason::Failed => "failed",
             ErrorReason::Group(r) => r.code(),
+            ErrorReason::Account(r) => r.code(),
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::components::buddies::{BuddyList, status_mark};
 use super::components::call::{CallPanel, IncomingPrompt};
 use super::components::chat::ChatPane;
+use super::components::devices::DevicesWindow;
 use super::components::files::{FilesWindow, PathFor, PathPrompt};
 use super::components::group::{GroupDialog, PickFor};
 use super::components::help::Help;
@@ -85,6 +86,8 @@ pub struct App {
     files: FilesWindow,
     /// Asking for the path of a file to send, when open.
     send_prompt: Option<PathPrompt>,
+    /// The account's devices window.
+    devices: DevicesWindow,
     /// A group dialog (new group, rename, invite, remove), when open.
     group_dialog: Option<GroupDialog>,
     /// Lines the help overlay is scrolled down (when it does not fit;
@@ -110,6 +113,7 @@ impl App {
             mood: None,
             files: FilesWindow::default(),
             send_prompt: None,
+            devices: DevicesWindow::default(),
             group_dialog: None,
             help_scroll: Cell::new(0),
         }
@@ -150,6 +154,10 @@ impl App {
         }
         if matches!(&e, Event::Login(LoginState::LoggedIn { .. })) && !self.model.logged_in() {
             self.send(Command::CallHistory { limit: 50 });
+        }
+        // A revoked device shows as revoked in the open window.
+        if matches!(&e, Event::DeviceRevoked { .. }) && self.devices.open {
+            self.send(Command::Devices);
         }
         let first_contact = matches!(&e, Event::Contact { .. }) && self.model.contacts.is_empty();
         // A message that arrives in the open chat is read as it shows.
@@ -385,6 +393,14 @@ impl App {
             self.msg(m);
             return;
         }
+        if self.devices.open {
+            if ctrl_c {
+                return self.ask_quit();
+            }
+            let m = self.devices.on_key(&key, &self.model);
+            self.msg(m);
+            return;
+        }
         if self.search.open {
             if ctrl_c {
                 return self.ask_quit();
@@ -421,6 +437,15 @@ impl App {
             if let Some(input) = d.input() {
                 for c in text.lines().next().unwrap_or("").chars() {
                     input.on_key(&KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+                }
+            }
+            return;
+        }
+        if self.devices.open {
+            if let Some(p) = &mut self.devices.prompt {
+                for c in text.lines().next().unwrap_or("").chars() {
+                    p.input
+                        .on_key(&KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
                 }
             }
             return;
@@ -597,6 +622,12 @@ impl App {
             Action::Files => {
                 self.send(Command::ListFiles);
                 self.files.open(&self.model);
+            }
+            Action::Devices => {
+                // Asked afresh each time: another device may have revoked one.
+                self.model.devices = None;
+                self.send(Command::Devices);
+                self.devices.open();
             }
             Action::HangUp => {
                 if let Some(c) = live_call {
@@ -1011,6 +1042,10 @@ impl App {
         self.files.open
     }
 
+    pub fn devices_open(&self) -> bool {
+        self.devices.open
+    }
+
     pub fn render(&self, f: &mut Frame) {
         let area = f.area();
         if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
@@ -1102,6 +1137,9 @@ impl App {
         }
         if self.files.open {
             self.files.draw(f, body, &ctx(true));
+        }
+        if self.devices.open {
+            self.devices.draw(f, body, &ctx(true));
         }
         if let Some(p) = &self.send_prompt {
             p.draw_window(f, body);

@@ -35,6 +35,7 @@ pub enum Action {
     GroupRemove,
     GroupRename,
     GroupLeave,
+    Devices,
 }
 
 impl Action {
@@ -69,6 +70,7 @@ impl Action {
             Action::GroupRemove => "remove a member from the group (admins; asks first)",
             Action::GroupRename => "rename the selected group",
             Action::GroupLeave => "leave the selected group (asks first)",
+            Action::Devices => "your devices: see where you are logged in, revoke one",
         }
     }
 }
@@ -118,6 +120,7 @@ impl KeyMap {
                 b(Action::GroupRemove, &k.group_remove),
                 b(Action::GroupRename, &k.group_rename),
                 b(Action::GroupLeave, &k.group_leave),
+                b(Action::Devices, &k.devices),
             ],
         }
     }

@@ -2160,3 +2160,130 @@ fn a_call_answered_on_another_device_says_where() {
     let screen = draw(&app, 100, 30);
     assert!(screen.contains("answered on laptop"), "{screen}");
 }
+
+fn devices_list() -> Event {
+    use crate::node::api::DeviceInfo;
+    use crate::time::UnixSecs;
+    let secs = NOW.secs().get();
+    Event::Devices(vec![
+        DeviceInfo {
+            id: "0123456789abcdef".into(),
+            name: "laptop".into(),
+            first_seen: UnixSecs(secs - 40 * 86_400),
+            last_seen: UnixSecs(secs - 60),
+            revoked_at: None,
+            this_device: true,
+        },
+        DeviceInfo {
+            id: "89abcdef01234567".into(),
+            name: "phone".into(),
+            first_seen: UnixSecs(secs - 10 * 86_400),
+            last_seen: UnixSecs(secs - 3_600),
+            revoked_at: None,
+            this_device: false,
+        },
+        DeviceInfo {
+            id: "fedcba9876543210".into(),
+            name: "old-desktop".into(),
+            first_seen: UnixSecs(secs - 400 * 86_400),
+            last_seen: UnixSecs(secs - 200 * 86_400),
+            revoked_at: Some(UnixSecs(secs - 100 * 86_400)),
+            this_device: false,
+        },
+    ])
+}
+
+/// D asks the node for the account's devices and shows them: this one
+/// and revoked ones marked.
+#[test]
+fn devices_window() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Char('D'));
+    assert_eq!(app.take_commands(), vec![Command::Devices]);
+    assert!(app.devices_open());
+    assert_snapshot!("devices_asking", draw(&app, 100, 30));
+    app.handle_event(devices_list());
+    assert_snapshot!("devices_window", draw(&app, 100, 30));
+    // The help names the key.
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.devices_open());
+    key(&mut app, KeyCode::Char('?'));
+    let help = draw(&app, 100, 60);
+    assert!(
+        help.contains("your devices: see where you are logged in"),
+        "{help}"
+    );
+}
+
+/// r on a device asks for the password (masked), then y/n; yes sends the
+/// revocation, and its answer refreshes the list and shows in the status
+/// line; a refusal shows there too.
+#[test]
+fn revoking_a_device_asks_the_password_then_confirms() {
+    let mut app = logged_in();
+    key(&mut app, KeyCode::Char('D'));
+    app.handle_event(devices_list());
+    app.take_commands();
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('r'));
+    typed(&mut app, "s3cret pass");
+    let screen = draw(&app, 100, 30);
+    assert!(screen.contains("Revoke phone"), "{screen}");
+    assert!(screen.contains("***********"), "{screen}");
+    assert!(!screen.contains("s3cret"), "{screen}");
+    assert_snapshot!("devices_revoke_password", screen);
+    key(&mut app, KeyCode::Enter);
+    assert!(app.take_commands().is_empty(), "nothing before the answer");
+    assert_eq!(
+        app.confirming(),
+        Some("Revoke phone (89abcdef01234567)? It can no longer log in or reach the network.")
+    );
+    key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_commands(),
+        vec![Command::RevokeDevice {
+            device: "89abcdef01234567".into(),
+            password: "s3cret pass".into()
+        }]
+    );
+    assert!(app.devices_open());
+    app.handle_event(Event::DeviceRevoked {
+        device: "89abcdef01234567".into(),
+        message: "device phone revoked".into(),
+    });
+    assert_eq!(app.take_commands(), vec![Command::Devices]);
+    assert!(draw(&app, 100, 30).contains("device phone revoked"));
+    // A wrong password: the status line says so.
+    app.handle_event(Event::Error {
+        command: "revoke device".into(),
+        reason: ErrorReason::Account(crate::node::api::AccountRefusal::WrongPassword),
+        message: "invalid username or password".into(),
+    });
+    assert!(draw(&app, 100, 30).contains("revoke device: invalid username or password"));
+    // A revoked device cannot be revoked again; n drops the question.
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('r'));
+    assert!(!draw(&app, 100, 30).contains("Your account's password"));
+    // This device: allowed (as `natter devices revoke` allows it), with
+    // a warning in the question.
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Up);
+    key(&mut app, KeyCode::Char('r'));
+    typed(&mut app, "pw");
+    key(&mut app, KeyCode::Enter);
+    assert!(
+        app.confirming()
+            .is_some_and(|q| q.contains("is THIS device")),
+        "{:?}",
+        app.confirming()
+    );
+    key(&mut app, KeyCode::Char('n'));
+    assert!(app.take_commands().is_empty());
+    // Esc in the prompt cancels without a question.
+    key(&mut app, KeyCode::Char('r'));
+    typed(&mut app, "pw");
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.confirming(), None);
+    assert!(app.devices_open());
+}

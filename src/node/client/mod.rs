@@ -12,6 +12,7 @@
 //! Without call options the call commands are answered with
 //! [`Event::not_available`].
 
+mod account;
 mod calls;
 mod report;
 
@@ -785,6 +786,7 @@ impl Runtime {
             }
             Command::CallHistory { limit } => self.call_history(limit, None).await,
             Command::MarkCallsSeen { peer } => self.call_history(50, Some(peer)).await,
+            Command::Devices | Command::RevokeDevice { .. } => self.account_command(c).await,
             Command::ListContacts => {
                 let list = self.contact_list().await;
                 let rows = list.iter().map(report::contact_entry).collect();
@@ -811,6 +813,27 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// An account command, run against the authority in a task of its own
+    /// ([`account`]): its answer comes as an event later.
+    async fn account_command(&self, c: Command) {
+        let Some(cert) = self.cert.clone() else {
+            return self.error(c.name(), "log in first").await;
+        };
+        let device = match self.files.identity() {
+            Ok((d, _)) => d,
+            Err(e) => return self.error(c.name(), e).await,
+        };
+        account::AccountTask {
+            authority: self.settings.authority.clone(),
+            authority_key: self.settings.authority_key,
+            device,
+            cert,
+            clock: self.clock.clone(),
+            events: self.events.clone(),
+        }
+        .spawn(c);
     }
 
     /// Answer with the newest `limit` calls, after marking the missed

@@ -5,6 +5,7 @@
 pub mod buddies;
 pub mod call;
 pub mod chat;
+pub mod devices;
 pub mod files;
 pub mod group;
 pub mod help;

@@ -7,9 +7,9 @@ pub mod files;
 pub mod group;
 
 use crate::node::api::{
-    AttachedSupernode, AudioStatus, CallId, CallInfo, CallRecord, CallState, CallStats,
-    ChatMessage, ContactChange, ContactState, ErrorReason, Event, LoginState, LookupResult,
-    MessageState, NatStatus, OverlayEvent, Presence, RemoteChange,
+    AccountRefusal, AttachedSupernode, AudioStatus, CallId, CallInfo, CallRecord, CallState,
+    CallStats, ChatMessage, ContactChange, ContactState, ErrorReason, Event, LoginState,
+    LookupResult, MessageState, NatStatus, OverlayEvent, Presence, RemoteChange,
 };
 use crate::overlay::Status;
 use crate::time::UnixMillis;
@@ -90,6 +90,9 @@ pub struct Model {
     pub groups: BTreeMap<String, group::GroupView>,
     /// File transfers, live and lately ended (`ui::model::files`).
     pub files: BTreeMap<crate::node::api::TransferId, files::FileView>,
+    /// The account's devices as the authority last listed them (`None`
+    /// until asked and answered).
+    pub devices: Option<Vec<crate::node::api::DeviceInfo>>,
 }
 
 impl Model {
@@ -342,8 +345,10 @@ impl Model {
                 message,
             } => {
                 let level = match reason {
-                    ErrorReason::Failed => Level::Error,
-                    ErrorReason::Group(_) => Level::Alert,
+                    ErrorReason::Failed | ErrorReason::Account(AccountRefusal::Unreachable) => {
+                        Level::Error
+                    }
+                    ErrorReason::Group(_) | ErrorReason::Account(_) => Level::Alert,
                 };
                 self.notify(level, format!("{command}: {message}"))
             }
@@ -361,6 +366,8 @@ impl Model {
             Event::Files(list) => self.apply_file_list(list),
             Event::Conference(u) => self.conference(u),
             Event::Group(u) => self.group(u),
+            Event::Devices(list) => self.devices = Some(list),
+            Event::DeviceRevoked { message, .. } => self.notify(Level::Info, message),
         }
     }
 }
