@@ -169,6 +169,7 @@ impl App {
         };
         self.model.apply(e);
         if let Some(with) = read {
+            self.model.mark_read(&with);
             self.send(Command::MarkRead { with });
         }
         if first_contact {
@@ -544,6 +545,7 @@ impl App {
             });
         }
         // Read here: read on our other devices too.
+        self.model.mark_read(&name);
         self.send(Command::MarkRead { with: name.clone() });
         self.model.chat_open = Some(name.clone());
         if self.chat.peer.as_deref() != Some(name.as_str()) {

@@ -373,6 +373,16 @@ fn chat_pane_with_history() {
         state: MessageState::Delivered,
     });
     assert_snapshot!("chat", draw(&app, 100, 30));
+    // What came in while the chat was open is read, as the store has it.
+    let states: Vec<_> = app.model.chats["echo123"]
+        .iter()
+        .filter(|m| !m.outgoing)
+        .map(|m| (m.id, m.state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![(2, MessageState::Read), (4, MessageState::Read)]
+    );
     // A message from someone else while this chat is open counts as unread.
     app.handle_event(msg(
         5,

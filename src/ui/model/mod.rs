@@ -129,6 +129,16 @@ impl Model {
             .count()
     }
 
+    /// Incoming messages from `with` on screen are read (the store marks
+    /// them so too).
+    pub fn mark_read(&mut self, with: &str) {
+        for m in self.chats.get_mut(with).into_iter().flatten() {
+            if !m.outgoing && m.state == MessageState::Received {
+                m.state = MessageState::Read;
+            }
+        }
+    }
+
     pub fn notify(&mut self, level: Level, text: String) {
         if self.notices.len() == MAX_NOTICES {
             self.notices.pop_front();
@@ -252,6 +262,9 @@ impl Model {
             }
             // Read on another of our devices.
             Event::ChatRead { with, unread } => {
+                if unread == 0 {
+                    self.mark_read(&with);
+                }
                 let unread = usize::try_from(unread).unwrap_or(usize::MAX);
                 match self.contacts.get_mut(&with) {
                     Some(c) => c.unread = c.unread.min(unread),
@@ -263,13 +276,17 @@ impl Model {
                 }
             }
             Event::History { with, messages, .. } => {
-                let chat = self.chats.entry(with).or_default();
+                let chat = self.chats.entry(with.clone()).or_default();
                 for m in messages {
                     if !chat.iter().any(|x| x.id == m.id) {
                         chat.push(m);
                     }
                 }
                 chat.sort_by_key(|m| (m.sent_at, m.id));
+                // Loaded into the open chat: read as it shows.
+                if self.chat_open.as_deref() == Some(with.as_str()) {
+                    self.mark_read(&with);
+                }
             }
             Event::Call(c) => {
                 let before = self.calls.get(&c.id).map(|o| o.state.clone());
