@@ -243,6 +243,10 @@ pub struct IceAgent {
     /// [`IceAgent::update_remote`]) at this time: a new direct pair that
     /// answers is moved to at once, without waiting for `verify_ms`.
     announced: Option<Millis>,
+    /// Our own network changed at this time ([`IceAgent::network_changed`]):
+    /// every pair is being checked again, and the verification of the
+    /// selected pair is renewed until it or another pair answers.
+    moved: Option<Millis>,
     phase: Phase,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IceEvent>,
@@ -310,6 +314,7 @@ impl IceAgent {
             verify: None,
             verify_due: Millis::MAX,
             announced: None,
+            moved: None,
             phase: Phase::Running,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -923,12 +928,43 @@ impl IceAgent {
     /// the peer learns our new address and moves its side of the path
     /// to it; the controlled side sends a keepalive at once, which makes
     /// the peer verify its path and move (`maybe_verify`).
+    ///
+    /// The new network may not reach the peer directly (e.g. a symmetric
+    /// NAT on both ends): every other pair is checked again at once,
+    /// those to the peer's relayed candidates first (our own allocation
+    /// is bound to the old address). When the selected pair has not
+    /// answered within `2 * rto_ms` but another has, we move to the best
+    /// of those (`verify_expired`); until one answers, that is looked at
+    /// again every `rto_ms`.
     pub fn network_changed(&mut self, now: Millis, rng: &mut dyn RngCore) {
         let Some(s) = self.selected else { return };
         if self.phase == Phase::Failed {
             return;
         }
         self.stats.network_changes += 1;
+        self.moved = Some(now);
+        self.verify = Some(now);
+        self.verify_due = now + 2 * self.cfg.rto_ms;
+        self.announced = None;
+        self.round_checks = 0;
+        self.next_pace = self.next_pace.min(now);
+        for p in 0..self.pairs.len() {
+            if p != s && !matches!(self.pairs[p].state, PairState::InProgress { .. }) {
+                self.pairs[p].state = PairState::Waiting;
+                self.pairs[p].valid = false;
+            }
+        }
+        let to_relay: Vec<usize> = (0..self.pairs.len())
+            .filter(|&p| {
+                p != s
+                    && matches!(self.bases[self.pairs[p].base].0, Base::Direct)
+                    && self.remotes[self.pairs[p].remote].kind == CandidateKind::Relayed
+            })
+            .collect();
+        self.triggered.retain(|q| !to_relay.contains(q));
+        for p in to_relay.into_iter().rev() {
+            self.triggered.push_front(p);
+        }
         if self.role == IceRole::Controlling && self.is_direct_pair(s) && self.nominating.is_none()
         {
             self.nominating = Some(s);
@@ -960,11 +996,12 @@ impl IceAgent {
         }
     }
 
-    /// A verification ran out (see `maybe_verify`): when the selected pair
-    /// did not answer since it started, move to the best direct pair that
-    /// answered after it last did: the controlled side at once (the
-    /// peer's end of the path is its unchanged socket), the controlling
-    /// side by nominating it.
+    /// A verification ran out (see `maybe_verify`, `update_remote` and
+    /// `network_changed`): when the selected pair did not answer since it
+    /// started, move to the best pair that answered after it last did
+    /// (a direct one if any, else one through a relay): the controlled
+    /// side at once (the peer's end of the path is its unchanged socket,
+    /// or its relay), the controlling side by nominating it.
     fn verify_expired(&mut self, now: Millis, since: Millis, rng: &mut dyn RngCore) {
         let Some(s) = self.selected else { return };
         let last = self.pairs[s].last_response;
@@ -974,18 +1011,31 @@ impl IceAgent {
         let newer = (0..self.pairs.len())
             .filter(|&p| {
                 p != s
-                    && self.is_direct_pair(p)
                     && self.pairs[p].valid
                     && self.pairs[p].state == PairState::Succeeded
                     && self.pairs[p].last_response > last
             })
-            .max_by_key(|&p| self.pairs[p].priority);
-        let Some(q) = newer else { return };
+            .max_by_key(|&p| (self.is_direct_pair(p), self.pairs[p].priority));
+        let Some(q) = newer else {
+            // We moved and nothing answers yet: look again shortly.
+            if self.moved == Some(since) && now < since + self.cfg.recover_after_ms {
+                self.verify = Some(since);
+                self.verify_due = now + self.cfg.rto_ms;
+            }
+            return;
+        };
+        self.moved = None;
         self.stats.peer_roams += 1;
-        tracing::debug!(to = %self.path(q), "the peer moved: its new address answers, the old one not");
+        tracing::debug!(to = %self.path(q), "a move: a new pair answers, the selected one not");
         match self.role {
             IceRole::Controlled => self.select(now, q),
             IceRole::Controlling => {
+                // A nomination of the old pair still in flight (ours
+                // after the move) must not hold up the new one.
+                if self.nominating == Some(s) {
+                    self.nominating = None;
+                    self.pairs[s].state = PairState::Succeeded;
+                }
                 self.recover(s);
                 self.maybe_nominate(now, rng);
             }
@@ -1067,12 +1117,17 @@ impl IceAgent {
                 } else if self.announced.is_some()
                     && let Some(v) = self.verify
                     && self.selected != Some(p)
-                    && self.is_direct_pair(p)
                 {
-                    // The peer said it moved and its new address answers.
-                    self.announced = None;
-                    self.verify = None;
-                    self.verify_expired(now, v, rng);
+                    if self.is_direct_pair(p) {
+                        // The peer said it moved and its new address answers.
+                        self.announced = None;
+                        self.verify = None;
+                        self.verify_expired(now, v, rng);
+                    } else {
+                        // Through a relay: a direct pair checked as early
+                        // would have answered by a retransmission from now.
+                        self.verify_due = self.verify_due.min(now + self.cfg.rto_ms);
+                    }
                 }
             }
             Check::Error { code, .. } if code == check::ROLE_CONFLICT => {
@@ -1416,5 +1471,83 @@ pub fn owner<'a, K: Clone + 'a>(
             .find(|(_, a)| a.transaction(&peek.txid).is_some())
             .map(|(k, _)| (*k).clone()),
         MessageClass::Indication => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sim::ice::{Env, Roam, SimOptions, run_pair};
+
+    /// A call between a full-cone NAT and a symmetric one goes direct;
+    /// the full-cone side moves behind a symmetric NAT of its own, where
+    /// only the other side's relay works. The mover notices 250 ms after
+    /// the move (the driver's address watch): datagrams every 20 ms flow
+    /// both ways again within 1 s of the move, on a relayed path, whether
+    /// the mover controls ICE or not.
+    #[test]
+    fn a_move_that_needs_the_relay_keeps_the_call() {
+        for (seed, side) in [(41, 0usize), (42, 1)] {
+            let (a, b) = if side == 0 {
+                (Env::FullCone, Env::Symmetric)
+            } else {
+                (Env::Symmetric, Env::FullCone)
+            };
+            let roam = Roam {
+                side,
+                at_ms: 3_000,
+                to: Env::Symmetric,
+                notice_ms: Some(250),
+            };
+            let o = run_pair(
+                a,
+                b,
+                SimOptions {
+                    seed,
+                    app_interval_ms: Some(20),
+                    roam: Some(roam),
+                    run_after_connect_ms: roam.at_ms + 5_000,
+                    limit_ms: 30_000,
+                    ..SimOptions::default()
+                },
+            );
+            let roamed = o.roamed_at.expect("the roam happened");
+            assert!(
+                o.connected
+                    .iter()
+                    .all(|c| c.is_some_and(|(p, _)| p.is_direct())),
+                "side {side}: first paths {:?}",
+                o.connected
+            );
+            assert!(
+                o.both_connected()
+                    && o.final_path
+                        .iter()
+                        .all(|p| p.is_some_and(|p| !p.is_direct())),
+                "side {side}: final {:?}, failed {:?}",
+                o.final_path,
+                o.failed
+            );
+            // The longest silence each side heard from the move on.
+            let mut gaps = [0; 2];
+            for (i, at) in o.app_received_at.iter().enumerate() {
+                let mut last = roamed;
+                let mut gap = 0;
+                for &t in at.iter().filter(|&&t| t >= roamed) {
+                    gap = gap.max(t.since(last));
+                    last = t;
+                }
+                let end = roamed + 4_000;
+                gap = gap.max(end.since(last.min(end)));
+                assert!(
+                    gap <= 1_000,
+                    "side {side} moves: side {i} heard a silence of {gap} ms"
+                );
+                gaps[i] = gap;
+            }
+            println!(
+                "side {side} moves: longest silence A {} ms, B {} ms",
+                gaps[0], gaps[1]
+            );
+        }
     }
 }
