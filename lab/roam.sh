@@ -13,23 +13,29 @@
 #                          +-- <P>rtra    198.51.100.31 | 10.84.0.1  port-restricted (EIM+APDF)
 #                          +-- <P>rtrb    198.51.100.32 | 10.85.0.1  full cone (EIM+EIF)
 #                          +-- <P>rtrc    198.51.100.33 | 10.86.0.1  symmetric (APDM+APDF)
-#                                 `-- <P>roamer: lan0 to rtra (10.84.0.2), lan1 to rtrb
-#                                     (10.85.0.2), lan2 to rtrc (10.86.0.2); one up at a time
+#                          |      `-- <P>roamer: lan0 to rtra (10.84.0.2), lan1 to rtrb
+#                          |          (10.85.0.2), lan2 to rtrc (10.86.0.2); one up at a time
+#                          +-- <P>rtrd    198.51.100.34 | 10.87.0.1  symmetric (APDM+APDF)
+#                                 `-- <P>sympeer 10.87.0.2        (the other party, behind a NAT)
 #
 # Calls (both sides play a tone and record; the callee auto-answers):
 #   1. roamer calls public (the roamer controls ICE) and moves rtra -> rtrb
 #      (port-restricted to full cone);
 #   2. public calls roamer (the roamer is controlled) and moves rtrb -> rtrc
-#      (full cone to symmetric).
+#      (full cone to symmetric);
+#   3. roamer calls sympeer (the roamer controls ICE) and moves rtrb -> rtrc:
+#      full cone vs symmetric goes direct, symmetric vs symmetric needs a
+#      relay (TURN on the supernodes, the lab's `[relay]` secret).
 # Each call runs 3 s, the move, then until the roamer's NAT detection has run
 # again (at most 20 s) and 3 s more. Checks: both recordings carry the other's
-# tone with no silence over 1 s (lab/wav-gaps.py), both ends on a direct path
-# after the move, the public side's path ending at the roamer's new public
-# address, and a `nat` event with reason "local address changed" giving that
-# address. Prints dial-to-two-way-audio and the silence around the move;
+# tone with no silence over 1 s (lab/wav-gaps.py); after the move calls 1 and
+# 2 are direct on both ends, the other side's path ending at the roamer's new
+# public address, and call 3 is relayed on both ends; a `nat` event with
+# reason "local address changed" giving the roamer's new public address. Prints dial-to-two-way-audio and the silence around the move;
 # exit status 1 on any failure.
 #
 # usage: lab/roam.sh [--bin PATH]   (root; namespaces are cxroam-<pid>-*)
+#        ROAM_CALLS="3" runs only the calls of those numbers (a fast inner loop)
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,7 +45,7 @@ source "$HERE/args.sh"
 lab_args "$@"
 
 P=${ROAM_PREFIX:-cxroam-$$-}
-NSS=(wan srv public rtra rtrb rtrc roamer)
+NSS=(wan srv public rtra rtrb rtrc roamer rtrd sympeer)
 # shellcheck source=wanlab.sh
 source "$HERE/wanlab.sh"
 
@@ -64,6 +70,13 @@ build() {
     nat_rules rtra portrestricted "${WANIP[rtra]}" 10.84.0.2 || return 1
     nat_rules rtrb fullcone "${WANIP[rtrb]}" 10.85.0.2 || return 1
     nat_rules rtrc symmetric "${WANIP[rtrc]}" 10.86.0.2 || return 1
+    # the other party of call 3, behind a symmetric NAT of its own
+    on_wan rtrd prd 198.51.100.34 || return 1
+    link rtrd lan0 sympeer lan0 || return 1
+    addr rtrd lan0 10.87.0.1/24 || return 1
+    addr sympeer lan0 10.87.0.2/24 || return 1
+    ipn "$(ns sympeer)" route add default via 10.87.0.1 || return 1
+    nat_rules rtrd symmetric 198.51.100.34 10.87.0.2 || return 1
 }
 
 # The roamer joins the network behind router R (leaving any other).
@@ -83,28 +96,31 @@ T0=$(date +%s%N)
 build || { echo "roam: building the lab failed" >&2; exit 1; }
 echo "roam: lab up in $((($(date +%s%N) - T0) / 1000000)) ms (prefix $P)"
 
-lab_start_servers roamer public
+lab_start_servers roamer public sympeer
 
 # --- calls --------------------------------------------------------------------------------
 ms() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
 FAILS=()
 N=0
-# CALLER CALLEE FROM TO: one call, the roamer moving from router FROM to TO.
+# CALLER CALLEE FROM TO PATH: one call, the roamer moving from router FROM to
+# TO; PATH (direct or relayed) is the path both ends must be on after it.
 run_call() {
-    local caller=$1 callee=$2 from=$3 to=$4 name t0 t_active act s_a moved nat_ev
-    local gap_r gap_p fin_r fin_p path_r path_p remote_p cell
+    local caller=$1 callee=$2 from=$3 to=$4 want=$5 name t0 t_active act s_a moved nat_ev
+    local gap_r gap_p fin_r fin_p path_r path_p remote_p cell other=$1
+    [[ $other == roamer ]] && other=$callee
     N=$((N + 1))
+    [[ -z ${ROAM_CALLS:-} || " $ROAM_CALLS " == *" $N "* ]] || return 0
     name="$caller -> $callee, roamer ${from} -> ${to}"
     join "$from" || { FAILS+=("$name: join $from"); return; }
-    for r in rtra rtrb rtrc; do inns "$r" conntrack -F >/dev/null 2>&1; done
+    for r in rtra rtrb rtrc rtrd; do inns "$r" conntrack -F >/dev/null 2>&1; done
     inns rtrb nft flush set ip lab mapped 2>/dev/null
     rm -f "$TMP"/R.* "$TMP"/Q.*
-    # R: the roamer, Q: the public party; the callee auto-answers.
+    # R: the roamer, Q: the other party; the callee auto-answers.
     local r_flags=(--play tone:1000 --record "$TMP/R.wav") q_flags=(--play tone:600 --record "$TMP/Q.wav")
     if [[ $callee == roamer ]]; then r_flags+=(--auto-answer); else q_flags+=(--auto-answer); fi
     headless roamer R $((23000 + 2 * N)) "${r_flags[@]}"
-    headless public Q $((23001 + 2 * N)) "${q_flags[@]}"
+    headless "$other" Q $((23001 + 2 * N)) "${q_flags[@]}"
     wait_line "$TMP/R.out" '"event":"published"' 20 >/dev/null
     wait_line "$TMP/Q.out" '"event":"published"' 20 >/dev/null
     local dialer=R
@@ -149,17 +165,18 @@ run_call() {
     local ok=1
     [[ -n $fin_r && -n $fin_p ]] || { FAILS+=("$name: the call did not end with final stats"); ok=0; }
     [[ $gap_r == ok* ]] || { FAILS+=("$name: the roamer heard: $gap_r"); ok=0; }
-    [[ $gap_p == ok* ]] || { FAILS+=("$name: the public side heard: $gap_p"); ok=0; }
-    [[ $(field "$path_r" path) == direct && $(field "$path_p" path) == direct ]] ||
-        { FAILS+=("$name: not direct after the move: roamer $(field "$path_r" path), public $(field "$path_p" path)"); ok=0; }
-    [[ $remote_p == "${WANIP[$to]}":* ]] ||
-        { FAILS+=("$name: the public side's path ends at $remote_p, not at ${WANIP[$to]}"); ok=0; }
+    [[ $gap_p == ok* ]] || { FAILS+=("$name: $other heard: $gap_p"); ok=0; }
+    [[ $(field "$path_r" path) == "$want" && $(field "$path_p" path) == "$want" ]] ||
+        { FAILS+=("$name: not $want after the move: roamer $(field "$path_r" path), $other $(field "$path_p" path)"); ok=0; }
+    if [[ $want == direct && $remote_p != "${WANIP[$to]}":* ]]; then
+        FAILS+=("$name: $other's path ends at $remote_p, not at ${WANIP[$to]}"); ok=0
+    fi
     if [[ -z $nat_ev ]]; then
         FAILS+=("$name: no NAT re-detection after the move"); ok=0
     elif [[ $(field "$nat_ev" public) != "${WANIP[$to]}":* ]]; then
         FAILS+=("$name: NAT re-detection says public $(field "$nat_ev" public)"); ok=0
     fi
-    printf '%-40s dial->two-way audio %5s ms  path after: %s -> %s  silence: roamer heard %s; public heard %s; NAT again after %s ms: %s/%s %s\n' \
+    printf '%-40s dial->two-way audio %5s ms  path after: %s -> %s  silence: roamer heard %s; other heard %s; NAT again after %s ms: %s/%s %s\n' \
         "$name" "$t_active" "$(field "$path_p" path)" "$remote_p" "${gap_r#ok: }" "${gap_p#ok: }" "$nat_ms" \
         "$(field "$nat_ev" mapping)" "$(field "$nat_ev" filtering)" "$(field "$nat_ev" public)"
     grep -h '"event":"path_changed"' "$TMP/R.out" "$TMP/Q.out" | sed 's/^/    /'
@@ -169,8 +186,9 @@ run_call() {
     fi
 }
 
-run_call roamer public rtra rtrb
-run_call public roamer rtrb rtrc
+run_call roamer public rtra rtrb direct
+run_call public roamer rtrb rtrc direct
+run_call roamer sympeer rtrb rtrc relayed
 
 echo "roam: $N calls in $((($(date +%s%N) - T0) / 1000000000)) s"
 if ((${#FAILS[@]})); then
@@ -178,4 +196,4 @@ if ((${#FAILS[@]})); then
     KEEP_TMP=1
     exit 1
 fi
-echo "roam: every call followed the roamer to its new network with no silence over 1 s"
+echo "roam: every call followed the roamer to its new network (direct or relayed) with no silence over 1 s"
