@@ -25,12 +25,13 @@
 #      (full cone to symmetric);
 #   3. roamer calls sympeer (the roamer controls ICE) and moves rtrb -> rtrc:
 #      full cone vs symmetric goes direct, symmetric vs symmetric needs a
-#      relay (TURN on the supernodes, the lab's `[relay]` secret).
+#      relay (TURN on the supernodes, the lab's `[relay]` secret);
+#   4. sympeer calls roamer (the roamer is controlled), the same move.
 # Each call runs 3 s, the move, then until the roamer's NAT detection has run
 # again (at most 20 s) and 3 s more. Checks: both recordings carry the other's
 # tone with no silence over 1 s (lab/wav-gaps.py); after the move calls 1 and
 # 2 are direct on both ends, the other side's path ending at the roamer's new
-# public address, and call 3 is relayed on both ends; a `nat` event with
+# public address, and calls 3 and 4 are relayed on both ends; a `nat` event with
 # reason "local address changed" giving the roamer's new public address. Prints dial-to-two-way-audio and the silence around the move;
 # exit status 1 on any failure.
 #
@@ -124,7 +125,7 @@ run_call() {
     wait_line "$TMP/R.out" '"event":"published"' 20 >/dev/null
     wait_line "$TMP/Q.out" '"event":"published"' 20 >/dev/null
     local dialer=R
-    [[ $caller == public ]] && dialer=Q
+    [[ $caller != roamer ]] && dialer=Q
     t0=$(date +%s%N)
     say "$dialer" "call u-$callee"
     act=$(wait_line "$TMP/$dialer.out" '"event":"call_state".*"state":"active"' 20)
@@ -189,6 +190,7 @@ run_call() {
 run_call roamer public rtra rtrb direct
 run_call public roamer rtrb rtrc direct
 run_call roamer sympeer rtrb rtrc relayed
+run_call sympeer roamer rtrb rtrc relayed
 
 echo "roam: $N calls in $((($(date +%s%N) - T0) / 1000000000)) s"
 if ((${#FAILS[@]})); then
