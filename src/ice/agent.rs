@@ -866,6 +866,12 @@ impl IceAgent {
         };
         if req.use_candidate && self.role == IceRole::Controlled {
             self.pairs[p].peer_nominated = true;
+            if self.selected == Some(p) && self.moved.is_some() {
+                // We moved and the peer nominates our pair again: it heard
+                // from our new address and has chosen; we follow.
+                self.verify = None;
+                self.moved = None;
+            }
             if self.pairs[p].valid {
                 self.select(now, p);
             }
