@@ -19,7 +19,10 @@
 //! `jitter30` (0-30 ms uniform extra delay per packet: reordering),
 //! `clean10ms` (10 ms frames), `dev44k1` (alice's input is a 44.1 kHz WAV
 //! and bob's recording goes through the playback resampler to 44.1 kHz,
-//! as a 44.1 kHz sound card would hear both).
+//! as a 44.1 kHz sound card would hear both), `file` (clean, with alice
+//! sending bob a file over the same peer link for the whole call: the
+//! transfer's delay-based congestion control must leave the call's
+//! quality; compare with `clean` in the same run).
 
 #[path = "../tests/it/common/procs.rs"]
 #[allow(dead_code)]
@@ -41,6 +44,8 @@ struct Condition {
     frame_ms: u32,
     /// Simulated device rate (None: 48 kHz).
     device_rate: Option<u32>,
+    /// alice sends bob a large file all through the call.
+    file: bool,
 }
 
 const CONDITIONS: &[Condition] = &[
@@ -49,48 +54,63 @@ const CONDITIONS: &[Condition] = &[
         impair: "",
         frame_ms: 20,
         device_rate: None,
+        file: false,
     },
     Condition {
         name: "loss10",
         impair: "loss = 0.1\nseed = 10\n",
         frame_ms: 20,
         device_rate: None,
+        file: false,
     },
     Condition {
         name: "loss20",
         impair: "loss = 0.2\nseed = 20\n",
         frame_ms: 20,
         device_rate: None,
+        file: false,
     },
     Condition {
         name: "loss30",
         impair: "loss = 0.3\nseed = 30\n",
         frame_ms: 20,
         device_rate: None,
+        file: false,
     },
     Condition {
         name: "bursty",
         impair: "loss = 0.1\nburst = 3.0\nseed = 40\n",
         frame_ms: 20,
         device_rate: None,
+        file: false,
     },
     Condition {
         name: "jitter30",
         impair: "jitter_ms = 30\nseed = 50\n",
         frame_ms: 20,
         device_rate: None,
+        file: false,
     },
     Condition {
         name: "clean10ms",
         impair: "",
         frame_ms: 10,
         device_rate: None,
+        file: false,
     },
     Condition {
         name: "dev44k1",
         impair: "",
         frame_ms: 20,
         device_rate: Some(44_100),
+        file: false,
+    },
+    Condition {
+        name: "file",
+        impair: "",
+        frame_ms: 20,
+        device_rate: None,
+        file: true,
     },
 ];
 
@@ -110,6 +130,9 @@ fn main() {
     net.account("alice", false);
     net.account("bob", false);
     let (_sn, sn_addr) = net.supernode("sn1", &[]);
+    // alice and bob become contacts at the first `file` run (a stranger's
+    // file is dropped), and stay so in their data dirs.
+    let mut contacts = false;
     println!(
         "call: PESQ-WB of the whole recording of a {} s speech call between two headless processes (impairment on alice's wire)",
         audio::read_wav(Path::new(SPEECH)).unwrap().len() / 48_000
@@ -125,15 +148,16 @@ fn main() {
         };
         let mut line = format!("  {:<10}", c.name);
         for &dred in variants {
-            let r = run(&net, &sn_addr, c, dred);
+            let r = run(&net, &sn_addr, c, dred, &mut contacts);
             line += &format!(
-                "  {}: MOS {} (lag {} ms; bob lost {}%, fec {}, dred {}, concealed {}, stretched {}, accelerated {} ms, expanded {} ms, final delay {} ms)",
+                "  {}: MOS {}{} (lag {} ms; bob lost {}%, fec {}, dred {}, concealed {}, stretched {}, accelerated {} ms, expanded {} ms, final delay {} ms)",
                 if dred == Some(true) {
                     "full"
                 } else {
                     "LBRR-only"
                 },
                 r.mos,
+                r.file,
                 r.lag_ms,
                 r.stats["loss_percent"],
                 r.stats["fec_recovered"],
@@ -151,12 +175,15 @@ fn main() {
 
 struct Outcome {
     mos: String,
+    /// What the concurrent transfer moved during the call, if one ran.
+    file: String,
     lag_ms: String,
     stats: serde_json::Value,
 }
 
-/// `dred`: None leaves the key out (a build without it).
-fn run(net: &Network, sn: &str, c: &Condition, dred: Option<bool>) -> Outcome {
+/// `dred`: None leaves the key out (a build without it). `contacts`:
+/// whether alice and bob are contacts already.
+fn run(net: &Network, sn: &str, c: &Condition, dred: Option<bool>, contacts: &mut bool) -> Outcome {
     let dir = net.dir.path();
     let tag = format!(
         "{}-{}",
@@ -202,24 +229,43 @@ fn run(net: &Network, sn: &str, c: &Condition, dred: Option<bool>) -> Outcome {
         &["--auto-answer", "--record", rec.to_str().unwrap()],
     );
     bob.wait_json(T, |v| v["event"] == "published");
-    let mut alice = client(
-        net,
-        "alice",
-        &alice_cfg,
-        sn,
-        &[
-            "--call",
-            "bob",
-            "--play",
-            play.to_str().unwrap(),
-            "--hangup-after",
-            &secs.to_string(),
-        ],
-    );
+    let secs_arg = secs.to_string();
+    let mut args = vec![
+        "--play",
+        play.to_str().unwrap(),
+        "--hangup-after",
+        &secs_arg,
+    ];
+    if !c.file {
+        args.extend(["--call", "bob"]);
+    }
+    let mut alice = client(net, "alice", &alice_cfg, sn, &args);
+    let transfer = c.file.then(|| {
+        alice.wait_json(T, |v| v["event"] == "published");
+        start_transfer(net, &tag, &mut alice, &mut bob, contacts)
+    });
     let stats = bob.wait_json(T + Duration::from_secs(secs as u64), |v| {
         v["event"] == "call_stats" && v["final"] == true
     });
+    let file = match transfer {
+        Some((id, t0)) => {
+            let p = bob.wait_json(T, |v| v["event"] == "file_progress");
+            let bytes = p["bytes"].as_u64().unwrap_or(0);
+            // Cancelled, so that no later run resumes it.
+            alice.say(&format!("file cancel {id}"));
+            for p in [&alice, &bob] {
+                p.wait_json(T, |v| v["event"] == "file_failed" && v["id"] == id.as_str());
+            }
+            format!(
+                " with a file alongside ({} MB in {:.0} s)",
+                bytes >> 20,
+                t0.elapsed().as_secs_f64()
+            )
+        }
+        None => String::new(),
+    };
     bob.say("quit");
+    alice.say("quit");
     wait_exit(&mut bob);
     wait_exit(&mut alice);
     if let Some(rate) = c.device_rate {
@@ -245,9 +291,42 @@ fn run(net: &Network, sn: &str, c: &Condition, dred: Option<bool>) -> Outcome {
     let mut it = text.split_whitespace();
     Outcome {
         mos: it.next().unwrap_or("?").to_owned(),
+        file,
         lag_ms: it.next().unwrap_or("?").to_owned(),
         stats,
     }
+}
+
+/// alice offers bob a 4 GB file (sparse: the bytes do not matter, the
+/// load on the path does), bob accepts, and once it flows alice calls bob.
+/// Returns the transfer's id and when it started.
+fn start_transfer(
+    net: &Network,
+    tag: &str,
+    alice: &mut Proc,
+    bob: &mut Proc,
+    contacts: &mut bool,
+) -> (String, Instant) {
+    if !*contacts {
+        alice.say("add bob a file and a call");
+        bob.wait_json(T, |v| v["event"] == "contact_request");
+        bob.say("accept alice");
+        alice.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
+        *contacts = true;
+    }
+    let src = net.data(&format!("{tag}-big.bin"));
+    std::fs::File::create(&src)
+        .and_then(|f| f.set_len(4 << 30))
+        .unwrap();
+    alice.say(&format!("send-file bob {}", src.display()));
+    let o = bob.wait_json(T, |v| v["event"] == "file_offered");
+    let id = o["id"].as_str().unwrap().to_owned();
+    let dest = net.data(&format!("{tag}-in.bin"));
+    bob.say(&format!("file accept {id} {}", dest.display()));
+    bob.wait_json(T, |v| v["event"] == "file_started");
+    let t0 = Instant::now();
+    alice.say("call bob");
+    (id, t0)
 }
 
 /// A headless client at raised priority (`nice -n -10`, as a real-time

@@ -15,6 +15,15 @@
 //! computed on a blocking thread, never in the node's task: before an
 //! offer, and once every byte arrived; only a match renames the `.part`
 //! into place.
+//!
+//! Received bytes, incoming records, the final check and the clean-up
+//! go to one disk thread ([`Disk`]) in the order they happen, so the
+//! node's task never waits for the disk (a page cache full of dirty pages
+//! stalls `pwrite` for hundreds of milliseconds, and a call's packets
+//! wait behind it) and a record never names bytes not yet written.
+//! Received bytes queued there are bounded ([`DISK_QUEUE`]); data beyond
+//! is dropped and counted, and the sender sends it again, so a slow disk
+//! slows the transfer as a full path does.
 
 use crate::ice::IceSessions;
 use crate::link::LinkEndpoint;
@@ -32,10 +41,17 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Data packets sent per step at most, so that input is not starved.
 const DATA_BUDGET: usize = 256;
+/// The budget while a call runs: a call's packets wait in the node's task
+/// behind a whole step.
+const CALL_DATA_BUDGET: usize = 16;
+/// Received bytes waiting for the disk thread at most.
+pub const DISK_QUEUE: usize = 4 << 20;
 
 /// Where a node keeps its transfers.
 #[derive(Debug, Clone)]
@@ -110,6 +126,99 @@ pub enum Job {
     },
     /// An incoming file was checked (and moved into place when `ok`).
     Verified { id: TransferId, ok: bool },
+    /// Writing received bytes of `id` failed.
+    WriteFailed { id: TransferId },
+}
+
+/// Work for the disk thread, done in order.
+enum DiskTask {
+    /// Received bytes at `offset` of a `.part`.
+    Write {
+        id: TransferId,
+        file: Arc<File>,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// An incoming record (`in-ID`), serialized.
+    Record { name: String, bytes: Vec<u8> },
+    /// Hash the `.part` of `dest` and move it into place on a match.
+    Verify {
+        id: TransferId,
+        dest: PathBuf,
+        hash: [u8; 32],
+    },
+    /// Drop `id`'s records (and its `.part` when `discard`).
+    Forget { id: TransferId, discard: bool },
+}
+
+/// The disk thread's end in the node: see the module docs.
+struct Disk {
+    tx: std::sync::mpsc::Sender<DiskTask>,
+    /// Received bytes queued and not yet written (the thread subtracts).
+    queued: Arc<AtomicUsize>,
+    /// Data packets dropped because [`DISK_QUEUE`] was full.
+    dropped: u64,
+}
+
+impl Disk {
+    fn start(records: PathBuf, jobs: mpsc::Sender<Job>) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<DiskTask>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
+        let run = move || {
+            for t in rx {
+                match t {
+                    DiskTask::Write {
+                        id,
+                        file,
+                        offset,
+                        bytes,
+                    } => {
+                        let r = file.write_all_at(&bytes, offset);
+                        q.fetch_sub(bytes.len(), Ordering::Relaxed);
+                        if let Err(e) = r {
+                            tracing::warn!("writing a received file failed: {e}");
+                            let _ = jobs.blocking_send(Job::WriteFailed { id });
+                        }
+                    }
+                    DiskTask::Record { name, bytes } => {
+                        if let Err(e) = write_record_bytes(&records, &name, &bytes) {
+                            tracing::warn!("transfer record: {e}");
+                        }
+                    }
+                    DiskTask::Verify { id, dest, hash } => {
+                        let part = part_path(&dest);
+                        let ok = matches!(hash_file(&part), Ok((_, h)) if h == hash)
+                            && std::fs::rename(&part, &dest).is_ok();
+                        let _ = jobs.blocking_send(Job::Verified { id, ok });
+                    }
+                    DiskTask::Forget { id, discard } => {
+                        if discard && let Some(dest) = incoming_dest(&records, id) {
+                            let _ = std::fs::remove_file(part_path(&dest));
+                        }
+                        forget_records(&records, id);
+                    }
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("natter-files".into())
+            .spawn(run)
+        {
+            // Without the thread every task fails as a closed channel.
+            tracing::error!("no disk thread for file transfers: {e}");
+        }
+        Disk {
+            tx,
+            queued,
+            dropped: 0,
+        }
+    }
+
+    /// Queue `t`; false when the thread is gone.
+    fn send(&self, t: DiskTask) -> bool {
+        self.tx.send(t).is_ok()
+    }
 }
 
 /// An outgoing record.
@@ -148,8 +257,10 @@ pub struct FilesCx<'a> {
 pub struct Files {
     core: Transfers,
     opts: FileOptions,
-    /// Open files: sources and `.part`s.
-    open: HashMap<TransferId, File>,
+    /// Open files: sources and `.part`s (shared with the disk thread).
+    open: HashMap<TransferId, Arc<File>>,
+    /// The disk thread: received bytes, incoming records, checks.
+    disk: Disk,
     /// Our envelopes, by id: which transfer.
     envelopes: HashMap<EnvelopeId, TransferId>,
     /// Records of a previous process, taken up once we are online.
@@ -211,6 +322,7 @@ impl Files {
         let restore = Some(load_records(&opts.records));
         Files {
             core: Transfers::new(opts.config.clone(), incarnation),
+            disk: Disk::start(opts.records.clone(), jobs_tx.clone()),
             opts,
             open: HashMap::new(),
             envelopes: HashMap::new(),
@@ -230,6 +342,11 @@ impl Files {
             f.peer.eq_ignore_ascii_case(user)
                 && (f.outgoing || f.state != crate::transfer::FileState::Offered)
         })
+    }
+
+    /// Whether a call runs on this node: transfers then queue less.
+    pub fn set_call(&mut self, on: bool) {
+        self.core.set_call(on);
     }
 
     pub fn poll_event(&mut self) -> Option<FilesEvent> {
@@ -267,7 +384,7 @@ impl Files {
                     };
                     match File::open(&o.path) {
                         Ok(f) => {
-                            self.open.insert(id, f);
+                            self.open.insert(id, Arc::new(f));
                             let _ = self
                                 .core
                                 .offer(cx.now, id, &o.peer, o.path, &o.name, o.size, hash);
@@ -289,7 +406,7 @@ impl Files {
                         .open(&part)
                     {
                         Ok(f) => {
-                            self.open.insert(id, f);
+                            self.open.insert(id, Arc::new(f));
                             let have = RangeSet::from_ranges(i.have, i.size);
                             self.core.restore_incoming(
                                 cx.now, id, &i.peer, &i.name, i.size, hash, i.dest, have,
@@ -368,7 +485,7 @@ impl Files {
             .open(&part)
         {
             Ok(f) => {
-                self.open.insert(id, f);
+                self.open.insert(id, Arc::new(f));
                 let _ = self.core.accept(cx.now, id, dest);
             }
             Err(e) => self.failed(
@@ -403,7 +520,7 @@ impl Files {
                     {
                         tracing::warn!("transfer record: {e}");
                     }
-                    self.open.insert(id, f);
+                    self.open.insert(id, Arc::new(f));
                     if self
                         .core
                         .offer(cx.now, id, &to, path, &name, size, hash)
@@ -417,6 +534,7 @@ impl Files {
                 Err(e) => self.failed("send file", format!("cannot read {}: {e}", path.display())),
             },
             Job::Verified { id, ok } => self.core.verified(id, ok),
+            Job::WriteFailed { id } => self.core.io_failed(id),
         }
         self.flush(cx);
     }
@@ -472,9 +590,26 @@ impl Files {
             if !self.core.wants_data(from, *id, *offset, bytes.len()) {
                 return true;
             }
-            let written = self.open.get(id).map(|f| f.write_all_at(bytes, *offset));
-            if !matches!(written, Some(Ok(()))) {
-                tracing::warn!(?written, "writing a received file failed");
+            if self.disk.queued.load(Ordering::Relaxed) + bytes.len() > DISK_QUEUE {
+                // Not acknowledged: the sender sends it again.
+                self.disk.dropped += 1;
+                tracing::debug!(
+                    dropped = self.disk.dropped,
+                    "the disk is behind: data dropped"
+                );
+                return true;
+            }
+            let queued = self.open.get(id).is_some_and(|f| {
+                self.disk.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+                self.disk.send(DiskTask::Write {
+                    id: *id,
+                    file: f.clone(),
+                    offset: *offset,
+                    bytes: bytes.to_vec(),
+                })
+            });
+            if !queued {
+                tracing::warn!("no file or no disk thread for received bytes");
                 self.core.io_failed(*id);
                 self.flush(cx);
                 return true;
@@ -499,7 +634,12 @@ impl Files {
             self.output(o, cx);
         }
         let mut buf = Vec::new();
-        for _ in 0..DATA_BUDGET {
+        let budget = if self.core.call() {
+            CALL_DATA_BUDGET
+        } else {
+            DATA_BUDGET
+        };
+        for _ in 0..budget {
             let Some(d) = self.core.poll_data(cx.now) else {
                 break;
             };
@@ -554,10 +694,10 @@ impl Files {
             Output::Verify { id } => self.verify(id),
             Output::Forget { id, discard } => {
                 self.open.remove(&id);
-                if discard && let Some(dest) = self.incoming_dest(id) {
-                    let _ = std::fs::remove_file(part_path(&dest));
+                // After the bytes and records queued before it.
+                if !self.disk.send(DiskTask::Forget { id, discard }) {
+                    forget_records(&self.opts.records, id);
                 }
-                forget_records(&self.opts.records, id);
             }
             Output::Event(e) => {
                 if let FileEvent::Failed { id, reason, .. } = &e
@@ -568,14 +708,6 @@ impl Files {
                 self.events.push_back(FilesEvent::File(e));
             }
         }
-    }
-
-    /// The destination recorded for incoming `id`.
-    fn incoming_dest(&self, id: TransferId) -> Option<PathBuf> {
-        std::fs::read(self.opts.records.join(format!("in-{id:032x}.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<InRecord>(&b).ok())
-            .map(|r| r.dest)
     }
 
     fn persist(&mut self, id: TransferId) {
@@ -590,8 +722,14 @@ impl Files {
             dest: dest.to_owned(),
             have: have.ranges().to_vec(),
         };
-        if let Err(e) = write_record(&self.opts.records, &format!("in-{id:032x}"), &rec) {
-            tracing::warn!("transfer record: {e}");
+        match serde_json::to_vec(&rec) {
+            Ok(bytes) => {
+                let name = format!("in-{id:032x}");
+                if !self.disk.send(DiskTask::Record { name, bytes }) {
+                    tracing::warn!("transfer record: no disk thread");
+                }
+            }
+            Err(e) => tracing::warn!("transfer record: {e}"),
         }
     }
 
@@ -599,23 +737,33 @@ impl Files {
         let Some((_, _, _, hash, Some(dest), _)) = self.core.record(id) else {
             return;
         };
+        // After every byte queued before it is written.
         let dest = dest.to_owned();
-        let tx = self.jobs_tx.clone();
-        tokio::task::spawn_blocking(move || {
-            let part = part_path(&dest);
-            let ok = matches!(hash_file(&part), Ok((_, h)) if h == hash)
-                && std::fs::rename(&part, &dest).is_ok();
-            let _ = tx.blocking_send(Job::Verified { id, ok });
-        });
+        if !self.disk.send(DiskTask::Verify { id, dest, hash }) {
+            self.core.verified(id, false);
+        }
     }
 }
 
 fn write_record<T: Serialize>(dir: &Path, name: &str, rec: &T) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+    write_record_bytes(dir, name, &bytes)
+}
+
+/// A record's bytes, written to a temporary file and renamed into place.
+fn write_record_bytes(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
-    let bytes = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, dir.join(format!("{name}.json")))
+}
+
+/// The destination recorded for incoming `id`.
+fn incoming_dest(dir: &Path, id: TransferId) -> Option<PathBuf> {
+    std::fs::read(dir.join(format!("in-{id:032x}.json")))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<InRecord>(&b).ok())
+        .map(|r| r.dest)
 }
 
 fn forget_records(dir: &Path, id: TransferId) {

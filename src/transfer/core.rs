@@ -23,7 +23,7 @@
 //! byte, and re-sends its answer when data stops coming (the sender may
 //! have restarted).
 
-use super::ledbat::Ledbat;
+use super::ledbat::{self, Ledbat};
 use super::ranges::RangeSet;
 use super::wire::{CancelReason, LinkMsg, Signal, TransferId, kind};
 use crate::time::Millis;
@@ -453,6 +453,10 @@ pub struct Transfers {
     cursor: TransferId,
     /// Send credit under `max_rate`: bytes, and when it was last topped up.
     pace: (u64, Millis),
+    /// A call is running on this node: windows aim at
+    /// [`ledbat::CALL_TARGET_MS`] of queuing, so the call's packets do not
+    /// wait behind the transfer's.
+    call: bool,
     out: VecDeque<Output>,
     stats: TransferStats,
 }
@@ -469,9 +473,42 @@ impl Transfers {
             reconnect_at: HashMap::new(),
             cursor: 0,
             pace: (0, Millis::ZERO),
+            call: false,
             out: VecDeque::new(),
             stats: TransferStats::default(),
         }
+    }
+
+    /// Whether a call runs on this node (see [`Transfers::call`]'s field).
+    pub fn set_call(&mut self, on: bool) {
+        if self.call == on {
+            return;
+        }
+        self.call = on;
+        let target = self.target();
+        for o in self.outgoing.values_mut() {
+            o.cc.set_target(target);
+        }
+    }
+
+    /// Whether a call runs on this node.
+    pub fn call(&self) -> bool {
+        self.call
+    }
+
+    fn target(&self) -> i64 {
+        if self.call {
+            ledbat::CALL_TARGET_MS
+        } else {
+            ledbat::TARGET_MS
+        }
+    }
+
+    /// A congestion controller for a new transfer.
+    fn new_cc(&self) -> Ledbat {
+        let mut cc = Ledbat::new(self.config.chunk as u64, self.config.max_window);
+        cc.set_target(self.target());
+        cc
     }
 
     pub fn config(&self) -> &TransferConfig {
@@ -562,7 +599,6 @@ impl Transfers {
         if self.outgoing.len() >= self.config.max_outgoing {
             return Err(FileFailure::Refused);
         }
-        let mss = self.config.chunk as u64;
         self.outgoing.insert(
             id,
             Outgoing {
@@ -577,7 +613,7 @@ impl Transfers {
                 flight: 0,
                 next_pn: 0,
                 largest_acked: None,
-                cc: Ledbat::new(mss, self.config.max_window),
+                cc: self.new_cc(),
                 srtt: None,
                 rttvar: 0.0,
                 backoff: 0,
@@ -959,6 +995,7 @@ impl Transfers {
         incarnation: u64,
         have: Vec<(u64, u64)>,
     ) {
+        let cc = self.new_cc();
         let Some(o) = self.outgoing.get_mut(&id) else {
             // A transfer we forgot: the receiver should stop asking.
             self.signal(
@@ -999,7 +1036,7 @@ impl Transfers {
         o.largest_acked = None;
         o.backoff = 0;
         o.last_ack_at = now;
-        o.cc = Ledbat::new(self.config.chunk as u64, self.config.max_window);
+        o.cc = cc;
         let restarted = o.incarnation.is_some_and(|i| i != incarnation);
         o.incarnation = Some(incarnation);
         o.state = if o.to_send.is_empty() {

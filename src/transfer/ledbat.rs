@@ -15,6 +15,9 @@ use crate::time::Millis;
 /// Queuing delay the controller aims at, ms (RFC 6817 allows up to 100;
 /// lower gives way to a call sooner).
 pub const TARGET_MS: i64 = 25;
+/// The target while a call runs: a call's packets wait behind whatever
+/// the transfer queued, and its jitter buffer pays for it.
+pub const CALL_TARGET_MS: i64 = 5;
 /// The smallest window, in packets.
 const MIN_PACKETS: u64 = 2;
 /// Base delay history: minutes kept.
@@ -44,6 +47,8 @@ pub struct Ledbat {
     /// Window reductions do not repeat within one round trip: packets
     /// sent before this time were already paid for.
     recovery_until: Millis,
+    /// Queuing delay aimed at, ms ([`TARGET_MS`], or [`CALL_TARGET_MS`]).
+    target: i64,
 }
 
 impl Ledbat {
@@ -57,7 +62,13 @@ impl Ledbat {
             current: Vec::new(),
             origin: None,
             recovery_until: Millis::ZERO,
+            target: TARGET_MS,
         }
+    }
+
+    /// Aim at `ms` of queuing delay from now on.
+    pub fn set_target(&mut self, ms: i64) {
+        self.target = ms.max(1);
     }
 
     pub fn window(&self) -> u64 {
@@ -101,20 +112,21 @@ impl Ledbat {
     pub fn on_ack(&mut self, bytes: u64, flight: u64) {
         let q = self.queuing_delay();
         if self.slow_start {
-            if q * 2 > TARGET_MS {
+            if q * 2 > self.target {
                 self.slow_start = false;
             } else {
                 self.cwnd = (self.cwnd + bytes).min(self.max_cwnd);
                 return;
             }
         }
-        let delta = if q > TARGET_MS {
+        let target = self.target;
+        let delta = if q > target {
             // Above target, shrink in proportion (LEDBAT++'s multiplicative
             // decrease): over one window of acknowledgements the window
             // loses the share of delay above target, at most half.
-            -(1.0 - TARGET_MS as f64 / q as f64).min(0.5) * bytes as f64
+            -(1.0 - target as f64 / q as f64).min(0.5) * bytes as f64
         } else {
-            let off_target = (TARGET_MS - q) as f64 / TARGET_MS as f64;
+            let off_target = (target - q) as f64 / target as f64;
             off_target * bytes as f64 * self.mss as f64 / self.cwnd.max(1) as f64
         };
         let mut cwnd = (self.cwnd as f64 + delta).max(0.0) as u64;

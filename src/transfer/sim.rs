@@ -406,6 +406,42 @@ fn ledbat_keeps_the_bottleneck_queue_near_its_target() {
 }
 
 #[test]
+fn a_running_call_keeps_the_queue_short() {
+    let mut s = Sim::new(
+        6,
+        20_000_000,
+        Path {
+            rate: 1_000,
+            delay: 30,
+            loss: 0.0,
+        },
+    );
+    s.start();
+    s.run(5_000);
+    s.max_queue_ms = 0;
+    s.run(3_000);
+    let alone = s.max_queue_ms;
+    assert!(
+        alone > 2 * ledbat::CALL_TARGET_MS as u64,
+        "without a call the transfer queues up to its target: {alone} ms"
+    );
+    // A call starts: the window comes down to a queue near the call's
+    // target, and the transfer still moves.
+    s.a.set_call(true);
+    s.run(3_000);
+    s.max_queue_ms = 0;
+    let before = s.sent_bytes();
+    s.run(5_000);
+    assert!(
+        s.max_queue_ms <= 2 * ledbat::CALL_TARGET_MS as u64,
+        "queue {} ms during the call",
+        s.max_queue_ms
+    );
+    let moved = s.sent_bytes() - before;
+    assert!(moved > 2_000_000, "{moved} bytes in 5 s");
+}
+
+#[test]
 fn a_declined_offer_ends_both_sides() {
     let mut s = Sim::new(
         6,

@@ -234,7 +234,9 @@ impl ClientDriver {
         now: Millis,
         f: impl FnOnce(&mut Files, &mut FilesCx<'_>) -> R,
     ) -> Option<R> {
+        let call = self.calls.as_ref().is_some_and(|c| c.current().is_some());
         let files = self.files.as_deref_mut()?;
+        files.set_call(call);
         let mut cx = FilesCx {
             now,
             unix: self.base.clock.unix(),
