@@ -55,6 +55,11 @@ if [ "$(id -u)" -eq 0 ]; then
     # audio both ways, direct wherever a family in common reaches (about
     # 2 min; installs tayga and unbound).
     lab/v6.sh
+    # File transfer: direct (cone to public) and through a relay (cone
+    # to symmetric), the sender and then the receiver SIGKILLed
+    # mid-transfer and restarted on their ports; each resumes and the
+    # bytes match (about 15 s).
+    lab/files-nat.sh
 else
     echo "skipping the real-NAT lab: it needs root"
 fi

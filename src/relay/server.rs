@@ -16,7 +16,9 @@
 //! relay socket to a peer.
 //!
 //! Refusals use RFC 8656's codes: 401 (no or bad credentials, expired
-//! REST username), 438 (stale nonce), 437 (allocation mismatch), 441 (wrong
+//! REST username), 438 (stale nonce), 437 (allocation mismatch: another
+//! user's allocation on that 5-tuple; a new Allocate of the same user
+//! replaces its stale one, its client having restarted), 441 (wrong
 //! credentials for the allocation), 442 (transport), 486 (the user's
 //! allocation quota), 508 (the global cap or no relay port), 403 (a peer
 //! no relay may reach: loopback unless allowed, multicast, unspecified). Every refusal
@@ -200,6 +202,9 @@ pub struct TurnStats {
     pub allocations: u64,
     pub allocations_expired: u64,
     pub allocations_deleted: u64,
+    /// Allocations dropped for a new Allocate of the same user from the
+    /// same 5-tuple (a restarted client).
+    pub allocations_replaced: u64,
     pub relay_failures: u64,
     pub no_allocation: u64,
     pub no_permission: u64,
@@ -941,11 +946,21 @@ impl TurnServer {
                         bytes: r,
                     });
                 }
-            } else {
+                return;
+            }
+            if a.user != auth.user {
                 self.stats.mismatch += 1;
                 self.fail(from, h, 437, "Allocation Mismatch", &auth);
+                return;
             }
-            return;
+            // The same user allocates anew from the same 5-tuple: its
+            // client lost the allocation it holds (a process restarted
+            // on the same port behind a NAT that kept its mapping). RFC
+            // 8656 answers 437 until the stale one expires, which left
+            // the new process without a relayed candidate for up to its
+            // lifetime; the stale one goes instead.
+            self.stats.allocations_replaced += 1;
+            self.remove(id, "replaced by a new allocation of its client");
         }
         let transport = msg
             .get::<RequestedTrasport>()

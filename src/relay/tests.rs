@@ -572,28 +572,25 @@ fn loopback_and_multicast_peers_are_forbidden() {
     );
 }
 
-#[test]
-fn mismatched_and_foreign_requests_are_refused() {
-    let mut n = Net::new(cfg());
-    let creds = n.creds("alice", 3600);
-    let c = n.client("203.0.113.5:4000", creds, false);
-    n.clients[c].1.allocate(n.now);
-    n.run();
-    assert!(allocated(&n.events(c)));
-    // A second client on the same 5-tuple (a restarted app) gets 437.
-    let creds = n.creds("alice", 3600);
-    let d = n.client("203.0.113.5:4000", creds, false);
-    n.clients[d].1.allocate(n.now);
-    // Route by index: both share the address, so deliver by hand.
+/// Runs client `d`'s exchange with the server by hand (it shares its
+/// address with an earlier client, which the network delivers to); its
+/// last event, and what the server reported.
+fn by_hand(n: &mut Net, d: usize) -> (Option<TurnClientEvent>, Vec<ServerEvent>) {
+    let from = n.clients[d].0;
     let mut got = None;
+    let mut server_events = Vec::new();
     for _ in 0..4 {
         while let Some(t) = n.clients[d].1.poll_transmit() {
-            n.server.handle_client(
-                n.now,
-                wall(n.now),
-                ClientAddr::udp(addr("203.0.113.5:4000")),
-                &t.bytes,
-            );
+            n.server
+                .handle_client(n.now, wall(n.now), ClientAddr::udp(from), &t.bytes);
+        }
+        while let Some(e) = n.server.poll_event() {
+            if let ServerEvent::OpenRelay { alloc, .. } = e {
+                let a = SocketAddr::new(n.server_addr.ip(), n.next_port);
+                n.next_port += 1;
+                n.server.relay_opened(n.now, alloc, Ok(a));
+            }
+            server_events.push(e);
         }
         while let Some(t) = n.server.poll_transmit() {
             n.clients[d].1.handle_input(n.now, &t.bytes);
@@ -602,10 +599,27 @@ fn mismatched_and_foreign_requests_are_refused() {
             got = Some(e);
         }
     }
+    (got, server_events)
+}
+
+#[test]
+fn mismatched_and_foreign_requests_are_refused() {
+    let mut n = Net::new(cfg());
+    let creds = n.creds("alice", 3600);
+    let c = n.client("203.0.113.5:4000", creds, false);
+    n.clients[c].1.allocate(n.now);
+    n.run();
+    assert!(allocated(&n.events(c)));
+    // Another user on the same 5-tuple gets 437.
+    let creds = n.creds("bob", 3600);
+    let d = n.client("203.0.113.5:4000", creds, false);
+    n.clients[d].1.allocate(n.now);
+    let (got, _) = by_hand(&mut n, d);
     assert!(
         matches!(got, Some(TurnClientEvent::AllocateFailed { code: 437, .. })),
         "{got:?}"
     );
+    assert_eq!(n.server.stats().allocations_replaced, 0);
     // Garbage and responses from clients are counted, not answered.
     let from = ClientAddr::udp(addr("203.0.113.9:1"));
     n.server
@@ -614,6 +628,43 @@ fn mismatched_and_foreign_requests_are_refused() {
         .handle_client(n.now, wall(n.now), from, &[0x41, 0x00, 0x00, 0x09]);
     assert!(n.server.poll_transmit().is_none());
     assert!(n.server.stats().malformed >= 2);
+}
+
+/// A client restarted on the same port behind a NAT that kept its
+/// mapping reaches the relay from its predecessor's 5-tuple: the same
+/// user's new Allocate replaces the stale allocation (RFC 8656's 437
+/// left the new process without a relayed candidate until the old one
+/// expired, and a relayed file transfer stalled in the real-NAT lab).
+#[test]
+fn a_restarted_client_replaces_its_stale_allocation() {
+    let mut n = Net::new(cfg());
+    let creds = n.creds("alice", 3600);
+    let c = n.client("203.0.113.5:4000", creds, false);
+    n.clients[c].1.allocate(n.now);
+    n.run();
+    assert!(allocated(&n.events(c)));
+    let old = n.clients[c].1.relayed_addr().unwrap();
+    let old_alloc = n.relays[0].0;
+    // The restarted process: fresh credentials, a new transaction.
+    n.now += 5_000;
+    let creds = n.creds("alice", 3600);
+    let d = n.client("203.0.113.5:4000", creds, false);
+    n.clients[d].1.allocate(n.now);
+    let (got, server_events) = by_hand(&mut n, d);
+    assert!(
+        matches!(got, Some(TurnClientEvent::Allocated { .. })),
+        "{got:?}"
+    );
+    let new = n.clients[d].1.relayed_addr().unwrap();
+    assert_ne!(new, old);
+    assert!(
+        server_events.contains(&ServerEvent::CloseRelay { alloc: old_alloc }),
+        "{server_events:?}"
+    );
+    let st = n.server.stats();
+    assert_eq!((st.allocations_replaced, st.mismatch), (1, 0));
+    // One allocation of alice's is held, not two (her quota counts one).
+    assert_eq!(n.server.allocation_count(), 1);
 }
 
 #[test]

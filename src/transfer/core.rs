@@ -954,6 +954,12 @@ impl Transfers {
                 if let Some(i) = self.incoming.get_mut(&id) {
                     i.last_data_at = now;
                     i.resends = 0;
+                    // It numbers its packets from 0 again: acknowledging
+                    // the dead process's numbers would retire new packets
+                    // that were lost.
+                    i.pns = RangeSet::new();
+                    i.unacked = 0;
+                    i.ack_at = None;
                 }
             }
             return;

@@ -275,6 +275,61 @@ fn a_file_goes_through_the_relays() {
     bob.say("quit");
 }
 
+/// The receiver is killed mid-transfer on a relayed path and restarted
+/// on its old port: its new process reaches the relay from the 5-tuple
+/// of the dead one's allocation, gets a relayed candidate all the same
+/// (the relay replaces the stale allocation), the sender connects to the
+/// new process, and the transfer resumes from the receiver's record.
+/// (The relay answered 437 there, the new process had no relayed
+/// candidate, and the real-NAT lab's cone-to-symmetric transfer stalled.)
+#[test]
+fn a_relayed_transfer_resumes_after_the_receiver_is_killed() {
+    let _turn = scenario!();
+    let s = setup(true, 2_000_000);
+    // bob restarts on the port he had, as a phone app does: the relay
+    // sees the 5-tuple of his dead process's allocation again.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let bob_on_port = || {
+        let p = s
+            .net
+            .headless_with("bob", &s.bob_cfg, &s.all, &["--listen", &listen]);
+        p.wait_json(T, |v| v["event"] == "published");
+        p
+    };
+    let mut bob = bob_on_port();
+    let mut alice = s.alice();
+    let src = s.net.data("relayed-big.bin");
+    let size = 8_000_000u64;
+    let data = make_file(&src, size as usize, 19);
+    let dest = s.net.data("in/relayed-big.bin");
+    let id = offer_and_accept(&mut alice, &mut bob, &src, &dest);
+    let c = alice.wait_json(T, |v| v["event"] == "peer_connected");
+    assert_eq!(c["path"], "relayed", "{c}");
+    progress_past(&bob, size / 4);
+    bob.kill();
+    let mut bob = bob_on_port();
+    let st = bob.wait_json(T, |v| v["event"] == "file_started");
+    assert_eq!(st["id"], id.as_str());
+    let resumed = st["resumed_from"].as_u64().unwrap();
+    assert!(resumed >= size / 5, "resumed from {resumed}");
+    let c = alice.wait_json(T, |v| {
+        v["event"] == "file_started" && v["resumed_from"] != 0
+    });
+    assert_eq!(c["resumed_from"].as_u64().unwrap(), resumed, "{c}");
+    let b = done(&bob);
+    let a = done(&alice);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert_eq!(b["wire_bytes"].as_u64().unwrap(), size - resumed, "{b}");
+    assert!(a["wire_bytes"].as_u64().unwrap() < size + size / 4, "{a}");
+    bob.say("quit");
+    alice.say("quit");
+}
+
 /// Throughput figures (`cargo test --test it file_transfer::throughput --
 /// --ignored --nocapture`): a 64 MB file directly on loopback and 16 MB
 /// through the relays, timed from the receiver's start to its check.
