@@ -994,9 +994,10 @@ impl Calls {
         let io: Opening = match old {
             Some(m) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                m.handed_over = true;
                 // Its datagrams stop here: the new leg's path is the peer's.
-                m.incoming = None;
+                // (Its input stays open: closing it would end the driver
+                // before it hands the devices over.)
+                m.handed_over = true;
                 let _ = m.commands.try_send(MediaCommand::Handover(tx));
                 let (input, output) = (self.opts.input.clone(), self.opts.output.clone());
                 Box::pin(async move {
@@ -1204,7 +1205,9 @@ impl Calls {
     /// ends at `from` (the session authenticates it).
     pub fn media_datagram(&mut self, from: SocketAddr, d: &[u8], ice: &IceSessions) {
         let m = self.media.values().find(|m| {
-            m.incoming.is_some() && ice.selected(&m.peer).is_some_and(|p| p.remote == from)
+            m.incoming.is_some()
+                && !m.handed_over
+                && ice.selected(&m.peer).is_some_and(|p| p.remote == from)
         });
         match m.and_then(|m| m.incoming.as_ref()) {
             Some(tx) => {
@@ -1227,6 +1230,9 @@ impl Calls {
             MediaMsg::Out(id, bytes) => {
                 let m = self.media.get(&id)?;
                 m.incoming.as_ref()?;
+                if m.handed_over {
+                    return None;
+                }
                 match cx.ice.selected(&m.peer) {
                     Some(p) => return Some((p, bytes)),
                     None => self.stats.media_no_path += 1,
