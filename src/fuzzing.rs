@@ -776,14 +776,7 @@ pub fn media(b: &[u8]) {
     // them as a note from our other device, then taking that call over.
     let _ = callee.accept(Millis(2), id, [2; 16]);
     callee.media_flowing(Millis(3), id);
-    callee.handle_message(
-        Millis(4),
-        UnixMillis(4),
-        "alice",
-        [4; 32],
-        UnixMillis(4),
-        b,
-    );
+    callee.handle_message(Millis(4), UnixMillis(4), "alice", [4; 32], UnixMillis(4), b);
     let mut own = CallCore::new(CallConfig::default());
     own.set_account("carol");
     own.handle_message(Millis(0), UnixMillis(0), "carol", home, UnixMillis(0), b);

@@ -316,7 +316,9 @@ impl std::fmt::Display for CallEvent {
             CallEvent::Replacing {
                 replaces, device, ..
             } => write!(f, "taking over call {replaces:016x} from {device}"),
-            CallEvent::OnOtherDevice { peer, device, on, .. } => {
+            CallEvent::OnOtherDevice {
+                peer, device, on, ..
+            } => {
                 write!(f, "call with {peer} on our {device}: {on}")
             }
         }

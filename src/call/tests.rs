@@ -923,7 +923,8 @@ fn a_take_over_from_another_user_or_the_same_device_is_refused() {
     assert_eq!(Msg::decode(&t.bytes), Ok((MOVED, Msg::Decline)));
     // The desk (already in the call) cannot take it again; a call bob
     // does not have cannot be taken.
-    d.bob.handle_message(now, unix, "alice", DESK, unix, &take(ID));
+    d.bob
+        .handle_message(now, unix, "alice", DESK, unix, &take(ID));
     d.bob
         .handle_message(now, unix, "alice", LAPTOP, unix, &take(ID + 1));
     assert_eq!(d.bob.stats().refused_takes, 3);

@@ -347,10 +347,7 @@ fn a_call_moves_from_the_desk_to_the_laptop() {
     let e = ended(&bob);
     assert_eq!(e["call"], first, "{e}");
     assert_eq!(e["reason"], "moved", "{e}");
-    eprintln!(
-        "the desk's leg ended {} ms after `take`",
-        moved.as_millis()
-    );
+    eprintln!("the desk's leg ended {} ms after `take`", moved.as_millis());
     let s = bob.wait_json(T, |v| {
         v["event"] == "call_stats"
             && v["call"] == second
@@ -371,9 +368,11 @@ fn a_call_moves_from_the_desk_to_the_laptop() {
     // hang-up, aside).
     let b = heard(&bob_wav);
     let runs = crate::common::media::sound_runs(&b, 500);
-    let inner = &runs[..runs.len() - usize::from(runs.len() % 2 == 0)];
+    let inner = &runs[..runs.len() - usize::from(runs.len().is_multiple_of(2))];
     let longest = inner.iter().skip(1).step_by(2).max().copied().unwrap_or(0);
-    eprintln!("bob's recording: sound and silence runs (ms) {runs:?}; longest silence {longest} ms");
+    eprintln!(
+        "bob's recording: sound and silence runs (ms) {runs:?}; longest silence {longest} ms"
+    );
     assert!(longest <= 1_000, "a silence of {longest} ms: {runs:?}");
     assert_eq!(dominant_hz(&b[9_600..9_600 + 48_000], 300, 700), 400);
     let tail = b.len() - 48_000 * 2;

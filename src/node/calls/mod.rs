@@ -1008,8 +1008,8 @@ impl Calls {
                 })
             }
             None => {
-                let io =
-                    audio::open(&self.opts.input, &self.opts.output).map_err(StartFailure::Audio)?;
+                let io = audio::open(&self.opts.input, &self.opts.output)
+                    .map_err(StartFailure::Audio)?;
                 Box::pin(async move { Ok(io) })
             }
         };
@@ -1293,9 +1293,10 @@ impl Calls {
                 // devices went to the leg that took the call over.
                 if !handed_over
                     && matches!(
-                    self.core.state(id),
-                    Some(CallState::Connecting | CallState::Active)
-                ) {
+                        self.core.state(id),
+                        Some(CallState::Connecting | CallState::Active)
+                    )
+                {
                     if audio {
                         self.core.audio_failed(cx.now, id);
                     } else {

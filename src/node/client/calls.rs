@@ -291,7 +291,10 @@ impl ApiCalls {
         }
         // The peer's other device takes our call over: a call of its own
         // from now, in the direction of the one it replaces.
-        if let CallEvent::Replacing { id, peer, replaces, .. } = event {
+        if let CallEvent::Replacing {
+            id, peer, replaces, ..
+        } = event
+        {
             let outgoing = self.calls.get(replaces).is_some_and(|c| c.outgoing);
             self.started.insert(*id, unix);
             let i = fresh(*id, peer, outgoing, CallState::Connecting);
