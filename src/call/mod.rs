@@ -353,8 +353,9 @@ pub struct CallStats {
     /// Answers that came after another device of the callee had answered
     /// (that device was told the call was answered elsewhere).
     pub late_answers: u64,
-    /// Take-overs refused (no such call of ours with that user, or from
-    /// the device already in it), and own-device notes from another user.
+    /// Take-overs refused (no such call of ours with that user, from the
+    /// device already in it, or one already being taken), and own-device
+    /// notes from another user.
     pub refused_takes: u64,
 }
 
@@ -629,7 +630,13 @@ impl CallCore {
         replaces: CallId,
         name: DeviceName,
     ) {
-        let ok = self.current() == Some(replaces)
+        // One take-over at a time: a second device taking the same call
+        // meanwhile is refused (else it would become a second call).
+        let taken = self.calls.values().any(|c| {
+            c.replaces == Some(replaces) && !c.outgoing && !matches!(c.state, CallState::Ended(_))
+        });
+        let ok = !taken
+            && self.current() == Some(replaces)
             && self.calls.get(&replaces).is_some_and(|c| {
                 c.peer == from
                     && c.device.is_some_and(|d| d != device)
@@ -836,7 +843,12 @@ impl CallCore {
                 EndReason::HungUp { by_us: true } | EndReason::AudioFailed
             ) {
                 for t in takers {
-                    self.send_reliable(now, t, Msg::Hangup);
+                    // Not answered yet: refused; answered: hung up.
+                    let m = match self.state(t) {
+                        Some(CallState::Incoming) => Msg::Decline,
+                        _ => Msg::Hangup,
+                    };
+                    self.send_reliable(now, t, m);
                     self.end(now, t, reason);
                 }
             }

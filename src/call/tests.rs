@@ -1000,3 +1000,35 @@ fn hanging_up_during_a_move_ends_both_legs() {
         Some(EndReason::HungUp { by_us: false })
     );
 }
+
+#[test]
+fn two_devices_taking_the_same_call_make_one_move() {
+    let mut d = Devices::synced(
+        &[("desk", DESK), ("laptop", LAPTOP), ("phone", PHONE)],
+        0.0,
+        4,
+    );
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    d.run(200);
+    let now = d.now;
+    d.core(DESK).accept(now, ID, [2; 16]).unwrap();
+    d.run(500);
+    d.bob.media_flowing(d.now, ID);
+    let now = d.now;
+    d.core(DESK).media_flowing(now, ID);
+    d.run(200);
+    // Both other devices take it at once: the laptop's reaches bob first.
+    let now = d.now;
+    d.core(LAPTOP).take_over(now, MOVED, [4; 16]).unwrap();
+    d.core(PHONE).take_over(now, MOVED + 1, [4; 16]).unwrap();
+    d.run(500);
+    assert_eq!(
+        took_over(&d.ev_bob),
+        vec![(MOVED, ID, DeviceName::new("laptop"))]
+    );
+    assert_eq!(d.bob.stats().refused_takes, 1);
+    assert_eq!(
+        d.core(PHONE).state(MOVED + 1),
+        Some(CallState::Ended(EndReason::TakeRefused))
+    );
+}
