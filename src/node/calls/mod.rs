@@ -832,7 +832,11 @@ impl Calls {
 
     fn on_call_event(&mut self, e: CallEvent, cx: &mut Ctx<'_>) {
         let id = e.id();
-        let peer = self.core.peer(id).unwrap_or_default().to_owned();
+        // (A call on another device of ours is not in our core.)
+        let peer = match &e {
+            CallEvent::OnOtherDevice { peer, .. } => peer.clone(),
+            _ => self.core.peer(id).unwrap_or_default().to_owned(),
+        };
         let mut detail = None;
         // Single-device envelopes (ICE) to the peer go to the call's
         // device while it is on.
@@ -861,14 +865,14 @@ impl Calls {
             _ => {}
         }
         match &e {
-            // A take-over of our call (the core checked it is from the
-            // same user): answered at once, it rings nobody.
             CallEvent::Incoming { .. } if self.opts.auto_answer => {
                 let nonce = fresh_nonce(cx.rng);
                 if let Err(err) = self.core.accept(cx.now, id, nonce) {
                     tracing::warn!(call = id, "auto-answer: {err}");
                 }
             }
+            // A take-over of our call (the core checked it is from another
+            // device of the same user): answered at once, it rings nobody.
             CallEvent::Replacing { .. } => {
                 let nonce = fresh_nonce(cx.rng);
                 if let Err(err) = self.core.accept(cx.now, id, nonce) {
