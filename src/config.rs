@@ -623,6 +623,8 @@ pub struct KeysSection {
     pub hang_up: KeyList,
     pub mute: KeyList,
     pub hold: KeyList,
+    /// Take the call up on another of our devices: it moves here.
+    pub take_call: KeyList,
     /// Add the selected contact to the call or conference.
     pub conference_add: KeyList,
     /// Mark the selected contact for a conference (or unmark).
@@ -678,6 +680,7 @@ impl Default for KeysSection {
             hang_up: k(&["x", "ctrl+x"]),
             mute: k(&["m", "ctrl+t"]),
             hold: k(&["o", "ctrl+o"]),
+            take_call: k(&["T"]),
             conference_add: k(&["+"]),
             mark: k(&["space"]),
             conference: k(&["C"]),
@@ -702,7 +705,7 @@ impl Default for KeysSection {
 
 impl KeysSection {
     /// Every action with its keys, in the order the config documents them.
-    pub fn actions(&self) -> [(&'static str, &KeyList); 29] {
+    pub fn actions(&self) -> [(&'static str, &KeyList); 30] {
         [
             ("quit", &self.quit),
             ("help", &self.help),
@@ -716,6 +719,7 @@ impl KeysSection {
             ("hang_up", &self.hang_up),
             ("mute", &self.mute),
             ("hold", &self.hold),
+            ("take_call", &self.take_call),
             ("conference_add", &self.conference_add),
             ("mark", &self.mark),
             ("conference", &self.conference),

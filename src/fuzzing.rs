@@ -249,6 +249,23 @@ pub fn media_seeds() -> Vec<Vec<u8>> {
             device: crate::call::DeviceName::new("laptop"),
         }
         .encode(9),
+        crate::call::Msg::Replace {
+            nonce: [3; 16],
+            replaces: 7,
+            device: crate::call::DeviceName::new("laptop"),
+        }
+        .encode(9),
+        crate::call::Msg::Moved {
+            device: crate::call::DeviceName::new("laptop"),
+        }
+        .encode(7),
+        crate::call::Msg::OnDevice {
+            on: true,
+            peer_device: [1; 32],
+            peer: crate::call::DeviceName::new("bob"),
+            device: crate::call::DeviceName::new("desk"),
+        }
+        .encode(7),
     ];
     // A real Opus frame, sealed.
     if let Ok(mut enc) = crate::media::codec::Encoder::new(Default::default()) {
@@ -754,11 +771,32 @@ pub fn media(b: &[u8]) {
         UnixMillis(1),
         &patched,
     );
+    // Moving calls (issue 17): the callee's call active, the bytes from
+    // another device of the caller (a take-over); a device of ours fed
+    // them as a note from our other device, then taking that call over.
+    let _ = callee.accept(Millis(2), id, [2; 16]);
+    callee.media_flowing(Millis(3), id);
+    callee.handle_message(Millis(4), UnixMillis(4), "alice", [4; 32], UnixMillis(4), b);
+    let mut own = CallCore::new(CallConfig::default());
+    own.set_account("carol");
+    own.handle_message(Millis(0), UnixMillis(0), "carol", home, UnixMillis(0), b);
+    if own.take_over(Millis(1), 9, [3; 16]).is_ok() {
+        let peer = own.peer(9).unwrap_or_default().to_owned();
+        let mut to9 = b.to_vec();
+        if to9.len() >= 10 {
+            to9[2..10].copy_from_slice(&9u64.to_be_bytes());
+        }
+        own.handle_message(Millis(2), UnixMillis(2), &peer, desk, UnixMillis(2), &to9);
+    }
     for t in [10_000, 70_000, 200_000] {
         c.handle_timeout(Millis(t));
         callee.handle_timeout(Millis(t));
+        own.handle_timeout(Millis(t));
     }
-    while c.poll_transmit().is_some() || callee.poll_transmit().is_some() {}
+    while c.poll_transmit().is_some()
+        || callee.poll_transmit().is_some()
+        || own.poll_transmit().is_some()
+    {}
 }
 
 /// Valid STUN messages, as seeds for the STUN fuzz: requests with and

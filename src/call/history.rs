@@ -80,6 +80,8 @@ fn reason_code(r: EndReason) -> std::borrow::Cow<'static, str> {
         EndReason::AnsweredElsewhere { device } => {
             return format!("answered_elsewhere:{device}").into();
         }
+        EndReason::Moved { device } => return format!("moved:{device}").into(),
+        EndReason::TakeRefused => "take_refused",
         EndReason::HungUp { by_us: true } => "hung_up_by_us",
         EndReason::HungUp { by_us: false } => "hung_up_by_them",
         EndReason::Declined { by_us: true } => "declined_by_us",
@@ -100,7 +102,13 @@ fn reason_of(code: &str) -> EndReason {
             device: crate::call::DeviceName::new(device),
         };
     }
+    if let Some(device) = code.strip_prefix("moved:") {
+        return EndReason::Moved {
+            device: crate::call::DeviceName::new(device),
+        };
+    }
     match code {
+        "take_refused" => EndReason::TakeRefused,
         "hung_up_by_us" => EndReason::HungUp { by_us: true },
         "hung_up_by_them" => EndReason::HungUp { by_us: false },
         "declined_by_us" => EndReason::Declined { by_us: true },

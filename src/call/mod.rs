@@ -43,6 +43,21 @@
 //! devices online (the driver says how many: [`CallCore::expect_devices`]).
 //! A caller who hangs up before an answer cancels every device. The
 //! callee's messages go to the caller's device that invited.
+//!
+//! Moving a call between one's devices (issue 17): a device whose call
+//! becomes active tells its account's other devices
+//! ([`Msg::OnDevice`], again when it ends; [`CallEvent::OnOtherDevice`]
+//! there), so each knows the call it may take. [`CallCore::take_over`]
+//! on one of them sends the peer's device in that call a
+//! [`Msg::Replace`]: a new leg (a call of its own, which we place) that
+//! names the call it replaces. The peer takes it only from a device of
+//! the same user as the replaced call's peer (the carrier verified the
+//! sender's certificate), for its call in progress, and from another
+//! device than the one in it; anything else is answered Decline (the
+//! taker ends [`EndReason::TakeRefused`]). Taken, the new leg rings
+//! nobody: [`CallEvent::Replacing`] asks the driver to answer it at once,
+//! and once its media flows the old leg ends ([`EndReason::Moved`]) and
+//! its device is told [`Msg::Moved`] with the taker's name.
 
 pub mod history;
 pub mod msg;
@@ -149,6 +164,13 @@ pub enum EndReason {
     /// Our audio device could not be opened, or failed during the call:
     /// the device, not the network.
     AudioFailed,
+    /// The call moved to the device `device` of the user in it (ours,
+    /// taken from this one; or theirs, taken from the device we talked
+    /// to): this leg is over, the call goes on there.
+    Moved { device: DeviceName },
+    /// Our take-over of a call on another of our devices was refused (the
+    /// call ended, or the peer's device did not have it).
+    TakeRefused,
 }
 
 impl std::fmt::Display for EndReason {
@@ -169,6 +191,9 @@ impl std::fmt::Display for EndReason {
             EndReason::NoResponse => "the other side could not be reached",
             EndReason::MediaFailed => "no audio could be exchanged (the network path failed)",
             EndReason::AudioFailed => "the audio device failed",
+            EndReason::Moved { device } if device.is_empty() => "moved to another device",
+            EndReason::Moved { device } => return write!(f, "moved to {device}"),
+            EndReason::TakeRefused => "the call could not be taken over (it has ended)",
         })
     }
 }
@@ -186,6 +211,8 @@ impl EndReason {
             EndReason::NoResponse => "no_response",
             EndReason::MediaFailed => "media_failed",
             EndReason::AudioFailed => "audio_failed",
+            EndReason::Moved { .. } => "moved",
+            EndReason::TakeRefused => "take_refused",
         }
     }
 }
@@ -238,6 +265,24 @@ pub enum CallEvent {
         id: CallId,
         reason: EndReason,
     },
+    /// A device of the peer's user asks to take over our call `replaces`
+    /// with this new leg `id` (from their device named `device`): answer
+    /// it ([`CallCore::accept`]) and it replaces that call once its media
+    /// flows.
+    Replacing {
+        id: CallId,
+        peer: String,
+        replaces: CallId,
+        device: DeviceName,
+    },
+    /// Another device of ours (named `device`) has call `id` with `peer`
+    /// up (`on`), or no longer: the call [`CallCore::take_over`] takes.
+    OnOtherDevice {
+        id: CallId,
+        peer: String,
+        device: DeviceName,
+        on: bool,
+    },
 }
 
 impl CallEvent {
@@ -250,7 +295,9 @@ impl CallEvent {
             | CallEvent::Active { id }
             | CallEvent::RemoteMute { id, .. }
             | CallEvent::RemoteHold { id, .. }
-            | CallEvent::Ended { id, .. } => *id,
+            | CallEvent::Ended { id, .. }
+            | CallEvent::Replacing { id, .. }
+            | CallEvent::OnOtherDevice { id, .. } => *id,
         }
     }
 }
@@ -266,6 +313,14 @@ impl std::fmt::Display for CallEvent {
             CallEvent::RemoteMute { muted, .. } => write!(f, "remote muted: {muted}"),
             CallEvent::RemoteHold { on_hold, .. } => write!(f, "remote on hold: {on_hold}"),
             CallEvent::Ended { reason, .. } => write!(f, "ended: {reason}"),
+            CallEvent::Replacing {
+                replaces, device, ..
+            } => write!(f, "taking over call {replaces:016x} from {device}"),
+            CallEvent::OnOtherDevice {
+                peer, device, on, ..
+            } => {
+                write!(f, "call with {peer} on our {device}: {on}")
+            }
         }
     }
 }
@@ -278,6 +333,8 @@ pub enum CallError {
     Busy,
     #[error("call {0:x} cannot do that in its current state")]
     WrongState(CallId),
+    #[error("no call on your other devices to take")]
+    NothingToTake,
 }
 
 /// Counters of what the core dropped.
@@ -296,6 +353,10 @@ pub struct CallStats {
     /// Answers that came after another device of the callee had answered
     /// (that device was told the call was answered elsewhere).
     pub late_answers: u64,
+    /// Take-overs refused (no such call of ours with that user, from the
+    /// device already in it, or one already being taken), and own-device
+    /// notes from another user.
+    pub refused_takes: u64,
 }
 
 /// A message we re-send until acknowledged.
@@ -359,6 +420,11 @@ struct Call {
     /// this many devices refused (and none rings), so a device that is
     /// busy does not end the call before another's Ringing comes.
     expected: usize,
+    /// A leg that takes over this call (ours: the call on our other
+    /// device; theirs: our call with their other device).
+    replaces: Option<CallId>,
+    /// A leg that replaces one of ours: the taking device's name.
+    taker: DeviceName,
 }
 
 impl Call {
@@ -379,6 +445,8 @@ impl Call {
             answered_on: DeviceName::EMPTY,
             devices: Vec::new(),
             expected: 0,
+            replaces: None,
+            taker: DeviceName::EMPTY,
         }
     }
 
@@ -409,6 +477,23 @@ pub struct CallCore {
     stats: CallStats,
     /// How this device names itself, in our Accepts.
     device_name: DeviceName,
+    /// Our username: our other devices' notes come from it, ours go to it
+    /// (empty: none are sent or taken).
+    account: String,
+    /// The call up on another device of ours, as it last said.
+    elsewhere: Option<Elsewhere>,
+}
+
+/// A call up on another device of ours ([`Msg::OnDevice`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elsewhere {
+    pub call: CallId,
+    pub peer: String,
+    /// The peer's device in that call.
+    pub peer_device: DeviceKey,
+    /// Our device that has it, and its name.
+    pub device: DeviceKey,
+    pub name: DeviceName,
 }
 
 /// Bounds on remembered calls and queues: a flood of invites cannot grow
@@ -425,7 +510,161 @@ impl CallCore {
             events: VecDeque::new(),
             stats: CallStats::default(),
             device_name: DeviceName::EMPTY,
+            account: String::new(),
+            elsewhere: None,
         }
+    }
+
+    /// Our username: our active calls are announced to our other devices
+    /// under it, and their announcements are taken only from it.
+    pub fn set_account(&mut self, username: &str) {
+        self.account = username.to_ascii_lowercase();
+    }
+
+    /// The call up on another device of ours, if one said so.
+    pub fn elsewhere(&self) -> Option<&Elsewhere> {
+        self.elsewhere.as_ref()
+    }
+
+    /// The call that leg `id` takes over, if it is one.
+    pub fn replaces(&self, id: CallId) -> Option<CallId> {
+        self.calls.get(&id).and_then(|c| c.replaces)
+    }
+
+    /// Take over the call up on another device of ours: a new leg `id`
+    /// (fresh `nonce`) to the peer's device in it, which replaces it.
+    /// Returns the peer.
+    pub fn take_over(
+        &mut self,
+        now: Millis,
+        id: CallId,
+        nonce: [u8; 16],
+    ) -> Result<String, CallError> {
+        if self.current().is_some() {
+            return Err(CallError::Busy);
+        }
+        let el = self.elsewhere.take().ok_or(CallError::NothingToTake)?;
+        self.gc();
+        let mut c = Call::new(
+            &el.peer,
+            CallState::Inviting,
+            nonce,
+            now + self.config.invite_timeout_ms,
+        );
+        c.device = Some(el.peer_device);
+        c.replaces = Some(el.call);
+        c.expected = 1;
+        self.calls.insert(id, c);
+        let m = Msg::Replace {
+            nonce,
+            replaces: el.call,
+            device: self.device_name,
+        };
+        self.send_reliable(now, id, m);
+        Ok(el.peer)
+    }
+
+    /// Tell our other devices that call `id` is up (or over).
+    fn announce(&mut self, id: CallId, on: bool) {
+        let Some(c) = self.calls.get(&id) else {
+            return;
+        };
+        let (Some(peer_device), false) = (c.device, self.account.is_empty()) else {
+            return;
+        };
+        let m = Msg::OnDevice {
+            on,
+            peer_device,
+            peer: DeviceName::new(&c.peer),
+            device: self.device_name,
+        };
+        let own = self.account.clone();
+        self.send(&own, Target::Every, id, m);
+    }
+
+    /// A note from another device of ours (`from` must be our account).
+    fn on_own_device(&mut self, from: &str, device: DeviceKey, id: CallId, m: Msg) {
+        let Msg::OnDevice {
+            on,
+            peer_device,
+            peer,
+            device: name,
+        } = m
+        else {
+            return;
+        };
+        if self.account.is_empty() || from != self.account {
+            self.stats.refused_takes += 1;
+            return;
+        }
+        if on {
+            self.elsewhere = Some(Elsewhere {
+                call: id,
+                peer: peer.as_str().to_ascii_lowercase(),
+                peer_device,
+                device,
+                name,
+            });
+        } else if self.elsewhere.as_ref().is_some_and(|e| e.call == id) {
+            self.elsewhere = None;
+        } else {
+            return;
+        }
+        self.events.push_back(CallEvent::OnOtherDevice {
+            id,
+            peer: peer.as_str().to_ascii_lowercase(),
+            device: name,
+            on,
+        });
+    }
+
+    /// A leg `id` from `from`'s device `device` that takes over our call
+    /// `replaces`: taken (to be answered) only for our call in progress
+    /// with that same user, from another of their devices; else declined.
+    fn on_replace(
+        &mut self,
+        now: Millis,
+        (from, device): (&str, DeviceKey),
+        id: CallId,
+        nonce: [u8; 16],
+        replaces: CallId,
+        name: DeviceName,
+    ) {
+        // One take-over at a time: a second device taking the same call
+        // meanwhile is refused (else it would become a second call).
+        let taken = self.calls.values().any(|c| {
+            c.replaces == Some(replaces) && !c.outgoing && !matches!(c.state, CallState::Ended(_))
+        });
+        let ok = !taken
+            && self.current() == Some(replaces)
+            && self.calls.get(&replaces).is_some_and(|c| {
+                c.peer == from
+                    && c.device.is_some_and(|d| d != device)
+                    && matches!(c.state, CallState::Connecting | CallState::Active)
+            });
+        if !ok {
+            self.stats.refused_takes += 1;
+            tracing::info!(call = id, peer = from, "take-over refused");
+            self.send(from, Some(device), id, Msg::Decline);
+            return;
+        }
+        self.gc();
+        let mut c = Call::new(
+            from,
+            CallState::Incoming,
+            nonce,
+            now + self.config.connect_timeout_ms,
+        );
+        c.device = Some(device);
+        c.replaces = Some(replaces);
+        c.taker = name;
+        self.calls.insert(id, c);
+        self.events.push_back(CallEvent::Replacing {
+            id,
+            peer: from.to_owned(),
+            replaces,
+            device: name,
+        });
     }
 
     /// How this device names itself (its name in the account's device
@@ -472,9 +711,17 @@ impl CallCore {
 
     /// The call that is up or being set up, if any.
     pub fn current(&self) -> Option<CallId> {
+        // A leg that takes over a call still up is not the call yet.
+        let live = |id: &CallId| {
+            self.calls
+                .get(id)
+                .is_some_and(|c| !matches!(c.state, CallState::Ended(_)))
+        };
         self.calls
             .iter()
-            .find(|(_, c)| !matches!(c.state, CallState::Ended(_)))
+            .find(|(_, c)| {
+                !matches!(c.state, CallState::Ended(_)) && !c.replaces.as_ref().is_some_and(live)
+            })
             .map(|(&id, _)| id)
     }
 
@@ -530,7 +777,9 @@ impl CallCore {
             .map(|&(d, _)| d)
             .collect();
         if c.devices.is_empty() {
-            self.send_reliable_to(now, id, None, Msg::Cancel);
+            // (A take-over leg is with one device from the start.)
+            let device = c.device;
+            self.send_reliable_to(now, id, device, Msg::Cancel);
             return;
         }
         let peer = c.peer.clone();
@@ -561,6 +810,7 @@ impl CallCore {
             if matches!(c.state, CallState::Ended(_)) {
                 return;
             }
+            let was_active = c.state == CallState::Active;
             c.state = CallState::Ended(reason);
             // Keep re-sending the final message (if any) while lingering.
             c.pending.retain(|p| {
@@ -571,10 +821,37 @@ impl CallCore {
                         | Msg::Decline
                         | Msg::Busy
                         | Msg::AnsweredElsewhere { .. }
+                        | Msg::Moved { .. }
                 )
             });
             c.deadline = now + self.config.linger_ms;
             self.events.push_back(CallEvent::Ended { id, reason });
+            if was_active {
+                self.announce(id, false);
+            }
+            // A leg taking this call over goes with it when we end it
+            // ourselves before it took over.
+            let takers: Vec<CallId> = self
+                .calls
+                .iter()
+                .filter(|(_, t)| t.replaces == Some(id) && !t.outgoing)
+                .filter(|(_, t)| !matches!(t.state, CallState::Ended(_)))
+                .map(|(&t, _)| t)
+                .collect();
+            if matches!(
+                reason,
+                EndReason::HungUp { by_us: true } | EndReason::AudioFailed
+            ) {
+                for t in takers {
+                    // Not answered yet: refused; answered: hung up.
+                    let m = match self.state(t) {
+                        Some(CallState::Incoming) => Msg::Decline,
+                        _ => Msg::Hangup,
+                    };
+                    self.send_reliable(now, t, m);
+                    self.end(now, t, reason);
+                }
+            }
         }
     }
 
@@ -677,7 +954,7 @@ impl CallCore {
     }
 
     /// The media session saw the peer's first packets.
-    pub fn media_flowing(&mut self, _now: Millis, id: CallId) {
+    pub fn media_flowing(&mut self, now: Millis, id: CallId) {
         if let Some(c) = self.calls.get_mut(&id)
             && c.state == CallState::Connecting
         {
@@ -687,7 +964,17 @@ impl CallCore {
             c.deadline = Millis::MAX;
             // Media proves the peer has our Accept.
             c.pending.retain(|p| !matches!(p.msg, Msg::Accept { .. }));
+            let (replaces, taker) = (c.replaces.filter(|_| !c.outgoing), c.taker);
             self.events.push_back(CallEvent::Active { id });
+            self.announce(id, true);
+            // A leg that takes over our call has audio: the old one ends,
+            // and its device is told where the call went.
+            if let Some(old) = replaces
+                && self.connected(old).is_ok()
+            {
+                self.send_reliable(now, old, Msg::Moved { device: taker });
+                self.end(now, old, EndReason::Moved { device: taker });
+            }
         }
     }
 
@@ -752,6 +1039,9 @@ impl CallCore {
             );
             return;
         }
+        if matches!(m, Msg::OnDevice { .. }) {
+            return self.on_own_device(from, device, id, m);
+        }
         if let Some(c) = self.calls.get(&id)
             && (c.peer != from || (!c.outgoing && c.device != Some(device)))
         {
@@ -780,12 +1070,18 @@ impl CallCore {
         let Some(c) = self.calls.get(&id) else {
             match m {
                 Msg::Invite { nonce } => self.on_invite(now, from, device, id, nonce),
+                Msg::Replace {
+                    nonce,
+                    replaces,
+                    device: name,
+                } => self.on_replace(now, (from, device), id, nonce, replaces, name),
                 // The call is long gone: acknowledge final messages so the
                 // peer stops re-sending.
                 Msg::Hangup
                 | Msg::Cancel
                 | Msg::Decline
                 | Msg::Busy
+                | Msg::Moved { .. }
                 | Msg::AnsweredElsewhere { .. } => {
                     self.stats.unknown_call += 1;
                     self.send(from, dev, id, ack);
@@ -804,6 +1100,20 @@ impl CallCore {
                 self.stats.duplicates += 1;
                 self.send(from, dev, id, Msg::Ringing);
             }
+            // The take-over's answer, crossing its retransmission, goes
+            // again with ours.
+            (_, Msg::Replace { .. }) => self.stats.duplicates += 1,
+            // Our take-over was refused.
+            (S::Inviting | S::Ringing, Msg::Decline | Msg::Busy)
+                if self.calls.get(&id).is_some_and(|c| c.replaces.is_some()) =>
+            {
+                self.send(from, dev, id, ack);
+                self.end(now, id, EndReason::TakeRefused);
+            }
+            (S::Connecting | S::Active, Msg::Moved { device: name }) => {
+                self.send(from, dev, id, ack);
+                self.end(now, id, EndReason::Moved { device: name });
+            }
             (S::Inviting | S::Ringing, Msg::Ringing) => {
                 let ring = self.config.ring_timeout_ms;
                 let Some(c) = self.calls.get_mut(&id) else {
@@ -819,7 +1129,8 @@ impl CallCore {
                 }
                 c.state = S::Ringing;
                 c.deadline = now + ring;
-                c.pending.retain(|p| !matches!(p.msg, Msg::Invite { .. }));
+                c.pending
+                    .retain(|p| !matches!(p.msg, Msg::Invite { .. } | Msg::Replace { .. }));
                 self.events.push_back(CallEvent::Ringing { id });
             }
             (
@@ -840,7 +1151,9 @@ impl CallCore {
                 c.device = dev;
                 c.answered_on = name;
                 c.set_rung(device, Rung::Answered);
-                c.pending.retain(|p| !matches!(p.msg, Msg::Invite { .. }));
+                c.pending
+                    .retain(|p| !matches!(p.msg, Msg::Invite { .. } | Msg::Replace { .. }));
+                let taking = c.replaces.is_some();
                 let others: Vec<DeviceKey> = c
                     .devices
                     .iter()
@@ -857,9 +1170,11 @@ impl CallCore {
                 self.send(from, dev, id, ack);
                 // Every other device stops ringing: until acknowledged on
                 // each we know rang, and once on all (one whose Ringing we
-                // did not get).
-                let told = Msg::AnsweredElsewhere { device: name };
-                self.send(from, Target::Except(device), id, told);
+                // did not get). A take-over rang none.
+                if !taking {
+                    let told = Msg::AnsweredElsewhere { device: name };
+                    self.send(from, Target::Except(device), id, told);
+                }
                 for d in others {
                     self.tell_answered(now, id, d);
                 }
@@ -937,6 +1252,7 @@ impl CallCore {
                 | Msg::Cancel
                 | Msg::Decline
                 | Msg::Busy
+                | Msg::Moved { .. }
                 | Msg::AnsweredElsewhere { .. },
             ) => {
                 // Crossed with ours, or a retransmission: acknowledge.
@@ -972,7 +1288,12 @@ impl CallCore {
             // It declined, or hung up while it waited for media, crossing
             // our word that the call was answered elsewhere: acknowledged,
             // and our call goes on.
-            Msg::Decline | Msg::Busy | Msg::Hangup | Msg::Mute { .. } | Msg::Hold { .. } => {
+            Msg::Decline
+            | Msg::Busy
+            | Msg::Hangup
+            | Msg::Mute { .. }
+            | Msg::Hold { .. }
+            | Msg::Moved { .. } => {
                 let ack = Msg::Ack {
                     kind: m.kind(),
                     flag: m.flag(),

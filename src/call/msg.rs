@@ -15,9 +15,18 @@
 //! | 9 | Hold | on u8 (0 or 1) |
 //! | 10 | Ack | kind acknowledged u8, then that message's flag u8 (Mute/Hold, else 0) |
 //! | 11 | AnsweredElsewhere | the answering device's name (str8, 0-64 bytes of UTF-8) |
+//! | 12 | Replace | taker nonce (16 bytes), replaced call id u64, the taking device's name (str8, 0-64 bytes) |
+//! | 13 | Moved | the device the call moved to (str8, 0-64 bytes) |
+//! | 14 | OnDevice | on u8 (0 or 1), the peer's device key (32 bytes), the peer's username (str8, 1-64 bytes), our device's name (str8, 0-64 bytes) |
 //!
 //! AnsweredElsewhere goes from the caller to the callee's other devices
 //! once one of them answered (issue 17: a call rings every device).
+//! Moving a call between one's devices (issue 17): OnDevice goes from a
+//! device to its own account's other devices when a call there is up (or
+//! ended), so they know which call they can take; Replace goes from the
+//! taking device to the peer's device in the call, as a new leg (its call
+//! id) that replaces the call it names; once the new leg has audio, the
+//! peer ends the old one with Moved to the device that had it.
 
 use thiserror::Error;
 
@@ -75,6 +84,12 @@ impl DeviceName {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// As a str8.
+    fn put(&self, v: &mut Vec<u8>) {
+        v.push(self.len);
+        v.extend_from_slice(self.as_str().as_bytes());
+    }
 }
 
 impl std::fmt::Debug for DeviceName {
@@ -119,6 +134,27 @@ pub enum Msg {
     AnsweredElsewhere {
         device: DeviceName,
     },
+    /// A new leg (this message's call id) from the sender's device
+    /// `device`, to replace call `replaces` that another device of the
+    /// same user has with us; `nonce` is the caller nonce of the new leg.
+    Replace {
+        nonce: [u8; 16],
+        replaces: u64,
+        device: DeviceName,
+    },
+    /// The call moved to the peer's device `device`: this leg ends.
+    Moved {
+        device: DeviceName,
+    },
+    /// To our own account's other devices: our call (this message's id)
+    /// with `peer` on their device `peer_device` is up (`on`) or over;
+    /// `device` names the device that has it.
+    OnDevice {
+        on: bool,
+        peer_device: [u8; 32],
+        peer: DeviceName,
+        device: DeviceName,
+    },
 }
 
 impl Msg {
@@ -135,6 +171,9 @@ impl Msg {
             Msg::Hold { .. } => 9,
             Msg::Ack { .. } => 10,
             Msg::AnsweredElsewhere { .. } => 11,
+            Msg::Replace { .. } => 12,
+            Msg::Moved { .. } => 13,
+            Msg::OnDevice { .. } => 14,
         }
     }
 
@@ -147,7 +186,7 @@ impl Msg {
     }
 
     pub fn encode(&self, call_id: u64) -> Vec<u8> {
-        let mut v = Vec::with_capacity(27 + DeviceName::MAX);
+        let mut v = Vec::with_capacity(44 + 2 * DeviceName::MAX);
         v.push(VERSION);
         v.push(self.kind());
         v.extend_from_slice(&call_id.to_be_bytes());
@@ -160,9 +199,26 @@ impl Msg {
                     v.extend_from_slice(device.as_str().as_bytes());
                 }
             }
-            Msg::AnsweredElsewhere { device } => {
-                v.push(device.len);
-                v.extend_from_slice(device.as_str().as_bytes());
+            Msg::AnsweredElsewhere { device } | Msg::Moved { device } => device.put(&mut v),
+            Msg::Replace {
+                nonce,
+                replaces,
+                device,
+            } => {
+                v.extend_from_slice(nonce);
+                v.extend_from_slice(&replaces.to_be_bytes());
+                device.put(&mut v);
+            }
+            Msg::OnDevice {
+                on,
+                peer_device,
+                peer,
+                device,
+            } => {
+                v.push(*on as u8);
+                v.extend_from_slice(peer_device);
+                peer.put(&mut v);
+                device.put(&mut v);
             }
             Msg::Mute { on } | Msg::Hold { on } => v.push(*on as u8),
             Msg::Ack { kind, flag } => {
@@ -228,13 +284,44 @@ impl Msg {
             7 => empty(Msg::Hangup)?,
             8 if body.len() == 1 => Msg::Mute { on: flag(0)? },
             9 if body.len() == 1 => Msg::Hold { on: flag(0)? },
-            10 if body.len() == 2 && matches!(body[0], 1..=9 | 11) => Msg::Ack {
+            10 if body.len() == 2 && matches!(body[0], 1..=9 | 11..=13) => Msg::Ack {
                 kind: body[0],
                 flag: flag(1)?,
             },
             11 => Msg::AnsweredElsewhere {
                 device: name(body)?,
             },
+            12 if body.len() > 24 => {
+                let mut n = [0u8; 16];
+                n.copy_from_slice(&body[..16]);
+                let mut r = [0u8; 8];
+                r.copy_from_slice(&body[16..24]);
+                Msg::Replace {
+                    nonce: n,
+                    replaces: u64::from_be_bytes(r),
+                    device: name(&body[24..])?,
+                }
+            }
+            13 => Msg::Moved {
+                device: name(body)?,
+            },
+            14 if body.len() > 34 => {
+                let on = flag(0)?;
+                let mut peer_device = [0u8; 32];
+                peer_device.copy_from_slice(&body[1..33]);
+                // Two str8s: the peer's username (not empty), our device's.
+                let rest = &body[33..];
+                let n = rest[0] as usize;
+                if n == 0 || rest.len() < 1 + n {
+                    return Err(MsgError);
+                }
+                Msg::OnDevice {
+                    on,
+                    peer_device,
+                    peer: DeviceName::from_wire(&rest[1..1 + n])?,
+                    device: name(&rest[1 + n..])?,
+                }
+            }
             _ => return Err(MsgError),
         };
         Ok((id, m))
@@ -266,6 +353,35 @@ mod tests {
             },
             Msg::Ack {
                 kind: 11,
+                flag: false,
+            },
+            Msg::Replace {
+                nonce: [3; 16],
+                replaces: 0x0102_0304_0506_0708,
+                device: DeviceName::new("alice-laptop"),
+            },
+            Msg::Replace {
+                nonce: [3; 16],
+                replaces: 7,
+                device: DeviceName::EMPTY,
+            },
+            Msg::Moved {
+                device: DeviceName::new("alice-laptop"),
+            },
+            Msg::OnDevice {
+                on: true,
+                peer_device: [9; 32],
+                peer: DeviceName::new("bob"),
+                device: DeviceName::new("desk"),
+            },
+            Msg::OnDevice {
+                on: false,
+                peer_device: [9; 32],
+                peer: DeviceName::new("bob"),
+                device: DeviceName::EMPTY,
+            },
+            Msg::Ack {
+                kind: 13,
                 flag: false,
             },
             Msg::Decline,
@@ -313,10 +429,28 @@ mod tests {
         long.extend_from_slice(&[b'a'; 65]);
         assert!(Msg::decode(&long).is_err(), "too long");
         assert_eq!(DeviceName::new(&"é".repeat(40)).as_str().len(), 64);
+        // OnDevice: the peer's name is not empty, the flag 0 or 1.
+        let mut od = Msg::OnDevice {
+            on: true,
+            peer_device: [9; 32],
+            peer: DeviceName::new("b"),
+            device: DeviceName::EMPTY,
+        }
+        .encode(1);
+        od[10] = 2;
+        assert!(Msg::decode(&od).is_err(), "flag");
+        od[10] = 1;
+        od[43] = 0;
+        assert!(Msg::decode(&od).is_err(), "empty peer");
+        od[43] = 200;
+        assert!(Msg::decode(&od).is_err(), "peer past the end");
+        for n in 0..od.len() {
+            let _ = Msg::decode(&od[..n]);
+        }
         assert!(
             Msg::decode(
                 &Msg::Ack {
-                    kind: 12,
+                    kind: 14,
                     flag: false
                 }
                 .encode(1)

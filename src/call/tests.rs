@@ -434,6 +434,9 @@ struct Devices {
     loss: f64,
     ev_bob: Vec<CallEvent>,
     ev_alice: Vec<Vec<(Millis, CallEvent)>>,
+    /// Alice's devices tell each other of their calls (their account is
+    /// set).
+    own_sync: bool,
 }
 
 const DESK: DeviceKey = [1; 32];
@@ -458,7 +461,18 @@ impl Devices {
             loss,
             ev_bob: Vec::new(),
             ev_alice: vec![Vec::new(); names.len()],
+            own_sync: false,
         }
+    }
+
+    /// With alice's devices telling each other of their calls.
+    fn synced(names: &[(&str, DeviceKey)], loss: f64, seed: u64) -> Self {
+        let mut d = Devices::new(names, loss, seed);
+        for (_, c) in &mut d.alice {
+            c.set_account("Alice");
+        }
+        d.own_sync = true;
+        d
     }
 
     fn core(&mut self, key: DeviceKey) -> &mut CallCore {
@@ -478,6 +492,14 @@ impl Devices {
     fn ended(&self, key: DeviceKey) -> Option<(Millis, EndReason)> {
         self.events(key).iter().find_map(|(t, e)| match e {
             CallEvent::Ended { reason, .. } => Some((*t, *reason)),
+            _ => None,
+        })
+    }
+
+    /// How call `id` ended on `key`.
+    fn ended_call(&self, key: DeviceKey, id: CallId) -> Option<EndReason> {
+        self.events(key).iter().find_map(|(_, e)| match e {
+            CallEvent::Ended { reason, id: i } if *i == id => Some(*reason),
             _ => None,
         })
     }
@@ -506,6 +528,17 @@ impl Devices {
                 for i in 0..self.alice.len() {
                     let key = self.alice[i].0;
                     while let Some(t) = self.alice[i].1.poll_transmit() {
+                        if t.to == "alice" && self.own_sync {
+                            // To alice's other devices (never itself).
+                            moved = true;
+                            for j in (0..self.alice.len()).filter(|&j| j != i) {
+                                if t.for_device(self.alice[j].0) && self.delivered() {
+                                    let core = &mut self.alice[j].1;
+                                    core.handle_message(now, unix, "alice", key, unix, &t.bytes);
+                                }
+                            }
+                            continue;
+                        }
                         if t.to != "bob" {
                             continue; // a call of its own, to no one here
                         }
@@ -730,4 +763,272 @@ fn the_caller_hanging_up_stops_every_device() {
     d.bob.hangup(d.now, ID).unwrap();
     let cancel = d.bob.poll_transmit().unwrap();
     assert_eq!(cancel.devices, Target::Every);
+}
+
+const MOVED: CallId = 0x5678;
+
+/// Bob calls alice, her desk answers and the call is active; the laptop
+/// has heard of it.
+fn active_on_the_desk(loss: f64, seed: u64) -> Devices {
+    let mut d = Devices::synced(&[("desk", DESK), ("laptop", LAPTOP)], 0.0, seed);
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    d.run(200);
+    let now = d.now;
+    d.core(DESK).accept(now, ID, [2; 16]).unwrap();
+    d.run(1_000);
+    d.bob.media_flowing(d.now, ID);
+    let now = d.now;
+    d.core(DESK).media_flowing(now, ID);
+    d.loss = loss;
+    d.run(if loss == 0.0 { 200 } else { 8_000 });
+    d
+}
+
+fn took_over(ev: &[CallEvent]) -> Vec<(CallId, CallId, DeviceName)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            CallEvent::Replacing {
+                id,
+                replaces,
+                device,
+                peer,
+            } => {
+                assert_eq!(peer, "alice");
+                Some((*id, *replaces, *device))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_moves_to_another_device_of_the_same_user() {
+    let mut taken = 0;
+    for seed in 0..10 {
+        let loss = if seed == 0 { 0.0 } else { 0.2 };
+        let mut d = active_on_the_desk(loss, seed);
+        // The laptop knows the desk's call (the desk's note is sent once:
+        // without loss, it came).
+        let laptop_events: Vec<CallEvent> =
+            d.events(LAPTOP).iter().map(|(_, e)| e.clone()).collect();
+        if loss == 0.0 {
+            assert!(laptop_events.contains(&CallEvent::OnOtherDevice {
+                id: ID,
+                peer: "bob".into(),
+                device: DeviceName::new("desk"),
+                on: true,
+            }));
+        }
+        if d.core(LAPTOP).elsewhere().is_none() {
+            continue; // the note was lost
+        }
+        let el = d.core(LAPTOP).elsewhere().cloned().unwrap();
+        assert_eq!((el.call, el.peer_device, el.device), (ID, BOB, DESK));
+        assert_eq!(el.peer, "bob");
+        let now = d.now;
+        assert_eq!(
+            d.core(LAPTOP).take_over(now, MOVED, [4; 16]),
+            Ok("bob".to_owned())
+        );
+        d.run(if loss == 0.0 { 200 } else { 8_000 });
+        // Bob is asked to take the new leg, from the laptop; the call in
+        // progress is still the old one.
+        assert_eq!(
+            took_over(&d.ev_bob),
+            vec![(MOVED, ID, DeviceName::new("laptop"))],
+            "seed {seed}"
+        );
+        assert_eq!(d.bob.current(), Some(ID));
+        assert_eq!(d.bob.replaces(MOVED), Some(ID));
+        assert_eq!(d.bob.device(MOVED), Some(LAPTOP));
+        d.bob.accept(d.now, MOVED, [5; 16]).unwrap();
+        d.run(if loss == 0.0 { 200 } else { 8_000 });
+        assert_eq!(
+            d.core(LAPTOP).state(MOVED),
+            Some(CallState::Connecting),
+            "seed {seed}"
+        );
+        assert!(d.events(LAPTOP).iter().any(|(_, e)| matches!(
+            e,
+            CallEvent::Connected { id: MOVED, side: Side::Caller, caller_nonce, callee_nonce, .. }
+                if *caller_nonce == [4; 16] && *callee_nonce == [5; 16]
+        )));
+        // Nobody else of alice's was told anything about the new leg.
+        assert_eq!(d.core(DESK).state(MOVED), None);
+        // The old leg goes on until the new one has audio.
+        assert_eq!(d.bob.state(ID), Some(CallState::Active));
+        assert_eq!(d.core(DESK).state(ID), Some(CallState::Active));
+        let moved_at = d.now;
+        d.bob.media_flowing(d.now, MOVED);
+        let now = d.now;
+        d.core(LAPTOP).media_flowing(now, MOVED);
+        d.run(if loss == 0.0 { 200 } else { 8_000 });
+        let to_laptop = EndReason::Moved {
+            device: DeviceName::new("laptop"),
+        };
+        assert_eq!(d.bob.state(ID), Some(CallState::Ended(to_laptop)));
+        assert_eq!(d.bob.current(), Some(MOVED));
+        let reason = d.ended_call(DESK, ID).expect("the desk's leg ended");
+        let at = d
+            .events(DESK)
+            .iter()
+            .find(|(_, e)| matches!(e, CallEvent::Ended { id: ID, .. }))
+            .map(|(t, _)| *t)
+            .unwrap();
+        assert_eq!(reason, to_laptop, "seed {seed}");
+        assert_eq!(reason.to_string(), "moved to laptop");
+        assert_eq!(reason.code(), "moved");
+        if loss == 0.0 {
+            assert!(at.since(moved_at) < 100, "{} ms", at.since(moved_at));
+            // The desk knows the call is on the laptop now.
+            assert_eq!(d.core(DESK).elsewhere().map(|e| e.call), Some(MOVED));
+        }
+        // Hang-up: with the laptop alone.
+        d.bob.hangup(d.now, MOVED).unwrap();
+        d.run(8_000);
+        assert_eq!(
+            d.ended_call(LAPTOP, MOVED),
+            Some(EndReason::HungUp { by_us: false }),
+            "seed {seed}"
+        );
+        if loss == 0.0 {
+            assert_eq!(d.core(DESK).elsewhere(), None, "the laptop said it ended");
+        }
+        d.run(40_000);
+        assert_eq!(d.bob.poll_timeout(), None, "seed {seed}");
+        taken += 1;
+    }
+    assert!(taken >= 5, "{taken} of 10 notes came");
+}
+
+#[test]
+fn a_take_over_from_another_user_or_the_same_device_is_refused() {
+    let mut d = active_on_the_desk(0.0, 1);
+    let (now, unix) = (d.now, UnixMillis(d.now.get()));
+    let take = |replaces| {
+        Msg::Replace {
+            nonce: [6; 16],
+            replaces,
+            device: DeviceName::new("mallory-phone"),
+        }
+        .encode(MOVED)
+    };
+    // Mallory names bob's call with alice: refused, and told so.
+    let mallory: DeviceKey = [0xee; 32];
+    d.bob
+        .handle_message(now, unix, "mallory", mallory, unix, &take(ID));
+    let t = d.bob.poll_transmit().expect("an answer");
+    assert_eq!(t.to, "mallory");
+    assert_eq!(t.devices, Target::Only(mallory));
+    assert_eq!(Msg::decode(&t.bytes), Ok((MOVED, Msg::Decline)));
+    // The desk (already in the call) cannot take it again; a call bob
+    // does not have cannot be taken.
+    d.bob
+        .handle_message(now, unix, "alice", DESK, unix, &take(ID));
+    d.bob
+        .handle_message(now, unix, "alice", LAPTOP, unix, &take(ID + 1));
+    assert_eq!(d.bob.stats().refused_takes, 3);
+    assert!(took_over(&std::iter::from_fn(|| d.bob.poll_event()).collect::<Vec<_>>()).is_empty());
+    assert_eq!(d.bob.state(MOVED), None);
+    assert_eq!(d.bob.current(), Some(ID));
+    assert_eq!(d.bob.state(ID), Some(CallState::Active));
+    // A note about calls from another user's device is not taken as ours.
+    let note = Msg::OnDevice {
+        on: true,
+        peer_device: [0xee; 32],
+        peer: DeviceName::new("mallory"),
+        device: DeviceName::new("x"),
+    }
+    .encode(77);
+    let before = d.core(LAPTOP).elsewhere().cloned();
+    d.core(LAPTOP)
+        .handle_message(now, unix, "mallory", mallory, unix, &note);
+    assert_eq!(d.core(LAPTOP).elsewhere().cloned(), before);
+    assert_eq!(d.core(LAPTOP).stats().refused_takes, 1);
+}
+
+#[test]
+fn a_take_over_of_a_call_that_ended_is_refused() {
+    let mut d = active_on_the_desk(0.0, 2);
+    let now = d.now;
+    assert_eq!(
+        d.core(DESK).take_over(now, MOVED, [4; 16]),
+        Err(CallError::Busy),
+        "the desk is in the call"
+    );
+    // Bob hangs up; the laptop's take-over crosses the desk's note that
+    // the call ended.
+    d.bob.hangup(d.now, ID).unwrap();
+    let now = d.now;
+    d.core(LAPTOP).take_over(now, MOVED, [4; 16]).unwrap();
+    d.run(2_000);
+    assert_eq!(
+        d.core(LAPTOP).state(MOVED),
+        Some(CallState::Ended(EndReason::TakeRefused))
+    );
+    assert_eq!(d.bob.state(MOVED), None);
+    assert_eq!(d.bob.stats().refused_takes, 1);
+    // Nothing left to take.
+    let now = d.now;
+    assert_eq!(
+        d.core(LAPTOP).take_over(now, MOVED + 1, [4; 16]),
+        Err(CallError::NothingToTake)
+    );
+    d.run(40_000);
+    assert_eq!(d.bob.poll_timeout(), None);
+    assert_eq!(d.core(LAPTOP).poll_timeout(), None);
+}
+
+#[test]
+fn hanging_up_during_a_move_ends_both_legs() {
+    let mut d = active_on_the_desk(0.0, 3);
+    let now = d.now;
+    d.core(LAPTOP).take_over(now, MOVED, [4; 16]).unwrap();
+    d.run(200);
+    d.bob.accept(d.now, MOVED, [5; 16]).unwrap();
+    d.run(200);
+    // Bob hangs up before the new leg has audio: both legs end.
+    d.bob.hangup(d.now, ID).unwrap();
+    d.run(1_000);
+    assert_eq!(d.bob.current(), None);
+    assert_eq!(
+        d.ended(DESK).map(|e| e.1),
+        Some(EndReason::HungUp { by_us: false })
+    );
+    assert_eq!(
+        d.ended_call(LAPTOP, MOVED),
+        Some(EndReason::HungUp { by_us: false })
+    );
+}
+
+#[test]
+fn two_devices_taking_the_same_call_make_one_move() {
+    let mut d = Devices::synced(
+        &[("desk", DESK), ("laptop", LAPTOP), ("phone", PHONE)],
+        0.0,
+        4,
+    );
+    d.bob.invite(d.now, "alice", ID, [1; 16]).unwrap();
+    d.run(200);
+    let now = d.now;
+    d.core(DESK).accept(now, ID, [2; 16]).unwrap();
+    d.run(500);
+    d.bob.media_flowing(d.now, ID);
+    let now = d.now;
+    d.core(DESK).media_flowing(now, ID);
+    d.run(200);
+    // Both other devices take it at once: the laptop's reaches bob first.
+    let now = d.now;
+    d.core(LAPTOP).take_over(now, MOVED, [4; 16]).unwrap();
+    d.core(PHONE).take_over(now, MOVED + 1, [4; 16]).unwrap();
+    d.run(500);
+    assert_eq!(
+        took_over(&d.ev_bob),
+        vec![(MOVED, ID, DeviceName::new("laptop"))]
+    );
+    assert_eq!(d.bob.stats().refused_takes, 1);
+    assert_eq!(
+        d.core(PHONE).state(MOVED + 1),
+        Some(CallState::Ended(EndReason::TakeRefused))
+    );
 }

@@ -357,6 +357,8 @@ impl Session {
                 }
             }
             CallState::Active => {
+                // (A call that took over another one is current from now.)
+                self.current = Some(info.id);
                 self.connected |= self.ours == Some(info.id);
                 if let Some(d) = self.h.calls.hangup_after {
                     self.hangup_at = Some((Instant::now() + d, info.id));

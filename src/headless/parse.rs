@@ -185,6 +185,12 @@ pub const GRAMMAR: &[Verb] = &[
     ),
     verb("resume", "resume", "take the call off hold", &[]),
     verb(
+        "take",
+        "take",
+        "move the call on another of your devices here",
+        &["take call"],
+    ),
+    verb(
         "send-file",
         "send-file USER PATH",
         "offer a file to USER",
@@ -416,6 +422,7 @@ pub fn parse(line: &str) -> Result<Input, ParseError> {
         "group" => Command::Group(group(arg, tail, v.usage)?),
         "groups" => return bare(Input::Command(Command::Group(GroupCommand::List))),
         "devices" => return bare(Input::Command(Command::Devices)),
+        "take" => return bare(Input::Command(Command::TakeCall)),
         "revoke-device" if tail.is_empty() => {
             return Ok(Input::RevokeDevice { device: user()? });
         }

@@ -215,6 +215,20 @@ pub fn event(e: &Event) -> Option<Rendered> {
         Event::Conference(u) => conference(u),
         Event::Group(u) => group(u),
         Event::Devices(list) => devices(list),
+        Event::CallElsewhere {
+            call,
+            peer,
+            device,
+            on,
+        } => r(
+            json!({"event": "call_elsewhere", "call": call_id(*call), "peer": peer,
+                "device": device, "on": on}),
+            if *on {
+                format!("call with {peer} on {device}: `take` moves it here")
+            } else {
+                format!("the call with {peer} on {device} ended")
+            },
+        ),
         Event::DeviceRevoked { device, message } => r(
             json!({"event": "device_revoked", "device": device, "message": message}),
             format!("revoked {device}: {message}"),
@@ -1047,7 +1061,7 @@ pub fn call_state(c: &CallInfo) -> Option<Rendered> {
             if let Some(d) = detail {
                 v["detail"] = json!(d);
             }
-            if let EndReason::AnsweredElsewhere { device } = reason {
+            if let EndReason::AnsweredElsewhere { device } | EndReason::Moved { device } = reason {
                 v["device"] = json!(device.as_str());
             }
             let why = CallState::end_text(reason, detail);

@@ -78,12 +78,16 @@ pub fn udp_transport(socket: Arc<UdpSocket>, peer: SocketAddr) -> (MediaTranspor
     )
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum MediaCommand {
     Mute(bool),
     Hold(bool),
     /// End the media; the driver returns its final stats.
     Stop,
+    /// End the media but keep its audio devices open: they go to the
+    /// sender (the leg that took the call over, [`spawn_after`]); the
+    /// driver returns its final stats.
+    Handover(tokio::sync::oneshot::Sender<AudioIo>),
 }
 
 /// Datagrams held back by [`WireImpairment`], released at their due
@@ -140,11 +144,25 @@ pub fn spawn(
     transport: MediaTransport,
     clock: Arc<dyn Clock>,
 ) -> MediaHandle {
+    spawn_after(session, async { Ok(audio) }, transport, clock)
+}
+
+/// [`spawn`], with the audio devices once `audio` has them (handed over
+/// by another media driver, [`MediaCommand::Handover`]).
+pub fn spawn_after(
+    session: MediaSession,
+    audio: impl std::future::Future<Output = Result<AudioIo, AudioError>> + Send + 'static,
+    transport: MediaTransport,
+    clock: Arc<dyn Clock>,
+) -> MediaHandle {
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (ev_tx, ev_rx) = mpsc::channel(256);
     let span = tracing::info_span!("media", ssrc = session.ssrc());
     let task = tokio::spawn(tracing::Instrument::instrument(
-        run(session, audio, transport, clock, cmd_rx, ev_tx),
+        async move {
+            let audio = audio.await?;
+            run(session, audio, transport, clock, cmd_rx, ev_tx).await
+        },
         span,
     ));
     MediaHandle {
@@ -174,6 +192,7 @@ async fn run(
     while audio.capture.pop().is_ok() {}
     while audio.reference.pop().is_ok() {}
     let mut dropped_out = 0u64;
+    let mut handover = None;
     let mut impair = session
         .config()
         .impair
@@ -227,6 +246,10 @@ async fn run(
                 Some(MediaCommand::Mute(m)) => session.set_muted(m),
                 Some(MediaCommand::Hold(h)) => session.set_hold(h),
                 Some(MediaCommand::Stop) | None => break,
+                Some(MediaCommand::Handover(to)) => {
+                    handover = Some(to);
+                    break;
+                }
             },
         }
         while let Some(p) = session.poll_transmit() {
@@ -260,7 +283,15 @@ async fn run(
     if let Some(p) = &processor {
         stats.processing = p.stats();
     }
-    audio.close()?;
+    match handover {
+        // The other driver gone: the devices close here.
+        Some(to) => {
+            if let Err(audio) = to.send(audio) {
+                audio.close()?;
+            }
+        }
+        None => audio.close()?,
+    }
     Ok(stats)
 }
 

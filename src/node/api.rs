@@ -138,6 +138,11 @@ pub enum Command {
         call: CallId,
         held: bool,
     },
+    /// Take over the call up on another of our devices
+    /// ([`Event::CallElsewhere`]): it moves here, as a new call
+    /// ([`Event::Call`], outgoing) that replaces it; the other device's
+    /// ends as moved.
+    TakeCall,
     /// The newest `limit` calls of the call history (kept in `calls.db`),
     /// answered by [`Event::CallHistory`].
     CallHistory {
@@ -402,6 +407,7 @@ impl Command {
             Command::HangUp { .. } => "hang up",
             Command::Mute { .. } => "mute",
             Command::Hold { .. } => "hold",
+            Command::TakeCall => "take call",
             Command::CallHistory { .. } => "call history",
             Command::MarkCallsSeen { .. } => "calls seen",
             Command::Watch { .. } => "watch",
@@ -540,6 +546,14 @@ pub enum Event {
     },
     /// A call appeared or changed state.
     Call(CallInfo),
+    /// Another device of ours (named `device`) has call `call` with `peer`
+    /// up (`on`), or no longer: [`Command::TakeCall`] moves it here.
+    CallElsewhere {
+        call: CallId,
+        peer: String,
+        device: String,
+        on: bool,
+    },
     /// An ended call, as the call history now keeps it (a missed one
     /// unseen).
     CallLogged(CallRecord),

@@ -625,6 +625,10 @@ impl App {
                 self.send(Command::ListFiles);
                 self.files.open(&self.model);
             }
+            Action::TakeCall if live_call.is_some() || in_conference => self
+                .model
+                .notify(Level::Error, "hang up the current call first".into()),
+            Action::TakeCall => self.send(Command::TakeCall),
             Action::Devices => {
                 // Asked afresh each time: another device may have revoked one.
                 self.model.devices = None;

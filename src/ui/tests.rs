@@ -2297,3 +2297,32 @@ fn revoking_a_device_asks_the_password_then_confirms() {
     assert_eq!(app.confirming(), None);
     assert!(app.devices_open());
 }
+
+/// Issue 17: a notice says when another device of ours has a call, and T
+/// takes it here (not while a call is up on this one).
+#[test]
+fn take_key_moves_the_call_from_another_device() {
+    let mut app = logged_in();
+    app.handle_event(Event::CallElsewhere {
+        call: 5,
+        peer: "bob".into(),
+        device: "desk".into(),
+        on: true,
+    });
+    assert!(
+        app.model
+            .notices
+            .iter()
+            .any(|n| n.text == "a call with bob is on desk"),
+        "{:?}",
+        app.model.notices
+    );
+    key(&mut app, KeyCode::Char('T'));
+    assert_eq!(app.take_commands(), vec![Command::TakeCall]);
+    key(&mut app, KeyCode::Char('?'));
+    let help = draw(&app, 100, 60);
+    assert!(
+        help.contains("take the call on your other device"),
+        "{help}"
+    );
+}

@@ -245,3 +245,140 @@ fn one_device_declines_the_other_rings_on_until_the_caller_gives_up() {
         p.quit(T);
     }
 }
+
+/// A call moves between one's devices (issue 17): alice on her desk calls
+/// bob; her laptop hears of the call and takes it (`take`); bob's node
+/// takes the new leg (it is alice's, from another of her devices), moves
+/// the media to it as soon as it has audio and ends the desk's leg, which
+/// says where the call went ("moved to alice-laptop"). Bob's recording of
+/// alice (the desk's 400 Hz, then the laptop's 600 Hz) is one file with
+/// no silence over 1 s.
+#[test]
+fn a_call_moves_from_the_desk_to_the_laptop() {
+    let _turn = scenario!();
+    let net = Network::start();
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
+    net.login_device("alice", "alice-laptop");
+    let config = |name: &str, hz: u32| {
+        let toml = format!(
+            "\n[audio]\ninput = \"tone:{hz}\"\noutput = \"null\"\n[call]\nringback = false\nringtone = false\n"
+        );
+        net.config_with_overlay(&format!("{name}.toml"), &toml)
+    };
+    let bob_wav = net.dir.path().join("bob.wav");
+    let mut desk = net.headless_with("alice", &config("alice", 400), &all[..1], &[]);
+    let mut laptop =
+        net.headless_with("alice-laptop", &config("alice-laptop", 600), &all[1..], &[]);
+    let mut bob = net.headless_with(
+        "bob",
+        &config("bob", 1000),
+        &all,
+        &["--record", bob_wav.to_str().unwrap()],
+    );
+    for p in [&desk, &laptop, &bob] {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+    bob.say("add alice hi, it's bob");
+    for p in [&mut desk, &mut laptop] {
+        p.wait_json(T, |v| v["event"] == "contact_request");
+        p.say("accept bob");
+        p.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
+    }
+    bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+
+    // Nothing to take yet.
+    laptop.say("take");
+    // (The desk's accept may have reached the laptop first, which then
+    // had no request left to accept: that error is not the one.)
+    let e = laptop.wait_json(T, |v| v["event"] == "error" && v["command"] == "take");
+    assert_eq!(e["error"], "no call on your other devices to take", "{e}");
+
+    desk.say("call bob");
+    let first = state(&desk, "dialing")["call"].clone();
+    state(&bob, "incoming");
+    bob.say("answer");
+    state(&desk, "active");
+    state(&bob, "active");
+    // The laptop hears of the desk's call.
+    let el = laptop.wait_json(T, |v| v["event"] == "call_elsewhere");
+    assert_eq!(el["on"], true, "{el}");
+    assert_eq!(el["peer"], "bob", "{el}");
+    assert_eq!(el["device"], "alice", "{el}");
+    assert_eq!(el["call"], first, "{el}");
+    bob.wait_json(T, |v| {
+        v["event"] == "call_stats" && v["packets_received"].as_u64().unwrap_or(0) > 100
+    });
+
+    // The laptop takes the call.
+    let took = Instant::now();
+    laptop.say("take");
+    let d = state(&laptop, "dialing");
+    assert_eq!(d["peer"], "bob", "{d}");
+    let second = d["call"].clone();
+    assert_ne!(second, first);
+    // The desk's leg ends; the laptop's word that the call is there now
+    // may come first.
+    let (mut e, mut el) = (None, None);
+    let mut moved = Duration::ZERO;
+    while e.is_none() || el.is_none() {
+        let v = desk.wait_json(T, |v| {
+            (v["event"] == "call_state" && v["state"] == "ended")
+                || (v["event"] == "call_elsewhere" && v["on"] == true)
+        });
+        if v["event"] == "call_state" {
+            moved = took.elapsed();
+            e = Some(v);
+        } else {
+            el = Some(v);
+        }
+    }
+    let (e, el) = (e.unwrap(), el.unwrap());
+    assert_eq!(el["call"], second, "{el}");
+    assert_eq!(el["device"], "alice-laptop", "{el}");
+    assert_eq!(e["reason"], "moved", "{e}");
+    assert_eq!(e["device"], "alice-laptop", "{e}");
+    assert_eq!(e["message"], "moved to alice-laptop", "{e}");
+    assert_eq!(e["call"], first, "{e}");
+    state(&laptop, "active");
+    // Bob: the new leg, then the old one's end (moved to the laptop).
+    let c = state(&bob, "connecting");
+    assert_eq!(c["call"], second, "{c}");
+    assert_eq!(c["peer"], "alice", "{c}");
+    let e = ended(&bob);
+    assert_eq!(e["call"], first, "{e}");
+    assert_eq!(e["reason"], "moved", "{e}");
+    eprintln!("the desk's leg ended {} ms after `take`", moved.as_millis());
+    let s = bob.wait_json(T, |v| {
+        v["event"] == "call_stats"
+            && v["call"] == second
+            && v["packets_received"].as_u64().unwrap_or(0) > 150
+    });
+    assert_eq!(s["path"], "direct", "{s}");
+
+    bob.say("hangup");
+    let e = ended(&laptop);
+    assert_eq!(e["reason"], "hung_up", "{e}");
+    assert_eq!(e["call"], second, "{e}");
+    bob.wait_json(T, |v| {
+        v["event"] == "call_stats" && v["final"] == true && v["call"] == second
+    });
+
+    // One recording: the desk's tone, then the laptop's, with no
+    // silence over 1 s between them (the trailing one, after the
+    // hang-up, aside).
+    let b = heard(&bob_wav);
+    let runs = crate::common::media::sound_runs(&b, 500);
+    let inner = &runs[..runs.len() - usize::from(runs.len().is_multiple_of(2))];
+    let longest = inner.iter().skip(1).step_by(2).max().copied().unwrap_or(0);
+    eprintln!(
+        "bob's recording: sound and silence runs (ms) {runs:?}; longest silence {longest} ms"
+    );
+    assert!(longest <= 1_000, "a silence of {longest} ms: {runs:?}");
+    assert_eq!(dominant_hz(&b[9_600..9_600 + 48_000], 300, 700), 400);
+    let tail = b.len() - 48_000 * 2;
+    assert_eq!(dominant_hz(&b[tail..tail + 48_000], 300, 700), 600);
+
+    for p in [&mut desk, &mut laptop, &mut bob] {
+        p.quit(T);
+    }
+}

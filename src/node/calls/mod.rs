@@ -24,6 +24,15 @@
 //! another device than the one that answered is dropped and made again.
 //! While a call is on, the overlay's single-device envelopes (ICE) to the
 //! peer go to the call's device ([`ClientCore::pin_device`]).
+//!
+//! Moving a call between our devices (issue 17, see [`crate::call`]): the
+//! taking device ([`CallCommand::Take`]) places the new leg to the peer's
+//! device in the call and connects to it (ICE, a link); the peer answers
+//! the leg at once, waits for that link (the peer's ICE session with us
+//! follows the taker's offer, so the old leg's path is gone from then
+//! on), and starts the new leg's media on the old one's audio devices,
+//! handed over ([`MediaCommand::Handover`]): a recording goes on in one
+//! file, and a sound card is not closed and opened again.
 
 pub mod conference;
 
@@ -118,6 +127,11 @@ pub enum CallCommand {
         call: Option<CallId>,
         on: Option<bool>,
     },
+    /// Take over the call up on another device of ours; the new call's id
+    /// (or why not) comes back on `reply`.
+    Take {
+        reply: Option<tokio::sync::oneshot::Sender<Result<CallId, String>>>,
+    },
     /// A conference command (`node::calls::conference`).
     Conference(ConfCommand),
 }
@@ -146,6 +160,7 @@ impl CallCommand {
             CallCommand::HangUp { .. } => "hang up",
             CallCommand::Mute { .. } => "mute",
             CallCommand::Hold { .. } => "hold",
+            CallCommand::Take { .. } => "take call",
             CallCommand::Conference(c) => c.name(),
         }
     }
@@ -256,6 +271,9 @@ struct Media {
     /// the last report: the bitrate of the stats events.
     started: Millis,
     last_bytes: (Millis, u64, u64),
+    /// Its audio devices went to the leg that took the call over: its
+    /// end is no hang-up.
+    handed_over: bool,
 }
 
 impl Media {
@@ -440,6 +458,12 @@ impl Calls {
         self.core.set_device_name(name);
     }
 
+    /// Our username: our calls are announced to our other devices, and
+    /// theirs taken from it.
+    pub fn set_account(&mut self, username: &str) {
+        self.core.set_account(username);
+    }
+
     pub fn poll_timeout(&self) -> Option<Millis> {
         let ring = self.ringer.as_ref().map(|r| r.next_fill);
         let conf = self.conf.as_ref().and_then(|c| c.poll_timeout());
@@ -583,6 +607,32 @@ impl Calls {
                     .push_back(CallsEvent::Update(CallUpdate::Held { id, held: on }));
                 Ok(())
             }),
+            CallCommand::Take { reply } => {
+                let id = cx.rng.next_u64();
+                let nonce = fresh_nonce(cx.rng);
+                let r = match self.core.elsewhere().map(|e| e.peer_device) {
+                    Some(device) => self
+                        .core
+                        .take_over(now, id, nonce)
+                        .map(|peer| (peer, device))
+                        .map_err(|e| e.to_string()),
+                    None => Err(crate::call::CallError::NothingToTake.to_string()),
+                };
+                if let Ok((peer, device)) = &r {
+                    self.update(CallUpdate::Dialing {
+                        id,
+                        peer: peer.clone(),
+                    });
+                    // ICE and the link to the peer's device in the call,
+                    // now: the move waits for them.
+                    cx.client.pin_device(peer, Some(*device));
+                    self.connects.push(peer.clone());
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(r.clone().map(|_| id));
+                }
+                r.map(|_| ())
+            }
             CallCommand::Conference(c) => self.conference_command(c, cx),
         };
         if let Err(error) = r {
@@ -782,15 +832,28 @@ impl Calls {
 
     fn on_call_event(&mut self, e: CallEvent, cx: &mut Ctx<'_>) {
         let id = e.id();
-        let peer = self.core.peer(id).unwrap_or_default().to_owned();
+        // (A call on another device of ours is not in our core.)
+        let peer = match &e {
+            CallEvent::OnOtherDevice { peer, .. } => peer.clone(),
+            _ => self.core.peer(id).unwrap_or_default().to_owned(),
+        };
         let mut detail = None;
         // Single-device envelopes (ICE) to the peer go to the call's
         // device while it is on.
         match &e {
-            CallEvent::Incoming { .. } | CallEvent::Connected { .. } => {
+            CallEvent::Incoming { .. }
+            | CallEvent::Connected { .. }
+            | CallEvent::Replacing { .. } => {
                 cx.client.pin_device(&peer, self.core.device(id));
             }
-            CallEvent::Ended { .. } => cx.client.pin_device(&peer, None),
+            // Unless a leg that took this call over goes on with them.
+            CallEvent::Ended { .. } => {
+                let on = self.core.current().filter(|&c| c != id);
+                let device = on
+                    .filter(|&c| self.core.peer(c) == Some(peer.as_str()))
+                    .and_then(|c| self.core.device(c));
+                cx.client.pin_device(&peer, device);
+            }
             _ => {}
         }
         match &e {
@@ -808,12 +871,21 @@ impl Calls {
                     tracing::warn!(call = id, "auto-answer: {err}");
                 }
             }
+            // A take-over of our call (the core checked it is from another
+            // device of the same user): answered at once, it rings nobody.
+            CallEvent::Replacing { .. } => {
+                let nonce = fresh_nonce(cx.rng);
+                if let Err(err) = self.core.accept(cx.now, id, nonce) {
+                    tracing::warn!(call = id, "take-over: {err}");
+                }
+            }
             CallEvent::Connected {
                 side,
                 caller_nonce,
                 callee_nonce,
                 ..
             } => {
+                let taking = self.core.replaces(id).is_some();
                 let mut w = Waiting {
                     peer: peer.clone(),
                     side: *side,
@@ -821,18 +893,26 @@ impl Calls {
                     callee_nonce: *callee_nonce,
                     device: match side {
                         Side::Caller => self.core.device(id),
+                        Side::Callee if taking => self.core.device(id),
                         Side::Callee => None,
                     },
-                    reconnected: false,
+                    // A leg taking over a call from the peer's other
+                    // device: the taker connects (our link to the old
+                    // device stays until then).
+                    reconnected: taking && *side == Side::Callee,
                 };
                 let linked = link_device(cx, &peer);
                 // ICE under way since the invitation, to a device of a
                 // callee with several: maybe not the one that answered.
                 let guessed = *side == Side::Caller
+                    && !taking
                     && cx.ice.started(&peer).is_some()
                     && cx.client.reachable_devices(&peer) > 1;
                 if linked.is_some_and(|d| w.device.is_none_or(|x| x == d)) {
                     self.start_media(id, w, cx);
+                } else if w.reconnected || (taking && cx.ice.started(&peer).is_some()) {
+                    // A take-over: the taker's connection is under way.
+                    self.waiting.insert(id, w);
                 } else if linked.is_some() || (linked.is_none() && guessed) {
                     // Linked (or linking) to another device of the callee:
                     // again, to the one that answered.
@@ -905,10 +985,41 @@ impl Calls {
         let now = self.clock.now();
         let session = MediaSession::new(self.opts.media.clone(), &keys, cx.rng.next_u32(), now)
             .map_err(|e| StartFailure::Media(format!("media: {e}")))?;
-        let io = audio::open(&self.opts.input, &self.opts.output).map_err(StartFailure::Audio)?;
+        // A leg that takes over our call: the old leg's audio devices
+        // carry on here (opened afresh if that media is gone meanwhile).
+        let old = self
+            .core
+            .replaces(id)
+            .and_then(|old| self.media.get_mut(&old))
+            .filter(|m| !m.handed_over);
+        type Opening = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<AudioIo, AudioError>> + Send>,
+        >;
+        let io: Opening = match old {
+            Some(m) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                // Its datagrams stop here: the new leg's path is the peer's.
+                // (Its input stays open: closing it would end the driver
+                // before it hands the devices over.)
+                m.handed_over = true;
+                let _ = m.commands.try_send(MediaCommand::Handover(tx));
+                let (input, output) = (self.opts.input.clone(), self.opts.output.clone());
+                Box::pin(async move {
+                    match rx.await {
+                        Ok(io) => Ok(io),
+                        Err(_) => audio::open(&input, &output),
+                    }
+                })
+            }
+            None => {
+                let io = audio::open(&self.opts.input, &self.opts.output)
+                    .map_err(StartFailure::Audio)?;
+                Box::pin(async move { Ok(io) })
+            }
+        };
         let (in_tx, in_rx) = mpsc::channel(512);
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(512);
-        let mut h = driver::spawn(
+        let mut h = driver::spawn_after(
             session,
             io,
             MediaTransport {
@@ -954,6 +1065,7 @@ impl Calls {
                 muted: false,
                 started: now,
                 last_bytes: (now, 0, 0),
+                handed_over: false,
             },
         );
         Ok(())
@@ -1097,7 +1209,9 @@ impl Calls {
     /// ends at `from` (the session authenticates it).
     pub fn media_datagram(&mut self, from: SocketAddr, d: &[u8], ice: &IceSessions) {
         let m = self.media.values().find(|m| {
-            m.incoming.is_some() && ice.selected(&m.peer).is_some_and(|p| p.remote == from)
+            m.incoming.is_some()
+                && !m.handed_over
+                && ice.selected(&m.peer).is_some_and(|p| p.remote == from)
         });
         match m.and_then(|m| m.incoming.as_ref()) {
             Some(tx) => {
@@ -1120,6 +1234,9 @@ impl Calls {
             MediaMsg::Out(id, bytes) => {
                 let m = self.media.get(&id)?;
                 m.incoming.as_ref()?;
+                if m.handed_over {
+                    return None;
+                }
                 match cx.ice.selected(&m.peer) {
                     Some(p) => return Some((p, bytes)),
                     None => self.stats.media_no_path += 1,
@@ -1173,13 +1290,17 @@ impl Calls {
             MediaMsg::Ended(id, r) => {
                 let m = self.media.remove(&id)?;
                 let audio = matches!(r, Err(MediaEnd::Audio(_)));
+                let handed_over = m.handed_over;
                 self.media_ended(id, m, r);
                 // The media stopped on its own: the audio device failed
-                // (said as such), or the task did (hang up).
-                if matches!(
-                    self.core.state(id),
-                    Some(CallState::Connecting | CallState::Active)
-                ) {
+                // (said as such), or the task did (hang up); or its
+                // devices went to the leg that took the call over.
+                if !handed_over
+                    && matches!(
+                        self.core.state(id),
+                        Some(CallState::Connecting | CallState::Active)
+                    )
+                {
                     if audio {
                         self.core.audio_failed(cx.now, id);
                     } else {

@@ -157,6 +157,7 @@ impl ApiCalls {
                 call: Some(*call),
                 on: Some(*held),
             },
+            api::Command::TakeCall => CallCommand::Take { reply: None },
             api::Command::ConferenceStart { users } => {
                 CallCommand::Conference(ConfCommand::Start {
                     users: users.clone(),
@@ -274,6 +275,32 @@ impl ApiCalls {
             self.calls.insert(*id, i.clone());
             return vec![Event::Call(i)];
         }
+        if let CallEvent::OnOtherDevice {
+            id,
+            peer,
+            device,
+            on,
+        } = event
+        {
+            return vec![Event::CallElsewhere {
+                call: *id,
+                peer: peer.clone(),
+                device: device.to_string(),
+                on: *on,
+            }];
+        }
+        // The peer's other device takes our call over: a call of its own
+        // from now, in the direction of the one it replaces.
+        if let CallEvent::Replacing {
+            id, peer, replaces, ..
+        } = event
+        {
+            let outgoing = self.calls.get(replaces).is_some_and(|c| c.outgoing);
+            self.started.insert(*id, unix);
+            let i = fresh(*id, peer, outgoing, CallState::Connecting);
+            self.calls.insert(*id, i.clone());
+            return vec![Event::Call(i)];
+        }
         let id = event.id();
         let Some(i) = self.calls.get_mut(&id) else {
             tracing::debug!(call = id, %peer, "update for a call the API never saw");
@@ -321,7 +348,9 @@ impl ApiCalls {
                 };
                 return vec![Event::Call(i), Event::CallLogged(record)];
             }
-            CallEvent::Incoming { .. } => {}
+            CallEvent::Incoming { .. }
+            | CallEvent::Replacing { .. }
+            | CallEvent::OnOtherDevice { .. } => {}
         }
         vec![Event::Call(i.clone())]
     }

@@ -732,6 +732,7 @@ impl Runtime {
             | Command::HangUp { .. }
             | Command::Mute { .. }
             | Command::Hold { .. }
+            | Command::TakeCall
             | Command::ConferenceStart { .. }
             | Command::ConferenceAdd { .. }
             | Command::ConferenceAccept

@@ -74,6 +74,7 @@ pub(super) fn spawn(
             let mut calls = Box::new(Calls::new(c, clock.clone()));
             let ed25519 = core.certificate().ed25519;
             calls.set_device_name(&crate::node::login::own_device_name(&ed25519));
+            calls.set_account(core.username());
             calls
         }),
         files: opts

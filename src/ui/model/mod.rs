@@ -355,6 +355,13 @@ impl Model {
             | Event::Volunteered { .. }
             | Event::VolunteerDeclined { .. } => {}
             Event::Notice { text } => self.notify(Level::Info, text),
+            Event::CallElsewhere {
+                peer, device, on, ..
+            } => {
+                if on {
+                    self.notify(Level::Info, format!("a call with {peer} is on {device}"))
+                }
+            }
             // A refusal is no failure: nothing broke, a rule said no.
             Event::Error {
                 command,
