@@ -1274,6 +1274,17 @@ impl crate::overlay::envelope::EnvelopeSink for Discard {
         id[..8].copy_from_slice(&self.0.to_be_bytes());
         id
     }
+
+    fn send_envelope_to_device(
+        &mut self,
+        to: &str,
+        _: &[u8; 32],
+        k: u8,
+        p: &[u8],
+        store: bool,
+    ) -> crate::overlay::EnvelopeId {
+        self.send_envelope(to, k, p, store)
+    }
 }
 
 /// Valid group chat payloads, as seeds for [`group`].

@@ -498,7 +498,8 @@ fn envelopes_to_chosen_devices_and_a_pinned_one() {
         ),
         (1, 0)
     );
-    // A device alice does not have: the envelope fails at once.
+    // A device alice does not have: the envelope fails (after one
+    // fresh lookup of her devices).
     let id = to(&mut o, Devices::Only([9; 32]), kind::CALL_FIRST, b"nobody");
     run(&mut o, &mut log, 1_000);
     assert!(
