@@ -823,3 +823,738 @@ impl KeyRef<'_> {
         (self.sent_at_ms as i64, self.peer, &self.id, self.outgoing)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{ChatConfig, ChatPayload, ChatStore};
+    use crate::identity::{AuthorityKey, DeviceIdentity, Role, Username};
+    use crate::overlay::EnvelopeId;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const DAY: u64 = 24 * 3600 * 1000;
+    /// The wall clock of these tests: 100 days after the epoch.
+    const NOW: UnixMillis = UnixMillis(100 * DAY);
+
+    /// Envelopes sent: to a username (to, kind, payload, store), and to
+    /// one device (to, device, kind, payload).
+    #[derive(Default)]
+    struct Out(
+        Vec<(String, u8, Vec<u8>, bool)>,
+        Vec<(String, [u8; 32], u8, Vec<u8>)>,
+    );
+
+    impl EnvelopeSink for Out {
+        fn send_envelope(&mut self, to: &str, k: u8, p: &[u8], store: bool) -> EnvelopeId {
+            self.0.push((to.into(), k, p.to_vec(), store));
+            [self.0.len() as u8; 16]
+        }
+
+        fn send_envelope_to_device(
+            &mut self,
+            to: &str,
+            device: &[u8; 32],
+            k: u8,
+            p: &[u8],
+            store: bool,
+        ) -> EnvelopeId {
+            assert!(!store, "device to device, live");
+            self.1.push((to.into(), *device, k, p.to_vec()));
+            [100u8.wrapping_add(self.1.len() as u8); 16]
+        }
+    }
+
+    /// A certificate of `name`'s device number `device`.
+    fn cert(name: &str, device: u64) -> Certificate {
+        let a = AuthorityKey::generate(&mut StdRng::seed_from_u64(1));
+        let d = DeviceIdentity::generate(&mut StdRng::seed_from_u64(100 + device));
+        Certificate::issue(
+            &a,
+            1,
+            Role::User,
+            0,
+            u64::MAX / 2,
+            &Username::parse(name).unwrap(),
+            d.ed25519_public(),
+            d.x25519_public(),
+        )
+    }
+
+    fn core(me: &str) -> ChatCore {
+        ChatCore::new(
+            ChatStore::in_memory().unwrap(),
+            ChatConfig::default(),
+            Millis(0),
+        )
+        .unwrap()
+        .with_account(me)
+    }
+
+    fn drain(c: &mut ChatCore) -> Vec<ChatEvent> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    /// What two devices should agree on: (id, outgoing, text, sent_at,
+    /// acked, read).
+    type Row = (MsgId, bool, String, u64, bool, bool);
+
+    fn rows(c: &ChatCore, peer: &str) -> Vec<Row> {
+        c.history(peer, 100_000)
+            .unwrap()
+            .into_iter()
+            .map(|m| {
+                (
+                    m.id,
+                    m.outgoing,
+                    m.text,
+                    m.sent_at_ms,
+                    m.acked_at_ms.is_some(),
+                    m.read,
+                )
+            })
+            .collect()
+    }
+
+    /// `peer` sends `n` messages to `c` (on every device of it), sent at
+    /// `at + i` seconds, ids from `first`.
+    fn receive(c: &mut ChatCore, peer: &str, first: u32, n: u32, at: u64) {
+        for i in 0..n {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&(first + i).to_be_bytes());
+            let p = ChatPayload::Message {
+                id,
+                sent_at_ms: at + u64::from(i) * 1000,
+                text: &format!("{peer} {i}"),
+            }
+            .encode();
+            c.on_envelope(
+                NOW,
+                &cert(peer, 9),
+                kind::CHAT,
+                &p,
+                false,
+                &mut Out::default(),
+            );
+        }
+    }
+
+    /// A desk with 40 days of history with bob (10 older than 30 days)
+    /// and some with carol: sent and acknowledged, received, partly read.
+    fn desk() -> ChatCore {
+        let mut desk = core("alice");
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut out = Out::default();
+        receive(&mut desk, "bob", 0, 10, NOW.get() - 40 * DAY);
+        receive(&mut desk, "bob", 100, 150, NOW.get() - 10 * DAY);
+        for i in 0..20u64 {
+            let id = desk
+                .send(
+                    Millis(i),
+                    UnixMillis(NOW.get() - 5 * DAY + i * 1000),
+                    &mut rng,
+                    "bob",
+                    &format!("to bob {i}"),
+                    &mut out,
+                )
+                .unwrap();
+            if i % 2 == 0 {
+                let ack = ChatPayload::Ack { id }.encode();
+                desk.on_envelope(NOW, &cert("bob", 9), kind::CHAT_ACK, &ack, false, &mut out);
+            }
+        }
+        desk.mark_read("bob", &mut out).unwrap();
+        receive(&mut desk, "bob", 1000, 3, NOW.get() - DAY);
+        receive(&mut desk, "carol", 2000, 5, NOW.get() - 2 * DAY);
+        drain(&mut desk);
+        desk
+    }
+
+    /// Run one sync between `asker` (device 2) and `answerer` (device 1)
+    /// from the asker's first ask; returns the batches it took.
+    fn sync(asker: &mut ChatCore, answerer: &mut ChatCore, ask: Vec<u8>) -> usize {
+        let (a_cert, b_cert) = (cert("alice", 2), cert("alice", 1));
+        let mut ask = ask;
+        let mut batches = 0;
+        loop {
+            let mut out = Out::default();
+            assert!(answerer.on_history_envelope(
+                Millis(1),
+                NOW,
+                &a_cert,
+                kind::CHAT_HISTORY_ASK,
+                &ask,
+                &mut out
+            ));
+            let (to, device, k, batch) = out.1.pop().expect("an answer");
+            assert_eq!(
+                (to.as_str(), device, k),
+                ("alice", a_cert.x25519, kind::CHAT_HISTORY)
+            );
+            assert!(batch.len() <= MAX_PAYLOAD);
+            let mut out = Out::default();
+            asker.on_history_envelope(Millis(2), NOW, &b_cert, k, &batch, &mut out);
+            batches += 1;
+            match out.1.pop() {
+                Some((_, device, k, next)) => {
+                    assert_eq!((device, k), (b_cert.x25519, kind::CHAT_HISTORY_ASK));
+                    ask = next;
+                }
+                None => return batches,
+            }
+        }
+    }
+
+    /// The first ask, from a fresh device coming online: to our own
+    /// username (every other device), live only.
+    fn first_ask(c: &mut ChatCore, now: Millis) -> Vec<u8> {
+        let mut out = Out::default();
+        c.on_online(now, NOW, &mut out);
+        let (to, k, p, store) = out.0.pop().expect("an ask");
+        assert_eq!(
+            (to.as_str(), k, store),
+            ("alice", kind::CHAT_HISTORY_ASK, false)
+        );
+        p
+    }
+
+    #[test]
+    fn payloads_round_trip_and_bad_ones_fail() {
+        let cursor = KeyRef {
+            sent_at_ms: 5,
+            peer: "bob",
+            id: [1; 16],
+            outgoing: true,
+        };
+        let rows = vec![
+            HistoryRow {
+                peer: "bob",
+                outgoing: true,
+                read: false,
+                id: [2; 16],
+                sent_at_ms: 6,
+                acked_at_ms: Some(7),
+                text: "hi",
+            },
+            HistoryRow {
+                peer: "carol",
+                outgoing: false,
+                read: true,
+                id: [3; 16],
+                sent_at_ms: 8,
+                acked_at_ms: None,
+                text: "héllo",
+            },
+        ];
+        let ps = [
+            HistoryPayload::Ask {
+                sync: [1; 8],
+                since_ms: 1,
+                until_ms: 2,
+                after: None,
+            },
+            HistoryPayload::Ask {
+                sync: [1; 8],
+                since_ms: 1,
+                until_ms: 2,
+                after: Some(cursor),
+            },
+            HistoryPayload::Batch {
+                sync: [2; 8],
+                more: true,
+                next: Some(cursor),
+                rows: rows.clone(),
+            },
+            HistoryPayload::Batch {
+                sync: [2; 8],
+                more: false,
+                next: None,
+                rows: vec![],
+            },
+        ];
+        for p in &ps {
+            let b = p.encode();
+            assert_eq!(&HistoryPayload::decode(p.kind(), &b).unwrap(), p);
+            for cut in 0..b.len() {
+                assert!(HistoryPayload::decode(p.kind(), &b[..cut]).is_err());
+            }
+            let mut long = b.clone();
+            long.push(0);
+            assert!(HistoryPayload::decode(p.kind(), &long).is_err());
+        }
+        assert!(HistoryPayload::decode(kind::CHAT, &ps[0].encode()).is_err());
+        let batch = |rows: Vec<HistoryRow<'_>>| {
+            HistoryPayload::Batch {
+                sync: [0; 8],
+                more: false,
+                next: None,
+                rows,
+            }
+            .encode()
+        };
+        // Read marks are for incoming rows, acknowledgements for outgoing
+        // ones; peers are canonical usernames.
+        let mut bad = rows[0].clone();
+        bad.read = true;
+        let mut acked_in = rows[1].clone();
+        acked_in.acked_at_ms = Some(1);
+        let mut shouting = rows[1].clone();
+        shouting.peer = "Carol";
+        for r in [bad, acked_in, shouting] {
+            assert!(HistoryPayload::decode(kind::CHAT_HISTORY, &batch(vec![r])).is_err());
+        }
+        // Unknown flags, a flag byte that is no bool, too many rows.
+        let mut b = batch(vec![rows[0].clone()]);
+        let flags = 8 + 1 + 1 + 1 + 1 + 3;
+        assert_eq!(b[flags], ROW_OUTGOING);
+        b[flags] |= 4;
+        assert!(HistoryPayload::decode(kind::CHAT_HISTORY, &b).is_err());
+        let mut b = batch(vec![]);
+        b[8] = 2;
+        assert!(HistoryPayload::decode(kind::CHAT_HISTORY, &b).is_err());
+        let mut b = batch(vec![]);
+        b[10] = MAX_BATCH_ROWS as u8 + 1;
+        assert!(matches!(
+            HistoryPayload::decode(kind::CHAT_HISTORY, &b),
+            Err(WireError::TooLarge { .. })
+        ));
+    }
+
+    /// Issue 17: a device added later gets the last 30 days from another
+    /// device of the account, in bounded batches sealed to it alone: the
+    /// same messages, acknowledgements and read state, in the same order;
+    /// nothing older; one event per peer; asked once.
+    #[test]
+    fn a_new_device_takes_the_last_30_days() {
+        let mut desk = desk();
+        let mut phone = core("alice");
+        assert_eq!(phone.hist.state, HistoryState::Fresh);
+        // Not before it is online.
+        let mut out = Out::default();
+        phone.handle_timeout(Millis(0), NOW, &mut out);
+        assert!(out.0.is_empty() && phone.poll_timeout().is_none());
+
+        let ask = first_ask(&mut phone, Millis(10));
+        let batches = sync(&mut phone, &mut desk, ask);
+        assert!(batches >= 3, "{batches} batches");
+
+        let cut = NOW.get() - HISTORY_WINDOW_MS;
+        for peer in ["bob", "carol"] {
+            let want: Vec<Row> = rows(&desk, peer)
+                .into_iter()
+                .filter(|r| r.3 >= cut)
+                .collect();
+            assert_eq!(rows(&phone, peer), want, "{peer}");
+            assert_eq!(phone.unread(peer).unwrap(), desk.unread(peer).unwrap());
+        }
+        assert_eq!(rows(&phone, "bob").len(), 150 + 20 + 3, "nothing older");
+        assert_eq!(phone.unread("bob").unwrap(), 3);
+        assert_eq!(
+            drain(&mut phone),
+            vec![
+                ChatEvent::HistorySynced {
+                    peer: "bob".into(),
+                    added: 173,
+                    unread: 3
+                },
+                ChatEvent::HistorySynced {
+                    peer: "carol".into(),
+                    added: 5,
+                    unread: 5
+                },
+            ]
+        );
+        let s = phone.history_stats().clone();
+        assert_eq!((s.syncs_done, s.rows_added), (1, 178));
+        assert_eq!(desk.history_stats().batches_answered as usize, batches);
+        // Done for good: no more asks, none after a restart either.
+        assert_eq!(phone.hist.state, HistoryState::Done);
+        assert_eq!(phone.store.history_state().unwrap(), HistoryState::Done);
+        let mut out = Out::default();
+        phone.on_online(Millis(20), NOW, &mut out);
+        phone.peer_online(Millis(30), "alice");
+        phone.handle_timeout(Millis(10_000_000), NOW, &mut out);
+        assert!(out.0.is_empty() && out.1.is_empty());
+    }
+
+    /// Rows the new device already has (come live while it syncs), a batch
+    /// delivered twice, a second device answering the same ask: each
+    /// message once.
+    #[test]
+    fn every_message_once() {
+        let mut laptop = desk();
+        let mut desk = desk();
+        let mut phone = core("alice");
+        // Two of bob's messages reached the phone live already.
+        receive(&mut phone, "bob", 1000, 2, NOW.get() - DAY);
+        drain(&mut phone);
+        // Its store was fresh when it started: it still asks.
+        phone.hist.state = HistoryState::Partial;
+        let ask = first_ask(&mut phone, Millis(10));
+        let (desk_cert, laptop_cert) = (cert("alice", 1), cert("alice", 3));
+        let mut out = Out::default();
+        desk.on_history_envelope(
+            Millis(1),
+            NOW,
+            &cert("alice", 2),
+            kind::CHAT_HISTORY_ASK,
+            &ask,
+            &mut out,
+        );
+        laptop.on_history_envelope(
+            Millis(1),
+            NOW,
+            &cert("alice", 2),
+            kind::CHAT_HISTORY_ASK,
+            &ask,
+            &mut out,
+        );
+        let (desk_batch, laptop_batch) = (out.1[0].3.clone(), out.1[1].3.clone());
+        // The desk answered first: pulled from; the laptop's is dropped,
+        // and so is the desk's batch again.
+        let mut pout = Out::default();
+        phone.on_history_envelope(
+            Millis(2),
+            NOW,
+            &desk_cert,
+            kind::CHAT_HISTORY,
+            &desk_batch,
+            &mut pout,
+        );
+        let taken = rows(&phone, "bob").len();
+        phone.on_history_envelope(
+            Millis(2),
+            NOW,
+            &laptop_cert,
+            kind::CHAT_HISTORY,
+            &laptop_batch,
+            &mut pout,
+        );
+        phone.on_history_envelope(
+            Millis(2),
+            NOW,
+            &desk_cert,
+            kind::CHAT_HISTORY,
+            &desk_batch,
+            &mut pout,
+        );
+        assert_eq!(phone.history_stats().stale, 2);
+        assert_eq!(rows(&phone, "bob").len(), taken);
+        assert_eq!(pout.1.len(), 1, "one pull, from the desk");
+        assert_eq!(pout.1[0].1, desk_cert.x25519);
+        // The rest, from the desk.
+        let next = pout.1[0].3.clone();
+        sync_from(&mut phone, &mut desk, next);
+        let cut = NOW.get() - HISTORY_WINDOW_MS;
+        let want: Vec<Row> = rows(&desk, "bob")
+            .into_iter()
+            .filter(|r| r.3 >= cut)
+            .collect();
+        assert_eq!(rows(&phone, "bob"), want);
+        let added: u64 = drain(&mut phone)
+            .iter()
+            .map(|e| match e {
+                ChatEvent::HistorySynced { peer, added, .. } if peer == "bob" => *added,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(added, 173 - 2, "the two it had are not added again");
+        // A whole second sync from the laptop adds nothing.
+        phone.hist.state = HistoryState::Partial;
+        phone.hist.next_ask = Millis(0);
+        let ask = first_ask(&mut phone, Millis(20));
+        sync(&mut phone, &mut laptop, ask);
+        assert_eq!(rows(&phone, "bob"), want);
+        assert!(drain(&mut phone).is_empty(), "nothing new");
+    }
+
+    /// [`sync`] from a pull already under way.
+    fn sync_from(asker: &mut ChatCore, answerer: &mut ChatCore, ask: Vec<u8>) {
+        sync(asker, answerer, ask);
+    }
+
+    /// Asks and batches are taken from our own account only; a stranger's
+    /// are dropped unanswered and counted.
+    #[test]
+    fn other_accounts_are_refused() {
+        let mut desk = desk();
+        let mut phone = core("alice");
+        let ask = first_ask(&mut phone, Millis(0));
+        let mut out = Out::default();
+        for who in ["mallory", "bob"] {
+            assert!(desk.on_history_envelope(
+                Millis(1),
+                NOW,
+                &cert(who, 4),
+                kind::CHAT_HISTORY_ASK,
+                &ask,
+                &mut out
+            ));
+        }
+        assert!(
+            out.0.is_empty() && out.1.is_empty(),
+            "no answer to a stranger"
+        );
+        assert_eq!(desk.history_stats().foreign, 2);
+        // A forged batch, even for the right sync.
+        let sync_id = match HistoryPayload::decode(kind::CHAT_HISTORY_ASK, &ask).unwrap() {
+            HistoryPayload::Ask { sync, .. } => sync,
+            _ => unreachable!(),
+        };
+        let forged = HistoryPayload::Batch {
+            sync: sync_id,
+            more: false,
+            next: None,
+            rows: vec![HistoryRow {
+                peer: "bob",
+                outgoing: true,
+                read: false,
+                id: [9; 16],
+                sent_at_ms: NOW.get() - 1,
+                acked_at_ms: None,
+                text: "forged",
+            }],
+        }
+        .encode();
+        phone.on_history_envelope(
+            Millis(2),
+            NOW,
+            &cert("mallory", 4),
+            kind::CHAT_HISTORY,
+            &forged,
+            &mut out,
+        );
+        assert!(rows(&phone, "bob").is_empty());
+        assert_eq!(phone.history_stats().foreign, 1);
+        // The same from our own device is taken.
+        phone.on_history_envelope(
+            Millis(2),
+            NOW,
+            &cert("alice", 1),
+            kind::CHAT_HISTORY,
+            &forged,
+            &mut out,
+        );
+        assert_eq!(rows(&phone, "bob").len(), 1);
+        // Other kinds are not the history's.
+        assert!(!phone.on_history_envelope(
+            Millis(3),
+            NOW,
+            &cert("alice", 1),
+            kind::CHAT,
+            &forged,
+            &mut out
+        ));
+    }
+
+    /// Nothing older than 30 days leaves the answering device, whatever
+    /// the ask says; rows outside the ask are not taken either.
+    #[test]
+    fn the_30_day_cut_off() {
+        let mut desk = desk();
+        let ask = HistoryPayload::Ask {
+            sync: [1; 8],
+            since_ms: 0,
+            until_ms: u64::MAX,
+            after: None,
+        }
+        .encode();
+        let mut phone = core("alice");
+        phone.hist.online = true;
+        phone.hist.phase = Phase::Asking {
+            sync: [1; 8],
+            since: 0,
+            until: u64::MAX,
+            wait: Millis(100),
+        };
+        sync(&mut phone, &mut desk, ask);
+        let oldest = rows(&phone, "bob").iter().map(|r| r.3).min().unwrap();
+        assert!(oldest >= NOW.get() - HISTORY_WINDOW_MS - MAX_SKEW_MS);
+        assert_eq!(rows(&phone, "bob").len(), 173);
+
+        // The asker drops rows outside what it asked for.
+        let mut phone = core("alice");
+        let ask = first_ask(&mut phone, Millis(0));
+        let sync_id = match HistoryPayload::decode(kind::CHAT_HISTORY_ASK, &ask).unwrap() {
+            HistoryPayload::Ask { sync, .. } => sync,
+            _ => unreachable!(),
+        };
+        let old = HistoryPayload::Batch {
+            sync: sync_id,
+            more: false,
+            next: None,
+            rows: vec![HistoryRow {
+                peer: "bob",
+                outgoing: false,
+                read: false,
+                id: [1; 16],
+                sent_at_ms: NOW.get() - 31 * DAY,
+                acked_at_ms: None,
+                text: "old",
+            }],
+        }
+        .encode();
+        let mut out = Out::default();
+        phone.on_history_envelope(
+            Millis(1),
+            NOW,
+            &cert("alice", 1),
+            kind::CHAT_HISTORY,
+            &old,
+            &mut out,
+        );
+        assert!(rows(&phone, "bob").is_empty());
+        assert_eq!(
+            phone.hist.state,
+            HistoryState::Done,
+            "an empty history is synced"
+        );
+    }
+
+    /// No device answers: asked again after a backoff, sooner when one of
+    /// our devices is heard from; a pull that stops being answered is
+    /// given up (and asked again later); a fresh device that has
+    /// messages of its own by then does not ask.
+    #[test]
+    fn unanswered_asks_and_stalled_pulls() {
+        let mut phone = core("alice");
+        first_ask(&mut phone, Millis(0));
+        let mut out = Out::default();
+        phone.handle_timeout(Millis(ANSWER_WAIT_MS), NOW, &mut out);
+        assert_eq!(
+            phone.poll_timeout(),
+            Some(Millis(ANSWER_WAIT_MS + ASK_BACKOFF_MS))
+        );
+        phone.peer_online(Millis(ANSWER_WAIT_MS + 1), "alice");
+        assert_eq!(phone.poll_timeout(), Some(Millis(ANSWER_WAIT_MS + 1)));
+        phone.handle_timeout(Millis(ANSWER_WAIT_MS + 1), NOW, &mut out);
+        assert_eq!(out.0.len(), 1, "asked again");
+
+        // A pull the desk stops answering: asked MAX_BATCH_TRIES times.
+        let mut desk = desk();
+        let ask = out.0[0].2.clone();
+        let mut dout = Out::default();
+        desk.on_history_envelope(
+            Millis(1),
+            NOW,
+            &cert("alice", 2),
+            kind::CHAT_HISTORY_ASK,
+            &ask,
+            &mut dout,
+        );
+        let mut pout = Out::default();
+        let t0 = Millis(ANSWER_WAIT_MS + 2);
+        phone.on_history_envelope(
+            t0,
+            NOW,
+            &cert("alice", 1),
+            kind::CHAT_HISTORY,
+            &dout.1[0].3,
+            &mut pout,
+        );
+        assert_eq!(pout.1.len(), 1);
+        let mut t = t0;
+        for _ in 0..MAX_BATCH_TRIES + 1 {
+            t = phone.poll_timeout().unwrap();
+            phone.handle_timeout(t, NOW, &mut pout);
+        }
+        assert_eq!(pout.1.len() as u32, MAX_BATCH_TRIES);
+        assert_eq!(phone.history_stats().syncs_given_up, 1);
+        // What came is kept and reported; the rest is asked for later.
+        assert!(!rows(&phone, "bob").is_empty());
+        assert!(matches!(
+            drain(&mut phone)[..],
+            [ChatEvent::HistorySynced { .. }, ..]
+        ));
+        assert_eq!(phone.hist.state, HistoryState::Partial);
+        assert!(phone.poll_timeout().unwrap() > t);
+
+        // A fresh device that has messages of its own by its first ask.
+        let mut other = core("alice");
+        receive(&mut other, "bob", 0, 1, NOW.get());
+        let mut out = Out::default();
+        other.on_online(Millis(0), NOW, &mut out);
+        assert!(out.0.is_empty());
+        assert_eq!(other.hist.state, HistoryState::Done);
+        // A device with no history of its own does not answer.
+        let mut empty = core("alice");
+        empty.on_history_envelope(
+            Millis(0),
+            NOW,
+            &cert("alice", 2),
+            kind::CHAT_HISTORY_ASK,
+            &ask,
+            &mut out,
+        );
+        assert!(out.1.is_empty());
+    }
+
+    /// One sync at a time on the answering side: another device's ask
+    /// waits until the first's ends; a device is given at most
+    /// MAX_SYNC_ROWS rows per sync.
+    #[test]
+    fn one_sync_served_at_a_time() {
+        let mut desk = desk();
+        let ask = |sync: u8| {
+            HistoryPayload::Ask {
+                sync: [sync; 8],
+                since_ms: 0,
+                until_ms: u64::MAX,
+                after: None,
+            }
+            .encode()
+        };
+        let mut out = Out::default();
+        desk.on_history_envelope(
+            Millis(0),
+            NOW,
+            &cert("alice", 2),
+            kind::CHAT_HISTORY_ASK,
+            &ask(1),
+            &mut out,
+        );
+        desk.on_history_envelope(
+            Millis(1),
+            NOW,
+            &cert("alice", 3),
+            kind::CHAT_HISTORY_ASK,
+            &ask(2),
+            &mut out,
+        );
+        assert_eq!(out.1.len(), 1);
+        assert_eq!(desk.history_stats().busy, 1);
+        // The same device starting over is answered.
+        desk.on_history_envelope(
+            Millis(2),
+            NOW,
+            &cert("alice", 2),
+            kind::CHAT_HISTORY_ASK,
+            &ask(3),
+            &mut out,
+        );
+        assert_eq!(out.1.len(), 2);
+        // After the deadline, the other device's turn.
+        desk.on_history_envelope(
+            Millis(3 + SYNC_DEADLINE_MS),
+            NOW,
+            &cert("alice", 3),
+            kind::CHAT_HISTORY_ASK,
+            &ask(2),
+            &mut out,
+        );
+        assert_eq!(out.1.len(), 3);
+        // The row cap: asking the same batch again and again ends.
+        for i in 0..(MAX_SYNC_ROWS / MAX_BATCH_ROWS as u64 + 2) {
+            desk.on_history_envelope(
+                Millis(4 + SYNC_DEADLINE_MS + i),
+                NOW,
+                &cert("alice", 3),
+                kind::CHAT_HISTORY_ASK,
+                &ask(2),
+                &mut out,
+            );
+        }
+        assert!(desk.history_stats().busy > 1);
+        assert!((out.1.len() as u64) < MAX_SYNC_ROWS / MAX_BATCH_ROWS as u64 + 5);
+    }
+}

@@ -603,6 +603,40 @@ mod tests {
         assert_eq!(s.unread("carol").unwrap(), 0);
     }
 
+    /// A store from before migration 3 that holds messages has history of
+    /// its own; a new one is fresh until told otherwise.
+    #[test]
+    fn history_state_after_upgrade_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, with_messages, want) in [
+            ("old.db", true, HistoryState::Done),
+            ("empty.db", false, HistoryState::Fresh),
+        ] {
+            let p = dir.path().join(name);
+            let c = Connection::open(&p).unwrap();
+            for m in &MIGRATIONS[..2] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 2).unwrap();
+            if with_messages {
+                c.execute(
+                    "INSERT INTO messages (peer, id, outgoing, text, sent_at, at) VALUES ('bob', x'01', 0, 'hi', 1, 1)",
+                    [],
+                )
+                .unwrap();
+            }
+            drop(c);
+            assert_eq!(ChatStore::open(&p).unwrap().history_state().unwrap(), want);
+        }
+        let p = dir.path().join("new.db");
+        let mut s = ChatStore::open(&p).unwrap();
+        assert_eq!(s.history_state().unwrap(), HistoryState::Fresh);
+        s.set_history_state(HistoryState::Partial).unwrap();
+        drop(s);
+        let s = ChatStore::open(&p).unwrap();
+        assert_eq!(s.history_state().unwrap(), HistoryState::Partial);
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         use crate::sqlite::SqliteError;
