@@ -943,6 +943,16 @@ impl ClientCore {
                 }
                 self.last_device
                     .insert(o.from.username.clone(), o.from.x25519);
+                // A device of theirs our copy of their records lacks (one
+                // added since we looked, e.g. a new device of our own
+                // account): they are looked up again before the next
+                // envelope to them.
+                let name = o.from.username.to_ascii_lowercase();
+                if let Some((recs, at)) = self.peer_devices.get_mut(&name)
+                    && !recs.iter().any(|r| r.cert.x25519 == o.from.x25519)
+                {
+                    *at = None;
+                }
                 self.events.push_back(ClientEvent::Envelope {
                     from: Box::new(o.from),
                     kind: o.kind,
