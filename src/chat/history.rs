@@ -426,6 +426,9 @@ impl ChatCore {
     /// Our record is published (we are online): a fresh device asks for
     /// history now, the first time.
     pub fn on_online(&mut self, now: Millis, unix: UnixMillis, sink: &mut dyn EnvelopeSink) {
+        if self.me.is_none() {
+            return;
+        }
         let h = &mut self.hist;
         h.online = true;
         if h.next_ask == Millis::MAX {
@@ -462,6 +465,9 @@ impl ChatCore {
         match &h.phase {
             Phase::Idle => {
                 if h.state != HistoryState::Done && h.online && now >= h.next_ask {
+                    // Whatever comes of it (an ask, a store error), the
+                    // next try is not now.
+                    h.next_ask = now.saturating_add(h.backoff_ms);
                     self.first_ask(now, unix, sink);
                 }
             }

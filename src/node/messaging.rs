@@ -249,6 +249,11 @@ impl Messaging {
         self.groups.as_ref().map(|g| g.stats.clone())
     }
 
+    /// The chat history sync's counters (asks, batches, refusals).
+    pub fn history_stats(&self) -> crate::chat::HistoryStats {
+        self.chat.history_stats().clone()
+    }
+
     /// Whether we blocked `user`.
     pub fn is_blocked(&self, user: &str) -> bool {
         self.contacts.is_blocked(user)
