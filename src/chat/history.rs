@@ -38,6 +38,10 @@ pub const SYNC_DEADLINE_MS: u64 = 10 * 60 * 1000;
 /// An ask unanswered for this long goes again (or, the first, gives up
 /// until the next try).
 pub const ANSWER_WAIT_MS: u64 = 10_000;
+/// The first ask waits this long after we are online: our other devices'
+/// records are in the directory by then (ones started with us too), and
+/// what comes meanwhile tells whether we still have no history.
+pub const FIRST_ASK_DELAY_MS: u64 = 3_000;
 /// Asks for one batch before the sync is given up.
 pub const MAX_BATCH_TRIES: u32 = 3;
 /// Unanswered asks are tried again after this, doubling up to
@@ -424,7 +428,7 @@ impl HistorySync {
 
 impl ChatCore {
     /// Our record is published (we are online): a fresh device asks for
-    /// history now, the first time.
+    /// history [`FIRST_ASK_DELAY_MS`] later, the first time.
     pub fn on_online(&mut self, now: Millis, unix: UnixMillis, sink: &mut dyn EnvelopeSink) {
         if self.me.is_none() {
             return;
@@ -432,7 +436,7 @@ impl ChatCore {
         let h = &mut self.hist;
         h.online = true;
         if h.next_ask == Millis::MAX {
-            h.next_ask = now;
+            h.next_ask = now.saturating_add(FIRST_ASK_DELAY_MS);
         }
         self.history_timeout(now, unix, sink);
     }
@@ -1016,6 +1020,7 @@ mod tests {
     fn first_ask(c: &mut ChatCore, now: Millis) -> Vec<u8> {
         let mut out = Out::default();
         c.on_online(now, NOW, &mut out);
+        c.handle_timeout(now + FIRST_ASK_DELAY_MS, NOW, &mut out);
         let (to, k, p, store) = out.0.pop().expect("an ask");
         assert_eq!(
             (to.as_str(), k, store),
@@ -1423,17 +1428,18 @@ mod tests {
     /// messages of its own by then does not ask.
     #[test]
     fn unanswered_asks_and_stalled_pulls() {
+        const A: u64 = FIRST_ASK_DELAY_MS;
         let mut phone = core("alice");
         first_ask(&mut phone, Millis(0));
         let mut out = Out::default();
-        phone.handle_timeout(Millis(ANSWER_WAIT_MS), NOW, &mut out);
+        phone.handle_timeout(Millis(A + ANSWER_WAIT_MS), NOW, &mut out);
         assert_eq!(
             phone.poll_timeout(),
-            Some(Millis(ANSWER_WAIT_MS + ASK_BACKOFF_MS))
+            Some(Millis(A + ANSWER_WAIT_MS + ASK_BACKOFF_MS))
         );
-        phone.peer_online(Millis(ANSWER_WAIT_MS + 1), "alice");
-        assert_eq!(phone.poll_timeout(), Some(Millis(ANSWER_WAIT_MS + 1)));
-        phone.handle_timeout(Millis(ANSWER_WAIT_MS + 1), NOW, &mut out);
+        phone.peer_online(Millis(A + ANSWER_WAIT_MS + 1), "alice");
+        assert_eq!(phone.poll_timeout(), Some(Millis(A + ANSWER_WAIT_MS + 1)));
+        phone.handle_timeout(Millis(A + ANSWER_WAIT_MS + 1), NOW, &mut out);
         assert_eq!(out.0.len(), 1, "asked again");
 
         // A pull the desk stops answering: asked MAX_BATCH_TRIES times.
@@ -1449,7 +1455,7 @@ mod tests {
             &mut dout,
         );
         let mut pout = Out::default();
-        let t0 = Millis(ANSWER_WAIT_MS + 2);
+        let t0 = Millis(A + ANSWER_WAIT_MS + 2);
         phone.on_history_envelope(
             t0,
             NOW,
@@ -1480,6 +1486,7 @@ mod tests {
         receive(&mut other, "bob", 0, 1, NOW.get());
         let mut out = Out::default();
         other.on_online(Millis(0), NOW, &mut out);
+        other.handle_timeout(Millis(FIRST_ASK_DELAY_MS), NOW, &mut out);
         assert!(out.0.is_empty());
         assert_eq!(other.hist.state, HistoryState::Done);
         // A device with no history of its own does not answer.
