@@ -1,7 +1,12 @@
-//! History for a new device (issue 17): a device whose store is fresh
-//! asks the account's other devices for the last [`HISTORY_WINDOW_MS`] of
-//! history (`CHAT_HISTORY_ASK`, to our own username: every other device
-//! that is online, never stored for one that is not). The first device to
+//! History for a new device (issue 17): a device whose history is empty
+//! and was never synced ([`HistoryState::Fresh`], or `Partial` after a sync
+//! that stopped) asks the account's other devices for the last
+//! [`HISTORY_WINDOW_MS`] of history (`CHAT_HISTORY_ASK`, to our own
+//! username: every other device that is online, never stored for one that
+//! is not), [`FIRST_ASK_DELAY_MS`] after it is online, then with backoff
+//! until one answers. A device that has history of its own (messages in a
+//! fresh store by the time it would ask) is `Done` and never asks; one with
+//! no history does not answer. The first device to
 //! answer (`CHAT_HISTORY`, sealed to the asking device alone) is the one
 //! the rest is pulled from, one bounded batch per ask; answers from the
 //! others are dropped. Rows are kept once by (peer, id, direction), with
