@@ -170,6 +170,39 @@ pub fn seeds() -> Vec<Vec<u8>> {
         b.extend(p.encode());
         v.push(b);
     }
+    // A new device's history sync (kinds 8 and 9).
+    let cursor = crate::chat::history::KeyRef {
+        sent_at_ms: 4,
+        peer: "bob",
+        id: [3; 16],
+        outgoing: true,
+    };
+    for p in [
+        crate::chat::HistoryPayload::Ask {
+            sync: [1; 8],
+            since_ms: 1,
+            until_ms: 9,
+            after: Some(cursor),
+        },
+        crate::chat::HistoryPayload::Batch {
+            sync: [1; 8],
+            more: true,
+            next: Some(cursor),
+            rows: vec![crate::chat::history::HistoryRow {
+                peer: "bob",
+                outgoing: false,
+                read: true,
+                id: [3; 16],
+                sent_at_ms: 4,
+                acked_at_ms: None,
+                text: "an old one",
+            }],
+        },
+    ] {
+        let mut b = vec![p.kind()];
+        b.extend(p.encode());
+        v.push(b);
+    }
     let mut presence = vec![4];
     presence.extend(
         crate::contacts::ContactPayload::Presence {
@@ -555,9 +588,14 @@ pub fn app_payloads(b: &[u8]) {
     let Some((&k, rest)) = b.split_first() else {
         return;
     };
-    // Kinds 0-7: chat (1, 2, 5, 6), contacts (3, 4, 7) and unknown (0).
-    let k = k % 8;
+    // Kinds 0-15: chat (1, 2, 5, 6), its history sync (8, 9), contacts
+    // (3, 4, 7) and unknown (0, 10-15).
+    let k = k % 16;
     if let Ok(p) = ChatPayload::decode(k, rest) {
+        assert_eq!(p.encode(), rest);
+    }
+    if let Ok(p) = crate::chat::HistoryPayload::decode(k, rest) {
+        assert_eq!(p.kind(), k);
         assert_eq!(p.encode(), rest);
     }
     if let Ok(p) = ContactPayload::decode(k, rest) {
@@ -1312,6 +1350,17 @@ impl crate::overlay::envelope::EnvelopeSink for Discard {
         id[..8].copy_from_slice(&self.0.to_be_bytes());
         id
     }
+
+    fn send_envelope_to_device(
+        &mut self,
+        to: &str,
+        _: &[u8; 32],
+        k: u8,
+        p: &[u8],
+        store: bool,
+    ) -> crate::overlay::EnvelopeId {
+        self.send_envelope(to, k, p, store)
+    }
 }
 
 /// Valid group chat payloads, as seeds for [`group`].
@@ -1451,14 +1500,24 @@ mod tests {
         use crate::overlay::envelope::kind;
         let mut kinds = Vec::new();
         for s in super::seeds() {
-            if let Some((&k, rest)) = s.split_first()
-                && let Ok(p) = crate::chat::ChatPayload::decode(k, rest)
-            {
-                kinds.push(p.kind());
-                app_payloads(&s);
+            if let Some((&k, rest)) = s.split_first() {
+                if let Ok(p) = crate::chat::ChatPayload::decode(k, rest) {
+                    kinds.push(p.kind());
+                    app_payloads(&s);
+                }
+                if let Ok(p) = crate::chat::HistoryPayload::decode(k, rest) {
+                    kinds.push(p.kind());
+                    app_payloads(&s);
+                }
             }
         }
-        for k in [kind::CHAT, kind::CHAT_SENT, kind::CHAT_READ] {
+        for k in [
+            kind::CHAT,
+            kind::CHAT_SENT,
+            kind::CHAT_READ,
+            kind::CHAT_HISTORY_ASK,
+            kind::CHAT_HISTORY,
+        ] {
             assert!(kinds.contains(&k), "no seed of kind {k}");
         }
     }

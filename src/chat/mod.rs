@@ -42,14 +42,25 @@
 //! through an [`EnvelopeSink`], `now` comes in); its history and outbox
 //! are the SQLite [`ChatStore`].
 //!
+//! A device added later takes the last 30 days of history from another of
+//! our devices that is online ([`history`]: `CHAT_HISTORY_ASK`,
+//! `CHAT_HISTORY`, sealed device to device, from our own account only).
+//!
 //! Payloads: `CHAT`: `id [16] | sent_at_ms u64 | text str16`;
 //! `CHAT_ACK`: `id [16]`; `CHAT_SENT`: `peer str8 | id [16] | sent_at_ms
 //! u64 | text str16`; `CHAT_READ`: `peer str8 | sent_at_ms u64 | id [16]`
-//! (`peer`: the other party, a canonical username).
+//! (`peer`: the other party, a canonical username);
+//! `CHAT_HISTORY_ASK`: `sync [8] | since_ms u64 | until_ms u64 | cursor`;
+//! `CHAT_HISTORY`: `sync [8] | more u8 | cursor | count u8 | rows`, a row
+//! `peer str8 | flags u8 (1 outgoing, 2 read) | id [16] | sent_at_ms u64 |
+//! acked_at_ms u64 (0: not acknowledged) | text str16`, a cursor `0 u8` or
+//! `1 u8 | sent_at_ms u64 | peer str8 | id [16] | outgoing u8`.
 
+pub mod history;
 mod store;
 
-pub use store::ChatStore;
+pub use history::{HistoryPayload, HistoryStats};
+pub use store::{ChatStore, HistoryState};
 
 use crate::identity::{Certificate, Username};
 use crate::overlay::EnvelopeId;
@@ -327,6 +338,14 @@ pub enum ChatEvent {
     /// The conversation with `peer` was read, here or on another of our
     /// devices: `unread` incoming messages are left after the mark.
     Read { peer: String, unread: u64 },
+    /// History taken from another of our devices added `added` messages
+    /// to the conversation with `peer` (or moved its read mark): load it
+    /// again. Once per peer per sync.
+    HistorySynced {
+        peer: String,
+        added: u64,
+        unread: u64,
+    },
 }
 
 /// Why a message was given up.
@@ -376,6 +395,8 @@ pub struct ChatCore {
     /// Recipients the directory did not know, since when (cleared when
     /// they are heard from): given up after `no_such_user_ms`.
     not_found: BTreeMap<String, Millis>,
+    /// Taking history from (and giving it to) our other devices.
+    hist: history::HistorySync,
     events: VecDeque<ChatEvent>,
 }
 
@@ -395,7 +416,9 @@ impl ChatCore {
                 },
             );
         }
+        let hist = history::HistorySync::new(store.history_state()?);
         Ok(ChatCore {
+            hist,
             store,
             cfg,
             me: None,
@@ -735,6 +758,9 @@ impl ChatCore {
     /// and waiting for their acknowledgement keep their timer.
     pub fn peer_online(&mut self, now: Millis, user: &str) {
         let user = user.to_ascii_lowercase();
+        if self.me.as_deref() == Some(user.as_str()) {
+            self.own_device_heard(now);
+        }
         self.not_found.remove(&user);
         let soon = now.saturating_add(self.cfg.ack_wait_ms);
         for ((to, _), p) in self.pending.iter_mut() {
@@ -799,7 +825,10 @@ impl ChatCore {
         true
     }
 
-    pub fn handle_timeout(&mut self, now: Millis, sink: &mut dyn EnvelopeSink) {
+    /// Retries and the history sync; `unix` (the wall clock) dates a
+    /// history ask.
+    pub fn handle_timeout(&mut self, now: Millis, unix: UnixMillis, sink: &mut dyn EnvelopeSink) {
+        self.history_timeout(now, unix, sink);
         let due: Vec<(String, MsgId)> = self
             .pending
             .iter()
@@ -829,6 +858,7 @@ impl ChatCore {
             .values()
             .map(|p| p.next_try)
             .chain(self.syncs_due.iter().map(|s| s.next_try))
+            .chain(self.hist.poll_timeout())
             .min()
     }
 
@@ -850,13 +880,30 @@ mod tests {
     use rand::rngs::StdRng;
 
     #[derive(Default)]
-    struct Sent(Vec<(String, u8, Vec<u8>, bool, EnvelopeId)>);
+    struct Sent(
+        Vec<(String, u8, Vec<u8>, bool, EnvelopeId)>,
+        /// To one device: (to, device, kind, payload).
+        Vec<(String, [u8; 32], u8, Vec<u8>)>,
+    );
 
     impl EnvelopeSink for Sent {
         fn send_envelope(&mut self, to: &str, k: u8, p: &[u8], store: bool) -> EnvelopeId {
             let id = [self.0.len() as u8 + 1; 16];
             self.0.push((to.into(), k, p.to_vec(), store, id));
             id
+        }
+
+        fn send_envelope_to_device(
+            &mut self,
+            to: &str,
+            device: &[u8; 32],
+            k: u8,
+            p: &[u8],
+            store: bool,
+        ) -> EnvelopeId {
+            assert!(!store, "device to device, live");
+            self.1.push((to.into(), *device, k, p.to_vec()));
+            [200u8.wrapping_add(self.1.len() as u8); 16]
         }
     }
 
@@ -1121,7 +1168,7 @@ mod tests {
             at > Millis(2) && at <= Millis(2) + cfg.max_backoff_ms,
             "{at:?}"
         );
-        a1.handle_timeout(at, &mut out);
+        a1.handle_timeout(at, UnixMillis(0), &mut out);
         let copies = copy(&out);
         assert_eq!(copies.len(), 2);
         assert_eq!(copies[1].0, p0, "the same copy");
@@ -1131,7 +1178,7 @@ mod tests {
         for _ in 0..MAX_SYNC_ATTEMPTS + 2 {
             a1.on_envelope_outcome(now, &env, EnvelopeOutcome::Failed("x".into()));
             now += cfg.max_backoff_ms;
-            a1.handle_timeout(now, &mut out);
+            a1.handle_timeout(now, UnixMillis(0), &mut out);
             env = out.0.last().unwrap().4;
         }
         assert_eq!(copy(&out).len() as u32, MAX_SYNC_ATTEMPTS);
@@ -1142,13 +1189,13 @@ mod tests {
             .unwrap()
             .with_account("alice");
         let mut out = Sent::default();
-        a1.handle_timeout(Millis(0), &mut out);
+        a1.handle_timeout(Millis(0), UnixMillis(0), &mut out);
         let copies = copy(&out);
         assert_eq!(copies.len(), 1);
         assert_eq!(copies[0].0, p0);
         assert!(a1.on_envelope_outcome(Millis(1), &copies[0].1, EnvelopeOutcome::Stored));
         // Stored for an offline device: done; only bob's retry is due.
-        a1.handle_timeout(Millis(1) + cfg.ack_wait_ms, &mut out);
+        a1.handle_timeout(Millis(1) + cfg.ack_wait_ms, UnixMillis(0), &mut out);
         assert_eq!(copy(&out).len(), 1);
     }
 
@@ -1272,7 +1319,11 @@ mod tests {
             })
         ));
         // No ack yet: resent after the wait.
-        alice.handle_timeout(Millis(3) + ChatConfig::default().ack_wait_ms, &mut a_out);
+        alice.handle_timeout(
+            Millis(3) + ChatConfig::default().ack_wait_ms,
+            UnixMillis(0),
+            &mut a_out,
+        );
         assert_eq!(a_out.0.len(), 2);
         let (_, k, ack, _, _) = b_out.0[0].clone();
         alice.on_envelope(UnixMillis(4), &cert("bob"), k, &ack, false, &mut a_out);
@@ -1324,7 +1375,7 @@ mod tests {
         let env = out.0[0].4;
         bob.on_envelope_outcome(Millis(11), &env, EnvelopeOutcome::Stored);
         assert_eq!(bob.poll_timeout(), Some(Millis(11) + cfg.stored_retry_ms));
-        bob.handle_timeout(Millis(11) + cfg.stored_retry_ms, &mut out);
+        bob.handle_timeout(Millis(11) + cfg.stored_retry_ms, UnixMillis(0), &mut out);
         let env = out.0[1].4;
         bob.on_envelope_outcome(Millis(12), &env, EnvelopeOutcome::Failed("x".into()));
         assert!(
@@ -1376,7 +1427,7 @@ mod tests {
         assert_eq!(bob.poll_timeout(), Some(Millis(11) + cfg.stored_retry_ms));
         bob.peer_online(Millis(30), "Carol");
         assert_eq!(bob.poll_timeout(), Some(Millis(30)));
-        bob.handle_timeout(Millis(30), &mut out);
+        bob.handle_timeout(Millis(30), UnixMillis(0), &mut out);
         assert_eq!(out.0.len(), 2, "sent again");
         assert_eq!(out.0[1].0, "carol");
         // Just sent and awaiting the ack: hearing from carol again does
@@ -1417,7 +1468,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.poll_timeout(), Some(Millis(100)));
-        c.handle_timeout(Millis(100), &mut out);
+        c.handle_timeout(Millis(100), UnixMillis(0), &mut out);
         let p = ChatPayload::decode(kind::CHAT, &out.0[0].2).unwrap();
         assert_eq!(
             p,
@@ -1494,7 +1545,7 @@ mod tests {
         assert_eq!(alice.store.outbox().unwrap()[0].id, other);
         // Nothing is sent to nobody again.
         let before = out.0.len();
-        alice.handle_timeout(Millis(10_000_000), &mut out);
+        alice.handle_timeout(Millis(10_000_000), UnixMillis(0), &mut out);
         assert!(out.0[before..].iter().all(|(to, ..)| to != "nobody"));
     }
 }

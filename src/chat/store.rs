@@ -9,6 +9,7 @@
 use super::{ChatError, Message, MsgId};
 use crate::sqlite::Schema;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The history's file (opened by [`crate::sqlite`], whose full fsync
@@ -43,6 +44,18 @@ const MIGRATIONS: &[&str] = &[
         sent_at INTEGER NOT NULL,
         id BLOB NOT NULL
     );",
+    // 3: history sync for a new device (issue 17). `history_synced`: 0
+    // fresh, 1 done (history of its own, as a store that already held
+    // messages, or taken from another of our devices), 2 partly taken.
+    // Rows are listed by (sent_at, peer, id, outgoing).
+    "CREATE TABLE sync_state (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    );
+    INSERT INTO sync_state (key, value)
+        SELECT 'history_synced', EXISTS (SELECT 1 FROM messages);
+    CREATE INDEX messages_by_sent ON messages (sent_at, peer, id, outgoing);
+    CREATE INDEX messages_by_peer_sent ON messages (peer, sent_at, id);",
 ];
 
 pub struct ChatStore {
@@ -285,14 +298,16 @@ impl ChatStore {
             .map_err(|e| self.err(e))
     }
 
-    /// The last `limit` messages exchanged with `peer`, oldest first.
+    /// The last `limit` messages exchanged with `peer`, oldest first, in
+    /// (sent_at, id) order: the order every device of the account shows,
+    /// whenever each message reached it.
     pub fn history(&self, peer: &str, limit: usize) -> Result<Vec<Message>, ChatError> {
         let mark = self.read_mark(peer)?;
         let mut st = self
             .conn
             .prepare(
                 "SELECT id, outgoing, text, sent_at, at, acked_at FROM messages
-                 WHERE peer = ?1 ORDER BY at DESC, rowid DESC LIMIT ?2",
+                 WHERE peer = ?1 ORDER BY sent_at DESC, id DESC, outgoing DESC LIMIT ?2",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
@@ -315,6 +330,198 @@ impl ChatStore {
         }
         v.reverse();
         Ok(v)
+    }
+
+    /// Where this device stands in taking history from our other devices
+    /// (see migration 3).
+    pub fn history_state(&self) -> Result<HistoryState, ChatError> {
+        let v = self
+            .conn
+            .query_row(
+                "SELECT value FROM sync_state WHERE key = 'history_synced'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(match v.unwrap_or(0) {
+            0 => HistoryState::Fresh,
+            2 => HistoryState::Partial,
+            _ => HistoryState::Done,
+        })
+    }
+
+    pub fn set_history_state(&mut self, s: HistoryState) -> Result<(), ChatError> {
+        let v = match s {
+            HistoryState::Fresh => 0,
+            HistoryState::Done => 1,
+            HistoryState::Partial => 2,
+        };
+        self.conn
+            .execute(
+                "INSERT INTO sync_state (key, value) VALUES ('history_synced', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = ?1",
+                params![v],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Whether the history holds any message.
+    pub fn has_messages(&self) -> Result<bool, ChatError> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM messages)", [], |r| {
+                r.get::<_, bool>(0)
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` messages (every peer, both directions) sent in
+    /// `since_ms..until_ms`, after `after` in (sent_at, peer, id, outgoing)
+    /// order; `read` as the conversation's read mark says.
+    pub fn rows_since(
+        &self,
+        since_ms: u64,
+        until_ms: u64,
+        after: Option<&SyncKey>,
+        limit: usize,
+    ) -> Result<Vec<Message>, ChatError> {
+        // No cursor: before every row at or after `since`.
+        let (a_at, a_peer, a_id, a_out) = match after {
+            Some(k) => (
+                k.sent_at_ms as i64,
+                k.peer.as_str(),
+                k.id.to_vec(),
+                k.outgoing,
+            ),
+            None => (since_ms as i64, "", Vec::new(), false),
+        };
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT m.peer, m.id, m.outgoing, m.text, m.sent_at, m.at, m.acked_at,
+                    (m.outgoing = 0 AND r.peer IS NOT NULL
+                     AND (m.sent_at < r.sent_at OR (m.sent_at = r.sent_at AND m.id <= r.id)))
+                 FROM messages m LEFT JOIN read_marks r ON r.peer = m.peer
+                 WHERE m.sent_at >= ?1 AND m.sent_at < ?7
+                   AND (m.sent_at, m.peer, m.id, m.outgoing) > (?2, ?3, ?4, ?5)
+                 ORDER BY m.sent_at, m.peer, m.id, m.outgoing LIMIT ?6",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(
+                params![
+                    since_ms as i64,
+                    a_at,
+                    a_peer,
+                    a_id,
+                    a_out,
+                    limit as i64,
+                    until_ms.min(i64::MAX as u64) as i64
+                ],
+                |r| {
+                    Ok(Message {
+                        peer: r.get(0)?,
+                        id: id_of(r.get(1)?),
+                        outgoing: r.get::<_, i64>(2)? != 0,
+                        text: r.get(3)?,
+                        sent_at_ms: r.get::<_, i64>(4)? as u64,
+                        at_ms: r.get::<_, i64>(5)? as u64,
+                        acked_at_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                        read: r.get::<_, bool>(7)?,
+                    })
+                },
+            )
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Take rows from another of our devices in one transaction: each
+    /// message once (by peer, id and direction); an outgoing one's
+    /// acknowledgement and an incoming one's read state are kept too.
+    /// Returns, per peer, the messages added and whether the read mark
+    /// moved.
+    pub fn apply_rows(
+        &mut self,
+        rows: &[Message],
+    ) -> Result<BTreeMap<String, (u64, bool)>, ChatError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| ChatError::store(&self.path, e))?;
+        let r = (|| {
+            let mut out: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+            for m in rows {
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO messages (peer, id, outgoing, text, sent_at, at, acked_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        m.peer,
+                        &m.id[..],
+                        m.outgoing,
+                        m.text,
+                        m.sent_at_ms as i64,
+                        m.at_ms as i64,
+                        m.acked_at_ms.map(|v| v as i64)
+                    ],
+                )?;
+                if n == 0 && m.acked_at_ms.is_some() {
+                    tx.execute(
+                        "UPDATE messages SET acked_at = ?3
+                         WHERE peer = ?1 AND id = ?2 AND outgoing = 1 AND acked_at IS NULL",
+                        params![m.peer, &m.id[..], m.acked_at_ms.map(|v| v as i64)],
+                    )?;
+                }
+                let mut moved = false;
+                if m.read && !m.outgoing {
+                    // Forward only, as `mark_read`.
+                    moved = tx.execute(
+                        "INSERT INTO read_marks (peer, sent_at, id) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (peer) DO UPDATE SET sent_at = ?2, id = ?3
+                         WHERE (sent_at, id) < (?2, ?3)",
+                        params![m.peer, m.sent_at_ms as i64, &m.id[..]],
+                    )? > 0;
+                }
+                let e = out.entry(m.peer.clone()).or_default();
+                e.0 += n as u64;
+                e.1 |= moved;
+            }
+            tx.commit()?;
+            Ok(out)
+        })();
+        r.map_err(|e| self.err(e))
+    }
+}
+
+/// The `history_synced` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryState {
+    /// No history yet: ask our other devices.
+    Fresh,
+    /// Some taken, the sync not finished: ask again.
+    Partial,
+    /// Synced, or history of its own: never ask.
+    Done,
+}
+
+/// Where a history listing stands: the last row's key, in the order of
+/// [`ChatStore::rows_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncKey {
+    pub sent_at_ms: u64,
+    pub peer: String,
+    pub id: MsgId,
+    pub outgoing: bool,
+}
+
+impl SyncKey {
+    pub fn of(m: &Message) -> Self {
+        SyncKey {
+            sent_at_ms: m.sent_at_ms,
+            peer: m.peer.clone(),
+            id: m.id,
+            outgoing: m.outgoing,
+        }
     }
 }
 
@@ -394,6 +601,40 @@ mod tests {
         assert!(s.mark_read("bob", (20, [4; 16])).unwrap());
         assert_eq!(s.unread("bob").unwrap(), 0);
         assert_eq!(s.unread("carol").unwrap(), 0);
+    }
+
+    /// A store from before migration 3 that holds messages has history of
+    /// its own; a new one is fresh until told otherwise.
+    #[test]
+    fn history_state_after_upgrade_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, with_messages, want) in [
+            ("old.db", true, HistoryState::Done),
+            ("empty.db", false, HistoryState::Fresh),
+        ] {
+            let p = dir.path().join(name);
+            let c = Connection::open(&p).unwrap();
+            for m in &MIGRATIONS[..2] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 2).unwrap();
+            if with_messages {
+                c.execute(
+                    "INSERT INTO messages (peer, id, outgoing, text, sent_at, at) VALUES ('bob', x'01', 0, 'hi', 1, 1)",
+                    [],
+                )
+                .unwrap();
+            }
+            drop(c);
+            assert_eq!(ChatStore::open(&p).unwrap().history_state().unwrap(), want);
+        }
+        let p = dir.path().join("new.db");
+        let mut s = ChatStore::open(&p).unwrap();
+        assert_eq!(s.history_state().unwrap(), HistoryState::Fresh);
+        s.set_history_state(HistoryState::Partial).unwrap();
+        drop(s);
+        let s = ChatStore::open(&p).unwrap();
+        assert_eq!(s.history_state().unwrap(), HistoryState::Partial);
     }
 
     #[test]

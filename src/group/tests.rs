@@ -17,6 +17,17 @@ impl EnvelopeSink for Out {
         self.0.push((to.to_owned(), k, p.to_vec(), id));
         id
     }
+
+    fn send_envelope_to_device(
+        &mut self,
+        to: &str,
+        _: &[u8; 32],
+        k: u8,
+        p: &[u8],
+        store: bool,
+    ) -> EnvelopeId {
+        self.send_envelope(to, k, p, store)
+    }
 }
 
 struct Keys {

@@ -109,6 +109,16 @@ pub fn event(e: &Event) -> Option<Rendered> {
             json!({"event": "chat_read", "with": with, "unread": unread}),
             format!("conversation with {with} read ({unread} unread)"),
         ),
+        Event::HistorySynced {
+            with,
+            added,
+            unread,
+        } => r(
+            json!({"event": "history_synced", "with": with, "added": added, "unread": unread}),
+            format!(
+                "history with {with} taken from another of our devices ({added} messages, {unread} unread)"
+            ),
+        ),
         Event::MessageState { peer, id, state } => message_state(peer, *id, state),
         Event::History {
             with,

@@ -531,6 +531,14 @@ pub enum Event {
         with: String,
         unread: u64,
     },
+    /// History taken from another of our devices (this device is new)
+    /// added `added` messages to the conversation with `with`, or moved
+    /// its read mark: load it again ([`Command::LoadHistory`]).
+    HistorySynced {
+        with: String,
+        added: u64,
+        unread: u64,
+    },
     /// A sent message changed state (delivered, failed).
     MessageState {
         peer: String,

@@ -16,7 +16,7 @@ use crate::group::{GroupCore, GroupError, GroupEvent, GroupInfo, GroupMessage, S
 use crate::identity::Certificate;
 use crate::node::api::{ErrorReason, GroupCommand};
 use crate::overlay::envelope::{EnvelopeOutcome, EnvelopeSink};
-use crate::overlay::{ClientCore, ClientEvent, EnvelopeId, Status};
+use crate::overlay::{ClientCore, ClientEvent, Devices, EnvelopeId, Status};
 use crate::time::{Millis, UnixMillis, earliest};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -41,6 +41,27 @@ impl EnvelopeSink for Sink<'_> {
         let id = self
             .client
             .send_envelope(self.now, self.unix, self.rng, to, kind, payload, store);
+        self.sent.insert(id);
+        id
+    }
+
+    fn send_envelope_to_device(
+        &mut self,
+        to: &str,
+        device: &[u8; 32],
+        kind: u8,
+        payload: &[u8],
+        store: bool,
+    ) -> EnvelopeId {
+        let id = self.client.send_envelope_to(
+            self.now,
+            self.unix,
+            self.rng,
+            (to, Devices::Only(*device)),
+            kind,
+            payload,
+            store,
+        );
         self.sent.insert(id);
         id
     }
@@ -228,6 +249,11 @@ impl Messaging {
         self.groups.as_ref().map(|g| g.stats.clone())
     }
 
+    /// The chat history sync's counters (asks, batches, refusals).
+    pub fn history_stats(&self) -> crate::chat::HistoryStats {
+        self.chat.history_stats().clone()
+    }
+
     /// Whether we blocked `user`.
     pub fn is_blocked(&self, user: &str) -> bool {
         self.contacts.is_blocked(user)
@@ -287,7 +313,7 @@ impl Messaging {
             unix,
             sent: &mut self.sent,
         };
-        self.chat.handle_timeout(now, &mut sink);
+        self.chat.handle_timeout(now, unix, &mut sink);
         self.contacts.handle_timeout(now, &mut sink);
         if let Some(g) = &mut self.groups {
             g.handle_timeout(now, &mut sink);
@@ -333,6 +359,9 @@ impl Messaging {
             None => false,
         };
         let took = group
+            || self
+                .chat
+                .on_history_envelope(now, unix, from, kind, payload, &mut sink)
             || self
                 .chat
                 .on_envelope(unix, from, kind, payload, blocked, &mut sink)
@@ -382,7 +411,10 @@ impl Messaging {
             sent: &mut self.sent,
         };
         match ev {
-            ClientEvent::Published { .. } => self.contacts.on_online(&mut sink),
+            ClientEvent::Published { .. } => {
+                self.contacts.on_online(&mut sink);
+                self.chat.on_online(now, unix, &mut sink);
+            }
             ClientEvent::PresenceChanged { record, .. } => {
                 if record.status != Status::Offline && record.online_until > unix.secs().get() {
                     self.chat.peer_online(now, record.username());

@@ -617,12 +617,21 @@ impl ClientCore {
                     .map(|r| vec![r.cert.clone()])
                     .unwrap_or_default()
             });
-        // Named devices that are not there fail the envelope at once; an
-        // empty list otherwise means the records must be looked up.
+        // Named devices that are not there fail the envelope, after one
+        // fresh lookup (our copy of the records may predate a new device);
+        // an empty list otherwise means the records must be looked up.
         let only_gone = matches!(e.devices, Devices::Only(_) | Devices::Except(_))
             && fresh.as_ref().is_some_and(|c| c.is_empty());
         if only_gone {
-            return self.device_gone(now, id);
+            if e.resealed {
+                return self.device_gone(now, id);
+            }
+            let to = e.to.clone();
+            if let Some(e) = self.envelopes.get_mut(&id) {
+                e.resealed = true;
+            }
+            self.peer_devices.remove(&to);
+            return self.seal_and_send(now, id);
         }
         if own && fresh.as_ref().is_some_and(|c| c.is_empty()) {
             if e.device.is_none() && !self.groups.contains_key(&e.group) {
@@ -934,6 +943,16 @@ impl ClientCore {
                 }
                 self.last_device
                     .insert(o.from.username.clone(), o.from.x25519);
+                // A device of theirs our copy of their records lacks (one
+                // added since we looked, e.g. a new device of our own
+                // account): they are looked up again before the next
+                // envelope to them.
+                let name = o.from.username.to_ascii_lowercase();
+                if let Some((recs, at)) = self.peer_devices.get_mut(&name)
+                    && !recs.iter().any(|r| r.cert.x25519 == o.from.x25519)
+                {
+                    *at = None;
+                }
                 self.events.push_back(ClientEvent::Envelope {
                     from: Box::new(o.from),
                     kind: o.kind,

@@ -75,6 +75,10 @@ pub mod kind {
     pub const CHAT_READ: u8 = 6;
     /// A contact's row changed on one of our devices (`contacts`).
     pub const CONTACT_SYNC: u8 = 7;
+    /// A new device of ours asks for the last 30 days of history (`chat`).
+    pub const CHAT_HISTORY_ASK: u8 = 8;
+    /// A batch of history, to the one device that asked (`chat`).
+    pub const CHAT_HISTORY: u8 = 9;
     /// 16-31: call signalling. 32-47: ICE / NAT traversal. 48-63: media.
     pub const CALL_FIRST: u8 = 16;
     pub const ICE_FIRST: u8 = 32;
@@ -94,6 +98,16 @@ pub mod kind {
 /// (see `ClientCore::send_envelope`), tests with a recorder.
 pub trait EnvelopeSink {
     fn send_envelope(&mut self, to: &str, kind: u8, payload: &[u8], store: bool) -> EnvelopeId;
+    /// To `to`'s one device whose x25519 key is `device` (the envelope
+    /// fails when `to` has no such device).
+    fn send_envelope_to_device(
+        &mut self,
+        to: &str,
+        device: &[u8; 32],
+        kind: u8,
+        payload: &[u8],
+        store: bool,
+    ) -> EnvelopeId;
 }
 
 /// What became of one envelope, from the overlay's events.

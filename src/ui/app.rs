@@ -167,6 +167,17 @@ impl App {
             }
             _ => None,
         };
+        // History taken from another of our devices: a conversation
+        // already loaded is loaded again (merged by id).
+        if let Event::HistorySynced { with, .. } = &e
+            && self.history_asked.contains(with)
+        {
+            self.send(Command::LoadHistory {
+                with: with.clone(),
+                before: None,
+                limit: 200,
+            });
+        }
         self.model.apply(e);
         if let Some(with) = read {
             self.model.mark_read(&with);

@@ -5,6 +5,7 @@
 //! blocking him on one device does it on both. What she sends
 //! from one device shows on the other as sent, once and in order (also
 //! when that one was offline), and reading on one device reads on both.
+//! A third device added later takes the history from one of the others.
 
 use crate::common::procs::{Network, Proc};
 use std::time::{Duration, Instant};
@@ -286,6 +287,120 @@ fn sent_messages_and_read_state_follow_the_account() {
     assert_eq!(unread, 0);
     assert!(h[3].3, "bob's reply shows read: {h:?}");
 
+    laptop.quit(T);
+    desk.quit(T);
+    bob.quit(T);
+}
+
+/// `p`'s history with `with` once it equals `want` (or `T` passes).
+fn history_like(
+    p: &mut Proc,
+    with: &str,
+    want: &(Vec<(String, bool, String, bool)>, u64),
+) -> (Vec<(String, bool, String, bool)>, u64) {
+    let deadline = Instant::now() + T;
+    loop {
+        let h = history(p, with);
+        if &h == want || Instant::now() > deadline {
+            return h;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Issue 17: chat sync with three devices, one offline for a while and
+/// one added later. alice's desk and bob talk; her laptop is off for
+/// part of it and catches up on return; then she logs in on a phone,
+/// which takes the history from one of her other devices (sealed to it,
+/// device to device). The three show the same conversation with bob:
+/// every message exactly once, in the same order, with the same read
+/// state.
+#[test]
+fn three_devices_one_offline_one_added_later() {
+    let _turn = scenario!();
+    let net = Network::start();
+    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
+    net.login_device("alice", "alice-laptop");
+    let mut desk = net.headless("alice", &all[..1], &[]);
+    let mut laptop = net.headless("alice-laptop", &all[1..], &[]);
+    let mut bob = net.headless("bob", &all, &[]);
+    for p in [&desk, &laptop, &bob] {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+    // Contacts: bob follows alice's devices as they come and go.
+    bob.say("add alice hi");
+    desk.wait_json(T, |v| v["event"] == "contact_request");
+    desk.say("accept bob");
+    bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+
+    send_acked(&mut desk, "bob", "d1");
+    send_acked(&mut bob, "alice", "b1");
+    // The laptop is off while they go on; the desk reads.
+    laptop.quit(T);
+    for n in [2, 3] {
+        send_acked(&mut desk, "bob", &format!("d{n}"));
+        send_acked(&mut bob, "alice", &format!("b{n}"));
+    }
+    desk.say("read bob");
+    desk.wait_json(T, |v| v["event"] == "chat_read");
+    send_acked(&mut bob, "alice", "b4");
+
+    let want = [
+        (true, "d1"),
+        (false, "b1"),
+        (true, "d2"),
+        (false, "b2"),
+        (true, "d3"),
+        (false, "b3"),
+        (false, "b4"),
+    ];
+    let h_desk = history(&mut desk, "bob");
+    assert_eq!(texts(&h_desk.0), want);
+    assert_eq!(h_desk.1, 1, "b4 unread");
+
+    // Back: the laptop catches up from the directory owners' mailboxes.
+    let mut laptop = net.headless("alice-laptop", &all[1..], &[]);
+    laptop.wait_json(T, |v| v["event"] == "published");
+    let h_laptop = history_like(&mut laptop, "bob", &h_desk);
+    assert_eq!(h_laptop, h_desk, "the laptop caught up");
+
+    // A phone added later: its history comes from the desk or the laptop.
+    net.login_device("alice", "alice-phone");
+    let mut phone = net.headless("alice-phone", &all[..1], &[]);
+    let synced = phone.wait_json(T, |v| v["event"] == "history_synced" && v["with"] == "bob");
+    assert_eq!(
+        (synced["added"].as_u64(), synced["unread"].as_u64()),
+        (Some(want.len() as u64), Some(1)),
+        "{synced}"
+    );
+    let h_phone = history(&mut phone, "bob");
+    assert_eq!(h_phone, h_desk, "the same history, read state and order");
+    let mut ids: Vec<&String> = h_phone.0.iter().map(|m| &m.0).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), want.len(), "each message once");
+    // Nothing came twice on any device meanwhile.
+    for p in [&mut desk, &mut laptop, &mut phone] {
+        assert_eq!(history(p, "bob"), h_desk, "{}", p.name);
+    }
+
+    // What happens next reaches all three, once.
+    send_acked(&mut bob, "alice", "b5");
+    for p in [&desk, &laptop, &phone] {
+        assert_eq!(
+            messages(p, "bob", Duration::from_secs(3)),
+            ["b5"],
+            "{}",
+            p.name
+        );
+    }
+    let h = history(&mut desk, "bob");
+    assert_eq!(h.0.len(), want.len() + 1);
+    for p in [&mut laptop, &mut phone] {
+        assert_eq!(history_like(p, "bob", &h), h, "{}", p.name);
+    }
+
+    phone.quit(T);
     laptop.quit(T);
     desk.quit(T);
     bob.quit(T);

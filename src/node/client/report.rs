@@ -182,6 +182,15 @@ pub fn chat_event(e: ChatEvent) -> Option<Event> {
         },
         ChatEvent::Synced(m) => Event::MessageSynced(chat_message(&m)),
         ChatEvent::Read { peer, unread } => Event::ChatRead { with: peer, unread },
+        ChatEvent::HistorySynced {
+            peer,
+            added,
+            unread,
+        } => Event::HistorySynced {
+            with: peer,
+            added,
+            unread,
+        },
         ChatEvent::StoreFailed { error } => Event::Error {
             command: "chat history".into(),
             reason: ErrorReason::Failed,

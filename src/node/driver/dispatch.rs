@@ -47,6 +47,8 @@ pub const ROUTES: &[(u8, Consumer)] = &[
     (kind::CHAT_ACK, Consumer::Messaging),
     (kind::CHAT_SENT, Consumer::Messaging),
     (kind::CHAT_READ, Consumer::Messaging),
+    (kind::CHAT_HISTORY_ASK, Consumer::Messaging),
+    (kind::CHAT_HISTORY, Consumer::Messaging),
     (kind::CONTACT, Consumer::Messaging),
     (kind::CONTACT_SYNC, Consumer::Messaging),
     (kind::PRESENCE, Consumer::Messaging),

@@ -397,6 +397,53 @@ fn an_envelope_to_ourselves_reaches_our_other_devices_only() {
     );
 }
 
+/// Issue 17, a device added later: our records of our own devices,
+/// cached before it came, lack it. Once it is heard from they are looked
+/// up again, so our copies reach it; an envelope to it alone finds it
+/// after one fresh lookup.
+#[test]
+fn a_device_added_later_gets_our_copies() {
+    use crate::overlay::Devices;
+    let mut o = overlay(8, 1);
+    o.sim.keep_events = true;
+    o.sim.keep_supernode_events = false;
+    let a1 = o.add_device("alice", vec![sn_addr(1)], 101);
+    let a2 = o.add_device("alice", vec![sn_addr(6)], 102);
+    let mut log = Vec::new();
+    run(&mut o, &mut log, 8_000);
+    send(&mut o, a1, "alice", b"before");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, a2, b"before"), 1);
+
+    let a3 = o.add_device("alice", vec![sn_addr(3)], 103);
+    run(&mut o, &mut log, 4_000);
+    send(&mut o, a3, "alice", b"hello from the new one");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, a1, b"hello from the new one"), 1);
+    send(&mut o, a1, "alice", b"after");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!((got(&log, a2, b"after"), got(&log, a3, b"after")), (1, 1));
+
+    let a4 = o.add_device("alice", vec![sn_addr(5)], 104);
+    run(&mut o, &mut log, 4_000);
+    let k4 = o.sim.client(a4).unwrap().certificate().x25519;
+    let (now, unix) = (o.sim.now, o.sim.unix());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    client_mut(&mut o, a1).send_envelope_to(
+        now,
+        unix,
+        &mut rng,
+        ("alice", Devices::Only(k4)),
+        TEST_KIND,
+        b"to the fourth alone",
+        false,
+    );
+    o.sim.touched(a1);
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, a4, b"to the fourth alone"), 1);
+    assert_eq!(got(&log, a2, b"to the fourth alone"), 0);
+}
+
 #[test]
 fn a_users_device_records_are_capped_and_the_newest_win() {
     let mut o = overlay(8, 1);
@@ -498,7 +545,8 @@ fn envelopes_to_chosen_devices_and_a_pinned_one() {
         ),
         (1, 0)
     );
-    // A device alice does not have: the envelope fails at once.
+    // A device alice does not have: the envelope fails (after one
+    // fresh lookup of her devices).
     let id = to(&mut o, Devices::Only([9; 32]), kind::CALL_FIRST, b"nobody");
     run(&mut o, &mut log, 1_000);
     assert!(

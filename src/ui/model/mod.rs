@@ -260,6 +260,18 @@ impl Model {
                     chat.drain(..chat.len() - MAX_MESSAGES);
                 }
             }
+            // History from another of our devices: its unread count.
+            Event::HistorySynced { with, unread, .. } => {
+                let unread = usize::try_from(unread).unwrap_or(usize::MAX);
+                match self.contacts.get_mut(&with) {
+                    Some(c) => c.unread = unread,
+                    None => {
+                        if unread > 0 || self.strangers.contains_key(&with) {
+                            self.strangers.insert(with, unread);
+                        }
+                    }
+                }
+            }
             // Read on another of our devices.
             Event::ChatRead { with, unread } => {
                 if unread == 0 {
