@@ -17,7 +17,7 @@
 //! into place.
 //!
 //! Received bytes, incoming records, the final check and the clean-up
-//! go to one disk thread ([`Disk`]) in the order they happen, so the
+//! go to one disk thread (`Disk`) in the order they happen, so the
 //! node's task never waits for the disk (a page cache full of dirty pages
 //! stalls `pwrite` for hundreds of milliseconds, and a call's packets
 //! wait behind it) and a record never names bytes not yet written.
