@@ -25,6 +25,21 @@ fn events(p: &Proc, window: Duration) -> Vec<serde_json::Value> {
     got
 }
 
+/// Once all three are published, bob asks alice and both of her devices
+/// accept.
+fn contacts(desk: &mut Proc, laptop: &mut Proc, bob: &mut Proc) {
+    for p in [&*desk, &*laptop, &*bob] {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+    bob.say("add alice hi, it's bob");
+    for p in [desk, laptop] {
+        p.wait_json(T, |v| v["event"] == "contact_request");
+        p.say("accept bob");
+        p.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
+    }
+    bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+}
+
 #[test]
 fn a_call_rings_every_device_and_the_first_answer_takes_it() {
     let _turn = scenario!();
@@ -55,17 +70,8 @@ fn a_call_rings_every_device_and_the_first_answer_takes_it() {
         &all,
         &["--record", bob_wav.to_str().unwrap()],
     );
-    for p in [&desk, &laptop, &bob] {
-        p.wait_json(T, |v| v["event"] == "published");
-    }
     // Contacts, as people who call each other are.
-    bob.say("add alice hi, it's bob");
-    for p in [&mut desk, &mut laptop] {
-        p.wait_json(T, |v| v["event"] == "contact_request");
-        p.say("accept bob");
-        p.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
-    }
-    bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+    contacts(&mut desk, &mut laptop, &mut bob);
 
     bob.say("call alice");
     let d = state(&bob, "dialing");
@@ -275,16 +281,8 @@ fn a_call_moves_from_the_desk_to_the_laptop() {
         &all,
         &["--record", bob_wav.to_str().unwrap()],
     );
-    for p in [&desk, &laptop, &bob] {
-        p.wait_json(T, |v| v["event"] == "published");
-    }
-    bob.say("add alice hi, it's bob");
-    for p in [&mut desk, &mut laptop] {
-        p.wait_json(T, |v| v["event"] == "contact_request");
-        p.say("accept bob");
-        p.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "bob");
-    }
-    bob.wait_json(T, |v| v["event"] == "contact_added" && v["user"] == "alice");
+    // Contacts, as people who call each other are.
+    contacts(&mut desk, &mut laptop, &mut bob);
 
     // Nothing to take yet.
     laptop.say("take");

@@ -48,19 +48,28 @@ fn alice_shows(bob: &mut Proc, want: &str) -> serde_json::Value {
     }
 }
 
+/// Two supernodes; alice on her desk (through the first) and her laptop
+/// (through the second), bob through both; all three published.
+fn desk_laptop_bob(net: &Network) -> ([Proc; 2], Vec<String>, [Proc; 3]) {
+    let (supernodes, all) = net.two_supernodes(&["alice", "bob"]);
+    net.login_device("alice", "alice-laptop");
+    let ps = [
+        net.headless("alice", &all[..1], &[]),
+        net.headless("alice-laptop", &all[1..], &[]),
+        net.headless("bob", &all, &[]),
+    ];
+    for p in &ps {
+        p.wait_json(T, |v| v["event"] == "published");
+    }
+    (supernodes, all, ps)
+}
+
 #[test]
 fn messages_reach_both_devices_exactly_once() {
     let _turn = scenario!();
     let net = Network::start();
-    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
-    net.login_device("alice", "alice-laptop");
     // Each of alice's devices starts through a different supernode.
-    let mut desk = net.headless("alice", &all[..1], &[]);
-    let mut laptop = net.headless("alice-laptop", &all[1..], &[]);
-    let mut bob = net.headless("bob", &all, &[]);
-    desk.wait_json(T, |v| v["event"] == "published");
-    laptop.wait_json(T, |v| v["event"] == "published");
-    bob.wait_json(T, |v| v["event"] == "published");
+    let (_supernodes, _, [mut desk, mut laptop, mut bob]) = desk_laptop_bob(&net);
 
     // bob asks alice; the request reaches both devices. She accepts on
     // the desk, and the laptop takes him as a contact too: the contact
@@ -178,14 +187,7 @@ fn texts(h: &[(String, bool, String, bool)]) -> Vec<(bool, &str)> {
 fn sent_messages_and_read_state_follow_the_account() {
     let _turn = scenario!();
     let net = Network::start();
-    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
-    net.login_device("alice", "alice-laptop");
-    let mut desk = net.headless("alice", &all[..1], &[]);
-    let mut laptop = net.headless("alice-laptop", &all[1..], &[]);
-    let mut bob = net.headless("bob", &all, &[]);
-    for p in [&desk, &laptop, &bob] {
-        p.wait_json(T, |v| v["event"] == "published");
-    }
+    let (_supernodes, all, [mut desk, mut laptop, mut bob]) = desk_laptop_bob(&net);
 
     let first = ["one", "two", "three"];
     for t in first {
@@ -319,14 +321,7 @@ fn history_like(
 fn three_devices_one_offline_one_added_later() {
     let _turn = scenario!();
     let net = Network::start();
-    let (_supernodes, all) = net.two_supernodes(&["alice", "bob"]);
-    net.login_device("alice", "alice-laptop");
-    let mut desk = net.headless("alice", &all[..1], &[]);
-    let mut laptop = net.headless("alice-laptop", &all[1..], &[]);
-    let mut bob = net.headless("bob", &all, &[]);
-    for p in [&desk, &laptop, &bob] {
-        p.wait_json(T, |v| v["event"] == "published");
-    }
+    let (_supernodes, all, [mut desk, mut laptop, mut bob]) = desk_laptop_bob(&net);
     // Contacts: bob follows alice's devices as they come and go.
     bob.say("add alice hi");
     desk.wait_json(T, |v| v["event"] == "contact_request");
