@@ -842,7 +842,8 @@ impl KeyRef<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{ChatConfig, ChatPayload, ChatStore};
+    use crate::chat::ChatPayload;
+    use crate::chat::tests::{core, events as drain};
     use crate::identity::{AuthorityKey, DeviceIdentity, Role, Username};
     use crate::overlay::EnvelopeId;
     use rand::SeedableRng;
@@ -894,20 +895,6 @@ mod tests {
             d.ed25519_public(),
             d.x25519_public(),
         )
-    }
-
-    fn core(me: &str) -> ChatCore {
-        ChatCore::new(
-            ChatStore::in_memory().unwrap(),
-            ChatConfig::default(),
-            Millis(0),
-        )
-        .unwrap()
-        .with_account(me)
-    }
-
-    fn drain(c: &mut ChatCore) -> Vec<ChatEvent> {
-        std::iter::from_fn(|| c.poll_event()).collect()
     }
 
     /// What two devices should agree on: (id, outgoing, text, sent_at,

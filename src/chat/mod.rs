@@ -966,7 +966,8 @@ mod tests {
         }
     }
 
-    fn core(me: &str) -> ChatCore {
+    /// A chat core of `me` on an in-memory store (also the history tests').
+    pub(super) fn core(me: &str) -> ChatCore {
         ChatCore::new(
             ChatStore::in_memory().unwrap(),
             ChatConfig::default(),
@@ -976,7 +977,7 @@ mod tests {
         .with_account(me)
     }
 
-    fn events(c: &mut ChatCore) -> Vec<ChatEvent> {
+    pub(super) fn events(c: &mut ChatCore) -> Vec<ChatEvent> {
         std::iter::from_fn(|| c.poll_event()).collect()
     }
 

@@ -413,11 +413,11 @@ fn a_corrupted_file_fails_its_hash_and_is_not_completed() {
     )));
 }
 
-#[test]
-fn ledbat_keeps_the_bottleneck_queue_near_its_target() {
-    // 1 MB/s, 30 ms each way: a loss-based sender would fill any queue.
+/// A 20 MB transfer over 1 MB/s and 30 ms each way (a loss-based sender
+/// would fill any queue there), 5 s in.
+fn bottleneck(seed: u64) -> Sim {
     let mut s = Sim::new(
-        5,
+        seed,
         20_000_000,
         Path {
             rate: 1_000,
@@ -427,6 +427,12 @@ fn ledbat_keeps_the_bottleneck_queue_near_its_target() {
     );
     s.start();
     s.run(5_000);
+    s
+}
+
+#[test]
+fn ledbat_keeps_the_bottleneck_queue_near_its_target() {
+    let mut s = bottleneck(5);
     s.max_queue_ms = 0;
     s.run(5_000);
     let calm = s.max_queue_ms;
@@ -450,17 +456,7 @@ fn ledbat_keeps_the_bottleneck_queue_near_its_target() {
 
 #[test]
 fn a_running_call_keeps_the_queue_short() {
-    let mut s = Sim::new(
-        6,
-        20_000_000,
-        Path {
-            rate: 1_000,
-            delay: 30,
-            loss: 0.0,
-        },
-    );
-    s.start();
-    s.run(5_000);
+    let mut s = bottleneck(6);
     s.max_queue_ms = 0;
     s.run(3_000);
     let alone = s.max_queue_ms;
