@@ -45,11 +45,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
-/// Data packets sent per step at most, so that input is not starved.
-const DATA_BUDGET: usize = 256;
-/// The budget while a call runs: a call's packets wait in the node's task
-/// behind a whole step.
-const CALL_DATA_BUDGET: usize = 16;
+/// File bytes sent per step at most (256 packets of the configured
+/// size), so that input is not starved.
+const DATA_BUDGET: usize = 256 * 1200;
+/// The budget while a call runs (16 packets): a call's packets wait in
+/// the node's task behind a whole step.
+const CALL_DATA_BUDGET: usize = 16 * 1200;
+/// File bytes per data packet on a loopback path: the largest link
+/// message (the loopback device takes datagrams of 64 KiB).
+pub const LOOPBACK_CHUNK: usize = crate::link::MAX_PAYLOAD - crate::transfer::wire::DATA_HEADER;
 /// Received bytes waiting for the disk thread at most.
 pub const DISK_QUEUE: usize = 4 << 20;
 
@@ -570,6 +574,19 @@ impl Files {
         self.core.path(now, user, up);
     }
 
+    /// The peer link with `user` runs over `path` (new, or changed): a
+    /// direct path to a loopback address carries the largest link
+    /// messages, so data packets grow to [`LOOPBACK_CHUNK`]; any other
+    /// path keeps the configured size (1200 bytes fit every path).
+    pub fn path_is(&mut self, user: &str, path: &crate::ice::Path) {
+        let chunk = if path.is_direct() && path.remote.ip().is_loopback() {
+            LOOPBACK_CHUNK
+        } else {
+            0
+        };
+        self.core.set_path_chunk(user, chunk);
+    }
+
     /// A message on the peer link with `from`; false when it is not a
     /// file message.
     pub fn on_link(&mut self, from: &str, payload: &[u8], cx: &mut FilesCx<'_>) -> bool {
@@ -639,10 +656,12 @@ impl Files {
         } else {
             DATA_BUDGET
         };
-        for _ in 0..budget {
+        let mut sent = 0;
+        while sent < budget {
             let Some(d) = self.core.poll_data(cx.now) else {
                 break;
             };
+            sent += d.len;
             let Some(addr) = Self::link_addr(cx, &d.to) else {
                 self.core.path(cx.now, &d.to, false);
                 continue;

@@ -42,7 +42,9 @@ const MAX_PN_RANGES: usize = 64;
 /// Limits and timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferConfig {
-    /// File bytes per data packet (fits a 1280-byte path with headers).
+    /// File bytes per data packet (fits a 1280-byte path with headers);
+    /// a path known to carry more may get larger ones
+    /// ([`Transfers::set_path_chunk`]).
     pub chunk: usize,
     /// Ceiling of the congestion window, bytes.
     pub max_window: u64,
@@ -344,6 +346,9 @@ pub(super) struct Outgoing {
     to_send: RangeSet,
     /// Packets in flight by number.
     inflight: BTreeMap<u64, Sent>,
+    /// File bytes per data packet now: the configured chunk, or what the
+    /// path to the peer is known to carry.
+    chunk: u64,
     /// Sum of `inflight` lengths.
     pub(super) flight: u64,
     next_pn: u64,
@@ -370,6 +375,12 @@ pub(super) struct Outgoing {
 impl Outgoing {
     fn done(&self) -> u64 {
         self.size - self.to_send.total().min(self.size) - self.flight.min(self.size)
+    }
+
+    /// Send packets of `chunk` file bytes from now on.
+    fn set_chunk(&mut self, chunk: u64) {
+        self.chunk = chunk;
+        self.cc.set_mss(chunk);
     }
 
     fn rto(&self) -> u64 {
@@ -449,6 +460,9 @@ pub struct Transfers {
     up: HashMap<String, ()>,
     /// Peers to connect to again at the time given (after a failure).
     reconnect_at: HashMap<String, Millis>,
+    /// Data packet sizes above the configured chunk that the path to a
+    /// peer is known to carry ([`Transfers::set_path_chunk`]).
+    path_chunks: HashMap<String, u64>,
     /// Round-robin position among senders.
     cursor: TransferId,
     /// Send credit under `max_rate`: bytes, and when it was last topped up.
@@ -471,6 +485,7 @@ impl Transfers {
             incoming: BTreeMap::new(),
             up: HashMap::new(),
             reconnect_at: HashMap::new(),
+            path_chunks: HashMap::new(),
             cursor: 0,
             pace: (0, Millis::ZERO),
             call: false,
@@ -494,6 +509,22 @@ impl Transfers {
     /// Whether a call runs on this node.
     pub fn call(&self) -> bool {
         self.call
+    }
+
+    /// The path to `peer` is known to carry data packets of `chunk` file
+    /// bytes (a loopback path, say): transfers to it use them (never less
+    /// than the configured chunk). Forgotten when the path goes down, and
+    /// when a retransmission timeout suggests the path no longer does.
+    pub fn set_path_chunk(&mut self, peer: &str, chunk: usize) {
+        let chunk = (chunk as u64).max(self.config.chunk as u64);
+        if chunk > self.config.chunk as u64 {
+            self.path_chunks.insert(peer.to_owned(), chunk);
+        } else {
+            self.path_chunks.remove(peer);
+        }
+        for o in self.outgoing.values_mut().filter(|o| o.peer == peer) {
+            o.set_chunk(chunk);
+        }
     }
 
     fn target(&self) -> i64 {
@@ -610,6 +641,7 @@ impl Transfers {
                 offered_at: now,
                 to_send: RangeSet::new(),
                 inflight: BTreeMap::new(),
+                chunk: self.config.chunk as u64,
                 flight: 0,
                 next_pn: 0,
                 largest_acked: None,
@@ -832,6 +864,7 @@ impl Transfers {
                 o.last_ack_at = now;
             }
         } else if self.up.remove(peer).is_some() || self.sending_to(peer) {
+            self.set_path_chunk(peer, 0);
             self.reconnect_at
                 .insert(peer.to_owned(), now + self.config.stall_ms);
         }
@@ -1043,6 +1076,10 @@ impl Transfers {
         o.backoff = 0;
         o.last_ack_at = now;
         o.cc = cc;
+        o.chunk = self.config.chunk as u64;
+        if let Some(&c) = self.path_chunks.get(&o.peer) {
+            o.set_chunk(c);
+        }
         let restarted = o.incarnation.is_some_and(|i| i != incarnation);
         o.incarnation = Some(incarnation);
         o.state = if o.to_send.is_empty() {
@@ -1239,10 +1276,10 @@ impl Transfers {
     /// The next data packet to send, round robin among the transfers whose
     /// window has room; `None` when every window is full or idle.
     pub fn poll_data(&mut self, now: Millis) -> Option<DataOut> {
-        let chunk = self.config.chunk as u64;
+        let min_chunk = self.config.chunk as u64;
         if self.config.max_rate > 0 {
             self.pace = (self.credit(now), now);
-            if self.pace.0 < chunk {
+            if self.pace.0 < min_chunk {
                 return None;
             }
         }
@@ -1255,12 +1292,19 @@ impl Transfers {
                 o.state == OutState::Sending
                     && !o.to_send.is_empty()
                     && self.up.contains_key(&o.peer)
-                    && (o.flight == 0 || o.flight + chunk <= o.cc.window())
+                    && (o.flight == 0 || o.flight + o.chunk <= o.cc.window())
             })
             .map(|(&id, _)| id)
             .next()?;
         self.cursor = ids;
         let o = self.outgoing.get_mut(&ids)?;
+        // Under `max_rate`, no larger than the credit (at least one
+        // configured chunk, checked above).
+        let chunk = if self.config.max_rate > 0 {
+            o.chunk.min(self.pace.0)
+        } else {
+            o.chunk
+        };
         let (s, e) = o.to_send.pop_front(chunk)?;
         let pn = o.next_pn;
         o.next_pn += 1;
@@ -1313,12 +1357,11 @@ impl Transfers {
 
     /// Whether [`Transfers::poll_data`] has something now.
     fn can_send(&self) -> bool {
-        let chunk = self.config.chunk as u64;
         self.outgoing.values().any(|o| {
             o.state == OutState::Sending
                 && !o.to_send.is_empty()
                 && self.up.contains_key(&o.peer)
-                && (o.flight == 0 || o.flight + chunk <= o.cc.window())
+                && (o.flight == 0 || o.flight + o.chunk <= o.cc.window())
         })
     }
 
@@ -1410,6 +1453,7 @@ impl Transfers {
         let stall_ms = self.config.stall_ms;
         let mut events = Vec::new();
         let mut reconnect = Vec::new();
+        let mut shrunk = Vec::new();
         for (&id, o) in &mut self.outgoing {
             if o.state == OutState::Sending && !o.inflight.is_empty() {
                 if now >= o.last_ack_at + stall_ms.max(o.rto()) && o.backoff >= 3 {
@@ -1421,6 +1465,12 @@ impl Transfers {
                         o.to_send.insert(p.offset, p.offset + p.len);
                     }
                     o.flight = 0;
+                    if o.chunk > self.config.chunk as u64 {
+                        // The larger packets may no longer get through
+                        // (a black hole): back to the configured size.
+                        o.set_chunk(self.config.chunk as u64);
+                        shrunk.push(o.peer.clone());
+                    }
                     o.cc.on_timeout(now);
                     o.backoff += 1;
                     o.last_ack_at = now;
@@ -1445,6 +1495,9 @@ impl Transfers {
         }
         for e in events {
             self.event(e);
+        }
+        for peer in shrunk {
+            self.set_path_chunk(&peer, 0);
         }
         for peer in reconnect {
             if self.up.remove(&peer).is_some() {

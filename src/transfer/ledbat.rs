@@ -66,6 +66,14 @@ impl Ledbat {
         }
     }
 
+    /// Packets of `mss` bytes from now on (the path carries larger ones,
+    /// or no longer does); the window stays within its bounds in packets.
+    pub fn set_mss(&mut self, mss: u64) {
+        self.mss = mss.max(1);
+        self.max_cwnd = self.max_cwnd.max(MIN_PACKETS * self.mss);
+        self.cwnd = self.cwnd.clamp(MIN_PACKETS * self.mss, self.max_cwnd);
+    }
+
     /// Aim at `ms` of queuing delay from now on.
     pub fn set_target(&mut self, ms: i64) {
         self.target = ms.max(1);

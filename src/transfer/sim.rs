@@ -52,6 +52,11 @@ struct Sim {
     competing: u64,
     /// How alice stands to bob (his contact list).
     a_to_b: Standing,
+    /// Link messages longer than this are lost (a path that does not
+    /// carry them: a black hole).
+    max_link: usize,
+    /// The longest data message alice sent.
+    largest_data: usize,
 }
 
 impl Sim {
@@ -76,6 +81,8 @@ impl Sim {
             max_queue_ms: 0,
             competing: 0,
             a_to_b: Standing::Contact,
+            max_link: usize::MAX,
+            largest_data: 0,
         }
     }
 
@@ -88,7 +95,7 @@ impl Sim {
 
     /// A link message into the path (data towards b crosses the bottleneck).
     fn link(&mut self, to_b: bool, bytes: Vec<u8>) {
-        if self.rng.gen_bool(self.path.loss) {
+        if self.rng.gen_bool(self.path.loss) || bytes.len() > self.max_link {
             return;
         }
         let due = if to_b {
@@ -121,6 +128,7 @@ impl Sim {
                 let mut bytes = LinkMsg::data_header(d.id, d.pn, d.ts, d.offset).to_vec();
                 let o = d.offset as usize;
                 bytes.extend_from_slice(&self.file[o..o + d.len]);
+                self.largest_data = self.largest_data.max(bytes.len());
                 self.link(true, bytes);
             }
             if !moved {
@@ -605,4 +613,43 @@ fn max_rate_caps_what_the_sender_puts_on_the_wire() {
     s.run(3_000);
     assert!(s.completed());
     assert_eq!(s.part, s.file);
+}
+
+/// A path known to carry larger packets (loopback) gets them; when they
+/// stop getting through (a black hole), a retransmission timeout takes
+/// the transfer back to the configured size and it completes.
+#[test]
+fn a_path_carrying_larger_packets_gets_them_and_a_black_hole_takes_them_back() {
+    let path = Path {
+        rate: 50_000,
+        delay: 1,
+        loss: 0.0,
+    };
+    let big = 16_000;
+    let header = wire::DATA_HEADER;
+    let mut s = Sim::new(11, 3_000_000, path);
+    s.a.set_path_chunk(B, big);
+    s.start();
+    s.run(10_000);
+    assert!(s.completed());
+    assert_eq!(s.part, s.file);
+    assert_eq!(s.largest_data, header + big);
+    assert_eq!(s.a.stats().timeouts, 0);
+
+    let mut s = Sim::new(12, 3_000_000, path);
+    s.max_link = 1300;
+    s.a.set_path_chunk(B, big);
+    s.start();
+    s.run(30_000);
+    assert!(s.completed());
+    assert_eq!(s.part, s.file);
+    assert_eq!(s.a.stats().timeouts, 1, "one timeout, then small packets");
+
+    // Smaller than the configured chunk: the configured one.
+    let mut s = Sim::new(13, 100_000, path);
+    s.a.set_path_chunk(B, 100);
+    s.start();
+    s.run(10_000);
+    assert!(s.completed());
+    assert_eq!(s.largest_data, header + TransferConfig::default().chunk);
 }

@@ -273,7 +273,11 @@ impl ClientDriver {
             if let Some(f) = &mut self.files {
                 let now = self.base.clock.now();
                 match &e {
-                    PeerEvent::Connected { user, .. } => f.path(now, user, true),
+                    PeerEvent::Connected { user, path, .. } => {
+                        f.path(now, user, true);
+                        f.path_is(user, path);
+                    }
+                    PeerEvent::PathChanged { user, to, .. } => f.path_is(user, to),
                     PeerEvent::Failed { user, .. } => f.path(now, user, false),
                     _ => {}
                 }
