@@ -84,20 +84,23 @@ pub fn try_send_batch(sock: &UdpSocket, msgs: &[(SocketAddr, &[u8])]) -> io::Res
     sock.try_io(tokio::io::Interest::WRITABLE, || imp::send(sock, msgs))
 }
 
-/// Send all of `msgs`, waiting for room when the socket is full.
-pub async fn send_batch(sock: &UdpSocket, mut msgs: &[(SocketAddr, &[u8])]) -> io::Result<()> {
+/// Send all of `msgs`, waiting for room when the socket is full; returns
+/// how many the kernel refused (each skipped, the rest sent).
+pub async fn send_batch(sock: &UdpSocket, mut msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    let mut refused = 0;
     while !msgs.is_empty() {
         match try_send_batch(sock, msgs) {
             Ok(n) => msgs = &msgs[n.max(1)..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.writable().await?,
             Err(e) => {
                 // One bad destination: skip it, keep the rest.
-                tracing::debug!("send: {e}");
+                tracing::debug!(dst = %msgs[0].0, "send: {e}");
+                refused += 1;
                 msgs = &msgs[1..];
             }
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 #[cfg(target_os = "linux")]

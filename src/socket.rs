@@ -154,8 +154,8 @@ impl NodeSocket {
     }
 
     /// Send every `(destination, bytes)`, many per system call, waiting
-    /// for room when the socket is full.
-    pub async fn send_batch(&self, msgs: &mut [(SocketAddr, &[u8])]) -> io::Result<()> {
+    /// for room when the socket is full; returns how many were refused.
+    pub async fn send_batch(&self, msgs: &mut [(SocketAddr, &[u8])]) -> io::Result<usize> {
         for m in msgs.iter_mut() {
             m.0 = self.wire(m.0);
         }

@@ -589,7 +589,7 @@ impl Service {
                 Via::Client(_) => self.main.send_batch(&mut msgs).await,
                 Via::Relay { alloc, .. } => match self.relays.get(alloc) {
                     Some(r) => crate::mmsg::send_batch(&r.socket, &msgs).await,
-                    None => Ok(()),
+                    None => Ok(0),
                 },
             };
             if let Err(e) = r {

@@ -349,10 +349,11 @@ fn throughput() {
         let t0 = std::time::Instant::now();
         done(&bob);
         let secs = t0.elapsed().as_secs_f64();
-        done(&alice);
+        let a = done(&alice);
         assert_eq!(std::fs::read(&dest).unwrap().len(), data.len());
+        let sent = a["wire_bytes"].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
         println!(
-            "{}: {mb} MB in {secs:.2} s = {:.1} MB/s (hash check included)",
+            "{}: {mb} MB in {secs:.2} s = {:.1} MB/s (hash check included; {sent:.1} MB sent)",
             if relay { "relayed" } else { "direct" },
             mb as f64 / secs
         );

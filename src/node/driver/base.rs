@@ -112,14 +112,43 @@ impl Base {
         }
     }
 
+    /// Send datagrams on the main socket, many per system call (errors
+    /// are counted, as [`Base::send_udp`] does).
+    pub async fn send_udp_batch(&mut self, msgs: &[(SocketAddr, Vec<u8>)]) {
+        if msgs.is_empty() {
+            return;
+        }
+        let mut refs: Vec<(SocketAddr, &[u8])> = msgs.iter().map(|(a, b)| (*a, &b[..])).collect();
+        match self.socket.send_batch(&mut refs).await {
+            Ok(refused) => self.send_errors += refused as u64,
+            Err(e) => {
+                self.send_errors += 1;
+                tracing::debug!("link send: {e}");
+            }
+        }
+    }
+
     /// A link frame for `dst`: on its TCP stream when there is one (with
     /// `connect`, open one), else from the main socket.
     pub async fn send_frame(&mut self, dst: SocketAddr, bytes: Vec<u8>, connect: bool) {
+        if let Some((dst, bytes)) = self.frame_tcp(dst, bytes, connect) {
+            self.send_udp(dst, &bytes, "link").await;
+        }
+    }
+
+    /// A link frame for `dst` onto its TCP stream when there is one (with
+    /// `connect`, open one); else it is handed back, for the main socket.
+    pub fn frame_tcp(
+        &mut self,
+        dst: SocketAddr,
+        bytes: Vec<u8>,
+        connect: bool,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
         if connect || self.tcp.has_link(dst) {
             self.tcp.send_link(dst, bytes, connect);
-            return;
+            return None;
         }
-        self.send_udp(dst, &bytes, "link").await;
+        Some((dst, bytes))
     }
 
     /// Input from a TCP stream: link frames into the endpoint, a closed

@@ -38,6 +38,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+/// Batches of datagrams read after a wake-up at most (each one system
+/// call), before the pump runs.
+const DRAIN_BATCHES: usize = 4;
+/// Datagrams per batch.
+const BATCH: usize = 32;
+
 /// A client node's task state; see the module docs.
 pub(super) struct ClientDriver {
     pub(super) base: Base,
@@ -138,6 +144,9 @@ fn calls_event(e: CallsEvent) -> Event {
 impl ClientDriver {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; 65_536];
+        // What else is waiting after a wake-up, read many per system
+        // call (slots of 64 KiB: pages are touched only as data lands).
+        let mut more = crate::mmsg::RecvBatch::new(BATCH, 65_536);
         loop {
             let wait = self.base.wait(self.deadline());
             let stop = tokio::select! {
@@ -147,6 +156,20 @@ impl ClientDriver {
                         // ICMP errors from earlier sends surface here; the
                         // protocol's own timers deal with unreachable peers.
                         Err(e) => tracing::debug!("recv: {e}"),
+                    }
+                    for _ in 0..DRAIN_BATCHES {
+                        match self.base.socket.try_recv_batch(&mut more) {
+                            Ok(n) => {
+                                for i in 0..n {
+                                    let (from, d) = more.get(i);
+                                    self.datagram(from, d);
+                                }
+                                if n < more.capacity() {
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
+                        }
                     }
                     false
                 }

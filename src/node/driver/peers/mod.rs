@@ -638,10 +638,13 @@ impl Peers {
                 Via::Relay(_) => self.paths_send_relayed(base.now(), t),
             }
         }
+        // Over a relay, a TCP stream or the main socket (`paths`); those
+        // for the main socket many per system call.
+        let mut udp = Vec::new();
         while let Some(t) = base.link.poll_transmit() {
-            // Over a relay, a TCP stream or the main socket (`paths`).
-            self.paths_send_link(base, t.dst, t.bytes).await;
+            udp.extend(self.paths_route_link(base, t.dst, t.bytes));
         }
+        base.send_udp_batch(&udp).await;
         self.paths_flush(base).await;
     }
 }

@@ -356,6 +356,19 @@ impl Peers {
         dst: SocketAddr,
         bytes: Vec<u8>,
     ) {
+        if let Some((dst, bytes)) = self.paths_route_link(base, dst, bytes) {
+            base.send_udp(dst, &bytes, "link").await;
+        }
+    }
+
+    /// [`Peers::paths_send_link`] but for the main socket: a frame that
+    /// goes from it is handed back (the caller sends many at once).
+    pub(in crate::node::driver) fn paths_route_link(
+        &mut self,
+        base: &mut Base,
+        dst: SocketAddr,
+        bytes: Vec<u8>,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
         let now = base.now();
         let (via, dst) = self.ice.route_to(dst);
         if let Via::Relay(server) = via {
@@ -365,10 +378,10 @@ impl Peers {
                 }
                 None => self.ice_relay_unsent += 1,
             }
-            return;
+            return None;
         }
         let connect = self.paths.tcp_mode && self.ice.user_at(dst).is_none();
-        base.send_frame(dst, bytes, connect).await;
+        base.frame_tcp(dst, bytes, connect)
     }
 
     /// The relay's own messages to its server.
