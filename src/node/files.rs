@@ -23,7 +23,9 @@
 //! wait behind it) and a record never names bytes not yet written.
 //! Received bytes queued there are bounded ([`DISK_QUEUE`]); data beyond
 //! is dropped and counted, and the sender sends it again, so a slow disk
-//! slows the transfer as a full path does.
+//! slows the transfer as a full path does. Contiguous received bytes go
+//! to it as one write per driver step ([`Files::end_step`]), not one per
+//! packet.
 
 use crate::ice::IceSessions;
 use crate::link::LinkEndpoint;
@@ -56,6 +58,8 @@ const CALL_DATA_BUDGET: usize = 16 * 1200;
 pub const LOOPBACK_CHUNK: usize = crate::link::MAX_PAYLOAD - crate::transfer::wire::DATA_HEADER;
 /// Received bytes waiting for the disk thread at most.
 pub const DISK_QUEUE: usize = 4 << 20;
+/// Contiguous received bytes gathered into one write at most.
+const WRITE_RUN: usize = 256 << 10;
 
 /// Where a node keeps its transfers.
 #[derive(Debug, Clone)]
@@ -158,10 +162,16 @@ enum DiskTask {
 /// The disk thread's end in the node: see the module docs.
 struct Disk {
     tx: std::sync::mpsc::Sender<DiskTask>,
-    /// Received bytes queued and not yet written (the thread subtracts).
+    /// Received bytes queued and not yet written (the thread subtracts),
+    /// `run` included.
     queued: Arc<AtomicUsize>,
     /// Data packets dropped because [`DISK_QUEUE`] was full.
     dropped: u64,
+    /// Contiguous received bytes of one transfer not yet handed to the
+    /// thread (a [`DiskTask::Write`]): handed over at the end of the
+    /// driver's step, before any other task, or when the next bytes do
+    /// not follow on.
+    run: Option<DiskTask>,
 }
 
 impl Disk {
@@ -216,12 +226,51 @@ impl Disk {
             tx,
             queued,
             dropped: 0,
+            run: None,
         }
     }
 
-    /// Queue `t`; false when the thread is gone.
-    fn send(&self, t: DiskTask) -> bool {
-        self.tx.send(t).is_ok()
+    /// Queue `t` (after the bytes gathered so far); false when the thread
+    /// is gone.
+    fn send(&mut self, t: DiskTask) -> bool {
+        self.hand_off() && self.tx.send(t).is_ok()
+    }
+
+    /// Received `bytes` of `id` at `offset`: they join the run when they
+    /// follow on, else start a new one; false when the thread is gone.
+    fn write(&mut self, id: TransferId, file: &Arc<File>, offset: u64, bytes: &[u8]) -> bool {
+        self.queued.fetch_add(bytes.len(), Ordering::Relaxed);
+        if let Some(DiskTask::Write {
+            id: rid,
+            offset: roff,
+            bytes: run,
+            ..
+        }) = &mut self.run
+            && *rid == id
+            && *roff + run.len() as u64 == offset
+            && run.len() + bytes.len() <= WRITE_RUN
+        {
+            run.extend_from_slice(bytes);
+            return true;
+        }
+        let ok = self.hand_off();
+        let mut run = Vec::with_capacity(WRITE_RUN.min(bytes.len() * 32));
+        run.extend_from_slice(bytes);
+        self.run = Some(DiskTask::Write {
+            id,
+            file: file.clone(),
+            offset,
+            bytes: run,
+        });
+        ok
+    }
+
+    /// Hand the gathered bytes to the thread; false when it is gone.
+    fn hand_off(&mut self) -> bool {
+        match self.run.take() {
+            Some(t) => self.tx.send(t).is_ok(),
+            None => true,
+        }
     }
 }
 
@@ -616,15 +665,10 @@ impl Files {
                 );
                 return true;
             }
-            let queued = self.open.get(id).is_some_and(|f| {
-                self.disk.queued.fetch_add(bytes.len(), Ordering::Relaxed);
-                self.disk.send(DiskTask::Write {
-                    id: *id,
-                    file: f.clone(),
-                    offset: *offset,
-                    bytes: bytes.to_vec(),
-                })
-            });
+            let queued = self
+                .open
+                .get(id)
+                .is_some_and(|f| self.disk.write(*id, f, *offset, bytes));
             if !queued {
                 tracing::warn!("no file or no disk thread for received bytes");
                 self.core.io_failed(*id);
@@ -642,6 +686,14 @@ impl Files {
         let path = cx.ice.selected(user)?;
         let cert = cx.link.peer(path.remote)?;
         (cert.username == user).then_some(path.remote)
+    }
+
+    /// The driver's step ends: received bytes gathered go to the disk
+    /// thread.
+    pub fn end_step(&mut self) {
+        if !self.disk.hand_off() {
+            tracing::warn!("no disk thread for received bytes");
+        }
     }
 
     /// Carry out what the core asked for, then send data while windows
@@ -824,4 +876,55 @@ fn load_records(dir: &Path) -> Vec<(TransferId, Result<OutRecord, InRecord>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Contiguous bytes join one write; a gap, or another task, hands the
+    /// run over first, so the disk sees everything in order.
+    #[test]
+    fn received_bytes_go_to_disk_in_runs_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jobs, mut done) = mpsc::channel(4);
+        let mut disk = Disk::start(dir.path().join("records"), jobs);
+        let dest = dir.path().join("f.bin");
+        let part = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(part_path(&dest))
+            .unwrap();
+        let part = Arc::new(part);
+        assert!(disk.write(1, &part, 0, b"abc"));
+        assert!(disk.write(1, &part, 3, b"def"));
+        match &disk.run {
+            Some(DiskTask::Write { offset, bytes, .. }) => {
+                assert_eq!((*offset, &bytes[..]), (0, &b"abcdef"[..]))
+            }
+            _ => panic!("no run"),
+        }
+        // A gap: the run goes, a new one starts.
+        assert!(disk.write(1, &part, 10, b"xyz"));
+        match &disk.run {
+            Some(DiskTask::Write { offset, .. }) => assert_eq!(*offset, 10),
+            _ => panic!("no run"),
+        }
+        // The check comes after every byte before it.
+        let hash = crate::transfer::hash_bytes(b"abcdef\0\0\0\0xyz");
+        assert!(disk.send(DiskTask::Verify {
+            id: 1,
+            dest: dest.clone(),
+            hash,
+        }));
+        assert!(disk.run.is_none());
+        match done.blocking_recv() {
+            Some(Job::Verified { id: 1, ok: true }) => {}
+            j => panic!("{j:?}"),
+        }
+        assert_eq!(disk.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abcdef\0\0\0\0xyz");
+    }
 }

@@ -727,7 +727,10 @@ impl ClientDriver {
     async fn flush(&mut self) {
         // Data the windows allow, then everything out.
         let now = self.base.now();
-        self.with_files(now, |f, cx| f.flush(cx));
+        self.with_files(now, |f, cx| {
+            f.flush(cx);
+            f.end_step();
+        });
         self.peers.flush(&mut self.base).await;
         if let Some(n) = &mut self.nat {
             while let Some(t) = n.poll_transmit() {
