@@ -863,8 +863,11 @@ impl Transfers {
             for o in self.outgoing.values_mut().filter(|o| o.peer == peer) {
                 o.last_ack_at = now;
             }
-        } else if self.up.remove(peer).is_some() || self.sending_to(peer) {
-            self.set_path_chunk(peer, 0);
+            return;
+        }
+        // The next path says what it carries.
+        self.set_path_chunk(peer, 0);
+        if self.up.remove(peer).is_some() || self.sending_to(peer) {
             self.reconnect_at
                 .insert(peer.to_owned(), now + self.config.stall_ms);
         }
