@@ -216,6 +216,51 @@ impl From<tokio::net::UdpSocket> for NodeSocket {
     }
 }
 
+/// The MTU of the kernel's route to `peer` (Linux: `IP_MTU` or `IPV6_MTU`
+/// of a UDP socket connected to it, which includes what ICMP has taught
+/// the kernel about the path); `None` where it can't be read. Connecting
+/// a UDP socket sends nothing.
+pub fn route_mtu(peer: SocketAddr) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let peer = canonical(peer);
+        let (any, level, name): (SocketAddr, _, _) = match peer {
+            SocketAddr::V4(_) => (
+                (Ipv4Addr::UNSPECIFIED, 0).into(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU,
+            ),
+            SocketAddr::V6(_) => (
+                (Ipv6Addr::UNSPECIFIED, 0).into(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU,
+            ),
+        };
+        let s = std::net::UdpSocket::bind(any).ok()?;
+        s.connect(peer).ok()?;
+        let mut mtu: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `mtu` and `len` are valid for writes of a c_int and a
+        // socklen_t, and the descriptor is open for the call.
+        let r = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                level,
+                name,
+                (&mut mtu as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (r == 0 && mtu > 0).then_some(mtu as usize)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = peer;
+        None
+    }
+}
+
 /// An address as the layers above see it: IPv4-mapped IPv6 as IPv4.
 pub fn canonical(a: SocketAddr) -> SocketAddr {
     match a {
@@ -286,6 +331,18 @@ pub fn interface_addrs() -> Vec<std::net::IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The loopback route's MTU is the loopback device's (64 KiB on
+    /// Linux, a datagram's most, 65,535), far above Ethernet's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_loopback_route_has_the_loopback_mtu() {
+        let lo = std::fs::read_to_string("/sys/class/net/lo/mtu").unwrap();
+        let dev: usize = lo.trim().parse().unwrap();
+        let mtu = route_mtu("127.0.0.1:9".parse().unwrap()).unwrap();
+        assert_eq!(mtu, dev.min(65_535));
+        assert!(mtu > 1500);
+    }
 
     #[tokio::test]
     async fn any_takes_both_families_on_one_port() {

@@ -53,9 +53,29 @@ const DATA_BUDGET: usize = 256 * 1200;
 /// The budget while a call runs (16 packets): a call's packets wait in
 /// the node's task behind a whole step.
 const CALL_DATA_BUDGET: usize = 16 * 1200;
-/// File bytes per data packet on a loopback path: the largest link
-/// message (the loopback device takes datagrams of 64 KiB).
-pub const LOOPBACK_CHUNK: usize = crate::link::MAX_PAYLOAD - crate::transfer::wire::DATA_HEADER;
+/// File bytes per data packet at most: the largest link message.
+pub const MAX_CHUNK: usize = crate::link::MAX_PAYLOAD - crate::transfer::wire::DATA_HEADER;
+/// Ethernet's MTU. No path across the Internet carries more, so only a
+/// route whose MTU is above it (loopback, a jumbo-frame LAN) gets larger
+/// data packets.
+const ETHERNET_MTU: usize = 1500;
+/// Bytes of a datagram that are not file data: IPv6 and UDP headers (the
+/// larger family's), the link's framing and tag, the data header.
+const PACKET_OVERHEAD: usize = 40
+    + 8
+    + (crate::wire::MAX_FRAME - crate::link::MAX_PAYLOAD)
+    + crate::transfer::wire::DATA_HEADER;
+
+/// File bytes per data packet on a route of `mtu` bytes: 0 (the
+/// configured size) up to Ethernet's MTU, else what fills the route, at
+/// most [`MAX_CHUNK`].
+pub fn chunk_for_mtu(mtu: usize) -> usize {
+    if mtu <= ETHERNET_MTU {
+        0
+    } else {
+        (mtu - PACKET_OVERHEAD).min(MAX_CHUNK)
+    }
+}
 /// Received bytes waiting for the disk thread at most.
 pub const DISK_QUEUE: usize = 4 << 20;
 /// Contiguous received bytes gathered into one write at most.
@@ -624,12 +644,14 @@ impl Files {
     }
 
     /// The peer link with `user` runs over `path` (new, or changed): a
-    /// direct path to a loopback address carries the largest link
-    /// messages, so data packets grow to [`LOOPBACK_CHUNK`]; any other
-    /// path keeps the configured size (1200 bytes fit every path).
+    /// direct path whose route the kernel knows to carry more than
+    /// Ethernet's MTU (loopback, a jumbo-frame LAN) gets data packets that
+    /// fill it ([`chunk_for_mtu`]); any other path keeps the configured
+    /// size (1200 bytes fit every path). A path that stops carrying them
+    /// is taken back to that size by the core's retransmission timeout.
     pub fn path_is(&mut self, user: &str, path: &crate::ice::Path) {
-        let chunk = if path.is_direct() && path.remote.ip().is_loopback() {
-            LOOPBACK_CHUNK
+        let chunk = if path.is_direct() {
+            crate::socket::route_mtu(path.remote).map_or(0, chunk_for_mtu)
         } else {
             0
         };
@@ -881,6 +903,18 @@ fn load_records(dir: &Path) -> Vec<(TransferId, Result<OutRecord, InRecord>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ethernet-sized routes (and smaller) keep the configured packet
+    /// size; larger ones are filled up to the largest link message, each
+    /// whole datagram within the route's MTU.
+    #[test]
+    fn data_packets_fill_routes_above_ethernets_mtu() {
+        assert_eq!(chunk_for_mtu(1280), 0);
+        assert_eq!(chunk_for_mtu(1500), 0);
+        let jumbo = chunk_for_mtu(9000);
+        assert!(jumbo > 8000 && jumbo + PACKET_OVERHEAD <= 9000, "{jumbo}");
+        assert_eq!(chunk_for_mtu(65_536), MAX_CHUNK);
+    }
 
     /// Contiguous bytes join one write; a gap, or another task, hands the
     /// run over first, so the disk sees everything in order.
