@@ -649,6 +649,13 @@ fn sort_ops(ops: &mut [Op]) {
     ops.sort_by_cached_key(|o| (o.lamport, o.id()));
 }
 
+/// An item in the outbox: (recipient, item id).
+type ItemKey = (String, [u8; 16]);
+
+/// A message ready to show: its item, the message, the sending device,
+/// key id and ciphertext.
+type Ready = ([u8; 16], GroupMessage, Dev, u32, Vec<u8>);
+
 /// An item waiting for its acknowledgements.
 #[derive(Debug)]
 struct Pending {
@@ -697,7 +704,7 @@ pub struct GroupCore {
     pending: BTreeMap<(String, [u8; 16]), Pending>,
     /// Our envelopes of items: the item, and the one device it went to
     /// (none: every device of the recipient).
-    by_envelope: BTreeMap<EnvelopeId, ((String, [u8; 16]), Option<Dev>)>,
+    by_envelope: BTreeMap<EnvelopeId, (ItemKey, Option<Dev>)>,
     /// The devices of members (and our own other devices, under our
     /// name) that have sent us something: an item to a user is done once
     /// each of theirs acknowledged it. At most [`MAX_DEVICES`] a user.
@@ -2029,7 +2036,7 @@ impl GroupCore {
                 Some((k.clone(), grp.gap(&self.cfg, k, first.since)))
             })
             .collect();
-        let mut out: Vec<([u8; 16], GroupMessage, Dev, u32, Vec<u8>)> = Vec::new();
+        let mut out: Vec<Ready> = Vec::new();
         let mut acks: Vec<((String, Dev), [u8; 16])> = Vec::new();
         let (mut bad, mut gaps) = (0, 0);
         for (sender_dev, held) in grp.held.iter_mut() {

@@ -1167,7 +1167,10 @@ fn concurrent_changes_converge_over_a_lossy_network() {
 /// An envelope sink that keeps where each envelope goes: a user (every
 /// device) or one device of theirs.
 #[derive(Default)]
-struct DevOut(Vec<(String, Option<Dev>, u8, Vec<u8>, EnvelopeId)>);
+struct DevOut(Vec<Sent>);
+
+/// One envelope sent: (to, only this device, kind, payload, id).
+type Sent = (String, Option<Dev>, u8, Vec<u8>, EnvelopeId);
 
 /// Envelope ids unique across sinks.
 static ENVELOPES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -1331,7 +1334,7 @@ impl Overlay {
         }
         for i in 0..self.devs.len() {
             let d = &mut self.devs[i];
-            if !d.present || !d.online || !d.core.poll_timeout().is_some_and(|t| t <= now) {
+            if !d.present || !d.online || d.core.poll_timeout().is_none_or(|t| t > now) {
                 continue;
             }
             let mut o = DevOut::default();
