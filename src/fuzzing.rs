@@ -1269,7 +1269,8 @@ pub fn conference_seeds() -> Vec<Vec<u8>> {
 /// decodes encodes back to the same bytes, and a core that invited the
 /// sender is fed it, as from a contact, then again (three times, the last
 /// in a later sync window) with its group set to the core's own; the
-/// bytes are also tried as one signed op.
+/// bytes are also tried as one signed op, and fed as from another device
+/// of the core's own account.
 pub fn group(b: &[u8]) {
     use crate::group::wire::{GroupPayload, Op, kind};
     use crate::group::{GroupConfig, GroupCore, GroupStore, Standing};
@@ -1281,10 +1282,10 @@ pub fn group(b: &[u8]) {
     let Some((&k, rest)) = b.split_first() else {
         return;
     };
-    let k = if k % 2 == 0 {
-        kind::GROUP
-    } else {
-        kind::GROUP_ACK
+    let k = match k % 3 {
+        0 => kind::GROUP,
+        1 => kind::GROUP_ACK,
+        _ => kind::GROUP_ASK,
     };
     let Ok(p) = GroupPayload::decode(k, rest) else {
         return;
@@ -1325,6 +1326,19 @@ pub fn group(b: &[u8]) {
     for standing in [Standing::Contact, Standing::Stranger] {
         core.on_envelope(Millis(1), &alice, standing, k, rest, &mut sink);
     }
+    // From another device of the core's own account (asks, own copies).
+    let d2 = DeviceIdentity::generate(&mut rng);
+    let bob2 = Certificate::issue(
+        &a,
+        9,
+        Role::User,
+        0,
+        u64::MAX / 2,
+        &user,
+        d2.ed25519_public(),
+        d2.x25519_public(),
+    );
+    core.on_envelope(Millis(1), &bob2, Standing::Stranger, k, rest, &mut sink);
     // The same item about the core's own group, where alice is a member:
     // keys, messages and sync requests (ids, want, pull) are acted on.
     let own = core.groups().first().map(|i| i.id);
@@ -1456,6 +1470,9 @@ fn group_samples() -> Vec<(u8, Vec<u8>)> {
             },
         },
         crate::group::wire::GroupPayload::Ack { item: [1; 16] },
+        crate::group::wire::GroupPayload::Ask {
+            groups: vec![g, [7; 16]],
+        },
     ]
     .iter()
     .map(|p| (p.kind(), p.encode()))

@@ -43,6 +43,46 @@
 //! [`GroupConfig::sync_ms`]; one sync is started per member and window
 //! (a mismatch seen meanwhile is synced when the window ends).
 //!
+//! One account on several devices (issue 17). A sender is a device: the
+//! verified certificate of each envelope names the user and the device
+//! (its x25519 key, [`Dev`]). Each device of a member has its own sender
+//! key, seq and `prev` chain, and receivers keep keys, the highest seq and
+//! the hold-back per (user, device); `groups.db` schema 2 keys them so
+//! (rows from version 1 belong to [`LEGACY`] and pass to the first device
+//! of their sender heard from; ours to this device).
+//! - Every item to a member goes to all their devices: the overlay seals
+//!   one copy per device of a user. What this device sends (messages,
+//!   ops it makes, its new keys) also goes, the same way, to our own
+//!   username: every other device of ours (never this one). So each of
+//!   our devices shows every message once, our own from another device
+//!   as outgoing, in per-device order; ops from our own account are taken
+//!   as ours (a group made or joined on one device is on the others).
+//! - Acknowledgements are per device: an item is done once each device of
+//!   the recipient we know of ([`MAX_DEVICES`]; known from what they sent
+//!   us) acknowledged it. The overlay reports one outcome per envelope
+//!   (delivered if some device had it), so one device's acknowledgement
+//!   cannot speak for the others: after the first, the item goes again
+//!   device by device ([`EnvelopeSink::send_envelope_to_device`]) to
+//!   those that have not; one that fails [`MAX_DEVICE_FAILURES`] times
+//!   is taken for gone. A device we never heard from gets what the
+//!   overlay copied to it at the first attempt only. Items to our own
+//!   other devices, none of which we heard from yet, end with the
+//!   overlay's answer (as chat's copies do). Acknowledgements and sync
+//!   answers go to the one device that sent the item.
+//! - A device new to a member in a group (its first key) gets that
+//!   member's current key, sealed to it alone.
+//! - A device added later learns our groups: once online
+//!   ([`GroupCore::on_online`]) and on first hearing from another device
+//!   of ours, it sends `GROUP_ASK` (the groups it knows; not stored for
+//!   offline devices) to our other devices, which answer only our own
+//!   account, at most once per device and [`GroupConfig::sync_ms`]: the
+//!   whole log of each group it lacks and their current key, sealed to
+//!   that device. The new device then rotates its own key (to every
+//!   member), and the digest sync catches its log up. Messages sent
+//!   before it existed never come: in a group learned so, the first
+//!   message held from a sending device it has nothing from is shown after
+//!   [`GroupConfig::late_gap_ms`] instead of [`GroupConfig::gap_ms`].
+//!
 //! [`GroupCore`] is sans-IO: envelopes go out through an
 //! [`EnvelopeSink`], `now` comes in, and the store is SQLite
 //! ([`GroupStore`]).
@@ -52,7 +92,7 @@ mod store;
 mod tests;
 pub mod wire;
 
-pub use store::{GroupStore, SealedRow};
+pub use store::{GroupStore, LEGACY, SealedRow};
 pub use wire::{Action, Digest, GroupPayload, Op, OpKey, open_message};
 
 use crate::identity::{Certificate, DeviceIdentity};
@@ -68,6 +108,17 @@ use wire::{Body, kind};
 
 /// A group's id: a hash of its creator's name and a random nonce.
 pub type GroupId = [u8; 16];
+
+/// A device: its x25519 key, from its certificate.
+pub type Dev = [u8; 32];
+
+/// Most devices of one user we track (whose acknowledgements an item
+/// waits for); more are served by the overlay's copy per device alone.
+pub const MAX_DEVICES: usize = 8;
+
+/// Failed attempts at one device, after another of the user's devices
+/// acknowledged the item, before that device is taken for gone.
+pub const MAX_DEVICE_FAILURES: u32 = 6;
 
 /// Most members a group can have (a protocol rule: every member must
 /// apply the same limit to reach the same list).
@@ -212,6 +263,14 @@ pub struct GroupConfig {
     pub sync_answers: u32,
     /// Most (group, member) pairs with sync state; more are refused.
     pub max_sync_peers: usize,
+    /// In a group learned from another of our devices, the first message
+    /// held from a sending device we have nothing from is shown after this
+    /// even though the one before it never came (it was sent before this
+    /// device was there).
+    pub late_gap_ms: u64,
+    /// ... for messages that arrive this long after the group was learned
+    /// (or after a restart).
+    pub late_window_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -232,6 +291,8 @@ impl Default for GroupConfig {
             sync_ms: 30_000,
             sync_answers: 16,
             max_sync_peers: 4096,
+            late_gap_ms: 60_000,
+            late_window_ms: 600_000,
         }
     }
 }
@@ -341,6 +402,12 @@ pub struct GroupStats {
     /// Sync requests refused: over a member's budget, about a group we
     /// are no longer in, or over [`GroupConfig::max_sync_peers`].
     pub sync_refused: u64,
+    /// Asks for our groups answered (from our own other devices).
+    pub asks_answered: u64,
+    /// Asks refused: from another account, or too soon again.
+    pub asks_refused: u64,
+    /// Devices taken for gone after [`MAX_DEVICE_FAILURES`].
+    pub devices_dropped: u64,
 }
 
 /// A message waiting for an earlier one or for its key.
@@ -380,14 +447,19 @@ struct Group {
     key: [u8; 32],
     /// Our last message's seq.
     seq: u64,
-    /// Members' sender keys by (sender, key id).
-    keys: BTreeMap<(String, u32), [u8; 32]>,
-    /// Highest seq kept from each sender.
-    last_seq: BTreeMap<String, u64>,
-    /// Our last seq sent to each member (their `prev`).
+    /// Sender keys by (sender, sending device, key id), ours included.
+    keys: BTreeMap<(String, Dev, u32), [u8; 32]>,
+    /// Highest seq kept from each sending device.
+    last_seq: BTreeMap<(String, Dev), u64>,
+    /// Our last seq sent to each member (their `prev`; all their devices
+    /// get the same items), and to our own other devices (under our name).
     sent_to: BTreeMap<String, u64>,
-    /// Messages held back, per sender, by seq.
-    held: BTreeMap<String, BTreeMap<u64, Held>>,
+    /// Messages held back, per sending device, by seq.
+    held: BTreeMap<(String, Dev), BTreeMap<u64, Held>>,
+    /// When the group's log came whole from another of our devices (or
+    /// this process started, for one that did): messages sent before this
+    /// device was there never come (see [`GroupConfig::late_gap_ms`]).
+    late: Option<Millis>,
 }
 
 impl Group {
@@ -427,7 +499,53 @@ impl Group {
             last_seq: BTreeMap::new(),
             sent_to: BTreeMap::new(),
             held: BTreeMap::new(),
+            late: None,
         }
+    }
+
+    /// How long the first held message of `sender`, held since `since`,
+    /// waits for the one before it.
+    fn gap(&self, cfg: &GroupConfig, sender: &(String, Dev), since: Millis) -> u64 {
+        let late = self
+            .late
+            .is_some_and(|t| since.since(t) < cfg.late_window_ms);
+        if late && !self.last_seq.contains_key(sender) {
+            cfg.late_gap_ms
+        } else {
+            cfg.gap_ms
+        }
+    }
+
+    /// `sender`'s rows from before devices were told apart ([`LEGACY`])
+    /// become their device `dev`'s, when it is the first of theirs heard
+    /// from. Whether anything moved.
+    fn adopt(&mut self, sender: &str, dev: &Dev) -> bool {
+        let legacy = (sender.to_owned(), LEGACY);
+        let this = (sender.to_owned(), *dev);
+        let has = |g: &Group, k: &(String, Dev)| {
+            g.last_seq.contains_key(k) || g.keys.keys().any(|(s, d, _)| (s, d) == (&k.0, &k.1))
+        };
+        if *dev == LEGACY || !has(self, &legacy) || has(self, &this) {
+            return false;
+        }
+        if let Some(l) = self.last_seq.remove(&legacy) {
+            self.last_seq.insert(this.clone(), l);
+        }
+        let old: Vec<(String, Dev, u32)> = self
+            .keys
+            .keys()
+            .filter(|(s, d, _)| s == sender && *d == LEGACY)
+            .cloned()
+            .collect();
+        for k in old {
+            if let Some(v) = self.keys.remove(&k) {
+                self.keys.insert((k.0, *dev, k.2), v);
+            }
+        }
+        if let Some(h) = self.held.remove(&legacy) {
+            self.held.insert(this, h);
+        }
+        true
     }
 
     /// Sort the log and bring `order` and `digest` in line with it.
@@ -461,9 +579,10 @@ struct SyncPeer {
     started: bool,
     /// Their requests answered in this window.
     answered: u32,
-    /// Their digest, when it differed from ours after we had started a
-    /// sync in this window: sync again when the window ends.
-    due: Option<Digest>,
+    /// Their digest (and the device that sent it), when it differed from
+    /// ours after we had started a sync in this window: sync again when
+    /// the window ends.
+    due: Option<(Digest, Dev)>,
 }
 
 /// Replay `ops` (already in order): the state, and each op's effect.
@@ -530,20 +649,50 @@ fn sort_ops(ops: &mut [Op]) {
     ops.sort_by_cached_key(|o| (o.lamport, o.id()));
 }
 
-/// An item waiting for its acknowledgement.
+/// An item in the outbox: (recipient, item id).
+type ItemKey = (String, [u8; 16]);
+
+/// A message ready to show: its item, the message, the sending device,
+/// key id and ciphertext.
+type Ready = ([u8; 16], GroupMessage, Dev, u32, Vec<u8>);
+
+/// An item waiting for its acknowledgements.
 #[derive(Debug)]
 struct Pending {
     payload: Vec<u8>,
+    /// For this device of the recipient only (sync answers, a key for a
+    /// new device, what another of our devices asked for).
+    only: Option<Dev>,
+    /// The recipient's devices that acknowledged it.
+    acked: BTreeSet<Dev>,
     /// When it was queued (gives up after `outbox_ms`).
     created: Millis,
     attempts: u32,
     next_try: Millis,
+    /// Failed attempts per device, once sent device by device.
+    failures: BTreeMap<Dev, u32>,
+}
+
+impl Pending {
+    fn new(payload: Vec<u8>, only: Option<Dev>, now: Millis) -> Self {
+        Pending {
+            payload,
+            only,
+            acked: BTreeSet::new(),
+            created: now,
+            attempts: 0,
+            next_try: now,
+            failures: BTreeMap::new(),
+        }
+    }
 }
 
 /// The group chat core; see the module docs.
 #[derive(Debug)]
 pub struct GroupCore {
     me: String,
+    /// This device (our x25519 key).
+    dev: Dev,
     device: DeviceIdentity,
     cert: Certificate,
     authority: [u8; 32],
@@ -553,7 +702,19 @@ pub struct GroupCore {
     groups: BTreeMap<GroupId, Group>,
     /// Items not acknowledged, by (recipient, item id).
     pending: BTreeMap<(String, [u8; 16]), Pending>,
-    by_envelope: BTreeMap<EnvelopeId, (String, [u8; 16])>,
+    /// Our envelopes of items: the item, and the one device it went to
+    /// (none: every device of the recipient).
+    by_envelope: BTreeMap<EnvelopeId, (ItemKey, Option<Dev>)>,
+    /// The devices of members (and our own other devices, under our
+    /// name) that have sent us something: an item to a user is done once
+    /// each of theirs acknowledged it. At most [`MAX_DEVICES`] a user.
+    devices: BTreeMap<String, BTreeSet<Dev>>,
+    /// Our other devices we asked for their groups, and answered, and
+    /// when (once per [`GroupConfig::sync_ms`] each).
+    asked: BTreeMap<Dev, Millis>,
+    answered: BTreeMap<Dev, Millis>,
+    /// When we last asked all our other devices ([`GroupCore::on_online`]).
+    asked_all: Option<Millis>,
     /// Items that came before what they need (the op that makes their
     /// sender a member, or the invitation): unacknowledged, tried again
     /// after every op that changes a log. Bounded by
@@ -573,6 +734,7 @@ pub struct GroupCore {
 #[derive(Debug)]
 struct Early {
     from: String,
+    dev: Dev,
     standing: Standing,
     payload: Vec<u8>,
     since: Millis,
@@ -599,6 +761,8 @@ impl GroupCore {
         now: Millis,
     ) -> Result<Self, GroupError> {
         let me = cert.username.to_ascii_lowercase();
+        let dev = cert.x25519;
+        let mut store = store;
         let mut groups = BTreeMap::new();
         for s in store.load()? {
             let mut grp = Group {
@@ -606,30 +770,38 @@ impl GroupCore {
                 key_id: s.key_id,
                 key: s.key,
                 seq: s.seq,
-                keys: s.keys.into_iter().map(|(u, i, k)| ((u, i), k)).collect(),
-                last_seq: s.last_seq.into_iter().collect(),
+                keys: s
+                    .keys
+                    .into_iter()
+                    .map(|(u, d, i, k)| ((u, d, i), k))
+                    .collect(),
+                last_seq: s
+                    .last_seq
+                    .into_iter()
+                    .map(|(u, d, q)| ((u, d), q))
+                    .collect(),
                 sent_to: s.sent_to.into_iter().collect(),
+                late: s.late.then_some(now),
                 ..Group::empty(s.id)
             };
+            // Our own rows from before version 2 are this device's.
+            if grp.adopt(&me, &dev) {
+                store.adopt(&s.id, &me, &dev)?;
+            }
             grp.reorder();
             grp.op_ids = grp.order.iter().map(|(_, id)| *id).collect();
             grp.state = replay(&s.id, &grp.ops).0;
             groups.insert(s.id, grp);
         }
         let mut pending = BTreeMap::new();
-        for (peer, item, payload, created) in store.outbox()? {
-            pending.insert(
-                (peer, item),
-                Pending {
-                    payload,
-                    created: Millis(created),
-                    attempts: 0,
-                    next_try: now,
-                },
-            );
+        for (peer, only, item, payload, created) in store.outbox()? {
+            let mut p = Pending::new(payload, only, now);
+            p.created = Millis(created);
+            pending.insert((peer, item), p);
         }
         Ok(GroupCore {
             me,
+            dev,
             device,
             cert,
             authority,
@@ -639,6 +811,10 @@ impl GroupCore {
             groups,
             pending,
             by_envelope: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            asked: BTreeMap::new(),
+            answered: BTreeMap::new(),
+            asked_all: None,
             early: VecDeque::new(),
             logs_changed: false,
             sync: BTreeMap::new(),
@@ -721,7 +897,7 @@ impl GroupCore {
         );
         self.groups.insert(id, Group::empty(id));
         self.store.save_key(&id, 0, &[0; 32], 0)?;
-        self.apply_ops(now, &id, vec![op], &self.me.clone(), sink)?;
+        self.apply_ops(now, &id, vec![op], true, sink)?;
         Ok(id)
     }
 
@@ -841,20 +1017,19 @@ impl GroupCore {
     ) -> Result<(), GroupError> {
         let lamport = self.groups.get(g).map_or(1, Group::lamport);
         let op = Op::sign(&self.device, &self.cert, *g, lamport, wall.0 / 1000, action);
-        let me = self.me.clone();
-        self.apply_ops(now, g, vec![op], &me, sink)
+        self.apply_ops(now, g, vec![op], true, sink)
     }
 
     /// Merge verified `ops` into group `g`'s log, replay it, persist, and
     /// act on what changed: events, ops forwarded by their author, the
     /// whole log to members we added, a fresh key of ours when the
-    /// member list changed. `from` sent them (us, for our own).
+    /// member list changed. `here`: this device made them.
     fn apply_ops(
         &mut self,
         now: Millis,
         g: &GroupId,
         ops: Vec<Op>,
-        from: &str,
+        here: bool,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<(), GroupError> {
         let me = self.me.clone();
@@ -919,13 +1094,16 @@ impl GroupCore {
                 }
             }
         }
-        // Our own ops go to everyone in the group before or after them;
-        // a member we added gets the whole log.
-        if from == me {
-            let all: BTreeSet<String> = before.members.union(&grp.state.members).cloned().collect();
+        // Ops made here go to everyone in the group before or after them
+        // (every device of each) and to our other devices; a member we
+        // added gets the whole log.
+        if here {
+            let mut all: BTreeSet<String> =
+                before.members.union(&grp.state.members).cloned().collect();
+            all.insert(me.clone());
             let ours: Vec<Vec<u8>> = fresh.iter().map(|(_, op)| op.encode()).collect();
             let log: Vec<Vec<u8>> = grp.ops.iter().map(Op::encode).collect();
-            for user in all.iter().filter(|u| **u != me) {
+            for user in &all {
                 let whole = added.contains(user);
                 let list = if whole { &log } else { &ours };
                 for chunk in list.chunks(wire::MAX_OPS_PER_ITEM) {
@@ -933,7 +1111,7 @@ impl GroupCore {
                         group: *g,
                         ops: chunk.iter().map(Vec::as_slice).collect(),
                     };
-                    self.queue(now, user, body, sink)?;
+                    self.queue(now, (user, None), body, sink)?;
                 }
             }
         }
@@ -959,18 +1137,13 @@ impl GroupCore {
         grp.key_id += 1;
         grp.key = key;
         let key_id = grp.key_id;
-        grp.keys.insert((me.clone(), key_id), key);
-        let members: Vec<String> = grp
-            .state
-            .members
-            .iter()
-            .filter(|m| **m != me)
-            .cloned()
-            .collect();
+        grp.keys.insert((me.clone(), self.dev, key_id), key);
+        // Every member (ours included: our other devices).
+        let members: Vec<String> = grp.state.members.iter().cloned().collect();
         let seq = grp.seq;
         let digest = Some(grp.digest);
         self.store.save_key(g, key_id, &key, seq)?;
-        self.store.add_key(g, &me, key_id, &key)?;
+        self.store.add_key(g, (&me, &self.dev), key_id, &key)?;
         for m in members {
             let body = Body::Key {
                 group: *g,
@@ -978,9 +1151,33 @@ impl GroupCore {
                 key,
                 digest,
             };
-            self.queue(now, &m, body, sink)?;
+            self.queue(now, (&m, None), body, sink)?;
         }
         Ok(())
+    }
+
+    /// Our current key in group `g`, to device `dev` of `user` alone (a
+    /// device of theirs new to us, or another of ours that asked).
+    fn send_key_to(
+        &mut self,
+        now: Millis,
+        g: &GroupId,
+        (user, dev): (&str, Dev),
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<(), GroupError> {
+        let Some(grp) = self.groups.get(g) else {
+            return Ok(());
+        };
+        if grp.key_id == 0 || !grp.state.members.contains(&self.me) {
+            return Ok(());
+        }
+        let body = Body::Key {
+            group: *g,
+            key_id: grp.key_id,
+            key: grp.key,
+            digest: Some(grp.digest),
+        };
+        self.queue(now, (user, Some(dev)), body, sink)
     }
 
     /// Send `text` to the group's current members.
@@ -1012,7 +1209,8 @@ impl GroupCore {
         let seq = grp.seq + 1;
         let ct = wire::seal_message(&grp.key, g, &me, grp.key_id, seq, wall.0, text);
         let mut items = Vec::new();
-        for m in grp.state.members.iter().filter(|m| **m != me) {
+        // Every member, every device; ours too (our other devices).
+        for m in grp.state.members.iter() {
             let prev = grp.sent_to.get(m).copied().unwrap_or(0);
             let mut item = [0u8; 16];
             self.rng.fill_bytes(&mut item);
@@ -1040,62 +1238,92 @@ impl GroupCore {
             outgoing: true,
         };
         self.store
-            .queue_outgoing(&m, grp.key_id, &ct, &items, now.0)?;
+            .queue_outgoing(&m, &self.dev, grp.key_id, &ct, &items, now.0)?;
         grp.seq = seq;
-        grp.last_seq.insert(m.sender.clone(), seq);
+        grp.last_seq.insert((m.sender.clone(), self.dev), seq);
         for (peer, ..) in &items {
             grp.sent_to.insert(peer.clone(), seq);
         }
         for (peer, item, _, payload) in items {
-            self.pending.insert(
-                (peer.clone(), item),
-                Pending {
-                    payload,
-                    created: now,
-                    attempts: 0,
-                    next_try: now,
-                },
-            );
+            self.pending
+                .insert((peer.clone(), item), Pending::new(payload, None, now));
             self.attempt(now, &(peer, item), sink);
         }
         self.events.push_back(GroupEvent::Message(m));
         Ok(seq)
     }
 
-    /// Queue one item for `to` and send it.
+    /// Queue one item for `to.0` (every device, or only `to.1`) and send
+    /// it.
     fn queue(
         &mut self,
         now: Millis,
-        to: &str,
+        to: (&str, Option<Dev>),
         body: Body<'_>,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<(), GroupError> {
         let mut item = [0u8; 16];
         self.rng.fill_bytes(&mut item);
         let payload = GroupPayload::Item { item, body }.encode();
-        self.store.queue_item(to, &item, &payload, now.0)?;
-        let key = (to.to_owned(), item);
-        self.pending.insert(
-            key.clone(),
-            Pending {
-                payload,
-                created: now,
-                attempts: 0,
-                next_try: now,
-            },
-        );
+        self.store
+            .queue_item(to.0, to.1.as_ref(), &item, &payload, now.0)?;
+        let key = (to.0.to_owned(), item);
+        self.pending
+            .insert(key.clone(), Pending::new(payload, to.1, now));
         self.attempt(now, &key, sink);
         Ok(())
     }
 
+    /// Whether every device an item waits for acknowledged it: its one
+    /// device; else at least one, and each of the user's we know.
+    fn complete(&self, key: &(String, [u8; 16])) -> bool {
+        let Some(p) = self.pending.get(key) else {
+            return true;
+        };
+        match p.only {
+            Some(d) => p.acked.contains(&d),
+            None => {
+                !p.acked.is_empty()
+                    && self
+                        .devices
+                        .get(&key.0)
+                        .is_none_or(|ds| ds.is_subset(&p.acked))
+            }
+        }
+    }
+
+    /// Send an item again: to every device of its recipient until one
+    /// acknowledged it, then to each known device that has not.
     fn attempt(&mut self, now: Millis, key: &(String, [u8; 16]), sink: &mut dyn EnvelopeSink) {
+        let known = self.devices.get(&key.0).cloned().unwrap_or_default();
         let Some(p) = self.pending.get_mut(key) else {
             return;
         };
         p.attempts += 1;
         p.next_try = now + self.cfg.attempt_timeout_ms;
-        let env = sink.send_envelope(&key.0, kind::GROUP, &p.payload, true);
-        self.by_envelope.insert(env, key.clone());
+        let targets: Vec<Dev> = match p.only {
+            Some(d) => vec![d],
+            None if p.acked.is_empty() => {
+                let env = sink.send_envelope(&key.0, kind::GROUP, &p.payload, true);
+                self.by_envelope.insert(env, (key.clone(), None));
+                return;
+            }
+            None => known.difference(&p.acked).copied().collect(),
+        };
+        for d in targets {
+            let env = sink.send_envelope_to_device(&key.0, &d, kind::GROUP, &p.payload, true);
+            self.by_envelope.insert(env, (key.clone(), Some(d)));
+        }
+    }
+
+    /// An item done: out of the outbox.
+    fn finish(&mut self, key: &(String, [u8; 16])) -> Result<Option<Pending>, GroupError> {
+        let p = self.pending.remove(key);
+        if p.is_some() {
+            self.by_envelope.retain(|_, (k, _)| k != key);
+            self.store.remove_item(&key.0, &key.1)?;
+        }
+        Ok(p)
     }
 
     /// An envelope of a group kind from `from` (verified by the overlay),
@@ -1110,10 +1338,18 @@ impl GroupCore {
         payload: &[u8],
         sink: &mut dyn EnvelopeSink,
     ) -> bool {
-        if k != kind::GROUP && k != kind::GROUP_ACK {
+        if ![kind::GROUP, kind::GROUP_ACK, kind::GROUP_ASK].contains(&k) {
             return false;
         }
         let peer = from.username.to_ascii_lowercase();
+        let dev = from.x25519;
+        let own = peer == self.me;
+        if own && dev == self.dev {
+            // Our own envelope (the overlay never sends one here).
+            return true;
+        }
+        // Our own account speaks for us.
+        let standing = if own { Standing::Contact } else { standing };
         if standing == Standing::Blocked {
             self.stats.blocked_dropped += 1;
             return true;
@@ -1123,13 +1359,24 @@ impl GroupCore {
             tracing::debug!(%peer, "malformed group payload");
             return true;
         };
+        if own
+            || self
+                .groups
+                .values()
+                .any(|g| g.state.members.contains(&peer))
+        {
+            self.note_device(now, &peer, dev, sink);
+        }
         let fate = match p {
-            GroupPayload::Ack { item } => self.on_ack(&peer, &item).map(|()| Fate::Done),
-            GroupPayload::Item { item, body } => self.item(now, &peer, standing, item, body, sink),
+            GroupPayload::Ack { item } => self.on_ack(&peer, dev, &item).map(|()| Fate::Done),
+            GroupPayload::Item { item, body } => {
+                self.item(now, (&peer, dev), standing, item, body, sink)
+            }
+            GroupPayload::Ask { groups } => self.on_ask(now, (&peer, dev), &groups, sink),
         };
         match fate {
             Ok(Fate::Done) => {}
-            Ok(Fate::Park) => self.park(now, &peer, standing, payload),
+            Ok(Fate::Park) => self.park(now, (&peer, dev), standing, payload),
             Err(e) => self.events.push_back(GroupEvent::StoreFailed {
                 error: e.to_string(),
             }),
@@ -1138,26 +1385,132 @@ impl GroupCore {
         true
     }
 
+    /// Device `dev` of `user` (a member, or us) sent us something. A new
+    /// one of ours is asked for the groups it has that we lack.
+    fn note_device(&mut self, now: Millis, user: &str, dev: Dev, sink: &mut dyn EnvelopeSink) {
+        let ds = self.devices.entry(user.to_owned()).or_default();
+        if ds.contains(&dev) || ds.len() >= MAX_DEVICES {
+            return;
+        }
+        ds.insert(dev);
+        if user == self.me {
+            self.ask_device(now, dev, sink);
+        }
+    }
+
+    /// The groups we know, as an ask lists them.
+    fn ask_payload(&self) -> Vec<u8> {
+        let groups: Vec<GroupId> = self
+            .groups
+            .keys()
+            .take(wire::MAX_ASK_GROUPS)
+            .copied()
+            .collect();
+        GroupPayload::Ask { groups }.encode()
+    }
+
+    /// Ask our device `dev` for the groups we lack (once per sync window).
+    fn ask_device(&mut self, now: Millis, dev: Dev, sink: &mut dyn EnvelopeSink) {
+        if self
+            .asked
+            .get(&dev)
+            .is_some_and(|t| now.since(*t) < self.cfg.sync_ms)
+        {
+            return;
+        }
+        if self.asked.len() >= MAX_DEVICES && !self.asked.contains_key(&dev) {
+            self.asked.pop_first();
+        }
+        self.asked.insert(dev, now);
+        let p = self.ask_payload();
+        let me = self.me.clone();
+        sink.send_envelope_to_device(&me, &dev, kind::GROUP_ASK, &p, false);
+    }
+
+    /// We are online (our record is published): ask our other devices
+    /// that are online for the groups we lack (at most once per sync
+    /// window; not stored for those offline, who ask us when they come).
+    pub fn on_online(&mut self, now: Millis, sink: &mut dyn EnvelopeSink) {
+        if self
+            .asked_all
+            .is_some_and(|t| now.since(t) < self.cfg.sync_ms)
+        {
+            return;
+        }
+        self.asked_all = Some(now);
+        let p = self.ask_payload();
+        let me = self.me.clone();
+        sink.send_envelope(&me, kind::GROUP_ASK, &p, false);
+    }
+
+    /// Another device of ours asks for the groups it lacks (it knows
+    /// `theirs`): the log of each other group we are in and our key there,
+    /// sealed to that device alone. Asks from another account, or again
+    /// within a sync window, are refused (counted).
+    fn on_ask(
+        &mut self,
+        now: Millis,
+        (peer, dev): (&str, Dev),
+        theirs: &[GroupId],
+        sink: &mut dyn EnvelopeSink,
+    ) -> Result<Fate, GroupError> {
+        if peer != self.me
+            || self
+                .answered
+                .get(&dev)
+                .is_some_and(|t| now.since(*t) < self.cfg.sync_ms)
+        {
+            self.stats.asks_refused += 1;
+            return Ok(Fate::Done);
+        }
+        if self.answered.len() >= MAX_DEVICES && !self.answered.contains_key(&dev) {
+            self.answered.pop_first();
+        }
+        self.answered.insert(dev, now);
+        self.stats.asks_answered += 1;
+        let theirs: BTreeSet<&GroupId> = theirs.iter().collect();
+        let lacking: Vec<GroupId> = self
+            .groups
+            .values()
+            .filter(|g| g.state.members.contains(&self.me) && !theirs.contains(&g.id))
+            .map(|g| g.id)
+            .take(self.cfg.max_groups)
+            .collect();
+        let me = self.me.clone();
+        for g in lacking {
+            let log: Vec<Vec<u8>> = self.groups[&g].ops.iter().map(Op::encode).collect();
+            for chunk in log.chunks(wire::MAX_OPS_PER_ITEM) {
+                let body = Body::Ops {
+                    group: g,
+                    ops: chunk.iter().map(Vec::as_slice).collect(),
+                };
+                self.queue(now, (&me, Some(dev)), body, sink)?;
+            }
+            self.send_key_to(now, &g, (&me, dev), sink)?;
+        }
+        Ok(Fate::Done)
+    }
+
     fn item(
         &mut self,
         now: Millis,
-        peer: &str,
+        from: (&str, Dev),
         standing: Standing,
         item: [u8; 16],
         body: Body<'_>,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<Fate, GroupError> {
         match body {
-            Body::Ops { group, ops } => self.on_ops(now, peer, standing, item, group, &ops, sink),
+            Body::Ops { group, ops } => self.on_ops(now, from, standing, item, group, &ops, sink),
             Body::Key {
                 group,
                 key_id,
                 key,
                 digest,
             } => {
-                let fate = self.on_key(now, peer, item, group, key_id, key, sink)?;
+                let fate = self.on_key(now, from, item, group, key_id, key, sink)?;
                 if let (Fate::Done, Some(d)) = (&fate, digest) {
-                    self.note_digest(now, &group, peer, d, sink)?;
+                    self.note_digest(now, &group, from, d, sink)?;
                 }
                 Ok(fate)
             }
@@ -1169,14 +1522,14 @@ impl GroupCore {
                 ct,
                 digest,
             } => {
-                let fate = self.on_msg(now, peer, item, group, (key_id, seq, prev), ct, sink)?;
+                let fate = self.on_msg(now, from, item, group, (key_id, seq, prev), ct, sink)?;
                 if let (Fate::Done, Some(d)) = (&fate, digest) {
-                    self.note_digest(now, &group, peer, d, sink)?;
+                    self.note_digest(now, &group, from, d, sink)?;
                 }
                 Ok(fate)
             }
             Body::Ids { .. } | Body::Want { .. } | Body::Pull { .. } => {
-                self.on_sync(now, peer, item, body, sink)
+                self.on_sync(now, from, item, body, sink)
             }
         }
     }
@@ -1188,7 +1541,7 @@ impl GroupCore {
         &mut self,
         now: Millis,
         g: &GroupId,
-        peer: &str,
+        (peer, dev): (&str, Dev),
         theirs: Digest,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<(), GroupError> {
@@ -1205,14 +1558,14 @@ impl GroupCore {
             return Ok(());
         };
         if sp.started {
-            sp.due = Some(theirs);
+            sp.due = Some((theirs, dev));
             return Ok(());
         }
         sp.started = true;
         sp.due = None;
         self.stats.syncs_started += 1;
         tracing::debug!(%peer, "group logs differ: syncing");
-        self.send_ids(now, g, peer, None, sink)
+        self.send_ids(now, g, (peer, dev), None, sink)
     }
 
     /// The sync state with `peer` in group `g`, its window renewed when
@@ -1244,7 +1597,7 @@ impl GroupCore {
         &mut self,
         now: Millis,
         g: &GroupId,
-        peer: &str,
+        (peer, dev): (&str, Dev),
         before: Option<OpKey>,
         sink: &mut dyn EnvelopeSink,
     ) -> Result<(), GroupError> {
@@ -1265,14 +1618,15 @@ impl GroupCore {
             below: grp.prefix_digest(from),
             ids: grp.order[from..upto].iter().map(|(_, id)| *id).collect(),
         };
-        self.queue(now, peer, body, sink)
+        self.queue(now, (peer, Some(dev)), body, sink)
     }
 
-    /// A sync request (`ids`, `want` or `pull`) from `peer`.
+    /// A sync request (`ids`, `want` or `pull`) from device `dev` of
+    /// `peer`; the answers go to that device.
     fn on_sync(
         &mut self,
         now: Millis,
-        peer: &str,
+        (peer, dev): (&str, Dev),
         item: [u8; 16],
         body: Body<'_>,
         sink: &mut dyn EnvelopeSink,
@@ -1283,7 +1637,7 @@ impl GroupCore {
         };
         if !grp.state.members.contains(&self.me) {
             self.stats.sync_refused += 1;
-            self.ack(peer, item, sink);
+            self.ack((peer, dev), item, sink);
             return Ok(Fate::Done);
         }
         if !grp.state.members.contains(peer) {
@@ -1300,7 +1654,7 @@ impl GroupCore {
         };
         if !answer {
             self.stats.sync_refused += 1;
-            self.ack(peer, item, sink);
+            self.ack((peer, dev), item, sink);
             return Ok(Fate::Done);
         }
         let grp = &self.groups[&g];
@@ -1345,8 +1699,8 @@ impl GroupCore {
             }
             Body::Pull { before, .. } => {
                 let before = *before;
-                self.ack(peer, item, sink);
-                self.send_ids(now, &g, peer, Some(before), sink)?;
+                self.ack((peer, dev), item, sink);
+                self.send_ids(now, &g, (peer, dev), Some(before), sink)?;
                 return Ok(Fate::Done);
             }
             _ => {}
@@ -1357,12 +1711,12 @@ impl GroupCore {
                 group: g,
                 ops: chunk.iter().map(Vec::as_slice).collect(),
             };
-            self.queue(now, peer, body, sink)?;
+            self.queue(now, (peer, Some(dev)), body, sink)?;
         }
         if !want.is_empty() {
             self.queue(
                 now,
-                peer,
+                (peer, Some(dev)),
                 Body::Want {
                     group: g,
                     ids: want,
@@ -1371,9 +1725,14 @@ impl GroupCore {
             )?;
         }
         if let Some(before) = pull {
-            self.queue(now, peer, Body::Pull { group: g, before }, sink)?;
+            self.queue(
+                now,
+                (peer, Some(dev)),
+                Body::Pull { group: g, before },
+                sink,
+            )?;
         }
-        self.ack(peer, item, sink);
+        self.ack((peer, dev), item, sink);
         Ok(Fate::Done)
     }
 
@@ -1391,8 +1750,8 @@ impl GroupCore {
             }
             false
         });
-        for ((g, peer), theirs) in due {
-            if let Err(e) = self.note_digest(now, &g, &peer, theirs, sink) {
+        for ((g, peer), (theirs, dev)) in due {
+            if let Err(e) = self.note_digest(now, &g, (&peer, dev), theirs, sink) {
                 self.events.push_back(GroupEvent::StoreFailed {
                     error: e.to_string(),
                 });
@@ -1400,7 +1759,7 @@ impl GroupCore {
         }
     }
 
-    fn park(&mut self, now: Millis, from: &str, standing: Standing, payload: &[u8]) {
+    fn park(&mut self, now: Millis, (from, dev): (&str, Dev), standing: Standing, payload: &[u8]) {
         let theirs = self.early.iter().filter(|e| e.from == from).count();
         if theirs >= self.cfg.max_early_per_sender || self.early.len() >= self.cfg.max_early {
             self.stats.early_dropped += 1;
@@ -1408,6 +1767,7 @@ impl GroupCore {
         }
         self.early.push_back(Early {
             from: from.to_owned(),
+            dev,
             standing,
             payload: payload.to_vec(),
             since: now,
@@ -1427,7 +1787,7 @@ impl GroupCore {
                 else {
                     continue;
                 };
-                match self.item(now, &e.from, e.standing, item, body, sink) {
+                match self.item(now, (&e.from, e.dev), e.standing, item, body, sink) {
                     Ok(Fate::Done) => {}
                     Ok(Fate::Park) => self.early.push_back(e),
                     Err(err) => self.events.push_back(GroupEvent::StoreFailed {
@@ -1438,28 +1798,40 @@ impl GroupCore {
         }
     }
 
-    fn ack(&mut self, to: &str, item: [u8; 16], sink: &mut dyn EnvelopeSink) {
+    /// Acknowledge an item to the device that sent it.
+    fn ack(&mut self, (to, dev): (&str, Dev), item: [u8; 16], sink: &mut dyn EnvelopeSink) {
         let ack = GroupPayload::Ack { item }.encode();
-        sink.send_envelope(to, kind::GROUP_ACK, &ack, true);
+        sink.send_envelope_to_device(to, &dev, kind::GROUP_ACK, &ack, true);
     }
 
-    fn on_ack(&mut self, peer: &str, item: &[u8; 16]) -> Result<(), GroupError> {
+    /// Device `dev` of `peer` acknowledged `item`: done once each device
+    /// it waits for did (see [`GroupCore::complete`]); a message's first
+    /// acknowledgement by a user is reported.
+    fn on_ack(&mut self, peer: &str, dev: Dev, item: &[u8; 16]) -> Result<(), GroupError> {
         let key = (peer.to_owned(), *item);
-        let Some(p) = self.pending.remove(&key) else {
+        let Some(p) = self.pending.get_mut(&key) else {
             return Ok(());
         };
-        self.by_envelope.retain(|_, k| *k != key);
-        self.store.remove_item(peer, item)?;
-        if let Ok(GroupPayload::Item {
-            body: Body::Msg { group, seq, .. },
-            ..
-        }) = GroupPayload::decode(kind::GROUP, &p.payload)
+        if p.only.is_some_and(|d| d != dev) {
+            return Ok(());
+        }
+        let first = p.acked.is_empty();
+        p.acked.insert(dev);
+        if first
+            && let Ok(GroupPayload::Item {
+                body: Body::Msg { group, seq, .. },
+                ..
+            }) = GroupPayload::decode(kind::GROUP, &p.payload)
+            && peer != self.me
         {
             self.events.push_back(GroupEvent::Acked {
                 group,
                 seq,
                 by: peer.to_owned(),
             });
+        }
+        if self.complete(&key) {
+            self.finish(&key)?;
         }
         Ok(())
     }
@@ -1468,7 +1840,7 @@ impl GroupCore {
     fn on_ops(
         &mut self,
         now: Millis,
-        peer: &str,
+        (peer, dev): (&str, Dev),
         standing: Standing,
         item: [u8; 16],
         g: GroupId,
@@ -1481,36 +1853,44 @@ impl GroupCore {
                 Ok(op) if op.group == g && op.verify(&self.authority) => ops.push(op),
                 _ => {
                     self.stats.bad += 1;
-                    self.ack(peer, item, sink);
+                    self.ack((peer, dev), item, sink);
                     return Ok(Fate::Done);
                 }
             }
         }
         let known = self.groups.get(&g);
+        let own = peer == self.me;
         let sender_member = known.is_some_and(|grp| grp.state.members.contains(peer));
         let me_member = known.is_some_and(|grp| grp.state.members.contains(&self.me));
+        let joined = self
+            .groups
+            .values()
+            .filter(|g| g.state.members.contains(&self.me))
+            .count();
         // Ops that add us are an invitation: taken from contacts only.
         let invites_me = ops
             .iter()
             .any(|o| matches!(&o.action, Action::Invite { user } if *user == self.me));
-        if invites_me && !me_member {
+        if own {
+            // Another device of ours: a group we are in there is ours here.
+            if known.is_none() && joined >= self.cfg.max_groups {
+                self.stats.too_many_groups += 1;
+                self.ack((peer, dev), item, sink);
+                return Ok(Fate::Done);
+            }
+        } else if invites_me && !me_member {
             if standing != Standing::Contact {
                 self.stats.invites_dropped += 1;
                 self.events.push_back(GroupEvent::InviteDropped {
                     from: peer.to_owned(),
                     group: g,
                 });
-                self.ack(peer, item, sink);
+                self.ack((peer, dev), item, sink);
                 return Ok(Fate::Done);
             }
-            let joined = self
-                .groups
-                .values()
-                .filter(|g| g.state.members.contains(&self.me))
-                .count();
             if known.is_none() && joined >= self.cfg.max_groups {
                 self.stats.too_many_groups += 1;
-                self.ack(peer, item, sink);
+                self.ack((peer, dev), item, sink);
                 return Ok(Fate::Done);
             }
         } else if !sender_member {
@@ -1522,12 +1902,23 @@ impl GroupCore {
                 return Ok(Fate::Park);
             }
         }
+        // Several ops at once from another of our devices, about a group
+        // new here: a log answering our ask (ops made live come one by
+        // one), so what was sent before this device was there will not
+        // come.
+        let late = own && ops.len() > 1;
         if let std::collections::btree_map::Entry::Vacant(v) = self.groups.entry(g) {
-            v.insert(Group::empty(g));
+            v.insert(Group {
+                late: late.then_some(now),
+                ..Group::empty(g)
+            });
             self.store.save_key(&g, 0, &[0; 32], 0)?;
+            if late {
+                self.store.set_late(&g)?;
+            }
         }
-        self.apply_ops(now, &g, ops, peer, sink)?;
-        self.ack(peer, item, sink);
+        self.apply_ops(now, &g, ops, false, sink)?;
+        self.ack((peer, dev), item, sink);
         Ok(Fate::Done)
     }
 
@@ -1535,7 +1926,7 @@ impl GroupCore {
     fn on_key(
         &mut self,
         now: Millis,
-        peer: &str,
+        (peer, dev): (&str, Dev),
         item: [u8; 16],
         g: GroupId,
         key_id: u32,
@@ -1548,27 +1939,33 @@ impl GroupCore {
         if !grp.state.members.contains(peer) {
             return Ok(Fate::Park);
         }
-        let new_key = !grp.keys.contains_key(&(peer.to_owned(), key_id));
+        if grp.adopt(peer, &dev) {
+            self.store.adopt(&g, peer, &dev)?;
+        }
+        let theirs: Vec<u32> = grp
+            .keys
+            .keys()
+            .filter(|(s, d, _)| s == peer && *d == dev)
+            .map(|(_, _, i)| *i)
+            .collect();
+        // A device new to us in this group gets our current key.
+        let new_device = theirs.is_empty();
+        let new_key = !grp.keys.contains_key(&(peer.to_owned(), dev, key_id));
         if new_key {
-            let theirs: Vec<u32> = grp
-                .keys
-                .keys()
-                .filter(|(s, _)| s == peer)
-                .map(|(_, i)| *i)
-                .collect();
             if theirs.len() >= MAX_KEYS_PER_SENDER
                 && let Some(&oldest) = theirs.iter().min()
             {
-                grp.keys.remove(&(peer.to_owned(), oldest));
+                grp.keys.remove(&(peer.to_owned(), dev, oldest));
                 self.stats.keys_dropped += 1;
-                self.store.remove_key(&g, peer, oldest)?;
+                self.store.remove_key(&g, (peer, &dev), oldest)?;
             }
+            grp.keys.insert((peer.to_owned(), dev, key_id), key);
+            self.store.add_key(&g, (peer, &dev), key_id, &key)?;
         }
-        if new_key {
-            grp.keys.insert((peer.to_owned(), key_id), key);
-            self.store.add_key(&g, peer, key_id, &key)?;
+        self.ack((peer, dev), item, sink);
+        if new_device {
+            self.send_key_to(now, &g, (peer, dev), sink)?;
         }
-        self.ack(peer, item, sink);
         self.deliver_held(now, &g, sink);
         Ok(Fate::Done)
     }
@@ -1577,7 +1974,7 @@ impl GroupCore {
     fn on_msg(
         &mut self,
         now: Millis,
-        peer: &str,
+        (peer, dev): (&str, Dev),
         item: [u8; 16],
         g: GroupId,
         (key_id, seq, prev): (u32, u64, u64),
@@ -1587,16 +1984,23 @@ impl GroupCore {
         let Some(grp) = self.groups.get_mut(&g) else {
             return Ok(Fate::Park);
         };
-        let last = grp.last_seq.get(peer).copied().unwrap_or(0);
+        if grp.adopt(peer, &dev) {
+            self.store.adopt(&g, peer, &dev)?;
+        }
+        let Some(grp) = self.groups.get_mut(&g) else {
+            return Ok(Fate::Park);
+        };
+        let sender = (peer.to_owned(), dev);
+        let last = grp.last_seq.get(&sender).copied().unwrap_or(0);
         if seq <= last {
             // A copy of one we kept: acknowledge again.
-            self.ack(peer, item, sink);
+            self.ack((peer, dev), item, sink);
             return Ok(Fate::Done);
         }
         if !grp.state.members.contains(peer) {
             return Ok(Fate::Park);
         }
-        let held = grp.held.entry(peer.to_owned()).or_default();
+        let held = grp.held.entry(sender).or_default();
         if !held.contains_key(&seq) {
             if held.len() >= self.cfg.max_held {
                 self.stats.held_over_limit += 1;
@@ -1621,23 +2025,32 @@ impl GroupCore {
     /// held past `gap_ms`) and whose key we have.
     fn deliver_held(&mut self, now: Millis, g: &GroupId, sink: &mut dyn EnvelopeSink) {
         let me = self.me.clone();
-        let gap_ms = self.cfg.gap_ms;
         let Some(grp) = self.groups.get_mut(g) else {
             return;
         };
-        let mut out: Vec<([u8; 16], GroupMessage, u32, Vec<u8>)> = Vec::new();
-        let mut acks: Vec<(String, [u8; 16])> = Vec::new();
+        let gaps_ms: BTreeMap<(String, Dev), u64> = grp
+            .held
+            .iter()
+            .filter_map(|(k, h)| {
+                let (_, first) = h.first_key_value()?;
+                Some((k.clone(), grp.gap(&self.cfg, k, first.since)))
+            })
+            .collect();
+        let mut out: Vec<Ready> = Vec::new();
+        let mut acks: Vec<((String, Dev), [u8; 16])> = Vec::new();
         let (mut bad, mut gaps) = (0, 0);
-        for (sender, held) in grp.held.iter_mut() {
+        for (sender_dev, held) in grp.held.iter_mut() {
+            let (sender, dev) = sender_dev;
+            let gap_ms = gaps_ms.get(sender_dev).copied().unwrap_or(self.cfg.gap_ms);
             loop {
-                let last = grp.last_seq.get(sender).copied().unwrap_or(0);
+                let last = grp.last_seq.get(sender_dev).copied().unwrap_or(0);
                 // Copies of what we kept meanwhile: acknowledged.
                 while let Some((&s, _)) = held.first_key_value() {
                     if s > last {
                         break;
                     }
                     if let Some(h) = held.remove(&s) {
-                        acks.push((sender.clone(), h.item));
+                        acks.push((sender_dev.clone(), h.item));
                     }
                 }
                 let Some((&seq, h)) = held.first_key_value() else {
@@ -1647,7 +2060,7 @@ impl GroupCore {
                 if !in_order && now.since(h.since) < gap_ms {
                     break;
                 }
-                let Some(key) = grp.keys.get(&(sender.clone(), h.key_id)) else {
+                let Some(key) = grp.keys.get(&(sender.clone(), *dev, h.key_id)) else {
                     break;
                 };
                 let Some(h) = held.remove(&seq) else { break };
@@ -1656,7 +2069,7 @@ impl GroupCore {
                         if !in_order {
                             gaps += 1;
                         }
-                        grp.last_seq.insert(sender.clone(), seq);
+                        grp.last_seq.insert(sender_dev.clone(), seq);
                         let m = GroupMessage {
                             group: *g,
                             sender: sender.clone(),
@@ -1666,7 +2079,7 @@ impl GroupCore {
                             at_ms: now.0,
                             outgoing: *sender == me,
                         };
-                        out.push((h.item, m, h.key_id, h.ct));
+                        out.push((h.item, m, *dev, h.key_id, h.ct));
                     }
                     // Not acknowledged: a good copy may follow.
                     None => bad += 1,
@@ -1676,17 +2089,17 @@ impl GroupCore {
         grp.held.retain(|_, h| !h.is_empty());
         self.stats.undecryptable += bad;
         self.stats.gaps_skipped += gaps;
-        for (to, item) in acks {
-            self.ack(&to, item, sink);
+        for ((to, dev), item) in acks {
+            self.ack((&to, dev), item, sink);
         }
-        for (item, m, key_id, ct) in out {
-            match self.store.insert_incoming(&m, key_id, &ct) {
+        for (item, m, dev, key_id, ct) in out {
+            match self.store.insert_incoming(&m, &dev, key_id, &ct) {
                 Ok(new) => {
                     let sender = m.sender.clone();
                     if new {
                         self.events.push_back(GroupEvent::Message(m));
                     }
-                    self.ack(&sender, item, sink);
+                    self.ack((&sender, dev), item, sink);
                 }
                 Err(e) => self.events.push_back(GroupEvent::StoreFailed {
                     error: e.to_string(),
@@ -1714,9 +2127,46 @@ impl GroupCore {
         env: &EnvelopeId,
         o: EnvelopeOutcome,
     ) -> bool {
-        let Some(key) = self.by_envelope.remove(env) else {
+        let Some((key, to_dev)) = self.by_envelope.remove(env) else {
             return false;
         };
+        let own_alone = key.0 == self.me
+            && self.devices.get(&self.me).is_none_or(BTreeSet::is_empty)
+            && matches!(o, EnvelopeOutcome::Delivered | EnvelopeOutcome::Stored);
+        let Some(p) = self.pending.get_mut(&key) else {
+            return true;
+        };
+        if own_alone && p.only.is_none() {
+            // To our other devices, none of which we have heard from: the
+            // overlay copied it to each (stored for those offline), or
+            // there is none. Done.
+            if let Err(e) = self.finish(&key) {
+                self.events.push_back(GroupEvent::StoreFailed {
+                    error: e.to_string(),
+                });
+            }
+            return true;
+        }
+        if let (EnvelopeOutcome::Failed(_), Some(d), None) = (&o, to_dev, p.only) {
+            // Sent to one device after another acknowledged: after
+            // MAX_DEVICE_FAILURES it is taken for gone.
+            let n = p.failures.entry(d).or_default();
+            *n += 1;
+            if *n >= MAX_DEVICE_FAILURES {
+                if let Some(ds) = self.devices.get_mut(&key.0) {
+                    ds.remove(&d);
+                }
+                self.stats.devices_dropped += 1;
+                if self.complete(&key)
+                    && let Err(e) = self.finish(&key)
+                {
+                    self.events.push_back(GroupEvent::StoreFailed {
+                        error: e.to_string(),
+                    });
+                }
+                return true;
+            }
+        }
         let Some(p) = self.pending.get_mut(&key) else {
             return true;
         };
@@ -1767,10 +2217,10 @@ impl GroupCore {
             .groups
             .values()
             .filter(|g| {
-                g.held
-                    .values()
-                    .filter_map(|h| h.first_key_value())
-                    .any(|(_, h)| now.since(h.since) >= self.cfg.gap_ms)
+                g.held.iter().any(|(s, h)| {
+                    h.first_key_value()
+                        .is_some_and(|(_, h)| now.since(h.since) >= g.gap(&self.cfg, s, h.since))
+                })
             })
             .map(|g| g.id)
             .collect();
@@ -1780,7 +2230,7 @@ impl GroupCore {
         self.sync_due(now, sink);
         if self.by_envelope.len() > 4 * self.pending.len() + 64 {
             let live: BTreeSet<&(String, [u8; 16])> = self.pending.keys().collect();
-            self.by_envelope.retain(|_, k| live.contains(k));
+            self.by_envelope.retain(|_, (k, _)| live.contains(k));
         }
     }
 
@@ -1794,9 +2244,12 @@ impl GroupCore {
         let held = self
             .groups
             .values()
-            .flat_map(|g| g.held.values())
-            .filter_map(|h| h.first_key_value())
-            .map(|(_, h)| h.since + self.cfg.gap_ms)
+            .flat_map(|g| {
+                g.held.iter().filter_map(|(s, h)| {
+                    h.first_key_value()
+                        .map(|(_, h)| h.since + g.gap(&self.cfg, s, h.since))
+                })
+            })
             .min();
         let early = self.early.front().map(|e| e.since + self.cfg.early_ms);
         let sync = self

@@ -8,7 +8,7 @@
 //! no-op; an outgoing one is written with its outbox entries in one
 //! transaction before it is sent.
 
-use super::{GroupError, GroupId, GroupMessage};
+use super::{Dev, GroupError, GroupId, GroupMessage};
 use crate::sqlite::Schema;
 use rusqlite::{Connection, params};
 use std::path::{Path, PathBuf};
@@ -18,9 +18,10 @@ pub(super) const SCHEMA: Schema = Schema {
     migrations: MIGRATIONS,
 };
 
-const MIGRATIONS: &[&str] = &[
-    // 1: groups, op logs, keys, history, outbox.
-    "CREATE TABLE groups (
+const MIGRATIONS: &[&str] = &[MIGRATIONS_V1, MIGRATION_V2];
+
+/// 1: groups, op logs, keys, history, outbox.
+pub(super) const MIGRATIONS_V1: &str = "CREATE TABLE groups (
         id BLOB PRIMARY KEY,
         key_id INTEGER NOT NULL,
         key BLOB NOT NULL,
@@ -63,8 +64,47 @@ const MIGRATIONS: &[&str] = &[
         payload BLOB NOT NULL,
         created INTEGER NOT NULL,
         PRIMARY KEY (peer, item)
-    );",
-];
+    );";
+
+/// 2: one account on several devices. Sender keys and messages are per
+/// sending device (its x25519 key; 32 zero bytes for rows from before,
+/// [`LEGACY`], taken over by the first device of that sender heard from);
+/// an outbox item may be for one device of its peer; a group's log may
+/// have come whole from another of our devices (`late`).
+const MIGRATION_V2: &str = "ALTER TABLE groups ADD COLUMN late INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN device BLOB;
+    CREATE TABLE keys2 (
+        grp BLOB NOT NULL,
+        sender TEXT NOT NULL,
+        device BLOB NOT NULL,
+        key_id INTEGER NOT NULL,
+        key BLOB NOT NULL,
+        PRIMARY KEY (grp, sender, device, key_id)
+    );
+    INSERT INTO keys2 SELECT grp, sender, zeroblob(32), key_id, key FROM keys;
+    DROP TABLE keys;
+    ALTER TABLE keys2 RENAME TO keys;
+    CREATE TABLE messages2 (
+        grp BLOB NOT NULL,
+        sender TEXT NOT NULL,
+        device BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        key_id INTEGER NOT NULL,
+        ct BLOB NOT NULL,
+        text TEXT NOT NULL,
+        sent_at INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (grp, sender, device, seq)
+    );
+    INSERT INTO messages2 SELECT grp, sender, zeroblob(32), seq, key_id, ct, text, sent_at, at
+        FROM messages ORDER BY rowid;
+    DROP TABLE messages;
+    ALTER TABLE messages2 RENAME TO messages;
+    CREATE INDEX messages_by_time ON messages (grp, at);
+    CREATE INDEX messages_by_sent ON messages (grp, sent_at);";
+
+/// The device of rows written before schema version 2 (unknown then).
+pub const LEGACY: Dev = [0; 32];
 
 /// One group as stored.
 #[derive(Debug, Clone)]
@@ -73,23 +113,28 @@ pub struct StoredGroup {
     pub key_id: u32,
     pub key: [u8; 32],
     pub seq: u64,
+    /// Learned from another of our devices.
+    pub late: bool,
     /// Encoded ops.
     pub ops: Vec<Vec<u8>>,
-    /// (sender, key id, key).
-    pub keys: Vec<(String, u32, [u8; 32])>,
-    /// Highest seq kept from each sender.
-    pub last_seq: Vec<(String, u64)>,
+    /// (sender, device, key id, key).
+    pub keys: Vec<(String, Dev, u32, [u8; 32])>,
+    /// Highest seq kept from each sending device.
+    pub last_seq: Vec<(String, Dev, u64)>,
     /// Our last seq sent to each member.
     pub sent_to: Vec<(String, u64)>,
 }
 
-/// An outbox entry: (peer, item, payload, created ms).
-pub type OutboxRow = (String, [u8; 16], Vec<u8>, u64);
+/// An outbox entry: (peer, only this device of theirs, item, payload,
+/// created ms).
+pub type OutboxRow = (String, Option<Dev>, [u8; 16], Vec<u8>, u64);
 
 /// A stored message with its ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedRow {
     pub sender: String,
+    /// The sending device ([`LEGACY`] for rows from before version 2).
+    pub device: Dev,
     pub seq: u64,
     pub key_id: u32,
     pub ct: Vec<u8>,
@@ -141,7 +186,7 @@ impl GroupStore {
         let r = (|| -> rusqlite::Result<Vec<StoredGroup>> {
             let mut st = self
                 .conn
-                .prepare("SELECT id, key_id, key, seq FROM groups")?;
+                .prepare("SELECT id, key_id, key, seq, late FROM groups")?;
             let mut groups: Vec<StoredGroup> = st
                 .query_map([], |r| {
                     Ok(StoredGroup {
@@ -149,6 +194,7 @@ impl GroupStore {
                         key_id: r.get::<_, i64>(1)? as u32,
                         key: arr(r.get(2)?),
                         seq: r.get::<_, i64>(3)? as u64,
+                        late: r.get::<_, i64>(4)? != 0,
                         ops: Vec::new(),
                         keys: Vec::new(),
                         last_seq: Vec::new(),
@@ -165,17 +211,25 @@ impl GroupStore {
                     .collect::<Result<_, _>>()?;
                 g.keys = self
                     .conn
-                    .prepare("SELECT sender, key_id, key FROM keys WHERE grp = ?1")?
+                    .prepare("SELECT sender, device, key_id, key FROM keys WHERE grp = ?1")?
                     .query_map([id], |r| {
-                        Ok((r.get(0)?, r.get::<_, i64>(1)? as u32, arr(r.get(2)?)))
+                        Ok((
+                            r.get(0)?,
+                            arr(r.get(1)?),
+                            r.get::<_, i64>(2)? as u32,
+                            arr(r.get(3)?),
+                        ))
                     })?
                     .collect::<Result<_, _>>()?;
                 g.last_seq = self
                     .conn
                     .prepare(
-                        "SELECT sender, MAX(seq) FROM messages WHERE grp = ?1 GROUP BY sender",
+                        "SELECT sender, device, MAX(seq) FROM messages WHERE grp = ?1
+                         GROUP BY sender, device",
                     )?
-                    .query_map([id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                    .query_map([id], |r| {
+                        Ok((r.get(0)?, arr(r.get(1)?), r.get::<_, i64>(2)? as u64))
+                    })?
                     .collect::<Result<_, _>>()?;
                 g.sent_to = self
                     .conn
@@ -224,32 +278,66 @@ impl GroupStore {
         r.map_err(|e| self.err(e))
     }
 
-    /// A member's sender key.
+    /// A group learned from another of our devices.
+    pub fn set_late(&mut self, g: &GroupId) -> Result<(), GroupError> {
+        self.conn
+            .execute("UPDATE groups SET late = 1 WHERE id = ?1", params![&g[..]])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// A sending device's sender key.
     pub fn add_key(
         &mut self,
         g: &GroupId,
-        sender: &str,
+        (sender, device): (&str, &Dev),
         key_id: u32,
         key: &[u8; 32],
     ) -> Result<(), GroupError> {
         self.conn
             .execute(
-                "INSERT OR IGNORE INTO keys (grp, sender, key_id, key) VALUES (?1, ?2, ?3, ?4)",
-                params![&g[..], sender, key_id as i64, &key[..]],
+                "INSERT OR IGNORE INTO keys (grp, sender, device, key_id, key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![&g[..], sender, &device[..], key_id as i64, &key[..]],
             )
             .map(drop)
             .map_err(|e| self.err(e))
     }
 
-    /// A member's sender key pushed out.
-    pub fn remove_key(&mut self, g: &GroupId, sender: &str, key_id: u32) -> Result<(), GroupError> {
+    /// A sending device's sender key pushed out.
+    pub fn remove_key(
+        &mut self,
+        g: &GroupId,
+        (sender, device): (&str, &Dev),
+        key_id: u32,
+    ) -> Result<(), GroupError> {
         self.conn
             .execute(
-                "DELETE FROM keys WHERE grp = ?1 AND sender = ?2 AND key_id = ?3",
-                params![&g[..], sender, key_id as i64],
+                "DELETE FROM keys WHERE grp = ?1 AND sender = ?2 AND device = ?3 AND key_id = ?4",
+                params![&g[..], sender, &device[..], key_id as i64],
             )
             .map(drop)
             .map_err(|e| self.err(e))
+    }
+
+    /// `sender`'s keys and messages from before version 2 ([`LEGACY`]) are
+    /// their device `device`'s from now on (the first of theirs heard from).
+    pub fn adopt(&mut self, g: &GroupId, sender: &str, device: &Dev) -> Result<(), GroupError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| GroupError::Store(SCHEMA.error(&self.path, e)))?;
+        let r = (|| {
+            for table in ["keys", "messages"] {
+                tx.execute(
+                    &format!(
+                        "UPDATE OR IGNORE {table} SET device = ?3 WHERE grp = ?1 AND sender = ?2 AND device = ?4"
+                    ),
+                    params![&g[..], sender, &device[..], &LEGACY[..]],
+                )?;
+            }
+            tx.commit()
+        })();
+        r.map_err(|e| self.err(e))
     }
 
     /// Our message `m` (with its ciphertext) into the history, our seq
@@ -257,6 +345,7 @@ impl GroupStore {
     pub fn queue_outgoing(
         &mut self,
         m: &GroupMessage,
+        device: &Dev,
         key_id: u32,
         ct: &[u8],
         items: &[(String, [u8; 16], u64, Vec<u8>)],
@@ -269,8 +358,8 @@ impl GroupStore {
         let g = &m.group[..];
         let r = (|| {
             tx.execute(
-                "INSERT INTO messages (grp, sender, seq, key_id, ct, text, sent_at, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![g, m.sender, m.seq as i64, key_id as i64, ct, m.text, m.sent_at_ms as i64, m.at_ms as i64],
+                "INSERT INTO messages (grp, sender, device, seq, key_id, ct, text, sent_at, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![g, m.sender, &device[..], m.seq as i64, key_id as i64, ct, m.text, m.sent_at_ms as i64, m.at_ms as i64],
             )?;
             tx.execute(
                 "UPDATE groups SET seq = ?2 WHERE id = ?1",
@@ -292,18 +381,20 @@ impl GroupStore {
         r.map_err(|e| self.err(e))
     }
 
-    /// An item for `peer` into the outbox.
+    /// An item for `peer` (only their device `device`, when given) into
+    /// the outbox.
     pub fn queue_item(
         &mut self,
         peer: &str,
+        device: Option<&Dev>,
         item: &[u8; 16],
         payload: &[u8],
         created: u64,
     ) -> Result<(), GroupError> {
         self.conn
             .execute(
-                "INSERT OR IGNORE INTO outbox (peer, item, payload, created) VALUES (?1, ?2, ?3, ?4)",
-                params![peer, &item[..], payload, created as i64],
+                "INSERT OR IGNORE INTO outbox (peer, device, item, payload, created) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![peer, device.map(|d| &d[..]), &item[..], payload, created as i64],
             )
             .map(drop)
             .map_err(|e| self.err(e))
@@ -324,13 +415,16 @@ impl GroupStore {
     pub fn outbox(&self) -> Result<Vec<OutboxRow>, GroupError> {
         let r = (|| -> rusqlite::Result<Vec<OutboxRow>> {
             self.conn
-                .prepare("SELECT peer, item, payload, created FROM outbox ORDER BY created")?
+                .prepare(
+                    "SELECT peer, device, item, payload, created FROM outbox ORDER BY created",
+                )?
                 .query_map([], |r| {
                     Ok((
                         r.get(0)?,
-                        arr(r.get(1)?),
-                        r.get(2)?,
-                        r.get::<_, i64>(3)? as u64,
+                        r.get::<_, Option<Vec<u8>>>(1)?.map(arr),
+                        arr(r.get(2)?),
+                        r.get(3)?,
+                        r.get::<_, i64>(4)? as u64,
                     ))
                 })?
                 .collect()
@@ -338,24 +432,27 @@ impl GroupStore {
         r.map_err(|e| self.err(e))
     }
 
-    /// Keep an incoming message; false when it was already there.
+    /// Keep an incoming message from the sender's device `device`; false
+    /// when it was already there.
     pub fn insert_incoming(
         &mut self,
         m: &GroupMessage,
+        device: &Dev,
         key_id: u32,
         ct: &[u8],
     ) -> Result<bool, GroupError> {
         self.conn
             .execute(
-                "INSERT OR IGNORE INTO messages (grp, sender, seq, key_id, ct, text, sent_at, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![&m.group[..], m.sender, m.seq as i64, key_id as i64, ct, m.text, m.sent_at_ms as i64, m.at_ms as i64],
+                "INSERT OR IGNORE INTO messages (grp, sender, device, seq, key_id, ct, text, sent_at, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![&m.group[..], m.sender, &device[..], m.seq as i64, key_id as i64, ct, m.text, m.sent_at_ms as i64, m.at_ms as i64],
             )
             .map(|n| n > 0)
             .map_err(|e| self.err(e))
     }
 
-    /// The last `limit` messages of a group, oldest first (`me` marks
-    /// ours outgoing).
+    /// The last `limit` messages of a group, oldest first by their
+    /// senders' clocks, so every device of an account lists them alike
+    /// (`me` marks ours outgoing).
     pub fn history(
         &self,
         g: &GroupId,
@@ -367,7 +464,7 @@ impl GroupStore {
                 .conn
                 .prepare(
                     "SELECT sender, seq, text, sent_at, at FROM messages WHERE grp = ?1
-                     ORDER BY at DESC, rowid DESC LIMIT ?2",
+                     ORDER BY sent_at DESC, sender DESC, device DESC, seq DESC LIMIT ?2",
                 )?
                 .query_map(params![&g[..], limit as i64], |r| {
                     let sender: String = r.get(0)?;
@@ -394,15 +491,16 @@ impl GroupStore {
         let r = (|| -> rusqlite::Result<Vec<SealedRow>> {
             self.conn
                 .prepare(
-                    "SELECT sender, seq, key_id, ct FROM messages WHERE grp = ?1
-                     AND (?2 IS NULL OR sender = ?2) ORDER BY sender, seq",
+                    "SELECT sender, device, seq, key_id, ct FROM messages WHERE grp = ?1
+                     AND (?2 IS NULL OR sender = ?2) ORDER BY sender, device, seq",
                 )?
                 .query_map(params![&g[..], sender], |r| {
                     Ok(SealedRow {
                         sender: r.get(0)?,
-                        seq: r.get::<_, i64>(1)? as u64,
-                        key_id: r.get::<_, i64>(2)? as u32,
-                        ct: r.get(3)?,
+                        device: arr(r.get(1)?),
+                        seq: r.get::<_, i64>(2)? as u64,
+                        key_id: r.get::<_, i64>(3)? as u32,
+                        ct: r.get(4)?,
                     })
                 })?
                 .collect()
@@ -410,14 +508,14 @@ impl GroupStore {
         r.map_err(|e| self.err(e))
     }
 
-    /// Every sender key we hold for a group: (sender, key id, key),
-    /// ours included.
+    /// Every sender key we hold for a group, of every sending device:
+    /// (sender, key id, key), ours included.
     pub fn keys(&self, g: &GroupId) -> Result<Vec<(String, u32, [u8; 32])>, GroupError> {
         let all = self.load()?;
         Ok(all
             .into_iter()
             .find(|s| s.id == *g)
-            .map(|s| s.keys)
+            .map(|s| s.keys.into_iter().map(|(u, _, i, k)| (u, i, k)).collect())
             .unwrap_or_default())
     }
 

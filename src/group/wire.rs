@@ -22,7 +22,11 @@
 //!   digest: count u16 | hash [16]   ([digest]: present or absent, last)
 //!   opkey:  lamport u64 | op id [16]
 //! GROUP_ACK: item [16]
+//! GROUP_ASK: count u16 | count x group id [16]   (at most MAX_ASK_GROUPS)
 //! ```
+//!
+//! `GROUP_ASK` goes from one device of an account to its others: "send me
+//! the groups I lack"; it lists the groups the asking device knows.
 //!
 //! A digest ([`digest`]) sums up a log: its op count and a hash of its op
 //! ids in replay order. Keys and messages carry their sender's, so a
@@ -52,6 +56,8 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_OPS_PER_ITEM: usize = 24;
 /// Most op ids in one `ids` or `want` body (a page: 4 KiB of ids).
 pub const MAX_IDS: usize = 256;
+/// Most group ids in one `GROUP_ASK` (4 KiB of ids).
+pub const MAX_ASK_GROUPS: usize = 256;
 
 /// A summary of a group's log: its op count and a hash of its op ids in
 /// replay order. Equal digests, equal logs.
@@ -108,14 +114,11 @@ fn read_key(r: &mut Reader<'_>) -> Result<OpKey, WireError> {
     Ok((r.u64()?, r.array()?))
 }
 
-/// A u16 count of op ids (at most [`MAX_IDS`]), then the ids.
-fn read_ids(r: &mut Reader<'_>) -> Result<Vec<[u8; 16]>, WireError> {
+/// A u16 count of ids (at most `max`), then the ids.
+fn read_ids(r: &mut Reader<'_>, max: usize) -> Result<Vec<[u8; 16]>, WireError> {
     let n = r.u16()? as usize;
-    if n > MAX_IDS {
-        return Err(WireError::TooLarge {
-            len: n,
-            max: MAX_IDS,
-        });
+    if n > max {
+        return Err(WireError::TooLarge { len: n, max });
     }
     if r.remaining() < n * 16 {
         return Err(WireError::Truncated {
@@ -139,6 +142,8 @@ pub mod kind {
     pub const GROUP: u8 = crate::overlay::envelope::kind::GROUP_FIRST;
     /// The acknowledgement of an item.
     pub const GROUP_ACK: u8 = crate::overlay::envelope::kind::GROUP_FIRST + 1;
+    /// One of our devices asks our others for the groups it lacks.
+    pub const GROUP_ASK: u8 = crate::overlay::envelope::kind::GROUP_FIRST + 2;
 }
 
 /// What an operation does.
@@ -415,8 +420,18 @@ impl Body<'_> {
 /// A group envelope's payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupPayload<'a> {
-    Item { item: [u8; 16], body: Body<'a> },
-    Ack { item: [u8; 16] },
+    Item {
+        item: [u8; 16],
+        body: Body<'a>,
+    },
+    Ack {
+        item: [u8; 16],
+    },
+    /// From another device of our account: the groups it knows (it
+    /// wants the others).
+    Ask {
+        groups: Vec<GroupId>,
+    },
 }
 
 impl<'a> GroupPayload<'a> {
@@ -424,6 +439,7 @@ impl<'a> GroupPayload<'a> {
         match self {
             GroupPayload::Item { .. } => kind::GROUP,
             GroupPayload::Ack { .. } => kind::GROUP_ACK,
+            GroupPayload::Ask { .. } => kind::GROUP_ASK,
         }
     }
 
@@ -432,6 +448,9 @@ impl<'a> GroupPayload<'a> {
         match self {
             GroupPayload::Ack { item } => {
                 w.raw(item);
+            }
+            GroupPayload::Ask { groups } => {
+                write_ids(&mut w, groups);
             }
             GroupPayload::Item { item, body } => {
                 w.raw(item);
@@ -506,6 +525,11 @@ impl<'a> GroupPayload<'a> {
     /// Decode a payload of envelope kind `k`; borrows, never panics.
     pub fn decode(k: u8, b: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(b);
+        if k == kind::GROUP_ASK {
+            let groups = read_ids(&mut r, MAX_ASK_GROUPS)?;
+            r.finish()?;
+            return Ok(GroupPayload::Ask { groups });
+        }
         let item = r.array()?;
         let p = match k {
             kind::GROUP_ACK => GroupPayload::Ack { item },
@@ -556,12 +580,12 @@ impl<'a> GroupPayload<'a> {
                             start,
                             end,
                             below: read_digest(&mut r)?,
-                            ids: read_ids(&mut r)?,
+                            ids: read_ids(&mut r, MAX_IDS)?,
                         }
                     }
                     5 => Body::Want {
                         group: r.array()?,
-                        ids: read_ids(&mut r)?,
+                        ids: read_ids(&mut r, MAX_IDS)?,
                     },
                     6 => Body::Pull {
                         group: r.array()?,

@@ -414,6 +414,10 @@ impl Messaging {
             ClientEvent::Published { .. } => {
                 self.contacts.on_online(&mut sink);
                 self.chat.on_online(now, unix, &mut sink);
+                // A device added later learns our groups from our others.
+                if let Some(g) = &mut self.groups {
+                    g.on_online(now, &mut sink);
+                }
             }
             ClientEvent::PresenceChanged { record, .. } => {
                 if record.status != Status::Offline && record.online_until > unix.secs().get() {

@@ -39,6 +39,7 @@ mod clock_step;
 mod conference_tones;
 mod devices_call;
 mod devices_chat;
+mod devices_groups;
 mod devices_headless;
 mod dos_authority_slots;
 mod dos_link_handshakes;

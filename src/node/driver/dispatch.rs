@@ -54,6 +54,7 @@ pub const ROUTES: &[(u8, Consumer)] = &[
     (kind::PRESENCE, Consumer::Messaging),
     (group::kind::GROUP, Consumer::Messaging),
     (group::kind::GROUP_ACK, Consumer::Messaging),
+    (group::kind::GROUP_ASK, Consumer::Messaging),
     (ENVELOPE_CALL, Consumer::Calls),
     (ENVELOPE_OFFER, Consumer::Peers),
     (ENVELOPE_ANSWER, Consumer::Peers),
