@@ -206,6 +206,9 @@ pub struct ClientStats {
     pub envelopes_received: u64,
     pub envelopes_duplicate: u64,
     pub envelopes_rejected: u64,
+    /// Copies to a device of ours found after the envelope had found this
+    /// device alone (see [`ALONE_KEEP_MS`]).
+    pub envelopes_late_copies: u64,
 }
 
 #[derive(Debug)]
@@ -238,11 +241,38 @@ struct OutEnvelope {
     seed: [u8; 32],
     sealed: Option<Vec<u8>>,
     resealed: bool,
+    /// A late copy to a device of ours found after the envelope finished
+    /// (see `ClientCore::alone`): it reports no outcome.
+    quiet: bool,
     /// Failed at (node timeline).
     deadline: Millis,
     /// Sent (again) at (node timeline); `Millis::MAX` while unsealed.
     next_send: Millis,
     sends: u32,
+}
+
+/// How long an envelope to our own account that found this device alone
+/// is kept for a device of ours found late (the directory's view of our
+/// devices catches up within seconds).
+pub const ALONE_KEEP_MS: u64 = 60_000;
+/// Such envelopes kept at most, and their payload bytes at most.
+pub const ALONE_KEEP: usize = 64;
+pub const ALONE_KEEP_BYTES: usize = 256 * 1024;
+
+/// An envelope to our own account that finished with no other device to
+/// go to; see `ClientCore::alone`.
+#[derive(Debug)]
+struct Alone {
+    /// The id the caller was given.
+    group: EnvelopeId,
+    /// When it finished (node timeline).
+    at: Millis,
+    kind: u8,
+    payload: Vec<u8>,
+    store: bool,
+    seed: [u8; 32],
+    /// Devices of ours (x25519 keys) it was copied to since.
+    sent_to: Vec<[u8; 32]>,
 }
 
 /// What became of the copies of one envelope (one per device).
@@ -346,6 +376,12 @@ pub struct ClientCore {
     /// [`ClientCore::pin_device`].
     pinned: BTreeMap<String, [u8; 32]>,
     key_lookups: BTreeMap<String, u32>,
+    /// Envelopes to our own account that finished because our device list
+    /// said this device was alone, newest last, kept [`ALONE_KEEP_MS`]
+    /// (at most [`ALONE_KEEP`], [`ALONE_KEEP_BYTES`] of payload): the list
+    /// may predate a device that came online with us, so a device of ours
+    /// found within that time gets them then (`late_copies`).
+    alone: VecDeque<Alone>,
     /// Envelope ids received, until they expire (their signed expiry, on
     /// the wall clock).
     seen: BTreeMap<EnvelopeId, UnixMillis>,
@@ -407,6 +443,7 @@ impl ClientCore {
             last_device: BTreeMap::new(),
             pinned: BTreeMap::new(),
             key_lookups: BTreeMap::new(),
+            alone: VecDeque::new(),
             seen: BTreeMap::new(),
             unix: UnixMillis::ZERO,
             out: Vec::new(),
@@ -549,6 +586,7 @@ impl ClientCore {
                 seed,
                 sealed: None,
                 resealed: false,
+                quiet: false,
                 deadline: now + self.cfg.envelope_timeout_ms,
                 next_send: Millis::MAX,
                 sends: 0,
@@ -636,7 +674,11 @@ impl ClientCore {
         if own && fresh.as_ref().is_some_and(|c| c.is_empty()) {
             if e.device.is_none() && !self.groups.contains_key(&e.group) {
                 // Not copied yet, and this is our only device: every
-                // other one has it (there is none).
+                // other one has it (there is none). Kept for a while in
+                // case our list predates one.
+                if !e.quiet {
+                    self.keep_alone(now, id);
+                }
                 self.finish_copy(id, envelope::EnvelopeOutcome::Delivered);
             } else {
                 self.device_gone(now, id);
@@ -690,6 +732,7 @@ impl ClientCore {
                             seed,
                             sealed: None,
                             resealed: false,
+                            quiet: first.quiet,
                             deadline: first.deadline,
                             next_send: Millis::MAX,
                             sends: 0,
@@ -780,6 +823,16 @@ impl ClientCore {
             return false;
         };
         let group = e.group;
+        if e.quiet {
+            let left = self.groups.get_mut(&group).map(|g| {
+                g.left = g.left.saturating_sub(1);
+                g.left
+            });
+            if left == Some(0) {
+                self.groups.remove(&group);
+            }
+            return left.is_none_or(|l| l == 0);
+        }
         let outcome = match self.groups.get_mut(&group) {
             None => outcome,
             Some(g) => {
@@ -833,10 +886,109 @@ impl ClientCore {
         self.send(via, &Msg::EnvSend { envelope: &bytes });
     }
 
+    /// Keep envelope `id` (to our own account, finishing because this
+    /// device is alone) for a device of ours found late.
+    fn keep_alone(&mut self, now: Millis, id: EnvelopeId) {
+        let Some(e) = self.envelopes.get(&id) else {
+            return;
+        };
+        self.alone.push_back(Alone {
+            group: e.group,
+            at: now,
+            kind: e.kind,
+            payload: e.payload.clone(),
+            store: e.store,
+            seed: e.seed,
+            sent_to: Vec::new(),
+        });
+        self.trim_alone(now);
+    }
+
+    /// Forget kept envelopes past [`ALONE_KEEP_MS`] and over the bounds.
+    fn trim_alone(&mut self, now: Millis) {
+        while self
+            .alone
+            .front()
+            .is_some_and(|a| now.since(a.at) >= ALONE_KEEP_MS)
+        {
+            self.alone.pop_front();
+        }
+        let mut bytes: usize = self.alone.iter().map(|a| a.payload.len()).sum();
+        while self.alone.len() > ALONE_KEEP || bytes > ALONE_KEEP_BYTES {
+            let Some(a) = self.alone.pop_front() else {
+                break;
+            };
+            bytes -= a.payload.len();
+        }
+    }
+
+    /// Our own devices were just looked up: each kept envelope goes to
+    /// each device of ours (not this one) it has not gone to, once, oldest
+    /// first, before anything waiting for the lookup.
+    fn late_copies(&mut self, now: Millis) {
+        self.trim_alone(now);
+        let name = self.cert.username.to_ascii_lowercase();
+        let Some((recs, _)) = self.peer_devices.get(&name) else {
+            return;
+        };
+        let mine = self.cert.x25519;
+        let mut late = Vec::new();
+        for a in &mut self.alone {
+            for r in recs.iter().filter(|r| r.cert.x25519 != mine) {
+                let x = r.cert.x25519;
+                if a.sent_to.contains(&x) {
+                    continue;
+                }
+                a.sent_to.push(x);
+                let mut data = a.group.to_vec();
+                data.extend_from_slice(&x);
+                let h = super::h64(b"natter late copy\0", &data).to_be_bytes();
+                let mut id = a.group;
+                for (b, y) in id.iter_mut().zip(h.iter().chain(h.iter())) {
+                    *b ^= y;
+                }
+                let mut seed = a.seed;
+                seed[3] ^= 0x5a;
+                seed[4..12].copy_from_slice(&h);
+                late.push((
+                    id,
+                    OutEnvelope {
+                        group: id,
+                        device: None,
+                        to: name.clone(),
+                        kind: a.kind,
+                        payload: a.payload.clone(),
+                        store: a.store,
+                        devices: Devices::Only(x),
+                        seed,
+                        sealed: None,
+                        resealed: false,
+                        quiet: true,
+                        deadline: now + self.cfg.envelope_timeout_ms,
+                        next_send: Millis::MAX,
+                        sends: 0,
+                    },
+                ));
+            }
+        }
+        if late.is_empty() {
+            return;
+        }
+        self.stats.envelopes_late_copies += late.len() as u64;
+        for (id, e) in late {
+            self.envelopes.insert(id, e);
+            self.seal_and_send(now, id);
+        }
+    }
+
     /// A lookup answered `name`'s device records (verified, theirs).
     fn learn_devices(&mut self, now: Millis, name: &str, recs: Vec<PresenceRecord>) {
         let name = name.to_owned();
+        let own = name == self.cert.username.to_ascii_lowercase();
         self.peer_devices.insert(name.clone(), (recs, Some(now)));
+        if own {
+            self.late_copies(now);
+        }
         if self.peer_devices.len() > 4096 {
             let cut = now.saturating_sub(self.cfg.peer_cert_ttl_ms);
             let watches = &self.watches;
@@ -911,7 +1063,7 @@ impl ClientCore {
         }
     }
 
-    fn on_env_deliver(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn on_env_deliver(&mut self, now: Millis, from: SocketAddr, bytes: &[u8]) {
         let Ok(sealed) = envelope::Sealed::decode(bytes) else {
             self.stats.malformed += 1;
             return;
@@ -952,6 +1104,13 @@ impl ClientCore {
                     && !recs.iter().any(|r| r.cert.x25519 == o.from.x25519)
                 {
                     *at = None;
+                    // A device of ours that may lack what found us alone:
+                    // look our devices up now.
+                    let own = name == self.cert.username.to_ascii_lowercase();
+                    if own && !self.alone.is_empty() && !self.key_lookups.contains_key(&name) {
+                        let qid = self.start_lookup(now, &name, true);
+                        self.key_lookups.insert(name.clone(), qid);
+                    }
                 }
                 self.events.push_back(ClientEvent::Envelope {
                     from: Box::new(o.from),
@@ -1419,7 +1578,7 @@ impl ClientCore {
                 reason: reason.to_owned(),
             }),
             Msg::EnvResult { id, result } => self.on_env_result(now, id, result),
-            Msg::EnvDeliver { envelope } => self.on_env_deliver(from, envelope),
+            Msg::EnvDeliver { envelope } => self.on_env_deliver(now, from, envelope),
             Msg::PresenceUpdate { record } => {
                 if let Some(r) = self.verify(record)
                     && self.watches.contains(r.username())

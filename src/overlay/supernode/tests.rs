@@ -397,6 +397,56 @@ fn an_envelope_to_ourselves_reaches_our_other_devices_only() {
     );
 }
 
+/// Two devices of one account starting together: the first looked its
+/// own devices up before the second was in the directory (it has one
+/// device, itself), so what it sends its account meanwhile finds it
+/// alone. Once the second is heard from, those envelopes reach it, once
+/// each (in any order: the network keeps none); one that found it alone
+/// longer ago than
+/// `ALONE_KEEP_MS` does not.
+#[test]
+fn envelopes_that_found_us_alone_reach_a_device_that_came_with_us() {
+    use crate::overlay::client::ALONE_KEEP_MS;
+    let mut o = overlay(8, 1);
+    o.sim.keep_events = true;
+    o.sim.keep_supernode_events = false;
+    let a1 = o.add_device("alice", vec![sn_addr(1)], 101);
+    let mut log = Vec::new();
+    run(&mut o, &mut log, 8_000);
+    send(&mut o, a1, "alice", b"long ago");
+    run(&mut o, &mut log, ALONE_KEEP_MS + 1_000);
+    send(&mut o, a1, "alice", b"first, alone");
+    run(&mut o, &mut log, 2_000);
+
+    let a2 = o.add_device("alice", vec![sn_addr(6)], 102);
+    run(&mut o, &mut log, 4_000);
+    // a1's list of its devices (looked up 2 s before a2 came) says alone.
+    send(&mut o, a1, "alice", b"second, alone");
+    run(&mut o, &mut log, 2_000);
+    assert_eq!(got(&log, a2, b"second, alone"), 0, "not yet heard from a2");
+    assert_eq!(o.sim.client(a1).unwrap().stats.envelopes_late_copies, 0);
+
+    send(&mut o, a2, "alice", b"hello from a2");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, a1, b"hello from a2"), 1);
+    assert_eq!(
+        (
+            got(&log, a2, b"long ago"),
+            got(&log, a2, b"first, alone"),
+            got(&log, a2, b"second, alone")
+        ),
+        (0, 1, 1)
+    );
+    assert_eq!(o.sim.client(a1).unwrap().stats.envelopes_late_copies, 2);
+    // The late copies report nothing to a1's caller; a new envelope
+    // goes to a2 at once, and nothing is sent twice.
+    send(&mut o, a1, "alice", b"after");
+    run(&mut o, &mut log, 4_000);
+    assert_eq!(got(&log, a2, b"after"), 1);
+    assert_eq!(got(&log, a2, b"first, alone"), 1);
+    assert_eq!(got(&log, a1, b"first, alone"), 0);
+}
+
 /// Issue 17, a device added later: our records of our own devices,
 /// cached before it came, lack it. Once it is heard from they are looked
 /// up again, so our copies reach it; an envelope to it alone finds it
