@@ -143,13 +143,24 @@ fn five_members_one_offline_removed_and_readded() {
     logs[3].clear();
     let senders = [0usize, 1, 2, 4];
     let without_dave = ["alice", "bob", "carol", "erin"];
-    let send_round = |p: &mut [Proc], round: usize| {
+    // Each sender has sent its message (shown as outgoing) before the
+    // next membership change: a command still unread on its stdin when
+    // the change arrives over the network would go to the new member list.
+    let send_round = |p: &mut [Proc], logs: &mut [Vec<Value>], round: usize| {
         for &s in &senders {
             p[s].say(&format!("group msg five {} says {round}", NAMES[s]));
         }
+        for &s in &senders {
+            let text = format!("{} says {round}", NAMES[s]);
+            pump(&p[s], &mut logs[s], T, |l| {
+                l.iter().any(|v| {
+                    v["event"] == "group_message" && v["outgoing"] == true && v["text"] == *text
+                })
+            });
+        }
     };
-    send_round(&mut p, 0);
-    send_round(&mut p, 1);
+    send_round(&mut p, &mut logs, 0);
+    send_round(&mut p, &mut logs, 1);
     let marks: Vec<usize> = logs.iter().map(Vec::len).collect();
     p[0].say("group remove five dave");
     for &i in &senders {
@@ -158,8 +169,8 @@ fn five_members_one_offline_removed_and_readded() {
             has_members(l, m, &without_dave, "removed")
         });
     }
-    send_round(&mut p, 2);
-    send_round(&mut p, 3);
+    send_round(&mut p, &mut logs, 2);
+    send_round(&mut p, &mut logs, 3);
     let marks: Vec<usize> = logs.iter().map(Vec::len).collect();
     p[0].say(&format!("group invite {gid} dave"));
     for &i in &senders {
@@ -168,7 +179,7 @@ fn five_members_one_offline_removed_and_readded() {
             has_members(l, m, &NAMES, "added")
         });
     }
-    send_round(&mut p, 4);
+    send_round(&mut p, &mut logs, 4);
 
     // Everyone but dave: all 20, their own 5 included.
     for &i in &senders {

@@ -159,7 +159,13 @@ impl Network {
         clients: &str,
         extra: &str,
     ) -> Network {
-        let dir = tempfile::tempdir().unwrap();
+        // NATTER_KEEP_TEST_DIRS=1 keeps every process's data and log
+        // (under TMPDIR) for a look after a failure.
+        let keep = std::env::var_os("NATTER_KEEP_TEST_DIRS").is_some();
+        let dir = tempfile::Builder::new()
+            .disable_cleanup(keep)
+            .tempdir()
+            .unwrap();
         let authority_config = dir.path().join("authority.toml");
         std::fs::write(
             &authority_config,
