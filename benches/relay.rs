@@ -149,7 +149,46 @@ fn round_trips(server: Option<SocketAddr>, samples: usize) -> Vec<f64> {
 
 /// Packets per second the relay delivers to a sink while `clients`
 /// blast ChannelData at it for `secs`; also returns packets offered.
-fn saturate(server: SocketAddr, clients: usize, secs: f64) -> (f64, f64) {
+/// CPU seconds used so far by the threads of process `pid` whose name
+/// starts with `prefix` (all of them for ""), from /proc.
+fn cpu_secs(pid: u32, prefix: &str) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is the 3rd field,
+        // utime and stime the 14th and 15th.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            f.get(i - 3)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        ticks += field(14) + field(15);
+    }
+    ticks as f64 / hz
+}
+
+/// Saturate the relay at `server` with `clients` blasting channels;
+/// (packets delivered per second, offered per second, delivered per CPU
+/// second of the relay's threads as `cpu` reads them).
+fn saturate(
+    server: SocketAddr,
+    clients: usize,
+    secs: f64,
+    cpu: &dyn Fn() -> f64,
+) -> (f64, f64, f64) {
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     sink.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
@@ -203,10 +242,10 @@ fn saturate(server: SocketAddr, clients: usize, secs: f64) -> (f64, f64) {
     // Warm up, then count.
     std::thread::sleep(Duration::from_millis(500));
     counting.store(true, Ordering::Relaxed);
-    let t = Instant::now();
+    let (t, cpu0) = (Instant::now(), cpu());
     std::thread::sleep(Duration::from_secs_f64(secs));
     counting.store(false, Ordering::Relaxed);
-    let elapsed = t.elapsed().as_secs_f64();
+    let (elapsed, used) = (t.elapsed().as_secs_f64(), cpu() - cpu0);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -216,6 +255,7 @@ fn saturate(server: SocketAddr, clients: usize, secs: f64) -> (f64, f64) {
     (
         got / elapsed,
         offered.load(Ordering::Relaxed) as f64 / (elapsed + 0.5),
+        got / used.max(1e-3),
     )
 }
 
@@ -300,15 +340,27 @@ fn main() {
     }
 
     // 2. Saturation, alternating servers, three rounds each.
+    // The relays share the machine's cores with the load generators, so
+    // packets per CPU second of the relay's own threads (ours: the
+    // runtime's workers in this process; coturn: all its threads) tell
+    // the cost per packet apart from the share of the CPU each got.
+    let me = std::process::id();
+    let coturn_pid = coturn.child.id();
+    let ours_cpu = move || cpu_secs(me, "tokio");
+    let coturn_cpu = move || cpu_secs(coturn_pid, "");
+    let cpus: [&dyn Fn() -> f64; 2] = [&ours_cpu, &coturn_cpu];
     let mut best = [Vec::new(), Vec::new()];
+    let mut per_cpu = [Vec::new(), Vec::new()];
     for round in 0..3 {
         for (i, (name, addr)) in servers.iter().enumerate() {
-            let (pps, offered) = saturate(*addr, clients, secs);
+            let (pps, offered, per) = saturate(*addr, clients, secs, cpus[i]);
             println!(
-                "round {round}: {name:6} delivers {pps:>9.0} packets/s ({:.1} MB/s payload) of {offered:.0} offered",
-                pps * PAYLOAD as f64 / 1e6
+                "round {round}: {name:6} delivers {pps:>9.0} packets/s ({:.1} MB/s payload) of {offered:.0} offered; {per:.0} per CPU second of the relay ({:.2} cores)",
+                pps * PAYLOAD as f64 / 1e6,
+                pps / per.max(1.0)
             );
             best[i].push(pps);
+            per_cpu[i].push(per);
         }
     }
     let med = |v: &mut Vec<f64>| {
@@ -318,6 +370,11 @@ fn main() {
     let (n, c) = (med(&mut best[0]), med(&mut best[1]));
     println!(
         "saturation (median of 3): natter {n:.0} pps, coturn {c:.0} pps, ratio natter/coturn {:.2}",
+        n / c
+    );
+    let (n, c) = (med(&mut per_cpu[0]), med(&mut per_cpu[1]));
+    println!(
+        "per CPU second of the relay (median of 3): natter {n:.0} packets, coturn {c:.0}, ratio natter/coturn {:.2}",
         n / c
     );
 

@@ -316,14 +316,20 @@ fn copy_id(id: EnvelopeId, i: usize) -> EnvelopeId {
     if i == 0 {
         return id;
     }
+    derived(b"natter envelope copy\0", id, &(i as u64).to_be_bytes()).0
+}
+
+/// An id derived from `id` and `extra` under `domain`, and the hash it
+/// was mixed with.
+fn derived(domain: &[u8], id: EnvelopeId, extra: &[u8]) -> (EnvelopeId, [u8; 8]) {
     let mut data = id.to_vec();
-    data.extend_from_slice(&(i as u64).to_be_bytes());
-    let h = super::h64(b"natter envelope copy\0", &data).to_be_bytes();
+    data.extend_from_slice(extra);
+    let h = super::h64(domain, &data).to_be_bytes();
     let mut c = id;
     for (x, y) in c.iter_mut().zip(h.iter().chain(h.iter())) {
         *x ^= y;
     }
-    c
+    (c, h)
 }
 
 #[derive(Debug)]
@@ -940,13 +946,7 @@ impl ClientCore {
                     continue;
                 }
                 a.sent_to.push(x);
-                let mut data = a.group.to_vec();
-                data.extend_from_slice(&x);
-                let h = super::h64(b"natter late copy\0", &data).to_be_bytes();
-                let mut id = a.group;
-                for (b, y) in id.iter_mut().zip(h.iter().chain(h.iter())) {
-                    *b ^= y;
-                }
+                let (id, h) = derived(b"natter late copy\0", a.group, &x);
                 let mut seed = a.seed;
                 seed[3] ^= 0x5a;
                 seed[4..12].copy_from_slice(&h);
