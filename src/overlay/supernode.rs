@@ -346,6 +346,11 @@ pub struct SupernodeCore {
     cfg: SupernodeConfig,
     members: Membership,
     clients: BTreeMap<SocketAddr, Attached>,
+    /// The attached clients by record name ([`record_name`]; a device
+    /// attached from two addresses at once, e.g. restarted before its old
+    /// attachment timed out, has both): an owner's `Claimed` page is
+    /// checked name by name, not against every client.
+    by_record: HashMap<String, Vec<SocketAddr>>,
     /// Next digest round (home side; node timeline, as every timer here).
     next_digest_at: Millis,
     /// Owners sent a digest and not answered yet, with the deadline.
@@ -454,6 +459,7 @@ impl SupernodeCore {
             digests_out: BTreeMap::new(),
             home_rebalance_at: None,
             clients: BTreeMap::new(),
+            by_record: HashMap::new(),
             records: BTreeMap::new(),
             claim_sums: HashMap::new(),
             cache: BTreeMap::new(),
@@ -566,12 +572,12 @@ impl SupernodeCore {
         if self.clients.contains_key(&to) {
             return;
         }
-        let Some(mut c) = self.clients.remove(&from) else {
+        let Some(mut c) = self.remove_client(&from) else {
             return;
         };
         c.last_seen = now;
         let name = c.username.clone();
-        self.clients.insert(to, c);
+        self.insert_client(to, c);
         self.env_client_gone(from, &name);
         self.env_client_attached(to, &name);
         for v in self
@@ -730,7 +736,7 @@ impl SupernodeCore {
             .map(|(a, _)| *a)
             .collect();
         for a in &gone {
-            if let Some(c) = self.clients.remove(a) {
+            if let Some(c) = self.remove_client(a) {
                 self.detach_revoked(*a, c);
             }
         }
@@ -776,7 +782,7 @@ impl SupernodeCore {
         self.unix = unix;
         if self.refuses(peer) {
             self.stats.revoked_refused += 1;
-            if let Some(c) = self.clients.remove(&from) {
+            if let Some(c) = self.remove_client(&from) {
                 self.detach_revoked(from, c);
             }
             return;
@@ -1000,7 +1006,7 @@ impl SupernodeCore {
             Msg::EnvStoreAck { id, ok } => self.env_on_store_ack(from, id, ok),
             Msg::Attach { primary: _ } => self.on_attach(now, from, peer, rng),
             Msg::Detach => {
-                if let Some(c) = self.clients.remove(&from) {
+                if let Some(c) = self.remove_client(&from) {
                     self.unclaim(&c);
                     self.env_client_gone(from, &c.username);
                     self.events.push_back(SupernodeEvent::ClientDetached {
@@ -1114,7 +1120,7 @@ impl SupernodeCore {
             self.send(from, &Msg::Redirect { supernodes: others });
             return;
         } else {
-            self.clients.insert(
+            self.insert_client(
                 from,
                 Attached {
                     username: peer.username.clone(),
@@ -1773,19 +1779,52 @@ impl SupernodeCore {
     /// An owner's list of names it counts as ours in a differing bucket:
     /// unclaim those we do not (each name on its own, so pages and the
     /// `Check`s of the same repair may arrive in any order).
+    /// Attach `c` at `addr` (and index it by record name).
+    fn insert_client(&mut self, addr: SocketAddr, c: Attached) {
+        let addrs = self.by_record.entry(c.record_name.clone()).or_default();
+        if !addrs.contains(&addr) {
+            addrs.push(addr);
+        }
+        if let Some(old) = self.clients.insert(addr, c) {
+            self.unindex(addr, &old.record_name);
+        }
+    }
+
+    /// Detach the client at `addr`, if any.
+    fn remove_client(&mut self, addr: &SocketAddr) -> Option<Attached> {
+        let c = self.clients.remove(addr)?;
+        self.unindex(*addr, &c.record_name);
+        Some(c)
+    }
+
+    fn unindex(&mut self, addr: SocketAddr, name: &str) {
+        if self
+            .clients
+            .get(&addr)
+            .is_some_and(|c| c.record_name == name)
+        {
+            return;
+        }
+        if let Some(addrs) = self.by_record.get_mut(name) {
+            addrs.retain(|a| *a != addr);
+            if addrs.is_empty() {
+                self.by_record.remove(name);
+            }
+        }
+    }
+
     fn on_claimed(&mut self, _now: Millis, from: SocketAddr, owner: u64, names: &[&str]) {
         let secs = self.unix.secs();
-        let ours: std::collections::BTreeSet<&str> = self
-            .clients
-            .values()
-            .filter(|c| c.record_expires > secs && c.owners.contains(&owner))
-            .map(|c| c.record_name.as_str())
-            .collect();
-        let stale: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| !ours.contains(n))
-            .collect();
+        let ours = |n: &str| {
+            self.by_record.get(n).is_some_and(|addrs| {
+                addrs.iter().any(|a| {
+                    self.clients
+                        .get(a)
+                        .is_some_and(|c| c.record_expires > secs && c.owners.contains(&owner))
+                })
+            })
+        };
+        let stale: Vec<&str> = names.iter().copied().filter(|n| !ours(n)).collect();
         for username in stale {
             self.send(from, &Msg::Unclaim { username });
         }
@@ -2017,6 +2056,7 @@ impl SupernodeCore {
             );
         }
         self.clients.clear();
+        self.by_record.clear();
     }
 
     /// Run the timers due at `now`; held records expire at `unix` (the
@@ -2164,7 +2204,7 @@ impl SupernodeCore {
             .map(|(a, _)| *a)
             .collect();
         for a in gone {
-            if let Some(c) = self.clients.remove(&a) {
+            if let Some(c) = self.remove_client(&a) {
                 self.unclaim(&c);
                 if let Some((will, seq)) = c.will.clone()
                     && seq > c.record_seq

@@ -106,6 +106,25 @@ fn a_record_an_owner_lost_is_back_after_one_round() {
     assert!((1..=2).contains(&repaired), "{repaired} buckets repaired");
 }
 
+/// Every live supernode's index of its clients by record name says what
+/// its client table says.
+fn assert_client_index(o: &Overlay) {
+    for &s in &o.supernodes {
+        let Some(sn) = o.sim.supernode(s) else {
+            continue;
+        };
+        let mut want: HashMap<String, Vec<SocketAddr>> = HashMap::new();
+        for (a, c) in &sn.clients {
+            want.entry(c.record_name.clone()).or_default().push(*a);
+        }
+        let mut got = sn.by_record.clone();
+        for v in want.values_mut().chain(got.values_mut()) {
+            v.sort();
+        }
+        assert_eq!(got, want, "supernode {s}");
+    }
+}
+
 #[test]
 fn a_stale_claim_is_dropped_by_the_repair() {
     // An owner counts a claim its home no longer makes (a lost Unclaim):
@@ -145,6 +164,7 @@ fn a_stale_claim_is_dropped_by_the_repair() {
     assert_eq!(first, 1, "the one bucket repaired");
     o.sim.run_for(5_000);
     assert_eq!(totals(&o).1 - repairs0, first, "and then equal");
+    assert_client_index(&o);
 }
 
 #[test]
@@ -191,6 +211,8 @@ fn records_whose_owners_all_die_are_rehomed_within_ten_seconds() {
     assert!(at.is_some(), "re-homed within 10 s");
     o.sim.run_for(10_000);
     assert!(holders(&o, &name) >= 3, "and on three live owners again");
+    // Clients of the dead supernodes attached elsewhere.
+    assert_client_index(&o);
 }
 
 // Several devices of one user (issue 17).
