@@ -67,7 +67,12 @@ fn main() {
         rss_warm / 1024
     );
 
-    // Steady state: traffic over a 10 s window, then lookups.
+    // Steady state: traffic over a window (10 s, or NATTER_SIM_WINDOW_S:
+    // 130 s or more takes in every client's record refresh), then lookups.
+    let window_s: u64 = std::env::var("NATTER_SIM_WINDOW_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let before: Vec<(u64, u64)> = o
         .supernodes
         .iter()
@@ -80,7 +85,7 @@ fn main() {
         })
         .collect();
     o.sim.keep_events = false;
-    o.sim.run_for(10_000);
+    o.sim.run_for(window_s * 1000);
     let (mut member_bytes, mut dir_bytes) = (0u64, 0u64);
     for (k, &s) in o.supernodes.iter().enumerate() {
         let sn = o.sim.supernode(s).unwrap();
@@ -115,14 +120,18 @@ fn main() {
         .sum();
 
     println!("overlay simulation: {sns} supernodes, {users} users (seed 7)");
-    println!("steady state over 10 s:");
+    println!("steady state over {window_s} s:");
     println!(
         "  membership traffic per supernode: {:.0} B/s",
-        member_bytes as f64 / 10.0 / sns as f64
+        member_bytes as f64 / window_s as f64 / sns as f64
     );
     println!(
         "  directory/refresh traffic per supernode: {:.0} B/s",
-        dir_bytes as f64 / 10.0 / sns as f64
+        dir_bytes as f64 / window_s as f64 / sns as f64
+    );
+    println!(
+        "  directory and membership traffic per user: {:.4} B/s",
+        (dir_bytes + member_bytes) as f64 / window_s as f64 / users as f64
     );
     println!(
         "  memory per stored record: {} B ({recs} records)",
