@@ -3,7 +3,11 @@
 //! supernode, memory per stored record and per attached client.
 //! Run: `cargo bench --bench overlay_sim -- [supernodes] [users]`
 //! (default 10000 1000000: about 1.5 hours of one core and 15 GB of
-//! memory on the CI machine).
+//! memory on the CI machine). Directory traffic in steady state, with
+//! every refresh round in the window (`NATTER_SIM_STEPS=1` prints each
+//! 30 s of it):
+//! `NATTER_SIM_SETTLE_S=120 NATTER_SIM_WINDOW_S=480 cargo bench --bench
+//! overlay_sim -- 3 300000`.
 
 use natter::sim::{Overlay, OverlaySpec, percentile};
 use std::time::Instant;
@@ -61,6 +65,14 @@ fn main() {
     );
     o.sim.run_for(30_000);
     let rss_warm = rss_kib().0;
+    // NATTER_SIM_SETTLE_S: more time before the window. Clients started
+    // together push their refreshes together (every 240 s from ~270 s);
+    // a window from 150 s of a multiple of 240 s takes in whole rounds.
+    let settle_s: u64 = std::env::var("NATTER_SIM_SETTLE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    o.sim.run_for(settle_s * 1000);
     eprintln!(
         "warm after {:.0} s wall, RSS {} MiB",
         wall.elapsed().as_secs_f64(),
@@ -68,7 +80,8 @@ fn main() {
     );
 
     // Steady state: traffic over a window (10 s, or NATTER_SIM_WINDOW_S:
-    // 130 s or more takes in every client's record refresh), then lookups.
+    // 480 s, with NATTER_SIM_SETTLE_S=120, takes in two rounds of every
+    // client's record refresh reaching its owners), then lookups.
     let window_s: u64 = std::env::var("NATTER_SIM_WINDOW_S")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -84,8 +97,44 @@ fn main() {
             )
         })
         .collect();
+    // What the directory did in the window, summed over supernodes.
+    let counts = |o: &Overlay| -> [u64; 7] {
+        o.supernodes.iter().fold([0; 7], |mut t, &s| {
+            let st = o.sim.supernode(s).unwrap().stats();
+            for (x, v) in t.iter_mut().zip([
+                st.digests_sent,
+                st.digest_repairs,
+                st.digest_in_flight,
+                st.refreshes_held,
+                st.refreshes_sent,
+                st.refreshes_unapplied,
+                st.store_timeouts,
+            ]) {
+                *x += v;
+            }
+            t
+        })
+    };
+    let counts0 = counts(&o);
     o.sim.keep_events = false;
-    o.sim.run_for(window_s * 1000);
+    let mut last = counts0;
+    for step in 0..window_s.div_ceil(30) {
+        o.sim.run_for(30_000.min(window_s * 1000 - step * 30_000));
+        let c = counts(&o);
+        if std::env::var_os("NATTER_SIM_STEPS").is_some() {
+            eprintln!(
+                "  +{:>3} s: repaired {} in flight {} sent {} held {}",
+                (step + 1) * 30,
+                c[1] - last[1],
+                c[2] - last[2],
+                c[4] - last[4],
+                c[3] - last[3]
+            );
+        }
+        last = c;
+    }
+    let counts1 = counts(&o);
+    let d: Vec<u64> = counts1.iter().zip(counts0).map(|(a, b)| a - b).collect();
     let (mut member_bytes, mut dir_bytes) = (0u64, 0u64);
     for (k, &s) in o.supernodes.iter().enumerate() {
         let sn = o.sim.supernode(s).unwrap();
@@ -120,7 +169,7 @@ fn main() {
         .sum();
 
     println!("overlay simulation: {sns} supernodes, {users} users (seed 7)");
-    println!("steady state over {window_s} s:");
+    println!("steady state over {window_s} s, from {} s:", 30 + settle_s);
     println!(
         "  membership traffic per supernode: {:.0} B/s",
         member_bytes as f64 / window_s as f64 / sns as f64
@@ -132,6 +181,11 @@ fn main() {
     println!(
         "  directory and membership traffic per user: {:.4} B/s",
         (dir_bytes + member_bytes) as f64 / window_s as f64 / users as f64
+    );
+    println!(
+        "  digests {}, buckets repaired {}, differing only by claims in flight {}; \
+         refreshes held {}, sent {}, not applied {}; store timeouts {}",
+        d[0], d[1], d[2], d[3], d[4], d[5], d[6]
     );
     println!(
         "  memory per stored record: {} B ({recs} records)",

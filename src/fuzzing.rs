@@ -577,6 +577,13 @@ pub fn decoders(b: &[u8]) {
         assert_eq!(r.encode(), b);
         let _ = r.verify(&[0; 32], UnixSecs(0));
     }
+    // A `Refresh` applied to held bytes, and a delta taken between two
+    // byte strings (the halves of the input).
+    if let Some(v) = crate::overlay::record::with_timing(b, &[7; 32], &[9; 64]) {
+        assert_eq!(v.len(), b.len());
+    }
+    let (x, y) = b.split_at(b.len() / 2);
+    let _ = crate::overlay::record::timing_delta(x, y);
     envelope(b);
     app_payloads(b);
 }

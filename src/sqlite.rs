@@ -71,9 +71,21 @@ pub struct Schema {
     pub what: &'static str,
     /// Entry `i` moves the schema from version `i` to `i + 1`.
     pub migrations: &'static [&'static str],
+    /// The connection's page cache, KiB. SQLite's default (2 MiB) is
+    /// grown into as the file grows; a client keeps five stores open, so
+    /// its small ones take [`Schema::SMALL_CACHE_KIB`] (the kernel's page
+    /// cache still holds the file).
+    pub cache_kib: u32,
 }
 
 impl Schema {
+    /// The page cache of a client's stores (chat, groups, contacts,
+    /// calls): each file is small, and read mostly a page at a time.
+    pub const SMALL_CACHE_KIB: u32 = 256;
+    /// SQLite's own default: the authority's accounts, a supernode's
+    /// mailbox.
+    pub const DEFAULT_CACHE_KIB: u32 = 2048;
+
     /// The schema version this build writes.
     pub fn version(&self) -> u32 {
         self.migrations.len() as u32
@@ -147,6 +159,9 @@ impl Schema {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
         // A committed write survives power loss too.
         conn.pragma_update(None, "synchronous", "FULL").map_err(e)?;
+        // Negative: KiB, not pages.
+        conn.pragma_update(None, "cache_size", -i64::from(self.cache_kib))
+            .map_err(e)?;
         let found: u32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(e)?;
@@ -210,6 +225,7 @@ mod tests {
     const SCHEMA: Schema = Schema {
         what: "test file",
         migrations: &["CREATE TABLE a (x INTEGER);", "CREATE TABLE b (y TEXT);"],
+        cache_kib: Schema::SMALL_CACHE_KIB,
     };
 
     fn version(c: &Connection) -> u32 {
@@ -243,6 +259,10 @@ mod tests {
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "FULL");
+        let cache: i64 = c
+            .pragma_query_value(None, "cache_size", |r| r.get(0))
+            .unwrap();
+        assert_eq!(cache, -256, "KiB");
         assert_eq!(version(&SCHEMA.open_in_memory().unwrap()), 2);
     }
 

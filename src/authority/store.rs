@@ -39,6 +39,7 @@ pub enum StoreError {
 /// The accounts file (opened by [`crate::sqlite`]).
 const SCHEMA: Schema = Schema {
     what: "account database",
+    cache_kib: Schema::DEFAULT_CACHE_KIB,
     migrations: MIGRATIONS,
 };
 

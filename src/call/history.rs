@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 const SCHEMA: Schema = Schema {
     what: "call history",
+    cache_kib: Schema::SMALL_CACHE_KIB,
     migrations: &[
         // 1: the calls.
         "CREATE TABLE calls (

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 /// makes a committed message survive power loss; chat writes are few).
 pub(super) const SCHEMA: Schema = Schema {
     what: "chat history",
+    cache_kib: Schema::SMALL_CACHE_KIB,
     migrations: MIGRATIONS,
 };
 

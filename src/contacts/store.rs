@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// The contact list's file (opened by [`crate::sqlite`]).
 pub(super) const SCHEMA: Schema = Schema {
     what: "contact list",
+    cache_kib: Schema::SMALL_CACHE_KIB,
     migrations: MIGRATIONS,
 };
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub(super) const SCHEMA: Schema = Schema {
     what: "group history",
+    cache_kib: Schema::SMALL_CACHE_KIB,
     migrations: MIGRATIONS,
 };
 

@@ -132,6 +132,29 @@ fn overlay(e: &mut Exposition, c: &SupernodeCounters) {
         &[],
         o.records_stored,
     );
+    let d = "Directory digests sent to owners, and digest buckets found different: \
+             repaired, or explained by claims in flight.";
+    for (what, v) in [
+        ("digest_sent", o.digests_sent),
+        ("bucket_repaired", o.digest_repairs),
+        ("bucket_in_flight", o.digest_in_flight),
+    ] {
+        e.counter("natter_supernode_digests_total", d, &[("event", what)], v);
+    }
+    let r = "Clients' record refreshes: held (the owners' copy was still fresh), \
+             sent to owners as deltas, and deltas an owner could not apply.";
+    for (what, v) in [
+        ("held", o.refreshes_held),
+        ("sent", o.refreshes_sent),
+        ("unapplied", o.refreshes_unapplied),
+    ] {
+        e.counter(
+            "natter_supernode_record_refreshes_total",
+            r,
+            &[("outcome", what)],
+            v,
+        );
+    }
     let b = "Bytes sent, by traffic kind.";
     e.counter(
         "natter_supernode_sent_bytes_total",

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 const SCHEMA: Schema = Schema {
     what: "supernode mailbox",
+    cache_kib: Schema::DEFAULT_CACHE_KIB,
     migrations: &["CREATE TABLE mail (
         user TEXT NOT NULL,
         id BLOB NOT NULL,

@@ -1649,7 +1649,12 @@ impl ClientCore {
     }
 
     fn publish(&mut self, now: Millis) {
-        let sns: Vec<SocketAddr> = self.attached().collect();
+        // The primary first: it alone pushes the record to its owners.
+        let primary = self.primary();
+        let sns: Vec<SocketAddr> = primary
+            .into_iter()
+            .chain(self.attached().filter(|a| Some(*a) != primary))
+            .collect();
         if sns.is_empty() {
             return;
         }

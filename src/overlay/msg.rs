@@ -84,7 +84,7 @@ fn read_updates(r: &mut Reader<'_>) -> Result<Vec<Update>, WireError> {
 /// Buckets a home supernode's digest for one owner is split into (by the
 /// low bits of the user key), so a difference is repaired one bucket at a
 /// time.
-pub const DIGEST_BUCKETS: u8 = 16;
+pub const DIGEST_BUCKETS: u8 = 64;
 
 /// One bucket of a directory digest: how many records a home supernode
 /// says an owner holds for it there, and the XOR of their
@@ -254,6 +254,23 @@ pub enum Msg<'a> {
     /// no longer owns it in the home's view); its record stays.
     Unclaim {
         username: &'a str,
+    },
+    /// Home to owner, after a `DigestAck` whose differences the home's
+    /// claims in flight do not explain: name the records you count as
+    /// claimed by me in these buckets (answered with `Claimed` pages).
+    ClaimsAsk {
+        buckets: Vec<u8>,
+    },
+    /// Home to owner: the record `username` the owner holds, refreshed:
+    /// the same record with new timing fields (seq, signed_at_ms,
+    /// online_until, expires_at, as on the wire) and signature. The owner
+    /// rebuilds and verifies it, and counts it in this home's digest as a
+    /// `HomeStore`; it answers with a `StoreAck` of the seq it holds (the
+    /// home sends the whole record when that is older).
+    Refresh {
+        username: &'a str,
+        timing: [u8; super::record::TIMING_LEN],
+        signature: [u8; 64],
     },
     /// A `Store` from the record's home supernode: the owner keeps it and
     /// counts it in that home's digest.
@@ -533,6 +550,20 @@ impl<'a> Msg<'a> {
             Msg::Unclaim { username } => {
                 w.u8(33).bytes8(username.as_bytes());
             }
+            Msg::ClaimsAsk { buckets } => {
+                let n = buckets.len().min(DIGEST_BUCKETS as usize);
+                w.u8(35).u8(n as u8).raw(&buckets[..n]);
+            }
+            Msg::Refresh {
+                username,
+                timing,
+                signature,
+            } => {
+                w.u8(36)
+                    .bytes8(username.as_bytes())
+                    .raw(timing)
+                    .raw(signature);
+            }
             Msg::HomeStore { record } => {
                 w.u8(34).bytes16(record);
             }
@@ -704,6 +735,26 @@ impl<'a> Msg<'a> {
             }
             33 => Msg::Unclaim {
                 username: r.str8("username")?,
+            },
+            35 => {
+                let n = r.u8()? as usize;
+                if n > DIGEST_BUCKETS as usize {
+                    return Err(WireError::Invalid {
+                        field: "digest bucket count",
+                    });
+                }
+                let buckets = r.bytes(n)?.to_vec();
+                if buckets.iter().any(|b| *b >= DIGEST_BUCKETS) {
+                    return Err(WireError::Invalid {
+                        field: "digest bucket",
+                    });
+                }
+                Msg::ClaimsAsk { buckets }
+            }
+            36 => Msg::Refresh {
+                username: r.str8("username")?,
+                timing: r.array()?,
+                signature: r.array()?,
             },
             34 => Msg::HomeStore {
                 record: r.bytes16()?,
@@ -956,6 +1007,14 @@ mod tests {
                 names: vec!["ann", "bob"],
             },
             Msg::Unclaim { username: "eve" },
+            Msg::ClaimsAsk {
+                buckets: vec![0, 7, 15],
+            },
+            Msg::Refresh {
+                username: "eve/00",
+                timing: [3; 32],
+                signature: [9; 64],
+            },
             Msg::HomeStore { record: b"h" },
             Msg::Attach { primary: true },
             Msg::AttachOk {

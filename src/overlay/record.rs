@@ -176,6 +176,61 @@ pub fn user_range(username: &str) -> std::ops::Range<String> {
     format!("{username}/")..format!("{username}0")
 }
 
+/// Bytes of a record's timing fields: `seq`, `signed_at_ms`,
+/// `online_until` and `expires_at`, as they appear on the wire.
+pub const TIMING_LEN: usize = 32;
+
+/// An encoded record split around its timing fields.
+struct Parts<'a> {
+    /// Everything before them (the certificate).
+    head: &'a [u8],
+    timing: &'a [u8],
+    /// Everything after them up to the signature.
+    tail: &'a [u8],
+    signature: &'a [u8],
+}
+
+/// `bytes` split into [`Parts`]; `None` when too short to be a record.
+fn split_timing(bytes: &[u8]) -> Option<Parts<'_>> {
+    let cert_len = u16::from_be_bytes(bytes.get(..2)?.try_into().ok()?) as usize;
+    let t = 2usize.checked_add(cert_len)?;
+    let sig = bytes.len().checked_sub(64)?;
+    if t.checked_add(TIMING_LEN)? > sig {
+        return None;
+    }
+    Some(Parts {
+        head: &bytes[..t],
+        timing: &bytes[t..t + TIMING_LEN],
+        tail: &bytes[t + TIMING_LEN..sig],
+        signature: &bytes[sig..],
+    })
+}
+
+/// If `new` differs from `old` only in its timing fields (a refresh that
+/// extends how long the device shows online) and signature: those
+/// timing bytes and the signature, which rebuild `new` from `old`
+/// ([`with_timing`]).
+pub fn timing_delta(old: &[u8], new: &[u8]) -> Option<([u8; TIMING_LEN], [u8; 64])> {
+    let (o, n) = (split_timing(old)?, split_timing(new)?);
+    if o.head != n.head || o.tail != n.tail {
+        return None;
+    }
+    Some((n.timing.try_into().ok()?, n.signature.try_into().ok()?))
+}
+
+/// `old` with its timing fields and signature replaced: the record a
+/// [`timing_delta`] was taken from, for the reader to verify as any
+/// other. `None` when `old` is too short to be a record.
+pub fn with_timing(old: &[u8], timing: &[u8; TIMING_LEN], signature: &[u8; 64]) -> Option<Vec<u8>> {
+    let p = split_timing(old)?;
+    let mut v = Vec::with_capacity(old.len());
+    v.extend_from_slice(p.head);
+    v.extend_from_slice(timing);
+    v.extend_from_slice(p.tail);
+    v.extend_from_slice(signature);
+    Some(v)
+}
+
 /// A decoded presence record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceRecord {
@@ -473,6 +528,43 @@ mod tests {
             supernodes: vec!["10.0.0.1:7000".parse().unwrap()],
             candidates: vec!["[::1]:5".parse().unwrap()],
         }
+    }
+
+    #[test]
+    fn a_refresh_is_rebuilt_from_its_delta_and_nothing_else_is() {
+        let now = UnixSecs(1_800_000_000);
+        let (a, d, c) = fixture(now);
+        let old = PresenceRecord::sign(&d, &c, content(now, 1)).encode();
+        let new = PresenceRecord::sign(&d, &c, content(now + 120, 2)).encode();
+        let (timing, sig) = timing_delta(&old, &new).expect("only timing changed");
+        let rebuilt = with_timing(&old, &timing, &sig).unwrap();
+        assert_eq!(rebuilt, new);
+        PresenceRecord::decode(&rebuilt)
+            .unwrap()
+            .verify(&a.public(), now + 120)
+            .unwrap();
+        // A new status message is not a refresh.
+        let moved = PresenceRecord::sign(
+            &d,
+            &c,
+            RecordContent {
+                message: "at lunch".into(),
+                ..content(now + 120, 3)
+            },
+        )
+        .encode();
+        assert_eq!(timing_delta(&old, &moved), None);
+        // Applied to another version, the delta does not verify.
+        let other = with_timing(&moved, &timing, &sig).unwrap();
+        assert!(
+            PresenceRecord::decode(&other)
+                .unwrap()
+                .verify(&a.public(), now + 120)
+                .is_err()
+        );
+        // Bytes too short to be a record.
+        assert_eq!(with_timing(&[0, 200, 1], &timing, &sig), None);
+        assert_eq!(timing_delta(&[], &new), None);
     }
 
     #[test]

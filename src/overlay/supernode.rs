@@ -2,13 +2,24 @@
 //! the shard of the directory it owns, lookups on behalf of its clients,
 //! presence watches, and the clients attached to it.
 //!
-//! Records of attached clients are pushed by their home supernode (the one
-//! the client is attached to) to their owners with acknowledgements. Every
+//! Records of attached clients are pushed by their home supernode (the
+//! client's primary: the first supernode its record lists; the backup
+//! keeps the record and pushes nothing until the client promotes it) to
+//! their owners with acknowledgements. A refresh that only extends how
+//! long the record shows its device online is held until the owners' copy
+//! is within [`REFRESH_AHEAD_SECS`] of running out, then sent as a delta
+//! (`Refresh`: new timing fields and signature; the owner rebuilds the
+//! record and verifies it): with the default 300-s records and 120-s
+//! refreshes one refresh in two reaches the owners, at ~140 bytes. Every
 //! check interval the home sends each owner one digest of the records it
 //! expects it to hold (a count and an XOR of hashes of (user, seq) per
 //! bucket of user keys; the owner keeps the same sums of what each home
-//! claimed, so answering costs no scan), and repairs only the buckets that
-//! differ, one `Check` per record there. An owner that does not answer is
+//! claimed, so answering costs no scan). A bucket that differs only by
+//! claims in flight when the digest left (pushes not yet acknowledged,
+//! unclaims just sent: some subset of them explains the owner's sums) is
+//! left alone; the rest are repaired, one `Check` per record there, and
+//! the owner names what it counts there (`ClaimsAsk`, `Claimed`) so stale
+//! claims are dropped. An owner that does not answer is
 //! skipped (and probed) and the next supernode on the ring takes its place;
 //! membership changes move records at once (the home pushes to new owners,
 //! owners hand off what they no longer own), so a record whose owners all
@@ -103,6 +114,16 @@ pub struct SupernodeConfig {
     /// watch together.
     pub max_watches_per_address: usize,
 }
+
+/// A home holds a client's timing-only refresh until the owners' copy of
+/// its record shows it online for less than this (seconds), then pushes
+/// it: with records online for 300 s and refreshed every 120 s, one
+/// refresh in two reaches the owners.
+pub const REFRESH_AHEAD_SECS: u64 = 30;
+
+/// Unclaims (not acknowledged) are taken as possibly in flight for this
+/// many store timeouts after they were sent.
+const UNCLAIM_INFLIGHT_TIMEOUTS: u64 = 2;
 
 /// Link sessions a supernode keeps beyond `max_clients`: links to other
 /// supernodes, and room for a full node to bring a client's link up just
@@ -205,6 +226,16 @@ pub struct SupernodeStats {
     /// Digests sent to owners, and buckets found different and repaired.
     pub digests_sent: u64,
     pub digest_repairs: u64,
+    /// Buckets that differed only by claims in flight when the digest
+    /// was sent (not repaired).
+    pub digest_in_flight: u64,
+    /// Client refreshes held back (the owners' copy was still fresh), and
+    /// sent as `Refresh` deltas.
+    pub refreshes_held: u64,
+    pub refreshes_sent: u64,
+    /// `Refresh` deltas an owner could not apply (it lacked the record or
+    /// held another version): answered so the home sends it whole.
+    pub refreshes_unapplied: u64,
     /// Owners that did not answer a digest in time.
     pub digest_timeouts: u64,
     pub relay_credentials_issued: u64,
@@ -238,8 +269,22 @@ struct Attached {
     record_name: String,
     /// When it was last heard from (node timeline).
     last_seen: Millis,
+    /// The record its owners were given (claimed in our digests).
     record: Option<Rc<[u8]>>,
     record_seq: u64,
+    /// The pushed record's `online_until` (wall clock, seconds): a held
+    /// `fresh` record is pushed before the owners' copy runs out.
+    online_until: u64,
+    /// A newer record that only extends the pushed one's validity (a
+    /// periodic refresh), held until the owners' copy comes within
+    /// [`REFRESH_AHEAD_SECS`] of running out, then pushed as a `Refresh`
+    /// delta: most refreshes cost the owners nothing.
+    fresh: Option<(Rc<[u8]>, u64)>,
+    /// The record lists this supernode first among the client's
+    /// (its primary): only the primary pushes it and claims it in
+    /// digests; the backup keeps it, ready for when the client promotes
+    /// it (and publishes again, listing it first).
+    primary: bool,
     /// The record's user key.
     record_key: u64,
     /// When the record must be dropped (wall clock; see
@@ -256,6 +301,13 @@ struct Attached {
     /// user shows offline within `client_timeout_ms`, not when their
     /// online record runs out minutes later.
     will: Option<(Rc<[u8]>, u64)>,
+}
+
+impl Attached {
+    /// The newest record's seq: a held refresh's, or the pushed one's.
+    fn latest_seq(&self) -> u64 {
+        self.fresh.as_ref().map_or(self.record_seq, |f| f.1)
+    }
 }
 
 #[derive(Debug)]
@@ -319,6 +371,142 @@ struct PendingStore {
     exclude: Vec<u64>,
     /// Sent as the record's home (a `HomeStore`), not as a hand-off.
     claim: bool,
+    /// The seq this store claims (the record's, or a `Check`'s).
+    seq: u64,
+    /// What the owner counted for this record in our digest before this
+    /// claim arrived: a digest answered while the claim is in flight may
+    /// show either (see [`Inflight`]).
+    was: ClaimWas,
+}
+
+/// How a record goes to one owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    /// Whole, not claimed (a hand-off or a will).
+    Store,
+    /// Whole, claimed by us as its home.
+    Home,
+    /// Claimed as a delta of the copy the owner holds (timing fields and
+    /// signature).
+    Refresh([u8; super::record::TIMING_LEN], [u8; 64]),
+    /// "Do you hold it at this seq?" (a digest repair), claiming it.
+    Check,
+}
+
+/// One record on its way to one owner.
+struct Outgoing<'a> {
+    username: &'a str,
+    key: u64,
+    record: &'a Rc<[u8]>,
+    seq: u64,
+    push: Push,
+    was: ClaimWas,
+}
+
+/// A push as the record's home: the owners it was given to before and
+/// the seq then (`None`: never given), and the delta from that record
+/// when only its timing changed.
+struct Claim<'a> {
+    before: (&'a [u64], Option<u64>),
+    delta: Option<([u8; super::record::TIMING_LEN], [u8; 64])>,
+}
+
+/// What an owner counted of one record in a home's digest before a claim
+/// change reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimWas {
+    /// Not known (a repair's `Check`): a digest that differs there is
+    /// repaired.
+    Unknown,
+    Absent,
+    Seq(u64),
+}
+
+/// A claim change that may cross a digest: in flight to the owner when
+/// the digest was sent, or sent before the owner's answer came. The
+/// owner's answer may show either side of it. Hashes are
+/// [`claim_hash`]es; `None`: no claim.
+#[derive(Debug, Clone, Copy)]
+struct Inflight {
+    bucket: u8,
+    /// What the owner may count instead.
+    before: Option<u64>,
+    /// What our digest counts.
+    after: Option<u64>,
+}
+
+/// A digest sent to an owner and not answered yet.
+#[derive(Debug)]
+struct DigestOut {
+    deadline: Millis,
+    /// Per bucket, the (count, hash) we sent.
+    sums: [(u32, u64); DIGEST_BUCKETS as usize],
+    /// Claim changes that may cross it: in flight to the owner when it
+    /// was sent, or sent since.
+    inflight: Vec<Inflight>,
+}
+
+/// Most changes in one bucket that a differing digest is checked
+/// against; beyond this it is repaired. A real difference passes for one
+/// explained by `n` changes with odds 2^(n-64), so `n` stays well below
+/// 64.
+const MAX_INFLIGHT_PER_BUCKET: usize = 32;
+
+/// Whether an owner's (count, hash) for a bucket equals ours with some
+/// subset of the changes that may cross the digest taken the other way.
+/// The hash is an XOR, so the subset is found by Gaussian elimination
+/// over GF(2) (a burst of pushes puts dozens in one bucket, too many to
+/// try every subset); the count then picks among the solutions.
+fn explained(ours: (u32, u64), theirs: (u32, u64), changes: &[Inflight]) -> bool {
+    if changes.len() > MAX_INFLIGHT_PER_BUCKET {
+        return false;
+    }
+    // Basis vectors with the set of changes each is made of, by
+    // descending leading bit; combinations of changes that XOR to zero.
+    let mut basis: Vec<(u64, u64)> = Vec::new();
+    let mut null: Vec<u64> = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        let (mut v, mut m) = (c.before.unwrap_or(0) ^ c.after.unwrap_or(0), 1u64 << i);
+        for &(b, bm) in &basis {
+            if v ^ b < v {
+                v ^= b;
+                m ^= bm;
+            }
+        }
+        if v == 0 {
+            null.push(m);
+        } else {
+            let at = basis.partition_point(|(b, _)| *b > v);
+            basis.insert(at, (v, m));
+        }
+    }
+    let (mut t, mut m) = (ours.1 ^ theirs.1, 0u64);
+    for &(b, bm) in &basis {
+        if t ^ b < t {
+            t ^= b;
+            m ^= bm;
+        }
+    }
+    if t != 0 || null.len() > 8 {
+        return false;
+    }
+    let want = i64::from(theirs.0) - i64::from(ours.0);
+    let count = |mask: u64| -> i64 {
+        changes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| mask & (1 << i) != 0)
+            .map(|(_, c)| c.before.is_some() as i64 - c.after.is_some() as i64)
+            .sum()
+    };
+    (0u32..1 << null.len()).any(|pick| {
+        let mask = null
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| pick & (1 << j) != 0)
+            .fold(m, |acc, (_, n)| acc ^ n);
+        count(mask) == want
+    })
 }
 
 /// A user's device records from a lookup, kept until then.
@@ -353,8 +541,13 @@ pub struct SupernodeCore {
     by_record: HashMap<String, Vec<SocketAddr>>,
     /// Next digest round (home side; node timeline, as every timer here).
     next_digest_at: Millis,
-    /// Owners sent a digest and not answered yet, with the deadline.
-    digests_out: BTreeMap<u64, Millis>,
+    /// Owners sent a digest and not answered yet.
+    digests_out: BTreeMap<u64, DigestOut>,
+    /// Unclaims sent lately (sent at, wall clock; owner, bucket, claim
+    /// hash): not acknowledged, so a digest sent soon after may cross
+    /// one. (The wall clock: revocations detach clients outside the
+    /// node's timeline.)
+    recent_unclaims: VecDeque<(UnixMillis, u64, u8, u64)>,
     /// Recompute attached clients' owners at this time (after an owner
     /// timed out or membership changed), pushing to new owners.
     home_rebalance_at: Option<Millis>,
@@ -457,6 +650,7 @@ impl SupernodeCore {
             cfg,
             next_digest_at: now + check_interval,
             digests_out: BTreeMap::new(),
+            recent_unclaims: VecDeque::new(),
             home_rebalance_at: None,
             clients: BTreeMap::new(),
             by_record: HashMap::new(),
@@ -669,6 +863,8 @@ impl SupernodeCore {
                 | Msg::DigestAck { .. }
                 | Msg::Claimed { .. }
                 | Msg::Unclaim { .. }
+                | Msg::ClaimsAsk { .. }
+                | Msg::Refresh { .. }
                 | Msg::Notify { .. }
                 | Msg::Watch { .. }
         ) {
@@ -809,6 +1005,8 @@ impl SupernodeCore {
                 | Msg::DigestAck { .. }
                 | Msg::Claimed { .. }
                 | Msg::Unclaim { .. }
+                | Msg::ClaimsAsk { .. }
+                | Msg::Refresh { .. }
                 | Msg::Query { .. }
                 | Msg::QueryReply { .. }
                 | Msg::Watch { .. }
@@ -871,24 +1069,53 @@ impl SupernodeCore {
                         })
                     })
                     .collect();
-                // And the names behind them, so the home can unclaim what
-                // it no longer has (in pages; each page stands alone).
-                let names: Vec<String> = if differ.is_empty() {
-                    Vec::new()
-                } else {
-                    self.records
-                        .iter()
-                        .filter(|(_, h)| {
-                            differ.iter().any(|b| b.bucket == digest_bucket(h.key))
-                                && h.claims.iter().any(|(id, _)| *id == home)
-                        })
-                        .map(|(n, _)| n.clone())
-                        .collect()
-                };
                 self.send(from, &Msg::DigestAck { buckets: differ });
-                for page in names.chunks(MAX_CLAIMED) {
-                    let names = page.iter().map(String::as_str).collect();
-                    self.send(from, &Msg::Claimed { names });
+            }
+            Msg::ClaimsAsk { buckets } => {
+                // The names behind buckets the home found different, so
+                // it can unclaim what it no longer has (in pages; each
+                // page stands alone).
+                let home = node_id(&peer.ed25519);
+                let names: Vec<&str> = self
+                    .records
+                    .iter()
+                    .filter(|(_, h)| {
+                        buckets.contains(&digest_bucket(h.key))
+                            && h.claims.iter().any(|(id, _)| *id == home)
+                    })
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                let pages: Vec<Vec<u8>> = names
+                    .chunks(MAX_CLAIMED)
+                    .map(|page| {
+                        Msg::Claimed {
+                            names: page.to_vec(),
+                        }
+                        .encode()
+                    })
+                    .collect();
+                for b in pages {
+                    self.stats.directory_bytes_sent += b.len() as u64;
+                    self.out.push((from, b));
+                }
+            }
+            Msg::Refresh {
+                username,
+                timing,
+                signature,
+            } => {
+                let home = node_id(&peer.ed25519);
+                let rebuilt = self
+                    .records
+                    .get(username)
+                    .and_then(|h| super::record::with_timing(&h.bytes, &timing, &signature));
+                match rebuilt {
+                    Some(record) => self.on_store(now, from, Some(home), &record),
+                    None => {
+                        // We lack it: the home sends it whole.
+                        self.stats.refreshes_unapplied += 1;
+                        self.send(from, &Msg::StoreAck { username, seq: 0 });
+                    }
                 }
             }
             Msg::DigestAck { buckets } => {
@@ -916,7 +1143,7 @@ impl SupernodeCore {
                 let Some(p) = self.stores.get_mut(&key) else {
                     return;
                 };
-                if PresenceRecord::decode(&p.record).is_ok_and(|r| r.seq <= seq) {
+                if p.seq <= seq {
                     self.stores.remove(&key);
                 } else {
                     // The owner lacks it (answer to a Check): send it whole.
@@ -1130,6 +1357,9 @@ impl SupernodeCore {
                     last_seen: now,
                     record: None,
                     record_seq: 0,
+                    online_until: 0,
+                    fresh: None,
+                    primary: false,
                     record_key: 0,
                     record_expires: UnixSecs::ZERO,
                     owners: Vec::new(),
@@ -1218,7 +1448,7 @@ impl SupernodeCore {
             self.stats.not_attached += 1;
             return;
         };
-        let have = c.record_seq;
+        let have = c.latest_seq();
         let Ok(rec) = self.check_record(bytes) else {
             self.send(
                 from,
@@ -1253,27 +1483,106 @@ impl SupernodeCore {
         }
         let shared: Rc<[u8]> = Rc::from(bytes);
         self.send(from, &Msg::PublishAck { seq: rec.seq });
-        let owners = self.push_to_owners(now, &rec.name(), shared.clone(), &[], None, true);
-        if let Some(c) = self.clients.get_mut(&from) {
-            c.last_seen = now;
-            c.record = Some(shared);
-            c.record_seq = rec.seq;
-            c.record_key = user_key(&rec.cert.username);
-            c.record_expires = rec.valid_until();
-            // Owners dropped since the last publish (membership moved on
-            // while nobody looked) hear it at the next round: the claim
-            // stays counted there until a digest repairs it.
-            c.owners = owners;
-            if c.will.as_ref().is_some_and(|(_, s)| *s <= rec.seq) {
-                c.will = None;
+        let primary = self.lists_us_first(&rec);
+        let secs = self.unix.secs().get();
+        let Some(c) = self.clients.get_mut(&from) else {
+            return;
+        };
+        c.last_seen = now;
+        c.record_key = user_key(&rec.cert.username);
+        if c.will.as_ref().is_some_and(|(_, s)| *s <= rec.seq) {
+            c.will = None;
+        }
+        let delta = match &c.record {
+            Some(old) if c.primary && primary => super::record::timing_delta(old, bytes),
+            _ => None,
+        };
+        if delta.is_some() && c.online_until > secs + REFRESH_AHEAD_SECS {
+            // The owners' copy still shows the device online for a while:
+            // the home round pushes this one before it runs out.
+            c.fresh = Some((shared, rec.seq));
+            self.stats.refreshes_held += 1;
+            return;
+        }
+        let prev = (
+            std::mem::take(&mut c.owners),
+            c.record.is_some().then_some(c.record_seq),
+        );
+        let was_primary = std::mem::replace(&mut c.primary, primary);
+        c.record = Some(shared.clone());
+        c.record_seq = rec.seq;
+        c.record_expires = rec.valid_until();
+        c.online_until = rec.online_until;
+        c.fresh = None;
+        let (name, key) = (c.record_name.clone(), c.record_key);
+        if !primary {
+            // The backup keeps it and claims nothing: what it claimed as
+            // the primary is unclaimed.
+            if was_primary && let Some(seq) = prev.1 {
+                for id in prev.0 {
+                    self.send_unclaim(id, &name, key, seq);
+                }
             }
+            return;
+        }
+        // Owners dropped since the last publish (membership moved on
+        // while nobody looked) hear it at the next round: the claim stays
+        // counted there until a digest repairs it.
+        let owners = self.push_to_owners(
+            now,
+            &name,
+            (shared, rec.seq),
+            &[],
+            Some(Claim {
+                before: (&prev.0, prev.1),
+                delta: delta.filter(|_| was_primary),
+            }),
+        );
+        if delta.is_some() {
+            self.stats.refreshes_sent += 1;
+        }
+        if let Some(c) = self.clients.get_mut(&from) {
+            c.owners = owners;
+        }
+    }
+
+    /// Whether `rec` lists this supernode first among its device's
+    /// supernodes (it is the device's primary), or does not list it at
+    /// all (then it pushes, as the only home it knows of).
+    fn lists_us_first(&self, rec: &PresenceRecord) -> bool {
+        let ours = |a: &SocketAddr| *a == self.my_addr || self.cfg.aliases.contains(a);
+        match rec.supernodes.first() {
+            Some(first) if ours(first) => true,
+            _ => !rec.supernodes.iter().any(ours),
+        }
+    }
+
+    /// Tell owner `id` that we no longer claim record `name` (at `seq`),
+    /// remembering it for a while as a change that may be in flight.
+    fn send_unclaim(&mut self, id: u64, name: &str, key: u64, seq: u64) {
+        if id == self.me || !self.members.is_up(id) {
+            return;
+        }
+        let Some(addr) = self.members.addr_of(id) else {
+            return;
+        };
+        self.send(addr, &Msg::Unclaim { username: name });
+        let (bucket, hash) = (digest_bucket(key), claim_hash(key, seq));
+        self.recent_unclaims
+            .push_back((self.unix, id, bucket, hash));
+        if let Some(d) = self.digests_out.get_mut(&id) {
+            d.inflight.push(Inflight {
+                bucket,
+                before: None,
+                after: Some(hash),
+            });
         }
     }
 
     /// Keep an attached client's offline will: verified, its own device's,
     /// saying offline, and newer than its published record.
     fn on_will(&mut self, now: Millis, from: SocketAddr, peer: &Certificate, bytes: &[u8]) {
-        let Some(have) = self.clients.get(&from).map(|c| c.record_seq) else {
+        let Some(have) = self.clients.get(&from).map(Attached::latest_seq) else {
             self.stats.not_attached += 1;
             return;
         };
@@ -1295,19 +1604,16 @@ impl SupernodeCore {
     }
 
     /// Send `record` (named `name`, see [`record_name`]) to its current
-    /// owners, expecting acks.
-    /// With `check_seq`, only ask the owners whether they hold that seq
-    /// (they answer with what they hold, and get the record if behind).
-    /// With `claim`, as the record's home (`HomeStore`; the owners count
-    /// it in this home's digest). Returns the owners' ids.
+    /// owners, expecting acks; with `claim`, as the record's home
+    /// (`HomeStore` or `Refresh`; the owners count it in this home's
+    /// digest). Returns the owners' ids.
     fn push_to_owners(
         &mut self,
         now: Millis,
         name: &str,
-        record: Rc<[u8]>,
+        (record, seq): (Rc<[u8]>, u64),
         exclude: &[u64],
-        check_seq: Option<u64>,
-        claim: bool,
+        claim: Option<Claim<'_>>,
     ) -> Vec<u64> {
         let key = user_key(name_user(name));
         let owners: Vec<(u64, SocketAddr)> = self
@@ -1322,42 +1628,91 @@ impl SupernodeCore {
                 self.store_local(now, &record);
                 continue;
             }
-            self.send_store(now, id, addr, name, key, &record, check_seq, claim, exclude);
+            let (push, was) = match &claim {
+                None => (Push::Store, ClaimWas::Unknown),
+                Some(c) => match c.before {
+                    (owners, Some(old)) if owners.contains(&id) => (
+                        c.delta.map_or(Push::Home, |(t, sig)| Push::Refresh(t, sig)),
+                        ClaimWas::Seq(old),
+                    ),
+                    _ => (Push::Home, ClaimWas::Absent),
+                },
+            };
+            let out = Outgoing {
+                username: name,
+                key,
+                record: &record,
+                seq,
+                push,
+                was,
+            };
+            self.send_store(now, id, addr, out, exclude);
         }
         ids
     }
 
-    /// Send one owner the record (or a `Check` at `check_seq`), expecting
-    /// an ack within `store_timeout_ms`.
-    #[allow(clippy::too_many_arguments)]
+    /// Send one owner a record (whole, as a delta or a `Check` at its
+    /// seq), expecting an ack within `store_timeout_ms`.
     fn send_store(
         &mut self,
         now: Millis,
         id: u64,
         addr: SocketAddr,
-        username: &str,
-        key: u64,
-        record: &Rc<[u8]>,
-        check_seq: Option<u64>,
-        claim: bool,
+        o: Outgoing<'_>,
         exclude: &[u64],
     ) {
-        match check_seq {
-            Some(seq) => self.send(addr, &Msg::Check { username, seq }),
-            None if claim => self.send(addr, &Msg::HomeStore { record }),
-            None => self.send(addr, &Msg::Store { record }),
+        let username = o.username;
+        match o.push {
+            Push::Check => self.send(
+                addr,
+                &Msg::Check {
+                    username,
+                    seq: o.seq,
+                },
+            ),
+            Push::Home => self.send(addr, &Msg::HomeStore { record: o.record }),
+            Push::Store => self.send(addr, &Msg::Store { record: o.record }),
+            Push::Refresh(timing, signature) => self.send(
+                addr,
+                &Msg::Refresh {
+                    username,
+                    timing,
+                    signature,
+                },
+            ),
+        }
+        // A digest to this owner still unanswered counted the claim as it
+        // was: the owner may answer with it either way.
+        if o.push != Push::Store
+            && let Some(d) = self.digests_out.get_mut(&id)
+        {
+            let before = Some(claim_hash(o.key, o.seq));
+            let after = match o.was {
+                ClaimWas::Unknown => None,
+                ClaimWas::Absent => Some(None),
+                ClaimWas::Seq(s) => Some(Some(claim_hash(o.key, s))),
+            };
+            if let Some(after) = after {
+                d.inflight.push(Inflight {
+                    bucket: digest_bucket(o.key),
+                    before,
+                    after,
+                });
+            }
         }
         let deadline = now + self.cfg.store_timeout_ms;
         self.stores.insert(
             (id, username.to_owned()),
             PendingStore {
                 owner: id,
-                key,
+                key: o.key,
                 username: username.to_owned(),
-                record: record.clone(),
+                record: o.record.clone(),
                 deadline,
                 exclude: exclude.to_vec(),
-                claim,
+                claim: o.push != Push::Store,
+                seq: o.seq,
+                was: o.was,
             },
         );
         self.store_deadlines
@@ -1837,19 +2192,7 @@ impl SupernodeCore {
             return;
         }
         for &id in &c.owners {
-            if id == self.me {
-                continue;
-            }
-            if let Some(addr) = self.members.addr_of(id)
-                && self.members.is_up(id)
-            {
-                self.send(
-                    addr,
-                    &Msg::Unclaim {
-                        username: &c.record_name,
-                    },
-                );
-            }
+            self.send_unclaim(id, &c.record_name, c.record_key, c.record_seq);
         }
     }
 
@@ -1863,7 +2206,7 @@ impl SupernodeCore {
         // (client, new owners) where the owners changed.
         let mut moved: Vec<(SocketAddr, Vec<u64>)> = Vec::new();
         for (addr, c) in &self.clients {
-            if c.record.is_none() || c.record_expires <= secs {
+            if !c.primary || c.record.is_none() || c.record_expires <= secs {
                 continue;
             }
             let owners: Vec<u64> = self
@@ -1901,22 +2244,56 @@ impl SupernodeCore {
                 if id == self.me {
                     self.store_local(now, &record);
                 } else if let Some(a) = self.members.addr_of(id) {
-                    self.send_store(now, id, a, &name, key, &record, None, true, &[]);
+                    let out = Outgoing {
+                        username: &name,
+                        key,
+                        record: &record,
+                        seq,
+                        push: Push::Home,
+                        was: ClaimWas::Absent,
+                    };
+                    self.send_store(now, id, a, out, &[]);
                 }
             }
-            let _ = seq;
             for &id in old.iter().filter(|id| !owners.contains(id)) {
-                if id != self.me
-                    && responsive(&self.unresponsive, id, now)
-                    && self.members.is_up(id)
-                    && let Some(a) = self.members.addr_of(id)
-                {
-                    self.send(a, &Msg::Unclaim { username: &name });
+                if responsive(&self.unresponsive, id, now) {
+                    self.send_unclaim(id, &name, key, seq);
                 }
             }
         }
         if !digest {
             return;
+        }
+        // Claim changes in flight, by owner: its answer may show them or
+        // not.
+        let window = self.cfg.store_timeout_ms * UNCLAIM_INFLIGHT_TIMEOUTS;
+        let unix = self.unix;
+        while self
+            .recent_unclaims
+            .front()
+            .is_some_and(|(t, ..)| unix.get().saturating_sub(t.get()) > window)
+        {
+            self.recent_unclaims.pop_front();
+        }
+        let mut inflight: HashMap<u64, Vec<Inflight>> = HashMap::new();
+        for p in self.stores.values().filter(|p| p.claim) {
+            let before = match p.was {
+                ClaimWas::Unknown => continue,
+                ClaimWas::Absent => None,
+                ClaimWas::Seq(s) => Some(claim_hash(p.key, s)),
+            };
+            inflight.entry(p.owner).or_default().push(Inflight {
+                bucket: digest_bucket(p.key),
+                before,
+                after: Some(claim_hash(p.key, p.seq)),
+            });
+        }
+        for &(_, owner, bucket, hash) in &self.recent_unclaims {
+            inflight.entry(owner).or_default().push(Inflight {
+                bucket,
+                before: Some(hash),
+                after: None,
+            });
         }
         let deadline = now + self.cfg.store_timeout_ms;
         for (owner, b) in sums {
@@ -1935,15 +2312,70 @@ impl SupernodeCore {
                 .collect();
             self.stats.digests_sent += 1;
             self.send(addr, &Msg::Digest { buckets });
-            self.digests_out.insert(owner, deadline);
+            self.digests_out.insert(
+                owner,
+                DigestOut {
+                    deadline,
+                    sums: b,
+                    inflight: inflight.remove(&owner).unwrap_or_default(),
+                },
+            );
+        }
+    }
+
+    /// Push the held refreshes of clients whose owners' copy comes within
+    /// [`REFRESH_AHEAD_SECS`] of running out, as deltas.
+    fn push_due_refreshes(&mut self, now: Millis) {
+        let secs = self.unix.secs().get();
+        let due: Vec<SocketAddr> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.fresh.is_some() && c.online_until <= secs + REFRESH_AHEAD_SECS)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            let Some(c) = self.clients.get_mut(&addr) else {
+                continue;
+            };
+            let Some((fresh, seq)) = c.fresh.take() else {
+                continue;
+            };
+            let Ok(rec) = PresenceRecord::decode(&fresh) else {
+                continue;
+            };
+            let Some(old) = c.record.replace(fresh.clone()) else {
+                continue;
+            };
+            let delta = super::record::timing_delta(&old, &fresh);
+            let prev = (std::mem::take(&mut c.owners), Some(c.record_seq));
+            c.record_seq = seq;
+            c.record_expires = rec.valid_until();
+            c.online_until = rec.online_until;
+            let name = c.record_name.clone();
+            self.stats.refreshes_sent += 1;
+            let owners = self.push_to_owners(
+                now,
+                &name,
+                (fresh, seq),
+                &[],
+                Some(Claim {
+                    before: (&prev.0, prev.1),
+                    delta,
+                }),
+            );
+            if let Some(c) = self.clients.get_mut(&addr) {
+                c.owners = owners;
+            }
         }
     }
 
     /// An owner's answer to our digest (the buckets where its sums differ
-    /// from ours): repair them with a `Check` per record of ours there,
-    /// which claims it again at its seq and sends it whole where the
-    /// owner lacks it. (What the owner counts and we no longer claim
-    /// comes next, as `Claimed` pages.)
+    /// from ours). Differences that claims in flight when we sent it
+    /// explain are left alone; the rest are repaired with a `Check` per
+    /// record of ours there, which claims it again at its seq and sends
+    /// it whole where the owner lacks it, and a `ClaimsAsk` for the names
+    /// the owner counts there (answered with `Claimed` pages; we unclaim
+    /// those we no longer have).
     fn on_digest_ack(
         &mut self,
         now: Millis,
@@ -1951,10 +2383,24 @@ impl SupernodeCore {
         owner: u64,
         theirs: &[DigestBucket],
     ) {
-        if self.digests_out.remove(&owner).is_none() {
+        let Some(out) = self.digests_out.remove(&owner) else {
             return;
+        };
+        let mut differ: Vec<u8> = Vec::new();
+        for b in theirs {
+            let changes: Vec<Inflight> = out
+                .inflight
+                .iter()
+                .filter(|c| c.bucket == b.bucket)
+                .copied()
+                .collect();
+            let ours = out.sums[b.bucket as usize];
+            if explained(ours, (b.count, b.hash), &changes) {
+                self.stats.digest_in_flight += 1;
+            } else {
+                differ.push(b.bucket);
+            }
         }
-        let mut differ: Vec<u8> = theirs.iter().map(|b| b.bucket).collect();
         differ.sort_unstable();
         differ.dedup();
         if differ.is_empty() {
@@ -1966,7 +2412,8 @@ impl SupernodeCore {
             .clients
             .values()
             .filter(|c| {
-                c.record_expires > secs
+                c.primary
+                    && c.record_expires > secs
                     && c.owners.contains(&owner)
                     && differ.contains(&digest_bucket(c.record_key))
             })
@@ -1986,8 +2433,17 @@ impl SupernodeCore {
             "digest differs: repairing"
         );
         for (name, key, seq, record) in checks {
-            self.send_store(now, owner, from, &name, key, &record, Some(seq), true, &[]);
+            let out = Outgoing {
+                username: &name,
+                key,
+                record: &record,
+                seq,
+                push: Push::Check,
+                was: ClaimWas::Unknown,
+            };
+            self.send_store(now, owner, from, out, &[]);
         }
+        self.send(from, &Msg::ClaimsAsk { buckets: differ });
     }
 
     /// Push records to owners that do not have them yet after membership
@@ -2148,6 +2604,8 @@ impl SupernodeCore {
                                 deadline,
                                 exclude,
                                 claim: false,
+                                seq: p.seq,
+                                was: ClaimWas::Unknown,
                             },
                         );
                         self.store_deadlines
@@ -2157,11 +2615,11 @@ impl SupernodeCore {
             }
         }
         // Owners that did not answer our digest: skip them, move on.
-        if self.digests_out.values().any(|d| *d <= now) {
+        if self.digests_out.values().any(|d| d.deadline <= now) {
             let late: Vec<u64> = self
                 .digests_out
                 .iter()
-                .filter(|(_, d)| **d <= now)
+                .filter(|(_, d)| d.deadline <= now)
                 .map(|(id, _)| *id)
                 .collect();
             for id in late {
@@ -2196,6 +2654,9 @@ impl SupernodeCore {
     }
 
     fn sweep(&mut self, now: Millis) {
+        // Every second, not with the digest round: pushes sent all at
+        // once would be in flight together when the digest goes.
+        self.push_due_refreshes(now);
         let timeout = self.cfg.client_timeout_ms;
         let gone: Vec<SocketAddr> = self
             .clients
@@ -2211,7 +2672,7 @@ impl SupernodeCore {
                 {
                     self.stats.wills_published += 1;
                     tracing::debug!(user = %c.username, seq, "client silent: publishing its offline record");
-                    self.push_to_owners(now, &c.record_name, will, &[], None, false);
+                    self.push_to_owners(now, &c.record_name, (will, seq), &[], None);
                 }
                 self.env_client_gone(a, &c.username);
                 self.events.push_back(SupernodeEvent::ClientDetached {
@@ -2283,7 +2744,7 @@ impl SupernodeCore {
         if let Some(at) = self.home_rebalance_at {
             t = t.min(at);
         }
-        if let Some(d) = self.digests_out.values().copied().min() {
+        if let Some(d) = self.digests_out.values().map(|d| d.deadline).min() {
             t = t.min(d);
         }
         if let Some(at) = self.rebalance_at {

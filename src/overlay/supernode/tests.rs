@@ -660,3 +660,139 @@ fn envelopes_to_chosen_devices_and_a_pinned_one() {
         (0, 1)
     );
 }
+
+#[test]
+fn in_flight_changes_explain_a_digest_and_nothing_else_does() {
+    let h = |k, s| claim_hash(k, s);
+    let ours = (3u32, h(1, 10) ^ h(2, 20) ^ h(3, 31));
+    // The owner has not seen our push of 3 at seq 31 yet (it holds 30).
+    let push = Inflight {
+        bucket: 0,
+        before: Some(h(3, 30)),
+        after: Some(h(3, 31)),
+    };
+    let owner = (3, h(1, 10) ^ h(2, 20) ^ h(3, 30));
+    assert!(explained(ours, owner, &[push]));
+    // Nor our unclaim of 4.
+    let unclaim = Inflight {
+        bucket: 0,
+        before: Some(h(4, 40)),
+        after: None,
+    };
+    assert!(explained(ours, (4, owner.1 ^ h(4, 40)), &[push, unclaim]));
+    assert!(explained(ours, (4, ours.1 ^ h(4, 40)), &[push, unclaim]));
+    assert!(explained(ours, ours, &[push, unclaim]));
+    // A record the owner lost is not explained by anything in flight.
+    assert!(!explained(ours, (2, h(1, 10) ^ h(2, 20)), &[push, unclaim]));
+    assert!(!explained(ours, owner, &[]));
+    // Too many changes at once: repaired rather than searched.
+    let many = vec![push; MAX_INFLIGHT_PER_BUCKET + 1];
+    assert!(!explained(ours, ours, &many));
+    // A burst: 30 refreshes and 2 unclaims in flight, of which the owner
+    // has seen every third.
+    let mut changes = Vec::new();
+    let (mut ours, mut theirs) = ((2u32, h(90, 1) ^ h(91, 1)), (2u32, h(90, 1) ^ h(91, 1)));
+    for k in 0..30u64 {
+        let (old, new) = (h(k, 1), h(k, 2));
+        ours = (ours.0 + 1, ours.1 ^ new);
+        theirs = (theirs.0 + 1, theirs.1 ^ if k % 3 == 0 { new } else { old });
+        changes.push(Inflight {
+            bucket: 0,
+            before: Some(old),
+            after: Some(new),
+        });
+    }
+    for k in [90, 91] {
+        ours = (ours.0 - 1, ours.1 ^ h(k, 1));
+        changes.push(Inflight {
+            bucket: 0,
+            before: Some(h(k, 1)),
+            after: None,
+        });
+    }
+    // The owner has not seen the first unclaim.
+    theirs = (theirs.0 - 1, theirs.1 ^ h(91, 1));
+    assert!(explained(ours, theirs, &changes));
+    // The same, but the owner also lost a record.
+    assert!(!explained(
+        ours,
+        (theirs.0 - 1, theirs.1 ^ h(5, 2)),
+        &changes
+    ));
+    assert!(!explained(
+        ours,
+        (theirs.0 - 1, theirs.1 ^ h(5, 1)),
+        &changes
+    ));
+    // The right hash with the wrong count.
+    assert!(!explained(ours, (theirs.0 + 1, theirs.1), &changes));
+}
+
+/// Status changes pushed all the time (so claims are in flight whenever a
+/// digest goes out) and refreshes every 10 s, for ten minutes: no digest
+/// is repaired, refreshes reach the owners as deltas only when the
+/// owners' copy is about to run out, and every owner shows every user
+/// online all along.
+#[test]
+fn refreshes_go_as_deltas_and_claims_in_flight_are_not_repaired() {
+    let spec = OverlaySpec {
+        seed: 16,
+        supernodes: 8,
+        clients: 400,
+        converged: true,
+        client_spread_ms: 5_000,
+        client: crate::overlay::client::ClientConfig {
+            refresh_ms: 10_000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut o = Overlay::build(&spec);
+    o.sim.keep_events = false;
+    o.sim.run_for(40_000);
+    let stat = |o: &Overlay, f: fn(&SupernodeStats) -> u64| -> u64 {
+        o.supernodes
+            .iter()
+            .map(|&s| f(o.sim.supernode(s).unwrap().stats()))
+            .sum()
+    };
+    let repairs0 = stat(&o, |s| s.digest_repairs);
+    let mut n = 0usize;
+    for step in 0..6_000u64 {
+        // A status change every 100 ms among 40 users, each pushed at once.
+        let i = o.clients[(step as usize * 7919) % 40];
+        n += 1;
+        client_mut(&mut o, i).set_status(Status::Online, &format!("m{n}"));
+        o.sim.touched(i);
+        o.sim.run_for(100);
+        if step % 100 == 99 {
+            let secs = o.sim.unix().secs();
+            for &s in &o.supernodes {
+                let sn = o.sim.supernode(s).unwrap();
+                for (name, h) in &sn.records {
+                    let rec = PresenceRecord::decode(&h.bytes).unwrap();
+                    assert!(
+                        rec.is_online(secs),
+                        "{name} shown offline at {s} at {secs:?}"
+                    );
+                }
+            }
+        }
+    }
+    let repairs = stat(&o, |s| s.digest_repairs) - repairs0;
+    let in_flight = stat(&o, |s| s.digest_in_flight);
+    let held = stat(&o, |s| s.refreshes_held);
+    let sent = stat(&o, |s| s.refreshes_sent);
+    let unapplied = stat(&o, |s| s.refreshes_unapplied);
+    assert_eq!(
+        repairs, 0,
+        "{in_flight} buckets differed by claims in flight; held {held}, sent {sent}, \
+         unapplied {unapplied}"
+    );
+    assert!(
+        in_flight > 0,
+        "no digest crossed a push: the test shows nothing"
+    );
+    assert!(sent > 0 && held > 10 * sent, "held {held}, sent {sent}");
+    assert_eq!(unapplied, 0);
+}
