@@ -6,7 +6,7 @@
 //! memory on the CI machine). Directory traffic in steady state, with
 //! every refresh round in the window (`NATTER_SIM_STEPS=1` prints each
 //! 30 s of it):
-//! `NATTER_SIM_SETTLE_S=120 NATTER_SIM_WINDOW_S=480 cargo bench --bench
+//! `NATTER_SIM_SETTLE_S=120 NATTER_SIM_WINDOW_S=720 cargo bench --bench
 //! overlay_sim -- 3 300000`.
 
 use natter::sim::{Overlay, OverlaySpec, percentile};
@@ -66,8 +66,8 @@ fn main() {
     o.sim.run_for(30_000);
     let rss_warm = rss_kib().0;
     // NATTER_SIM_SETTLE_S: more time before the window. Clients started
-    // together push their refreshes together (every 240 s from ~270 s);
-    // a window from 150 s of a multiple of 240 s takes in whole rounds.
+    // together push their refreshes together (every 360 s from ~390 s);
+    // a window from 150 s of a multiple of 360 s takes in whole rounds.
     let settle_s: u64 = std::env::var("NATTER_SIM_SETTLE_S")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -80,7 +80,7 @@ fn main() {
     );
 
     // Steady state: traffic over a window (10 s, or NATTER_SIM_WINDOW_S:
-    // 480 s, with NATTER_SIM_SETTLE_S=120, takes in two rounds of every
+    // 720 s, with NATTER_SIM_SETTLE_S=120, takes in two rounds of every
     // client's record refresh reaching its owners), then lookups.
     let window_s: u64 = std::env::var("NATTER_SIM_WINDOW_S")
         .ok()

@@ -38,7 +38,12 @@ pub struct ClientConfig {
     pub backoff_max_ms: u64,
     /// The record is re-signed and republished this often.
     pub refresh_ms: u64,
-    /// How long a record shows the user online without a refresh.
+    /// How long a record shows the user online without a refresh. A
+    /// device that goes silent is shown offline by its supernode within
+    /// seconds (its will); this bounds only a device lost together with
+    /// its supernode. Its primary supernode passes a refresh on to the
+    /// record's owners when their copy has 30 s left: with 420 s and
+    /// 120-s refreshes, one refresh in three.
     pub online_secs: u64,
     pub lookup_timeout_ms: u64,
     /// A lookup unanswered this long is sent again through the other
@@ -71,7 +76,7 @@ impl Default for ClientConfig {
             backoff_base_ms: 250,
             backoff_max_ms: 30_000,
             refresh_ms: 120_000,
-            online_secs: 300,
+            online_secs: 420,
             lookup_timeout_ms: 4_000,
             lookup_retry_ms: 800,
             publish_delay_ms: 300,
@@ -359,6 +364,14 @@ pub struct ClientCore {
     /// first).
     publish_not_before: Millis,
     published_seq: u64,
+    /// A hash of what the last record said (all but its timing), the seq
+    /// of the last record that said something new, once acknowledged, and
+    /// of one not acknowledged yet: refreshes that only extend a record
+    /// reach its owners late by design, so a lookup answer is stale only
+    /// when older than `content_seq`.
+    content_hash: u64,
+    content_seq: u64,
+    content_pending: Option<u64>,
     lookups: BTreeMap<u32, PendingLookup>,
     next_qid: u32,
     watches: BTreeSet<String>,
@@ -437,6 +450,9 @@ impl ClientCore {
             need_publish: true,
             publish_not_before: Millis::ZERO,
             published_seq: 0,
+            content_hash: 0,
+            content_seq: 0,
+            content_pending: None,
             lookups: BTreeMap::new(),
             next_qid: 1,
             watches: BTreeSet::new(),
@@ -1170,6 +1186,13 @@ impl ClientCore {
         self.published_seq
     }
 
+    /// The seq of the newest acknowledged record that said something its
+    /// predecessor did not (status, message, supernodes, addresses): what
+    /// a lookup must show at least.
+    pub fn content_seq(&self) -> u64 {
+        self.content_seq
+    }
+
     pub fn set_status(&mut self, status: Status, message: &str) {
         self.status = status;
         self.message = message.to_owned();
@@ -1499,6 +1522,9 @@ impl ClientCore {
                 if let LinkState::Attached { last_ack, .. } = &mut self.links[idx].state {
                     *last_ack = now;
                 }
+                if self.content_pending.is_some_and(|c| c <= seq) {
+                    self.content_seq = self.content_pending.take().unwrap_or(seq);
+                }
                 if seq > self.published_seq {
                     self.published_seq = seq;
                     self.events.push_back(ClientEvent::Published { seq });
@@ -1684,6 +1710,22 @@ impl ClientCore {
             },
         );
         let bytes = rec.encode();
+        let content = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (
+                rec.status.to_u8(),
+                &rec.message,
+                &rec.supernodes,
+                &rec.candidates,
+            )
+                .hash(&mut h);
+            h.finish()
+        };
+        if content != self.content_hash {
+            self.content_hash = content;
+            self.content_pending = Some(rec.seq);
+        }
         // The offline record a supernode publishes for us if we fall
         // silent; its seq is reserved, so the next publish is newer.
         self.seq += 1;

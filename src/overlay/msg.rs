@@ -81,10 +81,18 @@ fn read_updates(r: &mut Reader<'_>) -> Result<Vec<Update>, WireError> {
         .collect()
 }
 
-/// Buckets a home supernode's digest for one owner is split into (by the
+/// The finest split of a home supernode's digest for one owner (by the
 /// low bits of the user key), so a difference is repaired one bucket at a
-/// time.
+/// time. A digest may use fewer parts (a power of two dividing this: a
+/// key's part is its bucket modulo the parts), so a home with few records
+/// at an owner sends a few bytes.
 pub const DIGEST_BUCKETS: u8 = 64;
+
+/// Whether `parts` is a digest split: a power of two up to
+/// [`DIGEST_BUCKETS`].
+pub fn valid_parts(parts: u8) -> bool {
+    parts.is_power_of_two() && parts <= DIGEST_BUCKETS
+}
 
 /// One bucket of a directory digest: how many records a home supernode
 /// says an owner holds for it there, and the XOR of their
@@ -112,17 +120,23 @@ pub fn claim_hash(key: u64, seq: u64) -> u64 {
 /// Most names in one `Claimed` page (each at most 256 bytes on the wire).
 pub const MAX_CLAIMED: usize = 64;
 
-fn write_digest(w: &mut Writer, buckets: &[DigestBucket]) {
+fn write_digest(w: &mut Writer, parts: u8, buckets: &[DigestBucket]) {
     let n = buckets.len().min(DIGEST_BUCKETS as usize);
-    w.u8(n as u8);
+    w.u8(parts).u8(n as u8);
     for b in &buckets[..n] {
         w.u8(b.bucket).u32(b.count).u64(b.hash);
     }
 }
 
-fn read_digest(r: &mut Reader<'_>) -> Result<Vec<DigestBucket>, WireError> {
+fn read_digest(r: &mut Reader<'_>) -> Result<(u8, Vec<DigestBucket>), WireError> {
+    let parts = r.u8()?;
+    if !valid_parts(parts) {
+        return Err(WireError::Invalid {
+            field: "digest parts",
+        });
+    }
     let n = r.u8()? as usize;
-    if n > DIGEST_BUCKETS as usize {
+    if n > parts as usize {
         return Err(WireError::Invalid {
             field: "digest bucket count",
         });
@@ -130,7 +144,7 @@ fn read_digest(r: &mut Reader<'_>) -> Result<Vec<DigestBucket>, WireError> {
     (0..n)
         .map(|_| {
             let bucket = r.u8()?;
-            if bucket >= DIGEST_BUCKETS {
+            if bucket >= parts {
                 return Err(WireError::Invalid {
                     field: "digest bucket",
                 });
@@ -141,7 +155,8 @@ fn read_digest(r: &mut Reader<'_>) -> Result<Vec<DigestBucket>, WireError> {
                 hash: r.u64()?,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map(|b| (parts, b))
 }
 
 /// Most device records of one user the directory keeps and a lookup
@@ -239,9 +254,12 @@ pub enum Msg<'a> {
     /// buckets left out). Answered with a `DigestAck` of what the owner
     /// holds as claimed by this home.
     Digest {
+        /// The split ([`valid_parts`]).
+        parts: u8,
         buckets: Vec<DigestBucket>,
     },
     DigestAck {
+        parts: u8,
         buckets: Vec<DigestBucket>,
     },
     /// Owner to home, after a `DigestAck` naming differing buckets: the
@@ -259,6 +277,7 @@ pub enum Msg<'a> {
     /// claims in flight do not explain: name the records you count as
     /// claimed by me in these buckets (answered with `Claimed` pages).
     ClaimsAsk {
+        parts: u8,
         buckets: Vec<u8>,
     },
     /// Home to owner: the record `username` the owner holds, refreshed:
@@ -532,13 +551,13 @@ impl<'a> Msg<'a> {
             Msg::Check { username, seq } => {
                 w.u8(16).bytes8(username.as_bytes()).u64(*seq);
             }
-            Msg::Digest { buckets } => {
+            Msg::Digest { parts, buckets } => {
                 w.u8(17);
-                write_digest(&mut w, buckets);
+                write_digest(&mut w, *parts, buckets);
             }
-            Msg::DigestAck { buckets } => {
+            Msg::DigestAck { parts, buckets } => {
                 w.u8(18);
-                write_digest(&mut w, buckets);
+                write_digest(&mut w, *parts, buckets);
             }
             Msg::Claimed { names } => {
                 let n = names.len().min(MAX_CLAIMED);
@@ -550,9 +569,9 @@ impl<'a> Msg<'a> {
             Msg::Unclaim { username } => {
                 w.u8(33).bytes8(username.as_bytes());
             }
-            Msg::ClaimsAsk { buckets } => {
+            Msg::ClaimsAsk { parts, buckets } => {
                 let n = buckets.len().min(DIGEST_BUCKETS as usize);
-                w.u8(35).u8(n as u8).raw(&buckets[..n]);
+                w.u8(35).u8(*parts).u8(n as u8).raw(&buckets[..n]);
             }
             Msg::Refresh {
                 username,
@@ -714,12 +733,14 @@ impl<'a> Msg<'a> {
                 username: r.str8("username")?,
                 seq: r.u64()?,
             },
-            17 => Msg::Digest {
-                buckets: read_digest(&mut r)?,
-            },
-            18 => Msg::DigestAck {
-                buckets: read_digest(&mut r)?,
-            },
+            17 => {
+                let (parts, buckets) = read_digest(&mut r)?;
+                Msg::Digest { parts, buckets }
+            }
+            18 => {
+                let (parts, buckets) = read_digest(&mut r)?;
+                Msg::DigestAck { parts, buckets }
+            }
             19 => {
                 let n = r.u8()? as usize;
                 if n > MAX_CLAIMED {
@@ -737,19 +758,25 @@ impl<'a> Msg<'a> {
                 username: r.str8("username")?,
             },
             35 => {
+                let parts = r.u8()?;
+                if !valid_parts(parts) {
+                    return Err(WireError::Invalid {
+                        field: "digest parts",
+                    });
+                }
                 let n = r.u8()? as usize;
-                if n > DIGEST_BUCKETS as usize {
+                if n > parts as usize {
                     return Err(WireError::Invalid {
                         field: "digest bucket count",
                     });
                 }
                 let buckets = r.bytes(n)?.to_vec();
-                if buckets.iter().any(|b| *b >= DIGEST_BUCKETS) {
+                if buckets.iter().any(|b| *b >= parts) {
                     return Err(WireError::Invalid {
                         field: "digest bucket",
                     });
                 }
-                Msg::ClaimsAsk { buckets }
+                Msg::ClaimsAsk { parts, buckets }
             }
             36 => Msg::Refresh {
                 username: r.str8("username")?,
@@ -927,6 +954,33 @@ mod tests {
     }
 
     #[test]
+    fn digest_splits_are_checked() {
+        let d = |parts: u8, bucket: u8| {
+            Msg::Digest {
+                parts,
+                buckets: vec![DigestBucket {
+                    bucket,
+                    count: 1,
+                    hash: 2,
+                }],
+            }
+            .encode()
+        };
+        assert!(Msg::decode(&d(8, 7)).is_ok());
+        assert!(Msg::decode(&d(8, 8)).is_err(), "bucket beyond the split");
+        assert!(Msg::decode(&d(3, 0)).is_err(), "not a power of two");
+        assert!(Msg::decode(&d(128, 0)).is_err(), "finer than the buckets");
+        assert!(Msg::decode(&d(0, 0)).is_err());
+        let ask = |parts: u8, buckets: Vec<u8>| Msg::ClaimsAsk { parts, buckets }.encode();
+        assert!(Msg::decode(&ask(4, vec![0, 3])).is_ok());
+        assert!(Msg::decode(&ask(4, vec![4])).is_err());
+        assert!(
+            Msg::decode(&ask(2, vec![0, 1, 1])).is_err(),
+            "more buckets than parts"
+        );
+    }
+
+    #[test]
     fn every_message_round_trips() {
         let a: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let b: SocketAddr = "[2001:db8::1]:5".parse().unwrap();
@@ -989,6 +1043,7 @@ mod tests {
                 seq: 4,
             },
             Msg::Digest {
+                parts: 16,
                 buckets: vec![
                     DigestBucket {
                         bucket: 0,
@@ -1002,13 +1057,17 @@ mod tests {
                     },
                 ],
             },
-            Msg::DigestAck { buckets: vec![] },
+            Msg::DigestAck {
+                parts: 1,
+                buckets: vec![],
+            },
             Msg::Claimed {
                 names: vec!["ann", "bob"],
             },
             Msg::Unclaim { username: "eve" },
             Msg::ClaimsAsk {
-                buckets: vec![0, 7, 15],
+                parts: 64,
+                buckets: vec![0, 7, 63],
             },
             Msg::Refresh {
                 username: "eve/00",

@@ -9,8 +9,8 @@
 //! long the record shows its device online is held until the owners' copy
 //! is within [`REFRESH_AHEAD_SECS`] of running out, then sent as a delta
 //! (`Refresh`: new timing fields and signature; the owner rebuilds the
-//! record and verifies it): with the default 300-s records and 120-s
-//! refreshes one refresh in two reaches the owners, at ~140 bytes. Every
+//! record and verifies it): with the default 420-s records and 120-s
+//! refreshes one refresh in three reaches the owners, at ~140 bytes. Every
 //! check interval the home sends each owner one digest of the records it
 //! expects it to hold (a count and an XOR of hashes of (user, seq) per
 //! bucket of user keys; the owner keeps the same sums of what each home
@@ -117,8 +117,8 @@ pub struct SupernodeConfig {
 
 /// A home holds a client's timing-only refresh until the owners' copy of
 /// its record shows it online for less than this (seconds), then pushes
-/// it: with records online for 300 s and refreshed every 120 s, one
-/// refresh in two reaches the owners.
+/// it: with records online for 420 s (the client's default) and
+/// refreshed every 120 s, one refresh in three reaches the owners.
 pub const REFRESH_AHEAD_SECS: u64 = 30;
 
 /// Unclaims (not acknowledged) are taken as possibly in flight for this
@@ -439,6 +439,8 @@ struct Inflight {
 #[derive(Debug)]
 struct DigestOut {
     deadline: Millis,
+    /// Its split ([`digest_parts`]).
+    parts: u8,
     /// Per bucket, the (count, hash) we sent.
     sums: [(u32, u64); DIGEST_BUCKETS as usize],
     /// Claim changes that may cross it: in flight to the owner when it
@@ -511,6 +513,14 @@ fn explained(ours: (u32, u64), theirs: (u32, u64), changes: &[Inflight]) -> bool
 
 /// A user's device records from a lookup, kept until then.
 type Cached = (Vec<Rc<[u8]>>, Millis);
+
+/// How finely to split a digest of `records` records: about 16 records
+/// per part, from one part (a few bytes) to [`DIGEST_BUCKETS`].
+fn digest_parts(records: u32) -> u8 {
+    (records / 16)
+        .next_power_of_two()
+        .clamp(1, u32::from(DIGEST_BUCKETS)) as u8
+}
 
 /// Add (`add`) or remove one claim in the per-(home, bucket) sums.
 fn claim_sum(sums: &mut HashMap<(u64, u8), (u32, u64)>, home: u64, key: u64, seq: u64, add: bool) {
@@ -1045,7 +1055,7 @@ impl SupernodeCore {
                 let id = node_id(&peer.ed25519);
                 self.on_store(now, from, Some(id), record);
             }
-            Msg::Digest { buckets } => {
+            Msg::Digest { parts, buckets } => {
                 let home = node_id(&peer.ed25519);
                 self.unresponsive.remove(&home);
                 // Answer with ours where it differs (nothing, usually).
@@ -1055,13 +1065,17 @@ impl SupernodeCore {
                         .find(|x| x.bucket == b)
                         .map_or((0, 0), |x| (x.count, x.hash))
                 };
-                let differ: Vec<DigestBucket> = (0..DIGEST_BUCKETS)
+                let mut ours = [(0u32, 0u64); DIGEST_BUCKETS as usize];
+                for fine in 0..DIGEST_BUCKETS {
+                    if let Some(&(count, hash)) = self.claim_sums.get(&(home, fine)) {
+                        let e = &mut ours[(fine % parts) as usize];
+                        e.0 = e.0.wrapping_add(count);
+                        e.1 ^= hash;
+                    }
+                }
+                let differ: Vec<DigestBucket> = (0..parts)
                     .filter_map(|bucket| {
-                        let (count, hash) = self
-                            .claim_sums
-                            .get(&(home, bucket))
-                            .copied()
-                            .unwrap_or((0, 0));
+                        let (count, hash) = ours[bucket as usize];
                         ((count, hash) != theirs(bucket)).then_some(DigestBucket {
                             bucket,
                             count,
@@ -1069,9 +1083,15 @@ impl SupernodeCore {
                         })
                     })
                     .collect();
-                self.send(from, &Msg::DigestAck { buckets: differ });
+                self.send(
+                    from,
+                    &Msg::DigestAck {
+                        parts,
+                        buckets: differ,
+                    },
+                );
             }
-            Msg::ClaimsAsk { buckets } => {
+            Msg::ClaimsAsk { parts, buckets } => {
                 // The names behind buckets the home found different, so
                 // it can unclaim what it no longer has (in pages; each
                 // page stands alone).
@@ -1080,7 +1100,7 @@ impl SupernodeCore {
                     .records
                     .iter()
                     .filter(|(_, h)| {
-                        buckets.contains(&digest_bucket(h.key))
+                        buckets.contains(&(digest_bucket(h.key) % parts))
                             && h.claims.iter().any(|(id, _)| *id == home)
                     })
                     .map(|(n, _)| n.as_str())
@@ -1118,10 +1138,10 @@ impl SupernodeCore {
                     }
                 }
             }
-            Msg::DigestAck { buckets } => {
+            Msg::DigestAck { parts, buckets } => {
                 let owner = node_id(&peer.ed25519);
                 self.unresponsive.remove(&owner);
-                self.on_digest_ack(now, from, owner, &buckets);
+                self.on_digest_ack(now, from, owner, parts, &buckets);
             }
             Msg::Claimed { names } => {
                 let owner = node_id(&peer.ed25519);
@@ -2300,7 +2320,14 @@ impl SupernodeCore {
             let Some(addr) = self.members.addr_of(owner) else {
                 continue;
             };
-            let buckets: Vec<DigestBucket> = b
+            let parts = digest_parts(b.iter().map(|(n, _)| n).sum());
+            let mut coarse = [(0u32, 0u64); DIGEST_BUCKETS as usize];
+            for (fine, (n, h)) in b.iter().enumerate() {
+                let e = &mut coarse[fine % parts as usize];
+                e.0 += n;
+                e.1 ^= h;
+            }
+            let buckets: Vec<DigestBucket> = coarse[..parts as usize]
                 .iter()
                 .enumerate()
                 .filter(|(_, (n, _))| *n > 0)
@@ -2311,11 +2338,12 @@ impl SupernodeCore {
                 })
                 .collect();
             self.stats.digests_sent += 1;
-            self.send(addr, &Msg::Digest { buckets });
+            self.send(addr, &Msg::Digest { parts, buckets });
             self.digests_out.insert(
                 owner,
                 DigestOut {
                     deadline,
+                    parts,
                     sums: b,
                     inflight: inflight.remove(&owner).unwrap_or_default(),
                 },
@@ -2381,20 +2409,35 @@ impl SupernodeCore {
         now: Millis,
         from: SocketAddr,
         owner: u64,
+        parts: u8,
         theirs: &[DigestBucket],
     ) {
         let Some(out) = self.digests_out.remove(&owner) else {
             return;
         };
+        if parts != out.parts {
+            self.stats.malformed += 1;
+            return;
+        }
         let mut differ: Vec<u8> = Vec::new();
         for b in theirs {
             let changes: Vec<Inflight> = out
                 .inflight
                 .iter()
-                .filter(|c| c.bucket == b.bucket)
+                .filter(|c| c.bucket % parts == b.bucket)
                 .copied()
                 .collect();
-            let ours = out.sums[b.bucket as usize];
+            let ours = out
+                .sums
+                .iter()
+                .enumerate()
+                .fold((0u32, 0u64), |acc, (i, s)| {
+                    if i as u8 % parts == b.bucket {
+                        (acc.0 + s.0, acc.1 ^ s.1)
+                    } else {
+                        acc
+                    }
+                });
             if explained(ours, (b.count, b.hash), &changes) {
                 self.stats.digest_in_flight += 1;
             } else {
@@ -2415,7 +2458,7 @@ impl SupernodeCore {
                 c.primary
                     && c.record_expires > secs
                     && c.owners.contains(&owner)
-                    && differ.contains(&digest_bucket(c.record_key))
+                    && differ.contains(&(digest_bucket(c.record_key) % parts))
             })
             .filter_map(|c| {
                 Some((
@@ -2443,7 +2486,13 @@ impl SupernodeCore {
             };
             self.send_store(now, owner, from, out, &[]);
         }
-        self.send(from, &Msg::ClaimsAsk { buckets: differ });
+        self.send(
+            from,
+            &Msg::ClaimsAsk {
+                parts,
+                buckets: differ,
+            },
+        );
     }
 
     /// Push records to owners that do not have them yet after membership

@@ -633,7 +633,7 @@ impl Overlay {
         for &(a, t) in pairs {
             let ai = self.clients[a];
             let ti = self.clients[t];
-            let target_seq = self.sim.client(ti).map_or(0, |c| c.published_seq());
+            let target_seq = self.sim.client(ti).map_or(0, |c| c.content_seq());
             let name = Self::username(t);
             let now = self.sim.now;
             let Some(c) = self.sim.client_mut(ai) else {
@@ -691,8 +691,10 @@ impl Overlay {
             };
             if let Some(r) = record {
                 // Stale: older than a record the user had published
-                // (seq = its signing time) more than the cache lifetime
-                // plus a second of propagation before the lookup.
+                // saying something new (seq = its signing time; refreshes
+                // that only extend a record reach the owners later by
+                // design) more than the cache lifetime plus a second of
+                // propagation before the lookup.
                 if r.seq < target_seq
                     && target_seq + cache_ms + 1_000 < Sim::unix_at(asked_at).get()
                 {
