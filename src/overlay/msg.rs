@@ -128,7 +128,8 @@ fn write_digest(w: &mut Writer, parts: u8, buckets: &[DigestBucket]) {
     }
 }
 
-fn read_digest(r: &mut Reader<'_>) -> Result<(u8, Vec<DigestBucket>), WireError> {
+/// A digest's split and how many buckets follow (at most one per part).
+fn read_parts(r: &mut Reader<'_>) -> Result<(u8, usize), WireError> {
     let parts = r.u8()?;
     if !valid_parts(parts) {
         return Err(WireError::Invalid {
@@ -141,6 +142,11 @@ fn read_digest(r: &mut Reader<'_>) -> Result<(u8, Vec<DigestBucket>), WireError>
             field: "digest bucket count",
         });
     }
+    Ok((parts, n))
+}
+
+fn read_digest(r: &mut Reader<'_>) -> Result<(u8, Vec<DigestBucket>), WireError> {
+    let (parts, n) = read_parts(r)?;
     (0..n)
         .map(|_| {
             let bucket = r.u8()?;
@@ -758,18 +764,7 @@ impl<'a> Msg<'a> {
                 username: r.str8("username")?,
             },
             35 => {
-                let parts = r.u8()?;
-                if !valid_parts(parts) {
-                    return Err(WireError::Invalid {
-                        field: "digest parts",
-                    });
-                }
-                let n = r.u8()? as usize;
-                if n > parts as usize {
-                    return Err(WireError::Invalid {
-                        field: "digest bucket count",
-                    });
-                }
+                let (parts, n) = read_parts(&mut r)?;
                 let buckets = r.bytes(n)?.to_vec();
                 if buckets.iter().any(|b| *b >= parts) {
                     return Err(WireError::Invalid {
